@@ -1,0 +1,98 @@
+"""Application state of a Python park chain: a key/value view over the state commitment.
+
+Pure: no I/O. A block executes against the parent's tree and yields a new one; because the tree is
+persistent, the parent's tree (and its root and proofs) stay valid and cost nothing to keep.
+A transaction that raises a :class:`~protocol.errors.ProtocolError` is rolled back whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from protocol.errors import InsufficientFundsError, ProtocolError
+from protocol.paths import balance_path
+from protocol.state_commitment import Proof, SparseMerkleTree
+
+
+class ChainState:
+    """Mutable handle on an immutable tree. ``tree`` is the current version."""
+
+    __slots__ = ("tree",)
+
+    def __init__(self, tree: SparseMerkleTree | None = None) -> None:
+        self.tree = tree if tree is not None else SparseMerkleTree()
+
+    @property
+    def root(self) -> bytes:
+        return self.tree.root
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.tree.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self.tree = self.tree.set(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.tree = self.tree.delete(key)
+
+    def prove(self, key: bytes) -> Proof:
+        return self.tree.prove(key)
+
+    # -- typed helpers -------------------------------------------------------------------------
+
+    def get_int(self, key: bytes, default: int = 0) -> int:
+        raw = self.get(key)
+        return int(raw.decode()) if raw is not None else default
+
+    def set_int(self, key: bytes, value: int) -> None:
+        if value == 0:
+            self.delete(key)
+        else:
+            self.set(key, str(value).encode())
+
+    def get_json(self, key: bytes) -> Any:
+        raw = self.get(key)
+        return json.loads(raw) if raw is not None else None
+
+    def set_json(self, key: bytes, value: Any) -> None:
+        self.set(key, canonical_json(value))
+
+    def balance(self, account: str, denom: str) -> int:
+        return self.get_int(balance_path(account, denom))
+
+    def add_balance(self, account: str, denom: str, amount: int) -> None:
+        if amount < 0:
+            raise ValueError("add_balance takes a non-negative amount")
+        self.set_int(balance_path(account, denom), self.balance(account, denom) + amount)
+
+    def sub_balance(self, account: str, denom: str, amount: int) -> None:
+        have = self.balance(account, denom)
+        if amount < 0 or have < amount:
+            raise InsufficientFundsError(f"balance of {account} in {denom} too small", expected=f">= {amount}",
+                                         got=have)
+        self.set_int(balance_path(account, denom), have - amount)
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Roll back every change made inside the block if it raises a ProtocolError."""
+        saved = self.tree
+        try:
+            yield
+        except ProtocolError:
+            self.tree = saved
+            raise
+
+    def prefix_items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with ``prefix`` (a full scan: for queries, not for consensus)."""
+        return sorted((k, v) for k, v in self.tree.items() if k.startswith(prefix))
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8: one encoding for one value."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+StateHook = Callable[[ChainState], None]

@@ -1,0 +1,203 @@
+"""Signed transactions and their execution on a Python park chain (the application layer).
+
+A transaction names its chain, a registered account (``sender``), the account's next ``nonce``, an
+operation ``op`` and its JSON ``args``; the account's ed25519 key signs
+``sha256("parkrelay/tx/v1" || canonical_json(body))``. Accounts are named, as in Graphene, and live in
+state at ``accounts/<name>`` with their public key and next nonce.
+
+Each chain registers its operations in an :class:`App`; ``bridge.*`` ops come from
+:mod:`chains.common.bridge`, market ops from the chain's own package. An op validates and applies in
+one function that must raise a :class:`~protocol.errors.ProtocolError` before changing anything it
+should not; :meth:`App.execute_tx` rolls the whole transaction back on any such error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chains.common.state import ChainState, canonical_json
+from protocol.crypto import Ed25519Signer, ed25519_verify
+from protocol.errors import AuthorizationError, CodecError, ProtocolError, ReplayError, WrongChainError
+
+TX_TAG = b"parkrelay/tx/v1"
+ACCOUNT_RE = re.compile(r"^[a-z][a-z0-9.-]{1,31}$")
+MAX_TX_BYTES = 64 * 1024
+
+
+def account_path(name: str) -> bytes:
+    return f"accounts/{name}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    """What an op may know of the block it runs in. Time is the block's, never a clock."""
+
+    chain_id: str
+    """Chain executing the block."""
+    height: int
+    """Height of the block being built or replayed."""
+    timestamp_ms: int
+    """Block time, ms."""
+    producer: str
+    """Account name of the block producer (witness or farmer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    """A signed transaction."""
+
+    chain_id: str
+    """Chain it is for: a transaction never executes on another chain."""
+    sender: str
+    """Registered account that signs and pays."""
+    nonce: int
+    """The sender's next nonce; replays fail."""
+    op: str
+    """Operation name (``transfer``, ``bridge.send``...)."""
+    args: dict[str, Any]
+    """Operation arguments (JSON values; bytes as hex strings)."""
+    signature: bytes = b""
+    """ed25519 signature of :meth:`sign_bytes` by the sender's key."""
+
+    def body(self) -> dict[str, Any]:
+        return {"chain_id": self.chain_id, "sender": self.sender, "nonce": self.nonce, "op": self.op,
+                "args": self.args}
+
+    def sign_bytes(self) -> bytes:
+        return hashlib.sha256(TX_TAG + canonical_json(self.body())).digest()
+
+    def hash(self) -> bytes:
+        return hashlib.sha256(canonical_json(self.to_json())).digest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "signature": self.signature.hex()}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Tx:
+        if not isinstance(obj, dict):
+            raise CodecError("a transaction is a JSON object", got=type(obj).__name__)
+        try:
+            tx = cls(str(obj["chain_id"]), str(obj["sender"]), int(obj["nonce"]), str(obj["op"]),
+                     dict(obj["args"]), bytes.fromhex(str(obj["signature"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CodecError(f"malformed transaction: {exc}") from exc
+        if len(canonical_json(tx.to_json())) > MAX_TX_BYTES:
+            raise CodecError("transaction too large", expected=f"<= {MAX_TX_BYTES} bytes")
+        return tx
+
+    @classmethod
+    def signed(cls, signer: Ed25519Signer, chain_id: str, sender: str, nonce: int, op: str,
+               args: dict[str, Any]) -> Tx:
+        unsigned = cls(chain_id, sender, nonce, op, args)
+        return cls(chain_id, sender, nonce, op, args, signer.sign(unsigned.sign_bytes()))
+
+
+OpHandler = Callable[[ChainState, Tx, BlockContext], list[dict[str, Any]] | None]
+"""An operation: validates, applies, and returns the events it emits (or None)."""
+
+BlockHook = Callable[[ChainState, BlockContext], list[dict[str, Any]] | None]
+"""Runs once per block before its transactions (rewards, maintenance...)."""
+
+
+@dataclass
+class App:
+    """The operations a chain accepts, and the block execution that runs them."""
+
+    chain_id: str
+    ops: dict[str, OpHandler] = field(default_factory=dict)
+    begin_block_hooks: list[BlockHook] = field(default_factory=list)
+
+    def register(self, name: str, handler: OpHandler) -> None:
+        if name in self.ops:
+            raise ValueError(f"op {name!r} registered twice")
+        self.ops[name] = handler
+
+    def check_tx(self, state: ChainState, tx: Tx) -> None:
+        """Stateless and signature checks, plus the nonce: what the mempool runs before admitting a tx."""
+        if tx.chain_id != self.chain_id:
+            raise WrongChainError("transaction for another chain", expected=self.chain_id, got=tx.chain_id)
+        if tx.op not in self.ops:
+            raise CodecError("unknown operation", expected=sorted(self.ops), got=tx.op)
+        acct = state.get_json(account_path(tx.sender))
+        if acct is None:
+            raise AuthorizationError("unknown sender account", got=tx.sender)
+        ed25519_verify(bytes.fromhex(acct["pubkey"]), tx.sign_bytes(), tx.signature,
+                       what=f"transaction signature of {tx.sender}")
+        if tx.nonce != acct["nonce"]:
+            if tx.nonce < acct["nonce"]:
+                raise ReplayError("nonce already used", expected=acct["nonce"], got=tx.nonce)
+            raise ProtocolError("nonce too high", expected=acct["nonce"], got=tx.nonce)
+
+    def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """Check and run ``tx``; on a ProtocolError nothing changes (the nonce included) and it propagates."""
+        with state.atomic():
+            self.check_tx(state, tx)
+            acct = state.get_json(account_path(tx.sender))
+            acct["nonce"] += 1
+            state.set_json(account_path(tx.sender), acct)
+            events = self.ops[tx.op](state, tx, ctx) or []
+        return events
+
+    def begin_block(self, state: ChainState, ctx: BlockContext) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        for hook in self.begin_block_hooks:
+            events += hook(state, ctx) or []
+        return events
+
+
+def create_account(state: ChainState, name: str, pubkey: bytes) -> None:
+    """Register an account (genesis, or the ``account.create`` op)."""
+    if not ACCOUNT_RE.match(name):
+        raise CodecError("invalid account name", expected=ACCOUNT_RE.pattern, got=name)
+    if len(pubkey) != 32:
+        raise CodecError("an account key is a 32-byte ed25519 public key", got=len(pubkey))
+    if state.get(account_path(name)) is not None:
+        raise ProtocolError("account exists", got=name)
+    state.set_json(account_path(name), {"pubkey": pubkey.hex(), "nonce": 0})
+
+
+def op_transfer(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+    """``transfer {to, denom, amount_wh}``: move a balance between accounts."""
+    to, denom, amount = _arg(tx, "to", str), _arg(tx, "denom", str), _arg(tx, "amount_wh", int)
+    if amount <= 0:
+        raise CodecError("amount must be positive", got=amount)
+    if state.get(account_path(to)) is None:
+        raise ProtocolError("unknown recipient account", got=to)
+    state.sub_balance(tx.sender, denom, amount)
+    state.add_balance(to, denom, amount)
+    return [{"type": "transfer", "from": tx.sender, "to": to, "denom": denom, "amount_wh": amount}]
+
+
+def op_create_account(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+    """``account.create {name, pubkey}``: any account may register a new one."""
+    name, pubkey = _arg(tx, "name", str), _arg(tx, "pubkey", str)
+    try:
+        raw = bytes.fromhex(pubkey)
+    except ValueError as exc:
+        raise CodecError("pubkey must be hex") from exc
+    create_account(state, name, raw)
+    return [{"type": "account_created", "name": name}]
+
+
+def _arg(tx: Tx, name: str, typ: type) -> Any:
+    v = tx.args.get(name)
+    if typ is int and isinstance(v, bool):
+        v = None
+    if not isinstance(v, typ):
+        raise CodecError(f"argument {name!r} of {tx.op} must be {typ.__name__}", got=v)
+    return v
+
+
+arg = _arg
+
+
+def base_app(chain_id: str) -> App:
+    """An App with the ops every Python park chain has: ``transfer`` and ``account.create``."""
+    app = App(chain_id)
+    app.register("transfer", op_transfer)
+    app.register("account.create", op_create_account)
+    return app

@@ -1,0 +1,263 @@
+"""Canonical byte encoding of protocol data (SPEC.md §3).
+
+Every encoding is Solidity's ``abi.encode`` of the type's fields in declaration order, so the EVM
+bridge computes the same bytes with one call. Decoding is strict: bytes decode only if re-encoding
+the result gives them back exactly, so every value has exactly one encoding and one commitment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from eth_abi.abi import decode as _abi_decode
+from eth_abi.abi import encode as _abi_encode
+
+from protocol.errors import CodecError
+from protocol.types import (
+    UINT256_MAX,
+    Acknowledgement,
+    AckStatus,
+    ChainId,
+    ChargingRightPayload,
+    EnergyPayload,
+    LaneId,
+    Packet,
+    PacketKind,
+    PacketOutcome,
+    ReputationPayload,
+    check_id,
+    check_uint,
+)
+
+T = TypeVar("T")
+
+PACKET_ABI = ("string", "string", "string", "uint64", "uint8", "bytes", "string", "string", "uint64")
+ENERGY_ABI = ("string", "uint256")
+CHARGING_RIGHT_ABI = ("string", "string", "string", "string", "uint64", "uint64", "uint64")
+REPUTATION_ABI = ("string", "uint64", "string", "uint64")
+ACK_ABI = ("uint8", "string", "bytes")
+OUTCOME_ABI = ("uint8", "bytes32", "bytes32")
+
+MAX_STRING = 256
+MAX_PAYLOAD = 4096
+
+
+def sha256(data: bytes) -> bytes:
+    """SHA-256 digest, the hash of every commitment."""
+    return hashlib.sha256(data).digest()
+
+
+def _encode(types: Sequence[str], values: Sequence[Any]) -> bytes:
+    try:
+        return _abi_encode(list(types), list(values))
+    except Exception as exc:  # eth_abi raises several unrelated types for one cause: bad values
+        raise CodecError(f"cannot encode {types}: {exc}") from exc
+
+
+def _decode_strict(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
+    if not isinstance(data, (bytes, bytearray)):
+        raise CodecError(f"{what}: expected bytes", got=type(data).__name__)
+    try:
+        values = _abi_decode(list(types), bytes(data), strict=True)
+    except Exception as exc:  # eth_abi decoding errors share no base class worth naming
+        raise CodecError(f"{what}: not a valid encoding: {exc}") from exc
+    if _encode(types, values) != bytes(data):
+        raise CodecError(f"{what}: not the canonical encoding")
+    return tuple(values)
+
+
+def _check_str(kind: str, s: str) -> str:
+    try:
+        # lone surrogates have no UTF-8 encoding: a typed error, not UnicodeEncodeError
+        ok = isinstance(s, str) and len(s.encode()) <= MAX_STRING
+    except UnicodeEncodeError:
+        ok = False
+    if not ok:
+        raise CodecError(f"{kind} must be a UTF-8 string of at most {MAX_STRING} bytes", got=s)
+    return s
+
+
+# --- packets -------------------------------------------------------------------------------------
+
+
+def validate_packet(p: Packet) -> None:
+    """Raise :class:`CodecError` unless every field of ``p`` is in range (SPEC.md §2.1)."""
+    check_id("src_chain", p.src_chain)
+    check_id("dst_chain", p.dst_chain)
+    check_id("lane", p.lane)
+    if p.src_chain == p.dst_chain:
+        raise CodecError("packet source and target are the same chain", got=p.src_chain)
+    if check_uint("sequence", p.sequence) == 0:
+        raise CodecError("sequence starts at 1", got=0)
+    if not isinstance(p.kind, PacketKind):
+        raise CodecError("unknown packet kind", got=p.kind)
+    if not isinstance(p.payload, bytes) or len(p.payload) > MAX_PAYLOAD:
+        raise CodecError(f"payload must be bytes of at most {MAX_PAYLOAD}",
+                         got=len(p.payload) if isinstance(p.payload, bytes) else type(p.payload).__name__)
+    _check_str("sender", p.sender)
+    _check_str("receiver", p.receiver)
+    if not p.sender or not p.receiver:
+        raise CodecError("sender and receiver are required")
+    if check_uint("timeout_timestamp_ms", p.timeout_timestamp_ms) == 0:
+        raise CodecError("a packet without a timeout is refused", got=0)
+
+
+def encode_packet(p: Packet) -> bytes:
+    """Canonical encoding of a packet."""
+    validate_packet(p)
+    return _encode(
+        PACKET_ABI,
+        (p.src_chain, p.dst_chain, p.lane, p.sequence, int(p.kind), p.payload, p.sender, p.receiver,
+         p.timeout_timestamp_ms),
+    )
+
+
+def decode_packet(data: bytes) -> Packet:
+    """Inverse of :func:`encode_packet`; raises :class:`CodecError` on anything else."""
+    src, dst, lane, seq, kind, payload, sender, receiver, timeout = _decode_strict(PACKET_ABI, data, "packet")
+    try:
+        pkind = PacketKind(kind)
+    except ValueError as exc:
+        raise CodecError("unknown packet kind", got=kind) from exc
+    p = Packet(ChainId(src), ChainId(dst), LaneId(lane), seq, pkind, payload, sender, receiver, timeout)
+    validate_packet(p)
+    return p
+
+
+def packet_commitment(p: Packet) -> bytes:
+    """SHA-256 of the packet's canonical encoding: what the source stores in phase 1."""
+    return sha256(encode_packet(p))
+
+
+# --- payloads ------------------------------------------------------------------------------------
+
+
+def encode_energy(e: EnergyPayload) -> bytes:
+    _check_str("denom", e.denom)
+    if not e.denom:
+        raise CodecError("denom is required")
+    if check_uint("amount_wh", e.amount_wh, UINT256_MAX) == 0:
+        raise CodecError("amount must be positive", got=0)
+    return _encode(ENERGY_ABI, (e.denom, e.amount_wh))
+
+
+def decode_energy(data: bytes) -> EnergyPayload:
+    denom, amount = _decode_strict(ENERGY_ABI, data, "energy payload")
+    e = EnergyPayload(denom, amount)
+    encode_energy(e)
+    return e
+
+
+def encode_charging_right(c: ChargingRightPayload) -> bytes:
+    for kind, s in (("right_id", c.right_id), ("station", c.station), ("transformer", c.transformer)):
+        if not _check_str(kind, s):
+            raise CodecError(f"{kind} is required")
+    check_id("home_park", c.home_park)
+    if check_uint("power_kw", c.power_kw) == 0:
+        raise CodecError("power_kw must be positive", got=0)
+    check_uint("slot_start_ms", c.slot_start_ms)
+    if check_uint("slot_end_ms", c.slot_end_ms) <= c.slot_start_ms:
+        raise CodecError("slot must end after it starts", expected=f"> {c.slot_start_ms}", got=c.slot_end_ms)
+    return _encode(
+        CHARGING_RIGHT_ABI,
+        (c.right_id, c.home_park, c.station, c.transformer, c.power_kw, c.slot_start_ms, c.slot_end_ms),
+    )
+
+
+def decode_charging_right(data: bytes) -> ChargingRightPayload:
+    rid, home, station, transformer, kw, start, end = _decode_strict(CHARGING_RIGHT_ABI, data, "charging right")
+    c = ChargingRightPayload(rid, ChainId(home), station, transformer, kw, start, end)
+    encode_charging_right(c)
+    return c
+
+
+def encode_reputation(r: ReputationPayload) -> bytes:
+    if not _check_str("subject", r.subject) or not _check_str("model", r.model):
+        raise CodecError("subject and model are required")
+    check_uint("score", r.score)
+    check_uint("source_height", r.source_height)
+    return _encode(REPUTATION_ABI, (r.subject, r.score, r.model, r.source_height))
+
+
+def decode_reputation(data: bytes) -> ReputationPayload:
+    subject, score, model, height = _decode_strict(REPUTATION_ABI, data, "reputation payload")
+    r = ReputationPayload(subject, score, model, height)
+    encode_reputation(r)
+    return r
+
+
+PAYLOAD_DECODERS: dict[PacketKind, Callable[[bytes], object]] = {
+    PacketKind.ENERGY: decode_energy,
+    PacketKind.CHARGING_RIGHT: decode_charging_right,
+    PacketKind.REPUTATION: decode_reputation,
+}
+
+
+def decode_payload(kind: PacketKind, data: bytes) -> object:
+    """Decode a packet's payload by its kind."""
+    return PAYLOAD_DECODERS[kind](data)
+
+
+# --- acknowledgements and outcomes --------------------------------------------------------------
+
+
+def encode_ack(a: Acknowledgement) -> bytes:
+    if not isinstance(a.status, AckStatus):
+        raise CodecError("unknown ack status", got=a.status)
+    if not _check_str("ack code", a.code):
+        raise CodecError("ack code is required")
+    if (a.status is AckStatus.SUCCESS) != (a.code == "ok"):
+        raise CodecError("a success ack has code 'ok' and an error ack any other", got=(a.status, a.code))
+    if not isinstance(a.result, bytes) or len(a.result) > MAX_PAYLOAD:
+        raise CodecError("ack result too long", expected=f"<= {MAX_PAYLOAD}", got=len(a.result))
+    return _encode(ACK_ABI, (int(a.status), a.code, a.result))
+
+
+def decode_ack(data: bytes) -> Acknowledgement:
+    status, code, result = _decode_strict(ACK_ABI, data, "acknowledgement")
+    try:
+        a = Acknowledgement(AckStatus(status), code, result)
+    except ValueError as exc:
+        raise CodecError("unknown ack status", got=status) from exc
+    encode_ack(a)
+    return a
+
+
+def ack_commitment(a: Acknowledgement) -> bytes:
+    """SHA-256 of the ack's canonical encoding: what the target stores as the receipt in phase 3."""
+    return sha256(encode_ack(a))
+
+
+ZERO_COMMITMENT = bytes(32)
+
+
+def validate_outcome(outcome: PacketOutcome, packet_commit: bytes, ack_commit: bytes) -> None:
+    """Raise :class:`CodecError` unless the triple is a well-formed outcome record (SPEC.md §5)."""
+    if not isinstance(outcome, PacketOutcome):
+        raise CodecError("unknown outcome", got=outcome)
+    for what, c in (("packet commitment", packet_commit), ("ack commitment", ack_commit)):
+        if not isinstance(c, bytes) or len(c) != 32:
+            raise CodecError(f"{what} is 32 bytes", got=len(c) if isinstance(c, bytes) else type(c).__name__)
+    # a timeout has no ack; an ack commitment is a SHA-256 digest, never all zeros
+    if (outcome is PacketOutcome.TIMED_OUT) != (ack_commit == ZERO_COMMITMENT):
+        raise CodecError("the ack commitment is zero exactly when the outcome is TIMED_OUT",
+                         got=(outcome.name, ack_commit.hex()))
+
+
+def encode_outcome(outcome: PacketOutcome, packet_commit: bytes, ack_commit: bytes) -> bytes:
+    """Relay-chain record of a packet's final outcome (SPEC.md §5). ``ack_commit`` is zero on timeout."""
+    validate_outcome(outcome, packet_commit, ack_commit)
+    return _encode(OUTCOME_ABI, (int(outcome), packet_commit, ack_commit))
+
+
+def decode_outcome(data: bytes) -> tuple[PacketOutcome, bytes, bytes]:
+    """Inverse of :func:`encode_outcome`; raises :class:`CodecError` on anything else."""
+    outcome, pc, ac = _decode_strict(OUTCOME_ABI, data, "outcome")
+    try:
+        out = PacketOutcome(outcome)
+    except ValueError as exc:
+        raise CodecError("unknown outcome", got=outcome) from exc
+    validate_outcome(out, pc, ac)
+    return out, pc, ac

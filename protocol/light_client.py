@@ -1,0 +1,227 @@
+"""The light-client interface and the client router (SPEC.md §8).
+
+A light client follows one counterparty chain header by header. Its host (the relay chain, or a
+test) calls :meth:`LightClient.process_header`, which runs the two halves in order:
+
+* ``validate_header(header, now_ms)`` — pure: raises a :class:`~protocol.errors.ProtocolError` if the
+  header breaks the counterparty's consensus rules, or :class:`~protocol.errors.MisbehaviourError` if
+  it conflicts with a header the client already holds as final. Changes nothing.
+* ``apply_header(header)`` — assumes the header was validated; records it, advances finality, prunes.
+
+Proofs are checked only against *final* headers (``verify_membership`` / ``verify_non_membership``).
+Misbehaviour freezes the client for good: a frozen client verifies nothing and is never unfrozen (a
+new client, with a new id, replaces it). Time is always passed in (``now_ms``); nothing here reads
+a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from protocol.errors import (
+    ClientExpiredError,
+    ClientFrozenError,
+    DuplicateClientTypeError,
+    HeaderError,
+    MisbehaviourError,
+    NotFinalError,
+    UnknownClientError,
+)
+from protocol.state_commitment import Proof, verify_membership, verify_non_membership
+from protocol.types import ChainId, ClientId
+
+H = TypeVar("H")
+
+
+class ClientStatus(enum.Enum):
+    """A light client's status (SPEC.md §8.2)."""
+
+    ACTIVE = "active"
+    FROZEN = "frozen"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusState:
+    """What a light client keeps of one header: enough to verify proofs against it."""
+
+    height: int
+    """Height of the header."""
+    header_hash: bytes
+    """Hash of the header."""
+    timestamp_ms: int
+    """Block time of the header, ms."""
+    state_root: bytes
+    """State commitment root the header commits to."""
+
+
+class LightClient(ABC, Generic[H]):
+    """Base of every light client. Subclasses implement the consensus rules of one chain kind."""
+
+    client_type: ClassVar[str]
+    """Registered type name (``dpos``, ``poc``, ``ethereum``, ``fabric``, ``relay``)."""
+
+    def __init__(self, client_id: ClientId, chain_id: ChainId, trusting_period_ms: int,
+                 max_consensus_states: int = 4096) -> None:
+        self.client_id = client_id
+        self.chain_id = chain_id
+        self.trusting_period_ms = trusting_period_ms
+        self.max_consensus_states = max_consensus_states
+        self.frozen_height: int | None = None
+        self.freeze_reason = ""
+        self._final: dict[int, ConsensusState] = {}
+        self.final_height = 0
+        self.final_timestamp_ms = 0
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self, now_ms: int) -> ClientStatus:
+        if self.frozen_height is not None:
+            return ClientStatus.FROZEN
+        if self._final and now_ms > self.final_timestamp_ms + self.trusting_period_ms:
+            return ClientStatus.EXPIRED
+        return ClientStatus.ACTIVE
+
+    def check_active(self, now_ms: int) -> None:
+        """Raise unless the client is active."""
+        st = self.status(now_ms)
+        if st is ClientStatus.FROZEN:
+            raise ClientFrozenError(f"client {self.client_id} of {self.chain_id} is frozen: {self.freeze_reason}",
+                                    got=self.frozen_height)
+        if st is ClientStatus.EXPIRED:
+            raise ClientExpiredError(
+                f"client {self.client_id} of {self.chain_id} expired: no final header within the trusting period",
+                expected=f"now <= {self.final_timestamp_ms + self.trusting_period_ms}", got=now_ms)
+
+    def freeze(self, height: int, reason: str) -> None:
+        """Freeze for good after misbehaviour at ``height``."""
+        if self.frozen_height is None:
+            self.frozen_height = height
+            self.freeze_reason = reason
+
+    # -- headers -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def validate_header(self, header: H, now_ms: int) -> None:
+        """Raise unless ``header`` extends what the client holds under the chain's consensus rules."""
+
+    @abstractmethod
+    def apply_header(self, header: H) -> None:
+        """Record a header that :meth:`validate_header` accepted; advance finality."""
+
+    def process_header(self, header: H, now_ms: int) -> None:
+        """Validate then apply. Misbehaviour freezes the client before the error propagates."""
+        self.check_active(now_ms)
+        try:
+            self.validate_header(header, now_ms)
+        except MisbehaviourError as exc:
+            self.freeze(self._height_of(header), exc.message)
+            raise
+        self.apply_header(header)
+
+    def _height_of(self, header: H) -> int:
+        return int(getattr(header, "height", 0))
+
+    def check_misbehaviour(self, header_a: H, header_b: H, now_ms: int) -> None:
+        """Evidence of two valid headers at one height: validates both, freezes, raises :class:`MisbehaviourError`.
+
+        The default asks the subclass to validate each header as a fork of what it holds
+        (:meth:`validate_conflicting`). Raises the header's own error if either is invalid.
+        """
+        self.check_active(now_ms)
+        ha, hb = self._height_of(header_a), self._height_of(header_b)
+        if ha != hb:
+            # invalid evidence, not misbehaviour: the client stays active, so the error must not say frozen
+            raise HeaderError("evidence headers are at different heights", expected=ha, got=hb)
+        self.validate_conflicting(header_a, header_b, now_ms)
+        self.freeze(ha, "conflicting headers submitted as evidence")
+        raise MisbehaviourError(f"client {self.client_id} frozen: two valid headers at height {ha}", got=ha)
+
+    @abstractmethod
+    def validate_conflicting(self, header_a: H, header_b: H, now_ms: int) -> None:
+        """Raise unless both headers are validly signed/proven, distinct, and at one height."""
+
+    # -- finality and proofs -------------------------------------------------------------------
+
+    def _record_final(self, cs: ConsensusState) -> None:
+        # `not self._final`: a first final header at height 0 (a genesis) must also start the trusting period
+        newest = not self._final or cs.height > self.final_height
+        self._final[cs.height] = cs
+        if newest:
+            self.final_height = cs.height
+            self.final_timestamp_ms = cs.timestamp_ms
+        while len(self._final) > self.max_consensus_states:
+            del self._final[min(self._final)]
+
+    def final_consensus_state(self, height: int) -> ConsensusState:
+        """The consensus state of a final header, or :class:`NotFinalError`."""
+        cs = self._final.get(height)
+        if cs is None:
+            raise NotFinalError(f"height {height} of {self.chain_id} is not final in client {self.client_id}",
+                                expected=f"a final height <= {self.final_height}", got=height)
+        return cs
+
+    def final_heights(self) -> list[int]:
+        return sorted(self._final)
+
+    def verify_membership(self, height: int, key: bytes, value: bytes, proof: Any, now_ms: int) -> None:
+        """Raise unless ``key`` -> ``value`` in the state of the final header at ``height``."""
+        self.check_active(now_ms)
+        cs = self.final_consensus_state(height)
+        verify_membership(cs.state_root, key, value, _as_proof(proof))
+
+    def verify_non_membership(self, height: int, key: bytes, proof: Any, now_ms: int) -> None:
+        """Raise unless ``key`` is absent from the state of the final header at ``height``."""
+        self.check_active(now_ms)
+        cs = self.final_consensus_state(height)
+        verify_non_membership(cs.state_root, key, _as_proof(proof))
+
+
+def _as_proof(proof: Any) -> Proof:
+    return proof if isinstance(proof, Proof) else Proof.decode(bytes(proof))
+
+
+ClientFactory = Callable[..., LightClient[Any]]
+
+
+class ClientRouter:
+    """Creates and holds light clients by id. Types register once; ids are never reused."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, ClientFactory] = {}
+        self._clients: dict[ClientId, LightClient[Any]] = {}
+        self._counter = 0
+
+    def register_type(self, client_type: str, factory: ClientFactory) -> None:
+        if client_type in self._factories:
+            raise DuplicateClientTypeError(f"light-client type {client_type!r} is already registered",
+                                           got=client_type)
+        self._factories[client_type] = factory
+
+    def create(self, client_type: str, **kwargs: Any) -> LightClient[Any]:
+        """Create a client of a registered type; its id is ``<type>-<n>`` with a counter that only grows."""
+        factory = self._factories.get(client_type)
+        if factory is None:
+            raise UnknownClientError("unknown light-client type", expected=sorted(self._factories), got=client_type)
+        client_id = ClientId(f"{client_type}-{self._counter}")
+        self._counter += 1
+        client = factory(client_id=client_id, **kwargs)
+        self._clients[client_id] = client
+        return client
+
+    def get(self, client_id: ClientId) -> LightClient[Any]:
+        client = self._clients.get(client_id)
+        if client is None:
+            raise UnknownClientError("no light client with that id", got=client_id)
+        return client
+
+    @property
+    def next_index(self) -> int:
+        return self._counter
+
+    def clients(self) -> dict[ClientId, LightClient[Any]]:
+        return dict(self._clients)

@@ -1,0 +1,311 @@
+"""The state commitment: a compact sparse Merkle tree over SHA-256 (SPEC.md §4).
+
+One implementation serves the relay chain, the DPoS and the PoC parks. A key's path is the 256 bits of
+``sha256(key)``, read from the most significant bit. A subtree holding exactly one leaf is that leaf
+(as in Diem's Jellyfish tree), so a path is about log2(n) long, not 256. Hashing is domain-separated
+as in RFC 9162: a leaf can never be read as an inner node.
+
+    leaf  = sha256(0x00 || key_hash || sha256(value))
+    inner = sha256(0x01 || left || right)
+    empty = 32 zero bytes (no preimage is known, so no subtree can claim to be empty)
+
+The tree is persistent: :meth:`SparseMerkleTree.set` returns a new tree that shares all untouched
+nodes with the old, so a node keeps the trees of recent heights and proves against any of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from protocol.errors import CodecError, InvalidProofError
+
+__all__ = [
+    "EMPTY_ROOT",
+    "Proof",
+    "SparseMerkleTree",
+    "leaf_hash",
+    "verify_membership",
+    "verify_non_membership",
+]
+
+EMPTY_ROOT = bytes(32)
+_LEAF = b"\x00"
+_INNER = b"\x01"
+_sha = hashlib.sha256
+
+
+def leaf_hash(key_hash: bytes, value_hash: bytes) -> bytes:
+    """Hash of a leaf holding ``value`` (by its hash) under ``key`` (by its hash)."""
+    return _sha(_LEAF + key_hash + value_hash).digest()
+
+
+class _Leaf:
+    __slots__ = ("hash", "key", "key_hash", "value", "value_hash")
+
+    def __init__(self, key: bytes, key_hash: bytes, value: bytes) -> None:
+        self.key = key
+        self.key_hash = key_hash
+        self.value = value
+        self.value_hash: bytes = _sha(value).digest()
+        self.hash: bytes = leaf_hash(key_hash, self.value_hash)
+
+
+class _Inner:
+    __slots__ = ("hash", "left", "right")
+
+    def __init__(self, left: _Node, right: _Node) -> None:
+        self.left = left
+        self.right = right
+        self.hash: bytes = _sha(
+            _INNER + (left.hash if left is not None else EMPTY_ROOT) + (right.hash if right is not None else EMPTY_ROOT)
+        ).digest()
+
+
+_Node = _Leaf | _Inner | None
+
+
+def _bit(key_int: int, depth: int) -> int:
+    return (key_int >> (255 - depth)) & 1
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """A membership or non-membership proof.
+
+    ``siblings`` are the hashes beside the path from the root down, one per level. ``leaf`` is the leaf
+    where the path ends: ``(key_hash, value_hash)`` of the proven key for membership; for
+    non-membership either ``None`` (the path ends in an empty subtree) or another key's leaf whose
+    hash shares the path's prefix (that key's one-leaf subtree holds no other key).
+    """
+
+    siblings: tuple[bytes, ...]
+    """Sibling hashes from depth 0 (under the root) down; at most 256."""
+    leaf: tuple[bytes, bytes] | None
+    """``(key_hash, value_hash)`` of the leaf the path ends in, or ``None`` for an empty subtree."""
+
+    def encode(self) -> bytes:
+        """``u16 n || n*32 siblings || flag(0|1) || [key_hash || value_hash]``."""
+        out = [len(self.siblings).to_bytes(2, "big"), *self.siblings]
+        if self.leaf is None:
+            out.append(b"\x00")
+        else:
+            out += [b"\x01", self.leaf[0], self.leaf[1]]
+        return b"".join(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Proof:
+        if len(data) < 3:
+            raise CodecError("proof too short", got=len(data))
+        n = int.from_bytes(data[:2], "big")
+        if n > 256:
+            raise CodecError("proof deeper than 256", got=n)
+        end = 2 + 32 * n
+        if len(data) < end + 1:
+            raise CodecError("proof truncated", expected=end + 1, got=len(data))
+        siblings = tuple(data[2 + 32 * i : 2 + 32 * (i + 1)] for i in range(n))
+        flag = data[end]
+        if flag == 0 and len(data) == end + 1:
+            return cls(siblings, None)
+        if flag == 1 and len(data) == end + 65:
+            return cls(siblings, (data[end + 1 : end + 33], data[end + 33 : end + 65]))
+        raise CodecError("malformed proof leaf", got=data[end:].hex())
+
+
+def _root_from(path_int: int, start: bytes, siblings: tuple[bytes, ...]) -> bytes:
+    h = start
+    for depth in range(len(siblings) - 1, -1, -1):
+        sib = siblings[depth]
+        if (path_int >> (255 - depth)) & 1:
+            h = _sha(_INNER + sib + h).digest()
+        else:
+            h = _sha(_INNER + h + sib).digest()
+    return h
+
+
+def _check_shape(proof: Proof) -> None:
+    if len(proof.siblings) > 256 or any(len(s) != 32 for s in proof.siblings):
+        raise InvalidProofError("proof siblings must be at most 256 hashes of 32 bytes")
+    if proof.leaf is not None and (len(proof.leaf[0]) != 32 or len(proof.leaf[1]) != 32):
+        raise InvalidProofError("proof leaf must be two 32-byte hashes")
+
+
+def verify_membership(root: bytes, key: bytes, value: bytes, proof: Proof) -> None:
+    """Raise :class:`InvalidProofError` unless ``key`` maps to ``value`` in the tree with ``root``."""
+    _check_shape(proof)
+    kh = _sha(key).digest()
+    vh = _sha(value).digest()
+    if proof.leaf is None or proof.leaf[0] != kh:
+        raise InvalidProofError("membership proof does not end at the key's leaf", expected=kh.hex(),
+                                got=None if proof.leaf is None else proof.leaf[0].hex())
+    if proof.leaf[1] != vh:
+        raise InvalidProofError("membership proof is for another value", expected=vh.hex(), got=proof.leaf[1].hex())
+    got = _root_from(int.from_bytes(kh, "big"), leaf_hash(kh, vh), proof.siblings)
+    if got != root:
+        raise InvalidProofError("membership proof does not reach the root", expected=root.hex(), got=got.hex())
+
+
+def verify_non_membership(root: bytes, key: bytes, proof: Proof) -> None:
+    """Raise :class:`InvalidProofError` unless ``key`` is absent from the tree with ``root``."""
+    _check_shape(proof)
+    kh = _sha(key).digest()
+    ki = int.from_bytes(kh, "big")
+    depth = len(proof.siblings)
+    if proof.leaf is None:
+        start = EMPTY_ROOT
+    else:
+        other, vh = proof.leaf
+        if other == kh:
+            raise InvalidProofError("non-membership proof ends at the key itself: the key is present")
+        oi = int.from_bytes(other, "big")
+        if depth and (oi ^ ki) >> (256 - depth):
+            raise InvalidProofError("non-membership proof ends at a leaf off the key's path")
+        start = leaf_hash(other, vh)
+    got = _root_from(ki, start, proof.siblings)
+    if got != root:
+        raise InvalidProofError("non-membership proof does not reach the root", expected=root.hex(), got=got.hex())
+
+
+class SparseMerkleTree:
+    """An immutable tree; updates return a new tree sharing structure with the old one."""
+
+    __slots__ = ("_root", "_size")
+
+    def __init__(self, _root: _Node = None, _size: int = 0) -> None:
+        self._root = _root
+        self._size = _size
+
+    @property
+    def root(self) -> bytes:
+        """The 32-byte root hash (``EMPTY_ROOT`` when empty)."""
+        return self._root.hash if self._root is not None else EMPTY_ROOT
+
+    def __len__(self) -> int:
+        return self._size
+
+    @classmethod
+    def from_items(cls, items: Iterable[tuple[bytes, bytes]]) -> SparseMerkleTree:
+        """Build a tree from (key, value) pairs in one pass; the last value of a repeated key wins."""
+        by_hash: dict[bytes, _Leaf] = {}
+        for key, value in items:
+            kh = _sha(key).digest()
+            by_hash[kh] = _Leaf(key, kh, value)
+        leaves = sorted(by_hash.values(), key=lambda lf: lf.key_hash)
+        ints = [int.from_bytes(lf.key_hash, "big") for lf in leaves]
+        return cls(_build(leaves, ints, 0, len(leaves), 0), len(leaves))
+
+    def get(self, key: bytes) -> bytes | None:
+        kh = _sha(key).digest()
+        ki = int.from_bytes(kh, "big")
+        node = self._root
+        depth = 0
+        while isinstance(node, _Inner):
+            node = node.right if _bit(ki, depth) else node.left
+            depth += 1
+        if node is not None and node.key_hash == kh:
+            return node.value
+        return None
+
+    def set(self, key: bytes, value: bytes) -> SparseMerkleTree:
+        """A new tree with ``key`` mapped to ``value``."""
+        kh = _sha(key).digest()
+        leaf = _Leaf(key, kh, value)
+        root, added = _insert(self._root, 0, int.from_bytes(kh, "big"), leaf)
+        return SparseMerkleTree(root, self._size + added)
+
+    def delete(self, key: bytes) -> SparseMerkleTree:
+        """A new tree without ``key`` (the same tree if it was absent)."""
+        kh = _sha(key).digest()
+        root, removed = _delete(self._root, 0, int.from_bytes(kh, "big"), kh)
+        return SparseMerkleTree(root, self._size - removed) if removed else self
+
+    def prove(self, key: bytes) -> Proof:
+        """A membership proof if ``key`` is present, else a non-membership proof."""
+        kh = _sha(key).digest()
+        ki = int.from_bytes(kh, "big")
+        siblings: list[bytes] = []
+        node = self._root
+        depth = 0
+        while isinstance(node, _Inner):
+            if _bit(ki, depth):
+                sib, node = node.left, node.right
+            else:
+                sib, node = node.right, node.left
+            siblings.append(sib.hash if sib is not None else EMPTY_ROOT)
+            depth += 1
+        leaf = None if node is None else (node.key_hash, node.value_hash)
+        return Proof(tuple(siblings), leaf)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs in key-hash order."""
+        stack: list[_Node] = [self._root]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, _Leaf):
+                yield node.key, node.value
+            elif isinstance(node, _Inner):
+                stack.append(node.right)
+                stack.append(node.left)
+
+
+def _build(leaves: list[_Leaf], ints: list[int], lo: int, hi: int, depth: int) -> _Node:
+    n = hi - lo
+    if n == 0:
+        return None
+    if n == 1:
+        return leaves[lo]
+    # first index whose bit at `depth` is 1 (keys sorted, so the split is one point)
+    a, b = lo, hi
+    shift = 255 - depth
+    while a < b:
+        mid = (a + b) // 2
+        if (ints[mid] >> shift) & 1:
+            b = mid
+        else:
+            a = mid + 1
+    return _Inner(_build(leaves, ints, lo, a, depth + 1), _build(leaves, ints, a, hi, depth + 1))
+
+
+def _insert(node: _Node, depth: int, ki: int, leaf: _Leaf) -> tuple[_Node, int]:
+    if node is None:
+        return leaf, 1
+    if isinstance(node, _Leaf):
+        if node.key_hash == leaf.key_hash:
+            return leaf, 0
+        return _split(node, int.from_bytes(node.key_hash, "big"), leaf, ki, depth), 1
+    if _bit(ki, depth):
+        child, added = _insert(node.right, depth + 1, ki, leaf)
+        return _Inner(node.left, child), added
+    child, added = _insert(node.left, depth + 1, ki, leaf)
+    return _Inner(child, node.right), added
+
+
+def _split(a: _Leaf, ai: int, b: _Leaf, bi: int, depth: int) -> _Inner:
+    # two distinct keys always differ somewhere in 256 bits
+    ba, bb = _bit(ai, depth), _bit(bi, depth)
+    if ba != bb:
+        return _Inner(a, b) if ba == 0 else _Inner(b, a)
+    child = _split(a, ai, b, bi, depth + 1)
+    return _Inner(child, None) if ba == 0 else _Inner(None, child)
+
+
+def _delete(node: _Node, depth: int, ki: int, kh: bytes) -> tuple[_Node, int]:
+    if node is None:
+        return None, 0
+    if isinstance(node, _Leaf):
+        return (None, 1) if node.key_hash == kh else (node, 0)
+    if _bit(ki, depth):
+        right, removed = _delete(node.right, depth + 1, ki, kh)
+        left = node.left
+    else:
+        left, removed = _delete(node.left, depth + 1, ki, kh)
+        right = node.right
+    if not removed:
+        return node, 0
+    # keep the tree compact: a subtree with one leaf is that leaf
+    if left is None and (right is None or isinstance(right, _Leaf)):
+        return right, 1
+    if right is None and isinstance(left, _Leaf):
+        return left, 1
+    return _Inner(left, right), 1
