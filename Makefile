@@ -1,0 +1,44 @@
+# parkrelay — the two commands a newcomer needs are `make demo` and `make test`.
+# Both run `make setup` first, which is idempotent: it builds .venv from requirements.lock.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup lint test test-unit test-integration demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: python3.11 not found on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# --no-deps: the lock file is the complete, reproducible set
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check protocol chains adapters relay tests bench
+	$(BIN)/mypy --strict protocol
+	$(BIN)/mypy chains/dpos/light_client.py chains/poc/light_client.py
+	$(BIN)/lint-imports
+
+test: setup lint
+	$(BIN)/python -m pytest tests
+
+test-unit: setup
+	$(BIN)/python -m pytest tests -m "not integration"
+
+test-integration: setup
+	$(BIN)/python -m pytest tests -m integration
+
+demo: setup
+	$(BIN)/parkrelay devnet demo --config deploy/devnet.toml
+
+bench: setup
+	$(BIN)/python bench/light_clients.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,119 @@
+"""Source and target sides for the Python park chains (DPoS and PoC), over their JSON-RPC.
+
+Both chains serve the same RPC (``chains.common.node``); they differ in their header type, which the
+chain's adapter package passes in as ``decode_header``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from adapters.common.roles import ProvenValue
+from adapters.common.rpc import JsonRpcClient
+from chains.common.tx import Tx
+from protocol.crypto import Ed25519Signer
+from protocol.errors import CodecError, TransportError
+
+
+class ParkSource:
+    """:class:`~adapters.common.roles.SourceSide` of a Python park chain."""
+
+    def __init__(self, client: JsonRpcClient, decode_header: Callable[[bytes], Any]) -> None:
+        self.client = client
+        self.decode_header = decode_header
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call("status")
+        return result
+
+    async def latest_height(self) -> int:
+        return int((await self.status())["height"])
+
+    async def final_height(self) -> int:
+        return int((await self.status())["final_height"])
+
+    async def headers(self, start: int, end: int) -> list[Any]:
+        out: list[Any] = []
+        while start <= end:
+            batch = await self.client.call("getHeaders", {"from": start, "to": end})
+            if not batch:
+                break
+            for h in batch:
+                out.append(self.decode_header(bytes.fromhex(h["header"])))
+            start = out[-1].height + 1
+        return out
+
+    async def prove(self, key: bytes, height: int) -> ProvenValue:
+        try:
+            path = key.decode()
+        except UnicodeDecodeError as exc:
+            raise CodecError("state paths are UTF-8") from exc
+        r = await self.client.call("query", {"key": path, "height": height, "prove": True})
+        value = bytes.fromhex(r["value"]) if r["value"] is not None else None
+        return ProvenValue(int(r["height"]), key, value, bytes.fromhex(r["proof"]), bytes.fromhex(r["state_root"]))
+
+    async def events(self, start: int, end: int, kind: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"from": start, "to": end}
+        if kind:
+            params["type"] = kind
+        result: list[dict[str, Any]] = await self.client.call("getEvents", params)
+        return result
+
+    async def balance(self, account: str, denom: str, height: int | None = None) -> int:
+        params: dict[str, Any] = {"account": account, "denom": denom}
+        if height is not None:
+            params["height"] = height
+        return int((await self.client.call("getBalance", params))["amount_wh"])
+
+
+class ParkTarget:
+    """:class:`~adapters.common.roles.TargetSide` of a Python park chain, signing as one account.
+
+    Nonces are assigned locally and in order, so concurrent submissions from one account never
+    collide; after a refused submission the next call re-reads the nonce from the chain.
+    """
+
+    def __init__(self, client: JsonRpcClient, chain_id: str, account: str, signer: Ed25519Signer) -> None:
+        self.client = client
+        self.chain_id = chain_id
+        self.account = account
+        self.signer = signer
+        self._nonce: int | None = None
+        self._lock = asyncio.Lock()
+
+    async def _next_nonce(self) -> int:
+        if self._nonce is None:
+            acct = await self.client.call("getAccount", {"name": self.account})
+            self._nonce = int(acct["nonce"]) + int(acct.get("pending", 0))
+        n = self._nonce
+        self._nonce += 1
+        return n
+
+    async def submit(self, op: str, args: dict[str, Any]) -> str:
+        async with self._lock:
+            nonce = await self._next_nonce()
+            tx = Tx.signed(self.signer, self.chain_id, self.account, nonce, op, args)
+            try:
+                r = await self.client.call("submitTx", {"tx": tx.to_json()})
+            except Exception:
+                self._nonce = None  # re-read on the next call
+                raise
+        return str(r["hash"])
+
+    async def track(self, tx_hash: str, timeout_s: float = 30.0, poll_s: float = 0.25) -> dict[str, Any]:
+        """Wait for the transaction's result in a final block."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            res = await self.client.call("getTxResult", {"hash": tx_hash})
+            if res is not None:
+                st = await self.client.call("status")
+                if int(res["height"]) <= int(st["final_height"]):
+                    result: dict[str, Any] = res
+                    return result
+            if loop.time() > deadline:
+                raise TransportError(f"transaction {tx_hash[:16]} not final within {timeout_s}s", retryable=True,
+                                     side=self.chain_id)
+            await asyncio.sleep(poll_s)

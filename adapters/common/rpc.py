@@ -1,0 +1,99 @@
+"""Async JSON-RPC client for the Python park chains (and later the relay chain).
+
+Errors are classified for the relayer: a chain that *answered* with an error raises the protocol
+error it carried (never retried); a chain that could not be reached, timed out or answered garbage
+raises :class:`~protocol.errors.TransportError` with ``retryable=True`` and the side's name, so only that
+side reconnects.
+"""
+
+from __future__ import annotations
+
+import itertools
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from protocol import errors as perr
+from protocol.errors import ProtocolError, TransportError
+
+_CODES: dict[str, type[ProtocolError]] = {
+    cls.code: cls
+    for cls in vars(perr).values()
+    if isinstance(cls, type) and issubclass(cls, ProtocolError)
+}
+
+
+class RemoteError(ProtocolError):
+    """The chain refused the request with a code this client does not know as a class."""
+
+    code = "remote"
+
+    def __init__(self, remote_code: str, message: str, **kw: Any) -> None:
+        self.remote_code = remote_code
+        super().__init__(message, **kw)
+
+
+def error_from_rpc(err: dict[str, Any]) -> ProtocolError:
+    """Rebuild the typed error a node returned (its ``data`` holds ``code``, ``message``, ``expected``, ``got``)."""
+    data = err.get("data") or {}
+    code = str(data.get("code", ""))
+    message = str(data.get("message", err.get("message", "rpc error")))
+    cls = _CODES.get(code)
+    kw = {"expected": data.get("expected"), "got": data.get("got")}
+    if cls is None:
+        return RemoteError(code or str(err.get("code")), message, **kw)
+    return cls(message, **kw)
+
+
+class JsonRpcClient:
+    """One endpoint. Use as ``async with JsonRpcClient(url, side="dpos-park") as c: await c.call(...)``."""
+
+    def __init__(self, url: str, *, side: str, timeout_s: float = 10.0, admin_token: str = "") -> None:
+        self.url = url.rstrip("/")
+        self.side = side
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._admin_token = admin_token
+        self._session: aiohttp.ClientSession | None = None
+        self._ids = itertools.count(1)
+
+    async def __aenter__(self) -> JsonRpcClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, *, admin: bool = False) -> Any:
+        await self.connect()
+        assert self._session is not None
+        headers = {"Authorization": f"Bearer {self._admin_token}"} if admin else {}
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or {}}
+        try:
+            async with self._session.post(self.url + "/rpc", json=body, headers=headers) as resp:
+                if resp.status >= 500:
+                    raise TransportError(f"{method}: HTTP {resp.status}", retryable=True, side=self.side)
+                out = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransportError(f"{method} to {self.url} failed: {exc.__class__.__name__}: {exc}",
+                                 retryable=True, side=self.side) from exc
+        except ValueError as exc:
+            raise TransportError(f"{method}: answer is not JSON", retryable=True, side=self.side) from exc
+        if not isinstance(out, dict):
+            raise TransportError(f"{method}: malformed JSON-RPC answer", retryable=True, side=self.side)
+        if "error" in out:
+            err = out["error"]
+            if err.get("code") in (-32700, -32600, -32601, -32602, -32001) or "data" not in err:
+                raise RemoteError(str(err.get("code")), f"{self.side}: {method}: {err.get('message')}")
+            raise error_from_rpc(err)
+        return out.get("result")

@@ -1,0 +1,826 @@
+"""The node runtime of the Python park chains: block tree, fork choice, mempool, SQLite, RPC, gossip.
+
+A park node is one process. The chain's own consensus plugs in through :class:`ChainRules` (the DPoS
+witness schedule, the PoC proof of space); everything else is shared:
+
+* **Block tree.** Every valid block is kept with the state after it (persistent trees share nodes, so
+  this is cheap). The canonical head is the block of greatest ``weight`` (height for DPoS, cumulative
+  difficulty for PoC); a heavier fork reorganises the head.
+* **Persistence.** Blocks go to SQLite as they are accepted; on restart the node replays them from
+  genesis (their consensus proofs were checked when they were stored) and resumes.
+* **Gossip.** New blocks and transactions are POSTed to the peers; a block whose parent is unknown makes
+  the node fetch the missing ancestors from the peer that sent it. A periodic sync asks peers for
+  their head and pulls what is missing, so a restarted node catches up.
+* **RPC.** JSON-RPC 2.0 on ``POST /rpc`` and subscriptions on ``GET /ws`` (aiohttp). Admin methods
+  (peer management) need the bearer token from the node's config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from chains.common.state import ChainState
+from chains.common.tx import App, BlockContext, Tx
+from protocol.errors import CodecError, ParkRelayError, ProtocolError
+
+log = logging.getLogger("parkrelay.node")
+
+MAX_BLOCK_TXS = 2000
+MEMPOOL_LIMIT = 20000
+STATE_RETENTION = 512  # blocks below the final height whose state trees are kept for proofs
+
+
+class Header(Protocol):
+    """What the runtime needs of a chain's header type."""
+
+    height: int
+    parent_hash: bytes
+    timestamp_ms: int
+    tx_root: bytes
+    state_root: bytes
+
+    def hash(self) -> bytes: ...
+    def encode(self) -> bytes: ...
+
+
+def tx_root(txs: Sequence[Tx]) -> bytes:
+    """SHA-256 over the transactions' hashes in block order (32 zero bytes for no transaction)."""
+    if not txs:
+        return bytes(32)
+    return hashlib.sha256(b"".join(t.hash() for t in txs)).digest()
+
+
+@dataclass
+class BlockEntry:
+    """A validated block and what executing it produced."""
+
+    header: Any
+    txs: tuple[Tx, ...]
+    weight: int
+    state: ChainState | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    tx_results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def hash(self) -> bytes:
+        h: bytes = self.header.hash()
+        return h
+
+
+class ChainRules(ABC):
+    """A chain's consensus, as the runtime calls it."""
+
+    chain_id: str
+    app: App
+
+    @abstractmethod
+    def decode_header(self, raw: bytes) -> Any:
+        """Strictly decode a header; raise CodecError."""
+
+    @abstractmethod
+    def genesis(self) -> tuple[Any, ChainState]:
+        """The genesis header and the state after genesis (its ``state_root`` matches)."""
+
+    @abstractmethod
+    def validate_header(self, header: Any, parent: BlockEntry, now_ms: int) -> None:
+        """Raise a ProtocolError unless ``header`` is a valid consensus child of ``parent``."""
+
+    @abstractmethod
+    def weight(self, header: Any, parent: BlockEntry) -> int:
+        """Fork-choice weight of the chain ending at ``header``."""
+
+    def begin_block(self, state: ChainState, header: Any, parent: BlockEntry) -> list[dict[str, Any]]:
+        """Consensus bookkeeping before the block's transactions (credit, rewards, elections)."""
+        return self.app.begin_block(state, self.context(header))
+
+    def end_block(self, state: ChainState, header: Any, parent: BlockEntry) -> list[dict[str, Any]]:
+        """Bookkeeping after the block's transactions."""
+        return []
+
+    def context(self, header: Any) -> BlockContext:
+        return BlockContext(self.chain_id, header.height, header.timestamp_ms, self.producer_of(header))
+
+    def producer_of(self, header: Any) -> str:
+        return str(getattr(header, "producer", getattr(header, "farmer", "")))
+
+    @abstractmethod
+    def final_height(self, node: ParkNode) -> int:
+        """Height of the last final block on the canonical chain."""
+
+    async def run_producer(self, node: ParkNode) -> None:  # noqa: B027 - optional
+        """Produce blocks when it is this node's turn. Default: a follower node that never produces."""
+
+
+@dataclass
+class NodeConfig:
+    """One node's settings (from the deployment config)."""
+
+    name: str
+    """Node name (witness or farmer account); names its log lines and database."""
+    data_dir: Path
+    """Directory for the SQLite database."""
+    host: str = "127.0.0.1"
+    """Address the RPC binds to; loopback by default."""
+    port: int = 0
+    """RPC port; 0 picks a free one (written to ``<data_dir>/<name>.port``)."""
+    peers: list[str] = field(default_factory=list)
+    """Base URLs of the other nodes (``http://127.0.0.1:PORT``)."""
+    admin_token: str = ""
+    """Bearer token for admin RPC methods; empty means a random one (admin disabled in practice)."""
+    sync_interval_s: float = 1.0
+    """How often to ask peers for their head."""
+
+
+RpcHandler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class ParkNode:
+    """One park-chain node process (witness or farmer)."""
+
+    def __init__(self, rules: ChainRules, config: NodeConfig) -> None:
+        self.rules = rules
+        self.config = config
+        self.log = logging.LoggerAdapter(log, {"chain": rules.chain_id, "node": config.name})
+        self.blocks: dict[bytes, BlockEntry] = {}
+        self.by_height: dict[int, bytes] = {}  # canonical chain
+        self.children: dict[bytes, list[bytes]] = {}
+        self.head: BlockEntry
+        self.mempool: dict[bytes, Tx] = {}
+        self.peers: list[str] = list(config.peers)
+        self._gossip_enabled = True
+        self._ws_clients: set[web.WebSocketResponse] = set()
+        self._head_waiters: list[asyncio.Future[None]] = []
+        self._methods: dict[str, tuple[RpcHandler, bool]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+        self.port = config.port
+        self.admin_token = config.admin_token or secrets.token_hex(16)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(config.data_dir / f"{rules.chain_id}-{config.name}.sqlite3")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, height INTEGER, parent BLOB, "
+            "header BLOB, txs TEXT, seq INTEGER)"
+        )
+        self.db.commit()
+        self._register_default_methods()
+        self._load()
+
+    # -- chain ----------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        g_header, g_state = self.rules.genesis()
+        genesis = BlockEntry(g_header, (), 0, g_state)
+        self.genesis_hash = genesis.hash
+        self.blocks[genesis.hash] = genesis
+        self.by_height[0] = genesis.hash
+        self.head = genesis
+        rows = self.db.execute("SELECT header, txs FROM blocks ORDER BY seq").fetchall()
+        replayed = 0
+        for raw, txs_json in rows:
+            header = self.rules.decode_header(raw)
+            txs = tuple(Tx.from_json(t) for t in json.loads(txs_json))
+            if header.hash() in self.blocks:
+                continue
+            parent = self.blocks.get(header.parent_hash)
+            if parent is None:
+                self.log.warning("stored block %s has no parent; skipped", header.hash().hex()[:12])
+                continue
+            self._execute_and_insert(header, txs, parent, persist=False)
+            replayed += 1
+        if replayed:
+            self.log.info("replayed %d stored blocks; head height %d", replayed, self.head.header.height)
+
+    def _execute(self, header: Any, txs: Sequence[Tx], parent: BlockEntry) -> BlockEntry:
+        """Run a block on its parent's state; raise ProtocolError if a root does not match."""
+        if parent.state is None:
+            raise ProtocolError("parent state pruned; cannot execute", got=parent.header.height)
+        state = ChainState(parent.state.tree)
+        events = self.rules.begin_block(state, header, parent)
+        ctx = self.rules.context(header)
+        results: list[dict[str, Any]] = []
+        for tx in txs:
+            try:
+                tx_events = self.rules.app.execute_tx(state, tx, ctx)
+                results.append({"tx": tx.hash().hex(), "ok": True})
+                for ev in tx_events:
+                    events.append({**ev, "tx": tx.hash().hex()})
+            except ProtocolError as exc:
+                results.append({"tx": tx.hash().hex(), "ok": False, "error": exc.to_dict()})
+        events += self.rules.end_block(state, header, parent)
+        if tx_root(txs) != header.tx_root:
+            raise ProtocolError("tx root mismatch", expected=tx_root(txs).hex(), got=header.tx_root.hex())
+        if state.root != header.state_root:
+            raise ProtocolError("state root mismatch", expected=state.root.hex(), got=header.state_root.hex())
+        weight = self.rules.weight(header, parent)
+        return BlockEntry(header, tuple(txs), weight, state, events, results)
+
+    def _execute_and_insert(self, header: Any, txs: Sequence[Tx], parent: BlockEntry, *, persist: bool) -> BlockEntry:
+        entry = self._execute(header, txs, parent)
+        h = entry.hash
+        self.blocks[h] = entry
+        self.children.setdefault(header.parent_hash, []).append(h)
+        if persist:
+            self.db.execute(
+                "INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,(SELECT COALESCE(MAX(seq),0)+1 FROM blocks))",
+                (h, header.height, header.parent_hash, header.encode(), json.dumps([t.to_json() for t in txs])),
+            )
+            self.db.commit()
+        if _heavier(entry, self.head):
+            self._set_head(entry)
+        return entry
+
+    def _set_head(self, entry: BlockEntry) -> None:
+        old = self.head
+        # rewrite the canonical index from the new head down to the fork point
+        h: bytes | None = entry.hash
+        while h is not None:
+            e = self.blocks[h]
+            if self.by_height.get(e.header.height) == h:
+                break
+            self.by_height[e.header.height] = h
+            h = e.header.parent_hash if e.header.height > 0 else None
+        for height in [x for x in self.by_height if x > entry.header.height]:
+            del self.by_height[height]
+        if old.hash != entry.header.parent_hash and old.hash != entry.hash:
+            self.log.info("reorg: head %d/%s -> %d/%s", old.header.height, old.hash.hex()[:12],
+                          entry.header.height, entry.hash.hex()[:12])
+        self.head = entry
+        included = {t.hash() for t in entry.txs}
+        for th in included:
+            self.mempool.pop(th, None)
+        self._prune_states()
+        for fut in self._head_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._head_waiters.clear()
+        self._notify_ws({"type": "new_head", "height": entry.header.height, "hash": entry.hash.hex()})
+
+    def _prune_states(self) -> None:
+        final = self.rules.final_height(self)
+        cutoff = final - STATE_RETENTION
+        if cutoff <= 0 or cutoff % 64:
+            return
+        for e in self.blocks.values():
+            if e.header.height < cutoff and e.state is not None and e.header.height > 0:
+                e.state = None
+
+    def validate_and_add(self, header: Any, txs: Sequence[Tx], now_ms: int) -> BlockEntry:
+        """Validate a block from a peer or the local producer and add it; raise ProtocolError if invalid."""
+        h = header.hash()
+        known = self.blocks.get(h)
+        if known is not None:
+            return known
+        if header.height < 1:
+            raise ProtocolError("block height must be positive", got=header.height)
+        parent = self.blocks.get(header.parent_hash)
+        if parent is None:
+            raise MissingParentError("unknown parent", got=header.parent_hash.hex())
+        if header.height != parent.header.height + 1:
+            raise ProtocolError("height does not follow parent", expected=parent.header.height + 1, got=header.height)
+        if len(txs) > MAX_BLOCK_TXS:
+            raise ProtocolError("too many transactions", expected=f"<= {MAX_BLOCK_TXS}", got=len(txs))
+        final = self.rules.final_height(self)
+        if header.height <= final and self.by_height.get(header.height) != h:
+            raise ProtocolError("block conflicts with a final block", expected=f"height > {final}", got=header.height)
+        self.rules.validate_header(header, parent, now_ms)
+        return self._execute_and_insert(header, txs, parent, persist=True)
+
+    def build_block(self, make_header: Callable[[bytes, bytes], Any], timestamp_ms: int,
+                    producer: str, parent: BlockEntry | None = None) -> BlockEntry:
+        """Assemble a block on ``parent`` (default: the head) from the mempool and add it.
+
+        ``make_header(tx_root, state_root)`` returns the signed header; the runtime executes the
+        transactions first so that it can give the roots.
+        """
+        parent = parent or self.head
+        assert parent.state is not None
+        txs: list[Tx] = []
+        state = ChainState(parent.state.tree)
+        ctx = BlockContext(self.rules.chain_id, parent.header.height + 1, timestamp_ms, producer)
+        # begin_block needs a header; give it a provisional one with empty roots
+        provisional = make_header(bytes(32), bytes(32))
+        self.rules.begin_block(state, provisional, parent)
+        for th, tx in list(self.mempool.items()):
+            if len(txs) >= MAX_BLOCK_TXS:
+                break
+            try:
+                self.rules.app.execute_tx(state, tx, ctx)
+                txs.append(tx)
+            except ProtocolError as exc:
+                if _stale(exc):
+                    self.mempool.pop(th, None)
+        self.rules.end_block(state, provisional, parent)
+        header = make_header(tx_root(txs), state.root)
+        return self.validate_and_add(header, txs, timestamp_ms)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def canonical(self, height: int) -> BlockEntry | None:
+        h = self.by_height.get(height)
+        return self.blocks[h] if h is not None else None
+
+    def entry_at(self, height: int | None) -> BlockEntry:
+        if height is None:
+            return self.head
+        e = self.canonical(height)
+        if e is None:
+            raise NotFoundError("no canonical block at that height", expected=f"<= {self.head.header.height}",
+                                got=height)
+        return e
+
+    async def wait_for_head(self, timeout_s: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._head_waiters.append(fut)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, timeout_s)
+
+    # -- mempool --------------------------------------------------------------------------------
+
+    def submit_tx(self, tx: Tx) -> bytes:
+        """Admit a transaction to the mempool after checking it against the head state."""
+        if len(self.mempool) >= MEMPOOL_LIMIT:
+            raise MempoolFullError("mempool full", expected=f"< {MEMPOOL_LIMIT}", got=len(self.mempool))
+        h = tx.hash()
+        if h in self.mempool:
+            return h
+        assert self.head.state is not None
+        state = ChainState(self.head.state.tree)
+        self._check_pending(state, tx)
+        self.mempool[h] = tx
+        return h
+
+    def _check_pending(self, state: ChainState, tx: Tx) -> None:
+        # allow a sender's queued nonces: check against the head nonce plus what is pending from it
+        pending = sorted(t.nonce for t in self.mempool.values() if t.sender == tx.sender)
+        from chains.common.tx import account_path
+
+        acct = state.get_json(account_path(tx.sender))
+        if acct is not None and pending and tx.nonce == acct["nonce"] + len(pending):
+            acct = {**acct, "nonce": tx.nonce}
+            state.set_json(account_path(tx.sender), acct)
+        self.rules.app.check_tx(state, tx)
+
+    # -- RPC ------------------------------------------------------------------------------------
+
+    def method(self, name: str, handler: RpcHandler, *, admin: bool = False) -> None:
+        self._methods[name] = (handler, admin)
+
+    def _register_default_methods(self) -> None:
+        m = self.method
+        m("status", self._rpc_status)
+        m("getHeader", self._rpc_get_header)
+        m("getHeaders", self._rpc_get_headers)
+        m("getBlock", self._rpc_get_block)
+        m("getBlockByHash", self._rpc_get_block_by_hash)
+        m("submitTx", self._rpc_submit_tx)
+        m("query", self._rpc_query)
+        m("getBalance", self._rpc_get_balance)
+        m("getAccount", self._rpc_get_account)
+        m("getEvents", self._rpc_get_events)
+        m("getTxResult", self._rpc_get_tx_result)
+        m("admin.addPeer", self._rpc_add_peer, admin=True)
+        m("admin.setPeers", self._rpc_set_peers, admin=True)
+        m("admin.setGossip", self._rpc_set_gossip, admin=True)
+
+    async def _rpc_status(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "chain_id": self.rules.chain_id,
+            "node": self.config.name,
+            "height": self.head.header.height,
+            "head": self.head.hash.hex(),
+            "weight": str(self.head.weight),
+            "final_height": self.rules.final_height(self),
+            "genesis": self.genesis_hash.hex(),
+            "timestamp_ms": self.head.header.timestamp_ms,
+            "mempool": len(self.mempool),
+            "peers": list(self.peers),
+        }
+
+    async def _rpc_get_header(self, p: dict[str, Any]) -> dict[str, Any]:
+        e = self.entry_at(_opt_int(p, "height"))
+        return _header_json(e)
+
+    async def _rpc_get_headers(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        start = _req_int(p, "from")
+        end = min(_req_int(p, "to"), start + 500, self.head.header.height)
+        return [_header_json(e) for h in range(start, end + 1) if (e := self.canonical(h)) is not None]
+
+    async def _rpc_get_block(self, p: dict[str, Any]) -> dict[str, Any]:
+        e = self.entry_at(_opt_int(p, "height"))
+        return _block_json(e)
+
+    async def _rpc_get_block_by_hash(self, p: dict[str, Any]) -> dict[str, Any]:
+        try:
+            h = bytes.fromhex(str(p.get("hash")))
+        except ValueError as exc:
+            raise CodecError("hash must be hex") from exc
+        e = self.blocks.get(h)
+        if e is None:
+            raise NotFoundError("unknown block", got=h.hex())
+        return _block_json(e)
+
+    async def _rpc_submit_tx(self, p: dict[str, Any]) -> dict[str, Any]:
+        tx = Tx.from_json(p.get("tx"))
+        h = self.submit_tx(tx)
+        self._spawn(self._gossip("/p2p/tx", {"tx": tx.to_json()}))
+        return {"hash": h.hex()}
+
+    async def _rpc_query(self, p: dict[str, Any]) -> dict[str, Any]:
+        key = p.get("key")
+        if not isinstance(key, str):
+            raise CodecError("key must be a string (UTF-8 path) ", got=key)
+        e = self.entry_at(_opt_int(p, "height"))
+        if e.state is None:
+            raise NotFoundError("state at that height was pruned", got=e.header.height)
+        raw = key.encode()
+        value = e.state.get(raw)
+        out: dict[str, Any] = {"height": e.header.height, "key": key,
+                               "value": value.hex() if value is not None else None,
+                               "state_root": e.header.state_root.hex()}
+        if p.get("prove"):
+            out["proof"] = e.state.prove(raw).encode().hex()
+        return out
+
+    async def _rpc_get_balance(self, p: dict[str, Any]) -> dict[str, Any]:
+        account, denom = str(p.get("account")), str(p.get("denom", "kWh"))
+        e = self.entry_at(_opt_int(p, "height"))
+        assert e.state is not None
+        return {"account": account, "denom": denom, "amount_wh": e.state.balance(account, denom),
+                "height": e.header.height}
+
+    async def _rpc_get_account(self, p: dict[str, Any]) -> Any:
+        from chains.common.tx import account_path
+
+        assert self.head.state is not None
+        acct = self.head.state.get_json(account_path(str(p.get("name"))))
+        if acct is None:
+            raise NotFoundError("unknown account", got=p.get("name"))
+        pending = sum(1 for t in self.mempool.values() if t.sender == p.get("name"))
+        return {**acct, "pending": pending}
+
+    async def _rpc_get_events(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        start = _req_int(p, "from")
+        end = min(_opt_int(p, "to") or self.head.header.height, start + 1000, self.head.header.height)
+        kind = p.get("type")
+        out = []
+        for h in range(start, end + 1):
+            e = self.canonical(h)
+            if e is None:
+                continue
+            for ev in e.events:
+                if kind is None or ev.get("type") == kind:
+                    out.append({**ev, "height": h})
+        return out
+
+    async def _rpc_get_tx_result(self, p: dict[str, Any]) -> Any:
+        want = str(p.get("hash"))
+        start = max(0, self.head.header.height - int(p.get("lookback", 200)))
+        for h in range(self.head.header.height, start - 1, -1):
+            e = self.canonical(h)
+            if e is None:
+                continue
+            for r in e.tx_results:
+                if r["tx"] == want:
+                    return {**r, "height": h}
+        return None
+
+    async def _rpc_add_peer(self, p: dict[str, Any]) -> list[str]:
+        url = str(p.get("url"))
+        if url not in self.peers:
+            self.peers.append(url)
+        self._spawn(self._sync_once())
+        return self.peers
+
+    async def _rpc_set_peers(self, p: dict[str, Any]) -> list[str]:
+        peers = p.get("peers")
+        if not isinstance(peers, list) or not all(isinstance(x, str) for x in peers):
+            raise CodecError("peers must be a list of URLs", got=peers)
+        self.peers = list(peers)
+        return self.peers
+
+    async def _rpc_set_gossip(self, p: dict[str, Any]) -> bool:
+        self._gossip_enabled = bool(p.get("enabled"))
+        return self._gossip_enabled
+
+    async def _handle_rpc(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _rpc_error(None, -32700, "parse error")
+        if not isinstance(body, dict):
+            return _rpc_error(None, -32600, "invalid request")
+        rid = body.get("id")
+        name = body.get("method")
+        params = body.get("params") or {}
+        entry = self._methods.get(name) if isinstance(name, str) else None
+        if entry is None:
+            return _rpc_error(rid, -32601, f"unknown method {name!r}")
+        handler, admin = entry
+        if admin and request.headers.get("Authorization") != f"Bearer {self.admin_token}":
+            return _rpc_error(rid, -32001, "admin method: bad or missing bearer token")
+        if not isinstance(params, dict):
+            return _rpc_error(rid, -32602, "params must be an object")
+        try:
+            async with self._lock:
+                result = await handler(params)
+        except ParkRelayError as exc:
+            return _rpc_error(rid, -32000, exc.message, exc.to_dict())
+        return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
+
+    async def _handle_ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        self._ws_clients.add(ws)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            self._ws_clients.discard(ws)
+        return ws
+
+    def _notify_ws(self, msg: dict[str, Any]) -> None:
+        for ws in list(self._ws_clients):
+            if not ws.closed:
+                self._spawn(ws.send_json(msg))
+
+    # -- p2p --------------------------------------------------------------------------------------
+
+    async def _handle_p2p_block(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        origin = str(body.get("origin", ""))
+        try:
+            header = self.rules.decode_header(bytes.fromhex(body["header"]))
+            txs = [Tx.from_json(t) for t in body.get("txs", [])]
+        except (KeyError, ValueError, TypeError, CodecError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        if not self._gossip_enabled:
+            return web.json_response({"ok": False, "error": "gossip disabled"})
+        await self._receive_block(header, txs, origin)
+        return web.json_response({"ok": True})
+
+    async def _receive_block(self, header: Any, txs: Sequence[Tx], origin: str) -> None:
+        async with self._lock:
+            if header.hash() in self.blocks:
+                return
+            try:
+                self.validate_and_add(header, txs, _now_ms())
+                self._spawn(self._gossip_block(header, txs))
+                return
+            except MissingParentError:
+                pass
+            except ProtocolError as exc:
+                self.log.warning("rejected block %d from %s: %s", header.height, origin or "peer", exc)
+                return
+        if origin:
+            await self._fetch_ancestors(origin, header, txs)
+
+    async def _fetch_ancestors(self, origin: str, header: Any, txs: Sequence[Tx]) -> None:
+        chain: list[tuple[Any, Sequence[Tx]]] = [(header, txs)]
+        want = header.parent_hash
+        for _ in range(2000):
+            if want in self.blocks:
+                break
+            try:
+                blk = await self._call(origin, "getBlockByHash", {"hash": want.hex()})
+            except (aiohttp.ClientError, TimeoutError, RpcError):
+                return
+            hdr = self.rules.decode_header(bytes.fromhex(blk["header"]))
+            chain.append((hdr, [Tx.from_json(t) for t in blk["txs"]]))
+            want = hdr.parent_hash
+        else:
+            return
+        async with self._lock:
+            for hdr, ts in reversed(chain):
+                try:
+                    self.validate_and_add(hdr, ts, _now_ms())
+                except ProtocolError as exc:
+                    self.log.warning("rejected fetched block %d: %s", hdr.height, exc)
+                    return
+
+    async def _handle_p2p_tx(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            tx = Tx.from_json(body.get("tx"))
+            async with self._lock:
+                self.submit_tx(tx)
+        except ProtocolError as exc:
+            return web.json_response({"ok": False, "error": exc.to_dict()})
+        return web.json_response({"ok": True})
+
+    async def _gossip_block(self, header: Any, txs: Sequence[Tx]) -> None:
+        await self._gossip("/p2p/block", {"header": header.encode().hex(), "txs": [t.to_json() for t in txs],
+                                          "origin": self.url})
+
+    async def _gossip(self, path: str, body: dict[str, Any]) -> None:
+        if not self._gossip_enabled or self._session is None:
+            return
+
+        async def one(peer: str) -> None:
+            try:
+                assert self._session is not None
+                async with self._session.post(peer + path, json=body,
+                                              timeout=aiohttp.ClientTimeout(total=3)) as r:
+                    await r.read()
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # the periodic sync repairs what gossip missed
+
+        await asyncio.gather(*(one(p) for p in self.peers))
+
+    async def _call(self, peer: str, method: str, params: dict[str, Any]) -> Any:
+        assert self._session is not None
+        async with self._session.post(peer + "/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                                           "params": params},
+                                      timeout=aiohttp.ClientTimeout(total=5)) as r:
+            body = await r.json()
+        if "error" in body:
+            raise RpcError(body["error"].get("message", "rpc error"))
+        return body["result"]
+
+    async def _sync_once(self) -> None:
+        if not self._gossip_enabled:
+            return
+        for peer in list(self.peers):
+            try:
+                st = await self._call(peer, "status", {})
+            except (aiohttp.ClientError, TimeoutError, RpcError, ValueError):
+                continue
+            if int(st["weight"]) <= self.head.weight:
+                continue
+            start = self.head.header.height + 1
+            # walk back to a common ancestor when the peer is on another fork
+            try:
+                blk = await self._call(peer, "getBlock", {"height": int(st["height"])})
+            except (aiohttp.ClientError, TimeoutError, RpcError):
+                continue
+            hdr = self.rules.decode_header(bytes.fromhex(blk["header"]))
+            if hdr.parent_hash in self.blocks or start > hdr.height:
+                await self._receive_block(hdr, [Tx.from_json(t) for t in blk["txs"]], peer)
+                continue
+            # pull the gap in ascending order, then the tip
+            while start <= hdr.height:
+                try:
+                    blocks = await self._call(peer, "getBlocks", {"from": start, "to": hdr.height})
+                except (aiohttp.ClientError, TimeoutError, RpcError):
+                    break
+                if not blocks:
+                    break
+                for b in blocks:
+                    h2 = self.rules.decode_header(bytes.fromhex(b["header"]))
+                    await self._receive_block(h2, [Tx.from_json(t) for t in b["txs"]], peer)
+                start += len(blocks)
+
+    async def _rpc_get_blocks(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        start = _req_int(p, "from")
+        end = min(_req_int(p, "to"), start + 200, self.head.header.height)
+        return [_block_json(e) for h in range(start, end + 1) if (e := self.canonical(h)) is not None]
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sync_interval_s)
+            try:
+                await self._sync_once()
+            except (ProtocolError, KeyError, ValueError) as exc:
+                self.log.warning("sync step failed: %s", exc)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)  # type: ignore[arg-type]
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)  # type: ignore[arg-type]
+
+    async def start(self) -> None:
+        self.method("getBlocks", self._rpc_get_blocks)
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_post("/rpc", self._handle_rpc)
+        app.router.add_get("/ws", self._handle_ws)
+        app.router.add_post("/p2p/block", self._handle_p2p_block)
+        app.router.add_post("/p2p/tx", self._handle_p2p_tx)
+        self._session = aiohttp.ClientSession()
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        (self.config.data_dir / f"{self.config.name}.port").write_text(str(self.port))
+        self.log.info("%s node %s listening on %s (height %d)", self.rules.chain_id, self.config.name, self.url,
+                      self.head.header.height)
+        self._spawn(self._sync_loop())
+        self._spawn(self._run_producer())
+
+    async def _run_producer(self) -> None:
+        try:
+            await self.rules.run_producer(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("block producer stopped")
+            raise
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for ws in list(self._ws_clients):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        self.db.close()
+
+
+class MissingParentError(ProtocolError):
+    """A block whose parent this node does not have yet (fetch it, then retry)."""
+
+    code = "block.missing_parent"
+
+
+class NotFoundError(ProtocolError):
+    """Asked for something the node does not have."""
+
+    code = "rpc.not_found"
+
+
+class MempoolFullError(ProtocolError):
+    """The mempool is at its limit; try again later."""
+
+    code = "mempool.full"
+
+
+class RpcError(Exception):
+    """A peer answered with a JSON-RPC error."""
+
+
+def _heavier(a: BlockEntry, b: BlockEntry) -> bool:
+    """Fork choice: greater weight wins; on equal weight the lower hash, so every node picks the same."""
+    return a.weight > b.weight or (a.weight == b.weight and a.hash < b.hash)
+
+
+def _stale(exc: ProtocolError) -> bool:
+    return exc.code in {"packet.replay", "auth.denied", "signature.invalid", "codec.invalid", "packet.timeout"}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _opt_int(p: dict[str, Any], name: str) -> int | None:
+    v = p.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise CodecError(f"{name} must be a non-negative integer", got=v)
+    return v
+
+
+def _req_int(p: dict[str, Any], name: str) -> int:
+    v = _opt_int(p, name)
+    if v is None:
+        raise CodecError(f"{name} is required")
+    return v
+
+
+def _header_json(e: BlockEntry) -> dict[str, Any]:
+    h = e.header
+    return {"height": h.height, "hash": e.hash.hex(), "parent_hash": h.parent_hash.hex(),
+            "timestamp_ms": h.timestamp_ms, "state_root": h.state_root.hex(), "tx_root": h.tx_root.hex(),
+            "header": h.encode().hex(), "weight": str(e.weight)}
+
+
+def _block_json(e: BlockEntry) -> dict[str, Any]:
+    return {**_header_json(e), "txs": [t.to_json() for t in e.txs], "events": e.events,
+            "tx_results": e.tx_results}
+
+
+def _rpc_error(rid: Any, code: int, message: str, data: Any = None) -> web.Response:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return web.json_response({"jsonrpc": "2.0", "id": rid, "error": err})

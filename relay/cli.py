@@ -1,0 +1,114 @@
+"""``parkrelay`` — the operator command line.
+
+    parkrelay node dpos --config deploy/devnet.toml --witness witness-a
+    parkrelay node poc  --config deploy/devnet.toml --farmer farmer-a
+    parkrelay devnet init|up|down|status|demo --config deploy/devnet.toml
+    parkrelay status --config deploy/devnet.toml [--json]
+
+Long flags only; ``--json`` prints machine-readable output. Exit codes: 0 ok, 1 runtime failure,
+2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+from relay.config import ConfigError, load_config
+from relay.keys import KeyFileError
+
+
+def _setup_logging(level: str, json_logs: bool) -> None:
+    fmt = "%(asctime)s %(levelname)s %(name)s %(chain)s/%(node)s %(message)s"
+
+    class _Defaults(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            for k in ("chain", "node"):
+                if not hasattr(record, k):
+                    setattr(record, k, "-")
+            return True
+
+    handler = logging.StreamHandler()
+    handler.addFilter(_Defaults())
+    if json_logs:
+        class _Json(logging.Formatter):
+            def format(self, r: logging.LogRecord) -> str:
+                return json.dumps({"ts": r.created, "level": r.levelname, "logger": r.name,
+                                   "chain": getattr(r, "chain", "-"), "node": getattr(r, "node", "-"),
+                                   "msg": r.getMessage()})
+        handler.setFormatter(_Json())
+    else:
+        handler.setFormatter(logging.Formatter(fmt))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="parkrelay", description="Cross-chain relay for industrial-park energy chains")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    node = sub.add_parser("node", help="run one park-chain node process")
+    node.add_argument("kind", choices=["dpos", "poc"])
+    node.add_argument("--config", required=True, help="deployment config (TOML)")
+    node.add_argument("--chain", help="chain id (default: the only chain of that kind)")
+    node.add_argument("--witness", help="DPoS witness name")
+    node.add_argument("--farmer", help="PoC farmer name")
+
+    dev = sub.add_parser("devnet", help="run a whole devnet on this machine")
+    dev.add_argument("action", choices=["init", "up", "down", "status", "demo"])
+    dev.add_argument("--config", default="deploy/devnet.toml")
+    dev.add_argument("--seconds", type=float, default=20.0, help="demo: how long to watch (default 20)")
+    dev.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("status", help="heights and finality of every chain in a deployment")
+    st.add_argument("--config", default="deploy/devnet.toml")
+    st.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level, args.log_json)
+    try:
+        return _dispatch(args)
+    except (ConfigError, KeyFileError) as exc:
+        print(f"parkrelay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: Any) -> int:
+    cfg = load_config(args.config)
+    if args.cmd == "node":
+        from relay.nodes import run_node
+
+        name = args.witness if args.kind == "dpos" else args.farmer
+        if not name:
+            flag = "--witness" if args.kind == "dpos" else "--farmer"
+            raise ConfigError(f"parkrelay node {args.kind} needs {flag} NAME")
+        return asyncio.run(run_node(cfg, args.kind, args.chain, name))
+    from relay import devnet
+
+    if args.cmd == "status":
+        return devnet.print_status(cfg, as_json=args.json)
+    action = args.action
+    if action == "init":
+        devnet.init(cfg)
+        return 0
+    if action == "up":
+        return devnet.up(cfg)
+    if action == "down":
+        return devnet.down(cfg)
+    if action == "status":
+        return devnet.print_status(cfg, as_json=args.json)
+    return devnet.demo(cfg, seconds=args.seconds, as_json=args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

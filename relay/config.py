@@ -1,0 +1,132 @@
+"""The deployment config: one TOML file describes chains, their nodes, relay validators and lanes.
+
+``deploy/devnet.toml`` documents every key inline with its default. Errors name the key and say what
+was expected, so an operator can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHAIN_KINDS = ("dpos", "poc")
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable, or has a bad key."""
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """One park chain of the deployment."""
+
+    id: str
+    """Chain id, unique in the deployment (``dpos-park``)."""
+    kind: str
+    """``dpos`` or ``poc``."""
+    nodes: tuple[str, ...]
+    """Node names (witnesses or farmers); each runs as its own process."""
+    base_port: int
+    """RPC port of the first node; the n-th node listens on ``base_port + n``."""
+    accounts: dict[str, int]
+    """Genesis accounts and their native balances in Wh."""
+    params: dict[str, Any]
+    """Kind-specific consensus parameters (see the chain's genesis docs)."""
+
+    def port_of(self, node: str) -> int:
+        return self.base_port + self.nodes.index(node)
+
+    def url_of(self, node: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port_of(node)}"
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """A whole deployment."""
+
+    path: Path
+    """The file it was read from."""
+    data_dir: Path
+    """Keys, genesis files, databases and logs (relative paths are relative to the current directory)."""
+    host: str
+    """Address every service binds to (default 127.0.0.1)."""
+    chains: tuple[ChainConfig, ...]
+    """The park chains."""
+    relay_validators: tuple[str, ...]
+    """Relay validator (park operator) names; their keys form the bridges' trusted set at genesis."""
+    lanes: tuple[tuple[str, str, str], ...] = field(default=())
+    """``(lane, chain_a, chain_b)``: bidirectional lanes between pairs of chains."""
+
+    def chain(self, chain_id: str) -> ChainConfig:
+        for c in self.chains:
+            if c.id == chain_id:
+                return c
+        raise ConfigError(f"{self.path}: no chain {chain_id!r}; chains are {[c.id for c in self.chains]}")
+
+    def chains_of_kind(self, kind: str) -> list[ChainConfig]:
+        return [c for c in self.chains if c.kind == kind]
+
+
+def _get(d: dict[str, Any], key: str, typ: type, where: str, default: Any = ...) -> Any:
+    if key not in d:
+        if default is ...:
+            raise ConfigError(f"{where}: missing key {key!r}")
+        return default
+    v = d[key]
+    if (typ is int and isinstance(v, bool)) or not isinstance(v, typ):
+        raise ConfigError(f"{where}.{key}: expected {typ.__name__}, got {v!r}")
+    return v
+
+
+def load_config(path: str | Path) -> DeploymentConfig:
+    """Read and check a deployment config."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {p}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    dep = _get(raw, "deployment", dict, str(p), {})
+    data_dir = Path(_get(dep, "data_dir", str, "deployment", "var/devnet"))
+    host = _get(dep, "host", str, "deployment", "127.0.0.1")
+    chains: list[ChainConfig] = []
+    seen_ports: dict[int, str] = {}
+    for i, c in enumerate(_get(raw, "chains", list, str(p))):
+        where = f"chains[{i}]"
+        if not isinstance(c, dict):
+            raise ConfigError(f"{where}: expected a table")
+        cid = _get(c, "id", str, where)
+        kind = _get(c, "kind", str, where)
+        if kind not in CHAIN_KINDS:
+            raise ConfigError(f"{where}.kind: expected one of {CHAIN_KINDS}, got {kind!r}")
+        nodes = tuple(_get(c, "nodes", list, where))
+        if not nodes or not all(isinstance(n, str) for n in nodes) or len(set(nodes)) != len(nodes):
+            raise ConfigError(f"{where}.nodes: expected a non-empty list of distinct names")
+        base_port = _get(c, "base_port", int, where)
+        for n in range(len(nodes)):
+            port = base_port + n
+            if port in seen_ports:
+                raise ConfigError(f"{where}: port {port} already used by {seen_ports[port]}")
+            seen_ports[port] = f"{cid}/{nodes[n]}"
+        accounts = _get(c, "accounts", dict, where, {})
+        for name, bal in accounts.items():
+            if isinstance(bal, bool) or not isinstance(bal, int) or bal < 0:
+                raise ConfigError(f"{where}.accounts.{name}: expected a non-negative integer (Wh), got {bal!r}")
+        params = {k: v for k, v in c.items() if k not in {"id", "kind", "nodes", "base_port", "accounts"}}
+        chains.append(ChainConfig(cid, kind, nodes, base_port, dict(accounts), params))
+    if len({c.id for c in chains}) != len(chains):
+        raise ConfigError(f"{p}: chain ids must be distinct")
+    relay = _get(raw, "relay", dict, str(p), {})
+    validators = tuple(_get(relay, "validators", list, "relay", ["op-a", "op-b", "op-c", "op-d"]))
+    lanes = []
+    for i, ln in enumerate(_get(raw, "lanes", list, str(p), [])):
+        where = f"lanes[{i}]"
+        lane = (_get(ln, "lane", str, where), _get(ln, "a", str, where), _get(ln, "b", str, where))
+        for cid in lane[1:]:
+            if cid not in {c.id for c in chains}:
+                raise ConfigError(f"{where}: unknown chain {cid!r}")
+        lanes.append(lane)
+    return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes))

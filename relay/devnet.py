@@ -1,0 +1,219 @@
+"""A whole deployment on one machine: ``parkrelay devnet init|up|down|status|demo``.
+
+``init`` makes the keys (0600 files under ``<data_dir>/keys``) and the genesis of every chain, once.
+``up`` starts every node as its own process (logs in ``<data_dir>/logs``, pids in
+``<data_dir>/pids.json``) and returns when all answer; ``down`` stops them with SIGTERM.
+``demo`` does ``up``, watches the chains produce and finalise blocks, prints what it saw and stops them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from protocol.certificate import Validator, ValidatorSet
+from relay.config import DeploymentConfig
+from relay.keys import create_secret, ed25519_signer, eth_address, read_secret
+from relay.nodes import admin_token_path, chain_module, genesis_path, node_key_path
+
+
+def account_key_path(cfg: DeploymentConfig, chain_id: str, account: str) -> Path:
+    return cfg.data_dir / "keys" / chain_id / "accounts" / f"{account}.seed"
+
+
+def relay_key_paths(cfg: DeploymentConfig, validator: str) -> tuple[Path, Path]:
+    base = cfg.data_dir / "keys" / "relay"
+    return base / f"{validator}.ed25519.seed", base / f"{validator}.secp256k1.seed"
+
+
+def relay_validator_set(cfg: DeploymentConfig) -> ValidatorSet:
+    vals = []
+    for name in cfg.relay_validators:
+        ed_path, eth_path = relay_key_paths(cfg, name)
+        vals.append(Validator(name, ed25519_signer(ed_path).pubkey, eth_address(read_secret(eth_path)), 1))
+    return ValidatorSet(tuple(vals))
+
+
+def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
+    """Create keys and genesis files that do not exist yet (idempotent)."""
+    create_secret(admin_token_path(cfg))
+    for name in cfg.relay_validators:
+        for p in relay_key_paths(cfg, name):
+            create_secret(p)
+    valset = relay_validator_set(cfg)
+    now = genesis_time_ms if genesis_time_ms is not None else int(time.time() * 1000)
+    for chain in cfg.chains:
+        gpath = genesis_path(cfg, chain.id)
+        nodes = {}
+        for n in chain.nodes:
+            create_secret(node_key_path(cfg, chain.id, n))
+            nodes[n] = ed25519_signer(node_key_path(cfg, chain.id, n)).pubkey
+        accounts = {}
+        for acct, balance in chain.accounts.items():
+            create_secret(account_key_path(cfg, chain.id, acct))
+            accounts[acct] = (ed25519_signer(account_key_path(cfg, chain.id, acct)).pubkey, balance)
+        if gpath.exists():
+            continue
+        lanes = [(lane, b if a == chain.id else a) for lane, a, b in cfg.lanes if chain.id in (a, b)]
+        genesis = chain_module(chain.kind).build_genesis(
+            chain_id=chain.id, params=chain.params, nodes=nodes, accounts=accounts, relay_validators=valset,
+            lanes=lanes, genesis_time_ms=now, data_dir=cfg.data_dir)
+        gpath.parent.mkdir(parents=True, exist_ok=True)
+        gpath.write_text(json.dumps(genesis, indent=2, sort_keys=True))
+        print(f"genesis of {chain.id} written to {gpath}")
+
+
+def _pids_path(cfg: DeploymentConfig) -> Path:
+    return cfg.data_dir / "pids.json"
+
+
+def rpc(url: str, method: str, params: dict[str, Any] | None = None, timeout: float = 3.0) -> Any:
+    """One JSON-RPC call (blocking; for the CLI)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}).encode()
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http URL: {url}")
+    req = urllib.request.Request(url + "/rpc", body, {"Content-Type": "application/json"})  # noqa: S310
+    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback URLs from the config
+        out = json.loads(r.read())
+    if "error" in out:
+        raise RuntimeError(f"{method} on {url}: {out['error'].get('message')}")
+    return out["result"]
+
+
+def up(cfg: DeploymentConfig, timeout_s: float = 120.0) -> int:
+    init(cfg)
+    logs = cfg.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pids: dict[str, int] = {}
+    for chain in cfg.chains:
+        flag = "--witness" if chain.kind == "dpos" else "--farmer"
+        for n in chain.nodes:
+            log_file = open(logs / f"{chain.id}-{n}.log", "ab")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "relay.cli", "node", chain.kind, "--config", str(cfg.path), "--chain",
+                 chain.id, flag, n],
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            pids[f"{chain.id}/{n}"] = proc.pid
+    _pids_path(cfg).write_text(json.dumps(pids, indent=2))
+    deadline = time.monotonic() + timeout_s
+    pending = {(c.id, n): c.url_of(n, cfg.host) for c in cfg.chains for n in c.nodes}
+    while pending and time.monotonic() < deadline:
+        for key, url in list(pending.items()):
+            try:
+                rpc(url, "status", timeout=1.0)
+                del pending[key]
+            except (OSError, RuntimeError):
+                pass
+        if pending:
+            time.sleep(0.2)
+    if pending:
+        print(f"devnet: nodes did not answer within {timeout_s:.0f}s: {sorted(pending)}; see {logs}",
+              file=sys.stderr)
+        down(cfg)
+        return 1
+    print(f"devnet up: {len(pids)} node processes; logs in {logs}")
+    return 0
+
+
+def down(cfg: DeploymentConfig, timeout_s: float = 15.0) -> int:
+    path = _pids_path(cfg)
+    if not path.exists():
+        print("devnet: nothing running")
+        return 0
+    pids: dict[str, int] = json.loads(path.read_text())
+    for pid in pids.values():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout_s
+    for pid in pids.values():
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+                os.waitpid(pid, os.WNOHANG)
+            except (ProcessLookupError, ChildProcessError):
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    path.unlink()
+    print(f"devnet down: stopped {len(pids)} processes")
+    return 0
+
+
+def status(cfg: DeploymentConfig) -> list[dict[str, Any]]:
+    rows = []
+    for chain in cfg.chains:
+        for n in chain.nodes:
+            url = chain.url_of(n, cfg.host)
+            try:
+                st = rpc(url, "status", timeout=1.0)
+                rows.append({"chain": chain.id, "node": n, "url": url, "up": True, "height": st["height"],
+                             "final_height": st["final_height"], "head": st["head"][:12]})
+            except (OSError, RuntimeError):
+                rows.append({"chain": chain.id, "node": n, "url": url, "up": False})
+    return rows
+
+
+def print_status(cfg: DeploymentConfig, as_json: bool = False) -> int:
+    rows = status(cfg)
+    if as_json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'chain':<12} {'node':<12} {'up':<4} {'height':>7} {'final':>7}  head")
+    for r in rows:
+        if r["up"]:
+            print(f"{r['chain']:<12} {r['node']:<12} {'yes':<4} {r['height']:>7} {r['final_height']:>7}  {r['head']}")
+        else:
+            print(f"{r['chain']:<12} {r['node']:<12} {'no':<4}")
+    return 0 if all(r["up"] for r in rows) else 1
+
+
+def demo(cfg: DeploymentConfig, seconds: float = 20.0, as_json: bool = False) -> int:
+    """Start the devnet, show every chain producing final blocks, stop it. Exit 1 if a chain stalls."""
+    if up(cfg) != 0:
+        return 1
+    try:
+        start = {(r["chain"], r["node"]): r for r in status(cfg)}
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            time.sleep(min(5.0, max(0.0, t_end - time.monotonic())))
+            if not as_json:
+                print(f"--- t+{seconds - (t_end - time.monotonic()):.0f}s")
+                print_status(cfg)
+        end = status(cfg)
+        ok = True
+        summary = []
+        for chain in cfg.chains:
+            rows = [r for r in end if r["chain"] == chain.id and r["up"]]
+            first = [start[(chain.id, n)] for n in chain.nodes if start[(chain.id, n)]["up"]]
+            final_now = max((r["final_height"] for r in rows), default=0)
+            final_before = max((r["final_height"] for r in first), default=0)
+            heads = {r["head"] for r in rows}
+            progressed = final_now > final_before
+            ok &= progressed
+            summary.append({"chain": chain.id, "nodes_up": len(rows), "final_height_start": final_before,
+                            "final_height_end": final_now, "final_progressed": progressed,
+                            "nodes_agree_on_head": len(heads) == 1})
+        if as_json:
+            print(json.dumps({"ok": ok, "chains": summary}))
+        else:
+            print("\nsummary:")
+            for s in summary:
+                print(f"  {s['chain']}: final height {s['final_height_start']} -> {s['final_height_end']} "
+                      f"({'finalising' if s['final_progressed'] else 'STALLED'}), {s['nodes_up']} nodes up")
+        return 0 if ok else 1
+    finally:
+        down(cfg)

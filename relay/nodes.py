@@ -1,0 +1,65 @@
+"""Run one park-chain node process from a deployment config (``parkrelay node dpos|poc``)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import signal
+from pathlib import Path
+from types import ModuleType
+
+from chains.common.node import NodeConfig, ParkNode
+from relay.config import ConfigError, DeploymentConfig
+from relay.keys import ed25519_signer, read_secret
+
+
+def chain_module(kind: str) -> ModuleType:
+    """``chains.<kind>.node``: ``build_genesis(...)`` and ``make_rules(...)`` of a chain kind."""
+    return importlib.import_module(f"chains.{kind}.node")
+
+
+def genesis_path(cfg: DeploymentConfig, chain_id: str) -> Path:
+    return cfg.data_dir / "genesis" / f"{chain_id}.json"
+
+
+def node_key_path(cfg: DeploymentConfig, chain_id: str, name: str) -> Path:
+    return cfg.data_dir / "keys" / chain_id / f"{name}.seed"
+
+
+def admin_token_path(cfg: DeploymentConfig) -> Path:
+    return cfg.data_dir / "keys" / "admin.token"
+
+
+def load_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str) -> ParkNode:
+    chains = cfg.chains_of_kind(kind) if chain_id is None else [cfg.chain(chain_id)]
+    if len(chains) != 1:
+        raise ConfigError(f"{cfg.path}: {len(chains)} chains of kind {kind}; name one with --chain")
+    chain = chains[0]
+    if name not in chain.nodes:
+        raise ConfigError(f"{cfg.path}: chain {chain.id} has no node {name!r}; nodes are {list(chain.nodes)}")
+    gpath = genesis_path(cfg, chain.id)
+    if not gpath.exists():
+        raise ConfigError(f"no genesis at {gpath}: run `parkrelay devnet init --config {cfg.path}` first")
+    genesis = json.loads(gpath.read_text())
+    signer = ed25519_signer(node_key_path(cfg, chain.id, name))
+    rules = chain_module(kind).make_rules(genesis, name, signer, cfg.data_dir)
+    token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
+    peers = [chain.url_of(n, cfg.host) for n in chain.nodes if n != name]
+    node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host, port=chain.port_of(name),
+                          peers=peers, admin_token=token)
+    return ParkNode(rules, node_cfg)
+
+
+async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str) -> int:
+    """Start the node and serve until SIGTERM or SIGINT, then stop cleanly."""
+    node = load_node(cfg, kind, chain_id, name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    await stop.wait()
+    node.log.info("stopping")
+    await node.stop()
+    return 0
