@@ -30,6 +30,7 @@ __all__ = [
     "ParkRelayError",
     "ProtocolError",
     "QuorumError",
+    "RateLimitError",
     "ReplayError",
     "SignatureError",
     "TimeoutExpiredError",
@@ -172,6 +173,12 @@ class LaneError(ProtocolError):
     """Out-of-order sequence, unknown or paused lane."""
 
     code = "lane.invalid"
+
+
+class RateLimitError(LaneError):
+    """The lane's token bucket for the asset holds too little: the same packet may pass once it refills."""
+
+    code = "lane.rate_limited"
 
 
 class InsufficientFundsError(ProtocolError):

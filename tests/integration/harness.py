@@ -1,0 +1,142 @@
+"""Real node processes on loopback for integration tests.
+
+A :class:`Devnet` writes a deployment config into a temp dir (free ports), runs ``devnet init`` in
+process, and starts each node as its own ``python -m relay.cli node ...`` process. Tests wait for
+events (heights, finality) by polling the nodes' RPC with a deadline, never by sleeping blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from adapters.common.rpc import JsonRpcClient
+from protocol.errors import TransportError
+from relay import devnet
+from relay.config import DeploymentConfig, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port_block(n: int) -> int:
+    """A base port with ``n`` consecutive free ports after it."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65535:
+            continue
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no block of free ports")
+
+
+@dataclass
+class Devnet:
+    """A deployment in ``root`` whose nodes run as child processes."""
+
+    root: Path
+    chains: list[dict[str, Any]]
+    lanes: list[dict[str, str]] = field(default_factory=list)
+    procs: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
+    cfg: DeploymentConfig | None = None
+
+    def write(self) -> DeploymentConfig:
+        for c in self.chains:
+            c.setdefault("base_port", free_port_block(len(c["nodes"])))
+        doc = {"deployment": {"data_dir": str(self.root / "data")}, "chains": self.chains}
+        if self.lanes:
+            doc["lanes"] = self.lanes
+        path = self.root / "devnet.toml"
+        path.write_text(tomli_w.dumps(doc))
+        self.cfg = load_config(path)
+        devnet.init(self.cfg)
+        return self.cfg
+
+    def start(self, chain_id: str, node: str) -> None:
+        assert self.cfg is not None
+        chain = self.cfg.chain(chain_id)
+        flag = "--witness" if chain.kind == "dpos" else "--farmer"
+        logs = self.cfg.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = open(logs / f"{chain_id}-{node}.log", "ab")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.procs[(chain_id, node)] = subprocess.Popen(
+            [sys.executable, "-m", "relay.cli", "--log-level", "info", "node", chain.kind, "--config",
+             str(self.cfg.path), "--chain", chain_id, flag, node],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+
+    def start_all(self) -> None:
+        assert self.cfg is not None
+        for c in self.cfg.chains:
+            for n in c.nodes:
+                self.start(c.id, n)
+
+    def kill(self, chain_id: str, node: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs.pop((chain_id, node))
+        p.send_signal(sig)
+        p.wait(timeout=20)
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+
+    def url(self, chain_id: str, node: str) -> str:
+        assert self.cfg is not None
+        return self.cfg.chain(chain_id).url_of(node)
+
+    def client(self, chain_id: str, node: str) -> JsonRpcClient:
+        return JsonRpcClient(self.url(chain_id, node), side=f"{chain_id}/{node}", timeout_s=5)
+
+    def log_tail(self, chain_id: str, node: str, n: int = 40) -> str:
+        assert self.cfg is not None
+        p = self.cfg.data_dir / "logs" / f"{chain_id}-{node}.log"
+        return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else ""
+
+
+async def status(url: str) -> dict[str, Any] | None:
+    try:
+        async with JsonRpcClient(url, side="probe", timeout_s=2) as c:
+            st: dict[str, Any] = await c.call("status")
+            return st
+    except TransportError:
+        return None
+
+
+async def wait_for(what: str, check: Callable[[], Awaitable[Any]], timeout_s: float, poll_s: float = 0.2) -> Any:
+    """Poll ``check`` until it returns a truthy value; fail the test with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")

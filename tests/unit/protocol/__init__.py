@@ -1,0 +1,1 @@
+"""tests.unit.protocol: unit tests of the pure protocol package."""
