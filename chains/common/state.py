@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from protocol.errors import InsufficientFundsError, ProtocolError
+from protocol.errors import InsufficientFundsError
 from protocol.paths import balance_path
 from protocol.state_commitment import Proof, SparseMerkleTree
 
@@ -77,11 +77,11 @@ class ChainState:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """Roll back every change made inside the block if it raises a ProtocolError."""
+        """Roll back every change made inside the block if it raises anything (a bug included)."""
         saved = self.tree
         try:
             yield
-        except ProtocolError:
+        except BaseException:
             self.tree = saved
             raise
 

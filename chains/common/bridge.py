@@ -1,0 +1,1087 @@
+"""The bridge module of the Python park chains (DESIGN §2 and §4; SPEC.md §2.3, §6.3, §6.5, §6.6, §7.5).
+
+The DPoS and the PoC parks share it. It runs the park's half of the four phases: phase 1 (COMMIT) when
+one of its accounts sends a packet, phase 3 (EXECUTE) when a relayer brings a packet from another park
+with its relay certificate, and the source half of phase 4 (SETTLE) when a relayer brings the certified
+outcome of a packet this park sent. Pure: no I/O, and the only time is the block's
+(:class:`~chains.common.tx.BlockContext`). Each phase is split into ``validate_*`` (reads state, raises
+a typed :class:`~protocol.errors.ProtocolError`, changes nothing), ``apply_*`` (assumes validity,
+writes) and ``process_*`` (both, in order); the ops call ``process_*`` and the host's
+:meth:`~chains.common.tx.App.execute_tx` rolls a whole transaction back on any ProtocolError.
+
+Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as lowercase hex)
+-----------------------------------------------------------------------------------------------
+
+``bridge.send``  ``{dst_chain, lane, kind, receiver, timeout_timestamp_ms, ...}``, ``kind`` one of
+    ``energy`` ``{denom, amount_wh}``, ``charging_right`` ``{right_id}``, ``reputation`` ``{subject}``.
+    Phase 1 (SPEC §6.3). ``dst_chain`` is another chain (:class:`WrongChainError`) with this lane
+    configured (:class:`LaneError`); the timeout is required (0 or missing: :class:`CodecError`) and
+    later than the block time (:class:`TimeoutExpiredError`). The sequence is the next on
+    ``(dst_chain, lane)``, from 1. Writes the packet commitment at
+    :func:`protocol.paths.commitment_path` and the packet bytes (hex) at ``packets/<dst>/<lane>/<seq>``.
+    Event ``send_packet``.
+``bridge.recv``  ``{packet: hex, certificate: RelayCertificate JSON}`` — phase 3, below.
+``bridge.settle``  ``{packet: hex, certificate: RelayCertificate JSON, ack?: hex | null}`` — phase 4: with
+    ``ack`` the certificate must prove ACKED with that ack's commitment, without it TIMED_OUT.
+``bridge.update_relay_validators``  ``{commit: RelayCommit JSON, new_set: ValidatorSet JSON}`` — the
+    trusted relay set moves to ``new_set`` if more than 2/3 of the *current* set signed a relay header
+    whose ``next_validators_hash`` is ``new_set``'s hash, at a relay height above the last accepted
+    update (an old update cannot be replayed, not even after the set changes back).
+``rights.issue``  ``{right_id, station, transformer, power_kw, slot_start_ms, slot_end_ms, owner}`` —
+    the rights operator named in genesis issues a home charging right (admission-checked like an
+    import, and booked on its transformer).
+``rights.set_transformer``  ``{name, capacity_kw}`` — the rights operator sets a transformer's capacity.
+
+Certificates travel in the wire JSON of :mod:`chains.common.wire`. Anyone may submit ``bridge.recv``,
+``bridge.settle`` and ``bridge.update_relay_validators``: safety rests on the certificates, not on who
+relays them.
+
+Energy: the denomination trace rule (ICS-20-like)
+-------------------------------------------------
+
+A denom is a native token name without ``/`` (``kWh``) or a voucher trace ``<lane>/<chain>/<denom>``,
+read as "``<denom>`` as it was on ``<chain>``, brought here over ``<lane>``". For a packet on ``lane``
+from ``src`` to ``dst``:
+
+* **Send on src.** If ``denom`` starts with ``<lane>/<dst>/`` the token is a voucher going home over
+  the lane it came by: *burn* it (sender balance -= amount, ``supply/<denom>`` -= amount). Otherwise
+  *escrow* it (sender balance -= amount, ``escrow/<denom>`` += amount and the lane's share
+  ``bridge/escrow/<dst>/<lane>/<denom>`` += amount). The packet carries ``denom`` unchanged.
+* **Receive on dst.** If the packet's ``denom`` starts with ``<lane>/<dst>/`` (``dst`` = this chain),
+  strip that prefix and *unescrow* the rest to the receiver (from this lane's share only: a park cannot
+  unlock what was escrowed towards another). Otherwise *mint* the voucher ``<lane>/<src>/<denom>`` to
+  the receiver (``supply/<voucher>`` += amount).
+* **Refund on src** (error ack or timeout): the exact inverse of the send — re-mint a burned voucher
+  (supply and balance) or unescrow to the sender. A success ack keeps the escrow / the burn.
+
+So a voucher that goes back the way it came unwinds one hop (multi-hop traces nest:
+``lane-1/poc-park/lane-0/dpos-park/kWh``), and for every chain ``X``, denom ``d`` escrowed on ``X`` and
+lane ``L`` to chain ``Y``: ``bridge/escrow/Y/L/d`` on ``X`` == ``supply/L/X/d`` on ``Y`` + amounts in
+flight (sent, not yet applied on the target, not yet settled). :func:`supply_report` gives the figures.
+
+Charging rights
+---------------
+
+``rights/<right_id>`` holds ``{home_park, station, transformer, power_kw, slot_start_ms, slot_end_ms,
+owner}``. Only its owner sends it (:class:`AuthorizationError`), and its packet must time out by its
+slot start, ``timeout_timestamp_ms <= slot_start_ms`` (:class:`TimeoutExpiredError`, SPEC §6.3), so it
+can only execute before the slot. A *home* right
+(``home_park`` = this chain) is escrowed: ``owner`` := ``@escrow`` (no account can have that name) and
+``escrowed_to`` := ``{chain, lane, sequence}``. A *foreign* right can only go back to its home park,
+where it is burned: the record moves to ``rights_burned/<right_id>`` until settlement (success ack:
+deleted with its booking; refund: moved back to the sender), so its transformer booking and its id stay
+reserved meanwhile. A foreign right cannot go on to a third park (:class:`WrongChainError`).
+
+On receipt at its home park, a right escrowed towards the sending chain and lane is released to the
+receiver. Elsewhere (it must come from its home park) the chain's **admission hook** decides
+(:data:`AdmissionHook`; default :func:`default_admission`: ``transformers/<name>`` =
+``{capacity_kw}``; the power of the rights booked on that transformer whose slots overlap the new one,
+plus the new one, must not exceed the capacity); refusal is an error ack, refunded at home in phase 4.
+Bookings live in ``bookings/<transformer>`` (ended slots are pruned when the list is written).
+
+Reputation
+----------
+
+Nothing is escrowed. The payload's score is read from state by the chain's **reputation provider**
+(:data:`ReputationProvider`; default :func:`default_reputation_provider` reads
+``reputation/<subject>`` = ``{score, model, height}``), never from the sender. The target records
+``imported_reputation/<src>/<subject>`` = ``{score, model, source_height, height}``; an import older
+(lower ``source_height``) than the one recorded is refused. The receiver is not checked: no asset is
+delivered to it.
+
+Phase 3 (``bridge.recv``), in order
+-----------------------------------
+
+Decode the packet (:class:`CodecError`); its ``dst_chain`` must be this chain (:class:`WrongChainError`)
+and its lane configured for ``src_chain`` (:class:`LaneError`); no receipt may exist
+(:class:`ReplayError`: a replayed packet or certificate is refused before any signature is checked);
+the certificate must prove ``verified_path(src, dst, lane, seq)`` -> ``packet_commitment`` under the
+trusted relay set and relay chain id (:class:`WrongChainError`, :class:`ValidatorSetMismatchError`,
+:class:`SignatureError`, :class:`QuorumError`, :class:`InvalidProofError`); the block time must be
+before the timeout (:class:`TimeoutExpiredError`; nothing is written, the source refunds once the relay
+certifies the timeout). Then the kind is applied; an application refusal rolls back everything but the
+receipt and acks with an error code:
+
+==========================  ===================================================================
+``payload.invalid``         the payload does not decode as the packet's kind
+``receiver.unknown``        no account ``receiver`` here (energy, charging rights)
+``denom.invalid``           a returning denom with nothing after its prefix
+``denom.too_long``          the voucher trace would exceed the codec's 256 bytes
+``escrow.insufficient``     the lane's escrow holds less than a returning amount
+``right.exists``            a right with that id already exists (or is being burned) here
+``right.not_escrowed``      a right coming home that is not escrowed towards that chain and lane
+``right.mismatch``          a right coming home whose fields differ from the escrowed record
+``right.route``             a right that comes neither from nor to its home park
+``transformer.unknown``     default admission: no ``transformers/<name>`` here
+``capacity.exceeded``       default admission: the slot would overload the transformer
+``reputation.stale``        an import with a higher source height is already recorded
+(admission hook codes)      a hook may return any code; a ProtocolError it raises acks its ``code``
+==========================  ===================================================================
+
+The receipt (the ack commitment) goes to :func:`protocol.paths.receipt_path`, the ack bytes (hex) to
+``acks/<src>/<lane>/<seq>``. Event ``write_ack``.
+
+Phase 4 (``bridge.settle``)
+---------------------------
+
+The packet's ``src_chain`` must be this chain (:class:`WrongChainError`); the stored commitment must
+exist (:class:`ReplayError`: already settled) and equal the packet's (:class:`InvalidProofError`); the
+certificate must prove ``outcome_path(...)`` -> ``encode_outcome(outcome, packet commitment, ack
+commitment or 32 zero bytes)``. A success ack completes the packet; an error ack or a timeout refunds
+exactly what phase 1 took. Either way the commitment and the stored packet bytes are deleted. Refunds
+happen only here, on a certified outcome, never on the local clock. Event ``settle_packet``.
+
+State keys (values: JSON is canonical JSON, integers decimal ASCII, absent = 0)
+-----------------------------------------------------------------------------
+
+=========================================  ===========================================================
+``bridge/config``                          ``{chain_id, relay_chain_id, native_denoms, rights_operator}``
+``bridge/relay_validators``                ``{validators, hash, update_height}``: trusted relay set (wire form)
+``bridge/lanes/<counterparty>/<lane>``     ``{counterparty, lane}``: a configured lane (both directions)
+``nextSequenceSend/<dst>/<lane>``          next sequence to assign (SPEC §5; absent = 1)
+``commitments/<dst>/<lane>/<seq>``         packet commitment, 32 raw bytes (SPEC §5), until settled
+``packets/<dst>/<lane>/<seq>``             packet bytes as hex, until settled
+``receipts/<src>/<lane>/<seq>``            ack commitment, 32 raw bytes (SPEC §5), forever
+``acks/<src>/<lane>/<seq>``                ack bytes as hex, forever
+``escrow/<denom>``                         total escrowed (SPEC §5)
+``bridge/escrow/<dst>/<lane>/<denom>``     the share of ``escrow/<denom>`` sent over one lane
+``supply/<voucher>``                       outstanding supply of a voucher minted here
+``balances/<account>/<denom>``             balances (SPEC §5, :class:`ChainState`)
+``rights/<right_id>``                      a charging right (home, foreign, or escrowed at home)
+``rights_burned/<right_id>``               a foreign right burned on its way home, until settled
+``bookings/<transformer>``                 ``[{right_id, power_kw, slot_start_ms, slot_end_ms}]``
+``transformers/<name>``                    ``{capacity_kw}``
+``reputation/<subject>``                   ``{score, model, height}``: read by the default provider
+``imported_reputation/<src>/<subject>``    ``{score, model, source_height, height}``
+=========================================  ===========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from chains.common import wire
+from chains.common.state import ChainState
+from chains.common.tx import App, BlockContext, Tx, account_path
+from protocol.certificate import (
+    RelayCertificate,
+    RelayCommit,
+    ValidatorSet,
+    verify_certificate,
+    verify_validator_set_update,
+)
+from protocol.codec import (
+    MAX_STRING,
+    ZERO_COMMITMENT,
+    ack_commitment,
+    decode_ack,
+    decode_charging_right,
+    decode_energy,
+    decode_packet,
+    decode_reputation,
+    encode_ack,
+    encode_charging_right,
+    encode_energy,
+    encode_outcome,
+    encode_packet,
+    encode_reputation,
+    packet_commitment,
+)
+from protocol.errors import (
+    AuthorizationError,
+    CodecError,
+    InsufficientFundsError,
+    InvalidProofError,
+    LaneError,
+    ProtocolError,
+    ReplayError,
+    TimeoutExpiredError,
+    WrongChainError,
+)
+from protocol.paths import (
+    commitment_path,
+    escrow_path,
+    next_send_path,
+    outcome_path,
+    receipt_path,
+    verified_path,
+)
+from protocol.types import (
+    Acknowledgement,
+    AckStatus,
+    ChainId,
+    ChargingRightPayload,
+    EnergyPayload,
+    LaneId,
+    Packet,
+    PacketKind,
+    PacketOutcome,
+    ReputationPayload,
+    check_id,
+    check_uint,
+)
+
+__all__ = [
+    "ESCROW_OWNER",
+    "AdmissionHook",
+    "AssetError",
+    "BridgeHooks",
+    "BridgeParams",
+    "ReputationProvider",
+    "SendRequest",
+    "ack_path",
+    "apply_recv",
+    "apply_relay_set_update",
+    "apply_send",
+    "apply_settle",
+    "bookings_path",
+    "burned_right_path",
+    "default_admission",
+    "default_reputation_provider",
+    "imported_reputation_path",
+    "init_bridge",
+    "issue_charging_right",
+    "lane_configured",
+    "lane_escrow_path",
+    "lane_path",
+    "load_params",
+    "packet_path",
+    "process_recv",
+    "process_relay_set_update",
+    "process_send",
+    "process_settle",
+    "register_bridge_ops",
+    "reputation_path",
+    "right_path",
+    "send_request_from_tx",
+    "set_transformer",
+    "supply_path",
+    "supply_report",
+    "transformer_path",
+    "trusted_relay_set",
+    "validate_recv",
+    "validate_relay_set_update",
+    "validate_send",
+    "validate_settle",
+]
+
+ESCROW_OWNER = "@escrow"
+"""Owner of a home charging right while it is abroad; not a valid account name, so nobody can hold it."""
+
+CONFIG_KEY = b"bridge/config"
+RELAY_SET_KEY = b"bridge/relay_validators"
+
+KIND_NAMES: dict[str, PacketKind] = {
+    "energy": PacketKind.ENERGY,
+    "charging_right": PacketKind.CHARGING_RIGHT,
+    "reputation": PacketKind.REPUTATION,
+}
+_KIND_ARGS: dict[PacketKind, tuple[str, ...]] = {
+    PacketKind.ENERGY: ("denom", "amount_wh"),
+    PacketKind.CHARGING_RIGHT: ("right_id",),
+    PacketKind.REPUTATION: ("subject",),
+}
+_SEND_ARGS = ("dst_chain", "lane", "kind", "receiver", "timeout_timestamp_ms")
+
+Event = dict[str, Any]
+
+
+class AssetError(ProtocolError):
+    """An asset that does not exist here, or cannot move or be created the way asked."""
+
+    code = "asset.invalid"
+
+
+# --- state paths ----------------------------------------------------------------------------------
+
+
+def lane_path(counterparty: str, lane: str) -> bytes:
+    """A configured lane to and from ``counterparty``."""
+    return f"bridge/lanes/{counterparty}/{lane}".encode()
+
+
+def lane_escrow_path(counterparty: str, lane: str, denom: str) -> bytes:
+    """The share of ``escrow/<denom>`` escrowed towards ``counterparty`` over ``lane``."""
+    return f"bridge/escrow/{counterparty}/{lane}/{denom}".encode()
+
+
+def supply_path(denom: str) -> bytes:
+    """Outstanding supply of a voucher minted here."""
+    return f"supply/{denom}".encode()
+
+
+def packet_path(dst: str, lane: str, sequence: int) -> bytes:
+    """Bytes (hex) of a packet sent and not yet settled, for relayers."""
+    return f"packets/{dst}/{lane}/{sequence}".encode()
+
+
+def ack_path(src: str, lane: str, sequence: int) -> bytes:
+    """Bytes (hex) of the ack written for a received packet, for relayers."""
+    return f"acks/{src}/{lane}/{sequence}".encode()
+
+
+def right_path(right_id: str) -> bytes:
+    return f"rights/{right_id}".encode()
+
+
+def burned_right_path(right_id: str) -> bytes:
+    """A foreign right burned on its way home, kept until its packet settles."""
+    return f"rights_burned/{right_id}".encode()
+
+
+def transformer_path(name: str) -> bytes:
+    return f"transformers/{name}".encode()
+
+
+def bookings_path(transformer: str) -> bytes:
+    return f"bookings/{transformer}".encode()
+
+
+def reputation_path(subject: str) -> bytes:
+    """The chain's own score of ``subject`` ``{score, model, height}``, read by the default provider."""
+    return f"reputation/{subject}".encode()
+
+
+def imported_reputation_path(src: str, subject: str) -> bytes:
+    return f"imported_reputation/{src}/{subject}".encode()
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeParams:
+    """The bridge's genesis configuration, as stored at ``bridge/config``."""
+
+    chain_id: ChainId
+    """This chain."""
+    relay_chain_id: ChainId
+    """The relay chain whose certificates this bridge accepts."""
+    native_denoms: tuple[str, ...]
+    """Tokens native to this chain (no ``/``), reported by :func:`supply_report`."""
+    rights_operator: str | None
+    """Account allowed to issue charging rights and set transformer capacities (None: nobody)."""
+
+
+AdmissionHook = Callable[[ChainState, ChargingRightPayload, BlockContext], str | None]
+"""Decides whether this park admits a foreign charging right: ``None`` admits, a string is the error
+code of the refusal ack. It must not write state. A :class:`ProtocolError` it raises refuses with the
+error's ``code``."""
+
+ReputationProvider = Callable[[ChainState, str, BlockContext], ReputationPayload]
+"""Reads this chain's score of a subject from state (the sender never supplies it); raises a
+:class:`ProtocolError` if there is none."""
+
+
+def default_admission(state: ChainState, payload: ChargingRightPayload, ctx: BlockContext) -> str | None:
+    """Transformer capacity: booked power overlapping the slot + this right's power <= ``capacity_kw``.
+
+    Every booked right whose slot overlaps counts in full (a sum, not the peak of the load curve): a
+    conservative rule that never admits an overload.
+    """
+    transformer = state.get_json(transformer_path(payload.transformer))
+    if transformer is None:
+        return "transformer.unknown"
+    load = sum(b["power_kw"] for b in _bookings(state, payload.transformer)
+               if b["slot_start_ms"] < payload.slot_end_ms and payload.slot_start_ms < b["slot_end_ms"])
+    if load + payload.power_kw > int(transformer["capacity_kw"]):
+        return "capacity.exceeded"
+    return None
+
+
+def default_reputation_provider(state: ChainState, subject: str, ctx: BlockContext) -> ReputationPayload:
+    """Reads ``reputation/<subject>`` = ``{score, model, height}``."""
+    rec = state.get_json(reputation_path(subject))
+    if rec is None:
+        raise AssetError("no reputation recorded for subject", got=subject)
+    try:
+        return ReputationPayload(subject, check_uint("score", rec["score"]), str(rec["model"]),
+                                 check_uint("height", rec["height"]))
+    except (KeyError, TypeError) as exc:
+        raise AssetError("malformed reputation record", expected="{score, model, height}", got=subject) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeHooks:
+    """What a chain plugs into the shared bridge."""
+
+    admission: AdmissionHook = default_admission
+    """Admission rule for foreign charging rights (and for issuing home rights)."""
+    reputation: ReputationProvider = default_reputation_provider
+    """Source of the scores this chain attests."""
+
+
+def init_bridge(
+    state: ChainState,
+    chain_id: str,
+    relay_chain_id: str,
+    relay_validator_set: ValidatorSet,
+    native_denoms: Iterable[str],
+    lanes: Iterable[Mapping[str, str]],
+    *,
+    rights_operator: str | None = None,
+    transformers: Mapping[str, int] | None = None,
+) -> None:
+    """Genesis: store the bridge configuration, the trusted relay set and the lanes.
+
+    ``lanes`` is a list of ``{lane, counterparty}``; a lane carries packets both ways.
+    ``transformers`` maps transformer names to capacities (kW) for the default admission rule.
+    """
+    if state.get(CONFIG_KEY) is not None:
+        raise ProtocolError("bridge already initialised")
+    check_id("chain", chain_id)
+    check_id("relay chain", relay_chain_id)
+    denoms = tuple(native_denoms)
+    for d in denoms:
+        _check_denom(d)
+        if "/" in d:
+            raise CodecError("a native denom has no '/' (that is a voucher trace)", got=d)
+    if rights_operator is not None and not isinstance(rights_operator, str):
+        raise CodecError("rights_operator must be an account name", got=rights_operator)
+    lane_list: list[tuple[str, str]] = []
+    for entry in lanes:
+        if not isinstance(entry, Mapping) or set(entry) != {"lane", "counterparty"}:
+            raise CodecError("a lane is {lane, counterparty}", got=entry)
+        lane, counterparty = check_id("lane", entry["lane"]), check_id("counterparty", entry["counterparty"])
+        if counterparty == chain_id:
+            raise CodecError("a lane's counterparty is another chain", got=counterparty)
+        lane_list.append((counterparty, lane))
+    capacities = dict(transformers or {})
+    for name, capacity in capacities.items():
+        _check_transformer(name, capacity)
+    # everything checked: write
+    state.set_json(CONFIG_KEY, {"chain_id": chain_id, "relay_chain_id": relay_chain_id,
+                                "native_denoms": list(denoms), "rights_operator": rights_operator})
+    _store_relay_set(state, relay_validator_set, 0)
+    for counterparty, lane in lane_list:
+        state.set_json(lane_path(counterparty, lane), {"counterparty": counterparty, "lane": lane})
+    for name, capacity in capacities.items():
+        set_transformer(state, name, capacity)
+
+
+def load_params(state: ChainState) -> BridgeParams:
+    raw = state.get_json(CONFIG_KEY)
+    if raw is None:
+        raise ProtocolError("bridge not initialised on this chain")
+    return BridgeParams(ChainId(raw["chain_id"]), ChainId(raw["relay_chain_id"]), tuple(raw["native_denoms"]),
+                        raw["rights_operator"])
+
+
+def _params_for(state: ChainState, ctx: BlockContext) -> BridgeParams:
+    params = load_params(state)
+    if params.chain_id != ctx.chain_id:
+        raise WrongChainError("bridge configured for another chain", expected=ctx.chain_id, got=params.chain_id)
+    return params
+
+
+def trusted_relay_set(state: ChainState) -> tuple[ValidatorSet, int]:
+    """The trusted relay validator set and the relay height of its last accepted update (0: genesis)."""
+    raw = state.get_json(RELAY_SET_KEY)
+    if raw is None:
+        raise ProtocolError("bridge not initialised on this chain")
+    vs = wire.validator_set_from_json({"validators": raw["validators"], "hash": raw["hash"]})
+    return vs, int(raw["update_height"])
+
+
+def _store_relay_set(state: ChainState, vs: ValidatorSet, update_height: int) -> None:
+    state.set_json(RELAY_SET_KEY, {**wire.validator_set_to_json(vs), "update_height": update_height})
+
+
+def lane_configured(state: ChainState, counterparty: str, lane: str) -> bool:
+    return state.get(lane_path(counterparty, lane)) is not None
+
+
+def _check_transformer(name: str, capacity_kw: int) -> None:
+    if not isinstance(name, str) or not name or len(name.encode()) > MAX_STRING:
+        raise CodecError("transformer name must be a non-empty string", got=name)
+    check_uint("capacity_kw", capacity_kw)
+
+
+def set_transformer(state: ChainState, name: str, capacity_kw: int) -> None:
+    """Set a transformer's capacity (kW) for the default admission rule."""
+    _check_transformer(name, capacity_kw)
+    state.set_json(transformer_path(name), {"capacity_kw": capacity_kw})
+
+
+def _check_denom(denom: str) -> str:
+    if not isinstance(denom, str) or not denom or len(denom.encode()) > MAX_STRING:
+        raise CodecError(f"a denom is a non-empty string of at most {MAX_STRING} bytes", got=denom)
+    return denom
+
+
+# --- relay validator set updates ------------------------------------------------------------------
+
+
+def validate_relay_set_update(state: ChainState, params: BridgeParams, commit: RelayCommit,
+                              new_set: ValidatorSet) -> None:
+    """Raise unless the current set certified ``new_set`` at a relay height above the last update."""
+    trusted, last_height = trusted_relay_set(state)
+    if commit.header.height <= last_height:
+        raise ReplayError("validator set update at or below the last accepted update height",
+                          expected=f"> {last_height}", got=commit.header.height)
+    verify_validator_set_update(trusted, params.relay_chain_id, commit, new_set)
+
+
+def apply_relay_set_update(state: ChainState, commit: RelayCommit, new_set: ValidatorSet) -> list[Event]:
+    _store_relay_set(state, new_set, commit.header.height)
+    return [{"type": "relay_validators_updated", "height": commit.header.height, "hash": new_set.hash.hex(),
+             "validators": len(new_set.validators)}]
+
+
+def process_relay_set_update(state: ChainState, params: BridgeParams, commit: RelayCommit,
+                             new_set: ValidatorSet) -> list[Event]:
+    validate_relay_set_update(state, params, commit, new_set)
+    return apply_relay_set_update(state, commit, new_set)
+
+
+# --- phase 1: COMMIT ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """A ``bridge.send`` call, parsed."""
+
+    sender: str
+    """Account sending (the transaction's signer)."""
+    dst_chain: str
+    """Target chain."""
+    lane: str
+    """Lane to ``dst_chain``."""
+    kind: PacketKind
+    """What is sent."""
+    receiver: str
+    """Account on the target."""
+    timeout_timestamp_ms: int
+    """Target block time (ms) from which the packet can no longer execute."""
+    denom: str = ""
+    """Energy: denom with its trace."""
+    amount_wh: int = 0
+    """Energy: amount, Wh."""
+    right_id: str = ""
+    """Charging right: its id."""
+    subject: str = ""
+    """Reputation: whose score."""
+
+
+def _is_returning_voucher(denom: str, lane: str, dst: str) -> bool:
+    return denom.startswith(f"{lane}/{dst}/")
+
+
+def validate_send(state: ChainState, params: BridgeParams, hooks: BridgeHooks, req: SendRequest,
+                  ctx: BlockContext) -> Packet:
+    """Raise unless ``req`` can be sent; return the packet it would commit. Writes nothing."""
+    dst = ChainId(check_id("dst_chain", req.dst_chain))
+    lane = LaneId(check_id("lane", req.lane))
+    if dst == params.chain_id:
+        raise WrongChainError("a packet goes to another chain", expected=f"not {params.chain_id}", got=dst)
+    if not lane_configured(state, dst, lane):
+        raise LaneError("lane not configured for that counterparty", expected=f"a lane to {dst}", got=lane)
+    timeout = req.timeout_timestamp_ms
+    if check_uint("timeout_timestamp_ms", timeout) == 0:
+        raise CodecError("a packet without a timeout is refused", got=0)
+    if timeout <= ctx.timestamp_ms:
+        raise TimeoutExpiredError("a packet's timeout must be after the current block time",
+                                  expected=f"> {ctx.timestamp_ms}", got=timeout)
+    payload: bytes
+    if req.kind is PacketKind.ENERGY:
+        energy = EnergyPayload(_check_denom(req.denom), req.amount_wh)
+        payload = encode_energy(energy)
+        have = state.balance(req.sender, energy.denom)
+        if have < energy.amount_wh:
+            raise InsufficientFundsError(f"balance of {req.sender} in {energy.denom} too small",
+                                         expected=f">= {energy.amount_wh}", got=have)
+        if _is_returning_voucher(energy.denom, lane, dst):
+            supply = state.get_int(supply_path(energy.denom))
+            if supply < energy.amount_wh:  # balances never exceed supply; guard the invariant anyway
+                raise InsufficientFundsError("voucher supply smaller than the amount burned",
+                                             expected=f">= {energy.amount_wh}", got=supply)
+    elif req.kind is PacketKind.CHARGING_RIGHT:
+        rec = state.get_json(right_path(req.right_id)) if req.right_id else None
+        if rec is None:
+            raise AssetError("no such charging right", got=req.right_id)
+        if rec["owner"] != req.sender:
+            raise AuthorizationError("only the owner sends a charging right", expected=rec["owner"], got=req.sender)
+        home = rec["home_park"]
+        if home != params.chain_id and home != dst:
+            raise WrongChainError("a foreign charging right can only go back to its home park", expected=home,
+                                  got=dst)
+        right = _right_payload(req.right_id, rec)
+        if timeout > right.slot_start_ms:
+            raise TimeoutExpiredError("a charging right's packet must time out by its slot start",
+                                      expected=f"<= {right.slot_start_ms}", got=timeout)
+        payload = encode_charging_right(right)
+    elif req.kind is PacketKind.REPUTATION:
+        if not isinstance(req.subject, str) or not req.subject:
+            raise CodecError("reputation needs a subject", got=req.subject)
+        payload = encode_reputation(hooks.reputation(state, req.subject, ctx))
+    else:  # pragma: no cover - PacketKind is closed
+        raise CodecError("unknown packet kind", got=req.kind)
+    sequence = _next_sequence(state, dst, lane)
+    packet = Packet(params.chain_id, dst, lane, sequence, req.kind, payload, req.sender, req.receiver, timeout)
+    encode_packet(packet)  # validates every field
+    return packet
+
+
+def apply_send(state: ChainState, params: BridgeParams, packet: Packet) -> list[Event]:
+    """Take the asset, assign the sequence, store the commitment. Assumes :func:`validate_send` passed."""
+    dst, lane, seq = packet.dst_chain, packet.lane, packet.sequence
+    if packet.kind is PacketKind.ENERGY:
+        e = decode_energy(packet.payload)
+        state.sub_balance(packet.sender, e.denom, e.amount_wh)
+        if _is_returning_voucher(e.denom, lane, dst):
+            state.set_int(supply_path(e.denom), state.get_int(supply_path(e.denom)) - e.amount_wh)
+        else:
+            _add_escrow(state, dst, lane, e.denom, e.amount_wh)
+    elif packet.kind is PacketKind.CHARGING_RIGHT:
+        c = decode_charging_right(packet.payload)
+        rec = state.get_json(right_path(c.right_id))
+        if c.home_park == params.chain_id:
+            rec["owner"] = ESCROW_OWNER
+            rec["escrowed_to"] = {"chain": dst, "lane": lane, "sequence": seq}
+            state.set_json(right_path(c.right_id), rec)
+        else:
+            state.delete(right_path(c.right_id))
+            state.set_json(burned_right_path(c.right_id), {**rec, "burned_to": {"chain": dst, "lane": lane,
+                                                                               "sequence": seq}})
+    raw = encode_packet(packet)
+    commitment = packet_commitment(packet)
+    state.set_int(next_send_path(dst, lane), seq + 1)
+    state.set(commitment_path(dst, lane, seq), commitment)
+    state.set(packet_path(dst, lane, seq), raw.hex().encode())
+    return [{"type": "send_packet", "packet": raw.hex(), "src": packet.src_chain, "dst": dst, "lane": lane,
+             "sequence": seq, "kind": packet.kind.name.lower(), "commitment": commitment.hex()}]
+
+
+def process_send(state: ChainState, params: BridgeParams, hooks: BridgeHooks, req: SendRequest,
+                 ctx: BlockContext) -> list[Event]:
+    packet = validate_send(state, params, hooks, req, ctx)
+    return apply_send(state, params, packet)
+
+
+def _next_sequence(state: ChainState, dst: str, lane: str) -> int:
+    return state.get_int(next_send_path(ChainId(dst), LaneId(lane)), 1)
+
+
+def _add_escrow(state: ChainState, counterparty: str, lane: str, denom: str, amount: int) -> None:
+    state.set_int(escrow_path(denom), state.get_int(escrow_path(denom)) + amount)
+    key = lane_escrow_path(counterparty, lane, denom)
+    state.set_int(key, state.get_int(key) + amount)
+
+
+def _sub_escrow(state: ChainState, counterparty: str, lane: str, denom: str, amount: int) -> None:
+    key = lane_escrow_path(counterparty, lane, denom)
+    have = state.get_int(key)
+    total = state.get_int(escrow_path(denom))
+    if have < amount or total < amount:
+        raise InsufficientFundsError(f"escrow of {denom} towards {counterparty}/{lane} too small",
+                                     expected=f">= {amount}", got=have)
+    state.set_int(key, have - amount)
+    state.set_int(escrow_path(denom), total - amount)
+
+
+def _right_payload(right_id: str, rec: Mapping[str, Any]) -> ChargingRightPayload:
+    return ChargingRightPayload(right_id, ChainId(rec["home_park"]), rec["station"], rec["transformer"],
+                                int(rec["power_kw"]), int(rec["slot_start_ms"]), int(rec["slot_end_ms"]))
+
+
+def _right_record(c: ChargingRightPayload, owner: str) -> dict[str, Any]:
+    return {"home_park": c.home_park, "station": c.station, "transformer": c.transformer, "power_kw": c.power_kw,
+            "slot_start_ms": c.slot_start_ms, "slot_end_ms": c.slot_end_ms, "owner": owner}
+
+
+# --- transformer bookings -------------------------------------------------------------------------
+
+
+def _bookings(state: ChainState, transformer: str) -> list[dict[str, Any]]:
+    raw = state.get_json(bookings_path(transformer))
+    return list(raw) if raw else []
+
+
+def _write_bookings(state: ChainState, transformer: str, bookings: list[dict[str, Any]], now_ms: int) -> None:
+    # a slot that has ended can never overlap a slot still to come: drop it
+    live = sorted((b for b in bookings if b["slot_end_ms"] > now_ms), key=lambda b: str(b["right_id"]))
+    if live:
+        state.set_json(bookings_path(transformer), live)
+    else:
+        state.delete(bookings_path(transformer))
+
+
+def _book(state: ChainState, c: ChargingRightPayload, now_ms: int) -> None:
+    bookings = [b for b in _bookings(state, c.transformer) if b["right_id"] != c.right_id]
+    bookings.append({"right_id": c.right_id, "power_kw": c.power_kw, "slot_start_ms": c.slot_start_ms,
+                     "slot_end_ms": c.slot_end_ms})
+    _write_bookings(state, c.transformer, bookings, now_ms)
+
+
+def _unbook(state: ChainState, transformer: str, right_id: str, now_ms: int) -> None:
+    _write_bookings(state, transformer, [b for b in _bookings(state, transformer) if b["right_id"] != right_id],
+                    now_ms)
+
+
+def issue_charging_right(state: ChainState, params: BridgeParams, hooks: BridgeHooks, right_id: str, station: str,
+                         transformer: str, power_kw: int, slot_start_ms: int, slot_end_ms: int, owner: str,
+                         ctx: BlockContext) -> list[Event]:
+    """Issue a home charging right to ``owner`` and book it on its transformer (the admission rule applies)."""
+    check_id("right", right_id)
+    if state.get(right_path(right_id)) is not None or state.get(burned_right_path(right_id)) is not None:
+        raise AssetError("a charging right with that id exists", got=right_id)
+    if state.get(account_path(owner)) is None:
+        raise AssetError("unknown owner account", got=owner)
+    c = ChargingRightPayload(right_id, params.chain_id, station, transformer, power_kw, slot_start_ms, slot_end_ms)
+    encode_charging_right(c)
+    if slot_start_ms <= ctx.timestamp_ms:
+        raise AssetError("a charging right is issued before its slot starts", expected=f"> {ctx.timestamp_ms}",
+                         got=slot_start_ms)
+    refusal = _admit(hooks, state, c, ctx)
+    if refusal is not None:
+        raise AssetError("the admission rule refuses the right", expected="admitted", got=refusal)
+    state.set_json(right_path(right_id), _right_record(c, owner))
+    _book(state, c, ctx.timestamp_ms)
+    return [{"type": "right_issued", "right_id": right_id, "owner": owner, "transformer": transformer,
+             "power_kw": power_kw, "slot_start_ms": slot_start_ms, "slot_end_ms": slot_end_ms}]
+
+
+def _admit(hooks: BridgeHooks, state: ChainState, c: ChargingRightPayload, ctx: BlockContext) -> str | None:
+    try:
+        return hooks.admission(state, c, ctx)
+    except ProtocolError as exc:
+        return exc.code
+
+
+# --- phase 3: EXECUTE -----------------------------------------------------------------------------
+
+
+class _Refusal(Exception):
+    """An application-level refusal of a verified packet: becomes an error ack."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def validate_recv(state: ChainState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
+                  ctx: BlockContext) -> None:
+    """Raise unless ``packet`` may execute here now under ``cert``. Writes nothing."""
+    if packet.dst_chain != params.chain_id:
+        raise WrongChainError("packet is for another chain", expected=params.chain_id, got=packet.dst_chain)
+    if not lane_configured(state, packet.src_chain, packet.lane):
+        raise LaneError("lane not configured for the packet's source", expected=f"a lane to {packet.src_chain}",
+                        got=packet.lane)
+    receipt = receipt_path(packet.src_chain, packet.lane, packet.sequence)
+    if state.get(receipt) is not None:
+        raise ReplayError("packet already received", expected="no receipt",
+                          got=f"{packet.src_chain}/{packet.lane}/{packet.sequence}")
+    trusted, _ = trusted_relay_set(state)
+    verify_certificate(trusted, params.relay_chain_id, cert,
+                       verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
+                       packet_commitment(packet))
+    if ctx.timestamp_ms >= packet.timeout_timestamp_ms:
+        raise TimeoutExpiredError("packet timed out: it can only be refunded at its source now",
+                                  expected=f"block time < {packet.timeout_timestamp_ms}", got=ctx.timestamp_ms)
+
+
+def apply_recv(state: ChainState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
+               ctx: BlockContext) -> Acknowledgement:
+    """Execute the packet and write its receipt; a refusal rolls back to a receipt with an error ack."""
+    saved = state.tree
+    try:
+        if packet.kind is PacketKind.ENERGY:
+            _recv_energy(state, params, packet)
+        elif packet.kind is PacketKind.CHARGING_RIGHT:
+            _recv_charging_right(state, params, hooks, packet, ctx)
+        else:
+            _recv_reputation(state, packet, ctx)
+        ack = Acknowledgement(AckStatus.SUCCESS, "ok", b"")
+    except _Refusal as refusal:
+        state.tree = saved
+        ack = Acknowledgement(AckStatus.ERROR, refusal.code, b"")
+    state.set(receipt_path(packet.src_chain, packet.lane, packet.sequence), ack_commitment(ack))
+    state.set(ack_path(packet.src_chain, packet.lane, packet.sequence), encode_ack(ack).hex().encode())
+    return ack
+
+
+def process_recv(state: ChainState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
+                 cert: RelayCertificate, ctx: BlockContext) -> list[Event]:
+    validate_recv(state, params, packet, cert, ctx)
+    ack = apply_recv(state, params, hooks, packet, ctx)
+    raw = encode_ack(ack)
+    return [{"type": "write_ack", "src": packet.src_chain, "dst": packet.dst_chain, "lane": packet.lane,
+             "sequence": packet.sequence, "kind": packet.kind.name.lower(), "success": ack.success,
+             "code": ack.code, "ack": raw.hex(), "ack_commitment": ack_commitment(ack).hex()}]
+
+
+def _require_account(state: ChainState, name: str) -> None:
+    if "/" in name or state.get(account_path(name)) is None:
+        raise _Refusal("receiver.unknown")
+
+
+def _recv_energy(state: ChainState, params: BridgeParams, packet: Packet) -> None:
+    try:
+        e = decode_energy(packet.payload)
+    except CodecError as exc:
+        raise _Refusal("payload.invalid") from exc
+    _require_account(state, packet.receiver)
+    prefix = f"{packet.lane}/{params.chain_id}/"
+    if e.denom.startswith(prefix):
+        base = e.denom[len(prefix):]
+        if not base:
+            raise _Refusal("denom.invalid")
+        try:
+            _sub_escrow(state, packet.src_chain, packet.lane, base, e.amount_wh)
+        except InsufficientFundsError as exc:
+            raise _Refusal("escrow.insufficient") from exc
+        state.add_balance(packet.receiver, base, e.amount_wh)
+    else:
+        voucher = f"{packet.lane}/{packet.src_chain}/{e.denom}"
+        if len(voucher.encode()) > MAX_STRING:
+            raise _Refusal("denom.too_long")  # it could never be sent on, nor home
+        state.set_int(supply_path(voucher), state.get_int(supply_path(voucher)) + e.amount_wh)
+        state.add_balance(packet.receiver, voucher, e.amount_wh)
+
+
+def _recv_charging_right(state: ChainState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
+                         ctx: BlockContext) -> None:
+    try:
+        c = decode_charging_right(packet.payload)
+    except CodecError as exc:
+        raise _Refusal("payload.invalid") from exc
+    _require_account(state, packet.receiver)
+    if c.home_park == params.chain_id:
+        rec = state.get_json(right_path(c.right_id))
+        escrowed_to = rec.get("escrowed_to") if rec is not None else None
+        if (rec is None or rec["owner"] != ESCROW_OWNER or escrowed_to is None
+                or escrowed_to["chain"] != packet.src_chain or escrowed_to["lane"] != packet.lane):
+            raise _Refusal("right.not_escrowed")
+        if _right_payload(c.right_id, rec) != c:
+            raise _Refusal("right.mismatch")
+        state.set_json(right_path(c.right_id), _right_record(c, packet.receiver))
+    elif c.home_park == packet.src_chain:
+        if state.get(right_path(c.right_id)) is not None or state.get(burned_right_path(c.right_id)) is not None:
+            raise _Refusal("right.exists")
+        refusal = _admit(hooks, state, c, ctx)
+        if refusal is not None:
+            raise _Refusal(refusal)
+        state.set_json(right_path(c.right_id), _right_record(c, packet.receiver))
+        _book(state, c, ctx.timestamp_ms)
+    else:
+        raise _Refusal("right.route")
+
+
+def _recv_reputation(state: ChainState, packet: Packet, ctx: BlockContext) -> None:
+    try:
+        r = decode_reputation(packet.payload)
+    except CodecError as exc:
+        raise _Refusal("payload.invalid") from exc
+    key = imported_reputation_path(packet.src_chain, r.subject)
+    existing = state.get_json(key)
+    if existing is not None and int(existing["source_height"]) > r.source_height:
+        raise _Refusal("reputation.stale")
+    state.set_json(key, {"score": r.score, "model": r.model, "source_height": r.source_height,
+                         "height": ctx.height})
+
+
+# --- phase 4: SETTLE ------------------------------------------------------------------------------
+
+
+def validate_settle(state: ChainState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
+                    ack: Acknowledgement | None) -> PacketOutcome:
+    """Raise unless ``cert`` proves this packet's outcome (ACKED with ``ack``, or TIMED_OUT if None)."""
+    if packet.src_chain != params.chain_id:
+        raise WrongChainError("packet was sent by another chain", expected=params.chain_id, got=packet.src_chain)
+    stored = state.get(commitment_path(packet.dst_chain, packet.lane, packet.sequence))
+    if stored is None:
+        raise ReplayError("no commitment for the packet: already settled (or never sent)",
+                          got=f"{packet.dst_chain}/{packet.lane}/{packet.sequence}")
+    commitment = packet_commitment(packet)
+    if stored != commitment:
+        raise InvalidProofError("packet differs from the one committed at its sequence", expected=stored,
+                                got=commitment)
+    outcome = PacketOutcome.TIMED_OUT if ack is None else PacketOutcome.ACKED
+    ack_commit = ZERO_COMMITMENT if ack is None else ack_commitment(ack)
+    trusted, _ = trusted_relay_set(state)
+    verify_certificate(trusted, params.relay_chain_id, cert,
+                       outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
+                       encode_outcome(outcome, commitment, ack_commit))
+    return outcome
+
+
+def apply_settle(state: ChainState, params: BridgeParams, packet: Packet, outcome: PacketOutcome,
+                 ack: Acknowledgement | None, ctx: BlockContext) -> list[Event]:
+    """Complete on a success ack, refund on an error ack or a timeout; forget the commitment."""
+    refund = outcome is PacketOutcome.TIMED_OUT or ack is None or not ack.success
+    if refund:
+        _refund(state, params, packet)
+    else:
+        _complete(state, params, packet, ctx)
+    state.delete(commitment_path(packet.dst_chain, packet.lane, packet.sequence))
+    state.delete(packet_path(packet.dst_chain, packet.lane, packet.sequence))
+    return [{"type": "settle_packet", "src": packet.src_chain, "dst": packet.dst_chain, "lane": packet.lane,
+             "sequence": packet.sequence, "kind": packet.kind.name.lower(), "outcome": outcome.name.lower(),
+             "ack_code": None if ack is None else ack.code, "refunded": refund}]
+
+
+def process_settle(state: ChainState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
+                   ack: Acknowledgement | None, ctx: BlockContext) -> list[Event]:
+    outcome = validate_settle(state, params, packet, cert, ack)
+    return apply_settle(state, params, packet, outcome, ack, ctx)
+
+
+def _refund(state: ChainState, params: BridgeParams, packet: Packet) -> None:
+    """Give back exactly what :func:`apply_send` took."""
+    if packet.kind is PacketKind.ENERGY:
+        e = decode_energy(packet.payload)
+        if _is_returning_voucher(e.denom, packet.lane, packet.dst_chain):
+            state.set_int(supply_path(e.denom), state.get_int(supply_path(e.denom)) + e.amount_wh)
+        else:
+            _sub_escrow(state, packet.dst_chain, packet.lane, e.denom, e.amount_wh)
+        state.add_balance(packet.sender, e.denom, e.amount_wh)
+    elif packet.kind is PacketKind.CHARGING_RIGHT:
+        c = decode_charging_right(packet.payload)
+        if c.home_park == params.chain_id:
+            state.set_json(right_path(c.right_id), _right_record(c, packet.sender))
+        else:
+            state.delete(burned_right_path(c.right_id))
+            state.set_json(right_path(c.right_id), _right_record(c, packet.sender))
+
+
+def _complete(state: ChainState, params: BridgeParams, packet: Packet, ctx: BlockContext) -> None:
+    if packet.kind is PacketKind.CHARGING_RIGHT:
+        c = decode_charging_right(packet.payload)
+        if c.home_park != params.chain_id:
+            # the right is home again: its burn is final and its slot no longer loads our transformer
+            state.delete(burned_right_path(c.right_id))
+            _unbook(state, c.transformer, c.right_id, ctx.timestamp_ms)
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+def supply_report(state: ChainState, native_denoms: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Escrow per denom, its split per lane, and voucher supply per voucher denom (a full scan: a query).
+
+    ``escrow`` always lists every native denom (0 if nothing is escrowed) and any voucher escrowed on
+    a further hop; ``escrow_by_lane`` is keyed ``<counterparty>/<lane>/<denom>``; ``vouchers`` is keyed
+    by the voucher's full trace.
+    """
+    escrow = {d: state.get_int(escrow_path(d)) for d in native_denoms}
+    for key, value in state.prefix_items(b"escrow/"):
+        escrow[key.decode()[len("escrow/"):]] = int(value)
+    by_lane = {key.decode()[len("bridge/escrow/"):]: int(value)
+               for key, value in state.prefix_items(b"bridge/escrow/")}
+    vouchers = {key.decode()[len("supply/"):]: int(value) for key, value in state.prefix_items(b"supply/")}
+    return {"escrow": escrow, "escrow_by_lane": by_lane, "vouchers": vouchers}
+
+
+# --- ops ------------------------------------------------------------------------------------------
+
+
+def _args(tx: Tx, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    args = tx.args
+    missing = [k for k in required if k not in args]
+    if missing:
+        raise CodecError(f"{tx.op} lacks arguments", expected=list(required), got=sorted(args))
+    extra = set(args) - set(required) - set(optional)
+    if extra:
+        raise CodecError(f"{tx.op} has unknown arguments", expected=list(required + optional), got=sorted(extra))
+    return args
+
+
+def _str_arg(tx: Tx, args: Mapping[str, Any], name: str) -> str:
+    v = args[name]
+    if not isinstance(v, str):
+        raise CodecError(f"argument {name!r} of {tx.op} must be a string", got=v)
+    return v
+
+
+def _int_arg(tx: Tx, args: Mapping[str, Any], name: str) -> int:
+    v = args[name]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise CodecError(f"argument {name!r} of {tx.op} must be an integer", got=v)
+    return v
+
+
+def send_request_from_tx(tx: Tx) -> SendRequest:
+    """Parse ``bridge.send`` arguments strictly (:class:`CodecError` on a missing, extra or mistyped one)."""
+    kind_name = tx.args.get("kind")
+    if not isinstance(kind_name, str) or kind_name not in KIND_NAMES:
+        raise CodecError("unknown packet kind", expected=sorted(KIND_NAMES), got=kind_name)
+    kind = KIND_NAMES[kind_name]
+    args = _args(tx, _SEND_ARGS + _KIND_ARGS[kind])
+    base = SendRequest(tx.sender, _str_arg(tx, args, "dst_chain"), _str_arg(tx, args, "lane"), kind,
+                       _str_arg(tx, args, "receiver"), _int_arg(tx, args, "timeout_timestamp_ms"))
+    if kind is PacketKind.ENERGY:
+        return replace(base, denom=_str_arg(tx, args, "denom"), amount_wh=_int_arg(tx, args, "amount_wh"))
+    if kind is PacketKind.CHARGING_RIGHT:
+        return replace(base, right_id=_str_arg(tx, args, "right_id"))
+    return replace(base, subject=_str_arg(tx, args, "subject"))
+
+
+def _packet_arg(tx: Tx, args: Mapping[str, Any]) -> Packet:
+    return decode_packet(wire.hex_bytes(args["packet"], "packet"))
+
+
+def register_bridge_ops(app: App, hooks: BridgeHooks | None = None) -> None:
+    """Register ``bridge.send``, ``bridge.recv``, ``bridge.settle``, ``bridge.update_relay_validators``,
+    ``rights.issue`` and ``rights.set_transformer`` on ``app`` (arguments in the module docstring).
+
+    ``hooks`` plugs in the chain's admission rule and reputation provider (defaults:
+    :func:`default_admission`, :func:`default_reputation_provider`). The bridge must have been set up
+    in genesis with :func:`init_bridge` for the same chain id as ``app``.
+    """
+    h = hooks if hooks is not None else BridgeHooks()
+
+    def op_send(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        req = send_request_from_tx(tx)
+        return process_send(state, _params_for(state, ctx), h, req, ctx)
+
+    def op_recv(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        args = _args(tx, ("packet", "certificate"))
+        packet = _packet_arg(tx, args)
+        cert = wire.certificate_from_json(args["certificate"])
+        return process_recv(state, _params_for(state, ctx), h, packet, cert, ctx)
+
+    def op_settle(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        args = _args(tx, ("packet", "certificate"), ("ack",))
+        packet = _packet_arg(tx, args)
+        cert = wire.certificate_from_json(args["certificate"])
+        raw_ack = args.get("ack")
+        ack = None if raw_ack is None else decode_ack(wire.hex_bytes(raw_ack, "ack"))
+        return process_settle(state, _params_for(state, ctx), packet, cert, ack, ctx)
+
+    def op_update_relay_validators(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        args = _args(tx, ("commit", "new_set"))
+        commit = wire.commit_from_json(args["commit"])
+        new_set = wire.validator_set_from_json(args["new_set"])
+        return process_relay_set_update(state, _params_for(state, ctx), commit, new_set)
+
+    def op_issue_right(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        args = _args(tx, ("right_id", "station", "transformer", "power_kw", "slot_start_ms", "slot_end_ms",
+                          "owner"))
+        params = _params_for(state, ctx)
+        _require_operator(params, tx)
+        return issue_charging_right(
+            state, params, h, _str_arg(tx, args, "right_id"), _str_arg(tx, args, "station"),
+            _str_arg(tx, args, "transformer"), _int_arg(tx, args, "power_kw"), _int_arg(tx, args, "slot_start_ms"),
+            _int_arg(tx, args, "slot_end_ms"), _str_arg(tx, args, "owner"), ctx)
+
+    def op_set_transformer(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        args = _args(tx, ("name", "capacity_kw"))
+        _require_operator(_params_for(state, ctx), tx)
+        name, capacity = _str_arg(tx, args, "name"), _int_arg(tx, args, "capacity_kw")
+        set_transformer(state, name, capacity)
+        return [{"type": "transformer_set", "name": name, "capacity_kw": capacity}]
+
+    app.register("bridge.send", op_send)
+    app.register("bridge.recv", op_recv)
+    app.register("bridge.settle", op_settle)
+    app.register("bridge.update_relay_validators", op_update_relay_validators)
+    app.register("rights.issue", op_issue_right)
+    app.register("rights.set_transformer", op_set_transformer)
+
+
+def _require_operator(params: BridgeParams, tx: Tx) -> None:
+    if params.rights_operator is None or tx.sender != params.rights_operator:
+        raise AuthorizationError(f"{tx.op} is for the rights operator", expected=params.rights_operator,
+                                 got=tx.sender)
