@@ -155,7 +155,7 @@ class LightClient(ABC, Generic[H]):
             self.final_height = cs.height
             self.final_timestamp_ms = cs.timestamp_ms
         while len(self._final) > self.max_consensus_states:
-            del self._final[min(self._final)]
+            del self._final[next(iter(self._final))]  # heights are recorded in ascending order
 
     def final_consensus_state(self, height: int) -> ConsensusState:
         """The consensus state of a final header, or :class:`NotFinalError`."""

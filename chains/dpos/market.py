@@ -1,0 +1,639 @@
+"""Markets of the DPoS park: seed 003's three-stage energy trade and seed 002's reputation-based demand response.
+
+**Energy trade (seed 003).** Time is cut into trading rounds of ``round_ms``.
+
+1. *Demand submission* — ``market.submit_bid {kind: buy|sell, amount_wh, price, round}``; ``price`` is in
+   integer ``currency_denom`` units per kWh. A seller's energy (``energy_denom``, Wh) and a buyer's maximum
+   payment ``amount_wh * price // 1000`` are escrowed in the module account ``module:market`` at once,
+   so a cleared round can always settle.
+2. *Matching* — at the first block whose time is past a round's end, a begin-block hook clears it.
+   ``highest_price`` ("highest price first"): buyers by bid descending, sellers by ask ascending, matched
+   while bid >= ask, with partial fills. ``max_utilisation`` (the default): the greatest matched volume
+   any price-compatible matching reaches; sellers are served from the highest ask down, each from the
+   highest bids first, with partial fills (see :func:`match_max_utilisation`). **Clearing price**: each fill
+   is priced at the midpoint of its buyer's bid and seller's ask, rounded down: it lies in [ask, bid], so
+   nobody trades worse than they offered, and the pair shares the surplus equally. A fill of ``q`` Wh at
+   ``p`` per kWh pays ``q * p // 1000`` (rounding favours the buyer by under one unit per fill).
+3. *Execution* — energy goes to buyers and payments to sellers out of escrow; unmatched energy and unspent
+   payment escrow are refunded. Every denomination's total over all accounts is unchanged.
+
+**Demand response (seed 002).** DR nodes register as ``user`` or ``aggregator``. An aggregator publishes a
+request for ``amount_wh`` of load reduction with a price cap, escrowing the budget; users answer with a
+first-price sealed auction: a sha256 commitment in the commit phase, the bid in the reveal phase. At the
+end the cheapest revealed offers win (ties to the higher reputation) and each winner is paid its own bid:
+the first-price rule of a procurement auction. Nodes are ranked by reputation (descending,
+:func:`credit_ranking`); a request may admit only bidders above a reputation floor. A node that has not
+matched by the end of a DR cycle is marked inactive and loses reputation; a bidder that commits and never
+reveals loses more.
+
+State keys: ``market/next_bid_id``, ``market/round/<round>`` (list of bids), ``market/open_rounds``,
+``market/result/<round>``; ``dr/nodes``, ``dr/next_request_id``, ``dr/request/<id>``,
+``dr/result/<id>``, ``dr/cycle`` (``{index, matched}``), ``dr/open`` (sorted ``[reveal_end_ms, id]``); and
+``reputation/<subject>`` = ``{score, model: "dr-aggregator-reputation/v1", height, role, active}`` for every
+DR node, which the bridge attests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from chains.common.state import ChainState, canonical_json
+from chains.common.tx import BlockContext, BlockHook, OpHandler, Tx, arg
+from protocol.errors import AuthorizationError, CodecError, ProtocolError, ReplayError
+
+__all__ = [
+    "DR_ACCOUNT",
+    "MARKET_ACCOUNT",
+    "REPUTATION_MODEL",
+    "Bid",
+    "Fill",
+    "MarketParams",
+    "credit_ranking",
+    "dr_commitment",
+    "dr_hook",
+    "market_hook",
+    "match_bids",
+    "match_highest_price",
+    "match_max_utilisation",
+    "payment",
+    "register_market_ops",
+    "reputation_path",
+]
+
+MARKET_ACCOUNT = "module:market"
+"""Escrow of open bids (``:`` keeps it out of the creatable account names)."""
+DR_ACCOUNT = "module:dr"
+"""Escrow of open DR request budgets."""
+REPUTATION_MODEL = "dr-aggregator-reputation/v1"
+DR_BID_TAG = b"parkrelay/dr-bid/v1"
+MATCHING_METHODS = ("max_utilisation", "highest_price")
+
+
+@dataclass(frozen=True, slots=True)
+class MarketParams:
+    """Parameters of the park's markets (the genesis config's ``market``)."""
+
+    round_ms: int = 60_000
+    """Length of a trading round, ms."""
+    max_rounds_ahead: int = 60
+    """How many rounds ahead of the current one a bid may be for."""
+    energy_denom: str = "kWh"
+    """Denomination of traded energy (amounts in Wh)."""
+    currency_denom: str = "prc"
+    """Settlement currency (park currency)."""
+    matching: str = "max_utilisation"
+    """Matching method: ``max_utilisation`` or ``highest_price``."""
+    max_bids_per_round: int = 1000
+    """Bound on one round's bids (and so on a clearing's work)."""
+    max_amount_wh: int = 10**12
+    """Largest amount in one bid or request, Wh."""
+    max_price: int = 10**9
+    """Largest price, currency units per kWh."""
+    dr_cycle_ms: int = 3_600_000
+    """Length of a DR cycle, ms; nodes unmatched in a cycle become inactive."""
+    dr_max_phase_ms: int = 86_400_000
+    """Longest commit or reveal phase, ms."""
+    dr_max_bids: int = 200
+    """Most commitments one DR request takes."""
+    reputation_initial: int = 5000
+    """Reputation of a new DR node (scale 0..reputation_max)."""
+    reputation_max: int = 10000
+    """Ceiling of reputation."""
+    reputation_match_reward: int = 20
+    """Reputation gained per match (a winning bid, or a request that found winners)."""
+    reputation_inactive_penalty: int = 50
+    """Reputation lost for a cycle without a match."""
+    reputation_no_reveal_penalty: int = 200
+    """Reputation lost for a commitment never revealed."""
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            v = getattr(self, name)
+            if isinstance(v, int) and (isinstance(v, bool) or v < 0):
+                raise CodecError(f"market parameter {name} must be a non-negative integer", got=v)
+        for name in ("round_ms", "dr_cycle_ms", "max_bids_per_round", "dr_max_bids", "max_amount_wh", "max_price"):
+            if getattr(self, name) <= 0:
+                raise CodecError(f"market parameter {name} must be positive", got=getattr(self, name))
+        if self.matching not in MATCHING_METHODS:
+            raise CodecError("unknown matching method", expected=MATCHING_METHODS, got=self.matching)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> MarketParams:
+        if not isinstance(obj, dict) or set(obj) - set(cls.__dataclass_fields__):
+            raise CodecError("malformed market parameters", expected=sorted(cls.__dataclass_fields__),
+                             got=obj if not isinstance(obj, dict) else sorted(obj))
+        try:
+            return cls(**obj)
+        except TypeError as exc:
+            raise CodecError(f"malformed market parameters: {exc}") from exc
+
+
+# -- stage 2: matching (pure) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bid:
+    """One order in a trading round."""
+
+    id: int
+    """Chain-wide bid number, in submission order (breaks price ties)."""
+    owner: str
+    """Account that submitted it."""
+    kind: str
+    """``buy`` or ``sell``."""
+    amount_wh: int
+    """Energy offered or wanted, Wh (> 0)."""
+    price: int
+    """Buyer's highest or seller's lowest price, currency units per kWh (> 0)."""
+    escrow: int = 0
+    """What was escrowed: Wh of energy for a sale, currency units for a purchase."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "owner": self.owner, "kind": self.kind, "amount_wh": self.amount_wh,
+                "price": self.price, "escrow": self.escrow}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Bid:
+        return cls(int(obj["id"]), str(obj["owner"]), str(obj["kind"]), int(obj["amount_wh"]), int(obj["price"]),
+                   int(obj["escrow"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """A matched quantity between one buy and one sell."""
+
+    buy_id: int
+    """Matched buy bid."""
+    sell_id: int
+    """Matched sell bid."""
+    buyer: str
+    """Buying account."""
+    seller: str
+    """Selling account."""
+    amount_wh: int
+    """Energy traded, Wh."""
+    price: int
+    """Price of the fill, per kWh: midpoint of bid and ask, rounded down."""
+
+    @property
+    def payment(self) -> int:
+        """Currency the buyer pays the seller."""
+        return payment(self.amount_wh, self.price)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"buy_id": self.buy_id, "sell_id": self.sell_id, "buyer": self.buyer, "seller": self.seller,
+                "amount_wh": self.amount_wh, "price": self.price, "payment": self.payment}
+
+
+def payment(amount_wh: int, price_per_kwh: int) -> int:
+    """Currency for ``amount_wh`` at ``price_per_kwh``, rounded down."""
+    return amount_wh * price_per_kwh // 1000
+
+
+def _fill(b: Bid, s: Bid, q: int) -> Fill:
+    return Fill(b.id, s.id, b.owner, s.owner, q, (b.price + s.price) // 2)
+
+
+def _sides(bids: list[Bid]) -> tuple[list[Bid], list[Bid]]:
+    buys = sorted((b for b in bids if b.kind == "buy"), key=lambda b: (-b.price, b.id))
+    sells = [b for b in bids if b.kind == "sell"]
+    return buys, sells
+
+
+def match_highest_price(bids: list[Bid]) -> list[Fill]:
+    """"Highest price first": the highest bid meets the lowest ask, partial fills, while bid >= ask."""
+    buys, sells = _sides(bids)
+    sells.sort(key=lambda b: (b.price, b.id))
+    fills: list[Fill] = []
+    rb = [b.amount_wh for b in buys]
+    rs = [s.amount_wh for s in sells]
+    i = j = 0
+    while i < len(buys) and j < len(sells) and buys[i].price >= sells[j].price:
+        q = min(rb[i], rs[j])
+        fills.append(_fill(buys[i], sells[j], q))
+        rb[i] -= q
+        rs[j] -= q
+        if rb[i] == 0:
+            i += 1
+        if rs[j] == 0:
+            j += 1
+    return fills
+
+
+def match_max_utilisation(bids: list[Bid]) -> list[Fill]:
+    """"Maximum utilisation": a price-compatible matching (bid >= ask in every fill) of greatest volume.
+
+    A seller with ask a can trade with exactly the buyers bidding >= a, so the sets of partners are nested:
+    the higher the ask, the fewer the partners. Serving sellers from the highest ask down, each from the
+    highest remaining bids, never takes a partner a later (lower-ask) seller needed more than the current
+    one does, since every buyer compatible with the current seller is compatible with all later ones: a
+    greedy on nested sets that reaches the maximum flow (the tests check it against a max-flow solver).
+    As every seller draws from the top of the bid list, exhausted buyers form a prefix: two pointers.
+    """
+    buys, sells = _sides(bids)
+    sells.sort(key=lambda b: (-b.price, b.id))
+    fills: list[Fill] = []
+    rb = [b.amount_wh for b in buys]
+    i = 0
+    for s in sells:
+        left = s.amount_wh
+        k = i
+        while left and k < len(buys) and buys[k].price >= s.price:
+            q = min(left, rb[k])
+            if q:
+                fills.append(_fill(buys[k], s, q))
+                rb[k] -= q
+                left -= q
+            if rb[k] == 0:
+                k += 1
+        while i < len(buys) and rb[i] == 0:
+            i += 1
+    return fills
+
+
+def match_bids(bids: list[Bid], method: str) -> list[Fill]:
+    if method == "highest_price":
+        return match_highest_price(bids)
+    if method == "max_utilisation":
+        return match_max_utilisation(bids)
+    raise CodecError("unknown matching method", expected=MATCHING_METHODS, got=method)
+
+
+# -- stage 1: demand submission --------------------------------------------------------------------
+
+
+def _round_path(r: int) -> bytes:
+    return f"market/round/{r}".encode()
+
+
+_OPEN_ROUNDS = b"market/open_rounds"
+_NEXT_BID = b"market/next_bid_id"
+
+
+def _bounded_int(tx: Tx, name: str, lo: int, hi: int) -> int:
+    v: int = arg(tx, name, int)
+    if not lo <= v <= hi:
+        raise CodecError(f"argument {name!r} of {tx.op} out of range", expected=f"{lo}..{hi}", got=v)
+    return v
+
+
+def op_submit_bid(params: MarketParams) -> OpHandler:
+    """``market.submit_bid {kind: buy|sell, amount_wh, price, round}``: escrow and queue a bid for ``round``
+    (the current round, or up to ``max_rounds_ahead`` later)."""
+
+    def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        kind = arg(tx, "kind", str)
+        if kind not in ("buy", "sell"):
+            raise CodecError("kind must be buy or sell", got=kind)
+        amount = _bounded_int(tx, "amount_wh", 1, params.max_amount_wh)
+        price = _bounded_int(tx, "price", 1, params.max_price)
+        current = ctx.timestamp_ms // params.round_ms
+        r = _bounded_int(tx, "round", current, current + params.max_rounds_ahead)
+        bids = state.get_json(_round_path(r)) or []
+        if len(bids) >= params.max_bids_per_round:
+            raise ProtocolError("trading round full", expected=f"< {params.max_bids_per_round} bids", got=len(bids))
+        if kind == "sell":
+            denom, escrow = params.energy_denom, amount
+        else:
+            denom, escrow = params.currency_denom, payment(amount, price)
+            if escrow == 0:
+                raise CodecError("bid too small: it would pay nothing", expected=">= 1 currency unit",
+                                 got=(amount, price))
+        state.sub_balance(tx.sender, denom, escrow)
+        state.add_balance(MARKET_ACCOUNT, denom, escrow)
+        bid_id = state.get_int(_NEXT_BID) + 1
+        state.set_int(_NEXT_BID, bid_id)
+        bid = Bid(bid_id, tx.sender, kind, amount, price, escrow)
+        state.set_json(_round_path(r), [*bids, bid.to_json()])
+        open_rounds = state.get_json(_OPEN_ROUNDS) or []
+        if r not in open_rounds:
+            state.set_json(_OPEN_ROUNDS, sorted([*open_rounds, r]))
+        return [{"type": "bid_submitted", "round": r, **bid.to_json()}]
+
+    return handler
+
+
+# -- stages 2 and 3: clearing and execution --------------------------------------------------------
+
+
+def clear_round(state: ChainState, params: MarketParams, r: int, height: int) -> list[dict[str, Any]]:
+    """Match round ``r`` and settle it out of escrow: fills, then refunds. Conserves every denomination."""
+    bids = [Bid.from_json(b) for b in state.get_json(_round_path(r)) or []]
+    fills = match_bids(bids, params.matching)
+    spent: dict[int, int] = {b.id: 0 for b in bids}
+    e, c = params.energy_denom, params.currency_denom
+    for f in fills:
+        state.sub_balance(MARKET_ACCOUNT, e, f.amount_wh)
+        state.add_balance(f.buyer, e, f.amount_wh)
+        pay = f.payment
+        if pay:
+            state.sub_balance(MARKET_ACCOUNT, c, pay)
+            state.add_balance(f.seller, c, pay)
+        spent[f.sell_id] += f.amount_wh
+        spent[f.buy_id] += pay
+    refunds = []
+    for b in bids:
+        back = b.escrow - spent[b.id]
+        if back:
+            denom = e if b.kind == "sell" else c
+            state.sub_balance(MARKET_ACCOUNT, denom, back)
+            state.add_balance(b.owner, denom, back)
+            refunds.append({"bid": b.id, "owner": b.owner, "denom": denom, "amount": back})
+    volume = sum(f.amount_wh for f in fills)
+    state.set_json(f"market/result/{r}".encode(), {
+        "round": r, "method": params.matching, "height": height, "volume_wh": volume,
+        "fills": [f.to_json() for f in fills], "bids": len(bids)})
+    state.delete(_round_path(r))
+    return [{"type": "round_cleared", "round": r, "method": params.matching, "volume_wh": volume,
+             "fills": [f.to_json() for f in fills], "refunds": refunds}]
+
+
+def market_hook(params: MarketParams) -> BlockHook:
+    """Begin-block hook: clear every open round that ended at or before the block's time."""
+
+    def hook(state: ChainState, ctx: BlockContext) -> list[dict[str, Any]]:
+        open_rounds: list[int] = state.get_json(_OPEN_ROUNDS) or []
+        due = [r for r in open_rounds if (r + 1) * params.round_ms <= ctx.timestamp_ms]
+        if not due:
+            return []
+        events: list[dict[str, Any]] = []
+        for r in due:
+            events += clear_round(state, params, r, ctx.height)
+        rest = [r for r in open_rounds if r not in due]
+        if rest:
+            state.set_json(_OPEN_ROUNDS, rest)
+        else:
+            state.delete(_OPEN_ROUNDS)
+        return events
+
+    return hook
+
+
+# -- demand response (seed 002) --------------------------------------------------------------------
+
+
+def reputation_path(subject: str) -> bytes:
+    """``reputation/<subject>``: a DR node's reputation, in the form the bridge attests."""
+    return f"reputation/{subject}".encode()
+
+
+_DR_NODES = b"dr/nodes"
+_DR_OPEN = b"dr/open"
+_DR_NEXT = b"dr/next_request_id"
+_DR_CYCLE = b"dr/cycle"
+
+
+def _request_path(rid: int) -> bytes:
+    return f"dr/request/{rid}".encode()
+
+
+def dr_commitment(request_id: int, bidder: str, amount_wh: int, price: int, salt: str) -> str:
+    """The sealed bid a user commits to: ``sha256(tag || canonical_json(bid))`` in hex. The bidder's name
+    is inside, so nobody can copy another's commitment and reveal it as their own."""
+    body = {"request_id": request_id, "bidder": bidder, "amount_wh": amount_wh, "price": price, "salt": salt}
+    return hashlib.sha256(DR_BID_TAG + canonical_json(body)).hexdigest()
+
+
+def _reputation(state: ChainState, name: str) -> dict[str, Any]:
+    rec = state.get_json(reputation_path(name))
+    if not isinstance(rec, dict):
+        raise AuthorizationError("not a registered DR node", got=name)
+    return rec
+
+
+def _set_reputation(state: ChainState, params: MarketParams, rec: dict[str, Any], delta: int, height: int,
+                    name: str) -> None:
+    rec["score"] = max(0, min(params.reputation_max, rec["score"] + delta))
+    rec["height"] = height
+    state.set_json(reputation_path(name), rec)
+
+
+def credit_ranking(state: ChainState) -> list[dict[str, Any]]:
+    """DR nodes by reputation, highest first (ties by name): seed 002's credit ranking list."""
+    out = []
+    for name in state.get_json(_DR_NODES) or []:
+        rec = state.get_json(reputation_path(name))
+        out.append({"name": name, "score": rec["score"], "role": rec["role"], "active": rec["active"]})
+    out.sort(key=lambda r: (-r["score"], r["name"]))
+    return out
+
+
+def op_dr_register(params: MarketParams) -> OpHandler:
+    """``dr.register {role: user|aggregator}``: join demand response with the initial reputation."""
+
+    def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        role = arg(tx, "role", str)
+        if role not in ("user", "aggregator"):
+            raise CodecError("role must be user or aggregator", got=role)
+        if state.get(reputation_path(tx.sender)) is not None:
+            raise ProtocolError("already a DR node", got=tx.sender)
+        state.set_json(reputation_path(tx.sender), {"score": params.reputation_initial, "model": REPUTATION_MODEL,
+                                                    "height": ctx.height, "role": role, "active": True})
+        state.set_json(_DR_NODES, sorted([*(state.get_json(_DR_NODES) or []), tx.sender]))
+        return [{"type": "dr_registered", "node": tx.sender, "role": role}]
+
+    return handler
+
+
+def op_dr_request(params: MarketParams) -> OpHandler:
+    """``dr.request {amount_wh, max_price, commit_ms, reveal_ms, min_reputation?}`` (aggregators): ask for
+    ``amount_wh`` of load reduction at most ``max_price`` per kWh; escrows ``amount_wh * max_price // 1000``."""
+
+    def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        rec = _reputation(state, tx.sender)
+        if rec["role"] != "aggregator":
+            raise AuthorizationError("only aggregators publish DR requests", got=tx.sender)
+        amount = _bounded_int(tx, "amount_wh", 1, params.max_amount_wh)
+        max_price = _bounded_int(tx, "max_price", 1, params.max_price)
+        commit_ms = _bounded_int(tx, "commit_ms", 1, params.dr_max_phase_ms)
+        reveal_ms = _bounded_int(tx, "reveal_ms", 1, params.dr_max_phase_ms)
+        min_rep = tx.args.get("min_reputation", 0)
+        if isinstance(min_rep, bool) or not isinstance(min_rep, int) or not 0 <= min_rep <= params.reputation_max:
+            raise CodecError("min_reputation out of range", expected=f"0..{params.reputation_max}", got=min_rep)
+        budget = payment(amount, max_price)
+        if budget == 0:
+            raise CodecError("request too small: its budget would be 0", got=(amount, max_price))
+        state.sub_balance(tx.sender, params.currency_denom, budget)
+        state.add_balance(DR_ACCOUNT, params.currency_denom, budget)
+        rid = state.get_int(_DR_NEXT) + 1
+        state.set_int(_DR_NEXT, rid)
+        req = {"id": rid, "aggregator": tx.sender, "amount_wh": amount, "max_price": max_price, "budget": budget,
+               "commit_end_ms": ctx.timestamp_ms + commit_ms, "reveal_end_ms": ctx.timestamp_ms + commit_ms + reveal_ms,
+               "min_reputation": min_rep, "commits": {}, "reveals": {}}
+        state.set_json(_request_path(rid), req)
+        state.set_json(_DR_OPEN, sorted([*(state.get_json(_DR_OPEN) or []), [req["reveal_end_ms"], rid]]))
+        return [{"type": "dr_request", "id": rid, "aggregator": tx.sender, "amount_wh": amount,
+                 "max_price": max_price, "commit_end_ms": req["commit_end_ms"], "reveal_end_ms": req["reveal_end_ms"]}]
+
+    return handler
+
+
+def _open_request(state: ChainState, tx: Tx) -> dict[str, Any]:
+    rid = arg(tx, "request_id", int)
+    req = state.get_json(_request_path(rid))
+    if req is None:
+        raise ProtocolError("no open DR request with that id", got=rid)
+    return dict(req)
+
+
+def op_dr_commit(params: MarketParams) -> OpHandler:
+    """``dr.commit {request_id, commitment}`` (users, during the commit phase): a sealed bid,
+    ``commitment = dr_commitment(request_id, sender, amount_wh, price, salt)``."""
+
+    def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        rec = _reputation(state, tx.sender)
+        req = _open_request(state, tx)
+        commitment = arg(tx, "commitment", str)
+        if len(commitment) != 64 or any(ch not in "0123456789abcdef" for ch in commitment):
+            raise CodecError("commitment is 32 bytes of lowercase hex", got=commitment)
+        if rec["role"] != "user":
+            raise AuthorizationError("only users bid on DR requests", got=tx.sender)
+        if ctx.timestamp_ms >= req["commit_end_ms"]:
+            raise ProtocolError("commit phase is over", expected=f"< {req['commit_end_ms']}", got=ctx.timestamp_ms)
+        if rec["score"] < req["min_reputation"]:
+            raise AuthorizationError("reputation below the request's floor", expected=f">= {req['min_reputation']}",
+                                     got=rec["score"])
+        if tx.sender in req["commits"]:
+            raise ReplayError("already committed to this request", got=tx.sender)
+        if len(req["commits"]) >= params.dr_max_bids:
+            raise ProtocolError("DR request full", expected=f"< {params.dr_max_bids} bids", got=len(req["commits"]))
+        req["commits"] = {**req["commits"], tx.sender: commitment}
+        state.set_json(_request_path(req["id"]), req)
+        return [{"type": "dr_commit", "id": req["id"], "bidder": tx.sender}]
+
+    return handler
+
+
+def op_dr_reveal(params: MarketParams) -> OpHandler:
+    """``dr.reveal {request_id, amount_wh, price, salt}`` (during the reveal phase): open a sealed bid."""
+
+    def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        req = _open_request(state, tx)
+        amount = _bounded_int(tx, "amount_wh", 1, params.max_amount_wh)
+        price = _bounded_int(tx, "price", 1, params.max_price)
+        salt = arg(tx, "salt", str)
+        if not req["commit_end_ms"] <= ctx.timestamp_ms < req["reveal_end_ms"]:
+            raise ProtocolError("not in the reveal phase", expected=f"{req['commit_end_ms']}..{req['reveal_end_ms']}",
+                                got=ctx.timestamp_ms)
+        commitment = req["commits"].get(tx.sender)
+        if commitment is None:
+            raise ProtocolError("no commitment to reveal", got=tx.sender)
+        if tx.sender in req["reveals"]:
+            raise ReplayError("bid already revealed", got=tx.sender)
+        if dr_commitment(req["id"], tx.sender, amount, price, salt) != commitment:
+            raise ProtocolError("revealed bid does not match the commitment", expected=commitment)
+        if price > req["max_price"]:
+            raise ProtocolError("bid above the request's price cap", expected=f"<= {req['max_price']}", got=price)
+        req["reveals"] = {**req["reveals"], tx.sender: {"amount_wh": amount, "price": price}}
+        state.set_json(_request_path(req["id"]), req)
+        return [{"type": "dr_reveal", "id": req["id"], "bidder": tx.sender, "amount_wh": amount, "price": price}]
+
+    return handler
+
+
+def settle_request(state: ChainState, params: MarketParams, req: dict[str, Any], height: int) -> list[dict[str, Any]]:
+    """First-price sealed auction: cheapest offers win (ties to higher reputation, then name), each paid its
+    own price for what it is awarded; the unspent budget returns to the aggregator."""
+    offers = []
+    for bidder, bid in req["reveals"].items():
+        rep = state.get_json(reputation_path(bidder))["score"]
+        offers.append((bid["price"], -rep, bidder, bid["amount_wh"]))
+    offers.sort()
+    remaining = req["amount_wh"]
+    awards = []
+    paid = 0
+    c = params.currency_denom
+    for price, _, bidder, amount in offers:
+        if remaining == 0:
+            break
+        q = min(amount, remaining)
+        remaining -= q
+        pay = payment(q, price)
+        if pay:
+            state.sub_balance(DR_ACCOUNT, c, pay)
+            state.add_balance(bidder, c, pay)
+        paid += pay
+        awards.append({"bidder": bidder, "amount_wh": q, "price": price, "payment": pay})
+    refund = req["budget"] - paid
+    if refund:
+        state.sub_balance(DR_ACCOUNT, c, refund)
+        state.add_balance(req["aggregator"], c, refund)
+    cycle = state.get_json(_DR_CYCLE)
+    matched = set(cycle["matched"])
+    winners = [a["bidder"] for a in awards]
+    if winners:
+        winners.append(req["aggregator"])
+    for name in winners:
+        matched.add(name)
+        _set_reputation(state, params, state.get_json(reputation_path(name)), params.reputation_match_reward,
+                        height, name)
+    for bidder in sorted(set(req["commits"]) - set(req["reveals"])):
+        _set_reputation(state, params, state.get_json(reputation_path(bidder)), -params.reputation_no_reveal_penalty,
+                        height, bidder)
+    state.set_json(_DR_CYCLE, {**cycle, "matched": sorted(matched)})
+    state.set_json(f"dr/result/{req['id']}".encode(), {"id": req["id"], "awards": awards, "refund": refund,
+                                                        "unfilled_wh": remaining, "height": height})
+    state.delete(_request_path(req["id"]))
+    return [{"type": "dr_settled", "id": req["id"], "aggregator": req["aggregator"], "awards": awards,
+             "refund": refund, "unfilled_wh": remaining}]
+
+
+def close_cycle(state: ChainState, params: MarketParams, new_index: int, height: int) -> list[dict[str, Any]]:
+    """End the stored DR cycle: unmatched nodes become inactive and lose reputation; matched ones are active."""
+    cycle = state.get_json(_DR_CYCLE)
+    matched = set(cycle["matched"])
+    inactive = []
+    for name in state.get_json(_DR_NODES) or []:
+        rec = state.get_json(reputation_path(name))
+        if name in matched:
+            rec["active"] = True
+            delta = 0
+        else:
+            rec["active"] = False
+            delta = -params.reputation_inactive_penalty
+            inactive.append(name)
+        _set_reputation(state, params, rec, delta, height, name)
+    state.set_json(_DR_CYCLE, {"index": new_index, "matched": []})
+    return [{"type": "dr_cycle_closed", "cycle": cycle["index"], "inactive": inactive}]
+
+
+def dr_hook(params: MarketParams) -> BlockHook:
+    """Begin-block hook: close a finished DR cycle, then settle requests whose reveal phase ended."""
+
+    def hook(state: ChainState, ctx: BlockContext) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        index = ctx.timestamp_ms // params.dr_cycle_ms
+        cycle = state.get_json(_DR_CYCLE)
+        if cycle is None:
+            state.set_json(_DR_CYCLE, {"index": index, "matched": []})
+        elif index > cycle["index"]:
+            events += close_cycle(state, params, index, ctx.height)
+        open_ids: list[list[int]] = state.get_json(_DR_OPEN) or []
+        due = [rid for end, rid in open_ids if end <= ctx.timestamp_ms]
+        for rid in due:
+            events += settle_request(state, params, state.get_json(_request_path(rid)), ctx.height)
+        if due:
+            rest = [e for e in open_ids if e[1] not in due]
+            if rest:
+                state.set_json(_DR_OPEN, rest)
+            else:
+                state.delete(_DR_OPEN)
+        return events
+
+    return hook
+
+
+def register_market_ops(app: Any, params: MarketParams) -> None:
+    """Register the market and DR ops and their begin-block hooks on an :class:`~chains.common.tx.App`."""
+    app.register("market.submit_bid", op_submit_bid(params))
+    app.register("dr.register", op_dr_register(params))
+    app.register("dr.request", op_dr_request(params))
+    app.register("dr.commit", op_dr_commit(params))
+    app.register("dr.reveal", op_dr_reveal(params))
+    app.begin_block_hooks.append(market_hook(params))
+    app.begin_block_hooks.append(dr_hook(params))
