@@ -125,8 +125,9 @@ def load_config(path: str | Path) -> DeploymentConfig:
     for i, ln in enumerate(_get(raw, "lanes", list, str(p), [])):
         where = f"lanes[{i}]"
         lane = (_get(ln, "lane", str, where), _get(ln, "a", str, where), _get(ln, "b", str, where))
-        for cid in lane[1:]:
-            if cid not in {c.id for c in chains}:
-                raise ConfigError(f"{where}: unknown chain {cid!r}")
+        if not {lane[1], lane[2]} & {c.id for c in chains}:
+            raise ConfigError(f"{where}: neither {lane[1]!r} nor {lane[2]!r} is a chain of this deployment")
+        if lane[1] == lane[2]:
+            raise ConfigError(f"{where}: a lane joins two different chains, got {lane[1]!r} twice")
         lanes.append(lane)
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes))

@@ -368,15 +368,18 @@ class ParkNode:
         return h
 
     def _check_pending(self, state: ChainState, tx: Tx) -> None:
-        # allow a sender's queued nonces: check against the head nonce plus what is pending from it
-        pending = sorted(t.nonce for t in self.mempool.values() if t.sender == tx.sender)
+        """Run ``tx`` on a scratch copy of the head state, so bad input is refused at once with its typed
+        error. A sender's queued transactions are allowed: the nonce is checked against the head's plus
+        what is pending from that sender."""
         from chains.common.tx import account_path
 
+        pending = sum(1 for t in self.mempool.values() if t.sender == tx.sender)
         acct = state.get_json(account_path(tx.sender))
-        if acct is not None and pending and tx.nonce == acct["nonce"] + len(pending):
-            acct = {**acct, "nonce": tx.nonce}
-            state.set_json(account_path(tx.sender), acct)
-        self.rules.app.check_tx(state, tx)
+        if acct is not None and pending and tx.nonce == acct["nonce"] + pending:
+            state.set_json(account_path(tx.sender), {**acct, "nonce": tx.nonce})
+        ctx = BlockContext(self.rules.chain_id, self.head.header.height + 1,
+                           max(_now_ms(), self.head.header.timestamp_ms + 1), self.config.name)
+        self.rules.app.execute_tx(state, tx, ctx)
 
     # -- RPC ------------------------------------------------------------------------------------
 
