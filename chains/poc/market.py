@@ -1,0 +1,522 @@
+"""The PoC park's ancillary-service market and capacity competition (DESIGN §5; seed 000). Pure op handlers.
+
+Seed 000 makes the market's users the chain's nodes: a storage unit farms the chain with disk space, and
+the capacity it may offer the grid is bounded by the space it has committed. This module keeps both
+sides in one state:
+
+* **Capacity competition.** Each farmer's record holds its committed plots. ``poc.fill`` commits a plot
+  (with a proof of space for a recent chain challenge, so the plot exists now), ``poc.erase`` releases
+  one, and farming a block with a plot commits it too (:func:`commit_plot`, called from
+  :func:`chains.poc.app.apply_farmed_block`). Committed space backs offered power:
+  ``max_kw = committed_bytes * kw_per_k21_plot // S(21)``.
+* **Demand.** The grid operator posts, per round and service, the capacity it needs
+  (``market.demand {service, amount_kw, price_cap, duration_ms}``) and escrows ``amount_kw * price_cap``.
+* **Offers.** Units offer capacity (``market.offer {service, amount_kw, price}``), replacing their
+  previous offer for that service in the round; ``amount_kw = 0`` withdraws. The sum of a unit's offers
+  in a round may not exceed its ``max_kw``.
+* **Clearing (supply-demand split).** At the first block of round r+1, each service's demand of round r
+  is cleared against its offers at or under the price cap, ranked by price, then response rate, then
+  committed space, then name. The demand is *split*: in a first pass no unit gets more than
+  ``max_unit_share_pct`` % of it, so more units are called and one unit's failure to respond costs
+  less (the seed's answer to response rate); a second pass fills what is left from the same ranking
+  without the cap. Every called unit is paid the uniform clearing price (the highest awarded offer's).
+  The unused escrow is refunded at once.
+* **Settlement and response rate.** The operator reports each award's delivered kW
+  (``market.report {round, service, unit, delivered_kw}``): the unit is paid ``delivered * price`` and
+  the rest refunded. An award still unreported ``report_rounds`` rounds after clearing settles as fully
+  delivered. Each unit's record keeps awarded and delivered kW: its response rate
+  ``delivered * 10^6 // awarded`` (ppm; ``default_response_ppm`` before any award) ranks its next offers.
+
+Balances only move between accounts and the market's escrow account ``@market`` (a name no account can
+register, so nobody can sign for it): the total of every denomination is unchanged by every op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from chains.common.state import ChainState
+from chains.common.tx import BlockContext, BlockHook, OpHandler, Tx, account_path, arg
+from chains.poc.consensus import ProofVerifier, chiapos_verifier, expected_plot_size, plot_id
+from protocol.errors import AuthorizationError, CodecError, InvalidProofError, ProtocolError
+
+__all__ = [
+    "CHAIN_KEY",
+    "ESCROW_ACCOUNT",
+    "FILL_TAG",
+    "PocAppParams",
+    "account_pubkey",
+    "awards_key",
+    "clear_service",
+    "commit_plot",
+    "farmer_key",
+    "farmer_record",
+    "fill_challenge",
+    "market_clear_hook",
+    "market_ops",
+    "max_kw",
+    "new_farmer_record",
+    "plot_owner_key",
+    "response_ppm",
+    "round_key",
+    "supply_key",
+]
+
+ESCROW_ACCOUNT = "@market"
+"""Holds demand escrow between posting and settlement; not a valid account name, so no key signs for it."""
+FILL_TAG = b"parkrelay/poc/fill/v1"
+_S21 = expected_plot_size(21)
+_PPM = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class PocAppParams:
+    """Application parameters of a PoC park (genesis config ``app`` section)."""
+
+    grid_operator: str
+    """Account of the grid operator: the only one that posts demand and reports delivery."""
+    settle_denom: str = "pcc"
+    """Denomination demands are escrowed and awards paid in."""
+    reward_denom: str = "pcc"
+    """Denomination of block rewards (minted)."""
+    block_reward: int = 10
+    """Minted to the farmer of each block."""
+    round_blocks: int = 10
+    """Blocks per market round; round r is heights [r*R, (r+1)*R) and clears at height (r+1)*R."""
+    services: tuple[str, ...] = ("frequency_regulation", "reserve", "peak_regulation")
+    """Ancillary services traded."""
+    kw_per_k21_plot: int = 100
+    """Power (kW) one k=21 plot's worth of committed space may offer."""
+    max_unit_share_pct: int = 50
+    """First clearing pass: no unit gets more than this share (%) of one demand; 100 turns the split off."""
+    default_response_ppm: int = 900_000
+    """Response rate assumed for a unit with no settled award yet, ppm."""
+    report_rounds: int = 2
+    """Rounds after clearing within which the operator reports delivery; later, awards settle as delivered."""
+    fill_window: int = 16
+    """A fill proof may answer the challenge of any of the last this-many blocks."""
+    max_fill_index: int = 64
+    """Fill sub-challenges a farmer may try (a plot answers a given challenge only ~63 % of the time)."""
+    min_k: int = 21
+    """Smallest plot size that may be committed."""
+    max_k: int = 32
+    """Largest plot size that may be committed."""
+
+    def __post_init__(self) -> None:
+        for name in ("round_blocks", "kw_per_k21_plot", "report_rounds", "fill_window", "max_fill_index"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise CodecError(f"PoC app param {name} must be a positive integer", got=v)
+        if not 1 <= self.max_unit_share_pct <= 100:
+            raise CodecError("max_unit_share_pct must be in 1..100", got=self.max_unit_share_pct)
+        if not 0 <= self.default_response_ppm <= _PPM:
+            raise CodecError("default_response_ppm must be in 0..1e6", got=self.default_response_ppm)
+        if self.block_reward < 0:
+            raise CodecError("block_reward must be >= 0", got=self.block_reward)
+        if not self.services or len(set(self.services)) != len(self.services):
+            raise CodecError("services must be a non-empty list of distinct names", got=self.services)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"grid_operator": self.grid_operator, "settle_denom": self.settle_denom,
+                "reward_denom": self.reward_denom, "block_reward": self.block_reward,
+                "round_blocks": self.round_blocks, "services": list(self.services),
+                "kw_per_k21_plot": self.kw_per_k21_plot, "max_unit_share_pct": self.max_unit_share_pct,
+                "default_response_ppm": self.default_response_ppm, "report_rounds": self.report_rounds,
+                "fill_window": self.fill_window, "max_fill_index": self.max_fill_index,
+                "min_k": self.min_k, "max_k": self.max_k}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> PocAppParams:
+        if isinstance(obj, PocAppParams):
+            return obj
+        if not isinstance(obj, dict):
+            raise CodecError("PoC app params are a JSON object", got=type(obj).__name__)
+        unknown = set(obj) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise CodecError("unknown PoC app params", expected=sorted(cls.__dataclass_fields__), got=sorted(unknown))
+        fields = dict(obj)
+        if "services" in fields:
+            fields["services"] = tuple(fields["services"])
+        try:
+            return cls(**fields)
+        except TypeError as exc:
+            raise CodecError(f"malformed PoC app params: {exc}") from exc
+
+    def round_of(self, height: int) -> int:
+        return height // self.round_blocks
+
+
+# -- state keys -------------------------------------------------------------------------------
+
+
+def farmer_key(name: str) -> bytes:
+    """``poc/farmers/<name>``: the farmer (unit) record."""
+    return f"poc/farmers/{name}".encode()
+
+
+def plot_owner_key(pid: bytes) -> bytes:
+    """``poc/plots/<plot_id hex>``: which farmer committed the plot (one owner per plot)."""
+    return f"poc/plots/{pid.hex()}".encode()
+
+
+def round_key(rnd: int) -> bytes:
+    """``poc/market/round/<r>``: demands and offers of round r (deleted once cleared)."""
+    return f"poc/market/round/{rnd}".encode()
+
+
+def awards_key(rnd: int) -> bytes:
+    """``poc/market/awards/<r>``: awards of round r (deleted once settled)."""
+    return f"poc/market/awards/{rnd}".encode()
+
+
+CHAIN_KEY = b"poc/chain"
+"""``{"height", "challenges": [[height, hex], ...]}``: the latest block and the challenges fills may answer."""
+
+
+def supply_key(denom: str) -> bytes:
+    """``poc/supply/<denom>``: total issued (genesis balances plus block rewards)."""
+    return f"poc/supply/{denom}".encode()
+
+
+# -- farmer records ---------------------------------------------------------------------------
+
+
+def new_farmer_record() -> dict[str, Any]:
+    return {"plots": {}, "committed_bytes": 0, "blocks_farmed": 0, "last_farmed_height": -1,
+            "awarded_kw": 0, "delivered_kw": 0, "awards": 0}
+
+
+def farmer_record(state: ChainState, name: str) -> dict[str, Any] | None:
+    """The farmer record of ``name``, or None."""
+    rec = state.get_json(farmer_key(name))
+    return rec if isinstance(rec, dict) else None
+
+
+def account_pubkey(state: ChainState, name: str) -> bytes:
+    acct = state.get_json(account_path(name))
+    if acct is None:
+        raise AuthorizationError("unknown account", got=name)
+    return bytes.fromhex(acct["pubkey"])
+
+
+def max_kw(params: PocAppParams, record: dict[str, Any]) -> int:
+    """Power a unit may offer per round: its committed space in k21-plots times ``kw_per_k21_plot``."""
+    return int(record["committed_bytes"]) * params.kw_per_k21_plot // _S21
+
+
+def response_ppm(params: PocAppParams, record: dict[str, Any]) -> int:
+    """A unit's response rate, ppm of awarded kW delivered."""
+    awarded = int(record["awarded_kw"])
+    return int(record["delivered_kw"]) * _PPM // awarded if awarded else params.default_response_ppm
+
+
+def commit_plot(state: ChainState, name: str, pid: bytes, k: int, nonce: bytes, height: int) -> bool:
+    """Add a proven plot to ``name``'s committed space; refresh its proven height if already there.
+
+    Returns False (and changes nothing) if another farmer committed the plot: one plot backs one unit.
+    """
+    owner = state.get(plot_owner_key(pid))
+    if owner is not None and owner.decode() != name:
+        return False
+    rec = farmer_record(state, name) or new_farmer_record()
+    plots = rec["plots"]
+    if pid.hex() not in plots:
+        rec["committed_bytes"] += expected_plot_size(k)
+        state.set(plot_owner_key(pid), name.encode())
+    plots[pid.hex()] = {"k": k, "nonce": nonce.hex(), "proven_height": height}
+    state.set_json(farmer_key(name), rec)
+    return True
+
+
+def fill_challenge(chain_challenge: bytes, pid: bytes, index: int) -> bytes:
+    """Challenge a ``poc.fill`` proof answers: ``sha256(FILL_TAG || chain_challenge || plot_id || u8 index)``."""
+    return hashlib.sha256(FILL_TAG + chain_challenge + pid + bytes((index,))).digest()
+
+
+def recent_challenges(state: ChainState) -> dict[int, bytes]:
+    rec = state.get_json(CHAIN_KEY) or {"challenges": []}
+    return {int(h): bytes.fromhex(c) for h, c in rec["challenges"]}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _nonneg(tx: Tx, name: str) -> int:
+    v: int = arg(tx, name, int)
+    if v < 0:
+        raise CodecError(f"argument {name!r} of {tx.op} must be >= 0", got=v)
+    return v
+
+
+def _positive(tx: Tx, name: str) -> int:
+    v: int = arg(tx, name, int)
+    if v <= 0:
+        raise CodecError(f"argument {name!r} of {tx.op} must be > 0", got=v)
+    return v
+
+
+def _hex(tx: Tx, name: str, size: int | None = None) -> bytes:
+    raw: str = arg(tx, name, str)
+    try:
+        out = bytes.fromhex(raw)
+    except ValueError as exc:
+        raise CodecError(f"argument {name!r} of {tx.op} must be hex") from exc
+    if size is not None and len(out) != size:
+        raise CodecError(f"argument {name!r} of {tx.op} must be {size} bytes", got=len(out))
+    return out
+
+
+def _service(params: PocAppParams, tx: Tx) -> str:
+    service: str = arg(tx, "service", str)
+    if service not in params.services:
+        raise ProtocolError("unknown ancillary service", expected=list(params.services), got=service)
+    return service
+
+
+def _round(state: ChainState, rnd: int) -> dict[str, Any]:
+    blob = state.get_json(round_key(rnd))
+    return blob if isinstance(blob, dict) else {"demands": {}, "offers": {}}
+
+
+def _offered_kw(blob: dict[str, Any], unit: str, skip_service: str | None = None) -> int:
+    return sum(int(by_unit[unit]["amount_kw"]) for service, by_unit in blob["offers"].items()
+               if service != skip_service and unit in by_unit)
+
+
+def _move(state: ChainState, src: str, dst: str, denom: str, amount: int) -> None:
+    if amount:
+        state.sub_balance(src, denom, amount)
+        state.add_balance(dst, denom, amount)
+
+
+# -- ops --------------------------------------------------------------------------------------
+
+
+def market_ops(params: PocAppParams, verifier: ProofVerifier | None = None) -> dict[str, OpHandler]:
+    """The market and capacity ops, bound to ``params`` (op name -> handler)."""
+    lazy: dict[str, ProofVerifier] = {}
+
+    def verify(pid: bytes, k: int, challenge: bytes, proof: bytes) -> bytes | None:
+        if verifier is not None:
+            return verifier(pid, k, challenge, proof)
+        if "v" not in lazy:
+            lazy["v"] = chiapos_verifier()
+        return lazy["v"](pid, k, challenge, proof)
+
+    def op_fill(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """``poc.fill {plot_nonce, k, challenge_height, index, proof}``: commit a plot proven for a recent challenge."""
+        nonce = _hex(tx, "plot_nonce", 32)
+        k = _nonneg(tx, "k")
+        if not params.min_k <= k <= params.max_k:
+            raise ProtocolError("plot size out of range", expected=f"{params.min_k}..{params.max_k}", got=k)
+        challenge_height = _nonneg(tx, "challenge_height")
+        index = _nonneg(tx, "index")
+        if index >= params.max_fill_index:
+            raise ProtocolError("fill index out of range", expected=f"< {params.max_fill_index}", got=index)
+        proof = _hex(tx, "proof", 8 * k)
+        chain_challenge = recent_challenges(state).get(challenge_height)
+        if chain_challenge is None:
+            raise ProtocolError("fill proof answers no recent challenge", expected=sorted(recent_challenges(state)),
+                                got=challenge_height)
+        pid = plot_id(account_pubkey(state, tx.sender), nonce)
+        owner = state.get(plot_owner_key(pid))
+        if owner is not None:
+            raise ProtocolError("plot already committed", got=owner.decode())
+        if not verify(pid, k, fill_challenge(chain_challenge, pid, index), proof):
+            raise InvalidProofError(f"fill proof of {tx.sender} does not verify for plot {pid.hex()[:16]}…")
+        commit_plot(state, tx.sender, pid, k, nonce, ctx.height)
+        rec = farmer_record(state, tx.sender) or new_farmer_record()
+        return [{"type": "poc.fill", "farmer": tx.sender, "plot_id": pid.hex(), "k": k,
+                 "committed_bytes": rec["committed_bytes"], "max_kw": max_kw(params, rec)}]
+
+    def op_erase(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """``poc.erase {plot_id}``: release a committed plot; refused if open offers would exceed the rest."""
+        pid = _hex(tx, "plot_id", 32)
+        rec = farmer_record(state, tx.sender)
+        if rec is None or pid.hex() not in rec["plots"]:
+            raise ProtocolError("no such committed plot", got=pid.hex())
+        k = int(rec["plots"].pop(pid.hex())["k"])
+        rec["committed_bytes"] -= expected_plot_size(k)
+        offered = _offered_kw(_round(state, params.round_of(ctx.height)), tx.sender)
+        if offered > max_kw(params, rec):
+            raise ProtocolError("erasing the plot would leave open offers without committed capacity",
+                                expected=f"offers <= {max_kw(params, rec)} kW", got=offered)
+        state.set_json(farmer_key(tx.sender), rec)
+        state.delete(plot_owner_key(pid))
+        return [{"type": "poc.erase", "farmer": tx.sender, "plot_id": pid.hex(),
+                 "committed_bytes": rec["committed_bytes"], "max_kw": max_kw(params, rec)}]
+
+    def op_demand(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """``market.demand {service, amount_kw, price_cap, duration_ms}``: the operator's capacity demand."""
+        if tx.sender != params.grid_operator:
+            raise AuthorizationError("only the grid operator posts demand", expected=params.grid_operator,
+                                     got=tx.sender)
+        service = _service(params, tx)
+        amount, cap, duration = _positive(tx, "amount_kw"), _positive(tx, "price_cap"), _positive(tx, "duration_ms")
+        rnd = params.round_of(ctx.height)
+        blob = _round(state, rnd)
+        if service in blob["demands"]:
+            raise ProtocolError(f"a demand for {service} exists in round {rnd}", got=service)
+        escrow = amount * cap
+        _move(state, tx.sender, ESCROW_ACCOUNT, params.settle_denom, escrow)
+        blob["demands"][service] = {"amount_kw": amount, "price_cap": cap, "duration_ms": duration, "escrow": escrow}
+        state.set_json(round_key(rnd), blob)
+        return [{"type": "market.demand", "round": rnd, "service": service, "amount_kw": amount, "price_cap": cap,
+                 "escrow": escrow}]
+
+    def op_offer(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """``market.offer {service, amount_kw, price}``: offer (or with 0 kW withdraw) capacity this round."""
+        service = _service(params, tx)
+        amount, price = _nonneg(tx, "amount_kw"), _nonneg(tx, "price")
+        rec = farmer_record(state, tx.sender)
+        if rec is None or not rec["committed_bytes"]:
+            raise ProtocolError("no committed plot capacity: fill a plot before offering", got=tx.sender)
+        rnd = params.round_of(ctx.height)
+        blob = _round(state, rnd)
+        total = _offered_kw(blob, tx.sender, skip_service=service) + amount
+        limit = max_kw(params, rec)
+        if total > limit:
+            raise ProtocolError(f"offers of {tx.sender} exceed its committed capacity", expected=f"<= {limit} kW",
+                                got=total)
+        by_unit = blob["offers"].setdefault(service, {})
+        if amount:
+            by_unit[tx.sender] = {"amount_kw": amount, "price": price}
+        else:
+            by_unit.pop(tx.sender, None)
+            if not by_unit:
+                del blob["offers"][service]
+        state.set_json(round_key(rnd), blob)
+        return [{"type": "market.offer", "round": rnd, "service": service, "unit": tx.sender, "amount_kw": amount,
+                 "price": price}]
+
+    def op_report(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """``market.report {round, service, unit, delivered_kw}``: settle one award by its delivered power."""
+        if tx.sender != params.grid_operator:
+            raise AuthorizationError("only the grid operator reports delivery", expected=params.grid_operator,
+                                     got=tx.sender)
+        rnd, service, unit = _nonneg(tx, "round"), arg(tx, "service", str), arg(tx, "unit", str)
+        delivered = _nonneg(tx, "delivered_kw")
+        awards = state.get_json(awards_key(rnd))
+        award = None if awards is None else awards.get(service, {}).get("units", {}).get(unit)
+        if award is None:
+            raise ProtocolError("no such award", got=f"round {rnd} {service} {unit}")
+        if award["delivered"] is not None:
+            raise ProtocolError("award already settled", got=f"round {rnd} {service} {unit}")
+        if delivered > award["kw"]:
+            raise ProtocolError("delivered more than awarded", expected=f"<= {award['kw']}", got=delivered)
+        events = _settle(state, params, rnd, awards, service, unit, delivered)
+        _store_awards(state, rnd, awards)
+        return events
+
+    return {"poc.fill": op_fill, "poc.erase": op_erase, "market.demand": op_demand, "market.offer": op_offer,
+            "market.report": op_report}
+
+
+def _settle(state: ChainState, params: PocAppParams, rnd: int, awards: dict[str, Any], service: str, unit: str,
+            delivered: int) -> list[dict[str, Any]]:
+    award = awards[service]["units"][unit]
+    price = int(awards[service]["price"])
+    _move(state, ESCROW_ACCOUNT, unit, params.settle_denom, delivered * price)
+    _move(state, ESCROW_ACCOUNT, params.grid_operator, params.settle_denom, (award["kw"] - delivered) * price)
+    award["delivered"] = delivered
+    rec = farmer_record(state, unit) or new_farmer_record()
+    rec["awarded_kw"] += award["kw"]
+    rec["delivered_kw"] += delivered
+    rec["awards"] += 1
+    state.set_json(farmer_key(unit), rec)
+    return [{"type": "market.settled", "round": rnd, "service": service, "unit": unit, "awarded_kw": award["kw"],
+             "delivered_kw": delivered, "paid": delivered * price, "response_ppm": response_ppm(params, rec)}]
+
+
+def _store_awards(state: ChainState, rnd: int, awards: dict[str, Any]) -> None:
+    settled = all(a["delivered"] is not None for svc in awards.values() for a in svc["units"].values())
+    if settled:
+        state.delete(awards_key(rnd))
+    else:
+        state.set_json(awards_key(rnd), awards)
+
+
+# -- clearing ---------------------------------------------------------------------------------
+
+
+def clear_service(params: PocAppParams, demand: dict[str, Any], offers: dict[str, dict[str, Any]],
+                  records: dict[str, dict[str, Any]]) -> tuple[int | None, dict[str, int]]:
+    """Clear one demand against its offers: ``(clearing price or None, {unit: awarded kW})``. Pure arithmetic."""
+    amount, cap = int(demand["amount_kw"]), int(demand["price_cap"])
+    eligible = [(u, o) for u, o in offers.items() if o["price"] <= cap and o["amount_kw"] > 0]
+
+    def rank(item: tuple[str, dict[str, Any]]) -> tuple[int, int, int, str]:
+        unit, offer = item
+        rec = records.get(unit) or new_farmer_record()
+        return (int(offer["price"]), -response_ppm(params, rec), -int(rec["committed_bytes"]), unit)
+
+    eligible.sort(key=rank)
+    awarded: dict[str, int] = {}
+    remaining = amount
+    share_cap = max(1, amount * params.max_unit_share_pct // 100)
+    for limit_to_share in (True, False):
+        for unit, offer in eligible:
+            if not remaining:
+                break
+            room = int(offer["amount_kw"]) - awarded.get(unit, 0)
+            if limit_to_share:
+                room = min(room, share_cap)
+            take = min(room, remaining)
+            if take > 0:
+                awarded[unit] = awarded.get(unit, 0) + take
+                remaining -= take
+    if not awarded:
+        return None, {}
+    price = max(int(offers[u]["price"]) for u in awarded)
+    return price, awarded
+
+
+def market_clear_hook(params: PocAppParams) -> BlockHook:
+    """A BlockHook: at the first block of each round, clear the previous round and auto-settle old awards."""
+
+    def hook(state: ChainState, ctx: BlockContext) -> list[dict[str, Any]]:
+        if ctx.height % params.round_blocks or ctx.height < params.round_blocks:
+            return []
+        rnd = params.round_of(ctx.height) - 1
+        events = _auto_settle(state, params, rnd - params.report_rounds)
+        blob = state.get_json(round_key(rnd))
+        if blob is None:
+            return events
+        awards: dict[str, Any] = {}
+        for service in sorted(blob["demands"]):
+            demand = blob["demands"][service]
+            offers = blob["offers"].get(service, {})
+            records = {u: farmer_record(state, u) or new_farmer_record() for u in offers}
+            price, awarded = clear_service(params, demand, offers, records)
+            cost = 0 if price is None else price * sum(awarded.values())
+            _move(state, ESCROW_ACCOUNT, params.grid_operator, params.settle_denom, int(demand["escrow"]) - cost)
+            if awarded:
+                awards[service] = {"price": price, "duration_ms": demand["duration_ms"],
+                                   "units": {u: {"kw": kw, "delivered": None} for u, kw in sorted(awarded.items())}}
+            events.append({"type": "market.cleared", "round": rnd, "service": service,
+                           "demand_kw": demand["amount_kw"], "awarded_kw": sum(awarded.values()), "price": price,
+                           "units": dict(sorted(awarded.items())), "refund": int(demand["escrow"]) - cost})
+        state.delete(round_key(rnd))
+        if awards:
+            state.set_json(awards_key(rnd), awards)
+        return events
+
+    return hook
+
+
+def _auto_settle(state: ChainState, params: PocAppParams, rnd: int) -> list[dict[str, Any]]:
+    if rnd < 0:
+        return []
+    awards = state.get_json(awards_key(rnd))
+    if awards is None:
+        return []
+    events: list[dict[str, Any]] = []
+    for service in sorted(awards):
+        for unit in sorted(awards[service]["units"]):
+            award = awards[service]["units"][unit]
+            if award["delivered"] is None:
+                events += _settle(state, params, rnd, awards, service, unit, int(award["kw"]))
+    state.delete(awards_key(rnd))
+    return events
