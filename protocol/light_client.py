@@ -103,6 +103,11 @@ class LightClient(ABC, Generic[H]):
             self.frozen_height = height
             self.freeze_reason = reason
 
+    @property
+    @abstractmethod
+    def latest_height(self) -> int:
+        """Height of the newest header held (final or not): a relayer sends headers from the next one on."""
+
     # -- headers -------------------------------------------------------------------------------
 
     @abstractmethod

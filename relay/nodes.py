@@ -59,7 +59,10 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()
-    await stop.wait()
+    stopped, failed = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    for fut in (stopped, failed):
+        fut.cancel()
     node.log.info("stopping")
     await node.stop()
-    return 0
+    return 1 if node.failed.is_set() else 0

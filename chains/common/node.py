@@ -104,6 +104,10 @@ class ChainRules(ABC):
     def weight(self, header: Any, parent: BlockEntry) -> int:
         """Fork-choice weight of the chain ending at ``header``."""
 
+    def replay_header(self, header: Any, parent: BlockEntry) -> None:  # noqa: B027 - optional hook
+        """A stored block is being replayed at start-up (it was validated when stored): rebuild whatever
+        per-block consensus context the rules keep outside state. Default: nothing."""
+
     def begin_block(self, state: ChainState, header: Any, parent: BlockEntry) -> list[dict[str, Any]]:
         """Consensus bookkeeping before the block's transactions (credit, rewards, elections)."""
         return self.app.begin_block(state, self.context(header))
@@ -163,6 +167,7 @@ class ParkNode:
         self.mempool: dict[bytes, Tx] = {}
         self.peers: list[str] = list(config.peers)
         self._gossip_enabled = True
+        self.producing = True  # admin.setProducing pauses block production (maintenance)
         self._ws_clients: set[web.WebSocketResponse] = set()
         self._head_waiters: list[asyncio.Future[None]] = []
         self._methods: dict[str, tuple[RpcHandler, bool]] = {}
@@ -170,6 +175,7 @@ class ParkNode:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        self.failed = asyncio.Event()  # set when a task the node cannot run without has died
         self.port = config.port
         self.admin_token = config.admin_token or secrets.token_hex(16)
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -203,6 +209,7 @@ class ParkNode:
             if parent is None:
                 self.log.warning("stored block %s has no parent; skipped", header.hash().hex()[:12])
                 continue
+            self.rules.replay_header(header, parent)
             self._execute_and_insert(header, txs, parent, persist=False)
             replayed += 1
         if replayed:
@@ -402,6 +409,7 @@ class ParkNode:
         m("admin.addPeer", self._rpc_add_peer, admin=True)
         m("admin.setPeers", self._rpc_set_peers, admin=True)
         m("admin.setGossip", self._rpc_set_gossip, admin=True)
+        m("admin.setProducing", self._rpc_set_producing, admin=True)
 
     async def _rpc_status(self, p: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -522,6 +530,14 @@ class ParkNode:
     async def _rpc_set_gossip(self, p: dict[str, Any]) -> bool:
         self._gossip_enabled = bool(p.get("enabled"))
         return self._gossip_enabled
+
+    async def _rpc_set_producing(self, p: dict[str, Any]) -> bool:
+        enabled = p.get("enabled")
+        if not isinstance(enabled, bool):
+            raise CodecError("enabled must be true or false", got=enabled)
+        self.producing = enabled
+        self.log.info("block production %s by admin", "resumed" if enabled else "paused")
+        return enabled
 
     async def _handle_rpc(self, request: web.Request) -> web.Response:
         try:
@@ -696,12 +712,17 @@ class ParkNode:
         return [_block_json(e) for h in range(start, end + 1) if (e := self.canonical(h)) is not None]
 
     async def _sync_loop(self) -> None:
+        """Pull what gossip missed. A peer's bad data is logged and skipped; a bug stops the node."""
         while True:
             await asyncio.sleep(self.config.sync_interval_s)
             try:
                 await self._sync_once()
-            except (ProtocolError, KeyError, ValueError) as exc:
+            except (ProtocolError, KeyError, ValueError, TypeError) as exc:
                 self.log.warning("sync step failed: %s", exc)
+            except Exception:
+                self.log.exception("sync loop failed; stopping the node")
+                self.failed.set()
+                return
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -741,8 +762,8 @@ class ParkNode:
         except asyncio.CancelledError:
             raise
         except Exception:
-            self.log.exception("block producer stopped")
-            raise
+            self.log.exception("block producer failed; stopping the node")
+            self.failed.set()
 
     async def stop(self) -> None:
         for t in list(self._tasks):

@@ -144,7 +144,9 @@ class DposRules(ChainRules):
     def _produce(self, node: ParkNode, slot: int) -> BlockEntry | None:
         parent = node.head
         assert parent.state is not None and self.signer is not None and self.witness is not None
-        if slot <= parent.header.slot or expected_producer(parent.state, self.params, slot) != self.witness:
+        if not node.producing or slot <= parent.header.slot:
+            return None
+        if expected_producer(parent.state, self.params, slot) != self.witness:
             return None
         ts = slot * self.params.block_interval_ms
         ctx = self.context_for(parent.header.height + 1, ts)

@@ -103,6 +103,11 @@ class PocLightClient(LightClient[PocHeader]):
         return self._best
 
     @property
+    def latest_height(self) -> int:
+        """Height of the heaviest header held: a relayer sends headers from the next one on."""
+        return self._best.height
+
+    @property
     def final_tip(self) -> ConsensusContext:
         """The newest final header."""
         return self._final_tip

@@ -8,6 +8,7 @@ events (heights, finality) by polling the nodes' RPC with a deadline, never by s
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import socket
@@ -25,8 +26,17 @@ from adapters.common.rpc import JsonRpcClient
 from protocol.errors import TransportError
 from relay import devnet
 from relay.config import DeploymentConfig, load_config
+from relay.nodes import node_key_path
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _write_key(path: Path, digest: Any) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(digest.hexdigest() + "\n")
 
 
 def free_port_block(n: int) -> int:
@@ -69,6 +79,10 @@ class Devnet:
         path = self.root / "devnet.toml"
         path.write_text(tomli_w.dumps(doc))
         self.cfg = load_config(path)
+        for c in self.cfg.chains_of_kind("poc"):
+            for n in c.nodes:
+                # TEST-ONLY farmer keys, fixed so plot ids (bound to the key) hit the plot cache across runs
+                _write_key(node_key_path(self.cfg, c.id, n), hashlib.sha256(f"parkrelay-test-farmer/{n}".encode()))
         devnet.init(self.cfg)
         return self.cfg
 
@@ -78,7 +92,7 @@ class Devnet:
         flag = "--witness" if chain.kind == "dpos" else "--farmer"
         logs = self.cfg.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log = open(logs / f"{chain_id}-{node}.log", "ab")  # noqa: SIM115 - closed in stop()
+        log = open(logs / f"{chain_id}-{node}.log", "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.procs[(chain_id, node)] = subprocess.Popen(
             [sys.executable, "-m", "relay.cli", "--log-level", "info", "node", chain.kind, "--config",

@@ -55,6 +55,10 @@ class DemoClient(LightClient[DemoHeader]):
         self.seen_now: list[int] = []
         self.applied: list[int] = []
 
+    @property
+    def latest_height(self) -> int:
+        return self.latest
+
     def validate_header(self, header: DemoHeader, now_ms: int) -> None:
         self.seen_now.append(now_ms)
         if not header.signed:
