@@ -186,6 +186,20 @@ def demo(cfg: DeploymentConfig, seconds: float = 20.0, as_json: bool = False) ->
     if up(cfg) != 0:
         return 1
     try:
+        if not as_json:
+            print("waiting for every chain's first block (on a first run PoC farmers fill their plots: ~15 s)")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            rows = status(cfg)
+            if all(r["up"] and r["height"] >= 1 for r in rows):
+                break
+            if any(not r["up"] for r in rows):
+                print(f"devnet: a node went down; see {cfg.data_dir / 'logs'}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        else:
+            print("devnet: no first block within 180 s; see the logs", file=sys.stderr)
+            return 1
         start = {(r["chain"], r["node"]): r for r in status(cfg)}
         t_end = time.monotonic() + seconds
         while time.monotonic() < t_end:
