@@ -1,6 +1,6 @@
 """Light-client and state-proof throughput on one core.
 
-    python bench/light_clients.py [--json] [--runs 5] [--dpos-headers 10000] [--poc-headers 200]
+    python bench/light_clients.py [--json] [--runs 5] [--dpos-headers 10000] [--poc-headers 1000]
 
 Prints medians over ``--runs`` runs:
   dpos_headers_per_s                 DPoS light client: headers validated+applied per second (21 witnesses)
@@ -65,29 +65,31 @@ def bench_state(runs: int, n_keys: int = 100_000, n_proofs: int = 5_000) -> dict
 
 
 def bench_dpos(runs: int, n_headers: int) -> dict[str, float]:
+    from chains.dpos.light_client import DposLightClient
     from chains.dpos.testing import make_chain
+    from protocol.types import ClientId
 
-    client_factory, headers = make_chain(n_headers, n_witnesses=21)
-    now = headers[-1].timestamp_ms + 1
+    client_args, headers = make_chain(n_headers, n_witnesses=21)
 
     def run() -> None:
-        client = client_factory()
+        client = DposLightClient(client_id=ClientId("dpos-0"), **client_args)
         for h in headers:
-            client.process_header(h, now)
+            client.process_header(h, h.timestamp_ms)
 
     return {"dpos_headers_per_s": _median_rate(runs, len(headers), run), "dpos_witnesses": 21}
 
 
 def bench_poc(runs: int, n_headers: int) -> dict[str, float]:
+    from chains.poc.light_client import PocLightClient
     from chains.poc.testing import make_chain
+    from protocol.types import ClientId
 
-    client_factory, headers = make_chain(n_headers, n_farmers=2)
-    now = headers[-1].timestamp_ms + 1
+    client_args, headers = make_chain(n_headers, n_farmers=2)
 
     def run() -> None:
-        client = client_factory()
+        client = PocLightClient(client_id=ClientId("poc-0"), **client_args)
         for h in headers:
-            client.process_header(h, now)
+            client.process_header(h, h.timestamp_ms)
 
     return {"poc_headers_per_s": _median_rate(runs, len(headers), run)}
 
@@ -97,7 +99,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dpos-headers", type=int, default=10_000)
-    ap.add_argument("--poc-headers", type=int, default=200)
+    ap.add_argument("--poc-headers", type=int, default=1000)
     args = ap.parse_args()
     _pin_one_core()
     out: dict[str, float] = {}
