@@ -568,6 +568,8 @@ class ParkNode:
         ws = web.WebSocketResponse(heartbeat=20)
         await ws.prepare(request)
         self._ws_clients.add(ws)
+        # tells the subscriber which head it starts from; every later head is pushed as new_head
+        await ws.send_json({"type": "subscribed", "height": self.head.header.height, "hash": self.head.hash.hex()})
         try:
             async for _ in ws:
                 pass

@@ -149,3 +149,26 @@ def _signed(signer: Ed25519Signer, nonce: int, args: dict[str, Any]) -> Any:
     from chains.common.tx import Tx
 
     return Tx.signed(signer, "test-chain", "alice", nonce, "transfer", args)
+
+
+async def test_websocket_pushes_new_heads_and_errors_are_classified(tmp_path: Path) -> None:
+    from protocol.errors import TransportError
+
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    node = _node(tmp_path, alice)
+    await node.start()
+    try:
+        async with aiohttp.ClientSession() as s, s.ws_connect(node.url + "/ws") as ws:
+            hello = await ws.receive_json(timeout=5)
+            assert hello == {"type": "subscribed", "height": 0, "hash": node.genesis_hash.hex()}
+            produced = _produce(node)
+            msg = await ws.receive_json(timeout=5)
+            assert msg == {"type": "new_head", "height": 1, "hash": produced.hash.hex()}
+        url = node.url
+    finally:
+        await node.stop()
+    # the node is gone: an I/O failure, retryable, naming the side that failed
+    async with JsonRpcClient(url, side="test-chain", timeout_s=2) as client:
+        with pytest.raises(TransportError) as info:
+            await client.call("status")
+    assert info.value.retryable and info.value.side == "test-chain"
