@@ -1,0 +1,132 @@
+"""Phase-2 verification throughput of the relay state machine on one core.
+
+    python bench/relay_verify.py [--json] [--runs 5] [--packets 5000] [--batch 100]
+                                 [--park-keys 100000] [--relay-keys 100000]
+
+Each ``packet.verify_batch`` transaction carries one new source header and ``--batch`` packets proven
+against it (energy packets, so the rate limiter and the supply accountant run). The source park's state
+holds the packets' commitments among ``--park-keys`` other keys; the relay state starts with
+``--relay-keys`` records of earlier history. Timed: :meth:`RelayStateMachine.execute_tx` for every
+transaction (tx signature, header signature and finality, strict packet decoding, one membership proof
+per packet, lane, rate limit, supply, state writes), on a fresh copy of the genesis state each run.
+Not timed: building the park state, proofs and signed transactions.
+
+Prints the median over ``--runs`` runs of ``packets_per_s`` (target: >= 3,000 on one core);
+``--json`` prints one JSON object instead.
+
+The light client is the single-signer test client (one ed25519 signature per header, instant finality)
+from ``tests/unit/relay_state/testkit.py``: the DPoS and PoC clients cannot be hosted until they
+implement ``to_state`` / ``from_state``; their header cost per batch is measured in ``bench/light_clients.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chains.common import wire
+from chains.common.state import ChainState
+from chains.common.tx import BlockContext, Tx
+from protocol.certificate import Validator, ValidatorSet
+from protocol.codec import encode_energy, encode_packet, packet_commitment
+from protocol.paths import commitment_path
+from protocol.state_commitment import SparseMerkleTree
+from protocol.types import ChainId, EnergyPayload, LaneId, Packet, PacketKind
+from relay.state_machine import RelayStateMachine
+from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, SingleSignerHeader, fixed_signer
+
+RELAY, SRC, DST, LANE = "relay", "dpos-park", "poc-park", "lane-0"
+T0 = 1_700_000_000_000
+TARGET = 3_000
+
+
+def _pin_one_core() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def build(n_packets: int, batch: int, park_keys: int, relay_keys: int) -> tuple[RelayStateMachine, SparseMerkleTree,
+                                                                                    list[Tx], list[BlockContext]]:
+    """Genesis relay state, and the signed transactions that verify ``n_packets`` in batches."""
+    park_key, relayer = fixed_signer(f"park-header/{SRC}"), fixed_signer("relayer/bench")
+    packets = [Packet(ChainId(SRC), ChainId(DST), LaneId(LANE), seq, PacketKind.ENERGY,
+                      encode_energy(EnergyPayload("kWh", 1 + seq % 1000)), f"user-{seq % 97}", f"user-{seq % 89}",
+                      T0 + 3_600_000) for seq in range(1, n_packets + 1)]
+    park = SparseMerkleTree.from_items(
+        [(f"balances/acct-{i}/kWh".encode(), str(i).encode()) for i in range(park_keys)]
+        + [(commitment_path(p.dst_chain, p.lane, p.sequence), packet_commitment(p)) for p in packets])
+
+    sm = RelayStateMachine(RELAY, [SINGLE_SIGNER_TYPE])
+    vset = ValidatorSet((Validator("v0", fixed_signer("validator/0").pubkey, bytes(20), 1),))
+    state = ChainState(SparseMerkleTree.from_items(
+        (f"relay/history/{i}".encode(), i.to_bytes(32, "big")) for i in range(relay_keys)))
+    init = {"pubkey": park_key.pubkey.hex(), "trusting_period_ms": 86_400_000, "max_consensus_states": 256}
+    sm.init_genesis(state, {
+        "chain_id": RELAY, "validators": wire.validator_set_to_json(vset),
+        "clients": {SRC: {"client_type": "single", "init": init}, DST: {"client_type": "single", "init": init}},
+        "lanes": [{"lane": LANE, "chains": [SRC, DST],
+                   "limits": {"kWh": {"capacity": 10**12, "refill_per_s": 10**6}}}],
+        "accounts": {"relayer": relayer.pubkey.hex()},
+    })
+    txs, ctxs = [], []
+    for i in range(0, n_packets, batch):
+        height = i // batch + 1
+        t = T0 + height * 1_000
+        header = SingleSignerHeader(SRC, height, t, park.root).signed(park_key)
+        items = [{"packet": encode_packet(p).hex(), "proof": park.prove(commitment_path(p.dst_chain, p.lane,
+                                                                                         p.sequence)).encode().hex()}
+                 for p in packets[i:i + batch]]
+        txs.append(Tx.signed(relayer, RELAY, "relayer", height - 1, "packet.verify_batch",
+                             {"height": height, "items": items, "headers": [header.encode().hex()]}))
+        ctxs.append(BlockContext(RELAY, height, t, "v0"))
+    return sm, state.tree, txs, ctxs
+
+
+def run_once(genesis: SparseMerkleTree, txs: list[Tx], ctxs: list[BlockContext]) -> tuple[float, int]:
+    sm = RelayStateMachine(RELAY, [SINGLE_SIGNER_TYPE])  # a fresh node: nothing cached
+    state = ChainState(genesis)
+    verified = 0
+    t0 = time.perf_counter()
+    for tx, ctx in zip(txs, ctxs, strict=True):
+        events = sm.execute_tx(state, tx, ctx)
+        verified += sum(1 for e in events if e["type"] == "packet_verified")
+    return time.perf_counter() - t0, verified
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--packets", type=int, default=5_000)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--park-keys", type=int, default=100_000)
+    ap.add_argument("--relay-keys", type=int, default=100_000)
+    args = ap.parse_args(argv)
+    _pin_one_core()
+    _, genesis, txs, ctxs = build(args.packets, args.batch, args.park_keys, args.relay_keys)
+    rates = []
+    for _ in range(args.runs):
+        elapsed, verified = run_once(genesis, txs, ctxs)
+        if verified != args.packets:
+            raise SystemExit(f"only {verified} of {args.packets} packets verified")
+        rates.append(verified / elapsed)
+    result = {"packets_per_s": round(statistics.median(rates), 1), "runs": args.runs, "packets": args.packets,
+              "batch": args.batch, "park_keys": args.park_keys, "relay_keys": args.relay_keys, "target": TARGET,
+              "all_runs": [round(r, 1) for r in rates]}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"packets_per_s {result['packets_per_s']:.1f}   (median of {args.runs}; batch {args.batch}; "
+              f"target >= {TARGET})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

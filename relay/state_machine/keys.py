@@ -1,0 +1,83 @@
+"""Every state key the relay chain's application writes (SPEC.md §5, plus the relay's own records).
+
+The relay chain commits its whole application state in one sparse Merkle tree (SPEC.md §4), so a
+relay header's ``state_root`` commits to all of it: the two protocol records that relay certificates
+prove (``relay/verified/…``, ``relay/outcome/…``), and the records that decide what the relay accepts
+next (light clients, lanes, rate-limit buckets, the supply accountant, governance). Keys are UTF-8;
+ids contain no ``/`` (SPEC.md §2.1), so a key has one parse; a denom may contain ``/`` and is always
+the last segment.
+
+==========================================================  ==============================================
+key                                                          value
+==========================================================  ==============================================
+``relay/verified/{src}/{dst}/{lane}/{seq}``                  packet commitment (SPEC §5), phase 2
+``relay/outcome/{src}/{dst}/{lane}/{seq}``                   outcome record (SPEC §2.5), phase 4
+``relay/config``                                             ``{"chain_id"}`` (genesis)
+``relay/validators``                                         relay validator set, wire JSON
+``relay/governance/nonce``                                   next governance nonce (decimal; absent = 0)
+``relay/clients/{chain_id}``                                 ``{"client_id", "client_type"}``: the client
+                                                             that follows the chain now
+``relay/client_state/{client_id}``                           the client's ``to_state()`` bytes
+``relay/client_index``                                       next client index ``n`` of ``<type>-<n>``
+``relay/lanes/{src}/{dst}/{lane}``                           ``{"paused", "reason", "limits"}``
+``relay/chain_lanes/{chain_id}``                             ``[[src, dst, lane], …]``: lanes touching
+                                                             the chain (to pause them on a freeze)
+``relay/buckets/{src}/{dst}/{lane}/{asset}``                 ``{"milli", "last_ms"}`` token bucket
+``relay/supply/{home}/{lane}/{remote}/{denom}``              ``{"outstanding", "outbound", "returning"}``
+``accounts/{name}``                                          relayer account (``chains.common.tx``)
+==========================================================  ==============================================
+"""
+
+from __future__ import annotations
+
+from protocol.paths import outcome_path, verified_path
+
+__all__ = [
+    "CLIENT_INDEX_KEY",
+    "CONFIG_KEY",
+    "GOVERNANCE_NONCE_KEY",
+    "VALIDATORS_KEY",
+    "bucket_key",
+    "chain_lanes_key",
+    "client_pointer_key",
+    "client_state_key",
+    "lane_key",
+    "outcome_path",
+    "supply_key",
+    "verified_path",
+]
+
+CONFIG_KEY = b"relay/config"
+VALIDATORS_KEY = b"relay/validators"
+GOVERNANCE_NONCE_KEY = b"relay/governance/nonce"
+CLIENT_INDEX_KEY = b"relay/client_index"
+
+
+def client_pointer_key(chain_id: str) -> bytes:
+    """Which client follows ``chain_id`` now (a replaced client keeps its state under its own id)."""
+    return f"relay/clients/{chain_id}".encode()
+
+
+def client_state_key(client_id: str) -> bytes:
+    """The persisted state of one light client."""
+    return f"relay/client_state/{client_id}".encode()
+
+
+def lane_key(src: str, dst: str, lane: str) -> bytes:
+    """A directed lane: packets from ``src`` to ``dst`` on ``lane``."""
+    return f"relay/lanes/{src}/{dst}/{lane}".encode()
+
+
+def chain_lanes_key(chain_id: str) -> bytes:
+    """Index of the lanes with ``chain_id`` at either end."""
+    return f"relay/chain_lanes/{chain_id}".encode()
+
+
+def bucket_key(src: str, dst: str, lane: str, asset: str) -> bytes:
+    """Token bucket of one asset on one directed lane (SPEC §6.7)."""
+    return f"relay/buckets/{src}/{dst}/{lane}/{asset}".encode()
+
+
+def supply_key(home: str, lane: str, remote: str, denom: str) -> bytes:
+    """Supply accountant record of one hop: ``denom`` escrowed by ``home`` on ``lane`` for ``remote``."""
+    return f"relay/supply/{home}/{lane}/{remote}/{denom}".encode()
