@@ -114,8 +114,8 @@ def encode_packet(p: Packet) -> bytes:
     )
 
 
-def decode_packet(data: bytes) -> Packet:
-    """Inverse of :func:`encode_packet`; raises :class:`CodecError` on anything else."""
+def decode_packet_reference(data: bytes) -> Packet:
+    """Reference decoder over eth_abi (decode, re-encode, compare); :func:`decode_packet` must agree with it."""
     src, dst, lane, seq, kind, payload, sender, receiver, timeout = _decode_strict(PACKET_ABI, data, "packet")
     try:
         pkind = PacketKind(kind)
@@ -143,7 +143,8 @@ def encode_energy(e: EnergyPayload) -> bytes:
     return _encode(ENERGY_ABI, (e.denom, e.amount_wh))
 
 
-def decode_energy(data: bytes) -> EnergyPayload:
+def decode_energy_reference(data: bytes) -> EnergyPayload:
+    """Reference decoder over eth_abi; :func:`decode_energy` must agree with it."""
     denom, amount = _decode_strict(ENERGY_ABI, data, "energy payload")
     e = EnergyPayload(denom, amount)
     encode_energy(e)
@@ -186,18 +187,6 @@ def decode_reputation(data: bytes) -> ReputationPayload:
     r = ReputationPayload(subject, score, model, height)
     encode_reputation(r)
     return r
-
-
-PAYLOAD_DECODERS: dict[PacketKind, Callable[[bytes], object]] = {
-    PacketKind.ENERGY: decode_energy,
-    PacketKind.CHARGING_RIGHT: decode_charging_right,
-    PacketKind.REPUTATION: decode_reputation,
-}
-
-
-def decode_payload(kind: PacketKind, data: bytes) -> object:
-    """Decode a packet's payload by its kind."""
-    return PAYLOAD_DECODERS[kind](data)
 
 
 # --- acknowledgements and outcomes --------------------------------------------------------------
@@ -261,3 +250,122 @@ def decode_outcome(data: bytes) -> tuple[PacketOutcome, bytes, bytes]:
         raise CodecError("unknown outcome", got=outcome) from exc
     validate_outcome(out, pc, ac)
     return out, pc, ac
+
+
+# --- fast strict decoders -------------------------------------------------------------------------
+# Phase 2 decodes every packet; eth_abi's decode-then-re-encode costs ~110 µs a packet. These read the
+# values where a canonical encoding keeps them, rebuild the canonical encoding of those values and
+# require it to equal the input byte for byte, then apply the value rules: so they accept exactly the
+# canonical encodings of valid values, as the reference decoders do (~20 µs a packet).
+# tests/unit/protocol/test_codec_fast.py checks the two agree on every vector and on mutations.
+
+_W = 32
+_ZERO_PAD = bytes(_W)
+_U64 = 2**64
+_U8 = 2**8
+
+
+def _uint(value: int, bound: int) -> bytes:
+    if not 0 <= value < bound:
+        raise CodecError("integer out of range of its ABI type", expected=f"< {bound}", got=value)
+    return value.to_bytes(_W, "big")
+
+
+def _read_dynamic(data: bytes, offset: int) -> bytes:
+    end_len = offset + _W
+    if end_len > len(data):
+        raise CodecError("offset points past the end of the encoding", got=offset)
+    length = int.from_bytes(data[offset:end_len], "big")
+    if end_len + length > len(data):
+        raise CodecError("length runs past the end of the encoding", got=length)
+    return data[end_len:end_len + length]
+
+
+def _text(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"{what}: invalid UTF-8") from exc
+
+
+def _tail(raw: bytes) -> bytes:
+    pad = -len(raw) % _W
+    return len(raw).to_bytes(_W, "big") + raw + _ZERO_PAD[:pad]
+
+
+def _canonical_layout(head_words: int, static: dict[int, bytes], dynamic: list[tuple[int, bytes]]) -> bytes:
+    """ABI tuple: ``static`` words by position, ``dynamic`` (position, raw bytes) in order."""
+    heads: list[bytes] = [b""] * head_words
+    tails: list[bytes] = []
+    offset = head_words * _W
+    for pos, raw in dynamic:
+        heads[pos] = offset.to_bytes(_W, "big")
+        t = _tail(raw)
+        tails.append(t)
+        offset += len(t)
+    for pos, word in static.items():
+        heads[pos] = word
+    return b"".join(heads) + b"".join(tails)
+
+
+_PACKET_DYNAMIC = (0, 1, 2, 5, 6, 7)  # string src, dst, lane; bytes payload; string sender, receiver
+
+
+def decode_packet(data: bytes) -> Packet:
+    """Inverse of :func:`encode_packet`; raises :class:`CodecError` on anything else (SPEC.md §3.3)."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise CodecError("packet: expected bytes", got=type(data).__name__)
+    data = bytes(data)
+    if len(data) < 9 * _W:
+        raise CodecError("packet: not a valid encoding: too short", got=len(data))
+    words = [int.from_bytes(data[i * _W:(i + 1) * _W], "big") for i in range(9)]
+    raws = [_read_dynamic(data, words[i]) for i in _PACKET_DYNAMIC]
+    sequence, kind, timeout = words[3], words[4], words[8]
+    expected = _canonical_layout(9, {3: _uint(sequence, _U64), 4: _uint(kind, _U8), 8: _uint(timeout, _U64)},
+                       list(zip(_PACKET_DYNAMIC, raws, strict=True)))
+    if expected != data:
+        raise CodecError("packet: not the canonical encoding")
+    src, dst, lane = (_text(r, "packet") for r in raws[:3])
+    sender, receiver = _text(raws[4], "packet"), _text(raws[5], "packet")
+    try:
+        pkind = PacketKind(kind)
+    except ValueError as exc:
+        raise CodecError("unknown packet kind", got=kind) from exc
+    p = Packet(ChainId(src), ChainId(dst), LaneId(lane), sequence, pkind, raws[3], sender, receiver, timeout)
+    validate_packet(p)
+    return p
+
+
+def decode_energy(data: bytes) -> EnergyPayload:
+    """Inverse of :func:`encode_energy`; raises :class:`CodecError` on anything else."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise CodecError("energy payload: expected bytes", got=type(data).__name__)
+    data = bytes(data)
+    if len(data) < 2 * _W:
+        raise CodecError("energy payload: not a valid encoding: too short", got=len(data))
+    offset = int.from_bytes(data[:_W], "big")
+    amount = int.from_bytes(data[_W:2 * _W], "big")
+    raw = _read_dynamic(data, offset)
+    if _canonical_layout(2, {1: _uint(amount, UINT256_MAX + 1)}, [(0, raw)]) != data:
+        raise CodecError("energy payload: not the canonical encoding")
+    denom = _text(raw, "energy payload")
+    # the rules of encode_energy
+    if len(raw) > MAX_STRING:
+        raise CodecError(f"denom must be a UTF-8 string of at most {MAX_STRING} bytes", got=denom)
+    if not denom:
+        raise CodecError("denom is required")
+    if amount == 0:
+        raise CodecError("amount must be positive", got=0)
+    return EnergyPayload(denom, amount)
+
+
+PAYLOAD_DECODERS: dict[PacketKind, Callable[[bytes], object]] = {
+    PacketKind.ENERGY: decode_energy,
+    PacketKind.CHARGING_RIGHT: decode_charging_right,
+    PacketKind.REPUTATION: decode_reputation,
+}
+
+
+def decode_payload(kind: PacketKind, data: bytes) -> object:
+    """Decode a packet's payload by its kind."""
+    return PAYLOAD_DECODERS[kind](data)

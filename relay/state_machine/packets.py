@@ -35,13 +35,14 @@ from dataclasses import dataclass
 
 from chains.common.state import ChainState
 from protocol.codec import ZERO_COMMITMENT, ack_commitment, decode_outcome, encode_outcome, sha256
+from protocol.codec import decode_energy as decode_energy_strict
+from protocol.codec import decode_packet as decode_packet_strict
 from protocol.errors import CodecError, InvalidProofError, ReplayError, TimeoutExpiredError
 from protocol.lifecycle import PacketEvent, PacketState, transition
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import Acknowledgement, Packet, PacketKind, PacketOutcome
 from relay.state_machine import supply
 from relay.state_machine.clients import HostedClient, RelayClientRouter, feed_headers
-from relay.state_machine.fastcodec import decode_energy_strict, decode_packet_strict
 from relay.state_machine.lanes import Lane, check_tokens, kind_asset, require_open_lane, take_tokens
 from relay.state_machine.records import Event, Staged
 

@@ -1,4 +1,4 @@
-"""The relay's fast strict decoders accept exactly what :mod:`protocol.codec` accepts, with the same values.
+"""The fast strict decoders of :mod:`protocol.codec` accept exactly what its eth_abi reference decoders accept.
 
 Differential: every conformance vector (valid and invalid), every single-byte mutation, truncation and
 extension of valid encodings, and random valid values at their bounds. Either both decoders return equal
@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 
 import protocol
-from protocol.codec import decode_energy, decode_packet, encode_energy, encode_packet
+from protocol.codec import decode_energy as decode_energy_strict
+from protocol.codec import decode_energy_reference as decode_energy
+from protocol.codec import decode_packet as decode_packet_strict
+from protocol.codec import decode_packet_reference as decode_packet
+from protocol.codec import encode_energy, encode_packet
 from protocol.errors import ParkRelayError
 from protocol.types import UINT64_MAX, UINT256_MAX, ChainId, EnergyPayload, LaneId, Packet, PacketKind
-from relay.state_machine.fastcodec import decode_energy_strict, decode_packet_strict
 
 VECTORS = Path(protocol.__file__).resolve().parent / "vectors"
 
