@@ -1,43 +1,125 @@
 """Light client of a DPoS park chain (DESIGN.md §3; SPEC.md §8), hosted by the relay chain.
 
-It follows one park chain header by header from a trusted checkpoint (usually genesis). A header is
-accepted when it extends the held chain (chain id, height, parent hash, time and slot), names the witness
-set the client holds as active, was produced by the witness scheduled for its slot
-(:func:`chains.dpos.consensus.schedule`) and carries that witness's ed25519 signature. Headers are kept as
-pending until they become irreversible under the last-irreversible-block rule
-(:class:`chains.dpos.consensus.FinalityTracker`); only then are they recorded as final consensus states
-that proofs verify against. Witness-set changes take effect only when the boundary block proposing them
-becomes irreversible under the old set.
+It follows a park chain from a trusted checkpoint (usually genesis), forks included. A DPoS park picks the
+longest chain, and its finality is the last irreversible block (LIB): short forks among non-final blocks
+happen whenever gossip is late (two witnesses build at one height). So the client keeps a **tree of pending
+headers** rooted at its newest final header (the *final tip*), as a full node's fork database does:
+
+* **Linking.** A header is accepted when its parent is the final tip or any pending header it holds, and
+  it extends that parent under the DPoS rules (chain id, height, time and slot), names the witness set
+  active *on its own branch*, was produced by the witness that set schedules for its slot
+  (:func:`chains.dpos.consensus.schedule`) and carries that witness's ed25519 signature. A header whose
+  parent is not held is refused (:class:`UnknownParentError`): a branch that does not contain the final tip
+  can never be followed. A header already held is refused before any signature check
+  (:class:`HeaderReplayError`, a :class:`~protocol.errors.ReplayError`), so redundant relays cost little.
+* **Per-branch state.** Schedule, LIB and witness-set bookkeeping (:class:`chains.dpos.consensus.FinalityTracker`)
+  depend on the branch. Every branch tip, the final tip and every pending header at a height that is a
+  multiple of :data:`SNAPSHOT_EVERY` keep the tracker state after them; the state after any other pending
+  header is replayed from the nearest of those below it (at most :data:`SNAPSHOT_EVERY` blocks). A header
+  extending a branch tip takes over its parent's tracker, so a linear chain copies no tracker.
+* **Fork choice.** The canonical branch is the longest one (highest tip). On a tie the branch seen first
+  stays canonical: a new branch must be strictly longer to win. That is Graphene's rule (a node switches
+  only to a higher head), so the client agrees with what the park's witnesses build on, and it depends only
+  on the order headers arrive in, which the relay chain replays identically on every validator.
+* **Finality** advances only along the canonical branch, under the unchanged LIB rule applied to that
+  branch's tracker; heights up to the LIB are recorded as final consensus states, the only ones proofs
+  verify against. Pending headers that do not descend from the new final tip are pruned then. Witness-set
+  changes take effect on a branch when its boundary block becomes irreversible on that branch; what the
+  client reports (:attr:`DposLightClient.active_set`, :attr:`~DposLightClient.pending_proposals`) is the
+  canonical branch's, and a set proposed on a losing branch never comes into force.
+* **Bounds.** At most ``max_pending_headers`` pending headers are held over all branches, and none more
+  than that above the final tip (:class:`PendingLimitError`).
 
 Misbehaviour: a witness that signs two different headers at one height. Under longest-chain fork choice
 an honest witness's block heights strictly increase (it only switches to a strictly longer branch, so
-its next block is higher than its last), so two validly signed headers by one witness at one height prove
-a fault, and freeze the client. Two headers at one height from *different* witnesses prove nothing: an
-honest witness may have produced on a fork it had not yet seen lose; such a header is rejected, and the
-client stays active.
+its next block is higher than its last), so two validly signed headers by one witness at one height (final
+or pending, on one branch or two) prove a fault, and freeze the client. Two headers at one height from
+*different* witnesses prove nothing: an honest witness may have produced on a fork it had not yet seen lose.
+Above finality that is an ordinary fork, and both are held; at or below the final tip such a header is
+rejected, and the client stays active.
 
-Pre-conditions (as ibc-go states them): the host calls :meth:`process_header`; :meth:`apply_header`
-assumes :meth:`validate_header` accepted the header. Time is passed in, never read.
+Pre-conditions (as ibc-go states them): the host calls :meth:`~DposLightClient.process_header`;
+:meth:`~DposLightClient.apply_header` assumes :meth:`~DposLightClient.validate_header` accepted the header.
+Time is passed in, never read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from chains.dpos.consensus import FinalityTracker, genesis_header, schedule
 from chains.dpos.types import DposHeader, DposParams, WitnessInfo, WitnessSet
-from protocol.errors import CodecError, HeaderError, MisbehaviourError, SignatureError, WrongChainError
+from protocol.errors import (
+    CodecError,
+    HeaderError,
+    MisbehaviourError,
+    ReplayError,
+    SignatureError,
+    WrongChainError,
+)
 from protocol.light_client import ConsensusState, LightClient
 from protocol.types import ChainId, ClientId
 
-__all__ = ["DposCheckpoint", "DposLightClient"]
+__all__ = [
+    "SNAPSHOT_EVERY",
+    "DposCheckpoint",
+    "DposLightClient",
+    "HeaderReplayError",
+    "PendingLimitError",
+    "UnknownParentError",
+]
 
 MAX_KNOWN_SETS = 64
 """Witness sets (with their verify keys) a client remembers for checking evidence about past headers."""
+SNAPSHOT_EVERY = 64
+"""A pending header at a height that is a multiple of this keeps its own tracker snapshot, so the state after
+any pending header is recomputed by replaying at most this many blocks (a fork deep in a stalled chain stays
+cheap) while a linear chain copies a tracker only once per this many headers."""
+
+
+class HeaderReplayError(ReplayError, HeaderError):
+    """The header is already held (pending, the final tip or a retained final header): the work is done.
+
+    A :class:`~protocol.errors.ReplayError` (code ``packet.replay``) so the relay chain drops a redundant relay
+    as it drops any replay; also a :class:`~protocol.errors.HeaderError`, as a held header was refused before
+    the client tracked forks, so callers that caught that keep working.
+    """
+
+    code: ClassVar[str] = ReplayError.code
+
+
+class UnknownParentError(HeaderError):
+    """The header's parent is neither the final tip nor a pending header: never seen, or on a pruned branch."""
+
+    code: ClassVar[str] = "header.dpos.unknown_parent"
+
+
+class PendingLimitError(HeaderError):
+    """Holding the header would exceed ``max_pending_headers``: the chain's LIB is stalled, or forks fill the tree."""
+
+    code: ClassVar[str] = "header.dpos.pending_limit"
+
+
+class _Node:
+    """A header in the tree above finality: the final tip (the root) or a pending header.
+
+    Children point to their parent by hash, never by reference, so a pruned subtree is freed at once.
+    """
+
+    __slots__ = ("children", "hash", "header", "height", "parent_hash", "tracker")
+
+    def __init__(self, header: DposHeader, header_hash: bytes, tracker: FinalityTracker | None) -> None:
+        self.header = header
+        self.hash = header_hash
+        self.height = header.height
+        self.parent_hash = header.parent_hash
+        self.tracker = tracker
+        """Finality state after this header on its branch; ``None`` where it is replayed on demand."""
+        self.children: list[_Node] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +156,9 @@ class DposCheckpoint:
                                [(h, WitnessSet(s)) for h, s in self.proposals])
 
 
+
 class DposLightClient(LightClient[DposHeader]):
-    """Follows a DPoS park chain; records irreversible headers as final consensus states."""
+    """Follows a DPoS park chain, forks included; records irreversible headers of the longest branch as final."""
 
     client_type: ClassVar[str] = "dpos"
 
@@ -93,65 +176,100 @@ class DposLightClient(LightClient[DposHeader]):
         self._maintenance = params.maintenance_interval_blocks
         self._drift_ms = params.max_clock_drift_ms
         self._max_witnesses = params.active_witnesses
-        self._tracker = checkpoint.tracker()
         self._sets: dict[bytes, tuple[WitnessSet, dict[str, VerifyKey]]] = {}
-        self._active_keys = self._keyed(self._tracker.active)
-        self._tip = header
-        self._tip_hash = header.hash()
-        self._headers: dict[int, DposHeader] = {header.height: header}
-        self._record_final(ConsensusState(header.height, self._tip_hash, header.timestamp_ms, header.state_root))
+        tracker = checkpoint.tracker()
+        self._keyed(tracker.active)
+        root = _Node(header, header.hash(), tracker)
+        self._root = root
+        """The final tip: the newest final header, root of every pending branch. Always has a tracker."""
+        self._best = root
+        """Tip of the canonical (longest, first seen on ties) branch. A leaf, so it always has a tracker."""
+        self._nodes: dict[bytes, _Node] = {root.hash: root}
+        """The root and every pending header, by hash."""
+        self._by_height: dict[int, list[_Node]] = {}
+        """Pending headers by height, every branch (double-production checks, pruning)."""
+        self._canon: dict[int, _Node] = {}
+        """Pending headers of the canonical branch by height: ``final_height + 1 .. latest_height``."""
+        self._final_headers: dict[int, DposHeader] = {}
+        """Final headers by height, as many as consensus states are kept (double-production checks)."""
+        self._validated: tuple[bytes, FinalityTracker] | None = None
+        """(header hash, parent's replayed state) from the last validate_header that had to replay, for apply."""
+        self._final_headers[header.height] = header
+        self._record_final(ConsensusState(header.height, root.hash, header.timestamp_ms, header.state_root))
 
     # -- what the host and operators read ---------------------------------------------------------
 
     @property
     def latest_height(self) -> int:
-        """Height of the newest header held (final or pending)."""
-        return self._tip.height
+        """Height of the canonical tip: the newest header of the longest branch held (final or pending)."""
+        return self._best.height
 
     @property
     def latest_header(self) -> DposHeader:
-        return self._tip
+        """The canonical tip."""
+        return self._best.header
 
     @property
     def active_set(self) -> WitnessSet:
-        """Witness set that schedules the next header."""
-        return self._tracker.active
+        """Witness set that schedules the next header of the canonical branch."""
+        return self._tracker_of(self._best).active
 
     @property
     def lib(self) -> int:
-        """Last irreversible height under the chain's rule. Equals ``final_height``, except just after a mid-chain
-        checkpoint whose trusted header lies above the LIB the chain had computed there."""
-        return self._tracker.lib
+        """Last irreversible height of the canonical branch under the chain's rule. Equals ``final_height``, except
+        just after a mid-chain checkpoint whose trusted header lies above the LIB the chain had computed there."""
+        return self._tracker_of(self._best).lib
 
     @property
     def pending_proposals(self) -> list[tuple[int, WitnessSet]]:
-        """Proposed witness sets not yet in force: (boundary height, set)."""
-        return list(self._tracker.proposals)
+        """Witness sets proposed on the canonical branch and not yet in force: (boundary height, set)."""
+        return list(self._tracker_of(self._best).proposals)
+
+    @property
+    def pending_count(self) -> int:
+        """Pending (non-final) headers held, over all branches; at most ``max_pending_headers``."""
+        return len(self._nodes) - 1
 
     def pending_heights(self) -> list[int]:
-        """Heights held but not yet final."""
-        return list(range(self.final_height + 1, self._tip.height + 1))
+        """Heights of the canonical branch held but not yet final."""
+        return list(range(self.final_height + 1, self._best.height + 1))
+
+    def holds(self, header: DposHeader) -> bool:
+        """Whether ``header`` is held (pending on any branch, or a retained final header): submitting it again
+        raises :class:`HeaderReplayError`. A relay's redundancy check should ask this, not compare heights: under
+        longest-chain fork choice a header at or below :attr:`latest_height` can be new and needed."""
+        hhash = header.hash()
+        if hhash in self._nodes:
+            return True
+        cs = self._final.get(header.height)
+        return cs is not None and cs.header_hash == hhash
 
     # -- validate / apply --------------------------------------------------------------------------
 
     def validate_header(self, header: DposHeader, now_ms: int) -> None:
-        """Raise unless ``header`` is the next block of the held chain under the DPoS rules. Pure."""
+        """Raise unless ``header`` extends the final tip or a pending header under the DPoS rules of its branch.
+
+        Pure (it may leave a replayed tracker state for :meth:`apply_header`). Raises
+        :class:`HeaderReplayError` for a held header before any other work.
+        """
         if header.chain_id != self.chain_id:
             raise WrongChainError("header of another chain", expected=self.chain_id, got=header.chain_id)
-        tip = self._tip
+        hhash = header.hash()
         height = header.height
-        if height != tip.height + 1:
-            if height <= tip.height:
-                self._check_held_height(header)
-            raise HeaderError(f"height gap after {tip.height}: headers must come one by one",
-                              expected=tip.height + 1, got=height)
-        if header.parent_hash != self._tip_hash:
-            raise HeaderError(f"header {height} does not link to the held header {tip.height}",
-                              expected=self._tip_hash.hex(), got=header.parent_hash.hex())
+        if self.holds(header):
+            raise HeaderReplayError(f"header {height} {hhash.hex()[:16]}… is already held by client {self.client_id}",
+                                    got=hhash.hex())
+        parent = self._nodes.get(header.parent_hash)
+        if parent is None:
+            self._reject_unlinked(header)
+        parent_header = parent.header
+        if height != parent.height + 1:
+            raise HeaderError(f"height gap after {parent.height}: a header's height is its parent's plus one",
+                              expected=parent.height + 1, got=height)
         ts = header.timestamp_ms
-        if ts <= tip.timestamp_ms:
+        if ts <= parent_header.timestamp_ms:
             raise HeaderError(f"timestamp of header {height} not after its parent's",
-                              expected=f"> {tip.timestamp_ms}", got=ts)
+                              expected=f"> {parent_header.timestamp_ms}", got=ts)
         if ts > now_ms + self._drift_ms:
             raise HeaderError(f"timestamp of header {height} too far in the future",
                               expected=f"<= {now_ms + self._drift_ms}", got=ts)
@@ -159,9 +277,15 @@ class DposLightClient(LightClient[DposHeader]):
         if slot != ts // self._interval:
             raise HeaderError(f"slot of header {height} does not match its timestamp",
                               expected=ts // self._interval, got=slot)
-        if slot <= tip.slot:
-            raise HeaderError(f"slot of header {height} not after its parent's", expected=f"> {tip.slot}", got=slot)
-        active = self._tracker.active
+        if slot <= parent_header.slot:
+            raise HeaderError(f"slot of header {height} not after its parent's", expected=f"> {parent_header.slot}",
+                              got=slot)
+        self._check_room(height)
+        tracker = parent.tracker
+        replayed = None
+        if tracker is None:
+            tracker = replayed = self._replay_after(parent)
+        active = tracker.active
         if header.active_set_hash != active.hash:
             raise HeaderError(f"header {height} names a stale or unknown witness set",
                               expected=active.hash.hex(), got=header.active_set_hash.hex())
@@ -177,27 +301,50 @@ class DposLightClient(LightClient[DposHeader]):
             if len(pending) > self._max_witnesses:
                 raise HeaderError(f"header {height} proposes more witnesses than an election elects",
                                   expected=f"<= {self._max_witnesses}", got=len(pending))
-        if height - self.final_height > self.max_pending_headers:
-            raise HeaderError("too many headers held without finality: the chain's LIB is stalled",
-                              expected=f"<= {self.max_pending_headers} pending", got=height - self.final_height)
-        self._check_signature(header, self._active_keys)
+        self._check_signature(header, self._keys_of(active))
+        if height in self._by_height:
+            self._check_same_witness(header, "pending, on another branch")
+        if replayed is not None:
+            self._validated = (hhash, replayed)
 
     def apply_header(self, header: DposHeader) -> None:
-        """Record a validated header, advance the LIB, record newly final headers, promote a witness set."""
+        """Hold a validated header; move the canonical tip if its branch is now the longest; advance finality along
+        the canonical branch, record newly final headers and prune the branches that do not contain them."""
+        hhash = header.hash()
+        nodes = self._nodes
+        if hhash in nodes:
+            return
+        parent = nodes.get(header.parent_hash)
+        if parent is None:  # the host skipped validate_header
+            raise UnknownParentError(f"header {header.height} does not link to any header client {self.client_id} "
+                                     "holds", got=header.parent_hash.hex())
+        validated, self._validated = self._validated, None
+        if validated is not None and validated[0] == hhash:
+            tracker = validated[1]
+        else:
+            held = parent.tracker
+            if held is None:
+                tracker = self._replay_after(parent)
+            elif parent.children or parent is self._root or parent.height % SNAPSHOT_EVERY == 0:
+                tracker = held.copy()  # the parent keeps its snapshot: not a leaf, the root, or a periodic one
+            else:
+                tracker, parent.tracker = held, None  # a branch tip's state moves up to its first child
         height = header.height
-        self._headers[height] = header
-        self._tip = header
-        self._tip_hash = header.hash()
-        tracker = self._tracker
         promoted = tracker.on_block(height, header.producer, header.pending_set)
-        lib = tracker.lib
-        if lib > self.final_height:
-            held = self._headers
-            for h in range(self.final_height + 1, lib + 1):
-                hd = held[h]
-                self._record_final(ConsensusState(h, hd.hash(), hd.timestamp_ms, hd.state_root))
+        node = _Node(header, hhash, tracker)
+        nodes[hhash] = node
+        parent.children.append(node)
+        same_height = self._by_height.get(height)
+        if same_height is None:
+            self._by_height[height] = [node]
+        else:
+            same_height.append(node)
+        if height > self._best.height:  # strictly longer: on a tie the branch seen first stays canonical
+            self._make_canonical(node)
+            if tracker.lib > self.final_height:
+                self._finalise(tracker.lib)
         if promoted is not None:
-            self._active_keys = self._keyed(promoted)
+            self._keyed(promoted)
 
     def validate_conflicting(self, header_a: DposHeader, header_b: DposHeader, now_ms: int) -> None:
         """Raise unless the two headers prove double production: one height, one producer, distinct,
@@ -216,24 +363,124 @@ class DposLightClient(LightClient[DposHeader]):
         self._validate_standalone(header_a)
         self._validate_standalone(header_b)
 
-    # -- internals -----------------------------------------------------------------------------------
+    # -- internals: the tree ---------------------------------------------------------------------------
 
-    def _check_held_height(self, header: DposHeader) -> None:
-        """A header at a height already held: a duplicate, a fork block, or double production. Always raises."""
+    def _check_room(self, height: int) -> None:
+        depth = height - self.final_height
+        if depth > self.max_pending_headers:
+            raise PendingLimitError("too many headers held without finality: the chain's LIB is stalled",
+                                    expected=f"<= {self.max_pending_headers} pending", got=depth)
+        if len(self._nodes) > self.max_pending_headers:  # the root plus max_pending_headers pending ones
+            raise PendingLimitError(f"client {self.client_id} holds {self.max_pending_headers} pending headers over "
+                                    "all branches: no room until finality advances",
+                                    expected=f"<= {self.max_pending_headers} pending", got=len(self._nodes))
+
+    def _tracker_of(self, node: _Node) -> FinalityTracker:
+        tracker = node.tracker
+        return tracker if tracker is not None else self._replay_after(node)
+
+    def _replay_after(self, node: _Node) -> FinalityTracker:
+        """A fresh tracker in the state after the held ``node`` on its branch: a copy of the nearest snapshot at or
+        below it (the root has one, and so has every SNAPSHOT_EVERY-th height), replayed up to ``node``."""
+        path: list[_Node] = []
+        nodes = self._nodes
+        while True:
+            snapshot = node.tracker
+            if snapshot is not None:
+                break
+            path.append(node)
+            node = nodes[node.parent_hash]
+        tracker = snapshot.copy()
+        for n in reversed(path):
+            hd = n.header
+            tracker.on_block(n.height, hd.producer, hd.pending_set)
+        return tracker
+
+    def _make_canonical(self, tip: _Node) -> None:
+        """Make ``tip`` (higher than the canonical tip) the canonical tip: rewrite the height index down to where its
+        branch meets the canonical one. One step for a header extending the canonical tip."""
+        canon, nodes, root = self._canon, self._nodes, self._root
+        node = tip
+        while node is not root and canon.get(node.height) is not node:
+            canon[node.height] = node
+            node = nodes[node.parent_hash]
+        self._best = tip
+
+    def _finalise(self, lib: int) -> None:
+        """Record the canonical headers up to ``lib`` as final; the one at ``lib`` becomes the root. Every pending
+        header that does not descend from it is dropped."""
+        root = self._root
+        tracker = root.tracker
+        if tracker is None:  # unreachable: the root always keeps its tracker
+            tracker = self._replay_after(root)
+        canon, nodes, by_height, final_headers = self._canon, self._nodes, self._by_height, self._final_headers
+        prev = root
+        for h in range(root.height + 1, lib + 1):
+            node = canon.pop(h)
+            for child in prev.children:
+                if child is not node:
+                    self._drop_subtree(child)
+            del nodes[prev.hash]
+            del by_height[h]  # only `node` was left at h: its rivals descend from children dropped above
+            hd = node.header
+            # the old root's tracker is advanced in place (one step per final height) to become the new root's
+            tracker.on_block(h, hd.producer, hd.pending_set)
+            final_headers[h] = hd
+            self._record_final(ConsensusState(h, node.hash, hd.timestamp_ms, hd.state_root))
+            prev = node
+        if prev.tracker is None:
+            prev.tracker = tracker
+        self._root = prev
+
+    def _drop_subtree(self, top: _Node) -> None:
+        nodes, by_height = self._nodes, self._by_height
+        stack = [top]
+        while stack:
+            node = stack.pop()
+            del nodes[node.hash]
+            at = by_height[node.height]
+            at.remove(node)
+            if not at:
+                del by_height[node.height]
+            stack.extend(node.children)
+
+    # -- internals: rejections and misbehaviour --------------------------------------------------------
+
+    def _reject_unlinked(self, header: DposHeader) -> NoReturn:
+        """A header whose parent is not held: double production, a fork block below finality, or unknown."""
         height = header.height
-        held = self._headers.get(height)
+        self._check_same_witness(header, "final" if height <= self.final_height else "pending")
+        if height <= self.final_height:
+            final = self._final_headers.get(height)
+            if final is None:
+                raise HeaderError(f"height {height} is below the headers the client holds",
+                                  expected=f">= {next(iter(self._final_headers), self.final_height)}", got=height)
+            raise HeaderError(f"header {height} conflicts with the final one but comes from another witness: a fork "
+                              "block, not proof of misbehaviour", expected=final.hash().hex(), got=header.hash().hex())
+        raise UnknownParentError(
+            f"header {height} does not link to any header client {self.client_id} holds: its parent is neither the "
+            f"final tip ({self.final_height}) nor a pending header (never seen, or on a pruned branch)",
+            got=header.parent_hash.hex())
+
+    def _check_same_witness(self, header: DposHeader, where: str) -> None:
+        """Raise if a held header at ``header``'s height has the same producer: misbehaviour if it also names the
+        same set and ``header`` is validly signed (a header that linked was fully validated already)."""
+        height = header.height
+        held: DposHeader | None = None
+        if height <= self.final_height:
+            final = self._final_headers.get(height)
+            if final is not None and final.producer == header.producer:
+                held = final
+        else:
+            held = next((n.header for n in self._by_height.get(height, ()) if n.header.producer == header.producer),
+                        None)
         if held is None:
-            raise HeaderError(f"height {height} is below the headers the client holds",
-                              expected=f"> {self._tip.height}", got=height)
-        if header.hash() == held.hash():
-            raise HeaderError(f"header {height} is already held", got=held.hash().hex())
-        if header.producer != held.producer or header.active_set_hash != held.active_set_hash:
-            raise HeaderError(f"header {height} conflicts with the held one but comes from another witness or "
-                              "set: a fork block, not proof of misbehaviour", expected=held.hash().hex(),
-                              got=header.hash().hex())
+            return
+        if header.active_set_hash != held.active_set_hash:
+            raise HeaderError(f"header {height} conflicts with a held one of the same witness but names another set: "
+                              "not proof of misbehaviour", expected=held.hash().hex(), got=header.hash().hex())
         self._validate_standalone(header)
-        raise MisbehaviourError(f"witness {header.producer} signed two headers at height {height} "
-                                f"({'final' if height <= self.final_height else 'pending'})",
+        raise MisbehaviourError(f"witness {header.producer} signed two headers at height {height} ({where})",
                                 expected=held.hash().hex(), got=header.hash().hex())
 
     def _validate_standalone(self, header: DposHeader) -> None:
@@ -263,14 +510,17 @@ class DposLightClient(LightClient[DposHeader]):
             raise SignatureError(f"header {header.height}: signature of {header.producer} does not verify",
                                  got=sig.hex()) from exc
 
+    # -- internals: keys and final records ----------------------------------------------------------------
+
+    def _keys_of(self, wset: WitnessSet) -> dict[str, VerifyKey]:
+        """Verify keys of a set; from the cache if held there, else built without caching (validation is pure)."""
+        entry = self._sets.get(wset.hash)
+        return entry[1] if entry is not None else _verify_keys(wset)
+
     def _keyed(self, wset: WitnessSet) -> dict[str, VerifyKey]:
         entry = self._sets.get(wset.hash)
         if entry is None:
-            try:
-                keys = {w.name: VerifyKey(w.pubkey) for w in wset.members}
-            except ValueError as exc:
-                raise CodecError(f"witness set holds a malformed key: {exc}") from exc
-            entry = self._sets[wset.hash] = (wset, keys)
+            entry = self._sets[wset.hash] = (wset, _verify_keys(wset))
             # keep the most recent sets only (evidence about older ones is rejected as "never held")
             while len(self._sets) > MAX_KNOWN_SETS:
                 del self._sets[next(iter(self._sets))]
@@ -288,4 +538,11 @@ class DposLightClient(LightClient[DposHeader]):
         while len(final) > self.max_consensus_states:
             oldest = next(iter(final))
             del final[oldest]
-            self._headers.pop(oldest, None)
+            self._final_headers.pop(oldest, None)
+
+
+def _verify_keys(wset: WitnessSet) -> dict[str, VerifyKey]:
+    try:
+        return {w.name: VerifyKey(w.pubkey) for w in wset.members}
+    except ValueError as exc:
+        raise CodecError(f"witness set holds a malformed key: {exc}") from exc

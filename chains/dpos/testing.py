@@ -10,6 +10,7 @@ malleates it. :func:`make_chain` is the one-call form the benchmark uses.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable
@@ -154,6 +155,25 @@ class ChainBuilder:
         members = [w for i, w in enumerate(active.members) if i != out_index]
         return WitnessSet.of([*members, standby[(height // self.params.maintenance_interval_blocks) % len(standby)]]
                              ).members
+
+    def fork(self, height: int, *, label: str | None = None) -> ChainBuilder:
+        """A builder for a competing branch that starts on top of this chain's header at ``height``.
+
+        It shares this chain's keys and parameters and its headers up to ``height``; what it appends is its own.
+        ``label`` (default ``<label>/fork@<height>``) changes the tx and state roots of its new headers, so a
+        header it makes in a slot this chain also filled is a different block (by the same witness: double
+        production, unless the branches use different slots). Needs the trackers kept (``keep_trackers``).
+        """
+        if not 0 <= height < len(self.trackers):
+            raise ValueError(f"no tracker kept at height {height} (chain built with keep_trackers=False?)")
+        other = copy.copy(self)
+        other.label = label if label is not None else f"{self.label}/fork@{height}"
+        other.signers = dict(self.signers)
+        other.witnesses = list(self.witnesses)
+        other.headers = self.headers[: height + 1]
+        other.trackers = self.trackers[: height + 1]  # snapshots, never mutated: sharing them is safe
+        other.tracker = self.trackers[height].copy()
+        return other
 
     def checkpoint_at(self, height: int) -> DposCheckpoint:
         """A checkpoint trusting the header at ``height`` with the chain's finality state after it."""
