@@ -1,0 +1,84 @@
+"""The signing-safety record: which signatures it allows, how it carries the lock, how it persists."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from protocol.errors import CodecError
+from relay.consensus import SignState, SignStep
+from tests.unit.relay_consensus.sim import SimApp, make_vset, validator_key
+
+A = b"\xaa" * 32
+B = b"\xbb" * 32
+VSET = make_vset([validator_key(i) for i in range(4)], [1, 1, 1, 1])
+BLOCK, HEADER = SimApp("t", lambda _h: VSET).make_block(1, 0)
+
+LAST = SignState(height=5, round=2, step=SignStep.PREVOTE, sign_bytes=A)
+
+
+@pytest.mark.parametrize(("name", "height", "round_", "step", "sign_bytes", "allowed"), [
+    ("same message again (restart)", 5, 2, SignStep.PREVOTE, A, True),
+    ("another prevote, same round", 5, 2, SignStep.PREVOTE, B, False),
+    ("proposal after the prevote, same round", 5, 2, SignStep.PROPOSE, B, False),
+    ("precommit after the prevote", 5, 2, SignStep.PRECOMMIT, B, True),
+    ("earlier round", 5, 1, SignStep.PRECOMMIT, B, False),
+    ("later round", 5, 3, SignStep.PROPOSE, B, True),
+    ("earlier height", 4, 9, SignStep.PRECOMMIT, B, False),
+    ("later height", 6, 0, SignStep.PROPOSE, B, True),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_allows(name: str, height: int, round_: int, step: SignStep, sign_bytes: bytes, allowed: bool) -> None:
+    assert LAST.allows(height, round_, step, sign_bytes) is allowed
+
+
+def test_a_fresh_record_allows_anything() -> None:
+    assert SignState().allows(1, 0, SignStep.PROPOSE, A)
+
+
+def test_the_lock_follows_precommits_and_resets_at_a_new_height() -> None:
+    s = SignState().signed(1, 0, SignStep.PREVOTE, A)
+    assert s.locked_round == -1
+    s = s.signed(1, 0, SignStep.PRECOMMIT, B, lock=(HEADER, BLOCK))
+    assert (s.locked_round, s.locked_header, s.locked_block) == (0, HEADER, BLOCK)
+    s = s.signed(1, 1, SignStep.PRECOMMIT, A)  # a nil precommit keeps the lock
+    assert (s.height, s.round, s.step, s.locked_round) == (1, 1, SignStep.PRECOMMIT, 0)
+    s = s.signed(2, 0, SignStep.PREVOTE, B)
+    assert (s.locked_round, s.locked_header, s.locked_block) == (-1, None, b"")
+
+
+@pytest.mark.parametrize("state", [
+    SignState(),
+    LAST,
+    SignState(1, 3, SignStep.PRECOMMIT, A, 2, HEADER, BLOCK),
+], ids=["empty", "no lock", "locked"])
+def test_json_round_trip(state: SignState) -> None:
+    assert SignState.from_json(state.to_json()) == state
+
+
+def _doc(**changes: object) -> str:
+    obj = json.loads(SignState(1, 3, SignStep.PRECOMMIT, A, 2, HEADER, BLOCK).to_json())
+    obj.update(changes)
+    return json.dumps(obj)
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("not JSON", "{"),
+    ("not an object", "[]"),
+    ("missing field", json.dumps({"version": 1})),
+    ("extra field", _doc(extra=1)),
+    ("other version", _doc(version=2)),
+    ("negative height", _doc(height=-1)),
+    ("bool round", _doc(round=True)),
+    ("step 4", _doc(step=4)),
+    ("sign bytes not hex", _doc(sign_bytes="zz")),
+    ("sign bytes 31", _doc(sign_bytes="00" * 31)),
+    ("signed but no sign bytes", _doc(sign_bytes="")),
+    ("lock after the record's round", _doc(locked_round=4)),
+    ("lock header of another height", _doc(height=2, round=3)),
+    ("locked block but no locked round", _doc(locked_round=-1)),
+    ("locked header malformed", _doc(locked_header="00")),
+])
+def test_from_json_refuses_anything_else(name: str, text: str) -> None:
+    with pytest.raises(CodecError):
+        SignState.from_json(text)
