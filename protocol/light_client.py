@@ -12,19 +12,25 @@ Proofs are checked only against *final* headers (``verify_membership`` / ``verif
 Misbehaviour freezes the client for good: a frozen client verifies nothing and is never unfrozen (a
 new client, with a new id, replaces it). Time is always passed in (``now_ms``); nothing here reads
 a clock.
+
+A host that persists its clients (the relay chain keeps each one's whole state under its state root)
+asks every client type for ``to_state()`` / ``from_state(client_id, data)``;
+:func:`base_state_to_json` / :func:`restore_base_state` serialise the part every :class:`LightClient`
+shares, so a chain kind's client adds only its own consensus-rule state.
 """
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from protocol.errors import (
     ClientExpiredError,
     ClientFrozenError,
+    CodecError,
     DuplicateClientTypeError,
     HeaderError,
     MisbehaviourError,
@@ -188,6 +194,47 @@ class LightClient(ABC, Generic[H]):
 
 def _as_proof(proof: Any) -> Proof:
     return proof if isinstance(proof, Proof) else Proof.decode(bytes(proof))
+
+
+# -- persistence of the shared part ------------------------------------------------------------
+
+
+def base_state_to_json(client: LightClient[Any]) -> dict[str, Any]:
+    """JSON of :class:`LightClient`'s own fields: ids, trusting period, freeze, final consensus states.
+
+    ``final`` lists ``[height, header_hash hex, timestamp_ms, state_root hex]`` in ascending height; the
+    other keys are ``client_id``, ``chain_id``, ``trusting_period_ms``, ``max_consensus_states``,
+    ``frozen_height`` (``null`` unless frozen) and ``freeze_reason``.
+    """
+    final = []
+    for h in client.final_heights():
+        cs = client.final_consensus_state(h)
+        final.append([cs.height, cs.header_hash.hex(), cs.timestamp_ms, cs.state_root.hex()])
+    return {"client_id": client.client_id, "chain_id": client.chain_id,
+            "trusting_period_ms": client.trusting_period_ms, "max_consensus_states": client.max_consensus_states,
+            "frozen_height": client.frozen_height, "freeze_reason": client.freeze_reason, "final": final}
+
+
+def restore_base_state(client: LightClient[Any], obj: Mapping[str, Any]) -> None:
+    """Restore what :func:`base_state_to_json` wrote into a freshly constructed ``client``.
+
+    Final consensus states the constructor recorded (a client built from a checkpoint holds it as final)
+    are replaced. Uses :meth:`LightClient._record_final`, the subclass-facing recorder, in ascending
+    height order, so ``final_height`` / ``final_timestamp_ms`` come out as the original's. Raises
+    :class:`CodecError` if ``obj`` is malformed (ids and limits are the constructor's: the caller checks them).
+    """
+    client._final = {}
+    client.final_height = 0
+    client.final_timestamp_ms = 0
+    try:
+        for height, header_hash, ts, root in obj["final"]:
+            client._record_final(ConsensusState(int(height), bytes.fromhex(header_hash), int(ts),
+                                                bytes.fromhex(root)))
+        frozen = obj["frozen_height"]
+        client.frozen_height = None if frozen is None else int(frozen)
+        client.freeze_reason = str(obj["freeze_reason"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"malformed light-client state of {client.client_id}: {exc}") from exc
 
 
 ClientFactory = Callable[..., LightClient[Any]]

@@ -104,6 +104,13 @@ class ChainRules(ABC):
     def weight(self, header: Any, parent: BlockEntry) -> int:
         """Fork-choice weight of the chain ending at ``header``."""
 
+    def decode_tx(self, obj: Any) -> Tx:
+        """A transaction from its JSON form (a chain may allow larger ones than :data:`MAX_TX_BYTES`)."""
+        return Tx.from_json(obj)
+
+    def attach(self, node: ParkNode, app: web.Application) -> None:  # noqa: B027 - optional hook
+        """Add chain-specific routes and RPC methods before the node starts serving."""
+
     def replay_header(self, header: Any, parent: BlockEntry) -> None:  # noqa: B027 - optional hook
         """A stored block is being replayed at start-up (it was validated when stored): rebuild whatever
         per-block consensus context the rules keep outside state. Default: nothing."""
@@ -202,7 +209,7 @@ class ParkNode:
         replayed = 0
         for raw, txs_json in rows:
             header = self.rules.decode_header(raw)
-            txs = tuple(Tx.from_json(t) for t in json.loads(txs_json))
+            txs = tuple(self.rules.decode_tx(t) for t in json.loads(txs_json))
             if header.hash() in self.blocks:
                 continue
             parent = self.blocks.get(header.parent_hash)
@@ -402,6 +409,7 @@ class ParkNode:
         m("getBlockByHash", self._rpc_get_block_by_hash)
         m("submitTx", self._rpc_submit_tx)
         m("query", self._rpc_query)
+        m("queryMany", self._rpc_query_many)
         m("getBalance", self._rpc_get_balance)
         m("getAccount", self._rpc_get_account)
         m("getEvents", self._rpc_get_events)
@@ -449,7 +457,7 @@ class ParkNode:
         return _block_json(e)
 
     async def _rpc_submit_tx(self, p: dict[str, Any]) -> dict[str, Any]:
-        tx = Tx.from_json(p.get("tx"))
+        tx = self.rules.decode_tx(p.get("tx"))
         h = self.submit_tx(tx)
         self._spawn(self._gossip("/p2p/tx", {"tx": tx.to_json()}))
         return {"hash": h.hex()}
@@ -469,6 +477,20 @@ class ParkNode:
         if p.get("prove"):
             out["proof"] = e.state.prove(raw).encode().hex()
         return out
+
+    async def _rpc_query_many(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Values of up to 1,000 keys at one height (no proofs): what a relayer polls its packets with."""
+        keys = p.get("keys")
+        if not isinstance(keys, list) or len(keys) > 1000 or not all(isinstance(k, str) for k in keys):
+            raise CodecError("keys must be a list of at most 1000 strings", got=type(keys).__name__)
+        e = self.entry_at(_opt_int(p, "height"))
+        if e.state is None:
+            raise NotFoundError("state at that height was pruned", got=e.header.height)
+        values = {}
+        for k in keys:
+            v = e.state.get(k.encode())
+            values[k] = v.hex() if v is not None else None
+        return {"height": e.header.height, "values": values}
 
     async def _rpc_get_balance(self, p: dict[str, Any]) -> dict[str, Any]:
         account, denom = str(p.get("account")), str(p.get("denom", "kWh"))
@@ -589,7 +611,7 @@ class ParkNode:
         origin = str(body.get("origin", ""))
         try:
             header = self.rules.decode_header(bytes.fromhex(body["header"]))
-            txs = [Tx.from_json(t) for t in body.get("txs", [])]
+            txs = [self.rules.decode_tx(t) for t in body.get("txs", [])]
         except (KeyError, ValueError, TypeError, CodecError) as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         if not self._gossip_enabled:
@@ -624,7 +646,7 @@ class ParkNode:
             except (aiohttp.ClientError, TimeoutError, RpcError):
                 return
             hdr = self.rules.decode_header(bytes.fromhex(blk["header"]))
-            chain.append((hdr, [Tx.from_json(t) for t in blk["txs"]]))
+            chain.append((hdr, [self.rules.decode_tx(t) for t in blk["txs"]]))
             want = hdr.parent_hash
         else:
             return
@@ -639,7 +661,7 @@ class ParkNode:
     async def _handle_p2p_tx(self, request: web.Request) -> web.Response:
         body = await request.json()
         try:
-            tx = Tx.from_json(body.get("tx"))
+            tx = self.rules.decode_tx(body.get("tx"))
             async with self._lock:
                 self.submit_tx(tx)
         except ProtocolError as exc:
@@ -693,7 +715,7 @@ class ParkNode:
                 continue
             hdr = self.rules.decode_header(bytes.fromhex(blk["header"]))
             if hdr.parent_hash in self.blocks or start > hdr.height:
-                await self._receive_block(hdr, [Tx.from_json(t) for t in blk["txs"]], peer)
+                await self._receive_block(hdr, [self.rules.decode_tx(t) for t in blk["txs"]], peer)
                 continue
             # pull the gap in ascending order, then the tip
             while start <= hdr.height:
@@ -705,7 +727,7 @@ class ParkNode:
                     break
                 for b in blocks:
                     h2 = self.rules.decode_header(bytes.fromhex(b["header"]))
-                    await self._receive_block(h2, [Tx.from_json(t) for t in b["txs"]], peer)
+                    await self._receive_block(h2, [self.rules.decode_tx(t) for t in b["txs"]], peer)
                 start += len(blocks)
 
     async def _rpc_get_blocks(self, p: dict[str, Any]) -> list[dict[str, Any]]:
@@ -744,6 +766,7 @@ class ParkNode:
         app.router.add_get("/ws", self._handle_ws)
         app.router.add_post("/p2p/block", self._handle_p2p_block)
         app.router.add_post("/p2p/tx", self._handle_p2p_tx)
+        self.rules.attach(self, app)
         self._session = aiohttp.ClientSession()
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

@@ -22,12 +22,18 @@ Genesis config (a JSON object; only ``chain_id`` and ``genesis_time_ms`` are req
       "market": {...},                      # MarketParams fields (round_ms, matching, dr_cycle_ms...)
       "accounts": {"alice": {"pubkey": "<hex ed25519 account key>", "balances": {"kWh": 5000, "prc": 900}}},
       "witnesses": [{"name": "w00", "pubkey": "<hex block-signing key>", "votes": 1000, "url": ""}],
-      "reserve": {"prc": 1000000}           # funds module:reserve, which pays block rewards
+      "reserve": {"prc": 1000000},          # funds module:reserve, which pays block rewards
+      "bridge": {...}                       # the bridge section (chains.common.genesis), optional
     }
 
 A witness whose name is not among ``accounts`` gets an account keyed with its block-signing key. Its
 ``votes`` become permanent base votes, to which voters' stake is added at each election. The genesis
 active set is the election over the genesis witnesses (top N by votes x initial credit).
+
+:func:`load_genesis` is the one derivation of a genesis from its config: the park's node
+(:class:`chains.dpos.node.DposRules`), the simulated chain of the tests and the relay chain's light
+client (:meth:`chains.dpos.light_client.DposLightClient.from_genesis`) all call it, so the genesis
+state root, bridge section included, and the header block 1 links to are the same everywhere.
 """
 
 from __future__ import annotations
@@ -35,10 +41,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from chains.common.genesis import apply_bridge_genesis
 from chains.common.state import ChainState
 from chains.common.tx import App, base_app, create_account
-from chains.dpos.consensus import Candidate, elect
-from chains.dpos.light_client import DposCheckpoint
+from chains.dpos.consensus import Candidate, DposCheckpoint, elect
 from chains.dpos.market import MarketParams, register_market_ops
 from chains.dpos.types import DposHeader, DposParams, WitnessSet
 from chains.dpos.witnesses import (
@@ -105,7 +111,7 @@ def genesis_state(genesis_config: dict[str, Any]) -> ChainState:
 
 
 def load_genesis(config: dict[str, Any]) -> DposGenesis:
-    """Build the genesis state, header and light-client checkpoint from a genesis config."""
+    """Build the genesis state (bridge section included), header and light-client checkpoint from a genesis config."""
     params, market = params_from_config(config)
     chain_id = check_id("chain", config.get("chain_id", ""))
     state = ChainState()
@@ -139,6 +145,7 @@ def load_genesis(config: dict[str, Any]) -> DposGenesis:
     init_consensus_state(state, params, active)
     state.set_json(b"dr/cycle", {"index": params.genesis_time_ms // market.dr_cycle_ms, "matched": []})
     state.set_json(b"market/params", market.to_json())
+    apply_bridge_genesis(state, chain_id, config.get("bridge"))
     checkpoint = DposCheckpoint.genesis(chain_id, params, active.members, state.root)
     return DposGenesis(chain_id, params, market, state, active, checkpoint.header, checkpoint)
 

@@ -33,6 +33,7 @@ from protocol.errors import CodecError, HeaderError
 
 __all__ = [
     "Candidate",
+    "DposCheckpoint",
     "FinalityTracker",
     "confirmations_needed",
     "credit_after",
@@ -252,6 +253,40 @@ def genesis_header(chain_id: str, params: DposParams, active: WitnessSet, state_
     """
     return DposHeader(chain_id, 0, bytes(32), params.genesis_time_ms, params.genesis_slot, "genesis", bytes(32),
                       state_root, active.hash, None, b"")
+
+
+@dataclass(frozen=True, slots=True)
+class DposCheckpoint:
+    """What a DPoS light client trusts at creation: a header and the chain's finality state after it."""
+
+    header: DposHeader
+    """Trusted header; recorded as final (the genesis header from :func:`genesis_header`, or a final one)."""
+    active_set: tuple[WitnessInfo, ...]
+    """Witness set that schedules the block after ``header``."""
+    lib: int
+    """Last irreversible height as the chain computed it after ``header``."""
+    last_produced: tuple[tuple[str, int], ...]
+    """(witness, last produced height) for every member of ``active_set``."""
+    proposals: tuple[tuple[int, tuple[WitnessInfo, ...]], ...] = ()
+    """Witness sets proposed at boundaries up to ``header`` and not yet in force: (boundary height, set)."""
+
+    @classmethod
+    def genesis(cls, chain_id: str, params: DposParams, active_set: tuple[WitnessInfo, ...],
+                state_root: bytes) -> DposCheckpoint:
+        """The checkpoint of a chain's genesis: height 0, every witness at height 0."""
+        active = WitnessSet(active_set)
+        header = genesis_header(chain_id, params, active, state_root)
+        return cls(header, active_set, 0, tuple((name, 0) for name in active.names))
+
+    @classmethod
+    def from_tracker(cls, header: DposHeader, tracker: FinalityTracker) -> DposCheckpoint:
+        """The checkpoint of a full node's (or generator's) state after ``header``."""
+        return cls(header, tracker.active.members, tracker.lib, tuple(sorted(tracker.last_produced.items())),
+                   tuple((h, s.members) for h, s in tracker.proposals))
+
+    def tracker(self) -> FinalityTracker:
+        return FinalityTracker(WitnessSet(self.active_set), self.lib, dict(self.last_produced),
+                               [(h, WitnessSet(s)) for h, s in self.proposals])
 
 
 # -- maintenance intervals, credit, election -----------------------------------------------------

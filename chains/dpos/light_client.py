@@ -38,6 +38,23 @@ or pending, on one branch or two) prove a fault, and freeze the client. Two head
 Above finality that is an ordinary fork, and both are held; at or below the final tip such a header is
 rejected, and the client stays active.
 
+Persistence (a host such as the relay chain keeps the client in its state): :meth:`~DposLightClient.to_state`
+is canonical JSON (sorted keys, bytes as lowercase hex, DPoS binary encodings for headers and witness sets)::
+
+    {"v": 1, "type": "dpos", "client_id", "chain_id", "trusting_period_ms", "max_consensus_states",
+     "max_pending_headers", "frozen_height": int | null, "freeze_reason", "params": DposParams JSON,
+     "final": [header hex, ...],          # retained final headers, ascending; the last is the final tip
+     "tracker": {"active": set hex, "lib", "last_produced": [[name, height], ...], "proposals": [[h, set hex]]},
+     "pending": [header hex, ...],        # every pending header, all branches, in ARRIVAL order
+     "known_sets": [set hex, ...]}        # sets whose keys check evidence, oldest first (eviction order)
+
+Final consensus states are derived from the final headers; per-branch trackers are replayed from the final
+tip's tracker. Pending headers are kept in arrival order because fork choice breaks ties by it: the canonical
+tip is the first header held at the greatest height. :meth:`~DposLightClient.from_state` rebuilds exactly
+that tree (the same trackers, snapshots and canonical index), so it behaves as the client that wrote the
+bytes, and equal histories give equal bytes. :meth:`~DposLightClient.from_genesis` builds a client from the
+park's genesis config with the park node's own code (:func:`chains.dpos.app.load_genesis`).
+
 Pre-conditions (as ibc-go states them): the host calls :meth:`~DposLightClient.process_header`;
 :meth:`~DposLightClient.apply_header` assumes :meth:`~DposLightClient.validate_header` accepted the header.
 Time is passed in, never read.
@@ -45,14 +62,17 @@ Time is passed in, never read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, NoReturn
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar, NoReturn, Self
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from chains.dpos.consensus import FinalityTracker, genesis_header, schedule
-from chains.dpos.types import DposHeader, DposParams, WitnessInfo, WitnessSet
+from chains.common.state import canonical_json
+from chains.dpos.app import load_genesis
+from chains.dpos.consensus import DposCheckpoint, FinalityTracker, schedule
+from chains.dpos.types import DposHeader, DposParams, WitnessSet, decode_witness_set, encode_witness_set
 from protocol.errors import (
     CodecError,
     HeaderError,
@@ -66,6 +86,7 @@ from protocol.types import ChainId, ClientId
 
 __all__ = [
     "SNAPSHOT_EVERY",
+    "STATE_VERSION",
     "DposCheckpoint",
     "DposLightClient",
     "HeaderReplayError",
@@ -75,6 +96,8 @@ __all__ = [
 
 MAX_KNOWN_SETS = 64
 """Witness sets (with their verify keys) a client remembers for checking evidence about past headers."""
+STATE_VERSION = 1
+"""Version of the :meth:`DposLightClient.to_state` encoding."""
 SNAPSHOT_EVERY = 64
 """A pending header at a height that is a multiple of this keeps its own tracker snapshot, so the state after
 any pending header is recomputed by replaying at most this many blocks (a fork deep in a stalled chain stays
@@ -120,41 +143,6 @@ class _Node:
         self.tracker = tracker
         """Finality state after this header on its branch; ``None`` where it is replayed on demand."""
         self.children: list[_Node] = []
-
-
-@dataclass(frozen=True, slots=True)
-class DposCheckpoint:
-    """What a DPoS light client trusts at creation: a header and the chain's finality state after it."""
-
-    header: DposHeader
-    """Trusted header; recorded as final (the genesis header from :func:`genesis_header`, or a final one)."""
-    active_set: tuple[WitnessInfo, ...]
-    """Witness set that schedules the block after ``header``."""
-    lib: int
-    """Last irreversible height as the chain computed it after ``header``."""
-    last_produced: tuple[tuple[str, int], ...]
-    """(witness, last produced height) for every member of ``active_set``."""
-    proposals: tuple[tuple[int, tuple[WitnessInfo, ...]], ...] = ()
-    """Witness sets proposed at boundaries up to ``header`` and not yet in force: (boundary height, set)."""
-
-    @classmethod
-    def genesis(cls, chain_id: str, params: DposParams, active_set: tuple[WitnessInfo, ...],
-                state_root: bytes) -> DposCheckpoint:
-        """The checkpoint of a chain's genesis: height 0, every witness at height 0."""
-        active = WitnessSet(active_set)
-        header = genesis_header(chain_id, params, active, state_root)
-        return cls(header, active_set, 0, tuple((name, 0) for name in active.names))
-
-    @classmethod
-    def from_tracker(cls, header: DposHeader, tracker: FinalityTracker) -> DposCheckpoint:
-        """The checkpoint of a full node's (or generator's) state after ``header``."""
-        return cls(header, tracker.active.members, tracker.lib, tuple(sorted(tracker.last_produced.items())),
-                   tuple((h, s.members) for h, s in tracker.proposals))
-
-    def tracker(self) -> FinalityTracker:
-        return FinalityTracker(WitnessSet(self.active_set), self.lib, dict(self.last_produced),
-                               [(h, WitnessSet(s)) for h, s in self.proposals])
-
 
 
 class DposLightClient(LightClient[DposHeader]):
@@ -319,27 +307,9 @@ class DposLightClient(LightClient[DposHeader]):
             raise UnknownParentError(f"header {header.height} does not link to any header client {self.client_id} "
                                      "holds", got=header.parent_hash.hex())
         validated, self._validated = self._validated, None
-        if validated is not None and validated[0] == hhash:
-            tracker = validated[1]
-        else:
-            held = parent.tracker
-            if held is None:
-                tracker = self._replay_after(parent)
-            elif parent.children or parent is self._root or parent.height % SNAPSHOT_EVERY == 0:
-                tracker = held.copy()  # the parent keeps its snapshot: not a leaf, the root, or a periodic one
-            else:
-                tracker, parent.tracker = held, None  # a branch tip's state moves up to its first child
-        height = header.height
-        promoted = tracker.on_block(height, header.producer, header.pending_set)
-        node = _Node(header, hhash, tracker)
-        nodes[hhash] = node
-        parent.children.append(node)
-        same_height = self._by_height.get(height)
-        if same_height is None:
-            self._by_height[height] = [node]
-        else:
-            same_height.append(node)
-        if height > self._best.height:  # strictly longer: on a tie the branch seen first stays canonical
+        replayed = validated[1] if validated is not None and validated[0] == hhash else None
+        node, tracker, promoted = self._attach(header, hhash, parent, replayed)
+        if node.height > self._best.height:  # strictly longer: on a tie the branch seen first stays canonical
             self._make_canonical(node)
             if tracker.lib > self.final_height:
                 self._finalise(tracker.lib)
@@ -363,6 +333,114 @@ class DposLightClient(LightClient[DposHeader]):
         self._validate_standalone(header_a)
         self._validate_standalone(header_b)
 
+    # -- construction from a genesis config, persistence -------------------------------------------------
+
+    @classmethod
+    def from_genesis(cls, client_id: ClientId, chain_id: ChainId, genesis_config: Mapping[str, Any],
+                     trusting_period_ms: int, *, max_consensus_states: int = 4096,
+                     max_pending_headers: int = 65536) -> Self:
+        """A client trusting the genesis the park's genesis config describes (format: :mod:`chains.dpos.app`).
+
+        The checkpoint comes from :func:`chains.dpos.app.load_genesis`, the function the park's node builds its
+        genesis with, bridge section included, so the trusted header is the one block 1 links to.
+        """
+        genesis = load_genesis(dict(genesis_config))
+        if genesis.chain_id != chain_id:
+            raise WrongChainError("genesis config of another chain", expected=chain_id, got=genesis.chain_id)
+        return cls(client_id, chain_id, trusting_period_ms, params=genesis.params, checkpoint=genesis.checkpoint,
+                   max_consensus_states=max_consensus_states, max_pending_headers=max_pending_headers)
+
+    def to_state(self) -> bytes:
+        """Canonical JSON of everything the client's future behaviour depends on (see the module docstring)."""
+        root = self._root
+        tracker = root.tracker
+        if tracker is None:  # unreachable: the root always keeps its tracker
+            tracker = self._replay_after(root)
+        return canonical_json({
+            "v": STATE_VERSION, "type": self.client_type, "client_id": self.client_id, "chain_id": self.chain_id,
+            "trusting_period_ms": self.trusting_period_ms, "max_consensus_states": self.max_consensus_states,
+            "max_pending_headers": self.max_pending_headers, "frozen_height": self.frozen_height,
+            "freeze_reason": self.freeze_reason, "params": self.params.to_json(),
+            # _final is filled in ascending height order, and _final_headers has exactly its keys
+            "final": [self._final_headers[h].encode().hex() for h in self._final],
+            "tracker": _tracker_to_json(tracker),
+            # _nodes is in arrival order; the root arrived before everything above it
+            "pending": [n.header.encode().hex() for n in self._nodes.values() if n is not root],
+            "known_sets": [encode_witness_set(wset.members).hex() for wset, _ in self._sets.values()],
+        })
+
+    @classmethod
+    def from_state(cls, client_id: ClientId, data: bytes) -> Self:
+        """The inverse of :meth:`to_state`: a client that behaves as the one that wrote ``data``.
+
+        ``data`` is trusted to come from :meth:`to_state` (the relay chain's own state): its structure is
+        checked (:class:`~protocol.errors.CodecError`), its signatures are not re-verified.
+        """
+        try:
+            obj = json.loads(data)
+            if not isinstance(obj, dict) or obj.get("v") != STATE_VERSION or obj.get("type") != cls.client_type:
+                raise CodecError("not a DPoS light-client state", expected=f"{cls.client_type} v{STATE_VERSION}",
+                                 got=[obj.get("type"), obj.get("v")] if isinstance(obj, dict) else None)
+            if obj["client_id"] != client_id:
+                raise CodecError("light-client state of another client", expected=client_id, got=obj["client_id"])
+            final = [DposHeader.decode(bytes.fromhex(raw)) for raw in obj["final"]]
+            if not final:
+                raise CodecError(f"DPoS client state of {client_id} holds no final header")
+            checkpoint = DposCheckpoint.from_tracker(final[-1], _tracker_from_json(obj["tracker"]))
+            client = cls(client_id, ChainId(str(obj["chain_id"])), _uint(obj["trusting_period_ms"]),
+                         params=DposParams.from_json(obj["params"]), checkpoint=checkpoint,
+                         max_consensus_states=_uint(obj["max_consensus_states"]),
+                         max_pending_headers=_uint(obj["max_pending_headers"]))
+            frozen = obj["frozen_height"]
+            client.frozen_height = None if frozen is None else _uint(frozen)
+            client.freeze_reason = str(obj["freeze_reason"])
+            client._restore_final(final)
+            client._sets = {}
+            for raw in obj["known_sets"]:
+                wset = WitnessSet(decode_witness_set(bytes.fromhex(raw)))
+                client._sets[wset.hash] = (wset, _verify_keys(wset))
+            client._restore_pending([DposHeader.decode(bytes.fromhex(raw)) for raw in obj["pending"]])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CodecError(f"malformed DPoS light-client state of {client_id}: {exc!r}") from exc
+        return client
+
+    def _restore_final(self, final: list[DposHeader]) -> None:
+        """Replace the constructor's single final record by ``final`` (ascending; the last is the root)."""
+        if len(final) > self.max_consensus_states:
+            raise CodecError("more final headers than the client keeps", expected=f"<= {self.max_consensus_states}",
+                             got=len(final))
+        self._final = {}
+        self._final_headers = {}
+        for hd in final:
+            if self._final and hd.height <= self.final_height:
+                raise CodecError("final headers out of order", expected=f"> {self.final_height}", got=hd.height)
+            self._final_headers[hd.height] = hd
+            self._record_final(ConsensusState(hd.height, hd.hash(), hd.timestamp_ms, hd.state_root))
+
+    def _restore_pending(self, pending: list[DposHeader]) -> None:
+        """Hold ``pending`` (in their arrival order) above the root, as :meth:`apply_header` held them.
+
+        The canonical tip is the first header, in arrival order, at the greatest height: the longest-branch rule
+        with ties to the first seen gives exactly that, and the tip is never pruned (finality follows its branch).
+        """
+        if len(pending) > self.max_pending_headers:
+            raise CodecError("more pending headers than the client holds", expected=f"<= {self.max_pending_headers}",
+                             got=len(pending))
+        best = self._root
+        for header in pending:
+            hhash = header.hash()
+            parent = self._nodes.get(header.parent_hash)
+            if parent is None or hhash in self._nodes or header.height != parent.height + 1:
+                raise CodecError("pending headers do not form a tree above the final tip in arrival order",
+                                 got=header.height)
+            node, _, _ = self._attach(header, hhash, parent, None)
+            if node.height > best.height:
+                best = node
+        self._make_canonical(best)
+        if self._tracker_of(best).lib > self.final_height:
+            raise CodecError("pending headers past the canonical branch's LIB: finality was not applied",
+                             expected=f"lib <= {self.final_height}", got=self._tracker_of(best).lib)
+
     # -- internals: the tree ---------------------------------------------------------------------------
 
     def _check_room(self, height: int) -> None:
@@ -374,6 +452,35 @@ class DposLightClient(LightClient[DposHeader]):
             raise PendingLimitError(f"client {self.client_id} holds {self.max_pending_headers} pending headers over "
                                     "all branches: no room until finality advances",
                                     expected=f"<= {self.max_pending_headers} pending", got=len(self._nodes))
+
+    def _attach(self, header: DposHeader, hhash: bytes, parent: _Node,
+                replayed: FinalityTracker | None) -> tuple[_Node, FinalityTracker, WitnessSet | None]:
+        """Hold ``header`` under ``parent`` with the tracker state after it; no fork choice, no finality.
+
+        ``replayed`` is the parent's state if validation already replayed it. Returns the new node, its
+        tracker and the witness set this header promoted on its branch, if any.
+        """
+        if replayed is not None:
+            tracker = replayed
+        else:
+            held = parent.tracker
+            if held is None:
+                tracker = self._replay_after(parent)
+            elif parent.children or parent is self._root or parent.height % SNAPSHOT_EVERY == 0:
+                tracker = held.copy()  # the parent keeps its snapshot: not a leaf, the root, or a periodic one
+            else:
+                tracker, parent.tracker = held, None  # a branch tip's state moves up to its first child
+        height = header.height
+        promoted = tracker.on_block(height, header.producer, header.pending_set)
+        node = _Node(header, hhash, tracker)
+        self._nodes[hhash] = node
+        parent.children.append(node)
+        same_height = self._by_height.get(height)
+        if same_height is None:
+            self._by_height[height] = [node]
+        else:
+            same_height.append(node)
+        return node, tracker, promoted
 
     def _tracker_of(self, node: _Node) -> FinalityTracker:
         tracker = node.tracker
@@ -539,6 +646,25 @@ class DposLightClient(LightClient[DposHeader]):
             oldest = next(iter(final))
             del final[oldest]
             self._final_headers.pop(oldest, None)
+
+
+def _uint(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CodecError("expected a non-negative integer", got=value)
+    return value
+
+
+def _tracker_to_json(tracker: FinalityTracker) -> dict[str, Any]:
+    return {"active": encode_witness_set(tracker.active.members).hex(), "lib": tracker.lib,
+            "last_produced": sorted([name, h] for name, h in tracker.last_produced.items()),
+            "proposals": [[h, encode_witness_set(wset.members).hex()] for h, wset in tracker.proposals]}
+
+
+def _tracker_from_json(obj: Any) -> FinalityTracker:
+    return FinalityTracker(WitnessSet(decode_witness_set(bytes.fromhex(obj["active"]))), _uint(obj["lib"]),
+                           {str(name): _uint(h) for name, h in obj["last_produced"]},
+                           [(_uint(h), WitnessSet(decode_witness_set(bytes.fromhex(raw))))
+                            for h, raw in obj["proposals"]])
 
 
 def _verify_keys(wset: WitnessSet) -> dict[str, VerifyKey]:

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from chains.common.bridge import BridgeHooks, register_bridge_ops
-from chains.common.genesis import apply_bridge_genesis, bridge_section
+from chains.common.genesis import bridge_section
 from chains.common.node import BlockEntry, ChainRules, ParkNode
 from chains.common.state import ChainState
 from chains.dpos.app import dpos_app, load_genesis
-from chains.dpos.consensus import genesis_header
-from chains.dpos.light_client import DposCheckpoint
 from chains.dpos.types import DposHeader
 from chains.dpos.witnesses import active_set, apply_block_consensus, expected_producer, load_tracker
 from protocol.certificate import ValidatorSet
@@ -70,14 +68,12 @@ class DposRules(ChainRules):
     """The DPoS park's consensus for the node runtime."""
 
     def __init__(self, genesis_config: dict[str, Any], witness: str | None, signer: Ed25519Signer | None) -> None:
-        g = load_genesis(genesis_config)
-        state = g.state
-        apply_bridge_genesis(state, g.chain_id, genesis_config.get("bridge"))
+        g = load_genesis(genesis_config)  # bridge section included: the relay's light client derives the same
         self.chain_id = g.chain_id
         self.params = g.params
-        self.genesis_state = state
-        self.genesis_hdr = genesis_header(g.chain_id, g.params, g.active_set, state.root)
-        self.checkpoint = DposCheckpoint.genesis(g.chain_id, g.params, g.active_set.members, state.root)
+        self.genesis_state = g.state
+        self.genesis_hdr = g.header
+        self.checkpoint = g.checkpoint
         self.app = dpos_app(g.chain_id, g.params, g.market)
         register_bridge_ops(self.app, BridgeHooks())
         self.witness = witness

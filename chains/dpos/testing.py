@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from chains.common.bridge import BridgeHooks, register_bridge_ops
 from chains.common.tx import BlockContext, Tx, account_path
 from chains.dpos.app import dpos_app, load_genesis
 from chains.dpos.consensus import FinalityTracker, genesis_header, is_boundary, schedule
@@ -215,11 +216,17 @@ class SimChain:
     witness. For tests of the state machine and of node/light-client agreement. TEST-ONLY keys.
 
     ``accounts`` maps extra account names to genesis balances; witnesses ``w00..`` get accounts too.
-    ``config`` entries override or extend the genesis config (``params``, ``market``, ``reserve``...).
+    ``config`` entries override or extend the genesis config (``params``, ``market``, ``reserve``, ``bridge``...).
+    Or ``genesis`` is a whole park genesis config used as is (e.g. ``chains.dpos.node.build_genesis`` over
+    witnesses ``w00..`` keyed by ``test_signer(label, i)``), for tests that need the park a deployment
+    describes. The bridge ops are registered, as on the node.
     """
 
     def __init__(self, n_witnesses: int = 4, *, n_standby: int = 0, label: str = "sim",
-                 accounts: dict[str, dict[str, int]] | None = None, **config: Any) -> None:
+                 accounts: dict[str, dict[str, int]] | None = None, genesis: dict[str, Any] | None = None,
+                 **config: Any) -> None:
+        if genesis is not None and (accounts or config):
+            raise ValueError("SimChain takes a whole genesis config or parts of one, not both")
         self.label = label
         self.signers: dict[str, Ed25519Signer] = {}
         witnesses: list[dict[str, Any]] = []
@@ -238,12 +245,13 @@ class SimChain:
                                           "maintenance_interval_blocks": 10, "active_witnesses": n_witnesses,
                                           "accounts": accts, "witnesses": witnesses, "reserve": {"prc": 10**9}}
         genesis_config.update(config)
-        self.config = genesis_config
-        self.genesis = load_genesis(genesis_config)
+        self.config = genesis if genesis is not None else genesis_config
+        self.genesis = load_genesis(self.config)
         self.params = self.genesis.params
         self.chain_id = self.genesis.chain_id
         self.state = self.genesis.state
         self.app = dpos_app(self.chain_id, self.params, self.genesis.market)
+        register_bridge_ops(self.app, BridgeHooks())
         self.headers: list[DposHeader] = [self.genesis.header]
         self.results: list[BlockConsensus | None] = [None]
         """``BlockConsensus`` of each block (index = height)."""

@@ -29,7 +29,9 @@ Genesis config (JSON or TOML; only ``chain_id`` and ``app.grid_operator`` are re
       },
       "accounts": [{"name": "grid", "pubkey": "<32-byte ed25519 hex>"}, ...],
       "balances": [{"account": "grid", "denom": "pcc", "amount": 1000000}, ...],
-      "farmers": [{"name": "farmer-a", "plots": [{"plot_nonce": "<32-byte hex>", "k": 21}]}, ...]
+      "farmers": [{"name": "farmer-a", "plots": [{"plot_nonce": "<32-byte hex>", "k": 21}]}, ...],
+      "confirmation_depth": 6,             # blocks on top of a final one (node and light client; default 6)
+      "bridge": {...}                      # the bridge section (chains.common.genesis), optional
     }
 
 A farmer must be listed in ``accounts``: its account key is its farmer key (the user is the node), so
@@ -48,6 +50,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
+from chains.common.genesis import apply_bridge_genesis
 from chains.common.state import ChainState
 from chains.common.tx import App, BlockContext, account_path, base_app, create_account
 from chains.poc.consensus import (
@@ -78,8 +81,10 @@ from protocol.state_commitment import SparseMerkleTree
 from protocol.types import ChainId
 
 __all__ = [
+    "DEFAULT_CONFIRMATION_DEPTH",
     "apply_farmed_block",
     "block_context",
+    "confirmation_depth_of",
     "genesis_block",
     "genesis_state",
     "params_from_genesis",
@@ -88,6 +93,8 @@ __all__ = [
 ]
 
 GENESIS_CHALLENGE_TAG = b"parkrelay/poc/genesis/"
+DEFAULT_CONFIRMATION_DEPTH = 6
+"""Blocks on top of a block before it is final, when the genesis config does not say."""
 
 
 def poc_app(chain_id: str, params: PocAppParams | dict[str, Any], verifier: ProofVerifier | None = None) -> App:
@@ -170,6 +177,14 @@ def params_from_genesis(config: dict[str, Any]) -> tuple[PocParams, PocAppParams
     return PocParams.from_json(cons), app_params
 
 
+def confirmation_depth_of(config: dict[str, Any]) -> int:
+    """The genesis config's ``confirmation_depth`` (default :data:`DEFAULT_CONFIRMATION_DEPTH`), >= 1."""
+    depth = config.get("confirmation_depth", DEFAULT_CONFIRMATION_DEPTH)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise CodecError("confirmation_depth must be a positive integer", got=depth)
+    return depth
+
+
 def genesis_state(config: dict[str, Any]) -> ChainState:
     """The genesis state a config defines (see the module docstring for the format)."""
     _, app_params = params_from_genesis(config)
@@ -207,11 +222,14 @@ def genesis_state(config: dict[str, Any]) -> ChainState:
         raise CodecError("genesis config: the grid operator has no account", got=app_params.grid_operator)
     params, _ = params_from_genesis(config)
     _record_challenge(state, 0, params.genesis_challenge, app_params.fill_window)
+    apply_bridge_genesis(state, params.chain_id, config.get("bridge"))
     return state
 
 
 def genesis_block(config: dict[str, Any]) -> tuple[ChainState, PocHeader, ConsensusContext]:
-    """Genesis state, genesis header and its consensus context: everything a node starts from."""
+    """Genesis state (bridge section included), genesis header and its consensus context: everything a node
+    starts from, and what the relay chain's light client trusts (:meth:`PocLightClient.from_genesis
+    <chains.poc.light_client.PocLightClient.from_genesis>` calls this, so the roots agree)."""
     params, _ = params_from_genesis(config)
     state = genesis_state(config)
     header = genesis_header(params, int(config.get("genesis_time_ms", 0)), state.root)

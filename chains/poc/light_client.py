@@ -21,28 +21,50 @@ forks included:
 An ordinary fork (two blocks at one height) is not misbehaviour in proof of capacity: two farmers
 may both find proofs. :meth:`validate_conflicting` therefore accepts evidence only when one header is
 final here and the other, valid, is preferred by fork choice over the best tip.
+
+Persistence (a host such as the relay chain keeps the client in its state): :meth:`~PocLightClient.to_state`
+is canonical JSON (sorted keys, bytes as lowercase hex, u128 weights as decimal strings)::
+
+    {"v": 1, "type": "poc", "base": protocol.light_client.base_state_to_json(client),
+     "params": PocParams JSON, "confirmation_depth", "fork_history",
+     "nodes": [[height, hash, parent_hash, timestamp_ms, state_root, challenge, quality, difficulty,
+                cumulative_weight, window | null], ...],   # every held header, sorted by (height, hash)
+     "final_tip": hash, "best": hash}
+
+A node's retarget window is stored only when its parent is not held (the checkpoint, the oldest kept fork
+points); the others are recomputed from the parent, as :func:`~chains.poc.consensus.validate_header` made
+them. Fork choice depends on weights and hashes only (never on arrival order), so a canonical order suffices.
+:meth:`~PocLightClient.from_state` rebuilds the same tree; :meth:`~PocLightClient.from_genesis` builds a
+client from the park's genesis config with the park node's own code (:func:`chains.poc.app.genesis_block`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
+from chains.common.state import canonical_json
+from chains.poc.app import confirmation_depth_of, genesis_block, params_from_genesis
 from chains.poc.consensus import (
     ConsensusContext,
     PocParams,
     ProofVerifier,
     chiapos_verifier,
+    child_window,
     is_heavier,
 )
 from chains.poc.consensus import validate_header as validate_header_rules
 from chains.poc.errors import UnknownParentError
 from chains.poc.types import PocHeader
-from protocol.errors import CodecError, HeaderError, MisbehaviourError, ReplayError, WrongChainError
-from protocol.light_client import ConsensusState, LightClient
-from protocol.types import ClientId
+from protocol.errors import CodecError, HeaderError, MisbehaviourError, NotFinalError, ReplayError, WrongChainError
+from protocol.light_client import ConsensusState, LightClient, base_state_to_json, restore_base_state
+from protocol.types import ChainId, ClientId
 
-__all__ = ["PocLightClient"]
+__all__ = ["STATE_VERSION", "PocLightClient"]
+
+STATE_VERSION = 1
+"""Version of the :meth:`PocLightClient.to_state` encoding."""
 
 
 class _Node:
@@ -115,6 +137,18 @@ class PocLightClient(LightClient[PocHeader]):
     def has_header(self, header_hash: bytes) -> bool:
         """Whether a header is held (a relayer may skip submitting it)."""
         return header_hash in self._nodes
+
+    def holds(self, header: PocHeader) -> bool:
+        """Whether ``header`` is held in the fork tree or is the retained final header at its height: submitting
+        it again adds nothing. A relay's redundancy check should ask this, not compare heights: under
+        heaviest-chain fork choice a header at or below :attr:`latest_height` can be new and needed."""
+        hhash = header.hash()
+        if hhash in self._nodes:
+            return True
+        try:
+            return self.final_consensus_state(header.height).header_hash == hhash
+        except NotFinalError:
+            return False
 
     def context(self, header_hash: bytes) -> ConsensusContext | None:
         """The consensus context of a held header."""
@@ -203,6 +237,83 @@ class PocLightClient(LightClient[PocHeader]):
             for hh in self._by_height.pop(height):
                 del self._nodes[hh]
 
+    # -- construction from a genesis config, persistence ---------------------------------------
+
+    @classmethod
+    def from_genesis(cls, client_id: ClientId, chain_id: ChainId, genesis_config: Mapping[str, Any],
+                     trusting_period_ms: int, *, confirmation_depth: int | None = None, fork_history: int = 128,
+                     verifier: ProofVerifier | None = None, max_consensus_states: int = 4096) -> Self:
+        """A client trusting the genesis the park's genesis config describes (format: :mod:`chains.poc.app`).
+
+        The checkpoint comes from :func:`chains.poc.app.genesis_block`, the function the park's node builds its
+        genesis with, bridge section included. ``confirmation_depth`` defaults to the config's (as the park's
+        node uses it).
+        """
+        config = dict(genesis_config)
+        params, _ = params_from_genesis(config)
+        if params.chain_id != chain_id:
+            raise WrongChainError("genesis config of another chain", expected=chain_id, got=params.chain_id)
+        _, _, checkpoint = genesis_block(config)
+        depth = confirmation_depth if confirmation_depth is not None else confirmation_depth_of(config)
+        return cls(client_id, params, checkpoint, depth, trusting_period_ms, fork_history=fork_history,
+                   verifier=verifier, max_consensus_states=max_consensus_states)
+
+    def to_state(self) -> bytes:
+        """Canonical JSON of everything the client's future behaviour depends on (see the module docstring)."""
+        nodes = self._nodes
+        entries = []
+        for node in sorted(nodes.values(), key=lambda n: (n.ctx.height, n.ctx.header_hash)):
+            c = node.ctx
+            window = None if node.parent_hash in nodes else [[ts, str(cw)] for ts, cw in c.window]
+            entries.append([c.height, c.header_hash.hex(), node.parent_hash.hex(), c.timestamp_ms, c.state_root.hex(),
+                            c.challenge.hex(), c.quality.hex(), c.difficulty, str(c.cumulative_weight), window])
+        return canonical_json({
+            "v": STATE_VERSION, "type": self.client_type, "base": base_state_to_json(self),
+            "params": self.params.to_json(), "confirmation_depth": self.confirmation_depth,
+            "fork_history": self.fork_history, "nodes": entries,
+            "final_tip": self._final_tip.header_hash.hex(), "best": self._best.header_hash.hex(),
+        })
+
+    @classmethod
+    def from_state(cls, client_id: ClientId, data: bytes, *, verifier: ProofVerifier | None = None) -> Self:
+        """The inverse of :meth:`to_state`: a client that behaves as the one that wrote ``data``.
+
+        ``data`` is trusted to come from :meth:`to_state` (the relay chain's own state): its structure is
+        checked (:class:`~protocol.errors.CodecError`), proofs of space are not re-verified.
+        """
+        try:
+            obj = json.loads(data)
+            if not isinstance(obj, dict) or obj.get("v") != STATE_VERSION or obj.get("type") != cls.client_type:
+                raise CodecError("not a PoC light-client state", expected=f"{cls.client_type} v{STATE_VERSION}",
+                                 got=[obj.get("type"), obj.get("v")] if isinstance(obj, dict) else None)
+            base = obj["base"]
+            if base["client_id"] != client_id:
+                raise CodecError("light-client state of another client", expected=client_id, got=base["client_id"])
+            params = PocParams.from_json(obj["params"])
+            nodes: dict[bytes, _Node] = {}
+            by_height: dict[int, list[bytes]] = {}
+            for entry in obj["nodes"]:
+                ctx, parent_hash = _node_from_json(params, entry, nodes)
+                if ctx.header_hash in nodes:
+                    raise CodecError("a header held twice", got=ctx.header_hash.hex())
+                nodes[ctx.header_hash] = _Node(ctx, parent_hash)
+                by_height.setdefault(ctx.height, []).append(ctx.header_hash)
+            final_tip = nodes[bytes.fromhex(obj["final_tip"])].ctx
+            best = nodes[bytes.fromhex(obj["best"])].ctx
+            client = cls(client_id, params, final_tip, obj["confirmation_depth"], _uint(base["trusting_period_ms"]),
+                         fork_history=_uint(obj["fork_history"]), verifier=verifier,
+                         max_consensus_states=_uint(base["max_consensus_states"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CodecError(f"malformed PoC light-client state of {client_id}: {exc!r}") from exc
+        if base["chain_id"] != client.chain_id:
+            raise CodecError("PoC client state names two chains", expected=client.chain_id, got=base["chain_id"])
+        client._nodes, client._by_height, client._best = nodes, by_height, best
+        restore_base_state(client, base)
+        if client.final_height != final_tip.height:
+            raise CodecError("PoC client state: the final tip is not the newest final header",
+                             expected=client.final_height, got=final_tip.height)
+        return client
+
     # -- misbehaviour evidence -----------------------------------------------------------------
 
     def validate_conflicting(self, header_a: PocHeader, header_b: PocHeader, now_ms: int) -> None:
@@ -224,6 +335,40 @@ class PocLightClient(LightClient[PocHeader]):
             raise HeaderError("the conflicting header is lighter than the best tip: an orphan, not misbehaviour",
                               expected=f"cumulative weight > {self._best.cumulative_weight}",
                               got=ctx.cumulative_weight)
+
+
+def _uint(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CodecError("expected a non-negative integer", got=value)
+    return value
+
+
+def _hash32(value: Any) -> bytes:
+    raw = bytes.fromhex(value)
+    if len(raw) != 32:
+        raise CodecError("expected 32 bytes", got=len(raw))
+    return raw
+
+
+def _node_from_json(params: PocParams, entry: Any, held: Mapping[bytes, _Node]) -> tuple[ConsensusContext, bytes]:
+    """One ``nodes`` entry of :meth:`PocLightClient.to_state`; ``held`` has every lower one already."""
+    height, hhash, parent_hex, ts, root, challenge, quality, difficulty, cw_str, window = entry
+    parent_hash = bytes.fromhex(parent_hex)
+    cw = int(cw_str)
+    parent = held.get(parent_hash)
+    if parent is not None:
+        if parent.ctx.height + 1 != height:
+            raise CodecError("a held header is not one above its parent", expected=parent.ctx.height + 1, got=height)
+        win = child_window(params, parent.ctx, _uint(ts), cw)
+    elif window is None:
+        raise CodecError("a header whose parent is not held needs its retarget window", got=height)
+    else:
+        win = tuple((_uint(w_ts), int(w_cw)) for w_ts, w_cw in window)
+        if not win or win[-1] != (ts, cw):
+            raise CodecError("a retarget window ends at its own header", expected=[ts, cw_str], got=window[-1:])
+    ctx = ConsensusContext(_uint(height), _hash32(hhash), _uint(ts), _hash32(root), _hash32(challenge),
+                           _hash32(quality), _uint(difficulty), cw, win)
+    return ctx, parent_hash
 
 
 def _consensus_state(ctx: ConsensusContext) -> ConsensusState:

@@ -17,24 +17,24 @@ from pathlib import Path
 from typing import Any
 
 from chains.common.bridge import BridgeHooks, register_bridge_ops
-from chains.common.genesis import apply_bridge_genesis, bridge_section
+from chains.common.genesis import bridge_section
 from chains.common.node import BlockEntry, ChainRules, ParkNode
 from chains.common.state import ChainState
-from chains.poc.app import apply_farmed_block, block_context, genesis_block, params_from_genesis, poc_app
-from chains.poc.consensus import (
-    ConsensusContext,
-    chiapos_verifier,
-    genesis_context,
-    genesis_header,
-    validate_header,
+from chains.poc.app import (
+    DEFAULT_CONFIRMATION_DEPTH,
+    apply_farmed_block,
+    block_context,
+    confirmation_depth_of,
+    genesis_block,
+    params_from_genesis,
+    poc_app,
 )
+from chains.poc.consensus import ConsensusContext, chiapos_verifier, validate_header
 from chains.poc.plots import FarmedProof, Farmer, PlotCache
 from chains.poc.types import PocHeader, decode_header
 from protocol.certificate import ValidatorSet
 from protocol.crypto import Ed25519Signer
 from protocol.errors import HeaderError
-
-DEFAULT_CONFIRMATION_DEPTH = 6
 
 
 def plot_nonce(farmer_pubkey: bytes, index: int) -> bytes:
@@ -73,14 +73,12 @@ class PocRules(ChainRules):
 
     def __init__(self, genesis_config: dict[str, Any], farmer: str | None, signer: Ed25519Signer | None,
                  plot_cache: PlotCache | None = None) -> None:
-        state, header, _ = genesis_block(genesis_config)
+        # bridge section included: the relay's light client derives the same genesis (PocLightClient.from_genesis)
+        state, self.genesis_hdr, self.genesis_ctx = genesis_block(genesis_config)
         self.params, self.app_params = params_from_genesis(genesis_config)
         self.chain_id = self.params.chain_id
-        apply_bridge_genesis(state, self.chain_id, genesis_config.get("bridge"))
-        self.genesis_hdr = genesis_header(self.params, header.timestamp_ms, state.root)
-        self.genesis_ctx = genesis_context(self.params, self.genesis_hdr)
         self.genesis_state = state
-        self.confirmation_depth = int(genesis_config.get("confirmation_depth", DEFAULT_CONFIRMATION_DEPTH))
+        self.confirmation_depth = confirmation_depth_of(genesis_config)
         self.app = poc_app(self.chain_id, self.app_params)
         register_bridge_ops(self.app, BridgeHooks())
         self.verifier = chiapos_verifier()

@@ -15,7 +15,9 @@ The bench and the tests call::
 
 ``client_args`` holds ``params`` (PocParams), ``checkpoint`` (the genesis ConsensusContext),
 ``confirmation_depth`` and ``trusting_period_ms``. Forks and forged headers come from
-:class:`ChainBuilder` and :func:`forge`.
+:class:`ChainBuilder` and :func:`forge`. Those headers commit to synthetic state roots; :class:`SimChain`
+farms a park from its genesis config and executes each block as the node does, so its headers commit to
+real park state (packet commitments included) that proofs can be checked against.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from chains.common.bridge import BridgeHooks, register_bridge_ops
+from chains.common.state import ChainState
+from chains.common.tx import App, Tx, account_path
+from chains.poc.app import apply_farmed_block, block_context, genesis_block, params_from_genesis, poc_app, tx_root
 from chains.poc.consensus import (
     ConsensusContext,
     PocParams,
@@ -40,13 +46,15 @@ from chains.poc.consensus import (
 from chains.poc.plots import DEFAULT_K, FarmedProof, Farmer, PlotCache, ProgressCallback
 from chains.poc.types import PocHeader, decode_header
 from protocol.crypto import Ed25519Signer
-from protocol.state_commitment import EMPTY_ROOT
+from protocol.errors import ProtocolError
+from protocol.state_commitment import EMPTY_ROOT, SparseMerkleTree
 from protocol.types import ChainId
 
 __all__ = [
     "TEST_GENESIS_TIME_MS",
     "ChainBuilder",
     "FarmedChain",
+    "SimChain",
     "build_test_chain",
     "farmer_plot_nonce",
     "farmer_signer",
@@ -228,3 +236,71 @@ def forge(header: PocHeader, signer: Ed25519Signer | None = None, **changes: Any
     if signer is not None:
         forged = forged.with_signature(signer.sign(forged.signing_bytes()))
     return forged
+
+
+class SimChain:
+    """A pure, in-memory PoC park that farms and executes blocks as its node does (``PocRules`` with the node
+    runtime's ``build_block``): on a provisional header, :func:`~chains.poc.app.apply_farmed_block` and the
+    begin-block hooks, then the transactions, then the header signed over the resulting roots. The bridge ops
+    are registered, as on the node. TEST-ONLY: farm with :func:`make_farmers`' plots, whose keys are public.
+
+    ``config`` is the park's genesis config (``chains.poc.node.build_genesis``, or the format of
+    :mod:`chains.poc.app`); the farmers need accounts keyed by their farmer keys.
+    """
+
+    def __init__(self, config: dict[str, Any], farmers: Sequence[Farmer], *,
+                 verifier: ProofVerifier | None = None) -> None:
+        self.config = config
+        self.state, genesis, genesis_ctx = genesis_block(config)
+        self.params, self.app_params = params_from_genesis(config)
+        self.chain_id = self.params.chain_id
+        self.app: App = poc_app(self.chain_id, self.app_params, verifier)
+        register_bridge_ops(self.app, BridgeHooks())
+        self.builder = ChainBuilder(self.params, farmers, genesis.timestamp_ms, genesis.state_root, verifier)
+        self.headers: list[PocHeader] = [genesis]
+        self.contexts: list[ConsensusContext] = [genesis_ctx]
+        self.trees: list[SparseMerkleTree] = [self.state.tree]
+        """The state tree after each block (index = height), to prove keys at any height."""
+        self.events: list[list[dict[str, Any]]] = [[]]
+        self.failed: list[list[tuple[Tx, ProtocolError]]] = [[]]
+        """Transactions of each block that raised (and were left out), with their error."""
+
+    @property
+    def tip(self) -> PocHeader:
+        return self.headers[-1]
+
+    def tx(self, signer: Ed25519Signer, sender: str, op: str, args: dict[str, Any], nonce: int | None = None) -> Tx:
+        """A transaction of ``sender`` signed by ``signer``, at its next nonce by default."""
+        if nonce is None:
+            nonce = self.state.get_json(account_path(sender))["nonce"]
+        return Tx.signed(signer, self.chain_id, sender, nonce, op, args)
+
+    def produce(self, txs: Sequence[Tx] = (), *, delta_ms: int = 5) -> PocHeader:
+        """Farm, execute and sign the next block: the best proof over the farmers, ``delta_ms`` after its deadline."""
+        parent = self.contexts[-1]
+        farmer, farmed = self.builder.best(parent)
+        ts = parent.timestamp_ms + farmed.deadline_ms + delta_ms
+        provisional = farmer.make_header(self.params, parent, farmed, ts, bytes(32), bytes(32))
+        ctx = block_context(provisional)
+        state = ChainState(self.state.tree)
+        events = [*apply_farmed_block(state, provisional, self.app_params), *self.app.begin_block(state, ctx)]
+        included: list[bytes] = []
+        failed: list[tuple[Tx, ProtocolError]] = []
+        for tx in txs:
+            try:
+                events += self.app.execute_tx(state, tx, ctx)
+                included.append(tx.hash())
+            except ProtocolError as exc:
+                failed.append((tx, exc))
+        header = farmer.make_header(self.params, parent, farmed, ts, tx_root(included), state.root)
+        self.contexts.append(validate_header(header, parent, self.params, ts, self.builder.verifier))
+        self.builder.contexts[header.hash()] = self.contexts[-1]
+        self.state = state
+        self.headers.append(header)
+        self.trees.append(state.tree)
+        self.events.append(events)
+        self.failed.append(failed)
+        return header
+
+    def produce_many(self, n: int) -> list[PocHeader]:
+        return [self.produce() for _ in range(n)]

@@ -9,6 +9,8 @@ Modules, one per concept:
 
 * :mod:`~relay.state_machine.clients` — hosted light clients, their router and persistence
   (``to_state`` / ``from_state``), ``client.update`` and ``client.misbehaviour``.
+* :mod:`~relay.state_machine.park_clients` — the ``dpos`` and ``poc`` client types, created from the
+  park's genesis config (the default set of :class:`RelayStateMachine`).
 * :mod:`~relay.state_machine.packets` — phase 2 (verify, batched) and the relay half of phase 4
   (confirm ack, confirm timeout).
 * :mod:`~relay.state_machine.lanes` — lane registration and status, token-bucket rate limits.
@@ -31,8 +33,11 @@ from relay.state_machine.clients import (
     restore_base_state,
 )
 from relay.state_machine.governance import governance_sign_bytes, sign_governance, store_validator_set
+from relay.state_machine.park_clients import DPOS_TYPE, POC_TYPE, default_client_types
 
 __all__ = [
+    "DPOS_TYPE",
+    "POC_TYPE",
     "RELAY_MAX_TX_BYTES",
     "BlockBuild",
     "BlockResult",
@@ -41,6 +46,7 @@ __all__ = [
     "RelayClientRouter",
     "RelayStateMachine",
     "base_state_to_json",
+    "default_client_types",
     "governance_sign_bytes",
     "persistent_client_type",
     "relay_tx_from_json",

@@ -48,6 +48,7 @@ from relay.state_machine.clients import (
     process_misbehaviour,
 )
 from relay.state_machine.genesis import init_genesis
+from relay.state_machine.park_clients import default_client_types
 from relay.state_machine.records import Event, op_args
 from relay.state_machine.supply import supply_record
 
@@ -113,9 +114,10 @@ class BlockBuild:
 class RelayStateMachine:
     """The relay chain's application state machine."""
 
-    def __init__(self, chain_id: str, client_types: Iterable[ClientType]) -> None:
+    def __init__(self, chain_id: str, client_types: Iterable[ClientType] | None = None) -> None:
+        """``client_types`` defaults to the park chains' (:func:`.park_clients.default_client_types`)."""
         self.chain_id = ChainId(check_id("relay chain", chain_id))
-        self.router = RelayClientRouter(client_types)
+        self.router = RelayClientRouter(default_client_types() if client_types is None else client_types)
         self.app = RelayApp(self.chain_id)
         for name, handler in (
             (rq.CLIENT_UPDATE, self._op_client_update),

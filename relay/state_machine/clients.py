@@ -24,16 +24,15 @@ state it is given and reuses the cached object only if they are the same bytes. 
 client first takes it out of the cache (:meth:`RelayClientRouter.checkout`) and puts it back with its
 new bytes (:meth:`RelayClientRouter.save`), so a transaction that fails half-way (its state rolled
 back) or a fork executing on another state can never see a client object that does not match its
-own state. :func:`base_state_to_json` / :func:`restore_base_state` serialise the part every
-:class:`LightClient` shares (consensus states of final headers, freeze, trusting period); a subclass
-adds its own consensus-rule state (validator or witness set, pending headers…).
+own state. :func:`base_state_to_json` / :func:`restore_base_state` (from
+:mod:`protocol.light_client`, re-exported here) serialise the part every :class:`LightClient` shares
+(consensus states of final headers, freeze, trusting period); a subclass adds its own consensus-rule
+state (validator or witness set, pending headers…).
 
-Adapter point for the DPoS and PoC clients: they do not serialise yet. Each needs ``to_state`` and
-``from_state`` (e.g. as methods, then :func:`persistent_client_type`), a header decoder
-(``DposHeader.decode``, ``chains.poc.types.decode_header``) and a ``create(client_id, chain_id, init)``
-from JSON init args (params + checkpoint). The PoC client should also pass ``is_redundant`` (a
-header is redundant when the client already holds it, ``has_header(header.hash())``): under
-heaviest-chain fork choice a header at or below the best tip's height can be new and needed.
+The park chains' types, ``dpos`` and ``poc``, are in :mod:`relay.state_machine.park_clients`
+(:func:`~relay.state_machine.park_clients.default_client_types`). Their ``is_redundant`` asks whether the
+client already holds the header, not whether its height is at most the latest: under longest-chain or
+heaviest-chain fork choice a header at or below the tip's height can be new and needed.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ from protocol.errors import (
     UnknownClientError,
     WrongChainError,
 )
-from protocol.light_client import ClientRouter, ConsensusState, LightClient
+from protocol.light_client import ClientRouter, LightClient, base_state_to_json, restore_base_state
 from protocol.types import ChainId, ClientId, check_id
 from relay.state_machine.keys import CLIENT_INDEX_KEY, client_pointer_key, client_state_key
 from relay.state_machine.lanes import pause_chain_lanes
@@ -133,39 +132,6 @@ def persistent_client_type(
         return raw
 
     return ClientType(cls.client_type, create, decode_header, to_state, from_state, **kwargs)
-
-
-# --- the part of the state every LightClient shares -----------------------------------------------
-
-
-def base_state_to_json(client: LightClient[Any]) -> dict[str, Any]:
-    """JSON of :class:`LightClient`'s own fields: ids, trusting period, freeze, final consensus states."""
-    final = []
-    for h in client.final_heights():
-        cs = client.final_consensus_state(h)
-        final.append([cs.height, cs.header_hash.hex(), cs.timestamp_ms, cs.state_root.hex()])
-    return {"client_id": client.client_id, "chain_id": client.chain_id,
-            "trusting_period_ms": client.trusting_period_ms, "max_consensus_states": client.max_consensus_states,
-            "frozen_height": client.frozen_height, "freeze_reason": client.freeze_reason, "final": final}
-
-
-def restore_base_state(client: LightClient[Any], obj: Mapping[str, Any]) -> None:
-    """Restore what :func:`base_state_to_json` wrote into a freshly constructed ``client``.
-
-    Uses :meth:`LightClient._record_final`, the subclass-facing recorder, in ascending height order,
-    so ``final_height`` / ``final_timestamp_ms`` come out as the original's.
-    """
-    if client.final_heights():
-        raise ValueError("restore_base_state expects a client without final headers")
-    try:
-        for height, header_hash, ts, root in obj["final"]:
-            client._record_final(ConsensusState(int(height), bytes.fromhex(header_hash), int(ts),
-                                                bytes.fromhex(root)))
-        frozen = obj["frozen_height"]
-        client.frozen_height = None if frozen is None else int(frozen)
-        client.freeze_reason = str(obj["freeze_reason"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CodecError(f"malformed light-client state of {client.client_id}: {exc}") from exc
 
 
 # --- the router -------------------------------------------------------------------------------------

@@ -1,35 +1,14 @@
-"""Session fixtures: two k=21 test plots (reused from ``$PARKRELAY_PLOT_CACHE`` when set) and one test chain.
-
-Plotting costs ~12 s a plot, so the whole unit suite uses exactly these two plots.
+"""Session fixtures: the chiapos verifier and one test chain farmed with the session's two k=21 test plots
+(``plot_dir`` / ``farmers`` live in ``tests/unit/conftest.py``, shared with the relay tests).
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 
 from chains.poc.consensus import ProofVerifier, chiapos_verifier
 from chains.poc.plots import Farmer
-from chains.poc.testing import ChainBuilder, FarmedChain, make_farmers, make_params
-
-
-@pytest.fixture(scope="session")
-def plot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    env = os.environ.get("PARKRELAY_PLOT_CACHE")
-    return Path(env) if env else tmp_path_factory.mktemp("plots")
-
-
-@pytest.fixture(scope="session")
-def plot_progress() -> list[tuple[float, str]]:
-    """Every progress report made while the session's plots were created (empty if all were cached)."""
-    return []
-
-
-@pytest.fixture(scope="session")
-def farmers(plot_dir: Path, plot_progress: list[tuple[float, str]]) -> list[Farmer]:
-    return make_farmers(2, plot_dir, progress=lambda f, m: plot_progress.append((f, m)))
+from chains.poc.testing import ChainBuilder, FarmedChain, make_params
 
 
 @pytest.fixture(scope="session")
