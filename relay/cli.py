@@ -53,17 +53,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     node = sub.add_parser("node", help="run one park-chain node process")
-    node.add_argument("kind", choices=["dpos", "poc"])
+    node.add_argument("kind", choices=["dpos", "poc", "relay"])
     node.add_argument("--config", required=True, help="deployment config (TOML)")
     node.add_argument("--chain", help="chain id (default: the only chain of that kind)")
     node.add_argument("--witness", help="DPoS witness name")
     node.add_argument("--farmer", help="PoC farmer name")
+    node.add_argument("--validator", help="relay validator name")
 
     dev = sub.add_parser("devnet", help="run a whole devnet on this machine")
     dev.add_argument("action", choices=["init", "up", "down", "status", "demo"])
     dev.add_argument("--config", default="deploy/devnet.toml")
     dev.add_argument("--seconds", type=float, default=20.0, help="demo: how long to watch (default 20)")
     dev.add_argument("--json", action="store_true")
+
+    rl = sub.add_parser("relayer", help="the relayer service")
+    rl.add_argument("action", choices=["start"])
+    rl.add_argument("--config", default="deploy/devnet.toml")
+    rl.add_argument("--name", required=True, help="relayer name (its account on every chain)")
+
+    tr = sub.add_parser("transfer", help="send energy to another park (phase 1; relayers do the rest)")
+    tr.add_argument("--config", default="deploy/devnet.toml")
+    tr.add_argument("--from-chain", required=True)
+    tr.add_argument("--from", dest="sender", required=True, help="sending account (its devnet key is used)")
+    tr.add_argument("--to-chain", required=True)
+    tr.add_argument("--to", dest="receiver", required=True)
+    tr.add_argument("--amount-wh", type=int, required=True, help="amount in Wh (1 kWh = 1000)")
+    tr.add_argument("--denom", default="kWh")
+    tr.add_argument("--lane", help="default: the first lane joining the two chains")
+    tr.add_argument("--timeout-s", type=float, default=600.0, help="seconds until the packet times out")
+    tr.add_argument("--json", action="store_true")
+
+    pk = sub.add_parser("packet", help="packets and their phases, read from the chains")
+    pk.add_argument("action", choices=["list", "show"])
+    pk.add_argument("key", nargs="?", help="show: src/dst/lane/sequence")
+    pk.add_argument("--config", default="deploy/devnet.toml")
+    pk.add_argument("--chain", help="list: only packets sent by this chain")
+    pk.add_argument("--json", action="store_true")
 
     st = sub.add_parser("status", help="heights and finality of every chain in a deployment")
     st.add_argument("--config", default="deploy/devnet.toml")
@@ -88,11 +113,17 @@ def _dispatch(args: Any) -> int:
     if args.cmd == "node":
         from relay.nodes import run_node
 
-        name = args.witness if args.kind == "dpos" else args.farmer
+        flag = {"dpos": "--witness", "poc": "--farmer", "relay": "--validator"}[args.kind]
+        name = {"dpos": args.witness, "poc": args.farmer, "relay": args.validator}[args.kind]
         if not name:
-            flag = "--witness" if args.kind == "dpos" else "--farmer"
             raise ConfigError(f"parkrelay node {args.kind} needs {flag} NAME")
         return asyncio.run(run_node(cfg, args.kind, args.chain, name))
+    if args.cmd == "relayer":
+        from relay.relayer import run_relayer
+
+        return asyncio.run(run_relayer(cfg, args.name))
+    if args.cmd in ("transfer", "packet"):
+        return _ops(cfg, args)
     from relay import devnet
 
     if args.cmd == "status":
@@ -108,6 +139,36 @@ def _dispatch(args: Any) -> int:
     if action == "status":
         return devnet.print_status(cfg, as_json=args.json)
     return devnet.demo(cfg, seconds=args.seconds, as_json=args.json)
+
+
+def _ops(cfg: Any, args: Any) -> int:
+    from relay import ops
+
+    try:
+        if args.cmd == "transfer":
+            out: Any = ops.transfer(cfg, args.from_chain, args.sender, args.to_chain, args.receiver, args.amount_wh,
+                                    args.denom, args.lane, args.timeout_s)
+            print(json.dumps(out) if args.json else f"sent {out['packet']} (tx {out['tx'][:16]}, height "
+                                                    f"{out['height']}); `parkrelay packet show {out['packet']}`")
+            return 0
+        if args.action == "list":
+            rows = ops.list_packets(cfg, args.chain)
+            if args.json:
+                print(json.dumps(rows))
+            else:
+                print(f"{'packet':<34} {'state':<10} {'kind':<8} {'from':<10} {'to':<10} payload")
+                for r in rows:
+                    print(f"{r['packet']:<34} {r['state']:<10} {r['kind']:<8} {r['sender']:<10} {r['receiver']:<10} "
+                          f"{r['payload']}")
+            return 0
+        if not args.key:
+            raise ConfigError("parkrelay packet show needs a packet: src/dst/lane/sequence")
+        row = ops.show_packet(cfg, args.key)
+        print(json.dumps(row, indent=None if args.json else 2))
+        return 0
+    except (OSError, RuntimeError) as exc:
+        print(f"parkrelay: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

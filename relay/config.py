@@ -58,6 +58,21 @@ class DeploymentConfig:
     """Relay validator (park operator) names; their keys form the bridges' trusted set at genesis."""
     lanes: tuple[tuple[str, str, str], ...] = field(default=())
     """``(lane, chain_a, chain_b)``: bidirectional lanes between pairs of chains."""
+    relay_chain_id: str = "relay"
+    """The relay chain's id."""
+    relay_base_port: int | None = None
+    """RPC port of the first relay validator (n-th = base + n); None: the relay chain is not run here."""
+    relay_block_interval_ms: int = 1000
+    """Pause between a decided relay block and the next height."""
+    relayers: tuple[str, ...] = field(default=())
+    """Relayer service names; each gets an account on every chain."""
+
+    def relay_port(self, validator: str) -> int:
+        assert self.relay_base_port is not None
+        return self.relay_base_port + self.relay_validators.index(validator)
+
+    def relay_url(self, validator: str) -> str:
+        return f"http://{self.host}:{self.relay_port(validator)}"
 
     def chain(self, chain_id: str) -> ChainConfig:
         for c in self.chains:
@@ -130,4 +145,15 @@ def load_config(path: str | Path) -> DeploymentConfig:
         if lane[1] == lane[2]:
             raise ConfigError(f"{where}: a lane joins two different chains, got {lane[1]!r} twice")
         lanes.append(lane)
-    return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes))
+    relay_chain_id = _get(relay, "chain_id", str, "relay", "relay")
+    relay_base_port = _get(relay, "base_port", int, "relay", 0) or None
+    if relay_base_port is not None:
+        for n, v in enumerate(validators):
+            port = relay_base_port + n
+            if port in seen_ports:
+                raise ConfigError(f"relay: port {port} already used by {seen_ports[port]}")
+            seen_ports[port] = f"{relay_chain_id}/{v}"
+    block_ms = _get(relay, "block_interval_ms", int, "relay", 1000)
+    relayers = tuple(_get(raw, "relayers", dict, str(p), {}).get("names", []))
+    return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
+                            relay_base_port, block_ms, relayers)

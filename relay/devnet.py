@@ -22,7 +22,7 @@ from typing import Any
 from protocol.certificate import Validator, ValidatorSet
 from relay.config import DeploymentConfig
 from relay.keys import create_secret, ed25519_signer, eth_address, read_secret
-from relay.nodes import admin_token_path, chain_module, genesis_path, node_key_path
+from relay.nodes import admin_token_path, chain_module, genesis_path, node_key_path, relay_genesis_path
 
 
 def account_key_path(cfg: DeploymentConfig, chain_id: str, account: str) -> Path:
@@ -57,7 +57,7 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
             create_secret(node_key_path(cfg, chain.id, n))
             nodes[n] = ed25519_signer(node_key_path(cfg, chain.id, n)).pubkey
         accounts = {}
-        for acct, balance in chain.accounts.items():
+        for acct, balance in {**{r: 0 for r in cfg.relayers}, **chain.accounts}.items():
             create_secret(account_key_path(cfg, chain.id, acct))
             accounts[acct] = (ed25519_signer(account_key_path(cfg, chain.id, acct)).pubkey, balance)
         if gpath.exists():
@@ -69,6 +69,51 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
         gpath.parent.mkdir(parents=True, exist_ok=True)
         gpath.write_text(json.dumps(genesis, indent=2, sort_keys=True))
         print(f"genesis of {chain.id} written to {gpath}")
+    for r in cfg.relayers:
+        create_secret(relayer_key_path(cfg, cfg.relay_chain_id, r))
+    if cfg.relay_base_port is not None and not relay_genesis_path(cfg).exists():
+        relay_genesis_path(cfg).write_text(json.dumps(relay_genesis(cfg, valset, now), indent=2, sort_keys=True))
+        print(f"genesis of {cfg.relay_chain_id} written to {relay_genesis_path(cfg)}")
+
+
+def relayer_key_path(cfg: DeploymentConfig, chain_id: str, relayer: str) -> Path:
+    """A relayer's account key on ``chain_id`` (parks: the genesis account of the same name)."""
+    if chain_id == cfg.relay_chain_id:
+        return cfg.data_dir / "keys" / "relay" / "accounts" / f"{relayer}.seed"
+    return account_key_path(cfg, chain_id, relayer)
+
+
+def relay_genesis(cfg: DeploymentConfig, valset: ValidatorSet, genesis_time_ms: int) -> dict[str, Any]:
+    """The relay chain's genesis: its validators, one light client per park (from the park's genesis),
+    the lanes, and the relayers' accounts."""
+    from chains.common.wire import validator_set_to_json
+
+    clients = {}
+    for chain in cfg.chains:
+        park_genesis = json.loads(genesis_path(cfg, chain.id).read_text())
+        clients[chain.id] = {"client_type": chain.kind,
+                             "init": {"genesis": park_genesis, "trusting_period_ms": 14 * 24 * 3600 * 1000}}
+    return {
+        "chain_id": cfg.relay_chain_id,
+        "genesis_time_ms": genesis_time_ms,
+        "validators": validator_set_to_json(valset),
+        "clients": clients,
+        "lanes": [{"lane": lane, "chains": [a, b]} for lane, a, b in cfg.lanes],
+        "accounts": {r: ed25519_signer(relayer_key_path(cfg, cfg.relay_chain_id, r)).pubkey.hex()
+                     for r in cfg.relayers},
+        "block": {"commit_ms": cfg.relay_block_interval_ms},
+    }
+
+
+def processes(cfg: DeploymentConfig) -> list[tuple[str, str, str, str, str]]:
+    """Every node process of the deployment: ``(chain_id, kind, name, flag, url)``."""
+    out = []
+    for chain in cfg.chains:
+        flag = "--witness" if chain.kind == "dpos" else "--farmer"
+        out += [(chain.id, chain.kind, n, flag, chain.url_of(n, cfg.host)) for n in chain.nodes]
+    if cfg.relay_base_port is not None:
+        out += [(cfg.relay_chain_id, "relay", v, "--validator", cfg.relay_url(v)) for v in cfg.relay_validators]
+    return out
 
 
 def _pids_path(cfg: DeploymentConfig) -> Path:
@@ -93,18 +138,21 @@ def up(cfg: DeploymentConfig, timeout_s: float = 120.0) -> int:
     logs = cfg.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pids: dict[str, int] = {}
-    for chain in cfg.chains:
-        flag = "--witness" if chain.kind == "dpos" else "--farmer"
-        for n in chain.nodes:
-            log_file = open(logs / f"{chain.id}-{n}.log", "ab")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "relay.cli", "node", chain.kind, "--config", str(cfg.path), "--chain",
-                 chain.id, flag, n],
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-            pids[f"{chain.id}/{n}"] = proc.pid
+    for chain_id, kind, n, flag, _ in processes(cfg):
+        log_file = open(logs / f"{chain_id}-{n}.log", "ab")
+        argv = [sys.executable, "-m", "relay.cli", "node", kind, "--config", str(cfg.path), flag, n]
+        if kind != "relay":
+            argv[7:7] = ["--chain", chain_id]
+        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        pids[f"{chain_id}/{n}"] = proc.pid
+    for r in cfg.relayers:
+        log_file = open(logs / f"relayer-{r}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "relay.cli", "relayer", "start", "--config", str(cfg.path),
+                                 "--name", r], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        pids[f"relayer/{r}"] = proc.pid
     _pids_path(cfg).write_text(json.dumps(pids, indent=2))
     deadline = time.monotonic() + timeout_s
-    pending = {(c.id, n): c.url_of(n, cfg.host) for c in cfg.chains for n in c.nodes}
+    pending = {(c, n): url for c, _, n, _, url in processes(cfg)}
     while pending and time.monotonic() < deadline:
         for key, url in list(pending.items()):
             try:
@@ -155,15 +203,13 @@ def down(cfg: DeploymentConfig, timeout_s: float = 15.0) -> int:
 
 def status(cfg: DeploymentConfig) -> list[dict[str, Any]]:
     rows = []
-    for chain in cfg.chains:
-        for n in chain.nodes:
-            url = chain.url_of(n, cfg.host)
-            try:
-                st = rpc(url, "status", timeout=1.0)
-                rows.append({"chain": chain.id, "node": n, "url": url, "up": True, "height": st["height"],
-                             "final_height": st["final_height"], "head": st["head"][:12]})
-            except (OSError, RuntimeError):
-                rows.append({"chain": chain.id, "node": n, "url": url, "up": False})
+    for chain_id, _, n, _, url in processes(cfg):
+        try:
+            st = rpc(url, "status", timeout=1.0)
+            rows.append({"chain": chain_id, "node": n, "url": url, "up": True, "height": st["height"],
+                         "final_height": st["final_height"], "head": st["head"][:12]})
+        except (OSError, RuntimeError):
+            rows.append({"chain": chain_id, "node": n, "url": url, "up": False})
     return rows
 
 
@@ -210,15 +256,18 @@ def demo(cfg: DeploymentConfig, seconds: float = 20.0, as_json: bool = False) ->
         end = status(cfg)
         ok = True
         summary = []
-        for chain in cfg.chains:
-            rows = [r for r in end if r["chain"] == chain.id and r["up"]]
-            first = [start[(chain.id, n)] for n in chain.nodes if start[(chain.id, n)]["up"]]
+        chain_nodes: dict[str, list[str]] = {}
+        for chain_id, _, n, _, _ in processes(cfg):
+            chain_nodes.setdefault(chain_id, []).append(n)
+        for chain_id, nodes in chain_nodes.items():
+            rows = [r for r in end if r["chain"] == chain_id and r["up"]]
+            first = [start[(chain_id, n)] for n in nodes if start[(chain_id, n)]["up"]]
             final_now = max((r["final_height"] for r in rows), default=0)
             final_before = max((r["final_height"] for r in first), default=0)
             heads = {r["head"] for r in rows}
             progressed = final_now > final_before
             ok &= progressed
-            summary.append({"chain": chain.id, "nodes_up": len(rows), "final_height_start": final_before,
+            summary.append({"chain": chain_id, "nodes_up": len(rows), "final_height_start": final_before,
                             "final_height_end": final_now, "final_progressed": progressed,
                             "nodes_agree_on_head": len(heads) == 1})
         if as_json:

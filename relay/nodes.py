@@ -11,6 +11,7 @@ from types import ModuleType
 
 from chains.common.node import NodeConfig, ParkNode
 from relay.config import ConfigError, DeploymentConfig
+from relay.consensus import ValidatorKey
 from relay.keys import ed25519_signer, read_secret
 
 
@@ -31,7 +32,34 @@ def admin_token_path(cfg: DeploymentConfig) -> Path:
     return cfg.data_dir / "keys" / "admin.token"
 
 
+def relay_genesis_path(cfg: DeploymentConfig) -> Path:
+    return cfg.data_dir / "genesis" / f"{cfg.relay_chain_id}.json"
+
+
+def load_relay_node(cfg: DeploymentConfig, name: str) -> ParkNode:
+    from relay.devnet import relay_key_paths
+    from relay.node import make_relay_node
+
+    if name not in cfg.relay_validators:
+        raise ConfigError(f"{cfg.path}: no relay validator {name!r}; validators are {list(cfg.relay_validators)}")
+    if cfg.relay_base_port is None:
+        raise ConfigError(f"{cfg.path}: [relay] base_port is not set, so the relay chain does not run here")
+    gpath = relay_genesis_path(cfg)
+    if not gpath.exists():
+        raise ConfigError(f"no relay genesis at {gpath}: run `parkrelay devnet init --config {cfg.path}` first")
+    genesis = json.loads(gpath.read_text())
+    ed_path, eth_path = relay_key_paths(cfg, name)
+    key = ValidatorKey(read_secret(ed_path), read_secret(eth_path))
+    token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
+    peers = [cfg.relay_url(v) for v in cfg.relay_validators if v != name]
+    node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host, port=cfg.relay_port(name),
+                          peers=peers, admin_token=token)
+    return make_relay_node(genesis, name, key, node_cfg)
+
+
 def load_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str) -> ParkNode:
+    if kind == "relay":
+        return load_relay_node(cfg, name)
     chains = cfg.chains_of_kind(kind) if chain_id is None else [cfg.chain(chain_id)]
     if len(chains) != 1:
         raise ConfigError(f"{cfg.path}: {len(chains)} chains of kind {kind}; name one with --chain")

@@ -67,6 +67,8 @@ class Devnet:
     root: Path
     chains: list[dict[str, Any]]
     lanes: list[dict[str, str]] = field(default_factory=list)
+    relay: dict[str, Any] | None = None
+    relayers: list[str] = field(default_factory=list)
     procs: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
     cfg: DeploymentConfig | None = None
 
@@ -76,6 +78,10 @@ class Devnet:
         doc = {"deployment": {"data_dir": str(self.root / "data")}, "chains": self.chains}
         if self.lanes:
             doc["lanes"] = self.lanes
+        if self.relay:
+            doc["relay"] = self.relay
+        if self.relayers:
+            doc["relayers"] = {"names": self.relayers}
         path = self.root / "devnet.toml"
         path.write_text(tomli_w.dumps(doc))
         self.cfg = load_config(path)
@@ -88,22 +94,28 @@ class Devnet:
 
     def start(self, chain_id: str, node: str) -> None:
         assert self.cfg is not None
-        chain = self.cfg.chain(chain_id)
-        flag = "--witness" if chain.kind == "dpos" else "--farmer"
         logs = self.cfg.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = open(logs / f"{chain_id}-{node}.log", "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.procs[(chain_id, node)] = subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "--log-level", "info", "node", chain.kind, "--config",
-             str(self.cfg.path), "--chain", chain_id, flag, node],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        argv = [sys.executable, "-m", "relay.cli", "--log-level", "info", "node"]
+        if chain_id == self.cfg.relay_chain_id:
+            argv += ["relay", "--config", str(self.cfg.path), "--validator", node]
+        else:
+            chain = self.cfg.chain(chain_id)
+            flag = "--witness" if chain.kind == "dpos" else "--farmer"
+            argv += [chain.kind, "--config", str(self.cfg.path), "--chain", chain_id, flag, node]
+        self.procs[(chain_id, node)] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                                        env=env)
 
     def start_all(self) -> None:
         assert self.cfg is not None
         for c in self.cfg.chains:
             for n in c.nodes:
                 self.start(c.id, n)
+        if self.cfg.relay_base_port is not None:
+            for v in self.cfg.relay_validators:
+                self.start(self.cfg.relay_chain_id, v)
 
     def kill(self, chain_id: str, node: str, sig: int = signal.SIGKILL) -> None:
         p = self.procs.pop((chain_id, node))
@@ -124,6 +136,8 @@ class Devnet:
 
     def url(self, chain_id: str, node: str) -> str:
         assert self.cfg is not None
+        if chain_id == self.cfg.relay_chain_id:
+            return self.cfg.relay_url(node)
         return self.cfg.chain(chain_id).url_of(node)
 
     def client(self, chain_id: str, node: str) -> JsonRpcClient:

@@ -1,0 +1,453 @@
+"""The relayer service: ``parkrelay relayer start --config FILE --name NAME``.
+
+An untrusted, permissionless carrier of packets through the four phases (SPEC.md §1, §6). It holds
+no authority: every message it delivers is checked by a light client, a relay certificate or a proof,
+so its only duties are liveness and economy.
+
+How it works — reconcile, don't remember. Each step:
+
+1. scans the final blocks of every park for ``send_packet`` and ``write_ack`` events (from a cursor
+   kept in SQLite, so packets sent while it was down are found on start);
+2. for every packet not yet settled, reads the chains' records (verified? received? outcome
+   certified? settled?) with one batched query per chain, and submits only the next action:
+   ``packet.verify_batch`` (phase 2, up to 100 per source header), ``bridge.recv`` (phase 3),
+   ``packet.confirm_ack`` / ``packet.confirm_timeout`` (phase 4, relay half), ``bridge.settle``
+   (phase 4, source half) — each preceded by the light-client header updates its proof needs.
+
+Because the next action is always derived from chain state, a restarted relayer, or two relayers
+racing, never deliver a packet twice: a redundant submission is refused at admission
+(``packet.replay``), which counts as done. Other protocol rejections are logged and not retried
+until the chain moves on; I/O errors back off and reconnect only the side that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.common.park import ParkSource, ParkTarget
+from adapters.common.rpc import JsonRpcClient
+from protocol.codec import decode_outcome, decode_packet
+from protocol.crypto import Ed25519Signer
+from protocol.errors import ProtocolError, TransportError
+from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
+from protocol.types import Packet, PacketOutcome
+
+log = logging.getLogger("parkrelay.relayer")
+
+VERIFY_BATCH = 100
+MAX_HEADERS_PER_UPDATE = 200
+RESUBMIT_AFTER_S = 6.0
+
+
+@dataclass
+class ChainLink:
+    """One chain as the relayer sees it: a source side, a target side signing as the relayer."""
+
+    chain_id: str
+    kind: str
+    source: ParkSource
+    target: ParkTarget
+    client: JsonRpcClient
+
+
+@dataclass
+class Tracked:
+    """A packet the relayer carries, and what it has seen of it."""
+
+    packet: Packet
+    raw: bytes
+    commit_height: int
+    ack: bytes | None = None
+    done: bool = False
+
+    @property
+    def key(self) -> str:
+        p = self.packet
+        return f"{p.src_chain}/{p.dst_chain}/{p.lane}/{p.sequence}"
+
+
+@dataclass
+class RelayerStats:
+    """Counters exposed in logs and metrics."""
+
+    submitted: dict[str, int] = field(default_factory=dict)
+    redundant: int = 0
+    rejected: int = 0
+    settled: int = 0
+
+    def count(self, action: str) -> None:
+        self.submitted[action] = self.submitted.get(action, 0) + 1
+
+
+class Relayer:
+    """Carries packets between the parks of a deployment through the relay chain."""
+
+    def __init__(self, name: str, relay: ChainLink, parks: dict[str, ChainLink], db_path: Path,
+                 poll_s: float = 0.5) -> None:
+        self.name = name
+        self.relay = relay
+        self.parks = parks
+        self.poll_s = poll_s
+        self.stats = RelayerStats()
+        self.log = logging.LoggerAdapter(log, {"chain": relay.chain_id, "node": name})
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(db_path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS cursors (chain TEXT PRIMARY KEY, height INTEGER)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS packets (key TEXT PRIMARY KEY, packet TEXT, commit_height "
+                        "INTEGER, ack TEXT, done INTEGER)")
+        self.db.commit()
+        self.packets: dict[str, Tracked] = {}
+        for key, raw, h, ack, done in self.db.execute("SELECT key, packet, commit_height, ack, done FROM packets"):
+            if not done:
+                pkt_raw = bytes.fromhex(raw)
+                self.packets[key] = Tracked(decode_packet(pkt_raw), pkt_raw, h,
+                                            bytes.fromhex(ack) if ack else None)
+        self._inflight: dict[tuple[str, str], float] = {}
+        self._stop = asyncio.Event()
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Step until stopped; I/O errors back off (up to 10 s) and retry, protocol errors never loop."""
+        backoff = 0.5
+        self.log.info("relayer %s started: %d parks, %d packets in flight from its database", self.name,
+                      len(self.parks), len(self.packets))
+        while not self._stop.is_set():
+            try:
+                await self.step()
+                backoff = 0.5
+                delay = self.poll_s
+            except TransportError as exc:
+                self.log.warning("side %s unreachable (%s); retrying in %.1fs", exc.side, exc.message, backoff)
+                delay, backoff = backoff, min(backoff * 2, 10.0)
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+            except TimeoutError:
+                pass
+        self.db.close()
+        self.log.info("relayer %s stopped: %s", self.name, self.summary())
+
+    def summary(self) -> dict[str, Any]:
+        return {"submitted": dict(self.stats.submitted), "redundant": self.stats.redundant,
+                "rejected": self.stats.rejected, "settled": self.stats.settled, "in_flight": len(self.packets)}
+
+    async def step(self) -> None:
+        """One reconcile pass over every park and packet."""
+        for park in self.parks.values():
+            await self._scan(park)
+        if not self.packets:
+            return
+        relay_state = await self._relay_records()
+        by_action: dict[str, list[Tracked]] = {"verify": [], "recv": [], "confirm": [], "timeout": [], "settle": []}
+        park_state = await self._park_records()
+        for t in list(self.packets.values()):
+            action = self._next_action(t, relay_state, park_state)
+            if action is not None and not self._waiting(t, action):
+                by_action[action].append(t)
+        await self._verify(by_action["verify"])
+        await self._recv(by_action["recv"])
+        await self._confirm(by_action["confirm"], by_action["timeout"])
+        await self._settle(by_action["settle"], relay_state)
+
+    # -- discovery --------------------------------------------------------------------------------
+
+    async def _scan(self, park: ChainLink) -> None:
+        row = self.db.execute("SELECT height FROM cursors WHERE chain = ?", (park.chain_id,)).fetchone()
+        start = (row[0] if row else 0) + 1
+        final = await park.source.final_height()
+        while start <= final:
+            end = min(final, start + 999)
+            for ev in await park.source.events(start, end):
+                if ev.get("type") == "send_packet":
+                    raw = bytes.fromhex(ev["packet"])
+                    pkt = decode_packet(raw)
+                    if pkt.dst_chain in self.parks:
+                        self._track(Tracked(pkt, raw, int(ev["height"])))
+                elif ev.get("type") == "write_ack":
+                    self._record_ack(ev)
+            self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (park.chain_id, end))
+            self.db.commit()
+            start = end + 1
+
+    def _track(self, t: Tracked) -> None:
+        if t.key in self.packets:
+            return
+        exists = self.db.execute("SELECT done FROM packets WHERE key = ?", (t.key,)).fetchone()
+        if exists and exists[0]:
+            return
+        self.packets[t.key] = t
+        self.db.execute("INSERT OR IGNORE INTO packets VALUES (?, ?, ?, NULL, 0)", (t.key, t.raw.hex(),
+                                                                                     t.commit_height))
+        self.db.commit()
+
+    def _record_ack(self, ev: dict[str, Any]) -> None:
+        key = f"{ev.get('src')}/{ev.get('dst')}/{ev.get('lane')}/{ev.get('sequence')}"
+        t = self.packets.get(key)
+        if t is not None and t.ack is None and ev.get("ack"):
+            t.ack = bytes.fromhex(ev["ack"])
+            self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ev["ack"], key))
+            self.db.commit()
+
+    # -- reading state ----------------------------------------------------------------------------
+
+    async def _relay_records(self) -> dict[str, str | None]:
+        keys: list[str] = []
+        for t in self.packets.values():
+            p = t.packet
+            keys += [verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode(),
+                     outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()]
+        return await _query_many(self.relay.client, keys)
+
+    async def _park_records(self) -> dict[str, dict[str, str | None]]:
+        per_chain: dict[str, list[str]] = {}
+        for t in self.packets.values():
+            p = t.packet
+            per_chain.setdefault(p.src_chain, []).append(commitment_path(p.dst_chain, p.lane, p.sequence).decode())
+            per_chain.setdefault(p.dst_chain, []).append(receipt_path(p.src_chain, p.lane, p.sequence).decode())
+            per_chain[p.dst_chain].append(f"acks/{p.src_chain}/{p.lane}/{p.sequence}")
+        out: dict[str, dict[str, str | None]] = {}
+        for chain, keys in per_chain.items():
+            if chain in self.parks:
+                out[chain] = await _query_many(self.parks[chain].client, keys)
+        return out
+
+    def _next_action(self, t: Tracked, relay: dict[str, str | None], parks: dict[str, dict[str, str | None]]
+                     ) -> str | None:
+        p = t.packet
+        src, dst = parks.get(p.src_chain, {}), parks.get(p.dst_chain, {})
+        committed = src.get(commitment_path(p.dst_chain, p.lane, p.sequence).decode())
+        outcome = relay.get(outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode())
+        if outcome is not None:
+            if committed is None:
+                self._finish(t)
+                return None
+            return "settle"
+        verified = relay.get(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode())
+        if verified is None:
+            if committed is None:  # settled without a relay record cannot happen; nothing to carry
+                self._finish(t)
+                return None
+            return "verify"
+        receipt = dst.get(receipt_path(p.src_chain, p.lane, p.sequence).decode())
+        if receipt is not None:
+            ack_hex = dst.get(f"acks/{p.src_chain}/{p.lane}/{p.sequence}")
+            if ack_hex is not None and t.ack is None:
+                t.ack = bytes.fromhex(bytes.fromhex(ack_hex).decode())  # the bridge stores the ack as hex text
+            return "confirm"
+        if self._now_ms() >= p.timeout_timestamp_ms:
+            return "timeout"
+        return "recv"
+
+    def _finish(self, t: Tracked) -> None:
+        t.done = True
+        self.packets.pop(t.key, None)
+        self.stats.settled += 1
+        self.db.execute("UPDATE packets SET done = 1 WHERE key = ?", (t.key,))
+        self.db.commit()
+        self.log.info("packet %s settled", t.key)
+
+    def _waiting(self, t: Tracked, action: str) -> bool:
+        until = self._inflight.get((t.key, action))
+        return until is not None and time.monotonic() < until
+
+    def _sent(self, t: Tracked, action: str) -> None:
+        self._inflight[(t.key, action)] = time.monotonic() + RESUBMIT_AFTER_S
+
+    @staticmethod
+    def _now_ms() -> int:
+        return int(time.time() * 1000)
+
+    # -- light clients on the relay chain ---------------------------------------------------------
+
+    async def _client_status(self, chain_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.relay.client.call("getClientStatus", {"chain_id": chain_id})
+        return result
+
+    async def _update_client(self, park: ChainLink) -> dict[str, Any]:
+        """Feed the relay's client of ``park`` every header it lacks (up to 200); return its status."""
+        st = await self._client_status(park.chain_id)
+        latest = await park.source.latest_height()
+        start = int(st["latest_height"]) + 1
+        if start > latest:
+            return st
+        if self._waiting_key(f"update/{park.chain_id}"):
+            return st
+        end = min(latest, start + MAX_HEADERS_PER_UPDATE - 1)
+        headers = await park.source.headers(start, end)
+        await self._submit(self.relay, "client.update", {"chain_id": park.chain_id,
+                                                         "headers": [h.encode().hex() for h in headers]},
+                           f"update/{park.chain_id}", None)
+        return st
+
+    def _waiting_key(self, key: str) -> bool:
+        until = self._inflight.get((key, "update"))
+        return until is not None and time.monotonic() < until
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    async def _verify(self, todo: list[Tracked]) -> None:
+        by_src: dict[str, list[Tracked]] = {}
+        for t in todo:
+            by_src.setdefault(t.packet.src_chain, []).append(t)
+        for src, items in by_src.items():
+            park = self.parks[src]
+            st = await self._update_client(park)
+            final = int(st["final_height"])
+            ready = [t for t in items if t.commit_height <= final]
+            for i in range(0, len(ready), VERIFY_BATCH):
+                batch = ready[i:i + VERIFY_BATCH]
+                proofs = []
+                for t in batch:
+                    p = t.packet
+                    pv = await park.source.prove(commitment_path(p.dst_chain, p.lane, p.sequence), final)
+                    if pv.value is not None:
+                        proofs.append((t, pv.proof))
+                if proofs:
+                    await self._submit(self.relay, "packet.verify_batch",
+                                       {"height": final, "items": [{"packet": t.raw.hex(), "proof": pr.hex()}
+                                                                   for t, pr in proofs]},
+                                       "verify", [t for t, _ in proofs])
+
+    async def _certificate(self, key: bytes) -> dict[str, Any]:
+        cert: dict[str, Any] = await self.relay.client.call("getCertificate", {"key": key.decode()})
+        return cert
+
+    async def _recv(self, todo: list[Tracked]) -> None:
+        for t in todo:
+            p = t.packet
+            cert = await self._certificate(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence))
+            await self._submit(self.parks[p.dst_chain], "bridge.recv", {"packet": t.raw.hex(), "certificate": cert},
+                               "recv", [t])
+
+    async def _confirm(self, acked: list[Tracked], timed_out: list[Tracked]) -> None:
+        by_dst: dict[str, tuple[list[Tracked], list[Tracked]]] = {}
+        for t in acked:
+            by_dst.setdefault(t.packet.dst_chain, ([], []))[0].append(t)
+        for t in timed_out:
+            by_dst.setdefault(t.packet.dst_chain, ([], []))[1].append(t)
+        for dst, (acks, timeouts) in by_dst.items():
+            park = self.parks[dst]
+            st = await self._update_client(park)
+            final = int(st["final_height"])
+            for t in acks:
+                p = t.packet
+                pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
+                if pv.value is None or t.ack is None:
+                    continue  # the client's final header predates the receipt: wait for the update
+                await self._submit(self.relay, "packet.confirm_ack",
+                                   {"packet": t.raw.hex(), "ack": t.ack.hex(), "height": final,
+                                    "proof": pv.proof.hex()}, "confirm", [t])
+            if not timeouts:
+                continue
+            header = await park.client.call("getHeader", {"height": final})
+            for t in timeouts:
+                p = t.packet
+                if int(header["timestamp_ms"]) < p.timeout_timestamp_ms:
+                    continue  # no final header past the timeout yet
+                pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
+                if pv.value is not None:
+                    continue  # it was received after all: the ack path will carry it
+                await self._submit(self.relay, "packet.confirm_timeout",
+                                   {"packet": t.raw.hex(), "height": final, "proof": pv.proof.hex()}, "timeout", [t])
+
+    async def _settle(self, todo: list[Tracked], relay: dict[str, str | None]) -> None:
+        for t in todo:
+            p = t.packet
+            key = outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence)
+            raw = relay.get(key.decode())
+            if raw is None:
+                continue
+            outcome, _, _ = decode_outcome(bytes.fromhex(raw))
+            cert = await self._certificate(key)
+            args: dict[str, Any] = {"packet": t.raw.hex(), "certificate": cert}
+            if outcome is PacketOutcome.ACKED:
+                if t.ack is None:
+                    continue
+                args["ack"] = t.ack.hex()
+            await self._submit(self.parks[p.src_chain], "bridge.settle", args, "settle", [t])
+
+    async def _submit(self, chain: ChainLink, op: str, args: dict[str, Any], action: str,
+                      packets: list[Tracked] | None) -> None:
+        try:
+            await chain.target.submit(op, args)
+        except ProtocolError as exc:
+            if exc.code == "packet.replay":
+                self.stats.redundant += 1  # another relayer did it first: done, not an error
+            else:
+                self.stats.rejected += 1
+                self.log.warning("%s on %s refused: %s", op, chain.chain_id, exc)
+        else:
+            self.stats.count(action)
+        if packets is None:
+            self._inflight[(action, "update")] = time.monotonic() + RESUBMIT_AFTER_S / 3
+        else:
+            for t in packets:
+                self._sent(t, action)
+
+
+async def _query_many(client: JsonRpcClient, keys: list[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for i in range(0, len(keys), 1000):
+        r = await client.call("queryMany", {"keys": keys[i:i + 1000]})
+        out.update(r["values"])
+    return out
+
+
+# -- wiring from a deployment config ------------------------------------------------------------
+
+
+def build_relayer(cfg: Any, name: str) -> Relayer:
+    """A relayer for deployment ``cfg`` (relay.config.DeploymentConfig) signing as account ``name``."""
+    from adapters import dpos as dpos_adapter
+    from adapters import poc as poc_adapter
+    from relay.config import ConfigError
+    from relay.devnet import relayer_key_path
+    from relay.keys import ed25519_signer
+    from relay.node import RelayBlockHeader
+
+    if name not in cfg.relayers:
+        raise ConfigError(f"{cfg.path}: no relayer {name!r}; relayers are {list(cfg.relayers)}")
+    if cfg.relay_base_port is None:
+        raise ConfigError(f"{cfg.path}: the relay chain has no [relay] base_port")
+
+    def link(chain_id: str, kind: str, url: str, decode: Any) -> ChainLink:
+        client = JsonRpcClient(url, side=chain_id)
+        signer: Ed25519Signer = ed25519_signer(relayer_key_path(cfg, chain_id, name))
+        return ChainLink(chain_id, kind, ParkSource(client, decode), ParkTarget(client, chain_id, name, signer),
+                         client)
+
+    parks = {}
+    for chain in cfg.chains:
+        decode = dpos_adapter.source if chain.kind == "dpos" else poc_adapter.source
+        url = chain.url_of(chain.nodes[0], cfg.host)
+        parks[chain.id] = link(chain.id, chain.kind, url, decode(JsonRpcClient(url, side=chain.id)).decode_header)
+    relay_url = cfg.relay_url(cfg.relay_validators[0])
+    relay = link(cfg.relay_chain_id, "relay", relay_url, RelayBlockHeader.decode)
+    return Relayer(name, relay, parks, cfg.data_dir / "relayers" / f"{name}.sqlite3")
+
+
+async def run_relayer(cfg: Any, name: str) -> int:
+    """``parkrelay relayer start``: run until SIGTERM/SIGINT, then stop cleanly."""
+    relayer = build_relayer(cfg, name)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, relayer.stop)
+    try:
+        await relayer.run()
+    finally:
+        for c in {id(x.client): x.client for x in [relayer.relay, *relayer.parks.values()]}.values():
+            await c.close()
+    print(json.dumps(relayer.summary()))
+    return 0
