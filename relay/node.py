@@ -253,6 +253,9 @@ class BftDriver:
         return block_bytes(built.included), header
 
     def validate_block(self, header: RelayHeader, block: bytes) -> bool:
+        stored = self.node.blocks.get(header.hash())
+        if stored is not None:  # synced with its commit and validated then (catch-up)
+            return block_bytes(list(stored.txs)) == block
         head = self.node.head
         if header.height != head.header.height + 1 or header.last_block_hash != head.hash:
             return False
@@ -302,7 +305,11 @@ class BftDriver:
             e = self.node.canonical(height)
             if e is None or e.header.commit is None:
                 return
-            self._handle(self.core.on_commit(block_bytes(list(e.txs)), e.header.commit))
+            try:
+                self._handle(self.core.on_commit(block_bytes(list(e.txs)), e.header.commit))
+            except ProtocolError as exc:
+                self.log.warning("catch-up commit at height %d refused: %s", height, exc)
+                return
             if self.core.height == height:  # decided here already; it moves on after its commit timeout
                 return
 

@@ -39,11 +39,12 @@ from protocol.crypto import Ed25519Signer
 from protocol.errors import ProtocolError, TransportError
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import Packet, PacketOutcome
+from relay.state_machine.clients import MAX_HEADERS as MAX_HEADERS_PER_UPDATE
 
 log = logging.getLogger("parkrelay.relayer")
 
 VERIFY_BATCH = 100
-MAX_HEADERS_PER_UPDATE = 200
+
 RESUBMIT_AFTER_S = 6.0
 
 
@@ -227,6 +228,12 @@ class Relayer:
                      ) -> str | None:
         p = t.packet
         src, dst = parks.get(p.src_chain, {}), parks.get(p.dst_chain, {})
+        ack_hex = dst.get(f"acks/{p.src_chain}/{p.lane}/{p.sequence}")
+        if ack_hex is not None and t.ack is None:
+            # from the target's state, not only from events: a restarted relayer may be past the event
+            t.ack = bytes.fromhex(bytes.fromhex(ack_hex).decode())  # the bridge stores the ack as hex text
+            self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (t.ack.hex(), t.key))
+            self.db.commit()
         committed = src.get(commitment_path(p.dst_chain, p.lane, p.sequence).decode())
         outcome = relay.get(outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode())
         if outcome is not None:
@@ -242,9 +249,6 @@ class Relayer:
             return "verify"
         receipt = dst.get(receipt_path(p.src_chain, p.lane, p.sequence).decode())
         if receipt is not None:
-            ack_hex = dst.get(f"acks/{p.src_chain}/{p.lane}/{p.sequence}")
-            if ack_hex is not None and t.ack is None:
-                t.ack = bytes.fromhex(bytes.fromhex(ack_hex).decode())  # the bridge stores the ack as hex text
             return "confirm"
         if self._now_ms() >= p.timeout_timestamp_ms:
             return "timeout"
@@ -276,7 +280,7 @@ class Relayer:
         return result
 
     async def _update_client(self, park: ChainLink) -> dict[str, Any]:
-        """Feed the relay's client of ``park`` every header it lacks (up to 200); return its status."""
+        """Feed the relay's client of ``park`` the headers it lacks (as many as one update takes); return its status."""
         st = await self._client_status(park.chain_id)
         latest = await park.source.latest_height()
         start = int(st["latest_height"]) + 1
@@ -374,6 +378,8 @@ class Relayer:
             args: dict[str, Any] = {"packet": t.raw.hex(), "certificate": cert}
             if outcome is PacketOutcome.ACKED:
                 if t.ack is None:
+                    self.log.warning("packet %s: acked on the relay chain but its ack is not readable on %s yet",
+                                     t.key, p.dst_chain)
                     continue
                 args["ack"] = t.ack.hex()
             await self._submit(self.parks[p.src_chain], "bridge.settle", args, "settle", [t])

@@ -71,8 +71,8 @@ class ParkSource:
 class ParkTarget:
     """:class:`~adapters.common.roles.TargetSide` of a Python park chain, signing as one account.
 
-    Nonces are assigned locally and in order, so concurrent submissions from one account never
-    collide; after a refused submission the next call re-reads the nonce from the chain.
+    Submissions from one target are serialised and each takes the chain's next nonce (committed plus
+    pending in the node's mempool), so concurrent calls never collide.
     """
 
     def __init__(self, client: JsonRpcClient, chain_id: str, account: str, signer: Ed25519Signer) -> None:
@@ -80,26 +80,19 @@ class ParkTarget:
         self.chain_id = chain_id
         self.account = account
         self.signer = signer
-        self._nonce: int | None = None
         self._lock = asyncio.Lock()
 
     async def _next_nonce(self) -> int:
-        if self._nonce is None:
-            acct = await self.client.call("getAccount", {"name": self.account})
-            self._nonce = int(acct["nonce"]) + int(acct.get("pending", 0))
-        n = self._nonce
-        self._nonce += 1
-        return n
+        # read from the chain every time: a node drops a transaction that can no longer execute (and the
+        # ones queued behind it), so a locally kept counter would run ahead of the chain and stall
+        acct = await self.client.call("getAccount", {"name": self.account})
+        return int(acct["nonce"]) + int(acct.get("pending", 0))
 
     async def submit(self, op: str, args: dict[str, Any]) -> str:
         async with self._lock:
             nonce = await self._next_nonce()
             tx = Tx.signed(self.signer, self.chain_id, self.account, nonce, op, args)
-            try:
-                r = await self.client.call("submitTx", {"tx": tx.to_json()})
-            except Exception:
-                self._nonce = None  # re-read on the next call
-                raise
+            r = await self.client.call("submitTx", {"tx": tx.to_json()})
         return str(r["hash"])
 
     async def track(self, tx_hash: str, timeout_s: float = 30.0, poll_s: float = 0.25) -> dict[str, Any]:

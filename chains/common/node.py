@@ -280,12 +280,32 @@ class ParkNode:
         included = {t.hash() for t in entry.txs}
         for th in included:
             self.mempool.pop(th, None)
+        self._prune_mempool()
         self._prune_states()
         for fut in self._head_waiters:
             if not fut.done():
                 fut.set_result(None)
         self._head_waiters.clear()
         self._notify_ws({"type": "new_head", "height": entry.header.height, "hash": entry.hash.hex()})
+
+    def _prune_mempool(self) -> None:
+        """Keep, per sender, only the run of nonces that follows the account's: a used nonce, or one behind a
+        gap (a transaction before it was dropped), can never execute."""
+        from chains.common.tx import account_path
+
+        if not self.mempool or self.head.state is None:
+            return
+        by_sender: dict[str, list[tuple[int, bytes]]] = {}
+        for th, tx in self.mempool.items():
+            by_sender.setdefault(tx.sender, []).append((tx.nonce, th))
+        for sender, txs in by_sender.items():
+            acct = self.head.state.get_json(account_path(sender))
+            expected = acct["nonce"] if acct is not None else -1
+            for nonce, th in sorted(txs):
+                if nonce == expected:
+                    expected += 1
+                else:
+                    self.mempool.pop(th, None)
 
     def _prune_states(self) -> None:
         final = self.rules.final_height(self)
