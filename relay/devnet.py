@@ -228,55 +228,123 @@ def print_status(cfg: DeploymentConfig, as_json: bool = False) -> int:
 
 
 def demo(cfg: DeploymentConfig, seconds: float = 20.0, as_json: bool = False) -> int:
-    """Start the devnet, show every chain producing final blocks, stop it. Exit 1 if a chain stalls."""
+    """Start the devnet and run the scripted scenario: energy DPoS -> PoC and PoC -> DPoS, a voucher's
+    return home, a refused transfer refunded; print each packet's phases and a final balance table.
+    Without a relay chain in the config, only watch the parks finalise for ``seconds``. Exit 1 on failure."""
     if up(cfg) != 0:
         return 1
     try:
-        if not as_json:
-            print("waiting for every chain's first block (on a first run PoC farmers fill their plots: ~15 s)")
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            rows = status(cfg)
-            if all(r["up"] and r["height"] >= 1 for r in rows):
-                break
-            if any(not r["up"] for r in rows):
-                print(f"devnet: a node went down; see {cfg.data_dir / 'logs'}", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
-        else:
-            print("devnet: no first block within 180 s; see the logs", file=sys.stderr)
+        if not _wait_first_blocks(cfg, as_json):
             return 1
-        start = {(r["chain"], r["node"]): r for r in status(cfg)}
-        t_end = time.monotonic() + seconds
-        while time.monotonic() < t_end:
-            time.sleep(min(5.0, max(0.0, t_end - time.monotonic())))
-            if not as_json:
-                print(f"--- t+{seconds - (t_end - time.monotonic()):.0f}s")
-                print_status(cfg)
-        end = status(cfg)
-        ok = True
-        summary = []
-        chain_nodes: dict[str, list[str]] = {}
-        for chain_id, _, n, _, _ in processes(cfg):
-            chain_nodes.setdefault(chain_id, []).append(n)
-        for chain_id, nodes in chain_nodes.items():
-            rows = [r for r in end if r["chain"] == chain_id and r["up"]]
-            first = [start[(chain_id, n)] for n in nodes if start[(chain_id, n)]["up"]]
-            final_now = max((r["final_height"] for r in rows), default=0)
-            final_before = max((r["final_height"] for r in first), default=0)
-            heads = {r["head"] for r in rows}
-            progressed = final_now > final_before
-            ok &= progressed
-            summary.append({"chain": chain_id, "nodes_up": len(rows), "final_height_start": final_before,
-                            "final_height_end": final_now, "final_progressed": progressed,
-                            "nodes_agree_on_head": len(heads) == 1})
-        if as_json:
-            print(json.dumps({"ok": ok, "chains": summary}))
-        else:
-            print("\nsummary:")
-            for s in summary:
-                print(f"  {s['chain']}: final height {s['final_height_start']} -> {s['final_height_end']} "
-                      f"({'finalising' if s['final_progressed'] else 'STALLED'}), {s['nodes_up']} nodes up")
-        return 0 if ok else 1
+        if cfg.relay_base_port is None or not cfg.relayers or not cfg.lanes:
+            return _watch(cfg, seconds, as_json)
+        return _scenario(cfg, as_json)
     finally:
         down(cfg)
+
+
+def _wait_first_blocks(cfg: DeploymentConfig, as_json: bool) -> bool:
+    if not as_json:
+        print("waiting for every chain's first block (on a first run PoC farmers fill their plots: ~15 s)")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        rows = status(cfg)
+        if all(r["up"] and r["height"] >= 1 for r in rows):
+            return True
+        if any(not r["up"] for r in rows):
+            print(f"devnet: a node went down; see {cfg.data_dir / 'logs'}", file=sys.stderr)
+            return False
+        time.sleep(0.5)
+    print("devnet: no first block within 180 s; see the logs", file=sys.stderr)
+    return False
+
+
+def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
+    from relay import ops
+
+    lane, a, b = cfg.lanes[0]
+    user = {c.id: next(n for n in c.accounts if n not in cfg.relayers and n != "operator") for c in cfg.chains}
+    voucher_on_b = f"{lane}/{a}/kWh"
+    steps = [
+        (f"energy {a} -> {b}", a, user[a], b, user[b], 5_000, "kWh"),
+        (f"energy {b} -> {a}", b, user[b], a, user[a], 2_000, "kWh"),
+        (f"voucher home {b} -> {a}", b, user[b], a, user[a], 3_000, voucher_on_b),
+        (f"refused transfer {a} -> {b} (no such account)", a, user[a], b, "nobody", 1_000, "kWh"),
+    ]
+    log: list[dict[str, Any]] = []
+    say = (lambda *_: None) if as_json else print
+    for title, src, sender, dst, receiver, amount, denom in steps:
+        sent = ops.transfer(cfg, src, sender, dst, receiver, amount, denom, lane)
+        key = sent["packet"]
+        say(f"\n{title}: {amount} Wh of {denom}, packet {key}")
+        t0, seen, row = time.monotonic(), ["committed"], ops.show_packet(cfg, key)
+        say(f"  {0.0:5.1f}s  committed  (phase 1 on {src}, height {sent['height']})")
+        while row["state"] not in ("completed", "refunded") and time.monotonic() - t0 < 120:
+            time.sleep(0.3)
+            row = ops.show_packet(cfg, key)
+            if row["state"] != seen[-1]:
+                seen.append(row["state"])
+                say(f"  {time.monotonic() - t0:5.1f}s  {row['state']:<10} ({_PHASE_NOTE.get(row['state'], '')})")
+        log.append({"step": title, "packet": key, "phases": seen, "ack": row["ack"],
+                    "seconds": round(time.monotonic() - t0, 1)})
+        if row["state"] not in ("completed", "refunded"):
+            print(f"devnet demo: {key} stuck in {row['state']}; see {cfg.data_dir / 'logs'}", file=sys.stderr)
+            return 1
+    balances = _balances(cfg, user, lane)
+    if as_json:
+        print(json.dumps({"ok": balances["conserved"], "packets": log, "balances": balances}))
+    else:
+        print("\nbalances (Wh):")
+        for r in balances["rows"]:
+            print(f"  {r['chain']:<10} {r['account']:<8} {r['denom']:<24} {r['amount_wh']:>12,}")
+        for c in balances["conservation"]:
+            print(f"  {c['home']} escrow of kWh {c['escrowed']:,} == vouchers on {c['remote']} {c['vouchers']:,}: "
+                  f"{'conserved' if c['ok'] else 'NOT CONSERVED'}")
+    return 0 if balances["conserved"] else 1
+
+
+_PHASE_NOTE = {"verified": "phase 2: relay chain verified the commitment", "executed": "phase 3: target wrote the ack",
+               "acked": "phase 4: relay chain certified the ack", "timed_out": "phase 4: relay certified the timeout",
+               "completed": "phase 4: source settled, escrow kept",
+               "refunded": "phase 4: source refunded on a certified error ack"}
+
+
+def _balances(cfg: DeploymentConfig, user: dict[str, str], lane: str) -> dict[str, Any]:
+    rows, conservation = [], []
+    for chain in cfg.chains:
+        url = chain.url_of(chain.nodes[0], cfg.host)
+        others = [c.id for c in cfg.chains if c.id != chain.id]
+        for denom in ["kWh", *[f"{lane}/{o}/kWh" for o in others]]:
+            amount = rpc(url, "getBalance", {"account": user[chain.id], "denom": denom})["amount_wh"]
+            rows.append({"chain": chain.id, "account": user[chain.id], "denom": denom, "amount_wh": amount})
+    for home in cfg.chains:
+        for remote in cfg.chains:
+            if remote.id == home.id:
+                continue
+            esc = rpc(home.url_of(home.nodes[0], cfg.host), "query", {"key": "escrow/kWh"})["value"]
+            sup = rpc(remote.url_of(remote.nodes[0], cfg.host), "query",
+                      {"key": f"supply/{lane}/{home.id}/kWh"})["value"]
+            e = int(bytes.fromhex(esc).decode()) if esc else 0
+            v = int(bytes.fromhex(sup).decode()) if sup else 0
+            conservation.append({"home": home.id, "remote": remote.id, "escrowed": e, "vouchers": v, "ok": e == v})
+    return {"rows": rows, "conservation": conservation, "conserved": all(c["ok"] for c in conservation)}
+
+
+def _watch(cfg: DeploymentConfig, seconds: float, as_json: bool) -> int:
+    start = {(r["chain"], r["node"]): r for r in status(cfg)}
+    time.sleep(seconds)
+    end = status(cfg)
+    summary = []
+    for chain_id in sorted({r["chain"] for r in end}):
+        before = max((r["final_height"] for k, r in start.items() if k[0] == chain_id and r["up"]), default=0)
+        after = max((r["final_height"] for r in end if r["chain"] == chain_id and r["up"]), default=0)
+        summary.append({"chain": chain_id, "final_height_start": before, "final_height_end": after,
+                        "final_progressed": after > before})
+    ok = all(s["final_progressed"] for s in summary)
+    if as_json:
+        print(json.dumps({"ok": ok, "chains": summary}))
+    else:
+        for s in summary:
+            print(f"  {s['chain']}: final height {s['final_height_start']} -> {s['final_height_end']} "
+                  f"({'finalising' if s['final_progressed'] else 'STALLED'})")
+    return 0 if ok else 1
