@@ -1,0 +1,153 @@
+"""Transfers through all four phases on a real devnet (issue #3's benchmark).
+
+    python bench/devnet.py [--transfers 1000] [--json] [--keep DIR]
+
+Starts a devnet of real processes in a temp dir (3 DPoS witnesses at 1 s blocks, 2 PoC farmers, a
+4-validator relay chain, 2 relayers), submits ``--transfers`` energy transfers DPoS -> PoC at once
+(one account, queued nonces), and waits until every packet is settled on its source (phase 4).
+Prints:
+  throughput_per_s            packets completed through phase 4 per second (first send to last settle)
+  latency_p50_s, latency_p95_s  per packet: its send's block time to its settlement being observed
+  completed, seconds          how many completed, and the wall time for all of them
+  supply_conserved            escrowed kWh on DPoS == vouchers on PoC, after the run
+  redundant_relays_in_blocks  failed transactions that reached a block on any chain (two relayers race)
+  relay_node_peak_rss_mb      peak RSS of relay validator op-a (VmHWM)
+Targets (issue #3): p50 <= 6 s with 1 s blocks, all 1,000 through phase 4 within 120 s, relay RSS <= 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from adapters.common.park import ParkTarget
+from relay.devnet import account_key_path
+from relay.keys import ed25519_signer
+from tests.integration.harness import Devnet, free_port_block, status, wait_for
+
+DPOS, POC, LANE = "dpos-park", "poc-park", "lane-0"
+
+
+def _start_relayer(cfg: Any, name: str) -> subprocess.Popen[bytes]:
+    log = open(cfg.data_dir / "logs" / f"relayer-{name}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "relay.cli", "relayer", "start", "--config", str(cfg.path),
+                             "--name", name], stdout=log, stderr=subprocess.STDOUT)
+
+
+def _rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def run(n: int, root: Path) -> dict[str, Any]:
+    d = Devnet(root, chains=[
+        {"id": DPOS, "kind": "dpos", "nodes": ["witness-a", "witness-b", "witness-c"], "block_interval_ms": 1000,
+         "maintenance_interval_blocks": 10_000, "accounts": {"alice": 10**12, "operator": 0}},
+        {"id": POC, "kind": "poc", "nodes": ["farmer-a", "farmer-b"], "target_block_interval_ms": 1000,
+         "confirmation_depth": 3, "accounts": {"carol": 10**9, "operator": 0}},
+    ], lanes=[{"lane": LANE, "a": DPOS, "b": POC}],
+        relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
+               "block_interval_ms": 1000},
+        relayers=["relayer-a", "relayer-b"])
+    cfg = d.write()
+    d.start_all()
+    relayers = []
+    try:
+        async def ready() -> bool:
+            sts = [await status(d.url(DPOS, "witness-a")), await status(d.url(POC, "farmer-a")),
+                   await status(cfg.relay_url("op-a"))]
+            return all(s is not None and s["final_height"] >= 2 for s in sts)
+
+        await wait_for("devnet ready", ready, 180)
+        relayers += [_start_relayer(cfg, r) for r in cfg.relayers]
+        alice = ed25519_signer(account_key_path(cfg, DPOS, "alice"))
+        client = d.client(DPOS, "witness-a")
+        async with client:
+            tgt = ParkTarget(client, DPOS, "alice", alice)
+            t0 = time.time()
+            timeout = int((t0 + 900) * 1000)
+            for _ in range(n):
+                await tgt.submit("bridge.send", {"dst_chain": POC, "lane": LANE, "kind": "energy", "receiver": "carol",
+                                                 "denom": "kWh", "amount_wh": 1, "timeout_timestamp_ms": timeout})
+            submitted_s = time.time() - t0
+            sent_at: dict[int, int] = {}
+            settled_at: dict[int, float] = {}
+
+            async def progress() -> bool:
+                head = (await client.call("status"))["height"]
+                for ev in await client.call("getEvents", {"from": 1, "to": head, "type": "send_packet"}):
+                    sent_at.setdefault(ev["sequence"], ev["height"])
+                for ev in await client.call("getEvents", {"from": 1, "to": head, "type": "settle_packet"}):
+                    seq = int(ev.get("sequence", 0))
+                    settled_at.setdefault(seq, time.time())
+                return len(settled_at) >= n
+
+            await wait_for(f"{n} packets through phase 4", progress, 900, poll_s=1.0)
+            done_s = time.time() - t0
+            # block times of the sends
+            times = {}
+            for h in sent_at.values():
+                if h not in times:
+                    times[h] = (await client.call("getHeader", {"height": h}))["timestamp_ms"] / 1000
+            latencies = sorted(settled_at[s] - times[sent_at[s]] for s in settled_at if s in sent_at)
+            escrow = (await client.call("query", {"key": "escrow/kWh"}))["value"]
+        async with d.client(POC, "farmer-a") as poc:
+            supply = (await poc.call("query", {"key": f"supply/{LANE}/{DPOS}/kWh"}))["value"]
+        failed = 0
+        for chain, node in ((DPOS, "witness-a"), (POC, "farmer-a"), ("relay", "op-a")):
+            async with d.client(chain, node) as c:
+                head = (await c.call("status"))["height"]
+                for h in range(1, head + 1):
+                    failed += sum(1 for r in (await c.call("getBlock", {"height": h}))["tx_results"] if not r["ok"])
+        e = int(bytes.fromhex(escrow).decode()) if escrow else 0
+        v = int(bytes.fromhex(supply).decode()) if supply else 0
+        return {
+            "transfers": n, "completed": len(settled_at), "submit_s": round(submitted_s, 1),
+            "seconds": round(done_s, 1), "throughput_per_s": round(len(settled_at) / done_s, 2),
+            "latency_p50_s": round(statistics.median(latencies), 2),
+            "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
+            "supply_conserved": e == v == n, "redundant_relays_in_blocks": failed,
+            "relay_node_peak_rss_mb": round(_rss_peak_mb(d.procs[("relay", "op-a")].pid), 1),
+        }
+    finally:
+        for p in relayers:
+            p.terminate()
+            p.wait(timeout=20)
+        d.stop_all()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--transfers", type=int, default=1000)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", help="run in this directory and keep it (logs, databases)")
+    args = ap.parse_args()
+    if args.keep:
+        root = Path(args.keep)
+        root.mkdir(parents=True, exist_ok=True)
+        out = asyncio.run(run(args.transfers, root))
+    else:
+        with tempfile.TemporaryDirectory(prefix="parkrelay-bench-") as tmp:
+            out = asyncio.run(run(args.transfers, Path(tmp)))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, val in out.items():
+            print(f"{k:<28} {val}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
