@@ -26,6 +26,7 @@ __all__ = [
     "InvalidProofError",
     "LaneError",
     "MisbehaviourError",
+    "NonceError",
     "NotFinalError",
     "ParkRelayError",
     "ProtocolError",
@@ -155,6 +156,12 @@ class ReplayError(ProtocolError):
     """A packet, receipt or certificate that was already processed."""
 
     code = "packet.replay"
+
+
+class NonceError(ProtocolError):
+    """A transaction's nonce is not its account's next one (too high: a gap before it)."""
+
+    code = "tx.nonce"
 
 
 class TimeoutExpiredError(ProtocolError):

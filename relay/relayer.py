@@ -44,8 +44,19 @@ from relay.state_machine.clients import MAX_HEADERS as MAX_HEADERS_PER_UPDATE
 log = logging.getLogger("parkrelay.relayer")
 
 VERIFY_BATCH = 100
-
 RESUBMIT_AFTER_S = 6.0
+PARK_AFTER_REJECTION_S = 300.0
+
+TRANSIENT_CODES = frozenset({
+    "lane.rate_limited",  # the bucket refills with relay block time
+    "funds.insufficient",  # the supply accountant waits for the acks of outbound packets
+    "tx.nonce",  # a queued transaction of this account was dropped; the nonce is re-read
+    "mempool.full",
+    "header.not_final",  # the proof's header is not final to the client yet
+    "packet.timeout",  # a timeout proof before the target's time passed the timeout
+})
+"""Refusals that the chain's progress alone can lift: resubmitted after RESUBMIT_AFTER_S. Any other
+protocol refusal is not retried: the (packet, action) is parked for PARK_AFTER_REJECTION_S and logged."""
 
 
 @dataclass
@@ -266,9 +277,6 @@ class Relayer:
         until = self._inflight.get((t.key, action))
         return until is not None and time.monotonic() < until
 
-    def _sent(self, t: Tracked, action: str) -> None:
-        self._inflight[(t.key, action)] = time.monotonic() + RESUBMIT_AFTER_S
-
     @staticmethod
     def _now_ms() -> int:
         return int(time.time() * 1000)
@@ -386,21 +394,28 @@ class Relayer:
 
     async def _submit(self, chain: ChainLink, op: str, args: dict[str, Any], action: str,
                       packets: list[Tracked] | None) -> None:
+        wait_s = RESUBMIT_AFTER_S
         try:
             await chain.target.submit(op, args)
         except ProtocolError as exc:
             if exc.code == "packet.replay":
                 self.stats.redundant += 1  # another relayer did it first: done, not an error
+            elif exc.code in TRANSIENT_CODES:
+                self.stats.rejected += 1
+                self.log.info("%s on %s refused for now (%s); resubmitting later", op, chain.chain_id, exc.code)
             else:
                 self.stats.rejected += 1
-                self.log.warning("%s on %s refused: %s", op, chain.chain_id, exc)
+                wait_s = PARK_AFTER_REJECTION_S
+                keys = ", ".join(t.key for t in packets or [])
+                self.log.error("%s on %s refused: %s; not retried for %.0fs (packets: %s)", op, chain.chain_id, exc,
+                               wait_s, keys or "-")
         else:
             self.stats.count(action)
         if packets is None:
-            self._inflight[(action, "update")] = time.monotonic() + RESUBMIT_AFTER_S / 3
+            self._inflight[(action, "update")] = time.monotonic() + min(wait_s, RESUBMIT_AFTER_S / 3)
         else:
             for t in packets:
-                self._sent(t, action)
+                self._inflight[(t.key, action)] = time.monotonic() + wait_s
 
 
 async def _query_many(client: JsonRpcClient, keys: list[str]) -> dict[str, str | None]:

@@ -14,7 +14,7 @@ from adapters.common.roles import ProvenValue
 from adapters.common.rpc import JsonRpcClient
 from chains.common.tx import Tx
 from protocol.crypto import Ed25519Signer
-from protocol.errors import CodecError, TransportError
+from protocol.errors import CodecError, NonceError, TransportError
 
 
 class ParkSource:
@@ -90,9 +90,17 @@ class ParkTarget:
 
     async def submit(self, op: str, args: dict[str, Any]) -> str:
         async with self._lock:
-            nonce = await self._next_nonce()
-            tx = Tx.signed(self.signer, self.chain_id, self.account, nonce, op, args)
-            r = await self.client.call("submitTx", {"tx": tx.to_json()})
+            for attempt in range(2):
+                nonce = await self._next_nonce()
+                tx = Tx.signed(self.signer, self.chain_id, self.account, nonce, op, args)
+                try:
+                    r = await self.client.call("submitTx", {"tx": tx.to_json()})
+                    break
+                except NonceError:
+                    # the node dropped a queued transaction between reading the nonce and submitting:
+                    # read it again, once
+                    if attempt:
+                        raise
         return str(r["hash"])
 
     async def track(self, tx_hash: str, timeout_s: float = 30.0, poll_s: float = 0.25) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from chains.common.state import ChainState, canonical_json
 from protocol.crypto import Ed25519Signer, ed25519_verify
-from protocol.errors import AuthorizationError, CodecError, ProtocolError, ReplayError, WrongChainError
+from protocol.errors import AuthorizationError, CodecError, NonceError, ProtocolError, ReplayError, WrongChainError
 
 TX_TAG = b"parkrelay/tx/v1"
 ACCOUNT_RE = re.compile(r"^[a-z][a-z0-9.-]{1,31}$")
@@ -130,7 +130,8 @@ class App:
         if tx.nonce != acct["nonce"]:
             if tx.nonce < acct["nonce"]:
                 raise ReplayError("nonce already used", expected=acct["nonce"], got=tx.nonce)
-            raise ProtocolError("nonce too high", expected=acct["nonce"], got=tx.nonce)
+            raise NonceError("nonce too high: an earlier transaction of the account is missing",
+                             expected=acct["nonce"], got=tx.nonce)
 
     def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         """Check and run ``tx``; on a ProtocolError nothing changes (the nonce included) and it propagates."""
