@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from adapters.common.park import ParkSource, ParkTarget
 from adapters.common.rpc import JsonRpcClient
 from protocol.codec import decode_outcome, decode_packet
@@ -125,6 +127,7 @@ class Relayer:
                                             bytes.fromhex(ack) if ack else None)
         self._inflight: dict[tuple[str, str], float] = {}
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -132,24 +135,53 @@ class Relayer:
         self._stop.set()
 
     async def run(self) -> None:
-        """Step until stopped; I/O errors back off (up to 10 s) and retry, protocol errors never loop."""
+        """Step on every new head of any chain (pushed over WebSocket; polling every ``poll_s`` if a socket
+        is down) until stopped. I/O errors back off (up to 10 s) and retry; protocol errors never loop."""
         backoff = 0.5
         self.log.info("relayer %s started: %d parks, %d packets in flight from its database", self.name,
                       len(self.parks), len(self.packets))
-        while not self._stop.is_set():
+        async with aiohttp.ClientSession() as session:
+            watchers = [asyncio.create_task(self._watch_heads(session, link))
+                        for link in [self.relay, *self.parks.values()]]
             try:
-                await self.step()
-                backoff = 0.5
-                delay = self.poll_s
-            except TransportError as exc:
-                self.log.warning("side %s unreachable (%s); retrying in %.1fs", exc.side, exc.message, backoff)
-                delay, backoff = backoff, min(backoff * 2, 10.0)
-            try:
-                await asyncio.wait_for(self._stop.wait(), delay)
-            except TimeoutError:
-                pass
+                while not self._stop.is_set():
+                    self._wake.clear()
+                    try:
+                        await self.step()
+                        backoff = 0.5
+                        delay = self.poll_s
+                    except TransportError as exc:
+                        self.log.warning("side %s unreachable (%s); retrying in %.1fs", exc.side, exc.message,
+                                         backoff)
+                        delay, backoff = backoff, min(backoff * 2, 10.0)
+                    await self._sleep(delay)
+            finally:
+                for w in watchers:
+                    w.cancel()
+                await asyncio.gather(*watchers, return_exceptions=True)
         self.db.close()
         self.log.info("relayer %s stopped: %s", self.name, self.summary())
+
+    async def _sleep(self, delay: float) -> None:
+        """Until a new head (``_wake``), a stop, or ``delay`` seconds: whichever comes first."""
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _watch_heads(self, session: aiohttp.ClientSession, link: ChainLink) -> None:
+        """Wake the loop on each ``new_head`` the chain pushes; reconnect after a second if it drops."""
+        while not self._stop.is_set():
+            try:
+                async with session.ws_connect(link.client.url + "/ws", heartbeat=20) as ws:
+                    async for msg in ws:
+                        if msg.type == aiohttp.WSMsgType.TEXT and '"new_head"' in msg.data:
+                            self._wake.set()
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                pass  # the loop keeps polling meanwhile
+            await asyncio.sleep(1.0)
 
     def summary(self) -> dict[str, Any]:
         return {"submitted": dict(self.stats.submitted), "redundant": self.stats.redundant,
