@@ -51,7 +51,7 @@ def _rss_peak_mb(pid: int) -> float:
     return 0.0
 
 
-async def run(n: int, root: Path) -> dict[str, Any]:
+async def run(n: int, root: Path, relay_block_ms: int = 1000) -> dict[str, Any]:
     d = Devnet(root, chains=[
         {"id": DPOS, "kind": "dpos", "nodes": ["witness-a", "witness-b", "witness-c"], "block_interval_ms": 1000,
          "maintenance_interval_blocks": 10_000, "accounts": {"alice": 10**12, "operator": 0}},
@@ -59,7 +59,7 @@ async def run(n: int, root: Path) -> dict[str, Any]:
          "confirmation_depth": 3, "accounts": {"carol": 10**9, "operator": 0}},
     ], lanes=[{"lane": LANE, "a": DPOS, "b": POC}],
         relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
-               "block_interval_ms": 1000},
+               "block_interval_ms": relay_block_ms},
         relayers=["relayer-a", "relayer-b"])
     cfg = d.write()
     d.start_all()
@@ -120,6 +120,7 @@ async def run(n: int, root: Path) -> dict[str, Any]:
             "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
             "supply_conserved": e == v == n, "redundant_relays_in_blocks": failed,
             "relay_node_peak_rss_mb": round(_rss_peak_mb(d.procs[("relay", "op-a")].pid), 1),
+            "relay_block_ms": relay_block_ms,
         }
     finally:
         for p in relayers:
@@ -133,14 +134,16 @@ def main() -> int:
     ap.add_argument("--transfers", type=int, default=1000)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", help="run in this directory and keep it (logs, databases)")
+    ap.add_argument("--relay-block-ms", type=int, default=1000,
+                    help="relay chain block interval, ms (park blocks stay at 1 s). Default 1000")
     args = ap.parse_args()
     if args.keep:
         root = Path(args.keep)
         root.mkdir(parents=True, exist_ok=True)
-        out = asyncio.run(run(args.transfers, root))
+        out = asyncio.run(run(args.transfers, root, args.relay_block_ms))
     else:
         with tempfile.TemporaryDirectory(prefix="parkrelay-bench-") as tmp:
-            out = asyncio.run(run(args.transfers, Path(tmp)))
+            out = asyncio.run(run(args.transfers, Path(tmp), args.relay_block_ms))
     if args.json:
         print(json.dumps(out))
     else:
