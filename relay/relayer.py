@@ -335,26 +335,6 @@ class Relayer:
                            f"update/{park.chain_id}", None)
         return st
 
-    async def _proof_height(self, park: ChainLink) -> tuple[int, list[str]]:
-        """The height to prove at, and the headers to carry in the same transaction.
-
-        The relay's light client computes finality by the park's own rule, so after the headers up to
-        the park's head it holds as final exactly what the park reports final: proving at that height
-        with the headers carried in the packet transaction saves a relay block per phase. A client
-        further behind than one update takes is caught up by plain updates first.
-        """
-        st = await self._client_status(park.chain_id)
-        client_latest, client_final = int(st["latest_height"]), int(st["final_height"])
-        pst = await park.source.status()
-        head, park_final = int(pst["height"]), int(pst["final_height"])
-        if park_final <= client_final or head <= client_latest:
-            return client_final, []
-        if head - client_latest > MAX_HEADERS_PER_UPDATE:
-            await self._update_client(park)
-            return client_final, []
-        headers = await park.source.headers(client_latest + 1, head)
-        return park_final, [h.encode().hex() for h in headers]
-
     def _waiting_key(self, key: str) -> bool:
         until = self._inflight.get((key, "update"))
         return until is not None and time.monotonic() < until
@@ -367,7 +347,8 @@ class Relayer:
             by_src.setdefault(t.packet.src_chain, []).append(t)
         for src, items in by_src.items():
             park = self.parks[src]
-            final, carry = await self._proof_height(park)
+            st = await self._update_client(park)
+            final = int(st["final_height"])
             ready = [t for t in items if t.commit_height <= final]
             for i in range(0, len(ready), VERIFY_BATCH):
                 batch = ready[i:i + VERIFY_BATCH]
@@ -378,11 +359,10 @@ class Relayer:
                     if pv.value is not None:
                         proofs.append((t, pv.proof))
                 if proofs:
-                    args: dict[str, Any] = {"height": final, "items": [{"packet": t.raw.hex(), "proof": pr.hex()}
-                                                                       for t, pr in proofs]}
-                    if carry:  # every transaction proving at the new height carries them (held ones are skipped)
-                        args["headers"] = carry
-                    await self._submit(self.relay, "packet.verify_batch", args, "verify", [t for t, _ in proofs])
+                    await self._submit(self.relay, "packet.verify_batch",
+                                       {"height": final, "items": [{"packet": t.raw.hex(), "proof": pr.hex()}
+                                                                   for t, pr in proofs]},
+                                       "verify", [t for t, _ in proofs])
 
     async def _certificate(self, key: bytes) -> dict[str, Any]:
         cert: dict[str, Any] = await self.relay.client.call("getCertificate", {"key": key.decode()})
@@ -403,26 +383,16 @@ class Relayer:
             by_dst.setdefault(t.packet.dst_chain, ([], []))[1].append(t)
         for dst, (acks, timeouts) in by_dst.items():
             park = self.parks[dst]
-            final, carry = await self._proof_height(park)
-            client_final = int((await self._client_status(dst))["final_height"])
+            st = await self._update_client(park)
+            final = int(st["final_height"])
             for t in acks:
                 p = t.packet
-                if t.ack is None:
-                    continue
-                key = receipt_path(p.src_chain, p.lane, p.sequence)
-                # prove against what the client already holds when the receipt is there: no headers needed
-                height, headers = client_final, []
-                pv = await park.source.prove(key, client_final) if client_final else None
-                if pv is None or pv.value is None:
-                    height, headers = final, carry
-                    pv = await park.source.prove(key, final)
-                if pv.value is None:
-                    continue  # the park's final header predates the receipt: wait for the next
-                args: dict[str, Any] = {"packet": t.raw.hex(), "ack": t.ack.hex(), "height": height,
-                                        "proof": pv.proof.hex()}
-                if headers:
-                    args["headers"] = headers
-                await self._submit(self.relay, "packet.confirm_ack", args, "confirm", [t])
+                pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
+                if pv.value is None or t.ack is None:
+                    continue  # the client's final header predates the receipt: wait for the update
+                await self._submit(self.relay, "packet.confirm_ack",
+                                   {"packet": t.raw.hex(), "ack": t.ack.hex(), "height": final,
+                                    "proof": pv.proof.hex()}, "confirm", [t])
             if not timeouts:
                 continue
             header = await park.client.call("getHeader", {"height": final})
@@ -433,10 +403,8 @@ class Relayer:
                 pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
                 if pv.value is not None:
                     continue  # it was received after all: the ack path will carry it
-                targs: dict[str, Any] = {"packet": t.raw.hex(), "height": final, "proof": pv.proof.hex()}
-                if carry:
-                    targs["headers"] = carry
-                await self._submit(self.relay, "packet.confirm_timeout", targs, "timeout", [t])
+                await self._submit(self.relay, "packet.confirm_timeout",
+                                   {"packet": t.raw.hex(), "height": final, "proof": pv.proof.hex()}, "timeout", [t])
 
     async def _settle(self, todo: list[Tracked], relay: dict[str, str | None]) -> None:
         for t in todo:
