@@ -230,7 +230,6 @@ class BftDriver:
         self.node = node
         self.log = logging.LoggerAdapter(log, {"chain": rules.chain_id, "node": node.config.name})
         self.core: ConsensusCore | None = None
-        self._executed: dict[bytes, BlockEntry] = {}
         node.db.execute("CREATE TABLE IF NOT EXISTS sign_state (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT)")
         node.db.commit()
         self._timers: set[asyncio.TimerHandle] = set()

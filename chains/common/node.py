@@ -35,7 +35,7 @@ import aiohttp
 from aiohttp import web
 
 from chains.common.state import ChainState
-from chains.common.tx import App, BlockContext, Tx
+from chains.common.tx import App, BlockContext, Tx, account_path
 from protocol.errors import CodecError, ParkRelayError, ProtocolError
 
 log = logging.getLogger("parkrelay.node")
@@ -291,8 +291,6 @@ class ParkNode:
     def _prune_mempool(self) -> None:
         """Keep, per sender, only the run of nonces that follows the account's: a used nonce, or one behind a
         gap (a transaction before it was dropped), can never execute."""
-        from chains.common.tx import account_path
-
         if not self.mempool or self.head.state is None:
             return
         by_sender: dict[str, list[tuple[int, bytes]]] = {}
@@ -405,8 +403,6 @@ class ParkNode:
         """Run ``tx`` on a scratch copy of the head state, so bad input is refused at once with its typed
         error. A sender's queued transactions are allowed: the nonce is checked against the head's plus
         what is pending from that sender."""
-        from chains.common.tx import account_path
-
         pending = sum(1 for t in self.mempool.values() if t.sender == tx.sender)
         acct = state.get_json(account_path(tx.sender))
         if acct is not None and pending and tx.nonce == acct["nonce"] + pending:
@@ -520,8 +516,6 @@ class ParkNode:
                 "height": e.header.height}
 
     async def _rpc_get_account(self, p: dict[str, Any]) -> Any:
-        from chains.common.tx import account_path
-
         assert self.head.state is not None
         acct = self.head.state.get_json(account_path(str(p.get("name"))))
         if acct is None:

@@ -18,6 +18,7 @@ from chains.common.bridge import BridgeHooks, register_bridge_ops
 from chains.common.genesis import bridge_section
 from chains.common.node import BlockEntry, ChainRules, ParkNode
 from chains.common.state import ChainState
+from chains.common.tx import BlockContext
 from chains.dpos.app import dpos_app, load_genesis
 from chains.dpos.types import DposHeader
 from chains.dpos.witnesses import active_set, apply_block_consensus, expected_producer, load_tracker
@@ -168,9 +169,7 @@ class DposRules(ChainRules):
         node.log.debug("produced block %d in slot %d", entry.header.height, slot)
         return entry
 
-    def context_for(self, height: int, ts: int) -> Any:
-        from chains.common.tx import BlockContext
-
+    def context_for(self, height: int, ts: int) -> BlockContext:
         return BlockContext(self.chain_id, height, ts, self.witness or "")
 
 
