@@ -10,8 +10,11 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml chains/ethereum/package-lock.json
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found on PATH" >&2; exit 1; }
+	@command -v npm >/dev/null || { echo "error: npm not found on PATH (the Ethereum park needs anvil and solc from npm)" >&2; exit 1; }
+	# the Ethereum park's anvil node and solcjs compiler, pinned by chains/ethereum/package-lock.json
+	npm ci --prefix chains/ethereum --no-audit --no-fund --loglevel=error
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# --no-deps: the lock file is the complete, reproducible set
