@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 
 from adapters.common.park import ParkSource, ParkTarget
+from adapters.common.roles import SourceSide, TargetSide
 from adapters.common.rpc import JsonRpcClient
 from protocol.codec import decode_outcome, decode_packet
 from protocol.crypto import Ed25519Signer
@@ -67,9 +68,11 @@ class ChainLink:
 
     chain_id: str
     kind: str
-    source: ParkSource
-    target: ParkTarget
-    client: JsonRpcClient
+    source: SourceSide
+    target: TargetSide
+    client: JsonRpcClient | None
+    """The chain's parkrelay JSON-RPC (relay chain, Python parks): its ``/ws`` pushes new heads. None for
+    chains spoken to through another client (Ethereum): the loop polls them."""
 
 
 @dataclass
@@ -141,8 +144,8 @@ class Relayer:
         self.log.info("relayer %s started: %d parks, %d packets in flight from its database", self.name,
                       len(self.parks), len(self.packets))
         async with aiohttp.ClientSession() as session:
-            watchers = [asyncio.create_task(self._watch_heads(session, link))
-                        for link in [self.relay, *self.parks.values()]]
+            watchers = [asyncio.create_task(self._watch_heads(session, link.client))
+                        for link in [self.relay, *self.parks.values()] if link.client is not None]
             try:
                 while not self._stop.is_set():
                     self._wake.clear()
@@ -171,11 +174,11 @@ class Relayer:
             for w in waits:
                 w.cancel()
 
-    async def _watch_heads(self, session: aiohttp.ClientSession, link: ChainLink) -> None:
+    async def _watch_heads(self, session: aiohttp.ClientSession, client: JsonRpcClient) -> None:
         """Wake the loop on each ``new_head`` the chain pushes; reconnect after a second if it drops."""
         while not self._stop.is_set():
             try:
-                async with session.ws_connect(link.client.url + "/ws", heartbeat=20) as ws:
+                async with session.ws_connect(client.url + "/ws", heartbeat=20) as ws:
                     async for msg in ws:
                         if msg.type == aiohttp.WSMsgType.TEXT and '"new_head"' in msg.data:
                             self._wake.set()
@@ -252,7 +255,7 @@ class Relayer:
             p = t.packet
             keys += [verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode(),
                      outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()]
-        return await _query_many(self.relay.client, keys)
+        return await self.relay.source.query_many(keys)
 
     async def _park_records(self) -> dict[str, dict[str, str | None]]:
         per_chain: dict[str, list[str]] = {}
@@ -264,7 +267,7 @@ class Relayer:
         out: dict[str, dict[str, str | None]] = {}
         for chain, keys in per_chain.items():
             if chain in self.parks:
-                out[chain] = await _query_many(self.parks[chain].client, keys)
+                out[chain] = await self.parks[chain].source.query_many(keys)
         return out
 
     def _next_action(self, t: Tracked, relay: dict[str, str | None], parks: dict[str, dict[str, str | None]]
@@ -313,10 +316,26 @@ class Relayer:
     def _now_ms() -> int:
         return int(time.time() * 1000)
 
+    async def close_links(self) -> None:
+        """Close every chain client the links hold (each once), whatever its kind."""
+        seen: set[int] = set()
+        for link in [self.relay, *self.parks.values()]:
+            for obj in (link.client, link.source, link.target):
+                close = getattr(obj, "close", None)
+                if obj is None or id(obj) in seen or close is None:
+                    continue
+                seen.add(id(obj))
+                await close()
+
+    def _relay_rpc(self) -> JsonRpcClient:
+        if self.relay.client is None:
+            raise TypeError("the relay chain link needs its JSON-RPC client")
+        return self.relay.client
+
     # -- light clients on the relay chain ---------------------------------------------------------
 
     async def _client_status(self, chain_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.relay.client.call("getClientStatus", {"chain_id": chain_id})
+        result: dict[str, Any] = await self._relay_rpc().call("getClientStatus", {"chain_id": chain_id})
         return result
 
     async def _update_client(self, park: ChainLink) -> dict[str, Any]:
@@ -365,7 +384,7 @@ class Relayer:
                                        "verify", [t for t, _ in proofs])
 
     async def _certificate(self, key: bytes) -> dict[str, Any]:
-        cert: dict[str, Any] = await self.relay.client.call("getCertificate", {"key": key.decode()})
+        cert: dict[str, Any] = await self._relay_rpc().call("getCertificate", {"key": key.decode()})
         return cert
 
     async def _recv(self, todo: list[Tracked]) -> None:
@@ -395,10 +414,10 @@ class Relayer:
                                     "proof": pv.proof.hex()}, "confirm", [t])
             if not timeouts:
                 continue
-            header = await park.client.call("getHeader", {"height": final})
+            header_time_ms = await park.source.header_time_ms(final)
             for t in timeouts:
                 p = t.packet
-                if int(header["timestamp_ms"]) < p.timeout_timestamp_ms:
+                if header_time_ms < p.timeout_timestamp_ms:
                     continue  # no final header past the timeout yet
                 pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
                 if pv.value is not None:
@@ -450,14 +469,6 @@ class Relayer:
                 self._inflight[(t.key, action)] = time.monotonic() + wait_s
 
 
-async def _query_many(client: JsonRpcClient, keys: list[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for i in range(0, len(keys), 1000):
-        r = await client.call("queryMany", {"keys": keys[i:i + 1000]})
-        out.update(r["values"])
-    return out
-
-
 # -- wiring from a deployment config ------------------------------------------------------------
 
 
@@ -500,7 +511,6 @@ async def run_relayer(cfg: Any, name: str) -> int:
     try:
         await relayer.run()
     finally:
-        for c in {id(x.client): x.client for x in [relayer.relay, *relayer.parks.values()]}.values():
-            await c.close()
+        await relayer.close_links()
     print(json.dumps(relayer.summary()))
     return 0

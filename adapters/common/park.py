@@ -61,6 +61,18 @@ class ParkSource:
         result: list[dict[str, Any]] = await self.client.call("getEvents", params)
         return result
 
+    async def query_many(self, keys: list[str]) -> dict[str, str | None]:
+        """The stored values (hex, or None when absent) of state paths ``keys`` at the head."""
+        out: dict[str, str | None] = {}
+        for i in range(0, len(keys), 1000):
+            r = await self.client.call("queryMany", {"keys": keys[i:i + 1000]})
+            out.update(r["values"])
+        return out
+
+    async def header_time_ms(self, height: int) -> int:
+        """Block time (ms) of the header at ``height``."""
+        return int((await self.client.call("getHeader", {"height": height}))["timestamp_ms"])
+
     async def balance(self, account: str, denom: str, height: int | None = None) -> int:
         params: dict[str, Any] = {"account": account, "denom": denom}
         if height is not None:

@@ -45,6 +45,13 @@ class SourceSide(Protocol):
     async def events(self, start: int, end: int, kind: str | None = None) -> list[dict[str, Any]]:
         """Events in blocks ``start..end`` (optionally one type: ``send_packet``, ``write_ack``...)."""
 
+    async def query_many(self, keys: list[str]) -> dict[str, str | None]:
+        """Values (hex; None when absent) of protocol state paths (SPEC §5) at the head. A chain that
+        does not store a record under a path (Ethereum keeps acks in logs only) answers None for it."""
+
+    async def header_time_ms(self, height: int) -> int:
+        """Block time (ms) of the header at ``height``."""
+
 
 class TargetSide(Protocol):
     """Writes to a chain: submit a signed transaction and track it to finality."""
