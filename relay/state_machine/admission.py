@@ -6,7 +6,8 @@ several times. The node's mempool calls :func:`check_admission` (through
 it does state lookups and decoding only — no proof, and no signature work unless the cheap checks
 pass — and raises:
 
-* ``packet.replay`` for ``packet.verify`` of a verified packet (for a batch: every item verified),
+* ``packet.replay`` for a validator's second ``client.attest`` of one height, for ``packet.verify`` of a
+  verified packet (for a batch: every item verified),
   for ``packet.confirm_*`` of a packet with an outcome, for ``client.update`` whose every header the
   client already holds, for ``client.misbehaviour`` against a frozen client, for a governance action
   whose nonce was used, and for ``account.register`` of an existing account;
@@ -31,6 +32,7 @@ from chains.common.state import ChainState
 from chains.common.tx import Tx, account_path
 from protocol.errors import ClientFrozenError, ProtocolError, ReplayError
 from relay.state_machine import requests as rq
+from relay.state_machine.attest import check_attest_redundant, parse_attest
 from relay.state_machine.clients import RelayClientRouter
 from relay.state_machine.governance import check_governance_nonce, gov_nonce_of, governance_nonce
 from relay.state_machine.packets import check_confirmable, check_not_verified
@@ -66,6 +68,8 @@ def check_redundant(router: RelayClientRouter, state: ChainState, tx: Tx) -> Non
         if hosted.client.frozen_height is not None:
             raise ReplayError(f"client {hosted.client_id} of {req_m.chain_id} is already frozen",
                               got=hosted.client.frozen_height)
+    elif op == rq.CLIENT_ATTEST:
+        check_attest_redundant(router, state, tx)
     elif op in rq.GOVERNANCE_OPS:
         nonce = gov_nonce_of(tx.args, op)
         if nonce < governance_nonce(state):
@@ -90,6 +94,9 @@ def work_keys(router: RelayClientRouter, state: ChainState, tx: Tx) -> frozenset
                          for raw in req.headers)
     if op == rq.CLIENT_MISBEHAVIOUR:
         return frozenset({f"relay/freeze/{rq.parse_misbehaviour(tx).chain_id}".encode()})
+    if op == rq.CLIENT_ATTEST:
+        req_a = parse_attest(tx)
+        return frozenset({f"relay/attest/{req_a.chain_id}/{req_a.height}/{tx.sender}".encode()})
     if op in rq.GOVERNANCE_OPS:
         return frozenset({f"relay/governance/nonce/{gov_nonce_of(tx.args, op)}".encode()})
     if op == rq.REGISTER:

@@ -37,7 +37,7 @@ from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path, cr
 from protocol.crypto import ed25519_verify
 from protocol.errors import CodecError, ProtocolError, ReplayError, UnknownClientError, WrongChainError
 from protocol.types import ChainId, check_id
-from relay.state_machine import admission, governance, lanes, packets
+from relay.state_machine import admission, attest, governance, lanes, packets
 from relay.state_machine import requests as rq
 from relay.state_machine.clients import (
     ClientType,
@@ -122,6 +122,7 @@ class RelayStateMachine:
         for name, handler in (
             (rq.CLIENT_UPDATE, self._op_client_update),
             (rq.CLIENT_MISBEHAVIOUR, self._op_misbehaviour),
+            (rq.CLIENT_ATTEST, self._op_attest),
             (rq.VERIFY, self._op_verify),
             (rq.VERIFY_BATCH, self._op_verify),
             (rq.CONFIRM_ACK, self._op_confirm_ack),
@@ -226,6 +227,9 @@ class RelayStateMachine:
     def _op_misbehaviour(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = rq.parse_misbehaviour(tx)
         return process_misbehaviour(self.router, state, req.chain_id, req.header_a, req.header_b, ctx.timestamp_ms)
+
+    def _op_attest(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        return attest.process_attest(self.router, state, tx, ctx.timestamp_ms)
 
     def _op_verify(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = rq.parse_verify(tx)

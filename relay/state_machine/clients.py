@@ -65,6 +65,7 @@ __all__ = [
     "base_state_to_json",
     "client_status",
     "feed_headers",
+    "freeze_events",
     "persistent_client_type",
     "process_client_create",
     "process_client_update",
@@ -271,7 +272,8 @@ def _decode_headers(hosted: HostedClient, raw_headers: Sequence[bytes]) -> list[
     return [hosted.ctype.decode_header(raw) for raw in raw_headers]
 
 
-def _freeze_events(state: ChainState, hosted: HostedClient, exc: MisbehaviourError) -> list[Event]:
+def freeze_events(state: ChainState, hosted: HostedClient, exc: MisbehaviourError) -> list[Event]:
+    """After ``hosted``'s client froze: pause its chain's lanes; the events of both."""
     c = hosted.client
     paused = pause_chain_lanes(state, hosted.chain_id, f"client {hosted.client_id} frozen")
     return [{"type": "client_frozen", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
@@ -299,7 +301,7 @@ def feed_headers(router: RelayClientRouter, state: ChainState, hosted: HostedCli
             client.process_header(header, now_ms)
         except MisbehaviourError as exc:
             router.save(state, hosted)
-            return _freeze_events(state, hosted, exc), True
+            return freeze_events(state, hosted, exc), True
         applied.append(hosted.ctype.header_height(header))
     if not applied:
         router.release(state, hosted)  # redundant headers were never shown to the client
@@ -336,7 +338,7 @@ def process_misbehaviour(router: RelayClientRouter, state: ChainState, chain_id:
         hosted.client.check_misbehaviour(header_a, header_b, now_ms)
     except MisbehaviourError as exc:
         router.save(state, hosted)
-        return _freeze_events(state, hosted, exc)
+        return freeze_events(state, hosted, exc)
     # the interface says check_misbehaviour always raises; a client that returns broke its contract
     raise HeaderError(f"client {hosted.client_id} accepted the evidence without freezing")
 

@@ -10,6 +10,8 @@ op                          args
 ``account.register``        ``{pubkey}`` — self-signed by the new account (``sender`` = its name, nonce 0)
 ``client.update``           ``{chain_id, headers: [hex, ...]}``
 ``client.misbehaviour``     ``{chain_id, header_a: hex, header_b: hex}``
+``client.attest``           ``{chain_id, height, block_hash: hex32, head_height}`` — relay validators only
+                            (:mod:`relay.state_machine.attest`)
 ``packet.verify``           ``{packet: hex, height, proof: hex, headers?: [hex, ...]}``
 ``packet.verify_batch``     ``{height, items: [{packet: hex, proof: hex}, ...], headers?: [hex, ...]}``
 ``packet.confirm_ack``      ``{packet: hex, ack: hex, height, proof: hex, headers?: [hex, ...]}``
@@ -81,7 +83,8 @@ LANE_RESUME = "lane.resume"
 LANE_SET_LIMITS = "lane.set_limits"
 
 GOVERNANCE_OPS = (CLIENT_CREATE, LANE_OPEN, LANE_PAUSE, LANE_RESUME, LANE_SET_LIMITS)
-OPS = (REGISTER, CLIENT_UPDATE, CLIENT_MISBEHAVIOUR, VERIFY, VERIFY_BATCH, CONFIRM_ACK, CONFIRM_TIMEOUT,
+CLIENT_ATTEST = "client.attest"
+OPS = (REGISTER, CLIENT_UPDATE, CLIENT_MISBEHAVIOUR, CLIENT_ATTEST, VERIFY, VERIFY_BATCH, CONFIRM_ACK, CONFIRM_TIMEOUT,
        *GOVERNANCE_OPS)
 
 

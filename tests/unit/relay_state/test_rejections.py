@@ -16,6 +16,7 @@ import pytest
 
 from protocol.codec import encode_ack, encode_energy, encode_packet, packet_commitment
 from protocol.errors import (
+    AuthorizationError,
     ClientExpiredError,
     ClientFrozenError,
     CodecError,
@@ -441,6 +442,18 @@ def _client_create_unknown_type(s: Setup) -> tuple[str, dict[str, Any]]:
     return "client.create", s.h.gov_args("client.create", params)
 
 
+# --- attestations (client.attest) -------------------------------------------------------------------
+
+
+def _attest_by_non_validator(s: Setup) -> tuple[str, dict[str, Any]]:
+    # relayer-a is an account but not a relay validator: its word on a block hash counts for nothing
+    return "client.attest", {"chain_id": DPOS, "height": 1, "block_hash": "11" * 32, "head_height": 9}
+
+
+def _attest_short_hash(s: Setup) -> tuple[str, dict[str, Any]]:
+    return "client.attest", {"chain_id": DPOS, "height": 1, "block_hash": "11" * 31, "head_height": 9}
+
+
 # --- accounts --------------------------------------------------------------------------------------
 
 
@@ -505,6 +518,8 @@ CASES = [
     Case("lane.set_limits: unknown lane", _set_limits_unknown_lane, LaneError),
     Case("lane.set_limits: negative capacity", _set_limits_malformed, CodecError),
     Case("client.create: unknown client type", _client_create_unknown_type, UnknownClientError),
+    Case("client.attest: not a relay validator", _attest_by_non_validator, AuthorizationError),
+    Case("client.attest: block hash of 31 bytes", _attest_short_hash, CodecError),
     Case("account.register: existing account", _register_existing, ReplayError),
 ]
 
