@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -137,6 +138,12 @@ def main() -> int:
     ap.add_argument("--relay-block-ms", type=int, default=1000,
                     help="relay chain block interval, ms (park blocks stay at 1 s). Default 1000")
     args = ap.parse_args()
+
+    def on_term(signum: int, frame: object) -> None:
+        # `timeout` and CI send SIGTERM: unwind through run()'s finally, which stops every node it started
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
     if args.keep:
         root = Path(args.keep)
         root.mkdir(parents=True, exist_ok=True)
