@@ -32,6 +32,8 @@ from typing import Any
 
 from chains.dpos.light_client import DposLightClient
 from chains.dpos.types import DposHeader
+from chains.ethereum.light_client import EthereumLightClient
+from chains.ethereum.types import EthHeader
 from chains.poc.light_client import PocLightClient
 from chains.poc.types import decode_header as decode_poc_header
 from protocol.errors import CodecError
@@ -42,10 +44,12 @@ from relay.state_machine.records import json_object, obj_args
 
 __all__ = [
     "DPOS_TYPE",
+    "ETHEREUM_TYPE",
     "HOSTED_MAX_CONSENSUS_STATES",
     "HOSTED_MAX_PENDING_HEADERS",
     "POC_TYPE",
     "create_dpos",
+    "create_ethereum",
     "create_poc",
     "default_client_types",
 ]
@@ -115,6 +119,37 @@ POC_TYPE: ClientType = persistent_client_type(PocLightClient, decode_header=deco
 """The relay's adapter for :class:`~chains.poc.light_client.PocLightClient` (real chiapos verifier)."""
 
 
+def create_ethereum(client_id: ClientId, chain_id: ChainId, init: Mapping[str, Any]) -> EthereumLightClient:
+    """An ``ethereum`` client from init args. Besides the client's own form
+    (:meth:`EthereumLightClient.from_init`), accepts the park's genesis as the other parks do:
+    ``{"genesis": {...}, "trusting_period_ms": ...}``, taking ``eth_chain_id``, ``confirmation_depth``
+    and the bridge's address from it. Finality needs no trusted header: it comes from attestations."""
+    if "genesis" not in init:
+        return EthereumLightClient.from_init(client_id, chain_id, init)
+    what = f"the init of ethereum client {client_id}"
+    args = obj_args(init, what, ("genesis", "trusting_period_ms"), ("max_consensus_states", "max_pending_headers"))
+    genesis = json_object(args["genesis"], f"genesis of {what}")
+    contracts = json_object(genesis.get("contracts"), f"contracts in the genesis of {what}")
+    own = {k: v for k, v in args.items() if k != "genesis"}
+    try:
+        own.update(eth_chain_id=genesis["eth_chain_id"], confirmation_depth=genesis["confirmation_depth"],
+                   bridge_address=contracts["bridge"])
+    except KeyError as exc:
+        raise CodecError(f"the genesis in {what} lacks {exc}") from exc
+    return EthereumLightClient.from_init(client_id, chain_id, own)
+
+
+def _eth_holds(client: LightClient[Any], header: Any) -> bool:
+    if not isinstance(client, EthereumLightClient):
+        raise TypeError(f"the ethereum client type hosts EthereumLightClient, not {type(client).__name__}")
+    return client.holds(header)
+
+
+ETHEREUM_TYPE: ClientType = persistent_client_type(EthereumLightClient, decode_header=EthHeader.decode,
+                                                   create=create_ethereum, is_redundant=_eth_holds)
+"""The relay's adapter for :class:`~chains.ethereum.light_client.EthereumLightClient` (finality by attestation)."""
+
+
 def default_client_types() -> list[ClientType]:
     """The client types a relay node hosts: one per park chain kind."""
-    return [DPOS_TYPE, POC_TYPE]
+    return [DPOS_TYPE, POC_TYPE, ETHEREUM_TYPE]
