@@ -1,0 +1,74 @@
+"""Fixtures of the Ethereum park's contract tests: one anvil per session, two parks and a relay.
+
+The session deploys, once, two parks (``eth-a`` and ``eth-b``, a lane ``lane-0`` between them and one
+to the Python park ``dpos-park`` each) that trust a simulated relay of four validators whose keys are
+generated at run time. Each test gets the world from an ``evm_snapshot`` taken just before it and
+reverted just after it (the relay's Python state likewise), so tests are independent and fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from tests.ethereum.harness import AnvilProcess, Evm, Park, RelaySim, deploy_park
+
+A, B, DPOS, LANE = "eth-a", "eth-b", "dpos-park", "lane-0"
+ALICE_WH = 1_000_000
+BOB_WH = 500_000
+
+
+@dataclass
+class World:
+    """Two parks on one anvil, a relay, and three funded accounts."""
+
+    evm: Evm
+    relay: RelaySim
+    a: Park
+    b: Park
+    alice: LocalAccount
+    """Holds ``ALICE_WH`` kWh on park A."""
+    bob: LocalAccount
+    """Holds ``BOB_WH`` kWh on park B."""
+    relayer: LocalAccount
+    """Submits certificates: anyone may."""
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[AnvilProcess]:
+    node = AnvilProcess()
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def evm(anvil: AnvilProcess) -> Evm:
+    return Evm.connect(anvil.url)
+
+
+@pytest.fixture(scope="session")
+def base_world(evm: Evm) -> World:
+    relay = RelaySim.create("relay", 4, filler_records=64)
+    a = deploy_park(evm, A, relay, [(B, LANE), (DPOS, LANE)])
+    b = deploy_park(evm, B, relay, [(A, LANE), (DPOS, LANE)])
+    alice, bob, relayer = evm.account(), evm.account(), evm.account()
+    evm.transact(a.token.functions.mint(alice.address, ALICE_WH), a.operator)
+    evm.transact(b.token.functions.mint(bob.address, BOB_WH), b.operator)
+    return World(evm, relay, a, b, alice, bob, relayer)
+
+
+@pytest.fixture
+def world(base_world: World) -> Iterator[World]:
+    snapshot = base_world.evm.snapshot()
+    saved = base_world.relay.save()
+    try:
+        yield base_world
+    finally:
+        base_world.evm.revert(snapshot)
+        base_world.relay.restore(saved)

@@ -1,0 +1,86 @@
+"""The committed contract artifacts are what the pinned solcjs makes of the committed sources (SPEC §E2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chains.ethereum.compile import ARTIFACTS_DIR, SETTINGS, build_artifacts, render_artifact
+
+pytestmark = pytest.mark.slow
+
+DEPLOYABLE = {"EnergyToken", "VoucherToken", "ParkBridge"}
+
+
+def test_artifacts_match_a_fresh_compilation() -> None:
+    fresh = build_artifacts()
+    assert set(fresh) == DEPLOYABLE
+    assert {p.stem for p in ARTIFACTS_DIR.glob("*.json")} == DEPLOYABLE
+    for name, artifact in fresh.items():
+        committed = (ARTIFACTS_DIR / f"{name}.json").read_text(encoding="utf-8")
+        assert committed == render_artifact(artifact), f"{name}: run `python -m chains.ethereum.compile`"
+
+
+def test_artifacts_are_self_describing_and_location_free() -> None:
+    for name in DEPLOYABLE:
+        text = (ARTIFACTS_DIR / f"{name}.json").read_text(encoding="utf-8")
+        art = json.loads(text)
+        assert art["compiler"]["version"].startswith("0.8.37+")
+        assert art["compiler"]["settings"] == {k: v for k, v in SETTINGS.items() if k != "outputSelection"}
+        assert art["sourceName"] == f"contracts/{name}.sol"
+        assert art["bytecode"].startswith("0x") and art["deployedBytecode"].startswith("0x")
+        assert "/work/" not in text and "/home/" not in text and "/tmp/" not in text
+    bridge = json.loads((ARTIFACTS_DIR / "ParkBridge.json").read_text(encoding="utf-8"))
+    errors = {e["name"] for e in bridge["abi"] if e["type"] == "error"}
+    assert errors == {"CodecInvalid", "ProofInvalid", "SignatureInvalid", "QuorumNotReached", "ValidatorSetMismatch",
+                      "PacketReplay", "PacketTimeout", "WrongChain", "LaneInvalid", "InsufficientFunds",
+                      "Unauthorized"}
+    runtime = (len(bridge["deployedBytecode"]) - 2) // 2
+    assert runtime <= 24_576  # EIP-170
+
+
+def _canonical(t: dict[str, object]) -> str:
+    typ = str(t["type"])
+    if typ.startswith("tuple"):
+        inner = ",".join(_canonical(c) for c in t["components"])  # type: ignore[attr-defined]
+        return f"({inner}){typ[len('tuple'):]}"
+    return typ
+
+
+def test_bridge_abi_is_the_spec_interface() -> None:
+    """SPEC §E2.2, signature by signature (names and types of the functions, events and their fields)."""
+    abi = json.loads((ARTIFACTS_DIR / "ParkBridge.json").read_text(encoding="utf-8"))["abi"]
+    header = "(string,uint64,uint64,bytes32,bytes32,bytes32,bytes32,bytes32)"
+    commit = f"({header},uint64,(uint256,bytes)[])"
+    vset = "(bytes32[],address[],uint64[])"
+    cert = f"({commit},bytes)"
+    expected_functions = {
+        "openLane(string,string)": [],
+        "sendEnergy(string,string,string,uint256,string,uint64)": ["uint64"],
+        f"recvPacket(bytes,{cert},{vset})": [],
+        f"settle(bytes,bytes,{cert},{vset})": [],
+        f"updateRelayValidators({vset},{commit},{vset})": [],
+        "relaySetHash()": ["bytes32"],
+        "relaySetHeight()": ["uint64"],
+        "tokenOf(string)": ["address"],
+        "nextSequenceSend(string,string)": ["uint64"],
+    }
+    functions = {f"{e['name']}({','.join(_canonical(i) for i in e['inputs'])})": [_canonical(o) for o in e["outputs"]]
+                 for e in abi if e["type"] == "function"}
+    for sig, outputs in expected_functions.items():
+        assert functions.get(sig) == outputs, sig
+    (ctor,) = [e for e in abi if e["type"] == "constructor"]
+    assert [_canonical(i) for i in ctor["inputs"]] == ["string", "string", vset, "address", "address"]
+    structs = {i["internalType"] for e in abi if e["type"] == "function" for i in e["inputs"]}
+    assert {"struct ParkBridge.Certificate", "struct ParkBridge.ValidatorSet", "struct ParkBridge.Commit"} <= structs
+    events = {e["name"]: [(i["name"], i["type"], i["indexed"]) for i in e["inputs"]]
+              for e in abi if e["type"] == "event"}
+    assert events["PacketSent"] == [("dstChain", "string", False), ("lane", "string", False),
+                                    ("sequence", "uint64", False), ("packet", "bytes", False)]
+    assert events["AckWritten"] == [("srcChain", "string", False), ("lane", "string", False),
+                                    ("sequence", "uint64", False), ("packet", "bytes", False), ("ack", "bytes", False)]
+    assert events["PacketSettled"] == [("dstChain", "string", False), ("lane", "string", False),
+                                       ("sequence", "uint64", False), ("outcome", "uint8", False),
+                                       ("refunded", "bool", False)]
+    assert events["RelayValidatorsUpdated"] == [("setHash", "bytes32", False), ("height", "uint64", False)]
