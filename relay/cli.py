@@ -2,6 +2,7 @@
 
     parkrelay node dpos --config deploy/devnet.toml --witness witness-a
     parkrelay node poc  --config deploy/devnet.toml --farmer farmer-a
+    parkrelay node ethereum --config deploy/devnet.toml [--chain eth-park]
     parkrelay devnet init|up|down|status|demo --config deploy/devnet.toml
     parkrelay status --config deploy/devnet.toml [--json]
 
@@ -16,10 +17,13 @@ import asyncio
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from relay.config import ConfigError, load_config
-from relay.keys import KeyFileError
+from relay.config import ETHEREUM_OPERATOR, ConfigError, DeploymentConfig, load_config
+from relay.keys import KeyFileError, read_secret
+
+if TYPE_CHECKING:
+    from chains.ethereum.node import EthNodeSettings
 
 
 def _setup_logging(level: str, json_logs: bool) -> None:
@@ -53,12 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     node = sub.add_parser("node", help="run one park-chain node process")
-    node.add_argument("kind", choices=["dpos", "poc", "relay"])
+    node.add_argument("kind", choices=["dpos", "poc", "ethereum", "relay"])
     node.add_argument("--config", required=True, help="deployment config (TOML)")
     node.add_argument("--chain", help="chain id (default: the only chain of that kind)")
     node.add_argument("--witness", help="DPoS witness name")
     node.add_argument("--farmer", help="PoC farmer name")
     node.add_argument("--validator", help="relay validator name")
+    node.add_argument("--node", help="ethereum: the node name (optional; its one node is `anvil`)")
 
     dev = sub.add_parser("devnet", help="run a whole devnet on this machine")
     dev.add_argument("action", choices=["init", "up", "down", "status", "demo"])
@@ -113,6 +118,10 @@ def _dispatch(args: Any) -> int:
     if args.cmd == "node":
         from relay.nodes import run_node
 
+        if args.kind == "ethereum":
+            from chains.ethereum.node import run_ethereum_node
+
+            return asyncio.run(run_ethereum_node(_ethereum_settings(cfg, args.chain, args.node)))
         flag = {"dpos": "--witness", "poc": "--farmer", "relay": "--validator"}[args.kind]
         name = {"dpos": args.witness, "poc": args.farmer, "relay": args.validator}[args.kind]
         if not name:
@@ -139,6 +148,38 @@ def _dispatch(args: Any) -> int:
     if action == "status":
         return devnet.print_status(cfg, as_json=args.json)
     return devnet.demo(cfg, seconds=args.seconds, as_json=args.json)
+
+
+def _ethereum_settings(cfg: DeploymentConfig, chain_id: str | None, node: str | None) -> EthNodeSettings:
+    """An Ethereum park node's settings from the config, its genesis, the relay genesis and the operator key."""
+    from chains.ethereum.node import EthNodeSettings, relay_set_from_json
+    from relay.devnet import account_key_path
+    from relay.nodes import genesis_path, relay_genesis_path
+
+    chains = cfg.chains_of_kind("ethereum") if chain_id is None else [cfg.chain(chain_id)]
+    if len(chains) != 1:
+        raise ConfigError(f"{cfg.path}: {len(chains)} chains of kind ethereum; name one with --chain")
+    chain = chains[0]
+    if chain.kind != "ethereum":
+        raise ConfigError(f"{cfg.path}: chain {chain.id} is a {chain.kind} chain; run `parkrelay node {chain.kind}`")
+    if node is not None and node not in chain.nodes:
+        raise ConfigError(f"{cfg.path}: chain {chain.id} has one node, {chain.nodes[0]!r}; got --node {node!r}")
+    gpath = genesis_path(cfg, chain.id)
+    if not gpath.exists():
+        raise ConfigError(f"no genesis at {gpath}: run `parkrelay devnet init --config {cfg.path}` first")
+    genesis = json.loads(gpath.read_text())
+    relay_chain_id, relay_set = cfg.relay_chain_id, genesis["relay_validators"]
+    rpath = relay_genesis_path(cfg)
+    if rpath.exists():  # the relay chain's own genesis is the authority on its id and validator set
+        relay = json.loads(rpath.read_text())
+        relay_chain_id, relay_set = relay["chain_id"], relay["validators"]
+        if relay_set["hash"] != genesis["relay_validators"]["hash"]:
+            raise ConfigError(f"{gpath} and {rpath} name different relay validator sets; re-run `parkrelay devnet "
+                              f"init` on an empty data_dir")
+    return EthNodeSettings(chain_id=chain.id, genesis=genesis,
+                           operator_key=read_secret(account_key_path(cfg, chain.id, ETHEREUM_OPERATOR)),
+                           relay_chain_id=relay_chain_id, relay_set=relay_set_from_json(relay_set),
+                           port=chain.base_port, state_dir=cfg.data_dir / chain.id, host=cfg.host)
 
 
 def _ops(cfg: Any, args: Any) -> int:

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CHAIN_KINDS = ("dpos", "poc")
+CHAIN_KINDS = ("dpos", "poc", "ethereum")
+
+ETHEREUM_NODE = "anvil"
+"""The one node (process) of an ``ethereum`` chain: an anvil child of ``parkrelay node ethereum``."""
+ETHEREUM_OPERATOR = "operator"
+"""The account of an ``ethereum`` chain whose key deploys and owns the park's contracts (always created)."""
+ETHEREUM_DEFAULTS: dict[str, int] = {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2}
+"""Defaults of an ``ethereum`` chain's keys. 31337 is anvil's own default chain id (tools treat it as local)."""
+_ETH_MAX_CHAIN_ID = 4_503_599_627_370_476  # EIP-2294: the largest chain id every client supports
 
 
 class ConfigError(Exception):
@@ -25,15 +33,16 @@ class ChainConfig:
     id: str
     """Chain id, unique in the deployment (``dpos-park``)."""
     kind: str
-    """``dpos`` or ``poc``."""
+    """``dpos``, ``poc`` or ``ethereum``."""
     nodes: tuple[str, ...]
-    """Node names (witnesses or farmers); each runs as its own process."""
+    """Node names (witnesses or farmers); each runs as its own process. ``ethereum``: ``("anvil",)``."""
     base_port: int
     """RPC port of the first node; the n-th node listens on ``base_port + n``."""
     accounts: dict[str, int]
     """Genesis accounts and their native balances in Wh."""
     params: dict[str, Any]
-    """Kind-specific consensus parameters (see the chain's genesis docs)."""
+    """Kind-specific consensus parameters (see the chain's genesis docs). ``ethereum``: ``eth_chain_id``,
+    ``block_interval_ms``, ``confirmation_depth``, all present (defaults filled in)."""
 
     def port_of(self, node: str) -> int:
         return self.base_port + self.nodes.index(node)
@@ -95,6 +104,36 @@ def _get(d: dict[str, Any], key: str, typ: type, where: str, default: Any = ...)
     return v
 
 
+def _ethereum_chain(c: dict[str, Any], cid: str, where: str, seen_ports: dict[int, str]) -> ChainConfig:
+    """A ``kind = "ethereum"`` chain: one anvil node on ``base_port``; the park's accounts are ERC-20 balances."""
+    allowed = {"id", "kind", "base_port", "accounts", *ETHEREUM_DEFAULTS}
+    unknown = sorted(set(c) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for an ethereum chain (one anvil node, no `nodes`); "
+                          f"allowed keys are {sorted(allowed)}")
+    base_port = _get(c, "base_port", int, where)
+    if not 0 < base_port < 65536:
+        raise ConfigError(f"{where}.base_port: expected a TCP port (1-65535), got {base_port}")
+    if base_port in seen_ports:
+        raise ConfigError(f"{where}: port {base_port} already used by {seen_ports[base_port]}")
+    seen_ports[base_port] = f"{cid}/{ETHEREUM_NODE}"
+    params = {k: _get(c, k, int, where, d) for k, d in ETHEREUM_DEFAULTS.items()}
+    if not 0 < params["eth_chain_id"] <= _ETH_MAX_CHAIN_ID:
+        raise ConfigError(f"{where}.eth_chain_id: expected 1..{_ETH_MAX_CHAIN_ID} (EIP-2294), "
+                          f"got {params['eth_chain_id']}")
+    interval = params["block_interval_ms"]
+    if interval < 1000 or interval % 1000:
+        raise ConfigError(f"{where}.block_interval_ms: expected a whole number of seconds >= 1000 (Ethereum "
+                          f"block timestamps are in seconds), got {interval}")
+    if params["confirmation_depth"] < 0:
+        raise ConfigError(f"{where}.confirmation_depth: expected >= 0, got {params['confirmation_depth']}")
+    accounts = _get(c, "accounts", dict, where, {})
+    for name, bal in accounts.items():
+        if isinstance(bal, bool) or not isinstance(bal, int) or bal < 0:
+            raise ConfigError(f"{where}.accounts.{name}: expected a non-negative integer (Wh), got {bal!r}")
+    return ChainConfig(cid, "ethereum", (ETHEREUM_NODE,), base_port, dict(accounts), params)
+
+
 def load_config(path: str | Path) -> DeploymentConfig:
     """Read and check a deployment config."""
     p = Path(path)
@@ -117,6 +156,9 @@ def load_config(path: str | Path) -> DeploymentConfig:
         kind = _get(c, "kind", str, where)
         if kind not in CHAIN_KINDS:
             raise ConfigError(f"{where}.kind: expected one of {CHAIN_KINDS}, got {kind!r}")
+        if kind == "ethereum":
+            chains.append(_ethereum_chain(c, cid, where, seen_ports))
+            continue
         nodes = tuple(_get(c, "nodes", list, where))
         if not nodes or not all(isinstance(n, str) for n in nodes) or len(set(nodes)) != len(nodes):
             raise ConfigError(f"{where}.nodes: expected a non-empty list of distinct names")
@@ -134,6 +176,10 @@ def load_config(path: str | Path) -> DeploymentConfig:
         chains.append(ChainConfig(cid, kind, nodes, base_port, dict(accounts), params))
     if len({c.id for c in chains}) != len(chains):
         raise ConfigError(f"{p}: chain ids must be distinct")
+    eth_ids = [c.params["eth_chain_id"] for c in chains if c.kind == "ethereum"]
+    if len(set(eth_ids)) != len(eth_ids):
+        raise ConfigError(f"{p}: ethereum chains need distinct eth_chain_id values (EIP-155 replay protection), "
+                          f"got {eth_ids}")
     relay = _get(raw, "relay", dict, str(p), {})
     validators = tuple(_get(relay, "validators", list, "relay", ["op-a", "op-b", "op-c", "op-d"]))
     lanes = []

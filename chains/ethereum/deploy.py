@@ -1,0 +1,207 @@
+"""Deploy an Ethereum park's contracts (SPEC §E4): ``EnergyToken``, ``VoucherToken`` (the implementation the
+bridge clones) and ``ParkBridge``, then open the lanes and mint the genesis balances.
+
+The deployer's transactions are a fixed sequence — nonce 0 ``EnergyToken``, 1 ``VoucherToken``,
+2 ``ParkBridge``, then one ``openLane`` per lane, then one ``mint`` per non-zero balance — so the contract
+addresses are the CREATE addresses of nonces 0, 1, 2 (:func:`expected_addresses`, known before any node
+runs), and a deployment cut short resumes from the deployer's nonce.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rlp
+from eth_abi import encode as abi_encode
+from eth_account.signers.local import LocalAccount
+from eth_utils import get_abi_input_types, keccak, to_canonical_address, to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import ContractLogicError
+
+from protocol.certificate import ValidatorSet
+
+log = logging.getLogger("parkrelay.ethereum.deploy")
+_Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
+"""Committed compiler output: ``<Contract>.json`` with ``abi`` and ``bytecode`` (SPEC §E2)."""
+CONTRACTS = ("EnergyToken", "VoucherToken", "ParkBridge")
+"""Deployed in this order, at the deployer's nonces 0, 1, 2."""
+ADDRESS_KEYS = ("energy_token", "voucher_impl", "bridge")
+"""Keys of the contract addresses in ``addresses.json``, in deployment order."""
+
+PRIORITY_FEE_WEI = 1_000_000_000
+GAS_MARGIN = 1.25
+RECEIPT_TIMEOUT_S = 60.0
+
+RelaySetArgs = tuple[Sequence[bytes], Sequence[str], Sequence[int]]
+"""The ``ValidatorSet`` constructor argument: ed25519 keys (32 bytes), eth addresses, powers."""
+
+
+class DeployError(Exception):
+    """A deployment step failed, or the chain holds a deployment other than the expected one."""
+
+
+def load_artifact(name: str, artifacts_dir: Path | None = None) -> dict[str, Any]:
+    """``<artifacts_dir>/<name>.json``: ``{"abi": [...], "bytecode": "0x..."}``."""
+    path = (artifacts_dir or ARTIFACTS_DIR) / f"{name}.json"
+    try:
+        art: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DeployError(f"contract artifact {path} not found (artifacts are committed under "
+                          f"chains/ethereum/artifacts; `python -m chains.ethereum.compile` rebuilds them)") from exc
+    if not isinstance(art.get("abi"), list) or not str(art.get("bytecode", "")).removeprefix("0x"):
+        raise DeployError(f"contract artifact {path} has no abi or no creation bytecode")
+    return art
+
+
+def lower_address(addr: str | bytes) -> str:
+    """An address in the park's form (SPEC §E1): ``0x`` + 40 lowercase hex digits."""
+    return "0x" + to_canonical_address(addr).hex()
+
+
+def create_address(deployer: str | bytes, nonce: int) -> str:
+    """The address of the contract ``deployer`` creates with ``nonce``: ``keccak(rlp([deployer, nonce]))[12:]``."""
+    return "0x" + keccak(rlp.encode([to_canonical_address(deployer), nonce]))[12:].hex()
+
+
+def expected_addresses(deployer: str | bytes) -> dict[str, str]:
+    """``{"energy_token", "voucher_impl", "bridge", "deployer"}`` (lowercase hex): the CREATE addresses of the
+    deployer's nonces 0, 1, 2 — the contents of ``addresses.json``."""
+    out = {key: create_address(deployer, nonce) for nonce, key in enumerate(ADDRESS_KEYS)}
+    out["deployer"] = lower_address(deployer)
+    return out
+
+
+def relay_set_args(valset: ValidatorSet) -> RelaySetArgs:
+    """The constructor's ``ValidatorSet`` from a protocol validator set (order kept: signatures index it)."""
+    return ([v.ed25519_pubkey for v in valset.validators],
+            [lower_address(v.eth_address) for v in valset.validators],
+            [v.power for v in valset.validators])
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One transaction of the deployment sequence."""
+
+    what: str
+    to: str | None
+    """Checksum address called; None for a contract creation."""
+    data: str
+    """Calldata (creation: bytecode and constructor arguments)."""
+    creates: str | None = None
+    """Address key this step's contract lands at (creation steps)."""
+    needs_code: bool = False
+    """Calls a contract of this deployment: wait until the creations before it are mined."""
+
+
+def deploy_park(
+    w3: Web3,
+    deployer: LocalAccount,
+    *,
+    chain_id: str,
+    relay_chain_id: str,
+    relay_set: RelaySetArgs,
+    lanes: Sequence[tuple[str, str]],
+    balances: Mapping[str, int],
+    artifacts_dir: Path | None = None,
+    logger: _Log | None = None,
+) -> dict[str, str]:
+    """Deploy the park (or finish a deployment cut short) and return :func:`expected_addresses`.
+
+    ``lanes`` are ``(dst_chain, lane)`` pairs to open; ``balances`` maps addresses to genesis ``kWh``
+    balances in Wh (zero balances are skipped). The deployer needs ETH for gas. Transactions are signed
+    locally with explicit nonces and sent without waiting for one another where they do not depend on
+    each other, so a deployment takes about two blocks. Progress goes to ``logger`` (default
+    ``parkrelay.ethereum.deploy``).
+    """
+    lg = logger or log
+    arts = {name: load_artifact(name, artifacts_dir) for name in CONTRACTS}
+    addrs = expected_addresses(deployer.address)
+    checksum = {k: to_checksum_address(v) for k, v in addrs.items()}
+    energy = w3.eth.contract(address=checksum["energy_token"], abi=arts["EnergyToken"]["abi"])
+    bridge = w3.eth.contract(address=checksum["bridge"], abi=arts["ParkBridge"]["abi"])
+
+    def create(name: str, *args: Any) -> str:
+        """Creation calldata: the bytecode, then the ABI-encoded constructor arguments."""
+        ctor: Any = next((e for e in arts[name]["abi"] if e.get("type") == "constructor"),
+                         {"type": "constructor", "inputs": []})
+        code: str = arts[name]["bytecode"].removeprefix("0x")
+        return "0x" + code + abi_encode(get_abi_input_types(ctor), args).hex()
+
+    ed_keys, eth_addrs, powers = relay_set
+    relay_arg = ([bytes(k) for k in ed_keys], [to_checksum_address(a) for a in eth_addrs], [int(p) for p in powers])
+    steps = [
+        _Step("EnergyToken", None, create("EnergyToken"), creates="energy_token"),  # owner: the deployer
+        _Step("VoucherToken (implementation)", None, create("VoucherToken"), creates="voucher_impl"),
+        _Step("ParkBridge", None, create("ParkBridge", chain_id, relay_chain_id, relay_arg, checksum["energy_token"],
+                                         checksum["voucher_impl"]), creates="bridge"),
+    ]
+    for dst, lane in lanes:
+        steps.append(_Step(f"openLane({dst}, {lane})", checksum["bridge"],
+                           bridge.encode_abi("openLane", [dst, lane]), needs_code=True))
+    for addr, wh in balances.items():
+        if wh > 0:
+            steps.append(_Step(f"mint {wh} Wh to {lower_address(addr)}", checksum["energy_token"],
+                               energy.encode_abi("mint", [to_checksum_address(addr), wh]), needs_code=True))
+
+    nonce = w3.eth.get_transaction_count(checksum["deployer"], "pending")
+    for i, step in enumerate(steps[:min(nonce, 3)]):
+        if step.creates and not w3.eth.get_code(checksum[step.creates]):
+            raise DeployError(f"nonce {i} of the deployer {addrs['deployer']} is used but {step.what} has no code at "
+                              f"{addrs[step.creates]}: this chain's state is not a deployment of this park")
+    if nonce >= len(steps):
+        return addrs
+    if nonce:
+        lg.info("resuming a deployment cut short: %d of %d transactions done", nonce, len(steps))
+    _run(w3, deployer, steps, nonce, lg)
+    return addrs
+
+
+def _run(w3: Web3, deployer: LocalAccount, steps: Sequence[_Step], first_nonce: int, lg: _Log) -> None:
+    base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+    fees = {"maxPriorityFeePerGas": PRIORITY_FEE_WEI, "maxFeePerGas": 2 * base_fee + PRIORITY_FEE_WEI}
+    chain = w3.eth.chain_id
+    in_flight: list[tuple[_Step, HexBytes]] = []
+    creating = False
+    for nonce in range(first_nonce, len(steps)):
+        step = steps[nonce]
+        if step.needs_code and creating:
+            _wait(w3, in_flight, lg)
+            in_flight, creating = [], False
+        tx: dict[str, Any] = {"from": deployer.address, "nonce": nonce, "chainId": chain, "data": step.data, **fees}
+        if step.to is not None:
+            tx["to"] = step.to
+        try:
+            gas = w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
+        except ContractLogicError as exc:
+            if not in_flight:
+                raise DeployError(f"{step.what} would revert: {exc}") from exc
+            _wait(w3, in_flight, lg)  # may depend on a transaction still in flight
+            in_flight, creating = [], False
+            try:
+                gas = w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
+            except ContractLogicError as exc2:
+                raise DeployError(f"{step.what} would revert: {exc2}") from exc2
+        tx["gas"] = int(gas * GAS_MARGIN)
+        signed = deployer.sign_transaction(tx)
+        in_flight.append((step, w3.eth.send_raw_transaction(signed.raw_transaction)))
+        creating = creating or step.creates is not None
+        lg.info("sent %s (nonce %d)", step.what, nonce)
+    _wait(w3, in_flight, lg)
+
+
+def _wait(w3: Web3, sent: Sequence[tuple[_Step, HexBytes]], lg: _Log) -> None:
+    for step, tx_hash in sent:
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.1)
+        if receipt["status"] != 1:
+            raise DeployError(f"{step.what} failed in block {receipt['blockNumber']} (tx 0x{bytes(tx_hash).hex()})")
+        created = receipt.get("contractAddress")
+        where = f" at {lower_address(created)}" if created else ""
+        lg.info("%s mined in block %d%s", step.what, receipt["blockNumber"], where)

@@ -1,0 +1,255 @@
+"""The Ethereum park's node (SPEC §E4): ``parkrelay node ethereum --config FILE [--chain ID]``.
+
+One process runs anvil as its child on ``127.0.0.1:<base_port>`` with interval mining every
+``block_interval_ms`` and the chain's state in ``<data_dir>/<chain id>/anvil-state.json``. At first start
+(the bridge has no code) it funds the park's accounts with ETH for gas (``anvil_setBalance``), deploys the
+contracts from the park operator's key at the addresses genesis announced, opens the lanes and mints the
+genesis ``kWh`` balances. Every start writes ``<data_dir>/<chain id>/addresses.json``. SIGTERM/SIGINT stop
+anvil (which dumps its state) and exit 0; anvil dying on its own makes the node exit 1.
+
+The deployment config, keys and genesis files are read by the relay layer (``relay/cli.py``), which hands
+this module an :class:`EthNodeSettings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from web3 import Web3
+
+from chains.common.wire import validator_set_to_json
+from chains.ethereum.anvil import Anvil, AnvilConfig, AnvilError
+from chains.ethereum.deploy import DeployError, RelaySetArgs, deploy_park, expected_addresses, lower_address
+from protocol.certificate import ValidatorSet
+
+log = logging.getLogger("parkrelay.ethereum")
+
+NODE_NAME = "anvil"
+"""Name of the chain's one node in logs, ``devnet`` process lists and the config."""
+GAS_FUNDING_WEI = 1_000 * 10**18
+"""ETH each park account gets for gas at first start."""
+STATE_FILE = "anvil-state.json"
+ADDRESSES_FILE = "addresses.json"
+HEARTBEAT_S = 30.0
+
+
+def build_genesis(
+    *,
+    chain_id: str,
+    params: dict[str, Any],
+    nodes: dict[str, bytes],
+    accounts: dict[str, tuple[bytes, int]],
+    relay_validators: ValidatorSet,
+    lanes: list[tuple[str, str]],
+    genesis_time_ms: int,
+    data_dir: Path,
+) -> dict[str, Any]:
+    """The genesis file of an Ethereum park, written by ``devnet init`` (same call as the Python parks).
+
+    ``nodes`` maps the one node to the park operator's 20-byte address (the deployer, owner of the
+    contracts); ``accounts`` maps names to ``(20-byte address, kWh balance in Wh)``; ``lanes`` are
+    ``(lane, other chain)``. The contract addresses are fixed here, before any node runs.
+    """
+    if len(nodes) != 1:
+        raise ValueError(f"an ethereum park has one node (the operator's anvil), got {sorted(nodes)}")
+    operator = lower_address(next(iter(nodes.values())))
+    return {
+        "chain_id": chain_id,
+        "kind": "ethereum",
+        "eth_chain_id": int(params.get("eth_chain_id", 31337)),
+        "block_interval_ms": int(params.get("block_interval_ms", 1000)),
+        "confirmation_depth": int(params.get("confirmation_depth", 2)),
+        "operator": operator,
+        "contracts": expected_addresses(operator),
+        "accounts": {name: {"address": lower_address(addr), "balance_wh": bal}
+                     for name, (addr, bal) in accounts.items()},
+        "lanes": [{"lane": lane, "chain": other} for lane, other in lanes],
+        "relay_validators": validator_set_to_json(relay_validators),
+        "genesis_time_ms": genesis_time_ms,
+    }
+
+
+@dataclass(frozen=True)
+class EthNodeSettings:
+    """Everything the node needs, resolved from the deployment config, genesis files and key files."""
+
+    chain_id: str
+    """Park chain id (``eth-park``)."""
+    genesis: dict[str, Any]
+    """The park's genesis (:func:`build_genesis`)."""
+    operator_key: bytes
+    """The park operator's secp256k1 secret: deploys and owns the contracts. Never logged."""
+    relay_chain_id: str
+    relay_set: RelaySetArgs
+    """The relay validator set the bridge trusts at deployment."""
+    port: int
+    """anvil's RPC port."""
+    state_dir: Path
+    """``<data_dir>/<chain id>``: state file, ``addresses.json``, ``anvil.log``."""
+    host: str = "127.0.0.1"
+    state_interval_s: int = 5
+    """Seconds between anvil's periodic state dumps."""
+    gas_funding_wei: int = GAS_FUNDING_WEI
+    artifacts_dir: Path | None = None
+    """Contract artifacts; None: the committed ones."""
+
+
+class EthereumNode:
+    """anvil plus the park's first-start deployment."""
+
+    def __init__(self, settings: EthNodeSettings) -> None:
+        self.s = settings
+        self.log = logging.LoggerAdapter(log, {"chain": settings.chain_id, "node": NODE_NAME})
+        g = settings.genesis
+        self.block_time_s = int(g["block_interval_ms"]) // 1000
+        self.state_path = settings.state_dir / STATE_FILE
+        self.anvil = Anvil(AnvilConfig(port=settings.port, chain_id=int(g["eth_chain_id"]),
+                                       block_time_s=self.block_time_s, state_path=self.state_path,
+                                       state_interval_s=settings.state_interval_s, host=settings.host,
+                                       log_path=settings.state_dir / "anvil.log"))
+        self.addresses: dict[str, str] = {}
+
+    def start_anvil(self) -> None:
+        """Spawn anvil. Call from the main thread (see :class:`Anvil`)."""
+        self.s.state_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.state_path.exists()
+        self.anvil.spawn()
+        self.log.info("anvil pid %d on %s: chain id %s, a block every %d s, state %s (%s)", self.anvil.pid,
+                      self.anvil.url, self.s.genesis["eth_chain_id"], self.block_time_s, self.state_path,
+                      "loading the saved chain" if resumed else "new chain")
+
+    def prepare(self) -> dict[str, str]:
+        """Wait for anvil, deploy at first start (or finish a cut-short deployment), write ``addresses.json``.
+        Blocking; run it in a worker thread."""
+        self.anvil.wait_ready()
+        g = self.s.genesis
+        operator = Account.from_key(self.s.operator_key)
+        expected = expected_addresses(operator.address)
+        if expected != g["contracts"] or lower_address(operator.address) != g["operator"]:
+            raise DeployError(f"the operator key does not match genesis (genesis operator {g['operator']}, key's "
+                              f"address {lower_address(operator.address)}): wrong key file or a stale genesis")
+        w3 = Web3(Web3.HTTPProvider(self.anvil.url, request_kwargs={"timeout": 10}))
+        height = w3.eth.block_number
+        bridge = Web3.to_checksum_address(expected["bridge"])
+        has_code = bool(w3.eth.get_code(bridge))
+        steps = 3 + len(g["lanes"]) + sum(1 for a in g["accounts"].values() if a["balance_wh"] > 0)
+        if has_code and w3.eth.get_transaction_count(operator.address) >= steps:
+            self.log.info("contracts found at height %d (bridge %s); deploying nothing", height, expected["bridge"])
+        else:
+            if not has_code:
+                funded = sorted({g["operator"], *(a["address"] for a in g["accounts"].values())})
+                self.log.info("first start at height %d: funding %d accounts with %d ETH each for gas", height,
+                              len(funded), self.s.gas_funding_wei // 10**18)
+                for addr in funded:
+                    self.anvil.set_balance(addr, self.s.gas_funding_wei)
+            self.log.info("deploying EnergyToken, VoucherToken, ParkBridge from %s; %d lane(s), %d balance(s)",
+                          expected["deployer"], len(g["lanes"]), steps - 3 - len(g["lanes"]))
+            deploy_park(w3, operator, chain_id=self.s.chain_id, relay_chain_id=self.s.relay_chain_id,
+                        relay_set=self.s.relay_set,
+                        lanes=[(ln["chain"], ln["lane"]) for ln in g["lanes"]],
+                        balances={a["address"]: a["balance_wh"] for a in g["accounts"].values()},
+                        artifacts_dir=self.s.artifacts_dir, logger=self.log)
+            self.log.info("deployed: EnergyToken %s, VoucherToken %s, ParkBridge %s", expected["energy_token"],
+                          expected["voucher_impl"], expected["bridge"])
+        _write_json_atomic(self.s.state_dir / ADDRESSES_FILE, expected)
+        self.addresses = expected
+        return expected
+
+    def stop(self) -> None:
+        """Stop anvil: SIGTERM (it dumps the state), bounded wait, then SIGKILL."""
+        if self.anvil.returncode() is not None:
+            return
+        before = self.state_path.stat().st_mtime_ns if self.state_path.exists() else 0
+        height = None
+        with contextlib.suppress(OSError, AnvilError):
+            height = self.anvil.block_number()
+        code = self.anvil.stop()
+        saved = self.state_path.exists() and self.state_path.stat().st_mtime_ns != before
+        if code == -signal.SIGKILL:
+            self.log.warning("anvil did not stop on SIGTERM and was killed; state as of its last periodic dump")
+        elif saved:
+            self.log.info("anvil stopped at height %s; state saved to %s (%d KiB)", height, self.state_path,
+                          self.state_path.stat().st_size // 1024)
+        else:
+            self.log.warning("anvil stopped (exit code %s) but did not write %s", code, self.state_path)
+
+    async def heartbeat(self) -> None:
+        """Log the head every :data:`HEARTBEAT_S`."""
+        last = None
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                height = await asyncio.to_thread(self.anvil.block_number)
+            except (OSError, AnvilError) as exc:
+                self.log.warning("anvil did not answer: %s", exc)
+                continue
+            self.log.info("height %d (+%s in %.0f s)", height, "?" if last is None else height - last, HEARTBEAT_S)
+            last = height
+
+
+async def run_ethereum_node(settings: EthNodeSettings) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until anvil dies or setup fails (exit 1)."""
+    node = EthereumNode(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        node.start_anvil()
+    except AnvilError as exc:
+        node.log.error("cannot start anvil: %s", exc)
+        return 1
+    stopped = asyncio.ensure_future(stop.wait())
+    exited = asyncio.ensure_future(asyncio.to_thread(node.anvil.wait))
+    tasks: list[asyncio.Future[Any]] = [stopped, exited]
+    try:
+        prepared = asyncio.ensure_future(asyncio.to_thread(node.prepare))
+        done = await _first(stopped, exited, prepared)
+        if prepared in done:
+            failure = prepared.exception()
+            if failure is not None:
+                node.log.error("setup failed: %s", failure)
+                return 1
+            node.log.info("ready: bridge %s, energy token %s; addresses in %s", node.addresses["bridge"],
+                          node.addresses["energy_token"], settings.state_dir / ADDRESSES_FILE)
+            tasks.append(asyncio.ensure_future(node.heartbeat()))
+            done = await _first(stopped, exited)
+        if exited in done:
+            node.log.error("anvil exited unexpectedly (code %s); see %s", exited.result(),
+                           settings.state_dir / "anvil.log")
+            return 1
+        node.log.info("stopping")
+        return 0
+    finally:
+        await asyncio.to_thread(node.stop)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _first(*futs: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
+    done, _ = await asyncio.wait(futs, return_when=asyncio.FIRST_COMPLETED)
+    return done
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def relay_set_from_json(obj: dict[str, Any]) -> RelaySetArgs:
+    """The constructor's relay set from a validator set in the ``chains.common.wire`` JSON form."""
+    vals: Sequence[dict[str, Any]] = obj["validators"]
+    return ([bytes.fromhex(v["ed25519_pubkey"]) for v in vals], ["0x" + v["eth_address"] for v in vals],
+            [int(v["power"]) for v in vals])
