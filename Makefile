@@ -25,8 +25,10 @@ $(STAMP): requirements.lock pyproject.toml chains/ethereum/package-lock.json
 lint: setup
 	$(BIN)/ruff check protocol chains adapters relay tests bench
 	$(BIN)/mypy --strict protocol
-	$(BIN)/mypy chains/dpos/light_client.py chains/poc/light_client.py
+	$(BIN)/mypy chains/dpos/light_client.py chains/poc/light_client.py chains/ethereum/light_client.py
 	$(BIN)/lint-imports
+	# the committed contract artifacts are what the committed Solidity compiles to
+	$(BIN)/python -m chains.ethereum.compile --check
 
 test: setup lint
 	$(BIN)/python -m pytest tests

@@ -1,0 +1,76 @@
+"""Relayer-side clients of the Ethereum park (chains/ethereum/SPEC.md §E5), over web3.py's ``AsyncWeb3``.
+
+* :class:`EthSource` — heights (finality = confirmation depth), :class:`~chains.ethereum.types.EthHeader`
+  headers, ``eth_getProof`` proofs of the bridge's records, bridge events from ``eth_getLogs``.
+* :class:`EthTarget` — ``bridge.recv`` / ``bridge.settle`` / ``bridge.update_relay_validators`` with the
+  Python parks' JSON arguments, as locally signed transactions with explicit nonces; reverts decoded into
+  protocol errors (SPEC §E2.3) before anything is sent.
+* :func:`send_energy` — phase 1 from an account (approve + ``sendEnergy``), for the CLI and tests.
+
+``source(...)`` and ``target(...)`` build them from a node URL, as :mod:`adapters.dpos` does from a
+client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.ethereum.errors import EthRevertError, GasCapError, decode_revert
+from adapters.ethereum.rpc import EthRpc
+from adapters.ethereum.source import EthSource
+from adapters.ethereum.target import DEFAULT_MAX_GAS, EthTarget, RelaySetProvider, SentPacket, send_energy
+from chains.common import wire
+from protocol.certificate import ValidatorSet
+from protocol.errors import ValidatorSetMismatchError
+
+__all__ = [
+    "DEFAULT_MAX_GAS",
+    "EthRevertError",
+    "EthRpc",
+    "EthSource",
+    "EthTarget",
+    "GasCapError",
+    "RelaySetProvider",
+    "SentPacket",
+    "decode_revert",
+    "relay_set_from_rpc",
+    "send_energy",
+    "source",
+    "target",
+]
+
+
+def source(w3_url: str, chain_id: str, bridge_address: str, confirmation_depth: int = 0, *,
+           timeout_s: float = 10.0, log_chunk: int = 1000) -> EthSource:
+    """The Ethereum park ``chain_id``'s source side: the node at ``w3_url``, the bridge at ``bridge_address``."""
+    return EthSource(EthRpc(w3_url, side=chain_id, timeout_s=timeout_s), chain_id, bridge_address,
+                     confirmation_depth, log_chunk=log_chunk)
+
+
+def target(w3_url: str, chain_id: str, bridge_address: str, private_key: bytes | str,
+           relay_set_provider: RelaySetProvider | None = None, *, confirmation_depth: int = 0,
+           max_gas: int = DEFAULT_MAX_GAS, timeout_s: float = 10.0, **kw: Any) -> EthTarget:
+    """The Ethereum park ``chain_id``'s target side, signing with ``private_key``.
+
+    ``relay_set_provider(set_hash)`` returns the relay validator set with the hash the bridge trusts (sync
+    or async); bridge ops pass it as the ``relaySet`` argument. See :func:`relay_set_from_rpc`."""
+    return EthTarget(EthRpc(w3_url, side=chain_id, timeout_s=timeout_s), chain_id, bridge_address, private_key,
+                     relay_set_provider, confirmation_depth=confirmation_depth, max_gas=max_gas, **kw)
+
+
+def relay_set_from_rpc(call: Any) -> RelaySetProvider:
+    """A relay-set provider over the relay chain's ``getValidators`` RPC.
+
+    ``call(method, params)`` is a JSON-RPC call to a relay node (e.g. a
+    :class:`~adapters.common.rpc.JsonRpcClient`'s ``call``). The provider reads the current set and
+    refuses it (:class:`~protocol.errors.ValidatorSetMismatchError`) if the bridge trusts another one:
+    then the bridge's set must first be rotated (``bridge.update_relay_validators``)."""
+
+    async def provider(set_hash: bytes) -> ValidatorSet:
+        vs = wire.validator_set_from_json(await call("getValidators", {}))
+        if vs.hash != set_hash:
+            raise ValidatorSetMismatchError("the relay chain's current validator set is not the one the bridge "
+                                            "trusts", expected=set_hash.hex(), got=vs.hash.hex())
+        return vs
+
+    return provider
