@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.certificate import Validator, ValidatorSet
-from relay.config import DeploymentConfig
+from relay.config import ETHEREUM_OPERATOR, DeploymentConfig
 from relay.keys import create_secret, ed25519_signer, eth_address, read_secret
 from relay.nodes import admin_token_path, chain_module, genesis_path, node_key_path, relay_genesis_path
 
@@ -52,14 +52,19 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
     now = genesis_time_ms if genesis_time_ms is not None else int(time.time() * 1000)
     for chain in cfg.chains:
         gpath = genesis_path(cfg, chain.id)
+        eth = chain.kind == "ethereum"  # secp256k1 accounts; its one node is run with the operator's key
         nodes = {}
         for n in chain.nodes:
+            if eth:
+                nodes[n] = eth_address(create_secret(account_key_path(cfg, chain.id, ETHEREUM_OPERATOR)))
+                continue
             create_secret(node_key_path(cfg, chain.id, n))
             nodes[n] = ed25519_signer(node_key_path(cfg, chain.id, n)).pubkey
         accounts = {}
         for acct, balance in {**{r: 0 for r in cfg.relayers}, **chain.accounts}.items():
-            create_secret(account_key_path(cfg, chain.id, acct))
-            accounts[acct] = (ed25519_signer(account_key_path(cfg, chain.id, acct)).pubkey, balance)
+            secret = create_secret(account_key_path(cfg, chain.id, acct))
+            pub = eth_address(secret) if eth else ed25519_signer(account_key_path(cfg, chain.id, acct)).pubkey
+            accounts[acct] = (pub, balance)
         if gpath.exists():
             continue
         lanes = [(lane, b if a == chain.id else a) for lane, a, b in cfg.lanes if chain.id in (a, b)]
@@ -99,8 +104,11 @@ def relay_genesis(cfg: DeploymentConfig, valset: ValidatorSet, genesis_time_ms: 
         "validators": validator_set_to_json(valset),
         "clients": clients,
         "lanes": [{"lane": lane, "chains": [a, b]} for lane, a, b in cfg.lanes],
-        "accounts": {r: ed25519_signer(relayer_key_path(cfg, cfg.relay_chain_id, r)).pubkey.hex()
-                     for r in cfg.relayers},
+        # relayers, and the validators themselves: a validator attests park block hashes (client.attest)
+        # from the account of its own name, signed by its validator key
+        "accounts": {**{r: ed25519_signer(relayer_key_path(cfg, cfg.relay_chain_id, r)).pubkey.hex()
+                        for r in cfg.relayers},
+                     **{v: ed25519_signer(relay_key_paths(cfg, v)[0]).pubkey.hex() for v in cfg.relay_validators}},
         "block": {"commit_ms": cfg.relay_block_interval_ms},
     }
 
@@ -109,7 +117,7 @@ def processes(cfg: DeploymentConfig) -> list[tuple[str, str, str, str, str]]:
     """Every node process of the deployment: ``(chain_id, kind, name, flag, url)``."""
     out = []
     for chain in cfg.chains:
-        flag = "--witness" if chain.kind == "dpos" else "--farmer"
+        flag = {"dpos": "--witness", "poc": "--farmer", "ethereum": "--node"}[chain.kind]
         out += [(chain.id, chain.kind, n, flag, chain.url_of(n, cfg.host)) for n in chain.nodes]
     if cfg.relay_base_port is not None:
         out += [(cfg.relay_chain_id, "relay", v, "--validator", cfg.relay_url(v)) for v in cfg.relay_validators]

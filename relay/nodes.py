@@ -8,6 +8,7 @@ import json
 import signal
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from chains.common.node import NodeConfig, ParkNode
 from relay.config import ConfigError, DeploymentConfig
@@ -79,6 +80,19 @@ def load_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str)
     return ParkNode(rules, node_cfg)
 
 
+def _attestor(cfg: DeploymentConfig, name: str) -> Any:
+    """Relay validator ``name``'s attestor of the deployment's Ethereum parks (None if there are none)."""
+    from relay.attestor import AttestedChain, Attestor
+    from relay.devnet import relay_key_paths
+
+    chains = [AttestedChain(c.id, c.url_of(c.nodes[0], cfg.host), int(c.params["confirmation_depth"]))
+              for c in cfg.chains_of_kind("ethereum")]
+    if not chains:
+        return None
+    signer = ed25519_signer(relay_key_paths(cfg, name)[0])
+    return Attestor(name, signer, cfg.relay_chain_id, cfg.relay_url(name), chains)
+
+
 async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str) -> int:
     """Start the node and serve until SIGTERM or SIGINT, then stop cleanly."""
     node = load_node(cfg, kind, chain_id, name)
@@ -87,10 +101,15 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()
+    attestor = _attestor(cfg, name) if kind == "relay" else None
+    attesting = asyncio.ensure_future(attestor.run()) if attestor is not None else None
     stopped, failed = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())
     await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
     for fut in (stopped, failed):
         fut.cancel()
     node.log.info("stopping")
+    if attestor is not None and attesting is not None:
+        attestor.stop()
+        await attesting
     await node.stop()
     return 1 if node.failed.is_set() else 0

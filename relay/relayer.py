@@ -492,14 +492,35 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
         return ChainLink(chain_id, kind, ParkSource(client, decode), ParkTarget(client, chain_id, name, signer),
                          client)
 
+    relay = link(cfg.relay_chain_id, "relay", cfg.relay_url(cfg.relay_validators[0]), RelayBlockHeader.decode)
+    relay_rpc = relay.client
+    assert relay_rpc is not None
     parks = {}
     for chain in cfg.chains:
-        decode = dpos_adapter.source if chain.kind == "dpos" else poc_adapter.source
         url = chain.url_of(chain.nodes[0], cfg.host)
+        if chain.kind == "ethereum":
+            parks[chain.id] = ethereum_link(cfg, chain, name, url, relay_rpc)
+            continue
+        decode = dpos_adapter.source if chain.kind == "dpos" else poc_adapter.source
         parks[chain.id] = link(chain.id, chain.kind, url, decode(JsonRpcClient(url, side=chain.id)).decode_header)
-    relay_url = cfg.relay_url(cfg.relay_validators[0])
-    relay = link(cfg.relay_chain_id, "relay", relay_url, RelayBlockHeader.decode)
     return Relayer(name, relay, parks, cfg.data_dir / "relayers" / f"{name}.sqlite3")
+
+
+def ethereum_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcClient) -> ChainLink:
+    """The relayer's link to an Ethereum park: web3 source and target at the bridge the park's genesis names,
+    signing with the relayer's secp256k1 devnet key on that chain."""
+    from adapters import ethereum as eth_adapter
+    from relay.devnet import relayer_key_path
+    from relay.keys import read_secret
+    from relay.nodes import genesis_path
+
+    genesis = json.loads(genesis_path(cfg, chain.id).read_text())
+    bridge = genesis["contracts"]["bridge"]
+    depth = int(chain.params["confirmation_depth"])
+    key = read_secret(relayer_key_path(cfg, chain.id, name))
+    return ChainLink(chain.id, "ethereum", eth_adapter.source(url, chain.id, bridge, depth),
+                     eth_adapter.target(url, chain.id, bridge, key, eth_adapter.relay_set_from_rpc(relay_rpc.call),
+                                        confirmation_depth=depth), None)
 
 
 async def run_relayer(cfg: Any, name: str) -> int:
