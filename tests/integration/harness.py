@@ -74,7 +74,7 @@ class Devnet:
 
     def write(self) -> DeploymentConfig:
         for c in self.chains:
-            c.setdefault("base_port", free_port_block(len(c["nodes"])))
+            c.setdefault("base_port", free_port_block(len(c.get("nodes", ["anvil"]))))
         doc = {"deployment": {"data_dir": str(self.root / "data")}, "chains": self.chains}
         if self.lanes:
             doc["lanes"] = self.lanes
@@ -103,7 +103,7 @@ class Devnet:
             argv += ["relay", "--config", str(self.cfg.path), "--validator", node]
         else:
             chain = self.cfg.chain(chain_id)
-            flag = "--witness" if chain.kind == "dpos" else "--farmer"
+            flag = {"dpos": "--witness", "poc": "--farmer", "ethereum": "--node"}[chain.kind]
             argv += [chain.kind, "--config", str(self.cfg.path), "--chain", chain_id, flag, node]
         self.procs[(chain_id, node)] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                                         env=env)
@@ -155,6 +155,18 @@ async def status(url: str) -> dict[str, Any] | None:
             st: dict[str, Any] = await c.call("status")
             return st
     except TransportError:
+        return None
+
+
+async def eth_height(url: str) -> int | None:
+    """An Ethereum node's head height, or None while it does not answer."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s, \
+                s.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}) as r:
+            return int((await r.json())["result"], 16)
+    except (aiohttp.ClientError, OSError, TimeoutError, KeyError, ValueError):
         return None
 
 
