@@ -173,7 +173,10 @@ class Evm:
         art = load_artifact(name)
         factory = self.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
         receipt = self.transact(factory.constructor(*args), sender)
-        return self.w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"])
+        address = receipt["contractAddress"]
+        if address is None:
+            raise TxFailed(f"deploying {name} created no contract")
+        return self.at(name, address)
 
     def at(self, name: str, address: str) -> Contract:
         return self.w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name)["abi"])

@@ -20,6 +20,7 @@ from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_
 
 from protocol.certificate import CommitSignature, RelayCertificate, RelayCommit, commit_sign_bytes
 from protocol.codec import (
+    decode_packet,
     encode_ack,
     encode_charging_right,
     encode_energy,
@@ -47,6 +48,7 @@ from tests.ethereum.harness import (
     RelaySim,
     TxFailed,
     certificate_abi,
+    commit_abi,
     deploy_park,
     lower_hex,
     make_validators,
@@ -103,9 +105,8 @@ def recv_error(w: World, park: Park, packet: bytes, cert: RelayCertificate, vset
     return w.evm.revert_of(recv_call(w, park, packet, cert, vset, raw_proof), w.relayer)
 
 
-def py_packet(dst: str = B, *, src: str = DPOS, lane: str = LANE, sequence: int = 1,
-              kind: PacketKind = PacketKind.ENERGY, payload: bytes | None = None, receiver: str = "",
-              timeout_ms: int = 0, sender: str = "dpos-user") -> bytes:
+def py_packet(dst: str, *, receiver: str, timeout_ms: int, src: str = DPOS, lane: str = LANE, sequence: int = 1,
+              kind: PacketKind = PacketKind.ENERGY, payload: bytes | None = None, sender: str = "dpos-user") -> bytes:
     """A packet as a Python park would commit it (protocol codec)."""
     if payload is None:
         payload = encode_energy(EnergyPayload("kWh", 700))
@@ -136,6 +137,14 @@ def receipt_slot(src: str, lane: str, sequence: int) -> bytes:
     return mapping_slot(keccak(abi_encode(["string", "string", "uint64"], [src, lane, sequence])), 1)
 
 
+def verified_key(src: str, dst: str, sequence: int) -> bytes:
+    return verified_path(ChainId(src), ChainId(dst), LaneId(LANE), sequence)
+
+
+def outcome_key(src: str, dst: str, sequence: int) -> bytes:
+    return outcome_path(ChainId(src), ChainId(dst), LaneId(LANE), sequence)
+
+
 def with_signatures(cert: RelayCertificate, sigs: list[CommitSignature]) -> RelayCertificate:
     return replace(cert, commit=replace(cert.commit, signatures=tuple(sigs)))
 
@@ -161,7 +170,7 @@ def test_send_escrows_and_stores_the_commitment_at_slot_0(world: World) -> None:
     assert balance(w.a.token, w.alice.address) == ALICE_WH - 1500
     assert w.a.bridge.functions.nextSequenceSend(B, LANE).call() == 2
     second = send_a_to_b(w, 10)
-    assert _decoded(second).sequence == 2 and w.a.bridge.functions.nextSequenceSend(B, LANE).call() == 3
+    assert decode_packet(second).sequence == 2 and w.a.bridge.functions.nextSequenceSend(B, LANE).call() == 3
     assert escrowed(w.a, B, "kWh") == 1510
     # sequences are per (dst, lane)
     assert w.a.bridge.functions.nextSequenceSend(DPOS, LANE).call() == 1
@@ -198,9 +207,9 @@ def test_send_refusals(world: World) -> None:
                             (b"kWh", b"\xf4\x90\x80\x80"), (b"kWh", b"ab\xe2\x82")]:
         data = selector + abi_encode(types, [B, LANE, denom, 1, receiver, t])
         assert w.evm.revert_of_data(bridge.address, data, alice) == ("CodecInvalid",), (denom, receiver)
-    for receiver in ["ünïcödé", "€", "𝄞", "plain"]:  # valid UTF-8 of 2, 3 and 4 bytes is accepted
-        data = selector + abi_encode(types, [B, LANE, b"kWh", 1, receiver.encode(), t])
-        assert w.evm.revert_of_data(bridge.address, data, alice) is None, receiver
+    for text in ["ünïcödé", "€", "𝄞", "plain"]:  # valid UTF-8 of 2, 3 and 4 bytes is accepted
+        data = selector + abi_encode(types, [B, LANE, b"kWh", 1, text.encode(), t])
+        assert w.evm.revert_of_data(bridge.address, data, alice) is None, text
 
 
 def test_open_lane_is_for_the_operator(world: World) -> None:
@@ -308,7 +317,7 @@ def test_forged_and_malformed_signatures(world: World) -> None:
     assert recv_error(w, w.b, packet, with_signatures(cert, [*sigs, sigs[1]])) == ("SignatureInvalid", 1)
     assert recv_error(w, w.b, packet, with_signatures(cert, [sigs[0], sigs[0], sigs[1]])) == ("SignatureInvalid", 0)
     # one bad signature fails the commit even when the others reach quorum
-    full = w.relay.certificate(verified_path(A, B, LANE, 1), sha256(packet), signers=[0, 1, 2, 3])
+    full = w.relay.certificate(verified_key(A, B, 1), sha256(packet), signers=[0, 1, 2, 3])
     full_msg = commit_sign_bytes(full.commit.header, full.commit.round)
     bad_last = list(full.commit.signatures)
     bad_last[3] = CommitSignature(3, bad_last[3].ed25519_sig, stranger.sign_secp256k1(full_msg))
@@ -335,7 +344,7 @@ def test_quorum_counts_power_and_exactly_two_thirds_is_not_enough(world: World) 
     packet = py_packet("eth-c", receiver=lower_hex(w.bob.address), timeout_ms=timeout(w))
 
     def err(signers: list[int]) -> Any:
-        cert = relay.certificate(verified_path(DPOS, "eth-c", LANE, 1), sha256(packet), signers, check=False)
+        cert = relay.certificate(verified_key(DPOS, "eth-c", 1), sha256(packet), signers, check=False)
         return w.evm.revert_of(recv_call(w, c, packet, cert, vset), w.relayer)
 
     assert err([0]) == ("QuorumNotReached", 3, 6)
@@ -397,11 +406,11 @@ def test_tampered_and_misdirected_proofs(world: World) -> None:
     # a valid proof of another key: the bridge derives the key from the packet it executes
     assert recv_error(w, w.b, packet, w.relay.verify(second)) == ("ProofInvalid",)
     # the relay recorded packet 1's commitment under packet 2's key: not a proof for packet 2
-    misfiled = w.relay.certificate(verified_path(A, B, LANE, 3), sha256(packet), check=False)
+    misfiled = w.relay.certificate(verified_key(A, B, 3), sha256(packet), check=False)
     third = send_a_to_b(w, 5)
     assert recv_error(w, w.b, third, misfiled) == ("ProofInvalid",)
     # a proof of the outcome path is not a proof of the verified path
-    outcome = w.relay.certificate(outcome_path(A, B, LANE, 1), sha256(packet), check=False)
+    outcome = w.relay.certificate(outcome_key(A, B, 1), sha256(packet), check=False)
     assert recv_error(w, w.b, packet, outcome) == ("ProofInvalid",)
     # a header whose state root was changed after signing
     header = replace(cert.commit.header, state_root=sha256(b"root"))
@@ -410,13 +419,11 @@ def test_tampered_and_misdirected_proofs(world: World) -> None:
     assert recv_error(w, w.b, packet, cert) is None
 
 
-def test_wrong_chain_and_closed_lane(world: World) -> None:
+def test_wrong_chain(world: World) -> None:
     w = world
     t = timeout(w)
     for_c = py_packet("eth-c", receiver=lower_hex(w.bob.address), timeout_ms=t)
     assert recv_error(w, w.b, for_c, w.relay.verify(for_c)) == ("WrongChain",)
-    closed = py_packet(B, lane="lane-7", receiver=lower_hex(w.bob.address), timeout_ms=t)
-    assert recv_error(w, w.b, closed, w.relay.verify(closed)) == ("LaneInvalid",)
     packet = send_a_to_b(w)
     cert = w.relay.verify(packet)
     other_relay = replace(cert, commit=w.relay.commit(chain_id="other-relay"))
@@ -494,6 +501,11 @@ def test_escrow_is_per_lane(world: World) -> None:
     home = py_packet(B, receiver=lower_hex(w.bob.address), timeout_ms=t,
                      payload=encode_energy(EnergyPayload(f"{LANE}/{B}/kWh", 100)))
     assert deliver(w, w.b, home) == error_ack("escrow.insufficient")
+    # nor can a "returning" kWh from A over another lane (a lane B never opened: the relay's registry decides
+    # which lanes carry packets, §6.4 step 4; the receive side keys escrow by the packet's own lane)
+    other_lane = py_packet(B, src=A, lane="lane-7", receiver=lower_hex(w.bob.address), timeout_ms=t,
+                           payload=encode_energy(EnergyPayload(f"lane-7/{B}/kWh", 100)))
+    assert deliver(w, w.b, other_lane) == error_ack("escrow.insufficient")
     assert escrowed(w.b, A, "kWh") == 900
     assert balance(w.b.token, w.b.bridge.address) == 900
 
@@ -691,7 +703,7 @@ def test_settle_refusals(world: World) -> None:
 
     never_sent = _set_word(packet, 3, 9)
     assert err(never_sent, ack, cert) == ("PacketReplay",)
-    other = encode_packet(replace(_decoded(packet), payload=encode_energy(EnergyPayload("kWh", 101))))
+    other = encode_packet(replace(decode_packet(packet), payload=encode_energy(EnergyPayload("kWh", 101))))
     assert err(other, ack, cert) == ("ProofInvalid",)  # not the packet committed at that sequence
     assert err(packet, ack, w.relay.verify(packet)) == ("ProofInvalid",)  # a verified, not an outcome, record
     other_keys, other_set = make_validators(4)
@@ -699,12 +711,6 @@ def test_settle_refusals(world: World) -> None:
     wrong_set = w.a.bridge.functions.settle(packet, ack, certificate_abi(cert), validator_set_abi(other_set))
     assert w.evm.revert_of(wrong_set, w.relayer) == ("ValidatorSetMismatch",)
     assert err(packet, ack, cert) is None
-
-
-def _decoded(packet: bytes) -> Packet:
-    from protocol.codec import decode_packet
-
-    return decode_packet(packet)
 
 
 # --- relay validator set updates (protocol §7.5) -----------------------------------------------------
@@ -717,7 +723,7 @@ def test_validator_set_update_and_replay(world: World) -> None:
     commit, new_keys, new_set = relay.rotate(4)
 
     def update(vs: Any, c: RelayCommit, trusted: Any) -> Any:
-        return bridge.functions.updateRelayValidators(validator_set_abi(vs), _commit_abi(c), validator_set_abi(trusted))
+        return bridge.functions.updateRelayValidators(validator_set_abi(vs), commit_abi(c), validator_set_abi(trusted))
 
     # unauthorised: the new set certifying itself; strangers signing for the trusted set; too few signers
     self_signed = relay.commit(keys=new_keys, vset=new_set, next_set=new_set)
@@ -744,11 +750,11 @@ def test_validator_set_update_and_replay(world: World) -> None:
 
     # certificates of the old set no longer count; the new set's do
     packet = send_a_to_b(w)
-    old_cert = RelayCertificate(relay.commit(keys=old_keys, vset=old_set), b"", None, Proof((), None))
+    old_commit = relay.commit(keys=old_keys, vset=old_set)
     new_cert = relay.verify(packet)
-    assert recv_error(w, w.b, packet, replace(new_cert, commit=old_cert.commit), vset=old_set) == (
+    assert recv_error(w, w.b, packet, replace(new_cert, commit=old_commit), vset=old_set) == (
         "ValidatorSetMismatch",)
-    assert recv_error(w, w.b, packet, replace(new_cert, commit=old_cert.commit)) == ("ValidatorSetMismatch",)
+    assert recv_error(w, w.b, packet, replace(new_cert, commit=old_commit)) == ("ValidatorSetMismatch",)
     assert deliver(w, w.b, packet) == SUCCESS_ACK
 
     # rotating back to the old set works at a higher height, and the first update still cannot replay
@@ -770,7 +776,7 @@ def test_malformed_validator_sets_are_refused(world: World) -> None:
         "zero power": (keys, addrs, [1, 0, 1, 1]),
         "duplicate key": ([keys[0], keys[1], keys[0], keys[3]], addrs, powers),
     }.items():
-        call = bridge.functions.updateRelayValidators(vs, _commit_abi(commit), trusted)
+        call = bridge.functions.updateRelayValidators(vs, commit_abi(commit), trusted)
         assert w.evm.revert_of(call, w.relayer) == ("CodecInvalid",), name
     for relay_set in [([], [], []), (keys, addrs, [1, 0, 1, 1])]:
         with pytest.raises(TxFailed, match="CodecInvalid"):
@@ -778,12 +784,6 @@ def test_malformed_validator_sets_are_refused(world: World) -> None:
                          w.b.voucher_impl.address)
     with pytest.raises(TxFailed, match="CodecInvalid"):
         w.evm.deploy("ParkBridge", w.relayer, "Bad Id", "relay", trusted, w.b.token.address, w.b.voucher_impl.address)
-
-
-def _commit_abi(c: RelayCommit) -> tuple[Any, ...]:
-    from tests.ethereum.harness import commit_abi
-
-    return commit_abi(c)
 
 
 # --- tokens ------------------------------------------------------------------------------------------

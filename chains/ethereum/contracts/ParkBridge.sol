@@ -236,7 +236,8 @@ contract ParkBridge {
         bytes calldata lane = _dyn(packet, 2);
         uint64 sequence = uint64(_word(packet, 3));
         if (keccak256(_dyn(packet, 1)) != _chainIdHash) revert WrongChain();
-        if (_lanes[keccak256(abi.encode(src, lane))] == 0) revert LaneInvalid();
+        // No lane check here (§6.5): the relay verified the packet only on a registered lane (§6.4 step 4),
+        // and a voucher coming home unescrows only what was escrowed towards its own (src, lane).
         bytes32 receiptKey = keccak256(abi.encode(src, lane, sequence));
         if (_receipts[receiptKey] != 0) revert PacketReplay();
 
