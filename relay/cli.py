@@ -48,6 +48,8 @@ def _setup_logging(level: str, json_logs: bool) -> None:
     else:
         handler.setFormatter(logging.Formatter(fmt))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # web3 logs every HTTP session it opens and closes at INFO: noise for an operator
+    logging.getLogger("web3").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def build_parser() -> argparse.ArgumentParser:

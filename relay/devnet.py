@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from protocol.certificate import Validator, ValidatorSet
 from relay.config import ETHEREUM_OPERATOR, DeploymentConfig
 from relay.keys import create_secret, ed25519_signer, eth_address, read_secret
 from relay.nodes import admin_token_path, chain_module, genesis_path, node_key_path, relay_genesis_path
+from relay.parks import park_view, rpc
 
 
 def account_key_path(cfg: DeploymentConfig, chain_id: str, account: str) -> Path:
@@ -128,19 +127,6 @@ def _pids_path(cfg: DeploymentConfig) -> Path:
     return cfg.data_dir / "pids.json"
 
 
-def rpc(url: str, method: str, params: dict[str, Any] | None = None, timeout: float = 3.0) -> Any:
-    """One JSON-RPC call (blocking; for the CLI)."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}).encode()
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"not an http URL: {url}")
-    req = urllib.request.Request(url + "/rpc", body, {"Content-Type": "application/json"})  # noqa: S310
-    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback URLs from the config
-        out = json.loads(r.read())
-    if "error" in out:
-        raise RuntimeError(f"{method} on {url}: {out['error'].get('message')}")
-    return out["result"]
-
-
 def up(cfg: DeploymentConfig, timeout_s: float = 120.0) -> int:
     init(cfg)
     logs = cfg.data_dir / "logs"
@@ -164,7 +150,7 @@ def up(cfg: DeploymentConfig, timeout_s: float = 120.0) -> int:
     while pending and time.monotonic() < deadline:
         for key, url in list(pending.items()):
             try:
-                rpc(url, "status", timeout=1.0)
+                _node_status(cfg, key[0], url)
                 del pending[key]
             except (OSError, RuntimeError):
                 pass
@@ -209,11 +195,19 @@ def down(cfg: DeploymentConfig, timeout_s: float = 15.0) -> int:
     return 0
 
 
+def _node_status(cfg: DeploymentConfig, chain_id: str, url: str) -> dict[str, Any]:
+    """``{height, final_height, head}`` of one node; OSError/RuntimeError while it does not answer."""
+    if chain_id != cfg.relay_chain_id and cfg.chain(chain_id).kind == "ethereum":
+        return park_view(cfg, chain_id).status()
+    st: dict[str, Any] = rpc(url, "status", timeout=1.0)
+    return st
+
+
 def status(cfg: DeploymentConfig) -> list[dict[str, Any]]:
     rows = []
     for chain_id, _, n, _, url in processes(cfg):
         try:
-            st = rpc(url, "status", timeout=1.0)
+            st = _node_status(cfg, chain_id, url)
             rows.append({"chain": chain_id, "node": n, "url": url, "up": True, "height": st["height"],
                          "final_height": st["final_height"], "head": st["head"][:12]})
         except (OSError, RuntimeError):
@@ -274,15 +268,21 @@ def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
     user = {c.id: next(n for n in c.accounts if n not in cfg.relayers and n != "operator") for c in cfg.chains}
     voucher_on_b = f"{lane}/{a}/kWh"
     steps = [
-        (f"energy {a} -> {b}", a, user[a], b, user[b], 5_000, "kWh"),
-        (f"energy {b} -> {a}", b, user[b], a, user[a], 2_000, "kWh"),
-        (f"voucher home {b} -> {a}", b, user[b], a, user[a], 3_000, voucher_on_b),
-        (f"refused transfer {a} -> {b} (no such account)", a, user[a], b, "nobody", 1_000, "kWh"),
+        (lane, f"energy {a} -> {b}", a, user[a], b, user[b], 5_000, "kWh"),
+        (lane, f"energy {b} -> {a}", b, user[b], a, user[a], 2_000, "kWh"),
+        (lane, f"voucher home {b} -> {a}", b, user[b], a, user[a], 3_000, voucher_on_b),
+        (lane, f"refused transfer {a} -> {b} (no such account)", a, user[a], b, "nobody", 1_000, "kWh"),
     ]
+    for other, x, y in cfg.lanes[1:]:  # every further lane: energy out and back, and the voucher home
+        steps += [
+            (other, f"energy {x} -> {y}", x, user[x], y, user[y], 4_000, "kWh"),
+            (other, f"energy {y} -> {x}", y, user[y], x, user[x], 1_500, "kWh"),
+            (other, f"voucher home {y} -> {x}", y, user[y], x, user[x], 2_500, f"{other}/{x}/kWh"),
+        ]
     log: list[dict[str, Any]] = []
     say = (lambda *_: None) if as_json else print
-    for title, src, sender, dst, receiver, amount, denom in steps:
-        sent = ops.transfer(cfg, src, sender, dst, receiver, amount, denom, lane)
+    for step_lane, title, src, sender, dst, receiver, amount, denom in steps:
+        sent = ops.transfer(cfg, src, sender, dst, receiver, amount, denom, step_lane)
         key = sent["packet"]
         say(f"\n{title}: {amount} Wh of {denom}, packet {key}")
         t0, seen, row = time.monotonic(), ["committed"], ops.show_packet(cfg, key)
@@ -298,7 +298,7 @@ def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
         if row["state"] not in ("completed", "refunded"):
             print(f"devnet demo: {key} stuck in {row['state']}; see {cfg.data_dir / 'logs'}", file=sys.stderr)
             return 1
-    balances = _balances(cfg, user, lane)
+    balances = _balances(cfg, user)
     if as_json:
         print(json.dumps({"ok": balances["conserved"], "packets": log, "balances": balances}))
     else:
@@ -317,24 +317,21 @@ _PHASE_NOTE = {"verified": "phase 2: relay chain verified the commitment", "exec
                "refunded": "phase 4: source refunded on a certified error ack"}
 
 
-def _balances(cfg: DeploymentConfig, user: dict[str, str], lane: str) -> dict[str, Any]:
+def _balances(cfg: DeploymentConfig, user: dict[str, str]) -> dict[str, Any]:
     rows, conservation = [], []
+    views = {c.id: park_view(cfg, c.id) for c in cfg.chains}
     for chain in cfg.chains:
-        url = chain.url_of(chain.nodes[0], cfg.host)
-        others = [c.id for c in cfg.chains if c.id != chain.id]
-        for denom in ["kWh", *[f"{lane}/{o}/kWh" for o in others]]:
-            amount = rpc(url, "getBalance", {"account": user[chain.id], "denom": denom})["amount_wh"]
+        vouchers = [f"{ln}/{b if a == chain.id else a}/kWh" for ln, a, b in cfg.lanes if chain.id in (a, b)]
+        for denom in ["kWh", *vouchers]:
+            amount = views[chain.id].balance(user[chain.id], denom)
             rows.append({"chain": chain.id, "account": user[chain.id], "denom": denom, "amount_wh": amount})
     for home in cfg.chains:
-        for remote in cfg.chains:
-            if remote.id == home.id:
-                continue
-            esc = rpc(home.url_of(home.nodes[0], cfg.host), "query", {"key": "escrow/kWh"})["value"]
-            sup = rpc(remote.url_of(remote.nodes[0], cfg.host), "query",
-                      {"key": f"supply/{lane}/{home.id}/kWh"})["value"]
-            e = int(bytes.fromhex(esc).decode()) if esc else 0
-            v = int(bytes.fromhex(sup).decode()) if sup else 0
-            conservation.append({"home": home.id, "remote": remote.id, "escrowed": e, "vouchers": v, "ok": e == v})
+        # home escrows its kWh for every lane; the vouchers of it are on the lanes' other ends
+        ends = [(ln, b if a == home.id else a) for ln, a, b in cfg.lanes if home.id in (a, b)]
+        e = views[home.id].escrow("kWh")
+        v = sum(views[r].voucher_supply(f"{ln}/{home.id}/kWh") for ln, r in ends)
+        remotes = ",".join(r for _, r in ends)
+        conservation.append({"home": home.id, "remote": remotes, "escrowed": e, "vouchers": v, "ok": e == v})
     return {"rows": rows, "conservation": conservation, "conserved": all(c["ok"] for c in conservation)}
 
 

@@ -17,13 +17,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chains.common.tx import Tx
-from protocol.codec import decode_ack, decode_outcome, decode_packet, decode_payload
+from protocol.codec import decode_outcome, decode_packet, decode_payload
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import PacketOutcome
 from relay.config import ConfigError, DeploymentConfig
-from relay.devnet import account_key_path, rpc
-from relay.keys import ed25519_signer
+from relay.parks import PyPark, park_view, rpc
 
 
 def _url(cfg: DeploymentConfig, chain_id: str) -> str:
@@ -35,31 +33,18 @@ def _url(cfg: DeploymentConfig, chain_id: str) -> str:
 
 def transfer(cfg: DeploymentConfig, src: str, sender: str, dst: str, receiver: str, amount_wh: int,
              denom: str = "kWh", lane: str | None = None, timeout_s: float = 600.0) -> dict[str, Any]:
-    """Send energy from ``sender`` on ``src`` to ``receiver`` on ``dst`` (phase 1); return the packet."""
+    """Send energy from ``sender`` on ``src`` to ``receiver`` on ``dst`` (phase 1); return the packet.
+
+    ``receiver`` may name a deployment account of ``dst`` (on an Ethereum park it becomes its address)."""
     lanes = [ln for ln, a, b in cfg.lanes if {a, b} == {src, dst}]
     if lane is None:
         if not lanes:
             raise ConfigError(f"{cfg.path}: no lane joins {src} and {dst}")
         lane = lanes[0]
-    signer = ed25519_signer(account_key_path(cfg, src, sender))
-    url = _url(cfg, src)
-    acct = rpc(url, "getAccount", {"name": sender})
-    args = {"dst_chain": dst, "lane": lane, "kind": "energy", "receiver": receiver, "denom": denom,
-            "amount_wh": amount_wh, "timeout_timestamp_ms": int((time.time() + timeout_s) * 1000)}
-    tx = Tx.signed(signer, src, sender, int(acct["nonce"]) + int(acct.get("pending", 0)), "bridge.send", args)
-    tx_hash = rpc(url, "submitTx", {"tx": tx.to_json()})["hash"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        res = rpc(url, "getTxResult", {"hash": tx_hash})
-        if res is not None:
-            if not res["ok"]:
-                raise RuntimeError(f"transfer failed on {src}: {res['error']}")
-            for ev in rpc(url, "getEvents", {"from": res["height"], "to": res["height"], "type": "send_packet"}):
-                if ev.get("tx") == tx_hash:
-                    p = decode_packet(bytes.fromhex(ev["packet"]))
-                    return {"packet": packet_key(p), "tx": tx_hash, "height": res["height"]}
-        time.sleep(0.25)
-    raise RuntimeError(f"transfer {tx_hash[:16]} not in a block within 60 s")
+    to = park_view(cfg, dst).account(receiver)
+    sent = park_view(cfg, src).transfer(sender, dst, to, amount_wh, denom, lane, int((time.time() + timeout_s) * 1000))
+    p = decode_packet(sent["packet"])
+    return {"packet": packet_key(p), "tx": sent["tx"], "height": sent["height"]}
 
 
 def packet_key(p: Any) -> str:
@@ -72,13 +57,8 @@ def list_packets(cfg: DeploymentConfig, chain_id: str | None = None) -> list[dic
     for chain in cfg.chains:
         if chain_id is not None and chain.id != chain_id:
             continue
-        url = _url(cfg, chain.id)
-        head = rpc(url, "status")["height"]
-        start = 1
-        while start <= head:
-            for ev in rpc(url, "getEvents", {"from": start, "to": head, "type": "send_packet"}):
-                out.append(packet_status(cfg, bytes.fromhex(ev["packet"])) | {"sent_height": ev["height"]})
-            start += 1001
+        for raw, height in park_view(cfg, chain.id).sent():
+            out.append(packet_status(cfg, raw) | {"sent_height": height})
     return out
 
 
@@ -87,23 +67,23 @@ def show_packet(cfg: DeploymentConfig, key: str) -> dict[str, Any]:
     if len(parts) != 4 or not parts[3].isdigit():
         raise ConfigError(f"a packet is named src/dst/lane/sequence, got {key!r}")
     src, dst, lane, seq = parts
-    raw = rpc(_url(cfg, src), "query", {"key": f"packets/{dst}/{lane}/{seq}"})["value"]
-    if raw is None:  # settled: the source dropped it; find it in the source's events
-        for p in list_packets(cfg, src):
-            if p["packet"] == key:
-                return p
-        raise ConfigError(f"no packet {key}")
-    return packet_status(cfg, bytes.fromhex(bytes.fromhex(raw).decode()))
+    view = park_view(cfg, src)
+    raw = view.query(f"packets/{dst}/{lane}/{seq}") if isinstance(view, PyPark) else None
+    if raw is not None:
+        return packet_status(cfg, bytes.fromhex(raw.decode()))  # the Python parks keep it as hex text
+    for packet, _ in view.sent():  # settled (the source dropped it) or a park that keeps packets in logs
+        if packet_key(decode_packet(packet)) == key:
+            return packet_status(cfg, packet)
+    raise ConfigError(f"no packet {key}")
 
 
 def packet_status(cfg: DeploymentConfig, raw: bytes) -> dict[str, Any]:
     p = decode_packet(raw)
-    src, dst = _url(cfg, p.src_chain), _url(cfg, p.dst_chain)
+    src, dst = park_view(cfg, p.src_chain), park_view(cfg, p.dst_chain)
     relay = _url(cfg, cfg.relay_chain_id) if cfg.relay_base_port is not None else None
-    committed = rpc(src, "query", {"key": commitment_path(p.dst_chain, p.lane, p.sequence).decode()})["value"]
-    receipt = rpc(dst, "query", {"key": receipt_path(p.src_chain, p.lane, p.sequence).decode()})["value"]
-    ack_hex = rpc(dst, "query", {"key": f"acks/{p.src_chain}/{p.lane}/{p.sequence}"})["value"]
-    ack = decode_ack(bytes.fromhex(bytes.fromhex(ack_hex).decode())) if ack_hex else None
+    committed = src.query(commitment_path(p.dst_chain, p.lane, p.sequence).decode())
+    receipt = dst.query(receipt_path(p.src_chain, p.lane, p.sequence).decode())
+    ack = dst.ack(p.src_chain, p.lane, p.sequence) if receipt is not None else None
     verified = outcome = None
     if relay is not None:
         verified = rpc(relay, "query", {"key": verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()})[

@@ -1,0 +1,270 @@
+"""Blocking, chain-kind-agnostic views of a deployment's park chains, for the CLI and the devnet demo.
+
+The Python parks (DPoS, PoC) answer parkrelay's JSON-RPC; the Ethereum park answers Ethereum JSON-RPC and
+keeps balances in ERC-20 contracts. :func:`park_view` hides the difference behind one small interface:
+status, protocol records (SPEC §5 paths), acks, sent packets, balances, escrow and voucher supply, and
+phase 1 (a transfer). Each Ethereum call opens and closes its own web3 session (this is operator tooling,
+not a hot path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from typing import Any
+
+from chains.common.tx import Tx
+from protocol.codec import decode_ack
+from protocol.types import Acknowledgement
+from relay.config import ChainConfig, DeploymentConfig
+
+__all__ = ["EthPark", "ParkView", "PyPark", "park_view", "rpc"]
+
+
+def rpc(url: str, method: str, params: dict[str, Any] | None = None, timeout: float = 3.0) -> Any:
+    """One parkrelay JSON-RPC call (blocking; for the CLI)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}).encode()
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http URL: {url}")
+    req = urllib.request.Request(url + "/rpc", body, {"Content-Type": "application/json"})  # noqa: S310
+    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback URLs from the config
+        out = json.loads(r.read())
+    if "error" in out:
+        raise RuntimeError(f"{method} on {url}: {out['error'].get('message')}")
+    return out["result"]
+
+
+class ParkView:
+    """What the operator tools read from, and do on, one park chain."""
+
+    def __init__(self, cfg: DeploymentConfig, chain: ChainConfig) -> None:
+        self.cfg = cfg
+        self.chain = chain
+        self.url = chain.url_of(chain.nodes[0], cfg.host)
+
+    def status(self) -> dict[str, Any]:
+        """``{height, final_height, head}`` of the node."""
+        raise NotImplementedError
+
+    def query(self, path: str) -> bytes | None:
+        """The raw value of a protocol record (``commitments/…``, ``receipts/…``), None when absent."""
+        raise NotImplementedError
+
+    def ack(self, src: str, lane: str, sequence: int) -> Acknowledgement | None:
+        """The ack this chain wrote for packet ``src/lane/sequence`` as a target, if any."""
+        raise NotImplementedError
+
+    def sent(self) -> list[tuple[bytes, int]]:
+        """Every packet this chain committed: ``(packet bytes, height)``."""
+        raise NotImplementedError
+
+    def account(self, name: str) -> str:
+        """How packets name the deployment account ``name`` on this chain."""
+        return name
+
+    def balance(self, name: str, denom: str) -> int:
+        raise NotImplementedError
+
+    def escrow(self, denom: str) -> int:
+        raise NotImplementedError
+
+    def voucher_supply(self, denom: str) -> int:
+        raise NotImplementedError
+
+    def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
+                 timeout_ms: int) -> dict[str, Any]:
+        """Phase 1: ``{"packet": raw bytes, "height": n, "tx": hash}``."""
+        raise NotImplementedError
+
+
+class PyPark(ParkView):
+    """A DPoS or PoC park over parkrelay's JSON-RPC."""
+
+    def status(self) -> dict[str, Any]:
+        st = rpc(self.url, "status", timeout=1.0)
+        return {"height": st["height"], "final_height": st["final_height"], "head": st["head"][:12]}
+
+    def query(self, path: str) -> bytes | None:
+        v = rpc(self.url, "query", {"key": path})["value"]
+        return None if v is None else bytes.fromhex(v)
+
+    def ack(self, src: str, lane: str, sequence: int) -> Acknowledgement | None:
+        raw = self.query(f"acks/{src}/{lane}/{sequence}")
+        return None if raw is None else decode_ack(bytes.fromhex(raw.decode()))  # stored as hex text
+
+    def sent(self) -> list[tuple[bytes, int]]:
+        head, out, start = rpc(self.url, "status")["height"], [], 1
+        while start <= head:
+            for ev in rpc(self.url, "getEvents", {"from": start, "to": head, "type": "send_packet"}):
+                out.append((bytes.fromhex(ev["packet"]), int(ev["height"])))
+            start += 1001
+        return out
+
+    def _int(self, path: str) -> int:
+        v = self.query(path)
+        return int(v.decode()) if v else 0
+
+    def balance(self, name: str, denom: str) -> int:
+        return int(rpc(self.url, "getBalance", {"account": name, "denom": denom})["amount_wh"])
+
+    def escrow(self, denom: str) -> int:
+        return self._int(f"escrow/{denom}")
+
+    def voucher_supply(self, denom: str) -> int:
+        return self._int(f"supply/{denom}")
+
+    def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
+                 timeout_ms: int) -> dict[str, Any]:
+        from relay.devnet import account_key_path
+        from relay.keys import ed25519_signer
+
+        signer = ed25519_signer(account_key_path(self.cfg, self.chain.id, sender))
+        acct = rpc(self.url, "getAccount", {"name": sender})
+        args = {"dst_chain": dst, "lane": lane, "kind": "energy", "receiver": receiver, "denom": denom,
+                "amount_wh": amount_wh, "timeout_timestamp_ms": timeout_ms}
+        tx = Tx.signed(signer, self.chain.id, sender, int(acct["nonce"]) + int(acct.get("pending", 0)),
+                       "bridge.send", args)
+        tx_hash = rpc(self.url, "submitTx", {"tx": tx.to_json()})["hash"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            res = rpc(self.url, "getTxResult", {"hash": tx_hash})
+            if res is not None:
+                if not res["ok"]:
+                    raise RuntimeError(f"transfer failed on {self.chain.id}: {res['error']}")
+                for ev in rpc(self.url, "getEvents", {"from": res["height"], "to": res["height"],
+                                                      "type": "send_packet"}):
+                    if ev.get("tx") == tx_hash:
+                        return {"packet": bytes.fromhex(ev["packet"]), "height": res["height"], "tx": tx_hash}
+            time.sleep(0.25)
+        raise RuntimeError(f"transfer {tx_hash[:16]} not in a block within 60 s")
+
+
+class EthPark(ParkView):
+    """The Ethereum park: anvil's JSON-RPC, the bridge and the ERC-20s the park's genesis names."""
+
+    def __init__(self, cfg: DeploymentConfig, chain: ChainConfig) -> None:
+        super().__init__(cfg, chain)
+        from relay.nodes import genesis_path
+
+        self.genesis = json.loads(genesis_path(cfg, chain.id).read_text())
+        self.bridge: str = self.genesis["contracts"]["bridge"]
+        self.energy: str = self.genesis["contracts"]["energy_token"]
+        self.depth = int(chain.params["confirmation_depth"])
+
+    def _run(self, fn: Any) -> Any:
+        from adapters import ethereum as eth
+
+        async def go() -> Any:
+            src = eth.source(self.url, self.chain.id, self.bridge, self.depth, timeout_s=3.0)
+            try:
+                return await fn(src)
+            finally:
+                await src.close()
+
+        return asyncio.run(go())
+
+    def status(self) -> dict[str, Any]:
+        async def st(src: Any) -> dict[str, Any]:
+            head = await src.latest_height()
+            block = await src.block(head)
+            return {"height": head, "final_height": max(0, head - self.depth), "head": str(block["hash"])[2:14]}
+
+        try:
+            result: dict[str, Any] = self._run(st)
+        except Exception as exc:  # the probe's contract: unreachable is OSError, as for the Python parks
+            raise OSError(str(exc)) from exc
+        return result
+
+    def query(self, path: str) -> bytes | None:
+        async def q(src: Any) -> dict[str, str | None]:
+            out: dict[str, str | None] = await src.query_many([path])
+            return out
+
+        v = self._run(q)[path]
+        return None if v is None else bytes.fromhex(v)
+
+    def _events(self, kind: str) -> list[dict[str, Any]]:
+        async def ev(src: Any) -> list[dict[str, Any]]:
+            head = await src.latest_height()
+            out: list[dict[str, Any]] = await src.events(0, head, kind)
+            return out
+
+        result: list[dict[str, Any]] = self._run(ev)
+        return result
+
+    def ack(self, src: str, lane: str, sequence: int) -> Acknowledgement | None:
+        for e in self._events("write_ack"):
+            if e["src"] == src and e["lane"] == lane and int(e["sequence"]) == sequence:
+                return decode_ack(bytes.fromhex(e["ack"]))
+        return None
+
+    def sent(self) -> list[tuple[bytes, int]]:
+        return [(bytes.fromhex(e["packet"]), int(e["height"])) for e in self._events("send_packet")]
+
+    def account(self, name: str) -> str:
+        return str(self.genesis["accounts"][name]["address"]) if name in self.genesis["accounts"] else name
+
+    def _erc20(self, token: str, fn: str, *args: Any) -> int:
+        from adapters.ethereum.abi import decode_result, encode_call
+
+        if int(token, 16) == 0:
+            return 0
+
+        async def call(src: Any) -> int:
+            raw = await src.rpc.call("eth_call", [{"to": token, "data": "0x" + encode_call(fn, list(args)).hex()},
+                                                  "latest"])
+            (v,) = decode_result(fn, bytes.fromhex(str(raw).removeprefix("0x")))
+            return int(v)
+
+        result: int = self._run(call)
+        return result
+
+    def _token(self, denom: str) -> str:
+        from adapters.ethereum.abi import decode_result, encode_call
+
+        if denom == "kWh":
+            return self.energy
+
+        async def call(src: Any) -> str:
+            raw = await src.rpc.call("eth_call", [{"to": self.bridge,
+                                                   "data": "0x" + encode_call("tokenOf", [denom]).hex()}, "latest"])
+            (v,) = decode_result("tokenOf", bytes.fromhex(str(raw).removeprefix("0x")))
+            return str(v)
+
+        result: str = self._run(call)
+        return result
+
+    def balance(self, name: str, denom: str) -> int:
+        return self._erc20(self._token(denom), "balanceOf", self.account(name))
+
+    def escrow(self, denom: str) -> int:
+        return self._erc20(self._token(denom), "balanceOf", self.bridge)
+
+    def voucher_supply(self, denom: str) -> int:
+        return self._erc20(self._token(denom), "totalSupply") if denom != "kWh" else 0
+
+    def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
+                 timeout_ms: int) -> dict[str, Any]:
+        from adapters import ethereum as eth
+        from relay.devnet import account_key_path
+        from relay.keys import read_secret
+
+        key = read_secret(account_key_path(self.cfg, self.chain.id, sender))
+
+        async def go() -> Any:
+            t = eth.target(self.url, self.chain.id, self.bridge, key)
+            try:
+                return await eth.send_energy(t, dst, lane, denom, amount_wh, receiver, timeout_ms)
+            finally:
+                await t.close()
+
+        sent = asyncio.run(go())
+        return {"packet": sent.raw, "height": sent.height, "tx": sent.tx_hash}
+
+
+def park_view(cfg: DeploymentConfig, chain_id: str) -> ParkView:
+    chain = cfg.chain(chain_id)
+    return EthPark(cfg, chain) if chain.kind == "ethereum" else PyPark(cfg, chain)
+
