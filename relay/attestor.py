@@ -17,11 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
 
 from adapters.common.rpc import JsonRpcClient
+from adapters.ethereum.rpc import EthRpc, hex_int
 from chains.common.tx import Tx
 from protocol.crypto import Ed25519Signer
 from protocol.errors import ProtocolError, ReplayError, TransportError
@@ -64,28 +62,32 @@ class Attestor:
     async def run(self) -> None:
         log.info("attestor %s: attesting %s", self.name,
                  ", ".join(f"{c.chain_id} at depth {c.confirmation_depth} via {c.eth_url}" for c in self.chains))
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        endpoints = {c.chain_id: EthRpc(c.eth_url, side=c.chain_id, timeout_s=5.0) for c in self.chains}
+        try:
             while not self._stop.is_set():
                 for chain in self.chains:
                     try:
-                        await self.tick(session, chain)
-                    except (TransportError, aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError) as exc:
+                        await self.tick(endpoints[chain.chain_id], chain)
+                    except (TransportError, ProtocolError, ValueError, KeyError) as exc:
                         log.warning("attestor %s: %s unreachable or malformed (%s); retrying", self.name,
                                     chain.chain_id, exc)
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=self.interval_s)
                 except TimeoutError:
                     pass
-        await self.relay.close()
+        finally:
+            for endpoint in endpoints.values():
+                await endpoint.close()
+            await self.relay.close()
 
-    async def tick(self, session: aiohttp.ClientSession, chain: AttestedChain) -> bool:
+    async def tick(self, eth: EthRpc, chain: AttestedChain) -> bool:
         """Attest the block at depth on ``chain`` if its height is new; True if an attestation was submitted."""
-        head = int(await _eth(session, chain.eth_url, "eth_blockNumber", []), 16)
+        head = hex_int(await eth.call("eth_blockNumber", []))
         height = head - chain.confirmation_depth
         if height < 1 or height <= self.last.get(chain.chain_id, 0):
             return False
-        block = await _eth(session, chain.eth_url, "eth_getBlockByNumber", [hex(height), False])
-        if not isinstance(block, dict) or int(block["number"], 16) != height:
+        block = await eth.call("eth_getBlockByNumber", [hex(height), False])
+        if not isinstance(block, dict) or hex_int(block["number"]) != height:
             raise ValueError(f"endpoint returned no block {height}")
         block_hash = bytes.fromhex(str(block["hash"]).removeprefix("0x"))
         args = {"chain_id": chain.chain_id, "height": height, "block_hash": block_hash.hex(), "head_height": head}
@@ -105,10 +107,3 @@ class Attestor:
         log.debug("attestor %s: attested %s height %d %s", self.name, chain.chain_id, height, block_hash.hex()[:16])
         return True
 
-
-async def _eth(session: aiohttp.ClientSession, url: str, method: str, params: list[Any]) -> Any:
-    async with session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}) as resp:
-        body = await resp.json(content_type=None)
-    if not isinstance(body, dict) or "error" in body or "result" not in body:
-        raise ValueError(f"{method}: {body.get('error') if isinstance(body, dict) else body!r}")
-    return body["result"]

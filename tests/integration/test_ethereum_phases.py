@@ -11,7 +11,6 @@ every step: supply conserved per denomination on both parks.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -21,15 +20,13 @@ from typing import Any
 
 import pytest
 
-from adapters import ethereum as eth_adapter
 from adapters.common.park import ParkTarget
 from adapters.common.rpc import JsonRpcClient
-from adapters.ethereum.abi import decode_result, encode_call
 from protocol.codec import decode_packet
 from relay.config import DeploymentConfig
 from relay.devnet import account_key_path
-from relay.keys import ed25519_signer, read_secret
-from relay.nodes import genesis_path
+from relay.keys import ed25519_signer
+from relay.parks import EthPark
 from tests.integration.harness import REPO, Devnet, eth_height, free_port_block, status, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -44,14 +41,12 @@ class EthNet:
         assert d.cfg is not None
         self.d = d
         self.cfg: DeploymentConfig = d.cfg
-        self.genesis = json.loads(genesis_path(self.cfg, ETH).read_text())
-        self.bridge: str = self.genesis["contracts"]["bridge"]
-        self.energy: str = self.genesis["contracts"]["energy_token"]
         self.eth_url = self.cfg.chain(ETH).url_of("anvil")
         self.relayer: subprocess.Popen[bytes] | None = None
+        self.eth = EthPark(self.cfg, self.cfg.chain(ETH))  # the operator tools' view: ERC-20 balances, escrow
 
     def address(self, name: str) -> str:
-        return str(self.genesis["accounts"][name]["address"])
+        return self.eth.account(name)
 
     def start_relayer(self, name: str = "relayer-a") -> None:
         log = open(self.cfg.data_dir / "logs" / f"relayer-{name}.log", "ab")
@@ -59,34 +54,11 @@ class EthNet:
             [sys.executable, "-m", "relay.cli", "relayer", "start", "--config", str(self.cfg.path), "--name", name],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
-    def eth_target(self, account: str) -> eth_adapter.EthTarget:
-        key = read_secret(account_key_path(self.cfg, ETH, account))
-        return eth_adapter.target(self.eth_url, ETH, self.bridge, key)
-
-    async def erc20(self, token: str, fn: str, *args: Any) -> int:
-        t = self.eth_target("operator")
-        try:
-            (v,) = decode_result(fn, await t.call(token, encode_call(fn, list(args))))
-        finally:
-            await t.close()
-        return int(v)
-
     async def eth_balance(self, name: str, denom: str = "kWh") -> int:
-        token = self.energy if denom == "kWh" else await self.token_of(denom)
-        if int(token, 16) == 0:
-            return 0
-        return await self.erc20(token, "balanceOf", self.address(name))
-
-    async def token_of(self, denom: str) -> str:
-        t = self.eth_target("operator")
-        try:
-            return await t.token_of(denom)
-        finally:
-            await t.close()
+        return int(await asyncio.to_thread(self.eth.balance, name, denom))
 
     async def eth_supply(self, denom: str) -> int:
-        token = await self.token_of(denom)
-        return 0 if int(token, 16) == 0 else await self.erc20(token, "totalSupply")
+        return int(await asyncio.to_thread(self.eth.voucher_supply, denom))
 
     async def dpos(self, method: str, params: dict[str, Any]) -> Any:
         async with JsonRpcClient(self.cfg.chain(DPOS).url_of("witness-a"), side=DPOS, timeout_s=10) as c:
@@ -113,13 +85,9 @@ class EthNet:
             return f"{p.src_chain}/{p.dst_chain}/{p.lane}/{p.sequence}"
 
     async def send_from_eth(self, sender: str, receiver: str, amount_wh: int, denom: str = "kWh") -> str:
-        t = self.eth_target(sender)
-        try:
-            sent = await eth_adapter.send_energy(t, DPOS, LANE, denom, amount_wh, receiver,
-                                                 int((time.time() + 600) * 1000))
-        finally:
-            await t.close()
-        p = sent.packet
+        sent = await asyncio.to_thread(self.eth.transfer, sender, DPOS, receiver, amount_wh, denom, LANE,
+                                       int((time.time() + 600) * 1000))
+        p = decode_packet(sent["packet"])
         return f"{p.src_chain}/{p.dst_chain}/{p.lane}/{p.sequence}"
 
     async def outcome_settled(self, key: str) -> bool:
@@ -131,12 +99,7 @@ class EthNet:
             return False
         if src == DPOS:
             return (await self.dpos("query", {"key": f"commitments/{dst}/{lane}/{seq}"}))["value"] is None
-        s = eth_adapter.source(self.eth_url, ETH, self.bridge)
-        try:
-            values = await s.query_many([f"commitments/{dst}/{lane}/{seq}"])
-        finally:
-            await s.close()
-        return next(iter(values.values())) is None
+        return await asyncio.to_thread(self.eth.query, f"commitments/{dst}/{lane}/{seq}") is None
 
     async def wait_settled(self, key: str, timeout_s: float = 180) -> None:
         await wait_for(f"packet {key} settled on its source", lambda: self.outcome_settled(key), timeout_s, 0.5)
@@ -144,7 +107,7 @@ class EthNet:
     async def check_conservation(self) -> None:
         """Escrowed at home == vouchers outstanding on the other park, both ways."""
         assert await self.dpos_int("escrow/kWh") == await self.eth_supply(VOUCHER_ON_ETH)
-        eth_escrow = await self.erc20(self.energy, "balanceOf", self.bridge)
+        eth_escrow = await asyncio.to_thread(self.eth.escrow, "kWh")
         assert eth_escrow == await self.dpos_int(f"supply/{VOUCHER_ON_DPOS}")
 
 
@@ -216,4 +179,3 @@ async def test_a_receiver_ethereum_cannot_hold_is_refunded_at_home(live: EthNet)
     await live.wait_settled(key)
     assert await live.dpos_balance("alice") == alice0  # error ack receiver.invalid -> refund
     await live.check_conservation()
-    await asyncio.sleep(0)  # keep the loop fixture happy between tests

@@ -13,6 +13,7 @@ import pytest
 from chains.common import wire
 from chains.common.state import ChainState
 from chains.common.tx import BlockContext, Tx, account_path
+from chains.ethereum.light_client import ShallowAttestationError
 from protocol.certificate import Validator, ValidatorSet
 from protocol.crypto import Ed25519Signer
 from protocol.errors import (
@@ -114,11 +115,12 @@ def test_refusals_change_nothing(a: Attesting) -> None:
         ("an account with a validator's name but not its key", AuthorizationError, lambda: a.attest("op-e", 6)),
         ("same height twice", ReplayError, lambda: a.attest("op-a", 5)),
         ("a client without attestations", CodecError, lambda: a.attest("op-b", 5, chain=OTHER)),
-        ("too shallow", ProtocolError, lambda: a.attest("op-b", 5, head=6)),
+        ("too shallow", ShallowAttestationError, lambda: a.attest("op-b", 5, head=6)),
     ]
     for what, error, action in cases:
-        with pytest.raises(error):
+        with pytest.raises(error) as info:
             action()
+        assert type(info.value) is error, what
         assert a.state.root == root, what
 
 
