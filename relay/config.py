@@ -75,6 +75,10 @@ class DeploymentConfig:
     """Pause between a decided relay block and the next height."""
     relayers: tuple[str, ...] = field(default=())
     """Relayer service names; each gets an account on every chain."""
+    relayer_takeover_after_s: float = 4.0
+    """On chains where a redundant relay reaches a block and pays for it (Ethereum), one relayer of
+    ``relayers`` has the turn for each packet action; the others take over only after this many seconds
+    (the n-th in line after n times it)."""
 
     def relay_port(self, validator: str) -> int:
         assert self.relay_base_port is not None
@@ -200,6 +204,10 @@ def load_config(path: str | Path) -> DeploymentConfig:
                 raise ConfigError(f"relay: port {port} already used by {seen_ports[port]}")
             seen_ports[port] = f"{relay_chain_id}/{v}"
     block_ms = _get(relay, "block_interval_ms", int, "relay", 1000)
-    relayers = tuple(_get(raw, "relayers", dict, str(p), {}).get("names", []))
+    relayer_section = _get(raw, "relayers", dict, str(p), {})
+    relayers = tuple(relayer_section.get("names", []))
+    takeover = relayer_section.get("takeover_after_s", 4.0)
+    if isinstance(takeover, bool) or not isinstance(takeover, int | float) or not 0 <= takeover <= 600:
+        raise ConfigError(f"relayers.takeover_after_s must be a number of seconds in [0, 600], got {takeover!r}")
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
-                            relay_base_port, block_ms, relayers)
+                            relay_base_port, block_ms, relayers, float(takeover))

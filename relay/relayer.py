@@ -18,11 +18,19 @@ Because the next action is always derived from chain state, a restarted relayer,
 racing, never deliver a packet twice: a redundant submission is refused at admission
 (``packet.replay``), which counts as done. Other protocol rejections are logged and not retried
 until the chain moves on; I/O errors back off and reconnect only the side that failed.
+
+Taking turns where duplicates cost. The relay chain and the Python parks refuse a duplicate at
+admission, so racing there is free. On Ethereum two relayers that estimate the same ``recvPacket`` in
+the same instant both send it, and the second reverts in the block, paying gas for nothing. For actions
+on such chains the deployment's relayers take turns: rendezvous hashing of ``(packet, action, relayer)``
+ranks them, the first acts at once, the n-th only once the action has been due for n ×
+``takeover_after_s`` (a relayer that is down is covered by the next in line).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import signal
@@ -73,6 +81,9 @@ class ChainLink:
     client: JsonRpcClient | None
     """The chain's parkrelay JSON-RPC (relay chain, Python parks): its ``/ws`` pushes new heads. None for
     chains spoken to through another client (Ethereum): the loop polls them."""
+    duplicates_reach_blocks: bool = False
+    """Whether a redundant submission gets into a block and fails there at a cost (Ethereum) instead of being
+    refused at admission: the relayers then take turns for actions on this chain."""
 
 
 @dataclass
@@ -108,11 +119,15 @@ class Relayer:
     """Carries packets between the parks of a deployment through the relay chain."""
 
     def __init__(self, name: str, relay: ChainLink, parks: dict[str, ChainLink], db_path: Path,
-                 poll_s: float = 0.5) -> None:
+                 poll_s: float = 0.5, *, peers: tuple[str, ...] = (), takeover_after_s: float = 4.0) -> None:
         self.name = name
         self.relay = relay
         self.parks = parks
         self.poll_s = poll_s
+        self.peers = tuple(sorted({*peers, name}))
+        """Every relayer of the deployment (this one included): they take turns where duplicates cost."""
+        self.takeover_after_s = takeover_after_s
+        self._due_since: dict[tuple[str, str], float] = {}
         self.stats = RelayerStats()
         self.log = logging.LoggerAdapter(log, {"chain": relay.chain_id, "node": name})
         db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +216,7 @@ class Relayer:
         park_state = await self._park_records()
         for t in list(self.packets.values()):
             action = self._next_action(t, relay_state, park_state)
-            if action is not None and not self._waiting(t, action):
+            if action is not None and not self._waiting(t, action) and self._my_turn(t, action):
                 by_action[action].append(t)
         await self._verify(by_action["verify"])
         await self._recv(by_action["recv"])
@@ -300,7 +315,27 @@ class Relayer:
             return "timeout"
         return "recv"
 
+    def _my_turn(self, t: Tracked, action: str) -> bool:
+        """Whether this relayer acts on ``action`` of ``t`` now. Always, unless the action lands on a chain where
+        duplicates cost: then the relayer ranked n-th for (packet, action) waits until the action has been due
+        for n × ``takeover_after_s``."""
+        p = t.packet
+        chain = p.dst_chain if action == "recv" else p.src_chain if action == "settle" else None
+        link = self.parks.get(chain) if chain is not None else None
+        if link is None or not link.duplicates_reach_blocks or len(self.peers) < 2:
+            return True
+        rank = self.turn_order(t.key, action).index(self.name)
+        since = self._due_since.setdefault((t.key, action), time.monotonic())
+        return time.monotonic() - since >= rank * self.takeover_after_s
+
+    def turn_order(self, key: str, action: str) -> list[str]:
+        """The relayers in the order they take ``action`` of packet ``key`` (rendezvous hashing: the same on every
+        relayer, spread evenly, and unchanged for other packets when a relayer joins or leaves)."""
+        return sorted(self.peers, key=lambda r: hashlib.sha256(f"{key}|{action}|{r}".encode()).digest())
+
     def _finish(self, t: Tracked) -> None:
+        for action in ("recv", "settle"):
+            self._due_since.pop((t.key, action), None)
         t.done = True
         self.packets.pop(t.key, None)
         self.stats.settled += 1
@@ -503,7 +538,8 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
             continue
         decode = dpos_adapter.source if chain.kind == "dpos" else poc_adapter.source
         parks[chain.id] = link(chain.id, chain.kind, url, decode(JsonRpcClient(url, side=chain.id)).decode_header)
-    return Relayer(name, relay, parks, cfg.data_dir / "relayers" / f"{name}.sqlite3")
+    return Relayer(name, relay, parks, cfg.data_dir / "relayers" / f"{name}.sqlite3", peers=tuple(cfg.relayers),
+                   takeover_after_s=cfg.relayer_takeover_after_s)
 
 
 def ethereum_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcClient) -> ChainLink:
@@ -520,7 +556,7 @@ def ethereum_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcC
     key = read_secret(relayer_key_path(cfg, chain.id, name))
     return ChainLink(chain.id, "ethereum", eth_adapter.source(url, chain.id, bridge, depth),
                      eth_adapter.target(url, chain.id, bridge, key, eth_adapter.relay_set_from_rpc(relay_rpc.call),
-                                        confirmation_depth=depth), None)
+                                        confirmation_depth=depth), None, duplicates_reach_blocks=True)
 
 
 async def run_relayer(cfg: Any, name: str) -> int:

@@ -4,9 +4,10 @@
 (``bridge.recv``, ``bridge.settle``, ``bridge.update_relay_validators``; certificates in the
 :mod:`chains.common.wire` form), builds the ``ParkBridge`` calldata and sends it:
 
-1. **Estimate** the gas with ``eth_estimateGas``. A call that would revert fails here, decoded into its
-   protocol error (SPEC §E2.3): a redundant relay raises :class:`~protocol.errors.ReplayError` and
-   costs nothing. An estimate above ``max_gas`` is refused (:class:`GasCapError`).
+1. **Estimate** the gas with ``eth_estimateGas`` on the pending state. A call that would revert fails
+   here, decoded into its protocol error (SPEC §E2.3): a redundant relay, even one still in the pool,
+   raises :class:`~protocol.errors.ReplayError` and costs nothing. An estimate above ``max_gas`` is
+   refused (:class:`GasCapError`).
 2. **Sign** locally (eth_account, EIP-1559) with an **explicit nonce**: one lock and one nonce counter
    per (node, signing key) in the process, initialised from ``eth_getTransactionCount(pending)`` and read
    again after a nonce refusal, an I/O error or a dropped transaction, so concurrent submissions take
@@ -195,9 +196,12 @@ class EthTarget:
         return await self.transact(self.bridge, await self.calldata(op, args))
 
     async def estimate_gas(self, to: str, data: bytes, value: int = 0) -> int:
-        """``eth_estimateGas`` of the call; a would-be revert raises its decoded protocol error."""
+        """``eth_estimateGas`` of the call against the *pending* state (the node's pool included), so a relay
+        another relayer has already sent reverts here, costs nothing and is never sent; a would-be revert
+        raises its decoded protocol error."""
         return hex_int(await self.rpc.call("eth_estimateGas", [{"from": self.address, "to": to_checksum_address(to),
-                                                                "data": "0x" + data.hex(), "value": hex(value)}]))
+                                                                "data": "0x" + data.hex(), "value": hex(value)},
+                                                               "pending"]))
 
     async def _fees(self) -> dict[str, int]:
         latest = await self.rpc.call("eth_getBlockByNumber", ["latest", False])

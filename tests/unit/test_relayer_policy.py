@@ -76,3 +76,71 @@ async def test_an_io_error_reaches_the_run_loop(tmp_path: Path) -> None:
     with pytest.raises(TransportError):
         await r._submit(link, "bridge.recv", {}, "recv", [_Tracked("k")])  # type: ignore[list-item]
     r.db.close()
+
+
+# -- taking turns where a duplicate costs (Ethereum) ------------------------------------------------
+
+
+def _turns(tmp: Path, name: str, *, costly: bool, peers: tuple[str, ...] = ("relayer-a", "relayer-b", "relayer-c"),
+           takeover_after_s: float = 4.0) -> Relayer:
+    eth = ChainLink("eth-park", "ethereum", source=None, target=_Target(None), client=None,  # type: ignore[arg-type]
+                    duplicates_reach_blocks=costly)
+    dpos = ChainLink("dpos-park", "dpos", source=None, target=_Target(None), client=None)  # type: ignore[arg-type]
+    relay = ChainLink("relay", "relay", source=None, target=_Target(None), client=None)  # type: ignore[arg-type]
+    return Relayer(name, relay, {"eth-park": eth, "dpos-park": dpos}, tmp / f"{name}.sqlite3", peers=peers,
+                   takeover_after_s=takeover_after_s)
+
+
+def _tracked(seq: int, src: str = "dpos-park", dst: str = "eth-park") -> Any:
+    from protocol.types import Packet, PacketKind
+    from relay.relayer import Tracked
+
+    p = Packet(src_chain=src, dst_chain=dst, lane="lane-0", sequence=seq, kind=PacketKind.ENERGY,
+               payload=b"x", sender="alice", receiver="erin", timeout_timestamp_ms=10**13)
+    return Tracked(p, b"", 1)
+
+
+def test_relayers_agree_on_one_turn_order_per_action(tmp_path: Path) -> None:
+    rs = [_turns(tmp_path, n, costly=True) for n in ("relayer-a", "relayer-b", "relayer-c")]
+    firsts = set()
+    for seq in range(60):
+        key = f"dpos-park/eth-park/lane-0/{seq}"
+        orders = {tuple(r.turn_order(key, "recv")) for r in rs}
+        assert len(orders) == 1  # every relayer computes the same order
+        firsts.add(next(iter(orders))[0])
+    assert firsts == {"relayer-a", "relayer-b", "relayer-c"}  # and the first turn is spread over them
+    for r in rs:
+        r.db.close()
+
+
+def test_only_the_relayer_whose_turn_it_is_acts_then_the_next_takes_over(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import relay.relayer as relayer_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(relayer_mod.time, "monotonic", lambda: now[0])
+    rs = {n: _turns(tmp_path, n, costly=True) for n in ("relayer-a", "relayer-b", "relayer-c")}
+    t = _tracked(5)
+    first, second, _third = rs["relayer-a"].turn_order(t.key, "recv")
+    assert [n for n, r in rs.items() if r._my_turn(t, "recv")] == [first]
+    now[0] += 4.0
+    assert sorted(n for n, r in rs.items() if r._my_turn(t, "recv")) == sorted([first, second])
+    now[0] += 4.0
+    assert all(r._my_turn(t, "recv") for r in rs.values())
+    # settling lands on the source (DPoS here): refused at admission when redundant, so no turns there
+    assert all(r._my_turn(t, "settle") for r in rs.values())
+    back = _tracked(6, src="eth-park", dst="dpos-park")  # settling on Ethereum takes turns; receiving on DPoS not
+    assert sum(r._my_turn(back, "settle") for r in rs.values()) == 1
+    assert all(r._my_turn(back, "recv") and r._my_turn(back, "verify") for r in rs.values())
+    for r in rs.values():
+        r.db.close()
+
+
+def test_no_turns_on_chains_that_refuse_duplicates_or_for_a_lone_relayer(tmp_path: Path) -> None:
+    t = _tracked(1)
+    free = [_turns(tmp_path, n, costly=False) for n in ("relayer-a", "relayer-b")]
+    assert all(r._my_turn(t, "recv") for r in free)
+    alone = _turns(tmp_path, "relayer-z", costly=True, peers=())
+    assert alone._my_turn(t, "recv")
+    for r in [*free, alone]:
+        r.db.close()

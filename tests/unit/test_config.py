@@ -1,0 +1,40 @@
+"""The deployment config's relayer section: defaults, and a typed error for a bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relay.config import ConfigError, load_config
+
+BASE = """
+[deployment]
+data_dir = "data"
+
+[[chains]]
+id = "dpos-park"
+kind = "dpos"
+nodes = ["witness-a"]
+base_port = 31000
+"""
+
+
+def _load(tmp: Path, extra: str) -> object:
+    p = tmp / "d.toml"
+    p.write_text(BASE + extra)
+    return load_config(p)
+
+
+def test_relayer_turns_default_to_four_seconds(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[relayers]\nnames = ["relayer-a", "relayer-b"]\n')
+    assert cfg.relayers == ("relayer-a", "relayer-b")  # type: ignore[attr-defined]
+    assert cfg.relayer_takeover_after_s == 4.0  # type: ignore[attr-defined]
+    cfg = _load(tmp_path, '[relayers]\nnames = ["relayer-a"]\ntakeover_after_s = 1.5\n')
+    assert cfg.relayer_takeover_after_s == 1.5  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("bad", ['"4"', "-1", "601", "true"])
+def test_a_bad_takeover_delay_is_refused_by_name(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError, match="takeover_after_s"):
+        _load(tmp_path, f'[relayers]\nnames = ["relayer-a"]\ntakeover_after_s = {bad}\n')
