@@ -18,6 +18,8 @@ ETHEREUM_NODE = "anvil"
 ETHEREUM_OPERATOR = "operator"
 """The account of an ``ethereum`` chain whose key deploys and owns the park's contracts (always created)."""
 ETHEREUM_DEFAULTS: dict[str, int] = {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2}
+ETH_MIN_ATTESTED_AGE_MS = 2000
+"""An Ethereum block is attested no younger than this: two of anvil's 1 s state dumps (chains/ethereum/anvil.py)."""
 """Defaults of an ``ethereum`` chain's keys. 31337 is anvil's own default chain id (tools treat it as local)."""
 _ETH_MAX_CHAIN_ID = 4_503_599_627_370_476  # EIP-2294: the largest chain id every client supports
 
@@ -129,8 +131,12 @@ def _ethereum_chain(c: dict[str, Any], cid: str, where: str, seen_ports: dict[in
     if interval < 1000 or interval % 1000:
         raise ConfigError(f"{where}.block_interval_ms: expected a whole number of seconds >= 1000 (Ethereum "
                           f"block timestamps are in seconds), got {interval}")
-    if params["confirmation_depth"] < 0:
-        raise ConfigError(f"{where}.confirmation_depth: expected >= 0, got {params['confirmation_depth']}")
+    if params["confirmation_depth"] * interval < ETH_MIN_ATTESTED_AGE_MS:
+        raise ConfigError(f"{where}.confirmation_depth: the relay validators attest a block this many blocks deep, "
+                          f"which must span at least {ETH_MIN_ATTESTED_AGE_MS} ms (two of anvil's 1 s state dumps, so "
+                          f"a crash of anvil never loses an attested block); expected >= "
+                          f"{-(-ETH_MIN_ATTESTED_AGE_MS // interval)} at {interval} ms blocks, "
+                          f"got {params['confirmation_depth']}")
     accounts = _get(c, "accounts", dict, where, {})
     for name, bal in accounts.items():
         if isinstance(bal, bool) or not isinstance(bal, int) or bal < 0:

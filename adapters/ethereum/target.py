@@ -11,7 +11,8 @@
 2. **Sign** locally (eth_account, EIP-1559) with an **explicit nonce**: one lock and one nonce counter
    per (node, signing key) in the process, initialised from ``eth_getTransactionCount(pending)`` and read
    again after a nonce refusal, an I/O error or a dropped transaction, so concurrent submissions take
-   consecutive nonces and never collide.
+   consecutive nonces and never collide. Before each send the counter is checked against the node: a
+   node that lost our transactions (anvil restarted from an older dump) is sent from its nonce again.
 3. **Send** with ``eth_sendRawTransaction``; return the hash.
 
 :meth:`EthTarget.track` waits for the receipt and the confirmation depth; a reverted transaction raises
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -59,6 +61,8 @@ RelaySetProvider = Callable[[bytes], ValidatorSet | Awaitable[ValidatorSet]]
 
 ZERO_ADDRESS = "0x" + "00" * 20
 
+log = logging.getLogger("parkrelay.eth")
+
 
 @dataclass
 class _NonceState:
@@ -69,9 +73,12 @@ class _NonceState:
     next: int | None = None
     stale: bool = False
     """Set when a transaction of this key vanished: the next sender reads the nonce from the node again."""
+    sent: dict[int, str] = field(default_factory=dict)
+    """Hashes of the latest transactions sent, by nonce (bounded): tells a node that lost them from one that lags."""
 
 
 _NONCES: dict[tuple[str, str], _NonceState] = {}
+_SENT_KEPT = 256
 
 
 def _nonce_state(url: str, address: str) -> _NonceState:
@@ -233,6 +240,8 @@ class EthTarget:
                 if st.next is None or st.stale:
                     st.stale = False
                     st.next = await self.pending_nonce()
+                else:
+                    await self._reconcile_nonce(st)
                 nonce = st.next
                 raw = bytes(self._account.sign_transaction({**tx, "nonce": nonce}).raw_transaction)
                 try:
@@ -247,9 +256,32 @@ class EthTarget:
                     st.next = None  # the node may or may not hold it: the next sender asks the node
                     raise
                 st.next = nonce + 1
+                st.sent[nonce] = tx_hash
+                if len(st.sent) > _SENT_KEPT:
+                    del st.sent[min(st.sent)]
                 return tx_hash
             assert last is not None
             raise last
+
+    async def _reconcile_nonce(self, st: _NonceState) -> None:
+        """Check the counter against the node's pending nonce before a send. Higher: another sender of this key
+        went first, take the node's. Lower: either the node lags (it knows the transaction we sent at that nonce:
+        keep counting) or it lost our transactions — anvil restarted from an older state dump, a pool flushed —
+        and the counter would leave a gap that nothing ever fills: send from the node's nonce again."""
+        assert st.next is not None
+        node_next = await self.pending_nonce()
+        if node_next >= st.next:
+            st.next = node_next
+            return
+        ours = st.sent.get(node_next)
+        if ours is not None and await self.rpc.call("eth_getTransactionByHash", [ours]) is not None:
+            return
+        log.warning("%s: the node's next nonce for %s went back from %d to %d: it lost our transactions (restarted "
+                    "from an older state?); sending from %d again", self.chain_id, self.address, st.next, node_next,
+                    node_next)
+        for n in [n for n in st.sent if n >= node_next]:
+            del st.sent[n]
+        st.next = node_next
 
     # -- tracking ---------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 :class:`Anvil` runs the ``anvil`` binary of ``make setup`` (or ``$PARKRELAY_ANVIL``) as a child process on
 loopback. A park node runs it with interval mining (``--block-time``) and its state in a JSON file
-(``--state`` + ``--state-interval``): loaded at start, dumped every few seconds and on SIGTERM.
+(``--state`` + ``--state-interval``): loaded at start, dumped every second and on SIGTERM.
 
 What a stop + start with the same state file keeps (measured with anvil 1.7.1, 2000 blocks):
 
@@ -17,7 +17,10 @@ What a stop + start with the same state file keeps (measured with anvil 1.7.1, 2
   240 MB and seconds per dump, against 3.5 MB and 0.07 s without), so it is off by default;
 * after a SIGKILL of anvil itself, only what the last periodic dump held (at most ``state_interval_s``
   old); the file is written in place, so a kill during a dump can truncate it (:class:`Anvil` then refuses
-  to start, naming the file).
+  to start, naming the file). Blocks lost this way are mined again with other hashes, so nothing may
+  treat a block as final before a dump holds it: the relay validators attest a block only once it is
+  ``confirmation_depth`` blocks deep, and the deployment config requires that depth to span at least
+  two dump intervals (``confirmation_depth × block_interval_ms >= 2000`` at the 1 s interval).
 
 The state file grows by ~1.7 KB per block (≈6 MB per hour at one block a second) and is rewritten whole
 at every dump: fine for a devnet, not for weeks of uptime.
@@ -103,7 +106,7 @@ class AnvilConfig:
     """Interval mining every this many seconds (``--block-time``); None: automine (a block per transaction)."""
     state_path: Path | None = None
     """``--state``: loaded at start if it exists, dumped periodically and on SIGTERM. None: in memory only."""
-    state_interval_s: int = 5
+    state_interval_s: int = 1
     """``--state-interval``: seconds between periodic dumps (a SIGKILL of anvil loses at most this much)."""
     preserve_historical_states: bool = False
     """``--preserve-historical-states``: dump per-block states so queries at past heights survive a restart

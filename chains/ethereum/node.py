@@ -97,7 +97,7 @@ class EthNodeSettings:
     state_dir: Path
     """``<data_dir>/<chain id>``: state file, ``addresses.json``, ``anvil.log``."""
     host: str = "127.0.0.1"
-    state_interval_s: int = 5
+    state_interval_s: int = 1
     """Seconds between anvil's periodic state dumps."""
     gas_funding_wei: int = GAS_FUNDING_WEI
     artifacts_dir: Path | None = None

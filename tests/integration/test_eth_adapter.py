@@ -322,6 +322,34 @@ async def test_twenty_concurrent_submits_from_one_key(park: Park) -> None:
         await src.close()
 
 
+async def test_a_node_that_lost_our_transactions_gets_them_from_its_own_nonce_again(park: Park) -> None:
+    """anvil restarted from an older state dump forgets mined transactions and its nonce goes back; a sender
+    that kept counting would leave a gap no transaction ever fills. Simulated with evm_snapshot/evm_revert."""
+    relayer = park.target()
+    relay = park.relay
+    receiver = Account.from_key(_seed("receiver")).address.lower()
+
+    def recv_args(seq: int) -> dict[str, Any]:
+        p = inbound_packet(seq, receiver, amount=5)
+        relay.record(verified_path(DPOS, ETH, LANE, seq), packet_commitment(p))
+        return {"packet": encode_packet(p).hex(), "certificate": relay.certificate(verified_path(DPOS, ETH, LANE,
+                                                                                                 seq))}
+
+    try:
+        snap = await relayer.rpc.call("evm_snapshot", [])
+        before = await relayer.pending_nonce()
+        lost = await relayer.submit("bridge.recv", recv_args(300))
+        assert (await relayer.track(lost, 30))["ok"]
+        assert await relayer.rpc.call("evm_revert", [snap])  # the node forgets the block and our transaction
+        assert await relayer.pending_nonce() == before
+        again = await relayer.submit("bridge.recv", recv_args(301))
+        tx = await relayer.rpc.call("eth_getTransactionByHash", [again])
+        assert hex_int(tx["nonce"]) == before  # not before + 1: that would wait forever for the lost one
+        assert (await relayer.track(again, 30))["ok"]
+    finally:
+        await relayer.close()
+
+
 async def test_track_decodes_a_mined_revert_and_waits_for_depth(park: Park) -> None:
     relay = park.relay
     user = park.target(park.user_key)

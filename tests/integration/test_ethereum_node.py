@@ -82,7 +82,9 @@ def test_ethereum_chain_config_defaults(tmp_path: Path) -> None:
     ({"block_interval_ms": 1500}, "block_interval_ms: expected a whole number of seconds"),
     ({"eth_chain_id": 0}, "eth_chain_id: expected 1.."),
     ({"eth_chain_id": "1"}, "eth_chain_id: expected int"),
-    ({"confirmation_depth": -1}, "confirmation_depth: expected >= 0"),
+    ({"confirmation_depth": -1}, "confirmation_depth: the relay validators attest a block this many blocks deep"),
+    ({"confirmation_depth": 1}, "expected >= 2 at 1000 ms blocks, got 1"),
+    ({"confirmation_depth": 0, "block_interval_ms": 2000}, "expected >= 1 at 2000 ms blocks, got 0"),
     ({"accounts": {"alice": -1}}, "accounts.alice: expected a non-negative integer"),
 ])
 def test_ethereum_chain_config_errors(tmp_path: Path, extra: dict[str, Any], message: str) -> None:
