@@ -194,6 +194,9 @@ class FakeNode:
             return "0x1"
         if method == "eth_getTransactionCount":
             return hex(self.nonce)
+        if method == "eth_getTransactionByHash":
+            known = {"0x" + keccak(raw).hex() for raw in self.sent}
+            return {"hash": params[0]} if params[0] in known else None
         if method == "eth_call":  # relaySetHash()
             return "0x" + self.set_hash.hex()
         if method == "eth_estimateGas":
@@ -289,7 +292,8 @@ async def test_concurrent_submits_take_consecutive_nonces_and_resync(fake_node: 
         node.send_errors = [{"code": -32000, "message": "already known"}]
         h = await tgt.submit("bridge.recv", _recv_args())
         assert h.startswith("0x") and len(h) == 66 and len(node.sent) == 11
-        # ... but here it did not: the counter ran ahead ("nonce too high"), is read again, and 21 goes out
+        # ... but here it did not: the counter ran ahead of a node that does not know the transaction at 21, so
+        # it is read again before the send, and 21 goes out
         await tgt.submit("bridge.recv", _recv_args())
         assert _sent_nonces(node)[-1] == 21 and len(node.sent) == 12
     finally:
