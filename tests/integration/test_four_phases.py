@@ -558,32 +558,24 @@ async def test_a_park_node_killed_hard_and_restarted_loses_nothing(live: Net) ->
 
 
 async def test_misbehaviour_freezes_the_client_and_its_proofs_are_refused(live: Net) -> None:
-    """Last in the module: it freezes the relay's DPoS client for good (pairs with a DPoS park)."""
-    if DPOS not in (live.a, live.b):
-        pytest.skip("DPoS misbehaviour needs the DPoS park; the Ethereum client's freeze is in the unit tests")
-    from chains.dpos.types import DposHeader
-    from relay.keys import ed25519_signer
-    from relay.nodes import node_key_path
-
-    key = await live.send(DPOS, 50)
+    """Last in the module: it freezes the relay's client of one park for good. DPoS when the pair has it (a
+    witness signs two blocks at one height); otherwise Ethereum (a quorum of relay validators attests a hash at
+    a height that the chain, attested honestly above it, contradicts)."""
+    chain = DPOS if DPOS in (live.a, live.b) else ETH
+    key = await live.send(chain, 50)
     links = await live.links()
     try:
-        relay, rc = links.relay, links.relay.client
+        rc = links.relay.client
         assert rc is not None
-        st = await rc.call("getClientStatus", {"chain_id": DPOS})
-        async with live.d.client(DPOS, "witness-a") as dpos:
-            h = DposHeader.decode(bytes.fromhex((await dpos.call("getHeader", {"height": st["latest_height"]}))
-                                                ["header"]))
-        witness = ed25519_signer(node_key_path(live.cfg, DPOS, h.producer))
-        twin = replace(h, state_root=bytes(32), signature=b"")
-        twin = twin.with_signature(witness.sign(twin.signing_bytes()))
-        await relay.target.submit("client.misbehaviour", {"chain_id": DPOS, "header_a": h.encode().hex(),
-                                                          "header_b": twin.encode().hex()})
 
         async def frozen() -> bool:
-            return bool((await rc.call("getClientStatus", {"chain_id": DPOS}))["status"] == "frozen")
+            return bool((await rc.call("getClientStatus", {"chain_id": chain}))["status"] == "frozen")
 
-        await wait_for("the DPoS client frozen", frozen, 30)
+        if chain == DPOS:
+            await _dpos_witness_signs_twice(live, links)
+        else:
+            await _relay_quorum_attests_a_lie(live, links, frozen)
+        await wait_for(f"the {chain} client frozen", frozen, 60)
         # the freeze pauses the chain's lanes too, so either refusal is the relay declining the proof
         with pytest.raises((ClientFrozenError, LaneError)):
             await live.hand_verify(key, links)
@@ -591,3 +583,77 @@ async def test_misbehaviour_freezes_the_client_and_its_proofs_are_refused(live: 
     finally:
         await links.close_links()
     assert (await live.packet(key))["state"] == "committed"
+
+
+async def _dpos_witness_signs_twice(live: Net, links: Relayer) -> None:
+    from chains.dpos.types import DposHeader
+    from relay.keys import ed25519_signer
+    from relay.nodes import node_key_path
+
+    rc = links.relay.client
+    assert rc is not None
+    st = await rc.call("getClientStatus", {"chain_id": DPOS})
+    if st["latest_height"] < 1:  # a fresh devnet: give the client a witness-signed header first
+        headers = await links.parks[DPOS].source.headers(1, 3)
+        h = await links.relay.target.submit("client.update", {"chain_id": DPOS,
+                                                              "headers": [x.encode().hex() for x in headers]})
+        await wait_for("the first DPoS headers", lambda: rc.call("getTxResult", {"hash": h}), 30)
+        st = await rc.call("getClientStatus", {"chain_id": DPOS})
+    async with live.d.client(DPOS, "witness-a") as dpos:
+        h = DposHeader.decode(bytes.fromhex((await dpos.call("getHeader", {"height": st["latest_height"]}))
+                                            ["header"]))
+    witness = ed25519_signer(node_key_path(live.cfg, DPOS, h.producer))
+    twin = replace(h, state_root=bytes(32), signature=b"")
+    twin = twin.with_signature(witness.sign(twin.signing_bytes()))
+    await links.relay.target.submit("client.misbehaviour", {"chain_id": DPOS, "header_a": h.encode().hex(),
+                                                            "header_b": twin.encode().hex()})
+
+
+async def _relay_quorum_attests_a_lie(live: Net, links: Relayer, frozen: Any) -> None:
+    """Three of the four relay validators (their devnet keys) attest a made-up hash at a height a few blocks
+    ahead, before their honest attestors get there. The real header there is then refused as forged; once the
+    honest quorum attests the block above, its header, whose parent is the real block, reveals two chains:
+    the client freezes."""
+    import hashlib
+
+    from chains.common.tx import Tx
+    from protocol.errors import HeaderError, NonceError
+    from relay.devnet import relay_key_paths
+    from relay.keys import ed25519_signer
+
+    rc, eth = links.relay.client, links.parks[ETH].source
+    assert rc is not None
+    depth = int(live.cfg.chain(ETH).params["confirmation_depth"])
+    lie_at = await eth.latest_height() + 8
+    lie = hashlib.sha256(b"a block Ethereum never had").digest()
+    for v in live.cfg.relay_validators[:3]:
+        signer = ed25519_signer(relay_key_paths(live.cfg, v)[0])
+        for _ in range(20):  # the validator's own attestor sends from this account too: retry on a nonce clash
+            acct = await rc.call("getAccount", {"name": v})
+            tx = Tx.signed(signer, live.cfg.relay_chain_id, v, int(acct["nonce"]) + int(acct.get("pending", 0)),
+                           "client.attest", {"chain_id": ETH, "height": lie_at, "block_hash": lie.hex(),
+                                             "head_height": lie_at + depth})
+            try:
+                h = (await rc.call("submitTx", {"tx": tx.to_json()}))["hash"]
+            except NonceError:
+                continue
+            res = await wait_for(f"{v}'s attestation in a block", lambda h=h: rc.call("getTxResult", {"hash": h}), 30)
+            if res["ok"]:
+                break
+        else:
+            raise AssertionError(f"{v}'s attestation never got into a block")
+
+    async def revealed() -> bool:
+        """Feed the header above the lie until the honest quorum there makes it final (and the client freezes)."""
+        if await frozen():
+            return True
+        if await eth.latest_height() < lie_at + 1 + depth:
+            return False
+        (above,) = await eth.headers(lie_at + 1, lie_at + 1)
+        try:
+            await links.relay.target.submit("client.update", {"chain_id": ETH, "headers": [above.encode().hex()]})
+        except (HeaderError, ReplayError):
+            pass  # not attested above yet: it cannot extend the lie, so it is refused for now
+        return False
+
+    await wait_for("the honest attestations above the lie", revealed, 90, poll_s=0.5)
