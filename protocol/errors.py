@@ -7,24 +7,31 @@ Two trees that lead to different actions:
   that side and try again, or stop.
 
 Every error carries a stable ``code`` (listed in SPEC.md §9) and, where it applies, what was expected
-and what was got.
+and what was got. Each code has one :class:`Disposition` in :data:`DISPOSITIONS`, the single registry a
+caller on the far side of a wire reads to decide what to do (SPEC.md §9.1): the code and its disposition
+travel in every JSON-RPC error (:meth:`ParkRelayError.to_dict`), so a relayer acts the same on an error it
+has a class for and on one it has not.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any, ClassVar
 
 __all__ = [
+    "DISPOSITIONS",
     "AuthorizationError",
     "ClientExpiredError",
     "ClientFrozenError",
     "CodecError",
+    "Disposition",
     "DuplicateClientTypeError",
     "HeaderError",
     "IllegalTransitionError",
     "InsufficientFundsError",
     "InvalidProofError",
     "LaneError",
+    "MempoolFullError",
     "MisbehaviourError",
     "NonceError",
     "NotFinalError",
@@ -39,7 +46,26 @@ __all__ = [
     "UnknownClientError",
     "ValidatorSetMismatchError",
     "WrongChainError",
+    "disposition_of",
 ]
+
+
+class Disposition(enum.Enum):
+    """What a caller should do about a refusal: the same for every caller, whichever side of a wire it is on."""
+
+    RETRY_SOON = "retry_soon"
+    """A passing condition at the node (its mempool is full, a nonce raced another transaction): submit again
+    within seconds."""
+    AFTER_PROGRESS = "after_progress"
+    """The chain's own progress will lift it (a header not final yet, a rate-limit bucket refilling, a timeout
+    not yet passed): submit again once the chain has moved."""
+    DONE = "done"
+    """What was asked is already true (another relayer did it first): nothing to do."""
+    NEVER = "never"
+    """The input is invalid and stays so: never submit it again; report it."""
+    FATAL = "fatal"
+    """The caller cannot work as configured (its account is refused, a client does not exist): stop the work
+    that hit it and tell the operator."""
 
 
 class ParkRelayError(Exception):
@@ -56,9 +82,15 @@ class ParkRelayError(Exception):
             detail = f"{message} (expected {expected!r}, got {got!r})"
         super().__init__(f"[{self.code}] {detail}")
 
+    @property
+    def disposition(self) -> Disposition:
+        """What to do about this error (:data:`DISPOSITIONS`)."""
+        return disposition_of(self.code)
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly form, as RPC servers return it."""
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        """A JSON-friendly form, as RPC servers return it: the code, its disposition, the message, and expected
+        and got where they apply."""
+        out: dict[str, Any] = {"code": self.code, "disposition": self.disposition.value, "message": self.message}
         if self.expected is not None:
             out["expected"] = _jsonable(self.expected)
         if self.got is not None:
@@ -206,6 +238,12 @@ class AuthorizationError(ProtocolError):
     code = "auth.denied"
 
 
+class MempoolFullError(ProtocolError):
+    """The node's mempool holds its limit of transactions: the same transaction may pass seconds later."""
+
+    code = "mempool.full"
+
+
 class TransportError(ParkRelayError):
     """I/O with a chain failed. ``retryable`` says whether reconnecting may help; ``side`` names the side."""
 
@@ -217,3 +255,43 @@ class TransportError(ParkRelayError):
         self.retryable = retryable
         self.side = side
         super().__init__(f"{side}: {message}" if side else message, expected=expected, got=got)
+
+    @property
+    def disposition(self) -> Disposition:
+        return Disposition.RETRY_SOON if self.retryable else Disposition.FATAL
+
+
+_R, _P, _D, _N, _F = (Disposition.RETRY_SOON, Disposition.AFTER_PROGRESS, Disposition.DONE, Disposition.NEVER,
+                      Disposition.FATAL)
+
+DISPOSITIONS: dict[str, Disposition] = {
+    # generic and codec
+    "parkrelay": _N, "protocol": _N, "remote": _N, "codec.invalid": _N, "asset.invalid": _N,
+    # proofs, signatures, certificates: forged or wrong input
+    "proof.invalid": _N, "signature.invalid": _N, "certificate.quorum": _N, "certificate.validator_set": _N,
+    # headers and light clients
+    "header.invalid": _N, "header.not_final": _P, "client.misbehaviour": _N, "client.frozen": _F,
+    "client.expired": _F, "client.unknown": _F, "client.duplicate_type": _F,
+    "header.dpos.unknown_parent": _P, "header.dpos.pending_limit": _P,
+    "header.poc.proof_of_space": _N, "header.poc.insufficient_quality": _N, "header.poc.difficulty": _N,
+    "header.poc.weight": _N, "header.poc.challenge": _N, "header.poc.future_timestamp": _P,
+    "header.poc.unknown_parent": _P,
+    "header.eth.pending_limit": _P, "header.eth.shallow_attestation": _P, "header.eth.attestation_conflict": _N,
+    "header.eth.attestation_limit": _P,
+    # packets and lanes
+    "packet.replay": _D, "packet.timeout": _P, "packet.wrong_chain": _N, "lifecycle.illegal": _N,
+    "lane.invalid": _N, "lane.rate_limited": _P, "funds.insufficient": _P,
+    # accounts and transactions
+    "auth.denied": _F, "tx.nonce": _R, "mempool.full": _R,
+    # node and transport
+    "block.missing_parent": _P, "rpc.not_found": _P, "transport": _R, "poc.plot": _F,
+    # Ethereum adapter
+    "eth.reverted": _N, "eth.gas_cap": _N,
+}
+"""Every stable error code and its :class:`Disposition` (SPEC.md §9). A code missing here is treated as
+:attr:`Disposition.NEVER`; a unit test checks that every error class of the code base has its code here."""
+
+
+def disposition_of(code: str) -> Disposition:
+    """The disposition of error ``code`` (:attr:`Disposition.NEVER` for a code nobody registered)."""
+    return DISPOSITIONS.get(code, Disposition.NEVER)

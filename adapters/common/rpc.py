@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from protocol import errors as perr
-from protocol.errors import ProtocolError, TransportError
+from protocol.errors import Disposition, ProtocolError, TransportError, disposition_of
 
 _CODES: dict[str, type[ProtocolError]] = {
     cls.code: cls
@@ -25,24 +25,40 @@ _CODES: dict[str, type[ProtocolError]] = {
 
 
 class RemoteError(ProtocolError):
-    """The chain refused the request with a code this client does not know as a class."""
+    """The chain refused the request with a code this client has no class for. The error keeps the remote's
+    code (``code`` is the remote code, not ``"remote"``) and the disposition the remote named for it, so a
+    caller's decision reads the same as for a known class."""
 
     code = "remote"
 
-    def __init__(self, remote_code: str, message: str, **kw: Any) -> None:
+    def __init__(self, remote_code: str, message: str, *, remote_disposition: str | None = None, **kw: Any) -> None:
         self.remote_code = remote_code
+        self.code = remote_code or "remote"  # type: ignore[misc]  # the instance carries the code it came with
+        try:
+            self._disposition = Disposition(remote_disposition) if remote_disposition else disposition_of(self.code)
+        except ValueError:  # a disposition this version does not know: treat the code as invalid input
+            self._disposition = Disposition.NEVER
         super().__init__(message, **kw)
 
+    @property
+    def disposition(self) -> Disposition:
+        return self._disposition
 
-def error_from_rpc(err: dict[str, Any]) -> ProtocolError:
-    """Rebuild the typed error a node returned (its ``data`` holds ``code``, ``message``, ``expected``, ``got``)."""
-    data = err.get("data") or {}
-    code = str(data.get("code", ""))
+
+def error_from_rpc(err: Any) -> ProtocolError:
+    """Rebuild the typed error a node returned (its ``data`` holds ``code``, ``disposition``, ``message``,
+    ``expected``, ``got``). Whatever the shape, the result is a :class:`ProtocolError`."""
+    err = err if isinstance(err, dict) else {"message": str(err)}
+    data = err.get("data")
+    data = data if isinstance(data, dict) else {}
+    code = str(data.get("code", "") or "")
     message = str(data.get("message", err.get("message", "rpc error")))
     cls = _CODES.get(code)
     kw = {"expected": data.get("expected"), "got": data.get("got")}
     if cls is None:
-        return RemoteError(code or str(err.get("code")), message, **kw)
+        disp = data.get("disposition")
+        return RemoteError(code or str(err.get("code", "remote")), message,
+                           remote_disposition=disp if isinstance(disp, str) else None, **kw)
     return cls(message, **kw)
 
 

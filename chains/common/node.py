@@ -36,7 +36,7 @@ from aiohttp import web
 
 from chains.common.state import ChainState
 from chains.common.tx import App, BlockContext, Tx, account_path
-from protocol.errors import CodecError, ParkRelayError, ProtocolError
+from protocol.errors import CodecError, MempoolFullError, ParkRelayError, ProtocolError
 
 log = logging.getLogger("parkrelay.node")
 
@@ -263,6 +263,7 @@ class ParkNode:
 
     def _set_head(self, entry: BlockEntry) -> None:
         old = self.head
+        abandoned = self._abandoned_branch(old, entry)
         # rewrite the canonical index from the new head down to the fork point
         h: bytes | None = entry.hash
         while h is not None:
@@ -277,6 +278,14 @@ class ParkNode:
             self.log.info("reorg: head %d/%s -> %d/%s", old.header.height, old.hash.hex()[:12],
                           entry.header.height, entry.hash.hex()[:12])
         self.head = entry
+        # a reorg returns the abandoned blocks' transactions to the mempool: a user's transfer that a fork
+        # dropped is included again on the new branch (those the new branch already holds, or that can no
+        # longer run, fall to the nonce check below)
+        for tx in abandoned:
+            if len(self.mempool) < MEMPOOL_LIMIT:
+                self.mempool.setdefault(tx.hash(), tx)
+        if abandoned:
+            self.log.info("reorg: %d transactions of the abandoned branch back in the mempool", len(abandoned))
         included = {t.hash() for t in entry.txs}
         for th in included:
             self.mempool.pop(th, None)
@@ -287,6 +296,24 @@ class ParkNode:
                 fut.set_result(None)
         self._head_waiters.clear()
         self._notify_ws({"type": "new_head", "height": entry.header.height, "hash": entry.hash.hex()})
+
+    def _abandoned_branch(self, old: BlockEntry, new: BlockEntry) -> list[Tx]:
+        """Transactions in the blocks of ``old``'s branch above its common ancestor with ``new`` that ``new``'s
+        branch does not hold (oldest first): what a switch of head from ``old`` to ``new`` drops."""
+        if new.header.parent_hash == old.hash or new.hash == old.hash:
+            return []
+        a: BlockEntry | None = old
+        b: BlockEntry | None = new
+        dropped: list[BlockEntry] = []
+        kept: set[bytes] = set()
+        while a is not None and b is not None and a.hash != b.hash:
+            if a.header.height >= b.header.height:
+                dropped.append(a)
+                a = self.blocks.get(a.header.parent_hash) if a.header.height > 0 else None
+            else:
+                kept.update(t.hash() for t in b.txs)
+                b = self.blocks.get(b.header.parent_hash) if b.header.height > 0 else None
+        return [t for e in reversed(dropped) for t in e.txs if t.hash() not in kept]
 
     def _prune_mempool(self) -> None:
         """Keep, per sender, only the run of nonces that follows the account's: a used nonce, or one behind a
@@ -829,12 +856,6 @@ class NotFoundError(ProtocolError):
     """Asked for something the node does not have."""
 
     code = "rpc.not_found"
-
-
-class MempoolFullError(ProtocolError):
-    """The mempool is at its limit; try again later."""
-
-    code = "mempool.full"
 
 
 class RpcError(Exception):

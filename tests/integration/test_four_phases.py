@@ -624,13 +624,15 @@ async def _relay_quorum_attests_a_lie(live: Net, links: Relayer, frozen: Any) ->
     rc, eth = links.relay.client, links.parks[ETH].source
     assert rc is not None
     depth = int(live.cfg.chain(ETH).params["confirmation_depth"])
-    lie_at = await eth.latest_height() + 12
     lie = hashlib.sha256(b"a block Ethereum never had").digest()
-    for v in live.cfg.relay_validators[:3]:
+
+    async def lie_at_height(v: str, lie_at: int) -> bool:
+        """Validator ``v`` attests the lie at ``lie_at``; False if its own attestor attested that height first
+        (the race this scenario must not lose by chance: the caller then lies further ahead)."""
         signer = ed25519_signer(relay_key_paths(live.cfg, v)[0])
         sent: list[str] = []
 
-        async def landed(sent: list[str] = sent) -> bool:
+        async def landed() -> bool:
             results = [await rc.call("getTxResult", {"hash": h}) for h in sent]
             return any(r is not None and r["ok"] for r in results)
 
@@ -645,13 +647,25 @@ async def _relay_quorum_attests_a_lie(live: Net, links: Relayer, frozen: Any) ->
                 sent.append((await rc.call("submitTx", {"tx": tx.to_json()}))["hash"])
             except NonceError:
                 continue
+            except ReplayError:
+                return False  # its attestor got to this height first
             try:
                 await wait_for(f"{v}'s attestation in a block", landed, 3)
-                break
+                return True
             except AssertionError:
-                continue
-        else:
-            raise AssertionError(f"{v}'s attestation never got into a block")
+                if await rc.call("getTxResult", {"hash": sent[-1]}) is None:
+                    continue
+                return False  # in a block but refused: the honest attestation got there first
+        raise AssertionError(f"{v}'s attestation never got into a block")
+
+    for attempt in range(5):
+        # far enough ahead that the honest attestors (at confirmation depth behind the head) cannot get there
+        # while the three lies are being sent; further ahead on each new attempt
+        lie_at = await eth.latest_height() + 12 + 12 * attempt
+        if all([await lie_at_height(v, lie_at) for v in live.cfg.relay_validators[:3]]):
+            break
+    else:
+        raise AssertionError("the honest attestors reached the lie's height first on every attempt")
 
     async def revealed() -> bool:
         """Feed the header above the lie until the honest quorum there makes it final (and the client freezes)."""

@@ -172,3 +172,31 @@ async def test_websocket_pushes_new_heads_and_errors_are_classified(tmp_path: Pa
         with pytest.raises(TransportError) as info:
             await client.call("status")
     assert info.value.retryable and info.value.side == "test-chain"
+
+
+async def test_a_reorg_returns_the_abandoned_transactions_to_the_mempool(tmp_path: Path) -> None:
+    """A transfer included on a branch that a heavier fork replaces is included again on the new branch (the
+    product bug behind a `transfer` that printed a packet key which then never existed)."""
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    node = _node(tmp_path, alice)
+    try:
+        tx = _signed(alice, 0, {"to": "bob", "denom": "kWh", "amount_wh": 300})
+        node.mempool[tx.hash()] = tx
+        genesis = node.head
+        a1 = _produce(node)
+        assert [t.hash() for t in a1.txs] == [tx.hash()] and not node.mempool
+
+        def on(parent: BlockEntry, ts: int) -> BlockEntry:
+            return node.build_block(lambda txr, sr: _Header(parent.header.height + 1, parent.hash, ts, txr, sr), ts,
+                                    "n2", parent=parent)
+
+        b1 = on(genesis, 1500)  # equal weight: the head may or may not switch here (ties go by hash)
+        b2 = on(b1, 2500)
+        assert node.head.hash == b2.hash and a1.hash not in node.by_height.values()
+        _produce(node)
+        canonical = [t.hash() for h in range(1, node.head.header.height + 1) for t in node.canonical(h).txs]  # type: ignore[union-attr]
+        assert canonical == [tx.hash()], "the abandoned branch's transfer is included again, once"
+        assert node.head.state is not None and node.head.state.balance("bob", "kWh") == 300
+        assert not node.mempool
+    finally:
+        node.db.close()
