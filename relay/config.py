@@ -81,6 +81,10 @@ class DeploymentConfig:
     """On chains where a redundant relay reaches a block and pays for it (Ethereum), one relayer of
     ``relayers`` has the turn for each packet action; the others take over only after this many seconds
     (the n-th in line after n times it)."""
+    relayer_heartbeat_s: float | None = 5.0
+    """Each relayer refreshes the relay's light client of every park at least this often, lanes idle or not,
+    so a client is never stale when a packet comes (a stale probabilistic-finality client waits out its
+    finality window, SPEC §8). ``0`` in the file: only when a packet needs it (None here)."""
 
     def relay_port(self, validator: str) -> int:
         assert self.relay_base_port is not None
@@ -215,5 +219,11 @@ def load_config(path: str | Path) -> DeploymentConfig:
     takeover = relayer_section.get("takeover_after_s", 4.0)
     if isinstance(takeover, bool) or not isinstance(takeover, int | float) or not 0 <= takeover <= 600:
         raise ConfigError(f"relayers.takeover_after_s must be a number of seconds in [0, 600], got {takeover!r}")
+    heartbeat = relayer_section.get("heartbeat_s", 5.0)
+    if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or not 0 <= heartbeat <= 3600:
+        raise ConfigError(f"relayers.heartbeat_s must be a number of seconds in [0, 3600], got {heartbeat!r}")
+    unknown = sorted(set(relayer_section) - {"names", "takeover_after_s", "heartbeat_s"})
+    if unknown:
+        raise ConfigError(f"{p}: [relayers] has unknown keys {unknown}; known: names, takeover_after_s, heartbeat_s")
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
-                            relay_base_port, block_ms, relayers, float(takeover))
+                            relay_base_port, block_ms, relayers, float(takeover), float(heartbeat) or None)

@@ -181,6 +181,7 @@ class RelayRules(ChainRules):
         node.method("getCertificate", self._rpc_get_certificate(node))
         node.method("getValidators", self._rpc_get_validators(node))
         node.method("getClientStatus", self._rpc_get_client_status(node))
+        node.method("getClientHolds", self._rpc_get_client_holds(node))
 
     def _rpc_get_commit(self, node: ParkNode) -> Any:
         async def handler(p: dict[str, Any]) -> Any:
@@ -210,6 +211,22 @@ class RelayRules(ChainRules):
                 raise CodecError("chain_id must be a string", got=chain)
             assert node.head.state is not None
             return self.sm.client_status(node.head.state, chain, _now_ms())
+        return handler
+
+    def _rpc_get_client_holds(self, node: ParkNode) -> Any:
+        async def handler(p: dict[str, Any]) -> Any:
+            chain = p.get("chain_id")
+            headers = p.get("headers")
+            if not isinstance(chain, str):
+                raise CodecError("chain_id must be a string", got=chain)
+            if not isinstance(headers, list) or not all(isinstance(h, str) for h in headers):
+                raise CodecError("headers must be a list of hex strings", got=type(headers).__name__)
+            try:
+                raws = [bytes.fromhex(h) for h in headers]
+            except ValueError:
+                raise CodecError("headers must be hex") from None
+            assert node.head.state is not None
+            return self.sm.client_holds(node.head.state, chain, raws)
         return handler
 
     def _rpc_get_validators(self, node: ParkNode) -> Any:

@@ -4,20 +4,33 @@ An untrusted, permissionless carrier of packets through the four phases (SPEC.md
 no authority: every message it delivers is checked by a light client, a relay certificate or a proof,
 so its only duties are liveness and economy.
 
-How it works — reconcile, don't remember. Each step:
+How it works — reconcile, don't remember. The relayer runs independent tasks, each a step loop
+(:mod:`relay.task`) with explicit outcomes, so a park that is down or misbehaving stalls only its own work:
 
-1. scans the final blocks of every park for ``send_packet`` and ``write_ack`` events (from a cursor
-   kept in SQLite, so packets sent while it was down are found on start);
-2. for every packet not yet settled, reads the chains' records (verified? received? outcome
-   certified? settled?) with one batched query per chain, and submits only the next action:
-   ``packet.verify_batch`` (phase 2, up to 100 per source header), ``bridge.recv`` (phase 3),
-   ``packet.confirm_ack`` / ``packet.confirm_timeout`` (phase 4, relay half), ``bridge.settle``
-   (phase 4, source half) — each preceded by the light-client header updates its proof needs.
+* one **scanner per park** reads the park's final blocks for ``send_packet`` and ``write_ack`` events from
+  a cursor kept in SQLite (packets sent while the relayer was down are found on start). An event it cannot
+  decode is logged with its height, counted and skipped; the cursor moves on.
+* one **worker per path** (source park → target park) reads, with one batched query per chain, the records
+  of the path's packets (verified? received? outcome certified? settled?), asks the pure
+  :func:`relay.policy.next_action` what each needs, and submits only that: ``packet.verify_batch`` (phase 2,
+  up to 100 per source header), ``bridge.recv`` (phase 3), ``packet.confirm_ack`` / ``packet.confirm_timeout``
+  (phase 4, relay half), ``bridge.settle`` (phase 4, source half).
+* one **heartbeat per park** keeps the relay's light client of the park fresh while its lanes are idle
+  (``[relayers] heartbeat_s``), so a client never waits stale for the next packet (SPEC §8).
 
-Because the next action is always derived from chain state, a restarted relayer, or two relayers
-racing, never deliver a packet twice: a redundant submission is refused at admission
-(``packet.replay``), which counts as done. Other protocol rejections are logged and not retried
-until the chain moves on; I/O errors back off and reconnect only the side that failed.
+Light-client updates follow forks. Before feeding headers the relayer asks the relay chain which of the park's
+current headers its client holds (``getClientHolds``) and feeds the park's branch from the last header both
+share: after a reorg at or below the client's newest header the client is shown the new branch (it keeps a
+tree of pending headers), and the switch is logged. A fork below the client's final header is beyond what
+the client can follow: the park's branch is submitted anyway, as misbehaviour evidence that freezes the
+client, and logged as an error, never a silent stall.
+
+Because the next action is always derived from chain state, a restarted relayer, or two relayers racing,
+never deliver a packet twice: a redundant submission is refused at admission (``packet.replay``), which
+counts as done. Refusals are acted on by their disposition (:class:`protocol.errors.Disposition`), which
+survives the JSON-RPC wire: retried within a second (full mempool), after the chain moves (not final yet),
+parked and reported (invalid), or the path stopped (fatal); I/O errors back off and reconnect only the side
+that failed.
 
 Taking turns where duplicates cost. The relay chain and the Python parks refuse a duplicate at
 admission, so racing there is free. On Ethereum two relayers that estimate the same ``recvPacket`` in
@@ -36,6 +49,7 @@ import logging
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,27 +61,39 @@ from adapters.common.roles import SourceSide, TargetSide
 from adapters.common.rpc import JsonRpcClient
 from protocol.codec import decode_outcome, decode_packet
 from protocol.crypto import Ed25519Signer
-from protocol.errors import ProtocolError, TransportError
+from protocol.errors import CodecError, Disposition, ProtocolError
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import Packet, PacketOutcome
+from relay.policy import (
+    PARK_AFTER_REJECTION_S,
+    RESUBMIT_AFTER_S,
+    RETRY_SOON_S,
+    Action,
+    PacketRecords,
+    next_action,
+    retry_delay_s,
+)
 from relay.state_machine.clients import MAX_HEADERS as MAX_HEADERS_PER_UPDATE
+from relay.task import Next, Outcome, TaskHealth, run_step_loop
+
+__all__ = [
+    "MAX_HEADERS_PER_UPDATE",
+    "PARK_AFTER_REJECTION_S",
+    "RESUBMIT_AFTER_S",
+    "RETRY_SOON_S",
+    "ChainLink",
+    "Relayer",
+    "build_relayer",
+    "run_relayer",
+]
 
 log = logging.getLogger("parkrelay.relayer")
 
 VERIFY_BATCH = 100
-RESUBMIT_AFTER_S = 6.0
-PARK_AFTER_REJECTION_S = 300.0
-
-TRANSIENT_CODES = frozenset({
-    "lane.rate_limited",  # the bucket refills with relay block time
-    "funds.insufficient",  # the supply accountant waits for the acks of outbound packets
-    "tx.nonce",  # a queued transaction of this account was dropped; the nonce is re-read
-    "mempool.full",
-    "header.not_final",  # the proof's header is not final to the client yet
-    "packet.timeout",  # a timeout proof before the target's time passed the timeout
-})
-"""Refusals that the chain's progress alone can lift: resubmitted after RESUBMIT_AFTER_S. Any other
-protocol refusal is not retried: the (packet, action) is parked for PARK_AFTER_REJECTION_S and logged."""
+FORK_SEARCH = 256
+"""How far below the client's newest header the relayer looks for the last header it shares with the park."""
+PROGRESS_LOG_S = 30.0
+"""How often each path logs its progress while it has packets in flight."""
 
 
 @dataclass
@@ -95,31 +121,58 @@ class Tracked:
     commit_height: int
     ack: bytes | None = None
     done: bool = False
+    seen_s: float = field(default_factory=time.monotonic)
+    """When this relayer first saw the packet (monotonic s): the age of the oldest pending packet."""
 
     @property
     def key(self) -> str:
         p = self.packet
         return f"{p.src_chain}/{p.dst_chain}/{p.lane}/{p.sequence}"
 
+    @property
+    def lane_key(self) -> str:
+        p = self.packet
+        return f"{p.src_chain}->{p.dst_chain}/{p.lane}"
+
 
 @dataclass
 class RelayerStats:
-    """Counters exposed in logs and metrics."""
+    """Counters exposed in logs and status."""
 
     submitted: dict[str, int] = field(default_factory=dict)
     redundant: int = 0
     rejected: int = 0
     settled: int = 0
+    undecodable_events: int = 0
+    branch_switches: int = 0
+    misbehaviour_submitted: int = 0
 
     def count(self, action: str) -> None:
         self.submitted[action] = self.submitted.get(action, 0) + 1
+
+
+@dataclass
+class LaneProgress:
+    """One lane's progress as this relayer sees it: packets by the action they wait for, the oldest one's
+    age, and the last refusal or error on the lane."""
+
+    pending: dict[str, int] = field(default_factory=dict)
+    oldest_pending_s: float = 0.0
+    oldest_packet: str | None = None
+    last_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pending": dict(self.pending), "oldest_pending_s": round(self.oldest_pending_s, 1),
+                "oldest_packet": self.oldest_packet, "last_error": self.last_error}
 
 
 class Relayer:
     """Carries packets between the parks of a deployment through the relay chain."""
 
     def __init__(self, name: str, relay: ChainLink, parks: dict[str, ChainLink], db_path: Path,
-                 poll_s: float = 0.5, *, peers: tuple[str, ...] = (), takeover_after_s: float = 4.0) -> None:
+                 poll_s: float = 0.5, *, peers: tuple[str, ...] = (), takeover_after_s: float = 4.0,
+                 heartbeat_s: float | None = 5.0, timeout_unverified: bool = False,
+                 clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] | None = None) -> None:
         self.name = name
         self.relay = relay
         self.parks = parks
@@ -127,8 +180,16 @@ class Relayer:
         self.peers = tuple(sorted({*peers, name}))
         """Every relayer of the deployment (this one included): they take turns where duplicates cost."""
         self.takeover_after_s = takeover_after_s
+        self.heartbeat_s = heartbeat_s
+        """Refresh the relay's client of each park at least this often (None: only when a packet needs it)."""
+        self.timeout_unverified = timeout_unverified
+        """Time out packets the relay never verified once their timeout passed (the relay supports it)."""
+        self._clock = clock
+        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._due_since: dict[tuple[str, str], float] = {}
         self.stats = RelayerStats()
+        self.health: dict[str, TaskHealth] = {}
+        self.progress: dict[str, LaneProgress] = {}
         self.log = logging.LoggerAdapter(log, {"chain": relay.chain_id, "node": name})
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(db_path)
@@ -136,94 +197,110 @@ class Relayer:
         self.db.execute("CREATE TABLE IF NOT EXISTS cursors (chain TEXT PRIMARY KEY, height INTEGER)")
         self.db.execute("CREATE TABLE IF NOT EXISTS packets (key TEXT PRIMARY KEY, packet TEXT, commit_height "
                         "INTEGER, ack TEXT, done INTEGER)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS progress (lane TEXT PRIMARY KEY, json TEXT, updated_ms INTEGER)")
         self.db.commit()
         self.packets: dict[str, Tracked] = {}
         for key, raw, h, ack, done in self.db.execute("SELECT key, packet, commit_height, ack, done FROM packets"):
             if not done:
                 pkt_raw = bytes.fromhex(raw)
                 self.packets[key] = Tracked(decode_packet(pkt_raw), pkt_raw, h,
-                                            bytes.fromhex(ack) if ack else None)
+                                            bytes.fromhex(ack) if ack else None, seen_s=clock())
         self._inflight: dict[tuple[str, str], float] = {}
+        self._last_update: dict[str, float] = {}
+        self._update_locks: dict[str, asyncio.Lock] = {}
+        self._last_progress_log: dict[str, float] = {}
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._wakes: dict[str, list[asyncio.Event]] = {}
 
-    # -- the loop ---------------------------------------------------------------------------------
+    # -- the tasks --------------------------------------------------------------------------------
 
     def stop(self) -> None:
         self._stop.set()
 
+    def paths(self) -> list[tuple[str, str]]:
+        """Every ordered pair of parks: one worker each."""
+        return [(a, b) for a in self.parks for b in self.parks if a != b]
+
+    def _wake_on(self, *chains: str) -> asyncio.Event:
+        ev = asyncio.Event()
+        for c in chains:
+            self._wakes.setdefault(c, []).append(ev)
+        return ev
+
     async def run(self) -> None:
-        """Step on every new head of any chain (pushed over WebSocket; polling every ``poll_s`` if a socket
-        is down) until stopped. I/O errors back off (up to 10 s) and retry; protocol errors never loop."""
-        backoff = 0.5
-        self.log.info("relayer %s started: %d parks, %d packets in flight from its database", self.name,
-                      len(self.parks), len(self.packets))
+        """Run every task until stopped: the tasks step on each new head of the chains they read (pushed over
+        WebSocket; polling every ``poll_s`` where there is none)."""
+        self.log.info("relayer %s started: %d parks, %d paths, %d packets in flight from its database", self.name,
+                      len(self.parks), len(self.paths()), len(self.packets))
+        relay_id = self.relay.chain_id
+        tasks: list[tuple[str, Any, asyncio.Event | None]] = []
+        for park in self.parks.values():
+            tasks.append((f"scan/{park.chain_id}", self._scan_step_of(park), self._wake_on(park.chain_id)))
+            if self.heartbeat_s is not None:
+                tasks.append((f"heartbeat/{park.chain_id}", self._heartbeat_step_of(park), None))
+        for src, dst in self.paths():
+            tasks.append((f"path/{src}->{dst}", self._path_step_of(src, dst), self._wake_on(src, dst, relay_id)))
         async with aiohttp.ClientSession() as session:
-            watchers = [asyncio.create_task(self._watch_heads(session, link.client))
+            watchers = [asyncio.create_task(self._watch_heads(session, link))
                         for link in [self.relay, *self.parks.values()] if link.client is not None]
+            running = []
+            for name, step, wake in tasks:
+                self.health[name] = TaskHealth()
+                running.append(asyncio.create_task(run_step_loop(
+                    name, step, stop=self._stop, wake=wake, log=self.log, poll_s=self.poll_s,
+                    health=self.health[name])))
             try:
-                while not self._stop.is_set():
-                    self._wake.clear()
-                    try:
-                        await self.step()
-                        backoff = 0.5
-                        delay = self.poll_s
-                    except TransportError as exc:
-                        self.log.warning("side %s unreachable (%s); retrying in %.1fs", exc.side, exc.message,
-                                         backoff)
-                        delay, backoff = backoff, min(backoff * 2, 10.0)
-                    await self._sleep(delay)
+                await self._stop.wait()
             finally:
                 for w in watchers:
                     w.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
                 await asyncio.gather(*watchers, return_exceptions=True)
         self.db.close()
         self.log.info("relayer %s stopped: %s", self.name, self.summary())
 
-    async def _sleep(self, delay: float) -> None:
-        """Until a new head (``_wake``), a stop, or ``delay`` seconds: whichever comes first."""
-        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())]
-        try:
-            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-
-    async def _watch_heads(self, session: aiohttp.ClientSession, client: JsonRpcClient) -> None:
-        """Wake the loop on each ``new_head`` the chain pushes; reconnect after a second if it drops."""
+    async def _watch_heads(self, session: aiohttp.ClientSession, link: ChainLink) -> None:
+        """Wake the tasks that read ``link``'s chain on each ``new_head`` it pushes; reconnect after a second if
+        it drops (the tasks poll meanwhile)."""
+        assert link.client is not None
+        woken = self._wakes.get(link.chain_id, [])
+        if link.chain_id == self.relay.chain_id:
+            woken = [ev for evs in self._wakes.values() for ev in evs]
         while not self._stop.is_set():
             try:
-                async with session.ws_connect(client.url + "/ws", heartbeat=20) as ws:
+                async with session.ws_connect(link.client.url + "/ws", heartbeat=20) as ws:
                     async for msg in ws:
                         if msg.type == aiohttp.WSMsgType.TEXT and '"new_head"' in msg.data:
-                            self._wake.set()
+                            for ev in woken:
+                                ev.set()
             except (aiohttp.ClientError, OSError, TimeoutError):
-                pass  # the loop keeps polling meanwhile
+                self.log.debug("head stream of %s down; its tasks poll", link.chain_id)
             await asyncio.sleep(1.0)
 
     def summary(self) -> dict[str, Any]:
         return {"submitted": dict(self.stats.submitted), "redundant": self.stats.redundant,
-                "rejected": self.stats.rejected, "settled": self.stats.settled, "in_flight": len(self.packets)}
+                "rejected": self.stats.rejected, "settled": self.stats.settled, "in_flight": len(self.packets),
+                "undecodable_events": self.stats.undecodable_events,
+                "branch_switches": self.stats.branch_switches,
+                "lanes": {k: v.to_json() for k, v in sorted(self.progress.items())},
+                "tasks": {k: {"backoffs": h.backoffs, "bugs": h.bugs, "last_error": h.last_error,
+                              "stopped": h.stopped} for k, h in sorted(self.health.items())}}
 
     async def step(self) -> None:
-        """One reconcile pass over every park and packet."""
+        """One pass of every task, in order (tests and tools; the service runs the tasks concurrently).
+        Raises what a task raised."""
         for park in self.parks.values():
             await self._scan(park)
-        if not self.packets:
-            return
-        relay_state = await self._relay_records()
-        by_action: dict[str, list[Tracked]] = {"verify": [], "recv": [], "confirm": [], "timeout": [], "settle": []}
-        park_state = await self._park_records()
-        for t in list(self.packets.values()):
-            action = self._next_action(t, relay_state, park_state)
-            if action is not None and not self._waiting(t, action) and self._my_turn(t, action):
-                by_action[action].append(t)
-        await self._verify(by_action["verify"])
-        await self._recv(by_action["recv"])
-        await self._confirm(by_action["confirm"], by_action["timeout"])
-        await self._settle(by_action["settle"], relay_state)
+        for src, dst in self.paths():
+            await self._path_step(src, dst)
 
-    # -- discovery --------------------------------------------------------------------------------
+    # -- discovery: one scanner per park ----------------------------------------------------------
+
+    def _scan_step_of(self, park: ChainLink) -> Callable[[], Any]:
+        async def step() -> Outcome:
+            await self._scan(park)
+            return Outcome()
+        return step
 
     async def _scan(self, park: ChainLink) -> None:
         row = self.db.execute("SELECT height FROM cursors WHERE chain = ?", (park.chain_id,)).fetchone()
@@ -232,16 +309,27 @@ class Relayer:
         while start <= final:
             end = min(final, start + 999)
             for ev in await park.source.events(start, end):
-                if ev.get("type") == "send_packet":
-                    raw = bytes.fromhex(ev["packet"])
-                    pkt = decode_packet(raw)
-                    if pkt.dst_chain in self.parks:
-                        self._track(Tracked(pkt, raw, int(ev["height"])))
-                elif ev.get("type") == "write_ack":
-                    self._record_ack(ev)
+                try:
+                    self._on_event(ev)
+                except (ProtocolError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                    # one bad event must not stall the park (the cursor would never move past it)
+                    self.stats.undecodable_events += 1
+                    height = ev.get("height") if isinstance(ev, dict) else None
+                    self.log.error("%s: undecodable event at height %s skipped (%d so far): %s", park.chain_id,
+                                   height, self.stats.undecodable_events, exc)
             self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (park.chain_id, end))
             self.db.commit()
             start = end + 1
+
+    def _on_event(self, ev: Any) -> None:
+        kind = ev.get("type")
+        if kind == "send_packet":
+            raw = bytes.fromhex(ev["packet"])
+            pkt = decode_packet(raw)
+            if pkt.dst_chain in self.parks and pkt.src_chain in self.parks:
+                self._track(Tracked(pkt, raw, int(ev["height"]), seen_s=self._clock()))
+        elif kind == "write_ack":
+            self._record_ack(ev)
 
     def _track(self, t: Tracked) -> None:
         if t.key in self.packets:
@@ -258,62 +346,102 @@ class Relayer:
         key = f"{ev.get('src')}/{ev.get('dst')}/{ev.get('lane')}/{ev.get('sequence')}"
         t = self.packets.get(key)
         if t is not None and t.ack is None and ev.get("ack"):
-            t.ack = bytes.fromhex(ev["ack"])
-            self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ev["ack"], key))
+            ack = bytes.fromhex(str(ev["ack"]))
+            t.ack = ack
+            self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ack.hex(), key))
             self.db.commit()
+
+    # -- one worker per path ----------------------------------------------------------------------
+
+    def _path_step_of(self, src: str, dst: str) -> Callable[[], Any]:
+        async def step() -> Outcome:
+            await self._path_step(src, dst)
+            return Outcome()
+        return step
+
+    async def _path_step(self, src: str, dst: str) -> None:
+        items = [t for t in list(self.packets.values()) if t.packet.src_chain == src and t.packet.dst_chain == dst]
+        if not items:
+            return
+        relay_state = await self._relay_records(items)
+        park_state = await self._park_records(src, dst, items)
+        now_ms = self._wall_ms()
+        todo: dict[Action, list[Tracked]] = {a: [] for a in Action}
+        for t in items:
+            rec = self._records_of(t, relay_state, park_state)
+            action = next_action(rec, now_ms, timeout_unverified=self.timeout_unverified)
+            if action is Action.FINISH:
+                self._finish(t)
+                continue
+            todo[action].append(t)
+        self._note_progress(items, todo)
+        ready = {a: [t for t in ts if not self._waiting(t, a.value) and self._my_turn(t, a.value)]
+                 for a, ts in todo.items()}
+        await self._verify(src, ready[Action.VERIFY])
+        await self._recv(ready[Action.RECV])
+        await self._confirm(dst, ready[Action.CONFIRM], ready[Action.TIMEOUT])
+        await self._settle(ready[Action.SETTLE], relay_state)
+
+    def _note_progress(self, items: list[Tracked], todo: dict[Action, list[Tracked]]) -> None:
+        now = self._clock()
+        lanes: dict[str, LaneProgress] = {}
+        for action, ts in todo.items():
+            for t in ts:
+                lp = lanes.setdefault(t.lane_key, LaneProgress(last_error=self.progress.get(
+                    t.lane_key, LaneProgress()).last_error))
+                lp.pending[action.value] = lp.pending.get(action.value, 0) + 1
+                age = now - t.seen_s
+                if age >= lp.oldest_pending_s:
+                    lp.oldest_pending_s, lp.oldest_packet = age, t.key
+        for t in items:
+            if t.lane_key not in lanes:
+                lanes[t.lane_key] = LaneProgress(last_error=self.progress.get(t.lane_key, LaneProgress()).last_error)
+        for lane, lp in lanes.items():
+            self.progress[lane] = lp
+            self.db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?)",
+                            (lane, json.dumps(lp.to_json()), self._wall_ms()))
+            if lp.pending and now - self._last_progress_log.get(lane, -PROGRESS_LOG_S) >= PROGRESS_LOG_S:
+                self._last_progress_log[lane] = now
+                self.log.info("lane %s: pending %s; oldest %s for %.0fs; last error: %s", lane,
+                              json.dumps(lp.pending, sort_keys=True), lp.oldest_packet, lp.oldest_pending_s,
+                              lp.last_error or "-")
+        self.db.commit()
 
     # -- reading state ----------------------------------------------------------------------------
 
-    async def _relay_records(self) -> dict[str, str | None]:
+    async def _relay_records(self, items: list[Tracked]) -> dict[str, str | None]:
         keys: list[str] = []
-        for t in self.packets.values():
+        for t in items:
             p = t.packet
             keys += [verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode(),
                      outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()]
         return await self.relay.source.query_many(keys)
 
-    async def _park_records(self) -> dict[str, dict[str, str | None]]:
-        per_chain: dict[str, list[str]] = {}
-        for t in self.packets.values():
+    async def _park_records(self, src: str, dst: str, items: list[Tracked]) -> dict[str, dict[str, str | None]]:
+        src_keys = [commitment_path(t.packet.dst_chain, t.packet.lane, t.packet.sequence).decode() for t in items]
+        dst_keys: list[str] = []
+        for t in items:
             p = t.packet
-            per_chain.setdefault(p.src_chain, []).append(commitment_path(p.dst_chain, p.lane, p.sequence).decode())
-            per_chain.setdefault(p.dst_chain, []).append(receipt_path(p.src_chain, p.lane, p.sequence).decode())
-            per_chain[p.dst_chain].append(f"acks/{p.src_chain}/{p.lane}/{p.sequence}")
-        out: dict[str, dict[str, str | None]] = {}
-        for chain, keys in per_chain.items():
-            if chain in self.parks:
-                out[chain] = await self.parks[chain].source.query_many(keys)
-        return out
+            dst_keys += [receipt_path(p.src_chain, p.lane, p.sequence).decode(), _ack_key(p)]
+        return {src: await self.parks[src].source.query_many(src_keys),
+                dst: await self.parks[dst].source.query_many(dst_keys)}
 
-    def _next_action(self, t: Tracked, relay: dict[str, str | None], parks: dict[str, dict[str, str | None]]
-                     ) -> str | None:
+    def _records_of(self, t: Tracked, relay: dict[str, str | None], parks: dict[str, dict[str, str | None]]
+                    ) -> PacketRecords:
         p = t.packet
         src, dst = parks.get(p.src_chain, {}), parks.get(p.dst_chain, {})
-        ack_hex = dst.get(f"acks/{p.src_chain}/{p.lane}/{p.sequence}")
+        ack_hex = dst.get(_ack_key(p))
         if ack_hex is not None and t.ack is None:
             # from the target's state, not only from events: a restarted relayer may be past the event
             t.ack = bytes.fromhex(bytes.fromhex(ack_hex).decode())  # the bridge stores the ack as hex text
             self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (t.ack.hex(), t.key))
             self.db.commit()
-        committed = src.get(commitment_path(p.dst_chain, p.lane, p.sequence).decode())
-        outcome = relay.get(outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode())
-        if outcome is not None:
-            if committed is None:
-                self._finish(t)
-                return None
-            return "settle"
-        verified = relay.get(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode())
-        if verified is None:
-            if committed is None:  # settled without a relay record cannot happen; nothing to carry
-                self._finish(t)
-                return None
-            return "verify"
-        receipt = dst.get(receipt_path(p.src_chain, p.lane, p.sequence).decode())
-        if receipt is not None:
-            return "confirm"
-        if self._now_ms() >= p.timeout_timestamp_ms:
-            return "timeout"
-        return "recv"
+        return PacketRecords(
+            committed=src.get(commitment_path(p.dst_chain, p.lane, p.sequence).decode()) is not None,
+            verified=relay.get(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()) is not None,
+            outcome=relay.get(outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()) is not None,
+            received=dst.get(receipt_path(p.src_chain, p.lane, p.sequence).decode()) is not None,
+            timeout_ms=p.timeout_timestamp_ms)
 
     def _my_turn(self, t: Tracked, action: str) -> bool:
         """Whether this relayer acts on ``action`` of ``t`` now. Always, unless the action lands on a chain where
@@ -325,8 +453,8 @@ class Relayer:
         if link is None or not link.duplicates_reach_blocks or len(self.peers) < 2:
             return True
         rank = self.turn_order(t.key, action).index(self.name)
-        since = self._due_since.setdefault((t.key, action), time.monotonic())
-        return time.monotonic() - since >= rank * self.takeover_after_s
+        since = self._due_since.setdefault((t.key, action), self._clock())
+        return self._clock() - since >= rank * self.takeover_after_s
 
     def turn_order(self, key: str, action: str) -> list[str]:
         """The relayers in the order they take ``action`` of packet ``key`` (rendezvous hashing: the same on every
@@ -336,6 +464,8 @@ class Relayer:
     def _finish(self, t: Tracked) -> None:
         for action in ("recv", "settle"):
             self._due_since.pop((t.key, action), None)
+        for action in Action:
+            self._inflight.pop((t.key, action.value), None)
         t.done = True
         self.packets.pop(t.key, None)
         self.stats.settled += 1
@@ -345,11 +475,7 @@ class Relayer:
 
     def _waiting(self, t: Tracked, action: str) -> bool:
         until = self._inflight.get((t.key, action))
-        return until is not None and time.monotonic() < until
-
-    @staticmethod
-    def _now_ms() -> int:
-        return int(time.time() * 1000)
+        return until is not None and self._clock() < until
 
     async def close_links(self) -> None:
         """Close every chain client the links hold (each once), whatever its kind."""
@@ -369,54 +495,125 @@ class Relayer:
 
     # -- light clients on the relay chain ---------------------------------------------------------
 
+    def _heartbeat_step_of(self, park: ChainLink) -> Callable[[], Any]:
+        async def step() -> Outcome:
+            assert self.heartbeat_s is not None
+            since = self._clock() - self._last_update.get(park.chain_id, float("-inf"))
+            if since >= self.heartbeat_s:
+                await self._update_client(park)
+            return Outcome(Next.CONTINUE, delay_s=self.heartbeat_s / 2)
+        return step
+
     async def _client_status(self, chain_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._relay_rpc().call("getClientStatus", {"chain_id": chain_id})
         return result
 
     async def _update_client(self, park: ChainLink) -> dict[str, Any]:
-        """Feed the relay's client of ``park`` the headers it lacks (as many as one update takes); return its status."""
-        st = await self._client_status(park.chain_id)
-        latest = await park.source.latest_height()
-        start = int(st["latest_height"]) + 1
-        if start > latest:
+        """Feed the relay's client of ``park`` the park's current branch from the last header both share (as many
+        headers as one update takes); return the client's status as it was before."""
+        lock = self._update_locks.setdefault(park.chain_id, asyncio.Lock())
+        async with lock:
+            self._last_update[park.chain_id] = self._clock()
+            st = await self._client_status(park.chain_id)
+            if st.get("status") == "frozen" or self._waiting_key(f"update/{park.chain_id}"):
+                return st
+            latest = await park.source.latest_height()
+            held, final = int(st["latest_height"]), int(st["final_height"])
+            shared = await self._shared_height(park, final, min(held, latest))
+            if shared is None:
+                await self._submit_deep_fork(park, final)
+                return st
+            if shared < min(held, latest):
+                self.stats.branch_switches += 1
+                self.log.info("%s: branch switch: the relay's client holds up to %d but the park's chain left its "
+                              "branch above %d; feeding the park's branch from %d", park.chain_id, held, shared,
+                              shared + 1)
+            start = shared + 1
+            if start > latest:
+                return st
+            end = min(latest, start + MAX_HEADERS_PER_UPDATE - 1)
+            headers = await park.source.headers(start, end)
+            if headers:
+                await self._submit(self.relay, "client.update",
+                                   {"chain_id": park.chain_id, "headers": [h.encode().hex() for h in headers]},
+                                   f"update/{park.chain_id}", None)
             return st
-        if self._waiting_key(f"update/{park.chain_id}"):
-            return st
-        end = min(latest, start + MAX_HEADERS_PER_UPDATE - 1)
-        headers = await park.source.headers(start, end)
-        await self._submit(self.relay, "client.update", {"chain_id": park.chain_id,
-                                                         "headers": [h.encode().hex() for h in headers]},
-                           f"update/{park.chain_id}", None)
-        return st
+
+    async def _holds(self, chain_id: str, headers: list[Any]) -> list[bool]:
+        held: list[bool] = await self._relay_rpc().call(
+            "getClientHolds", {"chain_id": chain_id, "headers": [h.encode().hex() for h in headers]})
+        if not isinstance(held, list) or len(held) != len(headers):
+            raise CodecError("getClientHolds answered the wrong shape", expected=len(headers), got=held)
+        return held
+
+    async def _shared_height(self, park: ChainLink, final: int, top: int) -> int | None:
+        """The highest height in ``final..top`` whose header on the park's current chain the client holds (the
+        client holds a header only with its ancestors, so the held ones are a prefix); None when the client does
+        not even hold the park's header at its own final height: a fork below finality."""
+        if top < final or top < 1:
+            return top  # the park's node is behind the client: nothing to feed from it
+        if top == final:
+            (h,) = await park.source.headers(top, top) or [None]
+            return top if h is None or (await self._holds(park.chain_id, [h]))[0] else None
+        (tip,) = await park.source.headers(top, top) or [None]
+        if tip is None:
+            return top
+        if (await self._holds(park.chain_id, [tip]))[0]:
+            return top  # the common case: no fork
+        lo = max(final, top - FORK_SEARCH)
+        headers = await park.source.headers(lo, top)
+        held = await self._holds(park.chain_id, headers)
+        for h, ok in zip(reversed(headers), reversed(held), strict=True):
+            if ok:
+                return int(h.height)
+        if lo > final:
+            return lo  # the fork is deeper than the search: feed from its floor; the client says what it lacks
+        return None
+
+    async def _submit_deep_fork(self, park: ChainLink, final: int) -> None:
+        """The park's chain does not contain the client's final header: a fork deeper than the client can follow.
+        Find the park's branch point among the client's fork points and submit the park's branch from there:
+        for the client that is evidence of two final chains, and it freezes (SPEC §8.4)."""
+        self.log.error("%s: the park's chain conflicts with the relay client's final header at %d: a fork deeper "
+                       "than the client's finality; submitting the park's branch as misbehaviour evidence",
+                       park.chain_id, final)
+        lo = max(1, final - FORK_SEARCH)
+        headers = await park.source.headers(lo, final)
+        held = await self._holds(park.chain_id, headers) if headers else []
+        base = next((int(h.height) for h, ok in zip(reversed(headers), reversed(held), strict=True) if ok), lo - 1)
+        branch = await park.source.headers(base + 1, base + MAX_HEADERS_PER_UPDATE)
+        if branch:
+            self.stats.misbehaviour_submitted += 1
+            await self._submit(self.relay, "client.update",
+                               {"chain_id": park.chain_id, "headers": [h.encode().hex() for h in branch]},
+                               f"update/{park.chain_id}", None)
 
     def _waiting_key(self, key: str) -> bool:
         until = self._inflight.get((key, "update"))
-        return until is not None and time.monotonic() < until
+        return until is not None and self._clock() < until
 
     # -- actions ----------------------------------------------------------------------------------
 
-    async def _verify(self, todo: list[Tracked]) -> None:
-        by_src: dict[str, list[Tracked]] = {}
-        for t in todo:
-            by_src.setdefault(t.packet.src_chain, []).append(t)
-        for src, items in by_src.items():
-            park = self.parks[src]
-            st = await self._update_client(park)
-            final = int(st["final_height"])
-            ready = [t for t in items if t.commit_height <= final]
-            for i in range(0, len(ready), VERIFY_BATCH):
-                batch = ready[i:i + VERIFY_BATCH]
-                proofs = []
-                for t in batch:
-                    p = t.packet
-                    pv = await park.source.prove(commitment_path(p.dst_chain, p.lane, p.sequence), final)
-                    if pv.value is not None:
-                        proofs.append((t, pv.proof))
-                if proofs:
-                    await self._submit(self.relay, "packet.verify_batch",
-                                       {"height": final, "items": [{"packet": t.raw.hex(), "proof": pr.hex()}
-                                                                   for t, pr in proofs]},
-                                       "verify", [t for t, _ in proofs])
+    async def _verify(self, src: str, items: list[Tracked]) -> None:
+        if not items:
+            return
+        park = self.parks[src]
+        st = await self._update_client(park)
+        final = int(st["final_height"])
+        ready = [t for t in items if t.commit_height <= final]
+        for i in range(0, len(ready), VERIFY_BATCH):
+            batch = ready[i:i + VERIFY_BATCH]
+            proofs = []
+            for t in batch:
+                p = t.packet
+                pv = await park.source.prove(commitment_path(p.dst_chain, p.lane, p.sequence), final)
+                if pv.value is not None:
+                    proofs.append((t, pv.proof))
+            if proofs:
+                await self._submit(self.relay, "packet.verify_batch",
+                                   {"height": final, "items": [{"packet": t.raw.hex(), "proof": pr.hex()}
+                                                               for t, pr in proofs]},
+                                   "verify", [t for t, _ in proofs])
 
     async def _certificate(self, key: bytes) -> dict[str, Any]:
         cert: dict[str, Any] = await self._relay_rpc().call("getCertificate", {"key": key.decode()})
@@ -429,36 +626,32 @@ class Relayer:
             await self._submit(self.parks[p.dst_chain], "bridge.recv", {"packet": t.raw.hex(), "certificate": cert},
                                "recv", [t])
 
-    async def _confirm(self, acked: list[Tracked], timed_out: list[Tracked]) -> None:
-        by_dst: dict[str, tuple[list[Tracked], list[Tracked]]] = {}
-        for t in acked:
-            by_dst.setdefault(t.packet.dst_chain, ([], []))[0].append(t)
-        for t in timed_out:
-            by_dst.setdefault(t.packet.dst_chain, ([], []))[1].append(t)
-        for dst, (acks, timeouts) in by_dst.items():
-            park = self.parks[dst]
-            st = await self._update_client(park)
-            final = int(st["final_height"])
-            for t in acks:
-                p = t.packet
-                pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
-                if pv.value is None or t.ack is None:
-                    continue  # the client's final header predates the receipt: wait for the update
-                await self._submit(self.relay, "packet.confirm_ack",
-                                   {"packet": t.raw.hex(), "ack": t.ack.hex(), "height": final,
-                                    "proof": pv.proof.hex()}, "confirm", [t])
-            if not timeouts:
-                continue
-            header_time_ms = await park.source.header_time_ms(final)
-            for t in timeouts:
-                p = t.packet
-                if header_time_ms < p.timeout_timestamp_ms:
-                    continue  # no final header past the timeout yet
-                pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
-                if pv.value is not None:
-                    continue  # it was received after all: the ack path will carry it
-                await self._submit(self.relay, "packet.confirm_timeout",
-                                   {"packet": t.raw.hex(), "height": final, "proof": pv.proof.hex()}, "timeout", [t])
+    async def _confirm(self, dst: str, acks: list[Tracked], timeouts: list[Tracked]) -> None:
+        if not acks and not timeouts:
+            return
+        park = self.parks[dst]
+        st = await self._update_client(park)
+        final = int(st["final_height"])
+        for t in acks:
+            p = t.packet
+            pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
+            if pv.value is None or t.ack is None:
+                continue  # the client's final header predates the receipt: wait for the update
+            await self._submit(self.relay, "packet.confirm_ack",
+                               {"packet": t.raw.hex(), "ack": t.ack.hex(), "height": final,
+                                "proof": pv.proof.hex()}, "confirm", [t])
+        if not timeouts:
+            return
+        header_time_ms = await park.source.header_time_ms(final)
+        for t in timeouts:
+            p = t.packet
+            if header_time_ms < p.timeout_timestamp_ms:
+                continue  # no final header past the timeout yet
+            pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
+            if pv.value is not None:
+                continue  # it was received after all: the ack path will carry it
+            await self._submit(self.relay, "packet.confirm_timeout",
+                               {"packet": t.raw.hex(), "height": final, "proof": pv.proof.hex()}, "timeout", [t])
 
     async def _settle(self, todo: list[Tracked], relay: dict[str, str | None]) -> None:
         for t in todo:
@@ -480,28 +673,39 @@ class Relayer:
 
     async def _submit(self, chain: ChainLink, op: str, args: dict[str, Any], action: str,
                       packets: list[Tracked] | None) -> None:
-        wait_s = RESUBMIT_AFTER_S
+        """Submit ``op``; act on a refusal by its disposition: done (another relayer did it), retried within a
+        second, after the chain moves, or parked and reported. I/O errors propagate to the task's loop."""
+        disposition = Disposition.DONE
         try:
             await chain.target.submit(op, args)
         except ProtocolError as exc:
-            if exc.code == "packet.replay":
+            disposition = exc.disposition
+            keys = ", ".join(t.key for t in packets or [])
+            if disposition is Disposition.DONE:
                 self.stats.redundant += 1  # another relayer did it first: done, not an error
-            elif exc.code in TRANSIENT_CODES:
-                self.stats.rejected += 1
-                self.log.info("%s on %s refused for now (%s); resubmitting later", op, chain.chain_id, exc.code)
             else:
                 self.stats.rejected += 1
-                wait_s = PARK_AFTER_REJECTION_S
-                keys = ", ".join(t.key for t in packets or [])
+                for t in packets or []:
+                    self.progress.setdefault(t.lane_key, LaneProgress()).last_error = f"{op}: {exc}"
+            if disposition in (Disposition.RETRY_SOON, Disposition.AFTER_PROGRESS):
+                self.log.info("%s on %s refused for now (%s); resubmitting in %.0fs", op, chain.chain_id, exc.code,
+                              retry_delay_s(disposition))
+            elif disposition in (Disposition.NEVER, Disposition.FATAL):
                 self.log.error("%s on %s refused: %s; not retried for %.0fs (packets: %s)", op, chain.chain_id, exc,
-                               wait_s, keys or "-")
+                               retry_delay_s(disposition), keys or "-")
         else:
             self.stats.count(action)
+        wait_s = retry_delay_s(disposition)
         if packets is None:
-            self._inflight[(action, "update")] = time.monotonic() + min(wait_s, RESUBMIT_AFTER_S / 3)
+            self._inflight[(action, "update")] = self._clock() + min(wait_s, RESUBMIT_AFTER_S / 3)
         else:
             for t in packets:
-                self._inflight[(t.key, action)] = time.monotonic() + wait_s
+                self._inflight[(t.key, action)] = self._clock() + wait_s
+
+
+def _ack_key(p: Packet) -> str:
+    """The target's state path of the packet's acknowledgement (SPEC §5)."""
+    return f"acks/{p.src_chain}/{p.lane}/{p.sequence}"
 
 
 # -- wiring from a deployment config ------------------------------------------------------------
@@ -539,7 +743,7 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
         decode = dpos_adapter.source if chain.kind == "dpos" else poc_adapter.source
         parks[chain.id] = link(chain.id, chain.kind, url, decode(JsonRpcClient(url, side=chain.id)).decode_header)
     return Relayer(name, relay, parks, cfg.data_dir / "relayers" / f"{name}.sqlite3", peers=tuple(cfg.relayers),
-                   takeover_after_s=cfg.relayer_takeover_after_s)
+                   takeover_after_s=cfg.relayer_takeover_after_s, heartbeat_s=cfg.relayer_heartbeat_s)
 
 
 def ethereum_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcClient) -> ChainLink:

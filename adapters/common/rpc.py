@@ -9,6 +9,7 @@ side reconnects.
 from __future__ import annotations
 
 import itertools
+import re
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +25,9 @@ _CODES: dict[str, type[ProtocolError]] = {
 }
 
 
+_CODE_SHAPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+
+
 class RemoteError(ProtocolError):
     """The chain refused the request with a code this client has no class for. The error keeps the remote's
     code (``code`` is the remote code, not ``"remote"``) and the disposition the remote named for it, so a
@@ -33,7 +37,8 @@ class RemoteError(ProtocolError):
 
     def __init__(self, remote_code: str, message: str, *, remote_disposition: str | None = None, **kw: Any) -> None:
         self.remote_code = remote_code
-        self.code = remote_code or "remote"  # type: ignore[misc]  # the instance carries the code it came with
+        if _CODE_SHAPE.match(remote_code):  # a parkrelay code (``mempool.full``), not a bare JSON-RPC number
+            self.code = remote_code  # type: ignore[misc]  # the instance carries the code it came with
         try:
             self._disposition = Disposition(remote_disposition) if remote_disposition else disposition_of(self.code)
         except ValueError:  # a disposition this version does not know: treat the code as invalid input

@@ -42,6 +42,7 @@ from relay.state_machine import requests as rq
 from relay.state_machine.clients import (
     ClientType,
     RelayClientRouter,
+    client_holds,
     client_status,
     process_client_create,
     process_client_update,
@@ -207,6 +208,9 @@ class RelayStateMachine:
 
     def client_status(self, state: ChainState, chain_id: str, now_ms: int) -> dict[str, Any]:
         return client_status(self.router, state, chain_id, now_ms)
+
+    def client_holds(self, state: ChainState, chain_id: str, raw_headers: list[bytes]) -> list[bool]:
+        return client_holds(self.router, state, chain_id, raw_headers)
 
     def packet_state(self, state: ChainState, raw_packet: bytes) -> str:
         return packets.packet_state(state, packets.decode_packet_ref(raw_packet)).value

@@ -63,6 +63,7 @@ __all__ = [
     "HostedClient",
     "RelayClientRouter",
     "base_state_to_json",
+    "client_holds",
     "client_status",
     "feed_headers",
     "freeze_events",
@@ -359,3 +360,17 @@ def client_status(router: RelayClientRouter, state: ChainState, chain_id: str, n
             "status": c.status(now_ms).value, "final_height": c.final_height,
             "latest_height": hosted.ctype.latest_height(c), "frozen_height": c.frozen_height}
 
+
+
+MAX_HOLDS_QUERY = 256
+"""Most headers one :func:`client_holds` query may ask about."""
+
+
+def client_holds(router: RelayClientRouter, state: ChainState, chain_id: str, raw_headers: Sequence[bytes]
+                 ) -> list[bool]:
+    """A query: for each encoded header, whether the chain's client holds it (final or pending). A relayer reads
+    it to find the last header its park's current branch shares with the client after a fork."""
+    if len(raw_headers) > MAX_HOLDS_QUERY:
+        raise CodecError("too many headers in one query", expected=f"<= {MAX_HOLDS_QUERY}", got=len(raw_headers))
+    hosted = router.load(state, chain_id)
+    return [hosted.ctype.redundant(hosted.client, hosted.ctype.decode_header(raw)) for raw in raw_headers]

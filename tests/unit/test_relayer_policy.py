@@ -1,8 +1,10 @@
-"""The relayer's reaction to each kind of refusal (an in-memory target: a unit test of the relayer).
+"""The relayer's decisions (in-memory targets and an injected clock: unit tests of the relayer).
 
-A redundant relay is done, not an error; a refusal the chain's progress can lift is resubmitted soon;
-any other protocol refusal is not retried for a long while; an I/O error propagates to the run loop,
-which backs off and reconnects that side.
+``next_action`` is table-tested from the chains' records and ``now``. A refusal is acted on by its
+disposition, which survives the JSON-RPC wire: a redundant relay is done, not an error; a full mempool is
+retried within a second; a refusal the chain's progress can lift is resubmitted after it moves; any other
+refusal is not retried for a long while; an I/O error propagates to the task's loop, which backs off and
+reconnects that side.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from adapters.common.rpc import error_from_rpc
 from protocol.errors import (
     InsufficientFundsError,
+    MempoolFullError,
     NonceError,
     ProtocolError,
     RateLimitError,
@@ -23,7 +27,29 @@ from protocol.errors import (
     TransportError,
     WrongChainError,
 )
+from relay.policy import RETRY_SOON_S, Action, PacketRecords, next_action
 from relay.relayer import PARK_AFTER_REJECTION_S, RESUBMIT_AFTER_S, ChainLink, Relayer
+
+T = 1_000_000  # a packet's timeout (ms) in the next_action table
+
+
+@pytest.mark.parametrize(("committed", "verified", "outcome", "received", "now", "unverified", "action"), [
+    (True, False, False, False, T - 1, True, Action.VERIFY),
+    (True, False, False, False, T, True, Action.TIMEOUT),  # never verified, timed out: refunded on proof
+    (True, False, False, False, T, False, Action.VERIFY),  # a relay that cannot certify that
+    (False, False, False, False, T - 1, True, Action.FINISH),
+    (True, True, False, False, T - 1, True, Action.RECV),
+    (True, True, False, False, T, True, Action.TIMEOUT),
+    (True, True, False, True, T - 1, True, Action.CONFIRM),
+    (True, True, False, True, T + 1, True, Action.CONFIRM),  # received before the timeout: the ack decides
+    (True, True, True, True, T - 1, True, Action.SETTLE),
+    (True, False, True, False, T + 1, True, Action.SETTLE),  # a certified timeout of a never-verified packet
+    (False, True, True, True, T - 1, True, Action.FINISH),  # settled on the source
+])
+def test_next_action_from_records_and_now(committed: bool, verified: bool, outcome: bool, received: bool, now: int,
+                                          unverified: bool, action: Action) -> None:
+    rec = PacketRecords(committed=committed, verified=verified, outcome=outcome, received=received, timeout_ms=T)
+    assert next_action(rec, now, timeout_unverified=unverified) is action
 
 
 class _Target:
@@ -38,11 +64,6 @@ class _Target:
         return "ab" * 32
 
 
-class _Tracked:
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
 def _relayer(tmp: Path, error: Exception | None) -> tuple[Relayer, ChainLink]:
     link = ChainLink("poc-park", "poc", source=None, target=_Target(error), client=None)  # type: ignore[arg-type]
     return Relayer("relayer-t", link, {}, tmp / "r.sqlite3"), link
@@ -50,10 +71,16 @@ def _relayer(tmp: Path, error: Exception | None) -> tuple[Relayer, ChainLink]:
 
 @pytest.mark.parametrize(("error", "wait", "redundant", "rejected", "submitted"), [
     (None, RESUBMIT_AFTER_S, 0, 0, 1),
+    (MempoolFullError("mempool full"), RETRY_SOON_S, 0, 1, 0),
+    # an error whose class this side lacks keeps the code and disposition the node sent
+    (error_from_rpc({"data": {"code": "mempool.full", "disposition": "retry_soon", "message": "full"}}),
+     RETRY_SOON_S, 0, 1, 0),
+    (error_from_rpc({"data": {"code": "park.later", "disposition": "after_progress", "message": "x"}}),
+     RESUBMIT_AFTER_S, 0, 1, 0),
     (ReplayError("already received"), RESUBMIT_AFTER_S, 1, 0, 0),
     (RateLimitError("bucket short"), RESUBMIT_AFTER_S, 0, 1, 0),
     (InsufficientFundsError("outbound acks unconfirmed"), RESUBMIT_AFTER_S, 0, 1, 0),
-    (NonceError("nonce too high"), RESUBMIT_AFTER_S, 0, 1, 0),
+    (NonceError("nonce too high"), RETRY_SOON_S, 0, 1, 0),
     (SignatureError("forged"), PARK_AFTER_REJECTION_S, 0, 1, 0),
     (WrongChainError("wrong chain"), PARK_AFTER_REJECTION_S, 0, 1, 0),
     (ProtocolError("anything else"), PARK_AFTER_REJECTION_S, 0, 1, 0),
@@ -61,9 +88,9 @@ def _relayer(tmp: Path, error: Exception | None) -> tuple[Relayer, ChainLink]:
 async def test_refusals_are_classified(tmp_path: Path, error: Exception | None, wait: float, redundant: int,
                                        rejected: int, submitted: int) -> None:
     r, link = _relayer(tmp_path, error)
-    t = _Tracked("dpos-park/poc-park/lane-0/7")
+    t = _tracked(7, dst="poc-park")
     before = time.monotonic()
-    await r._submit(link, "bridge.recv", {}, "recv", [t])  # type: ignore[list-item]
+    await r._submit(link, "bridge.recv", {}, "recv", [t])
     until = r._inflight[(t.key, "recv")]
     assert before + wait - 1 <= until - 0 <= time.monotonic() + wait
     assert r.stats.redundant == redundant and r.stats.rejected == rejected
@@ -74,7 +101,7 @@ async def test_refusals_are_classified(tmp_path: Path, error: Exception | None, 
 async def test_an_io_error_reaches_the_run_loop(tmp_path: Path) -> None:
     r, link = _relayer(tmp_path, TransportError("connection refused", retryable=True, side="poc-park"))
     with pytest.raises(TransportError):
-        await r._submit(link, "bridge.recv", {}, "recv", [_Tracked("k")])  # type: ignore[list-item]
+        await r._submit(link, "bridge.recv", {}, "recv", [_tracked(1)])
     r.db.close()
 
 
@@ -82,13 +109,13 @@ async def test_an_io_error_reaches_the_run_loop(tmp_path: Path) -> None:
 
 
 def _turns(tmp: Path, name: str, *, costly: bool, peers: tuple[str, ...] = ("relayer-a", "relayer-b", "relayer-c"),
-           takeover_after_s: float = 4.0) -> Relayer:
+           takeover_after_s: float = 4.0, clock: Any = time.monotonic) -> Relayer:
     eth = ChainLink("eth-park", "ethereum", source=None, target=_Target(None), client=None,  # type: ignore[arg-type]
                     duplicates_reach_blocks=costly)
     dpos = ChainLink("dpos-park", "dpos", source=None, target=_Target(None), client=None)  # type: ignore[arg-type]
     relay = ChainLink("relay", "relay", source=None, target=_Target(None), client=None)  # type: ignore[arg-type]
     return Relayer(name, relay, {"eth-park": eth, "dpos-park": dpos}, tmp / f"{name}.sqlite3", peers=peers,
-                   takeover_after_s=takeover_after_s)
+                   takeover_after_s=takeover_after_s, clock=clock)
 
 
 def _tracked(seq: int, src: str = "dpos-park", dst: str = "eth-park") -> Any:
@@ -113,13 +140,9 @@ def test_relayers_agree_on_one_turn_order_per_action(tmp_path: Path) -> None:
         r.db.close()
 
 
-def test_only_the_relayer_whose_turn_it_is_acts_then_the_next_takes_over(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import relay.relayer as relayer_mod
-
+def test_only_the_relayer_whose_turn_it_is_acts_then_the_next_takes_over(tmp_path: Path) -> None:
     now = [1000.0]
-    monkeypatch.setattr(relayer_mod.time, "monotonic", lambda: now[0])
-    rs = {n: _turns(tmp_path, n, costly=True) for n in ("relayer-a", "relayer-b", "relayer-c")}
+    rs = {n: _turns(tmp_path, n, costly=True, clock=lambda: now[0]) for n in ("relayer-a", "relayer-b", "relayer-c")}
     t = _tracked(5)
     first, second, _third = rs["relayer-a"].turn_order(t.key, "recv")
     assert [n for n, r in rs.items() if r._my_turn(t, "recv")] == [first]

@@ -14,7 +14,8 @@ from protocol.types import ChainId, LaneId
 
 SPEC = (Path(protocol.__file__).parent / "SPEC.md").read_text(encoding="utf-8")
 
-ERROR_CLASSES = [getattr(errors, name) for name in errors.__all__]
+ERROR_CLASSES = [c for name in errors.__all__ if isinstance(c := getattr(errors, name), type)
+                 and issubclass(c, ParkRelayError)]
 
 
 def test_codes_are_unique_and_in_the_two_trees() -> None:
@@ -35,12 +36,20 @@ def test_spec_error_table_lists_every_raised_error() -> None:
 def test_error_payload() -> None:
     e = CodecError("bad field", expected=b"\x01", got=3)
     assert str(e) == "[codec.invalid] bad field (expected b'\\x01', got 3)"
-    assert e.to_dict() == {"code": "codec.invalid", "message": "bad field", "expected": "01", "got": 3}
-    assert CodecError("plain").to_dict() == {"code": "codec.invalid", "message": "plain"}
+    assert e.to_dict() == {"code": "codec.invalid", "disposition": "never", "message": "bad field", "expected": "01",
+                           "got": 3}
+    assert CodecError("plain").to_dict() == {"code": "codec.invalid", "disposition": "never", "message": "plain"}
     t = TransportError("connection reset", retryable=True, side="target")
     assert t.retryable and t.side == "target" and t.code == "transport"
     assert str(t) == "[transport] target: connection reset"
     assert not isinstance(t, ProtocolError)
+
+
+def test_spec_disposition_table_matches_the_registry() -> None:
+    section = SPEC.split("### §9.1", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_]+)` \| [^|]+ \| ([^|]*) \|$", section, re.MULTILINE)
+    in_spec = {code: disp for disp, codes in rows for code in re.findall(r"`([a-z_.]+)`", codes)}
+    assert in_spec == {code: d.value for code, d in errors.DISPOSITIONS.items()}
 
 
 def test_rate_limit_is_a_lane_error() -> None:

@@ -1,0 +1,95 @@
+"""The relayer's decisions, apart from I/O (SPEC.md §6.7): pure functions of what the chains record and ``now``.
+
+:func:`next_action` says what a packet needs next from the records the relayer read on the source, the relay
+chain and the target; :func:`retry_delay_s` says when to offer a refused submission again, from the refusal's
+:class:`~protocol.errors.Disposition`. Both are table-tested with an injected clock
+(``tests/unit/test_relayer_policy.py``); the relayer's loop only reads records, calls these, and submits.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from protocol.errors import Disposition
+
+__all__ = [
+    "PARK_AFTER_REJECTION_S",
+    "RESUBMIT_AFTER_S",
+    "RETRY_SOON_S",
+    "Action",
+    "PacketRecords",
+    "next_action",
+    "retry_delay_s",
+]
+
+RETRY_SOON_S = 1.0
+"""Wait before offering again what a node refused for a passing reason (full mempool, nonce race)."""
+RESUBMIT_AFTER_S = 6.0
+"""Wait before offering again what only the chain's progress can lift (not final yet, bucket refilling)."""
+PARK_AFTER_REJECTION_S = 300.0
+"""Wait before offering again what was refused as invalid: a later relay may see other chain state."""
+
+
+class Action(enum.Enum):
+    """What a packet needs next."""
+
+    VERIFY = "verify"
+    """Phase 2: prove the commitment to the relay chain."""
+    RECV = "recv"
+    """Phase 3: deliver the packet with its relay certificate to the target."""
+    CONFIRM = "confirm"
+    """Phase 4, relay half: prove the target's receipt and acknowledgement to the relay chain."""
+    TIMEOUT = "timeout"
+    """Phase 4, relay half: prove the target holds no receipt at a final height past the timeout."""
+    SETTLE = "settle"
+    """Phase 4, source half: deliver the relay's certified outcome to the source."""
+    FINISH = "finish"
+    """Nothing is left to carry: forget the packet."""
+
+
+@dataclass(frozen=True, slots=True)
+class PacketRecords:
+    """What the chains record of one packet, as the relayer last read them."""
+
+    committed: bool
+    """The source still holds the packet's commitment (it is removed when the source settles)."""
+    verified: bool
+    """The relay chain recorded the packet VERIFIED (phase 2)."""
+    outcome: bool
+    """The relay chain recorded an outcome, ACKED or TIMED_OUT (phase 4, relay half)."""
+    received: bool
+    """The target holds the packet's receipt (phase 3)."""
+    timeout_ms: int
+    """The packet's timeout (Unix ms)."""
+
+
+def next_action(rec: PacketRecords, now_ms: int, *, timeout_unverified: bool = True) -> Action:
+    """The next action for a packet with records ``rec`` at wall time ``now_ms``.
+
+    With ``timeout_unverified`` a packet the relay never verified is timed out once its timeout passed (the
+    relay certifies it on proof of the commitment and of non-receipt, SPEC §6.5), so its escrow never stays
+    locked; without it such a packet is still offered for verification (a relay chain that cannot certify an
+    unverified timeout)."""
+    if rec.outcome:
+        return Action.SETTLE if rec.committed else Action.FINISH
+    if not rec.verified:
+        if not rec.committed:
+            return Action.FINISH  # no commitment and no relay record: nothing was ever in flight
+        if timeout_unverified and now_ms >= rec.timeout_ms:
+            return Action.TIMEOUT
+        return Action.VERIFY
+    if rec.received:
+        return Action.CONFIRM
+    if now_ms >= rec.timeout_ms:
+        return Action.TIMEOUT
+    return Action.RECV
+
+
+def retry_delay_s(disposition: Disposition) -> float:
+    """How long to wait before offering again a submission refused with ``disposition`` (or accepted: DONE)."""
+    if disposition is Disposition.RETRY_SOON:
+        return RETRY_SOON_S
+    if disposition in (Disposition.AFTER_PROGRESS, Disposition.DONE):
+        return RESUBMIT_AFTER_S
+    return PARK_AFTER_REJECTION_S

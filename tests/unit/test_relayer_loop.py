@@ -1,0 +1,242 @@
+"""The relayer's tasks on in-memory chains: fault isolation, undecodable events, fork-aware client updates.
+
+The chains here are fakes of the source/target roles and of the relay chain's RPC (the relayer is the code
+under test); the same behaviour on real processes is in ``tests/integration``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol.codec import encode_packet
+from protocol.errors import TransportError
+from protocol.types import Packet, PacketKind
+from relay.relayer import ChainLink, Relayer
+
+
+@dataclass(frozen=True)
+class _Header:
+    height: int
+    branch: str
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(f"{self.height}/{self.branch}".encode()).digest()
+
+    def encode(self) -> bytes:
+        return f"{self.height}/{self.branch}".encode()
+
+
+class _Park:
+    """Source and target of a park: a canonical chain of headers (``branch`` per height) and events."""
+
+    def __init__(self, chain_id: str, height: int = 10, final: int = 8) -> None:
+        self.chain_id = chain_id
+        self.branch = {h: "main" for h in range(1, height + 1)}
+        self.final = final
+        self.events_at: dict[int, list[Any]] = {}
+        self.down = False
+        self.submitted: list[tuple[str, dict[str, Any]]] = []
+
+    def _io(self) -> None:
+        if self.down:
+            raise TransportError("connection refused", retryable=True, side=self.chain_id)
+
+    async def latest_height(self) -> int:
+        self._io()
+        return max(self.branch)
+
+    async def final_height(self) -> int:
+        self._io()
+        return self.final
+
+    async def headers(self, start: int, end: int) -> list[Any]:
+        self._io()
+        return [_Header(h, self.branch[h]) for h in range(max(1, start), min(end, max(self.branch)) + 1)]
+
+    async def events(self, start: int, end: int, kind: str | None = None) -> list[Any]:
+        self._io()
+        return [ev for h in range(start, end + 1) for ev in self.events_at.get(h, [])]
+
+    async def query_many(self, keys: list[str]) -> dict[str, str | None]:
+        self._io()
+        return {k: ("01" if k.startswith("commitments/") else None) for k in keys}
+
+    async def prove(self, key: bytes, height: int) -> Any:
+        from adapters.common.roles import ProvenValue
+
+        self._io()
+        return ProvenValue(height, key, b"01", b"proof", bytes(32))
+
+    async def header_time_ms(self, height: int) -> int:
+        return 0
+
+    async def submit(self, op: str, args: dict[str, Any]) -> str:
+        self._io()
+        self.submitted.append((op, args))
+        return "00" * 32
+
+
+class _Relay:
+    """The relay chain's RPC and roles: one client per park holding a set of header encodings."""
+
+    url = "http://127.0.0.1:9"
+
+    def __init__(self) -> None:
+        self.status: dict[str, dict[str, Any]] = {}
+        self.held: dict[str, set[bytes]] = {}
+        self.submitted: list[tuple[str, dict[str, Any]]] = []
+        self.got_submission = asyncio.Event()
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        p = params or {}
+        if method == "getClientStatus":
+            return self.status[p["chain_id"]]
+        if method == "getClientHolds":
+            return [bytes.fromhex(h) in self.held[p["chain_id"]] for h in p["headers"]]
+        raise AssertionError(f"unexpected call {method}")
+
+    async def query_many(self, keys: list[str]) -> dict[str, str | None]:
+        return {k: None for k in keys}
+
+    async def submit(self, op: str, args: dict[str, Any]) -> str:
+        self.submitted.append((op, args))
+        self.got_submission.set()
+        return "00" * 32
+
+
+def _relayer(tmp: Path, relay: _Relay, parks: dict[str, _Park], **kw: Any) -> Relayer:
+    link = ChainLink("relay", "relay", relay, relay, relay)  # type: ignore[arg-type]
+    links = {c: ChainLink(c, "dpos", p, p, None) for c, p in parks.items()}  # type: ignore[arg-type]
+    return Relayer("relayer-t", link, links, tmp / "r.sqlite3", poll_s=0.05, **kw)
+
+
+def _send_event(src: str, dst: str, seq: int, height: int) -> dict[str, Any]:
+    pkt = Packet(src_chain=src, dst_chain=dst, lane="lane-0", sequence=seq, kind=PacketKind.ENERGY, payload=b"x",
+                 sender="alice", receiver="bob", timeout_timestamp_ms=10**13)
+    return {"type": "send_packet", "packet": encode_packet(pkt).hex(), "height": height}
+
+
+def _client(relay: _Relay, park: _Park, latest: int, final: int, branch: dict[int, str] | None = None) -> None:
+    relay.status[park.chain_id] = {"status": "active", "latest_height": latest, "final_height": final}
+    relay.held[park.chain_id] = {_Header(h, (branch or park.branch).get(h, "main")).encode()
+                                 for h in range(1, latest + 1)}
+
+
+async def test_one_park_down_stalls_only_its_own_paths(tmp_path: Path) -> None:
+    relay = _Relay()
+    a, b, c = _Park("park-a"), _Park("park-b"), _Park("park-c")
+    c.down = True
+    a.events_at[3] = [_send_event("park-a", "park-b", 1, 3), _send_event("park-a", "park-c", 1, 3)]
+    for p in (a, b):
+        _client(relay, p, latest=10, final=8)
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b, "park-c": c}, heartbeat_s=None)
+
+    def settled() -> bool:
+        c_scan, c_path = r.health.get("scan/park-c"), r.health.get("path/park-a->park-c")
+        return (any(op == "packet.verify_batch" for op, _ in relay.submitted) and c_scan is not None
+                and c_scan.backoffs >= 2 and c_path is not None and c_path.backoffs >= 1)
+
+    async def tracked_and_backed_off() -> None:
+        while not settled():  # noqa: ASYNC110  (polling the fakes' counters; there is no event to await)
+            await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(r.run())
+    try:
+        await asyncio.wait_for(tracked_and_backed_off(), 10)
+    finally:
+        r.stop()
+        await asyncio.wait_for(task, 10)
+    assert "unreachable" in (r.health["scan/park-c"].last_error or "")
+    assert r.health["scan/park-a"].backoffs == 0 and r.health["path/park-a->park-b"].backoffs == 0
+    # the path a->b went on to phase 2 (a verify batch for its packet only) while the paths through c wait
+    verifies = [args for op, args in relay.submitted if op == "packet.verify_batch"]
+    assert verifies and all(len(v["items"]) == 1 for v in verifies)
+    assert "park-b" in bytes.fromhex(verifies[0]["items"][0]["packet"]).decode("latin-1")
+    assert "unreachable" in (r.health["path/park-a->park-c"].last_error or "")
+
+
+async def test_an_undecodable_event_is_skipped_counted_and_the_cursor_moves_on(tmp_path: Path,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
+    relay = _Relay()
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[2] = [{"type": "send_packet", "packet": "zz-not-hex", "height": 2},
+                      {"type": "send_packet", "packet": "00" * 40, "height": 2},  # hex, not a packet
+                      "not even an object"]
+    a.events_at[4] = [_send_event("park-a", "park-b", 1, 4)]
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    with caplog.at_level(logging.ERROR, logger="parkrelay.relayer"):
+        await r._scan(r.parks["park-a"])
+    assert r.stats.undecodable_events == 3
+    assert "park-a/park-b/lane-0/1" in r.packets  # the good event after them is not lost
+    assert r.db.execute("SELECT height FROM cursors WHERE chain = 'park-a'").fetchone() == (8,)
+    assert "undecodable event at height 2 skipped" in caplog.text
+    r.db.close()
+
+
+async def test_after_a_reorg_the_client_is_fed_the_parks_new_branch_from_the_shared_header(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    relay = _Relay()
+    park = _Park("poc-park", height=7, final=3)
+    # the client was fed 1..6 of the old branch; the park then reorganised from height 5 on
+    _client(relay, park, latest=6, final=3, branch={5: "old", 6: "old"})
+    park.branch.update({5: "new", 6: "new", 7: "new"})
+    r = _relayer(tmp_path, relay, {"poc-park": park}, heartbeat_s=None)
+    with caplog.at_level(logging.INFO, logger="parkrelay.relayer"):
+        await r._update_client(r.parks["poc-park"])
+    ((op, args),) = relay.submitted
+    assert op == "client.update"
+    assert [bytes.fromhex(h) for h in args["headers"]] == [b"5/new", b"6/new", b"7/new"]
+    assert r.stats.branch_switches == 1 and "branch switch" in caplog.text
+    r.db.close()
+
+
+async def test_without_a_fork_the_client_is_fed_from_its_newest_header(tmp_path: Path) -> None:
+    relay = _Relay()
+    park = _Park("poc-park", height=9, final=6)
+    _client(relay, park, latest=7, final=5)
+    r = _relayer(tmp_path, relay, {"poc-park": park}, heartbeat_s=None)
+    await r._update_client(r.parks["poc-park"])
+    ((_, args),) = relay.submitted
+    assert [bytes.fromhex(h) for h in args["headers"]] == [b"8/main", b"9/main"]
+    assert r.stats.branch_switches == 0
+    r.db.close()
+
+
+async def test_a_fork_below_the_clients_finality_is_submitted_as_evidence_not_a_stall(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    relay = _Relay()
+    park = _Park("poc-park", height=8, final=6)
+    # the client finalised 1..5 of a branch the park no longer has above 3
+    _client(relay, park, latest=5, final=5, branch={4: "old", 5: "old"})
+    r = _relayer(tmp_path, relay, {"poc-park": park}, heartbeat_s=None)
+    with caplog.at_level(logging.ERROR, logger="parkrelay.relayer"):
+        await r._update_client(r.parks["poc-park"])
+    ((op, args),) = relay.submitted
+    assert op == "client.update"
+    assert bytes.fromhex(args["headers"][0]) == b"4/main"  # the park's branch from the last shared header
+    assert r.stats.misbehaviour_submitted == 1 and "misbehaviour evidence" in caplog.text
+    r.db.close()
+
+
+async def test_an_idle_client_gets_a_heartbeat_update(tmp_path: Path) -> None:
+    relay = _Relay()
+    park = _Park("poc-park", height=12, final=9)
+    _client(relay, park, latest=10, final=7)
+    r = _relayer(tmp_path, relay, {"poc-park": park}, heartbeat_s=0.1)
+
+    task = asyncio.create_task(r.run())
+    try:
+        await asyncio.wait_for(relay.got_submission.wait(), 10)
+    finally:
+        r.stop()
+        await asyncio.wait_for(task, 10)
+    op, args = relay.submitted[0]
+    assert op == "client.update" and bytes.fromhex(args["headers"][0]) == b"11/main"
