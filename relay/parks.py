@@ -17,7 +17,8 @@ from typing import Any
 
 from chains.common.tx import Tx
 from protocol.codec import decode_ack
-from protocol.types import Acknowledgement
+from protocol.paths import ack_path
+from protocol.types import Acknowledgement, ChainId, LaneId
 from relay.config import ChainConfig, DeploymentConfig
 
 __all__ = ["EthPark", "ParkView", "PyPark", "park_view", "rpc"]
@@ -91,7 +92,7 @@ class PyPark(ParkView):
         return None if v is None else bytes.fromhex(v)
 
     def ack(self, src: str, lane: str, sequence: int) -> Acknowledgement | None:
-        raw = self.query(f"acks/{src}/{lane}/{sequence}")
+        raw = self.query(ack_path(ChainId(src), LaneId(lane), sequence).decode())
         return None if raw is None else decode_ack(bytes.fromhex(raw.decode()))  # stored as hex text
 
     def sent(self) -> list[tuple[bytes, int]]:
