@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any
 
 from chains.common.tx import Tx
+from chains.registry import UnknownChainKindError
 from protocol.codec import decode_ack
 from protocol.paths import ack_path
 from protocol.types import Acknowledgement, ChainId, LaneId
@@ -265,7 +266,16 @@ class EthPark(ParkView):
         return {"packet": sent.raw, "height": sent.height, "tx": sent.tx_hash}
 
 
+_VIEWS: dict[str, type[ParkView]] = {"dpos": PyPark, "poc": PyPark, "ethereum": EthPark}
+"""The operator tools' view of each park chain kind: parkrelay's park JSON-RPC (PyPark) or Ethereum's (EthPark).
+A unit test checks every kind of :data:`chains.registry.KINDS` has one."""
+
+
 def park_view(cfg: DeploymentConfig, chain_id: str) -> ParkView:
     chain = cfg.chain(chain_id)
-    return EthPark(cfg, chain) if chain.kind == "ethereum" else PyPark(cfg, chain)
+    try:
+        view = _VIEWS[chain.kind]
+    except KeyError as exc:
+        raise UnknownChainKindError(chain.kind) from exc
+    return view(cfg, chain)
 
