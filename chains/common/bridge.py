@@ -1,4 +1,4 @@
-"""The bridge module of the Python park chains (DESIGN §2 and §4; SPEC.md §2.3, §6.3, §6.5, §6.6, §7.5).
+"""The bridge module of the Python park chains (docs/architecture.md §2 and §4; SPEC.md §2.3, §6.3, §6.5, §6.6, §7.5).
 
 The DPoS and the PoC parks share it. It runs the park's half of the four phases: phase 1 (COMMIT) when
 one of its accounts sends a packet, phase 3 (EXECUTE) when a relayer brings a packet from another park
