@@ -19,6 +19,14 @@ def receipt_path(src: ChainId, lane: LaneId, sequence: int) -> bytes:
     return f"receipts/{src}/{lane}/{sequence}".encode()
 
 
+def ack_path(src: ChainId, lane: LaneId, sequence: int) -> bytes:
+    """Target chain, phase 3: the ack written for a packet from ``src`` (hex of its canonical encoding).
+
+    Not committed by the receipt alone: relayers read the ack bytes here to prove them in phase 4.
+    """
+    return f"acks/{src}/{lane}/{sequence}".encode()
+
+
 def next_send_path(dst: ChainId, lane: LaneId) -> bytes:
     """Source chain: the next sequence to assign on the lane to ``dst``."""
     return f"nextSequenceSend/{dst}/{lane}".encode()

@@ -89,7 +89,7 @@ class EnergyPayload:
 
 @dataclass(frozen=True, slots=True)
 class ChargingRightPayload:
-    """A non-fungible EV charging right (DESIGN §4): a kW slot on a station behind a transformer."""
+    """A non-fungible EV charging right (docs/architecture.md §4): a kW slot on a station behind a transformer."""
 
     right_id: str
     """Id of the right at its home park."""
@@ -109,7 +109,7 @@ class ChargingRightPayload:
 
 @dataclass(frozen=True, slots=True)
 class ReputationPayload:
-    """An attestation of a subject's credit or reputation score by its home park (DESIGN §4)."""
+    """An attestation of a subject's credit or reputation score by its home park (docs/architecture.md §4)."""
 
     subject: str
     """Account or node the score is about."""

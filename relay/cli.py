@@ -19,6 +19,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
+from chains.registry import KINDS
 from relay.config import ETHEREUM_OPERATOR, ConfigError, DeploymentConfig, load_config
 from relay.keys import KeyFileError, read_secret
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     node = sub.add_parser("node", help="run one park-chain node process")
-    node.add_argument("kind", choices=["dpos", "poc", "ethereum", "relay"])
+    node.add_argument("kind", choices=[*KINDS, "relay"])
     node.add_argument("--config", required=True, help="deployment config (TOML)")
     node.add_argument("--chain", help="chain id (default: the only chain of that kind)")
     node.add_argument("--witness", help="DPoS witness name")
@@ -118,16 +119,21 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: Any) -> int:
     cfg = load_config(args.config)
     if args.cmd == "node":
-        from relay.nodes import run_node
+        from relay.nodes import kind_of, run_node
 
-        if args.kind == "ethereum":
+        if args.kind == "relay":
+            if not args.validator:
+                raise ConfigError("parkrelay node relay needs --validator NAME")
+            return asyncio.run(run_node(cfg, "relay", None, args.validator))
+        kind = kind_of(args.kind)
+        if not kind.runs_on_park_node:
+            # a kind with its own node process; Ethereum is the only one (anvil plus its deployment)
             from chains.ethereum.node import run_ethereum_node
 
             return asyncio.run(run_ethereum_node(_ethereum_settings(cfg, args.chain, args.node)))
-        flag = {"dpos": "--witness", "poc": "--farmer", "relay": "--validator"}[args.kind]
-        name = {"dpos": args.witness, "poc": args.farmer, "relay": args.validator}[args.kind]
+        name = _node_name(args, kind.node_flag)
         if not name:
-            raise ConfigError(f"parkrelay node {args.kind} needs {flag} NAME")
+            raise ConfigError(f"parkrelay node {args.kind} needs {kind.node_flag} NAME")
         return asyncio.run(run_node(cfg, args.kind, args.chain, name))
     if args.cmd == "relayer":
         from relay.relayer import run_relayer
@@ -150,6 +156,13 @@ def _dispatch(args: Any) -> int:
     if action == "status":
         return devnet.print_status(cfg, as_json=args.json)
     return devnet.demo(cfg, seconds=args.seconds, as_json=args.json)
+
+
+def _node_name(args: Any, flag: str) -> str | None:
+    """The value of the ``parkrelay node`` flag naming a node: a kind's ``node_flag`` (``--witness`` ->
+    ``args.witness``); each kind's flag is an argument of the ``node`` parser."""
+    value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+    return value if isinstance(value, str) else None
 
 
 def _ethereum_settings(cfg: DeploymentConfig, chain_id: str | None, node: str | None) -> EthNodeSettings:

@@ -11,17 +11,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CHAIN_KINDS = ("dpos", "poc", "ethereum")
+from chains.common.kind import KindParams, ParamError
+from chains.ethereum.kind import EthereumKind
+from chains.ethereum.params import EthChainParams
+from chains.registry import KINDS, chain_kind
 
-ETHEREUM_NODE = "anvil"
+CHAIN_KINDS = tuple(KINDS)
+"""Every park chain kind's name (:data:`chains.registry.KINDS`)."""
+
+ETHEREUM_NODE = EthereumKind.fixed_nodes[0]
 """The one node (process) of an ``ethereum`` chain: an anvil child of ``parkrelay node ethereum``."""
 ETHEREUM_OPERATOR = "operator"
 """The account of an ``ethereum`` chain whose key deploys and owns the park's contracts (always created)."""
-ETHEREUM_DEFAULTS: dict[str, int] = {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2}
-ETH_MIN_ATTESTED_AGE_MS = 2000
-"""An Ethereum block is attested no younger than this: two of anvil's 1 s state dumps (chains/ethereum/anvil.py)."""
-"""Defaults of an ``ethereum`` chain's keys. 31337 is anvil's own default chain id (tools treat it as local)."""
-_ETH_MAX_CHAIN_ID = 4_503_599_627_370_476  # EIP-2294: the largest chain id every client supports
+ETHEREUM_DEFAULTS: dict[str, int] = EthChainParams.defaults()
+"""Defaults of an ``ethereum`` chain's keys (:class:`chains.ethereum.params.EthChainParams`)."""
+_BASE_KEYS = ("id", "kind", "nodes", "base_port", "accounts")
+"""Keys of every ``[[chains]]`` table; the others are the kind's typed parameters (``chains/<kind>/params.py``)."""
 
 
 class ConfigError(Exception):
@@ -35,16 +40,16 @@ class ChainConfig:
     id: str
     """Chain id, unique in the deployment (``dpos-park``)."""
     kind: str
-    """``dpos``, ``poc`` or ``ethereum``."""
+    """The chain kind's name (:data:`chains.registry.KINDS`: ``dpos``, ``poc`` or ``ethereum``)."""
     nodes: tuple[str, ...]
     """Node names (witnesses or farmers); each runs as its own process. ``ethereum``: ``("anvil",)``."""
     base_port: int
     """RPC port of the first node; the n-th node listens on ``base_port + n``."""
     accounts: dict[str, int]
     """Genesis accounts and their native balances in Wh."""
-    params: dict[str, Any]
-    """Kind-specific consensus parameters (see the chain's genesis docs). ``ethereum``: ``eth_chain_id``,
-    ``block_interval_ms``, ``confirmation_depth``, all present (defaults filled in)."""
+    params: KindParams
+    """The kind's typed parameters, defaults filled in (``chains/<kind>/params.py``); they read as a mapping too
+    (``params["confirmation_depth"]``)."""
 
     def port_of(self, node: str) -> int:
         return self.base_port + self.nodes.index(node)
@@ -114,38 +119,42 @@ def _get(d: dict[str, Any], key: str, typ: type, where: str, default: Any = ...)
     return v
 
 
-def _ethereum_chain(c: dict[str, Any], cid: str, where: str, seen_ports: dict[int, str]) -> ChainConfig:
-    """A ``kind = "ethereum"`` chain: one anvil node on ``base_port``; the park's accounts are ERC-20 balances."""
-    allowed = {"id", "kind", "base_port", "accounts", *ETHEREUM_DEFAULTS}
-    unknown = sorted(set(c) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown} for an ethereum chain (one anvil node, no `nodes`); "
-                          f"allowed keys are {sorted(allowed)}")
+def _chain(c: dict[str, Any], i: int, path: Path, seen_ports: dict[int, str]) -> ChainConfig:
+    """One ``[[chains]]`` table: the base keys here, the rest by the kind's typed parameters."""
+    where = f"chains[{i}]"
+    if not isinstance(c, dict):
+        raise ConfigError(f"{where}: expected a table")
+    cid = _get(c, "id", str, where)
+    kind_name = _get(c, "kind", str, where)
+    if kind_name not in KINDS:
+        raise ConfigError(f"{path}: chain {cid!r}: {where}.kind: expected one of {CHAIN_KINDS}, got {kind_name!r}")
+    kind = chain_kind(kind_name)
+    if kind.fixed_nodes:
+        if "nodes" in c:
+            raise ConfigError(f"{where}: unknown key(s) ['nodes'] for an {kind.name} chain (its nodes are always "
+                              f"{list(kind.fixed_nodes)}, no `nodes`); allowed keys are "
+                              f"{sorted({*_BASE_KEYS, *kind.params_type.defaults()} - {'nodes'})}")
+        nodes: tuple[str, ...] = kind.fixed_nodes
+    else:
+        nodes = tuple(_get(c, "nodes", list, where))
+        if not nodes or not all(isinstance(n, str) for n in nodes) or len(set(nodes)) != len(nodes):
+            raise ConfigError(f"{where}.nodes: expected a non-empty list of distinct names")
     base_port = _get(c, "base_port", int, where)
-    if not 0 < base_port < 65536:
+    if not 0 < base_port < 65536 - len(nodes) + 1:
         raise ConfigError(f"{where}.base_port: expected a TCP port (1-65535), got {base_port}")
-    if base_port in seen_ports:
-        raise ConfigError(f"{where}: port {base_port} already used by {seen_ports[base_port]}")
-    seen_ports[base_port] = f"{cid}/{ETHEREUM_NODE}"
-    params = {k: _get(c, k, int, where, d) for k, d in ETHEREUM_DEFAULTS.items()}
-    if not 0 < params["eth_chain_id"] <= _ETH_MAX_CHAIN_ID:
-        raise ConfigError(f"{where}.eth_chain_id: expected 1..{_ETH_MAX_CHAIN_ID} (EIP-2294), "
-                          f"got {params['eth_chain_id']}")
-    interval = params["block_interval_ms"]
-    if interval < 1000 or interval % 1000:
-        raise ConfigError(f"{where}.block_interval_ms: expected a whole number of seconds >= 1000 (Ethereum "
-                          f"block timestamps are in seconds), got {interval}")
-    if params["confirmation_depth"] * interval < ETH_MIN_ATTESTED_AGE_MS:
-        raise ConfigError(f"{where}.confirmation_depth: the relay validators attest a block this many blocks deep, "
-                          f"which must span at least {ETH_MIN_ATTESTED_AGE_MS} ms (two of anvil's 1 s state dumps, so "
-                          f"a crash of anvil never loses an attested block); expected >= "
-                          f"{-(-ETH_MIN_ATTESTED_AGE_MS // interval)} at {interval} ms blocks, "
-                          f"got {params['confirmation_depth']}")
+    for n, name in enumerate(nodes):
+        if base_port + n in seen_ports:
+            raise ConfigError(f"{where}: port {base_port + n} already used by {seen_ports[base_port + n]}")
+        seen_ports[base_port + n] = f"{cid}/{name}"
     accounts = _get(c, "accounts", dict, where, {})
     for name, bal in accounts.items():
         if isinstance(bal, bool) or not isinstance(bal, int) or bal < 0:
             raise ConfigError(f"{where}.accounts.{name}: expected a non-negative integer (Wh), got {bal!r}")
-    return ChainConfig(cid, "ethereum", (ETHEREUM_NODE,), base_port, dict(accounts), params)
+    try:
+        params = kind.parse_params({k: v for k, v in c.items() if k not in _BASE_KEYS})
+    except ParamError as exc:
+        raise ConfigError(f"{path}: chain {cid!r} (kind {kind.name}): {where}.{exc}") from exc
+    return ChainConfig(cid, kind.name, nodes, base_port, dict(accounts), params)
 
 
 def load_config(path: str | Path) -> DeploymentConfig:
@@ -163,34 +172,10 @@ def load_config(path: str | Path) -> DeploymentConfig:
     chains: list[ChainConfig] = []
     seen_ports: dict[int, str] = {}
     for i, c in enumerate(_get(raw, "chains", list, str(p))):
-        where = f"chains[{i}]"
-        if not isinstance(c, dict):
-            raise ConfigError(f"{where}: expected a table")
-        cid = _get(c, "id", str, where)
-        kind = _get(c, "kind", str, where)
-        if kind not in CHAIN_KINDS:
-            raise ConfigError(f"{where}.kind: expected one of {CHAIN_KINDS}, got {kind!r}")
-        if kind == "ethereum":
-            chains.append(_ethereum_chain(c, cid, where, seen_ports))
-            continue
-        nodes = tuple(_get(c, "nodes", list, where))
-        if not nodes or not all(isinstance(n, str) for n in nodes) or len(set(nodes)) != len(nodes):
-            raise ConfigError(f"{where}.nodes: expected a non-empty list of distinct names")
-        base_port = _get(c, "base_port", int, where)
-        for n in range(len(nodes)):
-            port = base_port + n
-            if port in seen_ports:
-                raise ConfigError(f"{where}: port {port} already used by {seen_ports[port]}")
-            seen_ports[port] = f"{cid}/{nodes[n]}"
-        accounts = _get(c, "accounts", dict, where, {})
-        for name, bal in accounts.items():
-            if isinstance(bal, bool) or not isinstance(bal, int) or bal < 0:
-                raise ConfigError(f"{where}.accounts.{name}: expected a non-negative integer (Wh), got {bal!r}")
-        params = {k: v for k, v in c.items() if k not in {"id", "kind", "nodes", "base_port", "accounts"}}
-        chains.append(ChainConfig(cid, kind, nodes, base_port, dict(accounts), params))
+        chains.append(_chain(c, i, p, seen_ports))
     if len({c.id for c in chains}) != len(chains):
         raise ConfigError(f"{p}: chain ids must be distinct")
-    eth_ids = [c.params["eth_chain_id"] for c in chains if c.kind == "ethereum"]
+    eth_ids = [c.params.eth_chain_id for c in chains if isinstance(c.params, EthChainParams)]
     if len(set(eth_ids)) != len(eth_ids):
         raise ConfigError(f"{p}: ethereum chains need distinct eth_chain_id values (EIP-155 replay protection), "
                           f"got {eth_ids}")

@@ -20,7 +20,7 @@ from typing import Any
 from protocol.certificate import Validator, ValidatorSet
 from relay.config import ETHEREUM_OPERATOR, DeploymentConfig
 from relay.keys import create_secret, ed25519_signer, eth_address, read_secret
-from relay.nodes import admin_token_path, chain_module, genesis_path, node_key_path, relay_genesis_path
+from relay.nodes import admin_token_path, genesis_path, kind_of, node_key_path, relay_genesis_path
 from relay.parks import park_view, rpc
 
 
@@ -51,10 +51,12 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
     now = genesis_time_ms if genesis_time_ms is not None else int(time.time() * 1000)
     for chain in cfg.chains:
         gpath = genesis_path(cfg, chain.id)
-        eth = chain.kind == "ethereum"  # secp256k1 accounts; its one node is run with the operator's key
+        kind = kind_of(chain.kind)
+        # secp256k1 (Ethereum) accounts are addresses, and the chain's one node runs with the operator's key
+        secp = kind.key_scheme == "secp256k1"
         nodes = {}
         for n in chain.nodes:
-            if eth:
+            if secp:
                 nodes[n] = eth_address(create_secret(account_key_path(cfg, chain.id, ETHEREUM_OPERATOR)))
                 continue
             create_secret(node_key_path(cfg, chain.id, n))
@@ -62,12 +64,12 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
         accounts = {}
         for acct, balance in {**{r: 0 for r in cfg.relayers}, **chain.accounts}.items():
             secret = create_secret(account_key_path(cfg, chain.id, acct))
-            pub = eth_address(secret) if eth else ed25519_signer(account_key_path(cfg, chain.id, acct)).pubkey
+            pub = eth_address(secret) if secp else ed25519_signer(account_key_path(cfg, chain.id, acct)).pubkey
             accounts[acct] = (pub, balance)
         if gpath.exists():
             continue
         lanes = [(lane, b if a == chain.id else a) for lane, a, b in cfg.lanes if chain.id in (a, b)]
-        genesis = chain_module(chain.kind).build_genesis(
+        genesis = kind.build_genesis(
             chain_id=chain.id, params=chain.params, nodes=nodes, accounts=accounts, relay_validators=valset,
             lanes=lanes, genesis_time_ms=now, data_dir=cfg.data_dir)
         gpath.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +97,7 @@ def relay_genesis(cfg: DeploymentConfig, valset: ValidatorSet, genesis_time_ms: 
     clients = {}
     for chain in cfg.chains:
         park_genesis = json.loads(genesis_path(cfg, chain.id).read_text())
-        clients[chain.id] = {"client_type": chain.kind,
+        clients[chain.id] = {"client_type": kind_of(chain.kind).name,
                              "init": {"genesis": park_genesis, "trusting_period_ms": 14 * 24 * 3600 * 1000}}
     return {
         "chain_id": cfg.relay_chain_id,
@@ -116,7 +118,7 @@ def processes(cfg: DeploymentConfig) -> list[tuple[str, str, str, str, str]]:
     """Every node process of the deployment: ``(chain_id, kind, name, flag, url)``."""
     out = []
     for chain in cfg.chains:
-        flag = {"dpos": "--witness", "poc": "--farmer", "ethereum": "--node"}[chain.kind]
+        flag = kind_of(chain.kind).node_flag
         out += [(chain.id, chain.kind, n, flag, chain.url_of(n, cfg.host)) for n in chain.nodes]
     if cfg.relay_base_port is not None:
         out += [(cfg.relay_chain_id, "relay", v, "--validator", cfg.relay_url(v)) for v in cfg.relay_validators]
@@ -197,8 +199,8 @@ def down(cfg: DeploymentConfig, timeout_s: float = 15.0) -> int:
 
 def _node_status(cfg: DeploymentConfig, chain_id: str, url: str) -> dict[str, Any]:
     """``{height, final_height, head}`` of one node; OSError/RuntimeError while it does not answer."""
-    if chain_id != cfg.relay_chain_id and cfg.chain(chain_id).kind == "ethereum":
-        return park_view(cfg, chain_id).status()
+    if chain_id != cfg.relay_chain_id and not kind_of(cfg.chain(chain_id).kind).runs_on_park_node:
+        return park_view(cfg, chain_id).status()  # not parkrelay's park JSON-RPC: ask through the park's view
     st: dict[str, Any] = rpc(url, "status", timeout=1.0)
     return st
 

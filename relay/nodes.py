@@ -1,24 +1,27 @@
-"""Run one park-chain node process from a deployment config (``parkrelay node dpos|poc``)."""
+"""Run one park-chain node process from a deployment config (``parkrelay node <kind>|relay``)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import signal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from chains.common.kind import ChainKind
 from chains.common.node import NodeConfig, ParkNode
+from chains.registry import UnknownChainKindError, chain_kind
 from relay.config import ConfigError, DeploymentConfig
 from relay.consensus import ValidatorKey
 from relay.keys import ed25519_signer, read_secret
 
 
-def chain_module(kind: str) -> ModuleType:
-    """``chains.<kind>.node``: ``build_genesis(...)`` and ``make_rules(...)`` of a chain kind."""
-    return importlib.import_module(f"chains.{kind}.node")
+def kind_of(name: str) -> ChainKind:
+    """The chain kind called ``name``, or a :class:`ConfigError` naming the known ones."""
+    try:
+        return chain_kind(name)
+    except UnknownChainKindError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def genesis_path(cfg: DeploymentConfig, chain_id: str) -> Path:
@@ -61,10 +64,15 @@ def load_relay_node(cfg: DeploymentConfig, name: str) -> ParkNode:
 def load_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str) -> ParkNode:
     if kind == "relay":
         return load_relay_node(cfg, name)
+    chain_kind_ = kind_of(kind)
+    if not chain_kind_.runs_on_park_node:
+        raise ConfigError(f"a {kind} chain runs its own node process, not the park-node runtime")
     chains = cfg.chains_of_kind(kind) if chain_id is None else [cfg.chain(chain_id)]
     if len(chains) != 1:
         raise ConfigError(f"{cfg.path}: {len(chains)} chains of kind {kind}; name one with --chain")
     chain = chains[0]
+    if chain.kind != kind:
+        raise ConfigError(f"{cfg.path}: chain {chain.id} is a {chain.kind} chain; run `parkrelay node {chain.kind}`")
     if name not in chain.nodes:
         raise ConfigError(f"{cfg.path}: chain {chain.id} has no node {name!r}; nodes are {list(chain.nodes)}")
     gpath = genesis_path(cfg, chain.id)
@@ -72,7 +80,7 @@ def load_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str)
         raise ConfigError(f"no genesis at {gpath}: run `parkrelay devnet init --config {cfg.path}` first")
     genesis = json.loads(gpath.read_text())
     signer = ed25519_signer(node_key_path(cfg, chain.id, name))
-    rules = chain_module(kind).make_rules(genesis, name, signer, cfg.data_dir)
+    rules = chain_kind_.make_rules(genesis, name, signer, cfg.data_dir)
     token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
     peers = [chain.url_of(n, cfg.host) for n in chain.nodes if n != name]
     node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host, port=chain.port_of(name),
@@ -81,12 +89,13 @@ def load_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str)
 
 
 def _attestor(cfg: DeploymentConfig, name: str) -> Any:
-    """Relay validator ``name``'s attestor of the deployment's Ethereum parks (None if there are none)."""
+    """Relay validator ``name``'s attestor of the deployment's parks attested by the relay (Ethereum; None if
+    there are none)."""
     from relay.attestor import AttestedChain, Attestor
     from relay.devnet import relay_key_paths
 
     chains = [AttestedChain(c.id, c.url_of(c.nodes[0], cfg.host), int(c.params["confirmation_depth"]))
-              for c in cfg.chains_of_kind("ethereum")]
+              for c in cfg.chains if kind_of(c.kind).attested_by_relay]
     if not chains:
         return None
     signer = ed25519_signer(relay_key_paths(cfg, name)[0])

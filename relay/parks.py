@@ -16,8 +16,10 @@ import urllib.request
 from typing import Any
 
 from chains.common.tx import Tx
+from chains.registry import UnknownChainKindError
 from protocol.codec import decode_ack
-from protocol.types import Acknowledgement
+from protocol.paths import ack_path
+from protocol.types import Acknowledgement, ChainId, LaneId
 from relay.config import ChainConfig, DeploymentConfig
 
 __all__ = ["EthPark", "ParkView", "PyPark", "park_view", "rpc"]
@@ -91,7 +93,7 @@ class PyPark(ParkView):
         return None if v is None else bytes.fromhex(v)
 
     def ack(self, src: str, lane: str, sequence: int) -> Acknowledgement | None:
-        raw = self.query(f"acks/{src}/{lane}/{sequence}")
+        raw = self.query(ack_path(ChainId(src), LaneId(lane), sequence).decode())
         return None if raw is None else decode_ack(bytes.fromhex(raw.decode()))  # stored as hex text
 
     def sent(self) -> list[tuple[bytes, int]]:
@@ -264,7 +266,16 @@ class EthPark(ParkView):
         return {"packet": sent.raw, "height": sent.height, "tx": sent.tx_hash}
 
 
+_VIEWS: dict[str, type[ParkView]] = {"dpos": PyPark, "poc": PyPark, "ethereum": EthPark}
+"""The operator tools' view of each park chain kind: parkrelay's park JSON-RPC (PyPark) or Ethereum's (EthPark).
+A unit test checks every kind of :data:`chains.registry.KINDS` has one."""
+
+
 def park_view(cfg: DeploymentConfig, chain_id: str) -> ParkView:
     chain = cfg.chain(chain_id)
-    return EthPark(cfg, chain) if chain.kind == "ethereum" else PyPark(cfg, chain)
+    try:
+        view = _VIEWS[chain.kind]
+    except KeyError as exc:
+        raise UnknownChainKindError(chain.kind) from exc
+    return view(cfg, chain)
 

@@ -1,4 +1,4 @@
-"""The bridge module of the Python park chains (DESIGN §2 and §4; SPEC.md §2.3, §6.3, §6.5, §6.6, §7.5).
+"""The bridge module of the Python park chains (docs/architecture.md §2 and §4; SPEC.md §2.3, §6.3, §6.5, §6.6, §7.5).
 
 The DPoS and the PoC parks share it. It runs the park's half of the four phases: phase 1 (COMMIT) when
 one of its accounts sends a packet, phase 3 (EXECUTE) when a relayer brings a packet from another park
@@ -119,7 +119,7 @@ receipt and acks with an error code:
 ==========================  ===================================================================
 
 The receipt (the ack commitment) goes to :func:`protocol.paths.receipt_path`, the ack bytes (hex) to
-``acks/<src>/<lane>/<seq>``. Event ``write_ack``.
+:func:`protocol.paths.ack_path` (``acks/<src>/<lane>/<seq>``). Event ``write_ack``.
 
 Phase 4 (``bridge.settle``)
 ---------------------------
@@ -142,7 +142,7 @@ State keys (values: JSON is canonical JSON, integers decimal ASCII, absent = 0)
 ``commitments/<dst>/<lane>/<seq>``         packet commitment, 32 raw bytes (SPEC §5), until settled
 ``packets/<dst>/<lane>/<seq>``             packet bytes as hex, until settled
 ``receipts/<src>/<lane>/<seq>``            ack commitment, 32 raw bytes (SPEC §5), forever
-``acks/<src>/<lane>/<seq>``                ack bytes as hex, forever
+``acks/<src>/<lane>/<seq>``                ack bytes as hex, forever (SPEC §5)
 ``escrow/<denom>``                         total escrowed (SPEC §5)
 ``bridge/escrow/<dst>/<lane>/<denom>``     the share of ``escrow/<denom>`` sent over one lane
 ``supply/<voucher>``                       outstanding supply of a voucher minted here
@@ -201,6 +201,7 @@ from protocol.errors import (
     WrongChainError,
 )
 from protocol.paths import (
+    ack_path,
     commitment_path,
     escrow_path,
     next_send_path,
@@ -315,11 +316,6 @@ def supply_path(denom: str) -> bytes:
 def packet_path(dst: str, lane: str, sequence: int) -> bytes:
     """Bytes (hex) of a packet sent and not yet settled, for relayers."""
     return f"packets/{dst}/{lane}/{sequence}".encode()
-
-
-def ack_path(src: str, lane: str, sequence: int) -> bytes:
-    """Bytes (hex) of the ack written for a received packet, for relayers."""
-    return f"acks/{src}/{lane}/{sequence}".encode()
 
 
 def right_path(right_id: str) -> bytes:

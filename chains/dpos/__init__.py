@@ -1,4 +1,5 @@
-"""The DPoS park chain (seed 003, seed 002; DESIGN.md §3, §5): its pure parts.
+"""The DPoS park chain (docs/research.md#seed-003, docs/research.md#seed-002; docs/architecture.md §3, §5): its
+pure parts.
 
 * :mod:`chains.dpos.types` — witnesses, witness sets, headers (binary codec), consensus parameters.
 * :mod:`chains.dpos.consensus` — schedule, slots, LIB, witness-set promotion, election, credit, Shapley.

@@ -1,4 +1,5 @@
-"""The DPoS park's application: its ops, begin-block hooks and genesis state (seed 003, seed 002).
+"""The DPoS park's application: its ops, begin-block hooks and genesis state (docs/research.md#seed-003,
+docs/research.md#seed-002).
 
 Block execution order, for the node (chains/common) to follow when it produces or replays block h:
 

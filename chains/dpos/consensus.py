@@ -1,4 +1,5 @@
-"""Consensus rules of the DPoS park (seed 003; DESIGN.md §3), as pure functions shared by every verifier.
+"""Consensus rules of the DPoS park (docs/research.md#seed-003; docs/architecture.md §3), as pure functions shared
+by every verifier.
 
 The full node (through :mod:`chains.dpos.witnesses`), the relay chain's light client
 (:mod:`chains.dpos.light_client`) and the test-chain generator (:mod:`chains.dpos.testing`) all call these,
@@ -14,7 +15,7 @@ so they cannot disagree on whose slot it is, which block is irreversible or when
   above it: sort the witnesses' last produced heights in descending order and take the entry at index
   ``floor(2N/3)`` (that entry and the ``floor(2N/3)`` before it are ``floor(2N/3) + 1 > 2N/3`` witnesses).
 * **Witness-set changes (EOS-style).** See :class:`FinalityTracker`.
-* **Election, credit, jail and rewards** (seed 003's improvements to DPoS): :func:`elect`,
+* **Election, credit, jail and rewards** (docs/research.md#seed-003's improvements to DPoS): :func:`elect`,
   :func:`credit_after`, :func:`shapley_confirmation_game`, :func:`split_largest_remainder`.
 """
 
@@ -305,7 +306,7 @@ def interval_of(height: int, params: DposParams) -> int:
 def credit_after(credit: int, params: DposParams, *, produced: int = 0, missed: int = 0, bad: int = 0) -> int:
     """Credit after rewards and punishments, clamped to ``0..credit_max``.
 
-    Missing a slot costs more than producing one earns (seed 003: punishments outweigh rewards), and a
+    Missing a slot costs more than producing one earns (docs/research.md#seed-003: punishments outweigh rewards), and a
     proven bad block costs the most.
     """
     c = (credit + produced * params.credit_produced_reward - missed * params.credit_missed_penalty
@@ -330,7 +331,8 @@ class Candidate:
 
 
 def elect(candidates: Iterable[Candidate], params: DposParams) -> WitnessSet | None:
-    """The top ``active_witnesses`` candidates by ``votes * credit`` (seed 003: votes weighted by credit).
+    """The top ``active_witnesses`` candidates by ``votes * credit`` (docs/research.md#seed-003: votes weighted by
+    credit).
 
     Jailed candidates, those under the jail credit threshold and those with a zero score are excluded;
     ties go to the smaller name. ``None`` if nobody is eligible (the caller then keeps the current set).

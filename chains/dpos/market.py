@@ -1,6 +1,7 @@
-"""Markets of the DPoS park: seed 003's three-stage energy trade and seed 002's reputation-based demand response.
+"""Markets of the DPoS park: docs/research.md#seed-003's three-stage energy trade and docs/research.md#seed-002's
+reputation-based demand response.
 
-**Energy trade (seed 003).** Time is cut into trading rounds of ``round_ms``.
+**Energy trade (docs/research.md#seed-003).** Time is cut into trading rounds of ``round_ms``.
 
 1. *Demand submission* — ``market.submit_bid {kind: buy|sell, amount_wh, price, round}``; ``price`` is in
    integer ``currency_denom`` units per kWh. A seller's energy (``energy_denom``, Wh) and a buyer's maximum
@@ -17,7 +18,8 @@
 3. *Execution* — energy goes to buyers and payments to sellers out of escrow; unmatched energy and unspent
    payment escrow are refunded. Every denomination's total over all accounts is unchanged.
 
-**Demand response (seed 002).** DR nodes register as ``user`` or ``aggregator``. An aggregator publishes a
+**Demand response (docs/research.md#seed-002).** DR nodes register as ``user`` or ``aggregator``. An aggregator
+publishes a
 request for ``amount_wh`` of load reduction with a price cap, escrowing the budget; users answer with a
 first-price sealed auction: a sha256 commitment in the commit phase, the bid in the reveal phase. At the
 end the cheapest revealed offers win (ties to the higher reputation) and each winner is paid its own bid:
@@ -374,7 +376,7 @@ def market_hook(params: MarketParams) -> BlockHook:
     return hook
 
 
-# -- demand response (seed 002) --------------------------------------------------------------------
+# -- demand response (docs/research.md#seed-002) --------------------------------------------------------------------
 
 
 def reputation_path(subject: str) -> bytes:
@@ -414,7 +416,7 @@ def _set_reputation(state: ChainState, params: MarketParams, rec: dict[str, Any]
 
 
 def credit_ranking(state: ChainState) -> list[dict[str, Any]]:
-    """DR nodes by reputation, highest first (ties by name): seed 002's credit ranking list."""
+    """DR nodes by reputation, highest first (ties by name): docs/research.md#seed-002's credit ranking list."""
     out = []
     for name in state.get_json(_DR_NODES) or []:
         rec = state.get_json(reputation_path(name))

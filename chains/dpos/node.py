@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from chains.common.node import BlockEntry, ChainRules, ParkNode
 from chains.common.state import ChainState
 from chains.common.tx import BlockContext
 from chains.dpos.app import dpos_app, load_genesis
+from chains.dpos.params import DposChainParams
 from chains.dpos.types import DposHeader
 from chains.dpos.witnesses import active_set, apply_block_consensus, expected_producer, load_tracker
 from protocol.certificate import ValidatorSet
@@ -32,7 +34,7 @@ MAX_CLOCK_DRIFT_MS = 500
 def build_genesis(
     *,
     chain_id: str,
-    params: dict[str, Any],
+    params: Mapping[str, Any],
     nodes: dict[str, bytes],
     accounts: dict[str, tuple[bytes, int]],
     relay_validators: ValidatorSet,
@@ -40,27 +42,31 @@ def build_genesis(
     genesis_time_ms: int,
     data_dir: Path,
 ) -> dict[str, Any]:
-    """The genesis config of a DPoS park from a deployment's chain section (see ``deploy/devnet.toml``)."""
-    interval = int(params.get("block_interval_ms", 1000))
+    """The genesis config of a DPoS park from a deployment's chain section (see ``deploy/devnet.toml``).
+
+    ``params`` are the chain table's kind-specific keys (:class:`~chains.dpos.params.DposChainParams`, or a
+    mapping of them: checked and defaults filled in here)."""
+    p = params if isinstance(params, DposChainParams) else DposChainParams.from_mapping(params)
+    interval = p.block_interval_ms
     accts = {name: {"pubkey": pk.hex(), "balances": {"kWh": bal, "prc": bal}} for name, (pk, bal) in accounts.items()}
     return {
         "chain_id": chain_id,
         # start on a slot boundary a little ahead, so every witness is up when block 1 is due
         "genesis_time_ms": (genesis_time_ms // interval + 3) * interval,
         "block_interval_ms": interval,
-        "maintenance_interval_blocks": int(params.get("maintenance_interval_blocks", 30)),
-        "active_witnesses": int(params.get("active_witnesses", len(nodes))),
+        "maintenance_interval_blocks": p.maintenance_interval_blocks,
+        "active_witnesses": len(nodes) if p.active_witnesses is None else p.active_witnesses,
         "accounts": accts,
         "witnesses": [
             {"name": n, "pubkey": pk.hex(), "votes": 1_000_000 - i} for i, (n, pk) in enumerate(nodes.items())
         ],
         "reserve": {"prc": 10**12},
         "bridge": bridge_section(
-            str(params.get("relay_chain_id", "relay")),
+            p.relay_chain_id,
             relay_validators,
             lanes,
             rights_operator="operator" if "operator" in accounts else None,
-            transformers=dict(params.get("transformers", {"tr-1": 150})),
+            transformers=dict(p.transformers),
         ),
     }
 

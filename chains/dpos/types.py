@@ -1,4 +1,5 @@
-"""Types of the DPoS park chain (seed 003; DESIGN.md §3): witnesses, witness sets, headers, parameters.
+"""Types of the DPoS park chain (docs/research.md#seed-003; docs/architecture.md §3): witnesses, witness sets,
+headers, parameters.
 
 Everything here is pure and has one binary encoding. Integers are big-endian and unsigned; strings are
 UTF-8 with a one-byte length prefix; hashes are 32 bytes.

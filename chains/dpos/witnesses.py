@@ -1,4 +1,4 @@
-"""Witnesses in chain state: registration, votes, credit, jail, elections and rewards (seed 003).
+"""Witnesses in chain state: registration, votes, credit, jail, elections and rewards (docs/research.md#seed-003).
 
 The node calls :func:`apply_block_consensus` once per block, before the block's begin-block hooks and
 transactions. Everything a node needs to validate the next header (active set, proposals, LIB, last slot)

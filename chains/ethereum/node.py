@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from web3 import Web3
 from chains.common.wire import validator_set_to_json
 from chains.ethereum.anvil import Anvil, AnvilConfig, AnvilError
 from chains.ethereum.deploy import DeployError, RelaySetArgs, deploy_park, expected_addresses, lower_address
+from chains.ethereum.params import EthChainParams
 from protocol.certificate import ValidatorSet
 
 log = logging.getLogger("parkrelay.ethereum")
@@ -46,7 +47,7 @@ HEARTBEAT_S = 30.0
 def build_genesis(
     *,
     chain_id: str,
-    params: dict[str, Any],
+    params: Mapping[str, Any],
     nodes: dict[str, bytes],
     accounts: dict[str, tuple[bytes, int]],
     relay_validators: ValidatorSet,
@@ -58,17 +59,19 @@ def build_genesis(
 
     ``nodes`` maps the one node to the park operator's 20-byte address (the deployer, owner of the
     contracts); ``accounts`` maps names to ``(20-byte address, kWh balance in Wh)``; ``lanes`` are
-    ``(lane, other chain)``. The contract addresses are fixed here, before any node runs.
+    ``(lane, other chain)``. The contract addresses are fixed here, before any node runs. ``params`` are the
+    chain table's kind-specific keys (:class:`~chains.ethereum.params.EthChainParams`, or a mapping of them).
     """
+    p = params if isinstance(params, EthChainParams) else EthChainParams.from_mapping(params)
     if len(nodes) != 1:
         raise ValueError(f"an ethereum park has one node (the operator's anvil), got {sorted(nodes)}")
     operator = lower_address(next(iter(nodes.values())))
     return {
         "chain_id": chain_id,
         "kind": "ethereum",
-        "eth_chain_id": int(params.get("eth_chain_id", 31337)),
-        "block_interval_ms": int(params.get("block_interval_ms", 1000)),
-        "confirmation_depth": int(params.get("confirmation_depth", 2)),
+        "eth_chain_id": p.eth_chain_id,
+        "block_interval_ms": p.block_interval_ms,
+        "confirmation_depth": p.confirmation_depth,
         "operator": operator,
         "contracts": expected_addresses(operator),
         "accounts": {name: {"address": lower_address(addr), "balance_wh": bal}

@@ -1,4 +1,4 @@
-"""chains.poc — the proof-of-capacity park (DESIGN §3 and §5, seed 000).
+"""chains.poc — the proof-of-capacity park (docs/architecture.md §3 and §5, docs/research.md#seed-000).
 
 Pure (no I/O, no clock): ``types`` (PocHeader and its encoding), ``consensus`` (plot binding, challenge
 chain, deadlines, retarget, fork choice, ``validate_header``), ``errors``, ``light_client``

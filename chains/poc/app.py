@@ -1,4 +1,5 @@
-"""The PoC park's application: its ops, its genesis, and per-block consensus bookkeeping (DESIGN §5; seed 000).
+"""The PoC park's application: its ops, its genesis, and per-block consensus bookkeeping (docs/architecture.md §5;
+docs/research.md#seed-000).
 
 How a PoC node executes block ``header`` with transactions ``txs`` on the parent's state (pure;
 replaying the stored blocks from genesis recomputes every record, so a restarted node needs nothing else)::

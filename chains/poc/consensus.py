@@ -1,4 +1,5 @@
-"""Proof-of-capacity consensus of the PoC park (DESIGN §3, PoC row; seed 000). Pure: no I/O, no clock.
+"""Proof-of-capacity consensus of the PoC park (docs/architecture.md §3, PoC row; docs/research.md#seed-000). Pure:
+no I/O, no clock.
 
 The farmer node and the relay chain's light client run this same code; time comes in as ``now_ms``
 and the chiapos verifier is passed in.

@@ -1,4 +1,4 @@
-"""Typed rejections of PoC headers (DESIGN §3, PoC row).
+"""Typed rejections of PoC headers (docs/architecture.md §3, PoC row).
 
 Each is a :class:`~protocol.errors.HeaderError` (reject, never retry), with its own stable ``code`` so a
 relayer's log or an RPC answer says which consensus rule a header broke. Signature, chain-id and codec

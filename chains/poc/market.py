@@ -1,6 +1,8 @@
-"""The PoC park's ancillary-service market and capacity competition (DESIGN §5; seed 000). Pure op handlers.
+"""The PoC park's ancillary-service market and capacity competition (docs/architecture.md §5;
+docs/research.md#seed-000). Pure op handlers.
 
-Seed 000 makes the market's users the chain's nodes: a storage unit farms the chain with disk space, and
+docs/research.md#seed-000 makes the market's users the chain's nodes: a storage unit farms the chain with disk
+space, and
 the capacity it may offer the grid is bounded by the space it has committed. This module keeps both
 sides in one state:
 

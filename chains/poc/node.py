@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from chains.common.genesis import bridge_section
 from chains.common.node import BlockEntry, ChainRules, ParkNode
 from chains.common.state import ChainState
 from chains.poc.app import (
-    DEFAULT_CONFIRMATION_DEPTH,
     apply_farmed_block,
     block_context,
     confirmation_depth_of,
@@ -30,6 +30,7 @@ from chains.poc.app import (
     poc_app,
 )
 from chains.poc.consensus import ConsensusContext, chiapos_verifier, validate_header
+from chains.poc.params import PocChainParams
 from chains.poc.plots import FarmedProof, Farmer, PlotCache
 from chains.poc.types import PocHeader, decode_header
 from protocol.certificate import ValidatorSet
@@ -42,19 +43,21 @@ def plot_nonce(farmer_pubkey: bytes, index: int) -> bytes:
     return hashlib.sha256(b"parkrelay/poc/devnet-plot/" + farmer_pubkey + index.to_bytes(4, "big")).digest()
 
 
-def build_genesis(*, chain_id: str, params: dict[str, Any], nodes: dict[str, bytes],
+def build_genesis(*, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
                   accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
                   lanes: list[tuple[str, str]], genesis_time_ms: int, data_dir: Path) -> dict[str, Any]:
-    """The genesis config of a PoC park from a deployment's chain section (see ``deploy/devnet.toml``)."""
-    k = int(params.get("plot_k", 21))
-    per_farmer = int(params.get("plots_per_farmer", 1))
-    target = int(params.get("target_block_interval_ms", 2000))
+    """The genesis config of a PoC park from a deployment's chain section (see ``deploy/devnet.toml``).
+
+    ``params`` are the chain table's kind-specific keys (:class:`~chains.poc.params.PocChainParams`, or a
+    mapping of them: checked and defaults filled in here)."""
+    p = params if isinstance(params, PocChainParams) else PocChainParams.from_mapping(params)
+    k, per_farmer, target = p.plot_k, p.plots_per_farmer, p.target_block_interval_ms
     all_accounts = {**{n: (pk, 0) for n, pk in nodes.items()}, **accounts}
     operator = "operator" if "operator" in all_accounts else next(iter(all_accounts))
     return {
         "chain_id": chain_id,
         "genesis_time_ms": genesis_time_ms,
-        "confirmation_depth": int(params.get("confirmation_depth", DEFAULT_CONFIRMATION_DEPTH)),
+        "confirmation_depth": p.confirmation_depth,
         "consensus": {"target_interval_ms": target,
                       "initial_difficulty": target * per_farmer * len(nodes) * (2 ** (k - 21))},
         "app": {"grid_operator": operator},
@@ -62,9 +65,9 @@ def build_genesis(*, chain_id: str, params: dict[str, Any], nodes: dict[str, byt
         "balances": [{"account": n, "denom": "kWh", "amount": bal} for n, (_, bal) in all_accounts.items() if bal],
         "farmers": [{"name": n, "plots": [{"plot_nonce": plot_nonce(pk, i).hex(), "k": k} for i in range(per_farmer)]}
                     for n, pk in nodes.items()],
-        "bridge": bridge_section(str(params.get("relay_chain_id", "relay")), relay_validators, lanes,
+        "bridge": bridge_section(p.relay_chain_id, relay_validators, lanes,
                                  rights_operator="operator" if "operator" in accounts else None,
-                                 transformers=dict(params.get("transformers", {"tr-1": 150}))),
+                                 transformers=dict(p.transformers)),
     }
 
 

@@ -1,4 +1,5 @@
-"""Plots on disk and the farmer's side of proof of capacity (DESIGN §3 and §6: real chiapos proofs; seed 000).
+"""Plots on disk and the farmer's side of proof of capacity (docs/architecture.md §3 and §6: real chiapos proofs;
+docs/research.md#seed-000).
 
 This module does I/O (plot files, a child process for plotting); the rules it serves are pure, in
 :mod:`chains.poc.consensus`.
@@ -13,7 +14,8 @@ This module does I/O (plot files, a child process for plotting); the rules it se
   message)`` calls, without touching the parent's own stdout. A lock file keeps two processes from
   plotting the same plot; the plot appears in the cache only once complete (atomic rename).
 * **Farmer**: for a challenge, every plot's ``get_qualities_for_challenge`` (cheap, ~0.5 ms), then
-  ``get_full_proof`` only for the best (~6 ms). Capacity competition (seed 000): :meth:`Farmer.fill` adds
+  ``get_full_proof`` only for the best (~6 ms). Capacity competition (docs/research.md#seed-000):
+  :meth:`Farmer.fill` adds
   a plot, :meth:`Farmer.erase` deletes one, changing the space the farmer can prove and commit.
 """
 

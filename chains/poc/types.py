@@ -1,4 +1,4 @@
-"""The PoC park's block header and its canonical binary encoding (DESIGN §3, PoC row).
+"""The PoC park's block header and its canonical binary encoding (docs/architecture.md §3, PoC row).
 
 A header carries its own proof of space (a chiapos proof for the height's challenge), the farmer's
 ed25519 key that the plot id is bound to, and the farmer's signature. Everything a light client needs

@@ -1,4 +1,4 @@
-"""The relay chain's BFT consensus (Tendermint-style), as a pure state machine: DESIGN.md §3, SPEC.md §7.
+"""The relay chain's BFT consensus (Tendermint-style), as a pure state machine: docs/architecture.md §3, SPEC.md §7.
 
 * :mod:`relay.consensus.messages` — proposals, votes, their sign bytes, checks and wire codec;
 * :mod:`relay.consensus.sign_state` — the signing-safety record a host persists (no double signing);

@@ -1,4 +1,4 @@
-"""The relay chain's BFT consensus as a pure state machine (DESIGN.md §3, SPEC.md §7).
+"""The relay chain's BFT consensus as a pure state machine (docs/architecture.md §3, SPEC.md §7).
 
 Tendermint's algorithm as in "The latest gossip on BFT consensus" (Buchman, Kwon, Milosevic 2018,
 Algorithm 1); the comments ``[L22]`` etc. name the line of that algorithm a rule implements.

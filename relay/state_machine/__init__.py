@@ -1,4 +1,4 @@
-"""The relay chain's application state machine (SPEC.md §6.4, §6.6, §6.7, §8; DESIGN §2, §3).
+"""The relay chain's application state machine (SPEC.md §6.4, §6.6, §6.7, §8; docs/architecture.md §2, §3).
 
 Pure and deterministic: no I/O, no clock (block time arrives in a
 :class:`~chains.common.tx.BlockContext`), and every record lives in one

@@ -1,4 +1,4 @@
-"""Admission: redundant relays are rejected before they take block space (SPEC.md §1 Trust, DESIGN §2).
+"""Admission: redundant relays are rejected before they take block space (SPEC.md §1 Trust, docs/architecture.md §2).
 
 Relayers are permissionless and race each other, so the same packet, ack or header often arrives
 several times. The node's mempool calls :func:`check_admission` (through

@@ -1,4 +1,5 @@
-"""The relay chain's application: transactions, blocks and admission over one state tree (SPEC.md §6, DESIGN §2).
+"""The relay chain's application: transactions, blocks and admission over one state tree (SPEC.md §6,
+docs/architecture.md §2).
 
 :class:`RelayStateMachine` is what the relay node runs. It is pure and deterministic: it reads no
 clock (block time comes in :class:`~chains.common.tx.BlockContext`), does no I/O, and the same genesis

@@ -1,4 +1,4 @@
-"""``client.attest``: relay validators attest block hashes they saw on their own endpoints (DESIGN §3).
+"""``client.attest``: relay validators attest block hashes they saw on their own endpoints (docs/architecture.md §3).
 
 Some park chains prove nothing about their own finality in their headers: an Ethereum header carries no
 signature a light client could check (anvil seals nothing; a proof-of-stake sync committee is outside

@@ -1,4 +1,5 @@
-"""Light clients hosted by the relay chain, persisted in its state (SPEC.md §8, §6.4 step 2, §6.6; DESIGN §3).
+"""Light clients hosted by the relay chain, persisted in its state (SPEC.md §8, §6.4 step 2, §6.6;
+docs/architecture.md §3).
 
 The relay chain follows every park chain with one light client (:class:`protocol.light_client.LightClient`).
 Client *types* register with a :class:`RelayClientRouter` (a :class:`~protocol.light_client.ClientRouter`

@@ -1,4 +1,4 @@
-"""Genesis of the relay chain's application state (DESIGN §7: one config describes the deployment).
+"""Genesis of the relay chain's application state (docs/architecture.md §7: one config describes the deployment).
 
 The genesis config is JSON (parsed strictly: unknown keys are :class:`~protocol.errors.CodecError`)::
 

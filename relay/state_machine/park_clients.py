@@ -1,46 +1,25 @@
-"""The park chains' light clients hosted by the relay chain: client types ``dpos`` and ``poc`` (SPEC.md §8, DESIGN §3).
+"""The park chains' light clients hosted by the relay chain: one client type per chain kind (SPEC.md §8).
 
-Each type adapts a chain package's light client (:class:`chains.dpos.light_client.DposLightClient`,
-:class:`chains.poc.light_client.PocLightClient`) to :class:`~relay.state_machine.clients.ClientType`: its
-state is the client's own canonical ``to_state`` bytes (formats in those modules' docstrings), headers
-decode strictly from the park's binary encoding, and a header is redundant only when the client already
-holds it (``holds``): under longest-chain (DPoS) or heaviest-chain (PoC) fork choice a header at or below
-the tip's height may be a fork header the client has not seen, and must be admitted.
+Each type adapts a chain kind's light client (:attr:`chains.common.kind.ChainKind.light_client_type`:
+:class:`chains.dpos.light_client.DposLightClient`, :class:`chains.poc.light_client.PocLightClient`,
+:class:`chains.ethereum.light_client.EthereumLightClient`) to :class:`~relay.state_machine.clients.ClientType`:
+its state is the client's own canonical ``to_state`` bytes (formats in those modules' docstrings), headers
+decode strictly from the park's binary encoding (:meth:`~chains.common.kind.ChainKind.decode_header`), and a
+header is redundant only when the client already holds it (``holds``): under longest-chain (DPoS) or
+heaviest-chain (PoC) fork choice a header at or below the tip's height may be a fork header the client has
+not seen, and must be admitted.
 
-Init args (``clients.<chain id>.init`` in the relay genesis, or ``init`` of a governance ``client.create``),
-a JSON object; unknown keys are :class:`~protocol.errors.CodecError`::
-
-    {
-      "genesis": {...},                  # the park's genesis config, exactly as its nodes load it
-      "trusting_period_ms": 1209600000,  # > 0: the client expires without a final header for this long
-      "max_consensus_states": 512,       # optional: final heights kept for proofs (1..4096, default 512)
-      "max_pending_headers": 4096,       # dpos only, optional: non-final headers held (1..65536, default 4096)
-      "confirmation_depth": 6,           # poc only, optional: default the genesis config's (as the park's nodes)
-      "fork_history": 128                # poc only, optional: final headers kept as fork points (0..4096)
-    }
-
-The client's trusted header is the park's genesis header, derived from ``genesis`` by the same function
-the park's node runs (bridge section included), so it is the header block 1 links to. The bounds are
-lower than the light clients' own defaults because the relay rewrites a client's whole state with every
-update it accepts: the state grows with final and pending headers held.
+Init args (``clients.<chain id>.init`` in the relay genesis, or ``init`` of a governance ``client.create``)
+are each kind's (:meth:`~chains.common.kind.ChainKind.create_light_client`; formats in
+``chains/<kind>/kind.py``); unknown keys are :class:`~protocol.errors.CodecError`. The client types are made
+from :data:`chains.registry.KINDS`, so a new kind needs no edit here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from chains.dpos.light_client import DposLightClient
-from chains.dpos.types import DposHeader
-from chains.ethereum.light_client import EthereumLightClient
-from chains.ethereum.types import EthHeader
-from chains.poc.light_client import PocLightClient
-from chains.poc.types import decode_header as decode_poc_header
-from protocol.errors import CodecError
-from protocol.light_client import LightClient
-from protocol.types import ChainId, ClientId
+from chains.common.kind import HOSTED_MAX_CONSENSUS_STATES, HOSTED_MAX_PENDING_HEADERS, ChainKind
+from chains.registry import KINDS
 from relay.state_machine.clients import ClientType, persistent_client_type
-from relay.state_machine.records import json_object, obj_args
 
 __all__ = [
     "DPOS_TYPE",
@@ -54,102 +33,31 @@ __all__ = [
     "default_client_types",
 ]
 
-HOSTED_MAX_CONSENSUS_STATES = 512
-"""Default of ``max_consensus_states``: final heights a hosted client keeps (about 8 min of 1 s DPoS blocks)."""
-HOSTED_MAX_PENDING_HEADERS = 4096
-"""Default of ``max_pending_headers`` of a hosted DPoS client: how long (in blocks) the park's LIB may stall."""
-_MAX_CONSENSUS_STATES = 4096
-_MAX_PENDING_HEADERS = 65536
-_MAX_FORK_HISTORY = 4096
+
+def client_type_of(kind: ChainKind) -> ClientType:
+    """The relay's client type for chain kind ``kind`` (its name is the client type)."""
+    if kind.light_client_type.client_type != kind.name:
+        raise TypeError(f"chain kind {kind.name} hosts {kind.light_client_type.__name__}, whose client type is "
+                        f"{kind.light_client_type.client_type!r}")
+    return persistent_client_type(kind.light_client_type, decode_header=kind.decode_header,
+                                  create=kind.create_light_client, is_redundant=kind.holds)
 
 
-def _bounded(init: Mapping[str, Any], name: str, default: int | None, low: int, high: int, what: str) -> int:
-    value = init.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise CodecError(f"{name} of {what} out of range", expected=f"{low}..{high}", got=value)
-    return value
+CLIENT_TYPES: dict[str, ClientType] = {name: client_type_of(kind) for name, kind in KINDS.items()}
+"""The relay's client type of every park chain kind, by name."""
 
-
-def create_dpos(client_id: ClientId, chain_id: ChainId, init: Mapping[str, Any]) -> DposLightClient:
-    """A ``dpos`` client from init args (module docstring): trusts the park's genesis."""
-    what = f"the init of dpos client {client_id}"
-    args = obj_args(init, what, ("genesis", "trusting_period_ms"), ("max_consensus_states", "max_pending_headers"))
-    return DposLightClient.from_genesis(
-        client_id, chain_id, json_object(args["genesis"], f"genesis of {what}"),
-        _bounded(args, "trusting_period_ms", None, 1, 2**63 - 1, what),
-        max_consensus_states=_bounded(args, "max_consensus_states", HOSTED_MAX_CONSENSUS_STATES, 1,
-                                      _MAX_CONSENSUS_STATES, what),
-        max_pending_headers=_bounded(args, "max_pending_headers", HOSTED_MAX_PENDING_HEADERS, 1, _MAX_PENDING_HEADERS,
-                                     what))
-
-
-def create_poc(client_id: ClientId, chain_id: ChainId, init: Mapping[str, Any]) -> PocLightClient:
-    """A ``poc`` client from init args (module docstring): trusts the park's genesis."""
-    what = f"the init of poc client {client_id}"
-    args = obj_args(init, what, ("genesis", "trusting_period_ms"),
-                    ("max_consensus_states", "confirmation_depth", "fork_history"))
-    depth = args.get("confirmation_depth")
-    return PocLightClient.from_genesis(
-        client_id, chain_id, json_object(args["genesis"], f"genesis of {what}"),
-        _bounded(args, "trusting_period_ms", None, 1, 2**63 - 1, what),
-        confirmation_depth=None if depth is None else _bounded(args, "confirmation_depth", None, 1, 2**16, what),
-        fork_history=_bounded(args, "fork_history", 128, 0, _MAX_FORK_HISTORY, what),
-        max_consensus_states=_bounded(args, "max_consensus_states", HOSTED_MAX_CONSENSUS_STATES, 1,
-                                      _MAX_CONSENSUS_STATES, what))
-
-
-def _dpos_holds(client: LightClient[Any], header: Any) -> bool:
-    if not isinstance(client, DposLightClient):
-        raise TypeError(f"the dpos client type hosts DposLightClient, not {type(client).__name__}")
-    return client.holds(header)
-
-
-def _poc_holds(client: LightClient[Any], header: Any) -> bool:
-    if not isinstance(client, PocLightClient):
-        raise TypeError(f"the poc client type hosts PocLightClient, not {type(client).__name__}")
-    return client.holds(header)
-
-
-DPOS_TYPE: ClientType = persistent_client_type(DposLightClient, decode_header=DposHeader.decode, create=create_dpos,
-                                               is_redundant=_dpos_holds)
+DPOS_TYPE: ClientType = CLIENT_TYPES["dpos"]
 """The relay's adapter for :class:`~chains.dpos.light_client.DposLightClient`."""
-
-POC_TYPE: ClientType = persistent_client_type(PocLightClient, decode_header=decode_poc_header, create=create_poc,
-                                              is_redundant=_poc_holds)
+POC_TYPE: ClientType = CLIENT_TYPES["poc"]
 """The relay's adapter for :class:`~chains.poc.light_client.PocLightClient` (real chiapos verifier)."""
-
-
-def create_ethereum(client_id: ClientId, chain_id: ChainId, init: Mapping[str, Any]) -> EthereumLightClient:
-    """An ``ethereum`` client from init args. Besides the client's own form
-    (:meth:`EthereumLightClient.from_init`), accepts the park's genesis as the other parks do:
-    ``{"genesis": {...}, "trusting_period_ms": ...}``, taking ``eth_chain_id``, ``confirmation_depth``
-    and the bridge's address from it. Finality needs no trusted header: it comes from attestations."""
-    if "genesis" not in init:
-        return EthereumLightClient.from_init(client_id, chain_id, init)
-    what = f"the init of ethereum client {client_id}"
-    args = obj_args(init, what, ("genesis", "trusting_period_ms"), ("max_consensus_states", "max_pending_headers"))
-    genesis = json_object(args["genesis"], f"genesis of {what}")
-    contracts = json_object(genesis.get("contracts"), f"contracts in the genesis of {what}")
-    own = {k: v for k, v in args.items() if k != "genesis"}
-    try:
-        own.update(eth_chain_id=genesis["eth_chain_id"], confirmation_depth=genesis["confirmation_depth"],
-                   bridge_address=contracts["bridge"])
-    except KeyError as exc:
-        raise CodecError(f"the genesis in {what} lacks {exc}") from exc
-    return EthereumLightClient.from_init(client_id, chain_id, own)
-
-
-def _eth_holds(client: LightClient[Any], header: Any) -> bool:
-    if not isinstance(client, EthereumLightClient):
-        raise TypeError(f"the ethereum client type hosts EthereumLightClient, not {type(client).__name__}")
-    return client.holds(header)
-
-
-ETHEREUM_TYPE: ClientType = persistent_client_type(EthereumLightClient, decode_header=EthHeader.decode,
-                                                   create=create_ethereum, is_redundant=_eth_holds)
+ETHEREUM_TYPE: ClientType = CLIENT_TYPES["ethereum"]
 """The relay's adapter for :class:`~chains.ethereum.light_client.EthereumLightClient` (finality by attestation)."""
+
+create_dpos = KINDS["dpos"].create_light_client
+create_poc = KINDS["poc"].create_light_client
+create_ethereum = KINDS["ethereum"].create_light_client
 
 
 def default_client_types() -> list[ClientType]:
     """The client types a relay node hosts: one per park chain kind."""
-    return [DPOS_TYPE, POC_TYPE, ETHEREUM_TYPE]
+    return list(CLIENT_TYPES.values())

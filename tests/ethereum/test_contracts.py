@@ -1,4 +1,4 @@
-"""The Ethereum park's contracts on a real anvil (chains/ethereum/SPEC.md §E1, §E2; protocol §2–§7).
+"""The Ethereum park's contracts on a real anvil (chains/ethereum/SPEC.md §E1, §E2; protocol/SPEC.md §2–§7).
 
 Relay certificates are made by the Python reference (``protocol.certificate``, ``protocol.state_commitment``)
 with validator keys generated at run time and secp256k1 signatures by ``relay.consensus.messages``; the

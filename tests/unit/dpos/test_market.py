@@ -1,4 +1,5 @@
-"""Seed 003's three-stage trade and seed 002's demand response, through real blocks of a SimChain."""
+"""docs/research.md#seed-003's three-stage trade and docs/research.md#seed-002's demand response, through real
+blocks of a SimChain."""
 
 from __future__ import annotations
 

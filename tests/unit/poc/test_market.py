@@ -1,4 +1,5 @@
-"""Ancillary-service market (seed 000): hand-computed clearing, split, response rate, settlement, conservation,
+"""Ancillary-service market (docs/research.md#seed-000): hand-computed clearing, split, response rate, settlement,
+conservation,
 capacity bounds, and rejected inputs that leave state unchanged."""
 
 from __future__ import annotations

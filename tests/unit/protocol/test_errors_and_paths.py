@@ -67,6 +67,7 @@ PATHS = [
     ("escrow/{denom}", paths.escrow_path("lane-0/x/kWh"), b"escrow/lane-0/x/kWh"),
     ("balances/{account}/{denom}", paths.balance_path("0xa11ce", "kWh"), b"balances/0xa11ce/kWh"),
     ("receipts/{src}/{lane}/{sequence}", paths.receipt_path(SRC, L, 3), b"receipts/dpos-park/lane-0/3"),
+    ("acks/{src}/{lane}/{sequence}", paths.ack_path(SRC, L, 3), b"acks/dpos-park/lane-0/3"),
     ("relay/verified/{src}/{dst}/{lane}/{sequence}", paths.verified_path(SRC, D, L, 1),
      b"relay/verified/dpos-park/poc-park/lane-0/1"),
     ("relay/outcome/{src}/{dst}/{lane}/{sequence}", paths.outcome_path(SRC, D, L, 18446744073709551615),
