@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import sqlite_utils
 
 from adapters.common.park import ParkSource, ParkTarget
 from adapters.common.roles import SourceSide, TargetSide
@@ -62,7 +63,7 @@ from adapters.common.rpc import JsonRpcClient
 from protocol.codec import decode_outcome, decode_packet
 from protocol.crypto import Ed25519Signer
 from protocol.errors import CodecError, Disposition, ProtocolError
-from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
+from protocol.paths import ack_path, commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import Packet, PacketOutcome
 from relay.policy import (
     PARK_AFTER_REJECTION_S,
@@ -193,12 +194,7 @@ class Relayer:
         self.log = logging.LoggerAdapter(log, {"chain": relay.chain_id, "node": name})
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(db_path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS cursors (chain TEXT PRIMARY KEY, height INTEGER)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS packets (key TEXT PRIMARY KEY, packet TEXT, commit_height "
-                        "INTEGER, ack TEXT, done INTEGER)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS progress (lane TEXT PRIMARY KEY, json TEXT, updated_ms INTEGER)")
-        self.db.commit()
+        _migrate(self.db)
         self.packets: dict[str, Tracked] = {}
         for key, raw, h, ack, done in self.db.execute("SELECT key, packet, commit_height, ack, done FROM packets"):
             if not done:
@@ -573,7 +569,7 @@ class Relayer:
     async def _submit_deep_fork(self, park: ChainLink, final: int) -> None:
         """The park's chain does not contain the client's final header: a fork deeper than the client can follow.
         Find the park's branch point among the client's fork points and submit the park's branch from there:
-        for the client that is evidence of two final chains, and it freezes (SPEC §8.4)."""
+        for the client that is evidence of two final chains, and it freezes (SPEC §8)."""
         self.log.error("%s: the park's chain conflicts with the relay client's final header at %d: a fork deeper "
                        "than the client's finality; submitting the park's branch as misbehaviour evidence",
                        park.chain_id, final)
@@ -703,9 +699,22 @@ class Relayer:
                 self._inflight[(t.key, action)] = self._clock() + wait_s
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """The relayer database's schema (sqlite-utils): tables created if missing, so a database written by an
+    older relayer gains the newer tables (``progress``) on start and keeps its cursors and packets."""
+    db = sqlite_utils.Database(conn)
+    db.enable_wal()
+    db["cursors"].create({"chain": str, "height": int}, pk="chain", if_not_exists=True)  # type: ignore[union-attr]
+    db["packets"].create({"key": str, "packet": str, "commit_height": int, "ack": str, "done": int},  # type: ignore[union-attr]
+                         pk="key", if_not_exists=True)
+    db["progress"].create({"lane": str, "json": str, "updated_ms": int}, pk="lane",  # type: ignore[union-attr]
+                          if_not_exists=True)
+    conn.commit()
+
+
 def _ack_key(p: Packet) -> str:
     """The target's state path of the packet's acknowledgement (SPEC §5)."""
-    return f"acks/{p.src_chain}/{p.lane}/{p.sequence}"
+    return ack_path(p.src_chain, p.lane, p.sequence).decode()
 
 
 # -- wiring from a deployment config ------------------------------------------------------------
@@ -713,8 +722,7 @@ def _ack_key(p: Packet) -> str:
 
 def build_relayer(cfg: Any, name: str) -> Relayer:
     """A relayer for deployment ``cfg`` (relay.config.DeploymentConfig) signing as account ``name``."""
-    from adapters import dpos as dpos_adapter
-    from adapters import poc as poc_adapter
+    from adapters.registry import adapters_for
     from relay.config import ConfigError
     from relay.devnet import relayer_key_path
     from relay.keys import ed25519_signer
@@ -737,11 +745,11 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
     parks = {}
     for chain in cfg.chains:
         url = chain.url_of(chain.nodes[0], cfg.host)
-        if chain.kind == "ethereum":
+        kind = adapters_for(chain.kind)
+        if not kind.park_rpc:  # a chain spoken to through its own client library (Ethereum: web3)
             parks[chain.id] = ethereum_link(cfg, chain, name, url, relay_rpc)
             continue
-        decode = dpos_adapter.source if chain.kind == "dpos" else poc_adapter.source
-        parks[chain.id] = link(chain.id, chain.kind, url, decode(JsonRpcClient(url, side=chain.id)).decode_header)
+        parks[chain.id] = link(chain.id, chain.kind, url, kind.source(JsonRpcClient(url, side=chain.id)).decode_header)
     return Relayer(name, relay, parks, cfg.data_dir / "relayers" / f"{name}.sqlite3", peers=tuple(cfg.relayers),
                    takeover_after_s=cfg.relayer_takeover_after_s, heartbeat_s=cfg.relayer_heartbeat_s)
 

@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PENDING = {"README.md", "chains/dpos/light_client.py", "chains/poc/light_client.py"}
+PENDING = {"chains/dpos/light_client.py", "chains/poc/light_client.py"}
 """TODO(integrator): files being edited elsewhere; fix their citations, then remove them from this set."""
 
 _DOC = r"(?:docs/[\w.-]+\.md|(?:protocol/|chains/ethereum/)?SPEC(?:\.md)?)"
@@ -93,8 +93,12 @@ def dangling(path: str) -> list[str]:
     return bad
 
 
+SELF = "tests/unit/test_citations.py"
+"""This file names the old forms to describe them."""
+
+
 def test_every_citation_resolves() -> None:
-    bad = [b for f in _files() if f not in PENDING for b in dangling(f)]
+    bad = [b for f in _files() if f not in PENDING and f != SELF for b in dangling(f)]
     assert not bad, "dangling citations:\n" + "\n".join(bad)
 
 
