@@ -52,7 +52,27 @@ def _rss_peak_mb(pid: int) -> float:
     return 0.0
 
 
-async def run(n: int, root: Path, relay_block_ms: int = 1000) -> dict[str, Any]:
+def _report_stuck(cfg: Any, stuck: list[int]) -> None:
+    """On giving up: which packets are stuck, in which phase (read from the chains), and what each relayer
+    last saw of the lane (its progress table: pending actions, oldest packet, last error)."""
+    from relay.ops import relayer_progress, show_packet
+
+    print(f"gave up with {len(stuck)} packets not settled", file=sys.stderr)
+    for seq in stuck[:20]:
+        key = f"{DPOS}/{POC}/{LANE}/{seq}"
+        try:
+            state = show_packet(cfg, key)["state"]
+        except Exception as exc:  # a report on the way out must not hide the failure it reports
+            state = f"unreadable ({exc})"
+        print(f"  stuck {key}: {state}", file=sys.stderr)
+    if len(stuck) > 20:
+        print(f"  ... and {len(stuck) - 20} more", file=sys.stderr)
+    for lp in relayer_progress(cfg):
+        print(f"  {lp['relayer']} {lp['lane']}: pending {lp['pending']}, oldest {lp['oldest_packet']} for "
+              f"{lp['oldest_pending_s']}s, last error: {lp['last_error']}", file=sys.stderr)
+
+
+async def run(n: int, root: Path, relay_block_ms: int = 1000, give_up_s: float = 900) -> dict[str, Any]:
     d = Devnet(root, chains=[
         {"id": DPOS, "kind": "dpos", "nodes": ["witness-a", "witness-b", "witness-c"], "block_interval_ms": 1000,
          "maintenance_interval_blocks": 10_000, "accounts": {"alice": 10**12, "operator": 0}},
@@ -86,16 +106,29 @@ async def run(n: int, root: Path, relay_block_ms: int = 1000) -> dict[str, Any]:
             sent_at: dict[int, int] = {}
             settled_at: dict[int, float] = {}
 
+            last_print = [0.0]
+            scanned = [0]
+
             async def progress() -> bool:
                 head = (await client.call("status"))["height"]
-                for ev in await client.call("getEvents", {"from": 1, "to": head, "type": "send_packet"}):
+                start = scanned[0] + 1
+                for ev in await client.call("getEvents", {"from": start, "to": head, "type": "send_packet"}):
                     sent_at.setdefault(ev["sequence"], ev["height"])
-                for ev in await client.call("getEvents", {"from": 1, "to": head, "type": "settle_packet"}):
+                for ev in await client.call("getEvents", {"from": start, "to": head, "type": "settle_packet"}):
                     seq = int(ev.get("sequence", 0))
                     settled_at.setdefault(seq, time.time())
+                scanned[0] = head
+                if time.monotonic() - last_print[0] >= 5:
+                    last_print[0] = time.monotonic()
+                    print(f"[{time.time() - t0:6.1f}s] committed {len(sent_at)}/{n}, settled {len(settled_at)}/{n}",
+                          file=sys.stderr, flush=True)
                 return len(settled_at) >= n
 
-            await wait_for(f"{n} packets through phase 4", progress, 900, poll_s=1.0)
+            try:
+                await wait_for(f"{n} packets through phase 4", progress, give_up_s, poll_s=1.0)
+            except AssertionError:
+                await asyncio.to_thread(_report_stuck, cfg, sorted(set(range(1, n + 1)) - set(settled_at)))
+                raise
             done_s = time.time() - t0
             # block times of the sends
             times = {}
@@ -135,6 +168,8 @@ def main() -> int:
     ap.add_argument("--transfers", type=int, default=1000)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", help="run in this directory and keep it (logs, databases)")
+    ap.add_argument("--give-up-s", type=float, default=900,
+                    help="stop waiting after this many seconds and name the stuck packets. Default 900")
     ap.add_argument("--relay-block-ms", type=int, default=1000,
                     help="relay chain block interval, ms (park blocks stay at 1 s). Default 1000")
     args = ap.parse_args()
@@ -147,10 +182,10 @@ def main() -> int:
     if args.keep:
         root = Path(args.keep)
         root.mkdir(parents=True, exist_ok=True)
-        out = asyncio.run(run(args.transfers, root, args.relay_block_ms))
+        out = asyncio.run(run(args.transfers, root, args.relay_block_ms, args.give_up_s))
     else:
         with tempfile.TemporaryDirectory(prefix="parkrelay-bench-") as tmp:
-            out = asyncio.run(run(args.transfers, Path(tmp), args.relay_block_ms))
+            out = asyncio.run(run(args.transfers, Path(tmp), args.relay_block_ms, args.give_up_s))
     if args.json:
         print(json.dumps(out))
     else:

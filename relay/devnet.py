@@ -218,16 +218,29 @@ def status(cfg: DeploymentConfig) -> list[dict[str, Any]]:
 
 
 def print_status(cfg: DeploymentConfig, as_json: bool = False) -> int:
+    """Every node's height and finality, then each relayer's per-lane progress (``--json``: one object with
+    ``nodes`` and ``lanes``). Exit 1 if a node is down."""
+    from relay.ops import relayer_progress
+
     rows = status(cfg)
+    lanes = relayer_progress(cfg)
     if as_json:
-        print(json.dumps(rows))
-        return 0
+        print(json.dumps({"nodes": rows, "lanes": lanes}))
+        return 0 if all(r["up"] for r in rows) else 1
     print(f"{'chain':<12} {'node':<12} {'up':<4} {'height':>7} {'final':>7}  head")
     for r in rows:
         if r["up"]:
             print(f"{r['chain']:<12} {r['node']:<12} {'yes':<4} {r['height']:>7} {r['final_height']:>7}  {r['head']}")
         else:
             print(f"{r['chain']:<12} {r['node']:<12} {'no':<4}")
+    if lanes:
+        print(f"\n{'relayer':<12} {'lane':<28} {'pending':<34} {'oldest (s)':>10}  last error")
+        now_ms = int(time.time() * 1000)
+        for lp in lanes:
+            pending = ", ".join(f"{k} {v}" for k, v in sorted(lp["pending"].items())) or "-"
+            stale = "" if now_ms - int(lp["updated_ms"]) < 60_000 else " (stale: relayer not stepping)"
+            print(f"{lp['relayer']:<12} {lp['lane']:<28} {pending:<34} {lp['oldest_pending_s']:>10}  "
+                  f"{lp['last_error'] or '-'}{stale}")
     return 0 if all(r["up"] for r in rows) else 1
 
 

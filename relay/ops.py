@@ -14,6 +14,7 @@ right whichever relayer carried a packet (SPEC.md §6.1)::
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -108,3 +109,26 @@ def packet_status(cfg: DeploymentConfig, raw: bytes) -> dict[str, Any]:
             "receiver": p.receiver, "payload": {k: getattr(payload, k) for k in payload.__slots__},  # type: ignore[attr-defined]
             "timeout_timestamp_ms": p.timeout_timestamp_ms,
             "ack": None if ack is None else {"success": ack.success, "code": ack.code}}
+
+
+def relayer_progress(cfg: DeploymentConfig) -> list[dict[str, Any]]:
+    """Each relayer's view of each lane, from its database (``<data_dir>/relayers/<name>.sqlite3``, table
+    ``progress``, written every step): packets by the action they wait for, the oldest pending packet and its
+    age, the last refusal or error. Read-only; a relayer that never ran has no rows."""
+    import sqlite3
+
+    out: list[dict[str, Any]] = []
+    for name in cfg.relayers:
+        path = cfg.data_dir / "relayers" / f"{name}.sqlite3"
+        if not path.exists():
+            continue
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT lane, json, updated_ms FROM progress ORDER BY lane").fetchall()
+        except sqlite3.OperationalError:  # a database from before the progress table
+            rows = []
+        finally:
+            conn.close()
+        for lane, raw, updated_ms in rows:
+            out.append({"relayer": name, "lane": lane, "updated_ms": updated_ms, **json.loads(raw)})
+    return out

@@ -1,4 +1,4 @@
-"""The relayer's decisions, apart from I/O (SPEC.md §6.7): pure functions of what the chains record and ``now``.
+"""The relayer's decisions, apart from I/O (SPEC.md §10.1, §10.2): pure functions of the chains' records and now.
 
 :func:`next_action` says what a packet needs next from the records the relayer read on the source, the relay
 chain and the target; :func:`retry_delay_s` says when to offer a refused submission again, from the refusal's
@@ -68,7 +68,7 @@ def next_action(rec: PacketRecords, now_ms: int, *, timeout_unverified: bool = T
     """The next action for a packet with records ``rec`` at wall time ``now_ms``.
 
     With ``timeout_unverified`` a packet the relay never verified is timed out once its timeout passed (the
-    relay certifies it on proof of the commitment and of non-receipt, SPEC §6.5), so its escrow never stays
+    relay certifies it on proof of the commitment and of non-receipt, SPEC §6.6), so its escrow never stays
     locked; without it such a packet is still offered for verification (a relay chain that cannot certify an
     unverified timeout)."""
     if rec.outcome:

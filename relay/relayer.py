@@ -1,6 +1,6 @@
 """The relayer service: ``parkrelay relayer start --config FILE --name NAME``.
 
-An untrusted, permissionless carrier of packets through the four phases (SPEC.md §1, §6). It holds
+An untrusted, permissionless carrier of packets through the four phases (SPEC.md §1, §6, §10). It holds
 no authority: every message it delivers is checked by a light client, a relay certificate or a proof,
 so its only duties are liveness and economy.
 
@@ -16,7 +16,7 @@ How it works — reconcile, don't remember. The relayer runs independent tasks, 
   up to 100 per source header), ``bridge.recv`` (phase 3), ``packet.confirm_ack`` / ``packet.confirm_timeout``
   (phase 4, relay half), ``bridge.settle`` (phase 4, source half).
 * one **heartbeat per park** keeps the relay's light client of the park fresh while its lanes are idle
-  (``[relayers] heartbeat_s``), so a client never waits stale for the next packet (SPEC §8).
+  (``[relayers] heartbeat_s``), so a client never waits stale for the next packet (SPEC §10.5).
 
 Light-client updates follow forks. Before feeding headers the relayer asks the relay chain which of the park's
 current headers its client holds (``getClientHolds``) and feeds the park's branch from the last header both

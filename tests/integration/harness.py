@@ -69,6 +69,8 @@ class Devnet:
     lanes: list[dict[str, str]] = field(default_factory=list)
     relay: dict[str, Any] | None = None
     relayers: list[str] = field(default_factory=list)
+    relayer_options: dict[str, Any] = field(default_factory=dict)
+    """More keys of the ``[relayers]`` table (``heartbeat_s``, ``takeover_after_s``)."""
     procs: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
     cfg: DeploymentConfig | None = None
 
@@ -81,7 +83,7 @@ class Devnet:
         if self.relay:
             doc["relay"] = self.relay
         if self.relayers:
-            doc["relayers"] = {"names": self.relayers}
+            doc["relayers"] = {"names": self.relayers, **self.relayer_options}
         path = self.root / "devnet.toml"
         path.write_text(tomli_w.dumps(doc))
         self.cfg = load_config(path)
