@@ -451,6 +451,8 @@ def test_invalid_conflicting_finality_evidence(chain4: ChainBuilder) -> None:
         ([good[0], forge(good[1], test_signer("x", 9), producer=good[2].producer), *good[2:]], FinalityEvidenceError,
          "does not extend|wrong witness"),
         ([forge(h, test_signer("x", 1), chain_id="other-park") for h in good], WrongChainError, "another chain"),
+        ([good[0], forge(good[1], chain4.signers[good[1].producer], active_set_hash=b"\x09" * 32), *good[2:]],
+         FinalityEvidenceError, "another witness set"),
     ]
     if other_set is not None:
         cases.append((forge_branch(chain4.headers[fork], other_set, chain4.signers, chain4.params, 6),
