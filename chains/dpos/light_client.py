@@ -27,16 +27,25 @@ headers** rooted at its newest final header (the *final tip*), as a full node's 
   changes take effect on a branch when its boundary block becomes irreversible on that branch; what the
   client reports (:attr:`DposLightClient.active_set`, :attr:`~DposLightClient.pending_proposals`) is the
   canonical branch's, and a set proposed on a losing branch never comes into force.
-* **Bounds.** At most ``max_pending_headers`` pending headers are held over all branches, and none more
-  than that above the final tip (:class:`PendingLimitError`).
+* **Bounds** (SPEC.md §8.5). At most ``max_pending_headers`` pending headers are held over all branches, and
+  none more than that above the final tip (:class:`PendingLimitError`). A full tree makes room by dropping a
+  leaf off the canonical branch, of the producer holding the most pending headers (earliest first): a witness
+  flooding forks displaces its own headers, and the canonical chain always gets in.
 
-Misbehaviour: a witness that signs two different headers at one height. Under longest-chain fork choice
-an honest witness's block heights strictly increase (it only switches to a strictly longer branch, so
-its next block is higher than its last), so two validly signed headers by one witness at one height (final
-or pending, on one branch or two) prove a fault, and freeze the client. Two headers at one height from
-*different* witnesses prove nothing: an honest witness may have produced on a fork it had not yet seen lose.
-Above finality that is an ordinary fork, and both are held; at or below the final tip such a header is
-rejected, and the client stays active.
+Faults of one witness are recorded, not frozen on. Under longest-chain fork choice an honest witness's block
+heights strictly increase, so two validly signed headers by one witness at one height prove *that witness*
+faulty; but one witness of N cannot make a block irreversible, so this is no conflict of finality, and
+freezing on it would let any single witness halt the park's bridge. A second header that links to a held one
+is held as a fork header and the pair recorded (:meth:`~DposLightClient.evidence`, in the state, reported by
+the relay's client status, punished by the park's ``witness.report_double_production``); one that links to
+nothing held is :class:`EquivocationError`, and :meth:`~DposLightClient.check_misbehaviour` records such a pair.
+Two headers at one height from *different* witnesses prove nothing: an ordinary fork above finality (both
+held), a refused fork block at or below it.
+
+Misbehaviour that freezes: **conflicting finality** — a branch from a retained final header on which more than
+2/3 of the witnesses built past a block conflicting with the final chain
+(:meth:`~DposLightClient.check_conflicting_finality`): two conflicting irreversible blocks, so more than 1/3 of
+the witnesses signed on both sides.
 
 Persistence (a host such as the relay chain keeps the client in its state): :meth:`~DposLightClient.to_state`
 is canonical JSON (sorted keys, bytes as lowercase hex, DPoS binary encodings for headers and witness sets)::
@@ -46,7 +55,8 @@ is canonical JSON (sorted keys, bytes as lowercase hex, DPoS binary encodings fo
      "final": [header hex, ...],          # retained final headers, ascending; the last is the final tip
      "tracker": {"active": set hex, "lib", "last_produced": [[name, height], ...], "proposals": [[h, set hex]]},
      "pending": [header hex, ...],        # every pending header, all branches, in ARRIVAL order
-     "known_sets": [set hex, ...]}        # sets whose keys check evidence, oldest first (eviction order)
+     "known_sets": [set hex, ...],        # sets whose keys check evidence, oldest first (eviction order)
+     "evidence": [[header hex, header hex], ...]}   # double-sign records, oldest first; absent when empty
 
 Final consensus states are derived from the final headers; per-branch trackers are replayed from the final
 tip's tracker. Pending headers are kept in arrival order because fork choice breaks ties by it: the canonical
