@@ -1,4 +1,4 @@
-"""Light client of a DPoS park chain (DESIGN.md §3; SPEC.md §8), hosted by the relay chain.
+"""Light client of a DPoS park chain (docs/architecture.md §3; SPEC.md §8, §8.5), hosted by the relay chain.
 
 It follows a park chain from a trusted checkpoint (usually genesis), forks included. A DPoS park picks the
 longest chain, and its finality is the last irreversible block (LIB): short forks among non-final blocks
@@ -27,16 +27,25 @@ headers** rooted at its newest final header (the *final tip*), as a full node's 
   changes take effect on a branch when its boundary block becomes irreversible on that branch; what the
   client reports (:attr:`DposLightClient.active_set`, :attr:`~DposLightClient.pending_proposals`) is the
   canonical branch's, and a set proposed on a losing branch never comes into force.
-* **Bounds.** At most ``max_pending_headers`` pending headers are held over all branches, and none more
-  than that above the final tip (:class:`PendingLimitError`).
+* **Bounds** (SPEC.md §8.5). At most ``max_pending_headers`` pending headers are held over all branches, and
+  none more than that above the final tip (:class:`PendingLimitError`). A full tree makes room by dropping a
+  leaf off the canonical branch, of the producer holding the most pending headers (earliest first): a witness
+  flooding forks displaces its own headers, and the canonical chain always gets in.
 
-Misbehaviour: a witness that signs two different headers at one height. Under longest-chain fork choice
-an honest witness's block heights strictly increase (it only switches to a strictly longer branch, so
-its next block is higher than its last), so two validly signed headers by one witness at one height (final
-or pending, on one branch or two) prove a fault, and freeze the client. Two headers at one height from
-*different* witnesses prove nothing: an honest witness may have produced on a fork it had not yet seen lose.
-Above finality that is an ordinary fork, and both are held; at or below the final tip such a header is
-rejected, and the client stays active.
+Faults of one witness are recorded, not frozen on. Under longest-chain fork choice an honest witness's block
+heights strictly increase, so two validly signed headers by one witness at one height prove *that witness*
+faulty; but one witness of N cannot make a block irreversible, so this is no conflict of finality, and
+freezing on it would let any single witness halt the park's bridge. A second header that links to a held one
+is held as a fork header and the pair recorded (:meth:`~DposLightClient.evidence`, in the state, reported by
+the relay's client status, punished by the park's ``witness.report_double_production``); one that links to
+nothing held is :class:`EquivocationError`, and :meth:`~DposLightClient.check_misbehaviour` records such a pair.
+Two headers at one height from *different* witnesses prove nothing: an ordinary fork above finality (both
+held), a refused fork block at or below it.
+
+Misbehaviour that freezes: **conflicting finality** — a branch from a retained final header on which more than
+2/3 of the witnesses built past a block conflicting with the final chain
+(:meth:`~DposLightClient.check_conflicting_finality`): two conflicting irreversible blocks, so more than 1/3 of
+the witnesses signed on both sides.
 
 Persistence (a host such as the relay chain keeps the client in its state): :meth:`~DposLightClient.to_state`
 is canonical JSON (sorted keys, bytes as lowercase hex, DPoS binary encodings for headers and witness sets)::
@@ -46,7 +55,8 @@ is canonical JSON (sorted keys, bytes as lowercase hex, DPoS binary encodings fo
      "final": [header hex, ...],          # retained final headers, ascending; the last is the final tip
      "tracker": {"active": set hex, "lib", "last_produced": [[name, height], ...], "proposals": [[h, set hex]]},
      "pending": [header hex, ...],        # every pending header, all branches, in ARRIVAL order
-     "known_sets": [set hex, ...]}        # sets whose keys check evidence, oldest first (eviction order)
+     "known_sets": [set hex, ...],        # sets whose keys check evidence, oldest first (eviction order)
+     "evidence": [[header hex, header hex], ...]}   # double-sign records, oldest first; absent when empty
 
 Final consensus states are derived from the final headers; per-branch trackers are replayed from the final
 tip's tracker. Pending headers are kept in arrival order because fork choice breaks ties by it: the canonical
@@ -63,7 +73,8 @@ Time is passed in, never read.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn, Self
 
 from nacl.exceptions import BadSignatureError
@@ -85,10 +96,15 @@ from protocol.light_client import ConsensusState, LightClient
 from protocol.types import ChainId, ClientId
 
 __all__ = [
+    "MAX_EVIDENCE",
+    "MAX_FINALITY_EVIDENCE_HEADERS",
     "SNAPSHOT_EVERY",
     "STATE_VERSION",
+    "DoubleSignEvidence",
     "DposCheckpoint",
     "DposLightClient",
+    "EquivocationError",
+    "FinalityEvidenceError",
     "HeaderReplayError",
     "PendingLimitError",
     "UnknownParentError",
@@ -98,6 +114,10 @@ MAX_KNOWN_SETS = 64
 """Witness sets (with their verify keys) a client remembers for checking evidence about past headers."""
 STATE_VERSION = 1
 """Version of the :meth:`DposLightClient.to_state` encoding."""
+MAX_EVIDENCE = 64
+"""Double-sign evidence records a client keeps (one per witness, the oldest dropped first)."""
+MAX_FINALITY_EVIDENCE_HEADERS = 256
+"""Most headers one piece of conflicting-finality evidence may carry."""
 SNAPSHOT_EVERY = 64
 """A pending header at a height that is a multiple of this keeps its own tracker snapshot, so the state after
 any pending header is recomputed by replaying at most this many blocks (a fork deep in a stalled chain stays
@@ -125,6 +145,41 @@ class PendingLimitError(HeaderError):
     """Holding the header would exceed ``max_pending_headers``: the chain's LIB is stalled, or forks fill the tree."""
 
     code: ClassVar[str] = "header.dpos.pending_limit"
+
+
+class EquivocationError(HeaderError):
+    """A witness signed a second header at a height where the client holds one of its headers, and the second cannot
+    be held (its parent is not held, or the height is final). A fault of that witness, not of finality: the client
+    stays active. Submit the two headers as ``client.misbehaviour`` evidence to have it recorded."""
+
+    code: ClassVar[str] = "header.dpos.equivocation"
+
+
+class FinalityEvidenceError(HeaderError):
+    """Evidence of conflicting finality (:meth:`DposLightClient.check_conflicting_finality`) that proves nothing:
+    no fork from a retained final header, a broken link, another set, or a branch fewer than 2/3 built on."""
+
+    code: ClassVar[str] = "header.dpos.finality_evidence"
+
+
+@dataclass(frozen=True, slots=True)
+class DoubleSignEvidence:
+    """Two validly signed headers of one witness at one height, recorded by the client (it does not freeze)."""
+
+    witness: str
+    """The witness that signed both."""
+    height: int
+    """Their height."""
+    header_a: DposHeader
+    """The header with the lower hash."""
+    header_b: DposHeader
+    """The other one."""
+
+    def to_json(self) -> dict[str, Any]:
+        """What a status query reports: the headers hex-encoded, ready for the park's
+        ``witness.report_double_production {header_a, header_b}``."""
+        return {"witness": self.witness, "height": self.height, "header_a": self.header_a.encode().hex(),
+                "header_b": self.header_b.encode().hex()}
 
 
 class _Node:
@@ -180,6 +235,8 @@ class DposLightClient(LightClient[DposHeader]):
         """Pending headers of the canonical branch by height: ``final_height + 1 .. latest_height``."""
         self._final_headers: dict[int, DposHeader] = {}
         """Final headers by height, as many as consensus states are kept (double-production checks)."""
+        self._evidence: dict[str, DoubleSignEvidence] = {}
+        """Double-sign evidence by witness, in the order recorded (at most :data:`MAX_EVIDENCE`)."""
         self._validated: tuple[bytes, FinalityTracker] | None = None
         """(header hash, parent's replayed state) from the last validate_header that had to replay, for apply."""
         self._final_headers[header.height] = header
@@ -268,7 +325,7 @@ class DposLightClient(LightClient[DposHeader]):
         if slot <= parent_header.slot:
             raise HeaderError(f"slot of header {height} not after its parent's", expected=f"> {parent_header.slot}",
                               got=slot)
-        self._check_room(height)
+        self._check_room(height, parent)
         tracker = parent.tracker
         replayed = None
         if tracker is None:
@@ -290,8 +347,8 @@ class DposLightClient(LightClient[DposHeader]):
                 raise HeaderError(f"header {height} proposes more witnesses than an election elects",
                                   expected=f"<= {self._max_witnesses}", got=len(pending))
         self._check_signature(header, self._keys_of(active))
-        if height in self._by_height:
-            self._check_same_witness(header, "pending, on another branch")
+        # a second header of one witness at one height that links is held as a fork header (apply records the
+        # evidence): refusing it could strand the branch the honest witnesses build on
         if replayed is not None:
             self._validated = (hhash, replayed)
 
@@ -308,6 +365,15 @@ class DposLightClient(LightClient[DposHeader]):
                                      "holds", got=header.parent_hash.hex())
         validated, self._validated = self._validated, None
         replayed = validated[1] if validated is not None and validated[0] == hhash else None
+        if len(nodes) > self.max_pending_headers:
+            victim = self._pending_victim(parent)
+            if victim is not None:
+                self._evict(victim)
+        twin = next((n.header for n in self._by_height.get(header.height, ())
+                     if n.header.producer == header.producer and n.header.active_set_hash == header.active_set_hash),
+                    None)
+        if twin is not None:
+            self._record_evidence(twin, header)
         node, tracker, promoted = self._attach(header, hhash, parent, replayed)
         if node.height > self._best.height:  # strictly longer: on a tie the branch seen first stays canonical
             self._make_canonical(node)
@@ -315,6 +381,114 @@ class DposLightClient(LightClient[DposHeader]):
                 self._finalise(tracker.lib)
         if promoted is not None:
             self._keyed(promoted)
+
+    # -- evidence --------------------------------------------------------------------------------------
+
+    def evidence(self) -> list[DoubleSignEvidence]:
+        """Double-sign evidence recorded (one record per witness, oldest first): witnesses the park should punish."""
+        return list(self._evidence.values())
+
+    def check_misbehaviour(self, header_a: DposHeader, header_b: DposHeader, now_ms: int) -> None:
+        """Evidence that one witness signed two headers at one height: validated (:meth:`validate_conflicting`), then
+        **recorded** (:meth:`evidence`), and the client stays active. One witness of N double-signing proves a fault of
+        that witness, which the park punishes (``witness.report_double_production``), not a break of finality: an
+        irreversible block needs more than 2/3 of the witnesses. Conflicting finality freezes
+        (:meth:`check_conflicting_finality`). Raises the header errors of invalid evidence, and
+        :class:`~protocol.errors.ReplayError` if evidence against that witness is already recorded."""
+        self.check_active(now_ms)
+        if header_a.height != header_b.height:
+            raise HeaderError("evidence headers are at different heights", expected=header_a.height,
+                              got=header_b.height)
+        self.validate_conflicting(header_a, header_b, now_ms)
+        recorded = self._evidence.get(header_a.producer)
+        if recorded is not None:
+            raise ReplayError(f"client {self.client_id} already holds double-sign evidence against "
+                              f"{header_a.producer}", got=recorded.height)
+        self._record_evidence(header_a, header_b)
+
+    def _record_evidence(self, header_a: DposHeader, header_b: DposHeader) -> None:
+        witness = header_a.producer
+        if witness in self._evidence:
+            return
+        a, b = sorted((header_a, header_b), key=lambda hd: hd.hash())
+        self._evidence[witness] = DoubleSignEvidence(witness, a.height, a, b)
+        while len(self._evidence) > MAX_EVIDENCE:
+            del self._evidence[next(iter(self._evidence))]
+
+    def check_conflicting_finality(self, branch: Sequence[DposHeader], now_ms: int) -> None:
+        """Evidence that a branch conflicting with the final chain became irreversible: validated
+        (:meth:`validate_conflicting_finality`), then the client **freezes** and
+        :class:`~protocol.errors.MisbehaviourError` is raised. Invalid evidence raises its own error; the client stays
+        active."""
+        self.check_active(now_ms)
+        self.validate_conflicting_finality(branch)
+        first = branch[0]
+        final = self._final_headers[first.height]
+        reason = (f"conflicting finality: a branch of {len(branch)} headers from final height {first.height - 1} "
+                  f"became irreversible past final header {first.height}")
+        self.freeze(first.height, reason)
+        raise MisbehaviourError(f"client {self.client_id} of {self.chain_id} frozen: {reason}",
+                                expected=final.hash().hex(), got=first.hash().hex())
+
+    def validate_conflicting_finality(self, branch: Sequence[DposHeader]) -> None:
+        """Raise unless ``branch`` proves two conflicting irreversible blocks: ``branch[0]`` differs from the final
+        header at its height and links to the retained final header below it; each header extends the one before
+        under the DPoS rules (height, time, slot, the set the final chain names at ``branch[0]``'s height, the scheduled
+        producer, its signature); and on the branch, more than 2/3 of that set produced at or above ``branch[0]``'s
+        height (the LIB rule, counting only blocks on the branch), so ``branch[0]`` is irreversible there while the
+        final header at its height is irreversible here. Pure. :class:`FinalityEvidenceError` (or the signature's
+        :class:`~protocol.errors.SignatureError`) otherwise."""
+        if not 1 <= len(branch) <= MAX_FINALITY_EVIDENCE_HEADERS:
+            raise FinalityEvidenceError("conflicting-finality evidence is a branch of headers",
+                                        expected=f"1..{MAX_FINALITY_EVIDENCE_HEADERS}", got=len(branch))
+        first = branch[0]
+        for hd in branch:
+            if hd.chain_id != self.chain_id:
+                raise WrongChainError("evidence header of another chain", expected=self.chain_id, got=hd.chain_id)
+        final = self._final_headers.get(first.height)
+        fork = self._final_headers.get(first.height - 1) if first.height > 0 else None
+        if final is None or fork is None:
+            raise FinalityEvidenceError(f"the branch must fork from a final header client {self.client_id} retains, "
+                                        "with the final header above it retained", expected=f"<= {self.final_height}",
+                                        got=first.height)
+        if final.hash() == first.hash():
+            raise FinalityEvidenceError("the branch starts with the final header: nothing conflicts",
+                                        got=first.hash().hex())
+        if first.parent_hash != fork.hash():
+            raise FinalityEvidenceError(f"the branch must link to final header {fork.height}",
+                                        expected=fork.hash().hex(), got=first.parent_hash.hex())
+        entry = self._sets.get(final.active_set_hash)
+        if first.active_set_hash != final.active_set_hash or entry is None:
+            raise FinalityEvidenceError("the branch must be scheduled by the known set the final chain names there",
+                                        expected=final.active_set_hash.hex(), got=first.active_set_hash.hex())
+        wset, keys = entry
+        # every witness starts at the fork: only blocks on the branch count toward its LIB
+        tracker = FinalityTracker(wset, fork.height)
+        prev = fork
+        for hd in branch:
+            if hd.parent_hash != prev.hash() or hd.height != prev.height + 1:
+                raise FinalityEvidenceError(f"evidence header {hd.height} does not extend the one before",
+                                            expected=[prev.height + 1, prev.hash().hex()],
+                                            got=[hd.height, hd.parent_hash.hex()])
+            slot = hd.slot
+            if (hd.timestamp_ms <= prev.timestamp_ms or slot != hd.timestamp_ms // self._interval
+                    or slot <= prev.slot):
+                raise FinalityEvidenceError(f"time or slot of evidence header {hd.height} breaks the chain's rules",
+                                            expected=f"slot > {prev.slot}, time > {prev.timestamp_ms}",
+                                            got=[slot, hd.timestamp_ms])
+            if hd.active_set_hash != wset.hash:
+                raise FinalityEvidenceError(f"evidence header {hd.height} names another witness set",
+                                            expected=wset.hash.hex(), got=hd.active_set_hash.hex())
+            producer = schedule(wset, slot, self._genesis_slot)
+            if hd.producer != producer:
+                raise FinalityEvidenceError(f"wrong witness for slot {slot} of evidence header {hd.height}",
+                                            expected=producer, got=hd.producer)
+            self._check_signature(hd, keys)
+            tracker.on_block(hd.height, hd.producer, None)
+            prev = hd
+        if tracker.lib < first.height:
+            raise FinalityEvidenceError("the branch is not irreversible: at most 2/3 of the witnesses built on it",
+                                        expected=f"lib >= {first.height}", got=tracker.lib)
 
     def validate_conflicting(self, header_a: DposHeader, header_b: DposHeader, now_ms: int) -> None:
         """Raise unless the two headers prove double production: one height, one producer, distinct,
@@ -367,6 +541,9 @@ class DposLightClient(LightClient[DposHeader]):
             # _nodes is in arrival order; the root arrived before everything above it
             "pending": [n.header.encode().hex() for n in self._nodes.values() if n is not root],
             "known_sets": [encode_witness_set(wset.members).hex() for wset, _ in self._sets.values()],
+            # only once there is some: the bytes of a client without evidence are those of earlier versions
+            **({"evidence": [[e.header_a.encode().hex(), e.header_b.encode().hex()] for e in self._evidence.values()]}
+               if self._evidence else {}),
         })
 
     @classmethod
@@ -400,6 +577,11 @@ class DposLightClient(LightClient[DposHeader]):
                 wset = WitnessSet(decode_witness_set(bytes.fromhex(raw)))
                 client._sets[wset.hash] = (wset, _verify_keys(wset))
             client._restore_pending([DposHeader.decode(bytes.fromhex(raw)) for raw in obj["pending"]])
+            for raw_a, raw_b in obj.get("evidence", ()):
+                a, b = DposHeader.decode(bytes.fromhex(raw_a)), DposHeader.decode(bytes.fromhex(raw_b))
+                if a.producer != b.producer or a.height != b.height or a.producer in client._evidence:
+                    raise CodecError("malformed double-sign evidence record", got=a.producer)
+                client._record_evidence(a, b)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CodecError(f"malformed DPoS light-client state of {client_id}: {exc!r}") from exc
         return client
@@ -443,15 +625,39 @@ class DposLightClient(LightClient[DposHeader]):
 
     # -- internals: the tree ---------------------------------------------------------------------------
 
-    def _check_room(self, height: int) -> None:
+    def _check_room(self, height: int, parent: _Node) -> None:
         depth = height - self.final_height
         if depth > self.max_pending_headers:
             raise PendingLimitError("too many headers held without finality: the chain's LIB is stalled",
                                     expected=f"<= {self.max_pending_headers} pending", got=depth)
-        if len(self._nodes) > self.max_pending_headers:  # the root plus max_pending_headers pending ones
+        if len(self._nodes) > self.max_pending_headers and self._pending_victim(parent) is None:
             raise PendingLimitError(f"client {self.client_id} holds {self.max_pending_headers} pending headers over "
-                                    "all branches: no room until finality advances",
+                                    "all branches, all on the canonical branch: no room until finality advances",
                                     expected=f"<= {self.max_pending_headers} pending", got=len(self._nodes))
+
+    def _pending_victim(self, parent: _Node) -> _Node | None:
+        """The pending header to drop for room in a full tree: a leaf off the canonical branch (not the canonical
+        tip, not ``parent``), of the producer holding the most pending headers, the earliest to arrive among its. Only
+        witnesses sign headers, so the pool fills only with the forks and double-signed headers of witnesses, and a
+        flooding witness displaces its own headers first; the canonical branch is never displaced."""
+        counts: dict[str, int] = {}
+        for node in self._nodes.values():
+            counts[node.header.producer] = counts.get(node.header.producer, 0) + 1
+        best: _Node | None = None
+        best_count = 0
+        for node in self._nodes.values():  # arrival order: the first of the top producer wins ties
+            if node.children or node is self._best or node is parent or node is self._root:
+                continue
+            count = counts[node.header.producer]
+            if count > best_count:
+                best, best_count = node, count
+        return best
+
+    def _evict(self, node: _Node) -> None:
+        """Drop the leaf ``node`` (not canonical) from the tree."""
+        parent = self._nodes[node.parent_hash]
+        parent.children.remove(node)
+        self._drop_subtree(node)
 
     def _attach(self, header: DposHeader, hhash: bytes, parent: _Node,
                 replayed: FinalityTracker | None) -> tuple[_Node, FinalityTracker, WitnessSet | None]:
@@ -570,8 +776,8 @@ class DposLightClient(LightClient[DposHeader]):
             got=header.parent_hash.hex())
 
     def _check_same_witness(self, header: DposHeader, where: str) -> None:
-        """Raise if a held header at ``header``'s height has the same producer: misbehaviour if it also names the
-        same set and ``header`` is validly signed (a header that linked was fully validated already)."""
+        """Raise if a held header at ``header``'s height has the same producer: :class:`EquivocationError` if it also
+        names the same set and ``header`` is validly signed (a fault of the witness; the client stays active)."""
         height = header.height
         held: DposHeader | None = None
         if height <= self.final_height:
@@ -587,7 +793,8 @@ class DposLightClient(LightClient[DposHeader]):
             raise HeaderError(f"header {height} conflicts with a held one of the same witness but names another set: "
                               "not proof of misbehaviour", expected=held.hash().hex(), got=header.hash().hex())
         self._validate_standalone(header)
-        raise MisbehaviourError(f"witness {header.producer} signed two headers at height {height} ({where})",
+        raise EquivocationError(f"witness {header.producer} signed two headers at height {height} ({where}); the "
+                                "second links to nothing held: submit both as client.misbehaviour evidence",
                                 expected=held.hash().hex(), got=header.hash().hex())
 
     def _validate_standalone(self, header: DposHeader) -> None:

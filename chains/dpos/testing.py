@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from chains.common.bridge import BridgeHooks, register_bridge_ops
@@ -27,7 +27,8 @@ from protocol.crypto import Ed25519Signer
 from protocol.errors import ProtocolError
 from protocol.types import ChainId, ClientId
 
-__all__ = ["ChainBuilder", "SimChain", "account_signer", "forge", "make_chain", "resign", "test_signer", "witness_name"]
+__all__ = ["ChainBuilder", "SimChain", "account_signer", "forge", "forge_branch", "make_chain", "resign", "test_signer",
+           "witness_name"]
 
 GENESIS_TIME_MS = 1_700_000_000_000
 """Default genesis time of test chains (a fixed instant: tests never read a clock)."""
@@ -56,6 +57,28 @@ def forge(header: DposHeader, signer: Ed25519Signer | None = None, **changes: An
     """``header`` with ``changes``; re-signed by ``signer`` if given, else keeping the old (now wrong) signature."""
     changed = dataclasses.replace(header, **changes)
     return resign(changed, signer) if signer is not None else changed
+
+
+def forge_branch(parent: DposHeader, active: WitnessSet, signers: Mapping[str, Ed25519Signer], params: DposParams,
+                 count: int, *, tag: bytes = b"conflicting branch", first_slot: int | None = None) -> list[DposHeader]:
+    """``count`` headers extending ``parent`` in consecutive slots (from ``first_slot``, default the slot after
+    ``parent``'s), each produced and signed by the witness ``active`` schedules there — the keys of every scheduled
+    witness are needed, so this is what a colluding set can build: with more than 2/3 of ``active`` among the
+    producers, the branch is irreversible under the LIB rule. ``tag`` makes its transaction roots differ from any
+    honest block's, so it conflicts with the chain ``parent`` is on."""
+    out: list[DposHeader] = []
+    prev = parent
+    slot = parent.slot + 1 if first_slot is None else first_slot
+    for _ in range(count):
+        producer = schedule(active, slot, params.genesis_slot)
+        height = prev.height + 1
+        unsigned = DposHeader(prev.chain_id, height, prev.hash(), slot * params.block_interval_ms, slot, producer,
+                              hashlib.sha256(tag + b"/tx/%d" % height).digest(),
+                              hashlib.sha256(tag + b"/state/%d" % height).digest(), active.hash, None)
+        prev = resign(unsigned, signers[producer])
+        out.append(prev)
+        slot += 1
+    return out
 
 
 class ChainBuilder:

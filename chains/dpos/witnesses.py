@@ -28,7 +28,7 @@ currency rather than mint it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from chains.common.state import ChainState
 from chains.common.tx import BlockContext, Tx, account_path, arg
@@ -45,12 +45,13 @@ from chains.dpos.consensus import (
 )
 from chains.dpos.types import DposHeader, DposParams, WitnessInfo, WitnessSet
 from protocol.crypto import ed25519_verify
-from protocol.errors import AuthorizationError, CodecError, HeaderError, ProtocolError, ReplayError
+from protocol.errors import AuthorizationError, CodecError, HeaderError, ProtocolError, ReplayError, WrongChainError
 
 __all__ = [
     "CREDIT_MODEL",
     "RESERVE_ACCOUNT",
     "BlockConsensus",
+    "DoubleSignEvidenceError",
     "active_set",
     "apply_block_consensus",
     "expected_producer",
@@ -218,10 +219,21 @@ def _set_or_delete(state: ChainState, key: bytes, value: Any) -> None:
         state.delete(key)
 
 
+class DoubleSignEvidenceError(HeaderError):
+    """``witness.report_double_production`` evidence that proves nothing: not two different headers of one witness
+    at one height, or a witness the chain does not know."""
+
+    code: ClassVar[str] = "header.dpos.double_sign_evidence"
+
+
 def op_report_double_production(params: DposParams) -> Any:
-    """``witness.report_double_production {header_a, header_b}`` (hex-encoded headers): evidence that a
-    witness signed two different headers at one height. The witness loses ``credit_bad_block_penalty`` and is
-    jailed at once; each (witness, height) is punished once."""
+    """``witness.report_double_production {header_a, header_b}`` (hex-encoded headers, e.g. a record of the relay's
+    client status ``evidence``): evidence that a witness signed two different headers at one height. Both signatures
+    are verified against the witness's key (its record's, or the active set's). The witness loses
+    ``credit_bad_block_penalty`` and is jailed at once, so the next election replaces it; each (witness, height) is
+    punished once (``packet.replay``). Bad evidence: :class:`~protocol.errors.CodecError` (not hex or not a header),
+    :class:`~protocol.errors.WrongChainError`, :class:`DoubleSignEvidenceError`,
+    :class:`~protocol.errors.SignatureError`."""
 
     def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         try:
@@ -231,13 +243,15 @@ def op_report_double_production(params: DposParams) -> Any:
             raise CodecError("evidence headers must be hex") from exc
         for hd in (a, b):
             if hd.chain_id != ctx.chain_id:
-                raise CodecError("evidence header of another chain", expected=ctx.chain_id, got=hd.chain_id)
+                raise WrongChainError("evidence header of another chain", expected=ctx.chain_id, got=hd.chain_id)
         if a.height != b.height or a.producer != b.producer or a.hash() == b.hash():
-            raise ProtocolError("evidence must be two different headers of one witness at one height",
-                                got=(a.height, b.height, a.producer, b.producer))
+            raise DoubleSignEvidenceError("evidence must be two different headers of one witness at one height",
+                                          expected=[a.height, a.producer, "another hash"],
+                                          got=[b.height, b.producer, b.hash().hex()])
         rec = witness_record(state, a.producer)
         if rec is None:
-            raise ProtocolError("no such witness", got=a.producer)
+            raise DoubleSignEvidenceError("evidence against a witness this chain does not know",
+                                          expected="a registered witness", got=a.producer)
         if state.get(evidence_path(a.producer, a.height)) is not None:
             raise ReplayError("double production already punished", got=(a.producer, a.height))
         keys = {bytes.fromhex(rec["pubkey"])}

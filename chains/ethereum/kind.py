@@ -58,7 +58,9 @@ class EthereumKind(ChainKind):
         if "genesis" not in init:
             return EthereumLightClient.from_init(client_id, chain_id, init)
         what = f"the init of ethereum client {client_id}"
-        args = init_args(init, what, ("genesis", "trusting_period_ms"), ("max_consensus_states", "max_pending_headers"))
+        args = init_args(init, what, ("genesis", "trusting_period_ms"),
+                         ("max_consensus_states", "max_pending_headers", "max_open_attestations",
+                          "max_attestation_ahead", "max_pending_ahead", "max_pending_per_height"))
         genesis = init_object(args["genesis"], f"genesis of {what}")
         contracts = init_object(genesis.get("contracts"), f"contracts in the genesis of {what}")
         own = {k: v for k, v in args.items() if k != "genesis"}

@@ -9,9 +9,11 @@ consensus. Finality is **confirmation depth + attestation** by the relay's own v
   and the total). It counts only if ``head_height − height ≥ confirmation_depth``
   (:class:`ShallowAttestationError`). An attester counts once per height: the same hash again is
   :class:`AttestationReplayError`, another hash :class:`ConflictingAttestationError` (that attestation
-  is refused; the client stays active). A hash whose attesters hold more than 2/3 of the power
-  (``3 × signed > 2 × total``, ``total`` the largest total any of them was counted under) is
-  **attested**; exactly 2/3 is not.
+  is refused; the client stays active). Every vote keeps the power, total and validator set (``set_id``,
+  the relay's set hash) it was cast under, even after the attester leaves the set. A hash is **attested**
+  when, for one set, the votes cast under that set hold more than 2/3 of its power (``3 × signed >
+  2 × total``); exactly 2/3 is not, and votes of different sets never add up, so faulty validators of
+  several sets cannot together make a quorum that no single set's > 1/3 fault could.
 * **Finality.** A header is final when its hash is attested at its height, or when it is the parent (by
   ``parentHash``) of a final header. A header that is neither yet waits as *pending* (at most
   ``max_pending_headers``, :class:`PendingLimitError`); when an attestation or a final child arrives,
@@ -23,10 +25,23 @@ consensus. Finality is **confirmation depth + attestation** by the relay's own v
   changes nothing; so is a pending header that cannot become final without a conflict, which is also
   pruned. Only hash-authentic headers (the attested one, and ancestors reached through ``parentHash``)
   ever become final.
-* **Bounds.** Headers and attestations are accepted from :meth:`~EthereumLightClient.floor_height` up: at most
-  ``max_consensus_states − 1`` below the newest final height (and not below the lowest retained final
-  height once ``max_consensus_states`` are held); what falls below it is dropped. Attestations may be open at
-  most at ``max_consensus_states + max_pending_headers`` heights (:class:`AttestationLimitError`).
+* **Bounds** (SPEC.md §8.4 gives the security argument). Headers and attestations are accepted from
+  :meth:`~EthereumLightClient.floor_height` up: at most ``max_consensus_states − 1`` below the newest final
+  height (and not below the lowest retained final height once ``max_consensus_states`` are held); what falls
+  below it is dropped. Above, both are bounded from an *anchor* only a quorum can move:
+
+  - an attestation more than ``max_attestation_ahead`` above the newest final height (before any, the lowest
+    attested height) is refused (:class:`AttestationLimitError`);
+  - each attester holds at most ``max_open_attestations`` *open* votes (above the final height, on a hash not
+    attested there); one more drops that attester's own lowest open vote. A flood of made-up attestations thus
+    displaces only the flooder's votes, never an honest one, and cannot hold finality back;
+  - a pending header more than ``max_pending_ahead`` above the newest final or attested height is refused
+    (:class:`PendingAheadError`); at most ``max_pending_per_height`` wait at one height (one more displaces a
+    held one there, childless first, then the lowest hash) and ``max_pending_headers`` in all (one more
+    displaces the highest pending header if it is higher, else :class:`PendingLimitError`). Forged headers
+    thus displace forged headers; an honest relayer's batch (each header the parent of the next, fed upward
+    from finality) is never displaced by itself, and finalises in the transaction that carries its attested
+    header.
 * **Misbehaviour.** Two different hashes expected at one height — two attested hashes, or an attested
   hash against the final chain (the ``parentHash`` link of an attested or final header included) —
   mean the relay's quorum attested two chains (or Ethereum reorganised deeper than the confirmation
@@ -41,15 +56,18 @@ consensus. Finality is **confirmation depth + attestation** by the relay's own v
 
 Persistence: :meth:`~EthereumLightClient.to_state` is canonical JSON (sorted keys, bytes as lowercase hex)::
 
-    {"v": 1, "type": "ethereum", "base": protocol.light_client.base_state_to_json(client),
+    {"v": 2, "type": "ethereum", "base": protocol.light_client.base_state_to_json(client),
      "eth_chain_id", "bridge_address": "0x…", "confirmation_depth", "max_pending_headers",
+     "max_open_attestations", "max_attestation_ahead", "max_pending_ahead", "max_pending_per_height",
      "final_parents": [[height, parent hash], ...],    # the parentHash of each final header, ascending
      "attested": [[height, hash], ...],                # heights whose hash reached quorum, ascending
-     "votes": [[height, attester, hash, power, total_power], ...],   # sorted by (height, attester)
+     "votes": [[height, attester, hash, power, total_power, set id hex], ...],   # sorted by (height, attester)
      "pending": [header RLP, ...]}                     # sorted by (height, hash)
 
-Nothing depends on arrival order beyond what these hold, so equal histories give equal bytes, and
-:meth:`~EthereumLightClient.from_state` rebuilds a client that behaves as the one that wrote them.
+Nothing depends on arrival order beyond what these hold (eviction choices included), so equal histories give
+equal bytes, and :meth:`~EthereumLightClient.from_state` rebuilds a client that behaves as the one that wrote
+them. Version 1 (votes without a set id, no flood bounds) still loads: its votes count as one set, its bounds
+take the defaults.
 :meth:`~EthereumLightClient.from_init` builds a client from JSON init args (the relay's ``client.create``).
 
 Pre-conditions (as ibc-go states them): the host calls :meth:`~protocol.light_client.LightClient.process_header`;
@@ -75,7 +93,10 @@ from protocol.types import ChainId, ClientId, check_id
 
 __all__ = [
     "HOSTED_MAX_CONSENSUS_STATES",
+    "HOSTED_MAX_OPEN_ATTESTATIONS",
+    "HOSTED_MAX_PENDING_AHEAD",
     "HOSTED_MAX_PENDING_HEADERS",
+    "HOSTED_MAX_PENDING_PER_HEIGHT",
     "MAX_CONFIRMATION_DEPTH",
     "STATE_VERSION",
     "AttestationLimitError",
@@ -84,16 +105,24 @@ __all__ = [
     "ConflictingAttestationError",
     "EthereumLightClient",
     "HeaderReplayError",
+    "PendingAheadError",
     "PendingLimitError",
     "ShallowAttestationError",
 ]
 
-STATE_VERSION = 1
-"""Version of the :meth:`EthereumLightClient.to_state` encoding."""
+STATE_VERSION = 2
+"""Version of the :meth:`EthereumLightClient.to_state` encoding (2: votes carry their validator-set id, and the
+flood bounds are state; :meth:`~EthereumLightClient.from_state` still reads 1)."""
 HOSTED_MAX_CONSENSUS_STATES = 512
 """Default ``max_consensus_states`` of :meth:`EthereumLightClient.from_init` (range 1..4096)."""
 HOSTED_MAX_PENDING_HEADERS = 1024
 """Default ``max_pending_headers`` of :meth:`EthereumLightClient.from_init` (range 1..65536)."""
+HOSTED_MAX_OPEN_ATTESTATIONS = 64
+"""Default ``max_open_attestations`` (range 1..4096): open votes one attester may hold (module docstring)."""
+HOSTED_MAX_PENDING_AHEAD = 256
+"""Default ``max_pending_ahead`` (range 1..65536): how far above the anchor a pending header may be."""
+HOSTED_MAX_PENDING_PER_HEIGHT = 4
+"""Default ``max_pending_per_height`` (range 1..64): pending headers held at one height."""
 MAX_CONFIRMATION_DEPTH = 2**16
 """Largest ``confirmation_depth`` (0 is allowed: attest the head itself)."""
 MAX_ATTESTER_LEN = 256
@@ -101,7 +130,8 @@ MAX_ATTESTER_LEN = 256
 _STORAGE_ROOT_CACHE = 256
 _UINT64 = 2**64 - 1
 _INIT_REQUIRED = ("eth_chain_id", "bridge_address", "confirmation_depth", "trusting_period_ms")
-_INIT_OPTIONAL = ("max_consensus_states", "max_pending_headers")
+_INIT_OPTIONAL = ("max_consensus_states", "max_pending_headers", "max_open_attestations", "max_attestation_ahead",
+                  "max_pending_ahead", "max_pending_per_height")
 
 
 class HeaderReplayError(ReplayError, HeaderError):
@@ -133,9 +163,17 @@ class ConflictingAttestationError(HeaderError):
 
 
 class AttestationLimitError(HeaderError):
-    """Attestations are open at too many heights (``max_consensus_states + max_pending_headers``)."""
+    """An attestation of a height more than ``max_attestation_ahead`` above the anchor (the newest final height, or
+    before any, the lowest attested one): too far ahead to matter, so it could only fill the client."""
 
     code: ClassVar[str] = "header.eth.attestation_limit"
+
+
+class PendingAheadError(HeaderError):
+    """A header that would wait as pending more than ``max_pending_ahead`` above the anchor (the newest final or
+    attested height): too far ahead to become final soon, so it could only fill the pool. Resubmit later."""
+
+    code: ClassVar[str] = "header.eth.pending_ahead"
 
 
 class AttestationReplayError(ReplayError):
@@ -160,9 +198,17 @@ class AttestationResult:
 
 @dataclass(frozen=True, slots=True)
 class _Vote:
+    """One attester's vote at one height, with the power it had in the validator set it was cast under."""
+
     block_hash: bytes
+    """The attested hash."""
     power: int
+    """The attester's voting power in that set."""
     total_power: int
+    """That set's total power."""
+    set_id: bytes
+    """Id of that set (the relay's validator-set hash; empty for votes restored from a version-1 state). A quorum is
+    counted among the votes of one set only."""
 
 
 class EthereumLightClient(LightClient[EthHeader]):
@@ -172,15 +218,24 @@ class EthereumLightClient(LightClient[EthHeader]):
 
     def __init__(self, client_id: ClientId, chain_id: ChainId, trusting_period_ms: int, *, eth_chain_id: int,
                  bridge_address: bytes, confirmation_depth: int, max_consensus_states: int = 4096,
-                 max_pending_headers: int = 4096) -> None:
+                 max_pending_headers: int = 4096, max_open_attestations: int = HOSTED_MAX_OPEN_ATTESTATIONS,
+                 max_attestation_ahead: int | None = None, max_pending_ahead: int = HOSTED_MAX_PENDING_AHEAD,
+                 max_pending_per_height: int = HOSTED_MAX_PENDING_PER_HEIGHT) -> None:
         """Raises :class:`CodecError` for a parameter out of range (``eth_chain_id`` 1..2^64−1, a 20-byte
-        ``bridge_address``, ``confirmation_depth`` 0..2^16, positive trusting period and limits)."""
+        ``bridge_address``, ``confirmation_depth`` 0..2^16, positive trusting period and limits).
+        ``max_attestation_ahead`` defaults to ``max_consensus_states + max_pending_headers``."""
         check_id("chain", chain_id)
         _check_int("trusting_period_ms", trusting_period_ms, 1, 2**63 - 1)
         _check_int("eth_chain_id", eth_chain_id, 1, _UINT64)
         _check_int("confirmation_depth", confirmation_depth, 0, MAX_CONFIRMATION_DEPTH)
         _check_int("max_consensus_states", max_consensus_states, 1, 2**31)
         _check_int("max_pending_headers", max_pending_headers, 1, 2**31)
+        if max_attestation_ahead is None:
+            max_attestation_ahead = max_consensus_states + max_pending_headers
+        _check_int("max_open_attestations", max_open_attestations, 1, 2**31)
+        _check_int("max_attestation_ahead", max_attestation_ahead, 1, 2**32)
+        _check_int("max_pending_ahead", max_pending_ahead, 1, 2**31)
+        _check_int("max_pending_per_height", max_pending_per_height, 1, 2**31)
         if not isinstance(bridge_address, bytes) or len(bridge_address) != 20:
             raise CodecError("bridge_address is 20 bytes", got=bridge_address)
         super().__init__(client_id, chain_id, trusting_period_ms, max_consensus_states)
@@ -188,6 +243,15 @@ class EthereumLightClient(LightClient[EthHeader]):
         self.bridge_address = bridge_address
         self.confirmation_depth = confirmation_depth
         self.max_pending_headers = max_pending_headers
+        self.max_open_attestations = max_open_attestations
+        """Open votes (above the final height, on a hash not attested there) one attester may hold; one more evicts
+        that attester's own lowest open vote, so a flood only ever displaces the flooder's votes."""
+        self.max_attestation_ahead = max_attestation_ahead
+        """Attestations above the anchor by more than this are refused (:class:`AttestationLimitError`)."""
+        self.max_pending_ahead = max_pending_ahead
+        """Pending headers above the anchor by more than this are refused (:class:`PendingAheadError`)."""
+        self.max_pending_per_height = max_pending_per_height
+        """Pending headers held at one height; one more evicts one held there (childless first)."""
         self._final_by_hash: dict[bytes, int] = {}
         """Height of each final header by hash, same entries as ``_final`` (links of headers to final parents)."""
         self._final_parent: dict[int, bytes] = {}
@@ -198,6 +262,8 @@ class EthereumLightClient(LightClient[EthHeader]):
         """Attestations counted, by height then attester."""
         self._pending: dict[bytes, EthHeader] = {}
         """Headers held but not final, by hash."""
+        self._pending_at: dict[int, set[bytes]] = {}
+        """Hashes of the pending headers by height (same entries as ``_pending``)."""
         self._validated: tuple[bytes, list[EthHeader] | None] | None = None
         """(header hash, plan) of the last validate_header, for apply_header; cleared by every other mutation."""
         self._storage_roots: StorageRootCache = {}
@@ -259,12 +325,41 @@ class EthereumLightClient(LightClient[EthHeader]):
             floor = max(floor, min(self._final))
         return max(floor, 0)
 
+    def attestation_anchor(self) -> int | None:
+        """Height attestations are bounded from above by (plus ``max_attestation_ahead``): the newest final height;
+        before any, the lowest attested height; ``None`` before either (the per-attester quota alone bounds votes
+        then). Only a quorum moves it, so no minority can push it up or hold it down."""
+        if self._final:
+            return self.final_height
+        if self._attested:
+            return min(self._attested)
+        return None
+
+    def pending_anchor(self) -> int:
+        """Height pending headers are bounded from above by (plus ``max_pending_ahead``): the newest final or attested
+        height, 0 before any. Only a quorum moves it."""
+        return max(max(self._attested, default=0), self.final_height)
+
+    def open_votes(self, attester: str) -> list[int]:
+        """Heights, ascending, where ``attester``'s vote is *open*: above the final height, on a hash not attested
+        there. At most ``max_open_attestations`` of them are held."""
+        final = self.final_height if self._final else -1
+        attested = self._attested
+        out = []
+        for h, votes in self._votes.items():
+            vote = votes.get(attester)
+            if vote is not None and h > final and attested.get(h) != vote.block_hash:
+                out.append(h)
+        out.sort()
+        return out
+
     # -- attestations -------------------------------------------------------------------------------
 
     def attest(self, attester: str, power: int, total_power: int, height: int, block_hash: bytes, head_height: int,
-               now_ms: int) -> AttestationResult:
-        """Count ``attester`` (voting ``power`` of ``total_power``) for ``block_hash`` at ``height``, seen under head
-        ``head_height``.
+               now_ms: int, *, set_id: bytes = b"") -> AttestationResult:
+        """Count ``attester`` (voting ``power`` of ``total_power`` in the validator set ``set_id``, the relay's set
+        hash) for ``block_hash`` at ``height``, seen under head ``head_height``. The vote keeps that power, total and
+        set for good; it counts toward a quorum only with votes cast under the same set.
 
         Raises, changing nothing: :class:`~protocol.errors.ClientFrozenError` / ``ClientExpiredError``,
         :class:`CodecError` (malformed arguments), :class:`ShallowAttestationError`, a ``HeaderError`` below
@@ -283,6 +378,8 @@ class EthereumLightClient(LightClient[EthHeader]):
         _check_int("attestation power", power, 1, total_power)
         if not isinstance(block_hash, bytes) or len(block_hash) != 32:
             raise CodecError("an attested block hash is 32 bytes", got=block_hash)
+        if not isinstance(set_id, bytes) or len(set_id) > 32:
+            raise CodecError("a validator-set id is at most 32 bytes", got=set_id)
         if head_height - height < self.confirmation_depth:
             raise ShallowAttestationError(
                 f"attestation of {height} by {attester} under head {head_height} is shallower than the confirmation "
@@ -304,19 +401,22 @@ class EthereumLightClient(LightClient[EthHeader]):
         if expected == block_hash:
             raise AttestationReplayError(f"{height} {block_hash.hex()[:16]}… is already attested or final in client "
                                          f"{self.client_id}", got=block_hash.hex())
-        if height not in self._votes and len(self._votes) >= self.max_consensus_states + self.max_pending_headers:
-            raise AttestationLimitError(f"client {self.client_id} holds attestations at too many heights",
-                                        expected=f"<= {self.max_consensus_states + self.max_pending_headers}",
-                                        got=len(self._votes) + 1)
+        anchor = self.attestation_anchor()
+        if anchor is not None and height > anchor + self.max_attestation_ahead:
+            raise AttestationLimitError(
+                f"attestation of {height} by {attester} is too far above what client {self.client_id} holds final",
+                expected=f"<= {anchor + self.max_attestation_ahead}", got=height)
+        # a quorum is counted within one validator set: faulty validators of several sets never add up
         signed, total = power, total_power
         for vote in votes.values():
-            if vote.block_hash == block_hash:
+            if vote.block_hash == block_hash and vote.set_id == set_id:
                 signed += vote.power
                 total = max(total, vote.total_power)
         self._validated = None
-        vote = _Vote(block_hash, power, total_power)
+        vote = _Vote(block_hash, power, total_power, set_id)
         if 3 * signed <= 2 * total:
             self._votes.setdefault(height, {})[attester] = vote
+            self._evict_open_votes(attester, height)
             return AttestationResult(False, (), signed, total)
         # quorum: check every consequence before changing anything but the vote
         try:
@@ -339,6 +439,23 @@ class EthereumLightClient(LightClient[EthHeader]):
             self._prune()  # pending headers at this height with another hash, or children of another parent
         return AttestationResult(True, finals, signed, total)
 
+    def _evict_open_votes(self, attester: str, keep: int) -> None:
+        """Hold ``attester`` to ``max_open_attestations`` open votes by dropping its own lowest ones (never the vote
+        at ``keep``, just cast): a flood displaces only the flooder's votes, and an honest attester whose old votes
+        never reached quorum keeps attesting (a later attested height finalises those heights through parentHash)."""
+        open_heights = self.open_votes(attester)
+        excess = len(open_heights) - self.max_open_attestations
+        for h in open_heights:
+            if excess <= 0:
+                break
+            if h == keep:
+                continue
+            votes = self._votes[h]
+            del votes[attester]
+            if not votes:
+                del self._votes[h]
+            excess -= 1
+
     # -- validate / apply ------------------------------------------------------------------------------
 
     def validate_header(self, header: EthHeader, now_ms: int) -> None:
@@ -355,9 +472,46 @@ class EthereumLightClient(LightClient[EthHeader]):
         validated, self._validated = self._validated, None
         plan = validated[1] if validated is not None and validated[0] == hhash else self._plan(header)
         if plan is None:
-            self._pending[hhash] = header
+            for victim in self._pending_victims(header):
+                self._drop_pending(victim)
+            self._hold_pending(header)
         else:
             self._finalise(plan)
+
+    def _pending_victims(self, header: EthHeader) -> list[bytes]:
+        """Hashes of the pending headers to drop so ``header`` can wait (empty if there is room), chosen from the state
+        alone (replicas that decoded the client from bytes agree). At a full height: one held there, childless before
+        a parent of another pending header, then the lowest hash — so a forged flood at one height displaces itself,
+        and an honest batch (each header a parent of the next) never evicts its own members. In a full pool: the
+        highest pending header if it is above ``header`` (honest relayers feed upward from finality, forged headers
+        far ahead go first), else :class:`PendingLimitError`."""
+        height = header.height
+        at_height = self._pending_at.get(height)
+        if at_height is not None and len(at_height) >= self.max_pending_per_height:
+            parents = {hd.parent_hash for hd in self._pending.values()}
+            return [min(at_height, key=lambda x: (x in parents, x))]
+        if len(self._pending) < self.max_pending_headers:
+            return []
+        parents = {hd.parent_hash for hd in self._pending.values()}
+        top = max(self._pending.values(), key=lambda hd: (hd.height, hd.hash not in parents, hd.hash))
+        if top.height > height:
+            return [top.hash]
+        raise PendingLimitError(f"client {self.client_id} holds {len(self._pending)} pending headers, none above "
+                                f"{height}", expected=f"<= {self.max_pending_headers}", got=len(self._pending) + 1)
+
+    def _hold_pending(self, header: EthHeader) -> None:
+        hhash = header.hash
+        self._pending[hhash] = header
+        self._pending_at.setdefault(header.height, set()).add(hhash)
+
+    def _drop_pending(self, hhash: bytes) -> None:
+        header = self._pending.pop(hhash, None)
+        if header is None:
+            return
+        at_height = self._pending_at[header.height]
+        at_height.discard(hhash)
+        if not at_height:
+            del self._pending_at[header.height]
 
     def _plan(self, header: EthHeader) -> list[EthHeader] | None:
         """Headers that become final when ``header`` is applied (it first, then its pending ancestors), or
@@ -383,9 +537,12 @@ class EthereumLightClient(LightClient[EthHeader]):
             if below is not None and below != header.parent_hash:
                 raise HeaderError(f"header {height} does not extend the attested or final header below it",
                                   expected=below.hex(), got=header.parent_hash.hex())
-            if len(self._pending) >= self.max_pending_headers:
-                raise PendingLimitError(f"client {self.client_id} holds {len(self._pending)} pending headers",
-                                        expected=f"<= {self.max_pending_headers}", got=len(self._pending) + 1)
+            anchor = self.pending_anchor()
+            if height > anchor + self.max_pending_ahead:
+                raise PendingAheadError(f"header {height} would wait too far above the newest final or attested height "
+                                        f"of client {self.client_id}", expected=f"<= {anchor + self.max_pending_ahead}",
+                                        got=height)
+            self._pending_victims(header)  # raises PendingLimitError if nothing may make room
             return None
         return self._final_chain(header)
 
@@ -430,7 +587,7 @@ class EthereumLightClient(LightClient[EthHeader]):
         if not chain:
             return ()
         for hd in reversed(chain):
-            self._pending.pop(hd.hash, None)
+            self._drop_pending(hd.hash)
             self._final_parent[hd.height] = hd.parent_hash
             self._record_final(ConsensusState(hd.height, hd.hash, hd.timestamp_ms, hd.state_root))
         self._prune()
@@ -465,7 +622,7 @@ class EthereumLightClient(LightClient[EthHeader]):
             below = self.expected_hash(height - 1) if height > 0 else None
             if height < floor or (expected is not None and expected != hhash) or (
                     below is not None and below != hd.parent_hash):
-                del self._pending[hhash]
+                self._drop_pending(hhash)
 
     # -- proofs --------------------------------------------------------------------------------------------
 
@@ -507,7 +664,11 @@ class EthereumLightClient(LightClient[EthHeader]):
             {"eth_chain_id": 31337, "bridge_address": "0x…40 hex…", "confirmation_depth": 2,
              "trusting_period_ms": 1209600000,
              "max_consensus_states": 512,    # optional, 1..4096 (default 512)
-             "max_pending_headers": 1024}    # optional, 1..65536 (default 1024)
+             "max_pending_headers": 1024,    # optional, 1..65536 (default 1024)
+             "max_open_attestations": 64,    # optional, 1..4096: open votes per attester (default 64)
+             "max_attestation_ahead": 1536,  # optional, 1..2^20 (default max_consensus_states + max_pending_headers)
+             "max_pending_ahead": 256,       # optional, 1..65536: pending headers above the anchor (default 256)
+             "max_pending_per_height": 4}    # optional, 1..64: pending headers at one height (default 4)
 
         Unknown or missing keys, and values out of range, are :class:`CodecError`.
         """
@@ -532,7 +693,17 @@ class EthereumLightClient(LightClient[EthHeader]):
                                                    1, 4096),
                    max_pending_headers=_check_int("max_pending_headers",
                                                   init.get("max_pending_headers", HOSTED_MAX_PENDING_HEADERS),
-                                                  1, 65536))
+                                                  1, 65536),
+                   max_open_attestations=_check_int("max_open_attestations",
+                                                    init.get("max_open_attestations", HOSTED_MAX_OPEN_ATTESTATIONS),
+                                                    1, 4096),
+                   max_attestation_ahead=None if "max_attestation_ahead" not in init else _check_int(
+                       "max_attestation_ahead", init["max_attestation_ahead"], 1, 2**20),
+                   max_pending_ahead=_check_int("max_pending_ahead",
+                                                init.get("max_pending_ahead", HOSTED_MAX_PENDING_AHEAD), 1, 65536),
+                   max_pending_per_height=_check_int("max_pending_per_height",
+                                                     init.get("max_pending_per_height", HOSTED_MAX_PENDING_PER_HEIGHT),
+                                                     1, 64))
 
     def to_state(self) -> bytes:
         """Canonical JSON of everything the client's future behaviour depends on (see the module docstring)."""
@@ -540,9 +711,11 @@ class EthereumLightClient(LightClient[EthHeader]):
             "v": STATE_VERSION, "type": self.client_type, "base": base_state_to_json(self),
             "eth_chain_id": self.eth_chain_id, "bridge_address": "0x" + self.bridge_address.hex(),
             "confirmation_depth": self.confirmation_depth, "max_pending_headers": self.max_pending_headers,
+            "max_open_attestations": self.max_open_attestations, "max_attestation_ahead": self.max_attestation_ahead,
+            "max_pending_ahead": self.max_pending_ahead, "max_pending_per_height": self.max_pending_per_height,
             "final_parents": [[h, self._final_parent[h].hex()] for h in sorted(self._final_parent)],
             "attested": [[h, self._attested[h].hex()] for h in sorted(self._attested)],
-            "votes": [[h, name, v.block_hash.hex(), v.power, v.total_power]
+            "votes": [[h, name, v.block_hash.hex(), v.power, v.total_power, v.set_id.hex()]
                       for h in sorted(self._votes) for name, v in sorted(self._votes[h].items())],
             "pending": [hd.encode().hex() for hd in sorted(self._pending.values(), key=lambda x: (x.height, x.hash))],
         })
@@ -556,17 +729,20 @@ class EthereumLightClient(LightClient[EthHeader]):
         """
         try:
             obj = json.loads(data)
-            if not isinstance(obj, dict) or obj.get("v") != STATE_VERSION or obj.get("type") != cls.client_type:
+            if (not isinstance(obj, dict) or obj.get("v") not in (1, STATE_VERSION)
+                    or obj.get("type") != cls.client_type):
                 raise CodecError("not an Ethereum light-client state", expected=f"{cls.client_type} v{STATE_VERSION}",
                                  got=[obj.get("type"), obj.get("v")] if isinstance(obj, dict) else None)
             base = obj["base"]
+            # version 1 predates the flood bounds: its client gets the defaults
+            bounds: dict[str, Any] = {k: obj[k] for k in _INIT_OPTIONAL[2:]} if obj["v"] >= 2 else {}
             if base["client_id"] != client_id:
                 raise CodecError("light-client state of another client", expected=client_id, got=base["client_id"])
             client = cls(client_id, ChainId(base["chain_id"]), base["trusting_period_ms"],
                          eth_chain_id=obj["eth_chain_id"], bridge_address=_address(obj["bridge_address"]),
                          confirmation_depth=obj["confirmation_depth"],
                          max_consensus_states=base["max_consensus_states"],
-                         max_pending_headers=obj["max_pending_headers"])
+                         max_pending_headers=obj["max_pending_headers"], **bounds)
             restore_base_state(client, base)
             parents = {_check_int("height", h, 0, _UINT64): _hash32(p) for h, p in obj["final_parents"]}
             if sorted(parents) != client.final_heights():
@@ -574,15 +750,19 @@ class EthereumLightClient(LightClient[EthHeader]):
                                  got=sorted(parents))
             client._final_parent = parents
             client._attested = {_check_int("height", h, 0, _UINT64): _hash32(x) for h, x in obj["attested"]}
-            for h, name, x, power, total in obj["votes"]:
+            for entry in obj["votes"]:
+                # version 1 votes carry no set id: they count together, as they did then
+                h, name, x, power, total, set_hex = entry if obj["v"] >= 2 else (*entry, "")
                 votes = client._votes.setdefault(_check_int("height", h, 0, _UINT64), {})
                 if not isinstance(name, str) or name in votes:
                     raise CodecError("malformed or repeated vote", got=name)
                 total = _check_int("total_power", total, 1, _UINT64)
-                votes[name] = _Vote(_hash32(x), _check_int("power", power, 1, total), total)
+                set_id = bytes.fromhex(set_hex)
+                if len(set_id) > 32:
+                    raise CodecError("a validator-set id is at most 32 bytes", got=set_hex)
+                votes[name] = _Vote(_hash32(x), _check_int("power", power, 1, total), total, set_id)
             for raw in obj["pending"]:
-                hd = EthHeader.decode(bytes.fromhex(raw))
-                client._pending[hd.hash] = hd
+                client._hold_pending(EthHeader.decode(bytes.fromhex(raw)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CodecError(f"malformed Ethereum light-client state of {client_id}: {exc!r}") from exc
         return client

@@ -47,6 +47,7 @@ from relay.state_machine.clients import (
     client_status,
     process_client_create,
     process_client_update,
+    process_finality_evidence,
     process_misbehaviour,
 )
 from relay.state_machine.genesis import init_genesis
@@ -231,6 +232,8 @@ class RelayStateMachine:
 
     def _op_misbehaviour(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = rq.parse_misbehaviour(tx)
+        if req.branch:
+            return process_finality_evidence(self.router, state, req.chain_id, req.branch, ctx.timestamp_ms)
         return process_misbehaviour(self.router, state, req.chain_id, req.header_a, req.header_b, ctx.timestamp_ms)
 
     def _op_attest(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:

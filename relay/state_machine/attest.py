@@ -5,8 +5,11 @@ signature a light client could check (anvil seals nothing; a proof-of-stake sync
 this devnet). For those the relay's light client takes *attestations*: each relay validator runs its own
 endpoint of the park chain and signs, with its relay account, ``(height, block_hash, head_height)`` it
 observed there. The client counts an attestation by the validator's voting power in the relay's current
-validator set; a hash attested by more than 2/3 of the power is final once a header with that hash is
-fed to it (chains/ethereum/SPEC.md §E3).
+validator set, tagged with that set's hash (:attr:`protocol.certificate.ValidatorSet.hash`): a vote keeps the
+power, total and set it was cast under, even after the validator leaves the set, and a quorum is counted
+among the votes of one set only, so when the relay's validator set changes (the consensus engine stores a
+new one), faulty validators of several sets never add up to a quorum. A hash attested by more than 2/3 of
+the power of one set is final once a header with that hash is fed to it (chains/ethereum/SPEC.md §E3).
 
 Who may attest: the sender's name is a validator's name in ``relay/validators`` and its account key is
 that validator's ed25519 key, so an attestation costs a key only the validator holds. Anything else is
@@ -41,9 +44,9 @@ class Attestable(Protocol):
     """A light client that takes relay-validator attestations of block hashes."""
 
     def attest(self, attester: str, power: int, total_power: int, height: int, block_hash: bytes,
-               head_height: int, now_ms: int) -> None: ...
+               head_height: int, now_ms: int, *, set_id: bytes) -> object: ...
 
-    def has_attested(self, attester: str, height: int) -> bool: ...
+    def has_attested(self, attester: str, height: int) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +72,9 @@ def parse_attest(tx: Tx) -> AttestRequest:
                          block_hash, int_arg(args, "head_height", tx.op))
 
 
-def _validator_power(state: ChainState, sender: str) -> tuple[int, int]:
-    """``(power, total_power)`` of the validator named ``sender`` whose key signs its account."""
+def _validator_power(state: ChainState, sender: str) -> tuple[int, int, bytes]:
+    """``(power, total_power, set hash)`` of the validator named ``sender`` whose key signs its account, in the
+    relay's current validator set."""
     vset = load_validator_set(state)
     total = sum(v.power for v in vset.validators)
     for v in vset.validators:
@@ -78,7 +82,7 @@ def _validator_power(state: ChainState, sender: str) -> tuple[int, int]:
             acct: Any = state.get_json(account_path(sender))
             if not isinstance(acct, dict) or acct.get("pubkey") != v.ed25519_pubkey.hex():
                 raise AuthorizationError(f"account {sender} is not signed by validator {sender}'s ed25519 key")
-            return v.power, total
+            return v.power, total, vset.hash
     raise AuthorizationError("only relay validators attest", expected=[v.name for v in vset.validators], got=sender)
 
 
@@ -98,11 +102,11 @@ def check_attest_redundant(router: RelayClientRouter, state: ChainState, tx: Tx)
 
 def process_attest(router: RelayClientRouter, state: ChainState, tx: Tx, now_ms: int) -> list[Event]:
     req = parse_attest(tx)
-    power, total = _validator_power(state, tx.sender)
+    power, total, set_id = _validator_power(state, tx.sender)
     hosted = router.checkout(state, req.chain_id)
     client = _attestable(hosted.client, req.chain_id)
     try:
-        client.attest(tx.sender, power, total, req.height, req.block_hash, req.head_height, now_ms)
+        client.attest(tx.sender, power, total, req.height, req.block_hash, req.head_height, now_ms, set_id=set_id)
     except MisbehaviourError as exc:
         router.save(state, hosted)
         return freeze_events(state, hosted, exc)

@@ -71,6 +71,7 @@ __all__ = [
     "persistent_client_type",
     "process_client_create",
     "process_client_update",
+    "process_finality_evidence",
     "process_misbehaviour",
     "restore_base_state",
 ]
@@ -336,13 +337,40 @@ def process_misbehaviour(router: RelayClientRouter, state: ChainState, chain_id:
         raise ReplayError(f"client {hosted.client_id} of {chain_id} is already frozen",
                           got=hosted.client.frozen_height)
     header_a, header_b = _decode_headers(hosted, (raw_a, raw_b))
+    client = hosted.client
     try:
-        hosted.client.check_misbehaviour(header_a, header_b, now_ms)
+        client.check_misbehaviour(header_a, header_b, now_ms)
     except MisbehaviourError as exc:
         router.save(state, hosted)
         return freeze_events(state, hosted, exc)
-    # the interface says check_misbehaviour always raises; a client that returns broke its contract
-    raise HeaderError(f"client {hosted.client_id} accepted the evidence without freezing")
+    # lesser evidence (SPEC §8.1): a fault of one signer that does not break finality, recorded by the client
+    recorded = getattr(client, "evidence", None)
+    if client.frozen_height is not None or not callable(recorded):
+        raise HeaderError(f"client {hosted.client_id} accepted the evidence without freezing or recording it")
+    router.save(state, hosted)
+    return [{"type": "client_evidence_recorded", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
+             "height": int(getattr(header_a, "height", 0)), "evidence_count": len(recorded())}]
+
+
+def process_finality_evidence(router: RelayClientRouter, state: ChainState, chain_id: str,
+                              raw_branch: Sequence[bytes], now_ms: int) -> list[Event]:
+    """``client.misbehaviour {chain_id, branch}``: a branch proving conflicting finality (a client with
+    ``check_conflicting_finality``, e.g. DPoS) freezes the client and pauses the chain's lanes."""
+    hosted = router.checkout(state, chain_id)
+    if hosted.client.frozen_height is not None:
+        raise ReplayError(f"client {hosted.client_id} of {chain_id} is already frozen",
+                          got=hosted.client.frozen_height)
+    check = getattr(hosted.client, "check_conflicting_finality", None)
+    if not callable(check):
+        raise CodecError(f"the client of {chain_id} takes no conflicting-finality evidence",
+                         got=type(hosted.client).__name__)
+    branch = [hosted.ctype.decode_header(raw) for raw in raw_branch]
+    try:
+        check(branch, now_ms)
+    except MisbehaviourError as exc:
+        router.save(state, hosted)
+        return freeze_events(state, hosted, exc)
+    raise HeaderError(f"client {hosted.client_id} accepted conflicting-finality evidence without freezing")
 
 
 def process_client_create(router: RelayClientRouter, state: ChainState, chain_id: str, client_type: str,
@@ -357,9 +385,15 @@ def client_status(router: RelayClientRouter, state: ChainState, chain_id: str, n
     """A query: the chain's client, its status at ``now_ms`` and its heights."""
     hosted = router.load(state, chain_id)
     c = hosted.client
-    return {"chain_id": chain_id, "client_id": hosted.client_id, "client_type": hosted.ctype.name,
-            "status": c.status(now_ms).value, "final_height": c.final_height,
-            "latest_height": hosted.ctype.latest_height(c), "frozen_height": c.frozen_height}
+    out: dict[str, Any] = {"chain_id": chain_id, "client_id": hosted.client_id, "client_type": hosted.ctype.name,
+           "status": c.status(now_ms).value, "final_height": c.final_height,
+           "latest_height": hosted.ctype.latest_height(c), "frozen_height": c.frozen_height}
+    evidence = getattr(c, "evidence", None)
+    if callable(evidence):
+        # recorded faults of single signers (e.g. a DPoS witness that double-signed), each ready to be reported
+        # to the park that can punish it
+        out["evidence"] = [e.to_json() for e in evidence()]
+    return out
 
 
 

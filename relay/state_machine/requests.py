@@ -9,7 +9,9 @@ op                          args
 =========================  ==========================================================================
 ``account.register``        ``{pubkey}`` — self-signed by the new account (``sender`` = its name, nonce 0)
 ``client.update``           ``{chain_id, headers: [hex, ...]}``
-``client.misbehaviour``     ``{chain_id, header_a: hex, header_b: hex}``
+``client.misbehaviour``     ``{chain_id, header_a: hex, header_b: hex}`` — or ``{chain_id, branch: [hex, ...]}``:
+                            a branch proving conflicting finality (clients with
+                            ``check_conflicting_finality``, e.g. DPoS; at most 256 headers)
 ``client.attest``           ``{chain_id, height, block_hash: hex32, head_height}`` — relay validators only
                             (:mod:`relay.state_machine.attest`)
 ``packet.verify``           ``{packet: hex, height, proof: hex, headers?: [hex, ...]}``
@@ -189,9 +191,19 @@ class MisbehaviourRequest:
     """First header."""
     header_b: bytes
     """A conflicting header at the same height."""
+    branch: tuple[bytes, ...] = ()
+    """Instead of the two headers (both then empty): a branch proving conflicting finality."""
+
+
+MAX_BRANCH_HEADERS = 256
+"""Most headers of a ``client.misbehaviour`` branch."""
 
 
 def parse_misbehaviour(tx: Tx) -> MisbehaviourRequest:
+    if isinstance(tx.args, dict) and "branch" in tx.args:
+        args = op_args(tx, ("chain_id", "branch"))
+        return MisbehaviourRequest(check_id("chain", str_arg(args, "chain_id", tx.op)), b"", b"",
+                                   tuple(hex_list_arg(args, "branch", tx.op, MAX_BRANCH_HEADERS)))
     args = op_args(tx, ("chain_id", "header_a", "header_b"))
     return MisbehaviourRequest(check_id("chain", str_arg(args, "chain_id", tx.op)), hex_arg(args, "header_a", tx.op),
                                hex_arg(args, "header_b", tx.op))

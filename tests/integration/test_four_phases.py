@@ -558,9 +558,11 @@ async def test_a_park_node_killed_hard_and_restarted_loses_nothing(live: Net) ->
 
 
 async def test_misbehaviour_freezes_the_client_and_its_proofs_are_refused(live: Net) -> None:
-    """Last in the module: it freezes the relay's client of one park for good. DPoS when the pair has it (a
-    witness signs two blocks at one height); otherwise Ethereum (a quorum of relay validators attests a hash at
-    a height that the chain, attested honestly above it, contradicts)."""
+    """Last in the module: it freezes the relay's client of one park for good. DPoS when the pair has it (one
+    witness signing two blocks at one height is only recorded, the client stays active; then colluding witnesses,
+    more than 2/3 of the set, make a branch conflicting with a final block irreversible: conflicting finality);
+    otherwise Ethereum (a quorum of relay validators attests a hash at a height that the chain, attested honestly
+    above it, contradicts)."""
     chain = DPOS if DPOS in (live.a, live.b) else ETH
     key = await live.send(chain, 50)
     links = await live.links()
@@ -573,6 +575,8 @@ async def test_misbehaviour_freezes_the_client_and_its_proofs_are_refused(live: 
 
         if chain == DPOS:
             await _dpos_witness_signs_twice(live, links)
+            assert not await frozen()  # one witness of N is recorded, never halts the bridge
+            await _dpos_colluders_finalise_a_conflicting_branch(live, links)
         else:
             await _relay_quorum_attests_a_lie(live, links, frozen)
         await wait_for(f"the {chain} client frozen", frozen, 60)
@@ -605,8 +609,42 @@ async def _dpos_witness_signs_twice(live: Net, links: Relayer) -> None:
     witness = ed25519_signer(node_key_path(live.cfg, DPOS, h.producer))
     twin = replace(h, state_root=bytes(32), signature=b"")
     twin = twin.with_signature(witness.sign(twin.signing_bytes()))
-    await links.relay.target.submit("client.misbehaviour", {"chain_id": DPOS, "header_a": h.encode().hex(),
-                                                            "header_b": twin.encode().hex()})
+    tx = await links.relay.target.submit("client.misbehaviour", {"chain_id": DPOS, "header_a": h.encode().hex(),
+                                                                 "header_b": twin.encode().hex()})
+    await wait_for("the double-sign evidence in a block", lambda: rc.call("getTxResult", {"hash": tx}), 30)
+    st = await rc.call("getClientStatus", {"chain_id": DPOS})
+    assert st["status"] == "active", st
+    assert [e["witness"] for e in st["evidence"]] == [h.producer], st["evidence"]  # recorded in relay state
+
+
+async def _dpos_colluders_finalise_a_conflicting_branch(live: Net, links: Relayer) -> None:
+    """Every witness (their devnet keys: more than 2/3 of the set collude) signs a branch from a final block,
+    conflicting with the final block above it, long enough that more than 2/3 of the set built on it: two
+    conflicting irreversible blocks. Submitted as ``client.misbehaviour {branch}``, it freezes the client."""
+    import json
+
+    from chains.dpos.consensus import FinalityTracker
+    from chains.dpos.testing import forge_branch
+    from chains.dpos.types import DposHeader, DposParams
+    from relay.keys import ed25519_signer
+    from relay.nodes import node_key_path
+
+    rc = links.relay.client
+    assert rc is not None
+    st = await rc.call("getClientStatus", {"chain_id": DPOS})
+    fork = max(st["final_height"] - 2, 0)
+    async with live.d.client(DPOS, "witness-a") as dpos:
+        parent = DposHeader.decode(bytes.fromhex((await dpos.call("getHeader", {"height": fork}))["header"]))
+        # the state after the fork block: its tracker's set schedules the blocks above it
+        tracker = FinalityTracker.from_json(json.loads(bytes.fromhex(
+            (await dpos.call("query", {"key": "dpos/tracker", "height": fork}))["value"])))
+        params = DposParams.from_json(json.loads(bytes.fromhex(
+            (await dpos.call("query", {"key": "dpos/params", "height": fork}))["value"])))
+    active = tracker.active
+    signers = {name: ed25519_signer(node_key_path(live.cfg, DPOS, name)) for name in active.names}
+    branch = forge_branch(parent, active, signers, params, 2 * len(active.names))
+    await links.relay.target.submit("client.misbehaviour", {"chain_id": DPOS,
+                                                            "branch": [x.encode().hex() for x in branch]})
 
 
 async def _relay_quorum_attests_a_lie(live: Net, links: Relayer, frozen: Any) -> None:

@@ -24,6 +24,7 @@ from chains.ethereum.light_client import (
     ConflictingAttestationError,
     EthereumLightClient,
     HeaderReplayError,
+    PendingAheadError,
     PendingLimitError,
     ShallowAttestationError,
 )
@@ -390,14 +391,112 @@ def test_malformed_attestations_are_codec_errors(args: tuple[Any, ...], match: s
         c.attest(*args, 0)
 
 
-def test_attestations_at_too_many_open_heights() -> None:
-    c = new_client(max_consensus_states=1, max_pending_headers=2)
-    for height in (1, 2, 3):
-        c.attest("v0", 1, 4, height, CHAIN_A[height].hash, 20, 0)
+def test_attestation_far_above_the_anchor_is_refused() -> None:
+    c = new_client(max_attestation_ahead=10)
+    # before anything is attested there is no anchor: only the per-attester quota bounds votes
+    c.attest("v3", 1, 4, 10_000, b"\x07" * 32, 10_002, 0)
+    attest_quorum(c, CHAIN_A[3])  # the lowest attested height anchors the bound before anything is final
     with pytest.raises(AttestationLimitError) as info:
-        c.attest("v0", 1, 4, 4, CHAIN_A[4].hash, 20, 0)
-    assert info.value.code == "header.eth.attestation_limit"
-    c.attest("v1", 1, 4, 3, CHAIN_A[3].hash, 20, 0)  # an open height still takes votes
+        c.attest("v0", 1, 4, 14, CHAIN_A[14].hash, 20, 0)
+    assert info.value.code == "header.eth.attestation_limit" and info.value.expected == "<= 13"
+    assert info.value.got == 14
+    c.attest("v0", 1, 4, 13, CHAIN_A[13].hash, 20, 0)  # at the bound: counted
+    feed(c, CHAIN_A[1:6])  # final up to 3; the anchor is now the final height
+    assert c.final_height == 3 and c.attestation_anchor() == 3
+    with pytest.raises(AttestationLimitError):
+        c.attest("v1", 1, 4, 14, CHAIN_A[14].hash, 20, 0)
+
+
+def test_open_votes_quota_evicts_only_the_attesters_own_lowest_vote() -> None:
+    c = new_client(max_open_attestations=3)
+    c.attest("v1", 1, 4, 5, CHAIN_A[5].hash, 20, 0)
+    for height in (1, 2, 3, 4):
+        c.attest("v0", 1, 4, height, keccak256(b"made up %d" % height), 20, 0)
+    assert c.open_votes("v0") == [2, 3, 4]  # its lowest went; the vote just cast always counts
+    assert c.has_attested("v0", 1) is None and c.has_attested("v1", 5) == CHAIN_A[5].hash
+    c.attest("v0", 1, 4, 1, keccak256(b"again"), 20, 0)  # an evicted height may be attested again (it evicts 2)
+    assert c.open_votes("v0") == [1, 3, 4]
+    # a vote on the attested hash is closed: it does not count against the quota
+    c.attest("v0", 1, 4, 7, CHAIN_A[7].hash, 20, 0)
+    assert c.open_votes("v0") == [3, 4, 7]
+    attest_quorum(c, CHAIN_A[7], ("v1", "v2"))
+    assert c.open_votes("v0") == [3, 4]
+
+
+def test_attestation_flood_by_one_validator_cannot_stop_finality() -> None:
+    """The attack of issue 10: one validator (power 1 of 4) attests 1,536 far-future heights with made-up hashes.
+    Its votes only displace its own; the honest three keep finalising, and the state stays bounded."""
+    c = EthereumLightClient.from_init(CID, CHAIN, {"eth_chain_id": 31337, "bridge_address": "0x" + BRIDGE.hex(),
+                                                   "confirmation_depth": DEPTH, "trusting_period_ms": TRUST})
+    chain = make_chain(400)
+    flood_refused = 0
+
+    def flood(base: int) -> None:
+        nonlocal flood_refused
+        for i in range(1536):
+            height = base + 1 + i * 7
+            try:
+                c.attest("v3", 1, 4, height, keccak256(b"lie %d" % height), height + DEPTH, 0)
+            except AttestationLimitError:
+                flood_refused += 1
+
+    flood(1_000)  # before anything is final: accepted, but only the quota of them is kept
+    assert len(c.open_votes("v3")) == c.max_open_attestations
+    for top in range(10, 400, 10):
+        if top == 200:
+            flood(top)  # after finality: beyond the anchor's reach refused, the rest churns v3's own quota
+        attest_quorum(c, chain[top])
+        feed(c, [h for h in chain[top - 9:top + 1] if not c.holds(h)])
+        assert c.final_height == top  # honest attestations keep finalising
+    assert flood_refused > 0 and len(c.open_votes("v3")) <= c.max_open_attestations
+    size = len(c.to_state())
+    print(f"ethereum client state after the flood: {size} bytes, {c.pending_count} pending, "
+          f"{len(c.open_votes('v3'))} open votes of the flooder")
+    assert size < 200_000
+
+
+def test_votes_keep_their_set_and_a_quorum_counts_within_one_set() -> None:
+    c = new_client()
+    h = CHAIN_A[5]
+    set_a, set_b = b"\xaa" * 32, b"\xbb" * 32
+    # two of four under set A, then the set changes and two of four under set B attest the same hash:
+    # 2/4 + 2/4 is no quorum of either set
+    for name in ("a0", "a1"):
+        c.attest(name, 1, 4, 5, h.hash, 7, 0, set_id=set_a)
+    for name in ("b0", "b1"):
+        r = c.attest(name, 1, 4, 5, h.hash, 7, 0, set_id=set_b)
+    assert not r.attested and (r.signed_power, r.total_power) == (2, 4)
+    assert c.attested_hash(5) is None
+    # a1's vote keeps counting under set A after a1 left: one more voter of set A makes its quorum
+    r = c.attest("a2", 1, 4, 5, h.hash, 7, 0, set_id=set_a)
+    assert r.attested and (r.signed_power, r.total_power) == (3, 4)
+    assert c.attested_hash(5) == h.hash
+
+
+def test_faulty_validators_of_several_sets_never_add_up_to_a_freeze() -> None:
+    c = new_client()
+    attest_quorum(c, CHAIN_A[6])
+    lie = make_header(6, CHAIN_A[5].hash, tag=b"lie").hash
+    # one faulty validator in each of five successive sets (power 1 of 4 each): five lies, no quorum
+    for epoch in range(5):
+        c.attest(f"faulty-{epoch}", 1, 4, 6, lie, 8, 0, set_id=bytes([epoch]) * 32)
+    assert c.status(0) is ClientStatus.ACTIVE
+
+
+def test_set_votes_survive_persistence_and_version_1_states_load() -> None:
+    c = new_client()
+    c.attest("a0", 1, 4, 5, CHAIN_A[5].hash, 7, 0, set_id=b"\xaa" * 32)
+    raw = c.to_state()
+    assert json.loads(raw)["votes"][0][-1] == "aa" * 32
+    d = EthereumLightClient.from_state(CID, raw)
+    assert d.to_state() == raw
+    obj = json.loads(raw)
+    obj["v"] = 1
+    obj["votes"] = [v[:5] for v in obj["votes"]]
+    for k in ("max_open_attestations", "max_attestation_ahead", "max_pending_ahead", "max_pending_per_height"):
+        del obj[k]
+    old = EthereumLightClient.from_state(CID, json.dumps(obj).encode())
+    assert old.has_attested("a0", 5) == CHAIN_A[5].hash and json.loads(old.to_state())["v"] == 2
 
 
 # -- misbehaviour -------------------------------------------------------------------------------------------
@@ -532,6 +631,44 @@ def test_pending_limit() -> None:
     attest_quorum(c, CHAIN_A[4])  # an expected header is never refused for room: it becomes final
     c.process_header(CHAIN_A[4], 0)
     assert c.final_heights() == [1, 2, 3, 4] and c.pending_count == 0
+
+
+def test_pending_header_far_above_the_anchor_is_refused() -> None:
+    c = new_client(max_pending_ahead=5)
+    feed(c, CHAIN_A[1:6])
+    with pytest.raises(PendingAheadError) as info:
+        c.process_header(CHAIN_A[6], 0)
+    assert info.value.code == "header.eth.pending_ahead" and isinstance(info.value, HeaderError)
+    assert (info.value.expected, info.value.got) == ("<= 5", 6)
+    attest_quorum(c, CHAIN_A[9])  # a quorum moves the anchor; nobody else can
+    feed(c, CHAIN_A[6:9])
+    assert c.pending_heights() == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_forged_flood_at_one_height_cannot_lock_out_the_honest_header() -> None:
+    c = new_client(max_pending_per_height=2)
+    feed(c, CHAIN_A[1:5])
+    feed(c, [make_header(5, CHAIN_A[4].hash, tag=b"forged %d" % i) for i in range(10)])
+    assert c.pending_heights().count(5) == 2  # the flood displaced only itself
+    feed(c, CHAIN_A[5:8])  # the honest header gets in (a forged one goes), and its children
+    assert c.holds(CHAIN_A[5]) and c.pending_heights().count(5) == 2
+    feed(c, [make_header(5, CHAIN_A[4].hash, tag=b"more %d" % i) for i in range(10)])
+    assert c.holds(CHAIN_A[5])  # a parent of another pending header goes last: childless forged ones first
+    attest_quorum(c, CHAIN_A[7])
+    assert c.final_heights() == [1, 2, 3, 4, 5, 6, 7] and c.pending_count == 0
+    print(f"ethereum client state after the pending flood: {len(c.to_state())} bytes")
+
+
+def test_full_pool_evicts_the_highest_header_for_a_lower_one() -> None:
+    c = new_client(max_pending_headers=6, max_pending_ahead=20)
+    forged = [make_header(h, keccak256(b"nowhere %d" % h), tag=b"forged") for h in range(10, 16)]
+    feed(c, forged)
+    assert c.pending_count == 6
+    feed(c, CHAIN_A[1:5])  # each honest header displaces the highest forged one
+    assert c.pending_heights() == [1, 2, 3, 4, 10, 11]
+    attest_quorum(c, CHAIN_A[5])
+    c.process_header(CHAIN_A[5], 0)
+    assert c.final_heights() == [1, 2, 3, 4, 5]
 
 
 def test_forged_pending_headers_are_pruned_by_finality() -> None:
@@ -685,7 +822,7 @@ def test_state_round_trip_and_behaviour() -> None:
     c = busy_client()
     raw = c.to_state()
     obj = json.loads(raw)
-    assert obj["type"] == "ethereum" and obj["v"] == 1 and len(obj["pending"]) == 4 and len(obj["votes"]) == 9
+    assert obj["type"] == "ethereum" and obj["v"] == 2 and len(obj["pending"]) == 4 and len(obj["votes"]) == 9
     d = EthereumLightClient.from_state(CID, raw)
     assert d.to_state() == raw
     assert (d.final_heights(), d.final_height, d.final_timestamp_ms) == ([9, 10], 10, c.final_timestamp_ms)
@@ -733,7 +870,9 @@ def _mutated(change: Any) -> bytes:
     b"not json",
     b"[]",
     _mutated(lambda o: o.update(type="dpos")),
-    _mutated(lambda o: o.update(v=2)),
+    _mutated(lambda o: o.update(v=3)),
+    _mutated(lambda o: o["votes"][0].__setitem__(5, "ab" * 33)),
+    _mutated(lambda o: o.pop("max_pending_ahead")),
     _mutated(lambda o: o["base"].update(client_id="ethereum-9")),
     _mutated(lambda o: o.update(bridge_address="0x1234")),
     _mutated(lambda o: o.update(confirmation_depth=-1)),

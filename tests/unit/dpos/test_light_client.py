@@ -6,12 +6,13 @@ import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from chains.dpos.consensus import schedule
-from chains.dpos.light_client import DposLightClient
-from chains.dpos.testing import ChainBuilder, forge, make_chain, resign, test_signer, witness_name
+from chains.dpos.light_client import DposLightClient, EquivocationError, FinalityEvidenceError
+from chains.dpos.testing import ChainBuilder, forge, forge_branch, make_chain, resign, test_signer, witness_name
 from chains.dpos.types import DposHeader, WitnessInfo, WitnessSet
 from protocol.errors import (
     ClientExpiredError,
@@ -21,6 +22,7 @@ from protocol.errors import (
     MisbehaviourError,
     NotFinalError,
     ProtocolError,
+    ReplayError,
     SignatureError,
     WrongChainError,
 )
@@ -327,17 +329,37 @@ def _frozen_checks(client: DposLightClient, b: ChainBuilder, now: int) -> None:
         client.process_header(b.next_header(), now)
 
 
-@pytest.mark.parametrize("where", ["final", "pending"])
-def test_double_production_in_the_stream_freezes(chain4: ChainBuilder, where: str) -> None:
+def test_double_production_in_the_stream_is_recorded_and_does_not_freeze(chain4: ChainBuilder) -> None:
+    """One witness of four signing two headers at one height (linked, above finality): both are held as forks,
+    the evidence is recorded, and the client keeps following the chain."""
     client = chain4.client()
     feed(client, chain4.headers[1:31])
-    height = client.final_height - 3 if where == "final" else client.latest_height
-    assert (height <= client.final_height) is (where == "final")
+    height = client.latest_height
     now = chain4.headers[30].timestamp_ms
-    with pytest.raises(MisbehaviourError, match="two headers at height"):
+    twin = _double(chain4, height)
+    client.process_header(twin, now)
+    assert client.status(now) is ClientStatus.ACTIVE and client.holds(twin)
+    [ev] = client.evidence()
+    assert (ev.witness, ev.height) == (twin.producer, height)
+    assert {ev.header_a.hash(), ev.header_b.hash()} == {twin.hash(), chain4.headers[height].hash()}
+    feed(client, chain4.headers[31:41])
+    assert client.final_height > height and client.status(now) is ClientStatus.ACTIVE
+    restored = DposLightClient.from_state(client.client_id, client.to_state())
+    assert restored.to_state() == client.to_state() and restored.evidence() == client.evidence()
+
+
+def test_double_production_below_finality_is_refused_without_freezing(chain4: ChainBuilder) -> None:
+    client = chain4.client()
+    feed(client, chain4.headers[1:31])
+    height = client.final_height - 3
+    now = chain4.headers[30].timestamp_ms
+    with pytest.raises(EquivocationError) as info:
         client.process_header(_double(chain4, height), now)
-    assert client.frozen_height == height
-    _frozen_checks(client, _continuation(chain4, 30), now)
+    assert info.value.code == "header.dpos.equivocation" and isinstance(info.value, HeaderError)
+    assert info.value.expected == chain4.headers[height].hash().hex()
+    assert client.status(now) is ClientStatus.ACTIVE and client.evidence() == []
+    client.check_misbehaviour(chain4.headers[height], _double(chain4, height), now)  # the way to record it
+    assert [e.height for e in client.evidence()] == [height] and client.status(now) is ClientStatus.ACTIVE
 
 
 def _continuation(b: ChainBuilder, height: int) -> ChainBuilder:
@@ -384,9 +406,64 @@ def test_explicit_evidence(chain4: ChainBuilder) -> None:
         assert client.status(now) is ClientStatus.ACTIVE, f"invalid evidence must not freeze ({match})"
     client = chain4.client()
     feed(client, chain4.headers[1:21])
-    with pytest.raises(MisbehaviourError):
-        client.check_misbehaviour(a, _double(chain4, 15), now)
-    _frozen_checks(client, _continuation(chain4, 20), now)
+    client.check_misbehaviour(a, _double(chain4, 15), now)  # recorded, not frozen
+    assert client.status(now) is ClientStatus.ACTIVE and [e.witness for e in client.evidence()] == [a.producer]
+    with pytest.raises(ReplayError):
+        client.check_misbehaviour(_double(chain4, 15), a, now)
+    feed(client, chain4.headers[21:25])
+    assert client.latest_height == 24
+
+
+def _conflicting(b: ChainBuilder, fork: int, count: int, **kw: Any) -> list[DposHeader]:
+    """A branch from final height ``fork`` by the witnesses of the set that scheduled ``fork + 1``."""
+    return forge_branch(b.headers[fork], b.trackers[fork].active, b.signers, b.params, count, **kw)
+
+
+def test_conflicting_finality_freezes(chain4: ChainBuilder) -> None:
+    """Four witnesses, three colluding (> 2/3) sign a branch from a final header past its LIB: two conflicting
+    irreversible blocks. The client freezes."""
+    client = chain4.client()
+    feed(client, chain4.headers[1:31])
+    now = chain4.headers[30].timestamp_ms
+    fork = client.final_height - 5
+    branch = _conflicting(chain4, fork, 6)
+    with pytest.raises(MisbehaviourError, match="conflicting finality"):
+        client.check_conflicting_finality(branch, now)
+    assert client.frozen_height == fork + 1
+    _frozen_checks(client, _continuation(chain4, 30), now)
+
+
+def test_invalid_conflicting_finality_evidence(chain4: ChainBuilder) -> None:
+    base = chain4.client()
+    feed(base, chain4.headers[1:31])
+    now = chain4.headers[30].timestamp_ms
+    fork = base.final_height - 5
+    good = _conflicting(chain4, fork, 6)
+    other_set = chain4.trackers[0].active if chain4.trackers[0].active != chain4.trackers[fork].active else None
+    cases: list[tuple[list[DposHeader], type[ProtocolError], str]] = [
+        ([], FinalityEvidenceError, "branch of headers"),
+        (good[:1], FinalityEvidenceError, "not irreversible"),
+        (_conflicting(chain4, base.final_height, 6), FinalityEvidenceError, "fork from a final header"),
+        (chain4.headers[fork + 1:fork + 7], FinalityEvidenceError, "nothing conflicts"),
+        (good[1:], FinalityEvidenceError, "fork from a final header|link to final header"),
+        ([good[0], *good[2:]], FinalityEvidenceError, "does not extend"),
+        ([good[0], dataclasses.replace(good[1], signature=b"\x00" * 64), *good[2:]], SignatureError, "does not verify"),
+        ([good[0], forge(good[1], test_signer("x", 9), producer=good[2].producer), *good[2:]], FinalityEvidenceError,
+         "does not extend|wrong witness"),
+        ([forge(h, test_signer("x", 1), chain_id="other-park") for h in good], WrongChainError, "another chain"),
+        ([good[0], forge(good[1], chain4.signers[good[1].producer], active_set_hash=b"\x09" * 32), *good[2:]],
+         FinalityEvidenceError, "another witness set"),
+    ]
+    if other_set is not None:
+        cases.append((forge_branch(chain4.headers[fork], other_set, chain4.signers, chain4.params, 6),
+                      FinalityEvidenceError, "set"))
+    for branch, err, match in cases:
+        client = DposLightClient.from_state(base.client_id, base.to_state())
+        with pytest.raises(err, match=match) as info:
+            client.check_conflicting_finality(branch, now)
+        if err is FinalityEvidenceError:
+            assert info.value.code == "header.dpos.finality_evidence"
+        assert client.status(now) is ClientStatus.ACTIVE, f"invalid evidence must not freeze ({match})"
 
 
 # -- checkpoints and expiry --------------------------------------------------------------------------

@@ -15,10 +15,16 @@ from dataclasses import dataclass
 import pytest
 
 import chains.dpos.light_client as lc
-from chains.dpos.light_client import DposLightClient, HeaderReplayError, PendingLimitError, UnknownParentError
+from chains.dpos.light_client import (
+    DposLightClient,
+    EquivocationError,
+    HeaderReplayError,
+    PendingLimitError,
+    UnknownParentError,
+)
 from chains.dpos.testing import ChainBuilder, forge
 from chains.dpos.types import DposHeader, WitnessInfo, WitnessSet
-from protocol.errors import HeaderError, MisbehaviourError, ProtocolError, ReplayError
+from protocol.errors import HeaderError, ProtocolError, ReplayError
 from protocol.light_client import ClientStatus
 
 FORK_AT = 8
@@ -245,7 +251,6 @@ class LimitCase:
 # on a stalled chain (two of four witnesses offline), with max_pending_headers = 6 and final height 0
 LIMIT_CASES = [
     LimitCase("one branch deeper than the bound", [("x", 6)], ("x", 6), "LIB is stalled"),
-    LimitCase("a fork growing past the bound", [("x", 1), ("y", 5)], ("y", 5), "over all branches"),
     LimitCase("branches together over the bound", [("x", 3), ("y", 3)], ("y", 3), "over all branches"),
     LimitCase("a short fork when the tree is full", [("x", 6)], ("y", 0), "over all branches"),
 ]
@@ -266,6 +271,49 @@ def test_pending_tree_is_bounded(case: LimitCase) -> None:
     assert isinstance(err.value, HeaderError) and err.value.code == "header.dpos.pending_limit"
     assert fingerprint(client) == before and client.pending_count <= 6
     assert client.status(header.timestamp_ms) is ClientStatus.ACTIVE
+
+
+def test_a_full_tree_drops_a_leaf_off_the_canonical_branch_for_a_new_header() -> None:
+    """The tree is full (six pending) with a one-header fork x and a branch y of five; y's sixth header gets in by
+    dropping x's leaf (off the canonical branch, of the producer holding most), not by waiting for finality."""
+    b = ChainBuilder(4, label="bound")
+    branches = {"x": partition(b, 0, ["w00"], 8, label="x"), "y": partition(b, 0, ["w01"], 8, label="y")}
+    client = b.client(max_pending_headers=6)
+    feed(client, branches["x"].headers[1:2])
+    feed(client, branches["y"].headers[1:6])
+    assert client.pending_count == 6
+    header = branches["y"].headers[6]
+    client.process_header(header, header.timestamp_ms)
+    assert client.pending_count == 6 and not client.holds(branches["x"].headers[1])
+    assert client.latest_header == header
+    restored = DposLightClient.from_state(client.client_id, client.to_state())
+    assert restored.to_state() == client.to_state()
+
+
+def test_one_witness_flooding_forks_cannot_lock_out_the_canonical_chain() -> None:
+    """A witness signs many headers at its own slots (double-signing, forks) until the tree is full: the next header
+    of the canonical chain still gets in (the flooder's leaves go first), and the evidence is recorded."""
+    b = ChainBuilder(4, label="flood")
+    b.extend(6)
+    client = b.client(max_pending_headers=16)
+    feed(client, b.headers[1:4])
+    parent = b.headers[3]
+    flooder = b.headers[4].producer
+    twins = [forge(b.headers[4], b.signers[flooder], tx_root=hashlib.sha256(b"flood %d" % i).digest())
+             for i in range(40)]
+    held = 0
+    for twin in twins:
+        try:
+            client.process_header(twin, twin.timestamp_ms)
+            held += 1
+        except PendingLimitError:
+            break
+    assert held == 40 and client.pending_count <= 16  # every twin got in by displacing an earlier twin
+    assert [e.witness for e in client.evidence()] == [flooder]
+    feed(client, b.headers[4:7])
+    assert client.holds(b.headers[6]) and client.status(b.headers[6].timestamp_ms) is ClientStatus.ACTIVE
+    assert parent.hash() == b.headers[4].parent_hash
+    print(f"dpos client state after the flood: {len(client.to_state())} bytes, {client.pending_count} pending")
 
 
 # -- witness-set promotion follows the canonical branch ----------------------------------------------
@@ -407,9 +455,11 @@ def _next_by(b: ChainBuilder, producer: str) -> DposHeader:
 class ConflictCase:
     name: str
     make: Callable[[ChainBuilder, ChainBuilder, DposLightClient], DposHeader]
-    error: type[ProtocolError]
+    error: type[ProtocolError] | None
+    """``None``: the header is held (a fork header)."""
     match: str
-    frozen: bool
+    recorded: bool
+    """Double-sign evidence against its witness is recorded. The client never freezes: one witness is not finality."""
 
 
 def _same_witness_other_branch(base: ChainBuilder, a: ChainBuilder, client: DposLightClient) -> DposHeader:
@@ -426,21 +476,20 @@ def _same_witness_other_branch(base: ChainBuilder, a: ChainBuilder, client: Dpos
 
 
 CONFLICT_CASES = [
-    ConflictCase("same witness, same height, another branch", _same_witness_other_branch, MisbehaviourError,
-                 "two headers at height", frozen=True),
+    ConflictCase("same witness, same height, another branch", _same_witness_other_branch, None, "", recorded=True),
     ConflictCase("same witness, same height and parent (pending)",
                  lambda base, a, c: forge(a.headers[FORK_AT + 1], a.signers[a.headers[FORK_AT + 1].producer],
                                           tx_root=b"\x0d" * 32),
-                 MisbehaviourError, "two headers at height", frozen=True),
+                 None, "", recorded=True),
     ConflictCase("same witness as a final header, off the tree",
                  lambda base, a, c: forge(base.headers[5], base.signers[base.headers[5].producer],
                                           tx_root=b"\x0d" * 32),
-                 MisbehaviourError, r"two headers at height 5 \(final\)", frozen=True),
+                 EquivocationError, r"two headers at height 5 \(final\)", recorded=False),
     ConflictCase("another witness below finality",
                  lambda base, a, c: forge(base.headers[5], base.signers[base.headers[6].producer],
                                           producer=base.headers[6].producer, slot=base.headers[6].slot,
                                           timestamp_ms=base.headers[6].timestamp_ms),
-                 HeaderError, "fork block", frozen=False),
+                 HeaderError, "fork block", recorded=False),
 ]
 
 
@@ -451,12 +500,15 @@ def test_conflicts_across_branches(late_gossip: tuple[ChainBuilder, ...], case: 
     feed(client, [*base.headers[1:], a.headers[FORK_AT + 1]])
     assert 5 < client.final_height < FORK_AT
     header = case.make(base, a, client)
-    with pytest.raises(case.error, match=case.match):
+    if case.error is None:
         client.process_header(header, header.timestamp_ms)
+        assert client.holds(header)
+    else:
+        with pytest.raises(case.error, match=case.match):
+            client.process_header(header, header.timestamp_ms)
     now = header.timestamp_ms
-    assert (client.status(now) is ClientStatus.FROZEN) is case.frozen
-    if case.frozen:
-        assert client.frozen_height == header.height
+    assert client.status(now) is ClientStatus.ACTIVE
+    assert [e.witness for e in client.evidence()] == ([header.producer] if case.recorded else [])
 
 
 def test_fork_block_of_another_witness_above_finality_is_held(late_gossip: tuple[ChainBuilder, ...]) -> None:

@@ -15,13 +15,14 @@ from chains.dpos.types import DposParams
 from chains.dpos.witnesses import (
     CREDIT_MODEL,
     RESERVE_ACCOUNT,
+    DoubleSignEvidenceError,
     active_set,
     apply_block_consensus,
     load_tracker,
     witness_record,
 )
 from protocol.crypto import Ed25519Signer
-from protocol.errors import HeaderError, ProtocolError, ReplayError
+from protocol.errors import CodecError, HeaderError, ProtocolError, ReplayError, SignatureError, WrongChainError
 from protocol.types import ClientId
 
 
@@ -166,14 +167,39 @@ def test_double_production_evidence_punishes_once() -> None:
     assert r["credit"] <= credit - sim.params.credit_bad_block_penalty + 2 * sim.params.credit_produced_reward
     sim.produce([sim.tx("w00", "witness.report_double_production", args)])
     assert isinstance(sim.failed[-1][0][1], ReplayError)
-    other = sim.headers[4]
-    bad_evidence = [
-        {"header_a": h.encode().hex(), "header_b": other.encode().hex()},  # different heights
-        {"header_a": h.encode().hex(), "header_b": dataclasses.replace(twin, signature=b"\x00" * 64).encode().hex()},
-        {"header_a": h.encode().hex(), "header_b": "zz"},
+    assert r["credit"] < credit and r["jailed_until"] > 0  # slashed and jailed: the next election replaces it
+
+
+def test_bad_double_production_evidence_is_refused_with_typed_errors() -> None:
+    sim = SimChain(4, label="evidence")
+    sim.produce_many(5)
+    h, other = sim.headers[3], sim.headers[4]
+    twin = forge(h, sim.signers[h.producer], tx_root=b"\x01" * 32)
+    stranger = forge(twin, sim.signers[h.producer], producer="nobody")
+    cases: list[tuple[str, dict[str, str], type[ProtocolError], str]] = [
+        ("different heights", {"header_a": h.encode().hex(), "header_b": other.encode().hex()},
+         DoubleSignEvidenceError, "header.dpos.double_sign_evidence"),
+        ("the same header twice", {"header_a": h.encode().hex(), "header_b": h.encode().hex()},
+         DoubleSignEvidenceError, "header.dpos.double_sign_evidence"),
+        ("an unknown witness", {"header_a": forge(h, producer="nobody").encode().hex(),
+                                "header_b": stranger.encode().hex()},
+         DoubleSignEvidenceError, "header.dpos.double_sign_evidence"),
+        ("a bad signature", {"header_a": h.encode().hex(),
+                             "header_b": dataclasses.replace(twin, signature=b"\x00" * 64).encode().hex()},
+         SignatureError, "signature.invalid"),
+        ("another witness's key", {"header_a": h.encode().hex(),
+                                   "header_b": forge(twin, sim.signers[other.producer]).encode().hex()},
+         SignatureError, "signature.invalid"),
+        ("another chain", {"header_a": forge(h, chain_id="other-park").encode().hex(),
+                           "header_b": forge(twin, chain_id="other-park").encode().hex()},
+         WrongChainError, "packet.wrong_chain"),
+        ("not hex", {"header_a": h.encode().hex(), "header_b": "zz"}, CodecError, "codec.invalid"),
     ]
-    sim.produce([sim.tx("w01", "witness.report_double_production", a) for a in bad_evidence])
-    assert len(sim.failed[-1]) == 3 and all(isinstance(e, ProtocolError) for _, e in sim.failed[-1])
+    for what, args, error, code in cases:
+        sim.produce([sim.tx("w01", "witness.report_double_production", args)])
+        [(_, exc)] = sim.failed[-1]
+        assert type(exc) is error and exc.code == code, what
+    assert not rec(sim, h.producer)["jailed"] and rec(sim, h.producer)["bad_blocks"] == 0
 
 
 def test_apply_block_consensus_rejects_wrong_producer_without_changes() -> None:

@@ -6,6 +6,7 @@ quorum) at depth 2. Every refusal leaves the state root unchanged.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from protocol.errors import (
     SignatureError,
 )
 from relay.state_machine.app import RelayStateMachine
+from relay.state_machine.governance import load_validator_set, store_validator_set
 from relay.state_machine.park_clients import ETHEREUM_TYPE
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, fixed_signer
 from tests.unit.test_eth_light_client import make_chain
@@ -139,3 +141,24 @@ def test_a_quorum_contradicting_final_headers_freezes_the_client_and_pauses_its_
     assert a.status()["status"] == "frozen"
     with pytest.raises(ClientFrozenError):
         a.attest("op-a", 9)
+
+
+def test_a_validator_set_change_does_not_merge_quorums_and_keeps_the_removed_voters_votes(a: Attesting) -> None:
+    """Votes carry the set they were cast under (its hash): across a set change they never add up, and the votes
+    of a validator the new set dropped still count in the old set."""
+    old = load_validator_set(a.state)
+    for who in ("op-a", "op-b"):  # 2 of 5 under the old set
+        a.attest(who, 6)
+    # the consensus engine installs a new set without op-a and op-b: op-c, op-d, op-e (op-e's key is the impostor's
+    # account key here, so it cannot attest) and two new validators
+    new = ValidatorSet((*(v for v in old.validators if v.name in ("op-c", "op-d")),
+                        Validator("op-f", fixed_signer("validator/op-f").pubkey, bytes(20), 1),
+                        Validator("op-g", fixed_signer("validator/op-g").pubkey, bytes(20), 1)))
+    store_validator_set(a.state, new)
+    for who in ("op-c", "op-d"):  # 2 of 4 under the new set: with the old votes 4 voters, but no quorum of one set
+        a.attest(who, 6)
+    st = a.sm.router.load(a.state, ETH).client
+    assert st.attested_hash(6) is None  # type: ignore[attr-defined]
+    votes = json.loads(st.to_state())["votes"]  # type: ignore[attr-defined]
+    assert {(v[1], v[5]) for v in votes} == {("op-a", old.hash.hex()), ("op-b", old.hash.hex()),
+                                              ("op-c", new.hash.hex()), ("op-d", new.hash.hex())}

@@ -12,6 +12,7 @@ that keeps its decoded clients, one rebuilt from state before every transaction)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from chains.dpos.app import load_genesis
 from chains.dpos.consensus import schedule
 from chains.dpos.light_client import DposLightClient
 from chains.dpos.testing import SimChain as DposSim
-from chains.dpos.testing import account_signer, resign, test_signer, witness_name
+from chains.dpos.testing import account_signer, forge_branch, resign, test_signer, witness_name
 from chains.dpos.types import DposHeader
 from chains.poc import node as poc_node
 from chains.poc.light_client import PocLightClient
@@ -420,3 +421,40 @@ def test_init_bounds_are_applied(scenario: Scenario) -> None:
     assert isinstance(dpos, DposLightClient) and isinstance(poc, PocLightClient)
     assert (dpos.max_consensus_states, dpos.max_pending_headers) == (8, 100)
     assert (poc.max_consensus_states, poc.confirmation_depth, poc.fork_history) == (9, 5, 2)
+
+
+def _misbehaviour_tx(node: RelayNode, args: dict[str, Any]) -> Tx:
+    nonce = node.state.get_json(account_path("relayer-a"))["nonce"]
+    return Tx.signed(RELAYER, RELAY, "relayer-a", nonce, "client.misbehaviour", {"chain_id": DPOS, **args})
+
+
+def test_a_witness_double_signing_is_recorded_without_freezing_and_conflicting_finality_freezes(
+        scenario: Scenario) -> None:
+    """On the real DPoS client: one witness of four signing two headers at one height is recorded in the relay's
+    state (status query) and the bridge keeps running; a branch that three colluding witnesses made irreversible
+    against a final header freezes the client and pauses its lanes."""
+    node = RelayNode(scenario.genesis)
+    for tx, now in scenario.steps:
+        node.run(tx, now)
+    sim, now = scenario.dpos, scenario.now()
+    held = sim.headers[3]
+    twin = resign(dataclasses.replace(held, tx_root=b"\x01" * 32), sim.signers[held.producer])
+    evidence = {"header_a": held.encode().hex(), "header_b": twin.encode().hex()}
+    events = node.run(_misbehaviour_tx(node, evidence), now)
+    assert events[0]["type"] == "client_evidence_recorded" and len(events) == 1  # no lane paused
+    st = node.status(DPOS, now)
+    assert st["status"] == "active"
+    [record] = st["evidence"]
+    assert record["witness"] == held.producer and record["height"] == 3
+    assert {record["header_a"], record["header_b"]} == set(evidence.values())  # what the park's op takes
+    with pytest.raises(ReplayError):
+        node.run(_misbehaviour_tx(node, evidence), now)
+    fork = st["final_height"] - 2
+    branch = forge_branch(sim.headers[fork], load_genesis(sim.config).active_set, sim.signers, sim.params, 6)
+    short = {"branch": [h.encode().hex() for h in branch[:1]]}
+    with pytest.raises(HeaderError) as info:
+        node.run(_misbehaviour_tx(node, short), now)
+    assert info.value.code == "header.dpos.finality_evidence"
+    events = node.run(_misbehaviour_tx(node, {"branch": [h.encode().hex() for h in branch]}), now)
+    assert events[0]["type"] == "client_frozen" and events[0]["paused_lanes"]
+    assert node.status(DPOS, now)["status"] == "frozen"
