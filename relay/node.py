@@ -324,11 +324,11 @@ class BftDriver:
             status, answer = p2p_refusal(exc)
             return web.json_response(answer, status=status)
         if self.core is None:
-            return web.json_response({"ok": False, "error": "not started"})
+            return web.json_response({"ok": False, "error": rpc.error_object(rpc.SERVER_ERROR, "not started")})
         try:
             self._handle(self.core.on_message(msg))
-        except ProtocolError as exc:
-            return web.json_response({"ok": False, "error": exc.to_dict()})
+        except ProtocolError as exc:  # a well-formed message consensus refuses: HTTP 200
+            return web.json_response(p2p_refusal(exc)[1])
         return web.json_response({"ok": True})
 
     def _on_timeout(self, t: Timeout) -> None:

@@ -28,8 +28,10 @@ plus the runtime's ``-32000`` (a handler refused the input: a :class:`~protocol.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,8 +93,9 @@ MAX_DEPTH = 32
 """Deepest nesting of arrays and objects (a relay certificate inside a transaction inside a block is ~10)."""
 MAX_INT_DIGITS = 80
 """Longest integer literal, sign included (a uint256 has 78 digits)."""
-MAX_VALUES = 200_000
-"""Most JSON values (scalars and containers) in one body: bounds the work of walking it."""
+MAX_VALUES = 100_000
+"""Most JSON values (scalars and containers) in one body: bounds the work of parsing it (a P2P block of
+2,000 transactions holds ~30,000)."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -226,6 +229,32 @@ def _check_tree(value: Any) -> None:
                 stack.extend((item, depth + 1) for item in v)
 
 
+_STRING_LITERAL = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = str.maketrans({"[": "\x02", "{": "\x02", "]": "\x00", "}": "\x00"})  # depth change + 1, as a byte
+
+
+def _check_shape(text: str) -> None:
+    """Refuse too many values and too deep nesting *before* parsing, in C-speed passes. The C scanner recurses
+    once per level, bounded only by ``sys.getrecursionlimit()``, which libraries raise (hypothesis does): a
+    deep enough body would then overflow the C stack. Parsing millions of tiny containers also costs seconds,
+    so the value count is bounded first, from a count of separators that over-estimates it (commas inside
+    strings count too) and then exactly, with the strings cut out."""
+    rough = text.count(",") + text.count("[") + text.count("{") + text.count('"') // 2
+    if rough > 2 * MAX_VALUES:
+        raise ParseError("too many values", expected=f"<= {MAX_VALUES}")
+    bare = _STRING_LITERAL.sub('""', text)
+    opens = bare.count("[") + bare.count("{")
+    if bare.count(",") + opens + 1 > MAX_VALUES:
+        raise ParseError("too many values", expected=f"<= {MAX_VALUES}")
+    if opens <= MAX_DEPTH:
+        return
+    steps = _NOT_BRACKET.sub("", bare).translate(_STEP).encode("latin-1")
+    depth = max(itertools.accumulate(map(operator.sub, steps, itertools.repeat(1))))
+    if depth > MAX_DEPTH:
+        raise ParseError("nested too deeply", expected=f"<= {MAX_DEPTH}", got=depth)
+
+
 def decode_json(raw: bytes | str, *, max_bytes: int = MAX_BODY_BYTES) -> Any:
     """Strictly decode one JSON text from the network; raise :class:`ParseError` (never anything else)."""
     if len(raw) > max_bytes:
@@ -237,11 +266,12 @@ def decode_json(raw: bytes | str, *, max_bytes: int = MAX_BODY_BYTES) -> Any:
             raise ParseError("body is not valid UTF-8", got=f"byte {exc.start}") from exc
     else:
         text = raw
+    _check_shape(text)
     try:
         value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ParseError(f"not JSON: {exc.msg}", got=f"line {exc.lineno} column {exc.colno}") from exc
-    except RecursionError as exc:  # the C scanner recurses per level; _check_tree gives the real bound
+    except RecursionError as exc:  # unreachable after _check_shape unless the recursion limit is tiny
         raise ParseError("nested too deeply", expected=f"<= {MAX_DEPTH}") from exc
     _check_tree(value)
     return value

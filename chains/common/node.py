@@ -692,7 +692,7 @@ class ParkNode:
             return _p2p_refused(exc)
         origin = body.get("origin", "")
         if not self._gossip_enabled:
-            return web.json_response({"ok": False, "error": "gossip disabled"})
+            return web.json_response({"ok": False, "error": rpc.error_object(rpc.SERVER_ERROR, "gossip disabled")})
         await self._receive_block(header, txs, origin)
         return web.json_response({"ok": True})
 
@@ -744,8 +744,8 @@ class ParkNode:
         try:
             async with self._lock:
                 self.submit_tx(tx)
-        except ProtocolError as exc:  # a valid transaction the head state refuses: not a malformed message
-            return web.json_response({"ok": False, "error": exc.to_dict()})
+        except ProtocolError as exc:  # a well-formed transaction the head state refuses: HTTP 200
+            return web.json_response(p2p_refusal(exc)[1])
         return web.json_response({"ok": True})
 
     async def _gossip_block(self, header: Any, txs: Sequence[Tx]) -> None:

@@ -56,6 +56,24 @@ def test_hostile_bodies_are_parse_errors(body: bytes, error: type[Exception]) ->
     assert info.value.to_dict()["code"].startswith("rpc.")
 
 
+def test_depth_is_bounded_before_the_c_scanner_recurses() -> None:
+    """json's C scanner recurses per level up to sys.getrecursionlimit(); hypothesis and others raise that limit,
+    and then 10^5 levels overflow the C stack (a segfault, seen before the pre-parse check existed)."""
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10**7)
+    try:
+        for n in (33, 10_000, 45_000):
+            with pytest.raises(rpc.ParseError, match="nested too deeply"):
+                rpc.decode_body(b'{"a":' * n + b"1" + b"}" * n)
+            with pytest.raises(rpc.ParseError, match="nested too deeply"):
+                rpc.decode_body(b'["x[",' * n + b'"]"' + b"]" * n)  # brackets inside strings do not count
+        assert rpc.decode_body(b'["[[[[",' * 31 + b'"]"' + b"]" * 31)[0] == "[[[["
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def test_bounds_are_inclusive() -> None:
     assert rpc.decode_body(b"[" * 32 + b"]" * 32) is not None
     assert rpc.decode_body(b"9" * 80) == int("9" * 80)
