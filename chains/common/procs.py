@@ -16,10 +16,10 @@ starting anvil or a plotter) calls :func:`spawn`. A *tied* child (the default)
 
 The caveat: the kernel sends the signal when the parent *thread* that forked the child exits, not the
 process. A child forked from a worker thread (``asyncio.to_thread``, which the tests and the PoC farmer
-use) would die when that thread ends, and one forked from the main thread would die when the main thread
-returns while other threads keep the process alive. So :func:`spawn` forks every tied child on one daemon
-thread that lives exactly as long as the process (it ends only when the interpreter does), whichever
-thread calls it.
+use) would die when that thread ends. So :func:`spawn` forks on the main thread when called there (in
+CPython the main OS thread lives until the process ends: interpreter shutdown, joining the other threads,
+runs on it) and otherwise on one daemon "forker" thread that also lives until the interpreter ends. A
+child's parent *task* in ``/proc/<pid>/task/<tid>/children`` is therefore the main thread or the forker.
 
 A *detached* child (``detach=True``: ``parkrelay devnet up``, whose nodes keep running after the CLI exits
 until ``devnet down``) gets a new session and no death signal.
@@ -78,7 +78,7 @@ def spawn(argv: Sequence[str], *, detach: bool = False, new_session: bool = Fals
     if detach:
         return subprocess.Popen(list(argv), start_new_session=True, **popen)
     group: dict[str, Any] = {"start_new_session": True} if new_session else {"process_group": 0}
-    return _on_forker_thread(lambda: subprocess.Popen(list(argv), preexec_fn=tie_to_parent(death_signal),
+    return _on_process_lifetime_thread(lambda: subprocess.Popen(list(argv), preexec_fn=tie_to_parent(death_signal),
                                                       **group, **popen))
 
 
@@ -97,10 +97,12 @@ def _forker_loop() -> None:
                 fut.set_exception(exc)
 
 
-def _on_forker_thread(job: Callable[[], T]) -> T:
-    """Run ``job`` on the process-lifetime forker thread and return its result (or raise its exception)."""
+def _on_process_lifetime_thread(job: Callable[[], T]) -> T:
+    """Run ``job`` on a thread that lives as long as the process — this one if it is the main thread or the
+    forker, else the forker — and return its result (or raise its exception)."""
     global _forker
-    if threading.current_thread() is _forker:
+    current = threading.current_thread()
+    if current is threading.main_thread() or current is _forker:
         return job()
     with _forker_lock:
         if _forker is None or not _forker.is_alive():
