@@ -32,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.common.park import ParkTarget
+from chains.common.procs import spawn
 from relay.devnet import account_key_path
 from relay.keys import ed25519_signer
 from tests.integration.harness import Devnet, free_port_block, status, wait_for
@@ -41,8 +42,8 @@ DPOS, POC, LANE = "dpos-park", "poc-park", "lane-0"
 
 def _start_relayer(cfg: Any, name: str) -> subprocess.Popen[bytes]:
     log = open(cfg.data_dir / "logs" / f"relayer-{name}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "relay.cli", "relayer", "start", "--config", str(cfg.path),
-                             "--name", name], stdout=log, stderr=subprocess.STDOUT)
+    return spawn([sys.executable, "-m", "relay.cli", "relayer", "start", "--config", str(cfg.path), "--name", name],
+                 stdout=log, stderr=subprocess.STDOUT)
 
 
 def _rss_peak_mb(pid: int) -> float:

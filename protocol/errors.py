@@ -286,6 +286,9 @@ DISPOSITIONS: dict[str, Disposition] = {
     "auth.denied": _F, "tx.nonce": _R, "mempool.full": _R,
     # node and transport
     "block.missing_parent": _P, "rpc.not_found": _P, "transport": _R, "poc.plot": _F,
+    # requests refused before any method runs (chains/common/jsonrpc.py)
+    "rpc.invalid": _N, "rpc.parse_error": _N, "rpc.body_too_large": _N, "rpc.invalid_request": _N,
+    "rpc.method_not_found": _N, "rpc.invalid_params": _N, "rpc.unauthorized": _F,
     # Ethereum adapter
     "eth.reverted": _N, "eth.gas_cap": _N,
 }

@@ -2,8 +2,11 @@
 
 ``init`` makes the keys (0600 files under ``<data_dir>/keys``) and the genesis of every chain, once.
 ``up`` starts every node as its own process (logs in ``<data_dir>/logs``, pids in
-``<data_dir>/pids.json``) and returns when all answer; ``down`` stops them with SIGTERM.
-``demo`` does ``up``, watches the chains produce and finalise blocks, prints what it saw and stops them.
+``<data_dir>/pids.json``) and returns when all answer; the processes are detached and keep running after
+the CLI exits, until ``down`` stops them with SIGTERM.
+``demo`` does ``up`` with its processes tied to it instead (:mod:`chains.common.procs`: they die with the
+demo even when it is SIGKILLed), watches the chains produce and finalise blocks, prints what it saw and
+stops them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chains.common.procs import spawn
 from protocol.certificate import Validator, ValidatorSet
 from relay.config import ETHEREUM_OPERATOR, DeploymentConfig
 from relay.keys import create_secret, ed25519_signer, eth_address, read_secret
@@ -129,7 +133,9 @@ def _pids_path(cfg: DeploymentConfig) -> Path:
     return cfg.data_dir / "pids.json"
 
 
-def up(cfg: DeploymentConfig, timeout_s: float = 120.0) -> int:
+def up(cfg: DeploymentConfig, timeout_s: float = 120.0, *, detach: bool = True) -> int:
+    """Start every process and wait until the nodes answer. ``detach``: they outlive this process (``devnet up``);
+    otherwise they get SIGTERM when it dies, however it dies (``devnet demo``)."""
     init(cfg)
     logs = cfg.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -139,12 +145,12 @@ def up(cfg: DeploymentConfig, timeout_s: float = 120.0) -> int:
         argv = [sys.executable, "-m", "relay.cli", "node", kind, "--config", str(cfg.path), flag, n]
         if kind != "relay":
             argv[7:7] = ["--chain", chain_id]
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = spawn(argv, detach=detach, stdout=log_file, stderr=subprocess.STDOUT)
         pids[f"{chain_id}/{n}"] = proc.pid
     for r in cfg.relayers:
         log_file = open(logs / f"relayer-{r}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "relay.cli", "relayer", "start", "--config", str(cfg.path),
-                                 "--name", r], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = spawn([sys.executable, "-m", "relay.cli", "relayer", "start", "--config", str(cfg.path), "--name", r],
+                     detach=detach, stdout=log_file, stderr=subprocess.STDOUT)
         pids[f"relayer/{r}"] = proc.pid
     _pids_path(cfg).write_text(json.dumps(pids, indent=2))
     deadline = time.monotonic() + timeout_s
@@ -248,7 +254,7 @@ def demo(cfg: DeploymentConfig, seconds: float = 20.0, as_json: bool = False) ->
     """Start the devnet and run the scripted scenario: energy DPoS -> PoC and PoC -> DPoS, a voucher's
     return home, a refused transfer refunded; print each packet's phases and a final balance table.
     Without a relay chain in the config, only watch the parks finalise for ``seconds``. Exit 1 on failure."""
-    if up(cfg) != 0:
+    if up(cfg, detach=False) != 0:
         return 1
     try:
         if not _wait_first_blocks(cfg, as_json):

@@ -18,7 +18,6 @@ and ``getCertificate`` (a relay certificate: commit plus a state proof, what par
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
@@ -26,8 +25,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from chains.common import jsonrpc as rpc
 from chains.common import wire
-from chains.common.node import BlockEntry, ChainRules, NodeConfig, NotFoundError, ParkNode, tx_root
+from chains.common.node import BlockEntry, ChainRules, NodeConfig, NotFoundError, ParkNode, p2p_refusal, tx_root
 from chains.common.state import ChainState, canonical_json
 from chains.common.tx import BlockContext, Tx
 from protocol.certificate import RelayCertificate, RelayCommit, RelayHeader, ValidatorSet, verify_commit
@@ -51,11 +51,14 @@ from relay.consensus import (
     encode_message,
 )
 from relay.state_machine import RelayStateMachine, relay_tx_from_json
+from relay.state_machine.clients import MAX_HOLDS_QUERY
 from relay.state_machine.governance import load_validator_set
 
 log = logging.getLogger("parkrelay.relay")
 
 MAX_CLOCK_DRIFT_MS = 2000
+P2P_CONSENSUS: rpc.ParamSpec = {"msg": rpc.hex_string(required=True, max_bytes=rpc.MAX_BODY_BYTES // 2)}
+"""The body of ``POST /p2p/consensus``: one encoded consensus message."""
 
 
 class RelayBlockHeader:
@@ -88,7 +91,7 @@ class RelayBlockHeader:
     @classmethod
     def decode(cls, raw: bytes) -> RelayBlockHeader:
         try:
-            obj = json.loads(raw)
+            obj = rpc.decode_json(raw)
             header = wire.header_from_json(obj["header"])
             commit = wire.commit_from_json(obj["commit"]) if obj["commit"] is not None else None
         except (ValueError, KeyError, TypeError) as exc:
@@ -105,9 +108,9 @@ def block_bytes(txs: list[Tx]) -> bytes:
 
 def txs_of(block: bytes) -> list[Tx]:
     try:
-        items = json.loads(block)
-    except ValueError as exc:
-        raise CodecError("block body is not JSON") from exc
+        items = rpc.decode_json(block)
+    except rpc.ParseError as exc:
+        raise CodecError(f"block body is not JSON: {exc.message}") from exc
     if not isinstance(items, list):
         raise CodecError("block body is a JSON array of transactions")
     return [relay_tx_from_json(t) for t in items]
@@ -177,15 +180,20 @@ class RelayRules(ChainRules):
     def attach(self, node: ParkNode, app: web.Application) -> None:
         self.driver = BftDriver(self, node)
         app.router.add_post("/p2p/consensus", self.driver.handle_message)
-        node.method("getCommit", self._rpc_get_commit(node))
-        node.method("getCertificate", self._rpc_get_certificate(node))
-        node.method("getValidators", self._rpc_get_validators(node))
-        node.method("getClientStatus", self._rpc_get_client_status(node))
-        node.method("getClientHolds", self._rpc_get_client_holds(node))
+        height: rpc.ParamSpec = {"height": rpc.uint()}
+        node.method("getCommit", self._rpc_get_commit(node), params=height)
+        node.method("getCertificate", self._rpc_get_certificate(node),
+                    params={"key": rpc.string(required=True, max_len=1024), **height})
+        node.method("getValidators", self._rpc_get_validators(node), params=height)
+        node.method("getClientStatus", self._rpc_get_client_status(node),
+                    params={"chain_id": rpc.string(required=True, max_len=256)})
+        node.method("getClientHolds", self._rpc_get_client_holds(node),
+                    params={"chain_id": rpc.string(required=True, max_len=256),
+                            "headers": rpc.string_list(required=True, max_len=MAX_HOLDS_QUERY)})
 
     def _rpc_get_commit(self, node: ParkNode) -> Any:
         async def handler(p: dict[str, Any]) -> Any:
-            e = node.entry_at(_opt_height(p))
+            e = node.entry_at(p.get("height"))
             if e.header.commit is None:
                 raise NotFoundError("genesis has no commit", got=0)
             return wire.commit_to_json(e.header.commit)
@@ -193,10 +201,8 @@ class RelayRules(ChainRules):
 
     def _rpc_get_certificate(self, node: ParkNode) -> Any:
         async def handler(p: dict[str, Any]) -> Any:
-            key = p.get("key")
-            if not isinstance(key, str):
-                raise CodecError("key must be a string (a relay state path)", got=key)
-            e = node.entry_at(_opt_height(p))
+            key: str = p["key"]
+            e = node.entry_at(p.get("height"))
             if e.header.commit is None or e.state is None:
                 raise NotFoundError("no certificate at that height", got=e.header.height)
             raw = key.encode()
@@ -206,32 +212,25 @@ class RelayRules(ChainRules):
 
     def _rpc_get_client_status(self, node: ParkNode) -> Any:
         async def handler(p: dict[str, Any]) -> Any:
-            chain = p.get("chain_id")
-            if not isinstance(chain, str):
-                raise CodecError("chain_id must be a string", got=chain)
+            chain: str = p["chain_id"]
             assert node.head.state is not None
             return self.sm.client_status(node.head.state, chain, _now_ms())
         return handler
 
     def _rpc_get_client_holds(self, node: ParkNode) -> Any:
         async def handler(p: dict[str, Any]) -> Any:
-            chain = p.get("chain_id")
-            headers = p.get("headers")
-            if not isinstance(chain, str):
-                raise CodecError("chain_id must be a string", got=chain)
-            if not isinstance(headers, list) or not all(isinstance(h, str) for h in headers):
-                raise CodecError("headers must be a list of hex strings", got=type(headers).__name__)
+            chain, headers = p["chain_id"], p["headers"]
             try:
                 raws = [bytes.fromhex(h) for h in headers]
             except ValueError:
-                raise CodecError("headers must be hex") from None
+                raise CodecError("headers must be hex strings") from None
             assert node.head.state is not None
             return self.sm.client_holds(node.head.state, chain, raws)
         return handler
 
     def _rpc_get_validators(self, node: ParkNode) -> Any:
         async def handler(p: dict[str, Any]) -> Any:
-            return wire.validator_set_to_json(self.validator_set(node.entry_at(_opt_height(p))))
+            return wire.validator_set_to_json(self.validator_set(node.entry_at(p.get("height"))))
         return handler
 
     async def run_producer(self, node: ParkNode) -> None:
@@ -331,15 +330,20 @@ class BftDriver:
 
     async def handle_message(self, request: web.Request) -> web.Response:
         try:
-            msg = decode_message(bytes.fromhex((await request.json())["msg"]))
-        except (ValueError, KeyError, TypeError, CodecError) as exc:
-            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+            body = await self.node._p2p_body(request, P2P_CONSENSUS)
+            try:
+                msg = decode_message(bytes.fromhex(body["msg"]))
+            except (ValueError, KeyError, TypeError) as exc:  # a decoder that broke its CodecError contract
+                raise CodecError(f"malformed consensus message: {exc}") from exc
+        except ProtocolError as exc:
+            status, answer = p2p_refusal(exc)
+            return web.json_response(answer, status=status)
         if self.core is None:
-            return web.json_response({"ok": False, "error": "not started"})
+            return web.json_response({"ok": False, "error": rpc.error_object(rpc.SERVER_ERROR, "not started")})
         try:
             self._handle(self.core.on_message(msg))
-        except ProtocolError as exc:
-            return web.json_response({"ok": False, "error": exc.to_dict()})
+        except ProtocolError as exc:  # a well-formed message consensus refuses: HTTP 200
+            return web.json_response(p2p_refusal(exc)[1])
         return web.json_response({"ok": True})
 
     def _on_timeout(self, t: Timeout) -> None:
@@ -396,15 +400,6 @@ class BftDriver:
                 pass  # a peer that misses a message catches up through later rounds or block sync
 
         await asyncio.gather(*(one(p) for p in self.node.peers))
-
-
-def _opt_height(p: dict[str, Any]) -> int | None:
-    h = p.get("height")
-    if h is None:
-        return None
-    if isinstance(h, bool) or not isinstance(h, int) or h < 0:
-        raise CodecError("height must be a non-negative integer", got=h)
-    return h
 
 
 def _now_ms() -> int:

@@ -11,8 +11,11 @@ witness schedule, the PoC proof of space); everything else is shared:
 * **Gossip.** New blocks and transactions are POSTed to the peers; a block whose parent is unknown makes
   the node fetch the missing ancestors from the peer that sent it. A periodic sync asks peers for
   their head and pulls what is missing, so a restarted node catches up.
-* **RPC.** JSON-RPC 2.0 on ``POST /rpc`` and subscriptions on ``GET /ws`` (aiohttp). Admin methods
-  (peer management) need the bearer token from the node's config.
+* **RPC.** JSON-RPC 2.0 on ``POST /rpc`` and subscriptions on ``GET /ws`` (aiohttp), where a message
+  sent by the subscriber is answered as an RPC request. Admin methods (peer management) need the bearer
+  token from the node's config. Every body (RPC, ``/ws`` message, P2P) goes through the strict decoder
+  of :mod:`chains.common.jsonrpc` and every method declares typed parameters, so hostile input is
+  answered with a JSON-RPC error object and changes nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
+from chains.common import jsonrpc as rpc
+from chains.common.jsonrpc import ParamSpec
 from chains.common.state import ChainState
 from chains.common.tx import App, BlockContext, Tx, account_path
 from protocol.errors import CodecError, MempoolFullError, ParkRelayError, ProtocolError
@@ -158,6 +163,28 @@ class NodeConfig:
 
 
 RpcHandler = Callable[[dict[str, Any]], Awaitable[Any]]
+"""An RPC method: takes its parameters, already checked against the method's :data:`ParamSpec`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RpcMethod:
+    """One registered RPC method."""
+
+    handler: RpcHandler
+    """Runs under the node lock with the validated parameters."""
+    params: ParamSpec
+    """Its parameters by name; anything else is refused before the handler runs."""
+    admin: bool
+    """Needs the bearer token."""
+
+
+_HEIGHT: ParamSpec = {"height": rpc.uint()}
+_RANGE: ParamSpec = {"from": rpc.uint(required=True), "to": rpc.uint(required=True)}
+P2P_BLOCK: ParamSpec = {"header": rpc.hex_string(required=True, max_bytes=rpc.MAX_BODY_BYTES // 2),
+                        "txs": rpc.object_list(max_len=MAX_BLOCK_TXS), "origin": rpc.string(max_len=256)}
+"""The body of ``POST /p2p/block``."""
+P2P_TX: ParamSpec = {"tx": rpc.json_object(required=True)}
+"""The body of ``POST /p2p/tx``."""
 
 
 class ParkNode:
@@ -177,7 +204,7 @@ class ParkNode:
         self.producing = True  # admin.setProducing pauses block production (maintenance)
         self._ws_clients: set[web.WebSocketResponse] = set()
         self._head_waiters: list[asyncio.Future[None]] = []
-        self._methods: dict[str, tuple[RpcHandler, bool]] = {}
+        self._methods: dict[str, RpcMethod] = {}
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -440,27 +467,41 @@ class ParkNode:
 
     # -- RPC ------------------------------------------------------------------------------------
 
-    def method(self, name: str, handler: RpcHandler, *, admin: bool = False) -> None:
-        self._methods[name] = (handler, admin)
+    def method(self, name: str, handler: RpcHandler, *, params: ParamSpec, admin: bool = False) -> None:
+        """Register an RPC method; ``params`` declares every parameter it takes (``{}`` for none)."""
+        self._methods[name] = RpcMethod(handler, params, admin)
+
+    @property
+    def methods(self) -> dict[str, RpcMethod]:
+        """The registered RPC methods by name (read-only use: tests and docs)."""
+        return dict(self._methods)
 
     def _register_default_methods(self) -> None:
         m = self.method
-        m("status", self._rpc_status)
-        m("getHeader", self._rpc_get_header)
-        m("getHeaders", self._rpc_get_headers)
-        m("getBlock", self._rpc_get_block)
-        m("getBlockByHash", self._rpc_get_block_by_hash)
-        m("submitTx", self._rpc_submit_tx)
-        m("query", self._rpc_query)
-        m("queryMany", self._rpc_query_many)
-        m("getBalance", self._rpc_get_balance)
-        m("getAccount", self._rpc_get_account)
-        m("getEvents", self._rpc_get_events)
-        m("getTxResult", self._rpc_get_tx_result)
-        m("admin.addPeer", self._rpc_add_peer, admin=True)
-        m("admin.setPeers", self._rpc_set_peers, admin=True)
-        m("admin.setGossip", self._rpc_set_gossip, admin=True)
-        m("admin.setProducing", self._rpc_set_producing, admin=True)
+        name, key = rpc.string(required=True, max_len=256), rpc.string(required=True, max_len=1024)
+        m("status", self._rpc_status, params={})
+        m("getHeader", self._rpc_get_header, params=_HEIGHT)
+        m("getHeaders", self._rpc_get_headers, params=_RANGE)
+        m("getBlock", self._rpc_get_block, params=_HEIGHT)
+        m("getBlocks", self._rpc_get_blocks, params=_RANGE)
+        m("getBlockByHash", self._rpc_get_block_by_hash, params={"hash": rpc.hex_string(required=True)})
+        m("submitTx", self._rpc_submit_tx, params={"tx": rpc.json_object(required=True)})
+        m("query", self._rpc_query, params={"key": key, **_HEIGHT, "prove": rpc.boolean()})
+        m("queryMany", self._rpc_query_many, params={"keys": rpc.string_list(required=True, max_len=1000),
+                                                      **_HEIGHT})
+        m("getBalance", self._rpc_get_balance, params={"account": name, "denom": rpc.string(max_len=256),
+                                                        **_HEIGHT})
+        m("getAccount", self._rpc_get_account, params={"name": name})
+        m("getEvents", self._rpc_get_events, params={"from": rpc.uint(required=True), "to": rpc.uint(),
+                                                      "type": rpc.string(max_len=256)})
+        m("getTxResult", self._rpc_get_tx_result, params={"hash": rpc.hex_string(required=True),
+                                                           "lookback": rpc.uint(maximum=100_000)})
+        m("admin.addPeer", self._rpc_add_peer, params={"url": rpc.string(required=True, max_len=256)}, admin=True)
+        m("admin.setPeers", self._rpc_set_peers, params={"peers": rpc.string_list(required=True, max_len=256)},
+          admin=True)
+        m("admin.setGossip", self._rpc_set_gossip, params={"enabled": rpc.boolean(required=True)}, admin=True)
+        m("admin.setProducing", self._rpc_set_producing, params={"enabled": rpc.boolean(required=True)},
+          admin=True)
 
     async def _rpc_status(self, p: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -477,39 +518,34 @@ class ParkNode:
         }
 
     async def _rpc_get_header(self, p: dict[str, Any]) -> dict[str, Any]:
-        e = self.entry_at(_opt_int(p, "height"))
+        e = self.entry_at(p.get("height"))
         return _header_json(e)
 
     async def _rpc_get_headers(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        start = _req_int(p, "from")
-        end = min(_req_int(p, "to"), start + 500, self.head.header.height)
+        start: int = p["from"]
+        end = min(p["to"], start + 500, self.head.header.height)
         return [_header_json(e) for h in range(start, end + 1) if (e := self.canonical(h)) is not None]
 
     async def _rpc_get_block(self, p: dict[str, Any]) -> dict[str, Any]:
-        e = self.entry_at(_opt_int(p, "height"))
+        e = self.entry_at(p.get("height"))
         return _block_json(e)
 
     async def _rpc_get_block_by_hash(self, p: dict[str, Any]) -> dict[str, Any]:
-        try:
-            h = bytes.fromhex(str(p.get("hash")))
-        except ValueError as exc:
-            raise CodecError("hash must be hex") from exc
+        h = bytes.fromhex(p["hash"])
         e = self.blocks.get(h)
         if e is None:
             raise NotFoundError("unknown block", got=h.hex())
         return _block_json(e)
 
     async def _rpc_submit_tx(self, p: dict[str, Any]) -> dict[str, Any]:
-        tx = self.rules.decode_tx(p.get("tx"))
+        tx = self.rules.decode_tx(p["tx"])
         h = self.submit_tx(tx)
         self._spawn(self._gossip("/p2p/tx", {"tx": tx.to_json()}))
         return {"hash": h.hex()}
 
     async def _rpc_query(self, p: dict[str, Any]) -> dict[str, Any]:
-        key = p.get("key")
-        if not isinstance(key, str):
-            raise CodecError("key must be a string (UTF-8 path) ", got=key)
-        e = self.entry_at(_opt_int(p, "height"))
+        key: str = p["key"]
+        e = self.entry_at(p.get("height"))
         if e.state is None:
             raise NotFoundError("state at that height was pruned", got=e.header.height)
         raw = key.encode()
@@ -523,10 +559,8 @@ class ParkNode:
 
     async def _rpc_query_many(self, p: dict[str, Any]) -> dict[str, Any]:
         """Values of up to 1,000 keys at one height (no proofs): what a relayer polls its packets with."""
-        keys = p.get("keys")
-        if not isinstance(keys, list) or len(keys) > 1000 or not all(isinstance(k, str) for k in keys):
-            raise CodecError("keys must be a list of at most 1000 strings", got=type(keys).__name__)
-        e = self.entry_at(_opt_int(p, "height"))
+        keys: list[str] = p["keys"]
+        e = self.entry_at(p.get("height"))
         if e.state is None:
             raise NotFoundError("state at that height was pruned", got=e.header.height)
         values = {}
@@ -536,23 +570,24 @@ class ParkNode:
         return {"height": e.header.height, "values": values}
 
     async def _rpc_get_balance(self, p: dict[str, Any]) -> dict[str, Any]:
-        account, denom = str(p.get("account")), str(p.get("denom", "kWh"))
-        e = self.entry_at(_opt_int(p, "height"))
-        assert e.state is not None
+        account, denom = p["account"], p.get("denom", "kWh")
+        e = self.entry_at(p.get("height"))
+        if e.state is None:
+            raise NotFoundError("state at that height was pruned", got=e.header.height)
         return {"account": account, "denom": denom, "amount_wh": e.state.balance(account, denom),
                 "height": e.header.height}
 
     async def _rpc_get_account(self, p: dict[str, Any]) -> Any:
         assert self.head.state is not None
-        acct = self.head.state.get_json(account_path(str(p.get("name"))))
+        acct = self.head.state.get_json(account_path(p["name"]))
         if acct is None:
-            raise NotFoundError("unknown account", got=p.get("name"))
-        pending = sum(1 for t in self.mempool.values() if t.sender == p.get("name"))
+            raise NotFoundError("unknown account", got=p["name"])
+        pending = sum(1 for t in self.mempool.values() if t.sender == p["name"])
         return {**acct, "pending": pending}
 
     async def _rpc_get_events(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        start = _req_int(p, "from")
-        end = min(_opt_int(p, "to") or self.head.header.height, start + 1000, self.head.header.height)
+        start: int = p["from"]
+        end = min(p.get("to", self.head.header.height), start + 1000, self.head.header.height)
         kind = p.get("type")
         out = []
         for h in range(start, end + 1):
@@ -565,8 +600,8 @@ class ParkNode:
         return out
 
     async def _rpc_get_tx_result(self, p: dict[str, Any]) -> Any:
-        want = str(p.get("hash"))
-        start = max(0, self.head.header.height - int(p.get("lookback", 200)))
+        want = p["hash"].lower()
+        start = max(0, self.head.header.height - p.get("lookback", 200))
         for h in range(self.head.header.height, start - 1, -1):
             e = self.canonical(h)
             if e is None:
@@ -577,65 +612,83 @@ class ParkNode:
         return None
 
     async def _rpc_add_peer(self, p: dict[str, Any]) -> list[str]:
-        url = str(p.get("url"))
+        url: str = p["url"]
         if url not in self.peers:
             self.peers.append(url)
         self._spawn(self._sync_once())
         return self.peers
 
     async def _rpc_set_peers(self, p: dict[str, Any]) -> list[str]:
-        peers = p.get("peers")
-        if not isinstance(peers, list) or not all(isinstance(x, str) for x in peers):
-            raise CodecError("peers must be a list of URLs", got=peers)
-        self.peers = list(peers)
+        self.peers = list(p["peers"])
         return self.peers
 
     async def _rpc_set_gossip(self, p: dict[str, Any]) -> bool:
-        self._gossip_enabled = bool(p.get("enabled"))
+        self._gossip_enabled = p["enabled"]
         return self._gossip_enabled
 
     async def _rpc_set_producing(self, p: dict[str, Any]) -> bool:
-        enabled = p.get("enabled")
-        if not isinstance(enabled, bool):
-            raise CodecError("enabled must be true or false", got=enabled)
+        enabled: bool = p["enabled"]
         self.producing = enabled
         self.log.info("block production %s by admin", "resumed" if enabled else "paused")
         return enabled
 
+    async def dispatch(self, raw: bytes, *, authorized: bool) -> tuple[int, dict[str, Any]]:
+        """Answer one JSON-RPC request body: ``(http_status, answer)``. Never raises. Input the JSON-RPC layer
+        refuses never reaches a handler; a handler's typed refusal is ``-32000`` with the error in ``data``."""
+        rid: str | int | None = None
+        method = "?"
+        try:
+            body = rpc.decode_body(raw)
+            rid = rpc.request_id(body)
+            req = rpc.parse_request(body)
+            method = req.method
+            entry = self._methods.get(req.method)
+            if entry is None:
+                raise rpc.MethodNotFoundError(f"unknown method {req.method[:64]!r}", got=req.method[:64])
+            if entry.admin and not authorized:
+                raise rpc.UnauthorizedError("admin method: bad or missing bearer token")
+            params = rpc.validate_params(entry.params, req.params)
+            async with self._lock:
+                result = await entry.handler(params)
+        except rpc.RequestError as exc:
+            return exc.http_status, _rpc_answer(rid, error=rpc.error_object(exc.rpc_code, exc.message, exc.to_dict()))
+        except ParkRelayError as exc:
+            return 200, _rpc_answer(rid, error=rpc.error_object(rpc.SERVER_ERROR, exc.message, exc.to_dict()))
+        except Exception:  # a bug: keep serving, say so, and leave the traceback for the operator
+            self.log.exception("RPC method %s failed", method)
+            return 200, _rpc_answer(rid, error=rpc.error_object(rpc.INTERNAL_ERROR, "internal error"))
+        return 200, _rpc_answer(rid, result=result)
+
+    def _authorized(self, request: web.Request) -> bool:
+        return secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {self.admin_token}")
+
     async def _handle_rpc(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _rpc_error(None, -32700, "parse error")
-        if not isinstance(body, dict):
-            return _rpc_error(None, -32600, "invalid request")
-        rid = body.get("id")
-        name = body.get("method")
-        params = body.get("params") or {}
-        entry = self._methods.get(name) if isinstance(name, str) else None
-        if entry is None:
-            return _rpc_error(rid, -32601, f"unknown method {name!r}")
-        handler, admin = entry
-        if admin and request.headers.get("Authorization") != f"Bearer {self.admin_token}":
-            return _rpc_error(rid, -32001, "admin method: bad or missing bearer token")
-        if not isinstance(params, dict):
-            return _rpc_error(rid, -32602, "params must be an object")
-        try:
-            async with self._lock:
-                result = await handler(params)
-        except ParkRelayError as exc:
-            return _rpc_error(rid, -32000, exc.message, exc.to_dict())
-        return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
+            raw = await _read_body(request)
+        except rpc.BodyTooLargeError as exc:
+            err = rpc.error_object(exc.rpc_code, exc.message, exc.to_dict())
+            return web.json_response(_rpc_answer(None, error=err), status=exc.http_status)
+        status, answer = await self.dispatch(raw, authorized=self._authorized(request))
+        return web.json_response(answer, status=status)
 
     async def _handle_ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=20)
+        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=rpc.MAX_BODY_BYTES)
         await ws.prepare(request)
+        authorized = self._authorized(request)
         self._ws_clients.add(ws)
         # tells the subscriber which head it starts from; every later head is pushed as new_head
         await ws.send_json({"type": "subscribed", "height": self.head.header.height, "hash": self.head.hash.hex()})
         try:
-            async for _ in ws:
-                pass
+            async for msg in ws:
+                # a subscriber's message is an RPC request like a POST /rpc body, answered in order
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    raw = msg.data.encode("utf-8", "surrogatepass")
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    raw = msg.data
+                else:
+                    continue
+                _, answer = await self.dispatch(raw, authorized=authorized)
+                await ws.send_json(answer)
         finally:
             self._ws_clients.discard(ws)
         return ws
@@ -647,16 +700,26 @@ class ParkNode:
 
     # -- p2p --------------------------------------------------------------------------------------
 
+    async def _p2p_body(self, request: web.Request, spec: ParamSpec) -> dict[str, Any]:
+        """A P2P route's body, decoded strictly and checked against ``spec``; raises a RequestError."""
+        body = rpc.decode_body(await _read_body(request))
+        if not isinstance(body, dict):
+            raise rpc.InvalidRequestError("a P2P message is a JSON object", got=type(body).__name__)
+        return rpc.validate_params(spec, body)
+
     async def _handle_p2p_block(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        origin = str(body.get("origin", ""))
         try:
-            header = self.rules.decode_header(bytes.fromhex(body["header"]))
-            txs = [self.rules.decode_tx(t) for t in body.get("txs", [])]
-        except (KeyError, ValueError, TypeError, CodecError) as exc:
-            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+            body = await self._p2p_body(request, P2P_BLOCK)
+            try:
+                header = self.rules.decode_header(bytes.fromhex(body["header"]))
+                txs = [self.rules.decode_tx(t) for t in body.get("txs", [])]
+            except (ValueError, TypeError, KeyError) as exc:  # a decoder that broke its CodecError contract
+                raise CodecError(f"malformed block: {exc}") from exc
+        except ProtocolError as exc:
+            return _p2p_refused(exc)
+        origin = body.get("origin", "")
         if not self._gossip_enabled:
-            return web.json_response({"ok": False, "error": "gossip disabled"})
+            return web.json_response({"ok": False, "error": rpc.error_object(rpc.SERVER_ERROR, "gossip disabled")})
         await self._receive_block(header, txs, origin)
         return web.json_response({"ok": True})
 
@@ -700,13 +763,16 @@ class ParkNode:
                     return
 
     async def _handle_p2p_tx(self, request: web.Request) -> web.Response:
-        body = await request.json()
         try:
-            tx = self.rules.decode_tx(body.get("tx"))
+            body = await self._p2p_body(request, P2P_TX)
+            tx = self.rules.decode_tx(body["tx"])
+        except ProtocolError as exc:
+            return _p2p_refused(exc)
+        try:
             async with self._lock:
                 self.submit_tx(tx)
-        except ProtocolError as exc:
-            return web.json_response({"ok": False, "error": exc.to_dict()})
+        except ProtocolError as exc:  # a well-formed transaction the head state refuses: HTTP 200
+            return web.json_response(p2p_refusal(exc)[1])
         return web.json_response({"ok": True})
 
     async def _gossip_block(self, header: Any, txs: Sequence[Tx]) -> None:
@@ -772,8 +838,8 @@ class ParkNode:
                 start += len(blocks)
 
     async def _rpc_get_blocks(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        start = _req_int(p, "from")
-        end = min(_req_int(p, "to"), start + 200, self.head.header.height)
+        start: int = p["from"]
+        end = min(p["to"], start + 200, self.head.header.height)
         return [_block_json(e) for h in range(start, end + 1) if (e := self.canonical(h)) is not None]
 
     async def _sync_loop(self) -> None:
@@ -801,8 +867,7 @@ class ParkNode:
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)  # type: ignore[arg-type]
 
     async def start(self) -> None:
-        self.method("getBlocks", self._rpc_get_blocks)
-        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app = web.Application(client_max_size=rpc.MAX_BODY_BYTES)
         app.router.add_post("/rpc", self._handle_rpc)
         app.router.add_get("/ws", self._handle_ws)
         app.router.add_post("/p2p/block", self._handle_p2p_block)
@@ -875,22 +940,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _opt_int(p: dict[str, Any], name: str) -> int | None:
-    v = p.get(name)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise CodecError(f"{name} must be a non-negative integer", got=v)
-    return v
-
-
-def _req_int(p: dict[str, Any], name: str) -> int:
-    v = _opt_int(p, name)
-    if v is None:
-        raise CodecError(f"{name} is required")
-    return v
-
-
 def _header_json(e: BlockEntry) -> dict[str, Any]:
     h = e.header
     return {"height": h.height, "hash": e.hash.hex(), "parent_hash": h.parent_hash.hex(),
@@ -903,8 +952,28 @@ def _block_json(e: BlockEntry) -> dict[str, Any]:
             "tx_results": e.tx_results}
 
 
-def _rpc_error(rid: Any, code: int, message: str, data: Any = None) -> web.Response:
-    err: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        err["data"] = data
-    return web.json_response({"jsonrpc": "2.0", "id": rid, "error": err})
+def _rpc_answer(rid: Any, *, result: Any = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    if error is not None:
+        return {"jsonrpc": "2.0", "id": rid, "error": error}
+    return {"jsonrpc": "2.0", "id": rid, "result": result}
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The request body, or :class:`~chains.common.jsonrpc.BodyTooLargeError` past the app's size cap."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise rpc.BodyTooLargeError("body too large", expected=f"<= {rpc.MAX_BODY_BYTES} bytes") from exc
+
+
+def p2p_refusal(exc: ProtocolError) -> tuple[int, dict[str, Any]]:
+    """``(http_status, body)`` for a P2P message refused as malformed: ``{"ok": false, "error": <JSON-RPC error
+    object>}`` with HTTP 400 (413 for an oversized body)."""
+    code = exc.rpc_code if isinstance(exc, rpc.RequestError) else rpc.SERVER_ERROR
+    status = 413 if isinstance(exc, rpc.BodyTooLargeError) else 400
+    return status, {"ok": False, "error": rpc.error_object(code, exc.message, exc.to_dict())}
+
+
+def _p2p_refused(exc: ProtocolError) -> web.Response:
+    status, body = p2p_refusal(exc)
+    return web.json_response(body, status=status)

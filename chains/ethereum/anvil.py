@@ -32,7 +32,6 @@ dev accounts are off (``--accounts 0``) for a park node and on for :func:`automi
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -46,12 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from chains.common.procs import spawn
+
 ANVIL_ENV = "PARKRELAY_ANVIL"
 """Environment variable naming another anvil binary."""
 NPM_ANVIL = Path(__file__).resolve().parent / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 """Where ``make setup`` (``npm ci --prefix chains/ethereum``) installs anvil."""
-
-_PR_SET_PDEATHSIG = 1
 
 
 class AnvilError(Exception):
@@ -87,13 +86,6 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """In the child before exec: get SIGTERM when the parent dies (Linux), so anvil dumps its state and
-    exits instead of living on as an orphan holding the port."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @dataclass(frozen=True)
 class AnvilConfig:
     """How to run one anvil."""
@@ -122,9 +114,9 @@ class AnvilConfig:
 class Anvil:
     """One anvil child process.
 
-    Start it from the thread that will outlive it (the main thread): the child is asked to get SIGTERM when
-    its parent *thread* exits (``PR_SET_PDEATHSIG``), so starting it from a worker thread would stop it when
-    that thread ends.
+    The child is tied to this process (:func:`chains.common.procs.spawn`): SIGTERM when it dies, however it
+    dies, so anvil dumps its state and exits instead of living on as an orphan holding the port. anvil runs
+    in a session of its own, so a terminal's Ctrl-C reaches only the node, which stops anvil in order.
     """
 
     def __init__(self, config: AnvilConfig, binary: Path | None = None) -> None:
@@ -172,8 +164,7 @@ class Anvil:
             c.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(c.log_path, "ab")
             out = self._log
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True, preexec_fn=_die_with_parent)
+        self.proc = spawn(argv, new_session=True, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Poll ``eth_chainId`` until anvil answers with the configured chain id; fail fast if it exits."""

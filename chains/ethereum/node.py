@@ -123,7 +123,7 @@ class EthereumNode:
         self.addresses: dict[str, str] = {}
 
     def start_anvil(self) -> None:
-        """Spawn anvil. Call from the main thread (see :class:`Anvil`)."""
+        """Spawn anvil, tied to this process (see :class:`Anvil`)."""
         self.s.state_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.state_path.exists()
         self.anvil.spawn()

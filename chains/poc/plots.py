@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chains.common.procs import spawn
 from chains.poc.consensus import (
     PLOT_ID_TAG,
     ConsensusContext,
@@ -215,8 +216,8 @@ def _plot(cache_dir: Path, final: Path, k: int, memo: bytes, pid: bytes, progres
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
     try:
         report(done, f"plotting k={k} plot {pid.hex()[:16]}…")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                env=env)
+        # tied to this process: a farmer killed mid-plot does not leave chiapos running
+        proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env)
         try:
             for line in proc.stdout or ():
                 tail = [*tail[-19:], line.rstrip()]

@@ -36,6 +36,7 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
+from chains.common.procs import spawn
 from chains.ethereum.compile import ARTIFACTS_DIR, load_artifact
 from protocol.certificate import (
     CommitSignature,
@@ -88,7 +89,7 @@ class AnvilProcess:
         binary = anvil_path()
         if not binary.exists():
             raise RuntimeError(f"anvil not found at {binary}: run `make setup`")
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             [str(binary), "--host", "127.0.0.1", "--port", str(self.port), "--silent", "--chain-id", "31337",
              *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -23,6 +23,7 @@ from typing import Any
 import tomli_w
 
 from adapters.common.rpc import JsonRpcClient
+from chains.common.procs import spawn
 from protocol.errors import TransportError
 from relay import devnet
 from relay.config import DeploymentConfig, load_config
@@ -107,8 +108,8 @@ class Devnet:
             chain = self.cfg.chain(chain_id)
             flag = {"dpos": "--witness", "poc": "--farmer", "ethereum": "--node"}[chain.kind]
             argv += [chain.kind, "--config", str(self.cfg.path), "--chain", chain_id, flag, node]
-        self.procs[(chain_id, node)] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                                        env=env)
+        # tied to this process: a test run killed from outside (SIGKILL, a timeout) takes its nodes with it
+        self.procs[(chain_id, node)] = spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
     def start_all(self) -> None:
         assert self.cfg is not None
@@ -149,6 +150,60 @@ class Devnet:
         assert self.cfg is not None
         p = self.cfg.data_dir / "logs" / f"{chain_id}-{node}.log"
         return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else ""
+
+
+def proc_identity(pid: int) -> tuple[int, int, str] | None:
+    """``(pid, start time in clock ticks, state)`` of a live process from ``/proc/<pid>/stat``, None if it is gone.
+    The start time tells a process from a later one that reuses its pid."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces and parentheses
+    return pid, int(fields[19]), fields[0]
+
+
+def descendants(pid: int) -> dict[int, tuple[int, int, str]]:
+    """Every live descendant of ``pid`` (children, grandchildren...), by pid, from a scan of ``/proc``."""
+    parent_of: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                raw = (entry / "stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            parent_of[int(entry.name)] = int(raw[raw.rindex(")") + 2:].split()[1])
+    found: dict[int, tuple[int, int, str]] = {}
+    frontier = [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, parent in parent_of.items():
+            if parent == p and child not in found and (ident := proc_identity(child)) is not None:
+                found[child] = ident
+                frontier.append(child)
+    return found
+
+
+def still_running(procs: dict[int, tuple[int, int, str]]) -> dict[int, str]:
+    """Those of ``procs`` (from :func:`descendants`) still running, with their command lines. A zombie is not
+    running: it is dead and waits for whoever inherited it (in a container, PID 1 may never reap it)."""
+    out = {}
+    for pid, (_, started, _) in procs.items():
+        now = proc_identity(pid)
+        if now is not None and now[1] == started and now[2] != "Z":
+            try:
+                out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return out
+
+
+def wait_all_gone(procs: dict[int, tuple[int, int, str]], timeout_s: float) -> dict[int, str]:
+    """Poll until none of ``procs`` runs or ``timeout_s`` passes; what still runs then (empty: all gone)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := still_running(procs)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 async def status(url: str) -> dict[str, Any] | None:

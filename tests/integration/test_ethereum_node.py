@@ -24,6 +24,7 @@ import tomli_w
 from eth_account import Account
 from web3 import Web3
 
+from chains.common.procs import spawn
 from chains.ethereum.anvil import automine_anvil, free_port
 from chains.ethereum.deploy import create_address, deploy_park, expected_addresses, load_artifact
 from chains.ethereum.node import ADDRESSES_FILE, STATE_FILE
@@ -142,8 +143,8 @@ class NodeProc:
         argv = [sys.executable, "-m", "relay.cli", "node", "ethereum", "--config", str(self.cfg.path),
                 "--chain", CHAIN]
         with open(self.log_path(), "wb") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.proc = spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self.proc
 
     def log_path(self, run: int | None = None) -> Path:

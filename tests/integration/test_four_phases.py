@@ -29,6 +29,7 @@ import pytest
 
 from adapters.ethereum.rpc import EthRpc, hex_int
 from chains.common import wire
+from chains.common.procs import spawn
 from protocol.codec import decode_packet, encode_packet
 from protocol.errors import (
     ClientFrozenError,
@@ -106,7 +107,7 @@ class Net:
 
     def start_relayer(self, name: str) -> None:
         log = open(self.cfg.data_dir / "logs" / f"relayer-{name}.log", "ab")
-        self.relayers[name] = subprocess.Popen(
+        self.relayers[name] = spawn(
             [sys.executable, "-m", "relay.cli", "relayer", "start", "--config", str(self.cfg.path), "--name", name],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 

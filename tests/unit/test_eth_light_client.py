@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import rlp
 
+from chains.common.procs import spawn
 from chains.ethereum.light_client import (
     AttestationLimitError,
     AttestationReplayError,
@@ -960,8 +961,8 @@ def park() -> Iterator[Park]:
     from web3 import Web3
 
     port = _free_port()
-    proc = subprocess.Popen([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = spawn([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 10}))
         deadline = time.monotonic() + 20
