@@ -890,6 +890,8 @@ def gen_lifecycle() -> dict[str, Any]:
         ("success", [V, X, A, OK]),
         ("error_ack_refund", [V, X, A, RF]),
         ("timeout_refund", [V, T, RF]),
+        ("unverified_timeout_refund", [T, RF]),
+        ("verify_after_timeout", [T, V]),
         ("double_verify", [V, V]),
         ("execute_twice", [V, X, X]),
         ("execute_after_timeout", [V, T, X]),
