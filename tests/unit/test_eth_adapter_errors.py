@@ -63,6 +63,7 @@ SPEC_ERRORS: list[tuple[str, list[str], list[Any], str]] = [
     ("PacketTimeout", [], [], "packet.timeout"),
     ("WrongChain", [], [], "packet.wrong_chain"),
     ("LaneInvalid", [], [], "lane.invalid"),
+    ("LaneOverCapacity", ["uint256", "uint256"], [5_001, 5_000], "lane.over_capacity"),
     ("InsufficientFunds", [], [], "funds.insufficient"),
     ("Unauthorized", [], [], "auth.denied"),
 ]
