@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from protocol.codec import decode_outcome
-from protocol.errors import OverCapacityError, ReplayError
+from protocol.errors import IllegalTransitionError, OverCapacityError, ReplayError
 from protocol.lane_config import decode_lane_config, encode_lane_config
 from protocol.paths import lane_config_path, outcome_path, verified_path
 from protocol.types import ChainId, LaneId, PacketOutcome
@@ -114,3 +114,18 @@ def test_the_relay_keeps_a_lane_config_record_per_directed_lane() -> None:
     before = h.state.get(lane_config_path(ChainId(DPOS), ChainId(POC), LaneId(LANE)))
     h.govern("lane.pause", {"src": DPOS, "dst": POC, "lane": LANE})
     assert h.state.get(lane_config_path(ChainId(DPOS), ChainId(POC), LaneId(LANE))) == before
+
+
+def test_admission_takes_an_unverified_timeout_and_then_refuses_its_verify() -> None:
+    h = RelayHarness()
+    p = h.send(amount_wh=5_000)
+    h.net.advance(10 * MINUTE)
+    args = h.unverified_timeout_args(p)
+    bare = {k: v for k, v in args.items() if not k.startswith("commit_")}
+    with pytest.raises(IllegalTransitionError):  # never verified, and no proof the source committed it
+        h.sm.check_admission(h.state, h.tx("packet.confirm_timeout", bare))
+    h.sm.check_admission(h.state, h.tx("packet.confirm_timeout", args))
+    h.submit("packet.confirm_timeout", args)
+    for op, op_args in (("packet.confirm_timeout", args), ("packet.verify", h.verify_args(p))):
+        with pytest.raises(ReplayError):
+            h.sm.check_admission(h.state, h.tx(op, op_args))
