@@ -440,7 +440,7 @@ def init_bridge(
     relay_chain_id: str,
     relay_validator_set: ValidatorSet,
     native_denoms: Iterable[str],
-    lanes: Iterable[Mapping[str, str]],
+    lanes: Iterable[Mapping[str, Any]],
     *,
     rights_operator: str | None = None,
     transformers: Mapping[str, int] | None = None,
@@ -472,11 +472,12 @@ def init_bridge(
         lane, counterparty = check_id("lane", entry["lane"]), check_id("counterparty", entry["counterparty"])
         if counterparty == chain_id:
             raise CodecError("a lane's counterparty is another chain", got=counterparty)
-        caps = entry.get("capacities")
-        if caps is not None:
-            if not isinstance(caps, Mapping):
-                raise CodecError("a lane's capacities are {asset: int}", got=caps)
-            caps = decode_lane_config(encode_lane_config(caps))  # checks every asset and capacity
+        raw_caps = entry.get("capacities")
+        caps: dict[str, int] | None = None
+        if raw_caps is not None:
+            if not isinstance(raw_caps, Mapping):
+                raise CodecError("a lane's capacities are {asset: int}", got=raw_caps)
+            caps = decode_lane_config(encode_lane_config(raw_caps))  # checks every asset and capacity
         lane_list.append((counterparty, lane, caps))
     capacities = dict(transformers or {})
     for name, capacity in capacities.items():
