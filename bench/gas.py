@@ -8,7 +8,9 @@ have the depth they have on a busy relay (about log2 of the record count). Certi
 smallest quorum (3 of 4 signatures). Measures ``gasUsed`` of:
 
   send_first               sendEnergy: first packet of its lane (escrow and sequence slots written fresh)
-  send                     sendEnergy: steady state
+  send                     sendEnergy: steady state, on a lane without capacities (not limited)
+  send_limited             sendEnergy: steady state, on a lane with the denom's capacity and a default
+                           (protocol §6.3 step 1: two capacity look-ups at most)
   recv_first               recvPacket: first receipt of a denom, creating its voucher (EIP-1167 clone)
   recv                     recvPacket: steady state, voucher exists, the receiver already holds some
   recv_new_holder          recvPacket: voucher exists, the receiver's first voucher balance
@@ -17,6 +19,7 @@ smallest quorum (3 of 4 signatures). Measures ``gasUsed`` of:
   settle_refund_error_ack  settle: ACKED with an error ack (unescrow to the sender)
   settle_refund_timeout    settle: TIMED_OUT (unescrow to the sender)
   update_relay_validators  updateRelayValidators: a new set of the same size
+  update_lane_config       updateLaneConfig: a certified lane-config record with two capacities (protocol §6.8)
 
 Target (issue 4): recv <= 150,000 gas with 4 relay validators (3 signatures).
 """
@@ -41,6 +44,7 @@ from tests.ethereum.harness import (
     recv_packet,
     send_energy,
     settle,
+    update_lane_config,
     validator_set_abi,
 )
 
@@ -53,7 +57,8 @@ def measure(relay_records: int, validators: int) -> dict[str, Any]:
     with AnvilProcess() as node:
         evm = Evm.connect(node.url)
         relay = RelaySim.create("relay", validators, filler_records=relay_records)
-        a = deploy_park(evm, "eth-a", relay, [("eth-b", "lane-0")])
+        a = deploy_park(evm, "eth-a", relay, [("eth-b", "lane-0"), ("eth-b", "lane-1")],
+                        capacities={("eth-b", "lane-1"): {"kWh": 10**9, "*": 10**6}})
         b = deploy_park(evm, "eth-b", relay, [("eth-a", "lane-0")])
         alice, bob, carol, relayer = evm.account(), evm.account(), evm.account(), evm.account()
         evm.transact(a.token.functions.mint(alice.address, 10**9), a.operator)
@@ -76,6 +81,10 @@ def measure(relay_records: int, validators: int) -> dict[str, Any]:
         ack1, gas["recv_first"], _, _ = recv(p1)
         # steady state: the voucher exists and bob holds some
         p2, gas["send"] = send(1000, lower_hex(bob.address))
+        for _ in range(2):  # the second send on the limited lane is its steady state
+            _, receipt = send_energy(evm, a, alice, "eth-b", "lane-1", "kWh", 1000, lower_hex(bob.address),
+                                     evm.now_ms() + HOUR_MS, approve=False)
+        gas["send_limited"] = int(receipt["gasUsed"])
         ack2, gas["recv"], calldata, siblings = recv(p2)
         # the voucher exists but carol holds none yet
         p3, _ = send(1000, lower_hex(carol.address))
@@ -103,6 +112,11 @@ def measure(relay_records: int, validators: int) -> dict[str, Any]:
                               evm.now_ms() + HOUR_MS)
         _, receipt = recv_packet(evm, a, relayer, back, relay.verify(back), relay.vset)
         gas["recv_returning"] = int(receipt["gasUsed"])
+
+        caps = {"kWh": 5 * 10**8, "*": 10**6}
+        cert = relay.lane_config("eth-a", "eth-b", "lane-1", caps)
+        gas["update_lane_config"] = int(update_lane_config(evm, a, relayer, "eth-b", "lane-1", caps, cert,
+                                                           relay.vset)["gasUsed"])
 
         commit, keys, vset = relay.rotate(validators)
         receipt = evm.transact(b.bridge.functions.updateRelayValidators(

@@ -35,6 +35,7 @@ __all__ = [
     "MisbehaviourError",
     "NonceError",
     "NotFinalError",
+    "OverCapacityError",
     "ParkRelayError",
     "ProtocolError",
     "QuorumError",
@@ -218,6 +219,13 @@ class RateLimitError(LaneError):
     """The lane's token bucket for the asset holds too little: the same packet may pass once it refills."""
 
     code = "lane.rate_limited"
+
+
+class OverCapacityError(RateLimitError):
+    """A packet needs more tokens than the lane's bucket can ever hold (its capacity): refused for good,
+    unlike :class:`RateLimitError`, which a refill lifts. Phase 1 refuses it before anything is escrowed."""
+
+    code = "lane.over_capacity"
 
 
 class InsufficientFundsError(ProtocolError):

@@ -5,6 +5,7 @@ A packet's life spans three chains, but its state is one value that every compon
     COMMITTED --verify--> VERIFIED --execute--> EXECUTED --confirm_ack--> ACKED --settle--> COMPLETED
                                                                                       \\-> REFUNDED (error ack)
               VERIFIED --confirm_timeout--> TIMED_OUT --settle--> REFUNDED
+    COMMITTED --confirm_timeout--> TIMED_OUT    (never verified: the commitment is proven with the timeout)
 
 ``settle`` after ACKED ends in COMPLETED for a success ack and REFUNDED for an error ack. Every
 transition not listed raises :class:`~protocol.errors.IllegalTransitionError`.
@@ -45,6 +46,8 @@ TRANSITIONS: dict[tuple[PacketState, PacketEvent], PacketState] = {
     (PacketState.VERIFIED, PacketEvent.EXECUTE): PacketState.EXECUTED,
     (PacketState.EXECUTED, PacketEvent.CONFIRM_ACK): PacketState.ACKED,
     (PacketState.VERIFIED, PacketEvent.CONFIRM_TIMEOUT): PacketState.TIMED_OUT,
+    # a packet the relay never verified (and now never will) still ends: SPEC §6.6 "Unverified timeout"
+    (PacketState.COMMITTED, PacketEvent.CONFIRM_TIMEOUT): PacketState.TIMED_OUT,
     (PacketState.ACKED, PacketEvent.SETTLE_SUCCESS): PacketState.COMPLETED,
     (PacketState.ACKED, PacketEvent.SETTLE_REFUND): PacketState.REFUNDED,
     (PacketState.TIMED_OUT, PacketEvent.SETTLE_REFUND): PacketState.REFUNDED,

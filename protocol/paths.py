@@ -56,3 +56,8 @@ def balance_path(account: str, denom: str) -> bytes:
 def escrow_path(denom: str) -> bytes:
     """Source chain: total of its native ``denom`` escrowed by the bridge."""
     return f"escrow/{denom}".encode()
+
+
+def lane_config_path(src: ChainId, dst: ChainId, lane: LaneId) -> bytes:
+    """Relay chain: the lane-config record (SPEC.md §6.8) of the directed lane ``src -> dst``."""
+    return f"relay/lane_config/{src}/{dst}/{lane}".encode()

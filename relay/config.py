@@ -82,6 +82,10 @@ class DeploymentConfig:
     """Pause between a decided relay block and the next height."""
     relayers: tuple[str, ...] = field(default=())
     """Relayer service names; each gets an account on every chain."""
+    lane_limits: dict[tuple[str, str, str], dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Rate limits of a lane of ``lanes`` (same key), ``{asset: {capacity, refill_per_s}}`` (``*``: the
+    default), in both directions; a lane without an entry is not limited. The relay genesis sets them and
+    every park at either end learns the capacities at its own genesis (protocol SPEC §6.8)."""
     relayer_takeover_after_s: float = 4.0
     """On chains where a redundant relay reaches a block and pays for it (Ethereum), one relayer of
     ``relayers`` has the turn for each packet action; the others take over only after this many seconds
@@ -182,9 +186,15 @@ def load_config(path: str | Path) -> DeploymentConfig:
     relay = _get(raw, "relay", dict, str(p), {})
     validators = tuple(_get(relay, "validators", list, "relay", ["op-a", "op-b", "op-c", "op-d"]))
     lanes = []
+    lane_limits: dict[tuple[str, str, str], dict[str, dict[str, int]]] = {}
     for i, ln in enumerate(_get(raw, "lanes", list, str(p), [])):
         where = f"lanes[{i}]"
         lane = (_get(ln, "lane", str, where), _get(ln, "a", str, where), _get(ln, "b", str, where))
+        unknown_keys = sorted(set(ln) - {"lane", "a", "b", "limits"})
+        if unknown_keys:
+            raise ConfigError(f"{where}: unknown keys {unknown_keys} (a lane is lane, a, b and optional limits)")
+        if "limits" in ln:
+            lane_limits[lane] = _lane_limits(_get(ln, "limits", dict, where), f"{where}.limits")
         if not {lane[1], lane[2]} & {c.id for c in chains}:
             raise ConfigError(f"{where}: neither {lane[1]!r} nor {lane[2]!r} is a chain of this deployment")
         if lane[1] == lane[2]:
@@ -211,4 +221,19 @@ def load_config(path: str | Path) -> DeploymentConfig:
     if unknown:
         raise ConfigError(f"{p}: [relayers] has unknown keys {unknown}; known: names, takeover_after_s, heartbeat_s")
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
-                            relay_base_port, block_ms, relayers, float(takeover), float(heartbeat) or None)
+                            relay_base_port, block_ms, relayers, lane_limits, float(takeover),
+                            float(heartbeat) or None)
+
+
+def _lane_limits(limits: dict[str, Any], where: str) -> dict[str, dict[str, int]]:
+    """``{asset: {capacity, refill_per_s}}`` with non-negative integers (the relay genesis re-checks them)."""
+    out: dict[str, dict[str, int]] = {}
+    for asset, spec in limits.items():
+        if not isinstance(spec, dict) or set(spec) != {"capacity", "refill_per_s"}:
+            raise ConfigError(f"{where}.{asset}: a limit is {{capacity, refill_per_s}}, got {spec!r}")
+        for k in ("capacity", "refill_per_s"):
+            v = spec[k]
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**64:
+                raise ConfigError(f"{where}.{asset}.{k}: expected an integer in [0, 2^64), got {v!r}")
+        out[asset] = {"capacity": spec["capacity"], "refill_per_s": spec["refill_per_s"]}
+    return out

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from chains.common.procs import spawn
+from chains.common.genesis import lanes_from_relay_genesis
 from protocol.certificate import Validator, ValidatorSet
 from relay.config import ETHEREUM_OPERATOR, DeploymentConfig
 from relay.keys import create_secret, ed25519_signer, eth_address, read_secret
@@ -72,7 +73,8 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
             accounts[acct] = (pub, balance)
         if gpath.exists():
             continue
-        lanes = [(lane, b if a == chain.id else a) for lane, a, b in cfg.lanes if chain.id in (a, b)]
+        # the park learns its lanes and their capacities from the relay genesis (protocol SPEC §6.8)
+        lanes = lanes_from_relay_genesis(relay_lanes(cfg), chain.id)
         genesis = kind.build_genesis(
             chain_id=chain.id, params=chain.params, nodes=nodes, accounts=accounts, relay_validators=valset,
             lanes=lanes, genesis_time_ms=now, data_dir=cfg.data_dir)
@@ -93,6 +95,13 @@ def relayer_key_path(cfg: DeploymentConfig, chain_id: str, relayer: str) -> Path
     return account_key_path(cfg, chain_id, relayer)
 
 
+def relay_lanes(cfg: DeploymentConfig) -> list[dict[str, Any]]:
+    """The relay genesis ``lanes``: each config lane, both directions, with its limits if it has any."""
+    return [{"lane": lane, "chains": [a, b],
+             **({"limits": cfg.lane_limits[(lane, a, b)]} if (lane, a, b) in cfg.lane_limits else {})}
+            for lane, a, b in cfg.lanes]
+
+
 def relay_genesis(cfg: DeploymentConfig, valset: ValidatorSet, genesis_time_ms: int) -> dict[str, Any]:
     """The relay chain's genesis: its validators, one light client per park (from the park's genesis),
     the lanes, and the relayers' accounts."""
@@ -108,7 +117,7 @@ def relay_genesis(cfg: DeploymentConfig, valset: ValidatorSet, genesis_time_ms: 
         "genesis_time_ms": genesis_time_ms,
         "validators": validator_set_to_json(valset),
         "clients": clients,
-        "lanes": [{"lane": lane, "chains": [a, b]} for lane, a, b in cfg.lanes],
+        "lanes": relay_lanes(cfg),
         # relayers, and the validators themselves: a validator attests park block hashes (client.attest)
         # from the account of its own name, signed by its validator key
         "accounts": {**{r: ed25519_signer(relayer_key_path(cfg, cfg.relay_chain_id, r)).pubkey.hex()

@@ -52,6 +52,9 @@ CERTIFICATE = f"({COMMIT},bytes)"
 
 BRIDGE_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
     "openLane": (["string", "string"], []),
+    "configureLane": (["string", "string", "string[]", "uint64[]"], []),
+    "updateLaneConfig": (["string", "string", "string[]", "uint64[]", CERTIFICATE, VALIDATOR_SET], []),
+    "laneCapacity": (["string", "string", "string"], ["bool", "uint256", "uint64"]),
     "sendEnergy": (["string", "string", "string", "uint256", "string", "uint64"], ["uint64"]),
     "recvPacket": (["bytes", CERTIFICATE, VALIDATOR_SET], []),
     "settle": (["bytes", "bytes", CERTIFICATE, VALIDATOR_SET], []),

@@ -60,6 +60,7 @@ BRIDGE_ERRORS: dict[str, tuple[tuple[str, ...], tuple[str, ...], type[ProtocolEr
     "PacketTimeout": ((), (), perr.TimeoutExpiredError),
     "WrongChain": ((), (), perr.WrongChainError),
     "LaneInvalid": ((), (), perr.LaneError),
+    "LaneOverCapacity": (("uint256", "uint256"), ("amount", "capacity"), perr.OverCapacityError),
     "InsufficientFunds": ((), (), perr.InsufficientFundsError),
     "Unauthorized": ((), (), perr.AuthorizationError),
 }

@@ -1,8 +1,8 @@
 """Target side of the Ethereum park (chains/ethereum/SPEC.md §E5): signed bridge transactions.
 
 :meth:`EthTarget.submit` takes the same ops and JSON arguments as the Python parks' bridges
-(``bridge.recv``, ``bridge.settle``, ``bridge.update_relay_validators``; certificates in the
-:mod:`chains.common.wire` form), builds the ``ParkBridge`` calldata and sends it:
+(``bridge.recv``, ``bridge.settle``, ``bridge.update_lane``, ``bridge.update_relay_validators``;
+certificates in the :mod:`chains.common.wire` form), builds the ``ParkBridge`` calldata and sends it:
 
 1. **Estimate** the gas with ``eth_estimateGas`` on the pending state. A call that would revert fails
    here, decoded into its protocol error (SPEC §E2.3): a redundant relay, even one still in the pool,
@@ -49,6 +49,7 @@ from chains.common import wire
 from protocol.certificate import ValidatorSet
 from protocol.codec import decode_packet
 from protocol.errors import CodecError, NonceError, ProtocolError, TransportError, ValidatorSetMismatchError
+from protocol.lane_config import decode_lane_config
 from protocol.types import Packet
 
 __all__ = ["DEFAULT_MAX_GAS", "EthTarget", "RelaySetProvider", "SentPacket", "send_energy"]
@@ -184,6 +185,13 @@ class EthTarget:
                 ack = wire.hex_bytes(args.get("ack") or "", "ack")
                 return encode_call("settle", [packet, ack, certificate_arg(cert),
                                               validator_set_arg(await self.relay_set())])
+            if op == "bridge.update_lane":  # protocol §6.8: a certified lane-config record
+                cert = wire.certificate_from_json(args["certificate"])
+                capacities = decode_lane_config(wire.hex_bytes(args["config"], "config"))
+                assets = list(capacities)  # the record's order: ascending by UTF-8 bytes
+                return encode_call("updateLaneConfig", [
+                    args["dst_chain"], args["lane"], assets, [capacities[a] for a in assets], certificate_arg(cert),
+                    validator_set_arg(await self.relay_set())])
             if op == "bridge.update_relay_validators":
                 new_set = wire.validator_set_from_json(args["validators"])
                 commit = wire.commit_from_json(args["commit"])
@@ -192,7 +200,8 @@ class EthTarget:
         except KeyError as exc:
             raise CodecError(f"{op} lacks argument {exc.args[0]!r}", got=sorted(args)) from exc
         raise CodecError(f"{self.chain_id} has no op {op!r}",
-                         expected=["bridge.recv", "bridge.settle", "bridge.update_relay_validators"], got=op)
+                         expected=["bridge.recv", "bridge.settle", "bridge.update_lane",
+                                   "bridge.update_relay_validators"], got=op)
 
     async def submit(self, op: str, args: dict[str, Any]) -> str:
         """Sign and send ``op`` to the bridge; return the transaction hash (``0x`` hex).

@@ -15,7 +15,10 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
 ``bridge.send``  ``{dst_chain, lane, kind, receiver, timeout_timestamp_ms, ...}``, ``kind`` one of
     ``energy`` ``{denom, amount_wh}``, ``charging_right`` ``{right_id}``, ``reputation`` ``{subject}``.
     Phase 1 (SPEC §6.3). ``dst_chain`` is another chain (:class:`WrongChainError`) with this lane
-    configured (:class:`LaneError`); the timeout is required (0 or missing: :class:`CodecError`) and
+    configured (:class:`LaneError`), and the packet's tokens (``amount_wh`` of the denom, or 1 for the
+    other kinds) within the relay's capacity for its asset on the lane (:class:`OverCapacityError`):
+    the relay would refuse either forever, and the escrow would wait for an unverified timeout; the
+    timeout is required (0 or missing: :class:`CodecError`) and
     later than the block time (:class:`TimeoutExpiredError`). The sequence is the next on
     ``(dst_chain, lane)``, from 1. Writes the packet commitment at
     :func:`protocol.paths.commitment_path` and the packet bytes (hex) at ``packets/<dst>/<lane>/<seq>``.
@@ -23,6 +26,11 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
 ``bridge.recv``  ``{packet: hex, certificate: RelayCertificate JSON}`` — phase 3, below.
 ``bridge.settle``  ``{packet: hex, certificate: RelayCertificate JSON, ack?: hex | null}`` — phase 4: with
     ``ack`` the certificate must prove ACKED with that ack's commitment, without it TIMED_OUT.
+``bridge.update_lane``  ``{dst_chain, lane, config: hex, certificate: RelayCertificate JSON}`` — learn the
+    relay's lane ``(this chain, dst_chain, lane)`` and its capacities from a relay certificate of its
+    lane-config record ``relay/lane_config/{this}/{dst}/{lane}`` = ``config`` (SPEC §6.8), certified at
+    a relay height above the one of the config held (:class:`ReplayError` otherwise: an old record cannot
+    roll a newer one back). Opens the lane if it was not configured. Event ``lane_config_updated``.
 ``bridge.update_relay_validators``  ``{commit: RelayCommit JSON, new_set: ValidatorSet JSON}`` — the
     trusted relay set moves to ``new_set`` if more than 2/3 of the *current* set signed a relay header
     whose ``next_validators_hash`` is ``new_set``'s hash, at a relay height above the last accepted
@@ -138,6 +146,8 @@ State keys (values: JSON is canonical JSON, integers decimal ASCII, absent = 0)
 ``bridge/config``                          ``{chain_id, relay_chain_id, native_denoms, rights_operator}``
 ``bridge/relay_validators``                ``{validators, hash, update_height}``: trusted relay set (wire form)
 ``bridge/lanes/<counterparty>/<lane>``     ``{counterparty, lane}``: a configured lane (both directions)
+``bridge/lane_config/<dst>/<lane>``        ``{capacities: {asset: int}, relay_height}``: the relay's capacities
+                                           of the outgoing lane (absent: none, not limited; height 0: genesis)
 ``nextSequenceSend/<dst>/<lane>``          next sequence to assign (SPEC §5; absent = 1)
 ``commitments/<dst>/<lane>/<seq>``         packet commitment, 32 raw bytes (SPEC §5), until settled
 ``packets/<dst>/<lane>/<seq>``             packet bytes as hex, until settled
@@ -200,10 +210,12 @@ from protocol.errors import (
     TimeoutExpiredError,
     WrongChainError,
 )
+from protocol.lane_config import check_capacity, decode_lane_config, encode_lane_config, packet_tokens
 from protocol.paths import (
     ack_path,
     commitment_path,
     escrow_path,
+    lane_config_path,
     next_send_path,
     outcome_path,
     receipt_path,
@@ -244,11 +256,14 @@ __all__ = [
     "imported_reputation_path",
     "init_bridge",
     "issue_charging_right",
+    "lane_capacities",
+    "lane_config_key",
     "lane_configured",
     "lane_escrow_path",
     "lane_path",
     "load_params",
     "packet_path",
+    "process_lane_update",
     "process_recv",
     "process_relay_set_update",
     "process_send",
@@ -262,6 +277,7 @@ __all__ = [
     "supply_report",
     "transformer_path",
     "trusted_relay_set",
+    "validate_lane_update",
     "validate_recv",
     "validate_relay_set_update",
     "validate_send",
@@ -301,6 +317,11 @@ class AssetError(ProtocolError):
 def lane_path(counterparty: str, lane: str) -> bytes:
     """A configured lane to and from ``counterparty``."""
     return f"bridge/lanes/{counterparty}/{lane}".encode()
+
+
+def lane_config_key(dst: str, lane: str) -> bytes:
+    """The relay's capacities for packets this chain sends to ``dst`` over ``lane`` (SPEC §6.8)."""
+    return f"bridge/lane_config/{dst}/{lane}".encode()
 
 
 def lane_escrow_path(counterparty: str, lane: str, denom: str) -> bytes:
@@ -415,14 +436,17 @@ def init_bridge(
     relay_chain_id: str,
     relay_validator_set: ValidatorSet,
     native_denoms: Iterable[str],
-    lanes: Iterable[Mapping[str, str]],
+    lanes: Iterable[Mapping[str, Any]],
     *,
     rights_operator: str | None = None,
     transformers: Mapping[str, int] | None = None,
 ) -> None:
     """Genesis: store the bridge configuration, the trusted relay set and the lanes.
 
-    ``lanes`` is a list of ``{lane, counterparty}``; a lane carries packets both ways.
+    ``lanes`` is a list of ``{lane, counterparty, capacities?}``; a lane carries packets both ways;
+    ``capacities`` (``{asset: int}``, ``*`` the default) are the relay's bucket capacities of the lane
+    from this chain to ``counterparty``, as the relay genesis sets them (SPEC §6.8;
+    :func:`chains.common.genesis.lanes_from_relay_genesis`); without it the lane is not limited.
     ``transformers`` maps transformer names to capacities (kW) for the default admission rule.
     """
     if state.get(CONFIG_KEY) is not None:
@@ -436,14 +460,21 @@ def init_bridge(
             raise CodecError("a native denom has no '/' (that is a voucher trace)", got=d)
     if rights_operator is not None and not isinstance(rights_operator, str):
         raise CodecError("rights_operator must be an account name", got=rights_operator)
-    lane_list: list[tuple[str, str]] = []
+    lane_list: list[tuple[str, str, dict[str, int] | None]] = []
     for entry in lanes:
-        if not isinstance(entry, Mapping) or set(entry) != {"lane", "counterparty"}:
-            raise CodecError("a lane is {lane, counterparty}", got=entry)
+        if (not isinstance(entry, Mapping) or not {"lane", "counterparty"} <= set(entry)
+                or not set(entry) <= {"lane", "counterparty", "capacities"}):
+            raise CodecError("a lane is {lane, counterparty, capacities?}", got=entry)
         lane, counterparty = check_id("lane", entry["lane"]), check_id("counterparty", entry["counterparty"])
         if counterparty == chain_id:
             raise CodecError("a lane's counterparty is another chain", got=counterparty)
-        lane_list.append((counterparty, lane))
+        raw_caps = entry.get("capacities")
+        caps: dict[str, int] | None = None
+        if raw_caps is not None:
+            if not isinstance(raw_caps, Mapping):
+                raise CodecError("a lane's capacities are {asset: int}", got=raw_caps)
+            caps = decode_lane_config(encode_lane_config(raw_caps))  # checks every asset and capacity
+        lane_list.append((counterparty, lane, caps))
     capacities = dict(transformers or {})
     for name, capacity in capacities.items():
         _check_transformer(name, capacity)
@@ -451,8 +482,10 @@ def init_bridge(
     state.set_json(CONFIG_KEY, {"chain_id": chain_id, "relay_chain_id": relay_chain_id,
                                 "native_denoms": list(denoms), "rights_operator": rights_operator})
     _store_relay_set(state, relay_validator_set, 0)
-    for counterparty, lane in lane_list:
+    for counterparty, lane, caps in lane_list:
         state.set_json(lane_path(counterparty, lane), {"counterparty": counterparty, "lane": lane})
+        if caps:
+            state.set_json(lane_config_key(counterparty, lane), {"capacities": caps, "relay_height": 0})
     for name, capacity in capacities.items():
         set_transformer(state, name, capacity)
 
@@ -487,6 +520,15 @@ def _store_relay_set(state: ChainState, vs: ValidatorSet, update_height: int) ->
 
 def lane_configured(state: ChainState, counterparty: str, lane: str) -> bool:
     return state.get(lane_path(counterparty, lane)) is not None
+
+
+def lane_capacities(state: ChainState, dst: str, lane: str) -> tuple[dict[str, int], int]:
+    """The relay's capacities of the outgoing lane (empty: not limited) and the relay height they were
+    certified at (0: genesis)."""
+    raw = state.get_json(lane_config_key(dst, lane))
+    if raw is None:
+        return {}, 0
+    return {str(a): int(c) for a, c in raw["capacities"].items()}, int(raw["relay_height"])
 
 
 def _check_transformer(name: str, capacity_kw: int) -> None:
@@ -530,6 +572,43 @@ def process_relay_set_update(state: ChainState, params: BridgeParams, commit: Re
                              new_set: ValidatorSet) -> list[Event]:
     validate_relay_set_update(state, params, commit, new_set)
     return apply_relay_set_update(state, commit, new_set)
+
+
+# --- lanes learnt from the relay (SPEC §6.8) ------------------------------------------------------
+
+
+def validate_lane_update(state: ChainState, params: BridgeParams, dst: str, lane: str, config: bytes,
+                         cert: RelayCertificate) -> dict[str, int]:
+    """Raise unless ``cert`` proves ``config`` is the relay's lane-config record of ``(this, dst, lane)`` at a
+    relay height above the one held; returns the capacities."""
+    dst_id, lane_id = ChainId(check_id("dst_chain", dst)), LaneId(check_id("lane", lane))
+    if dst_id == params.chain_id:
+        raise WrongChainError("a lane joins this chain to another", expected=f"not {params.chain_id}", got=dst_id)
+    _, held_height = lane_capacities(state, dst_id, lane_id)
+    if cert.commit.header.height <= held_height:  # before any signature work
+        raise ReplayError("lane config at or below the relay height of the one held",
+                          expected=f"> {held_height}", got=cert.commit.header.height)
+    capacities = decode_lane_config(config)
+    trusted, _ = trusted_relay_set(state)
+    verify_certificate(trusted, params.relay_chain_id, cert, lane_config_path(params.chain_id, dst_id, lane_id),
+                       config)
+    return capacities
+
+
+def apply_lane_update(state: ChainState, dst: str, lane: str, capacities: Mapping[str, int],
+                      relay_height: int) -> list[Event]:
+    opened = not lane_configured(state, dst, lane)
+    if opened:
+        state.set_json(lane_path(dst, lane), {"counterparty": dst, "lane": lane})
+    state.set_json(lane_config_key(dst, lane), {"capacities": dict(capacities), "relay_height": relay_height})
+    return [{"type": "lane_config_updated", "dst": dst, "lane": lane, "capacities": dict(sorted(capacities.items())),
+             "relay_height": relay_height, "opened": opened}]
+
+
+def process_lane_update(state: ChainState, params: BridgeParams, dst: str, lane: str, config: bytes,
+                        cert: RelayCertificate) -> list[Event]:
+    capacities = validate_lane_update(state, params, dst, lane, config, cert)
+    return apply_lane_update(state, dst, lane, capacities, cert.commit.header.height)
 
 
 # --- phase 1: COMMIT ------------------------------------------------------------------------------
@@ -617,6 +696,9 @@ def validate_send(state: ChainState, params: BridgeParams, hooks: BridgeHooks, r
     sequence = _next_sequence(state, dst, lane)
     packet = Packet(params.chain_id, dst, lane, sequence, req.kind, payload, req.sender, req.receiver, timeout)
     encode_packet(packet)  # validates every field
+    capacities, _ = lane_capacities(state, dst, lane)
+    asset, tokens = packet_tokens(packet)
+    check_capacity(capacities, asset, tokens, f"{params.chain_id}/{dst}/{lane}")  # the relay would never verify it
     return packet
 
 
@@ -1019,7 +1101,8 @@ def _packet_arg(tx: Tx, args: Mapping[str, Any]) -> Packet:
 
 
 def register_bridge_ops(app: App, hooks: BridgeHooks | None = None) -> None:
-    """Register ``bridge.send``, ``bridge.recv``, ``bridge.settle``, ``bridge.update_relay_validators``,
+    """Register ``bridge.send``, ``bridge.recv``, ``bridge.settle``, ``bridge.update_lane``,
+    ``bridge.update_relay_validators``,
     ``rights.issue`` and ``rights.set_transformer`` on ``app`` (arguments in the module docstring).
 
     ``hooks`` plugs in the chain's admission rule and reputation provider (defaults:
@@ -1045,6 +1128,12 @@ def register_bridge_ops(app: App, hooks: BridgeHooks | None = None) -> None:
         raw_ack = args.get("ack")
         ack = None if raw_ack is None else decode_ack(wire.hex_bytes(raw_ack, "ack"))
         return process_settle(state, _params_for(state, ctx), packet, cert, ack, ctx)
+
+    def op_update_lane(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        args = _args(tx, ("dst_chain", "lane", "config", "certificate"))
+        cert = wire.certificate_from_json(args["certificate"])
+        return process_lane_update(state, _params_for(state, ctx), _str_arg(tx, args, "dst_chain"),
+                                   _str_arg(tx, args, "lane"), wire.hex_bytes(args["config"], "config"), cert)
 
     def op_update_relay_validators(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("commit", "new_set"))
@@ -1072,6 +1161,7 @@ def register_bridge_ops(app: App, hooks: BridgeHooks | None = None) -> None:
     app.register("bridge.send", op_send)
     app.register("bridge.recv", op_recv)
     app.register("bridge.settle", op_settle)
+    app.register("bridge.update_lane", op_update_lane)
     app.register("bridge.update_relay_validators", op_update_relay_validators)
     app.register("rights.issue", op_issue_right)
     app.register("rights.set_transformer", op_set_transformer)

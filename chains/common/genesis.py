@@ -3,11 +3,17 @@
     "bridge": {
       "relay_chain_id": "relay",                 # id of the relay chain whose certificates are accepted
       "relay_validators": {...},                 # ValidatorSet JSON (chains.common.wire), trusted at genesis
-      "lanes": [{"lane": "lane-0", "counterparty": "poc-park"}],
+      "lanes": [{"lane": "lane-0", "counterparty": "poc-park",
+                 "capacities": {"kWh": 50000}}],  # the relay's bucket capacities of the lane
+                                                  # from this park (optional: none, not limited)
       "native_denoms": ["kWh"],                  # denominations this park issues (escrowed when sent)
       "rights_operator": "operator",             # account allowed to issue charging rights (optional)
       "transformers": {"tr-1": 150}              # transformer capacities in kW (optional)
     }
+
+A park learns its lanes and their capacities from the relay genesis, the same way it learns the relay
+validator set: :func:`lanes_from_relay_genesis` turns the relay genesis's ``lanes`` into this section's
+``lanes`` for one park (SPEC.md §6.8). Later changes arrive as certified ``bridge.update_lane``.
 """
 
 from __future__ import annotations
@@ -22,14 +28,39 @@ from protocol.certificate import ValidatorSet
 from protocol.errors import CodecError
 
 
-def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet, lanes: Iterable[tuple[str, str]],
+def lanes_from_relay_genesis(relay_lanes: Any, chain_id: str) -> list[dict[str, Any]]:
+    """The bridge genesis ``lanes`` of ``chain_id`` from the relay genesis ``lanes``
+    (``[{"lane", "chains": [a, b], "limits"?: {asset: {"capacity", "refill_per_s"}}}]``, which opens both
+    directions with the same limits): every lane touching the park, with the capacities of its limits."""
+    if not isinstance(relay_lanes, list):
+        raise CodecError("relay genesis lanes must be a JSON array", got=type(relay_lanes).__name__)
+    out: list[dict[str, Any]] = []
+    for i, entry in enumerate(relay_lanes):
+        if not isinstance(entry, dict) or not isinstance(entry.get("chains"), list) or len(entry["chains"]) != 2:
+            raise CodecError(f"relay genesis lane {i} is {{lane, chains: [a, b], limits?}}", got=entry)
+        a, b = entry["chains"]
+        if chain_id not in (a, b):
+            continue
+        limits = entry.get("limits") or {}
+        if not isinstance(limits, dict) or not all(isinstance(v, dict) and "capacity" in v for v in limits.values()):
+            raise CodecError(f"relay genesis lane {i}: limits are {{asset: {{capacity, refill_per_s}}}}", got=limits)
+        lane: dict[str, Any] = {"lane": entry.get("lane"), "counterparty": b if a == chain_id else a}
+        if limits:
+            lane["capacities"] = {asset: v["capacity"] for asset, v in limits.items()}
+        out.append(lane)
+    return out
+
+
+def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
+                   lanes: Iterable[tuple[str, str] | dict[str, Any]],
                    native_denoms: Iterable[str] = ("kWh",), rights_operator: str | None = None,
                    transformers: dict[str, int] | None = None) -> dict[str, Any]:
-    """Build the ``bridge`` genesis section; ``lanes`` are ``(lane, counterparty)`` pairs."""
+    """Build the ``bridge`` genesis section; ``lanes`` are ``(lane, counterparty)`` pairs or entries
+    ``{lane, counterparty, capacities?}`` (as :func:`lanes_from_relay_genesis` gives them)."""
     out: dict[str, Any] = {
         "relay_chain_id": relay_chain_id,
         "relay_validators": validator_set_to_json(relay_validators),
-        "lanes": [{"lane": lane, "counterparty": cp} for lane, cp in lanes],
+        "lanes": [dict(ln) if isinstance(ln, dict) else {"lane": ln[0], "counterparty": ln[1]} for ln in lanes],
         "native_denoms": list(native_denoms),
         "transformers": dict(transformers or {}),
     }

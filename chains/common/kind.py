@@ -254,7 +254,8 @@ class ChainKind(ABC):
     @abstractmethod
     def build_genesis(self, *, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
                       accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
-                      lanes: list[tuple[str, str]], genesis_time_ms: int, data_dir: Path) -> dict[str, Any]:
+                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path
+                      ) -> dict[str, Any]:
         """The park's genesis file: ``nodes`` name -> public key (Ethereum: the operator's address), ``accounts``
         name -> ``(public key or address, kWh balance in Wh)``, ``lanes`` ``(lane, other chain)``."""
 

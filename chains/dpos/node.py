@@ -38,7 +38,7 @@ def build_genesis(
     nodes: dict[str, bytes],
     accounts: dict[str, tuple[bytes, int]],
     relay_validators: ValidatorSet,
-    lanes: list[tuple[str, str]],
+    lanes: list[tuple[str, str] | dict[str, Any]],
     genesis_time_ms: int,
     data_dir: Path,
 ) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 bridge clones) and ``ParkBridge``, then open the lanes and mint the genesis balances.
 
 The deployer's transactions are a fixed sequence — nonce 0 ``EnergyToken``, 1 ``VoucherToken``,
-2 ``ParkBridge``, then one ``openLane`` per lane, then one ``mint`` per non-zero balance — so the contract
-addresses are the CREATE addresses of nonces 0, 1, 2 (:func:`expected_addresses`, known before any node
-runs), and a deployment cut short resumes from the deployer's nonce.
+2 ``ParkBridge``, then one ``openLane`` (or ``configureLane``, with capacities) per lane, then one
+``mint`` per non-zero balance — so the contract addresses are the CREATE addresses of nonces 0, 1, 2
+(:func:`expected_addresses`, known before any node runs), and a deployment cut short resumes from the
+deployer's nonce.
 """
 
 from __future__ import annotations
@@ -110,16 +111,18 @@ def deploy_park(
     relay_set: RelaySetArgs,
     lanes: Sequence[tuple[str, str]],
     balances: Mapping[str, int],
+    lane_capacities: Mapping[tuple[str, str], Mapping[str, int]] | None = None,
     artifacts_dir: Path | None = None,
     logger: _Log | None = None,
 ) -> dict[str, str]:
     """Deploy the park (or finish a deployment cut short) and return :func:`expected_addresses`.
 
-    ``lanes`` are ``(dst_chain, lane)`` pairs to open; ``balances`` maps addresses to genesis ``kWh``
-    balances in Wh (zero balances are skipped). The deployer needs ETH for gas. Transactions are signed
-    locally with explicit nonces and sent without waiting for one another where they do not depend on
-    each other, so a deployment takes about two blocks. Progress goes to ``logger`` (default
-    ``parkrelay.ethereum.deploy``).
+    ``lanes`` are ``(dst_chain, lane)`` pairs to open, with the relay genesis's capacities of those in
+    ``lane_capacities`` (``configureLane``, protocol §6.8; the others ``openLane``: not limited);
+    ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
+    deployer needs ETH for gas. Transactions are signed locally with explicit nonces and sent without
+    waiting for one another where they do not depend on each other, so a deployment takes about two
+    blocks. Progress goes to ``logger`` (default ``parkrelay.ethereum.deploy``).
     """
     lg = logger or log
     arts = {name: load_artifact(name, artifacts_dir) for name in CONTRACTS}
@@ -144,8 +147,15 @@ def deploy_park(
                                          checksum["voucher_impl"]), creates="bridge"),
     ]
     for dst, lane in lanes:
-        steps.append(_Step(f"openLane({dst}, {lane})", checksum["bridge"],
-                           bridge.encode_abi("openLane", [dst, lane]), needs_code=True))
+        caps = (lane_capacities or {}).get((dst, lane))
+        if caps is None:
+            steps.append(_Step(f"openLane({dst}, {lane})", checksum["bridge"],
+                               bridge.encode_abi("openLane", [dst, lane]), needs_code=True))
+        else:
+            assets = sorted(caps, key=lambda a: a.encode())  # the lane-config record's order (§6.8)
+            steps.append(_Step(f"configureLane({dst}, {lane}, {dict(caps)})", checksum["bridge"],
+                               bridge.encode_abi("configureLane", [dst, lane, assets, [caps[a] for a in assets]]),
+                               needs_code=True))
     for addr, wh in balances.items():
         if wh > 0:
             steps.append(_Step(f"mint {wh} Wh to {lower_address(addr)}", checksum["energy_token"],

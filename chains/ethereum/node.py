@@ -44,6 +44,16 @@ ADDRESSES_FILE = "addresses.json"
 HEARTBEAT_S = 30.0
 
 
+def _genesis_lane(ln: tuple[str, str] | dict[str, Any]) -> dict[str, Any]:
+    """A lane of the genesis file: ``{lane, chain, capacities?}``, from ``(lane, other chain)`` or an entry."""
+    if not isinstance(ln, dict):
+        return {"lane": ln[0], "chain": ln[1]}
+    out: dict[str, Any] = {"lane": ln["lane"], "chain": ln["counterparty"]}
+    if ln.get("capacities"):
+        out["capacities"] = dict(ln["capacities"])
+    return out
+
+
 def build_genesis(
     *,
     chain_id: str,
@@ -51,7 +61,7 @@ def build_genesis(
     nodes: dict[str, bytes],
     accounts: dict[str, tuple[bytes, int]],
     relay_validators: ValidatorSet,
-    lanes: list[tuple[str, str]],
+    lanes: list[tuple[str, str] | dict[str, Any]],
     genesis_time_ms: int,
     data_dir: Path,
 ) -> dict[str, Any]:
@@ -59,8 +69,10 @@ def build_genesis(
 
     ``nodes`` maps the one node to the park operator's 20-byte address (the deployer, owner of the
     contracts); ``accounts`` maps names to ``(20-byte address, kWh balance in Wh)``; ``lanes`` are
-    ``(lane, other chain)``. The contract addresses are fixed here, before any node runs. ``params`` are the
-    chain table's kind-specific keys (:class:`~chains.ethereum.params.EthChainParams`, or a mapping of them).
+    ``{lane, counterparty, capacities?}`` (:func:`chains.common.genesis.lanes_from_relay_genesis`: the
+    relay's capacities for packets sent on the lane, which the deployment configures, protocol §6.8).
+    The contract addresses are fixed here, before any node runs. ``params`` are the chain table's
+    kind-specific keys (:class:`~chains.ethereum.params.EthChainParams`, or a mapping of them).
     """
     p = params if isinstance(params, EthChainParams) else EthChainParams.from_mapping(params)
     if len(nodes) != 1:
@@ -76,7 +88,7 @@ def build_genesis(
         "contracts": expected_addresses(operator),
         "accounts": {name: {"address": lower_address(addr), "balance_wh": bal}
                      for name, (addr, bal) in accounts.items()},
-        "lanes": [{"lane": lane, "chain": other} for lane, other in lanes],
+        "lanes": [_genesis_lane(ln) for ln in lanes],
         "relay_validators": validator_set_to_json(relay_validators),
         "genesis_time_ms": genesis_time_ms,
     }
@@ -160,6 +172,8 @@ class EthereumNode:
             deploy_park(w3, operator, chain_id=self.s.chain_id, relay_chain_id=self.s.relay_chain_id,
                         relay_set=self.s.relay_set,
                         lanes=[(ln["chain"], ln["lane"]) for ln in g["lanes"]],
+                        lane_capacities={(ln["chain"], ln["lane"]): ln["capacities"] for ln in g["lanes"]
+                                         if ln.get("capacities")},
                         balances={a["address"]: a["balance_wh"] for a in g["accounts"].values()},
                         artifacts_dir=self.s.artifacts_dir, logger=self.log)
             self.log.info("deployed: EnergyToken %s, VoucherToken %s, ParkBridge %s", expected["energy_token"],

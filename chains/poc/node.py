@@ -45,7 +45,8 @@ def plot_nonce(farmer_pubkey: bytes, index: int) -> bytes:
 
 def build_genesis(*, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
                   accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
-                  lanes: list[tuple[str, str]], genesis_time_ms: int, data_dir: Path) -> dict[str, Any]:
+                  lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int,
+                  data_dir: Path) -> dict[str, Any]:
     """The genesis config of a PoC park from a deployment's chain section (see ``deploy/devnet.toml``).
 
     ``params`` are the chain table's kind-specific keys (:class:`~chains.poc.params.PocChainParams`, or a

@@ -7,12 +7,13 @@ it does state lookups and decoding only — no proof, and no signature work unle
 pass — and raises:
 
 * ``packet.replay`` for a validator's second ``client.attest`` of one height, for ``packet.verify`` of a
-  verified packet (for a batch: every item verified),
+  verified packet or of one timed out unverified (for a batch: every item so),
   for ``packet.confirm_*`` of a packet with an outcome, for ``client.update`` whose every header the
   client already holds, for ``client.misbehaviour`` against a frozen client, for a governance action
   whose nonce was used, and for ``account.register`` of an existing account;
-* ``lifecycle.illegal`` / ``proof.invalid`` for a confirmation of a packet never verified / verified
-  with another commitment; ``client.frozen`` for ``client.update`` of a frozen client;
+* ``lifecycle.illegal`` / ``proof.invalid`` for a confirmation of a packet never verified (a timeout
+  without a commitment proof) / verified with another commitment; ``client.frozen`` for
+  ``client.update`` of a frozen client;
 * then the transaction checks of :meth:`chains.common.tx.App.check_tx` (chain, op, account, signature,
   nonce).
 
@@ -35,7 +36,7 @@ from relay.state_machine import requests as rq
 from relay.state_machine.attest import check_attest_redundant, parse_attest
 from relay.state_machine.clients import RelayClientRouter
 from relay.state_machine.governance import check_governance_nonce, gov_nonce_of, governance_nonce
-from relay.state_machine.packets import check_confirmable, check_not_verified
+from relay.state_machine.packets import check_confirmable, check_not_verified, packet_done
 
 __all__ = ["check_redundant", "select_block_txs", "work_keys"]
 
@@ -45,12 +46,13 @@ def check_redundant(router: RelayClientRouter, state: ChainState, tx: Tx) -> Non
     op = tx.op
     if op in (rq.VERIFY, rq.VERIFY_BATCH):
         refs = rq.parse_verify(tx).refs
-        if all(state.get(ref.verified_key) is not None for ref in refs):
+        if all(packet_done(state, ref) for ref in refs):
             check_not_verified(state, refs[0])
     elif op == rq.CONFIRM_ACK:
         check_confirmable(state, rq.parse_confirm_ack(tx).ref)
     elif op == rq.CONFIRM_TIMEOUT:
-        check_confirmable(state, rq.parse_confirm_timeout(tx).ref)
+        req_t = rq.parse_confirm_timeout(tx)
+        check_confirmable(state, req_t.ref, unverified_ok=req_t.commit is not None)
     elif op == rq.CLIENT_UPDATE:
         req = rq.parse_client_update(tx)
         hosted = router.load(state, req.chain_id)

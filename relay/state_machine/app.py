@@ -252,7 +252,7 @@ class RelayStateMachine:
     def _op_confirm_timeout(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = rq.parse_confirm_timeout(tx)
         return packets.process_confirm_timeout(self.router, state, ctx.timestamp_ms, req.ref, req.height, req.proof,
-                                               req.headers)
+                                               req.headers, req.commit)
 
     def _governed(self, state: ChainState, tx: Tx) -> Mapping[str, Any]:
         return governance.authorize(state, self.chain_id, tx.op, tx.args)

@@ -22,6 +22,8 @@ key                                                          value
 ``relay/lanes/{src}/{dst}/{lane}``                           ``{"paused", "reason", "limits"}``
 ``relay/chain_lanes/{chain_id}``                             ``[[src, dst, lane], …]``: lanes touching
                                                              the chain (to pause them on a freeze)
+``relay/lane_config/{src}/{dst}/{lane}``                     lane-config record (SPEC §6.8): ABI
+                                                             ``(string[] assets, uint64[] capacities)``
 ``relay/buckets/{src}/{dst}/{lane}/{asset}``                 ``{"milli", "last_ms"}`` token bucket
 ``relay/supply/{home}/{lane}/{remote}/{denom}``              ``{"outstanding", "outbound", "returning"}``
 ``accounts/{name}``                                          relayer account (``chains.common.tx``)

@@ -8,6 +8,11 @@ confirmed and refunded while a lane is paused. When a park's light client freeze
 that park at either end pauses (``relay/chain_lanes/<chain>`` indexes them); only governance resumes a
 lane, typically after a new client replaced the frozen one.
 
+Every open or re-limit also writes the lane-config record ``relay/lane_config/{src}/{dst}/{lane}``
+(SPEC §6.8: capacities per asset, ABI-encoded) that parks learn their phase-1 refusals from through a
+relay certificate. A packet needing more tokens than its bucket's capacity is ``lane.over_capacity``
+(never admitted, whatever the refill), a short bucket ``lane.rate_limited`` (resubmit later).
+
 Rate limits (SPEC §6.7): a token bucket per ``(src, dst, lane, asset)``; the asset is the energy denom
 (tokens are Wh) or the kind name ``charging_right`` / ``reputation`` (tokens are packets). A lane's
 ``limits`` maps assets to ``{capacity, refill_per_s}``; the asset ``*`` is the default for any asset
@@ -26,8 +31,10 @@ from typing import Any
 
 from chains.common.state import ChainState
 from protocol.codec import MAX_STRING
-from protocol.errors import CodecError, LaneError, RateLimitError
-from protocol.types import PacketKind, check_id, check_uint
+from protocol.errors import CodecError, LaneError, OverCapacityError, RateLimitError
+from protocol.lane_config import encode_lane_config
+from protocol.paths import lane_config_path
+from protocol.types import ChainId, LaneId, PacketKind, check_id, check_uint
 from relay.state_machine.keys import bucket_key, chain_lanes_key, lane_key
 from relay.state_machine.records import Event, Staged
 
@@ -135,6 +142,12 @@ def _store(state: ChainState, rec: Lane) -> None:
     state.set_json(lane_key(rec.src, rec.dst, rec.lane), rec.to_json())
 
 
+def _store_config(state: ChainState, rec: Lane) -> None:
+    """The lane-config record parks learn capacities from (SPEC §6.8); certified like any relay record."""
+    state.set(lane_config_path(ChainId(rec.src), ChainId(rec.dst), LaneId(rec.lane)),
+              encode_lane_config({a: r.capacity for a, r in rec.limits.items()}))
+
+
 def _existing(state: ChainState, src: str, dst: str, lane: str) -> Lane:
     rec = load_lane(state, src, dst, lane)
     if rec is None:
@@ -153,6 +166,7 @@ def open_lane(state: ChainState, src: str, dst: str, lane: str, limits: Mapping[
         raise LaneError("lane already registered", got=f"{src}/{dst}/{lane}")
     rec = Lane(src, dst, lane, False, "", dict(limits))
     _store(state, rec)
+    _store_config(state, rec)
     for chain in (src, dst):
         index = state.get_json(chain_lanes_key(chain)) or []
         index.append([src, dst, lane])
@@ -179,6 +193,7 @@ def set_limits(state: ChainState, src: str, dst: str, lane: str, limits: Mapping
     rec = _existing(state, src, dst, lane)
     new = Lane(src, dst, lane, rec.paused, rec.reason, dict(limits))
     _store(state, new)
+    _store_config(state, new)
     return [lane_event("lane_limits_set", new)]
 
 
@@ -212,6 +227,10 @@ def check_tokens(staged: Staged, rec: Lane, asset: str, amount: int, now_ms: int
     limit = rec.limit_for(asset)
     if limit is None:
         return None
+    if amount > limit.capacity:  # no refill ever admits it: a refusal for good, not "resubmit later"
+        raise OverCapacityError(
+            f"lane {rec.src}/{rec.dst}/{rec.lane}: {amount} tokens of {asset} exceed the bucket's capacity",
+            expected=f"<= {limit.capacity}", got=amount)
     key = bucket_key(rec.src, rec.dst, rec.lane, asset)
     milli = _refilled(staged.get_json(key), limit, now_ms)
     need = amount * 1000

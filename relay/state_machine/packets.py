@@ -23,6 +23,13 @@ a timeout by the final target header at that height having ``timestamp_ms >= tim
 ``relay/outcome/…``; the supply accountant settles the packet (:mod:`relay.state_machine.supply`).
 Phase 4 ignores lane status: a paused lane still confirms and refunds its packets in flight.
 
+Unverified timeout (SPEC §6.6, issue 9): a packet the relay never verified — an unregistered lane, an
+amount above the lane's capacity, a lane paused for good — would keep its escrow locked forever. Given
+``commit_height`` and ``commit_proof`` (membership of its commitment at the source client's final
+``commit_height``), ``packet.confirm_timeout`` records TIMED_OUT for it too: COMMITTED -> TIMED_OUT,
+with no ``relay/verified`` record, no bucket and no supply change (nothing was counted or minted).
+Phase 2 then treats the packet as done (:func:`packet_done`): verifying it is ``packet.replay``.
+
 The relay records no separate lifecycle row: a packet's relay-side state is derived from the two
 SPEC records (:func:`packet_state`), and every transition goes through
 :func:`protocol.lifecycle.transition`.
@@ -48,6 +55,7 @@ from relay.state_machine.records import Event, Staged
 
 __all__ = [
     "MAX_BATCH",
+    "CommitProof",
     "PacketRef",
     "VerifyPlan",
     "apply_confirm_ack",
@@ -56,6 +64,7 @@ __all__ = [
     "check_confirmable",
     "check_not_verified",
     "decode_packet_ref",
+    "packet_done",
     "packet_state",
     "process_confirm_ack",
     "process_confirm_timeout",
@@ -115,12 +124,21 @@ def packet_state(state: ChainState, ref: PacketRef) -> PacketState:
 # --- phase 2: VERIFY --------------------------------------------------------------------------------
 
 
+def packet_done(state: ChainState, ref: PacketRef) -> bool:
+    """Whether phase 2 has nothing left to do for the packet: verified, or timed out unverified."""
+    return state.get(ref.verified_key) is not None or state.get(ref.outcome_key) is not None
+
+
 def check_not_verified(state: ChainState, ref: PacketRef) -> None:
-    """``packet.replay`` if the packet is already verified: a state lookup, before any proof work."""
+    """``packet.replay`` if the packet is already verified, or already has an outcome (an unverified
+    timeout: it must never be verified after it): state lookups, before any proof work."""
+    p = ref.packet
+    where = f"{p.src_chain}/{p.dst_chain}/{p.lane}/{p.sequence}"
     if state.get(ref.verified_key) is not None:
-        p = ref.packet
-        raise ReplayError("packet already verified", expected="no relay/verified record",
-                          got=f"{p.src_chain}/{p.dst_chain}/{p.lane}/{p.sequence}")
+        raise ReplayError("packet already verified", expected="no relay/verified record", got=where)
+    if state.get(ref.outcome_key) is not None:
+        raise ReplayError("packet already timed out without being verified: it can only be refunded now",
+                          expected="no relay/outcome record", got=where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +202,7 @@ def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: i
         if ref.packet.src_chain != src:
             raise CodecError("a batch verifies packets of one source against one source height",
                              expected=src, got=ref.packet.src_chain)
-    if all(state.get(ref.verified_key) is not None for ref in refs):
+    if all(packet_done(state, ref) for ref in refs):
         check_not_verified(state, refs[0])
     events: list[Event] = []
     if raw_headers:
@@ -197,31 +215,50 @@ def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: i
     staged = Staged(state)
     skipped: list[int] = []
     for ref, proof in zip(refs, proofs, strict=True):
-        if state.get(ref.verified_key) is not None:
+        if packet_done(state, ref):
             skipped.append(ref.packet.sequence)
             continue
         events.append(apply_verify(state, staged, validate_verify(staged, hosted, ref, height, proof, now_ms)))
     staged.flush()
     if skipped:
-        events.append({"type": "packets_skipped", "src": src, "reason": "already verified", "sequences": skipped})
+        events.append({"type": "packets_skipped", "src": src, "reason": "already verified or timed out",
+                       "sequences": skipped})
     return events
 
 
 # --- phase 4: CONFIRM -------------------------------------------------------------------------------
 
 
-def check_confirmable(state: ChainState, ref: PacketRef) -> None:
-    """The packet is VERIFIED here with this commitment and has no outcome yet (cheap: two lookups)."""
+@dataclass(frozen=True, slots=True)
+class CommitProof:
+    """What an unverified timeout adds: the source committed this packet (SPEC §6.6)."""
+
+    height: int
+    """Source height, final in the relay's client of the source, the commitment is proven at."""
+    proof: bytes
+    """Membership proof of ``commitments/{dst}/{lane}/{seq} -> packet_commitment`` at ``height``."""
+    headers: tuple[bytes, ...] = ()
+    """Source headers to feed first."""
+
+
+def check_confirmable(state: ChainState, ref: PacketRef, *, unverified_ok: bool = False) -> PacketState:
+    """The packet has no outcome yet and is VERIFIED here with this commitment — or, with
+    ``unverified_ok`` (a timeout carrying a commitment proof), not verified at all. Cheap: two lookups.
+    Returns the state the confirmation starts from."""
     p = ref.packet
     where = f"{p.src_chain}/{p.dst_chain}/{p.lane}/{p.sequence}"
     if state.get(ref.outcome_key) is not None:
         raise ReplayError("packet outcome already recorded", expected="no relay/outcome record", got=where)
     verified = state.get(ref.verified_key)
     if verified is None:
-        transition(PacketState.COMMITTED, PacketEvent.EXECUTE)  # raises lifecycle.illegal: never verified
+        if unverified_ok:
+            return PacketState.COMMITTED
+        # never verified and no proof that the source committed it
+        transition(PacketState.COMMITTED, PacketEvent.EXECUTE)  # raises lifecycle.illegal
     elif verified != ref.commitment:
         raise InvalidProofError(f"packet differs from the one verified at {where}", expected=verified.hex(),
                                 got=ref.commitment.hex())
+    return PacketState.VERIFIED
 
 
 def _dst_client(router: RelayClientRouter, state: ChainState, ref: PacketRef, raw_headers: Sequence[bytes],
@@ -282,18 +319,47 @@ def validate_confirm_timeout(hosted: HostedClient, ref: PacketRef, height: int, 
     client.verify_non_membership(height, receipt_path(p.src_chain, p.lane, p.sequence), proof, now_ms)
 
 
-def apply_confirm_timeout(state: ChainState, ref: PacketRef, height: int) -> Event:
-    new_state = transition(PacketState.VERIFIED, PacketEvent.CONFIRM_TIMEOUT)
+def validate_commitment(hosted: HostedClient, ref: PacketRef, commit: CommitProof, now_ms: int) -> None:
+    """Unverified timeout: the source committed exactly this packet (membership at its final height)."""
+    p = ref.packet
+    hosted.client.verify_membership(commit.height, commitment_path(p.dst_chain, p.lane, p.sequence), ref.commitment,
+                                    commit.proof, now_ms)
+
+
+def apply_confirm_timeout(state: ChainState, ref: PacketRef, height: int,
+                          start: PacketState = PacketState.VERIFIED) -> Event:
+    """Write TIMED_OUT. From VERIFIED the supply accountant releases the packet; from COMMITTED (never
+    verified) it never counted it, and no rate-limit tokens were taken: nothing else changes."""
+    new_state = transition(start, PacketEvent.CONFIRM_TIMEOUT)
     state.set(ref.outcome_key, encode_outcome(PacketOutcome.TIMED_OUT, ref.commitment, ZERO_COMMITMENT))
-    _settle_supply(state, ref, delivered=False)
-    return {"type": "packet_timed_out", **ref.ids(), "target_height": height, "state": new_state.value}
+    if start is PacketState.VERIFIED:
+        _settle_supply(state, ref, delivered=False)
+    return {"type": "packet_timed_out", **ref.ids(), "target_height": height, "state": new_state.value,
+            "verified": start is PacketState.VERIFIED}
 
 
 def process_confirm_timeout(router: RelayClientRouter, state: ChainState, now_ms: int, ref: PacketRef, height: int,
-                            proof: bytes, raw_headers: Sequence[bytes] = ()) -> list[Event]:
-    check_confirmable(state, ref)
-    hosted, events, frozen = _dst_client(router, state, ref, raw_headers, now_ms)
+                            proof: bytes, raw_headers: Sequence[bytes] = (),
+                            commit: CommitProof | None = None) -> list[Event]:
+    """``packet.confirm_timeout``; with ``commit``, also for a packet never verified (SPEC §6.6). A packet
+    verified meanwhile takes the ordinary path and ``commit`` is ignored."""
+    start = check_confirmable(state, ref, unverified_ok=commit is not None)
+    events: list[Event] = []
+    if start is PacketState.COMMITTED and commit is not None:  # (COMMITTED only comes with a commit proof)
+        src = ref.packet.src_chain
+        if commit.headers:
+            src_hosted = router.checkout(state, src)
+            src_events, src_frozen = feed_headers(router, state, src_hosted, commit.headers, now_ms,
+                                                  require_progress=False)
+            events += src_events
+            if src_frozen:
+                return events  # the freeze must persist: succeed with it, time out nothing
+        else:
+            src_hosted = router.load(state, src)
+        validate_commitment(src_hosted, ref, commit, now_ms)
+    hosted, dst_events, frozen = _dst_client(router, state, ref, raw_headers, now_ms)
+    events += dst_events
     if frozen:
         return events
     validate_confirm_timeout(hosted, ref, height, proof, now_ms)
-    return [*events, apply_confirm_timeout(state, ref, height)]
+    return [*events, apply_confirm_timeout(state, ref, height, start)]

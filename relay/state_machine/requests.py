@@ -17,7 +17,11 @@ op                          args
 ``packet.verify``           ``{packet: hex, height, proof: hex, headers?: [hex, ...]}``
 ``packet.verify_batch``     ``{height, items: [{packet: hex, proof: hex}, ...], headers?: [hex, ...]}``
 ``packet.confirm_ack``      ``{packet: hex, ack: hex, height, proof: hex, headers?: [hex, ...]}``
-``packet.confirm_timeout``  ``{packet: hex, height, proof: hex, headers?: [hex, ...]}``
+``packet.confirm_timeout``  ``{packet: hex, height, proof: hex, headers?: [hex, ...],``
+                            `` commit_height?, commit_proof?: hex, commit_headers?: [hex, ...]}`` —
+                            ``commit_height`` and ``commit_proof`` (together) prove the packet's
+                            commitment on its source, so a packet never verified can time out too
+                            (SPEC §6.6 unverified timeout); ``commit_headers`` are source headers
 ``client.create``           ``{chain_id, client_type, init: {...}, gov}``           (governance)
 ``lane.open``               ``{src, dst, lane, limits: {...}, gov}``                (governance)
 ``lane.pause``              ``{src, dst, lane, gov}``                               (governance)
@@ -38,10 +42,11 @@ from typing import Any
 
 from chains.common.tx import Tx
 from protocol.codec import decode_ack
+from protocol.errors import CodecError
 from protocol.types import Acknowledgement, check_id
 from relay.state_machine.clients import MAX_HEADERS
 from relay.state_machine.lanes import RateLimit, limits_from_json
-from relay.state_machine.packets import MAX_BATCH, PacketRef, decode_packet_ref
+from relay.state_machine.packets import MAX_BATCH, CommitProof, PacketRef, decode_packet_ref
 from relay.state_machine.records import (
     hex_arg,
     hex_list_arg,
@@ -157,12 +162,23 @@ class ConfirmTimeoutRequest:
     """Non-membership proof of the receipt at that height."""
     headers: tuple[bytes, ...]
     """Target headers to feed first."""
+    commit: CommitProof | None = None
+    """Proof that the source committed the packet (required when the relay never verified it)."""
 
 
 def parse_confirm_timeout(tx: Tx) -> ConfirmTimeoutRequest:
-    args = op_args(tx, ("packet", "height", "proof"), ("headers",))
+    args = op_args(tx, ("packet", "height", "proof"), ("headers", "commit_height", "commit_proof", "commit_headers"))
+    commit = None
+    given = {k for k in ("commit_height", "commit_proof", "commit_headers") if k in args}
+    if given:
+        if not {"commit_height", "commit_proof"} <= given:
+            raise CodecError(f"{tx.op}: commit_height and commit_proof come together",
+                             expected=["commit_height", "commit_proof"], got=sorted(given))
+        commit = CommitProof(int_arg(args, "commit_height", tx.op), hex_arg(args, "commit_proof", tx.op),
+                             tuple(hex_list_arg(args, "commit_headers", tx.op, MAX_HEADERS))
+                             if "commit_headers" in args else ())
     return ConfirmTimeoutRequest(decode_packet_ref(hex_arg(args, "packet", tx.op)), int_arg(args, "height", tx.op),
-                                 hex_arg(args, "proof", tx.op), _headers(tx, args))
+                                 hex_arg(args, "proof", tx.op), _headers(tx, args), commit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from eth_abi.abi import encode as abi_encode
 
-from protocol import codec, paths
+from protocol import codec, lane_config, paths
 from protocol.certificate import (
     CommitSignature,
     RelayCertificate,
@@ -466,6 +466,7 @@ def gen_paths() -> dict[str, Any]:
         ("outcome_path", paths.outcome_path, {"src": SRC, "dst": DST, "lane": LANE, "sequence": 10}),
         ("balance_path", paths.balance_path, {"account": "0xa11ce", "denom": "lane-0/dpos-park/kWh"}),
         ("escrow_path", paths.escrow_path, {"denom": "kWh"}),
+        ("lane_config_path", paths.lane_config_path, {"src": SRC, "dst": DST, "lane": LANE}),
     ]
     valid = [
         {"function": fn_name, "args": {k: dec(v) if isinstance(v, int) else v for k, v in args.items()},
@@ -890,6 +891,8 @@ def gen_lifecycle() -> dict[str, Any]:
         ("success", [V, X, A, OK]),
         ("error_ack_refund", [V, X, A, RF]),
         ("timeout_refund", [V, T, RF]),
+        ("unverified_timeout_refund", [T, RF]),
+        ("verify_after_timeout", [T, V]),
         ("double_verify", [V, V]),
         ("execute_twice", [V, X, X]),
         ("execute_after_timeout", [V, T, X]),
@@ -924,6 +927,43 @@ def gen_lifecycle() -> dict[str, Any]:
     )
 
 
+# --- lane-config records (SPEC §6.8) --------------------------------------------------------------------
+
+
+def gen_lane_configs() -> dict[str, Any]:
+    valid = []
+    for name, caps in (("not_limited", {}), ("one_denom", {"kWh": 50_000}),
+                       ("default_kinds_and_vouchers", {"kWh": 50_000, "*": 3, "lane-0/dpos-park/kWh": 7,
+                                                       "charging_right": 0}),
+                       ("uint64_max", {"kWh": UINT64_MAX})):
+        enc = lane_config.encode_lane_config(caps)
+        assert lane_config.decode_lane_config(enc) == caps
+        valid.append({"name": name, "capacities": {a: dec(c) for a, c in caps.items()},
+                      "encoding_hex": hx(enc), "value_hash_hex": hx(codec.sha256(enc))})
+    abi = list(lane_config.LANE_CONFIG_ABI)
+    good = lane_config.encode_lane_config({"kWh": 5})
+    bad = [
+        ("unsorted_assets", abi_encode(abi, [["kWh", "*"], [1, 2]])),
+        ("duplicate_asset", abi_encode(abi, [["kWh", "kWh"], [1, 2]])),
+        ("one_capacity_short", abi_encode(abi, [["*", "kWh"], [1]])),
+        ("empty_asset", abi_encode(abi, [[""], [1]])),
+        ("capacity_above_uint64", abi_encode(["string[]", "uint256[]"], [["kWh"], [2**64]])),
+        ("trailing_byte", good + b"\x00"),
+        ("truncated", good[:-1]),
+    ]
+    invalid = [{"name": n, "encoding_hex": hx(data),
+                "error": expect_error("codec.invalid", lane_config.decode_lane_config, data)} for n, data in bad]
+    invalid.append({"name": "negative_capacity", "capacities": {"kWh": "-1"},
+                    "error": expect_error("codec.invalid", lane_config.encode_lane_config, {"kWh": -1})})
+    return envelope(
+        "SPEC.md §6.8",
+        "Lane-config records relay/lane_config/{src}/{dst}/{lane} = abi.encode(string[] assets, uint64[] "
+        "capacities), assets strictly ascending by UTF-8 bytes ('*' the default): valid records with their "
+        "encoding and the leaf value hash a certificate proves; invalid encodings with the error code.",
+        valid=valid, invalid=invalid,
+    )
+
+
 # --- driver ----------------------------------------------------------------------------------------------
 
 FILES: dict[str, Callable[[], dict[str, Any]]] = {
@@ -935,6 +975,7 @@ FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "state_commitment.json": gen_state_commitment,
     "certificates.json": gen_certificates,
     "lifecycle.json": gen_lifecycle,
+    "lane_configs.json": gen_lane_configs,
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import protocol
-from protocol import codec, paths
+from protocol import codec, lane_config, paths
 from protocol.certificate import (
     CommitSignature,
     RelayCertificate,
@@ -217,6 +217,7 @@ PATH_FUNCTIONS: dict[str, Callable[..., bytes]] = {
     "commitment_path": paths.commitment_path, "receipt_path": paths.receipt_path,
     "next_send_path": paths.next_send_path, "verified_path": paths.verified_path,
     "outcome_path": paths.outcome_path, "balance_path": paths.balance_path, "escrow_path": paths.escrow_path,
+    "lane_config_path": paths.lane_config_path,
 }
 
 
@@ -233,6 +234,29 @@ def test_path_valid(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", PATHS["invalid"], ids=lambda c: f"{c['function']}:{c['args']}")
 def test_path_invalid(case: dict[str, Any]) -> None:
     expect_code(case["error"], lambda: PATH_FUNCTIONS[case["function"]](**path_args(case["args"])))
+
+
+# --- lane-config records (SPEC §6.8) ------------------------------------------------------------------------
+
+LANE_CONFIGS = load("lane_configs.json")
+
+
+@pytest.mark.parametrize("case", LANE_CONFIGS["valid"], ids=ids)
+def test_lane_config_valid(case: dict[str, Any]) -> None:
+    caps = {a: int(c) for a, c in case["capacities"].items()}
+    enc = h(case["encoding_hex"])
+    assert lane_config.encode_lane_config(caps) == enc
+    assert lane_config.decode_lane_config(enc) == caps
+    assert codec.sha256(enc) == h(case["value_hash_hex"])
+
+
+@pytest.mark.parametrize("case", LANE_CONFIGS["invalid"], ids=ids)
+def test_lane_config_invalid(case: dict[str, Any]) -> None:
+    if "capacities" in case:
+        caps = {a: int(c) for a, c in case["capacities"].items()}
+        expect_code(case["error"], lambda: lane_config.encode_lane_config(caps))
+    else:
+        expect_code(case["error"], lambda: lane_config.decode_lane_config(h(case["encoding_hex"])))
 
 
 # --- state commitment ----------------------------------------------------------------------------------------

@@ -50,9 +50,10 @@ from protocol.certificate import (
     verify_commit,
 )
 from protocol.codec import ZERO_COMMITMENT, decode_packet, encode_outcome, sha256
-from protocol.paths import outcome_path, verified_path
+from protocol.lane_config import encode_lane_config
+from protocol.paths import lane_config_path, outcome_path, verified_path
 from protocol.state_commitment import SparseMerkleTree
-from protocol.types import ChainId, PacketOutcome
+from protocol.types import ChainId, LaneId, PacketOutcome
 from relay.consensus.messages import ValidatorKey
 
 REPO = Path(__file__).resolve().parents[2]
@@ -372,6 +373,12 @@ class RelaySim:
         record = encode_outcome(PacketOutcome.TIMED_OUT, sha256(packet), ZERO_COMMITMENT)
         return self.certificate(outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence), record, signers, check)
 
+    def lane_config(self, src: str, dst: str, lane: str, capacities: dict[str, int],
+                    signers: Iterable[int] | None = None, check: bool = True) -> RelayCertificate:
+        """Governance set the lane's capacities: certify its lane-config record (protocol §6.8)."""
+        return self.certificate(lane_config_path(ChainId(src), ChainId(dst), LaneId(lane)),
+                                encode_lane_config(capacities), signers, check)
+
     def rotate(self, n: int = 4, signers: Iterable[int] | None = None) -> tuple[RelayCommit, list[ValidatorKey],
                                                                               ValidatorSet]:
         """A commit of the current set naming a freshly generated set as the next one (not installed)."""
@@ -408,16 +415,35 @@ class Park:
     bridge: Contract
 
 
-def deploy_park(evm: Evm, chain_id: str, relay: RelaySim, lanes: Iterable[tuple[str, str]]) -> Park:
-    """EnergyToken, VoucherToken implementation and ParkBridge from a fresh operator key; lanes opened."""
+def deploy_park(evm: Evm, chain_id: str, relay: RelaySim, lanes: Iterable[tuple[str, str]],
+                capacities: dict[tuple[str, str], dict[str, int]] | None = None) -> Park:
+    """EnergyToken, VoucherToken implementation and ParkBridge from a fresh operator key; lanes opened,
+    those in ``capacities`` (``(counterparty, lane) -> {asset: capacity}``) with the relay genesis's limits."""
     operator = evm.account()
     token = evm.deploy("EnergyToken", operator)
     impl = evm.deploy("VoucherToken", operator)
     bridge = evm.deploy("ParkBridge", operator, chain_id, relay.chain_id, validator_set_abi(relay.vset),
                         token.address, impl.address)
     for counterparty, lane in lanes:
-        evm.transact(bridge.functions.openLane(counterparty, lane), operator)
+        caps = (capacities or {}).get((counterparty, lane))
+        if caps is None:
+            evm.transact(bridge.functions.openLane(counterparty, lane), operator)
+        else:
+            evm.transact(bridge.functions.configureLane(counterparty, lane, *lane_config_args(caps)), operator)
     return Park(chain_id, operator, token, impl, bridge)
+
+
+def lane_config_args(capacities: dict[str, int]) -> tuple[list[str], list[int]]:
+    """``(assets, capacities)`` in the record's order (assets ascending by UTF-8 bytes, protocol §6.8)."""
+    assets = sorted(capacities, key=lambda a: a.encode())
+    return assets, [capacities[a] for a in assets]
+
+
+def update_lane_config(evm: Evm, park: Park, relayer: LocalAccount, dst: str, lane: str, capacities: dict[str, int],
+                       cert: RelayCertificate, vset: ValidatorSet) -> TxReceipt:
+    return evm.transact(park.bridge.functions.updateLaneConfig(dst, lane, *lane_config_args(capacities),
+                                                               certificate_abi(cert), validator_set_abi(vset)),
+                        relayer)
 
 
 def voucher_of(evm: Evm, park: Park, denom: str) -> Contract | None:

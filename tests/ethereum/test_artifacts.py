@@ -34,8 +34,8 @@ def test_artifacts_are_self_describing_and_location_free() -> None:
     bridge = json.loads((ARTIFACTS_DIR / "ParkBridge.json").read_text(encoding="utf-8"))
     errors = {e["name"] for e in bridge["abi"] if e["type"] == "error"}
     assert errors == {"CodecInvalid", "ProofInvalid", "SignatureInvalid", "QuorumNotReached", "ValidatorSetMismatch",
-                      "PacketReplay", "PacketTimeout", "WrongChain", "LaneInvalid", "InsufficientFunds",
-                      "Unauthorized"}
+                      "PacketReplay", "PacketTimeout", "WrongChain", "LaneInvalid", "LaneOverCapacity",
+                      "InsufficientFunds", "Unauthorized"}
     runtime = (len(bridge["deployedBytecode"]) - 2) // 2
     assert runtime <= 24_576  # EIP-170
 
@@ -57,6 +57,9 @@ def test_bridge_abi_is_the_spec_interface() -> None:
     cert = f"({commit},bytes)"
     expected_functions = {
         "openLane(string,string)": [],
+        "configureLane(string,string,string[],uint64[])": [],
+        f"updateLaneConfig(string,string,string[],uint64[],{cert},{vset})": [],
+        "laneCapacity(string,string,string)": ["bool", "uint256", "uint64"],
         "sendEnergy(string,string,string,uint256,string,uint64)": ["uint64"],
         f"recvPacket(bytes,{cert},{vset})": [],
         f"settle(bytes,bytes,{cert},{vset})": [],
@@ -84,3 +87,5 @@ def test_bridge_abi_is_the_spec_interface() -> None:
                                        ("sequence", "uint64", False), ("outcome", "uint8", False),
                                        ("refunded", "bool", False)]
     assert events["RelayValidatorsUpdated"] == [("setHash", "bytes32", False), ("height", "uint64", False)]
+    assert events["LaneConfigured"] == [("dstChain", "string", False), ("lane", "string", False),
+                                        ("relayHeight", "uint64", False), ("version", "uint64", False)]

@@ -21,13 +21,16 @@ from typing import Any
 import pytest
 import rlp
 from aiohttp import web
+from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils import keccak
 
 from adapters import ethereum as eth
 from adapters.ethereum.abi import (
     BRIDGE_FUNCTIONS,
+    CERTIFICATE,
     EVENTS,
+    VALIDATOR_SET,
     certificate_arg,
     commit_arg,
     selector,
@@ -63,6 +66,7 @@ SPEC_ERRORS: list[tuple[str, list[str], list[Any], str]] = [
     ("PacketTimeout", [], [], "packet.timeout"),
     ("WrongChain", [], [], "packet.wrong_chain"),
     ("LaneInvalid", [], [], "lane.invalid"),
+    ("LaneOverCapacity", ["uint256", "uint256"], [5_001, 5_000], "lane.over_capacity"),
     ("InsufficientFunds", [], [], "funds.insufficient"),
     ("Unauthorized", [], [], "auth.denied"),
 ]
@@ -436,3 +440,25 @@ def test_abi_matches_the_artifact() -> None:
     errors = {selector(i["name"], [_abi_type(x) for x in i["inputs"]]): i["name"] for i in abi if i["type"] == "error"}
     for name, types, _, _ in SPEC_ERRORS:
         assert errors.get(selector(name, types)) == name, f"{name} missing from the ParkBridge ABI"
+
+
+async def test_update_lane_calldata_carries_the_certified_record(fake_node: tuple[FakeNode, str]) -> None:
+    """``bridge.update_lane`` (protocol §6.8) takes the Python parks' args; the calldata is updateLaneConfig
+    with the record's assets and capacities in the record's order."""
+    from chains.common import wire
+    from protocol.lane_config import encode_lane_config
+
+    _, url = fake_node
+    tgt = eth.target(url, "eth-park", BRIDGE, KEY, lambda h: _vset())
+    try:
+        args = {"dst_chain": "dpos-park", "lane": "lane-0", "config": encode_lane_config({"kWh": 9, "*": 2}).hex(),
+                "certificate": wire.certificate_to_json(_certificate())}
+        data = await tgt.calldata("bridge.update_lane", args)
+        types = ["string", "string", "string[]", "uint64[]", CERTIFICATE, VALIDATOR_SET]
+        assert data[:4] == selector("updateLaneConfig", types)
+        dst, lane, assets, caps, _, _ = abi_decode(types, data[4:])
+        assert (dst, lane, list(assets), list(caps)) == ("dpos-park", "lane-0", ["*", "kWh"], [2, 9])
+        with pytest.raises(perr.CodecError):
+            await tgt.calldata("bridge.update_lane", {**args, "config": "00"})
+    finally:
+        await tgt.close()

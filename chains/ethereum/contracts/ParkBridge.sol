@@ -6,6 +6,7 @@ import {
     CodecInvalid,
     InsufficientFunds,
     LaneInvalid,
+    LaneOverCapacity,
     PacketReplay,
     PacketTimeout,
     ProofInvalid,
@@ -61,6 +62,15 @@ contract ParkBridge {
         bytes proof; // protocol §4 encoding, into commit.header.stateRoot
     }
 
+    /// @dev One slot: a lane to a counterparty (both directions) and what this chain knows of the relay's
+    ///      capacities for packets it sends on it (protocol §6.8).
+    struct Lane {
+        uint64 nextSequence; // 0: lane not open
+        uint64 configHeight; // relay height of the certified lane config held (0: genesis / none)
+        uint64 configVersion; // bumped at every config: capacities are keyed by it, so old entries vanish
+        bool limited; // whether the config lists any capacity (else nothing to look up on send)
+    }
+
     /// @dev One slot: imported reputation (protocol §2.3, kind 3).
     struct Reputation {
         uint64 score;
@@ -83,14 +93,16 @@ contract ParkBridge {
     /// @notice Relay height of the commit that installed the trusted set (0: the constructor's).
     uint64 public relaySetHeight;
 
-    /// keccak256(abi.encode(counterparty, lane)) => next sequence to send; 0: lane not open
-    mapping(bytes32 => uint64) internal _lanes;
+    /// keccak256(abi.encode(counterparty, lane)) => the lane (next sequence to send, config version)
+    mapping(bytes32 => Lane) internal _lanes;
     /// keccak256(denom) => token (the energy token for `kWh`, a voucher clone otherwise)
     mapping(bytes32 => address) internal _tokens;
     /// keccak256(abi.encode(counterparty, lane, denom)) => amount escrowed towards that lane
     mapping(bytes32 => uint256) internal _escrow;
     /// keccak256(abi.encode(src, model, subject)) => imported reputation
     mapping(bytes32 => Reputation) internal _reputation;
+    /// keccak256(abi.encode(laneKey, configVersion, keccak256(asset))) => capacity + 1 (0: not listed)
+    mapping(bytes32 => uint256) internal _capacities;
 
     /// @notice This chain's id (packets' `src_chain` on send, `dst_chain` on receive).
     string public chainId;
@@ -122,6 +134,8 @@ contract ParkBridge {
     uint256 internal constant MAX_ID = 64;
     uint256 internal constant MAX_STRING = 256;
     uint256 internal constant MAX_PAYLOAD = 4096;
+    /// keccak256("*"): the default entry of a lane config (protocol §6.8)
+    bytes32 internal constant ANY_ASSET_HASH = keccak256("*");
     /// secp256k1 n / 2: a signature's s must not exceed it (one signature per signer and message)
     uint256 internal constant HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
 
@@ -134,6 +148,7 @@ contract ParkBridge {
     event PacketSettled(string dstChain, string lane, uint64 sequence, uint8 outcome, bool refunded);
     event RelayValidatorsUpdated(bytes32 setHash, uint64 height);
     event LaneOpened(string counterparty, string lane);
+    event LaneConfigured(string dstChain, string lane, uint64 relayHeight, uint64 version);
     event VoucherCreated(string denom, address token);
     event ReputationImported(string srcChain, string model, string subject, uint64 score, uint64 sourceHeight);
 
@@ -166,13 +181,78 @@ contract ParkBridge {
     /// @notice Open a lane to `dstChain` (both directions). Owner only; opening an open lane does nothing.
     function openLane(string calldata dstChain, string calldata lane) external {
         if (msg.sender != owner) revert Unauthorized();
+        bytes32 key = _checkedLaneKey(dstChain, lane);
+        _open(key, dstChain, lane);
+    }
+
+    /// @notice Genesis: open the lane to `dstChain` with the relay genesis's capacities for packets sent on
+    ///         it (protocol §6.8; `*` the default). Owner only, and only while no certified config replaced
+    ///         the genesis one.
+    function configureLane(
+        string calldata dstChain,
+        string calldata lane,
+        string[] calldata assets,
+        uint64[] calldata capacities
+    ) external {
+        if (msg.sender != owner) revert Unauthorized();
+        bytes32 key = _checkedLaneKey(dstChain, lane);
+        if (_lanes[key].configHeight != 0) revert PacketReplay(); // the relay's certified config rules now
+        _configure(key, dstChain, lane, assets, capacities, 0);
+    }
+
+    /// @notice Learn the relay's lane `(this chain, dstChain, lane)` and its capacities from a relay
+    ///         certificate of its lane-config record `relay/lane_config/{this}/{dst}/{lane}` =
+    ///         abi.encode(assets, capacities) (protocol §6.8), certified above the height of the config held.
+    ///         Opens the lane if it was not open. Anyone may submit it.
+    function updateLaneConfig(
+        string calldata dstChain,
+        string calldata lane,
+        string[] calldata assets,
+        uint64[] calldata capacities,
+        Certificate calldata cert,
+        ValidatorSet calldata relaySet
+    ) external {
+        bytes32 key = _checkedLaneKey(dstChain, lane);
+        uint64 height = cert.commit.header.height;
+        if (height <= _lanes[key].configHeight) revert PacketReplay(); // an old record cannot roll back a newer
+        bytes32 keyHash = sha256(abi.encodePacked("relay/lane_config/", chainId, "/", dstChain, "/", lane));
+        _verifyCertificate(cert, relaySet, keyHash, sha256(abi.encode(assets, capacities)));
+        _configure(key, dstChain, lane, assets, capacities, height);
+    }
+
+    function _checkedLaneKey(string calldata dstChain, string calldata lane) internal view returns (bytes32) {
         if (!_isId(bytes(dstChain)) || !_isId(bytes(lane))) revert CodecInvalid();
         if (keccak256(bytes(dstChain)) == _chainIdHash) revert WrongChain();
-        bytes32 key = keccak256(abi.encode(dstChain, lane));
-        if (_lanes[key] == 0) {
-            _lanes[key] = 1;
+        return keccak256(abi.encode(dstChain, lane));
+    }
+
+    function _open(bytes32 key, string calldata dstChain, string calldata lane) internal {
+        if (_lanes[key].nextSequence == 0) {
+            _lanes[key].nextSequence = 1;
             emit LaneOpened(dstChain, lane);
         }
+    }
+
+    function _configure(
+        bytes32 key,
+        string calldata dstChain,
+        string calldata lane,
+        string[] calldata assets,
+        uint64[] calldata capacities,
+        uint64 height
+    ) internal {
+        uint256 n = assets.length;
+        if (capacities.length != n) revert CodecInvalid();
+        _open(key, dstChain, lane);
+        Lane storage l = _lanes[key];
+        uint64 version = l.configVersion + 1;
+        l.configVersion = version;
+        l.configHeight = height;
+        l.limited = n != 0;
+        for (uint256 i; i < n; ++i) {
+            _capacities[keccak256(abi.encode(key, version, keccak256(bytes(assets[i]))))] = uint256(capacities[i]) + 1;
+        }
+        emit LaneConfigured(dstChain, lane, height, version);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -191,11 +271,13 @@ contract ParkBridge {
     ) external returns (uint64 sequence) {
         if (keccak256(bytes(dstChain)) == _chainIdHash) revert WrongChain();
         bytes32 laneKey = keccak256(abi.encode(dstChain, lane));
-        sequence = _lanes[laneKey];
+        Lane storage l = _lanes[laneKey];
+        sequence = l.nextSequence;
         if (sequence == 0) revert LaneInvalid();
         if (timeoutMs == 0) revert CodecInvalid();
         if (timeoutMs <= block.timestamp * 1000) revert PacketTimeout();
         if (amountWh == 0 || !_isText(bytes(denom)) || !_isText(bytes(receiver))) revert CodecInvalid();
+        if (l.limited) _checkCapacity(laneKey, l.configVersion, denom, amountWh);
 
         address token = _tokens[keccak256(bytes(denom))];
         if (token == address(0)) revert InsufficientFunds(); // nobody here holds it
@@ -206,7 +288,7 @@ contract ParkBridge {
             _escrow[keccak256(abi.encode(dstChain, lane, denom))] += amountWh;
         }
 
-        _lanes[laneKey] = sequence + 1;
+        l.nextSequence = sequence + 1;
         bytes memory packet = abi.encode(
             chainId,
             dstChain,
@@ -220,6 +302,14 @@ contract ParkBridge {
         );
         _commitments[keccak256(abi.encode(dstChain, lane, sequence))] = sha256(packet);
         emit PacketSent(dstChain, lane, sequence, packet);
+    }
+
+    /// @dev Protocol §6.3 step 1: the relay refuses for good an amount above the bucket's capacity for the
+    ///      denom (its own entry, else `*`; neither: not limited), so the packet must not be committed.
+    function _checkCapacity(bytes32 laneKey, uint64 version, string calldata denom, uint256 amountWh) internal view {
+        uint256 cap = _capacities[keccak256(abi.encode(laneKey, version, keccak256(bytes(denom))))];
+        if (cap == 0) cap = _capacities[keccak256(abi.encode(laneKey, version, ANY_ASSET_HASH))];
+        if (cap != 0 && amountWh > cap - 1) revert LaneOverCapacity(amountWh, cap - 1);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -422,12 +512,28 @@ contract ParkBridge {
 
     /// @notice The next sequence `sendEnergy` assigns on the lane (1 for a lane never used or not open).
     function nextSequenceSend(string calldata dstChain, string calldata lane) external view returns (uint64) {
-        uint64 next = _lanes[keccak256(abi.encode(dstChain, lane))];
+        uint64 next = _lanes[keccak256(abi.encode(dstChain, lane))].nextSequence;
         return next == 0 ? 1 : next;
     }
 
     function laneOpen(string calldata counterparty, string calldata lane) external view returns (bool) {
-        return _lanes[keccak256(abi.encode(counterparty, lane))] != 0;
+        return _lanes[keccak256(abi.encode(counterparty, lane))].nextSequence != 0;
+    }
+
+    /// @notice The relay's capacity for `asset` on the lane to `dstChain` as this bridge knows it
+    ///         (`limited` false: not limited), and the relay height of the config (0: genesis or none).
+    function laneCapacity(string calldata dstChain, string calldata lane, string calldata asset)
+        external
+        view
+        returns (bool limited, uint256 capacity, uint64 configHeight)
+    {
+        bytes32 key = keccak256(abi.encode(dstChain, lane));
+        Lane memory l = _lanes[key];
+        configHeight = l.configHeight;
+        if (!l.limited) return (false, 0, configHeight);
+        uint256 cap = _capacities[keccak256(abi.encode(key, l.configVersion, keccak256(bytes(asset))))];
+        if (cap == 0) cap = _capacities[keccak256(abi.encode(key, l.configVersion, ANY_ASSET_HASH))];
+        return (cap != 0, cap == 0 ? 0 : cap - 1, configHeight);
     }
 
     /// @notice The packet commitment at `commitments/{dst}/{lane}/{sequence}` (zero: none or settled).

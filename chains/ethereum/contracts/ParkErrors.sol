@@ -23,6 +23,9 @@ error PacketTimeout();
 error WrongChain();
 /// `lane.invalid`: a lane that is not open.
 error LaneInvalid();
+/// `lane.over_capacity`: an amount above the relay's rate-limit capacity for the denom on the lane
+/// (protocol §6.3 step 1, §6.8): the relay would never verify the packet.
+error LaneOverCapacity(uint256 amount, uint256 capacity);
 /// `funds.insufficient`: a balance too small, or a token this chain does not hold.
 error InsufficientFunds();
 /// `auth.denied`: not the owner, not the bridge, or no allowance.

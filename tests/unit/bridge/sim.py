@@ -53,9 +53,10 @@ from protocol.codec import (
 )
 from protocol.crypto import Ed25519Signer
 from protocol.errors import ReplayError, TimeoutExpiredError
-from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
+from protocol.lane_config import encode_lane_config
+from protocol.paths import commitment_path, lane_config_path, outcome_path, receipt_path, verified_path
 from protocol.state_commitment import SparseMerkleTree, verify_membership, verify_non_membership
-from protocol.types import ChainId, Packet, PacketKind, PacketOutcome
+from protocol.types import ChainId, LaneId, Packet, PacketKind, PacketOutcome
 
 RELAY_CHAIN = "relay"
 POWERS = (1, 1, 2, 2)
@@ -130,6 +131,21 @@ class RelaySim:
         verify_non_membership(dst.state.root, rpath, dst.state.prove(rpath))
         self.tree = self.tree.set(outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
                                   encode_outcome(PacketOutcome.TIMED_OUT, packet_commitment(packet), ZERO_COMMITMENT))
+
+    def confirm_timeout_unverified(self, src: ParkSim, dst: ParkSim, packet: Packet, dst_time_ms: int) -> None:
+        """Phase 4, relay half, for a packet never verified (SPEC §6.6): the source holds its commitment
+        (proved), the target holds no receipt (proved) at a time past the timeout; record TIMED_OUT."""
+        if self.tree.get(verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence)) is not None:
+            raise ReplayError("verified: use the ordinary timeout")
+        cpath = commitment_path(packet.dst_chain, packet.lane, packet.sequence)
+        verify_membership(src.state.root, cpath, packet_commitment(packet), src.state.prove(cpath))
+        self.confirm_timeout(dst, packet, dst_time_ms)
+
+    def set_lane_config(self, src: str, dst: str, lane: str, capacities: dict[str, int]) -> bytes:
+        """Governance on the relay re-limits (or opens) a lane: its lane-config record (SPEC §6.8)."""
+        raw = encode_lane_config(capacities)
+        self.tree = self.tree.set(lane_config_path(ChainId(src), ChainId(dst), LaneId(lane)), raw)
+        return raw
 
     # -- headers and certificates -----------------------------------------------------------------
 
@@ -212,7 +228,7 @@ class Network:
     def advance(self, ms: int) -> None:
         self.now_ms += ms
 
-    def add_park(self, chain_id: str, lanes: list[dict[str, str]], *, native_denoms: Sequence[str] = ("kWh",),
+    def add_park(self, chain_id: str, lanes: list[dict[str, Any]], *, native_denoms: Sequence[str] = ("kWh",),
                  accounts: Sequence[str] = ("alice", "bob", "relayer", "operator"),
                  transformers: dict[str, int] | None = None, hooks: BridgeHooks | None = None,
                  setup: Callable[[ChainState], None] | None = None) -> ParkSim:
@@ -259,6 +275,19 @@ class Network:
     def confirm_timeout(self, packet: Packet) -> dict[str, Any]:
         self.relay.confirm_timeout(self.parks[packet.dst_chain], packet, self.now_ms)
         return self.outcome_cert(packet)
+
+    def confirm_timeout_unverified(self, packet: Packet) -> dict[str, Any]:
+        self.relay.confirm_timeout_unverified(self.parks[packet.src_chain], self.parks[packet.dst_chain], packet,
+                                              self.now_ms)
+        return self.outcome_cert(packet)
+
+    def lane_update_args(self, src: str, dst: str, lane: str, capacities: dict[str, int],
+                         **commit_kw: Any) -> dict[str, Any]:
+        """``bridge.update_lane`` args after the relay set the lane's capacities (certified now)."""
+        raw = self.relay.set_lane_config(src, dst, lane, capacities)
+        cert = self.relay.certificate(lane_config_path(ChainId(src), ChainId(dst), LaneId(lane)), self.now_ms,
+                                      **commit_kw)
+        return {"dst_chain": dst, "lane": lane, "config": raw.hex(), "certificate": wire.certificate_to_json(cert)}
 
     def outcome_cert(self, packet: Packet, **commit_kw: Any) -> dict[str, Any]:
         key = outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence)
@@ -373,12 +402,14 @@ def check_rights(net: Network) -> None:
     assert all(n == 1 for n in copies.values()), copies
 
 
-def two_parks(**kw: Any) -> Network:
-    """dpos-park and poc-park joined by lane-0, both with native ``kWh``; alice on dpos holds 100 kWh."""
+def two_parks(capacities: dict[str, int] | None = None, **kw: Any) -> Network:
+    """dpos-park and poc-park joined by lane-0, both with native ``kWh``; alice on dpos holds 100 kWh.
+    ``capacities``: the relay's lane capacities both parks learn at genesis (default: not limited)."""
     net = Network(**kw)
-    dpos = net.add_park("dpos-park", [{"lane": "lane-0", "counterparty": "poc-park"}],
+    caps: dict[str, Any] = {} if capacities is None else {"capacities": capacities}
+    dpos = net.add_park("dpos-park", [{"lane": "lane-0", "counterparty": "poc-park", **caps}],
                         transformers={"t1": 100})
-    poc = net.add_park("poc-park", [{"lane": "lane-0", "counterparty": "dpos-park"}],
+    poc = net.add_park("poc-park", [{"lane": "lane-0", "counterparty": "dpos-park", **caps}],
                        accounts=("bob", "carol", "relayer", "operator"), transformers={"t1": 50})
     dpos.state.add_balance("alice", "kWh", 100_000)
     poc.state.add_balance("carol", "kWh", 40_000)

@@ -22,6 +22,7 @@ from protocol.errors import (
     InsufficientFundsError,
     InvalidProofError,
     LaneError,
+    OverCapacityError,
     ProtocolError,
     QuorumError,
     ReplayError,
@@ -30,6 +31,7 @@ from protocol.errors import (
     ValidatorSetMismatchError,
     WrongChainError,
 )
+from protocol.lane_config import encode_lane_config
 from protocol.paths import verified_path
 from protocol.types import Acknowledgement, AckStatus, ChainId, EnergyPayload, LaneId, Packet, PacketKind
 from tests.unit.bridge.sim import MINUTE, Network, relay_signers, two_parks, validator_set
@@ -78,8 +80,12 @@ _DROP = object()
 Op = Callable[[], Any]
 
 
+CAPACITIES = {"kWh": 50_000, "*": 10}
+"""dpos-park's capacities on lane-0 to poc-park, as it learnt them from the relay genesis."""
+
+
 def make_setup() -> Setup:
-    net = two_parks()
+    net = two_parks(capacities=CAPACITIES)
     net.add_park("edge-park", [{"lane": "lane-1", "counterparty": "poc-park"}], accounts=("dave", "relayer"))
     net.parks["poc-park"].state.set_json(b"bridge/lanes/edge-park/lane-1",
                                          {"counterparty": "edge-park", "lane": "lane-1"})
@@ -288,10 +294,70 @@ def _right(s: Setup, **over: Any) -> Op:
     return lambda: s.send(**args)
 
 
+def _above_default_capacity(s: Setup) -> Op:
+    # the relay lowered the lane's default (`*`) to 0 packets: no reputation packet will ever pass
+    _update_lane(s, _lane_update(s, {"kWh": 50_000, "*": 0}))
+    s.net.parks["dpos-park"].state.set_json(b"reputation/w1", {"score": 1, "model": "m", "height": 1})
+    return lambda: s.send(kind="reputation", subject="w1", denom=_DROP, amount_wh=_DROP)
+
+
 def _voucher_burn_too_big(s: Setup) -> Op:
     s.net.recv(s.p1, s.cert1)  # bob holds 5000 of the voucher
     return lambda: s.send(src="poc-park", sender="bob", dst_chain="dpos-park", receiver="alice", denom=VOUCHER,
                           amount_wh=5_001)
+
+
+def _lane_update(s: Setup, capacities: dict[str, int] | None = None, **commit_kw: Any) -> dict[str, Any]:
+    return s.net.lane_update_args("dpos-park", "poc-park", "lane-0", capacities or {"kWh": 1}, **commit_kw)
+
+
+def _update_lane(s: Setup, args: dict[str, Any], on: str = "dpos-park") -> Any:
+    return s.net.parks[on].tx("relayer", "bridge.update_lane", args)
+
+
+def _lane_update_replayed(s: Setup) -> Op:
+    args = _lane_update(s)
+    _update_lane(s, args)
+    return lambda: _update_lane(s, args)
+
+
+def _lane_update_older(s: Setup) -> Op:
+    # two certified configs: the newer applied first, then the older may not roll it back
+    older = _lane_update(s, {"kWh": 1})
+    _update_lane(s, _lane_update(s, {"kWh": 2}))
+    return lambda: _update_lane(s, older)
+
+
+def _lane_update_other_config(s: Setup) -> Op:
+    args = _lane_update(s, {"kWh": 1})
+    return lambda: _update_lane(s, {**args, "config": encode_lane_config({"kWh": 10**9}).hex()})
+
+
+def _lane_update_other_lane(s: Setup) -> Op:
+    args = _lane_update(s)  # certifies dpos-park -> poc-park on lane-0
+    return lambda: _update_lane(s, {**args, "lane": "lane-1"})
+
+
+def _lane_update_other_direction(s: Setup) -> Op:
+    # poc-park's own outgoing lane config cannot configure dpos-park's
+    args = s.net.lane_update_args("poc-park", "dpos-park", "lane-0", {"kWh": 1})
+    return lambda: _update_lane(s, {**args, "dst_chain": "poc-park"})
+
+
+LANE_CASES: list[tuple[str, Callable[[Setup], Op], type[ProtocolError]]] = [
+    ("lane update replayed", _lane_update_replayed, ReplayError),
+    ("older lane update after a newer", _lane_update_older, ReplayError),
+    ("config not the certified one", _lane_update_other_config, InvalidProofError),
+    ("certificate of another lane", _lane_update_other_lane, InvalidProofError),
+    ("certificate of the other direction", _lane_update_other_direction, InvalidProofError),
+    ("lane update signed by 2/3 exactly", lambda s: lambda: _update_lane(s, _lane_update(s, indices=(2, 3))),
+     QuorumError),
+    ("lane update with a forged signature", lambda s: lambda: _update_lane(s, malleate(_lane_update(s), lambda a: (
+        _forge_sig(a["certificate"])))), SignatureError),
+    ("lane update to itself", lambda s: lambda: _update_lane(s, {**_lane_update(s), "dst_chain": "dpos-park"}),
+     WrongChainError),
+    ("malformed config", lambda s: lambda: _update_lane(s, {**_lane_update(s), "config": "00" * 31}), CodecError),
+]
 
 
 SEND_CASES: list[tuple[str, Callable[[Setup], Op], type[ProtocolError]]] = [
@@ -300,6 +366,8 @@ SEND_CASES: list[tuple[str, Callable[[Setup], Op], type[ProtocolError]]] = [
     ("timeout now", lambda s: lambda: s.send(timeout_timestamp_ms=s.net.now_ms), TimeoutExpiredError),
     ("string timeout", lambda s: lambda: s.send(timeout_timestamp_ms=str(s.net.now_ms + MINUTE)), CodecError),
     ("unknown lane", lambda s: lambda: s.send(lane="lane-7"), LaneError),
+    ("amount above the lane's capacity", lambda s: lambda: s.send(amount_wh=50_001), OverCapacityError),
+    ("kind above the default capacity", lambda s: _above_default_capacity(s), OverCapacityError),
     ("lane of another counterparty", lambda s: lambda: s.send(dst_chain="edge-park"), LaneError),
     ("to itself", lambda s: lambda: s.send(dst_chain="dpos-park"), WrongChainError),
     ("insufficient balance", lambda s: lambda: s.send(amount_wh=94_001), InsufficientFundsError),
@@ -324,8 +392,10 @@ SEND_CASES: list[tuple[str, Callable[[Setup], Op], type[ProtocolError]]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "prepare", "error"), RECV_CASES + SETTLE_CASES + SEND_CASES,
-                         ids=[c[0] for c in RECV_CASES + SETTLE_CASES + SEND_CASES])
+ALL_CASES = RECV_CASES + SETTLE_CASES + SEND_CASES + LANE_CASES
+
+
+@pytest.mark.parametrize(("name", "prepare", "error"), ALL_CASES, ids=[c[0] for c in ALL_CASES])
 def test_rejected_without_state_change(name: str, prepare: Callable[[Setup], Op],
                                        error: type[ProtocolError]) -> None:
     s = make_setup()

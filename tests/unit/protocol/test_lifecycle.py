@@ -18,6 +18,7 @@ LEGAL = [
     (S.VERIFIED, E.EXECUTE, S.EXECUTED),
     (S.EXECUTED, E.CONFIRM_ACK, S.ACKED),
     (S.VERIFIED, E.CONFIRM_TIMEOUT, S.TIMED_OUT),
+    (S.COMMITTED, E.CONFIRM_TIMEOUT, S.TIMED_OUT),
     (S.ACKED, E.SETTLE_SUCCESS, S.COMPLETED),
     (S.ACKED, E.SETTLE_REFUND, S.REFUNDED),
     (S.TIMED_OUT, E.SETTLE_REFUND, S.REFUNDED),
@@ -41,7 +42,7 @@ def test_illegal_transition(state: PacketState, event: PacketEvent) -> None:
 
 def test_the_table_is_exactly_the_legal_list() -> None:
     assert TRANSITIONS == {(s, e): n for s, e, n in LEGAL}
-    assert len(ILLEGAL) == 35
+    assert len(ILLEGAL) == 34
 
 
 def test_final_states_have_no_way_out_and_every_state_is_reachable() -> None:
@@ -77,3 +78,13 @@ def test_spec_table_matches_transitions() -> None:
     rows = re.findall(r"^\| ([A-Z_]+) \| `([a-z_]+)` \| ([A-Z_]+) \|", section, re.MULTILINE)
     table = {(S[a], E(e)): S[b] for a, e, b in rows}
     assert table == TRANSITIONS
+
+
+def test_a_never_verified_packet_can_still_end() -> None:
+    """Issue 9: a packet the relay never verified times out (its commitment proven with the timeout) and
+    is refunded; once timed out it can no longer be verified."""
+    timed_out = transition(S.COMMITTED, E.CONFIRM_TIMEOUT)
+    assert transition(timed_out, E.SETTLE_REFUND) is S.REFUNDED
+    for e in (E.VERIFY, E.EXECUTE, E.CONFIRM_ACK, E.CONFIRM_TIMEOUT, E.SETTLE_SUCCESS):
+        with pytest.raises(IllegalTransitionError):
+            transition(timed_out, e)

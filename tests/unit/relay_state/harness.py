@@ -172,6 +172,16 @@ class RelayHarness:
     def confirm_timeout(self, packet: Packet) -> list[Event]:
         return self.submit("packet.confirm_timeout", self.timeout_args(packet))
 
+    def unverified_timeout_args(self, packet: Packet, commit_height: int | None = None,
+                                height: int | None = None) -> dict[str, Any]:
+        """``packet.confirm_timeout`` for a packet the relay never verified: the timeout proof on the target
+        plus membership of the packet's commitment on the source (SPEC §6.6 unverified timeout)."""
+        if commit_height is None:
+            commit_height = self.update(packet.src_chain)
+        key = commitment_path(packet.dst_chain, packet.lane, packet.sequence)
+        return {**self.timeout_args(packet, height), "commit_height": commit_height,
+                "commit_proof": self.feeds[packet.src_chain].prove(commit_height, key)}
+
     def settle(self, packet: Packet, acked: bool = True) -> Event:
         """Phase 4 on the source park with a certificate of the relay's ``relay/outcome`` record."""
         key = outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence)

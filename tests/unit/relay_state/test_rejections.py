@@ -26,6 +26,7 @@ from protocol.errors import (
     InvalidProofError,
     LaneError,
     NotFinalError,
+    OverCapacityError,
     ProtocolError,
     QuorumError,
     RateLimitError,
@@ -309,6 +310,70 @@ def _timeout_replayed(s: Setup) -> tuple[str, dict[str, Any]]:
     return "packet.confirm_timeout", args
 
 
+def _unverified_timeout_wrong_commit_proof(s: Setup) -> tuple[str, dict[str, Any]]:
+    s.h.net.advance(10 * MINUTE)
+    args = s.h.unverified_timeout_args(s.p1)
+    other = s.h.unverified_timeout_args(s.p2)  # p2's commitment, proven at a later source height
+    return "packet.confirm_timeout", {**args, "commit_height": other["commit_height"],
+                                      "commit_proof": other["commit_proof"]}
+
+
+def _unverified_timeout_tampered_commit_proof(s: Setup) -> tuple[str, dict[str, Any]]:
+    s.h.net.advance(10 * MINUTE)
+    args = s.h.unverified_timeout_args(s.p1)
+    return "packet.confirm_timeout", {**args, "commit_proof": tamper_proof(args["commit_proof"])}
+
+
+def _unverified_timeout_too_early(s: Setup) -> tuple[str, dict[str, Any]]:
+    s.h.net.advance(10 * MINUTE - 1)  # one ms before the timeout
+    return "packet.confirm_timeout", s.h.unverified_timeout_args(s.p1)
+
+
+def _unverified_timeout_commit_not_final(s: Setup) -> tuple[str, dict[str, Any]]:
+    s.h.net.advance(10 * MINUTE)
+    args = s.h.unverified_timeout_args(s.p1)
+    return "packet.confirm_timeout", {**args, "commit_height": args["commit_height"] + 5}
+
+
+def _unverified_timeout_receipt_exists(s: Setup) -> tuple[str, dict[str, Any]]:
+    # a packet the target executed cannot time out, verified or not: its receipt is there
+    deliver(s, s.p1)
+    s.h.net.advance(10 * MINUTE)
+    return "packet.confirm_timeout", s.h.unverified_timeout_args(s.p1)
+
+
+def _unverified_timeout_replayed(s: Setup) -> tuple[str, dict[str, Any]]:
+    s.h.net.advance(10 * MINUTE)
+    args = s.h.unverified_timeout_args(s.p1)
+    s.h.submit("packet.confirm_timeout", args)
+    return "packet.confirm_timeout", args
+
+
+def _unverified_timeout_without_commit_proof(s: Setup) -> tuple[str, dict[str, Any]]:
+    s.h.net.advance(10 * MINUTE)
+    return "packet.confirm_timeout", s.h.timeout_args(s.p1)
+
+
+def _unverified_timeout_half_commit(s: Setup) -> tuple[str, dict[str, Any]]:
+    s.h.net.advance(10 * MINUTE)
+    args = s.h.unverified_timeout_args(s.p1)
+    del args["commit_proof"]
+    return "packet.confirm_timeout", args
+
+
+def _verify_after_unverified_timeout(s: Setup) -> tuple[str, dict[str, Any]]:
+    s.h.net.advance(10 * MINUTE)
+    s.h.submit("packet.confirm_timeout", s.h.unverified_timeout_args(s.p1))
+    return "packet.verify", s.h.verify_args(s.p1)
+
+
+def _over_capacity(s: Setup) -> tuple[str, dict[str, Any]]:
+    # governance lowers the capacity below a packet already committed: no refill will ever admit it
+    s.h.govern("lane.set_limits", {"src": DPOS, "dst": POC, "lane": LANE,
+                                   "limits": {"kWh": {"capacity": 4_999, "refill_per_s": 10}}})
+    return "packet.verify", s.h.verify_args(s.p1)
+
+
 def _timeout_after_ack(s: Setup) -> tuple[str, dict[str, Any]]:
     deliver(s, s.p1)
     s.h.confirm(s.p1)
@@ -496,6 +561,21 @@ CASES = [
     Case("confirm_timeout: receipt exists", _timeout_but_executed, InvalidProofError),
     Case("confirm_timeout: replayed", _timeout_replayed, ReplayError),
     Case("confirm_timeout: after an ack", _timeout_after_ack, ReplayError),
+    Case("confirm_timeout unverified: commit proof of another packet", _unverified_timeout_wrong_commit_proof,
+         InvalidProofError),
+    Case("confirm_timeout unverified: tampered commit proof", _unverified_timeout_tampered_commit_proof,
+         InvalidProofError),
+    Case("confirm_timeout unverified: before the timeout", _unverified_timeout_too_early, TimeoutExpiredError),
+    Case("confirm_timeout unverified: commit height never seen", _unverified_timeout_commit_not_final, NotFinalError),
+    Case("confirm_timeout with commit proof: executed meanwhile", _unverified_timeout_receipt_exists,
+         InvalidProofError),
+    Case("confirm_timeout unverified: replayed", _unverified_timeout_replayed, ReplayError),
+    Case("confirm_timeout unverified: no commit proof", _unverified_timeout_without_commit_proof,
+         IllegalTransitionError),
+    Case("confirm_timeout unverified: commit_height without commit_proof", _unverified_timeout_half_commit,
+         CodecError),
+    Case("verify: after an unverified timeout", _verify_after_unverified_timeout, ReplayError),
+    Case("verify: above the lane's capacity", _over_capacity, OverCapacityError),
     Case("client.update: wrong signer", _update_wrong_key, SignatureError),
     Case("client.update: replayed", _update_replayed, ReplayError),
     Case("client.update: frozen client", _update_frozen, ClientFrozenError),
