@@ -289,7 +289,7 @@ DISPOSITIONS: dict[str, Disposition] = {
     "header.eth.attestation_limit": _P, "header.eth.pending_ahead": _P,
     # packets and lanes
     "packet.replay": _D, "packet.timeout": _P, "packet.wrong_chain": _N, "lifecycle.illegal": _N,
-    "lane.invalid": _N, "lane.rate_limited": _P, "funds.insufficient": _P,
+    "lane.invalid": _N, "lane.rate_limited": _P, "lane.over_capacity": _N, "funds.insufficient": _P,
     # accounts and transactions
     "auth.denied": _F, "tx.nonce": _R, "mempool.full": _R,
     # node and transport

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chains.common.procs import spawn
 from chains.common.genesis import lanes_from_relay_genesis
+from chains.common.procs import spawn
 from protocol.certificate import Validator, ValidatorSet
 from relay.config import ETHEREUM_OPERATOR, DeploymentConfig
 from relay.keys import create_secret, ed25519_signer, eth_address, read_secret

@@ -107,7 +107,7 @@ def packet_status(cfg: DeploymentConfig, raw: bytes) -> dict[str, Any]:
     payload = decode_payload(p.kind, p.payload)
     return {"packet": packet_key(p), "state": state, "kind": p.kind.name.lower(), "sender": p.sender,
             "receiver": p.receiver, "payload": {k: getattr(payload, k) for k in payload.__slots__},  # type: ignore[attr-defined]
-            "timeout_timestamp_ms": p.timeout_timestamp_ms,
+            "timeout_timestamp_ms": p.timeout_timestamp_ms, "verified": verified is not None,
             "ack": None if ack is None else {"success": ack.success, "code": ack.code}}
 
 

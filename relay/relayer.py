@@ -63,7 +63,7 @@ from adapters.common.rpc import JsonRpcClient
 from protocol.codec import decode_outcome, decode_packet
 from protocol.crypto import Ed25519Signer
 from protocol.errors import CodecError, Disposition, ProtocolError
-from protocol.paths import ack_path, commitment_path, outcome_path, receipt_path, verified_path
+from protocol.paths import ack_path, commitment_path, lane_config_path, outcome_path, receipt_path, verified_path
 from protocol.types import Packet, PacketOutcome
 from relay.policy import (
     PARK_AFTER_REJECTION_S,
@@ -172,7 +172,7 @@ class Relayer:
 
     def __init__(self, name: str, relay: ChainLink, parks: dict[str, ChainLink], db_path: Path,
                  poll_s: float = 0.5, *, peers: tuple[str, ...] = (), takeover_after_s: float = 4.0,
-                 heartbeat_s: float | None = 5.0, timeout_unverified: bool = False,
+                 heartbeat_s: float | None = 5.0, timeout_unverified: bool = True,
                  clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] | None = None) -> None:
         self.name = name
         self.relay = relay
@@ -202,6 +202,9 @@ class Relayer:
                 self.packets[key] = Tracked(decode_packet(pkt_raw), pkt_raw, h,
                                             bytes.fromhex(ack) if ack else None, seen_s=clock())
         self._inflight: dict[tuple[str, str], float] = {}
+        self._lane_updates: set[tuple[str, str, str]] = set()
+        """Lanes whose certified config this relayer still has to deliver to the lane's source park."""
+        self._last_disposition = Disposition.DONE
         self._last_update: dict[str, float] = {}
         self._update_locks: dict[str, asyncio.Lock] = {}
         self._last_progress_log: dict[str, float] = {}
@@ -230,6 +233,7 @@ class Relayer:
                       len(self.parks), len(self.paths()), len(self.packets))
         relay_id = self.relay.chain_id
         tasks: list[tuple[str, Any, asyncio.Event | None]] = []
+        tasks.append((f"scan/{relay_id}", self._scan_relay_step, self._wake_on(relay_id)))
         for park in self.parks.values():
             tasks.append((f"scan/{park.chain_id}", self._scan_step_of(park), self._wake_on(park.chain_id)))
             if self.heartbeat_s is not None:
@@ -347,6 +351,42 @@ class Relayer:
             self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ack.hex(), key))
             self.db.commit()
 
+    # -- the relay chain's lane events: bridges learn lane limits from certified records --------------
+
+    async def _scan_relay_step(self) -> Outcome:
+        """Find the relay's ``lane_opened`` / ``lane_limits_set`` events in its final blocks and deliver the
+        certified lane-config record to the lane's source park (``bridge.update_lane``, SPEC §6.8), so a park's
+        phase 1 refuses what the relay would refuse forever under the new limits."""
+        relay_id = self.relay.chain_id
+        row = self.db.execute("SELECT height FROM cursors WHERE chain = ?", (relay_id,)).fetchone()
+        start = (row[0] if row else 0) + 1
+        final = await self.relay.source.final_height()
+        while start <= final:
+            end = min(final, start + 999)
+            for ev in await self.relay.source.events(start, end):
+                if isinstance(ev, dict) and ev.get("type") in ("lane_opened", "lane_limits_set"):
+                    lane = (str(ev.get("src")), str(ev.get("dst")), str(ev.get("lane")))
+                    if lane[0] in self.parks:
+                        self._lane_updates.add(lane)
+            self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (relay_id, end))
+            self.db.commit()
+            start = end + 1
+        for src, dst, lane in sorted(self._lane_updates):
+            key = f"lane/{src}/{dst}/{lane}"
+            if self._waiting_key(key) or not self._turn(key, "update_lane", src):
+                continue
+            cert = await self._certificate(lane_config_path(src, dst, lane))
+            if cert.get("value") is None:
+                self._lane_updates.discard((src, dst, lane))
+                continue
+            await self._submit(self.parks[src], "bridge.update_lane",
+                               {"dst_chain": dst, "lane": lane, "config": cert["value"], "certificate": cert},
+                               key, None)
+            if self._last_disposition in (Disposition.DONE, Disposition.NEVER, Disposition.FATAL):
+                self._lane_updates.discard((src, dst, lane))  # delivered, already there, or never deliverable
+                self._due_since.pop((key, "update_lane"), None)
+        return Outcome()
+
     # -- one worker per path ----------------------------------------------------------------------
 
     def _path_step_of(self, src: str, dst: str) -> Callable[[], Any]:
@@ -375,7 +415,7 @@ class Relayer:
                  for a, ts in todo.items()}
         await self._verify(src, ready[Action.VERIFY])
         await self._recv(ready[Action.RECV])
-        await self._confirm(dst, ready[Action.CONFIRM], ready[Action.TIMEOUT])
+        await self._confirm(src, dst, ready[Action.CONFIRM], ready[Action.TIMEOUT])
         await self._settle(ready[Action.SETTLE], relay_state)
 
     def _note_progress(self, items: list[Tracked], todo: dict[Action, list[Tracked]]) -> None:
@@ -445,11 +485,14 @@ class Relayer:
         for n × ``takeover_after_s``."""
         p = t.packet
         chain = p.dst_chain if action == "recv" else p.src_chain if action == "settle" else None
+        return self._turn(t.key, action, chain)
+
+    def _turn(self, key: str, action: str, chain: str | None) -> bool:
         link = self.parks.get(chain) if chain is not None else None
         if link is None or not link.duplicates_reach_blocks or len(self.peers) < 2:
             return True
-        rank = self.turn_order(t.key, action).index(self.name)
-        since = self._due_since.setdefault((t.key, action), self._clock())
+        rank = self.turn_order(key, action).index(self.name)
+        since = self._due_since.setdefault((key, action), self._clock())
         return self._clock() - since >= rank * self.takeover_after_s
 
     def turn_order(self, key: str, action: str) -> list[str]:
@@ -622,7 +665,7 @@ class Relayer:
             await self._submit(self.parks[p.dst_chain], "bridge.recv", {"packet": t.raw.hex(), "certificate": cert},
                                "recv", [t])
 
-    async def _confirm(self, dst: str, acks: list[Tracked], timeouts: list[Tracked]) -> None:
+    async def _confirm(self, src: str, dst: str, acks: list[Tracked], timeouts: list[Tracked]) -> None:
         if not acks and not timeouts:
             return
         park = self.parks[dst]
@@ -639,15 +682,24 @@ class Relayer:
         if not timeouts:
             return
         header_time_ms = await park.source.header_time_ms(final)
-        for t in timeouts:
+        due = [t for t in timeouts if header_time_ms >= t.packet.timeout_timestamp_ms]  # a final header past it
+        if not due:
+            return
+        # the commitment's proof on the source too: the relay needs it for a packet it never verified (SPEC
+        # §6.6) and ignores it for one it did
+        src_park = self.parks[src]
+        src_final = int((await self._update_client(src_park))["final_height"])
+        for t in due:
             p = t.packet
-            if header_time_ms < p.timeout_timestamp_ms:
-                continue  # no final header past the timeout yet
             pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
             if pv.value is not None:
                 continue  # it was received after all: the ack path will carry it
-            await self._submit(self.relay, "packet.confirm_timeout",
-                               {"packet": t.raw.hex(), "height": final, "proof": pv.proof.hex()}, "timeout", [t])
+            args: dict[str, Any] = {"packet": t.raw.hex(), "height": final, "proof": pv.proof.hex()}
+            if self.timeout_unverified and t.commit_height <= src_final:
+                cp = await src_park.source.prove(commitment_path(p.dst_chain, p.lane, p.sequence), src_final)
+                if cp.value is not None:
+                    args |= {"commit_height": src_final, "commit_proof": cp.proof.hex()}
+            await self._submit(self.relay, "packet.confirm_timeout", args, "timeout", [t])
 
     async def _settle(self, todo: list[Tracked], relay: dict[str, str | None]) -> None:
         for t in todo:
@@ -691,6 +743,7 @@ class Relayer:
                                retry_delay_s(disposition), keys or "-")
         else:
             self.stats.count(action)
+        self._last_disposition = disposition
         wait_s = retry_delay_s(disposition)
         if packets is None:
             self._inflight[(action, "update")] = self._clock() + min(wait_s, RESUBMIT_AFTER_S / 3)

@@ -367,13 +367,12 @@ async def test_timeout_refunds_only_on_proof_and_late_execution_is_rejected(live
             assert (await live.packet(key))["state"] == "committed"
             assert await live.balance(src) == before[src] - 900
 
+        # verified on the relay chain by hand (a relayer would now time them out unverified, the next
+        # scenario), then executing them on the target is refused: too late
+        for key in keys.values():
+            await live.hand_verify(key, links)
         live.start_relayer("relayer-a")
         try:
-            # verified on the relay chain, then executing it on the target is refused: too late
-            async def verified() -> bool:
-                return all([(await live.packet(k))["state"] != "committed" for k in keys.values()])
-
-            await wait_for("phase 2 of the late packets", verified, 90)
             assert links.relay.client is not None
             for src, key in keys.items():
                 raw, _ = await live.sent(key)
@@ -389,6 +388,38 @@ async def test_timeout_refunds_only_on_proof_and_late_execution_is_rejected(live
         await links.close_links()
     for src, key in keys.items():
         assert rows[key]["state"] == "refunded" and rows[key]["ack"] is None, rows[key]
+        assert await live.balance(src) == before[src]
+    await live.check_invariants()
+
+
+async def test_a_packet_never_verified_is_refunded_on_proof_after_its_timeout(live: Net) -> None:
+    """No relayer runs while the packets' timeouts pass, so the relay never verified them. A relayer started
+    afterwards has the relay certify their timeouts on proof of the commitment on the source and of no receipt
+    on the target (never on a clock), and each source refunds: no escrow stays locked."""
+    before = {c: await live.balance(c) for c in (live.a, live.b)}
+    keys = {c: await live.send(c, 77, timeout_s=4) for c in (live.a, live.b)}
+    links = await live.links()
+    try:
+        for src, key in keys.items():
+            target = links.parks[live.other(src)].source
+            timeout_ms = (await live.packet(key))["timeout_timestamp_ms"]
+
+            async def target_past_timeout(target: Any = target, timeout_ms: int = timeout_ms) -> bool:
+                return bool(await target.header_time_ms(await target.latest_height()) > timeout_ms)
+
+            await wait_for(f"{live.other(src)}'s block time past the timeout", target_past_timeout, 60)
+    finally:
+        await links.close_links()
+    for key in keys.values():
+        assert (await live.packet(key))["state"] == "committed"
+    live.start_relayer("relayer-a")
+    try:
+        rows = await live.wait_final(list(keys.values()))
+    finally:
+        live.stop_relayers()
+    for src, key in keys.items():
+        assert rows[key]["state"] == "refunded" and rows[key]["ack"] is None, rows[key]
+        assert rows[key]["verified"] is False, rows[key]  # the relay never verified it: timed out unverified
         assert await live.balance(src) == before[src]
     await live.check_invariants()
 
