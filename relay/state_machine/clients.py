@@ -51,7 +51,7 @@ from protocol.errors import (
     UnknownClientError,
     WrongChainError,
 )
-from protocol.light_client import ClientRouter, LightClient, base_state_to_json, restore_base_state
+from protocol.light_client import ClientRouter, ClientStatus, LightClient, base_state_to_json, restore_base_state
 from protocol.types import ChainId, ClientId, check_id
 from relay.state_machine.keys import CLIENT_INDEX_KEY, client_pointer_key, client_state_key
 from relay.state_machine.lanes import pause_chain_lanes
@@ -66,6 +66,7 @@ __all__ = [
     "client_status",
     "feed_headers",
     "freeze_events",
+    "load_for_proofs",
     "persistent_client_type",
     "process_client_create",
     "process_client_update",
@@ -107,6 +108,9 @@ class ClientType:
     """Height of a decoded header."""
     is_redundant: Callable[[LightClient[Any], Any], bool] | None = None
     """Whether the client already has what ``header`` would give it (default: height <= latest height)."""
+    advance: Callable[[LightClient[Any], int], bool] | None = None
+    """For a client whose finality also waits on relay time (``poc``, SPEC §8.4): make final what ``now_ms``
+    allows, returning whether finality moved. Called by every update after its headers."""
 
     def redundant(self, client: LightClient[Any], header: Any) -> bool:
         if self.is_redundant is not None:
@@ -288,7 +292,7 @@ def feed_headers(router: RelayClientRouter, state: ChainState, hosted: HostedCli
     ``hosted`` must come from :meth:`RelayClientRouter.checkout`. Returns ``(events, frozen)``. On
     misbehaviour the client freezes, its chain's lanes pause and the freeze is *persisted* (the
     caller must then return the events without raising, or the rollback would undo the freeze).
-    Nothing new with ``require_progress`` is :class:`ReplayError`.
+    Nothing new with ``require_progress`` (no header applied, finality not moved) is :class:`ReplayError`.
     """
     headers = _decode_headers(hosted, raw_headers)
     client = hosted.client
@@ -303,7 +307,9 @@ def feed_headers(router: RelayClientRouter, state: ChainState, hosted: HostedCli
             router.save(state, hosted)
             return freeze_events(state, hosted, exc), True
         applied.append(hosted.ctype.header_height(header))
-    if not applied:
+    # finality that waits on relay time moves on any update, even one whose headers were all held already
+    advanced = hosted.ctype.advance(client, now_ms) if hosted.ctype.advance is not None else False
+    if not applied and not advanced:
         router.release(state, hosted)  # redundant headers were never shown to the client
         if require_progress:
             raise ReplayError(f"client {hosted.client_id} of {hosted.chain_id} already holds every header",
@@ -314,6 +320,24 @@ def feed_headers(router: RelayClientRouter, state: ChainState, hosted: HostedCli
     return [{"type": "client_updated", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
              "heights": applied, "latest_height": hosted.ctype.latest_height(client),
              "final_height": client.final_height}], False
+
+
+def load_for_proofs(router: RelayClientRouter, state: ChainState, chain_id: str,
+                    now_ms: int) -> tuple[HostedClient, list[Event]]:
+    """The chain's client, to verify proofs at relay time ``now_ms``: a type whose finality waits on relay time
+    (``advance``) first makes final what ``now_ms`` allows, persisted with a ``client_updated`` event (no heights),
+    so a proof is judged by the same final heights the client's state then shows."""
+    hosted = router.load(state, chain_id)
+    if hosted.ctype.advance is None or hosted.client.status(now_ms) is not ClientStatus.ACTIVE:
+        return hosted, []
+    hosted = router.checkout(state, chain_id)
+    if not hosted.ctype.advance(hosted.client, now_ms):
+        router.release(state, hosted)
+        return hosted, []
+    router.save(state, hosted)
+    c = hosted.client
+    return hosted, [{"type": "client_updated", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
+                     "heights": [], "latest_height": hosted.ctype.latest_height(c), "final_height": c.final_height}]
 
 
 def process_client_update(router: RelayClientRouter, state: ChainState, chain_id: str,

@@ -16,8 +16,13 @@ a JSON object; unknown keys are :class:`~protocol.errors.CodecError`::
       "max_consensus_states": 512,       # optional: final heights kept for proofs (1..4096, default 512)
       "max_pending_headers": 4096,       # dpos only, optional: non-final headers held (1..65536, default 4096)
       "confirmation_depth": 6,           # poc only, optional: default the genesis config's (as the park's nodes)
-      "fork_history": 128                # poc only, optional: final headers kept as fork points (0..4096)
-    }
+      "fork_history": 128,               # poc only, optional: final headers kept as fork points (0..4096)
+      "finality_window_ms": 30000,       # poc only, optional: relay time a header stays on the best branch
+                                         #   before it is final, besides its depth (0..86400000; SPEC §8.4)
+      "max_pending": 1024,               # poc only, optional: non-final headers held (2..65536)
+      "max_pending_per_farmer": 128,     # poc only, optional: one farmer's non-final headers off the best branch
+      "max_distance": 512                # poc only, optional: heights a held header may be above the final tip
+    }                                    #   (confirmation_depth < max_distance < max_pending)
 
 The client's trusted header is the park's genesis header, derived from ``genesis`` by the same function
 the park's node runs (bridge section included), so it is the header block 1 links to. The bounds are
@@ -34,7 +39,7 @@ from chains.dpos.light_client import DposLightClient
 from chains.dpos.types import DposHeader
 from chains.ethereum.light_client import EthereumLightClient
 from chains.ethereum.types import EthHeader
-from chains.poc.light_client import PocLightClient
+from chains.poc.light_client import PocClientParams, PocLightClient
 from chains.poc.types import decode_header as decode_poc_header
 from protocol.errors import CodecError
 from protocol.light_client import LightClient
@@ -47,6 +52,7 @@ __all__ = [
     "ETHEREUM_TYPE",
     "HOSTED_MAX_CONSENSUS_STATES",
     "HOSTED_MAX_PENDING_HEADERS",
+    "POC_CLIENT_PARAMS",
     "POC_TYPE",
     "create_dpos",
     "create_ethereum",
@@ -61,6 +67,8 @@ HOSTED_MAX_PENDING_HEADERS = 4096
 _MAX_CONSENSUS_STATES = 4096
 _MAX_PENDING_HEADERS = 65536
 _MAX_FORK_HISTORY = 4096
+POC_CLIENT_PARAMS = tuple(PocClientParams.__dataclass_fields__)
+"""Init keys of a ``poc`` client that are :class:`~chains.poc.light_client.PocClientParams`."""
 
 
 def _bounded(init: Mapping[str, Any], name: str, default: int | None, low: int, high: int, what: str) -> int:
@@ -87,15 +95,24 @@ def create_poc(client_id: ClientId, chain_id: ChainId, init: Mapping[str, Any]) 
     """A ``poc`` client from init args (module docstring): trusts the park's genesis."""
     what = f"the init of poc client {client_id}"
     args = obj_args(init, what, ("genesis", "trusting_period_ms"),
-                    ("max_consensus_states", "confirmation_depth", "fork_history"))
+                    ("max_consensus_states", "confirmation_depth", "fork_history", *POC_CLIENT_PARAMS))
     depth = args.get("confirmation_depth")
+    # PocClientParams checks each value and their relations (CodecError), defaults for what is absent
+    client_params = PocClientParams.from_json({k: args[k] for k in POC_CLIENT_PARAMS if k in args})
     return PocLightClient.from_genesis(
         client_id, chain_id, json_object(args["genesis"], f"genesis of {what}"),
         _bounded(args, "trusting_period_ms", None, 1, 2**63 - 1, what),
         confirmation_depth=None if depth is None else _bounded(args, "confirmation_depth", None, 1, 2**16, what),
         fork_history=_bounded(args, "fork_history", 128, 0, _MAX_FORK_HISTORY, what),
         max_consensus_states=_bounded(args, "max_consensus_states", HOSTED_MAX_CONSENSUS_STATES, 1,
-                                      _MAX_CONSENSUS_STATES, what))
+                                      _MAX_CONSENSUS_STATES, what),
+        client_params=client_params)
+
+
+def _poc_advance(client: LightClient[Any], now_ms: int) -> bool:
+    if not isinstance(client, PocLightClient):
+        raise TypeError(f"the poc client type hosts PocLightClient, not {type(client).__name__}")
+    return client.advance(now_ms)
 
 
 def _dpos_holds(client: LightClient[Any], header: Any) -> bool:
@@ -115,7 +132,7 @@ DPOS_TYPE: ClientType = persistent_client_type(DposLightClient, decode_header=Dp
 """The relay's adapter for :class:`~chains.dpos.light_client.DposLightClient`."""
 
 POC_TYPE: ClientType = persistent_client_type(PocLightClient, decode_header=decode_poc_header, create=create_poc,
-                                              is_redundant=_poc_holds)
+                                              is_redundant=_poc_holds, advance=_poc_advance)
 """The relay's adapter for :class:`~chains.poc.light_client.PocLightClient` (real chiapos verifier)."""
 
 
