@@ -146,7 +146,7 @@ class PocClientParams:
 class _Node:
     """A header the client holds: its consensus context, parent, farmer and the relay times it was seen at."""
 
-    __slots__ = ("best_since_ms", "children", "ctx", "farmer", "parent_hash", "seen_ms")
+    __slots__ = ("best_since_ms", "children", "ctx", "farmer", "final", "parent_hash", "seen_ms")
 
     def __init__(self, ctx: ConsensusContext, parent_hash: bytes, farmer: str, seen_ms: int,
                  best_since_ms: int | None) -> None:
@@ -158,6 +158,8 @@ class _Node:
         self.best_since_ms = best_since_ms
         """Relay time since which the header has been on the best branch without a break; None off it."""
         self.children: set[bytes] = set()
+        self.final = False
+        """On the final chain (the final tip or below it); every other held header is pending."""
 
 
 def _proof_key(parent_hash: bytes, ctx: ConsensusContext) -> bytes:
@@ -223,12 +225,13 @@ class PocLightClient(LightClient[PocHeader]):
         self._verifier: ProofVerifier = verifier if verifier is not None else chiapos_verifier()
         self._now_ms = _uint(now_ms)
         self._nodes: dict[bytes, _Node] = {cp.header_hash: _Node(cp, b"", "", self._now_ms, self._now_ms)}
+        self._nodes[cp.header_hash].final = True
         self._by_height: dict[int, list[bytes]] = {cp.height: [cp.header_hash]}
         self._by_proof: dict[bytes, list[bytes]] = {_proof_key(b"", cp): [cp.header_hash]}
         self._by_farmer: dict[str, set[bytes]] = {}
-        """Non-final held headers of each farmer."""
+        """Pending (non-final) held headers of each farmer."""
         self._pending = 0
-        """Held headers above the final tip's height."""
+        """Held headers not on the final chain: above the final tip, or orphans below it (kept as fork evidence)."""
         self._final_tip = cp
         self._best = cp
         self._validated: _Plan | None = None
@@ -253,7 +256,7 @@ class PocLightClient(LightClient[PocHeader]):
 
     @property
     def pending_count(self) -> int:
-        """Held headers above the final tip's height (at most ``client_params.max_pending``)."""
+        """Held headers not on the final chain (at most ``client_params.max_pending``)."""
         return self._pending
 
     @property
@@ -330,11 +333,15 @@ class PocLightClient(LightClient[PocHeader]):
         self._by_proof.setdefault(_proof_key(header.parent_hash, ctx), []).append(hhash)
         self._by_farmer.setdefault(header.farmer, set()).add(hhash)
         self._pending += 1
+        left: list[bytes] = []
         if is_heavier(ctx.cumulative_weight, hhash, self._best.cumulative_weight, self._best.header_hash):
-            self._switch_best(hhash, plan.now_ms)
+            left = self._switch_best(hhash, plan.now_ms)
         for victim in plan.evict:  # off the best branch (the old best tip, if chosen, has just left it)
             if victim in self._nodes:
                 self._evict(victim)
+        # headers a reorg moved off the best branch count against their farmers' caps from now on
+        for farmer in sorted({self._nodes[h].farmer for h in left if h in self._nodes}):
+            self._trim_farmer(farmer)
         self._advance_finality(plan.now_ms)
 
     def advance(self, now_ms: int) -> bool:
@@ -380,7 +387,7 @@ class PocLightClient(LightClient[PocHeader]):
         evict: list[bytes] = []
         for twin_hash in self._by_proof.get(_proof_key(header.parent_hash, ctx), ()):
             twin = self._nodes[twin_hash]
-            if twin.ctx.height <= final_height:
+            if twin.final:
                 raise ProofReuseError(
                     f"header {ctx.height} re-signs the proof of space of final header {twin.ctx.height} "
                     f"{twin_hash.hex()[:16]}… of client {self.client_id}", expected=twin_hash.hex(),
@@ -392,7 +399,7 @@ class PocLightClient(LightClient[PocHeader]):
                 and self._nodes[h].best_since_ms is None]
         if not would_be_best and len(mine) + 1 > cp.max_pending_per_farmer:
             victim = self._lightest_leaf(mine, header.parent_hash, gone)
-            if victim is None or not self._heavier(ctx, victim):
+            if victim is None or self._heavier_node(victim, ctx):
                 raise FarmerPendingLimitError(
                     f"farmer {header.farmer} holds {len(mine)} headers off the best branch of client {self.client_id},"
                     f" none lighter than header {ctx.height}", expected=f"<= {cp.max_pending_per_farmer}",
@@ -400,23 +407,36 @@ class PocLightClient(LightClient[PocHeader]):
             evict.append(victim)
             gone.add(victim)
         if self._pending - len(gone) + 1 > cp.max_pending:
-            pending = (h for hs in self._heights_above(final_height) for h in hs)
-            victim = self._lightest_leaf(pending, header.parent_hash, gone)
+            victim = self._largest_holder_leaf(header.parent_hash, gone)
             if victim is None and would_be_best and self._best.header_hash != header.parent_hash:
                 victim = self._best.header_hash  # the old best tip: an off-best leaf once this header is best
-            if victim is None or not (would_be_best or self._heavier(ctx, victim)):
+            if victim is None:
                 raise PendingLimitError(
-                    f"client {self.client_id} holds {self._pending} non-final headers, none lighter than header "
-                    f"{ctx.height}", expected=f"<= {cp.max_pending}", got=self._pending + 1)
+                    f"client {self.client_id} holds {self._pending} non-final headers and none off the best branch "
+                    f"it could evict for header {ctx.height} (only its own ancestors)", expected=f"<= {cp.max_pending}",
+                    got=self._pending + 1)
             evict.append(victim)
         return evict
 
-    def _heights_above(self, height: int) -> Iterable[list[bytes]]:
-        return (hs for h, hs in self._by_height.items() if h > height)
+    def _largest_holder_leaf(self, keep: bytes, gone: set[bytes]) -> bytes | None:
+        """The lightest evictable leaf of the farmer holding the most headers off the best branch (then the next
+        farmer...). A flood fills the client with its own farmers' headers, so it is evicted before the few an
+        honest branch holds while it catches up: weight alone would let heavier flood leaves lock out an honest
+        branch that is still lighter at its fork point."""
+        counts = []
+        for farmer, hashes in self._by_farmer.items():
+            mine = [h for h in hashes if h not in gone and self._nodes[h].best_since_ms is None]
+            if mine:
+                counts.append((-len(mine), farmer, mine))
+        for _, _, mine in sorted(counts):
+            victim = self._lightest_leaf(mine, keep, gone)
+            if victim is not None:
+                return victim
+        return None
 
-    def _heavier(self, ctx: ConsensusContext, other_hash: bytes) -> bool:
-        o = self._nodes[other_hash].ctx
-        return is_heavier(ctx.cumulative_weight, ctx.header_hash, o.cumulative_weight, o.header_hash)
+    def _heavier_node(self, held: bytes, ctx: ConsensusContext) -> bool:
+        """Whether held header ``held`` outweighs ``ctx`` (equal weight is not: a newcomer wins the tie)."""
+        return self._nodes[held].ctx.cumulative_weight > ctx.cumulative_weight
 
     def _lightest_leaf(self, candidates: Iterable[bytes], keep: bytes, gone: set[bytes]) -> bytes | None:
         """The lightest held leaf off the best branch among ``candidates`` (not ``keep``, not already ``gone``)."""
@@ -456,11 +476,24 @@ class PocLightClient(LightClient[PocHeader]):
                 farmer_set.discard(h)
                 if not farmer_set:
                     del self._by_farmer[node.farmer]
-            if node.ctx.height > self._final_tip.height:
+            if not node.final:
                 self._pending -= 1
 
-    def _switch_best(self, new_best: bytes, now_ms: int) -> None:
-        """Make ``new_best`` the best tip: its branch joins the best branch at ``now_ms``, the old one leaves."""
+    def _trim_farmer(self, farmer: str) -> None:
+        """Evict ``farmer``'s lightest off-best leaves while it holds more than its cap off the best branch."""
+        cap = self.client_params.max_pending_per_farmer
+        while True:
+            mine = [h for h in self._by_farmer.get(farmer, ()) if self._nodes[h].best_since_ms is None]
+            if len(mine) <= cap:
+                return
+            victim = self._lightest_leaf(mine, b"", set())
+            if victim is None:  # pragma: no cover - an off-best subtree always has an off-best leaf
+                return
+            self._evict(victim)
+
+    def _switch_best(self, new_best: bytes, now_ms: int) -> list[bytes]:
+        """Make ``new_best`` the best tip: its branch joins the best branch at ``now_ms``, the old one leaves (its
+        headers are returned)."""
         h = new_best
         node = self._nodes[h]
         while node.best_since_ms is None:
@@ -468,12 +501,15 @@ class PocLightClient(LightClient[PocHeader]):
             h = node.parent_hash
             node = self._nodes[h]
         fork_point = h
+        left: list[bytes] = []
         h = self._best.header_hash
         while h != fork_point:
             node = self._nodes[h]
             node.best_since_ms = None
+            left.append(h)
             h = node.parent_hash
         self._best = self._nodes[new_best].ctx
+        return left
 
     def _descends_from_final(self, header_hash: bytes, height: int) -> bool:
         """Whether the held header ``header_hash`` (at ``height``) is the final tip or above it on its branch."""
@@ -507,19 +543,17 @@ class PocLightClient(LightClient[PocHeader]):
             node = self._nodes[node.parent_hash]
         if not newly_final:
             return False
-        old_height = self._final_tip.height
         for ctx in reversed(newly_final):
             self._record_final(_consensus_state(ctx))
+            node = self._nodes[ctx.header_hash]
+            node.final = True
+            self._pending -= 1
+            farmer_set = self._by_farmer.get(node.farmer)
+            if farmer_set is not None:
+                farmer_set.discard(ctx.header_hash)
+                if not farmer_set:
+                    del self._by_farmer[node.farmer]
         self._final_tip = newly_final[0]
-        for height in range(old_height + 1, self._final_tip.height + 1):
-            for h in self._by_height.get(height, ()):
-                self._pending -= 1
-                farmer = self._nodes[h].farmer
-                farmer_set = self._by_farmer.get(farmer)
-                if farmer_set is not None:
-                    farmer_set.discard(h)
-                    if not farmer_set:
-                        del self._by_farmer[farmer]
         self._prune()
         return True
 
@@ -529,6 +563,13 @@ class PocLightClient(LightClient[PocHeader]):
             for hh in self._by_height.pop(height):
                 node = self._nodes.pop(hh)
                 _remove(self._by_proof, _proof_key(node.parent_hash, node.ctx), hh)
+                if not node.final:
+                    self._pending -= 1
+                    farmer_set = self._by_farmer.get(node.farmer)
+                    if farmer_set is not None:
+                        farmer_set.discard(hh)
+                        if not farmer_set:
+                            del self._by_farmer[node.farmer]
                 parent = self._nodes.get(node.parent_hash)
                 if parent is not None:
                     parent.children.discard(hh)
@@ -640,12 +681,16 @@ class PocLightClient(LightClient[PocHeader]):
         client._by_proof = {}
         client._by_farmer = {}
         client._pending = 0
+        final_node: _Node | None = nodes[final_tip.header_hash]
+        while final_node is not None:
+            final_node.final = True
+            final_node = nodes.get(final_node.parent_hash)
         for hh, node in nodes.items():
             client._by_proof.setdefault(_proof_key(node.parent_hash, node.ctx), []).append(hh)
             parent = nodes.get(node.parent_hash)
             if parent is not None:
                 parent.children.add(hh)
-            if node.ctx.height > final_tip.height:
+            if not node.final:
                 client._pending += 1
                 client._by_farmer.setdefault(node.farmer, set()).add(hh)
         restore_base_state(client, base)
