@@ -89,8 +89,9 @@ STATE_VERSION = 2
 """Version of the :meth:`PocLightClient.to_state` encoding (2: held times, farmer keys, client params)."""
 
 RECOMMENDED_HEARTBEAT_MS = 10_000
-"""Relayers update an idle PoC client at least this often (SPEC §8.4): a third of the default window, so
-two missed heartbeats still leave an honest relayer time to show a heavier branch."""
+"""Relayers check an idle PoC client at least this often (SPEC §8.4) and show it the park's chain if it does not
+hold the park's best header: a sixth of the default window, so several missed heartbeats still leave an honest
+relayer time to show a heavier branch before anything on another one is final."""
 
 _MAX_WINDOW_MS = 86_400_000
 _MAX_PENDING = 65_536
@@ -100,7 +101,7 @@ _MAX_PENDING = 65_536
 class PocClientParams:
     """Operator parameters of one PoC light client (SPEC §8.4); the park's consensus rules are :class:`PocParams`."""
 
-    finality_window_ms: int = 30_000
+    finality_window_ms: int = 60_000
     """Relay time a header must stay on the best branch, besides being ``confirmation_depth`` deep, before it is
     final. Must exceed the longest an honest relayer may take to show the park's chain (heartbeat + inclusion)."""
     max_pending: int = 1024

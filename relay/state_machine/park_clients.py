@@ -17,7 +17,7 @@ a JSON object; unknown keys are :class:`~protocol.errors.CodecError`::
       "max_pending_headers": 4096,       # dpos only, optional: non-final headers held (1..65536, default 4096)
       "confirmation_depth": 6,           # poc only, optional: default the genesis config's (as the park's nodes)
       "fork_history": 128,               # poc only, optional: final headers kept as fork points (0..4096)
-      "finality_window_ms": 30000,       # poc only, optional: relay time a header stays on the best branch
+      "finality_window_ms": 60000,       # poc only, optional: relay time a header stays on the best branch
                                          #   before it is final, besides its depth (0..86400000; SPEC §8.4)
       "max_pending": 1024,               # poc only, optional: non-final headers held (2..65536)
       "max_pending_per_farmer": 128,     # poc only, optional: one farmer's non-final headers off the best branch

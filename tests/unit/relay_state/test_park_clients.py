@@ -442,4 +442,4 @@ def test_init_bounds_are_applied(scenario: Scenario) -> None:
     sm.init_genesis(state, genesis)
     poc = sm.router.load(state, POC).client
     assert isinstance(poc, PocLightClient) and poc.client_params == PocClientParams()
-    assert poc.client_params.finality_window_ms == 30_000 and poc.farmer_keys is not None
+    assert poc.client_params.finality_window_ms == 60_000 and poc.farmer_keys is not None
