@@ -19,10 +19,12 @@ forks included:
   wait a window for any honest relayer to show a heavier branch; finality then advances on a later
   :meth:`process_header` or :meth:`advance` with a later ``now_ms``.
 * **Bounded state** (:class:`PocClientParams`): no header more than ``max_distance`` above the final tip;
-  at most ``max_pending`` non-final headers, and ``max_pending_per_farmer`` of one farmer off the best
-  branch; when full, the lightest off-best leaf is evicted for a heavier header (a header that becomes the
-  best tip always gets in). A proof of space (challenge and quality) backs at most one off-best header: a
-  re-signed copy evicts its off-best twin with its subtree, and a copy of a final header's proof is refused.
+  at most ``max_pending`` headers off the final chain, and ``max_pending_per_farmer`` of one farmer off the
+  best branch. When full, an off-best leaf is evicted: the farmer's own lightest (if no heavier than the
+  newcomer) for its cap, the lightest of the largest off-best holder for the total; a header that becomes the
+  best tip always gets in. A proof of space re-signed on the same parent (same quality) is held at most
+  twice (the copy on the best branch and the latest other copy, which replaces the previous one with its
+  subtree); a copy of a final header's proof is refused.
 * **Misbehaviour**: a valid header on a branch that does not contain the final tip and that fork choice
   would prefer over the best tip (a reorg past finality) raises
   :class:`~protocol.errors.MisbehaviourError` from :meth:`validate_header`, so
