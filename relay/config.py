@@ -183,6 +183,11 @@ def load_config(path: str | Path) -> DeploymentConfig:
             if isinstance(bal, bool) or not isinstance(bal, int) or bal < 0:
                 raise ConfigError(f"{where}.accounts.{name}: expected a non-negative integer (Wh), got {bal!r}")
         params = {k: v for k, v in c.items() if k not in {"id", "kind", "nodes", "base_port", "accounts"}}
+        lc = params.get("light_client", {})
+        # init args of the relay's client of this park (SPEC §8.4 for poc); their values are checked when the
+        # relay genesis creates the client, here only their shape
+        if not isinstance(lc, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in lc.values()):
+            raise ConfigError(f"{where}.light_client: expected a table of integers, got {lc!r}")
         chains.append(ChainConfig(cid, kind, nodes, base_port, dict(accounts), params))
     if len({c.id for c in chains}) != len(chains):
         raise ConfigError(f"{p}: chain ids must be distinct")
