@@ -581,7 +581,8 @@ class PocLightClient(LightClient[PocHeader]):
 
     def register_farmer(self, height: int, name: str, account_value: bytes, proof: Any, now_ms: int) -> None:
         """Learn a park account created after genesis: ``accounts/<name>`` -> ``account_value`` (the park's account
-        JSON) proven against the final header at ``height``. Its key binds the farmer name from then on."""
+        JSON) proven against the final header at ``height``. Its key binds the farmer name from then on
+        (:class:`ReplayError` if it already does). The relay's op is ``client.register_farmer``."""
         if self.farmer_keys is None:
             raise CodecError(f"client {self.client_id} does not bind farmer names", got=name)
         self.verify_membership(height, account_path(name), account_value, proof, now_ms)
@@ -592,7 +593,10 @@ class PocLightClient(LightClient[PocHeader]):
         if len(key) != 32:
             raise CodecError(f"account {name} of {self.chain_id}: a key is 32 bytes", got=len(key))
         known = self.farmer_keys.get(name)
-        if known is not None and known != key:
+        if known == key:
+            raise ReplayError(f"farmer {name} of {self.chain_id} is already bound to this key in client "
+                              f"{self.client_id}", got=name)
+        if known is not None:  # unreachable for a park whose account keys never change
             raise FarmerKeyError(f"account {name} of {self.chain_id} is already bound to another key",
                                  expected=known.hex(), got=key.hex())
         self.farmer_keys[name] = key

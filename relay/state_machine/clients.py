@@ -63,6 +63,7 @@ __all__ = [
     "HostedClient",
     "RelayClientRouter",
     "base_state_to_json",
+    "check_farmer_redundant",
     "client_status",
     "feed_headers",
     "freeze_events",
@@ -71,6 +72,7 @@ __all__ = [
     "process_client_create",
     "process_client_update",
     "process_misbehaviour",
+    "process_register_farmer",
     "restore_base_state",
 ]
 
@@ -338,6 +340,33 @@ def load_for_proofs(router: RelayClientRouter, state: ChainState, chain_id: str,
     c = hosted.client
     return hosted, [{"type": "client_updated", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
                      "heights": [], "latest_height": hosted.ctype.latest_height(c), "final_height": c.final_height}]
+
+
+def _farmer_binding(hosted: HostedClient) -> Any:
+    register = getattr(hosted.client, "register_farmer", None)
+    if register is None or getattr(hosted.client, "farmer_keys", None) is None:
+        raise CodecError(f"client {hosted.client_id} of {hosted.chain_id} does not bind farmer names",
+                         expected="a poc client", got=hosted.ctype.name)
+    return register
+
+
+def check_farmer_redundant(router: RelayClientRouter, state: ChainState, chain_id: str, name: str) -> None:
+    """Admission of ``client.register_farmer``: refused if the client cannot bind names or already binds ``name``."""
+    hosted = router.load(state, chain_id)
+    _farmer_binding(hosted)
+    if name in getattr(hosted.client, "farmer_keys", {}):
+        raise ReplayError(f"farmer {name} is already bound in client {hosted.client_id}", got=name)
+
+
+def process_register_farmer(router: RelayClientRouter, state: ChainState, chain_id: str, height: int, name: str,
+                            account: bytes, proof: bytes, now_ms: int) -> list[Event]:
+    """``client.register_farmer`` (SPEC §8.4): bind a park account created after genesis, proven at a final height."""
+    hosted, events = load_for_proofs(router, state, chain_id, now_ms)
+    hosted = router.checkout(state, chain_id)
+    _farmer_binding(hosted)(height, name, account, proof, now_ms)
+    router.save(state, hosted)
+    return [*events, {"type": "farmer_registered", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
+                      "name": name, "height": height}]
 
 
 def process_client_update(router: RelayClientRouter, state: ChainState, chain_id: str,

@@ -10,6 +10,7 @@ reaches the same roots.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -20,7 +21,8 @@ from chains.common.tx import Tx, account_path
 from chains.poc.light_client import PocClientParams
 from chains.poc.plots import Farmer
 from protocol.codec import encode_packet
-from protocol.errors import NotFinalError, ReplayError
+from protocol.crypto import Ed25519Signer
+from protocol.errors import InvalidProofError, NotFinalError, ReplayError
 from tests.unit.relay_state.test_park_clients import (
     BOB,
     DPOS,
@@ -127,3 +129,42 @@ def _rolled_back(node: RelayNode, root: bytes) -> ChainState:
     # execute_tx raised: the state machine's own rollback leaves the state as it was
     assert node.state.root == root
     return node.state
+
+
+def test_a_farmer_created_after_genesis_is_registered_with_a_final_state_proof(farmers: list[Farmer]) -> None:
+    park = poc_park(farmers)
+    genesis = relay_genesis(dpos_park().config, park.config)  # window 0 here: this test is about the op
+    node = RelayNode(json.loads(json.dumps(genesis)))
+    newcomer = Ed25519Signer(hashlib.sha256(b"parkrelay TEST-ONLY poc newcomer").digest())
+    park.produce([park.tx(BOB, "bob", "account.create", {"name": "newcomer", "pubkey": newcomer.pubkey.hex()})])
+    assert park.failed[-1] == []
+    created = park.tip.height
+    park.produce_many(4)
+    now = park.tip.timestamp_ms
+    update(node, park.headers[1:], now)
+    key = account_path("newcomer")
+    account = park.trees[created].get(key)
+    assert account is not None
+
+    def register(height: int, value: bytes, proof_height: int) -> dict[str, Any]:
+        return {"chain_id": POC, "height": height, "name": "newcomer", "account": value.hex(),
+                "proof": park.trees[proof_height].prove(key).encode().hex()}
+
+    final = node.status(POC, now)["final_height"]
+    assert final >= created
+    for args, error in (
+        (register(created - 1, account, created), InvalidProofError),  # the account did not exist yet there
+        (register(created, account.replace(b"0", b"1", 1), created), InvalidProofError),  # not its record
+        (register(final + 1, account, final + 1), NotFinalError),
+    ):
+        root = node.state.root
+        with pytest.raises(error) as exc:
+            node.run(tx(node, "client.register_farmer", args), now)
+        assert exc.value.code == error.code and node.state.root == root
+    events = node.run(tx(node, "client.register_farmer", register(created, account, created)), now)
+    assert events[-1] == {"type": "farmer_registered", "chain_id": POC, "client_id": "poc-1", "name": "newcomer",
+                          "height": created}
+    client = node.sm.router.load(node.state, POC).client
+    assert client.farmer_keys["newcomer"] == newcomer.pubkey  # type: ignore[attr-defined]
+    with pytest.raises(ReplayError):  # the mempool refuses a second registration
+        node.sm.check_admission(node.state, tx(node, "client.register_farmer", register(created, account, created)))
