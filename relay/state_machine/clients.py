@@ -330,10 +330,11 @@ def load_for_proofs(router: RelayClientRouter, state: ChainState, chain_id: str,
     (``advance``) first makes final what ``now_ms`` allows, persisted with a ``client_updated`` event (no heights),
     so a proof is judged by the same final heights the client's state then shows."""
     hosted = router.load(state, chain_id)
-    if hosted.ctype.advance is None or hosted.client.status(now_ms) is not ClientStatus.ACTIVE:
+    advance = hosted.ctype.advance
+    if advance is None or hosted.client.status(now_ms) is not ClientStatus.ACTIVE:
         return hosted, []
     hosted = router.checkout(state, chain_id)
-    if not hosted.ctype.advance(hosted.client, now_ms):
+    if not advance(hosted.client, now_ms):
         router.release(state, hosted)
         return hosted, []
     router.save(state, hosted)
