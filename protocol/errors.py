@@ -284,7 +284,8 @@ DISPOSITIONS: dict[str, Disposition] = {
     "header.dpos.finality_evidence": _N, "header.dpos.double_sign_evidence": _N,
     "header.poc.proof_of_space": _N, "header.poc.insufficient_quality": _N, "header.poc.difficulty": _N,
     "header.poc.weight": _N, "header.poc.challenge": _N, "header.poc.future_timestamp": _P,
-    "header.poc.unknown_parent": _P,
+    "header.poc.unknown_parent": _P, "header.poc.farmer_key": _N, "header.poc.proof_reused": _N,
+    "header.poc.pending_limit": _P, "header.poc.pending_farmer": _P, "header.poc.pending_distance": _P,
     "header.eth.pending_limit": _P, "header.eth.shallow_attestation": _P, "header.eth.attestation_conflict": _N,
     "header.eth.attestation_limit": _P, "header.eth.pending_ahead": _P,
     # packets and lanes

@@ -25,7 +25,7 @@ ETHEREUM_OPERATOR = "operator"
 """The account of an ``ethereum`` chain whose key deploys and owns the park's contracts (always created)."""
 ETHEREUM_DEFAULTS: dict[str, int] = EthChainParams.defaults()
 """Defaults of an ``ethereum`` chain's keys (:class:`chains.ethereum.params.EthChainParams`)."""
-_BASE_KEYS = ("id", "kind", "nodes", "base_port", "accounts")
+_BASE_KEYS = ("id", "kind", "nodes", "base_port", "accounts", "light_client")
 """Keys of every ``[[chains]]`` table; the others are the kind's typed parameters (``chains/<kind>/params.py``)."""
 
 
@@ -50,6 +50,10 @@ class ChainConfig:
     params: KindParams
     """The kind's typed parameters, defaults filled in (``chains/<kind>/params.py``); they read as a mapping too
     (``params["confirmation_depth"]``)."""
+    light_client: dict[str, int] = field(default_factory=dict)
+    """The chain table's ``light_client`` table: init args of the relay chain's light client of this park
+    (windows and bounds, SPEC §8.4-§8.6; names from the kind's ``client_params``, values checked when the relay
+    genesis creates the client)."""
 
     def port_of(self, node: str) -> int:
         return self.base_port + self.nodes.index(node)
@@ -158,7 +162,16 @@ def _chain(c: dict[str, Any], i: int, path: Path, seen_ports: dict[int, str]) ->
         params = kind.parse_params({k: v for k, v in c.items() if k not in _BASE_KEYS})
     except ParamError as exc:
         raise ConfigError(f"{path}: chain {cid!r} (kind {kind.name}): {where}.{exc}") from exc
-    return ChainConfig(cid, kind.name, nodes, base_port, dict(accounts), params)
+    lc = _get(c, "light_client", dict, where, {})
+    unknown = sorted(set(lc) - set(kind.client_params))
+    if unknown:
+        raise ConfigError(f"{path}: chain {cid!r}: {where}.light_client: unknown key(s) {unknown}; a {kind.name} "
+                          f"client takes {sorted(kind.client_params)}")
+    for key, value in lc.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{path}: chain {cid!r}: {where}.light_client.{key}: expected a non-negative integer, "
+                              f"got {value!r}")
+    return ChainConfig(cid, kind.name, nodes, base_port, dict(accounts), params, dict(lc))
 
 
 def load_config(path: str | Path) -> DeploymentConfig:

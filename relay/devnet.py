@@ -110,8 +110,10 @@ def relay_genesis(cfg: DeploymentConfig, valset: ValidatorSet, genesis_time_ms: 
     clients = {}
     for chain in cfg.chains:
         park_genesis = json.loads(genesis_path(cfg, chain.id).read_text())
+        # a chain's `light_client` table (deploy/devnet.toml) adds init args: windows and bounds (SPEC §8.4-§8.6)
         clients[chain.id] = {"client_type": kind_of(chain.kind).name,
-                             "init": {"genesis": park_genesis, "trusting_period_ms": 14 * 24 * 3600 * 1000}}
+                             "init": {"genesis": park_genesis, "trusting_period_ms": 14 * 24 * 3600 * 1000,
+                                      **chain.light_client}}
     return {
         "chain_id": cfg.relay_chain_id,
         "genesis_time_ms": genesis_time_ms,

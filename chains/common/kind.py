@@ -246,6 +246,12 @@ class ChainKind(ABC):
     runs_on_park_node: ClassVar[bool] = True
     """Its node is the shared park-node runtime with this kind's :meth:`make_rules`. False: the kind runs its
     own process (Ethereum: anvil plus its first-start deployment), started by the relay layer's CLI."""
+    advances_with_time: ClassVar[bool] = False
+    """The light client's finality also waits on relay time (PoC's finality window): the relay calls
+    :meth:`advance_light_client` after each update and before each proof check."""
+    client_params: ClassVar[tuple[str, ...]] = ()
+    """Init args of the relay's light client of this kind that a deployment may set (its ``light_client``
+    table): windows and bounds, checked with their ranges when the client is created."""
 
     def parse_params(self, raw: Mapping[str, Any]) -> KindParams:
         """The typed parameters of a chain table's kind-specific keys (:class:`ParamError` if one is bad)."""
@@ -262,6 +268,11 @@ class ChainKind(ABC):
     def make_rules(self, genesis: dict[str, Any], name: str, signer: Ed25519Signer, data_dir: Path) -> ChainRules:
         """Node ``name``'s consensus rules for the shared park-node runtime (only if :attr:`runs_on_park_node`)."""
         raise NotImplementedError(f"a {self.name} chain runs its own node process, not the park-node runtime")
+
+    def advance_light_client(self, client: LightClient[Any], now_ms: int) -> bool:
+        """Make final what relay time ``now_ms`` allows; True if anything changed (only if
+        :attr:`advances_with_time`)."""
+        raise NotImplementedError(f"a {self.name} client's finality does not wait on relay time")
 
     @property
     @abstractmethod

@@ -52,6 +52,7 @@ class DposKind(ChainKind):
     params_type = DposChainParams
     node_flag = "--witness"
     key_scheme = "ed25519"
+    client_params = ("max_consensus_states", "max_pending_headers")
 
     def build_genesis(self, *, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
                       accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,

@@ -35,6 +35,8 @@ class EthereumKind(ChainKind):
     params_type = EthChainParams
     node_flag = "--node"
     key_scheme = "secp256k1"
+    client_params = ("max_consensus_states", "max_pending_headers", "max_open_attestations",
+                     "max_attestation_ahead", "max_pending_ahead", "max_pending_per_height")
     fixed_nodes = ("anvil",)  # chains.ethereum.node.NODE_NAME (not imported here: it loads web3)
     attested_by_relay = True
     runs_on_park_node = False

@@ -11,9 +11,14 @@ from __future__ import annotations
 from protocol.errors import HeaderError
 
 __all__ = [
+    "FarmerKeyError",
+    "FarmerPendingLimitError",
     "FutureTimestampError",
     "InsufficientQualityError",
+    "PendingDistanceError",
+    "PendingLimitError",
     "ProofOfSpaceError",
+    "ProofReuseError",
     "UnknownParentError",
     "WrongChallengeError",
     "WrongDifficultyError",
@@ -61,3 +66,38 @@ class FutureTimestampError(HeaderError):
     """The header's time lies further in the future than the allowed clock drift."""
 
     code = "header.poc.future_timestamp"
+
+
+class FarmerKeyError(HeaderError):
+    """The header's farmer is not an account the verifier knows, or its key is not ``farmer_pubkey`` (the park's
+    nodes make the same check, :func:`chains.poc.app.apply_farmed_block`): a plot bound to an outsider's key
+    proves space the park does not have."""
+
+    code = "header.poc.farmer_key"
+
+
+class ProofReuseError(HeaderError):
+    """The header's proof of space (challenge and quality) already backs a final header the verifier holds: the
+    same proof re-signed under another header."""
+
+    code = "header.poc.proof_reused"
+
+
+class PendingLimitError(HeaderError):
+    """Holding the header would exceed the light client's ``max_pending`` non-final headers, and every header it
+    could evict instead is at least as heavy."""
+
+    code = "header.poc.pending_limit"
+
+
+class FarmerPendingLimitError(PendingLimitError):
+    """The header's farmer already has ``max_pending_per_farmer`` non-final headers off the best branch, none of
+    them lighter than this one."""
+
+    code = "header.poc.pending_farmer"
+
+
+class PendingDistanceError(PendingLimitError):
+    """The header is more than ``max_distance`` heights above the final tip: finality must catch up first."""
+
+    code = "header.poc.pending_distance"

@@ -8,8 +8,13 @@ Light-client init args (``clients.<chain id>.init`` in the relay genesis, or ``i
       "trusting_period_ms": 1209600000,  # > 0: the client expires without a final header for this long
       "max_consensus_states": 512,       # optional: final heights kept for proofs (1..4096, default 512)
       "confirmation_depth": 6,           # optional: default the genesis config's (as the park's nodes)
-      "fork_history": 128                # optional: final headers kept as fork points (0..4096)
-    }
+      "fork_history": 128,               # optional: final headers kept as fork points (0..4096)
+      "finality_window_ms": 60000,       # optional: relay time a header stays on the best branch before it is
+                                         #   final, besides its depth (0..86400000; SPEC §8.6)
+      "max_pending": 1024,               # optional: non-final headers held (2..65536)
+      "max_pending_per_farmer": 128,     # optional: one farmer's non-final headers off the best branch
+      "max_distance": 512                # optional: heights a held header may be above the final tip
+    }                                    #   (confirmation_depth < max_distance < max_pending)
 
 The client's trusted header is the park's genesis header, derived from ``genesis`` by the same function the
 park's node runs (bridge section included), so it is the header block 1 links to.
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chains.common.kind import HOSTED_MAX_CONSENSUS_STATES, ChainKind, bounded_init_int, init_args, init_object
-from chains.poc.light_client import PocLightClient
+from chains.poc.light_client import PocClientParams, PocLightClient
 from chains.poc.params import PocChainParams
 from chains.poc.types import PocHeader, decode_header
 from protocol.certificate import ValidatorSet
@@ -37,6 +42,8 @@ __all__ = ["POC", "PocKind"]
 
 _MAX_CONSENSUS_STATES = 4096
 _MAX_FORK_HISTORY = 4096
+POC_CLIENT_PARAMS = tuple(PocClientParams.__dataclass_fields__)
+"""Init keys of a ``poc`` client that are :class:`~chains.poc.light_client.PocClientParams`."""
 
 
 class PocKind(ChainKind):
@@ -46,6 +53,8 @@ class PocKind(ChainKind):
     params_type = PocChainParams
     node_flag = "--farmer"
     key_scheme = "ed25519"
+    advances_with_time = True
+    client_params = ("max_consensus_states", "confirmation_depth", "fork_history", *POC_CLIENT_PARAMS)
 
     def build_genesis(self, *, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
                       accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
@@ -70,8 +79,10 @@ class PocKind(ChainKind):
         """A ``poc`` client from init args (module docstring): trusts the park's genesis."""
         what = f"the init of poc client {client_id}"
         args = init_args(init, what, ("genesis", "trusting_period_ms"),
-                         ("max_consensus_states", "confirmation_depth", "fork_history"))
+                         ("max_consensus_states", "confirmation_depth", "fork_history", *POC_CLIENT_PARAMS))
         depth = args.get("confirmation_depth")
+        # PocClientParams checks each value and their relations (CodecError), defaults for what is absent
+        window_and_bounds = PocClientParams.from_json({k: args[k] for k in POC_CLIENT_PARAMS if k in args})
         return PocLightClient.from_genesis(
             client_id, chain_id, init_object(args["genesis"], f"genesis of {what}"),
             bounded_init_int(args, "trusting_period_ms", None, 1, 2**63 - 1, what),
@@ -79,7 +90,13 @@ class PocKind(ChainKind):
                                                                            2**16, what),
             fork_history=bounded_init_int(args, "fork_history", 128, 0, _MAX_FORK_HISTORY, what),
             max_consensus_states=bounded_init_int(args, "max_consensus_states", HOSTED_MAX_CONSENSUS_STATES, 1,
-                                                  _MAX_CONSENSUS_STATES, what))
+                                                  _MAX_CONSENSUS_STATES, what),
+            client_params=window_and_bounds)
+
+    def advance_light_client(self, client: LightClient[Any], now_ms: int) -> bool:
+        if not isinstance(client, PocLightClient):
+            raise TypeError(f"the poc client type hosts PocLightClient, not {type(client).__name__}")
+        return client.advance(now_ms)
 
     def decode_header(self, raw: bytes) -> PocHeader:
         return decode_header(raw)

@@ -1,4 +1,4 @@
-"""Light client of a PoC park chain, client type ``poc`` (DESIGN §3, PoC row; SPEC.md §8).
+"""Light client of a PoC park chain, client type ``poc`` (docs/architecture.md §3, PoC row; SPEC.md §8.6).
 
 Starts from a trusted checkpoint (a :class:`~chains.poc.consensus.ConsensusContext`: height, hash,
 challenge and quality, difficulty, cumulative weight and the retarget window) and follows headers,
@@ -6,15 +6,27 @@ forks included:
 
 * Every header is checked by :func:`chains.poc.consensus.validate_header` against its parent's
   context: chain id, link, challenge chain, exact difficulty and weight, future time, the farmer's
-  signature, the proof of space for the plot bound to the farmer's key, and its deadline.
+  signature, the proof of space for the plot bound to the farmer's key, and its deadline. Before that,
+  the farmer's name must be a park account whose key is ``farmer_pubkey`` (:class:`FarmerKeyError`), the
+  check the park's nodes make in :func:`chains.poc.app.apply_farmed_block`.
 * The client keeps a small tree of headers above the final one (and the last ``fork_history`` final
   ones, as fork points). The best tip is the heaviest by cumulative weight (ties to the lower hash);
   a reorg within the confirmation depth just moves the best tip.
-* A header is final once it is ``confirmation_depth`` blocks below the best tip; final headers are
-  recorded with :meth:`~protocol.light_client.LightClient._record_final`, and proofs are verified only
-  against them.
+* **Finality by depth and held time** (SPEC §8.6): every held header on the best branch records
+  ``best_since_ms``, the relay time (``now_ms``) since which it has been on the best branch without a
+  break. A header is final once it is ``confirmation_depth`` blocks below the best tip *and*
+  ``now_ms - best_since_ms >= finality_window_ms``. Headers shown together after a quiet period therefore
+  wait a window for any honest relayer to show a heavier branch; finality then advances on a later
+  :meth:`process_header` or :meth:`advance` with a later ``now_ms``.
+* **Bounded state** (:class:`PocClientParams`): no header more than ``max_distance`` above the final tip;
+  at most ``max_pending`` headers off the final chain, and ``max_pending_per_farmer`` of one farmer off the
+  best branch. When full, an off-best leaf is evicted: the farmer's own lightest (if no heavier than the
+  newcomer) for its cap, the lightest of the largest off-best holder for the total; a header that becomes the
+  best tip always gets in. A proof of space re-signed on the same parent (same quality) is held at most
+  twice (the copy on the best branch and the latest other copy, which replaces the previous one with its
+  subtree); a copy of a final header's proof is refused.
 * **Misbehaviour**: a valid header on a branch that does not contain the final tip and that fork choice
-  would prefer over the best tip (a reorg deeper than the confirmation depth) raises
+  would prefer over the best tip (a reorg past finality) raises
   :class:`~protocol.errors.MisbehaviourError` from :meth:`validate_header`, so
   :meth:`~protocol.light_client.LightClient.process_header` freezes the client.
 
@@ -25,26 +37,31 @@ final here and the other, valid, is preferred by fork choice over the best tip.
 Persistence (a host such as the relay chain keeps the client in its state): :meth:`~PocLightClient.to_state`
 is canonical JSON (sorted keys, bytes as lowercase hex, u128 weights as decimal strings)::
 
-    {"v": 1, "type": "poc", "base": protocol.light_client.base_state_to_json(client),
-     "params": PocParams JSON, "confirmation_depth", "fork_history",
+    {"v": 2, "type": "poc", "base": protocol.light_client.base_state_to_json(client),
+     "params": PocParams JSON, "client_params": PocClientParams JSON, "confirmation_depth", "fork_history",
+     "farmer_keys": {name: pubkey hex} | null, "now_ms": latest relay time seen,
      "nodes": [[height, hash, parent_hash, timestamp_ms, state_root, challenge, quality, difficulty,
-                cumulative_weight, window | null], ...],   # every held header, sorted by (height, hash)
+                cumulative_weight, window | null, farmer, seen_ms, best_since_ms | null], ...],
+                # every held header, sorted by (height, hash)
      "final_tip": hash, "best": hash}
 
 A node's retarget window is stored only when its parent is not held (the checkpoint, the oldest kept fork
 points); the others are recomputed from the parent, as :func:`~chains.poc.consensus.validate_header` made
-them. Fork choice depends on weights and hashes only (never on arrival order), so a canonical order suffices.
-:meth:`~PocLightClient.from_state` rebuilds the same tree; :meth:`~PocLightClient.from_genesis` builds a
-client from the park's genesis config with the park node's own code (:func:`chains.poc.app.genesis_block`).
+them. Fork choice depends on weights and hashes only (never on arrival order), so a canonical order suffices;
+finality depends on the stored times. :meth:`~PocLightClient.from_state` rebuilds the same tree;
+:meth:`~PocLightClient.from_genesis` builds a client from the park's genesis config with the park node's own
+code (:func:`chains.poc.app.genesis_block`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from chains.common.state import canonical_json
+from chains.common.tx import account_path
 from chains.poc.app import confirmation_depth_of, genesis_block, params_from_genesis
 from chains.poc.consensus import (
     ConsensusContext,
@@ -55,26 +72,114 @@ from chains.poc.consensus import (
     is_heavier,
 )
 from chains.poc.consensus import validate_header as validate_header_rules
-from chains.poc.errors import UnknownParentError
+from chains.poc.errors import (
+    FarmerKeyError,
+    FarmerPendingLimitError,
+    PendingDistanceError,
+    PendingLimitError,
+    ProofReuseError,
+    UnknownParentError,
+)
 from chains.poc.types import PocHeader
 from protocol.errors import CodecError, HeaderError, MisbehaviourError, NotFinalError, ReplayError, WrongChainError
 from protocol.light_client import ConsensusState, LightClient, base_state_to_json, restore_base_state
 from protocol.types import ChainId, ClientId
 
-__all__ = ["STATE_VERSION", "PocLightClient"]
+__all__ = ["RECOMMENDED_HEARTBEAT_MS", "STATE_VERSION", "PocClientParams", "PocLightClient"]
 
-STATE_VERSION = 1
-"""Version of the :meth:`PocLightClient.to_state` encoding."""
+STATE_VERSION = 2
+"""Version of the :meth:`PocLightClient.to_state` encoding (2: held times, farmer keys, client params)."""
+
+RECOMMENDED_HEARTBEAT_MS = 10_000
+"""Relayers check an idle PoC client at least this often (SPEC §8.6) and show it the park's chain if it does not
+hold the park's best header: a sixth of the default window, so several missed heartbeats still leave an honest
+relayer time to show a heavier branch before anything on another one is final."""
+
+_MAX_WINDOW_MS = 86_400_000
+_MAX_PENDING = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class PocClientParams:
+    """Operator parameters of one PoC light client (SPEC §8.6); the park's consensus rules are :class:`PocParams`."""
+
+    finality_window_ms: int = 60_000
+    """Relay time a header must stay on the best branch, besides being ``confirmation_depth`` deep, before it is
+    final. Must exceed the longest an honest relayer may take to show the park's chain (heartbeat + inclusion)."""
+    max_pending: int = 1024
+    """Most non-final headers held (all branches)."""
+    max_pending_per_farmer: int = 128
+    """Most non-final headers of one farmer held off the best branch."""
+    max_distance: int = 512
+    """Most heights a held header may be above the final tip (bounds the best branch, which is never evicted)."""
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("finality_window_ms", 0, _MAX_WINDOW_MS), ("max_pending", 2, _MAX_PENDING),
+                                ("max_pending_per_farmer", 1, _MAX_PENDING), ("max_distance", 1, _MAX_PENDING)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise CodecError(f"PoC client param {name} out of range", expected=f"{low}..{high}", got=v)
+        if self.max_distance >= self.max_pending:
+            # the best branch (up to max_distance headers) is never evicted: room must remain for a heavier branch
+            raise CodecError("PoC client param max_distance must be below max_pending",
+                             expected=f"< {self.max_pending}", got=self.max_distance)
+        if self.max_pending_per_farmer > self.max_pending:
+            raise CodecError("PoC client param max_pending_per_farmer must be at most max_pending",
+                             expected=f"<= {self.max_pending}", got=self.max_pending_per_farmer)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"finality_window_ms": self.finality_window_ms, "max_pending": self.max_pending,
+                "max_pending_per_farmer": self.max_pending_per_farmer, "max_distance": self.max_distance}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> PocClientParams:
+        """From a JSON object; missing keys take their defaults, unknown keys are :class:`CodecError`."""
+        if isinstance(obj, PocClientParams):
+            return obj
+        if obj is None:
+            return cls()
+        if not isinstance(obj, Mapping):
+            raise CodecError("PoC client params are a JSON object", got=type(obj).__name__)
+        unknown = sorted(set(obj) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise CodecError("unknown PoC client params", expected=sorted(cls.__dataclass_fields__), got=unknown)
+        return cls(**dict(obj))
 
 
 class _Node:
-    """A header the client holds: its consensus context and its parent's hash."""
+    """A header the client holds: its consensus context, parent, farmer and the relay times it was seen at."""
 
-    __slots__ = ("ctx", "parent_hash")
+    __slots__ = ("best_since_ms", "children", "ctx", "farmer", "final", "parent_hash", "seen_ms")
 
-    def __init__(self, ctx: ConsensusContext, parent_hash: bytes) -> None:
+    def __init__(self, ctx: ConsensusContext, parent_hash: bytes, farmer: str, seen_ms: int,
+                 best_since_ms: int | None) -> None:
         self.ctx = ctx
         self.parent_hash = parent_hash
+        self.farmer = farmer
+        self.seen_ms = seen_ms
+        """Relay time the header was first held (informational; eviction and finality never depend on it)."""
+        self.best_since_ms = best_since_ms
+        """Relay time since which the header has been on the best branch without a break; None off it."""
+        self.children: set[bytes] = set()
+        self.final = False
+        """On the final chain (the final tip or below it); every other held header is pending."""
+
+
+def _proof_key(parent_hash: bytes, ctx: ConsensusContext) -> bytes:
+    # one proof answers one challenge with one quality, and the parent fixes the challenge: an equal key is the
+    # same proof re-signed on the same parent (only its farmer can do that). Across branches a farmer may farm
+    # the same challenge on every fork it sees (proof of capacity costs nothing per branch), so that is allowed.
+    return parent_hash + ctx.quality
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What :meth:`PocLightClient.validate_header` decided for a header, for :meth:`PocLightClient.apply_header`."""
+
+    header_hash: bytes
+    ctx: ConsensusContext
+    now_ms: int
+    evict: list[bytes]
 
 
 class PocLightClient(LightClient[PocHeader]):
@@ -93,28 +198,46 @@ class PocLightClient(LightClient[PocHeader]):
         fork_history: int = 128,
         verifier: ProofVerifier | None = None,
         max_consensus_states: int = 4096,
+        client_params: PocClientParams | Mapping[str, Any] | None = None,
+        farmer_keys: Mapping[str, bytes] | None = None,
+        now_ms: int = 0,
     ) -> None:
         """``params`` and ``checkpoint`` may be given as their JSON forms (``to_json``), as a relay-chain
         create-client message carries them. ``fork_history`` final headers are kept as fork points, so a
         deep reorg starting up to that far below the final tip is detected as misbehaviour (older
-        forks are refused as unknown-parent)."""
+        forks are refused as unknown-parent). ``farmer_keys`` maps the park's account names to their keys
+        (:meth:`from_genesis` takes them from the genesis accounts); ``None`` leaves farmer names unbound,
+        for tests of other rules only. ``now_ms`` is the relay time of creation."""
         p = PocParams.from_json(dict(params)) if isinstance(params, Mapping) else params
         cp = ConsensusContext.from_json(dict(checkpoint)) if isinstance(checkpoint, Mapping) else checkpoint
+        cparams = PocClientParams.from_json(client_params)
         if isinstance(confirmation_depth, bool) or not isinstance(confirmation_depth, int) or confirmation_depth < 1:
             raise CodecError("confirmation_depth must be a positive integer", got=confirmation_depth)
+        if confirmation_depth >= cparams.max_distance:
+            raise CodecError("max_distance must exceed confirmation_depth, or nothing could become final",
+                             expected=f"> {confirmation_depth}", got=cparams.max_distance)
         if len(cp.window) > p.retarget_window + 1:
             raise CodecError("checkpoint window longer than the retarget window", expected=p.retarget_window + 1,
                              got=len(cp.window))
         super().__init__(client_id, p.chain_id, trusting_period_ms, max_consensus_states)
         self.params = p
+        self.client_params = cparams
         self.confirmation_depth = confirmation_depth
         self.fork_history = max(0, fork_history)
+        self.farmer_keys: dict[str, bytes] | None = None if farmer_keys is None else _farmer_keys(farmer_keys)
         self._verifier: ProofVerifier = verifier if verifier is not None else chiapos_verifier()
-        self._nodes: dict[bytes, _Node] = {cp.header_hash: _Node(cp, b"")}
+        self._now_ms = _uint(now_ms)
+        self._nodes: dict[bytes, _Node] = {cp.header_hash: _Node(cp, b"", "", self._now_ms, self._now_ms)}
+        self._nodes[cp.header_hash].final = True
         self._by_height: dict[int, list[bytes]] = {cp.height: [cp.header_hash]}
+        self._by_proof: dict[bytes, list[bytes]] = {_proof_key(b"", cp): [cp.header_hash]}
+        self._by_farmer: dict[str, set[bytes]] = {}
+        """Pending (non-final) held headers of each farmer."""
+        self._pending = 0
+        """Held headers not on the final chain: above the final tip, or orphans below it (kept as fork evidence)."""
         self._final_tip = cp
         self._best = cp
-        self._validated: tuple[bytes, ConsensusContext] | None = None
+        self._validated: _Plan | None = None
         self._record_final(_consensus_state(cp))
 
     # -- queries -------------------------------------------------------------------------------
@@ -133,6 +256,16 @@ class PocLightClient(LightClient[PocHeader]):
     def final_tip(self) -> ConsensusContext:
         """The newest final header."""
         return self._final_tip
+
+    @property
+    def pending_count(self) -> int:
+        """Held headers not on the final chain (at most ``client_params.max_pending``)."""
+        return self._pending
+
+    @property
+    def now_ms(self) -> int:
+        """The latest relay time the client was given."""
+        return self._now_ms
 
     def has_header(self, header_hash: bytes) -> bool:
         """Whether a header is held (a relayer may skip submitting it)."""
@@ -155,38 +288,75 @@ class PocLightClient(LightClient[PocHeader]):
         node = self._nodes.get(header_hash)
         return None if node is None else node.ctx
 
+    def best_since(self, header_hash: bytes) -> int | None:
+        """Relay time since which a held header has been on the best branch (None: not held, or off it)."""
+        node = self._nodes.get(header_hash)
+        return None if node is None else node.best_since_ms
+
     def __len__(self) -> int:
         return len(self._nodes)
 
     # -- headers -------------------------------------------------------------------------------
 
     def validate_header(self, header: PocHeader, now_ms: int) -> None:
-        """Raise unless ``header`` is a valid child of a held header; MisbehaviourError if it reverts finality."""
+        """Raise unless ``header`` is a valid child of a held header that the bounds admit; MisbehaviourError
+        if it reverts finality. Changes nothing (the decision is kept for :meth:`apply_header`)."""
         ctx = self._validate_child(header, now_ms)
-        if not self._descends_from_final(header.parent_hash, ctx.height - 1) and is_heavier(
-                ctx.cumulative_weight, ctx.header_hash, self._best.cumulative_weight, self._best.header_hash):
+        best = self._best
+        would_be_best = is_heavier(ctx.cumulative_weight, ctx.header_hash, best.cumulative_weight, best.header_hash)
+        if would_be_best and not self._descends_from_final(header.parent_hash, ctx.height - 1):
             raise MisbehaviourError(
                 f"client {self.client_id} of {self.chain_id}: header {ctx.height} {ctx.header_hash.hex()[:16]}… is on "
-                f"a heavier branch that reverts final header {self._final_tip.height} (reorg deeper than "
-                f"{self.confirmation_depth} blocks)",
-                expected=f"cumulative weight <= {self._best.cumulative_weight}", got=ctx.cumulative_weight)
-        self._validated = (ctx.header_hash, ctx)
+                f"a heavier branch that reverts final header {self._final_tip.height} (reorg past finality)",
+                expected=f"cumulative weight <= {best.cumulative_weight}", got=ctx.cumulative_weight)
+        evict = self._admission(header, ctx, would_be_best)
+        self._validated = _Plan(ctx.header_hash, ctx, max(now_ms, self._now_ms), evict)
 
     def apply_header(self, header: PocHeader) -> None:
-        """Record a validated header, move the best tip, advance finality and prune."""
+        """Record a validated header (evicting what validation chose), move the best tip, advance finality, prune."""
         hhash = header.hash()
-        if self._validated is not None and self._validated[0] == hhash:
-            ctx = self._validated[1]
-        else:  # the host skipped validate_header: redo the rules (time cannot be checked here)
-            ctx = self._validate_child(header, header.timestamp_ms)
+        plan = self._validated
         self._validated = None
+        if plan is None or plan.header_hash != hhash:
+            # the host skipped validate_header: redo it at the latest time seen (the future-time rule is relative)
+            now = max(self._now_ms, header.timestamp_ms)
+            self.validate_header(header, now)
+            plan = self._validated
+            self._validated = None
+            if plan is None:  # pragma: no cover - validate_header always sets it or raises
+                raise HeaderError("header was not validated", got=hhash.hex())
         if hhash in self._nodes:
             return
-        self._nodes[hhash] = _Node(ctx, header.parent_hash)
+        self._now_ms = plan.now_ms
+        ctx = plan.ctx
+        node = _Node(ctx, header.parent_hash, header.farmer, plan.now_ms, None)
+        self._nodes[hhash] = node
+        self._nodes[header.parent_hash].children.add(hhash)
         self._by_height.setdefault(ctx.height, []).append(hhash)
+        self._by_proof.setdefault(_proof_key(header.parent_hash, ctx), []).append(hhash)
+        self._by_farmer.setdefault(header.farmer, set()).add(hhash)
+        self._pending += 1
+        left: list[bytes] = []
         if is_heavier(ctx.cumulative_weight, hhash, self._best.cumulative_weight, self._best.header_hash):
-            self._best = ctx
-        self._advance_finality()
+            left = self._switch_best(hhash, plan.now_ms)
+        for victim in plan.evict:  # off the best branch (the old best tip, if chosen, has just left it)
+            if victim in self._nodes:
+                self._evict(victim)
+        # headers a reorg moved off the best branch count against their farmers' caps from now on
+        for farmer in sorted({self._nodes[h].farmer for h in left if h in self._nodes}):
+            self._trim_farmer(farmer)
+        self._advance_finality(plan.now_ms)
+
+    def advance(self, now_ms: int) -> bool:
+        """Make final what the window now allows at relay time ``now_ms`` (hosts call it on every update, even
+        one that brings no new header). Returns whether the final tip moved. A frozen client does not move."""
+        if self.frozen_height is not None:
+            return False
+        now = max(self._now_ms, _uint(now_ms))
+        if not self._advance_finality(now):
+            return False  # nothing changes, not even the time: a host may keep its cached state bytes
+        self._now_ms = now
+        return True
 
     def _validate_child(self, header: PocHeader, now_ms: int) -> ConsensusContext:
         if header.chain_id != self.chain_id:
@@ -198,9 +368,151 @@ class PocLightClient(LightClient[PocHeader]):
         parent = self._nodes.get(header.parent_hash)
         if parent is None:
             raise UnknownParentError(
-                f"parent of header {header.height} is not held by client {self.client_id} (never seen, or older than "
-                f"the {self.fork_history} kept final headers)", got=header.parent_hash.hex())
+                f"parent of header {header.height} is not held by client {self.client_id} (never seen, evicted, or "
+                f"older than the {self.fork_history} kept final headers)", got=header.parent_hash.hex())
+        if self.farmer_keys is not None:
+            key = self.farmer_keys.get(header.farmer)
+            if key != header.farmer_pubkey:
+                raise FarmerKeyError(
+                    f"header {header.height}: farmer {header.farmer!r} is "
+                    f"{'not a park account known to' if key is None else 'bound to another key in'} client "
+                    f"{self.client_id}", expected=None if key is None else key.hex(), got=header.farmer_pubkey.hex())
         return validate_header_rules(header, parent.ctx, self.params, now_ms, self._verifier)
+
+    def _admission(self, header: PocHeader, ctx: ConsensusContext, would_be_best: bool) -> list[bytes]:
+        """The headers to evict so that ``header`` fits the bounds; raise if it may not enter (pure)."""
+        cp = self.client_params
+        final_height = self._final_tip.height
+        if ctx.height > final_height + cp.max_distance:
+            raise PendingDistanceError(
+                f"header {ctx.height} is too far above final header {final_height} of client {self.client_id}",
+                expected=f"height <= {final_height + cp.max_distance}", got=ctx.height)
+        evict: list[bytes] = []
+        for twin_hash in self._by_proof.get(_proof_key(header.parent_hash, ctx), ()):
+            twin = self._nodes[twin_hash]
+            if twin.final:
+                raise ProofReuseError(
+                    f"header {ctx.height} re-signs the proof of space of final header {twin.ctx.height} "
+                    f"{twin_hash.hex()[:16]}… of client {self.client_id}", expected=twin_hash.hex(),
+                    got=ctx.header_hash.hex())
+            if twin.best_since_ms is None:
+                evict.extend(self._subtree(twin_hash))  # one off-best header per proof: the newer copy replaces it
+        gone = set(evict)
+        mine = [h for h in self._by_farmer.get(header.farmer, ()) if h not in gone
+                and self._nodes[h].best_since_ms is None]
+        if not would_be_best and len(mine) + 1 > cp.max_pending_per_farmer:
+            victim = self._lightest_leaf(mine, header.parent_hash, gone)
+            if victim is None or self._heavier_node(victim, ctx):
+                raise FarmerPendingLimitError(
+                    f"farmer {header.farmer} holds {len(mine)} headers off the best branch of client {self.client_id},"
+                    f" none lighter than header {ctx.height}", expected=f"<= {cp.max_pending_per_farmer}",
+                    got=len(mine) + 1)
+            evict.append(victim)
+            gone.add(victim)
+        if self._pending - len(gone) + 1 > cp.max_pending:
+            victim = self._largest_holder_leaf(header.parent_hash, gone)
+            if victim is None and would_be_best and self._best.header_hash != header.parent_hash:
+                victim = self._best.header_hash  # the old best tip: an off-best leaf once this header is best
+            if victim is None:
+                raise PendingLimitError(
+                    f"client {self.client_id} holds {self._pending} non-final headers and none off the best branch "
+                    f"it could evict for header {ctx.height} (only its own ancestors)", expected=f"<= {cp.max_pending}",
+                    got=self._pending + 1)
+            evict.append(victim)
+        return evict
+
+    def _largest_holder_leaf(self, keep: bytes, gone: set[bytes]) -> bytes | None:
+        """The lightest evictable leaf of the farmer holding the most headers off the best branch (then the next
+        farmer...). A flood fills the client with its own farmers' headers, so it is evicted before the few an
+        honest branch holds while it catches up: weight alone would let heavier flood leaves lock out an honest
+        branch that is still lighter at its fork point."""
+        counts = []
+        for farmer, hashes in self._by_farmer.items():
+            mine = [h for h in hashes if h not in gone and self._nodes[h].best_since_ms is None]
+            if mine:
+                counts.append((-len(mine), farmer, mine))
+        for _, _, mine in sorted(counts):
+            victim = self._lightest_leaf(mine, keep, gone)
+            if victim is not None:
+                return victim
+        return None
+
+    def _heavier_node(self, held: bytes, ctx: ConsensusContext) -> bool:
+        """Whether held header ``held`` outweighs ``ctx`` (equal weight is not: a newcomer wins the tie)."""
+        return self._nodes[held].ctx.cumulative_weight > ctx.cumulative_weight
+
+    def _lightest_leaf(self, candidates: Iterable[bytes], keep: bytes, gone: set[bytes]) -> bytes | None:
+        """The lightest held leaf off the best branch among ``candidates`` (not ``keep``, not already ``gone``)."""
+        best: _Node | None = None
+        for h in candidates:
+            node = self._nodes[h]
+            if (h == keep or h in gone or node.best_since_ms is not None
+                    or any(c not in gone for c in node.children)):
+                continue
+            if best is None or is_heavier(best.ctx.cumulative_weight, best.ctx.header_hash,
+                                          node.ctx.cumulative_weight, node.ctx.header_hash):
+                best = node
+        return None if best is None else best.ctx.header_hash
+
+    def _subtree(self, root: bytes) -> list[bytes]:
+        """``root`` and every held descendant, leaves first."""
+        out: list[bytes] = []
+        stack = [root]
+        while stack:
+            h = stack.pop()
+            out.append(h)
+            stack.extend(self._nodes[h].children)
+        out.reverse()
+        return out
+
+    def _evict(self, header_hash: bytes) -> None:
+        """Forget a non-final, off-best header and its held descendants."""
+        for h in self._subtree(header_hash):
+            node = self._nodes.pop(h)
+            parent = self._nodes.get(node.parent_hash)
+            if parent is not None:
+                parent.children.discard(h)
+            _remove(self._by_height, node.ctx.height, h)
+            _remove(self._by_proof, _proof_key(node.parent_hash, node.ctx), h)
+            farmer_set = self._by_farmer.get(node.farmer)
+            if farmer_set is not None:
+                farmer_set.discard(h)
+                if not farmer_set:
+                    del self._by_farmer[node.farmer]
+            if not node.final:
+                self._pending -= 1
+
+    def _trim_farmer(self, farmer: str) -> None:
+        """Evict ``farmer``'s lightest off-best leaves while it holds more than its cap off the best branch."""
+        cap = self.client_params.max_pending_per_farmer
+        while True:
+            mine = [h for h in self._by_farmer.get(farmer, ()) if self._nodes[h].best_since_ms is None]
+            if len(mine) <= cap:
+                return
+            victim = self._lightest_leaf(mine, b"", set())
+            if victim is None:  # pragma: no cover - an off-best subtree always has an off-best leaf
+                return
+            self._evict(victim)
+
+    def _switch_best(self, new_best: bytes, now_ms: int) -> list[bytes]:
+        """Make ``new_best`` the best tip: its branch joins the best branch at ``now_ms``, the old one leaves (its
+        headers are returned)."""
+        h = new_best
+        node = self._nodes[h]
+        while node.best_since_ms is None:
+            node.best_since_ms = now_ms
+            h = node.parent_hash
+            node = self._nodes[h]
+        fork_point = h
+        left: list[bytes] = []
+        h = self._best.header_hash
+        while h != fork_point:
+            node = self._nodes[h]
+            node.best_since_ms = None
+            left.append(h)
+            h = node.parent_hash
+        self._best = self._nodes[new_best].ctx
+        return left
 
     def _descends_from_final(self, header_hash: bytes, height: int) -> bool:
         """Whether the held header ``header_hash`` (at ``height``) is the final tip or above it on its branch."""
@@ -215,39 +527,92 @@ class PocLightClient(LightClient[PocHeader]):
             h = node.parent_hash
         return h == self._final_tip.header_hash
 
-    def _advance_finality(self) -> None:
+    def _advance_finality(self, now_ms: int) -> bool:
+        """Final: the best-branch headers ``confirmation_depth`` deep that have been on it for the window. Returns
+        whether the final tip moved (nothing changes if not).
+
+        ``best_since_ms`` never decreases up a branch (a header joins the best branch no later than its
+        child), so the newly final headers are a run from just above the final tip."""
         target = self._best.height - self.confirmation_depth
         if target <= self._final_tip.height:
-            return
+            return False
+        held_since = now_ms - self.client_params.finality_window_ms
         newly_final: list[ConsensusContext] = []
-        h = self._best.header_hash
-        node = self._nodes[h]
+        node = self._nodes[self._best.header_hash]
         while node.ctx.height > self._final_tip.height:
-            if node.ctx.height <= target:
+            since = node.best_since_ms
+            if node.ctx.height <= target and since is not None and since <= held_since:
                 newly_final.append(node.ctx)
             node = self._nodes[node.parent_hash]
+        if not newly_final:
+            return False
         for ctx in reversed(newly_final):
             self._record_final(_consensus_state(ctx))
+            node = self._nodes[ctx.header_hash]
+            node.final = True
+            self._pending -= 1
+            farmer_set = self._by_farmer.get(node.farmer)
+            if farmer_set is not None:
+                farmer_set.discard(ctx.header_hash)
+                if not farmer_set:
+                    del self._by_farmer[node.farmer]
         self._final_tip = newly_final[0]
         self._prune()
+        return True
 
     def _prune(self) -> None:
         cutoff = self._final_tip.height - self.fork_history
         for height in sorted(h for h in self._by_height if h < cutoff):
             for hh in self._by_height.pop(height):
-                del self._nodes[hh]
+                node = self._nodes.pop(hh)
+                _remove(self._by_proof, _proof_key(node.parent_hash, node.ctx), hh)
+                if not node.final:
+                    self._pending -= 1
+                    farmer_set = self._by_farmer.get(node.farmer)
+                    if farmer_set is not None:
+                        farmer_set.discard(hh)
+                        if not farmer_set:
+                            del self._by_farmer[node.farmer]
+                parent = self._nodes.get(node.parent_hash)
+                if parent is not None:
+                    parent.children.discard(hh)
+
+    # -- farmer keys ---------------------------------------------------------------------------
+
+    def register_farmer(self, height: int, name: str, account_value: bytes, proof: Any, now_ms: int) -> None:
+        """Learn a park account created after genesis: ``accounts/<name>`` -> ``account_value`` (the park's account
+        JSON) proven against the final header at ``height``. Its key binds the farmer name from then on
+        (:class:`ReplayError` if it already does). The relay's op is ``client.register_farmer``."""
+        if self.farmer_keys is None:
+            raise CodecError(f"client {self.client_id} does not bind farmer names", got=name)
+        self.verify_membership(height, account_path(name), account_value, proof, now_ms)
+        try:
+            key = bytes.fromhex(json.loads(account_value)["pubkey"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CodecError(f"account {name} of {self.chain_id}: not an account record: {exc!r}") from exc
+        if len(key) != 32:
+            raise CodecError(f"account {name} of {self.chain_id}: a key is 32 bytes", got=len(key))
+        known = self.farmer_keys.get(name)
+        if known == key:
+            raise ReplayError(f"farmer {name} of {self.chain_id} is already bound to this key in client "
+                              f"{self.client_id}", got=name)
+        if known is not None:  # unreachable for a park whose account keys never change
+            raise FarmerKeyError(f"account {name} of {self.chain_id} is already bound to another key",
+                                 expected=known.hex(), got=key.hex())
+        self.farmer_keys[name] = key
 
     # -- construction from a genesis config, persistence ---------------------------------------
 
     @classmethod
     def from_genesis(cls, client_id: ClientId, chain_id: ChainId, genesis_config: Mapping[str, Any],
                      trusting_period_ms: int, *, confirmation_depth: int | None = None, fork_history: int = 128,
-                     verifier: ProofVerifier | None = None, max_consensus_states: int = 4096) -> Self:
+                     verifier: ProofVerifier | None = None, max_consensus_states: int = 4096,
+                     client_params: PocClientParams | Mapping[str, Any] | None = None, now_ms: int = 0) -> Self:
         """A client trusting the genesis the park's genesis config describes (format: :mod:`chains.poc.app`).
 
         The checkpoint comes from :func:`chains.poc.app.genesis_block`, the function the park's node builds its
         genesis with, bridge section included. ``confirmation_depth`` defaults to the config's (as the park's
-        node uses it).
+        node uses it). Farmer names are bound to the keys of the genesis accounts (any account may farm).
         """
         config = dict(genesis_config)
         params, _ = params_from_genesis(config)
@@ -255,8 +620,13 @@ class PocLightClient(LightClient[PocHeader]):
             raise WrongChainError("genesis config of another chain", expected=chain_id, got=params.chain_id)
         _, _, checkpoint = genesis_block(config)
         depth = confirmation_depth if confirmation_depth is not None else confirmation_depth_of(config)
+        try:
+            keys = {str(a["name"]): bytes.fromhex(a["pubkey"]) for a in config.get("accounts", [])}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CodecError(f"malformed accounts in the PoC genesis config: {exc!r}") from exc
         return cls(client_id, params, checkpoint, depth, trusting_period_ms, fork_history=fork_history,
-                   verifier=verifier, max_consensus_states=max_consensus_states)
+                   verifier=verifier, max_consensus_states=max_consensus_states, client_params=client_params,
+                   farmer_keys=keys, now_ms=now_ms)
 
     def to_state(self) -> bytes:
         """Canonical JSON of everything the client's future behaviour depends on (see the module docstring)."""
@@ -266,11 +636,14 @@ class PocLightClient(LightClient[PocHeader]):
             c = node.ctx
             window = None if node.parent_hash in nodes else [[ts, str(cw)] for ts, cw in c.window]
             entries.append([c.height, c.header_hash.hex(), node.parent_hash.hex(), c.timestamp_ms, c.state_root.hex(),
-                            c.challenge.hex(), c.quality.hex(), c.difficulty, str(c.cumulative_weight), window])
+                            c.challenge.hex(), c.quality.hex(), c.difficulty, str(c.cumulative_weight), window,
+                            node.farmer, node.seen_ms, node.best_since_ms])
+        keys = None if self.farmer_keys is None else {n: k.hex() for n, k in self.farmer_keys.items()}
         return canonical_json({
             "v": STATE_VERSION, "type": self.client_type, "base": base_state_to_json(self),
-            "params": self.params.to_json(), "confirmation_depth": self.confirmation_depth,
-            "fork_history": self.fork_history, "nodes": entries,
+            "params": self.params.to_json(), "client_params": self.client_params.to_json(),
+            "confirmation_depth": self.confirmation_depth, "fork_history": self.fork_history,
+            "farmer_keys": keys, "now_ms": self._now_ms, "nodes": entries,
             "final_tip": self._final_tip.header_hash.hex(), "best": self._best.header_hash.hex(),
         })
 
@@ -293,21 +666,40 @@ class PocLightClient(LightClient[PocHeader]):
             nodes: dict[bytes, _Node] = {}
             by_height: dict[int, list[bytes]] = {}
             for entry in obj["nodes"]:
-                ctx, parent_hash = _node_from_json(params, entry, nodes)
-                if ctx.header_hash in nodes:
-                    raise CodecError("a header held twice", got=ctx.header_hash.hex())
-                nodes[ctx.header_hash] = _Node(ctx, parent_hash)
-                by_height.setdefault(ctx.height, []).append(ctx.header_hash)
+                node = _node_from_json(params, entry, nodes)
+                hh = node.ctx.header_hash
+                if hh in nodes:
+                    raise CodecError("a header held twice", got=hh.hex())
+                nodes[hh] = node
+                by_height.setdefault(node.ctx.height, []).append(hh)
             final_tip = nodes[bytes.fromhex(obj["final_tip"])].ctx
             best = nodes[bytes.fromhex(obj["best"])].ctx
+            raw_keys = obj["farmer_keys"]
+            keys = None if raw_keys is None else {str(n): bytes.fromhex(k) for n, k in raw_keys.items()}
             client = cls(client_id, params, final_tip, obj["confirmation_depth"], _uint(base["trusting_period_ms"]),
                          fork_history=_uint(obj["fork_history"]), verifier=verifier,
-                         max_consensus_states=_uint(base["max_consensus_states"]))
+                         max_consensus_states=_uint(base["max_consensus_states"]),
+                         client_params=obj["client_params"], farmer_keys=keys, now_ms=_uint(obj["now_ms"]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CodecError(f"malformed PoC light-client state of {client_id}: {exc!r}") from exc
         if base["chain_id"] != client.chain_id:
             raise CodecError("PoC client state names two chains", expected=client.chain_id, got=base["chain_id"])
-        client._nodes, client._by_height, client._best = nodes, by_height, best
+        client._nodes, client._by_height, client._best, client._final_tip = nodes, by_height, best, final_tip
+        client._by_proof = {}
+        client._by_farmer = {}
+        client._pending = 0
+        final_node: _Node | None = nodes[final_tip.header_hash]
+        while final_node is not None:
+            final_node.final = True
+            final_node = nodes.get(final_node.parent_hash)
+        for hh, node in nodes.items():
+            client._by_proof.setdefault(_proof_key(node.parent_hash, node.ctx), []).append(hh)
+            parent = nodes.get(node.parent_hash)
+            if parent is not None:
+                parent.children.add(hh)
+            if not node.final:
+                client._pending += 1
+                client._by_farmer.setdefault(node.farmer, set()).add(hh)
         restore_base_state(client, base)
         if client.final_height != final_tip.height:
             raise CodecError("PoC client state: the final tip is not the newest final header",
@@ -350,9 +742,10 @@ def _hash32(value: Any) -> bytes:
     return raw
 
 
-def _node_from_json(params: PocParams, entry: Any, held: Mapping[bytes, _Node]) -> tuple[ConsensusContext, bytes]:
+def _node_from_json(params: PocParams, entry: Any, held: Mapping[bytes, _Node]) -> _Node:
     """One ``nodes`` entry of :meth:`PocLightClient.to_state`; ``held`` has every lower one already."""
-    height, hhash, parent_hex, ts, root, challenge, quality, difficulty, cw_str, window = entry
+    (height, hhash, parent_hex, ts, root, challenge, quality, difficulty, cw_str, window, farmer, seen_ms,
+     best_since_ms) = entry
     parent_hash = bytes.fromhex(parent_hex)
     cw = int(cw_str)
     parent = held.get(parent_hash)
@@ -366,9 +759,28 @@ def _node_from_json(params: PocParams, entry: Any, held: Mapping[bytes, _Node]) 
         win = tuple((_uint(w_ts), int(w_cw)) for w_ts, w_cw in window)
         if not win or win[-1] != (ts, cw):
             raise CodecError("a retarget window ends at its own header", expected=[ts, cw_str], got=window[-1:])
+    if not isinstance(farmer, str):
+        raise CodecError("a held header's farmer is a name", got=farmer)
     ctx = ConsensusContext(_uint(height), _hash32(hhash), _uint(ts), _hash32(root), _hash32(challenge),
                            _hash32(quality), _uint(difficulty), cw, win)
-    return ctx, parent_hash
+    return _Node(ctx, parent_hash, farmer, _uint(seen_ms), None if best_since_ms is None else _uint(best_since_ms))
+
+
+def _remove(index: dict[Any, list[bytes]], key: Any, header_hash: bytes) -> None:
+    hashes = index.get(key)
+    if hashes is not None and header_hash in hashes:
+        hashes.remove(header_hash)
+        if not hashes:
+            del index[key]
+
+
+def _farmer_keys(keys: Mapping[str, bytes]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for name, key in keys.items():
+        if not isinstance(name, str) or not isinstance(key, bytes) or len(key) != 32:
+            raise CodecError("farmer keys map account names to 32-byte keys", got=name)
+        out[name] = key
+    return out
 
 
 def _consensus_state(ctx: ConsensusContext) -> ConsensusState:

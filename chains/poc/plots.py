@@ -356,6 +356,18 @@ class Farmer:
         proof = bytes(prover.get_full_proof(slot_challenge(challenge, slot), index))
         return FarmedProof(info, slot, quality, proof, d, challenge, difficulty)
 
+    def proofs(self, params: PocParams, parent: ConsensusContext, slots: range) -> Iterator[FarmedProof]:
+        """Every proof this farmer's plots give for the child of ``parent`` at ``slots``, each a distinct valid
+        header (what a farmer can sign besides its best: tests of the light client's bounds use it)."""
+        challenge, difficulty = parent.next_challenge(), next_difficulty(params, parent)
+        for slot in slots:
+            sc = slot_challenge(challenge, slot)
+            for _, (info, prover) in sorted(self._plots.items()):
+                for index, q in enumerate(prover.get_qualities_for_challenge(sc)):
+                    quality = bytes(q)
+                    yield FarmedProof(info, slot, quality, bytes(prover.get_full_proof(sc, index)),
+                                      deadline_ms(quality, sc, difficulty, info.k, slot), challenge, difficulty)
+
     def farm(self, params: PocParams, parent: ConsensusContext, max_slots: int = 64) -> FarmedProof | None:
         """The best proof for the child of ``parent``: its challenge and difficulty come from the parent."""
         return self.best_proof(parent.next_challenge(), next_difficulty(params, parent), max_slots)

@@ -157,6 +157,10 @@ class ChainBuilder:
             out.append((header, parent))
         return out
 
+    def farmer_keys(self) -> dict[str, bytes]:
+        """The farmers' account keys, as a light client binds farmer names (the park's genesis accounts)."""
+        return {f.name: f.pubkey for f in self.farmers}
+
     def farmer(self, name: str) -> Farmer:
         return next(f for f in self.farmers if f.name == name)
 
@@ -178,7 +182,8 @@ class FarmedChain:
     def client_args(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~chains.poc.light_client.PocLightClient` (all but ``client_id``)."""
         return {"params": self.builder.params, "checkpoint": self.builder.genesis,
-                "confirmation_depth": self.confirmation_depth, "trusting_period_ms": self.trusting_period_ms}
+                "confirmation_depth": self.confirmation_depth, "trusting_period_ms": self.trusting_period_ms,
+                "farmer_keys": self.builder.farmer_keys()}
 
 
 def build_test_chain(n_headers: int, n_farmers: int = 2, plot_dir: Path | str | None = None, *,

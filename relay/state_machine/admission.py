@@ -9,8 +9,9 @@ pass — and raises:
 * ``packet.replay`` for a validator's second ``client.attest`` of one height, for ``packet.verify`` of a
   verified packet or of one timed out unverified (for a batch: every item so),
   for ``packet.confirm_*`` of a packet with an outcome, for ``client.update`` whose every header the
-  client already holds, for ``client.misbehaviour`` against a frozen client, for a governance action
-  whose nonce was used, and for ``account.register`` of an existing account;
+  client already holds, for ``client.register_farmer`` of a farmer the client already binds, for
+  ``client.misbehaviour`` against a frozen client, for a governance action whose nonce was used, and for
+  ``account.register`` of an existing account;
 * ``lifecycle.illegal`` / ``proof.invalid`` for a confirmation of a packet never verified (a timeout
   without a commitment proof) / verified with another commitment; ``client.frozen`` for
   ``client.update`` of a frozen client;
@@ -34,7 +35,7 @@ from chains.common.tx import Tx, account_path
 from protocol.errors import ClientFrozenError, ProtocolError, ReplayError
 from relay.state_machine import requests as rq
 from relay.state_machine.attest import check_attest_redundant, parse_attest
-from relay.state_machine.clients import RelayClientRouter
+from relay.state_machine.clients import RelayClientRouter, check_farmer_redundant
 from relay.state_machine.governance import check_governance_nonce, gov_nonce_of, governance_nonce
 from relay.state_machine.packets import check_confirmable, check_not_verified, packet_done
 
@@ -72,6 +73,9 @@ def check_redundant(router: RelayClientRouter, state: ChainState, tx: Tx) -> Non
                               got=hosted.client.frozen_height)
     elif op == rq.CLIENT_ATTEST:
         check_attest_redundant(router, state, tx)
+    elif op == rq.CLIENT_REGISTER_FARMER:
+        req_f = rq.parse_register_farmer(tx)
+        check_farmer_redundant(router, state, req_f.chain_id, req_f.name)
     elif op in rq.GOVERNANCE_OPS:
         nonce = gov_nonce_of(tx.args, op)
         if nonce < governance_nonce(state):
@@ -96,6 +100,9 @@ def work_keys(router: RelayClientRouter, state: ChainState, tx: Tx) -> frozenset
                          for raw in req.headers)
     if op == rq.CLIENT_MISBEHAVIOUR:
         return frozenset({f"relay/freeze/{rq.parse_misbehaviour(tx).chain_id}".encode()})
+    if op == rq.CLIENT_REGISTER_FARMER:
+        req_f = rq.parse_register_farmer(tx)
+        return frozenset({f"relay/farmer/{req_f.chain_id}/{req_f.name}".encode()})
     if op == rq.CLIENT_ATTEST:
         req_a = parse_attest(tx)
         return frozenset({f"relay/attest/{req_a.chain_id}/{req_a.height}/{tx.sender}".encode()})

@@ -49,6 +49,7 @@ from relay.state_machine.clients import (
     process_client_update,
     process_finality_evidence,
     process_misbehaviour,
+    process_register_farmer,
 )
 from relay.state_machine.genesis import init_genesis
 from relay.state_machine.park_clients import default_client_types
@@ -126,6 +127,7 @@ class RelayStateMachine:
             (rq.CLIENT_UPDATE, self._op_client_update),
             (rq.CLIENT_MISBEHAVIOUR, self._op_misbehaviour),
             (rq.CLIENT_ATTEST, self._op_attest),
+            (rq.CLIENT_REGISTER_FARMER, self._op_register_farmer),
             (rq.VERIFY, self._op_verify),
             (rq.VERIFY_BATCH, self._op_verify),
             (rq.CONFIRM_ACK, self._op_confirm_ack),
@@ -235,6 +237,11 @@ class RelayStateMachine:
         if req.branch:
             return process_finality_evidence(self.router, state, req.chain_id, req.branch, ctx.timestamp_ms)
         return process_misbehaviour(self.router, state, req.chain_id, req.header_a, req.header_b, ctx.timestamp_ms)
+
+    def _op_register_farmer(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        req = rq.parse_register_farmer(tx)
+        return process_register_farmer(self.router, state, req.chain_id, req.height, req.name, req.account, req.proof,
+                                       ctx.timestamp_ms)
 
     def _op_attest(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         return attest.process_attest(self.router, state, tx, ctx.timestamp_ms)

@@ -52,7 +52,7 @@ from protocol.errors import (
     UnknownClientError,
     WrongChainError,
 )
-from protocol.light_client import ClientRouter, LightClient, base_state_to_json, restore_base_state
+from protocol.light_client import ClientRouter, ClientStatus, LightClient, base_state_to_json, restore_base_state
 from protocol.types import ChainId, ClientId, check_id
 from relay.state_machine.keys import CLIENT_INDEX_KEY, client_pointer_key, client_state_key
 from relay.state_machine.lanes import pause_chain_lanes
@@ -64,15 +64,18 @@ __all__ = [
     "HostedClient",
     "RelayClientRouter",
     "base_state_to_json",
+    "check_farmer_redundant",
     "client_holds",
     "client_status",
     "feed_headers",
     "freeze_events",
+    "load_for_proofs",
     "persistent_client_type",
     "process_client_create",
     "process_client_update",
     "process_finality_evidence",
     "process_misbehaviour",
+    "process_register_farmer",
     "restore_base_state",
 ]
 
@@ -110,6 +113,9 @@ class ClientType:
     """Height of a decoded header."""
     is_redundant: Callable[[LightClient[Any], Any], bool] | None = None
     """Whether the client already has what ``header`` would give it (default: height <= latest height)."""
+    advance: Callable[[LightClient[Any], int], bool] | None = None
+    """For a client whose finality also waits on relay time (``poc``, SPEC §8.6): make final what ``now_ms``
+    allows, returning whether finality moved. Called by every update after its headers."""
 
     def redundant(self, client: LightClient[Any], header: Any) -> bool:
         if self.is_redundant is not None:
@@ -291,7 +297,7 @@ def feed_headers(router: RelayClientRouter, state: ChainState, hosted: HostedCli
     ``hosted`` must come from :meth:`RelayClientRouter.checkout`. Returns ``(events, frozen)``. On
     misbehaviour the client freezes, its chain's lanes pause and the freeze is *persisted* (the
     caller must then return the events without raising, or the rollback would undo the freeze).
-    Nothing new with ``require_progress`` is :class:`ReplayError`.
+    Nothing new with ``require_progress`` (no header applied, finality not moved) is :class:`ReplayError`.
     """
     headers = _decode_headers(hosted, raw_headers)
     client = hosted.client
@@ -306,7 +312,9 @@ def feed_headers(router: RelayClientRouter, state: ChainState, hosted: HostedCli
             router.save(state, hosted)
             return freeze_events(state, hosted, exc), True
         applied.append(hosted.ctype.header_height(header))
-    if not applied:
+    # finality that waits on relay time moves on any update, even one whose headers were all held already
+    advanced = hosted.ctype.advance(client, now_ms) if hosted.ctype.advance is not None else False
+    if not applied and not advanced:
         router.release(state, hosted)  # redundant headers were never shown to the client
         if require_progress:
             raise ReplayError(f"client {hosted.client_id} of {hosted.chain_id} already holds every header",
@@ -317,6 +325,52 @@ def feed_headers(router: RelayClientRouter, state: ChainState, hosted: HostedCli
     return [{"type": "client_updated", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
              "heights": applied, "latest_height": hosted.ctype.latest_height(client),
              "final_height": client.final_height}], False
+
+
+def load_for_proofs(router: RelayClientRouter, state: ChainState, chain_id: str,
+                    now_ms: int) -> tuple[HostedClient, list[Event]]:
+    """The chain's client, to verify proofs at relay time ``now_ms``: a type whose finality waits on relay time
+    (``advance``) first makes final what ``now_ms`` allows, persisted with a ``client_updated`` event (no heights),
+    so a proof is judged by the same final heights the client's state then shows."""
+    hosted = router.load(state, chain_id)
+    advance = hosted.ctype.advance
+    if advance is None or hosted.client.status(now_ms) is not ClientStatus.ACTIVE:
+        return hosted, []
+    hosted = router.checkout(state, chain_id)
+    if not advance(hosted.client, now_ms):
+        router.release(state, hosted)
+        return hosted, []
+    router.save(state, hosted)
+    c = hosted.client
+    return hosted, [{"type": "client_updated", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
+                     "heights": [], "latest_height": hosted.ctype.latest_height(c), "final_height": c.final_height}]
+
+
+def _farmer_binding(hosted: HostedClient) -> Any:
+    register = getattr(hosted.client, "register_farmer", None)
+    if register is None or getattr(hosted.client, "farmer_keys", None) is None:
+        raise CodecError(f"client {hosted.client_id} of {hosted.chain_id} does not bind farmer names",
+                         expected="a poc client", got=hosted.ctype.name)
+    return register
+
+
+def check_farmer_redundant(router: RelayClientRouter, state: ChainState, chain_id: str, name: str) -> None:
+    """Admission of ``client.register_farmer``: refused if the client cannot bind names or already binds ``name``."""
+    hosted = router.load(state, chain_id)
+    _farmer_binding(hosted)
+    if name in getattr(hosted.client, "farmer_keys", {}):
+        raise ReplayError(f"farmer {name} is already bound in client {hosted.client_id}", got=name)
+
+
+def process_register_farmer(router: RelayClientRouter, state: ChainState, chain_id: str, height: int, name: str,
+                            account: bytes, proof: bytes, now_ms: int) -> list[Event]:
+    """``client.register_farmer`` (SPEC §8.6): bind a park account created after genesis, proven at a final height."""
+    hosted, events = load_for_proofs(router, state, chain_id, now_ms)
+    hosted = router.checkout(state, chain_id)
+    _farmer_binding(hosted)(height, name, account, proof, now_ms)
+    router.save(state, hosted)
+    return [*events, {"type": "farmer_registered", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
+                      "name": name, "height": height}]
 
 
 def process_client_update(router: RelayClientRouter, state: ChainState, chain_id: str,

@@ -49,7 +49,7 @@ from protocol.lifecycle import PacketEvent, PacketState, transition
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import Acknowledgement, Packet, PacketKind, PacketOutcome
 from relay.state_machine import supply
-from relay.state_machine.clients import HostedClient, RelayClientRouter, feed_headers
+from relay.state_machine.clients import HostedClient, RelayClientRouter, feed_headers, load_for_proofs
 from relay.state_machine.lanes import Lane, check_tokens, kind_asset, require_open_lane, take_tokens
 from relay.state_machine.records import Event, Staged
 
@@ -211,7 +211,7 @@ def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: i
         if frozen:
             return events  # the freeze must persist: succeed with it, verify nothing
     else:
-        hosted = router.load(state, src)
+        hosted, events = load_for_proofs(router, state, src, now_ms)
     staged = Staged(state)
     skipped: list[int] = []
     for ref, proof in zip(refs, proofs, strict=True):
@@ -265,7 +265,8 @@ def _dst_client(router: RelayClientRouter, state: ChainState, ref: PacketRef, ra
                 now_ms: int) -> tuple[HostedClient, list[Event], bool]:
     dst = ref.packet.dst_chain
     if not raw_headers:
-        return router.load(state, dst), [], False
+        hosted, events = load_for_proofs(router, state, dst, now_ms)
+        return hosted, events, False
     hosted = router.checkout(state, dst)
     events, frozen = feed_headers(router, state, hosted, raw_headers, now_ms, require_progress=False)
     return hosted, events, frozen

@@ -40,7 +40,8 @@ def client_type_of(kind: ChainKind) -> ClientType:
         raise TypeError(f"chain kind {kind.name} hosts {kind.light_client_type.__name__}, whose client type is "
                         f"{kind.light_client_type.client_type!r}")
     return persistent_client_type(kind.light_client_type, decode_header=kind.decode_header,
-                                  create=kind.create_light_client, is_redundant=kind.holds)
+                                  create=kind.create_light_client, is_redundant=kind.holds,
+                                  advance=kind.advance_light_client if kind.advances_with_time else None)
 
 
 CLIENT_TYPES: dict[str, ClientType] = {name: client_type_of(kind) for name, kind in KINDS.items()}

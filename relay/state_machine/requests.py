@@ -66,6 +66,7 @@ __all__ = [
     "ConfirmTimeoutRequest",
     "LaneRequest",
     "MisbehaviourRequest",
+    "RegisterFarmerRequest",
     "VerifyRequest",
     "parse_client_create",
     "parse_client_update",
@@ -73,6 +74,7 @@ __all__ = [
     "parse_confirm_timeout",
     "parse_lane",
     "parse_misbehaviour",
+    "parse_register_farmer",
     "parse_verify",
 ]
 
@@ -91,8 +93,9 @@ LANE_SET_LIMITS = "lane.set_limits"
 
 GOVERNANCE_OPS = (CLIENT_CREATE, LANE_OPEN, LANE_PAUSE, LANE_RESUME, LANE_SET_LIMITS)
 CLIENT_ATTEST = "client.attest"
-OPS = (REGISTER, CLIENT_UPDATE, CLIENT_MISBEHAVIOUR, CLIENT_ATTEST, VERIFY, VERIFY_BATCH, CONFIRM_ACK, CONFIRM_TIMEOUT,
-       *GOVERNANCE_OPS)
+CLIENT_REGISTER_FARMER = "client.register_farmer"
+OPS = (REGISTER, CLIENT_UPDATE, CLIENT_MISBEHAVIOUR, CLIENT_ATTEST, CLIENT_REGISTER_FARMER, VERIFY, VERIFY_BATCH,
+       CONFIRM_ACK, CONFIRM_TIMEOUT, *GOVERNANCE_OPS)
 
 
 def _headers(tx: Tx, args: Mapping[str, Any]) -> tuple[bytes, ...]:
@@ -195,6 +198,30 @@ def parse_client_update(tx: Tx) -> ClientUpdateRequest:
     args = op_args(tx, ("chain_id", "headers"))
     return ClientUpdateRequest(check_id("chain", str_arg(args, "chain_id", tx.op)),
                                tuple(hex_list_arg(args, "headers", tx.op, MAX_HEADERS)))
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterFarmerRequest:
+    """``client.register_farmer``: a park account created after genesis, proven against a final header, binds a
+    farmer name to its key in a client that checks farmers (``poc``, SPEC §8.6)."""
+
+    chain_id: str
+    """The park."""
+    height: int
+    """Final park height the account is proven at."""
+    name: str
+    """Account (farmer) name."""
+    account: bytes
+    """The park's stored account record (``accounts/<name>``), exactly as proven."""
+    proof: bytes
+    """Membership proof of the record."""
+
+
+def parse_register_farmer(tx: Tx) -> RegisterFarmerRequest:
+    args = op_args(tx, ("chain_id", "height", "name", "account", "proof"))
+    return RegisterFarmerRequest(check_id("chain", str_arg(args, "chain_id", tx.op)), int_arg(args, "height", tx.op),
+                                 str_arg(args, "name", tx.op), hex_arg(args, "account", tx.op),
+                                 hex_arg(args, "proof", tx.op))
 
 
 @dataclass(frozen=True, slots=True)

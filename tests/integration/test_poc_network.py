@@ -64,7 +64,11 @@ async def test_farmers_grow_one_chain_and_a_light_client_proves_state(net: Devne
 
     genesis = json.loads((net.cfg.data_dir / "genesis" / f"{CHAIN}.json").read_text())
     rules = PocRules(genesis, None, None)
-    client = PocLightClient(ClientId("poc-0"), rules.params, rules.genesis_ctx, rules.confirmation_depth, 3_600_000)
+    # as the relay creates it (farmer names bound to the genesis accounts), with a short finality window: the
+    # client follows with wall-clock time, and a header is final once held 5 s on the best branch at depth
+    client = PocLightClient.from_genesis(ClientId("poc-0"), ChainId(CHAIN), genesis, 3_600_000,
+                                         client_params={"finality_window_ms": 5_000})
+    assert client.final_tip == rules.genesis_ctx and client.confirmation_depth == rules.confirmation_depth
     carol = ed25519_signer(account_key_path(net.cfg, CHAIN, "carol"))
 
     async with net.client(CHAIN, "farmer-a") as rpc:

@@ -38,3 +38,20 @@ def test_relayer_turns_default_to_four_seconds(tmp_path: Path) -> None:
 def test_a_bad_takeover_delay_is_refused_by_name(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ConfigError, match="takeover_after_s"):
         _load(tmp_path, f'[relayers]\nnames = ["relayer-a"]\ntakeover_after_s = {bad}\n')
+
+
+def test_a_park_light_client_table_reaches_the_relay_genesis_init(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, "light_client = { max_pending_headers = 100 }\n")
+    assert cfg.chains[0].light_client == {"max_pending_headers": 100}  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="light_client"):
+        _load(tmp_path, 'light_client = { max_pending_headers = "100" }\n')
+    with pytest.raises(ConfigError, match="light_client"):
+        _load(tmp_path, "light_client = 5\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['finality_window_ms'\]"):  # a PoC key on DPoS
+        _load(tmp_path, "light_client = { finality_window_ms = 60000 }\n")
+
+
+def test_the_devnet_config_gives_the_poc_client_its_window() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "deploy" / "devnet.toml")
+    poc = next(c for c in cfg.chains if c.kind == "poc")
+    assert poc.light_client["finality_window_ms"] == 20_000

@@ -33,7 +33,9 @@ ATTACKER = farmer_signer("attacker")
 
 
 def new_client(chain: FarmedChain, **overrides: object) -> PocLightClient:
-    args = {**chain.client_args(), **overrides}
+    # depth-only finality (window 0): these tests are about the consensus rules, fork choice and depth; the
+    # finality window has its own tests (test_light_client_window.py)
+    args = {**chain.client_args(), "client_params": {"finality_window_ms": 0}, **overrides}
     return PocLightClient(client_id=ClientId("poc-0"), **args)  # type: ignore[arg-type]
 
 
@@ -80,9 +82,15 @@ CASES = [
          "header.poc.proof_of_space"),
     Case("proof of another height", lambda c, h: (_resign(c, h, proof=c.headers[TARGET - 1].proof), h.timestamp_ms),
          "header.poc.proof_of_space"),
-    Case("plot stolen: attacker key binds another plot id",
+    Case("plot stolen: attacker key under the farmer's name",
          lambda c, h: (forge(h, ATTACKER, farmer_pubkey=ATTACKER.pubkey), h.timestamp_ms),
-         "header.poc.proof_of_space"),
+         "header.poc.farmer_key"),
+    Case("plot stolen: attacker key and name (an outsider)",
+         lambda c, h: (forge(h, ATTACKER, farmer="attacker", farmer_pubkey=ATTACKER.pubkey), h.timestamp_ms),
+         "header.poc.farmer_key"),
+    Case("farmer named as the other farmer",
+         lambda c, h: (_resign(c, h, farmer="farmer-a" if h.farmer == "farmer-b" else "farmer-b"), h.timestamp_ms),
+         "header.poc.farmer_key"),
     Case("wrong plot nonce", lambda c, h: (_resign(c, h, plot_nonce=_flip(h.plot_nonce)), h.timestamp_ms),
          "header.poc.proof_of_space"),
     Case("wrong k", lambda c, h: (_resign(c, h, k=22), h.timestamp_ms), "header.poc.proof_of_space"),
@@ -106,7 +114,7 @@ CASES = [
     Case("unknown parent", lambda c, h: (_resign(c, h, parent_hash=hashlib.sha256(b"nowhere").digest()),
                                          h.timestamp_ms), "header.poc.unknown_parent"),
     Case("wrong height", lambda c, h: (_resign(c, h, height=h.height + 1), h.timestamp_ms), "header.invalid"),
-    Case("no farmer name", lambda c, h: (_resign(c, h, farmer=""), h.timestamp_ms), "header.invalid"),
+    Case("no farmer name", lambda c, h: (_resign(c, h, farmer=""), h.timestamp_ms), "header.poc.farmer_key"),
     Case("wrong chain id", lambda c, h: (_resign(c, h, chain_id=ChainId("poc-other")), h.timestamp_ms),
          "packet.wrong_chain"),
     Case("future timestamp", lambda c, h: (h, h.timestamp_ms - c.params.max_future_ms - 1),
@@ -154,6 +162,18 @@ def test_error_types_are_the_protocol_ones(chain: FarmedChain) -> None:
 # -- finality and forks ------------------------------------------------------------------------
 
 
+def rival_fork(chain: FarmedChain, parent: ConsensusContext, n: int, delta_ms: int,
+               main_child: PocHeader | None = None) -> list[tuple[PocHeader, ConsensusContext]]:
+    """``n`` headers on ``parent`` whose first is farmed by the farmer who did *not* farm ``main_child`` (default:
+    the main chain's child of ``parent``): a fork by other space, not the same proof re-signed, which the client
+    refuses below finality (``header.poc.proof_reused``)."""
+    main_child = main_child if main_child is not None else chain.headers[parent.height]
+    other = [f for f in chain.builder.farmers if f.name != main_child.farmer]
+    first = chain.builder.child(parent, farmers=other, delta_ms=delta_ms)
+    return [first, *chain.builder.extend(first[1], n - 1, delta_ms=delta_ms)]
+
+
+
 def test_follows_chain_and_finalises_at_depth(chain: FarmedChain) -> None:
     client = new_client(chain)
     feed(client, chain.headers)
@@ -186,7 +206,7 @@ def test_reorg_within_depth_is_followed(chain: FarmedChain) -> None:
 def test_reorg_deeper_than_depth_freezes(chain: FarmedChain) -> None:
     client = new_client(chain)
     feed(client, chain.headers[:20])  # final 14
-    fork = chain.builder.extend(chain.contexts[9], 14, delta_ms=7)  # from height 10 (final): heights 11..24
+    fork = rival_fork(chain, chain.contexts[9], 24, delta_ms=7)  # from height 10 (final): heights 11..34
     fed = 0
     with pytest.raises(MisbehaviourError):
         for h, _ in fork:
@@ -209,7 +229,7 @@ def _slow_chain_and_fast_fork(chain: FarmedChain) -> tuple[list[tuple[PocHeader,
     """Canonical blocks 3 s late each (difficulty falls toward the minimum), and a private fork from height 2
     at full speed (difficulty holds): the fork overtakes the canonical weight at a height that is final."""
     slow = chain.builder.extend(chain.contexts[1], 28, delta_ms=3000)  # heights 3..30
-    fast = chain.builder.extend(chain.contexts[1], 12, delta_ms=5)  # heights 3..14
+    fast = rival_fork(chain, chain.contexts[1], 12, delta_ms=5, main_child=slow[0][0])  # heights 3..14
     return slow, fast
 
 
@@ -237,7 +257,7 @@ def test_heavier_fork_at_final_height_is_evidence(chain: FarmedChain) -> None:
 def test_lighter_conflicting_header_is_not_evidence(chain: FarmedChain) -> None:
     client = new_client(chain)
     feed(client, chain.headers[:20])  # final 14
-    orphan, _ = chain.builder.child(chain.contexts[8], delta_ms=9)  # height 10, conflicts with final header 10
+    orphan, _ = rival_fork(chain, chain.contexts[8], 1, delta_ms=9)[0]  # height 10, conflicts with final header 10
     now = chain.headers[19].timestamp_ms
     with pytest.raises(HeaderError):
         client.check_misbehaviour(chain.headers[9], orphan, now)
@@ -312,7 +332,8 @@ def test_created_from_json_args_through_the_router(chain: FarmedChain) -> None:
     router.register_type(PocLightClient.client_type, PocLightClient)
     args = chain.client_args()
     client = router.create("poc", params=args["params"].to_json(), checkpoint=args["checkpoint"].to_json(),
-                           confirmation_depth=6, trusting_period_ms=args["trusting_period_ms"])
+                           confirmation_depth=6, trusting_period_ms=args["trusting_period_ms"],
+                           client_params={"finality_window_ms": 0})
     assert client.client_id == "poc-0" and isinstance(client, PocLightClient)
     feed(client, chain.headers[:8])
     assert client.final_height == 2
@@ -320,7 +341,8 @@ def test_created_from_json_args_through_the_router(chain: FarmedChain) -> None:
 
 def test_checkpoint_mid_chain(chain: FarmedChain) -> None:
     """A checkpoint at height 20 (its context from the chain's node) follows on from there."""
-    client = PocLightClient(ClientId("poc-1"), chain.params, chain.contexts[19], 6, 10**9)
+    client = PocLightClient(ClientId("poc-1"), chain.params, chain.contexts[19], 6, 10**9,
+                            client_params={"finality_window_ms": 0})
     feed(client, chain.headers[20:])
     assert client.final_height == 34
     with pytest.raises(HeaderError):  # a header before the checkpoint has no held parent

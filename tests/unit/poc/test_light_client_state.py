@@ -64,8 +64,10 @@ def history(farmers: list[Farmer], verifier: ProofVerifier, seed: int) -> tuple[
 
 
 def new_client(builder: ChainBuilder, verifier: ProofVerifier, fork_history: int = HISTORY) -> PocLightClient:
+    # depth-only finality (window 0): these histories test fork choice and persistence; the window rule's own
+    # persistence case is test_held_times_survive_a_round_trip
     return PocLightClient(CID, builder.params, builder.genesis, DEPTH, 86_400_000, fork_history=fork_history,
-                          verifier=verifier)
+                          verifier=verifier, client_params={"finality_window_ms": 0})
 
 
 def feed(client: PocLightClient, headers: list[PocHeader]) -> list[Outcome]:
@@ -151,7 +153,9 @@ def test_a_frozen_client_stays_frozen_after_a_round_trip(farmers: list[Farmer], 
     builder = ChainBuilder(make_params(n_plots=2), farmers, verifier=verifier)
     main = builder.extend(builder.genesis, 1)
     slow = builder.extend(main[-1][1], 12, delta_ms=3000)
-    fast = builder.extend(main[-1][1], 12, delta_ms=5)
+    # the fast fork starts with the other farmer's proof: a copy of a final header's proof is refused
+    rival = builder.child(main[-1][1], farmers=[f for f in farmers if f.name != slow[0][0].farmer], delta_ms=5)
+    fast = [rival, *builder.extend(rival[1], 11, delta_ms=5)]
     client = new_client(builder, verifier, fork_history=32)
     now = max(h.timestamp_ms for h, _ in slow + fast)
     for h, _ in main + slow:
@@ -180,22 +184,28 @@ def test_from_genesis_trusts_the_header_the_park_starts_from(verifier: ProofVeri
 
 @pytest.mark.parametrize("mutate", [
     lambda s: {**s, "base": {**s["base"], "client_id": "poc-4"}},
-    lambda s: {**s, "v": 2},
+    lambda s: {**s, "v": 1},
     lambda s: {**s, "type": "dpos"},
     lambda s: {**s, "best": "00" * 32},
     lambda s: {**s, "final_tip": s["best"]},
     lambda s: {**s, "nodes": s["nodes"][1:]},
-    lambda s: {**s, "nodes": [[*s["nodes"][0][:-1], None], *s["nodes"][1:]]},
+    lambda s: {**s, "nodes": [[*s["nodes"][0][:9], None, *s["nodes"][0][10:]], *s["nodes"][1:]]},
     lambda s: {**s, "nodes": [*s["nodes"], s["nodes"][-1]]},
     lambda s: {**s, "confirmation_depth": 0},
     lambda s: {k: v for k, v in s.items() if k != "fork_history"},
+    lambda s: {**s, "client_params": {**s["client_params"], "surprise": 1}},
+    lambda s: {**s, "client_params": {**s["client_params"], "max_distance": s["client_params"]["max_pending"]}},
+    lambda s: {**s, "nodes": [[*n[:10], 7, *n[11:]] for n in s["nodes"]]},
+    lambda s: {**s, "nodes": [[*n[:12], -1] for n in s["nodes"]]},
+    lambda s: {**s, "farmer_keys": {"farmer-a": "00"}},
 ], ids=["other client", "version", "type", "unknown best", "final tip not final", "orphan node",
-        "missing window", "duplicate node", "depth", "missing key"])
+        "missing window", "duplicate node", "depth", "missing key", "unknown client param", "invalid client param",
+        "farmer not a name", "negative held time", "short farmer key"])
 def test_malformed_state_is_a_codec_error(farmers: list[Farmer], verifier: ProofVerifier, mutate: object) -> None:
     builder = ChainBuilder(make_params(n_plots=2), farmers, verifier=verifier)
     client = new_client(builder, verifier)
     feed(client, [h for h, _ in builder.extend(builder.genesis, 12)])
     state = json.loads(client.to_state())
-    assert state["nodes"][0][-1] is not None and all(n[-1] is None for n in state["nodes"][1:])
+    assert state["nodes"][0][9] is not None and all(n[9] is None for n in state["nodes"][1:])
     with pytest.raises(CodecError):
         PocLightClient.from_state(CID, json.dumps(mutate(state)).encode(), verifier=verifier)  # type: ignore[operator]

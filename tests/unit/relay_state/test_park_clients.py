@@ -32,7 +32,7 @@ from chains.dpos.testing import SimChain as DposSim
 from chains.dpos.testing import account_signer, forge_branch, resign, test_signer, witness_name
 from chains.dpos.types import DposHeader
 from chains.poc import node as poc_node
-from chains.poc.light_client import PocLightClient
+from chains.poc.light_client import PocClientParams, PocLightClient
 from chains.poc.plots import Farmer
 from chains.poc.testing import SimChain as PocSim
 from chains.poc.types import PocHeader
@@ -84,7 +84,10 @@ def relay_genesis(dpos_config: dict[str, Any], poc_config: dict[str, Any]) -> di
         "chain_id": RELAY,
         "validators": wire.validator_set_to_json(validator_set(relay_signers(0))),
         "clients": {DPOS: {"client_type": "dpos", "init": {"genesis": dpos_config, "trusting_period_ms": DAY}},
-                    POC: {"client_type": "poc", "init": {"genesis": poc_config, "trusting_period_ms": DAY}}},
+                    # depth-only finality (window 0): this scenario is about hosting, persistence and
+                    # determinism; the window is test_poc_finality_window.py's
+                    POC: {"client_type": "poc", "init": {"genesis": poc_config, "trusting_period_ms": DAY,
+                                                         "finality_window_ms": 0}}},
         "lanes": [{"lane": LANE, "chains": [DPOS, POC]}],
         "accounts": {"relayer-a": RELAYER.pubkey.hex()},
     }))
@@ -401,8 +404,17 @@ def test_stored_client_state_is_the_client_s_canonical_encoding(scenario: Scenar
     (POC, lambda g: {**g, "confirmation_depth": 0}, CodecError),
     (POC, lambda g: {**g, "genesis": "not an object"}, CodecError),
     (POC, lambda g: {**g, "genesis": {**g["genesis"], "chain_id": "other-park"}}, WrongChainError),
+    (POC, lambda g: {**g, "finality_window_ms": -1}, CodecError),
+    (POC, lambda g: {**g, "finality_window_ms": "30000"}, CodecError),
+    (POC, lambda g: {**g, "finality_window_ms": True}, CodecError),
+    (POC, lambda g: {**g, "max_pending": 10, "max_distance": 10}, CodecError),
+    (POC, lambda g: {**g, "max_pending_per_farmer": 0}, CodecError),
+    (POC, lambda g: {**g, "max_distance": 3}, CodecError),  # not above the park's confirmation depth (3)
+    (POC, lambda g: {**g, "max_pending": 10**6}, CodecError),
 ], ids=["unknown key", "no trusting period", "zero trusting period", "pending bound", "dpos has no depth",
-        "dpos other chain", "poc has no pending bound", "zero depth", "genesis not an object", "poc other chain"])
+        "dpos other chain", "poc has no pending bound", "zero depth", "genesis not an object", "poc other chain",
+        "negative window", "window not an integer", "window a boolean", "distance not below pending",
+        "zero per-farmer cap", "distance within depth", "pending too large"])
 def test_init_args_are_checked(scenario: Scenario, chain: str, init: Any, error: type[Exception]) -> None:
     genesis = json.loads(json.dumps(scenario.genesis))
     genesis["clients"][chain]["init"] = init(genesis["clients"][chain]["init"])
@@ -413,7 +425,9 @@ def test_init_args_are_checked(scenario: Scenario, chain: str, init: Any, error:
 def test_init_bounds_are_applied(scenario: Scenario) -> None:
     genesis = json.loads(json.dumps(scenario.genesis))
     genesis["clients"][DPOS]["init"].update(max_consensus_states=8, max_pending_headers=100)
-    genesis["clients"][POC]["init"].update(max_consensus_states=9, confirmation_depth=5, fork_history=2)
+    genesis["clients"][POC]["init"].update(max_consensus_states=9, confirmation_depth=5, fork_history=2,
+                                           finality_window_ms=45_000, max_pending=300, max_pending_per_farmer=20,
+                                           max_distance=100)
     sm, state = RelayStateMachine(RELAY), ChainState()
     sm.init_genesis(state, genesis)
     dpos = sm.router.load(state, DPOS).client
@@ -421,6 +435,15 @@ def test_init_bounds_are_applied(scenario: Scenario) -> None:
     assert isinstance(dpos, DposLightClient) and isinstance(poc, PocLightClient)
     assert (dpos.max_consensus_states, dpos.max_pending_headers) == (8, 100)
     assert (poc.max_consensus_states, poc.confirmation_depth, poc.fork_history) == (9, 5, 2)
+    assert poc.client_params == PocClientParams(45_000, 300, 20, 100)
+    # absent: the defaults (SPEC §8.6)
+    del genesis["clients"][POC]["init"]["finality_window_ms"]
+    genesis["clients"][POC]["init"] = {"genesis": genesis["clients"][POC]["init"]["genesis"], "trusting_period_ms": DAY}
+    sm, state = RelayStateMachine(RELAY), ChainState()
+    sm.init_genesis(state, genesis)
+    poc = sm.router.load(state, POC).client
+    assert isinstance(poc, PocLightClient) and poc.client_params == PocClientParams()
+    assert poc.client_params.finality_window_ms == 60_000 and poc.farmer_keys is not None
 
 
 def _misbehaviour_tx(node: RelayNode, args: dict[str, Any]) -> Tx:

@@ -519,6 +519,12 @@ def _attest_short_hash(s: Setup) -> tuple[str, dict[str, Any]]:
     return "client.attest", {"chain_id": DPOS, "height": 1, "block_hash": "11" * 31, "head_height": 9}
 
 
+def _register_farmer_on_a_client_without_farmers(s: Setup) -> tuple[str, dict[str, Any]]:
+    # only a poc client binds farmer names (SPEC §8.6); the PoC cases are in test_poc_finality_window.py
+    return "client.register_farmer", {"chain_id": DPOS, "height": 1, "name": "farmer-x", "account": "7b7d",
+                                      "proof": "00"}
+
+
 # --- accounts --------------------------------------------------------------------------------------
 
 
@@ -600,6 +606,8 @@ CASES = [
     Case("client.create: unknown client type", _client_create_unknown_type, UnknownClientError),
     Case("client.attest: not a relay validator", _attest_by_non_validator, AuthorizationError),
     Case("client.attest: block hash of 31 bytes", _attest_short_hash, CodecError),
+    Case("client.register_farmer: client binds no farmers", _register_farmer_on_a_client_without_farmers,
+         CodecError),
     Case("account.register: existing account", _register_existing, ReplayError),
 ]
 
