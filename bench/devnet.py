@@ -78,7 +78,8 @@ async def run(n: int, root: Path, relay_block_ms: int = 1000, give_up_s: float =
         {"id": DPOS, "kind": "dpos", "nodes": ["witness-a", "witness-b", "witness-c"], "block_interval_ms": 1000,
          "maintenance_interval_blocks": 10_000, "accounts": {"alice": 10**12, "operator": 0}},
         {"id": POC, "kind": "poc", "nodes": ["farmer-a", "farmer-b"], "target_block_interval_ms": 1000,
-         "confirmation_depth": 3, "accounts": {"carol": 10**9, "operator": 0}},
+         "confirmation_depth": 3, "accounts": {"carol": 10**9, "operator": 0},
+         "light_client": {"finality_window_ms": 20_000}},  # as deploy/devnet.toml
     ], lanes=[{"lane": LANE, "a": DPOS, "b": POC}],
         relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
                "block_interval_ms": relay_block_ms},

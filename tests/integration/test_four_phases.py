@@ -64,8 +64,10 @@ def chain_spec(chain_id: str) -> dict[str, Any]:
         return {"id": DPOS, "kind": "dpos", "nodes": ["witness-a", "witness-b", "witness-c"],
                 "block_interval_ms": 500, "maintenance_interval_blocks": 1000, "accounts": funded}
     if chain_id == POC:
+        # the relay's client waits a window of relay time before a PoC header is final (SPEC §8.6); a short
+        # one here, with relayers' heartbeats every second, keeps the scenarios quick
         return {"id": POC, "kind": "poc", "nodes": ["farmer-a", "farmer-b"], "target_block_interval_ms": 700,
-                "confirmation_depth": 3, "accounts": funded}
+                "confirmation_depth": 3, "accounts": funded, "light_client": {"finality_window_ms": 4000}}
     return {"id": ETH, "kind": "ethereum", "base_port": free_port_block(1), "confirmation_depth": 2,
             "accounts": funded}
 
@@ -276,7 +278,7 @@ def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     d = Devnet(root, chains=[chain_spec(a), chain_spec(b)], lanes=[{"lane": LANE, "a": a, "b": b}],
                relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
                       "block_interval_ms": 300},
-               relayers=["relayer-a", "relayer-b"])
+               relayers=["relayer-a", "relayer-b"], relayer_options={"heartbeat_s": 1.0})
     d.write()
     d.start_all()
     n = Net(d, a, b)
