@@ -280,13 +280,13 @@ DISPOSITIONS: dict[str, Disposition] = {
     # headers and light clients
     "header.invalid": _N, "header.not_final": _P, "client.misbehaviour": _N, "client.frozen": _F,
     "client.expired": _F, "client.unknown": _F, "client.duplicate_type": _F,
-    "header.dpos.unknown_parent": _P, "header.dpos.pending_limit": _P, "header.dpos.equivocation": _N,
+    "header.unknown_parent": _P, "header.pending_limit": _P, "header.dpos.equivocation": _N,
     "header.dpos.finality_evidence": _N, "header.dpos.double_sign_evidence": _N,
     "header.poc.proof_of_space": _N, "header.poc.insufficient_quality": _N, "header.poc.difficulty": _N,
     "header.poc.weight": _N, "header.poc.challenge": _N, "header.poc.future_timestamp": _P,
-    "header.poc.unknown_parent": _P, "header.poc.farmer_key": _N, "header.poc.proof_reused": _N,
-    "header.poc.pending_limit": _P, "header.poc.pending_farmer": _P, "header.poc.pending_distance": _P,
-    "header.eth.pending_limit": _P, "header.eth.shallow_attestation": _P, "header.eth.attestation_conflict": _N,
+    "header.poc.farmer_key": _N, "header.poc.proof_reused": _N,
+    "header.poc.pending_farmer": _P, "header.poc.pending_distance": _P,
+    "header.eth.shallow_attestation": _P, "header.eth.attestation_conflict": _N,
     "header.eth.attestation_limit": _P, "header.eth.pending_ahead": _P,
     # packets and lanes
     "packet.replay": _D, "packet.timeout": _P, "packet.wrong_chain": _N, "lifecycle.illegal": _N,

@@ -35,12 +35,41 @@ from protocol.errors import (
     HeaderError,
     MisbehaviourError,
     NotFinalError,
+    ReplayError,
     UnknownClientError,
 )
 from protocol.state_commitment import Proof, verify_membership, verify_non_membership
 from protocol.types import ChainId, ClientId
 
 H = TypeVar("H")
+
+
+# -- errors every client type that follows forks raises (one copy, SPEC.md §9) --------------------------------
+
+
+class HeaderReplayError(ReplayError, HeaderError):
+    """A light client already holds the header (pending, or final at its height): the work is done.
+
+    A :class:`ReplayError` (code ``packet.replay``), so a host drops a redundant header update as it drops
+    any replay; also a :class:`HeaderError`, as a header refused before it was applied. One class for every
+    client type."""
+
+    code: ClassVar[str] = ReplayError.code
+
+
+class UnknownParentError(HeaderError):
+    """The header's parent is not a header the light client holds (never seen, or on a pruned branch): feed the
+    headers below it first. One class for every client type that follows forks."""
+
+    code: ClassVar[str] = "header.unknown_parent"
+
+
+class PendingLimitError(HeaderError):
+    """Holding the header would exceed the client's bound on non-final headers (its finality stalls, or forks fill
+    the pool), and nothing lighter could be evicted for it. One class for every client type; a client may refine
+    it (PoC: per farmer, by distance)."""
+
+    code: ClassVar[str] = "header.pending_limit"
 
 
 class ClientStatus(enum.Enum):

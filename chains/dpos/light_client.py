@@ -92,7 +92,13 @@ from protocol.errors import (
     SignatureError,
     WrongChainError,
 )
-from protocol.light_client import ConsensusState, LightClient
+from protocol.light_client import (
+    ConsensusState,
+    HeaderReplayError,
+    LightClient,
+    PendingLimitError,
+    UnknownParentError,
+)
 from protocol.types import ChainId, ClientId
 
 __all__ = [
@@ -122,29 +128,6 @@ SNAPSHOT_EVERY = 64
 """A pending header at a height that is a multiple of this keeps its own tracker snapshot, so the state after
 any pending header is recomputed by replaying at most this many blocks (a fork deep in a stalled chain stays
 cheap) while a linear chain copies a tracker only once per this many headers."""
-
-
-class HeaderReplayError(ReplayError, HeaderError):
-    """The header is already held (pending, the final tip or a retained final header): the work is done.
-
-    A :class:`~protocol.errors.ReplayError` (code ``packet.replay``) so the relay chain drops a redundant relay
-    as it drops any replay; also a :class:`~protocol.errors.HeaderError`, as a held header was refused before
-    the client tracked forks, so callers that caught that keep working.
-    """
-
-    code: ClassVar[str] = ReplayError.code
-
-
-class UnknownParentError(HeaderError):
-    """The header's parent is neither the final tip nor a pending header: never seen, or on a pruned branch."""
-
-    code: ClassVar[str] = "header.dpos.unknown_parent"
-
-
-class PendingLimitError(HeaderError):
-    """Holding the header would exceed ``max_pending_headers``: the chain's LIB is stalled, or forks fill the tree."""
-
-    code: ClassVar[str] = "header.dpos.pending_limit"
 
 
 class EquivocationError(HeaderError):

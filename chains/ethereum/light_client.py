@@ -87,8 +87,20 @@ from chains.ethereum.proofs import StorageRootCache
 from chains.ethereum.proofs import verify_membership as verify_storage_membership
 from chains.ethereum.proofs import verify_non_membership as verify_storage_non_membership
 from chains.ethereum.types import EthHeader
-from protocol.errors import CodecError, HeaderError, MisbehaviourError, ReplayError
-from protocol.light_client import ConsensusState, LightClient, base_state_to_json, restore_base_state
+from protocol.errors import (
+    CodecError,
+    HeaderError,
+    MisbehaviourError,
+    ReplayError,
+)
+from protocol.light_client import (
+    ConsensusState,
+    HeaderReplayError,
+    LightClient,
+    PendingLimitError,
+    base_state_to_json,
+    restore_base_state,
+)
 from protocol.types import ChainId, ClientId, check_id
 
 __all__ = [
@@ -132,22 +144,6 @@ _UINT64 = 2**64 - 1
 _INIT_REQUIRED = ("eth_chain_id", "bridge_address", "confirmation_depth", "trusting_period_ms")
 _INIT_OPTIONAL = ("max_consensus_states", "max_pending_headers", "max_open_attestations", "max_attestation_ahead",
                   "max_pending_ahead", "max_pending_per_height")
-
-
-class HeaderReplayError(ReplayError, HeaderError):
-    """The header is already held (pending, or final at its height): the work is done.
-
-    A :class:`~protocol.errors.ReplayError` (code ``packet.replay``) so a host drops a redundant relay, and a
-    :class:`~protocol.errors.HeaderError`, as the DPoS client's.
-    """
-
-    code: ClassVar[str] = ReplayError.code
-
-
-class PendingLimitError(HeaderError):
-    """Holding the header would exceed ``max_pending_headers``: attestations lag, or forged headers fill the pool."""
-
-    code: ClassVar[str] = "header.eth.pending_limit"
 
 
 class ShallowAttestationError(HeaderError):

@@ -9,6 +9,7 @@ failures use the protocol's own :class:`~protocol.errors.SignatureError`,
 from __future__ import annotations
 
 from protocol.errors import HeaderError
+from protocol.light_client import PendingLimitError, UnknownParentError
 
 __all__ = [
     "FarmerKeyError",
@@ -56,12 +57,6 @@ class WrongChallengeError(HeaderError):
     code = "header.poc.challenge"
 
 
-class UnknownParentError(HeaderError):
-    """The parent is not a header the verifier holds (never seen, or pruned)."""
-
-    code = "header.poc.unknown_parent"
-
-
 class FutureTimestampError(HeaderError):
     """The header's time lies further in the future than the allowed clock drift."""
 
@@ -81,13 +76,6 @@ class ProofReuseError(HeaderError):
     same proof re-signed under another header."""
 
     code = "header.poc.proof_reused"
-
-
-class PendingLimitError(HeaderError):
-    """Holding the header would exceed the light client's ``max_pending`` non-final headers, and every header it
-    could evict instead is at least as heavy."""
-
-    code = "header.poc.pending_limit"
 
 
 class FarmerPendingLimitError(PendingLimitError):

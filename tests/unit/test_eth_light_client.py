@@ -628,7 +628,7 @@ def test_pending_limit() -> None:
     feed(c, CHAIN_A[1:4])
     with pytest.raises(PendingLimitError) as info:
         c.process_header(CHAIN_A[4], 0)
-    assert info.value.code == "header.eth.pending_limit" and isinstance(info.value, HeaderError)
+    assert info.value.code == "header.pending_limit" and isinstance(info.value, HeaderError)
     attest_quorum(c, CHAIN_A[4])  # an expected header is never refused for room: it becomes final
     c.process_header(CHAIN_A[4], 0)
     assert c.final_heights() == [1, 2, 3, 4] and c.pending_count == 0

@@ -132,7 +132,7 @@ def test_orphans_are_kept_until_finality_passes_them(part: Partition) -> None:
     orphan_child = part.branch("m")[2]  # above finality, but its parent was pruned
     with pytest.raises(UnknownParentError, match="does not link") as err:
         client.process_header(orphan_child, orphan_child.timestamp_ms)
-    assert err.value.code == "header.dpos.unknown_parent"
+    assert err.value.code == "header.unknown_parent"
 
 
 def test_unknown_parent_is_refused_and_changes_nothing(part: Partition) -> None:
@@ -268,7 +268,7 @@ def test_pending_tree_is_bounded(case: LimitCase) -> None:
     header = branches[name].headers[1 + index]
     with pytest.raises(PendingLimitError, match=case.match) as err:
         client.process_header(header, header.timestamp_ms)
-    assert isinstance(err.value, HeaderError) and err.value.code == "header.dpos.pending_limit"
+    assert isinstance(err.value, HeaderError) and err.value.code == "header.pending_limit"
     assert fingerprint(client) == before and client.pending_count <= 6
     assert client.status(header.timestamp_ms) is ClientStatus.ACTIVE
 

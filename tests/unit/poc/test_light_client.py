@@ -112,7 +112,7 @@ CASES = [
     Case("wrong challenge", lambda c, h: (_resign(c, h, challenge=hashlib.sha256(b"grind").digest()), h.timestamp_ms),
          "header.poc.challenge"),
     Case("unknown parent", lambda c, h: (_resign(c, h, parent_hash=hashlib.sha256(b"nowhere").digest()),
-                                         h.timestamp_ms), "header.poc.unknown_parent"),
+                                         h.timestamp_ms), "header.unknown_parent"),
     Case("wrong height", lambda c, h: (_resign(c, h, height=h.height + 1), h.timestamp_ms), "header.invalid"),
     Case("no farmer name", lambda c, h: (_resign(c, h, farmer=""), h.timestamp_ms), "header.poc.farmer_key"),
     Case("wrong chain id", lambda c, h: (_resign(c, h, chain_id=ChainId("poc-other")), h.timestamp_ms),
@@ -287,7 +287,7 @@ def test_pruned_fork_point_is_unknown_parent(chain: FarmedChain) -> None:
     orphan, _ = chain.builder.child(chain.contexts[20], delta_ms=9)
     with pytest.raises(HeaderError) as exc:
         client.process_header(orphan, chain.headers[-1].timestamp_ms)
-    assert exc.value.code == "header.poc.unknown_parent"
+    assert exc.value.code == "header.unknown_parent"
 
 
 # -- proofs, expiry, construction --------------------------------------------------------------

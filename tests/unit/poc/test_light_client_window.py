@@ -399,7 +399,7 @@ def test_distance_and_total_caps_refuse_with_codes(attack: Attack, verifier: Pro
     assert side[-1].cumulative_weight < a.prefix[6].cumulative_weight and side[-1].timestamp_ms <= now
     follow_at = [client.process_header(h, now) for h in side[:2]]
     assert len(follow_at) == 2 and client.pending_count == 8
-    rejects(client, side[2], now, PendingLimitError, "header.poc.pending_limit")
+    rejects(client, side[2], now, PendingLimitError, "header.pending_limit")
     # the park's next header extends the best tip: it always gets in, evicting the side chain's leaf
     client.process_header(a.prefix[7], now)
     assert client.best_tip.header_hash == a.prefix[7].hash() and client.final_height == 2  # (2 held long enough)
