@@ -22,8 +22,9 @@ shares, so a chain kind's client adds only its own consensus-rule state.
 from __future__ import annotations
 
 import enum
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -226,6 +227,26 @@ def _as_proof(proof: Any) -> Proof:
 
 
 # -- persistence of the shared part ------------------------------------------------------------
+
+
+def open_state(data: bytes, *, client_type: str, versions: Collection[int], client_id: ClientId,
+               name: str) -> dict[str, Any]:
+    """The envelope every persisted light-client state shares, opened and checked (one copy for every client
+    type): a JSON object with ``"v"`` one of ``versions``, ``"type"`` equal to ``client_type``, and the client's
+    id (under ``"base"``, or at the top for older layouts) equal to ``client_id``. Raises
+    :class:`~protocol.errors.CodecError` naming ``name`` (``"a PoC light-client state"``) otherwise."""
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise CodecError(f"not {name}: not JSON ({exc})") from exc
+    if not isinstance(obj, dict) or obj.get("v") not in versions or obj.get("type") != client_type:
+        raise CodecError(f"not {name}", expected=f"{client_type} v{max(versions)}",
+                         got=[obj.get("type"), obj.get("v")] if isinstance(obj, dict) else None)
+    base = obj.get("base")
+    owner = base.get("client_id") if isinstance(base, dict) else obj.get("client_id")
+    if owner != client_id:
+        raise CodecError("light-client state of another client", expected=client_id, got=owner)
+    return obj
 
 
 def base_state_to_json(client: LightClient[Any]) -> dict[str, Any]:

@@ -72,7 +72,6 @@ Time is passed in, never read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn, Self
@@ -98,6 +97,7 @@ from protocol.light_client import (
     LightClient,
     PendingLimitError,
     UnknownParentError,
+    open_state,
 )
 from protocol.types import ChainId, ClientId
 
@@ -537,12 +537,8 @@ class DposLightClient(LightClient[DposHeader]):
         checked (:class:`~protocol.errors.CodecError`), its signatures are not re-verified.
         """
         try:
-            obj = json.loads(data)
-            if not isinstance(obj, dict) or obj.get("v") != STATE_VERSION or obj.get("type") != cls.client_type:
-                raise CodecError("not a DPoS light-client state", expected=f"{cls.client_type} v{STATE_VERSION}",
-                                 got=[obj.get("type"), obj.get("v")] if isinstance(obj, dict) else None)
-            if obj["client_id"] != client_id:
-                raise CodecError("light-client state of another client", expected=client_id, got=obj["client_id"])
+            obj = open_state(data, client_type=cls.client_type, versions=(STATE_VERSION,), client_id=client_id,
+                             name="a DPoS light-client state")
             final = [DposHeader.decode(bytes.fromhex(raw)) for raw in obj["final"]]
             if not final:
                 raise CodecError(f"DPoS client state of {client_id} holds no final header")

@@ -77,7 +77,6 @@ header. Time is passed in, never read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -99,6 +98,7 @@ from protocol.light_client import (
     LightClient,
     PendingLimitError,
     base_state_to_json,
+    open_state,
     restore_base_state,
 )
 from protocol.types import ChainId, ClientId, check_id
@@ -724,16 +724,11 @@ class EthereumLightClient(LightClient[EthHeader]):
         (:class:`~protocol.errors.CodecError`), not the history that produced it.
         """
         try:
-            obj = json.loads(data)
-            if (not isinstance(obj, dict) or obj.get("v") not in (1, STATE_VERSION)
-                    or obj.get("type") != cls.client_type):
-                raise CodecError("not an Ethereum light-client state", expected=f"{cls.client_type} v{STATE_VERSION}",
-                                 got=[obj.get("type"), obj.get("v")] if isinstance(obj, dict) else None)
+            obj = open_state(data, client_type=cls.client_type, versions=(1, STATE_VERSION), client_id=client_id,
+                             name="an Ethereum light-client state")
             base = obj["base"]
             # version 1 predates the flood bounds: its client gets the defaults
             bounds: dict[str, Any] = {k: obj[k] for k in _INIT_OPTIONAL[2:]} if obj["v"] >= 2 else {}
-            if base["client_id"] != client_id:
-                raise CodecError("light-client state of another client", expected=client_id, got=base["client_id"])
             client = cls(client_id, ChainId(base["chain_id"]), base["trusting_period_ms"],
                          eth_chain_id=obj["eth_chain_id"], bridge_address=_address(obj["bridge_address"]),
                          confirmation_depth=obj["confirmation_depth"],

@@ -82,7 +82,7 @@ from chains.poc.errors import (
 )
 from chains.poc.types import PocHeader
 from protocol.errors import CodecError, HeaderError, MisbehaviourError, NotFinalError, ReplayError, WrongChainError
-from protocol.light_client import ConsensusState, LightClient, base_state_to_json, restore_base_state
+from protocol.light_client import ConsensusState, LightClient, base_state_to_json, open_state, restore_base_state
 from protocol.types import ChainId, ClientId
 
 __all__ = ["RECOMMENDED_HEARTBEAT_MS", "STATE_VERSION", "PocClientParams", "PocLightClient"]
@@ -655,13 +655,9 @@ class PocLightClient(LightClient[PocHeader]):
         checked (:class:`~protocol.errors.CodecError`), proofs of space are not re-verified.
         """
         try:
-            obj = json.loads(data)
-            if not isinstance(obj, dict) or obj.get("v") != STATE_VERSION or obj.get("type") != cls.client_type:
-                raise CodecError("not a PoC light-client state", expected=f"{cls.client_type} v{STATE_VERSION}",
-                                 got=[obj.get("type"), obj.get("v")] if isinstance(obj, dict) else None)
+            obj = open_state(data, client_type=cls.client_type, versions=(STATE_VERSION,), client_id=client_id,
+                             name="a PoC light-client state")
             base = obj["base"]
-            if base["client_id"] != client_id:
-                raise CodecError("light-client state of another client", expected=client_id, got=base["client_id"])
             params = PocParams.from_json(obj["params"])
             nodes: dict[bytes, _Node] = {}
             by_height: dict[int, list[bytes]] = {}

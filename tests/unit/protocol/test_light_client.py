@@ -325,3 +325,21 @@ def test_router_never_reuses_an_id() -> None:
     snapshot = r.clients()
     snapshot.clear()
     assert len(r.clients()) == 52  # clients() is a copy
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "not a test state"),
+    (b'{"v": 3, "type": "poc", "base": {"client_id": "poc-0"}}', "not a test state"),
+    (b'{"v": 2, "type": "dpos", "base": {"client_id": "poc-0"}}', "not a test state"),
+    (b'{"v": 2, "type": "poc", "base": {"client_id": "poc-9"}}', "another client"),
+    (b'{"v": 2, "type": "poc", "client_id": "poc-9"}', "another client"),
+])
+def test_a_persisted_state_envelope_is_checked_once_for_every_client_type(data: bytes, why: str) -> None:
+    from protocol.light_client import open_state
+
+    with pytest.raises(CodecError, match=why):
+        open_state(data, client_type="poc", versions=(1, 2), client_id=ClientId("poc-0"), name="a test state")
+    ok = open_state(b'{"v": 1, "type": "poc", "base": {"client_id": "poc-0"}}', client_type="poc", versions=(1, 2),
+                    client_id=ClientId("poc-0"), name="a test state")
+    assert ok["v"] == 1
