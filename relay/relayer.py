@@ -49,7 +49,7 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -403,19 +403,22 @@ class Relayer:
         park_state = await self._park_records(src, dst, items)
         now_ms = self._wall_ms()
         todo: dict[Action, list[Tracked]] = {a: [] for a in Action}
+        unverified: set[str] = set()
         for t in items:
             rec = self._records_of(t, relay_state, park_state)
             action = next_action(rec, now_ms, timeout_unverified=self.timeout_unverified)
             if action is Action.FINISH:
                 self._finish(t)
                 continue
+            if action is Action.TIMEOUT and not rec.verified:
+                unverified.add(t.key)
             todo[action].append(t)
         self._note_progress(items, todo)
         ready = {a: [t for t in ts if not self._waiting(t, a.value) and self._my_turn(t, a.value)]
                  for a, ts in todo.items()}
         await self._verify(src, ready[Action.VERIFY])
         await self._recv(ready[Action.RECV])
-        await self._confirm(src, dst, ready[Action.CONFIRM], ready[Action.TIMEOUT])
+        await self._confirm(src, dst, ready[Action.CONFIRM], ready[Action.TIMEOUT], unverified)
         await self._settle(ready[Action.SETTLE], relay_state)
 
     def _note_progress(self, items: list[Tracked], todo: dict[Action, list[Tracked]]) -> None:
@@ -665,7 +668,11 @@ class Relayer:
             await self._submit(self.parks[p.dst_chain], "bridge.recv", {"packet": t.raw.hex(), "certificate": cert},
                                "recv", [t])
 
-    async def _confirm(self, src: str, dst: str, acks: list[Tracked], timeouts: list[Tracked]) -> None:
+    async def _confirm(self, src: str, dst: str, acks: list[Tracked], timeouts: list[Tracked],
+                       unverified: Collection[str] = ()) -> None:
+        """Phase 4, relay half: prove the receipts of ``acks``; prove no receipt for ``timeouts`` at a final target
+        header past their timeout, adding the commitment's proof on the source for those in ``unverified`` (the
+        relay never verified them, SPEC §6.6: it needs to know the source committed them)."""
         if not acks and not timeouts:
             return
         park = self.parks[dst]
@@ -685,20 +692,23 @@ class Relayer:
         due = [t for t in timeouts if header_time_ms >= t.packet.timeout_timestamp_ms]  # a final header past it
         if not due:
             return
-        # the commitment's proof on the source too: the relay needs it for a packet it never verified (SPEC
-        # §6.6) and ignores it for one it did
         src_park = self.parks[src]
-        src_final = int((await self._update_client(src_park))["final_height"])
+        src_final = (int((await self._update_client(src_park))["final_height"])
+                     if any(t.key in unverified for t in due) else 0)
         for t in due:
             p = t.packet
+            args: dict[str, Any] = {"packet": t.raw.hex(), "height": final}
+            if t.key in unverified:
+                if t.commit_height > src_final:
+                    continue  # the source's client is not final past the commitment yet: wait for it
+                cp = await src_park.source.prove(commitment_path(p.dst_chain, p.lane, p.sequence), src_final)
+                if cp.value is None:
+                    continue  # settled meanwhile (the commitment is gone): the next read finishes it
+                args |= {"commit_height": src_final, "commit_proof": cp.proof.hex()}
             pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
             if pv.value is not None:
                 continue  # it was received after all: the ack path will carry it
-            args: dict[str, Any] = {"packet": t.raw.hex(), "height": final, "proof": pv.proof.hex()}
-            if self.timeout_unverified and t.commit_height <= src_final:
-                cp = await src_park.source.prove(commitment_path(p.dst_chain, p.lane, p.sequence), src_final)
-                if cp.value is not None:
-                    args |= {"commit_height": src_final, "commit_proof": cp.proof.hex()}
+            args["proof"] = pv.proof.hex()
             await self._submit(self.relay, "packet.confirm_timeout", args, "timeout", [t])
 
     async def _settle(self, todo: list[Tracked], relay: dict[str, str | None]) -> None:
