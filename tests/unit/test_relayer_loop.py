@@ -43,6 +43,7 @@ class _Park:
         self.final = final
         self.events_at: dict[int, list[Any]] = {}
         self.down = False
+        self.time_ms = 0
         self.submitted: list[tuple[str, dict[str, Any]]] = []
 
     def _io(self) -> None:
@@ -73,10 +74,11 @@ class _Park:
         from adapters.common.roles import ProvenValue
 
         self._io()
-        return ProvenValue(height, key, b"01", b"proof", bytes(32))
+        present = key.startswith(b"commitments/")  # committed; no receipt anywhere
+        return ProvenValue(height, key, b"01" if present else None, b"proof", bytes(32))
 
     async def header_time_ms(self, height: int) -> int:
-        return 0
+        return self.time_ms
 
     async def submit(self, op: str, args: dict[str, Any]) -> str:
         self._io()
@@ -118,9 +120,9 @@ def _relayer(tmp: Path, relay: _Relay, parks: dict[str, _Park], **kw: Any) -> Re
     return Relayer("relayer-t", link, links, tmp / "r.sqlite3", poll_s=0.05, **kw)
 
 
-def _send_event(src: str, dst: str, seq: int, height: int) -> dict[str, Any]:
+def _send_event(src: str, dst: str, seq: int, height: int, timeout_ms: int = 10**13) -> dict[str, Any]:
     pkt = Packet(src_chain=src, dst_chain=dst, lane="lane-0", sequence=seq, kind=PacketKind.ENERGY, payload=b"x",
-                 sender="alice", receiver="bob", timeout_timestamp_ms=10**13)
+                 sender="alice", receiver="bob", timeout_timestamp_ms=timeout_ms)
     return {"type": "send_packet", "packet": encode_packet(pkt).hex(), "height": height}
 
 
@@ -240,3 +242,27 @@ async def test_an_idle_client_gets_a_heartbeat_update(tmp_path: Path) -> None:
         await asyncio.wait_for(task, 10)
     op, args = relay.submitted[0]
     assert op == "client.update" and bytes.fromhex(args["headers"][0]) == b"11/main"
+
+
+@pytest.mark.parametrize(("src_final", "sent"), [(8, True), (2, False)])
+async def test_a_never_verified_packet_is_timed_out_with_its_commitment_proof(tmp_path: Path, src_final: int,
+                                                                            sent: bool) -> None:
+    """Past its timeout, a packet the relay never verified is timed out on proof of its commitment on the source
+    (at the source client's final height) and of no receipt on the target; while the source's client is not final
+    past the commitment, nothing is sent (a timeout without that proof would be refused for good)."""
+    relay = _Relay()
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[3] = [_send_event("park-a", "park-b", 1, 3, timeout_ms=5_000)]
+    _client(relay, a, latest=10, final=src_final)
+    _client(relay, b, latest=10, final=8)
+    b.time_ms = 6_000  # the target's final header is past the timeout
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None, wall_ms=lambda: 7_000)
+    await r.step()
+    timeouts = [args for op, args in relay.submitted if op == "packet.confirm_timeout"]
+    if sent:
+        ((args),) = timeouts
+        assert args["commit_height"] == src_final and args["commit_proof"] == b"proof".hex()
+        assert args["height"] == 8 and args["proof"] == b"proof".hex()
+    else:
+        assert timeouts == [] and not [op for op, _ in relay.submitted if op.startswith("packet.verify")]
+    r.db.close()
