@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chains.common import wire
+from chains.common.kind import init_args, init_object
 from chains.common.state import ChainState
 from chains.common.tx import Tx
 from protocol.errors import CodecError
@@ -30,23 +31,11 @@ def op_args(tx: Tx, required: tuple[str, ...], optional: tuple[str, ...] = ()) -
     return obj_args(tx.args, tx.op, required, optional)
 
 
-def obj_args(value: Any, what: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise CodecError(f"{what} must be a JSON object", got=type(value).__name__)
-    missing = [k for k in required if k not in value]
-    if missing:
-        raise CodecError(f"{what} lacks arguments", expected=list(required), got=sorted(value))
-    extra = set(value) - set(required) - set(optional)
-    if extra:
-        raise CodecError(f"{what} has unknown arguments", expected=list(required + optional), got=sorted(extra))
-    return value
-
-
-def json_object(value: Any, what: str) -> dict[str, Any]:
-    """``value`` if it is a JSON object with string keys (any keys)."""
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise CodecError(f"{what} must be a JSON object", got=type(value).__name__)
-    return value
+obj_args = init_args
+"""``value`` if it is a JSON object with every ``required`` key and nothing outside ``required + optional``
+(one implementation with the chain kinds' light-client init args)."""
+json_object = init_object
+"""``value`` if it is a JSON object with string keys (any keys)."""
 
 
 def str_arg(args: Mapping[str, Any], name: str, what: str) -> str:

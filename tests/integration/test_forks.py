@@ -20,8 +20,8 @@ import pytest
 
 from relay.keys import read_secret
 from relay.nodes import admin_token_path
-from tests.integration.harness import Devnet, free_port_block, status, wait_for
-from tests.integration.test_four_phases import DPOS, LANE, POC, RELAY, Net, chain_spec, voucher
+from tests.integration.harness import Devnet, free_port_block, wait_for
+from tests.integration.test_four_phases import DPOS, LANE, POC, RELAY, Net, chain_spec, voucher, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -45,21 +45,7 @@ def fnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
 
 @pytest.fixture
 async def live_forks(fnet: Net) -> Net:
-    async def ready() -> bool:
-        relay = await status(fnet.url(RELAY))
-        if relay is None or relay["final_height"] < 2:
-            return False
-        for chain in (DPOS, POC):
-            try:
-                st = await asyncio.to_thread(fnet.views[chain].status)
-            except OSError:
-                return False
-            if st["final_height"] < 2:
-                return False
-        return True
-
-    await wait_for("every chain finalising", ready, 120)
-    return fnet
+    return await wait_ready(fnet)
 
 
 class Admin:

@@ -226,6 +226,17 @@ class Net:
         signed as relayer ``name``. Close with ``close_links()``."""
         return await asyncio.to_thread(build_relayer, self.cfg, name)
 
+    async def wait_targets_past_timeouts(self, keys: dict[str, str], links: Relayer) -> None:
+        """Until the target of each packet in ``keys`` (source -> key) has a block past the packet's timeout."""
+        for src, key in keys.items():
+            target = links.parks[self.other(src)].source
+            timeout_ms = (await self.packet(key))["timeout_timestamp_ms"]
+
+            async def past(target: Any = target, timeout_ms: int = timeout_ms) -> bool:
+                return bool(await target.header_time_ms(await target.latest_height()) > timeout_ms)
+
+            await wait_for(f"{self.other(src)}'s block time past the timeout", past, 60)
+
     async def hand_verify(self, key: str, links: Relayer, *, forge_first: bool = False) -> None:
         """Phase 2 by hand (no relayer service): update the relay's client of the source until the packet's
         block is final to it, then verify the commitment's proof. Raises what the relay chain refuses. With
@@ -259,8 +270,11 @@ class Net:
         pv = await park.source.prove(commitment_path(dst, lane, int(seq)), final)
         assert pv.value is not None
         if forge_first:
-            absent = await park.source.prove(commitment_path(dst, lane, int(seq) + 1000), final)
-            for what, proof in (("the proof of an absent commitment", absent.proof),
+            # the commitment's own path before the block that committed it: a proof that it was absent there (a
+            # proof of another absent path can hold this path's nodes too, in a small Ethereum storage trie)
+            absent = await park.source.prove(commitment_path(dst, lane, int(seq)), height - 1)
+            assert absent.value is None
+            for what, proof in (("the proof of the commitment's absence a block earlier", absent.proof),
                                 ("a tampered proof", pv.proof[:-1] + flip(pv.proof[-1:]))):
                 with pytest.raises(InvalidProofError):
                     await relay.target.submit("packet.verify", {"packet": raw.hex(), "height": final,
@@ -289,8 +303,8 @@ def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         d.stop_all()
 
 
-@pytest.fixture
-async def live(net: Net) -> AsyncIterator[Net]:
+async def wait_ready(net: Net) -> Net:
+    """Until the relay chain and both parks finalise (a fresh devnet's first blocks)."""
     async def ready() -> bool:
         relay = await status(net.url(RELAY))
         if relay is None or relay["final_height"] < 2:
@@ -305,7 +319,12 @@ async def live(net: Net) -> AsyncIterator[Net]:
         return True
 
     await wait_for("every chain finalising", ready, 120)
-    yield net
+    return net
+
+
+@pytest.fixture
+async def live(net: Net) -> AsyncIterator[Net]:
+    yield await wait_ready(net)
 
 
 async def test_energy_both_ways_and_each_voucher_home(live: Net) -> None:
@@ -357,14 +376,7 @@ async def test_timeout_refunds_only_on_proof_and_late_execution_is_rejected(live
     links = await live.links()
     try:
         # no relayer runs until the timeout has passed on each target: no source refunds on its own clock
-        for src, key in keys.items():
-            target = links.parks[live.other(src)].source
-            timeout_ms = (await live.packet(key))["timeout_timestamp_ms"]
-
-            async def target_past_timeout(target: Any = target, timeout_ms: int = timeout_ms) -> bool:
-                return bool(await target.header_time_ms(await target.latest_height()) > timeout_ms)
-
-            await wait_for(f"{live.other(src)}'s block time past the timeout", target_past_timeout, 60)
+        await live.wait_targets_past_timeouts(keys, links)
         for src, key in keys.items():
             assert (await live.packet(key))["state"] == "committed"
             assert await live.balance(src) == before[src] - 900
@@ -402,14 +414,7 @@ async def test_a_packet_never_verified_is_refunded_on_proof_after_its_timeout(li
     keys = {c: await live.send(c, 77, timeout_s=4) for c in (live.a, live.b)}
     links = await live.links()
     try:
-        for src, key in keys.items():
-            target = links.parks[live.other(src)].source
-            timeout_ms = (await live.packet(key))["timeout_timestamp_ms"]
-
-            async def target_past_timeout(target: Any = target, timeout_ms: int = timeout_ms) -> bool:
-                return bool(await target.header_time_ms(await target.latest_height()) > timeout_ms)
-
-            await wait_for(f"{live.other(src)}'s block time past the timeout", target_past_timeout, 60)
+        await live.wait_targets_past_timeouts(keys, links)
     finally:
         await links.close_links()
     for key in keys.values():
