@@ -202,6 +202,8 @@ class Relayer:
                 self.packets[key] = Tracked(decode_packet(pkt_raw), pkt_raw, h,
                                             bytes.fromhex(ack) if ack else None, seen_s=clock())
         self._inflight: dict[tuple[str, str], float] = {}
+        self._reported: set[str] = set()
+        """Evidence records this relayer delivered to their park (or that the park refused for good)."""
         self._lane_updates: set[tuple[str, str, str]] = set()
         """Lanes whose certified config this relayer still has to deliver to the lane's source park."""
         self._last_disposition = Disposition.DONE
@@ -542,9 +544,29 @@ class Relayer:
             assert self.heartbeat_s is not None
             since = self._clock() - self._last_update.get(park.chain_id, float("-inf"))
             if since >= self.heartbeat_s:
-                await self._update_client(park)
+                st = await self._update_client(park)
+                await self._report_evidence(park, st.get("evidence") or [])
             return Outcome(Next.CONTINUE, delay_s=self.heartbeat_s / 2)
         return step
+
+    async def _report_evidence(self, park: ChainLink, evidence: list[Any]) -> None:
+        """Deliver the lesser evidence the relay's client recorded (a DPoS witness that signed two headers at one
+        height, SPEC §8.5) to the park, whose own rules punish the witness (``witness.report_double_production``).
+        Each record once: a park that already punished it answers ``packet.replay``."""
+        for record in evidence:
+            if not isinstance(record, dict) or not record.get("header_a") or not record.get("header_b"):
+                continue
+            key = f"evidence/{park.chain_id}/" + hashlib.sha256(
+                f"{record['header_a']}|{record['header_b']}".encode()).hexdigest()[:32]
+            if key in self._reported or self._waiting_key(key) or not self._turn(key, "report", park.chain_id):
+                continue
+            await self._submit(park, "witness.report_double_production",
+                               {"header_a": record["header_a"], "header_b": record["header_b"]}, key, None)
+            if self._last_disposition in (Disposition.DONE, Disposition.NEVER, Disposition.FATAL):
+                self._reported.add(key)
+                self.log.warning("%s: reported witness %s's double signing at height %s to the park (%s)",
+                                 park.chain_id, record.get("witness"), record.get("height"),
+                                 self._last_disposition.value)
 
     async def _client_status(self, chain_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._relay_rpc().call("getClientStatus", {"chain_id": chain_id})

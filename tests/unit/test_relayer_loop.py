@@ -266,3 +266,22 @@ async def test_a_never_verified_packet_is_timed_out_with_its_commitment_proof(tm
     else:
         assert timeouts == [] and not [op for op, _ in relay.submitted if op.startswith("packet.verify")]
     r.db.close()
+
+
+async def test_recorded_witness_evidence_is_reported_to_the_park_once(tmp_path: Path) -> None:
+    """A double-signing witness the relay's client recorded (not frozen on) is reported to its park by the heartbeat,
+    which punishes it; the record is not sent again."""
+    relay = _Relay()
+    park = _Park("dpos-park", height=12, final=9)
+    _client(relay, park, latest=12, final=9)
+    record = {"witness": "witness-b", "height": 7, "header_a": "aa" * 8, "header_b": "bb" * 8}
+    relay.status["dpos-park"]["evidence"] = [record, {"witness": "x"}]  # a malformed record is passed over
+    now = [100.0]
+    r = _relayer(tmp_path, relay, {"dpos-park": park}, heartbeat_s=1.0, clock=lambda: now[0])
+    step = r._heartbeat_step_of(r.parks["dpos-park"])
+    await step()
+    assert park.submitted == [("witness.report_double_production", {"header_a": "aa" * 8, "header_b": "bb" * 8})]
+    now[0] += 10
+    await step()
+    assert len(park.submitted) == 1
+    r.db.close()
