@@ -756,32 +756,37 @@ class Relayer:
         """Submit ``op``; act on a refusal by its disposition: done (another relayer did it), retried within a
         second, after the chain moves, or parked and reported. I/O errors propagate to the task's loop."""
         disposition = Disposition.DONE
+        error: ProtocolError | None = None
         try:
             await chain.target.submit(op, args)
         except ProtocolError as exc:
-            disposition = exc.disposition
-            keys = ", ".join(t.key for t in packets or [])
-            if disposition is Disposition.DONE:
-                self.stats.redundant += 1  # another relayer did it first: done, not an error
-            else:
-                self.stats.rejected += 1
-                for t in packets or []:
-                    self.progress.setdefault(t.lane_key, LaneProgress()).last_error = f"{op}: {exc}"
-            if disposition in (Disposition.RETRY_SOON, Disposition.AFTER_PROGRESS):
-                self.log.info("%s on %s refused for now (%s); resubmitting in %.0fs", op, chain.chain_id, exc.code,
-                              retry_delay_s(disposition))
-            elif disposition in (Disposition.NEVER, Disposition.FATAL):
-                self.log.error("%s on %s refused: %s; not retried for %.0fs (packets: %s)", op, chain.chain_id, exc,
-                               retry_delay_s(disposition), keys or "-")
-        else:
-            self.stats.count(action)
+            disposition, error = exc.disposition, exc
         self._last_disposition = disposition
         wait_s = retry_delay_s(disposition)
         if packets is None:
-            self._inflight[(action, "update")] = self._clock() + min(wait_s, RESUBMIT_AFTER_S / 3)
+            # header updates, lane configs, evidence: what they carry changes with the chain, so a refusal
+            # is looked at again within seconds whatever its disposition
+            wait_s = min(wait_s, RESUBMIT_AFTER_S / 3)
+            self._inflight[(action, "update")] = self._clock() + wait_s
         else:
             for t in packets:
                 self._inflight[(t.key, action)] = self._clock() + wait_s
+        if error is None:
+            self.stats.count(action)
+            return
+        if disposition is Disposition.DONE:
+            self.stats.redundant += 1  # another relayer did it first: done, not an error
+            return
+        self.stats.rejected += 1
+        for t in packets or []:
+            self.progress.setdefault(t.lane_key, LaneProgress()).last_error = f"{op}: {error}"
+        keys = ", ".join(t.key for t in packets or []) or "-"
+        if disposition in (Disposition.RETRY_SOON, Disposition.AFTER_PROGRESS):
+            self.log.info("%s on %s refused for now (%s); resubmitting in %.0fs (packets: %s)", op, chain.chain_id,
+                          error.code, wait_s, keys)
+        else:
+            self.log.error("%s on %s refused: %s; not retried for %.0fs (packets: %s)", op, chain.chain_id, error,
+                           wait_s, keys)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

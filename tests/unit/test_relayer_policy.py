@@ -167,3 +167,19 @@ def test_no_turns_on_chains_that_refuse_duplicates_or_for_a_lone_relayer(tmp_pat
     assert alone._my_turn(t, "recv")
     for r in [*free, alone]:
         r.db.close()
+
+
+async def test_a_refused_header_update_is_looked_at_again_soon_and_the_log_says_when(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Header updates change with the chain: whatever the refusal, the relayer looks again within seconds, and its log
+    says that wait, not the 300 s a refused packet waits."""
+    import logging
+
+    r, link = _relayer(tmp_path, SignatureError("forged"))
+    before = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="parkrelay.relayer"):
+        await r._submit(link, "client.update", {}, "update/poc-park", None)
+    until = r._inflight[("update/poc-park", "update")]
+    assert until - before <= RESUBMIT_AFTER_S / 3 + 1
+    assert "not retried for 2s" in caplog.text and "300" not in caplog.text
+    r.db.close()
