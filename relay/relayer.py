@@ -60,6 +60,7 @@ import sqlite_utils
 from adapters.common.park import ParkSource, ParkTarget
 from adapters.common.roles import SourceSide, TargetSide
 from adapters.common.rpc import JsonRpcClient
+from chains.common.tx import account_path
 from protocol.codec import decode_outcome, decode_packet
 from protocol.crypto import Ed25519Signer
 from protocol.errors import CodecError, Disposition, ProtocolError
@@ -207,6 +208,7 @@ class Relayer:
         self._lane_updates: set[tuple[str, str, str]] = set()
         """Lanes whose certified config this relayer still has to deliver to the lane's source park."""
         self._last_disposition = Disposition.DONE
+        self._last_error_code: str | None = None
         self._last_update: dict[str, float] = {}
         self._update_locks: dict[str, asyncio.Lock] = {}
         self._last_progress_log: dict[str, float] = {}
@@ -583,6 +585,7 @@ class Relayer:
                 return st
             latest = await park.source.latest_height()
             held, final = int(st["latest_height"]), int(st["final_height"])
+            held_final = final
             shared = await self._shared_height(park, final, min(held, latest))
             if shared is None:
                 await self._submit_deep_fork(park, final)
@@ -601,7 +604,26 @@ class Relayer:
                 await self._submit(self.relay, "client.update",
                                    {"chain_id": park.chain_id, "headers": [h.encode().hex() for h in headers]},
                                    f"update/{park.chain_id}", None)
+                if self._last_error_code == "header.poc.farmer_key":
+                    await self._register_farmers(park, headers, held_final)
             return st
+
+    async def _register_farmers(self, park: ChainLink, headers: list[Any], final: int) -> None:
+        """The client refused a header whose farmer it does not know (an account the park created after the client's
+        genesis, SPEC §8.6): bind each farmer of ``headers`` to its key with a proof of its account at the client's
+        final height (``client.register_farmer``). A name that is not a park account there is left alone: its
+        headers stay refused."""
+        for name in dict.fromkeys(str(getattr(h, "farmer", "")) for h in headers):
+            if not name:
+                continue
+            pv = await park.source.prove(account_path(name), final)
+            if pv.value is None:
+                continue
+            self.log.info("%s: registering farmer %s with the relay's client (its account, proven at %d)",
+                          park.chain_id, name, final)
+            await self._submit(self.relay, "client.register_farmer",
+                               {"chain_id": park.chain_id, "height": final, "name": name, "account": pv.value.hex(),
+                                "proof": pv.proof.hex()}, f"farmer/{park.chain_id}/{name}", None)
 
     async def _holds(self, chain_id: str, headers: list[Any]) -> list[bool]:
         held: list[bool] = await self._relay_rpc().call(
@@ -762,6 +784,7 @@ class Relayer:
         except ProtocolError as exc:
             disposition, error = exc.disposition, exc
         self._last_disposition = disposition
+        self._last_error_code = None if error is None else error.code
         wait_s = retry_delay_s(disposition)
         if packets is None:
             # header updates, lane configs, evidence: what they carry changes with the chain, so a refusal

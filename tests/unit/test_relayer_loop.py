@@ -25,6 +25,7 @@ from relay.relayer import ChainLink, Relayer
 class _Header:
     height: int
     branch: str
+    farmer: str = "farmer-a"
 
     @property
     def hash(self) -> bytes:
@@ -74,7 +75,7 @@ class _Park:
         from adapters.common.roles import ProvenValue
 
         self._io()
-        present = key.startswith(b"commitments/")  # committed; no receipt anywhere
+        present = key.startswith((b"commitments/", b"accounts/farmer-"))  # committed; no receipt anywhere
         return ProvenValue(height, key, b"01" if present else None, b"proof", bytes(32))
 
     async def header_time_ms(self, height: int) -> int:
@@ -96,6 +97,7 @@ class _Relay:
         self.held: dict[str, set[bytes]] = {}
         self.submitted: list[tuple[str, dict[str, Any]]] = []
         self.got_submission = asyncio.Event()
+        self.refuse: dict[str, Exception] = {}
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         p = params or {}
@@ -111,6 +113,8 @@ class _Relay:
     async def submit(self, op: str, args: dict[str, Any]) -> str:
         self.submitted.append((op, args))
         self.got_submission.set()
+        if op in self.refuse:
+            raise self.refuse.pop(op)
         return "00" * 32
 
 
@@ -284,4 +288,23 @@ async def test_recorded_witness_evidence_is_reported_to_the_park_once(tmp_path: 
     now[0] += 10
     await step()
     assert len(park.submitted) == 1
+    r.db.close()
+
+
+async def test_a_farmer_the_client_does_not_know_is_registered_with_a_proof_of_its_account(tmp_path: Path) -> None:
+    """The relay's PoC client refuses a header of a farmer created after its genesis (header.poc.farmer_key); the
+    relayer registers that farmer with a proof of its account at the client's final height, then feeds on."""
+    from chains.poc.errors import FarmerKeyError
+
+    relay = _Relay()
+    park = _Park("poc-park", height=9, final=6)
+    _client(relay, park, latest=7, final=5)
+    relay.refuse["client.update"] = FarmerKeyError("farmer-a is not bound to a key")
+    r = _relayer(tmp_path, relay, {"poc-park": park}, heartbeat_s=None)
+    await r._update_client(r.parks["poc-park"])
+    (first, _), (op, reg) = relay.submitted
+    assert first == "client.update"
+    assert op == "client.register_farmer"
+    assert reg == {"chain_id": "poc-park", "height": 5, "name": "farmer-a", "account": b"01".hex(),
+                   "proof": b"proof".hex()}
     r.db.close()
