@@ -76,8 +76,11 @@ class ParkView:
         raise NotImplementedError
 
     def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
-                 timeout_ms: int) -> dict[str, Any]:
-        """Phase 1: ``{"packet": raw bytes, "height": n, "tx": hash}``."""
+                 timeout_ms: int, *, wait_final: bool = True) -> dict[str, Any]:
+        """Phase 1: ``{"packet": raw bytes, "height": n, "tx": hash}``. With ``wait_final`` (the default) only
+        once the block holding it is final on the park: before that a reorganisation may include the transfer
+        again at another height, and another sender on the lane may take its sequence, so a packet key read
+        from a block that is not final may never exist."""
         raise NotImplementedError
 
 
@@ -118,7 +121,7 @@ class PyPark(ParkView):
         return self._int(f"supply/{denom}")
 
     def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
-                 timeout_ms: int) -> dict[str, Any]:
+                 timeout_ms: int, *, wait_final: bool = True) -> dict[str, Any]:
         from relay.devnet import account_key_path
         from relay.keys import ed25519_signer
 
@@ -131,16 +134,18 @@ class PyPark(ParkView):
         tx_hash = rpc(self.url, "submitTx", {"tx": tx.to_json()})["hash"]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            # getTxResult reads the canonical chain only: after a reorg it answers for the new branch
             res = rpc(self.url, "getTxResult", {"hash": tx_hash})
             if res is not None:
                 if not res["ok"]:
                     raise RuntimeError(f"transfer failed on {self.chain.id}: {res['error']}")
+                final = not wait_final or int(rpc(self.url, "status")["final_height"]) >= int(res["height"])
                 for ev in rpc(self.url, "getEvents", {"from": res["height"], "to": res["height"],
-                                                      "type": "send_packet"}):
+                                                      "type": "send_packet"}) if final else []:
                     if ev.get("tx") == tx_hash:
                         return {"packet": bytes.fromhex(ev["packet"]), "height": res["height"], "tx": tx_hash}
             time.sleep(0.25)
-        raise RuntimeError(f"transfer {tx_hash[:16]} not in a block within 60 s")
+        raise RuntimeError(f"transfer {tx_hash[:16]} not in a {'final ' if wait_final else ''}block within 60 s")
 
 
 class EthPark(ParkView):
@@ -248,7 +253,7 @@ class EthPark(ParkView):
         return self._erc20(self._token(denom), "totalSupply") if denom != "kWh" else 0
 
     def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
-                 timeout_ms: int) -> dict[str, Any]:
+                 timeout_ms: int, *, wait_final: bool = True) -> dict[str, Any]:
         from adapters import ethereum as eth
         from relay.devnet import account_key_path
         from relay.keys import read_secret
@@ -263,6 +268,11 @@ class EthPark(ParkView):
                 await t.close()
 
         sent = asyncio.run(go())
+        deadline = time.monotonic() + 60
+        while wait_final and int(self.status()["final_height"]) < sent.height:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"transfer {sent.tx_hash[:16]}'s block {sent.height} not final within 60 s")
+            time.sleep(0.25)
         return {"packet": sent.raw, "height": sent.height, "tx": sent.tx_hash}
 
 

@@ -214,11 +214,13 @@ class Net:
     async def send(self, src: str, amount_wh: int, *, receiver: str | None = None, denom: str = "kWh",
                    timeout_s: float = 300) -> str:
         """Phase 1 on ``src`` by its user, to the other park's user (or ``receiver``, as the target names it);
-        returns the packet key once its block is in."""
+        returns the packet key once its block is in, not final (an operator's `parkrelay transfer` waits for
+        finality). The key is stable across reorgs here: one user sends on each lane direction, and a node
+        includes an abandoned branch's transfers again, so the same transfer takes the same sequence."""
         dst = self.other(src)
         to = self.views[dst].account(receiver or USER[dst])
         sent = await asyncio.to_thread(self.views[src].transfer, USER[src], dst, to, amount_wh, denom, LANE,
-                                       int((time.time() + timeout_s) * 1000))
+                                       int((time.time() + timeout_s) * 1000), wait_final=False)
         return packet_key(decode_packet(sent["packet"]))
 
     async def links(self, name: str = "relayer-b") -> Relayer:
