@@ -212,7 +212,7 @@ class Net:
                 time.sleep(0.2)
 
     async def send(self, src: str, amount_wh: int, *, receiver: str | None = None, denom: str = "kWh",
-                   timeout_s: float = 300) -> str:
+                   timeout_s: float = 300, wait_final: bool = False) -> str:
         """Phase 1 on ``src`` by its user, to the other park's user (or ``receiver``, as the target names it);
         returns the packet key once its block is in, not final (an operator's `parkrelay transfer` waits for
         finality). The key is stable across reorgs here: one user sends on each lane direction, and a node
@@ -220,7 +220,7 @@ class Net:
         dst = self.other(src)
         to = self.views[dst].account(receiver or USER[dst])
         sent = await asyncio.to_thread(self.views[src].transfer, USER[src], dst, to, amount_wh, denom, LANE,
-                                       int((time.time() + timeout_s) * 1000), wait_final=False)
+                                       int((time.time() + timeout_s) * 1000), wait_final=wait_final)
         return packet_key(decode_packet(sent["packet"]))
 
     async def links(self, name: str = "relayer-b") -> Relayer:
@@ -585,7 +585,9 @@ async def test_a_park_node_killed_hard_and_restarted_loses_nothing(live: Net) ->
         await wait_for("both packets verified", verified, 90)
         for chain in (live.a, live.b):
             await asyncio.to_thread(live.crash_and_restart, chain)
-        keys += [await live.send(live.a, 31), await live.send(live.b, 41)]
+        # right after a restart the parks may still reorganise: take the keys from final blocks, as an operator's
+        # `parkrelay transfer` does (a key read from a block a fork then drops may never exist)
+        keys += [await live.send(live.a, 31, wait_final=True), await live.send(live.b, 41, wait_final=True)]
         rows = await live.wait_final(keys, timeout_s=240)
     finally:
         live.stop_relayers()
