@@ -6,9 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lint test test-unit test-integration demo bench clean
+.PHONY: setup fabric lint test test-unit test-integration demo bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) fabric
+
+# Hyperledger Fabric's peer, orderer, osnadmin and configtxgen, built once from Fabric's Go module at the pin in
+# deploy/fabric/gomodule and cached outside the repository (PARKRELAY_FABRIC_HOME, default ~/.cache/parkrelay/fabric-2.5.9)
+fabric:
+	@bash deploy/fabric/build.sh
 
 $(STAMP): requirements.lock pyproject.toml chains/ethereum/package-lock.json
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found on PATH" >&2; exit 1; }
