@@ -20,6 +20,7 @@ other way round, so the adapter factories of each kind are registered in :mod:`a
 from __future__ import annotations
 
 import difflib
+import importlib
 import types
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -298,3 +299,25 @@ class ChainKind(ABC):
 
     def __repr__(self) -> str:
         return f"<chain kind {self.name}>"
+
+
+class ParkNodeKind(ChainKind):
+    """A kind whose nodes run on the shared park-node runtime (DPoS, PoC): its ``node_module`` (imported only when
+    a genesis is built or a node starts, so the relay's light clients never load the node runtime) provides
+    ``build_genesis(**kwargs)`` and ``make_rules(genesis, name, signer, data_dir)``."""
+
+    node_module: ClassVar[str]
+    """Dotted name of the module holding the kind's genesis builder and node rules (``chains.dpos.node``)."""
+
+    def build_genesis(self, *, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
+                      accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
+                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path
+                      ) -> dict[str, Any]:
+        genesis: dict[str, Any] = importlib.import_module(self.node_module).build_genesis(
+            chain_id=chain_id, params=params, nodes=nodes, accounts=accounts, relay_validators=relay_validators,
+            lanes=lanes, genesis_time_ms=genesis_time_ms, data_dir=data_dir)
+        return genesis
+
+    def make_rules(self, genesis: dict[str, Any], name: str, signer: Ed25519Signer, data_dir: Path) -> ChainRules:
+        rules: ChainRules = importlib.import_module(self.node_module).make_rules(genesis, name, signer, data_dir)
+        return rules

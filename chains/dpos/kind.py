@@ -17,13 +17,12 @@ park's node runs (bridge section included), so it is the header block 1 links to
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chains.common.kind import (
     HOSTED_MAX_CONSENSUS_STATES,
     HOSTED_MAX_PENDING_HEADERS,
-    ChainKind,
+    ParkNodeKind,
     bounded_init_int,
     init_args,
     init_object,
@@ -31,13 +30,11 @@ from chains.common.kind import (
 from chains.dpos.light_client import DposLightClient
 from chains.dpos.params import DposChainParams
 from chains.dpos.types import DposHeader
-from protocol.certificate import ValidatorSet
-from protocol.crypto import Ed25519Signer
 from protocol.light_client import LightClient
 from protocol.types import ChainId, ClientId
 
 if TYPE_CHECKING:
-    from chains.common.node import ChainRules
+    pass
 
 __all__ = ["DPOS", "DposKind"]
 
@@ -45,29 +42,15 @@ _MAX_CONSENSUS_STATES = 4096
 _MAX_PENDING_HEADERS = 65536
 
 
-class DposKind(ChainKind):
+class DposKind(ParkNodeKind):
     """Graphene-style DPoS witnesses on the shared park-node runtime; client type ``dpos``."""
 
     name = "dpos"
     params_type = DposChainParams
     node_flag = "--witness"
     key_scheme = "ed25519"
+    node_module = "chains.dpos.node"
     client_params = ("max_consensus_states", "max_pending_headers")
-
-    def build_genesis(self, *, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
-                      accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
-                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path
-                      ) -> dict[str, Any]:
-        from chains.dpos import node  # the node runtime and its I/O libraries load only when used
-
-        return node.build_genesis(chain_id=chain_id, params=params, nodes=nodes, accounts=accounts,
-                                  relay_validators=relay_validators, lanes=lanes, genesis_time_ms=genesis_time_ms,
-                                  data_dir=data_dir)
-
-    def make_rules(self, genesis: dict[str, Any], name: str, signer: Ed25519Signer, data_dir: Path) -> ChainRules:
-        from chains.dpos import node
-
-        return node.make_rules(genesis, name, signer, data_dir)
 
     @property
     def light_client_type(self) -> type[LightClient[Any]]:

@@ -23,20 +23,17 @@ park's node runs (bridge section included), so it is the header block 1 links to
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chains.common.kind import HOSTED_MAX_CONSENSUS_STATES, ChainKind, bounded_init_int, init_args, init_object
+from chains.common.kind import HOSTED_MAX_CONSENSUS_STATES, ParkNodeKind, bounded_init_int, init_args, init_object
 from chains.poc.light_client import PocClientParams, PocLightClient
 from chains.poc.params import PocChainParams
 from chains.poc.types import PocHeader, decode_header
-from protocol.certificate import ValidatorSet
-from protocol.crypto import Ed25519Signer
 from protocol.light_client import LightClient
 from protocol.types import ChainId, ClientId
 
 if TYPE_CHECKING:
-    from chains.common.node import ChainRules
+    pass
 
 __all__ = ["POC", "PocKind"]
 
@@ -46,30 +43,16 @@ POC_CLIENT_PARAMS = tuple(PocClientParams.__dataclass_fields__)
 """Init keys of a ``poc`` client that are :class:`~chains.poc.light_client.PocClientParams`."""
 
 
-class PocKind(ChainKind):
+class PocKind(ParkNodeKind):
     """Proof-of-capacity farmers (chiapos) on the shared park-node runtime; client type ``poc``."""
 
     name = "poc"
     params_type = PocChainParams
     node_flag = "--farmer"
     key_scheme = "ed25519"
+    node_module = "chains.poc.node"
     advances_with_time = True
     client_params = ("max_consensus_states", "confirmation_depth", "fork_history", *POC_CLIENT_PARAMS)
-
-    def build_genesis(self, *, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
-                      accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
-                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path
-                      ) -> dict[str, Any]:
-        from chains.poc import node  # the node runtime and its I/O libraries load only when used
-
-        return node.build_genesis(chain_id=chain_id, params=params, nodes=nodes, accounts=accounts,
-                                  relay_validators=relay_validators, lanes=lanes, genesis_time_ms=genesis_time_ms,
-                                  data_dir=data_dir)
-
-    def make_rules(self, genesis: dict[str, Any], name: str, signer: Ed25519Signer, data_dir: Path) -> ChainRules:
-        from chains.poc import node
-
-        return node.make_rules(genesis, name, signer, data_dir)
 
     @property
     def light_client_type(self) -> type[LightClient[Any]]:

@@ -24,6 +24,7 @@ import tomli_w
 
 from adapters.common.rpc import JsonRpcClient
 from chains.common.procs import spawn
+from chains.registry import chain_kind
 from protocol.errors import TransportError
 from relay import devnet
 from relay.config import DeploymentConfig, load_config
@@ -106,7 +107,7 @@ class Devnet:
             argv += ["relay", "--config", str(self.cfg.path), "--validator", node]
         else:
             chain = self.cfg.chain(chain_id)
-            flag = {"dpos": "--witness", "poc": "--farmer", "ethereum": "--node"}[chain.kind]
+            flag = chain_kind(chain.kind).node_flag
             argv += [chain.kind, "--config", str(self.cfg.path), "--chain", chain_id, flag, node]
         # tied to this process: a test run killed from outside (SIGKILL, a timeout) takes its nodes with it
         self.procs[(chain_id, node)] = spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)

@@ -13,34 +13,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from relay.keys import read_secret
 from relay.nodes import admin_token_path
-from tests.integration.harness import Devnet, free_port_block, wait_for
-from tests.integration.test_four_phases import DPOS, LANE, POC, RELAY, Net, chain_spec, voucher, wait_ready
+from tests.integration.harness import wait_for
+from tests.integration.test_four_phases import DPOS, LANE, POC, RELAY, Net, started_net, voucher, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def fnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    root: Path = tmp_path_factory.mktemp("forks")
-    d = Devnet(root, chains=[chain_spec(DPOS), chain_spec(POC)], lanes=[{"lane": LANE, "a": DPOS, "b": POC}],
-               relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
-                      "block_interval_ms": 300},
-               relayers=["relayer-a", "relayer-b"], relayer_options={"heartbeat_s": 1.0})
-    d.write()
-    d.start_all()
-    n = Net(d, DPOS, POC)
-    try:
+    with started_net(tmp_path_factory.mktemp("forks"), [DPOS, POC], [{"lane": LANE, "a": DPOS, "b": POC}],
+                     ["relayer-a", "relayer-b"]) as n:
         yield n
-    finally:
-        n.stop_relayers()
-        d.stop_all()
 
 
 @pytest.fixture

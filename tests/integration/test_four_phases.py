@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -287,22 +288,31 @@ class Net:
         assert res["ok"], res
 
 
-@pytest.fixture(scope="module", params=list(PAIRS))
-def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    a, b = PAIRS[request.param]
-    root: Path = tmp_path_factory.mktemp(f"four-phases-{request.param}")
-    d = Devnet(root, chains=[chain_spec(a), chain_spec(b)], lanes=[{"lane": LANE, "a": a, "b": b}],
+@contextmanager
+def started_net(root: Path, chains: list[str], lanes: list[dict[str, str]], relayers: list[str],
+                a: str | None = None, b: str | None = None) -> Iterator[Net]:
+    """A devnet of ``chains`` (test specs), four relay validators and ``relayers`` (none started), as a :class:`Net`
+    between ``a`` and ``b`` (default: the first two chains); everything it started stops on exit."""
+    d = Devnet(root, chains=[chain_spec(c) for c in chains], lanes=lanes,
                relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
                       "block_interval_ms": 300},
-               relayers=["relayer-a", "relayer-b"], relayer_options={"heartbeat_s": 1.0})
+               relayers=relayers, relayer_options={"heartbeat_s": 1.0})
     d.write()
     d.start_all()
-    n = Net(d, a, b)
+    n = Net(d, a or chains[0], b or chains[1])
     try:
         yield n
     finally:
         n.stop_relayers()
         d.stop_all()
+
+
+@pytest.fixture(scope="module", params=list(PAIRS))
+def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    a, b = PAIRS[request.param]
+    with started_net(tmp_path_factory.mktemp(f"four-phases-{request.param}"), [a, b],
+                     [{"lane": LANE, "a": a, "b": b}], ["relayer-a", "relayer-b"]) as n:
+        yield n
 
 
 async def wait_ready(net: Net) -> Net:

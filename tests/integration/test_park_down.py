@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,8 @@ from protocol.codec import decode_packet
 from protocol.paths import commitment_path
 from relay.ops import packet_key
 from relay.parks import park_view
-from tests.integration.harness import Devnet, free_port_block, wait_for
-from tests.integration.test_four_phases import DPOS, ETH, LANE, POC, USER, Net, chain_spec, voucher, wait_ready
+from tests.integration.harness import wait_for
+from tests.integration.test_four_phases import DPOS, ETH, LANE, POC, USER, Net, started_net, voucher, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -29,20 +28,10 @@ ETH_LANE = "lane-1"
 
 @pytest.fixture(scope="module")
 def tri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    root: Path = tmp_path_factory.mktemp("park-down")
-    d = Devnet(root, chains=[chain_spec(DPOS), chain_spec(POC), chain_spec(ETH)],
-               lanes=[{"lane": LANE, "a": DPOS, "b": POC}, {"lane": ETH_LANE, "a": DPOS, "b": ETH}],
-               relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
-                      "block_interval_ms": 300},
-               relayers=["relayer-a"], relayer_options={"heartbeat_s": 1.0})
-    d.write()
-    d.start_all()
-    n = Net(d, DPOS, POC)
-    try:
+    with started_net(tmp_path_factory.mktemp("park-down"), [DPOS, POC, ETH],
+                     [{"lane": LANE, "a": DPOS, "b": POC}, {"lane": ETH_LANE, "a": DPOS, "b": ETH}],
+                     ["relayer-a"]) as n:
         yield n
-    finally:
-        n.stop_relayers()
-        d.stop_all()
 
 
 async def test_a_park_down_stalls_only_its_own_paths(tri: Net) -> None:
