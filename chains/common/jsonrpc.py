@@ -365,7 +365,8 @@ class Param:
             ok = isinstance(value, dict)
         elif self.kind in ("str", "hex"):
             ok = isinstance(value, str) and (not self.max_len or len(value) <= self.max_len * (
-                2 if self.kind == "hex" else 1)) and (self.kind == "str" or (len(value) % 2 == 0 and _HEX.fullmatch(value) is not None))
+                2 if self.kind == "hex" else 1)) and (
+                self.kind == "str" or (len(value) % 2 == 0 and _HEX.fullmatch(value) is not None))
         elif self.kind in ("str_list", "object_list"):
             item = str if self.kind == "str_list" else dict
             ok = isinstance(value, list) and (not self.max_len or len(value) <= self.max_len) and all(
