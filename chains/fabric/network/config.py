@@ -1,0 +1,336 @@
+"""What one Fabric park network is: :class:`FabricNetworkConfig` (its shape, ports and paths) and :class:`Layout`
+(where everything lives under its ``data_dir``).
+
+The config is plain data, checked once (:meth:`FabricNetworkConfig.check`); the Fabric chain kind wraps it (its
+``[[chains]]`` table keys map onto these fields). Nothing here touches the disk or starts a process.
+
+Ports: one block of ``4 × (orderers + 2)`` consecutive ports from ``base_port``, four per node, orderers first, then
+the peers in :data:`~chains.fabric.consts.PEER_ORGS` order (:meth:`FabricNetworkConfig.orderer_ports`,
+:meth:`FabricNetworkConfig.peer_ports`). Everything binds ``host`` (loopback).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chains.fabric.consts import BRIDGE_CHAINCODE, DEFAULT_CHANNEL, ENDORSEMENT_POLICY, PEER_ORGS
+
+__all__ = [
+    "FABRIC_HOME_ENV",
+    "FABRIC_VERSION",
+    "PEER_NODE",
+    "PORTS_PER_NODE",
+    "ChaincodeSpec",
+    "FabricConfigError",
+    "FabricNetworkConfig",
+    "Layout",
+    "OrdererPorts",
+    "PeerPorts",
+    "chaincode_process",
+    "default_fabric_home",
+    "orderer_process",
+    "peer_process",
+]
+
+FABRIC_VERSION = "2.5.9"
+"""The Fabric release ``make setup`` builds (deploy/fabric/build.sh)."""
+FABRIC_HOME_ENV = "PARKRELAY_FABRIC_HOME"
+"""Environment variable naming another Fabric home (``bin/`` with peer, orderer, osnadmin, configtxgen;
+``config/`` with Fabric's sampleconfig core.yaml, orderer.yaml, configtx.yaml)."""
+PORTS_PER_NODE = 4
+"""Ports reserved per orderer or peer (module docstring)."""
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+"""User (client identity) names: they become file names and certificate common names."""
+_CHANNEL = re.compile(r"^[a-z][a-z0-9.-]{0,48}$")
+"""Fabric's channel-name rule (lower case, digits, dots and dashes, starting with a letter; < 250 chars)."""
+_CC_NAME = re.compile(r"^[a-zA-Z0-9]+([-_][a-zA-Z0-9]+)*$")
+"""Fabric's chaincode-name rule (``_lifecycle``)."""
+
+
+class FabricConfigError(ValueError):
+    """A Fabric network setting is invalid; the message names the field, what was expected and what was found."""
+
+
+def default_fabric_home() -> Path:
+    """``$PARKRELAY_FABRIC_HOME``, else ``~/.cache/parkrelay/fabric-2.5.9`` (where ``make setup`` builds)."""
+    env = os.environ.get(FABRIC_HOME_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "parkrelay" / f"fabric-{FABRIC_VERSION}"
+
+
+@dataclass(frozen=True, slots=True)
+class OrdererPorts:
+    """The ports of one orderer."""
+
+    listen: int
+    """gRPC: Broadcast, Deliver and the Raft cluster service (TLS)."""
+    admin: int
+    """Channel participation API (``osnadmin``; mutual TLS with the orderer organisation's admin)."""
+    operations: int
+    """Operations: ``/healthz``, ``/metrics`` (plain HTTP on loopback)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPorts:
+    """The ports of one peer and of its organisation's chaincode server."""
+
+    listen: int
+    """gRPC: endorser, deliver, gossip, discovery, gateway (TLS)."""
+    chaincode_listen: int
+    """The peer's chaincode support listener (unused by chaincode-as-a-service, which the peer dials)."""
+    operations: int
+    """Operations: ``/healthz``, ``/metrics`` (plain HTTP on loopback)."""
+    chaincode_server: int
+    """Where the organisation's chaincode server listens (plain gRPC on loopback; the peer dials it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChaincodeSpec:
+    """The one chaincode the launcher defines on the channel, and how each organisation runs its server."""
+
+    command: tuple[str, ...] = (sys.executable, "-m", "chains.fabric.chaincode.server")
+    """The chaincode server's command line. Started once per peer organisation with ``CHAINCODE_ID`` (that
+    organisation's package id), ``CHAINCODE_SERVER_ADDRESS`` (``host:port``) and ``PARKRELAY_FABRIC_MSP`` (the
+    organisation) in its environment."""
+    name: str = BRIDGE_CHAINCODE
+    """Chaincode name on the channel."""
+    version: str = "1"
+    """Definition version (``--version``)."""
+    sequence: int = 1
+    """Definition sequence (``--sequence``); the launcher commits exactly this one."""
+    endorsement_policy: str = ENDORSEMENT_POLICY
+    """Signature policy of the definition (``--signature-policy``): both peer organisations must endorse."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """More environment for the chaincode server (e.g. ``PYTHONPATH``)."""
+    cwd: Path | None = None
+    """Working directory of the chaincode server (None: the launcher's)."""
+    ready_args: tuple[str, ...] = ("org.hyperledger.fabric:get_metadata",)
+    """A query (``peer chaincode query`` arguments) that succeeds once a peer reaches its organisation's chaincode
+    server; the launcher waits for it on every peer. The default is the metadata function every
+    ``fabric-chaincode-python`` contract chaincode has."""
+
+    @property
+    def label(self) -> str:
+        """Package label (``name_version``)."""
+        return f"{self.name}_{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class FabricNetworkConfig:
+    """One Fabric park: an etcdraft ordering service of ``orderers`` nodes (organisation ``OrdererMSP``), one peer
+    in each of ``OperatorMSP`` and ``SalesMSP``, one application channel and one chaincode on it."""
+
+    chain_id: str
+    """The park's chain id in the deployment (names in logs and the connection profile)."""
+    data_dir: Path
+    """Everything the network writes: key material, configs, ledgers, logs (:class:`Layout`)."""
+    base_port: int
+    """First of the ``4 × (orderers + 2)`` consecutive ports (module docstring)."""
+    orderers: int = 1
+    """Raft consenters: 1 in tests, 3 in the devnet (one may crash), at most 5."""
+    host: str = "127.0.0.1"
+    """Address every listener binds and every endpoint names."""
+    channel: str = DEFAULT_CHANNEL
+    """The application channel (created through channel participation; no system channel)."""
+    chaincode: ChaincodeSpec = field(default_factory=ChaincodeSpec)
+    """The chaincode defined on the channel, and its servers."""
+    users: Mapping[str, str] = field(default_factory=dict)
+    """Client identities to enrol, name -> peer organisation MSP id (``{"alice": "OperatorMSP"}``); each
+    organisation also gets an ``admin``."""
+    batch_timeout_ms: int = 250
+    """Orderer ``BatchTimeout``: how long a lone transaction waits before its block is cut (Fabric's default is
+    2 s). Part of the channel config: fixed when the channel is created."""
+    max_message_count: int = 100
+    """Orderer ``BatchSize.MaxMessageCount``: transactions per block at most (channel config)."""
+    raft_tick_ms: int = 100
+    """etcdraft ``TickInterval``; elections take ``ElectionTick`` (10) to 20 ticks (channel config)."""
+    cert_validity_days: int = 3650
+    """Lifetime of every generated certificate (devnet material)."""
+    logging_spec: str = "info"
+    """``FABRIC_LOGGING_SPEC`` of the peers and orderers."""
+    fabric_home: Path = field(default_factory=default_fabric_home)
+    """Fabric's binaries (``bin/``) and sample configuration (``config/``)."""
+
+    def check(self) -> None:
+        """Refuse a config that cannot work, naming the field (:class:`FabricConfigError`)."""
+        if not 1 <= self.orderers <= 5:
+            raise FabricConfigError(f"orderers: expected 1..5 Raft consenters, got {self.orderers}")
+        last = self.base_port + self.port_count - 1
+        if not 1024 <= self.base_port or last > 65535:
+            raise FabricConfigError(f"base_port: expected 1024..{65536 - self.port_count} so that its "
+                                    f"{self.port_count} ports fit, got {self.base_port}")
+        if not _CHANNEL.match(self.channel):
+            raise FabricConfigError(f"channel: expected a Fabric channel name ({_CHANNEL.pattern}), "
+                                    f"got {self.channel!r}")
+        cc = self.chaincode
+        if not _CC_NAME.match(cc.name):
+            raise FabricConfigError(f"chaincode.name: expected {_CC_NAME.pattern}, got {cc.name!r}")
+        if not re.match(r"^[a-zA-Z0-9.+_-]{1,32}$", cc.version):
+            raise FabricConfigError(f"chaincode.version: expected 1-32 of [a-zA-Z0-9.+_-], got {cc.version!r}")
+        if cc.sequence < 1:
+            raise FabricConfigError(f"chaincode.sequence: expected >= 1, got {cc.sequence}")
+        if not cc.command:
+            raise FabricConfigError("chaincode.command: expected a command line, got an empty one")
+        for name, msp in self.users.items():
+            if not _NAME.match(name) or name == "admin":
+                raise FabricConfigError(f"users: expected names matching {_NAME.pattern} other than 'admin', "
+                                        f"got {name!r}")
+            if msp not in PEER_ORGS:
+                raise FabricConfigError(f"users.{name}: expected one of {list(PEER_ORGS)}, got {msp!r}")
+        for key, low, high in (("batch_timeout_ms", 10, 10_000), ("max_message_count", 1, 10_000),
+                               ("raft_tick_ms", 10, 5_000), ("cert_validity_days", 1, 36_500)):
+            value = getattr(self, key)
+            if not low <= value <= high:
+                raise FabricConfigError(f"{key}: expected {low}..{high}, got {value}")
+
+    # --- names and ports ------------------------------------------------------------------------------
+
+    @property
+    def port_count(self) -> int:
+        """Ports used from ``base_port`` on."""
+        return PORTS_PER_NODE * (self.orderers + len(PEER_ORGS))
+
+    @property
+    def orderer_names(self) -> tuple[str, ...]:
+        """``orderer0``, ``orderer1``, ... (Raft consenter ids 1, 2, ...)."""
+        return tuple(f"orderer{i}" for i in range(self.orderers))
+
+    def orderer_ports(self, index: int) -> OrdererPorts:
+        base = self._node_base(index)
+        return OrdererPorts(listen=base, admin=base + 1, operations=base + 2)
+
+    def peer_ports(self, msp: str) -> PeerPorts:
+        base = self._node_base(self.orderers + PEER_ORGS.index(msp))
+        return PeerPorts(listen=base, chaincode_listen=base + 1, operations=base + 2, chaincode_server=base + 3)
+
+    def orderer_endpoint(self, index: int) -> str:
+        return f"{self.host}:{self.orderer_ports(index).listen}"
+
+    def peer_endpoint(self, msp: str) -> str:
+        return f"{self.host}:{self.peer_ports(msp).listen}"
+
+    def _node_base(self, slot: int) -> int:
+        return self.base_port + PORTS_PER_NODE * slot
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.data_dir)
+
+    def users_of(self, msp: str) -> tuple[str, ...]:
+        """Client users of one organisation, sorted."""
+        return tuple(sorted(n for n, m in self.users.items() if m == msp))
+
+
+PEER_NODE = "peer0"
+"""Each peer organisation's one peer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a Fabric park keeps everything, under its ``root`` (the chain's data dir)::
+
+        crypto/<MSP>/ca/ca.pem, ca.key                  the organisation's signing root CA (key 0600)
+        crypto/<MSP>/tlsca/tlsca.pem, tlsca.key         its TLS root CA
+        crypto/<MSP>/msp/                               its verifying MSP (what the channel config holds):
+                                                        cacerts/, tlscacerts/, config.yaml (NodeOUs)
+        crypto/<MSP>/nodes/<node>/msp/, tls/            an orderer (orderer0..) or the peer (peer0): local MSP
+                                                        (signcerts/cert.pem, keystore/priv_sk, ...) and TLS
+                                                        (ca.crt, server.crt, server.key)
+        crypto/<MSP>/users/<name>/msp/, tls/            admin (OU admin) and client users (OU client); TLS
+                                                        (ca.crt, client.crt, client.key)
+        config/configtx/configtx.yaml                   the channel's profile (configtxgen)
+        config/<process>/core.yaml | orderer.yaml       each process's FABRIC_CFG_PATH
+        channel/<channel>.block                         the channel's genesis block
+        ledger/<process>/                               peer file system path / orderer ledger, WAL, snapshots
+        chaincode/<MSP>/<label>.tgz, package-id         each organisation's chaincode-as-a-service package
+        connection-profile.json                         for hfc (fabric-sdk-py)
+        logs/<process>.log                              each process's output
+    """
+
+    root: Path
+
+    @property
+    def crypto(self) -> Path:
+        return self.root / "crypto"
+
+    def org(self, msp: str) -> Path:
+        return self.crypto / msp
+
+    def org_msp(self, msp: str) -> Path:
+        """The organisation's verifying MSP directory (configtx ``MSPDir``)."""
+        return self.org(msp) / "msp"
+
+    def ca(self, msp: str, tls: bool = False) -> tuple[Path, Path]:
+        """``(certificate, key)`` of the organisation's signing (or TLS) root CA."""
+        d = self.org(msp) / ("tlsca" if tls else "ca")
+        stem = "tlsca" if tls else "ca"
+        return d / f"{stem}.pem", d / f"{stem}.key"
+
+    def node(self, msp: str, node: str) -> Path:
+        return self.org(msp) / "nodes" / node
+
+    def user(self, msp: str, name: str) -> Path:
+        return self.org(msp) / "users" / name
+
+    def signcert(self, identity_dir: Path) -> Path:
+        return identity_dir / "msp" / "signcerts" / "cert.pem"
+
+    def keyfile(self, identity_dir: Path) -> Path:
+        return identity_dir / "msp" / "keystore" / "priv_sk"
+
+    def node_tls(self, msp: str, node: str) -> tuple[Path, Path]:
+        """``(server.crt, server.key)`` of a node (serverAuth and clientAuth: the Raft cluster uses it too)."""
+        d = self.node(msp, node) / "tls"
+        return d / "server.crt", d / "server.key"
+
+    def user_tls(self, msp: str, name: str) -> tuple[Path, Path]:
+        """``(client.crt, client.key)`` of a user (osnadmin's mutual TLS for the orderer admin)."""
+        d = self.user(msp, name) / "tls"
+        return d / "client.crt", d / "client.key"
+
+    def tls_ca(self, msp: str) -> Path:
+        return self.ca(msp, tls=True)[0]
+
+    def config(self, process: str) -> Path:
+        return self.root / "config" / process
+
+    @property
+    def configtx_dir(self) -> Path:
+        return self.root / "config" / "configtx"
+
+    def channel_block(self, channel: str) -> Path:
+        return self.root / "channel" / f"{channel}.block"
+
+    def ledger(self, process: str) -> Path:
+        return self.root / "ledger" / process
+
+    def chaincode_dir(self, msp: str) -> Path:
+        return self.root / "chaincode" / msp
+
+    @property
+    def connection_profile(self) -> Path:
+        return self.root / "connection-profile.json"
+
+    def log(self, process: str) -> Path:
+        return self.root / "logs" / f"{process}.log"
+
+
+def orderer_process(index: int) -> str:
+    """Process name of orderer ``index`` (also its node name in ``OrdererMSP``)."""
+    return f"orderer{index}"
+
+
+def peer_process(msp: str) -> str:
+    """Process name of an organisation's peer: ``peer0.OperatorMSP``."""
+    return f"{PEER_NODE}.{msp}"
+
+
+def chaincode_process(msp: str) -> str:
+    """Process name of an organisation's chaincode server: ``chaincode.OperatorMSP``."""
+    return f"chaincode.{msp}"
+
