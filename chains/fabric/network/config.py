@@ -17,12 +17,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chains.fabric.consts import BRIDGE_CHAINCODE, DEFAULT_CHANNEL, ENDORSEMENT_POLICY, PEER_ORGS
 
 __all__ = [
     "FABRIC_HOME_ENV",
     "FABRIC_VERSION",
+    "MAPPING_KEYS",
     "PEER_NODE",
     "PORTS_PER_NODE",
     "ChaincodeSpec",
@@ -156,6 +158,37 @@ class FabricNetworkConfig:
     fabric_home: Path = field(default_factory=default_fabric_home)
     """Fabric's binaries (``bin/``) and sample configuration (``config/``)."""
 
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, chain_id: str, data_dir: Path, base_port: int,
+                     host: str = "127.0.0.1") -> FabricNetworkConfig:
+        """A checked config from plain data (a TOML or JSON table): the keys of :data:`MAPPING_KEYS`, each typed
+        like the field of the same name; ``chaincode`` is a table of :class:`ChaincodeSpec` fields (``command``
+        and ``ready_args`` lists of strings, ``env`` a table of strings, ``cwd`` a path). Unknown keys and wrong
+        types are refused (:class:`FabricConfigError` naming the key)."""
+        unknown = sorted(set(raw) - set(MAPPING_KEYS))
+        if unknown:
+            raise FabricConfigError(f"unknown key(s) {unknown}: expected some of {sorted(MAPPING_KEYS)}")
+        kw: dict[str, Any] = {}
+        for key, typ in MAPPING_KEYS.items():
+            if key not in raw or key == "chaincode":
+                continue
+            value = raw[key]
+            if typ is dict:
+                if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                             for k, v in value.items()):
+                    raise FabricConfigError(f"{key}: expected a table of strings, got {value!r}")
+                value = dict(value)
+            elif isinstance(value, bool) or not isinstance(value, typ):
+                raise FabricConfigError(f"{key}: expected {typ.__name__}, got {value!r}")
+            kw[key] = value
+        if "fabric_home" in kw:
+            kw["fabric_home"] = Path(kw["fabric_home"])
+        if "chaincode" in raw:
+            kw["chaincode"] = _chaincode_from_mapping(raw["chaincode"])
+        out = cls(chain_id=chain_id, data_dir=Path(data_dir), base_port=base_port, host=host, **kw)
+        out.check()
+        return out
+
     def check(self) -> None:
         """Refuse a config that cannot work, naming the field (:class:`FabricConfigError`)."""
         if not 1 <= self.orderers <= 5:
@@ -187,6 +220,14 @@ class FabricNetworkConfig:
             value = getattr(self, key)
             if not low <= value <= high:
                 raise FabricConfigError(f"{key}: expected {low}..{high}, got {value}")
+
+    def fixed_settings(self) -> dict[str, object]:
+        """The settings baked into the channel's genesis block, the certificates or the ledgers: a data dir
+        keeps them (``network.json``) and refuses to start with others."""
+        return {"chain_id": self.chain_id, "host": self.host, "base_port": self.base_port,
+                "orderers": self.orderers, "channel": self.channel, "chaincode": self.chaincode.name,
+                "batch_timeout_ms": self.batch_timeout_ms, "max_message_count": self.max_message_count,
+                "raft_tick_ms": self.raft_tick_ms}
 
     # --- names and ports ------------------------------------------------------------------------------
 
@@ -226,6 +267,39 @@ class FabricNetworkConfig:
         return tuple(sorted(n for n, m in self.users.items() if m == msp))
 
 
+MAPPING_KEYS: Mapping[str, type] = {
+    "orderers": int, "channel": str, "users": dict, "batch_timeout_ms": int, "max_message_count": int,
+    "raft_tick_ms": int, "cert_validity_days": int, "logging_spec": str, "fabric_home": str, "chaincode": dict,
+}
+"""Keys :meth:`FabricNetworkConfig.from_mapping` takes, and their types."""
+_CHAINCODE_KEYS = {"command": list, "name": str, "version": str, "sequence": int, "endorsement_policy": str,
+                   "env": dict, "cwd": str, "ready_args": list}
+
+
+def _chaincode_from_mapping(raw: Any) -> ChaincodeSpec:
+    if not isinstance(raw, Mapping):
+        raise FabricConfigError(f"chaincode: expected a table, got {raw!r}")
+    unknown = sorted(set(raw) - set(_CHAINCODE_KEYS))
+    if unknown:
+        raise FabricConfigError(f"chaincode: unknown key(s) {unknown}: expected some of {sorted(_CHAINCODE_KEYS)}")
+    kw: dict[str, Any] = {}
+    for key, value in raw.items():
+        typ = _CHAINCODE_KEYS[key]
+        if typ is list:
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise FabricConfigError(f"chaincode.{key}: expected a list of strings, got {value!r}")
+            value = tuple(value)
+        elif typ is dict:
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                         for k, v in value.items()):
+                raise FabricConfigError(f"chaincode.{key}: expected a table of strings, got {value!r}")
+            value = dict(value)
+        elif isinstance(value, bool) or not isinstance(value, typ):
+            raise FabricConfigError(f"chaincode.{key}: expected {typ.__name__}, got {value!r}")
+        kw[key] = Path(value) if key == "cwd" else value
+    return ChaincodeSpec(**kw)
+
+
 PEER_NODE = "peer0"
 """Each peer organisation's one peer."""
 
@@ -248,6 +322,7 @@ class Layout:
         channel/<channel>.block                         the channel's genesis block
         ledger/<process>/                               peer file system path / orderer ledger, WAL, snapshots
         chaincode/<MSP>/<label>.tgz, package-id         each organisation's chaincode-as-a-service package
+        network.json                                    the settings fixed at init (ports, orderers, channel...)
         connection-profile.json                         for hfc (fabric-sdk-py)
         logs/<process>.log                              each process's output
     """
@@ -311,6 +386,11 @@ class Layout:
 
     def chaincode_dir(self, msp: str) -> Path:
         return self.root / "chaincode" / msp
+
+    @property
+    def settings(self) -> Path:
+        """``network.json``: :meth:`FabricNetworkConfig.fixed_settings` as of ``init``."""
+        return self.root / "network.json"
 
     @property
     def connection_profile(self) -> Path:

@@ -23,6 +23,7 @@ start and every restart (after a crash, a reboot, or a SIGKILL of one process):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ from typing import Any
 
 from chains.fabric.consts import PEER_ORGS
 from chains.fabric.network.config import (
+    FabricConfigError,
     FabricNetworkConfig,
     chaincode_process,
     orderer_process,
@@ -119,13 +121,15 @@ class FabricNetwork:
             if name == orderer_process(i):
                 ops = cfg.orderer_ports(i).operations
                 return ManagedProcess(name, [self.tools.binary("orderer")], base_env(cfg, lay.config(name)),
-                                      lay.log(name), health_url=f"http://{cfg.host}:{ops}/healthz", **common)
+                                      lay.log(name), health_url=f"http://{cfg.host}:{ops}/healthz",
+                                      listen=(cfg.host, cfg.orderer_ports(i).listen), **common)
         for msp in PEER_ORGS:
             if name == peer_process(msp):
                 ops = cfg.peer_ports(msp).operations
                 return ManagedProcess(name, [self.tools.binary("peer"), "node", "start"],
                                       base_env(cfg, lay.config(name)), lay.log(name),
-                                      health_url=f"http://{cfg.host}:{ops}/healthz", **common)
+                                      health_url=f"http://{cfg.host}:{ops}/healthz",
+                                      listen=(cfg.host, cfg.peer_ports(msp).listen), **common)
             if name == chaincode_process(msp):
                 package_id = self.package_ids.get(msp)
                 if package_id is None:
@@ -184,8 +188,24 @@ class FabricNetwork:
     def init(self) -> None:
         """Key material, configs and the connection profile (step 1); needs Fabric's binaries and sampleconfig."""
         self.tools.check_installed()
+        self._check_settings()
         init_crypto(self.cfg)
         write_configs(self.cfg)
+
+    def _check_settings(self) -> None:
+        """Keep the settings a data dir was made with (``network.json``); refuse a config that changes one."""
+        path = self.cfg.layout.settings
+        now = self.cfg.fixed_settings()
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(now, indent=2) + "\n")
+            return
+        was = json.loads(path.read_text())
+        for key, value in now.items():
+            if was.get(key) != value:
+                raise FabricConfigError(f"{key}: the Fabric park in {self.cfg.data_dir} was made with {was.get(key)!r} "
+                                        f"(fixed in its channel config, certificates or ledgers; {path}), got "
+                                        f"{value!r}: keep it, or start from an empty data dir")
 
     def up(self, timeout_s: float = 120.0) -> None:
         """Every step (module docstring); returns once the chaincode answers on every peer."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -92,13 +93,21 @@ def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
         return int(exc.code), bytes(exc.read())
 
 
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 class ManagedProcess:
     """A long-running child (module docstring). Start it, wait for its ``/healthz``, signal it, stop it; start it
     again after it exited (its data stays where its config says)."""
 
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path, *,
-                 health_url: str | None = None, cwd: Path | None = None, echo: Echo | None = None,
-                 on_exit: OnExit | None = None) -> None:
+                 health_url: str | None = None, listen: tuple[str, int] | None = None, cwd: Path | None = None,
+                 echo: Echo | None = None, on_exit: OnExit | None = None) -> None:
         self.name = name
         """Process name (``orderer0``, ``peer0.OperatorMSP``, ``chaincode.SalesMSP``)."""
         self.argv = list(argv)
@@ -106,6 +115,9 @@ class ManagedProcess:
         self.log_path = log_path
         self.health_url = health_url
         """Its operations ``/healthz`` (None: ready once started)."""
+        self.listen = listen
+        """``(host, port)`` of its gRPC listener, which must accept connections too: a peer's operations server
+        answers ``/healthz`` before its ledgers are open and its gRPC server listens."""
         self.cwd = cwd
         self.echo = echo
         self.on_exit = on_exit
@@ -126,7 +138,7 @@ class ManagedProcess:
         if self.running():
             raise FabricNetworkError(f"{self.name} is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the pump thread owns and closes it
+        log = open(self.log_path, "ab")  # the pump thread owns and closes it
         self.generation += 1
         header = f"--- parkrelay: starting {self.name} (run {self.generation}): {' '.join(self.argv)}\n"
         log.write(header.encode())
@@ -162,7 +174,8 @@ class ManagedProcess:
             self.on_exit(self.name, generation, code)
 
     def wait_healthy(self, timeout_s: float = 60.0, poll_s: float = 0.05) -> None:
-        """Poll its ``/healthz`` until it answers 200; fail fast if it exits first."""
+        """Poll its ``/healthz`` until it answers 200 and its listener accepts connections; fail fast if it exits
+        first."""
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while True:
@@ -177,8 +190,11 @@ class ManagedProcess:
             try:
                 status, body = http_get(self.health_url, timeout_s=1.0)
                 if status == 200:
-                    return
-                last = f"HTTP {status}: {body[:200].decode(errors='replace')}"
+                    if self.listen is None or _accepts(*self.listen):
+                        return
+                    last = f"/healthz OK but nothing listens on {self.listen[0]}:{self.listen[1]} yet"
+                else:
+                    last = f"HTTP {status}: {body[:200].decode(errors='replace')}"
             except OSError as exc:
                 last = str(exc)
             if time.monotonic() > deadline:

@@ -29,9 +29,11 @@ BINARIES = ("peer", "orderer", "osnadmin", "configtxgen")
 
 def base_env(cfg: FabricNetworkConfig, cfg_path: Path) -> dict[str, str]:
     """The environment of every Fabric process and command: PATH, HOME, FABRIC_CFG_PATH and logging."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-            "FABRIC_CFG_PATH": str(cfg_path), "FABRIC_LOGGING_SPEC": cfg.logging_spec,
-            "FABRIC_LOGGING_FORMAT": LOG_FORMAT}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "FABRIC_CFG_PATH": str(cfg_path),
+           "FABRIC_LOGGING_SPEC": cfg.logging_spec, "FABRIC_LOGGING_FORMAT": LOG_FORMAT}
+    if "HOME" in os.environ:
+        env["HOME"] = os.environ["HOME"]
+    return env
 
 
 class FabricTools:
