@@ -3,6 +3,7 @@
     parkrelay node dpos --config deploy/devnet.toml --witness witness-a
     parkrelay node poc  --config deploy/devnet.toml --farmer farmer-a
     parkrelay node ethereum --config deploy/devnet.toml [--chain eth-park]
+    parkrelay node fabric --config deploy/devnet.toml [--chain fabric-park]
     parkrelay devnet init|up|down|status|demo --config deploy/devnet.toml
     parkrelay status --config deploy/devnet.toml [--json]
 
@@ -25,6 +26,7 @@ from relay.keys import KeyFileError, read_secret
 
 if TYPE_CHECKING:
     from chains.ethereum.node import EthNodeSettings
+    from chains.fabric.network.config import FabricNetworkConfig
 
 
 def _setup_logging(level: str, json_logs: bool) -> None:
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     node = sub.add_parser("node", help="run one park-chain node process")
-    node.add_argument("kind", choices=[*KINDS, "relay"])
+    node.add_argument("kind", choices=[*KINDS, *(["fabric"] if "fabric" not in KINDS else []), "relay"])
     node.add_argument("--config", required=True, help="deployment config (TOML)")
     node.add_argument("--chain", help="chain id (default: the only chain of that kind)")
     node.add_argument("--witness", help="DPoS witness name")
@@ -125,6 +127,11 @@ def _dispatch(args: Any) -> int:
             if not args.validator:
                 raise ConfigError("parkrelay node relay needs --validator NAME")
             return asyncio.run(run_node(cfg, "relay", None, args.validator))
+        if args.kind == "fabric":
+            # the whole Fabric park (orderers, peers, chaincode servers) under one supervisor process
+            from chains.fabric.network.supervisor import run_supervisor
+
+            return run_supervisor(_fabric_network(cfg, args.chain))
         kind = kind_of(args.kind)
         if not kind.runs_on_park_node:
             # a kind with its own node process; Ethereum is the only one (anvil plus its deployment)
@@ -163,6 +170,25 @@ def _node_name(args: Any, flag: str) -> str | None:
     ``args.witness``); each kind's flag is an argument of the ``node`` parser."""
     value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
     return value if isinstance(value, str) else None
+
+
+def _fabric_network(cfg: DeploymentConfig, chain_id: str | None) -> FabricNetworkConfig:
+    """A Fabric park's network from the config: its chain table, its accounts and the relayers; its data dir is
+    ``<data_dir>/<chain id>``."""
+    from chains.fabric.network.config import FabricConfigError, FabricNetworkConfig
+
+    chains = cfg.chains_of_kind("fabric") if chain_id is None else [cfg.chain(chain_id)]
+    if len(chains) != 1:
+        raise ConfigError(f"{cfg.path}: {len(chains)} chains of kind fabric; name one with --chain")
+    chain = chains[0]
+    if chain.kind != "fabric":
+        raise ConfigError(f"{cfg.path}: chain {chain.id} is a {chain.kind} chain; run `parkrelay node {chain.kind}`")
+    try:
+        return FabricNetworkConfig.for_park(chain_id=chain.id, data_dir=cfg.data_dir / chain.id,
+                                            base_port=chain.base_port, host=cfg.host, params=chain.params,
+                                            accounts=chain.accounts, relayers=cfg.relayers)
+    except FabricConfigError as exc:
+        raise ConfigError(f"{cfg.path}: chain {chain.id!r}: {exc}") from exc
 
 
 def _ethereum_settings(cfg: DeploymentConfig, chain_id: str | None, node: str | None) -> EthNodeSettings:

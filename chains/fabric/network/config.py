@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,20 @@ class FabricNetworkConfig:
         out = cls(chain_id=chain_id, data_dir=Path(data_dir), base_port=base_port, host=host, **kw)
         out.check()
         return out
+
+    @classmethod
+    def for_park(cls, *, chain_id: str, data_dir: Path, base_port: int, host: str, params: Mapping[str, Any],
+                 accounts: Iterable[str], relayers: Iterable[str] = ()) -> FabricNetworkConfig:
+        """The network of a deployment's Fabric park (``parkrelay node fabric``): the chain table's parameters
+        that are :data:`MAPPING_KEYS` (others are the light client's and the bridge's; None means the default),
+        and a client identity for every account and relayer: in the organisation ``params["users"]`` names, else
+        in ``OperatorMSP``."""
+        raw = {k: v for k, v in params.items() if k in MAPPING_KEYS and v is not None}
+        named = dict(raw.get("users") or {})
+        users = {name: named.get(name, PEER_ORGS[0]) for name in (*accounts, *relayers)}
+        users.update(named)
+        raw["users"] = users
+        return cls.from_mapping(raw, chain_id=chain_id, data_dir=data_dir, base_port=base_port, host=host)
 
     def check(self) -> None:
         """Refuse a config that cannot work, naming the field (:class:`FabricConfigError`)."""
