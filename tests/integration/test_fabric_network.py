@@ -21,6 +21,9 @@ import os
 # hfc's generated protos predate protobuf 4: the pure-Python protobuf must be chosen before protobuf is first
 # imported (DEPENDENCIES.md). The chaincode servers never inherit this (the launcher strips it).
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+# hfc loads grpc, and this process also forks Fabric's processes: grpc's fork handlers must be off before grpc
+# initialises, or a forked child may abort before it execs (chains/common/procs.py)
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import json
 import logging
@@ -182,7 +185,7 @@ async def test_put_get_through_hfc_and_peer_cli(park: Park) -> None:
     assert whoami == SALES_MSP
     assert net.lifecycle.query(OPERATOR_MSP, ["whoami"]).strip() == OPERATOR_MSP
     # an absent key is the chaincode's error (status 500 in the proposal response), not an empty answer
-    with pytest.raises(Exception, match="no value at"):  # noqa: B017 - hfc raises a bare Exception
+    with pytest.raises(Exception, match="no value at"):
         await hfc_get(client, cfg, "no-such-key", PEERS[1])
 
     latencies = []
@@ -285,7 +288,7 @@ def test_supervisor_restarts_a_killed_peer_and_leaves_no_orphans(tmp_path: Path)
         "chain_id": cfg.chain_id, "data_dir": str(cfg.data_dir), "base_port": cfg.base_port,
         "users": USERS, "batch_timeout_ms": BATCH_TIMEOUT_MS,
         "chaincode": {"command": list(CC.command), "name": CC.name, "cwd": str(REPO), "env": dict(CC.env)}}))
-    err = open(tmp_path / "supervisor.log", "wb")  # noqa: SIM115 - closed in finally
+    err = open(tmp_path / "supervisor.log", "wb")
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     # deliberately not spawn(): this test SIGKILLs the parent itself, and what the parent started is under test
     parent = subprocess.Popen([sys.executable, "-m", "chains.fabric.network.supervisor", "--settings", str(settings),

@@ -122,14 +122,15 @@ class FabricNetwork:
                 ops = cfg.orderer_ports(i).operations
                 return ManagedProcess(name, [self.tools.binary("orderer")], base_env(cfg, lay.config(name)),
                                       lay.log(name), health_url=f"http://{cfg.host}:{ops}/healthz",
-                                      listen=(cfg.host, cfg.orderer_ports(i).listen), **common)
+                                      listen=[(cfg.host, cfg.orderer_ports(i).listen),
+                                              (cfg.host, cfg.orderer_ports(i).admin)], **common)
         for msp in PEER_ORGS:
             if name == peer_process(msp):
                 ops = cfg.peer_ports(msp).operations
                 return ManagedProcess(name, [self.tools.binary("peer"), "node", "start"],
                                       base_env(cfg, lay.config(name)), lay.log(name),
                                       health_url=f"http://{cfg.host}:{ops}/healthz",
-                                      listen=(cfg.host, cfg.peer_ports(msp).listen), **common)
+                                      listen=[(cfg.host, cfg.peer_ports(msp).listen)], **common)
             if name == chaincode_process(msp):
                 package_id = self.package_ids.get(msp)
                 if package_id is None:

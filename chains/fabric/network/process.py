@@ -106,7 +106,7 @@ class ManagedProcess:
     again after it exited (its data stays where its config says)."""
 
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path, *,
-                 health_url: str | None = None, listen: tuple[str, int] | None = None, cwd: Path | None = None,
+                 health_url: str | None = None, listen: Sequence[tuple[str, int]] = (), cwd: Path | None = None,
                  echo: Echo | None = None, on_exit: OnExit | None = None) -> None:
         self.name = name
         """Process name (``orderer0``, ``peer0.OperatorMSP``, ``chaincode.SalesMSP``)."""
@@ -115,9 +115,10 @@ class ManagedProcess:
         self.log_path = log_path
         self.health_url = health_url
         """Its operations ``/healthz`` (None: ready once started)."""
-        self.listen = listen
-        """``(host, port)`` of its gRPC listener, which must accept connections too: a peer's operations server
-        answers ``/healthz`` before its ledgers are open and its gRPC server listens."""
+        self.listen = tuple(listen)
+        """``(host, port)`` of listeners that must accept connections too: a peer's operations server answers
+        ``/healthz`` before its ledgers are open and its gRPC server listens, an orderer's before its admin
+        (channel participation) server does."""
         self.cwd = cwd
         self.echo = echo
         self.on_exit = on_exit
@@ -190,9 +191,10 @@ class ManagedProcess:
             try:
                 status, body = http_get(self.health_url, timeout_s=1.0)
                 if status == 200:
-                    if self.listen is None or _accepts(*self.listen):
+                    closed = [f"{h}:{p}" for h, p in self.listen if not _accepts(h, p)]
+                    if not closed:
                         return
-                    last = f"/healthz OK but nothing listens on {self.listen[0]}:{self.listen[1]} yet"
+                    last = f"/healthz OK but nothing listens on {', '.join(closed)} yet"
                 else:
                     last = f"HTTP {status}: {body[:200].decode(errors='replace')}"
             except OSError as exc:
