@@ -31,6 +31,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -264,8 +265,11 @@ class FabricNetwork:
                 log.info("channel %s: %s joined", self.cfg.channel, peer_process(msp))
         target = self.orderer_height()
         for msp in PEER_ORGS:
-            self._wait(f"{peer_process(msp)} at height {target}", lambda m=msp: self.peer_height(m) >= target,
+            self._wait(f"{peer_process(msp)} at height {target}", partial(self._peer_reached, msp, target),
                        timeout_s)
+
+    def _peer_reached(self, msp: str, height: int) -> bool:
+        return self.peer_height(msp) >= height
 
     def ensure_chaincode(self, timeout_s: float = 60.0) -> None:
         """Step 5: the chaincode installed, its servers running, its definition committed, answering on every
@@ -297,7 +301,7 @@ class FabricNetwork:
                      self.cfg.channel)
         for msp in PEER_ORGS:
             self._wait(f"chaincode {spec.name} answering on {peer_process(msp)}",
-                       lambda m=msp: self._chaincode_answers(m), timeout_s)
+                       partial(self._chaincode_answers, msp), timeout_s)
 
     def _chaincode_answers(self, msp: str) -> bool:
         server = self.process(chaincode_process(msp))
@@ -314,12 +318,13 @@ class FabricNetwork:
 
     def orderer_height(self) -> int:
         """The highest ledger height any running orderer reports for the channel."""
-        heights = []
+        heights: list[int] = []
         for i in range(self.cfg.orderers):
             if self.process(orderer_process(i)).running():
                 info = self.tools.orderer_channel(i)
-                if info is not None and isinstance(info.get("height"), int):
-                    heights.append(info["height"])
+                height = info.get("height") if info is not None else None
+                if isinstance(height, int):
+                    heights.append(height)
         if not heights:
             raise FabricNetworkError(f"no running orderer serves channel {self.cfg.channel}")
         return max(heights)

@@ -27,6 +27,7 @@ from typing import Any
 
 from chains.fabric.consts import PEER_ORGS
 from chains.fabric.network.config import FabricNetworkConfig
+from chains.fabric.network.crypto import ADMIN
 from chains.fabric.network.process import FabricNetworkError
 from chains.fabric.network.tools import FabricTools
 
@@ -147,9 +148,8 @@ class Lifecycle:
     def query(self, msp: str, args: list[str], *, user: str | None = None, check: bool = True) -> str:
         """``peer chaincode query`` on ``msp``'s peer (as ``user``, default its admin): what the chaincode
         returned."""
-        extra = {"user": user} if user else {}
         res = self.tools.peer(msp, "chaincode", "query", "--channelID", self.cfg.channel, "--name", self.spec.name,
-                              "--ctor", json.dumps({"Args": args}), check=check, **extra)
+                              "--ctor", json.dumps({"Args": args}), check=check, user=user or ADMIN)
         return res.output
 
 
