@@ -328,3 +328,25 @@ def test_for_park_gives_every_account_and_relayer_an_identity(tmp_path: Path) ->
                                        accounts=["alice", "bob"], relayers=["relayer-a"])
     assert dict(cfg.users) == {"alice": OPERATOR_MSP, "bob": SALES_MSP, "relayer-a": OPERATOR_MSP}
     assert cfg.orderers == 3 and cfg.batch_timeout_ms == 250
+
+
+def test_parkrelay_node_fabric_maps_the_chain_table(tmp_path: Path) -> None:
+    """``parkrelay node fabric --config FILE --chain ID``: the chain's data dir, port, host, network keys, and an
+    identity for each account and relayer (the kind's other keys are not the network's)."""
+    from relay.cli import _fabric_network, build_parser
+    from relay.config import ChainConfig, ConfigError, DeploymentConfig
+
+    fabric = ChainConfig("fabric-park", "fabric", ("network",), 31000, {"alice": 10, "operator": 0},
+                         {"orderers": 3, "batch_timeout_ms": 100, "users": {"alice": SALES_MSP},
+                          "trusting_period_ms": 1}, {})  # type: ignore[arg-type]
+    other = ChainConfig("dpos-park", "dpos", ("witness-a",), 32000, {}, {}, {})  # type: ignore[arg-type]
+    dep = DeploymentConfig(path=tmp_path / "d.toml", data_dir=tmp_path / "data", host="127.0.0.1",
+                           chains=(other, fabric), relay_validators=("op-a",), relayers=("relayer-a",))
+    net = _fabric_network(dep, None)
+    assert net.data_dir == tmp_path / "data" / "fabric-park"
+    assert (net.base_port, net.orderers, net.batch_timeout_ms) == (31000, 3, 100)
+    assert dict(net.users) == {"alice": SALES_MSP, "operator": OPERATOR_MSP, "relayer-a": OPERATOR_MSP}
+    with pytest.raises(ConfigError, match="dpos chain"):
+        _fabric_network(dep, "dpos-park")
+    args = build_parser().parse_args(["node", "fabric", "--config", "x.toml", "--chain", "fabric-park"])
+    assert (args.kind, args.chain) == ("fabric", "fabric-park")

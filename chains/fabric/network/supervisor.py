@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import queue
+import re
 import signal
 import sys
 import threading
@@ -50,6 +51,10 @@ MAX_BACKOFF_S = 30.0
 """Longest delay before restarting a child that keeps dying."""
 STABLE_AFTER_S = 60.0
 """A child that ran this long before it died is restarted at once (its backoff is reset)."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+"""Colour escapes (a Fabric process's first lines come before it reads FABRIC_LOGGING_FORMAT)."""
 
 
 class _Stop(Exception):
@@ -78,7 +83,7 @@ class Supervisor:
             return
         with self._print_lock:
             self._width = max(self._width, len(name))
-            out.write(f"{name:<{self._width}} | {line}\n")
+            out.write(f"{name:<{self._width}} | {_ANSI.sub('', line)}\n")
             out.flush()
 
     def _exited(self, name: str, generation: int, code: int) -> None:
