@@ -338,7 +338,10 @@ def test_supervisor_restarts_a_killed_peer_and_leaves_no_orphans(tmp_path: Path)
             time.sleep(0.1)
 
     try:
-        wait("the park to be ready", lambda: "ready in" in log_text())
+        wait("the park to be ready", lambda: cfg.layout.ready.exists())
+        ready = json.loads(cfg.layout.ready.read_text())
+        assert ready["supervisor_pid"] == parent.pid and set(ready["pids"]) == {
+            orderer_process(0), *PEERS, *(chaincode_process(m) for m in PEER_ORGS)}
         roles = _roles(parent.pid)
         assert {k: len(v) for k, v in roles.items()} == {"orderer": 1, "peer": 2, "chaincode": 2}, roles
         victim = roles["peer"][0]

@@ -337,6 +337,7 @@ class Layout:
         ledger/<process>/                               peer file system path / orderer ledger, WAL, snapshots
         chaincode/<MSP>/<label>.tgz, package-id         each organisation's chaincode-as-a-service package
         network.json                                    the settings fixed at init (ports, orderers, channel...)
+        ready.json                                      present while a supervisor runs the park, once it is up
         connection-profile.json                         for hfc (fabric-sdk-py)
         logs/<process>.log                              each process's output
     """
@@ -405,6 +406,13 @@ class Layout:
     def settings(self) -> Path:
         """``network.json``: :meth:`FabricNetworkConfig.fixed_settings` as of ``init``."""
         return self.root / "network.json"
+
+    @property
+    def ready(self) -> Path:
+        """``ready.json``: written by the supervisor once the park is up (endpoints, pids, package ids, the
+        connection profile), removed when it stops; one left by a SIGKILLed supervisor names a dead
+        ``supervisor_pid``."""
+        return self.root / "ready.json"
 
     @property
     def connection_profile(self) -> Path:

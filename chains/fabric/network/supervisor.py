@@ -9,7 +9,8 @@ chaincode servers.
 What it does:
 
 * :meth:`FabricNetwork.up <chains.fabric.network.launcher.FabricNetwork.up>` (from nothing, or back from the data
-  dir), then waits for events;
+  dir), writes ``<data dir>/ready.json`` (endpoints, pids, package ids; removed when it stops), then waits for
+  events;
 * prints every child's output line by line, prefixed with the process name (``orderer0 | ...``), besides appending
   it to ``<data dir>/logs/<process>.log``; its own messages go to the log (stderr);
 * restarts a child that exits without being asked to (after a SIGKILL, a crash), at once the first time and then
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import queue
 import re
 import signal
@@ -93,10 +95,12 @@ class Supervisor:
         """Bring the park up and supervise it until SIGTERM/SIGINT; the exit code (0 after a clean stop)."""
         previous = signal.signal(signal.SIGTERM, _raise_stop)
         try:
+            self.cfg.layout.ready.unlink(missing_ok=True)  # left by a supervisor that was SIGKILLed
             self.net.up()
             now = time.monotonic()
             self._started_at = dict.fromkeys(self.net.procs, now)
             self._ready_banner()
+            self._write_ready()
             while True:
                 name, generation, code = self._events.get()
                 self._handle_exit(name, generation, code)
@@ -108,6 +112,7 @@ class Supervisor:
             return 1
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
+            self.cfg.layout.ready.unlink(missing_ok=True)
             self.net.stop()
             signal.signal(signal.SIGTERM, previous)
 
@@ -119,6 +124,18 @@ class Supervisor:
                  ", ".join(cfg.orderer_endpoint(i) for i in range(cfg.orderers)),
                  ", ".join(f"{n}@{cfg.peer_endpoint(n.split('.', 1)[1])}" for n in self.net.peer_names),
                  cfg.channel, cfg.chaincode.name, cfg.layout.connection_profile)
+
+    def _write_ready(self) -> None:
+        cfg, net = self.cfg, self.net
+        doc = {"chain_id": cfg.chain_id, "supervisor_pid": os.getpid(), "pids": net.running(),
+               "channel": cfg.channel, "chaincode": cfg.chaincode.name, "package_ids": net.package_ids,
+               "orderers": [cfg.orderer_endpoint(i) for i in range(cfg.orderers)],
+               "peers": {n: cfg.peer_endpoint(n.split(".", 1)[1]) for n in net.peer_names},
+               "connection_profile": str(cfg.layout.connection_profile), "up_seconds": net.timings}
+        path = cfg.layout.ready
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(path)
 
     def _handle_exit(self, name: str, generation: int, code: int) -> None:
         proc = self.net.procs.get(name)
