@@ -205,7 +205,8 @@ async def test_peer_sigkilled_and_restarted_keeps_state(park: Park) -> None:
     victim = peer_process(OPERATOR_MSP)
     old_pid = net.running()[victim]
     assert net.kill(victim) == -signal.SIGKILL
-    with pytest.raises(Exception):  # noqa: B017 - with a peer down the AND policy cannot be met
+    # hfc submits with the one endorsement it got; the committing peer invalidates it: the policy needs both orgs
+    with pytest.raises(Exception, match="ENDORSEMENT_POLICY_FAILURE"):
         await hfc_put(client, cfg, "while-down", "x")
     net.start(victim)
     assert net.running()[victim] != old_pid
