@@ -266,7 +266,7 @@ class FabricNetwork:
         target = self.orderer_height()
         for msp in PEER_ORGS:
             self._wait(f"{peer_process(msp)} at height {target}", partial(self._peer_reached, msp, target),
-                       timeout_s)
+                       timeout_s, needs=(peer_process(msp),))
 
     def _peer_reached(self, msp: str, height: int) -> bool:
         return self.peer_height(msp) >= height
@@ -301,13 +301,10 @@ class FabricNetwork:
                      self.cfg.channel)
         for msp in PEER_ORGS:
             self._wait(f"chaincode {spec.name} answering on {peer_process(msp)}",
-                       partial(self._chaincode_answers, msp), timeout_s)
+                       partial(self._chaincode_answers, msp), timeout_s,
+                       needs=(peer_process(msp), chaincode_process(msp)))
 
     def _chaincode_answers(self, msp: str) -> bool:
-        server = self.process(chaincode_process(msp))
-        if not server.running():
-            raise FabricNetworkError(f"{server.name} exited with {server.proc.returncode if server.proc else None}"
-                                     f"{server.log_hint()}")
         try:
             self.lifecycle.query(msp, list(self.cfg.chaincode.ready_args))
         except FabricCommandError:
@@ -365,12 +362,16 @@ class FabricNetwork:
         self._wait(f"a Raft leader of channel {self.cfg.channel}", has_leader, timeout_s)
         return found[-1]
 
-    def _wait(self, what: str, ready: Callable[[], bool], timeout_s: float, poll_s: float = 0.1) -> None:
+    def _wait(self, what: str, ready: Callable[[], bool], timeout_s: float, needs: tuple[str, ...] = (),
+              poll_s: float = 0.1) -> None:
+        """Poll ``ready`` until it holds; fail at once if a process of ``needs`` is not running (it will not
+        make anything ready), else after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while not ready():
-            for p in self.procs.values():  # a process that died will not make anything ready
-                if p.generation and not p.running() and p.name in (*self.orderer_names, *self.peer_names):
-                    raise FabricNetworkError(f"waiting for {what}: {p.name} exited{p.log_hint()}")
+            for name in needs:
+                p = self.process(name)
+                if not p.running():
+                    raise FabricNetworkError(f"waiting for {what}: {name} is not running{p.log_hint()}")
             if time.monotonic() > deadline:
                 raise FabricNetworkError(f"waiting for {what}: not within {timeout_s:.0f} s")
             time.sleep(poll_s)
