@@ -50,6 +50,7 @@ from chains.fabric.network.config import (
     peer_process,
 )
 from chains.fabric.network.launcher import FabricNetwork
+from chains.fabric.network.process import FabricNetworkError
 from chains.fabric.network.tools import FabricTools
 from tests.integration.harness import REPO, descendants, free_port_block, still_running, wait_all_gone
 
@@ -292,6 +293,21 @@ async def test_three_orderers_survive_the_loss_of_the_leader(tmp_path: Path) -> 
         for peer in PEERS:
             assert await hfc_get(client, cfg, "leader-down", peer) == "2"
         print(f"[fabric] 3 orderers, leader SIGKILLed: first invoke committed {took:.1f} s later")
+    finally:
+        net.stop()
+
+
+def test_a_chaincode_server_that_dies_fails_the_start_with_its_log(tmp_path: Path) -> None:
+    _need_fabric()
+    broken = ChaincodeSpec(command=(sys.executable, "-c", "import sys; sys.exit('no chaincode here')"), name="kv")
+    cfg = _config(tmp_path)
+    net = FabricNetwork(FabricNetworkConfig(chain_id=cfg.chain_id, data_dir=cfg.data_dir, base_port=cfg.base_port,
+                                            users=USERS, chaincode=broken))
+    try:
+        started = time.monotonic()
+        with pytest.raises(FabricNetworkError, match=r"(?s)chaincode\.OperatorMSP is not running.*no chaincode here"):
+            net.up(timeout_s=60)
+        assert time.monotonic() - started < 30  # told at once, not after the timeout
     finally:
         net.stop()
 
