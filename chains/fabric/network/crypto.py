@@ -12,6 +12,10 @@ Per organisation (``OrdererMSP``, ``OperatorMSP``, ``SalesMSP``):
 * users: ``admin`` (OU ``admin``) and, in the peer organisations, the configured client users (OU ``client``),
   each with a local MSP and a TLS client certificate.
 
+A node's signing certificate and its TLS certificate carry the same subject common name, ``<node>.<MSP>``
+(``orderer0.OrdererMSP``): the relay's Fabric light client maps a block's signer to its etcdraft consenter entry
+(named by TLS certificate) through it. Users are ``<name>@<MSP>``.
+
 Where files go: :class:`chains.fabric.network.config.Layout`. Generation is idempotent: what exists is kept (a key
 is never replaced), what is missing (a new user, a third orderer) is issued by the existing CA.
 
