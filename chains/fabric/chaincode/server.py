@@ -63,8 +63,13 @@ from fabric_chaincode_python.fabric_shim.handler import Handler
 from fabric_chaincode_python.fabric_shim.msg_queue_handler import QueueMessage
 from fabric_chaincode_python.fabric_shim.stub import ChaincodeStub
 from fabric_protos.ledger.queryresult import kv_query_result_pb2
-from fabric_protos.peer import chaincode_event_pb2, chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc
-from fabric_protos.peer import proposal_response_pb2
+from fabric_protos.peer import (
+    chaincode_event_pb2,
+    chaincode_pb2,
+    chaincode_shim_pb2,
+    chaincode_shim_pb2_grpc,
+    proposal_response_pb2,
+)
 
 from chains.fabric.chaincode.contract import STATUS_ERROR, STATUS_OK, BridgeContract, Response
 
@@ -202,12 +207,12 @@ class _BridgeHandler(Handler):  # type: ignore[misc]  # the library is untyped
         await self.context.write(completed)
 
 
-class _Service(chaincode_shim_pb2_grpc.ChaincodeServicer):  # type: ignore[misc]
+class _Service(chaincode_shim_pb2_grpc.ChaincodeServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, chaincode_id: str, contract: BridgeContract, pool: concurrent.futures.Executor,
                  clock: Callable[[], int]) -> None:
         self._args = (chaincode_id, contract, pool, clock)
 
-    async def Connect(self, request_iterator: AsyncIterable[Any],  # noqa: N802 - the gRPC method name
+    async def Connect(self, request_iterator: AsyncIterable[Any],
                       context: grpc.aio.ServicerContext[Any, Any]) -> None:
         peer = context.peer()
         log.info("peer %s connected", peer)
