@@ -175,8 +175,8 @@ def test_charging_rights_are_issued_by_the_rights_operator_only(h: Harness) -> N
     assert h.refused(ALICE, "set_transformer", {"name": "t1", "capacity_kw": 500}) == "auth.denied"
     h.ok(OPERATOR, "set_transformer", {"name": "t1", "capacity_kw": 500})
     # the right travels to dpos-park, where its admission rule books it
-    packet, ack, settle = h.fabric_to_dpos(ALICE, dst_chain=DPOS, lane=LANE, kind="charging_right",
-                                           receiver="bob", right_id="r1")
+    packet, ack, _ = h.fabric_to_dpos(ALICE, dst_chain=DPOS, lane=LANE, kind="charging_right",
+                                      receiver="bob", right_id="r1")
     assert ack["success"] and h.dpos.right("r1")["owner"] == "bob"
     assert json.loads(h.raw(b"rights/r1") or b"{}")["owner"] == "@escrow"
     assert packet.timeout_timestamp_ms <= right["slot_start_ms"]
