@@ -162,7 +162,7 @@ class StubState(KVState):
     def prefix_items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Committed keys under ``prefix`` (plain and escaped) merged with this transaction's writes."""
         found: dict[bytes, bytes | None] = {}
-        if prefix and _is_plain(prefix):
+        if not prefix or _is_plain(prefix):
             start = prefix.decode("ascii")
             for key, value in self._stub.get_state_by_range(start, start + _RANGE_END, MAX_RANGE_RESULTS):
                 found[protocol_path(key)] = value
@@ -180,7 +180,7 @@ class StubState(KVState):
         return dict(self._writes)
 
     def flush(self) -> None:
-        """Hand the buffered writes to the stub, in sorted key order (one write set for one outcome)."""
+        """Hand the buffered writes to the stub, in path order (one write set for one outcome)."""
         for key in sorted(self._writes):
             value = self._writes[key]
             if value is None:
