@@ -260,3 +260,17 @@ def test_server_refuses_a_non_loopback_or_malformed_address(address: str) -> Non
     proc = subprocess.run([sys.executable, "-m", "chains.fabric.chaincode.server"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "error:" in proc.stderr and not proc.stdout
+
+
+def test_only_the_server_module_loads_the_chaincode_library() -> None:
+    """The contract (and so the adapter and the relay, which may import it) never loads fabric_protos, whose
+    descriptors clash with hfc's in one process."""
+    code = ("import sys, chains.fabric.chaincode.contract, chains.fabric.chaincode.ledger, "
+            "chains.fabric.chaincode.identity\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fabric_protos', 'fabric_chaincode_python', "
+            "'grpc', 'google'))\n"
+            "assert not bad, bad\n"
+            "import chains.fabric.chaincode.server\n"
+            "assert 'fabric_protos' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+                   timeout=60)
