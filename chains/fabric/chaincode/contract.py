@@ -44,6 +44,10 @@ function                   kind    arguments -> response payload
 ``lane``                   query   ``counterparty, lane`` -> ``{configured, capacities, relay_height}``
 ``config``                 query   none -> ``{config, relay_validators}`` (their stored JSON)
 ``supply``                 query   none -> ``{escrow, escrow_by_lane, vouchers, issued}``
+``org.hyperledger.fabric:get_metadata``
+                           query   none -> ``{contracts: {bridge: {name, transactions: [{name, tags}]}}, info}``:
+                                   the contract-API convention, so Fabric tooling (and a launcher's readiness
+                                   query) can list the functions
 =========================  ======  ====================================================================
 
 Response payloads are canonical JSON (:func:`chains.common.state.canonical_json`) except ``attest``'s. A submit
@@ -200,6 +204,9 @@ MAX_ERROR_MESSAGE = 2048
 """Longest error message returned (the code always fits)."""
 STATEMENT_VERSION = 1
 """``v`` of the attestation statement."""
+
+METADATA_FUNCTION = "org.hyperledger.fabric:get_metadata"
+"""The contract-API system function that lists a chaincode's functions."""
 
 ISSUED_PREFIX = "issued/"
 """``issued/<denom>``: the native supply minted at genesis (decimal Wh)."""
@@ -494,6 +501,13 @@ class BridgeContract:
         return canonical_json({"config": call.state.get_json(CONFIG_KEY),
                                "relay_validators": call.state.get_json(RELAY_SET_KEY)})
 
+    def _metadata(self, call: _Call) -> bytes:
+        transactions = [{"name": name, "tags": ["submit" if f.submit else "evaluate"]}
+                        for name, f in sorted(FUNCTIONS.items()) if name != METADATA_FUNCTION]
+        return canonical_json({"info": {"title": BRIDGE_CHAINCODE, "version": "1"}, "components": {},
+                               "contracts": {BRIDGE_CHAINCODE: {"name": BRIDGE_CHAINCODE,
+                                                                "transactions": transactions}}})
+
     def _supply(self, call: _Call) -> bytes:
         params = _require_init(call.state)
         report: dict[str, Any] = supply_report(call.state, params.native_denoms)
@@ -523,6 +537,7 @@ FUNCTIONS: dict[str, _Function] = {
     "lane": _Function(BridgeContract._lane, 2, False),
     "config": _Function(BridgeContract._config, 0, False),
     "supply": _Function(BridgeContract._supply, 0, False),
+    METADATA_FUNCTION: _Function(BridgeContract._metadata, 0, False),
 }
 """Every function, its argument count (after the name) and whether it is submitted (writes) or queried."""
 

@@ -180,3 +180,11 @@ def test_charging_rights_are_issued_by_the_rights_operator_only(h: Harness) -> N
     assert ack["success"] and h.dpos.right("r1")["owner"] == "bob"
     assert json.loads(h.raw(b"rights/r1") or b"{}")["owner"] == "@escrow"
     assert packet.timeout_timestamp_ms <= right["slot_start_ms"]
+
+
+def test_metadata_lists_every_function_with_its_kind() -> None:
+    from chains.fabric.chaincode.contract import FUNCTIONS, METADATA_FUNCTION
+    h = make_harness(init=False)  # answers before genesis: a launcher's readiness query
+    listed = h.query(METADATA_FUNCTION)["contracts"]["bridge"]["transactions"]
+    assert {t["name"]: t["tags"] for t in listed} == {
+        name: ["submit" if f.submit else "evaluate"] for name, f in FUNCTIONS.items() if name != METADATA_FUNCTION}
