@@ -89,6 +89,11 @@ packet's ``relay/verified`` record, as ``recv`` does: the receipt path is keyed 
 only, so without it anyone could time out a sequence with a packet of their own making (a past timeout) and
 block the real packet. The clock value is never written to state, so both organisations compute one write set.
 
+A packet the relay never verified (SPEC §6.6, *unverified timeout*) has no such certificate, so it never gets a
+sentinel; nor can it ever execute here, since ``recv`` needs that same certificate and the relay certifies no
+``relay/verified`` record once it has recorded TIMED_OUT. For it, an attestation of the receipt path's absence
+with ``time_ms`` at or past the timeout is what this chaincode can give, and it is sound for that path only.
+
 **Clock skew.** The organisations' clocks may differ by some skew δ (keep them NTP-synchronised; δ ≤ 1 s is
 the working assumption, and packet timeouts are minutes). Safety does not depend on δ: ``recv`` needs both
 clocks before the timeout, the sentinel needs both at or past it, and MVCC lets only one commit. Within δ of
@@ -153,7 +158,7 @@ from chains.common.jsonrpc import RequestError, decode_json
 from chains.common.state import KVState, canonical_json
 from chains.common.tx import BlockContext, Tx, account_path, op_transfer
 from chains.fabric.chaincode.identity import check_account_id, creator_account
-from chains.fabric.chaincode.ledger import MAX_PATH_BYTES, Stub, StubState, fabric_key
+from chains.fabric.chaincode.ledger import Stub, StubState, fabric_key
 from chains.fabric.consts import BRIDGE_CHAINCODE, TIMEOUT_RECEIPT
 from protocol.certificate import RelayCertificate, verify_certificate
 from protocol.codec import MAX_STRING, decode_packet, packet_commitment
@@ -196,8 +201,9 @@ MAX_ARGS = 4
 """Most chaincode args (the function name included) any function takes."""
 MAX_ARG_BYTES = 512 * 1024
 """Largest single argument: a relay certificate of 256 validators is ~100 KiB of JSON."""
-MAX_ATTEST_KEY_BYTES = MAX_PATH_BYTES
-"""Longest key ``attest`` reads."""
+MAX_ATTEST_KEY_BYTES = 512
+"""Longest key ``attest`` reads: the longest the relay's Fabric client accepts in a statement (a §5 path of a
+packet is under 200 bytes)."""
 MAX_NONCE_BYTES = 64
 """Longest ``attest`` nonce."""
 MAX_ERROR_MESSAGE = 2048
