@@ -1,12 +1,13 @@
 """The bridge module of the Python park chains (docs/architecture.md §2 and §4; SPEC.md §2.3, §6.3, §6.5, §6.6, §7.5).
 
-The DPoS and the PoC parks share it. It runs the park's half of the four phases: phase 1 (COMMIT) when
-one of its accounts sends a packet, phase 3 (EXECUTE) when a relayer brings a packet from another park
-with its relay certificate, and the source half of phase 4 (SETTLE) when a relayer brings the certified
-outcome of a packet this park sent. Pure: no I/O, and the only time is the block's
-(:class:`~chains.common.tx.BlockContext`). Each phase is split into ``validate_*`` (reads state, raises
-a typed :class:`~protocol.errors.ProtocolError`, changes nothing), ``apply_*`` (assumes validity,
-writes) and ``process_*`` (both, in order); the ops call ``process_*`` and the host's
+The DPoS and the PoC parks share it, and so does the Fabric park's bridge chaincode
+(:mod:`chains.fabric.chaincode`), which runs the same rules over its ledger through :class:`KVState`. It runs
+the park's half of the four phases: phase 1 (COMMIT) when one of its accounts sends a packet, phase 3
+(EXECUTE) when a relayer brings a packet from another park with its relay certificate, and the source half of
+phase 4 (SETTLE) when a relayer brings the certified outcome of a packet this park sent. Pure: no I/O, and the
+only time is the block's (:class:`~chains.common.tx.BlockContext`). Each phase is split into ``validate_*``
+(reads state, raises a typed :class:`~protocol.errors.ProtocolError`, changes nothing), ``apply_*`` (assumes
+validity, writes) and ``process_*`` (both, in order); the ops call ``process_*`` and the host's
 :meth:`~chains.common.tx.App.execute_tx` rolls a whole transaction back on any ProtocolError.
 
 Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as lowercase hex)
@@ -156,7 +157,7 @@ State keys (values: JSON is canonical JSON, integers decimal ASCII, absent = 0)
 ``escrow/<denom>``                         total escrowed (SPEC §5)
 ``bridge/escrow/<dst>/<lane>/<denom>``     the share of ``escrow/<denom>`` sent over one lane
 ``supply/<voucher>``                       outstanding supply of a voucher minted here
-``balances/<account>/<denom>``             balances (SPEC §5, :class:`ChainState`)
+``balances/<account>/<denom>``             balances (SPEC §5, :class:`KVState`)
 ``rights/<right_id>``                      a charging right (home, foreign, or escrowed at home)
 ``rights_burned/<right_id>``               a foreign right burned on its way home, until settled
 ``bookings/<transformer>``                 ``[{right_id, power_kw, slot_start_ms, slot_end_ms}]``
@@ -173,7 +174,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chains.common import wire
-from chains.common.state import ChainState
+from chains.common.state import KVState
 from chains.common.tx import App, BlockContext, Tx, account_path
 from protocol.certificate import (
     RelayCertificate,
@@ -241,6 +242,7 @@ __all__ = [
     "AdmissionHook",
     "AssetError",
     "BridgeHooks",
+    "BridgeOp",
     "BridgeParams",
     "ReputationProvider",
     "SendRequest",
@@ -250,6 +252,7 @@ __all__ = [
     "apply_send",
     "apply_settle",
     "bookings_path",
+    "bridge_ops",
     "burned_right_path",
     "default_admission",
     "default_reputation_provider",
@@ -382,17 +385,17 @@ class BridgeParams:
     """Account allowed to issue charging rights and set transformer capacities (None: nobody)."""
 
 
-AdmissionHook = Callable[[ChainState, ChargingRightPayload, BlockContext], str | None]
+AdmissionHook = Callable[[KVState, ChargingRightPayload, BlockContext], str | None]
 """Decides whether this park admits a foreign charging right: ``None`` admits, a string is the error
 code of the refusal ack. It must not write state. A :class:`ProtocolError` it raises refuses with the
 error's ``code``."""
 
-ReputationProvider = Callable[[ChainState, str, BlockContext], ReputationPayload]
+ReputationProvider = Callable[[KVState, str, BlockContext], ReputationPayload]
 """Reads this chain's score of a subject from state (the sender never supplies it); raises a
 :class:`ProtocolError` if there is none."""
 
 
-def default_admission(state: ChainState, payload: ChargingRightPayload, ctx: BlockContext) -> str | None:
+def default_admission(state: KVState, payload: ChargingRightPayload, ctx: BlockContext) -> str | None:
     """Transformer capacity: booked power overlapping the slot + this right's power <= ``capacity_kw``.
 
     Every booked right whose slot overlaps counts in full (a sum, not the peak of the load curve): a
@@ -408,7 +411,7 @@ def default_admission(state: ChainState, payload: ChargingRightPayload, ctx: Blo
     return None
 
 
-def default_reputation_provider(state: ChainState, subject: str, ctx: BlockContext) -> ReputationPayload:
+def default_reputation_provider(state: KVState, subject: str, ctx: BlockContext) -> ReputationPayload:
     """Reads ``reputation/<subject>`` = ``{score, model, height}``."""
     rec = state.get_json(reputation_path(subject))
     if rec is None:
@@ -431,7 +434,7 @@ class BridgeHooks:
 
 
 def init_bridge(
-    state: ChainState,
+    state: KVState,
     chain_id: str,
     relay_chain_id: str,
     relay_validator_set: ValidatorSet,
@@ -490,7 +493,7 @@ def init_bridge(
         set_transformer(state, name, capacity)
 
 
-def load_params(state: ChainState) -> BridgeParams:
+def load_params(state: KVState) -> BridgeParams:
     raw = state.get_json(CONFIG_KEY)
     if raw is None:
         raise ProtocolError("bridge not initialised on this chain")
@@ -498,14 +501,14 @@ def load_params(state: ChainState) -> BridgeParams:
                         raw["rights_operator"])
 
 
-def _params_for(state: ChainState, ctx: BlockContext) -> BridgeParams:
+def _params_for(state: KVState, ctx: BlockContext) -> BridgeParams:
     params = load_params(state)
     if params.chain_id != ctx.chain_id:
         raise WrongChainError("bridge configured for another chain", expected=ctx.chain_id, got=params.chain_id)
     return params
 
 
-def trusted_relay_set(state: ChainState) -> tuple[ValidatorSet, int]:
+def trusted_relay_set(state: KVState) -> tuple[ValidatorSet, int]:
     """The trusted relay validator set and the relay height of its last accepted update (0: genesis)."""
     raw = state.get_json(RELAY_SET_KEY)
     if raw is None:
@@ -514,15 +517,15 @@ def trusted_relay_set(state: ChainState) -> tuple[ValidatorSet, int]:
     return vs, int(raw["update_height"])
 
 
-def _store_relay_set(state: ChainState, vs: ValidatorSet, update_height: int) -> None:
+def _store_relay_set(state: KVState, vs: ValidatorSet, update_height: int) -> None:
     state.set_json(RELAY_SET_KEY, {**wire.validator_set_to_json(vs), "update_height": update_height})
 
 
-def lane_configured(state: ChainState, counterparty: str, lane: str) -> bool:
+def lane_configured(state: KVState, counterparty: str, lane: str) -> bool:
     return state.get(lane_path(counterparty, lane)) is not None
 
 
-def lane_capacities(state: ChainState, dst: str, lane: str) -> tuple[dict[str, int], int]:
+def lane_capacities(state: KVState, dst: str, lane: str) -> tuple[dict[str, int], int]:
     """The relay's capacities of the outgoing lane (empty: not limited) and the relay height they were
     certified at (0: genesis)."""
     raw = state.get_json(lane_config_key(dst, lane))
@@ -537,7 +540,7 @@ def _check_transformer(name: str, capacity_kw: int) -> None:
     check_uint("capacity_kw", capacity_kw)
 
 
-def set_transformer(state: ChainState, name: str, capacity_kw: int) -> None:
+def set_transformer(state: KVState, name: str, capacity_kw: int) -> None:
     """Set a transformer's capacity (kW) for the default admission rule."""
     _check_transformer(name, capacity_kw)
     state.set_json(transformer_path(name), {"capacity_kw": capacity_kw})
@@ -552,7 +555,7 @@ def _check_denom(denom: str) -> str:
 # --- relay validator set updates ------------------------------------------------------------------
 
 
-def validate_relay_set_update(state: ChainState, params: BridgeParams, commit: RelayCommit,
+def validate_relay_set_update(state: KVState, params: BridgeParams, commit: RelayCommit,
                               new_set: ValidatorSet) -> None:
     """Raise unless the current set certified ``new_set`` at a relay height above the last update."""
     trusted, last_height = trusted_relay_set(state)
@@ -562,13 +565,13 @@ def validate_relay_set_update(state: ChainState, params: BridgeParams, commit: R
     verify_validator_set_update(trusted, params.relay_chain_id, commit, new_set)
 
 
-def apply_relay_set_update(state: ChainState, commit: RelayCommit, new_set: ValidatorSet) -> list[Event]:
+def apply_relay_set_update(state: KVState, commit: RelayCommit, new_set: ValidatorSet) -> list[Event]:
     _store_relay_set(state, new_set, commit.header.height)
     return [{"type": "relay_validators_updated", "height": commit.header.height, "hash": new_set.hash.hex(),
              "validators": len(new_set.validators)}]
 
 
-def process_relay_set_update(state: ChainState, params: BridgeParams, commit: RelayCommit,
+def process_relay_set_update(state: KVState, params: BridgeParams, commit: RelayCommit,
                              new_set: ValidatorSet) -> list[Event]:
     validate_relay_set_update(state, params, commit, new_set)
     return apply_relay_set_update(state, commit, new_set)
@@ -577,7 +580,7 @@ def process_relay_set_update(state: ChainState, params: BridgeParams, commit: Re
 # --- lanes learnt from the relay (SPEC §6.8) ------------------------------------------------------
 
 
-def validate_lane_update(state: ChainState, params: BridgeParams, dst: str, lane: str, config: bytes,
+def validate_lane_update(state: KVState, params: BridgeParams, dst: str, lane: str, config: bytes,
                          cert: RelayCertificate) -> dict[str, int]:
     """Raise unless ``cert`` proves ``config`` is the relay's lane-config record of ``(this, dst, lane)`` at a
     relay height above the one held; returns the capacities."""
@@ -595,7 +598,7 @@ def validate_lane_update(state: ChainState, params: BridgeParams, dst: str, lane
     return capacities
 
 
-def apply_lane_update(state: ChainState, dst: str, lane: str, capacities: Mapping[str, int],
+def apply_lane_update(state: KVState, dst: str, lane: str, capacities: Mapping[str, int],
                       relay_height: int) -> list[Event]:
     opened = not lane_configured(state, dst, lane)
     if opened:
@@ -605,7 +608,7 @@ def apply_lane_update(state: ChainState, dst: str, lane: str, capacities: Mappin
              "relay_height": relay_height, "opened": opened}]
 
 
-def process_lane_update(state: ChainState, params: BridgeParams, dst: str, lane: str, config: bytes,
+def process_lane_update(state: KVState, params: BridgeParams, dst: str, lane: str, config: bytes,
                         cert: RelayCertificate) -> list[Event]:
     capacities = validate_lane_update(state, params, dst, lane, config, cert)
     return apply_lane_update(state, dst, lane, capacities, cert.commit.header.height)
@@ -644,7 +647,7 @@ def _is_returning_voucher(denom: str, lane: str, dst: str) -> bool:
     return denom.startswith(f"{lane}/{dst}/")
 
 
-def validate_send(state: ChainState, params: BridgeParams, hooks: BridgeHooks, req: SendRequest,
+def validate_send(state: KVState, params: BridgeParams, hooks: BridgeHooks, req: SendRequest,
                   ctx: BlockContext) -> Packet:
     """Raise unless ``req`` can be sent; return the packet it would commit. Writes nothing."""
     dst = ChainId(check_id("dst_chain", req.dst_chain))
@@ -702,7 +705,7 @@ def validate_send(state: ChainState, params: BridgeParams, hooks: BridgeHooks, r
     return packet
 
 
-def apply_send(state: ChainState, params: BridgeParams, packet: Packet) -> list[Event]:
+def apply_send(state: KVState, params: BridgeParams, packet: Packet) -> list[Event]:
     """Take the asset, assign the sequence, store the commitment. Assumes :func:`validate_send` passed."""
     dst, lane, seq = packet.dst_chain, packet.lane, packet.sequence
     if packet.kind is PacketKind.ENERGY:
@@ -732,23 +735,23 @@ def apply_send(state: ChainState, params: BridgeParams, packet: Packet) -> list[
              "sequence": seq, "kind": packet.kind.name.lower(), "commitment": commitment.hex()}]
 
 
-def process_send(state: ChainState, params: BridgeParams, hooks: BridgeHooks, req: SendRequest,
+def process_send(state: KVState, params: BridgeParams, hooks: BridgeHooks, req: SendRequest,
                  ctx: BlockContext) -> list[Event]:
     packet = validate_send(state, params, hooks, req, ctx)
     return apply_send(state, params, packet)
 
 
-def _next_sequence(state: ChainState, dst: str, lane: str) -> int:
+def _next_sequence(state: KVState, dst: str, lane: str) -> int:
     return state.get_int(next_send_path(ChainId(dst), LaneId(lane)), 1)
 
 
-def _add_escrow(state: ChainState, counterparty: str, lane: str, denom: str, amount: int) -> None:
+def _add_escrow(state: KVState, counterparty: str, lane: str, denom: str, amount: int) -> None:
     state.set_int(escrow_path(denom), state.get_int(escrow_path(denom)) + amount)
     key = lane_escrow_path(counterparty, lane, denom)
     state.set_int(key, state.get_int(key) + amount)
 
 
-def _sub_escrow(state: ChainState, counterparty: str, lane: str, denom: str, amount: int) -> None:
+def _sub_escrow(state: KVState, counterparty: str, lane: str, denom: str, amount: int) -> None:
     key = lane_escrow_path(counterparty, lane, denom)
     have = state.get_int(key)
     total = state.get_int(escrow_path(denom))
@@ -772,12 +775,12 @@ def _right_record(c: ChargingRightPayload, owner: str) -> dict[str, Any]:
 # --- transformer bookings -------------------------------------------------------------------------
 
 
-def _bookings(state: ChainState, transformer: str) -> list[dict[str, Any]]:
+def _bookings(state: KVState, transformer: str) -> list[dict[str, Any]]:
     raw = state.get_json(bookings_path(transformer))
     return list(raw) if raw else []
 
 
-def _write_bookings(state: ChainState, transformer: str, bookings: list[dict[str, Any]], now_ms: int) -> None:
+def _write_bookings(state: KVState, transformer: str, bookings: list[dict[str, Any]], now_ms: int) -> None:
     # a slot that has ended can never overlap a slot still to come: drop it
     live = sorted((b for b in bookings if b["slot_end_ms"] > now_ms), key=lambda b: str(b["right_id"]))
     if live:
@@ -786,19 +789,19 @@ def _write_bookings(state: ChainState, transformer: str, bookings: list[dict[str
         state.delete(bookings_path(transformer))
 
 
-def _book(state: ChainState, c: ChargingRightPayload, now_ms: int) -> None:
+def _book(state: KVState, c: ChargingRightPayload, now_ms: int) -> None:
     bookings = [b for b in _bookings(state, c.transformer) if b["right_id"] != c.right_id]
     bookings.append({"right_id": c.right_id, "power_kw": c.power_kw, "slot_start_ms": c.slot_start_ms,
                      "slot_end_ms": c.slot_end_ms})
     _write_bookings(state, c.transformer, bookings, now_ms)
 
 
-def _unbook(state: ChainState, transformer: str, right_id: str, now_ms: int) -> None:
+def _unbook(state: KVState, transformer: str, right_id: str, now_ms: int) -> None:
     _write_bookings(state, transformer, [b for b in _bookings(state, transformer) if b["right_id"] != right_id],
                     now_ms)
 
 
-def issue_charging_right(state: ChainState, params: BridgeParams, hooks: BridgeHooks, right_id: str, station: str,
+def issue_charging_right(state: KVState, params: BridgeParams, hooks: BridgeHooks, right_id: str, station: str,
                          transformer: str, power_kw: int, slot_start_ms: int, slot_end_ms: int, owner: str,
                          ctx: BlockContext) -> list[Event]:
     """Issue a home charging right to ``owner`` and book it on its transformer (the admission rule applies)."""
@@ -821,7 +824,7 @@ def issue_charging_right(state: ChainState, params: BridgeParams, hooks: BridgeH
              "power_kw": power_kw, "slot_start_ms": slot_start_ms, "slot_end_ms": slot_end_ms}]
 
 
-def _admit(hooks: BridgeHooks, state: ChainState, c: ChargingRightPayload, ctx: BlockContext) -> str | None:
+def _admit(hooks: BridgeHooks, state: KVState, c: ChargingRightPayload, ctx: BlockContext) -> str | None:
     try:
         return hooks.admission(state, c, ctx)
     except ProtocolError as exc:
@@ -839,7 +842,7 @@ class _Refusal(Exception):
         self.code = code
 
 
-def validate_recv(state: ChainState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
+def validate_recv(state: KVState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
                   ctx: BlockContext) -> None:
     """Raise unless ``packet`` may execute here now under ``cert``. Writes nothing."""
     if packet.dst_chain != params.chain_id:
@@ -860,27 +863,26 @@ def validate_recv(state: ChainState, params: BridgeParams, packet: Packet, cert:
                                   expected=f"block time < {packet.timeout_timestamp_ms}", got=ctx.timestamp_ms)
 
 
-def apply_recv(state: ChainState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
+def apply_recv(state: KVState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
                ctx: BlockContext) -> Acknowledgement:
     """Execute the packet and write its receipt; a refusal rolls back to a receipt with an error ack."""
-    saved = state.tree
     try:
-        if packet.kind is PacketKind.ENERGY:
-            _recv_energy(state, params, packet)
-        elif packet.kind is PacketKind.CHARGING_RIGHT:
-            _recv_charging_right(state, params, hooks, packet, ctx)
-        else:
-            _recv_reputation(state, packet, ctx)
+        with state.atomic():
+            if packet.kind is PacketKind.ENERGY:
+                _recv_energy(state, params, packet)
+            elif packet.kind is PacketKind.CHARGING_RIGHT:
+                _recv_charging_right(state, params, hooks, packet, ctx)
+            else:
+                _recv_reputation(state, packet, ctx)
         ack = Acknowledgement(AckStatus.SUCCESS, "ok", b"")
     except _Refusal as refusal:
-        state.tree = saved
         ack = Acknowledgement(AckStatus.ERROR, refusal.code, b"")
     state.set(receipt_path(packet.src_chain, packet.lane, packet.sequence), ack_commitment(ack))
     state.set(ack_path(packet.src_chain, packet.lane, packet.sequence), encode_ack(ack).hex().encode())
     return ack
 
 
-def process_recv(state: ChainState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
+def process_recv(state: KVState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
                  cert: RelayCertificate, ctx: BlockContext) -> list[Event]:
     validate_recv(state, params, packet, cert, ctx)
     ack = apply_recv(state, params, hooks, packet, ctx)
@@ -890,12 +892,12 @@ def process_recv(state: ChainState, params: BridgeParams, hooks: BridgeHooks, pa
              "code": ack.code, "ack": raw.hex(), "ack_commitment": ack_commitment(ack).hex()}]
 
 
-def _require_account(state: ChainState, name: str) -> None:
+def _require_account(state: KVState, name: str) -> None:
     if "/" in name or state.get(account_path(name)) is None:
         raise _Refusal("receiver.unknown")
 
 
-def _recv_energy(state: ChainState, params: BridgeParams, packet: Packet) -> None:
+def _recv_energy(state: KVState, params: BridgeParams, packet: Packet) -> None:
     try:
         e = decode_energy(packet.payload)
     except CodecError as exc:
@@ -919,7 +921,7 @@ def _recv_energy(state: ChainState, params: BridgeParams, packet: Packet) -> Non
         state.add_balance(packet.receiver, voucher, e.amount_wh)
 
 
-def _recv_charging_right(state: ChainState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
+def _recv_charging_right(state: KVState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
                          ctx: BlockContext) -> None:
     try:
         c = decode_charging_right(packet.payload)
@@ -947,7 +949,7 @@ def _recv_charging_right(state: ChainState, params: BridgeParams, hooks: BridgeH
         raise _Refusal("right.route")
 
 
-def _recv_reputation(state: ChainState, packet: Packet, ctx: BlockContext) -> None:
+def _recv_reputation(state: KVState, packet: Packet, ctx: BlockContext) -> None:
     try:
         r = decode_reputation(packet.payload)
     except CodecError as exc:
@@ -963,7 +965,7 @@ def _recv_reputation(state: ChainState, packet: Packet, ctx: BlockContext) -> No
 # --- phase 4: SETTLE ------------------------------------------------------------------------------
 
 
-def validate_settle(state: ChainState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
+def validate_settle(state: KVState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
                     ack: Acknowledgement | None) -> PacketOutcome:
     """Raise unless ``cert`` proves this packet's outcome (ACKED with ``ack``, or TIMED_OUT if None)."""
     if packet.src_chain != params.chain_id:
@@ -985,7 +987,7 @@ def validate_settle(state: ChainState, params: BridgeParams, packet: Packet, cer
     return outcome
 
 
-def apply_settle(state: ChainState, params: BridgeParams, packet: Packet, outcome: PacketOutcome,
+def apply_settle(state: KVState, params: BridgeParams, packet: Packet, outcome: PacketOutcome,
                  ack: Acknowledgement | None, ctx: BlockContext) -> list[Event]:
     """Complete on a success ack, refund on an error ack or a timeout; forget the commitment."""
     refund = outcome is PacketOutcome.TIMED_OUT or ack is None or not ack.success
@@ -1000,13 +1002,13 @@ def apply_settle(state: ChainState, params: BridgeParams, packet: Packet, outcom
              "ack_code": None if ack is None else ack.code, "refunded": refund}]
 
 
-def process_settle(state: ChainState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
+def process_settle(state: KVState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
                    ack: Acknowledgement | None, ctx: BlockContext) -> list[Event]:
     outcome = validate_settle(state, params, packet, cert, ack)
     return apply_settle(state, params, packet, outcome, ack, ctx)
 
 
-def _refund(state: ChainState, params: BridgeParams, packet: Packet) -> None:
+def _refund(state: KVState, params: BridgeParams, packet: Packet) -> None:
     """Give back exactly what :func:`apply_send` took."""
     if packet.kind is PacketKind.ENERGY:
         e = decode_energy(packet.payload)
@@ -1024,7 +1026,7 @@ def _refund(state: ChainState, params: BridgeParams, packet: Packet) -> None:
             state.set_json(right_path(c.right_id), _right_record(c, packet.sender))
 
 
-def _complete(state: ChainState, params: BridgeParams, packet: Packet, ctx: BlockContext) -> None:
+def _complete(state: KVState, params: BridgeParams, packet: Packet, ctx: BlockContext) -> None:
     if packet.kind is PacketKind.CHARGING_RIGHT:
         c = decode_charging_right(packet.payload)
         if c.home_park != params.chain_id:
@@ -1036,7 +1038,7 @@ def _complete(state: ChainState, params: BridgeParams, packet: Packet, ctx: Bloc
 # --- reports --------------------------------------------------------------------------------------
 
 
-def supply_report(state: ChainState, native_denoms: Iterable[str]) -> dict[str, dict[str, int]]:
+def supply_report(state: KVState, native_denoms: Iterable[str]) -> dict[str, dict[str, int]]:
     """Escrow per denom, its split per lane, and voucher supply per voucher denom (a full scan: a query).
 
     ``escrow`` always lists every native denom (0 if nothing is escrowed) and any voucher escrowed on
@@ -1100,6 +1102,10 @@ def _packet_arg(tx: Tx, args: Mapping[str, Any]) -> Packet:
     return decode_packet(wire.hex_bytes(args["packet"], "packet"))
 
 
+BridgeOp = Callable[[KVState, Tx, BlockContext], list[Event]]
+"""A bridge operation over any :class:`KVState` backend (a Python park's tree, the Fabric chaincode's ledger)."""
+
+
 def register_bridge_ops(app: App, hooks: BridgeHooks | None = None) -> None:
     """Register ``bridge.send``, ``bridge.recv``, ``bridge.settle``, ``bridge.update_lane``,
     ``bridge.update_relay_validators``,
@@ -1109,19 +1115,25 @@ def register_bridge_ops(app: App, hooks: BridgeHooks | None = None) -> None:
     :func:`default_admission`, :func:`default_reputation_provider`). The bridge must have been set up
     in genesis with :func:`init_bridge` for the same chain id as ``app``.
     """
+    for name, op in bridge_ops(hooks).items():
+        app.register(name, op)
+
+
+def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:
+    """The operations :func:`register_bridge_ops` registers, by name, for a host that runs them itself."""
     h = hooks if hooks is not None else BridgeHooks()
 
-    def op_send(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+    def op_send(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = send_request_from_tx(tx)
         return process_send(state, _params_for(state, ctx), h, req, ctx)
 
-    def op_recv(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+    def op_recv(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("packet", "certificate"))
         packet = _packet_arg(tx, args)
         cert = wire.certificate_from_json(args["certificate"])
         return process_recv(state, _params_for(state, ctx), h, packet, cert, ctx)
 
-    def op_settle(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+    def op_settle(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("packet", "certificate"), ("ack",))
         packet = _packet_arg(tx, args)
         cert = wire.certificate_from_json(args["certificate"])
@@ -1129,19 +1141,19 @@ def register_bridge_ops(app: App, hooks: BridgeHooks | None = None) -> None:
         ack = None if raw_ack is None else decode_ack(wire.hex_bytes(raw_ack, "ack"))
         return process_settle(state, _params_for(state, ctx), packet, cert, ack, ctx)
 
-    def op_update_lane(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+    def op_update_lane(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("dst_chain", "lane", "config", "certificate"))
         cert = wire.certificate_from_json(args["certificate"])
         return process_lane_update(state, _params_for(state, ctx), _str_arg(tx, args, "dst_chain"),
                                    _str_arg(tx, args, "lane"), wire.hex_bytes(args["config"], "config"), cert)
 
-    def op_update_relay_validators(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+    def op_update_relay_validators(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("commit", "new_set"))
         commit = wire.commit_from_json(args["commit"])
         new_set = wire.validator_set_from_json(args["new_set"])
         return process_relay_set_update(state, _params_for(state, ctx), commit, new_set)
 
-    def op_issue_right(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+    def op_issue_right(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("right_id", "station", "transformer", "power_kw", "slot_start_ms", "slot_end_ms",
                           "owner"))
         params = _params_for(state, ctx)
@@ -1151,20 +1163,22 @@ def register_bridge_ops(app: App, hooks: BridgeHooks | None = None) -> None:
             _str_arg(tx, args, "transformer"), _int_arg(tx, args, "power_kw"), _int_arg(tx, args, "slot_start_ms"),
             _int_arg(tx, args, "slot_end_ms"), _str_arg(tx, args, "owner"), ctx)
 
-    def op_set_transformer(state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+    def op_set_transformer(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("name", "capacity_kw"))
         _require_operator(_params_for(state, ctx), tx)
         name, capacity = _str_arg(tx, args, "name"), _int_arg(tx, args, "capacity_kw")
         set_transformer(state, name, capacity)
         return [{"type": "transformer_set", "name": name, "capacity_kw": capacity}]
 
-    app.register("bridge.send", op_send)
-    app.register("bridge.recv", op_recv)
-    app.register("bridge.settle", op_settle)
-    app.register("bridge.update_lane", op_update_lane)
-    app.register("bridge.update_relay_validators", op_update_relay_validators)
-    app.register("rights.issue", op_issue_right)
-    app.register("rights.set_transformer", op_set_transformer)
+    return {
+        "bridge.send": op_send,
+        "bridge.recv": op_recv,
+        "bridge.settle": op_settle,
+        "bridge.update_lane": op_update_lane,
+        "bridge.update_relay_validators": op_update_relay_validators,
+        "rights.issue": op_issue_right,
+        "rights.set_transformer": op_set_transformer,
+    }
 
 
 def _require_operator(params: BridgeParams, tx: Tx) -> None:

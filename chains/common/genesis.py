@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from chains.common.bridge import init_bridge
-from chains.common.state import ChainState
+from chains.common.state import KVState
 from chains.common.wire import validator_set_from_json, validator_set_to_json
 from protocol.certificate import ValidatorSet
 from protocol.errors import CodecError
@@ -69,7 +69,7 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
     return out
 
 
-def apply_bridge_genesis(state: ChainState, chain_id: str, section: Any) -> None:
+def apply_bridge_genesis(state: KVState, chain_id: str, section: Any) -> None:
     """Set the bridge up in genesis state from its config section (nothing if the section is absent)."""
     if section is None:
         return

@@ -1,15 +1,18 @@
 """Application state of a Python park chain: a key/value view over the state commitment.
 
-Pure: no I/O. A block executes against the parent's tree and yields a new one; because the tree is
-persistent, the parent's tree (and its root and proofs) stay valid and cost nothing to keep.
-A transaction that raises a :class:`~protocol.errors.ProtocolError` is rolled back whole.
+:class:`KVState` is the interface the shared rules (:mod:`chains.common.bridge`, :mod:`chains.common.tx` ops)
+run over; :class:`ChainState` is its backend on the Python parks. Pure: no I/O. A block executes against the
+parent's tree and yields a new one; because the tree is persistent, the parent's tree (and its root and
+proofs) stay valid and cost nothing to keep. A transaction that raises a
+:class:`~protocol.errors.ProtocolError` is rolled back whole.
 """
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from protocol.errors import InsufficientFundsError
@@ -17,29 +20,35 @@ from protocol.paths import balance_path
 from protocol.state_commitment import Proof, SparseMerkleTree
 
 
-class ChainState:
-    """Mutable handle on an immutable tree. ``tree`` is the current version."""
+class KVState(ABC):
+    """The key/value interface the bridge and the ops run over, with their typed helpers.
 
-    __slots__ = ("tree",)
+    Two backends: :class:`ChainState` (a Python park's state tree) and the Fabric bridge chaincode's ledger
+    view (:class:`chains.fabric.chaincode.ledger.StubState`), so one set of rules runs on every park.
+    Keys are the protocol's byte paths (SPEC.md §5); an absent key reads as ``None``.
+    """
 
-    def __init__(self, tree: SparseMerkleTree | None = None) -> None:
-        self.tree = tree if tree is not None else SparseMerkleTree()
+    __slots__ = ()
 
-    @property
-    def root(self) -> bytes:
-        return self.tree.root
-
+    @abstractmethod
     def get(self, key: bytes) -> bytes | None:
-        return self.tree.get(key)
+        """The value at ``key`` as this transaction sees it (its own writes included)."""
 
+    @abstractmethod
     def set(self, key: bytes, value: bytes) -> None:
-        self.tree = self.tree.set(key, value)
+        """Write ``value`` (non-empty) at ``key``."""
 
+    @abstractmethod
     def delete(self, key: bytes) -> None:
-        self.tree = self.tree.delete(key)
+        """Remove ``key`` (nothing if it is absent)."""
 
-    def prove(self, key: bytes) -> Proof:
-        return self.tree.prove(key)
+    @abstractmethod
+    def atomic(self) -> AbstractContextManager[None]:
+        """A block whose writes are all undone if it raises anything (a bug included); nestable."""
+
+    @abstractmethod
+    def prefix_items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with ``prefix``, sorted (a scan: for queries, not for consensus)."""
 
     # -- typed helpers -------------------------------------------------------------------------
 
@@ -74,6 +83,31 @@ class ChainState:
             raise InsufficientFundsError(f"balance of {account} in {denom} too small", expected=f">= {amount}",
                                          got=have)
         self.set_int(balance_path(account, denom), have - amount)
+
+
+class ChainState(KVState):
+    """Mutable handle on an immutable tree. ``tree`` is the current version."""
+
+    __slots__ = ("tree",)
+
+    def __init__(self, tree: SparseMerkleTree | None = None) -> None:
+        self.tree = tree if tree is not None else SparseMerkleTree()
+
+    @property
+    def root(self) -> bytes:
+        return self.tree.root
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.tree.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self.tree = self.tree.set(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.tree = self.tree.delete(key)
+
+    def prove(self, key: bytes) -> Proof:
+        return self.tree.prove(key)
 
     @contextmanager
     def atomic(self) -> Iterator[None]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chains.common.state import ChainState, canonical_json
+from chains.common.state import ChainState, KVState, canonical_json
 from protocol.crypto import Ed25519Signer, ed25519_verify
 from protocol.errors import AuthorizationError, CodecError, NonceError, ProtocolError, ReplayError, WrongChainError
 
@@ -161,7 +161,7 @@ def create_account(state: ChainState, name: str, pubkey: bytes) -> None:
     state.set_json(account_path(name), {"pubkey": pubkey.hex(), "nonce": 0})
 
 
-def op_transfer(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+def op_transfer(state: KVState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
     """``transfer {to, denom, amount_wh}``: move a balance between accounts."""
     to, denom, amount = _arg(tx, "to", str), _arg(tx, "denom", str), _arg(tx, "amount_wh", int)
     if amount <= 0:
