@@ -211,9 +211,10 @@ def _scalar(kind: str, value: int | bytes, what: str) -> int | bool | bytes | st
     raise AssertionError(kind)  # pragma: no cover
 
 
-def _decode(data: bytes, spec: _Spec, *, max_bytes: int | None = None) -> dict[str, object]:
-    """The known fields of one message by name (singular: value; repeated: list), strictly (module docstring)."""
-    if max_bytes is not None and isinstance(data, bytes) and len(data) > max_bytes:
+def _decode(data: bytes, spec: _Spec, *, max_bytes: int = MAX_BLOCK_BYTES) -> dict[str, object]:
+    """The known fields of one message by name (singular: value; repeated: list), strictly (module docstring).
+    No message is larger than ``max_bytes`` (default :data:`MAX_BLOCK_BYTES`)."""
+    if isinstance(data, bytes) and len(data) > max_bytes:
         raise CodecError(f"{spec.name} too large", expected=f"<= {max_bytes} bytes", got=len(data))
     out: dict[str, object] = {}
     for num, wire, value in _fields(data, spec.name):
