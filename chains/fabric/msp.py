@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -64,6 +65,9 @@ ROLES: Final = ("client", "peer", "admin", "orderer")
 """The node-OU roles, in ``FabricNodeOUs`` field order."""
 _PEM_BEGIN: Final = b"-----BEGIN CERTIFICATE-----"
 _PEM_END: Final = b"-----END CERTIFICATE-----"
+_X509_ERRORS: Final = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+                       x509.UnsupportedGeneralNameType)
+"""What ``cryptography`` raises for malformed certificates and CRLs."""
 
 
 class IdentityRefused(Exception):
@@ -85,12 +89,21 @@ def load_pem_certificate(pem: bytes, what: str) -> x509.Certificate:
     if not body.startswith(_PEM_BEGIN) or not body.endswith(_PEM_END) or body.count(_PEM_BEGIN) != 1:
         raise CodecError(f"{what}: expected exactly one PEM CERTIFICATE block")
     try:
-        cert = x509.load_pem_x509_certificate(body)
-        cert.subject  # noqa: B018 - names and extensions parse lazily: fail here, not later
-        cert.issuer  # noqa: B018
-        cert.extensions  # noqa: B018
-    except (ValueError, TypeError) as exc:
+        with warnings.catch_warnings(record=True) as warned:
+            # cryptography only warns (UserWarning) about some malformed names, and would again on every later
+            # access: a certificate that makes it warn is refused here, once
+            warnings.simplefilter("always")
+            cert = x509.load_pem_x509_certificate(body)
+            cert.subject  # noqa: B018 - names and extensions parse lazily: fail here, not later
+            cert.issuer  # noqa: B018
+            cert.extensions  # noqa: B018
+            cert.public_key()
+            cert.not_valid_before_utc  # noqa: B018
+            cert.not_valid_after_utc  # noqa: B018
+    except _X509_ERRORS as exc:
         raise CodecError(f"{what}: not an X.509 certificate ({exc})") from exc
+    if warned:
+        raise CodecError(f"{what}: malformed X.509 certificate ({warned[0].message})")
     return cert
 
 
@@ -139,7 +152,7 @@ def _is_ca(cert: x509.Certificate) -> bool:
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
+    except (*_X509_ERRORS, InvalidSignature):
         return False
     return True
 
@@ -252,12 +265,12 @@ class Msp:
                 crl = x509.load_pem_x509_crl(pem)
                 issuer = crl.issuer.public_bytes()
                 serials = {r.serial_number for r in crl}
-            except (ValueError, TypeError) as exc:
+            except _X509_ERRORS as exc:
                 raise ChannelConfigError(f"MSP {self.mspid}: a revocation list is not a PEM CRL ({exc})") from exc
             for ca in self._ca.by_subject.get(issuer, ()):
                 try:
                     valid = crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
-                except (ValueError, TypeError):
+                except _X509_ERRORS:
                     valid = False
                 if valid:
                     revoked.setdefault(_fingerprint(ca), set()).update(serials)
