@@ -303,7 +303,7 @@ class FabricNet:
         """A client trusting this channel's genesis block."""
         return FabricLightClient.from_trusted_block(ClientId("fabric-0"), ChainId(chain_id), trusting_period_ms,
                                                     self.blocks[0], channel_id=self.channel_id,
-                                                    trusted_time_ms=trusted_time_ms, **kwargs)  # type: ignore[arg-type]
+                                                    trusted_time_ms=trusted_time_ms, **kwargs)
 
     # -- attestations ------------------------------------------------------------------------------------------------
 
