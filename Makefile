@@ -31,6 +31,8 @@ lint: setup
 	$(BIN)/ruff check protocol chains adapters relay tests bench
 	$(BIN)/mypy --strict protocol
 	$(BIN)/mypy chains/dpos/light_client.py chains/poc/light_client.py chains/ethereum/light_client.py
+	$(BIN)/mypy --strict chains/fabric/proto.py chains/fabric/msp.py chains/fabric/config.py chains/fabric/attestation.py \
+		chains/fabric/light_client.py chains/fabric/errors.py
 	$(BIN)/lint-imports
 	# the committed contract artifacts are what the committed Solidity compiles to
 	$(BIN)/python -m chains.ethereum.compile --check

@@ -9,8 +9,13 @@ Prints medians over ``--runs`` runs:
   state_nonmembership_proofs_per_s   non-membership proofs verified per second, same state
   eth_storage_proofs_per_s           Ethereum storage proofs (eth_getProof form: account proof + storage proof,
                                      both walked, no cache) verified per second; 10k accounts, 10k bridge slots
+  fabric_blocks_per_s                Fabric light client: blocks (header + one etcdraft consenter signature,
+                                     data stripped) decoded, validated and applied per second, 3 consenters
+  fabric_attestations_per_s          Fabric attestation bundles (2 peers, AND policy) decoded and verified per
+                                     second: statements, identities (cached per config), 2 ECDSA P-256 verifies
+  fabric_attestations_cold_per_s     the same with every identity new to the client (chain, OUs, CRLs each time)
 Targets (issue #2): >= 5,000 DPoS headers/s, >= 100 PoC headers/s, >= 10,000 membership proofs/s;
-(issue 4): >= 2,000 Ethereum storage proofs/s.
+(issue 4): >= 2,000 Ethereum storage proofs/s; (issue 11): >= 500 Fabric blocks/s, >= 2,000 attestations/s.
 """
 
 from __future__ import annotations
@@ -134,6 +139,44 @@ def bench_eth(runs: int, n_accounts: int = 10_000, n_slots: int = 10_000, n_proo
     return {"eth_storage_proofs_per_s": _median_rate(runs, len(items), run)}
 
 
+def bench_fabric(runs: int, n_blocks: int = 2_000, n_attestations: int = 2_000) -> dict[str, float]:
+    from chains.fabric.consts import OPERATOR_MSP, SALES_MSP
+    from chains.fabric.proto import Block
+    from chains.fabric.testing import T0_MS, FabricNet
+
+    net = FabricNet.new(n_orderers=3)
+    raw_blocks = [net.next_block().encode() for _ in range(n_blocks)]
+
+    def run_blocks() -> None:
+        client = net.client()
+        for i, raw in enumerate(raw_blocks):
+            client.process_header(Block.decode(raw), T0_MS + i)
+
+    client = net.client()
+    key = b"receipts/dpos-park/lane-0/%d"
+    ack = bytes(range(32))
+    bundles = [(key % i, net.attest(key % i, ack)) for i in range(n_attestations)]
+
+    def run_attest() -> None:
+        for k, bundle in bundles:
+            client.verify_membership(0, k, ack, bundle, T0_MS)
+
+    # cold: a fresh peer per bundle for each organisation, so no identity is ever cached
+    cold_n = max(1, n_attestations // 10)
+    ops, sales = net.peer_orgs[OPERATOR_MSP], net.peer_orgs[SALES_MSP]
+    cold = [(key % i, net.attest(key % i, ack, peers=[ops.node(f"p{i}.op", "peer"), sales.node(f"p{i}.sa", "peer")]))
+            for i in range(cold_n)]
+
+    def run_cold() -> None:
+        fresh = net.client()
+        for k, bundle in cold:
+            fresh.verify_membership(0, k, ack, bundle, T0_MS)
+
+    return {"fabric_blocks_per_s": _median_rate(runs, n_blocks, run_blocks),
+            "fabric_attestations_per_s": _median_rate(runs, n_attestations, run_attest),
+            "fabric_attestations_cold_per_s": _median_rate(runs, cold_n, run_cold)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -147,6 +190,7 @@ def main() -> int:
     out |= bench_poc(args.runs, args.poc_headers)
     out |= bench_state(args.runs)
     out |= bench_eth(args.runs)
+    out |= bench_fabric(args.runs)
     out = {k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}
     if args.json:
         print(json.dumps(out))

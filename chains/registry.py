@@ -16,11 +16,12 @@ from types import MappingProxyType
 from chains.common.kind import ChainKind
 from chains.dpos.kind import DPOS
 from chains.ethereum.kind import ETHEREUM
+from chains.fabric.kind import FABRIC
 from chains.poc.kind import POC
 
 __all__ = ["KINDS", "UnknownChainKindError", "chain_kind"]
 
-KINDS: Mapping[str, ChainKind] = MappingProxyType({k.name: k for k in (DPOS, POC, ETHEREUM)})
+KINDS: Mapping[str, ChainKind] = MappingProxyType({k.name: k for k in (DPOS, POC, ETHEREUM, FABRIC)})
 """Every park chain kind by name, in the order the docs list them."""
 
 

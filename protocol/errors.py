@@ -288,6 +288,10 @@ DISPOSITIONS: dict[str, Disposition] = {
     "header.poc.pending_farmer": _P, "header.poc.pending_distance": _P,
     "header.eth.shallow_attestation": _P, "header.eth.attestation_conflict": _N,
     "header.eth.attestation_limit": _P, "header.eth.pending_ahead": _P,
+    "header.fabric.signer": _N, "header.fabric.config": _N,
+    # Fabric attestations (refinements of proof.invalid); a stale or future-dated one is replaced by a fresh one
+    "proof.fabric.endorser": _N, "proof.fabric.policy": _N, "proof.fabric.statement": _N,
+    "proof.fabric.freshness": _P,
     # packets and lanes
     "packet.replay": _D, "packet.timeout": _P, "packet.wrong_chain": _N, "lifecycle.illegal": _N,
     "lane.invalid": _N, "lane.rate_limited": _P, "lane.over_capacity": _N, "funds.insufficient": _P,

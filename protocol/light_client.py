@@ -37,6 +37,7 @@ from protocol.errors import (
     MisbehaviourError,
     NotFinalError,
     ReplayError,
+    TimeoutExpiredError,
     UnknownClientError,
 )
 from protocol.state_commitment import Proof, verify_membership, verify_non_membership
@@ -220,6 +221,24 @@ class LightClient(ABC, Generic[H]):
         self.check_active(now_ms)
         cs = self.final_consensus_state(height)
         verify_non_membership(cs.state_root, key, _as_proof(proof))
+
+    def verify_timeout(self, height: int, key: bytes, timeout_timestamp_ms: int, proof: Any, now_ms: int) -> None:
+        """Raise unless a packet whose receipt path is ``key`` has provably timed out on the counterparty at the
+        final height ``height`` (SPEC.md §6.6, *Timeout*): nothing can execute it any more.
+
+        The default is the rule of chains with a trustworthy block time: the final header at ``height`` has
+        ``timestamp_ms >= timeout_timestamp_ms`` (else :class:`~protocol.errors.TimeoutExpiredError`: not yet, use a
+        later header), and ``key`` is absent there (:meth:`verify_non_membership`). A chain kind whose block time is
+        not the chain's own clock overrides it (Fabric, SPEC.md §8.7: an attested timeout receipt instead).
+        """
+        self.check_active(now_ms)
+        cs = self.final_consensus_state(height)
+        if cs.timestamp_ms < timeout_timestamp_ms:
+            raise TimeoutExpiredError(
+                f"not yet timed out: {self.chain_id} header {height} is before the packet's timeout "
+                "(use a later header)",
+                expected=f"time >= {timeout_timestamp_ms}", got=cs.timestamp_ms)
+        self.verify_non_membership(height, key, proof, now_ms)
 
 
 def _as_proof(proof: Any) -> Proof:

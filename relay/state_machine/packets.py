@@ -44,7 +44,7 @@ from chains.common.state import ChainState
 from protocol.codec import ZERO_COMMITMENT, ack_commitment, decode_outcome, encode_outcome, sha256
 from protocol.codec import decode_energy as decode_energy_strict
 from protocol.codec import decode_packet as decode_packet_strict
-from protocol.errors import CodecError, InvalidProofError, ReplayError, TimeoutExpiredError
+from protocol.errors import CodecError, InvalidProofError, ReplayError
 from protocol.lifecycle import PacketEvent, PacketState, transition
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import Acknowledgement, Packet, PacketKind, PacketOutcome
@@ -308,16 +308,12 @@ def process_confirm_ack(router: RelayClientRouter, state: ChainState, now_ms: in
 
 
 def validate_confirm_timeout(hosted: HostedClient, ref: PacketRef, height: int, proof: bytes, now_ms: int) -> None:
-    """The target's final header at ``height`` is at or past the timeout, and holds no receipt."""
+    """The target's client proves the packet timed out at its final ``height``
+    (:meth:`~protocol.light_client.LightClient.verify_timeout`: by default a header at or past the timeout that holds
+    no receipt; a chain kind without a trustworthy block time proves it its own way, SPEC §8.7)."""
     p = ref.packet
-    client = hosted.client
-    client.check_active(now_ms)
-    cs = client.final_consensus_state(height)
-    if cs.timestamp_ms < p.timeout_timestamp_ms:
-        raise TimeoutExpiredError(
-            f"not yet timed out: {p.dst_chain} header {height} is before the packet's timeout (use a later header)",
-            expected=f"time >= {p.timeout_timestamp_ms}", got=cs.timestamp_ms)
-    client.verify_non_membership(height, receipt_path(p.src_chain, p.lane, p.sequence), proof, now_ms)
+    hosted.client.verify_timeout(height, receipt_path(p.src_chain, p.lane, p.sequence), p.timeout_timestamp_ms, proof,
+                                 now_ms)
 
 
 def validate_commitment(hosted: HostedClient, ref: PacketRef, commit: CommitProof, now_ms: int) -> None:

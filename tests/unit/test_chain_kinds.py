@@ -19,6 +19,7 @@ from adapters.registry import ADAPTERS, adapters_for
 from chains.common.kind import KindParams, ParamError
 from chains.dpos.params import DposChainParams
 from chains.ethereum.params import EthChainParams
+from chains.fabric.params import FabricChainParams
 from chains.poc.params import PocChainParams
 from chains.registry import KINDS, UnknownChainKindError, chain_kind
 from relay.config import ConfigError, load_config
@@ -32,33 +33,39 @@ DEVNET = ROOT / "deploy" / "devnet.toml"
 # --- registries -----------------------------------------------------------------------------------------------
 
 
-def test_the_three_kinds_are_registered_once() -> None:
-    assert list(KINDS) == ["dpos", "poc", "ethereum"]
+ADAPTERS_PENDING = {"fabric"}
+"""Kinds whose relayer adapters and operator view are not written yet (the Fabric adapter, issue 11): the relay
+already hosts their light client. Remove a kind from here when its adapters land."""
+
+
+def test_the_four_kinds_are_registered_once() -> None:
+    assert list(KINDS) == ["dpos", "poc", "ethereum", "fabric"]
     assert all(chain_kind(name).name == name for name in KINDS)
 
 
-@pytest.mark.parametrize("name", ["fabric", "", "DPOS"])
+@pytest.mark.parametrize("name", ["cosmos", "", "DPOS"])
 def test_an_unknown_kind_is_one_clear_error(name: str) -> None:
     for lookup in (chain_kind, adapters_for):
         with pytest.raises(UnknownChainKindError, match=re.escape(f"unknown chain kind {name!r}: expected one of "
-                                                                  "['dpos', 'ethereum', 'poc']")):
+                                                                  "['dpos', 'ethereum', 'fabric', 'poc']")):
             lookup(name)
 
 
 def test_every_kind_has_adapters_a_client_type_and_a_view() -> None:
-    assert set(ADAPTERS) == set(KINDS)
-    assert all(ADAPTERS[name].kind is KINDS[name] for name in KINDS)
+    assert set(ADAPTERS) == set(KINDS) - ADAPTERS_PENDING
+    assert all(ADAPTERS[name].kind is KINDS[name] for name in ADAPTERS)
     assert set(CLIENT_TYPES) == set(KINDS)
     assert all(CLIENT_TYPES[name].name == name for name in KINDS)  # the kind's name is its client type
-    assert set(_VIEWS) == set(KINDS)
+    assert set(_VIEWS) == set(KINDS) - ADAPTERS_PENDING
 
 
 def test_kind_attributes() -> None:
     from chains.ethereum.node import NODE_NAME
 
-    assert {n: k.node_flag for n, k in KINDS.items()} == {"dpos": "--witness", "poc": "--farmer", "ethereum": "--node"}
+    assert {n: k.node_flag for n, k in KINDS.items()} == {"dpos": "--witness", "poc": "--farmer", "ethereum": "--node",
+                                                          "fabric": "--node"}
     assert KINDS["ethereum"].fixed_nodes == (NODE_NAME,)
-    assert [n for n, k in KINDS.items() if not k.runs_on_park_node] == ["ethereum"]
+    assert [n for n, k in KINDS.items() if not k.runs_on_park_node] == ["ethereum", "fabric"]
     assert [n for n, k in KINDS.items() if k.attested_by_relay] == ["ethereum"]
     with pytest.raises(NotImplementedError):
         KINDS["ethereum"].make_rules({}, "anvil", None, Path())  # type: ignore[arg-type]
@@ -67,7 +74,7 @@ def test_kind_attributes() -> None:
 # --- typed parameters ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [DposChainParams, PocChainParams, EthChainParams])
+@pytest.mark.parametrize("cls", [DposChainParams, PocChainParams, EthChainParams, FabricChainParams])
 def test_every_parameter_has_a_docstring(cls: type[KindParams]) -> None:
     import ast
     import inspect
@@ -163,9 +170,9 @@ def test_a_bad_chain_key_names_file_chain_key_expected_and_got(tmp_path: Path, d
 
 def test_an_unknown_kind_in_the_config_names_the_known_ones(tmp_path: Path) -> None:
     p = tmp_path / "deploy.toml"
-    p.write_text(BASE.format(dpos="", poc="").replace('kind = "poc"', 'kind = "fabric"'))
-    with pytest.raises(ConfigError, match=re.escape("chains[1].kind: expected one of ('dpos', 'poc', 'ethereum'), "
-                                                    "got 'fabric'")):
+    p.write_text(BASE.format(dpos="", poc="").replace('kind = "poc"', 'kind = "cosmos"'))
+    with pytest.raises(ConfigError, match=re.escape("chains[1].kind: expected one of ('dpos', 'poc', 'ethereum', "
+                                                    "'fabric'), got 'cosmos'")):
         load_config(p)
 
 
