@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,14 +42,19 @@ def _write_key(path: Path, digest: Any) -> None:
             f.write(digest.hexdigest() + "\n")
 
 
+PORT_RANGE = (15000, 32000)
+"""Where test nodes listen: below Linux's ephemeral range (32768-60999), from which the kernel picks the local port
+of every outgoing connection. A port taken from that range (bind to port 0) can be handed to a client socket in
+the instant between a node's crash and its restart on the same port, and the restart then fails to bind."""
+
+
 def free_port_block(n: int) -> int:
-    """A base port with ``n`` consecutive free ports after it."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65535:
-            continue
+    """A base port with ``n`` consecutive free ports after it, in :data:`PORT_RANGE` (random start, so
+    concurrent test runs rarely probe the same block)."""
+    rng = random.Random(os.getpid() * 1_000_003 + time.monotonic_ns())
+    lo, hi = PORT_RANGE
+    for _ in range(400):
+        base = rng.randrange(lo, hi - n)
         ok = True
         for p in range(base, base + n):
             with socket.socket() as s:
@@ -59,7 +65,7 @@ def free_port_block(n: int) -> int:
                     break
         if ok:
             return base
-    raise RuntimeError("no block of free ports")
+    raise RuntimeError(f"no block of {n} free ports in {lo}..{hi}")
 
 
 @dataclass
