@@ -19,7 +19,8 @@ type; what a client decides with it (fork choice, finality, which header to drop
   :meth:`ForkTree.remove_subtree` (eviction).
 * **Eviction hooks**: :meth:`ForkTree.evictable_leaves` lists the nodes a client may drop for room — leaves off
   the canonical branch — and :meth:`ForkTree.producer_count` / :meth:`ForkTree.by_producer` give the
-  per-producer accounting a client's rule ranks them by (the producer holding most pays first).
+  per-producer accounting a client's rule ranks them by (the producer holding most pays first); a node that no
+  longer takes room (a final header kept as a fork point) leaves it by :meth:`ForkTree.release`.
 
 :func:`check_link` is the rule linking a header to a held parent (height one above, time not before), and
 :func:`require_parent` answers a header whose parent is not held with
@@ -156,18 +157,25 @@ class ForkTree(Generic[N]):
     # -- producers --------------------------------------------------------------------------------------
 
     def producer_count(self, producer: str) -> int:
-        """How many held nodes ``producer`` made."""
+        """How many held nodes ``producer`` made (not counting released ones)."""
         held = self._by_producer.get(producer)
         return 0 if held is None else len(held)
 
     def by_producer(self, producer: str) -> Collection[N]:
-        """The held nodes ``producer`` made, in arrival order (a live view)."""
+        """The held nodes ``producer`` made and that were not released, in arrival order (a live view)."""
         held = self._by_producer.get(producer)
         return () if held is None else held.values()
 
     def producers(self) -> Collection[str]:
-        """Producers with a held node, in the order they first had one (a live view)."""
+        """Producers with a counted node, in the order they first had one (a live view)."""
         return self._by_producer.keys()
+
+    def release(self, node: N) -> None:
+        """Stop counting the held ``node`` against its producer: it stays held, but no longer takes room the
+        producer is accountable for (the PoC client releases a header when it becomes final)."""
+        mine = self._by_producer.get(node.producer)
+        if mine is not None and mine.pop(node.hash, None) is not None and not mine:
+            del self._by_producer[node.producer]
 
     # -- the canonical branch -------------------------------------------------------------------------
 
@@ -343,9 +351,8 @@ class ForkTree(Generic[N]):
         at.remove(node)
         if not at:
             del self._by_height[height]
-        mine = self._by_producer[node.producer]
-        del mine[hhash]
-        if not mine:
+        mine = self._by_producer.get(node.producer)
+        if mine is not None and mine.pop(hhash, None) is not None and not mine:
             del self._by_producer[node.producer]
         if self._canon.get(height) is node:
             del self._canon[height]

@@ -242,6 +242,13 @@ def test_subtree_is_leaves_first_and_removal_updates_producer_counts() -> None:
     assert (tree.producer_count("w2"), tree.producer_count("w3"), tree.producer_count("w1")) == (0, 0, 1)
     assert list(tree.producers()) == ["p", "w1"] and list(tree.by_producer("w2")) == []
     assert tree.best.header == "g" and names(tree.children(tree.best)) == ["a"]
+    a = tree.get(h("a"))
+    assert a is not None
+    tree.release(a)  # still held, no longer counted
+    tree.release(a)
+    assert tree.producer_count("w1") == 0 and list(tree.producers()) == ["p"] and h("a") in tree
+    tree.remove(a)
+    assert h("a") not in tree and list(tree.producers()) == ["p"]
 
 
 # -- unknown parents, detached nodes, duplicates ----------------------------------------------------------------
