@@ -270,14 +270,30 @@ class ForkTree(Generic[N]):
     def remove(self, node: N) -> None:
         """Forget the held ``node`` alone: its children stay, detached (adopted again if it comes back). Removing
         the best tip leaves the tree without one until :meth:`set_best`."""
-        parent = self._nodes.get(node.parent_hash)
+        nodes = self._nodes
+        parent = nodes.get(node.parent_hash)
         if parent is not None:
             parent.children.remove(node)
         else:
             self._unwait(node)
-        self._forget(node)
+        # _forget, inline: this runs once per header that becomes final or is dropped
+        hhash, height = node.hash, node.height
+        del nodes[hhash]
+        at = self._by_height[height]
+        if len(at) == 1:
+            del self._by_height[height]
+        else:
+            at.remove(node)
+        mine = self._by_producer.get(node.producer)
+        if mine is not None and mine.pop(hhash, None) is not None and not mine:
+            del self._by_producer[node.producer]
+        if self._canon.get(height) is node:
+            del self._canon[height]
+        if self._best is node:
+            self._best = None
+            self._best_key = None
         if node.children:
-            self._waiting[node.hash] = cast(list[N], node.children)
+            self._waiting[hhash] = cast(list[N], node.children)
             node.children = []
 
     def remove_subtree(self, top: N) -> list[N]:
