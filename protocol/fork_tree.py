@@ -26,8 +26,8 @@ type; what a client decides with it (fork choice, finality, which header to drop
 :func:`require_parent` answers a header whose parent is not held with
 :class:`~protocol.light_client.UnknownParentError`.
 
-Nothing here reads a clock or does I/O; every operation costs O(1) per node it adds, visits or removes, so a
-client can call it on every header.
+Nothing here reads a clock or does I/O. Every operation costs in proportion to the nodes it adds, visits or
+removes (:meth:`ForkTree.prune_below` also to the heights held), so a client can call it on every header.
 """
 
 from __future__ import annotations

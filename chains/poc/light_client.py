@@ -59,6 +59,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cmp_to_key
 from typing import Any, ClassVar, Self
 
 from chains.common.state import canonical_json
@@ -164,10 +165,16 @@ class _Node(ForkNode[ConsensusContext]):
         """On the final chain (the final tip or below it); every other held header is pending."""
 
 
-def _heaviest(node: _Node) -> tuple[int, int]:
-    """Fork choice (:func:`chains.poc.consensus.is_heavier`) as a key: greater cumulative weight, ties to the lower
-    hash (32 bytes, so the lower hash is the lower number)."""
-    return node.header.cumulative_weight, -int.from_bytes(node.hash, "big")
+def _fork_choice(a: _Node, b: _Node) -> int:
+    ca, cb = a.header, b.header
+    if is_heavier(ca.cumulative_weight, ca.header_hash, cb.cumulative_weight, cb.header_hash):
+        return 1
+    return -1 if is_heavier(cb.cumulative_weight, cb.header_hash, ca.cumulative_weight, ca.header_hash) else 0
+
+
+_heaviest = cmp_to_key(_fork_choice)
+"""Fork choice as the tree's key: :func:`chains.poc.consensus.is_heavier` (greater cumulative weight, ties to the
+lower hash) is the one rule; the heavier node has the greater key."""
 
 
 def _proof_key(parent_hash: bytes, ctx: ConsensusContext) -> bytes:
