@@ -1,10 +1,12 @@
 """Light-client and state-proof throughput on one core.
 
-    python bench/light_clients.py [--json] [--runs 5] [--dpos-headers 10000] [--poc-headers 1000]
+    python bench/light_clients.py [--json] [--runs 5] [--dpos-headers 10000] [--poc-headers 1000] [--eth-headers 4000]
 
 Prints medians over ``--runs`` runs:
   dpos_headers_per_s                 DPoS light client: headers validated+applied per second (21 witnesses)
   poc_headers_per_s                  PoC light client: headers (chiapos proof of space) per second
+  eth_headers_per_s                  Ethereum light client: headers held then made final per second, fed in batches
+                                     of 16 as a relayer does, each batch's top header attested by a quorum first
   state_membership_proofs_per_s      sparse-Merkle membership proofs verified per second, 100k-key state
   state_nonmembership_proofs_per_s   non-membership proofs verified per second, same state
   eth_storage_proofs_per_s           Ethereum storage proofs (eth_getProof form: account proof + storage proof,
@@ -102,6 +104,46 @@ def bench_poc(runs: int, n_headers: int) -> dict[str, float]:
     return {"poc_headers_per_s": _median_rate(runs, len(headers), run)}
 
 
+def bench_eth_headers(runs: int, n_headers: int, batch: int = 16) -> dict[str, float]:
+    """The Ethereum client's header path (link checks, pending pool, finality through parentHash, pruning): a
+    linear chain fed upward from finality in batches; a quorum of 3 of 4 validators attests each batch's top header
+    before the batch, so the batch waits as pending and becomes final with its top header."""
+    from chains.ethereum.light_client import EthereumLightClient
+    from chains.ethereum.proofs import EMPTY_TRIE_ROOT
+    from chains.ethereum.types import EthHeader, keccak256
+    from protocol.types import ChainId, ClientId
+
+    t0 = 1_790_000_000
+    headers: list[EthHeader] = []
+    parent = bytes(32)
+    for number in range(1, n_headers + 1):
+        header = EthHeader(
+            parent_hash=parent, ommers_hash=keccak256(b"\xc0"), coinbase=bytes(20),
+            state_root=keccak256(b"state %d" % number), transactions_root=EMPTY_TRIE_ROOT,
+            receipts_root=EMPTY_TRIE_ROOT, logs_bloom=bytes(256), difficulty=0, number=number, gas_limit=30_000_000,
+            gas_used=0, timestamp=t0 + number, extra_data=b"", mix_hash=bytes(32), nonce=bytes(8),
+            base_fee_per_gas=10**9, withdrawals_root=EMPTY_TRIE_ROOT, blob_gas_used=0, excess_blob_gas=0,
+            parent_beacon_block_root=bytes(32), requests_hash=keccak256(b""))
+        headers.append(header)
+        parent = header.hash
+    batches = [headers[i:i + batch] for i in range(0, len(headers), batch)]
+
+    def run() -> None:
+        client = EthereumLightClient(ClientId("ethereum-0"), ChainId("eth-park"), 10**12, eth_chain_id=31337,
+                                     bridge_address=bytes(20), confirmation_depth=2, max_consensus_states=512,
+                                     max_pending_headers=1024)
+        for group in batches:
+            top = group[-1]
+            for name in ("v0", "v1", "v2"):
+                client.attest(name, 1, 4, top.height, top.hash, top.height + 2, top.timestamp_ms)
+            for h in group:
+                client.process_header(h, h.timestamp_ms)
+        if client.final_height != n_headers:
+            raise RuntimeError(f"ethereum bench: final height {client.final_height}, expected {n_headers}")
+
+    return {"eth_headers_per_s": _median_rate(runs, len(headers), run)}
+
+
 def bench_eth(runs: int, n_accounts: int = 10_000, n_slots: int = 10_000, n_proofs: int = 2_000) -> dict[str, float]:
     """Membership proofs of bridge commitments against a synthetic state built with the ``trie`` package (the
     state of a busy devnet: ~6 account-proof and ~5 storage-proof nodes). Each verification decodes the proof
@@ -183,11 +225,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dpos-headers", type=int, default=10_000)
     ap.add_argument("--poc-headers", type=int, default=1000)
+    ap.add_argument("--eth-headers", type=int, default=4000)
     args = ap.parse_args()
     _pin_one_core()
     out: dict[str, float] = {}
     out |= bench_dpos(args.runs, args.dpos_headers)
     out |= bench_poc(args.runs, args.poc_headers)
+    out |= bench_eth_headers(args.runs, args.eth_headers)
     out |= bench_state(args.runs)
     out |= bench_eth(args.runs)
     out |= bench_fabric(args.runs)

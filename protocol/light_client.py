@@ -210,6 +210,12 @@ class LightClient(ABC, Generic[H]):
     def final_heights(self) -> list[int]:
         return sorted(self._final)
 
+    def holds_final(self, height: int, header_hash: bytes) -> bool:
+        """Whether ``header_hash`` is the retained final header at ``height``: with the headers a client holds
+        pending (its :class:`~protocol.fork_tree.ForkTree`), what its ``holds(header)`` answers."""
+        cs = self._final.get(height)
+        return cs is not None and cs.header_hash == header_hash
+
     def verify_membership(self, height: int, key: bytes, value: bytes, proof: Any, now_ms: int) -> None:
         """Raise unless ``key`` -> ``value`` in the state of the final header at ``height``."""
         self.check_active(now_ms)

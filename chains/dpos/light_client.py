@@ -3,10 +3,12 @@
 It follows a park chain from a trusted checkpoint (usually genesis), forks included. A DPoS park picks the
 longest chain, and its finality is the last irreversible block (LIB): short forks among non-final blocks
 happen whenever gossip is late (two witnesses build at one height). So the client keeps a **tree of pending
-headers** rooted at its newest final header (the *final tip*), as a full node's fork database does:
+headers** rooted at its newest final header (the *final tip*), as a full node's fork database does — the shared
+:class:`protocol.fork_tree.ForkTree` (SPEC.md §8.1.1), with the rules below:
 
 * **Linking.** A header is accepted when its parent is the final tip or any pending header it holds, and
-  it extends that parent under the DPoS rules (chain id, height, time and slot), names the witness set
+  it extends that parent under the DPoS rules (chain id; height and time by :func:`protocol.fork_tree.check_link`,
+  time strictly after the parent's; slot), names the witness set
   active *on its own branch*, was produced by the witness that set schedules for its slot
   (:func:`chains.dpos.consensus.schedule`) and carries that witness's ed25519 signature. A header whose
   parent is not held is refused (:class:`UnknownParentError`): a branch that does not contain the final tip
@@ -91,6 +93,7 @@ from protocol.errors import (
     SignatureError,
     WrongChainError,
 )
+from protocol.fork_tree import ForkNode, ForkTree, check_link, unknown_parent
 from protocol.light_client import (
     ConsensusState,
     HeaderReplayError,
@@ -165,22 +168,21 @@ class DoubleSignEvidence:
                 "header_b": self.header_b.encode().hex()}
 
 
-class _Node:
-    """A header in the tree above finality: the final tip (the root) or a pending header.
+class _Node(ForkNode[DposHeader]):
+    """A header in the tree above finality: the final tip (the root) or a pending header, with its branch's
+    finality state when it keeps one."""
 
-    Children point to their parent by hash, never by reference, so a pruned subtree is freed at once.
-    """
-
-    __slots__ = ("children", "hash", "header", "height", "parent_hash", "tracker")
+    __slots__ = ("tracker",)
 
     def __init__(self, header: DposHeader, header_hash: bytes, tracker: FinalityTracker | None) -> None:
-        self.header = header
-        self.hash = header_hash
-        self.height = header.height
-        self.parent_hash = header.parent_hash
+        super().__init__(header, header_hash, header.parent_hash, header.height, header.producer)
         self.tracker = tracker
         """Finality state after this header on its branch; ``None`` where it is replayed on demand."""
-        self.children: list[_Node] = []
+
+
+def _longest(node: _Node) -> int:
+    """Fork choice: the longest branch (a new branch must be strictly longer; ties stay with the first seen)."""
+    return node.height
 
 
 class DposLightClient(LightClient[DposHeader]):
@@ -208,14 +210,10 @@ class DposLightClient(LightClient[DposHeader]):
         root = _Node(header, header.hash(), tracker)
         self._root = root
         """The final tip: the newest final header, root of every pending branch. Always has a tracker."""
-        self._best = root
-        """Tip of the canonical (longest, first seen on ties) branch. A leaf, so it always has a tracker."""
-        self._nodes: dict[bytes, _Node] = {root.hash: root}
-        """The root and every pending header, by hash."""
-        self._by_height: dict[int, list[_Node]] = {}
-        """Pending headers by height, every branch (double-production checks, pruning)."""
-        self._canon: dict[int, _Node] = {}
-        """Pending headers of the canonical branch by height: ``final_height + 1 .. latest_height``."""
+        self._tree: ForkTree[_Node] = ForkTree(_longest)
+        """The root and every pending header, in arrival order. Its best tip is the canonical (longest, first seen
+        on ties) branch's: a leaf, so it always has a tracker."""
+        self._tree.add(root)
         self._final_headers: dict[int, DposHeader] = {}
         """Final headers by height, as many as consensus states are kept (double-production checks)."""
         self._evidence: dict[str, DoubleSignEvidence] = {}
@@ -230,47 +228,44 @@ class DposLightClient(LightClient[DposHeader]):
     @property
     def latest_height(self) -> int:
         """Height of the canonical tip: the newest header of the longest branch held (final or pending)."""
-        return self._best.height
+        return self._tree.best.height
 
     @property
     def latest_header(self) -> DposHeader:
         """The canonical tip."""
-        return self._best.header
+        return self._tree.best.header
 
     @property
     def active_set(self) -> WitnessSet:
         """Witness set that schedules the next header of the canonical branch."""
-        return self._tracker_of(self._best).active
+        return self._tracker_of(self._tree.best).active
 
     @property
     def lib(self) -> int:
         """Last irreversible height of the canonical branch under the chain's rule. Equals ``final_height``, except
         just after a mid-chain checkpoint whose trusted header lies above the LIB the chain had computed there."""
-        return self._tracker_of(self._best).lib
+        return self._tracker_of(self._tree.best).lib
 
     @property
     def pending_proposals(self) -> list[tuple[int, WitnessSet]]:
         """Witness sets proposed on the canonical branch and not yet in force: (boundary height, set)."""
-        return list(self._tracker_of(self._best).proposals)
+        return list(self._tracker_of(self._tree.best).proposals)
 
     @property
     def pending_count(self) -> int:
         """Pending (non-final) headers held, over all branches; at most ``max_pending_headers``."""
-        return len(self._nodes) - 1
+        return len(self._tree) - 1
 
     def pending_heights(self) -> list[int]:
         """Heights of the canonical branch held but not yet final."""
-        return list(range(self.final_height + 1, self._best.height + 1))
+        return list(range(self.final_height + 1, self._tree.best.height + 1))
 
     def holds(self, header: DposHeader) -> bool:
         """Whether ``header`` is held (pending on any branch, or a retained final header): submitting it again
         raises :class:`HeaderReplayError`. A relay's redundancy check should ask this, not compare heights: under
         longest-chain fork choice a header at or below :attr:`latest_height` can be new and needed."""
         hhash = header.hash()
-        if hhash in self._nodes:
-            return True
-        cs = self._final.get(header.height)
-        return cs is not None and cs.header_hash == hhash
+        return hhash in self._tree or self.holds_final(header.height, hhash)
 
     # -- validate / apply --------------------------------------------------------------------------
 
@@ -287,17 +282,12 @@ class DposLightClient(LightClient[DposHeader]):
         if self.holds(header):
             raise HeaderReplayError(f"header {height} {hhash.hex()[:16]}… is already held by client {self.client_id}",
                                     got=hhash.hex())
-        parent = self._nodes.get(header.parent_hash)
+        parent = self._tree.get(header.parent_hash)
         if parent is None:
             self._reject_unlinked(header)
         parent_header = parent.header
-        if height != parent.height + 1:
-            raise HeaderError(f"height gap after {parent.height}: a header's height is its parent's plus one",
-                              expected=parent.height + 1, got=height)
         ts = header.timestamp_ms
-        if ts <= parent_header.timestamp_ms:
-            raise HeaderError(f"timestamp of header {height} not after its parent's",
-                              expected=f"> {parent_header.timestamp_ms}", got=ts)
+        check_link(height, ts, parent.height, parent_header.timestamp_ms)
         if ts > now_ms + self._drift_ms:
             raise HeaderError(f"timestamp of header {height} too far in the future",
                               expected=f"<= {now_ms + self._drift_ms}", got=ts)
@@ -339,27 +329,27 @@ class DposLightClient(LightClient[DposHeader]):
         """Hold a validated header; move the canonical tip if its branch is now the longest; advance finality along
         the canonical branch, record newly final headers and prune the branches that do not contain them."""
         hhash = header.hash()
-        nodes = self._nodes
-        if hhash in nodes:
+        tree = self._tree
+        if hhash in tree:
             return
-        parent = nodes.get(header.parent_hash)
+        parent = tree.get(header.parent_hash)
         if parent is None:  # the host skipped validate_header
-            raise UnknownParentError(f"header {header.height} does not link to any header client {self.client_id} "
-                                     "holds", got=header.parent_hash.hex())
+            raise unknown_parent(header.parent_hash, header.height, client=self.client_id,
+                                 held=f"the final tip ({self.final_height}) or a pending header")
         validated, self._validated = self._validated, None
         replayed = validated[1] if validated is not None and validated[0] == hhash else None
-        if len(nodes) > self.max_pending_headers:
+        if len(tree) > self.max_pending_headers:
             victim = self._pending_victim(parent)
             if victim is not None:
-                self._evict(victim)
-        twin = next((n.header for n in self._by_height.get(header.height, ())
+                tree.remove_subtree(victim)
+        twin = next((n.header for n in tree.at_height(header.height)
                      if n.header.producer == header.producer and n.header.active_set_hash == header.active_set_hash),
                     None)
         if twin is not None:
             self._record_evidence(twin, header)
         node, tracker, promoted = self._attach(header, hhash, parent, replayed)
-        if node.height > self._best.height:  # strictly longer: on a tie the branch seen first stays canonical
-            self._make_canonical(node)
+        if tree.prefers(node):  # strictly longer: on a tie the branch seen first stays canonical
+            tree.set_best(node)
             if tracker.lib > self.final_height:
                 self._finalise(tracker.lib)
         if promoted is not None:
@@ -521,8 +511,8 @@ class DposLightClient(LightClient[DposHeader]):
             # _final is filled in ascending height order, and _final_headers has exactly its keys
             "final": [self._final_headers[h].encode().hex() for h in self._final],
             "tracker": _tracker_to_json(tracker),
-            # _nodes is in arrival order; the root arrived before everything above it
-            "pending": [n.header.encode().hex() for n in self._nodes.values() if n is not root],
+            # the tree is in arrival order; the root arrived before everything above it
+            "pending": [n.header.encode().hex() for n in self._tree.nodes() if n is not root],
             "known_sets": [encode_witness_set(wset.members).hex() for wset, _ in self._sets.values()],
             # only once there is some: the bytes of a client without evidence are those of earlier versions
             **({"evidence": [[e.header_a.encode().hex(), e.header_b.encode().hex()] for e in self._evidence.values()]}
@@ -587,17 +577,18 @@ class DposLightClient(LightClient[DposHeader]):
         if len(pending) > self.max_pending_headers:
             raise CodecError("more pending headers than the client holds", expected=f"<= {self.max_pending_headers}",
                              got=len(pending))
+        tree = self._tree
         best = self._root
         for header in pending:
             hhash = header.hash()
-            parent = self._nodes.get(header.parent_hash)
-            if parent is None or hhash in self._nodes or header.height != parent.height + 1:
+            parent = tree.get(header.parent_hash)
+            if parent is None or hhash in tree or header.height != parent.height + 1:
                 raise CodecError("pending headers do not form a tree above the final tip in arrival order",
                                  got=header.height)
             node, _, _ = self._attach(header, hhash, parent, None)
             if node.height > best.height:
                 best = node
-        self._make_canonical(best)
+        tree.set_best(best)
         if self._tracker_of(best).lib > self.final_height:
             raise CodecError("pending headers past the canonical branch's LIB: finality was not applied",
                              expected=f"lib <= {self.final_height}", got=self._tracker_of(best).lib)
@@ -609,34 +600,20 @@ class DposLightClient(LightClient[DposHeader]):
         if depth > self.max_pending_headers:
             raise PendingLimitError("too many headers held without finality: the chain's LIB is stalled",
                                     expected=f"<= {self.max_pending_headers} pending", got=depth)
-        if len(self._nodes) > self.max_pending_headers and self._pending_victim(parent) is None:
+        if len(self._tree) > self.max_pending_headers and self._pending_victim(parent) is None:
             raise PendingLimitError(f"client {self.client_id} holds {self.max_pending_headers} pending headers over "
                                     "all branches, all on the canonical branch: no room until finality advances",
-                                    expected=f"<= {self.max_pending_headers} pending", got=len(self._nodes))
+                                    expected=f"<= {self.max_pending_headers} pending", got=len(self._tree))
 
     def _pending_victim(self, parent: _Node) -> _Node | None:
         """The pending header to drop for room in a full tree: a leaf off the canonical branch (not the canonical
-        tip, not ``parent``), of the producer holding the most pending headers, the earliest to arrive among its. Only
-        witnesses sign headers, so the pool fills only with the forks and double-signed headers of witnesses, and a
-        flooding witness displaces its own headers first; the canonical branch is never displaced."""
-        counts: dict[str, int] = {}
-        for node in self._nodes.values():
-            counts[node.header.producer] = counts.get(node.header.producer, 0) + 1
-        best: _Node | None = None
-        best_count = 0
-        for node in self._nodes.values():  # arrival order: the first of the top producer wins ties
-            if node.children or node is self._best or node is parent or node is self._root:
-                continue
-            count = counts[node.header.producer]
-            if count > best_count:
-                best, best_count = node, count
-        return best
-
-    def _evict(self, node: _Node) -> None:
-        """Drop the leaf ``node`` (not canonical) from the tree."""
-        parent = self._nodes[node.parent_hash]
-        parent.children.remove(node)
-        self._drop_subtree(node)
+        tip, not ``parent``), of the producer holding the most headers in the tree, the earliest to arrive among its.
+        Only witnesses sign headers, so the pool fills only with the forks and double-signed headers of witnesses, and
+        a flooding witness displaces its own headers first; the canonical branch is never displaced."""
+        tree = self._tree
+        count = tree.producer_count
+        return min(tree.evictable_leaves(tree.nodes(), keep=parent.hash),
+                   key=lambda node: (-count(node.producer), node.serial), default=None)
 
     def _attach(self, header: DposHeader, hhash: bytes, parent: _Node,
                 replayed: FinalityTracker | None) -> tuple[_Node, FinalityTracker, WitnessSet | None]:
@@ -655,16 +632,9 @@ class DposLightClient(LightClient[DposHeader]):
                 tracker = held.copy()  # the parent keeps its snapshot: not a leaf, the root, or a periodic one
             else:
                 tracker, parent.tracker = held, None  # a branch tip's state moves up to its first child
-        height = header.height
-        promoted = tracker.on_block(height, header.producer, header.pending_set)
+        promoted = tracker.on_block(header.height, header.producer, header.pending_set)
         node = _Node(header, hhash, tracker)
-        self._nodes[hhash] = node
-        parent.children.append(node)
-        same_height = self._by_height.get(height)
-        if same_height is None:
-            self._by_height[height] = [node]
-        else:
-            same_height.append(node)
+        self._tree.add(node)
         return node, tracker, promoted
 
     def _tracker_of(self, node: _Node) -> FinalityTracker:
@@ -675,28 +645,18 @@ class DposLightClient(LightClient[DposHeader]):
         """A fresh tracker in the state after the held ``node`` on its branch: a copy of the nearest snapshot at or
         below it (the root has one, and so has every SNAPSHOT_EVERY-th height), replayed up to ``node``."""
         path: list[_Node] = []
-        nodes = self._nodes
-        while True:
-            snapshot = node.tracker
+        for held in self._tree.branch(node):
+            snapshot = held.tracker
             if snapshot is not None:
                 break
-            path.append(node)
-            node = nodes[node.parent_hash]
+            path.append(held)
+        else:  # unreachable: the root keeps its tracker, and every pending header descends from it
+            raise LookupError(f"no finality snapshot below header {node.height} in client {self.client_id}")
         tracker = snapshot.copy()
         for n in reversed(path):
             hd = n.header
             tracker.on_block(n.height, hd.producer, hd.pending_set)
         return tracker
-
-    def _make_canonical(self, tip: _Node) -> None:
-        """Make ``tip`` (higher than the canonical tip) the canonical tip: rewrite the height index down to where its
-        branch meets the canonical one. One step for a header extending the canonical tip."""
-        canon, nodes, root = self._canon, self._nodes, self._root
-        node = tip
-        while node is not root and canon.get(node.height) is not node:
-            canon[node.height] = node
-            node = nodes[node.parent_hash]
-        self._best = tip
 
     def _finalise(self, lib: int) -> None:
         """Record the canonical headers up to ``lib`` as final; the one at ``lib`` becomes the root. Every pending
@@ -705,36 +665,22 @@ class DposLightClient(LightClient[DposHeader]):
         tracker = root.tracker
         if tracker is None:  # unreachable: the root always keeps its tracker
             tracker = self._replay_after(root)
-        canon, nodes, by_height, final_headers = self._canon, self._nodes, self._by_height, self._final_headers
-        prev = root
+        tree, final_headers = self._tree, self._final_headers
+        node = root
         for h in range(root.height + 1, lib + 1):
-            node = canon.pop(h)
-            for child in prev.children:
-                if child is not node:
-                    self._drop_subtree(child)
-            del nodes[prev.hash]
-            del by_height[h]  # only `node` was left at h: its rivals descend from children dropped above
+            canonical = tree.canonical(h)
+            if canonical is None:  # unreachable: the LIB of the canonical branch is on it
+                raise LookupError(f"no canonical header at {h} <= lib {lib} in client {self.client_id}")
+            node = canonical
             hd = node.header
             # the old root's tracker is advanced in place (one step per final height) to become the new root's
             tracker.on_block(h, hd.producer, hd.pending_set)
             final_headers[h] = hd
             self._record_final(ConsensusState(h, node.hash, hd.timestamp_ms, hd.state_root))
-            prev = node
-        if prev.tracker is None:
-            prev.tracker = tracker
-        self._root = prev
-
-    def _drop_subtree(self, top: _Node) -> None:
-        nodes, by_height = self._nodes, self._by_height
-        stack = [top]
-        while stack:
-            node = stack.pop()
-            del nodes[node.hash]
-            at = by_height[node.height]
-            at.remove(node)
-            if not at:
-                del by_height[node.height]
-            stack.extend(node.children)
+        if node.tracker is None:
+            node.tracker = tracker
+        tree.prune_to(node)
+        self._root = node
 
     # -- internals: rejections and misbehaviour --------------------------------------------------------
 
@@ -749,10 +695,8 @@ class DposLightClient(LightClient[DposHeader]):
                                   expected=f">= {next(iter(self._final_headers), self.final_height)}", got=height)
             raise HeaderError(f"header {height} conflicts with the final one but comes from another witness: a fork "
                               "block, not proof of misbehaviour", expected=final.hash().hex(), got=header.hash().hex())
-        raise UnknownParentError(
-            f"header {height} does not link to any header client {self.client_id} holds: its parent is neither the "
-            f"final tip ({self.final_height}) nor a pending header (never seen, or on a pruned branch)",
-            got=header.parent_hash.hex())
+        raise unknown_parent(header.parent_hash, height, client=self.client_id,
+                             held=f"the final tip ({self.final_height}) or a pending header")
 
     def _check_same_witness(self, header: DposHeader, where: str) -> None:
         """Raise if a held header at ``header``'s height has the same producer: :class:`EquivocationError` if it also
@@ -764,7 +708,7 @@ class DposLightClient(LightClient[DposHeader]):
             if final is not None and final.producer == header.producer:
                 held = final
         else:
-            held = next((n.header for n in self._by_height.get(height, ()) if n.header.producer == header.producer),
+            held = next((n.header for n in self._tree.at_height(height) if n.header.producer == header.producer),
                         None)
         if held is None:
             return

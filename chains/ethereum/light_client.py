@@ -16,8 +16,11 @@ consensus. Finality is **confirmation depth + attestation** by the relay's own v
   several sets cannot together make a quorum that no single set's > 1/3 fault could.
 * **Finality.** A header is final when its hash is attested at its height, or when it is the parent (by
   ``parentHash``) of a final header. A header that is neither yet waits as *pending* (at most
-  ``max_pending_headers``, :class:`PendingLimitError`); when an attestation or a final child arrives,
-  it and every pending ancestor it links to become final. So the *expected hash* of a height is known
+  ``max_pending_headers``, :class:`PendingLimitError`) in a pool that links headers by ``parentHash`` in
+  whatever order they arrive (a :class:`protocol.fork_tree.ForkTree` without fork choice, SPEC.md §8.1.1); a
+  header linking to a held parent must be one height above it and not earlier
+  (:func:`protocol.fork_tree.check_link`). When an attestation or a final child arrives, it and every pending
+  ancestor it links to become final. So the *expected hash* of a height is known
   from its attestation, its final header, or the ``parentHash`` of the final header above it — and a
   header anyone submits is checked against the expected hashes of its height and its parent's.
 * **Forged headers.** Anyone can build an Ethereum header. One that conflicts with an expected hash
@@ -92,6 +95,7 @@ from protocol.errors import (
     MisbehaviourError,
     ReplayError,
 )
+from protocol.fork_tree import ForkNode, ForkTree, check_link
 from protocol.light_client import (
     ConsensusState,
     HeaderReplayError,
@@ -256,10 +260,8 @@ class EthereumLightClient(LightClient[EthHeader]):
         """Heights whose hash reached quorum (with or without the header held)."""
         self._votes: dict[int, dict[str, _Vote]] = {}
         """Attestations counted, by height then attester."""
-        self._pending: dict[bytes, EthHeader] = {}
-        """Headers held but not final, by hash."""
-        self._pending_at: dict[int, set[bytes]] = {}
-        """Hashes of the pending headers by height (same entries as ``_pending``)."""
+        self._pending: ForkTree[ForkNode[EthHeader]] = ForkTree()
+        """Headers held but not final, by hash and height, linked by ``parentHash`` whatever order they came in."""
         self._validated: tuple[bytes, list[EthHeader] | None] | None = None
         """(header hash, plan) of the last validate_header, for apply_header; cleared by every other mutation."""
         self._storage_roots: StorageRootCache = {}
@@ -279,7 +281,7 @@ class EthereumLightClient(LightClient[EthHeader]):
 
     def pending_heights(self) -> list[int]:
         """Heights of the pending headers, ascending (a height may repeat: forged headers wait too)."""
-        return sorted(h.height for h in self._pending.values())
+        return sorted(node.height for node in self._pending.nodes())
 
     def attested_hash(self, height: int) -> bytes | None:
         """The hash attested at ``height`` by a quorum, if any."""
@@ -304,10 +306,7 @@ class EthereumLightClient(LightClient[EthHeader]):
     def holds(self, header: EthHeader) -> bool:
         """Whether ``header`` is held (pending, or final at its height): submitting it again adds nothing."""
         hhash = header.hash
-        if hhash in self._pending:
-            return True
-        cs = self._final.get(header.height)
-        return cs is not None and cs.header_hash == hhash
+        return hhash in self._pending or self.holds_final(header.height, hhash)
 
     def floor_height(self) -> int:
         """Lowest height a header or attestation may have: at most ``max_consensus_states − 1`` below the newest
@@ -421,9 +420,9 @@ class EthereumLightClient(LightClient[EthHeader]):
                     f"client {self.client_id} of {self.chain_id}: a quorum attested {block_hash.hex()[:16]}… at "
                     f"{height}, where {expected.hex()[:16]}… is already attested or final", expected=expected.hex(),
                     got=block_hash.hex())
-            header = self._pending.get(block_hash)
+            node = self._pending.get(block_hash)
             # a held header with that hash at another height: the quorum named the wrong height; nothing is final
-            chain = self._final_chain(header) if header is not None and header.height == height else []
+            chain = self._final_chain(node.header) if node is not None and node.height == height else []
         except MisbehaviourError as exc:
             self._votes.setdefault(height, {})[attester] = vote
             self.freeze(height, exc.message)
@@ -482,32 +481,26 @@ class EthereumLightClient(LightClient[EthHeader]):
         highest pending header if it is above ``header`` (honest relayers feed upward from finality, forged headers
         far ahead go first), else :class:`PendingLimitError`."""
         height = header.height
-        at_height = self._pending_at.get(height)
-        if at_height is not None and len(at_height) >= self.max_pending_per_height:
-            parents = {hd.parent_hash for hd in self._pending.values()}
-            return [min(at_height, key=lambda x: (x in parents, x))]
-        if len(self._pending) < self.max_pending_headers:
+        pool = self._pending
+        at_height = pool.at_height(height)
+        if len(at_height) >= self.max_pending_per_height:
+            # a parent of another pending header: it has children in the pool (linked whatever the arrival order)
+            return [min(at_height, key=lambda node: (bool(node.children), node.hash)).hash]
+        if len(pool) < self.max_pending_headers:
             return []
-        parents = {hd.parent_hash for hd in self._pending.values()}
-        top = max(self._pending.values(), key=lambda hd: (hd.height, hd.hash not in parents, hd.hash))
+        top = max(pool.nodes(), key=lambda node: (node.height, not node.children, node.hash))
         if top.height > height:
             return [top.hash]
         raise PendingLimitError(f"client {self.client_id} holds {len(self._pending)} pending headers, none above "
                                 f"{height}", expected=f"<= {self.max_pending_headers}", got=len(self._pending) + 1)
 
     def _hold_pending(self, header: EthHeader) -> None:
-        hhash = header.hash
-        self._pending[hhash] = header
-        self._pending_at.setdefault(header.height, set()).add(hhash)
+        self._pending.add(ForkNode(header, header.hash, header.parent_hash, header.height))
 
     def _drop_pending(self, hhash: bytes) -> None:
-        header = self._pending.pop(hhash, None)
-        if header is None:
-            return
-        at_height = self._pending_at[header.height]
-        at_height.discard(hhash)
-        if not at_height:
-            del self._pending_at[header.height]
+        node = self._pending.get(hhash)
+        if node is not None:
+            self._pending.remove(node)
 
     def _plan(self, header: EthHeader) -> list[EthHeader] | None:
         """Headers that become final when ``header`` is applied (it first, then its pending ancestors), or
@@ -546,19 +539,15 @@ class EthereumLightClient(LightClient[EthHeader]):
         """Number and time against a held parent (none held: nothing to check)."""
         parent = self._pending.get(header.parent_hash)
         if parent is not None:
-            p_height, p_ts = parent.height, parent.timestamp_ms
+            p_height, p_ts = parent.height, parent.header.timestamp_ms
         else:
             final_height = self._final_by_hash.get(header.parent_hash)
             if final_height is None:
                 return
             cs = self._final[final_height]
             p_height, p_ts = cs.height, cs.timestamp_ms
-        if header.height != p_height + 1:
-            raise HeaderError(f"header {header.height} is not one above its parent", expected=p_height + 1,
-                              got=header.height)
-        if header.timestamp_ms < p_ts:
-            raise HeaderError(f"timestamp of header {header.height} is before its parent's", expected=f">= {p_ts}",
-                              got=header.timestamp_ms)
+        # whole seconds: sub-second blocks share a timestamp
+        check_link(header.height, header.timestamp_ms, p_height, p_ts, same_time=True)
 
     def _final_chain(self, header: EthHeader) -> list[EthHeader]:
         """``header`` (whose hash is expected) and the pending ancestors it links to; :class:`MisbehaviourError`
@@ -572,8 +561,11 @@ class EthereumLightClient(LightClient[EthHeader]):
                     f"client {self.client_id} of {self.chain_id}: attested header {cur.height} "
                     f"{cur.hash.hex()[:16]}… links to a parent other than the attested or final one",
                     expected=below.hex(), got=cur.parent_hash.hex())
-            parent = self._pending.get(cur.parent_hash)
-            if parent is None or parent.height + 1 != cur.height or parent.timestamp_ms > cur.timestamp_ms:
+            node = self._pending.get(cur.parent_hash)
+            if node is None:
+                return chain
+            parent = node.header
+            if parent.height + 1 != cur.height or parent.timestamp_ms > cur.timestamp_ms:
                 return chain
             chain.append(parent)
             cur = parent
@@ -612,13 +604,14 @@ class EthereumLightClient(LightClient[EthHeader]):
         for store in (self._attested, self._votes):
             for h in [h for h in store if h < floor]:
                 del store[h]
-        for hhash, hd in list(self._pending.items()):
-            height = hd.height
+        pool = self._pending
+        for node in list(pool.nodes()):
+            height = node.height
             expected = self.expected_hash(height)
             below = self.expected_hash(height - 1) if height > 0 else None
-            if height < floor or (expected is not None and expected != hhash) or (
-                    below is not None and below != hd.parent_hash):
-                self._drop_pending(hhash)
+            if height < floor or (expected is not None and expected != node.hash) or (
+                    below is not None and below != node.parent_hash):
+                pool.remove(node)
 
     # -- proofs --------------------------------------------------------------------------------------------
 
@@ -713,7 +706,8 @@ class EthereumLightClient(LightClient[EthHeader]):
             "attested": [[h, self._attested[h].hex()] for h in sorted(self._attested)],
             "votes": [[h, name, v.block_hash.hex(), v.power, v.total_power, v.set_id.hex()]
                       for h in sorted(self._votes) for name, v in sorted(self._votes[h].items())],
-            "pending": [hd.encode().hex() for hd in sorted(self._pending.values(), key=lambda x: (x.height, x.hash))],
+            "pending": [node.header.encode().hex()
+                        for node in sorted(self._pending.nodes(), key=lambda n: (n.height, n.hash))],
         })
 
     @classmethod
@@ -753,7 +747,9 @@ class EthereumLightClient(LightClient[EthHeader]):
                     raise CodecError("a validator-set id is at most 32 bytes", got=set_hex)
                 votes[name] = _Vote(_hash32(x), _check_int("power", power, 1, total), total, set_id)
             for raw in obj["pending"]:
-                client._hold_pending(EthHeader.decode(bytes.fromhex(raw)))
+                header = EthHeader.decode(bytes.fromhex(raw))
+                if header.hash not in client._pending:  # a repeat is held once, as it always was
+                    client._hold_pending(header)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CodecError(f"malformed Ethereum light-client state of {client_id}: {exc!r}") from exc
         return client

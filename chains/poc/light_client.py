@@ -10,8 +10,9 @@ forks included:
   the farmer's name must be a park account whose key is ``farmer_pubkey`` (:class:`FarmerKeyError`), the
   check the park's nodes make in :func:`chains.poc.app.apply_farmed_block`.
 * The client keeps a small tree of headers above the final one (and the last ``fork_history`` final
-  ones, as fork points). The best tip is the heaviest by cumulative weight (ties to the lower hash);
-  a reorg within the confirmation depth just moves the best tip.
+  ones, as fork points), the shared :class:`protocol.fork_tree.ForkTree` (SPEC.md §8.1.1). The best tip is the
+  heaviest by cumulative weight (ties to the lower hash); a reorg within the confirmation depth just moves the
+  best tip. A header whose parent is not held is :class:`~protocol.light_client.UnknownParentError`.
 * **Finality by depth and held time** (SPEC §8.6): every held header on the best branch records
   ``best_since_ms``, the relay time (``now_ms``) since which it has been on the best branch without a
   break. A header is final once it is ``confirmation_depth`` blocks below the best tip *and*
@@ -58,6 +59,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cmp_to_key
 from typing import Any, ClassVar, Self
 
 from chains.common.state import canonical_json
@@ -78,10 +80,10 @@ from chains.poc.errors import (
     PendingDistanceError,
     PendingLimitError,
     ProofReuseError,
-    UnknownParentError,
 )
 from chains.poc.types import PocHeader
-from protocol.errors import CodecError, HeaderError, MisbehaviourError, NotFinalError, ReplayError, WrongChainError
+from protocol.errors import CodecError, HeaderError, MisbehaviourError, ReplayError, WrongChainError
+from protocol.fork_tree import ForkNode, ForkTree, require_parent
 from protocol.light_client import ConsensusState, LightClient, base_state_to_json, open_state, restore_base_state
 from protocol.types import ChainId, ClientId
 
@@ -146,23 +148,33 @@ class PocClientParams:
         return cls(**dict(obj))
 
 
-class _Node:
-    """A header the client holds: its consensus context, parent, farmer and the relay times it was seen at."""
+class _Node(ForkNode[ConsensusContext]):
+    """A header the client holds: its consensus context (``header``), its farmer (``producer``), and the relay
+    times it was seen at."""
 
-    __slots__ = ("best_since_ms", "children", "ctx", "farmer", "final", "parent_hash", "seen_ms")
+    __slots__ = ("best_since_ms", "final", "seen_ms")
 
     def __init__(self, ctx: ConsensusContext, parent_hash: bytes, farmer: str, seen_ms: int,
                  best_since_ms: int | None) -> None:
-        self.ctx = ctx
-        self.parent_hash = parent_hash
-        self.farmer = farmer
+        super().__init__(ctx, ctx.header_hash, parent_hash, ctx.height, farmer)
         self.seen_ms = seen_ms
         """Relay time the header was first held (informational; eviction and finality never depend on it)."""
         self.best_since_ms = best_since_ms
         """Relay time since which the header has been on the best branch without a break; None off it."""
-        self.children: set[bytes] = set()
         self.final = False
         """On the final chain (the final tip or below it); every other held header is pending."""
+
+
+def _fork_choice(a: _Node, b: _Node) -> int:
+    ca, cb = a.header, b.header
+    if is_heavier(ca.cumulative_weight, ca.header_hash, cb.cumulative_weight, cb.header_hash):
+        return 1
+    return -1 if is_heavier(cb.cumulative_weight, cb.header_hash, ca.cumulative_weight, ca.header_hash) else 0
+
+
+_heaviest = cmp_to_key(_fork_choice)
+"""Fork choice as the tree's key: :func:`chains.poc.consensus.is_heavier` (greater cumulative weight, ties to the
+lower hash) is the one rule; the heavier node has the greater key."""
 
 
 def _proof_key(parent_hash: bytes, ctx: ConsensusContext) -> bytes:
@@ -177,7 +189,8 @@ class _Plan:
     """What :meth:`PocLightClient.validate_header` decided for a header, for :meth:`PocLightClient.apply_header`."""
 
     header_hash: bytes
-    ctx: ConsensusContext
+    node: _Node
+    """The header's node, not yet held."""
     now_ms: int
     evict: list[bytes]
 
@@ -227,16 +240,17 @@ class PocLightClient(LightClient[PocHeader]):
         self.farmer_keys: dict[str, bytes] | None = None if farmer_keys is None else _farmer_keys(farmer_keys)
         self._verifier: ProofVerifier = verifier if verifier is not None else chiapos_verifier()
         self._now_ms = _uint(now_ms)
-        self._nodes: dict[bytes, _Node] = {cp.header_hash: _Node(cp, b"", "", self._now_ms, self._now_ms)}
-        self._nodes[cp.header_hash].final = True
-        self._by_height: dict[int, list[bytes]] = {cp.height: [cp.header_hash]}
+        root = _Node(cp, b"", "", self._now_ms, self._now_ms)
+        root.final = True
+        self._tree: ForkTree[_Node] = ForkTree(_heaviest)
+        """Every held header, final (the kept fork points) or not. Its best tip is the heaviest; only pending
+        (non-final) headers count against their farmers (final ones are released)."""
+        self._tree.add(root)
+        self._tree.release(root)
         self._by_proof: dict[bytes, list[bytes]] = {_proof_key(b"", cp): [cp.header_hash]}
-        self._by_farmer: dict[str, set[bytes]] = {}
-        """Pending (non-final) held headers of each farmer."""
         self._pending = 0
         """Held headers not on the final chain: above the final tip, or orphans below it (kept as fork evidence)."""
         self._final_tip = cp
-        self._best = cp
         self._validated: _Plan | None = None
         self._record_final(_consensus_state(cp))
 
@@ -245,12 +259,12 @@ class PocLightClient(LightClient[PocHeader]):
     @property
     def best_tip(self) -> ConsensusContext:
         """The heaviest header held (it always contains the final tip)."""
-        return self._best
+        return self._tree.best.header
 
     @property
     def latest_height(self) -> int:
         """Height of the heaviest header held: a relayer sends headers from the next one on."""
-        return self._best.height
+        return self._tree.best.height
 
     @property
     def final_tip(self) -> ConsensusContext:
@@ -269,32 +283,31 @@ class PocLightClient(LightClient[PocHeader]):
 
     def has_header(self, header_hash: bytes) -> bool:
         """Whether a header is held (a relayer may skip submitting it)."""
-        return header_hash in self._nodes
+        return header_hash in self._tree
 
     def holds(self, header: PocHeader) -> bool:
         """Whether ``header`` is held in the fork tree or is the retained final header at its height: submitting
         it again adds nothing. A relay's redundancy check should ask this, not compare heights: under
         heaviest-chain fork choice a header at or below :attr:`latest_height` can be new and needed."""
         hhash = header.hash()
-        if hhash in self._nodes:
-            return True
-        try:
-            return self.final_consensus_state(header.height).header_hash == hhash
-        except NotFinalError:
-            return False
+        return hhash in self._tree or self.holds_final(header.height, hhash)
 
     def context(self, header_hash: bytes) -> ConsensusContext | None:
         """The consensus context of a held header."""
-        node = self._nodes.get(header_hash)
-        return None if node is None else node.ctx
+        node = self._tree.get(header_hash)
+        return None if node is None else node.header
 
     def best_since(self, header_hash: bytes) -> int | None:
         """Relay time since which a held header has been on the best branch (None: not held, or off it)."""
-        node = self._nodes.get(header_hash)
+        node = self._tree.get(header_hash)
         return None if node is None else node.best_since_ms
 
+    def pending_of(self, farmer: str) -> list[bytes]:
+        """Hashes of ``farmer``'s pending (non-final) headers held, on the best branch or off it."""
+        return [node.hash for node in self._tree.by_producer(farmer)]
+
     def __len__(self) -> int:
-        return len(self._nodes)
+        return len(self._tree)
 
     # -- headers -------------------------------------------------------------------------------
 
@@ -302,15 +315,16 @@ class PocLightClient(LightClient[PocHeader]):
         """Raise unless ``header`` is a valid child of a held header that the bounds admit; MisbehaviourError
         if it reverts finality. Changes nothing (the decision is kept for :meth:`apply_header`)."""
         ctx = self._validate_child(header, now_ms)
-        best = self._best
-        would_be_best = is_heavier(ctx.cumulative_weight, ctx.header_hash, best.cumulative_weight, best.header_hash)
-        if would_be_best and not self._descends_from_final(header.parent_hash, ctx.height - 1):
+        now = max(now_ms, self._now_ms)
+        node = _Node(ctx, header.parent_hash, header.farmer, now, None)
+        would_be_best = self._tree.prefers(node)
+        if would_be_best and not self._descends_from_final(header.parent_hash):
             raise MisbehaviourError(
                 f"client {self.client_id} of {self.chain_id}: header {ctx.height} {ctx.header_hash.hex()[:16]}… is on "
                 f"a heavier branch that reverts final header {self._final_tip.height} (reorg past finality)",
-                expected=f"cumulative weight <= {best.cumulative_weight}", got=ctx.cumulative_weight)
+                expected=f"cumulative weight <= {self._tree.best.header.cumulative_weight}", got=ctx.cumulative_weight)
         evict = self._admission(header, ctx, would_be_best)
-        self._validated = _Plan(ctx.header_hash, ctx, max(now_ms, self._now_ms), evict)
+        self._validated = _Plan(ctx.header_hash, node, now, evict)
 
     def apply_header(self, header: PocHeader) -> None:
         """Record a validated header (evicting what validation chose), move the best tip, advance finality, prune."""
@@ -325,25 +339,23 @@ class PocLightClient(LightClient[PocHeader]):
             self._validated = None
             if plan is None:  # pragma: no cover - validate_header always sets it or raises
                 raise HeaderError("header was not validated", got=hhash.hex())
-        if hhash in self._nodes:
+        tree = self._tree
+        if hhash in tree:
             return
         self._now_ms = plan.now_ms
-        ctx = plan.ctx
-        node = _Node(ctx, header.parent_hash, header.farmer, plan.now_ms, None)
-        self._nodes[hhash] = node
-        self._nodes[header.parent_hash].children.add(hhash)
-        self._by_height.setdefault(ctx.height, []).append(hhash)
-        self._by_proof.setdefault(_proof_key(header.parent_hash, ctx), []).append(hhash)
-        self._by_farmer.setdefault(header.farmer, set()).add(hhash)
+        node = plan.node
+        tree.add(node)
+        self._by_proof.setdefault(_proof_key(header.parent_hash, node.header), []).append(hhash)
         self._pending += 1
-        left: list[bytes] = []
-        if is_heavier(ctx.cumulative_weight, hhash, self._best.cumulative_weight, self._best.header_hash):
-            left = self._switch_best(hhash, plan.now_ms)
-        for victim in plan.evict:  # off the best branch (the old best tip, if chosen, has just left it)
-            if victim in self._nodes:
+        left: list[_Node] = []
+        if tree.prefers(node):
+            left = self._switch_best(node, plan.now_ms)
+        for victim_hash in plan.evict:  # off the best branch (the old best tip, if chosen, has just left it)
+            victim = tree.get(victim_hash)
+            if victim is not None:
                 self._evict(victim)
         # headers a reorg moved off the best branch count against their farmers' caps from now on
-        for farmer in sorted({self._nodes[h].farmer for h in left if h in self._nodes}):
+        for farmer in sorted({n.producer for n in left if n.hash in tree}):
             self._trim_farmer(farmer)
         self._advance_finality(plan.now_ms)
 
@@ -362,14 +374,11 @@ class PocLightClient(LightClient[PocHeader]):
         if header.chain_id != self.chain_id:
             raise WrongChainError("PoC header for another chain", expected=self.chain_id, got=header.chain_id)
         hhash = header.hash()
-        if hhash in self._nodes:
+        if hhash in self._tree:
             raise ReplayError(f"header {header.height} {hhash.hex()[:16]}… already held by client {self.client_id}",
                               got=hhash.hex())
-        parent = self._nodes.get(header.parent_hash)
-        if parent is None:
-            raise UnknownParentError(
-                f"parent of header {header.height} is not held by client {self.client_id} (never seen, evicted, or "
-                f"older than the {self.fork_history} kept final headers)", got=header.parent_hash.hex())
+        parent = require_parent(self._tree, header.parent_hash, header.height, client=self.client_id,
+                                held=f"a pending header or one of the {self.fork_history} final headers kept")
         if self.farmer_keys is not None:
             key = self.farmer_keys.get(header.farmer)
             if key != header.farmer_pubkey:
@@ -377,11 +386,12 @@ class PocLightClient(LightClient[PocHeader]):
                     f"header {header.height}: farmer {header.farmer!r} is "
                     f"{'not a park account known to' if key is None else 'bound to another key in'} client "
                     f"{self.client_id}", expected=None if key is None else key.hex(), got=header.farmer_pubkey.hex())
-        return validate_header_rules(header, parent.ctx, self.params, now_ms, self._verifier)
+        return validate_header_rules(header, parent.header, self.params, now_ms, self._verifier)
 
     def _admission(self, header: PocHeader, ctx: ConsensusContext, would_be_best: bool) -> list[bytes]:
         """The headers to evict so that ``header`` fits the bounds; raise if it may not enter (pure)."""
         cp = self.client_params
+        tree = self._tree
         final_height = self._final_tip.height
         if ctx.height > final_height + cp.max_distance:
             raise PendingDistanceError(
@@ -389,96 +399,70 @@ class PocLightClient(LightClient[PocHeader]):
                 expected=f"height <= {final_height + cp.max_distance}", got=ctx.height)
         evict: list[bytes] = []
         for twin_hash in self._by_proof.get(_proof_key(header.parent_hash, ctx), ()):
-            twin = self._nodes[twin_hash]
+            twin = self._node(twin_hash)
             if twin.final:
                 raise ProofReuseError(
-                    f"header {ctx.height} re-signs the proof of space of final header {twin.ctx.height} "
+                    f"header {ctx.height} re-signs the proof of space of final header {twin.height} "
                     f"{twin_hash.hex()[:16]}… of client {self.client_id}", expected=twin_hash.hex(),
                     got=ctx.header_hash.hex())
-            if twin.best_since_ms is None:
-                evict.extend(self._subtree(twin_hash))  # one off-best header per proof: the newer copy replaces it
+            if not tree.is_canonical(twin):
+                # one off-best header per proof: the newer copy replaces it
+                evict.extend(n.hash for n in tree.subtree(twin))
         gone = set(evict)
-        mine = [h for h in self._by_farmer.get(header.farmer, ()) if h not in gone
-                and self._nodes[h].best_since_ms is None]
+        mine = self._off_best(header.farmer, gone)
         if not would_be_best and len(mine) + 1 > cp.max_pending_per_farmer:
             victim = self._lightest_leaf(mine, header.parent_hash, gone)
-            if victim is None or self._heavier_node(victim, ctx):
+            if victim is None or victim.header.cumulative_weight > ctx.cumulative_weight:
+                # equal weight is not heavier: a newcomer wins the tie
                 raise FarmerPendingLimitError(
                     f"farmer {header.farmer} holds {len(mine)} headers off the best branch of client {self.client_id},"
                     f" none lighter than header {ctx.height}", expected=f"<= {cp.max_pending_per_farmer}",
                     got=len(mine) + 1)
-            evict.append(victim)
-            gone.add(victim)
+            evict.append(victim.hash)
+            gone.add(victim.hash)
         if self._pending - len(gone) + 1 > cp.max_pending:
             victim = self._largest_holder_leaf(header.parent_hash, gone)
-            if victim is None and would_be_best and self._best.header_hash != header.parent_hash:
-                victim = self._best.header_hash  # the old best tip: an off-best leaf once this header is best
+            best = tree.best
+            if victim is None and would_be_best and best.hash != header.parent_hash:
+                victim = best  # the old best tip: an off-best leaf once this header is best
             if victim is None:
                 raise PendingLimitError(
                     f"client {self.client_id} holds {self._pending} non-final headers and none off the best branch "
                     f"it could evict for header {ctx.height} (only its own ancestors)", expected=f"<= {cp.max_pending}",
                     got=self._pending + 1)
-            evict.append(victim)
+            evict.append(victim.hash)
         return evict
 
-    def _largest_holder_leaf(self, keep: bytes, gone: set[bytes]) -> bytes | None:
+    def _off_best(self, farmer: str, gone: set[bytes]) -> list[_Node]:
+        """``farmer``'s pending headers off the best branch, but for those in ``gone``: what its cap counts."""
+        on_best = self._tree.is_canonical
+        return [n for n in self._tree.by_producer(farmer) if n.hash not in gone and not on_best(n)]
+
+    def _largest_holder_leaf(self, keep: bytes, gone: set[bytes]) -> _Node | None:
         """The lightest evictable leaf of the farmer holding the most headers off the best branch (then the next
         farmer...). A flood fills the client with its own farmers' headers, so it is evicted before the few an
         honest branch holds while it catches up: weight alone would let heavier flood leaves lock out an honest
         branch that is still lighter at its fork point."""
         counts = []
-        for farmer, hashes in self._by_farmer.items():
-            mine = [h for h in hashes if h not in gone and self._nodes[h].best_since_ms is None]
+        for farmer in self._tree.producers():
+            mine = self._off_best(farmer, gone)
             if mine:
                 counts.append((-len(mine), farmer, mine))
-        for _, _, mine in sorted(counts):
+        for _, _, mine in sorted(counts, key=lambda c: (c[0], c[1])):
             victim = self._lightest_leaf(mine, keep, gone)
             if victim is not None:
                 return victim
         return None
 
-    def _heavier_node(self, held: bytes, ctx: ConsensusContext) -> bool:
-        """Whether held header ``held`` outweighs ``ctx`` (equal weight is not: a newcomer wins the tie)."""
-        return self._nodes[held].ctx.cumulative_weight > ctx.cumulative_weight
-
-    def _lightest_leaf(self, candidates: Iterable[bytes], keep: bytes, gone: set[bytes]) -> bytes | None:
+    def _lightest_leaf(self, candidates: Iterable[_Node], keep: bytes, gone: set[bytes]) -> _Node | None:
         """The lightest held leaf off the best branch among ``candidates`` (not ``keep``, not already ``gone``)."""
-        best: _Node | None = None
-        for h in candidates:
-            node = self._nodes[h]
-            if (h == keep or h in gone or node.best_since_ms is not None
-                    or any(c not in gone for c in node.children)):
-                continue
-            if best is None or is_heavier(best.ctx.cumulative_weight, best.ctx.header_hash,
-                                          node.ctx.cumulative_weight, node.ctx.header_hash):
-                best = node
-        return None if best is None else best.ctx.header_hash
+        tree = self._tree
+        return min(tree.evictable_leaves(candidates, keep=keep, gone=gone), key=_heaviest, default=None)
 
-    def _subtree(self, root: bytes) -> list[bytes]:
-        """``root`` and every held descendant, leaves first."""
-        out: list[bytes] = []
-        stack = [root]
-        while stack:
-            h = stack.pop()
-            out.append(h)
-            stack.extend(self._nodes[h].children)
-        out.reverse()
-        return out
-
-    def _evict(self, header_hash: bytes) -> None:
+    def _evict(self, top: _Node) -> None:
         """Forget a non-final, off-best header and its held descendants."""
-        for h in self._subtree(header_hash):
-            node = self._nodes.pop(h)
-            parent = self._nodes.get(node.parent_hash)
-            if parent is not None:
-                parent.children.discard(h)
-            _remove(self._by_height, node.ctx.height, h)
-            _remove(self._by_proof, _proof_key(node.parent_hash, node.ctx), h)
-            farmer_set = self._by_farmer.get(node.farmer)
-            if farmer_set is not None:
-                farmer_set.discard(h)
-                if not farmer_set:
-                    del self._by_farmer[node.farmer]
+        for node in self._tree.remove_subtree(top):
+            _remove(self._by_proof, _proof_key(node.parent_hash, node.header), node.hash)
             if not node.final:
                 self._pending -= 1
 
@@ -486,7 +470,7 @@ class PocLightClient(LightClient[PocHeader]):
         """Evict ``farmer``'s lightest off-best leaves while it holds more than its cap off the best branch."""
         cap = self.client_params.max_pending_per_farmer
         while True:
-            mine = [h for h in self._by_farmer.get(farmer, ()) if self._nodes[h].best_since_ms is None]
+            mine = self._off_best(farmer, set())
             if len(mine) <= cap:
                 return
             victim = self._lightest_leaf(mine, b"", set())
@@ -494,38 +478,25 @@ class PocLightClient(LightClient[PocHeader]):
                 return
             self._evict(victim)
 
-    def _switch_best(self, new_best: bytes, now_ms: int) -> list[bytes]:
+    def _switch_best(self, new_best: _Node, now_ms: int) -> list[_Node]:
         """Make ``new_best`` the best tip: its branch joins the best branch at ``now_ms``, the old one leaves (its
         headers are returned)."""
-        h = new_best
-        node = self._nodes[h]
-        while node.best_since_ms is None:
+        joined, left = self._tree.set_best(new_best)
+        for node in joined:
             node.best_since_ms = now_ms
-            h = node.parent_hash
-            node = self._nodes[h]
-        fork_point = h
-        left: list[bytes] = []
-        h = self._best.header_hash
-        while h != fork_point:
-            node = self._nodes[h]
+        for node in left:
             node.best_since_ms = None
-            left.append(h)
-            h = node.parent_hash
-        self._best = self._nodes[new_best].ctx
         return left
 
-    def _descends_from_final(self, header_hash: bytes, height: int) -> bool:
-        """Whether the held header ``header_hash`` (at ``height``) is the final tip or above it on its branch."""
-        final_height = self._final_tip.height
-        if height < final_height:
-            return False
-        h = header_hash
-        for _ in range(height - final_height):
-            node = self._nodes.get(h)
-            if node is None:
-                return False
-            h = node.parent_hash
-        return h == self._final_tip.header_hash
+    def _descends_from_final(self, parent_hash: bytes) -> bool:
+        """Whether the held header ``parent_hash`` is the final tip or above it on its branch."""
+        return self._tree.descends_from(self._node(parent_hash), self._node(self._final_tip.header_hash))
+
+    def _node(self, header_hash: bytes) -> _Node:
+        node = self._tree.get(header_hash)
+        if node is None:  # unreachable: callers name held headers
+            raise LookupError(f"header {header_hash.hex()[:16]}… is not held by client {self.client_id}")
+        return node
 
     def _advance_finality(self, now_ms: int) -> bool:
         """Final: the best-branch headers ``confirmation_depth`` deep that have been on it for the window. Returns
@@ -533,49 +504,36 @@ class PocLightClient(LightClient[PocHeader]):
 
         ``best_since_ms`` never decreases up a branch (a header joins the best branch no later than its
         child), so the newly final headers are a run from just above the final tip."""
-        target = self._best.height - self.confirmation_depth
-        if target <= self._final_tip.height:
+        tree = self._tree
+        best = tree.best
+        target = best.height - self.confirmation_depth
+        final_height = self._final_tip.height
+        if target <= final_height:
             return False
         held_since = now_ms - self.client_params.finality_window_ms
-        newly_final: list[ConsensusContext] = []
-        node = self._nodes[self._best.header_hash]
-        while node.ctx.height > self._final_tip.height:
+        newly_final: list[_Node] = []
+        node: _Node | None = best
+        while node is not None and node.height > final_height:  # down the best branch (the hot loop: no generator)
             since = node.best_since_ms
-            if node.ctx.height <= target and since is not None and since <= held_since:
-                newly_final.append(node.ctx)
-            node = self._nodes[node.parent_hash]
+            if node.height <= target and since is not None and since <= held_since:
+                newly_final.append(node)
+            node = tree.get(node.parent_hash)
         if not newly_final:
             return False
-        for ctx in reversed(newly_final):
-            self._record_final(_consensus_state(ctx))
-            node = self._nodes[ctx.header_hash]
+        for node in reversed(newly_final):
+            self._record_final(_consensus_state(node.header))
             node.final = True
             self._pending -= 1
-            farmer_set = self._by_farmer.get(node.farmer)
-            if farmer_set is not None:
-                farmer_set.discard(ctx.header_hash)
-                if not farmer_set:
-                    del self._by_farmer[node.farmer]
-        self._final_tip = newly_final[0]
+            tree.release(node)
+        self._final_tip = newly_final[0].header
         self._prune()
         return True
 
     def _prune(self) -> None:
-        cutoff = self._final_tip.height - self.fork_history
-        for height in sorted(h for h in self._by_height if h < cutoff):
-            for hh in self._by_height.pop(height):
-                node = self._nodes.pop(hh)
-                _remove(self._by_proof, _proof_key(node.parent_hash, node.ctx), hh)
-                if not node.final:
-                    self._pending -= 1
-                    farmer_set = self._by_farmer.get(node.farmer)
-                    if farmer_set is not None:
-                        farmer_set.discard(hh)
-                        if not farmer_set:
-                            del self._by_farmer[node.farmer]
-                parent = self._nodes.get(node.parent_hash)
-                if parent is not None:
-                    parent.children.discard(hh)
+        for node in self._tree.prune_below(self._final_tip.height - self.fork_history):
+            _remove(self._by_proof, _proof_key(node.parent_hash, node.header), node.hash)
+            if not node.final:
+                self._pending -= 1
 
     # -- farmer keys ---------------------------------------------------------------------------
 
@@ -630,21 +588,21 @@ class PocLightClient(LightClient[PocHeader]):
 
     def to_state(self) -> bytes:
         """Canonical JSON of everything the client's future behaviour depends on (see the module docstring)."""
-        nodes = self._nodes
+        tree = self._tree
         entries = []
-        for node in sorted(nodes.values(), key=lambda n: (n.ctx.height, n.ctx.header_hash)):
-            c = node.ctx
-            window = None if node.parent_hash in nodes else [[ts, str(cw)] for ts, cw in c.window]
+        for node in sorted(tree.nodes(), key=lambda n: (n.height, n.hash)):
+            c = node.header
+            window = None if node.parent_hash in tree else [[ts, str(cw)] for ts, cw in c.window]
             entries.append([c.height, c.header_hash.hex(), node.parent_hash.hex(), c.timestamp_ms, c.state_root.hex(),
                             c.challenge.hex(), c.quality.hex(), c.difficulty, str(c.cumulative_weight), window,
-                            node.farmer, node.seen_ms, node.best_since_ms])
+                            node.producer, node.seen_ms, node.best_since_ms])
         keys = None if self.farmer_keys is None else {n: k.hex() for n, k in self.farmer_keys.items()}
         return canonical_json({
             "v": STATE_VERSION, "type": self.client_type, "base": base_state_to_json(self),
             "params": self.params.to_json(), "client_params": self.client_params.to_json(),
             "confirmation_depth": self.confirmation_depth, "fork_history": self.fork_history,
             "farmer_keys": keys, "now_ms": self._now_ms, "nodes": entries,
-            "final_tip": self._final_tip.header_hash.hex(), "best": self._best.header_hash.hex(),
+            "final_tip": self._final_tip.header_hash.hex(), "best": tree.best.hash.hex(),
         })
 
     @classmethod
@@ -659,17 +617,18 @@ class PocLightClient(LightClient[PocHeader]):
                              name="a PoC light-client state")
             base = obj["base"]
             params = PocParams.from_json(obj["params"])
-            nodes: dict[bytes, _Node] = {}
-            by_height: dict[int, list[bytes]] = {}
+            tree: ForkTree[_Node] = ForkTree(_heaviest)
             for entry in obj["nodes"]:
-                node = _node_from_json(params, entry, nodes)
-                hh = node.ctx.header_hash
-                if hh in nodes:
-                    raise CodecError("a header held twice", got=hh.hex())
-                nodes[hh] = node
-                by_height.setdefault(node.ctx.height, []).append(hh)
-            final_tip = nodes[bytes.fromhex(obj["final_tip"])].ctx
-            best = nodes[bytes.fromhex(obj["best"])].ctx
+                node = _node_from_json(params, entry, tree)
+                if node.hash in tree:
+                    raise CodecError("a header held twice", got=node.hash.hex())
+                tree.add(node)
+            final_node = tree.get(bytes.fromhex(obj["final_tip"]))
+            best = tree.get(bytes.fromhex(obj["best"]))
+            if final_node is None or best is None:
+                raise CodecError("PoC client state: the final tip and the best tip are held headers",
+                                 got=[obj["final_tip"], obj["best"]])
+            final_tip = final_node.header
             raw_keys = obj["farmer_keys"]
             keys = None if raw_keys is None else {str(n): bytes.fromhex(k) for n, k in raw_keys.items()}
             client = cls(client_id, params, final_tip, obj["confirmation_depth"], _uint(base["trusting_period_ms"]),
@@ -680,22 +639,17 @@ class PocLightClient(LightClient[PocHeader]):
             raise CodecError(f"malformed PoC light-client state of {client_id}: {exc!r}") from exc
         if base["chain_id"] != client.chain_id:
             raise CodecError("PoC client state names two chains", expected=client.chain_id, got=base["chain_id"])
-        client._nodes, client._by_height, client._best, client._final_tip = nodes, by_height, best, final_tip
+        tree.set_best(best)
+        client._tree, client._final_tip = tree, final_tip
         client._by_proof = {}
-        client._by_farmer = {}
         client._pending = 0
-        final_node: _Node | None = nodes[final_tip.header_hash]
-        while final_node is not None:
-            final_node.final = True
-            final_node = nodes.get(final_node.parent_hash)
-        for hh, node in nodes.items():
-            client._by_proof.setdefault(_proof_key(node.parent_hash, node.ctx), []).append(hh)
-            parent = nodes.get(node.parent_hash)
-            if parent is not None:
-                parent.children.add(hh)
+        for node in tree.branch(final_node):
+            node.final = True
+            tree.release(node)
+        for node in tree.nodes():
+            client._by_proof.setdefault(_proof_key(node.parent_hash, node.header), []).append(node.hash)
             if not node.final:
                 client._pending += 1
-                client._by_farmer.setdefault(node.farmer, set()).add(hh)
         restore_base_state(client, base)
         if client.final_height != final_tip.height:
             raise CodecError("PoC client state: the final tip is not the newest final header",
@@ -716,12 +670,12 @@ class PocLightClient(LightClient[PocHeader]):
                 "two PoC headers at one height are an ordinary fork; evidence needs one of them final in this client",
                 got=header_a.height)
         other = header_b if final.header_hash == ha else header_a
-        held = self._nodes.get(other.hash())
-        ctx = held.ctx if held is not None else self._validate_child(other, now_ms)
-        if not is_heavier(ctx.cumulative_weight, ctx.header_hash, self._best.cumulative_weight,
-                          self._best.header_hash):
+        held = self._tree.get(other.hash())
+        ctx = held.header if held is not None else self._validate_child(other, now_ms)
+        best = self._tree.best.header
+        if not is_heavier(ctx.cumulative_weight, ctx.header_hash, best.cumulative_weight, best.header_hash):
             raise HeaderError("the conflicting header is lighter than the best tip: an orphan, not misbehaviour",
-                              expected=f"cumulative weight > {self._best.cumulative_weight}",
+                              expected=f"cumulative weight > {best.cumulative_weight}",
                               got=ctx.cumulative_weight)
 
 
@@ -738,7 +692,7 @@ def _hash32(value: Any) -> bytes:
     return raw
 
 
-def _node_from_json(params: PocParams, entry: Any, held: Mapping[bytes, _Node]) -> _Node:
+def _node_from_json(params: PocParams, entry: Any, held: ForkTree[_Node]) -> _Node:
     """One ``nodes`` entry of :meth:`PocLightClient.to_state`; ``held`` has every lower one already."""
     (height, hhash, parent_hex, ts, root, challenge, quality, difficulty, cw_str, window, farmer, seen_ms,
      best_since_ms) = entry
@@ -746,9 +700,9 @@ def _node_from_json(params: PocParams, entry: Any, held: Mapping[bytes, _Node]) 
     cw = int(cw_str)
     parent = held.get(parent_hash)
     if parent is not None:
-        if parent.ctx.height + 1 != height:
-            raise CodecError("a held header is not one above its parent", expected=parent.ctx.height + 1, got=height)
-        win = child_window(params, parent.ctx, _uint(ts), cw)
+        if parent.height + 1 != height:
+            raise CodecError("a held header is not one above its parent", expected=parent.height + 1, got=height)
+        win = child_window(params, parent.header, _uint(ts), cw)
     elif window is None:
         raise CodecError("a header whose parent is not held needs its retarget window", got=height)
     else:

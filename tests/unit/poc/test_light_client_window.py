@@ -363,7 +363,7 @@ def test_low_difficulty_side_branch_flood_keeps_state_bounded(farmers: list[Farm
             except (FarmerPendingLimitError, PendingLimitError, PendingDistanceError, ProofReuseError) as exc:
                 refused[exc.code] = refused.get(exc.code, 0) + 1
             assert client.pending_count <= caps["max_pending"]
-            off_best = sum(1 for h in client._by_farmer.get("farmer-b", ()) if client.best_since(h) is None)
+            off_best = sum(1 for h in client.pending_of("farmer-b") if client.best_since(h) is None)
             assert off_best <= caps["max_pending_per_farmer"]
         sizes.append(len(client.to_state()))
     total = admitted + sum(refused.values())
