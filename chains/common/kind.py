@@ -250,9 +250,19 @@ class ChainKind(ABC):
     advances_with_time: ClassVar[bool] = False
     """The light client's finality also waits on relay time (PoC's finality window): the relay calls
     :meth:`advance_light_client` after each update and before each proof check."""
+    timeout_receipt: ClassVar[bytes | None] = None
+    """The value a target of this kind writes at a packet's receipt path once the packet has timed out there, and that
+    the relay's client of it takes as the proof of the timeout (Fabric's sentinel, SPEC §8.7: the chain has no block
+    time the relay can trust). A relayer then has the target write it (``bridge.timeout_receipt``) before proving the
+    timeout. None: the timeout is proven by a final block past it that holds no receipt (SPEC §6.6)."""
     client_params: ClassVar[tuple[str, ...]] = ()
     """Init args of the relay's light client of this kind that a deployment may set (its ``light_client``
     table): windows and bounds, checked with their ranges when the client is created."""
+
+    def keepalive_after_s(self, params: KindParams) -> float | None:
+        """How long the relay's client of such a chain may go without a new block before a relayer makes one (a no-op
+        transaction, ``bridge.ping``); None: the chain makes blocks on its own (a slot schedule, a farmer's proof)."""
+        return None
 
     def port_count(self, params: KindParams, nodes: tuple[str, ...]) -> int:
         """How many consecutive ports from the chain's ``base_port`` its processes use (default: one per node)."""

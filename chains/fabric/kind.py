@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from chains.common.kind import ChainKind, KindParams, init_args, init_object
-from chains.fabric.consts import PEER_ORGS
+from chains.fabric.consts import PEER_ORGS, TIMEOUT_RECEIPT
 from chains.fabric.light_client import PARAM_RANGES, FabricLightClient
 from chains.fabric.params import FabricChainParams
 from chains.fabric.proto import Block
@@ -58,6 +58,7 @@ class FabricKind(ChainKind):
     # account keys (ed25519) serve only the relayers' own accounts
     key_scheme = "ed25519"
     runs_on_park_node = False
+    timeout_receipt = TIMEOUT_RECEIPT  # no block time to trust: the bridge writes a sentinel once its peers say so
     fixed_nodes = ("network",)  # one supervisor process runs the park's orderers, peers and chaincode servers
     client_params = tuple(PARAM_RANGES)
 
@@ -77,6 +78,11 @@ class FabricKind(ChainKind):
         return genesis.build_genesis(chain_id=chain_id, params=params, accounts=accounts,
                                      relay_validators=relay_validators, lanes=lanes, genesis_time_ms=genesis_time_ms,
                                      data_dir=data_dir, base_port=base_port, host=host)
+
+    def keepalive_after_s(self, params: KindParams) -> float | None:
+        """The chain table's ``keepalive_after_s``: Fabric cuts a block only for a transaction, and the relay's client
+        expires after ``trusting_period_ms`` without one (SPEC §8.7)."""
+        return float(params["keepalive_after_s"])
 
     def port_count(self, params: KindParams, nodes: tuple[str, ...]) -> int:
         """Four ports per orderer and per peer (:class:`chains.fabric.network.config.FabricNetworkConfig`)."""

@@ -52,6 +52,35 @@ def test_next_action_from_records_and_now(committed: bool, verified: bool, outco
     assert next_action(rec, now, timeout_unverified=unverified) is action
 
 
+@pytest.mark.parametrize(("verified", "outcome", "received", "sentinel", "now", "action"), [
+    (True, False, False, False, T - 1, Action.RECV),
+    (True, False, False, False, T, Action.TIMEOUT_RECEIPT),  # the target records the timeout by its own clocks first
+    (True, False, False, True, T, Action.TIMEOUT),  # then the relay is shown the target's timeout receipt
+    (True, False, False, True, T - 1, Action.TIMEOUT),  # the target's clocks are ahead of ours: its receipt decides
+    (True, False, True, False, T + 1, Action.CONFIRM),  # received before the timeout: the ack decides
+    (False, False, False, False, T, Action.TIMEOUT),  # never verified: no certificate, so no receipt; attested absence
+    (False, False, False, False, T - 1, Action.VERIFY),
+    (True, True, False, True, T + 1, Action.SETTLE),
+])
+def test_next_action_on_a_target_that_writes_timeout_receipts(verified: bool, outcome: bool, received: bool,
+                                                              sentinel: bool, now: int, action: Action) -> None:
+    """A target whose kind proves timeouts by a receipt it writes itself (ChainKind.timeout_receipt: Fabric)."""
+    rec = PacketRecords(committed=True, verified=verified, outcome=outcome, received=received, timeout_ms=T,
+                        timeout_receipt=sentinel)
+    assert next_action(rec, now, target_timeout_receipt=True) is action
+    if action is Action.TIMEOUT_RECEIPT:  # the same records elsewhere go straight to the relay
+        assert next_action(rec, now) is Action.TIMEOUT
+
+
+def test_only_fabric_writes_timeout_receipts_and_needs_keepalives() -> None:
+    from chains.fabric.consts import TIMEOUT_RECEIPT
+    from chains.registry import KINDS
+
+    assert {n: k.timeout_receipt for n, k in KINDS.items() if k.timeout_receipt} == {"fabric": TIMEOUT_RECEIPT}
+    keepalive = {n: k.keepalive_after_s(k.params_type.from_mapping({})) for n, k in KINDS.items()}
+    assert keepalive == {"dpos": None, "poc": None, "ethereum": None, "fabric": 3600.0}
+
+
 class _Target:
     def __init__(self, error: Exception | None) -> None:
         self.error = error
