@@ -212,3 +212,17 @@ async def test_a_refused_header_update_is_looked_at_again_soon_and_the_log_says_
     assert until - before <= RESUBMIT_AFTER_S / 3 + 1
     assert "not retried for 2s" in caplog.text and "300" not in caplog.text
     r.db.close()
+
+
+def test_a_chain_kinds_refined_code_arrives_as_its_class_and_so_as_the_generic_one() -> None:
+    """A relay node answers a Fabric attestation it refuses with ``proof.fabric.statement``; over JSON-RPC it is rebuilt
+    as that class (chains.fabric.errors), which is an InvalidProofError: callers that catch the generic class (and
+    decide by its disposition) need not know the kind."""
+    from chains.fabric.errors import StatementError
+    from protocol.errors import Disposition, InvalidProofError
+
+    err = error_from_rpc({"data": {"code": "proof.fabric.statement", "message": "another key", "got": "ab"}})
+    assert isinstance(err, StatementError) and isinstance(err, InvalidProofError)
+    assert (err.code, err.disposition, err.got) == ("proof.fabric.statement", Disposition.NEVER, "ab")
+    assert type(error_from_rpc({"data": {"code": "packet.replay", "message": "x"}})) is ReplayError  # the general one
+    assert error_from_rpc({"data": {"code": "remote", "message": "x"}}).code == "remote"
