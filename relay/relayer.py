@@ -790,8 +790,10 @@ def fabric_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcCli
     client identity of the park (``<MSP>:<name>@<MSP>``)."""
     from adapters import fabric as fabric_adapter
 
-    park = fabric_adapter.park_from_deployment(cfg, chain, name)
-    return ChainLink(chain.id, "fabric", park.source, park.target, None)
+    profile = cfg.data_dir / chain.id / "connection-profile.json"
+    gateway = fabric_adapter.connect(profile, chain.id, name, channel=chain.params["channel"],
+                                     chaincode=chain.params["chaincode"])
+    return ChainLink(chain.id, "fabric", fabric_adapter.source(gateway), fabric_adapter.target(gateway), None)
 
 
 OWN_CLIENT_LINKS: dict[str, Callable[[Any, Any, str, str, JsonRpcClient], ChainLink]] = {
