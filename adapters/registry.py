@@ -46,6 +46,9 @@ class KindAdapters:
     """A redundant submission reaches a block and fails there at a cost (Ethereum: a revert that paid gas; Fabric: a
     transaction invalidated by MVCC) instead of being refused at admission: relayers then take turns on this
     chain."""
+    one_writer: bool = False
+    """Transactions of different packets conflict when two relayers send them at once (Fabric: MVCC on the bridge's
+    shared keys): relayers then take turns per chain, not per packet (``relay.relayer.ChainLink.one_writer``)."""
 
 
 def _on_first_use(module: str, name: str) -> Callable[..., Any]:
@@ -65,7 +68,8 @@ ADAPTERS: Mapping[str, KindAdapters] = MappingProxyType({
                              duplicates_reach_blocks=True),
     # an MVCC-invalidated duplicate is a failed transaction in a block: the relayers take turns on Fabric too
     "fabric": KindAdapters(KINDS["fabric"], False, _on_first_use("adapters.fabric", "source"),
-                           _on_first_use("adapters.fabric", "target"), duplicates_reach_blocks=True),
+                           _on_first_use("adapters.fabric", "target"), duplicates_reach_blocks=True,
+                           one_writer=True),
 })
 """The relayer's adapters of every park chain kind, by kind name."""
 

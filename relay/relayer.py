@@ -37,7 +37,10 @@ admission, so racing there is free. On Ethereum two relayers that estimate the s
 the same instant both send it, and the second reverts in the block, paying gas for nothing. For actions
 on such chains the deployment's relayers take turns: rendezvous hashing of ``(packet, action, relayer)``
 ranks them, the first acts at once, the n-th only once the action has been due for n ×
-``takeover_after_s`` (a relayer that is down is covered by the next in line).
+``takeover_after_s`` (a relayer that is down is covered by the next in line). On Fabric even different
+packets' transactions conflict (MVCC on the escrow total, a voucher's supply, a receiver's balance: all but
+one conflicting transaction of a block are invalidated), so there the order is per chain (``one_writer``):
+one relayer writes, the others cover packets it leaves due.
 """
 
 from __future__ import annotations
@@ -111,6 +114,12 @@ class ChainLink:
     """Whether a redundant submission gets into a block and fails there at a cost (Ethereum; Fabric, where it is
     invalidated by MVCC) instead of being refused at admission: the relayers then take turns for actions on this
     chain."""
+    one_writer: bool = False
+    """Transactions of *different* packets conflict there when two relayers send them at once (Fabric: the escrow
+    total, a voucher's supply and an account's balance are keys many packets read and write, and MVCC invalidates all
+    but one conflicting transaction of a block): then one relayer, first in a per-chain order, writes there, and the
+    n-th acts on a packet only once that packet's action has been due for n × ``takeover_after_s`` (only with
+    ``duplicates_reach_blocks``). A relayer keeps its own transactions apart (its adapter's pipeline)."""
     timeout_receipt: bytes | None = None
     """The chain kind's timeout receipt (:attr:`chains.common.kind.ChainKind.timeout_receipt`): as a target it must
     write it (``bridge.timeout_receipt``) before a timeout is proven, and the value at a receipt path tells a timeout
@@ -511,7 +520,9 @@ class Relayer(ClientUpdates):
         link = self.parks.get(chain) if chain is not None else None
         if link is None or not link.duplicates_reach_blocks or len(self.peers) < 2:
             return True
-        rank = self.turn_order(key, action).index(self.name)
+        # who goes first: per packet and action; per chain where different packets' transactions conflict
+        order = self.turn_order(f"writes/{chain}", "write") if link.one_writer else self.turn_order(key, action)
+        rank = order.index(self.name)
         since = self._due_since.setdefault((key, action), self._clock())
         return self._clock() - since >= rank * self.takeover_after_s
 
@@ -760,6 +771,7 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
             park = OWN_CLIENT_LINKS[chain.kind](cfg, chain, name, url, relay_rpc)
         # what the relayer does differently on this chain, from its kind (not from its name)
         park.duplicates_reach_blocks = adapters.duplicates_reach_blocks
+        park.one_writer = adapters.one_writer
         park.timeout_receipt = kind.timeout_receipt
         park.keepalive_after_s = kind.keepalive_after_s(chain.params)
         parks[chain.id] = park

@@ -53,6 +53,7 @@ def test_every_kind_has_adapters_a_client_type_and_a_view() -> None:
     assert all(CLIENT_TYPES[name].name == name for name in KINDS)  # the kind's name is its client type
     assert set(_VIEWS) == set(KINDS)
     assert [n for n, a in ADAPTERS.items() if a.duplicates_reach_blocks] == ["ethereum", "fabric"]
+    assert [n for n, a in ADAPTERS.items() if a.one_writer] == ["fabric"]
 
 
 def test_kind_attributes() -> None:

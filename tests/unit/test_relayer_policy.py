@@ -188,6 +188,28 @@ def test_only_the_relayer_whose_turn_it_is_acts_then_the_next_takes_over(tmp_pat
         r.db.close()
 
 
+def test_where_different_packets_conflict_one_relayer_writes_and_the_others_cover(tmp_path: Path) -> None:
+    """``one_writer`` (Fabric: MVCC): the turn order is per chain, so one relayer sends every packet's transactions
+    there (its adapter keeps its own conflicting ones apart) and no two relayers' transactions meet in a block; the
+    next in line covers a packet whose action stayed due for takeover_after_s."""
+    now = [1000.0]
+    names = ("relayer-a", "relayer-b", "relayer-c")
+    rs = {n: _turns(tmp_path, n, costly=True, clock=lambda: now[0]) for n in names}
+    for r in rs.values():
+        r.parks["eth-park"].one_writer = True
+    packets = [_tracked(seq) for seq in range(30)]
+    acting = {n for t in packets for n, r in rs.items() if r._my_turn(t, "recv")}
+    assert len(acting) == 1  # the same relayer for every packet
+    writer = acting.pop()
+    back = _tracked(99, src="eth-park", dst="dpos-park")
+    assert [n for n, r in rs.items() if r._my_turn(back, "settle")] == [writer]  # every action on that chain
+    now[0] += 4.0
+    second = rs[writer].turn_order("writes/eth-park", "write")[1]
+    assert {n for n, r in rs.items() if r._my_turn(packets[0], "recv")} == {writer, second}
+    for r in rs.values():
+        r.db.close()
+
+
 def test_no_turns_on_chains_that_refuse_duplicates_or_for_a_lone_relayer(tmp_path: Path) -> None:
     t = _tracked(1)
     free = [_turns(tmp_path, n, costly=False) for n in ("relayer-a", "relayer-b")]
