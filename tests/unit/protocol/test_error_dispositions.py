@@ -13,13 +13,16 @@ from protocol import errors as perr
 from protocol.errors import DISPOSITIONS, Disposition, MempoolFullError, ParkRelayError, TransportError
 
 PACKAGES = ("protocol", "chains", "adapters", "relay")
+SEPARATE_PROCESS = ("chains.fabric.chaincode.server",)
+"""Modules that run only in a process of their own: the chaincode server loads ``fabric_protos``, whose protos cannot
+share a process with hfc's (``adapters.fabric``). It defines no error class."""
 
 
 def _all_error_classes() -> set[type[ParkRelayError]]:
     for pkg_name in PACKAGES:
         pkg = importlib.import_module(pkg_name)
         for mod in pkgutil.walk_packages(pkg.__path__, pkg_name + "."):
-            if mod.name.endswith((".cli", "__main__")):
+            if mod.name.endswith((".cli", "__main__")) or mod.name in SEPARATE_PROCESS:
                 continue
             importlib.import_module(mod.name)
     seen: set[type[ParkRelayError]] = set()
