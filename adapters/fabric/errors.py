@@ -159,8 +159,8 @@ def peer_failure(outcome: Refused, *, side: str) -> ParkRelayError:
     low = outcome.message.lower()
     if any(m in low for m in _AUTH_MARKERS):
         return AuthorizationError(f"{where} refused our identity: {outcome.message[:300]}")
-    return TransportError(f"{where} failed outside the chaincode (status {outcome.status}): {outcome.message[:300]}",
-                          retryable=True, side=side)
+    return TransportError(f"peer of {outcome.org} failed outside the chaincode (status {outcome.status}): "
+                          f"{outcome.message[:300]}", retryable=True, side=side)
 
 
 def classify_endorsements(outcomes: Sequence[Endorsed | Refused], *, side: str) -> bytes:

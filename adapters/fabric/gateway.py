@@ -297,18 +297,35 @@ class FabricGateway:
         payload = classify_endorsements(self._outcomes(peers, answers, f"endorsing {fcn}"), side=self.chain_id)
         return Endorsement(ctx.tx_id, payload, bytes(answers[0].response.payload), tuple(answers), proposal, header)
 
-    async def query(self, fcn: str, args: Sequence[str | bytes], *, chaincode: str | None = None,
-                    peers: Sequence[str] | None = None) -> bytes:
-        """The response payload of a read-only call on the first of ``peers`` (default :attr:`read_peers`) that
-        answers; a refusal raises its typed error, a peer that cannot be reached passes to the next."""
+    async def answer(self, fcn: str, args: Sequence[str | bytes], *, chaincode: str | None = None,
+                     peers: Sequence[str] | None = None) -> tuple[str, Any]:
+        """``(peer, ProposalResponse)`` of a read-only call from the first of ``peers`` (default :attr:`read_peers`)
+        that can be reached, whatever it answered; :class:`~protocol.errors.TransportError` if none can."""
         last: ParkRelayError | None = None
         for peer in peers or self.read_peers:
             _, _, _, (a,) = await self.propose(fcn, args, [peer], chaincode=chaincode)
-            if isinstance(a, BaseException):
-                last = rpc_failure(a, side=self.chain_id, what=f"{fcn} on {peer}")
-                if isinstance(last, TransportError) and last.retryable:
-                    continue
+            if not isinstance(a, BaseException):
+                return peer, a
+            last = rpc_failure(a, side=self.chain_id, what=f"{fcn} on {peer}")
+            if not (isinstance(last, TransportError) and last.retryable):
                 raise last from a
+        assert last is not None
+        raise last
+
+    async def query(self, fcn: str, args: Sequence[str | bytes], *, chaincode: str | None = None,
+                    peers: Sequence[str] | None = None) -> bytes:
+        """The response payload of a read-only call on the first of ``peers`` (default :attr:`read_peers`) that
+        answers; a chaincode refusal raises its typed error; a peer that cannot be reached, or fails outside the
+        chaincode, passes to the next."""
+        last: ParkRelayError | None = None
+        for peer in peers or self.read_peers:
+            try:
+                _, a = await self.answer(fcn, args, chaincode=chaincode, peers=[peer])
+            except TransportError as exc:
+                if not exc.retryable:
+                    raise
+                last = exc
+                continue
             if a.response.status == _STATUS_SUCCESS:
                 return bytes(a.response.payload)
             err = peer_failure(Refused(self.org_of.get(peer, peer), int(a.response.status),
@@ -353,13 +370,14 @@ class FabricGateway:
         return await self.qscc("GetBlockByNumber", [str(number)], peers)
 
     async def block_of_tx(self, tx_id: str) -> bytes | None:
-        """The block holding transaction ``tx_id``, or None if the read peer does not know it."""
-        try:
-            return await self.qscc("GetBlockByTxID", [tx_id])
-        except TransportError:
-            raise
-        except ParkRelayError:
-            return None  # "no such transaction ID in index": the peer answers 500 without a parkrelay code
+        """The block holding transaction ``tx_id``, or None if the first reachable read peer does not know it."""
+        peer, a = await self.answer("GetBlockByTxID", [self.channel_name, tx_id], chaincode="qscc")
+        if a.response.status == _STATUS_SUCCESS:
+            return bytes(a.response.payload)
+        if "no such transaction id" in str(a.response.message).lower():
+            return None
+        raise peer_failure(Refused(self.org_of.get(peer, peer), int(a.response.status), str(a.response.message)),
+                           side=self.chain_id)
 
     # -- ordering ------------------------------------------------------------------------------------------
 
