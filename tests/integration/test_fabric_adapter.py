@@ -8,8 +8,10 @@ block follows them (20+ blocks); an attestation from ``prove`` verifies with tha
 after ``send_energy``, absence of an unknown key); the events of a send appear once; ``recv`` with a real relay
 certificate commits and tracks ok; a replayed ``recv`` is ``packet.replay`` and a forged certificate its typed error,
 both before anything is ordered; two conflicting transactions in flight give one VALID and one MVCC conflict
-(retryable, its events skipped), while the adapter's own pipeline keeps conflicting ``recv`` apart; a peer and the
-orderer down are transport errors, and the adapter works again once they are back.
+(retryable, its events skipped), while the adapter's own pipeline keeps conflicting ``recv`` apart; a timeout that
+one organisation's clock has passed and the other's not is a retryable endorsement mismatch, then the sentinel
+commits and the light client accepts the timeout; a peer and the orderer down are transport errors, and the adapter
+works again once they are back.
 
 Run with ``-s`` for the figures: attestation round trip, invoke+commit latency, invokes/s with 8 in flight.
 """
@@ -35,9 +37,9 @@ from typing import Any, TypeVar
 import pytest
 
 import adapters.fabric as af
-from adapters.fabric import FabricSource, FabricTarget, MvccConflictError
+from adapters.fabric import EndorsementMismatchError, FabricSource, FabricTarget, MvccConflictError
 from chains.common.genesis import bridge_section
-from chains.fabric.consts import OPERATOR_MSP, SALES_MSP
+from chains.fabric.consts import OPERATOR_MSP, SALES_MSP, TIMEOUT_RECEIPT
 from chains.fabric.errors import StatementError
 from chains.fabric.light_client import FabricLightClient
 from chains.fabric.network.config import ChaincodeSpec, FabricNetworkConfig, orderer_process, peer_process
@@ -50,6 +52,7 @@ from protocol.errors import (
     QuorumError,
     ReplayError,
     SignatureError,
+    TimeoutExpiredError,
     TransportError,
 )
 from protocol.types import ChainId, ClientId, Packet
@@ -60,8 +63,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 CHAIN = "fabric-park"
 LANES = [f"lane-{i}" for i in range(8)]
-CC = ChaincodeSpec(command=(sys.executable, "-m", "chains.fabric.chaincode.server"), cwd=REPO,
-                   env={"PYTHONPATH": str(REPO)})
+SKEW_MS = 3_000
+"""SalesMSP's chaincode clock runs this far ahead of OperatorMSP's (the server's PARKRELAY_FABRIC_CLOCK_SKEW_MS): the
+two organisations disagree about a timeout for that long, as NTP-synchronised hosts would for a moment."""
+CC = ChaincodeSpec(command=("sh", "-c", f'if [ "$PARKRELAY_FABRIC_MSP" = {SALES_MSP} ]; then '
+                            f"export PARKRELAY_FABRIC_CLOCK_SKEW_MS={SKEW_MS}; fi; "
+                            f'exec "{sys.executable}" -m chains.fabric.chaincode.server'),
+                   cwd=REPO, env={"PYTHONPATH": str(REPO)})
 USERS = {"alice": OPERATOR_MSP, "bob": SALES_MSP, "relayer": OPERATOR_MSP}
 ALICE, BOB = "OperatorMSP:alice@OperatorMSP", "SalesMSP:bob@SalesMSP"
 FIGURES: dict[str, str] = {}
@@ -324,6 +332,37 @@ async def test_throughput_with_eight_recvs_in_flight(park: Park) -> None:
         assert all(r["ok"] for r in await asyncio.gather(*(relayer.track(x) for x in tx_ids)))
         elapsed = time.perf_counter() - t
         FIGURES["8 in flight (1 lane, pipelined)"] = f"{8 / elapsed:.1f} invokes/s"
+
+
+async def test_clock_skew_at_a_timeout_is_a_retryable_mismatch_then_the_sentinel_commits(park: Park) -> None:
+    async with sides(park) as (src, relayer):
+        timeout_in = SKEW_MS + 2_000
+        packet, args = park.inbound(3, timeout_in_ms=timeout_in)
+        deadline = packet.timeout_timestamp_ms
+        with pytest.raises(TimeoutExpiredError) as info:  # both clocks before the timeout: not yet
+            await relayer.submit("bridge.timeout_receipt", args)
+        assert info.value.disposition is Disposition.AFTER_PROGRESS
+
+        await asyncio.sleep(max(0.0, (deadline - SKEW_MS - now_ms()) / 1000) + 0.3)  # SalesMSP's clock passes it
+        for op in ("bridge.recv", "bridge.timeout_receipt"):
+            with pytest.raises(EndorsementMismatchError) as mismatch:
+                await relayer.submit(op, args)
+            assert mismatch.value.disposition is Disposition.RETRY_SOON
+
+        await asyncio.sleep(max(0.0, (deadline - now_ms()) / 1000) + 0.3)  # both clocks past it
+        with pytest.raises(TimeoutExpiredError):
+            await relayer.submit("bridge.recv", args)
+        assert (await relayer.call("bridge.timeout_receipt", args))[0]["ok"]
+        key = f"receipts/dpos-park/lane-0/{packet.sequence}".encode()
+        head = await src.final_height()
+        pv = await src.prove(key, head)
+        assert pv.value == TIMEOUT_RECEIPT
+        client = light_client((await src.block(0)).header)
+        for h in await src.headers(1, head):
+            client.process_header(h, now_ms())
+        client.verify_timeout(head, key, deadline, pv.proof, now_ms())  # the relay can confirm the timeout
+        with pytest.raises(TimeoutExpiredError):  # and the packet can never execute here
+            await relayer.submit("bridge.recv", args)
 
 
 # --- parts down ------------------------------------------------------------------------------------------------
