@@ -159,7 +159,7 @@ class FabricTarget:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
-    def account(self) -> str:
+    def msp_id(self) -> str:
         """The identity's MSP id (its bridge account is ``<MSP id>:<certificate CN>``: :meth:`whoami`)."""
         return self.gateway.msp_id
 
