@@ -133,8 +133,9 @@ def source(profile: str | Path | FabricGateway, chain_id: str = "", user: str = 
 
 def target(profile: str | Path | FabricGateway, chain_id: str = "", user: str = "", **kw: Any) -> FabricTarget:
     """The Fabric park's target side as ``user`` (its relayer identity): over a new gateway or a shared one.
-    ``commit_timeout_s``, ``pipeline_wait_s`` and ``all_peers_grace_s`` go to :class:`FabricTarget`, the rest to
-    :func:`connect`."""
-    own = {k: kw.pop(k) for k in ("commit_timeout_s", "pipeline_wait_s", "all_peers_grace_s") if k in kw}
+    ``commit_timeout_s``, ``pipeline_wait_s``, ``all_peers_grace_s`` and ``in_doubt_wait_s`` go to
+    :class:`FabricTarget`, the rest to :func:`connect`."""
+    own = {k: kw.pop(k) for k in ("commit_timeout_s", "pipeline_wait_s", "all_peers_grace_s", "in_doubt_wait_s")
+           if k in kw}
     gw = profile if isinstance(profile, FabricGateway) else connect(profile, chain_id, user, **kw)
     return FabricTarget(gw, **own)

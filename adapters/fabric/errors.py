@@ -43,6 +43,7 @@ __all__ = [
     "Endorsed",
     "EndorsementMismatchError",
     "MvccConflictError",
+    "OrderingUnknownError",
     "Refused",
     "TxInvalidError",
     "chaincode_error",
@@ -76,6 +77,16 @@ class TxInvalidError(ProtocolError):
     Disposition ``never``."""
 
     code = "fabric.tx_invalid"
+
+
+class OrderingUnknownError(TransportError):
+    """No orderer confirmed the transaction, but one may have received it (it did not answer in time): the
+    transaction ``tx_id`` may still be ordered and commit. Retryable like any transport error; a caller that resends
+    builds a new transaction, which the bridge then refuses (``packet.replay``) if the first one committed."""
+
+    def __init__(self, message: str, *, tx_id: str, side: str) -> None:
+        self.tx_id = tx_id
+        super().__init__(message, retryable=True, side=side)
 
 
 TX_VALIDATION_CODES: dict[int, str] = {

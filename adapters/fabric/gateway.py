@@ -69,7 +69,14 @@ from hfc.util.utils import (
     stream_envelope,
 )
 
-from adapters.fabric.errors import Endorsed, Refused, classify_endorsements, peer_failure, rpc_failure
+from adapters.fabric.errors import (
+    Endorsed,
+    OrderingUnknownError,
+    Refused,
+    classify_endorsements,
+    peer_failure,
+    rpc_failure,
+)
 from chains.fabric.consts import BRIDGE_CHAINCODE, DEFAULT_CHANNEL, PEER_ORGS
 from protocol.errors import CodecError, ParkRelayError, TransportError
 
@@ -383,7 +390,8 @@ class FabricGateway:
 
     async def broadcast(self, e: Endorsement) -> str:
         """Order ``e``: the signed envelope to the orderers in turn until one accepts it (``SUCCESS``). Returns the
-        orderer's name; :class:`~protocol.errors.TransportError` if none accepts."""
+        orderer's name; :class:`~protocol.errors.TransportError` if none accepts —
+        :class:`~adapters.fabric.errors.OrderingUnknownError` if one did not answer in time (it may have it)."""
         s = await self.session()
         req = build_tx_req((list(e.responses), e.proposal, e.header))
         signer = create_tx_context(s.user, s.user.cryptoSuite, req)
@@ -391,16 +399,18 @@ class FabricGateway:
         names = self.profile.orderers
         errors: list[str] = []
         retryable = True
+        unknown = False
         for k in range(len(names)):
             name = names[(self._orderer_turn + k) % len(names)]
             orderer = s.client.get_orderer(name)
             try:
-                status, info = await asyncio.wait_for(self._broadcast_one(orderer, envelope), self.timeout_s)
+                status, info = await self._broadcast_one(orderer, envelope, self.timeout_s)
             except Exception as exc:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 err = rpc_failure(exc, side=self.chain_id, what=f"broadcast to {name}")
                 errors.append(str(err))
+                unknown = unknown or isinstance(exc, TimeoutError)  # it may have the envelope all the same
                 continue
             if status == _STATUS_SUCCESS:
                 self._orderer_turn = (self._orderer_turn + k) % len(names)
@@ -409,17 +419,32 @@ class FabricGateway:
             if status != _STATUS_SERVICE_UNAVAILABLE and status < 500:
                 retryable = False  # BAD_REQUEST, FORBIDDEN...: every orderer will say the same
         self._orderer_turn += 1
-        raise TransportError(f"no orderer accepted transaction {e.tx_id}: " + "; ".join(errors),
-                             retryable=retryable, side=self.chain_id)
+        message = f"no orderer accepted transaction {e.tx_id}: " + "; ".join(errors)
+        if unknown:
+            raise OrderingUnknownError(message + " (it may still be ordered)", tx_id=e.tx_id, side=self.chain_id)
+        raise TransportError(message, retryable=retryable, side=self.chain_id)
 
     @staticmethod
-    async def _broadcast_one(orderer: Any, envelope: Any) -> tuple[int, str]:
+    async def _broadcast_one(orderer: Any, envelope: Any, timeout_s: float) -> tuple[int, str]:
+        """The orderer's answer to one envelope: ``(status, info)``. On a deadline the gRPC call is cancelled before
+        the wait for it is (aiogrpc reads a stream on a thread, and a read abandoned mid-way is logged as an
+        error by the event loop)."""
         stream = orderer.broadcast(envelope)
+        first: asyncio.Future[Any] = asyncio.ensure_future(stream.__anext__())
         try:
-            async for resp in stream:
-                return int(resp.status), str(resp.info)
-            return 0, "the orderer closed the stream without an answer"
+            done, _ = await asyncio.wait({first}, timeout=timeout_s)
+            if not done:
+                stream.cancel()
+                await asyncio.wait({first}, timeout=1.0)
+                raise TimeoutError(f"no answer within {timeout_s:.0f}s")
+            try:
+                resp = first.result()
+            except StopAsyncIteration:
+                return 0, "the orderer closed the stream without an answer"
+            return int(resp.status), str(resp.info)
         finally:
+            if first.done() and not first.cancelled():
+                first.exception()  # retrieved: an abandoned read's error is not "never retrieved"
             await stream.aclose()
 
     # -- commits -------------------------------------------------------------------------------------------

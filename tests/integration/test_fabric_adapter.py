@@ -26,6 +26,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import asyncio
 import json
+import signal
 import statistics
 import sys
 import time
@@ -38,6 +39,7 @@ import pytest
 
 import adapters.fabric as af
 from adapters.fabric import EndorsementMismatchError, FabricSource, FabricTarget, MvccConflictError
+from adapters.fabric.errors import OrderingUnknownError
 from chains.common.genesis import bridge_section
 from chains.fabric.consts import OPERATOR_MSP, SALES_MSP, TIMEOUT_RECEIPT
 from chains.fabric.errors import StatementError
@@ -403,3 +405,33 @@ async def test_the_orderer_down_is_a_transport_error_and_the_adapter_recovers(pa
         result = await until("recv after the orderer restarted", lambda: relayer.call("bridge.recv", args))
         assert result[0]["ok"]
 
+
+
+async def test_a_hung_orderer_leaves_the_transaction_in_doubt_and_the_pipeline_waits_for_it(park: Park) -> None:
+    orderer = park.net.process(orderer_process(0))
+    gw = af.connect(park.profile, CHAIN, "relayer", timeout_s=2.0)
+    relayer = af.target(gw)
+    try:
+        (_, a1), (_, a2) = park.inbound(4), park.inbound(4)  # one supply key: the second must wait for the first
+        await relayer.call("bridge.recv", park.inbound(1)[1])  # connections up, watcher running
+        orderer.signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(OrderingUnknownError) as info:
+                await relayer.submit("bridge.recv", a1)
+            assert info.value.retryable and info.value.disposition is Disposition.RETRY_SOON
+        finally:
+            orderer.signal(signal.SIGCONT)
+        in_doubt = info.value.tx_id
+        # endorsed once the one in doubt committed, or after in_doubt_wait_s: never an MVCC conflict with it
+        assert (await relayer.call("bridge.recv", a2))[0]["ok"]
+        try:
+            committed = (await relayer.track(in_doubt, 1.0))["ok"]  # a stream cancelled mid-way: it may or may not
+        except TransportError:
+            committed = False
+        if committed:
+            with pytest.raises(ReplayError):
+                await relayer.submit("bridge.recv", a1)
+        else:
+            assert (await relayer.call("bridge.recv", a1))[0]["ok"]
+    finally:
+        await relayer.close()
