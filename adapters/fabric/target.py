@@ -189,8 +189,9 @@ class FabricTarget:
         """:meth:`submit`, returning the endorsed response too."""
         fcn, cc_args = self.invocation(op, args)
         keys = sorted(write_keys(op, args if isinstance(args, dict) else {}, home=self.chain_id))
-        earlier = {self._tails[k] for k in keys if k in self._tails and not self._tails[k].done()}
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        earlier = {f for k in keys if (f := self._tails.get(k)) is not None and not f.done() and f.get_loop() is loop}
+        mine: asyncio.Future[None] = loop.create_future()
         for k in keys:
             self._tails[k] = mine
         mine.add_done_callback(lambda f: self._drop_tail(keys, f))
