@@ -9,7 +9,8 @@
 * :class:`FabricGateway` — one identity's hfc connection, shared by a source and a target (:mod:`.gateway`).
 
 ``source(...)`` and ``target(...)`` build them from the park's hfc connection profile (written by the network
-launcher: ``<data dir>/connection-profile.json``) and the name of a client identity it lists.
+launcher: ``<data dir>/connection-profile.json``) and the name of a client identity it lists. Only that identity's
+key is loaded, and never into hfc's file credential store (:mod:`.gateway`, "Keys").
 
 Importing this package (read before importing it in a new process)
 ------------------------------------------------------------------

@@ -27,10 +27,16 @@ to keep threads in check: aiogrpc (under hfc) runs each *stream* on a thread of 
 so the long-lived Deliver streams are opened on the peer's Deliver stub with aiogrpc's ``standalone_pool=True`` (a
 thread of their own) rather than through ``Peer.delivery``.
 
+Keys: hfc keeps every user of a connection profile in a "credential store", by default files in the profile's
+``credentialStore.path`` holding each user's private key unencrypted (mode 0644) and read back with ``pickle``. The
+adapter never lets it: hfc's ``Client`` is made from a copy of the profile without its users (the copy lives for the
+call in a private temporary directory), and the one identity the adapter signs with is loaded from its key file into
+an hfc ``User`` whose state store is memory (:class:`_MemoryStore`).
+
 Event loops: aiogrpc binds every gRPC channel to the loop that was running when it was made, so the hfc ``Client`` is
 made lazily inside the first coroutine that needs it and made again if called from another loop.
 
-gRPC channel options added to the connection profile's: reconnection backoff capped at
+gRPC channel options added to the connection profile's (in that copy): reconnection backoff capped at
 :data:`MAX_RECONNECT_BACKOFF_MS` (gRPC's default grows to 120 s, so a peer back after a minute's outage would stay
 unused for up to two minutes more).
 """
@@ -39,9 +45,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import json
 import logging
 import secrets
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,9 +65,11 @@ from hfc.fabric.transaction.tx_proposal_request import (
     TXProposalRequest,
     create_tx_prop_req,
 )
+from hfc.fabric.user import create_user
 from hfc.protos.common import common_pb2, ledger_pb2
 from hfc.protos.orderer import ab_pb2
 from hfc.protos.utils import create_envelope, create_seek_payload, create_tx_payload
+from hfc.util.keyvaluestore import KeyValueStore
 from hfc.util.utils import (
     build_channel_header,
     build_header,
@@ -143,6 +153,27 @@ class Profile:
         if not any(peers_by_org.values()):
             raise CodecError(f"Fabric connection profile {p} names no peer on channel {channel}")
         return cls(p, raw, peers_by_org, orderers, holders[0])
+
+
+class _MemoryStore(KeyValueStore):  # type: ignore[misc]  # hfc is untyped
+    """hfc's user state store, in memory: hfc's own file store writes every user's private key, unencrypted and
+    readable by all, and reads it back with ``pickle``."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
+    def set_value(self, key: str, value: Any) -> bool:
+        self._values[key] = value
+        return True
+
+    def get_value(self, key: str) -> Any:
+        return self._values.get(key)
+
+    def async_set_value(self, key: str, value: Any, scheduler: Any = None) -> Any:
+        raise NotImplementedError("not used by hfc's client")
+
+    def async_get_value(self, key: str, scheduler: Any = None) -> Any:
+        raise NotImplementedError("not used by hfc's client")
 
 
 @dataclass
@@ -234,22 +265,37 @@ class FabricGateway:
         s = self._session
         if s is not None and s.loop is loop:
             return s
-        client = Client(net_profile=str(self.profile.path))
-        for name, peer in client.peers.items():
-            peer.init_with_bundle(self._with_options(self.profile.raw["peers"][name]))
-        for name, orderer in client.orderers.items():
-            orderer.init_with_bundle(self._with_options(self.profile.raw["orderers"][name]))
+        client = self._client()
         channel = client.new_channel(self.channel_name)
-        user = client.get_user(self.profile.user_org, self.user_name)
-        if user is None:
-            raise CodecError(f"hfc has no user {self.user_name!r} of {self.profile.user_org}")
-        self._session = s = _Session(loop, client, channel, user)
+        self._session = s = _Session(loop, client, channel, self._user())
         self._watcher = None  # its streams ran on the previous loop (gone with it)
         return s
 
-    @staticmethod
-    def _with_options(info: dict[str, Any]) -> dict[str, Any]:
-        return {**info, "grpcOptions": {**_GRPC_OPTIONS, **(info.get("grpcOptions") or {})}}
+    def _client(self) -> Any:
+        """An hfc ``Client`` of the profile's peers and orderers, made from a copy of the profile (module docstring,
+        "Keys") in a private temporary directory that is removed at once."""
+        raw = copy.deepcopy(self.profile.raw)
+        with tempfile.TemporaryDirectory(prefix="parkrelay-hfc-") as tmp:  # mode 0700
+            raw.setdefault("client", {})["credentialStore"] = {"path": str(Path(tmp) / "kvs")}
+            for org in (raw.get("organizations") or {}).values():
+                org.pop("users", None)
+            for kind in ("peers", "orderers"):
+                for info in (raw.get(kind) or {}).values():
+                    info["grpcOptions"] = {**_GRPC_OPTIONS, **(info.get("grpcOptions") or {})}
+            path = Path(tmp) / "profile.json"
+            path.write_text(json.dumps(raw))
+            return Client(net_profile=str(path))
+
+    def _user(self) -> Any:
+        """The identity as an hfc ``User`` whose state store is memory (module docstring, "Keys")."""
+        org = self.profile.raw["organizations"][self.profile.user_org]
+        paths = org["users"][self.user_name]
+        try:
+            return create_user(self.user_name, self.profile.user_org, _MemoryStore(), org.get("mspid") or
+                               self.profile.user_org, paths["private_key"], paths["cert"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise CodecError(f"Fabric identity {self.user_name!r} of {self.profile.user_org}: cannot load its key "
+                             f"and certificate: {exc}") from exc
 
     async def close(self) -> None:
         """Stop the commit watcher and close every gRPC channel."""

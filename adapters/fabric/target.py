@@ -17,6 +17,7 @@ op                                 chaincode function         arguments (one JSO
 ``transfer``                       ``transfer``               ``{to, denom, amount_wh}``
 ``register``                       ``register``               none
 ``bridge.init``                    ``init_bridge``            the park's genesis (once, by its operator)
+``bridge.ping``                    ``ping``                   none (a relayer's keepalive on a quiet channel)
 =================================  =========================  ==========================================
 
 A submission is **endorsed** by one peer of each organisation of the endorsement policy with one signed proposal;
@@ -71,9 +72,10 @@ OPS: dict[str, str] = {
     "transfer": "transfer",
     "register": "register",
     "bridge.init": "init_bridge",
+    "bridge.ping": "ping",
 }
 """Op -> bridge chaincode function (module docstring)."""
-_NO_ARGS = frozenset({"register"})
+_NO_ARGS = frozenset({"register", "bridge.ping"})
 _SUBMITTED_KEPT = 4096
 
 
