@@ -22,10 +22,11 @@ lower, with hfc's own building blocks:
 * :class:`CommitWatcher` — one filtered Deliver stream per endorsing peer, resuming after the last block seen when a
   peer restarts, so a transaction's validation code arrives as an event (no polling), once per peer.
 
-hfc is driven through its public classes (``Client``, ``Channel``, ``Peer``, ``Orderer``) with two exceptions, both
-to keep threads in check: aiogrpc (under hfc) runs each *stream* on a thread of the event loop's default executor,
-so the long-lived Deliver streams are opened on the peer's Deliver stub with aiogrpc's ``standalone_pool=True`` (a
-thread of their own) rather than through ``Peer.delivery``.
+hfc is driven through its public classes and functions (``Client``, ``Channel``, ``Peer``, ``Orderer``,
+``create_user``) with one exception, to keep threads in check: aiogrpc (under hfc) runs each *stream* on a thread of
+the event loop's default executor, so the long-lived Deliver streams are opened on the peer's Deliver stub
+(``Peer._event_client``) with aiogrpc's ``standalone_pool=True`` (a thread of their own) rather than through
+``Peer.delivery``.
 
 Keys: hfc keeps every user of a connection profile in a "credential store", by default files in the profile's
 ``credentialStore.path`` holding each user's private key unencrypted (mode 0644) and read back with ``pickle``. The
