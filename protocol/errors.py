@@ -304,6 +304,9 @@ DISPOSITIONS: dict[str, Disposition] = {
     "rpc.method_not_found": _N, "rpc.invalid_params": _N, "rpc.unauthorized": _F,
     # Ethereum adapter
     "eth.reverted": _N, "eth.gas_cap": _N,
+    # Fabric adapter: peers that answered differently and read conflicts at commit pass within a block or two;
+    # any other invalidation at commit does not
+    "fabric.endorsement_mismatch": _R, "fabric.mvcc_conflict": _R, "fabric.tx_invalid": _N,
 }
 """Every stable error code and its :class:`Disposition` (SPEC.md §9). A code missing here is treated as
 :attr:`Disposition.NEVER`; a unit test checks that every error class of the code base has its code here."""

@@ -9,7 +9,8 @@
 * :class:`FabricGateway` — one identity's hfc connection, shared by a source and a target (:mod:`.gateway`).
 
 ``source(...)`` and ``target(...)`` build them from the park's hfc connection profile (written by the network
-launcher: ``<data dir>/connection-profile.json``) and the name of a client identity it lists.
+launcher: ``<data dir>/connection-profile.json``) and the name of a client identity it lists. Only that identity's
+key is loaded, and never into hfc's file credential store (:mod:`.gateway`, "Keys").
 
 Importing this package (read before importing it in a new process)
 ------------------------------------------------------------------
@@ -133,8 +134,9 @@ def source(profile: str | Path | FabricGateway, chain_id: str = "", user: str = 
 
 def target(profile: str | Path | FabricGateway, chain_id: str = "", user: str = "", **kw: Any) -> FabricTarget:
     """The Fabric park's target side as ``user`` (its relayer identity): over a new gateway or a shared one.
-    ``commit_timeout_s``, ``pipeline_wait_s`` and ``all_peers_grace_s`` go to :class:`FabricTarget`, the rest to
-    :func:`connect`."""
-    own = {k: kw.pop(k) for k in ("commit_timeout_s", "pipeline_wait_s", "all_peers_grace_s") if k in kw}
+    ``commit_timeout_s``, ``pipeline_wait_s``, ``all_peers_grace_s`` and ``in_doubt_wait_s`` go to
+    :class:`FabricTarget`, the rest to :func:`connect`."""
+    own = {k: kw.pop(k) for k in ("commit_timeout_s", "pipeline_wait_s", "all_peers_grace_s", "in_doubt_wait_s")
+           if k in kw}
     gw = profile if isinstance(profile, FabricGateway) else connect(profile, chain_id, user, **kw)
     return FabricTarget(gw, **own)

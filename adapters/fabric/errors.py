@@ -43,6 +43,7 @@ __all__ = [
     "Endorsed",
     "EndorsementMismatchError",
     "MvccConflictError",
+    "OrderingUnknownError",
     "Refused",
     "TxInvalidError",
     "chaincode_error",
@@ -76,6 +77,16 @@ class TxInvalidError(ProtocolError):
     Disposition ``never``."""
 
     code = "fabric.tx_invalid"
+
+
+class OrderingUnknownError(TransportError):
+    """No orderer confirmed the transaction, but one may have received it (it did not answer in time): the
+    transaction ``tx_id`` may still be ordered and commit. Retryable like any transport error; a caller that resends
+    builds a new transaction, which the bridge then refuses (``packet.replay``) if the first one committed."""
+
+    def __init__(self, message: str, *, tx_id: str, side: str) -> None:
+        self.tx_id = tx_id
+        super().__init__(message, retryable=True, side=side)
 
 
 TX_VALIDATION_CODES: dict[int, str] = {
@@ -159,8 +170,8 @@ def peer_failure(outcome: Refused, *, side: str) -> ParkRelayError:
     low = outcome.message.lower()
     if any(m in low for m in _AUTH_MARKERS):
         return AuthorizationError(f"{where} refused our identity: {outcome.message[:300]}")
-    return TransportError(f"{where} failed outside the chaincode (status {outcome.status}): {outcome.message[:300]}",
-                          retryable=True, side=side)
+    return TransportError(f"peer of {outcome.org} failed outside the chaincode (status {outcome.status}): "
+                          f"{outcome.message[:300]}", retryable=True, side=side)
 
 
 def classify_endorsements(outcomes: Sequence[Endorsed | Refused], *, side: str) -> bytes:

@@ -22,15 +22,22 @@ lower, with hfc's own building blocks:
 * :class:`CommitWatcher` — one filtered Deliver stream per endorsing peer, resuming after the last block seen when a
   peer restarts, so a transaction's validation code arrives as an event (no polling), once per peer.
 
-hfc is driven through its public classes (``Client``, ``Channel``, ``Peer``, ``Orderer``) with two exceptions, both
-to keep threads in check: aiogrpc (under hfc) runs each *stream* on a thread of the event loop's default executor,
-so the long-lived Deliver streams are opened on the peer's Deliver stub with aiogrpc's ``standalone_pool=True`` (a
-thread of their own) rather than through ``Peer.delivery``.
+hfc is driven through its public classes and functions (``Client``, ``Channel``, ``Peer``, ``Orderer``,
+``create_user``) with one exception, to keep threads in check: aiogrpc (under hfc) runs each *stream* on a thread of
+the event loop's default executor, so the long-lived Deliver streams are opened on the peer's Deliver stub
+(``Peer._event_client``) with aiogrpc's ``standalone_pool=True`` (a thread of their own) rather than through
+``Peer.delivery``.
+
+Keys: hfc keeps every user of a connection profile in a "credential store", by default files in the profile's
+``credentialStore.path`` holding each user's private key unencrypted (mode 0644) and read back with ``pickle``. The
+adapter never lets it: hfc's ``Client`` is made from a copy of the profile without its users (the copy lives for the
+call in a private temporary directory), and the one identity the adapter signs with is loaded from its key file into
+an hfc ``User`` whose state store is memory (:class:`_MemoryStore`).
 
 Event loops: aiogrpc binds every gRPC channel to the loop that was running when it was made, so the hfc ``Client`` is
 made lazily inside the first coroutine that needs it and made again if called from another loop.
 
-gRPC channel options added to the connection profile's: reconnection backoff capped at
+gRPC channel options added to the connection profile's (in that copy): reconnection backoff capped at
 :data:`MAX_RECONNECT_BACKOFF_MS` (gRPC's default grows to 120 s, so a peer back after a minute's outage would stay
 unused for up to two minutes more).
 """
@@ -39,9 +46,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import json
 import logging
 import secrets
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,9 +66,11 @@ from hfc.fabric.transaction.tx_proposal_request import (
     TXProposalRequest,
     create_tx_prop_req,
 )
+from hfc.fabric.user import create_user
 from hfc.protos.common import common_pb2, ledger_pb2
 from hfc.protos.orderer import ab_pb2
 from hfc.protos.utils import create_envelope, create_seek_payload, create_tx_payload
+from hfc.util.keyvaluestore import KeyValueStore
 from hfc.util.utils import (
     build_channel_header,
     build_header,
@@ -69,7 +80,14 @@ from hfc.util.utils import (
     stream_envelope,
 )
 
-from adapters.fabric.errors import Endorsed, Refused, classify_endorsements, peer_failure, rpc_failure
+from adapters.fabric.errors import (
+    Endorsed,
+    OrderingUnknownError,
+    Refused,
+    classify_endorsements,
+    peer_failure,
+    rpc_failure,
+)
 from chains.fabric.consts import BRIDGE_CHAINCODE, DEFAULT_CHANNEL, PEER_ORGS
 from protocol.errors import CodecError, ParkRelayError, TransportError
 
@@ -136,6 +154,27 @@ class Profile:
         if not any(peers_by_org.values()):
             raise CodecError(f"Fabric connection profile {p} names no peer on channel {channel}")
         return cls(p, raw, peers_by_org, orderers, holders[0])
+
+
+class _MemoryStore(KeyValueStore):  # type: ignore[misc]  # hfc is untyped
+    """hfc's user state store, in memory: hfc's own file store writes every user's private key, unencrypted and
+    readable by all, and reads it back with ``pickle``."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
+    def set_value(self, key: str, value: Any) -> bool:
+        self._values[key] = value
+        return True
+
+    def get_value(self, key: str) -> Any:
+        return self._values.get(key)
+
+    def async_set_value(self, key: str, value: Any, scheduler: Any = None) -> Any:
+        raise NotImplementedError("not used by hfc's client")
+
+    def async_get_value(self, key: str, scheduler: Any = None) -> Any:
+        raise NotImplementedError("not used by hfc's client")
 
 
 @dataclass
@@ -227,22 +266,37 @@ class FabricGateway:
         s = self._session
         if s is not None and s.loop is loop:
             return s
-        client = Client(net_profile=str(self.profile.path))
-        for name, peer in client.peers.items():
-            peer.init_with_bundle(self._with_options(self.profile.raw["peers"][name]))
-        for name, orderer in client.orderers.items():
-            orderer.init_with_bundle(self._with_options(self.profile.raw["orderers"][name]))
+        client = self._client()
         channel = client.new_channel(self.channel_name)
-        user = client.get_user(self.profile.user_org, self.user_name)
-        if user is None:
-            raise CodecError(f"hfc has no user {self.user_name!r} of {self.profile.user_org}")
-        self._session = s = _Session(loop, client, channel, user)
+        self._session = s = _Session(loop, client, channel, self._user())
         self._watcher = None  # its streams ran on the previous loop (gone with it)
         return s
 
-    @staticmethod
-    def _with_options(info: dict[str, Any]) -> dict[str, Any]:
-        return {**info, "grpcOptions": {**_GRPC_OPTIONS, **(info.get("grpcOptions") or {})}}
+    def _client(self) -> Any:
+        """An hfc ``Client`` of the profile's peers and orderers, made from a copy of the profile (module docstring,
+        "Keys") in a private temporary directory that is removed at once."""
+        raw = copy.deepcopy(self.profile.raw)
+        with tempfile.TemporaryDirectory(prefix="parkrelay-hfc-") as tmp:  # mode 0700
+            raw.setdefault("client", {})["credentialStore"] = {"path": str(Path(tmp) / "kvs")}
+            for org in (raw.get("organizations") or {}).values():
+                org.pop("users", None)
+            for kind in ("peers", "orderers"):
+                for info in (raw.get(kind) or {}).values():
+                    info["grpcOptions"] = {**_GRPC_OPTIONS, **(info.get("grpcOptions") or {})}
+            path = Path(tmp) / "profile.json"
+            path.write_text(json.dumps(raw))
+            return Client(net_profile=str(path))
+
+    def _user(self) -> Any:
+        """The identity as an hfc ``User`` whose state store is memory (module docstring, "Keys")."""
+        org = self.profile.raw["organizations"][self.profile.user_org]
+        paths = org["users"][self.user_name]
+        try:
+            return create_user(self.user_name, self.profile.user_org, _MemoryStore(), org.get("mspid") or
+                               self.profile.user_org, paths["private_key"], paths["cert"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise CodecError(f"Fabric identity {self.user_name!r} of {self.profile.user_org}: cannot load its key "
+                             f"and certificate: {exc}") from exc
 
     async def close(self) -> None:
         """Stop the commit watcher and close every gRPC channel."""
@@ -297,18 +351,35 @@ class FabricGateway:
         payload = classify_endorsements(self._outcomes(peers, answers, f"endorsing {fcn}"), side=self.chain_id)
         return Endorsement(ctx.tx_id, payload, bytes(answers[0].response.payload), tuple(answers), proposal, header)
 
-    async def query(self, fcn: str, args: Sequence[str | bytes], *, chaincode: str | None = None,
-                    peers: Sequence[str] | None = None) -> bytes:
-        """The response payload of a read-only call on the first of ``peers`` (default :attr:`read_peers`) that
-        answers; a refusal raises its typed error, a peer that cannot be reached passes to the next."""
+    async def answer(self, fcn: str, args: Sequence[str | bytes], *, chaincode: str | None = None,
+                     peers: Sequence[str] | None = None) -> tuple[str, Any]:
+        """``(peer, ProposalResponse)`` of a read-only call from the first of ``peers`` (default :attr:`read_peers`)
+        that can be reached, whatever it answered; :class:`~protocol.errors.TransportError` if none can."""
         last: ParkRelayError | None = None
         for peer in peers or self.read_peers:
             _, _, _, (a,) = await self.propose(fcn, args, [peer], chaincode=chaincode)
-            if isinstance(a, BaseException):
-                last = rpc_failure(a, side=self.chain_id, what=f"{fcn} on {peer}")
-                if isinstance(last, TransportError) and last.retryable:
-                    continue
+            if not isinstance(a, BaseException):
+                return peer, a
+            last = rpc_failure(a, side=self.chain_id, what=f"{fcn} on {peer}")
+            if not (isinstance(last, TransportError) and last.retryable):
                 raise last from a
+        assert last is not None
+        raise last
+
+    async def query(self, fcn: str, args: Sequence[str | bytes], *, chaincode: str | None = None,
+                    peers: Sequence[str] | None = None) -> bytes:
+        """The response payload of a read-only call on the first of ``peers`` (default :attr:`read_peers`) that
+        answers; a chaincode refusal raises its typed error; a peer that cannot be reached, or fails outside the
+        chaincode, passes to the next."""
+        last: ParkRelayError | None = None
+        for peer in peers or self.read_peers:
+            try:
+                _, a = await self.answer(fcn, args, chaincode=chaincode, peers=[peer])
+            except TransportError as exc:
+                if not exc.retryable:
+                    raise
+                last = exc
+                continue
             if a.response.status == _STATUS_SUCCESS:
                 return bytes(a.response.payload)
             err = peer_failure(Refused(self.org_of.get(peer, peer), int(a.response.status),
@@ -353,19 +424,21 @@ class FabricGateway:
         return await self.qscc("GetBlockByNumber", [str(number)], peers)
 
     async def block_of_tx(self, tx_id: str) -> bytes | None:
-        """The block holding transaction ``tx_id``, or None if the read peer does not know it."""
-        try:
-            return await self.qscc("GetBlockByTxID", [tx_id])
-        except TransportError:
-            raise
-        except ParkRelayError:
-            return None  # "no such transaction ID in index": the peer answers 500 without a parkrelay code
+        """The block holding transaction ``tx_id``, or None if the first reachable read peer does not know it."""
+        peer, a = await self.answer("GetBlockByTxID", [self.channel_name, tx_id], chaincode="qscc")
+        if a.response.status == _STATUS_SUCCESS:
+            return bytes(a.response.payload)
+        if "no such transaction id" in str(a.response.message).lower():
+            return None
+        raise peer_failure(Refused(self.org_of.get(peer, peer), int(a.response.status), str(a.response.message)),
+                           side=self.chain_id)
 
     # -- ordering ------------------------------------------------------------------------------------------
 
     async def broadcast(self, e: Endorsement) -> str:
         """Order ``e``: the signed envelope to the orderers in turn until one accepts it (``SUCCESS``). Returns the
-        orderer's name; :class:`~protocol.errors.TransportError` if none accepts."""
+        orderer's name; :class:`~protocol.errors.TransportError` if none accepts —
+        :class:`~adapters.fabric.errors.OrderingUnknownError` if one did not answer in time (it may have it)."""
         s = await self.session()
         req = build_tx_req((list(e.responses), e.proposal, e.header))
         signer = create_tx_context(s.user, s.user.cryptoSuite, req)
@@ -373,16 +446,18 @@ class FabricGateway:
         names = self.profile.orderers
         errors: list[str] = []
         retryable = True
+        unknown = False
         for k in range(len(names)):
             name = names[(self._orderer_turn + k) % len(names)]
             orderer = s.client.get_orderer(name)
             try:
-                status, info = await asyncio.wait_for(self._broadcast_one(orderer, envelope), self.timeout_s)
+                status, info = await self._broadcast_one(orderer, envelope, self.timeout_s)
             except Exception as exc:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 err = rpc_failure(exc, side=self.chain_id, what=f"broadcast to {name}")
                 errors.append(str(err))
+                unknown = unknown or isinstance(exc, TimeoutError)  # it may have the envelope all the same
                 continue
             if status == _STATUS_SUCCESS:
                 self._orderer_turn = (self._orderer_turn + k) % len(names)
@@ -391,17 +466,32 @@ class FabricGateway:
             if status != _STATUS_SERVICE_UNAVAILABLE and status < 500:
                 retryable = False  # BAD_REQUEST, FORBIDDEN...: every orderer will say the same
         self._orderer_turn += 1
-        raise TransportError(f"no orderer accepted transaction {e.tx_id}: " + "; ".join(errors),
-                             retryable=retryable, side=self.chain_id)
+        message = f"no orderer accepted transaction {e.tx_id}: " + "; ".join(errors)
+        if unknown:
+            raise OrderingUnknownError(message + " (it may still be ordered)", tx_id=e.tx_id, side=self.chain_id)
+        raise TransportError(message, retryable=retryable, side=self.chain_id)
 
     @staticmethod
-    async def _broadcast_one(orderer: Any, envelope: Any) -> tuple[int, str]:
+    async def _broadcast_one(orderer: Any, envelope: Any, timeout_s: float) -> tuple[int, str]:
+        """The orderer's answer to one envelope: ``(status, info)``. On a deadline the gRPC call is cancelled before
+        the wait for it is (aiogrpc reads a stream on a thread, and a read abandoned mid-way is logged as an
+        error by the event loop)."""
         stream = orderer.broadcast(envelope)
+        first: asyncio.Future[Any] = asyncio.ensure_future(stream.__anext__())
         try:
-            async for resp in stream:
-                return int(resp.status), str(resp.info)
-            return 0, "the orderer closed the stream without an answer"
+            done, _ = await asyncio.wait({first}, timeout=timeout_s)
+            if not done:
+                stream.cancel()
+                await asyncio.wait({first}, timeout=1.0)
+                raise TimeoutError(f"no answer within {timeout_s:.0f}s")
+            try:
+                resp = first.result()
+            except StopAsyncIteration:
+                return 0, "the orderer closed the stream without an answer"
+            return int(resp.status), str(resp.info)
         finally:
+            if first.done() and not first.cancelled():
+                first.exception()  # retrieved: an abandoned read's error is not "never retrieved"
             await stream.aclose()
 
     # -- commits -------------------------------------------------------------------------------------------

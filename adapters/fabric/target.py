@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.fabric.blocks import decode_peer_block
-from adapters.fabric.errors import commit_failure
+from adapters.fabric.errors import OrderingUnknownError, commit_failure
 from adapters.fabric.gateway import FabricGateway, TxStatus
 from chains.common import wire
 from protocol.codec import decode_energy, decode_packet
@@ -144,9 +144,9 @@ class FabricTarget:
     """:class:`~adapters.common.roles.TargetSide` of one Fabric park, as one client identity (module docstring)."""
 
     def __init__(self, gateway: FabricGateway, *, commit_timeout_s: float = 60.0, pipeline_wait_s: float = 30.0,
-                 all_peers_grace_s: float = 2.0) -> None:
-        if commit_timeout_s <= 0 or pipeline_wait_s <= 0 or all_peers_grace_s < 0:
-            raise ValueError("commit_timeout_s > 0, pipeline_wait_s > 0, all_peers_grace_s >= 0")
+                 all_peers_grace_s: float = 2.0, in_doubt_wait_s: float = 5.0) -> None:
+        if commit_timeout_s <= 0 or pipeline_wait_s <= 0 or all_peers_grace_s < 0 or in_doubt_wait_s < 0:
+            raise ValueError("commit_timeout_s > 0, pipeline_wait_s > 0, all_peers_grace_s >= 0, in_doubt_wait_s >= 0")
         self.gateway = gateway
         self.chain_id = gateway.chain_id
         self.commit_timeout_s = commit_timeout_s
@@ -156,12 +156,16 @@ class FabricTarget:
         self.all_peers_grace_s = all_peers_grace_s
         """After the first endorsing peer committed a transaction, how long to wait for the others before the next
         transaction on its keys is endorsed (a peer still behind would endorse on old state)."""
+        self.in_doubt_wait_s = in_doubt_wait_s
+        """How long the next transaction on its keys waits for one whose ordering is in doubt
+        (:class:`~adapters.fabric.errors.OrderingUnknownError`: an orderer that did not answer may still order it,
+        within a batch timeout of coming back)."""
         self._tails: dict[tuple[str, ...], asyncio.Future[None]] = {}
         self._submitted: collections.OrderedDict[str, Submitted] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
-    def account(self) -> str:
+    def msp_id(self) -> str:
         """The identity's MSP id (its bridge account is ``<MSP id>:<certificate CN>``: :meth:`whoami`)."""
         return self.gateway.msp_id
 
@@ -187,8 +191,9 @@ class FabricTarget:
         """:meth:`submit`, returning the endorsed response too."""
         fcn, cc_args = self.invocation(op, args)
         keys = sorted(write_keys(op, args if isinstance(args, dict) else {}, home=self.chain_id))
-        earlier = {self._tails[k] for k in keys if k in self._tails and not self._tails[k].done()}
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        earlier = {f for k in keys if (f := self._tails.get(k)) is not None and not f.done() and f.get_loop() is loop}
+        mine: asyncio.Future[None] = loop.create_future()
         for k in keys:
             self._tails[k] = mine
         mine.add_done_callback(lambda f: self._drop_tail(keys, f))
@@ -198,6 +203,9 @@ class FabricTarget:
             watcher = await self.gateway.watcher()  # positioned before the broadcast: it will see the commit
             e = await self.gateway.endorse(fcn, cc_args)
             orderer = await self.gateway.broadcast(e)
+        except OrderingUnknownError as exc:
+            self._release_later(watcher, exc.tx_id, mine, self.in_doubt_wait_s)  # it may yet commit
+            raise
         except BaseException:
             mine.set_result(None)
             raise
@@ -205,19 +213,23 @@ class FabricTarget:
         self._submitted[e.tx_id] = sub
         while len(self._submitted) > _SUBMITTED_KEPT:
             self._submitted.popitem(last=False)
-        task = asyncio.get_running_loop().create_task(self._release_when_committed(watcher, e.tx_id, mine))
+        self._release_later(watcher, e.tx_id, mine, self.commit_timeout_s)
+        return sub
+
+    def _release_later(self, watcher: Any, tx_id: str, tail: asyncio.Future[None], timeout_s: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._release_when_committed(watcher, tx_id, tail, timeout_s))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return sub
 
     def _drop_tail(self, keys: Iterable[tuple[str, ...]], fut: asyncio.Future[None]) -> None:
         for k in keys:
             if self._tails.get(k) is fut:
                 del self._tails[k]
 
-    async def _release_when_committed(self, watcher: Any, tx_id: str, tail: asyncio.Future[None]) -> None:
+    async def _release_when_committed(self, watcher: Any, tx_id: str, tail: asyncio.Future[None],
+                                      timeout_s: float) -> None:
         try:
-            await watcher.wait(tx_id, self.commit_timeout_s)
+            await watcher.wait(tx_id, timeout_s)
             await watcher.wait(tx_id, self.all_peers_grace_s, all_peers=True)
         except (TimeoutError, TransportError):
             pass  # not seen in time (or the watcher closed): the next transaction goes; MVCC still protects state
