@@ -184,8 +184,8 @@ async def test_heights_and_blocks_are_followed_by_a_light_client_from_the_genesi
         for h in headers:
             client.process_header(h, now_ms())
         assert client.latest_height == head and client.holds(headers[-1])
-    # hfc's credential store (the profile names <data dir>/hfc-kvs) would hold private keys, world-readable: unused
-    assert not (park.cfg.data_dir / "hfc-kvs").exists()
+    # hfc's credential store (the profile names <data dir>/crypto/hfc-kvs) would hold private keys: unused
+    assert not (park.cfg.layout.crypto / "hfc-kvs").exists()
 
 
 async def test_an_attestation_from_prove_verifies_with_the_light_client(park: Park) -> None:

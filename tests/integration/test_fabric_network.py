@@ -194,6 +194,9 @@ async def test_put_get_through_hfc_and_peer_cli(park: Park) -> None:
         await hfc_put(client, cfg, f"k{i}", f"v{i}")
         latencies.append(time.monotonic() - started)
     assert await hfc_get(client, cfg, "k19", PEERS[1]) == "v19"
+    # hfc copied the profile's private keys into its credential store (unencrypted): only inside crypto/ (0700)
+    kvs = json.loads(cfg.layout.connection_profile.read_text())["client"]["credentialStore"]["path"]
+    assert Path(kvs).parent == cfg.layout.crypto and cfg.layout.crypto.stat().st_mode & 0o077 == 0
     print(f"\n[fabric] hfc invoke (endorse on 2 peers, order, wait VALID on both) at BatchTimeout "
           f"{cfg.batch_timeout_ms} ms: median {statistics.median(latencies) * 1000:.0f} ms, "
           f"min {min(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms (20 sequential)")

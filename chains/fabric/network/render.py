@@ -247,7 +247,9 @@ def connection_profile(cfg: FabricNetworkConfig) -> dict[str, Any]:
                        f"{', '.join(PEER_ORGS)}, channel {cfg.channel} (written by parkrelay)",
         "version": "1.0",
         "client": {"organization": PEER_ORGS[0],
-                   "credentialStore": {"path": str(lay.root / "hfc-kvs")}},
+                   # hfc writes every user's private key here unencrypted (0644) and reads it back with pickle:
+                   # keep it inside crypto/ (0700, as the keys it copies); adapters.fabric never uses it
+                   "credentialStore": {"path": str(lay.crypto / "hfc-kvs")}},
         "organizations": orgs,
         "orderers": {orderer_process(i): {"url": cfg.orderer_endpoint(i), "grpcOptions": dict(target),
                                           "tlsCACerts": {"path": str(lay.tls_ca(ORDERER_MSP))}}
