@@ -1,9 +1,12 @@
 """The four phases end to end between two parks, on real processes over loopback (issues #3 and #4).
 
-Every scenario runs for each pair of park kinds: DPoS <-> PoC, Ethereum <-> DPoS and Ethereum <-> PoC. One
-devnet per pair (the module fixture is parametrised): the pair's park nodes (3 DPoS witnesses, 2 PoC
-farmers, or anvil at 1 s blocks with the bridge deployed), 4 relay validators (each attesting the Ethereum
-park's blocks when there is one); relayers are started and killed by the tests. The tests speak to each
+Every scenario runs for each pair of park kinds: DPoS <-> PoC, Ethereum <-> DPoS, Ethereum <-> PoC, Fabric <-> DPoS,
+Fabric <-> PoC and Ethereum <-> Fabric. One devnet per pair (the module fixture is parametrised): the pair's park
+nodes (3 DPoS witnesses, 2 PoC farmers, anvil at 1 s blocks with the bridge deployed, or a Fabric park — 3 Raft
+orderers, a peer and a chaincode server per organisation — under its supervisor), 4 relay validators (each
+attesting the Ethereum park's blocks when there is one); relayers are started and killed by the tests. What
+differs by kind (how a crash is made, how failed transactions are counted, how a proof is tampered with) is looked
+up by kind name in the tables below (FAILED_TXS, TAMPER), not branched on in the scenarios. The tests speak to each
 park through what an operator and a relayer use: ``relay.parks`` views (balances, escrow, vouchers,
 phase 1) and the relayer's own chain links (proofs, headers, submissions), so the same scenario drives a
 Python park or the Ethereum park.
