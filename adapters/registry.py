@@ -5,11 +5,14 @@ may not import ``adapters/``, so how a relayer talks to a kind is registered her
 A new kind (Fabric) is one line in :data:`ADAPTERS`; a unit test checks both registries name the same kinds.
 
 This module imports every adapter package, so no adapter package may import it (they are independent of each
-other: ``lint-imports``).
+other: ``lint-imports``). The Fabric adapter is the exception to *when*: it loads hfc, whose old protos fix the
+process's protobuf implementation (``adapters/fabric/__init__.py``), so it is imported on first use of its
+factories, not by importing this registry.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -33,14 +36,29 @@ class KindAdapters:
     ``source(client)`` and ``target(client, chain_id, account, ed25519_signer)`` over one shared
     :class:`~adapters.common.rpc.JsonRpcClient` (whose ``/ws`` pushes new heads). False: the kind's own client
     library, with the factories of its adapter package (Ethereum: ``source(url, chain_id, bridge, depth)``,
-    ``target(url, chain_id, bridge, secp256k1_key, relay_set_provider, confirmation_depth=...)``)."""
+    ``target(url, chain_id, bridge, secp256k1_key, relay_set_provider, confirmation_depth=...)``; Fabric:
+    ``source(profile_or_gateway, chain_id, user)``, ``target(...)`` alike, over hfc)."""
     source: Callable[..., Any]
     """The source-side factory (:class:`~adapters.common.roles.SourceSide`)."""
     target: Callable[..., Any]
     """The target-side factory (:class:`~adapters.common.roles.TargetSide`)."""
     duplicates_reach_blocks: bool = False
-    """A redundant submission reaches a block and fails there at a cost (Ethereum) instead of being refused at
-    admission: relayers then take turns on this chain."""
+    """A redundant submission reaches a block and fails there at a cost (Ethereum: a revert that paid gas; Fabric: a
+    transaction invalidated by MVCC) instead of being refused at admission: relayers then take turns on this
+    chain."""
+    one_writer: bool = False
+    """Transactions of different packets conflict when two relayers send them at once (Fabric: MVCC on the bridge's
+    shared keys): relayers then take turns per chain, not per packet (``relay.relayer.ChainLink.one_writer``)."""
+
+
+def _on_first_use(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported when first called (module docstring: the Fabric adapter)."""
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    factory.__qualname__ = factory.__name__ = f"{module}.{name}"
+    return factory
 
 
 ADAPTERS: Mapping[str, KindAdapters] = MappingProxyType({
@@ -48,6 +66,10 @@ ADAPTERS: Mapping[str, KindAdapters] = MappingProxyType({
     "poc": KindAdapters(KINDS["poc"], True, poc.source, poc.target),
     "ethereum": KindAdapters(KINDS["ethereum"], False, ethereum.source, ethereum.target,
                              duplicates_reach_blocks=True),
+    # an MVCC-invalidated duplicate is a failed transaction in a block: the relayers take turns on Fabric too
+    "fabric": KindAdapters(KINDS["fabric"], False, _on_first_use("adapters.fabric", "source"),
+                           _on_first_use("adapters.fabric", "target"), duplicates_reach_blocks=True,
+                           one_writer=True),
 })
 """The relayer's adapters of every park chain kind, by kind name."""
 

@@ -228,7 +228,8 @@ class LightClient(ABC, Generic[H]):
         cs = self.final_consensus_state(height)
         verify_non_membership(cs.state_root, key, _as_proof(proof))
 
-    def verify_timeout(self, height: int, key: bytes, timeout_timestamp_ms: int, proof: Any, now_ms: int) -> None:
+    def verify_timeout(self, height: int, key: bytes, timeout_timestamp_ms: int, proof: Any, now_ms: int, *,
+                       certified: bool = True) -> None:
         """Raise unless a packet whose receipt path is ``key`` has provably timed out on the counterparty at the
         final height ``height`` (SPEC.md §6.6, *Timeout*): nothing can execute it any more.
 
@@ -236,6 +237,11 @@ class LightClient(ABC, Generic[H]):
         ``timestamp_ms >= timeout_timestamp_ms`` (else :class:`~protocol.errors.TimeoutExpiredError`: not yet, use a
         later header), and ``key`` is absent there (:meth:`verify_non_membership`). A chain kind whose block time is
         not the chain's own clock overrides it (Fabric, SPEC.md §8.7: an attested timeout receipt instead).
+
+        ``certified`` says whether the relay ever certified the packet VERIFIED (a ``relay/verified`` record the
+        counterparty's bridge could execute it with). The relay passes False for an *unverified timeout* (§6.6),
+        where no certificate exists and none will once the outcome is recorded: a kind whose target can execute
+        only with that certificate may then accept a weaker proof (Fabric, §8.7). The default rule ignores it.
         """
         self.check_active(now_ms)
         cs = self.final_consensus_state(height)

@@ -173,9 +173,12 @@ def _node_name(args: Any, flag: str) -> str | None:
 
 
 def _fabric_network(cfg: DeploymentConfig, chain_id: str | None) -> FabricNetworkConfig:
-    """A Fabric park's network from the config: its chain table, its accounts and the relayers; its data dir is
-    ``<data_dir>/<chain id>``."""
-    from chains.fabric.network.config import FabricConfigError, FabricNetworkConfig
+    """A Fabric park's network from the config: its chain table, an identity for each account and relayer, its data
+    dir ``<data_dir>/<chain id>``, and, once ``devnet init`` wrote the park's genesis, the bridge's ``init_bridge``
+    (submitted once the chaincode answers; each organisation's chaincode server endorses no other genesis)."""
+    from chains.fabric.network.config import FabricConfigError
+    from chains.fabric.network.genesis import park_network
+    from relay.nodes import genesis_path
 
     chains = cfg.chains_of_kind("fabric") if chain_id is None else [cfg.chain(chain_id)]
     if len(chains) != 1:
@@ -183,10 +186,11 @@ def _fabric_network(cfg: DeploymentConfig, chain_id: str | None) -> FabricNetwor
     chain = chains[0]
     if chain.kind != "fabric":
         raise ConfigError(f"{cfg.path}: chain {chain.id} is a {chain.kind} chain; run `parkrelay node {chain.kind}`")
+    gpath = genesis_path(cfg, chain.id)
+    genesis = json.loads(gpath.read_text()) if gpath.exists() else None
     try:
-        return FabricNetworkConfig.for_park(chain_id=chain.id, data_dir=cfg.data_dir / chain.id,
-                                            base_port=chain.base_port, host=cfg.host, params=chain.params,
-                                            accounts=chain.accounts, relayers=cfg.relayers)
+        return park_network(chain_id=chain.id, params=chain.params, data_dir=cfg.data_dir, base_port=chain.base_port,
+                            host=cfg.host, accounts=[*chain.accounts, *cfg.relayers], genesis=genesis)
     except FabricConfigError as exc:
         raise ConfigError(f"{cfg.path}: chain {chain.id!r}: {exc}") from exc
 

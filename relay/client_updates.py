@@ -35,6 +35,7 @@ class ClientUpdates:
     stats: RelayerStats
     log: logging.LoggerAdapter[logging.Logger]
     _clock: Callable[[], float]
+    _wall_ms: Callable[[], int]
     _reported: set[str]
     _last_disposition: Disposition
     _last_error_code: str | None
@@ -61,8 +62,30 @@ class ClientUpdates:
             if since >= self.heartbeat_s:
                 st = await self._update_client(park)
                 await self._report_evidence(park, st.get("evidence") or [])
+                await self._keepalive(park, st)
             return Outcome(Next.CONTINUE, delay_s=self.heartbeat_s / 2)
         return step
+
+    async def _keepalive(self, park: ChainLink, st: dict[str, Any]) -> None:
+        """On a chain that cuts blocks only for transactions (Fabric), make one (``bridge.ping``, a no-op
+        transaction) once the relay's client of it has been shown no new block for ``keepalive_after_s``: the client
+        expires after its trusting period without one (SPEC §8.7), and a quiet channel must not let it. ``st`` is the
+        client's status before this heartbeat's update; a block the park has but the client lacks is fed first (the
+        update), so a ping is sent only when the park itself is quiet. The relayers take turns (a ping is a
+        transaction in a block)."""
+        if park.keepalive_after_s is None or st.get("status") != "active":
+            return
+        quiet_ms = self._wall_ms() - int(st.get("final_timestamp_ms") or 0)
+        if quiet_ms < park.keepalive_after_s * 1000:
+            return
+        if await park.source.latest_height() > int(st["latest_height"]):
+            return  # the park has blocks the client has not been shown: the update feeds them
+        key = f"ping/{park.chain_id}/{st.get('final_height')}"
+        if self._waiting_key(key) or not self._turn(key, "ping", park.chain_id):
+            return
+        self.log.info("%s: the relay's client has seen no block for %.0f s: sending a keepalive transaction",
+                      park.chain_id, quiet_ms / 1000)
+        await self._submit(park, "bridge.ping", {}, key, None)
 
     async def _report_evidence(self, park: ChainLink, evidence: list[Any]) -> None:
         """Deliver the lesser evidence the relay's client recorded (a DPoS witness that signed two headers at one

@@ -25,7 +25,7 @@ ETHEREUM_OPERATOR = "operator"
 """The account of an ``ethereum`` chain whose key deploys and owns the park's contracts (always created)."""
 ETHEREUM_DEFAULTS: dict[str, int] = EthChainParams.defaults()
 """Defaults of an ``ethereum`` chain's keys (:class:`chains.ethereum.params.EthChainParams`)."""
-_BASE_KEYS = ("id", "kind", "nodes", "base_port", "accounts", "light_client")
+CHAIN_BASE_KEYS = ("id", "kind", "nodes", "base_port", "accounts", "light_client")
 """Keys of every ``[[chains]]`` table; the others are the kind's typed parameters (``chains/<kind>/params.py``)."""
 
 
@@ -141,27 +141,29 @@ def _chain(c: dict[str, Any], i: int, path: Path, seen_ports: dict[int, str]) ->
         if "nodes" in c:
             raise ConfigError(f"{where}: unknown key(s) ['nodes'] for an {kind.name} chain (its nodes are always "
                               f"{list(kind.fixed_nodes)}, no `nodes`); allowed keys are "
-                              f"{sorted({*_BASE_KEYS, *kind.params_type.defaults()} - {'nodes'})}")
+                              f"{sorted({*CHAIN_BASE_KEYS, *kind.params_type.defaults()} - {'nodes'})}")
         nodes: tuple[str, ...] = kind.fixed_nodes
     else:
         nodes = tuple(_get(c, "nodes", list, where))
         if not nodes or not all(isinstance(n, str) for n in nodes) or len(set(nodes)) != len(nodes):
             raise ConfigError(f"{where}.nodes: expected a non-empty list of distinct names")
     base_port = _get(c, "base_port", int, where)
-    if not 0 < base_port < 65536 - len(nodes) + 1:
-        raise ConfigError(f"{where}.base_port: expected a TCP port (1-65535), got {base_port}")
-    for n, name in enumerate(nodes):
-        if base_port + n in seen_ports:
-            raise ConfigError(f"{where}: port {base_port + n} already used by {seen_ports[base_port + n]}")
-        seen_ports[base_port + n] = f"{cid}/{name}"
     accounts = _get(c, "accounts", dict, where, {})
     for name, bal in accounts.items():
         if isinstance(bal, bool) or not isinstance(bal, int) or bal < 0:
             raise ConfigError(f"{where}.accounts.{name}: expected a non-negative integer (Wh), got {bal!r}")
     try:
-        params = kind.parse_params({k: v for k, v in c.items() if k not in _BASE_KEYS})
+        params = kind.parse_params({k: v for k, v in c.items() if k not in CHAIN_BASE_KEYS})
     except ParamError as exc:
         raise ConfigError(f"{path}: chain {cid!r} (kind {kind.name}): {where}.{exc}") from exc
+    ports = kind.port_count(params, nodes)
+    if not 0 < base_port < 65536 - ports + 1:
+        raise ConfigError(f"{where}.base_port: expected a TCP port (1-{65536 - ports}) with its {ports} port(s) "
+                          f"after it, got {base_port}")
+    for n in range(ports):
+        if base_port + n in seen_ports:
+            raise ConfigError(f"{where}: port {base_port + n} already used by {seen_ports[base_port + n]}")
+        seen_ports[base_port + n] = f"{cid}/{nodes[n] if n < len(nodes) else nodes[-1]}"
     lc = _get(c, "light_client", dict, where, {})
     unknown = sorted(set(lc) - set(kind.client_params))
     if unknown:

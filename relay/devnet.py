@@ -77,7 +77,7 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
         lanes = lanes_from_relay_genesis(relay_lanes(cfg), chain.id)
         genesis = kind.build_genesis(
             chain_id=chain.id, params=chain.params, nodes=nodes, accounts=accounts, relay_validators=valset,
-            lanes=lanes, genesis_time_ms=now, data_dir=cfg.data_dir)
+            lanes=lanes, genesis_time_ms=now, data_dir=cfg.data_dir, base_port=chain.base_port, host=cfg.host)
         gpath.parent.mkdir(parents=True, exist_ok=True)
         gpath.write_text(json.dumps(genesis, indent=2, sort_keys=True))
         print(f"genesis of {chain.id} written to {gpath}")

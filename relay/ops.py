@@ -18,11 +18,12 @@ import json
 import time
 from typing import Any
 
+from chains.registry import chain_kind
 from protocol.codec import decode_outcome, decode_packet, decode_payload
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import PacketOutcome
 from relay.config import ConfigError, DeploymentConfig
-from relay.parks import PyPark, park_view, rpc
+from relay.parks import park_view, rpc
 
 
 def _url(cfg: DeploymentConfig, chain_id: str) -> str:
@@ -69,7 +70,7 @@ def show_packet(cfg: DeploymentConfig, key: str) -> dict[str, Any]:
         raise ConfigError(f"a packet is named src/dst/lane/sequence, got {key!r}")
     src, dst, lane, seq = parts
     view = park_view(cfg, src)
-    raw = view.query(f"packets/{dst}/{lane}/{seq}") if isinstance(view, PyPark) else None
+    raw = view.query(f"packets/{dst}/{lane}/{seq}") if view.keeps_packets else None
     if raw is not None:
         return packet_status(cfg, bytes.fromhex(raw.decode()))  # the Python parks keep it as hex text
     for packet, _ in view.sent():  # settled (the source dropped it) or a park that keeps packets in logs
@@ -84,6 +85,8 @@ def packet_status(cfg: DeploymentConfig, raw: bytes) -> dict[str, Any]:
     relay = _url(cfg, cfg.relay_chain_id) if cfg.relay_base_port is not None else None
     committed = src.query(commitment_path(p.dst_chain, p.lane, p.sequence).decode())
     receipt = dst.query(receipt_path(p.src_chain, p.lane, p.sequence).decode())
+    if receipt is not None and receipt == chain_kind(dst.chain.kind).timeout_receipt:
+        receipt = None  # the target recorded the timeout (Fabric): no execution; the relay certifies the outcome
     ack = dst.ack(p.src_chain, p.lane, p.sequence) if receipt is not None else None
     verified = outcome = None
     if relay is not None:

@@ -1,10 +1,10 @@
 """Blocking, chain-kind-agnostic views of a deployment's park chains, for the CLI and the devnet demo.
 
 The Python parks (DPoS, PoC) answer parkrelay's JSON-RPC; the Ethereum park answers Ethereum JSON-RPC and
-keeps balances in ERC-20 contracts. :func:`park_view` hides the difference behind one small interface:
-status, protocol records (SPEC §5 paths), acks, sent packets, balances, escrow and voucher supply, and
-phase 1 (a transfer). Each Ethereum call opens and closes its own web3 session (this is operator tooling,
-not a hot path).
+keeps balances in ERC-20 contracts; the Fabric park answers hfc (gRPC) with its bridge chaincode's queries.
+:func:`park_view` hides the difference behind one small interface: status, protocol records (SPEC §5 paths),
+acks, sent packets, balances, escrow and voucher supply, and phase 1 (a transfer). Each Ethereum or Fabric call
+opens and closes its own session (this is operator tooling, not a hot path).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from typing import Any
 from chains.common.tx import Tx
 from chains.registry import UnknownChainKindError
 from protocol.codec import decode_ack
+from protocol.errors import ParkRelayError
 from protocol.paths import ack_path
 from protocol.types import Acknowledgement, ChainId, LaneId
 from relay.config import ChainConfig, DeploymentConfig
 
-__all__ = ["EthPark", "ParkView", "PyPark", "park_view", "rpc"]
+__all__ = ["EthPark", "FabricPark", "ParkView", "PyPark", "park_view", "rpc"]
 
 
 def rpc(url: str, method: str, params: dict[str, Any] | None = None, timeout: float = 3.0) -> Any:
@@ -40,6 +41,10 @@ def rpc(url: str, method: str, params: dict[str, Any] | None = None, timeout: fl
 
 class ParkView:
     """What the operator tools read from, and do on, one park chain."""
+
+    keeps_packets: bool = True
+    """The bridge keeps each packet it sent in state (``packets/{dst}/{lane}/{seq}``, hex text) until it settles;
+    False: only in its event log (Ethereum)."""
 
     def __init__(self, cfg: DeploymentConfig, chain: ChainConfig) -> None:
         self.cfg = cfg
@@ -150,6 +155,8 @@ class PyPark(ParkView):
 
 class EthPark(ParkView):
     """The Ethereum park: anvil's JSON-RPC, the bridge and the ERC-20s the park's genesis names."""
+
+    keeps_packets = False
 
     def __init__(self, cfg: DeploymentConfig, chain: ChainConfig) -> None:
         super().__init__(cfg, chain)
@@ -276,8 +283,114 @@ class EthPark(ParkView):
         return {"packet": sent.raw, "height": sent.height, "tx": sent.tx_hash}
 
 
-_VIEWS: dict[str, type[ParkView]] = {"dpos": PyPark, "poc": PyPark, "ethereum": EthPark}
-"""The operator tools' view of each park chain kind: parkrelay's park JSON-RPC (PyPark) or Ethereum's (EthPark).
+class FabricPark(ParkView):
+    """The Fabric park through hfc (:mod:`adapters.fabric`) and the park's connection profile
+    (``<data_dir>/<chain id>/connection-profile.json``): reads as the operator organisation's admin, phase 1 as the
+    sending account's own client identity. Accounts are MSP identities (``<MSP>:<name>@<MSP>``, the park's
+    genesis ``accounts``); state reads are the bridge chaincode's queries (its ``attest`` for a protocol path)."""
+
+    def __init__(self, cfg: DeploymentConfig, chain: ChainConfig) -> None:
+        super().__init__(cfg, chain)
+        from relay.nodes import genesis_path
+
+        self.genesis = json.loads(genesis_path(cfg, chain.id).read_text())
+        self.profile = cfg.data_dir / chain.id / "connection-profile.json"
+        self.ready = cfg.data_dir / chain.id / "ready.json"
+
+    def _run(self, fn: Any, user: str = "admin") -> Any:
+        from adapters import fabric
+
+        async def go() -> Any:
+            gw = fabric.connect(self.profile, self.chain.id, user, org=_ADMIN_ORG if user == "admin" else None,
+                                channel=self.genesis["channel_id"], chaincode=self.genesis["chaincode"],
+                                timeout_s=5.0)
+            try:
+                return await fn(fabric.source(gw), gw)
+            finally:
+                await gw.close()
+
+        return asyncio.run(go())
+
+    def status(self) -> dict[str, Any]:
+        if not self.ready.exists():  # the supervisor writes it once the park is up, channel and bridge included
+            raise OSError(f"{self.chain.id}: no {self.ready} (the park's supervisor is not up)")
+
+        async def st(src: Any, _: Any) -> dict[str, Any]:
+            head = await src.latest_height()
+            block = await src.block(head)
+            return {"height": head, "final_height": head, "head": block.header.hash.hex()[:12]}
+
+        try:
+            result: dict[str, Any] = self._run(st)
+        except (ParkRelayError, ValueError) as exc:  # the probe's contract: unreachable is OSError
+            raise OSError(str(exc)) from exc
+        return result
+
+    def query(self, path: str) -> bytes | None:
+        async def q(src: Any, _: Any) -> dict[str, str | None]:
+            out: dict[str, str | None] = await src.query_many([path])
+            return out
+
+        v = self._run(q)[path]
+        return None if v is None else bytes.fromhex(v)
+
+    def _json(self, fcn: str, *args: str) -> Any:
+        async def q(src: Any, _: Any) -> Any:
+            return await src.query_json(fcn, *args)
+
+        return self._run(q)
+
+    def ack(self, src: str, lane: str, sequence: int) -> Acknowledgement | None:
+        raw = self.query(ack_path(ChainId(src), LaneId(lane), sequence).decode())
+        return None if raw is None else decode_ack(bytes.fromhex(raw.decode()))  # stored as hex text
+
+    def sent(self) -> list[tuple[bytes, int]]:
+        # an ordered block never changes: the blocks read once are not read again (each is a peer query and a
+        # decode), so polling a packet's state stays cheap as the chain grows
+        key = str(self.profile)
+        done, found = _FABRIC_SENT.get(key, (0, []))
+
+        async def ev(src: Any, _: Any) -> tuple[int, list[tuple[bytes, int]]]:
+            head = await src.latest_height()
+            new = [(bytes.fromhex(e["packet"]), int(e["height"])) for e in await src.events(done, head, "send_packet")]
+            return head + 1, new
+
+        upto, new = self._run(ev)
+        _FABRIC_SENT[key] = (upto, found + new)
+        return list(found + new)
+
+    def account(self, name: str) -> str:
+        return str(self.genesis["accounts"].get(name, name))
+
+    def balance(self, name: str, denom: str) -> int:
+        return int(self._json("balance", self.account(name), denom)["amount_wh"])
+
+    def escrow(self, denom: str) -> int:
+        return int(self._json("supply")["escrow"].get(denom, 0))
+
+    def voucher_supply(self, denom: str) -> int:
+        return int(self._json("supply")["vouchers"].get(denom, 0))
+
+    def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
+                 timeout_ms: int, *, wait_final: bool = True) -> dict[str, Any]:
+        """Phase 1 as ``sender``'s own identity; returned once committed VALID (an ordered block is final)."""
+        from adapters import fabric
+
+        async def go(_: Any, gw: Any) -> Any:
+            return await fabric.send_energy(fabric.target(gw), dst, lane, denom, amount_wh, receiver, timeout_ms)
+
+        sent = self._run(go, user=sender)
+        return {"packet": sent.raw, "height": sent.height, "tx": sent.tx_hash}
+
+
+_FABRIC_SENT: dict[str, tuple[int, list[tuple[bytes, int]]]] = {}
+"""Per Fabric park (its connection profile): the next block to read and the packets sent in the blocks before it."""
+_ADMIN_ORG = "OperatorMSP"
+"""The organisation whose admin the Fabric view reads as (every organisation has an ``admin``)."""
+
+_VIEWS: dict[str, type[ParkView]] = {"dpos": PyPark, "poc": PyPark, "ethereum": EthPark, "fabric": FabricPark}
+"""The operator tools' view of each park chain kind: parkrelay's park JSON-RPC (PyPark), Ethereum's (EthPark) or
+Fabric's through hfc (FabricPark).
 A unit test checks every kind of :data:`chains.registry.KINDS` has one."""
 
 

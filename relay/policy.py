@@ -40,8 +40,14 @@ class Action(enum.Enum):
     """Phase 3: deliver the packet with its relay certificate to the target."""
     CONFIRM = "confirm"
     """Phase 4, relay half: prove the target's receipt and acknowledgement to the relay chain."""
+    TIMEOUT_RECEIPT = "timeout_receipt"
+    """Phase 4, target half, on a target whose timeout is a receipt it writes (Fabric, SPEC §8.7): deliver the packet
+    and its relay certificate to the target once the timeout passed, so that it records the timeout by its own clocks
+    (``bridge.timeout_receipt``: refused as not yet while its clocks are behind, and never after a receipt)."""
     TIMEOUT = "timeout"
-    """Phase 4, relay half: prove the target holds no receipt at a final height past the timeout."""
+    """Phase 4, relay half: prove the timeout to the relay chain: by default no receipt at a final target height past
+    the timeout; on a target that writes timeout receipts, its receipt (or, for a packet the relay never verified,
+    an attested absence past the timeout)."""
     SETTLE = "settle"
     """Phase 4, source half: deliver the relay's certified outcome to the source."""
     FINISH = "finish"
@@ -59,18 +65,28 @@ class PacketRecords:
     outcome: bool
     """The relay chain recorded an outcome, ACKED or TIMED_OUT (phase 4, relay half)."""
     received: bool
-    """The target holds the packet's receipt (phase 3)."""
+    """The target holds the packet's receipt with an acknowledgement (phase 3)."""
     timeout_ms: int
     """The packet's timeout (Unix ms)."""
+    timeout_receipt: bool = False
+    """The target's receipt path holds its timeout receipt, not an acknowledgement (a target whose kind writes one)."""
 
 
-def next_action(rec: PacketRecords, now_ms: int, *, timeout_unverified: bool = True) -> Action:
+def next_action(rec: PacketRecords, now_ms: int, *, timeout_unverified: bool = True,
+                target_timeout_receipt: bool = False) -> Action:
     """The next action for a packet with records ``rec`` at wall time ``now_ms``.
 
     With ``timeout_unverified`` a packet the relay never verified is timed out once its timeout passed (the
     relay certifies it on proof of the commitment and of non-receipt, SPEC §6.6), so its escrow never stays
     locked; without it such a packet is still offered for verification (a relay chain that cannot certify an
-    unverified timeout)."""
+    unverified timeout).
+
+    ``target_timeout_receipt``: the target's kind proves a timeout by a receipt it writes itself
+    (:attr:`chains.common.kind.ChainKind.timeout_receipt`, Fabric): a verified packet past its timeout first needs
+    that receipt (:attr:`Action.TIMEOUT_RECEIPT`), and only then its proof to the relay. Wall time only says when to
+    try: the target refuses while its own clocks are before the timeout, and the relay checks its proof. A packet
+    the relay never verified cannot get one (the target requires the relay's certificate): it is timed out as
+    above, on attested absence."""
     if rec.outcome:
         return Action.SETTLE if rec.committed else Action.FINISH
     if not rec.verified:
@@ -81,8 +97,10 @@ def next_action(rec: PacketRecords, now_ms: int, *, timeout_unverified: bool = T
         return Action.VERIFY
     if rec.received:
         return Action.CONFIRM
-    if now_ms >= rec.timeout_ms:
+    if rec.timeout_receipt:
         return Action.TIMEOUT
+    if now_ms >= rec.timeout_ms:
+        return Action.TIMEOUT_RECEIPT if target_timeout_receipt else Action.TIMEOUT
     return Action.RECV
 
 

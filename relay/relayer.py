@@ -37,7 +37,10 @@ admission, so racing there is free. On Ethereum two relayers that estimate the s
 the same instant both send it, and the second reverts in the block, paying gas for nothing. For actions
 on such chains the deployment's relayers take turns: rendezvous hashing of ``(packet, action, relayer)``
 ranks them, the first acts at once, the n-th only once the action has been due for n ×
-``takeover_after_s`` (a relayer that is down is covered by the next in line).
+``takeover_after_s`` (a relayer that is down is covered by the next in line). On Fabric even different
+packets' transactions conflict (MVCC on the escrow total, a voucher's supply, a receiver's balance: all but
+one conflicting transaction of a block are invalidated), so there the order is per chain (``one_writer``):
+one relayer writes, the others cover packets it leaves due.
 """
 
 from __future__ import annotations
@@ -108,8 +111,22 @@ class ChainLink:
     """The chain's parkrelay JSON-RPC (relay chain, Python parks): its ``/ws`` pushes new heads. None for
     chains spoken to through another client (Ethereum): the loop polls them."""
     duplicates_reach_blocks: bool = False
-    """Whether a redundant submission gets into a block and fails there at a cost (Ethereum) instead of being
-    refused at admission: the relayers then take turns for actions on this chain."""
+    """Whether a redundant submission gets into a block and fails there at a cost (Ethereum; Fabric, where it is
+    invalidated by MVCC) instead of being refused at admission: the relayers then take turns for actions on this
+    chain."""
+    one_writer: bool = False
+    """Transactions of *different* packets conflict there when two relayers send them at once (Fabric: the escrow
+    total, a voucher's supply and an account's balance are keys many packets read and write, and MVCC invalidates all
+    but one conflicting transaction of a block): then one relayer, first in a per-chain order, writes there, and the
+    n-th acts on a packet only once that packet's action has been due for n × ``takeover_after_s`` (only with
+    ``duplicates_reach_blocks``). A relayer keeps its own transactions apart (its adapter's pipeline)."""
+    timeout_receipt: bytes | None = None
+    """The chain kind's timeout receipt (:attr:`chains.common.kind.ChainKind.timeout_receipt`): as a target it must
+    write it (``bridge.timeout_receipt``) before a timeout is proven, and the value at a receipt path tells a timeout
+    from an acknowledgement. None: timeouts are proven by block time and absence."""
+    keepalive_after_s: float | None = None
+    """Make a block (``bridge.ping``) when the relay's client of the chain has been shown none for this long
+    (:meth:`chains.common.kind.ChainKind.keepalive_after_s`, Fabric); None: the chain makes blocks on its own."""
 
 
 @dataclass
@@ -406,9 +423,11 @@ class Relayer(ClientUpdates):
         now_ms = self._wall_ms()
         todo: dict[Action, list[Tracked]] = {a: [] for a in Action}
         unverified: set[str] = set()
+        receipt_target = self.parks[dst].timeout_receipt is not None
         for t in items:
             rec = self._records_of(t, relay_state, park_state)
-            action = next_action(rec, now_ms, timeout_unverified=self.timeout_unverified)
+            action = next_action(rec, now_ms, timeout_unverified=self.timeout_unverified,
+                                 target_timeout_receipt=receipt_target)
             if action is Action.FINISH:
                 self._finish(t)
                 continue
@@ -420,6 +439,7 @@ class Relayer(ClientUpdates):
                  for a, ts in todo.items()}
         await self._verify(src, ready[Action.VERIFY])
         await self._recv(ready[Action.RECV])
+        await self._timeout_receipt(ready[Action.TIMEOUT_RECEIPT])
         await self._confirm(src, dst, ready[Action.CONFIRM], ready[Action.TIMEOUT], unverified)
         await self._settle(ready[Action.SETTLE], relay_state)
 
@@ -477,26 +497,32 @@ class Relayer(ClientUpdates):
             t.ack = bytes.fromhex(bytes.fromhex(ack_hex).decode())  # the bridge stores the ack as hex text
             self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (t.ack.hex(), t.key))
             self.db.commit()
+        receipt = dst.get(receipt_path(p.src_chain, p.lane, p.sequence).decode())
+        sentinel = self.parks[p.dst_chain].timeout_receipt if p.dst_chain in self.parks else None
+        timed_out_there = receipt is not None and sentinel is not None and bytes.fromhex(receipt) == sentinel
         return PacketRecords(
             committed=src.get(commitment_path(p.dst_chain, p.lane, p.sequence).decode()) is not None,
             verified=relay.get(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()) is not None,
             outcome=relay.get(outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()) is not None,
-            received=dst.get(receipt_path(p.src_chain, p.lane, p.sequence).decode()) is not None,
-            timeout_ms=p.timeout_timestamp_ms)
+            received=receipt is not None and not timed_out_there,
+            timeout_ms=p.timeout_timestamp_ms, timeout_receipt=timed_out_there)
 
     def _my_turn(self, t: Tracked, action: str) -> bool:
         """Whether this relayer acts on ``action`` of ``t`` now. Always, unless the action lands on a chain where
         duplicates cost: then the relayer ranked n-th for (packet, action) waits until the action has been due
         for n × ``takeover_after_s``."""
         p = t.packet
-        chain = p.dst_chain if action == "recv" else p.src_chain if action == "settle" else None
+        on_target = action in (Action.RECV.value, Action.TIMEOUT_RECEIPT.value)
+        chain = p.dst_chain if on_target else p.src_chain if action == Action.SETTLE.value else None
         return self._turn(t.key, action, chain)
 
     def _turn(self, key: str, action: str, chain: str | None) -> bool:
         link = self.parks.get(chain) if chain is not None else None
         if link is None or not link.duplicates_reach_blocks or len(self.peers) < 2:
             return True
-        rank = self.turn_order(key, action).index(self.name)
+        # who goes first: per packet and action; per chain where different packets' transactions conflict
+        order = self.turn_order(f"writes/{chain}", "write") if link.one_writer else self.turn_order(key, action)
+        rank = order.index(self.name)
         since = self._due_since.setdefault((key, action), self._clock())
         return self._clock() - since >= rank * self.takeover_after_s
 
@@ -506,8 +532,8 @@ class Relayer(ClientUpdates):
         return sorted(self.peers, key=lambda r: hashlib.sha256(f"{key}|{action}|{r}".encode()).digest())
 
     def _finish(self, t: Tracked) -> None:
-        for action in ("recv", "settle"):
-            self._due_since.pop((t.key, action), None)
+        for turn in ("recv", "timeout_receipt", "settle"):
+            self._due_since.pop((t.key, turn), None)
         for action in Action:
             self._inflight.pop((t.key, action.value), None)
         t.done = True
@@ -575,6 +601,16 @@ class Relayer(ClientUpdates):
             await self._submit(self.parks[p.dst_chain], "bridge.recv", {"packet": t.raw.hex(), "certificate": cert},
                                "recv", [t])
 
+    async def _timeout_receipt(self, todo: list[Tracked]) -> None:
+        """Phase 4, target half, on a target that records timeouts itself (Fabric): the packet and its certificate,
+        so that the target writes its timeout receipt once its own clocks are past the timeout (before that it
+        refuses with ``packet.timeout``, retried after the chain moves)."""
+        for t in todo:
+            p = t.packet
+            cert = await self._certificate(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence))
+            await self._submit(self.parks[p.dst_chain], "bridge.timeout_receipt",
+                               {"packet": t.raw.hex(), "certificate": cert}, Action.TIMEOUT_RECEIPT.value, [t])
+
     async def _confirm(self, src: str, dst: str, acks: list[Tracked], timeouts: list[Tracked],
                        unverified: Collection[str] = ()) -> None:
         """Phase 4, relay half: prove the receipts of ``acks``; prove no receipt for ``timeouts`` at a final target
@@ -595,8 +631,11 @@ class Relayer(ClientUpdates):
                                 "proof": pv.proof.hex()}, "confirm", [t])
         if not timeouts:
             return
-        header_time_ms = await park.source.header_time_ms(final)
-        due = [t for t in timeouts if header_time_ms >= t.packet.timeout_timestamp_ms]  # a final header past it
+        if park.timeout_receipt is None:
+            header_time_ms = await park.source.header_time_ms(final)
+            due = [t for t in timeouts if header_time_ms >= t.packet.timeout_timestamp_ms]  # a final header past it
+        else:
+            due = timeouts  # the target's receipt (or its peers' attested clocks) says it, not a block time
         if not due:
             return
         src_park = self.parks[src]
@@ -613,8 +652,11 @@ class Relayer(ClientUpdates):
                     continue  # settled meanwhile (the commitment is gone): the next read finishes it
                 args |= {"commit_height": src_final, "commit_proof": cp.proof.hex()}
             pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
-            if pv.value is not None:
-                continue  # it was received after all: the ack path will carry it
+            # what proves the timeout at the receipt path: nothing, or (a verified packet on a target that writes one)
+            # the timeout receipt; an acknowledgement there means it was received after all (the ack path carries it)
+            expected = park.timeout_receipt if t.key not in unverified else None
+            if pv.value != expected:
+                continue
             args["proof"] = pv.proof.hex()
             await self._submit(self.relay, "packet.confirm_timeout", args, "timeout", [t])
 
@@ -699,6 +741,7 @@ def _ack_key(p: Packet) -> str:
 def build_relayer(cfg: Any, name: str) -> Relayer:
     """A relayer for deployment ``cfg`` (relay.config.DeploymentConfig) signing as account ``name``."""
     from adapters.registry import adapters_for
+    from chains.registry import chain_kind
     from relay.config import ConfigError
     from relay.devnet import relayer_key_path
     from relay.keys import ed25519_signer
@@ -721,11 +764,17 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
     parks = {}
     for chain in cfg.chains:
         url = chain.url_of(chain.nodes[0], cfg.host)
-        kind = adapters_for(chain.kind)
-        if not kind.park_rpc:  # a chain spoken to through its own client library (Ethereum: web3)
-            parks[chain.id] = ethereum_link(cfg, chain, name, url, relay_rpc)
-            continue
-        parks[chain.id] = link(chain.id, chain.kind, url, kind.source(JsonRpcClient(url, side=chain.id)).decode_header)
+        adapters, kind = adapters_for(chain.kind), chain_kind(chain.kind)
+        if adapters.park_rpc:
+            park = link(chain.id, chain.kind, url, adapters.source(JsonRpcClient(url, side=chain.id)).decode_header)
+        else:  # a chain spoken to through its own client library (Ethereum: web3; Fabric: hfc)
+            park = OWN_CLIENT_LINKS[chain.kind](cfg, chain, name, url, relay_rpc)
+        # what the relayer does differently on this chain, from its kind (not from its name)
+        park.duplicates_reach_blocks = adapters.duplicates_reach_blocks
+        park.one_writer = adapters.one_writer
+        park.timeout_receipt = kind.timeout_receipt
+        park.keepalive_after_s = kind.keepalive_after_s(chain.params)
+        parks[chain.id] = park
     return Relayer(name, relay, parks, cfg.data_dir / "relayers" / f"{name}.sqlite3", peers=tuple(cfg.relayers),
                    takeover_after_s=cfg.relayer_takeover_after_s, heartbeat_s=cfg.relayer_heartbeat_s)
 
@@ -744,7 +793,26 @@ def ethereum_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcC
     key = read_secret(relayer_key_path(cfg, chain.id, name))
     return ChainLink(chain.id, "ethereum", eth_adapter.source(url, chain.id, bridge, depth),
                      eth_adapter.target(url, chain.id, bridge, key, eth_adapter.relay_set_from_rpc(relay_rpc.call),
-                                        confirmation_depth=depth), None, duplicates_reach_blocks=True)
+                                        confirmation_depth=depth), None)
+
+
+def fabric_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcClient) -> ChainLink:
+    """The relayer's link to a Fabric park: hfc source and target through the park's connection profile
+    (``<data_dir>/<chain id>/connection-profile.json``, written by ``devnet init``), signing as the relayer's own
+    client identity of the park (``<MSP>:<name>@<MSP>``)."""
+    from adapters import fabric as fabric_adapter
+
+    profile = cfg.data_dir / chain.id / "connection-profile.json"
+    gateway = fabric_adapter.connect(profile, chain.id, name, channel=chain.params["channel"],
+                                     chaincode=chain.params["chaincode"])
+    return ChainLink(chain.id, "fabric", fabric_adapter.source(gateway), fabric_adapter.target(gateway), None)
+
+
+OWN_CLIENT_LINKS: dict[str, Callable[[Any, Any, str, str, JsonRpcClient], ChainLink]] = {
+    "ethereum": ethereum_link,
+    "fabric": fabric_link,
+}
+"""How the relayer links a chain whose kind has its own client library (``KindAdapters.park_rpc`` false), by kind."""
 
 
 async def run_relayer(cfg: Any, name: str) -> int:

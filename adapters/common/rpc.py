@@ -25,6 +25,21 @@ _CODES: dict[str, type[ProtocolError]] = {
 }
 
 
+def _error_class(code: str) -> type[ProtocolError] | None:
+    """The class of ``code``: :mod:`protocol.errors`' own, else a chain kind's refinement loaded in this process
+    (``proof.fabric.statement`` is a :class:`~protocol.errors.InvalidProofError`: a caller that catches the generic
+    class catches it), found breadth-first from :class:`ProtocolError` so the most general class of a code wins."""
+    if code in _CODES:
+        return _CODES[code]
+    queue: list[type[ProtocolError]] = [ProtocolError]
+    while queue:
+        cls = queue.pop(0)
+        if getattr(cls, "code", None) == code and cls is not RemoteError:
+            return cls
+        queue.extend(cls.__subclasses__())
+    return None
+
+
 _CODE_SHAPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 
 
@@ -58,13 +73,16 @@ def error_from_rpc(err: Any) -> ProtocolError:
     data = data if isinstance(data, dict) else {}
     code = str(data.get("code", "") or "")
     message = str(data.get("message", err.get("message", "rpc error")))
-    cls = _CODES.get(code)
+    cls = _error_class(code) if code else None
     kw = {"expected": data.get("expected"), "got": data.get("got")}
-    if cls is None:
-        disp = data.get("disposition")
-        return RemoteError(code or str(err.get("code", "remote")), message,
-                           remote_disposition=disp if isinstance(disp, str) else None, **kw)
-    return cls(message, **kw)
+    if cls is not None:
+        try:
+            return cls(message, **kw)
+        except TypeError:  # a class built otherwise (its own arguments): keep the code as a RemoteError
+            pass
+    disp = data.get("disposition")
+    return RemoteError(code or str(err.get("code", "remote")), message,
+                       remote_disposition=disp if isinstance(disp, str) else None, **kw)
 
 
 class JsonRpcClient:

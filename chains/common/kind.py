@@ -250,9 +250,23 @@ class ChainKind(ABC):
     advances_with_time: ClassVar[bool] = False
     """The light client's finality also waits on relay time (PoC's finality window): the relay calls
     :meth:`advance_light_client` after each update and before each proof check."""
+    timeout_receipt: ClassVar[bytes | None] = None
+    """The value a target of this kind writes at a packet's receipt path once the packet has timed out there, and that
+    the relay's client of it takes as the proof of the timeout (Fabric's sentinel, SPEC §8.7: the chain has no block
+    time the relay can trust). A relayer then has the target write it (``bridge.timeout_receipt``) before proving the
+    timeout. None: the timeout is proven by a final block past it that holds no receipt (SPEC §6.6)."""
     client_params: ClassVar[tuple[str, ...]] = ()
     """Init args of the relay's light client of this kind that a deployment may set (its ``light_client``
     table): windows and bounds, checked with their ranges when the client is created."""
+
+    def keepalive_after_s(self, params: KindParams) -> float | None:
+        """How long the relay's client of such a chain may go without a new block before a relayer makes one (a no-op
+        transaction, ``bridge.ping``); None: the chain makes blocks on its own (a slot schedule, a farmer's proof)."""
+        return None
+
+    def port_count(self, params: KindParams, nodes: tuple[str, ...]) -> int:
+        """How many consecutive ports from the chain's ``base_port`` its processes use (default: one per node)."""
+        return len(nodes)
 
     def parse_params(self, raw: Mapping[str, Any]) -> KindParams:
         """The typed parameters of a chain table's kind-specific keys (:class:`ParamError` if one is bad)."""
@@ -261,10 +275,12 @@ class ChainKind(ABC):
     @abstractmethod
     def build_genesis(self, *, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
                       accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
-                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path
-                      ) -> dict[str, Any]:
+                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path,
+                      base_port: int | None = None, host: str = "127.0.0.1") -> dict[str, Any]:
         """The park's genesis file: ``nodes`` name -> public key (Ethereum: the operator's address), ``accounts``
-        name -> ``(public key or address, kWh balance in Wh)``, ``lanes`` ``(lane, other chain)``."""
+        name -> ``(public key or address, kWh balance in Wh)``, ``lanes`` ``(lane, other chain)``. ``base_port`` and
+        ``host`` (the chain table's) matter only to a kind whose genesis names its nodes' endpoints (Fabric: the
+        orderers are consenters of the channel's genesis block)."""
 
     def make_rules(self, genesis: dict[str, Any], name: str, signer: Ed25519Signer, data_dir: Path) -> ChainRules:
         """Node ``name``'s consensus rules for the shared park-node runtime (only if :attr:`runs_on_park_node`)."""
@@ -311,8 +327,8 @@ class ParkNodeKind(ChainKind):
 
     def build_genesis(self, *, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
                       accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
-                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path
-                      ) -> dict[str, Any]:
+                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path,
+                      base_port: int | None = None, host: str = "127.0.0.1") -> dict[str, Any]:
         genesis: dict[str, Any] = importlib.import_module(self.node_module).build_genesis(
             chain_id=chain_id, params=params, nodes=nodes, accounts=accounts, relay_validators=relay_validators,
             lanes=lanes, genesis_time_ms=genesis_time_ms, data_dir=data_dir)

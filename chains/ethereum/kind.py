@@ -43,8 +43,8 @@ class EthereumKind(ChainKind):
 
     def build_genesis(self, *, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
                       accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
-                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path
-                      ) -> dict[str, Any]:
+                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path,
+                      base_port: int | None = None, host: str = "127.0.0.1") -> dict[str, Any]:
         from chains.ethereum import node  # the node runtime and its I/O libraries load only when used
 
         return node.build_genesis(chain_id=chain_id, params=params, nodes=nodes, accounts=accounts,

@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chains.common.kind import ChainKind, init_args, init_object
+from chains.common.kind import ChainKind, KindParams, init_args, init_object
+from chains.fabric.consts import PEER_ORGS, TIMEOUT_RECEIPT
 from chains.fabric.light_client import PARAM_RANGES, FabricLightClient
 from chains.fabric.params import FabricChainParams
 from chains.fabric.proto import Block
@@ -37,6 +38,10 @@ from protocol.light_client import LightClient
 from protocol.types import ChainId, ClientId
 
 __all__ = ["FABRIC", "FabricKind"]
+
+PORTS_PER_NODE = 4
+"""Ports each orderer and peer takes (:data:`chains.fabric.network.config.PORTS_PER_NODE`; not imported: the kind
+must not load the network launcher)."""
 
 _GENESIS_KEYS = ("channel_id", "config_block", "genesis_time_ms")
 _GENESIS_OPTIONAL = ("chaincode", "policy_orgs")
@@ -53,14 +58,35 @@ class FabricKind(ChainKind):
     # account keys (ed25519) serve only the relayers' own accounts
     key_scheme = "ed25519"
     runs_on_park_node = False
+    timeout_receipt = TIMEOUT_RECEIPT  # no block time to trust: the bridge writes a sentinel once its peers say so
+    fixed_nodes = ("network",)  # one supervisor process runs the park's orderers, peers and chaincode servers
     client_params = tuple(PARAM_RANGES)
 
     def build_genesis(self, *, chain_id: str, params: Mapping[str, Any], nodes: dict[str, bytes],
                       accounts: dict[str, tuple[bytes, int]], relay_validators: ValidatorSet,
-                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path
-                      ) -> dict[str, Any]:
-        raise NotImplementedError("a Fabric park's genesis (MSP material, the channel's genesis block from "
-                                  "configtxgen) is built by the Fabric network launcher, chains/fabric/network")
+                      lanes: list[tuple[str, str] | dict[str, Any]], genesis_time_ms: int, data_dir: Path,
+                      base_port: int | None = None, host: str = "127.0.0.1") -> dict[str, Any]:
+        """The park's genesis (:mod:`chains.fabric.network.genesis`): runs the network launcher's init under
+        ``<data_dir>/<chain id>`` (key material, configs, the channel's genesis block from configtxgen) and returns
+        what the relay's client and the bridge chaincode's ``init_bridge`` need. ``nodes`` is unused (one supervisor
+        runs the park); ``base_port`` is required (the orderers' endpoints are in the channel's genesis block)."""
+        from chains.fabric.network import genesis  # the launcher and its I/O load only when used
+
+        if base_port is None:
+            raise ValueError(f"fabric park {chain_id}: its genesis needs the chain's base_port (the orderers' "
+                             "endpoints are part of the channel's genesis block)")
+        return genesis.build_genesis(chain_id=chain_id, params=params, accounts=accounts,
+                                     relay_validators=relay_validators, lanes=lanes, genesis_time_ms=genesis_time_ms,
+                                     data_dir=data_dir, base_port=base_port, host=host)
+
+    def keepalive_after_s(self, params: KindParams) -> float | None:
+        """The chain table's ``keepalive_after_s``: Fabric cuts a block only for a transaction, and the relay's client
+        expires after ``trusting_period_ms`` without one (SPEC §8.7)."""
+        return float(params["keepalive_after_s"])
+
+    def port_count(self, params: KindParams, nodes: tuple[str, ...]) -> int:
+        """Four ports per orderer and per peer (:class:`chains.fabric.network.config.FabricNetworkConfig`)."""
+        return PORTS_PER_NODE * (int(params["orderers"]) + len(PEER_ORGS))
 
     @property
     def light_client_type(self) -> type[LightClient[Any]]:

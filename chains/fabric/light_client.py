@@ -64,7 +64,7 @@ from chains.common.state import canonical_json
 from chains.fabric.attestation import AttestationPolicy, Statement, verify_attestation
 from chains.fabric.config import ChannelConfig
 from chains.fabric.consts import BRIDGE_CHAINCODE, PEER_ORGS, TIMEOUT_RECEIPT
-from chains.fabric.errors import BlockSignerError, ChannelConfigError
+from chains.fabric.errors import BlockSignerError, ChannelConfigError, StatementError
 from chains.fabric.msp import IdentityRefused, Msp, verify_signature
 from chains.fabric.proto import (
     SIGNATURES_INDEX,
@@ -432,16 +432,35 @@ class FabricLightClient(LightClient[Block]):
         """Raise unless ``proof`` attests that ``key`` is absent (a fresh attestation: hazard 3)."""
         self._attested(height, key, None, proof, now_ms)
 
-    def verify_timeout(self, height: int, key: bytes, timeout_timestamp_ms: int, proof: Any, now_ms: int) -> None:
+    def verify_timeout(self, height: int, key: bytes, timeout_timestamp_ms: int, proof: Any, now_ms: int, *,
+                       certified: bool = True) -> None:
         """Raise unless ``proof`` attests that the receipt path ``key`` holds the timeout sentinel
         (:data:`~chains.fabric.consts.TIMEOUT_RECEIPT`) and every statement's chaincode time is at or past
-        ``timeout_timestamp_ms`` (else ``packet.timeout``). An attestation of absence proves nothing here
-        (``proof.fabric.statement``): the target may still execute the packet (hazard 2)."""
-        for st in self._attested(height, key, TIMEOUT_RECEIPT, proof, now_ms):
+        ``timeout_timestamp_ms`` (else ``packet.timeout``). For a packet the relay certified (``certified``), an
+        attestation of absence proves nothing (``proof.fabric.statement``): the target may still execute it (hazard
+        2). For one it never certified (``certified=False``: an unverified timeout, SPEC §6.6 and §8.7), a fresh
+        attestation of absence at or past the timeout is accepted too: the bridge executes a packet only with the
+        relay's certificate of its ``relay/verified`` record, which does not exist and which the relay never writes
+        once the packet has an outcome, so no receipt can ever appear (and no sentinel either, which needs that
+        certificate too)."""
+        if certified:
+            statements = self._attested(height, key, TIMEOUT_RECEIPT, proof, now_ms)
+        else:
+            statements = self._attested_absent_or_sentinel(height, key, proof, now_ms)
+        for st in statements:
             if st.time_ms < timeout_timestamp_ms:
-                raise TimeoutExpiredError(f"not yet timed out: a peer of {self.chain_id} attested the timeout receipt "
+                raise TimeoutExpiredError(f"not yet timed out: a peer of {self.chain_id} attested the receipt path "
                                           "at a time before the packet's timeout",
                                           expected=f">= {timeout_timestamp_ms}", got=st.time_ms)
+
+    def _attested_absent_or_sentinel(self, height: int, key: bytes, proof: Any,
+                                     now_ms: int) -> tuple[Statement, ...]:
+        """An uncertified packet's receipt path attested absent, or holding the sentinel (a statement of any other
+        value is ``proof.fabric.statement``: the absence check's own error)."""
+        try:
+            return self._attested(height, key, None, proof, now_ms)
+        except StatementError:
+            return self._attested(height, key, TIMEOUT_RECEIPT, proof, now_ms)
 
     # -- persistence -------------------------------------------------------------------------------------------------
 

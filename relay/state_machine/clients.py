@@ -441,7 +441,9 @@ def client_status(router: RelayClientRouter, state: ChainState, chain_id: str, n
     c = hosted.client
     out: dict[str, Any] = {"chain_id": chain_id, "client_id": hosted.client_id, "client_type": hosted.ctype.name,
            "status": c.status(now_ms).value, "final_height": c.final_height,
-           "latest_height": hosted.ctype.latest_height(c), "frozen_height": c.frozen_height}
+           "latest_height": hosted.ctype.latest_height(c), "frozen_height": c.frozen_height,
+           # the trusting period counts from this (a block's time; the relay's acceptance time for Fabric, §8.7)
+           "final_timestamp_ms": c.final_timestamp_ms, "trusting_period_ms": c.trusting_period_ms}
     evidence = getattr(c, "evidence", None)
     if callable(evidence):
         # recorded faults of single signers (e.g. a DPoS witness that double-signed), each ready to be reported

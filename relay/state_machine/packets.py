@@ -307,13 +307,15 @@ def process_confirm_ack(router: RelayClientRouter, state: ChainState, now_ms: in
     return [*events, apply_confirm_ack(state, ref, ack, ack_c, height)]
 
 
-def validate_confirm_timeout(hosted: HostedClient, ref: PacketRef, height: int, proof: bytes, now_ms: int) -> None:
+def validate_confirm_timeout(hosted: HostedClient, ref: PacketRef, height: int, proof: bytes, now_ms: int, *,
+                             certified: bool = True) -> None:
     """The target's client proves the packet timed out at its final ``height``
     (:meth:`~protocol.light_client.LightClient.verify_timeout`: by default a header at or past the timeout that holds
-    no receipt; a chain kind without a trustworthy block time proves it its own way, SPEC §8.7)."""
+    no receipt; a chain kind without a trustworthy block time proves it its own way, SPEC §8.7). ``certified`` is
+    False for a packet this relay never verified (it never issued a certificate the target could execute it with)."""
     p = ref.packet
     hosted.client.verify_timeout(height, receipt_path(p.src_chain, p.lane, p.sequence), p.timeout_timestamp_ms, proof,
-                                 now_ms)
+                                 now_ms, certified=certified)
 
 
 def validate_commitment(hosted: HostedClient, ref: PacketRef, commit: CommitProof, now_ms: int) -> None:
@@ -358,5 +360,5 @@ def process_confirm_timeout(router: RelayClientRouter, state: ChainState, now_ms
     events += dst_events
     if frozen:
         return events
-    validate_confirm_timeout(hosted, ref, height, proof, now_ms)
+    validate_confirm_timeout(hosted, ref, height, proof, now_ms, certified=start is PacketState.VERIFIED)
     return [*events, apply_confirm_timeout(state, ref, height, start)]

@@ -28,7 +28,7 @@ from chains.common.procs import spawn
 from chains.registry import chain_kind
 from protocol.errors import TransportError
 from relay import devnet
-from relay.config import DeploymentConfig, load_config
+from relay.config import CHAIN_BASE_KEYS, DeploymentConfig, load_config
 from relay.nodes import node_key_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +68,14 @@ def free_port_block(n: int) -> int:
     raise RuntimeError(f"no block of {n} free ports in {lo}..{hi}")
 
 
+def ports_of(chain: dict[str, Any]) -> int:
+    """How many consecutive ports the chain table ``chain`` needs (its kind's ``port_count``: one per node, four per
+    Fabric orderer and peer)."""
+    kind = chain_kind(chain["kind"])
+    params = kind.parse_params({k: v for k, v in chain.items() if k not in CHAIN_BASE_KEYS})
+    return kind.port_count(params, tuple(chain.get("nodes", kind.fixed_nodes)))
+
+
 @dataclass
 class Devnet:
     """A deployment in ``root`` whose nodes run as child processes."""
@@ -84,7 +92,7 @@ class Devnet:
 
     def write(self) -> DeploymentConfig:
         for c in self.chains:
-            c.setdefault("base_port", free_port_block(len(c.get("nodes", ["anvil"]))))
+            c.setdefault("base_port", free_port_block(ports_of(c)))
         doc = {"deployment": {"data_dir": str(self.root / "data")}, "chains": self.chains}
         if self.lanes:
             doc["lanes"] = self.lanes

@@ -14,8 +14,12 @@ denomination (escrowed at home == vouchers outstanding on the other park).
 
 from __future__ import annotations
 
-import asyncio
 import os
+
+# the Fabric parks' adapter (hfc) needs the pure-Python protobuf, chosen before protobuf's first import in this process
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+
+import asyncio
 import signal
 import subprocess
 import sys
@@ -47,13 +51,22 @@ from relay.config import DeploymentConfig
 from relay.ops import packet_key
 from relay.parks import ParkView, park_view
 from relay.relayer import MAX_HEADERS_PER_UPDATE, Relayer, build_relayer
-from tests.integration.harness import REPO, Devnet, free_port_block, status, wait_for
+from tests.integration.harness import (
+    REPO,
+    Devnet,
+    descendants,
+    free_port_block,
+    status,
+    still_running,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-DPOS, POC, ETH, RELAY, LANE = "dpos-park", "poc-park", "eth-park", "relay", "lane-0"
-USER = {DPOS: "alice", POC: "carol", ETH: "erin"}
-PAIRS = {"dpos-poc": (DPOS, POC), "eth-dpos": (ETH, DPOS), "eth-poc": (ETH, POC)}
+DPOS, POC, ETH, FABRIC, RELAY, LANE = "dpos-park", "poc-park", "eth-park", "fabric-park", "relay", "lane-0"
+USER = {DPOS: "alice", POC: "carol", ETH: "erin", FABRIC: "gina"}
+PAIRS = {"dpos-poc": (DPOS, POC), "eth-dpos": (ETH, DPOS), "eth-poc": (ETH, POC),
+         "fabric-dpos": (FABRIC, DPOS), "fabric-poc": (FABRIC, POC), "eth-fabric": (ETH, FABRIC)}
 FINAL_STATES = {"completed", "refunded"}
 ORDER = ["committed", "verified", "executed", "acked", "timed_out", "completed", "refunded"]
 
@@ -69,8 +82,145 @@ def chain_spec(chain_id: str) -> dict[str, Any]:
         # one here, with relayers' heartbeats every second, keeps the scenarios quick
         return {"id": POC, "kind": "poc", "nodes": ["farmer-a", "farmer-b"], "target_block_interval_ms": 700,
                 "confirmation_depth": 3, "accounts": funded, "light_client": {"finality_window_ms": 4000}}
+    if chain_id == FABRIC:
+        # three Raft orderers, as in the devnet (one is SIGKILLed below); a short BatchTimeout for quick blocks
+        return {"id": FABRIC, "kind": "fabric", "orderers": 3, "batch_timeout_ms": 100, "accounts": funded}
     return {"id": ETH, "kind": "ethereum", "base_port": free_port_block(1), "confirmation_depth": 2,
             "accounts": funded}
+
+
+async def _failed_park_rpc(net: Net, chain: str, _: Relayer | None) -> int:
+    """Failed transaction results in the final blocks of the relay chain or a Python park (parkrelay's RPC)."""
+    total = 0
+    c = net.d.client(chain, net.cfg.relay_validators[0] if chain == RELAY else net.cfg.chain(chain).nodes[0])
+    async with c:
+        final = (await c.call("status"))["final_height"]
+        for h in range(1, final + 1):
+            if (chain, h) not in net._failed:
+                blk = await c.call("getBlock", {"height": h})
+                net._failed[(chain, h)] = sum(1 for r in blk["tx_results"] if not r["ok"])
+            total += net._failed[(chain, h)]
+    return total
+
+
+async def _failed_ethereum(net: Net, chain: str, _: Relayer | None) -> int:
+    """Receipts with status 0 in every block of an Ethereum park."""
+    total = 0
+    rpc = EthRpc(net.url(chain), side=chain)
+    try:
+        head = hex_int(await rpc.call("eth_blockNumber", []))
+        for h in range(1, head + 1):
+            if (chain, h) not in net._failed:
+                receipts = await rpc.call("eth_getBlockReceipts", [hex(h)])
+                net._failed[(chain, h)] = sum(1 for r in receipts if hex_int(r["status"]) == 0)
+            total += net._failed[(chain, h)]
+    finally:
+        await rpc.close()
+    return total
+
+
+async def _failed_fabric(net: Net, chain: str, links: Relayer | None) -> int:
+    """Transactions a Fabric park's peers invalidated (MVCC conflicts, endorsement-policy failures) in every block:
+    the peer's validation flags, which cost a block slot and do nothing."""
+    assert links is not None
+    source = links.parks[chain].source
+    total = 0
+    for h in range(0, await source.latest_height() + 1):
+        if (chain, h) not in net._failed:
+            block = await source.block(h)  # type: ignore[attr-defined]  # the Fabric source's peer block
+            net._failed[(chain, h)] = sum(1 for tx in block.txs if tx.validation_code != 0)
+        total += net._failed[(chain, h)]
+    return total
+
+
+def _fabric_processes(net: Net, chain: str) -> dict[str, int]:
+    """The Fabric processes under the park's supervisor: process name (``peer0.SalesMSP``, ``orderer1``: the last part
+    of each one's FABRIC_CFG_PATH) -> pid."""
+    out: dict[str, int] = {}
+    for pid in still_running(descendants(net.d.procs[(chain, "network")].pid)):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for entry in env:
+            if entry.startswith(b"FABRIC_CFG_PATH="):
+                out[Path(entry.split(b"=", 1)[1].decode()).name] = pid
+    return out
+
+
+def crash_fabric_peer_and_leader(net: Net, chain: str) -> None:
+    """SIGKILL SalesMSP's peer and the orderer leading the channel's Raft (its /metrics says so); the park's supervisor
+    restarts both from their ledgers. Returns once both run again and answer (the others elected a new leader
+    meanwhile: the channel kept ordering on two of three)."""
+    import re
+
+    from chains.fabric.network.genesis import park_network
+    from chains.fabric.network.process import http_get
+
+    cfg = park_network(chain_id=chain, params=net.cfg.chain(chain).params, data_dir=net.cfg.data_dir,
+                       base_port=net.cfg.chain(chain).base_port, host=net.cfg.host, accounts=[])
+
+    def leader() -> int | None:
+        for i in range(cfg.orderers):
+            try:
+                body = http_get(f"http://{cfg.host}:{cfg.orderer_ports(i).operations}/metrics")[1].decode()
+            except OSError:
+                continue
+            if re.search(r'^consensus_etcdraft_is_leader\{channel="[^"]+"\}\s+1', body, re.MULTILINE):
+                return i
+        return None
+
+    deadline = time.monotonic() + 30
+    while (lead := leader()) is None:
+        assert time.monotonic() < deadline, "no Raft leader"
+        time.sleep(0.2)
+    victims = ["peer0.SalesMSP", f"orderer{lead}"]
+    before = _fabric_processes(net, chain)
+    for name in victims:
+        os.kill(before[name], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        now = _fabric_processes(net, chain)
+        if all(now.get(n) not in (None, before[n]) for n in victims):
+            break
+        assert time.monotonic() < deadline, f"the supervisor did not restart {victims}: {now}"
+        time.sleep(0.2)
+    view = park_view(net.cfg, chain)
+    while True:
+        try:
+            view.status()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{chain} not answering after the restart"
+            time.sleep(0.2)
+
+
+FAILED_TXS = {"ethereum": _failed_ethereum, "fabric": _failed_fabric}
+"""How to count the failed transactions in a park's blocks, by chain kind (others: parkrelay's RPC)."""
+
+
+def _flip_last(proof: bytes) -> bytes:
+    return proof[:-1] + flip(proof[-1:])
+
+
+def _tamper_attestation(proof: bytes) -> bytes:
+    """A Fabric attestation with one peer's signed statement altered (its chaincode time, one digit). The response
+    carries the statement twice: in its unsigned top-level ``response``, which nothing reads, and in the signed
+    payload; its last bytes may be unsigned too (a peer's ``interest``). Altering what the peer signed must fail its
+    signature."""
+    from chains.fabric.attestation import decode_bundle, encode_bundle
+
+    first, *rest = decode_bundle(proof)
+    at = first.rindex(b'"time_ms":') + len(b'"time_ms":')  # the signed copy comes last
+    while first[at + 1:at + 2].isdigit():  # its last digit: a millisecond off, still fresh
+        at += 1
+    digit = b"1" if first[at:at + 1] != b"1" else b"2"
+    return encode_bundle([first[:at] + digit + first[at + 1:], *rest])
+
+
+TAMPER = {"fabric": (_tamper_attestation, SignatureError)}
+"""How to tamper with a park's proof, by chain kind, and the refusal expected (others: the last byte flipped,
+proof.invalid)."""
 
 
 def voucher(of_chain: str) -> str:
@@ -162,37 +312,32 @@ class Net:
             assert escrowed == outstanding, f"{home}'s kWh: {escrowed} escrowed, {outstanding} vouchers elsewhere"
 
     async def failed_txs_in_blocks(self) -> int:
-        """Transactions that reached a block and failed there, on every chain: redundant relays show up here.
-        On Ethereum a failed transaction is a receipt with status 0 (it paid gas for nothing)."""
+        """Transactions that reached a block and failed there, on every chain: redundant relays show up here. On
+        Ethereum a failed transaction is a receipt with status 0 (it paid gas for nothing); on Fabric a transaction
+        the peers invalidated at commit (an MVCC conflict: a flag other than VALID in the block's
+        TRANSACTIONS_FILTER); on the relay chain and the Python parks a failed transaction result."""
         total = 0
-        for chain in (self.a, self.b, RELAY):
-            if chain != RELAY and self.kind(chain) == "ethereum":
-                rpc = EthRpc(self.url(chain), side=chain)
-                try:
-                    head = hex_int(await rpc.call("eth_blockNumber", []))
-                    for h in range(1, head + 1):
-                        if (chain, h) not in self._failed:
-                            receipts = await rpc.call("eth_getBlockReceipts", [hex(h)])
-                            self._failed[(chain, h)] = sum(1 for r in receipts if hex_int(r["status"]) == 0)
-                        total += self._failed[(chain, h)]
-                finally:
-                    await rpc.close()
-                continue
-            c = self.d.client(chain, self.cfg.relay_validators[0] if chain == RELAY else self.cfg.chain(chain).nodes[0])
-            async with c:
-                final = (await c.call("status"))["final_height"]
-                for h in range(1, final + 1):
-                    if (chain, h) not in self._failed:
-                        blk = await c.call("getBlock", {"height": h})
-                        self._failed[(chain, h)] = sum(1 for r in blk["tx_results"] if not r["ok"])
-                    total += self._failed[(chain, h)]
+        links: Relayer | None = None
+        try:
+            for chain in (self.a, self.b, RELAY):
+                kind = "relay" if chain == RELAY else self.kind(chain)
+                if kind == "fabric" and links is None:
+                    links = await self.links()
+                total += await FAILED_TXS.get(kind, _failed_park_rpc)(self, chain, links)
+        finally:
+            if links is not None:
+                await links.close_links()
         return total
 
     # -- acting -----------------------------------------------------------------------------------
 
     def crash_and_restart(self, chain: str) -> None:
-        """SIGKILL the chain's last node (for Ethereum: anvil itself, so no final state dump), then start it."""
+        """SIGKILL the chain's last node (for Ethereum: anvil itself, so no final state dump; for Fabric: a peer and
+        the Raft leader among the orderers, under the park's supervisor), then start it."""
         node = self.cfg.chain(chain).nodes[-1]
+        if self.kind(chain) == "fabric":
+            crash_fabric_peer_and_leader(self, chain)
+            return
         if self.kind(chain) == "ethereum":
             proc = self.d.procs.pop((chain, node))
             children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
@@ -276,10 +421,15 @@ class Net:
             # the commitment's own path before the block that committed it: a proof that it was absent there (a
             # proof of another absent path can hold this path's nodes too, in a small Ethereum storage trie)
             absent = await park.source.prove(commitment_path(dst, lane, int(seq)), height - 1)
+            if absent.value is not None:
+                # a kind whose proofs attest the state now, not at a height (Fabric's attestations): the attested
+                # absence of a sequence never sent, offered as this one's proof
+                absent = await park.source.prove(commitment_path(dst, lane, int(seq) + 1000), final)
             assert absent.value is None
-            for what, proof in (("the proof of the commitment's absence a block earlier", absent.proof),
-                                ("a tampered proof", pv.proof[:-1] + flip(pv.proof[-1:]))):
-                with pytest.raises(InvalidProofError):
+            tamper, refusal = TAMPER.get(self.kind(src), (_flip_last, InvalidProofError))
+            for what, proof, refused in (("the proof of the commitment's absence", absent.proof, InvalidProofError),
+                                         ("a tampered proof", tamper(pv.proof), refusal)):
+                with pytest.raises(refused):
                     await relay.target.submit("packet.verify", {"packet": raw.hex(), "height": final,
                                                                 "proof": proof.hex()})
                 assert (await self.packet(key))["state"] == "committed", what
@@ -611,12 +761,13 @@ async def test_a_park_node_killed_hard_and_restarted_loses_nothing(live: Net) ->
 
 
 async def test_misbehaviour_freezes_the_client_and_its_proofs_are_refused(live: Net) -> None:
-    """Last in the module: it freezes the relay's client of one park for good. DPoS when the pair has it (one
-    witness signing two blocks at one height is only recorded, the client stays active; then colluding witnesses,
-    more than 2/3 of the set, make a branch conflicting with a final block irreversible: conflicting finality);
-    otherwise Ethereum (a quorum of relay validators attests a hash at a height that the chain, attested honestly
-    above it, contradicts)."""
-    chain = DPOS if DPOS in (live.a, live.b) else ETH
+    """Last in the module: it freezes the relay's client of one park for good. Fabric when the pair has it (an orderer
+    key signs a second block at a height the client holds: the ordering service forked); else DPoS (one witness
+    signing two blocks at one height is only recorded, the client stays active; then colluding witnesses, more than
+    2/3 of the set, make a branch conflicting with a final block irreversible: conflicting finality); otherwise
+    Ethereum (a quorum of relay validators attests a hash at a height that the chain, attested honestly above it,
+    contradicts)."""
+    chain = next(c for c in (FABRIC, DPOS, ETH) if c in (live.a, live.b))
     key = await live.send(chain, 50)
     links = await live.links()
     try:
@@ -626,7 +777,9 @@ async def test_misbehaviour_freezes_the_client_and_its_proofs_are_refused(live: 
         async def frozen() -> bool:
             return bool((await rc.call("getClientStatus", {"chain_id": chain}))["status"] == "frozen")
 
-        if chain == DPOS:
+        if chain == FABRIC:
+            await _fabric_orderer_signs_a_second_block(live, links)
+        elif chain == DPOS:
             await _dpos_witness_signs_twice(live, links)
             assert not await frozen()  # one witness of N is recorded, never halts the bridge
             await _dpos_colluders_finalise_a_conflicting_branch(live, links)
@@ -640,6 +793,56 @@ async def test_misbehaviour_freezes_the_client_and_its_proofs_are_refused(live: 
     finally:
         await links.close_links()
     assert (await live.packet(key))["state"] == "committed"
+
+
+async def _fabric_orderer_signs_a_second_block(live: Net, links: Relayer) -> None:
+    """A consenter's key (orderer0's devnet key, from the park's data dir) signs another block at a height the relay's
+    client holds, on the same parent, with the same signed metadata: two orderer-signed blocks at one height. Given as
+    ``client.misbehaviour`` evidence beside the real block, it freezes the client (SPEC §8.7, hazard 4)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from chains.fabric.consts import ORDERER_MSP
+    from chains.fabric.network.config import Layout
+    from chains.fabric.proto import (
+        SIGNATURES_INDEX,
+        Block,
+        BlockHeader,
+        Metadata,
+        MetadataSignature,
+        SerializedIdentity,
+        SignatureHeader,
+    )
+    from chains.fabric.testing import low_s_sign
+
+    rc = links.relay.client
+    assert rc is not None
+    st = await rc.call("getClientStatus", {"chain_id": FABRIC})
+    if st["final_height"] < 1:  # a fresh devnet: give the client its first blocks
+        await links._update_client(links.parks[FABRIC])
+        await wait_for("the first Fabric blocks held", lambda: _held_above(rc, FABRIC, 1), 30)
+        st = await rc.call("getClientStatus", {"chain_id": FABRIC})
+    height = st["final_height"]
+    real: Block = (await links.parks[FABRIC].source.block(height)).header  # type: ignore[attr-defined]
+    assert real.data is None, "the evidence block must not be a config block"
+    signed_value = Metadata.decode(real.metadata[SIGNATURES_INDEX]).value
+    lay = Layout(live.cfg.data_dir / FABRIC)
+    orderer = lay.node(ORDERER_MSP, "orderer0")
+    key = load_pem_private_key(lay.keyfile(orderer).read_bytes(), None)
+    creator = SerializedIdentity(ORDERER_MSP, lay.signcert(orderer).read_bytes()).encode()
+    twin_header = BlockHeader(height, real.header.previous_hash, hashlib.sha256(b"a block never cut").digest())
+    shdr = SignatureHeader(creator, hashlib.sha256(b"twin").digest()[:24]).encode()
+    sig = low_s_sign(key, signed_value + shdr + twin_header.asn1())  # type: ignore[arg-type]
+    md = Metadata(signed_value, (MetadataSignature(shdr, sig),)).encode()
+    twin = Block(twin_header, None, (md, *real.metadata[SIGNATURES_INDEX + 1:]))
+    assert twin.hash != real.hash
+    await links.relay.target.submit("client.misbehaviour", {"chain_id": FABRIC, "header_a": real.encode().hex(),
+                                                            "header_b": twin.encode().hex()})
+
+
+async def _held_above(rc: Any, chain: str, height: int) -> bool:
+    return bool((await rc.call("getClientStatus", {"chain_id": chain}))["final_height"] >= height)
 
 
 async def _dpos_witness_signs_twice(live: Net, links: Relayer) -> None:

@@ -1,7 +1,8 @@
 """No orphans (issue 9): when whatever started a devnet is SIGKILLed, every process it started dies with it.
 
 A parent process starts a small devnet through the real code paths — a DPoS witness, an Ethereum park node
-with its anvil (a grandchild), a relay validator and a relayer — once as ``parkrelay devnet demo`` (the CLI)
+with its anvil (a grandchild), a Fabric park's supervisor with its orderer, peers and chaincode servers
+(grandchildren), a relay validator and a relayer — once as ``parkrelay devnet demo`` (the CLI)
 and once as a test harness / benchmark does (``tests.integration.harness.Devnet`` plus a relayer). Once
 every role runs, the parent is SIGKILLed (no ``finally``, no signal handler runs) and ``/proc`` is polled,
 with a deadline, until none of its descendants runs.
@@ -25,9 +26,11 @@ from tests.integration.harness import REPO, descendants, free_port_block, still_
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-DPOS, ETH = "dpos-park", "eth-park"
+DPOS, ETH, FABRIC = "dpos-park", "eth-park", "fabric-park"
 ROLES = {"dpos node": "node dpos", "ethereum node": "node ethereum", "relay validator": "node relay",
-         "relayer": "relayer start", "anvil": "--state-interval"}
+         "relayer": "relayer start", "anvil": "--state-interval", "fabric supervisor": "node fabric",
+         "fabric orderer": "/bin/orderer", "fabric peer": "peer node start",
+         "fabric chaincode server": "chains.fabric.chaincode.server"}
 """Each role the devnet must be running before the kill, by a piece of its command line."""
 
 HARNESS_PARENT = """
@@ -54,8 +57,9 @@ def _write_config(root: Path) -> Path:
             {"id": DPOS, "kind": "dpos", "nodes": ["witness-a"], "base_port": free_port_block(1),
              "block_interval_ms": 1000, "accounts": {"alice": 10**9, "operator": 0}},
             {"id": ETH, "kind": "ethereum", "base_port": free_port(), "accounts": {"bob": 10**9}},
+            {"id": FABRIC, "kind": "fabric", "base_port": free_port_block(12), "accounts": {"gina": 10**9}},
         ],
-        "lanes": [{"lane": "lane-0", "a": ETH, "b": DPOS}],
+        "lanes": [{"lane": "lane-0", "a": ETH, "b": DPOS}, {"lane": "lane-1", "a": FABRIC, "b": DPOS}],
         "relay": {"validators": ["op-a"], "base_port": free_port_block(1)},
         "relayers": {"names": ["relayer-a"]},
     }
@@ -107,6 +111,8 @@ def test_killing_the_parent_kills_every_descendant(tmp_path: Path, parent_kind: 
         anvil = found["anvil"]
         assert procs[anvil] and anvil not in descendants(found["relay validator"])  # a grandchild, via the eth node
         assert anvil in descendants(found["ethereum node"])
+        fabric = descendants(found["fabric supervisor"])  # Fabric's own processes, under the park's supervisor
+        assert {found[r] for r in ("fabric orderer", "fabric peer", "fabric chaincode server")} <= set(fabric)
 
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)

@@ -33,11 +33,6 @@ DEVNET = ROOT / "deploy" / "devnet.toml"
 # --- registries -----------------------------------------------------------------------------------------------
 
 
-ADAPTERS_PENDING = {"fabric"}
-"""Kinds whose relayer adapters and operator view are not written yet (the Fabric adapter, issue 11): the relay
-already hosts their light client. Remove a kind from here when its adapters land."""
-
-
 def test_the_four_kinds_are_registered_once() -> None:
     assert list(KINDS) == ["dpos", "poc", "ethereum", "fabric"]
     assert all(chain_kind(name).name == name for name in KINDS)
@@ -52,11 +47,13 @@ def test_an_unknown_kind_is_one_clear_error(name: str) -> None:
 
 
 def test_every_kind_has_adapters_a_client_type_and_a_view() -> None:
-    assert set(ADAPTERS) == set(KINDS) - ADAPTERS_PENDING
+    assert set(ADAPTERS) == set(KINDS)
     assert all(ADAPTERS[name].kind is KINDS[name] for name in ADAPTERS)
     assert set(CLIENT_TYPES) == set(KINDS)
     assert all(CLIENT_TYPES[name].name == name for name in KINDS)  # the kind's name is its client type
-    assert set(_VIEWS) == set(KINDS) - ADAPTERS_PENDING
+    assert set(_VIEWS) == set(KINDS)
+    assert [n for n, a in ADAPTERS.items() if a.duplicates_reach_blocks] == ["ethereum", "fabric"]
+    assert [n for n, a in ADAPTERS.items() if a.one_writer] == ["fabric"]
 
 
 def test_kind_attributes() -> None:

@@ -333,12 +333,14 @@ def test_for_park_gives_every_account_and_relayer_an_identity(tmp_path: Path) ->
 def test_parkrelay_node_fabric_maps_the_chain_table(tmp_path: Path) -> None:
     """``parkrelay node fabric --config FILE --chain ID``: the chain's data dir, port, host, network keys, and an
     identity for each account and relayer (the kind's other keys are not the network's)."""
+    from chains.fabric.params import FabricChainParams
     from relay.cli import _fabric_network, build_parser
     from relay.config import ChainConfig, ConfigError, DeploymentConfig
 
     fabric = ChainConfig("fabric-park", "fabric", ("network",), 31000, {"alice": 10, "operator": 0},
-                         {"orderers": 3, "batch_timeout_ms": 100, "users": {"alice": SALES_MSP},
-                          "trusting_period_ms": 1}, {})  # type: ignore[arg-type]
+                         FabricChainParams.from_mapping({"orderers": 3, "batch_timeout_ms": 100,
+                                                         "users": {"alice": SALES_MSP}, "keepalive_after_s": 60}),
+                         {})
     other = ChainConfig("dpos-park", "dpos", ("witness-a",), 32000, {}, {}, {})  # type: ignore[arg-type]
     dep = DeploymentConfig(path=tmp_path / "d.toml", data_dir=tmp_path / "data", host="127.0.0.1",
                            chains=(other, fabric), relay_validators=("op-a",), relayers=("relayer-a",))

@@ -308,3 +308,136 @@ async def test_a_farmer_the_client_does_not_know_is_registered_with_a_proof_of_i
     assert reg == {"chain_id": "poc-park", "height": 5, "name": "farmer-a", "account": b"01".hex(),
                    "proof": b"proof".hex()}
     r.db.close()
+
+
+class _ReceiptPark(_Park):
+    """A target that records timeouts itself (Fabric): its receipt paths hold what ``receipts`` says."""
+
+    def __init__(self, chain_id: str) -> None:
+        super().__init__(chain_id)
+        self.receipts: dict[str, bytes] = {}
+
+    async def query_many(self, keys: list[str]) -> dict[str, str | None]:
+        out = await super().query_many(keys)
+        out.update({k: v.hex() for k, v in self.receipts.items() if k in keys})
+        return out
+
+    async def prove(self, key: bytes, height: int) -> Any:
+        from adapters.common.roles import ProvenValue
+
+        if key.decode() in self.receipts:
+            return ProvenValue(height, key, self.receipts[key.decode()], b"attested", bytes(32))
+        return await super().prove(key, height)
+
+    async def header_time_ms(self, height: int) -> int:
+        raise AssertionError("a target that records timeouts itself has no block time to read")
+
+
+class _VerifiedRelay(_Relay):
+    """The relay chain with ``verified`` packets recorded VERIFIED (and their certificates)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified: set[str] = set()
+
+    async def query_many(self, keys: list[str]) -> dict[str, str | None]:
+        return {k: ("aa" if k in self.verified else None) for k in keys}
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        if method == "getCertificate":
+            return {"key": (params or {})["key"], "cert": "of the relay"}
+        return await super().call(method, params)
+
+
+SENTINEL = hashlib.sha256(b"a timeout receipt").digest()
+
+
+async def test_a_timeout_to_a_target_that_records_it_goes_through_its_receipt_first(tmp_path: Path) -> None:
+    """Phase 4 to Fabric (ChainKind.timeout_receipt): past the timeout the relayer delivers the packet and its
+    certificate to the target (``bridge.timeout_receipt``), never reading a block time; once the target's receipt
+    path holds its timeout receipt, that (attested) value is what the relayer proves to the relay."""
+    from protocol.paths import receipt_path, verified_path
+
+    relay, a, b = _VerifiedRelay(), _Park("park-a"), _ReceiptPark("fabric-park")
+    a.events_at[3] = [_send_event("park-a", "fabric-park", 1, 3, timeout_ms=5_000)]
+    relay.verified.add(verified_path("park-a", "fabric-park", "lane-0", 1).decode())
+    for p in (a, b):
+        _client(relay, p, latest=10, final=8)
+    r = _relayer(tmp_path, relay, {"park-a": a, "fabric-park": b}, heartbeat_s=None, wall_ms=lambda: 4_999)
+    r.parks["fabric-park"].timeout_receipt = SENTINEL
+    r.parks["fabric-park"].duplicates_reach_blocks = True
+    await r.step()
+    assert [op for op, _ in b.submitted] == ["bridge.recv"]  # before the timeout: delivered as usual
+    b.submitted.clear()
+    r._wall_ms = lambda: 5_000
+    r._inflight.clear()
+    await r.step()
+    ((op, args),) = b.submitted
+    assert op == "bridge.timeout_receipt" and args["certificate"]["key"].startswith("relay/verified/park-a/")
+    assert not [op for op, _ in relay.submitted if op == "packet.confirm_timeout"]  # nothing to prove yet
+    b.receipts[receipt_path("park-a", "lane-0", 1).decode()] = SENTINEL
+    await r.step()
+    ((args),) = [a for op, a in relay.submitted if op == "packet.confirm_timeout"]
+    assert args["proof"] == b"attested".hex() and args["height"] == 8 and "commit_proof" not in args
+    assert len(b.submitted) == 1  # no second timeout_receipt once it is there
+    r.db.close()
+
+
+async def test_an_ack_at_the_receipt_path_is_never_proven_as_a_timeout(tmp_path: Path) -> None:
+    from protocol.paths import receipt_path, verified_path
+
+    relay, a, b = _VerifiedRelay(), _Park("park-a"), _ReceiptPark("fabric-park")
+    a.events_at[3] = [_send_event("park-a", "fabric-park", 1, 3, timeout_ms=5_000)]
+    relay.verified.add(verified_path("park-a", "fabric-park", "lane-0", 1).decode())
+    b.receipts[receipt_path("park-a", "lane-0", 1).decode()] = bytes(32)  # an ack commitment: executed in time
+    for p in (a, b):
+        _client(relay, p, latest=10, final=8)
+    r = _relayer(tmp_path, relay, {"park-a": a, "fabric-park": b}, heartbeat_s=None, wall_ms=lambda: 9_000)
+    r.parks["fabric-park"].timeout_receipt = SENTINEL
+    await r.step()
+    assert not [op for op, _ in b.submitted if op == "bridge.timeout_receipt"]
+    assert not [op for op, _ in relay.submitted if op == "packet.confirm_timeout"]
+    r.db.close()
+
+
+async def test_a_never_verified_packet_to_such_a_target_is_timed_out_on_attested_absence(tmp_path: Path) -> None:
+    """No certificate exists for a packet the relay never verified, so the target can write no timeout receipt: the
+    relayer proves the receipt path's absence (SPEC §8.7, ``certified=False``), with the commitment's proof."""
+    relay, a, b = _Relay(), _Park("park-a"), _ReceiptPark("fabric-park")
+    a.events_at[3] = [_send_event("park-a", "fabric-park", 1, 3, timeout_ms=5_000)]
+    for p in (a, b):
+        _client(relay, p, latest=10, final=8)
+    r = _relayer(tmp_path, relay, {"park-a": a, "fabric-park": b}, heartbeat_s=None, wall_ms=lambda: 5_000)
+    r.parks["fabric-park"].timeout_receipt = SENTINEL
+    await r.step()
+    assert b.submitted == []
+    ((args),) = [a for op, a in relay.submitted if op == "packet.confirm_timeout"]
+    assert args["commit_proof"] == b"proof".hex() and args["proof"] == b"proof".hex()
+    r.db.close()
+
+
+@pytest.mark.parametrize(("quiet_s", "park_ahead", "pinged"), [(3601, False, True), (3599, False, False),
+                                                              (3601, True, False)])
+async def test_a_quiet_channel_gets_a_keepalive_transaction(tmp_path: Path, quiet_s: int, park_ahead: bool,
+                                                            pinged: bool) -> None:
+    """ChainKind.keepalive_after_s (Fabric): the relay's client of a park that cuts blocks only for transactions
+    expires without them; the heartbeat sends a no-op ``bridge.ping`` once the client has seen no new block for that
+    long and the park has none to feed it (a park with newer blocks is fed instead)."""
+    relay, park = _Relay(), _Park("fabric-park", height=10, final=10)
+    _client(relay, park, latest=10 - park_ahead, final=10 - park_ahead)
+    relay.status["fabric-park"]["final_timestamp_ms"] = 1_000_000
+    now = [100.0]
+    r = _relayer(tmp_path, relay, {"fabric-park": park}, heartbeat_s=1.0, clock=lambda: now[0],
+                 wall_ms=lambda: 1_000_000 + quiet_s * 1000)
+    r.parks["fabric-park"].keepalive_after_s = 3600.0
+    step = r._heartbeat_step_of(r.parks["fabric-park"])
+    await step()
+    assert [op for op, _ in park.submitted] == (["bridge.ping"] if pinged else [])
+    assert [op for op, _ in relay.submitted] == (["client.update"] if park_ahead else [])
+    now[0] += 1.5  # the next heartbeat, the ping still in flight (its block not fed yet): not sent again
+    await step()
+    assert len(park.submitted) == int(pinged)
+    now[0] += 5  # still no new block long after: the ping was lost, another one goes
+    await step()
+    assert len(park.submitted) == 2 * int(pinged)
+    r.db.close()

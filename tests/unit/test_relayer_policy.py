@@ -52,6 +52,35 @@ def test_next_action_from_records_and_now(committed: bool, verified: bool, outco
     assert next_action(rec, now, timeout_unverified=unverified) is action
 
 
+@pytest.mark.parametrize(("verified", "outcome", "received", "sentinel", "now", "action"), [
+    (True, False, False, False, T - 1, Action.RECV),
+    (True, False, False, False, T, Action.TIMEOUT_RECEIPT),  # the target records the timeout by its own clocks first
+    (True, False, False, True, T, Action.TIMEOUT),  # then the relay is shown the target's timeout receipt
+    (True, False, False, True, T - 1, Action.TIMEOUT),  # the target's clocks are ahead of ours: its receipt decides
+    (True, False, True, False, T + 1, Action.CONFIRM),  # received before the timeout: the ack decides
+    (False, False, False, False, T, Action.TIMEOUT),  # never verified: no certificate, so no receipt; attested absence
+    (False, False, False, False, T - 1, Action.VERIFY),
+    (True, True, False, True, T + 1, Action.SETTLE),
+])
+def test_next_action_on_a_target_that_writes_timeout_receipts(verified: bool, outcome: bool, received: bool,
+                                                              sentinel: bool, now: int, action: Action) -> None:
+    """A target whose kind proves timeouts by a receipt it writes itself (ChainKind.timeout_receipt: Fabric)."""
+    rec = PacketRecords(committed=True, verified=verified, outcome=outcome, received=received, timeout_ms=T,
+                        timeout_receipt=sentinel)
+    assert next_action(rec, now, target_timeout_receipt=True) is action
+    if action is Action.TIMEOUT_RECEIPT:  # the same records elsewhere go straight to the relay
+        assert next_action(rec, now) is Action.TIMEOUT
+
+
+def test_only_fabric_writes_timeout_receipts_and_needs_keepalives() -> None:
+    from chains.fabric.consts import TIMEOUT_RECEIPT
+    from chains.registry import KINDS
+
+    assert {n: k.timeout_receipt for n, k in KINDS.items() if k.timeout_receipt} == {"fabric": TIMEOUT_RECEIPT}
+    keepalive = {n: k.keepalive_after_s(k.params_type.from_mapping({})) for n, k in KINDS.items()}
+    assert keepalive == {"dpos": None, "poc": None, "ethereum": None, "fabric": 3600.0}
+
+
 class _Target:
     def __init__(self, error: Exception | None) -> None:
         self.error = error
@@ -159,6 +188,28 @@ def test_only_the_relayer_whose_turn_it_is_acts_then_the_next_takes_over(tmp_pat
         r.db.close()
 
 
+def test_where_different_packets_conflict_one_relayer_writes_and_the_others_cover(tmp_path: Path) -> None:
+    """``one_writer`` (Fabric: MVCC): the turn order is per chain, so one relayer sends every packet's transactions
+    there (its adapter keeps its own conflicting ones apart) and no two relayers' transactions meet in a block; the
+    next in line covers a packet whose action stayed due for takeover_after_s."""
+    now = [1000.0]
+    names = ("relayer-a", "relayer-b", "relayer-c")
+    rs = {n: _turns(tmp_path, n, costly=True, clock=lambda: now[0]) for n in names}
+    for r in rs.values():
+        r.parks["eth-park"].one_writer = True
+    packets = [_tracked(seq) for seq in range(30)]
+    acting = {n for t in packets for n, r in rs.items() if r._my_turn(t, "recv")}
+    assert len(acting) == 1  # the same relayer for every packet
+    writer = acting.pop()
+    back = _tracked(99, src="eth-park", dst="dpos-park")
+    assert [n for n, r in rs.items() if r._my_turn(back, "settle")] == [writer]  # every action on that chain
+    now[0] += 4.0
+    second = rs[writer].turn_order("writes/eth-park", "write")[1]
+    assert {n for n, r in rs.items() if r._my_turn(packets[0], "recv")} == {writer, second}
+    for r in rs.values():
+        r.db.close()
+
+
 def test_no_turns_on_chains_that_refuse_duplicates_or_for_a_lone_relayer(tmp_path: Path) -> None:
     t = _tracked(1)
     free = [_turns(tmp_path, n, costly=False) for n in ("relayer-a", "relayer-b")]
@@ -183,3 +234,17 @@ async def test_a_refused_header_update_is_looked_at_again_soon_and_the_log_says_
     assert until - before <= RESUBMIT_AFTER_S / 3 + 1
     assert "not retried for 2s" in caplog.text and "300" not in caplog.text
     r.db.close()
+
+
+def test_a_chain_kinds_refined_code_arrives_as_its_class_and_so_as_the_generic_one() -> None:
+    """A relay node answers a Fabric attestation it refuses with ``proof.fabric.statement``; over JSON-RPC it is rebuilt
+    as that class (chains.fabric.errors), which is an InvalidProofError: callers that catch the generic class (and
+    decide by its disposition) need not know the kind."""
+    from chains.fabric.errors import StatementError
+    from protocol.errors import Disposition, InvalidProofError
+
+    err = error_from_rpc({"data": {"code": "proof.fabric.statement", "message": "another key", "got": "ab"}})
+    assert isinstance(err, StatementError) and isinstance(err, InvalidProofError)
+    assert (err.code, err.disposition, err.got) == ("proof.fabric.statement", Disposition.NEVER, "ab")
+    assert type(error_from_rpc({"data": {"code": "packet.replay", "message": "x"}})) is ReplayError  # the general one
+    assert error_from_rpc({"data": {"code": "remote", "message": "x"}}).code == "remote"

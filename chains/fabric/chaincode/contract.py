@@ -18,7 +18,7 @@ Arguments are Fabric chaincode args (UTF-8 strings). A submit function takes one
 arguments, with the same strict parsing, as the Python parks' ops of the same name (:mod:`chains.common.bridge`,
 :func:`chains.common.tx.op_transfer`). Submit functions are endorsed by both organisations
 (:data:`~chains.fabric.consts.ENDORSEMENT_POLICY`) and committed; query functions are evaluated and write
-nothing. Every function but ``init_bridge`` and ``attest`` needs the bridge initialised.
+nothing. Every function but ``init_bridge``, ``attest`` and ``ping`` needs the bridge initialised.
 
 =========================  ======  ====================================================================
 function                   kind    arguments -> response payload
@@ -35,6 +35,8 @@ function                   kind    arguments -> response payload
 ``update_relay_validators`` submit ``bridge.update_relay_validators`` args -> events
 ``issue_right``            submit  ``rights.issue`` args; the creator must be the rights operator -> events
 ``set_transformer``        submit  ``rights.set_transformer`` args; likewise -> events
+``ping``                   submit  none: reads and writes nothing -> ``[]``: a relayer's keepalive, so a quiet
+                                   channel still cuts a block before the relay's client of it expires (SPEC §8.7)
 ``attest``                 query   ``key_hex, nonce_hex`` -> attestation statement (below)
 ``whoami``                 query   none -> ``{account, registered}``
 ``balance``                query   ``account, denom`` -> ``{account, denom, amount_wh}``
@@ -451,6 +453,10 @@ class BridgeContract:
     def _set_transformer(self, call: _Call) -> bytes:
         return self._op(call, "rights.set_transformer", needs_sender=True)
 
+    def _ping(self, call: _Call) -> bytes:
+        # no state read or written: concurrent pings never conflict (MVCC), and the block they land in is the point
+        return canonical_json(call.events)
+
     def _timeout_receipt(self, call: _Call) -> bytes:
         params = _require_init(call.state)
         packet, cert = _packet_and_certificate(call.args[0], "timeout_receipt")
@@ -534,6 +540,7 @@ FUNCTIONS: dict[str, _Function] = {
     "update_relay_validators": _Function(BridgeContract._update_relay_validators, 1, True),
     "issue_right": _Function(BridgeContract._issue_right, 1, True),
     "set_transformer": _Function(BridgeContract._set_transformer, 1, True),
+    "ping": _Function(BridgeContract._ping, 0, True),
     "attest": _Function(BridgeContract._attest, 2, False),
     "whoami": _Function(BridgeContract._whoami, 0, False),
     "balance": _Function(BridgeContract._balance, 2, False),

@@ -11,6 +11,7 @@ the peers in :data:`~chains.fabric.consts.PEER_ORGS` order (:meth:`FabricNetwork
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -115,6 +116,12 @@ class ChaincodeSpec:
     """A query (``peer chaincode query`` arguments) that succeeds once a peer reaches its organisation's chaincode
     server; the launcher waits for it on every peer. The default is the metadata function every
     ``fabric-chaincode-python`` contract chaincode has."""
+    init_args: tuple[str, ...] = ()
+    """A transaction (chaincode arguments) the launcher submits once the chaincode answers, as the first peer
+    organisation's admin, endorsed by every organisation, unless ``<data dir>/chaincode-initialised`` records it
+    done. The bridge chaincode's ``init_bridge`` with the park's genesis: it refuses a second one with
+    ``[packet.replay]``, which also counts as done (a launcher killed between the commit and the record). Empty:
+    nothing to submit."""
 
     @property
     def label(self) -> str:
@@ -191,12 +198,25 @@ class FabricNetworkConfig:
 
     @classmethod
     def for_park(cls, *, chain_id: str, data_dir: Path, base_port: int, host: str, params: Mapping[str, Any],
-                 accounts: Iterable[str], relayers: Iterable[str] = ()) -> FabricNetworkConfig:
+                 accounts: Iterable[str], relayers: Iterable[str] = (), genesis_arg: str | None = None
+                 ) -> FabricNetworkConfig:
         """The network of a deployment's Fabric park (``parkrelay node fabric``): the chain table's parameters
-        that are :data:`MAPPING_KEYS` (others are the light client's and the bridge's; None means the default),
-        and a client identity for every account and relayer: in the organisation ``params["users"]`` names, else
-        in ``OperatorMSP``."""
+        that are :data:`MAPPING_KEYS` (others are the light client's and the bridge's; None means the default;
+        ``chaincode`` may be the bridge chaincode's name instead of a table), and a client identity for every
+        account and relayer: in the organisation ``params["users"]`` names, else in ``OperatorMSP``.
+
+        ``genesis_arg``: the park genesis's ``init_bridge`` argument (``chains.fabric.kind``): the launcher submits
+        it once (``ChaincodeSpec.init_args``) and each organisation's chaincode server endorses no other genesis
+        (its SHA-256 pinned in ``PARKRELAY_FABRIC_GENESIS_SHA256``)."""
         raw = {k: v for k, v in params.items() if k in MAPPING_KEYS and v is not None}
+        if isinstance(raw.get("chaincode"), str):
+            raw["chaincode"] = {"name": raw["chaincode"]}
+        if genesis_arg is not None:
+            spec = dict(raw.get("chaincode") or {})
+            env = dict(spec.get("env") or {})
+            env["PARKRELAY_FABRIC_GENESIS_SHA256"] = hashlib.sha256(genesis_arg.encode()).hexdigest()
+            spec.update(env=env, init_args=["init_bridge", genesis_arg])
+            raw["chaincode"] = spec
         named = dict(raw.get("users") or {})
         users = {name: named.get(name, PEER_ORGS[0]) for name in (*accounts, *relayers)}
         users.update(named)
@@ -287,7 +307,7 @@ MAPPING_KEYS: Mapping[str, type] = {
 }
 """Keys :meth:`FabricNetworkConfig.from_mapping` takes, and their types."""
 _CHAINCODE_KEYS = {"command": list, "name": str, "version": str, "sequence": int, "endorsement_policy": str,
-                   "env": dict, "cwd": str, "ready_args": list}
+                   "env": dict, "cwd": str, "ready_args": list, "init_args": list}
 
 
 def _chaincode_from_mapping(raw: Any) -> ChaincodeSpec:
@@ -338,6 +358,7 @@ class Layout:
         chaincode/<MSP>/<label>.tgz, package-id         each organisation's chaincode-as-a-service package
         network.json                                    the settings fixed at init (ports, orderers, channel...)
         ready.json                                      present while a supervisor runs the park, once it is up
+        chaincode-initialised                           the chaincode's init transaction is done (init_bridge)
         connection-profile.json                         for hfc (fabric-sdk-py)
         logs/<process>.log                              each process's output
     """
@@ -413,6 +434,11 @@ class Layout:
         connection profile), removed when it stops; one left by a SIGKILLed supervisor names a dead
         ``supervisor_pid``."""
         return self.root / "ready.json"
+
+    @property
+    def chaincode_initialised(self) -> Path:
+        """``chaincode-initialised``: the chaincode's ``init_args`` transaction committed (or was done already)."""
+        return self.root / "chaincode-initialised"
 
     @property
     def connection_profile(self) -> Path:

@@ -17,6 +17,9 @@ start and every restart (after a crash, a reboot, or a SIGKILL of one process):
    (``CHAINCODE_ID`` = its package id, ``CHAINCODE_SERVER_ADDRESS``); unless the definition is committed:
    a Raft leader awaited (orderer ``/metrics``), ``approveformyorg`` by the organisations that have not approved,
    ``commit``; finally ``ChaincodeSpec.ready_args`` queried on every peer until it succeeds.
+6. **chaincode_init** — unless ``chaincode-initialised`` records it done, ``ChaincodeSpec.init_args`` (the bridge's
+   ``init_bridge`` with the park's genesis) submitted once, endorsed by both organisations, waited for until it
+   commits VALID; a refusal ``[packet.replay]`` (done by an earlier start) counts as done.
 
 :attr:`FabricNetwork.timings` records how long each step took.
 """
@@ -59,6 +62,9 @@ from chains.fabric.network.tools import FabricTools, base_env
 __all__ = ["FabricNetwork", "rss_kib"]
 
 log = logging.getLogger("chains.fabric.network")
+
+_REFUSAL = re.compile(r'status:500 message:\\?"\[([a-z0-9._]+)\]')
+"""A chaincode refusal in ``peer chaincode invoke``'s output: ``status:500 message:"[<code>] ..."``."""
 
 _STRIPPED_FROM_CHAINCODE_ENV = ("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION",)
 """Variables a test process sets for hfc's old protos that the chaincode server (newer protos) must not inherit
@@ -228,6 +234,8 @@ class FabricNetwork:
             self.ensure_peers_joined(timeout_s)
         with self._timed("chaincode"):
             self.ensure_chaincode(timeout_s)
+        with self._timed("chaincode_init"):
+            self.ensure_initialised(timeout_s)
         self.timings["total"] = time.monotonic() - started
         log.info("fabric park %s up in %.1f s (%s)", self.cfg.chain_id, self.timings["total"],
                  ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items() if k != "total"))
@@ -303,6 +311,28 @@ class FabricNetwork:
             self._wait(f"chaincode {spec.name} answering on {peer_process(msp)}",
                        partial(self._chaincode_answers, msp), timeout_s,
                        needs=(peer_process(msp), chaincode_process(msp)))
+
+    def ensure_initialised(self, timeout_s: float = 60.0) -> None:
+        """Step 6: the chaincode's ``init_args`` transaction committed once (module docstring)."""
+        args = list(self.cfg.chaincode.init_args)
+        marker = self.cfg.layout.chaincode_initialised
+        if not args or marker.exists():
+            return
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code, out = self.lifecycle.invoke(args, self.wait_leader(timeout_s), check=False)
+            if code == 0 or "[packet.replay]" in out:
+                break
+            # the chaincode itself refused (status 500 with a stable code): no retry makes it accept. Anything else
+            # (an orderer that lost its leader, a peer still catching up with the definition) is retried until the
+            # deadline, then reported with the CLI's own words
+            refused = _REFUSAL.search(out)
+            if refused is not None or time.monotonic() > deadline:
+                raise FabricNetworkError(f"chaincode {self.cfg.chaincode.name}: init transaction {args[0]} failed: "
+                                         f"{' | '.join(out.strip().splitlines()[-4:])}")
+            time.sleep(0.5)
+        marker.write_text(f"{args[0]} done\n")
+        log.info("chaincode %s: %s done", self.cfg.chaincode.name, args[0])
 
     def _chaincode_answers(self, msp: str) -> bool:
         try:

@@ -145,6 +145,20 @@ class Lifecycle:
         self.tools.peer(PEER_ORGS[0], "lifecycle", "chaincode", "commit", *self.tools.orderer_flags(orderer),
                         *self._definition(), *peers, "--waitForEventTimeout", "60s", timeout_s=90)
 
+    def invoke(self, args: list[str], orderer: int, *, msp: str = PEER_ORGS[0], user: str | None = None,
+               check: bool = True, timeout_s: float = 60.0) -> tuple[int, str]:
+        """``peer chaincode invoke`` as ``user`` (default the admin) of ``msp``, endorsed by every organisation's
+        peer, submitted to ``orderer`` and waited for until it commits: the CLI's exit status and output."""
+        lay = self.cfg.layout
+        peers: list[str] = []
+        for org in PEER_ORGS:
+            peers += ["--peerAddresses", self.cfg.peer_endpoint(org), "--tlsRootCertFiles", str(lay.tls_ca(org))]
+        res = self.tools.peer(msp, "chaincode", "invoke", *self.tools.orderer_flags(orderer), "--channelID",
+                              self.cfg.channel, "--name", self.spec.name, *peers, "--ctor", json.dumps({"Args": args}),
+                              "--waitForEvent", "--waitForEventTimeout", f"{int(timeout_s)}s", user=user or ADMIN,
+                              check=check, timeout_s=timeout_s + 10)
+        return res.returncode, res.output
+
     def query(self, msp: str, args: list[str], *, user: str | None = None, check: bool = True) -> str:
         """``peer chaincode query`` on ``msp``'s peer (as ``user``, default its admin): what the chaincode
         returned."""

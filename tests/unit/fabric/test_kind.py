@@ -44,7 +44,8 @@ def test_the_kind_is_registered_and_hosts_the_fabric_client() -> None:
     assert FABRIC.light_client_type is FabricLightClient and CLIENT_TYPES["fabric"].name == "fabric"
     assert set(FABRIC.client_params) == {"max_consensus_states", "max_attestation_age_ms", "max_clock_skew_ms",
                                          "max_configs"}
-    with pytest.raises(NotImplementedError, match="network launcher"):
+    assert FABRIC.fixed_nodes == ("network",)  # one supervisor process runs the park
+    with pytest.raises(ValueError, match="base_port"):  # the orderers' endpoints are in the channel's genesis block
         FABRIC.build_genesis(chain_id="f", params={}, nodes={}, accounts={}, relay_validators=None,  # type: ignore[arg-type]
                              lanes=[], genesis_time_ms=0, data_dir=None)  # type: ignore[arg-type]
 

@@ -169,6 +169,30 @@ def test_timeout_needs_the_sentinel_never_absence(s: Setup) -> None:
         c.verify_membership(N_BLOCKS, KEY, ACK, net.attest(KEY, TIMEOUT_RECEIPT), T0_MS)
 
 
+def test_an_uncertified_packet_times_out_on_a_fresh_absence_at_or_past_its_timeout(s: Setup) -> None:
+    """``certified=False`` (the relay never verified the packet, SPEC §6.6): no certificate exists for the target to
+    execute it with, so absence attested at or past the timeout proves it timed out (SPEC §8.7); everything else
+    still holds: the peers' clocks, freshness, the policy, and a receipt refutes it."""
+    c, net = s.client, s.net
+    timeout = T0_MS - 10
+    c.verify_timeout(N_BLOCKS, KEY, timeout, net.attest(KEY, None), T0_MS, certified=False)
+    c.verify_timeout(N_BLOCKS, KEY, T0_MS, net.attest(KEY, None, T0_MS), T0_MS, certified=False)  # edge: at it
+    c.verify_timeout(N_BLOCKS, KEY, timeout, net.attest(KEY, TIMEOUT_RECEIPT), T0_MS, certified=False)
+    with pytest.raises(TimeoutExpiredError):  # one peer's clock before the timeout
+        c.verify_timeout(N_BLOCKS, KEY, T0_MS - 5, net.attest(KEY, None, T0_MS - 6), T0_MS, certified=False)
+    with pytest.raises(StatementError):  # a receipt exists: it executed
+        c.verify_timeout(N_BLOCKS, KEY, timeout, net.attest(KEY, ACK), T0_MS, certified=False)
+    with pytest.raises(AttestationFreshnessError):  # an old absence is no proof of anything
+        stale = net.attest(KEY, None, timeout)
+        c.verify_timeout(N_BLOCKS, KEY, timeout, stale, timeout + DEFAULT_MAX_ATTESTATION_AGE_MS + 1, certified=False)
+    with pytest.raises(EndorsementPolicyError):  # both organisations still attest
+        c.verify_timeout(N_BLOCKS, KEY, timeout, net.attest(KEY, None, peers=[net.peers[SALES_MSP]]), T0_MS,
+                         certified=False)
+    # the same absence for a certified packet is refused (the default): the target may still execute it
+    with pytest.raises(StatementError):
+        c.verify_timeout(N_BLOCKS, KEY, timeout, net.attest(KEY, None), T0_MS)
+
+
 def test_two_blocks_at_one_height_as_evidence_freeze_the_client(s: Setup) -> None:
     c, net = s.client, s.net
     tip = net.blocks[-1]

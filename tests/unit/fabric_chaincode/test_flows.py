@@ -188,3 +188,16 @@ def test_metadata_lists_every_function_with_its_kind() -> None:
     listed = h.query(METADATA_FUNCTION)["contracts"]["bridge"]["transactions"]
     assert {t["name"]: t["tags"] for t in listed} == {
         name: ["submit" if f.submit else "evaluate"] for name, f in FUNCTIONS.items() if name != METADATA_FUNCTION}
+
+
+def test_ping_reads_and_writes_nothing_so_keepalives_never_conflict(h: Harness) -> None:
+    """A relayer's keepalive (``ping``): a transaction that commits into a block (a quiet channel's relay client stays
+    alive, SPEC §8.7) with an empty read/write set and no event: two relayers pinging at once never MVCC-conflict."""
+    from chains.fabric.consts import PEER_ORGS
+
+    before = h.fabric.ledger.snapshot()
+    ends = [h.fabric.endorse(RELAYER, "ping", now_ms=h.net.now_ms, org=org) for org in PEER_ORGS]
+    assert all(e.reads == {} and e.writes == [] and e.event is None for e in ends)
+    assert ends[0].rwset() == ends[1].rwset()
+    assert h.ok(RELAYER, "ping") == [] and h.ok(OPERATOR, "ping") == []
+    assert h.fabric.ledger.snapshot() == before and h.fabric.ledger.invalid == 0

@@ -179,6 +179,7 @@ CASES: dict[str, tuple[str, Callable[[Setup], Call], str]] = {
     "certificate signature short": ("recv", _short_signature, "codec.invalid"),
     "recv without its certificate": ("recv", lambda s: (RELAYER, [{"packet": s.recv["packet"]}]), "codec.invalid"),
     "timeout_receipt with an extra field": ("timeout_receipt", lambda s: _recv(s, x=1), "codec.invalid"),
+    "ping with an argument": ("ping", lambda s: (RELAYER, ["{}"]), "codec.invalid"),
     # who the sender is
     "creator without a common name": ("register", _creator(OPERATOR_MSP, make_cert(None)), "auth.denied"),
     "creator with two common names": ("register", _creator(OPERATOR_MSP, make_cert(["a", "b"])), "auth.denied"),
@@ -257,12 +258,13 @@ def test_genesis_refusal(name: str) -> None:
     h.ok(OPERATOR, "init_bridge", h.genesis_json)  # the valid one still goes through
 
 
-def test_before_genesis_everything_but_init_and_attest_is_refused() -> None:
+def test_before_genesis_everything_but_init_attest_and_ping_is_refused() -> None:
     h = make_harness(init=False)
     for fn, f in FUNCTIONS.items():
-        if fn in ("init_bridge", "attest") or not f.submit:
+        if fn in ("init_bridge", "attest", "ping") or not f.submit:
             continue
         assert h.refused(ALICE, fn, *(["{}"] * f.arity)) == "protocol", fn
+    assert h.ok(ALICE, "ping") == []  # reads nothing, not even the bridge's config: it only makes a block
 
 
 def test_a_genesis_pin_admits_only_that_genesis() -> None:

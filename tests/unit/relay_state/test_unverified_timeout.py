@@ -129,3 +129,29 @@ def test_admission_takes_an_unverified_timeout_and_then_refuses_its_verify() -> 
     for op, op_args in (("packet.confirm_timeout", args), ("packet.verify", h.verify_args(p))):
         with pytest.raises(ReplayError):
             h.sm.check_admission(h.state, h.tx(op, op_args))
+
+
+def test_the_target_client_is_told_whether_the_relay_ever_certified_the_packet(monkeypatch: pytest.MonkeyPatch
+                                                                              ) -> None:
+    """``verify_timeout(..., certified=)``: False exactly when the timeout starts from COMMITTED (no ``relay/verified``
+    record, so no certificate the target could execute the packet with: SPEC §8.7 lets a Fabric target prove such a
+    timeout by attested absence), True from VERIFIED, with or without a commitment proof."""
+    from protocol.light_client import LightClient
+
+    seen: list[bool] = []
+    original = LightClient.verify_timeout
+
+    def spy(self: LightClient[object], *args: object, certified: bool = True) -> None:
+        seen.append(certified)
+        original(self, *args, certified=certified)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LightClient, "verify_timeout", spy)
+    h = RelayHarness()
+    never, verified, both = h.send(amount_wh=1_000), h.send(amount_wh=2_000), h.send(amount_wh=3_000)
+    h.verify(verified)
+    h.verify(both)
+    h.net.advance(10 * MINUTE)
+    h.submit("packet.confirm_timeout", h.unverified_timeout_args(never))
+    h.submit("packet.confirm_timeout", h.timeout_args(verified))
+    h.submit("packet.confirm_timeout", h.unverified_timeout_args(both))
+    assert seen == [False, True, True]
