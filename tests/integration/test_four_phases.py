@@ -160,15 +160,25 @@ def crash_fabric_peer_and_leader(net: Net, chain: str) -> None:
     cfg = park_network(chain_id=chain, params=net.cfg.chain(chain).params, data_dir=net.cfg.data_dir,
                        base_port=net.cfg.chain(chain).base_port, host=net.cfg.host, accounts=[])
 
+    def metric(i: int, name: str) -> int | None:
+        try:
+            body = http_get(f"http://{cfg.host}:{cfg.orderer_ports(i).operations}/metrics")[1].decode()
+        except OSError:
+            return None
+        m = re.search(r"^consensus_etcdraft_" + name + r'\{channel="[^"]+"\}\s+(\d+)', body, re.MULTILINE)
+        return int(m.group(1)) if m else None
+
     def leader() -> int | None:
-        for i in range(cfg.orderers):
-            try:
-                body = http_get(f"http://{cfg.host}:{cfg.orderer_ports(i).operations}/metrics")[1].decode()
-            except OSError:
-                continue
-            if re.search(r'^consensus_etcdraft_is_leader\{channel="[^"]+"\}\s+1', body, re.MULTILINE):
-                return i
-        return None
+        return next((i for i in range(cfg.orderers) if metric(i, "is_leader") == 1), None)
+
+    def healed() -> bool:
+        """A leader in contact with every consenter, and every orderer at its block (a transaction broadcast while
+        the Raft cluster re-forms may be dropped: Fabric's broadcast acknowledges before ordering)."""
+        lead = leader()
+        if lead is None or metric(lead, "active_nodes") != cfg.orderers:
+            return False
+        heights = {metric(i, "committed_block_number") for i in range(cfg.orderers)}
+        return len(heights) == 1 and None not in heights
 
     deadline = time.monotonic() + 30
     while (lead := leader()) is None:
@@ -188,11 +198,13 @@ def crash_fabric_peer_and_leader(net: Net, chain: str) -> None:
     view = park_view(net.cfg, chain)
     while True:
         try:
-            view.status()
-            return
+            if healed():
+                view.status()
+                return
         except OSError:
-            assert time.monotonic() < deadline, f"{chain} not answering after the restart"
-            time.sleep(0.2)
+            pass
+        assert time.monotonic() < deadline, f"{chain} not back in service after the restart"
+        time.sleep(0.2)
 
 
 FAILED_TXS = {"ethereum": _failed_ethereum, "fabric": _failed_fabric}
