@@ -337,9 +337,11 @@ def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
         print(json.dumps({"ok": balances["conserved"], "packets": log, "balances": balances}))
     else:
         print("\nbalances (Wh):")
-        width = max(len(c.id) for c in cfg.chains)
-        for r in balances["rows"]:
-            print(f"  {r['chain']:<{width}} {r['account']:<8} {r['denom']:<24} {r['amount_wh']:>12,}")
+        rows = balances["rows"]
+        wc, wa, wd = (max([len(str(r[k])) for r in rows] + [n])
+                      for k, n in (("chain", 10), ("account", 8), ("denom", 24)))
+        for r in rows:
+            print(f"  {r['chain']:<{wc}} {r['account']:<{wa}} {r['denom']:<{wd}} {r['amount_wh']:>12,}")
         for c in balances["conservation"]:
             print(f"  {c['home']} escrow of kWh {c['escrowed']:,} == vouchers on {c['remote']} {c['vouchers']:,}: "
                   f"{'conserved' if c['ok'] else 'NOT CONSERVED'}")

@@ -352,3 +352,13 @@ def test_parkrelay_node_fabric_maps_the_chain_table(tmp_path: Path) -> None:
         _fabric_network(dep, "dpos-park")
     args = build_parser().parse_args(["node", "fabric", "--config", "x.toml", "--chain", "fabric-park"])
     assert (args.kind, args.chain) == ("fabric", "fabric-park")
+
+
+def test_a_relative_data_dir_is_made_absolute_for_the_files_that_name_paths(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fabric resolves a relative path in configtx.yaml against that file's folder: the devnet's ``var/devnet``
+    once made configtxgen look for var/devnet/fabric-park/config/configtx/var/devnet/...; every path is absolute."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(Path("var/devnet/fabric-park"))
+    assert cfg.data_dir == tmp_path / "var/devnet/fabric-park"
+    assert cfg.layout.crypto.is_absolute()

@@ -223,6 +223,11 @@ class FabricNetworkConfig:
         raw["users"] = users
         return cls.from_mapping(raw, chain_id=chain_id, data_dir=data_dir, base_port=base_port, host=host)
 
+    def __post_init__(self) -> None:
+        # absolute: configtx.yaml, core.yaml and the connection profile name files under it, and Fabric resolves a
+        # relative path against the file that names it (a relative data_dir such as the devnet's var/devnet broke)
+        object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
+
     def check(self) -> None:
         """Refuse a config that cannot work, naming the field (:class:`FabricConfigError`)."""
         if not 1 <= self.orderers <= 5:

@@ -52,9 +52,8 @@ def park_network(*, chain_id: str, params: Mapping[str, Any], data_dir: Path, ba
     """The network of a deployment's Fabric park: its data dir ``<data_dir>/<chain id>``, an identity for each
     account (relayers included), and, given the park's genesis, its ``init_bridge`` (submitted once, pinned)."""
     p = params if isinstance(params, FabricChainParams) else FabricChainParams.from_mapping(params)
-    # absolute: Fabric's own configs (configtx.yaml, core.yaml) resolve relative paths against their own directory
-    return FabricNetworkConfig.for_park(chain_id=chain_id, data_dir=(data_dir / chain_id).resolve(),
-                                        base_port=base_port, host=host, params=dict(p), accounts=accounts,
+    return FabricNetworkConfig.for_park(chain_id=chain_id, data_dir=data_dir / chain_id, base_port=base_port,
+                                        host=host, params=dict(p), accounts=accounts,
                                         genesis_arg=None if genesis is None else str(genesis["init_bridge"]))
 
 
