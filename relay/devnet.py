@@ -263,7 +263,9 @@ def print_status(cfg: DeploymentConfig, as_json: bool = False) -> int:
 
 def demo(cfg: DeploymentConfig, seconds: float = 20.0, as_json: bool = False) -> int:
     """Start the devnet and run the scripted scenario: energy DPoS -> PoC and PoC -> DPoS, a voucher's
-    return home, a refused transfer refunded; print each packet's phases and a final balance table.
+    return home, a refused transfer refunded, then on every further lane (DPoS <-> Ethereum, Fabric <-> DPoS,
+    Fabric <-> PoC, Ethereum <-> Fabric in deploy/devnet.toml) energy both ways and the voucher home; print each
+    packet's phases and a final balance table of every park with the supply-conservation check per home park.
     Without a relay chain in the config, only watch the parks finalise for ``seconds``. Exit 1 on failure."""
     if up(cfg, detach=False) != 0:
         return 1

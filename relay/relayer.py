@@ -14,9 +14,13 @@ How it works — reconcile, don't remember. The relayer runs independent tasks, 
   of the path's packets (verified? received? outcome certified? settled?), asks the pure
   :func:`relay.policy.next_action` what each needs, and submits only that: ``packet.verify_batch`` (phase 2,
   up to 100 per source header), ``bridge.recv`` (phase 3), ``packet.confirm_ack`` / ``packet.confirm_timeout``
-  (phase 4, relay half), ``bridge.settle`` (phase 4, source half).
+  (phase 4, relay half), ``bridge.settle`` (phase 4, source half); on a target that records timeouts itself
+  (``ChainLink.timeout_receipt``: Fabric) first ``bridge.timeout_receipt``, whose attested sentinel is then the
+  timeout's proof (SPEC §8.7, §10.1).
 * one **heartbeat per park** keeps the relay's light client of the park fresh while its lanes are idle
-  (``[relayers] heartbeat_s``), so a client never waits stale for the next packet (SPEC §10.5).
+  (``[relayers] heartbeat_s``), so a client never waits stale for the next packet (SPEC §10.5); on a park that
+  cuts blocks only for transactions (``ChainLink.keepalive_after_s``: Fabric) it makes one when the channel has
+  been quiet that long.
 
 Light-client updates follow forks. Before feeding headers the relayer asks the relay chain which of the park's
 current headers its client holds (``getClientHolds``) and feeds the park's branch from the last header both

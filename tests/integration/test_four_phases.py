@@ -1,9 +1,12 @@
 """The four phases end to end between two parks, on real processes over loopback (issues #3 and #4).
 
-Every scenario runs for each pair of park kinds: DPoS <-> PoC, Ethereum <-> DPoS and Ethereum <-> PoC. One
-devnet per pair (the module fixture is parametrised): the pair's park nodes (3 DPoS witnesses, 2 PoC
-farmers, or anvil at 1 s blocks with the bridge deployed), 4 relay validators (each attesting the Ethereum
-park's blocks when there is one); relayers are started and killed by the tests. The tests speak to each
+Every scenario runs for each pair of park kinds: DPoS <-> PoC, Ethereum <-> DPoS, Ethereum <-> PoC, Fabric <-> DPoS,
+Fabric <-> PoC and Ethereum <-> Fabric. One devnet per pair (the module fixture is parametrised): the pair's park
+nodes (3 DPoS witnesses, 2 PoC farmers, anvil at 1 s blocks with the bridge deployed, or a Fabric park — 3 Raft
+orderers, a peer and a chaincode server per organisation — under its supervisor), 4 relay validators (each
+attesting the Ethereum park's blocks when there is one); relayers are started and killed by the tests. What
+differs by kind (how a crash is made, how failed transactions are counted, how a proof is tampered with) is looked
+up by kind name in the tables below (FAILED_TXS, TAMPER), not branched on in the scenarios. The tests speak to each
 park through what an operator and a relayer use: ``relay.parks`` views (balances, escrow, vouchers,
 phase 1) and the relayer's own chain links (proofs, headers, submissions), so the same scenario drives a
 Python park or the Ethereum park.
@@ -135,6 +138,34 @@ async def _failed_fabric(net: Net, chain: str, links: Relayer | None) -> int:
     return total
 
 
+def _crash_last_node(net: Net, chain: str) -> None:
+    """SIGKILL the chain's last node (a DPoS witness, a PoC farmer), then start it; its peers carry on meanwhile."""
+    node = net.cfg.chain(chain).nodes[-1]
+    net.d.kill(chain, node)
+    net.d.start(chain, node)
+
+
+def _crash_anvil(net: Net, chain: str) -> None:
+    """SIGKILL anvil itself under the Ethereum park's node (no final state dump; the node then exits), start the node
+    again and wait until its only node answers."""
+    node = net.cfg.chain(chain).nodes[-1]
+    proc = net.d.procs.pop((chain, node))
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    os.kill(int(children[0]), signal.SIGKILL)
+    assert proc.wait(timeout=20) != 0  # the park node notices anvil died and exits
+    net.d.start(chain, node)
+    view = park_view(net.cfg, chain)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            view.status()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{chain} not back within 60 s:\n{net.d.log_tail(chain, node)}") from None
+            time.sleep(0.2)
+
+
 def _fabric_processes(net: Net, chain: str) -> dict[str, int]:
     """The Fabric processes under the park's supervisor: process name (``peer0.SalesMSP``, ``orderer1``: the last part
     of each one's FABRIC_CFG_PATH) -> pid."""
@@ -208,6 +239,9 @@ def crash_fabric_peer_and_leader(net: Net, chain: str) -> None:
         assert time.monotonic() < deadline, f"{chain} not back in service after the restart"
         time.sleep(0.2)
 
+
+CRASHES = {"ethereum": _crash_anvil, "fabric": crash_fabric_peer_and_leader}
+"""How a park is crashed and brought back, by chain kind (others: its last node SIGKILLed and started again)."""
 
 FAILED_TXS = {"ethereum": _failed_ethereum, "fabric": _failed_fabric}
 """How to count the failed transactions in a park's blocks, by chain kind (others: parkrelay's RPC)."""
@@ -346,30 +380,9 @@ class Net:
     # -- acting -----------------------------------------------------------------------------------
 
     def crash_and_restart(self, chain: str) -> None:
-        """SIGKILL the chain's last node (for Ethereum: anvil itself, so no final state dump; for Fabric: a peer and
-        the Raft leader among the orderers, under the park's supervisor), then start it."""
-        node = self.cfg.chain(chain).nodes[-1]
-        if self.kind(chain) == "fabric":
-            crash_fabric_peer_and_leader(self, chain)
-            return
-        if self.kind(chain) == "ethereum":
-            proc = self.d.procs.pop((chain, node))
-            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-            os.kill(int(children[0]), signal.SIGKILL)
-            assert proc.wait(timeout=20) != 0  # the park node notices anvil died and exits
-        else:
-            self.d.kill(chain, node)
-        self.d.start(chain, node)
-        view = park_view(self.cfg, chain) if self.kind(chain) == "ethereum" else None  # its only node
-        deadline = time.monotonic() + 60
-        while view is not None:
-            try:
-                view.status()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{chain} not back within 60 s:\n{self.d.log_tail(chain, node)}") from None
-                time.sleep(0.2)
+        """SIGKILL one of the chain's processes and have it back: by default its last node, restarted
+        (:data:`CRASHES` for the kinds that differ)."""
+        CRASHES.get(self.kind(chain), _crash_last_node)(self, chain)
 
     async def send(self, src: str, amount_wh: int, *, receiver: str | None = None, denom: str = "kWh",
                    timeout_s: float = 300, wait_final: bool = False) -> str:
@@ -743,8 +756,9 @@ async def test_one_relay_validator_down_then_back(live: Net) -> None:
 
 
 async def test_a_park_node_killed_hard_and_restarted_loses_nothing(live: Net) -> None:
-    """SIGKILL one node of each park while packets are in flight: a DPoS witness, a PoC farmer, or anvil itself
-    under the Ethereum park's node (which then exits; only anvil's last 1 s state dump survives) once the
+    """SIGKILL one node of each park while packets are in flight: a DPoS witness, a PoC farmer, anvil itself
+    under the Ethereum park's node (which then exits; only anvil's last 1 s state dump survives), or on a Fabric park
+    a peer and the Raft leader among its orderers (its supervisor restarts them from their ledgers) once the
     packets in flight are final to the relay chain. Restarted, the park continues; the relay's client of it
     stays active (no attested block was lost, so nothing conflicts); every packet completes exactly once.
     (With anvil's former 5 s dump interval this lost the verified Ethereum packet's block.)"""
