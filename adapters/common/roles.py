@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from protocol.types import Packet
+
 
 @dataclass(frozen=True, slots=True)
 class ProvenValue:
@@ -25,6 +27,19 @@ class ProvenValue:
     """Encoded proof (:meth:`protocol.state_commitment.Proof.encode` for the Python chains)."""
     state_root: bytes
     """Root the proof verifies against."""
+
+
+@dataclass(frozen=True, slots=True)
+class SentPacket:
+    """A packet committed by a park's phase-1 call, as read back from the bridge's own event for it."""
+
+    packet: Packet
+    raw: bytes
+    """The packet's canonical encoding, as the bridge emitted it."""
+    sequence: int
+    height: int
+    """Block of the committing transaction."""
+    tx_hash: str
 
 
 class SourceSide(Protocol):

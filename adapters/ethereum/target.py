@@ -33,6 +33,7 @@ from eth_account import Account
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from adapters.common.roles import SentPacket
 from adapters.common.rpc import RemoteError
 from adapters.ethereum.abi import (
     EVENTS,
@@ -50,7 +51,6 @@ from protocol.certificate import ValidatorSet
 from protocol.codec import decode_packet
 from protocol.errors import CodecError, NonceError, ProtocolError, TransportError, ValidatorSetMismatchError
 from protocol.lane_config import decode_lane_config
-from protocol.types import Packet
 
 __all__ = ["DEFAULT_MAX_GAS", "EthTarget", "RelaySetProvider", "SentPacket", "send_energy"]
 
@@ -362,18 +362,6 @@ class EthTarget:
         """Close the node connection."""
         await self.rpc.close()
 
-
-@dataclass(frozen=True, slots=True)
-class SentPacket:
-    """A packet committed by ``sendEnergy`` (phase 1), as read back from its ``PacketSent`` log."""
-
-    packet: Packet
-    raw: bytes
-    """The packet's canonical encoding, as the bridge emitted it."""
-    sequence: int
-    height: int
-    """Block of the ``sendEnergy`` transaction."""
-    tx_hash: str
 
 
 async def send_energy(target: EthTarget, dst_chain: str, lane: str, denom: str, amount_wh: int, receiver: str,

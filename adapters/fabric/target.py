@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.common.roles import SentPacket
 from adapters.fabric.blocks import decode_peer_block
 from adapters.fabric.errors import OrderingUnknownError, commit_failure
 from adapters.fabric.gateway import FabricGateway, TxStatus
@@ -299,18 +300,6 @@ class FabricTarget:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.gateway.close()
 
-
-@dataclass(frozen=True, slots=True)
-class SentPacket:
-    """A packet committed by ``send`` (phase 1), as read back from its ``send_packet`` event."""
-
-    packet: Packet
-    raw: bytes
-    """The packet's canonical encoding, as the bridge emitted it."""
-    sequence: int
-    height: int
-    """Block of the ``send`` transaction."""
-    tx_hash: str
 
 
 async def send_energy(target: FabricTarget, dst_chain: str, lane: str, denom: str, amount_wh: int, receiver: str,

@@ -69,9 +69,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 DPOS, POC, ETH, FABRIC, RELAY, LANE = "dpos-park", "poc-park", "eth-park", "fabric-park", "relay", "lane-0"
 USER = {DPOS: "alice", POC: "carol", ETH: "erin", FABRIC: "gina"}
 PAIRS = {"dpos-poc": (DPOS, POC), "eth-dpos": (ETH, DPOS), "eth-poc": (ETH, POC),
-         "fabric-dpos": (FABRIC, DPOS), "fabric-poc": (FABRIC, POC)}
-# eth-fabric (ETH, FABRIC) passed 10/10 in a worktree but failed 5 of 10 scenarios in a clean-clone run with another
-# Fabric devnet on the machine: out of the matrix until diagnosed (issue 11 note), so main stays green
+         "fabric-dpos": (FABRIC, DPOS), "fabric-poc": (FABRIC, POC), "eth-fabric": (ETH, FABRIC)}
 FINAL_STATES = {"completed", "refunded"}
 ORDER = ["committed", "verified", "executed", "acked", "timed_out", "completed", "refunded"]
 
