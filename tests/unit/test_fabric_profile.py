@@ -40,6 +40,8 @@ def test_clients_use_the_configured_profile_else_the_supervisors(monkeypatch: py
     cfg = load_config("deploy/devnet.toml")
     chain = cfg.chain("fabric-park")
     assert fabric_profile_path(cfg, chain) == Path("deploy/fabric/connection-profile.devnet.json")
+    elsewhere = dataclasses.replace(cfg, path=Path("/etc/parkrelay/park.toml"))
+    assert fabric_profile_path(elsewhere, chain) == Path("/etc/parkrelay/fabric/connection-profile.devnet.json")
     bare = dataclasses.replace(chain, params=dataclasses.replace(chain.params, connection_profile=""))
     assert fabric_profile_path(cfg, bare) == cfg.data_dir / "fabric-park" / "connection-profile.json"
 
