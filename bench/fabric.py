@@ -35,10 +35,8 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import adapters.fabric as af
+from bench.common import emit, run_dir
 from chains.common.genesis import bridge_section
 from chains.fabric.consts import OPERATOR_MSP, SALES_MSP
 from chains.fabric.network.config import ChaincodeSpec, FabricNetworkConfig
@@ -181,18 +180,9 @@ def main() -> int:
     ap.add_argument("--lanes", type=int, default=8, help="lanes (one worker each) of the sustained run. Default 8")
     ap.add_argument("--keep", help="run in this directory and keep it (logs, ledgers)")
     args = ap.parse_args()
-    if args.keep:
-        root = Path(args.keep)
-        root.mkdir(parents=True, exist_ok=True)
+    with run_dir(args.keep, "parkrelay-bench-fabric-") as root:
         out = asyncio.run(Bench(root, args.lanes).run(args.samples, args.seconds))
-    else:
-        with tempfile.TemporaryDirectory(prefix="parkrelay-bench-fabric-") as tmp:
-            out = asyncio.run(Bench(Path(tmp), args.lanes).run(args.samples, args.seconds))
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, val in out.items():
-            print(f"{k:<28} {val}")
+    emit(out, args.json)
     return 0
 
 
