@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from chains.common.state import KVState
-from protocol.errors import ReputationInsufficientError
+from protocol.errors import CodecError, ReputationInsufficientError
 from protocol.types import Packet, ReputationPayload
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "import_refusal",
     "imported_reputation",
     "imported_reputation_path",
+    "parse_import_ref",
     "record_import",
     "reputation_path",
 ]
@@ -109,3 +110,12 @@ def held_reputation(state: KVState, account: str, src: str, subject: str, model:
         raise ReputationInsufficientError("imported score below the market's threshold", expected=f">= {min_score}",
                                           got=rec["score"])
     return rec
+
+
+def parse_import_ref(value: Any, what: str) -> tuple[str, str, str]:
+    """A market op's reference to imported reputation, ``{src_chain, subject, model}`` (strict)."""
+    keys = ("src_chain", "subject", "model")
+    if not isinstance(value, dict) or set(value) != set(keys) or not all(
+            isinstance(value[k], str) and value[k] for k in keys):
+        raise CodecError(f"{what} is {{src_chain, subject, model}}, non-empty strings", got=value)
+    return value["src_chain"], value["subject"], value["model"]
