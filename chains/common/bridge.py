@@ -14,7 +14,7 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
 -----------------------------------------------------------------------------------------------
 
 ``bridge.send``  ``{dst_chain, lane, kind, receiver, timeout_timestamp_ms, ...}``, ``kind`` one of
-    ``energy`` ``{denom, amount_wh}``, ``charging_right`` ``{right_id}``, ``reputation`` ``{subject}``.
+    ``energy`` ``{denom, amount_wh}``, ``charging_right`` ``{right_id}``, ``reputation`` ``{subject, model?}``.
     Phase 1 (SPEC §6.3). ``dst_chain`` is another chain (:class:`WrongChainError`) with this lane
     configured (:class:`LaneError`), and the packet's tokens (``amount_wh`` of the denom, or 1 for the
     other kinds) within the relay's capacity for its asset on the lane (:class:`OverCapacityError`):
@@ -37,9 +37,13 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
     whose ``next_validators_hash`` is ``new_set``'s hash, at a relay height above the last accepted
     update (an old update cannot be replayed, not even after the set changes back).
 ``rights.issue``  ``{right_id, station, transformer, power_kw, slot_start_ms, slot_end_ms, owner}`` —
-    the rights operator named in genesis issues a home charging right (admission-checked like an
-    import, and booked on its transformer).
-``rights.set_transformer``  ``{name, capacity_kw}`` — the rights operator sets a transformer's capacity.
+    the rights operator named in genesis issues a base charging right (no ``/`` in its id), admitted like
+    any right becoming live here and booked on its transformer; a refusal raises the typed error of its
+    admission code (:func:`protocol.errors.admission_error`). Event ``right_issued``.
+``rights.set_transformer``  ``{name, capacity_kw}`` — the rights operator registers a transformer or sets
+    its capacity. Event ``transformer_set``.
+``rights.set_station``  ``{name, transformer}`` — the rights operator registers a charging station behind
+    a transformer (or moves it). Event ``station_set``.
 
 Certificates travel in the wire JSON of :mod:`chains.common.wire`. Anyone may submit ``bridge.recv``,
 ``bridge.settle`` and ``bridge.update_relay_validators``: safety rests on the certificates, not on who
@@ -71,32 +75,39 @@ flight (sent, not yet applied on the target, not yet settled). :func:`supply_rep
 Charging rights
 ---------------
 
-``rights/<right_id>`` holds ``{home_park, station, transformer, power_kw, slot_start_ms, slot_end_ms,
-owner}``. Only its owner sends it (:class:`AuthorizationError`), and its packet must time out by its
-slot start, ``timeout_timestamp_ms <= slot_start_ms`` (:class:`TimeoutExpiredError`, SPEC §6.3), so it
-can only execute before the slot. A *home* right
-(``home_park`` = this chain) is escrowed: ``owner`` := ``@escrow`` (no account can have that name) and
-``escrowed_to`` := ``{chain, lane, sequence}``. A *foreign* right can only go back to its home park,
-where it is burned: the record moves to ``rights_burned/<right_id>`` until settlement (success ack:
-deleted with its booking; refund: moved back to the sender), so its transformer booking and its id stay
-reserved meanwhile. A foreign right cannot go on to a third park (:class:`WrongChainError`).
+:mod:`chains.common.rights` holds the rules (SPEC §2.3): the right-id trace (a voucher right held here
+after coming over lane ``l`` from ``c`` is ``l/c/<id as c held it>``), the station and transformer
+registry, bookings and admission. ``rights/<right_id>`` holds ``{home_park, station, transformer,
+power_kw, slot_start_ms, slot_end_ms, owner, escrowed_to?}``. Only its owner sends it
+(:class:`AuthorizationError`: an escrowed right is owned by ``@escrow``), and its packet must time out by
+its slot start (:class:`~protocol.errors.SlotTimeoutError`), so it can only execute before the slot.
+With ``prefix = <lane>/<dst>/``:
 
-On receipt at its home park, a right escrowed towards the sending chain and lane is released to the
-receiver. Elsewhere (it must come from its home park) the chain's **admission hook** decides
-(:data:`AdmissionHook`; default :func:`default_admission`: ``transformers/<name>`` =
-``{capacity_kw}``; the power of the rights booked on that transformer whose slots overlap the new one,
-plus the new one, must not exceed the capacity); refusal is an error ack, refunded at home in phase 4.
-Bookings live in ``bookings/<transformer>`` (ended slots are pruned when the list is written).
+* **Send.** A *returning* right (its id starts with the prefix) is burned: the record moves to
+  ``rights_burned/<right_id>`` until settlement, so its booking and its id stay reserved. Any other right
+  *leaves*: it is escrowed (``owner`` := ``@escrow``, ``escrowed_to`` := ``{chain, lane, sequence}``).
+* **Receive.** A returning right un-escrows ``id[len(prefix):]``, which must be escrowed towards the
+  sending chain and lane (``right.not_escrowed``) with equal fields (``right.mismatch``). A leaving one
+  is minted as ``<lane>/<src>/<id>`` (``right.too_long``, ``right.exists``). Either way the right becomes
+  live here only through the chain's **admission hook** (:data:`AdmissionHook`; default
+  :func:`~chains.common.rights.default_admission`, the rules every park applies) and is then booked.
+* **Settle.** A success ack releases the booking of the right that left (unless it already came back and
+  was booked again) and makes a burn final; a refund re-creates the right for the sender, still booked.
+
+:func:`~chains.common.rights.rights_report` says where each right is; with
+:func:`~chains.common.rights.rights_violations` it checks that each exists exactly once.
 
 Reputation
 ----------
 
-Nothing is escrowed. The payload's score is read from state by the chain's **reputation provider**
-(:data:`ReputationProvider`; default :func:`default_reputation_provider` reads
-``reputation/<subject>`` = ``{score, model, height}``), never from the sender. The target records
-``imported_reputation/<src>/<subject>`` = ``{score, model, source_height, height}``; an import older
-(lower ``source_height``) than the one recorded is refused. The receiver is not checked: no asset is
-delivered to it.
+Nothing is escrowed. The payload's score is read from this chain's state by its **reputation provider**
+(:class:`BridgeHooks`: ``reputation_models`` for a chain with several models, else ``reputation``;
+default :func:`default_reputation_provider` reads ``reputation/<subject>`` = ``{score, model, height}``),
+never from the sender. The target records it in :mod:`chains.common.reputation`'s
+``imported_reputation/<src>/<subject>`` = ``{<model>: {score, source_height, height, holder}}``; an
+attestation whose source height is not above the one recorded for its model is refused
+(``reputation.stale``). The receiver is not checked: no asset is delivered to it (it becomes the record's
+holder when the sender is the subject).
 
 Phase 3 (``bridge.recv``), in order
 -----------------------------------
@@ -112,18 +123,21 @@ certifies the timeout). Then the kind is applied; an application refusal rolls b
 receipt and acks with an error code:
 
 ==========================  ===================================================================
-``payload.invalid``         the payload does not decode as the packet's kind
+``payload.invalid``         the payload does not decode as the packet's kind (or a score above 10000)
 ``receiver.unknown``        no account ``receiver`` here (energy, charging rights)
 ``denom.invalid``           a returning denom with nothing after its prefix
 ``denom.too_long``          the voucher trace would exceed the codec's 256 bytes
 ``escrow.insufficient``     the lane's escrow holds less than a returning amount
-``right.exists``            a right with that id already exists (or is being burned) here
-``right.not_escrowed``      a right coming home that is not escrowed towards that chain and lane
-``right.mismatch``          a right coming home whose fields differ from the escrowed record
-``right.route``             a right that comes neither from nor to its home park
-``transformer.unknown``     default admission: no ``transformers/<name>`` here
-``capacity.exceeded``       default admission: the slot would overload the transformer
-``reputation.stale``        an import with a higher source height is already recorded
+``right.exists``            a voucher right with that id already exists (or is being burned) here
+``right.too_long``          the voucher right's id would exceed the codec's 256 bytes
+``right.not_escrowed``      a returning right that is not escrowed here towards that chain and lane
+``right.mismatch``          a returning right whose fields differ from the escrowed record
+``slot.started``            admission: the right's slot has started (unreachable: the timeout comes first)
+``station.unknown``         admission: no ``stations/<name>`` here
+``transformer.mismatch``    admission: the station is behind another transformer
+``transformer.unknown``     admission: no ``transformers/<name>`` here
+``capacity.exceeded``       admission: the slot would overload the transformer
+``reputation.stale``        an import of that model with an equal or higher source height is recorded
 (admission hook codes)      a hook may return any code; a ProtocolError it raises acks its ``code``
 ==========================  ===================================================================
 
@@ -158,12 +172,13 @@ State keys (values: JSON is canonical JSON, integers decimal ASCII, absent = 0)
 ``bridge/escrow/<dst>/<lane>/<denom>``     the share of ``escrow/<denom>`` sent over one lane
 ``supply/<voucher>``                       outstanding supply of a voucher minted here
 ``balances/<account>/<denom>``             balances (SPEC §5, :class:`KVState`)
-``rights/<right_id>``                      a charging right (home, foreign, or escrowed at home)
-``rights_burned/<right_id>``               a foreign right burned on its way home, until settled
+``rights/<right_id>``                      a charging right held here, live or escrowed (id with its trace)
+``rights_burned/<right_id>``               a voucher right burned on its way back, until settled
 ``bookings/<transformer>``                 ``[{right_id, power_kw, slot_start_ms, slot_end_ms}]``
 ``transformers/<name>``                    ``{capacity_kw}``
+``stations/<name>``                        ``{transformer}``
 ``reputation/<subject>``                   ``{score, model, height}``: read by the default provider
-``imported_reputation/<src>/<subject>``    ``{score, model, source_height, height}``
+``imported_reputation/<src>/<subject>``    ``{<model>: {score, source_height, height, holder}}``
 =========================================  ===========================================================
 """
 

@@ -68,6 +68,7 @@ def build_genesis(
             lanes,
             rights_operator="operator" if "operator" in accounts else None,
             transformers=dict(p.transformers),
+            stations=dict(p.stations),
         ),
     }
 
