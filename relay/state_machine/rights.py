@@ -28,11 +28,11 @@ packet: a success ack forgets it (it is home for this hop), a failure (the remot
 makes it ``outstanding`` again.
 
 So a park that mints a voucher it never received, or returns a right with other fields, or twice, can
-never make a home un-escrow it (as with energy, a faulty park can still misuse what is in its own custody:
-a voucher it holds escrowed for a further hop, which the relay cannot tell from one it holds live); and as with energy, a return is accepted only once the ack of the
-departure it undoes is confirmed (``right.not_outstanding`` is ``after_progress``: relayers confirm acks
-first). Each hop of a multi-hop trace is its own record, so a right two hops out is outstanding once on
-each hop and unwinds hop by hop.
+never make a home un-escrow it. As with energy, a faulty park can still misuse what is in its own custody
+(a voucher it holds escrowed for a further hop, which the relay cannot tell from one it holds live), and a
+return is accepted only once the ack of the departure it undoes is confirmed (``right.not_outstanding`` is
+``after_progress``: relayers confirm acks first). Each hop of a multi-hop trace is its own record, so a
+right two hops out is outstanding once on each hop and unwinds hop by hop.
 """
 
 from __future__ import annotations
