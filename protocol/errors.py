@@ -19,8 +19,11 @@ import enum
 from typing import Any, ClassVar
 
 __all__ = [
+    "ADMISSION_CODES",
     "DISPOSITIONS",
+    "AdmissionError",
     "AuthorizationError",
+    "CapacityExceededError",
     "ClientExpiredError",
     "ClientFrozenError",
     "CodecError",
@@ -41,12 +44,22 @@ __all__ = [
     "QuorumError",
     "RateLimitError",
     "ReplayError",
+    "ReputationInsufficientError",
+    "RightMismatchError",
+    "RightNotOutstandingError",
+    "RightOutstandingError",
     "SignatureError",
+    "SlotStartedError",
+    "SlotTimeoutError",
+    "StationUnknownError",
     "TimeoutExpiredError",
+    "TransformerMismatchError",
+    "TransformerUnknownError",
     "TransportError",
     "UnknownClientError",
     "ValidatorSetMismatchError",
     "WrongChainError",
+    "admission_error",
     "disposition_of",
 ]
 
@@ -252,6 +265,91 @@ class MempoolFullError(ProtocolError):
     code = "mempool.full"
 
 
+class SlotTimeoutError(TimeoutExpiredError):
+    """A charging right's packet would time out after its slot starts (SPEC §2.3): phase 1 refuses it for good,
+    since a right may only execute before its slot."""
+
+    code = "right.timeout_after_slot"
+
+
+class AdmissionError(ProtocolError):
+    """A park's admission rule refuses a charging right (SPEC §2.3, "Bookings"). On issue it is raised; on
+    receive the same code is the error ack. A chain's own admission hook may refuse with a code of its own,
+    raised as this class."""
+
+    code = "admission.refused"
+
+
+class SlotStartedError(AdmissionError):
+    """The right's slot has started (``slot_start_ms <= block time``)."""
+
+    code = "slot.started"
+
+
+class StationUnknownError(AdmissionError):
+    """The right's station is not registered on this park."""
+
+    code = "station.unknown"
+
+
+class TransformerMismatchError(AdmissionError):
+    """The registered station is behind another transformer than the right names."""
+
+    code = "transformer.mismatch"
+
+
+class TransformerUnknownError(AdmissionError):
+    """The right's transformer is not registered on this park."""
+
+    code = "transformer.unknown"
+
+
+class CapacityExceededError(AdmissionError):
+    """The booked rights overlapping the slot plus this one exceed the transformer's capacity."""
+
+    code = "capacity.exceeded"
+
+
+ADMISSION_CODES: tuple[str, ...] = ("slot.started", "station.unknown", "transformer.mismatch", "transformer.unknown",
+                                    "capacity.exceeded")
+"""The admission refusals every park checks, in this order (SPEC §2.3)."""
+
+_ADMISSION_CLASSES: dict[str, type[AdmissionError]] = {
+    c.code: c for c in (SlotStartedError, StationUnknownError, TransformerMismatchError, TransformerUnknownError,
+                        CapacityExceededError)}
+
+
+def admission_error(code: str, message: str, *, expected: Any = None, got: Any = None) -> AdmissionError:
+    """The typed error of an admission refusal code (:class:`AdmissionError` itself for a chain's own code)."""
+    return _ADMISSION_CLASSES.get(code, AdmissionError)(message, expected=expected, got=got)
+
+
+class RightOutstandingError(ProtocolError):
+    """The relay's accountant (SPEC §6.7): a right leaving over a hop where that trace is already outstanding or
+    in flight. A right that came back over the hop passes once its return is confirmed."""
+
+    code = "right.outstanding"
+
+
+class RightNotOutstandingError(ProtocolError):
+    """The relay's accountant (SPEC §6.7): a right returning over a hop where that trace is not known outstanding
+    (never left that way, already back, or its outbound ack not confirmed yet)."""
+
+    code = "right.not_outstanding"
+
+
+class RightMismatchError(ProtocolError):
+    """The relay's accountant (SPEC §6.7): a right returning with fields other than the ones that left."""
+
+    code = "right.mismatch"
+
+
+class ReputationInsufficientError(ProtocolError):
+    """A market refuses imported reputation: none held by the caller, or a score below the market's threshold."""
+
+    code = "reputation.insufficient"
+
+
 class TransportError(ParkRelayError):
     """I/O with a chain failed. ``retryable`` says whether reconnecting may help; ``side`` names the side."""
 
@@ -295,6 +393,10 @@ DISPOSITIONS: dict[str, Disposition] = {
     # packets and lanes
     "packet.replay": _D, "packet.timeout": _P, "packet.wrong_chain": _N, "lifecycle.illegal": _N,
     "lane.invalid": _N, "lane.rate_limited": _P, "lane.over_capacity": _N, "funds.insufficient": _P,
+    # charging rights: admission (SPEC §2.3), the relay's accountant (§6.7); reputation read by markets
+    "right.timeout_after_slot": _N, "admission.refused": _N, "slot.started": _N, "station.unknown": _N,
+    "transformer.mismatch": _N, "transformer.unknown": _N, "capacity.exceeded": _N,
+    "right.outstanding": _P, "right.not_outstanding": _P, "right.mismatch": _N, "reputation.insufficient": _N,
     # accounts and transactions
     "auth.denied": _F, "tx.nonce": _R, "mempool.full": _R,
     # node and transport

@@ -14,7 +14,7 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
 -----------------------------------------------------------------------------------------------
 
 ``bridge.send``  ``{dst_chain, lane, kind, receiver, timeout_timestamp_ms, ...}``, ``kind`` one of
-    ``energy`` ``{denom, amount_wh}``, ``charging_right`` ``{right_id}``, ``reputation`` ``{subject}``.
+    ``energy`` ``{denom, amount_wh}``, ``charging_right`` ``{right_id}``, ``reputation`` ``{subject, model?}``.
     Phase 1 (SPEC §6.3). ``dst_chain`` is another chain (:class:`WrongChainError`) with this lane
     configured (:class:`LaneError`), and the packet's tokens (``amount_wh`` of the denom, or 1 for the
     other kinds) within the relay's capacity for its asset on the lane (:class:`OverCapacityError`):
@@ -37,9 +37,13 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
     whose ``next_validators_hash`` is ``new_set``'s hash, at a relay height above the last accepted
     update (an old update cannot be replayed, not even after the set changes back).
 ``rights.issue``  ``{right_id, station, transformer, power_kw, slot_start_ms, slot_end_ms, owner}`` —
-    the rights operator named in genesis issues a home charging right (admission-checked like an
-    import, and booked on its transformer).
-``rights.set_transformer``  ``{name, capacity_kw}`` — the rights operator sets a transformer's capacity.
+    the rights operator named in genesis issues a base charging right (no ``/`` in its id), admitted like
+    any right becoming live here and booked on its transformer; a refusal raises the typed error of its
+    admission code (:func:`protocol.errors.admission_error`). Event ``right_issued``.
+``rights.set_transformer``  ``{name, capacity_kw}`` — the rights operator registers a transformer or sets
+    its capacity. Event ``transformer_set``.
+``rights.set_station``  ``{name, transformer}`` — the rights operator registers a charging station behind
+    a transformer (or moves it). Event ``station_set``.
 
 Certificates travel in the wire JSON of :mod:`chains.common.wire`. Anyone may submit ``bridge.recv``,
 ``bridge.settle`` and ``bridge.update_relay_validators``: safety rests on the certificates, not on who
@@ -71,32 +75,39 @@ flight (sent, not yet applied on the target, not yet settled). :func:`supply_rep
 Charging rights
 ---------------
 
-``rights/<right_id>`` holds ``{home_park, station, transformer, power_kw, slot_start_ms, slot_end_ms,
-owner}``. Only its owner sends it (:class:`AuthorizationError`), and its packet must time out by its
-slot start, ``timeout_timestamp_ms <= slot_start_ms`` (:class:`TimeoutExpiredError`, SPEC §6.3), so it
-can only execute before the slot. A *home* right
-(``home_park`` = this chain) is escrowed: ``owner`` := ``@escrow`` (no account can have that name) and
-``escrowed_to`` := ``{chain, lane, sequence}``. A *foreign* right can only go back to its home park,
-where it is burned: the record moves to ``rights_burned/<right_id>`` until settlement (success ack:
-deleted with its booking; refund: moved back to the sender), so its transformer booking and its id stay
-reserved meanwhile. A foreign right cannot go on to a third park (:class:`WrongChainError`).
+:mod:`chains.common.rights` holds the rules (SPEC §2.3): the right-id trace (a voucher right held here
+after coming over lane ``l`` from ``c`` is ``l/c/<id as c held it>``), the station and transformer
+registry, bookings and admission. ``rights/<right_id>`` holds ``{home_park, station, transformer,
+power_kw, slot_start_ms, slot_end_ms, owner, escrowed_to?}``. Only its owner sends it
+(:class:`AuthorizationError`: an escrowed right is owned by ``@escrow``), and its packet must time out by
+its slot start (:class:`~protocol.errors.SlotTimeoutError`), so it can only execute before the slot.
+With ``prefix = <lane>/<dst>/``:
 
-On receipt at its home park, a right escrowed towards the sending chain and lane is released to the
-receiver. Elsewhere (it must come from its home park) the chain's **admission hook** decides
-(:data:`AdmissionHook`; default :func:`default_admission`: ``transformers/<name>`` =
-``{capacity_kw}``; the power of the rights booked on that transformer whose slots overlap the new one,
-plus the new one, must not exceed the capacity); refusal is an error ack, refunded at home in phase 4.
-Bookings live in ``bookings/<transformer>`` (ended slots are pruned when the list is written).
+* **Send.** A *returning* right (its id starts with the prefix) is burned: the record moves to
+  ``rights_burned/<right_id>`` until settlement, so its booking and its id stay reserved. Any other right
+  *leaves*: it is escrowed (``owner`` := ``@escrow``, ``escrowed_to`` := ``{chain, lane, sequence}``).
+* **Receive.** A returning right un-escrows ``id[len(prefix):]``, which must be escrowed towards the
+  sending chain and lane (``right.not_escrowed``) with equal fields (``right.mismatch``). A leaving one
+  is minted as ``<lane>/<src>/<id>`` (``right.too_long``, ``right.exists``). Either way the right becomes
+  live here only through the chain's **admission hook** (:data:`AdmissionHook`; default
+  :func:`~chains.common.rights.default_admission`, the rules every park applies) and is then booked.
+* **Settle.** A success ack releases the booking of the right that left (unless it already came back and
+  was booked again) and makes a burn final; a refund re-creates the right for the sender, still booked.
+
+:func:`~chains.common.rights.rights_report` says where each right is; with
+:func:`~chains.common.rights.rights_violations` it checks that each exists exactly once.
 
 Reputation
 ----------
 
-Nothing is escrowed. The payload's score is read from state by the chain's **reputation provider**
-(:data:`ReputationProvider`; default :func:`default_reputation_provider` reads
-``reputation/<subject>`` = ``{score, model, height}``), never from the sender. The target records
-``imported_reputation/<src>/<subject>`` = ``{score, model, source_height, height}``; an import older
-(lower ``source_height``) than the one recorded is refused. The receiver is not checked: no asset is
-delivered to it.
+Nothing is escrowed. The payload's score is read from this chain's state by its **reputation provider**
+(:class:`BridgeHooks`: ``reputation_models`` for a chain with several models, else ``reputation``;
+default :func:`default_reputation_provider` reads ``reputation/<subject>`` = ``{score, model, height}``),
+never from the sender. The target records it in :mod:`chains.common.reputation`'s
+``imported_reputation/<src>/<subject>`` = ``{<model>: {score, source_height, height, holder}}``; an
+attestation whose source height is not above the one recorded for its model is refused
+(``reputation.stale``). The receiver is not checked: no asset is delivered to it (it becomes the record's
+holder when the sender is the subject).
 
 Phase 3 (``bridge.recv``), in order
 -----------------------------------
@@ -112,18 +123,21 @@ certifies the timeout). Then the kind is applied; an application refusal rolls b
 receipt and acks with an error code:
 
 ==========================  ===================================================================
-``payload.invalid``         the payload does not decode as the packet's kind
+``payload.invalid``         the payload does not decode as the packet's kind (or a score above 10000)
 ``receiver.unknown``        no account ``receiver`` here (energy, charging rights)
 ``denom.invalid``           a returning denom with nothing after its prefix
 ``denom.too_long``          the voucher trace would exceed the codec's 256 bytes
 ``escrow.insufficient``     the lane's escrow holds less than a returning amount
-``right.exists``            a right with that id already exists (or is being burned) here
-``right.not_escrowed``      a right coming home that is not escrowed towards that chain and lane
-``right.mismatch``          a right coming home whose fields differ from the escrowed record
-``right.route``             a right that comes neither from nor to its home park
-``transformer.unknown``     default admission: no ``transformers/<name>`` here
-``capacity.exceeded``       default admission: the slot would overload the transformer
-``reputation.stale``        an import with a higher source height is already recorded
+``right.exists``            a voucher right with that id already exists (or is being burned) here
+``right.too_long``          the voucher right's id would exceed the codec's 256 bytes
+``right.not_escrowed``      a returning right that is not escrowed here towards that chain and lane
+``right.mismatch``          a returning right whose fields differ from the escrowed record
+``slot.started``            admission: the right's slot has started (unreachable: the timeout comes first)
+``station.unknown``         admission: no ``stations/<name>`` here
+``transformer.mismatch``    admission: the station is behind another transformer
+``transformer.unknown``     admission: no ``transformers/<name>`` here
+``capacity.exceeded``       admission: the slot would overload the transformer
+``reputation.stale``        an import of that model with an equal or higher source height is recorded
 (admission hook codes)      a hook may return any code; a ProtocolError it raises acks its ``code``
 ==========================  ===================================================================
 
@@ -158,12 +172,13 @@ State keys (values: JSON is canonical JSON, integers decimal ASCII, absent = 0)
 ``bridge/escrow/<dst>/<lane>/<denom>``     the share of ``escrow/<denom>`` sent over one lane
 ``supply/<voucher>``                       outstanding supply of a voucher minted here
 ``balances/<account>/<denom>``             balances (SPEC §5, :class:`KVState`)
-``rights/<right_id>``                      a charging right (home, foreign, or escrowed at home)
-``rights_burned/<right_id>``               a foreign right burned on its way home, until settled
+``rights/<right_id>``                      a charging right held here, live or escrowed (id with its trace)
+``rights_burned/<right_id>``               a voucher right burned on its way back, until settled
 ``bookings/<transformer>``                 ``[{right_id, power_kw, slot_start_ms, slot_end_ms}]``
 ``transformers/<name>``                    ``{capacity_kw}``
+``stations/<name>``                        ``{transformer}``
 ``reputation/<subject>``                   ``{score, model, height}``: read by the default provider
-``imported_reputation/<src>/<subject>``    ``{score, model, source_height, height}``
+``imported_reputation/<src>/<subject>``    ``{<model>: {score, source_height, height, holder}}``
 =========================================  ===========================================================
 """
 
@@ -174,6 +189,25 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chains.common import wire
+from chains.common.reputation import import_refusal, imported_reputation_path, record_import, reputation_path
+from chains.common.rights import (
+    ESCROW_OWNER,
+    book,
+    bookings_path,
+    burned_right_path,
+    default_admission,
+    is_returning,
+    right_path,
+    right_payload,
+    right_record,
+    rights_report,
+    set_station,
+    set_transformer,
+    station_path,
+    transformer_path,
+    unbook,
+    voucher_right_id,
+)
 from chains.common.state import KVState
 from chains.common.tx import App, BlockContext, Tx, account_path
 from protocol.certificate import (
@@ -208,8 +242,10 @@ from protocol.errors import (
     LaneError,
     ProtocolError,
     ReplayError,
+    SlotTimeoutError,
     TimeoutExpiredError,
     WrongChainError,
+    admission_error,
 )
 from protocol.lane_config import check_capacity, decode_lane_config, encode_lane_config, packet_tokens
 from protocol.paths import (
@@ -244,6 +280,7 @@ __all__ = [
     "BridgeHooks",
     "BridgeOp",
     "BridgeParams",
+    "ModelReputationProvider",
     "ReputationProvider",
     "SendRequest",
     "ack_path",
@@ -274,8 +311,11 @@ __all__ = [
     "register_bridge_ops",
     "reputation_path",
     "right_path",
+    "rights_report",
     "send_request_from_tx",
+    "set_station",
     "set_transformer",
+    "station_path",
     "supply_path",
     "supply_report",
     "transformer_path",
@@ -286,9 +326,6 @@ __all__ = [
     "validate_send",
     "validate_settle",
 ]
-
-ESCROW_OWNER = "@escrow"
-"""Owner of a home charging right while it is abroad; not a valid account name, so nobody can hold it."""
 
 CONFIG_KEY = b"bridge/config"
 RELAY_SET_KEY = b"bridge/relay_validators"
@@ -303,6 +340,7 @@ _KIND_ARGS: dict[PacketKind, tuple[str, ...]] = {
     PacketKind.CHARGING_RIGHT: ("right_id",),
     PacketKind.REPUTATION: ("subject",),
 }
+_KIND_OPTIONAL: dict[PacketKind, tuple[str, ...]] = {PacketKind.REPUTATION: ("model",)}
 _SEND_ARGS = ("dst_chain", "lane", "kind", "receiver", "timeout_timestamp_ms")
 
 Event = dict[str, Any]
@@ -342,32 +380,6 @@ def packet_path(dst: str, lane: str, sequence: int) -> bytes:
     return f"packets/{dst}/{lane}/{sequence}".encode()
 
 
-def right_path(right_id: str) -> bytes:
-    return f"rights/{right_id}".encode()
-
-
-def burned_right_path(right_id: str) -> bytes:
-    """A foreign right burned on its way home, kept until its packet settles."""
-    return f"rights_burned/{right_id}".encode()
-
-
-def transformer_path(name: str) -> bytes:
-    return f"transformers/{name}".encode()
-
-
-def bookings_path(transformer: str) -> bytes:
-    return f"bookings/{transformer}".encode()
-
-
-def reputation_path(subject: str) -> bytes:
-    """The chain's own score of ``subject`` ``{score, model, height}``, read by the default provider."""
-    return f"reputation/{subject}".encode()
-
-
-def imported_reputation_path(src: str, subject: str) -> bytes:
-    return f"imported_reputation/{src}/{subject}".encode()
-
-
 # --- configuration --------------------------------------------------------------------------------
 
 
@@ -382,37 +394,29 @@ class BridgeParams:
     native_denoms: tuple[str, ...]
     """Tokens native to this chain (no ``/``), reported by :func:`supply_report`."""
     rights_operator: str | None
-    """Account allowed to issue charging rights and set transformer capacities (None: nobody)."""
+    """Account allowed to issue charging rights and write the station and transformer registry (None: nobody)."""
 
 
 AdmissionHook = Callable[[KVState, ChargingRightPayload, BlockContext], str | None]
-"""Decides whether this park admits a foreign charging right: ``None`` admits, a string is the error
-code of the refusal ack. It must not write state. A :class:`ProtocolError` it raises refuses with the
-error's ``code``."""
+"""Decides whether a charging right becomes live on this park (issued, minted, or un-escrowed on its
+return): ``None`` admits, a string is the refusal code. The payload's ``right_id`` is the id the right
+would be held under here. It must not write state. A :class:`ProtocolError` it raises refuses with the
+error's ``code``. A chain's own hook should refuse what :func:`default_admission` refuses first (the
+rules every park applies, SPEC §2.3), then add its own."""
 
 ReputationProvider = Callable[[KVState, str, BlockContext], ReputationPayload]
 """Reads this chain's score of a subject from state (the sender never supplies it); raises a
-:class:`ProtocolError` if there is none."""
+:class:`ProtocolError` if there is none. For a chain that attests one model."""
 
-
-def default_admission(state: KVState, payload: ChargingRightPayload, ctx: BlockContext) -> str | None:
-    """Transformer capacity: booked power overlapping the slot + this right's power <= ``capacity_kw``.
-
-    Every booked right whose slot overlaps counts in full (a sum, not the peak of the load curve): a
-    conservative rule that never admits an overload.
-    """
-    transformer = state.get_json(transformer_path(payload.transformer))
-    if transformer is None:
-        return "transformer.unknown"
-    load = sum(b["power_kw"] for b in _bookings(state, payload.transformer)
-               if b["slot_start_ms"] < payload.slot_end_ms and payload.slot_start_ms < b["slot_end_ms"])
-    if load + payload.power_kw > int(transformer["capacity_kw"]):
-        return "capacity.exceeded"
-    return None
+ModelReputationProvider = Callable[[KVState, str, "str | None", BlockContext], ReputationPayload]
+"""Like :data:`ReputationProvider` for a chain that attests several models: ``(state, subject, model, ctx)``,
+``model`` as the sender asked (``None``: the provider's choice). Raises a :class:`ProtocolError` for a
+model it does not score or a subject it has no score of."""
 
 
 def default_reputation_provider(state: KVState, subject: str, ctx: BlockContext) -> ReputationPayload:
-    """Reads ``reputation/<subject>`` = ``{score, model, height}``."""
+    """Reads ``reputation/<subject>`` = ``{score, model, height}`` (``height``, the height of the last change,
+    is the attested ``source_height``)."""
     rec = state.get_json(reputation_path(subject))
     if rec is None:
         raise AssetError("no reputation recorded for subject", got=subject)
@@ -428,9 +432,22 @@ class BridgeHooks:
     """What a chain plugs into the shared bridge."""
 
     admission: AdmissionHook = default_admission
-    """Admission rule for foreign charging rights (and for issuing home rights)."""
+    """Admission rule for a right becoming live here: issued, minted as a voucher, or returning."""
     reputation: ReputationProvider = default_reputation_provider
-    """Source of the scores this chain attests."""
+    """Source of the scores this chain attests (used when ``reputation_models`` is None; a send that names a
+    model must name the one it returns)."""
+    reputation_models: ModelReputationProvider | None = None
+    """Source of the scores of a chain that attests several models; takes precedence over ``reputation``."""
+
+    def attest(self, state: KVState, subject: str, model: str | None, ctx: BlockContext) -> ReputationPayload:
+        """The attestation of ``subject`` (under ``model`` if given), read from ``state``."""
+        if self.reputation_models is not None:
+            r = self.reputation_models(state, subject, model, ctx)
+        else:
+            r = self.reputation(state, subject, ctx)
+        if model is not None and r.model != model:
+            raise AssetError("this chain does not attest that model of the subject", expected=model, got=r.model)
+        return r
 
 
 def init_bridge(
@@ -443,6 +460,7 @@ def init_bridge(
     *,
     rights_operator: str | None = None,
     transformers: Mapping[str, int] | None = None,
+    stations: Mapping[str, str] | None = None,
 ) -> None:
     """Genesis: store the bridge configuration, the trusted relay set and the lanes.
 
@@ -450,7 +468,8 @@ def init_bridge(
     ``capacities`` (``{asset: int}``, ``*`` the default) are the relay's bucket capacities of the lane
     from this chain to ``counterparty``, as the relay genesis sets them (SPEC §6.8;
     :func:`chains.common.genesis.lanes_from_relay_genesis`); without it the lane is not limited.
-    ``transformers`` maps transformer names to capacities (kW) for the default admission rule.
+    ``transformers`` maps transformer names to capacities (kW), ``stations`` station names to the
+    transformer each is behind: the park's registry for admission (:mod:`chains.common.rights`).
     """
     if state.get(CONFIG_KEY) is not None:
         raise ProtocolError("bridge already initialised")
@@ -479,8 +498,12 @@ def init_bridge(
             caps = decode_lane_config(encode_lane_config(raw_caps))  # checks every asset and capacity
         lane_list.append((counterparty, lane, caps))
     capacities = dict(transformers or {})
+    station_map = dict(stations or {})
     for name, capacity in capacities.items():
         _check_transformer(name, capacity)
+    for name, transformer in station_map.items():
+        _check_transformer(name, 0)  # the names' rules; 0 stands for a capacity
+        _check_transformer(transformer, 0)
     # everything checked: write
     state.set_json(CONFIG_KEY, {"chain_id": chain_id, "relay_chain_id": relay_chain_id,
                                 "native_denoms": list(denoms), "rights_operator": rights_operator})
@@ -491,6 +514,8 @@ def init_bridge(
             state.set_json(lane_config_key(counterparty, lane), {"capacities": caps, "relay_height": 0})
     for name, capacity in capacities.items():
         set_transformer(state, name, capacity)
+    for name, transformer in station_map.items():
+        set_station(state, name, transformer)
 
 
 def load_params(state: KVState) -> BridgeParams:
@@ -538,12 +563,6 @@ def _check_transformer(name: str, capacity_kw: int) -> None:
     if not isinstance(name, str) or not name or len(name.encode()) > MAX_STRING:
         raise CodecError("transformer name must be a non-empty string", got=name)
     check_uint("capacity_kw", capacity_kw)
-
-
-def set_transformer(state: KVState, name: str, capacity_kw: int) -> None:
-    """Set a transformer's capacity (kW) for the default admission rule."""
-    _check_transformer(name, capacity_kw)
-    state.set_json(transformer_path(name), {"capacity_kw": capacity_kw})
 
 
 def _check_denom(denom: str) -> str:
@@ -641,6 +660,8 @@ class SendRequest:
     """Charging right: its id."""
     subject: str = ""
     """Reputation: whose score."""
+    model: str | None = None
+    """Reputation: which of the chain's models (None: the chain's choice)."""
 
 
 def _is_returning_voucher(denom: str, lane: str, dst: str) -> bool:
@@ -681,19 +702,17 @@ def validate_send(state: KVState, params: BridgeParams, hooks: BridgeHooks, req:
             raise AssetError("no such charging right", got=req.right_id)
         if rec["owner"] != req.sender:
             raise AuthorizationError("only the owner sends a charging right", expected=rec["owner"], got=req.sender)
-        home = rec["home_park"]
-        if home != params.chain_id and home != dst:
-            raise WrongChainError("a foreign charging right can only go back to its home park", expected=home,
-                                  got=dst)
-        right = _right_payload(req.right_id, rec)
+        right = right_payload(req.right_id, rec)
         if timeout > right.slot_start_ms:
-            raise TimeoutExpiredError("a charging right's packet must time out by its slot start",
-                                      expected=f"<= {right.slot_start_ms}", got=timeout)
+            raise SlotTimeoutError("a charging right's packet must time out by its slot start",
+                                   expected=f"<= {right.slot_start_ms}", got=timeout)
         payload = encode_charging_right(right)
     elif req.kind is PacketKind.REPUTATION:
         if not isinstance(req.subject, str) or not req.subject:
             raise CodecError("reputation needs a subject", got=req.subject)
-        payload = encode_reputation(hooks.reputation(state, req.subject, ctx))
+        if req.model is not None and (not isinstance(req.model, str) or not req.model):
+            raise CodecError("a reputation model is a non-empty string", got=req.model)
+        payload = encode_reputation(hooks.attest(state, req.subject, req.model, ctx))
     else:  # pragma: no cover - PacketKind is closed
         raise CodecError("unknown packet kind", got=req.kind)
     sequence = _next_sequence(state, dst, lane)
@@ -716,16 +735,15 @@ def apply_send(state: KVState, params: BridgeParams, packet: Packet) -> list[Eve
         else:
             _add_escrow(state, dst, lane, e.denom, e.amount_wh)
     elif packet.kind is PacketKind.CHARGING_RIGHT:
+        # the right stays booked here, escrowed or burned, until its packet settles (SPEC §2.3 "Bookings")
         c = decode_charging_right(packet.payload)
         rec = state.get_json(right_path(c.right_id))
-        if c.home_park == params.chain_id:
-            rec["owner"] = ESCROW_OWNER
-            rec["escrowed_to"] = {"chain": dst, "lane": lane, "sequence": seq}
-            state.set_json(right_path(c.right_id), rec)
-        else:
+        to = {"chain": dst, "lane": lane, "sequence": seq}
+        if is_returning(c.right_id, lane, dst):
             state.delete(right_path(c.right_id))
-            state.set_json(burned_right_path(c.right_id), {**rec, "burned_to": {"chain": dst, "lane": lane,
-                                                                               "sequence": seq}})
+            state.set_json(burned_right_path(c.right_id), {**rec, "burned_to": to})
+        else:
+            state.set_json(right_path(c.right_id), {**rec, "owner": ESCROW_OWNER, "escrowed_to": to})
     raw = encode_packet(packet)
     commitment = packet_commitment(packet)
     state.set_int(next_send_path(dst, lane), seq + 1)
@@ -762,49 +780,13 @@ def _sub_escrow(state: KVState, counterparty: str, lane: str, denom: str, amount
     state.set_int(escrow_path(denom), total - amount)
 
 
-def _right_payload(right_id: str, rec: Mapping[str, Any]) -> ChargingRightPayload:
-    return ChargingRightPayload(right_id, ChainId(rec["home_park"]), rec["station"], rec["transformer"],
-                                int(rec["power_kw"]), int(rec["slot_start_ms"]), int(rec["slot_end_ms"]))
-
-
-def _right_record(c: ChargingRightPayload, owner: str) -> dict[str, Any]:
-    return {"home_park": c.home_park, "station": c.station, "transformer": c.transformer, "power_kw": c.power_kw,
-            "slot_start_ms": c.slot_start_ms, "slot_end_ms": c.slot_end_ms, "owner": owner}
-
-
-# --- transformer bookings -------------------------------------------------------------------------
-
-
-def _bookings(state: KVState, transformer: str) -> list[dict[str, Any]]:
-    raw = state.get_json(bookings_path(transformer))
-    return list(raw) if raw else []
-
-
-def _write_bookings(state: KVState, transformer: str, bookings: list[dict[str, Any]], now_ms: int) -> None:
-    # a slot that has ended can never overlap a slot still to come: drop it
-    live = sorted((b for b in bookings if b["slot_end_ms"] > now_ms), key=lambda b: str(b["right_id"]))
-    if live:
-        state.set_json(bookings_path(transformer), live)
-    else:
-        state.delete(bookings_path(transformer))
-
-
-def _book(state: KVState, c: ChargingRightPayload, now_ms: int) -> None:
-    bookings = [b for b in _bookings(state, c.transformer) if b["right_id"] != c.right_id]
-    bookings.append({"right_id": c.right_id, "power_kw": c.power_kw, "slot_start_ms": c.slot_start_ms,
-                     "slot_end_ms": c.slot_end_ms})
-    _write_bookings(state, c.transformer, bookings, now_ms)
-
-
-def _unbook(state: KVState, transformer: str, right_id: str, now_ms: int) -> None:
-    _write_bookings(state, transformer, [b for b in _bookings(state, transformer) if b["right_id"] != right_id],
-                    now_ms)
-
-
 def issue_charging_right(state: KVState, params: BridgeParams, hooks: BridgeHooks, right_id: str, station: str,
                          transformer: str, power_kw: int, slot_start_ms: int, slot_end_ms: int, owner: str,
                          ctx: BlockContext) -> list[Event]:
-    """Issue a home charging right to ``owner`` and book it on its transformer (the admission rule applies)."""
+    """Issue a base charging right (its id has no ``/``) to ``owner`` and book it on its transformer.
+
+    Admission applies as to any right becoming live here: a refusal raises the typed error of its code
+    (:func:`protocol.errors.admission_error`: ``slot.started``, ``station.unknown``...)."""
     check_id("right", right_id)
     if state.get(right_path(right_id)) is not None or state.get(burned_right_path(right_id)) is not None:
         raise AssetError("a charging right with that id exists", got=right_id)
@@ -812,14 +794,12 @@ def issue_charging_right(state: KVState, params: BridgeParams, hooks: BridgeHook
         raise AssetError("unknown owner account", got=owner)
     c = ChargingRightPayload(right_id, params.chain_id, station, transformer, power_kw, slot_start_ms, slot_end_ms)
     encode_charging_right(c)
-    if slot_start_ms <= ctx.timestamp_ms:
-        raise AssetError("a charging right is issued before its slot starts", expected=f"> {ctx.timestamp_ms}",
-                         got=slot_start_ms)
     refusal = _admit(hooks, state, c, ctx)
     if refusal is not None:
-        raise AssetError("the admission rule refuses the right", expected="admitted", got=refusal)
-    state.set_json(right_path(right_id), _right_record(c, owner))
-    _book(state, c, ctx.timestamp_ms)
+        raise admission_error(refusal, f"the park's admission refuses right {right_id}", expected="admitted",
+                              got=refusal)
+    state.set_json(right_path(right_id), right_record(c, owner))
+    book(state, c, ctx.timestamp_ms)
     return [{"type": "right_issued", "right_id": right_id, "owner": owner, "transformer": transformer,
              "power_kw": power_kw, "slot_start_ms": slot_start_ms, "slot_end_ms": slot_end_ms}]
 
@@ -928,25 +908,28 @@ def _recv_charging_right(state: KVState, params: BridgeParams, hooks: BridgeHook
     except CodecError as exc:
         raise _Refusal("payload.invalid") from exc
     _require_account(state, packet.receiver)
-    if c.home_park == params.chain_id:
-        rec = state.get_json(right_path(c.right_id))
+    if is_returning(c.right_id, packet.lane, params.chain_id):
+        local = c.right_id[len(f"{packet.lane}/{params.chain_id}/"):]
+        rec = state.get_json(right_path(local)) if local else None
         escrowed_to = rec.get("escrowed_to") if rec is not None else None
         if (rec is None or rec["owner"] != ESCROW_OWNER or escrowed_to is None
                 or escrowed_to["chain"] != packet.src_chain or escrowed_to["lane"] != packet.lane):
             raise _Refusal("right.not_escrowed")
-        if _right_payload(c.right_id, rec) != c:
+        right = replace(c, right_id=local)
+        if right_payload(local, rec) != right:
             raise _Refusal("right.mismatch")
-        state.set_json(right_path(c.right_id), _right_record(c, packet.receiver))
-    elif c.home_park == packet.src_chain:
-        if state.get(right_path(c.right_id)) is not None or state.get(burned_right_path(c.right_id)) is not None:
-            raise _Refusal("right.exists")
-        refusal = _admit(hooks, state, c, ctx)
-        if refusal is not None:
-            raise _Refusal(refusal)
-        state.set_json(right_path(c.right_id), _right_record(c, packet.receiver))
-        _book(state, c, ctx.timestamp_ms)
     else:
-        raise _Refusal("right.route")
+        local = voucher_right_id(packet.lane, packet.src_chain, c.right_id)
+        if len(local.encode()) > MAX_STRING:
+            raise _Refusal("right.too_long")  # it could never be sent on, nor back
+        if state.get(right_path(local)) is not None or state.get(burned_right_path(local)) is not None:
+            raise _Refusal("right.exists")
+        right = replace(c, right_id=local)
+    refusal = _admit(hooks, state, right, ctx)
+    if refusal is not None:
+        raise _Refusal(refusal)
+    state.set_json(right_path(local), right_record(right, packet.receiver))
+    book(state, right, ctx.timestamp_ms)
 
 
 def _recv_reputation(state: KVState, packet: Packet, ctx: BlockContext) -> None:
@@ -954,12 +937,10 @@ def _recv_reputation(state: KVState, packet: Packet, ctx: BlockContext) -> None:
         r = decode_reputation(packet.payload)
     except CodecError as exc:
         raise _Refusal("payload.invalid") from exc
-    key = imported_reputation_path(packet.src_chain, r.subject)
-    existing = state.get_json(key)
-    if existing is not None and int(existing["source_height"]) > r.source_height:
-        raise _Refusal("reputation.stale")
-    state.set_json(key, {"score": r.score, "model": r.model, "source_height": r.source_height,
-                         "height": ctx.height})
+    refusal = import_refusal(state, packet.src_chain, r)
+    if refusal is not None:
+        raise _Refusal(refusal)
+    record_import(state, packet, r, ctx.height)
 
 
 # --- phase 4: SETTLE ------------------------------------------------------------------------------
@@ -1009,7 +990,7 @@ def process_settle(state: KVState, params: BridgeParams, packet: Packet, cert: R
 
 
 def _refund(state: KVState, params: BridgeParams, packet: Packet) -> None:
-    """Give back exactly what :func:`apply_send` took."""
+    """Give back exactly what :func:`apply_send` took (a right keeps its booking)."""
     if packet.kind is PacketKind.ENERGY:
         e = decode_energy(packet.payload)
         if _is_returning_voucher(e.denom, packet.lane, packet.dst_chain):
@@ -1019,20 +1000,25 @@ def _refund(state: KVState, params: BridgeParams, packet: Packet) -> None:
         state.add_balance(packet.sender, e.denom, e.amount_wh)
     elif packet.kind is PacketKind.CHARGING_RIGHT:
         c = decode_charging_right(packet.payload)
-        if c.home_park == params.chain_id:
-            state.set_json(right_path(c.right_id), _right_record(c, packet.sender))
-        else:
+        if is_returning(c.right_id, packet.lane, packet.dst_chain):
             state.delete(burned_right_path(c.right_id))
-            state.set_json(right_path(c.right_id), _right_record(c, packet.sender))
+        state.set_json(right_path(c.right_id), right_record(c, packet.sender))
 
 
 def _complete(state: KVState, params: BridgeParams, packet: Packet, ctx: BlockContext) -> None:
-    if packet.kind is PacketKind.CHARGING_RIGHT:
-        c = decode_charging_right(packet.payload)
-        if c.home_park != params.chain_id:
-            # the right is home again: its burn is final and its slot no longer loads our transformer
-            state.delete(burned_right_path(c.right_id))
-            _unbook(state, c.transformer, c.right_id, ctx.timestamp_ms)
+    """A success ack: a right that left is no longer booked here (SPEC §2.3 "Bookings")."""
+    if packet.kind is not PacketKind.CHARGING_RIGHT:
+        return
+    c = decode_charging_right(packet.payload)
+    if is_returning(c.right_id, packet.lane, packet.dst_chain):
+        state.delete(burned_right_path(c.right_id))  # the burn is final
+        unbook(state, c.transformer, c.right_id, ctx.timestamp_ms)
+        return
+    rec = state.get_json(right_path(c.right_id))
+    sent = {"chain": packet.dst_chain, "lane": packet.lane, "sequence": packet.sequence}
+    # a right that already came back (its return executed before this settlement) is live and booked again
+    if rec is not None and rec["owner"] == ESCROW_OWNER and rec.get("escrowed_to") == sent:
+        unbook(state, c.transformer, c.right_id, ctx.timestamp_ms)
 
 
 # --- reports --------------------------------------------------------------------------------------
@@ -1088,14 +1074,15 @@ def send_request_from_tx(tx: Tx) -> SendRequest:
     if not isinstance(kind_name, str) or kind_name not in KIND_NAMES:
         raise CodecError("unknown packet kind", expected=sorted(KIND_NAMES), got=kind_name)
     kind = KIND_NAMES[kind_name]
-    args = _args(tx, _SEND_ARGS + _KIND_ARGS[kind])
+    args = _args(tx, _SEND_ARGS + _KIND_ARGS[kind], _KIND_OPTIONAL.get(kind, ()))
     base = SendRequest(tx.sender, _str_arg(tx, args, "dst_chain"), _str_arg(tx, args, "lane"), kind,
                        _str_arg(tx, args, "receiver"), _int_arg(tx, args, "timeout_timestamp_ms"))
     if kind is PacketKind.ENERGY:
         return replace(base, denom=_str_arg(tx, args, "denom"), amount_wh=_int_arg(tx, args, "amount_wh"))
     if kind is PacketKind.CHARGING_RIGHT:
         return replace(base, right_id=_str_arg(tx, args, "right_id"))
-    return replace(base, subject=_str_arg(tx, args, "subject"))
+    model = _str_arg(tx, args, "model") if "model" in args else None
+    return replace(base, subject=_str_arg(tx, args, "subject"), model=model)
 
 
 def _packet_arg(tx: Tx, args: Mapping[str, Any]) -> Packet:
@@ -1109,7 +1096,8 @@ BridgeOp = Callable[[KVState, Tx, BlockContext], list[Event]]
 def register_bridge_ops(app: App, hooks: BridgeHooks | None = None) -> None:
     """Register ``bridge.send``, ``bridge.recv``, ``bridge.settle``, ``bridge.update_lane``,
     ``bridge.update_relay_validators``,
-    ``rights.issue`` and ``rights.set_transformer`` on ``app`` (arguments in the module docstring).
+    ``rights.issue``, ``rights.set_transformer`` and ``rights.set_station`` on ``app`` (arguments in the module
+    docstring).
 
     ``hooks`` plugs in the chain's admission rule and reputation provider (defaults:
     :func:`default_admission`, :func:`default_reputation_provider`). The bridge must have been set up
@@ -1170,6 +1158,13 @@ def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:
         set_transformer(state, name, capacity)
         return [{"type": "transformer_set", "name": name, "capacity_kw": capacity}]
 
+    def op_set_station(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        args = _args(tx, ("name", "transformer"))
+        _require_operator(_params_for(state, ctx), tx)
+        name, transformer = _str_arg(tx, args, "name"), _str_arg(tx, args, "transformer")
+        set_station(state, name, transformer)
+        return [{"type": "station_set", "name": name, "transformer": transformer}]
+
     return {
         "bridge.send": op_send,
         "bridge.recv": op_recv,
@@ -1178,6 +1173,7 @@ def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:
         "bridge.update_relay_validators": op_update_relay_validators,
         "rights.issue": op_issue_right,
         "rights.set_transformer": op_set_transformer,
+        "rights.set_station": op_set_station,
     }
 
 

@@ -8,7 +8,8 @@
                                                   # from this park (optional: none, not limited)
       "native_denoms": ["kWh"],                  # denominations this park issues (escrowed when sent)
       "rights_operator": "operator",             # account allowed to issue charging rights (optional)
-      "transformers": {"tr-1": 150}              # transformer capacities in kW (optional)
+      "transformers": {"tr-1": 150},             # transformer capacities in kW (optional)
+      "stations": {"st-1": "tr-1"}               # charging stations -> their transformer (optional)
     }
 
 A park learns its lanes and their capacities from the relay genesis, the same way it learns the relay
@@ -54,7 +55,8 @@ def lanes_from_relay_genesis(relay_lanes: Any, chain_id: str) -> list[dict[str, 
 def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
                    lanes: Iterable[tuple[str, str] | dict[str, Any]],
                    native_denoms: Iterable[str] = ("kWh",), rights_operator: str | None = None,
-                   transformers: dict[str, int] | None = None) -> dict[str, Any]:
+                   transformers: dict[str, int] | None = None,
+                   stations: dict[str, str] | None = None) -> dict[str, Any]:
     """Build the ``bridge`` genesis section; ``lanes`` are ``(lane, counterparty)`` pairs or entries
     ``{lane, counterparty, capacities?}`` (as :func:`lanes_from_relay_genesis` gives them)."""
     out: dict[str, Any] = {
@@ -66,6 +68,8 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
     }
     if rights_operator:
         out["rights_operator"] = rights_operator
+    if stations:
+        out["stations"] = dict(stations)
     return out
 
 
@@ -78,4 +82,5 @@ def apply_bridge_genesis(state: KVState, chain_id: str, section: Any) -> None:
     init_bridge(state, chain_id, str(section["relay_chain_id"]),
                 validator_set_from_json(section["relay_validators"]),
                 list(section.get("native_denoms", ["kWh"])), list(section.get("lanes", [])),
-                rights_operator=section.get("rights_operator"), transformers=section.get("transformers") or None)
+                rights_operator=section.get("rights_operator"), transformers=section.get("transformers") or None,
+                stations=section.get("stations") or None)

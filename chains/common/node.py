@@ -39,6 +39,7 @@ from aiohttp import web
 
 from chains.common import jsonrpc as rpc
 from chains.common.jsonrpc import ParamSpec
+from chains.common.rights import rights_report
 from chains.common.state import ChainState
 from chains.common.tx import App, BlockContext, Tx, account_path
 from protocol.errors import CodecError, MempoolFullError, ParkRelayError, ProtocolError
@@ -492,6 +493,7 @@ class ParkNode:
         m("getBalance", self._rpc_get_balance, params={"account": name, "denom": rpc.string(max_len=256),
                                                         **_HEIGHT})
         m("getAccount", self._rpc_get_account, params={"name": name})
+        m("getRights", self._rpc_get_rights, params=_HEIGHT)
         m("getEvents", self._rpc_get_events, params={"from": rpc.uint(required=True), "to": rpc.uint(),
                                                       "type": rpc.string(max_len=256)})
         m("getTxResult", self._rpc_get_tx_result, params={"hash": rpc.hex_string(required=True),
@@ -576,6 +578,15 @@ class ParkNode:
             raise NotFoundError("state at that height was pruned", got=e.header.height)
         return {"account": account, "denom": denom, "amount_wh": e.state.balance(account, denom),
                 "height": e.header.height}
+
+    async def _rpc_get_rights(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Where the charging rights held on this chain are (:func:`chains.common.rights.rights_report`), for the
+        demo's and the tests' "each right exists exactly once" check
+        (:func:`~chains.common.rights.rights_violations`)."""
+        e = self.entry_at(p.get("height"))
+        if e.state is None:
+            raise NotFoundError("state at that height was pruned", got=e.header.height)
+        return {**rights_report(e.state), "height": e.header.height}
 
     async def _rpc_get_account(self, p: dict[str, Any]) -> Any:
         assert self.head.state is not None

@@ -31,8 +31,16 @@ reveals loses more.
 State keys: ``market/next_bid_id``, ``market/round/<round>`` (list of bids), ``market/open_rounds``,
 ``market/result/<round>``; ``dr/nodes``, ``dr/next_request_id``, ``dr/request/<id>``,
 ``dr/result/<id>``, ``dr/cycle`` (``{index, matched}``), ``dr/open`` (sorted ``[reveal_end_ms, id]``); and
-``reputation/<subject>`` = ``{score, model: "dr-aggregator-reputation/v1", height, role, active}`` for every
-DR node, which the bridge attests.
+``reputation/<subject>`` = ``{score, model, height, role, active, imported_from?}`` for every DR node
+(``model`` ``dr-aggregator-reputation/v1`` or ``dr-user-reputation/v1`` by role), which the bridge attests
+(:mod:`chains.dpos.reputation`).
+
+**Reputation from other parks.** A node may join DR with the reputation it earned on another park:
+``dr.register {role, import: {src_chain, subject, model}}`` names an attestation this park imported
+(:mod:`chains.common.reputation`; any model, every model scores in basis points). The caller must hold it
+(the subject sent its own attestation to the caller's account here) and its score must reach
+``dr_import_min_score``; the node then starts at that score instead of ``reputation_initial``, so an
+aggregator with a record elsewhere is ranked, and passes request floors, from its first cycle.
 """
 
 from __future__ import annotations
@@ -41,12 +49,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from chains.common.reputation import SCORE_MAX, held_reputation, parse_import_ref
 from chains.common.state import ChainState, canonical_json
 from chains.common.tx import BlockContext, BlockHook, OpHandler, Tx, arg
 from protocol.errors import AuthorizationError, CodecError, ProtocolError, ReplayError
 
 __all__ = [
     "DR_ACCOUNT",
+    "DR_MODELS",
     "MARKET_ACCOUNT",
     "REPUTATION_MODEL",
     "Bid",
@@ -69,6 +79,9 @@ MARKET_ACCOUNT = "module:market"
 DR_ACCOUNT = "module:dr"
 """Escrow of open DR request budgets."""
 REPUTATION_MODEL = "dr-aggregator-reputation/v1"
+"""The model of an aggregator's reputation."""
+DR_MODELS = {"aggregator": REPUTATION_MODEL, "user": "dr-user-reputation/v1"}
+"""The reputation model of each DR role (SPEC §2.3)."""
 DR_BID_TAG = b"parkrelay/dr-bid/v1"
 MATCHING_METHODS = ("max_utilisation", "highest_price")
 
@@ -109,6 +122,9 @@ class MarketParams:
     """Reputation lost for a cycle without a match."""
     reputation_no_reveal_penalty: int = 200
     """Reputation lost for a commitment never revealed."""
+    dr_import_min_score: int = 6000
+    """Least imported score (basis points, 0..10000) with which a node joins DR at its reputation from another
+    park (``dr.register`` with ``import``)."""
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
@@ -426,18 +442,28 @@ def credit_ranking(state: ChainState) -> list[dict[str, Any]]:
 
 
 def op_dr_register(params: MarketParams) -> OpHandler:
-    """``dr.register {role: user|aggregator}``: join demand response with the initial reputation."""
+    """``dr.register {role: user|aggregator, import?: {src_chain, subject, model}}``: join demand response
+    with the initial reputation, or with the imported score the caller holds if it reaches
+    ``dr_import_min_score`` (:class:`~protocol.errors.ReputationInsufficientError` otherwise)."""
 
     def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         role = arg(tx, "role", str)
-        if role not in ("user", "aggregator"):
+        if role not in DR_MODELS:
             raise CodecError("role must be user or aggregator", got=role)
         if state.get(reputation_path(tx.sender)) is not None:
             raise ProtocolError("already a DR node", got=tx.sender)
-        state.set_json(reputation_path(tx.sender), {"score": params.reputation_initial, "model": REPUTATION_MODEL,
-                                                    "height": ctx.height, "role": role, "active": True})
+        rec: dict[str, Any] = {"score": params.reputation_initial, "model": DR_MODELS[role], "height": ctx.height,
+                               "role": role, "active": True}
+        if "import" in tx.args:
+            src, subject, model = parse_import_ref(tx.args["import"], "argument 'import' of dr.register")
+            held = held_reputation(state, tx.sender, src, subject, model, params.dr_import_min_score)
+            rec["score"] = min(params.reputation_max, int(held["score"]) * params.reputation_max // SCORE_MAX)
+            rec["imported_from"] = {"src_chain": src, "subject": subject, "model": model, "score": held["score"],
+                                    "source_height": held["source_height"]}
+        state.set_json(reputation_path(tx.sender), rec)
         state.set_json(_DR_NODES, sorted([*(state.get_json(_DR_NODES) or []), tx.sender]))
-        return [{"type": "dr_registered", "node": tx.sender, "role": role}]
+        return [{"type": "dr_registered", "node": tx.sender, "role": role, "score": rec["score"],
+                 "imported_from": rec.get("imported_from")}]
 
     return handler
 

@@ -15,13 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chains.common.bridge import BridgeHooks, register_bridge_ops
+from chains.common.bridge import register_bridge_ops
 from chains.common.genesis import bridge_section
 from chains.common.node import BlockEntry, ChainRules, ParkNode
 from chains.common.state import ChainState
 from chains.common.tx import BlockContext
 from chains.dpos.app import dpos_app, load_genesis
 from chains.dpos.params import DposChainParams
+from chains.dpos.reputation import dpos_bridge_hooks
 from chains.dpos.types import DposHeader
 from chains.dpos.witnesses import active_set, apply_block_consensus, expected_producer, load_tracker
 from protocol.certificate import ValidatorSet
@@ -67,6 +68,7 @@ def build_genesis(
             lanes,
             rights_operator="operator" if "operator" in accounts else None,
             transformers=dict(p.transformers),
+            stations=dict(p.stations),
         ),
     }
 
@@ -82,7 +84,7 @@ class DposRules(ChainRules):
         self.genesis_hdr = g.header
         self.checkpoint = g.checkpoint
         self.app = dpos_app(g.chain_id, g.params, g.market)
-        register_bridge_ops(self.app, BridgeHooks())
+        register_bridge_ops(self.app, dpos_bridge_hooks(g.params, g.market))
         self.witness = witness
         self.signer = signer
 

@@ -28,3 +28,5 @@ class DposChainParams(KindParams):
     """Id of the relay chain whose certificates the park's bridge accepts."""
     transformers: dict[str, int] = param({"tr-1": 150}, low=0, high=10**9)
     """Transformer capacities, kW, for charging-right admission: name -> capacity."""
+    stations: dict[str, str] = param({"st-1": "tr-1"})
+    """Charging stations for charging-right admission: name -> the transformer it is behind (SPEC §2.3)."""

@@ -16,11 +16,12 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from chains.common.bridge import BridgeHooks, register_bridge_ops
+from chains.common.bridge import register_bridge_ops
 from chains.common.tx import BlockContext, Tx, account_path
 from chains.dpos.app import dpos_app, load_genesis
 from chains.dpos.consensus import FinalityTracker, genesis_header, is_boundary, schedule
 from chains.dpos.light_client import DposCheckpoint, DposLightClient
+from chains.dpos.reputation import dpos_bridge_hooks
 from chains.dpos.types import DposHeader, DposParams, WitnessInfo, WitnessSet
 from chains.dpos.witnesses import BlockConsensus, apply_block_consensus, expected_producer
 from protocol.crypto import Ed25519Signer
@@ -274,7 +275,7 @@ class SimChain:
         self.chain_id = self.genesis.chain_id
         self.state = self.genesis.state
         self.app = dpos_app(self.chain_id, self.params, self.genesis.market)
-        register_bridge_ops(self.app, BridgeHooks())
+        register_bridge_ops(self.app, dpos_bridge_hooks(self.params, self.genesis.market))
         self.headers: list[DposHeader] = [self.genesis.header]
         self.results: list[BlockConsensus | None] = [None]
         """``BlockConsensus`` of each block (index = height)."""

@@ -28,6 +28,13 @@ sides in one state:
   the rest refunded. An award still unreported ``report_rounds`` rounds after clearing settles as fully
   delivered. Each unit's record keeps awarded and delivered kW: its response rate
   ``delivered * 10^6 // awarded`` (ppm; ``default_response_ppm`` before any award) ranks its next offers.
+* **Reputation from other parks.** A unit new here may bring its record from another park:
+  ``market.import_reputation {src_chain, subject, model}`` names an attestation this park imported
+  (:mod:`chains.common.reputation`; every model scores in basis points). The caller must hold it (the
+  subject sent its own attestation to the caller's account here) and its score must reach
+  ``import_min_score``; until the unit's first settled award here, that score (as ppm) stands for its
+  response rate in the ranking instead of ``default_response_ppm``. Its own record then takes over, and
+  only its own record is what this park attests (:mod:`chains.poc.reputation`).
 
 Balances only move between accounts and the market's escrow account ``@market`` (a name no account can
 register, so nobody can sign for it): the total of every denomination is unchanged by every op.
@@ -39,6 +46,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from chains.common.reputation import SCORE_MAX, held_reputation, parse_import_ref
 from chains.common.state import ChainState
 from chains.common.tx import BlockContext, BlockHook, OpHandler, Tx, account_path, arg
 from chains.poc.consensus import ProofVerifier, chiapos_verifier, expected_plot_size, plot_id
@@ -60,6 +68,7 @@ __all__ = [
     "market_ops",
     "max_kw",
     "new_farmer_record",
+    "own_response_ppm",
     "plot_owner_key",
     "response_ppm",
     "round_key",
@@ -105,6 +114,9 @@ class PocAppParams:
     """Smallest plot size that may be committed."""
     max_k: int = 32
     """Largest plot size that may be committed."""
+    import_min_score: int = 5000
+    """Least imported score (basis points, 0..10000) a unit may bring from another park
+    (``market.import_reputation``)."""
 
     def __post_init__(self) -> None:
         for name in ("round_blocks", "kw_per_k21_plot", "report_rounds", "fill_window", "max_fill_index"):
@@ -113,6 +125,9 @@ class PocAppParams:
                 raise CodecError(f"PoC app param {name} must be a positive integer", got=v)
         if not 1 <= self.max_unit_share_pct <= 100:
             raise CodecError("max_unit_share_pct must be in 1..100", got=self.max_unit_share_pct)
+        if isinstance(self.import_min_score, bool) or not isinstance(self.import_min_score, int) or not (
+                0 <= self.import_min_score <= SCORE_MAX):
+            raise CodecError(f"import_min_score must be in 0..{SCORE_MAX}", got=self.import_min_score)
         if not 0 <= self.default_response_ppm <= _PPM:
             raise CodecError("default_response_ppm must be in 0..1e6", got=self.default_response_ppm)
         if self.block_reward < 0:
@@ -127,7 +142,7 @@ class PocAppParams:
                 "kw_per_k21_plot": self.kw_per_k21_plot, "max_unit_share_pct": self.max_unit_share_pct,
                 "default_response_ppm": self.default_response_ppm, "report_rounds": self.report_rounds,
                 "fill_window": self.fill_window, "max_fill_index": self.max_fill_index,
-                "min_k": self.min_k, "max_k": self.max_k}
+                "min_k": self.min_k, "max_k": self.max_k, "import_min_score": self.import_min_score}
 
     @classmethod
     def from_json(cls, obj: Any) -> PocAppParams:
@@ -209,7 +224,18 @@ def max_kw(params: PocAppParams, record: dict[str, Any]) -> int:
 
 
 def response_ppm(params: PocAppParams, record: dict[str, Any]) -> int:
-    """A unit's response rate, ppm of awarded kW delivered."""
+    """A unit's response rate as the market ranks it, ppm of awarded kW delivered; before its first settled award,
+    its imported score if it brought one, else ``default_response_ppm``."""
+    awarded = int(record["awarded_kw"])
+    if awarded:
+        return int(record["delivered_kw"]) * _PPM // awarded
+    imported = record.get("imported")
+    return int(imported["score"]) * (_PPM // SCORE_MAX) if imported else params.default_response_ppm
+
+
+def own_response_ppm(params: PocAppParams, record: dict[str, Any]) -> int:
+    """A unit's response rate from its awards here only (``default_response_ppm`` before any): what the park
+    attests, never a score it imported."""
     awarded = int(record["awarded_kw"])
     return int(record["delivered_kw"]) * _PPM // awarded if awarded else params.default_response_ppm
 
@@ -412,8 +438,20 @@ def market_ops(params: PocAppParams, verifier: ProofVerifier | None = None) -> d
         _store_awards(state, rnd, awards)
         return events
 
+    def op_import_reputation(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """``market.import_reputation {src_chain, subject, model}``: rank the caller, until its first settled
+        award here, by a score it earned on another park (module docstring)."""
+        src, subject, model = parse_import_ref(dict(tx.args), "market.import_reputation's arguments")
+        held = held_reputation(state, tx.sender, src, subject, model, params.import_min_score)
+        rec = farmer_record(state, tx.sender) or new_farmer_record()
+        rec["imported"] = {"src_chain": src, "subject": subject, "model": model, "score": int(held["score"]),
+                           "source_height": int(held["source_height"])}
+        state.set_json(farmer_key(tx.sender), rec)
+        return [{"type": "market.reputation_imported", "unit": tx.sender, **rec["imported"],
+                 "response_ppm": response_ppm(params, rec)}]
+
     return {"poc.fill": op_fill, "poc.erase": op_erase, "market.demand": op_demand, "market.offer": op_offer,
-            "market.report": op_report}
+            "market.report": op_report, "market.import_reputation": op_import_reputation}
 
 
 def _settle(state: ChainState, params: PocAppParams, rnd: int, awards: dict[str, Any], service: str, unit: str,

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chains.common.bridge import BridgeHooks, register_bridge_ops
+from chains.common.bridge import register_bridge_ops
 from chains.common.genesis import bridge_section
 from chains.common.node import BlockEntry, ChainRules, ParkNode
 from chains.common.state import ChainState
@@ -32,6 +32,7 @@ from chains.poc.app import (
 from chains.poc.consensus import ConsensusContext, chiapos_verifier, validate_header
 from chains.poc.params import PocChainParams
 from chains.poc.plots import FarmedProof, Farmer, PlotCache
+from chains.poc.reputation import poc_bridge_hooks
 from chains.poc.types import PocHeader, decode_header
 from protocol.certificate import ValidatorSet
 from protocol.crypto import Ed25519Signer
@@ -68,7 +69,7 @@ def build_genesis(*, chain_id: str, params: Mapping[str, Any], nodes: dict[str, 
                     for n, pk in nodes.items()],
         "bridge": bridge_section(p.relay_chain_id, relay_validators, lanes,
                                  rights_operator="operator" if "operator" in accounts else None,
-                                 transformers=dict(p.transformers)),
+                                 transformers=dict(p.transformers), stations=dict(p.stations)),
     }
 
 
@@ -84,7 +85,7 @@ class PocRules(ChainRules):
         self.genesis_state = state
         self.confirmation_depth = confirmation_depth_of(genesis_config)
         self.app = poc_app(self.chain_id, self.app_params)
-        register_bridge_ops(self.app, BridgeHooks())
+        register_bridge_ops(self.app, poc_bridge_hooks(self.app_params))
         self.verifier = chiapos_verifier()
         self.contexts: dict[bytes, ConsensusContext] = {self.genesis_hdr.hash(): self.genesis_ctx}
         self.farmer_name = farmer

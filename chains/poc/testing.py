@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from chains.common.bridge import BridgeHooks, register_bridge_ops
+from chains.common.bridge import register_bridge_ops
 from chains.common.state import ChainState
 from chains.common.tx import App, Tx, account_path
 from chains.poc.app import apply_farmed_block, block_context, genesis_block, params_from_genesis, poc_app, tx_root
@@ -44,6 +44,7 @@ from chains.poc.consensus import (
     validate_header,
 )
 from chains.poc.plots import DEFAULT_K, FarmedProof, Farmer, PlotCache, ProgressCallback
+from chains.poc.reputation import poc_bridge_hooks
 from chains.poc.types import PocHeader, decode_header
 from protocol.crypto import Ed25519Signer
 from protocol.errors import ProtocolError
@@ -260,7 +261,7 @@ class SimChain:
         self.params, self.app_params = params_from_genesis(config)
         self.chain_id = self.params.chain_id
         self.app: App = poc_app(self.chain_id, self.app_params, verifier)
-        register_bridge_ops(self.app, BridgeHooks())
+        register_bridge_ops(self.app, poc_bridge_hooks(self.app_params))
         self.builder = ChainBuilder(self.params, farmers, genesis.timestamp_ms, genesis.state_root, verifier)
         self.headers: list[PocHeader] = [genesis]
         self.contexts: list[ConsensusContext] = [genesis_ctx]

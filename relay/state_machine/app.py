@@ -54,6 +54,7 @@ from relay.state_machine.clients import (
 from relay.state_machine.genesis import init_genesis
 from relay.state_machine.park_clients import default_client_types
 from relay.state_machine.records import Event, op_args
+from relay.state_machine.rights import right_record
 from relay.state_machine.supply import supply_record
 
 __all__ = ["RELAY_MAX_TX_BYTES", "BlockBuild", "BlockResult", "RelayApp", "RelayStateMachine", "relay_tx_from_json"]
@@ -225,6 +226,10 @@ class RelayStateMachine:
 
     def supply(self, state: ChainState, home: str, lane: str, remote: str, denom: str) -> dict[str, Any]:
         return supply_record(state, home, lane, remote, denom)
+
+    def right(self, state: ChainState, home: str, lane: str, remote: str, right_id: str) -> dict[str, Any] | None:
+        """The rights accountant's record of one hop of a right (None: not out over that hop)."""
+        return right_record(state, home, lane, remote, right_id)
 
     # -- ops -----------------------------------------------------------------------------------------
 

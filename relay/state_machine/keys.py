@@ -4,8 +4,8 @@ The relay chain commits its whole application state in one sparse Merkle tree (S
 relay header's ``state_root`` commits to all of it: the two protocol records that relay certificates
 prove (``relay/verified/…``, ``relay/outcome/…``), and the records that decide what the relay accepts
 next (light clients, lanes, rate-limit buckets, the supply accountant, governance). Keys are UTF-8;
-ids contain no ``/`` (SPEC.md §2.1), so a key has one parse; a denom may contain ``/`` and is always
-the last segment.
+ids contain no ``/`` (SPEC.md §2.1), so a key has one parse; a denom or a right id may contain ``/`` and
+is always the last segment.
 
 ==========================================================  ==============================================
 key                                                          value
@@ -26,6 +26,8 @@ key                                                          value
                                                              ``(string[] assets, uint64[] capacities)``
 ``relay/buckets/{src}/{dst}/{lane}/{asset}``                 ``{"milli", "last_ms"}`` token bucket
 ``relay/supply/{home}/{lane}/{remote}/{denom}``              ``{"outstanding", "outbound", "returning"}``
+``relay/rights/{home}/{lane}/{remote}/{right_id}``           ``{"state", <the right's fields>}``: rights
+                                                             accountant (one record per hop of a right)
 ``accounts/{name}``                                          relayer account (``chains.common.tx``)
 ==========================================================  ==============================================
 """
@@ -45,6 +47,7 @@ __all__ = [
     "client_state_key",
     "lane_key",
     "outcome_path",
+    "rights_key",
     "supply_key",
     "verified_path",
 ]
@@ -83,3 +86,8 @@ def bucket_key(src: str, dst: str, lane: str, asset: str) -> bytes:
 def supply_key(home: str, lane: str, remote: str, denom: str) -> bytes:
     """Supply accountant record of one hop: ``denom`` escrowed by ``home`` on ``lane`` for ``remote``."""
     return f"relay/supply/{home}/{lane}/{remote}/{denom}".encode()
+
+
+def rights_key(home: str, lane: str, remote: str, right_id: str) -> bytes:
+    """Rights accountant record of one hop: ``right_id`` escrowed by ``home`` on ``lane`` for ``remote``."""
+    return f"relay/rights/{home}/{lane}/{remote}/{right_id}".encode()

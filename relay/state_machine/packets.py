@@ -6,7 +6,8 @@ error, ``apply_*`` writes assuming validity, ``process_*`` runs both in order (t
 Phase 2, per packet, in SPEC §6.4's order: decode (strict) and refuse a packet already verified
 (``packet.replay``, before any proof work); feed the source headers to the source's light client;
 membership of ``commitments/{dst}/{lane}/{seq} -> packet_commitment`` at the source's *final* height;
-lane registered and not paused; rate limit; supply accountant; then write
+lane registered and not paused; rate limit; supply accountant (energy) or rights accountant (charging
+rights); then write
 ``relay/verified/{src}/{dst}/{lane}/{seq} = packet_commitment`` (COMMITTED -> VERIFIED).
 
 A batch verifies up to :data:`MAX_BATCH` packets of one source against one source height (one
@@ -20,7 +21,8 @@ Phase 4: the packet must be VERIFIED here with exactly this commitment and have 
 membership of ``receipts/{src}/{lane}/{seq} -> ack_commitment(ack)`` at the *target's* final height;
 a timeout by the final target header at that height having ``timestamp_ms >= timeout_timestamp_ms``
 (else ``packet.timeout``: not yet) and non-membership of the receipt. The outcome record goes to
-``relay/outcome/…``; the supply accountant settles the packet (:mod:`relay.state_machine.supply`).
+``relay/outcome/…``; the supply accountant (:mod:`relay.state_machine.supply`) or the rights accountant
+(:mod:`relay.state_machine.rights`) settles the packet.
 Phase 4 ignores lane status: a paused lane still confirms and refunds its packets in flight.
 
 Unverified timeout (SPEC §6.6, issue 9): a packet the relay never verified — an unregistered lane, an
@@ -42,13 +44,14 @@ from dataclasses import dataclass
 
 from chains.common.state import ChainState
 from protocol.codec import ZERO_COMMITMENT, ack_commitment, decode_outcome, encode_outcome, sha256
+from protocol.codec import decode_charging_right as decode_right_strict
 from protocol.codec import decode_energy as decode_energy_strict
 from protocol.codec import decode_packet as decode_packet_strict
 from protocol.errors import CodecError, InvalidProofError, ReplayError
 from protocol.lifecycle import PacketEvent, PacketState, transition
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import Acknowledgement, Packet, PacketKind, PacketOutcome
-from relay.state_machine import supply
+from relay.state_machine import rights, supply
 from relay.state_machine.clients import HostedClient, RelayClientRouter, feed_headers, load_for_proofs
 from relay.state_machine.lanes import Lane, check_tokens, kind_asset, require_open_lane, take_tokens
 from relay.state_machine.records import Event, Staged
@@ -153,6 +156,8 @@ class VerifyPlan:
     """The rate-limit bucket after taking the packet's tokens (``None``: asset not limited)."""
     supply: supply.SupplyChange | None
     """Its effect on the supply accountant (energy only)."""
+    right: rights.RightChange | None
+    """Its effect on the rights accountant (charging rights only)."""
     source_height: int
     """Source height the commitment was proven at."""
 
@@ -164,6 +169,12 @@ def _supply_change(packet: Packet) -> tuple[str, int, supply.SupplyChange | None
     return kind_asset(packet.kind), 1, None
 
 
+def _right_change(packet: Packet) -> rights.RightChange | None:
+    if packet.kind is PacketKind.CHARGING_RIGHT:
+        return rights.classify(packet, decode_right_strict(packet.payload))
+    return None
+
+
 def validate_verify(staged: Staged, hosted: HostedClient, ref: PacketRef, height: int, proof: bytes,
                     now_ms: int) -> VerifyPlan:
     """SPEC §6.4 steps 3-6 for one packet whose replay check passed; ``hosted`` follows its source."""
@@ -172,10 +183,13 @@ def validate_verify(staged: Staged, hosted: HostedClient, ref: PacketRef, height
                                     proof, now_ms)
     lane = require_open_lane(staged, p.src_chain, p.dst_chain, p.lane)
     asset, tokens, change = _supply_change(p)
+    right = _right_change(p)
     bucket = check_tokens(staged, lane, asset, tokens, now_ms)
     if change is not None:
         supply.validate_verify(staged, change)
-    return VerifyPlan(ref, lane, bucket, change, height)
+    if right is not None:
+        rights.validate_verify(staged, right)
+    return VerifyPlan(ref, lane, bucket, change, right, height)
 
 
 def apply_verify(state: ChainState, staged: Staged, plan: VerifyPlan) -> Event:
@@ -184,6 +198,8 @@ def apply_verify(state: ChainState, staged: Staged, plan: VerifyPlan) -> Event:
     take_tokens(staged, plan.bucket)
     if plan.supply is not None:
         supply.apply_verify(staged, plan.supply)
+    if plan.right is not None:
+        rights.apply_verify(staged, plan.right)
     state.set(plan.ref.verified_key, plan.ref.commitment)
     return {"type": "packet_verified", **plan.ref.ids(), "commitment": plan.ref.commitment.hex(),
             "source_height": plan.source_height, "state": new_state.value}
@@ -273,10 +289,13 @@ def _dst_client(router: RelayClientRouter, state: ChainState, ref: PacketRef, ra
 
 
 def _settle_supply(state: ChainState, ref: PacketRef, delivered: bool) -> None:
+    """The supply or rights accountant settles a verified packet (``delivered``: a success ack)."""
+    staged = Staged(state)
     if ref.packet.kind is PacketKind.ENERGY:
-        staged = Staged(state)
         supply.apply_outcome(staged, supply.classify(ref.packet, decode_energy_strict(ref.packet.payload)), delivered)
-        staged.flush()
+    elif ref.packet.kind is PacketKind.CHARGING_RIGHT:
+        rights.apply_outcome(staged, rights.classify(ref.packet, decode_right_strict(ref.packet.payload)), delivered)
+    staged.flush()
 
 
 def validate_confirm_ack(hosted: HostedClient, ref: PacketRef, ack: Acknowledgement, height: int, proof: bytes,

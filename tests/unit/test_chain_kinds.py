@@ -141,9 +141,10 @@ def test_the_devnet_config_still_loads() -> None:
     dpos, poc, eth = (cfg.chain(c) for c in ("dpos-park", "poc-park", "eth-park"))
     assert isinstance(dpos.params, DposChainParams) and dpos.params.set_values() == {
         "block_interval_ms": 1000, "active_witnesses": 3, "maintenance_interval_blocks": 30,
-        "relay_chain_id": "relay", "transformers": {"tr-1": 150}}
+        "relay_chain_id": "relay", "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}}
     assert poc.params == {"target_block_interval_ms": 2000, "plot_k": 21, "plots_per_farmer": 1,
-                          "confirmation_depth": 6, "relay_chain_id": "relay", "transformers": {"tr-1": 150}}
+                          "confirmation_depth": 6, "relay_chain_id": "relay", "transformers": {"tr-1": 150},
+                          "stations": {"st-1": "tr-1"}}
     assert eth.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2}
     assert eth.nodes == ("anvil",)
 

@@ -15,20 +15,20 @@ TEST ONLY. The relay validators' keys come from fixed public seeds.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from chains.common import wire
 from chains.common.bridge import (
-    ESCROW_OWNER,
     BridgeHooks,
     ack_path,
     init_bridge,
     register_bridge_ops,
+    rights_report,
     supply_report,
 )
+from chains.common.rights import rights_violations
 from chains.common.state import ChainState
 from chains.common.tx import App, BlockContext, Tx, account_path, base_app, create_account
 from protocol.certificate import (
@@ -44,7 +44,6 @@ from protocol.codec import (
     ZERO_COMMITMENT,
     ack_commitment,
     decode_ack,
-    decode_charging_right,
     decode_energy,
     decode_packet,
     encode_outcome,
@@ -62,6 +61,8 @@ RELAY_CHAIN = "relay"
 POWERS = (1, 1, 2, 2)
 """Total 6: validators 2 and 3 together hold exactly 2/3 (not a quorum); any three hold more."""
 T0 = 1_700_000_000_000
+STATIONS = {"station-7": "t1", "s1": "t1"}
+"""The charging stations of the test parks, all behind transformer ``t1``."""
 MINUTE = 60_000
 
 
@@ -230,13 +231,15 @@ class Network:
 
     def add_park(self, chain_id: str, lanes: list[dict[str, Any]], *, native_denoms: Sequence[str] = ("kWh",),
                  accounts: Sequence[str] = ("alice", "bob", "relayer", "operator"),
-                 transformers: dict[str, int] | None = None, hooks: BridgeHooks | None = None,
+                 transformers: dict[str, int] | None = None, stations: dict[str, str] | None = None,
+                 hooks: BridgeHooks | None = None,
                  setup: Callable[[ChainState], None] | None = None) -> ParkSim:
         park = ParkSim(self, chain_id, tuple(native_denoms), hooks)
         for name in accounts:
             park.add_account(name)
         init_bridge(park.state, chain_id, self.relay.chain_id, self.relay.vset, native_denoms, lanes,
-                    rights_operator="operator", transformers=transformers)
+                    rights_operator="operator", transformers=transformers,
+                    stations=stations)
         if setup is not None:
             setup(park.state)
         self.parks[chain_id] = park
@@ -384,22 +387,11 @@ def check_conservation(net: Network) -> None:
 
 
 def check_rights(net: Network) -> None:
-    """Every charging right has exactly one live copy: one owned record, or one unapplied packet."""
-    copies: dict[str, int] = {}
-    for park in net.parks.values():
-        for key, value in park.state.prefix_items(b"rights/"):
-            rec = json.loads(value)
-            rid = key.decode()[len("rights/"):]
-            if rec["owner"] != ESCROW_OWNER:
-                copies[rid] = copies.get(rid, 0) + 1
-            else:
-                assert rec["home_park"] == park.chain_id
-                copies.setdefault(rid, 0)
-    for p, applied in pending_packets(net):
-        if p.kind is PacketKind.CHARGING_RIGHT and not applied:
-            rid = decode_charging_right(p.payload).right_id
-            copies[rid] = copies.get(rid, 0) + 1
-    assert all(n == 1 for n in copies.values()), copies
+    """Every charging right exists exactly once (:func:`chains.common.rights.rights_violations`): one live
+    record or one unapplied packet, and every escrowed copy matched by the next hop's voucher."""
+    reports = {cid: rights_report(park.state) for cid, park in net.parks.items()}
+    problems = rights_violations(reports, pending_packets(net))
+    assert not problems, problems
 
 
 def two_parks(capacities: dict[str, int] | None = None, **kw: Any) -> Network:
@@ -408,9 +400,20 @@ def two_parks(capacities: dict[str, int] | None = None, **kw: Any) -> Network:
     net = Network(**kw)
     caps: dict[str, Any] = {} if capacities is None else {"capacities": capacities}
     dpos = net.add_park("dpos-park", [{"lane": "lane-0", "counterparty": "poc-park", **caps}],
-                        transformers={"t1": 100})
+                        transformers={"t1": 100}, stations=STATIONS)
     poc = net.add_park("poc-park", [{"lane": "lane-0", "counterparty": "dpos-park", **caps}],
-                       accounts=("bob", "carol", "relayer", "operator"), transformers={"t1": 50})
+                       accounts=("bob", "carol", "relayer", "operator"), transformers={"t1": 50}, stations=STATIONS)
     dpos.state.add_balance("alice", "kWh", 100_000)
     poc.state.add_balance("carol", "kWh", 40_000)
+    return net
+
+
+def three_parks() -> Network:
+    """dpos-park -lane-0- poc-park -lane-1- edge-park, a line of three parks; each has transformer ``t1``
+    (100, 50 and 40 kW) with the :data:`STATIONS` behind it; alice on dpos holds 100 kWh."""
+    net = two_parks()
+    poc = net.parks["poc-park"]
+    net.add_park("edge-park", [{"lane": "lane-1", "counterparty": "poc-park"}],
+                 accounts=("dave", "relayer", "operator"), transformers={"t1": 40}, stations=STATIONS)
+    poc.state.set_json(b"bridge/lanes/edge-park/lane-1", {"counterparty": "edge-park", "lane": "lane-1"})
     return net

@@ -1,4 +1,4 @@
-"""The four phases end to end between simulated parks: energy, charging rights, reputation.
+"""The four phases end to end between simulated parks: energy (charging rights and reputation have their own files).
 
 Every scenario runs on one clock with real certificates and checks supply conservation and the
 one-live-copy rule for charging rights after each phase (:meth:`Network.check`).
@@ -10,18 +10,10 @@ from typing import Any
 
 import pytest
 
-from chains.common.bridge import (
-    ESCROW_OWNER,
-    AssetError,
-    BridgeHooks,
-    default_admission,
-    reputation_path,
-    supply_report,
-)
-from chains.common.state import ChainState
+from chains.common.bridge import supply_report
 from protocol.codec import encode_energy, encode_packet
 from protocol.errors import TimeoutExpiredError
-from protocol.types import ChainId, ChargingRightPayload, EnergyPayload, LaneId, Packet, PacketKind
+from protocol.types import ChainId, EnergyPayload, LaneId, Packet, PacketKind
 from tests.unit.bridge.sim import MINUTE, Network, two_parks
 
 VOUCHER = "lane-0/dpos-park/kWh"
@@ -190,179 +182,7 @@ def test_malformed_payload_is_an_error_ack() -> None:
     assert net.recv(bad, net.verified_cert(bad))["code"] == "payload.invalid"
 
 
-# --- charging rights ------------------------------------------------------------------------------
-
-SLOT_START = 10 * 60 * MINUTE  # 10 hours after T0
-
-
-def issue(net: Network, right_id: str, power_kw: int, owner: str = "alice", start_off: int = SLOT_START,
-          hours: int = 2, transformer: str = "t1") -> None:
-    start = net.now_ms + start_off
-    net.parks["dpos-park"].tx("operator", "rights.issue", {
-        "right_id": right_id, "station": "station-7", "transformer": transformer, "power_kw": power_kw,
-        "slot_start_ms": start, "slot_end_ms": start + hours * 60 * MINUTE, "owner": owner})
-
-
-def right_args(right_id: str, receiver: str = "bob", dst: str = "poc-park") -> dict[str, Any]:
-    return {"dst_chain": dst, "lane": "lane-0", "kind": "charging_right", "receiver": receiver,
-            "right_id": right_id}
-
-
-def test_charging_right_admitted_abroad_and_back_home(net: Network) -> None:
-    dpos, poc = net.parks["dpos-park"], net.parks["poc-park"]
-    issue(net, "r1", 22)
-    assert dpos.right("r1")["owner"] == "alice"
-    packet = net.send("dpos-park", "alice", **right_args("r1"))
-    assert dpos.right("r1")["owner"] == ESCROW_OWNER
-    assert dpos.right("r1")["escrowed_to"] == {"chain": "poc-park", "lane": "lane-0", "sequence": 1}
-    net.check()
-    ack = net.recv(packet, net.verify(packet))
-    assert ack["success"]
-    assert poc.right("r1") == {"home_park": "dpos-park", "station": "station-7", "transformer": "t1",
-                               "power_kw": 22, "slot_start_ms": net.now_ms + SLOT_START,
-                               "slot_end_ms": net.now_ms + SLOT_START + 120 * MINUTE, "owner": "bob"}
-    assert [b["right_id"] for b in poc.state.get_json(b"bookings/t1")] == ["r1"]
-    cert, ack_hex = net.confirm(packet)
-    assert not net.settle(packet, cert, ack_hex)["refunded"]
-    assert dpos.right("r1")["owner"] == ESCROW_OWNER  # stays escrowed at home while abroad
-    net.check()
-    # home again: burned abroad, released at home
-    back = net.send("poc-park", "bob", **right_args("r1", receiver="alice", dst="dpos-park"))
-    assert poc.right("r1") is None and poc.state.get_json(b"rights_burned/r1")["burned_to"]["sequence"] == 1
-    net.check()
-    assert net.recv(back, net.verify(back))["success"]
-    assert dpos.right("r1")["owner"] == "alice" and "escrowed_to" not in dpos.right("r1")
-    net.check()
-    cert, ack_hex = net.confirm(back)
-    net.settle(back, cert, ack_hex)
-    assert poc.state.get(b"rights_burned/r1") is None and poc.state.get(b"bookings/t1") is None
-    net.check()
-
-
-def test_charging_right_may_time_out_exactly_at_its_slot_start(net: Network) -> None:
-    issue(net, "r1", 5)
-    slot_start = net.parks["dpos-park"].right("r1")["slot_start_ms"]
-    packet = net.send("dpos-park", "alice", **right_args("r1"), timeout_timestamp_ms=slot_start)
-    net.advance(SLOT_START - MINUTE)  # a minute before the slot: still executes
-    assert net.recv(packet, net.verify(packet))["success"]
-    net.check()
-
-
-def test_charging_right_refused_for_capacity_is_refunded_at_home(net: Network) -> None:
-    dpos, poc = net.parks["dpos-park"], net.parks["poc-park"]
-    issue(net, "r1", 30)
-    issue(net, "r2", 30)
-    issue(net, "r3", 30, start_off=SLOT_START + 3 * 60 * MINUTE)  # after r1's slot ends
-    assert net.roundtrip("dpos-park", "alice", **right_args("r1"))[1]["success"]
-    _, ack, settle = net.roundtrip("dpos-park", "alice", **right_args("r2"))
-    assert ack["code"] == "capacity.exceeded" and settle["refunded"]  # 30 + 30 > 50 on poc's t1
-    assert dpos.right("r2")["owner"] == "alice" and "escrowed_to" not in dpos.right("r2")
-    assert poc.right("r2") is None
-    assert net.roundtrip("dpos-park", "alice", **right_args("r3"))[1]["success"]  # no overlap with r1
-    assert sorted(b["right_id"] for b in poc.state.get_json(b"bookings/t1")) == ["r1", "r3"]
-
-
-def test_charging_right_on_an_unknown_transformer_is_refused(net: Network) -> None:
-    net.parks["dpos-park"].state.set_json(b"transformers/t9", {"capacity_kw": 100})
-    issue(net, "r9", 5, transformer="t9")
-    _, ack, settle = net.roundtrip("dpos-park", "alice", **right_args("r9"))
-    assert ack["code"] == "transformer.unknown" and settle["refunded"]
-    assert net.parks["dpos-park"].right("r9")["owner"] == "alice"
-
-
-def test_charging_right_timeout_refunds_and_a_returning_right_refund_re_creates_it(net: Network) -> None:
-    dpos, poc = net.parks["dpos-park"], net.parks["poc-park"]
-    issue(net, "r1", 10)
-    net.roundtrip("dpos-park", "alice", **right_args("r1"))
-    # bob sends it home to an account that does not exist: error ack, the burned right comes back to bob
-    _, ack, settle = net.roundtrip("poc-park", "bob", **right_args("r1", receiver="nobody", dst="dpos-park"))
-    assert ack["code"] == "receiver.unknown" and settle["refunded"]
-    assert poc.right("r1")["owner"] == "bob" and poc.state.get(b"rights_burned/r1") is None
-    assert dpos.right("r1")["owner"] == ESCROW_OWNER
-    # timed out on the way home: refunded on a certified timeout only
-    packet = net.send("poc-park", "bob", **right_args("r1", receiver="alice", dst="dpos-park"),
-                      timeout_timestamp_ms=net.now_ms + MINUTE)
-    net.verify(packet)
-    net.advance(MINUTE)
-    net.check()
-    net.settle(packet, net.confirm_timeout(packet), None)
-    assert poc.right("r1")["owner"] == "bob"
-    assert [b["right_id"] for b in poc.state.get_json(b"bookings/t1")] == ["r1"]  # still booked
-    net.check()
-
-
-def test_custom_admission_hook_decides() -> None:
-    def closed(state: ChainState, payload: ChargingRightPayload, ctx: Any) -> str | None:
-        return "station.closed" if payload.power_kw > 20 else default_admission(state, payload, ctx)
-
-    net = Network()
-    net.add_park("dpos-park", [{"lane": "lane-0", "counterparty": "poc-park"}], transformers={"t1": 100})
-    net.add_park("poc-park", [{"lane": "lane-0", "counterparty": "dpos-park"}], accounts=("bob", "relayer"),
-                 transformers={"t1": 100}, hooks=BridgeHooks(admission=closed))
-    issue(net, "r1", 22)
-    issue(net, "r2", 11)
-    assert net.roundtrip("dpos-park", "alice", **right_args("r1"))[1]["code"] == "station.closed"
-    assert net.roundtrip("dpos-park", "alice", **right_args("r2"))[1]["success"]
-
-
-def test_a_refusal_rolls_back_what_the_hook_wrote() -> None:
-    def messy(state: ChainState, payload: ChargingRightPayload, ctx: Any) -> str | None:
-        state.set(b"hook/side-effect", b"1")  # hooks must not write; if one does, a refusal undoes it
-        return "station.closed"
-
-    net = Network()
-    net.add_park("dpos-park", [{"lane": "lane-0", "counterparty": "poc-park"}], transformers={"t1": 100})
-    net.add_park("poc-park", [{"lane": "lane-0", "counterparty": "dpos-park"}], accounts=("bob", "relayer"),
-                 hooks=BridgeHooks(admission=messy))
-    issue(net, "r1", 5)
-    assert net.roundtrip("dpos-park", "alice", **right_args("r1"))[1]["code"] == "station.closed"
-    assert net.parks["poc-park"].state.get(b"hook/side-effect") is None
-
-
-def test_issuing_rights_respects_home_capacity(net: Network) -> None:
-    issue(net, "r1", 60)
-    with pytest.raises(AssetError, match="admission"):
-        issue(net, "r2", 60)
-    issue(net, "r3", 40)  # 60 + 40 <= 100 on dpos's t1
-
-
-# --- reputation -----------------------------------------------------------------------------------
-
-
-def _set_reputation(net: Network, subject: str, score: int, height: int) -> None:
-    net.parks["dpos-park"].state.set_json(reputation_path(subject), {"score": score, "model": "dpos-witness-credit/v1",
-                                                                     "height": height})
-
-
-def rep_args(subject: str) -> dict[str, Any]:
-    return {"dst_chain": "poc-park", "lane": "lane-0", "kind": "reputation", "receiver": "bob", "subject": subject}
-
-
-def test_reputation_is_read_from_state_and_recorded_abroad(net: Network) -> None:
-    dpos, poc = net.parks["dpos-park"], net.parks["poc-park"]
-    _set_reputation(net, "witness-1", 8_700, 40)
-    _, ack, settle = net.roundtrip("dpos-park", "alice", **rep_args("witness-1"))
-    assert ack["success"] and not settle["refunded"]
-    rec = poc.state.get_json(b"imported_reputation/dpos-park/witness-1")
-    assert rec["score"] == 8_700 and rec["model"] == "dpos-witness-credit/v1" and rec["source_height"] == 40
-    assert rec["height"] == poc.height  # the block that executed bridge.recv (poc's only one)
-    # nothing escrowed or spent at home; the score stays
-    assert dpos.state.get_json(reputation_path("witness-1"))["score"] == 8_700
-    assert supply_report(dpos.state, ["kWh"])["escrow"] == {"kWh": 0}
-
-
-def test_older_reputation_arriving_late_is_refused_as_stale(net: Network) -> None:
-    poc = net.parks["poc-park"]
-    _set_reputation(net, "witness-1", 8_700, 40)
-    old = net.send("dpos-park", "alice", **rep_args("witness-1"))
-    _set_reputation(net, "witness-1", 9_100, 50)
-    new = net.send("dpos-park", "alice", **rep_args("witness-1"))
-    old_cert, new_cert = net.verify(old), net.verify(new)
-    assert net.recv(new, new_cert)["success"]
-    assert net.recv(old, old_cert)["code"] == "reputation.stale"
-    assert poc.state.get_json(b"imported_reputation/dpos-park/witness-1")["score"] == 9_100
-    cert, ack_hex = net.confirm(old)
-    assert net.settle(old, cert, ack_hex)["refunded"]  # nothing to give back; the packet is closed
+# charging rights: tests/unit/bridge/test_rights.py; reputation: tests/unit/bridge/test_reputation.py
 
 
 def test_packet_bytes_are_published_for_relayers(net: Network) -> None:

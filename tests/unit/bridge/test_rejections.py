@@ -18,6 +18,7 @@ from chains.common.bridge import AssetError
 from protocol.codec import encode_ack, encode_energy, encode_packet
 from protocol.errors import (
     AuthorizationError,
+    CapacityExceededError,
     CodecError,
     InsufficientFundsError,
     InvalidProofError,
@@ -27,7 +28,12 @@ from protocol.errors import (
     QuorumError,
     ReplayError,
     SignatureError,
+    SlotStartedError,
+    SlotTimeoutError,
+    StationUnknownError,
     TimeoutExpiredError,
+    TransformerMismatchError,
+    TransformerUnknownError,
     ValidatorSetMismatchError,
     WrongChainError,
 )
@@ -279,13 +285,27 @@ SETTLE_CASES: list[tuple[str, Callable[[Setup], Op], type[ProtocolError]]] = [
 ]
 
 
-def _foreign_right_to_third_park(s: Setup) -> Op:
+def _escrowed_right_sent_again(s: Setup) -> Op:
     s.issue("r1")
-    s.net.roundtrip("dpos-park", "alice", dst_chain="poc-park", lane="lane-0", kind="charging_right",
-                    receiver="bob", right_id="r1")
-    return lambda: s.net.parks["poc-park"].tx("bob", "bridge.send", {
-        "dst_chain": "edge-park", "lane": "lane-1", "kind": "charging_right", "receiver": "dave",
-        "right_id": "r1", "timeout_timestamp_ms": s.net.now_ms + MINUTE})
+    s.send(kind="charging_right", right_id="r1", denom=_DROP, amount_wh=_DROP)  # escrowed, in flight
+    return lambda: s.send(kind="charging_right", right_id="r1", denom=_DROP, amount_wh=_DROP)
+
+
+def _issue(s: Setup, **over: Any) -> Op:
+    start = s.net.now_ms + 60 * MINUTE
+    args = {"right_id": "r5", "station": "s1", "transformer": "t1", "power_kw": 1, "slot_start_ms": start,
+            "slot_end_ms": start + MINUTE, "owner": "alice", **over}
+    return lambda: s.net.parks["dpos-park"].tx("operator", "rights.issue", args)
+
+
+def _issue_on_unregistered_transformer(s: Setup) -> Op:
+    s.net.parks["dpos-park"].tx("operator", "rights.set_station", {"name": "s9", "transformer": "t9"})
+    return _issue(s, station="s9", transformer="t9")
+
+
+def _rep(s: Setup, **over: Any) -> Op:
+    s.net.parks["dpos-park"].state.set_json(b"reputation/w1", {"score": 1, "model": "m", "height": 1})
+    return lambda: s.send(kind="reputation", subject="w1", denom=_DROP, amount_wh=_DROP, **over)
 
 
 def _right(s: Setup, **over: Any) -> Op:
@@ -382,13 +402,28 @@ SEND_CASES: list[tuple[str, Callable[[Setup], Op], type[ProtocolError]]] = [
                                                amount_wh=_DROP), AssetError),
     ("right of someone else", lambda s: _right(s, sender="operator"), AuthorizationError),
     ("right timeout after slot start", lambda s: _right(s, timeout_timestamp_ms=s.net.now_ms + 60 * MINUTE + 1),
-     TimeoutExpiredError),
-    ("foreign right to a third park", _foreign_right_to_third_park, WrongChainError),
+     SlotTimeoutError),
+    ("escrowed right sent again", _escrowed_right_sent_again, AuthorizationError),
+    ("reputation of a model the chain does not attest", lambda s: _rep(s, model="other/v1"), AssetError),
+    ("empty reputation model", lambda s: _rep(s, model=""), CodecError),
+    ("reputation model not a string", lambda s: _rep(s, model=7), CodecError),
     ("rights.issue by a user", lambda s: lambda: s.net.parks["dpos-park"].tx("alice", "rights.issue", {
         "right_id": "r5", "station": "s", "transformer": "t1", "power_kw": 1, "slot_start_ms": s.net.now_ms + 1,
         "slot_end_ms": s.net.now_ms + 2, "owner": "alice"}), AuthorizationError),
     ("rights.set_transformer by a user", lambda s: lambda: s.net.parks["dpos-park"].tx(
         "alice", "rights.set_transformer", {"name": "t1", "capacity_kw": 10**6}), AuthorizationError),
+    ("rights.set_station by a user", lambda s: lambda: s.net.parks["dpos-park"].tx(
+        "alice", "rights.set_station", {"name": "s1", "transformer": "t9"}), AuthorizationError),
+    ("rights.set_station with an empty name", lambda s: lambda: s.net.parks["dpos-park"].tx(
+        "operator", "rights.set_station", {"name": "", "transformer": "t1"}), CodecError),
+    ("issue a right whose slot has started", lambda s: _issue(s, slot_start_ms=s.net.now_ms), SlotStartedError),
+    ("issue at an unknown station", lambda s: _issue(s, station="s9"), StationUnknownError),
+    ("issue at a station behind another transformer", lambda s: _issue(s, transformer="t2"),
+     TransformerMismatchError),
+    ("issue on an unregistered transformer", _issue_on_unregistered_transformer, TransformerUnknownError),
+    ("issue above the transformer's capacity", lambda s: _issue(s, power_kw=101), CapacityExceededError),
+    ("issue a right id with a '/'", lambda s: _issue(s, right_id="lane-0/x/r5"), CodecError),
+    ("issue a right id twice", lambda s: (_issue(s)(), _issue(s))[1], AssetError),
 ]
 
 

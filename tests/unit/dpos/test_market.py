@@ -13,6 +13,7 @@ from chains.common.state import ChainState
 from chains.common.tx import BlockContext
 from chains.dpos.market import (
     DR_ACCOUNT,
+    DR_MODELS,
     MARKET_ACCOUNT,
     REPUTATION_MODEL,
     Bid,
@@ -286,7 +287,8 @@ def test_first_price_sealed_auction_and_reputation() -> None:
     assert _rep(sim, "u1")["score"] == init + r and _rep(sim, "u2")["score"] == init + r
     assert _rep(sim, "agg")["score"] == init + r
     assert _rep(sim, "u3")["score"] == init - p.reputation_no_reveal_penalty
-    assert _rep(sim, "u1")["model"] == REPUTATION_MODEL and _rep(sim, "u1")["height"] == sim.tip.height
+    assert _rep(sim, "u1")["model"] == DR_MODELS["user"] and _rep(sim, "agg")["model"] == REPUTATION_MODEL
+    assert _rep(sim, "u1")["height"] == sim.tip.height
     # the cycle ends: whoever did not match is inactive and loses reputation
     sim.produce(time_ms=(sim.tip.timestamp_ms // 60_000 + 1) * 60_000)
     closed = [e for e in sim.events[-1] if e["type"] == "dr_cycle_closed"]

@@ -164,6 +164,8 @@ def test_lane_config_and_relay_validator_updates_through_the_chaincode(h: Harnes
     assert ack["success"]
 
 
+@pytest.mark.xfail(strict=True, reason="issue 12: a right is admitted only at a registered station; the chaincode's "
+                   "set_station function and genesis 'stations' belong to the Fabric branch")
 def test_charging_rights_are_issued_by_the_rights_operator_only(h: Harness) -> None:
     right = {"right_id": "r1", "station": "s1", "transformer": "t1", "power_kw": 40,
              "slot_start_ms": h.net.now_ms + 60 * MINUTE, "slot_end_ms": h.net.now_ms + 120 * MINUTE,

@@ -24,13 +24,15 @@ from protocol.state_commitment import SparseMerkleTree
 from protocol.types import Packet
 from relay.state_machine import RelayStateMachine, sign_governance
 from relay.state_machine.governance import governance_nonce
-from tests.unit.bridge.sim import MINUTE, Network, two_parks
+from tests.unit.bridge.sim import MINUTE, Network, three_parks, two_parks
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, SingleSignerHeader, fixed_signer
 
 RELAY = "relay"
 DAY = 86_400_000
-DPOS, POC = "dpos-park", "poc-park"
+DPOS, POC, EDGE = "dpos-park", "poc-park", "edge-park"
 LANE = "lane-0"
+LANE1 = "lane-1"
+"""The lane between poc-park and edge-park in a three-park harness."""
 VOUCHER = f"{LANE}/{DPOS}/kWh"
 """dpos-park's kWh as a voucher on poc-park."""
 
@@ -63,11 +65,13 @@ class ParkFeed:
 
 
 class RelayHarness:
-    """dpos-park and poc-park (lane-0), a relay chain running the real state machine, two relayers."""
+    """dpos-park and poc-park (lane-0), a relay chain running the real state machine, two relayers.
+    With ``three``: edge-park too, joined to poc-park by lane-1 (:func:`tests.unit.bridge.sim.three_parks`)."""
 
     def __init__(self, *, limits: dict[str, Any] | None = None, finality_depth: int = 0,
-                 trusting_period_ms: int = DAY, relayers: Sequence[str] = ("relayer-a", "relayer-b")) -> None:
-        self.net = two_parks()
+                 trusting_period_ms: int = DAY, relayers: Sequence[str] = ("relayer-a", "relayer-b"),
+                 three: bool = False) -> None:
+        self.net = three_parks() if three else two_parks()
         self.feeds = {cid: ParkFeed(self.net, cid) for cid in self.net.parks}
         self.sm = RelayStateMachine(RELAY, [SINGLE_SIGNER_TYPE])
         self.state = ChainState()
@@ -81,7 +85,8 @@ class RelayHarness:
                               "init": {"pubkey": feed.key.pubkey.hex(), "trusting_period_ms": trusting_period_ms,
                                        "finality_depth": finality_depth}}
                         for cid, feed in self.feeds.items()},
-            "lanes": [{"lane": LANE, "chains": [DPOS, POC], **({"limits": limits} if limits is not None else {})}],
+            "lanes": [{"lane": LANE, "chains": [DPOS, POC], **({"limits": limits} if limits is not None else {})},
+                      *([{"lane": LANE1, "chains": [POC, EDGE]}] if three else [])],
             "accounts": {name: key.pubkey.hex() for name, key in self.keys.items()},
         }
         self.sm.init_genesis(self.state, self.genesis)
@@ -223,4 +228,4 @@ class RelayHarness:
             s, self.park_escrow(home, remote, denom), self.park_vouchers(home, remote, denom))
 
 
-__all__ = ["DAY", "DPOS", "LANE", "MINUTE", "POC", "RELAY", "VOUCHER", "ParkFeed", "RelayHarness"]
+__all__ = ["DAY", "DPOS", "EDGE", "LANE", "LANE1", "MINUTE", "POC", "RELAY", "VOUCHER", "ParkFeed", "RelayHarness"]
