@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--relative-to", metavar="DIR",
                     help="write file paths relative to DIR (hfc resolves them against its working directory)")
 
+    from relay.asset_ops import add_parsers as add_asset_parsers
+
+    add_asset_parsers(sub)
+
     st = sub.add_parser("status", help="heights and finality of every chain in a deployment")
     st.add_argument("--config", default="deploy/devnet.toml")
     st.add_argument("--json", action="store_true")
@@ -157,6 +161,10 @@ def _dispatch(args: Any) -> int:
         return asyncio.run(run_relayer(cfg, args.name))
     if args.cmd in ("transfer", "packet"):
         return _ops(cfg, args)
+    if args.cmd in ("right", "reputation", "transformer"):
+        from relay.asset_ops import dispatch
+
+        return dispatch(cfg, args)
     if args.cmd == "fabric":
         print(json.dumps(fabric_profile(cfg, args.chain, args.relative_to), indent=2))
         return 0

@@ -23,7 +23,10 @@ from protocol.paths import ack_path
 from protocol.types import Acknowledgement, ChainId, LaneId
 from relay.config import ChainConfig, DeploymentConfig
 
-__all__ = ["EthPark", "FabricPark", "ParkView", "PyPark", "park_view", "rpc"]
+__all__ = ["OPERATOR", "EthPark", "FabricPark", "ParkView", "PyPark", "park_view", "rpc"]
+
+OPERATOR = "operator"
+"""The deployment account that operates each park's bridge registry (the bridge's ``rights_operator``)."""
 
 
 def rpc(url: str, method: str, params: dict[str, Any] | None = None, timeout: float = 3.0) -> Any:
@@ -82,10 +85,46 @@ class ParkView:
 
     def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
                  timeout_ms: int, *, wait_final: bool = True) -> dict[str, Any]:
-        """Phase 1: ``{"packet": raw bytes, "height": n, "tx": hash}``. With ``wait_final`` (the default) only
-        once the block holding it is final on the park: before that a reorganisation may include the transfer
+        """Phase 1 of energy: ``{"packet": raw bytes, "height": n, "tx": hash}``. With ``wait_final`` (the default)
+        only once the block holding it is final on the park: before that a reorganisation may include the transfer
         again at another height, and another sender on the lane may take its sequence, so a packet key read
         from a block that is not final may never exist."""
+        return self.send(sender, dst, receiver, lane, timeout_ms, {"kind": "energy", "denom": denom,
+                                                                   "amount_wh": amount_wh}, wait_final=wait_final)
+
+    def send(self, sender: str, dst: str, receiver: str, lane: str, timeout_ms: int, asset: dict[str, Any], *,
+             wait_final: bool = True) -> dict[str, Any]:
+        """Phase 1 of any asset, as :meth:`transfer`. ``asset``: ``{"kind": "energy", "denom", "amount_wh"}``,
+        ``{"kind": "charging_right", "right_id"}`` (the id as this park holds it, trace included) or
+        ``{"kind": "reputation", "subject", "model"?}`` (the park attests its own score of ``subject``)."""
+        raise NotImplementedError
+
+    def rights(self) -> dict[str, Any]:
+        """Where the charging rights held on this park are: ``{live, escrowed, burning, bookings}`` as
+        :func:`chains.common.rights.rights_report` (the same shape on every kind)."""
+        raise NotImplementedError
+
+    def issue_right(self, right_id: str, station: str, transformer: str, power_kw: int, slot_start_ms: int,
+                    slot_end_ms: int, owner: str) -> dict[str, Any]:
+        """Issue a home charging right to ``owner`` as the park operator (the admission rule applies)."""
+        raise NotImplementedError
+
+    def set_transformer(self, name: str, capacity_kw: int) -> dict[str, Any]:
+        """Register or change a transformer's capacity, as the park operator."""
+        raise NotImplementedError
+
+    def set_station(self, name: str, transformer: str) -> dict[str, Any]:
+        """Register a charging station behind a transformer, as the park operator."""
+        raise NotImplementedError
+
+    def registry(self) -> dict[str, Any]:
+        """``{"transformers": {name: capacity_kw}, "stations": {name: transformer}, "bookings": {transformer:
+        [{right_id, power_kw, slot_start_ms, slot_end_ms}]}}``."""
+        raise NotImplementedError
+
+    def imported_reputation(self, src: str, subject: str, model: str) -> dict[str, Any] | None:
+        """What this park recorded of ``src``'s attestation about ``subject`` under ``model``
+        (``{score, source_height, height, holder}``), or None."""
         raise NotImplementedError
 
 
@@ -125,17 +164,15 @@ class PyPark(ParkView):
     def voucher_supply(self, denom: str) -> int:
         return self._int(f"supply/{denom}")
 
-    def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
-                 timeout_ms: int, *, wait_final: bool = True) -> dict[str, Any]:
+    def _submit(self, sender: str, op: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Sign ``op`` as ``sender`` (its devnet key), submit it and wait for its block: (hash, result).
+        A failed transaction raises with the chain's error."""
         from relay.devnet import account_key_path
         from relay.keys import ed25519_signer
 
         signer = ed25519_signer(account_key_path(self.cfg, self.chain.id, sender))
         acct = rpc(self.url, "getAccount", {"name": sender})
-        args = {"dst_chain": dst, "lane": lane, "kind": "energy", "receiver": receiver, "denom": denom,
-                "amount_wh": amount_wh, "timeout_timestamp_ms": timeout_ms}
-        tx = Tx.signed(signer, self.chain.id, sender, int(acct["nonce"]) + int(acct.get("pending", 0)),
-                       "bridge.send", args)
+        tx = Tx.signed(signer, self.chain.id, sender, int(acct["nonce"]) + int(acct.get("pending", 0)), op, args)
         tx_hash = rpc(self.url, "submitTx", {"tx": tx.to_json()})["hash"]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -143,14 +180,58 @@ class PyPark(ParkView):
             res = rpc(self.url, "getTxResult", {"hash": tx_hash})
             if res is not None:
                 if not res["ok"]:
-                    raise RuntimeError(f"transfer failed on {self.chain.id}: {res['error']}")
-                final = not wait_final or int(rpc(self.url, "status")["final_height"]) >= int(res["height"])
-                for ev in rpc(self.url, "getEvents", {"from": res["height"], "to": res["height"],
-                                                      "type": "send_packet"}) if final else []:
-                    if ev.get("tx") == tx_hash:
-                        return {"packet": bytes.fromhex(ev["packet"]), "height": res["height"], "tx": tx_hash}
+                    raise RuntimeError(f"{op} failed on {self.chain.id}: {res['error']}")
+                return tx_hash, dict(res)
             time.sleep(0.25)
-        raise RuntimeError(f"transfer {tx_hash[:16]} not in a {'final ' if wait_final else ''}block within 60 s")
+        raise RuntimeError(f"{op} {tx_hash[:16]} not in a block of {self.chain.id} within 60 s")
+
+    def send(self, sender: str, dst: str, receiver: str, lane: str, timeout_ms: int, asset: dict[str, Any], *,
+             wait_final: bool = True) -> dict[str, Any]:
+        args = {"dst_chain": dst, "lane": lane, "receiver": receiver, "timeout_timestamp_ms": timeout_ms, **asset}
+        tx_hash, res = self._submit(sender, "bridge.send", args)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if wait_final and int(rpc(self.url, "status")["final_height"]) < int(res["height"]):
+                time.sleep(0.25)
+                res = rpc(self.url, "getTxResult", {"hash": tx_hash}) or res  # a reorg may move it
+                continue
+            for ev in rpc(self.url, "getEvents", {"from": res["height"], "to": res["height"], "type": "send_packet"}):
+                if ev.get("tx") == tx_hash:
+                    return {"packet": bytes.fromhex(ev["packet"]), "height": res["height"], "tx": tx_hash}
+            time.sleep(0.25)
+            res = rpc(self.url, "getTxResult", {"hash": tx_hash}) or res
+        raise RuntimeError(f"send {tx_hash[:16]} not in a {'final ' if wait_final else ''}block within 60 s")
+
+    def rights(self) -> dict[str, Any]:
+        out: dict[str, Any] = rpc(self.url, "getRights")
+        out.pop("height", None)
+        return out
+
+    def issue_right(self, right_id: str, station: str, transformer: str, power_kw: int, slot_start_ms: int,
+                    slot_end_ms: int, owner: str) -> dict[str, Any]:
+        tx_hash, res = self._submit(OPERATOR, "rights.issue", {
+            "right_id": right_id, "station": station, "transformer": transformer, "power_kw": power_kw,
+            "slot_start_ms": slot_start_ms, "slot_end_ms": slot_end_ms, "owner": owner})
+        return {"tx": tx_hash, "height": res["height"]}
+
+    def set_transformer(self, name: str, capacity_kw: int) -> dict[str, Any]:
+        tx_hash, res = self._submit(OPERATOR, "rights.set_transformer", {"name": name, "capacity_kw": capacity_kw})
+        return {"tx": tx_hash, "height": res["height"]}
+
+    def set_station(self, name: str, transformer: str) -> dict[str, Any]:
+        tx_hash, res = self._submit(OPERATOR, "rights.set_station", {"name": name, "transformer": transformer})
+        return {"tx": tx_hash, "height": res["height"]}
+
+    def registry(self) -> dict[str, Any]:
+        out: dict[str, Any] = rpc(self.url, "getRegistry")
+        out.pop("height", None)
+        return out
+
+    def imported_reputation(self, src: str, subject: str, model: str) -> dict[str, Any] | None:
+        raw = self.query(f"imported_reputation/{src}/{subject}")
+        rec = json.loads(raw) if raw else {}
+        got = rec.get(model) if isinstance(rec, dict) else None
+        return dict(got) if isinstance(got, dict) else None
 
 
 class EthPark(ParkView):

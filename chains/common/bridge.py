@@ -937,6 +937,7 @@ def _recv_reputation(state: KVState, packet: Packet, ctx: BlockContext) -> None:
         r = decode_reputation(packet.payload)
     except CodecError as exc:
         raise _Refusal("payload.invalid") from exc
+    _require_account(state, packet.receiver)  # as for every kind: the receiver is an account here
     refusal = import_refusal(state, packet.src_chain, r)
     if refusal is not None:
         raise _Refusal(refusal)

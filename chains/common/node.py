@@ -39,7 +39,7 @@ from aiohttp import web
 
 from chains.common import jsonrpc as rpc
 from chains.common.jsonrpc import ParamSpec
-from chains.common.rights import rights_report
+from chains.common.rights import registry_report, rights_report
 from chains.common.state import ChainState
 from chains.common.tx import App, BlockContext, Tx, account_path
 from protocol.errors import CodecError, MempoolFullError, ParkRelayError, ProtocolError
@@ -494,6 +494,7 @@ class ParkNode:
                                                         **_HEIGHT})
         m("getAccount", self._rpc_get_account, params={"name": name})
         m("getRights", self._rpc_get_rights, params=_HEIGHT)
+        m("getRegistry", self._rpc_get_registry, params=_HEIGHT)
         m("getEvents", self._rpc_get_events, params={"from": rpc.uint(required=True), "to": rpc.uint(),
                                                       "type": rpc.string(max_len=256)})
         m("getTxResult", self._rpc_get_tx_result, params={"hash": rpc.hex_string(required=True),
@@ -587,6 +588,14 @@ class ParkNode:
         if e.state is None:
             raise NotFoundError("state at that height was pruned", got=e.header.height)
         return {**rights_report(e.state), "height": e.header.height}
+
+    async def _rpc_get_registry(self, p: dict[str, Any]) -> dict[str, Any]:
+        """The charging registry (:func:`chains.common.rights.registry_report`): transformers, stations,
+        bookings."""
+        e = self.entry_at(p.get("height"))
+        if e.state is None:
+            raise NotFoundError("state at that height was pruned", got=e.header.height)
+        return {**registry_report(e.state), "height": e.header.height}
 
     async def _rpc_get_account(self, p: dict[str, Any]) -> Any:
         assert self.head.state is not None

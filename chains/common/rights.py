@@ -60,6 +60,7 @@ __all__ = [
     "burned_right_path",
     "default_admission",
     "is_returning",
+    "registry_report",
     "right_path",
     "right_payload",
     "right_record",
@@ -253,6 +254,19 @@ def rights_report(state: KVState) -> dict[str, dict[str, Any]]:
     for key, value in state.prefix_items(b"bookings/"):
         booked[key.decode()[len("bookings/"):]] = [b["right_id"] for b in json.loads(value)]
     return {"live": live, "escrowed": escrowed, "burning": burning, "bookings": booked}
+
+
+def registry_report(state: KVState) -> dict[str, Any]:
+    """The park's charging registry (a full scan, for the CLI): ``{"transformers": {name: capacity_kw},
+    "stations": {name: transformer}, "bookings": {transformer: [{right_id, power_kw, slot_start_ms,
+    slot_end_ms}]}}``."""
+    return {
+        "transformers": {k.decode()[len("transformers/"):]: int(json.loads(v)["capacity_kw"])
+                         for k, v in state.prefix_items(b"transformers/")},
+        "stations": {k.decode()[len("stations/"):]: str(json.loads(v)["transformer"])
+                     for k, v in state.prefix_items(b"stations/")},
+        "bookings": {k.decode()[len("bookings/"):]: list(json.loads(v)) for k, v in state.prefix_items(b"bookings/")},
+    }
 
 
 def rights_violations(reports: Mapping[str, Mapping[str, Any]],

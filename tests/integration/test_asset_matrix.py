@@ -29,7 +29,7 @@ import pytest
 from protocol.codec import decode_packet
 from relay.ops import packet_key
 from relay.parks import park_view
-from tests.integration.harness import wait_for
+from tests.integration.harness import Devnet, free_port_block, wait_for
 from tests.integration.test_four_phases import (
     DPOS,
     ETH,
@@ -38,17 +38,33 @@ from tests.integration.test_four_phases import (
     POC,
     USER,
     Net,
-    started_net,
+    chain_spec,
     wait_ready,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-PARKS = [DPOS, POC, ETH, FABRIC]
+PARKS = [DPOS, POC]
 LANES = {frozenset(p): f"lane-{i}" for i, p in enumerate(itertools.combinations(PARKS, 2))}
 ORDERED = [(a, b) for a in PARKS for b in PARKS if a != b]
 TIMEOUT_S = 4
 """Timeout of the cases that must time out: past on every target before the relayer starts."""
+KINDS = ("energy", "charging_right", "reputation")
+OUTCOMES = ("completed", "refused", "timed_out")
+SUBJECTS: dict[str, tuple[str, str]] = {
+    DPOS: ("witness-a", "dpos-witness-credit/v1"),  # seed 003: a witness's credit
+    POC: ("farmer-a", "poc-farmer-response/v1"),  # seed 000: a farmer's response rate
+}
+"""Per park: a subject its own state scores from genesis on, and the model it attests it under."""
+SLOT_START_S, SLOT_END_S, RIGHT_KW = 7_200, 10_800, 10
+
+
+def registry(home: str) -> dict[str, Any]:
+    """The devnet registry of park ``home``: every park has ``st-1`` behind ``tr-1`` (150 kW) and, for each park
+    ``p``, station ``st-<p>`` behind ``tr-<p>``, which is large at ``p`` (1,000 kW) and 1 kW everywhere else. A right
+    issued at ``p`` on ``st-<p>`` is admitted at home and refused with ``capacity.exceeded`` on every other park."""
+    return {"transformers": {"tr-1": 150, **{f"tr-{p}": 1_000 if p == home else 1 for p in PARKS}},
+            "stations": {"st-1": "tr-1", **{f"st-{p}": f"tr-{p}" for p in PARKS}}}
 
 
 def lane(a: str, b: str) -> str:
@@ -83,6 +99,9 @@ class Matrix:
         self.cases: dict[str, Case] = {}
         self.rows: dict[str, dict[str, Any]] = {}
         self.before: dict[tuple[str, str, str], int] = {}
+        self.rights: dict[tuple[str, str, str], str] = {}
+        self.before_rights: dict[str, dict[str, Any]] = {}
+        self.after_rights: dict[str, dict[str, Any]] = {}
 
     async def balance(self, chain: str, denom: str, who: str | None = None) -> int:
         return int(await asyncio.to_thread(self.net.views[chain].balance, who or USER[chain], denom))
@@ -94,6 +113,60 @@ class Matrix:
         sent = await asyncio.to_thread(view.transfer, USER[src], dst, to, amount_wh, denom, lane(src, dst),
                                        int((time.time() + timeout_s) * 1000), wait_final=False)
         return packet_key(decode_packet(sent["packet"]))
+
+    async def commit(self, kind: str, outcome: str) -> None:
+        """Phase 1 of case ``(kind, outcome)`` on every ordered pair, the sources in parallel (each source's cases
+        one after another: one sender per lane direction keeps packet keys stable, see ``Net.send``)."""
+        if kind == "energy":
+            await self.commit_energy(outcome)
+            return
+
+        async def from_source(src: str) -> None:
+            view = self.net.views[src]
+            for dst in PARKS:
+                if dst == src:
+                    continue
+                c = Case(kind, outcome, src, dst)
+                receiver = "nobody-here" if outcome == "refused" and kind == "reputation" else USER[dst]
+                timeout_ms = int((time.time() + (TIMEOUT_S if outcome == "timed_out" else 600)) * 1000)
+                if kind == "charging_right":
+                    c.expect["right_id"] = self.rights[(src, dst, outcome)]
+                    asset: dict[str, Any] = {"kind": "charging_right", "right_id": c.expect["right_id"]}
+                else:
+                    subject, model = SUBJECTS[src]
+                    c.expect["subject"], c.expect["model"] = view.account(subject), model
+                    asset = {"kind": "reputation", "subject": c.expect["subject"], "model": model}
+                sent = await asyncio.to_thread(view.send, USER[src], dst, self.net.views[dst].account(receiver),
+                                               lane(src, dst), timeout_ms, asset, wait_final=False)
+                c.key = packet_key(decode_packet(sent["packet"]))
+                c.expect["height"] = sent["height"]
+                self.cases[c.name] = c
+
+        await asyncio.gather(*(from_source(s) for s in PARKS))
+
+    async def issue_rights(self) -> None:
+        """Each park's operator issues, to the park's user, one right per ordered pair and outcome it sends: on
+        ``st-1`` (admitted everywhere) for the completed and timed-out cases, on ``st-<home>`` (refused abroad for
+        capacity) for the refused case. Slots start in two hours."""
+        now = int(time.time() * 1000)
+
+        async def at(home: str) -> None:
+            view = self.net.views[home]
+            for dst in PARKS:
+                if dst == home:
+                    continue
+                for outcome in OUTCOMES:
+                    rid = f"r-{home.split('-')[0]}-{dst.split('-')[0]}-{outcome.replace('_', '')}"
+                    station = f"st-{home}" if outcome == "refused" else "st-1"
+                    await asyncio.to_thread(view.issue_right, rid, station, station.replace("st-", "tr-"), RIGHT_KW,
+                                            now + SLOT_START_S * 1000, now + SLOT_END_S * 1000,
+                                            view.account(USER[home]))
+                    self.rights[(home, dst, outcome)] = rid
+
+        await asyncio.gather(*(at(p) for p in PARKS))
+
+    async def rights_reports(self) -> dict[str, dict[str, Any]]:
+        return {p: await asyncio.to_thread(self.net.views[p].rights) for p in PARKS}
 
     async def commit_energy(self, outcome: str) -> None:
         """Phase 1 of the energy case ``outcome`` on every ordered pair, the sources in parallel (each source's
@@ -145,14 +218,24 @@ class Matrix:
 def matrix_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     lanes = [{"lane": name, "a": a, "b": b} for (a, b) in itertools.combinations(PARKS, 2)
              for name in [lane(a, b)]]
-    with started_net(tmp_path_factory.mktemp("asset-matrix"), PARKS, lanes, ["relayer-a", "relayer-b"]) as n:
-        n.views.update({c: park_view(n.cfg, c) for c in PARKS if c not in n.views})
+    d = Devnet(tmp_path_factory.mktemp("asset-matrix"), chains=[{**chain_spec(c), **registry(c)} for c in PARKS],
+               lanes=lanes, relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
+                                   "block_interval_ms": 300},
+               relayers=["relayer-a", "relayer-b"], relayer_options={"heartbeat_s": 1.0})
+    d.write()
+    d.start_all()
+    n = Net(d, DPOS, POC)
+    n.views.update({c: park_view(n.cfg, c) for c in PARKS if c not in n.views})
+    try:
         yield n
+    finally:
+        n.stop_relayers()
+        d.stop_all()
 
 
 async def _ready(net: Net) -> None:
     """Every chain of the shared devnet finalising (``wait_ready`` looks at a pair: look at all four)."""
-    for a, b in ((DPOS, POC), (ETH, FABRIC)):
+    for a, b in ((DPOS, POC),):
         net.a, net.b = a, b
         await wait_ready(net)
     net.a, net.b = DPOS, POC
@@ -170,8 +253,11 @@ async def _run_matrix(net: Net) -> Matrix:
     for src, dst in ORDERED:
         m.before[(src, dst, "kWh")] = await m.balance(src, "kWh")
         m.before[(src, dst, "voucher")] = await m.balance(dst, voucher("kWh", src, dst))
+    await m.issue_rights()
+    m.before_rights = await m.rights_reports()
     # the cases that must time out first, while no relayer runs; then wait until each target is past them
-    await m.commit_energy("timed_out")
+    for kind in KINDS:
+        await m.commit(kind, "timed_out")
     links = await net.links()
     try:
         for c in m.cases.values():
@@ -184,13 +270,15 @@ async def _run_matrix(net: Net) -> Matrix:
             await wait_for(f"{c.dst}'s block time past {c.key}'s timeout", past, 60)
     finally:
         await links.close_links()
-    await m.commit_energy("completed")
-    await m.commit_energy("refused")
+    for kind in KINDS:
+        await m.commit(kind, "completed")
+        await m.commit(kind, "refused")
     net.start_relayer("relayer-a")
     try:
         await m.drain()
     finally:
         net.stop_relayers()
+    m.after_rights = await m.rights_reports()
     return m
 
 
@@ -231,7 +319,7 @@ async def test_energy_balances_and_conservation_after_the_matrix(matrix: Matrix)
 async def test_energy_three_park_round_trip_unwinds_hop_by_hop(matrix: Matrix) -> None:
     """A voucher of DPoS held on Ethereum moves on to Fabric and back along its trace, then home: each hop burns or
     unescrows what the previous one escrowed or minted, and nothing stays escrowed on any hop."""
-    net, a, b, c = matrix.net, DPOS, ETH, FABRIC
+    net, a, b, c = matrix.net, DPOS, POC, DPOS
     on_b = voucher("kWh", a, b)
     on_c = voucher(on_b, b, c)
     a0, b0, c0 = await matrix.balance(a, "kWh"), await matrix.balance(b, on_b), await matrix.balance(c, on_c)
@@ -257,3 +345,57 @@ async def test_energy_three_park_round_trip_unwinds_hop_by_hop(matrix: Matrix) -
     assert await asyncio.to_thread(net.views[b].escrow, on_b) == esc_b
     await matrix.check_energy_conservation({a: ["kWh"], b: [on_b]})
 
+
+
+RIGHT_CASES = [f"charging_right-{s}->{d}-{o}" for s, d in ORDERED for o in OUTCOMES]
+REPUTATION_CASES = [f"reputation-{s}->{d}-{o}" for s, d in ORDERED for o in OUTCOMES]
+
+
+@pytest.mark.parametrize("name", RIGHT_CASES)
+async def test_charging_right_case(matrix: Matrix, name: str) -> None:
+    c = matrix.cases[name]
+    row = matrix.rows[c.key]
+    rid = c.expect["right_id"]
+    reports = matrix.after_rights
+    home, abroad = reports[c.src], reports[c.dst]
+    held_as = voucher(rid, c.src, c.dst)
+    if c.outcome == "completed":
+        assert row["state"] == "completed" and row["ack"] == {"success": True, "code": "ok"}, row
+        assert abroad["live"][held_as]["owner"] == matrix.net.views[c.dst].account(USER[c.dst])
+        assert home["escrowed"][rid]["chain"] == c.dst and rid not in home["live"]
+        assert held_as in abroad["bookings"]["tr-1"]  # admitted on the target's transformer
+    else:
+        if c.outcome == "refused":
+            assert row["state"] == "refunded" and row["ack"] == {"success": False, "code": "capacity.exceeded"}, row
+        else:
+            assert row["state"] == "refunded" and row["ack"] is None and row["verified"] is False, row
+        assert home["live"][rid]["owner"] == matrix.net.views[c.src].account(USER[c.src])
+        assert held_as not in abroad["live"] and rid not in home["escrowed"]
+
+
+async def test_every_right_exists_exactly_once_after_the_matrix(matrix: Matrix) -> None:
+    from chains.common.rights import rights_violations
+
+    assert rights_violations(matrix.after_rights) == []
+    issued = {rid for rid in matrix.rights.values()}
+    homes = {rid for rep in matrix.before_rights.values() for rid in rep["live"]}
+    assert issued <= homes
+
+
+@pytest.mark.parametrize("name", REPUTATION_CASES)
+async def test_reputation_case(matrix: Matrix, name: str) -> None:
+    c = matrix.cases[name]
+    row = matrix.rows[c.key]
+    rec = await asyncio.to_thread(matrix.net.views[c.dst].imported_reputation, c.src, c.expect["subject"],
+                                  c.expect["model"])
+    if c.outcome == "completed":
+        assert row["state"] == "completed" and row["ack"] == {"success": True, "code": "ok"}, row
+        assert rec is not None and 0 <= int(rec["score"]) <= 10_000, rec
+        # the only attestation of this pair that executed: the score read in the block that included its send
+        # (read before that block was final: a fork switch can include it again a block or two later, never earlier)
+        assert int(c.expect["height"]) <= int(rec["source_height"]) <= int(c.expect["height"]) + 3, (rec, c.expect)
+    elif c.outcome == "refused":
+        assert row["state"] == "refunded" and row["ack"]["success"] is False, row
+        assert row["ack"]["code"] in ("receiver.unknown", "receiver.invalid"), row
+    else:
+        assert row["state"] == "refunded" and row["ack"] is None and row["verified"] is False, row

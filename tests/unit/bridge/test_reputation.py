@@ -155,6 +155,15 @@ def test_an_attestation_at_the_same_source_height_is_stale_and_a_score_past_1000
     assert rec is not None and rec["score"] == 5_000 and rec["source_height"] == 9
 
 
+def test_an_attestation_to_an_unknown_receiver_is_an_error_ack_and_records_nothing() -> None:
+    net = parks()
+    assert _forged_rep(net, ReputationPayload("w1", 5_000, WITNESS, 9), 1, receiver="nobody")["code"] == \
+        "receiver.unknown"
+    assert imported_reputation(net.parks["poc-park"].state, "dpos-park", "w1", WITNESS) is None
+    # the same attestation to an account is recorded: the refusal consumed nothing
+    assert _forged_rep(net, ReputationPayload("w1", 5_000, WITNESS, 9), 2)["success"]
+
+
 def test_a_third_party_refreshes_the_score_but_not_the_holder() -> None:
     net = parks()
     assert _forged_rep(net, ReputationPayload("w1", 5_000, WITNESS, 9), 1, sender="w1", receiver="carol")["success"]
