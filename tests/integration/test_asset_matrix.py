@@ -44,7 +44,7 @@ from tests.integration.test_four_phases import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-PARKS = [DPOS, POC]
+PARKS = [DPOS, POC, ETH, FABRIC]
 LANES = {frozenset(p): f"lane-{i}" for i, p in enumerate(itertools.combinations(PARKS, 2))}
 ORDERED = [(a, b) for a in PARKS for b in PARKS if a != b]
 TIMEOUT_S = 4
@@ -235,7 +235,7 @@ def matrix_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
 
 async def _ready(net: Net) -> None:
     """Every chain of the shared devnet finalising (``wait_ready`` looks at a pair: look at all four)."""
-    for a, b in ((DPOS, POC),):
+    for a, b in ((DPOS, POC), (ETH, FABRIC)):
         net.a, net.b = a, b
         await wait_ready(net)
     net.a, net.b = DPOS, POC
@@ -319,7 +319,7 @@ async def test_energy_balances_and_conservation_after_the_matrix(matrix: Matrix)
 async def test_energy_three_park_round_trip_unwinds_hop_by_hop(matrix: Matrix) -> None:
     """A voucher of DPoS held on Ethereum moves on to Fabric and back along its trace, then home: each hop burns or
     unescrows what the previous one escrowed or minted, and nothing stays escrowed on any hop."""
-    net, a, b, c = matrix.net, DPOS, POC, DPOS
+    net, a, b, c = matrix.net, DPOS, ETH, FABRIC
     on_b = voucher("kWh", a, b)
     on_c = voucher(on_b, b, c)
     a0, b0, c0 = await matrix.balance(a, "kWh"), await matrix.balance(b, on_b), await matrix.balance(c, on_c)
@@ -399,3 +399,56 @@ async def test_reputation_case(matrix: Matrix, name: str) -> None:
         assert row["ack"]["code"] in ("receiver.unknown", "receiver.invalid"), row
     else:
         assert row["state"] == "refunded" and row["ack"] is None and row["verified"] is False, row
+
+
+def _cli(net: Net, *argv: str) -> Any:
+    """``parkrelay <argv> --config <the devnet's> --json`` in-process: its JSON answer (exit 0 required)."""
+    import contextlib
+    import io
+    import json
+
+    from relay.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main([*argv, "--config", str(net.cfg.path), "--json"])
+    assert rc == 0, (argv, rc, out.getvalue())
+    return json.loads(out.getvalue())
+
+
+async def test_the_cli_registers_issues_moves_and_shows_a_right_and_an_attestation(matrix: Matrix) -> None:
+    """The operator's commands on the shared devnet: a transformer and its station set on the target, a right issued
+    at home and moved there (admitted on the new station), both parks' listings, an attestation sent and shown."""
+    net, home, abroad = matrix.net, DPOS, POC
+    got = await asyncio.to_thread(_cli, net, "transformer", "set", "--chain", abroad, "--name", "tr-cli",
+                                  "--capacity-kw", "40", "--station", "st-cli")
+    assert got["capacity_kw"] == 40 and set(got["stations"]) == {"st-cli"}
+    reg = await asyncio.to_thread(_cli, net, "transformer", "show", "--chain", abroad)
+    assert reg["transformers"]["tr-cli"] == 40 and reg["stations"]["st-cli"] == "tr-cli"
+    # home needs the station too: a right is admitted at home when issued
+    await asyncio.to_thread(_cli, net, "transformer", "set", "--chain", home, "--name", "tr-cli", "--capacity-kw",
+                            "40", "--station", "st-cli")
+    await asyncio.to_thread(_cli, net, "right", "issue", "--chain", home, "--id", "r-cli", "--station", "st-cli",
+                            "--transformer", "tr-cli", "--kw", "25", "--slot-start", "+2h", "--slot-end", "+3h",
+                            "--owner", USER[home])
+    shown = await asyncio.to_thread(_cli, net, "right", "show", "r-cli", "--chain", home)
+    assert shown["state"] == "live" and shown["power_kw"] == 25
+    net.start_relayer("relayer-a")
+    try:
+        sent = await asyncio.to_thread(_cli, net, "right", "transfer", "--from-chain", home, "--from", USER[home],
+                                       "--to-chain", abroad, "--to", USER[abroad], "--id", "r-cli")
+        att = await asyncio.to_thread(_cli, net, "reputation", "send", "--from-chain", home, "--from", USER[home],
+                                      "--to-chain", abroad, "--to", USER[abroad], "--subject", "witness-b")
+        rows = await net.wait_final([sent["packet"], att["packet"]], timeout_s=240)
+    finally:
+        net.stop_relayers()
+    assert {r["state"] for r in rows.values()} == {"completed"}, rows
+    held = voucher("r-cli", home, abroad)
+    listed = await asyncio.to_thread(_cli, net, "right", "list", "--chain", abroad, "--owner", USER[abroad])
+    assert listed["live"][held]["station"] == "st-cli"
+    assert (await asyncio.to_thread(_cli, net, "right", "show", "r-cli", "--chain", home))["state"] == "escrowed"
+    rep = await asyncio.to_thread(_cli, net, "reputation", "show", "--chain", abroad, "--from-chain", home,
+                                  "--subject", "witness-b", "--model", "dpos-witness-credit/v1")
+    assert 0 <= rep["score"] <= 10_000 and rep["source_height"] >= 1
+    booked = (await asyncio.to_thread(_cli, net, "transformer", "show", "--chain", abroad))["bookings"]["tr-cli"]
+    assert [b["right_id"] for b in booked] == [held] and booked[0]["power_kw"] == 25
