@@ -332,9 +332,15 @@ def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
         if row["state"] not in ("completed", "refunded"):
             print(f"devnet demo: {key} stuck in {row['state']}; see {cfg.data_dir / 'logs'}", file=sys.stderr)
             return 1
+    assets = _asset_round(cfg, user, say)
+    if assets is None:
+        return 1
+    log += assets["packets"]
     balances = _balances(cfg, user)
     if as_json:
-        print(json.dumps({"ok": balances["conserved"], "packets": log, "balances": balances}))
+        print(json.dumps({"ok": balances["conserved"] and assets["ok"], "packets": log, "balances": balances,
+                          "rights": assets["rights"], "reputation": assets["reputation"],
+                          "rights_violations": assets["violations"]}))
     else:
         print("\nbalances (Wh):")
         rows = balances["rows"]
@@ -345,7 +351,122 @@ def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
         for c in balances["conservation"]:
             print(f"  {c['home']} escrow of kWh {c['escrowed']:,} == vouchers on {c['remote']} {c['vouchers']:,}: "
                   f"{'conserved' if c['ok'] else 'NOT CONSERVED'}")
-    return 0 if balances["conserved"] else 1
+        print("\ncharging rights (where each one is):")
+        for r in assets["rights"]:
+            print(f"  {r['chain']:<{wc}} {r['state']:<9} {r['right_id']:<34} {r['detail']}")
+        print("  each right exists exactly once: " + ("yes" if not assets["violations"] else
+                                                      "NO: " + "; ".join(assets["violations"])))
+        print("\nimported reputation:")
+        for r in assets["reputation"]:
+            print(f"  {r['chain']:<{wc}} from {r['from']:<{wc}} {r['subject']:<24} {r['model']:<28} "
+                  f"score {r['score']:>5} (source height {r['source_height']})")
+    return 0 if balances["conserved"] and assets["ok"] else 1
+
+
+DEMO_SLOT_S = (7_200, 10_800)
+"""The demo rights' slot: from two to three hours after they are issued (a right's timeout lies before it)."""
+DEMO_BIG_KW = 100
+"""The demo's refused right: every park's ``tr-2`` (deploy/devnet.toml) holds exactly one of this size."""
+
+
+def _asset_round(cfg: DeploymentConfig, user: dict[str, str], say: Any) -> dict[str, Any] | None:
+    """Charging rights and reputation around the parks, each to the next in ``cfg.chains`` order: a right admitted
+    abroad (``st-1``), a right refused for capacity (``st-2``: the target's ``tr-2`` is already booked by its own
+    right of the same slot) and refunded at home, and an attestation of the park's own subject. All committed
+    first, then followed together. None when a packet did not end."""
+    from chains.common.rights import rights_violations
+    from relay import asset_ops
+
+    parks = [c.id for c in cfg.chains if any(c.id in (a, b) for _, a, b in cfg.lanes)]
+    ring = _ring(parks, {frozenset((a, b)) for _, a, b in cfg.lanes})
+    if not ring:
+        return {"ok": True, "packets": [], "rights": [], "reputation": [], "violations": []}
+    views = {p: park_view(cfg, p) for p in parks}
+    now = int(time.time() * 1000)
+    slot = (now + DEMO_SLOT_S[0] * 1000, now + DEMO_SLOT_S[1] * 1000)
+    say("\ncharging rights and reputation around the parks:")
+    for p in {src for src, _ in ring} | {dst for _, dst in ring}:
+        v = views[p]
+        for rid, station, kw in ((f"ev-{p}", "st-1", 11), (f"big-{p}", "st-2", DEMO_BIG_KW)):
+            v.issue_right(rid, station, station.replace("st-", "tr-"), kw, *slot, v.account(user[p]))
+        say(f"  {p}: operator issued ev-{p} (11 kW on st-1) and big-{p} ({DEMO_BIG_KW} kW on st-2) to {user[p]}")
+    steps: list[tuple[str, dict[str, Any]]] = []
+    for src, dst in ring:
+        subject, model = _demo_subject(cfg, src)
+        steps += [
+            (f"charging right ev-{src} {src} -> {dst} (admitted on {dst}'s tr-1)",
+             asset_ops.send_right(cfg, src, user[src], dst, user[dst], f"ev-{src}")),
+            (f"charging right big-{src} {src} -> {dst} (refused: {dst}'s tr-2 is full for that slot)",
+             asset_ops.send_right(cfg, src, user[src], dst, user[dst], f"big-{src}")),
+            (f"reputation {src} -> {dst}: {model} of {subject}",
+             asset_ops.send_reputation(cfg, src, user[src], dst, user[dst], subject, model)),
+        ]
+    from relay import ops
+
+    log, t0 = [], time.monotonic()
+    pending = {sent["packet"]: title for title, sent in steps}
+    rows: dict[str, dict[str, Any]] = {}
+    while pending and time.monotonic() - t0 < 240:
+        for key in list(pending):
+            row = ops.show_packet(cfg, key)
+            if row["state"] in ("completed", "refunded"):
+                rows[key] = row
+                ack = row["ack"] or {}
+                say(f"  {time.monotonic() - t0:5.1f}s  {pending.pop(key)}: {row['state']}"
+                    f"{'' if ack.get('success', True) else ' (' + str(ack.get('code')) + ')'}, packet {key}")
+        time.sleep(0.3)
+    if pending:
+        print(f"devnet demo: {sorted(pending)} did not end; see {cfg.data_dir / 'logs'}", file=sys.stderr)
+        return None
+    for title, sent in steps:
+        r = rows[sent["packet"]]
+        log.append({"step": title, "packet": sent["packet"], "state": r["state"], "ack": r["ack"]})
+    reports = {p: views[p].rights() for p in parks}
+    where = []
+    for p, rep in reports.items():
+        for rid, rec in sorted(rep["live"].items()):
+            where.append({"chain": p, "state": "live", "right_id": rid, "detail": f"owner {rec['owner']}"})
+        for state in ("escrowed", "burning"):
+            for rid, rec in sorted(rep[state].items()):
+                where.append({"chain": p, "state": state, "right_id": rid,
+                              "detail": f"towards {rec['chain']} over {rec['lane']}"})
+    imported = []
+    for src, dst in ring:
+        subject, model = _demo_subject(cfg, src)
+        rec = views[dst].imported_reputation(src, views[src].account(subject), model)
+        if rec is not None:
+            imported.append({"chain": dst, "from": src, "subject": views[src].account(subject), "model": model,
+                             "score": rec["score"], "source_height": rec["source_height"]})
+    violations = rights_violations(reports)
+    expected = all(rows[sent["packet"]]["state"] == ("refunded" if title.startswith("charging right big-")
+                                                     else "completed") for title, sent in steps)
+    return {"ok": expected and not violations and len(imported) == len(ring), "packets": log, "rights": where,
+            "reputation": imported, "violations": violations}
+
+
+def _ring(parks: list[str], joined: set[frozenset[str]]) -> list[tuple[str, str]]:
+    """A round trip through every park along lanes (each park sends to the next, the last to the first), the first
+    in ``parks`` order; else each lane once in one direction."""
+    import itertools
+
+    if len(parks) >= 3:
+        for rest in itertools.permutations(parks[1:]):
+            order = [parks[0], *rest]
+            hops = list(zip(order, order[1:] + order[:1], strict=True))
+            if all(frozenset(h) in joined for h in hops):
+                return hops
+    return [tuple(sorted(pair)) for pair in sorted(joined, key=sorted)]  # type: ignore[misc]
+
+
+def _demo_subject(cfg: DeploymentConfig, chain_id: str) -> tuple[str, str]:
+    """The subject the demo's park ``chain_id`` attests, and under which model: its first witness (DPoS credit) or
+    first farmer (PoC response rate), or the participant its genesis scores (Ethereum, Fabric)."""
+    chain = cfg.chain(chain_id)
+    models = {"dpos": "dpos-witness-credit/v1", "poc": "poc-farmer-response/v1",
+              "ethereum": "eth-delivery-record/v1", "fabric": "fabric-participant-standing/v1"}
+    if chain.kind in ("dpos", "poc"):
+        return chain.nodes[0], models[chain.kind]
+    return next(n for n in chain.accounts if n not in cfg.relayers and n != "operator"), models[chain.kind]
 
 
 _PHASE_NOTE = {"verified": "phase 2: relay chain verified the commitment", "executed": "phase 3: target wrote the ack",
