@@ -239,6 +239,15 @@ class Relayer(ClientUpdates):
     def stop(self) -> None:
         self._stop.set()
 
+    def clear_backlog(self) -> int:
+        """Act on every packet in flight now (the operator API's ``POST /api/v1/backlog/clear``): forget the waits
+        after earlier submissions and refusals and wake every task. Returns how many packets are in flight."""
+        self._inflight.clear()
+        for evs in self._wakes.values():
+            for ev in evs:
+                ev.set()
+        return len(self.packets)
+
     def paths(self) -> list[tuple[str, str]]:
         """Every ordered pair of parks: one worker each."""
         return [(a, b) for a in self.parks for b in self.parks if a != b]
@@ -820,15 +829,23 @@ OWN_CLIENT_LINKS: dict[str, Callable[[Any, Any, str, str, JsonRpcClient], ChainL
 """How the relayer links a chain whose kind has its own client library (``KindAdapters.park_rpc`` false), by kind."""
 
 
-async def run_relayer(cfg: Any, name: str) -> int:
-    """``parkrelay relayer start``: run until SIGTERM/SIGINT, then stop cleanly."""
+async def run_relayer(cfg: Any, name: str, api: Any = None) -> int:
+    """``parkrelay relayer start``: run until SIGTERM/SIGINT, then stop cleanly. With ``api``
+    (:class:`relay.api.server.ApiOptions`) the operator API and ``/metrics`` are served too."""
     relayer = build_relayer(cfg, name)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relayer.stop)
+    server = None
+    if api is not None:
+        from relay.api.service import relayer_api
+
+        server = await relayer_api(cfg, relayer, api)
     try:
         await relayer.run()
     finally:
+        if server is not None:
+            await server.stop()
         await relayer.close_links()
     print(json.dumps(relayer.summary()))
     return 0
