@@ -118,6 +118,10 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if kind == "relay":
+        from relay.api.metrics import register_relay_metrics
+
+        register_relay_metrics(node, cfg)
     await node.start()
     server = None
     if api is not None and kind == "relay":

@@ -233,6 +233,8 @@ class Relayer(ClientUpdates):
         self._last_progress_log: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._wakes: dict[str, list[asyncio.Event]] = {}
+        self.observer: Any = None
+        """Told of accepted submissions, refusals and settled packets (:class:`relay.api.metrics.RelayerMetrics`)."""
 
     # -- the tasks --------------------------------------------------------------------------------
 
@@ -552,6 +554,8 @@ class Relayer(ClientUpdates):
         t.done = True
         self.packets.pop(t.key, None)
         self.stats.settled += 1
+        if self.observer is not None:
+            self.observer.finished(t)
         self.db.execute("UPDATE packets SET done = 1 WHERE key = ?", (t.key,))
         self.db.commit()
         self.log.info("packet %s settled", t.key)
@@ -714,11 +718,15 @@ class Relayer(ClientUpdates):
                 self._inflight[(t.key, action)] = self._clock() + wait_s
         if error is None:
             self.stats.count(action)
+            if self.observer is not None:
+                self.observer.submitted(action, packets or [])
             return
         if disposition is Disposition.DONE:
             self.stats.redundant += 1  # another relayer did it first: done, not an error
             return
         self.stats.rejected += 1
+        if self.observer is not None:
+            self.observer.refused(chain.chain_id, error.code)
         for t in packets or []:
             self.progress.setdefault(t.lane_key, LaneProgress()).last_error = f"{op}: {error}"
         keys = ", ".join(t.key for t in packets or []) or "-"

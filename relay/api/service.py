@@ -20,7 +20,11 @@ async def validator_api(cfg: Any, node: Any, options: ApiOptions) -> ApiServer:
 
 async def relayer_api(cfg: Any, relayer: Any, options: ApiOptions) -> ApiServer:
     """The API of a relayer process; ``POST /api/v1/backlog/clear`` wakes ``relayer``."""
-    server = ApiServer(cfg, options, relayer=relayer, metrics=_metrics_of(relayer))
+    from relay.api.metrics import RelayerMetrics
+
+    metrics = RelayerMetrics(relayer)
+    relayer.observer = metrics
+    server = ApiServer(cfg, options, relayer=relayer, metrics=metrics.render)
     await server.start()
     return server
 

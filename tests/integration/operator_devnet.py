@@ -61,6 +61,8 @@ class OperatorNet:
         self.relayers[name] = spawn(
             [sys.executable, "-m", "relay.cli", "relayer", "start", "--config", str(self.cfg.path), "--name", name,
              "--api-port", str(self.relayer_ports[name])], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        url = f"http://127.0.0.1:{self.relayer_ports[name]}"
+        self.wait(f"relayer {name}'s API answering", lambda: self.get("/api/v1/parks", url)[0] == 200, 60, 0.1)
 
     def stop_relayer(self, name: str, sig: int = signal.SIGTERM) -> int:
         p = self.relayers.pop(name)
