@@ -155,4 +155,42 @@ def operator_devnet(root: Path, relayers: tuple[str, ...] = ("relayer-a",), star
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    """Run ``coro`` to its end on a loop of its own thread (a test's thread may hold one: Playwright's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def freeze_dpos_client(net: OperatorNet, chain: str) -> None:
+    """Freeze the relay's light client of DPoS park ``chain`` for good, as colluding witnesses would: every witness
+    (their devnet keys) signs a branch from a final block conflicting with the final chain above it, long enough to
+    be irreversible; submitted as ``client.misbehaviour {branch}`` (SPEC §8.5, conflicting finality) from relay
+    validator ``op-d``'s account."""
+    from adapters.common.park import ParkTarget
+    from adapters.common.rpc import JsonRpcClient
+    from chains.dpos.consensus import FinalityTracker
+    from chains.dpos.testing import forge_branch
+    from chains.dpos.types import DposHeader, DposParams
+    from relay.devnet import relay_key_paths
+    from relay.keys import ed25519_signer
+    from relay.nodes import node_key_path
+
+    async def go() -> None:
+        async with JsonRpcClient(net.cfg.relay_url("op-a"), side=RELAY) as rc, \
+                JsonRpcClient(net.cfg.chain(chain).url_of(net.cfg.chain(chain).nodes[0]), side=chain) as park:
+            st = await rc.call("getClientStatus", {"chain_id": chain})
+            fork = max(st["final_height"] - 2, 0)
+            parent = DposHeader.decode(bytes.fromhex((await park.call("getHeader", {"height": fork}))["header"]))
+            tracker = FinalityTracker.from_json(json.loads(bytes.fromhex(
+                (await park.call("query", {"key": "dpos/tracker", "height": fork}))["value"])))
+            params = DposParams.from_json(json.loads(bytes.fromhex(
+                (await park.call("query", {"key": "dpos/params", "height": fork}))["value"])))
+            active = tracker.active
+            signers = {n: ed25519_signer(node_key_path(net.cfg, chain, n)) for n in active.names}
+            branch = forge_branch(parent, active, signers, params, 2 * len(active.names) + 2)
+            target = ParkTarget(rc, RELAY, "op-d", ed25519_signer(relay_key_paths(net.cfg, "op-d")[0]))
+            await target.submit("client.misbehaviour", {"chain_id": chain,
+                                                        "branch": [h.encode().hex() for h in branch]})
+
+    run(go())
