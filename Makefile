@@ -6,9 +6,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup fabric lint test test-unit test-integration demo bench clean
+.PHONY: setup fabric chromium lint test test-unit test-integration demo bench clean
 
-setup: $(STAMP) fabric
+setup: $(STAMP) fabric chromium
+
+# Debian's chromium for the status page's browser tests (Playwright drives it by its executable path)
+chromium:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "warning: chromium not installed; the status page's browser tests will be skipped" >&2
 
 # Hyperledger Fabric's peer, orderer, osnadmin and configtxgen, built once from Fabric's Go module at the pin in
 # deploy/fabric/gomodule and cached outside the repository (PARKRELAY_FABRIC_HOME, default ~/.cache/parkrelay/fabric-2.5.9)

@@ -116,7 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="heights and finality of every chain in a deployment")
     st.add_argument("--config", default="deploy/devnet.toml")
     st.add_argument("--json", action="store_true")
+    _add_operator_options(sub, node, rl)
     return p
+
+
+# -- the operator's surface (issue 14): API options of `node relay` and `relayer start`, and `doctor` ------------
+
+
+def _add_operator_options(sub: Any, node: argparse.ArgumentParser, relayer: argparse.ArgumentParser) -> None:
+    for parser in (node, relayer):
+        parser.add_argument("--api-port", type=int, metavar="PORT",
+                            help="serve the operator HTTP API, /metrics and the status page on PORT (relay "
+                                 "validators and relayers; 0 = any free port; default: not served)")
+        parser.add_argument("--api-host", default=None, metavar="ADDR",
+                            help="address the API binds to (default: the deployment's host, 127.0.0.1)")
+
+
+def _api_options(args: Any, cfg: DeploymentConfig) -> Any:
+    if getattr(args, "api_port", None) is None:
+        return None
+    from relay.api.server import ApiOptions
+
+    if not 0 <= args.api_port < 65536:
+        raise ConfigError(f"--api-port: expected a TCP port (0-65535), got {args.api_port}")
+    return ApiOptions(port=args.api_port, host=args.api_host or cfg.host)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +162,7 @@ def _dispatch(args: Any) -> int:
         if args.kind == "relay":
             if not args.validator:
                 raise ConfigError("parkrelay node relay needs --validator NAME")
-            return asyncio.run(run_node(cfg, "relay", None, args.validator))
+            return asyncio.run(run_node(cfg, "relay", None, args.validator, api=_api_options(args, cfg)))
         if args.kind == "fabric":
             # the whole Fabric park (orderers, peers, chaincode servers) under one supervisor process
             from chains.fabric.network.supervisor import run_supervisor
@@ -158,7 +181,7 @@ def _dispatch(args: Any) -> int:
     if args.cmd == "relayer":
         from relay.relayer import run_relayer
 
-        return asyncio.run(run_relayer(cfg, args.name))
+        return asyncio.run(run_relayer(cfg, args.name, api=_api_options(args, cfg)))
     if args.cmd in ("transfer", "packet"):
         return _ops(cfg, args)
     if args.cmd in ("right", "reputation", "transformer"):

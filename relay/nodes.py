@@ -110,14 +110,24 @@ def _attestor(cfg: DeploymentConfig, name: str) -> Any:
     return Attestor(name, signer, cfg.relay_chain_id, cfg.relay_url(name), chains)
 
 
-async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str) -> int:
-    """Start the node and serve until SIGTERM or SIGINT, then stop cleanly."""
+async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str, api: Any = None) -> int:
+    """Start the node and serve until SIGTERM or SIGINT, then stop cleanly. A relay validator with ``api``
+    (:class:`relay.api.server.ApiOptions`) serves the operator API too."""
     node = load_node(cfg, kind, chain_id, name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if kind == "relay":
+        from relay.api.metrics import register_relay_metrics
+
+        register_relay_metrics(node, cfg)
     await node.start()
+    server = None
+    if api is not None and kind == "relay":
+        from relay.api.service import validator_api
+
+        server = await validator_api(cfg, node, api)
     attestor = _attestor(cfg, name) if kind == "relay" else None
     attesting = asyncio.ensure_future(attestor.run()) if attestor is not None else None
     stopped, failed = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())
@@ -125,6 +135,8 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
     for fut in (stopped, failed):
         fut.cancel()
     node.log.info("stopping")
+    if server is not None:
+        await server.stop()
     if attestor is not None and attesting is not None:
         attestor.stop()
         await attesting

@@ -233,11 +233,22 @@ class Relayer(ClientUpdates):
         self._last_progress_log: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._wakes: dict[str, list[asyncio.Event]] = {}
+        self.observer: Any = None
+        """Told of accepted submissions, refusals and settled packets (:class:`relay.api.metrics.RelayerMetrics`)."""
 
     # -- the tasks --------------------------------------------------------------------------------
 
     def stop(self) -> None:
         self._stop.set()
+
+    def clear_backlog(self) -> int:
+        """Act on every packet in flight now (the operator API's ``POST /api/v1/backlog/clear``): forget the waits
+        after earlier submissions and refusals and wake every task. Returns how many packets are in flight."""
+        self._inflight.clear()
+        for evs in self._wakes.values():
+            for ev in evs:
+                ev.set()
+        return len(self.packets)
 
     def paths(self) -> list[tuple[str, str]]:
         """Every ordered pair of parks: one worker each."""
@@ -543,6 +554,8 @@ class Relayer(ClientUpdates):
         t.done = True
         self.packets.pop(t.key, None)
         self.stats.settled += 1
+        if self.observer is not None:
+            self.observer.finished(t)
         self.db.execute("UPDATE packets SET done = 1 WHERE key = ?", (t.key,))
         self.db.commit()
         self.log.info("packet %s settled", t.key)
@@ -705,11 +718,15 @@ class Relayer(ClientUpdates):
                 self._inflight[(t.key, action)] = self._clock() + wait_s
         if error is None:
             self.stats.count(action)
+            if self.observer is not None:
+                self.observer.submitted(action, packets or [])
             return
         if disposition is Disposition.DONE:
             self.stats.redundant += 1  # another relayer did it first: done, not an error
             return
         self.stats.rejected += 1
+        if self.observer is not None:
+            self.observer.refused(chain.chain_id, error.code)
         for t in packets or []:
             self.progress.setdefault(t.lane_key, LaneProgress()).last_error = f"{op}: {error}"
         keys = ", ".join(t.key for t in packets or []) or "-"
@@ -820,15 +837,23 @@ OWN_CLIENT_LINKS: dict[str, Callable[[Any, Any, str, str, JsonRpcClient], ChainL
 """How the relayer links a chain whose kind has its own client library (``KindAdapters.park_rpc`` false), by kind."""
 
 
-async def run_relayer(cfg: Any, name: str) -> int:
-    """``parkrelay relayer start``: run until SIGTERM/SIGINT, then stop cleanly."""
+async def run_relayer(cfg: Any, name: str, api: Any = None) -> int:
+    """``parkrelay relayer start``: run until SIGTERM/SIGINT, then stop cleanly. With ``api``
+    (:class:`relay.api.server.ApiOptions`) the operator API and ``/metrics`` are served too."""
     relayer = build_relayer(cfg, name)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relayer.stop)
+    server = None
+    if api is not None:
+        from relay.api.service import relayer_api
+
+        server = await relayer_api(cfg, relayer, api)
     try:
         await relayer.run()
     finally:
+        if server is not None:
+            await server.stop()
         await relayer.close_links()
     print(json.dumps(relayer.summary()))
     return 0

@@ -39,6 +39,7 @@ from aiohttp import web
 
 from chains.common import jsonrpc as rpc
 from chains.common.jsonrpc import ParamSpec
+from chains.common.metrics import NodeMetrics
 from chains.common.rights import registry_report, rights_report
 from chains.common.state import ChainState
 from chains.common.tx import App, BlockContext, Tx, account_path
@@ -223,6 +224,7 @@ class ParkNode:
         self.db.commit()
         self._register_default_methods()
         self._load()
+        self.metrics = NodeMetrics(self)
 
     # -- chain ----------------------------------------------------------------------------------
 
@@ -671,12 +673,16 @@ class ParkNode:
             async with self._lock:
                 result = await entry.handler(params)
         except rpc.RequestError as exc:
+            self.metrics.rpc(method, exc.code)
             return exc.http_status, _rpc_answer(rid, error=rpc.error_object(exc.rpc_code, exc.message, exc.to_dict()))
         except ParkRelayError as exc:
+            self.metrics.rpc(method, exc.code)
             return 200, _rpc_answer(rid, error=rpc.error_object(rpc.SERVER_ERROR, exc.message, exc.to_dict()))
         except Exception:  # a bug: keep serving, say so, and leave the traceback for the operator
             self.log.exception("RPC method %s failed", method)
+            self.metrics.rpc(method, "internal")
             return 200, _rpc_answer(rid, error=rpc.error_object(rpc.INTERNAL_ERROR, "internal error"))
+        self.metrics.rpc(method, None)
         return 200, _rpc_answer(rid, result=result)
 
     def _authorized(self, request: web.Request) -> bool:
@@ -712,6 +718,13 @@ class ParkNode:
         finally:
             self._ws_clients.discard(ws)
         return ws
+
+    def metrics_text(self) -> bytes:
+        """This node's Prometheus metrics (:mod:`chains.common.metrics`), as ``GET /metrics`` serves them."""
+        return self.metrics.render()
+
+    async def _handle_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics_text(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
     def _notify_ws(self, msg: dict[str, Any]) -> None:
         for ws in list(self._ws_clients):
@@ -892,6 +905,7 @@ class ParkNode:
         app.router.add_get("/ws", self._handle_ws)
         app.router.add_post("/p2p/block", self._handle_p2p_block)
         app.router.add_post("/p2p/tx", self._handle_p2p_tx)
+        app.router.add_get("/metrics", self._handle_metrics)
         self.rules.attach(self, app)
         self._session = aiohttp.ClientSession()
         self._runner = web.AppRunner(app, access_log=None)
