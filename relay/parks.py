@@ -80,6 +80,11 @@ class ParkView:
     def voucher_supply(self, denom: str) -> int:
         raise NotImplementedError
 
+    def rights(self) -> dict[str, Any]:
+        """Where the charging rights held on this chain are, as :func:`chains.common.rights.rights_report` gives
+        them (``live``, ``escrowed``, ``burning``, ``bookings``): what ``rights_violations`` checks across parks."""
+        raise NotImplementedError
+
     def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
                  timeout_ms: int, *, wait_final: bool = True) -> dict[str, Any]:
         """Phase 1: ``{"packet": raw bytes, "height": n, "tx": hash}``. With ``wait_final`` (the default) only
@@ -124,6 +129,10 @@ class PyPark(ParkView):
 
     def voucher_supply(self, denom: str) -> int:
         return self._int(f"supply/{denom}")
+
+    def rights(self) -> dict[str, Any]:
+        report = rpc(self.url, "getRights")
+        return {k: report[k] for k in ("live", "escrowed", "burning", "bookings")}
 
     def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
                  timeout_ms: int, *, wait_final: bool = True) -> dict[str, Any]:
