@@ -277,3 +277,13 @@ def _is_relay(node: ParkNode) -> bool:
 
     return isinstance(node.rules, RelayRules)
 
+
+
+def test_get_rights_reports_where_the_rights_are(served: ServedNode) -> None:
+    """``getRights`` answers the rights report of the head (none issued at genesis), at a height too."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "getRights", "params": {}}).encode()
+    status, raw = served.post("/rpc", body)
+    report = json.loads(raw)["result"]
+    assert status == 200 and {k: report[k] for k in ("live", "escrowed", "burning", "bookings")} == {
+        "live": {}, "escrowed": {}, "burning": {}, "bookings": {}}
+    assert report["height"] == served.node.head.header.height
