@@ -60,6 +60,8 @@ function                   kind    arguments -> response payload
 ``transformer``            query   ``name`` -> ``{name, transformer, stations, bookings}`` (bookings not ended)
 ``standing``               query   ``account`` -> ``{account, standing, model}``
 ``imported_reputation``    query   ``src, subject, model`` -> ``{imported}`` (record or null)
+``scan``                   query   ``prefix``, one of :data:`SCAN_PREFIXES` -> ``{prefix, items: {path: value}}``
+                                   (at most 10 000): the records an audit reads (``make demo``'s exactly-once check)
 ``org.hyperledger.fabric:get_metadata``
                            query   none -> ``{contracts: {bridge: {name, transactions: [{name, tags}]}}, info}``:
                                    the contract-API convention, so Fabric tooling (and a launcher's readiness
@@ -239,6 +241,10 @@ METADATA_FUNCTION = "org.hyperledger.fabric:get_metadata"
 ISSUED_PREFIX = "issued/"
 """``issued/<denom>``: the native supply minted at genesis (decimal Wh)."""
 
+SCAN_PREFIXES = ("rights/", "rights_burned/", "bookings/", "transformers/", "stations/", "packets/", "acks/",
+                 "standing/", "imported_reputation/")
+"""What ``scan`` lists: the records an audit of the assets reads (each right exactly once, bookings within capacity,
+packets in flight and their acks)."""
 _RIGHT_FIELDS = ("right_id", "station", "transformer", "power_kw", "slot_start_ms", "slot_end_ms", "owner")
 _GENESIS_KEYS = frozenset({"chain_id", "accounts", "balances", "bridge", "market"})
 _SECTION_REQUIRED = ("relay_chain_id", "relay_validators", "lanes")
@@ -653,6 +659,14 @@ class BridgeContract:
         subject, model = _right_id_arg(call.args[1], "subject"), _right_id_arg(call.args[2], "model")
         return canonical_json({"imported": call.state.get_json(assets.imported_reputation_path(src, subject, model))})
 
+    def _scan(self, call: _Call) -> bytes:
+        prefix = call.args[0]
+        if prefix not in SCAN_PREFIXES:
+            raise CodecError("scan reads the asset records only", expected=list(SCAN_PREFIXES), got=prefix[:80])
+        items = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
+                 for k, v in call.state.prefix_items(prefix.encode())}
+        return canonical_json({"prefix": prefix, "items": items})
+
     def _supply(self, call: _Call) -> bytes:
         params = _require_init(call.state)
         report: dict[str, Any] = supply_report(call.state, params.native_denoms)
@@ -692,6 +706,7 @@ FUNCTIONS: dict[str, _Function] = {
     "transformer": _Function(BridgeContract._transformer, 1, False),
     "standing": _Function(BridgeContract._standing, 1, False),
     "imported_reputation": _Function(BridgeContract._imported_reputation, 3, False),
+    "scan": _Function(BridgeContract._scan, 1, False),
     METADATA_FUNCTION: _Function(BridgeContract._metadata, 0, False),
 }
 """Every function, its argument count (after the name) and whether it is submitted (writes) or queried."""

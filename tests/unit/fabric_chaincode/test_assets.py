@@ -401,3 +401,13 @@ def test_certify_admits_a_participant_of_another_park_by_its_imported_score() ->
     p = _send_reputation(net, BOB_ID, src=B, dst=A)
     assert net.deliver(p)["success"]
     assert net.query(A, "imported_reputation", B, BOB_ID, STANDING_MODEL)["imported"]["score"] == 6_000
+
+
+def test_scan_lists_the_asset_records_an_audit_reads_and_nothing_else(net: Parks) -> None:
+    net.issue(A, "r1", power_kw=40)
+    packet = net.send_right(A, B, "r1")
+    items = net.query(A, "scan", "rights/")["items"]
+    assert list(items) == ["rights/r1"] and json.loads(items["rights/r1"])["owner"] == "@escrow"
+    assert list(net.query(A, "scan", "packets/")["items"]) == [f"packets/{B}/{LANE}/{packet.sequence}"]
+    r = net.parks[A].query(RELAYER, "scan", "balances/", now_ms=net.now_ms)
+    assert r.code == "codec.invalid"
