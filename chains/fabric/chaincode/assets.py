@@ -54,13 +54,13 @@ A refund keeps it. Phase 1 refuses a right whose packet times out after its slot
 Reputation
 ----------
 
-The Fabric park's market scores its **certified participants' standing** (seed 004: a digital certificate gates
-access to the park's market): ``standing/<account>`` = ``{certified, score, revision, basis}``, ``score`` in basis
-points 0..10000, written by the operator (``set_standing``) or by ``certify`` (below); ``revision`` counts the
-writes of that record from 1 and is what a Fabric attestation carries as ``source_height`` (a chaincode sees no
-block height; the revision orders one subject's scores the same way). Sending reputation reads that record at send
-time — model :data:`STANDING_MODEL`, never a score from the sender's arguments; a subject without a certified
-standing is :class:`~chains.common.bridge.AssetError`.
+The Fabric park's market scores its **certified participants' standing** (docs/research.md#seed-004: a digital
+certificate gates access to the park's market): ``standing/<account>`` = ``{certified, score, revision, basis}``,
+``score`` in basis points 0..10000, written by the operator (``set_standing``) or by ``certify`` (below);
+``revision`` counts the writes of that record from 1 and is what a Fabric attestation carries as ``source_height``
+(a chaincode sees no block height; the revision orders one subject's scores the same way). Sending reputation reads
+that record at send time — model :data:`STANDING_MODEL`, never a score from the sender's arguments; a subject
+without a certified standing is :class:`~chains.common.bridge.AssetError`.
 
 Receiving stores ``imported_reputation/<src>/<model hex>/<subject>`` = ``{src_chain, subject, model, score,
 source_height}`` (the model is hex in the key: models and subjects may hold ``/``); a packet whose
