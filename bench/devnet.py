@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.common.park import ParkTarget
+from bench.common import emit, run_dir
 from chains.common.procs import spawn
 from relay.devnet import account_key_path
 from relay.keys import ed25519_signer
@@ -181,18 +180,9 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
-    if args.keep:
-        root = Path(args.keep)
-        root.mkdir(parents=True, exist_ok=True)
+    with run_dir(args.keep, "parkrelay-bench-") as root:
         out = asyncio.run(run(args.transfers, root, args.relay_block_ms, args.give_up_s))
-    else:
-        with tempfile.TemporaryDirectory(prefix="parkrelay-bench-") as tmp:
-            out = asyncio.run(run(args.transfers, Path(tmp), args.relay_block_ms, args.give_up_s))
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, val in out.items():
-            print(f"{k:<28} {val}")
+    emit(out, args.json)
     return 0
 
 

@@ -23,7 +23,6 @@ Targets (issue #2): >= 5,000 DPoS headers/s, >= 100 PoC headers/s, >= 10,000 mem
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import emit
 from protocol.state_commitment import SparseMerkleTree, verify_membership, verify_non_membership
 
 
@@ -236,11 +236,7 @@ def main() -> int:
     out |= bench_eth(args.runs)
     out |= bench_fabric(args.runs)
     out = {k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:<36} {v}")
+    emit(out, args.json, width=36)
     return 0
 
 

@@ -17,7 +17,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chains.registry import KINDS
@@ -100,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--chain", help="list: only packets sent by this chain")
     pk.add_argument("--json", action="store_true")
 
+    fb = sub.add_parser("fabric", help="a Fabric park's client material")
+    fb.add_argument("action", choices=["profile"], help="profile: print the park's hfc connection profile (JSON)")
+    fb.add_argument("--config", default="deploy/devnet.toml")
+    fb.add_argument("--chain", help="the Fabric park (default: the only one)")
+    fb.add_argument("--relative-to", metavar="DIR",
+                    help="write file paths relative to DIR (hfc resolves them against its working directory)")
+
     st = sub.add_parser("status", help="heights and finality of every chain in a deployment")
     st.add_argument("--config", default="deploy/devnet.toml")
     st.add_argument("--json", action="store_true")
@@ -148,6 +157,9 @@ def _dispatch(args: Any) -> int:
         return asyncio.run(run_relayer(cfg, args.name))
     if args.cmd in ("transfer", "packet"):
         return _ops(cfg, args)
+    if args.cmd == "fabric":
+        print(json.dumps(fabric_profile(cfg, args.chain, args.relative_to), indent=2))
+        return 0
     from relay import devnet
 
     if args.cmd == "status":
@@ -193,6 +205,32 @@ def _fabric_network(cfg: DeploymentConfig, chain_id: str | None) -> FabricNetwor
                             host=cfg.host, accounts=[*chain.accounts, *cfg.relayers], genesis=genesis)
     except FabricConfigError as exc:
         raise ConfigError(f"{cfg.path}: chain {chain.id!r}: {exc}") from exc
+
+
+def fabric_profile(cfg: DeploymentConfig, chain_id: str | None, relative_to: str | Path | None = None
+                   ) -> dict[str, Any]:
+    """The hfc connection profile of a deployment's Fabric park: what ``parkrelay node fabric`` writes to
+    ``<data_dir>/<chain>/connection-profile.json`` (every peer and orderer with its endpoint and TLS root, every
+    identity with its certificate and key file). With ``relative_to``, file paths are relative to that folder
+    (``deploy/fabric/connection-profile.devnet.json`` is this for deploy/devnet.toml, relative to the repository)."""
+    from chains.fabric.network.render import connection_profile
+
+    profile = connection_profile(_fabric_network(cfg, chain_id))
+    if relative_to is None:
+        return profile
+    base = Path(relative_to).absolute()
+
+    def rel(node: Any, key: str = "") -> Any:
+        if isinstance(node, dict):
+            return {k: rel(v, k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rel(v) for v in node]
+        if key in ("path", "cert", "private_key") and isinstance(node, str) and Path(node).is_absolute():
+            return os.path.relpath(node, base)
+        return node
+
+    out: dict[str, Any] = rel(profile)
+    return out
 
 
 def _ethereum_settings(cfg: DeploymentConfig, chain_id: str | None, node: str | None) -> EthNodeSettings:

@@ -28,6 +28,14 @@ def genesis_path(cfg: DeploymentConfig, chain_id: str) -> Path:
     return cfg.data_dir / "genesis" / f"{chain_id}.json"
 
 
+def fabric_profile_path(cfg: DeploymentConfig, chain: Any) -> Path:
+    """The hfc connection profile a Fabric park's clients use: its ``connection_profile`` key (a relative path is
+    read from the config file's folder), else the one its supervisor writes
+    (``<data_dir>/<chain id>/connection-profile.json``)."""
+    named = str(chain.params.get("connection_profile") or "")
+    return Path(cfg.path).parent / named if named else cfg.data_dir / chain.id / "connection-profile.json"
+
+
 def node_key_path(cfg: DeploymentConfig, chain_id: str, name: str) -> Path:
     return cfg.data_dir / "keys" / chain_id / f"{name}.seed"
 

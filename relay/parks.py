@@ -285,16 +285,16 @@ class EthPark(ParkView):
 
 class FabricPark(ParkView):
     """The Fabric park through hfc (:mod:`adapters.fabric`) and the park's connection profile
-    (``<data_dir>/<chain id>/connection-profile.json``): reads as the operator organisation's admin, phase 1 as the
+    (:func:`relay.nodes.fabric_profile_path`): reads as the operator organisation's admin, phase 1 as the
     sending account's own client identity. Accounts are MSP identities (``<MSP>:<name>@<MSP>``, the park's
     genesis ``accounts``); state reads are the bridge chaincode's queries (its ``attest`` for a protocol path)."""
 
     def __init__(self, cfg: DeploymentConfig, chain: ChainConfig) -> None:
         super().__init__(cfg, chain)
-        from relay.nodes import genesis_path
+        from relay.nodes import fabric_profile_path, genesis_path
 
         self.genesis = json.loads(genesis_path(cfg, chain.id).read_text())
-        self.profile = cfg.data_dir / chain.id / "connection-profile.json"
+        self.profile = fabric_profile_path(cfg, chain)
         self.ready = cfg.data_dir / chain.id / "ready.json"
 
     def _run(self, fn: Any, user: str = "admin") -> Any:

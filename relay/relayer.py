@@ -802,11 +802,12 @@ def ethereum_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcC
 
 def fabric_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcClient) -> ChainLink:
     """The relayer's link to a Fabric park: hfc source and target through the park's connection profile
-    (``<data_dir>/<chain id>/connection-profile.json``, written by ``devnet init``), signing as the relayer's own
+    (:func:`relay.nodes.fabric_profile_path`), signing as the relayer's own
     client identity of the park (``<MSP>:<name>@<MSP>``)."""
     from adapters import fabric as fabric_adapter
+    from relay.nodes import fabric_profile_path
 
-    profile = cfg.data_dir / chain.id / "connection-profile.json"
+    profile = fabric_profile_path(cfg, chain)
     gateway = fabric_adapter.connect(profile, chain.id, name, channel=chain.params["channel"],
                                      chaincode=chain.params["chaincode"])
     return ChainLink(chain.id, "fabric", fabric_adapter.source(gateway), fabric_adapter.target(gateway), None)

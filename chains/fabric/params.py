@@ -52,6 +52,12 @@ class FabricChainParams(KindParams):
     """Charging stations and the transformer each is behind, for charging-right admission: a right is admitted on
     this park only for a station registered here behind the right's transformer (the operator adds more with
     ``set_station``)."""
+    connection_profile: str = param("")
+    """The hfc connection profile the park's clients (relayers, ``parkrelay`` commands, the demo) use. Empty: the
+    one the supervisor writes, ``<data_dir>/<chain id>/connection-profile.json``. A relative path is read from the
+    deployment config's folder; the relative file paths inside it from the working directory, like ``data_dir`` (hfc's
+    rule). ``parkrelay fabric profile
+    --relative-to .`` prints what to commit (``deploy/fabric/connection-profile.devnet.json`` for the devnet)."""
     keepalive_after_s: int = param(3600, low=1, high=30 * 86_400)
     """A relayer's heartbeat submits a no-op ``ping`` transaction when the relay's client of the park has been
     shown no new block for this long, so a quiet channel never lets the client expire (its trusting period counts
