@@ -278,7 +278,7 @@ def test_refusals_abroad_and_at_home_are_error_acks_and_refunds_keep_the_booking
     async def scenario() -> None:
         p = world.parks
         world.tick()
-        p.issue(B, "big", power_kw=80)  # park-b's t1 is loaded for the next hours
+        p.issue(B, "big", power_kw=80, start_in=MINUTE, length=6 * 60 * MINUTE)  # park-b's t1 loaded for hours
         start = await world.issue("r2", power_kw=30, station="s2")
         ack, settle = await world.out(
             (await assets.send_right(world.users["alice"], B, LANE, "r2", BOB_ID, start - MINUTE)).packet)
@@ -368,7 +368,9 @@ def test_forged_rights_and_a_voucher_returned_along_a_wrong_trace_are_error_acks
     async def scenario() -> None:
         p = world.parks
         start = await world.issue("r4", power_kw=10, station="s2")
-        await world.out((await assets.send_right(world.users["alice"], B, LANE, "r4", BOB_ID, start - MINUTE)).packet)
+        ack, _ = await world.out(
+            (await assets.send_right(world.users["alice"], B, LANE, "r4", BOB_ID, start - MINUTE)).packet)
+        assert ack["success"]  # 80 kW booked there + 10 kW
         world.tick()
         held = p.right(B, f"{LANE}/{FABRIC}/r4")
 
