@@ -5,7 +5,9 @@
 * :class:`FabricTarget` — bridge transactions endorsed by both organisations, ordered, tracked to their commit, with
   refusals, endorsement mismatches, MVCC conflicts and unreachable nodes classified (:mod:`.target`,
   :mod:`.errors`).
-* :func:`send_energy` — phase 1 from a user's identity, for the CLI, the demo and tests.
+* :func:`send_energy`, :func:`send_right`, :func:`send_reputation` — phase 1 from a user's identity, for the CLI, the
+  demo and tests; charging rights, the transformer registry and reputation: reads and operator writes
+  (:mod:`.assets`).
 * :class:`FabricGateway` — one identity's hfc connection, shared by a source and a target (:mod:`.gateway`).
 
 ``source(...)`` and ``target(...)`` build them from the park's hfc connection profile (written by the network
@@ -79,6 +81,7 @@ def quiet_hfc(level: int | None = None) -> None:
 
 quiet_hfc()
 
+from adapters.fabric.assets import send_reputation, send_right  # noqa: E402
 from adapters.fabric.blocks import BridgeTx, PeerBlock, decode_peer_block  # noqa: E402
 from adapters.fabric.errors import (  # noqa: E402
     EndorsementMismatchError,
@@ -89,7 +92,15 @@ from adapters.fabric.errors import (  # noqa: E402
 )
 from adapters.fabric.gateway import CommitWatcher, FabricGateway, TxStatus  # noqa: E402
 from adapters.fabric.source import FabricSource  # noqa: E402
-from adapters.fabric.target import OPS, FabricTarget, SentPacket, Submitted, send_energy, write_keys  # noqa: E402
+from adapters.fabric.target import (  # noqa: E402
+    OPS,
+    FabricTarget,
+    SentPacket,
+    Submitted,
+    send_energy,
+    send_packet,
+    write_keys,
+)
 
 __all__ = [
     "OPS",
@@ -111,6 +122,9 @@ __all__ = [
     "decode_peer_block",
     "quiet_hfc",
     "send_energy",
+    "send_packet",
+    "send_reputation",
+    "send_right",
     "source",
     "target",
     "write_keys",

@@ -18,6 +18,13 @@ op                                 chaincode function         arguments (one JSO
 ``register``                       ``register``               none
 ``bridge.init``                    ``init_bridge``            the park's genesis (once, by its operator)
 ``bridge.ping``                    ``ping``                   none (a relayer's keepalive on a quiet channel)
+``rights.issue``                   ``issue_right``            ``{right_id, station, transformer, power_kw,
+                                                              slot_start_ms, slot_end_ms, owner}`` (operator)
+``rights.set_transformer``         ``set_transformer``        ``{name, capacity_kw}`` (operator)
+``rights.set_station``             ``set_station``            ``{name, transformer}`` (operator)
+``rights.transfer``                ``transfer_right``         ``{right_id, to}`` (the owner)
+``reputation.set_standing``        ``set_standing``           ``{account, certified, score}`` (operator)
+``reputation.certify``             ``certify``                ``{account, src_chain, subject, model}`` (operator)
 =================================  =========================  ==========================================
 
 A submission is **endorsed** by one peer of each organisation of the endorsement policy with one signed proposal;
@@ -33,7 +40,8 @@ endorsing peers' filtered Deliver streams) and returns ``{"ok": True, ...}`` for
 so two transactions in flight that read and write one key cannot both commit: the second is invalidated
 (``MVCC_READ_CONFLICT``) — a failed transaction in a block. The bridge has such hot keys: the escrow total of a
 native denomination (``escrow/<denom>``, every lane), a voucher's outstanding supply (``supply/<voucher>``), a
-lane's next sequence, a packet's receipt path. :func:`write_keys` names, for each op, the hot keys it may write;
+lane's next sequence, a packet's receipt path, a transformer's bookings (every right admitted on it), a right's
+record, an imported reputation. :func:`write_keys` names, for each op, the hot keys it may write;
 ``submit`` sends a transaction only once every earlier transaction of this target sharing one of its keys has
 committed on the endorsing peers. Transactions with disjoint keys (packets of different denominations or lanes,
 different accounts) are in flight together, so several ``recv`` ride in one block. A relay validator-set update
@@ -55,11 +63,11 @@ from adapters.fabric.blocks import decode_peer_block
 from adapters.fabric.errors import OrderingUnknownError, commit_failure
 from adapters.fabric.gateway import FabricGateway, TxStatus
 from chains.common import wire
-from protocol.codec import decode_energy, decode_packet
+from protocol.codec import decode_charging_right, decode_energy, decode_packet, decode_reputation
 from protocol.errors import CodecError, ProtocolError, TransportError
 from protocol.types import Packet, PacketKind
 
-__all__ = ["OPS", "FabricTarget", "SentPacket", "Submitted", "send_energy", "write_keys"]
+__all__ = ["OPS", "FabricTarget", "SentPacket", "Submitted", "send_energy", "send_packet", "write_keys"]
 
 log = logging.getLogger("parkrelay.adapters.fabric")
 
@@ -74,6 +82,12 @@ OPS: dict[str, str] = {
     "register": "register",
     "bridge.init": "init_bridge",
     "bridge.ping": "ping",
+    "rights.issue": "issue_right",
+    "rights.set_transformer": "set_transformer",
+    "rights.set_station": "set_station",
+    "rights.transfer": "transfer_right",
+    "reputation.set_standing": "set_standing",
+    "reputation.certify": "certify",
 }
 """Op -> bridge chaincode function (module docstring)."""
 _NO_ARGS = frozenset({"register", "bridge.ping"})
@@ -86,9 +100,21 @@ def _is_voucher(denom: str) -> bool:
 
 
 def _packet_keys(packet: Packet, *, home: str) -> set[tuple[str, ...]]:
-    """Hot keys a packet's value movement writes on ``home`` (its escrow total or voucher supply)."""
-    if packet.kind is not PacketKind.ENERGY:
-        return {("assets", packet.kind.name.lower())}
+    """Hot keys a packet's value movement writes on ``home``: its escrow total or voucher supply; a right's
+    transformer bookings (admission on receipt, release on a successful settlement) and its record; an imported
+    reputation."""
+    if packet.kind is PacketKind.CHARGING_RIGHT:
+        try:
+            c = decode_charging_right(packet.payload)
+        except ProtocolError:
+            return set()  # acked payload.invalid: it moves nothing
+        return {("bookings", c.transformer), ("right", c.right_id)}
+    if packet.kind is PacketKind.REPUTATION:
+        try:
+            r = decode_reputation(packet.payload)
+        except ProtocolError:
+            return set()
+        return {("imported", packet.src_chain, r.subject, r.model)} if packet.dst_chain == home else set()
     try:
         denom = decode_energy(packet.payload).denom
     except ProtocolError:
@@ -118,7 +144,19 @@ def write_keys(op: str, args: dict[str, Any], *, home: str) -> set[tuple[str, ..
             keys = {("sequence", str(args["dst_chain"]), str(args["lane"]))}
             if args.get("kind") == "energy" and denom:
                 keys.add(("supply", denom) if _is_voucher(denom) else ("escrow", denom))
+            if args.get("kind") == "charging_right":
+                keys.add(("right", str(args.get("right_id"))))
             return keys | {("account",)}
+        if op == "rights.issue":
+            return {("bookings", str(args["transformer"])), ("right", str(args["right_id"]))}
+        if op == "rights.transfer":
+            return {("right", str(args["right_id"]))}
+        if op == "rights.set_transformer":
+            return {("transformer", str(args["name"]))}
+        if op == "rights.set_station":
+            return {("station", str(args["name"]))}
+        if op in ("reputation.set_standing", "reputation.certify"):
+            return {("standing", str(args["account"]))}
         if op == "bridge.update_lane":
             return {("sequence", str(args["dst_chain"]), str(args["lane"]))}
         if op == "bridge.update_relay_validators":
@@ -306,9 +344,16 @@ async def send_energy(target: FabricTarget, dst_chain: str, lane: str, denom: st
                       timeout_timestamp_ms: int, *, timeout_s: float = 60.0) -> SentPacket:
     """Phase 1 from ``target``'s identity (its account must hold ``amount_wh`` of ``denom``): invoke ``send``, wait
     for the commit and return the packet from its ``send_packet`` event."""
-    result, events = await target.call("bridge.send", {
-        "dst_chain": dst_chain, "lane": lane, "kind": "energy", "receiver": receiver, "denom": denom,
-        "amount_wh": amount_wh, "timeout_timestamp_ms": timeout_timestamp_ms}, timeout_s)
+    return await send_packet(target, {"dst_chain": dst_chain, "lane": lane, "kind": "energy", "receiver": receiver,
+                                      "denom": denom, "amount_wh": amount_wh,
+                                      "timeout_timestamp_ms": timeout_timestamp_ms}, timeout_s=timeout_s)
+
+
+async def send_packet(target: FabricTarget, args: dict[str, Any], *, timeout_s: float = 60.0) -> SentPacket:
+    """Phase 1 of any kind from ``target``'s identity with ``bridge.send`` arguments ``args``: invoke ``send``, wait
+    for the commit, return the packet from its ``send_packet`` event (:mod:`adapters.fabric.assets` for rights and
+    reputation)."""
+    result, events = await target.call("bridge.send", args, timeout_s)
     for ev in events:
         if ev.get("type") == "send_packet":
             raw = bytes.fromhex(ev["packet"])

@@ -3,7 +3,8 @@
 One frozen dataclass, one field per key (type, default, range, docstring); ``deploy/devnet.toml`` shows them. The
 network keys (``orderers``, ``batch_timeout_ms``, ``users``...) are those of
 :class:`chains.fabric.network.config.FabricNetworkConfig` of the same name (its ``check`` applies them again);
-``relay_chain_id`` and ``transformers`` go into the bridge chaincode's genesis, ``keepalive_after_s`` to the relayers.
+``relay_chain_id``, ``transformers`` and ``stations`` go into the bridge chaincode's genesis, ``keepalive_after_s``
+to the relayers.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class FabricChainParams(KindParams):
     """Id of the relay chain whose certificates the park's bridge accepts."""
     transformers: dict[str, int] = param({"tr-1": 150}, low=0, high=10**9)
     """Transformer capacities, kW, for charging-right admission: name -> capacity."""
+    stations: dict[str, str] = param({"st-1": "tr-1"})
+    """Charging stations and the transformer each is behind, for charging-right admission: a right is admitted on
+    this park only for a station registered here behind the right's transformer (the operator adds more with
+    ``set_station``)."""
     connection_profile: str = param("")
     """The hfc connection profile the park's clients (relayers, ``parkrelay`` commands, the demo) use. Empty: the
     one the supervisor writes, ``<data_dir>/<chain id>/connection-profile.json``. A relative path is read from the
@@ -66,6 +71,9 @@ class FabricChainParams(KindParams):
         cc = self.chaincode
         if not cc or len(cc) > 256 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in cc):
             raise ParamError("chaincode", "", "a chaincode name of 1..256 characters [a-zA-Z0-9_-]", cc)
+        for name, transformer in self.stations.items():
+            if not name or "/" in name or not transformer or "/" in transformer:
+                raise ParamError(f"stations.{name}", "", "station and transformer names without '/'", transformer)
         for name, msp in self.users.items():
             if msp not in PEER_ORGS:
                 raise ParamError(f"users.{name}", "", f"one of {list(PEER_ORGS)}", msp)

@@ -30,7 +30,7 @@ from adapters.fabric.errors import (
     rpc_failure,
 )
 from chains.fabric.errors import StatementError
-from protocol.codec import encode_energy, encode_packet
+from protocol.codec import encode_charging_right, encode_energy, encode_packet, encode_reputation
 from protocol.errors import (
     AuthorizationError,
     CodecError,
@@ -41,7 +41,7 @@ from protocol.errors import (
     TimeoutExpiredError,
     TransportError,
 )
-from protocol.types import EnergyPayload, Packet, PacketKind
+from protocol.types import ChainId, ChargingRightPayload, EnergyPayload, Packet, PacketKind, ReputationPayload
 
 SIDE = "fabric-park"
 OK = Endorsed("OperatorMSP", b"payload"), Endorsed("SalesMSP", b"payload")
@@ -203,6 +203,28 @@ def test_a_returning_native_denom_shares_the_escrow_total_with_sends_and_refunds
 def test_a_recv_and_a_timeout_receipt_of_one_packet_never_fly_together() -> None:
     p = packet("dpos-park", "fabric-park", "lane-0", 4, "kWh")
     assert keys("bridge.recv", packet=p, certificate={}) & keys("bridge.timeout_receipt", packet=p, certificate={})
+
+
+def _right_packet(src: str, dst: str, seq: int, right_id: str, transformer: str) -> str:
+    c = ChargingRightPayload(right_id, ChainId("dpos-park"), "s1", transformer, 10, 10**13, 10**13 + 1)
+    return encode_packet(Packet(src, dst, "lane-0", seq, PacketKind.CHARGING_RIGHT, encode_charging_right(c),
+                                "alice", "bob", 10**12)).hex()
+
+
+def test_rights_for_one_transformer_share_its_bookings_key_and_others_do_not() -> None:
+    a = keys("bridge.recv", packet=_right_packet("dpos-park", "fabric-park", 1, "r1", "t1"), certificate={})
+    b = keys("bridge.recv", packet=_right_packet("dpos-park", "fabric-park", 2, "r2", "t1"), certificate={})
+    c = keys("bridge.recv", packet=_right_packet("dpos-park", "fabric-park", 3, "r3", "t2"), certificate={})
+    issue = keys("rights.issue", right_id="r4", station="s1", transformer="t1", power_kw=1, slot_start_ms=1,
+                 slot_end_ms=2, owner="x")
+    settle = keys("bridge.settle", packet=_right_packet("fabric-park", "poc-park", 4, "r5", "t1"), certificate={})
+    assert ("bookings", "t1") in a & b & issue & settle
+    assert not {k for k in a & c if k[0] != "receipt"}
+    rep = ReputationPayload("alice", 1, "m/v1", 1)
+    r1, r2 = (keys("bridge.recv", certificate={}, packet=encode_packet(Packet(
+        "dpos-park", "fabric-park", "lane-0", seq, PacketKind.REPUTATION, encode_reputation(rep), "a", "b", 10**12)
+    ).hex()) for seq in (5, 6))
+    assert ("imported", "dpos-park", "alice", "m/v1") in r1 & r2
 
 
 def test_undecodable_arguments_still_get_a_key_and_the_chaincode_refuses_them() -> None:

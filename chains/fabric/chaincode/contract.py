@@ -1,11 +1,14 @@
 """The Fabric park's bridge chaincode: its functions over a :class:`~chains.fabric.chaincode.ledger.Stub` (SPEC.md
 §6.3, §6.5, §6.6, §8.7; docs/architecture.md §3, "Fabric park").
 
-The rules are the Python parks' own: every bridge operation runs :mod:`chains.common.bridge` unchanged over
-:class:`~chains.fabric.chaincode.ledger.StubState`, so phase 1 (escrow or burn, lane sequence, commitment),
-phase 3 (relay certificate, receipt, success or error ack), phase 4 settlement, lane-config and relay
-validator-set updates, the denomination traces of vouchers, charging rights and the state paths of SPEC.md §5
-are the same on all four parks. What is Fabric's own is here: who the sender is (the proposal's creator,
+The rules are the Python parks' own: energy and every bridge operation's framing run :mod:`chains.common.bridge`
+unchanged over :class:`~chains.fabric.chaincode.ledger.StubState`, so phase 1 (escrow or burn, lane sequence,
+commitment), phase 3 (relay certificate, receipt, success or error ack), phase 4 settlement, lane-config and relay
+validator-set updates, the denomination traces of vouchers and the state paths of SPEC.md §5 are the same on all
+four parks. Charging rights (multi-hop traces, admission by the park's transformer registry) and reputation
+(certified participants' standing) run the issue 12 rules in :mod:`chains.fabric.chaincode.assets`, with the
+relay-certificate checks of phases 3 and 4 still the shared bridge's (``validate_recv``, ``validate_settle``).
+What is Fabric's own is here: who the sender is (the proposal's creator,
 :mod:`chains.fabric.chaincode.identity`), what time it is (the endorsing peer's chaincode clock, below), the
 genesis transaction, the timeout sentinel, the attestation query and the mapping of refusals to responses.
 Pure apart from the stub: the clock is an argument (:meth:`BridgeContract.invoke` ``now_ms``), read by
@@ -33,8 +36,14 @@ function                   kind    arguments -> response payload
                                    (below) -> events
 ``update_lane``            submit  ``bridge.update_lane`` args -> events
 ``update_relay_validators`` submit ``bridge.update_relay_validators`` args -> events
-``issue_right``            submit  ``rights.issue`` args; the creator must be the rights operator -> events
-``set_transformer``        submit  ``rights.set_transformer`` args; likewise -> events
+``issue_right``            submit  ``{right_id, station, transformer, power_kw, slot_start_ms, slot_end_ms, owner}``:
+                                   a home right through admission; the park operator's -> events
+``set_transformer``        submit  ``{name, capacity_kw}``; the park operator's -> events
+``set_station``            submit  ``{name, transformer}``; the park operator's -> events
+``transfer_right``         submit  ``{right_id, to}`` from the creator, the right's owner -> events
+``set_standing``           submit  ``{account, certified, score}``: a participant's standing; the operator's -> events
+``certify``                submit  ``{account, src_chain, subject, model}``: certify on imported reputation; the
+                                   operator's -> events
 ``ping``                   submit  none: reads and writes nothing -> ``[]``: a relayer's keepalive, so a quiet
                                    channel still cuts a block before the relay's client of it expires (SPEC §8.7)
 ``attest``                 query   ``key_hex, nonce_hex`` -> attestation statement (below)
@@ -46,6 +55,13 @@ function                   kind    arguments -> response payload
 ``lane``                   query   ``counterparty, lane`` -> ``{configured, capacities, relay_height}``
 ``config``                 query   none -> ``{config, relay_validators}`` (their stored JSON)
 ``supply``                 query   none -> ``{escrow, escrow_by_lane, vouchers, issued}``
+``right``                  query   ``right_id`` -> ``{right_id, right, burned}`` (records or null)
+``rights``                 query   ``owner`` (empty: all) -> ``{rights: [{right_id, ...record}]}``
+``transformer``            query   ``name`` -> ``{name, transformer, stations, bookings}`` (bookings not ended)
+``standing``               query   ``account`` -> ``{account, standing, model}``
+``imported_reputation``    query   ``src, subject, model`` -> ``{imported}`` (record or null)
+``scan``                   query   ``prefix``, one of :data:`SCAN_PREFIXES` -> ``{prefix, items: {path: value}}``
+                                   (at most 10 000): the records an audit reads (``make demo``'s exactly-once check)
 ``org.hyperledger.fabric:get_metadata``
                            query   none -> ``{contracts: {bridge: {name, transactions: [{name, tags}]}}, info}``:
                                    the contract-API convention, so Fabric tooling (and a launcher's readiness
@@ -67,7 +83,9 @@ Genesis
     {"chain_id": "fabric-park",
      "accounts": ["OperatorMSP:operator", "SalesMSP:alice"],        # account ids registered at genesis
      "balances": [{"account": "SalesMSP:alice", "denom": "kWh", "amount": 1000000}],   # Wh, native only
-     "bridge": {...}}          # the Python parks' bridge section (chains.common.genesis.bridge_section)
+     "bridge": {...},          # the Python parks' bridge section (chains.common.genesis.bridge_section), plus
+                               # "stations": {name: transformer}; "rights_operator" is an OperatorMSP account
+     "market": {"certify_min_score": 5000}}                   # optional (assets module docstring)
 
 The energy token is minted here and nowhere else: a balance may only be of a native denom of the bridge
 section, and ``issued/<denom>`` records the total. If the chaincode server was started with a genesis pin
@@ -153,17 +171,21 @@ from chains.common.bridge import (
     lane_configured,
     load_params,
     packet_path,
+    send_request_from_tx,
     supply_report,
     trusted_relay_set,
+    validate_recv,
+    validate_settle,
 )
 from chains.common.jsonrpc import RequestError, decode_json
 from chains.common.state import KVState, canonical_json
 from chains.common.tx import BlockContext, Tx, account_path, op_transfer
+from chains.fabric.chaincode import assets
 from chains.fabric.chaincode.identity import check_account_id, creator_account
 from chains.fabric.chaincode.ledger import Stub, StubState, fabric_key
-from chains.fabric.consts import BRIDGE_CHAINCODE, TIMEOUT_RECEIPT
+from chains.fabric.consts import BRIDGE_CHAINCODE, OPERATOR_MSP, TIMEOUT_RECEIPT
 from protocol.certificate import RelayCertificate, verify_certificate
-from protocol.codec import MAX_STRING, decode_packet, packet_commitment
+from protocol.codec import MAX_STRING, decode_ack, decode_packet, packet_commitment
 from protocol.errors import (
     AuthorizationError,
     CodecError,
@@ -174,7 +196,7 @@ from protocol.errors import (
     WrongChainError,
 )
 from protocol.paths import ack_path, commitment_path, next_send_path, receipt_path, verified_path
-from protocol.types import UINT64_MAX, ChainId, LaneId, Packet, check_id
+from protocol.types import UINT64_MAX, ChainId, LaneId, Packet, PacketKind, PacketOutcome, check_id
 
 __all__ = [
     "MAX_ARG_BYTES",
@@ -219,9 +241,14 @@ METADATA_FUNCTION = "org.hyperledger.fabric:get_metadata"
 ISSUED_PREFIX = "issued/"
 """``issued/<denom>``: the native supply minted at genesis (decimal Wh)."""
 
-_GENESIS_KEYS = frozenset({"chain_id", "accounts", "balances", "bridge"})
+SCAN_PREFIXES = ("rights/", "rights_burned/", "bookings/", "transformers/", "stations/", "packets/", "acks/",
+                 "standing/", "imported_reputation/")
+"""What ``scan`` lists: the records an audit of the assets reads (each right exactly once, bookings within capacity,
+packets in flight and their acks)."""
+_RIGHT_FIELDS = ("right_id", "station", "transformer", "power_kw", "slot_start_ms", "slot_end_ms", "owner")
+_GENESIS_KEYS = frozenset({"chain_id", "accounts", "balances", "bridge", "market"})
 _SECTION_REQUIRED = ("relay_chain_id", "relay_validators", "lanes")
-_SECTION_OPTIONAL = ("native_denoms", "rights_operator", "transformers")
+_SECTION_OPTIONAL = ("native_denoms", "rights_operator", "transformers", "stations")
 _UINT_RE = re.compile(r"0|[1-9][0-9]{0,19}")
 _ERROR_RE = re.compile(r"\[([a-z0-9._]+)\] (.*)", re.DOTALL)
 _HEX_RE = re.compile(r"(?:[0-9a-f]{2})*")
@@ -295,11 +322,15 @@ class BridgeContract:
     """The bridge chaincode's functions (module docstring). One instance serves every invocation; it holds no
     state between them."""
 
-    def __init__(self, *, genesis_sha256: bytes | None = None, hooks: BridgeHooks | None = None) -> None:
+    def __init__(self, *, genesis_sha256: bytes | None = None, hooks: BridgeHooks | None = None,
+                 operator_msp: str = OPERATOR_MSP) -> None:
         if genesis_sha256 is not None and len(genesis_sha256) != 32:
             raise ValueError("genesis_sha256 is a 32-byte SHA-256 digest")
         self.genesis_sha256 = genesis_sha256
         """If set, the only genesis ``init_bridge`` endorses."""
+        self.operator_msp = operator_msp
+        """The park operator's MSP: the only one whose identities write the registry, issue rights and set
+        standing (:func:`~chains.fabric.chaincode.assets.require_operator`)."""
         self.ops: dict[str, BridgeOp] = bridge_ops(hooks)
 
     def invoke(self, stub: Stub, args: Sequence[bytes], now_ms: int) -> Response:
@@ -356,7 +387,8 @@ class BridgeContract:
         genesis = _json_object(call.args[0], "genesis")
         unknown = set(genesis) - _GENESIS_KEYS
         if unknown or "chain_id" not in genesis or "bridge" not in genesis:
-            raise CodecError("genesis is {chain_id, bridge, accounts?, balances?}", expected=sorted(_GENESIS_KEYS),
+            raise CodecError("genesis is {chain_id, bridge, accounts?, balances?, market?}",
+                             expected=sorted(_GENESIS_KEYS),
                              got=sorted(genesis))
         chain_id = check_id("chain", genesis["chain_id"])
         section = _json_fields(genesis["bridge"], "genesis bridge", _SECTION_REQUIRED, _SECTION_OPTIONAL)
@@ -370,9 +402,19 @@ class BridgeContract:
         operator = section.get("rights_operator")
         if operator is not None:
             check_account_id(operator, "rights_operator")
+            if operator.split(":", 1)[0] != self.operator_msp:
+                raise CodecError("the rights operator is an identity of the park operator's MSP",
+                                 expected=f"{self.operator_msp}:<name>", got=operator)
         transformers = section.get("transformers") or {}
         if not isinstance(transformers, dict):
             raise CodecError("transformers are {name: capacity_kw}", got=type(transformers).__name__)
+        stations = section.get("stations") or {}
+        if not isinstance(stations, dict):
+            raise CodecError("stations are {name: transformer}", got=type(stations).__name__)
+        market = _json_fields(genesis.get("market", {}), "genesis market", (), ("certify_min_score",))
+        min_score = market.get("certify_min_score", assets.DEFAULT_CERTIFY_MIN_SCORE)
+        if isinstance(min_score, bool) or not isinstance(min_score, int) or not 0 <= min_score <= assets.MAX_SCORE:
+            raise CodecError(f"certify_min_score is basis points 0..{assets.MAX_SCORE}", got=min_score)
         lanes = _list(section["lanes"], "lanes")
         balances: list[tuple[str, str, int]] = []
         for entry in _list(genesis.get("balances", []), "genesis balances"):
@@ -389,6 +431,11 @@ class BridgeContract:
             init_bridge(state, chain_id, check_id("relay chain", section["relay_chain_id"]),
                         wire.validator_set_from_json(section["relay_validators"]), native, lanes,
                         rights_operator=operator, transformers=transformers)
+            for name, capacity in transformers.items():
+                assets.set_transformer(state, name, capacity)  # names without '/', as the registry writes them
+            for name, transformer in stations.items():
+                assets.set_station(state, name, transformer)
+            state.set_json(assets.MARKET_CONFIG_KEY, {"certify_min_score": min_score})
             for account in account_ids:
                 _register(state, account)
             issued: dict[str, int] = {}
@@ -428,18 +475,42 @@ class BridgeContract:
         return canonical_json(call.events)
 
     def _send(self, call: _Call) -> bytes:
-        return self._op(call, "bridge.send", needs_sender=True)
+        params = _require_init(call.state)
+        tx = Tx(params.chain_id, call.sender(), 0, "bridge.send", _json_object(call.args[0], "bridge.send arguments"))
+        req = send_request_from_tx(tx)  # the Python parks' strict parsing: a score in the arguments is refused
+        if req.kind is PacketKind.ENERGY:
+            return self._op(call, "bridge.send", needs_sender=True)
+        call.events += assets.process_send(call.state, params, req, call.now_ms)
+        return canonical_json(call.events)
 
     def _recv(self, call: _Call) -> bytes:
-        _require_init(call.state)
-        packet, _ = _packet_and_certificate(call.args[0], "recv")
+        params = _require_init(call.state)
+        packet, cert = _packet_and_certificate(call.args[0], "recv")
         if call.state.get(receipt_path(packet.src_chain, packet.lane, packet.sequence)) == TIMEOUT_RECEIPT:
             raise TimeoutExpiredError("packet timed out here: its receipt path holds the timeout sentinel",
                                       expected="no receipt", got=_packet_id(packet))
-        return self._op(call, "bridge.recv", needs_sender=False)
+        if packet.kind is PacketKind.ENERGY:
+            return self._op(call, "bridge.recv", needs_sender=False)
+        ctx = call.ctx(params.chain_id)
+        validate_recv(call.state, params, packet, cert, ctx)
+        call.events += assets.apply_recv(call.state, params, packet, ctx)
+        return canonical_json(call.events)
 
     def _settle(self, call: _Call) -> bytes:
-        return self._op(call, "bridge.settle", needs_sender=False)
+        params = _require_init(call.state)
+        args = _json_fields(_json_object(call.args[0], "settle arguments"), "settle arguments",
+                            ("packet", "certificate"), ("ack",))
+        packet = decode_packet(wire.hex_bytes(args["packet"], "packet"))
+        if packet.kind is PacketKind.ENERGY:
+            return self._op(call, "bridge.settle", needs_sender=False)
+        cert = wire.certificate_from_json(args["certificate"])
+        raw_ack = args.get("ack")
+        ack = None if raw_ack is None else decode_ack(wire.hex_bytes(raw_ack, "ack"))
+        outcome = validate_settle(call.state, params, packet, cert, ack)
+        refund = outcome is PacketOutcome.TIMED_OUT or ack is None or not ack.success
+        assets.settle_asset(call.state, packet, refund, call.now_ms)
+        call.events += assets.finish_settle(call.state, packet, outcome, ack, refund)
+        return canonical_json(call.events)
 
     def _update_lane(self, call: _Call) -> bytes:
         return self._op(call, "bridge.update_lane", needs_sender=False)
@@ -447,11 +518,47 @@ class BridgeContract:
     def _update_relay_validators(self, call: _Call) -> bytes:
         return self._op(call, "bridge.update_relay_validators", needs_sender=False)
 
+    # -- submit: the registry, rights and standing (chains.fabric.chaincode.assets) --------------------
+
+    def _operator_args(self, call: _Call, what: str, required: tuple[str, ...]) -> tuple[BridgeParams, dict[str, Any]]:
+        params = _require_init(call.state)
+        assets.require_operator(call.stub.get_creator()[0], call.sender(), params, self.operator_msp, what)
+        return params, _json_fields(_json_object(call.args[0], f"{what} arguments"), f"{what} arguments", required)
+
     def _issue_right(self, call: _Call) -> bytes:
-        return self._op(call, "rights.issue", needs_sender=True)
+        params, a = self._operator_args(call, "issue_right", _RIGHT_FIELDS)
+        call.events += assets.issue_right(call.state, params, _str(a, "right_id"), _str(a, "station"),
+                                          _str(a, "transformer"), _int(a, "power_kw"), _int(a, "slot_start_ms"),
+                                          _int(a, "slot_end_ms"), _str(a, "owner"), call.now_ms)
+        return canonical_json(call.events)
 
     def _set_transformer(self, call: _Call) -> bytes:
-        return self._op(call, "rights.set_transformer", needs_sender=True)
+        _, a = self._operator_args(call, "set_transformer", ("name", "capacity_kw"))
+        call.events += assets.set_transformer(call.state, _str(a, "name"), _int(a, "capacity_kw"))
+        return canonical_json(call.events)
+
+    def _set_station(self, call: _Call) -> bytes:
+        _, a = self._operator_args(call, "set_station", ("name", "transformer"))
+        call.events += assets.set_station(call.state, _str(a, "name"), _str(a, "transformer"))
+        return canonical_json(call.events)
+
+    def _set_standing(self, call: _Call) -> bytes:
+        _, a = self._operator_args(call, "set_standing", ("account", "certified", "score"))
+        call.events += assets.set_standing(call.state, check_account_id(a["account"]), a["certified"], a["score"])
+        return canonical_json(call.events)
+
+    def _certify(self, call: _Call) -> bytes:
+        _, a = self._operator_args(call, "certify", ("account", "src_chain", "subject", "model"))
+        call.events += assets.certify(call.state, check_account_id(a["account"]), _str(a, "src_chain"),
+                                      _str(a, "subject"), _str(a, "model"))
+        return canonical_json(call.events)
+
+    def _transfer_right(self, call: _Call) -> bytes:
+        _require_init(call.state)
+        a = _json_fields(_json_object(call.args[0], "transfer_right arguments"), "transfer_right arguments",
+                         ("right_id", "to"))
+        call.events += assets.transfer_right(call.state, call.sender(), _str(a, "right_id"), _str(a, "to"))
+        return canonical_json(call.events)
 
     def _ping(self, call: _Call) -> bytes:
         # no state read or written: concurrent pings never conflict (MVCC), and the block they land in is the point
@@ -520,6 +627,46 @@ class BridgeContract:
                                "contracts": {BRIDGE_CHAINCODE: {"name": BRIDGE_CHAINCODE,
                                                                 "transactions": transactions}}})
 
+    def _right(self, call: _Call) -> bytes:
+        right_id = _right_id_arg(call.args[0])
+        return canonical_json({"right_id": right_id, "right": call.state.get_json(assets.right_path(right_id)),
+                               "burned": call.state.get_json(assets.burned_right_path(right_id))})
+
+    def _rights(self, call: _Call) -> bytes:
+        owner = call.args[0]
+        out = []
+        for key, value in call.state.prefix_items(b"rights/"):
+            rec = json.loads(value)
+            if not owner or rec.get("owner") == owner:
+                out.append({"right_id": key.decode()[len("rights/"):], **rec})
+        return canonical_json({"rights": out})
+
+    def _transformer(self, call: _Call) -> bytes:
+        name = _right_id_arg(call.args[0], "transformer")
+        stations = sorted(k.decode()[len("stations/"):] for k, v in call.state.prefix_items(b"stations/")
+                          if json.loads(v).get("transformer") == name)
+        booked = [b for b in assets.bookings(call.state, name) if int(b["slot_end_ms"]) > call.now_ms]
+        return canonical_json({"name": name, "transformer": call.state.get_json(assets.transformer_path(name)),
+                               "stations": stations, "bookings": booked})
+
+    def _standing(self, call: _Call) -> bytes:
+        account = check_account_id(call.args[0])
+        return canonical_json({"account": account, "standing": call.state.get_json(assets.standing_path(account)),
+                               "model": assets.STANDING_MODEL})
+
+    def _imported_reputation(self, call: _Call) -> bytes:
+        src = _id_arg(call.args[0], "src")
+        subject, model = _right_id_arg(call.args[1], "subject"), _right_id_arg(call.args[2], "model")
+        return canonical_json({"imported": call.state.get_json(assets.imported_reputation_path(src, subject, model))})
+
+    def _scan(self, call: _Call) -> bytes:
+        prefix = call.args[0]
+        if prefix not in SCAN_PREFIXES:
+            raise CodecError("scan reads the asset records only", expected=list(SCAN_PREFIXES), got=prefix[:80])
+        items = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
+                 for k, v in call.state.prefix_items(prefix.encode())}
+        return canonical_json({"prefix": prefix, "items": items})
+
     def _supply(self, call: _Call) -> bytes:
         params = _require_init(call.state)
         report: dict[str, Any] = supply_report(call.state, params.native_denoms)
@@ -540,6 +687,10 @@ FUNCTIONS: dict[str, _Function] = {
     "update_relay_validators": _Function(BridgeContract._update_relay_validators, 1, True),
     "issue_right": _Function(BridgeContract._issue_right, 1, True),
     "set_transformer": _Function(BridgeContract._set_transformer, 1, True),
+    "set_station": _Function(BridgeContract._set_station, 1, True),
+    "transfer_right": _Function(BridgeContract._transfer_right, 1, True),
+    "set_standing": _Function(BridgeContract._set_standing, 1, True),
+    "certify": _Function(BridgeContract._certify, 1, True),
     "ping": _Function(BridgeContract._ping, 0, True),
     "attest": _Function(BridgeContract._attest, 2, False),
     "whoami": _Function(BridgeContract._whoami, 0, False),
@@ -550,6 +701,12 @@ FUNCTIONS: dict[str, _Function] = {
     "lane": _Function(BridgeContract._lane, 2, False),
     "config": _Function(BridgeContract._config, 0, False),
     "supply": _Function(BridgeContract._supply, 0, False),
+    "right": _Function(BridgeContract._right, 1, False),
+    "rights": _Function(BridgeContract._rights, 1, False),
+    "transformer": _Function(BridgeContract._transformer, 1, False),
+    "standing": _Function(BridgeContract._standing, 1, False),
+    "imported_reputation": _Function(BridgeContract._imported_reputation, 3, False),
+    "scan": _Function(BridgeContract._scan, 1, False),
     METADATA_FUNCTION: _Function(BridgeContract._metadata, 0, False),
 }
 """Every function, its argument count (after the name) and whether it is submitted (writes) or queried."""
@@ -659,6 +816,26 @@ def _uint_arg(text: str) -> int:
     if not _UINT_RE.fullmatch(text) or int(text) > UINT64_MAX:
         raise CodecError("sequence must be a decimal uint64", got=text[:40])
     return int(text)
+
+
+def _right_id_arg(text: str, what: str = "right id") -> str:
+    if not text or len(text.encode()) > MAX_STRING:
+        raise CodecError(f"a {what} is 1..{MAX_STRING} bytes", got=text[:80])
+    return text
+
+
+def _str(args: dict[str, Any], name: str) -> str:
+    v = args[name]
+    if not isinstance(v, str):
+        raise CodecError(f"argument {name!r} must be a string", got=v)
+    return v
+
+
+def _int(args: dict[str, Any], name: str) -> int:
+    v = args[name]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise CodecError(f"argument {name!r} must be an integer", got=v)
+    return v
 
 
 def _denom_arg(text: str) -> str:

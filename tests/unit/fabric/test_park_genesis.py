@@ -119,6 +119,8 @@ def test_the_bridge_chaincode_takes_the_genesis_argument_and_the_pin_refuses_any
     config = query("config")
     assert config["relay_validators"]["hash"] == relay["validators"]["hash"]
     assert config["config"]["rights_operator"] == "OperatorMSP:operator@OperatorMSP"
+    shown = query("transformer", "tr-1")  # the registry the rights are admitted by: the params' defaults
+    assert shown["transformer"] == {"capacity_kw": 150} and shown["stations"] == ["st-1"]
     # the supervisor's network: the same identities, the genesis submitted once and pinned in both servers
     from relay.cli import _fabric_network
 

@@ -189,6 +189,23 @@ CASES: dict[str, tuple[str, Callable[[Setup], Call], str]] = {
     "set_transformer by a non-operator": (
         "set_transformer", lambda s: (ALICE, [{"name": "t1", "capacity_kw": 1}]), "auth.denied"),
     "issue_right by a non-operator": ("issue_right", lambda s: (ALICE, [_RIGHT]), "auth.denied"),
+    "issue_right with a trace for an id": (
+        "issue_right", lambda s: (OPERATOR, [{**_RIGHT, "right_id": "lane-0/dpos-park/r9"}]), "codec.invalid"),
+    "set_station by a non-operator": (
+        "set_station", lambda s: (ALICE, [{"name": "s1", "transformer": "t1"}]), "auth.denied"),
+    "set_station with a slash in the name": (
+        "set_station", lambda s: (OPERATOR, [{"name": "s/1", "transformer": "t1"}]), "codec.invalid"),
+    "set_standing by a non-operator": (
+        "set_standing", lambda s: (ALICE, [{"account": "SalesMSP:alice", "certified": True, "score": 1}]),
+        "auth.denied"),
+    "set_standing with a score over 10000": (
+        "set_standing", lambda s: (OPERATOR, [{"account": "SalesMSP:alice", "certified": True, "score": 10_001}]),
+        "codec.invalid"),
+    "certify without an imported reputation": (
+        "certify", lambda s: (OPERATOR, [{"account": "SalesMSP:alice", "src_chain": DPOS, "subject": "alice",
+                                          "model": "dr-user-reputation/v1"}]), "asset.invalid"),
+    "transfer_right of a right nobody holds": (
+        "transfer_right", lambda s: (ALICE, [{"right_id": "r404", "to": "OperatorMSP:bob"}]), "asset.invalid"),
     "transfer to an unknown account": (
         "transfer", lambda s: (ALICE, [{"to": "SalesMSP:nobody", "denom": "kWh", "amount_wh": 1}]), "protocol"),
 }
@@ -280,7 +297,9 @@ def test_a_genesis_pin_admits_only_that_genesis() -> None:
 # --- hostile bytes ----------------------------------------------------------------------------------
 
 _ARG_KEYS = ("packet", "certificate", "ack", "dst_chain", "lane", "kind", "receiver", "denom", "amount_wh",
-             "timeout_timestamp_ms", "to", "commit", "new_set", "config", "right_id", "name", "capacity_kw")
+             "timeout_timestamp_ms", "to", "commit", "new_set", "config", "right_id", "name", "capacity_kw",
+             "station", "transformer", "power_kw", "slot_start_ms", "slot_end_ms", "owner", "account", "certified",
+             "score", "src_chain", "subject", "model")
 
 
 @settings(max_examples=150, deadline=None)
