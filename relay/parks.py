@@ -452,16 +452,87 @@ class FabricPark(ParkView):
     def voucher_supply(self, denom: str) -> int:
         return int(self._json("supply")["vouchers"].get(denom, 0))
 
-    def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
-                 timeout_ms: int, *, wait_final: bool = True) -> dict[str, Any]:
+    def send(self, sender: str, dst: str, receiver: str, lane: str, timeout_ms: int, asset: dict[str, Any], *,
+             wait_final: bool = True) -> dict[str, Any]:
         """Phase 1 as ``sender``'s own identity; returned once committed VALID (an ordered block is final)."""
         from adapters import fabric
+        from adapters.fabric import assets
+
+        kind = asset.get("kind")
 
         async def go(_: Any, gw: Any) -> Any:
-            return await fabric.send_energy(fabric.target(gw), dst, lane, denom, amount_wh, receiver, timeout_ms)
+            t = fabric.target(gw)
+            if kind == "energy":
+                return await fabric.send_energy(t, dst, lane, asset["denom"], asset["amount_wh"], receiver, timeout_ms)
+            if kind == "charging_right":
+                return await assets.send_right(t, dst, lane, asset["right_id"], receiver, timeout_ms)
+            if kind == "reputation":
+                return await assets.send_reputation(t, dst, lane, asset["subject"], receiver, timeout_ms)
+            raise ValueError(f"unknown asset kind {kind!r}")
 
         sent = self._run(go, user=sender)
         return {"packet": sent.raw, "height": sent.height, "tx": sent.tx_hash}
+
+    def _scan(self, *prefixes: str) -> Any:
+        """The bridge's asset records under ``prefixes`` (its ``scan`` query) as a state the shared reports read."""
+        from chains.common.state import ChainState
+
+        state = ChainState()
+        for prefix in prefixes:
+            for k, v in self._json("scan", prefix)["items"].items():
+                state.set(k.encode(), v.encode())
+        return state
+
+    def rights(self) -> dict[str, Any]:
+        from chains.common.rights import rights_report
+
+        return rights_report(self._scan("rights/", "rights_burned/", "bookings/"))
+
+    def registry(self) -> dict[str, Any]:
+        from chains.common.rights import registry_report
+
+        return registry_report(self._scan("transformers/", "stations/", "bookings/"))
+
+    def _operator(self, fn: Any) -> dict[str, Any]:
+        from adapters import fabric
+
+        async def go(_: Any, gw: Any) -> Any:
+            return await fn(fabric.target(gw))
+
+        events = self._run(go, user=OPERATOR)
+        return {"events": events}
+
+    def issue_right(self, right_id: str, station: str, transformer: str, power_kw: int, slot_start_ms: int,
+                    slot_end_ms: int, owner: str) -> dict[str, Any]:
+        from adapters.fabric import assets
+
+        return self._operator(lambda t: assets.issue_right(t, right_id, station, transformer, power_kw, slot_start_ms,
+                                                           slot_end_ms, owner))
+
+    def set_transformer(self, name: str, capacity_kw: int) -> dict[str, Any]:
+        from adapters.fabric import assets
+
+        return self._operator(lambda t: assets.set_transformer(t, name, capacity_kw))
+
+    def set_station(self, name: str, transformer: str) -> dict[str, Any]:
+        from adapters.fabric import assets
+
+        return self._operator(lambda t: assets.set_station(t, name, transformer))
+
+    def set_standing(self, account: str, certified: bool, score: int) -> dict[str, Any]:
+        """Operator: a participant's standing (seed 004's certified participants), the score the park attests."""
+        from adapters.fabric import assets
+
+        return self._operator(lambda t: assets.set_standing(t, account, certified, score))
+
+    def imported_reputation(self, src: str, subject: str, model: str) -> dict[str, Any] | None:
+        from adapters.fabric import assets
+
+        async def q(src_side: Any, _: Any) -> Any:
+            return await assets.imported_reputation(src_side, src, subject, model)
+
+        rec = self._run(q)
+        return dict(rec) if isinstance(rec, dict) else None
 
 
 _FABRIC_SENT: dict[str, tuple[int, list[tuple[bytes, int]]]] = {}

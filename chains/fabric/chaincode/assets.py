@@ -601,6 +601,8 @@ def _recv_reputation(state: KVState, packet: Packet) -> None:
         r = decode_reputation(packet.payload)
     except CodecError as exc:
         raise Refusal("payload.invalid") from exc
+    if "/" in packet.receiver or state.get(account_path(packet.receiver)) is None:
+        raise Refusal("receiver.unknown")  # as for every kind (SPEC §2.3): the receiver is an account here
     if r.score > MAX_SCORE:
         raise Refusal("payload.invalid")
     key = imported_reputation_path(packet.src_chain, r.subject, r.model)

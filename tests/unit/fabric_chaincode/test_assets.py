@@ -376,9 +376,13 @@ def test_a_reputation_packet_claiming_a_score_the_source_does_not_hold_is_refuse
     assert packet_commitment(forged) != packet_commitment(real)
     assert net.refused(B, RELAYER, "recv", net.recv_args(forged, cert)) == "proof.invalid"
     out_of_range = Packet(ChainId(A), ChainId(B), LANE, 77, PacketKind.REPUTATION,
-                          encode_reputation(ReputationPayload(ALICE_ID, 10_001, STANDING_MODEL, 9)), "x", "y",
+                          encode_reputation(ReputationPayload(ALICE_ID, 10_001, STANDING_MODEL, 9)), "x", OPERATOR_ID,
                           net.now_ms + MINUTE)
     assert ack_code(net.recv(out_of_range, net.certify_forged(out_of_range))) == "payload.invalid"
+    nobody = Packet(ChainId(A), ChainId(B), LANE, 78, PacketKind.REPUTATION,
+                    encode_reputation(ReputationPayload(ALICE_ID, 5_000, STANDING_MODEL, 9)), "x", "nobody",
+                    net.now_ms + MINUTE)
+    assert ack_code(net.recv(nobody, net.certify_forged(nobody))) == "receiver.unknown"  # records nothing:
     assert net.recv(real, cert)["success"]
     assert net.query(B, "imported_reputation", A, ALICE_ID, STANDING_MODEL)["imported"]["score"] == 4_000
 

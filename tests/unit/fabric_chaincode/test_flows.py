@@ -164,8 +164,6 @@ def test_lane_config_and_relay_validator_updates_through_the_chaincode(h: Harnes
     assert ack["success"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a right is admitted only at a registered station; the chaincode's "
-                   "set_station function and genesis 'stations' belong to the Fabric branch")
 def test_charging_rights_are_issued_by_the_rights_operator_only(h: Harness) -> None:
     """Issuing and the registry are the operator's (tests/unit/fabric_chaincode/test_assets.py has the rest: rights
     across Fabric parks, admission, reputation)."""
