@@ -38,6 +38,7 @@ from web3.types import TxReceipt
 
 from chains.common.procs import spawn
 from chains.ethereum.compile import ARTIFACTS_DIR, load_artifact
+from chains.ethereum.deploy import create_address
 from protocol.certificate import (
     CommitSignature,
     RelayCertificate,
@@ -228,6 +229,11 @@ class Evm:
         name, types = entry
         return (name, *abi_decode(types, raw[4:]))
 
+    def error_name(self, fn: ContractFunction | ContractConstructor, sender: LocalAccount) -> str | None:
+        """The name of the custom error ``fn`` reverts with (None if it succeeds); :meth:`revert_of` for the data."""
+        r = self.revert_of(fn, sender)
+        return None if r is None else str(r[0])
+
     def latest_timestamp(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
@@ -413,24 +419,38 @@ class Park:
     token: Contract
     voucher_impl: Contract
     bridge: Contract
+    energy_app: Contract
+    rights: Contract
+    """``ChargingRights``: the ERC-721 rights, the registry, admission and bookings."""
+    reputation: Contract
+    record: Contract
+    """``DeliveryRecord``: the market's record whose scores the park attests."""
 
 
 def deploy_park(evm: Evm, chain_id: str, relay: RelaySim, lanes: Iterable[tuple[str, str]],
                 capacities: dict[tuple[str, str], dict[str, int]] | None = None) -> Park:
-    """EnergyToken, VoucherToken implementation and ParkBridge from a fresh operator key; lanes opened,
-    those in ``capacities`` (``(counterparty, lane) -> {asset: capacity}``) with the relay genesis's limits."""
+    """The park's contracts in the order of ``chains.ethereum.deploy`` from a fresh operator key (so the bridge
+    is built with the CREATE addresses of the apps that follow it); lanes opened, those in ``capacities``
+    (``(counterparty, lane) -> {asset: capacity}``) with the relay genesis's limits."""
     operator = evm.account()
+    at = [to_checksum_address(create_address(operator.address, n)) for n in range(7)]
     token = evm.deploy("EnergyToken", operator)
     impl = evm.deploy("VoucherToken", operator)
     bridge = evm.deploy("ParkBridge", operator, chain_id, relay.chain_id, validator_set_abi(relay.vset),
-                        token.address, impl.address)
+                        token.address, at[3], at[4], at[5])
+    energy_app = evm.deploy("EnergyApp", operator, token.address, impl.address)
+    rights = evm.deploy("ChargingRights", operator, bridge.address)
+    reputation = evm.deploy("ReputationApp", operator, bridge.address, at[6])
+    record = evm.deploy("DeliveryRecord", operator, bridge.address, reputation.address)
+    if [c.address for c in (token, impl, bridge, energy_app, rights, reputation, record)] != at:
+        raise TxFailed(f"{chain_id}: contracts not at the deployer's CREATE addresses")
     for counterparty, lane in lanes:
         caps = (capacities or {}).get((counterparty, lane))
         if caps is None:
             evm.transact(bridge.functions.openLane(counterparty, lane), operator)
         else:
             evm.transact(bridge.functions.configureLane(counterparty, lane, *lane_config_args(caps)), operator)
-    return Park(chain_id, operator, token, impl, bridge)
+    return Park(chain_id, operator, token, impl, bridge, energy_app, rights, reputation, record)
 
 
 def lane_config_args(capacities: dict[str, int]) -> tuple[list[str], list[int]]:
