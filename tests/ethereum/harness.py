@@ -505,3 +505,60 @@ def settle(evm: Evm, park: Park, relayer: LocalAccount, packet: bytes, ack: byte
     (event,) = evm.events(park.bridge, "PacketSettled", receipt)
     event["gasUsed"] = receipt["gasUsed"]
     return event
+
+
+# --- charging rights and reputation ------------------------------------------------------------------------
+
+RIGHT_STATES = {0: "none", 1: "live", 2: "escrowed", 3: "burning"}
+
+
+def right_token_id(right_id: str) -> int:
+    """``ChargingRights`` token id of a right id: ``uint256(keccak256(id))``."""
+    return int.from_bytes(keccak(text=right_id), "big")
+
+
+def right_state(park: Park, right_id: str) -> tuple[str, str]:
+    """``(state, owner)`` of a right id on ``park`` (owner lowercase ``0x`` hex; the rights contract when escrowed)."""
+    state, owner, _, _ = park.rights.functions.rightOf(right_token_id(right_id)).call()
+    return RIGHT_STATES[state], owner.lower()
+
+
+def right_payload(evm: Evm, park: Park, right_id: str) -> bytes:
+    """The canonical payload ``park`` recorded for ``right_id`` (its latest ``RightCreated`` log)."""
+    logs = park.rights.events.RightCreated().get_logs(from_block=0,
+                                                      argument_filters={"tokenId": right_token_id(right_id)})
+    if not logs:
+        raise LookupError(f"{park.chain_id} never created right {right_id}")
+    return bytes(logs[-1]["args"]["payload"])
+
+
+def issue_right(evm: Evm, park: Park, right_id: str, owner: str, *, station: str = "station-1",
+                transformer: str = "trafo-1", power_kw: int = 50, slot_start_ms: int, slot_end_ms: int) -> bytes:
+    """The operator issues a home right; returns its payload."""
+    evm.transact(park.rights.functions.issue(right_id, station, transformer, power_kw, slot_start_ms, slot_end_ms,
+                                             to_checksum_address(owner)), park.operator)
+    return right_payload(evm, park, right_id)
+
+
+def register(evm: Evm, park: Park, transformers: dict[str, int], stations: dict[str, str]) -> None:
+    """The operator writes the park's registry."""
+    for name, capacity in transformers.items():
+        evm.transact(park.rights.functions.setTransformer(name, capacity), park.operator)
+    for name, transformer in stations.items():
+        evm.transact(park.rights.functions.setStation(name, transformer), park.operator)
+
+
+def send_right(evm: Evm, park: Park, sender: LocalAccount, dst: str, lane: str, payload: bytes, receiver: str,
+               timeout_ms: int) -> tuple[bytes, TxReceipt]:
+    """Phase 1 of a charging right; returns the packet and the receipt."""
+    receipt = evm.transact(park.bridge.functions.sendRight(dst, lane, payload, receiver, timeout_ms), sender)
+    (event,) = evm.events(park.bridge, "PacketSent", receipt)
+    return bytes(event["packet"]), receipt
+
+
+def send_reputation(evm: Evm, park: Park, sender: LocalAccount, dst: str, lane: str, subject: str, receiver: str,
+                    timeout_ms: int) -> tuple[bytes, TxReceipt]:
+    """Phase 1 of a reputation attestation; returns the packet and the receipt."""
+    receipt = evm.transact(park.bridge.functions.sendReputation(dst, lane, subject, receiver, timeout_ms), sender)
+    (event,) = evm.events(park.bridge, "PacketSent", receipt)
+    return bytes(event["packet"]), receipt
