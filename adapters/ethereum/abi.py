@@ -146,8 +146,8 @@ EVENTS: dict[str, EventAbi] = {
     e.name: e
     for e in (
         _ev("PacketSent", "indexed string lane", "indexed uint64 sequence", "indexed address sender", "bytes packet"),
-        _ev("AckWritten", "indexed string lane", "indexed uint64 sequence", "indexed string srcChainTopic",
-            "string srcChain", "string laneId", "uint8 kind", "bytes ack"),
+        _ev("AckWritten", "indexed string lane", "indexed uint64 sequence", "string srcChain", "string laneId",
+            "uint8 kind", "string ackCode"),
         _ev("PacketSettled", "indexed string lane", "indexed uint64 sequence", "indexed address sender",
             "string dstChain", "string laneId", "uint8 outcome", "bool refunded"),
         _ev("RelayValidatorsUpdated", "indexed bytes32 setHash", "uint64 height"),

@@ -23,11 +23,11 @@ from adapters.ethereum.abi import EVENTS, EventAbi, decode_event
 from adapters.ethereum.rpc import EthRpc, hex_int, to_bytes
 from chains.ethereum import proofs
 from chains.ethereum.types import EthHeader
-from protocol.codec import ack_commitment, decode_ack, decode_packet, packet_commitment
+from protocol.codec import ack_commitment, decode_packet, encode_ack, packet_commitment
 from protocol.errors import CodecError, InvalidProofError, ProtocolError, TransportError
-from protocol.types import PacketKind
+from protocol.types import Acknowledgement, AckStatus, PacketKind
 
-__all__ = ["EVENT_TYPES", "EthSource"]
+__all__ = ["EVENT_TYPES", "EthSource", "ack_of_code"]
 
 log = logging.getLogger("parkrelay.adapters.ethereum")
 
@@ -45,6 +45,14 @@ _OUTCOMES = {1: "acked", 2: "timed_out"}
 _KINDS = {k.value: k.name.lower() for k in PacketKind}
 _CONCURRENCY = 16
 """Most requests one call keeps in flight (headers, storage reads)."""
+
+
+def ack_of_code(code: str) -> Acknowledgement:
+    """The ack an ``AckWritten`` log stands for: success for ``ok``, else an error ack with ``code``; the Ethereum
+    bridge's acks carry no result (SPEC §E2.2). Raises :class:`~protocol.errors.CodecError` for an invalid code."""
+    ack = Acknowledgement(AckStatus.SUCCESS if code == "ok" else AckStatus.ERROR, code, b"")
+    encode_ack(ack)  # validates
+    return ack
 
 
 class EthSource:
@@ -224,16 +232,17 @@ class EthSource:
                     "sequence": pkt.sequence, "kind": pkt.kind.name.lower(),
                     "commitment": packet_commitment(pkt).hex()}
         if kind == "write_ack":
-            ack_raw = bytes(f["ack"])
-            kind_name = _KINDS.get(int(f["kind"]), str(f["kind"]))
+            # the bridge logs the ack's code: its ack is abi.encode(1, "ok", "") or abi.encode(2, code, "")
+            code = str(f["ackCode"])
             ev = {**base, "src": f["srcChain"], "dst": self.chain_id, "lane": f["laneId"],
-                  "sequence": int(f["sequence"]), "kind": kind_name, "ack": ack_raw.hex()}
+                  "sequence": int(f["sequence"]), "kind": _KINDS.get(int(f["kind"]), str(f["kind"]))}
             try:
-                ack = decode_ack(ack_raw)
+                ack = ack_of_code(code)
             except ProtocolError:
-                log.warning("%s: write_ack %s/%s with an undecodable ack", self.chain_id, f["laneId"], f["sequence"])
+                log.warning("%s: write_ack %s/%s with an invalid ack code", self.chain_id, f["laneId"], f["sequence"])
             else:
-                ev.update(success=ack.success, code=ack.code, ack_commitment=ack_commitment(ack).hex())
+                ev.update(ack=encode_ack(ack).hex(), success=ack.success, code=ack.code,
+                          ack_commitment=ack_commitment(ack).hex())
             return ev
         if kind == "settle_packet":
             return {**base, "src": self.chain_id, "dst": f["dstChain"], "lane": f["laneId"],

@@ -36,6 +36,7 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
+from adapters.ethereum.source import ack_of_code
 from chains.common.procs import spawn
 from chains.ethereum.compile import ARTIFACTS_DIR, load_artifact
 from chains.ethereum.deploy import create_address
@@ -50,7 +51,7 @@ from protocol.certificate import (
     verify_certificate,
     verify_commit,
 )
-from protocol.codec import ZERO_COMMITMENT, decode_packet, encode_outcome, sha256
+from protocol.codec import ZERO_COMMITMENT, decode_packet, encode_ack, encode_outcome, sha256
 from protocol.lane_config import encode_lane_config
 from protocol.paths import lane_config_path, outcome_path, verified_path
 from protocol.state_commitment import SparseMerkleTree
@@ -490,11 +491,11 @@ def send_energy(evm: Evm, park: Park, sender: LocalAccount, dst: str, lane: str,
 
 def recv_packet(evm: Evm, park: Park, relayer: LocalAccount, packet: bytes, cert: RelayCertificate,
                 vset: ValidatorSet) -> tuple[bytes, TxReceipt]:
-    """Phase 3; returns the ack written and the receipt."""
+    """Phase 3; returns the ack written (from the ``AckWritten`` log's code, SPEC §E2.2) and the receipt."""
     receipt = evm.transact(park.bridge.functions.recvPacket(packet, certificate_abi(cert), validator_set_abi(vset)),
                            relayer)
     (event,) = evm.events(park.bridge, "AckWritten", receipt)
-    return bytes(event["ack"]), receipt
+    return encode_ack(ack_of_code(event["ackCode"])), receipt
 
 
 def settle(evm: Evm, park: Park, relayer: LocalAccount, packet: bytes, ack: bytes, cert: RelayCertificate,

@@ -103,8 +103,8 @@ def test_bridge_abi_is_the_spec_interface() -> None:
     assert events["PacketSent"] == [("lane", "string", True), ("sequence", "uint64", True),
                                     ("sender", "address", True), ("packet", "bytes", False)]
     assert events["AckWritten"] == [("lane", "string", True), ("sequence", "uint64", True),
-                                    ("srcChainTopic", "string", True), ("srcChain", "string", False),
-                                    ("laneId", "string", False), ("kind", "uint8", False), ("ack", "bytes", False)]
+                                    ("srcChain", "string", False), ("laneId", "string", False),
+                                    ("kind", "uint8", False), ("ackCode", "string", False)]
     assert events["PacketSettled"] == [("lane", "string", True), ("sequence", "uint64", True),
                                        ("sender", "address", True), ("dstChain", "string", False),
                                        ("laneId", "string", False), ("outcome", "uint8", False),

@@ -19,6 +19,7 @@ library PacketCodec {
     uint256 internal constant MAX_PAYLOAD = 4096;
     uint8 internal constant ACK_SUCCESS = 1;
     uint8 internal constant ACK_ERROR = 2;
+    uint256 internal constant ASCII_HIGH_BITS = 0x8080808080808080808080808080808080808080808080808080808080808080;
 
     // packet head words (§3.1)
     uint256 internal constant SRC = 0;
@@ -204,10 +205,21 @@ library PacketCodec {
     }
 
     /// @dev RFC 3629 UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+    ///      ASCII runs are skipped a word at a time (no byte of the word has its top bit set).
     function isUtf8(bytes calldata s) internal pure returns (bool) {
         uint256 n = s.length;
         uint256 i;
         while (i < n) {
+            uint256 left = n - i;
+            uint256 w;
+            assembly ("memory-safe") {
+                w := calldataload(add(s.offset, i))
+            }
+            if (left < 32) w &= ~(type(uint256).max >> (left << 3)); // only the string's own bytes
+            if (w & ASCII_HIGH_BITS == 0) {
+                i += left < 32 ? left : 32;
+                continue;
+            }
             uint8 c = uint8(s[i]);
             if (c < 0x80) {
                 ++i;

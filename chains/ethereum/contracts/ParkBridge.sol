@@ -94,10 +94,10 @@ contract ParkBridge {
 
     /// @notice Phase 1: `packet` committed at `commitments/{dst}/{lane}/{sequence}`.
     event PacketSent(string indexed lane, uint64 indexed sequence, address indexed sender, bytes packet);
-    /// @notice Phase 3: the receipt of `srcChain`'s packet `sequence` on `laneId` holds sha256(ack).
+    /// @notice Phase 3: the receipt of `srcChain`'s packet `sequence` on `laneId` holds sha256(ack), the ack being
+    ///         abi.encode(status, ackCode, "") with status 1 for `ok`, else 2 (this bridge's results are empty).
     event AckWritten(
-        string indexed lane, uint64 indexed sequence, string indexed srcChainTopic, string srcChain, string laneId,
-        uint8 kind, bytes ack
+        string indexed lane, uint64 indexed sequence, string srcChain, string laneId, uint8 kind, string ackCode
     );
     /// @notice Phase 4: the packet `sequence` to `dstChain` on `laneId` settled; `refunded` for an error ack or a
     ///         timeout (`outcome` 1 ACKED, 2 TIMED_OUT).
@@ -367,15 +367,13 @@ contract ParkBridge {
         } else {
             code = IParkApp(kind == PacketCodec.KIND_CHARGING_RIGHT ? rightsApp : reputationApp).onRecvPacket(packet);
         }
-        bytes memory ack;
         if (bytes(code).length == 0) {
-            ack = abi.encode(PacketCodec.ACK_SUCCESS, "ok", "");
+            code = "ok";
             _receipts[receiptKey] = _successAckCommitment;
         } else {
-            ack = abi.encode(PacketCodec.ACK_ERROR, code, "");
-            _receipts[receiptKey] = sha256(ack);
+            _receipts[receiptKey] = sha256(abi.encode(PacketCodec.ACK_ERROR, code, ""));
         }
-        emit AckWritten(string(lane), sequence, string(src), string(src), string(lane), uint8(kind), ack);
+        emit AckWritten(string(lane), sequence, string(src), string(lane), uint8(kind), code);
     }
 
     // ---------------------------------------------------------------------------------------------
