@@ -387,6 +387,8 @@ def test_receive_refusals_change_nothing_but_the_receipt(racing: World) -> None:
         "transformer.unknown")
     assert booked(w.b) == 1
     assert right_state(w.b, f"{LANE}/{DPOS}/x1") == ("live", bob)
+    for refused in ("x2", "r" * 240):  # refusals minted nothing
+        assert right_state(w.b, f"{LANE}/{DPOS}/{refused}")[0] == "none"
 
 
 def test_ended_slots_release_their_bookings(racing: World) -> None:
@@ -400,6 +402,8 @@ def test_ended_slots_release_their_bookings(racing: World) -> None:
     assert booked(w.a) == 2
     tags = w.a.rights.functions.bookingsOf(TRAFO).call()[3]
     assert sorted(tags) == sorted(right_token_id(r) & (2**64 - 1) for r in ("r2", "r3"))
+    for rid in ("r1", "r2", "r3"):  # a released booking is not a gone right
+        exactly_once(w, [(w.a, rid)], w.a)
 
 
 def test_settling_a_right_twice_is_a_replay(racing: World) -> None:
@@ -410,3 +414,4 @@ def test_settling_a_right_twice_is_a_replay(racing: World) -> None:
                                    w.relayer)) == "PacketReplay"
     with pytest.raises(TxFailed):
         w.evm.transact(settle_call(w, w.a, packet, ack, w.relay.confirm_ack(packet, ack)), w.relayer)
+    exactly_once(w, [(w.a, "r1"), (w.b, f"{LANE}/{A}/r1")], w.b)
