@@ -21,7 +21,7 @@ interface IParkOperator {
 ///         and the market contract it names write records; the market admits participants, local ones or ones
 ///         from another park by the reputation imported from there (`admitImported`, the market function that
 ///         reads imported reputation).
-/// @dev Issue 13 builds the seed 001 market (bilateral bidding, double auction, settlement) on top: its settlement
+/// @dev Issue 13 builds the market of docs/research.md#seed-001 (bilateral bidding, double auction, settlement) on top: its settlement
 ///      calls `record`.
 contract DeliveryRecord {
     struct Participant {

@@ -12,7 +12,7 @@ interface IDeliveryScore {
 
 /// @title Reputation, kind 3 (protocol/SPEC.md §2.3; the issue 12 rules).
 /// @notice Sending attests what this park's market scores a participant, read from the `DeliveryRecord` at send
-///         time (model `eth-delivery-record/v1`, seed 001: delivered vs contracted energy in basis points), never
+///         time (model `eth-delivery-record/v1`, docs/research.md#seed-001: delivered vs contracted energy in basis points), never
 ///         from the sender; `source_height` is the block number it was read at. Receiving keeps the newest
 ///         attestation per (source park, subject, model): one with a source height at or below the one held is
 ///         the error ack `reputation.stale` and replaces nothing. Nothing is escrowed, so nothing is refunded.
