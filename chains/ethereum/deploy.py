@@ -4,7 +4,8 @@ the lanes and mint the genesis balances.
 The deployer's transactions are a fixed sequence — nonces 0 to 6 create ``EnergyToken``, ``VoucherToken`` (the
 implementation voucher clones delegate to), ``ParkBridge``, ``EnergyApp``, ``ChargingRights``, ``ReputationApp``
 and ``DeliveryRecord`` (:data:`CONTRACTS`), then one ``openLane`` (or ``configureLane``, with capacities) per
-lane, then one ``mint`` per non-zero balance — so every contract address is the CREATE address of its nonce
+lane, then one ``setTransformer`` and one ``setStation`` per registry entry, then one ``mint`` per non-zero
+balance — so every contract address is the CREATE address of its nonce
 (:func:`expected_addresses`, known before any node runs: the bridge is built with the addresses of the apps
 created after it, which name the bridge), and a deployment cut short resumes from the deployer's nonce.
 """
@@ -114,6 +115,8 @@ def deploy_park(
     lanes: Sequence[tuple[str, str]],
     balances: Mapping[str, int],
     lane_capacities: Mapping[tuple[str, str], Mapping[str, int]] | None = None,
+    transformers: Mapping[str, int] | None = None,
+    stations: Mapping[str, str] | None = None,
     artifacts_dir: Path | None = None,
     logger: _Log | None = None,
 ) -> dict[str, str]:
@@ -121,7 +124,8 @@ def deploy_park(
 
     ``lanes`` are ``(dst_chain, lane)`` pairs to open, with the relay genesis's capacities of those in
     ``lane_capacities`` (``configureLane``, protocol §6.8; the others ``openLane``: not limited);
-    ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
+    ``transformers`` (name -> kW) and ``stations`` (name -> transformer) fill the charging-right registry (SPEC
+    §E2.6). ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
     deployer needs ETH for gas. Transactions are signed locally with explicit nonces and sent without
     waiting for one another where they do not depend on each other, so a deployment takes about two
     blocks. Progress goes to ``logger`` (default ``parkrelay.ethereum.deploy``).
@@ -132,6 +136,7 @@ def deploy_park(
     checksum = {k: to_checksum_address(v) for k, v in addrs.items()}
     energy = w3.eth.contract(address=checksum["energy_token"], abi=arts["EnergyToken"]["abi"])
     bridge = w3.eth.contract(address=checksum["bridge"], abi=arts["ParkBridge"]["abi"])
+    rights = w3.eth.contract(address=checksum["rights"], abi=arts["ChargingRights"]["abi"])
 
     def create(name: str, *args: Any) -> str:
         """Creation calldata: the bytecode, then the ABI-encoded constructor arguments."""
@@ -167,6 +172,12 @@ def deploy_park(
             steps.append(_Step(f"configureLane({dst}, {lane}, {dict(caps)})", checksum["bridge"],
                                bridge.encode_abi("configureLane", [dst, lane, assets, [caps[a] for a in assets]]),
                                needs_code=True))
+    for name, kw in sorted((transformers or {}).items()):
+        steps.append(_Step(f"setTransformer({name}, {kw} kW)", checksum["rights"],
+                           rights.encode_abi("setTransformer", [name, kw]), needs_code=True))
+    for name, transformer in sorted((stations or {}).items()):
+        steps.append(_Step(f"setStation({name} behind {transformer})", checksum["rights"],
+                           rights.encode_abi("setStation", [name, transformer]), needs_code=True))
     for addr, wh in balances.items():
         if wh > 0:
             steps.append(_Step(f"mint {wh} Wh to {lower_address(addr)}", checksum["energy_token"],

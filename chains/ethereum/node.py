@@ -157,7 +157,10 @@ class EthereumNode:
         height = w3.eth.block_number
         bridge = Web3.to_checksum_address(expected["bridge"])
         has_code = bool(w3.eth.get_code(bridge))
-        steps = len(CONTRACTS) + len(g["lanes"]) + sum(1 for a in g["accounts"].values() if a["balance_wh"] > 0)
+        # the charging-right registry at deployment, if the genesis names one (`registry`: {transformers, stations})
+        registry = g.get("registry") or {"transformers": {}, "stations": {}}
+        steps = (len(CONTRACTS) + len(g["lanes"]) + len(registry["transformers"]) + len(registry["stations"])
+                 + sum(1 for a in g["accounts"].values() if a["balance_wh"] > 0))
         if has_code and w3.eth.get_transaction_count(operator.address) >= steps:
             self.log.info("contracts found at height %d (bridge %s); deploying nothing", height, expected["bridge"])
         else:
@@ -175,6 +178,7 @@ class EthereumNode:
                         lane_capacities={(ln["chain"], ln["lane"]): ln["capacities"] for ln in g["lanes"]
                                          if ln.get("capacities")},
                         balances={a["address"]: a["balance_wh"] for a in g["accounts"].values()},
+                        transformers=registry["transformers"], stations=registry["stations"],
                         artifacts_dir=self.s.artifacts_dir, logger=self.log)
             self.log.info("deployed: ParkBridge %s, EnergyToken %s, ChargingRights %s, ReputationApp %s",
                           expected["bridge"], expected["energy_token"], expected["rights"], expected["reputation"])
