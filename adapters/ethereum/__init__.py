@@ -5,7 +5,9 @@
 * :class:`EthTarget` — ``bridge.recv`` / ``bridge.settle`` / ``bridge.update_relay_validators`` with the
   Python parks' JSON arguments, as locally signed transactions with explicit nonces; reverts decoded into
   protocol errors (SPEC §E2.3) before anything is sent.
-* :func:`send_energy` — phase 1 from an account (approve + ``sendEnergy``), for the CLI and tests.
+* :func:`send_energy` — phase 1 from an account (approve + ``sendEnergy``), for the CLI and tests;
+  :func:`send_right`, :func:`send_reputation` likewise, and the rights and reputation queries and operator writes
+  of :mod:`adapters.ethereum.assets` (``right_show``, ``rights_list``, ``transformer_show``, ``issue_right`` …).
 
 ``source(...)`` and ``target(...)`` build them from a node URL, as :mod:`adapters.dpos` does from a
 client.
@@ -15,7 +17,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.ethereum.errors import EthRevertError, GasCapError, decode_revert
+from adapters.ethereum.assets import (
+    RightInfo,
+    imported_reputation,
+    issue_right,
+    right_show,
+    rights_list,
+    send_reputation,
+    send_right,
+    set_station,
+    set_transformer,
+    transformer_show,
+)
+from adapters.ethereum.errors import EthRevertError, GasCapError, ReputationError, RightError, decode_revert
 from adapters.ethereum.rpc import EthRpc
 from adapters.ethereum.source import EthSource
 from adapters.ethereum.target import DEFAULT_MAX_GAS, EthTarget, RelaySetProvider, SentPacket, send_energy
@@ -31,12 +45,24 @@ __all__ = [
     "EthTarget",
     "GasCapError",
     "RelaySetProvider",
+    "ReputationError",
+    "RightError",
+    "RightInfo",
     "SentPacket",
     "decode_revert",
+    "imported_reputation",
+    "issue_right",
     "relay_set_from_rpc",
+    "right_show",
+    "rights_list",
     "send_energy",
+    "send_reputation",
+    "send_right",
+    "set_station",
+    "set_transformer",
     "source",
     "target",
+    "transformer_show",
 ]
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "ERC20_FUNCTIONS",
     "EVENTS",
     "RELAY_HEADER",
+    "REPUTATION_FUNCTIONS",
+    "RIGHTS_FUNCTIONS",
     "VALIDATOR_SET",
     "EventAbi",
     "artifact_abi",
@@ -63,8 +65,33 @@ BRIDGE_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
     "relaySetHeight": ([], ["uint64"]),
     "tokenOf": (["string"], ["address"]),
     "nextSequenceSend": (["string", "string"], ["uint64"]),
+    "sendRight": (["string", "string", "bytes", "string", "uint64"], ["uint64"]),
+    "sendReputation": (["string", "string", "string", "string", "uint64"], ["uint64"]),
+    "rightsApp": ([], ["address"]),
+    "reputationApp": ([], ["address"]),
+    "owner": ([], ["address"]),
 }
 """``ParkBridge`` functions: name → (input types, output types)."""
+
+RIGHTS_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
+    "issue": (["string", "string", "string", "uint64", "uint64", "uint64", "address"], ["uint256"]),
+    "setTransformer": (["string", "uint64"], []),
+    "setStation": (["string", "string"], []),
+    "rightOf": (["uint256"], ["uint8", "address", "bytes32", "bytes32"]),
+    "transformerOf": (["string"], ["bool", "uint64", "uint256"]),
+    "stationOf": (["string"], ["bytes32"]),
+    "bookedLoad": (["string", "uint64", "uint64"], ["uint256"]),
+    "ownerOf": (["uint256"], ["address"]),
+    "transferFrom": (["address", "address", "uint256"], []),
+}
+"""``ChargingRights`` functions (the ERC-721 of rights, the registry): name → (input types, output types)."""
+
+REPUTATION_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
+    "importedReputation": (["string", "string", "string"], ["uint64", "uint64", "uint64", "bool"]),
+    "deliveryRecord": ([], ["address"]),
+    "scoreOf": (["address"], ["bool", "uint64"]),
+}
+"""``ReputationApp`` functions and ``DeliveryRecord.scoreOf``."""
 
 ERC20_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
     "approve": (["address", "uint256"], ["bool"]),
@@ -77,16 +104,20 @@ ERC20_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
 }
 """The ERC-20 functions the adapter and its tests call (``mint`` is the park operator's, on ``EnergyToken``)."""
 
-_FUNCTIONS = {**BRIDGE_FUNCTIONS, **ERC20_FUNCTIONS}
+_FUNCTIONS = {**BRIDGE_FUNCTIONS, **ERC20_FUNCTIONS, **RIGHTS_FUNCTIONS, **REPUTATION_FUNCTIONS}
 
 
 @dataclass(frozen=True, slots=True)
 class EventAbi:
-    """One event: its name, its (all non-indexed) field names and types, and its topic 0."""
+    """One event: its name, its field names and types in declaration order, which are indexed, and its topic 0.
+
+    An indexed ``string``/``bytes`` field is only its keccak256 in the log (the bridge repeats the values a reader
+    needs in the data)."""
 
     name: str
     fields: tuple[str, ...]
     types: tuple[str, ...]
+    indexed: tuple[bool, ...] = ()
 
     @property
     def signature(self) -> str:
@@ -96,19 +127,36 @@ class EventAbi:
     def topic(self) -> bytes:
         return keccak(text=self.signature)
 
+    def is_indexed(self, i: int) -> bool:
+        return bool(self.indexed) and self.indexed[i]
+
+
+def _ev(name: str, *fields: str) -> EventAbi:
+    """``_ev("X", "indexed string lane", "bytes packet")``: fields as in Solidity."""
+    names, types, indexed = [], [], []
+    for f in fields:
+        parts = f.split()
+        indexed.append(parts[0] == "indexed")
+        types.append(parts[-2])
+        names.append(parts[-1])
+    return EventAbi(name, tuple(names), tuple(types), tuple(indexed))
+
 
 EVENTS: dict[str, EventAbi] = {
     e.name: e
     for e in (
-        EventAbi("PacketSent", ("dstChain", "lane", "sequence", "packet"), ("string", "string", "uint64", "bytes")),
-        EventAbi("AckWritten", ("srcChain", "lane", "sequence", "packet", "ack"),
-                 ("string", "string", "uint64", "bytes", "bytes")),
-        EventAbi("PacketSettled", ("dstChain", "lane", "sequence", "outcome", "refunded"),
-                 ("string", "string", "uint64", "uint8", "bool")),
-        EventAbi("RelayValidatorsUpdated", ("setHash", "height"), ("bytes32", "uint64")),
+        _ev("PacketSent", "indexed string lane", "indexed uint64 sequence", "indexed address sender", "bytes packet"),
+        _ev("AckWritten", "indexed string lane", "indexed uint64 sequence", "string srcChain", "string laneId",
+            "uint8 kind", "string ackCode"),
+        _ev("PacketSettled", "indexed string lane", "indexed uint64 sequence", "indexed address sender",
+            "string dstChain", "string laneId", "uint8 outcome", "bool refunded"),
+        _ev("RelayValidatorsUpdated", "indexed bytes32 setHash", "uint64 height"),
+        _ev("RightCreated", "indexed uint256 tokenId", "indexed address owner", "bytes payload"),
+        _ev("Transfer", "indexed address from", "indexed address to", "indexed uint256 tokenId"),
     )
 }
-"""``ParkBridge`` events by name (SPEC §E2.2: no field is indexed)."""
+"""``ParkBridge`` events (SPEC §E2.2: lane, sequence and sender indexed) and the ``ChargingRights`` ones the
+adapter reads, by name."""
 
 
 def selector(name: str, types: list[str] | tuple[str, ...]) -> bytes:
@@ -128,9 +176,20 @@ def decode_result(name: str, data: bytes) -> tuple[Any, ...]:
     return tuple(abi_decode(outputs, data))
 
 
-def decode_event(event: EventAbi, data: bytes) -> dict[str, Any]:
-    """The fields of a log of ``event`` from its data (raises the ABI decoder's errors on garbage)."""
-    return dict(zip(event.fields, abi_decode(list(event.types), data), strict=True))
+def decode_event(event: EventAbi, data: bytes, topics: list[bytes] | None = None) -> dict[str, Any]:
+    """The fields of a log of ``event`` from its data and topics 1.. (raises the ABI decoder's errors on garbage).
+    An indexed string or bytes field decodes to its keccak256 (32 bytes); without ``topics`` indexed fields are
+    left out."""
+    plain = [i for i in range(len(event.fields)) if not event.is_indexed(i)]
+    out = dict(zip((event.fields[i] for i in plain), abi_decode([event.types[i] for i in plain], data), strict=True))
+    if topics is not None:
+        indexed = [i for i in range(len(event.fields)) if event.is_indexed(i)]
+        if len(topics) != len(indexed):
+            raise ValueError(f"{event.name}: {len(topics)} topics for {len(indexed)} indexed fields")
+        for i, topic in zip(indexed, topics, strict=True):
+            t = event.types[i]
+            out[event.fields[i]] = topic if t in ("string", "bytes") else abi_decode([t], topic)[0]
+    return out
 
 
 # --- protocol objects -> ABI tuples ------------------------------------------------------------------

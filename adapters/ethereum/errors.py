@@ -14,6 +14,7 @@ from eth_abi.abi import decode as abi_decode
 
 from adapters.common.rpc import RemoteError
 from adapters.ethereum.abi import artifact_abi, selector
+from chains.common.bridge import AssetError
 from protocol import errors as perr
 from protocol.errors import NonceError, ParkRelayError, ProtocolError, TransportError
 
@@ -21,6 +22,8 @@ __all__ = [
     "BRIDGE_ERRORS",
     "EthRevertError",
     "GasCapError",
+    "ReputationError",
+    "RightError",
     "TxAlreadyKnownError",
     "decode_revert",
     "known_error_selectors",
@@ -50,21 +53,52 @@ class TxAlreadyKnownError(NonceError):
     """The node already holds this very signed transaction (sent before, e.g. by a timed-out attempt)."""
 
 
+class RightError(AssetError):
+    """A charging right that cannot move or be issued as asked (``asset.invalid``, as the Python parks' bridge):
+    not live here, a payload other than the recorded one, an id in use, or the park's admission refusing it.
+    ``rule`` is the admission rule's code (``capacity.exceeded``…) for an admission refusal, else ``""``."""
+
+    def __init__(self, message: str, *, rule: str = "", **kw: Any) -> None:
+        self.rule = rule
+        super().__init__(message, **kw)
+
+
+class ReputationError(AssetError):
+    """No score to attest for a subject, or an imported score below what the market admits (``asset.invalid``)."""
+
+
 BRIDGE_ERRORS: dict[str, tuple[tuple[str, ...], tuple[str, ...], type[ProtocolError]]] = {
     "CodecInvalid": ((), (), perr.CodecError),
     "ProofInvalid": ((), (), perr.InvalidProofError),
     "SignatureInvalid": (("uint256",), ("index",), perr.SignatureError),
     "QuorumNotReached": (("uint256", "uint256"), ("signedPower", "totalPower"), perr.QuorumError),
-    "ValidatorSetMismatch": ((), (), perr.ValidatorSetMismatchError),
-    "PacketReplay": ((), (), perr.ReplayError),
-    "PacketTimeout": ((), (), perr.TimeoutExpiredError),
-    "WrongChain": ((), (), perr.WrongChainError),
-    "LaneInvalid": ((), (), perr.LaneError),
+    "ValidatorSetMismatch": (("bytes32", "bytes32"), ("expected", "got"), perr.ValidatorSetMismatchError),
+    "PacketReplay": (("uint256", "uint256"), ("held", "got"), perr.ReplayError),
+    "PacketTimeout": (("uint256", "uint256"), ("timeoutMs", "blockTimeMs"), perr.TimeoutExpiredError),
+    "TimeoutAfterSlotStart": (("uint64", "uint64"), ("timeoutMs", "slotStartMs"), perr.TimeoutExpiredError),
+    "WrongChain": (("string", "string"), ("expected", "got"), perr.WrongChainError),
+    "LaneInvalid": (("string", "string"), ("counterparty", "lane"), perr.LaneError),
     "LaneOverCapacity": (("uint256", "uint256"), ("amount", "capacity"), perr.OverCapacityError),
-    "InsufficientFunds": ((), (), perr.InsufficientFundsError),
-    "Unauthorized": ((), (), perr.AuthorizationError),
+    "InsufficientFunds": (("uint256", "uint256"), ("have", "need"), perr.InsufficientFundsError),
+    "Unauthorized": (("address", "address"), ("expected", "got"), perr.AuthorizationError),
+    "AllowanceTooLow": (("uint256", "uint256"), ("allowed", "need"), perr.AuthorizationError),
+    "ReceiverRefused": (("address",), ("to",), perr.AuthorizationError),
+    "RightUnavailable": (("uint256", "uint8"), ("tokenId", "state"), RightError),
+    "RightPayloadMismatch": (("bytes32", "bytes32"), ("expected", "got"), RightError),
+    "RightExists": (("uint256",), ("tokenId",), RightError),
+    "AdmissionRefused": (("string", "uint256", "uint256"), ("code", "expected", "got"), RightError),
+    "ReputationUnknown": (("string",), ("subject",), ReputationError),
+    "ReputationTooLow": (("uint256", "uint256"), ("minimum", "score"), ReputationError),
 }
-"""SPEC §E2.3: custom error name → (argument types, argument names, protocol error class)."""
+"""SPEC §E2.3: custom error name → (argument types, argument names, protocol error class). Where an error has an
+expected and a got, the decoded error carries them as ``expected``/``got``."""
+
+_EXPECTED_GOT: dict[str, tuple[int, int]] = {
+    "ValidatorSetMismatch": (0, 1), "PacketReplay": (0, 1), "PacketTimeout": (0, 1), "TimeoutAfterSlotStart": (1, 0),
+    "WrongChain": (0, 1), "LaneOverCapacity": (1, 0), "InsufficientFunds": (1, 0), "Unauthorized": (0, 1),
+    "AllowanceTooLow": (1, 0), "RightPayloadMismatch": (0, 1), "AdmissionRefused": (1, 2), "ReputationTooLow": (0, 1),
+}
+"""Which arguments are the expected and the got value (index pairs)."""
 
 _ERROR_STRING = selector("Error", ("string",))
 _PANIC = selector("Panic", ("uint256",))
@@ -73,7 +107,8 @@ _PANIC = selector("Panic", ("uint256",))
 def _abi_errors() -> dict[bytes, tuple[str, tuple[str, ...]]]:
     """Custom errors declared in the compiled artifacts (bridge, tokens), by selector."""
     out: dict[bytes, tuple[str, tuple[str, ...]]] = {}
-    for contract in ("ParkBridge", "EnergyToken", "VoucherToken"):
+    for contract in ("ParkBridge", "EnergyToken", "VoucherToken", "EnergyApp", "ChargingRights", "ReputationApp",
+                     "DeliveryRecord"):
         for item in artifact_abi(contract) or []:
             if item.get("type") == "error":
                 types = tuple(_abi_type(i) for i in item.get("inputs", []))
@@ -139,8 +174,16 @@ def decode_revert(data: bytes, *, context: str = "") -> ProtocolError:
                    expected=f"> {2 * values[1] // 3}", got=values[0])
     if name == "SignatureInvalid" and values:
         return cls(f"{where}invalid signature ({name})", got=values[0])
-    detail = ", ".join(f"{n}={v}" for n, v in zip(arg_names, values, strict=False))
-    return cls(f"{where}{name}" + (f"({detail})" if detail else ""))
+    shown = tuple(f"0x{v.hex()}" if isinstance(v, bytes) else v for v in values)
+    detail = ", ".join(f"{n}={v}" for n, v in zip(arg_names, shown, strict=False))
+    message = f"{where}{name}" + (f"({detail})" if detail else "")
+    kw: dict[str, Any] = {}
+    pair = _EXPECTED_GOT.get(name)
+    if pair is not None and len(shown) > max(pair):
+        kw = {"expected": shown[pair[0]], "got": shown[pair[1]]}
+    if name == "AdmissionRefused" and values:
+        return RightError(message, rule=str(values[0]), **kw)
+    return cls(message, **kw)
 
 
 _NONCE_MESSAGES = ("nonce too low", "nonce too high", "invalid nonce", "replacement transaction underpriced",

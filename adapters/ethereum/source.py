@@ -23,10 +23,11 @@ from adapters.ethereum.abi import EVENTS, EventAbi, decode_event
 from adapters.ethereum.rpc import EthRpc, hex_int, to_bytes
 from chains.ethereum import proofs
 from chains.ethereum.types import EthHeader
-from protocol.codec import ack_commitment, decode_ack, decode_packet, packet_commitment
+from protocol.codec import ack_commitment, decode_packet, encode_ack, packet_commitment
 from protocol.errors import CodecError, InvalidProofError, ProtocolError, TransportError
+from protocol.types import Acknowledgement, AckStatus, PacketKind
 
-__all__ = ["EVENT_TYPES", "EthSource"]
+__all__ = ["EVENT_TYPES", "EthSource", "ack_of_code"]
 
 log = logging.getLogger("parkrelay.adapters.ethereum")
 
@@ -41,8 +42,17 @@ EVENT_TYPES: dict[str, str] = {
 _BY_TOPIC: dict[bytes, tuple[str, EventAbi]] = {EVENTS[name].topic: (kind, EVENTS[name])
                                                 for kind, name in EVENT_TYPES.items()}
 _OUTCOMES = {1: "acked", 2: "timed_out"}
+_KINDS = {k.value: k.name.lower() for k in PacketKind}
 _CONCURRENCY = 16
 """Most requests one call keeps in flight (headers, storage reads)."""
+
+
+def ack_of_code(code: str) -> Acknowledgement:
+    """The ack an ``AckWritten`` log stands for: success for ``ok``, else an error ack with ``code``; the Ethereum
+    bridge's acks carry no result (SPEC §E2.2). Raises :class:`~protocol.errors.CodecError` for an invalid code."""
+    ack = Acknowledgement(AckStatus.SUCCESS if code == "ok" else AckStatus.ERROR, code, b"")
+    encode_ack(ack)  # validates
+    return ack
 
 
 class EthSource:
@@ -204,7 +214,7 @@ class EthSource:
             return None
         kind, abi = found
         try:
-            f = decode_event(abi, to_bytes(entry["data"]))
+            f = decode_event(abi, to_bytes(entry["data"]), [to_bytes(t) for t in topics[1:]])
             return self._event(kind, f, entry)
         except Exception as exc:  # the ABI decoder's errors share no base class
             # the bridge wrote something no park can read: report it, do not stall the scan on it
@@ -218,24 +228,24 @@ class EthSource:
         if kind == "send_packet":
             raw = bytes(f["packet"])
             pkt = decode_packet(raw)
-            return {**base, "packet": raw.hex(), "src": pkt.src_chain, "dst": f["dstChain"], "lane": f["lane"],
-                    "sequence": int(f["sequence"]), "kind": pkt.kind.name.lower(),
+            return {**base, "packet": raw.hex(), "src": pkt.src_chain, "dst": pkt.dst_chain, "lane": pkt.lane,
+                    "sequence": pkt.sequence, "kind": pkt.kind.name.lower(),
                     "commitment": packet_commitment(pkt).hex()}
         if kind == "write_ack":
-            raw, ack_raw = bytes(f["packet"]), bytes(f["ack"])
-            pkt = decode_packet(raw)
-            ev = {**base, "src": f["srcChain"], "dst": pkt.dst_chain, "lane": f["lane"],
-                  "sequence": int(f["sequence"]), "kind": pkt.kind.name.lower(), "ack": ack_raw.hex(),
-                  "packet": raw.hex()}
+            # the bridge logs the ack's code: its ack is abi.encode(1, "ok", "") or abi.encode(2, code, "")
+            code = str(f["ackCode"])
+            ev = {**base, "src": f["srcChain"], "dst": self.chain_id, "lane": f["laneId"],
+                  "sequence": int(f["sequence"]), "kind": _KINDS.get(int(f["kind"]), str(f["kind"]))}
             try:
-                ack = decode_ack(ack_raw)
+                ack = ack_of_code(code)
             except ProtocolError:
-                log.warning("%s: write_ack %s/%s with an undecodable ack", self.chain_id, f["lane"], f["sequence"])
+                log.warning("%s: write_ack %s/%s with an invalid ack code", self.chain_id, f["laneId"], f["sequence"])
             else:
-                ev.update(success=ack.success, code=ack.code, ack_commitment=ack_commitment(ack).hex())
+                ev.update(ack=encode_ack(ack).hex(), success=ack.success, code=ack.code,
+                          ack_commitment=ack_commitment(ack).hex())
             return ev
         if kind == "settle_packet":
-            return {**base, "src": self.chain_id, "dst": f["dstChain"], "lane": f["lane"],
+            return {**base, "src": self.chain_id, "dst": f["dstChain"], "lane": f["laneId"],
                     "sequence": int(f["sequence"]), "outcome": _OUTCOMES.get(int(f["outcome"]), str(f["outcome"])),
                     "refunded": bool(f["refunded"])}
         return {**base, "set_hash": bytes(f["setHash"]).hex(), "relay_height": int(f["height"])}

@@ -393,5 +393,6 @@ async def send_energy(target: EthTarget, dst_chain: str, lane: str, denom: str, 
                 and to_bytes(entry["topics"][0]) == topic):
             f = decode_event(EVENTS["PacketSent"], to_bytes(entry["data"]))
             raw = bytes(f["packet"])
-            return SentPacket(decode_packet(raw), raw, int(f["sequence"]), hex_int(rc["blockNumber"]), h)
+            pkt = decode_packet(raw)
+            return SentPacket(pkt, raw, pkt.sequence, hex_int(rc["blockNumber"]), h)
     raise CodecError(f"{target.chain_id}: sendEnergy tx {h} emitted no PacketSent")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,15 +89,20 @@ def compile_sources(contracts_dir: Path = CONTRACTS_DIR) -> tuple[str, dict[str,
     return version, out.get("contracts", {})
 
 
+_LIBRARY = re.compile(r"^library\s+(\w+)", re.MULTILINE)
+
+
 def build_artifacts(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, dict[str, Any]]:
-    """Artifacts by contract name, for every contract with creation bytecode (not interfaces/abstracts)."""
+    """Artifacts by contract name, for every deployable contract (not interfaces, abstracts or libraries: the
+    libraries' functions are internal, compiled into the contracts that use them)."""
     version, contracts = compile_sources(contracts_dir)
+    libraries = {m for p in contracts_dir.glob("*.sol") for m in _LIBRARY.findall(p.read_text(encoding="utf-8"))}
     settings = {k: v for k, v in SETTINGS.items() if k != "outputSelection"}
     artifacts: dict[str, dict[str, Any]] = {}
     for source_name in sorted(contracts):
         for name, c in sorted(contracts[source_name].items()):
             bytecode = c["evm"]["bytecode"]["object"]
-            if not bytecode:
+            if not bytecode or name in libraries:
                 continue
             if name in artifacts:
                 raise CompileError(f"two contracts named {name}")

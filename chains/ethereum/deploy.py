@@ -1,11 +1,13 @@
-"""Deploy an Ethereum park's contracts (SPEC §E4): ``EnergyToken``, ``VoucherToken`` (the implementation the
-bridge clones) and ``ParkBridge``, then open the lanes and mint the genesis balances.
+"""Deploy an Ethereum park's contracts (SPEC §E4): the tokens, the bridge (router) and its three apps, then open
+the lanes and mint the genesis balances.
 
-The deployer's transactions are a fixed sequence — nonce 0 ``EnergyToken``, 1 ``VoucherToken``,
-2 ``ParkBridge``, then one ``openLane`` (or ``configureLane``, with capacities) per lane, then one
-``mint`` per non-zero balance — so the contract addresses are the CREATE addresses of nonces 0, 1, 2
-(:func:`expected_addresses`, known before any node runs), and a deployment cut short resumes from the
-deployer's nonce.
+The deployer's transactions are a fixed sequence — nonces 0 to 6 create ``EnergyToken``, ``VoucherToken`` (the
+implementation voucher clones delegate to), ``ParkBridge``, ``EnergyApp``, ``ChargingRights``, ``ReputationApp``
+and ``DeliveryRecord`` (:data:`CONTRACTS`), then one ``openLane`` (or ``configureLane``, with capacities) per
+lane, then one ``setTransformer`` and one ``setStation`` per registry entry, then one ``mint`` per non-zero
+balance — so every contract address is the CREATE address of its nonce
+(:func:`expected_addresses`, known before any node runs: the bridge is built with the addresses of the apps
+created after it, which name the bridge), and a deployment cut short resumes from the deployer's nonce.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 """Committed compiler output: ``<Contract>.json`` with ``abi`` and ``bytecode`` (SPEC §E2)."""
-CONTRACTS = ("EnergyToken", "VoucherToken", "ParkBridge")
-"""Deployed in this order, at the deployer's nonces 0, 1, 2."""
-ADDRESS_KEYS = ("energy_token", "voucher_impl", "bridge")
+CONTRACTS = ("EnergyToken", "VoucherToken", "ParkBridge", "EnergyApp", "ChargingRights", "ReputationApp",
+             "DeliveryRecord")
+"""Deployed in this order, at the deployer's nonces 0 to 6."""
+ADDRESS_KEYS = ("energy_token", "voucher_impl", "bridge", "energy_app", "rights", "reputation", "delivery_record")
 """Keys of the contract addresses in ``addresses.json``, in deployment order."""
 
 PRIORITY_FEE_WEI = 1_000_000_000
@@ -73,8 +76,8 @@ def create_address(deployer: str | bytes, nonce: int) -> str:
 
 
 def expected_addresses(deployer: str | bytes) -> dict[str, str]:
-    """``{"energy_token", "voucher_impl", "bridge", "deployer"}`` (lowercase hex): the CREATE addresses of the
-    deployer's nonces 0, 1, 2 — the contents of ``addresses.json``."""
+    """:data:`ADDRESS_KEYS` and ``deployer`` (lowercase hex): the CREATE addresses of the deployer's nonces 0 to 6
+    — the contents of ``addresses.json``."""
     out = {key: create_address(deployer, nonce) for nonce, key in enumerate(ADDRESS_KEYS)}
     out["deployer"] = lower_address(deployer)
     return out
@@ -112,6 +115,8 @@ def deploy_park(
     lanes: Sequence[tuple[str, str]],
     balances: Mapping[str, int],
     lane_capacities: Mapping[tuple[str, str], Mapping[str, int]] | None = None,
+    transformers: Mapping[str, int] | None = None,
+    stations: Mapping[str, str] | None = None,
     artifacts_dir: Path | None = None,
     logger: _Log | None = None,
 ) -> dict[str, str]:
@@ -119,7 +124,8 @@ def deploy_park(
 
     ``lanes`` are ``(dst_chain, lane)`` pairs to open, with the relay genesis's capacities of those in
     ``lane_capacities`` (``configureLane``, protocol §6.8; the others ``openLane``: not limited);
-    ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
+    ``transformers`` (name -> kW) and ``stations`` (name -> transformer) fill the charging-right registry (SPEC
+    §E2.6). ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
     deployer needs ETH for gas. Transactions are signed locally with explicit nonces and sent without
     waiting for one another where they do not depend on each other, so a deployment takes about two
     blocks. Progress goes to ``logger`` (default ``parkrelay.ethereum.deploy``).
@@ -130,6 +136,7 @@ def deploy_park(
     checksum = {k: to_checksum_address(v) for k, v in addrs.items()}
     energy = w3.eth.contract(address=checksum["energy_token"], abi=arts["EnergyToken"]["abi"])
     bridge = w3.eth.contract(address=checksum["bridge"], abi=arts["ParkBridge"]["abi"])
+    rights = w3.eth.contract(address=checksum["rights"], abi=arts["ChargingRights"]["abi"])
 
     def create(name: str, *args: Any) -> str:
         """Creation calldata: the bytecode, then the ABI-encoded constructor arguments."""
@@ -144,8 +151,17 @@ def deploy_park(
         _Step("EnergyToken", None, create("EnergyToken"), creates="energy_token"),  # owner: the deployer
         _Step("VoucherToken (implementation)", None, create("VoucherToken"), creates="voucher_impl"),
         _Step("ParkBridge", None, create("ParkBridge", chain_id, relay_chain_id, relay_arg, checksum["energy_token"],
-                                         checksum["voucher_impl"]), creates="bridge"),
+                                         checksum["energy_app"], checksum["rights"], checksum["reputation"]),
+              creates="bridge"),
+        _Step("EnergyApp", None, create("EnergyApp", checksum["energy_token"], checksum["voucher_impl"]),
+              creates="energy_app"),
+        _Step("ChargingRights", None, create("ChargingRights", checksum["bridge"]), creates="rights"),
+        _Step("ReputationApp", None, create("ReputationApp", checksum["bridge"], checksum["delivery_record"]),
+              creates="reputation"),
+        _Step("DeliveryRecord", None, create("DeliveryRecord", checksum["bridge"], checksum["reputation"]),
+              creates="delivery_record"),
     ]
+    creations = len(steps)
     for dst, lane in lanes:
         caps = (lane_capacities or {}).get((dst, lane))
         if caps is None:
@@ -156,13 +172,19 @@ def deploy_park(
             steps.append(_Step(f"configureLane({dst}, {lane}, {dict(caps)})", checksum["bridge"],
                                bridge.encode_abi("configureLane", [dst, lane, assets, [caps[a] for a in assets]]),
                                needs_code=True))
+    for name, kw in sorted((transformers or {}).items()):
+        steps.append(_Step(f"setTransformer({name}, {kw} kW)", checksum["rights"],
+                           rights.encode_abi("setTransformer", [name, kw]), needs_code=True))
+    for name, transformer in sorted((stations or {}).items()):
+        steps.append(_Step(f"setStation({name} behind {transformer})", checksum["rights"],
+                           rights.encode_abi("setStation", [name, transformer]), needs_code=True))
     for addr, wh in balances.items():
         if wh > 0:
             steps.append(_Step(f"mint {wh} Wh to {lower_address(addr)}", checksum["energy_token"],
                                energy.encode_abi("mint", [to_checksum_address(addr), wh]), needs_code=True))
 
     nonce = w3.eth.get_transaction_count(checksum["deployer"], "pending")
-    for i, step in enumerate(steps[:min(nonce, 3)]):
+    for i, step in enumerate(steps[:min(nonce, creations)]):
         if step.creates and not w3.eth.get_code(checksum[step.creates]):
             raise DeployError(f"nonce {i} of the deployer {addrs['deployer']} is used but {step.what} has no code at "
                               f"{addrs[step.creates]}: this chain's state is not a deployment of this park")

@@ -29,7 +29,7 @@ from web3 import Web3
 
 from chains.common.wire import validator_set_to_json
 from chains.ethereum.anvil import Anvil, AnvilConfig, AnvilError
-from chains.ethereum.deploy import DeployError, RelaySetArgs, deploy_park, expected_addresses, lower_address
+from chains.ethereum.deploy import CONTRACTS, DeployError, RelaySetArgs, deploy_park, expected_addresses, lower_address
 from chains.ethereum.params import EthChainParams
 from protocol.certificate import ValidatorSet
 
@@ -157,7 +157,10 @@ class EthereumNode:
         height = w3.eth.block_number
         bridge = Web3.to_checksum_address(expected["bridge"])
         has_code = bool(w3.eth.get_code(bridge))
-        steps = 3 + len(g["lanes"]) + sum(1 for a in g["accounts"].values() if a["balance_wh"] > 0)
+        # the charging-right registry at deployment, if the genesis names one (`registry`: {transformers, stations})
+        registry = g.get("registry") or {"transformers": {}, "stations": {}}
+        steps = (len(CONTRACTS) + len(g["lanes"]) + len(registry["transformers"]) + len(registry["stations"])
+                 + sum(1 for a in g["accounts"].values() if a["balance_wh"] > 0))
         if has_code and w3.eth.get_transaction_count(operator.address) >= steps:
             self.log.info("contracts found at height %d (bridge %s); deploying nothing", height, expected["bridge"])
         else:
@@ -167,17 +170,18 @@ class EthereumNode:
                               len(funded), self.s.gas_funding_wei // 10**18)
                 for addr in funded:
                     self.anvil.set_balance(addr, self.s.gas_funding_wei)
-            self.log.info("deploying EnergyToken, VoucherToken, ParkBridge from %s; %d lane(s), %d balance(s)",
-                          expected["deployer"], len(g["lanes"]), steps - 3 - len(g["lanes"]))
+            self.log.info("deploying %s from %s; %d lane(s), %d balance(s)", ", ".join(CONTRACTS),
+                          expected["deployer"], len(g["lanes"]), steps - len(CONTRACTS) - len(g["lanes"]))
             deploy_park(w3, operator, chain_id=self.s.chain_id, relay_chain_id=self.s.relay_chain_id,
                         relay_set=self.s.relay_set,
                         lanes=[(ln["chain"], ln["lane"]) for ln in g["lanes"]],
                         lane_capacities={(ln["chain"], ln["lane"]): ln["capacities"] for ln in g["lanes"]
                                          if ln.get("capacities")},
                         balances={a["address"]: a["balance_wh"] for a in g["accounts"].values()},
+                        transformers=registry["transformers"], stations=registry["stations"],
                         artifacts_dir=self.s.artifacts_dir, logger=self.log)
-            self.log.info("deployed: EnergyToken %s, VoucherToken %s, ParkBridge %s", expected["energy_token"],
-                          expected["voucher_impl"], expected["bridge"])
+            self.log.info("deployed: ParkBridge %s, EnergyToken %s, ChargingRights %s, ReputationApp %s",
+                          expected["bridge"], expected["energy_token"], expected["rights"], expected["reputation"])
         _write_json_atomic(self.s.state_dir / ADDRESSES_FILE, expected)
         self.addresses = expected
         return expected

@@ -1,8 +1,9 @@
-"""Fixtures of the Ethereum park's contract tests: one anvil per session, two parks and a relay.
+"""Fixtures of the Ethereum park's contract tests: one anvil per session, three parks and a relay.
 
-The session deploys, once, two parks (``eth-a`` and ``eth-b``, a lane ``lane-0`` between them and one
-to the Python park ``dpos-park`` each) that trust a simulated relay of four validators whose keys are
-generated at run time. Each test gets the world from an ``evm_snapshot`` taken just before it and
+The session deploys, once, three parks (``eth-a`` and ``eth-b``, a lane ``lane-0`` between them and one
+to the Python park ``dpos-park`` each; ``eth-c`` with ``lane-1`` to ``eth-b`` and ``lane-2`` to ``eth-a``, for
+multi-hop traces) that trust a simulated relay of four validators whose keys are generated at run time.
+Each test gets the world from an ``evm_snapshot`` taken just before it and
 reverted just after it (the relay's Python state likewise), so tests are independent and fast.
 """
 
@@ -16,7 +17,8 @@ from eth_account.signers.local import LocalAccount
 
 from tests.ethereum.harness import AnvilProcess, Evm, Park, RelaySim, deploy_park
 
-A, B, DPOS, LANE = "eth-a", "eth-b", "dpos-park", "lane-0"
+A, B, C, DPOS, LANE = "eth-a", "eth-b", "eth-c", "dpos-park", "lane-0"
+LANE_BC, LANE_AC = "lane-1", "lane-2"
 ALICE_WH = 1_000_000
 BOB_WH = 500_000
 
@@ -35,6 +37,10 @@ class World:
     """Holds ``BOB_WH`` kWh on park B."""
     relayer: LocalAccount
     """Submits certificates: anyone may."""
+    c: Park
+    """The third park: ``lane-1`` to B, ``lane-2`` to A."""
+    carol: LocalAccount
+    """An account on park C (no balance)."""
 
 
 @pytest.fixture(scope="session")
@@ -55,12 +61,13 @@ def evm(anvil: AnvilProcess) -> Evm:
 @pytest.fixture(scope="session")
 def base_world(evm: Evm) -> World:
     relay = RelaySim.create("relay", 4, filler_records=64)
-    a = deploy_park(evm, A, relay, [(B, LANE), (DPOS, LANE)])
-    b = deploy_park(evm, B, relay, [(A, LANE), (DPOS, LANE)])
-    alice, bob, relayer = evm.account(), evm.account(), evm.account()
+    a = deploy_park(evm, A, relay, [(B, LANE), (DPOS, LANE), (C, LANE_AC)])
+    b = deploy_park(evm, B, relay, [(A, LANE), (DPOS, LANE), (C, LANE_BC)])
+    c = deploy_park(evm, C, relay, [(B, LANE_BC), (A, LANE_AC)])
+    alice, bob, relayer, carol = evm.account(), evm.account(), evm.account(), evm.account()
     evm.transact(a.token.functions.mint(alice.address, ALICE_WH), a.operator)
     evm.transact(b.token.functions.mint(bob.address, BOB_WH), b.operator)
-    return World(evm, relay, a, b, alice, bob, relayer)
+    return World(evm, relay, a, b, alice, bob, relayer, c, carol)
 
 
 @pytest.fixture

@@ -36,8 +36,10 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
+from adapters.ethereum.source import ack_of_code
 from chains.common.procs import spawn
 from chains.ethereum.compile import ARTIFACTS_DIR, load_artifact
+from chains.ethereum.deploy import create_address
 from protocol.certificate import (
     CommitSignature,
     RelayCertificate,
@@ -49,7 +51,7 @@ from protocol.certificate import (
     verify_certificate,
     verify_commit,
 )
-from protocol.codec import ZERO_COMMITMENT, decode_packet, encode_outcome, sha256
+from protocol.codec import ZERO_COMMITMENT, decode_packet, encode_ack, encode_outcome, sha256
 from protocol.lane_config import encode_lane_config
 from protocol.paths import lane_config_path, outcome_path, verified_path
 from protocol.state_commitment import SparseMerkleTree
@@ -227,6 +229,11 @@ class Evm:
             return ("<unknown>", raw.hex())
         name, types = entry
         return (name, *abi_decode(types, raw[4:]))
+
+    def error_name(self, fn: ContractFunction | ContractConstructor, sender: LocalAccount) -> str | None:
+        """The name of the custom error ``fn`` reverts with (None if it succeeds); :meth:`revert_of` for the data."""
+        r = self.revert_of(fn, sender)
+        return None if r is None else str(r[0])
 
     def latest_timestamp(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
@@ -413,24 +420,38 @@ class Park:
     token: Contract
     voucher_impl: Contract
     bridge: Contract
+    energy_app: Contract
+    rights: Contract
+    """``ChargingRights``: the ERC-721 rights, the registry, admission and bookings."""
+    reputation: Contract
+    record: Contract
+    """``DeliveryRecord``: the market's record whose scores the park attests."""
 
 
 def deploy_park(evm: Evm, chain_id: str, relay: RelaySim, lanes: Iterable[tuple[str, str]],
                 capacities: dict[tuple[str, str], dict[str, int]] | None = None) -> Park:
-    """EnergyToken, VoucherToken implementation and ParkBridge from a fresh operator key; lanes opened,
-    those in ``capacities`` (``(counterparty, lane) -> {asset: capacity}``) with the relay genesis's limits."""
+    """The park's contracts in the order of ``chains.ethereum.deploy`` from a fresh operator key (so the bridge
+    is built with the CREATE addresses of the apps that follow it); lanes opened, those in ``capacities``
+    (``(counterparty, lane) -> {asset: capacity}``) with the relay genesis's limits."""
     operator = evm.account()
+    at = [to_checksum_address(create_address(operator.address, n)) for n in range(7)]
     token = evm.deploy("EnergyToken", operator)
     impl = evm.deploy("VoucherToken", operator)
     bridge = evm.deploy("ParkBridge", operator, chain_id, relay.chain_id, validator_set_abi(relay.vset),
-                        token.address, impl.address)
+                        token.address, at[3], at[4], at[5])
+    energy_app = evm.deploy("EnergyApp", operator, token.address, impl.address)
+    rights = evm.deploy("ChargingRights", operator, bridge.address)
+    reputation = evm.deploy("ReputationApp", operator, bridge.address, at[6])
+    record = evm.deploy("DeliveryRecord", operator, bridge.address, reputation.address)
+    if [c.address for c in (token, impl, bridge, energy_app, rights, reputation, record)] != at:
+        raise TxFailed(f"{chain_id}: contracts not at the deployer's CREATE addresses")
     for counterparty, lane in lanes:
         caps = (capacities or {}).get((counterparty, lane))
         if caps is None:
             evm.transact(bridge.functions.openLane(counterparty, lane), operator)
         else:
             evm.transact(bridge.functions.configureLane(counterparty, lane, *lane_config_args(caps)), operator)
-    return Park(chain_id, operator, token, impl, bridge)
+    return Park(chain_id, operator, token, impl, bridge, energy_app, rights, reputation, record)
 
 
 def lane_config_args(capacities: dict[str, int]) -> tuple[list[str], list[int]]:
@@ -470,11 +491,11 @@ def send_energy(evm: Evm, park: Park, sender: LocalAccount, dst: str, lane: str,
 
 def recv_packet(evm: Evm, park: Park, relayer: LocalAccount, packet: bytes, cert: RelayCertificate,
                 vset: ValidatorSet) -> tuple[bytes, TxReceipt]:
-    """Phase 3; returns the ack written and the receipt."""
+    """Phase 3; returns the ack written (from the ``AckWritten`` log's code, SPEC §E2.2) and the receipt."""
     receipt = evm.transact(park.bridge.functions.recvPacket(packet, certificate_abi(cert), validator_set_abi(vset)),
                            relayer)
     (event,) = evm.events(park.bridge, "AckWritten", receipt)
-    return bytes(event["ack"]), receipt
+    return encode_ack(ack_of_code(event["ackCode"])), receipt
 
 
 def settle(evm: Evm, park: Park, relayer: LocalAccount, packet: bytes, ack: bytes, cert: RelayCertificate,
@@ -485,3 +506,60 @@ def settle(evm: Evm, park: Park, relayer: LocalAccount, packet: bytes, ack: byte
     (event,) = evm.events(park.bridge, "PacketSettled", receipt)
     event["gasUsed"] = receipt["gasUsed"]
     return event
+
+
+# --- charging rights and reputation ------------------------------------------------------------------------
+
+RIGHT_STATES = {0: "none", 1: "live", 2: "escrowed", 3: "burning"}
+
+
+def right_token_id(right_id: str) -> int:
+    """``ChargingRights`` token id of a right id: ``uint256(keccak256(id))``."""
+    return int.from_bytes(keccak(text=right_id), "big")
+
+
+def right_state(park: Park, right_id: str) -> tuple[str, str]:
+    """``(state, owner)`` of a right id on ``park`` (owner lowercase ``0x`` hex; the rights contract when escrowed)."""
+    state, owner, _, _ = park.rights.functions.rightOf(right_token_id(right_id)).call()
+    return RIGHT_STATES[state], owner.lower()
+
+
+def right_payload(evm: Evm, park: Park, right_id: str) -> bytes:
+    """The canonical payload ``park`` recorded for ``right_id`` (its latest ``RightCreated`` log)."""
+    logs = park.rights.events.RightCreated().get_logs(from_block=0,
+                                                      argument_filters={"tokenId": right_token_id(right_id)})
+    if not logs:
+        raise LookupError(f"{park.chain_id} never created right {right_id}")
+    return bytes(logs[-1]["args"]["payload"])
+
+
+def issue_right(evm: Evm, park: Park, right_id: str, owner: str, *, station: str = "station-1",
+                transformer: str = "trafo-1", power_kw: int = 50, slot_start_ms: int, slot_end_ms: int) -> bytes:
+    """The operator issues a home right; returns its payload."""
+    evm.transact(park.rights.functions.issue(right_id, station, transformer, power_kw, slot_start_ms, slot_end_ms,
+                                             to_checksum_address(owner)), park.operator)
+    return right_payload(evm, park, right_id)
+
+
+def register(evm: Evm, park: Park, transformers: dict[str, int], stations: dict[str, str]) -> None:
+    """The operator writes the park's registry."""
+    for name, capacity in transformers.items():
+        evm.transact(park.rights.functions.setTransformer(name, capacity), park.operator)
+    for name, transformer in stations.items():
+        evm.transact(park.rights.functions.setStation(name, transformer), park.operator)
+
+
+def send_right(evm: Evm, park: Park, sender: LocalAccount, dst: str, lane: str, payload: bytes, receiver: str,
+               timeout_ms: int) -> tuple[bytes, TxReceipt]:
+    """Phase 1 of a charging right; returns the packet and the receipt."""
+    receipt = evm.transact(park.bridge.functions.sendRight(dst, lane, payload, receiver, timeout_ms), sender)
+    (event,) = evm.events(park.bridge, "PacketSent", receipt)
+    return bytes(event["packet"]), receipt
+
+
+def send_reputation(evm: Evm, park: Park, sender: LocalAccount, dst: str, lane: str, subject: str, receiver: str,
+                    timeout_ms: int) -> tuple[bytes, TxReceipt]:
+    """Phase 1 of a reputation attestation; returns the packet and the receipt."""
+    receipt = evm.transact(park.bridge.functions.sendReputation(dst, lane, subject, receiver, timeout_ms), sender)
+    (event,) = evm.events(park.bridge, "PacketSent", receipt)
+    return bytes(event["packet"]), receipt

@@ -263,7 +263,7 @@ async def test_recv_settle_and_redundant_submits(park: Park) -> None:
         (ack_ev,) = await src.events(start + 1, result["height"], "write_ack")
         ack = Acknowledgement(AckStatus.SUCCESS, "ok", b"")
         assert (ack_ev["src"], ack_ev["dst"], ack_ev["lane"], ack_ev["sequence"]) == (DPOS, ETH, LANE, 1)
-        assert ack_ev["ack"] == encode_ack(ack).hex() and ack_ev["packet"] == raw.hex()
+        assert ack_ev["ack"] == encode_ack(ack).hex() and ack_ev["kind"] == "energy"
         assert ack_ev["height"] == result["height"] and ack_ev["success"] is True
         rpath = receipt_path(DPOS, LANE, 1)
         pv = await src.prove(rpath, result["height"])

@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 import tomli_w
 from eth_account import Account
+from eth_utils import keccak
 from web3 import Web3
 
 from chains.common.procs import spawn
 from chains.ethereum.anvil import automine_anvil, free_port
-from chains.ethereum.deploy import create_address, deploy_park, expected_addresses, load_artifact
+from chains.ethereum.deploy import ADDRESS_KEYS, create_address, deploy_park, expected_addresses, load_artifact
 from chains.ethereum.node import ADDRESSES_FILE, STATE_FILE
 from relay import devnet
 from relay.config import ConfigError, DeploymentConfig, load_config
@@ -101,7 +102,8 @@ def test_deploy_at_expected_addresses_and_resume() -> None:
     relay_set = ([b"\x01" * 32, b"\x02" * 32], ["0x" + "11" * 20, "0x" + "22" * 20], [1, 1])
     alice = "0x" + "aa" * 20
     args: dict[str, Any] = {"chain_id": CHAIN, "relay_chain_id": "relay", "relay_set": relay_set,
-                            "lanes": [("dpos-park", "lane-0")], "balances": {alice: 7_000, "0x" + "bb" * 20: 0}}
+                            "lanes": [("dpos-park", "lane-0")], "balances": {alice: 7_000, "0x" + "bb" * 20: 0},
+                            "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}}
     with automine_anvil() as anvil:
         anvil.set_balance(operator.address, 10**20)
         w3 = Web3(Web3.HTTPProvider(anvil.url))
@@ -114,15 +116,25 @@ def test_deploy_at_expected_addresses_and_resume() -> None:
         addrs = deploy_park(w3, operator, **args)
         assert addrs == expected_addresses(operator.address)
         assert addrs["bridge"] == create_address(operator.address, 2)
-        assert all(w3.eth.get_code(Web3.to_checksum_address(addrs[k])) for k in ("energy_token", "voucher_impl",
-                                                                                    "bridge"))
+        assert all(w3.eth.get_code(Web3.to_checksum_address(addrs[k])) for k in ADDRESS_KEYS)
+        # the bridge was built with the apps' addresses, the apps name the bridge and its operator
+        bridge_abi = load_artifact("ParkBridge")["abi"]
+        b = w3.eth.contract(address=Web3.to_checksum_address(addrs["bridge"]), abi=bridge_abi)
+        assert [b.functions.energyApp().call(), b.functions.rightsApp().call(), b.functions.reputationApp().call()] == [
+            Web3.to_checksum_address(addrs[k]) for k in ("energy_app", "rights", "reputation")]
+        rights = w3.eth.contract(address=Web3.to_checksum_address(addrs["rights"]),
+                                 abi=load_artifact("ChargingRights")["abi"])
+        assert (rights.functions.bridge().call(), rights.functions.operator().call(),
+                rights.functions.chainId().call()) == (b.address, operator.address, CHAIN)
+        assert rights.functions.transformerOf("tr-1").call() == [True, 150, 0]  # the registry at deployment
+        assert bytes(rights.functions.stationOf("st-1").call()) == keccak(text="tr-1")
         energy = w3.eth.contract(address=Web3.to_checksum_address(addrs["energy_token"]), abi=token["abi"])
         assert energy.functions.balanceOf(Web3.to_checksum_address(alice)).call() == 7_000
         bridge = w3.eth.contract(address=Web3.to_checksum_address(addrs["bridge"]),
                                  abi=load_artifact("ParkBridge")["abi"])
         assert bridge.functions.laneOpen("dpos-park", "lane-0").call()
         nonce = w3.eth.get_transaction_count(operator.address)
-        assert nonce == 3 + 1 + 1
+        assert nonce == len(ADDRESS_KEYS) + 1 + 2 + 1  # contracts, a lane, the registry, a balance
         assert deploy_park(w3, operator, **args) == addrs  # done: sends nothing
         assert w3.eth.get_transaction_count(operator.address) == nonce
 

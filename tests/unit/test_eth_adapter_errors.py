@@ -36,7 +36,15 @@ from adapters.ethereum.abi import (
     selector,
     validator_set_arg,
 )
-from adapters.ethereum.errors import EthRevertError, GasCapError, TxAlreadyKnownError, decode_revert, rpc_error
+from adapters.ethereum.errors import (
+    EthRevertError,
+    GasCapError,
+    RightError,
+    TxAlreadyKnownError,
+    decode_revert,
+    rpc_error,
+)
+from chains.common.bridge import AssetError
 from chains.ethereum.anvil import free_port
 from chains.ethereum.types import EthHeader
 from protocol import errors as perr
@@ -61,14 +69,23 @@ SPEC_ERRORS: list[tuple[str, list[str], list[Any], str]] = [
     ("ProofInvalid", [], [], "proof.invalid"),
     ("SignatureInvalid", ["uint256"], [2], "signature.invalid"),
     ("QuorumNotReached", ["uint256", "uint256"], [4, 6], "certificate.quorum"),
-    ("ValidatorSetMismatch", [], [], "certificate.validator_set"),
-    ("PacketReplay", [], [], "packet.replay"),
-    ("PacketTimeout", [], [], "packet.timeout"),
-    ("WrongChain", [], [], "packet.wrong_chain"),
-    ("LaneInvalid", [], [], "lane.invalid"),
+    ("ValidatorSetMismatch", ["bytes32", "bytes32"], [b"\x01" * 32, b"\x02" * 32], "certificate.validator_set"),
+    ("PacketReplay", ["uint256", "uint256"], [7, 3], "packet.replay"),
+    ("PacketTimeout", ["uint256", "uint256"], [1_000, 2_000], "packet.timeout"),
+    ("TimeoutAfterSlotStart", ["uint64", "uint64"], [3_000, 2_000], "packet.timeout"),
+    ("WrongChain", ["string", "string"], ["eth-park", "dpos-park"], "packet.wrong_chain"),
+    ("LaneInvalid", ["string", "string"], ["dpos-park", "lane-9"], "lane.invalid"),
     ("LaneOverCapacity", ["uint256", "uint256"], [5_001, 5_000], "lane.over_capacity"),
-    ("InsufficientFunds", [], [], "funds.insufficient"),
-    ("Unauthorized", [], [], "auth.denied"),
+    ("InsufficientFunds", ["uint256", "uint256"], [5, 9], "funds.insufficient"),
+    ("Unauthorized", ["address", "address"], ["0x" + "aa" * 20, "0x" + "bb" * 20], "auth.denied"),
+    ("AllowanceTooLow", ["uint256", "uint256"], [0, 9], "auth.denied"),
+    ("ReceiverRefused", ["address"], ["0x" + "aa" * 20], "auth.denied"),
+    ("RightUnavailable", ["uint256", "uint8"], [12, 2], "asset.invalid"),
+    ("RightPayloadMismatch", ["bytes32", "bytes32"], [b"\x01" * 32, b"\x02" * 32], "asset.invalid"),
+    ("RightExists", ["uint256"], [12], "asset.invalid"),
+    ("AdmissionRefused", ["string", "uint256", "uint256"], ["capacity.exceeded", 100, 120], "asset.invalid"),
+    ("ReputationUnknown", ["string"], ["0x" + "aa" * 20], "asset.invalid"),
+    ("ReputationTooLow", ["uint256", "uint256"], [8_000, 7_999], "asset.invalid"),
 ]
 
 
@@ -85,7 +102,8 @@ def test_every_custom_error_decodes_to_its_protocol_error(name: str, types: list
     err = decode_revert(_revert_data(name, types, args))
     assert err.code == code
     by_code = {c.code: c for c in vars(perr).values() if isinstance(c, type) and issubclass(c, perr.ProtocolError)}
-    assert type(err) is by_code[code]
+    by_code["asset.invalid"] = AssetError
+    assert isinstance(err, by_code[code]) and not isinstance(err, EthRevertError)
     assert name in err.message
 
 
@@ -105,6 +123,14 @@ def test_error_arguments_are_kept() -> None:
     assert isinstance(q, perr.QuorumError) and q.got == 4 and q.expected == "> 4"
     s = decode_revert(_revert_data("SignatureInvalid", ["uint256"], [7]))
     assert isinstance(s, perr.SignatureError) and s.got == 7
+    t = decode_revert(_revert_data("TimeoutAfterSlotStart", ["uint64", "uint64"], [3_000, 2_000]))
+    assert isinstance(t, perr.TimeoutExpiredError) and (t.expected, t.got) == (2_000, 3_000)
+    w = decode_revert(_revert_data("WrongChain", ["string", "string"], ["eth-park", "dpos-park"]))
+    assert (w.expected, w.got) == ("eth-park", "dpos-park")
+    a = decode_revert(_revert_data("AdmissionRefused", ["string", "uint256", "uint256"], ["capacity.exceeded", 10, 12]))
+    assert isinstance(a, RightError) and a.rule == "capacity.exceeded" and (a.expected, a.got) == (10, 12)
+    m = decode_revert(_revert_data("RightPayloadMismatch", ["bytes32", "bytes32"], [b"\x01" * 32, b"\x02" * 32]))
+    assert isinstance(m, RightError) and m.expected == "0x" + "01" * 32
 
 
 def test_other_reverts_are_eth_revert_errors() -> None:
@@ -248,7 +274,7 @@ def _sent_nonces(node: FakeNode) -> list[int]:
 
 async def test_a_would_be_revert_sends_nothing(fake_node: tuple[FakeNode, str]) -> None:
     node, url = fake_node
-    data = "0x" + _revert_data("PacketReplay", [], []).hex()
+    data = "0x" + _revert_data("PacketReplay", ["uint256", "uint256"], [7, 3]).hex()
     node.estimate = lambda call: {"code": 3, "message": "execution reverted", "data": data}
     tgt = eth.target(url, "eth-park", BRIDGE, KEY, lambda h: _vset())
     try:
@@ -432,14 +458,17 @@ def test_abi_matches_the_artifact() -> None:
     functions = {i["name"]: [_abi_type(x) for x in i["inputs"]] for i in abi if i["type"] == "function"}
     for name, (inputs, _) in BRIDGE_FUNCTIONS.items():
         assert functions.get(name) == inputs, name
-    events = {i["name"]: i for i in abi if i["type"] == "event"}
+    events = {i["name"]: i for c in ("ParkBridge", "ChargingRights") for i in _artifact(c) if i["type"] == "event"}
     for name, ev in EVENTS.items():
         assert [_abi_type(x) for x in events[name]["inputs"]] == list(ev.types), name
         assert [x["name"] for x in events[name]["inputs"]] == list(ev.fields), name
-        assert not any(x.get("indexed") for x in events[name]["inputs"]), name
-    errors = {selector(i["name"], [_abi_type(x) for x in i["inputs"]]): i["name"] for i in abi if i["type"] == "error"}
+        assert [bool(x.get("indexed")) for x in events[name]["inputs"]] == list(ev.indexed), name
+    errors = {selector(i["name"], [_abi_type(x) for x in i["inputs"]]): i["name"]
+              for c in ("ParkBridge", "EnergyToken", "EnergyApp", "ChargingRights", "ReputationApp", "DeliveryRecord")
+              for i in _artifact(c) if i["type"] == "error"}
     for name, types, _, _ in SPEC_ERRORS:
-        assert errors.get(selector(name, types)) == name, f"{name} missing from the ParkBridge ABI"
+        assert errors.get(selector(name, types)) == name, f"{name} missing from the park's ABIs"
+    assert set(errors.values()) == {e[0] for e in SPEC_ERRORS}  # and the adapter knows every one
 
 
 async def test_update_lane_calldata_carries_the_certified_record(fake_node: tuple[FakeNode, str]) -> None:

@@ -24,7 +24,7 @@ contract EnergyToken is ParkERC20 {
         return "kWh";
     }
 
-    /// @notice Operator only (Unauthorized()); a mint beyond the uint96 supply bound is CodecInvalid().
+    /// @notice Operator only (Unauthorized(operator, caller)); a mint beyond the uint96 supply bound is CodecInvalid().
     function mint(address to, uint256 amount) external {
         if (!_mint(to, amount)) revert CodecInvalid();
     }

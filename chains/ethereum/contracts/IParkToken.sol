@@ -14,6 +14,6 @@ interface IVoucherToken is IParkToken {
     function initialize(string calldata denom, address bridge) external;
     /// Mints `amount` to `to`; returns false (and changes nothing) if the supply would overflow.
     function mint(address to, uint256 amount) external returns (bool);
-    /// Burns `amount` from `from`; reverts InsufficientFunds() if its balance is smaller.
+    /// Burns `amount` from `from`; reverts InsufficientFunds(have, need) if its balance is smaller.
     function burn(address from, uint256 amount) external;
 }

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.37;
 
-// The protocol's error classes as custom errors (chains/ethereum/SPEC.md §E2.3). They are declared at
-// file level so that the tokens revert with the very selectors the bridge uses: a token's
-// InsufficientFunds() bubbling up through the bridge decodes as the bridge's own error.
+// The protocol's error classes as custom errors (chains/ethereum/SPEC.md §E2.3), declared at file level so that
+// every contract of the park (router, apps, tokens) reverts with the same selectors: an error bubbling up from an
+// app or a token through the bridge decodes as the bridge's own. Each carries what a caller needs to see why
+// (expected vs got, the offending value), so a revert is decodable without a trace (adapters/ethereum/errors.py).
+
+// --- codec, proofs, certificates (protocol §3, §4, §7) ------------------------------------------------------------
 
 /// `codec.invalid`: bytes that are not the canonical encoding, or a value out of range (protocol §3).
 error CodecInvalid();
@@ -14,19 +17,45 @@ error SignatureInvalid(uint256 index);
 /// `certificate.quorum`: the signers hold at most 2/3 of the trusted set's power (§7.4).
 error QuorumNotReached(uint256 signedPower, uint256 totalPower);
 /// `certificate.validator_set`: a validator set other than the trusted (or certified next) one.
-error ValidatorSetMismatch();
-/// `packet.replay`: already received, already settled, or an update at or below the trusted height.
-error PacketReplay();
-/// `packet.timeout`: the packet's timeout has passed (phase 3) or is not in the future (phase 1).
-error PacketTimeout();
+error ValidatorSetMismatch(bytes32 expected, bytes32 got);
+
+// --- packets and lanes (protocol §6) --------------------------------------------------------------------------
+
+/// `packet.replay`: a packet already received (`held` its receipt, `got` its sequence) or already settled (`held`
+/// 0), or an update at or below the relay height held (`held` that height, `got` the update's).
+error PacketReplay(uint256 held, uint256 got);
+/// `packet.timeout`: phase 1, a timeout not after the block time; phase 3, the block time at or after it.
+error PacketTimeout(uint256 timeoutMs, uint256 blockTimeMs);
+/// `packet.timeout`: a charging right whose packet would time out after its slot starts (issue 12 rules).
+error TimeoutAfterSlotStart(uint64 timeoutMs, uint64 slotStartMs);
 /// `packet.wrong_chain`: a packet, header or certificate for another chain.
-error WrongChain();
+error WrongChain(string expected, string got);
 /// `lane.invalid`: a lane that is not open.
-error LaneInvalid();
-/// `lane.over_capacity`: an amount above the relay's rate-limit capacity for the denom on the lane
-/// (protocol §6.3 step 1, §6.8): the relay would never verify the packet.
+error LaneInvalid(string counterparty, string lane);
+/// `lane.over_capacity`: more than the relay's rate-limit capacity for the asset on the lane (§6.3 step 1, §6.8).
 error LaneOverCapacity(uint256 amount, uint256 capacity);
-/// `funds.insufficient`: a balance too small, or a token this chain does not hold.
-error InsufficientFunds();
-/// `auth.denied`: not the owner, not the bridge, or no allowance.
-error Unauthorized();
+
+// --- accounts and assets ------------------------------------------------------------------------------------
+
+/// `funds.insufficient`: a balance too small (`have` < `need`), or a token this chain does not hold.
+error InsufficientFunds(uint256 have, uint256 need);
+/// `auth.denied`: the caller is not the account the operation is reserved for.
+error Unauthorized(address expected, address got);
+/// `auth.denied`: an ERC-20 allowance too small.
+error AllowanceTooLow(uint256 allowed, uint256 need);
+/// `asset.invalid`: no live charging right with that token id held by the caller here.
+error RightUnavailable(uint256 tokenId, uint8 state);
+/// `asset.invalid`: the payload given for a right is not the one recorded for it (a forged right payload).
+error RightPayloadMismatch(bytes32 expected, bytes32 got);
+/// `auth.denied`: an ERC-721 recipient contract that does not accept the right.
+error ReceiverRefused(address to);
+/// `asset.invalid`: a right id already in use here.
+error RightExists(uint256 tokenId);
+/// `asset.invalid`: the park's admission refuses a right it issues (`code` is the rule: `slot.started`,
+/// `station.unknown`, `transformer.mismatch`, `transformer.unknown`, `capacity.exceeded`); `expected`/`got` are
+/// the figures the rule compared (times in ms, loads in kW, or the hashes of names).
+error AdmissionRefused(string code, uint256 expected, uint256 got);
+/// `asset.invalid`: this park's market holds no delivery record (or no contracted energy) for the subject.
+error ReputationUnknown(string subject);
+/// `asset.invalid`: an imported score below the market's threshold, or none imported.
+error ReputationTooLow(uint256 minimum, uint256 score);

@@ -17,7 +17,7 @@ contract VoucherToken is ParkERC20 {
 
     /// @notice Once, by the creating bridge, in the transaction that creates the clone.
     function initialize(string calldata denom_, address bridge_) external {
-        if (_minter != address(0) || bridge_ == address(0)) revert Unauthorized();
+        if (_minter != address(0) || bridge_ == address(0)) revert Unauthorized(address(0), _minter);
         _minter = bridge_;
         _denom = denom_;
     }
