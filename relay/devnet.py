@@ -391,11 +391,11 @@ def _asset_round(cfg: DeploymentConfig, user: dict[str, str], say: Any) -> dict[
             v.issue_right(rid, station, station.replace("st-", "tr-"), kw, *slot, v.account(user[p]))
         say(f"  {p}: operator issued ev-{p} (11 kW on st-1) and big-{p} ({DEMO_BIG_KW} kW on st-2) to {user[p]}")
     for src, _ in ring:
-        set_standing = getattr(views[src], "set_standing", None)
-        if set_standing is not None:  # Fabric: the operator records a participant's standing (seed 004)
+        score = getattr(views[src], "set_participant_score", None)
+        if score is not None:  # no market has scored a participant yet: the operator records one (Ethereum, Fabric)
             subject, _ = _demo_subject(cfg, src)
-            set_standing(views[src].account(subject), True, 8_200)
-            say(f"  {src}: operator recorded the standing of {subject} (certified, 8200 bp)")
+            score(views[src].account(subject), 8_200)
+            say(f"  {src}: operator recorded {subject}'s score (8200 bp)")
     steps: list[tuple[str, dict[str, Any]]] = []
     for src, dst in ring:
         subject, model = _demo_subject(cfg, src)

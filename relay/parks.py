@@ -340,28 +340,120 @@ class EthPark(ParkView):
     def voucher_supply(self, denom: str) -> int:
         return self._erc20(self._token(denom), "totalSupply") if denom != "kWh" else 0
 
-    def transfer(self, sender: str, dst: str, receiver: str, amount_wh: int, denom: str, lane: str,
-                 timeout_ms: int, *, wait_final: bool = True) -> dict[str, Any]:
+    def _as(self, account: str, fn: Any) -> Any:
+        """``fn(target)`` with a target signing as deployment account ``account`` (its devnet key)."""
         from adapters import ethereum as eth
         from relay.devnet import account_key_path
         from relay.keys import read_secret
 
-        key = read_secret(account_key_path(self.cfg, self.chain.id, sender))
+        key = read_secret(account_key_path(self.cfg, self.chain.id, account))
 
         async def go() -> Any:
             t = eth.target(self.url, self.chain.id, self.bridge, key)
             try:
-                return await eth.send_energy(t, dst, lane, denom, amount_wh, receiver, timeout_ms)
+                return await fn(t)
             finally:
                 await t.close()
 
-        sent = asyncio.run(go())
+        return asyncio.run(go())
+
+    def send(self, sender: str, dst: str, receiver: str, lane: str, timeout_ms: int, asset: dict[str, Any], *,
+             wait_final: bool = True) -> dict[str, Any]:
+        from adapters import ethereum as eth
+        from adapters.ethereum import assets
+
+        kind = asset.get("kind")
+
+        async def go(t: Any) -> Any:
+            if kind == "energy":
+                return await eth.send_energy(t, dst, lane, asset["denom"], asset["amount_wh"], receiver, timeout_ms)
+            if kind == "charging_right":
+                return await assets.send_right(t, dst, lane, asset["right_id"], receiver, timeout_ms)
+            if kind == "reputation":
+                return await assets.send_reputation(t, dst, lane, asset["subject"], receiver, timeout_ms)
+            raise ValueError(f"unknown asset kind {kind!r}")
+
+        sent = self._as(sender, go)
         deadline = time.monotonic() + 60
         while wait_final and int(self.status()["final_height"]) < sent.height:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"transfer {sent.tx_hash[:16]}'s block {sent.height} not final within 60 s")
+                raise RuntimeError(f"send {sent.tx_hash[:16]}'s block {sent.height} not final within 60 s")
             time.sleep(0.25)
         return {"packet": sent.raw, "height": sent.height, "tx": sent.tx_hash}
+
+    def rights(self) -> dict[str, Any]:
+        """The rights report (:meth:`ParkView.rights`) from the ``ChargingRights`` contract and the bridge's logs:
+        an escrowed or burning right's packet is the last one this park sent carrying it. ``bookings`` lists the
+        live rights per transformer (the contract books power per slot, not ids): the booked ones at rest."""
+        from adapters.ethereum import assets
+        from protocol.codec import decode_charging_right, decode_packet
+        from protocol.types import PacketKind
+
+        infos = self._as(OPERATOR, lambda t: assets.rights_list(t))
+        carried: dict[str, dict[str, Any]] = {}
+        for e in self._events("send_packet"):
+            p = decode_packet(bytes.fromhex(e["packet"]))
+            if p.kind is PacketKind.CHARGING_RIGHT:
+                carried[decode_charging_right(p.payload).right_id] = {"chain": p.dst_chain, "lane": p.lane,
+                                                                      "sequence": p.sequence}
+        out: dict[str, Any] = {"live": {}, "escrowed": {}, "burning": {}, "bookings": {}}
+        for r in infos:
+            if r.state == "live":
+                out["live"][r.right_id] = {"home_park": r.home_park, "owner": r.owner, "station": r.station,
+                                           "transformer": r.transformer, "power_kw": r.power_kw,
+                                           "slot_start_ms": r.slot_start_ms, "slot_end_ms": r.slot_end_ms}
+                out["bookings"].setdefault(r.transformer, []).append(r.right_id)
+            elif r.state in ("escrowed", "burning"):
+                out[r.state][r.right_id] = {"home_park": r.home_park, **carried.get(r.right_id, {})}
+        return out
+
+    def issue_right(self, right_id: str, station: str, transformer: str, power_kw: int, slot_start_ms: int,
+                    slot_end_ms: int, owner: str) -> dict[str, Any]:
+        from adapters.ethereum import assets
+
+        info = self._as(OPERATOR, lambda t: assets.issue_right(t, right_id, owner, station, transformer, power_kw,
+                                                               slot_start_ms, slot_end_ms))
+        return {"right": info.to_json()}
+
+    def set_transformer(self, name: str, capacity_kw: int) -> dict[str, Any]:
+        from adapters.ethereum import assets
+
+        result: dict[str, Any] = self._as(OPERATOR, lambda t: assets.set_transformer(t, name, capacity_kw))
+        return result
+
+    def set_station(self, name: str, transformer: str) -> dict[str, Any]:
+        from adapters.ethereum import assets
+
+        result: dict[str, Any] = self._as(OPERATOR, lambda t: assets.set_station(t, name, transformer))
+        return result
+
+    def registry(self) -> dict[str, Any]:
+        """Transformers and stations as the contract's ``TransformerSet`` / ``StationSet`` logs last set them, each
+        transformer's capacity read back; ``bookings``: the live rights on each (see :meth:`rights`)."""
+        from adapters.ethereum import assets
+
+        names = self._as(OPERATOR, lambda t: assets.registry_names(t))
+        transformers = {}
+        for name in names["transformers"]:
+            shown = self._as(OPERATOR, lambda t, n=name: assets.transformer_show(t, n))
+            if shown is not None:
+                transformers[name] = int(shown["capacity_kw"])
+        bookings = {tr: [{"right_id": rid} for rid in ids] for tr, ids in self.rights()["bookings"].items()}
+        return {"transformers": transformers, "stations": names["stations"], "bookings": bookings}
+
+    def set_participant_score(self, account: str, score_bp: int) -> dict[str, Any]:
+        """Operator: record a settled delivery of ``account`` whose delivered / contracted energy is ``score_bp``
+        basis points (seed 001's delivery record: what the park attests until its market records deliveries)."""
+        from adapters.ethereum import assets
+
+        result: dict[str, Any] = self._as(OPERATOR, lambda t: assets.record_delivery(t, account, 10_000, score_bp))
+        return result
+
+    def imported_reputation(self, src: str, subject: str, model: str) -> dict[str, Any] | None:
+        from adapters.ethereum import assets
+
+        rec = self._as(OPERATOR, lambda t: assets.imported_reputation(t, src, subject, model))
+        return dict(rec) if isinstance(rec, dict) else None
 
 
 class FabricPark(ParkView):
@@ -518,6 +610,10 @@ class FabricPark(ParkView):
         from adapters.fabric import assets
 
         return self._operator(lambda t: assets.set_station(t, name, transformer))
+
+    def set_participant_score(self, account: str, score_bp: int) -> dict[str, Any]:
+        """Operator: ``account`` a certified participant of standing ``score_bp`` (what the park attests)."""
+        return self.set_standing(account, True, score_bp)
 
     def set_standing(self, account: str, certified: bool, score: int) -> dict[str, Any]:
         """Operator: a participant's standing (seed 004's certified participants), the score the park attests."""

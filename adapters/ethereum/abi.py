@@ -90,6 +90,9 @@ REPUTATION_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
     "importedReputation": (["string", "string", "string"], ["uint64", "uint64", "uint64", "bool"]),
     "deliveryRecord": ([], ["address"]),
     "scoreOf": (["address"], ["bool", "uint64"]),
+    "participantOf": (["address"], ["bool", "uint256", "uint256"]),
+    "admit": (["address"], []),
+    "record": (["address", "uint256", "uint256"], []),
 }
 """``ReputationApp`` functions and ``DeliveryRecord.scoreOf``."""
 
@@ -153,6 +156,8 @@ EVENTS: dict[str, EventAbi] = {
         _ev("RelayValidatorsUpdated", "indexed bytes32 setHash", "uint64 height"),
         _ev("RightCreated", "indexed uint256 tokenId", "indexed address owner", "bytes payload"),
         _ev("Transfer", "indexed address from", "indexed address to", "indexed uint256 tokenId"),
+        _ev("TransformerSet", "indexed bytes32 transformerHash", "string name", "uint64 capacityKw"),
+        _ev("StationSet", "indexed bytes32 stationHash", "string name", "string transformer"),
     )
 }
 """``ParkBridge`` events (SPEC §E2.2: lane, sequence and sender indexed) and the ``ChargingRights`` ones the

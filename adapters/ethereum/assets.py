@@ -33,6 +33,8 @@ __all__ = [
     "RightInfo",
     "imported_reputation",
     "issue_right",
+    "record_delivery",
+    "registry_names",
     "right_show",
     "right_token_id",
     "rights_address",
@@ -103,11 +105,30 @@ async def _right_created_logs(target: EthTarget, rights: str, token_id: int | No
     topics: list[Any] = ["0x" + EVENTS["RightCreated"].topic.hex()]
     if token_id is not None:
         topics.append("0x" + token_id.to_bytes(32, "big").hex())
+    return await _logs(target, rights, topics)
+
+
+async def registry_names(target: EthTarget) -> dict[str, Any]:
+    """``{"transformers": [name, ...], "stations": {name: transformer}}`` as the registry's ``TransformerSet`` and
+    ``StationSet`` logs last set them (the contract keys its registry by hash: the names live in the logs)."""
+    rights = await rights_address(target)
+    transformers: dict[str, None] = {}
+    for entry in await _logs(target, rights, ["0x" + EVENTS["TransformerSet"].topic.hex()]):
+        transformers[str(decode_event(EVENTS["TransformerSet"], to_bytes(entry["data"]))["name"])] = None
+    stations: dict[str, str] = {}
+    for entry in await _logs(target, rights, ["0x" + EVENTS["StationSet"].topic.hex()]):
+        f = decode_event(EVENTS["StationSet"], to_bytes(entry["data"]))
+        stations[str(f["name"])] = str(f["transformer"])
+    return {"transformers": list(transformers), "stations": stations}
+
+
+async def _logs(target: EthTarget, address: str, topics: list[Any]) -> list[dict[str, Any]]:
+    """Every log of ``address`` matching ``topics``, oldest first, read in chunks of blocks."""
     head = hex_int(await target.rpc.call("eth_blockNumber", []))
     out: list[dict[str, Any]] = []
     for lo in range(0, head + 1, _LOG_CHUNK):
         hi = min(head, lo + _LOG_CHUNK - 1)
-        batch = await target.rpc.call("eth_getLogs", [{"fromBlock": hex(lo), "toBlock": hex(hi), "address": rights,
+        batch = await target.rpc.call("eth_getLogs", [{"fromBlock": hex(lo), "toBlock": hex(hi), "address": address,
                                                        "topics": topics}])
         out.extend(x for x in batch or [] if not x.get("removed"))
     out.sort(key=lambda x: (hex_int(x["blockNumber"]), hex_int(x["logIndex"])))
@@ -192,6 +213,26 @@ async def imported_reputation(target: EthTarget, src_chain: str, subject: str, m
             "source_height": int(source_height), "recorded_at": int(recorded_at)}
 
 
+async def record_delivery(target: EthTarget, participant: str, contracted_wh: int, delivered_wh: int, *,
+                          timeout_s: float = 60.0) -> dict[str, Any]:
+    """The park operator records a settled delivery of ``participant`` (``0x`` account) in the park's
+    ``DeliveryRecord`` (seed 001: delivered over contracted energy is the score the park attests), admitting the
+    participant first if it is not yet."""
+    record = await _delivery_record_address(target)
+    who = to_checksum_address(participant)
+    admitted, _, _ = await _view(target, record, "participantOf", [who])
+    out: dict[str, Any] = {}
+    if not admitted:
+        out["admitted"] = await _operator_tx_to(target, record, "admit", [who], timeout_s)
+    out["recorded"] = await _operator_tx_to(target, record, "record", [who, contracted_wh, delivered_wh], timeout_s)
+    return out
+
+
+async def _delivery_record_address(target: EthTarget) -> str:
+    (addr,) = await _view(target, await _reputation_address(target), "deliveryRecord", [])
+    return to_checksum_address(addr)
+
+
 async def transformer_show(target: EthTarget, name: str) -> dict[str, Any] | None:
     """``{name, capacity_kw, bookings}`` of a registered transformer (None if not registered)."""
     exists, capacity, bookings = await _view(target, await rights_address(target), "transformerOf", [name])
@@ -201,7 +242,11 @@ async def transformer_show(target: EthTarget, name: str) -> dict[str, Any] | Non
 
 
 async def _operator_tx(target: EthTarget, name: str, args: list[Any], timeout_s: float) -> dict[str, Any]:
-    h = await target.transact(await rights_address(target), encode_call(name, args))
+    return await _operator_tx_to(target, await rights_address(target), name, args, timeout_s)
+
+
+async def _operator_tx_to(target: EthTarget, to: str, name: str, args: list[Any], timeout_s: float) -> dict[str, Any]:
+    h = await target.transact(to, encode_call(name, args))
     rc = await target.wait_receipt(h, timeout_s, depth=0)
     if hex_int(rc["status"]) != 1:
         raise await target.revert_error(h, rc)

@@ -91,6 +91,7 @@ def build_genesis(
         "lanes": [_genesis_lane(ln) for ln in lanes],
         "relay_validators": validator_set_to_json(relay_validators),
         "genesis_time_ms": genesis_time_ms,
+        "registry": {"transformers": dict(p.transformers), "stations": dict(p.stations)},
     }
 
 

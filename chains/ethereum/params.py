@@ -31,6 +31,11 @@ class EthChainParams(KindParams):
     confirmation_depth: int = param(2)
     """Blocks on top before the relay validators attest a block; must span at least
     :data:`ETH_MIN_ATTESTED_AGE_MS` so a crash of anvil never loses an attested block."""
+    transformers: dict[str, int] = param({"tr-1": 150}, low=0, high=10**9)
+    """Transformer capacities, kW, for charging-right admission: name -> capacity (the ``ChargingRights``
+    contract's registry, filled by the node at deployment; the operator changes it later)."""
+    stations: dict[str, str] = param({"st-1": "tr-1"})
+    """Charging stations for charging-right admission: name -> the transformer it is behind (SPEC §2.3)."""
 
     def check(self) -> None:
         interval = self.block_interval_ms

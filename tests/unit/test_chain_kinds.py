@@ -84,7 +84,8 @@ def test_every_parameter_has_a_docstring(cls: type[KindParams]) -> None:
 
 def test_params_read_as_a_mapping_with_defaults_filled() -> None:
     eth = EthChainParams.from_mapping({"confirmation_depth": 3})
-    assert eth == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 3}
+    assert eth == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 3,
+                   "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}}
     assert eth["confirmation_depth"] == eth.confirmation_depth == 3
     dpos = DposChainParams.from_mapping({})
     assert dpos.active_witnesses is None and "active_witnesses" not in dpos.set_values()
@@ -141,11 +142,10 @@ def test_the_devnet_config_still_loads() -> None:
     dpos, poc, eth = (cfg.chain(c) for c in ("dpos-park", "poc-park", "eth-park"))
     assert isinstance(dpos.params, DposChainParams) and dpos.params.set_values() == {
         "block_interval_ms": 1000, "active_witnesses": 3, "maintenance_interval_blocks": 30,
-        "relay_chain_id": "relay", "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}}
+        "relay_chain_id": "relay", "transformers": {"tr-1": 150, "tr-2": 100}, "stations": {"st-1": "tr-1", "st-2": "tr-2"}}
     assert poc.params == {"target_block_interval_ms": 2000, "plot_k": 21, "plots_per_farmer": 1,
-                          "confirmation_depth": 6, "relay_chain_id": "relay", "transformers": {"tr-1": 150},
-                          "stations": {"st-1": "tr-1"}}
-    assert eth.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2}
+                          "confirmation_depth": 6, "relay_chain_id": "relay", "transformers": {"tr-1": 150, "tr-2": 100}, "stations": {"st-1": "tr-1", "st-2": "tr-2"}}
+    assert eth.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2, "transformers": {"tr-1": 150, "tr-2": 100}, "stations": {"st-1": "tr-1", "st-2": "tr-2"}}
     assert eth.nodes == ("anvil",)
 
 
