@@ -196,10 +196,11 @@ def _rights_and_reputation(evm: Evm, relay: RelaySim, a: Any, b: Any, alice: Any
     evm.transact(a.record.functions.admit(alice.address), a.operator)
     evm.transact(a.record.functions.record(alice.address, 1_000, 930), a.operator)
     subject = lower_hex(alice.address)
-    first, receipt = send_reputation(evm, a, alice, "eth-b", "lane-0", subject, "anyone", evm.now_ms() + HOUR_MS)
+    holder = lower_hex(carol.address)
+    first, receipt = send_reputation(evm, a, alice, "eth-b", "lane-0", subject, holder, evm.now_ms() + HOUR_MS)
     gas["send_reputation"] = int(receipt["gasUsed"])
     _, gas["recv_reputation_first"] = recv(first)
-    newer, _ = send_reputation(evm, a, alice, "eth-b", "lane-0", subject, "anyone", evm.now_ms() + HOUR_MS)
+    newer, _ = send_reputation(evm, a, alice, "eth-b", "lane-0", subject, holder, evm.now_ms() + HOUR_MS)
     ack, gas["recv_reputation"] = recv(newer)
     assert b"ok" in ack, ack
 

@@ -530,7 +530,7 @@ def test_reputation_is_recorded_and_stale_imports_refused(world: World) -> None:
     model, subject = "dpos-witness-credit/v1", "witness-7"
 
     def rep(seq: int, score: int, height: int) -> bytes:
-        return py_packet(B, sequence=seq, kind=PacketKind.REPUTATION, receiver="anyone", timeout_ms=t,
+        return py_packet(B, sequence=seq, kind=PacketKind.REPUTATION, receiver=lower_hex(w.carol.address), timeout_ms=t,
                          payload=encode_reputation(ReputationPayload(subject, score, model, height)))
 
     imported = w.b.reputation.functions.importedReputation

@@ -69,7 +69,7 @@ async def test_reputation_through_the_adapter(world: World) -> None:
     alice, bob_b = _target(w, w.a, w.alice.key), _target(w, w.b, w.bob.key)
     subject = lower_hex(w.alice.address)
     try:
-        sent = await eth.send_reputation(alice, B, LANE, subject, "anyone", w.evm.now_ms() + HOUR_MS)
+        sent = await eth.send_reputation(alice, B, LANE, subject, lower_hex(w.bob.address), w.evm.now_ms() + HOUR_MS)
         r = decode_reputation(sent.packet.payload)
         assert (r.subject, r.score, r.model) == (subject, 5_000, "eth-delivery-record/v1")
         assert deliver(w, w.b, sent.raw) == SUCCESS_ACK
@@ -77,7 +77,8 @@ async def test_reputation_through_the_adapter(world: World) -> None:
         assert got is not None and (got["score"], got["source_height"]) == (5_000, r.source_height)
         assert await eth.imported_reputation(bob_b, A, subject, "other/v1") is None
         with pytest.raises(eth.ReputationError):
-            await eth.send_reputation(alice, B, LANE, lower_hex(w.bob.address), "anyone", w.evm.now_ms() + HOUR_MS)
+            bob = lower_hex(w.bob.address)
+            await eth.send_reputation(alice, B, LANE, bob, bob, w.evm.now_ms() + HOUR_MS)
     finally:
         await alice.close()
         await bob_b.close()

@@ -50,12 +50,13 @@ def test_attests_the_record_never_the_senders_score(world: World) -> None:
     t = w.evm.now_ms() + HOUR_MS
     bridge = w.a.bridge
     # nothing contracted: no score to attest, no packet
-    assert w.evm.revert_of(bridge.functions.sendReputation(B, LANE, subject, "anyone", t), w.bob) == (
+    assert w.evm.revert_of(bridge.functions.sendReputation(B, LANE, subject, lower_hex(w.carol.address), t), w.bob) == (
         "ReputationUnknown", subject)
     assert name_of(w.evm.revert_of(bridge.functions.sendReputation(B, LANE, subject.upper(), "x", t), w.bob)) == (
         "CodecInvalid")
     admit_and_record(w, w.alice.address, 4_000, 3_000)
-    packet, receipt = send_reputation(w.evm, w.a, w.bob, B, LANE, subject, "anyone", t)  # anyone may attest
+    # anyone may attest
+    packet, receipt = send_reputation(w.evm, w.a, w.bob, B, LANE, subject, lower_hex(w.carol.address), t)
     p = decode_packet(packet)
     assert p.kind is PacketKind.REPUTATION and p.sender == lower_hex(w.bob.address)
     assert decode_reputation(p.payload) == ReputationPayload(subject, 7_500, MODEL, receipt["blockNumber"])
@@ -64,7 +65,7 @@ def test_attests_the_record_never_the_senders_score(world: World) -> None:
     abi = {f["name"]: [i["name"] for i in f["inputs"]] for f in bridge.abi if f["type"] == "function"}
     assert abi["sendReputation"] == ["dstChain", "lane", "subject", "receiver", "timeoutMs"]
     admit_and_record(w, w.alice.address, 4_000, 0)
-    later, receipt2 = send_reputation(w.evm, w.a, w.bob, B, LANE, subject, "anyone", t)
+    later, receipt2 = send_reputation(w.evm, w.a, w.bob, B, LANE, subject, lower_hex(w.carol.address), t)
     assert decode_reputation(decode_packet(later).payload) == ReputationPayload(subject, 3_750, MODEL,
                                                                                receipt2["blockNumber"])
 
@@ -74,7 +75,7 @@ def test_imported_reputation_keeps_the_newest_and_admits_by_it(world: World) -> 
     subject = lower_hex(w.alice.address)
     t = w.evm.now_ms() + HOUR_MS
     admit_and_record(w, w.alice.address, 1_000, 950)
-    packet, _ = send_reputation(w.evm, w.a, w.alice, B, LANE, subject, "anyone", t)
+    packet, _ = send_reputation(w.evm, w.a, w.alice, B, LANE, subject, lower_hex(w.carol.address), t)
     ack = deliver(w, w.b, packet)
     assert ack == SUCCESS_ACK
     height = decode_reputation(decode_packet(packet).payload).source_height
@@ -86,10 +87,13 @@ def test_imported_reputation_keeps_the_newest_and_admits_by_it(world: World) -> 
 
     # the same attestation replayed through another packet, and an older one: stale, nothing replaced
     def attest(seq: int, score: int, h: int, src: str = DPOS) -> bytes:
-        return py_packet(B, src=src, sequence=seq, kind=PacketKind.REPUTATION, receiver="anyone", timeout_ms=t,
-                         payload=encode_reputation(ReputationPayload(subject, score, MODEL, h)))
+        return py_packet(B, src=src, sequence=seq, kind=PacketKind.REPUTATION, receiver=lower_hex(w.carol.address),
+                         timeout_ms=t, payload=encode_reputation(ReputationPayload(subject, score, MODEL, h)))
 
     assert deliver(w, w.b, attest(1, 100, 40)) == SUCCESS_ACK  # keyed by source park: DPoS's own record
+    nobody = py_packet(B, src=DPOS, sequence=4, kind=PacketKind.REPUTATION, receiver="nobody", timeout_ms=t,
+                       payload=encode_reputation(ReputationPayload(subject, 7_777, MODEL, 41)))
+    assert deliver(w, w.b, nobody) == error_ack("receiver.invalid")  # not an address here: nothing recorded
     assert deliver(w, w.b, attest(2, 9_999, 40)) == error_ack("reputation.stale")
     assert deliver(w, w.b, attest(3, 9_999, 39)) == error_ack("reputation.stale")
     assert imported(DPOS, subject, MODEL).call()[:2] == [100, 40]

@@ -65,6 +65,9 @@ contract ReputationApp is IReputationApp {
         bytes calldata p = packet.dyn(PacketCodec.PAYLOAD);
         // the relay does not decode this payload: everything is checked here (§3.3)
         if (!p.isReputationPayload()) return "payload.invalid";
+        // as for every kind (protocol §2.3): the receiver is an account here, and a refusal records nothing
+        (bool ok, address to) = packet.dyn(PacketCodec.RECEIVER).parseAddress();
+        if (!ok || to == address(0)) return "receiver.invalid";
         bytes32 key = keccak256(abi.encode(packet.dyn(PacketCodec.SRC), p.dyn(0), p.dyn(2)));
         uint64 sourceHeight = uint64(p.word(3));
         Imported storage held = _imported[key];
