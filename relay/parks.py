@@ -443,7 +443,8 @@ class EthPark(ParkView):
 
     def set_participant_score(self, account: str, score_bp: int) -> dict[str, Any]:
         """Operator: record a settled delivery of ``account`` whose delivered / contracted energy is ``score_bp``
-        basis points (seed 001's delivery record: what the park attests until its market records deliveries)."""
+        basis points (the delivery record of docs/research.md#seed-001: what the park attests until its market
+        records deliveries)."""
         from adapters.ethereum import assets
 
         result: dict[str, Any] = self._as(OPERATOR, lambda t: assets.record_delivery(t, account, 10_000, score_bp))
@@ -616,7 +617,8 @@ class FabricPark(ParkView):
         return self.set_standing(account, True, score_bp)
 
     def set_standing(self, account: str, certified: bool, score: int) -> dict[str, Any]:
-        """Operator: a participant's standing (seed 004's certified participants), the score the park attests."""
+        """Operator: a participant's standing (the certified participants of docs/research.md#seed-004), the score
+        the park attests."""
         from adapters.fabric import assets
 
         return self._operator(lambda t: assets.set_standing(t, account, certified, score))

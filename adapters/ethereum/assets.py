@@ -216,8 +216,8 @@ async def imported_reputation(target: EthTarget, src_chain: str, subject: str, m
 async def record_delivery(target: EthTarget, participant: str, contracted_wh: int, delivered_wh: int, *,
                           timeout_s: float = 60.0) -> dict[str, Any]:
     """The park operator records a settled delivery of ``participant`` (``0x`` account) in the park's
-    ``DeliveryRecord`` (seed 001: delivered over contracted energy is the score the park attests), admitting the
-    participant first if it is not yet."""
+    ``DeliveryRecord`` (docs/research.md#seed-001: delivered over contracted energy is the score the park attests),
+    admitting the participant first if it is not yet."""
     record = await _delivery_record_address(target)
     who = to_checksum_address(participant)
     admitted, _, _ = await _view(target, record, "participantOf", [who])

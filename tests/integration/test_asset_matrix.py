@@ -52,10 +52,12 @@ TIMEOUT_S = 4
 KINDS = ("energy", "charging_right", "reputation")
 OUTCOMES = ("completed", "refused", "timed_out")
 SUBJECTS: dict[str, tuple[str, str]] = {
-    DPOS: ("witness-a", "dpos-witness-credit/v1"),  # seed 003: a witness's credit
-    POC: ("farmer-a", "poc-farmer-response/v1"),  # seed 000: a farmer's response rate
-    ETH: (USER[ETH], "eth-delivery-record/v1"),  # seed 001: a market participant's delivered / contracted energy
-    FABRIC: (USER[FABRIC], "fabric-participant-standing/v1"),  # seed 004: a certified participant's standing
+    DPOS: ("witness-a", "dpos-witness-credit/v1"),  # docs/research.md#seed-003: a witness's credit
+    POC: ("farmer-a", "poc-farmer-response/v1"),  # docs/research.md#seed-000: a farmer's response rate
+    # docs/research.md#seed-001: a market participant's delivered over contracted energy
+    ETH: (USER[ETH], "eth-delivery-record/v1"),
+    # docs/research.md#seed-004: a certified participant's standing
+    FABRIC: (USER[FABRIC], "fabric-participant-standing/v1"),
 }
 """Per park: a subject its own state scores, and the model it attests it under."""
 SCORED_BY_OPERATOR = {ETH: 7_500, FABRIC: 8_200}
@@ -475,3 +477,38 @@ async def test_the_cli_registers_issues_moves_and_shows_a_right_and_an_attestati
     assert 0 <= rep["score"] <= 10_000 and rep["source_height"] >= 1
     booked = (await asyncio.to_thread(_cli, net, "transformer", "show", "--chain", abroad))["bookings"]["tr-cli"]
     assert [b["right_id"] for b in booked] == [held] and booked[0]["power_kw"] == 25
+
+
+async def test_charging_right_three_park_round_trip_unwinds_hop_by_hop(matrix: Matrix) -> None:
+    """A right of DPoS held on Ethereum moves on to Fabric and back along its trace, then home: each hop escrows or
+    burns it, the park it reaches admits it on its own transformer, and after every hop it exists exactly once."""
+    from chains.common.rights import rights_violations
+
+    net, a, b, c = matrix.net, DPOS, ETH, FABRIC
+    now = int(time.time() * 1000)
+    view = net.views[a]
+    await asyncio.to_thread(view.issue_right, "r-trip", "st-1", "tr-1", RIGHT_KW, now + SLOT_START_S * 1000,
+                            now + SLOT_END_S * 1000, view.account(USER[a]))
+    on_b = voucher("r-trip", a, b)
+    on_c = voucher(on_b, b, c)
+    hops = [(a, b, "r-trip", on_b), (b, c, on_b, on_c), (c, b, on_c, on_b), (b, a, on_b, "r-trip")]
+    net.start_relayer("relayer-a")
+    try:
+        for i, (src, dst, rid, arrives_as) in enumerate(hops):
+            sent = await asyncio.to_thread(net.views[src].send, USER[src], dst, net.views[dst].account(USER[dst]),
+                                           lane(src, dst), now + 600_000, {"kind": "charging_right", "right_id": rid},
+                                           wait_final=False)
+            key = packet_key(decode_packet(sent["packet"]))
+            rows = await net.wait_final([key], timeout_s=240)
+            assert rows[key]["state"] == "completed", (i, rows[key])
+            reports = await matrix.rights_reports()
+            assert rights_violations(reports) == [], (i, rights_violations(reports))
+            held = reports[dst]["live"][arrives_as]
+            assert held["owner"] == net.views[dst].account(USER[dst]) and held["home_park"] == a, (i, held)
+            assert arrives_as in reports[dst]["bookings"]["tr-1"], i  # admitted on the park it reached
+    finally:
+        net.stop_relayers()
+    reports = await matrix.rights_reports()
+    assert reports[a]["live"]["r-trip"]["owner"] == view.account(USER[a])
+    for p in (b, c):
+        assert not [r for r in (*reports[p]["live"], *reports[p]["escrowed"]) if r.endswith("/r-trip")], p

@@ -140,12 +140,13 @@ def _load(tmp: Path, dpos: str = "", poc: str = "") -> Any:
 def test_the_devnet_config_still_loads() -> None:
     cfg = load_config(DEVNET)
     dpos, poc, eth = (cfg.chain(c) for c in ("dpos-park", "poc-park", "eth-park"))
+    registry = {"transformers": {"tr-1": 150, "tr-2": 100}, "stations": {"st-1": "tr-1", "st-2": "tr-2"}}
     assert isinstance(dpos.params, DposChainParams) and dpos.params.set_values() == {
         "block_interval_ms": 1000, "active_witnesses": 3, "maintenance_interval_blocks": 30,
-        "relay_chain_id": "relay", "transformers": {"tr-1": 150, "tr-2": 100}, "stations": {"st-1": "tr-1", "st-2": "tr-2"}}
+        "relay_chain_id": "relay", **registry}
     assert poc.params == {"target_block_interval_ms": 2000, "plot_k": 21, "plots_per_farmer": 1,
-                          "confirmation_depth": 6, "relay_chain_id": "relay", "transformers": {"tr-1": 150, "tr-2": 100}, "stations": {"st-1": "tr-1", "st-2": "tr-2"}}
-    assert eth.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2, "transformers": {"tr-1": 150, "tr-2": 100}, "stations": {"st-1": "tr-1", "st-2": "tr-2"}}
+                          "confirmation_depth": 6, "relay_chain_id": "relay", **registry}
+    assert eth.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2, **registry}
     assert eth.nodes == ("anvil",)
 
 
