@@ -475,10 +475,12 @@ class Pending:
 
 
 def judge_backlog(src: str, dst: str, lane: str, pending: Sequence[Pending], now_ms: int, stuck_after_s: float,
-                  paused: bool, indexed: str | None = None) -> Check:
-    """``indexed``: what could not be read (the backlog may be bigger), or None when every final block was read."""
+                  paused: bool, indexed: str | None = None, source: str | None = None) -> Check:
+    """``indexed``: what could not be read (the backlog may be bigger), or None when every final block was read;
+    ``source``: the operator API whose packet index stood in for the doctor's own reading."""
     name = f"backlog/{src}->{dst}/{lane}"
-    partial = f" (events read in part: {indexed})" if indexed else ""
+    partial = f" (events read in part: {indexed})" if indexed else (f" (as the API at {source} reads them)"
+                                                                      if source else "")
     if not pending:
         return Check(name, "warn" if indexed else "ok", f"no packet in flight{partial}",
                      "pass --api URL of a running operator API (it has read every event), or a larger --index-budget-s"
@@ -1118,10 +1120,41 @@ async def _relay_checks(cfg: DeploymentConfig, backend: Any, probes: list[_Probe
         last = rec.steps.get(step)
         pending.setdefault((rec.src, rec.dst, rec.lane), []).append(
             Pending(rec.key, rec.state, rec.committed_ms, None if last is None else last.time_ms))
+    source = None
+    if left is not None:  # a long history not read within the budget: a running API has read all of it
+        for url in opts.apis:
+            from_api = await _api_pending(url)
+            if from_api is not None:
+                pending, left, source = from_api, None, url.rstrip("/")
+                break
     for ln, a, b in cfg.lanes:
         for src, dst in ((a, b), (b, a)):
             out.append(judge_backlog(src, dst, ln, pending.get((src, dst, ln), []), now, opts.stuck_after_s,
-                                     (src, dst, ln) in paused, left))
+                                     (src, dst, ln) in paused, left, source))
+    return out
+
+
+async def _api_pending(url: str, max_pages: int = 500) -> dict[tuple[str, str, str], list[Pending]] | None:
+    """Packets in flight as the operator API at ``url`` indexed them (``GET /api/v1/packets?state=pending``, page by
+    page); None if it does not answer."""
+    out: dict[tuple[str, str, str], list[Pending]] = {}
+    cursor = None
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+            for _ in range(max_pages):
+                params = {"state": "pending", "limit": "200", **({"cursor": cursor} if cursor else {})}
+                async with s.get(url.rstrip("/") + "/api/v1/packets", params=params) as r:
+                    if r.status != 200:
+                        return None
+                    page = await r.json()
+                for p in page["items"]:
+                    out.setdefault((p["src"], p["dst"], p["lane"]), []).append(
+                        Pending(p["packet"], p["state"], p.get("committed_ms"), None))
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    return out
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, TypeError):
+        return None
     return out
 
 

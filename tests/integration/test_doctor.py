@@ -113,7 +113,7 @@ def test_a_key_file_open_to_others(net: OperatorNet) -> None:
         key.chmod(0o600)
 
 
-def test_a_stopped_relayer_with_a_backlog(net: OperatorNet) -> None:
+def test_a_stopped_relayer_with_a_backlog(net: OperatorNet, monkeypatch: pytest.MonkeyPatch) -> None:
     net.stop_relayer("relayer-a")
     try:
         key = net.transfer(PARK_A, 1_000)
@@ -129,6 +129,15 @@ def test_a_stopped_relayer_with_a_backlog(net: OperatorNet) -> None:
         assert f"1 in flight; oldest {key}" in backlog["detail"] and "verify on the relay chain" in backlog["detail"]
         assert "relayer" in backlog["fix"]
         assert checks[f"backlog/{PARK_B}->{PARK_A}/{LANE}"]["status"] == "ok"
+        # a history too long to read within the budget (here: 5 blocks a refresh, one refresh): the doctor says it
+        # read in part, and with --api of a running operator API it judges the API's complete index instead
+        monkeypatch.setattr("relay.api.backend.MAX_EVENT_BLOCKS_PER_REFRESH", 5)
+        partial = doctor(net, stuck_after_s=2.0, index_budget_s=0.001)[f"backlog/{PARK_A}->{PARK_B}/{LANE}"]
+        assert partial.status == "warn" and "events read in part" in partial.detail, partial
+        via_api = doctor(net, stuck_after_s=2.0, index_budget_s=0.001, apis=(net.validator_api,))
+        backlog_api = via_api[f"backlog/{PARK_A}->{PARK_B}/{LANE}"]
+        assert backlog_api.status == "fail" and f"oldest {key}" in backlog_api.detail, backlog_api
+        assert f"as the API at {net.validator_api} reads them" in backlog_api.detail
     finally:
         net.start_relayer("relayer-a")
     net.wait("the packet settled", lambda: net.packet(key)["state"] == "completed", 60)
