@@ -266,7 +266,8 @@ def judge_node(seen: NodeSeen, peers_genesis: dict[str, str], start_hint: str) -
                      f"{_few(sorted(g[:12] for g in others))}",
                      "this node was initialised on its own (another data_dir or a re-run init): stop it, copy the "
                      "deployment's genesis file and restart it with an empty database")
-    return Check(name, "ok", f"answers as {seen.answered_as} at {seen.url}, height {seen.height}")
+    as_ = seen.chain if seen.answered_as == seen.chain else f"{seen.chain} (chain id {seen.answered_as})"
+    return Check(name, "ok", f"answers as {as_} at {seen.url}, height {seen.height}")
 
 
 def judge_bridge(chain: str, address: str | None, code_len: int | None, error: str | None) -> Check:
@@ -956,7 +957,7 @@ def _start_hint(cfg: DeploymentConfig, chain_id: str, kind: str, node: str) -> s
         flag = chain_kind(kind).node_flag
         cmd, unit = f"parkrelay node {kind} --config {conf} --chain {chain_id} {flag} {node}", \
             f"parkrelay-park-node@{node}"
-    return f"start it: `{cmd}` (systemd: `systemctl start {unit}`); its log: {log}"
+    return f"start it, or restart it if it hangs: `{cmd}` (systemd: `systemctl restart {unit}`); its log: {log}"
 
 
 def _relayer_hint(cfg: DeploymentConfig, name: str) -> str:
@@ -1050,7 +1051,8 @@ def _node_checks(cfg: DeploymentConfig, probes: list[_Probe], backend: Any) -> l
         elif not row["reachable"]:
             out.append(Check(name, "fail", f"the park does not answer (hfc): {row.get('error')}", hint))
         else:
-            out.append(Check(name, "ok", f"the park answers at {url}, height {row['height']}"))
+            out.append(Check(name, "ok", f"the park answers (hfc: its peers and orderers from {url.split('//')[-1]}), "
+                                         f"height {row['height']}"))
     return out
 
 
