@@ -250,8 +250,14 @@ class NodeSeen:
     error: str | None = None
 
 
-def judge_node(seen: NodeSeen, peers_genesis: dict[str, str], start_hint: str) -> Check:
-    """``peers_genesis``: the genesis hash each node of the same chain reported, by node."""
+NODE_LAG_BLOCKS = 5
+"""A node this many blocks behind the highest of its chain at the end of the watch is not keeping up."""
+
+
+def judge_node(seen: NodeSeen, peers_genesis: dict[str, str], start_hint: str, height: int | None = None,
+               peers_height: int | None = None) -> Check:
+    """``peers_genesis``: the genesis hash each node of the same chain reported, by node; ``height`` and
+    ``peers_height``: its head and the highest head of its chain at the end of the watch."""
     name = f"node/{seen.chain}/{seen.node}"
     if seen.answered_as is None:
         return Check(name, "fail", f"does not answer at {seen.url}: {seen.error or 'no answer'}", start_hint)
@@ -266,8 +272,13 @@ def judge_node(seen: NodeSeen, peers_genesis: dict[str, str], start_hint: str) -
                      f"{_few(sorted(g[:12] for g in others))}",
                      "this node was initialised on its own (another data_dir or a re-run init): stop it, copy the "
                      "deployment's genesis file and restart it with an empty database")
+    if height is not None and peers_height is not None and peers_height - height >= NODE_LAG_BLOCKS:
+        return Check(name, "warn", f"answers, but at height {height} while its chain is at {peers_height}: it does "
+                     "not keep up with its peers",
+                     "check its log for refused blocks (a clock off, another genesis) and that it reaches its peers "
+                     "(`parkrelay status`); a node that stays behind can be restarted: it catches up from its peers")
     as_ = seen.chain if seen.answered_as == seen.chain else f"{seen.chain} (chain id {seen.answered_as})"
-    return Check(name, "ok", f"answers as {as_} at {seen.url}, height {seen.height}")
+    return Check(name, "ok", f"answers as {as_} at {seen.url}, height {height if height is not None else seen.height}")
 
 
 def judge_bridge(chain: str, address: str | None, code_len: int | None, error: str | None) -> Check:
@@ -848,24 +859,28 @@ def _decoder(kind: str) -> Any:
         return None
 
 
-async def _watch(probes: list[_Probe], opts: DoctorOptions, progress: Any) -> float:
-    """Poll every node until each chain finalised a block and enough new blocks were seen, or the window ends.
-    Returns how long it watched."""
+def _open_probes(probes: list[_Probe]) -> None:
     for p in probes:
-        if p.kind == "ethereum":
-            p.client = _EthRpc(p.url)
-        else:
-            p.client = JsonRpcClient(p.url, side=f"{p.chain}/{p.node}", timeout_s=3.0)
-    decoders = {p.kind: _decoder(p.kind) for p in probes}
-    t0 = time.monotonic()
+        p.client = _EthRpc(p.url) if p.kind == "ethereum" else JsonRpcClient(p.url, side=f"{p.chain}/{p.node}",
+                                                                                 timeout_s=3.0)
+
+
+async def _poll_all(probes: list[_Probe]) -> None:
+    decoders = {kind: _decoder(kind) for kind in {p.kind for p in probes}}
+    await asyncio.gather(*(p.poll(decoders[p.kind]) for p in probes))
+
+
+async def _watch(probes: list[_Probe], opts: DoctorOptions, progress: Any, t0: float) -> float:
+    """Poll every node until each chain finalised a block and enough new blocks were seen, or the window (from
+    ``t0``, the first poll) ends. Returns how long it watched."""
     chains = sorted({p.chain for p in probes})
     while True:
-        await asyncio.gather(*(p.poll(decoders[p.kind]) for p in probes))
         took = time.monotonic() - t0
         progress(took)
         if took >= opts.window_s or all(_settled(c, probes, opts) for c in chains):
             return took
         await asyncio.sleep(opts.poll_s)
+        await _poll_all(probes)
 
 
 def _settled(chain: str, probes: list[_Probe], opts: DoctorOptions) -> bool:
@@ -987,18 +1002,31 @@ async def diagnose(cfg: DeploymentConfig, opts: DoctorOptions | None = None, *, 
         home = default_fabric_home()
         checks.append(judge_fabric_binaries(home, *fabric_binaries(home), FABRIC_VERSION))
 
-    backend = None
-    if cfg.relay_base_port is not None:
-        from relay.api.backend import Backend
-
-        backend = Backend(cfg, poll_s=opts.poll_s)
     probes = _probes(cfg)
-    indexing = asyncio.ensure_future(_index(backend, opts.index_budget_s)) if backend is not None else None
+    _open_probes(probes)
+    backend = None
+    indexing = None
     try:
+        say("asking every node")
+        t_watch = time.monotonic()
+        await _poll_all(probes)
+        if cfg.relay_base_port is not None:
+            from relay.api.backend import Backend
+
+            # the relay state is read from validators that answered first (one that hangs would stall every read)
+            relay = [p for p in probes if p.kind == "relay"]
+            urls = [p.url for p in relay if p.last is not None] + [p.url for p in relay if p.last is None]
+            backend = Backend(cfg, relay_urls=urls, poll_s=opts.poll_s)
+            indexing = asyncio.ensure_future(_index(backend, opts.index_budget_s))
         say("watching the chains")
-        watched = await _watch(probes, opts, lambda s: say(f"watching the chains: {s:.0f} s"))
+        watched = await _watch(probes, opts, lambda s: say(f"watching the chains: {s:.0f} s"), t_watch)
         say("reading packets and relay state")
-        left = await indexing if indexing is not None else None
+        left = None
+        if indexing is not None:
+            try:
+                left = await indexing
+            except (ParkRelayError, OSError, ValueError, KeyError, TypeError) as exc:
+                left = f"reading failed: {str(exc)[:200]}"
         if backend is not None:
             for r in backend.parks.values():  # heads at the end of the watch (chains without a probe: Fabric)
                 await r.read_status()
@@ -1035,9 +1063,14 @@ def _node_checks(cfg: DeploymentConfig, probes: list[_Probe], backend: Any) -> l
     for p in probes:
         if p.seen is not None and p.seen.genesis:
             genesis.setdefault(p.chain, {})[p.node] = p.seen.genesis
+    top: dict[str, int] = {}
+    for p in probes:
+        if p.last is not None:
+            top[p.chain] = max(top.get(p.chain, 0), p.last.height)
     for p in probes:
         seen = p.seen or NodeSeen(p.chain, p.node, p.url, p.expected, error="not polled")
-        out.append(judge_node(seen, genesis.get(p.chain, {}), _start_hint(cfg, p.chain, p.kind, p.node)))
+        out.append(judge_node(seen, genesis.get(p.chain, {}), _start_hint(cfg, p.chain, p.kind, p.node),
+                              None if p.last is None else p.last.height, top.get(p.chain)))
     for chain in cfg.chains:
         if chain.kind != "fabric":
             continue

@@ -179,6 +179,15 @@ def test_nodes(seen: NodeSeen, peers: dict[str, str], status: str, says: str) ->
     assert c.name == f"node/{seen.chain}/{seen.node}" and c.status == status and says in c.detail, c
 
 
+@pytest.mark.parametrize(("height", "top", "status"), [(50, 50, "ok"), (46, 50, "ok"), (45, 50, "warn"),
+                                                       (None, 50, "ok")])
+def test_a_node_behind_its_peers(height: int | None, top: int, status: str) -> None:
+    c = judge_node(NodeSeen("p", "n1", "http://h:1", "p", "p", 40, "aa"), {}, "start it", height, top)
+    assert c.status == status, c
+    if status == "warn":
+        assert f"at height {height} while its chain is at {top}" in c.detail and "restarted" in c.fix
+
+
 @pytest.mark.parametrize(("address", "code", "status", "says"), [
     ("0xab", 4000, "ok", "bridge deployed at 0xab"),
     ("0xab", 0, "fail", "no contract at 0xab"),
