@@ -772,7 +772,7 @@ class _Probe:
                 answered_as, genesis = str(st.get("chain_id")), st.get("genesis")
                 sample = _Sample(int(st["height"]), int(st["final_height"]), int(st["timestamp_ms"]), sent, _wall_ms())
         except (ParkRelayError, aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, TypeError) as exc:
-            self.error = str(exc)[:300] or exc.__class__.__name__
+            self.error = _plain(exc)
             if self.seen is None:
                 self.seen = NodeSeen(self.chain, self.node, self.url, self.expected, error=self.error)
             return
@@ -810,10 +810,24 @@ class _Probe:
         return str(who) if who else None
 
 
+PROBE_TIMEOUT_S = 3.0
+"""How long a node may take to answer the doctor."""
+
+
+def _plain(exc: BaseException) -> str:
+    """An I/O error in an operator's words."""
+    text = str(exc)
+    if isinstance(exc, TimeoutError) or "TimeoutError" in text:
+        return f"no answer within {PROBE_TIMEOUT_S:g} s (the process hangs, or its host is overloaded)"
+    if "Cannot connect" in text or "Connect call failed" in text or isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens there (the process is not running, or another port)"
+    return text[:300] or exc.__class__.__name__
+
+
 class _EthRpc:
     """Ethereum JSON-RPC to one node (the few calls the doctor makes)."""
 
-    def __init__(self, url: str, timeout_s: float = 3.0) -> None:
+    def __init__(self, url: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         self.url = url
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
 
@@ -862,7 +876,7 @@ def _decoder(kind: str) -> Any:
 def _open_probes(probes: list[_Probe]) -> None:
     for p in probes:
         p.client = _EthRpc(p.url) if p.kind == "ethereum" else JsonRpcClient(p.url, side=f"{p.chain}/{p.node}",
-                                                                                 timeout_s=3.0)
+                                                                                 timeout_s=PROBE_TIMEOUT_S)
 
 
 async def _poll_all(probes: list[_Probe]) -> None:
@@ -871,16 +885,29 @@ async def _poll_all(probes: list[_Probe]) -> None:
 
 
 async def _watch(probes: list[_Probe], opts: DoctorOptions, progress: Any, t0: float) -> float:
-    """Poll every node until each chain finalised a block and enough new blocks were seen, or the window (from
-    ``t0``, the first poll) ends. Returns how long it watched."""
+    """Poll every node, each on its own (a node that hangs does not slow the others), until each chain finalised a
+    block and enough new blocks were seen, or the window (from ``t0``, the first poll) ends. Returns how long it
+    watched."""
+    decoders = {kind: _decoder(kind) for kind in {p.kind for p in probes}}
+
+    async def poll_loop(p: _Probe) -> None:
+        while True:
+            await asyncio.sleep(opts.poll_s)
+            await p.poll(decoders[p.kind])
+
+    tasks = [asyncio.ensure_future(poll_loop(p)) for p in probes]
     chains = sorted({p.chain for p in probes})
-    while True:
-        took = time.monotonic() - t0
-        progress(took)
-        if took >= opts.window_s or all(_settled(c, probes, opts) for c in chains):
-            return took
-        await asyncio.sleep(opts.poll_s)
-        await _poll_all(probes)
+    try:
+        while True:
+            took = time.monotonic() - t0
+            progress(took)
+            if took >= opts.window_s or all(_settled(c, probes, opts) for c in chains):
+                return took
+            await asyncio.sleep(opts.poll_s)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _settled(chain: str, probes: list[_Probe], opts: DoctorOptions) -> bool:

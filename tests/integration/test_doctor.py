@@ -187,6 +187,7 @@ def test_a_killed_node(net: OperatorNet) -> None:
         found = problems(doctor(net, window_s=3.0))
         node = found.pop(f"node/{PARK_B}/wb-1")
         assert node.status == "fail" and node.detail.startswith("does not answer at http://127.0.0.1:"), node
+        assert "connection refused: nothing listens there" in node.detail
         assert "--witness wb-1" in node.fix and f"{PARK_B}-wb-1.log" in node.fix
         finality = found.pop(f"finality/{PARK_B}")
         assert finality.status == "fail" and "no node of the chain answered" in finality.detail

@@ -199,6 +199,16 @@ def test_bridge(address: str | None, code: int | None, status: str, says: str) -
     assert c.name == "ethereum/eth-park/bridge" and c.status == status and says in c.detail, c
 
 
+def test_io_errors_in_plain_words() -> None:
+    from relay.doctor import _plain
+
+    refused = "[transport] x: status to http://h:1 failed: ClientConnectorError: Cannot connect to host h:1"
+    assert _plain(RuntimeError(refused)).startswith("connection refused: nothing listens there")
+    assert _plain(TimeoutError()).startswith("no answer within 3 s")
+    assert _plain(RuntimeError("status to http://h:1 failed: TimeoutError: ")).startswith("no answer within")
+    assert _plain(ValueError("odd")) == "odd"
+
+
 def test_api() -> None:
     assert judge_api("http://h:1", 200, None, "r-a").detail == "answers (relayer r-a)"
     assert judge_api("http://h:1", 200, None, None).status == "ok"
