@@ -775,6 +775,9 @@ class _Probe:
             self.error = _plain(exc)
             if self.seen is None:
                 self.seen = NodeSeen(self.chain, self.node, self.url, self.expected, error=self.error)
+            elif self.seen.answered_as is not None:  # it answered, then stopped while watched
+                self.seen = NodeSeen(self.chain, self.node, self.url, self.expected,
+                                     error=f"stopped answering while watched: {self.error}")
             return
         if self.seen is None or self.seen.answered_as is None:
             self.seen = NodeSeen(self.chain, self.node, self.url, self.expected, answered_as, sample.height, genesis)
