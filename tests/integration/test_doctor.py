@@ -82,7 +82,8 @@ def test_a_healthy_devnet_passes(net: OperatorNet) -> None:
     assert "its API at" in checks["relayer/relayer-a"]["detail"]
     assert "relayer relayer-a" in checks[f"api/{net.relayer_api}"]["detail"]
     # without --api the relayer is found among this host's processes
-    assert "on this host" in doctor(net)["relayer/relayer-a"].detail
+    found = doctor(net)["relayer/relayer-a"]
+    assert found.status == "ok" and found.detail.startswith("running (pid ") and "on this host)" in found.detail
 
 
 def test_a_paused_lane(net: OperatorNet) -> None:
