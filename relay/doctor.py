@@ -29,6 +29,7 @@ point at this host's clock instead.
 
 The judges (``judge_*``) are pure functions of what was read and ``now``; :func:`diagnose` does the I/O.
 Exit code: 0 when every check is ok, 1 when one warns or fails (2, as every command, for an unreadable config).
+I/O libraries are imported where they are used: ``parkrelay`` builds this command's parser on every start.
 """
 
 from __future__ import annotations
@@ -48,9 +49,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
-
-from adapters.common.rpc import JsonRpcClient
 from chains.registry import chain_kind
 from protocol.errors import ParkRelayError
 from relay.config import DeploymentConfig
@@ -763,6 +761,8 @@ class _Probe:
     """Ethereum: the final height is this far below the head."""
 
     async def poll(self, decode: Any) -> None:
+        import aiohttp
+
         sent = _wall_ms()
         try:
             if self.kind == "ethereum":
@@ -831,6 +831,8 @@ class _EthRpc:
     """Ethereum JSON-RPC to one node (the few calls the doctor makes)."""
 
     def __init__(self, url: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        import aiohttp
+
         self.url = url
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
 
@@ -877,6 +879,8 @@ def _decoder(kind: str) -> Any:
 
 
 def _open_probes(probes: list[_Probe]) -> None:
+    from adapters.common.rpc import JsonRpcClient
+
     for p in probes:
         p.client = _EthRpc(p.url) if p.kind == "ethereum" else JsonRpcClient(p.url, side=f"{p.chain}/{p.node}",
                                                                                  timeout_s=PROBE_TIMEOUT_S)
@@ -937,6 +941,8 @@ async def _close_probes(probes: list[_Probe]) -> None:
 
 
 async def _bridge(cfg: DeploymentConfig, chain: Any) -> Check:
+    import aiohttp
+
     from relay.nodes import genesis_path
 
     try:
@@ -956,6 +962,8 @@ async def _bridge(cfg: DeploymentConfig, chain: Any) -> Check:
 
 async def _api(url: str) -> tuple[Check, str | None]:
     """The API at ``url`` and, if it is a relayer's, that relayer's name (from its ``/metrics``)."""
+    import aiohttp
+
     base = url.rstrip("/")
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
@@ -1202,6 +1210,8 @@ async def _relay_checks(cfg: DeploymentConfig, backend: Any, probes: list[_Probe
 async def _api_pending(url: str, max_pages: int = 500) -> dict[tuple[str, str, str], list[Pending]] | None:
     """Packets in flight as the operator API at ``url`` indexed them (``GET /api/v1/packets?state=pending``, page by
     page); None if it does not answer."""
+    import aiohttp
+
     out: dict[tuple[str, str, str], list[Pending]] = {}
     cursor = None
     try:
