@@ -6,15 +6,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup fabric chromium lint test test-unit test-integration demo bench clean
+.PHONY: setup fabric chromium faketime lint test test-unit test-integration demo bench clean
 
-setup: $(STAMP) fabric chromium
+setup: $(STAMP) fabric chromium faketime
 
 # Debian's chromium for the status page's browser tests (Playwright drives it by its executable path)
 chromium:
 	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "warning: chromium not installed; the status page's browser tests will be skipped" >&2
+
+# Debian's libfaketime: `parkrelay doctor`'s clock-skew test runs one witness with its wall clock shifted
+faketime:
+	@test -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 || { command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfaketime >/dev/null; } || \
+		echo "warning: libfaketime not installed; the doctor's clock-skew test will be skipped" >&2
 
 # Hyperledger Fabric's peer, orderer, osnadmin and configtxgen, built once from Fabric's Go module at the pin in
 # deploy/fabric/gomodule and cached outside the repository (PARKRELAY_FABRIC_HOME, default ~/.cache/parkrelay/fabric-2.5.9)

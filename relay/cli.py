@@ -6,6 +6,7 @@
     parkrelay node fabric --config deploy/devnet.toml [--chain fabric-park]
     parkrelay devnet init|up|down|status|demo --config deploy/devnet.toml
     parkrelay status --config deploy/devnet.toml [--json]
+    parkrelay doctor --config deploy/devnet.toml [--json] [--api URL]
 
 Long flags only; ``--json`` prints machine-readable output. Exit codes: 0 ok, 1 runtime failure,
 2 bad usage or config.
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", default="deploy/devnet.toml")
     st.add_argument("--json", action="store_true")
     _add_operator_options(sub, node, rl)
+    _add_doctor(sub)
     return p
 
 
@@ -130,6 +132,18 @@ def _add_operator_options(sub: Any, node: argparse.ArgumentParser, relayer: argp
                                  "validators and relayers; 0 = any free port; default: not served)")
         parser.add_argument("--api-host", default=None, metavar="ADDR",
                             help="address the API binds to (default: the deployment's host, 127.0.0.1)")
+
+
+def _add_doctor(sub: Any) -> None:
+    from relay.doctor import add_parser
+
+    add_parser(sub)
+
+
+def _doctor(cfg: DeploymentConfig, args: Any) -> int:
+    from relay.doctor import main as doctor
+
+    return doctor(cfg, args)
 
 
 def _api_options(args: Any, cfg: DeploymentConfig) -> Any:
@@ -188,6 +202,8 @@ def _dispatch(args: Any) -> int:
         from relay.asset_ops import dispatch
 
         return dispatch(cfg, args)
+    if args.cmd == "doctor":
+        return _doctor(cfg, args)
     if args.cmd == "fabric":
         print(json.dumps(fabric_profile(cfg, args.chain, args.relative_to), indent=2))
         return 0
