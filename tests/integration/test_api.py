@@ -87,10 +87,15 @@ def test_parks_lanes_clients_supply_relayers(net: OperatorNet, moved: dict[str, 
     assert hops[(PARK_B, PARK_A, "kWh")]["outstanding"] >= 500
 
     for url in (net.validator_api, net.relayer_api):  # the same implementation on both services
-        status, body = net.get("/api/v1/relayers", url)
-        assert status == 200
-        (r,) = body["relayers"]
-        assert r["relayer"] == "relayer-a" and r["updated_ms"] is not None and r["backlog"] == 0
+        # the relayer writes its view of a lane at its next step: it sees the settlements a step after the chains
+        def caught_up(url: str = url) -> bool:
+            status, body = net.get("/api/v1/relayers", url)
+            assert status == 200
+            (r,) = body["relayers"]
+            assert r["relayer"] == "relayer-a" and r["updated_ms"] is not None
+            return bool(r["backlog"] == 0)
+
+        net.wait("the relayer's own view of its lanes emptied", caught_up, 30)
 
     status, over = net.get("/api/v1/overview")
     assert status == 200 and {p["packet"] for p in over["packets"]} >= set(moved)
