@@ -357,8 +357,10 @@ def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
         print("  each right exists exactly once: " + ("yes" if not assets["violations"] else
                                                       "NO: " + "; ".join(assets["violations"])))
         print("\nimported reputation:")
-        for r in assets["reputation"]:
-            print(f"  {r['chain']:<{wc}} from {r['from']:<{wc}} {r['subject']:<24} {r['model']:<28} "
+        reps = assets["reputation"]
+        ws, wm = (max([len(str(r[k])) for r in reps] + [8]) for k in ("subject", "model"))
+        for r in reps:
+            print(f"  {r['chain']:<{wc}} from {r['from']:<{wc}} {r['subject']:<{ws}} {r['model']:<{wm}} "
                   f"score {r['score']:>5} (source height {r['source_height']})")
     return 0 if balances["conserved"] and assets["ok"] else 1
 
@@ -385,7 +387,7 @@ def _asset_round(cfg: DeploymentConfig, user: dict[str, str], say: Any) -> dict[
     now = int(time.time() * 1000)
     slot = (now + DEMO_SLOT_S[0] * 1000, now + DEMO_SLOT_S[1] * 1000)
     say("\ncharging rights and reputation around the parks:")
-    for p in {src for src, _ in ring} | {dst for _, dst in ring}:
+    for p in [q for q in parks if any(q in hop for hop in ring)]:
         v = views[p]
         for rid, station, kw in ((f"ev-{p}", "st-1", 11), (f"big-{p}", "st-2", DEMO_BIG_KW)):
             v.issue_right(rid, station, station.replace("st-", "tr-"), kw, *slot, v.account(user[p]))
@@ -397,6 +399,7 @@ def _asset_round(cfg: DeploymentConfig, user: dict[str, str], say: Any) -> dict[
             score(views[src].account(subject), 8_200)
             say(f"  {src}: operator recorded {subject}'s score (8200 bp)")
     steps: list[tuple[str, dict[str, Any]]] = []
+    t0 = time.monotonic()  # the times below count from the first of these commits
     for src, dst in ring:
         subject, model = _demo_subject(cfg, src)
         steps += [
@@ -409,7 +412,7 @@ def _asset_round(cfg: DeploymentConfig, user: dict[str, str], say: Any) -> dict[
         ]
     from relay import ops
 
-    log, t0 = [], time.monotonic()
+    log: list[dict[str, Any]] = []
     pending = {sent["packet"]: title for title, sent in steps}
     rows: dict[str, dict[str, Any]] = {}
     while pending and time.monotonic() - t0 < 240:
