@@ -103,6 +103,7 @@ from chains.common.bridge import (
     lane_configured,
     packet_path,
 )
+from chains.common.rights import bookings_path, burned_right_path, right_path, station_path, transformer_path
 from chains.common.state import KVState
 from chains.common.tx import BlockContext, account_path
 from protocol.codec import (
@@ -210,24 +211,8 @@ class Refusal(Exception):
 # --- paths ------------------------------------------------------------------------------------------------------
 
 
-def right_path(right_id: str) -> bytes:
-    return f"rights/{right_id}".encode()
-
-
-def burned_right_path(right_id: str) -> bytes:
-    return f"rights_burned/{right_id}".encode()
-
-
-def transformer_path(name: str) -> bytes:
-    return f"transformers/{name}".encode()
-
-
-def station_path(name: str) -> bytes:
-    return f"stations/{name}".encode()
-
-
-def bookings_path(transformer: str) -> bytes:
-    return f"bookings/{transformer}".encode()
+# the rights' own paths are the shared bridge's (chains/common/rights.py): one layout on every Python host, so the
+# operator's reports (rights_report, registry_report) read a Fabric park's records as a Python park's
 
 
 def standing_path(account: str) -> bytes:
