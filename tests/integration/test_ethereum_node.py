@@ -73,7 +73,8 @@ def test_ethereum_chain_config_defaults(tmp_path: Path) -> None:
     cfg = load_config(write_devnet(tmp_path, {"base_port": 27000, "accounts": {"alice": 5}}))
     chain = cfg.chain(CHAIN)
     assert chain.kind == "ethereum" and chain.nodes == ("anvil",) and chain.base_port == 27000
-    assert chain.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2}
+    assert chain.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2,
+                            "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}}
     assert chain.accounts == {"alice": 5}
     assert ("eth-park", "ethereum", "anvil", "--node", "http://127.0.0.1:27000") in devnet.processes(cfg)
 
