@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from adapters.common.park import ParkTarget
 from bench.common import emit, run_dir
 from chains.common.procs import spawn
-from relay.devnet import account_key_path
-from relay.keys import ed25519_signer
+from relay.ops.keys import ed25519_signer
+from relay.ops.layout import account_key_path
 from tests.integration.harness import Devnet, free_port_block, status, wait_for
 
 DPOS, POC, LANE = "dpos-park", "poc-park", "lane-0"
@@ -55,7 +55,7 @@ def _rss_peak_mb(pid: int) -> float:
 def _report_stuck(cfg: Any, stuck: list[int]) -> None:
     """On giving up: which packets are stuck, in which phase (read from the chains), and what each relayer
     last saw of the lane (its progress table: pending actions, oldest packet, last error)."""
-    from relay.ops import relayer_progress, show_packet
+    from relay.ops.packets import relayer_progress, show_packet
 
     print(f"gave up with {len(stuck)} packets not settled", file=sys.stderr)
     for seq in stuck[:20]:

@@ -52,7 +52,7 @@ from chains.fabric.network.launcher import FabricNetwork
 from chains.fabric.network.tools import FabricTools
 from protocol.codec import encode_packet
 from protocol.paths import commitment_path
-from relay.config import load_config
+from relay.ops.config import load_config
 from tests.integration.harness import REPO, free_port_block
 from tests.unit.bridge.sim import Network
 

@@ -39,7 +39,7 @@ from protocol.codec import encode_energy, encode_packet, packet_commitment
 from protocol.paths import commitment_path
 from protocol.state_commitment import SparseMerkleTree
 from protocol.types import ChainId, EnergyPayload, LaneId, Packet, PacketKind
-from relay.state_machine import RelayStateMachine
+from relay.chain.state_machine import RelayStateMachine
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, SingleSignerHeader, fixed_signer
 
 RELAY, SRC, DST, LANE = "relay", "dpos-park", "poc-park", "lane-0"

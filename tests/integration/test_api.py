@@ -24,7 +24,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from relay.api.server import MAX_PAGE, OPENAPI_PATH
+from relay.ops.api.server import MAX_PAGE, OPENAPI_PATH
 from tests.integration.operator_devnet import LANE, PARK_A, PARK_B, RELAY, OperatorNet, http, operator_devnet
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -285,7 +285,7 @@ def test_schemathesis_sees_every_route() -> None:
     """The document lists every route the server has (an undocumented route would escape the checks above)."""
     from aiohttp import web
 
-    from relay.api.server import build_app
+    from relay.ops.api.server import build_app
 
     class _Stub:
         relayer = None

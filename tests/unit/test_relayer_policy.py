@@ -27,8 +27,8 @@ from protocol.errors import (
     TransportError,
     WrongChainError,
 )
-from relay.policy import RETRY_SOON_S, Action, PacketRecords, next_action
-from relay.relayer import PARK_AFTER_REJECTION_S, RESUBMIT_AFTER_S, ChainLink, Relayer
+from relay.relayer.policy import RETRY_SOON_S, Action, PacketRecords, next_action
+from relay.relayer.relayer import PARK_AFTER_REJECTION_S, RESUBMIT_AFTER_S, ChainLink, Relayer
 
 T = 1_000_000  # a packet's timeout (ms) in the next_action table
 
@@ -149,7 +149,7 @@ def _turns(tmp: Path, name: str, *, costly: bool, peers: tuple[str, ...] = ("rel
 
 def _tracked(seq: int, src: str = "dpos-park", dst: str = "eth-park") -> Any:
     from protocol.types import Packet, PacketKind
-    from relay.relayer import Tracked
+    from relay.relayer.relayer import Tracked
 
     p = Packet(src_chain=src, dst_chain=dst, lane="lane-0", sequence=seq, kind=PacketKind.ENERGY,
                payload=b"x", sender="alice", receiver="erin", timeout_timestamp_ms=10**13)
