@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chains.common import progress
 from chains.registry import KINDS
 from relay.ops.config import ETHEREUM_OPERATOR, ConfigError, DeploymentConfig, load_config
 from relay.ops.keys import KeyFileError, read_secret
@@ -80,9 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--json", action="store_true")
 
     rl = sub.add_parser("relayer", help="the relayer service")
-    rl.add_argument("action", choices=["start"])
+    rl.add_argument("action", choices=["start", "clear"],
+                    help="start: run the relayer; clear: ask a running relayer (--api) to act on its whole backlog "
+                         "now and wait until the backlog is empty")
     rl.add_argument("--config", default="deploy/devnet.toml")
     rl.add_argument("--name", required=True, help="relayer name (its account on every chain)")
+    rl.add_argument("--api", metavar="URL", help="clear: the relayer's operator API (http://127.0.0.1:PORT)")
+    rl.add_argument("--timeout-s", type=float, default=300.0, help="clear: give up after this long (default 300)")
+    rl.add_argument("--json", action="store_true", help="clear: print one JSON object, no progress bar")
 
     tr = sub.add_parser("transfer", help="send energy to another park (phase 1; relayers do the rest)")
     tr.add_argument("--config", default="deploy/devnet.toml")
@@ -159,6 +165,8 @@ def _api_options(args: Any, cfg: DeploymentConfig) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level, args.log_json)
+    # progress bars are for a person at a terminal: none in JSON output or JSON logs
+    progress.set_quiet(args.log_json or bool(getattr(args, "json", False)))
     try:
         return _dispatch(args)
     except (ConfigError, KeyFileError) as exc:
@@ -193,6 +201,10 @@ def _dispatch(args: Any) -> int:
         if not name:
             raise ConfigError(f"parkrelay node {args.kind} needs {kind.node_flag} NAME")
         return asyncio.run(run_node(cfg, args.kind, args.chain, name))
+    if args.cmd == "relayer" and args.action == "clear":
+        from relay.ops.backlog import main as clear_backlog
+
+        return clear_backlog(cfg, args)
     if args.cmd == "relayer":
         from relay.ops.relayers import run_relayer
 

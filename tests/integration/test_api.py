@@ -9,6 +9,9 @@ serves the API), one relayer serving its API too.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -255,6 +258,24 @@ def test_clear_backlog_on_the_relayer_and_not_on_a_validator(net: OperatorNet) -
     assert status == 200 and out["relayer"] == "relayer-a" and out["packets"] >= 0
     status, out = net.post("/api/v1/backlog/clear", token=net.token)
     assert status == 404 and error_of(out)["code"] == "rpc.not_found"
+
+
+def test_relayer_clear_on_the_command_line_waits_for_an_empty_backlog(net: OperatorNet) -> None:
+    """``parkrelay relayer clear`` asks the relayer through its API and watches its backlog through the stream; not
+    on a terminal it draws no bar, and ``--json`` prints one object."""
+    key = net.transfer(PARK_A, 300)
+    out = subprocess.run([sys.executable, "-m", "relay.cli", "relayer", "clear", "--config", str(net.cfg.path),
+                          "--name", "relayer-a", "--api", net.relayer_api, "--timeout-s", "120", "--json"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["relayer"] == "relayer-a" and report["cleared"] and report["backlog"] == 0
+    net.wait("the packet settled", lambda: net.packet(key)["state"] in FINAL, 120)
+    # a relay validator's API serves no relayer: refused, said on stderr, nothing on stdout
+    out = subprocess.run([sys.executable, "-m", "relay.cli", "relayer", "clear", "--config", str(net.cfg.path),
+                          "--name", "relayer-a", "--api", net.validator_api, "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == "" and "rpc.not_found" in out.stderr
 
 
 def test_the_served_openapi_document_is_the_committed_one(net: OperatorNet) -> None:
