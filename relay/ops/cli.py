@@ -33,6 +33,19 @@ if TYPE_CHECKING:
     from chains.fabric.network.config import FabricNetworkConfig
 
 
+class JsonLogFormatter(logging.Formatter):
+    """``--log-json``: one object per line with the chain and node of the process, and ``packet`` (a list of packet
+    ids, ``src/dst/lane/sequence``) on a line about packets (a relayer's submissions, refusals, settlements)."""
+
+    def format(self, r: logging.LogRecord) -> str:
+        out = {"ts": r.created, "level": r.levelname, "logger": r.name, "chain": getattr(r, "chain", "-"),
+               "node": getattr(r, "node", "-"), "msg": r.getMessage()}
+        packet = getattr(r, "packet", None)
+        if packet is not None:
+            out["packet"] = packet
+        return json.dumps(out)
+
+
 def _setup_logging(level: str, json_logs: bool) -> None:
     fmt = "%(asctime)s %(levelname)s %(name)s %(chain)s/%(node)s %(message)s"
 
@@ -46,12 +59,7 @@ def _setup_logging(level: str, json_logs: bool) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_Defaults())
     if json_logs:
-        class _Json(logging.Formatter):
-            def format(self, r: logging.LogRecord) -> str:
-                return json.dumps({"ts": r.created, "level": r.levelname, "logger": r.name,
-                                   "chain": getattr(r, "chain", "-"), "node": getattr(r, "node", "-"),
-                                   "msg": r.getMessage()})
-        handler.setFormatter(_Json())
+        handler.setFormatter(JsonLogFormatter())
     else:
         handler.setFormatter(logging.Formatter(fmt))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

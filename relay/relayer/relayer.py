@@ -554,7 +554,7 @@ class Relayer(ClientUpdates):
             self.observer.finished(t)
         self.db.execute("UPDATE packets SET done = 1 WHERE key = ?", (t.key,))
         self.db.commit()
-        self.log.info("packet %s settled", t.key)
+        self._log_packets(logging.INFO, [t], "packet %s settled", t.key)
 
     def _waiting(self, t: Tracked, action: str) -> bool:
         until = self._inflight.get((t.key, action))
@@ -685,8 +685,8 @@ class Relayer(ClientUpdates):
             args: dict[str, Any] = {"packet": t.raw.hex(), "certificate": cert}
             if outcome is PacketOutcome.ACKED:
                 if t.ack is None:
-                    self.log.warning("packet %s: acked on the relay chain but its ack is not readable on %s yet",
-                                     t.key, p.dst_chain)
+                    self._log_packets(logging.WARNING, [t], "packet %s: acked on the relay chain but its ack is not "
+                                      "readable on %s yet", t.key, p.dst_chain)
                     continue
                 args["ack"] = t.ack.hex()
             await self._submit(self.parks[p.src_chain], "bridge.settle", args, "settle", [t])
@@ -716,6 +716,9 @@ class Relayer(ClientUpdates):
             self.stats.count(action)
             if self.observer is not None:
                 self.observer.submitted(action, packets or [])
+            if packets:
+                self._log_packets(logging.INFO, packets, "%s on %s submitted (packets: %s)", op, chain.chain_id,
+                                  ", ".join(t.key for t in packets))
             return
         if disposition is Disposition.DONE:
             self.stats.redundant += 1  # another relayer did it first: done, not an error
@@ -727,11 +730,17 @@ class Relayer(ClientUpdates):
             self.progress.setdefault(t.lane_key, LaneProgress()).last_error = f"{op}: {error}"
         keys = ", ".join(t.key for t in packets or []) or "-"
         if disposition in (Disposition.RETRY_SOON, Disposition.AFTER_PROGRESS):
-            self.log.info("%s on %s refused for now (%s); resubmitting in %.0fs (packets: %s)", op, chain.chain_id,
-                          error.code, wait_s, keys)
+            self._log_packets(logging.INFO, packets or [], "%s on %s refused for now (%s); resubmitting in %.0fs "
+                              "(packets: %s)", op, chain.chain_id, error.code, wait_s, keys)
         else:
-            self.log.error("%s on %s refused: %s; not retried for %.0fs (packets: %s)", op, chain.chain_id, error,
-                           wait_s, keys)
+            self._log_packets(logging.ERROR, packets or [], "%s on %s refused: %s; not retried for %.0fs "
+                              "(packets: %s)", op, chain.chain_id, error, wait_s, keys)
+
+    def _log_packets(self, level: int, packets: list[Tracked], msg: str, *args: Any) -> None:
+        """A log line about packets: their ids ride on the record as ``packet`` (a list; ``--log-json`` prints it as
+        the line's ``packet`` field), besides the chain and node every line of this relayer carries."""
+        extra = {**(self.log.extra or {}), "packet": [t.key for t in packets]} if packets else self.log.extra
+        self.log.logger.log(level, msg, *args, extra=extra)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
