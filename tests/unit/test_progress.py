@@ -170,8 +170,8 @@ async def test_clear_refused_with_a_wrong_token_or_another_relayer(tmp_path: Pat
 
 def test_clear_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], quiet_reset: None) -> None:
     config = tmp_path / "devnet.toml"
-    config.write_text('[deployment]\ndata_dir = "data"\n\n[[chains]]\nid = "dpos-park"\nkind = "dpos"\n'
-                      f'nodes = ["witness-a"]\nbase_port = 31000\n\n[relayers]\nnames = ["{NAME}"]\n')
+    config.write_text(f'[deployment]\ndata_dir = "{tmp_path / "data"}"\n\n[[chains]]\nid = "dpos-park"\n'
+                      f'kind = "dpos"\nnodes = ["witness-a"]\nbase_port = 31000\n\n[relayers]\nnames = ["{NAME}"]\n')
     create_secret(admin_token_path(load_config(config)))
     assert main(["relayer", "clear", "--config", str(config), "--name", NAME]) == 2
     assert "needs --api URL" in capsys.readouterr().err
