@@ -36,7 +36,9 @@ $(STAMP): requirements.lock pyproject.toml chains/ethereum/package-lock.json
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# --no-deps: the lock file is the complete, reproducible set
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+# (setuptools' notice that every editable install of a flat layout gets, a dozen lines of asterisks, is silenced by
+# its exact text; any other warning of the build still shows)
+	PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 lint: setup

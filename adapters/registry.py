@@ -48,7 +48,8 @@ class KindAdapters:
     chain."""
     one_writer: bool = False
     """Transactions of different packets conflict when two relayers send them at once (Fabric: MVCC on the bridge's
-    shared keys): relayers then take turns per chain, not per packet (``relay.relayer.ChainLink.one_writer``)."""
+    shared keys): relayers then take turns per chain, not per packet
+    (``relay.relayer.relayer.ChainLink.one_writer``)."""
 
 
 def _on_first_use(module: str, name: str) -> Callable[..., Any]:

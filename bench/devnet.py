@@ -32,8 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from adapters.common.park import ParkTarget
 from bench.common import emit, run_dir
 from chains.common.procs import spawn
-from relay.devnet import account_key_path
-from relay.keys import ed25519_signer
+from chains.common.progress import Bar
+from chains.common.progress import bar as progress_bar
+from relay.ops.keys import ed25519_signer
+from relay.ops.layout import account_key_path
 from tests.integration.harness import Devnet, free_port_block, status, wait_for
 
 DPOS, POC, LANE = "dpos-park", "poc-park", "lane-0"
@@ -55,7 +57,7 @@ def _rss_peak_mb(pid: int) -> float:
 def _report_stuck(cfg: Any, stuck: list[int]) -> None:
     """On giving up: which packets are stuck, in which phase (read from the chains), and what each relayer
     last saw of the lane (its progress table: pending actions, oldest packet, last error)."""
-    from relay.ops import relayer_progress, show_packet
+    from relay.ops.packets import relayer_progress, show_packet
 
     print(f"gave up with {len(stuck)} packets not settled", file=sys.stderr)
     for seq in stuck[:20]:
@@ -72,7 +74,10 @@ def _report_stuck(cfg: Any, stuck: list[int]) -> None:
               f"{lp['oldest_pending_s']}s, last error: {lp['last_error']}", file=sys.stderr)
 
 
-async def run(n: int, root: Path, relay_block_ms: int = 1000, give_up_s: float = 900) -> dict[str, Any]:
+async def run(n: int, root: Path, relay_block_ms: int = 1000, give_up_s: float = 900,
+              bar: Bar | None = None) -> dict[str, Any]:
+    """``bar``: the packets settled, out of ``n`` (on a terminal; else a line on stderr every 5 s)."""
+    bar = bar or Bar()
     d = Devnet(root, chains=[
         {"id": DPOS, "kind": "dpos", "nodes": ["witness-a", "witness-b", "witness-c"], "block_interval_ms": 1000,
          "maintenance_interval_blocks": 10_000, "accounts": {"alice": 10**12, "operator": 0}},
@@ -92,7 +97,9 @@ async def run(n: int, root: Path, relay_block_ms: int = 1000, give_up_s: float =
                    await status(cfg.relay_url("op-a"))]
             return all(s is not None and s["final_height"] >= 2 for s in sts)
 
+        bar.update(description="devnet: starting the nodes")
         await wait_for("devnet ready", ready, 180)
+        bar.update(description=f"devnet: sending {n} transfers")
         relayers += [_start_relayer(cfg, r) for r in cfg.relayers]
         alice = ed25519_signer(account_key_path(cfg, DPOS, "alice"))
         client = d.client(DPOS, "witness-a")
@@ -119,7 +126,8 @@ async def run(n: int, root: Path, relay_block_ms: int = 1000, give_up_s: float =
                     seq = int(ev.get("sequence", 0))
                     settled_at.setdefault(seq, time.time())
                 scanned[0] = head
-                if time.monotonic() - last_print[0] >= 5:
+                bar.update(completed=len(settled_at), description=f"devnet: {len(sent_at)} committed, settled")
+                if not bar.shown and time.monotonic() - last_print[0] >= 5:
                     last_print[0] = time.monotonic()
                     print(f"[{time.time() - t0:6.1f}s] committed {len(sent_at)}/{n}, settled {len(settled_at)}/{n}",
                           file=sys.stderr, flush=True)
@@ -180,8 +188,9 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
-    with run_dir(args.keep, "parkrelay-bench-") as root:
-        out = asyncio.run(run(args.transfers, root, args.relay_block_ms, args.give_up_s))
+    with run_dir(args.keep, "parkrelay-bench-") as root, \
+            progress_bar("devnet", total=args.transfers, json_mode=args.json) as bar:
+        out = asyncio.run(run(args.transfers, root, args.relay_block_ms, args.give_up_s, bar))
     emit(out, args.json)
     return 0
 

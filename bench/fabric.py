@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import adapters.fabric as af
 from bench.common import emit, run_dir
+from chains.common import progress
 from chains.common.genesis import bridge_section
 from chains.fabric.consts import OPERATOR_MSP, SALES_MSP
 from chains.fabric.network.config import ChaincodeSpec, FabricNetworkConfig
@@ -52,7 +53,7 @@ from chains.fabric.network.launcher import FabricNetwork
 from chains.fabric.network.tools import FabricTools
 from protocol.codec import encode_packet
 from protocol.paths import commitment_path
-from relay.config import load_config
+from relay.ops.config import load_config
 from tests.integration.harness import REPO, free_port_block
 from tests.unit.bridge.sim import Network
 
@@ -99,9 +100,13 @@ class Bench:
                                  denom="kWh", amount_wh=1, timeout_timestamp_ms=now + 3_600_000)
         return {"packet": encode_packet(packet).hex(), "certificate": self.relay.verify(packet)}
 
-    async def run(self, samples: int, seconds: float) -> dict[str, Any]:
+    async def run(self, samples: int, seconds: float, bar: progress.Bar | None = None) -> dict[str, Any]:
+        """``bar``: advanced once per stage (start, phase 1, phase 3, sustained on every lane, on one lane)."""
+        bar = bar or progress.Bar()
         t = time.perf_counter()
+        bar.update(description="fabric: starting the network")
         self.net.up(timeout_s=180)
+        bar.advance()
         out: dict[str, Any] = {"network_start_s": round(time.perf_counter() - t, 1), **self.params}
         gw = af.connect(self.cfg.layout.connection_profile, CHAIN, "relayer")
         alice_gw = af.connect(self.cfg.layout.connection_profile, CHAIN, "alice")
@@ -117,6 +122,7 @@ class Bench:
                 await relayer.call("bridge.recv", self.inbound(self.lanes[0]))
 
             commit, attest = [], []
+            bar.update(description=f"fabric: {samples} phase-1 sends")
             for _ in range(samples):
                 t = time.perf_counter()
                 sent = await af.send_energy(alice, OTHER, self.lanes[0], "kWh", 1, "alice",
@@ -127,8 +133,10 @@ class Bench:
                 attest.append(time.perf_counter() - t)
             out["commit_latency_ms"] = _ms(commit)
             out["attest_ms"] = _ms(attest)
+            bar.advance()
 
             execute, endorse = [], []
+            bar.update(description=f"fabric: {samples} phase-3 receives")
             for _ in range(samples):
                 args = self.inbound(self.lanes[0])
                 t = time.perf_counter()
@@ -141,6 +149,7 @@ class Bench:
             out["endorse_ms"] = _ms(endorse)
             ratio = out["execute_latency_ms"]["p50"] / self.params["batch_timeout_ms"]
             out["execute_over_batch_timeout"] = round(ratio, 2)
+            bar.advance()
 
             done = 0
             stop = time.perf_counter() + seconds
@@ -152,17 +161,21 @@ class Bench:
                     assert result["ok"], result
                     done += 1
 
+            bar.update(description=f"fabric: sustained invokes on {len(self.lanes)} lanes for {seconds:g} s")
             t, cpu = time.perf_counter(), time.process_time()
             await asyncio.gather(*(worker(lane) for lane in self.lanes))
             elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
             out["invokes_per_s"] = round(done / elapsed, 1)
             out["cpu_ms_per_invoke"] = round(cpu / max(done, 1) * 1000, 1)
+            bar.advance()
+            bar.update(description=f"fabric: sustained invokes on one lane for {seconds / 2:g} s")
 
             done = 0
             stop = time.perf_counter() + seconds / 2
             t = time.perf_counter()
             await asyncio.gather(*(worker(self.lanes[0]) for _ in range(8)))
             out["invokes_per_s_one_lane"] = round(done / (time.perf_counter() - t), 1)
+            bar.advance()
             out["lanes"] = len(self.lanes)
             out["samples"] = samples
             return out
@@ -180,8 +193,9 @@ def main() -> int:
     ap.add_argument("--lanes", type=int, default=8, help="lanes (one worker each) of the sustained run. Default 8")
     ap.add_argument("--keep", help="run in this directory and keep it (logs, ledgers)")
     args = ap.parse_args()
-    with run_dir(args.keep, "parkrelay-bench-fabric-") as root:
-        out = asyncio.run(Bench(root, args.lanes).run(args.samples, args.seconds))
+    with run_dir(args.keep, "parkrelay-bench-fabric-") as root, \
+            progress.bar("fabric", total=5, json_mode=args.json) as bar:
+        out = asyncio.run(Bench(root, args.lanes).run(args.samples, args.seconds, bar))
     emit(out, args.json)
     return 0
 

@@ -44,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from chains.common import progress
 from tests.ethereum.harness import (
     AnvilProcess,
     Evm,
@@ -211,7 +212,8 @@ def main() -> int:
     ap.add_argument("--relay-records", type=int, default=10_000, help="records in the relay state (proof depth)")
     ap.add_argument("--validators", type=int, default=4, help="relay validators (equal power)")
     args = ap.parse_args()
-    out = measure(args.relay_records, args.validators)
+    with progress.bar("gas: deploying the contracts and relaying each kind", json_mode=args.json):
+        out = measure(args.relay_records, args.validators)
     if args.json:
         print(json.dumps(out))
         return 0

@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit
+from chains.common import progress
 from protocol.state_commitment import SparseMerkleTree, verify_membership, verify_non_membership
 
 
@@ -229,12 +230,19 @@ def main() -> int:
     args = ap.parse_args()
     _pin_one_core()
     out: dict[str, float] = {}
-    out |= bench_dpos(args.runs, args.dpos_headers)
-    out |= bench_poc(args.runs, args.poc_headers)
-    out |= bench_eth_headers(args.runs, args.eth_headers)
-    out |= bench_state(args.runs)
-    out |= bench_eth(args.runs)
-    out |= bench_fabric(args.runs)
+    sections: list[tuple[str, Callable[[], dict[str, float]]]] = [
+        ("DPoS headers", lambda: bench_dpos(args.runs, args.dpos_headers)),
+        ("PoC headers", lambda: bench_poc(args.runs, args.poc_headers)),
+        ("Ethereum headers", lambda: bench_eth_headers(args.runs, args.eth_headers)),
+        ("state proofs", lambda: bench_state(args.runs)),
+        ("Ethereum storage proofs", lambda: bench_eth(args.runs)),
+        ("Fabric blocks and attestations", lambda: bench_fabric(args.runs)),
+    ]
+    with progress.bar("light clients", total=len(sections), json_mode=args.json) as bar:
+        for label, section in sections:
+            bar.update(description=f"light clients: {label}")
+            out |= section()
+            bar.advance()
     out = {k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}
     emit(out, args.json, width=36)
     return 0

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chains.common import wire
+from chains.common import progress, wire
 from chains.common.state import ChainState
 from chains.common.tx import BlockContext, Tx
 from protocol.certificate import Validator, ValidatorSet
@@ -39,7 +39,7 @@ from protocol.codec import encode_energy, encode_packet, packet_commitment
 from protocol.paths import commitment_path
 from protocol.state_commitment import SparseMerkleTree
 from protocol.types import ChainId, EnergyPayload, LaneId, Packet, PacketKind
-from relay.state_machine import RelayStateMachine
+from relay.chain.state_machine import RelayStateMachine
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, SingleSignerHeader, fixed_signer
 
 RELAY, SRC, DST, LANE = "relay", "dpos-park", "poc-park", "lane-0"
@@ -110,13 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--relay-keys", type=int, default=100_000)
     args = ap.parse_args(argv)
     _pin_one_core()
-    _, genesis, txs, ctxs = build(args.packets, args.batch, args.park_keys, args.relay_keys)
     rates = []
-    for _ in range(args.runs):
-        elapsed, verified = run_once(genesis, txs, ctxs)
-        if verified != args.packets:
-            raise SystemExit(f"only {verified} of {args.packets} packets verified")
-        rates.append(verified / elapsed)
+    with progress.bar("relay verify: building the packets and proofs", total=args.runs + 1,
+                      json_mode=args.json) as bar:
+        _, genesis, txs, ctxs = build(args.packets, args.batch, args.park_keys, args.relay_keys)
+        bar.update(advance=1, description=f"relay verify: {args.runs} runs of {args.packets} packets")
+        for _ in range(args.runs):
+            elapsed, verified = run_once(genesis, txs, ctxs)
+            if verified != args.packets:
+                raise SystemExit(f"only {verified} of {args.packets} packets verified")
+            rates.append(verified / elapsed)
+            bar.advance()
     result = {"packets_per_s": round(statistics.median(rates), 1), "runs": args.runs, "packets": args.packets,
               "batch": args.batch, "park_keys": args.park_keys, "relay_keys": args.relay_keys, "target": TARGET,
               "all_runs": [round(r, 1) for r in rates]}

@@ -7,7 +7,7 @@ contracts from the park operator's key at the addresses genesis announced, opens
 genesis ``kWh`` balances. Every start writes ``<data_dir>/<chain id>/addresses.json``. SIGTERM/SIGINT stop
 anvil (which dumps its state) and exit 0; anvil dying on its own makes the node exit 1.
 
-The deployment config, keys and genesis files are read by the relay layer (``relay/cli.py``), which hands
+The deployment config, keys and genesis files are read by the relay layer (``relay/ops/cli.py``), which hands
 this module an :class:`EthNodeSettings`.
 """
 

@@ -6,7 +6,7 @@ Its nodes are real Fabric processes (orderers and peers, chaincode as a service)
 (:meth:`FabricKind.decode_header`).
 
 Light-client init args: the client's own form (:meth:`FabricLightClient.from_init`), or the park's genesis as the
-relay genesis passes every park's (``relay.devnet.relay_genesis``)::
+relay genesis passes every park's (``relay.ops.devnet.relay_genesis``)::
 
     {"genesis": {"channel_id": "park",              # the Fabric channel
                  "config_block": "<hex>",           # its genesis block (configtxgen -outputBlock) or a later

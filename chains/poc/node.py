@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from chains.common import progress
 from chains.common.bridge import register_bridge_ops
 from chains.common.genesis import bridge_section
 from chains.common.node import BlockEntry, ChainRules, ParkNode
@@ -134,8 +135,15 @@ class PocRules(ChainRules):
             info = self.plot_cache.get(self.signer.pubkey, nonce, k)
             if info is None:
                 node.log.info("filling a k=%d plot (first start only; cached in %s)", k, self.plot_cache.directory)
-                info = self.plot_cache.create(self.signer.pubkey, nonce, k,
-                                              lambda f, msg: node.log.info("plotting %3.0f%% %s", 100 * f, msg))
+                with progress.bar(f"{self.farmer_name}: filling a k={k} plot", total=100) as bar:
+
+                    def report(f: float, msg: str, bar: progress.Bar = bar) -> None:
+                        if bar.shown:  # a person at a terminal: a bar, not a log line per percent
+                            bar.update(completed=100 * f)
+                        else:
+                            node.log.info("plotting %3.0f%% %s", 100 * f, msg)
+
+                    info = self.plot_cache.create(self.signer.pubkey, nonce, k, report)
             farmer.add_plot(info)
         node.log.info("farming %d plot(s), %d bytes", len(farmer.plots), farmer.capacity_bytes)
         return farmer

@@ -7,7 +7,7 @@ Used by the contract tests (``tests/ethereum``) and by ``bench/gas.py``. Nothing
   time, and decodes reverts into the bridge's custom errors;
 * :class:`RelaySim` is a relay chain's state and its validators: a :class:`SparseMerkleTree` of
   relay records (protocol §4), headers, and commits signed with real ed25519 and secp256k1 keys by the
-  Python reference (:mod:`protocol.certificate`, :func:`relay.consensus.messages.secp256k1_sign`). Every
+  Python reference (:mod:`protocol.certificate`, :func:`relay.chain.consensus.messages.secp256k1_sign`). Every
   certificate it hands out is first checked by the reference :func:`verify_certificate`, so the
   contract is tested against exactly what the Python protocol accepts.
 """
@@ -56,7 +56,7 @@ from protocol.lane_config import encode_lane_config
 from protocol.paths import lane_config_path, outcome_path, verified_path
 from protocol.state_commitment import SparseMerkleTree
 from protocol.types import ChainId, LaneId, PacketOutcome
-from relay.consensus.messages import ValidatorKey
+from relay.chain.consensus.messages import ValidatorKey
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ANVIL = REPO / "chains/ethereum/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"

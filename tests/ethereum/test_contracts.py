@@ -1,7 +1,7 @@
 """The Ethereum park's contracts on a real anvil (chains/ethereum/SPEC.md §E1, §E2; protocol/SPEC.md §2–§7).
 
 Relay certificates are made by the Python reference (``protocol.certificate``, ``protocol.state_commitment``)
-with validator keys generated at run time and secp256k1 signatures by ``relay.consensus.messages``; the
+with validator keys generated at run time and secp256k1 signatures by ``relay.chain.consensus.messages``; the
 reference verifier accepts each one before the contract sees it (``tests/ethereum/harness.py``). Reverts
 are compared by custom-error name and arguments.
 """
@@ -41,7 +41,7 @@ from protocol.types import (
     PacketKind,
     ReputationPayload,
 )
-from relay.consensus.messages import ValidatorKey
+from relay.chain.consensus.messages import ValidatorKey
 from tests.ethereum.conftest import ALICE_WH, BOB_WH, DPOS, LANE, A, B, World
 from tests.ethereum.harness import (
     Park,

@@ -27,9 +27,9 @@ from adapters.common.rpc import JsonRpcClient
 from chains.common.procs import spawn
 from chains.registry import chain_kind
 from protocol.errors import TransportError
-from relay import devnet
-from relay.config import CHAIN_BASE_KEYS, DeploymentConfig, load_config
-from relay.nodes import node_key_path
+from relay.ops import devnet
+from relay.ops.config import CHAIN_BASE_KEYS, DeploymentConfig, load_config
+from relay.ops.layout import node_key_path
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from chains.common.procs import spawn
-from relay.config import DeploymentConfig
-from relay.keys import read_secret
-from relay.nodes import admin_token_path
+from relay.ops.config import DeploymentConfig
+from relay.ops.keys import read_secret
+from relay.ops.layout import admin_token_path
 from tests.integration.harness import REPO, Devnet, free_port_block
 
 PARK_A, PARK_B, LANE, RELAY = "park-a", "park-b", "lane-0", "relay"
@@ -172,9 +172,8 @@ def freeze_dpos_client(net: OperatorNet, chain: str) -> None:
     from chains.dpos.consensus import FinalityTracker
     from chains.dpos.testing import forge_branch
     from chains.dpos.types import DposHeader, DposParams
-    from relay.devnet import relay_key_paths
-    from relay.keys import ed25519_signer
-    from relay.nodes import node_key_path
+    from relay.ops.keys import ed25519_signer
+    from relay.ops.layout import node_key_path, relay_key_paths
 
     async def go() -> None:
         async with JsonRpcClient(net.cfg.relay_url("op-a"), side=RELAY) as rc, \

@@ -9,6 +9,9 @@ serves the API), one relayer serving its API too.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from relay.api.server import MAX_PAGE, OPENAPI_PATH
+from relay.ops.api.server import MAX_PAGE, OPENAPI_PATH
 from tests.integration.operator_devnet import LANE, PARK_A, PARK_B, RELAY, OperatorNet, http, operator_devnet
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -257,6 +260,24 @@ def test_clear_backlog_on_the_relayer_and_not_on_a_validator(net: OperatorNet) -
     assert status == 404 and error_of(out)["code"] == "rpc.not_found"
 
 
+def test_relayer_clear_on_the_command_line_waits_for_an_empty_backlog(net: OperatorNet) -> None:
+    """``parkrelay relayer clear`` asks the relayer through its API and watches its backlog through the stream; not
+    on a terminal it draws no bar, and ``--json`` prints one object."""
+    key = net.transfer(PARK_A, 300)
+    out = subprocess.run([sys.executable, "-m", "relay.cli", "relayer", "clear", "--config", str(net.cfg.path),
+                          "--name", "relayer-a", "--api", net.relayer_api, "--timeout-s", "120", "--json"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["relayer"] == "relayer-a" and report["cleared"] and report["backlog"] == 0
+    net.wait("the packet settled", lambda: net.packet(key)["state"] in FINAL, 120)
+    # a relay validator's API serves no relayer: refused, said on stderr, nothing on stdout
+    out = subprocess.run([sys.executable, "-m", "relay.cli", "relayer", "clear", "--config", str(net.cfg.path),
+                          "--name", "relayer-a", "--api", net.validator_api, "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == "" and "rpc.not_found" in out.stderr
+
+
 def test_the_served_openapi_document_is_the_committed_one(net: OperatorNet) -> None:
     committed = yaml.safe_load(OPENAPI_PATH.read_text())
     for url in (net.validator_api, net.relayer_api):
@@ -285,7 +306,7 @@ def test_schemathesis_sees_every_route() -> None:
     """The document lists every route the server has (an undocumented route would escape the checks above)."""
     from aiohttp import web
 
-    from relay.api.server import build_app
+    from relay.ops.api.server import build_app
 
     class _Stub:
         relayer = None

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from protocol.codec import decode_packet
-from relay.ops import packet_key
-from relay.parks import park_view
+from relay.ops.packets import packet_key
+from relay.ops.parks import park_view
 from tests.integration.harness import Devnet, free_port_block, wait_for
 from tests.integration.test_four_phases import (
     DPOS,
@@ -330,7 +330,7 @@ async def test_energy_balances_and_conservation_after_the_matrix(matrix: Matrix)
         first = next(matrix.before[(s, d, "kWh")] for s, d in ORDERED if s == p)
         assert await matrix.balance(p, "kWh") == first - sent_by[p], p
     await matrix.check_energy_conservation({p: ["kWh"] for p in PARKS})
-    from relay.ops import list_packets
+    from relay.ops.packets import list_packets
 
     rows = await asyncio.to_thread(list_packets, matrix.net.cfg)
     assert not [r["packet"] for r in rows if r["state"] not in FINAL_STATES]
@@ -432,7 +432,7 @@ def _cli(net: Net, *argv: str) -> Any:
     import io
     import json
 
-    from relay.cli import main
+    from relay.ops.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

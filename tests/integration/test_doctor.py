@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from chains.common.procs import spawn
-from relay.devnet import relay_key_paths
-from relay.doctor import Check, DoctorOptions, diagnose
+from relay.ops.doctor import Check, DoctorOptions, diagnose
+from relay.ops.layout import relay_key_paths
 from tests.integration.harness import REPO
 from tests.integration.operator_devnet import (
     LANE,
@@ -132,7 +132,7 @@ def test_a_stopped_relayer_with_a_backlog(net: OperatorNet, monkeypatch: pytest.
         assert checks[f"backlog/{PARK_B}->{PARK_A}/{LANE}"]["status"] == "ok"
         # a history too long to read within the budget (here: 5 blocks a refresh, one refresh): the doctor says it
         # read in part, and with --api of a running operator API it judges the API's complete index instead
-        monkeypatch.setattr("relay.api.backend.MAX_EVENT_BLOCKS_PER_REFRESH", 5)
+        monkeypatch.setattr("relay.ops.api.backend.MAX_EVENT_BLOCKS_PER_REFRESH", 5)
         partial = doctor(net, stuck_after_s=2.0, index_budget_s=0.001)[f"backlog/{PARK_A}->{PARK_B}/{LANE}"]
         assert partial.status == "warn" and "events read in part" in partial.detail, partial
         via_api = doctor(net, stuck_after_s=2.0, index_budget_s=0.001, apis=(net.validator_api,))
@@ -161,7 +161,7 @@ def _restart_witness(net: OperatorNet, env: dict[str, str] | None = None) -> Non
 
 
 def _head_ahead_ms(net: OperatorNet) -> int:
-    from relay.parks import rpc
+    from relay.ops.parks import rpc
 
     st = rpc(net.cfg.chain(PARK_B).url_of("wb-1"), "status", timeout=1.0)
     return int(st["timestamp_ms"]) - int(time.time() * 1000)

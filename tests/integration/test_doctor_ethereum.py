@@ -16,10 +16,10 @@ from web3 import Web3
 
 from chains.ethereum.anvil import automine_anvil
 from chains.ethereum.deploy import deploy_park, expected_addresses, relay_set_args
-from relay import devnet
-from relay.config import ETHEREUM_OPERATOR, DeploymentConfig, load_config
-from relay.doctor import Check, DoctorOptions, diagnose
-from relay.keys import read_secret
+from relay.ops import devnet
+from relay.ops.config import ETHEREUM_OPERATOR, DeploymentConfig, load_config
+from relay.ops.doctor import Check, DoctorOptions, diagnose
+from relay.ops.keys import read_secret
 from tests.integration.operator_devnet import run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

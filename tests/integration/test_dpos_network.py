@@ -23,8 +23,8 @@ from protocol.errors import CodecError, InsufficientFundsError, NotFinalError, P
 from protocol.paths import balance_path, commitment_path, receipt_path
 from protocol.state_commitment import Proof
 from protocol.types import ChainId, ClientId, LaneId
-from relay.devnet import account_key_path
-from relay.keys import ed25519_signer
+from relay.ops.keys import ed25519_signer
+from relay.ops.layout import account_key_path
 from tests.integration.harness import Devnet, status, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

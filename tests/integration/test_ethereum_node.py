@@ -29,9 +29,9 @@ from chains.common.procs import spawn
 from chains.ethereum.anvil import automine_anvil, free_port
 from chains.ethereum.deploy import ADDRESS_KEYS, create_address, deploy_park, expected_addresses, load_artifact
 from chains.ethereum.node import ADDRESSES_FILE, STATE_FILE
-from relay import devnet
-from relay.config import ConfigError, DeploymentConfig, load_config
-from relay.keys import read_secret
+from relay.ops import devnet
+from relay.ops.config import ConfigError, DeploymentConfig, load_config
+from relay.ops.keys import read_secret
 
 REPO = Path(__file__).resolve().parents[2]
 CHAIN = "eth-park"

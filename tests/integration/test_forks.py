@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from relay.keys import read_secret
-from relay.nodes import admin_token_path
+from relay.ops.keys import read_secret
+from relay.ops.layout import admin_token_path
 from tests.integration.harness import wait_for
 from tests.integration.test_four_phases import DPOS, LANE, POC, RELAY, Net, started_net, voucher, wait_ready
 

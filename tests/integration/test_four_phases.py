@@ -7,7 +7,7 @@ orderers, a peer and a chaincode server per organisation — under its superviso
 attesting the Ethereum park's blocks when there is one); relayers are started and killed by the tests. What
 differs by kind (how a crash is made, how failed transactions are counted, how a proof is tampered with) is looked
 up by kind name in the tables below (FAILED_TXS, TAMPER), not branched on in the scenarios. The tests speak to each
-park through what an operator and a relayer use: ``relay.parks`` views (balances, escrow, vouchers,
+park through what an operator and a relayer use: ``relay.ops.parks`` views (balances, escrow, vouchers,
 phase 1) and the relayer's own chain links (proofs, headers, submissions), so the same scenario drives a
 Python park or the Ethereum park.
 
@@ -55,10 +55,11 @@ from protocol.errors import (
     WrongChainError,
 )
 from protocol.paths import commitment_path, verified_path
-from relay.config import DeploymentConfig
-from relay.ops import packet_key
-from relay.parks import ParkView, park_view
-from relay.relayer import MAX_HEADERS_PER_UPDATE, Relayer, build_relayer
+from relay.ops.config import DeploymentConfig
+from relay.ops.packets import packet_key
+from relay.ops.parks import ParkView, park_view
+from relay.ops.relayers import build_relayer
+from relay.relayer.relayer import MAX_HEADERS_PER_UPDATE, Relayer
 from tests.integration.harness import (
     REPO,
     Devnet,
@@ -330,7 +331,7 @@ class Net:
         return int(await asyncio.to_thread(self.views[chain].balance, who or USER[chain], denom))
 
     async def packet(self, key: str) -> dict[str, Any]:
-        from relay.ops import show_packet
+        from relay.ops.packets import show_packet
 
         return await asyncio.to_thread(show_packet, self.cfg, key)
 
@@ -352,7 +353,7 @@ class Net:
 
     async def check_invariants(self) -> None:
         """No packet in a non-final state; escrowed at home == vouchers outstanding, per denomination."""
-        from relay.ops import list_packets
+        from relay.ops.packets import list_packets
 
         rows = await asyncio.to_thread(list_packets, self.cfg)
         stuck = [r["packet"] + ":" + r["state"] for r in rows if r["state"] not in FINAL_STATES]
@@ -810,8 +811,8 @@ async def _held_above(rc: Any, chain: str, height: int) -> bool:
 
 async def _dpos_witness_signs_twice(live: Net, links: Relayer) -> None:
     from chains.dpos.types import DposHeader
-    from relay.keys import ed25519_signer
-    from relay.nodes import node_key_path
+    from relay.ops.keys import ed25519_signer
+    from relay.ops.layout import node_key_path
 
     rc = links.relay.client
     assert rc is not None
@@ -845,8 +846,8 @@ async def _dpos_colluders_finalise_a_conflicting_branch(live: Net, links: Relaye
     from chains.dpos.consensus import FinalityTracker
     from chains.dpos.testing import forge_branch
     from chains.dpos.types import DposHeader, DposParams
-    from relay.keys import ed25519_signer
-    from relay.nodes import node_key_path
+    from relay.ops.keys import ed25519_signer
+    from relay.ops.layout import node_key_path
 
     rc = links.relay.client
     assert rc is not None
@@ -875,8 +876,8 @@ async def _relay_quorum_attests_a_lie(live: Net, links: Relayer, frozen: Any) ->
 
     from chains.common.tx import Tx
     from protocol.errors import HeaderError, NonceError
-    from relay.devnet import relay_key_paths
-    from relay.keys import ed25519_signer
+    from relay.ops.keys import ed25519_signer
+    from relay.ops.layout import relay_key_paths
 
     rc, eth = links.relay.client, links.parks[ETH].source
     assert rc is not None

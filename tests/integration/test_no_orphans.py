@@ -21,7 +21,7 @@ import pytest
 import tomli_w
 
 from chains.ethereum.anvil import AnvilError, find_anvil, free_port
-from relay.config import load_config
+from relay.ops.config import load_config
 from tests.integration.harness import REPO, descendants, free_port_block, still_running, wait_all_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -37,7 +37,7 @@ HARNESS_PARENT = """
 import signal, subprocess, sys
 from pathlib import Path
 from chains.common.procs import spawn
-from relay.config import load_config
+from relay.ops.config import load_config
 from tests.integration.harness import Devnet
 cfg = load_config(Path(sys.argv[1]))
 d = Devnet(cfg.path.parent, chains=[])
@@ -87,7 +87,7 @@ def test_killing_the_parent_kills_every_descendant(tmp_path: Path, parent_kind: 
     if parent_kind == "devnet-demo":
         argv = [sys.executable, "-m", "relay.cli", "devnet", "demo", "--config", str(path), "--seconds", "600"]
     else:
-        from relay import devnet
+        from relay.ops import devnet
 
         devnet.init(cfg)
         argv = [sys.executable, "-c", HARNESS_PARENT, str(path)]

@@ -16,8 +16,8 @@ import pytest
 
 from protocol.codec import decode_packet
 from protocol.paths import commitment_path
-from relay.ops import packet_key
-from relay.parks import park_view
+from relay.ops.packets import packet_key
+from relay.ops.parks import park_view
 from tests.integration.harness import wait_for
 from tests.integration.test_four_phases import DPOS, ETH, LANE, POC, USER, Net, started_net, voucher, wait_ready
 

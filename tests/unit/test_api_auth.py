@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from relay.api import server as api_server
+from relay.ops.api import server as api_server
 
 TOKEN = "ab" * 32
 

@@ -22,9 +22,9 @@ from chains.ethereum.params import EthChainParams
 from chains.fabric.params import FabricChainParams
 from chains.poc.params import PocChainParams
 from chains.registry import KINDS, UnknownChainKindError, chain_kind
-from relay.config import ConfigError, load_config
-from relay.parks import _VIEWS
-from relay.state_machine.park_clients import CLIENT_TYPES
+from relay.chain.state_machine.park_clients import CLIENT_TYPES
+from relay.ops.config import ConfigError, load_config
+from relay.ops.parks import _VIEWS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVNET = ROOT / "deploy" / "devnet.toml"

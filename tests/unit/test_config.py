@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.config import ConfigError, load_config
+from relay.ops.config import ConfigError, load_config
 
 BASE = """
 [deployment]

@@ -1,4 +1,4 @@
-"""The doctor's judges (:mod:`relay.doctor`), table by table from a healthy reading malleated into each problem, and
+"""The doctor's judges (:mod:`relay.ops.doctor`), table by table from a healthy reading malleated into each problem, and
 what it reads from this host: ``/proc/net/tcp`` listeners, relayer command lines, key files, the admin token and
 Fabric's binaries (the real ones ``make setup`` built, and a home missing them)."""
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from relay.doctor import (
+from relay.ops.doctor import (
     ChainWatch,
     Check,
     DoctorOptions,
@@ -200,7 +200,7 @@ def test_bridge(address: str | None, code: int | None, status: str, says: str) -
 
 
 def test_io_errors_in_plain_words() -> None:
-    from relay.doctor import _plain
+    from relay.ops.doctor import _plain
 
     refused = "[transport] x: status to http://h:1 failed: ClientConnectorError: Cannot connect to host h:1"
     assert _plain(RuntimeError(refused)).startswith("connection refused: nothing listens there")
@@ -368,7 +368,7 @@ def test_report_exit_code_and_output() -> None:
 
 
 def test_key_files_found_under_data_dir(tmp_path: Path) -> None:
-    from relay.doctor import key_files
+    from relay.ops.doctor import key_files
 
     class Cfg:  # the two fields key_files reads
         data_dir = tmp_path

@@ -334,8 +334,8 @@ def test_parkrelay_node_fabric_maps_the_chain_table(tmp_path: Path) -> None:
     """``parkrelay node fabric --config FILE --chain ID``: the chain's data dir, port, host, network keys, and an
     identity for each account and relayer (the kind's other keys are not the network's)."""
     from chains.fabric.params import FabricChainParams
-    from relay.cli import _fabric_network, build_parser
-    from relay.config import ChainConfig, ConfigError, DeploymentConfig
+    from relay.ops.cli import _fabric_network, build_parser
+    from relay.ops.config import ChainConfig, ConfigError, DeploymentConfig
 
     fabric = ChainConfig("fabric-park", "fabric", ("network",), 31000, {"alice": 10, "operator": 0},
                          FabricChainParams.from_mapping({"orderers": 3, "batch_timeout_ms": 100,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.cli import fabric_profile, main
-from relay.config import load_config
-from relay.nodes import fabric_profile_path
+from relay.ops.cli import fabric_profile, main
+from relay.ops.config import load_config
+from relay.ops.layout import fabric_profile_path
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "deploy" / "fabric" / "connection-profile.devnet.json"

@@ -23,7 +23,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from chains.common import jsonrpc as rpc
 from chains.common.node import ParkNode
-from relay.nodes import load_node
+from relay.ops.nodes import load_node
 from tests.integration.harness import Devnet, free_port_block
 from tests.unit.hostile import p2p_bodies, request_bodies
 
@@ -187,7 +187,7 @@ def test_ws_messages_never_break_the_socket_and_change_nothing(served: ServedNod
 
 def test_p2p_routes_never_500_and_change_nothing(served: ServedNode) -> None:
     from chains.common.node import P2P_BLOCK, P2P_TX
-    from relay.node import P2P_CONSENSUS
+    from relay.chain.node import P2P_CONSENSUS
 
     node, before = served.node, served.snapshot()
     routes = {"/p2p/block": [*P2P_BLOCK, *TX_FIELDS], "/p2p/tx": [*P2P_TX, *TX_FIELDS]}
@@ -273,7 +273,7 @@ def test_the_relay_checks_its_own_methods_params(served: ServedNode) -> None:
 
 
 def _is_relay(node: ParkNode) -> bool:
-    from relay.node import RelayRules
+    from relay.chain.node import RelayRules
 
     return isinstance(node.rules, RelayRules)
 

@@ -11,8 +11,8 @@ from chains.common.bridge import init_bridge, lane_capacities
 from chains.common.genesis import lanes_from_relay_genesis
 from chains.common.state import ChainState
 from chains.ethereum import node as eth_node
-from relay.config import ConfigError, load_config
-from relay.devnet import relay_lanes
+from relay.ops.config import ConfigError, load_config
+from relay.ops.devnet import relay_lanes
 from tests.unit.bridge.sim import RelaySim
 
 BASE = """

@@ -18,7 +18,7 @@ import pytest
 from protocol.codec import encode_packet
 from protocol.errors import TransportError
 from protocol.types import Packet, PacketKind
-from relay.relayer import ChainLink, Relayer
+from relay.relayer.relayer import ChainLink, Relayer
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from protocol.errors import (
     TransportError,
     WrongChainError,
 )
-from relay.policy import RETRY_SOON_S, Action, PacketRecords, next_action
-from relay.relayer import PARK_AFTER_REJECTION_S, RESUBMIT_AFTER_S, ChainLink, Relayer
+from relay.relayer.policy import RETRY_SOON_S, Action, PacketRecords, next_action
+from relay.relayer.relayer import PARK_AFTER_REJECTION_S, RESUBMIT_AFTER_S, ChainLink, Relayer
 
 T = 1_000_000  # a packet's timeout (ms) in the next_action table
 
@@ -149,7 +149,7 @@ def _turns(tmp: Path, name: str, *, costly: bool, peers: tuple[str, ...] = ("rel
 
 def _tracked(seq: int, src: str = "dpos-park", dst: str = "eth-park") -> Any:
     from protocol.types import Packet, PacketKind
-    from relay.relayer import Tracked
+    from relay.relayer.relayer import Tracked
 
     p = Packet(src_chain=src, dst_chain=dst, lane="lane-0", sequence=seq, kind=PacketKind.ENERGY,
                payload=b"x", sender="alice", receiver="erin", timeout_timestamp_ms=10**13)
@@ -248,3 +248,34 @@ def test_a_chain_kinds_refined_code_arrives_as_its_class_and_so_as_the_generic_o
     assert (err.code, err.disposition, err.got) == ("proof.fabric.statement", Disposition.NEVER, "ab")
     assert type(error_from_rpc({"data": {"code": "packet.replay", "message": "x"}})) is ReplayError  # the general one
     assert error_from_rpc({"data": {"code": "remote", "message": "x"}}).code == "remote"
+
+
+@pytest.mark.parametrize(("error", "level", "words"), [
+    (None, "INFO", "submitted"),
+    (MempoolFullError("mempool full"), "INFO", "refused for now"),
+    (SignatureError("forged"), "ERROR", "not retried"),
+])
+async def test_a_log_line_about_packets_carries_their_ids(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                          error: Exception | None, level: str, words: str) -> None:
+    """Submissions and refusals name their packets on the record (``packet``), so ``--log-json`` lines can be
+    selected by packet id; the chain and node ride along as on every line of the relayer."""
+    import json
+    import logging
+
+    from relay.ops.cli import JsonLogFormatter
+
+    r, link = _relayer(tmp_path, error)
+    batch = [_tracked(7), _tracked(8)]
+    with caplog.at_level(logging.INFO, logger="parkrelay.relayer"):
+        await r._submit(link, "packet.verify_batch", {}, "verify", batch)
+    (record,) = [rec for rec in caplog.records if words in rec.getMessage()]
+    assert record.levelname == level
+    line = json.loads(JsonLogFormatter().format(record))
+    assert line["packet"] == ["dpos-park/eth-park/lane-0/7", "dpos-park/eth-park/lane-0/8"]
+    assert (line["chain"], line["node"], line["level"]) == ("poc-park", "relayer-t", level)
+    # a line about no packet has no packet field
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="parkrelay.relayer"):
+        await r._submit(link, "client.update", {}, "update/poc-park", None)
+    assert all("packet" not in json.loads(JsonLogFormatter().format(rec)) for rec in caplog.records)
+    r.db.close()

@@ -21,9 +21,9 @@ from protocol.codec import encode_energy, encode_packet
 from protocol.errors import CodecError, ProtocolError, TimeoutExpiredError
 from protocol.paths import receipt_path
 from protocol.types import ChainId, ClientId, EnergyPayload, LaneId, Packet, PacketKind
-from relay.state_machine.clients import HostedClient
-from relay.state_machine.packets import decode_packet_ref, validate_confirm_timeout
-from relay.state_machine.park_clients import CLIENT_TYPES
+from relay.chain.state_machine.clients import HostedClient
+from relay.chain.state_machine.packets import decode_packet_ref, validate_confirm_timeout
+from relay.chain.state_machine.park_clients import CLIENT_TYPES
 
 NET = FabricNet.new()
 NET.next_block()  # block 1, not a config block

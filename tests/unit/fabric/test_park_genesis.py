@@ -20,8 +20,8 @@ from chains.fabric.network.config import FabricNetworkConfig
 from chains.fabric.network.tools import FabricTools
 from chains.fabric.proto import Block
 from chains.registry import chain_kind
-from relay import devnet
-from relay.config import ConfigError, load_config
+from relay.ops import devnet
+from relay.ops.config import ConfigError, load_config
 from tests.unit.fabric_chaincode.fake import FakeLedger, identity
 
 CONFIG = """
@@ -122,7 +122,7 @@ def test_the_bridge_chaincode_takes_the_genesis_argument_and_the_pin_refuses_any
     shown = query("transformer", "tr-1")  # the registry the rights are admitted by: the params' defaults
     assert shown["transformer"] == {"capacity_kw": 150} and shown["stations"] == ["st-1"]
     # the supervisor's network: the same identities, the genesis submitted once and pinned in both servers
-    from relay.cli import _fabric_network
+    from relay.ops.cli import _fabric_network
 
     net = _fabric_network(cfg, None)
     assert net.chaincode.init_args == ("init_bridge", park["init_bridge"])

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from protocol.certificate import CommitSignature, RelayCommit, RelayHeader, ValidatorSet
 from protocol.types import ChainId
-from relay.consensus import (
+from relay.chain.consensus import (
     Broadcast,
     ConsensusConfig,
     ConsensusCore,
@@ -27,7 +27,7 @@ from relay.consensus import (
     Vote,
     VoteType,
 )
-from relay.consensus.messages import header_hash, sign_proposal, sign_vote, vote_sign_bytes
+from relay.chain.consensus.messages import header_hash, sign_proposal, sign_vote, vote_sign_bytes
 from tests.unit.relay_consensus.sim import CHAIN, FAST, SimApp, make_vset, validator_key
 
 KEYS = [validator_key(i) for i in range(6)]

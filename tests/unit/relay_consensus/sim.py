@@ -32,7 +32,7 @@ from protocol.certificate import RelayCommit, RelayHeader, Validator, ValidatorS
 from protocol.codec import sha256
 from protocol.errors import ProtocolError
 from protocol.types import ChainId
-from relay.consensus import (
+from relay.chain.consensus import (
     Broadcast,
     ConsensusConfig,
     ConsensusCore,
@@ -52,7 +52,7 @@ from relay.consensus import (
     recover_eth_address,
     vote_sign_bytes,
 )
-from relay.consensus.messages import header_hash, sign_proposal, sign_vote
+from relay.chain.consensus.messages import header_hash, sign_proposal, sign_vote
 
 CHAIN = ChainId("relay-test")
 T0 = 1_700_000_000_000

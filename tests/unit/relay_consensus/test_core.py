@@ -17,7 +17,7 @@ from protocol.errors import (
     ValidatorSetMismatchError,
 )
 from protocol.types import ChainId
-from relay.consensus import (
+from relay.chain.consensus import (
     Broadcast,
     ConflictingProposalEvidence,
     ConsensusConfig,
@@ -37,7 +37,7 @@ from relay.consensus import (
     proposer_index,
     verify_evidence,
 )
-from relay.consensus.messages import sign_proposal, sign_vote
+from relay.chain.consensus.messages import sign_proposal, sign_vote
 from tests.unit.relay_consensus.harness import (
     CFG,
     KEYS,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from relay.consensus import Output, Proposal, SignState, TimeoutKind, Vote, VoteType
+from relay.chain.consensus import Output, Proposal, SignState, TimeoutKind, Vote, VoteType
 from tests.unit.relay_consensus.harness import (
     PRECOMMIT,
     PREVOTE,

@@ -16,7 +16,7 @@ from protocol.certificate import commit_sign_bytes
 from protocol.codec import sha256
 from protocol.errors import CodecError, HeaderError, ProtocolError, SignatureError
 from protocol.types import ChainId
-from relay.consensus import (
+from relay.chain.consensus import (
     ConflictingProposalEvidence,
     DuplicateVoteEvidence,
     Proposal,
@@ -30,7 +30,7 @@ from relay.consensus import (
     verify_evidence,
     vote_sign_bytes,
 )
-from relay.consensus.messages import (
+from relay.chain.consensus.messages import (
     header_hash,
     sign_proposal,
     sign_vote,

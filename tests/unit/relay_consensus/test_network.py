@@ -16,7 +16,7 @@ import pytest
 
 from protocol.certificate import verify_commit
 from protocol.errors import ValidatorSetMismatchError
-from relay.consensus import Proposal, ValidatorKey, Vote
+from relay.chain.consensus import Proposal, ValidatorKey, Vote
 from tests.unit.relay_consensus.sim import (
     CHAIN,
     NetConfig,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from protocol.errors import CodecError
-from relay.consensus import SignState, SignStep
+from relay.chain.consensus import SignState, SignStep
 from tests.unit.relay_consensus.sim import SimApp, make_vset, validator_key
 
 A = b"\xaa" * 32

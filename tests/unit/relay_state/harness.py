@@ -22,8 +22,8 @@ from protocol.codec import encode_packet
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.state_commitment import SparseMerkleTree
 from protocol.types import Packet
-from relay.state_machine import RelayStateMachine, sign_governance
-from relay.state_machine.governance import governance_nonce
+from relay.chain.state_machine import RelayStateMachine, sign_governance
+from relay.chain.state_machine.governance import governance_nonce
 from tests.unit.bridge.sim import MINUTE, Network, three_parks, two_parks
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, SingleSignerHeader, fixed_signer
 

@@ -25,9 +25,9 @@ from protocol.errors import (
     ReplayError,
     SignatureError,
 )
-from relay.state_machine.app import RelayStateMachine
-from relay.state_machine.governance import load_validator_set, store_validator_set
-from relay.state_machine.park_clients import ETHEREUM_TYPE
+from relay.chain.state_machine.app import RelayStateMachine
+from relay.chain.state_machine.governance import load_validator_set, store_validator_set
+from relay.chain.state_machine.park_clients import ETHEREUM_TYPE
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, fixed_signer
 from tests.unit.test_eth_light_client import make_chain
 

@@ -15,8 +15,8 @@ from protocol.errors import (
     UnknownClientError,
 )
 from protocol.light_client import LightClient
-from relay.state_machine import RelayClientRouter, RelayStateMachine, persistent_client_type
-from relay.state_machine.keys import client_state_key
+from relay.chain.state_machine import RelayClientRouter, RelayStateMachine, persistent_client_type
+from relay.chain.state_machine.keys import client_state_key
 from tests.unit.relay_state.harness import DPOS, POC, RELAY, RelayHarness
 from tests.unit.relay_state.test_rejections import tamper_proof
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, SingleSignerClient, SingleSignerHeader, fixed_signer

@@ -42,8 +42,8 @@ from protocol.crypto import Ed25519Signer
 from protocol.errors import CodecError, HeaderError, ReplayError, WrongChainError
 from protocol.paths import commitment_path
 from protocol.types import ClientId, Packet
-from relay.state_machine import RelayStateMachine
-from relay.state_machine.keys import client_state_key
+from relay.chain.state_machine import RelayStateMachine
+from relay.chain.state_machine.keys import client_state_key
 from tests.unit.bridge.sim import relay_signers, validator_set
 from tests.unit.relay_state.testkit import fixed_signer
 

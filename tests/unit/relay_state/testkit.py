@@ -5,7 +5,7 @@
 decrease. With ``finality_depth`` 0 a header is final at once; with ``d`` it is final once a header
 ``d`` heights above it is held. Two validly signed, different headers at one height are
 misbehaviour. It implements the relay's persistence interface (``to_state`` / ``from_state``) on top of
-:func:`relay.state_machine.base_state_to_json`.
+:func:`relay.chain.state_machine.base_state_to_json`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from protocol.crypto import Ed25519Signer, ed25519_verify
 from protocol.errors import CodecError, HeaderError, MisbehaviourError, WrongChainError
 from protocol.light_client import ConsensusState, LightClient
 from protocol.types import ChainId, ClientId, check_uint
-from relay.state_machine import ClientType, base_state_to_json, persistent_client_type, restore_base_state
+from relay.chain.state_machine import ClientType, base_state_to_json, persistent_client_type, restore_base_state
 
 HEADER_TAG = "parkrelay/test-single-signer-header/v1"
 HEADER_ABI = ["string", "uint64", "uint64", "bytes32", "bytes"]

@@ -1,0 +1,109 @@
+"""The attestor: a relay validator's witness of the park chains whose headers prove no finality (Ethereum).
+
+Each relay validator runs one next to its node (``parkrelay node relay`` starts it when the deployment
+has such chains). Once per ``interval_s`` it asks *its own* endpoint of each chain for the head, takes the
+block ``confirmation_depth`` below it and, when that height is new to it, submits ``client.attest``
+``(height, block_hash, head_height)`` to the relay chain signed by the validator's relay account
+(:mod:`relay.chain.state_machine.attest`). A hash attested by validators holding more than 2/3 of the voting
+power makes that block final in the relay's light client once a relayer feeds its header.
+
+An endpoint that is down, or answers garbage, is logged and retried on the next tick; it never stops the
+node. Attestations need no ordering: a validator that missed heights attests the newest one, and the
+light client finalises its ancestors through the header hash chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from adapters.common.rpc import JsonRpcClient
+from adapters.ethereum.rpc import EthRpc, hex_int
+from chains.common.tx import Tx
+from protocol.crypto import Ed25519Signer
+from protocol.errors import ProtocolError, ReplayError, TransportError
+
+__all__ = ["AttestedChain", "Attestor"]
+
+log = logging.getLogger("parkrelay.attestor")
+
+
+@dataclass(frozen=True, slots=True)
+class AttestedChain:
+    """A chain this validator attests, and the endpoint it trusts for it."""
+
+    chain_id: str
+    """Park chain id (the relay's light client of it takes attestations)."""
+    eth_url: str
+    """The validator's own Ethereum JSON-RPC endpoint of the chain."""
+    confirmation_depth: int
+    """Blocks on top of an attested block on this endpoint."""
+
+
+class Attestor:
+    """Attests the chains' blocks at depth to the relay chain as validator ``name``."""
+
+    def __init__(self, name: str, signer: Ed25519Signer, relay_chain_id: str, relay_url: str,
+                 chains: list[AttestedChain], interval_s: float = 1.0) -> None:
+        self.name = name
+        self.signer = signer
+        self.relay_chain_id = relay_chain_id
+        self.relay = JsonRpcClient(relay_url, side=relay_chain_id)
+        self.chains = chains
+        self.interval_s = interval_s
+        self.last: dict[str, int] = {}
+        self.submitted = 0
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        log.info("attestor %s: attesting %s", self.name,
+                 ", ".join(f"{c.chain_id} at depth {c.confirmation_depth} via {c.eth_url}" for c in self.chains))
+        endpoints = {c.chain_id: EthRpc(c.eth_url, side=c.chain_id, timeout_s=5.0) for c in self.chains}
+        try:
+            while not self._stop.is_set():
+                for chain in self.chains:
+                    try:
+                        await self.tick(endpoints[chain.chain_id], chain)
+                    except (TransportError, ProtocolError, ValueError, KeyError) as exc:
+                        log.warning("attestor %s: %s unreachable or malformed (%s); retrying", self.name,
+                                    chain.chain_id, exc)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=self.interval_s)
+                except TimeoutError:
+                    pass
+        finally:
+            for endpoint in endpoints.values():
+                await endpoint.close()
+            await self.relay.close()
+
+    async def tick(self, eth: EthRpc, chain: AttestedChain) -> bool:
+        """Attest the block at depth on ``chain`` if its height is new; True if an attestation was submitted."""
+        head = hex_int(await eth.call("eth_blockNumber", []))
+        height = head - chain.confirmation_depth
+        if height < 1 or height <= self.last.get(chain.chain_id, 0):
+            return False
+        block = await eth.call("eth_getBlockByNumber", [hex(height), False])
+        if not isinstance(block, dict) or hex_int(block["number"]) != height:
+            raise ValueError(f"endpoint returned no block {height}")
+        block_hash = bytes.fromhex(str(block["hash"]).removeprefix("0x"))
+        args = {"chain_id": chain.chain_id, "height": height, "block_hash": block_hash.hex(), "head_height": head}
+        try:
+            acct = await self.relay.call("getAccount", {"name": self.name})
+            nonce = int(acct["nonce"]) + int(acct.get("pending", 0))
+            tx = Tx.signed(self.signer, self.relay_chain_id, self.name, nonce, "client.attest", args)
+            await self.relay.call("submitTx", {"tx": tx.to_json()})
+        except ReplayError:
+            pass  # attested before a restart: nothing to add
+        except ProtocolError as exc:
+            log.error("attestor %s: client.attest of %s height %d refused: %s", self.name, chain.chain_id, height, exc)
+            self.last[chain.chain_id] = height  # not retried for this height: a newer one comes next tick
+            return False
+        self.last[chain.chain_id] = height
+        self.submitted += 1
+        log.debug("attestor %s: attested %s height %d %s", self.name, chain.chain_id, height, block_hash.hex()[:16])
+        return True
+

@@ -1,0 +1,413 @@
+"""A relay-chain validator as a process: ``parkrelay node relay --config FILE --validator NAME``.
+
+The relay chain reuses the park node runtime (:mod:`chains.common.node`: blocks and state in SQLite,
+mempool, JSON-RPC/WebSocket, block sync) with two differences:
+
+* **Blocks are decided by BFT consensus** (:mod:`relay.chain.consensus`, Tendermint-style) instead of a
+  producer schedule. The consensus core is pure; :class:`BftDriver` here feeds it messages from peers
+  (``POST /p2p/consensus``) and timeouts from the event loop, persists its signing record before
+  anything it signed leaves the process, and adds each decided block with its commit.
+* **Every stored block carries its commit** (> 2/3 of the validators' signatures), so a block fetched
+  from any peer is verified by its signatures alone and every height is final at once. A lagging
+  validator pulls blocks with commits from its peers and jumps its consensus ahead.
+
+Its application is the relay state machine (:mod:`relay.chain.state_machine`); its RPC adds ``getCommit``
+and ``getCertificate`` (a relay certificate: commit plus a state proof, what park bridges check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from chains.common import jsonrpc as rpc
+from chains.common import wire
+from chains.common.node import BlockEntry, ChainRules, NodeConfig, NotFoundError, ParkNode, p2p_refusal, tx_root
+from chains.common.state import ChainState, canonical_json
+from chains.common.tx import BlockContext, Tx
+from protocol.certificate import RelayCertificate, RelayCommit, RelayHeader, ValidatorSet, verify_commit
+from protocol.errors import CodecError, HeaderError, ProtocolError, ValidatorSetMismatchError
+from protocol.types import ChainId
+from relay.chain.consensus import (
+    Broadcast,
+    ConsensusConfig,
+    ConsensusCore,
+    Decided,
+    EvidenceFound,
+    MessageRejected,
+    Output,
+    PersistSignState,
+    ScheduleTimeout,
+    SignState,
+    Timeout,
+    TimeoutConfig,
+    ValidatorKey,
+    decode_message,
+    encode_message,
+)
+from relay.chain.state_machine import RelayStateMachine, relay_tx_from_json
+from relay.chain.state_machine.clients import MAX_HOLDS_QUERY
+from relay.chain.state_machine.governance import load_validator_set
+
+log = logging.getLogger("parkrelay.relay")
+
+MAX_CLOCK_DRIFT_MS = 2000
+P2P_CONSENSUS: rpc.ParamSpec = {"msg": rpc.hex_string(required=True, max_bytes=rpc.MAX_BODY_BYTES // 2)}
+"""The body of ``POST /p2p/consensus``: one encoded consensus message."""
+
+
+class RelayBlockHeader:
+    """What the runtime stores for a relay block: the header and the commit that finalised it.
+
+    The genesis pseudo-header (height 0, no commit) hashes to 32 zero bytes, the ``last_block_hash``
+    SPEC §7.1 gives block 1.
+    """
+
+    __slots__ = ("_hash", "commit", "header")
+
+    def __init__(self, header: RelayHeader, commit: RelayCommit | None) -> None:
+        self.header = header
+        self.commit = commit
+        self._hash = bytes(32) if commit is None and header.height == 0 else header.hash()
+
+    height = property(lambda self: self.header.height)
+    parent_hash = property(lambda self: self.header.last_block_hash)
+    timestamp_ms = property(lambda self: self.header.time_ms)
+    tx_root = property(lambda self: self.header.data_hash)
+    state_root = property(lambda self: self.header.state_root)
+
+    def hash(self) -> bytes:
+        return self._hash
+
+    def encode(self) -> bytes:
+        return canonical_json({"header": wire.header_to_json(self.header),
+                               "commit": wire.commit_to_json(self.commit) if self.commit is not None else None})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> RelayBlockHeader:
+        try:
+            obj = rpc.decode_json(raw)
+            header = wire.header_from_json(obj["header"])
+            commit = wire.commit_from_json(obj["commit"]) if obj["commit"] is not None else None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CodecError(f"malformed relay block header: {exc}") from exc
+        if commit is not None and commit.header != header:
+            raise CodecError("relay block's commit is for another header")
+        return cls(header, commit)
+
+
+def block_bytes(txs: list[Tx]) -> bytes:
+    """The consensus value of a block's body: its transactions as canonical JSON."""
+    return canonical_json([t.to_json() for t in txs])
+
+
+def txs_of(block: bytes) -> list[Tx]:
+    try:
+        items = rpc.decode_json(block)
+    except rpc.ParseError as exc:
+        raise CodecError(f"block body is not JSON: {exc.message}") from exc
+    if not isinstance(items, list):
+        raise CodecError("block body is a JSON array of transactions")
+    return [relay_tx_from_json(t) for t in items]
+
+
+class RelayRules(ChainRules):
+    """The relay chain for the node runtime: blocks final by commit, the relay state machine as app."""
+
+    def __init__(self, genesis: dict[str, Any], validator: str | None, key: ValidatorKey | None,
+                 client_types: Any = None) -> None:
+        if client_types is None:
+            from relay.chain.state_machine.park_clients import default_client_types
+
+            client_types = default_client_types()
+        self.chain_id = str(genesis["chain_id"])
+        self.genesis_time_ms = int(genesis.get("genesis_time_ms", 0))
+        self.sm = RelayStateMachine(self.chain_id, client_types)
+        self.app = self.sm.app
+        state = ChainState()
+        self.sm.init_genesis(state, {k: v for k, v in genesis.items() if k not in {"genesis_time_ms", "block"}})
+        self.genesis_state = state
+        vset = load_validator_set(state)
+        self.genesis_hdr = RelayBlockHeader(
+            RelayHeader(ChainId(self.chain_id), 0, self.genesis_time_ms, bytes(32), bytes(32), state.root,
+                        vset.hash, vset.hash), None)
+        block_cfg = genesis.get("block", {})
+        self.timeouts = TimeoutConfig(**block_cfg) if block_cfg else TimeoutConfig()
+        self.validator = validator
+        self.key = key
+        self.driver: BftDriver | None = None
+
+    def decode_header(self, raw: bytes) -> RelayBlockHeader:
+        return RelayBlockHeader.decode(raw)
+
+    def decode_tx(self, obj: Any) -> Tx:
+        return relay_tx_from_json(obj)
+
+    def genesis(self) -> tuple[RelayBlockHeader, ChainState]:
+        return self.genesis_hdr, ChainState(self.genesis_state.tree)
+
+    def validator_set(self, entry: BlockEntry) -> ValidatorSet:
+        assert entry.state is not None
+        return load_validator_set(entry.state)
+
+    def validate_header(self, header: Any, parent: BlockEntry, now_ms: int) -> None:
+        h: RelayBlockHeader = header
+        if h.commit is None:
+            raise HeaderError("relay block without a commit", got=h.height)
+        vset = self.validator_set(parent)
+        if h.header.validators_hash != vset.hash:
+            raise ValidatorSetMismatchError("block signed for another validator set", expected=vset.hash.hex(),
+                                            got=h.header.validators_hash.hex())
+        if h.timestamp_ms <= parent.header.timestamp_ms:
+            raise HeaderError("relay time must increase", expected=f"> {parent.header.timestamp_ms}",
+                              got=h.timestamp_ms)
+        verify_commit(vset, ChainId(self.chain_id), h.commit)
+
+    def context(self, header: Any) -> BlockContext:
+        return BlockContext(self.chain_id, header.height, header.timestamp_ms, "")
+
+    def weight(self, header: Any, parent: BlockEntry) -> int:
+        return int(header.height)
+
+    def final_height(self, node: ParkNode) -> int:
+        return int(node.head.header.height)  # every stored block carries its commit
+
+    def attach(self, node: ParkNode, app: web.Application) -> None:
+        self.driver = BftDriver(self, node)
+        app.router.add_post("/p2p/consensus", self.driver.handle_message)
+        height: rpc.ParamSpec = {"height": rpc.uint()}
+        node.method("getCommit", self._rpc_get_commit(node), params=height)
+        node.method("getCertificate", self._rpc_get_certificate(node),
+                    params={"key": rpc.string(required=True, max_len=1024), **height})
+        node.method("getValidators", self._rpc_get_validators(node), params=height)
+        node.method("getClientStatus", self._rpc_get_client_status(node),
+                    params={"chain_id": rpc.string(required=True, max_len=256)})
+        node.method("getClientHolds", self._rpc_get_client_holds(node),
+                    params={"chain_id": rpc.string(required=True, max_len=256),
+                            "headers": rpc.string_list(required=True, max_len=MAX_HOLDS_QUERY)})
+
+    def _rpc_get_commit(self, node: ParkNode) -> Any:
+        async def handler(p: dict[str, Any]) -> Any:
+            e = node.entry_at(p.get("height"))
+            if e.header.commit is None:
+                raise NotFoundError("genesis has no commit", got=0)
+            return wire.commit_to_json(e.header.commit)
+        return handler
+
+    def _rpc_get_certificate(self, node: ParkNode) -> Any:
+        async def handler(p: dict[str, Any]) -> Any:
+            key: str = p["key"]
+            e = node.entry_at(p.get("height"))
+            if e.header.commit is None or e.state is None:
+                raise NotFoundError("no certificate at that height", got=e.header.height)
+            raw = key.encode()
+            cert = RelayCertificate(e.header.commit, raw, e.state.get(raw), e.state.prove(raw))
+            return wire.certificate_to_json(cert)
+        return handler
+
+    def _rpc_get_client_status(self, node: ParkNode) -> Any:
+        async def handler(p: dict[str, Any]) -> Any:
+            chain: str = p["chain_id"]
+            assert node.head.state is not None
+            return self.sm.client_status(node.head.state, chain, _now_ms())
+        return handler
+
+    def _rpc_get_client_holds(self, node: ParkNode) -> Any:
+        async def handler(p: dict[str, Any]) -> Any:
+            chain, headers = p["chain_id"], p["headers"]
+            try:
+                raws = [bytes.fromhex(h) for h in headers]
+            except ValueError:
+                raise CodecError("headers must be hex strings") from None
+            assert node.head.state is not None
+            return self.sm.client_holds(node.head.state, chain, raws)
+        return handler
+
+    def _rpc_get_validators(self, node: ParkNode) -> Any:
+        async def handler(p: dict[str, Any]) -> Any:
+            return wire.validator_set_to_json(self.validator_set(node.entry_at(p.get("height"))))
+        return handler
+
+    async def run_producer(self, node: ParkNode) -> None:
+        assert self.driver is not None
+        await self.driver.run()
+
+
+class BftDriver:
+    """Runs the pure consensus core inside the node: network, timers, persistence."""
+
+    def __init__(self, rules: RelayRules, node: ParkNode) -> None:
+        self.rules = rules
+        self.node = node
+        self.log = logging.LoggerAdapter(log, {"chain": rules.chain_id, "node": node.config.name})
+        self.core: ConsensusCore | None = None
+        node.db.execute("CREATE TABLE IF NOT EXISTS sign_state (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT)")
+        node.db.commit()
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    # -- ConsensusApp -----------------------------------------------------------------------------
+
+    def make_block(self, height: int, round_: int) -> tuple[bytes, RelayHeader]:
+        head = self.node.head
+        assert head.state is not None and height == head.header.height + 1
+        ts = max(_now_ms(), head.header.timestamp_ms + 1)
+        state = ChainState(head.state.tree)
+        built = self.rules.sm.build_block(state, list(self.node.mempool.values()), BlockContext(
+            self.rules.chain_id, height, ts, ""))
+        for tx, exc in built.dropped:
+            if exc.code in {"packet.replay", "auth.denied", "signature.invalid", "codec.invalid"}:
+                self.node.mempool.pop(tx.hash(), None)
+        vset = self.rules.validator_set(head)
+        header = RelayHeader(ChainId(self.rules.chain_id), height, ts, head.hash, tx_root(built.included),
+                             state.root, vset.hash, vset.hash)
+        return block_bytes(built.included), header
+
+    def validate_block(self, header: RelayHeader, block: bytes) -> bool:
+        stored = self.node.blocks.get(header.hash())
+        if stored is not None:  # synced with its commit and validated then (catch-up)
+            return block_bytes(list(stored.txs)) == block
+        head = self.node.head
+        if header.height != head.header.height + 1 or header.last_block_hash != head.hash:
+            return False
+        if not head.header.timestamp_ms < header.time_ms <= _now_ms() + MAX_CLOCK_DRIFT_MS:
+            return False
+        try:
+            txs = txs_of(block)
+            entry = self.node._execute(RelayBlockHeader(header, None), txs, head)
+        except ProtocolError as exc:
+            self.log.warning("proposal for height %d refused: %s", header.height, exc)
+            return False
+        if any(not r["ok"] for r in entry.tx_results):
+            self.log.warning("proposal for height %d holds a failing transaction", header.height)
+            return False
+        return True
+
+    def next_validator_set(self, header: RelayHeader) -> ValidatorSet:
+        return self.rules.validator_set(self.node.head)
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        head = self.node.head
+        key = self.rules.key
+        row = self.node.db.execute("SELECT state FROM sign_state WHERE id = 1").fetchone()
+        sign_state = SignState.from_json(row[0]) if row else None
+        config = ConsensusConfig(ChainId(self.rules.chain_id), timeouts=self.rules.timeouts)
+        self.core = ConsensusCore(config, self, self.rules.validator_set(head), head.header.height + 1, key,
+                                  sign_state)
+        self._handle(self.core.start())
+        # A height that makes no progress for a while re-sends what peers may have missed (a peer that was
+        # down or not yet listening); the paper assumes eventual delivery and this provides it.
+        resend_s = max(0.5, self.rules.timeouts.propose_ms / 1000)
+        while True:
+            height = self.node.head.header.height
+            await self.node.wait_for_head(resend_s)
+            self._catch_up()
+            if self.node.head.header.height == height and self.core is not None:
+                for msg in self.core.gossip():
+                    self.node._spawn(self._broadcast(encode_message(msg)))
+
+    def _catch_up(self) -> None:
+        """Blocks that arrived by sync (with their commits) move the core to the node's head."""
+        assert self.core is not None
+        while self.core.height <= self.node.head.header.height:
+            height = self.core.height
+            e = self.node.canonical(height)
+            if e is None or e.header.commit is None:
+                return
+            try:
+                self._handle(self.core.on_commit(block_bytes(list(e.txs)), e.header.commit))
+            except ProtocolError as exc:
+                self.log.warning("catch-up commit at height %d refused: %s", height, exc)
+                return
+            if self.core.height == height:  # decided here already; it moves on after its commit timeout
+                return
+
+    async def handle_message(self, request: web.Request) -> web.Response:
+        try:
+            body = await self.node._p2p_body(request, P2P_CONSENSUS)
+            try:
+                msg = decode_message(bytes.fromhex(body["msg"]))
+            except (ValueError, KeyError, TypeError) as exc:  # a decoder that broke its CodecError contract
+                raise CodecError(f"malformed consensus message: {exc}") from exc
+        except ProtocolError as exc:
+            status, answer = p2p_refusal(exc)
+            return web.json_response(answer, status=status)
+        if self.core is None:
+            return web.json_response({"ok": False, "error": rpc.error_object(rpc.SERVER_ERROR, "not started")})
+        try:
+            self._handle(self.core.on_message(msg))
+        except ProtocolError as exc:  # a well-formed message consensus refuses: HTTP 200
+            return web.json_response(p2p_refusal(exc)[1])
+        return web.json_response({"ok": True})
+
+    def _on_timeout(self, t: Timeout) -> None:
+        if self.core is not None:
+            self._handle(self.core.on_timeout(t))
+
+    # -- outputs ----------------------------------------------------------------------------------
+
+    def _handle(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, PersistSignState):
+                # durable before anything signed under it leaves the process
+                self.node.db.execute("INSERT OR REPLACE INTO sign_state VALUES (1, ?)", (out.state.to_json(),))
+                self.node.db.commit()
+            elif isinstance(out, Broadcast):
+                self.node._spawn(self._broadcast(encode_message(out.message)))
+            elif isinstance(out, ScheduleTimeout):
+                loop = asyncio.get_running_loop()
+                handle = loop.call_later(out.duration_ms / 1000, self._on_timeout, out.timeout)
+                self._timers.add(handle)
+            elif isinstance(out, Decided):
+                self._decided(out)
+            elif isinstance(out, EvidenceFound):
+                self.log.warning("validator equivocation detected: %s", out.evidence)
+            elif isinstance(out, MessageRejected):
+                self.log.info("buffered consensus message rejected: %s", out.error)
+
+    def _decided(self, d: Decided) -> None:
+        txs = txs_of(d.block)
+        header = RelayBlockHeader(d.commit.header, d.commit)
+        if header.hash() in self.node.blocks:
+            return
+        try:
+            entry = self.node.validate_and_add(header, txs, _now_ms())
+        except ProtocolError as exc:  # a decided block we cannot apply: the node cannot go on safely
+            self.log.error("decided block %d does not apply: %s", d.height, exc)
+            self.node.failed.set()
+            return
+        self.log.debug("height %d decided with %d txs", d.height, len(txs))
+        self.node._spawn(self.node._gossip_block(entry.header, entry.txs))
+
+    async def _broadcast(self, raw: bytes) -> None:
+        session = self.node._session
+        if session is None:
+            return
+        body = {"msg": raw.hex()}
+
+        async def one(peer: str) -> None:
+            try:
+                async with session.post(peer + "/p2p/consensus", json=body,
+                                        timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    await r.read()
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # a peer that misses a message catches up through later rounds or block sync
+
+        await asyncio.gather(*(one(p) for p in self.node.peers))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def make_relay_node(genesis: dict[str, Any], name: str, key: ValidatorKey | None, node_cfg: NodeConfig) -> ParkNode:
+    return ParkNode(RelayRules(genesis, name, key), node_cfg)
+
+
+__all__ = ["BftDriver", "RelayBlockHeader", "RelayRules", "make_relay_node"]

@@ -1,0 +1,305 @@
+"""The relay chain's application: transactions, blocks and admission over one state tree (SPEC.md §6,
+docs/architecture.md §2).
+
+:class:`RelayStateMachine` is what the relay node runs. It is pure and deterministic: it reads no
+clock (block time comes in :class:`~chains.common.tx.BlockContext`), does no I/O, and the same genesis
+and the same blocks give the same state root on every node. The node (consensus, RPC, storage) calls:
+
+``init_genesis(state, config)``
+    once (:mod:`relay.chain.state_machine.genesis`).
+``check_admission(state, tx)``
+    in the mempool, against the head state (:mod:`relay.chain.state_machine.admission`).
+``build_block(state, candidates, ctx)``
+    as proposer: executes the candidates on ``state`` (a fresh :class:`ChainState` over the parent's
+    tree) and drops those that fail, redundant ones included; :meth:`select_block_txs` pre-filters
+    without executing.
+``execute_block(state, txs, ctx)``
+    as validator: executes a proposed block; a transaction that fails is recorded as failed and
+    changes nothing (its nonce included), as on the park nodes.
+
+Accounts are permissionless: a relayer registers itself with ``account.register`` (``sender`` = the
+new account's name, ``nonce`` 0, ``args.pubkey`` = its key, signed by that key), or is listed in
+genesis. There are no fees: the mempool's admission checks and the node's per-sender limits are what
+stand between a spammer and block space (an open problem the lead knows of).
+
+Operations and their arguments: :mod:`relay.chain.state_machine.requests`. State keys:
+:mod:`relay.chain.state_machine.keys`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chains.common import wire
+from chains.common.state import ChainState, canonical_json
+from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path, create_account
+from protocol.crypto import ed25519_verify
+from protocol.errors import CodecError, ProtocolError, ReplayError, UnknownClientError, WrongChainError
+from protocol.types import ChainId, check_id
+from relay.chain.state_machine import admission, attest, governance, lanes, packets
+from relay.chain.state_machine import requests as rq
+from relay.chain.state_machine.clients import (
+    ClientType,
+    RelayClientRouter,
+    client_holds,
+    client_status,
+    process_client_create,
+    process_client_update,
+    process_finality_evidence,
+    process_misbehaviour,
+    process_register_farmer,
+)
+from relay.chain.state_machine.genesis import init_genesis
+from relay.chain.state_machine.park_clients import default_client_types
+from relay.chain.state_machine.records import Event, op_args
+from relay.chain.state_machine.rights import right_record
+from relay.chain.state_machine.supply import supply_record
+
+__all__ = ["RELAY_MAX_TX_BYTES", "BlockBuild", "BlockResult", "RelayApp", "RelayStateMachine", "relay_tx_from_json"]
+
+RELAY_MAX_TX_BYTES = 1024 * 1024
+"""Largest relay transaction (canonical JSON). A batch of 100 packets with their proofs is ~300 KB,
+over the park chains' :data:`chains.common.tx.MAX_TX_BYTES`; the relay node parses with this bound."""
+
+
+class RelayApp(App):
+    """:class:`chains.common.tx.App` plus permissionless, self-signed ``account.register``."""
+
+    def check_tx(self, state: ChainState, tx: Tx) -> None:
+        if tx.op != rq.REGISTER:
+            super().check_tx(state, tx)
+            return
+        if tx.chain_id != self.chain_id:
+            raise WrongChainError("transaction for another chain", expected=self.chain_id, got=tx.chain_id)
+        if state.get(account_path(tx.sender)) is not None:
+            raise ReplayError("account already registered", got=tx.sender)
+        if not ACCOUNT_RE.match(tx.sender):
+            raise CodecError("invalid account name", expected=ACCOUNT_RE.pattern, got=tx.sender)
+        if tx.nonce != 0:
+            raise CodecError("account.register uses nonce 0", expected=0, got=tx.nonce)
+        pubkey = wire.hex_bytes(op_args(tx, ("pubkey",))["pubkey"], "pubkey", 32)
+        ed25519_verify(pubkey, tx.sign_bytes(), tx.signature, what=f"self-signature of new account {tx.sender}")
+
+    def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        if tx.op != rq.REGISTER:
+            return super().execute_tx(state, tx, ctx)
+        with state.atomic():
+            self.check_tx(state, tx)
+            create_account(state, tx.sender, bytes.fromhex(tx.args["pubkey"]))
+            acct = state.get_json(account_path(tx.sender))
+            acct["nonce"] = 1
+            state.set_json(account_path(tx.sender), acct)
+        return [{"type": "account_registered", "name": tx.sender}]
+
+
+@dataclass
+class BlockResult:
+    """What executing a block produced."""
+
+    events: list[Event] = field(default_factory=list)
+    """Events of the successful transactions, each with its ``tx`` hash."""
+    results: list[dict[str, Any]] = field(default_factory=list)
+    """Per transaction: ``{"tx", "ok"}`` and, on failure, ``"error"`` (code, message, expected, got)."""
+
+
+@dataclass
+class BlockBuild:
+    """What building a block produced: the transactions kept, in order, and those dropped."""
+
+    included: list[Tx] = field(default_factory=list)
+    """Transactions that executed successfully, in block order."""
+    dropped: list[tuple[Tx, ProtocolError]] = field(default_factory=list)
+    """Transactions left out, with the error that excluded them (``packet.replay`` for redundant ones)."""
+    events: list[Event] = field(default_factory=list)
+    """Events of the included transactions."""
+
+
+class RelayStateMachine:
+    """The relay chain's application state machine."""
+
+    def __init__(self, chain_id: str, client_types: Iterable[ClientType] | None = None) -> None:
+        """``client_types`` defaults to the park chains' (:func:`.park_clients.default_client_types`)."""
+        self.chain_id = ChainId(check_id("relay chain", chain_id))
+        self.router = RelayClientRouter(default_client_types() if client_types is None else client_types)
+        self.app = RelayApp(self.chain_id)
+        for name, handler in (
+            (rq.CLIENT_UPDATE, self._op_client_update),
+            (rq.CLIENT_MISBEHAVIOUR, self._op_misbehaviour),
+            (rq.CLIENT_ATTEST, self._op_attest),
+            (rq.CLIENT_REGISTER_FARMER, self._op_register_farmer),
+            (rq.VERIFY, self._op_verify),
+            (rq.VERIFY_BATCH, self._op_verify),
+            (rq.CONFIRM_ACK, self._op_confirm_ack),
+            (rq.CONFIRM_TIMEOUT, self._op_confirm_timeout),
+            (rq.CLIENT_CREATE, self._op_client_create),
+            (rq.LANE_OPEN, self._op_lane),
+            (rq.LANE_PAUSE, self._op_lane),
+            (rq.LANE_RESUME, self._op_lane),
+            (rq.LANE_SET_LIMITS, self._op_lane),
+        ):
+            self.app.register(name, handler)
+        # account.register is handled by RelayApp before the op table; listed so check_tx knows the op
+        self.app.register(rq.REGISTER, lambda state, tx, ctx: None)
+
+    # -- the node's entry points ---------------------------------------------------------------------
+
+    def init_genesis(self, state: ChainState, config: Any) -> list[Event]:
+        """Write genesis (:mod:`relay.chain.state_machine.genesis`); the config's chain id must be this chain's."""
+        if not isinstance(config, dict) or config.get("chain_id") != self.chain_id:
+            raise WrongChainError("genesis for another relay chain", expected=self.chain_id,
+                                  got=config.get("chain_id") if isinstance(config, dict) else None)
+        return init_genesis(state, self.router, config)
+
+    def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        """Run one transaction; on a :class:`ProtocolError` nothing changes and it propagates."""
+        if ctx.chain_id != self.chain_id:
+            raise WrongChainError("block context of another chain", expected=self.chain_id, got=ctx.chain_id)
+        return self.app.execute_tx(state, tx, ctx)
+
+    def check_redundant(self, state: ChainState, tx: Tx) -> None:
+        """The cheap replay checks of admission alone (state lookups, decoding; no signatures)."""
+        admission.check_redundant(self.router, state, tx)
+
+    def check_admission(self, state: ChainState, tx: Tx) -> None:
+        """What the mempool runs: replay checks first, then chain, op, account, signature and nonce."""
+        if tx.chain_id != self.chain_id:
+            raise WrongChainError("transaction for another chain", expected=self.chain_id, got=tx.chain_id)
+        if tx.op not in self.app.ops:
+            raise CodecError("unknown operation", expected=sorted(self.app.ops), got=tx.op)
+        admission.check_redundant(self.router, state, tx)
+        self.app.check_tx(state, tx)
+
+    def work_keys(self, state: ChainState, tx: Tx) -> frozenset[bytes]:
+        return admission.work_keys(self.router, state, tx)
+
+    def select_block_txs(self, state: ChainState,
+                         txs: Sequence[Tx]) -> tuple[list[Tx], list[tuple[Tx, ProtocolError]]]:
+        """Pre-execution filter for a block builder: drops redundant transactions (see :mod:`admission`)."""
+        return admission.select_block_txs(self.router, state, txs)
+
+    def build_block(self, state: ChainState, candidates: Sequence[Tx], ctx: BlockContext,
+                    max_txs: int | None = None) -> BlockBuild:
+        """Execute ``candidates`` in order on ``state``, keeping the ones that succeed (up to ``max_txs``)."""
+        out = BlockBuild()
+        for tx in candidates:
+            if max_txs is not None and len(out.included) >= max_txs:
+                break
+            try:
+                events = self.execute_tx(state, tx, ctx)
+            except ProtocolError as exc:
+                out.dropped.append((tx, exc))
+                continue
+            out.included.append(tx)
+            out.events += [{**e, "tx": tx.hash().hex()} for e in events]
+        return out
+
+    def execute_block(self, state: ChainState, txs: Sequence[Tx], ctx: BlockContext) -> BlockResult:
+        """Execute a proposed block on ``state``; failed transactions are recorded and change nothing."""
+        out = BlockResult()
+        for tx in txs:
+            th = tx.hash().hex()
+            try:
+                events = self.execute_tx(state, tx, ctx)
+            except ProtocolError as exc:
+                out.results.append({"tx": th, "ok": False, "error": exc.to_dict()})
+                continue
+            out.results.append({"tx": th, "ok": True})
+            out.events += [{**e, "tx": th} for e in events]
+        return out
+
+    # -- queries -------------------------------------------------------------------------------------
+
+    def client_status(self, state: ChainState, chain_id: str, now_ms: int) -> dict[str, Any]:
+        return client_status(self.router, state, chain_id, now_ms)
+
+    def client_holds(self, state: ChainState, chain_id: str, raw_headers: list[bytes]) -> list[bool]:
+        return client_holds(self.router, state, chain_id, raw_headers)
+
+    def packet_state(self, state: ChainState, raw_packet: bytes) -> str:
+        return packets.packet_state(state, packets.decode_packet_ref(raw_packet)).value
+
+    def lane(self, state: ChainState, src: str, dst: str, lane: str) -> dict[str, Any] | None:
+        rec = lanes.load_lane(state, src, dst, lane)
+        return None if rec is None else {"src": src, "dst": dst, "lane": lane, **rec.to_json()}
+
+    def supply(self, state: ChainState, home: str, lane: str, remote: str, denom: str) -> dict[str, Any]:
+        return supply_record(state, home, lane, remote, denom)
+
+    def right(self, state: ChainState, home: str, lane: str, remote: str, right_id: str) -> dict[str, Any] | None:
+        """The rights accountant's record of one hop of a right (None: not out over that hop)."""
+        return right_record(state, home, lane, remote, right_id)
+
+    # -- ops -----------------------------------------------------------------------------------------
+
+    def _op_client_update(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        req = rq.parse_client_update(tx)
+        return process_client_update(self.router, state, req.chain_id, req.headers, ctx.timestamp_ms)
+
+    def _op_misbehaviour(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        req = rq.parse_misbehaviour(tx)
+        if req.branch:
+            return process_finality_evidence(self.router, state, req.chain_id, req.branch, ctx.timestamp_ms)
+        return process_misbehaviour(self.router, state, req.chain_id, req.header_a, req.header_b, ctx.timestamp_ms)
+
+    def _op_register_farmer(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        req = rq.parse_register_farmer(tx)
+        return process_register_farmer(self.router, state, req.chain_id, req.height, req.name, req.account, req.proof,
+                                       ctx.timestamp_ms)
+
+    def _op_attest(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        return attest.process_attest(self.router, state, tx, ctx.timestamp_ms)
+
+    def _op_verify(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        req = rq.parse_verify(tx)
+        return packets.process_verify_batch(self.router, state, ctx.timestamp_ms, req.height, req.refs, req.proofs,
+                                            req.headers)
+
+    def _op_confirm_ack(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        req = rq.parse_confirm_ack(tx)
+        return packets.process_confirm_ack(self.router, state, ctx.timestamp_ms, req.ref, req.ack, req.height,
+                                           req.proof, req.headers)
+
+    def _op_confirm_timeout(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        req = rq.parse_confirm_timeout(tx)
+        return packets.process_confirm_timeout(self.router, state, ctx.timestamp_ms, req.ref, req.height, req.proof,
+                                               req.headers, req.commit)
+
+    def _governed(self, state: ChainState, tx: Tx) -> Mapping[str, Any]:
+        return governance.authorize(state, self.chain_id, tx.op, tx.args)
+
+    def _op_client_create(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        params = self._governed(state, tx)
+        chain_id, client_type, init = rq.parse_client_create(params)
+        return process_client_create(self.router, state, chain_id, client_type, init)
+
+    def _op_lane(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        params = self._governed(state, tx)
+        req = rq.parse_lane(tx.op, params)
+        if tx.op == rq.LANE_OPEN:
+            for chain in (req.src, req.dst):
+                if not self.router.has_client(state, chain):
+                    raise UnknownClientError("a lane joins chains that have light clients", got=chain)
+            return lanes.open_lane(state, req.src, req.dst, req.lane, req.limits or {})
+        if tx.op == rq.LANE_PAUSE:
+            return lanes.pause_lane(state, req.src, req.dst, req.lane, "governance")
+        if tx.op == rq.LANE_RESUME:
+            return lanes.resume_lane(state, req.src, req.dst, req.lane)
+        return lanes.set_limits(state, req.src, req.dst, req.lane, req.limits or {})
+
+
+def relay_tx_from_json(obj: Any, max_bytes: int = RELAY_MAX_TX_BYTES) -> Tx:
+    """:meth:`Tx.from_json` with the relay's size bound instead of the park chains' (for the relay node's RPC)."""
+    if not isinstance(obj, dict):
+        raise CodecError("a transaction is a JSON object", got=type(obj).__name__)
+    try:
+        tx = Tx(str(obj["chain_id"]), str(obj["sender"]), int(obj["nonce"]), str(obj["op"]), dict(obj["args"]),
+                bytes.fromhex(str(obj["signature"])))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"malformed transaction: {exc}") from exc
+    size = len(canonical_json(tx.to_json()))
+    if size > max_bytes:
+        raise CodecError("transaction too large", expected=f"<= {max_bytes} bytes", got=size)
+    return tx
+

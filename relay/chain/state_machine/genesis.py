@@ -1,0 +1,75 @@
+"""Genesis of the relay chain's application state (docs/architecture.md §7: one config describes the deployment).
+
+The genesis config is JSON (parsed strictly: unknown keys are :class:`~protocol.errors.CodecError`)::
+
+    {
+      "chain_id":   "relay",
+      "validators": ValidatorSet wire JSON (chains.common.wire),          # authorises governance
+      "clients":    {"<park chain id>": {"client_type": "dpos", "init": {...}}, ...},
+      "lanes":      [{"lane": "lane-0", "chains": ["dpos-park", "poc-park"],
+                      "limits"?: {"kWh": {"capacity": 50000, "refill_per_s": 100}, "*": {...}}}, ...],
+      "accounts"?:  {"relayer-a": "<ed25519 pubkey hex>", ...}
+    }
+
+Clients are created in sorted chain-id order (so their ids ``<type>-<n>`` do not depend on how the
+file was written); each lane entry opens both directions with the same limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chains.common import wire
+from chains.common.state import ChainState
+from chains.common.tx import create_account
+from protocol.errors import CodecError, ProtocolError, UnknownClientError
+from protocol.types import ChainId, check_id
+from relay.chain.state_machine.clients import RelayClientRouter, process_client_create
+from relay.chain.state_machine.governance import store_validator_set
+from relay.chain.state_machine.keys import CONFIG_KEY
+from relay.chain.state_machine.lanes import limits_from_json, open_lane
+from relay.chain.state_machine.records import Event, json_object, obj_args, str_arg
+
+__all__ = ["init_genesis"]
+
+
+def init_genesis(state: ChainState, router: RelayClientRouter, config: Any) -> list[Event]:
+    """Write the genesis state; returns the events of what it created."""
+    if state.get(CONFIG_KEY) is not None:
+        raise ProtocolError("relay chain state already initialised")
+    cfg = obj_args(config, "relay genesis", ("chain_id", "validators", "clients", "lanes"), ("accounts",))
+    chain_id = check_id("relay chain", str_arg(cfg, "chain_id", "genesis"))
+    vset = wire.validator_set_from_json(cfg["validators"])
+    clients = json_object(cfg["clients"], "genesis clients")
+    lanes = cfg["lanes"]
+    if not isinstance(lanes, list):
+        raise CodecError("genesis lanes must be a JSON array", got=type(lanes).__name__)
+    accounts = json_object(cfg.get("accounts", {}), "genesis accounts")
+
+    state.set_json(CONFIG_KEY, {"chain_id": chain_id})
+    store_validator_set(state, vset)
+    events: list[Event] = []
+    for park in sorted(clients):
+        spec = obj_args(clients[park], f"genesis client of {park}", ("client_type", "init"))
+        init = spec["init"]
+        if not isinstance(init, dict):
+            raise CodecError(f"init of the client of {park} must be a JSON object", got=type(init).__name__)
+        events += process_client_create(router, state, ChainId(check_id("chain", park)),
+                                        str_arg(spec, "client_type", "genesis client"), init)
+    for i, entry in enumerate(lanes):
+        spec = obj_args(entry, f"genesis lane {i}", ("lane", "chains"), ("limits",))
+        pair = spec["chains"]
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise CodecError(f"genesis lane {i}: chains is a pair of chain ids", got=pair)
+        a, b = (check_id("chain", c) for c in pair)
+        for chain in (a, b):
+            if not router.has_client(state, chain):
+                raise UnknownClientError(f"genesis lane {i} names a chain without a light client", got=chain)
+        limits = limits_from_json(spec.get("limits", {}))
+        lane = str_arg(spec, "lane", "genesis lane")
+        events += open_lane(state, a, b, lane, limits)
+        events += open_lane(state, b, a, lane, limits)
+    for name in sorted(accounts):
+        create_account(state, name, wire.hex_bytes(accounts[name], f"pubkey of account {name}", 32))
+        events.append({"type": "account_registered", "name": name})
+    return events

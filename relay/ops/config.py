@@ -1,0 +1,262 @@
+"""The deployment config: one TOML file describes chains, their nodes, relay validators and lanes.
+
+``deploy/devnet.toml`` documents every key inline with its default. Errors name the key and say what
+was expected, so an operator can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chains.common.kind import ChainKind, KindParams, ParamError
+from chains.ethereum.kind import EthereumKind
+from chains.ethereum.params import EthChainParams
+from chains.registry import KINDS, UnknownChainKindError, chain_kind
+
+CHAIN_KINDS = tuple(KINDS)
+"""Every park chain kind's name (:data:`chains.registry.KINDS`)."""
+
+ETHEREUM_NODE = EthereumKind.fixed_nodes[0]
+"""The one node (process) of an ``ethereum`` chain: an anvil child of ``parkrelay node ethereum``."""
+ETHEREUM_OPERATOR = "operator"
+"""The account of an ``ethereum`` chain whose key deploys and owns the park's contracts (always created)."""
+ETHEREUM_DEFAULTS: dict[str, int] = EthChainParams.defaults()
+"""Defaults of an ``ethereum`` chain's keys (:class:`chains.ethereum.params.EthChainParams`)."""
+CHAIN_BASE_KEYS = ("id", "kind", "nodes", "base_port", "accounts", "light_client")
+"""Keys of every ``[[chains]]`` table; the others are the kind's typed parameters (``chains/<kind>/params.py``)."""
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable, or has a bad key."""
+
+
+def kind_of(name: str) -> ChainKind:
+    """The chain kind called ``name``, or a :class:`ConfigError` naming the known ones."""
+    try:
+        return chain_kind(name)
+    except UnknownChainKindError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """One park chain of the deployment."""
+
+    id: str
+    """Chain id, unique in the deployment (``dpos-park``)."""
+    kind: str
+    """The chain kind's name (:data:`chains.registry.KINDS`: ``dpos``, ``poc`` or ``ethereum``)."""
+    nodes: tuple[str, ...]
+    """Node names (witnesses or farmers); each runs as its own process. ``ethereum``: ``("anvil",)``."""
+    base_port: int
+    """RPC port of the first node; the n-th node listens on ``base_port + n``."""
+    accounts: dict[str, int]
+    """Genesis accounts and their native balances in Wh."""
+    params: KindParams
+    """The kind's typed parameters, defaults filled in (``chains/<kind>/params.py``); they read as a mapping too
+    (``params["confirmation_depth"]``)."""
+    light_client: dict[str, int] = field(default_factory=dict)
+    """The chain table's ``light_client`` table: init args of the relay chain's light client of this park
+    (windows and bounds, SPEC §8.4-§8.6; names from the kind's ``client_params``, values checked when the relay
+    genesis creates the client)."""
+
+    def port_of(self, node: str) -> int:
+        return self.base_port + self.nodes.index(node)
+
+    def url_of(self, node: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port_of(node)}"
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """A whole deployment."""
+
+    path: Path
+    """The file it was read from."""
+    data_dir: Path
+    """Keys, genesis files, databases and logs (relative paths are relative to the current directory)."""
+    host: str
+    """Address every service binds to (default 127.0.0.1)."""
+    chains: tuple[ChainConfig, ...]
+    """The park chains."""
+    relay_validators: tuple[str, ...]
+    """Relay validator (park operator) names; their keys form the bridges' trusted set at genesis."""
+    lanes: tuple[tuple[str, str, str], ...] = field(default=())
+    """``(lane, chain_a, chain_b)``: bidirectional lanes between pairs of chains."""
+    relay_chain_id: str = "relay"
+    """The relay chain's id."""
+    relay_base_port: int | None = None
+    """RPC port of the first relay validator (n-th = base + n); None: the relay chain is not run here."""
+    relay_block_interval_ms: int = 1000
+    """Pause between a decided relay block and the next height."""
+    relayers: tuple[str, ...] = field(default=())
+    """Relayer service names; each gets an account on every chain."""
+    lane_limits: dict[tuple[str, str, str], dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Rate limits of a lane of ``lanes`` (same key), ``{asset: {capacity, refill_per_s}}`` (``*``: the
+    default), in both directions; a lane without an entry is not limited. The relay genesis sets them and
+    every park at either end learns the capacities at its own genesis (protocol SPEC §6.8)."""
+    relayer_takeover_after_s: float = 4.0
+    """On chains where a redundant relay reaches a block and pays for it (Ethereum), one relayer of
+    ``relayers`` has the turn for each packet action; the others take over only after this many seconds
+    (the n-th in line after n times it)."""
+    relayer_heartbeat_s: float | None = 5.0
+    """Each relayer refreshes the relay's light client of every park at least this often, lanes idle or not,
+    so a client is never stale when a packet comes (a stale probabilistic-finality client waits out its
+    finality window, SPEC §8). ``0`` in the file: only when a packet needs it (None here)."""
+
+    def relay_port(self, validator: str) -> int:
+        assert self.relay_base_port is not None
+        return self.relay_base_port + self.relay_validators.index(validator)
+
+    def relay_url(self, validator: str) -> str:
+        return f"http://{self.host}:{self.relay_port(validator)}"
+
+    def chain(self, chain_id: str) -> ChainConfig:
+        for c in self.chains:
+            if c.id == chain_id:
+                return c
+        raise ConfigError(f"{self.path}: no chain {chain_id!r}; chains are {[c.id for c in self.chains]}")
+
+    def chains_of_kind(self, kind: str) -> list[ChainConfig]:
+        return [c for c in self.chains if c.kind == kind]
+
+
+def _get(d: dict[str, Any], key: str, typ: type, where: str, default: Any = ...) -> Any:
+    if key not in d:
+        if default is ...:
+            raise ConfigError(f"{where}: missing key {key!r}")
+        return default
+    v = d[key]
+    if (typ is int and isinstance(v, bool)) or not isinstance(v, typ):
+        raise ConfigError(f"{where}.{key}: expected {typ.__name__}, got {v!r}")
+    return v
+
+
+def _chain(c: dict[str, Any], i: int, path: Path, seen_ports: dict[int, str]) -> ChainConfig:
+    """One ``[[chains]]`` table: the base keys here, the rest by the kind's typed parameters."""
+    where = f"chains[{i}]"
+    if not isinstance(c, dict):
+        raise ConfigError(f"{where}: expected a table")
+    cid = _get(c, "id", str, where)
+    kind_name = _get(c, "kind", str, where)
+    if kind_name not in KINDS:
+        raise ConfigError(f"{path}: chain {cid!r}: {where}.kind: expected one of {CHAIN_KINDS}, got {kind_name!r}")
+    kind = chain_kind(kind_name)
+    if kind.fixed_nodes:
+        if "nodes" in c:
+            raise ConfigError(f"{where}: unknown key(s) ['nodes'] for an {kind.name} chain (its nodes are always "
+                              f"{list(kind.fixed_nodes)}, no `nodes`); allowed keys are "
+                              f"{sorted({*CHAIN_BASE_KEYS, *kind.params_type.defaults()} - {'nodes'})}")
+        nodes: tuple[str, ...] = kind.fixed_nodes
+    else:
+        nodes = tuple(_get(c, "nodes", list, where))
+        if not nodes or not all(isinstance(n, str) for n in nodes) or len(set(nodes)) != len(nodes):
+            raise ConfigError(f"{where}.nodes: expected a non-empty list of distinct names")
+    base_port = _get(c, "base_port", int, where)
+    accounts = _get(c, "accounts", dict, where, {})
+    for name, bal in accounts.items():
+        if isinstance(bal, bool) or not isinstance(bal, int) or bal < 0:
+            raise ConfigError(f"{where}.accounts.{name}: expected a non-negative integer (Wh), got {bal!r}")
+    try:
+        params = kind.parse_params({k: v for k, v in c.items() if k not in CHAIN_BASE_KEYS})
+    except ParamError as exc:
+        raise ConfigError(f"{path}: chain {cid!r} (kind {kind.name}): {where}.{exc}") from exc
+    ports = kind.port_count(params, nodes)
+    if not 0 < base_port < 65536 - ports + 1:
+        raise ConfigError(f"{where}.base_port: expected a TCP port (1-{65536 - ports}) with its {ports} port(s) "
+                          f"after it, got {base_port}")
+    for n in range(ports):
+        if base_port + n in seen_ports:
+            raise ConfigError(f"{where}: port {base_port + n} already used by {seen_ports[base_port + n]}")
+        seen_ports[base_port + n] = f"{cid}/{nodes[n] if n < len(nodes) else nodes[-1]}"
+    lc = _get(c, "light_client", dict, where, {})
+    unknown = sorted(set(lc) - set(kind.client_params))
+    if unknown:
+        raise ConfigError(f"{path}: chain {cid!r}: {where}.light_client: unknown key(s) {unknown}; a {kind.name} "
+                          f"client takes {sorted(kind.client_params)}")
+    for key, value in lc.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{path}: chain {cid!r}: {where}.light_client.{key}: expected a non-negative integer, "
+                              f"got {value!r}")
+    return ChainConfig(cid, kind.name, nodes, base_port, dict(accounts), params, dict(lc))
+
+
+def load_config(path: str | Path) -> DeploymentConfig:
+    """Read and check a deployment config."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {p}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    dep = _get(raw, "deployment", dict, str(p), {})
+    data_dir = Path(_get(dep, "data_dir", str, "deployment", "var/devnet"))
+    host = _get(dep, "host", str, "deployment", "127.0.0.1")
+    chains: list[ChainConfig] = []
+    seen_ports: dict[int, str] = {}
+    for i, c in enumerate(_get(raw, "chains", list, str(p))):
+        chains.append(_chain(c, i, p, seen_ports))
+    if len({c.id for c in chains}) != len(chains):
+        raise ConfigError(f"{p}: chain ids must be distinct")
+    eth_ids = [c.params.eth_chain_id for c in chains if isinstance(c.params, EthChainParams)]
+    if len(set(eth_ids)) != len(eth_ids):
+        raise ConfigError(f"{p}: ethereum chains need distinct eth_chain_id values (EIP-155 replay protection), "
+                          f"got {eth_ids}")
+    relay = _get(raw, "relay", dict, str(p), {})
+    validators = tuple(_get(relay, "validators", list, "relay", ["op-a", "op-b", "op-c", "op-d"]))
+    lanes = []
+    lane_limits: dict[tuple[str, str, str], dict[str, dict[str, int]]] = {}
+    for i, ln in enumerate(_get(raw, "lanes", list, str(p), [])):
+        where = f"lanes[{i}]"
+        lane = (_get(ln, "lane", str, where), _get(ln, "a", str, where), _get(ln, "b", str, where))
+        unknown_keys = sorted(set(ln) - {"lane", "a", "b", "limits"})
+        if unknown_keys:
+            raise ConfigError(f"{where}: unknown keys {unknown_keys} (a lane is lane, a, b and optional limits)")
+        if "limits" in ln:
+            lane_limits[lane] = _lane_limits(_get(ln, "limits", dict, where), f"{where}.limits")
+        if not {lane[1], lane[2]} & {c.id for c in chains}:
+            raise ConfigError(f"{where}: neither {lane[1]!r} nor {lane[2]!r} is a chain of this deployment")
+        if lane[1] == lane[2]:
+            raise ConfigError(f"{where}: a lane joins two different chains, got {lane[1]!r} twice")
+        lanes.append(lane)
+    relay_chain_id = _get(relay, "chain_id", str, "relay", "relay")
+    relay_base_port = _get(relay, "base_port", int, "relay", 0) or None
+    if relay_base_port is not None:
+        for n, v in enumerate(validators):
+            port = relay_base_port + n
+            if port in seen_ports:
+                raise ConfigError(f"relay: port {port} already used by {seen_ports[port]}")
+            seen_ports[port] = f"{relay_chain_id}/{v}"
+    block_ms = _get(relay, "block_interval_ms", int, "relay", 1000)
+    relayer_section = _get(raw, "relayers", dict, str(p), {})
+    relayers = tuple(relayer_section.get("names", []))
+    takeover = relayer_section.get("takeover_after_s", 4.0)
+    if isinstance(takeover, bool) or not isinstance(takeover, int | float) or not 0 <= takeover <= 600:
+        raise ConfigError(f"relayers.takeover_after_s must be a number of seconds in [0, 600], got {takeover!r}")
+    heartbeat = relayer_section.get("heartbeat_s", 5.0)
+    if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or not 0 <= heartbeat <= 3600:
+        raise ConfigError(f"relayers.heartbeat_s must be a number of seconds in [0, 3600], got {heartbeat!r}")
+    unknown = sorted(set(relayer_section) - {"names", "takeover_after_s", "heartbeat_s"})
+    if unknown:
+        raise ConfigError(f"{p}: [relayers] has unknown keys {unknown}; known: names, takeover_after_s, heartbeat_s")
+    return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
+                            relay_base_port, block_ms, relayers, lane_limits, float(takeover),
+                            float(heartbeat) or None)
+
+
+def _lane_limits(limits: dict[str, Any], where: str) -> dict[str, dict[str, int]]:
+    """``{asset: {capacity, refill_per_s}}`` with non-negative integers (the relay genesis re-checks them)."""
+    out: dict[str, dict[str, int]] = {}
+    for asset, spec in limits.items():
+        if not isinstance(spec, dict) or set(spec) != {"capacity", "refill_per_s"}:
+            raise ConfigError(f"{where}.{asset}: a limit is {{capacity, refill_per_s}}, got {spec!r}")
+        for k in ("capacity", "refill_per_s"):
+            v = spec[k]
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**64:
+                raise ConfigError(f"{where}.{asset}.{k}: expected an integer in [0, 2^64), got {v!r}")
+        out[asset] = {"capacity": spec["capacity"], "refill_per_s": spec["refill_per_s"]}
+    return out

@@ -1,0 +1,108 @@
+"""Run one park-chain node process from a deployment config (``parkrelay node <kind>|relay``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from typing import Any
+
+from chains.common.node import NodeConfig, ParkNode
+from relay.chain.consensus import ValidatorKey
+from relay.ops.config import ConfigError, DeploymentConfig, kind_of
+from relay.ops.keys import ed25519_signer, read_secret
+from relay.ops.layout import admin_token_path, genesis_path, node_key_path, relay_genesis_path, relay_key_paths
+
+
+def load_relay_node(cfg: DeploymentConfig, name: str) -> ParkNode:
+    from relay.chain.node import make_relay_node
+
+    if name not in cfg.relay_validators:
+        raise ConfigError(f"{cfg.path}: no relay validator {name!r}; validators are {list(cfg.relay_validators)}")
+    if cfg.relay_base_port is None:
+        raise ConfigError(f"{cfg.path}: [relay] base_port is not set, so the relay chain does not run here")
+    gpath = relay_genesis_path(cfg)
+    if not gpath.exists():
+        raise ConfigError(f"no relay genesis at {gpath}: run `parkrelay devnet init --config {cfg.path}` first")
+    genesis = json.loads(gpath.read_text())
+    ed_path, eth_path = relay_key_paths(cfg, name)
+    key = ValidatorKey(read_secret(ed_path), read_secret(eth_path))
+    token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
+    peers = [cfg.relay_url(v) for v in cfg.relay_validators if v != name]
+    node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host, port=cfg.relay_port(name),
+                          peers=peers, admin_token=token)
+    return make_relay_node(genesis, name, key, node_cfg)
+
+
+def load_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str) -> ParkNode:
+    if kind == "relay":
+        return load_relay_node(cfg, name)
+    chain_kind_ = kind_of(kind)
+    if not chain_kind_.runs_on_park_node:
+        raise ConfigError(f"a {kind} chain runs its own node process, not the park-node runtime")
+    chains = cfg.chains_of_kind(kind) if chain_id is None else [cfg.chain(chain_id)]
+    if len(chains) != 1:
+        raise ConfigError(f"{cfg.path}: {len(chains)} chains of kind {kind}; name one with --chain")
+    chain = chains[0]
+    if chain.kind != kind:
+        raise ConfigError(f"{cfg.path}: chain {chain.id} is a {chain.kind} chain; run `parkrelay node {chain.kind}`")
+    if name not in chain.nodes:
+        raise ConfigError(f"{cfg.path}: chain {chain.id} has no node {name!r}; nodes are {list(chain.nodes)}")
+    gpath = genesis_path(cfg, chain.id)
+    if not gpath.exists():
+        raise ConfigError(f"no genesis at {gpath}: run `parkrelay devnet init --config {cfg.path}` first")
+    genesis = json.loads(gpath.read_text())
+    signer = ed25519_signer(node_key_path(cfg, chain.id, name))
+    rules = chain_kind_.make_rules(genesis, name, signer, cfg.data_dir)
+    token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
+    peers = [chain.url_of(n, cfg.host) for n in chain.nodes if n != name]
+    node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host, port=chain.port_of(name),
+                          peers=peers, admin_token=token)
+    return ParkNode(rules, node_cfg)
+
+
+def _attestor(cfg: DeploymentConfig, name: str) -> Any:
+    """Relay validator ``name``'s attestor of the deployment's parks attested by the relay (Ethereum; None if
+    there are none)."""
+    from relay.chain.attestor import AttestedChain, Attestor
+
+    chains = [AttestedChain(c.id, c.url_of(c.nodes[0], cfg.host), int(c.params["confirmation_depth"]))
+              for c in cfg.chains if kind_of(c.kind).attested_by_relay]
+    if not chains:
+        return None
+    signer = ed25519_signer(relay_key_paths(cfg, name)[0])
+    return Attestor(name, signer, cfg.relay_chain_id, cfg.relay_url(name), chains)
+
+
+async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str, api: Any = None) -> int:
+    """Start the node and serve until SIGTERM or SIGINT, then stop cleanly. A relay validator with ``api``
+    (:class:`relay.ops.api.server.ApiOptions`) serves the operator API too."""
+    node = load_node(cfg, kind, chain_id, name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if kind == "relay":
+        from relay.ops.api.metrics import register_relay_metrics
+
+        register_relay_metrics(node, cfg)
+    await node.start()
+    server = None
+    if api is not None and kind == "relay":
+        from relay.ops.api.service import validator_api
+
+        server = await validator_api(cfg, node, api)
+    attestor = _attestor(cfg, name) if kind == "relay" else None
+    attesting = asyncio.ensure_future(attestor.run()) if attestor is not None else None
+    stopped, failed = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    for fut in (stopped, failed):
+        fut.cancel()
+    node.log.info("stopping")
+    if server is not None:
+        await server.stop()
+    if attestor is not None and attesting is not None:
+        attestor.stop()
+        await attesting
+    await node.stop()
+    return 1 if node.failed.is_set() else 0

@@ -1,0 +1,211 @@
+"""Keeping the relay's light clients of the parks fresh and on the parks' branches (SPEC.md §10.4, §10.5).
+
+A mixin of :class:`relay.relayer.relayer.Relayer`: the per-park heartbeat, fork-aware client updates (feed the park's
+current branch from the last header the client shares with it; a fork below the client's final header is
+submitted as misbehaviour evidence), PoC farmer registration and the delivery of recorded DPoS evidence to the
+park. It uses the relayer's submission machinery (``_submit``, turn-taking, in-flight keys) and state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from adapters.common.rpc import JsonRpcClient
+from chains.common.tx import account_path
+from protocol.errors import CodecError, Disposition
+from relay.chain.state_machine.clients import MAX_HEADERS as MAX_HEADERS_PER_UPDATE
+from relay.relayer.task import Next, Outcome
+
+if TYPE_CHECKING:
+    from relay.relayer.relayer import ChainLink, RelayerStats
+
+FORK_SEARCH = 256
+"""How far below the client's newest header the relayer looks for the last header it shares with the park."""
+
+
+class ClientUpdates:
+    """The relayer's light-client work (module docstring). State and submission come from the relayer."""
+
+    relay: ChainLink
+    heartbeat_s: float | None
+    stats: RelayerStats
+    log: logging.LoggerAdapter[logging.Logger]
+    _clock: Callable[[], float]
+    _wall_ms: Callable[[], int]
+    _reported: set[str]
+    _last_disposition: Disposition
+    _last_error_code: str | None
+    _last_update: dict[str, float]
+    _update_locks: dict[str, asyncio.Lock]
+
+    def _relay_rpc(self) -> JsonRpcClient:
+        raise NotImplementedError
+
+    def _waiting_key(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def _turn(self, key: str, action: str, chain: str | None) -> bool:
+        raise NotImplementedError
+
+    async def _submit(self, chain: ChainLink, op: str, args: dict[str, Any], action: str,
+                      items: Any) -> None:
+        raise NotImplementedError
+
+    def _heartbeat_step_of(self, park: ChainLink) -> Callable[[], Any]:
+        async def step() -> Outcome:
+            assert self.heartbeat_s is not None
+            since = self._clock() - self._last_update.get(park.chain_id, float("-inf"))
+            if since >= self.heartbeat_s:
+                st = await self._update_client(park)
+                await self._report_evidence(park, st.get("evidence") or [])
+                await self._keepalive(park, st)
+            return Outcome(Next.CONTINUE, delay_s=self.heartbeat_s / 2)
+        return step
+
+    async def _keepalive(self, park: ChainLink, st: dict[str, Any]) -> None:
+        """On a chain that cuts blocks only for transactions (Fabric), make one (``bridge.ping``, a no-op
+        transaction) once the relay's client of it has been shown no new block for ``keepalive_after_s``: the client
+        expires after its trusting period without one (SPEC §8.7), and a quiet channel must not let it. ``st`` is the
+        client's status before this heartbeat's update; a block the park has but the client lacks is fed first (the
+        update), so a ping is sent only when the park itself is quiet. The relayers take turns (a ping is a
+        transaction in a block)."""
+        if park.keepalive_after_s is None or st.get("status") != "active":
+            return
+        quiet_ms = self._wall_ms() - int(st.get("final_timestamp_ms") or 0)
+        if quiet_ms < park.keepalive_after_s * 1000:
+            return
+        if await park.source.latest_height() > int(st["latest_height"]):
+            return  # the park has blocks the client has not been shown: the update feeds them
+        key = f"ping/{park.chain_id}/{st.get('final_height')}"
+        if self._waiting_key(key) or not self._turn(key, "ping", park.chain_id):
+            return
+        self.log.info("%s: the relay's client has seen no block for %.0f s: sending a keepalive transaction",
+                      park.chain_id, quiet_ms / 1000)
+        await self._submit(park, "bridge.ping", {}, key, None)
+
+    async def _report_evidence(self, park: ChainLink, evidence: list[Any]) -> None:
+        """Deliver the lesser evidence the relay's client recorded (a DPoS witness that signed two headers at one
+        height, SPEC §8.5) to the park, whose own rules punish the witness (``witness.report_double_production``).
+        Each record once: a park that already punished it answers ``packet.replay``."""
+        for record in evidence:
+            if not isinstance(record, dict) or not record.get("header_a") or not record.get("header_b"):
+                continue
+            key = f"evidence/{park.chain_id}/" + hashlib.sha256(
+                f"{record['header_a']}|{record['header_b']}".encode()).hexdigest()[:32]
+            if key in self._reported or self._waiting_key(key) or not self._turn(key, "report", park.chain_id):
+                continue
+            await self._submit(park, "witness.report_double_production",
+                               {"header_a": record["header_a"], "header_b": record["header_b"]}, key, None)
+            if self._last_disposition in (Disposition.DONE, Disposition.NEVER, Disposition.FATAL):
+                self._reported.add(key)
+                self.log.warning("%s: reported witness %s's double signing at height %s to the park (%s)",
+                                 park.chain_id, record.get("witness"), record.get("height"),
+                                 self._last_disposition.value)
+
+    async def _client_status(self, chain_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._relay_rpc().call("getClientStatus", {"chain_id": chain_id})
+        return result
+
+    async def _update_client(self, park: ChainLink) -> dict[str, Any]:
+        """Feed the relay's client of ``park`` the park's current branch from the last header both share (as many
+        headers as one update takes); return the client's status as it was before."""
+        lock = self._update_locks.setdefault(park.chain_id, asyncio.Lock())
+        async with lock:
+            self._last_update[park.chain_id] = self._clock()
+            st = await self._client_status(park.chain_id)
+            if st.get("status") == "frozen" or self._waiting_key(f"update/{park.chain_id}"):
+                return st
+            latest = await park.source.latest_height()
+            held, final = int(st["latest_height"]), int(st["final_height"])
+            held_final = final
+            shared = await self._shared_height(park, final, min(held, latest))
+            if shared is None:
+                await self._submit_deep_fork(park, final)
+                return st
+            if shared < min(held, latest):
+                self.stats.branch_switches += 1
+                self.log.info("%s: branch switch: the relay's client holds up to %d but the park's chain left its "
+                              "branch above %d; feeding the park's branch from %d", park.chain_id, held, shared,
+                              shared + 1)
+            start = shared + 1
+            if start > latest:
+                return st
+            end = min(latest, start + MAX_HEADERS_PER_UPDATE - 1)
+            headers = await park.source.headers(start, end)
+            if headers:
+                await self._submit(self.relay, "client.update",
+                                   {"chain_id": park.chain_id, "headers": [h.encode().hex() for h in headers]},
+                                   f"update/{park.chain_id}", None)
+                if self._last_error_code == "header.poc.farmer_key":
+                    await self._register_farmers(park, headers, held_final)
+            return st
+
+    async def _register_farmers(self, park: ChainLink, headers: list[Any], final: int) -> None:
+        """The client refused a header whose farmer it does not know (an account the park created after the client's
+        genesis, SPEC §8.6): bind each farmer of ``headers`` to its key with a proof of its account at the client's
+        final height (``client.register_farmer``). A name that is not a park account there is left alone: its
+        headers stay refused."""
+        for name in dict.fromkeys(str(getattr(h, "farmer", "")) for h in headers):
+            if not name:
+                continue
+            pv = await park.source.prove(account_path(name), final)
+            if pv.value is None:
+                continue
+            self.log.info("%s: registering farmer %s with the relay's client (its account, proven at %d)",
+                          park.chain_id, name, final)
+            await self._submit(self.relay, "client.register_farmer",
+                               {"chain_id": park.chain_id, "height": final, "name": name, "account": pv.value.hex(),
+                                "proof": pv.proof.hex()}, f"farmer/{park.chain_id}/{name}", None)
+
+    async def _holds(self, chain_id: str, headers: list[Any]) -> list[bool]:
+        held: list[bool] = await self._relay_rpc().call(
+            "getClientHolds", {"chain_id": chain_id, "headers": [h.encode().hex() for h in headers]})
+        if not isinstance(held, list) or len(held) != len(headers):
+            raise CodecError("getClientHolds answered the wrong shape", expected=len(headers), got=held)
+        return held
+
+    async def _shared_height(self, park: ChainLink, final: int, top: int) -> int | None:
+        """The highest height in ``final..top`` whose header on the park's current chain the client holds (the
+        client holds a header only with its ancestors, so the held ones are a prefix); None when the client does
+        not even hold the park's header at its own final height: a fork below finality."""
+        if top < final or top < 1:
+            return top  # the park's node is behind the client: nothing to feed from it
+        if top == final:
+            (h,) = await park.source.headers(top, top) or [None]
+            return top if h is None or (await self._holds(park.chain_id, [h]))[0] else None
+        (tip,) = await park.source.headers(top, top) or [None]
+        if tip is None:
+            return top
+        if (await self._holds(park.chain_id, [tip]))[0]:
+            return top  # the common case: no fork
+        lo = max(final, top - FORK_SEARCH)
+        headers = await park.source.headers(lo, top)
+        held = await self._holds(park.chain_id, headers)
+        for h, ok in zip(reversed(headers), reversed(held), strict=True):
+            if ok:
+                return int(h.height)
+        if lo > final:
+            return lo  # the fork is deeper than the search: feed from its floor; the client says what it lacks
+        return None
+
+    async def _submit_deep_fork(self, park: ChainLink, final: int) -> None:
+        """The park's chain does not contain the client's final header: a fork deeper than the client can follow.
+        Find the park's branch point among the client's fork points and submit the park's branch from there:
+        for the client that is evidence of two final chains, and it freezes (SPEC §8)."""
+        self.log.error("%s: the park's chain conflicts with the relay client's final header at %d: a fork deeper "
+                       "than the client's finality; submitting the park's branch as misbehaviour evidence",
+                       park.chain_id, final)
+        lo = max(1, final - FORK_SEARCH)
+        headers = await park.source.headers(lo, final)
+        held = await self._holds(park.chain_id, headers) if headers else []
+        base = next((int(h.height) for h, ok in zip(reversed(headers), reversed(held), strict=True) if ok), lo - 1)
+        branch = await park.source.headers(base + 1, base + MAX_HEADERS_PER_UPDATE)
+        if branch:
+            self.stats.misbehaviour_submitted += 1
+            await self._submit(self.relay, "client.update",
+                               {"chain_id": park.chain_id, "headers": [h.encode().hex() for h in branch]},
+                               f"update/{park.chain_id}", None)

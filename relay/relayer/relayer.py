@@ -1,0 +1,761 @@
+"""The relayer service: ``parkrelay relayer start --config FILE --name NAME``.
+
+An untrusted, permissionless carrier of packets through the four phases (SPEC.md §1, §6, §10). It holds
+no authority: every message it delivers is checked by a light client, a relay certificate or a proof,
+so its only duties are liveness and economy.
+
+How it works — reconcile, don't remember. The relayer runs independent tasks, each a step loop
+(:mod:`relay.relayer.task`) with explicit outcomes, so a park that is down or misbehaving stalls only its own work:
+
+* one **scanner per park** reads the park's final blocks for ``send_packet`` and ``write_ack`` events from
+  a cursor kept in SQLite (packets sent while the relayer was down are found on start). An event it cannot
+  decode is logged with its height, counted and skipped; the cursor moves on.
+* one **worker per path** (source park → target park) reads, with one batched query per chain, the records
+  of the path's packets (verified? received? outcome certified? settled?), asks the pure
+  :func:`relay.relayer.policy.next_action` what each needs, and submits only that: ``packet.verify_batch`` (phase 2,
+  up to 100 per source header), ``bridge.recv`` (phase 3), ``packet.confirm_ack`` / ``packet.confirm_timeout``
+  (phase 4, relay half), ``bridge.settle`` (phase 4, source half); on a target that records timeouts itself
+  (``ChainLink.timeout_receipt``: Fabric) first ``bridge.timeout_receipt``, whose attested sentinel is then the
+  timeout's proof (SPEC §8.7, §10.1).
+* one **heartbeat per park** keeps the relay's light client of the park fresh while its lanes are idle
+  (``[relayers] heartbeat_s``), so a client never waits stale for the next packet (SPEC §10.5); on a park that
+  cuts blocks only for transactions (``ChainLink.keepalive_after_s``: Fabric) it makes one when the channel has
+  been quiet that long.
+
+Light-client updates follow forks. Before feeding headers the relayer asks the relay chain which of the park's
+current headers its client holds (``getClientHolds``) and feeds the park's branch from the last header both
+share: after a reorg at or below the client's newest header the client is shown the new branch (it keeps a
+tree of pending headers), and the switch is logged. A fork below the client's final header is beyond what
+the client can follow: the park's branch is submitted anyway, as misbehaviour evidence that freezes the
+client, and logged as an error, never a silent stall.
+
+Because the next action is always derived from chain state, a restarted relayer, or two relayers racing,
+never deliver a packet twice: a redundant submission is refused at admission (``packet.replay``), which
+counts as done. Refusals are acted on by their disposition (:class:`protocol.errors.Disposition`), which
+survives the JSON-RPC wire: retried within a second (full mempool), after the chain moves (not final yet),
+parked and reported (invalid), or the path stopped (fatal); I/O errors back off and reconnect only the side
+that failed.
+
+Taking turns where duplicates cost. The relay chain and the Python parks refuse a duplicate at
+admission, so racing there is free. On Ethereum two relayers that estimate the same ``recvPacket`` in
+the same instant both send it, and the second reverts in the block, paying gas for nothing. For actions
+on such chains the deployment's relayers take turns: rendezvous hashing of ``(packet, action, relayer)``
+ranks them, the first acts at once, the n-th only once the action has been due for n ×
+``takeover_after_s`` (a relayer that is down is covered by the next in line). On Fabric even different
+packets' transactions conflict (MVCC on the escrow total, a voucher's supply, a receiver's balance: all but
+one conflicting transaction of a block are invalidated), so there the order is per chain (``one_writer``):
+one relayer writes, the others cover packets it leaves due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import sqlite_utils
+
+from adapters.common.roles import SourceSide, TargetSide
+from adapters.common.rpc import JsonRpcClient
+from protocol.codec import decode_outcome, decode_packet
+from protocol.errors import Disposition, ProtocolError
+from protocol.paths import ack_path, commitment_path, lane_config_path, outcome_path, receipt_path, verified_path
+from protocol.types import Packet, PacketOutcome
+from relay.chain.state_machine.clients import MAX_HEADERS as MAX_HEADERS_PER_UPDATE
+from relay.relayer.client_updates import ClientUpdates
+from relay.relayer.policy import (
+    PARK_AFTER_REJECTION_S,
+    RESUBMIT_AFTER_S,
+    RETRY_SOON_S,
+    Action,
+    PacketRecords,
+    next_action,
+    retry_delay_s,
+)
+from relay.relayer.task import Outcome, TaskHealth, run_step_loop
+
+__all__ = [
+    "MAX_HEADERS_PER_UPDATE",
+    "PARK_AFTER_REJECTION_S",
+    "RESUBMIT_AFTER_S",
+    "RETRY_SOON_S",
+    "ChainLink",
+    "Relayer",
+]
+
+log = logging.getLogger("parkrelay.relayer")
+
+VERIFY_BATCH = 100
+PROGRESS_LOG_S = 30.0
+"""How often each path logs its progress while it has packets in flight."""
+
+
+@dataclass
+class ChainLink:
+    """One chain as the relayer sees it: a source side, a target side signing as the relayer."""
+
+    chain_id: str
+    kind: str
+    source: SourceSide
+    target: TargetSide
+    client: JsonRpcClient | None
+    """The chain's parkrelay JSON-RPC (relay chain, Python parks): its ``/ws`` pushes new heads. None for
+    chains spoken to through another client (Ethereum): the loop polls them."""
+    duplicates_reach_blocks: bool = False
+    """Whether a redundant submission gets into a block and fails there at a cost (Ethereum; Fabric, where it is
+    invalidated by MVCC) instead of being refused at admission: the relayers then take turns for actions on this
+    chain."""
+    one_writer: bool = False
+    """Transactions of *different* packets conflict there when two relayers send them at once (Fabric: the escrow
+    total, a voucher's supply and an account's balance are keys many packets read and write, and MVCC invalidates all
+    but one conflicting transaction of a block): then one relayer, first in a per-chain order, writes there, and the
+    n-th acts on a packet only once that packet's action has been due for n × ``takeover_after_s`` (only with
+    ``duplicates_reach_blocks``). A relayer keeps its own transactions apart (its adapter's pipeline)."""
+    timeout_receipt: bytes | None = None
+    """The chain kind's timeout receipt (:attr:`chains.common.kind.ChainKind.timeout_receipt`): as a target it must
+    write it (``bridge.timeout_receipt``) before a timeout is proven, and the value at a receipt path tells a timeout
+    from an acknowledgement. None: timeouts are proven by block time and absence."""
+    keepalive_after_s: float | None = None
+    """Make a block (``bridge.ping``) when the relay's client of the chain has been shown none for this long
+    (:meth:`chains.common.kind.ChainKind.keepalive_after_s`, Fabric); None: the chain makes blocks on its own."""
+
+
+@dataclass
+class Tracked:
+    """A packet the relayer carries, and what it has seen of it."""
+
+    packet: Packet
+    raw: bytes
+    commit_height: int
+    ack: bytes | None = None
+    done: bool = False
+    seen_s: float = field(default_factory=time.monotonic)
+    """When this relayer first saw the packet (monotonic s): the age of the oldest pending packet."""
+
+    @property
+    def key(self) -> str:
+        p = self.packet
+        return f"{p.src_chain}/{p.dst_chain}/{p.lane}/{p.sequence}"
+
+    @property
+    def lane_key(self) -> str:
+        p = self.packet
+        return f"{p.src_chain}->{p.dst_chain}/{p.lane}"
+
+
+@dataclass
+class RelayerStats:
+    """Counters exposed in logs and status."""
+
+    submitted: dict[str, int] = field(default_factory=dict)
+    redundant: int = 0
+    rejected: int = 0
+    settled: int = 0
+    undecodable_events: int = 0
+    branch_switches: int = 0
+    misbehaviour_submitted: int = 0
+
+    def count(self, action: str) -> None:
+        self.submitted[action] = self.submitted.get(action, 0) + 1
+
+
+@dataclass
+class LaneProgress:
+    """One lane's progress as this relayer sees it: packets by the action they wait for, the oldest one's
+    age, and the last refusal or error on the lane."""
+
+    pending: dict[str, int] = field(default_factory=dict)
+    oldest_pending_s: float = 0.0
+    oldest_packet: str | None = None
+    last_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pending": dict(self.pending), "oldest_pending_s": round(self.oldest_pending_s, 1),
+                "oldest_packet": self.oldest_packet, "last_error": self.last_error}
+
+
+class Relayer(ClientUpdates):
+    """Carries packets between the parks of a deployment through the relay chain."""
+
+    def __init__(self, name: str, relay: ChainLink, parks: dict[str, ChainLink], db_path: Path,
+                 poll_s: float = 0.5, *, peers: tuple[str, ...] = (), takeover_after_s: float = 4.0,
+                 heartbeat_s: float | None = 5.0, timeout_unverified: bool = True,
+                 clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] | None = None) -> None:
+        self.name = name
+        self.relay = relay
+        self.parks = parks
+        self.poll_s = poll_s
+        self.peers = tuple(sorted({*peers, name}))
+        """Every relayer of the deployment (this one included): they take turns where duplicates cost."""
+        self.takeover_after_s = takeover_after_s
+        self.heartbeat_s = heartbeat_s
+        """Refresh the relay's client of each park at least this often (None: only when a packet needs it)."""
+        self.timeout_unverified = timeout_unverified
+        """Time out packets the relay never verified once their timeout passed (the relay supports it)."""
+        self._clock = clock
+        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self._due_since: dict[tuple[str, str], float] = {}
+        self.stats = RelayerStats()
+        self.health: dict[str, TaskHealth] = {}
+        self.progress: dict[str, LaneProgress] = {}
+        self.log = logging.LoggerAdapter(log, {"chain": relay.chain_id, "node": name})
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(db_path)
+        _migrate(self.db)
+        self.packets: dict[str, Tracked] = {}
+        for key, raw, h, ack, done in self.db.execute("SELECT key, packet, commit_height, ack, done FROM packets"):
+            if not done:
+                pkt_raw = bytes.fromhex(raw)
+                self.packets[key] = Tracked(decode_packet(pkt_raw), pkt_raw, h,
+                                            bytes.fromhex(ack) if ack else None, seen_s=clock())
+        self._inflight: dict[tuple[str, str], float] = {}
+        self._reported: set[str] = set()
+        """Evidence records this relayer delivered to their park (or that the park refused for good)."""
+        self._lane_updates: set[tuple[str, str, str]] = set()
+        """Lanes whose certified config this relayer still has to deliver to the lane's source park."""
+        self._last_disposition = Disposition.DONE
+        self._last_error_code: str | None = None
+        self._last_update: dict[str, float] = {}
+        self._update_locks: dict[str, asyncio.Lock] = {}
+        self._last_progress_log: dict[str, float] = {}
+        self._stop = asyncio.Event()
+        self._wakes: dict[str, list[asyncio.Event]] = {}
+        self.observer: Any = None
+        """Told of accepted submissions, refusals and settled packets
+        (:class:`relay.ops.api.metrics.RelayerMetrics`)."""
+
+    # -- the tasks --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def clear_backlog(self) -> int:
+        """Act on every packet in flight now (the operator API's ``POST /api/v1/backlog/clear``): forget the waits
+        after earlier submissions and refusals and wake every task. Returns how many packets are in flight."""
+        self._inflight.clear()
+        for evs in self._wakes.values():
+            for ev in evs:
+                ev.set()
+        return len(self.packets)
+
+    def paths(self) -> list[tuple[str, str]]:
+        """Every ordered pair of parks: one worker each."""
+        return [(a, b) for a in self.parks for b in self.parks if a != b]
+
+    def _wake_on(self, *chains: str) -> asyncio.Event:
+        ev = asyncio.Event()
+        for c in chains:
+            self._wakes.setdefault(c, []).append(ev)
+        return ev
+
+    async def run(self) -> None:
+        """Run every task until stopped: the tasks step on each new head of the chains they read (pushed over
+        WebSocket; polling every ``poll_s`` where there is none)."""
+        self.log.info("relayer %s started: %d parks, %d paths, %d packets in flight from its database", self.name,
+                      len(self.parks), len(self.paths()), len(self.packets))
+        relay_id = self.relay.chain_id
+        tasks: list[tuple[str, Any, asyncio.Event | None]] = []
+        tasks.append((f"scan/{relay_id}", self._scan_relay_step, self._wake_on(relay_id)))
+        for park in self.parks.values():
+            tasks.append((f"scan/{park.chain_id}", self._scan_step_of(park), self._wake_on(park.chain_id)))
+            if self.heartbeat_s is not None:
+                tasks.append((f"heartbeat/{park.chain_id}", self._heartbeat_step_of(park), None))
+        for src, dst in self.paths():
+            tasks.append((f"path/{src}->{dst}", self._path_step_of(src, dst), self._wake_on(src, dst, relay_id)))
+        async with aiohttp.ClientSession() as session:
+            watchers = [asyncio.create_task(self._watch_heads(session, link))
+                        for link in [self.relay, *self.parks.values()] if link.client is not None]
+            running = []
+            for name, step, wake in tasks:
+                self.health[name] = TaskHealth()
+                running.append(asyncio.create_task(run_step_loop(
+                    name, step, stop=self._stop, wake=wake, log=self.log, poll_s=self.poll_s,
+                    health=self.health[name])))
+            try:
+                await self._stop.wait()
+            finally:
+                for w in watchers:
+                    w.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                await asyncio.gather(*watchers, return_exceptions=True)
+        self.db.close()
+        self.log.info("relayer %s stopped: %s", self.name, self.summary())
+
+    async def _watch_heads(self, session: aiohttp.ClientSession, link: ChainLink) -> None:
+        """Wake the tasks that read ``link``'s chain on each ``new_head`` it pushes; reconnect after a second if
+        it drops (the tasks poll meanwhile)."""
+        assert link.client is not None
+        woken = self._wakes.get(link.chain_id, [])
+        if link.chain_id == self.relay.chain_id:
+            woken = [ev for evs in self._wakes.values() for ev in evs]
+        while not self._stop.is_set():
+            try:
+                async with session.ws_connect(link.client.url + "/ws", heartbeat=20) as ws:
+                    async for msg in ws:
+                        if msg.type == aiohttp.WSMsgType.TEXT and '"new_head"' in msg.data:
+                            for ev in woken:
+                                ev.set()
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                self.log.debug("head stream of %s down; its tasks poll", link.chain_id)
+            await asyncio.sleep(1.0)
+
+    def summary(self) -> dict[str, Any]:
+        return {"submitted": dict(self.stats.submitted), "redundant": self.stats.redundant,
+                "rejected": self.stats.rejected, "settled": self.stats.settled, "in_flight": len(self.packets),
+                "undecodable_events": self.stats.undecodable_events,
+                "branch_switches": self.stats.branch_switches,
+                "lanes": {k: v.to_json() for k, v in sorted(self.progress.items())},
+                "tasks": {k: {"backoffs": h.backoffs, "bugs": h.bugs, "last_error": h.last_error,
+                              "stopped": h.stopped} for k, h in sorted(self.health.items())}}
+
+    async def step(self) -> None:
+        """One pass of every task, in order (tests and tools; the service runs the tasks concurrently).
+        Raises what a task raised."""
+        for park in self.parks.values():
+            await self._scan(park)
+        for src, dst in self.paths():
+            await self._path_step(src, dst)
+
+    # -- discovery: one scanner per park ----------------------------------------------------------
+
+    def _scan_step_of(self, park: ChainLink) -> Callable[[], Any]:
+        async def step() -> Outcome:
+            await self._scan(park)
+            return Outcome()
+        return step
+
+    async def _scan(self, park: ChainLink) -> None:
+        row = self.db.execute("SELECT height FROM cursors WHERE chain = ?", (park.chain_id,)).fetchone()
+        start = (row[0] if row else 0) + 1
+        final = await park.source.final_height()
+        while start <= final:
+            end = min(final, start + 999)
+            for ev in await park.source.events(start, end):
+                try:
+                    self._on_event(ev)
+                except (ProtocolError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                    # one bad event must not stall the park (the cursor would never move past it)
+                    self.stats.undecodable_events += 1
+                    height = ev.get("height") if isinstance(ev, dict) else None
+                    self.log.error("%s: undecodable event at height %s skipped (%d so far): %s", park.chain_id,
+                                   height, self.stats.undecodable_events, exc)
+            self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (park.chain_id, end))
+            self.db.commit()
+            start = end + 1
+
+    def _on_event(self, ev: Any) -> None:
+        kind = ev.get("type")
+        if kind == "send_packet":
+            raw = bytes.fromhex(ev["packet"])
+            pkt = decode_packet(raw)
+            if pkt.dst_chain in self.parks and pkt.src_chain in self.parks:
+                self._track(Tracked(pkt, raw, int(ev["height"]), seen_s=self._clock()))
+        elif kind == "write_ack":
+            self._record_ack(ev)
+
+    def _track(self, t: Tracked) -> None:
+        if t.key in self.packets:
+            return
+        exists = self.db.execute("SELECT done FROM packets WHERE key = ?", (t.key,)).fetchone()
+        if exists and exists[0]:
+            return
+        self.packets[t.key] = t
+        self.db.execute("INSERT OR IGNORE INTO packets VALUES (?, ?, ?, NULL, 0)", (t.key, t.raw.hex(),
+                                                                                     t.commit_height))
+        self.db.commit()
+
+    def _record_ack(self, ev: dict[str, Any]) -> None:
+        key = f"{ev.get('src')}/{ev.get('dst')}/{ev.get('lane')}/{ev.get('sequence')}"
+        t = self.packets.get(key)
+        if t is not None and t.ack is None and ev.get("ack"):
+            ack = bytes.fromhex(str(ev["ack"]))
+            t.ack = ack
+            self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ack.hex(), key))
+            self.db.commit()
+
+    # -- the relay chain's lane events: bridges learn lane limits from certified records --------------
+
+    async def _scan_relay_step(self) -> Outcome:
+        """Find the relay's ``lane_opened`` / ``lane_limits_set`` events in its final blocks and deliver the
+        certified lane-config record to the lane's source park (``bridge.update_lane``, SPEC §6.8), so a park's
+        phase 1 refuses what the relay would refuse forever under the new limits."""
+        relay_id = self.relay.chain_id
+        row = self.db.execute("SELECT height FROM cursors WHERE chain = ?", (relay_id,)).fetchone()
+        start = (row[0] if row else 0) + 1
+        final = await self.relay.source.final_height()
+        while start <= final:
+            end = min(final, start + 999)
+            for ev in await self.relay.source.events(start, end):
+                if isinstance(ev, dict) and ev.get("type") in ("lane_opened", "lane_limits_set"):
+                    lane = (str(ev.get("src")), str(ev.get("dst")), str(ev.get("lane")))
+                    if lane[0] in self.parks:
+                        self._lane_updates.add(lane)
+            self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (relay_id, end))
+            self.db.commit()
+            start = end + 1
+        for src, dst, lane in sorted(self._lane_updates):
+            key = f"lane/{src}/{dst}/{lane}"
+            if self._waiting_key(key) or not self._turn(key, "update_lane", src):
+                continue
+            cert = await self._certificate(lane_config_path(src, dst, lane))
+            if cert.get("value") is None:
+                self._lane_updates.discard((src, dst, lane))
+                continue
+            await self._submit(self.parks[src], "bridge.update_lane",
+                               {"dst_chain": dst, "lane": lane, "config": cert["value"], "certificate": cert},
+                               key, None)
+            if self._last_disposition in (Disposition.DONE, Disposition.NEVER, Disposition.FATAL):
+                self._lane_updates.discard((src, dst, lane))  # delivered, already there, or never deliverable
+                self._due_since.pop((key, "update_lane"), None)
+        return Outcome()
+
+    # -- one worker per path ----------------------------------------------------------------------
+
+    def _path_step_of(self, src: str, dst: str) -> Callable[[], Any]:
+        async def step() -> Outcome:
+            await self._path_step(src, dst)
+            return Outcome()
+        return step
+
+    async def _path_step(self, src: str, dst: str) -> None:
+        items = [t for t in list(self.packets.values()) if t.packet.src_chain == src and t.packet.dst_chain == dst]
+        if not items:
+            return
+        relay_state = await self._relay_records(items)
+        park_state = await self._park_records(src, dst, items)
+        now_ms = self._wall_ms()
+        todo: dict[Action, list[Tracked]] = {a: [] for a in Action}
+        unverified: set[str] = set()
+        receipt_target = self.parks[dst].timeout_receipt is not None
+        for t in items:
+            rec = self._records_of(t, relay_state, park_state)
+            action = next_action(rec, now_ms, timeout_unverified=self.timeout_unverified,
+                                 target_timeout_receipt=receipt_target)
+            if action is Action.FINISH:
+                self._finish(t)
+                continue
+            if action is Action.TIMEOUT and not rec.verified:
+                unverified.add(t.key)
+            todo[action].append(t)
+        self._note_progress(items, todo)
+        ready = {a: [t for t in ts if not self._waiting(t, a.value) and self._my_turn(t, a.value)]
+                 for a, ts in todo.items()}
+        await self._verify(src, ready[Action.VERIFY])
+        await self._recv(ready[Action.RECV])
+        await self._timeout_receipt(ready[Action.TIMEOUT_RECEIPT])
+        await self._confirm(src, dst, ready[Action.CONFIRM], ready[Action.TIMEOUT], unverified)
+        await self._settle(ready[Action.SETTLE], relay_state)
+
+    def _note_progress(self, items: list[Tracked], todo: dict[Action, list[Tracked]]) -> None:
+        now = self._clock()
+        lanes: dict[str, LaneProgress] = {}
+        for action, ts in todo.items():
+            for t in ts:
+                lp = lanes.setdefault(t.lane_key, LaneProgress(last_error=self.progress.get(
+                    t.lane_key, LaneProgress()).last_error))
+                lp.pending[action.value] = lp.pending.get(action.value, 0) + 1
+                age = now - t.seen_s
+                if age >= lp.oldest_pending_s:
+                    lp.oldest_pending_s, lp.oldest_packet = age, t.key
+        for t in items:
+            if t.lane_key not in lanes:
+                lanes[t.lane_key] = LaneProgress(last_error=self.progress.get(t.lane_key, LaneProgress()).last_error)
+        for lane, lp in lanes.items():
+            self.progress[lane] = lp
+            self.db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?)",
+                            (lane, json.dumps(lp.to_json()), self._wall_ms()))
+            if lp.pending and now - self._last_progress_log.get(lane, -PROGRESS_LOG_S) >= PROGRESS_LOG_S:
+                self._last_progress_log[lane] = now
+                self.log.info("lane %s: pending %s; oldest %s for %.0fs; last error: %s", lane,
+                              json.dumps(lp.pending, sort_keys=True), lp.oldest_packet, lp.oldest_pending_s,
+                              lp.last_error or "-")
+        self.db.commit()
+
+    # -- reading state ----------------------------------------------------------------------------
+
+    async def _relay_records(self, items: list[Tracked]) -> dict[str, str | None]:
+        keys: list[str] = []
+        for t in items:
+            p = t.packet
+            keys += [verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode(),
+                     outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()]
+        return await self.relay.source.query_many(keys)
+
+    async def _park_records(self, src: str, dst: str, items: list[Tracked]) -> dict[str, dict[str, str | None]]:
+        src_keys = [commitment_path(t.packet.dst_chain, t.packet.lane, t.packet.sequence).decode() for t in items]
+        dst_keys: list[str] = []
+        for t in items:
+            p = t.packet
+            dst_keys += [receipt_path(p.src_chain, p.lane, p.sequence).decode(), _ack_key(p)]
+        return {src: await self.parks[src].source.query_many(src_keys),
+                dst: await self.parks[dst].source.query_many(dst_keys)}
+
+    def _records_of(self, t: Tracked, relay: dict[str, str | None], parks: dict[str, dict[str, str | None]]
+                    ) -> PacketRecords:
+        p = t.packet
+        src, dst = parks.get(p.src_chain, {}), parks.get(p.dst_chain, {})
+        ack_hex = dst.get(_ack_key(p))
+        if ack_hex is not None and t.ack is None:
+            # from the target's state, not only from events: a restarted relayer may be past the event
+            t.ack = bytes.fromhex(bytes.fromhex(ack_hex).decode())  # the bridge stores the ack as hex text
+            self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (t.ack.hex(), t.key))
+            self.db.commit()
+        receipt = dst.get(receipt_path(p.src_chain, p.lane, p.sequence).decode())
+        sentinel = self.parks[p.dst_chain].timeout_receipt if p.dst_chain in self.parks else None
+        timed_out_there = receipt is not None and sentinel is not None and bytes.fromhex(receipt) == sentinel
+        return PacketRecords(
+            committed=src.get(commitment_path(p.dst_chain, p.lane, p.sequence).decode()) is not None,
+            verified=relay.get(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()) is not None,
+            outcome=relay.get(outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()) is not None,
+            received=receipt is not None and not timed_out_there,
+            timeout_ms=p.timeout_timestamp_ms, timeout_receipt=timed_out_there)
+
+    def _my_turn(self, t: Tracked, action: str) -> bool:
+        """Whether this relayer acts on ``action`` of ``t`` now. Always, unless the action lands on a chain where
+        duplicates cost: then the relayer ranked n-th for (packet, action) waits until the action has been due
+        for n × ``takeover_after_s``."""
+        p = t.packet
+        on_target = action in (Action.RECV.value, Action.TIMEOUT_RECEIPT.value)
+        chain = p.dst_chain if on_target else p.src_chain if action == Action.SETTLE.value else None
+        return self._turn(t.key, action, chain)
+
+    def _turn(self, key: str, action: str, chain: str | None) -> bool:
+        link = self.parks.get(chain) if chain is not None else None
+        if link is None or not link.duplicates_reach_blocks or len(self.peers) < 2:
+            return True
+        # who goes first: per packet and action; per chain where different packets' transactions conflict
+        order = self.turn_order(f"writes/{chain}", "write") if link.one_writer else self.turn_order(key, action)
+        rank = order.index(self.name)
+        since = self._due_since.setdefault((key, action), self._clock())
+        return self._clock() - since >= rank * self.takeover_after_s
+
+    def turn_order(self, key: str, action: str) -> list[str]:
+        """The relayers in the order they take ``action`` of packet ``key`` (rendezvous hashing: the same on every
+        relayer, spread evenly, and unchanged for other packets when a relayer joins or leaves)."""
+        return sorted(self.peers, key=lambda r: hashlib.sha256(f"{key}|{action}|{r}".encode()).digest())
+
+    def _finish(self, t: Tracked) -> None:
+        for turn in ("recv", "timeout_receipt", "settle"):
+            self._due_since.pop((t.key, turn), None)
+        for action in Action:
+            self._inflight.pop((t.key, action.value), None)
+        t.done = True
+        self.packets.pop(t.key, None)
+        self.stats.settled += 1
+        if self.observer is not None:
+            self.observer.finished(t)
+        self.db.execute("UPDATE packets SET done = 1 WHERE key = ?", (t.key,))
+        self.db.commit()
+        self._log_packets(logging.INFO, [t], "packet %s settled", t.key)
+
+    def _waiting(self, t: Tracked, action: str) -> bool:
+        until = self._inflight.get((t.key, action))
+        return until is not None and self._clock() < until
+
+    async def close_links(self) -> None:
+        """Close every chain client the links hold (each once), whatever its kind."""
+        seen: set[int] = set()
+        for link in [self.relay, *self.parks.values()]:
+            for obj in (link.client, link.source, link.target):
+                close = getattr(obj, "close", None)
+                if obj is None or id(obj) in seen or close is None:
+                    continue
+                seen.add(id(obj))
+                await close()
+
+    def _relay_rpc(self) -> JsonRpcClient:
+        if self.relay.client is None:
+            raise TypeError("the relay chain link needs its JSON-RPC client")
+        return self.relay.client
+
+    def _waiting_key(self, key: str) -> bool:
+        until = self._inflight.get((key, "update"))
+        return until is not None and self._clock() < until
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    async def _verify(self, src: str, items: list[Tracked]) -> None:
+        if not items:
+            return
+        park = self.parks[src]
+        st = await self._update_client(park)
+        final = int(st["final_height"])
+        ready = [t for t in items if t.commit_height <= final]
+        for i in range(0, len(ready), VERIFY_BATCH):
+            batch = ready[i:i + VERIFY_BATCH]
+            proofs = []
+            for t in batch:
+                p = t.packet
+                pv = await park.source.prove(commitment_path(p.dst_chain, p.lane, p.sequence), final)
+                if pv.value is not None:
+                    proofs.append((t, pv.proof))
+            if proofs:
+                await self._submit(self.relay, "packet.verify_batch",
+                                   {"height": final, "items": [{"packet": t.raw.hex(), "proof": pr.hex()}
+                                                               for t, pr in proofs]},
+                                   "verify", [t for t, _ in proofs])
+
+    async def _certificate(self, key: bytes) -> dict[str, Any]:
+        cert: dict[str, Any] = await self._relay_rpc().call("getCertificate", {"key": key.decode()})
+        return cert
+
+    async def _recv(self, todo: list[Tracked]) -> None:
+        for t in todo:
+            p = t.packet
+            cert = await self._certificate(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence))
+            await self._submit(self.parks[p.dst_chain], "bridge.recv", {"packet": t.raw.hex(), "certificate": cert},
+                               "recv", [t])
+
+    async def _timeout_receipt(self, todo: list[Tracked]) -> None:
+        """Phase 4, target half, on a target that records timeouts itself (Fabric): the packet and its certificate,
+        so that the target writes its timeout receipt once its own clocks are past the timeout (before that it
+        refuses with ``packet.timeout``, retried after the chain moves)."""
+        for t in todo:
+            p = t.packet
+            cert = await self._certificate(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence))
+            await self._submit(self.parks[p.dst_chain], "bridge.timeout_receipt",
+                               {"packet": t.raw.hex(), "certificate": cert}, Action.TIMEOUT_RECEIPT.value, [t])
+
+    async def _confirm(self, src: str, dst: str, acks: list[Tracked], timeouts: list[Tracked],
+                       unverified: Collection[str] = ()) -> None:
+        """Phase 4, relay half: prove the receipts of ``acks``; prove no receipt for ``timeouts`` at a final target
+        header past their timeout, adding the commitment's proof on the source for those in ``unverified`` (the
+        relay never verified them, SPEC §6.6: it needs to know the source committed them)."""
+        if not acks and not timeouts:
+            return
+        park = self.parks[dst]
+        st = await self._update_client(park)
+        final = int(st["final_height"])
+        for t in acks:
+            p = t.packet
+            pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
+            if pv.value is None or t.ack is None:
+                continue  # the client's final header predates the receipt: wait for the update
+            await self._submit(self.relay, "packet.confirm_ack",
+                               {"packet": t.raw.hex(), "ack": t.ack.hex(), "height": final,
+                                "proof": pv.proof.hex()}, "confirm", [t])
+        if not timeouts:
+            return
+        if park.timeout_receipt is None:
+            header_time_ms = await park.source.header_time_ms(final)
+            due = [t for t in timeouts if header_time_ms >= t.packet.timeout_timestamp_ms]  # a final header past it
+        else:
+            due = timeouts  # the target's receipt (or its peers' attested clocks) says it, not a block time
+        if not due:
+            return
+        src_park = self.parks[src]
+        src_final = (int((await self._update_client(src_park))["final_height"])
+                     if any(t.key in unverified for t in due) else 0)
+        for t in due:
+            p = t.packet
+            args: dict[str, Any] = {"packet": t.raw.hex(), "height": final}
+            if t.key in unverified:
+                if t.commit_height > src_final:
+                    continue  # the source's client is not final past the commitment yet: wait for it
+                cp = await src_park.source.prove(commitment_path(p.dst_chain, p.lane, p.sequence), src_final)
+                if cp.value is None:
+                    continue  # settled meanwhile (the commitment is gone): the next read finishes it
+                args |= {"commit_height": src_final, "commit_proof": cp.proof.hex()}
+            pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
+            # what proves the timeout at the receipt path: nothing, or (a verified packet on a target that writes one)
+            # the timeout receipt; an acknowledgement there means it was received after all (the ack path carries it)
+            expected = park.timeout_receipt if t.key not in unverified else None
+            if pv.value != expected:
+                continue
+            args["proof"] = pv.proof.hex()
+            await self._submit(self.relay, "packet.confirm_timeout", args, "timeout", [t])
+
+    async def _settle(self, todo: list[Tracked], relay: dict[str, str | None]) -> None:
+        for t in todo:
+            p = t.packet
+            key = outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence)
+            raw = relay.get(key.decode())
+            if raw is None:
+                continue
+            outcome, _, _ = decode_outcome(bytes.fromhex(raw))
+            cert = await self._certificate(key)
+            args: dict[str, Any] = {"packet": t.raw.hex(), "certificate": cert}
+            if outcome is PacketOutcome.ACKED:
+                if t.ack is None:
+                    self._log_packets(logging.WARNING, [t], "packet %s: acked on the relay chain but its ack is not "
+                                      "readable on %s yet", t.key, p.dst_chain)
+                    continue
+                args["ack"] = t.ack.hex()
+            await self._submit(self.parks[p.src_chain], "bridge.settle", args, "settle", [t])
+
+    async def _submit(self, chain: ChainLink, op: str, args: dict[str, Any], action: str,
+                      packets: list[Tracked] | None) -> None:
+        """Submit ``op``; act on a refusal by its disposition: done (another relayer did it), retried within a
+        second, after the chain moves, or parked and reported. I/O errors propagate to the task's loop."""
+        disposition = Disposition.DONE
+        error: ProtocolError | None = None
+        try:
+            await chain.target.submit(op, args)
+        except ProtocolError as exc:
+            disposition, error = exc.disposition, exc
+        self._last_disposition = disposition
+        self._last_error_code = None if error is None else error.code
+        wait_s = retry_delay_s(disposition)
+        if packets is None:
+            # header updates, lane configs, evidence: what they carry changes with the chain, so a refusal
+            # is looked at again within seconds whatever its disposition
+            wait_s = min(wait_s, RESUBMIT_AFTER_S / 3)
+            self._inflight[(action, "update")] = self._clock() + wait_s
+        else:
+            for t in packets:
+                self._inflight[(t.key, action)] = self._clock() + wait_s
+        if error is None:
+            self.stats.count(action)
+            if self.observer is not None:
+                self.observer.submitted(action, packets or [])
+            if packets:
+                self._log_packets(logging.INFO, packets, "%s on %s submitted (packets: %s)", op, chain.chain_id,
+                                  ", ".join(t.key for t in packets))
+            return
+        if disposition is Disposition.DONE:
+            self.stats.redundant += 1  # another relayer did it first: done, not an error
+            return
+        self.stats.rejected += 1
+        if self.observer is not None:
+            self.observer.refused(chain.chain_id, error.code)
+        for t in packets or []:
+            self.progress.setdefault(t.lane_key, LaneProgress()).last_error = f"{op}: {error}"
+        keys = ", ".join(t.key for t in packets or []) or "-"
+        if disposition in (Disposition.RETRY_SOON, Disposition.AFTER_PROGRESS):
+            self._log_packets(logging.INFO, packets or [], "%s on %s refused for now (%s); resubmitting in %.0fs "
+                              "(packets: %s)", op, chain.chain_id, error.code, wait_s, keys)
+        else:
+            self._log_packets(logging.ERROR, packets or [], "%s on %s refused: %s; not retried for %.0fs "
+                              "(packets: %s)", op, chain.chain_id, error, wait_s, keys)
+
+    def _log_packets(self, level: int, packets: list[Tracked], msg: str, *args: Any) -> None:
+        """A log line about packets: their ids ride on the record as ``packet`` (a list; ``--log-json`` prints it as
+        the line's ``packet`` field), besides the chain and node every line of this relayer carries."""
+        extra = {**(self.log.extra or {}), "packet": [t.key for t in packets]} if packets else self.log.extra
+        self.log.logger.log(level, msg, *args, extra=extra)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """The relayer database's schema (sqlite-utils): tables created if missing, so a database written by an
+    older relayer gains the newer tables (``progress``) on start and keeps its cursors and packets."""
+    db = sqlite_utils.Database(conn)
+    db.enable_wal()
+    db["cursors"].create({"chain": str, "height": int}, pk="chain", if_not_exists=True)  # type: ignore[union-attr]
+    db["packets"].create({"key": str, "packet": str, "commit_height": int, "ack": str, "done": int},  # type: ignore[union-attr]
+                         pk="key", if_not_exists=True)
+    db["progress"].create({"lane": str, "json": str, "updated_ms": int}, pk="lane",  # type: ignore[union-attr]
+                          if_not_exists=True)
+    conn.commit()
+
+
+def _ack_key(p: Packet) -> str:
+    """The target's state path of the packet's acknowledgement (SPEC §5)."""
+    return ack_path(p.src_chain, p.lane, p.sequence).decode()
