@@ -938,4 +938,6 @@ async def _relay_quorum_attests_a_lie(live: Net, links: Relayer, frozen: Any) ->
             pass  # not attested above yet: it cannot extend the lie, so it is refused for now
         return False
 
-    await wait_for("the honest attestations above the lie", revealed, 90, poll_s=0.5)
+    # the park must first grow past the lie (up to 60 blocks ahead after retries), then its attestors get there
+    ahead_s = max(0, lie_at + 1 + depth - await eth.latest_height()) * live.cfg.chain(ETH).params["block_interval_ms"]
+    await wait_for("the honest attestations above the lie", revealed, 90 + ahead_s / 1000, poll_s=0.5)
