@@ -52,7 +52,7 @@ lint: setup
 	$(BIN)/python -m chains.ethereum.compile --check
 
 test: setup lint
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=15
 
 test-unit: setup
 	$(BIN)/python -m pytest tests -m "not integration"
