@@ -79,6 +79,9 @@ class _NonceState:
 
 
 _NONCES: dict[tuple[str, str], _NonceState] = {}
+_GAS_TASKS_MAX = 1024
+"""Transactions whose gas is being counted at once; past this, a submission is not counted (the metric is then
+a lower bound) rather than the relayer holding unbounded tasks."""
 _SENT_KEPT = 256
 
 
@@ -115,6 +118,10 @@ class EthTarget:
         self.send_attempts = send_attempts
         self._eth_chain_id: int | None = None
         self._relay_sets: dict[bytes, ValidatorSet] = {}
+        self.gas_used = 0
+        """Gas this target's bridge transactions spent once mined, reverted ones included (the relayer's
+        ``parkrelay_relayer_gas_used`` metric); counted by a task per transaction that reads its receipt."""
+        self._gas_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def account(self) -> str:
@@ -209,7 +216,26 @@ class EthTarget:
         Raises the decoded protocol error if the call would revert (nothing is sent then),
         :class:`GasCapError` above ``max_gas``, :class:`~protocol.errors.TransportError` if the node is
         unreachable."""
-        return await self.transact(self.bridge, await self.calldata(op, args))
+        tx_hash = await self.transact(self.bridge, await self.calldata(op, args))
+        if len(self._gas_tasks) < _GAS_TASKS_MAX:
+            task = asyncio.get_running_loop().create_task(self._count_gas(tx_hash))
+            self._gas_tasks.add(task)
+            task.add_done_callback(self._gas_tasks.discard)
+        return tx_hash
+
+    async def _count_gas(self, tx_hash: str, timeout_s: float = 120.0) -> None:
+        """Add the gas ``tx_hash`` spent to :attr:`gas_used` once it is mined (given up after ``timeout_s``: a
+        transaction dropped from the pool spent none)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                rc = await self.rpc.call("eth_getTransactionReceipt", [tx_hash])
+            except ProtocolError:
+                rc = None
+            if rc is not None and rc.get("blockNumber") is not None:
+                self.gas_used += hex_int(rc["gasUsed"])
+                return
+            await asyncio.sleep(max(self.poll_s, 1.0))
 
     async def estimate_gas(self, to: str, data: bytes, value: int = 0) -> int:
         """``eth_estimateGas`` of the call against the *pending* state (the node's pool included), so a relay
@@ -359,7 +385,10 @@ class EthTarget:
         return EthRevertError(f"{where} reverted; replaying the call did not reproduce it")
 
     async def close(self) -> None:
-        """Close the node connection."""
+        """Stop counting gas and close the node connection."""
+        for t in list(self._gas_tasks):
+            t.cancel()
+        await asyncio.gather(*self._gas_tasks, return_exceptions=True)
         await self.rpc.close()
 
 

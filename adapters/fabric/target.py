@@ -202,6 +202,9 @@ class FabricTarget:
         self._tails: dict[tuple[str, ...], asyncio.Future[None]] = {}
         self._submitted: collections.OrderedDict[str, Submitted] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.endorsement_failures: dict[str, int] = {}
+        """Proposals the peers refused or answered differently, by error code (a chaincode refusal such as
+        ``packet.replay`` included: on Fabric that is how a redundant relay ends, before ordering)."""
 
     @property
     def msp_id(self) -> str:
@@ -240,7 +243,13 @@ class FabricTarget:
             if earlier:
                 await asyncio.wait(earlier, timeout=self.pipeline_wait_s)
             watcher = await self.gateway.watcher()  # positioned before the broadcast: it will see the commit
-            e = await self.gateway.endorse(fcn, cc_args)
+            try:
+                e = await self.gateway.endorse(fcn, cc_args)
+            except ProtocolError as exc:
+                # the peers refused the proposal or answered it differently (the relayer's
+                # parkrelay_relayer_fabric_endorsement_failures metric, by code)
+                self.endorsement_failures[exc.code] = self.endorsement_failures.get(exc.code, 0) + 1
+                raise
             orderer = await self.gateway.broadcast(e)
         except OrderingUnknownError as exc:
             self._release_later(watcher, exc.tx_id, mine, self.in_doubt_wait_s)  # it may yet commit

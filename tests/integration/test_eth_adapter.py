@@ -58,6 +58,7 @@ from protocol.errors import ReplayError, ValidatorSetMismatchError
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.state_commitment import SparseMerkleTree
 from protocol.types import Acknowledgement, AckStatus, ChainId, EnergyPayload, Packet, PacketKind, PacketOutcome
+from tests.integration.harness import wait_for as harness_wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -317,6 +318,13 @@ async def test_twenty_concurrent_submits_from_one_key(park: Park) -> None:
         assert await relayer.pending_nonce() == first + 20
         acks = await src.events(min(r["height"] for r in results), max(r["height"] for r in results), "write_ack")
         assert sorted(e["sequence"] for e in acks) == [p.sequence for p in packets]
+        # the gas they spent, counted from their receipts for the relayer's metric: exactly the receipts' sum
+        spent = sum(r["gas_used"] for r in results)
+
+        async def counted() -> bool:
+            return bool(relayer.gas_used == spent)
+
+        await harness_wait_for("every submission's gas counted", counted, 30)
     finally:
         await relayer.close()
         await src.close()

@@ -186,6 +186,19 @@ class _RelayerCollector(Collector):
             c = CounterMetricFamily(metric, doc, labels=["relayer"])
             c.add_metric([name], value)
             yield c
+        gas = CounterMetricFamily("parkrelay_relayer_gas_used", "Gas this relayer's Ethereum transactions spent "
+                                  "once mined (reverted ones included)", labels=["relayer", "chain"])
+        endorse = CounterMetricFamily("parkrelay_relayer_fabric_endorsement_failures", "Proposals a Fabric park's "
+                                      "peers refused or answered differently, by code", labels=["relayer", "chain",
+                                                                                                 "code"])
+        for chain_id, link in sorted(getattr(rl, "parks", {}).items()):
+            target = getattr(link, "target", None)
+            if isinstance(getattr(target, "gas_used", None), int):
+                gas.add_metric([name, chain_id], target.gas_used)
+            for code, n in sorted((getattr(target, "endorsement_failures", None) or {}).items()):
+                endorse.add_metric([name, chain_id, code], n)
+        yield gas
+        yield endorse
         flight = GaugeMetricFamily("parkrelay_relayer_packets_in_flight", "Packets the relayer carries",
                                    labels=["relayer"])
         flight.add_metric([name], len(rl.packets))
