@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import urllib.request
 from typing import Any
@@ -340,13 +341,14 @@ class EthPark(ParkView):
     def voucher_supply(self, denom: str) -> int:
         return self._erc20(self._token(denom), "totalSupply") if denom != "kWh" else 0
 
-    def _as(self, account: str, fn: Any) -> Any:
-        """``fn(target)`` with a target signing as deployment account ``account`` (its devnet key)."""
+    def _as(self, account: str | None, fn: Any) -> Any:
+        """``fn(target)`` with a target signing as deployment account ``account`` (its devnet key); None: reads
+        only (:meth:`_read`)."""
         from adapters import ethereum as eth
         from relay.ops.keys import read_secret
         from relay.ops.layout import account_key_path
 
-        key = read_secret(account_key_path(self.cfg, self.chain.id, account))
+        key = os.urandom(32) if account is None else read_secret(account_key_path(self.cfg, self.chain.id, account))
 
         async def go() -> Any:
             t = eth.target(self.url, self.chain.id, self.bridge, key)
@@ -356,6 +358,11 @@ class EthPark(ParkView):
                 await t.close()
 
         return asyncio.run(go())
+
+    def _read(self, fn: Any) -> Any:
+        """``fn(target)`` for reads of the park's contracts (``eth_call``s): they sign nothing, so no deployment key
+        is needed and a key made for the call stands in for one."""
+        return self._as(None, fn)
 
     def send(self, sender: str, dst: str, receiver: str, lane: str, timeout_ms: int, asset: dict[str, Any], *,
              wait_final: bool = True) -> dict[str, Any]:
@@ -389,7 +396,7 @@ class EthPark(ParkView):
         from protocol.codec import decode_charging_right, decode_packet
         from protocol.types import PacketKind
 
-        infos = self._as(OPERATOR, lambda t: assets.rights_list(t))
+        infos = self._read(lambda t: assets.rights_list(t))
         carried: dict[str, dict[str, Any]] = {}
         for e in self._events("send_packet"):
             p = decode_packet(bytes.fromhex(e["packet"]))
@@ -432,12 +439,12 @@ class EthPark(ParkView):
         transformer's capacity read back; ``bookings``: the live rights on each (see :meth:`rights`)."""
         from adapters.ethereum import assets
 
-        names = self._as(OPERATOR, lambda t: assets.registry_names(t))
-        transformers = {}
-        for name in names["transformers"]:
-            shown = self._as(OPERATOR, lambda t, n=name: assets.transformer_show(t, n))
-            if shown is not None:
-                transformers[name] = int(shown["capacity_kw"])
+        async def read(t: Any) -> tuple[dict[str, Any], dict[str, int]]:
+            names = await assets.registry_names(t)
+            shown = [await assets.transformer_show(t, n) for n in names["transformers"]]
+            return names, {s["name"]: int(s["capacity_kw"]) for s in shown if s is not None}
+
+        names, transformers = self._read(read)
         bookings = {tr: [{"right_id": rid} for rid in ids] for tr, ids in self.rights()["bookings"].items()}
         return {"transformers": transformers, "stations": names["stations"], "bookings": bookings}
 
@@ -453,7 +460,7 @@ class EthPark(ParkView):
     def imported_reputation(self, src: str, subject: str, model: str) -> dict[str, Any] | None:
         from adapters.ethereum import assets
 
-        rec = self._as(OPERATOR, lambda t: assets.imported_reputation(t, src, subject, model))
+        rec = self._read(lambda t: assets.imported_reputation(t, src, subject, model))
         return dict(rec) if isinstance(rec, dict) else None
 
 
@@ -570,9 +577,12 @@ class FabricPark(ParkView):
         """The bridge's asset records under ``prefixes`` (its ``scan`` query) as a state the shared reports read."""
         from chains.common.state import ChainState
 
+        async def scan(src: Any, _: Any) -> list[Any]:
+            return [await src.query_json("scan", prefix) for prefix in prefixes]  # one session for all
+
         state = ChainState()
-        for prefix in prefixes:
-            for k, v in self._json("scan", prefix)["items"].items():
+        for answer in self._run(scan):
+            for k, v in answer["items"].items():
                 state.set(k.encode(), v.encode())
         return state
 

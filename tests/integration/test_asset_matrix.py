@@ -512,3 +512,16 @@ async def test_charging_right_three_park_round_trip_unwinds_hop_by_hop(matrix: M
     assert reports[a]["live"]["r-trip"]["owner"] == view.account(USER[a])
     for p in (b, c):
         assert not [r for r in (*reports[p]["live"], *reports[p]["escrowed"]) if r.endswith("/r-trip")], p
+
+
+@pytest.mark.parametrize("park", PARKS)
+async def test_each_park_shows_the_registry_its_chain_table_configured(matrix: Matrix, park: str) -> None:
+    """``parkrelay transformer show`` on every kind: the transformers and stations of the park's chain table (set
+    at genesis or deployment), read without any deployment key, and every live right booked."""
+    reg = await asyncio.to_thread(matrix.net.views[park].registry)
+    want = registry(park)
+    # the CLI test may have registered more on the Python parks: the configured ones are all there, unchanged
+    assert want["transformers"].items() <= reg["transformers"].items(), reg
+    assert want["stations"].items() <= reg["stations"].items(), reg
+    live = matrix.after_rights[park]["live"]
+    assert {b["right_id"] for bs in reg["bookings"].values() for b in bs} >= set(live), reg["bookings"]
