@@ -1,0 +1,231 @@
+"""The park's market (``EnergyMarket``, docs/research.md#seed-001) on a real anvil.
+
+Deployed beside park A by ``chains.ethereum.deploy.deploy_market`` on a small feeder (substation 0; lateral 1 → 2,
+lateral 3 → 4), driven by the client ``adapters.ethereum.market``. Checked: the on-chain clearing equals the
+off-chain mirror the agents use (trade for trade); the use-of-system charge makes the near pair clear first;
+refusals (a bid after its round closed, a clearing before it, a bid from a non-member, a second settlement); a
+clearing that would overload a line is curtailed to the line's headroom; settlement of delivered against contracted
+energy feeds the delivery record; every escrowed denomination (wei and the kWh token) is conserved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from adapters.ethereum.market import MarketClient
+from chains.ethereum.deploy import deploy_market
+from chains.ethereum.market import Bid, Feeder, Line, clear
+from protocol.errors import AuthorizationError, IllegalTransitionError, InsufficientFundsError
+from tests.ethereum.conftest import World
+
+pytestmark = pytest.mark.integration
+
+FEEDER = [(0, 0, 10**9), (0, 500, 100_000), (1, 300, 100_000), (0, 600, 100_000), (1, 400, 100_000)]
+"""(parent, length m, limit Wh) per bus: 0 substation; 1 and 3 behind it; 2 and 4 behind 1."""
+RATE = 40  # wei per Wh per km
+
+
+def feeder_model(rows: list[tuple[int, int, int]] = FEEDER) -> Feeder:
+    return Feeder(tuple(Line(i, p, length, limit) for i, (p, length, limit) in enumerate(rows)))
+
+
+@dataclass
+class Mkt:
+    w: World
+    client: MarketClient
+    members: list[LocalAccount]
+    """Five members, member i at bus i + 0 (bus 0 excluded): buses 1, 2, 3, 4, 2."""
+    buses: list[int]
+
+
+@pytest.fixture(scope="module")
+def market_base(base_world: World) -> Iterator[Mkt]:
+    w = base_world
+    snap = w.evm.snapshot()
+    addrs = {"delivery_record": w.a.record.address, "energy_token": w.a.token.address}
+    address = deploy_market(w.evm.w3, w.a.operator, addrs, FEEDER)
+    client = MarketClient(w.evm.w3, address)
+    members = [w.evm.account() for _ in range(5)]
+    buses = [1, 2, 3, 4, 2]
+    for acct, bus in zip(members, buses, strict=True):
+        w.evm.transact(w.a.record.functions.admit(acct.address), w.a.operator)
+        client.set_member(w.a.operator, acct.address, bus)
+        w.evm.transact(w.a.token.functions.mint(acct.address, 1_000_000), w.a.operator)
+    try:
+        yield Mkt(w, client, members, buses)
+    finally:
+        w.evm.revert(snap)
+
+
+@pytest.fixture
+def mkt(market_base: Mkt) -> Iterator[Mkt]:
+    snap = market_base.w.evm.snapshot()
+    try:
+        yield market_base
+    finally:
+        market_base.w.evm.revert(snap)
+
+
+def open_round(m: Mkt, rate: int = RATE, seconds: int = 100) -> tuple[int, int]:
+    closes = m.w.evm.latest_timestamp() + seconds
+    return m.client.open_round(m.w.a.operator, closes, rate), closes
+
+
+def close(m: Mkt, closes: int) -> None:
+    m.w.evm.mine_at(closes)
+
+
+def submit(m: Mkt, rid: int, who: int, seller: bool, q: int, price: int) -> Bid:
+    m.client.submit_bid(m.members[who], rid, seller, q, price)
+    return Bid(str(who), m.buses[who], seller, q, price)
+
+
+def totals(m: Mkt) -> tuple[int, int]:
+    """(kWh of the members and the market, wei credited + the market's unsettled escrow): conserved quantities."""
+    token = m.w.a.token
+    wh = sum(token.functions.balanceOf(a.address).call() for a in m.members)
+    wh += token.functions.balanceOf(m.client.contract.address).call()
+    return wh, m.w.evm.w3.eth.get_balance(m.client.contract.address)
+
+
+def test_clearing_on_chain_equals_the_mirror_and_the_near_pair_clears_first(mkt: Mkt) -> None:
+    m = mkt
+    rid, closes = open_round(m)
+    # seller 0 at bus 1; buyers 1 (bus 2, 300 m away) and 2 (bus 3, 1100 m away) bid alike
+    bids = [submit(m, rid, 0, True, 5_000, 300), submit(m, rid, 1, False, 5_000, 400),
+            submit(m, rid, 2, False, 5_000, 400)]
+    close(m, closes)
+    receipt = m.client.clear(m.w.relayer, rid).receipt
+    on_chain = m.client.trades(rid)
+    mirror, curtailed = clear(feeder_model(), bids, RATE)
+    assert on_chain == mirror and not curtailed
+    assert [(t.buyer_bid, t.distance_m, t.charge) for t in on_chain] == [(1, 300, 12)]  # the near buyer
+    assert m.client.round(rid).state == "cleared"
+    assert m.client.curtailments(receipt) == []
+    # without the charge the two buyers tie on surplus: the shorter distance still breaks the tie, and the
+    # charge is 0
+    rid2, closes2 = open_round(m, rate=0)
+    bids2 = [submit(m, rid2, 0, True, 5_000, 300), submit(m, rid2, 2, False, 5_000, 401),
+             submit(m, rid2, 1, False, 5_000, 400)]
+    close(m, closes2)
+    m.client.clear(m.w.relayer, rid2)
+    assert m.client.trades(rid2) == clear(feeder_model(), bids2, 0)[0]
+    assert [(t.buyer_bid, t.charge) for t in m.client.trades(rid2)] == [(1, 0)]  # the far, higher bid wins
+
+
+def test_a_bid_after_its_round_closed_and_a_clearing_before_it_are_refused(mkt: Mkt) -> None:
+    m = mkt
+    rid, closes = open_round(m)
+    submit(m, rid, 0, True, 1_000, 300)
+    with pytest.raises(IllegalTransitionError) as early:
+        m.client.clear(m.w.relayer, rid)
+    assert "RoundTiming" in str(early.value)
+    close(m, closes)
+    with pytest.raises(IllegalTransitionError) as late:
+        m.client.submit_bid(m.members[1], rid, False, 1_000, 400)
+    assert late.value.expected == closes * 1000 and "RoundTiming" in str(late.value)
+    m.client.clear(m.w.relayer, rid)
+    with pytest.raises(IllegalTransitionError, match="RoundState"):
+        m.client.submit_bid(m.members[1], rid, False, 1_000, 400)
+    with pytest.raises(IllegalTransitionError, match="RoundState"):
+        m.client.clear(m.w.relayer, rid)
+
+
+def test_only_admitted_members_bid_and_only_the_operator_runs_the_feeder(mkt: Mkt) -> None:
+    m = mkt
+    rid, _ = open_round(m)
+    with pytest.raises(AuthorizationError):
+        m.client.submit_bid(m.w.carol, rid, False, 1_000, 400)
+    with pytest.raises(AuthorizationError):  # not admitted by the delivery record
+        m.client.set_member(m.w.a.operator, m.w.carol.address, 1)
+    with pytest.raises(AuthorizationError):
+        m.client.set_member(m.w.alice, m.members[0].address, 1)
+    with pytest.raises(AuthorizationError):
+        m.client.open_round(m.w.alice, m.w.evm.latest_timestamp() + 100, 0)
+
+
+def test_a_clearing_that_would_overload_a_line_is_curtailed(mkt: Mkt) -> None:
+    m = mkt
+    m.client._send(m.client.contract.functions.setLineLimit(3, 2_000), m.w.a.operator)  # lateral 3: 2 kWh a round
+    rows = list(FEEDER)
+    rows[3] = (0, 600, 2_000)
+    rid, closes = open_round(m)
+    # seller at bus 1 → buyer at bus 3 (over line 1 up, line 3 down); the buyer at bus 2 bids too low to trade
+    bids = [submit(m, rid, 0, True, 5_000, 300), submit(m, rid, 2, False, 5_000, 500),
+            submit(m, rid, 1, False, 5_000, 301)]
+    close(m, closes)
+    receipt = m.client.clear(m.w.relayer, rid).receipt
+    trades = m.client.trades(rid)
+    assert trades == clear(feeder_model(rows), bids, RATE)[0]
+    assert [(t.buyer_bid, t.quantity_wh) for t in trades] == [(1, 2_000)]  # curtailed to the line's limit
+    assert m.client.curtailments(receipt) == [{"roundId": rid, "sellerBid": 0, "buyerBid": 1, "wantedWh": 5_000,
+                                              "clearedWh": 2_000, "line": 3}]
+    # the escrow of what did not clear went back: 3 kWh to the seller, the buyers' wei credited
+    assert m.client.escrowed()[1] == 2_000
+
+
+def test_settlement_of_prediction_error_feeds_the_delivery_record_and_runs_once(mkt: Mkt) -> None:
+    m = mkt
+    rid, closes = open_round(m)
+    submit(m, rid, 0, True, 4_000, 300)
+    submit(m, rid, 1, False, 4_000, 400)
+    close(m, closes)
+    m.client.clear(m.w.relayer, rid)
+    (t,) = m.client.trades(rid)
+    token = m.w.a.token
+    seller, buyer = m.members[0].address, m.members[1].address
+    buyer_wh = token.functions.balanceOf(buyer).call()
+    m.client.settle(m.w.a.operator, rid, [3_000])  # a forecast error: 1 kWh short
+    assert token.functions.balanceOf(buyer).call() == buyer_wh + 3_000
+    assert m.w.a.record.functions.participantOf(seller).call() == [True, 4_000, 3_000]
+    assert m.w.a.record.functions.scoreOf(seller).call() == [True, 7_500]
+    assert m.client.claimable(seller) == 3_000 * t.price
+    assert m.client.claimable(m.w.a.operator.address) == 3_000 * t.charge
+    assert m.client.round(rid).state == "settled"
+    with pytest.raises(IllegalTransitionError, match="RoundState") as again:
+        m.client.settle(m.w.a.operator, rid, [3_000])
+    assert again.value.expected == 2 and again.value.got == 3
+    with pytest.raises(AuthorizationError):
+        m.client.settle(m.w.alice, rid, [3_000])
+
+
+def test_every_escrowed_denomination_is_conserved(mkt: Mkt) -> None:
+    m = mkt
+    wh0, wei0 = totals(m)
+    assert (wei0, m.client.escrowed()) == (0, (0, 0))
+    rid, closes = open_round(m)
+    submit(m, rid, 0, True, 6_000, 300)
+    submit(m, rid, 3, True, 3_000, 320)
+    submit(m, rid, 1, False, 4_000, 420)
+    submit(m, rid, 2, False, 4_000, 450)
+    submit(m, rid, 4, False, 4_000, 200)  # too low: refunded
+    paid = 4_000 * (420 + 450 + 200)
+    wh, wei = totals(m)
+    assert wh == wh0 and wei == paid and m.client.escrowed() == (paid, 9_000)
+    close(m, closes)
+    m.client.clear(m.w.relayer, rid)
+    trades = m.client.trades(rid)
+    assert trades
+
+    def credited() -> int:
+        accounts = [a.address for a in m.members] + [m.w.a.operator.address]
+        return sum(m.client.claimable(a) for a in accounts)
+
+    unsettled = sum(t.quantity_wh * (t.price + t.charge) for t in trades)
+    assert credited() + unsettled == paid == m.client.escrowed()[0] == m.w.evm.w3.eth.get_balance(
+        m.client.contract.address)
+    assert m.client.escrowed()[1] == sum(t.quantity_wh for t in trades) == m.w.a.token.functions.balanceOf(
+        m.client.contract.address).call()
+    m.client.settle(m.w.a.operator, rid, [max(t.quantity_wh - 500, 0) for t in trades])
+    assert credited() == paid == m.client.escrowed()[0]
+    assert m.client.escrowed()[1] == 0 and totals(m)[0] == wh0
+    for acct in [*m.members, m.w.a.operator]:
+        if m.client.claimable(acct.address):
+            m.client.withdraw(acct)
+    assert m.client.escrowed() == (0, 0) and m.w.evm.w3.eth.get_balance(m.client.contract.address) == 0
+    with pytest.raises(InsufficientFundsError):
+        m.client.withdraw(m.members[0])
