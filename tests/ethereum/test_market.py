@@ -5,7 +5,8 @@ lateral 3 → 4), driven by the client ``adapters.ethereum.market``. Checked: th
 off-chain mirror the agents use (trade for trade); the use-of-system charge makes the near pair clear first;
 refusals (a bid after its round closed, a clearing before it, a bid from a non-member, a second settlement); a
 clearing that would overload a line is curtailed to the line's headroom; settlement of delivered against contracted
-energy feeds the delivery record; every escrowed denomination (wei and the kWh token) is conserved.
+energy feeds the delivery record; every escrowed denomination (wei and the kWh token) is conserved; a participant of
+another park joins the market on the reputation imported from there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from adapters.ethereum.market import MarketClient
 from chains.ethereum.deploy import deploy_market
 from chains.ethereum.market import Bid, Feeder, Line, clear
 from protocol.errors import AuthorizationError, IllegalTransitionError, InsufficientFundsError
-from tests.ethereum.conftest import World
+from tests.ethereum.conftest import LANE, A, B, World
+from tests.ethereum.harness import lower_hex, send_reputation
+from tests.ethereum.test_contracts import HOUR_MS, SUCCESS_ACK, deliver
 
 pytestmark = pytest.mark.integration
 
@@ -64,10 +67,12 @@ def market_base(base_world: World) -> Iterator[Mkt]:
 @pytest.fixture
 def mkt(market_base: Mkt) -> Iterator[Mkt]:
     snap = market_base.w.evm.snapshot()
+    saved = market_base.w.relay.save()
     try:
         yield market_base
     finally:
         market_base.w.evm.revert(snap)
+        market_base.w.relay.restore(saved)
 
 
 def open_round(m: Mkt, rate: int = RATE, seconds: int = 100) -> tuple[int, int]:
@@ -229,3 +234,29 @@ def test_every_escrowed_denomination_is_conserved(mkt: Mkt) -> None:
     assert m.client.escrowed() == (0, 0) and m.w.evm.w3.eth.get_balance(m.client.contract.address) == 0
     with pytest.raises(InsufficientFundsError):
         m.client.withdraw(m.members[0])
+
+
+def test_a_participant_of_another_park_trades_on_its_imported_reputation(mkt: Mkt) -> None:
+    """Park B attests its participant's delivery score to park A; A's delivery record admits A's account of that
+    participant by the imported score (``admitImported``), and only then may the market connect and hear it."""
+    m = mkt
+    w = m.w
+    subject = lower_hex(w.bob.address)
+    w.evm.transact(w.b.record.functions.admit(w.bob.address), w.b.operator)
+    w.evm.transact(w.b.record.functions.record(w.bob.address, 1_000, 950), w.b.operator)
+    packet, _ = send_reputation(w.evm, w.b, w.bob, A, LANE, subject, lower_hex(w.carol.address),
+                                w.evm.now_ms() + HOUR_MS)
+    assert deliver(w, w.a, packet) == SUCCESS_ACK
+    with pytest.raises(AuthorizationError):  # nothing admits carol on A yet
+        m.client.set_member(w.a.operator, w.carol.address, 2)
+    w.evm.transact(w.a.record.functions.setMinImportedScore(9_000), w.a.operator)
+    w.evm.transact(w.a.record.functions.admitImported(B, subject, "eth-delivery-record/v1", w.carol.address),
+                   w.a.operator)
+    m.client.set_member(w.a.operator, w.carol.address, 2)
+    rid, closes = open_round(m)
+    submit(m, rid, 0, True, 1_000, 300)
+    m.client.submit_bid(w.carol, rid, False, 1_000, 400)
+    close(m, closes)
+    m.client.clear(w.relayer, rid)
+    (t,) = m.client.trades(rid)
+    assert (t.buyer_bid, t.quantity_wh, t.distance_m) == (1, 1_000, 300)
