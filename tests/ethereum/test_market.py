@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 FEEDER = [(0, 0, 10**9), (0, 500, 100_000), (1, 300, 100_000), (0, 600, 100_000), (1, 400, 100_000)]
 """(parent, length m, limit Wh) per bus: 0 substation; 1 and 3 behind it; 2 and 4 behind 1."""
+FEEDER_SHAPE = [(p, length) for p, length, _ in FEEDER[1:]]
 RATE = 40  # wei per Wh per km
 
 
@@ -260,3 +261,45 @@ def test_a_participant_of_another_park_trades_on_its_imported_reputation(mkt: Mk
     m.client.clear(w.relayer, rid)
     (t,) = m.client.trades(rid)
     assert (t.buyer_bid, t.quantity_wh, t.distance_m) == (1, 1_000, 300)
+
+
+def test_a_full_round_clears_within_a_block_and_the_49th_bid_is_refused(mkt: Mkt) -> None:
+    """MAX_BIDS (48) bounds a clearing's gas: a full round, every pair crossing, takes under a third of a 30M block."""
+    m = mkt
+    rid, closes = open_round(m, seconds=10_000)
+    bids = []
+    for k in range(48):
+        who = k % 5
+        seller = k % 2 == 0
+        bids.append(submit(m, rid, who, seller, 1_000 + 37 * k, (300 + k) if seller else (500 + k)))
+    with pytest.raises(Exception, match="CodecInvalid"):
+        m.client.submit_bid(m.members[1], rid, False, 1_000, 400)
+    close(m, closes)
+    gas = m.client.clear(m.w.relayer, rid).gas_used
+    assert m.client.trades(rid) == clear(feeder_model(), bids, RATE)[0]
+    assert gas < 8_000_000, gas
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_rounds_clear_on_chain_as_the_mirror_says(mkt: Mkt, seed: int) -> None:
+    """Random bids on a feeder with tight lines (curtailments happen): the contract's sorted walk and the mirror's
+    repeated best-pair search give the same trades, and no line ends above its limit."""
+    import random
+    m = mkt
+    rng = random.Random(seed)
+    rows = [(0, 0, 10**9)] + [(p, length, rng.randint(2, 12) * 1_000) for p, length in FEEDER_SHAPE]
+    for bus in range(1, 5):
+        m.client._send(m.client.contract.functions.setLineLimit(bus, rows[bus][2]), m.w.a.operator)
+    rid, closes = open_round(m, rate=rng.choice([0, 20, 80]))
+    rate = m.client.round(rid).charge_rate
+    bids = [submit(m, rid, rng.randrange(5), rng.random() < 0.5, rng.randint(1, 9) * 1_000, rng.randint(280, 520))
+            for _ in range(20)]
+    close(m, closes)
+    m.client.clear(m.w.relayer, rid)
+    trades = m.client.trades(rid)
+    f = feeder_model(rows)
+    assert trades == clear(f, bids, rate)[0]
+    flow = [0] * 5
+    for t in trades:
+        f.carry(flow, bids[t.seller_bid].bus, bids[t.buyer_bid].bus, t.quantity_wh)
+    assert all(abs(x) <= rows[i][2] for i, x in enumerate(flow))

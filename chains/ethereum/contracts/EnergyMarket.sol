@@ -290,43 +290,50 @@ contract EnergyMarket {
             left[i] = bs[i].quantityWh;
         }
         Grid memory g = _grid();
-        // pair tables: charge and distance of every (seller i, buyer j), computed once
-        uint256[] memory charge = new uint256[](n * n);
-        uint256[] memory dist = new uint256[](n * n);
-        bool[] memory blocked = new bool[](n * n);
+        // the crossing pairs, each once, in clearing order: surplus `bid − ask − charge` descending, then distance,
+        // seller and buyer ascending. The order is static (the surplus depends on the pair alone), so walking it once
+        // is the greedy "best remaining pair first" rule; a pair visited trades until one side is exhausted or
+        // a line binds.
+        uint256[] memory keys = new uint256[](n * n);
+        uint256 pairs;
         for (uint256 i = 0; i < n; ++i) {
             if (!bs[i].seller) continue;
             for (uint256 j = 0; j < n; ++j) {
                 if (bs[j].seller) continue;
                 uint256 d = _distance(g, bs[i].bus, bs[j].bus);
-                dist[i * n + j] = d;
-                charge[i * n + j] = uint256(r.chargeWeiPerWhKm) * d / 1000;
+                uint256 cost = bs[i].priceWeiPerWh + uint256(r.chargeWeiPerWhKm) * d / 1000;
+                if (bs[j].priceWeiPerWh < cost) continue;
+                keys[pairs++] = ((bs[j].priceWeiPerWh - cost) << 128) | ((type(uint32).max - d) << 64)
+                    | ((type(uint32).max - i) << 32) | (type(uint32).max - j);
             }
         }
+        _sortDescending(keys, 0, pairs);
         uint256 cleared;
         Trade[] storage trades = _trades[roundId];
-        while (true) {
-            (bool found, uint256 si, uint256 bi) = _bestPair(bs, left, charge, dist, blocked, n);
-            if (!found) break;
-            uint256 k = si * n + bi;
+        for (uint256 k = 0; k < pairs; ++k) {
+            uint256 key = keys[k];
+            uint256 si = type(uint32).max - ((key >> 32) & type(uint32).max);
+            uint256 bi = type(uint32).max - (key & type(uint32).max);
             uint256 want = left[si] < left[bi] ? left[si] : left[bi];
+            if (want == 0) continue;
             (uint256 q, uint256 line) = _headroom(g, bs[si].bus, bs[bi].bus, want);
             if (q < want) {
                 emit Curtailed(roundId, si, bi, want, q, line);
-                blocked[k] = true;   // the pair trades what the lines allow, once
                 if (q == 0) continue;
             }
             _carry(g, bs[si].bus, bs[bi].bus, q);
             left[si] -= q;
             left[bi] -= q;
-            uint256 surplus = bs[bi].priceWeiPerWh - bs[si].priceWeiPerWh - charge[k];
+            uint256 surplus = key >> 128;
+            uint256 dist = type(uint32).max - ((key >> 64) & type(uint32).max);
+            uint256 charge = bs[bi].priceWeiPerWh - bs[si].priceWeiPerWh - surplus;
             uint256 price = bs[si].priceWeiPerWh + surplus / 2;
             // the buyer's price improvement on this quantity
-            uint256 back = q * (bs[bi].priceWeiPerWh - price - charge[k]);
+            uint256 back = q * (bs[bi].priceWeiPerWh - price - charge);
             if (back != 0) claimableWei[bs[bi].member] += back;
-            trades.push(Trade(uint32(si), uint32(bi), uint64(q), uint64(price), uint64(charge[k])));
+            trades.push(Trade(uint32(si), uint32(bi), uint64(q), uint64(price), uint64(charge)));
             emit TradeCleared(roundId, trades.length - 1, bs[si].member, bs[bi].member, uint64(q), uint64(price),
-                uint64(charge[k]), dist[k]);
+                uint64(charge), dist);
             cleared += q;
         }
         // unmatched escrow back
@@ -344,24 +351,27 @@ contract EnergyMarket {
         emit RoundCleared(roundId, trades.length, cleared);
     }
 
-    function _bestPair(Bid[] memory bs, uint256[] memory left, uint256[] memory charge, uint256[] memory dist,
-        bool[] memory blocked, uint256 n) internal pure returns (bool found, uint256 si, uint256 bi)
-    {
-        uint256 bestSurplus;
-        uint256 bestDist;
-        for (uint256 i = 0; i < n; ++i) {
-            if (!bs[i].seller || left[i] == 0) continue;
-            uint256 ask = bs[i].priceWeiPerWh;
-            for (uint256 j = 0; j < n; ++j) {
-                if (bs[j].seller || left[j] == 0) continue;
-                uint256 k = i * n + j;
-                if (blocked[k]) continue;
-                uint256 cost = ask + charge[k];
-                if (bs[j].priceWeiPerWh < cost) continue;
-                uint256 s = bs[j].priceWeiPerWh - cost;
-                if (!found || s > bestSurplus || (s == bestSurplus && dist[k] < bestDist)) {
-                    (found, si, bi, bestSurplus, bestDist) = (true, i, j, s, dist[k]);
-                }
+    /// @dev In-place quicksort of `a[lo:hi]`, largest first (keys are distinct: they hold the pair's indexes).
+    function _sortDescending(uint256[] memory a, uint256 lo, uint256 hi) internal pure {
+        while (hi > lo + 1) {
+            uint256 pivot = a[lo + (hi - 1 - lo) / 2];
+            uint256 i = lo;
+            uint256 j = hi - 1;
+            while (true) {
+                while (a[i] > pivot) ++i;
+                while (a[j] < pivot) --j;
+                if (i >= j) break;
+                (a[i], a[j]) = (a[j], a[i]);
+                ++i;
+                --j;
+            }
+            // Hoare partition: [lo, j] and [j + 1, hi); recurse into the smaller part, loop on the larger
+            if (j + 1 - lo < hi - j - 1) {
+                _sortDescending(a, lo, j + 1);
+                lo = j + 1;
+            } else {
+                _sortDescending(a, j + 1, hi);
+                hi = j + 1;
             }
         }
     }
