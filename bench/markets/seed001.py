@@ -1,4 +1,4 @@
-"""Seed 001 on the Ethereum park: the market's headline results, reproduced on chain (docs/research.md#seed-001).
+"""The Ethereum park's market experiments (docs/research.md#seed-001), reproduced on chain.
 
     python bench/markets/seed001.py [--json] [--plot FILE.png]
 
@@ -281,7 +281,7 @@ def plot(out: dict[str, Any], path: str) -> None:
     ax[1][1].set_xticks(range(3), labels)
     ax[1][1].set(title="With vs without the use-of-system charge", ylim=(0, 1.25))
     ax[1][1].legend(loc="upper center", ncol=2)
-    fig.suptitle(f"Seed 001 on the Ethereum park (EnergyMarket on anvil; clear() {out['gas_clear_mean']:,} gas "
+    fig.suptitle(f"seed-001 on the Ethereum park (EnergyMarket on anvil; clear() {out['gas_clear_mean']:,} gas "
                  f"for {out['bids_per_round']} bids)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -292,7 +292,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--plot", metavar="FILE.png", help="write the figure")
     args = ap.parse_args()
-    with progress.bar("seed 001: rounds on the Ethereum park's market", json_mode=args.json):
+    with progress.bar("seed-001: rounds on the Ethereum park's market", json_mode=args.json):
         out = measure()
     if args.plot:
         plot(out, args.plot)
