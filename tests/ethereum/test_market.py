@@ -20,6 +20,7 @@ from eth_account.signers.local import LocalAccount
 from adapters.ethereum.market import MarketClient
 from chains.ethereum.deploy import deploy_market
 from chains.ethereum.market import Bid, Feeder, Line, clear
+from protocol.codec import decode_packet, decode_reputation
 from protocol.errors import AuthorizationError, IllegalTransitionError, InsufficientFundsError
 from tests.ethereum.conftest import LANE, A, B, World
 from tests.ethereum.harness import lower_hex, send_reputation
@@ -189,6 +190,10 @@ def test_settlement_of_prediction_error_feeds_the_delivery_record_and_runs_once(
     assert token.functions.balanceOf(buyer).call() == buyer_wh + 3_000
     assert m.w.a.record.functions.participantOf(seller).call() == [True, 4_000, 3_000]
     assert m.w.a.record.functions.scoreOf(seller).call() == [True, 7_500]
+    # the park attests that score to another park (E2.7): the market's settlement is the reputation's source
+    packet, _ = send_reputation(m.w.evm, m.w.a, m.w.alice, B, LANE, lower_hex(seller), lower_hex(m.w.carol.address),
+                                m.w.evm.now_ms() + HOUR_MS)
+    assert decode_reputation(decode_packet(packet).payload).score == 7_500
     assert m.client.claimable(seller) == 3_000 * t.price
     assert m.client.claimable(m.w.a.operator.address) == 3_000 * t.charge
     assert m.client.round(rid).state == "settled"
