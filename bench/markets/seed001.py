@@ -29,8 +29,10 @@ trading rounds with the charge and 12 without, each member starting from ``p̂``
 ``λ`` = 0.3, prices within [250, 650]. Each round: every member bids, the round closes, ``clear`` runs (its gas is a
 figure), and ``settle`` takes metered deliveries: each seller delivers ``contracted × (1 − e)``, ``e`` uniform in
 [0, 0.15] (``random.Random(SEED + 2)``; prediction error, the delivery record's score), after which the agents adapt.
-Figures: the share of cleared energy traded between near neighbours (both on the same lateral: the trade's path
-does not cross the substation), the energy-weighted mean electrical distance of trades, energy cleared, curtailments.
+The same is repeated for ``SWEEP_ROUNDS`` = 6 rounds at each charge rate of ``RATE_SWEEP`` = 0, 15, 30, 45,
+60, 90 wei/Wh/km (fresh agents each time; added after the first run, as a sensitivity of figure 1). Figures: the
+share of cleared energy traded between near neighbours (both on the same lateral: the trade's path does not cross
+the substation), the energy-weighted mean electrical distance of trades, energy cleared, curtailments.
 
 **Experiment 2, best-response dynamics** (:func:`~chains.ethereum.market.best_response_dynamics`): from truthful
 bids (each member at its reservation), members take turns in bus order, each choosing its best price on a 5 wei/Wh
@@ -74,6 +76,7 @@ from tests.ethereum.harness import AnvilProcess, Evm, RelaySim, deploy_park
 SEED = 1
 RATE = 60
 ROUNDS = 12
+RATE_SWEEP, SWEEP_ROUNDS = (0, 15, 30, 45, 60, 90), 6
 P_HAT0, SIGMA, LAMBDA = 450.0, 40.0, 0.3
 PRICE_FLOOR, PRICE_CEILING = 250, 650
 BR_STEP, BR_MAX_SWEEPS = 5, 40
@@ -159,11 +162,11 @@ def local_consumption(f: Feeder, ms: list[Member], trades: list[Trade]) -> float
     return local / offered
 
 
-def risk_attitude(chain: Chain, f: Feeder, ms: list[Member], rate: int) -> dict[str, Any]:
+def risk_attitude(chain: Chain, f: Feeder, ms: list[Member], rate: int, rounds: int = ROUNDS) -> dict[str, Any]:
     agents = [RiskAttitudeAgent(m, P_HAT0, SIGMA, LAMBDA, PRICE_FLOOR, PRICE_CEILING) for m in ms]
     rng = random.Random(SEED + 2)
     near, dist, cleared = [], [], []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         trades = run_round(chain, ms, [a.bid_price() for a in agents], rate, rng)
         volume = sum(t.quantity_wh for t in trades)
         traded = [0] * len(ms)
@@ -211,6 +214,7 @@ def measure() -> dict[str, Any]:
         chain = setup(evm, ms)
         ra_with = risk_attitude(chain, f, ms, RATE)
         ra_without = risk_attitude(chain, f, ms, 0)
+        sweep = {rate: risk_attitude(chain, f, ms, rate, SWEEP_ROUNDS) for rate in RATE_SWEEP}
         br_with = best_response(chain, f, ms, RATE)
         br_without = best_response(chain, f, ms, 0)
         record = chain.client.contract.functions.deliveryRecord().call()
@@ -239,6 +243,9 @@ def measure() -> dict[str, Any]:
         "br_near_share_with": br_with["near_share"], "br_near_share_without": br_without["near_share"],
         "local_consumption_with": br_with["local_consumption"],
         "local_consumption_without": br_without["local_consumption"],
+        "risk_near_share_by_rate": {str(r): s["near_share"] for r, s in sweep.items()},
+        "risk_mean_distance_m_by_rate": {str(r): s["mean_distance_m"] for r, s in sweep.items()},
+        "risk_cleared_wh_by_rate": {str(r): sum(s["cleared_wh_per_round"]) for r, s in sweep.items()},
         "curtailments": chain.curtailments,
         "gas_clear_mean": sum(gas) // len(gas), "gas_clear_max": max(gas),
         "gas_settle_mean": sum(chain.settle_gas) // len(chain.settle_gas),
@@ -254,7 +261,18 @@ def plot(out: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     d = out["detail"]
-    fig, ax = plt.subplots(2, 2, figsize=(11, 8))
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8))
+    ax = [axes[0][:2], axes[1][:2]]
+    rates = [int(r) for r in out["risk_near_share_by_rate"]]
+    axes[0][2].plot(rates, list(out["risk_near_share_by_rate"].values()), "o-", color="tab:blue")
+    axes[0][2].set(title="Risk-attitude bidding: near-neighbour share vs charge rate", xlabel="wei per Wh per km",
+                   ylabel="share of cleared energy", ylim=(0, 1.05))
+    twin = axes[0][2].twinx()
+    twin.plot(rates, list(out["risk_mean_distance_m_by_rate"].values()), "s--", color="tab:red")
+    twin.set_ylabel("mean electrical distance of trades (m)", color="tab:red")
+    axes[1][2].plot(rates, [v / 1000 for v in out["risk_cleared_wh_by_rate"].values()], "o-")
+    axes[1][2].set(title=f"Energy cleared in {SWEEP_ROUNDS} rounds vs charge rate", xlabel="wei per Wh per km",
+                   ylabel="kWh", ylim=(0, None))
     rounds = range(1, out["rounds"] + 1)
     ax[0][0].plot(rounds, d["risk_with"]["near_share_per_round"], "o-", label=f"charge {RATE} wei/Wh/km")
     ax[0][0].plot(rounds, d["risk_without"]["near_share_per_round"], "s--", label="no charge")
