@@ -308,3 +308,20 @@ def test_random_rounds_clear_on_chain_as_the_mirror_says(mkt: Mkt, seed: int) ->
     for t in trades:
         f.carry(flow, bids[t.seller_bid].bus, bids[t.buyer_bid].bus, t.quantity_wh)
     assert all(abs(x) <= rows[i][2] for i, x in enumerate(flow))
+
+
+def test_malformed_bids_and_short_escrow_are_refused(mkt: Mkt) -> None:
+    m = mkt
+    rid, _ = open_round(m)
+    fn = m.client.contract.functions
+    buyer, seller = m.members[1], m.members[0]
+    assert m.w.evm.revert_of(fn.submitBid(rid, False, 0, 400), buyer) == ("CodecInvalid",)
+    assert m.w.evm.revert_of(fn.submitBid(rid, True, 1_000, 0), seller) == ("CodecInvalid",)
+    assert m.w.evm.revert_of(fn.submitBid(rid + 1, False, 1_000, 400), buyer) == ("RoundState", rid + 1, 1, 0)
+    with pytest.raises(InsufficientFundsError):  # a buyer must escrow quantity × price exactly
+        m.client._send(fn.submitBid(rid, False, 1_000, 400), buyer, value=399_999)
+    with pytest.raises(AuthorizationError):  # a seller must approve its kWh first
+        m.client._send(fn.submitBid(rid, True, 1_000, 300), seller)
+    with pytest.raises(IllegalTransitionError):  # a settlement before clearing
+        m.client.settle(m.w.a.operator, rid, [])
+    assert m.client.escrowed() == (0, 0) and m.client.round(rid).bids == 0
