@@ -89,6 +89,9 @@ BRIDGE_ERRORS: dict[str, tuple[tuple[str, ...], tuple[str, ...], type[ProtocolEr
     "AdmissionRefused": (("string", "uint256", "uint256"), ("code", "expected", "got"), RightError),
     "ReputationUnknown": (("string",), ("subject",), ReputationError),
     "ReputationTooLow": (("uint256", "uint256"), ("minimum", "score"), ReputationError),
+    "RoundTiming": (("uint256", "uint256", "uint256"), ("roundId", "closesAtMs", "blockTimeMs"),
+                    perr.IllegalTransitionError),
+    "RoundState": (("uint256", "uint8", "uint8"), ("roundId", "expected", "got"), perr.IllegalTransitionError),
 }
 """SPEC §E2.3: custom error name → (argument types, argument names, protocol error class). Where an error has an
 expected and a got, the decoded error carries them as ``expected``/``got``."""
@@ -97,6 +100,7 @@ _EXPECTED_GOT: dict[str, tuple[int, int]] = {
     "ValidatorSetMismatch": (0, 1), "PacketReplay": (0, 1), "PacketTimeout": (0, 1), "TimeoutAfterSlotStart": (1, 0),
     "WrongChain": (0, 1), "LaneOverCapacity": (1, 0), "InsufficientFunds": (1, 0), "Unauthorized": (0, 1),
     "AllowanceTooLow": (1, 0), "RightPayloadMismatch": (0, 1), "AdmissionRefused": (1, 2), "ReputationTooLow": (0, 1),
+    "RoundTiming": (1, 2), "RoundState": (1, 2),
 }
 """Which arguments are the expected and the got value (index pairs)."""
 
@@ -108,7 +112,7 @@ def _abi_errors() -> dict[bytes, tuple[str, tuple[str, ...]]]:
     """Custom errors declared in the compiled artifacts (bridge, tokens), by selector."""
     out: dict[bytes, tuple[str, tuple[str, ...]]] = {}
     for contract in ("ParkBridge", "EnergyToken", "VoucherToken", "EnergyApp", "ChargingRights", "ReputationApp",
-                     "DeliveryRecord"):
+                     "DeliveryRecord", "EnergyMarket"):
         for item in artifact_abi(contract) or []:
             if item.get("type") == "error":
                 types = tuple(_abi_type(i) for i in item.get("inputs", []))

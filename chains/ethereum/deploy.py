@@ -237,3 +237,37 @@ def _wait(w3: Web3, sent: Sequence[tuple[_Step, HexBytes]], lg: _Log) -> None:
         created = receipt.get("contractAddress")
         where = f" at {lower_address(created)}" if created else ""
         lg.info("%s mined in block %d%s", step.what, receipt["blockNumber"], where)
+
+
+def deploy_market(
+    w3: Web3,
+    operator: LocalAccount,
+    addresses: Mapping[str, str],
+    feeder: Sequence[tuple[int, int, int]],
+    *,
+    artifacts_dir: Path | None = None,
+    logger: _Log | None = None,
+) -> str:
+    """Deploy the park's market (``EnergyMarket``, docs/research.md#seed-001) beside a deployed park: the contract,
+    ``DeliveryRecord.setMarket`` (its settlement writes the record the park attests), and the feeder, one
+    ``setBus(bus, parent, length_m, limit_wh)`` per ``(parent, length_m, limit_wh)`` of ``feeder`` in bus order
+    (bus 0, the substation, first: ``(0, 0, limit)``). ``operator`` is the park's (the bridge's owner, nonces past
+    the park's). Returns the market's address (lowercase hex)."""
+    lg = logger or log
+    art = load_artifact("EnergyMarket", artifacts_dir)
+    record_art = load_artifact("DeliveryRecord", artifacts_dir)
+    record = to_checksum_address(addresses["delivery_record"])
+    energy = to_checksum_address(addresses["energy_token"])
+    ctor: Any = next(e for e in art["abi"] if e.get("type") == "constructor")
+    nonce = w3.eth.get_transaction_count(operator.address, "pending")
+    market = to_checksum_address(create_address(operator.address, nonce))
+    m = w3.eth.contract(address=market, abi=art["abi"])
+    rec = w3.eth.contract(address=record, abi=record_art["abi"])
+    steps = [_Step("EnergyMarket", None, "0x" + art["bytecode"].removeprefix("0x")
+                   + abi_encode(get_abi_input_types(ctor), [record, energy]).hex(), creates="market"),
+             _Step("DeliveryRecord.setMarket", record, rec.encode_abi("setMarket", [market]), needs_code=True)]
+    for bus, (parent, length_m, limit_wh) in enumerate(feeder):
+        steps.append(_Step(f"setBus({bus} behind {parent}, {length_m} m, {limit_wh} Wh)", market,
+                           m.encode_abi("setBus", [bus, parent, length_m, limit_wh]), needs_code=True))
+    _run(w3, operator, [_Step("(earlier)", None, "")] * nonce + steps, nonce, lg)
+    return lower_address(market)

@@ -11,7 +11,7 @@ from chains.ethereum.compile import ARTIFACTS_DIR, SETTINGS, build_artifacts, re
 pytestmark = pytest.mark.slow
 
 DEPLOYABLE = {"EnergyToken", "VoucherToken", "ParkBridge", "EnergyApp", "ChargingRights", "ReputationApp",
-              "DeliveryRecord", "PacketCodecView"}
+              "DeliveryRecord", "PacketCodecView", "EnergyMarket"}
 
 
 def test_artifacts_match_a_fresh_compilation() -> None:

@@ -86,6 +86,8 @@ SPEC_ERRORS: list[tuple[str, list[str], list[Any], str]] = [
     ("AdmissionRefused", ["string", "uint256", "uint256"], ["capacity.exceeded", 100, 120], "asset.invalid"),
     ("ReputationUnknown", ["string"], ["0x" + "aa" * 20], "asset.invalid"),
     ("ReputationTooLow", ["uint256", "uint256"], [8_000, 7_999], "asset.invalid"),
+    ("RoundTiming", ["uint256", "uint256", "uint256"], [3, 1_000, 2_000], "lifecycle.illegal"),
+    ("RoundState", ["uint256", "uint8", "uint8"], [3, 2, 3], "lifecycle.illegal"),
 ]
 
 
@@ -464,7 +466,8 @@ def test_abi_matches_the_artifact() -> None:
         assert [x["name"] for x in events[name]["inputs"]] == list(ev.fields), name
         assert [bool(x.get("indexed")) for x in events[name]["inputs"]] == list(ev.indexed), name
     errors = {selector(i["name"], [_abi_type(x) for x in i["inputs"]]): i["name"]
-              for c in ("ParkBridge", "EnergyToken", "EnergyApp", "ChargingRights", "ReputationApp", "DeliveryRecord")
+              for c in ("ParkBridge", "EnergyToken", "EnergyApp", "ChargingRights", "ReputationApp", "DeliveryRecord",
+                        "EnergyMarket")
               for i in _artifact(c) if i["type"] == "error"}
     for name, types, _, _ in SPEC_ERRORS:
         assert errors.get(selector(name, types)) == name, f"{name} missing from the park's ABIs"

@@ -59,3 +59,11 @@ error AdmissionRefused(string code, uint256 expected, uint256 got);
 error ReputationUnknown(string subject);
 /// `asset.invalid`: an imported score below the market's threshold, or none imported.
 error ReputationTooLow(uint256 minimum, uint256 score);
+
+// --- the park's market (docs/research.md#seed-001, `EnergyMarket`) -------------------------------------------
+
+/// `lifecycle.illegal`: a bid at or after its round's close, or a clearing before it (times in ms, SPEC §E1).
+error RoundTiming(uint256 roundId, uint256 closesAtMs, uint256 blockTimeMs);
+/// `lifecycle.illegal`: a round not in the state the operation needs (`expected`, `got`: 0 none, 1 open, 2 cleared,
+/// 3 settled), e.g. a second clearing or a second settlement.
+error RoundState(uint256 roundId, uint8 expected, uint8 got);
