@@ -40,6 +40,7 @@ from chains.dpos.consensus import (
     interval_of,
     is_boundary,
     missed_slots,
+    proportional_rewards,
     schedule,
     shapley_rewards,
 )
@@ -311,7 +312,9 @@ def apply_block_consensus(state: ChainState, params: DposParams, ctx: BlockConte
     :class:`HeaderError`, nothing changed); punishes the witnesses whose slots since the previous block were
     missed; rewards the producer's credit; jails witnesses under the credit threshold or with
     ``jail_missed_in_row`` misses in a row; at a maintenance boundary pays the interval's block rewards by
-    Shapley value, releases witnesses whose jail is over, tallies votes and elects the next set; finally
+    Shapley value (or by blocks, ``reward_split = proportional``), releases witnesses whose jail is over, tallies
+    votes and elects the next set; with fast replacement (``replacement_interval_blocks`` R > 0), a block at a
+    multiple of R that finds a member of the latest elected set jailed holds that election at once; finally
     advances the LIB and promotes a proposed set that became irreversible.
 
     A producing node puts the result's ``active_set_hash`` and ``pending_set`` in its header; a validating
@@ -365,6 +368,11 @@ def apply_block_consensus(state: ChainState, params: DposParams, ctx: BlockConte
             rec_of(name)
         _pay_rewards(state, params, records, len(active), events)
         pending = _maintenance(state, params, records, tracker, height, events)
+    elif params.may_propose(height) and _latest_set_jailed(state, tracker, records):
+        # fast replacement: a jailed member of the latest elected set is voted out now, not at the boundary
+        for name in _registry(state):
+            rec_of(name)
+        pending = _maintenance(state, params, records, tracker, height, events, fast=True)
     for r in records.values():
         _save(state, r, height)
 
@@ -378,6 +386,16 @@ def apply_block_consensus(state: ChainState, params: DposParams, ctx: BlockConte
     state.set_json(TRACKER_KEY, tracker.to_json())
     state.set_json(HEAD_KEY, {"height": height, "slot": slot, "timestamp_ms": ts})
     return BlockConsensus(active.hash, pending, missed, promoted, tracker.lib, events)
+
+
+def _latest_set_jailed(state: ChainState, tracker: FinalityTracker, records: dict[str, dict[str, Any]]) -> bool:
+    """Whether a member of the latest elected set (the newest proposal, else the active set) is jailed."""
+    latest = tracker.proposals[-1][1] if tracker.proposals else tracker.active
+    for name in latest.names:
+        rec = records.get(name) or witness_record(state, name)
+        if rec is not None and rec["jailed"]:
+            return True
+    return False
 
 
 def _jail(rec: dict[str, Any], params: DposParams, height: int, events: list[dict[str, Any]], *, reason: str,
@@ -404,8 +422,12 @@ def _pay_rewards(state: ChainState, params: DposParams, records: dict[str, dict[
     pool = min(params.block_reward * blocks, state.balance(RESERVE_ACCOUNT, params.reward_denom))
     paid: dict[str, int] = {}
     if pool > 0 and produced:
-        credit = {name: records[name]["credit"] for name in produced}
-        paid = {k: v for k, v in shapley_rewards(produced, credit, active_n, pool).items() if v > 0}
+        if params.reward_split == "proportional":
+            split = proportional_rewards(produced, pool)
+        else:
+            credit = {name: records[name]["credit"] for name in produced}
+            split = shapley_rewards(produced, credit, active_n, pool)
+        paid = {k: v for k, v in split.items() if v > 0}
         for name, amount in sorted(paid.items()):
             state.sub_balance(RESERVE_ACCOUNT, params.reward_denom, amount)
             state.add_balance(name, params.reward_denom, amount)
@@ -426,7 +448,8 @@ def _tally(state: ChainState, params: DposParams, name: str, base_votes: int) ->
 
 
 def _maintenance(state: ChainState, params: DposParams, records: dict[str, dict[str, Any]],
-                 tracker: FinalityTracker, height: int, events: list[dict[str, Any]]) -> tuple[WitnessInfo, ...] | None:
+                 tracker: FinalityTracker, height: int, events: list[dict[str, Any]], *,
+                 fast: bool = False) -> tuple[WitnessInfo, ...] | None:
     interval = interval_of(height, params)
     candidates = []
     for name in sorted(records):
@@ -443,7 +466,7 @@ def _maintenance(state: ChainState, params: DposParams, records: dict[str, dict[
         events.append({"type": "election_empty", "height": height})
         return None
     latest = tracker.proposals[-1][1] if tracker.proposals else tracker.active
-    events.append({"type": "election", "height": height, "elected": list(elected.names)})
+    events.append({"type": "election", "height": height, "elected": list(elected.names), "fast": fast})
     return None if elected.hash == latest.hash else elected.members
 
 
