@@ -328,7 +328,7 @@ class Candidate:
     credit: int
     """Credit score, 0..credit_max."""
     jailed: bool
-    """Jailed witnesses are not eligible."""
+    """Not eligible: jailed, or (docs/research.md#seed-002) a demand-response node the last cycle marked inactive."""
 
 
 def elect(candidates: Iterable[Candidate], params: DposParams) -> WitnessSet | None:

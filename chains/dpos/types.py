@@ -396,6 +396,10 @@ class DposParams:
     ``maintenance_interval_blocks``) and that finds a member of the latest elected set jailed runs an election
     at once and proposes its result, so a malicious witness is replaced within R blocks plus finality instead of
     at the next maintenance boundary. 0: elections only at maintenance boundaries (plain DPoS timing)."""
+    dr_inactive_ineligible: bool = True
+    """docs/research.md#seed-002: a witness that is also a demand-response node and was marked inactive at the end
+    of the last DR cycle (``reputation/<name>`` with ``active`` false) loses its turn in elections until it
+    matches again."""
     reward_split: str = "shapley"
     """How a maintenance interval's block rewards are split among its producers: ``shapley`` (Shapley values of
     the confirmation game, :func:`chains.dpos.consensus.shapley_rewards`) or ``proportional`` (to blocks
@@ -413,6 +417,8 @@ class DposParams:
         for name in ("max_clock_drift_ms", "credit_initial", "credit_produced_reward", "credit_missed_penalty",
                      "credit_bad_block_penalty", "jail_credit_threshold", "credit_on_release", "block_reward"):
             check_uint(name, getattr(self, name))
+        if not isinstance(self.dr_inactive_ineligible, bool):
+            raise CodecError("dr_inactive_ineligible must be a boolean", got=self.dr_inactive_ineligible)
         check_uint("replacement_interval_blocks", self.replacement_interval_blocks)
         if self.replacement_interval_blocks and self.maintenance_interval_blocks % self.replacement_interval_blocks:
             raise CodecError("replacement_interval_blocks must divide maintenance_interval_blocks",

@@ -22,7 +22,8 @@ State keys (values are canonical JSON):
 * ``dpos/evidence/<witness>/<height>`` — ``{hashes: [a, b]}`` once double production there was punished.
 
 Block rewards are paid from the module account ``module:reserve`` (funded at genesis), so they move
-currency rather than mint it.
+currency rather than mint it. A witness that is also a demand-response node and was marked inactive by the last DR
+cycle is not eligible in elections (``dr_inactive_ineligible``; docs/research.md#seed-002).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ PARAMS_KEY = b"dpos/params"
 TRACKER_KEY = b"dpos/tracker"
 HEAD_KEY = b"dpos/head"
 REGISTRY_KEY = b"dpos/witnesses"
+DR_REPUTATION_PREFIX = b"reputation/"
+"""Where :mod:`chains.dpos.market` keeps a demand-response node's reputation (``reputation/<name>``)."""
 
 
 def witness_path(name: str) -> bytes:
@@ -388,6 +391,12 @@ def apply_block_consensus(state: ChainState, params: DposParams, ctx: BlockConte
     return BlockConsensus(active.hash, pending, missed, promoted, tracker.lib, events)
 
 
+def _dr_inactive(state: ChainState, name: str) -> bool:
+    """Whether ``name`` is a demand-response node the last DR cycle marked inactive (docs/research.md#seed-002)."""
+    rec = state.get_json(DR_REPUTATION_PREFIX + name.encode())
+    return isinstance(rec, dict) and rec.get("active") is False
+
+
 def _latest_set_jailed(state: ChainState, tracker: FinalityTracker, records: dict[str, dict[str, Any]]) -> bool:
     """Whether a member of the latest elected set (the newest proposal, else the active set) is jailed."""
     latest = tracker.proposals[-1][1] if tracker.proposals else tracker.active
@@ -460,7 +469,8 @@ def _maintenance(state: ChainState, params: DposParams, records: dict[str, dict[
             r["credit"] = max(r["credit"], params.credit_on_release)
             events.append({"type": "witness_released", "witness": name, "credit": r["credit"]})
         r["votes"] = _tally(state, params, name, r["base_votes"])
-        candidates.append(Candidate(name, bytes.fromhex(r["pubkey"]), r["votes"], r["credit"], r["jailed"]))
+        ineligible = r["jailed"] or (params.dr_inactive_ineligible and _dr_inactive(state, name))
+        candidates.append(Candidate(name, bytes.fromhex(r["pubkey"]), r["votes"], r["credit"], ineligible))
     elected = elect(candidates, params)
     if elected is None:
         events.append({"type": "election_empty", "height": height})

@@ -311,3 +311,23 @@ def test_proportional_split_pays_by_blocks_shapley_by_quorum_share() -> None:
     assert counts["w01"] < max(counts.values())
     # the Shapley split pays the quorum member with fewer blocks more than its block share
     assert paid["shapley"]["w01"] > paid["proportional"]["w01"]
+
+
+@pytest.mark.parametrize("rule", [True, False])
+def test_inactive_dr_node_loses_its_turn_in_elections(rule: bool) -> None:
+    sim = SimChain(4, n_standby=1, label="drwit", market={"dr_cycle_ms": 5000},
+                   params={"dr_inactive_ineligible": rule})
+    sim.produce([sim.tx("w01", "dr.register", {"role": "user"})])
+    assert not sim.failed[-1], sim.failed[-1]
+    sim.produce_many(25)
+    dr = sim.state.get_json(b"reputation/w01")
+    assert dr["active"] is False  # it never matched in a DR cycle
+    elections = [e for ev in sim.events for e in ev if e["type"] == "election"]
+    assert elections
+    if rule:
+        assert all("w01" not in e["elected"] and "w04" in e["elected"] for e in elections)
+        assert "w01" not in active_set(sim.state) and "w04" in active_set(sim.state)
+    else:
+        assert "w01" in active_set(sim.state) and "w04" not in active_set(sim.state)
+    with pytest.raises(CodecError):
+        DposParams(genesis_time_ms=0, dr_inactive_ineligible=1)  # type: ignore[arg-type]
