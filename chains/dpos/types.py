@@ -400,6 +400,10 @@ class DposParams:
     """docs/research.md#seed-002: a witness that is also a demand-response node and was marked inactive at the end
     of the last DR cycle (``reputation/<name>`` with ``active`` false) loses its turn in elections until it
     matches again."""
+    voter_reward_share_bp: int = 0
+    """Share (basis points) of each witness's block reward paid on to the voters approving it, in proportion to
+    the stake each counts for it at the boundary (docs/research.md#seed-003: voters share the rewards of the
+    witnesses they chose). 0: witnesses keep their whole reward."""
     reward_split: str = "shapley"
     """How a maintenance interval's block rewards are split among its producers: ``shapley`` (Shapley values of
     the confirmation game, :func:`chains.dpos.consensus.shapley_rewards`) or ``proportional`` (to blocks
@@ -420,6 +424,7 @@ class DposParams:
         if not isinstance(self.dr_inactive_ineligible, bool):
             raise CodecError("dr_inactive_ineligible must be a boolean", got=self.dr_inactive_ineligible)
         check_uint("replacement_interval_blocks", self.replacement_interval_blocks)
+        check_uint("voter_reward_share_bp (basis points)", self.voter_reward_share_bp, 10_000)
         if self.replacement_interval_blocks and self.maintenance_interval_blocks % self.replacement_interval_blocks:
             raise CodecError("replacement_interval_blocks must divide maintenance_interval_blocks",
                              expected=f"a divisor of {self.maintenance_interval_blocks}",

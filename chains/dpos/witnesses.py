@@ -22,13 +22,17 @@ State keys (values are canonical JSON):
 * ``dpos/evidence/<witness>/<height>`` — ``{hashes: [a, b]}`` once double production there was punished.
 
 Block rewards are paid from the module account ``module:reserve`` (funded at genesis), so they move
-currency rather than mint it. A witness that is also a demand-response node and was marked inactive by the last DR
-cycle is not eligible in elections (``dr_inactive_ineligible``; docs/research.md#seed-002).
+currency rather than mint it. ``voter_reward_share_bp`` of each witness's reward goes to the voters approving
+it, in proportion to the stake they count for it, so voters gain from choosing witnesses that work
+(docs/research.md#seed-003: the Shapley split widens the beneficiaries and makes voters choose carefully).
+A witness that is also a demand-response node and was marked inactive by the last DR cycle is not eligible in
+elections (``dr_inactive_ineligible``; docs/research.md#seed-002).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, ClassVar
 
 from chains.common.state import ChainState
@@ -44,6 +48,7 @@ from chains.dpos.consensus import (
     proportional_rewards,
     schedule,
     shapley_rewards,
+    split_largest_remainder,
 )
 from chains.dpos.types import DposHeader, DposParams, WitnessInfo, WitnessSet
 from protocol.crypto import ed25519_verify
@@ -430,6 +435,7 @@ def _pay_rewards(state: ChainState, params: DposParams, records: dict[str, dict[
     blocks = sum(produced.values())
     pool = min(params.block_reward * blocks, state.balance(RESERVE_ACCOUNT, params.reward_denom))
     paid: dict[str, int] = {}
+    to_voters: dict[str, int] = {}
     if pool > 0 and produced:
         if params.reward_split == "proportional":
             split = proportional_rewards(produced, pool)
@@ -438,22 +444,37 @@ def _pay_rewards(state: ChainState, params: DposParams, records: dict[str, dict[
             split = shapley_rewards(produced, credit, active_n, pool)
         paid = {k: v for k, v in split.items() if v > 0}
         for name, amount in sorted(paid.items()):
+            share = amount * params.voter_reward_share_bp // 10_000
+            weights = _voter_weights(state, params, name) if share else {}
+            parts = split_largest_remainder(share, {v: Fraction(w) for v, w in weights.items()}) if weights else {}
+            own = amount - sum(parts.values())
             state.sub_balance(RESERVE_ACCOUNT, params.reward_denom, amount)
-            state.add_balance(name, params.reward_denom, amount)
-            records[name]["rewards"] += amount
+            state.add_balance(name, params.reward_denom, own)
+            records[name]["rewards"] += own
+            for voter, part in sorted(parts.items()):
+                if part:
+                    state.add_balance(voter, params.reward_denom, part)
+                    to_voters[voter] = to_voters.get(voter, 0) + part
     for r in records.values():
         r["interval_produced"] = 0
     events.append({"type": "block_rewards", "blocks": blocks, "pool": pool, "denom": params.reward_denom,
-                   "paid": dict(sorted(paid.items()))})
+                   "paid": dict(sorted(paid.items())), "voters": dict(sorted(to_voters.items()))})
 
 
-def _tally(state: ChainState, params: DposParams, name: str, base_votes: int) -> int:
-    total = base_votes
+def _voter_weights(state: ChainState, params: DposParams, name: str) -> dict[str, int]:
+    """Each voter approving ``name`` -> the stake it counts for it now (its balance, capped by its ``stake``)."""
+    out = {}
     for voter in state.get_json(voters_path(name)) or []:
         cap = (state.get_json(votes_path(voter)) or {}).get(name)
         bal = state.balance(voter, params.stake_denom)
-        total += bal if cap is None else min(cap, bal)
-    return total
+        w = bal if cap is None else min(cap, bal)
+        if w > 0:
+            out[voter] = w
+    return out
+
+
+def _tally(state: ChainState, params: DposParams, name: str, base_votes: int) -> int:
+    return base_votes + sum(_voter_weights(state, params, name).values())
 
 
 def _maintenance(state: ChainState, params: DposParams, records: dict[str, dict[str, Any]],

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from fractions import Fraction
 
 import pytest
 
 from chains.common.tx import BlockContext
-from chains.dpos.consensus import credit_after, schedule
+from chains.dpos.consensus import credit_after, schedule, split_largest_remainder
 from chains.dpos.light_client import DposLightClient
 from chains.dpos.testing import SimChain, forge, make_chain
 from chains.dpos.types import DposParams
@@ -331,3 +332,29 @@ def test_inactive_dr_node_loses_its_turn_in_elections(rule: bool) -> None:
         assert "w01" in active_set(sim.state) and "w04" not in active_set(sim.state)
     with pytest.raises(CodecError):
         DposParams(genesis_time_ms=0, dr_inactive_ineligible=1)  # type: ignore[arg-type]
+
+
+def test_voters_share_the_rewards_of_the_witnesses_they_chose() -> None:
+    sim = SimChain(4, label="voterpay", accounts={"ann": {"kWh": 3000}, "ben": {"kWh": 1000}, "cat": {"kWh": 500}},
+                   params={"block_reward": 1000, "voter_reward_share_bp": 2000, "jail_missed_in_row": 100})
+    # ann and ben approve w00 (ben caps its stake at 500 Wh); cat approves w01, which is offline: it produces nothing
+    sim.produce([sim.tx("ann", "witness.vote", {"witness": "w00"}),
+                 sim.tx("ben", "witness.vote", {"witness": "w00", "stake": 500}),
+                 sim.tx("cat", "witness.vote", {"witness": "w01"})], offline={"w01"})
+    reserve = sim.state.balance(RESERVE_ACCOUNT, "prc")
+    while sim.tip.height < 10:
+        sim.produce(offline={"w01"})
+    ev = next(e for e in sim.events[-1] if e["type"] == "block_rewards")
+    w00 = ev["paid"]["w00"]
+    to_voters = w00 * 2000 // 10_000
+    # in proportion to the stake counted for w00: ann 3000, ben its cap of 500
+    assert ev["voters"] == split_largest_remainder(to_voters, {"ann": Fraction(3000), "ben": Fraction(500)})
+    assert sum(ev["voters"].values()) == to_voters > 0
+    assert "cat" not in ev["voters"] and "w01" not in ev["paid"]  # its witness earned nothing
+    assert sim.state.balance("ann", "prc") == ev["voters"]["ann"]
+    assert sim.state.balance("w00", "prc") == w00 - to_voters
+    # everything paid came out of the reserve
+    total = sum(sim.state.balance(n, "prc") for n in ("w00", "w01", "w02", "w03", "ann", "ben", "cat"))
+    assert total == reserve - sim.state.balance(RESERVE_ACCOUNT, "prc") == ev["pool"]
+    with pytest.raises(CodecError):
+        DposParams(genesis_time_ms=0, voter_reward_share_bp=10_001)
