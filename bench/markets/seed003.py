@@ -41,7 +41,9 @@ Behavioural model and parameters (fixed before any figure was looked at; ``SEED`
 * Rewards: 7 witnesses, maintenance interval 50 blocks, block reward 100 prc; in every slot a witness is
   offline with its own probability 0, 0, 0.05, 0.10, 0.20, 0.30, 0.50 (w00..w06); jail is off here
   (``jail_missed_in_row`` 10^6, threshold 0) so the set stays the same and only the split differs. Shapley
-  weights are blocks times credit (:func:`chains.dpos.consensus.shapley_rewards`).
+  weights are blocks times credit (:func:`chains.dpos.consensus.shapley_rewards`). Each witness has one voter
+  (10,000 kWh of stake) and passes 10 % of its reward on to its voters (``voter_reward_share_bp`` 1000); a
+  witness's share counts what its voter received, and the voters' return per MWh of stake is reported.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ TRADERS = 10
 MAINTENANCE = 50
 WARMUP = 60
 OFFLINE_P = [0.0, 0.0, 0.05, 0.10, 0.20, 0.30, 0.50]
+VOTER_STAKE = 10_000
+VOTER_SHARE_BP = 1000
 
 
 def _totals(state: ChainState) -> dict[str, int]:
@@ -194,24 +198,28 @@ def gini(xs: list[int]) -> float:
 
 
 def rewards(split: str, intervals: int, seed: int) -> dict[str, Any]:
-    sim = SimChain(7, label="seed003w", maintenance_interval_blocks=MAINTENANCE,
-                   params={"reward_split": split, "block_reward": 100, "jail_missed_in_row": 10**6,
-                           "jail_credit_threshold": 0})
-    rng = random.Random(f"{seed}/availability")
     names = [witness_name(i) for i in range(7)]
+    voters = {f"v{i}": {"kWh": VOTER_STAKE} for i in range(7)}
+    sim = SimChain(7, label="seed003w", maintenance_interval_blocks=MAINTENANCE, accounts=voters,
+                   params={"reward_split": split, "block_reward": 100, "jail_missed_in_row": 10**6,
+                           "jail_credit_threshold": 0, "voter_reward_share_bp": VOTER_SHARE_BP})
+    sim.produce([sim.tx(f"v{i}", "witness.vote", {"witness": n}) for i, n in enumerate(names)])
+    rng = random.Random(f"{seed}/availability")
     while sim.tip.height < intervals * MAINTENANCE:
         offline = {n for n, p in zip(names, OFFLINE_P, strict=True) if rng.random() < p}
         if len(offline) == len(names):
             offline = set()
         sim.produce(offline=offline)
-    paid = {n: sim.state.balance(n, "prc") for n in names}
+    paid = {n: sim.state.balance(n, "prc") + sim.state.balance(f"v{i}", "prc") for i, n in enumerate(names)}
+    voter_paid = {n: sim.state.balance(f"v{i}", "prc") for i, n in enumerate(names)}
     produced = {n: sum(1 for h in sim.headers[1:] if h.producer == n) for n in names}
     total = sum(paid.values())
     by_blocks = sorted(names, key=lambda n: (produced[n], n))
     return {"paid": paid, "produced": produced, "total": total,
             "share": {n: round(paid[n] / total, 4) for n in names},
             "gini": round(gini(list(paid.values())), 4),
-            "bottom_half_share": round(sum(paid[n] for n in by_blocks[:3]) / total, 4)}
+            "bottom_half_share": round(sum(paid[n] for n in by_blocks[:3]) / total, 4),
+            "voter_return_per_mwh": {n: round(voter_paid[n] * 1_000_000 / VOTER_STAKE, 1) for n in names}}
 
 
 def run(rounds: int = ROUNDS, trials: int = TRIALS, intervals: int = INTERVALS, seed: int = SEED) -> dict[str, Any]:
@@ -238,6 +246,7 @@ def run(rounds: int = ROUNDS, trials: int = TRIALS, intervals: int = INTERVALS, 
         out[f"reward_share_{split}"] = res["share"]
         out[f"reward_gini_{split}"] = res["gini"]
         out[f"reward_bottom_half_share_{split}"] = res["bottom_half_share"]
+        out[f"voter_return_prc_per_mwh_{split}"] = res["voter_return_per_mwh"]
     out["blocks_produced"] = rw["shapley"]["produced"]
     out["seed_reported"] = "no figures: the claims are directions (both matching rules, timely removal of "\
         "malicious witnesses, Shapley rewards widening the beneficiaries)"
