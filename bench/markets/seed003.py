@@ -274,7 +274,9 @@ def plot(out: dict[str, Any], path: Path) -> None:
     ax.set_xticks(x, ["highest price first", "maximum utilisation"])
     ax.set_title(f"Matching rules over {out['rounds']} rounds")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles, [str(h.get_label()) for h in handles], fontsize=8, loc="lower center")
+    ax2.legend(handles, [str(h.get_label()) for h in handles], fontsize=8, loc="upper center")
+    ax2.set_ylim(0, max(wel) * 1.25)
+    ax.set_ylim(0, max(vol) * 1.25)
     ax = axes[1]
     modes = list(s["removal"])
     data = [s["removal"][m]["blocks_to_removal"] or [HORIZON] for m in modes]
@@ -284,7 +286,8 @@ def plot(out: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(1, len(modes) + 1), [f"{labels[m]}\nremoved {s['removal'][m]['removed']}" for m in modes],
                   fontsize=7)
     ax.axhline(HORIZON, color="grey", linestyle=":", linewidth=1)
-    ax.set_ylabel(f"blocks from misbehaviour to removal (cap {HORIZON})")
+    ax.set_yscale("log")
+    ax.set_ylabel(f"blocks from misbehaviour to removal (log; cap {HORIZON})")
     ax.set_title(f"Malicious witness removal ({out['removal_trials']} trials, interval {MAINTENANCE} blocks)")
     ax = axes[2]
     names = sorted(out["reward_share_shapley"])
@@ -293,7 +296,8 @@ def plot(out: dict[str, Any], path: Path) -> None:
            label=f"Shapley (Gini {out['reward_gini_shapley']:.3f})")
     ax.bar([i + 0.2 for i in xs], [out["reward_share_proportional"][n] for n in names], width=0.4,
            label=f"proportional (Gini {out['reward_gini_proportional']:.3f})")
-    ax.set_xticks(list(xs), [f"{n}\np_off={out['offline_probability'][n]:.2f}" for n in names], fontsize=7)
+    ax.set_xticks(list(xs), [f"{n}\n{out['offline_probability'][n]:.2f}" for n in names], fontsize=8)
+    ax.set_xlabel("witness and its probability of missing a slot")
     ax.set_ylabel("share of block rewards")
     ax.set_title(f"Reward split over {out['reward_intervals']} intervals")
     ax.legend(fontsize=8)
