@@ -28,6 +28,11 @@ the first-price rule of a procurement auction. Nodes are ranked by reputation (d
 matched by the end of a DR cycle is marked inactive and loses reputation; a bidder that commits and never
 reveals loses more.
 
+**Two-way selection.** Users and aggregators choose each other by reputation, every DR cycle: an aggregator
+states whom it takes (``dr.set_terms {min_user_reputation, max_users}``), a user joins one aggregator
+(``dr.join``) within those terms, choosing from the credit ranking; a request may be for members only. The
+cycle's end dissolves every membership.
+
 **Delivery (docs/research.md#seed-002's DR completion).** A request may name a delivery window
 (``deliver_ms``). Its awards are then paid on delivery rather than at the auction: the auction refunds the
 unawarded budget and keeps the awards' payments in escrow; within the window the aggregator reports what each
@@ -42,7 +47,8 @@ by the window's end has its winners paid in full and loses ``reputation_no_revea
 State keys: ``market/next_bid_id``, ``market/round/<round>`` (list of bids), ``market/open_rounds``,
 ``market/result/<round>``; ``dr/nodes``, ``dr/next_request_id``, ``dr/request/<id>``,
 ``dr/result/<id>``, ``dr/cycle`` (``{index, matched}``), ``dr/open`` (sorted ``[reveal_end_ms, id]``),
-``dr/delivery_open`` (sorted ``[deliver_end_ms, id]``); and
+``dr/delivery_open`` (sorted ``[deliver_end_ms, id]``), ``dr/terms/<aggregator>``, ``dr/members/<aggregator>``,
+``dr/member/<user>`` (this cycle's memberships); and
 ``reputation/<subject>`` = ``{score, model, height, role, active, imported_from?}`` for every DR node
 (``model`` ``dr-aggregator-reputation/v1`` or ``dr-user-reputation/v1`` by role), which the bridge attests
 (:mod:`chains.dpos.reputation`).
@@ -77,6 +83,8 @@ __all__ = [
     "credit_ranking",
     "dr_commitment",
     "dr_hook",
+    "dr_members",
+    "dr_terms",
     "market_hook",
     "match_bids",
     "match_highest_price",
@@ -434,6 +442,30 @@ def _result_path(rid: int) -> bytes:
     return f"dr/result/{rid}".encode()
 
 
+def _terms_path(aggregator: str) -> bytes:
+    return f"dr/terms/{aggregator}".encode()
+
+
+def _members_path(aggregator: str) -> bytes:
+    return f"dr/members/{aggregator}".encode()
+
+
+def _member_path(user: str) -> bytes:
+    return f"dr/member/{user}".encode()
+
+
+def dr_terms(state: ChainState, params: MarketParams, aggregator: str) -> dict[str, int]:
+    """An aggregator's terms for users joining it: ``{min_user_reputation, max_users}`` (defaults 0 and
+    ``dr_max_bids``)."""
+    terms = state.get_json(_terms_path(aggregator))
+    return dict(terms) if isinstance(terms, dict) else {"min_user_reputation": 0, "max_users": params.dr_max_bids}
+
+
+def dr_members(state: ChainState, aggregator: str) -> list[str]:
+    """Users that joined ``aggregator`` in the current DR cycle."""
+    return list(state.get_json(_members_path(aggregator)) or [])
+
+
 def dr_commitment(request_id: int, bidder: str, amount_wh: int, price: int, salt: str) -> str:
     """The sealed bid a user commits to: ``sha256(tag || canonical_json(bid))`` in hex. The bidder's name
     is inside, so nobody can copy another's commitment and reveal it as their own."""
@@ -492,9 +524,58 @@ def op_dr_register(params: MarketParams) -> OpHandler:
     return handler
 
 
+def op_dr_set_terms(params: MarketParams) -> OpHandler:
+    """``dr.set_terms {min_user_reputation, max_users}`` (aggregators): whom the aggregator takes as members: users
+    at or above a reputation, at most ``max_users`` a cycle (its side of the two-way selection)."""
+
+    def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        rec = _reputation(state, tx.sender)
+        if rec["role"] != "aggregator":
+            raise AuthorizationError("only aggregators set membership terms", got=tx.sender)
+        terms = {"min_user_reputation": _bounded_int(tx, "min_user_reputation", 0, params.reputation_max),
+                 "max_users": _bounded_int(tx, "max_users", 1, params.dr_max_bids)}
+        state.set_json(_terms_path(tx.sender), terms)
+        return [{"type": "dr_terms", "aggregator": tx.sender, **terms}]
+
+    return handler
+
+
+def op_dr_join(params: MarketParams) -> OpHandler:
+    """``dr.join {aggregator}`` (users): become the aggregator's member for the current DR cycle (the user's side
+    of the two-way selection, chosen from :func:`credit_ranking`). Refused below the aggregator's
+    ``min_user_reputation`` or when it is full; one aggregator per user and cycle. Memberships end with the
+    cycle, so both sides choose again by the reputations the cycle produced."""
+
+    def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        rec = _reputation(state, tx.sender)
+        aggregator = arg(tx, "aggregator", str)
+        if rec["role"] != "user":
+            raise AuthorizationError("only users join aggregators", got=tx.sender)
+        agg = state.get_json(reputation_path(aggregator))
+        if not isinstance(agg, dict) or agg["role"] != "aggregator":
+            raise ProtocolError("not a registered aggregator", got=aggregator)
+        current = state.get_json(_member_path(tx.sender))
+        if current is not None:
+            raise ReplayError("already a member of an aggregator this DR cycle", got=current)
+        terms = dr_terms(state, params, aggregator)
+        if rec["score"] < terms["min_user_reputation"]:
+            raise AuthorizationError("reputation below the aggregator's terms",
+                                     expected=f">= {terms['min_user_reputation']}", got=rec["score"])
+        members = dr_members(state, aggregator)
+        if len(members) >= terms["max_users"]:
+            raise ProtocolError("aggregator full this cycle", expected=f"< {terms['max_users']} members",
+                                got=len(members))
+        state.set_json(_members_path(aggregator), sorted([*members, tx.sender]))
+        state.set_json(_member_path(tx.sender), aggregator)
+        return [{"type": "dr_joined", "user": tx.sender, "aggregator": aggregator}]
+
+    return handler
+
+
 def op_dr_request(params: MarketParams) -> OpHandler:
-    """``dr.request {amount_wh, max_price, commit_ms, reveal_ms, min_reputation?}`` (aggregators): ask for
-    ``amount_wh`` of load reduction at most ``max_price`` per kWh; escrows ``amount_wh * max_price // 1000``."""
+    """``dr.request {amount_wh, max_price, commit_ms, reveal_ms, min_reputation?, deliver_ms?, members_only?}``
+    (aggregators): ask for ``amount_wh`` of load reduction at most ``max_price`` per kWh; escrows
+    ``amount_wh * max_price // 1000``. ``members_only``: only the aggregator's members this cycle may bid."""
 
     def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         rec = _reputation(state, tx.sender)
@@ -504,6 +585,9 @@ def op_dr_request(params: MarketParams) -> OpHandler:
         max_price = _bounded_int(tx, "max_price", 1, params.max_price)
         commit_ms = _bounded_int(tx, "commit_ms", 1, params.dr_max_phase_ms)
         reveal_ms = _bounded_int(tx, "reveal_ms", 1, params.dr_max_phase_ms)
+        members_only = tx.args.get("members_only", False)
+        if not isinstance(members_only, bool):
+            raise CodecError("members_only must be a boolean", got=members_only)
         deliver_ms = tx.args.get("deliver_ms")
         if deliver_ms is not None:
             deliver_ms = _bounded_int(tx, "deliver_ms", 1, params.dr_max_phase_ms)
@@ -522,6 +606,8 @@ def op_dr_request(params: MarketParams) -> OpHandler:
                "min_reputation": min_rep, "commits": {}, "reveals": {}}
         if deliver_ms is not None:
             req["deliver_ms"] = deliver_ms
+        if members_only:
+            req["members_only"] = True
         state.set_json(_request_path(rid), req)
         state.set_json(_DR_OPEN, sorted([*(state.get_json(_DR_OPEN) or []), [req["reveal_end_ms"], rid]]))
         return [{"type": "dr_request", "id": rid, "aggregator": tx.sender, "amount_wh": amount,
@@ -555,6 +641,9 @@ def op_dr_commit(params: MarketParams) -> OpHandler:
         if rec["score"] < req["min_reputation"]:
             raise AuthorizationError("reputation below the request's floor", expected=f">= {req['min_reputation']}",
                                      got=rec["score"])
+        if req.get("members_only") and state.get_json(_member_path(tx.sender)) != req["aggregator"]:
+            raise AuthorizationError("the request is for the aggregator's members this cycle",
+                                     expected=req["aggregator"], got=state.get_json(_member_path(tx.sender)))
         if tx.sender in req["commits"]:
             raise ReplayError("already committed to this request", got=tx.sender)
         if len(req["commits"]) >= params.dr_max_bids:
@@ -746,6 +835,8 @@ def close_cycle(state: ChainState, params: MarketParams, new_index: int, height:
             delta = -params.reputation_inactive_penalty
             inactive.append(name)
         _set_reputation(state, params, rec, delta, height, name)
+        state.delete(_member_path(name))
+        state.delete(_members_path(name))
     state.set_json(_DR_CYCLE, {"index": new_index, "matched": []})
     return [{"type": "dr_cycle_closed", "cycle": cycle["index"], "inactive": inactive}]
 
@@ -787,5 +878,7 @@ def register_market_ops(app: Any, params: MarketParams) -> None:
     app.register("dr.commit", op_dr_commit(params))
     app.register("dr.reveal", op_dr_reveal(params))
     app.register("dr.report_delivery", op_dr_report_delivery(params))
+    app.register("dr.set_terms", op_dr_set_terms(params))
+    app.register("dr.join", op_dr_join(params))
     app.begin_block_hooks.append(market_hook(params))
     app.begin_block_hooks.append(dr_hook(params))

@@ -20,6 +20,7 @@ from chains.dpos.market import (
     MarketParams,
     credit_ranking,
     dr_commitment,
+    dr_members,
     match_highest_price,
     match_max_utilisation,
     reputation_path,
@@ -408,3 +409,43 @@ def test_dr_report_after_the_window_closed_is_refused() -> None:
     with pytest.raises(ProtocolError, match="delivery window closed"):
         sim.app.execute_tx(sim.state, tx, ctx)
     assert sim.state.root == before
+
+
+def test_two_way_selection_terms_join_members_only_and_the_cycle_end() -> None:
+    sim = _dr_sim()
+    p = MarketParams()
+    # u4 loses reputation: it commits and never reveals, so it falls below agg's terms
+    sim.produce([sim.tx("agh", "dr.request", {"amount_wh": 1000, "max_price": 100, "commit_ms": 2000,
+                                              "reveal_ms": 2000})])
+    sim.produce([sim.tx("u4", "dr.commit", {"request_id": 1, "commitment": "ab" * 32})])
+    sim.produce(time_ms=sim.state.get_json(b"dr/request/1")["reveal_end_ms"])
+    assert _rep(sim, "u4")["score"] == p.reputation_initial - p.reputation_no_reveal_penalty
+    sim.produce([sim.tx("agg", "dr.set_terms", {"min_user_reputation": 4900, "max_users": 2}),
+                 sim.tx("u1", "dr.set_terms", {"min_user_reputation": 0, "max_users": 2}),
+                 sim.tx("agg", "dr.set_terms", {"min_user_reputation": 4900, "max_users": 0}, nonce=2)])
+    assert [type(e) for _, e in sim.failed[-1]] == [AuthorizationError, CodecError]
+    sim.produce([sim.tx("u1", "dr.join", {"aggregator": "agg"}), sim.tx("u2", "dr.join", {"aggregator": "agg"}),
+                 sim.tx("u3", "dr.join", {"aggregator": "agg"}),  # full: 2 members
+                 sim.tx("u4", "dr.join", {"aggregator": "agh"}),  # agh has no terms: anyone
+                 sim.tx("u1", "dr.join", {"aggregator": "agh"}, nonce=2),  # one aggregator a cycle
+                 sim.tx("u3", "dr.join", {"aggregator": "u2"}),  # not an aggregator (u3 nonce: the full one failed)
+                 sim.tx("agh", "dr.join", {"aggregator": "agg"})])  # aggregators do not join
+    assert [type(e) for _, e in sim.failed[-1]] == [ProtocolError, ReplayError, ProtocolError, AuthorizationError]
+    sim.produce([sim.tx("u3", "dr.join", {"aggregator": "agh"})])
+    assert dr_members(sim.state, "agg") == ["u1", "u2"] and dr_members(sim.state, "agh") == ["u3", "u4"]
+    # a members-only request takes commitments from its members only
+    sim.produce([sim.tx("agg", "dr.request", {"amount_wh": 1000, "max_price": 100, "commit_ms": 3000,
+                                              "reveal_ms": 3000, "members_only": True}),
+                 sim.tx("agg", "dr.request", {"amount_wh": 1000, "max_price": 100, "commit_ms": 3000,
+                                              "reveal_ms": 3000, "members_only": 1}, nonce=3)])
+    assert [type(e) for _, e in sim.failed[-1]] == [CodecError]
+    rid = sim.state.get_int(b"dr/next_request_id")
+    sim.produce([sim.tx("u1", "dr.commit", {"request_id": rid, "commitment": "01" * 32}),
+                 sim.tx("u3", "dr.commit", {"request_id": rid, "commitment": "02" * 32})])
+    assert [(tx.sender, type(e)) for tx, e in sim.failed[-1]] == [("u3", AuthorizationError)]
+    # the cycle's end dissolves the memberships; u4, now below agg's terms, is refused by it
+    sim.produce(time_ms=(sim.tip.timestamp_ms // 60_000 + 1) * 60_000)
+    assert dr_members(sim.state, "agg") == [] and sim.state.get_json(b"dr/member/u1") is None
+    sim.produce([sim.tx("u4", "dr.join", {"aggregator": "agg"}), sim.tx("u1", "dr.join", {"aggregator": "agh"})])
+    assert [type(e) for _, e in sim.failed[-1]] == [AuthorizationError]
+    assert dr_members(sim.state, "agh") == ["u1"]
