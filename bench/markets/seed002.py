@@ -24,18 +24,23 @@ Behavioural model and parameters (fixed before any figure was looked at; ``SEED`
 * **Grid demand**: every round the grid asks the aggregators for ``D`` = 40 % of the users' total capacity,
   split among the aggregators in proportion to the capacity of the users they hold; each aggregator puts its
   share out as one ``dr.request`` (price cap 200 prc/kWh, above every user's bid).
-* **Traditional method**: users are dealt to aggregators at random once (7, 6, 6, 6); requests admit anyone
-  (``min_reputation`` 0); the auction is the same first-price sealed auction (cheapest first).
-* **Reputation-based method**: at the start of every DR cycle (10 rounds) users and aggregators choose each
-  other by the chain's credit ranking (:func:`chains.dpos.market.credit_ranking`): users, best reputation
-  first, each join the best-ranked aggregator that holds fewer than 7 users; aggregators take only users at or
-  above the floor of 4000 and their requests carry ``min_reputation`` 4000, so the chain refuses a commitment
-  from anyone who fell below it during the cycle.
-* **Park**: 4 witnesses, 1 s blocks; a round is 5 blocks (request; commitments; reveals at the commit
-  phase's end, 2 s; auction at the reveal phase's end, 2 s; delivery reports, within the 2 s window).
+* **Memberships** are on chain: every DR cycle (10 rounds) each user joins one aggregator (``dr.join``)
+  within the aggregator's terms (``dr.set_terms``: at most 7 users; a reputation floor), and requests are for
+  members only; the cycle's end dissolves the memberships.
+* **Traditional method**: users are dealt to aggregators at random once (7, 6, 6, 6) and rejoin the same one
+  every cycle; no floor (terms and requests admit any reputation); the auction is the same first-price sealed
+  auction (cheapest first).
+* **Reputation-based method**: at the start of every cycle users and aggregators choose each other by the
+  chain's credit ranking (:func:`chains.dpos.market.credit_ranking`): users, best reputation first, each join
+  the best-ranked aggregator that holds fewer than 7 users; aggregators' terms take only users at or above the
+  floor of 4000 and their requests carry ``min_reputation`` 4000, so the chain refuses a commitment from anyone
+  who fell below it during the cycle.
+* **Park**: 4 witnesses, 1 s blocks; a round is 7 s (a block of joins at a cycle's start; the requests; the
+  commitments; the reveals at the commit phase's end, 2 s; the auction at the reveal phase's end, 2 s; the
+  delivery reports, within the 2 s window).
   Market parameters are the park's defaults (``MarketParams``: initial reputation 5000 of 10000, +20 for a
   full delivery or a request delivered to 95 %, -300 pro rata to a shortfall, -50 for a cycle without a
-  match, -200 for a commitment never revealed) with a DR cycle of 10 rounds (60 s).
+  match, -200 for a commitment never revealed) with a DR cycle of 10 rounds (70 s).
 * **Completion rate** of a round: energy the winners actually delivered (the model's truth) over ``D``; an
   unfilled auction counts as undelivered. The figure is the mean over all rounds.
 """
@@ -51,7 +56,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.markets.common import main, moving_average, pyplot
-from chains.dpos.market import credit_ranking, dr_commitment, reputation_path
+from chains.dpos.market import credit_ranking, dr_commitment, dr_members, reputation_path
 from chains.dpos.testing import SimChain
 
 SEED = 2002
@@ -59,7 +64,7 @@ N_USERS = 25
 N_AGGREGATORS = 4
 ROUNDS = 1000
 CYCLE_ROUNDS = 10
-ROUND_MS = 6000
+ROUND_MS = 7000
 DEMAND_SHARE = 0.40
 PRICE_CAP = 200
 FLOOR = 4000
@@ -128,34 +133,44 @@ def simulate(method: str, rounds: int, seed: int = SEED) -> dict[str, Any]:
     sim.produce([sim.tx(a, "dr.register", {"role": "aggregator"}) for a in agg_names] +
                 [sim.tx(u, "dr.register", {"role": "user"}) for u in names], time_ms=t_start)
     assert not sim.failed[-1], sim.failed[-1]
+    floor = FLOOR if method == "reputation" else 0
+    sim.produce([sim.tx(a, "dr.set_terms", {"min_user_reputation": floor, "max_users": AGGREGATOR_CAPACITY})
+                 for a in agg_names])
+    assert not sim.failed[-1], sim.failed[-1]
     demand = int(DEMAND_SHARE * sum(u["capacity_wh"] for u in users.values()))
-    members = _deal(names, agg_names, seed)
+    dealt = _deal(names, agg_names, seed)
+    members: dict[str, list[str]] = {a: [] for a in agg_names}
     completion: list[float] = []
     reputation: dict[str, list[int]] = {a: [] for a in agg_names}
-    refused = unreported = txs = 0
+    refused = refused_joins = unreported = txs = 0
     for k in range(rounds):
         t0 = t_start + 1000 + ROUND_MS * k
-        if method == "reputation" and k % CYCLE_ROUNDS == 0:
-            members = _two_way(sim, agg_names)
+        joins = []
+        if k % CYCLE_ROUNDS == 0:  # a new DR cycle: the last one's memberships are gone, both sides choose again
+            plan = _two_way(sim, agg_names) if method == "reputation" else dealt
+            joins = [sim.tx(u, "dr.join", {"aggregator": a}) for a in agg_names for u in plan[a]]
+            sim.produce(joins, time_ms=t0)
+            refused_joins += len(sim.failed[-1])
+            members = {a: dr_members(sim.state, a) for a in agg_names}
         held = {a: sum(users[u]["capacity_wh"] for u in members[a]) for a in agg_names}
         total_held = sum(held.values())
         share = {a: demand * held[a] // total_held if total_held else 0 for a in agg_names}
-        floor = FLOOR if method == "reputation" else 0
         requests = [sim.tx(a, "dr.request", {"amount_wh": share[a], "max_price": PRICE_CAP, "commit_ms": 2000,
-                                             "reveal_ms": 2000, "deliver_ms": 2000, "min_reputation": floor})
+                                             "reveal_ms": 2000, "deliver_ms": 2000, "min_reputation": floor,
+                                             "members_only": True})
                     for a in agg_names if share[a] > 0]
-        sim.produce(requests, time_ms=t0)
+        sim.produce(requests, time_ms=t0 + 1000)
         rid = {e["aggregator"]: e["id"] for e in sim.events[-1] if e["type"] == "dr_request"}
         salt = f"{seed}-{k}"
         bids = [(u, rid[a]) for a in agg_names if a in rid for u in members[a]]
         sim.produce([sim.tx(u, "dr.commit", {"request_id": r, "commitment": dr_commitment(
-            r, u, users[u]["capacity_wh"], users[u]["price"], salt)}) for u, r in bids], time_ms=t0 + 1000)
+            r, u, users[u]["capacity_wh"], users[u]["price"], salt)}) for u, r in bids], time_ms=t0 + 2000)
         refused += len(sim.failed[-1])
         refused_now = {tx.sender for tx, _ in sim.failed[-1]}
         sim.produce([sim.tx(u, "dr.reveal", {"request_id": r, "amount_wh": users[u]["capacity_wh"],
                                              "price": users[u]["price"], "salt": salt})
-                     for u, r in bids if u not in refused_now], time_ms=t0 + 2000)
-        sim.produce(time_ms=t0 + 4000)
+                     for u, r in bids if u not in refused_now], time_ms=t0 + 3000)
+        sim.produce(time_ms=t0 + 5000)
         settled = {e["aggregator"]: e for e in sim.events[-1] if e["type"] == "dr_settled"}
         delivered_total = 0
         reports = []
@@ -167,15 +182,16 @@ def simulate(method: str, rounds: int, seed: int = SEED) -> dict[str, Any]:
                 reports.append(sim.tx(a, "dr.report_delivery", {"request_id": ev["id"], "delivered": delivered}))
             else:
                 unreported += 1
-        sim.produce(reports, time_ms=t0 + 5000)
+        sim.produce(reports, time_ms=t0 + 6000)
         assert not sim.failed[-1], sim.failed[-1]
-        txs += len(requests) + len(bids) * 2 + len(reports)
+        txs += len(joins) + len(requests) + len(bids) * 2 + len(reports)
         completion.append(delivered_total / demand)
         for a in agg_names:
             reputation[a].append(sim.state.get_json(reputation_path(a))["score"])
     sim.produce(time_ms=t_start + 1000 + ROUND_MS * rounds + cycle_ms)  # settle the last windows, close the cycle
     final = {row["name"]: row["score"] for row in credit_ranking(sim.state)}
     return {"completion": completion, "reputation": reputation, "final": final, "refused_commitments": refused,
+            "refused_joins": refused_joins,
             "unreported_requests": unreported, "blocks": sim.tip.height, "txs": txs,
             "users_below_floor": sorted(u for u in names if final[u] < FLOOR)}
 
@@ -206,6 +222,7 @@ def run(rounds: int = ROUNDS, seed: int = SEED) -> dict[str, Any]:
         if rep["users_below_floor"] else None,
         "mean_user_reliability": mean([u["reliability"] for u in users.values()]),
         "commitments_refused_by_floor": rep["refused_commitments"],
+        "joins_refused": rep["refused_joins"],
         "unreported_requests": {"reputation": rep["unreported_requests"], "traditional": trad["unreported_requests"]},
         "blocks": rep["blocks"] + trad["blocks"], "txs": rep["txs"] + trad["txs"],
         "seconds": round(time.monotonic() - started, 1),
