@@ -34,7 +34,8 @@ Behavioural model and parameters (fixed before any figure was looked at; ``SEED`
   chain's credit ranking (:func:`chains.dpos.market.credit_ranking`): users, best reputation first, each join
   the best-ranked aggregator that holds fewer than 7 users; aggregators' terms take only users at or above the
   floor of 4000 and their requests carry ``min_reputation`` 4000, so the chain refuses a commitment from anyone
-  who fell below it during the cycle.
+  who fell below it during the cycle. A user below the floor finds no aggregator, so it stays inactive and
+  keeps losing reputation: the seed's cancelled quota of inactive nodes, with no way back in this model.
 * **Park**: 4 witnesses, 1 s blocks; a round is 7 s (a block of joins at a cycle's start; the requests; the
   commitments; the reveals at the commit phase's end, 2 s; the auction at the reveal phase's end, 2 s; the
   delivery reports, within the 2 s window).
@@ -211,6 +212,8 @@ def run(rounds: int = ROUNDS, seed: int = SEED) -> dict[str, Any]:
         "rounds": rounds, "users": N_USERS, "aggregators": N_AGGREGATORS, "seed": seed,
         "completion_reputation": mean(rep["completion"]),
         "completion_traditional": mean(trad["completion"]),
+        "completion_per_100_rounds": {m: [mean(res[m]["completion"][i:i + 100]) for i in range(0, rounds, 100)]
+                                      for m in ("reputation", "traditional")},
         "completion_reputation_last_half": mean(rep["completion"][rounds // 2:]),
         "completion_traditional_last_half": mean(trad["completion"][rounds // 2:]),
         "final_ranking": ranking,
