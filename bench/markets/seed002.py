@@ -36,9 +36,9 @@ Behavioural model and parameters (fixed before any figure was looked at; ``SEED`
   floor of 4000 and their requests carry ``min_reputation`` 4000, so the chain refuses a commitment from anyone
   who fell below it during the cycle. A user below the floor finds no aggregator, so it stays inactive and
   keeps losing reputation: the seed's cancelled quota of inactive nodes, with no way back in this model.
-* **Park**: 4 witnesses, 1 s blocks; a round is 7 s (a block of joins at a cycle's start; the requests; the
-  commitments; the reveals at the commit phase's end, 2 s; the auction at the reveal phase's end, 2 s; the
-  delivery reports, within the 2 s window).
+* **Park**: 4 witnesses, 1 s blocks, a block in every slot; a round is 7 blocks (the joins at a cycle's
+  start; the requests; the commitments; the reveals at the commit phase's end, 2 s; an empty block; the auction
+  at the reveal phase's end, 2 s; the delivery reports, within the 2 s window).
   Market parameters are the park's defaults (``MarketParams``: initial reputation 5000 of 10000, +20 for a
   full delivery or a request delivered to 95 %, -300 pro rata to a shortfall, -50 for a cycle without a
   match, -200 for a commitment never revealed) with a DR cycle of 10 rounds (70 s).
@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.markets.common import main, moving_average, pyplot
 from chains.dpos.market import credit_ranking, dr_commitment, dr_members, reputation_path
-from chains.dpos.testing import SimChain
+from chains.dpos.testing import GENESIS_TIME_MS, SimChain
 
 SEED = 2002
 N_USERS = 25
@@ -128,15 +128,18 @@ def simulate(method: str, rounds: int, seed: int = SEED) -> dict[str, Any]:
     names = sorted(users)
     agg_names = sorted(aggs)
     accounts = {a: {"prc": 10**10} for a in agg_names} | {u: {} for u in names}
-    sim = SimChain(4, label="seed002", accounts=accounts, market={"dr_cycle_ms": CYCLE_ROUNDS * ROUND_MS})
     cycle_ms = CYCLE_ROUNDS * ROUND_MS
-    t_start = (sim.tip.timestamp_ms // cycle_ms + 1) * cycle_ms
+    # genesis 3 s before a DR cycle starts: registration and terms fill the slots before it, and from then on
+    # every slot has its block (no witness misses one, so the park's witnesses never change)
+    t_start = (GENESIS_TIME_MS // cycle_ms + 1) * cycle_ms
+    sim = SimChain(4, label="seed002", accounts=accounts, market={"dr_cycle_ms": cycle_ms},
+                   genesis_time_ms=t_start - 3000)
     sim.produce([sim.tx(a, "dr.register", {"role": "aggregator"}) for a in agg_names] +
-                [sim.tx(u, "dr.register", {"role": "user"}) for u in names], time_ms=t_start)
+                [sim.tx(u, "dr.register", {"role": "user"}) for u in names], time_ms=t_start - 2000)
     assert not sim.failed[-1], sim.failed[-1]
     floor = FLOOR if method == "reputation" else 0
     sim.produce([sim.tx(a, "dr.set_terms", {"min_user_reputation": floor, "max_users": AGGREGATOR_CAPACITY})
-                 for a in agg_names])
+                 for a in agg_names], time_ms=t_start - 1000)
     assert not sim.failed[-1], sim.failed[-1]
     demand = int(DEMAND_SHARE * sum(u["capacity_wh"] for u in users.values()))
     dealt = _deal(names, agg_names, seed)
@@ -145,13 +148,15 @@ def simulate(method: str, rounds: int, seed: int = SEED) -> dict[str, Any]:
     reputation: dict[str, list[int]] = {a: [] for a in agg_names}
     refused = refused_joins = unreported = txs = 0
     for k in range(rounds):
-        t0 = t_start + 1000 + ROUND_MS * k
+        t0 = t_start + ROUND_MS * k
+        assert sim.tip.timestamp_ms == t0 - 1000, "a round's blocks fill its 7 slots"
         joins = []
         if k % CYCLE_ROUNDS == 0:  # a new DR cycle: the last one's memberships are gone, both sides choose again
             plan = _two_way(sim, agg_names) if method == "reputation" else dealt
             joins = [sim.tx(u, "dr.join", {"aggregator": a}) for a in agg_names for u in plan[a]]
-            sim.produce(joins, time_ms=t0)
-            refused_joins += len(sim.failed[-1])
+        sim.produce(joins, time_ms=t0)  # its begin-block hook closes the last DR cycle at a cycle's start
+        refused_joins += len(sim.failed[-1])
+        if joins:
             members = {a: dr_members(sim.state, a) for a in agg_names}
         held = {a: sum(users[u]["capacity_wh"] for u in members[a]) for a in agg_names}
         total_held = sum(held.values())
@@ -171,6 +176,7 @@ def simulate(method: str, rounds: int, seed: int = SEED) -> dict[str, Any]:
         sim.produce([sim.tx(u, "dr.reveal", {"request_id": r, "amount_wh": users[u]["capacity_wh"],
                                              "price": users[u]["price"], "salt": salt})
                      for u, r in bids if u not in refused_now], time_ms=t0 + 3000)
+        sim.produce(time_ms=t0 + 4000)
         sim.produce(time_ms=t0 + 5000)
         settled = {e["aggregator"]: e for e in sim.events[-1] if e["type"] == "dr_settled"}
         delivered_total = 0
@@ -189,7 +195,7 @@ def simulate(method: str, rounds: int, seed: int = SEED) -> dict[str, Any]:
         completion.append(delivered_total / demand)
         for a in agg_names:
             reputation[a].append(sim.state.get_json(reputation_path(a))["score"])
-    sim.produce(time_ms=t_start + 1000 + ROUND_MS * rounds + cycle_ms)  # settle the last windows, close the cycle
+    sim.produce(time_ms=t_start + ROUND_MS * rounds + cycle_ms)  # settle the last windows, close the cycle
     final = {row["name"]: row["score"] for row in credit_ranking(sim.state)}
     return {"completion": completion, "reputation": reputation, "final": final, "refused_commitments": refused,
             "refused_joins": refused_joins,
