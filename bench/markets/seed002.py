@@ -57,7 +57,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.markets.common import main, moving_average, pyplot
-from chains.dpos.market import credit_ranking, dr_commitment, dr_members, reputation_path
+from chains.dpos.market import MarketParams, credit_ranking, dr_commitment, dr_members, reputation_path
 from chains.dpos.testing import GENESIS_TIME_MS, SimChain
 
 SEED = 2002
@@ -123,7 +123,7 @@ def _two_way(sim: SimChain, aggs: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def simulate(method: str, rounds: int, seed: int = SEED) -> dict[str, Any]:
+def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int | None = None) -> dict[str, Any]:
     users, aggs = population(seed)
     names = sorted(users)
     agg_names = sorted(aggs)
@@ -132,7 +132,10 @@ def simulate(method: str, rounds: int, seed: int = SEED) -> dict[str, Any]:
     # genesis 3 s before a DR cycle starts: registration and terms fill the slots before it, and from then on
     # every slot has its block (no witness misses one, so the park's witnesses never change)
     t_start = (GENESIS_TIME_MS // cycle_ms + 1) * cycle_ms
-    sim = SimChain(4, label="seed002", accounts=accounts, market={"dr_cycle_ms": cycle_ms},
+    market: dict[str, Any] = {"dr_cycle_ms": cycle_ms}
+    if inactive_penalty is not None:
+        market["reputation_inactive_penalty"] = inactive_penalty
+    sim = SimChain(4, label="seed002", accounts=accounts, market=market,
                    genesis_time_ms=t_start - 3000)
     sim.produce([sim.tx(a, "dr.register", {"role": "aggregator"}) for a in agg_names] +
                 [sim.tx(u, "dr.register", {"role": "user"}) for u in names], time_ms=t_start - 2000)
@@ -203,9 +206,9 @@ def simulate(method: str, rounds: int, seed: int = SEED) -> dict[str, Any]:
             "users_below_floor": sorted(u for u in names if final[u] < FLOOR)}
 
 
-def run(rounds: int = ROUNDS, seed: int = SEED) -> dict[str, Any]:
+def run(rounds: int = ROUNDS, seed: int = SEED, inactive_penalty: int | None = None) -> dict[str, Any]:
     started = time.monotonic()
-    res = {m: simulate(m, rounds, seed) for m in ("reputation", "traditional")}
+    res = {m: simulate(m, rounds, seed, inactive_penalty) for m in ("reputation", "traditional")}
     rep, trad = res["reputation"], res["traditional"]
     aggs = sorted(rep["reputation"])
     ranking = sorted(aggs, key=lambda a: (-rep["final"][a], a))
@@ -216,6 +219,8 @@ def run(rounds: int = ROUNDS, seed: int = SEED) -> dict[str, Any]:
 
     return {
         "rounds": rounds, "users": N_USERS, "aggregators": N_AGGREGATORS, "seed": seed,
+        "inactive_penalty": MarketParams().reputation_inactive_penalty if inactive_penalty is None
+        else inactive_penalty,
         "completion_reputation": mean(rep["completion"]),
         "completion_traditional": mean(trad["completion"]),
         "completion_per_100_rounds": {m: [mean(res[m]["completion"][i:i + 100]) for i in range(0, rounds, 100)]
@@ -271,6 +276,9 @@ def plot(out: dict[str, Any], path: Path) -> None:
 def _options(parser: Any) -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"DR rounds per method (default {ROUNDS})")
     parser.add_argument("--seed", type=int, default=SEED, help=f"random seed (default {SEED})")
+    parser.add_argument("--inactive-penalty", type=int, default=None,
+                        help="override the park's reputation_inactive_penalty (a sensitivity check; default: the "
+                             "park's MarketParams value)")
 
 
 if __name__ == "__main__":
