@@ -228,6 +228,7 @@ def run(rounds: int = ROUNDS, seed: int = SEED, inactive_penalty: int | None = N
         "completion_reputation_last_half": mean(rep["completion"][rounds // 2:]),
         "completion_traditional_last_half": mean(trad["completion"][rounds // 2:]),
         "final_ranking": ranking,
+        "final_ranking_tied": len({rep["final"][a] for a in aggs}) < len(aggs),
         "final_aggregator_reputation": {a: rep["final"][a] for a in ranking},
         "final_aggregator_reputation_traditional": {a: trad["final"][a] for a in aggs},
         "aggregator_report_probability": {a: round(agg_q[a], 3) for a in aggs},
@@ -265,8 +266,9 @@ def plot(out: dict[str, Any], path: Path) -> None:
         ax2.plot(range(1, len(series) + 1), series, label=a)
     ax2.set_xlabel("DR round")
     ax2.set_ylabel("aggregator reputation (0..10000)")
+    tied = " (tied: by name)" if out["final_ranking_tied"] else ""
     ax2.set_title("Aggregator reputation, reputation-based method (cf. the seed's Fig. 4)\n"
-                  f"final ranking: {', '.join(out['final_ranking'])} (seed: agg3, agg2, agg1, agg4)", fontsize=9)
+                  f"final ranking: {', '.join(out['final_ranking'])}{tied} (seed: agg3, agg2, agg1, agg4)", fontsize=9)
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
