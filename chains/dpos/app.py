@@ -65,8 +65,8 @@ __all__ = ["DposGenesis", "dpos_app", "genesis_state", "load_genesis", "params_f
 def dpos_app(chain_id: str, params: DposParams, market: MarketParams | None = None) -> App:
     """The park's App: ``transfer``, ``account.create``, ``witness.register``, ``witness.vote``,
     ``witness.report_double_production``, ``market.submit_bid``, ``dr.register``, ``dr.request``,
-    ``dr.commit``, ``dr.reveal``; begin-block hooks clear market rounds and settle DR. Bridge ops are
-    registered by the caller (``chains.common.bridge``)."""
+    ``dr.commit``, ``dr.reveal``, ``dr.report_delivery``, ``dr.set_terms``, ``dr.join``; begin-block hooks clear
+    market rounds and settle DR. Bridge ops are registered by the caller (``chains.common.bridge``)."""
     app = base_app(chain_id)
     app.register("witness.register", op_witness_register(params))
     app.register("witness.vote", op_witness_vote(params))

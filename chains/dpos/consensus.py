@@ -44,6 +44,7 @@ __all__ = [
     "irreversible_height",
     "is_boundary",
     "missed_slots",
+    "proportional_rewards",
     "round_order",
     "schedule",
     "shapley_by_subsets",
@@ -327,7 +328,7 @@ class Candidate:
     credit: int
     """Credit score, 0..credit_max."""
     jailed: bool
-    """Jailed witnesses are not eligible."""
+    """Not eligible: jailed, or (docs/research.md#seed-002) a demand-response node the last cycle marked inactive."""
 
 
 def elect(candidates: Iterable[Candidate], params: DposParams) -> WitnessSet | None:
@@ -451,3 +452,9 @@ def shapley_rewards(produced: Mapping[str, int], credit: Mapping[str, int], acti
     weights = {name: produced[name] * credit.get(name, 0) for name in produced}
     values = shapley_confirmation_game(weights, confirmations_needed(active_n))
     return split_largest_remainder(pool, values)
+
+
+def proportional_rewards(produced: Mapping[str, int], pool: int) -> dict[str, int]:
+    """Split ``pool`` in proportion to blocks produced (plain DPoS's per-block pay), largest remainder; the
+    baseline docs/research.md#seed-003's Shapley split is compared with. Sums to ``pool`` (0 if nobody produced)."""
+    return split_largest_remainder(pool, {name: Fraction(n) for name, n in produced.items()})

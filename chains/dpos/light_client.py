@@ -313,7 +313,7 @@ class DposLightClient(LightClient[DposHeader]):
                               got=header.producer)
         pending = header.pending_set
         if pending is not None:
-            if height % self._maintenance != 0:
+            if not self.params.may_propose(height):
                 raise HeaderError(f"header {height} proposes a witness set off a maintenance boundary",
                                   expected=f"a multiple of {self._maintenance}", got=height)
             if len(pending) > self._max_witnesses:
@@ -733,7 +733,7 @@ class DposLightClient(LightClient[DposHeader]):
         expected = schedule(wset, header.slot, self._genesis_slot)
         if header.producer != expected:
             raise HeaderError(f"wrong witness for the slot {header.slot}", expected=expected, got=header.producer)
-        if header.pending_set is not None and header.height % self._maintenance != 0:
+        if header.pending_set is not None and not self.params.may_propose(header.height):
             raise HeaderError("witness set proposed off a maintenance boundary", got=header.height)
         self._check_signature(header, keys)
 

@@ -28,9 +28,27 @@ the first-price rule of a procurement auction. Nodes are ranked by reputation (d
 matched by the end of a DR cycle is marked inactive and loses reputation; a bidder that commits and never
 reveals loses more.
 
+**Two-way selection.** Users and aggregators choose each other by reputation, every DR cycle: an aggregator
+states whom it takes (``dr.set_terms {min_user_reputation, max_users}``), a user joins one aggregator
+(``dr.join``) within those terms, choosing from the credit ranking; a request may be for members only. The
+cycle's end dissolves every membership.
+
+**Delivery (docs/research.md#seed-002's DR completion).** A request may name a delivery window
+(``deliver_ms``). Its awards are then paid on delivery rather than at the auction: the auction refunds the
+unawarded budget and keeps the awards' payments in escrow; within the window the aggregator reports what each
+winner delivered (``dr.report_delivery``, read from its users' meters), each winner is paid its own price for
+what it delivered (never more than awarded), and the rest returns to the aggregator. Reputation follows the
+delivery: a winner that delivered its whole award gains ``reputation_match_reward``, one that fell short loses
+``reputation_shortfall_penalty`` pro rata; the aggregator gains the reward if its request was delivered to
+``dr_completion_target_bp`` of what it asked, else loses the penalty pro rata to the shortfall (an unfilled
+auction counts). A request is settled once (a second report is a replay); an aggregator that does not report
+by the window's end has its winners paid in full and loses ``reputation_no_reveal_penalty``.
+
 State keys: ``market/next_bid_id``, ``market/round/<round>`` (list of bids), ``market/open_rounds``,
 ``market/result/<round>``; ``dr/nodes``, ``dr/next_request_id``, ``dr/request/<id>``,
-``dr/result/<id>``, ``dr/cycle`` (``{index, matched}``), ``dr/open`` (sorted ``[reveal_end_ms, id]``); and
+``dr/result/<id>``, ``dr/cycle`` (``{index, matched}``), ``dr/open`` (sorted ``[reveal_end_ms, id]``),
+``dr/delivery_open`` (sorted ``[deliver_end_ms, id]``), ``dr/terms/<aggregator>``, ``dr/members/<aggregator>``,
+``dr/member/<user>`` (this cycle's memberships); and
 ``reputation/<subject>`` = ``{score, model, height, role, active, imported_from?}`` for every DR node
 (``model`` ``dr-aggregator-reputation/v1`` or ``dr-user-reputation/v1`` by role), which the bridge attests
 (:mod:`chains.dpos.reputation`).
@@ -65,6 +83,8 @@ __all__ = [
     "credit_ranking",
     "dr_commitment",
     "dr_hook",
+    "dr_members",
+    "dr_terms",
     "market_hook",
     "match_bids",
     "match_highest_price",
@@ -72,6 +92,7 @@ __all__ = [
     "payment",
     "register_market_ops",
     "reputation_path",
+    "settle_delivery",
 ]
 
 MARKET_ACCOUNT = "module:market"
@@ -122,6 +143,12 @@ class MarketParams:
     """Reputation lost for a cycle without a match."""
     reputation_no_reveal_penalty: int = 200
     """Reputation lost for a commitment never revealed."""
+    reputation_shortfall_penalty: int = 300
+    """Reputation a DR user loses for an award it delivered nothing of (pro rata to the shortfall), and an
+    aggregator for a request of which nothing was delivered (pro rata to its completion's shortfall)."""
+    dr_completion_target_bp: int = 9500
+    """An aggregator whose request was delivered to at least this share (basis points of the requested
+    amount) gains ``reputation_match_reward``; below it, it loses the pro-rata shortfall penalty."""
     dr_import_min_score: int = 6000
     """Least imported score (basis points, 0..10000) with which a node joins DR at its reputation from another
     park (``dr.register`` with ``import``)."""
@@ -404,10 +431,39 @@ _DR_NODES = b"dr/nodes"
 _DR_OPEN = b"dr/open"
 _DR_NEXT = b"dr/next_request_id"
 _DR_CYCLE = b"dr/cycle"
+_DR_DELIVERY_OPEN = b"dr/delivery_open"
 
 
 def _request_path(rid: int) -> bytes:
     return f"dr/request/{rid}".encode()
+
+
+def _result_path(rid: int) -> bytes:
+    return f"dr/result/{rid}".encode()
+
+
+def _terms_path(aggregator: str) -> bytes:
+    return f"dr/terms/{aggregator}".encode()
+
+
+def _members_path(aggregator: str) -> bytes:
+    return f"dr/members/{aggregator}".encode()
+
+
+def _member_path(user: str) -> bytes:
+    return f"dr/member/{user}".encode()
+
+
+def dr_terms(state: ChainState, params: MarketParams, aggregator: str) -> dict[str, int]:
+    """An aggregator's terms for users joining it: ``{min_user_reputation, max_users}`` (defaults 0 and
+    ``dr_max_bids``)."""
+    terms = state.get_json(_terms_path(aggregator))
+    return dict(terms) if isinstance(terms, dict) else {"min_user_reputation": 0, "max_users": params.dr_max_bids}
+
+
+def dr_members(state: ChainState, aggregator: str) -> list[str]:
+    """Users that joined ``aggregator`` in the current DR cycle."""
+    return list(state.get_json(_members_path(aggregator)) or [])
 
 
 def dr_commitment(request_id: int, bidder: str, amount_wh: int, price: int, salt: str) -> str:
@@ -468,9 +524,58 @@ def op_dr_register(params: MarketParams) -> OpHandler:
     return handler
 
 
+def op_dr_set_terms(params: MarketParams) -> OpHandler:
+    """``dr.set_terms {min_user_reputation, max_users}`` (aggregators): whom the aggregator takes as members: users
+    at or above a reputation, at most ``max_users`` a cycle (its side of the two-way selection)."""
+
+    def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        rec = _reputation(state, tx.sender)
+        if rec["role"] != "aggregator":
+            raise AuthorizationError("only aggregators set membership terms", got=tx.sender)
+        terms = {"min_user_reputation": _bounded_int(tx, "min_user_reputation", 0, params.reputation_max),
+                 "max_users": _bounded_int(tx, "max_users", 1, params.dr_max_bids)}
+        state.set_json(_terms_path(tx.sender), terms)
+        return [{"type": "dr_terms", "aggregator": tx.sender, **terms}]
+
+    return handler
+
+
+def op_dr_join(params: MarketParams) -> OpHandler:
+    """``dr.join {aggregator}`` (users): become the aggregator's member for the current DR cycle (the user's side
+    of the two-way selection, chosen from :func:`credit_ranking`). Refused below the aggregator's
+    ``min_user_reputation`` or when it is full; one aggregator per user and cycle. Memberships end with the
+    cycle, so both sides choose again by the reputations the cycle produced."""
+
+    def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        rec = _reputation(state, tx.sender)
+        aggregator = arg(tx, "aggregator", str)
+        if rec["role"] != "user":
+            raise AuthorizationError("only users join aggregators", got=tx.sender)
+        agg = state.get_json(reputation_path(aggregator))
+        if not isinstance(agg, dict) or agg["role"] != "aggregator":
+            raise ProtocolError("not a registered aggregator", got=aggregator)
+        current = state.get_json(_member_path(tx.sender))
+        if current is not None:
+            raise ReplayError("already a member of an aggregator this DR cycle", got=current)
+        terms = dr_terms(state, params, aggregator)
+        if rec["score"] < terms["min_user_reputation"]:
+            raise AuthorizationError("reputation below the aggregator's terms",
+                                     expected=f">= {terms['min_user_reputation']}", got=rec["score"])
+        members = dr_members(state, aggregator)
+        if len(members) >= terms["max_users"]:
+            raise ProtocolError("aggregator full this cycle", expected=f"< {terms['max_users']} members",
+                                got=len(members))
+        state.set_json(_members_path(aggregator), sorted([*members, tx.sender]))
+        state.set_json(_member_path(tx.sender), aggregator)
+        return [{"type": "dr_joined", "user": tx.sender, "aggregator": aggregator}]
+
+    return handler
+
+
 def op_dr_request(params: MarketParams) -> OpHandler:
-    """``dr.request {amount_wh, max_price, commit_ms, reveal_ms, min_reputation?}`` (aggregators): ask for
-    ``amount_wh`` of load reduction at most ``max_price`` per kWh; escrows ``amount_wh * max_price // 1000``."""
+    """``dr.request {amount_wh, max_price, commit_ms, reveal_ms, min_reputation?, deliver_ms?, members_only?}``
+    (aggregators): ask for ``amount_wh`` of load reduction at most ``max_price`` per kWh; escrows
+    ``amount_wh * max_price // 1000``. ``members_only``: only the aggregator's members this cycle may bid."""
 
     def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         rec = _reputation(state, tx.sender)
@@ -480,6 +585,12 @@ def op_dr_request(params: MarketParams) -> OpHandler:
         max_price = _bounded_int(tx, "max_price", 1, params.max_price)
         commit_ms = _bounded_int(tx, "commit_ms", 1, params.dr_max_phase_ms)
         reveal_ms = _bounded_int(tx, "reveal_ms", 1, params.dr_max_phase_ms)
+        members_only = tx.args.get("members_only", False)
+        if not isinstance(members_only, bool):
+            raise CodecError("members_only must be a boolean", got=members_only)
+        deliver_ms = tx.args.get("deliver_ms")
+        if deliver_ms is not None:
+            deliver_ms = _bounded_int(tx, "deliver_ms", 1, params.dr_max_phase_ms)
         min_rep = tx.args.get("min_reputation", 0)
         if isinstance(min_rep, bool) or not isinstance(min_rep, int) or not 0 <= min_rep <= params.reputation_max:
             raise CodecError("min_reputation out of range", expected=f"0..{params.reputation_max}", got=min_rep)
@@ -493,6 +604,10 @@ def op_dr_request(params: MarketParams) -> OpHandler:
         req = {"id": rid, "aggregator": tx.sender, "amount_wh": amount, "max_price": max_price, "budget": budget,
                "commit_end_ms": ctx.timestamp_ms + commit_ms, "reveal_end_ms": ctx.timestamp_ms + commit_ms + reveal_ms,
                "min_reputation": min_rep, "commits": {}, "reveals": {}}
+        if deliver_ms is not None:
+            req["deliver_ms"] = deliver_ms
+        if members_only:
+            req["members_only"] = True
         state.set_json(_request_path(rid), req)
         state.set_json(_DR_OPEN, sorted([*(state.get_json(_DR_OPEN) or []), [req["reveal_end_ms"], rid]]))
         return [{"type": "dr_request", "id": rid, "aggregator": tx.sender, "amount_wh": amount,
@@ -526,6 +641,9 @@ def op_dr_commit(params: MarketParams) -> OpHandler:
         if rec["score"] < req["min_reputation"]:
             raise AuthorizationError("reputation below the request's floor", expected=f">= {req['min_reputation']}",
                                      got=rec["score"])
+        if req.get("members_only") and state.get_json(_member_path(tx.sender)) != req["aggregator"]:
+            raise AuthorizationError("the request is for the aggregator's members this cycle",
+                                     expected=req["aggregator"], got=state.get_json(_member_path(tx.sender)))
         if tx.sender in req["commits"]:
             raise ReplayError("already committed to this request", got=tx.sender)
         if len(req["commits"]) >= params.dr_max_bids:
@@ -566,7 +684,8 @@ def op_dr_reveal(params: MarketParams) -> OpHandler:
 
 def settle_request(state: ChainState, params: MarketParams, req: dict[str, Any], height: int) -> list[dict[str, Any]]:
     """First-price sealed auction: cheapest offers win (ties to higher reputation, then name), each paid its
-    own price for what it is awarded; the unspent budget returns to the aggregator."""
+    own price for what it is awarded; the unspent budget returns to the aggregator. With a delivery window the
+    awards' payments stay in escrow until :func:`settle_delivery`, and reputation waits for it too."""
     offers = []
     for bidder, bid in req["reveals"].items():
         rep = state.get_json(reputation_path(bidder))["score"]
@@ -574,20 +693,21 @@ def settle_request(state: ChainState, params: MarketParams, req: dict[str, Any],
     offers.sort()
     remaining = req["amount_wh"]
     awards = []
-    paid = 0
+    awarded = 0
     c = params.currency_denom
+    deferred = "deliver_ms" in req
     for price, _, bidder, amount in offers:
         if remaining == 0:
             break
         q = min(amount, remaining)
         remaining -= q
         pay = payment(q, price)
-        if pay:
+        if pay and not deferred:
             state.sub_balance(DR_ACCOUNT, c, pay)
             state.add_balance(bidder, c, pay)
-        paid += pay
+        awarded += pay
         awards.append({"bidder": bidder, "amount_wh": q, "price": price, "payment": pay})
-    refund = req["budget"] - paid
+    refund = req["budget"] - awarded
     if refund:
         state.sub_balance(DR_ACCOUNT, c, refund)
         state.add_balance(req["aggregator"], c, refund)
@@ -598,17 +718,106 @@ def settle_request(state: ChainState, params: MarketParams, req: dict[str, Any],
         winners.append(req["aggregator"])
     for name in winners:
         matched.add(name)
-        _set_reputation(state, params, state.get_json(reputation_path(name)), params.reputation_match_reward,
-                        height, name)
+        if not deferred:
+            _set_reputation(state, params, state.get_json(reputation_path(name)), params.reputation_match_reward,
+                            height, name)
     for bidder in sorted(set(req["commits"]) - set(req["reveals"])):
         _set_reputation(state, params, state.get_json(reputation_path(bidder)), -params.reputation_no_reveal_penalty,
                         height, bidder)
     state.set_json(_DR_CYCLE, {**cycle, "matched": sorted(matched)})
-    state.set_json(f"dr/result/{req['id']}".encode(), {"id": req["id"], "awards": awards, "refund": refund,
-                                                        "unfilled_wh": remaining, "height": height})
+    result: dict[str, Any] = {"id": req["id"], "awards": awards, "refund": refund, "unfilled_wh": remaining,
+                              "height": height}
+    if deferred:
+        end = req["reveal_end_ms"] + req["deliver_ms"]
+        result.update(aggregator=req["aggregator"], amount_wh=req["amount_wh"], deliver_end_ms=end,
+                      status="awaiting_delivery")
+        state.set_json(_DR_DELIVERY_OPEN, sorted([*(state.get_json(_DR_DELIVERY_OPEN) or []), [end, req["id"]]]))
+    state.set_json(_result_path(req["id"]), result)
     state.delete(_request_path(req["id"]))
     return [{"type": "dr_settled", "id": req["id"], "aggregator": req["aggregator"], "awards": awards,
-             "refund": refund, "unfilled_wh": remaining}]
+             "refund": refund, "unfilled_wh": remaining, **({"deliver_end_ms": result["deliver_end_ms"]}
+                                                             if deferred else {})}]
+
+
+def _shortfall_penalty(params: MarketParams, short: int, of: int) -> int:
+    return -(params.reputation_shortfall_penalty * short // of) if of else -params.reputation_shortfall_penalty
+
+
+def settle_delivery(state: ChainState, params: MarketParams, result: dict[str, Any], delivered: dict[str, int] | None,
+                    height: int) -> list[dict[str, Any]]:
+    """Pay a request's winners for what they delivered (``None``: the aggregator never reported, so in full), refund
+    the rest of the escrow to the aggregator and update everyone's reputation by the delivery."""
+    c = params.currency_denom
+    aggregator = result["aggregator"]
+    paid_out = []
+    total = 0
+    back = 0
+    for a in result["awards"]:
+        got = a["amount_wh"] if delivered is None else delivered[a["bidder"]]
+        pay = payment(got, a["price"])
+        if pay:
+            state.sub_balance(DR_ACCOUNT, c, pay)
+            state.add_balance(a["bidder"], c, pay)
+        back += a["payment"] - pay
+        total += got
+        delta = (params.reputation_match_reward if got == a["amount_wh"]
+                 else _shortfall_penalty(params, a["amount_wh"] - got, a["amount_wh"]))
+        _set_reputation(state, params, state.get_json(reputation_path(a["bidder"])), delta, height, a["bidder"])
+        paid_out.append({"bidder": a["bidder"], "delivered_wh": got, "payment": pay})
+    if back:
+        state.sub_balance(DR_ACCOUNT, c, back)
+        state.add_balance(aggregator, c, back)
+    asked = result["amount_wh"]
+    completion_bp = total * 10_000 // asked
+    if delivered is None:
+        agg_delta = -params.reputation_no_reveal_penalty
+    elif completion_bp >= params.dr_completion_target_bp:
+        agg_delta = params.reputation_match_reward
+    else:
+        agg_delta = _shortfall_penalty(params, asked - total, asked)
+    _set_reputation(state, params, state.get_json(reputation_path(aggregator)), agg_delta, height, aggregator)
+    state.set_json(_result_path(result["id"]), {**result, "status": "delivered" if delivered is not None else
+                                                "unreported", "delivered_wh": total, "completion_bp": completion_bp,
+                                                "paid": paid_out, "returned": back, "settled_height": height})
+    open_ids: list[list[int]] = state.get_json(_DR_DELIVERY_OPEN) or []
+    rest = [e for e in open_ids if e[1] != result["id"]]
+    if rest:
+        state.set_json(_DR_DELIVERY_OPEN, rest)
+    else:
+        state.delete(_DR_DELIVERY_OPEN)
+    return [{"type": "dr_delivery_settled", "id": result["id"], "aggregator": aggregator, "reported": delivered
+             is not None, "delivered_wh": total, "requested_wh": asked, "completion_bp": completion_bp,
+             "paid": paid_out, "returned": back}]
+
+
+def op_dr_report_delivery(params: MarketParams) -> OpHandler:
+    """``dr.report_delivery {request_id, delivered: {bidder: wh}}`` (the request's aggregator, within its delivery
+    window): what each winner delivered, from 0 to its award; pays and settles the request once."""
+
+    def handler(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        rid = arg(tx, "request_id", int)
+        delivered = arg(tx, "delivered", dict)
+        result = state.get_json(_result_path(rid))
+        if not isinstance(result, dict) or "status" not in result:
+            raise ProtocolError("no DR request awaiting delivery with that id", got=rid)
+        if result["aggregator"] != tx.sender:
+            raise AuthorizationError("only the request's aggregator reports its delivery",
+                                     expected=result["aggregator"], got=tx.sender)
+        if result["status"] != "awaiting_delivery":
+            raise ReplayError("DR request already settled", got=(rid, result["status"]))
+        if ctx.timestamp_ms >= result["deliver_end_ms"]:
+            raise ProtocolError("delivery window closed", expected=f"< {result['deliver_end_ms']}",
+                                got=ctx.timestamp_ms)
+        awards = {a["bidder"]: a["amount_wh"] for a in result["awards"]}
+        if set(delivered) != set(awards):
+            raise CodecError("delivered must name exactly the request's winners", expected=sorted(awards),
+                             got=sorted(delivered)[:50])
+        for bidder, wh in delivered.items():
+            if isinstance(wh, bool) or not isinstance(wh, int) or not 0 <= wh <= awards[bidder]:
+                raise CodecError("a delivery is 0..the award, Wh", expected=f"0..{awards[bidder]}", got=(bidder, wh))
+        return settle_delivery(state, params, result, delivered, ctx.height)
+
+    return handler
 
 
 def close_cycle(state: ChainState, params: MarketParams, new_index: int, height: int) -> list[dict[str, Any]]:
@@ -626,6 +835,8 @@ def close_cycle(state: ChainState, params: MarketParams, new_index: int, height:
             delta = -params.reputation_inactive_penalty
             inactive.append(name)
         _set_reputation(state, params, rec, delta, height, name)
+        state.delete(_member_path(name))
+        state.delete(_members_path(name))
     state.set_json(_DR_CYCLE, {"index": new_index, "matched": []})
     return [{"type": "dr_cycle_closed", "cycle": cycle["index"], "inactive": inactive}]
 
@@ -651,6 +862,9 @@ def dr_hook(params: MarketParams) -> BlockHook:
                 state.set_json(_DR_OPEN, rest)
             else:
                 state.delete(_DR_OPEN)
+        for end, rid in state.get_json(_DR_DELIVERY_OPEN) or []:
+            if end <= ctx.timestamp_ms:
+                events += settle_delivery(state, params, state.get_json(_result_path(rid)), None, ctx.height)
         return events
 
     return hook
@@ -663,5 +877,8 @@ def register_market_ops(app: Any, params: MarketParams) -> None:
     app.register("dr.request", op_dr_request(params))
     app.register("dr.commit", op_dr_commit(params))
     app.register("dr.reveal", op_dr_reveal(params))
+    app.register("dr.report_delivery", op_dr_report_delivery(params))
+    app.register("dr.set_terms", op_dr_set_terms(params))
+    app.register("dr.join", op_dr_join(params))
     app.begin_block_hooks.append(market_hook(params))
     app.begin_block_hooks.append(dr_hook(params))

@@ -51,6 +51,8 @@ MAX_WITNESSES = 101
 """Largest witness set a header may carry (Graphene's default maximum is 1001; a park needs far fewer)."""
 WITNESS_NAME_RE = re.compile(r"[a-z][a-z0-9.-]{1,31}")
 """A witness is named by its account, so the same rule as ``chains.common.tx.ACCOUNT_RE``."""
+REWARD_SPLITS = ("shapley", "proportional")
+"""Block-reward splits a park may choose (:attr:`DposParams.reward_split`)."""
 
 _U64 = 2**64 - 1
 _sha256 = hashlib.sha256
@@ -389,6 +391,23 @@ class DposParams:
     """Denomination of block rewards (the park currency)."""
     stake_denom: str = "kWh"
     """Denomination whose balances weigh votes (amounts in Wh)."""
+    replacement_interval_blocks: int = 0
+    """Fast replacement (docs/research.md#seed-003): if R > 0, every block whose height is a multiple of R (R divides
+    ``maintenance_interval_blocks``) and that finds a member of the latest elected set jailed runs an election
+    at once and proposes its result, so a malicious witness is replaced within R blocks plus finality instead of
+    at the next maintenance boundary. 0: elections only at maintenance boundaries (plain DPoS timing)."""
+    dr_inactive_ineligible: bool = True
+    """docs/research.md#seed-002: a witness that is also a demand-response node and was marked inactive at the end
+    of the last DR cycle (``reputation/<name>`` with ``active`` false) loses its turn in elections until it
+    matches again."""
+    voter_reward_share_bp: int = 0
+    """Share (basis points) of each witness's block reward paid on to the voters approving it, in proportion to
+    the stake each counts for it at the boundary (docs/research.md#seed-003: voters share the rewards of the
+    witnesses they chose). 0: witnesses keep their whole reward."""
+    reward_split: str = "shapley"
+    """How a maintenance interval's block rewards are split among its producers: ``shapley`` (Shapley values of
+    the confirmation game, :func:`chains.dpos.consensus.shapley_rewards`) or ``proportional`` (to blocks
+    produced, the plain-DPoS rule, :func:`chains.dpos.consensus.proportional_rewards`)."""
 
     def __post_init__(self) -> None:
         check_uint("genesis_time_ms", self.genesis_time_ms)
@@ -402,9 +421,28 @@ class DposParams:
         for name in ("max_clock_drift_ms", "credit_initial", "credit_produced_reward", "credit_missed_penalty",
                      "credit_bad_block_penalty", "jail_credit_threshold", "credit_on_release", "block_reward"):
             check_uint(name, getattr(self, name))
+        if not isinstance(self.dr_inactive_ineligible, bool):
+            raise CodecError("dr_inactive_ineligible must be a boolean", got=self.dr_inactive_ineligible)
+        check_uint("replacement_interval_blocks", self.replacement_interval_blocks)
+        check_uint("voter_reward_share_bp (basis points)", self.voter_reward_share_bp, 10_000)
+        if self.replacement_interval_blocks and self.maintenance_interval_blocks % self.replacement_interval_blocks:
+            raise CodecError("replacement_interval_blocks must divide maintenance_interval_blocks",
+                             expected=f"a divisor of {self.maintenance_interval_blocks}",
+                             got=self.replacement_interval_blocks)
+        if self.reward_split not in REWARD_SPLITS:
+            raise CodecError("unknown reward split", expected=REWARD_SPLITS, got=self.reward_split)
         if not self.credit_initial <= self.credit_max or not self.credit_on_release <= self.credit_max:
             raise CodecError("initial and release credit must not exceed credit_max", expected=self.credit_max,
                              got=(self.credit_initial, self.credit_on_release))
+
+    def may_propose(self, height: int) -> bool:
+        """Whether the block at ``height`` may carry a ``pending_set``: a maintenance boundary, or (fast
+        replacement) a multiple of ``replacement_interval_blocks``."""
+        if height <= 0:
+            return False
+        if height % self.maintenance_interval_blocks == 0:
+            return True
+        return self.replacement_interval_blocks > 0 and height % self.replacement_interval_blocks == 0
 
     @property
     def genesis_slot(self) -> int:

@@ -22,12 +22,17 @@ State keys (values are canonical JSON):
 * ``dpos/evidence/<witness>/<height>`` — ``{hashes: [a, b]}`` once double production there was punished.
 
 Block rewards are paid from the module account ``module:reserve`` (funded at genesis), so they move
-currency rather than mint it.
+currency rather than mint it. ``voter_reward_share_bp`` of each witness's reward goes to the voters approving
+it, in proportion to the stake they count for it, so voters gain from choosing witnesses that work
+(docs/research.md#seed-003: the Shapley split widens the beneficiaries and makes voters choose carefully).
+A witness that is also a demand-response node and was marked inactive by the last DR cycle is not eligible in
+elections (``dr_inactive_ineligible``; docs/research.md#seed-002).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, ClassVar
 
 from chains.common.state import ChainState
@@ -40,8 +45,10 @@ from chains.dpos.consensus import (
     interval_of,
     is_boundary,
     missed_slots,
+    proportional_rewards,
     schedule,
     shapley_rewards,
+    split_largest_remainder,
 )
 from chains.dpos.types import DposHeader, DposParams, WitnessInfo, WitnessSet
 from protocol.crypto import ed25519_verify
@@ -71,6 +78,8 @@ PARAMS_KEY = b"dpos/params"
 TRACKER_KEY = b"dpos/tracker"
 HEAD_KEY = b"dpos/head"
 REGISTRY_KEY = b"dpos/witnesses"
+DR_REPUTATION_PREFIX = b"reputation/"
+"""Where :mod:`chains.dpos.market` keeps a demand-response node's reputation (``reputation/<name>``)."""
 
 
 def witness_path(name: str) -> bytes:
@@ -311,7 +320,9 @@ def apply_block_consensus(state: ChainState, params: DposParams, ctx: BlockConte
     :class:`HeaderError`, nothing changed); punishes the witnesses whose slots since the previous block were
     missed; rewards the producer's credit; jails witnesses under the credit threshold or with
     ``jail_missed_in_row`` misses in a row; at a maintenance boundary pays the interval's block rewards by
-    Shapley value, releases witnesses whose jail is over, tallies votes and elects the next set; finally
+    Shapley value (or by blocks, ``reward_split = proportional``), releases witnesses whose jail is over, tallies
+    votes and elects the next set; with fast replacement (``replacement_interval_blocks`` R > 0), a block at a
+    multiple of R that finds a member of the latest elected set jailed holds that election at once; finally
     advances the LIB and promotes a proposed set that became irreversible.
 
     A producing node puts the result's ``active_set_hash`` and ``pending_set`` in its header; a validating
@@ -365,6 +376,11 @@ def apply_block_consensus(state: ChainState, params: DposParams, ctx: BlockConte
             rec_of(name)
         _pay_rewards(state, params, records, len(active), events)
         pending = _maintenance(state, params, records, tracker, height, events)
+    elif params.may_propose(height) and _latest_set_jailed(state, tracker, records):
+        # fast replacement: a jailed member of the latest elected set is voted out now, not at the boundary
+        for name in _registry(state):
+            rec_of(name)
+        pending = _maintenance(state, params, records, tracker, height, events, fast=True)
     for r in records.values():
         _save(state, r, height)
 
@@ -378,6 +394,22 @@ def apply_block_consensus(state: ChainState, params: DposParams, ctx: BlockConte
     state.set_json(TRACKER_KEY, tracker.to_json())
     state.set_json(HEAD_KEY, {"height": height, "slot": slot, "timestamp_ms": ts})
     return BlockConsensus(active.hash, pending, missed, promoted, tracker.lib, events)
+
+
+def _dr_inactive(state: ChainState, name: str) -> bool:
+    """Whether ``name`` is a demand-response node the last DR cycle marked inactive (docs/research.md#seed-002)."""
+    rec = state.get_json(DR_REPUTATION_PREFIX + name.encode())
+    return isinstance(rec, dict) and rec.get("active") is False
+
+
+def _latest_set_jailed(state: ChainState, tracker: FinalityTracker, records: dict[str, dict[str, Any]]) -> bool:
+    """Whether a member of the latest elected set (the newest proposal, else the active set) is jailed."""
+    latest = tracker.proposals[-1][1] if tracker.proposals else tracker.active
+    for name in latest.names:
+        rec = records.get(name) or witness_record(state, name)
+        if rec is not None and rec["jailed"]:
+            return True
+    return False
 
 
 def _jail(rec: dict[str, Any], params: DposParams, height: int, events: list[dict[str, Any]], *, reason: str,
@@ -403,30 +435,51 @@ def _pay_rewards(state: ChainState, params: DposParams, records: dict[str, dict[
     blocks = sum(produced.values())
     pool = min(params.block_reward * blocks, state.balance(RESERVE_ACCOUNT, params.reward_denom))
     paid: dict[str, int] = {}
+    to_voters: dict[str, int] = {}
     if pool > 0 and produced:
-        credit = {name: records[name]["credit"] for name in produced}
-        paid = {k: v for k, v in shapley_rewards(produced, credit, active_n, pool).items() if v > 0}
+        if params.reward_split == "proportional":
+            split = proportional_rewards(produced, pool)
+        else:
+            credit = {name: records[name]["credit"] for name in produced}
+            split = shapley_rewards(produced, credit, active_n, pool)
+        paid = {k: v for k, v in split.items() if v > 0}
         for name, amount in sorted(paid.items()):
+            share = amount * params.voter_reward_share_bp // 10_000
+            weights = _voter_weights(state, params, name) if share else {}
+            parts = split_largest_remainder(share, {v: Fraction(w) for v, w in weights.items()}) if weights else {}
+            own = amount - sum(parts.values())
             state.sub_balance(RESERVE_ACCOUNT, params.reward_denom, amount)
-            state.add_balance(name, params.reward_denom, amount)
-            records[name]["rewards"] += amount
+            state.add_balance(name, params.reward_denom, own)
+            records[name]["rewards"] += own
+            for voter, part in sorted(parts.items()):
+                if part:
+                    state.add_balance(voter, params.reward_denom, part)
+                    to_voters[voter] = to_voters.get(voter, 0) + part
     for r in records.values():
         r["interval_produced"] = 0
     events.append({"type": "block_rewards", "blocks": blocks, "pool": pool, "denom": params.reward_denom,
-                   "paid": dict(sorted(paid.items()))})
+                   "paid": dict(sorted(paid.items())), "voters": dict(sorted(to_voters.items()))})
 
 
-def _tally(state: ChainState, params: DposParams, name: str, base_votes: int) -> int:
-    total = base_votes
+def _voter_weights(state: ChainState, params: DposParams, name: str) -> dict[str, int]:
+    """Each voter approving ``name`` -> the stake it counts for it now (its balance, capped by its ``stake``)."""
+    out = {}
     for voter in state.get_json(voters_path(name)) or []:
         cap = (state.get_json(votes_path(voter)) or {}).get(name)
         bal = state.balance(voter, params.stake_denom)
-        total += bal if cap is None else min(cap, bal)
-    return total
+        w = bal if cap is None else min(cap, bal)
+        if w > 0:
+            out[voter] = w
+    return out
+
+
+def _tally(state: ChainState, params: DposParams, name: str, base_votes: int) -> int:
+    return base_votes + sum(_voter_weights(state, params, name).values())
 
 
 def _maintenance(state: ChainState, params: DposParams, records: dict[str, dict[str, Any]],
-                 tracker: FinalityTracker, height: int, events: list[dict[str, Any]]) -> tuple[WitnessInfo, ...] | None:
+                 tracker: FinalityTracker, height: int, events: list[dict[str, Any]], *,
+                 fast: bool = False) -> tuple[WitnessInfo, ...] | None:
     interval = interval_of(height, params)
     candidates = []
     for name in sorted(records):
@@ -437,13 +490,14 @@ def _maintenance(state: ChainState, params: DposParams, records: dict[str, dict[
             r["credit"] = max(r["credit"], params.credit_on_release)
             events.append({"type": "witness_released", "witness": name, "credit": r["credit"]})
         r["votes"] = _tally(state, params, name, r["base_votes"])
-        candidates.append(Candidate(name, bytes.fromhex(r["pubkey"]), r["votes"], r["credit"], r["jailed"]))
+        ineligible = r["jailed"] or (params.dr_inactive_ineligible and _dr_inactive(state, name))
+        candidates.append(Candidate(name, bytes.fromhex(r["pubkey"]), r["votes"], r["credit"], ineligible))
     elected = elect(candidates, params)
     if elected is None:
         events.append({"type": "election_empty", "height": height})
         return None
     latest = tracker.proposals[-1][1] if tracker.proposals else tracker.active
-    events.append({"type": "election", "height": height, "elected": list(elected.names)})
+    events.append({"type": "election", "height": height, "elected": list(elected.names), "fast": fast})
     return None if elected.hash == latest.hash else elected.members
 
 

@@ -20,6 +20,7 @@ from chains.dpos.market import (
     MarketParams,
     credit_ranking,
     dr_commitment,
+    dr_members,
     match_highest_price,
     match_max_utilisation,
     reputation_path,
@@ -324,3 +325,127 @@ def test_dr_rules() -> None:
     sim.produce([sim.tx("u2", "dr.reveal", {"request_id": 2, "amount_wh": 1000, "price": 100,
                                             "salt": "salt-u1-0123456789"})], time_ms=req["commit_end_ms"])
     assert isinstance(sim.failed[-1][0][1], ProtocolError)
+
+
+def _delivery_request(sim: SimChain, bids: dict[str, tuple[int, int]], deliver_ms: int = 5000) -> dict[str, Any]:
+    """agg asks 3000 Wh at most 200/kWh with a delivery window; ``bids`` commit and reveal; the auction settles."""
+    sim.produce([sim.tx("agg", "dr.request", {"amount_wh": 3000, "max_price": 200, "commit_ms": 3000,
+                                              "reveal_ms": 3000, "deliver_ms": deliver_ms})])
+    rid = sim.state.get_int(b"dr/next_request_id")
+    req = sim.state.get_json(f"dr/request/{rid}".encode())
+    sim.produce([sim.tx(u, "dr.commit", {"request_id": rid, "commitment": dr_commitment(rid, u, a, pr, "salt" * 4)})
+                 for u, (a, pr) in bids.items()])
+    sim.produce([sim.tx(u, "dr.reveal", {"request_id": rid, "amount_wh": a, "price": pr, "salt": "salt" * 4})
+                 for u, (a, pr) in bids.items()], time_ms=req["commit_end_ms"])
+    sim.produce(time_ms=req["reveal_end_ms"])
+    assert not any(sim.failed[-3:]), sim.failed[-3:]
+    result = sim.state.get_json(f"dr/result/{rid}".encode())
+    assert result["status"] == "awaiting_delivery"
+    return dict(result)
+
+
+def test_dr_delivery_pays_what_was_delivered_and_reputation_follows_it() -> None:
+    sim = _dr_sim()
+    p = MarketParams()
+    init = p.reputation_initial
+    totals = _totals(sim.state)
+    result = _delivery_request(sim, {"u1": (2000, 100), "u2": (2000, 150)})
+    rid = result["id"]
+    # awarded: u1 2000 Wh at 100, u2 1000 Wh at 150; nothing paid yet, the awards held in escrow
+    assert [(a["bidder"], a["amount_wh"], a["payment"]) for a in result["awards"]] == [("u1", 2000, 200),
+                                                                                     ("u2", 1000, 150)]
+    assert sim.state.balance("u1", "prc") == 0 and sim.state.balance(DR_ACCOUNT, "prc") == 350
+    assert sim.state.balance("agg", "prc") == 10_000 - 350
+    assert _rep(sim, "u1")["score"] == init  # reputation waits for the delivery
+    report = {"request_id": rid, "delivered": {"u1": 2000, "u2": 400}}
+    sim.produce([sim.tx("agg", "dr.report_delivery", report)])
+    assert not sim.failed[-1], sim.failed[-1]
+    ev = next(e for e in sim.events[-1] if e["type"] == "dr_delivery_settled")
+    assert ev["delivered_wh"] == 2400 and ev["completion_bp"] == 8000 and ev["returned"] == 90
+    assert sim.state.balance("u1", "prc") == 200 and sim.state.balance("u2", "prc") == 60
+    assert sim.state.balance("agg", "prc") == 10_000 - 260 and sim.state.balance(DR_ACCOUNT, "prc") == 0
+    assert _totals(sim.state) == totals
+    assert _rep(sim, "u1")["score"] == init + p.reputation_match_reward
+    assert _rep(sim, "u2")["score"] == init - p.reputation_shortfall_penalty * 600 // 1000
+    # 80% < the 95% target: the aggregator loses pro rata to its 20% shortfall
+    assert _rep(sim, "agg")["score"] == init - p.reputation_shortfall_penalty * 600 // 3000
+    # double settlement is refused, and so is anyone but the aggregator
+    sim.produce([sim.tx("agg", "dr.report_delivery", report), sim.tx("agh", "dr.report_delivery", report)])
+    assert [type(e) for _, e in sim.failed[-1]] == [ReplayError, AuthorizationError]
+    assert _totals(sim.state) == totals and sim.state.balance("u1", "prc") == 200
+
+
+def test_dr_delivery_refusals_and_the_unreported_window() -> None:
+    sim = _dr_sim()
+    p = MarketParams()
+    totals = _totals(sim.state)
+    result = _delivery_request(sim, {"u1": (1000, 100), "u3": (2000, 120)})
+    rid = result["id"]
+    bad = [{"u1": 1000}, {"u1": 1000, "u3": 2001}, {"u1": 1000, "u3": -1}, {"u1": 1000, "u3": True},
+           {"u1": 1000, "u3": 2000, "u4": 0}]
+    sim.produce([sim.tx("agg", "dr.report_delivery", {"request_id": rid, "delivered": d}) for d in bad] +
+                [sim.tx("agg", "dr.report_delivery", {"request_id": 999, "delivered": {}})])
+    assert [type(e) for _, e in sim.failed[-1]] == [CodecError] * 5 + [ProtocolError]
+    # the window ends unreported: winners are paid in full, the aggregator loses the no-report penalty
+    sim.produce(time_ms=result["deliver_end_ms"])
+    ev = next(e for e in sim.events[-1] if e["type"] == "dr_delivery_settled")
+    assert ev["reported"] is False and ev["delivered_wh"] == 3000
+    assert sim.state.balance("u1", "prc") == 100 and sim.state.balance("u3", "prc") == 240
+    assert _rep(sim, "agg")["score"] <= p.reputation_initial - p.reputation_no_reveal_penalty
+    assert _totals(sim.state) == totals and sim.state.balance(DR_ACCOUNT, "prc") == 0
+    # a late report (the window closed, and the request is settled) is a replay
+    sim.produce([sim.tx("agg", "dr.report_delivery", {"request_id": rid, "delivered": {"u1": 0, "u3": 0}})])
+    assert isinstance(sim.failed[-1][0][1], ReplayError)
+    assert sim.state.get_json(b"dr/delivery_open") is None
+
+
+def test_dr_report_after_the_window_closed_is_refused() -> None:
+    sim = _dr_sim()
+    result = _delivery_request(sim, {"u1": (1000, 100)}, deliver_ms=2000)
+    # a block at the window's end settles it in its begin-block hook, before any report in it runs
+    tx = sim.tx("agg", "dr.report_delivery", {"request_id": result["id"], "delivered": {"u1": 0}})
+    ctx = BlockContext(sim.chain_id, sim.tip.height + 1, result["deliver_end_ms"], "w00")
+    before = sim.state.root
+    with pytest.raises(ProtocolError, match="delivery window closed"):
+        sim.app.execute_tx(sim.state, tx, ctx)
+    assert sim.state.root == before
+
+
+def test_two_way_selection_terms_join_members_only_and_the_cycle_end() -> None:
+    sim = _dr_sim()
+    p = MarketParams()
+    # u4 loses reputation: it commits and never reveals, so it falls below agg's terms
+    sim.produce([sim.tx("agh", "dr.request", {"amount_wh": 1000, "max_price": 100, "commit_ms": 2000,
+                                              "reveal_ms": 2000})])
+    sim.produce([sim.tx("u4", "dr.commit", {"request_id": 1, "commitment": "ab" * 32})])
+    sim.produce(time_ms=sim.state.get_json(b"dr/request/1")["reveal_end_ms"])
+    assert _rep(sim, "u4")["score"] == p.reputation_initial - p.reputation_no_reveal_penalty
+    sim.produce([sim.tx("agg", "dr.set_terms", {"min_user_reputation": 4900, "max_users": 2}),
+                 sim.tx("u1", "dr.set_terms", {"min_user_reputation": 0, "max_users": 2}),
+                 sim.tx("agg", "dr.set_terms", {"min_user_reputation": 4900, "max_users": 0}, nonce=2)])
+    assert [type(e) for _, e in sim.failed[-1]] == [AuthorizationError, CodecError]
+    sim.produce([sim.tx("u1", "dr.join", {"aggregator": "agg"}), sim.tx("u2", "dr.join", {"aggregator": "agg"}),
+                 sim.tx("u3", "dr.join", {"aggregator": "agg"}),  # full: 2 members
+                 sim.tx("u4", "dr.join", {"aggregator": "agh"}),  # agh has no terms: anyone
+                 sim.tx("u1", "dr.join", {"aggregator": "agh"}, nonce=2),  # one aggregator a cycle
+                 sim.tx("u3", "dr.join", {"aggregator": "u2"}),  # not an aggregator (u3 nonce: the full one failed)
+                 sim.tx("agh", "dr.join", {"aggregator": "agg"})])  # aggregators do not join
+    assert [type(e) for _, e in sim.failed[-1]] == [ProtocolError, ReplayError, ProtocolError, AuthorizationError]
+    sim.produce([sim.tx("u3", "dr.join", {"aggregator": "agh"})])
+    assert dr_members(sim.state, "agg") == ["u1", "u2"] and dr_members(sim.state, "agh") == ["u3", "u4"]
+    # a members-only request takes commitments from its members only
+    sim.produce([sim.tx("agg", "dr.request", {"amount_wh": 1000, "max_price": 100, "commit_ms": 3000,
+                                              "reveal_ms": 3000, "members_only": True}),
+                 sim.tx("agg", "dr.request", {"amount_wh": 1000, "max_price": 100, "commit_ms": 3000,
+                                              "reveal_ms": 3000, "members_only": 1}, nonce=3)])
+    assert [type(e) for _, e in sim.failed[-1]] == [CodecError]
+    rid = sim.state.get_int(b"dr/next_request_id")
+    sim.produce([sim.tx("u1", "dr.commit", {"request_id": rid, "commitment": "01" * 32}),
+                 sim.tx("u3", "dr.commit", {"request_id": rid, "commitment": "02" * 32})])
+    assert [(tx.sender, type(e)) for tx, e in sim.failed[-1]] == [("u3", AuthorizationError)]
+    # the cycle's end dissolves the memberships; u4, now below agg's terms, is refused by it
+    sim.produce(time_ms=(sim.tip.timestamp_ms // 60_000 + 1) * 60_000)
+    assert dr_members(sim.state, "agg") == [] and sim.state.get_json(b"dr/member/u1") is None
+    sim.produce([sim.tx("u4", "dr.join", {"aggregator": "agg"}), sim.tx("u1", "dr.join", {"aggregator": "agh"})])
+    assert [type(e) for _, e in sim.failed[-1]] == [AuthorizationError]
+    assert dr_members(sim.state, "agh") == ["u1"]

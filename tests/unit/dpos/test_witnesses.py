@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from fractions import Fraction
 
 import pytest
 
 from chains.common.tx import BlockContext
-from chains.dpos.consensus import credit_after, schedule
+from chains.dpos.consensus import credit_after, schedule, split_largest_remainder
 from chains.dpos.light_client import DposLightClient
 from chains.dpos.testing import SimChain, forge, make_chain
 from chains.dpos.types import DposParams
@@ -234,3 +235,126 @@ def test_make_chain_contract() -> None:
         client.process_header(h, h.timestamp_ms)
     assert client.final_height > 200 and len(client.active_set) == 21
     assert client.active_set != DposLightClient(client_id=ClientId("dpos-1"), **args).active_set
+
+
+def _evidence_run(replacement: int) -> tuple[int, int, SimChain]:
+    """w-producer of block 3 double-produces; the evidence lands in block 6. Returns (evidence height, height at
+    which a set without the offender came into force), checking the light client agrees on every block."""
+    sim = SimChain(4, n_standby=2, label="fast", maintenance_interval_blocks=20,
+                   params={"replacement_interval_blocks": replacement})
+    client = sim.client()
+    for h in sim.produce_many(5):
+        client.process_header(h, h.timestamp_ms)
+    bad = sim.headers[3]
+    twin = forge(bad, sim.signers[bad.producer], tx_root=b"\x02" * 32)
+    h = sim.produce([sim.tx("w00", "witness.report_double_production",
+                            {"header_a": bad.encode().hex(), "header_b": twin.encode().hex()})])
+    client.process_header(h, h.timestamp_ms)
+    assert not sim.failed[-1] and rec(sim, bad.producer)["jailed"]
+    evidence_at, replaced_at = h.height, None
+    while replaced_at is None and sim.tip.height < 60:
+        h = sim.produce()
+        client.process_header(h, h.timestamp_ms)
+        assert client.active_set == active_set(sim.state) and client.lib == load_tracker(sim.state).lib
+        if bad.producer not in active_set(sim.state):
+            replaced_at = h.height
+    assert replaced_at is not None
+    return evidence_at, replaced_at, sim
+
+
+def test_fast_replacement_elects_in_the_next_block_not_at_the_boundary() -> None:
+    evidence_at, fast_at, sim = _evidence_run(1)
+    elections = [(height, e) for height, ev in enumerate(sim.events) for e in ev if e["type"] == "election"]
+    first_height, first = elections[0]
+    assert first_height == evidence_at + 1 and first["fast"] is True
+    assert sim.results[first_height] is not None and sim.results[first_height].pending_set is not None
+    # it was promoted once the proposing block became irreversible: long before the boundary at 20
+    assert fast_at < 20
+    # plain timing (replacement_interval_blocks = 0): the boundary at 20 elects, then finality promotes
+    evidence_plain, plain_at, plain = _evidence_run(0)
+    assert evidence_plain == evidence_at and plain_at > 20 > fast_at
+    assert all(e["fast"] is False for ev in plain.events for e in ev if e["type"] == "election")
+
+
+def test_fast_replacement_parameters_and_light_client_bound() -> None:
+    with pytest.raises(CodecError):
+        DposParams(genesis_time_ms=0, maintenance_interval_blocks=10, replacement_interval_blocks=3)
+    with pytest.raises(CodecError):
+        DposParams(genesis_time_ms=0, reward_split="equal")
+    p = DposParams(genesis_time_ms=0, maintenance_interval_blocks=10, replacement_interval_blocks=5)
+    assert [h for h in range(0, 21) if p.may_propose(h)] == [5, 10, 15, 20]
+    assert DposParams.from_json(p.to_json()) == p
+    # a light client with R = 5 still refuses a proposal at a height that is not a multiple of R
+    sim = SimChain(4, n_standby=1, label="fastlc", params={"replacement_interval_blocks": 5})
+    client = sim.client()
+    for h in sim.produce_many(3):
+        client.process_header(h, h.timestamp_ms)
+    bad = forge(sim.produce(), sim.signers[sim.tip.producer], pending_set=active_set(sim.state).members)
+    assert bad.height == 4
+    with pytest.raises(HeaderError, match="off a maintenance boundary"):
+        client.process_header(bad, bad.timestamp_ms)
+
+
+def test_proportional_split_pays_by_blocks_shapley_by_quorum_share() -> None:
+    paid = {}
+    for split in ("proportional", "shapley"):
+        sim = SimChain(4, label="split", params={"block_reward": 1000, "reward_split": split,
+                                                  "jail_missed_in_row": 100})
+        # w01 is offline for the first half of the interval: it produces fewer blocks
+        sim.produce_many(5, offline={"w01"})
+        sim.produce_many(5)
+        counts = {n: sum(1 for h in sim.headers[1:] if h.producer == n) for n in ("w00", "w01", "w02", "w03")}
+        ev = next(e for e in sim.events[-1] if e["type"] == "block_rewards")
+        assert sum(ev["paid"].values()) == ev["pool"] == 1000 * sum(counts.values())
+        paid[split] = ev["paid"]
+        if split == "proportional":
+            assert all(abs(ev["paid"][n] - 1000 * counts[n]) <= 1 for n in counts)
+    assert counts["w01"] < max(counts.values())
+    # the Shapley split pays the quorum member with fewer blocks more than its block share
+    assert paid["shapley"]["w01"] > paid["proportional"]["w01"]
+
+
+@pytest.mark.parametrize("rule", [True, False])
+def test_inactive_dr_node_loses_its_turn_in_elections(rule: bool) -> None:
+    sim = SimChain(4, n_standby=1, label="drwit", market={"dr_cycle_ms": 5000},
+                   params={"dr_inactive_ineligible": rule})
+    sim.produce([sim.tx("w01", "dr.register", {"role": "user"})])
+    assert not sim.failed[-1], sim.failed[-1]
+    sim.produce_many(25)
+    dr = sim.state.get_json(b"reputation/w01")
+    assert dr["active"] is False  # it never matched in a DR cycle
+    elections = [e for ev in sim.events for e in ev if e["type"] == "election"]
+    assert elections
+    if rule:
+        assert all("w01" not in e["elected"] and "w04" in e["elected"] for e in elections)
+        assert "w01" not in active_set(sim.state) and "w04" in active_set(sim.state)
+    else:
+        assert "w01" in active_set(sim.state) and "w04" not in active_set(sim.state)
+    with pytest.raises(CodecError):
+        DposParams(genesis_time_ms=0, dr_inactive_ineligible=1)  # type: ignore[arg-type]
+
+
+def test_voters_share_the_rewards_of_the_witnesses_they_chose() -> None:
+    sim = SimChain(4, label="voterpay", accounts={"ann": {"kWh": 3000}, "ben": {"kWh": 1000}, "cat": {"kWh": 500}},
+                   params={"block_reward": 1000, "voter_reward_share_bp": 2000, "jail_missed_in_row": 100})
+    # ann and ben approve w00 (ben caps its stake at 500 Wh); cat approves w01, which is offline: it produces nothing
+    sim.produce([sim.tx("ann", "witness.vote", {"witness": "w00"}),
+                 sim.tx("ben", "witness.vote", {"witness": "w00", "stake": 500}),
+                 sim.tx("cat", "witness.vote", {"witness": "w01"})], offline={"w01"})
+    reserve = sim.state.balance(RESERVE_ACCOUNT, "prc")
+    while sim.tip.height < 10:
+        sim.produce(offline={"w01"})
+    ev = next(e for e in sim.events[-1] if e["type"] == "block_rewards")
+    w00 = ev["paid"]["w00"]
+    to_voters = w00 * 2000 // 10_000
+    # in proportion to the stake counted for w00: ann 3000, ben its cap of 500
+    assert ev["voters"] == split_largest_remainder(to_voters, {"ann": Fraction(3000), "ben": Fraction(500)})
+    assert sum(ev["voters"].values()) == to_voters > 0
+    assert "cat" not in ev["voters"] and "w01" not in ev["paid"]  # its witness earned nothing
+    assert sim.state.balance("ann", "prc") == ev["voters"]["ann"]
+    assert sim.state.balance("w00", "prc") == w00 - to_voters
+    # everything paid came out of the reserve
+    total = sum(sim.state.balance(n, "prc") for n in ("w00", "w01", "w02", "w03", "ann", "ben", "cat"))
+    assert total == reserve - sim.state.balance(RESERVE_ACCOUNT, "prc") == ev["pool"]
+    with pytest.raises(CodecError):
+        DposParams(genesis_time_ms=0, voter_reward_share_bp=10_001)
