@@ -1,4 +1,4 @@
-"""The Fabric park's market (seed 004, docs/research.md#seed-004; chains/fabric/SPEC.md §F1) on the fake ledger: every
+"""The Fabric park's market (docs/research.md#seed-004; chains/fabric/SPEC.md §F1) on the fake ledger: every
 mechanism with its refusals. After every call, refused ones included, :meth:`Market.check` holds: each denomination
 issued equals the balances (the market's escrow included), the escrow equals what the open market records say it
 holds, and the rights booked on a transformer never exceed its capacity."""
