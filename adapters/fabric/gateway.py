@@ -52,7 +52,7 @@ import logging
 import secrets
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,14 +313,16 @@ class FabricGateway:
     # -- proposals -----------------------------------------------------------------------------------
 
     async def propose(self, fcn: str, args: Sequence[str | bytes], peers: Sequence[str], *,
-                      chaincode: str | None = None, invoke: bool = False
-                      ) -> tuple[Any, Any, Any, list[Any]]:
+                      chaincode: str | None = None, invoke: bool = False,
+                      transient: Mapping[str, bytes] | None = None) -> tuple[Any, Any, Any, list[Any]]:
         """Send one signed proposal of ``chaincode.fcn(args)`` to ``peers``; ``(tx context, proposal, header,
         answers)`` with each peer's ``ProposalResponse`` or the exception its call raised (a deadline of
-        :attr:`timeout_s` each)."""
+        :attr:`timeout_s` each). ``transient``: the proposal's transient map (the endorsers see it, the transaction
+        does not record it: private data inputs)."""
         s = await self.session()
         req = create_tx_prop_req(prop_type=CC_INVOKE if invoke else CC_QUERY, fcn=fcn,
-                                 cc_name=chaincode or self.chaincode, cc_type=CC_TYPE_GOLANG, args=list(args))
+                                 cc_name=chaincode or self.chaincode, cc_type=CC_TYPE_GOLANG, args=list(args),
+                                 transient_map=dict(transient) if transient else None)
         ctx = create_tx_context(s.user, s.user.cryptoSuite, req)
         targets = [s.client.get_peer(p) for p in peers]
         futures, proposal, header = s.channel.send_tx_proposal(ctx, targets)
@@ -343,21 +345,23 @@ class FabricGateway:
                 out.append(Refused(org, int(a.response.status), str(a.response.message)))
         return out
 
-    async def endorse(self, fcn: str, args: Sequence[str | bytes]) -> Endorsement:
+    async def endorse(self, fcn: str, args: Sequence[str | bytes],
+                      transient: Mapping[str, bytes] | None = None) -> Endorsement:
         """A transaction proposal endorsed alike by one peer of every policy organisation, or the typed error of
         the endorsements (:func:`~adapters.fabric.errors.classify_endorsements`)."""
         peers = self.endorsers()
-        ctx, proposal, header, answers = await self.propose(fcn, args, peers, invoke=True)
+        ctx, proposal, header, answers = await self.propose(fcn, args, peers, invoke=True, transient=transient)
         payload = classify_endorsements(self._outcomes(peers, answers, f"endorsing {fcn}"), side=self.chain_id)
         return Endorsement(ctx.tx_id, payload, bytes(answers[0].response.payload), tuple(answers), proposal, header)
 
     async def answer(self, fcn: str, args: Sequence[str | bytes], *, chaincode: str | None = None,
-                     peers: Sequence[str] | None = None) -> tuple[str, Any]:
+                     peers: Sequence[str] | None = None,
+                     transient: Mapping[str, bytes] | None = None) -> tuple[str, Any]:
         """``(peer, ProposalResponse)`` of a read-only call from the first of ``peers`` (default :attr:`read_peers`)
         that can be reached, whatever it answered; :class:`~protocol.errors.TransportError` if none can."""
         last: ParkRelayError | None = None
         for peer in peers or self.read_peers:
-            _, _, _, (a,) = await self.propose(fcn, args, [peer], chaincode=chaincode)
+            _, _, _, (a,) = await self.propose(fcn, args, [peer], chaincode=chaincode, transient=transient)
             if not isinstance(a, BaseException):
                 return peer, a
             last = rpc_failure(a, side=self.chain_id, what=f"{fcn} on {peer}")
@@ -367,14 +371,14 @@ class FabricGateway:
         raise last
 
     async def query(self, fcn: str, args: Sequence[str | bytes], *, chaincode: str | None = None,
-                    peers: Sequence[str] | None = None) -> bytes:
+                    peers: Sequence[str] | None = None, transient: Mapping[str, bytes] | None = None) -> bytes:
         """The response payload of a read-only call on the first of ``peers`` (default :attr:`read_peers`) that
         answers; a chaincode refusal raises its typed error; a peer that cannot be reached, or fails outside the
         chaincode, passes to the next."""
         last: ParkRelayError | None = None
         for peer in peers or self.read_peers:
             try:
-                _, a = await self.answer(fcn, args, chaincode=chaincode, peers=[peer])
+                _, a = await self.answer(fcn, args, chaincode=chaincode, peers=[peer], transient=transient)
             except TransportError as exc:
                 if not exc.retryable:
                     raise
