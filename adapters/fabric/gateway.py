@@ -69,6 +69,7 @@ from hfc.fabric.transaction.tx_proposal_request import (
 from hfc.fabric.user import create_user
 from hfc.protos.common import common_pb2, ledger_pb2
 from hfc.protos.orderer import ab_pb2
+from hfc.protos.peer import proposal_pb2
 from hfc.protos.utils import create_envelope, create_seek_payload, create_tx_payload
 from hfc.util.keyvaluestore import KeyValueStore
 from hfc.util.utils import (
@@ -154,6 +155,20 @@ class Profile:
         if not any(peers_by_org.values()):
             raise CodecError(f"Fabric connection profile {p} names no peer on channel {channel}")
         return cls(p, raw, peers_by_org, orderers, holders[0])
+
+
+def tx_proposal(proposal: Any) -> Any:
+    """The proposal as a transaction carries it: its ``ChaincodeProposalPayload`` without the transient map. The
+    endorsers hashed the proposal without it (Fabric's ``GetProposalHash1``) and the committers hash the
+    transaction's payload as it is (``GetProposalHash2``), so a transaction that kept it would be invalid — and
+    would publish in the block what the transient map exists to keep off it (hfc 1.0 keeps it: this strips it)."""
+    payload = proposal_pb2.ChaincodeProposalPayload.FromString(proposal.payload)
+    if not payload.TransientMap:
+        return proposal
+    stripped = type(proposal)()
+    stripped.CopyFrom(proposal)
+    stripped.payload = proposal_pb2.ChaincodeProposalPayload(input=payload.input).SerializeToString()
+    return stripped
 
 
 class _MemoryStore(KeyValueStore):  # type: ignore[misc]  # hfc is untyped
@@ -444,7 +459,7 @@ class FabricGateway:
         orderer's name; :class:`~protocol.errors.TransportError` if none accepts —
         :class:`~adapters.fabric.errors.OrderingUnknownError` if one did not answer in time (it may have it)."""
         s = await self.session()
-        req = build_tx_req((list(e.responses), e.proposal, e.header))
+        req = build_tx_req((list(e.responses), tx_proposal(e.proposal), e.header))
         signer = create_tx_context(s.user, s.user.cryptoSuite, req)
         envelope = sign_tran_payload(signer, create_tx_payload([r.endorsement for r in e.responses], req))
         names = self.profile.orderers

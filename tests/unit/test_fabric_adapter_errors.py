@@ -302,3 +302,20 @@ def test_bytes_that_are_not_a_block_are_a_codec_error(raw: bytes) -> None:
 def test_the_wrong_block_number_is_a_codec_error() -> None:
     with pytest.raises(CodecError, match="another block"):
         decode_peer_block(peer_block(5, []), 6)
+
+
+def test_a_transaction_carries_the_proposal_without_its_transient_map() -> None:
+    from hfc.protos.peer import proposal_pb2
+
+    from adapters.fabric.gateway import tx_proposal
+
+    payload = proposal_pb2.ChaincodeProposalPayload(input=b"\x0a\x03abc")
+    payload.TransientMap["terms"] = b"secret"
+    proposal = proposal_pb2.Proposal(header=b"h", payload=payload.SerializeToString())
+    stripped = tx_proposal(proposal)
+    out = proposal_pb2.ChaincodeProposalPayload.FromString(stripped.payload)
+    assert out.input == b"\x0a\x03abc" and not out.TransientMap and b"secret" not in stripped.SerializeToString()
+    assert stripped.header == b"h" and proposal.payload == payload.SerializeToString()  # the original is kept
+    plain = proposal_pb2.Proposal(header=b"h", payload=proposal_pb2.ChaincodeProposalPayload(
+        input=b"x").SerializeToString())
+    assert tx_proposal(plain) is plain

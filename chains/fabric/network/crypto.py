@@ -267,8 +267,9 @@ def enroll_user(cfg: FabricNetworkConfig, msp: str, user: str, attrs: Mapping[st
     """Enroll one more client user of a peer organisation, its signing certificate carrying ``attrs`` (Fabric CA's
     attribute extension, e.g. ``{"market.role": "station"}``), issued by the organisation's CA this module made:
     what ``fabric-ca-client enroll`` with ``--enrollment.attrs`` gives on a production network. DEVNET ONLY, like
-    every key here. Kept if it exists (re-enrolling with other attributes means removing its directory first).
-    Returns the identity's directory (``msp/``, ``tls/``)."""
+    every key here. Kept if it exists (re-enrolling with other attributes means removing its directory first). If
+    the network's connection profile exists, the user is added to its organisation there (so an adapter can
+    connect as it). Returns the identity's directory (``msp/``, ``tls/``)."""
     if msp not in PEER_ORGS:
         raise ValueError(f"client users belong to a peer organisation {list(PEER_ORGS)}, not {msp!r}")
     layout = cfg.layout
@@ -278,4 +279,12 @@ def enroll_user(cfg: FabricNetworkConfig, msp: str, user: str, attrs: Mapping[st
     identity_dir = layout.user(msp, user)
     _ensure_identity(layout, identity_dir, msp, f"{user}@{msp}", "client", ca, tlsca, when, cfg.cert_validity_days,
                      ("localhost", "127.0.0.1", cfg.host), server=False, attrs=attrs)
+    profile = layout.connection_profile
+    if profile.exists():
+        raw = json.loads(profile.read_text())
+        users = raw["organizations"][msp].setdefault("users", {})
+        users[user] = {"cert": str(layout.signcert(identity_dir)), "private_key": str(layout.keyfile(identity_dir))}
+        tmp = profile.with_suffix(".tmp")
+        tmp.write_text(json.dumps(raw, indent=2))
+        os.replace(tmp, profile)
     return identity_dir
