@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from hfc.fabric import Client
+from hfc.fabric.channel import channel as _hfc_channel
 from hfc.fabric.transaction.tx_context import TXContext, create_tx_context
 from hfc.fabric.transaction.tx_proposal_request import (
     CC_INVOKE,
@@ -161,7 +162,8 @@ def tx_proposal(proposal: Any) -> Any:
     """The proposal as a transaction carries it: its ``ChaincodeProposalPayload`` without the transient map. The
     endorsers hashed the proposal without it (Fabric's ``GetProposalHash1``) and the committers hash the
     transaction's payload as it is (``GetProposalHash2``), so a transaction that kept it would be invalid — and
-    would publish in the block what the transient map exists to keep off it (hfc 1.0 keeps it: this strips it)."""
+    would publish in the block what the transient map exists to keep off it. hfc's ``send_tx_proposal`` already
+    returns the proposal without it; the envelope is built here, so this makes sure of it."""
     payload = proposal_pb2.ChaincodeProposalPayload.FromString(proposal.payload)
     if not payload.TransientMap:
         return proposal
@@ -169,6 +171,24 @@ def tx_proposal(proposal: Any) -> Any:
     stripped.CopyFrom(proposal)
     stripped.payload = proposal_pb2.ChaincodeProposalPayload(input=payload.input).SerializeToString()
     return stripped
+
+
+def _build_cc_proposal(cci_spec: Any, header: Any, transient_map: Mapping[str, bytes] | None) -> Any:
+    """hfc 1.0's ``build_cc_proposal`` with a working transient map: hfc assigns into the map field, which the
+    pure-Python protobuf runtime hfc's protos need (adapters/fabric/__init__.py) refuses (its generated map is a
+    repeated field there); this adds the entries, which are the same bytes on the wire."""
+    payload = proposal_pb2.ChaincodeProposalPayload()
+    payload.input = cci_spec.SerializeToString()
+    for name, value in sorted((transient_map or {}).items()):
+        entry = payload.TransientMap.add()
+        entry.key, entry.value = name, bytes(value)
+    proposal = proposal_pb2.Proposal()
+    proposal.header = header.SerializeToString()
+    proposal.payload = payload.SerializeToString()
+    return proposal
+
+
+_hfc_channel.build_cc_proposal = _build_cc_proposal
 
 
 class _MemoryStore(KeyValueStore):  # type: ignore[misc]  # hfc is untyped

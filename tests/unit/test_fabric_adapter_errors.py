@@ -305,17 +305,24 @@ def test_the_wrong_block_number_is_a_codec_error() -> None:
 
 
 def test_a_transaction_carries_the_proposal_without_its_transient_map() -> None:
-    from hfc.protos.peer import proposal_pb2
+    from hfc.fabric.channel import channel
+    from hfc.protos.common import common_pb2
+    from hfc.protos.peer import chaincode_pb2, proposal_pb2
 
     from adapters.fabric.gateway import tx_proposal
 
-    payload = proposal_pb2.ChaincodeProposalPayload(input=b"\x0a\x03abc")
-    payload.TransientMap["terms"] = b"secret"
-    proposal = proposal_pb2.Proposal(header=b"h", payload=payload.SerializeToString())
+    spec = chaincode_pb2.ChaincodeInvocationSpec()
+    spec.chaincode_spec.input.args.extend([b"market.propose_contract", b"{}"])
+    # hfc builds proposals with the adapter's builder: transient entries go in (hfc's own cannot add them)
+    proposal = channel.build_cc_proposal(spec, common_pb2.Header(), {"terms": b"secret"})
+    payload = proposal_pb2.ChaincodeProposalPayload.FromString(proposal.payload)
+    assert [(e.key, e.value) for e in payload.TransientMap] == [("terms", b"secret")]
+    assert payload.input == spec.SerializeToString()
     stripped = tx_proposal(proposal)
     out = proposal_pb2.ChaincodeProposalPayload.FromString(stripped.payload)
-    assert out.input == b"\x0a\x03abc" and not out.TransientMap and b"secret" not in stripped.SerializeToString()
-    assert stripped.header == b"h" and proposal.payload == payload.SerializeToString()  # the original is kept
+    assert out.input == spec.SerializeToString() and not out.TransientMap
+    assert b"secret" not in stripped.SerializeToString() and stripped.header == proposal.header
+    assert proposal.payload == payload.SerializeToString()  # the original is kept
     plain = proposal_pb2.Proposal(header=b"h", payload=proposal_pb2.ChaincodeProposalPayload(
         input=b"x").SerializeToString())
     assert tx_proposal(plain) is plain
