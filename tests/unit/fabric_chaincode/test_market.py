@@ -452,3 +452,36 @@ def test_a_participant_of_another_park_is_certified_on_the_reputation_this_park_
     alice = role(SALES_MSP, "alice", "sales")
     assert net.ok(B, alice, "market.publish_plan", PLAN)[0]["type"] == "plan_published"
     assert net.refused(A, alice, "market.publish_plan", PLAN) == "market.uncertified"  # certified on B only
+
+
+# --- hostile input ---------------------------------------------------------------------------------------------------
+
+JUNK: list[Any] = [None, True, -1, 2**70, 1.5, "", "x" * 300, "A/B", [], [1, [2]], {}, {"a": {"b": 1}}]
+
+
+@pytest.mark.parametrize("fn", sorted(market.FUNCTIONS))
+def test_every_market_function_answers_junk_arguments_with_a_typed_refusal(fn: str) -> None:
+    m = make_market()
+    _stations(m)
+    m.certify(SALES1, "sales")
+    m.certify(USER, "user")
+    m.certify(GEN, "trader")
+    m.certify(FACTORY, "trader")
+    _open(m)
+    spec = market.FUNCTIONS[fn]
+    callers = [OPERATOR, SALES1, USER, GEN, FACTORY, ST_A]
+    fields = spec.required + spec.optional
+    for who in callers:
+        for field_name in fields:
+            for junk in JUNK:
+                args = {f: (junk if f == field_name else "r1") for f in spec.required}
+                args[field_name] = junk
+                for transient in (None, {"terms": b"{" * 5000}, {"terms": json.dumps({"contract_id": "r1"}).encode()}):
+                    if spec.submit:
+                        r = m.submit(who, fn, args, transient=transient)
+                    else:
+                        r = m.park.query(who, fn, json.dumps(args), now_ms=m.now_ms,
+                                         org=who[0], transient=transient)
+                    if r.status != STATUS_OK:
+                        assert r.code not in ("protocol", "remote"), (fn, field_name, junk, r.message)
+    m.check()
