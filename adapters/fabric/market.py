@@ -156,6 +156,10 @@ class FabricMarket:
         return await self._submit("market.p2p_accept", {"round_id": round_id, "offer_id": offer_id,
                                                         "station": station})
 
+    async def p2p_cancel(self, round_id: str, offer_id: str) -> Events:
+        """Station: withdraw its open P2P offer."""
+        return await self._submit("market.p2p_cancel", {"round_id": round_id, "offer_id": offer_id})
+
     async def round(self, round_id: str) -> Any:
         """A round, its requests, the rights of its stations and its open bids."""
         return await self._query("market.round", {"round_id": round_id})

@@ -877,6 +877,21 @@ def _p2p_accept(call: MarketCall) -> list[Event]:
              "seller_station": offer["station"], "power_kw": power, "price": int(offer["price"])}, *events]
 
 
+def _p2p_cancel(call: MarketCall) -> list[Event]:
+    """The seller withdraws an open offer (its kW are free again)."""
+    require_access(call, ("station",))
+    round_id, offer_id = _ident(call.args, "round_id"), _ident(call.args, "offer_id")
+    offer = call.state.get_json(_offer_key(round_id, offer_id))
+    if offer is None:
+        raise MarketUnknownError("no such offer", got=offer_id)
+    if offer["account"] != call.sender():
+        raise MarketBidError("only the seller withdraws its offer", expected=offer["account"], got=call.sender())
+    if offer["state"] != "open":
+        raise MarketSettledError("offer already taken", got=offer_id)
+    call.state.delete(_offer_key(round_id, offer_id))
+    return [{"type": "p2p_withdrawn", "round_id": round_id, "offer_id": offer_id}]
+
+
 def _round_view(call: MarketCall) -> Any:
     round_id = _ident(call.args, "round_id")
     rnd = call.state.get_json(_round_key(round_id))
@@ -910,6 +925,7 @@ FUNCTIONS: dict[str, MarketFunction] = {
     "market.p2p_offer": MarketFunction(_p2p_offer, True, ("round_id", "station", "offer_id", "to", "power_kw",
                                                            "price")),
     "market.p2p_accept": MarketFunction(_p2p_accept, True, ("round_id", "offer_id", "station")),
+    "market.p2p_cancel": MarketFunction(_p2p_cancel, True, ("round_id", "offer_id")),
     "market.certification": MarketFunction(_certification, False, ("account",)),
     "market.quote": MarketFunction(_quote, False, ("profile",)),
     "market.agreement": MarketFunction(_agreement, False, ("account",)),

@@ -403,6 +403,11 @@ def test_p2p_trade_moves_kw_to_the_named_account_and_pays_the_seller(m: Market) 
     times = _allocated_round(m)
     offer = {"round_id": ROUND, "station": "s3", "offer_id": "o1", "to": acct(ST_A), "power_kw": 8, "price": 25}
     assert m.refused(ST_B, "market.p2p_offer", {**offer, "power_kw": 24}) == "market.bid"
+    m.ok(ST_B, "market.p2p_offer", {**offer, "offer_id": "o0", "power_kw": 20})
+    assert m.refused(ST_B, "market.p2p_offer", offer) == "market.bid"  # 20 of its 23 kW are on offer
+    assert m.refused(ST_A, "market.p2p_cancel", {"round_id": ROUND, "offer_id": "o0"}) == "market.bid"
+    m.ok(ST_B, "market.p2p_cancel", {"round_id": ROUND, "offer_id": "o0"})
+    assert m.refused(ST_B, "market.p2p_cancel", {"round_id": ROUND, "offer_id": "o0"}) == "market.unknown"
     m.ok(ST_B, "market.p2p_offer", offer)
     # the offered kW are committed: a sell bid beyond the rest is refused
     assert m.refused(ST_B, "market.bid", {"round_id": ROUND, "station": "s3", "side": "sell", "power_kw": 16,

@@ -227,7 +227,8 @@ CASES: dict[str, tuple[str, Callable[[Setup], Call], str]] = {
         ("market.bid", {"round_id": "r1", "station": "s1", "side": "buy", "power_kw": 1, "price": 1}),
         ("market.p2p_offer", {"round_id": "r1", "station": "s1", "offer_id": "o", "to": "SalesMSP:bob",
                               "power_kw": 1, "price": 1}),
-        ("market.p2p_accept", {"round_id": "r1", "offer_id": "o", "station": "s1"}))},
+        ("market.p2p_accept", {"round_id": "r1", "offer_id": "o", "station": "s1"}),
+        ("market.p2p_cancel", {"round_id": "r1", "offer_id": "o"}))},
     "market arguments with an unknown field": (
         "market.choose_plan", lambda s: (ALICE, [{"profile": {}, "x": 1}]), "codec.invalid"),
 }
