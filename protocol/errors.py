@@ -34,6 +34,15 @@ __all__ = [
     "InsufficientFundsError",
     "InvalidProofError",
     "LaneError",
+    "MarketAttributeError",
+    "MarketBidError",
+    "MarketError",
+    "MarketPhaseError",
+    "MarketRevokedError",
+    "MarketSettledError",
+    "MarketTermsError",
+    "MarketUncertifiedError",
+    "MarketUnknownError",
     "MempoolFullError",
     "MisbehaviourError",
     "NonceError",
@@ -48,6 +57,7 @@ __all__ = [
     "RightMismatchError",
     "RightNotOutstandingError",
     "RightOutstandingError",
+    "RoundClosedError",
     "SignatureError",
     "SlotStartedError",
     "SlotTimeoutError",
@@ -350,6 +360,71 @@ class ReputationInsufficientError(ProtocolError):
     code = "reputation.insufficient"
 
 
+class MarketError(ProtocolError):
+    """A park market's own refusal (chains/fabric/SPEC.md §F1, docs/research.md#seed-004): the subclasses name
+    the rule."""
+
+    code = "market.refused"
+
+
+class MarketUncertifiedError(MarketError):
+    """Market access: the caller's identity has no certification from the park's regulator."""
+
+    code = "market.uncertified"
+
+
+class MarketRevokedError(MarketError):
+    """Market access: the regulator revoked the caller's certification."""
+
+    code = "market.revoked"
+
+
+class MarketAttributeError(MarketError):
+    """Market access: the caller's certificate lacks the market role attribute, or it is not the role certified
+    or the role the function needs."""
+
+    code = "market.attribute"
+
+
+class RoundClosedError(MarketError):
+    """A request, bid or offer after its market round closed for it."""
+
+    code = "market.round_closed"
+
+
+class MarketPhaseError(MarketError):
+    """A market step before its time (allocation before requests close, clearing before bids close): the round's
+    progress lifts it."""
+
+    code = "market.phase"
+
+
+class MarketSettledError(MarketError):
+    """A market step already done (a round allocated or cleared twice, a contract settled twice)."""
+
+    code = "market.settled"
+
+
+class MarketUnknownError(MarketError):
+    """A market record the call names does not exist (round, plan, contract, offer, request)."""
+
+    code = "market.unknown"
+
+
+class MarketTermsError(MarketError):
+    """Private terms that do not hash to the commitment on the public ledger, or private data the peers hold
+    that does not."""
+
+    code = "market.terms"
+
+
+class MarketBidError(MarketError):
+    """A bid or offer the market's rules refuse (more power than the station's unmet demand or held right, a
+    station that is not the caller's, a request or bid already placed)."""
+
+    code = "market.bid"
+
+
 class TransportError(ParkRelayError):
     """I/O with a chain failed. ``retryable`` says whether reconnecting may help; ``side`` names the side."""
 
@@ -397,6 +472,10 @@ DISPOSITIONS: dict[str, Disposition] = {
     "right.timeout_after_slot": _N, "admission.refused": _N, "slot.started": _N, "station.unknown": _N,
     "transformer.mismatch": _N, "transformer.unknown": _N, "capacity.exceeded": _N,
     "right.outstanding": _P, "right.not_outstanding": _P, "right.mismatch": _N, "reputation.insufficient": _N,
+    # park markets (chains/fabric/SPEC.md §F1): access, rounds, records, private terms
+    "market.refused": _N, "market.uncertified": _N, "market.revoked": _N, "market.attribute": _N,
+    "market.round_closed": _N, "market.phase": _P, "market.settled": _D, "market.unknown": _N, "market.terms": _N,
+    "market.bid": _N,
     # accounts and transactions
     "auth.denied": _F, "tx.nonce": _R, "mempool.full": _R,
     # node and transport

@@ -8,6 +8,8 @@
 * :func:`send_energy`, :func:`send_right`, :func:`send_reputation` — phase 1 from a user's identity, for the CLI, the
   demo and tests; charging rights, the transformer registry and reputation: reads and operator writes
   (:mod:`.assets`).
+* :class:`~adapters.fabric.market.FabricMarket` — the park's market, one method per ``market.*`` chaincode function
+  (access, agreements, contracts with private terms sent as transient data, charging-right rounds) (:mod:`.market`).
 * :class:`FabricGateway` — one identity's hfc connection, shared by a source and a target (:mod:`.gateway`).
 
 ``source(...)`` and ``target(...)`` build them from the park's hfc connection profile (written by the network

@@ -52,12 +52,13 @@ import logging
 import secrets
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hfc.fabric import Client
+from hfc.fabric.channel import channel as _hfc_channel
 from hfc.fabric.transaction.tx_context import TXContext, create_tx_context
 from hfc.fabric.transaction.tx_proposal_request import (
     CC_INVOKE,
@@ -69,6 +70,7 @@ from hfc.fabric.transaction.tx_proposal_request import (
 from hfc.fabric.user import create_user
 from hfc.protos.common import common_pb2, ledger_pb2
 from hfc.protos.orderer import ab_pb2
+from hfc.protos.peer import proposal_pb2
 from hfc.protos.utils import create_envelope, create_seek_payload, create_tx_payload
 from hfc.util.keyvaluestore import KeyValueStore
 from hfc.util.utils import (
@@ -154,6 +156,39 @@ class Profile:
         if not any(peers_by_org.values()):
             raise CodecError(f"Fabric connection profile {p} names no peer on channel {channel}")
         return cls(p, raw, peers_by_org, orderers, holders[0])
+
+
+def tx_proposal(proposal: Any) -> Any:
+    """The proposal as a transaction carries it: its ``ChaincodeProposalPayload`` without the transient map. The
+    endorsers hashed the proposal without it (Fabric's ``GetProposalHash1``) and the committers hash the
+    transaction's payload as it is (``GetProposalHash2``), so a transaction that kept it would be invalid — and
+    would publish in the block what the transient map exists to keep off it. hfc's ``send_tx_proposal`` already
+    returns the proposal without it; the envelope is built here, so this makes sure of it."""
+    payload = proposal_pb2.ChaincodeProposalPayload.FromString(proposal.payload)
+    if not payload.TransientMap:
+        return proposal
+    stripped = type(proposal)()
+    stripped.CopyFrom(proposal)
+    stripped.payload = proposal_pb2.ChaincodeProposalPayload(input=payload.input).SerializeToString()
+    return stripped
+
+
+def _build_cc_proposal(cci_spec: Any, header: Any, transient_map: Mapping[str, bytes] | None) -> Any:
+    """hfc 1.0's ``build_cc_proposal`` with a working transient map: hfc assigns into the map field, which the
+    pure-Python protobuf runtime hfc's protos need (adapters/fabric/__init__.py) refuses (its generated map is a
+    repeated field there); this adds the entries, which are the same bytes on the wire."""
+    payload = proposal_pb2.ChaincodeProposalPayload()
+    payload.input = cci_spec.SerializeToString()
+    for name, value in sorted((transient_map or {}).items()):
+        entry = payload.TransientMap.add()
+        entry.key, entry.value = name, bytes(value)
+    proposal = proposal_pb2.Proposal()
+    proposal.header = header.SerializeToString()
+    proposal.payload = payload.SerializeToString()
+    return proposal
+
+
+_hfc_channel.build_cc_proposal = _build_cc_proposal
 
 
 class _MemoryStore(KeyValueStore):  # type: ignore[misc]  # hfc is untyped
@@ -313,14 +348,16 @@ class FabricGateway:
     # -- proposals -----------------------------------------------------------------------------------
 
     async def propose(self, fcn: str, args: Sequence[str | bytes], peers: Sequence[str], *,
-                      chaincode: str | None = None, invoke: bool = False
-                      ) -> tuple[Any, Any, Any, list[Any]]:
+                      chaincode: str | None = None, invoke: bool = False,
+                      transient: Mapping[str, bytes] | None = None) -> tuple[Any, Any, Any, list[Any]]:
         """Send one signed proposal of ``chaincode.fcn(args)`` to ``peers``; ``(tx context, proposal, header,
         answers)`` with each peer's ``ProposalResponse`` or the exception its call raised (a deadline of
-        :attr:`timeout_s` each)."""
+        :attr:`timeout_s` each). ``transient``: the proposal's transient map (the endorsers see it, the transaction
+        does not record it: private data inputs)."""
         s = await self.session()
         req = create_tx_prop_req(prop_type=CC_INVOKE if invoke else CC_QUERY, fcn=fcn,
-                                 cc_name=chaincode or self.chaincode, cc_type=CC_TYPE_GOLANG, args=list(args))
+                                 cc_name=chaincode or self.chaincode, cc_type=CC_TYPE_GOLANG, args=list(args),
+                                 transient_map=dict(transient) if transient else None)
         ctx = create_tx_context(s.user, s.user.cryptoSuite, req)
         targets = [s.client.get_peer(p) for p in peers]
         futures, proposal, header = s.channel.send_tx_proposal(ctx, targets)
@@ -343,21 +380,23 @@ class FabricGateway:
                 out.append(Refused(org, int(a.response.status), str(a.response.message)))
         return out
 
-    async def endorse(self, fcn: str, args: Sequence[str | bytes]) -> Endorsement:
+    async def endorse(self, fcn: str, args: Sequence[str | bytes],
+                      transient: Mapping[str, bytes] | None = None) -> Endorsement:
         """A transaction proposal endorsed alike by one peer of every policy organisation, or the typed error of
         the endorsements (:func:`~adapters.fabric.errors.classify_endorsements`)."""
         peers = self.endorsers()
-        ctx, proposal, header, answers = await self.propose(fcn, args, peers, invoke=True)
+        ctx, proposal, header, answers = await self.propose(fcn, args, peers, invoke=True, transient=transient)
         payload = classify_endorsements(self._outcomes(peers, answers, f"endorsing {fcn}"), side=self.chain_id)
         return Endorsement(ctx.tx_id, payload, bytes(answers[0].response.payload), tuple(answers), proposal, header)
 
     async def answer(self, fcn: str, args: Sequence[str | bytes], *, chaincode: str | None = None,
-                     peers: Sequence[str] | None = None) -> tuple[str, Any]:
+                     peers: Sequence[str] | None = None,
+                     transient: Mapping[str, bytes] | None = None) -> tuple[str, Any]:
         """``(peer, ProposalResponse)`` of a read-only call from the first of ``peers`` (default :attr:`read_peers`)
         that can be reached, whatever it answered; :class:`~protocol.errors.TransportError` if none can."""
         last: ParkRelayError | None = None
         for peer in peers or self.read_peers:
-            _, _, _, (a,) = await self.propose(fcn, args, [peer], chaincode=chaincode)
+            _, _, _, (a,) = await self.propose(fcn, args, [peer], chaincode=chaincode, transient=transient)
             if not isinstance(a, BaseException):
                 return peer, a
             last = rpc_failure(a, side=self.chain_id, what=f"{fcn} on {peer}")
@@ -367,14 +406,14 @@ class FabricGateway:
         raise last
 
     async def query(self, fcn: str, args: Sequence[str | bytes], *, chaincode: str | None = None,
-                    peers: Sequence[str] | None = None) -> bytes:
+                    peers: Sequence[str] | None = None, transient: Mapping[str, bytes] | None = None) -> bytes:
         """The response payload of a read-only call on the first of ``peers`` (default :attr:`read_peers`) that
         answers; a chaincode refusal raises its typed error; a peer that cannot be reached, or fails outside the
         chaincode, passes to the next."""
         last: ParkRelayError | None = None
         for peer in peers or self.read_peers:
             try:
-                _, a = await self.answer(fcn, args, chaincode=chaincode, peers=[peer])
+                _, a = await self.answer(fcn, args, chaincode=chaincode, peers=[peer], transient=transient)
             except TransportError as exc:
                 if not exc.retryable:
                     raise
@@ -440,7 +479,7 @@ class FabricGateway:
         orderer's name; :class:`~protocol.errors.TransportError` if none accepts —
         :class:`~adapters.fabric.errors.OrderingUnknownError` if one did not answer in time (it may have it)."""
         s = await self.session()
-        req = build_tx_req((list(e.responses), e.proposal, e.header))
+        req = build_tx_req((list(e.responses), tx_proposal(e.proposal), e.header))
         signer = create_tx_context(s.user, s.user.cryptoSuite, req)
         envelope = sign_tran_payload(signer, create_tx_payload([r.endorsement for r in e.responses], req))
         names = self.profile.orderers

@@ -54,7 +54,7 @@ import asyncio
 import collections
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,7 @@ from adapters.fabric.blocks import decode_peer_block
 from adapters.fabric.errors import OrderingUnknownError, commit_failure
 from adapters.fabric.gateway import FabricGateway, TxStatus
 from chains.common import wire
+from chains.fabric.chaincode.market import FUNCTIONS as MARKET_FUNCTIONS
 from protocol.codec import decode_charging_right, decode_energy, decode_packet, decode_reputation
 from protocol.errors import CodecError, ProtocolError, TransportError
 from protocol.types import Packet, PacketKind
@@ -88,8 +89,10 @@ OPS: dict[str, str] = {
     "rights.transfer": "transfer_right",
     "reputation.set_standing": "set_standing",
     "reputation.certify": "certify",
+    **{name: name for name in MARKET_FUNCTIONS if MARKET_FUNCTIONS[name].submit},
 }
-"""Op -> bridge chaincode function (module docstring)."""
+"""Op -> bridge chaincode function (module docstring); the market's ``market.*`` functions are their own ops
+(:mod:`adapters.fabric.market`)."""
 _NO_ARGS = frozenset({"register", "bridge.ping"})
 _SUBMITTED_KEPT = 4096
 
@@ -229,8 +232,9 @@ class FabricTarget:
         :class:`~adapters.fabric.errors.EndorsementMismatchError`, or :class:`~protocol.errors.TransportError`."""
         return (await self.invoke(op, args)).tx_id
 
-    async def invoke(self, op: str, args: dict[str, Any]) -> Submitted:
-        """:meth:`submit`, returning the endorsed response too."""
+    async def invoke(self, op: str, args: dict[str, Any], transient: Mapping[str, bytes] | None = None) -> Submitted:
+        """:meth:`submit`, returning the endorsed response too; ``transient`` goes in the proposal's transient map
+        (seen by the endorsers, never recorded)."""
         fcn, cc_args = self.invocation(op, args)
         keys = sorted(write_keys(op, args if isinstance(args, dict) else {}, home=self.chain_id))
         loop = asyncio.get_running_loop()
@@ -244,7 +248,7 @@ class FabricTarget:
                 await asyncio.wait(earlier, timeout=self.pipeline_wait_s)
             watcher = await self.gateway.watcher()  # positioned before the broadcast: it will see the commit
             try:
-                e = await self.gateway.endorse(fcn, cc_args)
+                e = await self.gateway.endorse(fcn, cc_args, transient)
             except ProtocolError as exc:
                 # the peers refused the proposal or answered it differently (the relayer's
                 # parkrelay_relayer_fabric_endorsement_failures metric, by code)
@@ -320,10 +324,10 @@ class FabricTarget:
             raise err
         return {"ok": True, "height": st.height, "tx_hash": tx_id}
 
-    async def call(self, op: str, args: dict[str, Any], timeout_s: float | None = None
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def call(self, op: str, args: dict[str, Any], timeout_s: float | None = None,
+                   transient: Mapping[str, bytes] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Submit and track ``op``: ``(track result, the bridge's events)``."""
-        sub = await self.invoke(op, args)
+        sub = await self.invoke(op, args, transient)
         result = await self.track(sub.tx_id, timeout_s)
         try:
             events = json.loads(sub.response) if sub.response else []

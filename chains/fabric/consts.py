@@ -33,3 +33,6 @@ sha256 of an encoded acknowledgement, which starts with a version byte, not this
 ATTEST_FUNCTION: Final = "attest"
 """Bridge chaincode query ``attest(key_hex, nonce_hex)``: its response payload is an attestation statement
 (:mod:`chains.fabric.attestation`), signed by each endorsing peer in its proposal response."""
+
+FABRIC_CA_ATTRS_OID = "1.2.3.4.5.6.7.8.1"
+"""The X.509 extension in which Fabric CA puts an enrolled identity's attributes, JSON ``{"attrs": {...}}``."""

@@ -445,3 +445,68 @@ def test_reputation_comes_from_the_parks_standing_and_never_goes_stale_backwards
         await world.check()
 
     run(world, scenario())
+
+
+def test_the_market_on_real_peers_attributes_private_terms_and_a_charging_round(world: World) -> None:
+    """The market (chains/fabric/SPEC.md §F1) on the real park: users enrolled with a ``market.role`` certificate
+    attribute; access refused to an uncertified identity and to a certified one whose certificate lacks the
+    attribute; a contract whose terms travel as transient data into both organisations' implicit private data
+    collections (the block holds their hash only; each party reads them from its own organisation's peer;
+    settlement checks ``GetPrivateDataHash`` on the real peers; a second settlement is refused); a charging round
+    allocated once its requests close, issuing a right of the registry."""
+    from adapters.fabric.market import FabricMarket, contract_terms
+    from chains.fabric.network.crypto import enroll_user
+    from protocol.errors import (
+        MarketAttributeError,
+        MarketPhaseError,
+        MarketSettledError,
+        MarketUncertifiedError,
+    )
+
+    async def run_all() -> None:
+        roles = {"gen": (SALES_MSP, "trader"), "factory": (OPERATOR_MSP, "trader"), "stn": (OPERATOR_MSP, "station")}
+        for user, (msp, role) in roles.items():
+            enroll_user(world.net.cfg, msp, user, {"market.role": role})
+            world.users[user] = af.target(af.connect(world.profile, FABRIC, user))
+            await world.users[user].register()
+        gen_id, fac_id, stn_id = (f"{msp}:{u}@{msp}" for u, (msp, _) in roles.items())
+        reg = FabricMarket(world.users["operator"])
+        gen, fac, stn = (FabricMarket(world.users[u]) for u in roles)
+        close = now_ms() + 6_000
+        await reg.open_round("m1", "t1", close, close, close + 30 * MINUTE, close + 60 * MINUTE)
+        with pytest.raises(MarketUncertifiedError):
+            await stn.request("m1", "s1", 10, "strong", 0)
+        await reg.certify(stn_id, "station", stations=["s1"])
+        await stn.request("m1", "s1", 10, "strong", 0)
+        # a certified identity whose certificate carries no market.role
+        await reg.certify(AL, "sales")
+        with pytest.raises(MarketAttributeError):
+            await FabricMarket(world.users["alice"]).publish_plan("p1", {"peak": 3, "flat": 2, "valley": 1}, 0)
+        # private terms: transient data in, a hash on the ledger
+        await reg.certify(gen_id, "trader")
+        await reg.certify(fac_id, "trader")
+        terms, digest = contract_terms("c1", gen_id, fac_id, 10, 0)
+        result, _ = await world.users["gen"].call("market.propose_contract",
+                                                  {"contract_id": "c1", "terms_sha256": digest},
+                                                  transient={"terms": terms})
+        block = await world.users["gen"].gateway.block_of_tx(result["tx_hash"])
+        assert block is not None and digest.encode() in block and terms not in block and b'"salt"' not in block
+        await fac.accept_contract("c1", terms)
+        assert (await gen.terms("c1"))["terms"]["quantity_kwh"] == 10
+        assert (await fac.terms("c1"))["terms"]["seller"] == gen_id
+        await fac.settle_contract("c1", 10, terms)
+        with pytest.raises(MarketSettledError):
+            await fac.settle_contract("c1", 10, terms)
+        assert (await gen.contract("c1"))["contract"]["state"] == "settled"
+        # stage 1 of a charging round: not before the requests close, then a right of the registry
+        with pytest.raises(MarketPhaseError):
+            await reg.allocate("m1")
+        await asyncio.sleep(max(0.0, (close - now_ms()) / 1000 + 1.5))  # the chaincode clock must pass the close
+        events = await reg.allocate("m1")
+        kw = events[0]["allocations"]["s1"]
+        assert 0 < kw <= 10
+        right = (await world.src.query_json("right", "m1.s1"))["right"]
+        assert right["owner"] == stn_id and right["power_kw"] == kw
+        await world.check()
+
+    run(world, run_all())

@@ -302,3 +302,27 @@ def test_bytes_that_are_not_a_block_are_a_codec_error(raw: bytes) -> None:
 def test_the_wrong_block_number_is_a_codec_error() -> None:
     with pytest.raises(CodecError, match="another block"):
         decode_peer_block(peer_block(5, []), 6)
+
+
+def test_a_transaction_carries_the_proposal_without_its_transient_map() -> None:
+    from hfc.fabric.channel import channel
+    from hfc.protos.common import common_pb2
+    from hfc.protos.peer import chaincode_pb2, proposal_pb2
+
+    from adapters.fabric.gateway import tx_proposal
+
+    spec = chaincode_pb2.ChaincodeInvocationSpec()
+    spec.chaincode_spec.input.args.extend([b"market.propose_contract", b"{}"])
+    # hfc builds proposals with the adapter's builder: transient entries go in (hfc's own cannot add them)
+    proposal = channel.build_cc_proposal(spec, common_pb2.Header(), {"terms": b"secret"})
+    payload = proposal_pb2.ChaincodeProposalPayload.FromString(proposal.payload)
+    assert [(e.key, e.value) for e in payload.TransientMap] == [("terms", b"secret")]
+    assert payload.input == spec.SerializeToString()
+    stripped = tx_proposal(proposal)
+    out = proposal_pb2.ChaincodeProposalPayload.FromString(stripped.payload)
+    assert out.input == spec.SerializeToString() and not out.TransientMap
+    assert b"secret" not in stripped.SerializeToString() and stripped.header == proposal.header
+    assert proposal.payload == payload.SerializeToString()  # the original is kept
+    plain = proposal_pb2.Proposal(header=b"h", payload=proposal_pb2.ChaincodeProposalPayload(
+        input=b"x").SerializeToString())
+    assert tx_proposal(plain) is plain

@@ -362,3 +362,25 @@ def test_a_relative_data_dir_is_made_absolute_for_the_files_that_name_paths(tmp_
     cfg = _cfg(Path("var/devnet/fabric-park"))
     assert cfg.data_dir == tmp_path / "var/devnet/fabric-park"
     assert cfg.layout.crypto.is_absolute()
+
+
+def test_an_enrolled_user_carries_fabric_ca_attributes_the_chaincode_reads(made: FabricNetworkConfig) -> None:
+    from chains.fabric.chaincode.identity import account_id, certificate_attributes
+    from chains.fabric.network.crypto import enroll_user
+
+    lay = made.layout
+    profile_had = lay.connection_profile.exists()
+    identity_dir = enroll_user(made, SALES_MSP, "station-op", {"market.role": "station"})
+    cert = load_certificate(lay.signcert(identity_dir))
+    ca = load_certificate(lay.ca(SALES_MSP)[0])
+    assert cert.issuer == ca.subject
+    pem = lay.signcert(identity_dir).read_bytes()
+    assert certificate_attributes(pem) == {"market.role": "station"}
+    assert account_id(SALES_MSP, pem) == f"{SALES_MSP}:station-op@{SALES_MSP}"
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == "client"
+    assert os.stat(lay.keyfile(identity_dir)).st_mode & 0o777 == 0o600
+    if profile_had:
+        users = json.loads(lay.connection_profile.read_text())["organizations"][SALES_MSP]["users"]
+        assert users["station-op"]["cert"] == str(lay.signcert(identity_dir))
+    with pytest.raises(ValueError):
+        enroll_user(made, ORDERER_MSP, "x", {"market.role": "station"})

@@ -162,6 +162,8 @@ __all__ = [
     "market_config",
     "process_send",
     "require_operator",
+    "resize_right",
+    "retire_right",
     "right_path",
     "set_standing",
     "set_station",
@@ -362,6 +364,27 @@ def issue_right(state: KVState, params: BridgeParams, right_id: str, station: st
     return [{"type": "right_issued", "right_id": right_id, "owner": owner, "station": station,
              "transformer": transformer, "power_kw": power_kw, "slot_start_ms": slot_start_ms,
              "slot_end_ms": slot_end_ms}]
+
+
+def resize_right(state: KVState, right_id: str, power_kw: int, now_ms: int) -> None:
+    """Set a live home right's power and its booking (the market moving kW between stations behind one transformer
+    and slot: the caller shrinks one right before it grows another, so the booked total never rises)."""
+    rec = state.get_json(right_path(right_id))
+    if rec is None or rec["owner"] == ESCROW_OWNER:
+        raise AssetError("no live charging right to resize", got=right_id)
+    check_uint("power_kw", power_kw)
+    new = {**rec, "power_kw": power_kw}
+    state.set_json(right_path(right_id), new)
+    _book(state, right_id, _payload(right_id, new), now_ms)
+
+
+def retire_right(state: KVState, right_id: str, now_ms: int) -> None:
+    """Remove a live right and its booking (all its kW went to another station)."""
+    rec = state.get_json(right_path(right_id))
+    if rec is None or rec["owner"] == ESCROW_OWNER:
+        raise AssetError("no live charging right to retire", got=right_id)
+    state.delete(right_path(right_id))
+    _unbook(state, rec["transformer"], right_id, now_ms)
 
 
 def transfer_right(state: KVState, sender: str, right_id: str, to: str) -> list[Event]:

@@ -62,6 +62,8 @@ function                   kind    arguments -> response payload
 ``imported_reputation``    query   ``src, subject, model`` -> ``{imported}`` (record or null)
 ``scan``                   query   ``prefix``, one of :data:`SCAN_PREFIXES` -> ``{prefix, items: {path: value}}``
                                    (at most 10 000): the records an audit reads (``make demo``'s exactly-once check)
+``market.*``                submit  the park's market (:mod:`chains.fabric.chaincode.market`, chains/fabric/SPEC.md
+                   /query  §F1): one JSON object each; some read transient data and private collections
 ``org.hyperledger.fabric:get_metadata``
                            query   none -> ``{contracts: {bridge: {name, transactions: [{name, tags}]}}, info}``:
                                    the contract-API convention, so Fabric tooling (and a launcher's readiness
@@ -85,7 +87,9 @@ Genesis
      "balances": [{"account": "SalesMSP:alice", "denom": "kWh", "amount": 1000000}],   # Wh, native only
      "bridge": {...},          # the Python parks' bridge section (chains.common.genesis.bridge_section), plus
                                # "stations": {name: transformer}; "rights_operator" is an OperatorMSP account
-     "market": {"certify_min_score": 5000}}                   # optional (assets module docstring)
+     "market": {"certify_min_score": 5000, "currency": "kWh"}}   # optional (assets module docstring; the
+                                                                   # market's currency: a native denom, default
+                                                                   # the first; chains/fabric/SPEC.md §F1)
 
 The energy token is minted here and nowhere else: a balance may only be of a native denom of the bridge
 section, and ``issued/<denom>`` records the total. If the chaincode server was started with a genesis pin
@@ -180,7 +184,7 @@ from chains.common.bridge import (
 from chains.common.jsonrpc import RequestError, decode_json
 from chains.common.state import KVState, canonical_json
 from chains.common.tx import BlockContext, Tx, account_path, op_transfer
-from chains.fabric.chaincode import assets
+from chains.fabric.chaincode import assets, market
 from chains.fabric.chaincode.identity import check_account_id, creator_account
 from chains.fabric.chaincode.ledger import Stub, StubState, fabric_key
 from chains.fabric.consts import BRIDGE_CHAINCODE, OPERATOR_MSP, TIMEOUT_RECEIPT
@@ -242,7 +246,7 @@ ISSUED_PREFIX = "issued/"
 """``issued/<denom>``: the native supply minted at genesis (decimal Wh)."""
 
 SCAN_PREFIXES = ("rights/", "rights_burned/", "bookings/", "transformers/", "stations/", "packets/", "acks/",
-                 "standing/", "imported_reputation/")
+                 "standing/", "imported_reputation/", "market/")
 """What ``scan`` lists: the records an audit of the assets reads (each right exactly once, bookings within capacity,
 packets in flight and their acks)."""
 _RIGHT_FIELDS = ("right_id", "station", "transformer", "power_kw", "slot_start_ms", "slot_end_ms", "owner")
@@ -299,6 +303,8 @@ class _Call:
     args: list[str]
     raw_args: list[bytes]
     events: list[Event] = field(default_factory=list)
+    private_writes: list[tuple[str, str, bytes]] = field(default_factory=list)
+    """Private data writes ``(collection, key, value)``, handed to the stub after the state's (market)."""
 
     def sender(self) -> str:
         """The creator's account (:mod:`~chains.fabric.chaincode.identity`)."""
@@ -342,6 +348,8 @@ class BridgeContract:
             payload = fn.handler(self, call)
             if fn.submit:
                 state.flush()
+                for collection, key, value in call.private_writes:
+                    stub.put_private_data(collection, key, value)
                 if call.events:
                     stub.set_event(str(call.events[0]["type"]), canonical_json(call.events))
             return Response(STATUS_OK, payload)
@@ -411,10 +419,14 @@ class BridgeContract:
         stations = section.get("stations") or {}
         if not isinstance(stations, dict):
             raise CodecError("stations are {name: transformer}", got=type(stations).__name__)
-        market = _json_fields(genesis.get("market", {}), "genesis market", (), ("certify_min_score",))
-        min_score = market.get("certify_min_score", assets.DEFAULT_CERTIFY_MIN_SCORE)
+        market_section = _json_fields(genesis.get("market", {}), "genesis market", (),
+                                      ("certify_min_score", "currency"))
+        min_score = market_section.get("certify_min_score", assets.DEFAULT_CERTIFY_MIN_SCORE)
         if isinstance(min_score, bool) or not isinstance(min_score, int) or not 0 <= min_score <= assets.MAX_SCORE:
             raise CodecError(f"certify_min_score is basis points 0..{assets.MAX_SCORE}", got=min_score)
+        currency = market_section.get("currency", native[0] if native else "kWh")
+        if currency not in native:
+            raise CodecError("the market's currency is a native denom", expected=native, got=currency)
         lanes = _list(section["lanes"], "lanes")
         balances: list[tuple[str, str, int]] = []
         for entry in _list(genesis.get("balances", []), "genesis balances"):
@@ -435,7 +447,7 @@ class BridgeContract:
                 assets.set_transformer(state, name, capacity)  # names without '/', as the registry writes them
             for name, transformer in stations.items():
                 assets.set_station(state, name, transformer)
-            state.set_json(assets.MARKET_CONFIG_KEY, {"certify_min_score": min_score})
+            state.set_json(assets.MARKET_CONFIG_KEY, {"certify_min_score": min_score, "currency": currency})
             for account in account_ids:
                 _register(state, account)
             issued: dict[str, int] = {}
@@ -552,6 +564,16 @@ class BridgeContract:
         call.events += assets.certify(call.state, check_account_id(a["account"]), _str(a, "src_chain"),
                                       _str(a, "subject"), _str(a, "model"))
         return canonical_json(call.events)
+
+    def _market(self, call: _Call, name: str) -> bytes:
+        """A market function (:mod:`chains.fabric.chaincode.market`)."""
+        params = _require_init(call.state)
+        mc = market.MarketCall(call.stub, call.state, call.now_ms, _json_object(call.args[0], f"{name} arguments"),
+                               params, self.operator_msp)
+        payload = market.run(market.FUNCTIONS[name], mc)
+        call.events += mc.events
+        call.private_writes += mc.private_writes
+        return payload
 
     def _transfer_right(self, call: _Call) -> bytes:
         _require_init(call.state)
@@ -709,6 +731,16 @@ FUNCTIONS: dict[str, _Function] = {
     "scan": _Function(BridgeContract._scan, 1, False),
     METADATA_FUNCTION: _Function(BridgeContract._metadata, 0, False),
 }
+
+
+def _market_handler(name: str) -> Handler:
+    def handler(self: BridgeContract, call: _Call) -> bytes:
+        return self._market(call, name)
+    return handler
+
+
+for _name, _fn in market.FUNCTIONS.items():
+    FUNCTIONS[_name] = _Function(_market_handler(_name), 1, _fn.submit)
 """Every function, its argument count (after the name) and whether it is submitted (writes) or queried."""
 
 

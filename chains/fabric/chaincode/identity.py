@@ -15,6 +15,17 @@ endorsing peer has already validated against the channel's MSP before the chainc
   whose certificate has no, or more than one, common name, or one outside that alphabet, cannot hold an
   account: its transactions that need one are refused (:class:`~protocol.errors.AuthorizationError`).
 
+Certificate attributes
+----------------------
+
+An enrolled identity may carry attributes in its certificate, in Fabric CA's convention: the X.509 extension
+:data:`ATTRS_OID` (``1.2.3.4.5.6.7.8.1``, not critical) whose value is the UTF-8 JSON ``{"attrs": {name: value}}``
+(names and values strings). :func:`certificate_attributes` reads them (at most :data:`MAX_ATTRS_BYTES` bytes and
+:data:`MAX_ATTRS` attributes; anything else is :class:`~protocol.errors.AuthorizationError`: a certificate whose
+attributes cannot be read grants none). The peer has validated the certificate against the MSP's CA before the
+chaincode runs, so an attribute is the issuing CA's statement. The park's market reads ``market.role``
+(:mod:`chains.fabric.chaincode.market`).
+
 An account exists once it is registered (genesis ``accounts``, or the creator's own ``register`` transaction):
 like the Python parks, the bridge delivers a packet only to an existing receiver (error ack
 ``receiver.unknown`` otherwise) and ``transfer`` only to an existing account.
@@ -22,19 +33,25 @@ like the Python parks, the bridge delivers a packet only to an existing receiver
 
 from __future__ import annotations
 
+import json
 import re
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from chains.fabric.consts import FABRIC_CA_ATTRS_OID
 from protocol.errors import AuthorizationError, CodecError
 
 __all__ = [
     "ACCOUNT_ID_RE",
+    "ATTRS_OID",
     "COMMON_NAME_RE",
+    "MAX_ATTRS",
+    "MAX_ATTRS_BYTES",
     "MAX_IDENTITY_BYTES",
     "MSP_ID_RE",
     "account_id",
+    "certificate_attributes",
     "check_account_id",
     "creator_account",
 ]
@@ -47,6 +64,39 @@ ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[A-Za-z0-9][A-Za-z0
 """``<MSP id>:<common name>``."""
 MAX_IDENTITY_BYTES = 16 * 1024
 """Largest serialized identity certificate read."""
+
+ATTRS_OID = x509.ObjectIdentifier(FABRIC_CA_ATTRS_OID)
+"""Fabric CA's attribute extension."""
+MAX_ATTRS_BYTES = 4096
+"""Largest attribute extension read."""
+MAX_ATTRS = 32
+"""Most attributes one certificate may carry."""
+
+
+def certificate_attributes(cert_pem: bytes) -> dict[str, str]:
+    """The Fabric CA attributes of a certificate (module docstring); ``{}`` when it has none."""
+    if not isinstance(cert_pem, bytes) or not cert_pem or len(cert_pem) > MAX_IDENTITY_BYTES:
+        raise AuthorizationError(f"creator identity must be a PEM certificate of 1..{MAX_IDENTITY_BYTES} bytes")
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        ext = cert.extensions.get_extension_for_oid(ATTRS_OID)
+    except x509.ExtensionNotFound:
+        return {}
+    except ValueError as exc:
+        raise AuthorizationError("creator identity is not an X.509 certificate", got=str(exc)[:120]) from exc
+    raw = ext.value.value if isinstance(ext.value, x509.UnrecognizedExtension) else b""
+    if not raw or len(raw) > MAX_ATTRS_BYTES:
+        raise AuthorizationError(f"certificate attributes must be 1..{MAX_ATTRS_BYTES} bytes", got=len(raw))
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise AuthorizationError("certificate attributes are not JSON", got=str(exc)[:120]) from exc
+    attrs = doc.get("attrs") if isinstance(doc, dict) else None
+    if (not isinstance(attrs, dict) or len(attrs) > MAX_ATTRS
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in attrs.items())):
+        raise AuthorizationError('certificate attributes must be {"attrs": {name: value}} of strings',
+                                 expected=f"<= {MAX_ATTRS} string attributes", got=type(attrs).__name__)
+    return dict(attrs)
 
 
 def account_id(msp_id: str, cert_pem: bytes) -> str:

@@ -95,6 +95,23 @@ class Stub(Protocol):
         """Set the transaction's chaincode event (Fabric keeps one per transaction)."""
         ...
 
+    def get_transient(self) -> dict[str, bytes]:
+        """The proposal's transient map: inputs the endorsers see and the transaction never records."""
+        ...
+
+    def put_private_data(self, collection: str, key: str, value: bytes) -> None:
+        """Write ``value`` at ``key`` of a private data collection: the members' peers keep the value, the ledger
+        only its SHA-256."""
+        ...
+
+    def get_private_data(self, collection: str, key: str) -> bytes:
+        """The value at ``key`` of a collection this peer's organisation is a member of; ``b""`` when absent."""
+        ...
+
+    def get_private_data_hash(self, collection: str, key: str) -> bytes:
+        """The SHA-256 of the committed private value at ``key`` (every peer has it); ``b""`` when absent."""
+        ...
+
 
 def _is_plain(path: bytes) -> bool:
     return bool(path) and path[:1] != b"~" and all(0x21 <= b <= 0x7E for b in path)

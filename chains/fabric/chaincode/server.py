@@ -68,10 +68,11 @@ from fabric_protos.peer import (
     chaincode_pb2,
     chaincode_shim_pb2,
     chaincode_shim_pb2_grpc,
+    proposal_pb2,
     proposal_response_pb2,
 )
 
-from chains.fabric.chaincode.contract import STATUS_ERROR, STATUS_OK, BridgeContract, Response
+from chains.fabric.chaincode.contract import MAX_ARG_BYTES, STATUS_ERROR, STATUS_OK, BridgeContract, Response
 
 log = logging.getLogger("parkrelay.fabric.chaincode")
 
@@ -84,6 +85,8 @@ WORKERS = 4
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """gRPC message limit both ways (a proposal carrying a relay certificate is well under 1 MiB)."""
 STOP_GRACE_S = 2.0
+MAX_TRANSIENT_ENTRIES = 8
+"""Most transient map entries read (the market reads one, ``terms``)."""
 
 
 class PeerError(Exception):
@@ -107,9 +110,10 @@ class _PeerStub:
     runs on the event loop and blocks the worker until the peer answers."""
 
     def __init__(self, handler: _BridgeHandler, loop: asyncio.AbstractEventLoop, channel_id: str, txid: str,
-                 creator: tuple[str, bytes]) -> None:
+                 creator: tuple[str, bytes], transient: dict[str, bytes] | None = None) -> None:
         self._handler, self._loop = handler, loop
         self._channel_id, self._txid, self._creator = channel_id, txid, creator
+        self._transient = dict(transient or {})
         self.event: tuple[str, bytes] | None = None
 
     def _ask(self, msg_type: int, payload: Any, what: str) -> bytes:
@@ -156,6 +160,42 @@ class _PeerStub:
     def set_event(self, name: str, payload: bytes) -> None:
         self.event = (name, payload)
 
+    def get_transient(self) -> dict[str, bytes]:
+        return dict(self._transient)
+
+    def put_private_data(self, collection: str, key: str, value: bytes) -> None:
+        if not collection:
+            raise PeerError("PutPrivateData needs a collection")
+        self._ask(CCMsg.PUT_STATE, chaincode_shim_pb2.PutState(key=key, value=value, collection=collection),
+                  "PutPrivateData")
+
+    def get_private_data(self, collection: str, key: str) -> bytes:
+        if not collection:
+            raise PeerError("GetPrivateData needs a collection")
+        return self._ask(CCMsg.GET_STATE, chaincode_shim_pb2.GetState(key=key, collection=collection),
+                         "GetPrivateData")
+
+    def get_private_data_hash(self, collection: str, key: str) -> bytes:
+        if not collection:
+            raise PeerError("GetPrivateDataHash needs a collection")
+        return self._ask(CCMsg.GET_PRIVATE_DATA_HASH, chaincode_shim_pb2.GetState(key=key, collection=collection),
+                         "GetPrivateDataHash")
+
+
+def _transient_map(signed: Any) -> dict[str, bytes]:
+    """The proposal's transient map (``ChaincodeProposalPayload.TransientMap``): at most
+    :data:`MAX_TRANSIENT_ENTRIES` entries, each value at most the contract's largest argument."""
+    raw = getattr(signed, "proposal_bytes", b"") if signed is not None else b""
+    if not raw:
+        return {}
+    payload = proposal_pb2.ChaincodeProposalPayload.FromString(proposal_pb2.Proposal.FromString(raw).payload)
+    if len(payload.TransientMap) > MAX_TRANSIENT_ENTRIES:
+        raise ValueError(f"more than {MAX_TRANSIENT_ENTRIES} transient entries")
+    out = {str(k): bytes(v) for k, v in payload.TransientMap.items()}
+    if any(len(v) > MAX_ARG_BYTES for v in out.values()):
+        raise ValueError(f"a transient value above {MAX_ARG_BYTES} bytes")
+    return out
+
 
 class _BridgeHandler(Handler):  # type: ignore[misc]  # the library is untyped
     """The library's peer conversation, with the transaction step replaced (module docstring)."""
@@ -190,7 +230,8 @@ class _BridgeHandler(Handler):  # type: ignore[misc]  # the library is untyped
                 stub = ChaincodeStub(self, msg.channel_id, msg.txid, cc_input, msg.proposal)
                 creator = stub.get_creator() or {}
                 peer_stub = _PeerStub(self, asyncio.get_running_loop(), msg.channel_id, msg.txid,
-                                      (str(creator.get("mspid", "")), bytes(creator.get("idBytes", b""))))
+                                      (str(creator.get("mspid", "")), bytes(creator.get("idBytes", b""))),
+                                      _transient_map(msg.proposal))
             except Exception as exc:  # a proposal the library cannot decode
                 log.warning("tx %s: undecodable proposal: %s", msg.txid, exc)
                 response = Response(STATUS_ERROR, message=f"[codec.invalid] undecodable proposal: {exc}"[:512])

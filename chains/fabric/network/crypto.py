@@ -29,8 +29,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +42,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from chains.fabric.consts import ORDERER_MSP, PEER_ORGS
+from chains.fabric.consts import FABRIC_CA_ATTRS_OID, ORDERER_MSP, PEER_ORGS
 from chains.fabric.network.config import PEER_NODE, FabricNetworkConfig, Layout
 
-__all__ = ["ADMIN", "NODE_OUS", "init_crypto", "load_certificate", "write_secret"]
+__all__ = ["ADMIN", "NODE_OUS", "attrs_extension", "enroll_user", "init_crypto", "load_certificate", "write_secret"]
+
+ATTRS_OID = x509.ObjectIdentifier(FABRIC_CA_ATTRS_OID)
 
 ADMIN = "admin"
 """Every organisation's administrator identity (OU ``admin``)."""
@@ -152,15 +156,27 @@ def _ensure_ca(cert_path: Path, key_path: Path, msp: str, tls: bool, now: dt.dat
     return _Ca(cert, key)
 
 
+def attrs_extension(attrs: Mapping[str, str]) -> x509.UnrecognizedExtension:
+    """Fabric CA's attribute extension (OID ``1.2.3.4.5.6.7.8.1``, value the JSON ``{"attrs": {...}}``), as an
+    enrolled certificate carries it; :func:`chains.fabric.chaincode.identity.certificate_attributes` reads it."""
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in attrs.items()):
+        raise ValueError("certificate attributes are strings")
+    value = json.dumps({"attrs": dict(attrs)}, sort_keys=True, separators=(",", ":")).encode()
+    return x509.UnrecognizedExtension(ATTRS_OID, value)
+
+
 def _issue(ca: _Ca, subject: x509.Name, now: dt.datetime, days: int, *,
-           tls_sans: tuple[str, ...] | None = None, server: bool = False
+           tls_sans: tuple[str, ...] | None = None, server: bool = False, attrs: Mapping[str, str] | None = None
            ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A leaf certificate and its new key. ``tls_sans`` None: a signing identity (digitalSignature only);
-    else a TLS certificate with these SANs (IP literals as IP SANs), clientAuth, and serverAuth if ``server``."""
+    """A leaf certificate and its new key. ``tls_sans`` None: a signing identity (digitalSignature only; with
+    ``attrs``, Fabric CA's attribute extension); else a TLS certificate with these SANs (IP literals as IP SANs),
+    clientAuth, and serverAuth if ``server``."""
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (_builder(subject, ca.cert.subject, key.public_key(), now, days)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(x509.AuthorityKeyIdentifier(ca.ski, None, None), critical=False))
+    if attrs:
+        builder = builder.add_extension(attrs_extension(attrs), critical=False)
     if tls_sans is None:
         builder = builder.add_extension(
             x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -201,7 +217,8 @@ def _write_msp_roots(msp_dir: Path, ca: _Ca, tlsca: _Ca) -> None:
 
 
 def _ensure_identity(layout: Layout, identity_dir: Path, msp: str, common_name: str, ou: str, ca: _Ca, tlsca: _Ca,
-                     now: dt.datetime, days: int, tls_sans: tuple[str, ...], server: bool) -> None:
+                     now: dt.datetime, days: int, tls_sans: tuple[str, ...], server: bool,
+                     attrs: Mapping[str, str] | None = None) -> None:
     """One identity's local MSP and TLS pair; kept if complete, (re)issued if missing or partial."""
     signcert = layout.signcert(identity_dir)
     tls_name = "server" if server else "client"
@@ -212,7 +229,7 @@ def _ensure_identity(layout: Layout, identity_dir: Path, msp: str, common_name: 
         shutil.rmtree(identity_dir)
     msp_dir = identity_dir / "msp"
     _write_msp_roots(msp_dir, ca, tlsca)
-    cert, key = _issue(ca, _name(common_name, msp, ou), now, days)
+    cert, key = _issue(ca, _name(common_name, msp, ou), now, days, attrs=attrs)
     write_secret(layout.keyfile(identity_dir), _key_pem(key))
     tcert, tkey = _issue(tlsca, _name(common_name, msp), now, days, tls_sans=tls_sans, server=server)
     write_secret(tls_key, _key_pem(tkey))
@@ -243,3 +260,31 @@ def init_crypto(cfg: FabricNetworkConfig, now: dt.datetime | None = None) -> Non
         for user, ou in users:
             _ensure_identity(layout, layout.user(msp, user), msp, f"{user}@{msp}", ou, ca, tlsca, when, days,
                              ("localhost", "127.0.0.1", cfg.host), server=False)
+
+
+def enroll_user(cfg: FabricNetworkConfig, msp: str, user: str, attrs: Mapping[str, str],
+                now: dt.datetime | None = None) -> Path:
+    """Enroll one more client user of a peer organisation, its signing certificate carrying ``attrs`` (Fabric CA's
+    attribute extension, e.g. ``{"market.role": "station"}``), issued by the organisation's CA this module made:
+    what ``fabric-ca-client enroll`` with ``--enrollment.attrs`` gives on a production network. DEVNET ONLY, like
+    every key here. Kept if it exists (re-enrolling with other attributes means removing its directory first). If
+    the network's connection profile exists, the user is added to its organisation there (so an adapter can
+    connect as it). Returns the identity's directory (``msp/``, ``tls/``)."""
+    if msp not in PEER_ORGS:
+        raise ValueError(f"client users belong to a peer organisation {list(PEER_ORGS)}, not {msp!r}")
+    layout = cfg.layout
+    when = now or dt.datetime.now(dt.UTC)
+    ca = _ensure_ca(*layout.ca(msp), msp, False, when, cfg.cert_validity_days)
+    tlsca = _ensure_ca(*layout.ca(msp, tls=True), msp, True, when, cfg.cert_validity_days)
+    identity_dir = layout.user(msp, user)
+    _ensure_identity(layout, identity_dir, msp, f"{user}@{msp}", "client", ca, tlsca, when, cfg.cert_validity_days,
+                     ("localhost", "127.0.0.1", cfg.host), server=False, attrs=attrs)
+    profile = layout.connection_profile
+    if profile.exists():
+        raw = json.loads(profile.read_text())
+        users = raw["organizations"][msp].setdefault("users", {})
+        users[user] = {"cert": str(layout.signcert(identity_dir)), "private_key": str(layout.keyfile(identity_dir))}
+        tmp = profile.with_suffix(".tmp")
+        tmp.write_text(json.dumps(raw, indent=2))
+        os.replace(tmp, profile)
+    return identity_dir

@@ -208,6 +208,29 @@ CASES: dict[str, tuple[str, Callable[[Setup], Call], str]] = {
         "transfer_right", lambda s: (ALICE, [{"right_id": "r404", "to": "OperatorMSP:bob"}]), "asset.invalid"),
     "transfer to an unknown account": (
         "transfer", lambda s: (ALICE, [{"to": "SalesMSP:nobody", "denom": "kWh", "amount_wh": 1}]), "protocol"),
+    # the market (chains/fabric/chaincode/market.py): the regulator's functions, then uncertified callers
+    **{f"{fn} by a non-operator": (fn, lambda s, a=a: (ALICE, [a]), "auth.denied") for fn, a in (
+        ("market.certify", {"account": "SalesMSP:alice", "role": "sales"}),
+        ("market.revoke", {"account": "SalesMSP:alice"}),
+        ("market.open_round", {"round_id": "r1", "transformer": "t1", "requests_close_ms": 2**62,
+                               "bids_close_ms": 2**62, "slot_start_ms": 2**62, "slot_end_ms": 2**62 + 1}),
+        ("market.allocate", {"round_id": "r1"}),
+        ("market.clear", {"round_id": "r1"}))},
+    **{f"{fn} by an uncertified identity": (fn, lambda s, a=a: (ALICE, [a]), "market.uncertified") for fn, a in (
+        ("market.publish_plan", {"plan_id": "p", "prices": {"peak": 1, "flat": 1, "valley": 1}, "fixed_fee": 0}),
+        ("market.choose_plan", {"profile": {"peak": 1, "flat": 1, "valley": 1}}),
+        ("market.propose_contract", {"contract_id": "c", "terms_sha256": "00"}),
+        ("market.accept_contract", {"contract_id": "c"}),
+        ("market.settle_contract", {"contract_id": "c", "delivered_kwh": 1}),
+        ("market.request", {"round_id": "r1", "station": "s1", "power_kw": 1, "willingness": "weak",
+                            "flexibility_bp": 0}),
+        ("market.bid", {"round_id": "r1", "station": "s1", "side": "buy", "power_kw": 1, "price": 1}),
+        ("market.p2p_offer", {"round_id": "r1", "station": "s1", "offer_id": "o", "to": "SalesMSP:bob",
+                              "power_kw": 1, "price": 1}),
+        ("market.p2p_accept", {"round_id": "r1", "offer_id": "o", "station": "s1"}),
+        ("market.p2p_cancel", {"round_id": "r1", "offer_id": "o"}))},
+    "market arguments with an unknown field": (
+        "market.choose_plan", lambda s: (ALICE, [{"profile": {}, "x": 1}]), "codec.invalid"),
 }
 
 
