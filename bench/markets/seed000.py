@@ -30,6 +30,9 @@ own use a symmetric -20..+20 %, so storage drained after its first calls and sta
 and the day-ahead operator used the long-run expectation, which made it the long-term contract's exact twin):
 storage now recharges as below and the day-ahead forecast is the hour's capacity with an error.
 
+Two ablations separate the capacity-competition market's two parts: storage bound to its charge without the
+split, and the split without the storage binding (both on the chain as above).
+
 **Response rate** of an hour: ``min(delivered, D_t) / D_t``; the figure is the mean over the hours. Also:
 units called per hour, hours answered to at least 95 %, and storage units' own response (delivered / called kW).
 
@@ -364,11 +367,15 @@ def run(rounds: int = ROUNDS, seed: int = SEED) -> dict[str, Any]:
     def mean(xs: list[float]) -> float:
         return round(sum(xs) / len(xs), 4) if xs else 0.0
 
+    ablation = {"storage_binding_without_split": run_market(units, hours, rounds, split=False, storage=True),
+                "split_without_storage_binding": run_market(units, hours, rounds, split=True, storage=False)}
     cc, plain = res["capacity_competition"], res["plain_blockchain"]
     return {
         "rounds": rounds, "seed": seed, "flexible_units": N_FLEX, "storage_units": N_STORAGE,
         "response_rate": {m: mean(res[m]["rates"]) for m in METHODS},
         "units_called_per_hour": {m: mean(res[m]["called"]) for m in METHODS},
+        "ablation_response_rate": {k: mean(v["rates"]) for k, v in ablation.items()},
+        "ablation_units_called_per_hour": {k: mean(v["called"]) for k, v in ablation.items()},
         "storage_response_rate": {m: round(res[m]["storage_delivered_kw"] / res[m]["storage_called_kw"], 4)
                                   if res[m]["storage_called_kw"] else None for m in METHODS},
         "storage_share_of_calls": {m: round(res[m]["storage_called_kw"] / max(1, sum(hours.demand)), 4)
