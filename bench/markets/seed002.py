@@ -23,7 +23,9 @@ Behavioural model and parameters (fixed before any figure was looked at; ``SEED`
   and the aggregator loses reputation).
 * **Grid demand**: every round the grid asks the aggregators for ``D`` = 40 % of the users' total capacity,
   split among the aggregators in proportion to the capacity of the users they hold; each aggregator puts its
-  share out as one ``dr.request`` (price cap 200 prc/kWh, above every user's bid).
+  share out as one ``dr.request`` (price cap 200 prc/kWh, above every user's bid). A sensitivity check
+  (``--dispatch rank``, not the default) has the grid choose aggregators by their rank too in the
+  reputation-based method: best-ranked first, each up to its members' capacity / ``COVER``.
 * **Memberships** are on chain: every DR cycle (10 rounds) each user joins one aggregator (``dr.join``)
   within the aggregator's terms (``dr.set_terms``: at most 7 users), and requests are for
   members only; the cycle's end dissolves the memberships.
@@ -147,8 +149,19 @@ def _matching_floor(sim: SimChain, members: list[str], users: dict[str, dict[str
     return int(ranked[-1][0]) if ranked else 0
 
 
+def _rank_dispatch(sim: SimChain, held: dict[str, int], demand: int, cover: float) -> dict[str, int]:
+    """The grid's demand, to aggregators best-ranked first, each up to its members' capacity / ``cover``."""
+    out = dict.fromkeys(held, 0)
+    left = demand
+    for row in credit_ranking(sim.state):
+        if row["role"] == "aggregator" and row["name"] in held and left > 0:
+            out[row["name"]] = min(left, int(held[row["name"]] / cover))
+            left -= out[row["name"]]
+    return out
+
+
 def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int | None = None,
-             cover: float = COVER) -> dict[str, Any]:
+             cover: float = COVER, dispatch: str = "capacity") -> dict[str, Any]:
     users, aggs = population(seed)
     names = sorted(users)
     agg_names = sorted(aggs)
@@ -189,6 +202,8 @@ def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int |
         held = {a: sum(users[u]["capacity_wh"] for u in members[a]) for a in agg_names}
         total_held = sum(held.values())
         share = {a: demand * held[a] // total_held if total_held else 0 for a in agg_names}
+        if method == "reputation" and dispatch == "rank":
+            share = _rank_dispatch(sim, held, demand, cover)
         floor = {a: _matching_floor(sim, members[a], users, share[a], cover) if method == "reputation" else 0
                  for a in agg_names}
         requests = [sim.tx(a, "dr.request", {"amount_wh": share[a], "max_price": PRICE_CAP, "commit_ms": 2000,
@@ -236,9 +251,9 @@ def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int |
 
 
 def run(rounds: int = ROUNDS, seed: int = SEED, inactive_penalty: int | None = None,
-        cover: float = COVER) -> dict[str, Any]:
+        cover: float = COVER, dispatch: str = "capacity") -> dict[str, Any]:
     started = time.monotonic()
-    res = {m: simulate(m, rounds, seed, inactive_penalty, cover) for m in ("reputation", "traditional")}
+    res = {m: simulate(m, rounds, seed, inactive_penalty, cover, dispatch) for m in ("reputation", "traditional")}
     rep, trad = res["reputation"], res["traditional"]
     aggs = sorted(rep["reputation"])
     ranking = sorted(aggs, key=lambda a: (-rep["final"][a], a))
@@ -267,7 +282,7 @@ def run(rounds: int = ROUNDS, seed: int = SEED, inactive_penalty: int | None = N
         if rep["users_idle_last_half"] else None,
         "mean_user_reliability": mean([u["reliability"] for u in users.values()]),
         "commitments_refused_by_floor": rep["refused_commitments"],
-        "cover": cover,
+        "cover": cover, "dispatch": dispatch,
         "joins_refused": rep["refused_joins"],
         "unreported_requests": {"reputation": rep["unreported_requests"], "traditional": trad["unreported_requests"]},
         "blocks": rep["blocks"] + trad["blocks"], "txs": rep["txs"] + trad["txs"],
@@ -315,6 +330,10 @@ def _options(parser: Any) -> None:
     parser.add_argument("--cover", type=float, default=COVER,
                         help=f"matching range: members admitted to a request until their capacity is this many times "
                              f"the request (default {COVER}; a sensitivity check)")
+    parser.add_argument("--dispatch", choices=("capacity", "rank"), default="capacity",
+                        help="how the grid splits its demand among aggregators in the reputation-based method: in "
+                             "proportion to the capacity they hold (default, as the traditional method) or, a "
+                             "sensitivity check, best-ranked aggregator first up to its capacity / --cover")
 
 
 if __name__ == "__main__":
