@@ -39,7 +39,8 @@ sides in one state:
   longer backs: while its plots back more than ``charge_kw`` it is over-committed and may not offer until
   it has erased down to its charge (then ``max_kw`` is ``min(plots, charge)``); clearing never awards a
   storage unit more than its ``max_kw`` at clearing time. So a storage unit's offered capacity follows its
-  state of charge, and the space it farms with follows the energy it holds.
+  state of charge, and the space it commits to the market follows the energy it holds (consensus still takes any
+  plot bound to its key: farming is not what the market binds).
 * **Reputation from other parks.** A unit new here may bring its record from another park:
   ``market.import_reputation {src_chain, subject, model}`` names an attestation this park imported
   (:mod:`chains.common.reputation`; every model scores in basis points). The caller must hold it (the
