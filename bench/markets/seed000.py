@@ -59,11 +59,13 @@ Behavioural model and parameters (fixed before any figure was looked at; ``SEED`
 * **Park**: ``kw_per_k21_plot`` 10 (a plot backs 10 kW), ``max_unit_share_pct`` 10 (at most a tenth of a demand
   per unit in the first pass: at least ten units are called when enough offer), ``storage_backing_ms`` one
   hour, ``round_blocks`` 2 (one block for the hour's operator and unit transactions, the next clears it and
-  carries the delivery reports), other parameters the park's defaults. Flexible units' plots (rated power / 10)
-  and the plain market's storage plots are committed at genesis. Block headers are not farmed here (the
-  consensus is not what is measured): blocks are executed with the App's begin-block hooks and transactions
-  only, and ``poc.fill`` proofs pass an accept-all verifier (a real k=21 plot costs ~12 s and 34 MiB; fills
-  with real chiapos proofs are tested in tests/unit/poc/test_storage.py and test_app.py).
+  carries the delivery reports), one service (``reserve``), block reward 0 (no block is farmed), the grid
+  operator funded with 10^12 pcc (escrow never limits it), other parameters the park's defaults. Flexible
+  units' plots (rated power / 10) and the plain market's storage plots are committed at genesis. Block
+  headers are not farmed here (the consensus is not what is measured): blocks are executed with the App's
+  begin-block hooks and transactions only, and ``poc.fill`` proofs pass an accept-all verifier (a real k=21
+  plot costs ~12 s and 34 MiB; fills with real chiapos proofs are tested in tests/unit/poc/test_storage.py
+  and test_app.py).
 """
 
 from __future__ import annotations
