@@ -26,6 +26,9 @@ def test_seed000_short_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert out["txs_refused"] == {"capacity_competition": 0, "plain_blockchain": 0}
     # storage followed its charge through the chain: plots were filled and erased
     assert out["plots_filled"] > 0 and out["plots_erased"] > 0
+    # storage bound to its charge answers what it is called for better than storage offering its rated power
+    rates = out["storage_response_rate"]
+    assert rates["capacity_competition"] > rates["plain_blockchain"]
     # the split calls more units than the plain market
     assert out["units_called_per_hour"]["capacity_competition"] > out["units_called_per_hour"]["plain_blockchain"]
     again = seed000.run(rounds=12)
