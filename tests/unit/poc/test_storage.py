@@ -22,10 +22,19 @@ from chains.poc.plots import Farmer
 from chains.poc.testing import FarmedChain
 from protocol.errors import ProtocolError
 
-from .support import CHAIN, GRID, Runner, assert_conserved, balances, genesis_config, nonce
+from .support import CHAIN, GRID, Runner, balances, genesis_config, nonce
+from .support import assert_conserved as assert_pcc_conserved
 
 FR = "frequency_regulation"
 HOUR = 3_600_000
+
+
+def assert_conserved(state: Any) -> None:
+    """Every denomination on the park (``pcc`` only: settlement and block rewards) adds up to its issued supply,
+    escrow included."""
+    denoms = {key.decode().split("/", 2)[2] for key, _ in state.prefix_items(b"balances/")}
+    assert denoms == {"pcc"}, denoms
+    assert_pcc_conserved(state)
 
 
 def accept_all(*_: Any) -> bytes:
