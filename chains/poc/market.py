@@ -12,12 +12,16 @@ sides in one state:
   :func:`chains.poc.app.apply_farmed_block`). Committed space backs offered power:
   ``max_kw = committed_bytes * kw_per_k21_plot // S(21)``.
 * **Demand.** The grid operator posts, per round and service, the capacity it needs
-  (``market.demand {service, amount_kw, price_cap, duration_ms}``) and escrows ``amount_kw * price_cap``.
+  (``market.demand {service, amount_kw, price_cap, duration_ms, min_response_ppm?}``) and escrows
+  ``amount_kw * price_cap``. The service's parameter demands are part of it: ``duration_ms`` (how long the
+  capacity is held, which bounds what a storage unit's charge can answer) and ``min_response_ppm`` (the least
+  response rate a unit needs to be called for it, e.g. a fast service that must not fail; default 0).
 * **Offers.** Units offer capacity (``market.offer {service, amount_kw, price}``), replacing their
   previous offer for that service in the round; ``amount_kw = 0`` withdraws. The sum of a unit's offers
   in a round may not exceed its ``max_kw``.
 * **Clearing (supply-demand split).** At the first block of round r+1, each service's demand of round r
-  is cleared against its offers at or under the price cap, ranked by price, then response rate, then
+  is cleared against its offers at or under the price cap from units whose response rate reaches the
+  demand's ``min_response_ppm``, ranked by price, then response rate, then
   committed space, then name. The demand is *split*: in a first pass no unit gets more than
   ``max_unit_share_pct`` % of it, so more units are called and one unit's failure to respond costs
   less (the seed's answer to response rate); a second pass fills what is left from the same ranking
@@ -38,7 +42,8 @@ sides in one state:
   block's plot is left uncommitted). It *erases* plots as it discharges, to release space its charge no
   longer backs: while its plots back more than ``charge_kw`` it is over-committed and may not offer until
   it has erased down to its charge (then ``max_kw`` is ``min(plots, charge)``); clearing never awards a
-  storage unit more than its ``max_kw`` at clearing time. So a storage unit's offered capacity follows its
+  storage unit more than its ``max_kw`` at clearing time, nor more than its charge sustains for the demand's
+  ``duration_ms``. So a storage unit's offered capacity follows its
   state of charge, and the space it commits to the market follows the energy it holds (consensus still takes any
   plot bound to its key: farming is not what the market binds).
 * **Reputation from other parks.** A unit new here may bring its record from another park:
@@ -434,22 +439,29 @@ def market_ops(params: PocAppParams, verifier: ProofVerifier | None = None) -> d
                  "over_committed": over_committed(params, rec)}]
 
     def op_demand(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
-        """``market.demand {service, amount_kw, price_cap, duration_ms}``: the operator's capacity demand."""
+        """``market.demand {service, amount_kw, price_cap, duration_ms, min_response_ppm?}``: the operator's
+        capacity demand."""
         if tx.sender != params.grid_operator:
             raise AuthorizationError("only the grid operator posts demand", expected=params.grid_operator,
                                      got=tx.sender)
         service = _service(params, tx)
         amount, cap, duration = _positive(tx, "amount_kw"), _positive(tx, "price_cap"), _positive(tx, "duration_ms")
+        min_response = tx.args.get("min_response_ppm", 0)
+        if isinstance(min_response, bool) or not isinstance(min_response, int) or not 0 <= min_response <= _PPM:
+            raise CodecError("min_response_ppm must be in 0..1e6", got=min_response)
         rnd = params.round_of(ctx.height)
         blob = _round(state, rnd)
         if service in blob["demands"]:
             raise ProtocolError(f"a demand for {service} exists in round {rnd}", got=service)
         escrow = amount * cap
         _move(state, tx.sender, ESCROW_ACCOUNT, params.settle_denom, escrow)
-        blob["demands"][service] = {"amount_kw": amount, "price_cap": cap, "duration_ms": duration, "escrow": escrow}
+        demand = {"amount_kw": amount, "price_cap": cap, "duration_ms": duration, "escrow": escrow}
+        if min_response:
+            demand["min_response_ppm"] = min_response
+        blob["demands"][service] = demand
         state.set_json(round_key(rnd), blob)
         return [{"type": "market.demand", "round": rnd, "service": service, "amount_kw": amount, "price_cap": cap,
-                 "escrow": escrow}]
+                 "escrow": escrow, "min_response_ppm": min_response}]
 
     def op_offer(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         """``market.offer {service, amount_kw, price}``: offer (or with 0 kW withdraw) capacity this round."""
@@ -593,7 +605,10 @@ def clear_service(params: PocAppParams, demand: dict[str, Any], offers: dict[str
                   records: dict[str, dict[str, Any]]) -> tuple[int | None, dict[str, int]]:
     """Clear one demand against its offers: ``(clearing price or None, {unit: awarded kW})``. Pure arithmetic."""
     amount, cap = int(demand["amount_kw"]), int(demand["price_cap"])
-    eligible = [(u, o) for u, o in offers.items() if o["price"] <= cap and o["amount_kw"] > 0]
+    floor = int(demand.get("min_response_ppm", 0))
+    duration = int(demand.get("duration_ms", 0))
+    eligible = [(u, o) for u, o in offers.items() if o["price"] <= cap and o["amount_kw"] > 0
+                and response_ppm(params, records.get(u) or new_farmer_record()) >= floor]
 
     def rank(item: tuple[str, dict[str, Any]]) -> tuple[int, int, int, str]:
         unit, offer = item
@@ -609,7 +624,10 @@ def clear_service(params: PocAppParams, demand: dict[str, Any], offers: dict[str
             if not remaining:
                 break
             rec = records.get(unit) or new_farmer_record()
-            room = min(int(offer["amount_kw"]), max_kw(params, rec)) - awarded.get(unit, 0)
+            room = min(int(offer["amount_kw"]), max_kw(params, rec))
+            if rec.get("storage") and duration:  # what its charge sustains for the demand's duration
+                room = min(room, int(rec["storage"]["soc_wh"]) * 3600 // duration)
+            room -= awarded.get(unit, 0)
             if limit_to_share:
                 room = min(room, share_cap)
             take = min(room, remaining)

@@ -226,3 +226,52 @@ def test_a_farmed_block_commits_no_plot_the_charge_does_not_back(chain: FarmedCh
         assert ev["plot_committed"] is committed and ev["reward"] == 10
         assert bool(farmer_record(state, "farmer-b")["plots"]) is committed
         assert_conserved(state)
+
+
+def test_a_longer_service_calls_storage_for_what_its_charge_sustains() -> None:
+    """u3 storage, one plot (100 kW), 100 kWh: a one-hour demand may take 100 kW of it, a two-hour one 50 kW."""
+    for duration, award in ((HOUR, 100), (2 * HOUR, 50)):
+        r = runner(max_unit_share_pct=100)
+        r.begin(1)
+        r.tx(GRID, "market.storage_register", unit="u3", energy_wh=100_000, soc_wh=100_000)
+        r.tx(GRID, "market.demand", service=FR, amount_kw=100, price_cap=10, duration_ms=duration)
+        r.tx("u3", "market.offer", service=FR, amount_kw=100, price=3)
+        (cleared,) = [e for e in r.begin(10) if e["type"] == "market.cleared"]
+        assert cleared["units"] == {"u3": award}, duration
+        (settled,) = r.tx(GRID, "market.report", round=0, service=FR, unit="u3", delivered_kw=award)
+        assert settled["soc_wh"] == 100_000 - award * duration // 3600  # held for the whole duration: empty
+        assert settled["soc_wh"] == 0
+        assert_conserved(r.state)
+
+
+def test_a_service_with_a_response_floor_calls_only_units_that_reach_it() -> None:
+    """u2 delivered 40 % of its first award; a demand asking for a response rate of 50 % passes it over for u1
+    (default 90 %) although u2 is cheaper; a demand without a floor takes u2 first."""
+    r = runner(max_unit_share_pct=100)
+    r.begin(1)
+    r.tx(GRID, "market.demand", service=FR, amount_kw=100, price_cap=10, duration_ms=HOUR)
+    r.tx("u2", "market.offer", service=FR, amount_kw=100, price=5)
+    r.begin(10)
+    r.tx(GRID, "market.report", round=0, service=FR, unit="u2", delivered_kw=40)
+    (ev,) = r.tx(GRID, "market.demand", service=FR, amount_kw=100, price_cap=10, duration_ms=HOUR,
+                 min_response_ppm=500_000)
+    assert ev["min_response_ppm"] == 500_000
+    r.tx(GRID, "market.demand", service="reserve", amount_kw=100, price_cap=10, duration_ms=HOUR)
+    for service in (FR, "reserve"):
+        r.tx("u2", "market.offer", service=service, amount_kw=100, price=2)
+        r.tx("u1", "market.offer", service=service, amount_kw=50, price=6)
+    cleared = {e["service"]: e for e in r.begin(20) if e["type"] == "market.cleared"}
+    assert (cleared[FR]["units"], cleared[FR]["price"]) == ({"u1": 50}, 6)
+    assert (cleared["reserve"]["units"], cleared["reserve"]["price"]) == ({"u2": 100}, 2)
+    assert_conserved(r.state)
+
+
+@pytest.mark.parametrize("floor", [1_000_001, -1, True, "900000"])
+def test_a_response_floor_out_of_range_is_refused(floor: object) -> None:
+    r = runner()
+    r.begin(1)
+    root = r.state.root
+    with pytest.raises(ProtocolError) as exc:
+        r.tx(GRID, "market.demand", service=FR, amount_kw=10, price_cap=1, duration_ms=HOUR, min_response_ppm=floor)
+    assert exc.value.code == "codec.invalid"
+    assert r.state.root == root
