@@ -23,19 +23,32 @@ Behavioural model and parameters (fixed before any figure was looked at; ``SEED`
   and the aggregator loses reputation).
 * **Grid demand**: every round the grid asks the aggregators for ``D`` = 40 % of the users' total capacity,
   split among the aggregators in proportion to the capacity of the users they hold; each aggregator puts its
-  share out as one ``dr.request`` (price cap 200 prc/kWh, above every user's bid).
+  share out as one ``dr.request`` (price cap 200 prc/kWh, above every user's bid). A sensitivity check
+  (``--dispatch rank``, not the default) has the grid choose aggregators by their rank too in the
+  reputation-based method: best-ranked first, each up to its members' capacity / ``COVER``.
 * **Memberships** are on chain: every DR cycle (10 rounds) each user joins one aggregator (``dr.join``)
-  within the aggregator's terms (``dr.set_terms``: at most 7 users; a reputation floor), and requests are for
+  within the aggregator's terms (``dr.set_terms``: at most 7 users), and requests are for
   members only; the cycle's end dissolves the memberships.
 * **Traditional method**: users are dealt to aggregators at random once (7, 6, 6, 6) and rejoin the same one
   every cycle; no floor (terms and requests admit any reputation); the auction is the same first-price sealed
   auction (cheapest first).
 * **Reputation-based method**: at the start of every cycle users and aggregators choose each other by the
-  chain's credit ranking (:func:`chains.dpos.market.credit_ranking`): users, best reputation first, each join
-  the best-ranked aggregator that holds fewer than 7 users; aggregators' terms take only users at or above the
-  floor of 4000 and their requests carry ``min_reputation`` 4000, so the chain refuses a commitment from anyone
-  who fell below it during the cycle. A user below the floor finds no aggregator, so it stays inactive and
-  keeps losing reputation: the seed's cancelled quota of inactive nodes, with no way back in this model.
+  chain's credit ranking (:func:`chains.dpos.market.credit_ranking`, the seed's descending list): users, best
+  reputation first, each join the best-ranked aggregator that holds fewer than 7 users (4 x 7 seats for 25
+  users: everyone is placed; the terms set no floor). Each request then admits a *matching range* of the
+  aggregator's members: its members ranked by their reputation on chain, best first, are admitted until their
+  capacity reaches ``COVER`` = 1.5 times the request, and the request's ``min_reputation`` is the score of the
+  last one admitted, so the chain refuses a commitment from any member ranked below that range (an aggregator
+  with too little capacity above any floor admits all its members). A member left out of every range of a
+  cycle has no match, so the cycle's close marks it inactive and it loses reputation (the seed's penalty of
+  inactive nodes).
+  *Revision* (the run before it: reputation-based 75.9 % vs traditional 91.5 %): the model used to exclude
+  users under a fixed floor of 4000 from the two-way selection and from every request. A user under the floor
+  then had no aggregator, so it never matched, was penalised as inactive every cycle and could never return:
+  17 of 25 users ended there and the aggregators could not fill their requests. The seed has nodes *choose
+  partners by their rank* in the credit list; it cancels inactive nodes' quota of the accounting right (block
+  production), not their part in DR. So the model now ranks instead of excluding: every user holds a seat,
+  and each request's floor is the one its own members' ranking and capacity give.
 * **Park**: 4 witnesses, 1 s blocks, a block in every slot; a round is 7 blocks (the joins at a cycle's
   start; the requests; the commitments; the reveals at the commit phase's end, 2 s; an empty block; the auction
   at the reveal phase's end, 2 s; the delivery reports, within the 2 s window).
@@ -68,7 +81,7 @@ CYCLE_ROUNDS = 10
 ROUND_MS = 7000
 DEMAND_SHARE = 0.40
 PRICE_CAP = 200
-FLOOR = 4000
+COVER = 1.5
 AGGREGATOR_CAPACITY = 7
 SEED_FIGURES = {"completion_reputation": 0.96, "completion_traditional": 0.885,
                 "final_ranking": ["agg3", "agg2", "agg1", "agg4"]}
@@ -109,12 +122,12 @@ def _deal(users: list[str], aggs: list[str], seed: int) -> dict[str, list[str]]:
 
 
 def _two_way(sim: SimChain, aggs: list[str]) -> dict[str, list[str]]:
-    """Users, best reputation first, join the best-ranked aggregator with room; nobody below the floor."""
+    """Users, best reputation first, join the best-ranked aggregator with room (nobody is left out)."""
     ranking = credit_ranking(sim.state)
     agg_order = [r["name"] for r in ranking if r["role"] == "aggregator"]
     out: dict[str, list[str]] = {a: [] for a in aggs}
     for row in ranking:
-        if row["role"] != "user" or row["score"] < FLOOR:
+        if row["role"] != "user":
             continue
         for a in agg_order:
             if len(out[a]) < AGGREGATOR_CAPACITY:
@@ -123,7 +136,32 @@ def _two_way(sim: SimChain, aggs: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int | None = None) -> dict[str, Any]:
+def _matching_floor(sim: SimChain, members: list[str], users: dict[str, dict[str, Any]], request_wh: int,
+                    cover: float) -> int:
+    """The request's ``min_reputation``: the score of the last of the members, best reputation first, admitted
+    until their capacity reaches ``cover`` times the request (all members if they never do)."""
+    ranked = sorted(((sim.state.get_json(reputation_path(u))["score"], u) for u in members), reverse=True)
+    held = 0
+    for score, u in ranked:
+        held += users[u]["capacity_wh"]
+        if held >= cover * request_wh:
+            return int(score)
+    return int(ranked[-1][0]) if ranked else 0
+
+
+def _rank_dispatch(sim: SimChain, held: dict[str, int], demand: int, cover: float) -> dict[str, int]:
+    """The grid's demand, to aggregators best-ranked first, each up to its members' capacity / ``cover``."""
+    out = dict.fromkeys(held, 0)
+    left = demand
+    for row in credit_ranking(sim.state):
+        if row["role"] == "aggregator" and row["name"] in held and left > 0:
+            out[row["name"]] = min(left, int(held[row["name"]] / cover))
+            left -= out[row["name"]]
+    return out
+
+
+def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int | None = None,
+             cover: float = COVER, dispatch: str = "capacity") -> dict[str, Any]:
     users, aggs = population(seed)
     names = sorted(users)
     agg_names = sorted(aggs)
@@ -140,8 +178,7 @@ def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int |
     sim.produce([sim.tx(a, "dr.register", {"role": "aggregator"}) for a in agg_names] +
                 [sim.tx(u, "dr.register", {"role": "user"}) for u in names], time_ms=t_start - 2000)
     assert not sim.failed[-1], sim.failed[-1]
-    floor = FLOOR if method == "reputation" else 0
-    sim.produce([sim.tx(a, "dr.set_terms", {"min_user_reputation": floor, "max_users": AGGREGATOR_CAPACITY})
+    sim.produce([sim.tx(a, "dr.set_terms", {"min_user_reputation": 0, "max_users": AGGREGATOR_CAPACITY})
                  for a in agg_names], time_ms=t_start - 1000)
     assert not sim.failed[-1], sim.failed[-1]
     demand = int(DEMAND_SHARE * sum(u["capacity_wh"] for u in users.values()))
@@ -150,6 +187,7 @@ def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int |
     completion: list[float] = []
     reputation: dict[str, list[int]] = {a: [] for a in agg_names}
     refused = refused_joins = unreported = txs = 0
+    last_award: dict[str, int] = {}
     for k in range(rounds):
         t0 = t_start + ROUND_MS * k
         assert sim.tip.timestamp_ms == t0 - 1000, "a round's blocks fill its 7 slots"
@@ -164,8 +202,12 @@ def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int |
         held = {a: sum(users[u]["capacity_wh"] for u in members[a]) for a in agg_names}
         total_held = sum(held.values())
         share = {a: demand * held[a] // total_held if total_held else 0 for a in agg_names}
+        if method == "reputation" and dispatch == "rank":
+            share = _rank_dispatch(sim, held, demand, cover)
+        floor = {a: _matching_floor(sim, members[a], users, share[a], cover) if method == "reputation" else 0
+                 for a in agg_names}
         requests = [sim.tx(a, "dr.request", {"amount_wh": share[a], "max_price": PRICE_CAP, "commit_ms": 2000,
-                                             "reveal_ms": 2000, "deliver_ms": 2000, "min_reputation": floor,
+                                             "reveal_ms": 2000, "deliver_ms": 2000, "min_reputation": floor[a],
                                              "members_only": True})
                     for a in agg_names if share[a] > 0]
         sim.produce(requests, time_ms=t0 + 1000)
@@ -185,6 +227,8 @@ def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int |
         delivered_total = 0
         reports = []
         for a, ev in sorted(settled.items()):
+            for w in ev["awards"]:
+                last_award[w["bidder"]] = k
             delivered = {w["bidder"]: _delivered(seed, k, w["bidder"], w["amount_wh"],
                                                  users[w["bidder"]]["reliability"]) for w in ev["awards"]}
             delivered_total += sum(delivered.values())
@@ -203,12 +247,13 @@ def simulate(method: str, rounds: int, seed: int = SEED, inactive_penalty: int |
     return {"completion": completion, "reputation": reputation, "final": final, "refused_commitments": refused,
             "refused_joins": refused_joins,
             "unreported_requests": unreported, "blocks": sim.tip.height, "txs": txs,
-            "users_below_floor": sorted(u for u in names if final[u] < FLOOR)}
+            "users_idle_last_half": sorted(u for u in names if last_award.get(u, -1) < rounds // 2)}
 
 
-def run(rounds: int = ROUNDS, seed: int = SEED, inactive_penalty: int | None = None) -> dict[str, Any]:
+def run(rounds: int = ROUNDS, seed: int = SEED, inactive_penalty: int | None = None,
+        cover: float = COVER, dispatch: str = "capacity") -> dict[str, Any]:
     started = time.monotonic()
-    res = {m: simulate(m, rounds, seed, inactive_penalty) for m in ("reputation", "traditional")}
+    res = {m: simulate(m, rounds, seed, inactive_penalty, cover, dispatch) for m in ("reputation", "traditional")}
     rep, trad = res["reputation"], res["traditional"]
     aggs = sorted(rep["reputation"])
     ranking = sorted(aggs, key=lambda a: (-rep["final"][a], a))
@@ -232,11 +277,12 @@ def run(rounds: int = ROUNDS, seed: int = SEED, inactive_penalty: int | None = N
         "final_aggregator_reputation": {a: rep["final"][a] for a in ranking},
         "final_aggregator_reputation_traditional": {a: trad["final"][a] for a in aggs},
         "aggregator_report_probability": {a: round(agg_q[a], 3) for a in aggs},
-        "users_below_floor_reputation": rep["users_below_floor"],
-        "mean_reliability_of_users_below_floor": mean([users[u]["reliability"] for u in rep["users_below_floor"]])
-        if rep["users_below_floor"] else None,
+        "users_without_award_last_half_reputation": rep["users_idle_last_half"],
+        "mean_reliability_of_users_without_award": mean([users[u]["reliability"] for u in rep["users_idle_last_half"]])
+        if rep["users_idle_last_half"] else None,
         "mean_user_reliability": mean([u["reliability"] for u in users.values()]),
         "commitments_refused_by_floor": rep["refused_commitments"],
+        "cover": cover, "dispatch": dispatch,
         "joins_refused": rep["refused_joins"],
         "unreported_requests": {"reputation": rep["unreported_requests"], "traditional": trad["unreported_requests"]},
         "blocks": rep["blocks"] + trad["blocks"], "txs": rep["txs"] + trad["txs"],
@@ -281,6 +327,13 @@ def _options(parser: Any) -> None:
     parser.add_argument("--inactive-penalty", type=int, default=None,
                         help="override the park's reputation_inactive_penalty (a sensitivity check; default: the "
                              "park's MarketParams value)")
+    parser.add_argument("--cover", type=float, default=COVER,
+                        help=f"matching range: members admitted to a request until their capacity is this many times "
+                             f"the request (default {COVER}; a sensitivity check)")
+    parser.add_argument("--dispatch", choices=("capacity", "rank"), default="capacity",
+                        help="how the grid splits its demand among aggregators in the reputation-based method: in "
+                             "proportion to the capacity they hold (default, as the traditional method) or, a "
+                             "sensitivity check, best-ranked aggregator first up to its capacity / --cover")
 
 
 if __name__ == "__main__":

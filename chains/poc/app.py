@@ -26,7 +26,8 @@ Genesis config (JSON or TOML; only ``chain_id`` and ``app.grid_operator`` are re
         "grid_operator": "grid", "settle_denom": "pcc", "reward_denom": "pcc", "block_reward": 10,
         "round_blocks": 10, "services": ["frequency_regulation", "reserve", "peak_regulation"],
         "kw_per_k21_plot": 100, "max_unit_share_pct": 50, "default_response_ppm": 900000,
-        "report_rounds": 2, "fill_window": 16, "max_fill_index": 64, "min_k": 21, "max_k": 32
+        "report_rounds": 2, "fill_window": 16, "max_fill_index": 64, "min_k": 21, "max_k": 32,
+        "import_min_score": 5000, "storage_backing_ms": 3600000
       },
       "accounts": [{"name": "grid", "pubkey": "<32-byte ed25519 hex>"}, ...],
       "balances": [{"account": "grid", "denom": "pcc", "amount": 1000000}, ...],
@@ -40,7 +41,8 @@ its plot ids are ``plot_id(account pubkey, plot_nonce)``. Genesis plots are comm
 
 State keys written here and in :mod:`chains.poc.market`: ``accounts/<name>``, ``balances/<acct>/<denom>``
 (chains.common); ``poc/farmers/<name>`` (JSON farmer record: ``plots {plot_id hex: {k, nonce,
-proven_height}}, committed_bytes, blocks_farmed, last_farmed_height, awarded_kw, delivered_kw, awards``);
+proven_height}}, committed_bytes, blocks_farmed, last_farmed_height, awarded_kw, delivered_kw, awards``, and
+``imported`` / ``storage {energy_wh, soc_wh}`` when set);
 ``poc/plots/<plot_id hex>`` (owner name); ``poc/chain`` (latest height and recent challenges);
 ``poc/supply/<denom>`` (issued total); ``poc/market/round/<r>`` and ``poc/market/awards/<r>``.
 """
@@ -100,7 +102,8 @@ DEFAULT_CONFIRMATION_DEPTH = 6
 
 def poc_app(chain_id: str, params: PocAppParams | dict[str, Any], verifier: ProofVerifier | None = None) -> App:
     """The PoC park's App: ``transfer``, ``account.create``, the capacity ops (``poc.fill``, ``poc.erase``)
-    and the market ops (``market.demand``, ``market.offer``, ``market.report``), with market clearing as a
+    and the market ops (``market.demand``, ``market.offer``, ``market.report``, ``market.import_reputation``,
+    ``market.storage_register``, ``market.storage_soc``), with market clearing as a
     begin-block hook. Bridge ops are registered by the caller."""
     app_params = PocAppParams.from_json(params)
     app = base_app(chain_id)
@@ -127,7 +130,8 @@ def apply_farmed_block(state: ChainState, header: PocHeader, params: PocAppParam
     Raises :class:`AuthorizationError` (the block is invalid on this chain) unless the farmer is an
     account whose key is ``header.farmer_pubkey``. Then: commits the plot to the farmer (a block is a
     proof of space for it) unless another farmer holds it, counts the block in the farmer's record,
-    mints the block reward to the farmer, and records the block's challenge for ``poc.fill`` proofs.
+    mints the block reward to the farmer, and records the block's challenge for ``poc.fill`` proofs. A storage
+    unit whose state of charge does not back the plot farms the block but the plot stays uncommitted.
     """
     if header.height == 0:
         return []
@@ -136,7 +140,7 @@ def apply_farmed_block(state: ChainState, header: PocHeader, params: PocAppParam
         raise AuthorizationError(f"block {header.height} farmer key is not the key of account {header.farmer}",
                                  expected=pubkey.hex(), got=header.farmer_pubkey.hex())
     pid = plot_id(header.farmer_pubkey, header.plot_nonce)
-    committed = commit_plot(state, header.farmer, pid, header.k, header.plot_nonce, header.height)
+    committed = commit_plot(state, header.farmer, pid, header.k, header.plot_nonce, header.height, params)
     rec = farmer_record(state, header.farmer) or new_farmer_record()
     rec["blocks_farmed"] += 1
     rec["last_farmed_height"] = header.height

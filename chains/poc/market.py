@@ -12,12 +12,16 @@ sides in one state:
   :func:`chains.poc.app.apply_farmed_block`). Committed space backs offered power:
   ``max_kw = committed_bytes * kw_per_k21_plot // S(21)``.
 * **Demand.** The grid operator posts, per round and service, the capacity it needs
-  (``market.demand {service, amount_kw, price_cap, duration_ms}``) and escrows ``amount_kw * price_cap``.
+  (``market.demand {service, amount_kw, price_cap, duration_ms, min_response_ppm?}``) and escrows
+  ``amount_kw * price_cap``. The service's parameter demands are part of it: ``duration_ms`` (how long the
+  capacity is held, which bounds what a storage unit's charge can answer) and ``min_response_ppm`` (the least
+  response rate a unit needs to be called for it, e.g. a fast service that must not fail; default 0).
 * **Offers.** Units offer capacity (``market.offer {service, amount_kw, price}``), replacing their
   previous offer for that service in the round; ``amount_kw = 0`` withdraws. The sum of a unit's offers
   in a round may not exceed its ``max_kw``.
 * **Clearing (supply-demand split).** At the first block of round r+1, each service's demand of round r
-  is cleared against its offers at or under the price cap, ranked by price, then response rate, then
+  is cleared against its offers at or under the price cap from units whose response rate reaches the
+  demand's ``min_response_ppm``, ranked by price, then response rate, then
   committed space, then name. The demand is *split*: in a first pass no unit gets more than
   ``max_unit_share_pct`` % of it, so more units are called and one unit's failure to respond costs
   less (the seed's answer to response rate); a second pass fills what is left from the same ranking
@@ -28,6 +32,20 @@ sides in one state:
   the rest refunded. An award still unreported ``report_rounds`` rounds after clearing settles as fully
   delivered. Each unit's record keeps awarded and delivered kW: its response rate
   ``delivered * 10^6 // awarded`` (ppm; ``default_response_ppm`` before any award) ranks its next offers.
+* **Energy storage answers capacity demand by filling and erasing plots.** The grid operator commissions a
+  unit as storage (``market.storage_register {unit, energy_wh, soc_wh}``) and reports its metered state of
+  charge (``market.storage_soc {unit, soc_wh}``); each settled award of a storage unit discharges it by the
+  delivered energy (``delivered_kw * duration_ms // 3600`` Wh). For a storage unit the chain binds committed
+  space to charge: its plots may back no more than ``charge_kw = soc_wh * 3600 // storage_backing_ms`` kW
+  (the power its charge sustains for ``storage_backing_ms``). It *fills* plots as it charges, to offer more:
+  a ``poc.fill`` (or a farmed block's plot) that would take its plots over ``charge_kw`` is refused (the
+  block's plot is left uncommitted). It *erases* plots as it discharges, to release space its charge no
+  longer backs: while its plots back more than ``charge_kw`` it is over-committed and may not offer until
+  it has erased down to its charge (then ``max_kw`` is ``min(plots, charge)``); clearing never awards a
+  storage unit more than its ``max_kw`` at clearing time, nor more than its charge sustains for the demand's
+  ``duration_ms``. So a storage unit's offered capacity follows its
+  state of charge, and the space it commits to the market follows the energy it holds (consensus still takes any
+  plot bound to its key: farming is not what the market binds).
 * **Reputation from other parks.** A unit new here may bring its record from another park:
   ``market.import_reputation {src_chain, subject, model}`` names an attestation this park imported
   (:mod:`chains.common.reputation`; every model scores in basis points). The caller must hold it (the
@@ -70,8 +88,10 @@ __all__ = [
     "new_farmer_record",
     "own_response_ppm",
     "plot_owner_key",
+    "plots_kw",
     "response_ppm",
     "round_key",
+    "storage_kw",
     "supply_key",
 ]
 
@@ -117,9 +137,12 @@ class PocAppParams:
     import_min_score: int = 5000
     """Least imported score (basis points, 0..10000) a unit may bring from another park
     (``market.import_reputation``)."""
+    storage_backing_ms: int = 3_600_000
+    """A storage unit's plots may back no more kW than its state of charge sustains for this long."""
 
     def __post_init__(self) -> None:
-        for name in ("round_blocks", "kw_per_k21_plot", "report_rounds", "fill_window", "max_fill_index"):
+        for name in ("round_blocks", "kw_per_k21_plot", "report_rounds", "fill_window", "max_fill_index",
+                     "storage_backing_ms"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise CodecError(f"PoC app param {name} must be a positive integer", got=v)
@@ -142,7 +165,8 @@ class PocAppParams:
                 "kw_per_k21_plot": self.kw_per_k21_plot, "max_unit_share_pct": self.max_unit_share_pct,
                 "default_response_ppm": self.default_response_ppm, "report_rounds": self.report_rounds,
                 "fill_window": self.fill_window, "max_fill_index": self.max_fill_index,
-                "min_k": self.min_k, "max_k": self.max_k, "import_min_score": self.import_min_score}
+                "min_k": self.min_k, "max_k": self.max_k, "import_min_score": self.import_min_score,
+                "storage_backing_ms": self.storage_backing_ms}
 
     @classmethod
     def from_json(cls, obj: Any) -> PocAppParams:
@@ -218,9 +242,37 @@ def account_pubkey(state: ChainState, name: str) -> bytes:
     return bytes.fromhex(acct["pubkey"])
 
 
+def plots_kw(params: PocAppParams, record: dict[str, Any], extra_bytes: int = 0) -> int:
+    """Power the unit's committed space backs (plus ``extra_bytes``): k21-plots times ``kw_per_k21_plot``."""
+    return (int(record["committed_bytes"]) + extra_bytes) * params.kw_per_k21_plot // _S21
+
+
+def storage_kw(params: PocAppParams, record: dict[str, Any]) -> int | None:
+    """Power a storage unit's state of charge sustains for ``storage_backing_ms`` (None: not storage)."""
+    storage = record.get("storage")
+    if not storage:
+        return None
+    return int(storage["soc_wh"]) * 3600 // params.storage_backing_ms
+
+
 def max_kw(params: PocAppParams, record: dict[str, Any]) -> int:
-    """Power a unit may offer per round: its committed space in k21-plots times ``kw_per_k21_plot``."""
-    return int(record["committed_bytes"]) * params.kw_per_k21_plot // _S21
+    """Power a unit may offer per round: its committed space in k21-plots times ``kw_per_k21_plot``; for a
+    storage unit no more than its state of charge backs (:func:`storage_kw`)."""
+    plots = plots_kw(params, record)
+    charge = storage_kw(params, record)
+    return plots if charge is None else min(plots, charge)
+
+
+def over_committed(params: PocAppParams, record: dict[str, Any]) -> bool:
+    """A storage unit whose plots back more than its charge: it must erase plots before it offers."""
+    charge = storage_kw(params, record)
+    return charge is not None and plots_kw(params, record) > charge
+
+
+def storage_room(params: PocAppParams, record: dict[str, Any], k: int) -> bool:
+    """Whether a new size-``k`` plot keeps the unit's plots within its charge (always, for a non-storage unit)."""
+    charge = storage_kw(params, record)
+    return charge is None or plots_kw(params, record, expected_plot_size(k)) <= charge
 
 
 def response_ppm(params: PocAppParams, record: dict[str, Any]) -> int:
@@ -240,16 +292,20 @@ def own_response_ppm(params: PocAppParams, record: dict[str, Any]) -> int:
     return int(record["delivered_kw"]) * _PPM // awarded if awarded else params.default_response_ppm
 
 
-def commit_plot(state: ChainState, name: str, pid: bytes, k: int, nonce: bytes, height: int) -> bool:
+def commit_plot(state: ChainState, name: str, pid: bytes, k: int, nonce: bytes, height: int,
+                params: PocAppParams | None = None) -> bool:
     """Add a proven plot to ``name``'s committed space; refresh its proven height if already there.
 
-    Returns False (and changes nothing) if another farmer committed the plot: one plot backs one unit.
+    Returns False (and changes nothing) if another farmer committed the plot: one plot backs one unit; or, with
+    ``params``, if ``name`` is a storage unit whose charge does not back a new plot (:func:`storage_room`).
     """
     owner = state.get(plot_owner_key(pid))
     if owner is not None and owner.decode() != name:
         return False
     rec = farmer_record(state, name) or new_farmer_record()
     plots = rec["plots"]
+    if pid.hex() not in plots and params is not None and not storage_room(params, rec, k):
+        return False
     if pid.hex() not in plots:
         rec["committed_bytes"] += expected_plot_size(k)
         state.set(plot_owner_key(pid), name.encode())
@@ -352,6 +408,11 @@ def market_ops(params: PocAppParams, verifier: ProofVerifier | None = None) -> d
         owner = state.get(plot_owner_key(pid))
         if owner is not None:
             raise ProtocolError("plot already committed", got=owner.decode())
+        before = farmer_record(state, tx.sender) or new_farmer_record()
+        if not storage_room(params, before, k):
+            raise ProtocolError("storage unit: its state of charge does not back another plot",
+                                expected=f"plots <= {storage_kw(params, before)} kW",
+                                got=plots_kw(params, before, expected_plot_size(k)))
         if not verify(pid, k, fill_challenge(chain_challenge, pid, index), proof):
             raise InvalidProofError(f"fill proof of {tx.sender} does not verify for plot {pid.hex()[:16]}…")
         commit_plot(state, tx.sender, pid, k, nonce, ctx.height)
@@ -368,31 +429,39 @@ def market_ops(params: PocAppParams, verifier: ProofVerifier | None = None) -> d
         k = int(rec["plots"].pop(pid.hex())["k"])
         rec["committed_bytes"] -= expected_plot_size(k)
         offered = _offered_kw(_round(state, params.round_of(ctx.height)), tx.sender)
-        if offered > max_kw(params, rec):
+        if offered > plots_kw(params, rec):  # space, not charge: a discharged storage unit may always erase down
             raise ProtocolError("erasing the plot would leave open offers without committed capacity",
-                                expected=f"offers <= {max_kw(params, rec)} kW", got=offered)
+                                expected=f"offers <= {plots_kw(params, rec)} kW", got=offered)
         state.set_json(farmer_key(tx.sender), rec)
         state.delete(plot_owner_key(pid))
         return [{"type": "poc.erase", "farmer": tx.sender, "plot_id": pid.hex(),
-                 "committed_bytes": rec["committed_bytes"], "max_kw": max_kw(params, rec)}]
+                 "committed_bytes": rec["committed_bytes"], "max_kw": max_kw(params, rec),
+                 "over_committed": over_committed(params, rec)}]
 
     def op_demand(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
-        """``market.demand {service, amount_kw, price_cap, duration_ms}``: the operator's capacity demand."""
+        """``market.demand {service, amount_kw, price_cap, duration_ms, min_response_ppm?}``: the operator's
+        capacity demand."""
         if tx.sender != params.grid_operator:
             raise AuthorizationError("only the grid operator posts demand", expected=params.grid_operator,
                                      got=tx.sender)
         service = _service(params, tx)
         amount, cap, duration = _positive(tx, "amount_kw"), _positive(tx, "price_cap"), _positive(tx, "duration_ms")
+        min_response = tx.args.get("min_response_ppm", 0)
+        if isinstance(min_response, bool) or not isinstance(min_response, int) or not 0 <= min_response <= _PPM:
+            raise CodecError("min_response_ppm must be in 0..1e6", got=min_response)
         rnd = params.round_of(ctx.height)
         blob = _round(state, rnd)
         if service in blob["demands"]:
             raise ProtocolError(f"a demand for {service} exists in round {rnd}", got=service)
         escrow = amount * cap
         _move(state, tx.sender, ESCROW_ACCOUNT, params.settle_denom, escrow)
-        blob["demands"][service] = {"amount_kw": amount, "price_cap": cap, "duration_ms": duration, "escrow": escrow}
+        demand = {"amount_kw": amount, "price_cap": cap, "duration_ms": duration, "escrow": escrow}
+        if min_response:
+            demand["min_response_ppm"] = min_response
+        blob["demands"][service] = demand
         state.set_json(round_key(rnd), blob)
         return [{"type": "market.demand", "round": rnd, "service": service, "amount_kw": amount, "price_cap": cap,
-                 "escrow": escrow}]
+                 "escrow": escrow, "min_response_ppm": min_response}]
 
     def op_offer(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         """``market.offer {service, amount_kw, price}``: offer (or with 0 kW withdraw) capacity this round."""
@@ -401,6 +470,10 @@ def market_ops(params: PocAppParams, verifier: ProofVerifier | None = None) -> d
         rec = farmer_record(state, tx.sender)
         if rec is None or not rec["committed_bytes"]:
             raise ProtocolError("no committed plot capacity: fill a plot before offering", got=tx.sender)
+        if amount and over_committed(params, rec):
+            raise ProtocolError(f"storage unit {tx.sender} is over-committed: erase plots down to its state of charge "
+                                "before offering", expected=f"plots <= {storage_kw(params, rec)} kW",
+                                got=plots_kw(params, rec))
         rnd = params.round_of(ctx.height)
         blob = _round(state, rnd)
         total = _offered_kw(blob, tx.sender, skip_service=service) + amount
@@ -450,8 +523,49 @@ def market_ops(params: PocAppParams, verifier: ProofVerifier | None = None) -> d
         return [{"type": "market.reputation_imported", "unit": tx.sender, **rec["imported"],
                  "response_ppm": response_ppm(params, rec)}]
 
+    def op_storage_register(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """``market.storage_register {unit, energy_wh, soc_wh}`` (grid operator): commission a unit as storage."""
+        if tx.sender != params.grid_operator:
+            raise AuthorizationError("only the grid operator commissions storage", expected=params.grid_operator,
+                                     got=tx.sender)
+        unit = arg(tx, "unit", str)
+        energy, soc = _positive(tx, "energy_wh"), _nonneg(tx, "soc_wh")
+        account_pubkey(state, unit)
+        rec = farmer_record(state, unit) or new_farmer_record()
+        if rec.get("storage"):
+            raise ProtocolError("unit already commissioned as storage", got=unit)
+        if soc > energy:
+            raise ProtocolError("state of charge above the storage's energy", expected=f"<= {energy} Wh", got=soc)
+        rec["storage"] = {"energy_wh": energy, "soc_wh": soc}
+        state.set_json(farmer_key(unit), rec)
+        return [_storage_event("market.storage_registered", params, unit, rec)]
+
+    def op_storage_soc(state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """``market.storage_soc {unit, soc_wh}`` (grid operator): a storage unit's metered state of charge."""
+        if tx.sender != params.grid_operator:
+            raise AuthorizationError("only the grid operator reports state of charge", expected=params.grid_operator,
+                                     got=tx.sender)
+        unit = arg(tx, "unit", str)
+        soc = _nonneg(tx, "soc_wh")
+        rec = farmer_record(state, unit)
+        if rec is None or not rec.get("storage"):
+            raise ProtocolError("not a storage unit", got=unit)
+        if soc > int(rec["storage"]["energy_wh"]):
+            raise ProtocolError("state of charge above the storage's energy",
+                                expected=f"<= {rec['storage']['energy_wh']} Wh", got=soc)
+        rec["storage"]["soc_wh"] = soc
+        state.set_json(farmer_key(unit), rec)
+        return [_storage_event("market.storage_soc", params, unit, rec)]
+
     return {"poc.fill": op_fill, "poc.erase": op_erase, "market.demand": op_demand, "market.offer": op_offer,
-            "market.report": op_report, "market.import_reputation": op_import_reputation}
+            "market.report": op_report, "market.import_reputation": op_import_reputation,
+            "market.storage_register": op_storage_register, "market.storage_soc": op_storage_soc}
+
+
+def _storage_event(kind: str, params: PocAppParams, unit: str, rec: dict[str, Any]) -> dict[str, Any]:
+    return {"type": kind, "unit": unit, "energy_wh": rec["storage"]["energy_wh"], "soc_wh": rec["storage"]["soc_wh"],
+            "charge_kw": storage_kw(params, rec), "plots_kw": plots_kw(params, rec),
+            "over_committed": over_committed(params, rec)}
 
 
 def _settle(state: ChainState, params: PocAppParams, rnd: int, awards: dict[str, Any], service: str, unit: str,
@@ -465,9 +579,15 @@ def _settle(state: ChainState, params: PocAppParams, rnd: int, awards: dict[str,
     rec["awarded_kw"] += award["kw"]
     rec["delivered_kw"] += delivered
     rec["awards"] += 1
+    extra: dict[str, Any] = {}
+    if rec.get("storage"):  # the delivery discharged it
+        used = delivered * int(awards[service]["duration_ms"]) // 3600
+        rec["storage"]["soc_wh"] = max(0, int(rec["storage"]["soc_wh"]) - used)
+        extra = {"soc_wh": rec["storage"]["soc_wh"], "over_committed": over_committed(params, rec)}
     state.set_json(farmer_key(unit), rec)
     return [{"type": "market.settled", "round": rnd, "service": service, "unit": unit, "awarded_kw": award["kw"],
-             "delivered_kw": delivered, "paid": delivered * price, "response_ppm": response_ppm(params, rec)}]
+             "delivered_kw": delivered, "paid": delivered * price, "response_ppm": response_ppm(params, rec),
+             **extra}]
 
 
 def _store_awards(state: ChainState, rnd: int, awards: dict[str, Any]) -> None:
@@ -485,7 +605,10 @@ def clear_service(params: PocAppParams, demand: dict[str, Any], offers: dict[str
                   records: dict[str, dict[str, Any]]) -> tuple[int | None, dict[str, int]]:
     """Clear one demand against its offers: ``(clearing price or None, {unit: awarded kW})``. Pure arithmetic."""
     amount, cap = int(demand["amount_kw"]), int(demand["price_cap"])
-    eligible = [(u, o) for u, o in offers.items() if o["price"] <= cap and o["amount_kw"] > 0]
+    floor = int(demand.get("min_response_ppm", 0))
+    duration = int(demand.get("duration_ms", 0))
+    eligible = [(u, o) for u, o in offers.items() if o["price"] <= cap and o["amount_kw"] > 0
+                and response_ppm(params, records.get(u) or new_farmer_record()) >= floor]
 
     def rank(item: tuple[str, dict[str, Any]]) -> tuple[int, int, int, str]:
         unit, offer = item
@@ -500,7 +623,11 @@ def clear_service(params: PocAppParams, demand: dict[str, Any], offers: dict[str
         for unit, offer in eligible:
             if not remaining:
                 break
-            room = int(offer["amount_kw"]) - awarded.get(unit, 0)
+            rec = records.get(unit) or new_farmer_record()
+            room = min(int(offer["amount_kw"]), max_kw(params, rec))
+            if rec.get("storage") and duration:  # what its charge sustains for the demand's duration
+                room = min(room, int(rec["storage"]["soc_wh"]) * 3600 // duration)
+            room -= awarded.get(unit, 0)
             if limit_to_share:
                 room = min(room, share_cap)
             take = min(room, remaining)

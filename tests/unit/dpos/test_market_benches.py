@@ -41,3 +41,13 @@ def test_seed003_short_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert fast["removed"] == credit["removed"] == "2/2" and fast["max"] < credit["mean"]
     assert out["removal_blocks_plain_dpos_idle_voters"]["removed"] == "0/2"
     assert abs(sum(out["reward_share_shapley"].values()) - 1) < 1e-3
+
+
+def test_seed002_ranks_users_and_dispatches_by_rank() -> None:
+    """Nobody is left out of the two-way selection (joins are never refused, every user holds a seat); with
+    ``dispatch="rank"`` the grid's demand goes to aggregators by rank."""
+    out = seed002.run(rounds=12, dispatch="rank")
+    assert out["dispatch"] == "rank" and out["cover"] == seed002.COVER
+    assert out["joins_refused"] == 0
+    for method in ("reputation", "traditional"):
+        assert 0 < out[f"completion_{method}"] <= 1

@@ -151,6 +151,7 @@ def test_someone_elses_plot_cannot_be_filled(farmers: list[Farmer]) -> None:
 def test_app_registers_the_ops_and_no_bridge_ops() -> None:
     app = poc_app(CHAIN, {"grid_operator": GRID})
     assert sorted(app.ops) == ["account.create", "market.demand", "market.import_reputation", "market.offer",
-                               "market.report", "poc.erase", "poc.fill", "transfer"]
+                               "market.report", "market.storage_register", "market.storage_soc", "poc.erase",
+                               "poc.fill", "transfer"]
     tx = Tx.signed(signer("u1"), CHAIN, "u1", 0, "market.offer", {"service": "reserve", "amount_kw": 1, "price": 1})
     assert tx.op in app.ops
