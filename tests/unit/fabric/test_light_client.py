@@ -566,10 +566,16 @@ def test_mutated_blocks_and_bundles_raise_only_protocol_errors(at: int, mask: in
         block = net.next_block(parent=net.blocks[N_BLOCKS]) if which == "block" else _peek_config_block(net)
         for raw in (_flip(block.encode(), at, mask), block.encode()[: cut % len(block.encode())]):
             try:
-                c.process_header(Block.decode(raw), T0_MS)
+                decoded = Block.decode(raw)
+                c.process_header(decoded, T0_MS)
             except ProtocolError:
-                pass
-            assert c.status(T0_MS) is ClientStatus.ACTIVE or raw == block.encode()
+                continue
+            # accepted: only with the original header (a flip in metadata no signature covers, e.g. the peers'
+            # transaction filter, as in Fabric itself); the shared client then goes back to N_BLOCKS so that the next
+            # example's block (the ordinary one or the config one, both at N_BLOCKS + 1) meets no conflict it made
+            assert decoded.hash == block.hash, "a mutated block header verified"
+            assert c.status(T0_MS) is ClientStatus.ACTIVE
+            s.client = c = FabricLightClient.from_state(c.client_id, before)
     else:
         bundle = net.attest(KEY, TIMEOUT_RECEIPT if which == "timeout" else ACK)
         for raw in (_flip(bundle, at, mask), bundle[: cut % len(bundle)]):
@@ -580,10 +586,7 @@ def test_mutated_blocks_and_bundles_raise_only_protocol_errors(at: int, mask: in
                     c.verify_membership(N_BLOCKS, KEY, ACK, raw, T0_MS)
             except ProtocolError:
                 pass
-    # a mutated block that still verifies would be a forgery: it can only be the original block
-    if c.final_height > N_BLOCKS:
-        assert c.final_consensus_state(N_BLOCKS + 1).header_hash in {b.hash for b in net.blocks}
-    assert c.to_state() == before or c.final_height > N_BLOCKS
+    assert c.to_state() == before
 
 
 _CONFIG_BLOCKS: dict[int, Block] = {}
