@@ -699,10 +699,9 @@ async def test_one_relay_validator_down_then_back(live: Net) -> None:
 async def test_a_park_node_killed_hard_and_restarted_loses_nothing(live: Net) -> None:
     """SIGKILL one node of one or both parks (:data:`CRASHED`) while packets are in flight: a DPoS witness, a PoC
     farmer, anvil itself under the Ethereum park's node (which then exits; only anvil's last 1 s state dump survives),
-    or on a Fabric park
-    a peer and the Raft leader among its orderers (its supervisor restarts them from their ledgers) once the
-    packets in flight are final to the relay chain. Restarted, the park continues; the relay's client of it
-    stays active (no attested block was lost, so nothing conflicts); every packet completes exactly once.
+    or on a Fabric park a peer and the Raft leader among its orderers (its supervisor restarts them from their
+    ledgers) once the packets in flight are final to the relay chain. Restarted, the park continues; the relay's
+    client of it stays active (no attested block was lost, so nothing conflicts); every packet completes exactly once.
     (With anvil's former 5 s dump interval this lost the verified Ethereum packet's block.)"""
     va, vb = await live.balance(live.b, voucher(live.a)), await live.balance(live.a, voucher(live.b))
     live.start_relayer("relayer-a")
