@@ -24,7 +24,7 @@ from protocol.paths import ack_path
 from protocol.types import Acknowledgement, ChainId, LaneId
 from relay.ops.config import ChainConfig, DeploymentConfig
 
-__all__ = ["OPERATOR", "EthPark", "FabricPark", "ParkView", "PyPark", "park_view", "rpc"]
+__all__ = ["OPERATOR", "EthPark", "FabricPark", "ParkView", "PyPark", "TxRefusedError", "park_view", "rpc"]
 
 OPERATOR = "operator"
 """The deployment account that operates each park's bridge registry (the bridge's ``rights_operator``)."""
@@ -41,6 +41,16 @@ def rpc(url: str, method: str, params: dict[str, Any] | None = None, timeout: fl
     if "error" in out:
         raise RuntimeError(f"{method} on {url}: {out['error'].get('message')}")
     return out["result"]
+
+
+class TxRefusedError(RuntimeError):
+    """A transaction a Python park executed and refused: ``code`` is the chain's error code (``auth.denied``…),
+    ``error`` its whole error object (code, message, expected, got)."""
+
+    def __init__(self, chain_id: str, op: str, error: Any) -> None:
+        self.error = dict(error) if isinstance(error, dict) else {"message": str(error)}
+        self.code = str(self.error.get("code", "protocol"))
+        super().__init__(f"{op} failed on {chain_id}: {error}")
 
 
 class ParkView:
@@ -181,7 +191,7 @@ class PyPark(ParkView):
             res = rpc(self.url, "getTxResult", {"hash": tx_hash})
             if res is not None:
                 if not res["ok"]:
-                    raise RuntimeError(f"{op} failed on {self.chain.id}: {res['error']}")
+                    raise TxRefusedError(self.chain.id, op, res["error"])
                 return tx_hash, dict(res)
             time.sleep(0.25)
         raise RuntimeError(f"{op} {tx_hash[:16]} not in a block of {self.chain.id} within 60 s")
