@@ -186,7 +186,8 @@ def handler_for(cfg: DeploymentConfig, park: str) -> tuple[ChainConfig, Any]:
 
 def _action_parser(park: str, action: Action) -> _Parser:
     p = _Parser(prog=f"parkrelay market {park} {action.name}",
-                description=inspect.cleandoc(action.run.__doc__ or action.help), formatter_class=argparse.RawDescriptionHelpFormatter)
+                description=inspect.cleandoc(action.run.__doc__ or action.help),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     action.arguments(p)
     if action.signs == "":
         p.add_argument("--as", dest="as_", required=True, metavar="ACCOUNT",
