@@ -47,6 +47,9 @@ ADDRESS_KEYS = ("energy_token", "voucher_impl", "bridge", "energy_app", "rights"
 PRIORITY_FEE_WEI = 1_000_000_000
 GAS_MARGIN = 1.25
 RECEIPT_TIMEOUT_S = 60.0
+MARKET_CONFIG_GAS = 250_000
+"""Gas limit of each feeder and member transaction of the market's deployment (each uses under 100,000): they are
+sent together without estimates, each depending on the one before (bus n needs bus n-1)."""
 
 RelaySetArgs = tuple[Sequence[bytes], Sequence[str], Sequence[int]]
 """The ``ValidatorSet`` constructor argument: ed25519 keys (32 bytes), eth addresses, powers."""
@@ -107,6 +110,9 @@ class _Step:
     """Address key this step's contract lands at (creation steps)."""
     needs_code: bool = False
     """Calls a contract of this deployment: wait until the creations before it are mined."""
+    gas: int | None = None
+    """A fixed gas limit, not estimated: for a call that depends on an earlier one still in flight (its estimate
+    would revert until that one is mined), so the whole sequence goes out at once."""
 
 
 def park_step_count(lanes: int, transformers: int, stations: int, minted_balances: int) -> int:
@@ -219,6 +225,12 @@ def _run(w3: Web3, deployer: LocalAccount, steps: Sequence[_Step], first_nonce: 
         tx: dict[str, Any] = {"from": deployer.address, "nonce": nonce, "chainId": chain, "data": step.data, **fees}
         if step.to is not None:
             tx["to"] = step.to
+        if step.gas is not None:
+            tx["gas"] = step.gas
+            signed = deployer.sign_transaction(tx)
+            in_flight.append((step, w3.eth.send_raw_transaction(signed.raw_transaction)))
+            lg.info("sent %s (nonce %d)", step.what, nonce)
+            continue
         try:
             gas = w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
         except ContractLogicError as exc:
@@ -297,13 +309,14 @@ def deploy_market(
                            rec.encode_abi("setMinImportedScore", [min_imported_score]), needs_code=True))
     for bus, (parent, length_m, limit_wh) in enumerate(feeder):
         steps.append(_Step(f"setBus({bus} behind {parent}, {length_m} m, {limit_wh} Wh)", market,
-                           m.encode_abi("setBus", [bus, parent, length_m, limit_wh]), needs_code=True))
+                           m.encode_abi("setBus", [bus, parent, length_m, limit_wh]), needs_code=True,
+                           gas=MARKET_CONFIG_GAS))
     for addr, bus in (members or {}).items():
         who = to_checksum_address(addr)
         steps.append(_Step(f"DeliveryRecord.admit({lower_address(addr)})", record, rec.encode_abi("admit", [who]),
-                           needs_code=True))
+                           needs_code=True, gas=MARKET_CONFIG_GAS))
         steps.append(_Step(f"setMember({lower_address(addr)} at bus {bus})", market,
-                           m.encode_abi("setMember", [who, bus]), needs_code=True))
+                           m.encode_abi("setMember", [who, bus]), needs_code=True, gas=MARKET_CONFIG_GAS))
     if nonce < first:
         raise DeployError(f"the market is created at the operator's nonce {first}, but its next nonce is {nonce}: "
                           f"deploy the park first")

@@ -265,7 +265,8 @@ def dispatch(args: argparse.Namespace) -> int:
 def _fail(as_json: bool, code: str, message: str, rc: int) -> int:
     if as_json:
         print(json.dumps({"error": {"code": code, "message": message}}))
-    print(f"parkrelay: [{code}] {message}", file=sys.stderr)
+    print(f"parkrelay: {message}" if message.startswith(f"[{code}]") else f"parkrelay: [{code}] {message}",
+          file=sys.stderr)
     return rc
 
 
