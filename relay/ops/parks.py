@@ -39,6 +39,9 @@ def rpc(url: str, method: str, params: dict[str, Any] | None = None, timeout: fl
     with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback URLs from the config
         out = json.loads(r.read())
     if "error" in out:
+        data = out["error"].get("data")
+        if isinstance(data, dict) and isinstance(data.get("code"), str):  # a protocol error: keep its code
+            raise TxRefusedError(url, method, data, f"{method} on {url}: {out['error'].get('message')}")
         raise RuntimeError(f"{method} on {url}: {out['error'].get('message')}")
     return out["result"]
 
@@ -47,10 +50,10 @@ class TxRefusedError(RuntimeError):
     """A transaction a Python park executed and refused: ``code`` is the chain's error code (``auth.denied``…),
     ``error`` its whole error object (code, message, expected, got)."""
 
-    def __init__(self, chain_id: str, op: str, error: Any) -> None:
+    def __init__(self, chain_id: str, op: str, error: Any, message: str | None = None) -> None:
         self.error = dict(error) if isinstance(error, dict) else {"message": str(error)}
         self.code = str(self.error.get("code", "protocol"))
-        super().__init__(f"{op} failed on {chain_id}: {error}")
+        super().__init__(message or f"{op} failed on {chain_id}: {error}")
 
 
 class ParkView:
