@@ -105,7 +105,7 @@ def round_(ctx: MarketContext, args: argparse.Namespace) -> Any:
     return {"round": args.round, "state": "none", "bids": []}
 
 
-# -- demand response (seed 002) --------------------------------------------------------------------------------------
+# -- demand response (docs/research.md#seed-002) ---------------------------------------------------------------------
 
 
 def _register_args(p: argparse.ArgumentParser) -> None:
@@ -268,7 +268,7 @@ def _none(p: argparse.ArgumentParser) -> None:
 
 
 ACTIONS: dict[str, Action] = {a.name: a for a in (
-    Action("bid", "submit a buy or sell bid to a trading round (seed 003, stage 1)", _bid_args, bid, signs=""),
+    Action("bid", "submit a buy or sell bid to a trading round (stage 1 of the three-stage trade)", _bid_args, bid, signs=""),
     Action("rounds", "the current round and every open round's bids", _none, rounds),
     Action("round", "one round: bids while open, fills once cleared", _round_args, round_),
     Action("params", "the park's market parameters", _none, params),
