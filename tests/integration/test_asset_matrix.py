@@ -559,8 +559,8 @@ async def test_each_market_reads_reputation_imported_over_the_relay_through_the_
     the Ethereum park admits a participant by it, who then trades in a round cleared on chain
     (docs/research.md#seed-001)."""
     net = matrix.net
-    eth_subject, eth_model = SUBJECTS[ETH]
-    fab_subject, fab_model = SUBJECTS[FABRIC]
+    eth_model, fab_model = SUBJECTS[ETH][1], SUBJECTS[FABRIC][1]
+    eth_subject, fab_subject = net.views[ETH].account(USER[ETH]), net.views[FABRIC].account(USER[FABRIC])
 
     def cli(*argv: str) -> Any:
         rc, out = _market(net, *argv)

@@ -18,8 +18,15 @@ import pytest
 from chains.dpos.market import dr_commitment
 from relay.ops import parks
 from relay.ops.cli import main
-from relay.ops.market import HANDLERS, Action, MarketArgumentError, UnknownParkError, UnsupportedMarketError, run
-from relay.ops.market import pyparks
+from relay.ops.market import (
+    HANDLERS,
+    Action,
+    MarketArgumentError,
+    UnknownParkError,
+    UnsupportedMarketError,
+    pyparks,
+    run,
+)
 
 ERIN = "0x" + "e1" * 20
 CONFIG = """

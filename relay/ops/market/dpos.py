@@ -52,7 +52,7 @@ def _now_ms(ctx: MarketContext) -> int:
     return int(status(ctx)["timestamp_ms"])
 
 
-# -- energy trade (seed 003) -----------------------------------------------------------------------------------------
+# -- energy trade (docs/research.md#seed-003) ------------------------------------------------------------------------
 
 
 def _bid_args(p: argparse.ArgumentParser) -> None:
@@ -268,7 +268,8 @@ def _none(p: argparse.ArgumentParser) -> None:
 
 
 ACTIONS: dict[str, Action] = {a.name: a for a in (
-    Action("bid", "submit a buy or sell bid to a trading round (stage 1 of the three-stage trade)", _bid_args, bid, signs=""),
+    Action("bid", "submit a buy or sell bid to a trading round (stage 1 of the three-stage trade)", _bid_args, bid,
+           signs=""),
     Action("rounds", "the current round and every open round's bids", _none, rounds),
     Action("round", "one round: bids while open, fills once cleared", _round_args, round_),
     Action("params", "the park's market parameters", _none, params),
