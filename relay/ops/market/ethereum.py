@@ -51,6 +51,9 @@ def _market(ctx: MarketContext) -> tuple[Any, dict[str, Any]]:
         raise UnsupportedMarketError(f"{ctx.chain.id} has no market: its chain table has no market_buses (see "
                                      f"deploy/devnet.toml), so its node deployed no EnergyMarket")
     w3 = Web3(Web3.HTTPProvider(ctx.chain.url_of(ctx.chain.nodes[0], ctx.cfg.host), request_kwargs={"timeout": 10}))
+    if not w3.eth.get_code(Web3.to_checksum_address(market["address"])):
+        raise RuntimeError(f"{ctx.chain.id}: no EnergyMarket at {market['address']} yet: its node deploys it at first "
+                           f"start, right after the park's contracts (see its log)")
     return MarketClient(w3, market["address"]), market
 
 
