@@ -10,8 +10,9 @@ awards settle as delivered). ``import-reputation`` ranks a unit new here by the 
 awards, ``results`` the clearings and settlements of recent blocks. Rounds are ``round_blocks`` blocks
 (``params``).
 
-Committing a new plot (``poc.fill``) needs a chiapos plot and a proof for a recent chain challenge: the farmer
-nodes do it at start (``plots_per_farmer``); it is not a command here.
+``fill`` is the capacity competition's other half: it makes a chiapos plot bound to the account's key (or reuses
+the one cached for that nonce; ~12 s and ~34 MiB for k=21, in the farmers' plot cache), finds a proof of it for the
+chain's latest challenge, and commits it (``poc.fill``), so the unit may offer more kW.
 """
 
 from __future__ import annotations
@@ -99,6 +100,52 @@ def erase(ctx: MarketContext, args: argparse.Namespace) -> Any:
     return submit(ctx, args.as_, "poc.erase", {"plot_id": args.plot_id})
 
 
+def _fill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=positive, help="plot size (default: the park's plot_k)")
+    p.add_argument("--plot-nonce", help="32 bytes hex (default: random); the same nonce reuses a cached plot")
+
+
+def fill(ctx: MarketContext, args: argparse.Namespace) -> Any:
+    """Commit a new plot (capacity competition, docs/research.md#seed-000): plot it (or reuse the cached one), prove
+    it for a fill sub-challenge of the chain's latest challenge, and submit ``poc.fill``. The plot is bound to the
+    account's key: nobody else can commit it."""
+    import os
+
+    import chiapos
+
+    from chains.poc.market import fill_challenge
+    from chains.poc.plots import PlotCache
+    from relay.ops.keys import ed25519_signer
+    from relay.ops.layout import account_key_path
+
+    params = _params(ctx)
+    k = args.k or int(ctx.chain.params.get("plot_k", params.min_k))
+    if not params.min_k <= k <= params.max_k:
+        raise MarketArgumentError(f"--k: the park commits plots of k {params.min_k}..{params.max_k}, got {k}")
+    try:
+        nonce = bytes.fromhex(args.plot_nonce) if args.plot_nonce else os.urandom(32)
+    except ValueError as exc:
+        raise MarketArgumentError(f"--plot-nonce is 32 bytes hex, got {args.plot_nonce!r}") from exc
+    if len(nonce) != 32:
+        raise MarketArgumentError(f"--plot-nonce is 32 bytes hex, got {len(nonce)} bytes")
+    pubkey = ed25519_signer(account_key_path(ctx.cfg, ctx.chain.id, args.as_)).pubkey
+    info = PlotCache().create(pubkey, nonce, k)
+    chain = read_json(ctx, "poc/chain") or {"challenges": []}
+    if not chain["challenges"]:
+        raise RuntimeError(f"{ctx.chain.id}: no recent challenge to prove the plot for")
+    height, challenge = max((int(h), bytes.fromhex(c)) for h, c in chain["challenges"])
+    prover = chiapos.DiskProver(str(info.path))
+    for index in range(params.max_fill_index):
+        sub = fill_challenge(challenge, info.plot_id, index)
+        if prover.get_qualities_for_challenge(sub):
+            proof = bytes(prover.get_full_proof(sub, 0))
+            out = submit(ctx, args.as_, "poc.fill", {"plot_nonce": nonce.hex(), "k": k, "challenge_height": height,
+                                                     "index": index, "proof": proof.hex()})
+            return {**out, "plot_id": info.plot_id.hex(), "unit": _unit(ctx, args.as_)}
+    raise RuntimeError(f"plot {info.plot_id.hex()[:16]}… answers none of the {params.max_fill_index} fill "
+                       f"sub-challenges of block {height}: try again at the next block")
+
+
 def _import_args(p: argparse.ArgumentParser) -> None:
     add_import_args(p, required=True)
 
@@ -184,6 +231,7 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
     Action("offer", "a unit's capacity offer for this round", _offer_args, offer, signs=""),
     Action("report", "the grid operator settles an award by its delivered kW", _report_args, report,
            signs="operator"),
+    Action("fill", "plot and commit a new plot (more capacity to offer)", _fill_args, fill, signs=""),
     Action("erase", "release a committed plot", _erase_args, erase, signs=""),
     Action("import-reputation", "rank the caller by reputation imported from another park", _import_args,
            import_reputation, signs=""),
