@@ -279,3 +279,31 @@ def test_round_shows_open_bids_then_the_cleared_result(cfg_path: Path, fake: dic
     park.state["market/result/4"] = json.dumps({"fills": [], "volume_wh": 0}).encode()
     assert go(cfg_path, "dpos-park", "round", "4")["state"] == "cleared"
     assert go(cfg_path, "dpos-park", "round", "5")["state"] == "none"
+
+
+def test_a_witness_or_farmer_signs_with_its_node_key(cfg_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--as farmer-a``: a node's account is its node key's (genesis), and it has no account key file."""
+    from chains.common.tx import Tx
+    from protocol.crypto import ed25519_verify
+    from relay.ops.config import load_config
+    from relay.ops.keys import create_secret, ed25519_signer
+    from relay.ops.layout import account_key_path, node_key_path
+
+    cfg = load_config(cfg_path)
+    create_secret(node_key_path(cfg, "poc-park", "farmer-a"))
+    pubkey = ed25519_signer(node_key_path(cfg, "poc-park", "farmer-a")).pubkey
+    assert not account_key_path(cfg, "poc-park", "farmer-a").exists()
+    sent: list[Tx] = []
+
+    def fake_rpc(url: str, method: str, params: Any = None, timeout: float = 3.0) -> Any:
+        if method == "getAccount":
+            return {"nonce": 0}
+        if method == "submitTx":
+            sent.append(Tx.from_json(params["tx"]))
+            return {"hash": "cd" * 32}
+        return {"ok": True, "height": 3}
+
+    monkeypatch.setattr(parks, "rpc", fake_rpc)
+    parks.park_view(cfg, "poc-park")._submit("farmer-a", "poc.erase", {"plot_id": "00" * 32})
+    (tx,) = sent
+    ed25519_verify(pubkey, tx.sign_bytes(), tx.signature, what="the farmer's transaction")
