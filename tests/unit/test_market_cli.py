@@ -10,6 +10,7 @@ import io
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,15 @@ kind = "fabric"
 base_port = 41300
 accounts = {{ gina = 1000, operator = 0 }}
 """
+
+
+@pytest.fixture(autouse=True)
+def _bars_back() -> Iterator[None]:
+    """``--json`` turns progress bars off for the process (chains.common.progress): on again for the next test."""
+    from chains.common import progress
+
+    yield
+    progress.set_quiet(False)
 
 
 @pytest.fixture

@@ -246,7 +246,7 @@ def dispatch(args: argparse.Namespace) -> int:
     as_json = False
     try:
         config, as_json, rest = _split_common(list(args.argv))
-        progress.set_quiet(True)
+        progress.set_quiet(as_json)  # as main() does for every command: no bars in JSON output
         out = run(load_config(config), args.park, rest)
     except (MarketUsageError, ConfigError, KeyFileError) as exc:
         return _fail(as_json, getattr(exc, "code", "config.invalid"), str(exc), 2)
