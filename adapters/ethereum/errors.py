@@ -64,7 +64,8 @@ class RightError(AssetError):
 
 
 class ReputationError(AssetError):
-    """No score to attest for a subject, or an imported score below what the market admits (``asset.invalid``)."""
+    """No score to attest for a subject (``asset.invalid``). An imported score below what the market admits is
+    :class:`protocol.errors.ReputationInsufficientError` (``reputation.insufficient``), as on every park."""
 
 
 BRIDGE_ERRORS: dict[str, tuple[tuple[str, ...], tuple[str, ...], type[ProtocolError]]] = {
@@ -88,7 +89,8 @@ BRIDGE_ERRORS: dict[str, tuple[tuple[str, ...], tuple[str, ...], type[ProtocolEr
     "RightExists": (("uint256",), ("tokenId",), RightError),
     "AdmissionRefused": (("string", "uint256", "uint256"), ("code", "expected", "got"), RightError),
     "ReputationUnknown": (("string",), ("subject",), ReputationError),
-    "ReputationTooLow": (("uint256", "uint256"), ("minimum", "score"), ReputationError),
+    # the same refusal as the Python parks' markets (chains/common/reputation.held_reputation)
+    "ReputationTooLow": (("uint256", "uint256"), ("minimum", "score"), perr.ReputationInsufficientError),
     "RoundTiming": (("uint256", "uint256", "uint256"), ("roundId", "closesAtMs", "blockTimeMs"),
                     perr.IllegalTransitionError),
     "RoundState": (("uint256", "uint8", "uint8"), ("roundId", "expected", "got"), perr.IllegalTransitionError),

@@ -106,7 +106,57 @@ class MarketClient:
     def set_member(self, operator: LocalAccount, member: str, bus: int) -> TxResult:
         return self._send(self.contract.functions.setMember(to_checksum_address(member), bus), operator)
 
+    def _record(self) -> Any:
+        abi = artifact_abi("DeliveryRecord")
+        if abi is None:
+            raise RuntimeError("chains/ethereum/artifacts/DeliveryRecord.json is missing")
+        return self.w3.eth.contract(address=self.contract.functions.deliveryRecord().call(), abi=abi)
+
+    def admit_imported(self, operator: LocalAccount, src_chain: str, subject: str, model: str,
+                       participant: str) -> TxResult:
+        """The park operator admits ``participant`` to the market on the reputation ``src_chain`` attested of
+        ``subject`` under ``model`` and this park imported (``DeliveryRecord.admitImported``): refused with
+        ``reputation.insufficient`` below the record's ``minImportedScore`` or with none imported."""
+        return self._send(self._record().functions.admitImported(src_chain, subject, model,
+                                                                 to_checksum_address(participant)), operator)
+
     # --- queries ---
+
+    def participant(self, account: str) -> dict[str, Any]:
+        """``{admitted, contracted_wh, delivered_wh, score_bp (None before a delivery), member, bus,
+        claimable_wei}``: the account's delivery record and its place in the market."""
+        who = to_checksum_address(account)
+        rec = self._record()
+        admitted, contracted, delivered = rec.functions.participantOf(who).call()
+        has, score = rec.functions.scoreOf(who).call()
+        member, bus = self.contract.functions.busOf(who).call()
+        return {"admitted": bool(admitted), "contracted_wh": int(contracted), "delivered_wh": int(delivered),
+                "score_bp": int(score) if has else None, "member": bool(member), "bus": int(bus) if member else None,
+                "claimable_wei": self.claimable(who)}
+
+    def min_imported_score(self) -> int:
+        return int(self._record().functions.minImportedScore().call())
+
+    def feeder(self) -> list[dict[str, int]]:
+        """Every bus: ``{bus, parent, depth, length_m, limit_wh}`` (bus 0 the substation)."""
+        out = []
+        for bus in range(int(self.contract.functions.busCount().call())):
+            _, parent, depth, length_m, limit_wh = self.contract.functions.busInfo(bus).call()
+            out.append({"bus": bus, "parent": int(parent), "depth": int(depth), "length_m": int(length_m),
+                        "limit_wh": int(limit_wh)})
+        return out
+
+    def round_count(self) -> int:
+        return int(self.contract.functions.roundCount().call())
+
+    def bids(self, round_id: int) -> list[dict[str, Any]]:
+        """A round's bids in order: ``{index, member, bus, seller, quantity_wh, price_wei_per_wh}``."""
+        out = []
+        for i in range(self.round(round_id).bids):
+            member, bus, seller, q, price = self.contract.functions.bidOf(round_id, i).call()
+            out.append({"index": i, "member": str(member).lower(), "bus": int(bus), "seller": bool(seller),
+                        "quantity_wh": int(q), "price_wei_per_wh": int(price)})
+        return out
 
     def round(self, round_id: int) -> RoundInfo:
         state, closes_at, rate, bids, trades = self.contract.functions.roundOf(round_id).call()

@@ -29,6 +29,10 @@ from web3.exceptions import ContractLogicError
 
 from protocol.certificate import ValidatorSet
 
+__all__ = ["ADDRESS_KEYS", "CONTRACTS", "DeployError", "create_address", "deploy_market", "deploy_park",
+           "expected_addresses", "load_artifact", "lower_address", "market_step_count", "park_step_count",
+           "relay_set_args"]
+
 log = logging.getLogger("parkrelay.ethereum.deploy")
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -43,6 +47,9 @@ ADDRESS_KEYS = ("energy_token", "voucher_impl", "bridge", "energy_app", "rights"
 PRIORITY_FEE_WEI = 1_000_000_000
 GAS_MARGIN = 1.25
 RECEIPT_TIMEOUT_S = 60.0
+MARKET_CONFIG_GAS = 250_000
+"""Gas limit of each feeder and member transaction of the market's deployment (each uses under 100,000): they are
+sent together without estimates, each depending on the one before (bus n needs bus n-1)."""
 
 RelaySetArgs = tuple[Sequence[bytes], Sequence[str], Sequence[int]]
 """The ``ValidatorSet`` constructor argument: ed25519 keys (32 bytes), eth addresses, powers."""
@@ -103,6 +110,14 @@ class _Step:
     """Address key this step's contract lands at (creation steps)."""
     needs_code: bool = False
     """Calls a contract of this deployment: wait until the creations before it are mined."""
+    gas: int | None = None
+    """A fixed gas limit, not estimated: for a call that depends on an earlier one still in flight (its estimate
+    would revert until that one is mined), so the whole sequence goes out at once."""
+
+
+def park_step_count(lanes: int, transformers: int, stations: int, minted_balances: int) -> int:
+    """Transactions :func:`deploy_park` sends: the operator's next nonce once the park is deployed."""
+    return len(CONTRACTS) + lanes + transformers + stations + minted_balances
 
 
 def deploy_park(
@@ -210,6 +225,12 @@ def _run(w3: Web3, deployer: LocalAccount, steps: Sequence[_Step], first_nonce: 
         tx: dict[str, Any] = {"from": deployer.address, "nonce": nonce, "chainId": chain, "data": step.data, **fees}
         if step.to is not None:
             tx["to"] = step.to
+        if step.gas is not None:
+            tx["gas"] = step.gas
+            signed = deployer.sign_transaction(tx)
+            in_flight.append((step, w3.eth.send_raw_transaction(signed.raw_transaction)))
+            lg.info("sent %s (nonce %d)", step.what, nonce)
+            continue
         try:
             gas = w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
         except ContractLogicError as exc:
@@ -239,20 +260,36 @@ def _wait(w3: Web3, sent: Sequence[tuple[_Step, HexBytes]], lg: _Log) -> None:
         lg.info("%s mined in block %d%s", step.what, receipt["blockNumber"], where)
 
 
+def market_step_count(buses: int, members: int, min_imported_score: int = 0) -> int:
+    """Transactions :func:`deploy_market` sends for a feeder of ``buses`` buses (the substation included) and
+    ``members`` members: the contract, ``setMarket``, ``setMinImportedScore`` if not 0, one ``setBus`` per bus, and
+    ``admit`` plus ``setMember`` per member."""
+    return 2 + (1 if min_imported_score else 0) + buses + 2 * members
+
+
 def deploy_market(
     w3: Web3,
     operator: LocalAccount,
     addresses: Mapping[str, str],
     feeder: Sequence[tuple[int, int, int]],
     *,
+    members: Mapping[str, int] | None = None,
+    min_imported_score: int = 0,
+    first_nonce: int | None = None,
     artifacts_dir: Path | None = None,
     logger: _Log | None = None,
 ) -> str:
     """Deploy the park's market (``EnergyMarket``, docs/research.md#seed-001) beside a deployed park: the contract,
-    ``DeliveryRecord.setMarket`` (its settlement writes the record the park attests), and the feeder, one
-    ``setBus(bus, parent, length_m, limit_wh)`` per ``(parent, length_m, limit_wh)`` of ``feeder`` in bus order
-    (bus 0, the substation, first: ``(0, 0, limit)``). ``operator`` is the park's (the bridge's owner, nonces past
-    the park's). Returns the market's address (lowercase hex)."""
+    ``DeliveryRecord.setMarket`` (its settlement writes the record the park attests), ``setMinImportedScore`` if
+    ``min_imported_score`` is not 0, the feeder, one ``setBus(bus, parent, length_m, limit_wh)`` per
+    ``(parent, length_m, limit_wh)`` of ``feeder`` in bus order (bus 0, the substation, first: ``(0, 0, limit)``),
+    then each of ``members`` (address -> bus) admitted in the delivery record and connected at its bus.
+    ``operator`` is the park's (the bridge's owner, nonces past the park's). Returns the market's address
+    (lowercase hex).
+
+    ``first_nonce``: the operator's nonce of the contract's creation, fixed in advance (the node's deployment: the
+    park's genesis announces the market's address, :func:`market_step_count` transactions from that nonce), so a
+    deployment cut short resumes where it stopped; None: from the operator's next nonce."""
     lg = logger or log
     art = load_artifact("EnergyMarket", artifacts_dir)
     record_art = load_artifact("DeliveryRecord", artifacts_dir)
@@ -260,14 +297,34 @@ def deploy_market(
     energy = to_checksum_address(addresses["energy_token"])
     ctor: Any = next(e for e in art["abi"] if e.get("type") == "constructor")
     nonce = w3.eth.get_transaction_count(operator.address, "pending")
-    market = to_checksum_address(create_address(operator.address, nonce))
+    first = nonce if first_nonce is None else first_nonce
+    market = to_checksum_address(create_address(operator.address, first))
     m = w3.eth.contract(address=market, abi=art["abi"])
     rec = w3.eth.contract(address=record, abi=record_art["abi"])
     steps = [_Step("EnergyMarket", None, "0x" + art["bytecode"].removeprefix("0x")
                    + abi_encode(get_abi_input_types(ctor), [record, energy]).hex(), creates="market"),
              _Step("DeliveryRecord.setMarket", record, rec.encode_abi("setMarket", [market]), needs_code=True)]
+    if min_imported_score:
+        steps.append(_Step(f"DeliveryRecord.setMinImportedScore({min_imported_score})", record,
+                           rec.encode_abi("setMinImportedScore", [min_imported_score]), needs_code=True))
     for bus, (parent, length_m, limit_wh) in enumerate(feeder):
         steps.append(_Step(f"setBus({bus} behind {parent}, {length_m} m, {limit_wh} Wh)", market,
-                           m.encode_abi("setBus", [bus, parent, length_m, limit_wh]), needs_code=True))
-    _run(w3, operator, [_Step("(earlier)", None, "")] * nonce + steps, nonce, lg)
+                           m.encode_abi("setBus", [bus, parent, length_m, limit_wh]), needs_code=True,
+                           gas=MARKET_CONFIG_GAS))
+    for addr, bus in (members or {}).items():
+        who = to_checksum_address(addr)
+        steps.append(_Step(f"DeliveryRecord.admit({lower_address(addr)})", record, rec.encode_abi("admit", [who]),
+                           needs_code=True, gas=MARKET_CONFIG_GAS))
+        steps.append(_Step(f"setMember({lower_address(addr)} at bus {bus})", market,
+                           m.encode_abi("setMember", [who, bus]), needs_code=True, gas=MARKET_CONFIG_GAS))
+    if nonce < first:
+        raise DeployError(f"the market is created at the operator's nonce {first}, but its next nonce is {nonce}: "
+                          f"deploy the park first")
+    if first_nonce is not None and nonce > first and not w3.eth.get_code(market):
+        raise DeployError(f"nonce {first} of the operator is used but EnergyMarket has no code at "
+                          f"{lower_address(market)}: this chain's state is not a deployment of this market")
+    if nonce < first + len(steps):
+        if nonce > first:
+            lg.info("resuming the market's deployment: %d of %d transactions done", nonce - first, len(steps))
+        _run(w3, operator, [_Step("(earlier)", None, "")] * first + steps, nonce, lg)
     return lower_address(market)

@@ -29,7 +29,18 @@ from web3 import Web3
 
 from chains.common.wire import validator_set_to_json
 from chains.ethereum.anvil import Anvil, AnvilConfig, AnvilError
-from chains.ethereum.deploy import CONTRACTS, DeployError, RelaySetArgs, deploy_park, expected_addresses, lower_address
+from chains.ethereum.deploy import (
+    CONTRACTS,
+    DeployError,
+    RelaySetArgs,
+    create_address,
+    deploy_market,
+    deploy_park,
+    expected_addresses,
+    lower_address,
+    market_step_count,
+    park_step_count,
+)
 from chains.ethereum.params import EthChainParams
 from protocol.certificate import ValidatorSet
 
@@ -78,7 +89,7 @@ def build_genesis(
     if len(nodes) != 1:
         raise ValueError(f"an ethereum park has one node (the operator's anvil), got {sorted(nodes)}")
     operator = lower_address(next(iter(nodes.values())))
-    return {
+    genesis = {
         "chain_id": chain_id,
         "kind": "ethereum",
         "eth_chain_id": p.eth_chain_id,
@@ -93,6 +104,28 @@ def build_genesis(
         "genesis_time_ms": genesis_time_ms,
         "registry": {"transformers": dict(p.transformers), "stations": dict(p.stations)},
     }
+    if p.market_buses:
+        unknown = sorted(set(p.market_members) - set(accounts))
+        if unknown:
+            raise ValueError(f"market_members {unknown} are not accounts of {chain_id} (accounts: {sorted(accounts)})")
+        first = park_step_count(len(lanes), len(p.transformers), len(p.stations),
+                                sum(1 for _, bal in accounts.values() if bal > 0))
+        genesis["market"] = market_genesis(p, operator, first, {n: lower_address(accounts[n][0])
+                                                                 for n in p.market_members})
+    return genesis
+
+
+def market_genesis(p: EthChainParams, operator: str, first_nonce: int, members: Mapping[str, str]) -> dict[str, Any]:
+    """The genesis ``market`` of a park whose chain table has ``market_buses`` (SPEC §E2.9): where the node deploys
+    ``EnergyMarket`` (the operator's CREATE address of ``first_nonce``, the nonce after the park's deployment, so
+    clients know it before any node runs, like the bridge's), its feeder (``buses``, bus 0 the substation first, as
+    ``[parent, length_m, limit_wh]``), its members (name -> ``{address, bus}``) and the defaults of the rounds the
+    operator opens."""
+    buses = [[0, 0, 1]] + [[b["parent"], b["length_m"], b["limit_wh"]] for b in p.market_buses.values()]
+    return {"address": create_address(operator, first_nonce), "first_nonce": first_nonce, "buses": buses,
+            "members": {n: {"address": members[n], "bus": bus} for n, bus in p.market_members.items()},
+            "charge_rate": p.market_charge_rate, "round_s": p.market_round_s,
+            "min_imported_score": p.market_min_imported_score}
 
 
 @dataclass(frozen=True)
@@ -160,9 +193,15 @@ class EthereumNode:
         has_code = bool(w3.eth.get_code(bridge))
         # the charging-right registry at deployment, if the genesis names one (`registry`: {transformers, stations})
         registry = g.get("registry") or {"transformers": {}, "stations": {}}
-        steps = (len(CONTRACTS) + len(g["lanes"]) + len(registry["transformers"]) + len(registry["stations"])
-                 + sum(1 for a in g["accounts"].values() if a["balance_wh"] > 0))
-        if has_code and w3.eth.get_transaction_count(operator.address) >= steps:
+        steps = park_step_count(len(g["lanes"]), len(registry["transformers"]), len(registry["stations"]),
+                                sum(1 for a in g["accounts"].values() if a["balance_wh"] > 0))
+        market = g.get("market")
+        if market is not None and int(market["first_nonce"]) != steps:
+            raise DeployError(f"genesis places the market at the operator's nonce {market['first_nonce']}, but the "
+                              f"park's deployment ends at nonce {steps}: a stale genesis")
+        total = steps + (market_step_count(len(market["buses"]), len(market["members"]), market["min_imported_score"])
+                         if market is not None else 0)
+        if has_code and w3.eth.get_transaction_count(operator.address) >= total:
             self.log.info("contracts found at height %d (bridge %s); deploying nothing", height, expected["bridge"])
         else:
             if not has_code:
@@ -183,6 +222,16 @@ class EthereumNode:
                         artifacts_dir=self.s.artifacts_dir, logger=self.log)
             self.log.info("deployed: ParkBridge %s, EnergyToken %s, ChargingRights %s, ReputationApp %s",
                           expected["bridge"], expected["energy_token"], expected["rights"], expected["reputation"])
+            if market is not None:
+                self.log.info("deploying EnergyMarket at %s: %d buses, %d members", market["address"],
+                              len(market["buses"]), len(market["members"]))
+                got = deploy_market(w3, operator, expected, [tuple(b) for b in market["buses"]],
+                                    members={m["address"]: int(m["bus"]) for m in market["members"].values()},
+                                    min_imported_score=int(market["min_imported_score"]), first_nonce=steps,
+                                    artifacts_dir=self.s.artifacts_dir, logger=self.log)
+                if got != market["address"]:
+                    raise DeployError(f"EnergyMarket deployed at {got}, genesis announced {market['address']}")
+                self.log.info("deployed: EnergyMarket %s", got)
         _write_json_atomic(self.s.state_dir / ADDRESSES_FILE, expected)
         self.addresses = expected
         return expected

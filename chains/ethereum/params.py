@@ -36,8 +36,25 @@ class EthChainParams(KindParams):
     contract's registry, filled by the node at deployment; the operator changes it later)."""
     stations: dict[str, str] = param({"st-1": "tr-1"})
     """Charging stations for charging-right admission: name -> the transformer it is behind (SPEC §2.3)."""
+    market_buses: dict[str, dict[str, int]] = param({})
+    """The park market's radial feeder (``EnergyMarket``, docs/research.md#seed-001; SPEC §E2.9): bus number (``"1"``,
+    ``"2"``… in order; bus 0 is the substation) -> ``{parent, length_m, limit_wh}``: the bus sits behind ``parent``
+    (an earlier bus) on a line ``length_m`` long (its electrical length, which the use-of-system charge is
+    proportional to) carrying at most ``limit_wh`` per round (congestion management curtails a clearing past it).
+    Empty (the default): the node deploys no market."""
+    market_members: dict[str, int] = param({}, low=1, high=63)
+    """Accounts of this park admitted to the market at deployment and connected at a bus: name -> bus."""
+    market_charge_rate: int = param(0, low=0, high=2**64 - 1)
+    """Use-of-system charge of a round ``parkrelay market … open`` opens by default: wei per Wh per km of electrical
+    distance between seller and buyer (0: no charge)."""
+    market_round_s: int = param(60, low=1, high=86_400)
+    """How long a round ``parkrelay market … open`` opens by default takes bids, s."""
+    market_min_imported_score: int = param(0, low=0, high=10_000)
+    """The lowest imported score (basis points) with which the operator may admit a participant of another park
+    (``DeliveryRecord.admitImported``; ``parkrelay market … admit``)."""
 
     def check(self) -> None:
+        self._check_market()
         interval = self.block_interval_ms
         if interval < 1000 or interval % 1000:
             raise ParamError("block_interval_ms", "", "a whole number of seconds >= 1000 (Ethereum block timestamps "
@@ -48,3 +65,24 @@ class EthChainParams(KindParams):
                              f"dumps, so a crash of anvil never loses an attested block)",
                              f">= {-(-ETH_MIN_ATTESTED_AGE_MS // interval)} at {interval} ms blocks",
                              self.confirmation_depth)
+
+    def _check_market(self) -> None:
+        buses = self.market_buses
+        if list(buses) != [str(i) for i in range(1, len(buses) + 1)]:
+            raise ParamError("market_buses", "buses are numbered 1, 2, … in order (bus 0 is the substation)",
+                             f"keys {[str(i) for i in range(1, len(buses) + 1)]}", sorted(buses))
+        if len(buses) >= 64:
+            raise ParamError("market_buses", "EnergyMarket holds at most 64 buses", "at most 63 buses", len(buses))
+        for name, bus in buses.items():
+            if set(bus) != {"parent", "length_m", "limit_wh"}:
+                raise ParamError(f"market_buses.{name}", "", "{parent, length_m, limit_wh}", sorted(bus))
+            if not 0 <= bus["parent"] < int(name):
+                raise ParamError(f"market_buses.{name}.parent", "a bus sits behind an earlier one",
+                                 f"0..{int(name) - 1}", bus["parent"])
+            if not 0 <= bus["length_m"] < 2**32 or not 0 < bus["limit_wh"] < 2**64:
+                raise ParamError(f"market_buses.{name}", "", "length_m in 0..2^32-1 and limit_wh in 1..2^64-1",
+                                 bus)
+        for member, at in self.market_members.items():
+            if str(at) not in buses:
+                raise ParamError(f"market_members.{member}", "members connect at a bus of market_buses",
+                                 f"one of {sorted(buses, key=int)}", at)

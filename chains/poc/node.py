@@ -65,7 +65,10 @@ def build_genesis(*, chain_id: str, params: Mapping[str, Any], nodes: dict[str, 
                       "initial_difficulty": target * per_farmer * len(nodes) * (2 ** (k - 21))},
         "app": {"grid_operator": operator},
         "accounts": [{"name": n, "pubkey": pk.hex()} for n, (pk, _) in all_accounts.items()],
-        "balances": [{"account": n, "denom": "kWh", "amount": bal} for n, (_, bal) in all_accounts.items() if bal],
+        # kWh to move between parks, and as much of the park currency the capacity market settles in (as the DPoS
+        # park's genesis gives prc): the grid operator escrows demand in it
+        "balances": [{"account": n, "denom": denom, "amount": bal} for n, (_, bal) in all_accounts.items() if bal
+                     for denom in ("kWh", "pcc")],  # pcc: PocAppParams.settle_denom's default
         "farmers": [{"name": n, "plots": [{"plot_nonce": plot_nonce(pk, i).hex(), "k": k} for i in range(per_farmer)]}
                     for n, pk in nodes.items()],
         "bridge": bridge_section(p.relay_chain_id, relay_validators, lanes,

@@ -7,6 +7,7 @@
     parkrelay devnet init|up|down|status|demo --config deploy/devnet.toml
     parkrelay status --config deploy/devnet.toml [--json]
     parkrelay doctor --config deploy/devnet.toml [--json] [--api URL]
+    parkrelay market PARK ACTION [--as ACCOUNT] [args...] [--config FILE] [--json]   (relay/ops/market)
 
 Long flags only; ``--json`` prints machine-readable output. Exit codes: 0 ok, 1 runtime failure,
 2 bad usage or config.
@@ -128,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_asset_parsers(sub)
 
+    from relay.ops.market import add_parser as add_market_parser
+
+    add_market_parser(sub)
+
     st = sub.add_parser("status", help="heights and finality of every chain in a deployment")
     st.add_argument("--config", default="deploy/devnet.toml")
     st.add_argument("--json", action="store_true")
@@ -185,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: Any) -> int:
+    if args.cmd == "market":  # its config and --json come with the action's arguments (relay/ops/market)
+        from relay.ops.market import dispatch as market
+
+        return market(args)
     cfg = load_config(args.config)
     if args.cmd == "node":
         from relay.ops.config import kind_of

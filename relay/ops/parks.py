@@ -24,7 +24,7 @@ from protocol.paths import ack_path
 from protocol.types import Acknowledgement, ChainId, LaneId
 from relay.ops.config import ChainConfig, DeploymentConfig
 
-__all__ = ["OPERATOR", "EthPark", "FabricPark", "ParkView", "PyPark", "park_view", "rpc"]
+__all__ = ["OPERATOR", "EthPark", "FabricPark", "ParkView", "PyPark", "TxRefusedError", "park_view", "rpc"]
 
 OPERATOR = "operator"
 """The deployment account that operates each park's bridge registry (the bridge's ``rights_operator``)."""
@@ -39,8 +39,21 @@ def rpc(url: str, method: str, params: dict[str, Any] | None = None, timeout: fl
     with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback URLs from the config
         out = json.loads(r.read())
     if "error" in out:
+        data = out["error"].get("data")
+        if isinstance(data, dict) and isinstance(data.get("code"), str):  # a protocol error: keep its code
+            raise TxRefusedError(url, method, data, f"{method} on {url}: {out['error'].get('message')}")
         raise RuntimeError(f"{method} on {url}: {out['error'].get('message')}")
     return out["result"]
+
+
+class TxRefusedError(RuntimeError):
+    """A transaction a Python park executed and refused: ``code`` is the chain's error code (``auth.denied``…),
+    ``error`` its whole error object (code, message, expected, got)."""
+
+    def __init__(self, chain_id: str, op: str, error: Any, message: str | None = None) -> None:
+        self.error = dict(error) if isinstance(error, dict) else {"message": str(error)}
+        self.code = str(self.error.get("code", "protocol"))
+        super().__init__(message or f"{op} failed on {chain_id}: {error}")
 
 
 class ParkView:
@@ -169,9 +182,12 @@ class PyPark(ParkView):
         """Sign ``op`` as ``sender`` (its devnet key), submit it and wait for its block: (hash, result).
         A failed transaction raises with the chain's error."""
         from relay.ops.keys import ed25519_signer
-        from relay.ops.layout import account_key_path
+        from relay.ops.layout import account_key_path, node_key_path
 
-        signer = ed25519_signer(account_key_path(self.cfg, self.chain.id, sender))
+        path = account_key_path(self.cfg, self.chain.id, sender)
+        if not path.exists() and sender in self.chain.nodes:  # a witness's or farmer's account is its node key's
+            path = node_key_path(self.cfg, self.chain.id, sender)
+        signer = ed25519_signer(path)
         acct = rpc(self.url, "getAccount", {"name": sender})
         tx = Tx.signed(signer, self.chain.id, sender, int(acct["nonce"]) + int(acct.get("pending", 0)), op, args)
         tx_hash = rpc(self.url, "submitTx", {"tx": tx.to_json()})["hash"]
@@ -181,7 +197,7 @@ class PyPark(ParkView):
             res = rpc(self.url, "getTxResult", {"hash": tx_hash})
             if res is not None:
                 if not res["ok"]:
-                    raise RuntimeError(f"{op} failed on {self.chain.id}: {res['error']}")
+                    raise TxRefusedError(self.chain.id, op, res["error"])
                 return tx_hash, dict(res)
             time.sleep(0.25)
         raise RuntimeError(f"{op} {tx_hash[:16]} not in a block of {self.chain.id} within 60 s")

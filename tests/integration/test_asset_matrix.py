@@ -65,6 +65,15 @@ SCORED_BY_OPERATOR = {ETH: 7_500, FABRIC: 8_200}
 BLOCK_HEIGHT_SOURCES = {DPOS, POC, ETH}
 """Parks whose attestations carry the block height the score was read at (Fabric's: the standing's revision)."""
 SLOT_START_S, SLOT_END_S, RIGHT_KW = 7_200, 10_800, 10
+MARKETS: dict[str, dict[str, Any]] = {
+    # the Ethereum park's node deploys its market (docs/research.md#seed-001): a two-bus feeder, the park's user a
+    # member; frank (no kWh, ETH for gas) joins later by the reputation he imports
+    ETH: {"market_buses": {"1": {"parent": 0, "length_m": 300, "limit_wh": 50_000},
+                           "2": {"parent": 1, "length_m": 200, "limit_wh": 50_000}},
+          "market_members": {USER[ETH]: 1}, "market_charge_rate": 10, "market_min_imported_score": 6_000,
+          "accounts": {**chain_spec(ETH)["accounts"], "frank": 0}},
+}
+"""Market keys of a park's chain table (the others' markets need none)."""
 
 
 def registry(home: str) -> dict[str, Any]:
@@ -226,7 +235,8 @@ class Matrix:
 def matrix_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     lanes = [{"lane": name, "a": a, "b": b} for (a, b) in itertools.combinations(PARKS, 2)
              for name in [lane(a, b)]]
-    d = Devnet(tmp_path_factory.mktemp("asset-matrix"), chains=[{**chain_spec(c), **registry(c)} for c in PARKS],
+    d = Devnet(tmp_path_factory.mktemp("asset-matrix"), chains=[{**chain_spec(c), **registry(c), **MARKETS.get(c, {})}
+                                                                for c in PARKS],
                lanes=lanes, relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
                                    "block_interval_ms": 300},
                relayers=["relayer-a", "relayer-b"], relayer_options={"heartbeat_s": 1.0})
@@ -525,3 +535,75 @@ async def test_each_park_shows_the_registry_its_chain_table_configured(matrix: M
     assert want["stations"].items() <= reg["stations"].items(), reg
     live = matrix.after_rights[park]["live"]
     assert {b["right_id"] for bs in reg["bookings"].values() for b in bs} >= set(live), reg["bookings"]
+
+
+def _market(net: Net, *argv: str) -> tuple[int, Any]:
+    """``parkrelay market <argv> --config <the devnet's> --json`` in-process: (exit code, its JSON answer)."""
+    import contextlib
+    import io
+    import json
+
+    from relay.ops.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["market", *argv, "--config", str(net.cfg.path), "--json"])
+    return rc, json.loads(out.getvalue())
+
+
+async def test_each_market_reads_reputation_imported_over_the_relay_through_the_cli(matrix: Matrix) -> None:
+    """The reputation the matrix moved (its completed cases: the Ethereum park's score of erin, 7,500 bp, held by
+    the DPoS and PoC parks' users; the Fabric park's standing of gina, 8,200 bp, on the Ethereum park) used by the
+    target park's market, each through ``parkrelay market … --json``: a DR aggregator on the DPoS park starts at
+    it and is ranked by it (docs/research.md#seed-002), a PoC unit is ranked by it (docs/research.md#seed-000), and
+    the Ethereum park admits a participant by it, who then trades in a round cleared on chain
+    (docs/research.md#seed-001)."""
+    net = matrix.net
+    eth_model, fab_model = SUBJECTS[ETH][1], SUBJECTS[FABRIC][1]
+    eth_subject, fab_subject = net.views[ETH].account(USER[ETH]), net.views[FABRIC].account(USER[FABRIC])
+
+    def cli(*argv: str) -> Any:
+        rc, out = _market(net, *argv)
+        assert rc == 0, (argv, out)
+        return out
+
+    # DPoS: alice (the holder of erin's attestation) registers as an aggregator at erin's score, ranked first
+    got = await asyncio.to_thread(cli, DPOS, "dr-register", "--as", USER[DPOS], "--role", "aggregator",
+                                  "--import-from", ETH, "--subject", USER[ETH], "--model", eth_model)
+    assert got["reputation"]["score"] == SCORED_BY_OPERATOR[ETH], got
+    assert got["reputation"]["imported_from"]["subject"] == eth_subject
+    ranking = (await asyncio.to_thread(cli, DPOS, "ranking"))["ranking"]
+    assert ranking[0]["name"] == USER[DPOS] and ranking[0]["score"] == SCORED_BY_OPERATOR[ETH], ranking
+    # PoC: carol holds it too; until her first settled award the market ranks her by it
+    got = await asyncio.to_thread(cli, POC, "import-reputation", "--as", USER[POC], "--import-from", ETH,
+                                  "--subject", USER[ETH], "--model", eth_model)
+    assert got["unit"]["response_ppm"] == SCORED_BY_OPERATOR[ETH] * 100 and got["unit"]["imported"]["src_chain"] == ETH
+    # Ethereum: no standing imported for hugo, so no admission; gina's (8,200 >= 6,000) admits frank
+    rc, refused = await asyncio.to_thread(_market, net, ETH, "admit", "--import-from", FABRIC, "--subject", "hugo",
+                                          "--model", fab_model, "--participant", "frank")
+    assert rc == 1 and refused["error"]["code"] == "reputation.insufficient", refused
+    got = await asyncio.to_thread(cli, ETH, "admit", "--import-from", FABRIC, "--subject", USER[FABRIC], "--model",
+                                  fab_model, "--participant", "frank", "--bus", "2")
+    assert got["subject"] == fab_subject and got["imported"]["score"] == SCORED_BY_OPERATOR[FABRIC], got
+    assert got["record"]["admitted"] and got["record"]["bus"] == 2, got
+    # ... and trades: erin (bus 1) sells, frank (bus 2, 200 m away) buys, cleared on chain with the charge
+    rnd = (await asyncio.to_thread(cli, ETH, "open", "--closes-in-s", "5"))["round"]
+    await asyncio.to_thread(cli, ETH, "bid", "--as", USER[ETH], "--round", str(rnd), "--side", "sell",
+                            "--quantity-wh", "1000", "--price", "10")
+    await asyncio.to_thread(cli, ETH, "bid", "--as", "frank", "--round", str(rnd), "--side", "buy", "--quantity-wh",
+                            "600", "--price", "20")
+    closes_at = (await asyncio.to_thread(cli, ETH, "round", str(rnd)))["closes_at"]
+    links = await net.links()
+    try:
+        source = links.parks[ETH].source
+
+        async def closed() -> bool:
+            return bool(await source.header_time_ms(await source.latest_height()) >= closes_at * 1000)
+
+        await wait_for(f"round {rnd} closed", closed, 30)
+    finally:
+        await links.close_links()
+    got = await asyncio.to_thread(cli, ETH, "clear", "--round", str(rnd))
+    (trade,) = got["trades"]
+    assert (trade["seller"], trade["buyer"], trade["quantity_wh"]) == (USER[ETH], "frank", 600), got
+    assert trade["distance_m"] == 200 and trade["charge_wei_per_wh"] == 10 * 200 // 1000, trade

@@ -74,7 +74,9 @@ def test_ethereum_chain_config_defaults(tmp_path: Path) -> None:
     chain = cfg.chain(CHAIN)
     assert chain.kind == "ethereum" and chain.nodes == ("anvil",) and chain.base_port == 27000
     assert chain.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2,
-                            "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}}
+                            "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}, "market_buses": {},
+                            "market_members": {}, "market_charge_rate": 0, "market_round_s": 60,
+                            "market_min_imported_score": 0}
     assert chain.accounts == {"alice": 5}
     assert ("eth-park", "ethereum", "anvil", "--node", "http://127.0.0.1:27000") in devnet.processes(cfg)
 

@@ -85,7 +85,9 @@ def test_every_parameter_has_a_docstring(cls: type[KindParams]) -> None:
 def test_params_read_as_a_mapping_with_defaults_filled() -> None:
     eth = EthChainParams.from_mapping({"confirmation_depth": 3})
     assert eth == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 3,
-                   "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}}
+                   "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}, "market_buses": {},
+                   "market_members": {}, "market_charge_rate": 0, "market_round_s": 60,
+                   "market_min_imported_score": 0}
     assert eth["confirmation_depth"] == eth.confirmation_depth == 3
     dpos = DposChainParams.from_mapping({})
     assert dpos.active_witnesses is None and "active_witnesses" not in dpos.set_values()
@@ -146,7 +148,14 @@ def test_the_devnet_config_still_loads() -> None:
         "relay_chain_id": "relay", **registry}
     assert poc.params == {"target_block_interval_ms": 2000, "plot_k": 21, "plots_per_farmer": 1,
                           "confirmation_depth": 6, "relay_chain_id": "relay", **registry}
-    assert eth.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2, **registry}
+    market = {"market_buses": {"1": {"parent": 0, "length_m": 400, "limit_wh": 40_000},
+                               "2": {"parent": 1, "length_m": 150, "limit_wh": 20_000},
+                               "3": {"parent": 1, "length_m": 200, "limit_wh": 20_000},
+                               "4": {"parent": 0, "length_m": 900, "limit_wh": 5_000}},
+              "market_members": {"erin": 2, "frank": 3}, "market_charge_rate": 20, "market_round_s": 30,
+              "market_min_imported_score": 6_000}
+    assert eth.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2, **registry,
+                          **market}
     assert eth.nodes == ("anvil",)
 
 

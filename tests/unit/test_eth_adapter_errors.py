@@ -85,7 +85,7 @@ SPEC_ERRORS: list[tuple[str, list[str], list[Any], str]] = [
     ("RightExists", ["uint256"], [12], "asset.invalid"),
     ("AdmissionRefused", ["string", "uint256", "uint256"], ["capacity.exceeded", 100, 120], "asset.invalid"),
     ("ReputationUnknown", ["string"], ["0x" + "aa" * 20], "asset.invalid"),
-    ("ReputationTooLow", ["uint256", "uint256"], [8_000, 7_999], "asset.invalid"),
+    ("ReputationTooLow", ["uint256", "uint256"], [8_000, 7_999], "reputation.insufficient"),
     ("RoundTiming", ["uint256", "uint256", "uint256"], [3, 1_000, 2_000], "lifecycle.illegal"),
     ("RoundState", ["uint256", "uint8", "uint8"], [3, 2, 3], "lifecycle.illegal"),
 ]
