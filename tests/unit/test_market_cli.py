@@ -1,6 +1,6 @@
 """``parkrelay market``: parsing, dispatch to each park kind's handler, its typed usage errors, and what the DPoS
 and PoC handlers sign, against an in-memory park view (no chain runs here; tests/integration/test_asset_matrix.py
-runs the commands on a devnet)."""
+runs the commands on a devnet). The Fabric handler's calls: tests/unit/test_market_cli_fabric.py."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def cli(cfg_path: Path, *argv: str) -> tuple[int, Any]:
 
 USAGE_ERRORS = [
     (["nowhere", "rounds"], "market.unknown_park"),
-    (["fabric-park", "rounds"], "market.unsupported"),  # no Fabric handler yet
+    (["fabric-park", "rounds"], "market.unsupported"),  # not an action of the Fabric market
     (["dpos-park", "no-such-action"], "market.unsupported"),
     (["poc-park", "dr-register", "--as", "carol", "--role", "user"], "market.unsupported"),  # a DPoS action
     (["eth-park", "feeder"], "market.unsupported"),  # its node deployed no market
@@ -158,10 +158,10 @@ def test_every_handler_names_its_kind_and_documents_each_action(kind: str) -> No
         assert action.run.__doc__, f"{kind} {name}: its docstring is the action's --help"
 
 
-def test_every_park_kind_has_a_market_handler_but_fabric_which_another_module_adds() -> None:
+def test_every_park_kind_has_a_market_handler() -> None:
     from chains.registry import KINDS
 
-    assert set(KINDS) - set(HANDLERS) <= {"fabric"}
+    assert set(KINDS) <= set(HANDLERS)
 
 
 # -- what the Python parks' handlers sign ----------------------------------------------------------------------------

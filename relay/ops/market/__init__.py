@@ -15,10 +15,14 @@
   ``report``, ``erase``, ``import-reputation``, ``round``, ``results``, ``unit``);
 * ``ethereum`` (:mod:`relay.ops.market.ethereum`): docs/research.md#seed-001's ``EnergyMarket`` (``feeder``,
   ``open``, ``bid``, ``clear``, ``settle``, ``withdraw``, ``round``, ``rounds``, ``admit``, ``member``,
-  ``participant``).
+  ``participant``);
+* ``fabric`` (:mod:`relay.ops.market.fabric`): docs/research.md#seed-004's chaincode market (``certify`` with
+  ``--import-from``, ``revoke``, ``participant``, ``publish-plan``, ``quote``, ``choose-plan``, ``propose``,
+  ``accept``, ``settle``, ``contract``, ``open-round``, ``request``, ``allocate``, ``bid``, ``clear``,
+  ``p2p-offer``, ``p2p-take``, ``p2p-withdraw``, ``round``, ``escrow``).
 
-A handler module has ``KIND`` and ``ACTIONS`` (name -> :class:`Action`); a new kind (Fabric's seed-004 market)
-is one more module and one more entry in :data:`HANDLERS`. Writes sign as ``--as ACCOUNT`` with that account's
+A handler module has ``KIND`` and ``ACTIONS`` (name -> :class:`Action`); a new kind is one more module and one
+more entry in :data:`HANDLERS`. Writes sign as ``--as ACCOUNT`` with that account's
 devnet key file (``<data_dir>/keys/<chain>/accounts/<account>.seed``, as every ``parkrelay`` command); keys are
 never printed. Operator actions default ``--as`` to the park's ``operator`` account.
 
@@ -61,9 +65,9 @@ HANDLERS: dict[str, str] = {
     "dpos": "relay.ops.market.dpos",
     "poc": "relay.ops.market.poc",
     "ethereum": "relay.ops.market.ethereum",
+    "fabric": "relay.ops.market.fabric",
 }
-"""Park kind -> the module handling its market (imported on use). The Fabric park's market
-(docs/research.md#seed-004) is added here as ``"fabric": "relay.ops.market.fabric"`` once it exists."""
+"""Park kind -> the module handling its market (imported on use)."""
 
 
 class MarketUsageError(ConfigError):
