@@ -607,3 +607,50 @@ async def test_each_market_reads_reputation_imported_over_the_relay_through_the_
     (trade,) = got["trades"]
     assert (trade["seller"], trade["buyer"], trade["quantity_wh"]) == (USER[ETH], "frank", 600), got
     assert trade["distance_m"] == 200 and trade["charge_wei_per_wh"] == 10 * 200 // 1000, trade
+
+
+async def test_the_fabric_market_certifies_on_imported_reputation_and_takes_a_request_through_the_cli(
+        matrix: Matrix) -> None:
+    """The Fabric park's market (docs/research.md#seed-004; chains/fabric/SPEC.md §F1) through ``parkrelay market
+    fabric-park … --json``: the regulator certifies the park's user on the Ethereum park's score of erin the matrix
+    imported here (7,500 bp >= the park's certify_min_score), which the participant's record keeps as its basis; a
+    station operator enrolled with ``market.role=station`` requests in a round the regulator opens, and ``round``
+    shows it; the user, certified but with no ``market.role`` in its certificate, is refused ``market.attribute``."""
+    from adapters import fabric as af
+    from chains.fabric.consts import OPERATOR_MSP
+    from chains.fabric.network.crypto import enroll_user
+    from relay.ops.cli import _fabric_network
+    from relay.ops.layout import fabric_profile_path
+
+    net = matrix.net
+    started = time.monotonic()
+    enroll_user(_fabric_network(net.cfg, FABRIC), OPERATOR_MSP, "stn", {"market.role": "station"})
+    stn_target = af.target(af.connect(fabric_profile_path(net.cfg, net.cfg.chain(FABRIC)), FABRIC, "stn"))
+    try:
+        await stn_target.register()
+    finally:
+        await stn_target.close()
+    stn, gina = f"{OPERATOR_MSP}:stn@{OPERATOR_MSP}", net.views[FABRIC].account(USER[FABRIC])
+
+    def cli(*argv: str) -> Any:
+        rc, out = _market(net, FABRIC, *argv)
+        assert rc == 0, (argv, out)
+        return out
+
+    got = await asyncio.to_thread(cli, "certify", "--account", USER[FABRIC], "--role", "trader", "--import-from", ETH,
+                                  "--subject", USER[ETH], "--model", SUBJECTS[ETH][1])
+    assert got["account"] == gina and got["events"][0]["on_reputation"] is True, got
+    basis = (await asyncio.to_thread(cli, "participant", USER[FABRIC]))["certification"]["basis"]
+    assert basis["score"] == SCORED_BY_OPERATOR[ETH] and basis["subject"] == net.views[ETH].account(USER[ETH]), basis
+    await asyncio.to_thread(cli, "certify", "--account", "stn", "--role", "station", "--station", "st-1")
+    await asyncio.to_thread(cli, "open-round", "--round-id", "cli-1", "--transformer", "tr-1",
+                            "--requests-close-in-s", "600")
+    await asyncio.to_thread(cli, "request", "--as", "stn", "--round-id", "cli-1", "--station", "st-1", "--power-kw",
+                            "10")
+    rc, refused = await asyncio.to_thread(_market, net, FABRIC, "request", "--as", USER[FABRIC], "--round-id", "cli-1",
+                                          "--station", "st-1", "--power-kw", "10")
+    assert rc == 1 and refused["error"]["code"] == "market.attribute", refused
+    shown = await asyncio.to_thread(cli, "round", "cli-1")
+    assert shown["round"]["transformer"] == "tr-1" and shown["round"]["state"] == "requests", shown
+    assert shown["requests"]["st-1"]["account"] == stn and shown["requests"]["st-1"]["power_kw"] == 10, shown
+    print(f"fabric market through the CLI: {time.monotonic() - started:.1f} s")
