@@ -366,17 +366,37 @@ class Relayer(ClientUpdates):
             return
         exists = self.db.execute("SELECT done FROM packets WHERE key = ?", (t.key,)).fetchone()
         if exists and exists[0]:
+            self.db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,))
+            self.db.commit()
             return
+        early = self.db.execute("SELECT ack FROM early_acks WHERE key = ?", (t.key,)).fetchone()
+        if early is not None and t.ack is None:
+            t.ack = bytes.fromhex(early[0])
         self.packets[t.key] = t
-        self.db.execute("INSERT OR IGNORE INTO packets VALUES (?, ?, ?, NULL, 0)", (t.key, t.raw.hex(),
-                                                                                     t.commit_height))
+        self.db.execute("INSERT OR IGNORE INTO packets VALUES (?, ?, ?, ?, 0)",
+                        (t.key, t.raw.hex(), t.commit_height, t.ack.hex() if t.ack is not None else None))
+        self.db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,))
         self.db.commit()
 
     def _record_ack(self, ev: dict[str, Any]) -> None:
-        key = f"{ev.get('src')}/{ev.get('dst')}/{ev.get('lane')}/{ev.get('sequence')}"
+        src, dst = ev.get("src"), ev.get("dst")
+        key = f"{src}/{dst}/{ev.get('lane')}/{ev.get('sequence')}"
+        if not ev.get("ack"):
+            return
+        ack = bytes.fromhex(str(ev["ack"]))
         t = self.packets.get(key)
-        if t is not None and t.ack is None and ev.get("ack"):
-            ack = bytes.fromhex(str(ev["ack"]))
+        if t is None:
+            # The target's scanner and the source's are separate tasks: the target's may pass the acknowledgement
+            # before the source's has tracked the packet (a packet executed by another relayer or by hand). An
+            # Ethereum target keeps acks only in its logs (no state read finds them later), so the ack is kept
+            # until the packet is tracked, else phase 4 would wait for it forever.
+            if src in self.parks and dst in self.parks:
+                done = self.db.execute("SELECT done FROM packets WHERE key = ?", (key,)).fetchone()
+                if not (done and done[0]):
+                    self.db.execute("INSERT OR IGNORE INTO early_acks VALUES (?, ?)", (key, ack.hex()))
+                    self.db.commit()
+            return
+        if t.ack is None:
             t.ack = ack
             self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ack.hex(), key))
             self.db.commit()
@@ -745,7 +765,7 @@ class Relayer(ClientUpdates):
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """The relayer database's schema (sqlite-utils): tables created if missing, so a database written by an
-    older relayer gains the newer tables (``progress``) on start and keeps its cursors and packets."""
+    older relayer gains the newer tables (``progress``, ``early_acks``) on start and keeps its cursors and packets."""
     db = sqlite_utils.Database(conn)
     db.enable_wal()
     db["cursors"].create({"chain": str, "height": int}, pk="chain", if_not_exists=True)  # type: ignore[union-attr]
@@ -753,6 +773,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
                          pk="key", if_not_exists=True)
     db["progress"].create({"lane": str, "json": str, "updated_ms": int}, pk="lane",  # type: ignore[union-attr]
                           if_not_exists=True)
+    # acknowledgements seen on a target before the source's scanner tracked their packet (Relayer._record_ack)
+    db["early_acks"].create({"key": str, "ack": str}, pk="key", if_not_exists=True)  # type: ignore[union-attr]
     conn.commit()
 
 

@@ -187,6 +187,33 @@ async def test_an_undecodable_event_is_skipped_counted_and_the_cursor_moves_on(t
     r.db.close()
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["same-process", "restarted-between"])
+async def test_an_ack_scanned_before_its_packet_is_kept_for_it(tmp_path: Path, restart: bool) -> None:
+    """The target's scanner may pass a packet's acknowledgement before the source's scanner tracks the packet (a
+    packet executed by another relayer or by hand; the scanners are separate tasks). An Ethereum target keeps acks
+    only in its logs, so the ack must be kept until the packet is tracked (else phase 4 waits forever), across a
+    restart too; acks of lanes this relayer does not serve are not kept."""
+    relay = _Relay()
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[4] = [_send_event("park-a", "park-b", 1, 4)]
+    b.events_at[3] = [{"type": "write_ack", "src": "park-a", "dst": "park-b", "lane": "lane-0", "sequence": 1,
+                       "ack": "0a0b", "height": 3},
+                      {"type": "write_ack", "src": "park-x", "dst": "park-b", "lane": "lane-0", "sequence": 1,
+                       "ack": "0c", "height": 3}]
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    await r._scan(r.parks["park-b"])  # the target first: the packet is not tracked yet
+    assert r.db.execute("SELECT key FROM early_acks").fetchall() == [("park-a/park-b/lane-0/1",)]
+    if restart:
+        r.db.close()
+        r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    await r._scan(r.parks["park-a"])
+    t = r.packets["park-a/park-b/lane-0/1"]
+    assert t.ack == bytes.fromhex("0a0b")
+    assert r.db.execute("SELECT ack FROM packets WHERE key = ?", (t.key,)).fetchone() == ("0a0b",)
+    assert r.db.execute("SELECT count(*) FROM early_acks").fetchone() == (0,)
+    r.db.close()
+
+
 async def test_after_a_reorg_the_client_is_fed_the_parks_new_branch_from_the_shared_header(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     relay = _Relay()
