@@ -11,6 +11,7 @@ what :meth:`chains.ethereum.types.EthHeader.from_rpc` takes) and classifies fail
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import aiohttp
@@ -48,6 +49,12 @@ class EthRpc:
             request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout_s)},
             exception_retry_configuration=None,  # the relayer decides about retries, per side
         ))
+        # web3's HTTPSessionManager guards its session cache with a threading.Lock shared by every provider of the
+        # process (a class attribute), taken through an executor thread; a request cancelled at the wrong moment can
+        # leave it held, after which every Ethereum call in the process hangs (seen as the CI hang of
+        # tests/unit/test_eth_adapter_errors.py: 5 executor threads parked on that one lock). One lock per endpoint
+        # keeps such a failure to the provider it happened on.
+        self.w3.provider._request_session_manager._lock = threading.Lock()
 
     async def call(self, method: str, params: list[Any]) -> Any:
         """``method(params)``'s result; raises the classified error (see module doc)."""
