@@ -7,12 +7,23 @@ farmer-b's), reused from ``$PARKRELAY_PLOT_CACHE`` when it is set.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chains.poc.plots import Farmer
 from chains.poc.testing import make_farmers
+
+
+@pytest.fixture(autouse=True)
+def _progress_bars_back() -> Iterator[None]:
+    """A CLI call with ``--json`` turns progress bars off for the whole process (chains.common.progress): on again
+    after every test, so no test depends on which CLI tests ran before it."""
+    from chains.common import progress
+
+    yield
+    progress.set_quiet(False)
 
 
 @pytest.fixture(scope="session")

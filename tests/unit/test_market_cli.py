@@ -10,7 +10,6 @@ import io
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +57,6 @@ kind = "fabric"
 base_port = 41300
 accounts = {{ gina = 1000, operator = 0 }}
 """
-
-
-@pytest.fixture(autouse=True)
-def _bars_back() -> Iterator[None]:
-    """``--json`` turns progress bars off for the process (chains.common.progress): on again for the next test."""
-    from chains.common import progress
-
-    yield
-    progress.set_quiet(False)
 
 
 @pytest.fixture
