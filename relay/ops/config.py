@@ -6,8 +6,9 @@ was expected, so an operator can fix the file without reading code.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,15 @@ class ChainConfig:
     """The chain table's ``light_client`` table: init args of the relay chain's light client of this park
     (windows and bounds, SPEC §8.4-§8.6; names from the kind's ``client_params``, values checked when the relay
     genesis creates the client)."""
+    hosts: dict[str, str] = field(default_factory=dict)
+    """Node name -> the address it binds to and is reached at, for the nodes ``[deployment] hosts`` places on a
+    host of their own (``"<chain id>/<node>"`` keys there); the others use the ``host`` their caller passes."""
 
     def port_of(self, node: str) -> int:
         return self.base_port + self.nodes.index(node)
 
     def url_of(self, node: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port_of(node)}"
+        return f"http://{self.hosts.get(node, host)}:{self.port_of(node)}"
 
 
 @dataclass(frozen=True)
@@ -106,13 +110,21 @@ class DeploymentConfig:
     """Each relayer refreshes the relay's light client of every park at least this often, lanes idle or not,
     so a client is never stale when a packet comes (a stale probabilistic-finality client waits out its
     finality window, SPEC §8). ``0`` in the file: only when a packet needs it (None here)."""
+    node_hosts: dict[str, str] = field(default_factory=dict)
+    """``[deployment] hosts``: ``"<chain id>/<node>"`` (the relay chain's id for a relay validator) -> the IP
+    address that node binds to and is reached at, instead of ``host`` (e.g. each node in a network namespace of
+    its own, :mod:`relay.ops.netns`). Nodes not named use ``host``."""
+
+    def host_of(self, chain_id: str, node: str) -> str:
+        """The address node ``node`` of ``chain_id`` (or relay validator ``node``) binds to and is reached at."""
+        return self.node_hosts.get(f"{chain_id}/{node}", self.host)
 
     def relay_port(self, validator: str) -> int:
         assert self.relay_base_port is not None
         return self.relay_base_port + self.relay_validators.index(validator)
 
     def relay_url(self, validator: str) -> str:
-        return f"http://{self.host}:{self.relay_port(validator)}"
+        return f"http://{self.host_of(self.relay_chain_id, validator)}:{self.relay_port(validator)}"
 
     def chain(self, chain_id: str) -> ChainConfig:
         for c in self.chains:
@@ -243,9 +255,48 @@ def load_config(path: str | Path) -> DeploymentConfig:
     unknown = sorted(set(relayer_section) - {"names", "takeover_after_s", "heartbeat_s"})
     if unknown:
         raise ConfigError(f"{p}: [relayers] has unknown keys {unknown}; known: names, takeover_after_s, heartbeat_s")
+    node_hosts = _node_hosts(_get(dep, "hosts", dict, "deployment", {}), chains,
+                             validators if relay_base_port is not None else (), relay_chain_id, relayers)
+    chains = [replace(c, hosts={n: node_hosts[f"{c.id}/{n}"] for n in c.nodes if f"{c.id}/{n}" in node_hosts})
+              for c in chains]
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
                             relay_base_port, block_ms, relayers, lane_limits, float(takeover),
-                            float(heartbeat) or None)
+                            float(heartbeat) or None, node_hosts)
+
+
+PER_NODE_HOST_KINDS = ("dpos", "poc")
+"""Park kinds whose nodes may each have an address of their own (``[deployment] hosts``): the park-node runtime's.
+Relay validators may too. An Ethereum or Fabric park binds every process to ``host``."""
+
+
+def _node_hosts(table: dict[str, Any], chains: list[ChainConfig], validators: tuple[str, ...],
+                relay_chain_id: str, relayers: tuple[str, ...]) -> dict[str, str]:
+    """``[deployment] hosts``: each key a ``"<chain id>/<node>"`` of this deployment whose node can bind an address
+    of its own (or ``"relayer/<name>"``: the host a relayer runs on, :mod:`relay.ops.netns`), each value an IP
+    address literal."""
+    where = "deployment.hosts"
+    known = {f"{relay_chain_id}/{v}" for v in validators} | {f"relayer/{r}" for r in relayers}
+    for c in chains:
+        if c.kind in PER_NODE_HOST_KINDS:
+            known |= {f"{c.id}/{n}" for n in c.nodes}
+    out: dict[str, str] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{where}: {key!r} is not a node that can have an address of its own; keys are "
+                              f"\"<chain id>/<node>\" of a {' or '.join(PER_NODE_HOST_KINDS)} park or "
+                              f"\"{relay_chain_id}/<validator>\" (the relay chain needs base_port) or \"relayer/<name>\": "
+                              f"{sorted(known)}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}.{key!r}: expected an IP address string, got {value!r}")
+        try:
+            addr = ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.{key!r}: expected an IP address literal (e.g. 10.77.0.2), got {value!r}"
+                              ) from exc
+        if addr.is_unspecified or addr.is_multicast:
+            raise ConfigError(f"{where}.{key!r}: {value} is not an address a node can be reached at")
+        out[key] = str(addr)
+    return out
 
 
 def _lane_limits(limits: dict[str, Any], where: str) -> dict[str, dict[str, int]]:

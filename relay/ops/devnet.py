@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +137,13 @@ def _pids_path(cfg: DeploymentConfig) -> Path:
     return cfg.data_dir / "pids.json"
 
 
-def up(cfg: DeploymentConfig, timeout_s: float = 120.0, *, detach: bool = True) -> int:
+def up(cfg: DeploymentConfig, timeout_s: float = 120.0, *, detach: bool = True,
+       wrap: Callable[[str, list[str]], list[str]] | None = None) -> int:
     """Start every process and wait until the nodes answer. ``detach``: they outlive this process (``devnet up``);
-    otherwise they get SIGTERM when it dies, however it dies (``devnet demo``)."""
+    otherwise they get SIGTERM when it dies, however it dies (``devnet demo``). ``wrap(key, argv)``: the command
+    that runs process ``key`` (``"<chain id>/<node>"``, ``"relayer/<name>"``; e.g. inside a network namespace,
+    :mod:`relay.ops.netns`) instead of ``argv``."""
+    wrap = wrap or (lambda _key, argv: argv)
     init(cfg)
     logs = cfg.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -148,11 +153,12 @@ def up(cfg: DeploymentConfig, timeout_s: float = 120.0, *, detach: bool = True) 
         argv = [sys.executable, "-m", "relay.cli", "node", kind, "--config", str(cfg.path), flag, n]
         if kind != "relay":
             argv[7:7] = ["--chain", chain_id]
-        proc = spawn(argv, detach=detach, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = spawn(wrap(f"{chain_id}/{n}", argv), detach=detach, stdout=log_file, stderr=subprocess.STDOUT)
         pids[f"{chain_id}/{n}"] = proc.pid
     for r in cfg.relayers:
         log_file = open(logs / f"relayer-{r}.log", "ab")
-        proc = spawn([sys.executable, "-m", "relay.cli", "relayer", "start", "--config", str(cfg.path), "--name", r],
+        proc = spawn(wrap(f"relayer/{r}", [sys.executable, "-m", "relay.cli", "relayer", "start", "--config",
+                                           str(cfg.path), "--name", r]),
                      detach=detach, stdout=log_file, stderr=subprocess.STDOUT)
         pids[f"relayer/{r}"] = proc.pid
     _pids_path(cfg).write_text(json.dumps(pids, indent=2))

@@ -29,7 +29,8 @@ def load_relay_node(cfg: DeploymentConfig, name: str) -> ParkNode:
     key = ValidatorKey(read_secret(ed_path), read_secret(eth_path))
     token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
     peers = [cfg.relay_url(v) for v in cfg.relay_validators if v != name]
-    node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host, port=cfg.relay_port(name),
+    node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host_of(cfg.relay_chain_id, name),
+                          port=cfg.relay_port(name),
                           peers=peers, admin_token=token)
     return make_relay_node(genesis, name, key, node_cfg)
 
@@ -56,7 +57,8 @@ def load_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str)
     rules = chain_kind_.make_rules(genesis, name, signer, cfg.data_dir)
     token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
     peers = [chain.url_of(n, cfg.host) for n in chain.nodes if n != name]
-    node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host, port=chain.port_of(name),
+    node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host_of(chain.id, name),
+                          port=chain.port_of(name),
                           peers=peers, admin_token=token)
     return ParkNode(rules, node_cfg)
 
