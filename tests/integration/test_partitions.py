@@ -105,6 +105,13 @@ def hosts_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsNet]:
         ["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split())
 
 
+T0 = time.monotonic()
+
+
+def mark(what: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {what}", file=sys.stderr)
+
+
 def load_toml(path: Any) -> dict[str, Any]:
     import tomllib
 
@@ -158,6 +165,7 @@ async def standard_checks(net: Net, rights_before: int | None = None) -> None:
 
 async def test_a_2_2_split_of_the_relay_validators_stalls_both_halves_without_a_fork(hosts_net: NsNet) -> None:
     net = await wait_ready(hosts_net)
+    mark("a: ready")
     lab = net.lab
     before = {c: await net.balance(c) for c in (DPOS, POC)}
     vouchers = {c: await net.balance(net.other(c), voucher(c)) for c in (DPOS, POC)}
@@ -165,6 +173,7 @@ async def test_a_2_2_split_of_the_relay_validators_stalls_both_halves_without_a_
         net.start_relayer(r)
     try:
         lab.partition([relay_host(v) for v in VALIDATORS[:2]], [relay_host(v) for v in VALIDATORS[2:]])
+        mark("a: split")
         try:
             # sent during the split, by both parks (the parks and relayers still reach every validator)
             keys = {DPOS: await net.send(DPOS, 301), POC: await net.send(POC, 203)}
@@ -177,6 +186,7 @@ async def test_a_2_2_split_of_the_relay_validators_stalls_both_halves_without_a_
                 assert (await net.packet(key))["state"] == "committed", key
         finally:
             lab.heal()
+            mark("a: healed")
         forks = {h: hs for h, hs in (await relay_hashes(net)).items() if len(hs) > 1}
         assert not forks, f"two blocks at one height: {forks}"
 
@@ -185,7 +195,9 @@ async def test_a_2_2_split_of_the_relay_validators_stalls_both_halves_without_a_
             return all(now[v] > stalled[v] + 2 for v in VALIDATORS)
 
         await wait_for("the relay chain committing again on all four validators", resumed, 60)
+        mark("a: resumed")
         rows = await net.wait_final(list(keys.values()), timeout_s=120)
+        mark("a: final")
     finally:
         net.stop_relayers()
     assert {r["state"] for r in rows.values()} == {"completed"}, rows
@@ -215,6 +227,7 @@ async def test_b_a_park_cut_from_the_relay_past_the_timeouts_ends_every_packet_e
         net.start_relayer(r)
     try:
         lab.partition(poc_hosts, others)
+        mark("b: cut")
         try:
             short_s = 5
             timed = {"to-poc": await net.send(DPOS, 71, timeout_s=short_s),
@@ -227,7 +240,7 @@ async def test_b_a_park_cut_from_the_relay_past_the_timeouts_ends_every_packet_e
             deadline_ms = int((time.time() + short_s) * 1000)
 
             async def both_past() -> bool:  # each park's own clock past every short timeout, during the cut
-                times = [int((await asyncio.to_thread(net.views[c].status))["timestamp_ms"]) for c in (DPOS, POC)]
+                times = [(await status(net.url(c)) or {}).get("timestamp_ms", 0) for c in (DPOS, POC)]
                 return min(times) > deadline_ms
 
             await wait_for("both parks' block time past the timeouts", both_past, 60)
@@ -236,7 +249,9 @@ async def test_b_a_park_cut_from_the_relay_past_the_timeouts_ends_every_packet_e
                 assert row["state"] not in ("executed", "acked", "completed", "refunded"), row
         finally:
             lab.heal()
+            mark("b: healed")
         rows = await net.wait_final([*timed.values(), executed], timeout_s=180)
+        mark("b: final")
     finally:
         net.stop_relayers()
     for name, key in timed.items():
