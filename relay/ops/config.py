@@ -284,8 +284,8 @@ def _node_hosts(table: dict[str, Any], chains: list[ChainConfig], validators: tu
         if key not in known:
             raise ConfigError(f"{where}: {key!r} is not a node that can have an address of its own; keys are "
                               f"\"<chain id>/<node>\" of a {' or '.join(PER_NODE_HOST_KINDS)} park or "
-                              f"\"{relay_chain_id}/<validator>\" (the relay chain needs base_port) or \"relayer/<name>\": "
-                              f"{sorted(known)}")
+                              f"\"{relay_chain_id}/<validator>\" (the relay chain needs base_port) or "
+                              f"\"relayer/<name>\": {sorted(known)}")
         if not isinstance(value, str):
             raise ConfigError(f"{where}.{key!r}: expected an IP address string, got {value!r}")
         try:

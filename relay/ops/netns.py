@@ -126,8 +126,8 @@ class Lab:
         seen: dict[str, str] = {}
         for key, a in addrs.items():
             if a in (self.subnet.network_address, self.subnet.broadcast_address) or str(a) == self.bridge_address:
-                raise NetnsError(f"host {key!r}: {a} is the subnet's network, broadcast or bridge ({self.bridge_address})"
-                                 f" address")
+                raise NetnsError(f"host {key!r}: {a} is the subnet's network, broadcast or bridge "
+                                 f"({self.bridge_address}) address")
             if str(a) in seen:
                 raise NetnsError(f"hosts {seen[str(a)]!r} and {key!r} both have address {a}")
             seen[str(a)] = key
