@@ -214,9 +214,11 @@ class Lab:
 
     # -- acting -----------------------------------------------------------------------------------
 
-    def create(self) -> Lab:
+    def create(self, *, persistent: bool = False) -> Lab:
         """Make the lab (removing first what a previous lab of this prefix left); on any failure, remove what
-        was made and raise :class:`NetnsError`. Also sweeps labs whose owner died."""
+        was made and raise :class:`NetnsError`. Also sweeps labs whose owner died. ``persistent``: the lab
+        outlives this process (a detached devnet's, ``python -m relay.ops.netns up``) and only :meth:`remove`
+        removes it, never a sweep."""
         with _locked():
             sweep(self.run, locked=True)
             self._remove_quietly()
@@ -224,7 +226,7 @@ class Lab:
             if self.bridge_address in taken:
                 raise NetnsError(f"{self.bridge_address} (lab {self.prefix}'s bridge) is already on an interface of "
                                  f"the root namespace: another lab or network uses {self.subnet}; pick another")
-            self._write_state()
+            self._write_state(persistent)
             try:
                 for cmd in self.create_plan():
                     self.run(cmd, None)
@@ -280,10 +282,11 @@ class Lab:
             except (NetnsError, OSError):
                 pass  # not there (yet, or any more)
 
-    def _write_state(self) -> None:
+    def _write_state(self, persistent: bool) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
+        owner = None if persistent else os.getpid()
         _state_path(self.prefix).write_text(json.dumps(
-            {"owner": os.getpid(), "owner_start": _start_time(os.getpid()), "hosts": self.hosts}))
+            {"owner": owner, "owner_start": _start_time(os.getpid()), "hosts": self.hosts}))
 
     def __enter__(self) -> Lab:
         return self.create()
@@ -329,8 +332,8 @@ def sweep(run: Runner = run_ip, *, locked: bool = False) -> list[str]:
             state: dict[str, Any] = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if _owner_alive(int(state["owner"]), str(state["owner_start"])):
-            continue
+        if state.get("owner") is None or _owner_alive(int(state["owner"]), str(state["owner_start"])):
+            continue  # persistent, or its owner still runs
         Lab(state["hosts"], prefix=path.stem, runner=run)._remove_quietly()
         path.unlink(missing_ok=True)
         removed.append(path.stem)
@@ -372,3 +375,101 @@ def deployment_hosts(cfg: Any) -> list[str]:
 def hosts_toml(hosts: Mapping[str, str]) -> str:
     """``hosts`` as the ``[deployment] hosts`` line of a config file."""
     return "hosts = { " + ", ".join(f'"{k}" = "{v}"' for k, v in hosts.items()) + " }"
+
+
+def expand_group(token: str, hosts: Iterable[str]) -> list[str]:
+    """One partition group from the command line: comma-separated host keys, each exact (``relay/op-a``) or a
+    prefix naming every host under it (``poc-park``: its nodes; ``relayer``: every relayer)."""
+    keys = list(hosts)
+    out: list[str] = []
+    for part in filter(None, token.split(",")):
+        found = [part] if part in keys else [k for k in keys if k.startswith(part.rstrip("/") + "/")]
+        if not found:
+            raise NetnsError(f"{part!r} names no host; hosts are {keys}")
+        out += [k for k in found if k not in out]
+    return out
+
+
+def _lab_file(cfg: Any) -> Path:
+    return Path(cfg.data_dir) / "netns.json"
+
+
+def lab_of(cfg: Any) -> Lab:
+    """The lab ``python -m relay.ops.netns up`` made for deployment ``cfg`` (its prefix is kept in
+    ``<data_dir>/netns.json``)."""
+    path = _lab_file(cfg)
+    if not path.exists():
+        raise NetnsError(f"no lab for this deployment ({path} is missing): run `python -m relay.ops.netns up` first")
+    state = json.loads(path.read_text())
+    return Lab(state["hosts"], prefix=state["prefix"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m relay.ops.netns plan|up|partition|heal|down --config FILE``: a deployment's devnet across network
+    namespaces (README, "Partitions on separate hosts")."""
+    import argparse
+    import sys
+
+    from relay.ops import devnet
+    from relay.ops.config import PER_NODE_HOST_KINDS, ConfigError, load_config
+
+    ap = argparse.ArgumentParser(prog="python -m relay.ops.netns", description=main.__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name, text in (("plan", "print a [deployment] hosts line giving every process an address of its own"),
+                       ("up", "make the namespaces and start the devnet in them (detached)"),
+                       ("partition", "cut the links between groups of hosts"), ("heal", "restore every link"),
+                       ("down", "stop the devnet and remove its namespaces")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", required=True)
+        if name == "plan":
+            p.add_argument("--subnet", help="a /24 (default: a free 10.77.N.0/24)")
+        if name == "partition":
+            p.add_argument("groups", nargs="+", help="comma-separated host keys or prefixes, one argument per group "
+                                                     "(e.g. relay/op-a,relay/op-b relay/op-c,relay/op-d)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        if args.cmd == "plan":
+            hosts = plan_hosts(deployment_hosts(cfg), args.subnet or free_subnet())
+            print("# under [deployment]:\n" + hosts_toml(hosts))
+            return 0
+        if args.cmd == "up":
+            if reason := unavailable():
+                raise NetnsError(f"network namespaces unavailable: {reason}")
+            other = [c.id for c in cfg.chains if c.kind not in PER_NODE_HOST_KINDS]
+            missing = [k for k in deployment_hosts(cfg) if k not in cfg.node_hosts]
+            if other or missing:
+                raise NetnsError(f"every process needs a host of its own: chains {other} cannot run in a namespace "
+                                 f"(only {list(PER_NODE_HOST_KINDS)} parks); no [deployment] hosts entry for {missing} "
+                                 f"(`python -m relay.ops.netns plan` prints one)")
+            lab = Lab(cfg.node_hosts)
+            lab.create(persistent=True)
+            _lab_file(cfg).parent.mkdir(parents=True, exist_ok=True)
+            _lab_file(cfg).write_text(json.dumps({"prefix": lab.prefix, "hosts": lab.hosts}))
+            code = devnet.up(cfg, wrap=lab.exec_argv)
+            if code != 0:
+                lab.remove()
+                _lab_file(cfg).unlink(missing_ok=True)
+            else:
+                print(f"lab {lab.prefix}: {len(lab.hosts)} hosts on {lab.subnet} (bridge {lab.bridge_address})")
+            return code
+        lab = lab_of(cfg)
+        if args.cmd == "partition":
+            groups = [expand_group(g, lab.hosts) for g in args.groups]
+            lab.partition(*groups)
+            print("cut: " + " | ".join(",".join(g) for g in groups))
+        elif args.cmd == "heal":
+            lab.heal()
+            print("healed")
+        else:
+            devnet.down(cfg)
+            lab.remove()
+            _lab_file(cfg).unlink(missing_ok=True)
+        return 0
+    except (NetnsError, ConfigError, OSError) as exc:
+        print(f"netns: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -313,3 +313,34 @@ def test_devnet_up_runs_each_process_through_wrap(tmp_path: Path, monkeypatch: p
                        ["in", "eth-park/anvil", "--node", "anvil"],
                        ["in", "relay/op-a", "--validator", "op-a"], ["in", "relay/op-b", "--validator", "op-b"],
                        ["in", "relayer/relayer-a", "--name", "relayer-a"]]
+
+
+def test_partition_groups_on_the_command_line_expand_prefixes() -> None:
+    keys = list(HOSTS)
+    assert netns.expand_group("relay", keys) == ["relay/op-a", "relay/op-b"]
+    assert netns.expand_group("relay/op-b,dpos-park", keys) == ["relay/op-b", "dpos-park/witness-a"]
+    assert netns.expand_group("relayer/,relayer/relayer-a", keys) == ["relayer/relayer-a"]
+    with pytest.raises(netns.NetnsError, match="'rel' names no host"):
+        netns.expand_group("rel", keys)
+
+
+def test_a_persistent_lab_outlives_its_maker_until_removed(state_dir: Path) -> None:
+    lb = lab(FakeIp()).create(persistent=True)
+    assert json.loads((state_dir / f"{lb.prefix}.json").read_text())["owner"] is None
+    assert netns.sweep(FakeIp()) == []  # a detached devnet's lab: only `down` removes it
+    lb.remove()
+    assert not (state_dir / f"{lb.prefix}.json").exists()
+
+
+def test_the_cli_plans_hosts_for_every_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "d.toml"
+    p.write_text(CONFIG.format(hosts="").replace('[[chains]]\nid = "eth-park"\nkind = "ethereum"\nbase_port = 31200\n',
+                                                 ""))
+    assert netns.main(["plan", "--config", str(p), "--subnet", "10.77.42.0/24"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line == ('hosts = { "dpos-park/witness-a" = "10.77.42.2", "dpos-park/witness-b" = "10.77.42.3", '
+                    '"relay/op-a" = "10.77.42.4", "relay/op-b" = "10.77.42.5", "relayer/relayer-a" = "10.77.42.6" }')
+    p.write_text(p.read_text().replace('data_dir = "data"', f'data_dir = "{tmp_path}/data"\n{line}'))
+    assert load_config(p).host_of("relay", "op-b") == "10.77.42.5"  # the printed line is a valid hosts table
+    assert netns.main(["heal", "--config", str(p)]) == 1
+    assert "run `python -m relay.ops.netns up` first" in capsys.readouterr().err
