@@ -146,6 +146,12 @@ async def relay_hashes(net: Net) -> dict[int, set[str]]:
     return by_height
 
 
+async def relay_client_height(net: Net, chain: str) -> int:
+    """The latest height of ``chain`` the relay chain's light client holds."""
+    async with net.d.client(RELAY, VALIDATORS[0]) as c:
+        return int((await c.call("getClientStatus", {"chain_id": chain}))["latest_height"])
+
+
 async def park_blocks(net: Net, chain: str, n: int) -> None:
     """Until ``chain`` (seen from the observer) has made ``n`` more blocks: time passing, measured by the parks."""
     start = int((await asyncio.to_thread(net.views[chain].status))["height"])
@@ -156,7 +162,7 @@ async def park_blocks(net: Net, chain: str, n: int) -> None:
     await wait_for(f"{n} more {chain} blocks", grown, 60)
 
 
-async def standard_checks(net: Net, rights_before: int | None = None) -> None:
+async def standard_checks(net: Net) -> None:
     """Nothing non-final, supply conserved per denomination, every charging right exactly once."""
     await net.check_invariants()
     reports = {c: await asyncio.to_thread(net.views[c].rights) for c in (DPOS, POC)}
@@ -177,9 +183,15 @@ async def test_a_2_2_split_of_the_relay_validators_stalls_both_halves_without_a_
         try:
             # sent during the split, by both parks (the parks and relayers still reach every validator)
             keys = {DPOS: await net.send(DPOS, 301), POC: await net.send(POC, 203)}
-            # a block decided at the instant of the cut may still reach a validator: then heights stay put
+            # a block decided at the instant of the cut may still reach a validator of either half (with its
+            # commit, from its half's peer): once each half agrees on its height, heights stay put
+
+            async def halves_settled() -> dict[str, int] | None:
+                h = await relay_heights(net)
+                return h if h["op-a"] == h["op-b"] and h["op-c"] == h["op-d"] else None
+
             await park_blocks(net, DPOS, 3)
-            stalled = await relay_heights(net)
+            stalled = await wait_for("each half at one height", halves_settled, 30)
             await park_blocks(net, DPOS, 8)  # 4 s of DPoS blocks: ~13 relay blocks at 300 ms if it could commit
             assert await relay_heights(net) == stalled, "a half without > 2/3 of the power committed a block"
             for key in keys.values():
@@ -244,6 +256,12 @@ async def test_b_a_park_cut_from_the_relay_past_the_timeouts_ends_every_packet_e
                 return min(times) > deadline_ms
 
             await wait_for("both parks' block time past the timeouts", both_past, 60)
+            # the relay chain learns nothing of the PoC park meanwhile (its relayers heartbeat every second)
+            known = await relay_client_height(net, POC)
+            await park_blocks(net, POC, 4)
+            assert await relay_client_height(net, POC) == known, "a header of the cut-off park reached the relay"
+            st = await status(net.url(POC))
+            assert st is not None and int(st["height"]) >= known + 4
             for key in [*timed.values(), executed]:
                 row = await net.packet(key)
                 assert row["state"] not in ("executed", "acked", "completed", "refunded"), row
