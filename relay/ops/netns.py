@@ -238,10 +238,12 @@ class Lab:
         return self
 
     def partition(self, *groups: Iterable[str]) -> None:
-        """Cut every link between hosts of different ``groups`` (replacing an earlier partition)."""
+        """Cut every link between hosts of different ``groups``, replacing an earlier partition: one ``ip -batch``
+        per namespace drops its earlier cuts and makes its new ones."""
         plan = self.partition_plan(groups)
-        self.heal()
-        for ns, lines in plan.items():
+        for host in self.hosts:
+            ns = self.namespace(host)
+            lines = [f"neigh flush dev {IFACE} nud permanent", *plan.get(ns, [])]
             self.run(["ip", "-n", ns, "-batch", "-"], ("\n".join(lines) + "\n").encode())
         self.cut = [list(g) for g in groups]
 

@@ -103,12 +103,15 @@ def test_partition_replaces_the_previous_one_and_heal_flushes_every_cut() -> Non
     ip = FakeIp()
     lb = lab(ip)
     lb.partition(["relay/op-a"], ["relay/op-b"])
-    flushes = [f"ip -n prn0a1b2c-{i} neigh flush dev eth0 nud permanent" for i in range(4)]
-    assert ip.commands()[:4] == flushes  # the earlier partition's cuts go first
-    batches = [(a, s) for a, s in ip.calls if "-batch" in a]
-    assert [a[2] for a, _ in batches] == ["prn0a1b2c-0", "prn0a1b2c-1"]
-    assert batches[0][1] == f"neigh replace 10.77.5.3 lladdr {netns.CUT_MAC} dev eth0 nud permanent\n".encode()
+    flush = "neigh flush dev eth0 nud permanent\n"
+    # one batch per namespace: the earlier partition's cuts go, then this one's are made
+    assert [a for a, _ in ip.calls] == [["ip", "-n", f"prn0a1b2c-{i}", "-batch", "-"] for i in range(4)]
+    assert [s for _, s in ip.calls] == [
+        (flush + f"neigh replace 10.77.5.3 lladdr {netns.CUT_MAC} dev eth0 nud permanent\n").encode(),
+        (flush + f"neigh replace 10.77.5.2 lladdr {netns.CUT_MAC} dev eth0 nud permanent\n").encode(),
+        flush.encode(), flush.encode()]
     assert lb.cut == [["relay/op-a"], ["relay/op-b"]]
+    flushes = [f"ip -n prn0a1b2c-{i} neigh flush dev eth0 nud permanent" for i in range(4)]
     ip.calls.clear()
     lb.heal()
     assert ip.commands() == flushes and lb.cut == []
