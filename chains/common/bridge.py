@@ -314,6 +314,7 @@ __all__ = [
     "process_send",
     "process_settle",
     "refresh_relay_trust",
+    "refreshed_trusted_time",
     "register_bridge_ops",
     "relay_trust",
     "reputation_path",
@@ -643,19 +644,30 @@ def check_relay_trust(state: KVState, ctx: BlockContext) -> ValidatorSet:
     return trust.validators
 
 
+def refreshed_trusted_time(held: int | None, period_ms: int | None, header_time_ms: int, now_ms: int) -> int | None:
+    """The trusted time after verifying a relay header of time ``header_time_ms`` at block time ``now_ms``
+    (SPEC §7.7 rule 2), or None to leave ``held`` as it is: the header's time, when it advances the held time
+    by at least the refresh step (period / :data:`REFRESH_STEP_FRACTION`) and is not ahead of the block time
+    by more than that step (a relay clock ahead of this chain's cannot extend trust beyond it). The value is
+    the header's, never the clock's: on Fabric the organisations' clocks differ, their write sets must not."""
+    step = max(1, (period_ms or 0) // REFRESH_STEP_FRACTION)
+    if header_time_ms > now_ms + step:
+        return None
+    if held is not None and header_time_ms < held + step:
+        return None
+    return header_time_ms
+
+
 def refresh_relay_trust(state: KVState, header_time_ms: int, ctx: BlockContext) -> None:
-    """After a verified certificate: move the trusted time to the header's relay time, capped by the block
-    time (a relay clock ahead of this chain's cannot extend trust), when that advances it by at least
-    :data:`REFRESH_STEP_FRACTION` of the period (so most certificates write nothing: no write contention
-    between transactions, on Fabric no MVCC conflicts; SPEC §7.7)."""
+    """After a verified certificate: write the trusted time :func:`refreshed_trusted_time` gives, if any (most
+    certificates write nothing: no write contention between transactions, on Fabric no MVCC conflicts)."""
     raw = state.get_json(RELAY_SET_KEY)
     if raw is None:
         raise ProtocolError("bridge not initialised on this chain")
-    period = load_params(state).trusting_period_ms
-    new_time = min(header_time_ms, ctx.timestamp_ms)
     held = raw.get("trusted_time_ms")
-    step = 0 if period is None else period // REFRESH_STEP_FRACTION
-    if held is None or new_time >= int(held) + max(step, 1):
+    new_time = refreshed_trusted_time(None if held is None else int(held), load_params(state).trusting_period_ms,
+                                      header_time_ms, ctx.timestamp_ms)
+    if new_time is not None:
         state.set_json(RELAY_SET_KEY, {**raw, "trusted_time_ms": new_time})
 
 
@@ -709,9 +721,13 @@ def validate_relay_set_update(state: KVState, params: BridgeParams, commit: Rela
 
 def apply_relay_set_update(state: KVState, commit: RelayCommit, new_set: ValidatorSet,
                            ctx: BlockContext | None = None) -> list[Event]:
-    held = relay_trust(state).trusted_time_ms
-    t = commit.header.time_ms if ctx is None else min(commit.header.time_ms, ctx.timestamp_ms)
-    _store_relay_set(state, new_set, commit.header.height, t if held is None else max(held, t))
+    trust = relay_trust(state)
+    held = trust.trusted_time_ms
+    t: int | None = commit.header.time_ms
+    if ctx is not None:
+        fresh = refreshed_trusted_time(held, trust.trusting_period_ms, commit.header.time_ms, ctx.timestamp_ms)
+        t = held if fresh is None else fresh
+    _store_relay_set(state, new_set, commit.header.height, t)
     return [{"type": "relay_validators_updated", "height": commit.header.height, "hash": new_set.hash.hex(),
              "validators": len(new_set.validators)}]
 
@@ -725,12 +741,13 @@ def process_relay_set_update(state: KVState, params: BridgeParams, commit: Relay
 
 
 def reset_relay_validators(state: KVState, params: BridgeParams, sender: str, new_set: ValidatorSet,
-                           height: int, ctx: BlockContext) -> list[Event]:
-    """The relay admin's way out of an expired trust (SPEC §7.7): install ``new_set`` (obtained out of band
-    from a relay header at relay ``height`` the operator checked) as trusted as of the block time. Only the
-    admin (:class:`AuthorizationError`), only once the trust expired (:class:`IllegalTransitionError`: a live
-    bridge follows the relay through certified updates only), only above the last update's height
-    (:class:`ReplayError`)."""
+                           height: int, time_ms: int, ctx: BlockContext) -> list[Event]:
+    """The relay admin's way out of an expired trust (SPEC §7.7): install ``new_set``, obtained out of band
+    from a relay header at relay ``height`` and relay time ``time_ms`` that the operator checked, as trusted
+    as of ``time_ms``. Only the admin (:class:`AuthorizationError`), only once the trust expired
+    (:class:`IllegalTransitionError`: a live bridge follows the relay through certified updates only), only
+    above the last update's height (:class:`ReplayError`), with ``time_ms`` within the trusting period before
+    the block time and not ahead of it by more than the refresh step (:class:`CodecError`)."""
     if params.relay_admin is None or sender != params.relay_admin:
         raise AuthorizationError("resetting the relay validator set is for the relay admin",
                                  expected=params.relay_admin, got=sender)
@@ -740,12 +757,18 @@ def reset_relay_validators(state: KVState, params: BridgeParams, sender: str, ne
                                      "updates only", expected=f"block time > {trust.expires_at_ms()}",
                                      got=ctx.timestamp_ms)
     check_uint("height", height)
+    check_uint("time_ms", time_ms)
     if height <= trust.update_height:
         raise ReplayError("reset at or below the last accepted update height", expected=f"> {trust.update_height}",
                           got=height)
-    _store_relay_set(state, new_set, height, ctx.timestamp_ms)
+    period = trust.trusting_period_ms or DEFAULT_TRUSTING_PERIOD_MS
+    step = max(1, period // REFRESH_STEP_FRACTION)
+    if not ctx.timestamp_ms - period < time_ms <= ctx.timestamp_ms + step:
+        raise CodecError("reset time outside the trusting period around the block time",
+                         expected=f"{ctx.timestamp_ms - period} < time_ms <= {ctx.timestamp_ms + step}", got=time_ms)
+    _store_relay_set(state, new_set, height, time_ms)
     return [{"type": "relay_validators_reset", "height": height, "hash": new_set.hash.hex(),
-             "validators": len(new_set.validators), "trusted_time_ms": ctx.timestamp_ms}]
+             "validators": len(new_set.validators), "trusted_time_ms": time_ms}]
 
 
 # --- lanes learnt from the relay (SPEC §6.8) ------------------------------------------------------
@@ -1299,10 +1322,10 @@ def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:
         return process_relay_set_update(state, _params_for(state, ctx), commit, new_set, ctx)
 
     def op_reset_relay_validators(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
-        args = _args(tx, ("new_set", "height"))
+        args = _args(tx, ("new_set", "height", "time_ms"))
         new_set = wire.validator_set_from_json(args["new_set"])
         return reset_relay_validators(state, _params_for(state, ctx), tx.sender, new_set,
-                                      _int_arg(tx, args, "height"), ctx)
+                                      _int_arg(tx, args, "height"), _int_arg(tx, args, "time_ms"), ctx)
 
     def op_issue_right(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("right_id", "station", "transformer", "power_kw", "slot_start_ms", "slot_end_ms",
