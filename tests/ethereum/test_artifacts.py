@@ -36,7 +36,8 @@ def test_artifacts_are_self_describing_and_location_free() -> None:
     errors = {e["name"] for e in bridge["abi"] if e["type"] == "error"}
     assert errors == {"CodecInvalid", "ProofInvalid", "SignatureInvalid", "QuorumNotReached", "ValidatorSetMismatch",
                       "PacketReplay", "PacketTimeout", "WrongChain", "LaneInvalid", "LaneOverCapacity",
-                      "Unauthorized"}
+                      "Unauthorized", "DuplicateValidatorKey", "DuplicateValidatorAddress", "RelayTrustExpired",
+                      "RelayTrustLive"}
     for name in DEPLOYABLE:  # EIP-170: every contract deploys
         art = json.loads((ARTIFACTS_DIR / f"{name}.json").read_text(encoding="utf-8"))
         assert (len(art["deployedBytecode"]) - 2) // 2 <= 24_576, name
