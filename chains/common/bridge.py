@@ -317,6 +317,7 @@ __all__ = [
     "refreshed_trusted_time",
     "register_bridge_ops",
     "relay_trust",
+    "relay_trust_of",
     "reputation_path",
     "reset_relay_validators",
     "right_path",
@@ -624,13 +625,19 @@ class RelayTrust:
 
 def relay_trust(state: KVState) -> RelayTrust:
     """The trusted relay set, its update height, trusted time and trusting period (a query; SPEC §7.7)."""
-    raw = state.get_json(RELAY_SET_KEY)
-    if raw is None:
+    raw, config = state.get_json(RELAY_SET_KEY), state.get_json(CONFIG_KEY)
+    if raw is None or config is None:
         raise ProtocolError("bridge not initialised on this chain")
-    vs = wire.validator_set_from_json({"validators": raw["validators"], "hash": raw["hash"]})
-    t = raw.get("trusted_time_ms")
-    return RelayTrust(vs, int(raw["update_height"]), None if t is None else int(t),
-                      load_params(state).trusting_period_ms)
+    return relay_trust_of(raw, config)
+
+
+def relay_trust_of(raw_set: Mapping[str, Any], raw_config: Mapping[str, Any]) -> RelayTrust:
+    """:class:`RelayTrust` from the stored ``bridge/relay_validators`` and ``bridge/config`` records (what a
+    relayer reads over a node's state query)."""
+    vs = wire.validator_set_from_json({"validators": raw_set["validators"], "hash": raw_set["hash"]})
+    t, period = raw_set.get("trusted_time_ms"), raw_config.get("trusting_period_ms")
+    return RelayTrust(vs, int(raw_set["update_height"]), None if t is None else int(t),
+                      None if period is None else int(period))
 
 
 def check_relay_trust(state: KVState, ctx: BlockContext) -> ValidatorSet:
