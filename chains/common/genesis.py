@@ -9,7 +9,12 @@
       "native_denoms": ["kWh"],                  # denominations this park issues (escrowed when sent)
       "rights_operator": "operator",             # account allowed to issue charging rights (optional)
       "transformers": {"tr-1": 150},             # transformer capacities in kW (optional)
-      "stations": {"st-1": "tr-1"}               # charging stations -> their transformer (optional)
+      "stations": {"st-1": "tr-1"},              # charging stations -> their transformer (optional)
+      "trusting_period_ms": 604800000,           # trust in the relay set without a fresh header (optional,
+                                                 # default 7 days; protocol SPEC §7.7)
+      "trusted_time_ms": 1700000000000,          # relay time the set is trusted as of (optional: the first
+                                                 # certificate starts the clock)
+      "relay_admin": "operator"                  # may reset an expired set (optional: the rights operator)
     }
 
 A park learns its lanes and their capacities from the relay genesis, the same way it learns the relay
@@ -22,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from chains.common.bridge import init_bridge
+from chains.common.bridge import DEFAULT_TRUSTING_PERIOD_MS, init_bridge
 from chains.common.state import KVState
 from chains.common.wire import validator_set_from_json, validator_set_to_json
 from protocol.certificate import ValidatorSet
@@ -83,4 +88,6 @@ def apply_bridge_genesis(state: KVState, chain_id: str, section: Any) -> None:
                 validator_set_from_json(section["relay_validators"]),
                 list(section.get("native_denoms", ["kWh"])), list(section.get("lanes", [])),
                 rights_operator=section.get("rights_operator"), transformers=section.get("transformers") or None,
-                stations=section.get("stations") or None)
+                stations=section.get("stations") or None,
+                trusting_period_ms=section.get("trusting_period_ms", DEFAULT_TRUSTING_PERIOD_MS),
+                trusted_time_ms=section.get("trusted_time_ms"), relay_admin=section.get("relay_admin"))
