@@ -128,6 +128,13 @@ def _duplicate_key_update(s: Setup) -> Call:
     return RELAYER, [{"commit": wire.commit_to_json(s.h.net.relay.commit(s.h.net.now_ms)), "new_set": body}]
 
 
+def _duplicate_address_update(s: Setup) -> Call:
+    body = wire.validator_set_to_json(s.h.net.relay.vset)
+    for i in (1, 3):
+        body["validators"][i] = {**body["validators"][i], "eth_address": "22" * 20}
+    return RELAYER, [{"commit": wire.commit_to_json(s.h.net.relay.commit(s.h.net.now_ms)), "new_set": body}]
+
+
 def _reset_args(s: Setup) -> dict[str, Any]:
     return {"new_set": wire.validator_set_to_json(validator_set(relay_signers(1))), "height": 10**6,
             "time_ms": s.h.net.now_ms}
@@ -156,6 +163,8 @@ CASES: dict[str, tuple[str, Callable[[Setup], Call], str]] = {
         "new_set": wire.validator_set_to_json(s.h.net.relay.vset)}]), "certificate.quorum"),
     "update_relay_validators to a set repeating a key": ("update_relay_validators", _duplicate_key_update,
                                                           "certificate.duplicate_validator"),
+    "update_relay_validators to a set repeating an address": ("update_relay_validators", _duplicate_address_update,
+                                                              "certificate.duplicate_validator"),
     "reset_relay_validators by a non-admin": ("reset_relay_validators", lambda s: (ALICE, [_reset_args(s)]),
                                               "auth.denied"),
     "reset_relay_validators before expiry": ("reset_relay_validators", lambda s: (OPERATOR, [_reset_args(s)]),
@@ -283,6 +292,8 @@ def _genesis_cases(h: Harness) -> dict[str, tuple[Any, str]]:
                                        "codec.invalid"),
         "relay validators repeat a key": ({**g, "bridge": {**bridge, "relay_validators": _repeat_key(bridge)}},
                                           "certificate.duplicate_validator"),
+        "relay validators repeat an address": ({**g, "bridge": {**bridge, "relay_validators": _repeat_address(bridge)}},
+                                               "certificate.duplicate_validator"),
         "trusting period too short": ({**g, "bridge": {**bridge, "trusting_period_ms": 59_999}}, "codec.invalid"),
         "trusting period over a year": ({**g, "bridge": {**bridge, "trusting_period_ms": 366 * 86_400_000}},
                                         "codec.invalid"),
@@ -317,6 +328,12 @@ def _genesis_cases(h: Harness) -> dict[str, tuple[Any, str]]:
 def _repeat_key(bridge: dict[str, Any]) -> dict[str, Any]:
     body = json.loads(json.dumps(bridge["relay_validators"]))
     body["validators"][1]["ed25519_pubkey"] = body["validators"][0]["ed25519_pubkey"]
+    return dict(body)
+
+
+def _repeat_address(bridge: dict[str, Any]) -> dict[str, Any]:
+    body = json.loads(json.dumps(bridge["relay_validators"]))
+    body["validators"][0]["eth_address"] = body["validators"][2]["eth_address"] = "11" * 20
     return dict(body)
 
 
