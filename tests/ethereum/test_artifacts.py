@@ -79,6 +79,10 @@ def test_bridge_abi_is_the_spec_interface() -> None:
         f"updateRelayValidators({vset},{commit},{vset})": [],
         "relaySetHash()": ["bytes32"],
         "relaySetHeight()": ["uint64"],
+        "relayTrust()": ["bytes32", "uint64", "uint64", "uint64", "uint64"],
+        f"resetRelayValidators({vset},uint64,uint64)": [],
+        "trustingPeriodMs()": ["uint64"],
+        "relayTrustedTimeMs()": ["uint64"],
         "tokenOf(string)": ["address"],
         "nextSequenceSend(string,string)": ["uint64"],
         "sendRight(string,string,bytes,string,uint64)": ["uint64"],
@@ -94,7 +98,7 @@ def test_bridge_abi_is_the_spec_interface() -> None:
         assert functions.get(sig) == outputs, sig
     (ctor,) = [e for e in abi if e["type"] == "constructor"]
     assert [_canonical(i) for i in ctor["inputs"]] == ["string", "string", vset, "address", "address", "address",
-                                                       "address"]
+                                                       "address", "uint64"]
     structs = {i["internalType"] for e in abi if e["type"] == "function" for i in e["inputs"]}
     assert {"struct RelayVerifier.Certificate", "struct RelayVerifier.ValidatorSet",
             "struct RelayVerifier.Commit"} <= structs
