@@ -4,10 +4,12 @@
     python bench/gas.py --set-sizes 4,100,400 [--json]
 
 ``--set-sizes`` measures only the relay validator set on the bridge, for each size n (a fresh anvil each):
-``update_relay_validators`` (a rotation to a new set of n, signed by the smallest quorum of the current n) and, where the bridge has them,
-``refresh_relay_validators`` (the same set again from a newer commit: what a relayer sends to keep an idle bridge
-from expiring) and ``reset_relay_validators`` (the owner's reset of an expired set). Goal: linear in n, and a
-400-validator rotation well inside a 30M-gas block.
+``update_relay_validators`` (a rotation to a new set of n, signed by the smallest quorum of the current n) and,
+where the bridge has them, ``refresh_relay_validators`` (the same set again from a newer commit: what a relayer
+sends to keep an idle bridge from expiring) and ``reset_relay_validators`` (the owner's reset of an expired set).
+Goal: linear in n, and a 400-validator rotation well inside a 30M-gas block. Figures (issue 15): 4 / 100 / 400
+validators, update 75,290 / 1,824,148 / 20,435,777 gas before (pairwise key check), 78,606 / 835,570 /
+3,228,050 after.
 
 Deploys two parks (``eth-a``, ``eth-b``) that trust a simulated relay chain of ``--validators`` equal-power
 validators (keys generated now), whose state holds ``--relay-records`` records so that membership proofs
@@ -179,16 +181,8 @@ def measure_set_sizes(sizes: list[int]) -> dict[str, Any]:
             relayer = evm.account()
             row: dict[str, int] = {}
 
-            def rotate(size: int) -> int:
-                commit, keys, vset = relay.rotate(size)
-                receipt = evm.transact(park.bridge.functions.updateRelayValidators(
-                    validator_set_abi(vset), commit_abi(commit), validator_set_abi(relay.vset)), relayer,
-                    gas=29_000_000)
-                relay.install(keys, vset)
-                return int(receipt["gasUsed"])
-
-            rotate(n)
-            row["update_relay_validators"] = rotate(n)
+            _rotate(evm, relay, park, relayer, n)
+            row["update_relay_validators"] = _rotate(evm, relay, park, relayer, n)
             row["signatures"] = len(relay.commit().signatures)
             if any(f.get("name") == "relayTrust" for f in park.bridge.abi):
                 same = relay.commit()
@@ -198,12 +192,21 @@ def measure_set_sizes(sizes: list[int]) -> dict[str, Any]:
                 row["refresh_relay_validators"] = int(receipt["gasUsed"])
                 period_s = int(park.bridge.functions.trustingPeriodMs().call()) // 1000
                 evm.mine_at(evm.latest_timestamp() + period_s + 2)
-                _, keys2, vset2 = relay.rotate(n)
+                _, _, vset2 = relay.rotate(n)
                 receipt = evm.transact(park.bridge.functions.resetRelayValidators(
                     validator_set_abi(vset2), relay.height, evm.now_ms()), park.operator, gas=29_000_000)
                 row["reset_relay_validators"] = int(receipt["gasUsed"])
             out[str(n)] = row
     return out
+
+
+def _rotate(evm: Evm, relay: RelaySim, park: Any, relayer: Any, size: int) -> int:
+    """Rotate ``park``'s bridge to a fresh set of ``size``, signed by the current set; the gas used."""
+    commit, keys, vset = relay.rotate(size)
+    receipt = evm.transact(park.bridge.functions.updateRelayValidators(
+        validator_set_abi(vset), commit_abi(commit), validator_set_abi(relay.vset)), relayer, gas=29_000_000)
+    relay.install(keys, vset)
+    return int(receipt["gasUsed"])
 
 
 def _rights_and_reputation(evm: Evm, relay: RelaySim, a: Any, b: Any, alice: Any, bob: Any, carol: Any,

@@ -35,7 +35,12 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
 ``bridge.update_relay_validators``  ``{commit: RelayCommit JSON, new_set: ValidatorSet JSON}`` — the
     trusted relay set moves to ``new_set`` if more than 2/3 of the *current* set signed a relay header
     whose ``next_validators_hash`` is ``new_set``'s hash, at a relay height above the last accepted
-    update (an old update cannot be replayed, not even after the set changes back).
+    update (an old update cannot be replayed, not even after the set changes back), while the trust in the
+    current set has not expired (:class:`ClientExpiredError`, below). ``new_set`` may be the current set
+    itself: a relayer's refresh of an idle bridge.
+``bridge.reset_relay_validators``  ``{new_set: ValidatorSet JSON, height, time_ms}`` — the relay admin (genesis
+    ``relay_admin``, default the rights operator) replaces an *expired* trusted set with one checked out of
+    band (:func:`reset_relay_validators`). Event ``relay_validators_reset``.
 ``rights.issue``  ``{right_id, station, transformer, power_kw, slot_start_ms, slot_end_ms, owner}`` —
     the rights operator named in genesis issues a base charging right (no ``/`` in its id), admitted like
     any right becoming live here and booked on its transformer; a refusal raises the typed error of its
@@ -44,6 +49,12 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
     its capacity. Event ``transformer_set``.
 ``rights.set_station``  ``{name, transformer}`` — the rights operator registers a charging station behind
     a transformer (or moves it). Event ``station_set``.
+
+Trusting period (SPEC §7.7): every certificate (``bridge.recv``, ``bridge.settle``, ``bridge.update_lane``)
+and every set update is refused with :class:`ClientExpiredError` once the block time is more than the genesis
+``trusting_period_ms`` past the trusted time (the relay time of the newest verified header, refreshed in
+steps of a 64th of the period; :func:`relay_trust` reads it). A validator set repeating an ed25519 key or a
+non-zero Ethereum address is refused everywhere (:class:`~protocol.errors.DuplicateValidatorError`).
 
 Certificates travel in the wire JSON of :mod:`chains.common.wire`. Anyone may submit ``bridge.recv``,
 ``bridge.settle`` and ``bridge.update_relay_validators``: safety rests on the certificates, not on who
@@ -158,8 +169,10 @@ State keys (values: JSON is canonical JSON, integers decimal ASCII, absent = 0)
 -----------------------------------------------------------------------------
 
 =========================================  ===========================================================
-``bridge/config``                          ``{chain_id, relay_chain_id, native_denoms, rights_operator}``
-``bridge/relay_validators``                ``{validators, hash, update_height}``: trusted relay set (wire form)
+``bridge/config``                          ``{chain_id, relay_chain_id, native_denoms, rights_operator,
+                                           trusting_period_ms, relay_admin}``
+``bridge/relay_validators``                ``{validators, hash, update_height, trusted_time_ms?}``: trusted relay
+                                           set (wire form) and the relay time it is trusted as of
 ``bridge/lanes/<counterparty>/<lane>``     ``{counterparty, lane}``: a configured lane (both directions)
 ``bridge/lane_config/<dst>/<lane>``        ``{capacities: {asset: int}, relay_height}``: the relay's capacities
                                            of the outgoing lane (absent: none, not limited; height 0: genesis)
