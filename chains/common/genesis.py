@@ -61,9 +61,11 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
                    lanes: Iterable[tuple[str, str] | dict[str, Any]],
                    native_denoms: Iterable[str] = ("kWh",), rights_operator: str | None = None,
                    transformers: dict[str, int] | None = None,
-                   stations: dict[str, str] | None = None) -> dict[str, Any]:
+                   stations: dict[str, str] | None = None, *, trusted_time_ms: int | None = None,
+                   trusting_period_ms: int | None = None) -> dict[str, Any]:
     """Build the ``bridge`` genesis section; ``lanes`` are ``(lane, counterparty)`` pairs or entries
-    ``{lane, counterparty, capacities?}`` (as :func:`lanes_from_relay_genesis` gives them)."""
+    ``{lane, counterparty, capacities?}`` (as :func:`lanes_from_relay_genesis` gives them). ``trusted_time_ms``:
+    the relay genesis time, as of which the relay set is trusted (protocol SPEC §7.7)."""
     out: dict[str, Any] = {
         "relay_chain_id": relay_chain_id,
         "relay_validators": validator_set_to_json(relay_validators),
@@ -75,6 +77,10 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
         out["rights_operator"] = rights_operator
     if stations:
         out["stations"] = dict(stations)
+    if trusted_time_ms is not None:
+        out["trusted_time_ms"] = trusted_time_ms
+    if trusting_period_ms is not None:
+        out["trusting_period_ms"] = trusting_period_ms
     return out
 
 
