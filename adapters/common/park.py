@@ -97,7 +97,7 @@ class ParkTarget:
         self._lock = asyncio.Lock()
 
     async def relay_trust(self) -> dict[str, Any]:
-        """The bridge's view of the relay set over time (protocol SPEC §7.7), read from state:
+        """The bridge's view of the relay set over time (protocol SPEC §7.8), read from state:
         ``{set_hash, update_height, trusted_time_ms, trusting_period_ms, expires_at_ms, validators}``."""
         keys = ["bridge/relay_validators", "bridge/config"]
         r = await self.client.call("queryMany", {"keys": keys})

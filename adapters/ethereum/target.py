@@ -148,7 +148,7 @@ class EthTarget:
         return bytes(h)
 
     async def relay_trust(self) -> dict[str, Any]:
-        """The bridge's view of the relay set over time (protocol SPEC §7.7): ``{set_hash, update_height,
+        """The bridge's view of the relay set over time (protocol SPEC §7.8): ``{set_hash, update_height,
         trusted_time_ms, trusting_period_ms, expires_at_ms}``. A relayer submits ``bridge.update_relay_validators``
         (the same set from a newer commit, or the rotation) once less than half the period is left."""
         h, height, t, period, expires = decode_result("relayTrust", await self.call(
@@ -213,7 +213,7 @@ class EthTarget:
                 commit = wire.commit_from_json(args["commit"])
                 return encode_call("updateRelayValidators", [validator_set_arg(new_set), commit_arg(commit),
                                                              validator_set_arg(await self.relay_set())])
-            if op == "bridge.reset_relay_validators":  # protocol §7.7: the bridge's owner, once expired
+            if op == "bridge.reset_relay_validators":  # protocol §7.8: the bridge's owner, once expired
                 new_set = wire.validator_set_from_json(args["new_set"])
                 return encode_call("resetRelayValidators", [validator_set_arg(new_set), int(args["height"]),
                                                             int(args["time_ms"])])

@@ -341,7 +341,7 @@ class FabricTarget:
         return (await self.call("register", {}))[1]
 
     async def relay_trust(self) -> dict[str, Any]:
-        """The bridge's view of the relay set over time (protocol SPEC §7.7, chaincode query ``relay_trust``):
+        """The bridge's view of the relay set over time (protocol SPEC §7.8, chaincode query ``relay_trust``):
         ``{set_hash, update_height, trusted_time_ms, trusting_period_ms, expires_at_ms, validators, now_ms}``
         (``trusted_time_ms`` None until the first certificate when the genesis gave none)."""
         raw: dict[str, Any] = json.loads(await self.gateway.query("relay_trust", []))

@@ -50,7 +50,7 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
 ``rights.set_station``  ``{name, transformer}`` — the rights operator registers a charging station behind
     a transformer (or moves it). Event ``station_set``.
 
-Trusting period (SPEC §7.7): every certificate (``bridge.recv``, ``bridge.settle``, ``bridge.update_lane``)
+Trusting period (SPEC §7.8): every certificate (``bridge.recv``, ``bridge.settle``, ``bridge.update_lane``)
 and every set update is refused with :class:`ClientExpiredError` once the block time is more than the genesis
 ``trusting_period_ms`` past the trusted time (the relay time of the newest verified header, refreshed in
 steps of a 64th of the period; :func:`relay_trust` reads it). A validator set repeating an ed25519 key or a
@@ -356,7 +356,7 @@ RELAY_SET_KEY = b"bridge/relay_validators"
 MINUTE_MS = 60_000
 DAY_MS = 24 * 60 * MINUTE_MS
 DEFAULT_TRUSTING_PERIOD_MS = 7 * DAY_MS
-"""Default trusting period of a bridge's view of the relay set (SPEC §7.7): a week."""
+"""Default trusting period of a bridge's view of the relay set (SPEC §7.8): a week."""
 MIN_TRUSTING_PERIOD_MS = MINUTE_MS
 MAX_TRUSTING_PERIOD_MS = 365 * DAY_MS
 REFRESH_STEP_FRACTION = 64
@@ -428,7 +428,7 @@ class BridgeParams:
     rights_operator: str | None
     """Account allowed to issue charging rights and write the station and transformer registry (None: nobody)."""
     trusting_period_ms: int | None = None
-    """How long the trusted relay set stays usable without a fresh relay header (SPEC §7.7; None: a bridge
+    """How long the trusted relay set stays usable without a fresh relay header (SPEC §7.8; None: a bridge
     initialised before trusting periods existed, which never expires)."""
     relay_admin: str | None = None
     """Account allowed to reset an expired trusted relay set (``bridge.reset_relay_validators``; None: nobody)."""
@@ -504,7 +504,7 @@ def init_bridge(
 ) -> None:
     """Genesis: store the bridge configuration, the trusted relay set and the lanes.
 
-    ``trusting_period_ms`` (SPEC §7.7; within :data:`MIN_TRUSTING_PERIOD_MS` ..
+    ``trusting_period_ms`` (SPEC §7.8; within :data:`MIN_TRUSTING_PERIOD_MS` ..
     :data:`MAX_TRUSTING_PERIOD_MS`) bounds how long the relay set stays trusted without a fresh relay header;
     ``trusted_time_ms`` is the relay time the set is trusted as of (the relay genesis time; None: the clock
     starts at the first block that checks a certificate). ``relay_admin`` (default: ``rights_operator``) may
@@ -597,7 +597,7 @@ def trusted_relay_set(state: KVState) -> tuple[ValidatorSet, int]:
 
 
 def check_trusting_period(period_ms: Any) -> int:
-    """``period_ms`` if it is a trusting period within the bounds (SPEC §7.7), else :class:`CodecError`."""
+    """``period_ms`` if it is a trusting period within the bounds (SPEC §7.8), else :class:`CodecError`."""
     if (isinstance(period_ms, bool) or not isinstance(period_ms, int)
             or not MIN_TRUSTING_PERIOD_MS <= period_ms <= MAX_TRUSTING_PERIOD_MS):
         raise CodecError("trusting period out of bounds (ms)",
@@ -607,7 +607,7 @@ def check_trusting_period(period_ms: Any) -> int:
 
 @dataclass(frozen=True, slots=True)
 class RelayTrust:
-    """The bridge's view of the relay set over time (SPEC §7.7), as :func:`relay_trust` reads it."""
+    """The bridge's view of the relay set over time (SPEC §7.8), as :func:`relay_trust` reads it."""
 
     validators: ValidatorSet
     """The trusted relay set."""
@@ -637,7 +637,7 @@ class RelayTrust:
 
 
 def relay_trust(state: KVState) -> RelayTrust:
-    """The trusted relay set, its update height, trusted time and trusting period (a query; SPEC §7.7)."""
+    """The trusted relay set, its update height, trusted time and trusting period (a query; SPEC §7.8)."""
     raw, config = state.get_json(RELAY_SET_KEY), state.get_json(CONFIG_KEY)
     if raw is None or config is None:
         raise ProtocolError("bridge not initialised on this chain")
@@ -666,7 +666,7 @@ def check_relay_trust(state: KVState, ctx: BlockContext) -> ValidatorSet:
 
 def refreshed_trusted_time(held: int | None, period_ms: int | None, header_time_ms: int, now_ms: int) -> int | None:
     """The trusted time after verifying a relay header of time ``header_time_ms`` at block time ``now_ms``
-    (SPEC §7.7 rule 2), or None to leave ``held`` as it is: the header's time, when it advances the held time
+    (SPEC §7.8 rule 2), or None to leave ``held`` as it is: the header's time, when it advances the held time
     by at least the refresh step (period / :data:`REFRESH_STEP_FRACTION`) and is not ahead of the block time
     by more than that step (a relay clock ahead of this chain's cannot extend trust beyond it). The value is
     the header's, never the clock's: on Fabric the organisations' clocks differ, their write sets must not."""
@@ -729,7 +729,7 @@ def _check_denom(denom: str) -> str:
 def validate_relay_set_update(state: KVState, params: BridgeParams, commit: RelayCommit,
                               new_set: ValidatorSet, ctx: BlockContext | None = None) -> None:
     """Raise unless the current set certified ``new_set`` at a relay height above the last update, within
-    the trusting period at ``ctx``'s block time (SPEC §7.7; ``ctx`` None: no expiry check)."""
+    the trusting period at ``ctx``'s block time (SPEC §7.8; ``ctx`` None: no expiry check)."""
     trusted, last_height = trusted_relay_set(state)
     if commit.header.height <= last_height:
         raise ReplayError("validator set update at or below the last accepted update height",
@@ -762,7 +762,7 @@ def process_relay_set_update(state: KVState, params: BridgeParams, commit: Relay
 
 def reset_relay_validators(state: KVState, params: BridgeParams, sender: str, new_set: ValidatorSet,
                            height: int, time_ms: int, ctx: BlockContext) -> list[Event]:
-    """The relay admin's way out of an expired trust (SPEC §7.7): install ``new_set``, obtained out of band
+    """The relay admin's way out of an expired trust (SPEC §7.8): install ``new_set``, obtained out of band
     from a relay header at relay ``height`` and relay time ``time_ms`` that the operator checked, as trusted
     as of ``time_ms``. Only the admin (:class:`AuthorizationError`), only once the trust expired
     (:class:`IllegalTransitionError`: a live bridge follows the relay through certified updates only), only

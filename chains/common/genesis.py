@@ -11,7 +11,7 @@
       "transformers": {"tr-1": 150},             # transformer capacities in kW (optional)
       "stations": {"st-1": "tr-1"},              # charging stations -> their transformer (optional)
       "trusting_period_ms": 604800000,           # trust in the relay set without a fresh header (optional,
-                                                 # default 7 days; protocol SPEC §7.7)
+                                                 # default 7 days; protocol SPEC §7.8)
       "trusted_time_ms": 1700000000000,          # relay time the set is trusted as of (optional: the first
                                                  # certificate starts the clock)
       "relay_admin": "operator"                  # may reset an expired set (optional: the rights operator)
@@ -65,7 +65,7 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
                    trusting_period_ms: int | None = None) -> dict[str, Any]:
     """Build the ``bridge`` genesis section; ``lanes`` are ``(lane, counterparty)`` pairs or entries
     ``{lane, counterparty, capacities?}`` (as :func:`lanes_from_relay_genesis` gives them). ``trusted_time_ms``:
-    the relay genesis time, as of which the relay set is trusted (protocol SPEC §7.7)."""
+    the relay genesis time, as of which the relay set is trusted (protocol SPEC §7.8)."""
     out: dict[str, Any] = {
         "relay_chain_id": relay_chain_id,
         "relay_validators": validator_set_to_json(relay_validators),

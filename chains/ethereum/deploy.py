@@ -52,7 +52,7 @@ MARKET_CONFIG_GAS = 250_000
 sent together without estimates, each depending on the one before (bus n needs bus n-1)."""
 
 DEFAULT_TRUSTING_PERIOD_MS = 7 * 24 * 3600 * 1000
-"""The bridge's trusting period of its relay set unless the deployment says otherwise (protocol SPEC §7.7): a week,
+"""The bridge's trusting period of its relay set unless the deployment says otherwise (protocol SPEC §7.8): a week,
 as the Python parks' and the Fabric park's bridges (bounds: a minute .. 365 days, else the constructor reverts)."""
 
 RelaySetArgs = tuple[Sequence[bytes], Sequence[str], Sequence[int]]
@@ -146,7 +146,7 @@ def deploy_park(
     ``lane_capacities`` (``configureLane``, protocol §6.8; the others ``openLane``: not limited);
     ``transformers`` (name -> kW) and ``stations`` (name -> transformer) fill the charging-right registry (SPEC
     §E2.6). ``trusting_period_ms`` bounds how long the bridge trusts its relay set without a fresh relay header
-(protocol SPEC §7.7). ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
+(protocol SPEC §7.8). ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
     deployer needs ETH for gas. Transactions are signed locally with explicit nonces and sent without
     waiting for one another where they do not depend on each other, so a deployment takes about two
     blocks. Progress goes to ``logger`` (default ``parkrelay.ethereum.deploy``).

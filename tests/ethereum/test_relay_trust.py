@@ -1,4 +1,4 @@
-"""The EVM bridge's relay validator set over time, on anvil (protocol SPEC §7.1, §7.7): sets repeating an ed25519
+"""The EVM bridge's relay validator set over time, on anvil (protocol SPEC §7.1, §7.8): sets repeating an ed25519
 key or a non-zero Ethereum address refused at deployment and at rotation with their custom errors; the trusting
 period from the deployment block, refreshed by verified headers, expiring (``RelayTrustExpired``), and the owner's
 reset; a retired set's certificate refused after rotation. Every refusal leaves the bridge's trust and receipts

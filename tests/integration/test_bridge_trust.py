@@ -1,4 +1,4 @@
-"""The parks' bridges' trust in the relay set on a real devnet (protocol SPEC §7.7): ``parkrelay devnet init`` gives
+"""The parks' bridges' trust in the relay set on a real devnet (protocol SPEC §7.8): ``parkrelay devnet init`` gives
 each bridge the relay genesis set, trusted as of the relay genesis time for the default period; packets flow; each
 park's target answers ``relay_trust`` from its node's state (what a relayer reads to keep a bridge fresh), and no
 bridge is near expiry. Two DPoS parks and four relay validators, each its own process

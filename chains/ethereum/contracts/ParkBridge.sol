@@ -56,7 +56,7 @@ contract ParkBridge {
     bytes32 public relaySetHash;
     /// @notice Relay height of the commit that installed the trusted set (0: the constructor's).
     uint64 public relaySetHeight;
-    /// @notice Relay time (ms) the trusted set is trusted as of (protocol §7.7): the deployment's block time, then
+    /// @notice Relay time (ms) the trusted set is trusted as of (protocol §7.8): the deployment's block time, then
     ///         the newest verified header's. Packed with `relaySetHeight` (slot 3): no later slot moves.
     uint64 public relayTrustedTimeMs;
 
@@ -69,7 +69,7 @@ contract ParkBridge {
     string public chainId;
     /// @notice The relay chain whose certificates this bridge accepts.
     string public relayChainId;
-    /// @notice How long the relay set stays trusted without a fresh verified header (protocol §7.7), ms.
+    /// @notice How long the relay set stays trusted without a fresh verified header (protocol §7.8), ms.
     uint64 public immutable trustingPeriodMs;
 
     /// @notice The park operator: opens lanes; the apps take it as theirs (registry, issuing, records).
@@ -94,7 +94,7 @@ contract ParkBridge {
     bytes32 internal constant ANY_ASSET_HASH = keccak256("*");
     bytes32 internal constant RIGHT_ASSET_HASH = keccak256("charging_right");
     bytes32 internal constant REPUTATION_ASSET_HASH = keccak256("reputation");
-    /// bounds of the trusting period (protocol §7.7): a minute .. 365 days
+    /// bounds of the trusting period (protocol §7.8): a minute .. 365 days
     uint64 internal constant MIN_TRUSTING_PERIOD_MS = 60_000;
     uint64 internal constant MAX_TRUSTING_PERIOD_MS = 365 days * 1000;
     /// a verified header refreshes the trusted time by steps of at least trustingPeriodMs / 64
@@ -118,7 +118,7 @@ contract ParkBridge {
         uint8 outcome, bool refunded
     );
     event RelayValidatorsUpdated(bytes32 indexed setHash, uint64 height);
-    /// @notice The owner replaced an expired relay set (protocol §7.7), trusted as of relay time `trustedTimeMs`.
+    /// @notice The owner replaced an expired relay set (protocol §7.8), trusted as of relay time `trustedTimeMs`.
     event RelayValidatorsReset(bytes32 indexed setHash, uint64 height, uint64 trustedTimeMs);
     event LaneOpened(string counterparty, string lane);
     event LaneConfigured(string dstChain, string lane, uint64 relayHeight, uint64 version);
@@ -473,7 +473,7 @@ contract ParkBridge {
         emit RelayValidatorsUpdated(newHash, height);
     }
 
-    /// @notice The owner's way out of an expired trust (protocol §7.7): install `newSet`, checked out of band from a
+    /// @notice The owner's way out of an expired trust (protocol §7.8): install `newSet`, checked out of band from a
     ///         relay header at `height` and relay time `timeMs`. Only once expired, above the last update's height,
     ///         with `timeMs` within the trusting period before the block time and at most a refresh step after.
     function resetRelayValidators(RelayVerifier.ValidatorSet calldata newSet, uint64 height, uint64 timeMs)
@@ -495,14 +495,14 @@ contract ParkBridge {
         emit RelayValidatorsReset(newHash, height, timeMs);
     }
 
-    /// @dev §7.7 rule 1: the trusted time, unless the trust expired at this block's time.
+    /// @dev §7.8 rule 1: the trusted time, unless the trust expired at this block's time.
     function _checkTrust() internal view returns (uint64 trusted) {
         trusted = relayTrustedTimeMs;
         uint256 expiresAt = uint256(trusted) + trustingPeriodMs;
         if (block.timestamp * 1000 > expiresAt) revert RelayTrustExpired(expiresAt, block.timestamp * 1000);
     }
 
-    /// @dev §7.7 rule 2: the header's time if it advances `trusted` by a step and is at most a step ahead of the
+    /// @dev §7.8 rule 2: the header's time if it advances `trusted` by a step and is at most a step ahead of the
     ///      block time, else `trusted`.
     function _refreshed(uint64 trusted, uint64 headerTimeMs) internal view returns (uint64) {
         uint256 step = trustingPeriodMs / REFRESH_STEP_FRACTION;
@@ -557,7 +557,7 @@ contract ParkBridge {
     // ---------------------------------------------------------------------------------------------
 
     /// @notice The trusted relay set's hash and update height, the relay time it is trusted as of, the trusting
-    ///         period and when it expires (protocol §7.7): what a relayer reads to keep the bridge fresh.
+    ///         period and when it expires (protocol §7.8): what a relayer reads to keep the bridge fresh.
     function relayTrust()
         external
         view

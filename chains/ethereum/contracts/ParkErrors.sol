@@ -22,9 +22,9 @@ error ValidatorSetMismatch(bytes32 expected, bytes32 got);
 error DuplicateValidatorKey(uint256 index, bytes32 key);
 /// `certificate.duplicate_validator`: a validator set repeating a non-zero Ethereum address (§7.1).
 error DuplicateValidatorAddress(uint256 index, address addr);
-/// `client.expired`: the trusted relay set's trusting period has passed (§7.7): the owner must reset it.
+/// `client.expired`: the trusted relay set's trusting period has passed (§7.8): the owner must reset it.
 error RelayTrustExpired(uint256 expiresAtMs, uint256 blockTimeMs);
-/// `lifecycle.illegal`: a reset of a relay set whose trust has not expired (§7.7).
+/// `lifecycle.illegal`: a reset of a relay set whose trust has not expired (§7.8).
 error RelayTrustLive(uint256 expiresAtMs, uint256 blockTimeMs);
 
 // --- packets and lanes (protocol §6) --------------------------------------------------------------------------

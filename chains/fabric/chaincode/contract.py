@@ -38,7 +38,7 @@ function                   kind    arguments -> response payload
 ``update_relay_validators`` submit ``bridge.update_relay_validators`` args -> events
 ``reset_relay_validators`` submit  ``bridge.reset_relay_validators`` args ``{new_set, height, time_ms}``: the relay
                                    admin (an operator identity; default the rights operator) replaces an expired
-                                   relay set (protocol SPEC §7.7) -> events
+                                   relay set (protocol SPEC §7.8) -> events
 ``issue_right``            submit  ``{right_id, station, transformer, power_kw, slot_start_ms, slot_end_ms, owner}``:
                                    a home right through admission; the park operator's -> events
 ``set_transformer``        submit  ``{name, capacity_kw}``; the park operator's -> events
@@ -58,7 +58,7 @@ function                   kind    arguments -> response payload
 ``lane``                   query   ``counterparty, lane`` -> ``{configured, capacities, relay_height}``
 ``config``                 query   none -> ``{config, relay_validators}`` (their stored JSON)
 ``relay_trust``            query   none -> ``{validators, update_height, trusted_time_ms, trusting_period_ms,
-                                   expires_at_ms, now_ms}``: the relay set's trust (protocol SPEC §7.7), for relayers
+                                   expires_at_ms, now_ms}``: the relay set's trust (protocol SPEC §7.8), for relayers
 ``supply``                 query   none -> ``{escrow, escrow_by_lane, vouchers, issued}``
 ``right``                  query   ``right_id`` -> ``{right_id, right, burned}`` (records or null)
 ``rights``                 query   ``owner`` (empty: all) -> ``{rights: [{right_id, ...record}]}``

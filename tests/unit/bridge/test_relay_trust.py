@@ -1,4 +1,4 @@
-"""Relay validator sets on the Python parks' bridge over time (protocol SPEC §7.1, §7.7): sets repeating a key
+"""Relay validator sets on the Python parks' bridge over time (protocol SPEC §7.1, §7.8): sets repeating a key
 or an Ethereum address are refused at genesis and at rotation; the trusted set expires after the trusting period
 without a fresh relay header (certificates, lane updates and set updates all refused), a verified certificate or
 a same-set update refreshes it, and the relay admin resets an expired bridge. Every refusal is typed and leaves
@@ -117,7 +117,7 @@ def test_rotation_to_a_set_repeating_a_key_or_an_address_is_refused(address: boo
     assert trusted_relay_set(net.parks["poc-park"].state)[0] == net.relay.vset
 
 
-# --- §7.7: the trusting period -----------------------------------------------------------------------------------
+# --- §7.8: the trusting period -----------------------------------------------------------------------------------
 
 
 def test_trust_is_recorded_at_genesis_and_queried() -> None:

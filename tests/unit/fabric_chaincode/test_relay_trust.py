@@ -1,4 +1,4 @@
-"""The bridge chaincode's view of the relay set over time (protocol SPEC §7.7), as the Python parks' bridge: a
+"""The bridge chaincode's view of the relay set over time (protocol SPEC §7.8), as the Python parks' bridge: a
 trusting period from genesis, certificates refused once it passed (``client.expired``, nothing written), refreshed
 by verified certificates and same-set updates, an expired bridge reset by the relay admin (an operator identity),
 queried by relayers through ``relay_trust``. Refusals leave the ledger and its events as they were
