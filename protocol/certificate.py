@@ -18,6 +18,7 @@ from protocol.codec import sha256
 from protocol.crypto import ed25519_verify
 from protocol.errors import (
     CodecError,
+    DuplicateValidatorError,
     InvalidProofError,
     QuorumError,
     SignatureError,
@@ -44,6 +45,29 @@ class Validator:
     """Voting power, > 0."""
 
 
+NO_ETH_ADDRESS = bytes(20)
+"""The ``eth_address`` of a validator without a secp256k1 key: it may repeat (it never signs on the EVM)."""
+
+
+def check_distinct(ed25519_keys: list[bytes], eth_addresses: list[bytes]) -> None:
+    """Raise :class:`DuplicateValidatorError` if a set repeats an ed25519 key or a non-zero Ethereum address
+    (SPEC.md §7.1); one pass each."""
+    seen_keys: set[bytes] = set()
+    for i, key in enumerate(ed25519_keys):
+        if key in seen_keys:
+            raise DuplicateValidatorError("validator set repeats an ed25519 key", expected="distinct keys",
+                                          got=f"index {i}: {key.hex()}")
+        seen_keys.add(key)
+    seen_addrs: set[bytes] = set()
+    for i, addr in enumerate(eth_addresses):
+        if addr == NO_ETH_ADDRESS:
+            continue
+        if addr in seen_addrs:
+            raise DuplicateValidatorError("validator set repeats an Ethereum address", expected="distinct addresses",
+                                          got=f"index {i}: 0x{addr.hex()}")
+        seen_addrs.add(addr)
+
+
 @dataclass(frozen=True, slots=True)
 class ValidatorSet:
     """An ordered validator set; a commit signature names its signer by index in this order."""
@@ -59,14 +83,13 @@ class ValidatorSet:
         if not self.validators:
             raise CodecError("a validator set is not empty")
         keys = [v.ed25519_pubkey for v in self.validators]
-        if len(set(keys)) != len(keys):
-            raise CodecError("validator keys must be distinct")
         for v in self.validators:
             if (not isinstance(v.ed25519_pubkey, bytes) or len(v.ed25519_pubkey) != 32
                     or not isinstance(v.eth_address, bytes) or len(v.eth_address) != 20):
                 raise CodecError("malformed validator key or address", got=v.name)
             if check_uint(f"power of validator {v.name}", v.power) == 0:
                 raise CodecError("validator power must be positive", got=v.name)
+        check_distinct(keys, [v.eth_address for v in self.validators])
         encoded = abi_encode(
             ["bytes32[]", "address[]", "uint64[]"],
             [keys, [v.eth_address for v in self.validators], [v.power for v in self.validators]],

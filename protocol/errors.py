@@ -29,6 +29,7 @@ __all__ = [
     "CodecError",
     "Disposition",
     "DuplicateClientTypeError",
+    "DuplicateValidatorError",
     "HeaderError",
     "IllegalTransitionError",
     "InsufficientFundsError",
@@ -206,6 +207,12 @@ class ValidatorSetMismatchError(ProtocolError):
     """A header or certificate names a validator set other than the trusted one."""
 
     code = "certificate.validator_set"
+
+
+class DuplicateValidatorError(CodecError):
+    """A validator set that repeats an ed25519 key or a (non-zero) Ethereum address (SPEC.md §7.1)."""
+
+    code = "certificate.duplicate_validator"
 
 
 class ReplayError(ProtocolError):
@@ -488,6 +495,8 @@ DISPOSITIONS: dict[str, Disposition] = {
     # Fabric adapter: peers that answered differently and read conflicts at commit pass within a block or two;
     # any other invalidation at commit does not
     "fabric.endorsement_mismatch": _R, "fabric.mvcc_conflict": _R, "fabric.tx_invalid": _N,
+    # relay validator sets on the park bridges (SPEC §7.1)
+    "certificate.duplicate_validator": _N,
 }
 """Every stable error code and its :class:`Disposition` (SPEC.md §9). A code missing here is treated as
 :attr:`Disposition.NEVER`; a unit test checks that every error class of the code base has its code here."""

@@ -7,11 +7,13 @@ chain's adapter package passes in as ``decode_header``.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
 from adapters.common.roles import ProvenValue
 from adapters.common.rpc import JsonRpcClient
+from chains.common.bridge import relay_trust_of
 from chains.common.tx import Tx
 from protocol.crypto import Ed25519Signer
 from protocol.errors import CodecError, NonceError, TransportError
@@ -93,6 +95,17 @@ class ParkTarget:
         self.account = account
         self.signer = signer
         self._lock = asyncio.Lock()
+
+    async def relay_trust(self) -> dict[str, Any]:
+        """The bridge's view of the relay set over time (protocol SPEC §7.8), read from state:
+        ``{set_hash, update_height, trusted_time_ms, trusting_period_ms, expires_at_ms, validators}``."""
+        keys = ["bridge/relay_validators", "bridge/config"]
+        r = await self.client.call("queryMany", {"keys": keys})
+        raw = [r["values"].get(k) for k in keys]
+        if raw[0] is None or raw[1] is None:
+            raise CodecError(f"{self.chain_id}: no bridge in this chain's state")
+        trust = relay_trust_of(json.loads(bytes.fromhex(raw[0])), json.loads(bytes.fromhex(raw[1])))
+        return {"set_hash": trust.validators.hash.hex(), **trust.to_json()}
 
     async def _next_nonce(self) -> int:
         # read from the chain every time: a node drops a transaction that can no longer execute (and the

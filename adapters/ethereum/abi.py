@@ -63,6 +63,8 @@ BRIDGE_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
     "updateRelayValidators": ([VALIDATOR_SET, COMMIT, VALIDATOR_SET], []),
     "relaySetHash": ([], ["bytes32"]),
     "relaySetHeight": ([], ["uint64"]),
+    "relayTrust": ([], ["bytes32", "uint64", "uint64", "uint64", "uint64"]),
+    "resetRelayValidators": ([VALIDATOR_SET, "uint64", "uint64"], []),
     "tokenOf": (["string"], ["address"]),
     "nextSequenceSend": (["string", "string"], ["uint64"]),
     "sendRight": (["string", "string", "bytes", "string", "uint64"], ["uint64"]),

@@ -74,6 +74,10 @@ BRIDGE_ERRORS: dict[str, tuple[tuple[str, ...], tuple[str, ...], type[ProtocolEr
     "SignatureInvalid": (("uint256",), ("index",), perr.SignatureError),
     "QuorumNotReached": (("uint256", "uint256"), ("signedPower", "totalPower"), perr.QuorumError),
     "ValidatorSetMismatch": (("bytes32", "bytes32"), ("expected", "got"), perr.ValidatorSetMismatchError),
+    "DuplicateValidatorKey": (("uint256", "bytes32"), ("index", "key"), perr.DuplicateValidatorError),
+    "DuplicateValidatorAddress": (("uint256", "address"), ("index", "addr"), perr.DuplicateValidatorError),
+    "RelayTrustExpired": (("uint256", "uint256"), ("expiresAtMs", "blockTimeMs"), perr.ClientExpiredError),
+    "RelayTrustLive": (("uint256", "uint256"), ("expiresAtMs", "blockTimeMs"), perr.IllegalTransitionError),
     "PacketReplay": (("uint256", "uint256"), ("held", "got"), perr.ReplayError),
     "PacketTimeout": (("uint256", "uint256"), ("timeoutMs", "blockTimeMs"), perr.TimeoutExpiredError),
     "TimeoutAfterSlotStart": (("uint64", "uint64"), ("timeoutMs", "slotStartMs"), perr.TimeoutExpiredError),
@@ -102,7 +106,7 @@ _EXPECTED_GOT: dict[str, tuple[int, int]] = {
     "ValidatorSetMismatch": (0, 1), "PacketReplay": (0, 1), "PacketTimeout": (0, 1), "TimeoutAfterSlotStart": (1, 0),
     "WrongChain": (0, 1), "LaneOverCapacity": (1, 0), "InsufficientFunds": (1, 0), "Unauthorized": (0, 1),
     "AllowanceTooLow": (1, 0), "RightPayloadMismatch": (0, 1), "AdmissionRefused": (1, 2), "ReputationTooLow": (0, 1),
-    "RoundTiming": (1, 2), "RoundState": (1, 2),
+    "RoundTiming": (1, 2), "RoundState": (1, 2), "RelayTrustExpired": (0, 1), "RelayTrustLive": (0, 1),
 }
 """Which arguments are the expected and the got value (index pairs)."""
 

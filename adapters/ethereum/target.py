@@ -147,6 +147,15 @@ class EthTarget:
         (h,) = decode_result("relaySetHash", await self.call(self.bridge, encode_call("relaySetHash", [])))
         return bytes(h)
 
+    async def relay_trust(self) -> dict[str, Any]:
+        """The bridge's view of the relay set over time (protocol SPEC §7.8): ``{set_hash, update_height,
+        trusted_time_ms, trusting_period_ms, expires_at_ms}``. A relayer submits ``bridge.update_relay_validators``
+        (the same set from a newer commit, or the rotation) once less than half the period is left."""
+        h, height, t, period, expires = decode_result("relayTrust", await self.call(
+            self.bridge, encode_call("relayTrust", [])))
+        return {"set_hash": bytes(h).hex(), "update_height": int(height), "trusted_time_ms": int(t),
+                "trusting_period_ms": int(period), "expires_at_ms": int(expires)}
+
     async def token_of(self, denom: str) -> str:
         """The ERC-20 of ``denom`` on the bridge (the zero address if none yet)."""
         (addr,) = decode_result("tokenOf", await self.call(self.bridge, encode_call("tokenOf", [denom])))
@@ -204,11 +213,15 @@ class EthTarget:
                 commit = wire.commit_from_json(args["commit"])
                 return encode_call("updateRelayValidators", [validator_set_arg(new_set), commit_arg(commit),
                                                              validator_set_arg(await self.relay_set())])
+            if op == "bridge.reset_relay_validators":  # protocol §7.8: the bridge's owner, once expired
+                new_set = wire.validator_set_from_json(args["new_set"])
+                return encode_call("resetRelayValidators", [validator_set_arg(new_set), int(args["height"]),
+                                                            int(args["time_ms"])])
         except KeyError as exc:
             raise CodecError(f"{op} lacks argument {exc.args[0]!r}", got=sorted(args)) from exc
         raise CodecError(f"{self.chain_id} has no op {op!r}",
                          expected=["bridge.recv", "bridge.settle", "bridge.update_lane",
-                                   "bridge.update_relay_validators"], got=op)
+                                   "bridge.update_relay_validators", "bridge.reset_relay_validators"], got=op)
 
     async def submit(self, op: str, args: dict[str, Any]) -> str:
         """Sign and send ``op`` to the bridge; return the transaction hash (``0x`` hex).

@@ -78,6 +78,7 @@ OPS: dict[str, str] = {
     "bridge.timeout_receipt": "timeout_receipt",
     "bridge.update_lane": "update_lane",
     "bridge.update_relay_validators": "update_relay_validators",
+    "bridge.reset_relay_validators": "reset_relay_validators",
     "bridge.send": "send",
     "transfer": "transfer",
     "register": "register",
@@ -162,7 +163,7 @@ def write_keys(op: str, args: dict[str, Any], *, home: str) -> set[tuple[str, ..
             return {("standing", str(args["account"]))}
         if op == "bridge.update_lane":
             return {("sequence", str(args["dst_chain"]), str(args["lane"]))}
-        if op == "bridge.update_relay_validators":
+        if op in ("bridge.update_relay_validators", "bridge.reset_relay_validators"):
             return {("relay_validators",)}
         if op in ("transfer", "register"):
             return {("account",)} | ({("account", str(args.get("to")))} if op == "transfer" else set())
@@ -338,6 +339,13 @@ class FabricTarget:
     async def register(self) -> list[dict[str, Any]]:
         """Create this identity's bridge account (nothing if it exists); the events."""
         return (await self.call("register", {}))[1]
+
+    async def relay_trust(self) -> dict[str, Any]:
+        """The bridge's view of the relay set over time (protocol SPEC §7.8, chaincode query ``relay_trust``):
+        ``{set_hash, update_height, trusted_time_ms, trusting_period_ms, expires_at_ms, validators, now_ms}``
+        (``trusted_time_ms`` None until the first certificate when the genesis gave none)."""
+        raw: dict[str, Any] = json.loads(await self.gateway.query("relay_trust", []))
+        return {"set_hash": raw["validators"]["hash"], **raw}
 
     async def whoami(self) -> dict[str, Any]:
         """This identity's account and whether it is registered."""

@@ -35,7 +35,12 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
 ``bridge.update_relay_validators``  ``{commit: RelayCommit JSON, new_set: ValidatorSet JSON}`` — the
     trusted relay set moves to ``new_set`` if more than 2/3 of the *current* set signed a relay header
     whose ``next_validators_hash`` is ``new_set``'s hash, at a relay height above the last accepted
-    update (an old update cannot be replayed, not even after the set changes back).
+    update (an old update cannot be replayed, not even after the set changes back), while the trust in the
+    current set has not expired (:class:`ClientExpiredError`, below). ``new_set`` may be the current set
+    itself: a relayer's refresh of an idle bridge.
+``bridge.reset_relay_validators``  ``{new_set: ValidatorSet JSON, height, time_ms}`` — the relay admin (genesis
+    ``relay_admin``, default the rights operator) replaces an *expired* trusted set with one checked out of
+    band (:func:`reset_relay_validators`). Event ``relay_validators_reset``.
 ``rights.issue``  ``{right_id, station, transformer, power_kw, slot_start_ms, slot_end_ms, owner}`` —
     the rights operator named in genesis issues a base charging right (no ``/`` in its id), admitted like
     any right becoming live here and booked on its transformer; a refusal raises the typed error of its
@@ -44,6 +49,12 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
     its capacity. Event ``transformer_set``.
 ``rights.set_station``  ``{name, transformer}`` — the rights operator registers a charging station behind
     a transformer (or moves it). Event ``station_set``.
+
+Trusting period (SPEC §7.8): every certificate (``bridge.recv``, ``bridge.settle``, ``bridge.update_lane``)
+and every set update is refused with :class:`ClientExpiredError` once the block time is more than the genesis
+``trusting_period_ms`` past the trusted time (the relay time of the newest verified header, refreshed in
+steps of a 64th of the period; :func:`relay_trust` reads it). A validator set repeating an ed25519 key or a
+non-zero Ethereum address is refused everywhere (:class:`~protocol.errors.DuplicateValidatorError`).
 
 Certificates travel in the wire JSON of :mod:`chains.common.wire`. Anyone may submit ``bridge.recv``,
 ``bridge.settle`` and ``bridge.update_relay_validators``: safety rests on the certificates, not on who
@@ -158,8 +169,10 @@ State keys (values: JSON is canonical JSON, integers decimal ASCII, absent = 0)
 -----------------------------------------------------------------------------
 
 =========================================  ===========================================================
-``bridge/config``                          ``{chain_id, relay_chain_id, native_denoms, rights_operator}``
-``bridge/relay_validators``                ``{validators, hash, update_height}``: trusted relay set (wire form)
+``bridge/config``                          ``{chain_id, relay_chain_id, native_denoms, rights_operator,
+                                           trusting_period_ms, relay_admin}``
+``bridge/relay_validators``                ``{validators, hash, update_height, trusted_time_ms?}``: trusted relay
+                                           set (wire form) and the relay time it is trusted as of
 ``bridge/lanes/<counterparty>/<lane>``     ``{counterparty, lane}``: a configured lane (both directions)
 ``bridge/lane_config/<dst>/<lane>``        ``{capacities: {asset: int}, relay_height}``: the relay's capacities
                                            of the outgoing lane (absent: none, not limited; height 0: genesis)
@@ -236,7 +249,9 @@ from protocol.codec import (
 )
 from protocol.errors import (
     AuthorizationError,
+    ClientExpiredError,
     CodecError,
+    IllegalTransitionError,
     InsufficientFundsError,
     InvalidProofError,
     LaneError,
@@ -281,6 +296,7 @@ __all__ = [
     "BridgeOp",
     "BridgeParams",
     "ModelReputationProvider",
+    "RelayTrust",
     "ReputationProvider",
     "SendRequest",
     "ack_path",
@@ -291,6 +307,8 @@ __all__ = [
     "bookings_path",
     "bridge_ops",
     "burned_right_path",
+    "check_relay_trust",
+    "check_trusting_period",
     "default_admission",
     "default_reputation_provider",
     "imported_reputation_path",
@@ -308,8 +326,13 @@ __all__ = [
     "process_relay_set_update",
     "process_send",
     "process_settle",
+    "refresh_relay_trust",
+    "refreshed_trusted_time",
     "register_bridge_ops",
+    "relay_trust",
+    "relay_trust_of",
     "reputation_path",
+    "reset_relay_validators",
     "right_path",
     "rights_report",
     "send_request_from_tx",
@@ -329,6 +352,15 @@ __all__ = [
 
 CONFIG_KEY = b"bridge/config"
 RELAY_SET_KEY = b"bridge/relay_validators"
+
+MINUTE_MS = 60_000
+DAY_MS = 24 * 60 * MINUTE_MS
+DEFAULT_TRUSTING_PERIOD_MS = 7 * DAY_MS
+"""Default trusting period of a bridge's view of the relay set (SPEC §7.8): a week."""
+MIN_TRUSTING_PERIOD_MS = MINUTE_MS
+MAX_TRUSTING_PERIOD_MS = 365 * DAY_MS
+REFRESH_STEP_FRACTION = 64
+"""A verified certificate refreshes the trusted time only when that advances it by period / 64 or more."""
 
 KIND_NAMES: dict[str, PacketKind] = {
     "energy": PacketKind.ENERGY,
@@ -395,6 +427,11 @@ class BridgeParams:
     """Tokens native to this chain (no ``/``), reported by :func:`supply_report`."""
     rights_operator: str | None
     """Account allowed to issue charging rights and write the station and transformer registry (None: nobody)."""
+    trusting_period_ms: int | None = None
+    """How long the trusted relay set stays usable without a fresh relay header (SPEC §7.8; None: a bridge
+    initialised before trusting periods existed, which never expires)."""
+    relay_admin: str | None = None
+    """Account allowed to reset an expired trusted relay set (``bridge.reset_relay_validators``; None: nobody)."""
 
 
 AdmissionHook = Callable[[KVState, ChargingRightPayload, BlockContext], str | None]
@@ -461,8 +498,17 @@ def init_bridge(
     rights_operator: str | None = None,
     transformers: Mapping[str, int] | None = None,
     stations: Mapping[str, str] | None = None,
+    trusting_period_ms: int = DEFAULT_TRUSTING_PERIOD_MS,
+    trusted_time_ms: int | None = None,
+    relay_admin: str | None = None,
 ) -> None:
     """Genesis: store the bridge configuration, the trusted relay set and the lanes.
+
+    ``trusting_period_ms`` (SPEC §7.8; within :data:`MIN_TRUSTING_PERIOD_MS` ..
+    :data:`MAX_TRUSTING_PERIOD_MS`) bounds how long the relay set stays trusted without a fresh relay header;
+    ``trusted_time_ms`` is the relay time the set is trusted as of (the relay genesis time; None: the clock
+    starts at the first block that checks a certificate). ``relay_admin`` (default: ``rights_operator``) may
+    reset the set once the trust expired.
 
     ``lanes`` is a list of ``{lane, counterparty, capacities?}``; a lane carries packets both ways;
     ``capacities`` (``{asset: int}``, ``*`` the default) are the relay's bucket capacities of the lane
@@ -482,6 +528,12 @@ def init_bridge(
             raise CodecError("a native denom has no '/' (that is a voucher trace)", got=d)
     if rights_operator is not None and not isinstance(rights_operator, str):
         raise CodecError("rights_operator must be an account name", got=rights_operator)
+    admin = rights_operator if relay_admin is None else relay_admin
+    if admin is not None and not isinstance(admin, str):
+        raise CodecError("relay_admin must be an account name", got=admin)
+    period = check_trusting_period(trusting_period_ms)
+    if trusted_time_ms is not None:
+        check_uint("trusted_time_ms", trusted_time_ms)
     lane_list: list[tuple[str, str, dict[str, int] | None]] = []
     for entry in lanes:
         if (not isinstance(entry, Mapping) or not {"lane", "counterparty"} <= set(entry)
@@ -506,8 +558,9 @@ def init_bridge(
         _check_transformer(transformer, 0)
     # everything checked: write
     state.set_json(CONFIG_KEY, {"chain_id": chain_id, "relay_chain_id": relay_chain_id,
-                                "native_denoms": list(denoms), "rights_operator": rights_operator})
-    _store_relay_set(state, relay_validator_set, 0)
+                                "native_denoms": list(denoms), "rights_operator": rights_operator,
+                                "trusting_period_ms": period, "relay_admin": admin})
+    _store_relay_set(state, relay_validator_set, 0, trusted_time_ms)
     for counterparty, lane, caps in lane_list:
         state.set_json(lane_path(counterparty, lane), {"counterparty": counterparty, "lane": lane})
         if caps:
@@ -522,8 +575,9 @@ def load_params(state: KVState) -> BridgeParams:
     raw = state.get_json(CONFIG_KEY)
     if raw is None:
         raise ProtocolError("bridge not initialised on this chain")
+    period = raw.get("trusting_period_ms")
     return BridgeParams(ChainId(raw["chain_id"]), ChainId(raw["relay_chain_id"]), tuple(raw["native_denoms"]),
-                        raw["rights_operator"])
+                        raw["rights_operator"], None if period is None else int(period), raw.get("relay_admin"))
 
 
 def _params_for(state: KVState, ctx: BlockContext) -> BridgeParams:
@@ -542,8 +596,106 @@ def trusted_relay_set(state: KVState) -> tuple[ValidatorSet, int]:
     return vs, int(raw["update_height"])
 
 
-def _store_relay_set(state: KVState, vs: ValidatorSet, update_height: int) -> None:
-    state.set_json(RELAY_SET_KEY, {**wire.validator_set_to_json(vs), "update_height": update_height})
+def check_trusting_period(period_ms: Any) -> int:
+    """``period_ms`` if it is a trusting period within the bounds (SPEC §7.8), else :class:`CodecError`."""
+    if (isinstance(period_ms, bool) or not isinstance(period_ms, int)
+            or not MIN_TRUSTING_PERIOD_MS <= period_ms <= MAX_TRUSTING_PERIOD_MS):
+        raise CodecError("trusting period out of bounds (ms)",
+                         expected=f"{MIN_TRUSTING_PERIOD_MS}..{MAX_TRUSTING_PERIOD_MS}", got=period_ms)
+    return period_ms
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTrust:
+    """The bridge's view of the relay set over time (SPEC §7.8), as :func:`relay_trust` reads it."""
+
+    validators: ValidatorSet
+    """The trusted relay set."""
+    update_height: int
+    """Relay height of the update (or reset) that installed it (0: genesis)."""
+    trusted_time_ms: int | None
+    """Relay time the set is trusted as of: the newest verified header's, capped by this chain's clock
+    (None: no certificate checked since genesis, which gave none)."""
+    trusting_period_ms: int | None
+    """None: a bridge from before trusting periods (never expires)."""
+
+    def expires_at_ms(self) -> int | None:
+        """This chain's time from which certificates and updates are refused (None: never, or not started)."""
+        if self.trusted_time_ms is None or self.trusting_period_ms is None:
+            return None
+        return self.trusted_time_ms + self.trusting_period_ms
+
+    def expired(self, now_ms: int) -> bool:
+        at = self.expires_at_ms()
+        return at is not None and now_ms > at
+
+    def to_json(self) -> dict[str, Any]:
+        """The query form (``bridge.relay_trust``): what a relayer needs to keep the bridge fresh."""
+        return {"validators": wire.validator_set_to_json(self.validators), "update_height": self.update_height,
+                "trusted_time_ms": self.trusted_time_ms, "trusting_period_ms": self.trusting_period_ms,
+                "expires_at_ms": self.expires_at_ms()}
+
+
+def relay_trust(state: KVState) -> RelayTrust:
+    """The trusted relay set, its update height, trusted time and trusting period (a query; SPEC §7.8)."""
+    raw, config = state.get_json(RELAY_SET_KEY), state.get_json(CONFIG_KEY)
+    if raw is None or config is None:
+        raise ProtocolError("bridge not initialised on this chain")
+    return relay_trust_of(raw, config)
+
+
+def relay_trust_of(raw_set: Mapping[str, Any], raw_config: Mapping[str, Any]) -> RelayTrust:
+    """:class:`RelayTrust` from the stored ``bridge/relay_validators`` and ``bridge/config`` records (what a
+    relayer reads over a node's state query)."""
+    vs = wire.validator_set_from_json({"validators": raw_set["validators"], "hash": raw_set["hash"]})
+    t, period = raw_set.get("trusted_time_ms"), raw_config.get("trusting_period_ms")
+    return RelayTrust(vs, int(raw_set["update_height"]), None if t is None else int(t),
+                      None if period is None else int(period))
+
+
+def check_relay_trust(state: KVState, ctx: BlockContext) -> ValidatorSet:
+    """The trusted relay set, unless its trust expired at the block time (:class:`ClientExpiredError`)."""
+    trust = relay_trust(state)
+    if trust.expired(ctx.timestamp_ms):
+        raise ClientExpiredError("the bridge's relay validator set expired: no relay header verified within the "
+                                 "trusting period; the park's relay admin must reset it "
+                                 "(bridge.reset_relay_validators)", expected=f"block time <= {trust.expires_at_ms()}",
+                                 got=ctx.timestamp_ms)
+    return trust.validators
+
+
+def refreshed_trusted_time(held: int | None, period_ms: int | None, header_time_ms: int, now_ms: int) -> int | None:
+    """The trusted time after verifying a relay header of time ``header_time_ms`` at block time ``now_ms``
+    (SPEC §7.8 rule 2), or None to leave ``held`` as it is: the header's time, when it advances the held time
+    by at least the refresh step (period / :data:`REFRESH_STEP_FRACTION`) and is not ahead of the block time
+    by more than that step (a relay clock ahead of this chain's cannot extend trust beyond it). The value is
+    the header's, never the clock's: on Fabric the organisations' clocks differ, their write sets must not."""
+    step = max(1, (period_ms or 0) // REFRESH_STEP_FRACTION)
+    if header_time_ms > now_ms + step:
+        return None
+    if held is not None and header_time_ms < held + step:
+        return None
+    return header_time_ms
+
+
+def refresh_relay_trust(state: KVState, header_time_ms: int, ctx: BlockContext) -> None:
+    """After a verified certificate: write the trusted time :func:`refreshed_trusted_time` gives, if any (most
+    certificates write nothing: no write contention between transactions, on Fabric no MVCC conflicts)."""
+    raw = state.get_json(RELAY_SET_KEY)
+    if raw is None:
+        raise ProtocolError("bridge not initialised on this chain")
+    held = raw.get("trusted_time_ms")
+    new_time = refreshed_trusted_time(None if held is None else int(held), load_params(state).trusting_period_ms,
+                                      header_time_ms, ctx.timestamp_ms)
+    if new_time is not None:
+        state.set_json(RELAY_SET_KEY, {**raw, "trusted_time_ms": new_time})
+
+
+def _store_relay_set(state: KVState, vs: ValidatorSet, update_height: int, trusted_time_ms: int | None) -> None:
+    record: dict[str, Any] = {**wire.validator_set_to_json(vs), "update_height": update_height}
+    if trusted_time_ms is not None:
+        record["trusted_time_ms"] = trusted_time_ms
+    state.set_json(RELAY_SET_KEY, record)
 
 
 def lane_configured(state: KVState, counterparty: str, lane: str) -> bool:
@@ -575,32 +727,75 @@ def _check_denom(denom: str) -> str:
 
 
 def validate_relay_set_update(state: KVState, params: BridgeParams, commit: RelayCommit,
-                              new_set: ValidatorSet) -> None:
-    """Raise unless the current set certified ``new_set`` at a relay height above the last update."""
+                              new_set: ValidatorSet, ctx: BlockContext | None = None) -> None:
+    """Raise unless the current set certified ``new_set`` at a relay height above the last update, within
+    the trusting period at ``ctx``'s block time (SPEC §7.8; ``ctx`` None: no expiry check)."""
     trusted, last_height = trusted_relay_set(state)
     if commit.header.height <= last_height:
         raise ReplayError("validator set update at or below the last accepted update height",
                           expected=f"> {last_height}", got=commit.header.height)
+    if ctx is not None:
+        check_relay_trust(state, ctx)
     verify_validator_set_update(trusted, params.relay_chain_id, commit, new_set)
 
 
-def apply_relay_set_update(state: KVState, commit: RelayCommit, new_set: ValidatorSet) -> list[Event]:
-    _store_relay_set(state, new_set, commit.header.height)
+def apply_relay_set_update(state: KVState, commit: RelayCommit, new_set: ValidatorSet,
+                           ctx: BlockContext | None = None) -> list[Event]:
+    trust = relay_trust(state)
+    held = trust.trusted_time_ms
+    t: int | None = commit.header.time_ms
+    if ctx is not None:
+        fresh = refreshed_trusted_time(held, trust.trusting_period_ms, commit.header.time_ms, ctx.timestamp_ms)
+        t = held if fresh is None else fresh
+    _store_relay_set(state, new_set, commit.header.height, t)
     return [{"type": "relay_validators_updated", "height": commit.header.height, "hash": new_set.hash.hex(),
              "validators": len(new_set.validators)}]
 
 
 def process_relay_set_update(state: KVState, params: BridgeParams, commit: RelayCommit,
-                             new_set: ValidatorSet) -> list[Event]:
-    validate_relay_set_update(state, params, commit, new_set)
-    return apply_relay_set_update(state, commit, new_set)
+                             new_set: ValidatorSet, ctx: BlockContext | None = None) -> list[Event]:
+    """An update to the same set from a newer commit only refreshes the trusted time (what a relayer sends to
+    keep an idle bridge from expiring)."""
+    validate_relay_set_update(state, params, commit, new_set, ctx)
+    return apply_relay_set_update(state, commit, new_set, ctx)
+
+
+def reset_relay_validators(state: KVState, params: BridgeParams, sender: str, new_set: ValidatorSet,
+                           height: int, time_ms: int, ctx: BlockContext) -> list[Event]:
+    """The relay admin's way out of an expired trust (SPEC §7.8): install ``new_set``, obtained out of band
+    from a relay header at relay ``height`` and relay time ``time_ms`` that the operator checked, as trusted
+    as of ``time_ms``. Only the admin (:class:`AuthorizationError`), only once the trust expired
+    (:class:`IllegalTransitionError`: a live bridge follows the relay through certified updates only), only
+    above the last update's height (:class:`ReplayError`), with ``time_ms`` within the trusting period before
+    the block time and not ahead of it by more than the refresh step (:class:`CodecError`)."""
+    if params.relay_admin is None or sender != params.relay_admin:
+        raise AuthorizationError("resetting the relay validator set is for the relay admin",
+                                 expected=params.relay_admin, got=sender)
+    trust = relay_trust(state)
+    if not trust.expired(ctx.timestamp_ms):
+        raise IllegalTransitionError("the relay validator set has not expired: it changes through certified "
+                                     "updates only", expected=f"block time > {trust.expires_at_ms()}",
+                                     got=ctx.timestamp_ms)
+    check_uint("height", height)
+    check_uint("time_ms", time_ms)
+    if height <= trust.update_height:
+        raise ReplayError("reset at or below the last accepted update height", expected=f"> {trust.update_height}",
+                          got=height)
+    period = trust.trusting_period_ms or DEFAULT_TRUSTING_PERIOD_MS
+    step = max(1, period // REFRESH_STEP_FRACTION)
+    if not ctx.timestamp_ms - period < time_ms <= ctx.timestamp_ms + step:
+        raise CodecError("reset time outside the trusting period around the block time",
+                         expected=f"{ctx.timestamp_ms - period} < time_ms <= {ctx.timestamp_ms + step}", got=time_ms)
+    _store_relay_set(state, new_set, height, time_ms)
+    return [{"type": "relay_validators_reset", "height": height, "hash": new_set.hash.hex(),
+             "validators": len(new_set.validators), "trusted_time_ms": time_ms}]
 
 
 # --- lanes learnt from the relay (SPEC §6.8) ------------------------------------------------------
 
 
 def validate_lane_update(state: KVState, params: BridgeParams, dst: str, lane: str, config: bytes,
-                         cert: RelayCertificate) -> dict[str, int]:
+                         cert: RelayCertificate, ctx: BlockContext | None = None) -> dict[str, int]:
     """Raise unless ``cert`` proves ``config`` is the relay's lane-config record of ``(this, dst, lane)`` at a
     relay height above the one held; returns the capacities."""
     dst_id, lane_id = ChainId(check_id("dst_chain", dst)), LaneId(check_id("lane", lane))
@@ -611,7 +806,7 @@ def validate_lane_update(state: KVState, params: BridgeParams, dst: str, lane: s
         raise ReplayError("lane config at or below the relay height of the one held",
                           expected=f"> {held_height}", got=cert.commit.header.height)
     capacities = decode_lane_config(config)
-    trusted, _ = trusted_relay_set(state)
+    trusted = trusted_relay_set(state)[0] if ctx is None else check_relay_trust(state, ctx)
     verify_certificate(trusted, params.relay_chain_id, cert, lane_config_path(params.chain_id, dst_id, lane_id),
                        config)
     return capacities
@@ -628,8 +823,10 @@ def apply_lane_update(state: KVState, dst: str, lane: str, capacities: Mapping[s
 
 
 def process_lane_update(state: KVState, params: BridgeParams, dst: str, lane: str, config: bytes,
-                        cert: RelayCertificate) -> list[Event]:
-    capacities = validate_lane_update(state, params, dst, lane, config, cert)
+                        cert: RelayCertificate, ctx: BlockContext | None = None) -> list[Event]:
+    capacities = validate_lane_update(state, params, dst, lane, config, cert, ctx)
+    if ctx is not None:
+        refresh_relay_trust(state, cert.commit.header.time_ms, ctx)
     return apply_lane_update(state, dst, lane, capacities, cert.commit.header.height)
 
 
@@ -834,7 +1031,7 @@ def validate_recv(state: KVState, params: BridgeParams, packet: Packet, cert: Re
     if state.get(receipt) is not None:
         raise ReplayError("packet already received", expected="no receipt",
                           got=f"{packet.src_chain}/{packet.lane}/{packet.sequence}")
-    trusted, _ = trusted_relay_set(state)
+    trusted = check_relay_trust(state, ctx)
     verify_certificate(trusted, params.relay_chain_id, cert,
                        verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
                        packet_commitment(packet))
@@ -865,6 +1062,7 @@ def apply_recv(state: KVState, params: BridgeParams, hooks: BridgeHooks, packet:
 def process_recv(state: KVState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
                  cert: RelayCertificate, ctx: BlockContext) -> list[Event]:
     validate_recv(state, params, packet, cert, ctx)
+    refresh_relay_trust(state, cert.commit.header.time_ms, ctx)
     ack = apply_recv(state, params, hooks, packet, ctx)
     raw = encode_ack(ack)
     return [{"type": "write_ack", "src": packet.src_chain, "dst": packet.dst_chain, "lane": packet.lane,
@@ -948,7 +1146,7 @@ def _recv_reputation(state: KVState, packet: Packet, ctx: BlockContext) -> None:
 
 
 def validate_settle(state: KVState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
-                    ack: Acknowledgement | None) -> PacketOutcome:
+                    ack: Acknowledgement | None, ctx: BlockContext | None = None) -> PacketOutcome:
     """Raise unless ``cert`` proves this packet's outcome (ACKED with ``ack``, or TIMED_OUT if None)."""
     if packet.src_chain != params.chain_id:
         raise WrongChainError("packet was sent by another chain", expected=params.chain_id, got=packet.src_chain)
@@ -962,7 +1160,7 @@ def validate_settle(state: KVState, params: BridgeParams, packet: Packet, cert: 
                                 got=commitment)
     outcome = PacketOutcome.TIMED_OUT if ack is None else PacketOutcome.ACKED
     ack_commit = ZERO_COMMITMENT if ack is None else ack_commitment(ack)
-    trusted, _ = trusted_relay_set(state)
+    trusted = trusted_relay_set(state)[0] if ctx is None else check_relay_trust(state, ctx)
     verify_certificate(trusted, params.relay_chain_id, cert,
                        outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
                        encode_outcome(outcome, commitment, ack_commit))
@@ -986,7 +1184,8 @@ def apply_settle(state: KVState, params: BridgeParams, packet: Packet, outcome: 
 
 def process_settle(state: KVState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
                    ack: Acknowledgement | None, ctx: BlockContext) -> list[Event]:
-    outcome = validate_settle(state, params, packet, cert, ack)
+    outcome = validate_settle(state, params, packet, cert, ack, ctx)
+    refresh_relay_trust(state, cert.commit.header.time_ms, ctx)
     return apply_settle(state, params, packet, outcome, ack, ctx)
 
 
@@ -1134,13 +1333,19 @@ def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:
         args = _args(tx, ("dst_chain", "lane", "config", "certificate"))
         cert = wire.certificate_from_json(args["certificate"])
         return process_lane_update(state, _params_for(state, ctx), _str_arg(tx, args, "dst_chain"),
-                                   _str_arg(tx, args, "lane"), wire.hex_bytes(args["config"], "config"), cert)
+                                   _str_arg(tx, args, "lane"), wire.hex_bytes(args["config"], "config"), cert, ctx)
 
     def op_update_relay_validators(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("commit", "new_set"))
         commit = wire.commit_from_json(args["commit"])
         new_set = wire.validator_set_from_json(args["new_set"])
-        return process_relay_set_update(state, _params_for(state, ctx), commit, new_set)
+        return process_relay_set_update(state, _params_for(state, ctx), commit, new_set, ctx)
+
+    def op_reset_relay_validators(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        args = _args(tx, ("new_set", "height", "time_ms"))
+        new_set = wire.validator_set_from_json(args["new_set"])
+        return reset_relay_validators(state, _params_for(state, ctx), tx.sender, new_set,
+                                      _int_arg(tx, args, "height"), _int_arg(tx, args, "time_ms"), ctx)
 
     def op_issue_right(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("right_id", "station", "transformer", "power_kw", "slot_start_ms", "slot_end_ms",
@@ -1172,6 +1377,7 @@ def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:
         "bridge.settle": op_settle,
         "bridge.update_lane": op_update_lane,
         "bridge.update_relay_validators": op_update_relay_validators,
+        "bridge.reset_relay_validators": op_reset_relay_validators,
         "rights.issue": op_issue_right,
         "rights.set_transformer": op_set_transformer,
         "rights.set_station": op_set_station,

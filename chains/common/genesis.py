@@ -9,7 +9,12 @@
       "native_denoms": ["kWh"],                  # denominations this park issues (escrowed when sent)
       "rights_operator": "operator",             # account allowed to issue charging rights (optional)
       "transformers": {"tr-1": 150},             # transformer capacities in kW (optional)
-      "stations": {"st-1": "tr-1"}               # charging stations -> their transformer (optional)
+      "stations": {"st-1": "tr-1"},              # charging stations -> their transformer (optional)
+      "trusting_period_ms": 604800000,           # trust in the relay set without a fresh header (optional,
+                                                 # default 7 days; protocol SPEC §7.8)
+      "trusted_time_ms": 1700000000000,          # relay time the set is trusted as of (optional: the first
+                                                 # certificate starts the clock)
+      "relay_admin": "operator"                  # may reset an expired set (optional: the rights operator)
     }
 
 A park learns its lanes and their capacities from the relay genesis, the same way it learns the relay
@@ -22,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from chains.common.bridge import init_bridge
+from chains.common.bridge import DEFAULT_TRUSTING_PERIOD_MS, init_bridge
 from chains.common.state import KVState
 from chains.common.wire import validator_set_from_json, validator_set_to_json
 from protocol.certificate import ValidatorSet
@@ -56,9 +61,11 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
                    lanes: Iterable[tuple[str, str] | dict[str, Any]],
                    native_denoms: Iterable[str] = ("kWh",), rights_operator: str | None = None,
                    transformers: dict[str, int] | None = None,
-                   stations: dict[str, str] | None = None) -> dict[str, Any]:
+                   stations: dict[str, str] | None = None, *, trusted_time_ms: int | None = None,
+                   trusting_period_ms: int | None = None) -> dict[str, Any]:
     """Build the ``bridge`` genesis section; ``lanes`` are ``(lane, counterparty)`` pairs or entries
-    ``{lane, counterparty, capacities?}`` (as :func:`lanes_from_relay_genesis` gives them)."""
+    ``{lane, counterparty, capacities?}`` (as :func:`lanes_from_relay_genesis` gives them). ``trusted_time_ms``:
+    the relay genesis time, as of which the relay set is trusted (protocol SPEC §7.8)."""
     out: dict[str, Any] = {
         "relay_chain_id": relay_chain_id,
         "relay_validators": validator_set_to_json(relay_validators),
@@ -70,6 +77,10 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
         out["rights_operator"] = rights_operator
     if stations:
         out["stations"] = dict(stations)
+    if trusted_time_ms is not None:
+        out["trusted_time_ms"] = trusted_time_ms
+    if trusting_period_ms is not None:
+        out["trusting_period_ms"] = trusting_period_ms
     return out
 
 
@@ -83,4 +94,6 @@ def apply_bridge_genesis(state: KVState, chain_id: str, section: Any) -> None:
                 validator_set_from_json(section["relay_validators"]),
                 list(section.get("native_denoms", ["kWh"])), list(section.get("lanes", [])),
                 rights_operator=section.get("rights_operator"), transformers=section.get("transformers") or None,
-                stations=section.get("stations") or None)
+                stations=section.get("stations") or None,
+                trusting_period_ms=section.get("trusting_period_ms", DEFAULT_TRUSTING_PERIOD_MS),
+                trusted_time_ms=section.get("trusted_time_ms"), relay_admin=section.get("relay_admin"))

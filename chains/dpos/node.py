@@ -69,6 +69,7 @@ def build_genesis(
             rights_operator="operator" if "operator" in accounts else None,
             transformers=dict(p.transformers),
             stations=dict(p.stations),
+            trusted_time_ms=genesis_time_ms,
         ),
     }
 

@@ -51,6 +51,10 @@ MARKET_CONFIG_GAS = 250_000
 """Gas limit of each feeder and member transaction of the market's deployment (each uses under 100,000): they are
 sent together without estimates, each depending on the one before (bus n needs bus n-1)."""
 
+DEFAULT_TRUSTING_PERIOD_MS = 7 * 24 * 3600 * 1000
+"""The bridge's trusting period of its relay set unless the deployment says otherwise (protocol SPEC §7.8): a week,
+as the Python parks' and the Fabric park's bridges (bounds: a minute .. 365 days, else the constructor reverts)."""
+
 RelaySetArgs = tuple[Sequence[bytes], Sequence[str], Sequence[int]]
 """The ``ValidatorSet`` constructor argument: ed25519 keys (32 bytes), eth addresses, powers."""
 
@@ -134,13 +138,15 @@ def deploy_park(
     stations: Mapping[str, str] | None = None,
     artifacts_dir: Path | None = None,
     logger: _Log | None = None,
+    trusting_period_ms: int = DEFAULT_TRUSTING_PERIOD_MS,
 ) -> dict[str, str]:
     """Deploy the park (or finish a deployment cut short) and return :func:`expected_addresses`.
 
     ``lanes`` are ``(dst_chain, lane)`` pairs to open, with the relay genesis's capacities of those in
     ``lane_capacities`` (``configureLane``, protocol §6.8; the others ``openLane``: not limited);
     ``transformers`` (name -> kW) and ``stations`` (name -> transformer) fill the charging-right registry (SPEC
-    §E2.6). ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
+    §E2.6). ``trusting_period_ms`` bounds how long the bridge trusts its relay set without a fresh relay header
+(protocol SPEC §7.8). ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
     deployer needs ETH for gas. Transactions are signed locally with explicit nonces and sent without
     waiting for one another where they do not depend on each other, so a deployment takes about two
     blocks. Progress goes to ``logger`` (default ``parkrelay.ethereum.deploy``).
@@ -166,7 +172,8 @@ def deploy_park(
         _Step("EnergyToken", None, create("EnergyToken"), creates="energy_token"),  # owner: the deployer
         _Step("VoucherToken (implementation)", None, create("VoucherToken"), creates="voucher_impl"),
         _Step("ParkBridge", None, create("ParkBridge", chain_id, relay_chain_id, relay_arg, checksum["energy_token"],
-                                         checksum["energy_app"], checksum["rights"], checksum["reputation"]),
+                                         checksum["energy_app"], checksum["rights"], checksum["reputation"],
+                                         trusting_period_ms),
               creates="bridge"),
         _Step("EnergyApp", None, create("EnergyApp", checksum["energy_token"], checksum["voucher_impl"]),
               creates="energy_app"),

@@ -792,16 +792,18 @@ def test_malformed_validator_sets_are_refused(world: World) -> None:
         "empty": ([], [], []),
         "lengths differ": (keys, addrs[:3], powers),
         "zero power": (keys, addrs, [1, 0, 1, 1]),
-        "duplicate key": ([keys[0], keys[1], keys[0], keys[3]], addrs, powers),
     }.items():
         call = bridge.functions.updateRelayValidators(vs, commit_abi(commit), trusted)
         assert w.evm.error_name(call, w.relayer) == "CodecInvalid", name
+    call = bridge.functions.updateRelayValidators(([keys[0], keys[1], keys[0], keys[3]], addrs, powers),
+                                                  commit_abi(commit), trusted)
+    assert w.evm.error_name(call, w.relayer) == "DuplicateValidatorKey"  # tests/ethereum/test_relay_trust.py
     for relay_set in [([], [], []), (keys, addrs, [1, 0, 1, 1])]:
         with pytest.raises(TxFailed, match="CodecInvalid"):
             w.evm.deploy("ParkBridge", w.relayer, "eth-x", "relay", relay_set, w.b.token.address,
-                         *apps)
+                         *apps, 86_400_000)
     with pytest.raises(TxFailed, match="CodecInvalid"):
-        w.evm.deploy("ParkBridge", w.relayer, "Bad Id", "relay", trusted, w.b.token.address, *apps)
+        w.evm.deploy("ParkBridge", w.relayer, "Bad Id", "relay", trusted, w.b.token.address, *apps, 86_400_000)
 
 
 # --- tokens ------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import {
     PacketReplay,
     PacketTimeout,
     ProofInvalid,
+    RelayTrustExpired,
+    RelayTrustLive,
     Unauthorized,
     ValidatorSetMismatch,
     WrongChain
@@ -54,6 +56,9 @@ contract ParkBridge {
     bytes32 public relaySetHash;
     /// @notice Relay height of the commit that installed the trusted set (0: the constructor's).
     uint64 public relaySetHeight;
+    /// @notice Relay time (ms) the trusted set is trusted as of (protocol §7.8): the deployment's block time, then
+    ///         the newest verified header's. Packed with `relaySetHeight` (slot 3): no later slot moves.
+    uint64 public relayTrustedTimeMs;
 
     /// keccak256(abi.encode(counterparty, lane)) => the lane (next sequence to send, config version)
     mapping(bytes32 => Lane) internal _lanes;
@@ -64,6 +69,8 @@ contract ParkBridge {
     string public chainId;
     /// @notice The relay chain whose certificates this bridge accepts.
     string public relayChainId;
+    /// @notice How long the relay set stays trusted without a fresh verified header (protocol §7.8), ms.
+    uint64 public immutable trustingPeriodMs;
 
     /// @notice The park operator: opens lanes; the apps take it as theirs (registry, issuing, records).
     address public immutable owner;
@@ -87,6 +94,11 @@ contract ParkBridge {
     bytes32 internal constant ANY_ASSET_HASH = keccak256("*");
     bytes32 internal constant RIGHT_ASSET_HASH = keccak256("charging_right");
     bytes32 internal constant REPUTATION_ASSET_HASH = keccak256("reputation");
+    /// bounds of the trusting period (protocol §7.8): a minute .. 365 days
+    uint64 internal constant MIN_TRUSTING_PERIOD_MS = 60_000;
+    uint64 internal constant MAX_TRUSTING_PERIOD_MS = 365 days * 1000;
+    /// a verified header refreshes the trusted time by steps of at least trustingPeriodMs / 64
+    uint64 internal constant REFRESH_STEP_FRACTION = 64;
 
     // ---------------------------------------------------------------------------------------------
     // Events: indexed by what operators filter on (lane, sequence, the sending account)
@@ -106,6 +118,8 @@ contract ParkBridge {
         uint8 outcome, bool refunded
     );
     event RelayValidatorsUpdated(bytes32 indexed setHash, uint64 height);
+    /// @notice The owner replaced an expired relay set (protocol §7.8), trusted as of relay time `trustedTimeMs`.
+    event RelayValidatorsReset(bytes32 indexed setHash, uint64 height, uint64 trustedTimeMs);
     event LaneOpened(string counterparty, string lane);
     event LaneConfigured(string dstChain, string lane, uint64 relayHeight, uint64 version);
 
@@ -122,13 +136,19 @@ contract ParkBridge {
         address energyToken_,
         address energyApp_,
         address rightsApp_,
-        address reputationApp_
+        address reputationApp_,
+        uint64 trustingPeriodMs_
     ) {
         if (!PacketCodec.isId(bytes(chainId_)) || !PacketCodec.isId(bytes(relayChainId_))) revert CodecInvalid();
         if (
             energyToken_ == address(0) || energyApp_ == address(0) || rightsApp_ == address(0)
                 || reputationApp_ == address(0)
         ) revert CodecInvalid();
+        if (trustingPeriodMs_ < MIN_TRUSTING_PERIOD_MS || trustingPeriodMs_ > MAX_TRUSTING_PERIOD_MS) {
+            revert CodecInvalid();
+        }
+        trustingPeriodMs = trustingPeriodMs_;
+        relayTrustedTimeMs = uint64(block.timestamp * 1000);
         owner = msg.sender;
         chainId = chainId_;
         relayChainId = relayChainId_;
@@ -441,6 +461,7 @@ contract ParkBridge {
         uint64 height = commit.header.height;
         uint64 held = relaySetHeight;
         if (height <= held) revert PacketReplay(held, height);
+        uint64 trusted = _checkTrust();
         _checkRelayChain(commit.header);
         RelayVerifier.verifyCommit(commit, relaySet, relaySetHash);
         if (commit.header.nextValidatorsHash != newHash) {
@@ -448,7 +469,47 @@ contract ParkBridge {
         }
         relaySetHash = newHash;
         relaySetHeight = height;
+        relayTrustedTimeMs = _refreshed(trusted, commit.header.timeMs);
         emit RelayValidatorsUpdated(newHash, height);
+    }
+
+    /// @notice The owner's way out of an expired trust (protocol §7.8): install `newSet`, checked out of band from a
+    ///         relay header at `height` and relay time `timeMs`. Only once expired, above the last update's height,
+    ///         with `timeMs` within the trusting period before the block time and at most a refresh step after.
+    function resetRelayValidators(RelayVerifier.ValidatorSet calldata newSet, uint64 height, uint64 timeMs)
+        external
+    {
+        if (msg.sender != owner) revert Unauthorized(owner, msg.sender);
+        uint256 nowMs = block.timestamp * 1000;
+        uint256 expiresAt = uint256(relayTrustedTimeMs) + trustingPeriodMs;
+        if (nowMs <= expiresAt) revert RelayTrustLive(expiresAt, nowMs);
+        uint64 held = relaySetHeight;
+        if (height <= held) revert PacketReplay(held, height);
+        if (uint256(timeMs) + trustingPeriodMs <= nowMs || timeMs > nowMs + trustingPeriodMs / REFRESH_STEP_FRACTION) {
+            revert CodecInvalid();
+        }
+        bytes32 newHash = RelayVerifier.checkedSetHash(newSet.ed25519Keys, newSet.ethAddresses, newSet.powers);
+        relaySetHash = newHash;
+        relaySetHeight = height;
+        relayTrustedTimeMs = timeMs;
+        emit RelayValidatorsReset(newHash, height, timeMs);
+    }
+
+    /// @dev §7.8 rule 1: the trusted time, unless the trust expired at this block's time.
+    function _checkTrust() internal view returns (uint64 trusted) {
+        trusted = relayTrustedTimeMs;
+        uint256 expiresAt = uint256(trusted) + trustingPeriodMs;
+        if (block.timestamp * 1000 > expiresAt) revert RelayTrustExpired(expiresAt, block.timestamp * 1000);
+    }
+
+    /// @dev §7.8 rule 2: the header's time if it advances `trusted` by a step and is at most a step ahead of the
+    ///      block time, else `trusted`.
+    function _refreshed(uint64 trusted, uint64 headerTimeMs) internal view returns (uint64) {
+        uint256 step = trustingPeriodMs / REFRESH_STEP_FRACTION;
+        if (headerTimeMs > block.timestamp * 1000 + step || uint256(headerTimeMs) < uint256(trusted) + step) {
+            return trusted;
+        }
+        return headerTimeMs;
     }
 
     function _checkRelayChain(RelayVerifier.RelayHeader calldata h) internal view {
@@ -460,9 +521,12 @@ contract ParkBridge {
         RelayVerifier.ValidatorSet calldata relaySet,
         bytes32 keyHash,
         bytes32 valueHash
-    ) internal view {
+    ) internal {
+        uint64 trusted = _checkTrust();
         _checkRelayChain(cert.commit.header);
         RelayVerifier.verifyCertificate(cert, relaySet, relaySetHash, keyHash, valueHash);
+        uint64 fresh = _refreshed(trusted, cert.commit.header.timeMs);
+        if (fresh != trusted) relayTrustedTimeMs = fresh; // about 64 writes a period, not one per packet
     }
 
     /// @dev sha256 of the relay path `{prefix}{src}/{dst}/{lane}/{sequence}` (protocol §5) of a checked packet.
@@ -491,6 +555,17 @@ contract ParkBridge {
     // ---------------------------------------------------------------------------------------------
     // Views
     // ---------------------------------------------------------------------------------------------
+
+    /// @notice The trusted relay set's hash and update height, the relay time it is trusted as of, the trusting
+    ///         period and when it expires (protocol §7.8): what a relayer reads to keep the bridge fresh.
+    function relayTrust()
+        external
+        view
+        returns (bytes32 setHash, uint64 updateHeight, uint64 trustedTimeMs, uint64 periodMs, uint64 expiresAtMs)
+    {
+        return (relaySetHash, relaySetHeight, relayTrustedTimeMs, trustingPeriodMs,
+            relayTrustedTimeMs + trustingPeriodMs);
+    }
 
     /// @notice The ERC-20 of `denom` here (zero if none yet).
     function tokenOf(string calldata denom) external view returns (address) {

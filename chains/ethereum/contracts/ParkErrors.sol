@@ -18,6 +18,14 @@ error SignatureInvalid(uint256 index);
 error QuorumNotReached(uint256 signedPower, uint256 totalPower);
 /// `certificate.validator_set`: a validator set other than the trusted (or certified next) one.
 error ValidatorSetMismatch(bytes32 expected, bytes32 got);
+/// `certificate.duplicate_validator`: a validator set repeating an ed25519 key (§7.1); `index` is the repeat's.
+error DuplicateValidatorKey(uint256 index, bytes32 key);
+/// `certificate.duplicate_validator`: a validator set repeating a non-zero Ethereum address (§7.1).
+error DuplicateValidatorAddress(uint256 index, address addr);
+/// `client.expired`: the trusted relay set's trusting period has passed (§7.8): the owner must reset it.
+error RelayTrustExpired(uint256 expiresAtMs, uint256 blockTimeMs);
+/// `lifecycle.illegal`: a reset of a relay set whose trust has not expired (§7.8).
+error RelayTrustLive(uint256 expiresAtMs, uint256 blockTimeMs);
 
 // --- packets and lanes (protocol §6) --------------------------------------------------------------------------
 

@@ -1,7 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.37;
 
-import {CodecInvalid, ProofInvalid, QuorumNotReached, SignatureInvalid, ValidatorSetMismatch} from "./ParkErrors.sol";
+import {
+    CodecInvalid,
+    DuplicateValidatorAddress,
+    DuplicateValidatorKey,
+    ProofInvalid,
+    QuorumNotReached,
+    SignatureInvalid,
+    ValidatorSetMismatch
+} from "./ParkErrors.sol";
 
 /// @title The relay-certificate verifier: the bridge's light client of the relay chain (protocol/SPEC.md §7).
 /// @notice A relay certificate is a commit of more than 2/3 of the trusted relay validator set's power over a relay
@@ -255,22 +263,70 @@ library RelayVerifier {
         if (!ok) revert ProofInvalid();
     }
 
-    /// @dev Validates a set (non-empty, equal lengths, powers >= 1, distinct ed25519 keys) and returns
-    ///      sha256(abi.encode(keys, addresses, powers)) (protocol §7.1).
+    /// @dev Validates a set (non-empty, at most 65535, equal lengths, powers >= 1, distinct ed25519 keys, distinct
+    ///      non-zero addresses: protocol §7.1) and returns sha256(abi.encode(keys, addresses, powers)). Linear in
+    ///      the set size: each distinctness check is one pass over an open-addressing hash table in memory, salted
+    ///      with the set's own hash, so no one can choose keys that collide (changing a key changes the salt).
     function checkedSetHash(bytes32[] memory keys, address[] memory addrs, uint64[] memory powers)
         internal
         pure
-        returns (bytes32)
+        returns (bytes32 setHash)
     {
         uint256 n = keys.length;
-        if (n == 0 || addrs.length != n || powers.length != n) revert CodecInvalid();
+        if (n == 0 || n > 0xffff || addrs.length != n || powers.length != n) revert CodecInvalid();
         for (uint256 i; i < n; ++i) {
             if (powers[i] == 0) revert CodecInvalid();
-            for (uint256 j; j < i; ++j) {
-                if (keys[j] == keys[i]) revert CodecInvalid();
+        }
+        setHash = sha256(abi.encode(keys, addrs, powers));
+        uint256 size = 4;
+        while (size < 2 * n) size <<= 1;
+        uint256 dataKeys;
+        uint256 dataAddrs;
+        assembly ("memory-safe") {
+            dataKeys := add(keys, 0x20)
+            dataAddrs := add(addrs, 0x20)
+        }
+        uint256 at = firstRepeat(dataKeys, n, new uint256[](size), setHash, false);
+        if (at < n) revert DuplicateValidatorKey(at, keys[at]);
+        at = firstRepeat(dataAddrs, n, new uint256[](size), setHash, true);
+        if (at < n) revert DuplicateValidatorAddress(at, addrs[at]);
+    }
+
+    /// @dev The index of the first of the `n` words at `data` equal to an earlier one (`n` if none; zero words
+    ///      skipped if `skipZero`), with `table` (zeroed, length a power of two >= 2n) as the hash table of the
+    ///      words seen (index + 1 per slot, 0 empty; linear probing).
+    function firstRepeat(uint256 data, uint256 n, uint256[] memory table, bytes32 salt, bool skipZero)
+        private
+        pure
+        returns (uint256 index)
+    {
+        assembly ("memory-safe") {
+            index := n
+            let mask := sub(mload(table), 1)
+            let slots := add(table, 0x20)
+            mstore(0x00, salt)
+            for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                let v := mload(add(data, shl(5, i)))
+                if or(v, iszero(skipZero)) {
+                    mstore(0x20, v)
+                    let h := and(keccak256(0x00, 0x40), mask)
+                    for {} 1 {} {
+                        let slot := add(slots, shl(5, h))
+                        let held := mload(slot)
+                        if iszero(held) {
+                            mstore(slot, add(i, 1))
+                            break
+                        }
+                        if eq(mload(add(data, shl(5, sub(held, 1)))), v) {
+                            index := i
+                            i := n
+                            break
+                        }
+                        h := and(add(h, 1), mask)
+                    }
+                }
             }
         }
-        return sha256(abi.encode(keys, addrs, powers));
     }
 
     // ---------------------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ function                   kind    arguments -> response payload
                                    (below) -> events
 ``update_lane``            submit  ``bridge.update_lane`` args -> events
 ``update_relay_validators`` submit ``bridge.update_relay_validators`` args -> events
+``reset_relay_validators`` submit  ``bridge.reset_relay_validators`` args ``{new_set, height, time_ms}``: the relay
+                                   admin (an operator identity; default the rights operator) replaces an expired
+                                   relay set (protocol SPEC §7.8) -> events
 ``issue_right``            submit  ``{right_id, station, transformer, power_kw, slot_start_ms, slot_end_ms, owner}``:
                                    a home right through admission; the park operator's -> events
 ``set_transformer``        submit  ``{name, capacity_kw}``; the park operator's -> events
@@ -54,6 +57,8 @@ function                   kind    arguments -> response payload
 ``receipt``                query   ``src, lane, sequence`` -> ``{receipt, ack, timed_out}``
 ``lane``                   query   ``counterparty, lane`` -> ``{configured, capacities, relay_height}``
 ``config``                 query   none -> ``{config, relay_validators}`` (their stored JSON)
+``relay_trust``            query   none -> ``{validators, update_height, trusted_time_ms, trusting_period_ms,
+                                   expires_at_ms, now_ms}``: the relay set's trust (protocol SPEC §7.8), for relayers
 ``supply``                 query   none -> ``{escrow, escrow_by_lane, vouchers, issued}``
 ``right``                  query   ``right_id`` -> ``{right_id, right, burned}`` (records or null)
 ``rights``                 query   ``owner`` (empty: all) -> ``{rights: [{right_id, ...record}]}``
@@ -165,19 +170,23 @@ from typing import Any
 from chains.common import wire
 from chains.common.bridge import (
     CONFIG_KEY,
+    DEFAULT_TRUSTING_PERIOD_MS,
     RELAY_SET_KEY,
     BridgeHooks,
     BridgeOp,
     BridgeParams,
     bridge_ops,
+    check_relay_trust,
+    check_trusting_period,
     init_bridge,
     lane_capacities,
     lane_configured,
     load_params,
     packet_path,
+    refresh_relay_trust,
+    relay_trust,
     send_request_from_tx,
     supply_report,
-    trusted_relay_set,
     validate_recv,
     validate_settle,
 )
@@ -252,7 +261,8 @@ packets in flight and their acks)."""
 _RIGHT_FIELDS = ("right_id", "station", "transformer", "power_kw", "slot_start_ms", "slot_end_ms", "owner")
 _GENESIS_KEYS = frozenset({"chain_id", "accounts", "balances", "bridge", "market"})
 _SECTION_REQUIRED = ("relay_chain_id", "relay_validators", "lanes")
-_SECTION_OPTIONAL = ("native_denoms", "rights_operator", "transformers", "stations")
+_SECTION_OPTIONAL = ("native_denoms", "rights_operator", "transformers", "stations", "trusting_period_ms",
+                     "trusted_time_ms", "relay_admin")
 _UINT_RE = re.compile(r"0|[1-9][0-9]{0,19}")
 _ERROR_RE = re.compile(r"\[([a-z0-9._]+)\] (.*)", re.DOTALL)
 _HEX_RE = re.compile(r"(?:[0-9a-f]{2})*")
@@ -413,6 +423,17 @@ class BridgeContract:
             if operator.split(":", 1)[0] != self.operator_msp:
                 raise CodecError("the rights operator is an identity of the park operator's MSP",
                                  expected=f"{self.operator_msp}:<name>", got=operator)
+        relay_admin = section.get("relay_admin")
+        if relay_admin is not None:
+            check_account_id(relay_admin, "relay_admin")
+            if relay_admin.split(":", 1)[0] != self.operator_msp:
+                raise CodecError("the relay admin is an identity of the park operator's MSP",
+                                 expected=f"{self.operator_msp}:<name>", got=relay_admin)
+        period = check_trusting_period(section.get("trusting_period_ms", DEFAULT_TRUSTING_PERIOD_MS))
+        trusted_time = section.get("trusted_time_ms")
+        if trusted_time is not None and (isinstance(trusted_time, bool) or not isinstance(trusted_time, int)
+                                         or not 0 <= trusted_time <= UINT64_MAX):
+            raise CodecError("trusted_time_ms is a uint64 (ms)", got=trusted_time)
         transformers = section.get("transformers") or {}
         if not isinstance(transformers, dict):
             raise CodecError("transformers are {name: capacity_kw}", got=type(transformers).__name__)
@@ -442,7 +463,8 @@ class BridgeContract:
         with state.atomic():
             init_bridge(state, chain_id, check_id("relay chain", section["relay_chain_id"]),
                         wire.validator_set_from_json(section["relay_validators"]), native, lanes,
-                        rights_operator=operator, transformers=transformers)
+                        rights_operator=operator, transformers=transformers, trusting_period_ms=period,
+                        trusted_time_ms=trusted_time, relay_admin=relay_admin)
             for name, capacity in transformers.items():
                 assets.set_transformer(state, name, capacity)  # names without '/', as the registry writes them
             for name, transformer in stations.items():
@@ -505,6 +527,7 @@ class BridgeContract:
             return self._op(call, "bridge.recv", needs_sender=False)
         ctx = call.ctx(params.chain_id)
         validate_recv(call.state, params, packet, cert, ctx)
+        refresh_relay_trust(call.state, cert.commit.header.time_ms, ctx)
         call.events += assets.apply_recv(call.state, params, packet, ctx)
         return canonical_json(call.events)
 
@@ -518,7 +541,9 @@ class BridgeContract:
         cert = wire.certificate_from_json(args["certificate"])
         raw_ack = args.get("ack")
         ack = None if raw_ack is None else decode_ack(wire.hex_bytes(raw_ack, "ack"))
-        outcome = validate_settle(call.state, params, packet, cert, ack)
+        ctx = call.ctx(params.chain_id)
+        outcome = validate_settle(call.state, params, packet, cert, ack, ctx)
+        refresh_relay_trust(call.state, cert.commit.header.time_ms, ctx)
         refund = outcome is PacketOutcome.TIMED_OUT or ack is None or not ack.success
         assets.settle_asset(call.state, packet, refund, call.now_ms)
         call.events += assets.finish_settle(call.state, packet, outcome, ack, refund)
@@ -529,6 +554,9 @@ class BridgeContract:
 
     def _update_relay_validators(self, call: _Call) -> bytes:
         return self._op(call, "bridge.update_relay_validators", needs_sender=False)
+
+    def _reset_relay_validators(self, call: _Call) -> bytes:
+        return self._op(call, "bridge.reset_relay_validators", needs_sender=True)
 
     # -- submit: the registry, rights and standing (chains.fabric.chaincode.assets) --------------------
 
@@ -590,6 +618,7 @@ class BridgeContract:
         params = _require_init(call.state)
         packet, cert = _packet_and_certificate(call.args[0], "timeout_receipt")
         validate_timeout_receipt(call.state, params, packet, cert, call.now_ms)
+        refresh_relay_trust(call.state, cert.commit.header.time_ms, call.ctx(params.chain_id))
         call.events += apply_timeout_receipt(call.state, packet)
         return canonical_json(call.events)
 
@@ -637,6 +666,10 @@ class BridgeContract:
         capacities, height = lane_capacities(call.state, cp, lane)
         return canonical_json({"configured": lane_configured(call.state, cp, lane), "capacities": capacities,
                                "relay_height": height})
+
+    def _relay_trust(self, call: _Call) -> bytes:
+        _require_init(call.state)
+        return canonical_json({**relay_trust(call.state).to_json(), "now_ms": call.now_ms})
 
     def _config(self, call: _Call) -> bytes:
         return canonical_json({"config": call.state.get_json(CONFIG_KEY),
@@ -707,6 +740,7 @@ FUNCTIONS: dict[str, _Function] = {
     "timeout_receipt": _Function(BridgeContract._timeout_receipt, 1, True),
     "update_lane": _Function(BridgeContract._update_lane, 1, True),
     "update_relay_validators": _Function(BridgeContract._update_relay_validators, 1, True),
+    "reset_relay_validators": _Function(BridgeContract._reset_relay_validators, 1, True),
     "issue_right": _Function(BridgeContract._issue_right, 1, True),
     "set_transformer": _Function(BridgeContract._set_transformer, 1, True),
     "set_station": _Function(BridgeContract._set_station, 1, True),
@@ -722,6 +756,7 @@ FUNCTIONS: dict[str, _Function] = {
     "receipt": _Function(BridgeContract._receipt, 3, False),
     "lane": _Function(BridgeContract._lane, 2, False),
     "config": _Function(BridgeContract._config, 0, False),
+    "relay_trust": _Function(BridgeContract._relay_trust, 0, False),
     "supply": _Function(BridgeContract._supply, 0, False),
     "right": _Function(BridgeContract._right, 1, False),
     "rights": _Function(BridgeContract._rights, 1, False),
@@ -769,7 +804,7 @@ def validate_timeout_receipt(state: KVState, params: BridgeParams, packet: Packe
     if now_ms < packet.timeout_timestamp_ms:
         raise TimeoutExpiredError("packet has not timed out by this peer's clock",
                                   expected=f">= {packet.timeout_timestamp_ms}", got=now_ms)
-    trusted, _ = trusted_relay_set(state)
+    trusted = check_relay_trust(state, BlockContext(params.chain_id, 0, now_ms, ""))
     verify_certificate(trusted, params.relay_chain_id, cert,
                        verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
                        packet_commitment(packet))

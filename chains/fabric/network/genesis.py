@@ -69,7 +69,7 @@ def build_genesis(*, chain_id: str, params: Mapping[str, Any], accounts: dict[st
     balances = [{"account": ids[name], "denom": "kWh", "amount": bal}
                 for name, (_, bal) in sorted(accounts.items()) if bal > 0]
     section = bridge_section(p.relay_chain_id, relay_validators, lanes, rights_operator=ids.get(OPERATOR_ACCOUNT),
-                             transformers=dict(p.transformers))
+                             transformers=dict(p.transformers), trusted_time_ms=genesis_time_ms)
     section["stations"] = dict(p.stations)  # the chaincode's registry (chains/fabric/chaincode/assets.py)
     init_arg = canonical_json({"chain_id": chain_id, "accounts": sorted(ids.values()), "balances": balances,
                                "bridge": section}).decode()

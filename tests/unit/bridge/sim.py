@@ -239,7 +239,7 @@ class Network:
             park.add_account(name)
         init_bridge(park.state, chain_id, self.relay.chain_id, self.relay.vset, native_denoms, lanes,
                     rights_operator="operator", transformers=transformers,
-                    stations=stations)
+                    stations=stations, trusted_time_ms=self.now_ms)
         if setup is not None:
             setup(park.state)
         self.parks[chain_id] = park

@@ -122,6 +122,24 @@ _ERROR_ACK = encode_ack(Acknowledgement(AckStatus.ERROR, "x", b"")).hex()
 _RIGHT = {"right_id": "r9", "station": "s", "transformer": "t1", "power_kw": 1, "slot_start_ms": 2**62,
           "slot_end_ms": 2**62 + 1, "owner": "SalesMSP:alice"}
 
+def _duplicate_key_update(s: Setup) -> Call:
+    body = wire.validator_set_to_json(s.h.net.relay.vset)
+    body["validators"][1] = {**body["validators"][1], "ed25519_pubkey": body["validators"][0]["ed25519_pubkey"]}
+    return RELAYER, [{"commit": wire.commit_to_json(s.h.net.relay.commit(s.h.net.now_ms)), "new_set": body}]
+
+
+def _duplicate_address_update(s: Setup) -> Call:
+    body = wire.validator_set_to_json(s.h.net.relay.vset)
+    for i in (1, 3):
+        body["validators"][i] = {**body["validators"][i], "eth_address": "22" * 20}
+    return RELAYER, [{"commit": wire.commit_to_json(s.h.net.relay.commit(s.h.net.now_ms)), "new_set": body}]
+
+
+def _reset_args(s: Setup) -> dict[str, Any]:
+    return {"new_set": wire.validator_set_to_json(validator_set(relay_signers(1))), "height": 10**6,
+            "time_ms": s.h.net.now_ms}
+
+
 CASES: dict[str, tuple[str, Callable[[Setup], Call], str]] = {
     # replays and certificates
     "recv replayed": ("recv", _replayed("recv"), "packet.replay"),
@@ -143,6 +161,14 @@ CASES: dict[str, tuple[str, Callable[[Setup], Call], str]] = {
     "update_relay_validators by a non-quorum": ("update_relay_validators", lambda s: (RELAYER, [{
         "commit": wire.commit_to_json(s.h.net.relay.commit(s.h.net.now_ms, indices=[0, 1])),
         "new_set": wire.validator_set_to_json(s.h.net.relay.vset)}]), "certificate.quorum"),
+    "update_relay_validators to a set repeating a key": ("update_relay_validators", _duplicate_key_update,
+                                                          "certificate.duplicate_validator"),
+    "update_relay_validators to a set repeating an address": ("update_relay_validators", _duplicate_address_update,
+                                                              "certificate.duplicate_validator"),
+    "reset_relay_validators by a non-admin": ("reset_relay_validators", lambda s: (ALICE, [_reset_args(s)]),
+                                              "auth.denied"),
+    "reset_relay_validators before expiry": ("reset_relay_validators", lambda s: (OPERATOR, [_reset_args(s)]),
+                                             "lifecycle.illegal"),
     "init_bridge again": ("init_bridge", lambda s: (OPERATOR, [s.h.genesis_json]), "packet.replay"),
     # phase 1
     "send: unknown lane": ("send", lambda s: _send(s, lane="lane-9"), "lane.invalid"),
@@ -264,6 +290,16 @@ def _genesis_cases(h: Harness) -> dict[str, tuple[Any, str]]:
         "bridge section unknown key": ({**g, "bridge": {**bridge, "x": 1}}, "codec.invalid"),
         "relay validators malformed": ({**g, "bridge": {**bridge, "relay_validators": {"validators": 1}}},
                                        "codec.invalid"),
+        "relay validators repeat a key": ({**g, "bridge": {**bridge, "relay_validators": _repeat_key(bridge)}},
+                                          "certificate.duplicate_validator"),
+        "relay validators repeat an address": ({**g, "bridge": {**bridge, "relay_validators": _repeat_address(bridge)}},
+                                               "certificate.duplicate_validator"),
+        "trusting period too short": ({**g, "bridge": {**bridge, "trusting_period_ms": 59_999}}, "codec.invalid"),
+        "trusting period over a year": ({**g, "bridge": {**bridge, "trusting_period_ms": 366 * 86_400_000}},
+                                        "codec.invalid"),
+        "trusted time negative": ({**g, "bridge": {**bridge, "trusted_time_ms": -1}}, "codec.invalid"),
+        "relay admin outside the operator MSP": ({**g, "bridge": {**bridge, "relay_admin": "SalesMSP:alice"}},
+                                                 "codec.invalid"),
         "lanes not a list": ({**g, "bridge": {**bridge, "lanes": {"lane": LANE}}}, "codec.invalid"),
         "lane to itself": ({**g, "bridge": {**bridge, "lanes": [{"lane": LANE, "counterparty": FABRIC}]}},
                            "codec.invalid"),
@@ -287,6 +323,18 @@ def _genesis_cases(h: Harness) -> dict[str, tuple[Any, str]]:
             {"account": "SalesMSP:alice", "denom": "kWh", "amount": 2**64 - 1},
             {"account": "OperatorMSP:bob", "denom": "kWh", "amount": 1}]}, "codec.invalid"),
     }
+
+
+def _repeat_key(bridge: dict[str, Any]) -> dict[str, Any]:
+    body = json.loads(json.dumps(bridge["relay_validators"]))
+    body["validators"][1]["ed25519_pubkey"] = body["validators"][0]["ed25519_pubkey"]
+    return dict(body)
+
+
+def _repeat_address(bridge: dict[str, Any]) -> dict[str, Any]:
+    body = json.loads(json.dumps(bridge["relay_validators"]))
+    body["validators"][0]["eth_address"] = body["validators"][2]["eth_address"] = "11" * 20
+    return dict(body)
 
 
 @pytest.mark.parametrize("name", sorted(_genesis_cases(make_harness(init=False))))
