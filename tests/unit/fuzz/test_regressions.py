@@ -1,0 +1,72 @@
+"""Regression tests for what the fuzz harnesses found (one per root-cause fix)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+
+from adapters.ethereum.source import EthSource
+from chains.common.tx import Tx
+from protocol.errors import CodecError
+from relay.chain.state_machine.app import relay_tx_from_json
+
+TX = {"chain_id": "relay", "sender": "op-a", "nonce": 3, "op": "relay.verify", "args": {"height": 5},
+      "signature": "11" * 64}
+
+
+@pytest.mark.parametrize("change", [
+    {"op": "\ud800"},                       # a lone surrogate: canonical_json raised UnicodeEncodeError
+    {"args": {"k": "x\udfff"}},
+    {"args": {"\ud800": 1}},
+    {"nonce": -math.inf},                   # int(-inf) raised OverflowError
+    {"nonce": math.nan},
+    {"nonce": "3"},                         # wrong types were coerced with str()/int() and accepted
+    {"nonce": 3.0},
+    {"nonce": True},
+    {"sender": {"v": "op-a"}},
+    {"chain_id": 7},
+    {"args": [["height", 5]]},              # dict() of a pair list was accepted as args
+    {"signature": ["11"]},
+    {"args": {"x": math.inf}},
+])
+def test_a_transaction_of_the_wrong_shape_is_a_codec_error(change: dict[str, Any]) -> None:
+    for decode in (Tx.from_json, relay_tx_from_json):
+        with pytest.raises(CodecError):
+            decode({**TX, **change})
+    assert Tx.from_json(TX).to_json() == TX  # the valid form still decodes to itself
+
+
+def test_the_relay_keeps_its_own_size_bound() -> None:
+    big = {**TX, "args": {"blob": "a" * 70_000}}
+    with pytest.raises(CodecError):
+        Tx.from_json(big)
+    assert relay_tx_from_json(big).args["blob"] == "a" * 70_000
+
+
+@pytest.mark.parametrize("entry", [
+    {"topics": ["0xzz"], "data": "0x", "blockNumber": "0x1"},     # to_bytes(topic 0) raised ValueError
+    {"topics": [["0x00"]], "data": "0x", "blockNumber": "0x1"},
+    {"topics": {"a": 1}, "data": "0x", "blockNumber": "0x1"},     # topics[0] raised KeyError
+])
+def test_an_ethereum_log_with_malformed_topics_is_skipped(entry: dict[str, Any],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    source = object.__new__(EthSource)
+    source.chain_id = "eth-park"
+    with caplog.at_level(logging.ERROR):
+        assert source.event_of(entry) is None
+    assert "malformed topics" in caplog.text
+
+
+def test_an_undecodable_ethereum_log_with_a_bad_block_number_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    """The skip path logged ``hex_int(blockNumber)``, which raised on the very log it was skipping."""
+    from adapters.ethereum.source import _BY_TOPIC
+
+    topic = next(iter(_BY_TOPIC))
+    source = object.__new__(EthSource)
+    source.chain_id = "eth-park"
+    with caplog.at_level(logging.ERROR):
+        assert source.event_of({"topics": ["0x" + topic.hex()], "data": "0x00", "blockNumber": "zz"}) is None
+    assert "undecodable" in caplog.text
