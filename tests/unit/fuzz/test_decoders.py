@@ -9,6 +9,7 @@ input that caused it.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import pytest
@@ -20,7 +21,8 @@ from tests.unit.fuzz.mutate import apply_bytes, apply_json, edits
 from tests.unit.fuzz.targets import Target, all_targets
 
 TARGETS = all_targets()
-SETTINGS = settings(max_examples=60, derandomize=True, deadline=None, database=None,
+EXAMPLES = int(os.environ.get("PARKRELAY_FUZZ_EXAMPLES", "30"))
+SETTINGS = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -70,3 +70,36 @@ def test_an_undecodable_ethereum_log_with_a_bad_block_number_is_skipped(caplog: 
     with caplog.at_level(logging.ERROR):
         assert source.event_of({"topics": ["0x" + topic.hex()], "data": "0x00", "blockNumber": "zz"}) is None
     assert "undecodable" in caplog.text
+
+
+def test_a_malformed_http_request_is_one_info_line_not_an_error_traceback() -> None:
+    """aiohttp logs each 400 of its HTTP parser at ERROR with a traceback; the CLI's logging turns it into one
+    INFO line (anyone who reaches a port could otherwise fill the log and page the operator)."""
+    import io
+
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    from relay.ops.cli import MalformedHttpFilter
+
+    out = io.StringIO()
+    logger = logging.getLogger("fuzz-test.aiohttp.server")
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.addFilter(MalformedHttpFilter())
+    logger.propagate = False
+    try:
+        try:
+            raise BadHttpMessage("Invalid header value char")
+        except BadHttpMessage as exc:
+            logger.exception("Error handling request from %s", "127.0.0.1", exc_info=exc)
+        try:
+            raise RuntimeError("a real bug")
+        except RuntimeError:
+            logger.exception("Error handling request from %s", "127.0.0.1")
+    finally:
+        logger.removeHandler(handler)
+    lines = out.getvalue()
+    first, rest = lines.split("\n", 1)
+    assert first == ("INFO Error handling request from 127.0.0.1: 400 BadHttpMessage: Invalid header value char")
+    assert rest.startswith("ERROR Error handling request from 127.0.0.1") and "RuntimeError: a real bug" in rest
