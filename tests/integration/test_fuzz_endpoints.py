@@ -38,22 +38,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from chains.common import jsonrpc as rpc
 from relay.ops.keys import read_secret
 from relay.ops.layout import admin_token_path
 from tests.integration.harness import REPO, Devnet, free_port_block, spawn
+from tests.unit.fuzz.config import fuzz_settings
 from tests.unit.hostile import json_text, request_bodies, to_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 DPOS, POC, RELAY = "dpos-park", "poc-park", "relay"
-EXAMPLES = int(os.environ.get("PARKRELAY_FUZZ_EXAMPLES", "15"))
-SETTINGS = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                           HealthCheck.data_too_large, HealthCheck.large_base_example])
+SETTINGS = fuzz_settings(15)
 REFUSALS = {rpc.PARSE_ERROR, rpc.INVALID_REQUEST, rpc.METHOD_NOT_FOUND, rpc.INVALID_PARAMS, rpc.SERVER_ERROR,
             rpc.UNAUTHORIZED}
 

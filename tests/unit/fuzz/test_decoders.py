@@ -9,21 +9,19 @@ input that caused it.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.errors import ProtocolError
+from tests.unit.fuzz.config import fuzz_settings
 from tests.unit.fuzz.mutate import apply_bytes, apply_json, edits
 from tests.unit.fuzz.targets import Target, all_targets
 
 TARGETS = all_targets()
-EXAMPLES = int(os.environ.get("PARKRELAY_FUZZ_EXAMPLES", "30"))
-SETTINGS = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = fuzz_settings(30)
 
 
 def test_targets_cover_every_boundary() -> None:
