@@ -185,7 +185,8 @@ def main() -> int:
             print(f"  {name:48} {t['inputs']:>8} inputs  {t['refused']:>8} refused  corpus {t['corpus']:>4}  "
                   f"lines {t['lines']:>5}  failures {t['failures']}")
         for f in failures:
-            print(f"FAILURE {f['target']}: {f['exception']} at {f['where']}: {f['message']}\n  input {f['input'][:300]}")
+            print(f"FAILURE {f['target']}: {f['exception']} at {f['where']}: {f['message']}")
+            print(f"  input {f['input'][:300]}")
         if endpoints is not None:
             print(f"endpoints ({endpoints['examples_per_property']} examples/property, {endpoints['seconds']} s): "
                   f"{'passed' if endpoints['passed'] else 'FAILED'} - {endpoints['summary']}")
