@@ -780,10 +780,14 @@ class ParkNode:
                 break
             try:
                 blk = await self._call(origin, "getBlockByHash", {"hash": want.hex()})
+                # the origin is whoever posted the block: its answer is hostile input like the post itself
+                hdr = self.rules.decode_header(bytes.fromhex(blk["header"]))
+                chain.append((hdr, [self.rules.decode_tx(t) for t in blk["txs"]]))
             except (aiohttp.ClientError, TimeoutError, RpcError):
                 return
-            hdr = self.rules.decode_header(bytes.fromhex(blk["header"]))
-            chain.append((hdr, [self.rules.decode_tx(t) for t in blk["txs"]]))
+            except (ProtocolError, KeyError, IndexError, TypeError, ValueError) as exc:
+                self.log.warning("origin %s answered getBlockByHash with a malformed block: %s", origin, exc)
+                return
             want = hdr.parent_hash
         else:
             return
@@ -832,9 +836,17 @@ class ParkNode:
         async with self._session.post(peer + "/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method,
                                                            "params": params},
                                       timeout=aiohttp.ClientTimeout(total=5)) as r:
-            body = await r.json()
+            try:
+                body = await r.json()
+            except ValueError as exc:  # a peer's answer is hostile input: not JSON is an RpcError, not a crash
+                raise RpcError(f"answer is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise RpcError(f"answer is not a JSON-RPC object: {type(body).__name__}")
         if "error" in body:
-            raise RpcError(body["error"].get("message", "rpc error"))
+            err = body["error"]
+            raise RpcError(str(err.get("message", "rpc error"))[:500] if isinstance(err, dict) else "rpc error")
+        if "result" not in body:
+            raise RpcError("answer without a result")
         return body["result"]
 
     async def _sync_once(self) -> None:

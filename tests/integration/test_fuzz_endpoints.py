@@ -46,6 +46,7 @@ from relay.ops.keys import read_secret
 from relay.ops.layout import admin_token_path
 from tests.integration.harness import REPO, Devnet, free_port_block, spawn
 from tests.unit.fuzz.config import fuzz_settings
+from tests.unit.fuzz.mutate import apply_bytes, edits
 from tests.unit.hostile import json_text, request_bodies, to_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -536,3 +537,142 @@ def test_nodes_still_serve(net: Net, tmp_path: Path) -> None:
         # a malformed request is one INFO line (relay.ops.cli.MalformedHttpFilter), never a logged traceback
         assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
         assert "BadStatusLine" in log or "BadHttpMessage" in log, log[-2000:]
+
+
+# -- P2P blocks: mutated real headers, and a hostile origin peer ------------------------------------------------
+
+
+def _decoder(name: str) -> Any:
+    if name == DPOS:
+        from chains.dpos.types import DposHeader
+        return DposHeader.decode
+    if name == POC:
+        from chains.poc.types import decode_header
+        return decode_header
+    from relay.chain.node import RelayBlockHeader
+    return RelayBlockHeader.decode
+
+
+def _orphan(name: str, raw: bytes, parent: bytes) -> bytes:
+    """The header ``raw`` with another (unknown) parent: it decodes, and sends the node to its origin for
+    ancestors."""
+    from dataclasses import replace
+
+    h = _decoder(name)(raw)
+    if name == RELAY:
+        from relay.chain.node import RelayBlockHeader
+        return RelayBlockHeader(replace(h.header, last_block_hash=parent), None).encode()
+    return bytes(replace(h, parent_hash=parent).encode())
+
+
+class HostileOrigin:
+    """A "peer" on loopback answering every ``getBlockByHash`` with the next of ``answers`` (raw HTTP body and
+    content type)."""
+
+    def __init__(self, answers: list[tuple[bytes, str]]) -> None:
+        import http.server
+        import threading
+
+        self.answers, self.calls = answers, 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                body, ctype = outer.answers[outer.calls % len(outer.answers)]
+                outer.calls += 1
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def _results(name: str, raw: bytes) -> list[tuple[bytes, str]]:
+    """What a hostile origin answers ``getBlockByHash`` with."""
+    ok = "application/json"
+
+    def result(value: Any) -> bytes:
+        return json.dumps({"jsonrpc": "2.0", "id": 1, "result": value}).encode()
+
+    deeper = _orphan(name, raw, os.urandom(32)).hex()
+    return [
+        (result({"header": "zz", "txs": []}), ok), (result({"header": "00", "txs": []}), ok),
+        (result({}), ok), (result([]), ok), (result(None), ok), (result("x"), ok),
+        (result({"header": raw.hex(), "txs": "x"}), ok), (result({"header": raw.hex(), "txs": [1, None]}), ok),
+        (result({"header": raw.hex()[:-2], "txs": []}), ok), (result({"header": deeper, "txs": [{"op": 1}]}), ok),
+        (b"[1, 2]", ok), (b"{not json", ok), (b'{"jsonrpc": "2.0", "id": 1}', ok), (b'{"error": 5}', ok),
+        (b"<html>", "text/html"), (b'{"result": {"header": NaN}}', ok),
+    ]
+
+
+@pytest.mark.parametrize("name", [DPOS, POC, RELAY])
+def test_p2p_blocks_mutated_or_from_a_hostile_origin(net: Net, name: str) -> None:
+    port = net.ports[name]
+    before = net.snapshot(name)
+    height = net.rpc(name, "status")["height"]
+    block = net.rpc(name, "getBlock", {"height": height})
+    raw = bytes.fromhex(block["header"])
+    txs = block["txs"]
+
+    @SETTINGS
+    @given(edits)
+    def mutated(e: list[tuple[int, int, int]]) -> None:
+        body = json.dumps({"header": apply_bytes(raw, e).hex(), "txs": txs}).encode()
+        status, _, answer = http(port, "POST", "/p2p/block", body, {"Content-Type": "application/json"})
+        assert status in (200, 400), (status, answer[:300])
+        assert b"Traceback" not in answer
+
+    mutated()
+    origin = HostileOrigin(_results(name, raw))
+    try:
+        for i in range(len(origin.answers)):
+            orphan = _orphan(name, raw, os.urandom(32))
+            body = json.dumps({"header": orphan.hex(), "txs": [], "origin": origin.url}).encode()
+            status, _, answer = http(port, "POST", "/p2p/block", body, {"Content-Type": "application/json"})
+            assert status == 200 and b"Traceback" not in answer, (i, origin.answers[i][0][:100], status, answer[:300])
+    finally:
+        origin.close()
+    assert origin.calls >= len(origin.answers)  # the node did go to the origin for every orphan
+    assert net.snapshot(name) == before
+
+
+@pytest.mark.parametrize("name", [DPOS, POC])
+def test_a_hostile_sync_peer_is_skipped_not_fatal(net: Net, name: str) -> None:
+    """The sync loop calls its peers every second; a peer answering garbage (here: every answer below in turn)
+    is a logged, skipped sync step. It used to stop the node: ``{"error": 5}`` raised AttributeError in the
+    answer decoder, which the loop counts as a bug."""
+    before = net.snapshot(name)
+    ok = "application/json"
+    heavy = {"weight": str(10**30), "height": 10**6}
+    answers = [(b'{"error": 5}', ok), (b"[1]", ok), (b"{not json", ok), (b'{"jsonrpc": "2.0"}', ok),
+               (json.dumps({"result": {"weight": "x"}}).encode(), ok), (json.dumps({"result": heavy}).encode(), ok),
+               (json.dumps({"result": {"header": "zz", "txs": []}}).encode(), ok),
+               (json.dumps({"result": heavy}).encode(), ok), (json.dumps({"result": [1]}).encode(), ok)]
+    origin = HostileOrigin(answers)
+    try:
+        assert net.rpc(name, "admin.setPeers", {"peers": [origin.url]}, token=True) == [origin.url]
+        deadline = time.monotonic() + 60
+        while origin.calls < len(answers):  # every answer once
+            assert time.monotonic() < deadline, origin.calls
+            assert net.d.procs[(name, _node(name))].poll() is None, net.d.log_tail(name, _node(name))
+            time.sleep(0.1)
+    finally:
+        net.rpc(name, "admin.setPeers", {"peers": []}, token=True)
+        origin.close()
+    assert net.d.procs[(name, _node(name))].poll() is None, net.d.log_tail(name, _node(name))
+    assert "sync loop failed" not in net.d.log_tail(name, _node(name), 2000)
+    assert net.snapshot(name) == before
