@@ -407,7 +407,19 @@ def _adapters() -> list[Target]:
     def revert(data: bytes) -> None:
         decode_revert(data, context="fuzz")  # returns the error; raising anything is a bug
 
+    def rpc_errors() -> list[Any]:
+        return [{"code": -32000, "message": "refused", "data": {"code": "packet.replay", "disposition": "skip",
+                                                                "message": "replay", "expected": 1, "got": 2}},
+                {"code": -32602, "message": "invalid params", "data": {"code": "rpc.invalid_params", "param": "x"}}]
+
+    def rebuilt(err: Any) -> None:
+        from adapters.common.rpc import error_from_rpc
+        from protocol.errors import ProtocolError
+
+        assert isinstance(error_from_rpc(err), ProtocolError)  # returned, whatever the shape, never raised
+
     return [
+        Target("adapters.common.error_from_rpc", "json", rpc_errors, rebuilt),
         Target("adapters.ethereum.EthSource.event_of", "json", logs, event_of),
         Target("adapters.ethereum.decode_revert", "bytes", reverts, revert),
         Target("adapters.fabric.decode_peer_block", "bytes", lambda: _fabric_fixture()[1], decode_peer_block),

@@ -103,3 +103,28 @@ def test_a_malformed_http_request_is_one_info_line_not_an_error_traceback() -> N
     first, rest = lines.split("\n", 1)
     assert first == ("INFO Error handling request from 127.0.0.1: 400 BadHttpMessage: Invalid header value char")
     assert rest.startswith("ERROR Error handling request from 127.0.0.1") and "RuntimeError: a real bug" in rest
+
+
+@pytest.mark.parametrize("answer", [b'{"jsonrpc": "2.0", "id": 1, "error": 5}', b'{"error": "x"}',
+                                    b'{"error": [1]}', b'{"error": null}'])
+async def test_a_node_answering_a_malformed_error_is_a_typed_error(answer: bytes) -> None:
+    """JsonRpcClient.call read ``err.get("code")`` of whatever the node sent: AttributeError for a non-object."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from adapters.common.rpc import JsonRpcClient
+    from protocol.errors import ProtocolError
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=answer, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/rpc", handler)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with JsonRpcClient(str(server.make_url("")), side="hostile") as c:
+            with pytest.raises(ProtocolError):
+                await c.call("status")
+    finally:
+        await server.close()
