@@ -363,7 +363,33 @@ def _chaincode() -> list[Target]:
         if r.status != 200:
             assert ledger.snapshot() == before and len(ledger.events) == events, texts
 
-    return [Target("fabric.chaincode.invoke(args)", "json", seeds, run)]
+    def transient_seeds() -> list[Any]:
+        terms = {"contract_id": "c-1", "seller": "alice", "buyer": "bob", "quantity_kwh": 5, "price": 7,
+                 "salt": "s" * 20}
+        return [[i, fn, json.dumps({"contract_id": "c-1", "terms_sha256": "00" * 32, "counterparty": "bob"}), terms]
+                for i, fn in enumerate(["market.propose_contract", "market.accept_contract",
+                                        "market.settle_contract"])]
+
+    def run_transient(value: Any) -> None:
+        """A market call whose terms travel as transient data: same property, hostile terms."""
+        if not isinstance(value, list) or len(value) < 4:
+            return run(value)
+        h = _chaincode_fixture()
+        who = callers[value[0] % len(callers)] if isinstance(value[0], int) and not isinstance(value[0], bool) \
+            else callers[0]
+        texts = [v if isinstance(v, str) else json.dumps(v) for v in value[1:3]]
+        terms = value[3] if isinstance(value[3], str) else json.dumps(value[3])
+        ledger = h.fabric.ledger
+        before, events = ledger.snapshot(), len(ledger.events)
+        r = h.fabric.submit(who, *[t.encode("utf-8", "surrogatepass") for t in texts],  # type: ignore[arg-type]
+                            now_ms=h.net.now_ms, transient={"terms": terms.encode("utf-8", "surrogatepass")})
+        assert "internal error" not in (r.message or ""), (texts, terms[:200], r.message)
+        if r.status != 200:
+            assert ledger.snapshot() == before and len(ledger.events) == events, texts
+        return None
+
+    return [Target("fabric.chaincode.invoke(args)", "json", seeds, run),
+            Target("fabric.chaincode.invoke(transient terms)", "json", transient_seeds, run_transient)]
 
 
 # -- adapters: Ethereum bridge logs and revert data, Fabric peer blocks --------------------------------------
