@@ -283,6 +283,7 @@ def _fabric_fixture() -> tuple[Any, list[bytes], bytes, list[bytes]]:
 def _fabric() -> list[Target]:
     from chains.fabric import proto as P
     from chains.fabric.attestation import Statement, decode_bundle
+    from chains.fabric.config import ChannelConfig
     from chains.fabric.light_client import FabricLightClient
     from chains.fabric.testing import T0_MS as _T0
     from protocol.types import ClientId
@@ -317,6 +318,8 @@ def _fabric() -> list[Target]:
                lambda d: FabricLightClient.from_state(ClientId("fabric-0"), d)),
         Target("fabric.verify_attestation(bundle)", "bytes", lambda: _fabric_fixture()[3], attested),
         Target("fabric.decode_bundle", "bytes", lambda: _fabric_fixture()[3], decode_bundle),
+        Target("fabric.ChannelConfig.parse", "bytes", lambda: [_fabric_fixture()[0].config_envelope(1)],
+               lambda d: ChannelConfig.parse(d, _fabric_fixture()[0].channel_id)),
         Target("fabric.Statement.decode", "bytes", statements, Statement.decode),
     ]
     return out
@@ -452,6 +455,59 @@ def _adapters() -> list[Target]:
     ]
 
 
+# -- the relay state machine's request parsers (the args of a relay transaction) --------------------------------
+
+def _relay_requests() -> list[Target]:
+    from chains.common.tx import Tx
+    from relay.chain.state_machine import attest
+    from relay.chain.state_machine import requests as rq
+
+    parsers: dict[str, Any] = {
+        rq.VERIFY: rq.parse_verify, rq.VERIFY_BATCH: rq.parse_verify, rq.CONFIRM_ACK: rq.parse_confirm_ack,
+        rq.CONFIRM_TIMEOUT: rq.parse_confirm_timeout, rq.CLIENT_UPDATE: rq.parse_client_update,
+        rq.CLIENT_REGISTER_FARMER: rq.parse_register_farmer, rq.CLIENT_MISBEHAVIOUR: rq.parse_misbehaviour,
+        attest.ATTEST: attest.parse_attest,
+    }
+
+    def seeds() -> list[Any]:
+        packet = _vector_hex("codec_packets.json")[0].hex()
+        ack = _vector_hex("acks.json")[0].hex()
+        h = "ab" * 40
+        return [
+            {"op": rq.VERIFY, "args": {"packet": packet, "height": 5, "proof": "cd" * 20, "headers": [h]}},
+            {"op": rq.VERIFY_BATCH, "args": {"height": 5, "items": [{"packet": packet, "proof": "cd"}]}},
+            {"op": rq.CONFIRM_ACK, "args": {"packet": packet, "ack": ack, "height": 5, "proof": "cd"}},
+            {"op": rq.CONFIRM_TIMEOUT, "args": {"packet": packet, "height": 5, "proof": "cd", "commit_height": 4,
+                                                "commit_proof": "ef", "commit_headers": [h]}},
+            {"op": rq.CLIENT_UPDATE, "args": {"chain_id": "dpos-park", "headers": [h, h]}},
+            {"op": rq.CLIENT_REGISTER_FARMER, "args": {"chain_id": "poc-park", "height": 3, "name": "farmer-a",
+                                                       "account": "ab" * 32, "proof": "cd"}},
+            {"op": rq.CLIENT_MISBEHAVIOUR, "args": {"chain_id": "dpos-park", "header_a": h, "header_b": h}},
+            {"op": rq.CLIENT_MISBEHAVIOUR, "args": {"chain_id": "poc-park", "branch": [h, h]}},
+            {"op": attest.ATTEST, "args": {"chain_id": "eth-park", "height": 3, "block_hash": "11" * 32,
+                                           "head_height": 5}},
+            {"op": rq.LANE_SET_LIMITS, "params": {"src": "a", "dst": "b", "lane": "lane-0",
+                                                  "limits": {"kWh": {"capacity": 10, "refill_per_s": 1}}}},
+            {"op": rq.CLIENT_CREATE, "params": {"chain_id": "dpos-park", "client_type": "dpos", "init": {}}},
+        ]
+
+    def run(value: Any) -> None:
+        if not isinstance(value, dict) or not isinstance(value.get("op"), str):
+            return
+        op = value["op"]
+        if "params" in value and isinstance(value["params"], dict):
+            if op == rq.CLIENT_CREATE:
+                rq.parse_client_create(value["params"])
+            elif op in (rq.LANE_OPEN, rq.LANE_PAUSE, rq.LANE_RESUME, rq.LANE_SET_LIMITS):
+                rq.parse_lane(op, value["params"])
+            return
+        if op not in parsers or not isinstance(value.get("args"), dict):
+            return
+        parsers[op](Tx("relay", "op-a", 1, op, value["args"]))
+
+    return [Target("relay.state_machine.parse_requests", "json", seeds, run)]
+
+
 def all_targets() -> list[Target]:
     return [*_protocol(), *_wire(), *_consensus(), *_relay_node(), *_dpos(), *_eth(), *_poc(), *_fabric(),
-            *_chaincode(), *_adapters()]
+            *_chaincode(), *_adapters(), *_relay_requests()]
