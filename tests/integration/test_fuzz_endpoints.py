@@ -676,3 +676,35 @@ def test_a_hostile_sync_peer_is_skipped_not_fatal(net: Net, name: str) -> None:
     assert net.d.procs[(name, _node(name))].poll() is None, net.d.log_tail(name, _node(name))
     assert "sync loop failed" not in net.d.log_tail(name, _node(name), 2000)
     assert net.snapshot(name) == before
+
+
+def test_p2p_consensus_mutated_messages(net: Net) -> None:
+    """Votes and a proposal in the canonical encoding (signed by keys the relay does not know), mutated: refused
+    with a typed error (400 for what does not decode, 200 ``ok: false`` for what consensus refuses), or dropped
+    (a decided height); the relay's state and validator set do not change."""
+    from protocol.types import ChainId
+    from relay.chain.consensus.messages import VoteType, encode_message, sign_vote
+    from tests.unit.fuzz.targets import _consensus_fixture
+    from tests.unit.relay_consensus.sim import validator_key
+
+    before = net.snapshot(RELAY)
+    height = net.rpc(RELAY, "status")["height"]
+    relay = ChainId(str(net.d.cfg.relay_chain_id))  # type: ignore[union-attr]
+    # op-a's index with another key, at the height being decided and the next (buffered) one, and stale ones
+    msgs = [encode_message(sign_vote(validator_key(0, 9), relay, t, h, 0, b"\x44" * 32, 0, with_secp256k1=True))
+            for h in (height + 1, height + 2) for t in (VoteType.PREVOTE, VoteType.PRECOMMIT)]
+    msgs += _consensus_fixture()[2]
+
+    @SETTINGS
+    @given(st.integers(0, len(msgs) - 1), st.lists(st.tuples(st.integers(0, 63), st.integers(0, 2**20),
+                                                               st.integers(0, 2**16)), max_size=6))
+    def prop(i: int, e: list[tuple[int, int, int]]) -> None:
+        body = json.dumps({"msg": apply_bytes(msgs[i], e).hex()}).encode()
+        status, _, raw = http(net.ports[RELAY], "POST", "/p2p/consensus", body, {"Content-Type": "application/json"})
+        assert status in (200, 400), (status, raw[:300])
+        answer = json.loads(raw)
+        # ok: true only for what consensus drops or buffers unread: a decided height, a later one (bounded buffer)
+        assert answer["ok"] is True or answer["error"]["code"] in REFUSALS, answer
+
+    prop()
+    assert net.snapshot(RELAY) == before
