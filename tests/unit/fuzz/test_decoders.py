@@ -21,7 +21,7 @@ from tests.unit.fuzz.mutate import apply_bytes, apply_json, edits
 from tests.unit.fuzz.targets import Target, all_targets
 
 TARGETS = all_targets()
-SETTINGS = fuzz_settings(30)
+SETTINGS = fuzz_settings(25)
 
 
 def test_targets_cover_every_boundary() -> None:
