@@ -128,3 +128,28 @@ async def test_a_node_answering_a_malformed_error_is_a_typed_error(answer: bytes
                 await c.call("status")
     finally:
         await server.close()
+
+
+async def test_a_head_pushed_to_a_subscriber_that_went_away_is_skipped_quietly() -> None:
+    """Found by ``bench/fuzz.py --endpoints``: a WebSocket client resetting its socket while the node pushed a new
+    head left a task failing with ClientConnectionResetError, logged as "Task exception was never retrieved"."""
+    import asyncio
+
+    from aiohttp.client_exceptions import ClientConnectionResetError
+
+    from chains.common.node import ParkNode
+
+    class GoneSubscriber:
+        closed = False
+
+        async def send_json(self, msg: Any) -> None:
+            raise ClientConnectionResetError("Cannot write to closing transport")
+
+    tasks: list[asyncio.Task[Any]] = []
+    node: Any = object.__new__(ParkNode)
+    node._ws_clients = {GoneSubscriber()}
+    node._spawn = lambda coro: tasks.append(asyncio.ensure_future(coro))
+    ParkNode._notify_ws(node, {"type": "new_head", "height": 1, "hash": "00"})
+    assert len(tasks) == 1
+    await asyncio.gather(*tasks)  # raised before
+    assert tasks[0].exception() is None
