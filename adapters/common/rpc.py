@@ -132,6 +132,8 @@ class JsonRpcClient:
             raise TransportError(f"{method}: malformed JSON-RPC answer", retryable=True, side=self.side)
         if "error" in out:
             err = out["error"]
+            if not isinstance(err, dict):  # a node's answer is hostile input: a malformed error is still typed
+                raise RemoteError("remote", f"{self.side}: {method}: malformed error {str(err)[:200]}")
             if err.get("code") in (-32700, -32600, -32601, -32602, -32001) or "data" not in err:
                 raise RemoteError(str(err.get("code")), f"{self.side}: {method}: {err.get('message')}")
             raise error_from_rpc(err)

@@ -209,7 +209,12 @@ class EthSource:
     def event_of(self, entry: dict[str, Any]) -> dict[str, Any] | None:
         """The event dict of one bridge log (node JSON), or None for a log that is not a bridge event."""
         topics = entry.get("topics") or []
-        found = _BY_TOPIC.get(to_bytes(topics[0])) if topics else None
+        try:  # a node's malformed topic list is skipped like an undecodable log, not raised into the scan
+            found = _BY_TOPIC.get(to_bytes(topics[0])) if topics else None
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            log.error("%s: skipping a log with malformed topics in block %r: %s", self.chain_id,
+                      entry.get("blockNumber"), exc)
+            return None
         if found is None:
             return None
         kind, abi = found
@@ -218,8 +223,9 @@ class EthSource:
             return self._event(kind, f, entry)
         except Exception as exc:  # the ABI decoder's errors share no base class
             # the bridge wrote something no park can read: report it, do not stall the scan on it
-            log.error("%s: skipping an undecodable %s log in block %s (tx %s): %s", self.chain_id, abi.name,
-                      hex_int(entry["blockNumber"]), entry.get("transactionHash"), exc)
+            # (the block number raw: it may be what is malformed)
+            log.error("%s: skipping an undecodable %s log in block %r (tx %s): %s", self.chain_id, abi.name,
+                      entry.get("blockNumber"), entry.get("transactionHash"), exc)
             return None
 
     def _event(self, kind: str, f: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:

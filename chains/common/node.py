@@ -702,9 +702,10 @@ class ParkNode:
         await ws.prepare(request)
         authorized = self._authorized(request)
         self._ws_clients.add(ws)
-        # tells the subscriber which head it starts from; every later head is pushed as new_head
-        await ws.send_json({"type": "subscribed", "height": self.head.header.height, "hash": self.head.hash.hex()})
         try:
+            # tells the subscriber which head it starts from; every later head is pushed as new_head
+            await ws.send_json({"type": "subscribed", "height": self.head.header.height,
+                                "hash": self.head.hash.hex()})
             async for msg in ws:
                 # a subscriber's message is an RPC request like a POST /rpc body, answered in order
                 if msg.type == aiohttp.WSMsgType.TEXT:
@@ -715,6 +716,8 @@ class ParkNode:
                     continue
                 _, answer = await self.dispatch(raw, authorized=authorized)
                 await ws.send_json(answer)
+        except ConnectionError:  # the subscriber went away before its answer: nothing to tell it
+            pass
         finally:
             self._ws_clients.discard(ws)
         return ws
@@ -729,7 +732,7 @@ class ParkNode:
     def _notify_ws(self, msg: dict[str, Any]) -> None:
         for ws in list(self._ws_clients):
             if not ws.closed:
-                self._spawn(ws.send_json(msg))
+                self._spawn(_push(ws, msg))
 
     # -- p2p --------------------------------------------------------------------------------------
 
@@ -780,10 +783,14 @@ class ParkNode:
                 break
             try:
                 blk = await self._call(origin, "getBlockByHash", {"hash": want.hex()})
+                # the origin is whoever posted the block: its answer is hostile input like the post itself
+                hdr = self.rules.decode_header(bytes.fromhex(blk["header"]))
+                chain.append((hdr, [self.rules.decode_tx(t) for t in blk["txs"]]))
             except (aiohttp.ClientError, TimeoutError, RpcError):
                 return
-            hdr = self.rules.decode_header(bytes.fromhex(blk["header"]))
-            chain.append((hdr, [self.rules.decode_tx(t) for t in blk["txs"]]))
+            except (ProtocolError, KeyError, IndexError, TypeError, ValueError) as exc:
+                self.log.warning("origin %s answered getBlockByHash with a malformed block: %s", origin, exc)
+                return
             want = hdr.parent_hash
         else:
             return
@@ -832,9 +839,17 @@ class ParkNode:
         async with self._session.post(peer + "/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method,
                                                            "params": params},
                                       timeout=aiohttp.ClientTimeout(total=5)) as r:
-            body = await r.json()
+            try:
+                body = await r.json()
+            except ValueError as exc:  # a peer's answer is hostile input: not JSON is an RpcError, not a crash
+                raise RpcError(f"answer is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise RpcError(f"answer is not a JSON-RPC object: {type(body).__name__}")
         if "error" in body:
-            raise RpcError(body["error"].get("message", "rpc error"))
+            err = body["error"]
+            raise RpcError(str(err.get("message", "rpc error"))[:500] if isinstance(err, dict) else "rpc error")
+        if "result" not in body:
+            raise RpcError("answer without a result")
         return body["result"]
 
     async def _sync_once(self) -> None:
@@ -984,6 +999,14 @@ def _header_json(e: BlockEntry) -> dict[str, Any]:
 def _block_json(e: BlockEntry) -> dict[str, Any]:
     return {**_header_json(e), "txs": [t.to_json() for t in e.txs], "events": e.events,
             "tx_results": e.tx_results}
+
+
+async def _push(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
+    """Push ``msg`` to a subscriber; one that went away meanwhile (its transport closing or reset) is skipped. The
+    push runs as a task nobody awaits, so an exception here was logged as "Task exception was never retrieved"
+    with a traceback: any client closing its socket at the wrong moment put one in the node's log."""
+    with contextlib.suppress(ConnectionError):
+        await ws.send_json(msg)
 
 
 def _rpc_answer(rid: Any, *, result: Any = None, error: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ should not; :meth:`App.execute_tx` rolls the whole transaction back on any such 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,16 +78,29 @@ class Tx:
         return {**self.body(), "signature": self.signature.hex()}
 
     @classmethod
-    def from_json(cls, obj: Any) -> Tx:
+    def from_json(cls, obj: Any, max_bytes: int = MAX_TX_BYTES) -> Tx:
+        """Strictly: the keys of :meth:`to_json` with their JSON types (a string is not a nonce, an object not a
+        sender); :class:`CodecError` for anything else, lone surrogates and non-finite numbers included."""
         if not isinstance(obj, dict):
             raise CodecError("a transaction is a JSON object", got=type(obj).__name__)
         try:
-            tx = cls(str(obj["chain_id"]), str(obj["sender"]), int(obj["nonce"]), str(obj["op"]),
-                     dict(obj["args"]), bytes.fromhex(str(obj["signature"])))
-        except (KeyError, TypeError, ValueError) as exc:
+            for key in ("chain_id", "sender", "op", "signature"):
+                if not isinstance(obj[key], str):
+                    raise TypeError(f"{key} is a string, not {type(obj[key]).__name__}")
+            if not isinstance(obj["nonce"], int) or isinstance(obj["nonce"], bool):
+                raise TypeError(f"nonce is an integer, not {type(obj['nonce']).__name__}")
+            if not isinstance(obj["args"], dict):
+                raise TypeError(f"args is an object, not {type(obj['args']).__name__}")
+            tx = cls(obj["chain_id"], obj["sender"], obj["nonce"], obj["op"], dict(obj["args"]),
+                     bytes.fromhex(obj["signature"]))
+            # canonical_json's bytes, but refusing NaN/Infinity (no JSON) and, as UnicodeEncodeError (a
+            # ValueError), lone surrogates
+            size = len(json.dumps(tx.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                                  allow_nan=False).encode())
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise CodecError(f"malformed transaction: {exc}") from exc
-        if len(canonical_json(tx.to_json())) > MAX_TX_BYTES:
-            raise CodecError("transaction too large", expected=f"<= {MAX_TX_BYTES} bytes")
+        if size > max_bytes:
+            raise CodecError("transaction too large", expected=f"<= {max_bytes} bytes", got=size)
         return tx
 
     @classmethod

@@ -66,6 +66,24 @@ def _setup_logging(level: str, json_logs: bool) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # web3 logs every HTTP session it opens and closes at INFO: noise for an operator
     logging.getLogger("web3").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("aiohttp.server").addFilter(MalformedHttpFilter())
+
+
+class MalformedHttpFilter(logging.Filter):
+    """aiohttp answers a malformed HTTP request (bad request line, header, chunk or URL) with 400 and logs it at
+    ERROR with a traceback: anyone who reaches a port could fill the log and page the operator. One INFO line
+    instead, naming the parser's complaint; every other record passes unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            record.msg = f"{record.getMessage()}: {exc.code} {type(exc).__name__}: {str(exc.message)[:200]}"
+            record.args = ()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chains.common import wire
-from chains.common.state import ChainState, canonical_json
+from chains.common.state import ChainState
 from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path, create_account
 from protocol.crypto import ed25519_verify
 from protocol.errors import CodecError, ProtocolError, ReplayError, UnknownClientError, WrongChainError
@@ -291,15 +291,5 @@ class RelayStateMachine:
 
 def relay_tx_from_json(obj: Any, max_bytes: int = RELAY_MAX_TX_BYTES) -> Tx:
     """:meth:`Tx.from_json` with the relay's size bound instead of the park chains' (for the relay node's RPC)."""
-    if not isinstance(obj, dict):
-        raise CodecError("a transaction is a JSON object", got=type(obj).__name__)
-    try:
-        tx = Tx(str(obj["chain_id"]), str(obj["sender"]), int(obj["nonce"]), str(obj["op"]), dict(obj["args"]),
-                bytes.fromhex(str(obj["signature"])))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CodecError(f"malformed transaction: {exc}") from exc
-    size = len(canonical_json(tx.to_json()))
-    if size > max_bytes:
-        raise CodecError("transaction too large", expected=f"<= {max_bytes} bytes", got=size)
-    return tx
+    return Tx.from_json(obj, max_bytes)
 
