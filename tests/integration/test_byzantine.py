@@ -33,7 +33,18 @@ from relay.chain.consensus.messages import sign_vote
 from relay.ops.keys import read_secret
 from relay.ops.layout import relay_key_paths
 from tests.integration.harness import wait_for
-from tests.integration.test_four_phases import DPOS, ETH, LANE, POC, RELAY, Net, started_net, voucher, wait_ready
+from tests.integration.test_four_phases import (
+    DPOS,
+    ETH,
+    LANE,
+    ORDER,
+    POC,
+    RELAY,
+    Net,
+    started_net,
+    voucher,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -102,7 +113,17 @@ async def test_an_equivocating_validator_is_jailed_and_every_bridge_rotates(net:
         sent.append((src, amount))
         return await net.send(src, amount)
 
-    keys = [await send(DPOS, 1_000), await send(POC, 700)]  # before
+    keys = [await send(DPOS, 1_000), await send(POC, 700)]  # before: carried under the four-validator set
+
+    async def executed_under_the_old_set() -> bool:
+        try:
+            states = [(await net.packet(k))["state"] for k in keys]
+        except OSError:  # a node slow to answer (the CLI's 3 s) on a loaded machine: read again
+            return False
+        return all(ORDER.index(s) >= ORDER.index("executed") for s in states)
+
+    await wait_for("the first packets executed on their targets", executed_under_the_old_set, 240, poll_s=1.0)
+    assert (await relay_call(net, "getValidators"))["hash"] == genesis_set.hash.hex()
 
     # op-d equivocates until a node's evidence jails it (a double vote for a height already decided when it arrives
     # is ignored as late gossip, so it is sent again for the then-next height)

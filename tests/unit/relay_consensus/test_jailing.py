@@ -114,3 +114,23 @@ def test_two_proposals_seen_by_a_node_jail_the_proposer() -> None:
     assert isinstance(ev, ConflictingProposalEvidence)
     new, (event,) = jail(ev, 3)
     assert event["validator"] == "v1" and len(new.validators) == 3
+
+
+def test_a_relay_block_must_name_the_set_its_state_leaves_as_next() -> None:
+    """The relay node's end-of-block check (relay/chain/node.py): a header naming another next set is refused."""
+    from protocol.certificate import RelayHeader
+    from relay.chain.node import RelayBlockHeader, RelayRules
+
+    rules = RelayRules({"chain_id": CHAIN, "validators": wire.validator_set_to_json(VSET), "clients": {},
+                        "lanes": []}, None, None)
+    _, state = rules.genesis()
+    parent: object = None
+
+    def header(next_hash: bytes) -> RelayBlockHeader:
+        return RelayBlockHeader(RelayHeader(CHAIN, 1, 1, bytes(32), bytes(32), state.root, VSET.hash, next_hash),
+                                None)
+
+    assert rules.end_block(state, header(VSET.hash), parent) == []  # type: ignore[arg-type]
+    smaller = ValidatorSet(VSET.validators[:3])
+    with pytest.raises(ValidatorSetMismatchError):
+        rules.end_block(state, header(smaller.hash), parent)  # type: ignore[arg-type]
