@@ -342,7 +342,18 @@ class Relayer(ClientUpdates):
         certificates of the relay's head verify there (False: try again on a later step)."""
         if self.relay_sets is None:
             return True
-        return await self.relay_sets.sync(park.chain_id, park.kind, park.target)
+        # a rotation is tracked until final on the park (up to a minute): a stopping relayer does not wait for it
+        # (the bridge answers packet.replay to whichever relayer submits it again)
+        sync = asyncio.ensure_future(self.relay_sets.sync(park.chain_id, park.kind, park.target))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({sync, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not sync.done():
+                sync.cancel()
+                await asyncio.gather(sync, return_exceptions=True)
+        return sync.result() if not sync.cancelled() else False
 
     # -- discovery: one scanner per park ----------------------------------------------------------
 

@@ -140,7 +140,8 @@ async def test_an_equivocating_validator_is_jailed_and_every_bridge_rotates(net:
     (ev,) = jailed
     assert ev["validator"] == BYZANTINE and ev["ed25519_pubkey"] == key.ed25519_pubkey.hex()
     jail_height = int(ev["jailed_at"])
-    assert ev["reporter"] in net.cfg.relay_validators and ev["reporter"] != BYZANTINE  # a node reported it itself
+    # a relay node reported it itself (op-d's own node too may: its software is honest, its key was misused here)
+    assert ev["reporter"] in net.cfg.relay_validators
     block = await relay_call(net, "getBlock", {"height": jail_height})
     (tx,) = [t for t in block["txs"] if t["op"] == "evidence.submit"]
     assert tx["sender"] == ev["reporter"] and tx["signature"] == ""
