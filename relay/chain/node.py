@@ -467,8 +467,28 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class RelayNode(ParkNode):
+    """The park node runtime with the relay's mempool rule for evidence: an ``evidence.submit`` has no account and
+    no nonce run to follow, so it stays in the mempool (until a block includes it or the head state refuses it:
+    punished already, jailed, stale) instead of being pruned as a transaction of an unknown sender."""
+
+    def _prune_mempool(self) -> None:
+        evidence = {h: tx for h, tx in self.mempool.items() if tx.op == EVIDENCE_SUBMIT}
+        super()._prune_mempool()
+        if not evidence or self.head.state is None:
+            return
+        rules: RelayRules = self.rules  # type: ignore[assignment]
+        for h, tx in evidence.items():
+            try:
+                rules.app.check_tx(self.head.state, tx)
+            except ProtocolError:
+                self.mempool.pop(h, None)
+                continue
+            self.mempool[h] = tx
+
+
 def make_relay_node(genesis: dict[str, Any], name: str, key: ValidatorKey | None, node_cfg: NodeConfig) -> ParkNode:
-    return ParkNode(RelayRules(genesis, name, key), node_cfg)
+    return RelayNode(RelayRules(genesis, name, key), node_cfg)
 
 
-__all__ = ["BftDriver", "RelayBlockHeader", "RelayRules", "make_relay_node"]
+__all__ = ["BftDriver", "RelayBlockHeader", "RelayNode", "RelayRules", "make_relay_node"]

@@ -7,6 +7,8 @@ names as next; the core switches to it at the next height, where the jailed vali
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from chains.common import wire
@@ -134,3 +136,26 @@ def test_a_relay_block_must_name_the_set_its_state_leaves_as_next() -> None:
     smaller = ValidatorSet(VSET.validators[:3])
     with pytest.raises(ValidatorSetMismatchError):
         rules.end_block(state, header(smaller.hash), parent)  # type: ignore[arg-type]
+
+
+def test_the_relay_mempool_keeps_evidence_until_it_lands_or_is_refused(tmp_path: Path) -> None:
+    """An evidence.submit has no account: the runtime's nonce-run pruning would drop it at the next head."""
+    from dataclasses import replace
+
+    from chains.common.node import NodeConfig
+    from relay.chain.node import make_relay_node
+
+    genesis = {"chain_id": CHAIN, "validators": wire.validator_set_to_json(VSET), "clients": {}, "lanes": []}
+    node = make_relay_node(genesis, "op-a", None, NodeConfig("op-a", tmp_path))
+    try:
+        a = block_at(1)
+        ev = DuplicateVoteEvidence(vote(3, PREVOTE, 0, a), vote(3, PREVOTE, 0, b"\x77" * 32))
+        tx = Tx(CHAIN, "op-a", 0, EVIDENCE_SUBMIT, evidence_args(ev), b"")
+        h = node.submit_tx(tx)
+        forged = Tx(CHAIN, "op-b", 0, EVIDENCE_SUBMIT,
+                    evidence_args(replace(ev, vote_b=replace(ev.vote_b, ed25519_sig=bytes(64)))), b"")
+        node.mempool[forged.hash()] = forged  # as if admitted before the state moved
+        node._prune_mempool()
+        assert list(node.mempool) == [h]
+    finally:
+        node.db.close()
