@@ -46,7 +46,7 @@ from tests.integration.test_four_phases import (
     wait_ready,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 BYZANTINE = "op-d"
 
