@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,13 @@ class RelaySetSync:
     """Knows the relay chain's rotations and which of them each park's bridge has (in memory: after a restart
     the bridges' ``packet.replay`` answers tell it again)."""
 
-    def __init__(self, relay: JsonRpcClient, log: logging.LoggerAdapter[logging.Logger]) -> None:
+    def __init__(self, relay: JsonRpcClient, log: logging.LoggerAdapter[logging.Logger], *,
+                 history_ttl_s: float = 1.0) -> None:
         self.relay = relay
+        self.history_ttl_s = history_ttl_s
+        """The relay's history is read at most this often (every certificate submission asks; a rotation found a
+        moment late only costs a ``certificate.validator_set`` refusal, retried within a second)."""
+        self._history: tuple[float, list[Any]] | None = None
         self.log = log
         self.delivered: dict[str, int] = {}
         """park chain id -> ``from_height`` of the last rotation its bridge has (absent: genesis)."""
@@ -64,7 +70,12 @@ class RelaySetSync:
 
     async def rotations(self) -> list[Rotation]:
         """Every rotation after genesis, oldest first."""
-        history = await self.relay.call("getValidatorHistory", {})
+        now = time.monotonic()
+        if self._history is not None and now - self._history[0] < self.history_ttl_s:
+            history = self._history[1]
+        else:
+            history = await self.relay.call("getValidatorHistory", {})
+            self._history = (now, history)
         out = []
         for entry in history:
             h = int(entry["from_height"])

@@ -85,7 +85,7 @@ def _setup() -> tuple[Any, FakeRelay, list[tuple[dict[str, Any], dict[str, Any]]
 def test_rotations_reach_a_bridge_in_order_and_a_known_one_counts_as_done() -> None:
     net, relay, rotations = _setup()
     target = BridgeTarget(net, "poc-park")
-    sync = RelaySetSync(relay, LOG)  # type: ignore[arg-type]
+    sync = RelaySetSync(relay, LOG, history_ttl_s=0)  # type: ignore[arg-type]
     assert asyncio.run(sync.sync("poc-park", "dpos", target)) is True and target.ops == []  # nothing to rotate
     for commit, vs in rotations:
         relay.rotate(commit, vs)
@@ -95,7 +95,7 @@ def test_rotations_reach_a_bridge_in_order_and_a_known_one_counts_as_done() -> N
 
     assert trusted_relay_set(net.parks["poc-park"].state)[0].hash.hex() == rotations[-1][1]["hash"]
     # a second relayer (fresh memory) finds both there: packet.replay, done, nothing changes
-    other = RelaySetSync(relay, LOG)  # type: ignore[arg-type]
+    other = RelaySetSync(relay, LOG, history_ttl_s=0)  # type: ignore[arg-type]
     assert asyncio.run(other.sync("poc-park", "poc", target)) is True
     assert other.submitted == 0 and other.delivered["poc-park"] == rotations[-1][0]["header"]["height"] + 1
 
@@ -106,7 +106,7 @@ def test_a_refused_rotation_stops_the_sync_and_is_retried() -> None:
         relay.rotate(commit, vs)
     target = BridgeTarget(net, "dpos-park")
     target.down = True
-    sync = RelaySetSync(relay, LOG)  # type: ignore[arg-type]
+    sync = RelaySetSync(relay, LOG, history_ttl_s=0)  # type: ignore[arg-type]
     assert asyncio.run(sync.sync("dpos-park", "dpos", target)) is False and "dpos-park" not in sync.delivered
     target.down = False
     assert asyncio.run(sync.sync("dpos-park", "dpos", target)) is True and sync.submitted == 2
