@@ -30,6 +30,7 @@ __all__ = [
     "Disposition",
     "DuplicateClientTypeError",
     "DuplicateValidatorError",
+    "EvidenceError",
     "HeaderError",
     "IllegalTransitionError",
     "InsufficientFundsError",
@@ -62,12 +63,14 @@ __all__ = [
     "SignatureError",
     "SlotStartedError",
     "SlotTimeoutError",
+    "StaleEvidenceError",
     "StationUnknownError",
     "TimeoutExpiredError",
     "TransformerMismatchError",
     "TransformerUnknownError",
     "TransportError",
     "UnknownClientError",
+    "ValidatorJailedError",
     "ValidatorSetMismatchError",
     "WrongChainError",
     "admission_error",
@@ -432,6 +435,25 @@ class MarketBidError(MarketError):
     code = "market.bid"
 
 
+class EvidenceError(ProtocolError):
+    """Evidence of relay-validator equivocation (SPEC §7.7) that proves nothing: the two messages do not conflict,
+    name a validator index outside the set of their height, or are for a height the relay chain has not reached."""
+
+    code = "evidence.invalid"
+
+
+class StaleEvidenceError(EvidenceError):
+    """Evidence of relay-validator equivocation older than the evidence window (SPEC §7.7)."""
+
+    code = "evidence.stale"
+
+
+class ValidatorJailedError(ProtocolError):
+    """Evidence against a relay validator that is already jailed (SPEC §7.7): nothing left to do."""
+
+    code = "validator.jailed"
+
+
 class TransportError(ParkRelayError):
     """I/O with a chain failed. ``retryable`` says whether reconnecting may help; ``side`` names the side."""
 
@@ -483,6 +505,8 @@ DISPOSITIONS: dict[str, Disposition] = {
     "market.refused": _N, "market.uncertified": _N, "market.revoked": _N, "market.attribute": _N,
     "market.round_closed": _N, "market.phase": _P, "market.settled": _D, "market.unknown": _N, "market.terms": _N,
     "market.bid": _N,
+    # relay-validator equivocation evidence (SPEC §7.7)
+    "evidence.invalid": _N, "evidence.stale": _N, "validator.jailed": _D,
     # accounts and transactions
     "auth.denied": _F, "tx.nonce": _R, "mempool.full": _R,
     # node and transport

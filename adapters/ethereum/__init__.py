@@ -35,7 +35,7 @@ from adapters.ethereum.source import EthSource
 from adapters.ethereum.target import DEFAULT_MAX_GAS, EthTarget, RelaySetProvider, SentPacket, send_energy
 from chains.common import wire
 from protocol.certificate import ValidatorSet
-from protocol.errors import ValidatorSetMismatchError
+from protocol.errors import ProtocolError, ValidatorSetMismatchError
 
 __all__ = [
     "DEFAULT_MAX_GAS",
@@ -88,12 +88,18 @@ def relay_set_from_rpc(call: Any) -> RelaySetProvider:
     """A relay-set provider over the relay chain's ``getValidators`` RPC.
 
     ``call(method, params)`` is a JSON-RPC call to a relay node (e.g. a
-    :class:`~adapters.common.rpc.JsonRpcClient`'s ``call``). The provider reads the current set and
-    refuses it (:class:`~protocol.errors.ValidatorSetMismatchError`) if the bridge trusts another one:
-    then the bridge's set must first be rotated (``bridge.update_relay_validators``)."""
+    :class:`~adapters.common.rpc.JsonRpcClient`'s ``call``). The provider reads the current set, or, if the
+    bridge trusts another one (it is behind a rotation), that set by its hash (``getValidators {hash}``: the
+    relay keeps every set it used), so the rotation itself can be submitted; a set the relay never used is
+    :class:`~protocol.errors.ValidatorSetMismatchError`."""
 
     async def provider(set_hash: bytes) -> ValidatorSet:
         vs = wire.validator_set_from_json(await call("getValidators", {}))
+        if vs.hash != set_hash:  # the bridge is behind a rotation: the relay keeps every set it used (SPEC §7.7)
+            try:
+                vs = wire.validator_set_from_json(await call("getValidators", {"hash": set_hash.hex()}))
+            except ProtocolError:
+                pass
         if vs.hash != set_hash:
             raise ValidatorSetMismatchError("the relay chain's current validator set is not the one the bridge "
                                             "trusts", expected=set_hash.hex(), got=vs.hash.hex())

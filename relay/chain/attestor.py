@@ -22,7 +22,7 @@ from adapters.common.rpc import JsonRpcClient
 from adapters.ethereum.rpc import EthRpc, hex_int
 from chains.common.tx import Tx
 from protocol.crypto import Ed25519Signer
-from protocol.errors import ProtocolError, ReplayError, TransportError
+from protocol.errors import AuthorizationError, ProtocolError, ReplayError, TransportError
 
 __all__ = ["AttestedChain", "Attestor"]
 
@@ -54,6 +54,8 @@ class Attestor:
         self.interval_s = interval_s
         self.last: dict[str, int] = {}
         self.submitted = 0
+        self.retired = False
+        """Set once the relay chain refuses this validator's attestations as a non-validator's (jailed)."""
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -64,7 +66,7 @@ class Attestor:
                  ", ".join(f"{c.chain_id} at depth {c.confirmation_depth} via {c.eth_url}" for c in self.chains))
         endpoints = {c.chain_id: EthRpc(c.eth_url, side=c.chain_id, timeout_s=5.0) for c in self.chains}
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self.retired:
                 for chain in self.chains:
                     try:
                         await self.tick(endpoints[chain.chain_id], chain)
@@ -98,6 +100,10 @@ class Attestor:
             await self.relay.call("submitTx", {"tx": tx.to_json()})
         except ReplayError:
             pass  # attested before a restart: nothing to add
+        except AuthorizationError as exc:  # no longer a relay validator (jailed, SPEC §7.7): nothing more to attest
+            log.warning("attestor %s: not a relay validator (any more): attesting stops (%s)", self.name, exc)
+            self.retired = True
+            return False
         except ProtocolError as exc:
             log.error("attestor %s: client.attest of %s height %d refused: %s", self.name, chain.chain_id, height, exc)
             self.last[chain.chain_id] = height  # not retried for this height: a newer one comes next tick

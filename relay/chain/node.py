@@ -29,7 +29,7 @@ from chains.common import jsonrpc as rpc
 from chains.common import wire
 from chains.common.node import BlockEntry, ChainRules, NodeConfig, NotFoundError, ParkNode, p2p_refusal, tx_root
 from chains.common.state import ChainState, canonical_json
-from chains.common.tx import BlockContext, Tx
+from chains.common.tx import ACCOUNT_RE, BlockContext, Tx
 from protocol.certificate import RelayCertificate, RelayCommit, RelayHeader, ValidatorSet, verify_commit
 from protocol.errors import CodecError, HeaderError, ProtocolError, ValidatorSetMismatchError
 from protocol.types import ChainId
@@ -50,8 +50,16 @@ from relay.chain.consensus import (
     decode_message,
     encode_message,
 )
+from relay.chain.consensus.messages import Evidence
 from relay.chain.state_machine import RelayStateMachine, relay_tx_from_json
 from relay.chain.state_machine.clients import MAX_HOLDS_QUERY
+from relay.chain.state_machine.evidence import (
+    EVIDENCE_SUBMIT,
+    check_distinct_validators,
+    evidence_args,
+    validator_history,
+    validator_set_by_hash,
+)
 from relay.chain.state_machine.governance import load_validator_set
 
 log = logging.getLogger("parkrelay.relay")
@@ -168,6 +176,18 @@ class RelayRules(ChainRules):
                               got=h.timestamp_ms)
         verify_commit(vset, ChainId(self.chain_id), h.commit)
 
+    def end_block(self, state: ChainState, header: Any, parent: BlockEntry) -> list[dict[str, Any]]:
+        """A header's ``next_validators_hash`` names the set in state after its block (SPEC §7.7): the set
+        that signs the next height. A block that jails a validator is the last one its old set signs."""
+        h: RelayBlockHeader = header
+        if h.height == 0:
+            return []
+        nxt = load_validator_set(state)
+        if h.header.next_validators_hash != nxt.hash:
+            raise ValidatorSetMismatchError("header's next validator set is not the one its block leaves in state",
+                                            expected=nxt.hash.hex(), got=h.header.next_validators_hash.hex())
+        return []
+
     def context(self, header: Any) -> BlockContext:
         return BlockContext(self.chain_id, header.height, header.timestamp_ms, "")
 
@@ -184,7 +204,9 @@ class RelayRules(ChainRules):
         node.method("getCommit", self._rpc_get_commit(node), params=height)
         node.method("getCertificate", self._rpc_get_certificate(node),
                     params={"key": rpc.string(required=True, max_len=1024), **height})
-        node.method("getValidators", self._rpc_get_validators(node), params=height)
+        node.method("getValidators", self._rpc_get_validators(node),
+                    params={**height, "hash": rpc.hex_string(max_bytes=32)})
+        node.method("getValidatorHistory", self._rpc_get_validator_history(node), params={})
         node.method("getClientStatus", self._rpc_get_client_status(node),
                     params={"chain_id": rpc.string(required=True, max_len=256)})
         node.method("getClientHolds", self._rpc_get_client_holds(node),
@@ -229,8 +251,23 @@ class RelayRules(ChainRules):
         return handler
 
     def _rpc_get_validators(self, node: ParkNode) -> Any:
+        """The set signing the block after ``height`` (default: the head), or the set with ``hash``."""
         async def handler(p: dict[str, Any]) -> Any:
+            if p.get("hash") is not None:
+                assert node.head.state is not None
+                vs = validator_set_by_hash(node.head.state, bytes.fromhex(p["hash"]))
+                if vs is None:
+                    raise NotFoundError("no relay validator set with that hash", got=p["hash"])
+                return wire.validator_set_to_json(vs)
             return wire.validator_set_to_json(self.validator_set(node.entry_at(p.get("height"))))
+        return handler
+
+    def _rpc_get_validator_history(self, node: ParkNode) -> Any:
+        """``[{"from_height", "hash"}]``: each set the relay chain used and the first height it signed (SPEC §7.7).
+        A set that starts at ``h > 1`` is certified by the commit of height ``h - 1``."""
+        async def handler(p: dict[str, Any]) -> Any:
+            assert node.head.state is not None
+            return validator_history(node.head.state)
         return handler
 
     async def run_producer(self, node: ParkNode) -> None:
@@ -260,11 +297,13 @@ class BftDriver:
         built = self.rules.sm.build_block(state, list(self.node.mempool.values()), BlockContext(
             self.rules.chain_id, height, ts, ""))
         for tx, exc in built.dropped:
-            if exc.code in {"packet.replay", "auth.denied", "signature.invalid", "codec.invalid"}:
+            if exc.code in {"packet.replay", "auth.denied", "signature.invalid", "codec.invalid", "validator.jailed",
+                            "evidence.invalid", "evidence.stale"}:
                 self.node.mempool.pop(tx.hash(), None)
         vset = self.rules.validator_set(head)
+        next_vset = load_validator_set(state)  # another set if the block jails a validator (SPEC §7.7)
         header = RelayHeader(ChainId(self.rules.chain_id), height, ts, head.hash, tx_root(built.included),
-                             state.root, vset.hash, vset.hash)
+                             state.root, vset.hash, next_vset.hash)
         return block_bytes(built.included), header
 
     def validate_block(self, header: RelayHeader, block: bytes) -> bool:
@@ -288,7 +327,13 @@ class BftDriver:
         return True
 
     def next_validator_set(self, header: RelayHeader) -> ValidatorSet:
-        return self.rules.validator_set(self.node.head)
+        """The set the decided block ``header`` left in state (its ``next_validators_hash``)."""
+        entry = self.node.blocks.get(header.hash())
+        if entry is None or entry.state is None:
+            entry = self.node.head
+        vset = self.rules.validator_set(entry)
+        check_distinct_validators(vset)
+        return vset
 
     # -- inputs -----------------------------------------------------------------------------------
 
@@ -368,8 +413,24 @@ class BftDriver:
                 self._decided(out)
             elif isinstance(out, EvidenceFound):
                 self.log.warning("validator equivocation detected: %s", out.evidence)
+                self.node._spawn(self.submit_evidence(out.evidence))
             elif isinstance(out, MessageRejected):
                 self.log.info("buffered consensus message rejected: %s", out.error)
+
+    async def submit_evidence(self, ev: Evidence) -> bytes | None:
+        """Put ``evidence.submit`` for ``ev`` in this node's mempool and gossip it (SPEC §7.7). A refusal (already
+        punished, jailed, stale) is logged: another node's report may have landed first."""
+        sender = self.node.config.name.lower() if ACCOUNT_RE.match(self.node.config.name.lower()) else "relay-node"
+        tx = Tx(self.rules.chain_id, sender, 0, EVIDENCE_SUBMIT, evidence_args(ev), b"")
+        try:
+            async with self.node._lock:
+                h = self.node.submit_tx(tx)
+        except ProtocolError as exc:
+            self.log.info("equivocation evidence not submitted: %s", exc)
+            return None
+        self.log.warning("equivocation evidence submitted as transaction %s", h.hex())
+        await self.node._gossip("/p2p/tx", {"tx": tx.to_json()})
+        return h
 
     def _decided(self, d: Decided) -> None:
         txs = txs_of(d.block)
@@ -406,8 +467,28 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class RelayNode(ParkNode):
+    """The park node runtime with the relay's mempool rule for evidence: an ``evidence.submit`` has no account and
+    no nonce run to follow, so it stays in the mempool (until a block includes it or the head state refuses it:
+    punished already, jailed, stale) instead of being pruned as a transaction of an unknown sender."""
+
+    def _prune_mempool(self) -> None:
+        evidence = {h: tx for h, tx in self.mempool.items() if tx.op == EVIDENCE_SUBMIT}
+        super()._prune_mempool()
+        if not evidence or self.head.state is None:
+            return
+        rules: RelayRules = self.rules  # type: ignore[assignment]
+        for h, tx in evidence.items():
+            try:
+                rules.app.check_tx(self.head.state, tx)
+            except ProtocolError:
+                self.mempool.pop(h, None)
+                continue
+            self.mempool[h] = tx
+
+
 def make_relay_node(genesis: dict[str, Any], name: str, key: ValidatorKey | None, node_cfg: NodeConfig) -> ParkNode:
-    return ParkNode(RelayRules(genesis, name, key), node_cfg)
+    return RelayNode(RelayRules(genesis, name, key), node_cfg)
 
 
-__all__ = ["BftDriver", "RelayBlockHeader", "RelayRules", "make_relay_node"]
+__all__ = ["BftDriver", "RelayBlockHeader", "RelayNode", "RelayRules", "make_relay_node"]

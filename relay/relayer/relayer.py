@@ -80,6 +80,7 @@ from relay.relayer.policy import (
     next_action,
     retry_delay_s,
 )
+from relay.relayer.relay_sets import RelaySetSync
 from relay.relayer.task import Outcome, TaskHealth, run_step_loop
 
 __all__ = [
@@ -228,6 +229,8 @@ class Relayer(ClientUpdates):
         self._last_progress_log: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._wakes: dict[str, list[asyncio.Event]] = {}
+        self.relay_sets = RelaySetSync(relay.client, self.log) if relay.client is not None else None
+        """Relay validator-set rotations, delivered to every park before any certificate signed by the new set."""
         self.observer: Any = None
         """Told of accepted submissions, refusals and settled packets
         (:class:`relay.ops.api.metrics.RelayerMetrics`)."""
@@ -268,6 +271,8 @@ class Relayer(ClientUpdates):
             tasks.append((f"scan/{park.chain_id}", self._scan_step_of(park), self._wake_on(park.chain_id)))
             if self.heartbeat_s is not None:
                 tasks.append((f"heartbeat/{park.chain_id}", self._heartbeat_step_of(park), None))
+            if self.relay_sets is not None:
+                tasks.append((f"relayset/{park.chain_id}", self._relay_set_step_of(park), self._wake_on(relay_id)))
         for src, dst in self.paths():
             tasks.append((f"path/{src}->{dst}", self._path_step_of(src, dst), self._wake_on(src, dst, relay_id)))
         async with aiohttp.ClientSession() as session:
@@ -323,6 +328,32 @@ class Relayer(ClientUpdates):
             await self._scan(park)
         for src, dst in self.paths():
             await self._path_step(src, dst)
+
+    # -- relay validator-set rotations (SPEC §7.7) ------------------------------------------------------
+
+    def _relay_set_step_of(self, park: ChainLink) -> Callable[[], Any]:
+        async def step() -> Outcome:
+            await self._relay_set_ready(park)
+            return Outcome()
+        return step
+
+    async def _relay_set_ready(self, park: ChainLink) -> bool:
+        """Deliver the relay's set rotations ``park`` lacks; True once its bridge trusts the newest set, so
+        certificates of the relay's head verify there (False: try again on a later step)."""
+        if self.relay_sets is None:
+            return True
+        # a rotation is tracked until final on the park (up to a minute): a stopping relayer does not wait for it
+        # (the bridge answers packet.replay to whichever relayer submits it again)
+        sync = asyncio.ensure_future(self.relay_sets.sync(park.chain_id, park.kind, park.target))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({sync, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not sync.done():
+                sync.cancel()
+                await asyncio.gather(sync, return_exceptions=True)
+        return sync.result() if not sync.cancelled() else False
 
     # -- discovery: one scanner per park ----------------------------------------------------------
 
@@ -424,6 +455,8 @@ class Relayer(ClientUpdates):
         for src, dst, lane in sorted(self._lane_updates):
             key = f"lane/{src}/{dst}/{lane}"
             if self._waiting_key(key) or not self._turn(key, "update_lane", src):
+                continue
+            if not await self._relay_set_ready(self.parks[src]):
                 continue
             cert = await self._certificate(lane_config_path(src, dst, lane))
             if cert.get("value") is None:
@@ -628,6 +661,8 @@ class Relayer(ClientUpdates):
         return cert
 
     async def _recv(self, todo: list[Tracked]) -> None:
+        if todo and not await self._relay_set_ready(self.parks[todo[0].packet.dst_chain]):
+            return
         for t in todo:
             p = t.packet
             cert = await self._certificate(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence))
@@ -638,6 +673,8 @@ class Relayer(ClientUpdates):
         """Phase 4, target half, on a target that records timeouts itself (Fabric): the packet and its certificate,
         so that the target writes its timeout receipt once its own clocks are past the timeout (before that it
         refuses with ``packet.timeout``, retried after the chain moves)."""
+        if todo and not await self._relay_set_ready(self.parks[todo[0].packet.dst_chain]):
+            return
         for t in todo:
             p = t.packet
             cert = await self._certificate(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence))
@@ -694,6 +731,8 @@ class Relayer(ClientUpdates):
             await self._submit(self.relay, "packet.confirm_timeout", args, "timeout", [t])
 
     async def _settle(self, todo: list[Tracked], relay: dict[str, str | None]) -> None:
+        if todo and not await self._relay_set_ready(self.parks[todo[0].packet.src_chain]):
+            return
         for t in todo:
             p = t.packet
             key = outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence)
@@ -724,6 +763,8 @@ class Relayer(ClientUpdates):
         self._last_disposition = disposition
         self._last_error_code = None if error is None else error.code
         wait_s = retry_delay_s(disposition)
+        if error is not None and error.code == "certificate.validator_set" and chain is not self.relay:
+            wait_s = min(wait_s, RETRY_SOON_S)  # the relay set rotated under it: rotate the park's bridge, resubmit
         if packets is None:
             # header updates, lane configs, evidence: what they carry changes with the chain, so a refusal
             # is looked at again within seconds whatever its disposition

@@ -38,7 +38,7 @@ from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path, cr
 from protocol.crypto import ed25519_verify
 from protocol.errors import CodecError, ProtocolError, ReplayError, UnknownClientError, WrongChainError
 from protocol.types import ChainId, check_id
-from relay.chain.state_machine import admission, attest, governance, lanes, packets
+from relay.chain.state_machine import admission, attest, evidence, governance, lanes, packets
 from relay.chain.state_machine import requests as rq
 from relay.chain.state_machine.clients import (
     ClientType,
@@ -68,6 +68,10 @@ class RelayApp(App):
     """:class:`chains.common.tx.App` plus permissionless, self-signed ``account.register``."""
 
     def check_tx(self, state: ChainState, tx: Tx) -> None:
+        if tx.op == evidence.EVIDENCE_SUBMIT:  # self-authenticating: no account (SPEC §7.7)
+            evidence.check_tx_shape(tx, self.chain_id)
+            evidence.check_evidence(state, self.chain_id, evidence.parse_evidence(tx.args), None)
+            return
         if tx.op != rq.REGISTER:
             super().check_tx(state, tx)
             return
@@ -83,6 +87,8 @@ class RelayApp(App):
         ed25519_verify(pubkey, tx.sign_bytes(), tx.signature, what=f"self-signature of new account {tx.sender}")
 
     def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        if tx.op == evidence.EVIDENCE_SUBMIT:
+            return evidence.execute_evidence(state, self.chain_id, tx, ctx)
         if tx.op != rq.REGISTER:
             return super().execute_tx(state, tx, ctx)
         with state.atomic():
@@ -142,6 +148,7 @@ class RelayStateMachine:
             self.app.register(name, handler)
         # account.register is handled by RelayApp before the op table; listed so check_tx knows the op
         self.app.register(rq.REGISTER, lambda state, tx, ctx: None)
+        self.app.register(evidence.EVIDENCE_SUBMIT, lambda state, tx, ctx: None)  # likewise (RelayApp runs it)
 
     # -- the node's entry points ---------------------------------------------------------------------
 

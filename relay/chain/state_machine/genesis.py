@@ -25,7 +25,7 @@ from chains.common.tx import create_account
 from protocol.errors import CodecError, ProtocolError, UnknownClientError
 from protocol.types import ChainId, check_id
 from relay.chain.state_machine.clients import RelayClientRouter, process_client_create
-from relay.chain.state_machine.governance import store_validator_set
+from relay.chain.state_machine.evidence import record_validator_set
 from relay.chain.state_machine.keys import CONFIG_KEY
 from relay.chain.state_machine.lanes import limits_from_json, open_lane
 from relay.chain.state_machine.records import Event, json_object, obj_args, str_arg
@@ -47,7 +47,7 @@ def init_genesis(state: ChainState, router: RelayClientRouter, config: Any) -> l
     accounts = json_object(cfg.get("accounts", {}), "genesis accounts")
 
     state.set_json(CONFIG_KEY, {"chain_id": chain_id})
-    store_validator_set(state, vset)
+    record_validator_set(state, vset, 1)  # refuses a repeated ed25519 key or Ethereum address
     events: list[Event] = []
     for park in sorted(clients):
         spec = obj_args(clients[park], f"genesis client of {park}", ("client_type", "init"))

@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 
+from chains.common.tx import Tx
 from protocol.codec import encode_ack, encode_energy, encode_packet, packet_commitment
 from protocol.errors import (
     AuthorizationError,
     ClientExpiredError,
     ClientFrozenError,
     CodecError,
+    EvidenceError,
     HeaderError,
     IllegalTransitionError,
     InsufficientFundsError,
@@ -532,6 +534,14 @@ def _register_existing(s: Setup) -> tuple[str, dict[str, Any]]:
     return "account.register", {"pubkey": s.h.keys["relayer-a"].pubkey.hex()}
 
 
+def _evidence_without_conflict(s: Setup) -> tuple[str, dict[str, Any]]:
+    from relay.chain.consensus.messages import Vote, VoteType, encode_message, vote_sign_bytes
+
+    sig = s.h.gov_keys[1].sign(vote_sign_bytes(ChainId("relay"), VoteType.PREVOTE, 1, 0, b"\xaa" * 32))
+    raw = encode_message(Vote(VoteType.PREVOTE, 1, 0, b"\xaa" * 32, 1, sig)).hex()
+    return "evidence.submit", {"kind": "duplicate_vote", "a": raw, "b": raw}  # more: test_evidence.py
+
+
 LIMITED = {"limits": {"kWh": {"capacity": 5_500, "refill_per_s": 10}}}
 
 CASES = [
@@ -609,6 +619,7 @@ CASES = [
     Case("client.register_farmer: client binds no farmers", _register_farmer_on_a_client_without_farmers,
          CodecError),
     Case("account.register: existing account", _register_existing, ReplayError),
+    Case("evidence.submit: votes that do not conflict", _evidence_without_conflict, EvidenceError),
 ]
 
 
@@ -618,7 +629,10 @@ def test_refused_without_state_change(case: Case) -> None:
     op, args = case.prepare(s)
     root = s.h.root
     sender = case.sender
-    if op == "account.register":
+    if op == "evidence.submit":  # unsigned: the evidence signs itself
+        with pytest.raises(case.error) as info:
+            s.h.sm.execute_tx(s.h.state, Tx("relay", "watcher", 0, op, args, b""), s.h.ctx())
+    elif op == "account.register":
         sender = "relayer-a"
         tx = s.h.tx(op, args, sender, nonce=0)
         with pytest.raises(case.error) as info:

@@ -1,0 +1,121 @@
+"""Relay validator-set rotations, carried to every park's bridge (SPEC.md §7.5, §7.7).
+
+When the relay chain jails a validator at height ``H``, the header of ``H`` (signed by the old set) names
+the smaller set as next, and blocks from ``H + 1`` on are signed by it. A park's bridge verifies relay
+certificates against the one set it trusts, so before it can accept a certificate of height ``> H`` it must
+be shown the rotation: ``bridge.update_relay_validators`` with the commit of ``H`` and the new set, which the
+bridge checks against the set it trusts (``verify_validator_set_update``). Rotations are delivered in order,
+each once its predecessor is final on the park; a bridge that already has one answers ``packet.replay``
+(done). The relay chain lists its rotations (``getValidatorHistory``) and serves any set it used by hash
+(``getValidators {hash}``), so a relayer that starts late, or a park that was down, catches up on every
+rotation it missed.
+
+Arguments by park kind: the Python parks and the Fabric chaincode take the bridge's ``{commit, new_set}``;
+the Ethereum adapter takes ``{validators, commit}`` and adds the set the contract trusts itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.common.rpc import JsonRpcClient
+from protocol.errors import Disposition, ProtocolError
+
+__all__ = ["RelaySetSync", "Rotation", "rotation_args"]
+
+UPDATE_OP = "bridge.update_relay_validators"
+TRACK_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """One change of the relay validator set."""
+
+    from_height: int
+    """First relay height the new set signs; the commit of ``from_height - 1`` certifies it."""
+    commit: dict[str, Any]
+    """RelayCommit JSON of height ``from_height - 1`` (old set's signatures, new set's hash as next)."""
+    validators: dict[str, Any]
+    """The new ValidatorSet JSON."""
+
+
+def rotation_args(kind: str, rot: Rotation) -> dict[str, Any]:
+    """``bridge.update_relay_validators`` arguments for a park of ``kind``."""
+    if kind == "ethereum":
+        return {"validators": rot.validators, "commit": rot.commit}
+    return {"commit": rot.commit, "new_set": rot.validators}
+
+
+class RelaySetSync:
+    """Knows the relay chain's rotations and which of them each park's bridge has (in memory: after a restart
+    the bridges' ``packet.replay`` answers tell it again)."""
+
+    def __init__(self, relay: JsonRpcClient, log: logging.LoggerAdapter[logging.Logger], *,
+                 history_ttl_s: float = 1.0) -> None:
+        self.relay = relay
+        self.history_ttl_s = history_ttl_s
+        """The relay's history is read at most this often (every certificate submission asks; a rotation found a
+        moment late only costs a ``certificate.validator_set`` refusal, retried within a second)."""
+        self._history: tuple[float, list[Any]] | None = None
+        self.log = log
+        self.delivered: dict[str, int] = {}
+        """park chain id -> ``from_height`` of the last rotation its bridge has (absent: genesis)."""
+        self._rotations: dict[int, Rotation] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.submitted = 0
+
+    async def rotations(self) -> list[Rotation]:
+        """Every rotation after genesis, oldest first."""
+        now = time.monotonic()
+        if self._history is not None and now - self._history[0] < self.history_ttl_s:
+            history = self._history[1]
+        else:
+            history = await self.relay.call("getValidatorHistory", {})
+            self._history = (now, history)
+        out = []
+        for entry in history:
+            h = int(entry["from_height"])
+            if h <= 1:
+                continue
+            rot = self._rotations.get(h)
+            if rot is None or rot.validators.get("hash") != entry["hash"]:
+                commit = await self.relay.call("getCommit", {"height": h - 1})
+                vs = await self.relay.call("getValidators", {"hash": entry["hash"]})
+                rot = self._rotations[h] = Rotation(h, commit, vs)
+            out.append(rot)
+        return out
+
+    async def sync(self, chain_id: str, kind: str, target: Any) -> bool:
+        """Deliver to one park every rotation it lacks, waiting for each to be final there. True when the park's
+        bridge trusts the relay's newest set (certificates of the head verify there)."""
+        lock = self._locks.setdefault(chain_id, asyncio.Lock())
+        async with lock:
+            rotations = await self.rotations()
+            for rot in rotations:
+                if rot.from_height <= self.delivered.get(chain_id, 1):
+                    continue
+                try:
+                    tx = await target.submit(UPDATE_OP, rotation_args(kind, rot))
+                    result = await target.track(tx, TRACK_TIMEOUT_S)
+                    err = result.get("error") if not result.get("ok") else None
+                    code = err.get("code") if isinstance(err, dict) else None
+                except ProtocolError as exc:
+                    code = exc.code
+                    if exc.disposition is not Disposition.DONE:
+                        self.log.warning("relay set rotation of height %d refused by %s: %s", rot.from_height,
+                                         chain_id, exc)
+                        return False
+                if code is not None and code != "packet.replay":
+                    self.log.warning("relay set rotation of height %d failed on %s: %s", rot.from_height, chain_id,
+                                     code)
+                    return False
+                if code is None:
+                    self.submitted += 1
+                    self.log.info("relay validator set of height %d (%d validators) now trusted by %s",
+                                  rot.from_height, len(rot.validators.get("validators", [])), chain_id)
+                self.delivered[chain_id] = rot.from_height
+            return True
