@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.common.rpc import JsonRpcClient
-from protocol.errors import Disposition, ProtocolError
+from protocol.errors import Disposition, ProtocolError, TransportError
 
 __all__ = ["RelaySetSync", "Rotation", "rotation_args"]
 
 UPDATE_OP = "bridge.update_relay_validators"
 TRACK_TIMEOUT_S = 60.0
+TRUST_CHECK_S = 60.0
+"""How often (seconds) a relayer reads each bridge's relay-set trust to refresh it before it expires."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,8 @@ class RelaySetSync:
         self._rotations: dict[int, Rotation] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.submitted = 0
+        self.refreshed = 0
+        self._trust_checked: dict[str, float] = {}
 
     async def rotations(self) -> list[Rotation]:
         """Every rotation after genesis, oldest first."""
@@ -118,4 +122,38 @@ class RelaySetSync:
                     self.log.info("relay validator set of height %d (%d validators) now trusted by %s",
                                   rot.from_height, len(rot.validators.get("validators", [])), chain_id)
                 self.delivered[chain_id] = rot.from_height
+            try:
+                await self._refresh(chain_id, kind, target)
+            except (ProtocolError, TransportError) as exc:  # packets wait for nothing here: try again later
+                self.log.warning("relay set trust of %s not refreshed: %s", chain_id, exc)
             return True
+
+    async def _refresh(self, chain_id: str, kind: str, target: Any) -> None:
+        """Keep ``chain_id``'s bridge trusting the relay set (SPEC §7.8 rule 3): once less than half its
+        trusting period is left, submit the set it trusts again with the relay's newest commit (an unchanged set
+        names itself as next), which moves its trusted time to that header's. Checked at most every
+        :data:`TRUST_CHECK_S` per park; a park whose adapter has no ``relay_trust`` query is left alone."""
+        now = time.monotonic()
+        if now < self._trust_checked.get(chain_id, 0.0) + TRUST_CHECK_S or not hasattr(target, "relay_trust"):
+            return
+        self._trust_checked[chain_id] = now
+        trust = await target.relay_trust()
+        trusted, period = trust.get("trusted_time_ms"), int(trust["trusting_period_ms"])
+        if trusted is None:  # a Fabric bridge without a genesis time: its first certificate starts the clock
+            return
+        commit = await self.relay.call("getCommit", {})
+        header_time = int(commit["header"]["time_ms"])
+        if int(trusted) + period - header_time >= period // 2:
+            return
+        if int(commit["header"]["height"]) <= int(trust["update_height"]):
+            return
+        validators = await self.relay.call("getValidators", {"hash": trust["set_hash"]})
+        rot = Rotation(int(commit["header"]["height"]) + 1, commit, validators)
+        tx = await target.submit(UPDATE_OP, rotation_args(kind, rot))
+        result = await target.track(tx, TRACK_TIMEOUT_S)
+        if result.get("ok"):
+            self.refreshed += 1
+            self.log.info("relay set trust of %s refreshed to relay height %d (%d ms of %d were left)", chain_id,
+                          rot.from_height - 1, int(trusted) + period - header_time, period)
+        else:
+            self.log.warning("relay set trust refresh on %s failed: %s", chain_id, result.get("error"))

@@ -127,3 +127,56 @@ def test_arguments_by_park_kind() -> None:
     assert set(rotation_args("ethereum", rot)) == {"validators", "commit"}
     assert set(rotation_args("fabric", rot)) == set(rotation_args("dpos", rot)) == {"commit", "new_set"}
 
+
+
+class TrustingTarget(BridgeTarget):
+    """A bridge target that also answers ``relay_trust`` from the simulated park's state, as ParkTarget does."""
+
+    async def relay_trust(self) -> dict[str, Any]:
+        from chains.common.bridge import relay_trust
+
+        trust = relay_trust(self.net.parks[self.chain].state)
+        return {"set_hash": trust.validators.hash.hex(), **trust.to_json()}
+
+
+def _latest(net: Any, relay: FakeRelay) -> None:
+    commit = wire.commit_to_json(net.relay.commit(net.now_ms))
+    relay.commits[int(commit["header"]["height"])] = commit
+    relay.latest = commit
+
+
+def test_an_idle_bridge_is_refreshed_once_less_than_half_its_trusting_period_is_left() -> None:
+    from chains.common.bridge import relay_trust
+
+    net = two_parks()
+    relay = FakeRelay(wire.validator_set_to_json(net.relay.vset))
+    orig = relay.call
+
+    async def call(method: str, params: dict[str, Any]) -> Any:
+        if method == "getCommit" and "height" not in params:
+            return relay.latest
+        return await orig(method, params)
+
+    relay.call = call  # type: ignore[method-assign]
+    target = TrustingTarget(net, "poc-park")
+    sync = RelaySetSync(relay, LOG, history_ttl_s=0)  # type: ignore[arg-type]
+    before = relay_trust(net.parks["poc-park"].state)
+    period = before.trusting_period_ms
+    assert period is not None
+    # more than half the period left: nothing is submitted
+    net.advance(period // 2 - 60_000)
+    _latest(net, relay)
+    assert asyncio.run(sync.sync("poc-park", "poc", target)) is True
+    assert target.ops == [] and sync.refreshed == 0
+    # less than half left: the same set from the newest commit, which moves the trusted time to that header's
+    net.advance(120_000)
+    _latest(net, relay)
+    sync._trust_checked.clear()
+    assert asyncio.run(sync.sync("poc-park", "poc", target)) is True
+    assert sync.refreshed == 1 and target.ops[0]["new_set"]["hash"] == before.validators.hash.hex()
+    after = relay_trust(net.parks["poc-park"].state)
+    assert after.trusted_time_ms == net.now_ms and after.validators.hash == before.validators.hash
+    # checked at most every TRUST_CHECK_S: an immediate second sync reads nothing
+    calls = len(relay.calls)
+    assert asyncio.run(sync.sync("poc-park", "poc", target)) is True and sync.refreshed == 1
+    assert "getCommit" not in relay.calls[calls:]
