@@ -663,3 +663,48 @@ async def test_the_fabric_market_certifies_on_imported_reputation_and_takes_a_re
     assert shown["round"]["transformer"] == "tr-1" and shown["round"]["state"] == "requests", shown
     assert shown["requests"]["st-1"]["account"] == stn and shown["requests"]["st-1"]["power_kw"] == 10, shown
     print(f"fabric market through the CLI: {time.monotonic() - started:.1f} s")
+
+
+async def test_conformance_cli_end_to_end_writes_junit_and_html(matrix: Matrix, tmp_path: Any) -> None:
+    """``parkrelay conformance run`` as an operator runs it, a process against this devnet's config: a few scenarios on
+    one pair, with the JUnit and HTML reports. Delivered, refused and replayed cases pass; the park-node crash is
+    skipped, naming the missing capability (no process of this devnet was started by ``devnet up`` for the runner to
+    kill), never passed."""
+    import json
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    from tests.integration.harness import REPO
+
+    junit, page = tmp_path / "conformance.xml", tmp_path / "conformance.html"
+    started = time.monotonic()
+    proc = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "relay.cli", "conformance", "run", "--config", str(matrix.net.cfg.path),
+                         "--pairs", f"{DPOS}:{POC}", "--scenarios", "energy-completed,energy-refused,replay,"
+                         "park-node-sigkill", "--junit", str(junit), "--html", str(page), "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    print(f"conformance CLI: {time.monotonic() - started:.1f} s")
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    out = json.loads(proc.stdout)
+    assert out["counts"] == {"passed": 3, "failed": 0, "skipped": 1}, out["counts"]
+    by = {r["scenario"]: r for r in out["results"]}
+    assert set(by) == {"energy-completed", "energy-refused", "replay", "park-node-sigkill"}
+    assert by["park-node-sigkill"]["status"] == "skipped"
+    assert any(m.startswith(f"kill_node({DPOS})") for m in by["park-node-sigkill"]["missing"]), by["park-node-sigkill"]
+    assert [c["detail"] for c in by["replay"]["checks"] if c["check"] == "replay refused"] == ["packet.replay"]
+    delivered = by["energy-completed"]["packets"][0]
+    assert delivered["state"] == "completed" and delivered["ack"] == {"success": True, "code": "ok"}
+    assert delivered["phases"]["committed"]["chain"] == DPOS and delivered["phases"]["completed"]["chain"] == DPOS
+    assert by["energy-refused"]["packets"][0]["ack"]["code"] == "receiver.unknown"
+    assert {i["check"] for i in out["invariants"] if i["ok"]} == {
+        "nothing left non-final", "supply conserved per denomination", "every charging right exists exactly once"}
+    root = ET.parse(junit).getroot()  # noqa: S314 - the report this test had written
+    cases = {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
+    assert ("conformance.energy-completed", f"{DPOS}->{POC}") in cases and len(cases) == 4 + 3
+    skipped = cases[("conformance.park-node-sigkill", f"{DPOS}->{POC}")].find("skipped")
+    assert skipped is not None and f"kill_node({DPOS})" in skipped.get("message", "")
+    assert not list(root.iter("failure"))
+    html = page.read_text()
+    assert delivered["packet"] in html and "PASS" in html and "skipped" in html
+    assert f"<code>{DPOS}@{delivered['phases']['completed']['height']}</code>" in html

@@ -99,6 +99,7 @@ class CaseResult:
     duration_s: float = 0.0
     _deltas: list[tuple[str, str, str, int]] = field(default_factory=list)
     """balance changes expected: (chain, account, denom, delta)"""
+    _done: bool = False
 
     @property
     def name(self) -> str:
@@ -109,8 +110,9 @@ class CaseResult:
         return ok
 
     def finish(self) -> None:
-        if self.status == "skipped":
+        if self._done or self.status == "skipped":
             return
+        self._done = True
         bad = [c for c in self.checks if not c["ok"]]
         if self.status != "failed":
             self.status = "failed" if bad or not self.checks else "passed"
@@ -237,14 +239,16 @@ class Runner:
             first = [c for c in todo if c.scenario.fault in ("none", "refused", "timeout", "replay")]
             if first:
                 await self._batch(first, registries)
+                for c in first:
+                    c.finish()  # their verdicts decide whether the `return` scenarios run
             later = []
             for c in (c for c in todo if c.scenario.fault == "return"):
-                before = next((x for x in cases if x.scenario.id == c.scenario.after and (x.src, x.dst) == (c.src, c.dst)),
-                              None)
+                before = next((x for x in cases if x.scenario.id == c.scenario.after
+                               and (x.src, x.dst) == (c.src, c.dst)), None)
                 if before is None or before.status != "passed":
                     c.status = "skipped"
-                    c.reason = (f"missing capability: after({c.scenario.after}): it "
-                                f"{'did not run' if before is None else before.status} on this pair")
+                    c.reason = (f"missing capability: after({c.scenario.after}): "
+                                f"{'it did not run' if before is None else before.status} on this pair")
                     c.missing = [c.reason.removeprefix("missing capability: ")]
                 else:
                     later.append(c)
@@ -356,7 +360,8 @@ class Runner:
             else:
                 got = admitting_station(reg_s, reg_d, RIGHT_KW)
                 if got is None:
-                    c.status, c.reason = "failed", f"no station registered on both {src} and {dst} with {RIGHT_KW} kW free"
+                    c.status = "failed"
+                    c.reason = f"no station registered on both {src} and {dst} with {RIGHT_KW} kW free"
                     return
                 (station, tr), kw = got, RIGHT_KW
             self._n += 1
@@ -510,7 +515,8 @@ class Runner:
                 if s.expect.acks is None:
                     c.check(f"{r.key} no ack", ack is None and r.row.get("verified") is False, f"ack {ack}")
                 else:
-                    c.check(f"{r.key} ack {'/'.join(s.expect.acks)}", ack is not None and ack.get("code") in s.expect.acks
+                    c.check(f"{r.key} ack {'/'.join(s.expect.acks)}",
+                            ack is not None and ack.get("code") in s.expect.acks
                             and ack.get("success") is (s.expect.acks == ("ok",)), f"ack {ack}")
             moved = [(k, before[k], after[k], want[k]) for ch, acct, denom, _ in c._deltas
                      for k in [(ch, acct, denom)] if after[k] != want[k]]
@@ -708,11 +714,7 @@ class Runner:
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            if not os.path.exists(f"/proc/{pid}") or _zombie(pid):
+            if await asyncio.to_thread(_gone, pid):
                 break
             await asyncio.sleep(0.1)
         c.events.append(f"{chain}/{node} (pid {pid}) SIGKILLed")
@@ -791,6 +793,15 @@ class _Views(dict[str, ParkView]):
     def __missing__(self, chain_id: str) -> ParkView:
         view = self[chain_id] = park_view(self.cfg, chain_id)
         return view
+
+
+def _gone(pid: int) -> bool:
+    """The process exited (reaped here if it is this process's child; a zombie of another parent counts)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return not os.path.exists(f"/proc/{pid}") or _zombie(pid)
 
 
 def _zombie(pid: int) -> bool:

@@ -111,7 +111,8 @@ def render_html(report: Report) -> str:
         out.append("</tr>")
     out.append("</table><h2>Cases</h2>")
     for r in report.results:
-        out.append(f"<details id=\"{_e(_anchor(r.scenario.id, r.src, r.dst))}\"{' open' if r.status == 'failed' else ''}>"
+        opened = " open" if r.status == "failed" else ""
+        out.append(f"<details id=\"{_e(_anchor(r.scenario.id, r.src, r.dst))}\"{opened}>"
                    f"<summary><span class=\"{_e(r.status)}\">{_e(r.status)}</span> <b>{_e(r.scenario.id)}</b> "
                    f"{_e(r.src)} &rarr; {_e(r.dst)} ({r.duration_s:.1f} s): {_e(r.scenario.title)}</summary>")
         out.append(f"<p>fault <code>{_e(r.scenario.fault)}</code>; expected {_e(r.scenario.expect.state)}, ack "
