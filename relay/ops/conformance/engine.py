@@ -573,7 +573,8 @@ class Runner:
                     c.status, c.reason = "failed", f"phase 1: {type(exc).__name__}: {exc}"
             cases = [c for c in cases if c.packets]
             before = getattr(self, "_before", {})
-        recs = [r for c in cases for r in c.packets]
+        recs = [r for c in cases for r in c.packets]  # a failed case's packets sent so far: relayed, not checked
+        cases = [c for c in cases if c.status != "failed"]
         started = not self.relayers and "own_relayers" in self.caps.have
         if started:
             name = self.start_relayer()
@@ -598,8 +599,8 @@ class Runner:
         keys read from blocks stable), the sources in parallel. Balances are read first (for the expected deltas,
         which need the cases' accounts: the deltas of energy are known before sending)."""
         by_src: dict[str, list[CaseResult]] = {}
-        for c in cases:
-            by_src.setdefault(c.src, []).append(c)
+        for c in cases:  # grouped by the park that sends (a `return` case sends from its target)
+            by_src.setdefault(c.dst if c.scenario.fault == "return" else c.src, []).append(c)
         self._before = {}
         # the accounts and denominations the cases touch are known before sending: read them first
         probe = [CaseResult(c.scenario, c.src, c.dst) for c in (before_all or cases)]
@@ -609,7 +610,10 @@ class Runner:
 
         async def from_source(src: str) -> None:
             for c in by_src[src]:
-                await self._commit(c, registries)
+                try:
+                    await self._commit(c, registries)
+                except Exception as exc:  # noqa: BLE001 - a send the deployment refused fails its case, named
+                    c.status, c.reason = "failed", f"phase 1: {type(exc).__name__}: {exc}"
 
         await asyncio.gather(*(from_source(s) for s in by_src))
 
@@ -662,6 +666,8 @@ class Runner:
         try:
             await self._commit_all([c], {})
             before = self._before
+            if c.status == "failed":
+                return
             fault = c.scenario.fault
             if fault == "relayer_sigkill":
                 await self._relayer_sigkill(c)
