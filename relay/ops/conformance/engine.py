@@ -612,7 +612,7 @@ class Runner:
             for c in by_src[src]:
                 try:
                     await self._commit(c, registries)
-                except Exception as exc:  # noqa: BLE001 - a send the deployment refused fails its case, named
+                except Exception as exc:
                     c.status, c.reason = "failed", f"phase 1: {type(exc).__name__}: {exc}"
 
         await asyncio.gather(*(from_source(s) for s in by_src))
