@@ -66,6 +66,8 @@ def test_the_packaged_scenarios_parse_and_cover_every_fault() -> None:
     (GOOD.replace("expect = { state = \"completed\", ack = \"ok\" }", ""), "energy-completed", "expect", "required"),
     (GOOD.replace('ack = "ok" }', 'ack = "ok", why = 1 }'), "energy-completed", "expect.why", "unknown key"),
     (GOOD + "packets = 0\n", "energy-completed", "packets", "1..20"),
+    (GOOD + "kinds = []\n", "energy-completed", "kinds", "non-empty list"),
+    (GOOD + 'kinds = "dpos"\n', "energy-completed", "kinds", "non-empty list"),
     (GOOD + "packets = true\n", "energy-completed", "packets", "1..20"),
     (GOOD + GOOD, "energy-completed", "id", "defined twice"),
     (GOOD + 'requires = ["ok", "Bad Cap"]\n', "energy-completed", "requires", "capability names"),
@@ -297,3 +299,14 @@ def test_the_cli_lists_and_refuses_bad_input(tmp_path: Path, capsys: pytest.Capt
     assert page.read_text().startswith("<!DOCTYPE html>")
     assert ET.parse(junit).getroot().tag == "testsuites"  # noqa: S314 - our own output
     assert os.path.getsize(page) > 0
+
+
+async def test_a_scenario_of_some_kinds_runs_only_on_their_pairs(tmp_path: Path) -> None:
+    cfg = _deployment(tmp_path)
+    only_python = parse_scenarios(GOOD + 'kinds = ["dpos", "poc"]\n')
+    assert only_python[0].kinds == ("dpos", "poc")
+    report = await Runner(cfg, only_python, procs=ProcessTable()).run()  # type: ignore[arg-type]
+    assert report.results == []  # dpos <-> ethereum is not a pair of those kinds: not run, not passed
+    report = await Runner(cfg, parse_scenarios(GOOD), procs=ProcessTable()).run()  # type: ignore[arg-type]
+    assert [(r.src, r.dst, r.status) for r in report.results] == [("dpos-park", "eth-park", "skipped"),
+                                                                  ("eth-park", "dpos-park", "skipped")]

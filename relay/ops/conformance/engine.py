@@ -229,6 +229,8 @@ class Runner:
         cases: list[CaseResult] = []
         for s in self.scenarios:
             for src, dst in plan_pairs(self.cfg, s.pairs, self.only):
+                if s.kinds is not None and not {caps.kinds[src], caps.kinds[dst]} <= set(s.kinds):
+                    continue  # not a scenario of this pair's kinds
                 c = CaseResult(s, src, dst)
                 c.missing = missing(s, src, dst, caps)
                 if c.missing:

@@ -32,7 +32,7 @@ STATES = ("completed", "refunded")
 PAIRS = ("ordered", "lanes")
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _CODE = re.compile(r"[a-z0-9_.]{1,64}")
-_KEYS = {"id", "title", "asset", "pairs", "fault", "packets", "after", "expect", "requires"}
+_KEYS = {"id", "title", "asset", "pairs", "kinds", "fault", "packets", "after", "expect", "requires"}
 MAX_SCENARIOS = 256
 MAX_FILE_BYTES = 256 * 1024
 
@@ -74,10 +74,13 @@ class Scenario:
     packets: int = 1
     after: str | None = None
     requires: tuple[str, ...] = field(default=())
+    kinds: tuple[str, ...] | None = None
+    """Only pairs whose two parks are of these chain kinds (None: every kind)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "asset": self.asset, "pairs": self.pairs, "fault": self.fault,
                 "packets": self.packets, "after": self.after, "requires": list(self.requires),
+                "kinds": None if self.kinds is None else list(self.kinds),
                 "expect": self.expect.to_json()}
 
 
@@ -168,8 +171,12 @@ def _scenario(entry: Any, i: int, path: str | Path) -> Scenario:
     requires = entry.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) and _CODE.fullmatch(r) for r in requires):
         raise ScenarioFileError(path, name, "requires", "expected a list of capability names ([a-z0-9_.])")
+    kinds = entry.get("kinds")
+    if kinds is not None and (not isinstance(kinds, list) or not kinds
+                              or not all(isinstance(k, str) and _ID.fullmatch(k) for k in kinds)):
+        raise ScenarioFileError(path, name, "kinds", "expected a non-empty list of chain kinds (\"dpos\", \"poc\"...)")
     return Scenario(sid, title, asset, pairs, fault, _expect(entry.get("expect"), name, path), packets, after,
-                    tuple(requires))
+                    tuple(requires), None if kinds is None else tuple(kinds))
 
 
 def _expect(raw: Any, name: str, path: str | Path) -> Expect:
