@@ -8,6 +8,10 @@ them together, so the 12 x kinds x 3 cases cost one devnet and one drain instead
 still checked on its own (its packet's final state, its ack, the balances it touched), and the invariants are
 checked at the end: no packet left non-final, every denomination's escrow at its home equal to the vouchers out,
 per hop. A three-park round trip (a voucher of A held on B moves on to C, then back along its trace) runs after.
+
+The cases are the packaged conformance scenarios (relay/ops/conformance/scenarios.toml) and run through the
+conformance runner's engine, the one ``parkrelay conformance run`` uses against any deployment; the last test runs
+that command itself against this devnet and reads its JUnit and HTML reports.
 """
 
 from __future__ import annotations
@@ -47,9 +51,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 PARKS = [DPOS, POC, ETH, FABRIC]
 LANES = {frozenset(p): f"lane-{i}" for i, p in enumerate(itertools.combinations(PARKS, 2))}
 ORDERED = [(a, b) for a in PARKS for b in PARKS if a != b]
-TIMEOUT_S = 4
-"""Timeout of the cases that must time out: past on every target before the relayer starts."""
-KINDS = ("energy", "charging_right", "reputation")
 OUTCOMES = ("completed", "refused", "timed_out")
 SUBJECTS: dict[str, tuple[str, str]] = {
     DPOS: ("witness-a", "dpos-witness-credit/v1"),  # docs/research.md#seed-003: a witness's credit
@@ -132,92 +133,8 @@ class Matrix:
                                        int((time.time() + timeout_s) * 1000), wait_final=False)
         return packet_key(decode_packet(sent["packet"]))
 
-    async def commit(self, kind: str, outcome: str) -> None:
-        """Phase 1 of case ``(kind, outcome)`` on every ordered pair, the sources in parallel (each source's cases
-        one after another: one sender per lane direction keeps packet keys stable, see ``Net.send``)."""
-        if kind == "energy":
-            await self.commit_energy(outcome)
-            return
-
-        async def from_source(src: str) -> None:
-            view = self.net.views[src]
-            for dst in PARKS:
-                if dst == src:
-                    continue
-                c = Case(kind, outcome, src, dst)
-                receiver = "nobody-here" if outcome == "refused" and kind == "reputation" else USER[dst]
-                timeout_ms = int((time.time() + (TIMEOUT_S if outcome == "timed_out" else 600)) * 1000)
-                if kind == "charging_right":
-                    c.expect["right_id"] = self.rights[(src, dst, outcome)]
-                    asset: dict[str, Any] = {"kind": "charging_right", "right_id": c.expect["right_id"]}
-                else:
-                    subject, model = SUBJECTS[src]
-                    c.expect["subject"], c.expect["model"] = view.account(subject), model
-                    asset = {"kind": "reputation", "subject": c.expect["subject"], "model": model}
-                sent = await asyncio.to_thread(view.send, USER[src], dst, self.net.views[dst].account(receiver),
-                                               lane(src, dst), timeout_ms, asset, wait_final=False)
-                c.key = packet_key(decode_packet(sent["packet"]))
-                c.expect["height"] = sent["height"]
-                self.cases[c.name] = c
-
-        await asyncio.gather(*(from_source(s) for s in PARKS))
-
-    async def issue_rights(self) -> None:
-        """Each park's operator issues, to the park's user, one right per ordered pair and outcome it sends: on
-        ``st-1`` (admitted everywhere) for the completed and timed-out cases, on ``st-<home>`` (refused abroad for
-        capacity) for the refused case. Slots start in two hours."""
-        now = int(time.time() * 1000)
-
-        async def at(home: str) -> None:
-            view = self.net.views[home]
-            for dst in PARKS:
-                if dst == home:
-                    continue
-                for outcome in OUTCOMES:
-                    rid = f"r-{home.split('-')[0]}-{dst.split('-')[0]}-{outcome.replace('_', '')}"
-                    station = f"st-{home}" if outcome == "refused" else "st-1"
-                    await asyncio.to_thread(view.issue_right, rid, station, station.replace("st-", "tr-"), RIGHT_KW,
-                                            now + SLOT_START_S * 1000, now + SLOT_END_S * 1000,
-                                            view.account(USER[home]))
-                    self.rights[(home, dst, outcome)] = rid
-
-        await asyncio.gather(*(at(p) for p in PARKS))
-
     async def rights_reports(self) -> dict[str, dict[str, Any]]:
         return {p: await asyncio.to_thread(self.net.views[p].rights) for p in PARKS}
-
-    async def commit_energy(self, outcome: str) -> None:
-        """Phase 1 of the energy case ``outcome`` on every ordered pair, the sources in parallel (each source's
-        cases one after another: one sender per lane direction keeps packet keys stable, see ``Net.send``)."""
-        amounts = {"completed": 1_000, "refused": 70, "timed_out": 9}
-
-        async def from_source(src: str) -> None:
-            for dst in PARKS:
-                if dst == src:
-                    continue
-                c = Case("energy", outcome, src, dst)
-                kw: dict[str, Any] = {}
-                if outcome == "refused":
-                    kw["receiver"] = "nobody-here"  # an account the target cannot credit
-                if outcome == "timed_out":
-                    kw["timeout_s"] = TIMEOUT_S
-                c.key = await self.transfer(src, dst, amounts[outcome], **kw)
-                self.cases[c.name] = c
-
-        await asyncio.gather(*(from_source(s) for s in PARKS))
-
-    async def drain(self, timeout_s: float = 420) -> None:
-        """Until every case's packet is final; their rows kept."""
-        keys = [c.key for c in self.cases.values()]
-
-        async def all_final() -> bool:
-            rows = await asyncio.gather(*(self.net.packet(k) for k in keys if k not in self.rows
-                                          or self.rows[k]["state"] not in FINAL_STATES))
-            for r in rows:
-                self.rows[r["packet"]] = r
-            return all(self.rows.get(k, {}).get("state") in FINAL_STATES for k in keys)
-
-        await wait_for(f"{len(keys)} matrix packets final", all_final, timeout_s, poll_s=1.0)
 
     async def check_energy_conservation(self, denoms: dict[str, list[str]]) -> None:
         """For each park H and each denomination D it escrows (``denoms[H]``): escrow of D at H == the vouchers of
