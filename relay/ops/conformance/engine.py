@@ -54,6 +54,8 @@ AMOUNT = {"none": 1_000, "refused": 70, "timeout": 9, "return": 400, "replay": 3
 TIMEOUT_S = 4.0
 """The timeout of the timeout scenarios' packets: past on every target before the runner's relayer starts."""
 RIGHT_KW = 10
+SETTLE_S = 120.0
+"""How long the runner relays packets it did not send before it calls them stuck (the deployment invariant)."""
 SLOT_START_S, SLOT_END_S = 7_200, 10_800
 NOBODY = "nobody-here"
 """The receiver of the refused cases: an account no park has."""
@@ -260,13 +262,12 @@ class Runner:
                 if c.scenario.fault in ("relayer_sigkill", "relayers_racing", "relay_validator_down",
                                         "park_node_sigkill"):
                     await self._fault(c)
+            invariants = await self._deployment_invariants() if todo else []
         finally:
             self.stop_relayers()
         for c in cases:
             c.finish()
-        report = Report(str(self.cfg.path), started_ms, cases, sorted(caps.have))
-        if todo:
-            report.invariants = await self._deployment_invariants()
+        report = Report(str(self.cfg.path), started_ms, cases, sorted(caps.have), invariants)
         report.duration_s = time.monotonic() - t0
         return report
 
@@ -482,8 +483,17 @@ class Runner:
 
         out = []
         try:
-            rows = await asyncio.to_thread(list_packets, self.cfg)
-            stuck = [f"{r['packet']}:{r['state']}" for r in rows if r["state"] not in FINAL]
+            # packets in flight that are not the run's (another sender's, an earlier run's) are relayed too: with its
+            # own relayers the runner keeps one running until they are final or SETTLE_S passes
+            deadline = time.monotonic() + min(SETTLE_S, self.drain_timeout_s)
+            while True:
+                rows = await asyncio.to_thread(list_packets, self.cfg)
+                stuck = [f"{r['packet']}:{r['state']}" for r in rows if r["state"] not in FINAL]
+                if not stuck or "own_relayers" not in self.caps.have or time.monotonic() > deadline:
+                    break
+                if not self.relayers:
+                    self.start_relayer()
+                await asyncio.sleep(2)
             out.append({"check": "nothing left non-final", "ok": not stuck,
                         "detail": f"{len(rows)} packets" if not stuck else ", ".join(stuck[:20])})
             parks = {c.id for c in self.cfg.chains}
