@@ -218,6 +218,8 @@ class Runner:
         self.run_id = uuid.uuid4().hex[:6]
         self.relayers: dict[str, subprocess.Popen[bytes]] = {}
         self.rights_before: dict[str, Any] = {}
+        self._down: tuple[str, str] | None = None
+        self._before: dict[tuple[str, str, str], int] = {}
         self._n = 0
 
     # -- the run --------------------------------------------------------------------------------------------------
@@ -584,7 +586,7 @@ class Runner:
                 if not c.packets:
                     c.status, c.reason = "failed", f"phase 1: {type(exc).__name__}: {exc}"
             cases = [c for c in cases if c.packets]
-            before = getattr(self, "_before", {})
+            before = self._before
         recs = [r for c in cases for r in c.packets]  # a failed case's packets sent so far: relayed, not checked
         cases = [c for c in cases if c.status != "failed"]
         started = not self.relayers and "own_relayers" in self.caps.have
@@ -645,6 +647,7 @@ class Runner:
         """Offer the target the delivered packet's genuine certificate again: refused as a replay, nothing moves."""
         from protocol.errors import ReplayError
         from protocol.paths import verified_path
+        from protocol.types import ChainId, LaneId
         from relay.ops.relayers import build_relayer
 
         r = c.packets[0]
@@ -653,7 +656,8 @@ class Runner:
         try:
             assert links.relay.client is not None
             cert = await links.relay.client.call("getCertificate",
-                                                 {"key": verified_path(src, dst, lane, int(seq)).decode()})
+                                                 {"key": verified_path(ChainId(src), ChainId(dst), LaneId(lane),
+                                                                       int(seq)).decode()})
             raw = next(p for p, _ in await asyncio.to_thread(self.views[src].sent)
                        if packet_key(decode_packet(p)) == r.key)
             held = await asyncio.to_thread(self.views[dst].balance, self.users[dst], self.voucher("kWh", src, dst))
@@ -700,13 +704,13 @@ class Runner:
             return
         finally:
             self.stop_relayers()
-            if c.scenario.fault == "relay_validator_down" and getattr(self, "_down", None):
+            down, self._down = self._down, None
+            if down is not None:
                 try:
-                    await self._restart(*self._down, c)
-                    await self._caught_up(self._down[1], c)
+                    await self._restart(down[0], down[1], c)
+                    await self._caught_up(down[1], c)
                 except Exception as exc:
                     c.status, c.reason = "failed", f"{type(exc).__name__}: {exc}"
-                self._down = None
         if c.status != "failed":
             await self._verify([c], before)
 

@@ -105,9 +105,9 @@ def render_html(report: Report) -> str:
     for sid in scenarios:
         out.append(f"<tr><th>{_e(sid)}</th>")
         for a, b in pairs:
-            r = by.get((sid, a, b))
-            out.append("<td></td>" if r is None else
-                       f"<td class=\"{_e(r.status)}\"><a href=\"#{_e(_anchor(sid, a, b))}\">{_e(r.status)}</a></td>")
+            cell = by.get((sid, a, b))
+            out.append("<td></td>" if cell is None else f"<td class=\"{_e(cell.status)}\"><a href=\"#"
+                       f"{_e(_anchor(sid, a, b))}\">{_e(cell.status)}</a></td>")
         out.append("</tr>")
     out.append("</table><h2>Cases</h2>")
     for r in report.results:
