@@ -8,6 +8,7 @@
     parkrelay status --config deploy/devnet.toml [--json]
     parkrelay doctor --config deploy/devnet.toml [--json] [--api URL]
     parkrelay market PARK ACTION [--as ACCOUNT] [args...] [--config FILE] [--json]   (relay/ops/market)
+    parkrelay conformance run --config FILE [--pairs A:B,...] [--scenarios ID,...] [--junit F] [--html F] [--json]
 
 Long flags only; ``--json`` prints machine-readable output. Exit codes: 0 ok, 1 runtime failure,
 2 bad usage or config.
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     _add_operator_options(sub, node, rl)
     _add_doctor(sub)
+    from relay.ops.conformance.cli import add_parser as add_conformance_parser
+
+    add_conformance_parser(sub)
     return p
 
 
@@ -252,6 +256,10 @@ def _dispatch(args: Any) -> int:
         return dispatch(cfg, args)
     if args.cmd == "doctor":
         return _doctor(cfg, args)
+    if args.cmd == "conformance":
+        from relay.ops.conformance.cli import main as conformance
+
+        return conformance(cfg, args)
     if args.cmd == "fabric":
         print(json.dumps(fabric_profile(cfg, args.chain, args.relative_to), indent=2))
         return 0

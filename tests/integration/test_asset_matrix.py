@@ -8,6 +8,10 @@ them together, so the 12 x kinds x 3 cases cost one devnet and one drain instead
 still checked on its own (its packet's final state, its ack, the balances it touched), and the invariants are
 checked at the end: no packet left non-final, every denomination's escrow at its home equal to the vouchers out,
 per hop. A three-park round trip (a voucher of A held on B moves on to C, then back along its trace) runs after.
+
+The cases are the packaged conformance scenarios (relay/ops/conformance/scenarios.toml) and run through the
+conformance runner's engine, the one ``parkrelay conformance run`` uses against any deployment; the last test runs
+that command itself against this devnet and reads its JUnit and HTML reports.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from tests.integration.test_four_phases import (
     DPOS,
     ETH,
     FABRIC,
-    FINAL_STATES,
     POC,
     USER,
     Net,
@@ -47,9 +50,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 PARKS = [DPOS, POC, ETH, FABRIC]
 LANES = {frozenset(p): f"lane-{i}" for i, p in enumerate(itertools.combinations(PARKS, 2))}
 ORDERED = [(a, b) for a in PARKS for b in PARKS if a != b]
-TIMEOUT_S = 4
-"""Timeout of the cases that must time out: past on every target before the relayer starts."""
-KINDS = ("energy", "charging_right", "reputation")
 OUTCOMES = ("completed", "refused", "timed_out")
 SUBJECTS: dict[str, tuple[str, str]] = {
     DPOS: ("witness-a", "dpos-witness-credit/v1"),  # docs/research.md#seed-003: a witness's credit
@@ -119,6 +119,7 @@ class Matrix:
         self.rights: dict[tuple[str, str, str], str] = {}
         self.before_rights: dict[str, dict[str, Any]] = {}
         self.after_rights: dict[str, dict[str, Any]] = {}
+        self.report: Any = None
 
     async def balance(self, chain: str, denom: str, who: str | None = None) -> int:
         return int(await asyncio.to_thread(self.net.views[chain].balance, who or USER[chain], denom))
@@ -131,92 +132,8 @@ class Matrix:
                                        int((time.time() + timeout_s) * 1000), wait_final=False)
         return packet_key(decode_packet(sent["packet"]))
 
-    async def commit(self, kind: str, outcome: str) -> None:
-        """Phase 1 of case ``(kind, outcome)`` on every ordered pair, the sources in parallel (each source's cases
-        one after another: one sender per lane direction keeps packet keys stable, see ``Net.send``)."""
-        if kind == "energy":
-            await self.commit_energy(outcome)
-            return
-
-        async def from_source(src: str) -> None:
-            view = self.net.views[src]
-            for dst in PARKS:
-                if dst == src:
-                    continue
-                c = Case(kind, outcome, src, dst)
-                receiver = "nobody-here" if outcome == "refused" and kind == "reputation" else USER[dst]
-                timeout_ms = int((time.time() + (TIMEOUT_S if outcome == "timed_out" else 600)) * 1000)
-                if kind == "charging_right":
-                    c.expect["right_id"] = self.rights[(src, dst, outcome)]
-                    asset: dict[str, Any] = {"kind": "charging_right", "right_id": c.expect["right_id"]}
-                else:
-                    subject, model = SUBJECTS[src]
-                    c.expect["subject"], c.expect["model"] = view.account(subject), model
-                    asset = {"kind": "reputation", "subject": c.expect["subject"], "model": model}
-                sent = await asyncio.to_thread(view.send, USER[src], dst, self.net.views[dst].account(receiver),
-                                               lane(src, dst), timeout_ms, asset, wait_final=False)
-                c.key = packet_key(decode_packet(sent["packet"]))
-                c.expect["height"] = sent["height"]
-                self.cases[c.name] = c
-
-        await asyncio.gather(*(from_source(s) for s in PARKS))
-
-    async def issue_rights(self) -> None:
-        """Each park's operator issues, to the park's user, one right per ordered pair and outcome it sends: on
-        ``st-1`` (admitted everywhere) for the completed and timed-out cases, on ``st-<home>`` (refused abroad for
-        capacity) for the refused case. Slots start in two hours."""
-        now = int(time.time() * 1000)
-
-        async def at(home: str) -> None:
-            view = self.net.views[home]
-            for dst in PARKS:
-                if dst == home:
-                    continue
-                for outcome in OUTCOMES:
-                    rid = f"r-{home.split('-')[0]}-{dst.split('-')[0]}-{outcome.replace('_', '')}"
-                    station = f"st-{home}" if outcome == "refused" else "st-1"
-                    await asyncio.to_thread(view.issue_right, rid, station, station.replace("st-", "tr-"), RIGHT_KW,
-                                            now + SLOT_START_S * 1000, now + SLOT_END_S * 1000,
-                                            view.account(USER[home]))
-                    self.rights[(home, dst, outcome)] = rid
-
-        await asyncio.gather(*(at(p) for p in PARKS))
-
     async def rights_reports(self) -> dict[str, dict[str, Any]]:
         return {p: await asyncio.to_thread(self.net.views[p].rights) for p in PARKS}
-
-    async def commit_energy(self, outcome: str) -> None:
-        """Phase 1 of the energy case ``outcome`` on every ordered pair, the sources in parallel (each source's
-        cases one after another: one sender per lane direction keeps packet keys stable, see ``Net.send``)."""
-        amounts = {"completed": 1_000, "refused": 70, "timed_out": 9}
-
-        async def from_source(src: str) -> None:
-            for dst in PARKS:
-                if dst == src:
-                    continue
-                c = Case("energy", outcome, src, dst)
-                kw: dict[str, Any] = {}
-                if outcome == "refused":
-                    kw["receiver"] = "nobody-here"  # an account the target cannot credit
-                if outcome == "timed_out":
-                    kw["timeout_s"] = TIMEOUT_S
-                c.key = await self.transfer(src, dst, amounts[outcome], **kw)
-                self.cases[c.name] = c
-
-        await asyncio.gather(*(from_source(s) for s in PARKS))
-
-    async def drain(self, timeout_s: float = 420) -> None:
-        """Until every case's packet is final; their rows kept."""
-        keys = [c.key for c in self.cases.values()]
-
-        async def all_final() -> bool:
-            rows = await asyncio.gather(*(self.net.packet(k) for k in keys if k not in self.rows
-                                          or self.rows[k]["state"] not in FINAL_STATES))
-            for r in rows:
-                self.rows[r["packet"]] = r
-            return all(self.rows.get(k, {}).get("state") in FINAL_STATES for k in keys)
-
-        await wait_for(f"{len(keys)} matrix packets final", all_final, timeout_s, poll_s=1.0)
 
     async def check_energy_conservation(self, denoms: dict[str, list[str]]) -> None:
         """For each park H and each denomination D it escrows (``denoms[H]``): escrow of D at H == the vouchers of
@@ -265,50 +182,58 @@ def matrix(matrix_net: Net) -> Matrix:
     return asyncio.run(_run_matrix(matrix_net))
 
 
+MATRIX_SCENARIOS = {"energy-completed": ("energy", "completed"), "energy-refused": ("energy", "refused"),
+                    "energy-timeout": ("energy", "timed_out"), "energy-return": ("energy", "home"),
+                    "right-completed": ("charging_right", "completed"), "right-refused": ("charging_right", "refused"),
+                    "right-timeout": ("charging_right", "timed_out"),
+                    "reputation-completed": ("reputation", "completed"),
+                    "reputation-refused": ("reputation", "refused"), "reputation-timeout": ("reputation", "timed_out")}
+"""The packaged conformance scenarios (relay/ops/conformance/scenarios.toml) the matrix runs, as (kind, outcome)."""
+
+
 async def _run_matrix(net: Net) -> Matrix:
+    """Every case of :data:`MATRIX_SCENARIOS` on every ordered pair, through the conformance runner's engine (the
+    one ``parkrelay conformance run`` uses): the timed-out cases sent first while no relayer runs, then the others,
+    one relayer clearing them together, then each completed transfer's voucher partly home again. The engine's own
+    verdicts are kept (``matrix.report``) and the tests below check more of each case."""
+    from relay.ops.conformance.engine import Runner
+    from relay.ops.conformance.scenarios import load_scenarios
+
     await _ready(net)
     m = Matrix(net)
     for src, dst in ORDERED:
         m.before[(src, dst, "kWh")] = await m.balance(src, "kWh")
         m.before[(src, dst, "voucher")] = await m.balance(dst, voucher("kWh", src, dst))
-    await m.issue_rights()
-    m.before_rights = await m.rights_reports()
     for park, score in SCORED_BY_OPERATOR.items():
         if park in PARKS:
             view = net.views[park]
             await asyncio.to_thread(view.set_participant_score,  # type: ignore[attr-defined]
                                     view.account(SUBJECTS[park][0]), score)
-    # the cases that must time out first, while no relayer runs; then wait until each target is past them
-    for kind in KINDS:
-        await m.commit(kind, "timed_out")
-    links = await net.links()
-    try:
-        for c in m.cases.values():
-            target = links.parks[c.dst].source
-            timeout_ms = (await net.packet(c.key))["timeout_timestamp_ms"]
-
-            async def past(target: Any = target, timeout_ms: int = timeout_ms) -> bool:
-                return bool(await target.header_time_ms(await target.latest_height()) > timeout_ms)
-
-            await wait_for(f"{c.dst}'s block time past {c.key}'s timeout", past, 60)
-    finally:
-        await links.close_links()
-    for kind in KINDS:
-        await m.commit(kind, "completed")
-        await m.commit(kind, "refused")
-    net.start_relayer("relayer-a")
-    try:
-        await m.drain()
-        # each completed transfer's voucher partly home again: burnt where it circulates, unescrowed at home
-        for src, dst in ORDERED:
-            c = Case("energy", "home", src, dst)
-            c.key = await m.transfer(dst, src, 400, denom=voucher("kWh", src, dst))
-            m.cases[c.name] = c
-        await m.drain()
-    finally:
-        net.stop_relayers()
+    scenarios = [s for s in load_scenarios() if s.id in MATRIX_SCENARIOS]
+    runner = Runner(net.cfg, scenarios, pairs=ORDERED, users=USER, wait_final_sends=False)
+    m.report = await runner.run()
+    m.before_rights = runner.rights_before
+    for r in m.report.results:
+        kind, outcome = MATRIX_SCENARIOS[r.scenario.id]
+        c = Case(kind, outcome, r.src, r.dst, r.packets[0].key if r.packets else "", dict(r.expect))
+        m.cases[c.name] = c
+        if kind == "charging_right":
+            m.rights[(r.src, r.dst, outcome)] = r.expect["right_id"]
+        for p in r.packets:
+            m.rows[p.key] = p.row
     m.after_rights = await m.rights_reports()
     return m
+
+
+async def test_the_matrix_ran_through_the_conformance_engine(matrix: Matrix) -> None:
+    """The engine's verdict on every case (state, ack, exactly once, supply conserved, rights exactly once) and on
+    the deployment (nothing non-final): all passed, none skipped on this devnet (every capability is there)."""
+    report = matrix.report
+    assert len(report.results) == len(MATRIX_SCENARIOS) * len(ORDERED)
+    bad = [f"{r.name}: {r.status} {r.reason}" for r in report.results if r.status != "passed"]
+    assert not bad, "\n".join(bad)
+    assert report.invariants and all(i["ok"] for i in report.invariants), report.invariants
+    assert report.ok
 
 
 ENERGY_CASES = [f"energy-{s}->{d}-{o}" for s, d in ORDERED for o in ("completed", "refused", "timed_out", "home")]
@@ -340,10 +265,9 @@ async def test_energy_balances_and_conservation_after_the_matrix(matrix: Matrix)
         first = next(matrix.before[(s, d, "kWh")] for s, d in ORDERED if s == p)
         assert await matrix.balance(p, "kWh") == first - sent_by[p], p
     await matrix.check_energy_conservation({p: ["kWh"] for p in PARKS})
-    from relay.ops.packets import list_packets
-
-    rows = await asyncio.to_thread(list_packets, matrix.net.cfg)
-    assert not [r["packet"] for r in rows if r["state"] not in FINAL_STATES]
+    # every packet of the devnet final: the engine read them all once the matrix drained (nothing sent since)
+    (final,) = [i for i in matrix.report.invariants if i["check"] == "nothing left non-final"]
+    assert final["ok"], final
 
 
 async def test_energy_three_park_round_trip_unwinds_hop_by_hop(matrix: Matrix) -> None:
@@ -408,7 +332,7 @@ async def test_every_right_exists_exactly_once_after_the_matrix(matrix: Matrix) 
 
     assert rights_violations(matrix.after_rights) == []
     issued = {rid for rid in matrix.rights.values()}
-    homes = {rid for rep in matrix.before_rights.values() for rid in rep["live"]}
+    homes = {rid for rep in matrix.after_rights.values() for rid in (*rep["live"], *rep["escrowed"])}
     assert issued <= homes
 
 
@@ -654,3 +578,48 @@ async def test_the_fabric_market_certifies_on_imported_reputation_and_takes_a_re
     assert shown["round"]["transformer"] == "tr-1" and shown["round"]["state"] == "requests", shown
     assert shown["requests"]["st-1"]["account"] == stn and shown["requests"]["st-1"]["power_kw"] == 10, shown
     print(f"fabric market through the CLI: {time.monotonic() - started:.1f} s")
+
+
+async def test_conformance_cli_end_to_end_writes_junit_and_html(matrix: Matrix, tmp_path: Any) -> None:
+    """``parkrelay conformance run`` as an operator runs it, a process against this devnet's config: a few scenarios on
+    one pair, with the JUnit and HTML reports. Delivered, refused and replayed cases pass; the park-node crash is
+    skipped, naming the missing capability (no process of this devnet was started by ``devnet up`` for the runner to
+    kill), never passed."""
+    import json
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    from tests.integration.harness import REPO
+
+    junit, page = tmp_path / "conformance.xml", tmp_path / "conformance.html"
+    started = time.monotonic()
+    proc = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "relay.cli", "conformance", "run", "--config", str(matrix.net.cfg.path),
+                         "--pairs", f"{DPOS}:{POC}", "--scenarios", "energy-completed,energy-refused,replay,"
+                         "park-node-sigkill", "--junit", str(junit), "--html", str(page), "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    print(f"conformance CLI: {time.monotonic() - started:.1f} s")
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    out = json.loads(proc.stdout)
+    assert out["counts"] == {"passed": 3, "failed": 0, "skipped": 1}, out["counts"]
+    by = {r["scenario"]: r for r in out["results"]}
+    assert set(by) == {"energy-completed", "energy-refused", "replay", "park-node-sigkill"}
+    assert by["park-node-sigkill"]["status"] == "skipped"
+    assert any(m.startswith(f"kill_node({DPOS})") for m in by["park-node-sigkill"]["missing"]), by["park-node-sigkill"]
+    assert [c["detail"] for c in by["replay"]["checks"] if c["check"] == "replay refused"] == ["packet.replay"]
+    delivered = by["energy-completed"]["packets"][0]
+    assert delivered["state"] == "completed" and delivered["ack"] == {"success": True, "code": "ok"}
+    assert delivered["phases"]["committed"]["chain"] == DPOS and delivered["phases"]["completed"]["chain"] == DPOS
+    assert by["energy-refused"]["packets"][0]["ack"]["code"] == "receiver.unknown"
+    assert {i["check"] for i in out["invariants"] if i["ok"]} == {
+        "nothing left non-final", "supply conserved per denomination", "every charging right exists exactly once"}
+    root = ET.parse(junit).getroot()  # noqa: S314 - the report this test had written
+    cases = {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
+    assert ("conformance.energy-completed", f"{DPOS}->{POC}") in cases and len(cases) == 4 + 3
+    skipped = cases[("conformance.park-node-sigkill", f"{DPOS}->{POC}")].find("skipped")
+    assert skipped is not None and f"kill_node({DPOS})" in skipped.get("message", "")
+    assert not list(root.iter("failure"))
+    html = page.read_text()
+    assert delivered["packet"] in html and "PASS" in html and "skipped" in html
+    assert f"<code>{DPOS}@{delivered['phases']['completed']['height']}</code>" in html
