@@ -60,6 +60,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cmp_to_key
+from itertools import pairwise
 from typing import Any, ClassVar, Self
 
 from chains.common.state import canonical_json
@@ -771,7 +772,7 @@ def checkpoint_from_headers(params: PocParams, headers: list[PocHeader],
         raise CodecError("a checkpoint needs the trusted header and its retarget window",
                          expected=f"1..{MAX_CHECKPOINT_HEADERS} headers", got=len(headers))
     top = headers[-1]
-    for a, b in zip(headers, headers[1:], strict=False):
+    for a, b in pairwise(headers):
         if b.height != a.height + 1 or b.parent_hash != a.hash():
             raise CodecError("checkpoint headers do not chain", expected=a.height + 1, got=b.height)
     first = headers[0]
