@@ -475,7 +475,8 @@ class Relayer(ClientUpdates):
         unverified: set[str] = set()
         receipt_target = self.parks[dst].timeout_receipt is not None
         # a frozen client (SPEC §8.8): nothing is proven against it, and a packet the relay verified from a frozen
-        # source is not delivered: it may come from a branch the park abandoned, which a recovery revokes
+        # source is not delivered: it may come from a branch the park abandoned, which a recovery revokes; nothing is
+        # verified towards a frozen target either (the freeze paused its lanes: lane.invalid would park it for long)
         src_frozen = await self._client_frozen(src)
         dst_frozen = await self._client_frozen(dst)
         for t in items:
@@ -488,7 +489,7 @@ class Relayer(ClientUpdates):
             if action is Action.TIMEOUT and not rec.verified:
                 unverified.add(t.key)
             if ((src_frozen and (action in (Action.VERIFY, Action.RECV, Action.TIMEOUT_RECEIPT) or t.key in unverified))
-                    or (dst_frozen and action in (Action.CONFIRM, Action.TIMEOUT))):
+                    or (dst_frozen and action in (Action.VERIFY, Action.CONFIRM, Action.TIMEOUT))):
                 continue
             todo[action].append(t)
         self._note_progress(items, todo)
