@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,7 +33,11 @@ from tests.integration.harness import REPO, wait_for
 from tests.integration.test_forks import Admin, _client_holds_head_of, _relayer_logs, _status
 from tests.integration.test_four_phases import DPOS, LANE, POC, RELAY, Net, started_net, voucher, wait_ready
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600),
+              # about 2 min of scenario on a devnet of its own (its relay client's genesis differs from every other
+              # module's): beyond the suite's time budget, so opt-in
+              pytest.mark.skipif(os.environ.get("PARKRELAY_RECOVERY_E2E") != "1",
+                                 reason="opt-in: PARKRELAY_RECOVERY_E2E=1 (a devnet of its own, ~4 min)")]
 
 
 _CHAIN_SPEC = four_phases.chain_spec
@@ -89,8 +94,10 @@ async def test_a_reorg_past_the_clients_finality_freezes_it_and_governance_recov
     net.start_relayer("relayer-a")
     net.start_relayer("relayer-b")
     try:
-        keys = [await net.send(DPOS, 10), await net.send(POC, 110)]
-        await net.wait_final(keys)  # the relayers have nothing left to submit to the parks
+        keys: list[str] = []  # nothing in flight: the relayers have nothing to submit to the parks meanwhile
+        # the relayers catch the relay's client of the PoC park up with the park first (it starts at genesis)
+        await wait_for("the relay's client caught up with the PoC park", lambda: _client_holds_head_of(net, POC, a),
+                       180, poll_s=0.2)
         for n in (a, b):
             await admin.producing(POC, n, False)
             await admin.peers(POC, n, [])
@@ -184,7 +191,7 @@ async def test_a_reorg_past_the_clients_finality_freezes_it_and_governance_recov
         out = _cli(net, "recover", "--chain", POC)
         assert out["status"] == "active" and out["replaced"] == st["client_id"] != out["client_id"]
         assert await _lanes_paused(net) == [False, False]
-        assert set(out["revoked"]) <= {abandoned}
+        assert out["revoked"] == [abandoned]  # verified on the abandoned branch, never delivered: revoked
         keys += [abandoned, await net.send(DPOS, 30), await net.send(POC, 130)]
         rows = await net.wait_final(keys, timeout_s=240)
     finally:
@@ -193,7 +200,7 @@ async def test_a_reorg_past_the_clients_finality_freezes_it_and_governance_recov
     logs = _relayer_logs(net)
     assert "is frozen" in logs and "replaced the frozen" in logs
     # each transfer exactly once: the abandoned branch's transfer counted once, on the park's new branch
-    assert await net.balance(POC, voucher(DPOS)) == va + 10 + 30
-    assert await net.balance(DPOS, voucher(POC)) == vb + 110 + 120 + 130
+    assert await net.balance(POC, voucher(DPOS)) == va + 30
+    assert await net.balance(DPOS, voucher(POC)) == vb + 120 + 130
     assert (await _client(net))["status"] == "active"
     await net.check_invariants()
