@@ -26,6 +26,7 @@ __all__ = [
     "CapacityExceededError",
     "ClientExpiredError",
     "ClientFrozenError",
+    "ClientRecoveryError",
     "CodecError",
     "Disposition",
     "DuplicateClientTypeError",
@@ -180,6 +181,13 @@ class ClientFrozenError(ProtocolError):
     """The light client is frozen after misbehaviour; nothing is verified against it."""
 
     code = "client.frozen"
+
+
+class ClientRecoveryError(ProtocolError):
+    """A governance client recovery the relay refuses: the client is not frozen, the substitute is of another
+    kind, or the in-flight packets listed are not exactly those verified and unsettled (SPEC.md §8.8)."""
+
+    code = "client.recovery"
 
 
 class ClientExpiredError(ProtocolError):
@@ -482,6 +490,7 @@ DISPOSITIONS: dict[str, Disposition] = {
     # headers and light clients
     "header.invalid": _N, "header.not_final": _P, "client.misbehaviour": _N, "client.frozen": _F,
     "client.expired": _F, "client.unknown": _F, "client.duplicate_type": _F,
+    "client.recovery": _N,
     "header.unknown_parent": _P, "header.pending_limit": _P, "header.dpos.equivocation": _N,
     "header.dpos.finality_evidence": _N, "header.dpos.double_sign_evidence": _N,
     "header.poc.proof_of_space": _N, "header.poc.insufficient_quality": _N, "header.poc.difficulty": _N,

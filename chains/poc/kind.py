@@ -13,8 +13,12 @@ Light-client init args (``clients.<chain id>.init`` in the relay genesis, or ``i
                                          #   final, besides its depth (0..86400000; SPEC §8.6)
       "max_pending": 1024,               # optional: non-final headers held (2..65536)
       "max_pending_per_farmer": 128,     # optional: one farmer's non-final headers off the best branch
-      "max_distance": 512                # optional: heights a held header may be above the final tip
-    }                                    #   (confirmation_depth < max_distance < max_pending)
+      "max_distance": 512,               # optional: heights a held header may be above the final tip
+                                         #   (confirmation_depth < max_distance < max_pending)
+      "checkpoint": {...},               # optional (a substitute, SPEC §8.8): the trusted header's consensus
+                                         #   context (ConsensusContext.to_json; checkpoint_from_headers)
+      "farmers": {"name": "pubkey hex"}  # optional: farmer accounts created after genesis, bound at once
+    }
 
 The client's trusted header is the park's genesis header, derived from ``genesis`` by the same function the
 park's node runs (bridge section included), so it is the header block 1 links to.
@@ -29,6 +33,7 @@ from chains.common.kind import HOSTED_MAX_CONSENSUS_STATES, ParkNodeKind, bounde
 from chains.poc.light_client import PocClientParams, PocLightClient
 from chains.poc.params import PocChainParams
 from chains.poc.types import PocHeader, decode_header
+from protocol.errors import CodecError
 from protocol.light_client import LightClient
 from protocol.types import ChainId, ClientId
 
@@ -62,7 +67,8 @@ class PocKind(ParkNodeKind):
         """A ``poc`` client from init args (module docstring): trusts the park's genesis."""
         what = f"the init of poc client {client_id}"
         args = init_args(init, what, ("genesis", "trusting_period_ms"),
-                         ("max_consensus_states", "confirmation_depth", "fork_history", *POC_CLIENT_PARAMS))
+                         ("max_consensus_states", "confirmation_depth", "fork_history", "checkpoint", "farmers",
+                          *POC_CLIENT_PARAMS))
         depth = args.get("confirmation_depth")
         # PocClientParams checks each value and their relations (CodecError), defaults for what is absent
         window_and_bounds = PocClientParams.from_json({k: args[k] for k in POC_CLIENT_PARAMS if k in args})
@@ -74,7 +80,9 @@ class PocKind(ParkNodeKind):
             fork_history=bounded_init_int(args, "fork_history", 128, 0, _MAX_FORK_HISTORY, what),
             max_consensus_states=bounded_init_int(args, "max_consensus_states", HOSTED_MAX_CONSENSUS_STATES, 1,
                                                   _MAX_CONSENSUS_STATES, what),
-            client_params=window_and_bounds)
+            client_params=window_and_bounds,
+            checkpoint=None if "checkpoint" not in args else init_object(args["checkpoint"], f"checkpoint of {what}"),
+            farmers=_farmers(args.get("farmers", {}), what))
 
     def advance_light_client(self, client: LightClient[Any], now_ms: int) -> bool:
         if not isinstance(client, PocLightClient):
@@ -83,6 +91,23 @@ class PocKind(ParkNodeKind):
 
     def decode_header(self, raw: bytes) -> PocHeader:
         return decode_header(raw)
+
+
+def _farmers(value: Any, what: str) -> dict[str, bytes]:
+    """``farmers`` of a substitute's init: ``{name: ed25519 pubkey hex}``, at most 4096."""
+    obj = init_object(value, f"farmers of {what}")
+    if len(obj) > 4096:
+        raise CodecError(f"too many farmers in {what}", expected="<= 4096", got=len(obj))
+    out: dict[str, bytes] = {}
+    for name, key in obj.items():
+        try:
+            raw = bytes.fromhex(key) if isinstance(key, str) else b""
+        except ValueError:
+            raw = b""
+        if len(raw) != 32 or not name:
+            raise CodecError(f"farmer {name!r} of {what} needs a 32-byte key in hex", got=key)
+        out[name] = raw
+    return out
 
 
 POC = PocKind()

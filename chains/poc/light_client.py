@@ -60,18 +60,21 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cmp_to_key
+from itertools import pairwise
 from typing import Any, ClassVar, Self
 
 from chains.common.state import canonical_json
 from chains.common.tx import account_path
 from chains.poc.app import confirmation_depth_of, genesis_block, params_from_genesis
 from chains.poc.consensus import (
+    GENESIS_QUALITY,
     ConsensusContext,
     PocParams,
     ProofVerifier,
     chiapos_verifier,
     child_window,
     is_heavier,
+    verify_proof_of_space,
 )
 from chains.poc.consensus import validate_header as validate_header_rules
 from chains.poc.errors import (
@@ -565,23 +568,38 @@ class PocLightClient(LightClient[PocHeader]):
     def from_genesis(cls, client_id: ClientId, chain_id: ChainId, genesis_config: Mapping[str, Any],
                      trusting_period_ms: int, *, confirmation_depth: int | None = None, fork_history: int = 128,
                      verifier: ProofVerifier | None = None, max_consensus_states: int = 4096,
-                     client_params: PocClientParams | Mapping[str, Any] | None = None, now_ms: int = 0) -> Self:
+                     client_params: PocClientParams | Mapping[str, Any] | None = None, now_ms: int = 0,
+                     checkpoint: ConsensusContext | Mapping[str, Any] | None = None,
+                     farmers: Mapping[str, bytes] | None = None) -> Self:
         """A client trusting the genesis the park's genesis config describes (format: :mod:`chains.poc.app`).
 
         The checkpoint comes from :func:`chains.poc.app.genesis_block`, the function the park's node builds its
         genesis with, bridge section included. ``confirmation_depth`` defaults to the config's (as the park's
         node uses it). Farmer names are bound to the keys of the genesis accounts (any account may farm).
+
+        A *substitute* client (governance recovery, SPEC §8.8) trusts ``checkpoint`` instead: the consensus
+        context of a park header at a trusted height (:func:`checkpoint_from_headers`), and binds ``farmers``
+        (accounts created after genesis, as ``register_farmer`` bound them in the frozen client) besides the
+        genesis accounts.
         """
         config = dict(genesis_config)
         params, _ = params_from_genesis(config)
         if params.chain_id != chain_id:
             raise WrongChainError("genesis config of another chain", expected=chain_id, got=params.chain_id)
-        _, _, checkpoint = genesis_block(config)
+        if checkpoint is None:
+            _, _, checkpoint = genesis_block(config)
+        elif isinstance(checkpoint, Mapping):
+            checkpoint = ConsensusContext.from_json(dict(checkpoint))
         depth = confirmation_depth if confirmation_depth is not None else confirmation_depth_of(config)
         try:
             keys = {str(a["name"]): bytes.fromhex(a["pubkey"]) for a in config.get("accounts", [])}
         except (KeyError, TypeError, ValueError) as exc:
             raise CodecError(f"malformed accounts in the PoC genesis config: {exc!r}") from exc
+        for name, key in (farmers or {}).items():
+            if name in keys and keys[name] != key:
+                raise CodecError(f"farmer {name} is a genesis account with another key", expected=keys[name].hex(),
+                                 got=key.hex())
+            keys[name] = key
         return cls(client_id, params, checkpoint, depth, trusting_period_ms, fork_history=fork_history,
                    verifier=verifier, max_consensus_states=max_consensus_states, client_params=client_params,
                    farmer_keys=keys, now_ms=now_ms)
@@ -736,3 +754,36 @@ def _farmer_keys(keys: Mapping[str, bytes]) -> dict[str, bytes]:
 def _consensus_state(ctx: ConsensusContext) -> ConsensusState:
     return ConsensusState(height=ctx.height, header_hash=ctx.header_hash, timestamp_ms=ctx.timestamp_ms,
                           state_root=ctx.state_root)
+
+
+MAX_CHECKPOINT_HEADERS = 4097
+"""Most headers :func:`checkpoint_from_headers` takes (the retarget window plus the trusted header)."""
+
+
+def checkpoint_from_headers(params: PocParams, headers: list[PocHeader],
+                            verifier: ProofVerifier | None = None) -> ConsensusContext:
+    """The consensus context of ``headers[-1]`` (a substitute client's trusted checkpoint, SPEC §8.8).
+
+    ``headers`` are consecutive park headers ending with the trusted one and starting at most
+    ``params.retarget_window`` below it, or at genesis: they give the retarget window. Only the trusted header's
+    proof of space is verified (for its quality, which the next challenge needs): the checkpoint is trusted by
+    whoever signs the recovery, not proven. Raises :class:`CodecError` for a list that does not chain."""
+    if not headers or len(headers) > MAX_CHECKPOINT_HEADERS:
+        raise CodecError("a checkpoint needs the trusted header and its retarget window",
+                         expected=f"1..{MAX_CHECKPOINT_HEADERS} headers", got=len(headers))
+    top = headers[-1]
+    for a, b in pairwise(headers):
+        if b.height != a.height + 1 or b.parent_hash != a.hash():
+            raise CodecError("checkpoint headers do not chain", expected=a.height + 1, got=b.height)
+    first = headers[0]
+    if first.height != 0 and top.height - first.height < params.retarget_window:
+        raise CodecError("checkpoint headers miss part of the retarget window",
+                         expected=f"from height {max(0, top.height - params.retarget_window)}", got=first.height)
+    if top.chain_id != params.chain_id:
+        raise WrongChainError("checkpoint header of another chain", expected=params.chain_id, got=top.chain_id)
+    quality = GENESIS_QUALITY if top.height == 0 else verify_proof_of_space(
+        top, params, verifier if verifier is not None else chiapos_verifier())
+    window = tuple((h.timestamp_ms, h.cumulative_weight) for h in headers)[-(params.retarget_window + 1):]
+    return ConsensusContext(height=top.height, header_hash=top.hash(), timestamp_ms=top.timestamp_ms,
+                            state_root=top.state_root, challenge=top.challenge, quality=quality,
+                            difficulty=top.difficulty, cumulative_weight=top.cumulative_weight, window=window)

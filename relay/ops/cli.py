@@ -9,6 +9,7 @@
     parkrelay doctor --config deploy/devnet.toml [--json] [--api URL]
     parkrelay market PARK ACTION [--as ACCOUNT] [args...] [--config FILE] [--json]   (relay/ops/market)
     parkrelay conformance run --config FILE [--pairs A:B,...] [--scenarios ID,...] [--junit F] [--html F] [--json]
+    parkrelay relay client status|prepare|sign|submit|recover --config FILE [--chain CHAIN]   (relay/ops/recovery)
 
 Long flags only; ``--json`` prints machine-readable output. Exit codes: 0 ok, 1 runtime failure,
 2 bad usage or config.
@@ -152,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_market_parser(sub)
 
+    from relay.ops.recovery import add_parser as add_recovery_parser
+
+    add_recovery_parser(sub)
+
     st = sub.add_parser("status", help="heights and finality of every chain in a deployment")
     st.add_argument("--config", default="deploy/devnet.toml")
     st.add_argument("--json", action="store_true")
@@ -212,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: Any) -> int:
+    if args.cmd == "relay":  # a frozen client's recovery by governance (relay/ops/recovery.py)
+        from relay.ops.recovery import dispatch as relay_client
+
+        return relay_client(args)
     if args.cmd == "market":  # its config and --json come with the action's arguments (relay/ops/market)
         from relay.ops.market import dispatch as market
 

@@ -108,7 +108,42 @@ class ClientUpdates:
 
     async def _client_status(self, chain_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._relay_rpc().call("getClientStatus", {"chain_id": chain_id})
+        self._note_client(chain_id, result)
         return result
+
+    def _note_client(self, chain_id: str, st: dict[str, Any]) -> None:
+        """Track the client's id and freeze (SPEC §8.8): log a freeze once; when a substitute replaced a frozen
+        client (a governance recovery), log it and rescan the park's events, since packets the park committed on
+        its new branch may lie below the scanner's cursor (packets already tracked or done are skipped)."""
+        known: dict[str, tuple[str, bool]] = self.__dict__.setdefault("_client_seen", {})
+        cid, frozen = str(st.get("client_id")), st.get("status") == "frozen"
+        before = known.get(chain_id)
+        known[chain_id] = (cid, frozen)
+        self.__dict__.setdefault("_client_checked", {})[chain_id] = (self._clock(), frozen)
+        if before == (cid, frozen) or (before is None and not frozen):
+            return
+        if frozen:
+            self.stats.clients_frozen += 1
+            self.log.error("%s: the relay's client %s is frozen (height %s): holding this park's packets (no verify, "
+                           "no delivery of its verified packets) until governance recovers the client "
+                           "(parkrelay relay client recover)", chain_id, cid, st.get("frozen_height"))
+        elif before is not None and before[1] and before[0] != cid:
+            self.stats.clients_recovered += 1
+            self.log.warning("%s: client %s replaced the frozen %s (trusted height %s): resuming this park's packets "
+                             "and rescanning its events", chain_id, cid, before[0], st.get("final_height"))
+            self._rescan(chain_id)
+
+    def _rescan(self, chain_id: str) -> None:
+        raise NotImplementedError
+
+    async def _client_frozen(self, chain_id: str, max_age_s: float = 1.0) -> bool:
+        """Whether the relay's client of ``chain_id`` is frozen (a status at most ``max_age_s`` old)."""
+        checked: dict[str, tuple[float, bool]] = self.__dict__.setdefault("_client_checked", {})
+        seen = checked.get(chain_id)
+        if seen is None or self._clock() - seen[0] > max_age_s:
+            await self._client_status(chain_id)
+            seen = checked[chain_id]
+        return seen[1]
 
     async def _update_client(self, park: ChainLink) -> dict[str, Any]:
         """Feed the relay's client of ``park`` the park's current branch from the last header both share (as many

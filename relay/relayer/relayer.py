@@ -163,6 +163,10 @@ class RelayerStats:
     undecodable_events: int = 0
     branch_switches: int = 0
     misbehaviour_submitted: int = 0
+    clients_frozen: int = 0
+    """Times this relayer saw a park's client frozen (SPEC §8.8)."""
+    clients_recovered: int = 0
+    """Times it saw a frozen client replaced by a governance recovery."""
 
     def count(self, action: str) -> None:
         self.submitted[action] = self.submitted.get(action, 0) + 1
@@ -393,9 +397,19 @@ class Relayer(ClientUpdates):
             self._record_ack(ev)
 
     def _track(self, t: Tracked) -> None:
-        if t.key in self.packets:
+        known = self.packets.get(t.key)
+        if known is not None and known.raw == t.raw:
             return
-        exists = self.db.execute("SELECT done FROM packets WHERE key = ?", (t.key,)).fetchone()
+        exists = self.db.execute("SELECT done, packet FROM packets WHERE key = ?", (t.key,)).fetchone()
+        if exists is not None and exists[1] != t.raw.hex():
+            # a rescan after a recovery found another packet at this sequence on the park's new branch: it replaces
+            # the one tracked from the abandoned branch (SPEC §8.8)
+            self.log.warning("%s: the park's chain now holds another packet at this sequence: tracking it", t.key)
+            self.packets.pop(t.key, None)
+            self.db.execute("DELETE FROM packets WHERE key = ?", (t.key,))
+            exists = None
+        elif known is not None:
+            return
         if exists and exists[0]:
             self.db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,))
             self.db.commit()
@@ -407,6 +421,11 @@ class Relayer(ClientUpdates):
         self.db.execute("INSERT OR IGNORE INTO packets VALUES (?, ?, ?, ?, 0)",
                         (t.key, t.raw.hex(), t.commit_height, t.ack.hex() if t.ack is not None else None))
         self.db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,))
+        self.db.commit()
+
+    def _rescan(self, chain_id: str) -> None:
+        """Scan the park's events again from its genesis (after a client recovery, SPEC §8.8)."""
+        self.db.execute("DELETE FROM cursors WHERE chain = ?", (chain_id,))
         self.db.commit()
 
     def _record_ack(self, ev: dict[str, Any]) -> None:
@@ -488,6 +507,11 @@ class Relayer(ClientUpdates):
         todo: dict[Action, list[Tracked]] = {a: [] for a in Action}
         unverified: set[str] = set()
         receipt_target = self.parks[dst].timeout_receipt is not None
+        # a frozen client (SPEC §8.8): nothing is proven against it, and a packet the relay verified from a frozen
+        # source is not delivered: it may come from a branch the park abandoned, which a recovery revokes; nothing is
+        # verified towards a frozen target either (the freeze paused its lanes: lane.invalid would park it for long)
+        src_frozen = await self._client_frozen(src)
+        dst_frozen = await self._client_frozen(dst)
         for t in items:
             rec = self._records_of(t, relay_state, park_state)
             action = next_action(rec, now_ms, timeout_unverified=self.timeout_unverified,
@@ -497,6 +521,9 @@ class Relayer(ClientUpdates):
                 continue
             if action is Action.TIMEOUT and not rec.verified:
                 unverified.add(t.key)
+            if ((src_frozen and (action in (Action.VERIFY, Action.RECV, Action.TIMEOUT_RECEIPT) or t.key in unverified))
+                    or (dst_frozen and action in (Action.VERIFY, Action.CONFIRM, Action.TIMEOUT))):
+                continue
             todo[action].append(t)
         self._note_progress(items, todo)
         ready = {a: [t for t in ts if not self._waiting(t, a.value) and self._my_turn(t, a.value)]
@@ -564,8 +591,11 @@ class Relayer(ClientUpdates):
         receipt = dst.get(receipt_path(p.src_chain, p.lane, p.sequence).decode())
         sentinel = self.parks[p.dst_chain].timeout_receipt if p.dst_chain in self.parks else None
         timed_out_there = receipt is not None and sentinel is not None and bytes.fromhex(receipt) == sentinel
+        commitment = src.get(commitment_path(p.dst_chain, p.lane, p.sequence).decode())
         return PacketRecords(
-            committed=src.get(commitment_path(p.dst_chain, p.lane, p.sequence).decode()) is not None,
+            # another packet at this sequence (the source reorganised past the relay's finality and a recovery revoked
+            # this one, SPEC §8.8) is not this packet's commitment
+            committed=commitment is not None and _same_commitment(commitment, t.raw),
             verified=relay.get(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()) is not None,
             outcome=relay.get(outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()) is not None,
             received=receipt is not None and not timed_out_there,
@@ -817,6 +847,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
     # acknowledgements seen on a target before the source's scanner tracked their packet (Relayer._record_ack)
     db["early_acks"].create({"key": str, "ack": str}, pk="key", if_not_exists=True)  # type: ignore[union-attr]
     conn.commit()
+
+
+def _same_commitment(value_hex: str, raw: bytes) -> bool:
+    """Whether a source's commitment record (hex of its value, as ``query_many`` answers) is ``raw``'s commitment;
+    a value that is not 32 bytes (a source storing it otherwise) counts as the same."""
+    try:
+        value = bytes.fromhex(value_hex)
+    except ValueError:
+        return True
+    return len(value) != 32 or value == hashlib.sha256(raw).digest()
 
 
 def _ack_key(p: Packet) -> str:

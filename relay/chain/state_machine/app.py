@@ -38,7 +38,7 @@ from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path, cr
 from protocol.crypto import ed25519_verify
 from protocol.errors import CodecError, ProtocolError, ReplayError, UnknownClientError, WrongChainError
 from protocol.types import ChainId, check_id
-from relay.chain.state_machine import admission, attest, evidence, governance, lanes, packets
+from relay.chain.state_machine import admission, attest, evidence, governance, lanes, packets, recovery
 from relay.chain.state_machine import requests as rq
 from relay.chain.state_machine.clients import (
     ClientType,
@@ -140,6 +140,7 @@ class RelayStateMachine:
             (rq.CONFIRM_ACK, self._op_confirm_ack),
             (rq.CONFIRM_TIMEOUT, self._op_confirm_timeout),
             (rq.CLIENT_CREATE, self._op_client_create),
+            (rq.CLIENT_RECOVER, self._op_client_recover),
             (rq.LANE_OPEN, self._op_lane),
             (rq.LANE_PAUSE, self._op_lane),
             (rq.LANE_RESUME, self._op_lane),
@@ -280,6 +281,11 @@ class RelayStateMachine:
         params = self._governed(state, tx)
         chain_id, client_type, init = rq.parse_client_create(params)
         return process_client_create(self.router, state, chain_id, client_type, init)
+
+    def _op_client_recover(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        params = self._governed(state, tx)
+        return recovery.process_client_recover(self.router, state, recovery.parse_client_recover(params),
+                                               ctx.timestamp_ms)
 
     def _op_lane(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         params = self._governed(state, tx)

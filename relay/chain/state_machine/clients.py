@@ -54,8 +54,8 @@ from protocol.errors import (
 )
 from protocol.light_client import ClientRouter, ClientStatus, LightClient, base_state_to_json, restore_base_state
 from protocol.types import ChainId, ClientId, check_id
-from relay.chain.state_machine.keys import CLIENT_INDEX_KEY, client_pointer_key, client_state_key
-from relay.chain.state_machine.lanes import pause_chain_lanes
+from relay.chain.state_machine.keys import CLIENT_INDEX_KEY, chain_lanes_key, client_pointer_key, client_state_key
+from relay.chain.state_machine.lanes import load_lane, pause_lane
 from relay.chain.state_machine.records import Event
 
 __all__ = [
@@ -284,7 +284,12 @@ def _decode_headers(hosted: HostedClient, raw_headers: Sequence[bytes]) -> list[
 def freeze_events(state: ChainState, hosted: HostedClient, exc: MisbehaviourError) -> list[Event]:
     """After ``hosted``'s client froze: pause its chain's lanes; the events of both."""
     c = hosted.client
-    paused = pause_chain_lanes(state, hosted.chain_id, f"client {hosted.client_id} frozen")
+    # a lane governance paused keeps its reason, so a recovery (which resumes what the freeze paused) leaves it paused
+    paused: list[Event] = []
+    for src, dst, lane in state.get_json(chain_lanes_key(hosted.chain_id)) or []:
+        rec = load_lane(state, src, dst, lane)
+        if rec is not None and not rec.paused:
+            paused += pause_lane(state, src, dst, lane, f"client {hosted.client_id} frozen")
     return [{"type": "client_frozen", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
              "height": c.frozen_height, "reason": exc.message,
              "paused_lanes": [f"{e['src']}/{e['dst']}/{e['lane']}" for e in paused]}, *paused]

@@ -90,8 +90,10 @@ LANE_OPEN = "lane.open"
 LANE_PAUSE = "lane.pause"
 LANE_RESUME = "lane.resume"
 LANE_SET_LIMITS = "lane.set_limits"
+CLIENT_RECOVER = "client.recover"
+"""Governance: replace a frozen client by a substitute, revoking its chain's in-flight packets (:mod:`.recovery`)."""
 
-GOVERNANCE_OPS = (CLIENT_CREATE, LANE_OPEN, LANE_PAUSE, LANE_RESUME, LANE_SET_LIMITS)
+GOVERNANCE_OPS = (CLIENT_CREATE, LANE_OPEN, LANE_PAUSE, LANE_RESUME, LANE_SET_LIMITS, CLIENT_RECOVER)
 CLIENT_ATTEST = "client.attest"
 CLIENT_REGISTER_FARMER = "client.register_farmer"
 OPS = (REGISTER, CLIENT_UPDATE, CLIENT_MISBEHAVIOUR, CLIENT_ATTEST, CLIENT_REGISTER_FARMER, VERIFY, VERIFY_BATCH,

@@ -20,6 +20,7 @@ from protocol.errors import (
     AuthorizationError,
     ClientExpiredError,
     ClientFrozenError,
+    ClientRecoveryError,
     CodecError,
     EvidenceError,
     HeaderError,
@@ -509,6 +510,11 @@ def _client_create_unknown_type(s: Setup) -> tuple[str, dict[str, Any]]:
     return "client.create", s.h.gov_args("client.create", params)
 
 
+def _client_recover_active_client(s: Setup) -> tuple[str, dict[str, Any]]:
+    params = {"chain_id": DPOS, "client_type": "single", "init": s.h.genesis["clients"][DPOS]["init"], "packets": []}
+    return "client.recover", s.h.gov_args("client.recover", params)
+
+
 # --- attestations (client.attest) -------------------------------------------------------------------
 
 
@@ -614,6 +620,7 @@ CASES = [
     Case("lane.set_limits: unknown lane", _set_limits_unknown_lane, LaneError),
     Case("lane.set_limits: negative capacity", _set_limits_malformed, CodecError),
     Case("client.create: unknown client type", _client_create_unknown_type, UnknownClientError),
+    Case("client.recover: client not frozen", _client_recover_active_client, ClientRecoveryError),
     Case("client.attest: not a relay validator", _attest_by_non_validator, AuthorizationError),
     Case("client.attest: block hash of 31 bytes", _attest_short_hash, CodecError),
     Case("client.register_farmer: client binds no farmers", _register_farmer_on_a_client_without_farmers,

@@ -1,0 +1,76 @@
+"""The relayer around a frozen client and its recovery (SPEC.md §8.8), on the in-memory chains of
+:mod:`tests.unit.test_relayer_loop`: while the relay's client of a source park is frozen, the relayer neither
+verifies that park's packets nor delivers the ones the relay verified from it (they may come from a branch the
+park abandoned); once a substitute client replaced the frozen one it rescans the park and carries on, a packet the
+recovery revoked going back to phase 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from protocol.paths import verified_path
+from tests.unit.test_relayer_loop import _client, _Park, _Relay, _relayer, _send_event
+
+
+class _RelayWithRecords(_Relay):
+    """The fake relay, plus VERIFIED records for the keys in ``verified``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified: set[str] = set()
+
+    async def query_many(self, keys: list[str]) -> dict[str, str | None]:
+        return {k: ("01" * 32 if k in self.verified else None) for k in keys}
+
+
+async def test_a_frozen_source_holds_its_packets_and_a_recovery_resumes_them(tmp_path: Path) -> None:
+    relay = _RelayWithRecords()
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[3] = [_send_event("park-a", "park-b", 1, 3)]
+    _client(relay, a, latest=10, final=8)
+    _client(relay, b, latest=10, final=8)
+    relay.status["park-a"].update(client_id="poc-0", status="frozen", frozen_height=9)
+    relay.status["park-b"]["client_id"] = "dpos-1"
+    relay.verified.add(verified_path("park-a", "park-b", "lane-0", 1).decode())
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    await r.step()
+    await r.step()
+    # verified on the relay, not executed on the target: while the source's client is frozen it is not delivered
+    assert [op for op, _ in b.submitted] == []
+    assert not [op for op, _ in relay.submitted if op.startswith(("packet.verify", "client.update"))]
+    assert r.stats.clients_frozen == 1
+    assert r.db.execute("SELECT height FROM cursors WHERE chain = 'park-a'").fetchone() is not None
+
+    # governance recovered the client: a substitute with a new id, and the recovery revoked the packet
+    relay.status["park-a"] = {**relay.status["park-a"], "client_id": "poc-2", "status": "active",
+                              "frozen_height": None}
+    relay.verified.clear()
+    r._client_checked.clear()  # type: ignore[attr-defined]  # (the status cache lives one second)
+    await r.step()
+    assert r.stats.clients_recovered == 1
+    # the packet goes back to phase 2 against the substitute; nothing was delivered from the old verification
+    assert [op for op, _ in relay.submitted if op == "packet.verify_batch"]
+    assert [op for op, _ in b.submitted] == []
+    r.db.close()
+
+
+async def test_another_packet_at_the_sequence_on_the_new_branch_replaces_the_tracked_one(tmp_path: Path) -> None:
+    relay = _RelayWithRecords()
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[3] = [_send_event("park-a", "park-b", 1, 3)]
+    _client(relay, a, latest=10, final=8)
+    _client(relay, b, latest=10, final=8)
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    await r.step()
+    (old,) = r.packets.values()
+    new_event: dict[str, Any] = _send_event("park-a", "park-b", 1, 4, timeout_ms=10**13 + 1)
+    a.events_at = {4: [new_event]}
+    r._rescan("park-a")
+    await r.step()
+    (new,) = r.packets.values()
+    assert new.raw != old.raw and new.raw.hex() == new_event["packet"]
+    (row,) = r.db.execute("SELECT packet, done FROM packets").fetchall()
+    assert row == (new.raw.hex(), 0)
+    r.db.close()
