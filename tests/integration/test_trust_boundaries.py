@@ -13,11 +13,11 @@ import json
 import os
 import stat
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -50,10 +50,12 @@ def eth_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
 
 
 def call(url: str, method: str, params: list[Any], token: str | None = None) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    r = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, headers=headers,
-                      timeout=10)
-    out: dict[str, Any] = r.json()
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=10) as r:  # noqa: S310
+        out: dict[str, Any] = json.loads(r.read())
     return out
 
 
