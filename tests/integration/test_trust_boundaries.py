@@ -15,22 +15,28 @@ import stat
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from adapters.common.rpc import JsonRpcClient
 from chains.common import jsonrpc as rpc
 from chains.ethereum.anvil import free_port, network_isolation_available
 from chains.ethereum.deploy import load_artifact
 from chains.ethereum.node import ADDRESSES_FILE, IPC_FILE
+from protocol.crypto import Ed25519Signer
 from relay.ops import devnet
 from relay.ops.config import load_config
 from relay.ops.keys import read_secret
 from relay.ops.layout import account_key_path, admin_token_path
 from tests.integration.test_ethereum_node import BALANCES, CHAIN, NodeProc, wait_until, write_devnet
+from tests.unit.test_node_runtime import _Header, _node
 
 ESCROW_WH = 5_000
 
@@ -134,3 +140,45 @@ def test_nobody_but_the_operator_can_move_the_escrow(eth_node: NodeProc) -> None
     if network_isolation_available():
         assert os.readlink(f"/proc/{eth_node.anvil_pid()}/ns/net") != os.readlink("/proc/self/ns/net")
     assert "refused anvil_impersonateAccount without the admin token" in eth_node.log()
+
+
+# --- P2P: a block's origin is asked for ancestors only if it is a configured peer -------------------------------
+
+
+async def test_a_block_from_a_stranger_makes_the_node_call_no_one(tmp_path: Path) -> None:
+    """``POST /p2p/block`` is open to anyone (a block is checked by its consensus proof), but its ``origin`` used to
+    be trusted: a block with an unknown parent made the node fetch up to 2000 ancestors from whatever URL the caller
+    named. Now only a configured peer is asked; a stranger's origin is ignored (the sync loop asks the peers)."""
+    asked: list[Any] = []
+
+    async def trap(request: web.Request) -> web.Response:
+        asked.append(await request.json())
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "no"}})
+
+    app = web.Application()
+    app.router.add_post("/rpc", trap)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    trap_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    node = _node(tmp_path, Ed25519Signer(bytes(32)))
+    await node.start()
+    try:
+        head = node.head.hash
+        orphan = _Header(7, b"\x01" * 32, 10**6, bytes(32), bytes(32))
+        body = {"header": orphan.encode().hex(), "txs": [], "origin": trap_url}
+        async with aiohttp.ClientSession() as s:
+            async with s.post(node.url + "/p2p/block", json=body) as r:
+                assert r.status == 200
+            assert asked == [] and node.head.hash == head and node.peers == []
+            # the same block from a configured peer: the node asks that peer for the missing parent
+            async with JsonRpcClient(node.url, side="test-chain", admin_token="t0ken") as admin:
+                await admin.call("admin.setPeers", {"peers": [trap_url]}, admin=True)
+            async with s.post(node.url + "/p2p/block", json=body) as r:
+                assert r.status == 200
+        assert [a["method"] for a in asked] == ["getBlockByHash"] and asked[0]["params"] == {"hash": "01" * 32}
+        assert node.head.hash == head
+    finally:
+        await node.stop()
+        await runner.cleanup()
