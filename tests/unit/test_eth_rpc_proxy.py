@@ -212,3 +212,10 @@ def test_the_allowlist_is_standard_reads_and_raw_transactions_only() -> None:
                "eth_subscribe"}
     assert not signing & PUBLIC_METHODS
     assert "eth_sendRawTransaction" in PUBLIC_METHODS
+
+
+def test_docs_security_lists_exactly_the_allowlist() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    (row,) = [line for line in doc.splitlines() if line.startswith("| `eth_blobBaseFee`")]
+    listed = set(row.split(" | ")[0].strip("| ").replace("`", "").split(", "))
+    assert listed | {"eth_sendRawTransaction"} == PUBLIC_METHODS
