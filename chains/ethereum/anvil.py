@@ -27,6 +27,11 @@ at every dump: fine for a devnet, not for weeks of uptime.
 
 The park node's own accounts are generated keys funded with :meth:`Anvil.set_balance`; anvil's mnemonic
 dev accounts are off (``--accounts 0``) for a park node and on for :func:`automine_anvil` (tests).
+
+anvil serves every method to whoever reaches it (cheat codes included) and cannot turn off its HTTP listener,
+so a park node runs it with ``ipc_path`` (``--ipc``, the socket made 0600) and ``isolate_network`` (the process
+in network and user namespaces of its own, :data:`UNSHARE_NET`, where its TCP listener reaches no one); the node
+talks to the socket and serves the public through :mod:`chains.ethereum.rpc_proxy` (docs/security.md).
 """
 
 from __future__ import annotations

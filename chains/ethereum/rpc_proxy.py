@@ -214,9 +214,9 @@ class RpcProxy:
         if not isinstance(body, list):
             return await self._one(body, authorized)
         if not body or len(body) > self.max_batch:
-            exc = rpc.InvalidRequestError(f"a batch holds 1..{self.max_batch} requests", got=len(body))
+            too_many = rpc.InvalidRequestError(f"a batch holds 1..{self.max_batch} requests", got=len(body))
             self.refused += 1
-            return 200, _refusal(None, exc)
+            return 200, _refusal(None, too_many)
         answers = await asyncio.gather(*(self._one(item, authorized) for item in body))
         if all(status == 503 for status, _ in answers):
             return 503, [a for _, a in answers]
@@ -254,7 +254,7 @@ class RpcProxy:
             raise
         server = site._server
         assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
         return self.port
 
     async def stop(self) -> None:
