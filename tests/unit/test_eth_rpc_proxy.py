@@ -219,3 +219,31 @@ def test_docs_security_lists_exactly_the_allowlist() -> None:
     (row,) = [line for line in doc.splitlines() if line.startswith("| `eth_blobBaseFee`")]
     listed = set(row.split(" | ")[0].strip("| ").replace("`", "").split(", "))
     assert listed | {"eth_sendRawTransaction"} == PUBLIC_METHODS
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_the_park_node_never_gives_anvil_its_public_port(tmp_path: Path, isolate: bool) -> None:
+    from chains.ethereum.node import EthereumNode, EthNodeSettings
+
+    public = free_port()
+    node = EthereumNode(EthNodeSettings(
+        chain_id="eth-park", genesis={"block_interval_ms": 1000, "eth_chain_id": 31337}, operator_key=bytes(32),
+        relay_chain_id="relay", relay_set=([], [], []), port=public, state_dir=tmp_path / "eth-park",
+        isolate_anvil=isolate, admin_token=TOKEN))
+    argv = node.anvil.argv()
+    assert argv[argv.index("--ipc") + 1] == str(node.ipc_path) and node.ipc_path.name == "anvil.ipc"
+    assert argv[argv.index("--host") + 1] == "127.0.0.1" and int(argv[argv.index("--port") + 1]) != public
+    assert (argv[0] == "unshare") is isolate
+    assert node.proxy.authorized(f"Bearer {TOKEN}") and not node.proxy.authorized("Bearer ")
+
+
+def test_a_node_without_an_admin_token_serves_no_operator_method() -> None:
+    p = RpcProxy(IpcUpstream(Path("/nonexistent")), "")
+    assert not p.authorized("Bearer ") and not p.authorized("")
+
+
+def test_a_socket_path_too_long_for_the_kernel_goes_to_a_private_directory(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120)
+    path = ipc_path_for(deep)
+    assert len(str(path)) <= 100 and stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert ipc_path_for(Path("/srv/p")) == Path("/srv/p/anvil.ipc")
