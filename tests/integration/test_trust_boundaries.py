@@ -182,3 +182,22 @@ async def test_a_block_from_a_stranger_makes_the_node_call_no_one(tmp_path: Path
     finally:
         await node.stop()
         await runner.cleanup()
+
+
+def test_docs_security_covers_every_method_of_the_node_runtime(tmp_path: Path) -> None:
+    """A method added to the runtime without a row in docs/security.md (who may call it, what it changes) fails
+    here; so does an operator method left open."""
+    import re
+
+    node = _node(tmp_path, Ed25519Signer(bytes(32)))
+    try:
+        doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+        rows = [ln for ln in doc.splitlines() if ln.startswith("| `POST /rpc`")]
+        documented = {n for ln in rows for n in re.findall(r"`([A-Za-z.]+)`", ln.split(" | ")[0])} - {"POST"}
+        operator = {n for ln in rows if ln.split(" | ")[1] == "operator"
+                    for n in re.findall(r"`([A-Za-z.]+)`", ln.split(" | ")[0])}
+        methods = node._methods
+        assert set(methods) <= documented, sorted(set(methods) - documented)
+        assert {name for name, m in methods.items() if m.admin} == operator & set(methods)
+    finally:
+        node.db.close()
