@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 """Longest answer read from anvil (``eth_getLogs`` over a long range, a block's receipts)."""
 UPSTREAM_TIMEOUT_S = 30.0
 """How long one request may wait for anvil."""
+REFUSAL_LOG_INTERVAL_S = 60.0
+"""At most one log line per this many seconds about refused operator calls."""
 POOL_SIZE = 8
 """Connections to anvil's socket kept open; more concurrent requests wait for one."""
 
@@ -183,6 +186,8 @@ class RpcProxy:
         """Requests refused (any reason), for tests and logs."""
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._last_warning = -REFUSAL_LOG_INTERVAL_S
+        self._refusals = 0
 
     def authorized(self, header: str) -> bool:
         return secrets.compare_digest(header.encode(), f"Bearer {self.admin_token}".encode())
@@ -229,7 +234,7 @@ class RpcProxy:
         except rpc.RequestError as exc:
             self.refused += 1
             if isinstance(exc, rpc.UnauthorizedError):
-                self.log.warning("refused %s without the admin token", req_name(body))
+                self._warn_refused(req_name(body))
             return exc.http_status, _refusal(rid, exc)
         if authorized and req["method"] not in PUBLIC_METHODS:
             self.log.info("operator call %s", req["method"])
@@ -240,6 +245,15 @@ class RpcProxy:
             err = TransportError(f"the park's anvil did not answer ({exc})", retryable=True, side=self.chain_id)
             return 503, {"jsonrpc": "2.0", "id": rid,
                          "error": rpc.error_object(rpc.SERVER_ERROR, err.message, err.to_dict())}
+
+    def _warn_refused(self, method: str) -> None:
+        """Log a refused operator method, at most once a minute (a caller cannot flood the log)."""
+        now = time.monotonic()
+        self._refusals += 1
+        if now - self._last_warning >= REFUSAL_LOG_INTERVAL_S:
+            self.log.warning("refused %s without the admin token (%d operator calls refused since the last line)",
+                             method, self._refusals)
+            self._last_warning, self._refusals = now, 0
 
     async def start(self, host: str, port: int) -> int:
         """Serve on ``host:port``; the bound port (``port`` 0: a free one). Raises OSError if it is taken."""
