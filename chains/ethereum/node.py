@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -345,6 +346,8 @@ async def run_ethereum_node(settings: EthNodeSettings) -> int:
     finally:
         await node.proxy.stop()
         await asyncio.to_thread(node.stop)
+        if node.ipc_path.parent != settings.state_dir:  # the private directory of a too-long socket path
+            shutil.rmtree(node.ipc_path.parent, ignore_errors=True)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -146,6 +146,12 @@ async def test_a_signed_transaction_goes_through(anvil: Anvil, proxy: str) -> No
                                     "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 1, "chainId": 31337})
     _, answer = await post(proxy, req("eth_sendRawTransaction", ["0x" + signed.raw_transaction.hex()]))
     assert answer["result"] == "0x" + signed.hash.hex()
+    # automine answers before the block is in: wait for it, so the next test's chain state holds still
+    for _ in range(200):
+        _, receipt = await post(proxy, req("eth_getTransactionReceipt", [answer["result"]]))
+        if receipt["result"] is not None:
+            break
+    assert receipt["result"]["status"] == "0x1"
 
 
 async def test_unknown_names_and_malformed_requests(anvil: Anvil, proxy: str) -> None:
