@@ -6,7 +6,8 @@ what :meth:`chains.ethereum.types.EthHeader.from_rpc` takes) and classifies fail
 * the node could not be reached, timed out, answered HTTP 5xx/429 or garbage →
   :class:`~protocol.errors.TransportError` (``retryable=True``, ``side`` = the park's chain id);
 * the node answered a JSON-RPC error → :func:`adapters.ethereum.errors.rpc_error` (a decoded revert,
-  a nonce refusal, ...).
+  a nonce refusal, ...), or :class:`~chains.common.jsonrpc.UnauthorizedError` (``rpc.unauthorized``, fatal)
+  for an operator method called without the admin token (chains/ethereum/rpc_proxy.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from web3.providers.rpc import AsyncHTTPProvider
 from web3.types import RPCEndpoint
 
 from adapters.ethereum.errors import rpc_error
+from chains.common.jsonrpc import UNAUTHORIZED, UnauthorizedError
 from protocol.errors import TransportError
 
 __all__ = ["EthRpc", "hex_int", "to_bytes"]
@@ -39,14 +41,19 @@ def to_bytes(value: Any) -> bytes:
 
 
 class EthRpc:
-    """One Ethereum node endpoint (HTTP). ``side`` names the park in errors (its protocol chain id)."""
+    """One Ethereum node endpoint (HTTP). ``side`` names the park in errors (its protocol chain id).
+    ``admin_token``: the deployment's admin token, sent as ``Authorization: Bearer`` for the park node's operator
+    methods (``anvil_*``, ``evm_*`` ...: chains/ethereum/rpc_proxy.py); relayers run without it."""
 
-    def __init__(self, url: str, *, side: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, side: str, timeout_s: float = 10.0, admin_token: str = "") -> None:
         self.url = url
         self.side = side
+        kwargs: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
+        if admin_token:
+            kwargs["headers"] = {"Content-Type": "application/json", "Authorization": f"Bearer {admin_token}"}
         self.w3 = AsyncWeb3(AsyncHTTPProvider(
             url,
-            request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout_s)},
+            request_kwargs=kwargs,
             exception_retry_configuration=None,  # the relayer decides about retries, per side
         ))
         # web3's HTTPSessionManager guards its session cache with a threading.Lock shared by every provider of the
@@ -73,7 +80,10 @@ class EthRpc:
         if not isinstance(resp, dict):
             raise TransportError(f"{method}: malformed JSON-RPC answer", retryable=True, side=self.side)
         if resp.get("error") is not None:
-            raise rpc_error(method, resp["error"], side=self.side)
+            err = resp["error"]
+            if isinstance(err, dict) and err.get("code") == UNAUTHORIZED:  # the park node's operator-only methods
+                raise UnauthorizedError(f"{self.side}: {method}: {err.get('message', '')!s:.300}")
+            raise rpc_error(method, err, side=self.side)
         return resp.get("result")
 
     async def close(self) -> None:

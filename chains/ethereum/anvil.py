@@ -27,11 +27,17 @@ at every dump: fine for a devnet, not for weeks of uptime.
 
 The park node's own accounts are generated keys funded with :meth:`Anvil.set_balance`; anvil's mnemonic
 dev accounts are off (``--accounts 0``) for a park node and on for :func:`automine_anvil` (tests).
+
+anvil serves every method to whoever reaches it (cheat codes included) and cannot turn off its HTTP listener,
+so a park node runs it with ``ipc_path`` (``--ipc``, the socket made 0600) and ``isolate_network`` (the process
+in network and user namespaces of its own, :data:`UNSHARE_NET`, where its TCP listener reaches no one); the node
+talks to the socket and serves the public through :mod:`chains.ethereum.rpc_proxy` (docs/security.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -109,6 +115,13 @@ class AnvilConfig:
     """Address anvil binds to."""
     log_path: Path | None = None
     """anvil's stdout/stderr (appended); None: discarded."""
+    ipc_path: Path | None = None
+    """``--ipc``: anvil's unix socket (made 0600 once anvil answers); :meth:`Anvil.rpc` talks to it instead of
+    TCP. The park node's only way in to its anvil (docs/security.md)."""
+    isolate_network: bool = False
+    """Run anvil in a network namespace of its own (``unshare --user --map-root-user --net``): its TCP listener,
+    which anvil cannot turn off, is then unreachable from the host; only :attr:`ipc_path` reaches it. Needs
+    ``ipc_path`` and unprivileged user namespaces (:func:`network_isolation_available`)."""
 
 
 class Anvil:
@@ -127,7 +140,13 @@ class Anvil:
 
     @property
     def url(self) -> str:
+        """anvil's HTTP URL (useless when :attr:`AnvilConfig.isolate_network`: use :attr:`endpoint`)."""
         return f"http://{self.config.host}:{self.config.port}"
+
+    @property
+    def endpoint(self) -> str:
+        """Where this process reaches anvil: the IPC socket if configured, else :attr:`url` (for logs)."""
+        return str(self.config.ipc_path) if self.config.ipc_path is not None else self.url
 
     @property
     def pid(self) -> int | None:
@@ -139,6 +158,12 @@ class Anvil:
         binary = self.binary or find_anvil()
         argv = [str(binary), "--host", c.host, "--port", str(c.port), "--chain-id", str(c.chain_id),
                 "--accounts", str(c.dev_accounts), "--color", "never"]
+        if c.ipc_path is not None:
+            argv += ["--ipc", str(c.ipc_path)]
+        if c.isolate_network:
+            if c.ipc_path is None:
+                raise AnvilError("an anvil in its own network namespace is reachable only over --ipc: set ipc_path")
+            argv = [*UNSHARE_NET, *argv]
         if c.block_time_s is not None:
             if c.block_time_s < 1:
                 raise AnvilError(f"block time must be at least 1 s, got {c.block_time_s}")
@@ -154,8 +179,12 @@ class Anvil:
         if self.proc is not None:
             raise AnvilError("anvil already started")
         c = self.config
-        if _port_in_use(c.host, c.port):
+        if not c.isolate_network and _port_in_use(c.host, c.port):
             raise AnvilError(f"port {c.host}:{c.port} is already in use (another node, or an anvil left running?)")
+        if c.ipc_path is not None:
+            c.ipc_path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                c.ipc_path.unlink()  # a socket left by an anvil that was killed
         if c.state_path is not None:
             _check_state_file(c.state_path)
         argv = self.argv()
@@ -185,6 +214,8 @@ class Anvil:
                 raise AnvilError(f"anvil on {self.url} reports chain id {got}, expected {self.config.chain_id}")
             if self.returncode() is not None:  # someone else answered on the port
                 continue
+            if self.config.ipc_path is not None:
+                os.chmod(self.config.ipc_path, 0o600)  # connecting needs write access: the node's user only
             return
 
     def start(self, timeout_s: float = 30.0) -> Anvil:
@@ -226,11 +257,15 @@ class Anvil:
         return proc.returncode
 
     def rpc(self, method: str, params: list[Any] | None = None, timeout: float = 10.0) -> Any:
-        """One JSON-RPC call (blocking). Raises :class:`AnvilError` on a JSON-RPC error, OSError on I/O."""
+        """One JSON-RPC call (blocking), over the IPC socket if configured, else HTTP. Raises
+        :class:`AnvilError` on a JSON-RPC error, OSError on I/O."""
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
-        req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})  # noqa: S310
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback URL from our config
-            out = json.loads(r.read())
+        if self.config.ipc_path is not None:
+            out = json.loads(_ipc_exchange(self.config.ipc_path, body, timeout))
+        else:
+            req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})  # noqa: S310
+            with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback URL from our config
+                out = json.loads(r.read())
         if "error" in out:
             raise AnvilError(f"{method}: {out['error'].get('message')}")
         return out["result"]
@@ -254,6 +289,39 @@ class Anvil:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+UNSHARE_NET = ("unshare", "--user", "--map-root-user", "--net", "--")
+"""Prefix that starts a program in new user and network namespaces (util-linux ``unshare``, no privileges
+needed where unprivileged user namespaces are enabled, the default of current kernels). ``unshare`` execs the
+program, so the child's pid is anvil's own."""
+
+
+@functools.cache
+def network_isolation_available() -> bool:
+    """Whether :data:`UNSHARE_NET` works on this host (checked once per process)."""
+    try:
+        done = subprocess.run([*UNSHARE_NET, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _ipc_exchange(path: Path, body: bytes, timeout: float) -> bytes:
+    """One newline-delimited request/answer on anvil's IPC socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(body + b"\n")
+        chunks: list[bytes] = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"anvil closed {path} before answering")
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                return b"".join(chunks)
 
 
 def _check_state_file(path: Path) -> None:

@@ -1,7 +1,11 @@
 """The Ethereum park's node (SPEC §E4): ``parkrelay node ethereum --config FILE [--chain ID]``.
 
-One process runs anvil as its child on ``127.0.0.1:<base_port>`` with interval mining every
-``block_interval_ms`` and the chain's state in ``<data_dir>/<chain id>/anvil-state.json``. At first start
+One process runs anvil as its child with interval mining every ``block_interval_ms`` and the chain's state in
+``<data_dir>/<chain id>/anvil-state.json``, and serves the park's public JSON-RPC on ``<host>:<base_port>``
+through :mod:`chains.ethereum.rpc_proxy`: standard ``eth_``/``net_``/``web3_`` methods for anyone, anvil's
+operator methods (``anvil_*``, ``evm_*``, ``eth_sendTransaction`` ...) only with the deployment's admin token.
+anvil itself is reachable only over its unix socket ``<data_dir>/<chain id>/anvil.ipc`` (0600), with its TCP
+listener in a network namespace of its own where the host allows it (docs/security.md). At first start
 (the bridge has no code) it funds the park's accounts with ETH for gas (``anvil_setBalance``), deploys the
 contracts from the park operator's key at the addresses genesis announced, opens the lanes and mints the
 genesis ``kWh`` balances. Every start writes ``<data_dir>/<chain id>/addresses.json``. SIGTERM/SIGINT stop
@@ -18,7 +22,9 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +34,7 @@ from eth_account import Account
 from web3 import Web3
 
 from chains.common.wire import validator_set_to_json
-from chains.ethereum.anvil import Anvil, AnvilConfig, AnvilError
+from chains.ethereum.anvil import Anvil, AnvilConfig, AnvilError, free_port, network_isolation_available
 from chains.ethereum.deploy import (
     CONTRACTS,
     DeployError,
@@ -42,6 +48,7 @@ from chains.ethereum.deploy import (
     park_step_count,
 )
 from chains.ethereum.params import EthChainParams
+from chains.ethereum.rpc_proxy import IpcUpstream, RpcProxy
 from protocol.certificate import ValidatorSet
 
 log = logging.getLogger("parkrelay.ethereum")
@@ -51,6 +58,11 @@ NODE_NAME = "anvil"
 GAS_FUNDING_WEI = 1_000 * 10**18
 """ETH each park account gets for gas at first start."""
 STATE_FILE = "anvil-state.json"
+IPC_FILE = "anvil.ipc"
+ISOLATED_ANVIL_PORT = 8545
+"""anvil's TCP port inside its own network namespace (no one outside reaches it)."""
+MAX_IPC_PATH = 100
+"""Longest unix socket path we give anvil (the kernel's limit is 107 bytes)."""
 ADDRESSES_FILE = "addresses.json"
 HEARTBEAT_S = 30.0
 
@@ -142,7 +154,7 @@ class EthNodeSettings:
     relay_set: RelaySetArgs
     """The relay validator set the bridge trusts at deployment."""
     port: int
-    """anvil's RPC port."""
+    """The park's public JSON-RPC port (the proxy in front of anvil)."""
     state_dir: Path
     """``<data_dir>/<chain id>``: state file, ``addresses.json``, ``anvil.log``."""
     host: str = "127.0.0.1"
@@ -151,6 +163,11 @@ class EthNodeSettings:
     gas_funding_wei: int = GAS_FUNDING_WEI
     artifacts_dir: Path | None = None
     """Contract artifacts; None: the committed ones."""
+    admin_token: str = ""
+    """Bearer token for anvil's operator methods through the proxy (the deployment's admin token); empty: a
+    random one, i.e. operator methods off."""
+    isolate_anvil: bool | None = None
+    """anvil's TCP listener in a network namespace of its own; None: wherever the host allows it."""
 
 
 class EthereumNode:
@@ -162,19 +179,38 @@ class EthereumNode:
         g = settings.genesis
         self.block_time_s = int(g["block_interval_ms"]) // 1000
         self.state_path = settings.state_dir / STATE_FILE
-        self.anvil = Anvil(AnvilConfig(port=settings.port, chain_id=int(g["eth_chain_id"]),
-                                       block_time_s=self.block_time_s, state_path=self.state_path,
-                                       state_interval_s=settings.state_interval_s, host=settings.host,
-                                       log_path=settings.state_dir / "anvil.log"))
+        self.ipc_path = ipc_path_for(settings.state_dir)
+        isolate = settings.isolate_anvil
+        if isolate is None:
+            isolate = network_isolation_available()
+        self.isolated = isolate
+        self.anvil = Anvil(AnvilConfig(port=ISOLATED_ANVIL_PORT if isolate else free_port(),
+                                       chain_id=int(g["eth_chain_id"]), block_time_s=self.block_time_s,
+                                       state_path=self.state_path, state_interval_s=settings.state_interval_s,
+                                       host="127.0.0.1", log_path=settings.state_dir / "anvil.log",
+                                       ipc_path=self.ipc_path, isolate_network=isolate))
+        self.proxy = RpcProxy(IpcUpstream(self.ipc_path), settings.admin_token, chain_id=settings.chain_id)
         self.addresses: dict[str, str] = {}
+
+    async def serve(self) -> None:
+        """Open the park's public port (the proxy); OSError if it is taken."""
+        port = await self.proxy.start(self.s.host, self.s.port)
+        self.log.info("serving the park's JSON-RPC on http://%s:%d (public: standard eth_/net_/web3_ methods; "
+                      "operator methods with the admin token)", self.s.host, port)
 
     def start_anvil(self) -> None:
         """Spawn anvil, tied to this process (see :class:`Anvil`)."""
         self.s.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.s.state_dir, 0o700)
         resumed = self.state_path.exists()
+        if not self.isolated:
+            self.log.warning("user namespaces are not available: anvil's own TCP listener is on %s, which other "
+                             "users of this host can reach (anvil cannot turn it off); see docs/security.md",
+                             self.anvil.url)
         self.anvil.spawn()
-        self.log.info("anvil pid %d on %s: chain id %s, a block every %d s, state %s (%s)", self.anvil.pid,
-                      self.anvil.url, self.s.genesis["eth_chain_id"], self.block_time_s, self.state_path,
+        self.log.info("anvil pid %d on %s%s: chain id %s, a block every %d s, state %s (%s)", self.anvil.pid,
+                      self.anvil.endpoint, " (own network namespace)" if self.isolated else "",
+                      self.s.genesis["eth_chain_id"], self.block_time_s, self.state_path,
                       "loading the saved chain" if resumed else "new chain")
 
     def prepare(self) -> dict[str, str]:
@@ -187,7 +223,7 @@ class EthereumNode:
         if expected != g["contracts"] or lower_address(operator.address) != g["operator"]:
             raise DeployError(f"the operator key does not match genesis (genesis operator {g['operator']}, key's "
                               f"address {lower_address(operator.address)}): wrong key file or a stale genesis")
-        w3 = Web3(Web3.HTTPProvider(self.anvil.url, request_kwargs={"timeout": 10}))
+        w3 = Web3(Web3.IPCProvider(str(self.ipc_path), timeout=10))
         height = w3.eth.block_number
         bridge = Web3.to_checksum_address(expected["bridge"])
         has_code = bool(w3.eth.get_code(bridge))
@@ -276,9 +312,15 @@ async def run_ethereum_node(settings: EthNodeSettings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        await node.serve()
+    except OSError as exc:
+        node.log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
+        return 1
+    try:
         node.start_anvil()
     except AnvilError as exc:
         node.log.error("cannot start anvil: %s", exc)
+        await node.proxy.stop()
         return 1
     stopped = asyncio.ensure_future(stop.wait())
     exited = asyncio.ensure_future(asyncio.to_thread(node.anvil.wait))
@@ -302,7 +344,10 @@ async def run_ethereum_node(settings: EthNodeSettings) -> int:
         node.log.info("stopping")
         return 0
     finally:
+        await node.proxy.stop()
         await asyncio.to_thread(node.stop)
+        if node.ipc_path.parent != settings.state_dir:  # the private directory of a too-long socket path
+            shutil.rmtree(node.ipc_path.parent, ignore_errors=True)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -311,6 +356,15 @@ async def run_ethereum_node(settings: EthNodeSettings) -> int:
 async def _first(*futs: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
     done, _ = await asyncio.wait(futs, return_when=asyncio.FIRST_COMPLETED)
     return done
+
+
+def ipc_path_for(state_dir: Path) -> Path:
+    """anvil's socket: ``<state_dir>/anvil.ipc``, or a fresh private directory's if that path is too long for a
+    unix socket."""
+    path = state_dir / IPC_FILE
+    if len(str(path.resolve())) <= MAX_IPC_PATH:
+        return path
+    return Path(tempfile.mkdtemp(prefix="parkrelay-anvil-")) / IPC_FILE  # mode 0700
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:

@@ -373,7 +373,16 @@ def _ethereum_settings(cfg: DeploymentConfig, chain_id: str | None, node: str | 
     return EthNodeSettings(chain_id=chain.id, genesis=genesis,
                            operator_key=read_secret(account_key_path(cfg, chain.id, ETHEREUM_OPERATOR)),
                            relay_chain_id=relay_chain_id, relay_set=relay_set_from_json(relay_set),
-                           port=chain.base_port, state_dir=cfg.data_dir / chain.id, host=cfg.host)
+                           port=chain.base_port, state_dir=cfg.data_dir / chain.id, host=cfg.host,
+                           admin_token=_admin_token(cfg))
+
+
+def _admin_token(cfg: DeploymentConfig) -> str:
+    """The deployment's admin token (hex), as the other nodes read it; empty if there is none."""
+    from relay.ops.layout import admin_token_path
+
+    path = admin_token_path(cfg)
+    return read_secret(path).hex() if path.exists() else ""
 
 
 def _ops(cfg: Any, args: Any) -> int:
