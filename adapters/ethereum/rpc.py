@@ -1,4 +1,9 @@
-"""Raw Ethereum JSON-RPC over web3.py's ``AsyncWeb3`` HTTP provider, with the relayer's error classes.
+"""Raw Ethereum JSON-RPC over one aiohttp session per endpoint, with the relayer's error classes.
+
+Not web3.py's ``AsyncHTTPProvider``: its session cache is guarded by a ``threading.Lock`` shared by every provider
+in the process and taken through an executor thread, and a request cancelled at the wrong moment left it held,
+after which every Ethereum call in the process hung (the CI hang of tests/unit/test_eth_adapter_errors.py, five
+executor threads parked on that lock). These calls need nothing of web3 but JSON over HTTP.
 
 The adapter reads the node's answers as JSON (hex strings, as ``eth_getBlockByNumber`` returns them:
 what :meth:`chains.ethereum.types.EthHeader.from_rpc` takes) and classifies failures itself:
@@ -12,13 +17,11 @@ what :meth:`chains.ethereum.types.EthHeader.from_rpc` takes) and classifies fail
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import itertools
 from typing import Any
 
 import aiohttp
-from web3 import AsyncWeb3
-from web3.providers.rpc import AsyncHTTPProvider
-from web3.types import RPCEndpoint
 
 from adapters.ethereum.errors import rpc_error
 from chains.common.jsonrpc import UNAUTHORIZED, UnauthorizedError
@@ -48,29 +51,33 @@ class EthRpc:
     def __init__(self, url: str, *, side: str, timeout_s: float = 10.0, admin_token: str = "") -> None:
         self.url = url
         self.side = side
-        kwargs: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._headers = {"Content-Type": "application/json"}
         if admin_token:
-            kwargs["headers"] = {"Content-Type": "application/json", "Authorization": f"Bearer {admin_token}"}
-        self.w3 = AsyncWeb3(AsyncHTTPProvider(
-            url,
-            request_kwargs=kwargs,
-            exception_retry_configuration=None,  # the relayer decides about retries, per side
-        ))
-        # web3's HTTPSessionManager guards its session cache with a threading.Lock shared by every provider of the
-        # process (a class attribute), taken through an executor thread; a request cancelled at the wrong moment can
-        # leave it held, after which every Ethereum call in the process hangs (seen as the CI hang of
-        # tests/unit/test_eth_adapter_errors.py: 5 executor threads parked on that one lock). One lock per endpoint
-        # keeps such a failure to the provider it happened on.
-        self.w3.provider._request_session_manager._lock = threading.Lock()
+            self._headers["Authorization"] = f"Bearer {admin_token}"
+        self._ids = itertools.count(1)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        """The session of the running event loop (a new one after the loop changed: a session is bound to its
+        loop, and callers such as the CLI run one ``asyncio.run`` after another with one client)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+            self._loop = loop
+        return self._session
 
     async def call(self, method: str, params: list[Any]) -> Any:
         """``method(params)``'s result; raises the classified error (see module doc)."""
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         try:
-            resp = await self.w3.provider.make_request(RPCEndpoint(method), params)
-        except aiohttp.ClientResponseError as exc:
-            retryable = exc.status >= 500 or exc.status in (408, 429)
-            raise TransportError(f"{method}: HTTP {exc.status} from {self.url}", retryable=retryable,
-                                 side=self.side) from exc
+            async with self._session_now().post(self.url, json=body) as http:
+                if http.status >= 400:
+                    retryable = http.status >= 500 or http.status in (408, 429)
+                    raise TransportError(f"{method}: HTTP {http.status} from {self.url}", retryable=retryable,
+                                         side=self.side)
+                resp = await http.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransportError(f"{method} to {self.url} failed: {exc.__class__.__name__}: {exc}",
                                  retryable=True, side=self.side) from exc
@@ -87,5 +94,8 @@ class EthRpc:
         return resp.get("result")
 
     async def close(self) -> None:
-        """Close the provider's HTTP sessions."""
-        await self.w3.provider.disconnect()
+        """Close the HTTP session (of the running loop; one left on a finished loop is already unusable)."""
+        if self._session is not None and not self._session.closed and self._loop is asyncio.get_running_loop():
+            await self._session.close()
+        self._session = None
+        self._loop = None
