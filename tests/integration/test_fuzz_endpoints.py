@@ -637,7 +637,19 @@ def test_p2p_blocks_mutated_or_from_a_hostile_origin(net: Net, name: str) -> Non
         assert b"Traceback" not in answer
 
     mutated()
+    # an origin that is not a configured peer is never asked (docs/security.md: no fetches for strangers)
+    stranger = HostileOrigin(_results(name, raw))
+    try:
+        body = json.dumps({"header": _orphan(name, raw, os.urandom(32)).hex(), "txs": [],
+                           "origin": stranger.url}).encode()
+        status, _, answer = http(port, "POST", "/p2p/block", body, {"Content-Type": "application/json"})
+        assert status == 200 and b"Traceback" not in answer, (status, answer[:300])
+    finally:
+        stranger.close()
+    assert stranger.calls == 0
+    # a configured peer's answers are hostile input too
     origin = HostileOrigin(_results(name, raw))
+    assert net.rpc(name, "admin.setPeers", {"peers": [origin.url]}, token=True) == [origin.url]
     try:
         for i in range(len(origin.answers)):
             orphan = _orphan(name, raw, os.urandom(32))
@@ -645,6 +657,7 @@ def test_p2p_blocks_mutated_or_from_a_hostile_origin(net: Net, name: str) -> Non
             status, _, answer = http(port, "POST", "/p2p/block", body, {"Content-Type": "application/json"})
             assert status == 200 and b"Traceback" not in answer, (i, origin.answers[i][0][:100], status, answer[:300])
     finally:
+        net.rpc(name, "admin.setPeers", {"peers": []}, token=True)
         origin.close()
     assert origin.calls >= len(origin.answers)  # the node did go to the origin for every orphan
     assert net.snapshot(name) == before
