@@ -12,7 +12,7 @@ op                                 chaincode function         arguments (one JSO
 ``bridge.settle``                  ``settle``                 ``{packet, certificate, ack?}``
 ``bridge.timeout_receipt``         ``timeout_receipt``        ``{packet, certificate}``
 ``bridge.update_lane``             ``update_lane``            ``{dst_chain, lane, config, certificate}``
-``bridge.update_relay_validators`` ``update_relay_validators`` ``{commit, new_set}``     
+``bridge.update_relay_validators`` ``update_relay_validators`` ``{commit, new_set}``
 ``bridge.send``                    ``send``                   ``bridge.send`` args (phase 1, a user's own)
 ``transfer``                       ``transfer``               ``{to, denom, amount_wh}``
 ``register``                       ``register``               none
