@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from chains.common.procs import spawn
 from chains.common.storage import EXIT_STORAGE_FAULT
 from tests.integration.harness import Devnet, free_port_block, wait_for
 from tests.integration.test_four_phases import DPOS, LANE, POC, RELAY, Net, chain_spec, voucher, wait_ready
@@ -134,7 +135,7 @@ async def test_a_relayer_retries_a_locked_database_and_exits_74_on_a_full_disk_t
     await wait_for("the relayer's database", lambda: asyncio.sleep(0, db.exists()), 30)
     log_name = f"relayer-{RELAYER}"
     # another process holds the database exclusively while packets arrive: the relayer retries, logs it, goes on
-    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    locker = spawn([sys.executable, "-c", LOCKER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert locker.stdout is not None and locker.stdin is not None
     try:
         assert locker.stdout.readline() == b"locked\n"
