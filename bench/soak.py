@@ -528,15 +528,27 @@ async def drain(s: Soak, drain_s: float) -> list[dict[str, Any]]:
             except Exception as exc:  # a chain still recovering: read again on the next pass
                 s.log(f"reading {k}: {type(exc).__name__}: {exc}")
         if not pending:
-            rows = await asyncio.to_thread(list_packets, s.cfg)
+            rows = await _list_packets(s, deadline)
             pending = {r["packet"] for r in rows if r["state"] not in FINAL_STATES}
             if not pending:
                 return rows
         if time.monotonic() > deadline:
             s.log(f"drain: gave up with {len(pending)} packets not final")
-            return await asyncio.to_thread(list_packets, s.cfg)
+            return await _list_packets(s, time.monotonic() + 120)
         s.log(f"drain: {len(pending)} packets not final yet")
         await asyncio.sleep(5)
+
+
+async def _list_packets(s: Soak, deadline: float) -> list[dict[str, Any]]:
+    """Every packet the parks committed, read from the chains; read again while a chain does not answer."""
+    while True:
+        try:
+            return await asyncio.to_thread(list_packets, s.cfg)
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise
+            s.log(f"listing the packets: {type(exc).__name__}: {exc}; again in 5 s")
+            await asyncio.sleep(5)
 
 
 def checks(s: Soak, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -649,7 +661,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     with run_dir(args.keep, "parkrelay-soak-") as root:
-        out = asyncio.run(run(args, root))
+        try:
+            out = asyncio.run(run(args, root))
+        except Exception as exc:  # the figures' reader gets an answer: what failed, and not ok
+            import traceback
+
+            traceback.print_exc()
+            out = {"seed": args.seed, "minutes": args.minutes, "error": f"{type(exc).__name__}: {exc}", "ok": False}
     if args.json:
         emit(out, True)
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,14 +21,16 @@ from tests.integration.harness import REPO
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
-def test_a_short_seeded_soak_loses_nothing(tmp_path: object) -> None:
-    proc = spawn([sys.executable, "bench/soak.py", "--minutes", "0.5", "--seed", "7", "--fault-every-s", "4",
-                  "--fault-max-s", "6", "--send-every-s", "1.5", "--drain-s", "300", "--json", "--keep",
-                  str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out_raw, err = proc.communicate(timeout=840)
-    tail = err.decode(errors="replace")[-4000:]
+def test_a_short_seeded_soak_loses_nothing(tmp_path: Path) -> None:
+    with open(tmp_path / "soak.err", "wb") as err:
+        proc = spawn([sys.executable, "bench/soak.py", "--minutes", "0.5", "--seed", "7", "--fault-every-s", "4",
+                      "--fault-max-s", "6", "--send-every-s", "1.5", "--drain-s", "300", "--json", "--keep",
+                      str(tmp_path / "run")], cwd=REPO, stdout=subprocess.PIPE, stderr=err)
+        out_raw, _ = proc.communicate(timeout=840)
+    tail = (tmp_path / "soak.err").read_text(errors="replace")[-4000:]
     assert proc.returncode in (0, 1), tail
     out = json.loads(out_raw)
+    assert "error" not in out, (out["error"], tail)
     failed = {k: v for k, v in out["checks"].items() if not v["ok"]}
     assert proc.returncode == 0 and out["ok"] and not failed, (failed, out["packets"], tail)
     assert out["packets"]["stuck"] == 0
