@@ -522,6 +522,8 @@ async def drain(s: Soak, drain_s: float) -> list[dict[str, Any]]:
     pending = set(s.keys)
     while True:
         for k in sorted(pending):
+            if time.monotonic() > deadline:
+                break
             try:
                 if (await asyncio.to_thread(show_packet, s.cfg, k))["state"] in FINAL_STATES:
                     pending.discard(k)
@@ -537,6 +539,26 @@ async def drain(s: Soak, drain_s: float) -> list[dict[str, Any]]:
             return await _list_packets(s, time.monotonic() + 120)
         s.log(f"drain: {len(pending)} packets not final yet")
         await asyncio.sleep(5)
+
+
+def chain_heights(s: Soak) -> dict[str, Any]:
+    """Each chain's head and final height at the end (a chain that stalled under the faults shows here)."""
+    out: dict[str, Any] = {}
+    for c in PARKS:
+        try:
+            st = s.views[c].status()
+            out[c] = {"height": st.get("height"), "final_height": st.get("final_height")}
+        except Exception as exc:
+            out[c] = f"{type(exc).__name__}: {exc}"
+    from relay.ops.parks import rpc
+
+    for v in s.cfg.relay_validators:
+        try:
+            st = rpc(s.cfg.relay_url(v), "status")
+            out[f"{RELAY}/{v}"] = {"height": st["height"], "final_height": st["final_height"]}
+        except Exception as exc:
+            out[f"{RELAY}/{v}"] = f"{type(exc).__name__}: {exc}"
+    return out
 
 
 async def _list_packets(s: Soak, deadline: float) -> list[dict[str, Any]]:
@@ -608,6 +630,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         rows = await drain(s, args.drain_s)
         drain_s = time.monotonic() - t_drain
         result_checks = await asyncio.to_thread(checks, s, rows)
+        heights = await asyncio.to_thread(chain_heights, s)
     finally:
         s.stop_all()
     states = Counter(r["state"] for r in rows)
@@ -628,6 +651,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                    "skipped_kinds": sched.skipped, "no_free_target": sched.no_target,
                    "by_target": dict(sorted(sched.by_target.items()))},
         "unexpected_exits": dict(s.unexpected_exits),
+        "heights_at_end": heights,
         "checks": result_checks,
         "ok": all(c["ok"] for c in result_checks.values()),
     }
