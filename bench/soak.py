@@ -701,4 +701,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # every process the soak started is stopped by now; a worker thread still blocked in a call to a chain that died
+    # under the faults must not hold the exit (the interpreter would join it)
+    os._exit(code)
