@@ -39,6 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from chains.common import jsonrpc as rpc
+from chains.common import storage
 from chains.common.jsonrpc import ParamSpec
 from chains.common.metrics import NodeMetrics
 from chains.common.rights import registry_report, rights_report
@@ -216,13 +217,14 @@ class ParkNode:
         self.port = config.port
         self.admin_token = config.admin_token or secrets.token_hex(16)
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(config.data_dir / f"{rules.chain_id}-{config.name}.sqlite3")
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(
+        self.exit_code = 0
+        """What the node's process exits with once ``failed`` stopped it: 1, or ``storage.EXIT_STORAGE_FAULT``."""
+        self.db_path = config.data_dir / f"{rules.chain_id}-{config.name}.sqlite3"
+        self.db = storage.connect(self.db_path)
+        self.write(lambda db: db.execute(
             "CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, height INTEGER, parent BLOB, "
             "header BLOB, txs TEXT, seq INTEGER)"
-        )
-        self.db.commit()
+        ))
         self._register_default_methods()
         self._load()
         self.metrics = NodeMetrics(self)
@@ -277,17 +279,31 @@ class ParkNode:
         weight = self.rules.weight(header, parent)
         return BlockEntry(header, tuple(txs), weight, state, events, results)
 
+    def write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """One transaction on the node's database (:func:`chains.common.storage.write_tx`). A storage fault (a full
+        disk, an I/O error, a lock that outlasts the retries) stops the node (``failed``; exit code
+        ``storage.EXIT_STORAGE_FAULT``) and is raised: the caller keeps nothing of what it failed to store."""
+        try:
+            return storage.write_tx(self.db, self.db_path, fn, log=self.log)
+        except storage.StorageFault as exc:
+            if not self.failed.is_set():
+                self.log.error("node stopping: %s (free the disk, then start it again: it resumes from its database)",
+                               exc)
+                self.exit_code = storage.EXIT_STORAGE_FAULT
+                self.failed.set()
+            raise
+
     def _execute_and_insert(self, header: Any, txs: Sequence[Tx], parent: BlockEntry, *, persist: bool) -> BlockEntry:
         entry = self._execute(header, txs, parent)
         h = entry.hash
+        if persist:  # stored before the node holds it: a block it failed to store it never gossips nor builds on
+            raw_txs = json.dumps([t.to_json() for t in txs])
+            self.write(lambda db: db.execute(
+                "INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,(SELECT COALESCE(MAX(seq),0)+1 FROM blocks))",
+                (h, header.height, header.parent_hash, header.encode(), raw_txs),
+            ))
         self.blocks[h] = entry
         self.children.setdefault(header.parent_hash, []).append(h)
-        if persist:
-            self.db.execute(
-                "INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,(SELECT COALESCE(MAX(seq),0)+1 FROM blocks))",
-                (h, header.height, header.parent_hash, header.encode(), json.dumps([t.to_json() for t in txs])),
-            )
-            self.db.commit()
         if _heavier(entry, self.head):
             self._set_head(entry)
         return entry
@@ -936,7 +952,7 @@ class ParkNode:
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        (self.config.data_dir / f"{self.config.name}.port").write_text(str(self.port))
+        storage.atomic_write(self.config.data_dir / f"{self.config.name}.port", str(self.port))
         self.log.info("%s node %s listening on %s (height %d)", self.rules.chain_id, self.config.name, self.url,
                       self.head.header.height)
         self._spawn(self._sync_loop())

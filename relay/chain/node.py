@@ -283,8 +283,8 @@ class BftDriver:
         self.node = node
         self.log = logging.LoggerAdapter(log, {"chain": rules.chain_id, "node": node.config.name})
         self.core: ConsensusCore | None = None
-        node.db.execute("CREATE TABLE IF NOT EXISTS sign_state (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT)")
-        node.db.commit()
+        node.write(lambda db: db.execute(
+            "CREATE TABLE IF NOT EXISTS sign_state (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT)"))
         self._timers: set[asyncio.TimerHandle] = set()
 
     # -- ConsensusApp -----------------------------------------------------------------------------
@@ -400,9 +400,13 @@ class BftDriver:
     def _handle(self, outputs: list[Output]) -> None:
         for out in outputs:
             if isinstance(out, PersistSignState):
-                # durable before anything signed under it leaves the process
-                self.node.db.execute("INSERT OR REPLACE INTO sign_state VALUES (1, ?)", (out.state.to_json(),))
-                self.node.db.commit()
+                # durable before anything signed under it leaves the process: one transaction on a connection with
+                # synchronous=FULL (written whole or not at all). If it cannot be stored (a full disk, an I/O error)
+                # the node stops and the exception skips the rest of these outputs: what was signed under the record
+                # is never sent, so a restart from the older record cannot double-sign.
+                record = out.state.to_json()
+                self.node.write(lambda db, r=record: db.execute("INSERT OR REPLACE INTO sign_state VALUES (1, ?)",
+                                                                (r,)))
             elif isinstance(out, Broadcast):
                 self.node._spawn(self._broadcast(encode_message(out.message)))
             elif isinstance(out, ScheduleTimeout):

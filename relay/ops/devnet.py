@@ -23,6 +23,7 @@ from typing import Any
 
 from chains.common.genesis import lanes_from_relay_genesis
 from chains.common.procs import spawn
+from chains.common.storage import atomic_write
 from protocol.certificate import Validator, ValidatorSet
 from relay.ops.config import ETHEREUM_OPERATOR, DeploymentConfig, kind_of
 from relay.ops.keys import create_secret, ed25519_signer, eth_address, read_secret
@@ -78,13 +79,13 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
         genesis = kind.build_genesis(
             chain_id=chain.id, params=chain.params, nodes=nodes, accounts=accounts, relay_validators=valset,
             lanes=lanes, genesis_time_ms=now, data_dir=cfg.data_dir, base_port=chain.base_port, host=cfg.host)
-        gpath.parent.mkdir(parents=True, exist_ok=True)
-        gpath.write_text(json.dumps(genesis, indent=2, sort_keys=True))
+        # whole or absent (write, fsync, rename): init skips a genesis that exists, so a torn one would stay
+        atomic_write(gpath, json.dumps(genesis, indent=2, sort_keys=True))
         print(f"genesis of {chain.id} written to {gpath}")
     for r in cfg.relayers:
         create_secret(relayer_key_path(cfg, cfg.relay_chain_id, r))
     if cfg.relay_base_port is not None and not relay_genesis_path(cfg).exists():
-        relay_genesis_path(cfg).write_text(json.dumps(relay_genesis(cfg, valset, now), indent=2, sort_keys=True))
+        atomic_write(relay_genesis_path(cfg), json.dumps(relay_genesis(cfg, valset, now), indent=2, sort_keys=True))
         print(f"genesis of {cfg.relay_chain_id} written to {relay_genesis_path(cfg)}")
 
 
@@ -161,7 +162,7 @@ def up(cfg: DeploymentConfig, timeout_s: float = 120.0, *, detach: bool = True,
                                            str(cfg.path), "--name", r]),
                      detach=detach, stdout=log_file, stderr=subprocess.STDOUT)
         pids[f"relayer/{r}"] = proc.pid
-    _pids_path(cfg).write_text(json.dumps(pids, indent=2))
+    atomic_write(_pids_path(cfg), json.dumps(pids, indent=2))
     deadline = time.monotonic() + timeout_s
     pending = {(c, n): url for c, _, n, _, url in processes(cfg)}
     while pending and time.monotonic() < deadline:

@@ -6,13 +6,13 @@ under ``<data_dir>/keys/``; production operators put their own files at the same
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from coincurve import PrivateKey
 from eth_utils import keccak
 
+from chains.common.storage import atomic_write
 from protocol.crypto import Ed25519Signer
 
 
@@ -40,11 +40,11 @@ def create_secret(path: Path) -> bytes:
     """Write a fresh random secret to ``path`` (0600); keep an existing one."""
     if path.exists():
         return read_secret(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(raw.hex() + "\n")
+    # whole or absent (a temporary file, fsync, hard link): a key torn by a full disk would be read back as a key;
+    # if another process created it meanwhile, that one is kept
+    if not atomic_write(path, raw.hex() + "\n", mode=0o600, exclusive=True):
+        return read_secret(path)
     return raw
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 from typing import Any
 
@@ -79,7 +80,13 @@ def _attestor(cfg: DeploymentConfig, name: str) -> Any:
 async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str, api: Any = None) -> int:
     """Start the node and serve until SIGTERM or SIGINT, then stop cleanly. A relay validator with ``api``
     (:class:`relay.ops.api.server.ApiOptions`) serves the operator API too."""
-    node = load_node(cfg, kind, chain_id, name)
+    from chains.common.storage import EXIT_STORAGE_FAULT, StorageFault
+
+    try:
+        node = load_node(cfg, kind, chain_id, name)
+    except StorageFault as exc:
+        logging.getLogger("parkrelay.node").error("%s node %s cannot start: %s", chain_id or kind, name, exc)
+        return EXIT_STORAGE_FAULT
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,4 +114,4 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
         attestor.stop()
         await attesting
     await node.stop()
-    return 1 if node.failed.is_set() else 0
+    return (getattr(node, "exit_code", 0) or 1) if node.failed.is_set() else 0

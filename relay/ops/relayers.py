@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -100,7 +101,13 @@ OWN_CLIENT_LINKS: dict[str, Callable[[Any, Any, str, str, JsonRpcClient], ChainL
 async def run_relayer(cfg: Any, name: str, api: Any = None) -> int:
     """``parkrelay relayer start``: run until SIGTERM/SIGINT, then stop cleanly. With ``api``
     (:class:`relay.ops.api.server.ApiOptions`) the operator API and ``/metrics`` are served too."""
-    relayer = build_relayer(cfg, name)
+    from chains.common.storage import EXIT_STORAGE_FAULT, StorageFault
+
+    try:
+        relayer = build_relayer(cfg, name)
+    except StorageFault as exc:
+        logging.getLogger("parkrelay.relayer").error("relayer %s cannot start: %s", name, exc)
+        return EXIT_STORAGE_FAULT
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relayer.stop)
@@ -116,4 +123,4 @@ async def run_relayer(cfg: Any, name: str, api: Any = None) -> int:
             await server.stop()
         await relayer.close_links()
     print(json.dumps(relayer.summary()))
-    return 0
+    return EXIT_STORAGE_FAULT if relayer.fault is not None else 0

@@ -65,6 +65,7 @@ import sqlite_utils
 
 from adapters.common.roles import SourceSide, TargetSide
 from adapters.common.rpc import JsonRpcClient
+from chains.common import storage
 from protocol.codec import decode_outcome, decode_packet
 from protocol.errors import Disposition, ProtocolError
 from protocol.paths import ack_path, commitment_path, lane_config_path, outcome_path, receipt_path, verified_path
@@ -213,8 +214,16 @@ class Relayer(ClientUpdates):
         self.progress: dict[str, LaneProgress] = {}
         self.log = logging.LoggerAdapter(log, {"chain": relay.chain_id, "node": name})
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(db_path)
-        _migrate(self.db)
+        self.db_path = db_path
+        self.fault: storage.StorageFault | None = None
+        """The storage fault that stopped this relayer (its CLI then exits with ``storage.EXIT_STORAGE_FAULT``)."""
+        self.db = storage.connect(db_path)
+        try:
+            _migrate(self.db)
+        except sqlite3.Error as exc:
+            if (kind := storage.fault_of(exc)) is None:
+                raise
+            raise storage.StorageFault(db_path, kind, str(exc)) from exc
         self.packets: dict[str, Tracked] = {}
         for key, raw, h, ack, done in self.db.execute("SELECT key, packet, commit_height, ack, done FROM packets"):
             if not done:
@@ -382,8 +391,8 @@ class Relayer(ClientUpdates):
                     height = ev.get("height") if isinstance(ev, dict) else None
                     self.log.error("%s: undecodable event at height %s skipped (%d so far): %s", park.chain_id,
                                    height, self.stats.undecodable_events, exc)
-            self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (park.chain_id, end))
-            self.db.commit()
+            self._write(lambda db, end=end: db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
+                                                       (park.chain_id, end)))
             start = end + 1
 
     def _on_event(self, ev: Any) -> None:
@@ -411,17 +420,19 @@ class Relayer(ClientUpdates):
         elif known is not None:
             return
         if exists and exists[0]:
-            self.db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,))
-            self.db.commit()
+            self._write(lambda db: db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,)))
             return
         early = self.db.execute("SELECT ack FROM early_acks WHERE key = ?", (t.key,)).fetchone()
         if early is not None and t.ack is None:
             t.ack = bytes.fromhex(early[0])
+
+        def store(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR IGNORE INTO packets VALUES (?, ?, ?, ?, 0)",
+                       (t.key, t.raw.hex(), t.commit_height, t.ack.hex() if t.ack is not None else None))
+            db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,))
+
+        self._write(store)  # stored before it is tracked in memory: a failed write tracks nothing, the scan retries
         self.packets[t.key] = t
-        self.db.execute("INSERT OR IGNORE INTO packets VALUES (?, ?, ?, ?, 0)",
-                        (t.key, t.raw.hex(), t.commit_height, t.ack.hex() if t.ack is not None else None))
-        self.db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,))
-        self.db.commit()
 
     def _rescan(self, chain_id: str) -> None:
         """Scan the park's events again from its genesis (after a client recovery, SPEC §8.8)."""
@@ -443,13 +454,12 @@ class Relayer(ClientUpdates):
             if src in self.parks and dst in self.parks:
                 done = self.db.execute("SELECT done FROM packets WHERE key = ?", (key,)).fetchone()
                 if not (done and done[0]):
-                    self.db.execute("INSERT OR IGNORE INTO early_acks VALUES (?, ?)", (key, ack.hex()))
-                    self.db.commit()
+                    self._write(lambda db: db.execute("INSERT OR IGNORE INTO early_acks VALUES (?, ?)",
+                                                      (key, ack.hex())))
             return
         if t.ack is None:
+            self._write(lambda db: db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ack.hex(), key)))
             t.ack = ack
-            self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ack.hex(), key))
-            self.db.commit()
 
     # -- the relay chain's lane events: bridges learn lane limits from certified records --------------
 
@@ -468,8 +478,8 @@ class Relayer(ClientUpdates):
                     lane = (str(ev.get("src")), str(ev.get("dst")), str(ev.get("lane")))
                     if lane[0] in self.parks:
                         self._lane_updates.add(lane)
-            self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (relay_id, end))
-            self.db.commit()
+            self._write(lambda db, end=end: db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
+                                                       (relay_id, end)))
             start = end + 1
         for src, dst, lane in sorted(self._lane_updates):
             key = f"lane/{src}/{dst}/{lane}"
@@ -548,16 +558,17 @@ class Relayer(ClientUpdates):
         for t in items:
             if t.lane_key not in lanes:
                 lanes[t.lane_key] = LaneProgress(last_error=self.progress.get(t.lane_key, LaneProgress()).last_error)
+        rows = []
         for lane, lp in lanes.items():
             self.progress[lane] = lp
-            self.db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?)",
-                            (lane, json.dumps(lp.to_json()), self._wall_ms()))
+            rows.append((lane, json.dumps(lp.to_json()), self._wall_ms()))
             if lp.pending and now - self._last_progress_log.get(lane, -PROGRESS_LOG_S) >= PROGRESS_LOG_S:
                 self._last_progress_log[lane] = now
                 self.log.info("lane %s: pending %s; oldest %s for %.0fs; last error: %s", lane,
                               json.dumps(lp.pending, sort_keys=True), lp.oldest_packet, lp.oldest_pending_s,
                               lp.last_error or "-")
-        self.db.commit()
+        if rows:
+            self._write(lambda db: db.executemany("INSERT OR REPLACE INTO progress VALUES (?, ?, ?)", rows))
 
     # -- reading state ----------------------------------------------------------------------------
 
@@ -586,8 +597,8 @@ class Relayer(ClientUpdates):
         if ack_hex is not None and t.ack is None:
             # from the target's state, not only from events: a restarted relayer may be past the event
             t.ack = bytes.fromhex(bytes.fromhex(ack_hex).decode())  # the bridge stores the ack as hex text
-            self.db.execute("UPDATE packets SET ack = ? WHERE key = ?", (t.ack.hex(), t.key))
-            self.db.commit()
+            ack_hex = t.ack.hex()
+            self._write(lambda db: db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ack_hex, t.key)))
         receipt = dst.get(receipt_path(p.src_chain, p.lane, p.sequence).decode())
         sentinel = self.parks[p.dst_chain].timeout_receipt if p.dst_chain in self.parks else None
         timed_out_there = receipt is not None and sentinel is not None and bytes.fromhex(receipt) == sentinel
@@ -626,6 +637,8 @@ class Relayer(ClientUpdates):
         return sorted(self.peers, key=lambda r: hashlib.sha256(f"{key}|{action}|{r}".encode()).digest())
 
     def _finish(self, t: Tracked) -> None:
+        # stored first: a failed write leaves the packet tracked, and the next pass finds it settled again
+        self._write(lambda db: db.execute("UPDATE packets SET done = 1 WHERE key = ?", (t.key,)))
         for turn in ("recv", "timeout_receipt", "settle"):
             self._due_since.pop((t.key, turn), None)
         for action in Action:
@@ -635,9 +648,21 @@ class Relayer(ClientUpdates):
         self.stats.settled += 1
         if self.observer is not None:
             self.observer.finished(t)
-        self.db.execute("UPDATE packets SET done = 1 WHERE key = ?", (t.key,))
-        self.db.commit()
         self._log_packets(logging.INFO, [t], "packet %s settled", t.key)
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        """One transaction on the relayer's database (:func:`chains.common.storage.write_tx`: a lock held by another
+        process is retried a few times). A full disk or an I/O error stops the relayer: its tasks end, and
+        ``parkrelay relayer start`` exits with :data:`chains.common.storage.EXIT_STORAGE_FAULT`."""
+        try:
+            storage.write_tx(self.db, self.db_path, fn, log=self.log)
+        except storage.StorageFault as exc:
+            if not exc.retryable and self.fault is None:
+                self.fault = exc
+                self.log.error("relayer %s stopping: %s (free the disk, then start it again: it resumes from its "
+                               "database)", self.name, exc)
+                self._stop.set()
+            raise
 
     def _waiting(self, t: Tracked, action: str) -> bool:
         until = self._inflight.get((t.key, action))

@@ -3,6 +3,8 @@
 A task is a coroutine ``step() -> Outcome`` run again and again by :func:`run_step_loop` until it says
 ``STOP`` or the service stops. The loop owns the failure handling, so no task holds a bare ``while True``:
 
+* a :class:`~chains.common.storage.StorageFault` backs off too (a database another process holds locked; a full
+  disk has already stopped the whole service by then);
 * an :class:`~protocol.errors.TransportError` backs off that task only (doubling up to ``max_backoff_s``) and
   retries; the other tasks go on;
 * a :class:`~protocol.errors.ProtocolError` whose disposition is FATAL stops the task with a report;
@@ -19,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from chains.common.storage import StorageFault
 from protocol.errors import Disposition, ProtocolError, TransportError
 
 __all__ = ["Next", "Outcome", "TaskHealth", "run_step_loop"]
@@ -76,6 +79,8 @@ async def run_step_loop(name: str, step: Callable[[], Awaitable[Outcome]], *, st
                 health.last_error = str(exc)
                 log.warning("task %s: %s", name, exc)
                 outcome = Outcome(Next.BACKOFF, report=str(exc))
+        except StorageFault as exc:  # a lock outlasting its retries backs off; a full disk has stopped the service
+            outcome = Outcome(Next.BACKOFF, report=str(exc))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in this task must not stop the tasks beside it
