@@ -409,13 +409,14 @@ class Relayer(ClientUpdates):
         known = self.packets.get(t.key)
         if known is not None and known.raw == t.raw:
             return
+        replace = False
         exists = self.db.execute("SELECT done, packet FROM packets WHERE key = ?", (t.key,)).fetchone()
         if exists is not None and exists[1] != t.raw.hex():
             # a rescan after a recovery found another packet at this sequence on the park's new branch: it replaces
             # the one tracked from the abandoned branch (SPEC §8.8)
             self.log.warning("%s: the park's chain now holds another packet at this sequence: tracking it", t.key)
             self.packets.pop(t.key, None)
-            self.db.execute("DELETE FROM packets WHERE key = ?", (t.key,))
+            replace = True
             exists = None
         elif known is not None:
             return
@@ -427,6 +428,8 @@ class Relayer(ClientUpdates):
             t.ack = bytes.fromhex(early[0])
 
         def store(db: sqlite3.Connection) -> None:
+            if replace:  # in the same transaction as its successor: never a moment with neither stored
+                db.execute("DELETE FROM packets WHERE key = ?", (t.key,))
             db.execute("INSERT OR IGNORE INTO packets VALUES (?, ?, ?, ?, 0)",
                        (t.key, t.raw.hex(), t.commit_height, t.ack.hex() if t.ack is not None else None))
             db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,))
@@ -436,8 +439,7 @@ class Relayer(ClientUpdates):
 
     def _rescan(self, chain_id: str) -> None:
         """Scan the park's events again from its genesis (after a client recovery, SPEC §8.8)."""
-        self.db.execute("DELETE FROM cursors WHERE chain = ?", (chain_id,))
-        self.db.commit()
+        self._write(lambda db: db.execute("DELETE FROM cursors WHERE chain = ?", (chain_id,)))
 
     def _record_ack(self, ev: dict[str, Any]) -> None:
         src, dst = ev.get("src"), ev.get("dst")
