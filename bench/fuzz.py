@@ -5,9 +5,10 @@
 Decoders and verifiers: every target of tests/unit/fuzz/targets.py, round-robin, each input a valid seed with
 random edits (tests/unit/fuzz/mutate.py). Coverage-guided: the lines of the repository's own code an input runs
 are recorded (``sys.settrace``), and an input that runs a line no earlier input of its target ran joins that
-target's corpus, so later mutations start from it (atheris's loop, in pure Python: atheris 3.1.0 has no wheel for
-this Python here). A :class:`~protocol.errors.ProtocolError` is a refusal; any other exception is a failure,
-reported once per (target, exception type, place) with the input that raised it.
+target's corpus, so later mutations start from it (atheris's loop in pure Python, all targets in one process;
+bench/fuzz_atheris.py runs one target under atheris/libFuzzer). A :class:`~protocol.errors.ProtocolError` is a
+refusal; any other exception is a failure, reported once per (target, exception type, place)
+with the input that raised it.
 
 ``--endpoints`` also runs the endpoint fuzz tests (tests/integration/test_fuzz_endpoints.py: running DPoS, PoC and
 relay processes and the operator API; tests/ethereum/test_fuzz_calldata.py: hostile calldata against the bridge
