@@ -260,6 +260,18 @@ def _as_proof(proof: Any) -> Proof:
 # -- persistence of the shared part ------------------------------------------------------------
 
 
+def _no_constant(name: str) -> Any:
+    """``json.loads``' hook for ``NaN``/``Infinity``/``-Infinity``: not JSON, never in a state we wrote."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _state_int(value: Any, what: str) -> int:
+    """A non-negative integer of a persisted state (not a float, not a bool), else :class:`CodecError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CodecError(f"light-client state: {what} is not a non-negative integer", got=repr(value)[:80])
+    return value
+
+
 def open_state(data: bytes, *, client_type: str, versions: Collection[int], client_id: ClientId,
                name: str) -> dict[str, Any]:
     """The envelope every persisted light-client state shares, opened and checked (one copy for every client
@@ -267,8 +279,8 @@ def open_state(data: bytes, *, client_type: str, versions: Collection[int], clie
     id (under ``"base"``, or at the top for older layouts) equal to ``client_id``. Raises
     :class:`~protocol.errors.CodecError` naming ``name`` (``"a PoC light-client state"``) otherwise."""
     try:
-        obj = json.loads(data)
-    except ValueError as exc:
+        obj = json.loads(data, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
         raise CodecError(f"not {name}: not JSON ({exc})") from exc
     if not isinstance(obj, dict) or obj.get("v") not in versions or obj.get("type") != client_type:
         raise CodecError(f"not {name}", expected=f"{client_type} v{max(versions)}",
@@ -309,12 +321,12 @@ def restore_base_state(client: LightClient[Any], obj: Mapping[str, Any]) -> None
     client.final_timestamp_ms = 0
     try:
         for height, header_hash, ts, root in obj["final"]:
-            client._record_final(ConsensusState(int(height), bytes.fromhex(header_hash), int(ts),
-                                                bytes.fromhex(root)))
+            client._record_final(ConsensusState(_state_int(height, "a final height"), bytes.fromhex(header_hash),
+                                                _state_int(ts, "a final timestamp"), bytes.fromhex(root)))
         frozen = obj["frozen_height"]
-        client.frozen_height = None if frozen is None else int(frozen)
+        client.frozen_height = None if frozen is None else _state_int(frozen, "frozen_height")
         client.freeze_reason = str(obj["freeze_reason"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"malformed light-client state of {client.client_id}: {exc}") from exc
 
 

@@ -653,22 +653,23 @@ class PocLightClient(LightClient[PocHeader]):
                          fork_history=_uint(obj["fork_history"]), verifier=verifier,
                          max_consensus_states=_uint(base["max_consensus_states"]),
                          client_params=obj["client_params"], farmer_keys=keys, now_ms=_uint(obj["now_ms"]))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if base["chain_id"] != client.chain_id:
+                raise CodecError("PoC client state names two chains", expected=client.chain_id,
+                                 got=str(base["chain_id"])[:80])
+            tree.set_best(best)
+            client._tree, client._final_tip = tree, final_tip
+            client._by_proof = {}
+            client._pending = 0
+            for node in tree.branch(final_node):
+                node.final = True
+                tree.release(node)
+            for node in tree.nodes():
+                client._by_proof.setdefault(_proof_key(node.parent_hash, node.header), []).append(node.hash)
+                if not node.final:
+                    client._pending += 1
+            restore_base_state(client, base)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CodecError(f"malformed PoC light-client state of {client_id}: {exc!r}") from exc
-        if base["chain_id"] != client.chain_id:
-            raise CodecError("PoC client state names two chains", expected=client.chain_id, got=base["chain_id"])
-        tree.set_best(best)
-        client._tree, client._final_tip = tree, final_tip
-        client._by_proof = {}
-        client._pending = 0
-        for node in tree.branch(final_node):
-            node.final = True
-            tree.release(node)
-        for node in tree.nodes():
-            client._by_proof.setdefault(_proof_key(node.parent_hash, node.header), []).append(node.hash)
-            if not node.final:
-                client._pending += 1
-        restore_base_state(client, base)
         if client.final_height != final_tip.height:
             raise CodecError("PoC client state: the final tip is not the newest final header",
                              expected=client.final_height, got=final_tip.height)

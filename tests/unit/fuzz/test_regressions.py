@@ -153,3 +153,50 @@ async def test_a_head_pushed_to_a_subscriber_that_went_away_is_skipped_quietly()
     assert len(tasks) == 1
     await asyncio.gather(*tasks)  # raised before
     assert tasks[0].exception() is None
+
+
+# --- found by atheris (bench/fuzz_atheris.py): persisted light-client states -------------------------------
+
+_FROM_STATE = ["dpos.DposLightClient.from_state", "eth.EthereumLightClient.from_state",
+               "poc.PocLightClient.from_state", "fabric.FabricLightClient.from_state"]
+
+
+def _state_target(name: str) -> Any:
+    from tests.unit.fuzz.targets import all_targets
+
+    return next(t for t in all_targets() if t.name == name)
+
+
+def _edits(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The shapes atheris found: a final timestamp of ``Infinity`` (``int(inf)`` raised OverflowError in
+    restore_base_state), a float or a bool where a height is, and a base without its chain id (PoC read
+    ``base["chain_id"]`` outside its guarded block: KeyError)."""
+    import copy
+
+    out = []
+    base = state.get("base", state)
+    final = base.get("final")
+    if isinstance(final, list) and final and isinstance(final[0], list):
+        for value in (math.inf, 1.5, True, -1):
+            s = copy.deepcopy(state)
+            b = s.get("base", s)
+            b["final"][0][2 if value is math.inf else 0] = value
+            out.append(s)
+    s = copy.deepcopy(state)
+    s.get("base", s).pop("chain_id", None)
+    out.append(s)
+    return out
+
+
+@pytest.mark.parametrize("name", _FROM_STATE)
+def test_a_malformed_persisted_client_state_is_a_codec_error(name: str) -> None:
+    import json
+
+    target = _state_target(name)
+    seed = target.seeds()[0]
+    target.run(seed)  # the valid state restores
+    edits = _edits(json.loads(seed))
+    assert edits
+    for state in edits:
+        with pytest.raises(CodecError):
+            target.run(json.dumps(state).encode())
