@@ -47,6 +47,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from functools import lru_cache
+from collections.abc import Callable
 from typing import Protocol, TypeAlias
 
 from protocol.certificate import CommitSignature, RelayCommit, RelayHeader, ValidatorSet, verify_commit
@@ -168,8 +169,10 @@ class ConsensusConfig:
 class ConsensusApp(Protocol):
     """What the core asks of the host's application. Synchronous, deterministic, no side effects."""
 
-    def make_block(self, height: int, round_: int) -> tuple[bytes, RelayHeader]:
-        """A new block to propose at ``height`` (the previous height is applied): bytes and header."""
+    def make_block(self, height: int, round_: int) -> tuple[bytes, RelayHeader] | None:
+        """A new block to propose at ``height``: bytes and header; None if the application is not at
+        ``height - 1`` (it is still applying the previous block, or block sync has already taken it past
+        ``height``): the core then proposes nothing this round and lets the propose timeout run."""
         ...
 
     def validate_block(self, header: RelayHeader, block: bytes) -> bool:
@@ -521,9 +524,42 @@ class ConsensusCore:
         """
         self._check_started()
         out: list[Output] = []
+        self._apply_commit(block, commit, 0, out)
+        return out
+
+    def catch_up(self, applied_height: int,
+                 commit_at: Callable[[int], tuple[bytes, RelayCommit] | None]) -> list[Output]:
+        """Move the core to the host's application: it holds decided blocks up to ``applied_height`` (block sync
+        pulled them from peers with their commits). ``commit_at(h)`` gives the block and commit of height ``h``
+        (or None if the host does not hold it).
+
+        Each height below ``applied_height`` is decided from its commit and left at once (no commit pause: the
+        next block is already known); the height ``applied_height`` itself is decided as by :meth:`on_commit`
+        (the core enters the next height after its ``COMMIT`` timeout). Afterwards the core is at
+        ``applied_height + 1``, or in ``COMMIT`` at ``applied_height``, and ``make_block`` is only asked for
+        ``applied_height + 1``. Raises like :meth:`on_commit` if a commit does not verify; the outputs up to
+        that point are lost with it, so the host calls this again later (nothing was signed: catch-up signs
+        nothing until the core reaches the application's height).
+        """
+        self._check_started()
+        out: list[Output] = []
+        while self._height <= applied_height:
+            h = self._height
+            if self._step is not Step.COMMIT:
+                got = commit_at(h)
+                if got is None:
+                    break
+                self._apply_commit(got[0], got[1], 0, out)
+            if h == applied_height:
+                break
+            self._enter_next_height(out)
+        self._run_rules(out)
+        return out
+
+    def _apply_commit(self, block: bytes, commit: RelayCommit, wait_ms: int, out: list[Output]) -> None:
         h = commit.header.height
         if h < self._height or (h == self._height and self._step is Step.COMMIT):
-            return out
+            return
         if h > self._height:
             raise HeaderError("commit for a later height: catch up one height at a time",
                               expected=self._height, got=h)
@@ -538,8 +574,7 @@ class ConsensusCore:
         if not entry.valid:
             raise HeaderError(f"commit h={h}: the application rejects the committed block",
                               got=header_hash(commit.header).hex())
-        self._decide(block, commit, 0, out)
-        return out
+        self._decide(block, commit, wait_ms, out)
 
     # --- message handling ------------------------------------------------------------------------------
 
@@ -717,7 +752,11 @@ class ConsensusCore:
             if self._valid is not None:
                 (header, block), pol_round = self._valid, self._valid_round
             else:
-                block, header = self._app.make_block(self._height, round_)
+                made = self._app.make_block(self._height, round_)
+                if made is None:  # the application is not at this height (catching up): propose nothing
+                    self._schedule(TimeoutKind.PROPOSE, round_, out)
+                    return
+                block, header = made
                 self._check_own_header(header)
                 pol_round = -1
             self._sign_proposal(header, block, pol_round, out)
