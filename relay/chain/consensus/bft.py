@@ -45,9 +45,9 @@ saw; the duplicate is reported as evidence and never counts twice towards "+2/3 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from collections.abc import Callable
 from typing import Protocol, TypeAlias
 
 from protocol.certificate import CommitSignature, RelayCommit, RelayHeader, ValidatorSet, verify_commit
