@@ -63,6 +63,8 @@ from relay.chain.consensus.messages import (
     Vote,
     VoteType,
     check_message_ranges,
+    decode_message,
+    encode_message,
     header_hash,
     proposal_sign_bytes,
     recover_eth_address,
@@ -480,8 +482,24 @@ class ConsensusCore:
                 self._locked_round = self._valid_round = s.locked_round
                 self._store_block(s.locked_header, s.locked_block)
         self._start_round(first_round, out)
+        if s.height == self._height:
+            self._restore_own_votes(s, out)
         self._run_rules(out)
         return out
+
+    def _restore_own_votes(self, s: SignState, out: list[Output]) -> None:
+        """Count again the votes this validator signed at this height before a restart (the sign state forbids
+        signing them anew, and peers may never have got them); :meth:`gossip` re-sends them. The rounds go on as
+        before: a step whose vote the core derives again is re-signed with the very same bytes and sent at once."""
+        for raw in s.votes:
+            try:
+                vote = decode_message(raw)
+                if not isinstance(vote, Vote) or vote.height != self._height or vote.validator_index != self._my_index:
+                    continue
+                verify_vote_signature(self._vset, self._cfg.chain_id, vote)
+            except ProtocolError:
+                continue  # not ours under this set (another key, another set): nothing to re-send
+            self._apply_vote(vote, out)
 
     def on_message(self, msg: Message) -> list[Output]:
         """A proposal or vote from the network. Raises a protocol error if it is invalid."""
@@ -796,10 +814,11 @@ class ConsensusCore:
         lock = None
         if vtype is VoteType.PRECOMMIT and block_hash is not None and self._locked is not None:
             lock = self._locked
-        self._sign_state = self._sign_state.signed(self._height, self._round, step, digest, lock=lock)
         with_secp = self._vset.validators[idx].eth_address != _ZERO_ADDRESS
         vote = sign_vote(key, self._cfg.chain_id, vtype, self._height, self._round, block_hash, idx,
                          with_secp256k1=with_secp)
+        self._sign_state = self._sign_state.signed(self._height, self._round, step, digest, lock=lock,
+                                                   vote=encode_message(vote))
         out.append(PersistSignState(self._sign_state))
         out.append(Broadcast(vote))
         self._apply_vote(vote, out)

@@ -13,8 +13,16 @@ import random
 
 import pytest
 
-from relay.chain.consensus import Decided, Timeout, TimeoutKind
-from tests.unit.relay_consensus.harness import make_node, signed_commit
+from relay.chain.consensus import Decided, SignState, Timeout, TimeoutKind
+from tests.unit.relay_consensus.harness import (
+    PRECOMMIT,
+    PREVOTE,
+    make_node,
+    sent_votes,
+    signed_commit,
+    timeouts,
+    votes,
+)
 from tests.unit.relay_consensus.sim import NetConfig, Sim, SimApp
 
 SYNC = NetConfig(sync_ms=150, gossip_ms=500)
@@ -107,3 +115,35 @@ def test_chaos_kills_restarts_and_pauses_one_at_a_time_then_progress(seed: int) 
     top = max(n.app.height for n in sim.nodes)
     assert sim.run_to_height(top + 5, max_ms=120_000), (
         [(n.app.height, n.core.height, n.core.round, n.core.step) for n in sim.nodes if n.core])
+
+
+def test_a_restarted_validator_still_counts_and_re_sends_the_votes_it_signed_before() -> None:
+    """Round 0 fails (no proposal): validators 0, 1, 2 prevote and precommit nil; every precommit is lost (each was
+    killed before its broadcast left, or the others restarted and forgot it), and all three restart. The sign state
+    forbids them to sign those votes again, so unless a restarted core counts and re-sends its own, nobody ever
+    holds +2/3 precommits of round 0 again and the height stalls for good, with every validator up."""
+    node = make_node(0)
+    node.timeout(TimeoutKind.PROPOSE)  # prevote nil
+    node.feed(*votes([1, 2], PREVOTE, 0, None))  # +2/3 nil prevotes: precommit nil
+    ((mine,),) = [sent_votes(node.outputs, PRECOMMIT)]
+    restarted = make_node(0, sign_state=SignState.from_json(node.core.sign_state.to_json()))
+    assert mine in restarted.core.gossip()  # re-sent to the peers that never got it
+    # the peers restarted too: each re-sends only its own precommit; with ours counted that is +2/3 of round 0
+    out = restarted.feed(*votes([1, 2], PRECOMMIT, 0, None))
+    assert [t.timeout.kind for t in timeouts(out)] == [TimeoutKind.PRECOMMIT]
+    restarted.timeout(TimeoutKind.PRECOMMIT, round_=0)
+    assert restarted.core.round == 1
+
+
+def test_everyone_restarting_in_a_stuck_round_does_not_stall_the_height() -> None:
+    """The soak's end: all four up, each restarted while the height was stuck; the chain must go on."""
+    sim = Sim(seed=11, net=SYNC)
+    assert sim.run_to_height(3)
+    sim.crash(3)  # one down; round after round the other three are killed in turn right after they signed
+    for victim in (0, 1, 2):
+        sim.run_for(700)
+        sim.crash(victim)
+        sim.restart(victim)
+    sim.restart(3)
+    top = max(n.app.height for n in sim.nodes)
+    assert sim.run_to_height(top + 5, max_ms=60_000), [n.app.height for n in sim.nodes]
