@@ -254,8 +254,13 @@ class Sim:
         if self.net.sync_ms:
             self._push(self.net.sync_ms, ("sync", node.index, node.incarnation))
 
-    def crash(self, i: int) -> None:
+    def crash(self, i: int, *, drop_in_flight: bool = False) -> None:
+        """Kill node ``i``. ``drop_in_flight``: its messages not yet delivered are lost too (SIGKILL right after it
+        stored a sign state, before its broadcast left the process)."""
         node = self.nodes[i]
+        if drop_in_flight:
+            self._queue = [e for e in self._queue if not (e[2][0] == "deliver" and e[2][2] == i)]
+            heapq.heapify(self._queue)
         node.alive = False
         node.paused = False
         node.stash = []

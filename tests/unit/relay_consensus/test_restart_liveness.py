@@ -108,7 +108,10 @@ def test_chaos_kills_restarts_and_pauses_one_at_a_time_then_progress(seed: int) 
     for _ in range(25):
         victim = rng.randrange(4)
         fault = rng.choice(["kill", "pause"])
-        (sim.crash if fault == "kill" else sim.pause)(victim)
+        if fault == "kill":
+            sim.crash(victim, drop_in_flight=rng.random() < 0.5)
+        else:
+            sim.pause(victim)
         sim.run_for(rng.randint(300, 9_000))
         (sim.restart if fault == "kill" else sim.resume)(victim)
         sim.run_for(rng.randint(0, 4_000))
@@ -142,8 +145,27 @@ def test_everyone_restarting_in_a_stuck_round_does_not_stall_the_height() -> Non
     sim.crash(3)  # one down; round after round the other three are killed in turn right after they signed
     for victim in (0, 1, 2):
         sim.run_for(700)
-        sim.crash(victim)
+        sim.crash(victim, drop_in_flight=True)
         sim.restart(victim)
     sim.restart(3)
     top = max(n.app.height for n in sim.nodes)
     assert sim.run_to_height(top + 5, max_ms=60_000), [n.app.height for n in sim.nodes]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5, 13])
+def test_kills_right_after_signing_one_at_a_time_never_stall_the_chain(seed: int) -> None:
+    """Validators killed one at a time right after they stored a signature (what they signed never left) and
+    restarted. Before a restarted core counted and re-sent its own votes, each of these seeds ended with all four
+    up at one height, in PREVOTE/PRECOMMIT, for good (the soak's end state); 9 of seeds 0..14 did."""
+    rng = random.Random(seed)
+    sim = Sim(seed=seed, net=NetConfig(sync_ms=300, gossip_ms=700, max_delay_ms=80))
+    assert sim.run_to_height(2)
+    for _ in range(30):
+        victim = rng.randrange(4)
+        sim.crash(victim, drop_in_flight=True)
+        sim.run_for(rng.choice([0, 0, 50, 400, 3000]))
+        sim.restart(victim)
+        sim.run_for(rng.randint(0, 600))
+    top = max(n.app.height for n in sim.nodes)
+    assert sim.run_to_height(top + 3, max_ms=60_000), (
+        [(n.app.height, n.core.round, n.core.step.name) for n in sim.nodes if n.core])
