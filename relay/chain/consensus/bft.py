@@ -2,7 +2,7 @@
 
 Tendermint's algorithm as in "The latest gossip on BFT consensus" (Buchman, Kwon, Milosevic 2018,
 Algorithm 1); the comments ``[L22]`` etc. name the line of that algorithm a rule implements.
-:class:`ConsensusCore` takes inputs (``on_message``, ``on_timeout``, ``on_commit``) and returns
+:class:`ConsensusCore` takes inputs (``on_message``, ``on_timeout``, ``on_commit``, ``catch_up``) and returns
 outputs (:data:`Output`); it does no I/O, reads no clock and draws no randomness, so one sequence of
 inputs always gives one sequence of outputs. The host (the relay node) owns the network, the timers,
 the disk and the application, and must handle each call's outputs **in order**:
@@ -15,6 +15,9 @@ the disk and the application, and must handle each call's outputs **in order**:
 * :class:`Decided` — apply the block and store ``(block, commit)``: lagging peers need it for
   ``on_commit``. The core waits for the ``COMMIT`` timeout it schedules right after before it enters
   the next height, so the application has applied the block when ``make_block`` is called again.
+  A host whose application got ahead of the core (block sync) calls :meth:`ConsensusCore.catch_up`
+  before it hands the core anything else; ``make_block`` answers None for a height the application is
+  not just below (the core then proposes nothing that round), so no input can wedge the core.
 * :class:`EvidenceFound` — a validator equivocated; report it (the duplicate is not counted).
 * :class:`MessageRejected` — a buffered future-height message failed its checks when its height came.
 
