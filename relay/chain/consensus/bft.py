@@ -558,9 +558,9 @@ class ConsensusCore:
         next block is already known); the height ``applied_height`` itself is decided as by :meth:`on_commit`
         (the core enters the next height after its ``COMMIT`` timeout). Afterwards the core is at
         ``applied_height + 1``, or in ``COMMIT`` at ``applied_height``, and ``make_block`` is only asked for
-        ``applied_height + 1``. Raises like :meth:`on_commit` if a commit does not verify; the outputs up to
-        that point are lost with it, so the host calls this again later (nothing was signed: catch-up signs
-        nothing until the core reaches the application's height).
+        ``applied_height + 1``. Raises like :meth:`on_commit` if the first commit does not verify; a later one
+        that does not ends the call with the heights done so far (the next call raises at it). Catch-up signs
+        nothing: every height it passes is decided from its commit.
         """
         self._check_started()
         out: list[Output] = []
@@ -570,7 +570,12 @@ class ConsensusCore:
                 got = commit_at(h)
                 if got is None:
                     break
-                self._apply_commit(got[0], got[1], 0, out)
+                try:
+                    self._apply_commit(got[0], got[1], 0, out)
+                except ProtocolError:
+                    if out:
+                        break  # keep the heights done (and their timers); the next call raises at this one
+                    raise
             if h == applied_height:
                 break
             self._enter_next_height(out)

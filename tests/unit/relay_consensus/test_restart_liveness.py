@@ -13,6 +13,8 @@ import random
 
 import pytest
 
+from protocol.certificate import RelayCommit
+from protocol.errors import ProtocolError
 from relay.chain.consensus import Decided, SignState, Timeout, TimeoutKind
 from tests.unit.relay_consensus.harness import (
     PRECOMMIT,
@@ -169,3 +171,21 @@ def test_kills_right_after_signing_one_at_a_time_never_stall_the_chain(seed: int
     top = max(n.app.height for n in sim.nodes)
     assert sim.run_to_height(top + 3, max_ms=60_000), (
         [(n.app.height, n.core.round, n.core.step.name) for n in sim.nodes if n.core])
+
+
+def test_catch_up_keeps_the_heights_done_when_a_later_commit_does_not_verify() -> None:
+    node = make_node(0)
+    other = SimApp("other", node.app.sets)
+    _chain(other, 4)
+    bad = signed_commit((other.blocks[2], other.headers[2]), [0])  # one signature: not +2/3
+
+    def commit_at(h: int) -> tuple[bytes, RelayCommit]:
+        return other.blocks[h - 1], (bad if h == 3 else other.commits[h - 1])
+
+    for h in range(1, 5):
+        node.app.apply(other.blocks[h - 1], other.commits[h - 1])
+    out = node.core.catch_up(4, commit_at)
+    assert [d.height for d in out if isinstance(d, Decided)] == [1, 2] and node.core.height == 3
+    with pytest.raises(ProtocolError):
+        node.core.catch_up(4, commit_at)
+    assert node.core.height == 3
