@@ -289,9 +289,14 @@ class BftDriver:
 
     # -- ConsensusApp -----------------------------------------------------------------------------
 
-    def make_block(self, height: int, round_: int) -> tuple[bytes, RelayHeader]:
+    def make_block(self, height: int, round_: int) -> tuple[bytes, RelayHeader] | None:
         head = self.node.head
-        assert head.state is not None and height == head.header.height + 1
+        if head.state is None or height != head.header.height + 1:
+            # block sync took the node past ``height`` (the core catches up on the next input) or the previous block is
+            # not applied yet: no proposal this round, never an exception inside a timer callback
+            self.log.info("no proposal for height %d round %d: the node's head is %d", height, round_,
+                          head.header.height)
+            return None
         ts = max(_now_ms(), head.header.timestamp_ms + 1)
         state = ChainState(head.state.tree)
         built = self.rules.sm.build_block(state, list(self.node.mempool.values()), BlockContext(
@@ -358,20 +363,23 @@ class BftDriver:
                     self.node._spawn(self._broadcast(encode_message(msg)))
 
     def _catch_up(self) -> None:
-        """Blocks that arrived by sync (with their commits) move the core to the node's head."""
-        assert self.core is not None
-        while self.core.height <= self.node.head.header.height:
-            height = self.core.height
+        """Blocks that arrived by sync (with their commits) move the core to the node's head at once, before the core
+        handles any message or timeout: it never works on a height the node has already passed."""
+        core = self.core
+        if core is None or core.height > self.node.head.header.height:
+            return
+
+        def commit_at(height: int) -> tuple[bytes, RelayCommit] | None:
             e = self.node.canonical(height)
             if e is None or e.header.commit is None:
-                return
-            try:
-                self._handle(self.core.on_commit(block_bytes(list(e.txs)), e.header.commit))
-            except ProtocolError as exc:
-                self.log.warning("catch-up commit at height %d refused: %s", height, exc)
-                return
-            if self.core.height == height:  # decided here already; it moves on after its commit timeout
-                return
+                return None
+            return block_bytes(list(e.txs)), e.header.commit
+
+        try:
+            self._handle(core.catch_up(self.node.head.header.height, commit_at))
+        except ProtocolError as exc:
+            self.log.warning("catch-up to height %d refused at height %d: %s", self.node.head.header.height,
+                             core.height, exc)
 
     async def handle_message(self, request: web.Request) -> web.Response:
         try:
@@ -386,6 +394,7 @@ class BftDriver:
         if self.core is None:
             return web.json_response({"ok": False, "error": rpc.error_object(rpc.SERVER_ERROR, "not started")})
         try:
+            self._catch_up()
             self._handle(self.core.on_message(msg))
         except ProtocolError as exc:  # a well-formed message consensus refuses: HTTP 200
             return web.json_response(p2p_refusal(exc)[1])
@@ -393,6 +402,7 @@ class BftDriver:
 
     def _on_timeout(self, t: Timeout) -> None:
         if self.core is not None:
+            self._catch_up()
             self._handle(self.core.on_timeout(t))
 
     # -- outputs ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from relay.chain.state_machine.clients import MAX_HEADERS as MAX_HEADERS_PER_UPD
 from relay.relayer.task import Next, Outcome
 
 if TYPE_CHECKING:
+    from adapters.common.roles import ProvenValue
     from relay.relayer.relayer import ChainLink, RelayerStats
 
 FORK_SEARCH = 256
@@ -53,6 +54,9 @@ class ClientUpdates:
 
     async def _submit(self, chain: ChainLink, op: str, args: dict[str, Any], action: str,
                       items: Any) -> None:
+        raise NotImplementedError
+
+    async def _prove(self, park: ChainLink, key: bytes, height: int) -> ProvenValue | None:
         raise NotImplementedError
 
     def _heartbeat_step_of(self, park: ChainLink) -> Callable[[], Any]:
@@ -187,7 +191,9 @@ class ClientUpdates:
         for name in dict.fromkeys(str(getattr(h, "farmer", "")) for h in headers):
             if not name:
                 continue
-            pv = await park.source.prove(account_path(name), final)
+            pv = await self._prove(park, account_path(name), final)
+            if pv is None:
+                return  # the park pruned the client's final height: nothing to prove the account with there
             if pv.value is None:
                 continue
             self.log.info("%s: registering farmer %s with the relay's client (its account, proven at %d)",

@@ -63,7 +63,7 @@ from typing import Any
 import aiohttp
 import sqlite_utils
 
-from adapters.common.roles import SourceSide, TargetSide
+from adapters.common.roles import ProvenValue, SourceSide, TargetSide
 from adapters.common.rpc import JsonRpcClient
 from chains.common import storage
 from protocol.codec import decode_outcome, decode_packet
@@ -168,6 +168,9 @@ class RelayerStats:
     """Times this relayer saw a park's client frozen (SPEC §8.8)."""
     clients_recovered: int = 0
     """Times it saw a frozen client replaced by a governance recovery."""
+    proof_heights_unavailable: int = 0
+    """Times a park could not prove at the relay client's final height (its state there pruned): the relayer waits
+    for the client updates it keeps feeding to bring that height into the park's window, instead of retrying it."""
 
     def count(self, action: str) -> None:
         self.submitted[action] = self.submitted.get(action, 0) + 1
@@ -704,7 +707,9 @@ class Relayer(ClientUpdates):
             proofs = []
             for t in batch:
                 p = t.packet
-                pv = await park.source.prove(commitment_path(p.dst_chain, p.lane, p.sequence), final)
+                pv = await self._prove(park, commitment_path(p.dst_chain, p.lane, p.sequence), final)
+                if pv is None:
+                    return  # the park pruned that height: the client updates above bring a provable one
                 if pv.value is not None:
                     proofs.append((t, pv.proof))
             if proofs:
@@ -712,6 +717,25 @@ class Relayer(ClientUpdates):
                                    {"height": final, "items": [{"packet": t.raw.hex(), "proof": pr.hex()}
                                                                for t, pr in proofs]},
                                    "verify", [t for t, _ in proofs])
+
+    async def _prove(self, park: ChainLink, key: bytes, height: int) -> ProvenValue | None:
+        """``key`` proven on ``park`` at ``height`` (the relay client's final height), or None if the park no longer
+        holds its state there: the client fell further behind than the park's state window (a stalled or slow relay
+        chain). Retrying that height can never succeed; the caller skips its proofs for this step while
+        :meth:`_update_client`, called at the start of every step, feeds the client the park's next headers, so the
+        final height moves up into the window and proofs resume there (logged once per height)."""
+        try:
+            return await park.source.prove(key, height)
+        except ProtocolError as exc:
+            if exc.code != "rpc.not_found":
+                raise
+        self.stats.proof_heights_unavailable += 1
+        seen: set[tuple[str, int]] = self.__dict__.setdefault("_unprovable_logged", set())
+        if (park.chain_id, height) not in seen:
+            seen.add((park.chain_id, height))
+            self.log.warning("%s: no state at the relay client's final height %d any more (pruned on the park); "
+                             "proving again once the client's updates move its final height up", park.chain_id, height)
+        return None
 
     async def _certificate(self, key: bytes) -> dict[str, Any]:
         cert: dict[str, Any] = await self._relay_rpc().call("getCertificate", {"key": key.decode()})
@@ -750,7 +774,9 @@ class Relayer(ClientUpdates):
         final = int(st["final_height"])
         for t in acks:
             p = t.packet
-            pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
+            pv = await self._prove(park, receipt_path(p.src_chain, p.lane, p.sequence), final)
+            if pv is None:
+                return  # the park pruned that height: the client updates above bring a provable one
             if pv.value is None or t.ack is None:
                 continue  # the client's final header predates the receipt: wait for the update
             await self._submit(self.relay, "packet.confirm_ack",
@@ -774,11 +800,15 @@ class Relayer(ClientUpdates):
             if t.key in unverified:
                 if t.commit_height > src_final:
                     continue  # the source's client is not final past the commitment yet: wait for it
-                cp = await src_park.source.prove(commitment_path(p.dst_chain, p.lane, p.sequence), src_final)
+                cp = await self._prove(src_park, commitment_path(p.dst_chain, p.lane, p.sequence), src_final)
+                if cp is None:
+                    return
                 if cp.value is None:
                     continue  # settled meanwhile (the commitment is gone): the next read finishes it
                 args |= {"commit_height": src_final, "commit_proof": cp.proof.hex()}
-            pv = await park.source.prove(receipt_path(p.src_chain, p.lane, p.sequence), final)
+            pv = await self._prove(park, receipt_path(p.src_chain, p.lane, p.sequence), final)
+            if pv is None:
+                return
             # what proves the timeout at the receipt path: nothing, or (a verified packet on a target that writes one)
             # the timeout receipt; an acknowledgement there means it was received after all (the ack path carries it)
             expected = park.timeout_receipt if t.key not in unverified else None

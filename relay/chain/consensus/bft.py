@@ -2,7 +2,7 @@
 
 Tendermint's algorithm as in "The latest gossip on BFT consensus" (Buchman, Kwon, Milosevic 2018,
 Algorithm 1); the comments ``[L22]`` etc. name the line of that algorithm a rule implements.
-:class:`ConsensusCore` takes inputs (``on_message``, ``on_timeout``, ``on_commit``) and returns
+:class:`ConsensusCore` takes inputs (``on_message``, ``on_timeout``, ``on_commit``, ``catch_up``) and returns
 outputs (:data:`Output`); it does no I/O, reads no clock and draws no randomness, so one sequence of
 inputs always gives one sequence of outputs. The host (the relay node) owns the network, the timers,
 the disk and the application, and must handle each call's outputs **in order**:
@@ -15,6 +15,9 @@ the disk and the application, and must handle each call's outputs **in order**:
 * :class:`Decided` — apply the block and store ``(block, commit)``: lagging peers need it for
   ``on_commit``. The core waits for the ``COMMIT`` timeout it schedules right after before it enters
   the next height, so the application has applied the block when ``make_block`` is called again.
+  A host whose application got ahead of the core (block sync) calls :meth:`ConsensusCore.catch_up`
+  before it hands the core anything else; ``make_block`` answers None for a height the application is
+  not just below (the core then proposes nothing that round), so no input can wedge the core.
 * :class:`EvidenceFound` — a validator equivocated; report it (the duplicate is not counted).
 * :class:`MessageRejected` — a buffered future-height message failed its checks when its height came.
 
@@ -45,6 +48,7 @@ saw; the duplicate is reported as evidence and never counts twice towards "+2/3 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol, TypeAlias
@@ -62,6 +66,8 @@ from relay.chain.consensus.messages import (
     Vote,
     VoteType,
     check_message_ranges,
+    decode_message,
+    encode_message,
     header_hash,
     proposal_sign_bytes,
     recover_eth_address,
@@ -168,8 +174,10 @@ class ConsensusConfig:
 class ConsensusApp(Protocol):
     """What the core asks of the host's application. Synchronous, deterministic, no side effects."""
 
-    def make_block(self, height: int, round_: int) -> tuple[bytes, RelayHeader]:
-        """A new block to propose at ``height`` (the previous height is applied): bytes and header."""
+    def make_block(self, height: int, round_: int) -> tuple[bytes, RelayHeader] | None:
+        """A new block to propose at ``height``: bytes and header; None if the application is not at
+        ``height - 1`` (it is still applying the previous block, or block sync has already taken it past
+        ``height``): the core then proposes nothing this round and lets the propose timeout run."""
         ...
 
     def validate_block(self, header: RelayHeader, block: bytes) -> bool:
@@ -477,8 +485,24 @@ class ConsensusCore:
                 self._locked_round = self._valid_round = s.locked_round
                 self._store_block(s.locked_header, s.locked_block)
         self._start_round(first_round, out)
+        if s.height == self._height:
+            self._restore_own_votes(s, out)
         self._run_rules(out)
         return out
+
+    def _restore_own_votes(self, s: SignState, out: list[Output]) -> None:
+        """Count again the votes this validator signed at this height before a restart (the sign state forbids
+        signing them anew, and peers may never have got them); :meth:`gossip` re-sends them. The rounds go on as
+        before: a step whose vote the core derives again is re-signed with the very same bytes and sent at once."""
+        for raw in s.votes:
+            try:
+                vote = decode_message(raw)
+                if not isinstance(vote, Vote) or vote.height != self._height or vote.validator_index != self._my_index:
+                    continue
+                verify_vote_signature(self._vset, self._cfg.chain_id, vote)
+            except ProtocolError:
+                continue  # not ours under this set (another key, another set): nothing to re-send
+            self._apply_vote(vote, out)
 
     def on_message(self, msg: Message) -> list[Output]:
         """A proposal or vote from the network. Raises a protocol error if it is invalid."""
@@ -521,9 +545,47 @@ class ConsensusCore:
         """
         self._check_started()
         out: list[Output] = []
+        self._apply_commit(block, commit, 0, out)
+        return out
+
+    def catch_up(self, applied_height: int,
+                 commit_at: Callable[[int], tuple[bytes, RelayCommit] | None]) -> list[Output]:
+        """Move the core to the host's application: it holds decided blocks up to ``applied_height`` (block sync
+        pulled them from peers with their commits). ``commit_at(h)`` gives the block and commit of height ``h``
+        (or None if the host does not hold it).
+
+        Each height below ``applied_height`` is decided from its commit and left at once (no commit pause: the
+        next block is already known); the height ``applied_height`` itself is decided as by :meth:`on_commit`
+        (the core enters the next height after its ``COMMIT`` timeout). Afterwards the core is at
+        ``applied_height + 1``, or in ``COMMIT`` at ``applied_height``, and ``make_block`` is only asked for
+        ``applied_height + 1``. Raises like :meth:`on_commit` if the first commit does not verify; a later one
+        that does not ends the call with the heights done so far (the next call raises at it). Catch-up signs
+        nothing: every height it passes is decided from its commit.
+        """
+        self._check_started()
+        out: list[Output] = []
+        while self._height <= applied_height:
+            h = self._height
+            if self._step is not Step.COMMIT:
+                got = commit_at(h)
+                if got is None:
+                    break
+                try:
+                    self._apply_commit(got[0], got[1], 0, out)
+                except ProtocolError:
+                    if out:
+                        break  # keep the heights done (and their timers); the next call raises at this one
+                    raise
+            if h == applied_height:
+                break
+            self._enter_next_height(out)
+        self._run_rules(out)
+        return out
+
+    def _apply_commit(self, block: bytes, commit: RelayCommit, wait_ms: int, out: list[Output]) -> None:
         h = commit.header.height
         if h < self._height or (h == self._height and self._step is Step.COMMIT):
-            return out
+            return
         if h > self._height:
             raise HeaderError("commit for a later height: catch up one height at a time",
                               expected=self._height, got=h)
@@ -538,8 +600,7 @@ class ConsensusCore:
         if not entry.valid:
             raise HeaderError(f"commit h={h}: the application rejects the committed block",
                               got=header_hash(commit.header).hex())
-        self._decide(block, commit, 0, out)
-        return out
+        self._decide(block, commit, wait_ms, out)
 
     # --- message handling ------------------------------------------------------------------------------
 
@@ -717,7 +778,11 @@ class ConsensusCore:
             if self._valid is not None:
                 (header, block), pol_round = self._valid, self._valid_round
             else:
-                block, header = self._app.make_block(self._height, round_)
+                made = self._app.make_block(self._height, round_)
+                if made is None:  # the application is not at this height (catching up): propose nothing
+                    self._schedule(TimeoutKind.PROPOSE, round_, out)
+                    return
+                block, header = made
                 self._check_own_header(header)
                 pol_round = -1
             self._sign_proposal(header, block, pol_round, out)
@@ -757,10 +822,11 @@ class ConsensusCore:
         lock = None
         if vtype is VoteType.PRECOMMIT and block_hash is not None and self._locked is not None:
             lock = self._locked
-        self._sign_state = self._sign_state.signed(self._height, self._round, step, digest, lock=lock)
         with_secp = self._vset.validators[idx].eth_address != _ZERO_ADDRESS
         vote = sign_vote(key, self._cfg.chain_id, vtype, self._height, self._round, block_hash, idx,
                          with_secp256k1=with_secp)
+        self._sign_state = self._sign_state.signed(self._height, self._round, step, digest, lock=lock,
+                                                   vote=encode_message(vote))
         out.append(PersistSignState(self._sign_state))
         out.append(Broadcast(vote))
         self._apply_vote(vote, out)

@@ -16,6 +16,12 @@ Rules (CometBFT's "last sign state", extended with the lock):
 * The lock (``locked_round`` and the locked block) changes exactly when the validator signs a precommit
   for a block, so it is stored in the same record. A restarted validator keeps its lock and so does not
   prevote against it ("amnesia"); without it, a restart could undo the locking rule.
+* The votes the validator signed at ``height`` (the last :data:`MAX_KEPT_VOTES`, encoded) are stored in the same
+  record. The rules above forbid signing them again after a restart, so without them a restarted validator could
+  neither count nor re-send what it voted in the current round, and its peers may never have received it (it was
+  killed before the broadcast left, or they restarted and forgot it): once every validator has restarted during a
+  round, nobody holds that round's votes and nobody may sign them again, and the height stalls for good. A
+  restarted core counts these votes again and re-sends them with its gossip.
 """
 
 from __future__ import annotations
@@ -27,11 +33,16 @@ from typing import Any
 
 from protocol.certificate import RelayHeader
 from protocol.errors import CodecError
-from relay.chain.consensus.messages import decode_header
+from relay.chain.consensus.messages import Vote, decode_header, decode_message
 
-__all__ = ["SignState", "SignStep"]
+__all__ = ["MAX_KEPT_VOTES", "SignState", "SignStep"]
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+"""Version 1 records (no ``votes``) are still read: a node upgraded mid-height just has no votes to re-send."""
+MAX_KEPT_VOTES = 16
+"""Own votes kept per record (the latest; a round signs at most two)."""
+_MAX_VOTE_BYTES = 1024
 
 
 class SignStep(enum.IntEnum):
@@ -61,6 +72,9 @@ class SignState:
     """Header of the block precommitted in ``locked_round`` (None when not locked)."""
     locked_block: bytes = b""
     """Bytes of that block, so a restarted proposer can propose it again."""
+    votes: tuple[bytes, ...] = ()
+    """The encoded votes (``messages.encode_message``) signed at ``height``, oldest first, at most
+    :data:`MAX_KEPT_VOTES`."""
 
     def allows(self, height: int, round_: int, step: SignStep, sign_bytes: bytes) -> bool:
         """True if signing ``sign_bytes`` at ``(height, round_, step)`` cannot be a double signature."""
@@ -70,17 +84,21 @@ class SignState:
         return sign_bytes == self.sign_bytes
 
     def signed(self, height: int, round_: int, step: SignStep, sign_bytes: bytes, *,
-               lock: tuple[RelayHeader, bytes] | None = None) -> SignState:
-        """The record after signing; ``lock`` is the block of a precommit for a block (locks at ``round_``).
+               lock: tuple[RelayHeader, bytes] | None = None, vote: bytes | None = None) -> SignState:
+        """The record after signing; ``lock`` is the block of a precommit for a block (locks at ``round_``);
+        ``vote`` the encoded vote just signed (kept with the record's votes at ``height``).
 
         Pre-condition: :meth:`allows` returned True for the same arguments.
         """
+        kept = self.votes if height == self.height else ()
+        if vote is not None and vote not in kept:
+            kept = (*kept, vote)[-MAX_KEPT_VOTES:]
         if lock is not None:
-            return SignState(height, round_, step, sign_bytes, round_, lock[0], lock[1])
+            return SignState(height, round_, step, sign_bytes, round_, lock[0], lock[1], kept)
         if height != self.height:
-            return SignState(height, round_, step, sign_bytes)
+            return SignState(height, round_, step, sign_bytes, votes=kept)
         return SignState(height, round_, step, sign_bytes, self.locked_round, self.locked_header,
-                         self.locked_block)
+                         self.locked_block, kept)
 
     # --- persistence ---------------------------------------------------------------------------------
 
@@ -95,6 +113,7 @@ class SignState:
             "locked_round": self.locked_round,
             "locked_header": self.locked_header.encode().hex() if self.locked_header is not None else "",
             "locked_block": self.locked_block.hex(),
+            "votes": [v.hex() for v in self.votes],
         }, sort_keys=True)
 
     @classmethod
@@ -106,11 +125,14 @@ class SignState:
             raise CodecError("sign state is not JSON", got=str(exc)) from exc
         keys = {"version", "height", "round", "step", "sign_bytes", "locked_round", "locked_header",
                 "locked_block"}
+        version = obj.get("version") if isinstance(obj, dict) else None
+        if version == _FORMAT_VERSION:
+            keys.add("votes")
         if not isinstance(obj, dict) or set(obj) != keys:
             raise CodecError("sign state fields", expected=sorted(keys),
                              got=sorted(obj) if isinstance(obj, dict) else type(obj).__name__)
-        if obj["version"] != _FORMAT_VERSION:
-            raise CodecError("sign state version", expected=_FORMAT_VERSION, got=obj["version"])
+        if version not in _READABLE_VERSIONS or isinstance(version, bool):
+            raise CodecError("sign state version", expected=_READABLE_VERSIONS, got=version)
         height = _int(obj, "height", 0)
         round_ = _int(obj, "round", 0)
         step = _int(obj, "step", 0)
@@ -130,7 +152,28 @@ class SignState:
                                  expected=(height, f"<= {round_}"), got=(header.height, locked_round))
         elif header_bytes or block:
             raise CodecError("sign state holds a locked block but no locked round")
-        return cls(height, round_, SignStep(step), sign_bytes, locked_round, header, block)
+        votes = _votes(obj.get("votes", []), height)
+        return cls(height, round_, SignStep(step), sign_bytes, locked_round, header, block, votes)
+
+
+def _votes(raw: Any, height: int) -> tuple[bytes, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_KEPT_VOTES:
+        raise CodecError(f"sign state votes: a list of at most {MAX_KEPT_VOTES}",
+                         got=len(raw) if isinstance(raw, list) else type(raw).__name__)
+    out: list[bytes] = []
+    for item in raw:
+        if not isinstance(item, str) or len(item) > 2 * _MAX_VOTE_BYTES:
+            raise CodecError("sign state vote: a hex string", got=type(item).__name__)
+        try:
+            data = bytes.fromhex(item)
+        except ValueError as exc:
+            raise CodecError("sign state vote is not hex", got=item[:16]) from exc
+        msg = decode_message(data)
+        if not isinstance(msg, Vote) or msg.height != height:
+            raise CodecError("sign state vote: a vote at the record's height", expected=height,
+                             got=getattr(msg, "height", None))
+        out.append(data)
+    return tuple(out)
 
 
 def _int(obj: dict[str, Any], key: str, minimum: int) -> int:

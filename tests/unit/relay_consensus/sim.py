@@ -86,6 +86,8 @@ class SimApp:
         self.headers: list[RelayHeader] = []
         self.blocks: list[bytes] = []
         self.commits: list[RelayCommit] = []
+        self.refused_heights: list[int] = []
+        """Heights ``make_block`` was asked for while the application was not at the height below."""
 
     @property
     def height(self) -> int:
@@ -103,13 +105,16 @@ class SimApp:
             validators_hash=self.sets(height).hash, next_validators_hash=self.sets(height + 1).hash,
         )
 
-    def make_block(self, height: int, round_: int, salt: bytes = b"") -> tuple[bytes, RelayHeader]:
-        if height != self.height + 1:
-            raise AssertionError(f"{self.name}: make_block({height}) on top of height {self.height}")
+    def make_block(self, height: int, round_: int, salt: bytes = b"") -> tuple[bytes, RelayHeader] | None:
+        if height != self.height + 1:  # not at that height (block sync took it past, or not applied yet)
+            self.refused_heights.append(height)
+            return None
         block = f"sim-block|{height}|{round_}|{self.name}|".encode() + salt
         return block, self.header_for(block, round_)
 
     def validate_block(self, header: RelayHeader, block: bytes) -> bool:
+        if 1 <= header.height <= self.height and self.headers[header.height - 1] == header:
+            return self.blocks[header.height - 1] == block  # applied already (block sync), as BftDriver answers
         if not block.startswith(f"sim-block|{self.height + 1}|".encode()) or b"|bad" in block:
             return False
         prev = self.headers[-1] if self.headers else None
@@ -140,6 +145,9 @@ class NetConfig:
     """Probability that one delivery (message to one node) is lost."""
     gossip_ms: int = 1000
     """A node whose height did not change for this long re-sends its gossip."""
+    sync_ms: int = 0
+    """Every this many ms a node pulls the blocks it lacks (with commits) from the highest peer, as the node
+    runtime's block sync does, independently of consensus; 0: off (catch-up only by commit requests)."""
 
 
 class SafetyViolation(AssertionError):
@@ -161,6 +169,10 @@ class SimNode:
     """Height at the last gossip tick."""
     requested: dict[int, int] = field(default_factory=dict)
     """height -> time of the last commit request (throttle)."""
+    paused: bool = False
+    """SIGSTOPped: nothing it receives or any timer of it runs until it is resumed."""
+    stash: list[tuple[Any, ...]] = field(default_factory=list)
+    """Events that reached it while paused, replayed in order when it resumes."""
 
 
 class Sim:
@@ -239,12 +251,57 @@ class Sim:
         node.last_progress = -1
         self._handle(node, node.core.start())
         self._push(self.net.gossip_ms, ("gossip", node.index, node.incarnation))
+        if self.net.sync_ms:
+            self._push(self.net.sync_ms, ("sync", node.index, node.incarnation))
 
-    def crash(self, i: int) -> None:
+    def crash(self, i: int, *, drop_in_flight: bool = False) -> None:
+        """Kill node ``i``. ``drop_in_flight``: its messages not yet delivered are lost too (SIGKILL right after it
+        stored a sign state, before its broadcast left the process)."""
         node = self.nodes[i]
+        if drop_in_flight:
+            self._queue = [e for e in self._queue if not (e[2][0] == "deliver" and e[2][2] == i)]
+            heapq.heapify(self._queue)
         node.alive = False
+        node.paused = False
+        node.stash = []
         node.core = None
         node.incarnation += 1
+
+    def pause(self, i: int) -> None:
+        """SIGSTOP: the node keeps its state, but runs nothing (messages, timers) until :meth:`resume`."""
+        self.nodes[i].paused = True
+
+    def resume(self, i: int) -> None:
+        """SIGCONT: everything that reached the node meanwhile (messages, expired timers) runs at once, in order."""
+        node = self.nodes[i]
+        node.paused = False
+        stash, node.stash = node.stash, []
+        for event in stash:
+            self._dispatch(event)
+
+    def sync(self, i: int) -> None:
+        """Block sync of the node runtime: node ``i`` pulls every block it lacks, with its commit, from the
+        highest live peer and applies it (outside consensus), then its host moves the core to the new head."""
+        node = self.nodes[i]
+        peers = [n for n in self.nodes if n.alive and not n.paused and n is not node and not n.byzantine]
+        best = max(peers, key=lambda n: n.app.height, default=None)
+        if not node.alive or node.core is None or best is None or best.app.height <= node.app.height:
+            return
+        for h in range(node.app.height + 1, best.app.height + 1):
+            node.app.apply(best.app.blocks[h - 1], best.app.commits[h - 1])
+        self._catch_up(node)
+
+    def _catch_up(self, node: SimNode) -> None:
+        """The host's catch-up (as ``BftDriver._catch_up``): the core follows the application's head."""
+        core, app = node.core, node.app
+        if core is None or app.height < core.height:
+            return
+        try:
+            outputs = core.catch_up(app.height, lambda h: (app.blocks[h - 1], app.commits[h - 1]))
+        except ProtocolError as exc:
+            self.rejected.append((node.index, None, exc))  # type: ignore[arg-type]
+            return
+        self._handle(node, outputs)
 
     def restart(self, i: int) -> None:
         node = self.nodes[i]
@@ -289,6 +346,10 @@ class Sim:
             raise SafetyViolation(f"validator {node.index} double-signed {key} at t={self.now}")
 
     def _on_decided(self, node: SimNode, d: Decided) -> None:
+        if d.height <= node.app.height:  # block sync applied it already (catch-up)
+            if header_hash(node.app.headers[d.height - 1]) != header_hash(d.commit.header):
+                raise SafetyViolation(f"node {node.index} decided {d.height} against the block it synced")
+            return
         node.app.apply(d.block, d.commit)
         if node.byzantine:
             return
@@ -321,13 +382,26 @@ class Sim:
 
     def _dispatch(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
+        target = self.nodes[event[1]]
+        if target.paused and kind != "commit_request":
+            target.stash.append(event)
+            return
+        if target.paused:  # a paused server answers nothing
+            return
         if kind == "deliver":
             self._deliver(event[1], event[2], event[3])
         elif kind == "timeout":
             _, i, inc, timeout = event
             node = self.nodes[i]
             if node.alive and node.incarnation == inc and node.core is not None:
+                self._catch_up(node)
                 self._handle(node, node.core.on_timeout(timeout))
+        elif kind == "sync":
+            _, i, inc = event
+            node = self.nodes[i]
+            if node.alive and node.incarnation == inc:
+                self.sync(i)
+                self._push(self.net.sync_ms, ("sync", i, inc))
         elif kind == "gossip":
             self._gossip(event[1], event[2])
         elif kind == "commit_request":
@@ -336,13 +410,16 @@ class Sim:
             _, i, block, commit = event
             node = self.nodes[i]
             if node.alive and node.core is not None and commit.header.height == node.core.height:
-                self._handle(node, node.core.on_commit(block, commit))
+                self._catch_up(node)
+                if commit.header.height == node.core.height:
+                    self._handle(node, node.core.on_commit(block, commit))
 
     def _deliver(self, dst: int, src: int, msg: Message) -> None:
         node = self.nodes[dst]
         if not node.alive or node.core is None:
             return
         self.delivered += 1
+        self._catch_up(node)
         core = node.core
         if msg.height > core.height and self.now - node.requested.get(core.height, -10**9) > 200:
             node.requested[core.height] = self.now

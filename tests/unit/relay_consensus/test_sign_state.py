@@ -7,8 +7,10 @@ import json
 import pytest
 
 from protocol.errors import CodecError
-from relay.chain.consensus import SignState, SignStep
-from tests.unit.relay_consensus.sim import SimApp, make_vset, validator_key
+from relay.chain.consensus import SignState, SignStep, VoteType
+from relay.chain.consensus.messages import encode_message, sign_vote
+from relay.chain.consensus.sign_state import MAX_KEPT_VOTES
+from tests.unit.relay_consensus.sim import CHAIN, SimApp, make_vset, validator_key
 
 A = b"\xaa" * 32
 B = b"\xbb" * 32
@@ -16,6 +18,11 @@ VSET = make_vset([validator_key(i) for i in range(4)], [1, 1, 1, 1])
 BLOCK, HEADER = SimApp("t", lambda _h: VSET).make_block(1, 0)
 
 LAST = SignState(height=5, round=2, step=SignStep.PREVOTE, sign_bytes=A)
+KEY = validator_key(0)
+
+
+def _vote(height: int, round_: int, vtype: VoteType = VoteType.PREVOTE) -> bytes:
+    return encode_message(sign_vote(KEY, CHAIN, vtype, height, round_, None, 0, with_secp256k1=True))
 
 
 @pytest.mark.parametrize(("name", "height", "round_", "step", "sign_bytes", "allowed"), [
@@ -51,7 +58,8 @@ def test_the_lock_follows_precommits_and_resets_at_a_new_height() -> None:
     SignState(),
     LAST,
     SignState(1, 3, SignStep.PRECOMMIT, A, 2, HEADER, BLOCK),
-], ids=["empty", "no lock", "locked"])
+    SignState(1, 3, SignStep.PRECOMMIT, A, 2, HEADER, BLOCK, (_vote(1, 2), _vote(1, 3, VoteType.PRECOMMIT))),
+], ids=["empty", "no lock", "locked", "with votes"])
 def test_json_round_trip(state: SignState) -> None:
     assert SignState.from_json(state.to_json()) == state
 
@@ -67,7 +75,13 @@ def _doc(**changes: object) -> str:
     ("not an object", "[]"),
     ("missing field", json.dumps({"version": 1})),
     ("extra field", _doc(extra=1)),
-    ("other version", _doc(version=2)),
+    ("other version", _doc(version=3)),
+    ("version 1 with votes", _doc(version=1)),
+    ("votes not a list", _doc(votes="00")),
+    ("vote not hex", _doc(votes=["zz"])),
+    ("vote malformed", _doc(votes=["00" * 40])),
+    ("vote of another height", _doc(votes=[_vote(2, 0).hex()])),
+    ("too many votes", _doc(votes=[_vote(1, r).hex() for r in range(MAX_KEPT_VOTES + 1)])),
     ("negative height", _doc(height=-1)),
     ("bool round", _doc(round=True)),
     ("step 4", _doc(step=4)),
@@ -82,3 +96,20 @@ def _doc(**changes: object) -> str:
 def test_from_json_refuses_anything_else(name: str, text: str) -> None:
     with pytest.raises(CodecError):
         SignState.from_json(text)
+
+
+def test_a_version_1_record_is_still_read_without_votes() -> None:
+    obj = json.loads(SignState(1, 3, SignStep.PRECOMMIT, A, 2, HEADER, BLOCK).to_json())
+    del obj["votes"]
+    obj["version"] = 1
+    assert SignState.from_json(json.dumps(obj)) == SignState(1, 3, SignStep.PRECOMMIT, A, 2, HEADER, BLOCK)
+
+
+def test_votes_are_kept_per_height_and_bounded() -> None:
+    s = SignState().signed(1, 0, SignStep.PREVOTE, A, vote=_vote(1, 0))
+    s = s.signed(1, 0, SignStep.PRECOMMIT, B, vote=_vote(1, 0, VoteType.PRECOMMIT))
+    assert s.votes == (_vote(1, 0), _vote(1, 0, VoteType.PRECOMMIT))
+    for r in range(1, MAX_KEPT_VOTES + 2):
+        s = s.signed(1, r, SignStep.PREVOTE, A, vote=_vote(1, r))
+    assert len(s.votes) == MAX_KEPT_VOTES and s.votes[-1] == _vote(1, MAX_KEPT_VOTES + 1)
+    assert s.signed(2, 0, SignStep.PREVOTE, A, vote=_vote(2, 0)).votes == (_vote(2, 0),)
