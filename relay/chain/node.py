@@ -354,13 +354,18 @@ class BftDriver:
         # A height that makes no progress for a while re-sends what peers may have missed (a peer that was
         # down or not yet listening); the paper assumes eventual delivery and this provides it.
         resend_s = max(0.5, self.rules.timeouts.propose_ms / 1000)
-        while True:
-            height = self.node.head.header.height
-            await self.node.wait_for_head(resend_s)
-            self._catch_up()
-            if self.node.head.header.height == height and self.core is not None:
-                for msg in self.core.gossip():
-                    self.node._spawn(self._broadcast(encode_message(msg)))
+        try:
+            while True:
+                height = self.node.head.header.height
+                await self.node.wait_for_head(resend_s)
+                self._catch_up()
+                if self.node.head.header.height == height and self.core is not None:
+                    for msg in self.core.gossip():
+                        self.node._spawn(self._broadcast(encode_message(msg)))
+        finally:  # stopped (cancelled): no consensus timer may fire into a driver that no longer runs
+            for handle in self._timers:
+                handle.cancel()
+            self._timers.clear()
 
     def _catch_up(self) -> None:
         """Blocks that arrived by sync (with their commits) move the core to the node's head at once, before the core
@@ -400,7 +405,8 @@ class BftDriver:
             return web.json_response(p2p_refusal(exc)[1])
         return web.json_response({"ok": True})
 
-    def _on_timeout(self, t: Timeout) -> None:
+    def _on_timeout(self, t: Timeout, handle: list[asyncio.TimerHandle]) -> None:
+        self._timers.discard(handle[0])  # fired: the set holds only pending timers
         if self.core is not None:
             self._catch_up()
             self._handle(self.core.on_timeout(t))
@@ -421,8 +427,9 @@ class BftDriver:
                 self.node._spawn(self._broadcast(encode_message(out.message)))
             elif isinstance(out, ScheduleTimeout):
                 loop = asyncio.get_running_loop()
-                handle = loop.call_later(out.duration_ms / 1000, self._on_timeout, out.timeout)
-                self._timers.add(handle)
+                cell: list[asyncio.TimerHandle] = []
+                cell.append(loop.call_later(out.duration_ms / 1000, self._on_timeout, out.timeout, cell))
+                self._timers.add(cell[0])
             elif isinstance(out, Decided):
                 self._decided(out)
             elif isinstance(out, EvidenceFound):
