@@ -89,11 +89,16 @@ class Devnet:
     """More keys of the ``[relayers]`` table (``heartbeat_s``, ``takeover_after_s``)."""
     procs: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
     cfg: DeploymentConfig | None = None
+    deployment: dict[str, Any] = field(default_factory=dict)
+    """More keys of the ``[deployment]`` table (``hosts``: each process's address, :mod:`relay.ops.netns`)."""
+    wrap: Callable[[str, list[str]], list[str]] | None = None
+    """``wrap(key, argv)``: the command that runs node ``key`` (``"<chain id>/<node>"``) instead of ``argv`` (inside
+    its host's namespace: :meth:`relay.ops.netns.Lab.exec_argv`)."""
 
     def write(self) -> DeploymentConfig:
         for c in self.chains:
             c.setdefault("base_port", free_port_block(ports_of(c)))
-        doc = {"deployment": {"data_dir": str(self.root / "data")}, "chains": self.chains}
+        doc = {"deployment": {"data_dir": str(self.root / "data"), **self.deployment}, "chains": self.chains}
         if self.lanes:
             doc["lanes"] = self.lanes
         if self.relay:
@@ -124,6 +129,8 @@ class Devnet:
             flag = chain_kind(chain.kind).node_flag
             argv += [chain.kind, "--config", str(self.cfg.path), "--chain", chain_id, flag, node]
         # tied to this process: a test run killed from outside (SIGKILL, a timeout) takes its nodes with it
+        if self.wrap is not None:
+            argv = self.wrap(f"{chain_id}/{node}", argv)
         self.procs[(chain_id, node)] = spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
     def start_all(self) -> None:

@@ -264,8 +264,36 @@ def test_hosts_give_nodes_their_own_address_everywhere_they_are_reached(tmp_path
     assert [p[4] for p in devnet.processes(cfg)] == ["http://127.0.0.1:31000", "http://10.77.5.5:31001",
                                                      "http://127.0.0.1:31200", "http://127.0.0.1:31100",
                                                      "http://10.77.5.3:31101"]
-    assert netns.deployment_hosts(cfg) == ["dpos-park/witness-a", "dpos-park/witness-b", "relay/op-a", "relay/op-b",
-                                           "relayer/relayer-a"]
+    assert netns.deployment_hosts(cfg) == ["dpos-park/witness-a", "dpos-park/witness-b", "eth-park/anvil",
+                                           "relay/op-a", "relay/op-b", "relayer/relayer-a"]
+
+
+def test_the_ethereum_parks_node_serves_on_its_own_host(tmp_path: Path) -> None:
+    from relay.ops.cli import _ethereum_settings
+
+    cfg = _load(tmp_path, 'hosts = { "eth-park/anvil" = "10.77.5.7" }')
+    assert cfg.chain("eth-park").url_of("anvil", cfg.host) == "http://10.77.5.7:31200"
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    devnet.init(cfg)
+    assert _ethereum_settings(cfg, "eth-park", "anvil").host == "10.77.5.7"
+    assert _ethereum_settings(_load(tmp_path, ""), "eth-park", "anvil").host == "127.0.0.1"
+
+
+def test_set_cuts_makes_every_cut_of_several_partitions_at_once() -> None:
+    ip = FakeIp()
+    lb = lab(ip)
+    # op-a cut from op-b, and (another partition) the DPoS witness cut from op-a and the relayer
+    lb.set_cuts([[["relay/op-a"], ["relay/op-b"]], [["dpos-park/witness-a"], ["relay/op-a", "relayer/relayer-a"]]])
+    cut = f"lladdr {netns.CUT_MAC} dev eth0 nud permanent"
+    flush = "neigh flush dev eth0 nud permanent"
+    batches = {a[2]: s.decode().splitlines() for a, s in ip.calls if s is not None}
+    assert batches == {"prn0a1b2c-0": [flush, f"neigh replace 10.77.5.3 {cut}", f"neigh replace 10.77.5.4 {cut}"],
+                       "prn0a1b2c-1": [flush, f"neigh replace 10.77.5.2 {cut}"],
+                       "prn0a1b2c-2": [flush, f"neigh replace 10.77.5.2 {cut}", f"neigh replace 10.77.5.5 {cut}"],
+                       "prn0a1b2c-3": [flush, f"neigh replace 10.77.5.4 {cut}"]}
+    ip.calls.clear()
+    lb.set_cuts([])  # none left: every namespace's cuts flushed
+    assert [s for _, s in ip.calls] == [(flush + "\n").encode()] * 4 and lb.cut == []
 
 
 def test_nodes_bind_their_own_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -286,7 +314,7 @@ def test_nodes_bind_their_own_address(tmp_path: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("hosts, match", [
     ('hosts = { "dpos-park/witness-z" = "10.77.5.3" }', "'dpos-park/witness-z' is not a node"),
-    ('hosts = { "eth-park/anvil" = "10.77.5.3" }', "'eth-park/anvil' is not a node"),
+    ('hosts = { "eth-park/geth" = "10.77.5.3" }', "'eth-park/geth' is not a node"),
     ('hosts = { "relayer/relayer-q" = "10.77.5.3" }', "'relayer/relayer-q' is not a node"),
     ('hosts = { "relay/op-a" = 7 }', "expected an IP address string"),
     ('hosts = { "relay/op-a" = "node-a.example" }', "expected an IP address literal"),
