@@ -228,6 +228,21 @@ def wait_all_gone(procs: dict[int, tuple[int, int, str]], timeout_s: float) -> d
     return left
 
 
+def fabric_children(supervisor_pid: int) -> dict[str, int]:
+    """The Fabric processes under a Fabric park's supervisor (``parkrelay node fabric``): process name
+    (``peer0.SalesMSP``, ``orderer1``: the last part of each one's FABRIC_CFG_PATH) -> pid."""
+    out: dict[str, int] = {}
+    for pid in still_running(descendants(supervisor_pid)):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for entry in env:
+            if entry.startswith(b"FABRIC_CFG_PATH="):
+                out[Path(entry.split(b"=", 1)[1].decode()).name] = pid
+    return out
+
+
 async def status(url: str) -> dict[str, Any] | None:
     try:
         async with JsonRpcClient(url, side="probe", timeout_s=2) as c:
