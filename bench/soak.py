@@ -15,8 +15,18 @@ pluggable; those available here:
 * ``kill_anvil`` (not in the default set): SIGKILL anvil itself; see :class:`KillAnvil` for why it is kept apart;
 * ``kill_fabric``: SIGKILL a Fabric peer or orderer; the park's supervisor restarts it from its ledger;
 * ``pause``: SIGSTOP a node, validator or relayer, SIGCONT after the duration;
-* ``partition``: cut a process off the network and heal it (needs :mod:`relay.ops.netns`; while that module is
-  not there the kind is reported ``unavailable`` and the schedule skips it: it is never faked).
+* ``partition``: cut links and heal them (:class:`Partition`): a relay validator from the other three, a park's
+  node(s) from the relay and the relayers (``--long-partition-p`` of them past the packets' timeouts), a relayer
+  from everyone. It needs the network-namespace lab below; without one it is reported ``unavailable`` and the
+  schedule skips it: it is never faked.
+
+Where the machine can make network namespaces (:func:`relay.ops.netns.unavailable` is None: root and iproute2) and
+``--no-netns`` is not given, the devnet runs in a :class:`relay.ops.netns.Lab`, every process on a host of its own
+(``[deployment] hosts``): each relay validator, DPoS witness, PoC farmer and relayer, the Ethereum park's node
+(anvil behind its unix socket, as always), and the Fabric park's supervisor with its orderers, peers and chaincode
+servers, which share that one host (they bind its address and reach each other there; the chaincode servers stay on
+its loopback): the Fabric park is partitioned as a whole, its processes not from each other. The soak sends and
+reads from the root namespace, which no cut touches. The lab is removed when the soak ends, however it ends.
 
 Rules: at most one fault per chain (or per relayer) at a time, and at most one relay validator down (killed or
 paused), so the relay keeps its 3-of-4 quorum. Then a drain: faults stop, every process runs again, and the soak
@@ -120,7 +130,8 @@ class Soak:
         """The partitions in force: id -> groups (:meth:`relay.ops.netns.Lab.set_cuts`)."""
         self._cut_ids = itertools.count(1)
         self.partitions: Counter[str] = Counter()
-        """Partitions injected per shape (``relay_validator``, ``park``, ``park_past_timeout``, ``relayer``)."""
+        """Partitions injected per shape (``relay_validator``, ``park``, ``relayer``), and ``park_past_timeout``: park
+        cuts healed only after the packet timeout had passed."""
         self.views = {c: park_view(self.cfg, c) for c in PARKS}
         self.relayers: dict[str, subprocess.Popen[bytes]] = {}
         self.keys: dict[str, str] = {}
@@ -402,9 +413,16 @@ class Partition(FaultKind):
 
     def inject(self, soak: Soak, t: Target) -> Callable[[], None]:
         shape = {RELAY: "relay_validator", "relayer": "relayer"}.get(t.chain, "park")
-        soak.partitions[shape + (f"_{t.note}" if t.note else "")] += 1
+        soak.partitions[shape] += 1
         cid = soak.cut(self.groups(soak, t))
-        return lambda: soak.uncut(cid)
+        since = time.monotonic()
+
+        def heal() -> None:
+            soak.uncut(cid)
+            if shape == "park" and time.monotonic() - since > soak.packet_timeout_s:  # held that long (the end of
+                soak.partitions["park_past_timeout"] += 1  # the schedule heals everything: a long draw may not be)
+
+        return heal
 
 
 FAULT_KINDS: dict[str, FaultKind] = {k.name: k for k in (Kill(), Pause(), KillFabric(), Partition(), KillAnvil())}
