@@ -268,12 +268,12 @@ def test_hosts_give_nodes_their_own_address_everywhere_they_are_reached(tmp_path
                                            "relay/op-a", "relay/op-b", "relayer/relayer-a"]
 
 
-def test_the_ethereum_parks_node_serves_on_its_own_host(tmp_path: Path) -> None:
+def test_the_ethereum_parks_node_serves_on_its_own_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from relay.ops.cli import _ethereum_settings
 
+    monkeypatch.chdir(tmp_path)  # data_dir "data"
     cfg = _load(tmp_path, 'hosts = { "eth-park/anvil" = "10.77.5.7" }')
     assert cfg.chain("eth-park").url_of("anvil", cfg.host) == "http://10.77.5.7:31200"
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
     devnet.init(cfg)
     assert _ethereum_settings(cfg, "eth-park", "anvil").host == "10.77.5.7"
     assert _ethereum_settings(_load(tmp_path, ""), "eth-park", "anvil").host == "127.0.0.1"
