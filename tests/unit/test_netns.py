@@ -375,3 +375,17 @@ def test_the_cli_plans_hosts_for_every_process(tmp_path: Path, capsys: pytest.Ca
     assert load_config(p).host_of("relay", "op-b") == "10.77.42.5"  # the printed line is a valid hosts table
     assert netns.main(["heal", "--config", str(p)]) == 1
     assert "run `python -m relay.ops.netns up` first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host, served", [("127.0.0.1", "127.0.0.1"), ("10.77.5.8", "127.0.0.1"),
+                                          ("localhost", "localhost"), ("127.0.0.2", "127.0.0.2")])
+def test_a_fabric_park_on_its_own_host_keeps_its_chaincode_servers_on_loopback(tmp_path: Path, host: str,
+                                                                               served: str) -> None:
+    from chains.fabric.network.genesis import park_network
+    from chains.fabric.network.lifecycle import Lifecycle
+
+    cfg = park_network(chain_id="fabric-park", params={}, data_dir=tmp_path, base_port=31300, host=host,
+                       accounts=["operator"])
+    assert cfg.host == host  # orderers and peers bind the park's host
+    address = Lifecycle(cfg, tools=None).server_address("SalesMSP")  # type: ignore[arg-type]
+    assert address.rsplit(":", 1)[0] == served  # the chaincode server (no TLS): loopback of that host
