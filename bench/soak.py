@@ -757,7 +757,17 @@ async def soak(args: argparse.Namespace, d: Devnet, lab: netns.Lab | None, no_la
         s.reap()
         s.log(f"faults over ({dict(sched.injected)}); draining")
         t_drain = time.monotonic()
-        rows = await drain(s, args.drain_s)
+        try:
+            rows = await drain(s, args.drain_s)
+        except Exception as exc:  # the chains did not answer the final listing: what the run did, and not ok
+            heights = await asyncio.to_thread(chain_heights, s)
+            return {"seed": args.seed, "minutes": args.minutes, "startup_s": round(startup_s, 1),
+                    "error": f"after the faults, listing the packets failed: {type(exc).__name__}: {exc}",
+                    "sends": {"attempted": dict(s.sends), "failed": dict(s.send_errors),
+                              "seen_committed": len(s.keys)},
+                    "faults": {"injected": dict(sched.injected), "total": sum(sched.injected.values()),
+                               "partitions": dict(sorted(s.partitions.items()))},
+                    "heights_at_end": heights, "ok": False}
         drain_s = time.monotonic() - t_drain
         result_checks = await asyncio.to_thread(checks, s, rows)
         heights = await asyncio.to_thread(chain_heights, s)
