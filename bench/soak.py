@@ -15,8 +15,18 @@ pluggable; those available here:
 * ``kill_anvil`` (not in the default set): SIGKILL anvil itself; see :class:`KillAnvil` for why it is kept apart;
 * ``kill_fabric``: SIGKILL a Fabric peer or orderer; the park's supervisor restarts it from its ledger;
 * ``pause``: SIGSTOP a node, validator or relayer, SIGCONT after the duration;
-* ``partition``: cut a process off the network and heal it (needs :mod:`relay.ops.netns`; while that module is
-  not there the kind is reported ``unavailable`` and the schedule skips it: it is never faked).
+* ``partition``: cut links and heal them (:class:`Partition`): a relay validator from the other three, a park's
+  node(s) from the relay and the relayers (``--long-partition-p`` of them past the packets' timeouts), a relayer
+  from everyone. It needs the network-namespace lab below; without one it is reported ``unavailable`` and the
+  schedule skips it: it is never faked.
+
+Where the machine can make network namespaces (:func:`relay.ops.netns.unavailable` is None: root and iproute2) and
+``--no-netns`` is not given, the devnet runs in a :class:`relay.ops.netns.Lab`, every process on a host of its own
+(``[deployment] hosts``): each relay validator, DPoS witness, PoC farmer and relayer, the Ethereum park's node
+(anvil behind its unix socket, as always), and the Fabric park's supervisor with its orderers, peers and chaincode
+servers, which share that one host (they bind its address and reach each other there; the chaincode servers stay on
+its loopback): the Fabric park is partitioned as a whole, its processes not from each other. The soak sends and
+reads from the root namespace, which no cut touches. The lab is removed when the soak ends, however it ends.
 
 Rules: at most one fault per chain (or per relayer) at a time, and at most one relay validator down (killed or
 paused), so the relay keeps its 3-of-4 quorum. Then a drain: faults stop, every process runs again, and the soak
@@ -44,7 +54,6 @@ os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 import argparse
 import asyncio
 import contextlib
-import importlib
 import itertools
 import random
 import signal
@@ -61,10 +70,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit, run_dir
 from chains.common.procs import spawn  # first: before anything imports grpc (see chains.common.procs)
+from chains.registry import chain_kind
 from protocol.codec import decode_packet
+from relay.ops import netns
 from relay.ops.packets import list_packets, packet_key, show_packet
 from relay.ops.parks import park_view
-from tests.integration.harness import REPO, Devnet, free_port_block, status, wait_for
+from tests.integration.harness import REPO, Devnet, fabric_children, free_port_block, status, wait_for
 from tests.integration.test_four_phases import DPOS, ETH, FABRIC, FINAL_STATES, POC, USER, chain_spec
 
 PARKS = [DPOS, POC, ETH, FABRIC]
@@ -104,12 +115,23 @@ def registry() -> dict[str, Any]:
 class Soak:
     """The devnet, its relayers, and what the soak did to them."""
 
-    def __init__(self, d: Devnet, rng: random.Random, packet_timeout_s: float) -> None:
+    def __init__(self, d: Devnet, rng: random.Random, packet_timeout_s: float, lab: netns.Lab | None = None,
+                 no_lab_reason: str | None = None, long_partition_p: float = 0.0) -> None:
         self.d = d
         assert d.cfg is not None
         self.cfg = d.cfg
         self.rng = rng
         self.packet_timeout_s = packet_timeout_s
+        self.lab = lab
+        """The network namespaces every process runs in (a host each), or None (all on loopback)."""
+        self.no_lab_reason = no_lab_reason
+        self.long_partition_p = long_partition_p
+        self.cuts: dict[int, list[list[str]]] = {}
+        """The partitions in force: id -> groups (:meth:`relay.ops.netns.Lab.set_cuts`)."""
+        self._cut_ids = itertools.count(1)
+        self.partitions: Counter[str] = Counter()
+        """Partitions injected per shape (``relay_validator``, ``park``, ``relayer``), and ``park_past_timeout``: park
+        cuts healed only after the packet timeout had passed."""
         self.views = {c: park_view(self.cfg, c) for c in PARKS}
         self.relayers: dict[str, subprocess.Popen[bytes]] = {}
         self.keys: dict[str, str] = {}
@@ -128,9 +150,39 @@ class Soak:
 
     def start_relayer(self, name: str) -> None:
         log = open(self.cfg.data_dir / "logs" / f"relayer-{name}.log", "ab")
-        self.relayers[name] = spawn(
-            [sys.executable, "-m", "relay.cli", "--log-level", "info", "relayer", "start", "--config",
-             str(self.cfg.path), "--name", name], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        argv = [sys.executable, "-m", "relay.cli", "--log-level", "info", "relayer", "start", "--config",
+                str(self.cfg.path), "--name", name]
+        if self.lab is not None:
+            argv = self.lab.exec_argv(f"relayer/{name}", argv)
+        self.relayers[name] = spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    # the network ---------------------------------------------------------------------------------------
+
+    def host_keys(self, chain: str) -> list[str]:
+        """The lab's hosts of a park's nodes, of the relay chain's validators (``relay``) or of the relayers."""
+        assert self.lab is not None
+        if chain == "relayer":
+            return [f"relayer/{r}" for r in self.relayers]
+        nodes = self.cfg.relay_validators if chain == RELAY else self.cfg.chain(chain).nodes
+        return [h for h in (f"{chain}/{n}" for n in nodes) if h in self.lab.hosts]
+
+    def cut(self, groups: list[list[str]]) -> int:
+        """Cut every link between ``groups`` (the other partitions in force stay); its id, for :meth:`uncut`."""
+        assert self.lab is not None
+        cid = next(self._cut_ids)
+        self.cuts[cid] = groups
+        self.lab.set_cuts(list(self.cuts.values()))
+        return cid
+
+    def uncut(self, cid: int) -> None:
+        assert self.lab is not None
+        self.cuts.pop(cid, None)
+        self.lab.set_cuts(list(self.cuts.values()))
+
+    def heal_all(self) -> None:
+        self.cuts.clear()
+        if self.lab is not None:
+            self.lab.heal()
 
     def proc(self, chain: str, node: str) -> subprocess.Popen[bytes] | None:
         if chain == "relayer":
@@ -185,6 +237,8 @@ class Target:
     node: str
     group: str
     """At most one fault per group at a time: the chain, ``relay`` (one validator down at most), or the relayer."""
+    note: str = ""
+    """What the fault kind made of it (a partition past the packets' timeouts: ``past_timeout``)."""
 
 
 @dataclass
@@ -211,30 +265,37 @@ class FaultKind:
         """Break ``t`` now; returns the heal."""
         raise NotImplementedError
 
-
-def _node_targets(soak: Soak, *, eth: bool) -> list[Target]:
-    out = [Target(c, n, c) for c in (DPOS, POC) for n in soak.cfg.chain(c).nodes]
-    if eth:
-        out += [Target(ETH, n, ETH) for n in soak.cfg.chain(ETH).nodes]
-    out += [Target(RELAY, v, RELAY) for v in soak.cfg.relay_validators]
-    out += [Target("relayer", r, f"relayer/{r}") for r in RELAYERS]
-    return out
+    def duration(self, soak: Soak, t: Target, rng: random.Random, drawn: float) -> float:
+        """How long the fault on ``t`` lasts: the schedule's draw, unless the kind draws its own."""
+        return drawn
 
 
-class Kill(FaultKind):
+class ProcessFault(FaultKind):
+    """A fault on one process, held down until healed: a DPoS witness, a PoC farmer, the Ethereum park's node, a relay
+    validator, a relayer."""
+
+    def targets(self, soak: Soak) -> list[Target]:
+        out = [Target(c, n, c) for c in (DPOS, POC, ETH) for n in soak.cfg.chain(c).nodes]
+        out += [Target(RELAY, v, RELAY) for v in soak.cfg.relay_validators]
+        return out + [Target("relayer", r, f"relayer/{r}") for r in RELAYERS]
+
+    def hold(self, soak: Soak, t: Target) -> subprocess.Popen[bytes]:
+        """``t``'s process, marked down by this kind (the reaper leaves it alone until healed)."""
+        p = soak.proc(t.chain, t.node)
+        assert p is not None
+        soak.down[(t.chain, t.node)] = self.name
+        return p
+
+
+class Kill(ProcessFault):
     """SIGKILL a node, validator or relayer and start it again when healed. On the Ethereum park the node process is
     killed: anvil, tied to it, gets SIGTERM and dumps its state (``kill_anvil`` kills anvil itself)."""
 
     name = "kill"
     anvil = False
 
-    def targets(self, soak: Soak) -> list[Target]:
-        return _node_targets(soak, eth=True)
-
     def inject(self, soak: Soak, t: Target) -> Callable[[], None]:
-        p = soak.proc(t.chain, t.node)
-        assert p is not None
-        soak.down[(t.chain, t.node)] = self.name
+        p = self.hold(soak, t)
         if t.chain == ETH and self.anvil:
             # anvil, under the park's node: the node notices and exits (as tests/integration/test_four_phases)
             children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
@@ -268,18 +329,13 @@ class KillAnvil(Kill):
         return [Target(ETH, n, ETH) for n in soak.cfg.chain(ETH).nodes]
 
 
-class Pause(FaultKind):
+class Pause(ProcessFault):
     """SIGSTOP a node, validator or relayer; SIGCONT when healed."""
 
     name = "pause"
 
-    def targets(self, soak: Soak) -> list[Target]:
-        return _node_targets(soak, eth=True)
-
     def inject(self, soak: Soak, t: Target) -> Callable[[], None]:
-        p = soak.proc(t.chain, t.node)
-        assert p is not None
-        soak.down[(t.chain, t.node)] = self.name
+        p = self.hold(soak, t)
         p.send_signal(signal.SIGSTOP)
 
         def heal() -> None:
@@ -291,21 +347,8 @@ class Pause(FaultKind):
 
 def fabric_processes(soak: Soak) -> dict[str, int]:
     """The Fabric park's orderers and peers under its supervisor: name (``peer0.SalesMSP``, ``orderer1``) -> pid."""
-    from tests.integration.harness import descendants, still_running
-
     sup = soak.d.procs.get((FABRIC, "network"))
-    out: dict[str, int] = {}
-    if sup is None:
-        return out
-    for pid in still_running(descendants(sup.pid)):
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        for entry in env:
-            if entry.startswith(b"FABRIC_CFG_PATH="):
-                out[Path(entry.split(b"=", 1)[1].decode()).name] = pid
-    return out
+    return {} if sup is None else fabric_children(sup.pid)
 
 
 class KillFabric(FaultKind):
@@ -324,31 +367,62 @@ class KillFabric(FaultKind):
 
 
 class Partition(FaultKind):
-    """Cut a process off the others and heal it, through :mod:`relay.ops.netns` (``partition`` / ``heal``)."""
+    """Cut links between hosts and heal them, in the :class:`relay.ops.netns.Lab` the devnet runs in: silent packet
+    loss, as on a cut cable (connections time out; nothing is refused). Three shapes, drawn like any target:
+
+    * a relay validator cut from the other three (it still reaches the parks and relayers, and they it; the other
+      three keep their 3-of-4 quorum; group ``relay``, so no other validator is down meanwhile);
+    * a park's node(s) cut from every relay validator and every relayer (the park keeps making blocks; the soak, in
+      the root namespace, still sends from it). ``--long-partition-p`` of these last the packet timeout and 5-20 s
+      more, so the packets sent to and from the park during the cut time out: once healed they must end refunded on
+      proof of the timeout, never executed;
+    * a relayer cut from every other host.
+
+    Healing one partition leaves the others in force (:meth:`Soak.cut`). Without a lab the kind is ``unavailable``
+    and the schedule skips it: it is never faked."""
 
     name = "partition"
 
-    def _module(self) -> Any:
-        try:
-            return importlib.import_module("relay.ops.netns")
-        except ImportError:
-            return None
-
     def unavailable(self, soak: Soak) -> str | None:
-        mod = self._module()
-        if mod is None or not all(hasattr(mod, f) for f in ("partition", "heal")):
-            return "relay.ops.netns (partition/heal) is not available on this branch"
-        if not getattr(soak, "netns_ready", False):
-            return "the devnet was not started in network namespaces"
+        if soak.lab is None:
+            return f"the devnet does not run in network namespaces: {soak.no_lab_reason}"
         return None
 
     def targets(self, soak: Soak) -> list[Target]:
-        return _node_targets(soak, eth=False)
+        out = [Target(RELAY, v, RELAY) for v in soak.cfg.relay_validators]
+        out += [Target(c, "nodes", c) for c in PARKS if soak.host_keys(c)]
+        out += [Target("relayer", r, f"relayer/{r}") for r in RELAYERS]
+        return out
 
-    def inject(self, soak: Soak, t: Target) -> Callable[[], None]:  # pragma: no cover - needs relay.ops.netns
-        mod = self._module()
-        handle = mod.partition(soak.cfg, [(t.chain, t.node)])
-        return lambda: mod.heal(soak.cfg, handle)
+    def groups(self, soak: Soak, t: Target) -> list[list[str]]:
+        assert soak.lab is not None
+        validators, relayers = soak.host_keys(RELAY), soak.host_keys("relayer")
+        if t.chain == RELAY:
+            me = f"{RELAY}/{t.node}"
+            return [[me], [h for h in validators if h != me]]
+        if t.chain == "relayer":
+            me = f"relayer/{t.node}"
+            return [[me], [h for h in soak.lab.hosts if h != me]]
+        return [soak.host_keys(t.chain), validators + relayers]
+
+    def duration(self, soak: Soak, t: Target, rng: random.Random, drawn: float) -> float:
+        if t.chain in PARKS and rng.random() < soak.long_partition_p:
+            t.note = "past_timeout"
+            return soak.packet_timeout_s + rng.uniform(5, 20)
+        return drawn
+
+    def inject(self, soak: Soak, t: Target) -> Callable[[], None]:
+        shape = {RELAY: "relay_validator", "relayer": "relayer"}.get(t.chain, "park")
+        soak.partitions[shape] += 1
+        cid = soak.cut(self.groups(soak, t))
+        since = time.monotonic()
+
+        def heal() -> None:
+            soak.uncut(cid)
+            if shape == "park" and time.monotonic() - since > soak.packet_timeout_s:  # held that long (the end of
+                soak.partitions["park_past_timeout"] += 1  # the schedule heals everything: a long draw may not be)
+
+        return heal
 
 
 FAULT_KINDS: dict[str, FaultKind] = {k.name: k for k in (Kill(), Pause(), KillFabric(), Partition(), KillAnvil())}
@@ -360,8 +434,12 @@ DEFAULT_FAULTS = ("kill", "pause", "kill_fabric", "partition")
 class Schedule:
     """A seeded schedule of faults: one every ``every_s`` (jittered), each healed after ``min_s``..``max_s``."""
 
-    def __init__(self, soak: Soak, kinds: list[str], every_s: float, min_s: float, max_s: float) -> None:
+    def __init__(self, soak: Soak, kinds: list[str], every_s: float, min_s: float, max_s: float,
+                 rng: random.Random) -> None:
         self.soak = soak
+        self.rng = rng
+        """The schedule's own generator (the traffic's threads draw from theirs): the same seed, the same faults."""
+        self.bag: list[str] = []
         self.every_s, self.min_s, self.max_s = every_s, min_s, max_s
         self.kinds = kinds
         self.active: list[Active] = []
@@ -382,18 +460,24 @@ class Schedule:
                 a.heal()
 
     def inject_one(self) -> None:
-        rng = self.soak.rng
+        """The next fault. Kinds come from a bag holding each usable kind once, shuffled, refilled when empty: a short
+        run sees every kind, a long one each about equally often. A kind with no free target goes to the bag's end."""
+        rng = self.rng
         usable = [k for k in self.kinds if k not in self.skipped]
         if not usable:
             return
-        kind = FAULT_KINDS[rng.choice(usable)]
+        if not self.bag:
+            self.bag = list(usable)
+            rng.shuffle(self.bag)
+        kind = FAULT_KINDS[self.bag.pop(0)]
         busy = {a.target.group for a in self.active}
         targets = [t for t in kind.targets(self.soak) if t.group not in busy]
         if not targets:
             self.no_target += 1
+            self.bag.append(kind.name)
             return
         t = rng.choice(targets)
-        duration = rng.uniform(self.min_s, self.max_s)
+        duration = kind.duration(self.soak, t, rng, rng.uniform(self.min_s, self.max_s))
         self.soak.log(f"inject {kind.name} {t.chain}/{t.node} for {duration:.1f}s")
         heal = kind.inject(self.soak, t)
         self.injected[kind.name] += 1
@@ -401,13 +485,13 @@ class Schedule:
         self.active.append(Active(kind.name, t, time.monotonic() + duration, heal))
 
     async def run(self, until: float) -> None:
-        next_at = time.monotonic() + self.every_s * self.soak.rng.uniform(0.5, 1.5)
+        next_at = time.monotonic() + self.every_s * self.rng.uniform(0.5, 1.5)
         while (now := time.monotonic()) < until:
             await asyncio.to_thread(self.heal_due, now)
             await asyncio.to_thread(self.soak.reap)
             if now >= next_at:
                 await asyncio.to_thread(self.inject_one)
-                next_at = now + self.every_s * self.soak.rng.uniform(0.5, 1.5)
+                next_at = now + self.every_s * self.rng.uniform(0.5, 1.5)
             await asyncio.sleep(0.5)
         await asyncio.to_thread(self.heal_due, time.monotonic(), True)
 
@@ -482,6 +566,34 @@ def devnet(root: Path) -> Devnet:
                   relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
                          "block_interval_ms": 300},
                   relayers=RELAYERS, relayer_options={"heartbeat_s": 1.0})
+
+
+def host_keys(d: Devnet) -> list[str]:
+    """A host for every process of the devnet (as :func:`relay.ops.netns.deployment_hosts` names them): each park
+    node (the Ethereum park's node; the Fabric park's ``network``, whose orderers, peers and chaincode servers share
+    its one address), each relay validator, each relayer."""
+    keys = [f"{c['id']}/{n}" for c in d.chains for n in (c.get("nodes") or chain_kind(c["kind"]).fixed_nodes)]
+    assert d.relay is not None
+    return keys + [f"{RELAY}/{v}" for v in d.relay["validators"]] + [f"relayer/{r}" for r in d.relayers]
+
+
+def make_lab(d: Devnet) -> netns.Lab:
+    """A lab with a host for every process of ``d``, created (on a free /24: another run's lab may take the one
+    drawn meanwhile, then another is drawn); ``d`` writes those addresses into its config and starts each node in
+    its namespace."""
+    keys = host_keys(d)
+    for attempt in range(5):
+        lab = netns.Lab(netns.plan_hosts(keys, netns.free_subnet()))
+        try:
+            lab.create()
+        except netns.NetnsError as exc:
+            if "already on an interface" not in str(exc) or attempt == 4:
+                raise
+            continue
+        d.deployment = {"hosts": lab.hosts}
+        d.wrap = lab.exec_argv
+        return lab
+    raise AssertionError("unreachable")
 
 
 async def ready(s: Soak, timeout_s: float = 300) -> None:
@@ -604,13 +716,27 @@ def checks(s: Soak, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    rng = random.Random(args.seed)
     d = devnet(root)
+    no_lab = "--no-netns" if args.no_netns else netns.unavailable()
+    with contextlib.ExitStack() as stack:
+        lab = None
+        if no_lab is None:
+            lab = make_lab(d)
+            stack.callback(lab.remove)  # whatever happens (an error, SIGINT, SIGTERM): after every process stopped
+        return await soak(args, d, lab, no_lab)
+
+
+async def soak(args: argparse.Namespace, d: Devnet, lab: netns.Lab | None, no_lab: str | None) -> dict[str, Any]:
+    rng = random.Random(args.seed)
     with contextlib.redirect_stdout(sys.stderr):  # init's "genesis ... written" lines: stdout is the figures
         d.write()
     t_start = time.monotonic()
-    d.start_all()
-    s = Soak(d, rng, args.packet_timeout_s)
+    try:
+        d.start_all()
+        s = Soak(d, rng, args.packet_timeout_s, lab, no_lab, args.long_partition_p)
+    except BaseException:
+        d.stop_all()
+        raise
     try:
         await ready(s)
         await asyncio.to_thread(setup_assets, s)
@@ -618,16 +744,30 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             s.start_relayer(r)
         startup_s = time.monotonic() - t_start
         s.log(f"devnet ready in {startup_s:.0f}s; soaking for {args.minutes} min (seed {args.seed})")
-        sched = Schedule(s, args.faults, args.fault_every_s, args.fault_min_s, args.fault_max_s)
+        if lab is not None:
+            s.log(f"lab {lab.prefix}: {len(lab.hosts)} hosts on {lab.subnet}")
+        sched = Schedule(s, args.faults, args.fault_every_s, args.fault_min_s, args.fault_max_s,
+                         random.Random(f"faults/{args.seed}"))
         for k, why in sched.skipped.items():
             s.log(f"fault kind {k} skipped: {why}")
         traffic = Traffic(s, args.send_every_s)
         until = time.monotonic() + args.minutes * 60
         await asyncio.gather(sched.run(until), *(traffic.run(p, until) for p in PARKS))
+        s.heal_all()  # the schedule healed its faults; no cut may outlive it
         s.reap()
         s.log(f"faults over ({dict(sched.injected)}); draining")
         t_drain = time.monotonic()
-        rows = await drain(s, args.drain_s)
+        try:
+            rows = await drain(s, args.drain_s)
+        except Exception as exc:  # the chains did not answer the final listing: what the run did, and not ok
+            heights = await asyncio.to_thread(chain_heights, s)
+            return {"seed": args.seed, "minutes": args.minutes, "startup_s": round(startup_s, 1),
+                    "error": f"after the faults, listing the packets failed: {type(exc).__name__}: {exc}",
+                    "sends": {"attempted": dict(s.sends), "failed": dict(s.send_errors),
+                              "seen_committed": len(s.keys)},
+                    "faults": {"injected": dict(sched.injected), "total": sum(sched.injected.values()),
+                               "partitions": dict(sorted(s.partitions.items()))},
+                    "heights_at_end": heights, "ok": False}
         drain_s = time.monotonic() - t_drain
         result_checks = await asyncio.to_thread(checks, s, rows)
         heights = await asyncio.to_thread(chain_heights, s)
@@ -647,7 +787,10 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     "stuck": stuck, "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
                     "refunded_why": dict(sorted(refunds.items()))},
         "sends": {"attempted": dict(s.sends), "failed": dict(s.send_errors), "seen_committed": len(s.keys)},
+        "netns": {"lab": lab.prefix if lab else None, "hosts": dict(lab.hosts) if lab else {},
+                  "unavailable": no_lab},
         "faults": {"injected": dict(sched.injected), "total": sum(sched.injected.values()),
+                   "partitions": dict(sorted(s.partitions.items())),
                    "skipped_kinds": sched.skipped, "no_free_target": sched.no_target,
                    "by_target": dict(sorted(sched.by_target.items()))},
         "unexpected_exits": dict(s.unexpected_exits),
@@ -671,6 +814,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fault-max-s", type=float, default=10.0, help="longest fault. Default 10")
     ap.add_argument("--send-every-s", type=float, default=2.0, help="mean time between one park's sends. Default 2")
     ap.add_argument("--packet-timeout-s", type=float, default=120.0, help="each packet's timeout. Default 120")
+    ap.add_argument("--long-partition-p", type=float, default=0.3,
+                    help="the share of a park's partitions that outlast the packet timeout. Default 0.3")
+    ap.add_argument("--no-netns", action="store_true",
+                    help="every process on loopback, no network namespaces (then no partitions)")
     ap.add_argument("--drain-s", type=float, default=600.0,
                     help="after the faults, wait at most this long for every packet to be final. Default 600")
     args = ap.parse_args(argv)

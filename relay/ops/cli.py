@@ -314,7 +314,8 @@ def _fabric_network(cfg: DeploymentConfig, chain_id: str | None) -> FabricNetwor
     genesis = json.loads(gpath.read_text()) if gpath.exists() else None
     try:
         return park_network(chain_id=chain.id, params=chain.params, data_dir=cfg.data_dir, base_port=chain.base_port,
-                            host=cfg.host, accounts=[*chain.accounts, *cfg.relayers], genesis=genesis)
+                            host=cfg.host_of(chain.id, chain.nodes[0]), accounts=[*chain.accounts, *cfg.relayers],
+                            genesis=genesis)
     except FabricConfigError as exc:
         raise ConfigError(f"{cfg.path}: chain {chain.id!r}: {exc}") from exc
 
@@ -373,7 +374,8 @@ def _ethereum_settings(cfg: DeploymentConfig, chain_id: str | None, node: str | 
     return EthNodeSettings(chain_id=chain.id, genesis=genesis,
                            operator_key=read_secret(account_key_path(cfg, chain.id, ETHEREUM_OPERATOR)),
                            relay_chain_id=relay_chain_id, relay_set=relay_set_from_json(relay_set),
-                           port=chain.base_port, state_dir=cfg.data_dir / chain.id, host=cfg.host,
+                           port=chain.base_port, state_dir=cfg.data_dir / chain.id,
+                           host=cfg.host_of(chain.id, chain.nodes[0]),
                            admin_token=_admin_token(cfg))
 
 

@@ -264,9 +264,11 @@ def load_config(path: str | Path) -> DeploymentConfig:
                             float(heartbeat) or None, node_hosts)
 
 
-PER_NODE_HOST_KINDS = ("dpos", "poc")
-"""Park kinds whose nodes may each have an address of their own (``[deployment] hosts``): the park-node runtime's.
-Relay validators may too. An Ethereum or Fabric park binds every process to ``host``."""
+PER_NODE_HOST_KINDS = ("dpos", "poc", "ethereum", "fabric")
+"""Park kinds whose nodes may each have an address of their own (``[deployment] hosts``): the park-node runtime's
+(each witness or farmer), the Ethereum park's node (its public RPC; anvil stays behind its unix socket) and the
+Fabric park's ``network`` (its orderers, peers and chaincode servers all bind that one address: the park is one
+host). Relay validators may too."""
 
 
 def _node_hosts(table: dict[str, Any], chains: list[ChainConfig], validators: tuple[str, ...],

@@ -78,7 +78,8 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
         lanes = lanes_from_relay_genesis(relay_lanes(cfg), chain.id)
         genesis = kind.build_genesis(
             chain_id=chain.id, params=chain.params, nodes=nodes, accounts=accounts, relay_validators=valset,
-            lanes=lanes, genesis_time_ms=now, data_dir=cfg.data_dir, base_port=chain.base_port, host=cfg.host)
+            lanes=lanes, genesis_time_ms=now, data_dir=cfg.data_dir, base_port=chain.base_port,
+            host=cfg.host_of(chain.id, chain.nodes[0]))
         # whole or absent (write, fsync, rename): init skips a genesis that exists, so a torn one would stay
         atomic_write(gpath, json.dumps(genesis, indent=2, sort_keys=True))
         print(f"genesis of {chain.id} written to {gpath}")

@@ -247,6 +247,19 @@ class Lab:
             self.run(["ip", "-n", ns, "-batch", "-"], ("\n".join(lines) + "\n").encode())
         self.cut = [list(g) for g in groups]
 
+    def set_cuts(self, cuts: Sequence[Sequence[Iterable[str]]]) -> None:
+        """Several partitions at once, each a list of groups as :meth:`partition` takes (the chaos soak cuts a
+        relay validator off while a park is cut off from the relay): a link is cut if any of them cuts it.
+        Replaces whatever was cut before; no cuts is :meth:`heal`. One ``ip -batch`` per namespace."""
+        plans = [self.partition_plan(groups) for groups in cuts]
+        for host in self.hosts:
+            ns = self.namespace(host)
+            lines = [f"neigh flush dev {IFACE} nud permanent"]
+            for plan in plans:
+                lines += [ln for ln in plan.get(ns, []) if ln not in lines]
+            self.run(["ip", "-n", ns, "-batch", "-"], ("\n".join(lines) + "\n").encode())
+        self.cut = [list(g) for groups in cuts for g in groups]
+
     def heal(self) -> None:
         """Restore every link a partition cut (each host re-learns the others' hardware addresses by ARP)."""
         for cmd in self.heal_plan():
@@ -363,8 +376,9 @@ def plan_hosts(keys: Sequence[str], subnet: str) -> dict[str, str]:
 
 
 def deployment_hosts(cfg: Any) -> list[str]:
-    """The host keys of a deployment's processes that can run on a host of their own: each DPoS/PoC park node
-    (``"<chain id>/<node>"``), each relay validator (``"<relay chain id>/<name>"``) and each relayer
+    """The host keys of a deployment's processes that can run on a host of their own: each park node
+    (``"<chain id>/<node>"``: a DPoS witness, a PoC farmer, the Ethereum park's node, the Fabric park's network), each
+    relay validator (``"<relay chain id>/<name>"``) and each relayer
     (``"relayer/<name>"``)."""
     from relay.ops.config import PER_NODE_HOST_KINDS
 

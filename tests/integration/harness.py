@@ -89,11 +89,16 @@ class Devnet:
     """More keys of the ``[relayers]`` table (``heartbeat_s``, ``takeover_after_s``)."""
     procs: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
     cfg: DeploymentConfig | None = None
+    deployment: dict[str, Any] = field(default_factory=dict)
+    """More keys of the ``[deployment]`` table (``hosts``: each process's address, :mod:`relay.ops.netns`)."""
+    wrap: Callable[[str, list[str]], list[str]] | None = None
+    """``wrap(key, argv)``: the command that runs node ``key`` (``"<chain id>/<node>"``) instead of ``argv`` (inside
+    its host's namespace: :meth:`relay.ops.netns.Lab.exec_argv`)."""
 
     def write(self) -> DeploymentConfig:
         for c in self.chains:
             c.setdefault("base_port", free_port_block(ports_of(c)))
-        doc = {"deployment": {"data_dir": str(self.root / "data")}, "chains": self.chains}
+        doc = {"deployment": {"data_dir": str(self.root / "data"), **self.deployment}, "chains": self.chains}
         if self.lanes:
             doc["lanes"] = self.lanes
         if self.relay:
@@ -124,6 +129,8 @@ class Devnet:
             flag = chain_kind(chain.kind).node_flag
             argv += [chain.kind, "--config", str(self.cfg.path), "--chain", chain_id, flag, node]
         # tied to this process: a test run killed from outside (SIGKILL, a timeout) takes its nodes with it
+        if self.wrap is not None:
+            argv = self.wrap(f"{chain_id}/{node}", argv)
         self.procs[(chain_id, node)] = spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
     def start_all(self) -> None:
@@ -219,6 +226,21 @@ def wait_all_gone(procs: dict[int, tuple[int, int, str]], timeout_s: float) -> d
     while (left := still_running(procs)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
+
+
+def fabric_children(supervisor_pid: int) -> dict[str, int]:
+    """The Fabric processes under a Fabric park's supervisor (``parkrelay node fabric``): process name
+    (``peer0.SalesMSP``, ``orderer1``: the last part of each one's FABRIC_CFG_PATH) -> pid."""
+    out: dict[str, int] = {}
+    for pid in still_running(descendants(supervisor_pid)):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for entry in env:
+            if entry.startswith(b"FABRIC_CFG_PATH="):
+                out[Path(entry.split(b"=", 1)[1].decode()).name] = pid
+    return out
 
 
 async def status(url: str) -> dict[str, Any] | None:

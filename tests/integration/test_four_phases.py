@@ -63,10 +63,9 @@ from relay.relayer.relayer import MAX_HEADERS_PER_UPDATE, Relayer
 from tests.integration.harness import (
     REPO,
     Devnet,
-    descendants,
+    fabric_children,
     free_port_block,
     status,
-    still_running,
     wait_for,
 )
 
@@ -178,16 +177,7 @@ def _crash_anvil(net: Net, chain: str) -> None:
 def _fabric_processes(net: Net, chain: str) -> dict[str, int]:
     """The Fabric processes under the park's supervisor: process name (``peer0.SalesMSP``, ``orderer1``: the last part
     of each one's FABRIC_CFG_PATH) -> pid."""
-    out: dict[str, int] = {}
-    for pid in still_running(descendants(net.d.procs[(chain, "network")].pid)):
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        for entry in env:
-            if entry.startswith(b"FABRIC_CFG_PATH="):
-                out[Path(entry.split(b"=", 1)[1].decode()).name] = pid
-    return out
+    return fabric_children(net.d.procs[(chain, "network")].pid)
 
 
 def crash_fabric_peer_and_leader(net: Net, chain: str) -> None:

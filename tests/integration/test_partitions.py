@@ -29,7 +29,6 @@ import tomli_w
 
 from chains.common.procs import spawn
 from chains.common.rights import rights_violations
-from chains.registry import chain_kind
 from protocol.codec import decode_packet
 from relay.ops import netns
 from relay.ops.config import load_config
@@ -46,26 +45,6 @@ VALIDATORS = ["op-a", "op-b", "op-c", "op-d"]
 RELAYERS = ["relayer-a", "relayer-b"]
 
 
-class NsDevnet(Devnet):
-    """A :class:`Devnet` whose every node runs inside its host's namespace of ``lab``."""
-
-    lab: netns.Lab
-
-    def start(self, chain_id: str, node: str) -> None:
-        assert self.cfg is not None
-        (self.cfg.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        log = open(self.cfg.data_dir / "logs" / f"{chain_id}-{node}.log", "ab")
-        argv = [sys.executable, "-m", "relay.cli", "--log-level", "info", "node"]
-        if chain_id == self.cfg.relay_chain_id:
-            argv += ["relay", "--config", str(self.cfg.path), "--validator", node]
-        else:
-            chain = self.cfg.chain(chain_id)
-            argv += [chain.kind, "--config", str(self.cfg.path), "--chain", chain_id,
-                     chain_kind(chain.kind).node_flag, node]
-        self.procs[(chain_id, node)] = spawn(self.lab.exec_argv(f"{chain_id}/{node}", argv), stdout=log,
-                                             stderr=subprocess.STDOUT, cwd=REPO)
-
-
 class NsNet(Net):
     """A :class:`Net` whose relayers run inside their hosts' namespaces."""
 
@@ -80,7 +59,7 @@ class NsNet(Net):
 
 @pytest.fixture(scope="module")
 def hosts_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsNet]:
-    d = NsDevnet(tmp_path_factory.mktemp("partitions"), chains=[chain_spec(DPOS), chain_spec(POC)],
+    d = Devnet(tmp_path_factory.mktemp("partitions"), chains=[chain_spec(DPOS), chain_spec(POC)],
                  lanes=[{"lane": LANE, "a": DPOS, "b": POC}],
                  relay={"validators": VALIDATORS, "base_port": free_port_block(4), "block_interval_ms": 300},
                  relayers=RELAYERS, relayer_options={"heartbeat_s": 1.0})
@@ -92,7 +71,7 @@ def hosts_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsNet]:
     cfg.path.write_text(tomli_w.dumps(doc))
     d.cfg = load_config(cfg.path)
     with netns.Lab(hosts) as lab:
-        d.lab = lab
+        d.wrap = lab.exec_argv  # every node inside its host's namespace
         d.start_all()
         n = NsNet(d, DPOS, POC)
         n.lab = lab

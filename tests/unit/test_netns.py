@@ -264,8 +264,36 @@ def test_hosts_give_nodes_their_own_address_everywhere_they_are_reached(tmp_path
     assert [p[4] for p in devnet.processes(cfg)] == ["http://127.0.0.1:31000", "http://10.77.5.5:31001",
                                                      "http://127.0.0.1:31200", "http://127.0.0.1:31100",
                                                      "http://10.77.5.3:31101"]
-    assert netns.deployment_hosts(cfg) == ["dpos-park/witness-a", "dpos-park/witness-b", "relay/op-a", "relay/op-b",
-                                           "relayer/relayer-a"]
+    assert netns.deployment_hosts(cfg) == ["dpos-park/witness-a", "dpos-park/witness-b", "eth-park/anvil",
+                                           "relay/op-a", "relay/op-b", "relayer/relayer-a"]
+
+
+def test_the_ethereum_parks_node_serves_on_its_own_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from relay.ops.cli import _ethereum_settings
+
+    monkeypatch.chdir(tmp_path)  # data_dir "data"
+    cfg = _load(tmp_path, 'hosts = { "eth-park/anvil" = "10.77.5.7" }')
+    assert cfg.chain("eth-park").url_of("anvil", cfg.host) == "http://10.77.5.7:31200"
+    devnet.init(cfg)
+    assert _ethereum_settings(cfg, "eth-park", "anvil").host == "10.77.5.7"
+    assert _ethereum_settings(_load(tmp_path, ""), "eth-park", "anvil").host == "127.0.0.1"
+
+
+def test_set_cuts_makes_every_cut_of_several_partitions_at_once() -> None:
+    ip = FakeIp()
+    lb = lab(ip)
+    # op-a cut from op-b, and (another partition) the DPoS witness cut from op-a and the relayer
+    lb.set_cuts([[["relay/op-a"], ["relay/op-b"]], [["dpos-park/witness-a"], ["relay/op-a", "relayer/relayer-a"]]])
+    cut = f"lladdr {netns.CUT_MAC} dev eth0 nud permanent"
+    flush = "neigh flush dev eth0 nud permanent"
+    batches = {a[2]: s.decode().splitlines() for a, s in ip.calls if s is not None}
+    assert batches == {"prn0a1b2c-0": [flush, f"neigh replace 10.77.5.3 {cut}", f"neigh replace 10.77.5.4 {cut}"],
+                       "prn0a1b2c-1": [flush, f"neigh replace 10.77.5.2 {cut}"],
+                       "prn0a1b2c-2": [flush, f"neigh replace 10.77.5.2 {cut}", f"neigh replace 10.77.5.5 {cut}"],
+                       "prn0a1b2c-3": [flush, f"neigh replace 10.77.5.4 {cut}"]}
+    ip.calls.clear()
+    lb.set_cuts([])  # none left: every namespace's cuts flushed
+    assert [s for _, s in ip.calls] == [(flush + "\n").encode()] * 4 and lb.cut == []
 
 
 def test_nodes_bind_their_own_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -286,7 +314,7 @@ def test_nodes_bind_their_own_address(tmp_path: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("hosts, match", [
     ('hosts = { "dpos-park/witness-z" = "10.77.5.3" }', "'dpos-park/witness-z' is not a node"),
-    ('hosts = { "eth-park/anvil" = "10.77.5.3" }', "'eth-park/anvil' is not a node"),
+    ('hosts = { "eth-park/geth" = "10.77.5.3" }', "'eth-park/geth' is not a node"),
     ('hosts = { "relayer/relayer-q" = "10.77.5.3" }', "'relayer/relayer-q' is not a node"),
     ('hosts = { "relay/op-a" = 7 }', "expected an IP address string"),
     ('hosts = { "relay/op-a" = "node-a.example" }', "expected an IP address literal"),
@@ -347,3 +375,17 @@ def test_the_cli_plans_hosts_for_every_process(tmp_path: Path, capsys: pytest.Ca
     assert load_config(p).host_of("relay", "op-b") == "10.77.42.5"  # the printed line is a valid hosts table
     assert netns.main(["heal", "--config", str(p)]) == 1
     assert "run `python -m relay.ops.netns up` first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host, served", [("127.0.0.1", "127.0.0.1"), ("10.77.5.8", "127.0.0.1"),
+                                          ("localhost", "localhost"), ("127.0.0.2", "127.0.0.2")])
+def test_a_fabric_park_on_its_own_host_keeps_its_chaincode_servers_on_loopback(tmp_path: Path, host: str,
+                                                                               served: str) -> None:
+    from chains.fabric.network.genesis import park_network
+    from chains.fabric.network.lifecycle import Lifecycle
+
+    cfg = park_network(chain_id="fabric-park", params={}, data_dir=tmp_path, base_port=31300, host=host,
+                       accounts=["operator"])
+    assert cfg.host == host  # orderers and peers bind the park's host
+    address = Lifecycle(cfg, tools=None).server_address("SalesMSP")  # type: ignore[arg-type]
+    assert address.rsplit(":", 1)[0] == served  # the chaincode server (no TLS): loopback of that host

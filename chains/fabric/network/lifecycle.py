@@ -72,7 +72,10 @@ class Lifecycle:
         return self.cfg.layout.chaincode_dir(msp) / f"{self.spec.label}.tgz"
 
     def server_address(self, msp: str) -> str:
-        return f"{self.cfg.host}:{self.cfg.peer_ports(msp).chaincode_server}"
+        """Where ``msp``'s chaincode server listens and its peer reaches it: always a loopback address (the server
+        has no TLS), the park's ``host`` if that is one, else 127.0.0.1 (a park on a host of its own, e.g. a network
+        namespace: the peer and its chaincode server share that host's loopback)."""
+        return f"{_loopback_or_default(self.cfg.host)}:{self.cfg.peer_ports(msp).chaincode_server}"
 
     def package(self, msp: str) -> str:
         """Write ``msp``'s package (if it changed) and return its package id (``label:sha256``)."""
@@ -176,3 +179,12 @@ def _json(out: str, what: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise FabricNetworkError(f"{what}: expected JSON, got {out.strip()!r}")
     return doc
+
+
+def _loopback_or_default(host: str) -> str:
+    import ipaddress
+
+    try:
+        return host if host == "localhost" or ipaddress.ip_address(host).is_loopback else "127.0.0.1"
+    except ValueError:
+        return "127.0.0.1"
