@@ -15,6 +15,7 @@ nodes with the old, so a node keeps the trees of recent heights and proves again
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -53,14 +54,26 @@ class _Leaf:
 
 
 class _Inner:
-    __slots__ = ("hash", "left", "right")
+    """An inner node. Its hash is computed when first asked for (and kept: nodes are immutable), so the
+    nodes that a run of writes creates and replaces before anyone reads a root are never hashed: a block of
+    writes hashes each node of its final tree once, as a batch update would."""
+
+    __slots__ = ("_hash", "left", "right")
 
     def __init__(self, left: _Node, right: _Node) -> None:
         self.left = left
         self.right = right
-        self.hash: bytes = _sha(
-            _INNER + (left.hash if left is not None else EMPTY_ROOT) + (right.hash if right is not None else EMPTY_ROOT)
-        ).digest()
+        self._hash: bytes | None = None
+
+    @property
+    def hash(self) -> bytes:
+        h = self._hash
+        if h is None:
+            left, right = self.left, self.right
+            lh = left.hash if left is not None else EMPTY_ROOT
+            rh = right.hash if right is not None else EMPTY_ROOT
+            h = self._hash = _sha(_INNER + lh + rh).digest()
+        return h
 
 
 _Node = _Leaf | _Inner | None
@@ -199,10 +212,10 @@ class SparseMerkleTree:
         kh = _sha(key).digest()
         ki = int.from_bytes(kh, "big")
         node = self._root
-        depth = 0
+        shift = 255
         while isinstance(node, _Inner):
-            node = node.right if _bit(ki, depth) else node.left
-            depth += 1
+            node = node.right if (ki >> shift) & 1 else node.left
+            shift -= 1
         if node is not None and node.key_hash == kh:
             return node.value
         return None
@@ -210,8 +223,23 @@ class SparseMerkleTree:
     def set(self, key: bytes, value: bytes) -> SparseMerkleTree:
         """A new tree with ``key`` mapped to ``value``."""
         kh = _sha(key).digest()
-        leaf = _Leaf(key, kh, value)
-        root, added = _insert(self._root, 0, int.from_bytes(kh, "big"), leaf)
+        root, added = _insert_one(self._root, 0, _Leaf(key, kh, value), int.from_bytes(kh, "big"))
+        return SparseMerkleTree(root, self._size + added)
+
+    def set_many(self, items: Iterable[tuple[bytes, bytes]]) -> SparseMerkleTree:
+        """A new tree with every ``(key, value)`` written (the last value of a repeated key wins).
+
+        The same tree as :meth:`set` one pair at a time (the tree's shape depends only on its keys), but
+        each new inner node is built once: writes that share a path share its new nodes."""
+        by_hash: dict[bytes, _Leaf] = {}
+        for key, value in items:
+            kh = _sha(key).digest()
+            by_hash[kh] = _Leaf(key, kh, value)
+        if not by_hash:
+            return self
+        leaves = sorted(by_hash.values(), key=lambda lf: lf.key_hash)
+        ints = [int.from_bytes(lf.key_hash, "big") for lf in leaves]
+        root, added = _insert_many(self._root, 0, leaves, ints, 0, len(leaves))
         return SparseMerkleTree(root, self._size + added)
 
     def delete(self, key: bytes) -> SparseMerkleTree:
@@ -267,18 +295,53 @@ def _build(leaves: list[_Leaf], ints: list[int], lo: int, hi: int, depth: int) -
     return _Inner(_build(leaves, ints, lo, a, depth + 1), _build(leaves, ints, a, hi, depth + 1))
 
 
-def _insert(node: _Node, depth: int, ki: int, leaf: _Leaf) -> tuple[_Node, int]:
+def _insert_one(node: _Node, depth: int, leaf: _Leaf, ki: int) -> tuple[_Node, int]:
+    """``node`` (at ``depth`` on ``leaf``'s path) with ``leaf`` written; and 1 if its key is new, else 0."""
+    path: list[tuple[_Inner, int]] = []
+    shift = 255 - depth
+    while isinstance(node, _Inner):
+        bit = (ki >> shift) & 1
+        path.append((node, bit))
+        node = node.right if bit else node.left
+        shift -= 1
+    new: _Node
+    if node is None or node.key_hash == leaf.key_hash:
+        new, added = leaf, int(node is None)
+    else:
+        new, added = _split(node, int.from_bytes(node.key_hash, "big"), leaf, ki, 255 - shift), 1
+    for parent, bit in reversed(path):
+        new = _Inner(parent.left, new) if bit else _Inner(new, parent.right)
+    return new, added
+
+
+def _insert_many(node: _Node, depth: int, leaves: list[_Leaf], ints: list[int], lo: int, hi: int) -> tuple[_Node, int]:
+    """``node`` with ``leaves[lo:hi]`` (sorted by key hash, distinct, all under ``node``'s path) written."""
+    if lo == hi:
+        return node, 0
     if node is None:
-        return leaf, 1
+        return _build(leaves, ints, lo, hi, depth), hi - lo
+    if hi - lo == 1:
+        return _insert_one(node, depth, leaves[lo], ints[lo])
     if isinstance(node, _Leaf):
-        if node.key_hash == leaf.key_hash:
-            return leaf, 0
-        return _split(node, int.from_bytes(node.key_hash, "big"), leaf, ki, depth), 1
-    if _bit(ki, depth):
-        child, added = _insert(node.right, depth + 1, ki, leaf)
-        return _Inner(node.left, child), added
-    child, added = _insert(node.left, depth + 1, ki, leaf)
-    return _Inner(child, node.right), added
+        sub, sub_ints = leaves[lo:hi], ints[lo:hi]
+        if any(lf.key_hash == node.key_hash for lf in sub):
+            return _build(sub, sub_ints, 0, len(sub), depth), hi - lo - 1
+        ni = int.from_bytes(node.key_hash, "big")
+        at = bisect.bisect_left(sub_ints, ni)
+        sub.insert(at, node)
+        sub_ints.insert(at, ni)
+        return _build(sub, sub_ints, 0, len(sub), depth), hi - lo
+    a, b = lo, hi
+    shift = 255 - depth
+    while a < b:
+        mid = (a + b) // 2
+        if (ints[mid] >> shift) & 1:
+            b = mid
+        else:
+            a = mid + 1
+    left, added_l = _insert_many(node.left, depth + 1, leaves, ints, lo, a)
+    right, added_r = _insert_many(node.right, depth + 1, leaves, ints, a, hi)
+    return _Inner(left, right), added_l + added_r
 
 
 def _split(a: _Leaf, ai: int, b: _Leaf, bi: int, depth: int) -> _Inner:
