@@ -218,7 +218,10 @@ def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: i
         if ref.packet.src_chain != src:
             raise CodecError("a batch verifies packets of one source against one source height",
                              expected=src, got=ref.packet.src_chain)
-    if all(packet_done(state, ref) for ref in refs):
+    # SPEC §6.4's replay check, before any proof work; one lookup pair per packet serves both uses below (feeding
+    # headers writes only client records, so a packet's verified/outcome records cannot change in between)
+    done = [packet_done(state, ref) for ref in refs]
+    if all(done):
         check_not_verified(state, refs[0])
     events: list[Event] = []
     if raw_headers:
@@ -230,11 +233,13 @@ def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: i
         hosted, events = load_for_proofs(router, state, src, now_ms)
     staged = Staged(state)
     skipped: list[int] = []
-    for ref, proof in zip(refs, proofs, strict=True):
-        if packet_done(state, ref):
+    verified_here: set[bytes] = set()  # a packet listed twice in one batch: the second is done too
+    for ref, proof, was_done in zip(refs, proofs, done, strict=True):
+        if was_done or (ref.commitment in verified_here and packet_done(state, ref)):
             skipped.append(ref.packet.sequence)
             continue
         events.append(apply_verify(state, staged, validate_verify(staged, hosted, ref, height, proof, now_ms)))
+        verified_here.add(ref.commitment)
     staged.flush()
     if skipped:
         events.append({"type": "packets_skipped", "src": src, "reason": "already verified or timed out",
