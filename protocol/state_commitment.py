@@ -35,6 +35,7 @@ EMPTY_ROOT = bytes(32)
 _LEAF = b"\x00"
 _INNER = b"\x01"
 _sha = hashlib.sha256
+_IS_32 = (32).__eq__
 
 
 def leaf_hash(key_hash: bytes, value_hash: bytes) -> bytes:
@@ -117,7 +118,7 @@ class Proof:
         end = 2 + 32 * n
         if len(data) < end + 1:
             raise CodecError("proof truncated", expected=end + 1, got=len(data))
-        siblings = tuple(data[2 + 32 * i : 2 + 32 * (i + 1)] for i in range(n))
+        siblings = tuple([data[i : i + 32] for i in range(2, end, 32)])
         flag = data[end]
         if flag == 0 and len(data) == end + 1:
             return cls(siblings, None)
@@ -128,17 +129,19 @@ class Proof:
 
 def _root_from(path_int: int, start: bytes, siblings: tuple[bytes, ...]) -> bytes:
     h = start
-    for depth in range(len(siblings) - 1, -1, -1):
-        sib = siblings[depth]
-        if (path_int >> (255 - depth)) & 1:
-            h = _sha(_INNER + sib + h).digest()
+    sha, inner = _sha, _INNER
+    shift = 256 - len(siblings)  # the bit of the deepest level first
+    for sib in reversed(siblings):
+        if (path_int >> shift) & 1:
+            h = sha(inner + sib + h).digest()
         else:
-            h = _sha(_INNER + h + sib).digest()
+            h = sha(inner + h + sib).digest()
+        shift += 1
     return h
 
 
 def _check_shape(proof: Proof) -> None:
-    if len(proof.siblings) > 256 or any(len(s) != 32 for s in proof.siblings):
+    if len(proof.siblings) > 256 or not all(map(_IS_32, map(len, proof.siblings))):
         raise InvalidProofError("proof siblings must be at most 256 hashes of 32 bytes")
     if proof.leaf is not None and (len(proof.leaf[0]) != 32 or len(proof.leaf[1]) != 32):
         raise InvalidProofError("proof leaf must be two 32-byte hashes")
