@@ -44,7 +44,7 @@ def leaf_hash(key_hash: bytes, value_hash: bytes) -> bytes:
 
 
 class _Leaf:
-    __slots__ = ("hash", "key", "key_hash", "value", "value_hash")
+    __slots__ = ("_hash", "hash", "key", "key_hash", "value", "value_hash")
 
     def __init__(self, key: bytes, key_hash: bytes, value: bytes) -> None:
         self.key = key
@@ -52,6 +52,7 @@ class _Leaf:
         self.value = value
         self.value_hash: bytes = _sha(value).digest()
         self.hash: bytes = leaf_hash(key_hash, self.value_hash)
+        self._hash: bytes | None = self.hash  # as _Inner._hash: never None for a leaf
 
 
 class _Inner:
@@ -69,12 +70,16 @@ class _Inner:
     @property
     def hash(self) -> bytes:
         h = self._hash
-        if h is None:
-            left, right = self.left, self.right
-            lh = left.hash if left is not None else EMPTY_ROOT
-            rh = right.hash if right is not None else EMPTY_ROOT
-            h = self._hash = _sha(_INNER + lh + rh).digest()
-        return h
+        return h if h is not None else _hash_new(self)
+
+
+def _hash_new(node: _Inner) -> bytes:
+    """Hash ``node`` and every not yet hashed node under it (depth at most 256: recursion is bounded)."""
+    left, right = node.left, node.right
+    lh = EMPTY_ROOT if left is None else (left._hash or _hash_new(left))  # type: ignore[arg-type]
+    rh = EMPTY_ROOT if right is None else (right._hash or _hash_new(right))  # type: ignore[arg-type]
+    h = node._hash = _sha(_INNER + lh + rh).digest()
+    return h
 
 
 _Node = _Leaf | _Inner | None
