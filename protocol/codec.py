@@ -311,6 +311,35 @@ def _canonical_layout(head_words: int, static: dict[int, bytes], dynamic: list[t
 _PACKET_DYNAMIC = (0, 1, 2, 5, 6, 7)  # string src, dst, lane; bytes payload; string sender, receiver
 
 
+def _read_canonical_tails(data: bytes, head_words: int, dynamic: tuple[int, ...], what: str) -> list[bytes]:
+    """The raw bytes of the ``dynamic`` fields of an ABI tuple, checking in one pass that their part of the
+    encoding is the canonical one: each head offset is where the canonical layout puts its tail (tails in
+    field order, straight after the heads), each tail is a length word, the bytes and zero padding to a
+    word, and nothing follows the last tail. Equivalent to re-encoding and comparing, without the copy."""
+    n = len(data)
+    expected = head_words * _W
+    raws: list[bytes] = []
+    for pos in dynamic:
+        head = pos * _W
+        if int.from_bytes(data[head:head + _W], "big") != expected:
+            raise CodecError(f"{what}: not the canonical encoding", got=f"offset of field {pos}")
+        start = expected + _W
+        if start > n:
+            raise CodecError("offset points past the end of the encoding", got=expected)
+        length = int.from_bytes(data[expected:start], "big")
+        end = start + length
+        if end > n:
+            raise CodecError("length runs past the end of the encoding", got=length)
+        pad = -length % _W
+        if data[end:end + pad] != _ZERO_PAD[:pad]:
+            raise CodecError(f"{what}: not the canonical encoding", got=f"padding of field {pos}")
+        raws.append(data[start:end])
+        expected = end + pad
+    if expected != n:
+        raise CodecError(f"{what}: not the canonical encoding", got=f"{n - expected} bytes after the last field")
+    return raws
+
+
 def decode_packet(data: bytes) -> Packet:
     """Inverse of :func:`encode_packet`; raises :class:`CodecError` on anything else (SPEC.md §3.3)."""
     if not isinstance(data, (bytes, bytearray)):
@@ -318,13 +347,12 @@ def decode_packet(data: bytes) -> Packet:
     data = bytes(data)
     if len(data) < 9 * _W:
         raise CodecError("packet: not a valid encoding: too short", got=len(data))
-    words = [int.from_bytes(data[i * _W:(i + 1) * _W], "big") for i in range(9)]
-    raws = [_read_dynamic(data, words[i]) for i in _PACKET_DYNAMIC]
-    sequence, kind, timeout = words[3], words[4], words[8]
-    expected = _canonical_layout(9, {3: _uint(sequence, _U64), 4: _uint(kind, _U8), 8: _uint(timeout, _U64)},
-                       list(zip(_PACKET_DYNAMIC, raws, strict=True)))
-    if expected != data:
-        raise CodecError("packet: not the canonical encoding")
+    sequence = int.from_bytes(data[3 * _W:4 * _W], "big")
+    kind = int.from_bytes(data[4 * _W:5 * _W], "big")
+    timeout = int.from_bytes(data[8 * _W:9 * _W], "big")
+    if sequence >= _U64 or kind >= _U8 or timeout >= _U64:
+        raise CodecError("integer out of range of its ABI type", got=(sequence, kind, timeout))
+    raws = _read_canonical_tails(data, 9, _PACKET_DYNAMIC, "packet")
     src, dst, lane = (_text(r, "packet") for r in raws[:3])
     sender, receiver = _text(raws[4], "packet"), _text(raws[5], "packet")
     try:

@@ -15,6 +15,7 @@ nodes with the old, so a node keeps the trees of recent heights and proves again
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ EMPTY_ROOT = bytes(32)
 _LEAF = b"\x00"
 _INNER = b"\x01"
 _sha = hashlib.sha256
+_IS_32 = (32).__eq__
 
 
 def leaf_hash(key_hash: bytes, value_hash: bytes) -> bytes:
@@ -42,7 +44,7 @@ def leaf_hash(key_hash: bytes, value_hash: bytes) -> bytes:
 
 
 class _Leaf:
-    __slots__ = ("hash", "key", "key_hash", "value", "value_hash")
+    __slots__ = ("_hash", "hash", "key", "key_hash", "value", "value_hash")
 
     def __init__(self, key: bytes, key_hash: bytes, value: bytes) -> None:
         self.key = key
@@ -50,17 +52,34 @@ class _Leaf:
         self.value = value
         self.value_hash: bytes = _sha(value).digest()
         self.hash: bytes = leaf_hash(key_hash, self.value_hash)
+        self._hash: bytes | None = self.hash  # as _Inner._hash: never None for a leaf
 
 
 class _Inner:
-    __slots__ = ("hash", "left", "right")
+    """An inner node. Its hash is computed when first asked for (and kept: nodes are immutable), so the
+    nodes that a run of writes creates and replaces before anyone reads a root are never hashed: a block of
+    writes hashes each node of its final tree once, as a batch update would."""
+
+    __slots__ = ("_hash", "left", "right")
 
     def __init__(self, left: _Node, right: _Node) -> None:
         self.left = left
         self.right = right
-        self.hash: bytes = _sha(
-            _INNER + (left.hash if left is not None else EMPTY_ROOT) + (right.hash if right is not None else EMPTY_ROOT)
-        ).digest()
+        self._hash: bytes | None = None
+
+    @property
+    def hash(self) -> bytes:
+        h = self._hash
+        return h if h is not None else _hash_new(self)
+
+
+def _hash_new(node: _Inner) -> bytes:
+    """Hash ``node`` and every not yet hashed node under it (depth at most 256: recursion is bounded)."""
+    left, right = node.left, node.right
+    lh = EMPTY_ROOT if left is None else (left._hash or _hash_new(left))  # type: ignore[arg-type]
+    rh = EMPTY_ROOT if right is None else (right._hash or _hash_new(right))  # type: ignore[arg-type]
+    h = node._hash = _sha(_INNER + lh + rh).digest()
+    return h
 
 
 _Node = _Leaf | _Inner | None
@@ -104,7 +123,7 @@ class Proof:
         end = 2 + 32 * n
         if len(data) < end + 1:
             raise CodecError("proof truncated", expected=end + 1, got=len(data))
-        siblings = tuple(data[2 + 32 * i : 2 + 32 * (i + 1)] for i in range(n))
+        siblings = tuple([data[i : i + 32] for i in range(2, end, 32)])
         flag = data[end]
         if flag == 0 and len(data) == end + 1:
             return cls(siblings, None)
@@ -115,17 +134,19 @@ class Proof:
 
 def _root_from(path_int: int, start: bytes, siblings: tuple[bytes, ...]) -> bytes:
     h = start
-    for depth in range(len(siblings) - 1, -1, -1):
-        sib = siblings[depth]
-        if (path_int >> (255 - depth)) & 1:
-            h = _sha(_INNER + sib + h).digest()
+    sha, inner = _sha, _INNER
+    shift = 256 - len(siblings)  # the bit of the deepest level first
+    for sib in reversed(siblings):
+        if (path_int >> shift) & 1:
+            h = sha(inner + sib + h).digest()
         else:
-            h = _sha(_INNER + h + sib).digest()
+            h = sha(inner + h + sib).digest()
+        shift += 1
     return h
 
 
 def _check_shape(proof: Proof) -> None:
-    if len(proof.siblings) > 256 or any(len(s) != 32 for s in proof.siblings):
+    if len(proof.siblings) > 256 or not all(map(_IS_32, map(len, proof.siblings))):
         raise InvalidProofError("proof siblings must be at most 256 hashes of 32 bytes")
     if proof.leaf is not None and (len(proof.leaf[0]) != 32 or len(proof.leaf[1]) != 32):
         raise InvalidProofError("proof leaf must be two 32-byte hashes")
@@ -199,10 +220,10 @@ class SparseMerkleTree:
         kh = _sha(key).digest()
         ki = int.from_bytes(kh, "big")
         node = self._root
-        depth = 0
+        shift = 255
         while isinstance(node, _Inner):
-            node = node.right if _bit(ki, depth) else node.left
-            depth += 1
+            node = node.right if (ki >> shift) & 1 else node.left
+            shift -= 1
         if node is not None and node.key_hash == kh:
             return node.value
         return None
@@ -210,8 +231,23 @@ class SparseMerkleTree:
     def set(self, key: bytes, value: bytes) -> SparseMerkleTree:
         """A new tree with ``key`` mapped to ``value``."""
         kh = _sha(key).digest()
-        leaf = _Leaf(key, kh, value)
-        root, added = _insert(self._root, 0, int.from_bytes(kh, "big"), leaf)
+        root, added = _insert_one(self._root, 0, _Leaf(key, kh, value), int.from_bytes(kh, "big"))
+        return SparseMerkleTree(root, self._size + added)
+
+    def set_many(self, items: Iterable[tuple[bytes, bytes]]) -> SparseMerkleTree:
+        """A new tree with every ``(key, value)`` written (the last value of a repeated key wins).
+
+        The same tree as :meth:`set` one pair at a time (the tree's shape depends only on its keys), but
+        each new inner node is built once: writes that share a path share its new nodes."""
+        by_hash: dict[bytes, _Leaf] = {}
+        for key, value in items:
+            kh = _sha(key).digest()
+            by_hash[kh] = _Leaf(key, kh, value)
+        if not by_hash:
+            return self
+        leaves = sorted(by_hash.values(), key=lambda lf: lf.key_hash)
+        ints = [int.from_bytes(lf.key_hash, "big") for lf in leaves]
+        root, added = _insert_many(self._root, 0, leaves, ints, 0, len(leaves))
         return SparseMerkleTree(root, self._size + added)
 
     def delete(self, key: bytes) -> SparseMerkleTree:
@@ -267,18 +303,53 @@ def _build(leaves: list[_Leaf], ints: list[int], lo: int, hi: int, depth: int) -
     return _Inner(_build(leaves, ints, lo, a, depth + 1), _build(leaves, ints, a, hi, depth + 1))
 
 
-def _insert(node: _Node, depth: int, ki: int, leaf: _Leaf) -> tuple[_Node, int]:
+def _insert_one(node: _Node, depth: int, leaf: _Leaf, ki: int) -> tuple[_Node, int]:
+    """``node`` (at ``depth`` on ``leaf``'s path) with ``leaf`` written; and 1 if its key is new, else 0."""
+    path: list[tuple[_Inner, int]] = []
+    shift = 255 - depth
+    while isinstance(node, _Inner):
+        bit = (ki >> shift) & 1
+        path.append((node, bit))
+        node = node.right if bit else node.left
+        shift -= 1
+    new: _Node
+    if node is None or node.key_hash == leaf.key_hash:
+        new, added = leaf, int(node is None)
+    else:
+        new, added = _split(node, int.from_bytes(node.key_hash, "big"), leaf, ki, 255 - shift), 1
+    for parent, bit in reversed(path):
+        new = _Inner(parent.left, new) if bit else _Inner(new, parent.right)
+    return new, added
+
+
+def _insert_many(node: _Node, depth: int, leaves: list[_Leaf], ints: list[int], lo: int, hi: int) -> tuple[_Node, int]:
+    """``node`` with ``leaves[lo:hi]`` (sorted by key hash, distinct, all under ``node``'s path) written."""
+    if lo == hi:
+        return node, 0
     if node is None:
-        return leaf, 1
+        return _build(leaves, ints, lo, hi, depth), hi - lo
+    if hi - lo == 1:
+        return _insert_one(node, depth, leaves[lo], ints[lo])
     if isinstance(node, _Leaf):
-        if node.key_hash == leaf.key_hash:
-            return leaf, 0
-        return _split(node, int.from_bytes(node.key_hash, "big"), leaf, ki, depth), 1
-    if _bit(ki, depth):
-        child, added = _insert(node.right, depth + 1, ki, leaf)
-        return _Inner(node.left, child), added
-    child, added = _insert(node.left, depth + 1, ki, leaf)
-    return _Inner(child, node.right), added
+        sub, sub_ints = leaves[lo:hi], ints[lo:hi]
+        if any(lf.key_hash == node.key_hash for lf in sub):
+            return _build(sub, sub_ints, 0, len(sub), depth), hi - lo - 1
+        ni = int.from_bytes(node.key_hash, "big")
+        at = bisect.bisect_left(sub_ints, ni)
+        sub.insert(at, node)
+        sub_ints.insert(at, ni)
+        return _build(sub, sub_ints, 0, len(sub), depth), hi - lo
+    a, b = lo, hi
+    shift = 255 - depth
+    while a < b:
+        mid = (a + b) // 2
+        if (ints[mid] >> shift) & 1:
+            b = mid
+        else:
+            a = mid + 1
+    left, added_l = _insert_many(node.left, depth + 1, leaves, ints, lo, a)
+    right, added_r = _insert_many(node.right, depth + 1, leaves, ints, a, hi)
+    return _Inner(left, right), added_l + added_r
 
 
 def _split(a: _Leaf, ai: int, b: _Leaf, bi: int, depth: int) -> _Inner:

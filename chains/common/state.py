@@ -86,25 +86,58 @@ class KVState(ABC):
 
 
 class ChainState(KVState):
-    """Mutable handle on an immutable tree. ``tree`` is the current version."""
+    """Mutable handle on an immutable tree. ``tree`` is the current version.
 
-    __slots__ = ("tree",)
+    Writes are buffered and applied to the tree together (:meth:`SparseMerkleTree.set_many`) when the tree,
+    its root or a proof is next asked for, or an :meth:`atomic` block starts: a transaction that writes a
+    hundred records builds each new inner node once. Reads see the buffered writes first.
+    """
+
+    __slots__ = ("_pending", "_tree")
 
     def __init__(self, tree: SparseMerkleTree | None = None) -> None:
-        self.tree = tree if tree is not None else SparseMerkleTree()
+        self._tree = tree if tree is not None else SparseMerkleTree()
+        self._pending: dict[bytes, bytes | None] = {}
+
+    @property
+    def tree(self) -> SparseMerkleTree:
+        """The current tree, every write so far applied."""
+        if self._pending:
+            self._flush()
+        return self._tree
+
+    @tree.setter
+    def tree(self, tree: SparseMerkleTree) -> None:
+        self._tree = tree
+        self._pending = {}
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        tree = self._tree
+        for key, value in pending.items():
+            if value is None:
+                tree = tree.delete(key)
+        self._tree = tree.set_many((k, v) for k, v in pending.items() if v is not None)
 
     @property
     def root(self) -> bytes:
         return self.tree.root
 
     def get(self, key: bytes) -> bytes | None:
-        return self.tree.get(key)
+        pending = self._pending
+        if key in pending:
+            return pending[key]
+        return self._tree.get(key)
 
     def set(self, key: bytes, value: bytes) -> None:
-        self.tree = self.tree.set(key, value)
+        if type(key) is not bytes or type(value) is not bytes:  # fail here, inside the transaction, not at flush
+            key, value = _as_bytes(key, "key"), _as_bytes(value, "value")
+        self._pending[key] = value
 
     def delete(self, key: bytes) -> None:
-        self.tree = self.tree.delete(key)
+        if type(key) is not bytes:
+            key = _as_bytes(key, "key")
+        self._pending[key] = None
 
     def prove(self, key: bytes) -> Proof:
         return self.tree.prove(key)
@@ -122,6 +155,12 @@ class ChainState(KVState):
     def prefix_items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Every (key, value) whose key starts with ``prefix`` (a full scan: for queries, not for consensus)."""
         return sorted((k, v) for k, v in self.tree.items() if k.startswith(prefix))
+
+
+def _as_bytes(value: object, what: str) -> bytes:
+    if isinstance(value, str) or not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"a state {what} is bytes, not {type(value).__name__}")
+    return bytes(value)
 
 
 def canonical_json(value: Any) -> bytes:

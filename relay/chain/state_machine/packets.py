@@ -176,12 +176,18 @@ def _right_change(packet: Packet) -> rights.RightChange | None:
 
 
 def validate_verify(staged: Staged, hosted: HostedClient, ref: PacketRef, height: int, proof: bytes,
-                    now_ms: int) -> VerifyPlan:
-    """SPEC §6.4 steps 3-6 for one packet whose replay check passed; ``hosted`` follows its source."""
+                    now_ms: int, lanes: dict[tuple[str, str, str], Lane] | None = None) -> VerifyPlan:
+    """SPEC §6.4 steps 3-6 for one packet whose replay check passed; ``hosted`` follows its source.
+    ``lanes`` keeps the open lanes a batch already loaded (verifying writes no lane record)."""
     p = ref.packet
     hosted.client.verify_membership(height, commitment_path(p.dst_chain, p.lane, p.sequence), ref.commitment,
                                     proof, now_ms)
-    lane = require_open_lane(staged, p.src_chain, p.dst_chain, p.lane)
+    lane_id = (p.src_chain, p.dst_chain, p.lane)
+    lane = lanes.get(lane_id) if lanes is not None else None
+    if lane is None:
+        lane = require_open_lane(staged, *lane_id)
+        if lanes is not None:
+            lanes[lane_id] = lane
     asset, tokens, change = _supply_change(p)
     right = _right_change(p)
     bucket = check_tokens(staged, lane, asset, tokens, now_ms)
@@ -218,7 +224,10 @@ def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: i
         if ref.packet.src_chain != src:
             raise CodecError("a batch verifies packets of one source against one source height",
                              expected=src, got=ref.packet.src_chain)
-    if all(packet_done(state, ref) for ref in refs):
+    # SPEC §6.4's replay check, before any proof work; one lookup pair per packet serves both uses below (feeding
+    # headers writes only client records, so a packet's verified/outcome records cannot change in between)
+    done = [packet_done(state, ref) for ref in refs]
+    if all(done):
         check_not_verified(state, refs[0])
     events: list[Event] = []
     if raw_headers:
@@ -230,11 +239,14 @@ def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: i
         hosted, events = load_for_proofs(router, state, src, now_ms)
     staged = Staged(state)
     skipped: list[int] = []
-    for ref, proof in zip(refs, proofs, strict=True):
-        if packet_done(state, ref):
+    verified_here: set[bytes] = set()  # a packet listed twice in one batch: the second is done too
+    lanes: dict[tuple[str, str, str], Lane] = {}
+    for ref, proof, was_done in zip(refs, proofs, done, strict=True):
+        if was_done or (ref.commitment in verified_here and packet_done(state, ref)):
             skipped.append(ref.packet.sequence)
             continue
-        events.append(apply_verify(state, staged, validate_verify(staged, hosted, ref, height, proof, now_ms)))
+        events.append(apply_verify(state, staged, validate_verify(staged, hosted, ref, height, proof, now_ms, lanes)))
+        verified_here.add(ref.commitment)
     staged.flush()
     if skipped:
         events.append({"type": "packets_skipped", "src": src, "reason": "already verified or timed out",

@@ -1,0 +1,172 @@
+"""The fast paths behind relay verification (issue 16): they must give exactly what the plain paths give.
+
+- :meth:`SparseMerkleTree.set_many` builds the same tree (root, size, proofs) as :meth:`SparseMerkleTree.set`
+  one pair at a time, whatever the keys, repeats and existing leaves;
+- inner-node hashes computed on first read give the roots of eagerly hashed trees (checked against a tree
+  rebuilt from scratch by :meth:`SparseMerkleTree.from_items`);
+- :class:`chains.common.state.ChainState` buffers writes: reads see them, :meth:`atomic` rolls them back, and
+  the root is the root of the same writes applied one by one;
+- :func:`chains.common.wire.hex_bytes` without a regex still refuses every non-canonical spelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from chains.common.state import ChainState
+from chains.common.wire import MAX_HEX_BYTES, hex_bytes
+from protocol.errors import CodecError, ProtocolError
+from protocol.state_commitment import SparseMerkleTree, verify_membership, verify_non_membership
+
+
+def _sequential(tree: SparseMerkleTree, items: list[tuple[bytes, bytes]]) -> SparseMerkleTree:
+    for k, v in items:
+        tree = tree.set(k, v)
+    return tree
+
+
+def _shared_prefix_keys(bits: int, count: int) -> list[bytes]:
+    """``count`` keys whose hashes share their first ``bits`` bits (forces long single-child chains)."""
+    groups: dict[int, list[bytes]] = {}
+    i = 0
+    while True:
+        k = f"p{bits}-{i}".encode()
+        g = groups.setdefault(int.from_bytes(hashlib.sha256(k).digest(), "big") >> (256 - bits), [])
+        g.append(k)
+        if len(g) == count:
+            return g
+        i += 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_set_many_is_sequential_set(seed: int) -> None:
+    rng = random.Random(seed)
+    base_items = [(rng.randbytes(rng.randint(0, 12)), rng.randbytes(rng.randint(1, 8)))
+                  for _ in range(rng.choice([0, 1, 2, 50, 400]))]
+    base = SparseMerkleTree.from_items(base_items)
+    existing = [k for k, _ in base_items]
+    writes: list[tuple[bytes, bytes]] = []
+    for _ in range(rng.choice([1, 2, 3, 30, 200])):
+        if existing and rng.random() < 0.3:
+            key = rng.choice(existing)  # overwrite a leaf that is there
+        elif writes and rng.random() < 0.1:
+            key = rng.choice(writes)[0]  # a key written twice in one batch: the last value wins
+        else:
+            key = rng.randbytes(rng.randint(0, 12))
+        writes.append((key, rng.randbytes(rng.randint(1, 8))))
+    a, b = _sequential(base, writes), base.set_many(writes)
+    assert b.root == a.root
+    assert len(b) == len(a)
+    final = dict(base_items)
+    final.update(writes)
+    assert b.root == SparseMerkleTree.from_items(final.items()).root  # and an eagerly rebuilt tree agrees
+    for k, v in list(final.items())[:40]:
+        assert b.get(k) == v
+        verify_membership(b.root, k, v, b.prove(k))
+    verify_non_membership(b.root, b"\xffabsent", b.prove(b"\xffabsent"))
+    assert base.root == SparseMerkleTree.from_items(base_items).root  # the old tree is untouched
+
+
+def test_set_many_long_shared_prefixes_and_empty() -> None:
+    keys = _shared_prefix_keys(10, 4)
+    base = SparseMerkleTree.from_items([(keys[0], b"a")])
+    writes = [(k, b"v") for k in keys[1:]] + [(b"other", b"x")]
+    assert base.set_many(writes).root == _sequential(base, writes).root
+    assert base.set_many([]) is base
+    assert SparseMerkleTree().set_many(writes).root == SparseMerkleTree.from_items(writes).root
+
+
+def test_lazy_hashes_match_a_rebuilt_tree_after_many_writes_and_deletes() -> None:
+    rng = random.Random(7)
+    tree, model = SparseMerkleTree(), {}
+    for step in range(600):
+        k = str(rng.randint(0, 150)).encode()
+        if rng.random() < 0.3:
+            tree = tree.delete(k)
+            model.pop(k, None)
+        else:
+            v = rng.randbytes(4)
+            tree = tree.set(k, v)
+            model[k] = v
+        if step % 97 == 0:  # read roots now and then, so some nodes are hashed early and others late
+            assert tree.root == SparseMerkleTree.from_items(model.items()).root
+    assert tree.root == SparseMerkleTree.from_items(model.items()).root
+    assert len(tree) == len(model)
+
+
+def _plain_root(writes: list[tuple[bytes, bytes | None]], base: SparseMerkleTree) -> bytes:
+    t = base
+    for k, v in writes:
+        t = t.delete(k) if v is None else t.set(k, v)
+    return t.root
+
+
+def test_chain_state_buffers_writes_reads_them_and_commits_the_same_root() -> None:
+    base = SparseMerkleTree.from_items([(f"k{i}".encode(), b"old") for i in range(50)])
+    state = ChainState(base)
+    writes: list[tuple[bytes, bytes | None]] = [(b"k1", b"new"), (b"k2", None), (b"fresh", b"f"), (b"k2", b"back"),
+                                                (b"k3", None), (b"gone", None), (b"fresh", b"g")]
+    for k, v in writes:
+        if v is None:
+            state.delete(k)
+        else:
+            state.set(k, v)
+    assert state.get(b"k1") == b"new" and state.get(b"k3") is None and state.get(b"fresh") == b"g"
+    assert state.get(b"k2") == b"back" and state.get(b"k4") == b"old"
+    assert state.root == _plain_root(writes, base)
+    assert state.tree.get(b"k2") == b"back" and len(state.tree) == 50
+    state.set(b"k9", b"x")
+    p = state.prove(b"k9")  # proofs see buffered writes
+    verify_membership(state.root, b"k9", b"x", p)
+
+
+def test_chain_state_atomic_rolls_back_buffered_writes() -> None:
+    state = ChainState(SparseMerkleTree.from_items([(b"a", b"1")]))
+    state.set(b"b", b"2")  # buffered before the block: kept
+    root_before = _plain_root([(b"b", b"2")], SparseMerkleTree.from_items([(b"a", b"1")]))
+    with pytest.raises(ProtocolError), state.atomic():
+        state.set(b"a", b"changed")
+        state.delete(b"b")
+        state.set(b"c", b"3")
+        raise ProtocolError("refused")
+    assert state.get(b"a") == b"1" and state.get(b"b") == b"2" and state.get(b"c") is None
+    assert state.root == root_before
+    with state.atomic():
+        state.set(b"c", b"3")
+    assert state.get(b"c") == b"3"
+
+
+def test_chain_state_refuses_non_bytes_at_the_write() -> None:
+    state = ChainState()
+    with pytest.raises(TypeError):
+        state.set(b"k", "text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        state.set("k", b"v")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        state.delete(7)  # type: ignore[arg-type]
+    state.set(b"k", bytearray(b"v"))  # type: ignore[arg-type]
+    assert state.get(b"k") == b"v" and type(state.get(b"k")) is bytes
+    assert state.root == SparseMerkleTree().set(b"k", b"v").root
+
+
+@pytest.mark.parametrize("bad", ["AB", "aB", "a b", "ab ", " ab", "abc", "0x12", "ab\n", "\u0661\u0662", "é1", "zz",
+                                 "\x00\x00", "a", "\t"])
+def test_hex_bytes_refuses_every_non_canonical_spelling(bad: str) -> None:
+    with pytest.raises(CodecError):
+        hex_bytes(bad, "field")
+
+
+def test_hex_bytes_accepts_canonical_and_bounds_length() -> None:
+    assert hex_bytes("", "f") == b""
+    assert hex_bytes(bytes(range(256)).hex(), "f") == bytes(range(256))
+    assert hex_bytes("00ff", "f", 2) == b"\x00\xff"
+    with pytest.raises(CodecError):
+        hex_bytes("00ff", "f", 3)
+    with pytest.raises(CodecError):
+        hex_bytes("00" * (MAX_HEX_BYTES + 1), "f")
+    for not_str in (b"00", None, 12, ["00"]):
+        with pytest.raises(CodecError):
+            hex_bytes(not_str, "f")
