@@ -73,7 +73,7 @@ from chains.common.procs import spawn  # first: before anything imports grpc (se
 from chains.registry import chain_kind
 from protocol.codec import decode_packet
 from relay.ops import netns
-from relay.ops.packets import list_packets, packet_key, show_packet
+from relay.ops.packets import packet_key
 from relay.ops.parks import park_view
 from tests.integration.harness import REPO, Devnet, fabric_children, free_port_block, status, wait_for
 from tests.integration.test_four_phases import DPOS, ETH, FABRIC, FINAL_STATES, POC, USER, chain_spec
@@ -629,28 +629,58 @@ def setup_assets(s: Soak) -> None:
 
 
 async def drain(s: Soak, drain_s: float) -> list[dict[str, Any]]:
-    """Until every packet the parks committed is final, or ``drain_s``; the final rows (read from the chains)."""
+    """Until every packet the parks committed is final, or ``drain_s``; the final rows (read from the chains).
+
+    Each pass reads every park's sent packets once and the state of each packet not yet seen final (a final state
+    never changes, so it is read once): linear in the packets, where reading each pending packet by its key would
+    rescan a park's sends for every packet it settled. A chain that does not answer is read again on the next
+    pass; a packet whose state could not be read by the deadline is reported ``unreadable`` (and fails
+    ``nothing_stuck``)."""
     deadline = time.monotonic() + drain_s
-    pending = set(s.keys)
+    final: dict[str, dict[str, Any]] = {}
+    views: dict[str, Any] = {}  # reused across passes: an EVM park's view reads each ack log once
     while True:
-        for k in sorted(pending):
-            if time.monotonic() > deadline:
-                break
-            try:
-                if (await asyncio.to_thread(show_packet, s.cfg, k))["state"] in FINAL_STATES:
-                    pending.discard(k)
-            except Exception as exc:  # a chain still recovering: read again on the next pass
-                s.log(f"reading {k}: {type(exc).__name__}: {exc}")
-        if not pending:
-            rows = await _list_packets(s, deadline)
-            pending = {r["packet"] for r in rows if r["state"] not in FINAL_STATES}
-            if not pending:
-                return rows
+        pending, complete = await asyncio.to_thread(_read_pass, s, final, views)
+        if complete and not pending:
+            return list(final.values())
         if time.monotonic() > deadline:
-            s.log(f"drain: gave up with {len(pending)} packets not final")
-            return await _list_packets(s, time.monotonic() + 120)
-        s.log(f"drain: {len(pending)} packets not final yet")
+            s.log(f"drain: gave up with {len(pending)} packets not final"
+                  f"{'' if complete else ' (and a park whose sends could not be read)'}")
+            return list(final.values()) + [row or {"packet": k, "state": "unreadable"} for k, row in pending.items()]
+        s.log(f"drain: {len(pending)} packets not final yet{'' if complete else ' (a park did not answer)'}")
         await asyncio.sleep(5)
+
+
+def _read_pass(s: Soak, final: dict[str, dict[str, Any]],
+               views: dict[str, Any]) -> tuple[dict[str, dict[str, Any] | None], bool]:
+    """One pass of :func:`drain`: moves packets found final into ``final``; returns the others (their row, or None
+    if unreadable this time) and whether every park's sends were read."""
+    from relay.ops.packets import packet_status
+
+    pending: dict[str, dict[str, Any] | None] = {}
+    complete = True
+    for park in PARKS:
+        try:
+            sent = park_view(s.cfg, park).sent()
+        except Exception as exc:  # a chain still recovering: read again on the next pass
+            s.log(f"reading {park}'s sends: {type(exc).__name__}: {exc}")
+            complete = False
+            continue
+        for raw, height in sent:
+            key = packet_key(decode_packet(raw))
+            if key in final:
+                continue
+            try:
+                row = packet_status(s.cfg, raw, views) | {"sent_height": height}
+            except Exception as exc:
+                s.log(f"reading {key}: {type(exc).__name__}: {exc}")
+                pending[key] = None
+                continue
+            if row["state"] in FINAL_STATES:
+                final[key] = row
+            else:
+                pending[key] = row
+    return pending, complete
 
 
 def chain_heights(s: Soak) -> dict[str, Any]:
@@ -671,18 +701,6 @@ def chain_heights(s: Soak) -> dict[str, Any]:
         except Exception as exc:
             out[f"{RELAY}/{v}"] = f"{type(exc).__name__}: {exc}"
     return out
-
-
-async def _list_packets(s: Soak, deadline: float) -> list[dict[str, Any]]:
-    """Every packet the parks committed, read from the chains; read again while a chain does not answer."""
-    while True:
-        try:
-            return await asyncio.to_thread(list_packets, s.cfg)
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise
-            s.log(f"listing the packets: {type(exc).__name__}: {exc}; again in 5 s")
-            await asyncio.sleep(5)
 
 
 def checks(s: Soak, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from protocol.codec import decode_outcome, decode_packet, decode_payload
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import PacketOutcome
 from relay.ops.config import ConfigError, DeploymentConfig
-from relay.ops.parks import park_view, rpc
+from relay.ops.parks import ParkView, park_view, rpc
 
 
 def _url(cfg: DeploymentConfig, chain_id: str) -> str:
@@ -56,11 +56,12 @@ def packet_key(p: Any) -> str:
 def list_packets(cfg: DeploymentConfig, chain_id: str | None = None) -> list[dict[str, Any]]:
     """Every packet sent by the deployment's parks (or one park), with its state read from the chains."""
     out = []
+    views: dict[str, ParkView] = {}
     for chain in cfg.chains:
         if chain_id is not None and chain.id != chain_id:
             continue
         for raw, height in park_view(cfg, chain.id).sent():
-            out.append(packet_status(cfg, raw) | {"sent_height": height})
+            out.append(packet_status(cfg, raw, views) | {"sent_height": height})
     return out
 
 
@@ -79,9 +80,16 @@ def show_packet(cfg: DeploymentConfig, key: str) -> dict[str, Any]:
     raise ConfigError(f"no packet {key}")
 
 
-def packet_status(cfg: DeploymentConfig, raw: bytes) -> dict[str, Any]:
+def packet_status(cfg: DeploymentConfig, raw: bytes, views: dict[str, ParkView] | None = None) -> dict[str, Any]:
+    """A packet's state read from its source, its target and the relay chain. ``views``: park views to reuse
+    across calls (a caller reading many packets passes one dict, so a view's caches, such as an EVM park's acks,
+    serve them all)."""
     p = decode_packet(raw)
-    src, dst = park_view(cfg, p.src_chain), park_view(cfg, p.dst_chain)
+    views = {} if views is None else views
+    for chain_id in (p.src_chain, p.dst_chain):
+        if chain_id not in views:
+            views[chain_id] = park_view(cfg, chain_id)
+    src, dst = views[p.src_chain], views[p.dst_chain]
     relay = _url(cfg, cfg.relay_chain_id) if cfg.relay_base_port is not None else None
     committed = src.query(commitment_path(p.dst_chain, p.lane, p.sequence).decode())
     receipt = dst.query(receipt_path(p.src_chain, p.lane, p.sequence).decode())

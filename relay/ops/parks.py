@@ -307,10 +307,25 @@ class EthPark(ParkView):
         return result
 
     def ack(self, src: str, lane: str, sequence: int) -> Acknowledgement | None:
-        for e in self._events("write_ack"):
-            if e["src"] == src and e["lane"] == lane and int(e["sequence"]) == sequence:
-                return decode_ack(bytes.fromhex(e["ack"]))
-        return None
+        """The ack the bridge wrote for a packet, from its ``write_ack`` logs. The logs are read once per view and
+        then only from the last block read (a receipt is written once), so a view reused over many packets reads
+        each log once."""
+        cache: dict[tuple[str, str, int], str] = self.__dict__.setdefault("_acks", {})
+        key = (src, lane, sequence)
+        if key not in cache:
+            start = int(self.__dict__.get("_acks_to", -1)) + 1
+
+            async def ev(s: Any) -> tuple[int, list[dict[str, Any]]]:
+                head = await s.latest_height()
+                out: list[dict[str, Any]] = await s.events(start, head, "write_ack") if head >= start else []
+                return head, out
+
+            head, events = self._run(ev)
+            for e in events:
+                cache.setdefault((e["src"], e["lane"], int(e["sequence"])), e["ack"])
+            self.__dict__["_acks_to"] = max(head, start - 1)
+        raw = cache.get(key)
+        return None if raw is None else decode_ack(bytes.fromhex(raw))
 
     def sent(self) -> list[tuple[bytes, int]]:
         return [(bytes.fromhex(e["packet"]), int(e["height"])) for e in self._events("send_packet")]
