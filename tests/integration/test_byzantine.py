@@ -40,6 +40,7 @@ import pytest
 
 from chains.common import wire
 from chains.common.rights import rights_violations
+from protocol.certificate import ValidatorSet
 from protocol.codec import decode_packet
 from protocol.errors import TransportError
 from protocol.types import ChainId
@@ -49,7 +50,7 @@ from relay.ops.config import ConfigError
 from relay.ops.keys import read_secret
 from relay.ops.layout import relay_key_paths
 from relay.ops.packets import packet_key
-from relay.ops.parks import park_view
+from relay.ops.parks import FabricPark, park_view
 from tests.integration.harness import wait_for
 from tests.integration.test_four_phases import (
     DPOS,
@@ -129,18 +130,25 @@ async def bridge_set_hash(net: Net, chain: str) -> str:
     return (await bridge_set(net, chain)).hash.hex()
 
 
-async def bridge_set(net: Net, chain: str) -> wire.ValidatorSet:
+async def bridge_set(net: Net, chain: str) -> ValidatorSet:
     """The relay validator set a DPoS, PoC or Fabric park's bridge stores (``bridge/relay_validators``), read back
     from it: a Python park's node's state query, or the Fabric bridge chaincode's ``config`` query (endorsed by a
     peer: the chaincode's own world state). Its hash is checked against its validators when it is parsed."""
     if net.kind(chain) == "fabric":
-        raw = (await asyncio.to_thread(net.views[chain]._json, "config"))["relay_validators"]
+        raw = (await fabric_query(net, "config"))["relay_validators"]
     else:
         c = net.d.client(chain, net.cfg.chain(chain).nodes[0])
         async with c:
             got = await c.call("query", {"key": "bridge/relay_validators"})
         raw = json.loads(bytes.fromhex(got["value"]))
     return wire.validator_set_from_json({"validators": raw["validators"], "hash": raw["hash"]})
+
+
+async def fabric_query(net: Net, fcn: str) -> Any:
+    """A query function of the Fabric park's bridge chaincode (evaluated by a peer), its JSON answer."""
+    view = net.views[FABRIC]
+    assert isinstance(view, FabricPark)
+    return await asyncio.to_thread(view._json, fcn)
 
 
 async def send(net: Net, src: str, dst: str, amount_wh: int, timeout_s: float = 300) -> str:
@@ -280,7 +288,7 @@ async def test_an_equivocating_validator_is_jailed_and_every_bridge_rotates(net:
     assert on_fabric == new_set
     assert key.ed25519_pubkey not in {v.ed25519_pubkey for v in on_fabric.validators}
     assert key.eth_address not in {v.eth_address for v in on_fabric.validators}
-    trust = await asyncio.to_thread(net.views[FABRIC]._json, "relay_trust")
+    trust = await fabric_query(net, "relay_trust")
     assert int(trust["update_height"]) >= jail_height, trust
 
     # after: certificates of the three only, to and from every park with a lane (Fabric's recv and its settle of
