@@ -29,6 +29,9 @@ __all__ = ["RelaySetSync", "Rotation", "rotation_args"]
 
 UPDATE_OP = "bridge.update_relay_validators"
 TRACK_TIMEOUT_S = 60.0
+RACE_RETRIES = 2
+"""How many times a rotation refused with a ``retry_soon`` code (a race with another relayer's submission, such as
+Fabric's MVCC conflict) is submitted again at once, before the sync gives up until its next step."""
 TRUST_CHECK_S = 60.0
 """How often (seconds) a relayer reads each bridge's relay-set trust to refresh it before it expires."""
 
@@ -102,17 +105,25 @@ class RelaySetSync:
             for rot in rotations:
                 if rot.from_height <= self.delivered.get(chain_id, 1):
                     continue
-                try:
-                    tx = await target.submit(UPDATE_OP, rotation_args(kind, rot))
-                    result = await target.track(tx, TRACK_TIMEOUT_S)
-                    err = result.get("error") if not result.get("ok") else None
-                    code = err.get("code") if isinstance(err, dict) else None
-                except ProtocolError as exc:
-                    code = exc.code
-                    if exc.disposition is not Disposition.DONE:
-                        self.log.warning("relay set rotation of height %d refused by %s: %s", rot.from_height,
-                                         chain_id, exc)
-                        return False
+                for attempt in range(RACE_RETRIES + 1):
+                    try:
+                        tx = await target.submit(UPDATE_OP, rotation_args(kind, rot))
+                        result = await target.track(tx, TRACK_TIMEOUT_S)
+                        err = result.get("error") if not result.get("ok") else None
+                        code = err.get("code") if isinstance(err, dict) else None
+                    except ProtocolError as exc:
+                        code = exc.code
+                        if exc.disposition is Disposition.RETRY_SOON and attempt < RACE_RETRIES:
+                            # most often another relayer's rotation committed first (Fabric: an MVCC conflict
+                            # on the set both wrote): proposed again, the bridge answers packet.replay
+                            self.log.info("relay set rotation of height %d on %s raced: %s; submitting again",
+                                          rot.from_height, chain_id, exc.code)
+                            continue
+                        if exc.disposition is not Disposition.DONE:
+                            self.log.warning("relay set rotation of height %d refused by %s: %s", rot.from_height,
+                                             chain_id, exc)
+                            return False
+                    break
                 if code is not None and code != "packet.replay":
                     self.log.warning("relay set rotation of height %d failed on %s: %s", rot.from_height, chain_id,
                                      code)

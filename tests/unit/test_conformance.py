@@ -14,14 +14,7 @@ import pytest
 import tomli_w
 
 from relay.ops.config import ConfigError, load_config
-from relay.ops.conformance.capabilities import (
-    Capabilities,
-    ProcessTable,
-    admitting_station,
-    missing,
-    pidfile_processes,
-    refusing_station,
-)
+from relay.ops.conformance import capabilities as cap
 from relay.ops.conformance.engine import CaseResult, PacketRecord, Report, Runner, plan_pairs
 from relay.ops.conformance.report import render_html, render_junit
 from relay.ops.conformance.scenarios import DEFAULT_FILE, ScenarioFileError, load_scenarios, parse_scenarios
@@ -129,53 +122,53 @@ def test_capabilities_gate_each_fault_and_name_what_is_missing(tmp_path: Path) -
     cfg = _deployment(tmp_path)
     by_id = {s.id: s for s in load_scenarios()}
     # no relayer keys, no processes: nothing can be relayed, so even the plain scenarios are skipped, named
-    caps = Capabilities.of(cfg, ProcessTable())  # type: ignore[arg-type]
-    assert missing(by_id["energy-completed"], "dpos-park", "eth-park", caps) == [
+    caps = cap.Capabilities.of(cfg, cap.ProcessTable())  # type: ignore[arg-type]
+    assert cap.missing(by_id["energy-completed"], "dpos-park", "eth-park", caps) == [
         "relaying: no relayer of the config has its key in the data dir, and none runs"]
     _key(cfg, "relayer-a")
-    caps = Capabilities.of(cfg, ProcessTable())  # type: ignore[arg-type]
+    caps = cap.Capabilities.of(cfg, cap.ProcessTable())  # type: ignore[arg-type]
     assert {"relaying", "own_relayers", "relayer_key"} <= caps.have and "two_relayers" not in caps.have
-    assert missing(by_id["energy-completed"], "dpos-park", "eth-park", caps) == []
-    assert missing(by_id["energy-timeout"], "dpos-park", "eth-park", caps) == []
-    assert missing(by_id["relayers-racing"], "dpos-park", "eth-park", caps) == [
+    assert cap.missing(by_id["energy-completed"], "dpos-park", "eth-park", caps) == []
+    assert cap.missing(by_id["energy-timeout"], "dpos-park", "eth-park", caps) == []
+    assert cap.missing(by_id["relayers-racing"], "dpos-park", "eth-park", caps) == [
         "two_relayers: the config names one relayer with keys"]
     # a park node: only where this machine started it for this config, and never on a kind that lacks the capability
-    got = missing(by_id["park-node-sigkill"], "dpos-park", "eth-park", caps)
+    got = cap.missing(by_id["park-node-sigkill"], "dpos-park", "eth-park", caps)
     assert any(m.startswith("kill_node(dpos-park): no process of dpos-park/w-c") for m in got), got
     assert any(m.startswith("kill_node(eth-park): eth-park has one node") for m in got), got
     assert any(m.startswith("sigkill_node(ethereum)") for m in got), got
     assert not any(m.startswith("sigkill_node(dpos)") for m in got), got
-    got = missing(by_id["relay-validator-down"], "dpos-park", "eth-park", caps)
+    got = cap.missing(by_id["relay-validator-down"], "dpos-park", "eth-park", caps)
     assert got and got[0].startswith("kill_relay_validator:"), got
-    caps = Capabilities.of(cfg, ProcessTable(nodes={"relay/op-3": 1, "dpos-park/w-c": 2}))  # type: ignore[arg-type]
-    assert missing(by_id["relay-validator-down"], "dpos-park", "eth-park", caps) == []
-    got = missing(by_id["park-node-sigkill"], "dpos-park", "eth-park", caps)
+    caps = cap.Capabilities.of(cfg, cap.ProcessTable(nodes={"relay/op-3": 1, "dpos-park/w-c": 2}))  # type: ignore[arg-type]
+    assert cap.missing(by_id["relay-validator-down"], "dpos-park", "eth-park", caps) == []
+    got = cap.missing(by_id["park-node-sigkill"], "dpos-park", "eth-park", caps)
     assert not any("dpos-park" in m for m in got) and got, got  # the Ethereum side still lacks both
     # relayers of the deployment already running: relayed, but the runner cannot stop or kill them
-    caps = Capabilities.of(cfg, ProcessTable(foreign_relayers=["relayer-a"]))  # type: ignore[arg-type]
+    caps = cap.Capabilities.of(cfg, cap.ProcessTable(foreign_relayers=["relayer-a"]))  # type: ignore[arg-type]
     assert "relaying" in caps.have and "own_relayers" not in caps.have
-    assert missing(by_id["energy-timeout"], "dpos-park", "eth-park", caps)[0].startswith(
+    assert cap.missing(by_id["energy-timeout"], "dpos-park", "eth-park", caps)[0].startswith(
         "own_relayers: the deployment's relayers run already")
     # fewer than 4 validators: one down loses the quorum
     small = _deployment(tmp_path / "s", validators=3)
-    caps = Capabilities.of(small, ProcessTable(nodes={"relay/op-2": 1}))  # type: ignore[arg-type]
-    assert "fewer than 4" in missing(by_id["relay-validator-down"], "dpos-park", "eth-park", caps)[-1]
+    caps = cap.Capabilities.of(small, cap.ProcessTable(nodes={"relay/op-2": 1}))  # type: ignore[arg-type]
+    assert "fewer than 4" in cap.missing(by_id["relay-validator-down"], "dpos-park", "eth-park", caps)[-1]
 
 
 def test_right_refusal_needs_a_registry_gap(tmp_path: Path) -> None:
     home = {"transformers": {"tr-1": 150, "tr-x": 1000}, "stations": {"st-1": "tr-1", "st-x": "tr-x"},
             "bookings": {"tr-x": [{"right_id": "r", "power_kw": 10}]}}
     target = {"transformers": {"tr-1": 150, "tr-x": 1}, "stations": {"st-1": "tr-1", "st-x": "tr-x"}, "bookings": {}}
-    assert refusing_station(home, target) == ("st-x", "tr-x", 2)
-    assert refusing_station(target, home) is None
-    assert admitting_station(home, target, 10) == ("st-1", "tr-1")
-    assert admitting_station(home, target, 151) is None
+    assert cap.refusing_station(home, target) == ("st-x", "tr-x", 2)
+    assert cap.refusing_station(target, home) is None
+    assert cap.admitting_station(home, target, 10) == ("st-1", "tr-1")
+    assert cap.admitting_station(home, target, 151) is None
     cfg = _deployment(tmp_path)
     _key(cfg, "relayer-a")
     right_refused = next(s for s in load_scenarios() if s.id == "right-refused")
-    caps = Capabilities.of(cfg, ProcessTable(), {"dpos-park": home, "eth-park": target})  # type: ignore[arg-type]
-    assert missing(right_refused, "dpos-park", "eth-park", caps) == []
-    assert missing(right_refused, "eth-park", "dpos-park", caps)[0].startswith("right_admission_gap(eth-park->dpos")
+    caps = cap.Capabilities.of(cfg, cap.ProcessTable(), {"dpos-park": home, "eth-park": target})  # type: ignore[arg-type]
+    assert cap.missing(right_refused, "dpos-park", "eth-park", caps) == []
+    assert cap.missing(right_refused, "eth-park", "dpos-park", caps)[0].startswith("right_admission_gap(eth-park->dpos")
 
 
 def test_the_pid_file_counts_only_live_processes_of_this_config(tmp_path: Path) -> None:
@@ -192,7 +185,7 @@ def test_the_pid_file_counts_only_live_processes_of_this_config(tmp_path: Path) 
         (data / "pids.json").write_text(json.dumps({"dpos-park/w-c": mine.pid, "relay/op-3": other.pid,
                                                     "relay/op-2": dead.pid, "relayer/relayer-a": mine.pid,
                                                     "bad": "x"}))
-        table = pidfile_processes(cfg)  # type: ignore[arg-type]
+        table = cap.pidfile_processes(cfg)  # type: ignore[arg-type]
         assert table.nodes == {"dpos-park/w-c": mine.pid}
         assert table.foreign_relayers == ["relayer-a"]
     finally:
@@ -200,7 +193,7 @@ def test_the_pid_file_counts_only_live_processes_of_this_config(tmp_path: Path) 
             p.kill()
             p.wait()
     (data / "pids.json").write_text("not json")
-    assert pidfile_processes(cfg).nodes == {}  # type: ignore[arg-type]
+    assert cap.pidfile_processes(cfg).nodes == {}  # type: ignore[arg-type]
 
 
 def test_pairs_follow_the_lanes(tmp_path: Path) -> None:
@@ -222,7 +215,7 @@ async def test_a_run_where_nothing_can_relay_skips_every_case_and_passes_nothing
     """No relayer keys, no processes, and nothing listening: every case is skipped with its reason, none passes, and
     the runner touches no chain."""
     cfg = _deployment(tmp_path)
-    report = await Runner(cfg, load_scenarios(), procs=ProcessTable()).run()  # type: ignore[arg-type]
+    report = await Runner(cfg, load_scenarios(), procs=cap.ProcessTable()).run()  # type: ignore[arg-type]
     assert report.results and {r.status for r in report.results} == {"skipped"}
     assert all(r.missing and r.reason.startswith("missing capability: ") for r in report.results)
     assert report.ok and report.invariants == []
@@ -305,8 +298,8 @@ async def test_a_scenario_of_some_kinds_runs_only_on_their_pairs(tmp_path: Path)
     cfg = _deployment(tmp_path)
     only_python = parse_scenarios(GOOD + 'kinds = ["dpos", "poc"]\n')
     assert only_python[0].kinds == ("dpos", "poc")
-    report = await Runner(cfg, only_python, procs=ProcessTable()).run()  # type: ignore[arg-type]
+    report = await Runner(cfg, only_python, procs=cap.ProcessTable()).run()  # type: ignore[arg-type]
     assert report.results == []  # dpos <-> ethereum is not a pair of those kinds: not run, not passed
-    report = await Runner(cfg, parse_scenarios(GOOD), procs=ProcessTable()).run()  # type: ignore[arg-type]
+    report = await Runner(cfg, parse_scenarios(GOOD), procs=cap.ProcessTable()).run()  # type: ignore[arg-type]
     assert [(r.src, r.dst, r.status) for r in report.results] == [("dpos-park", "eth-park", "skipped"),
                                                                   ("eth-park", "dpos-park", "skipped")]

@@ -121,6 +121,53 @@ def test_the_second_rotation_alone_is_refused_by_the_bridge() -> None:
     assert asyncio.run(target.track(h, 1))["ok"] is False
 
 
+class RacedTarget(BridgeTarget):
+    """A Fabric-like target whose first ``conflicts`` submissions are invalidated at commit by another relayer's
+    transaction (``fabric.mvcc_conflict``, disposition retry_soon), as when two relayers deliver one rotation."""
+
+    def __init__(self, net: Any, chain: str, conflicts: int) -> None:
+        super().__init__(net, chain)
+        self.conflicts = conflicts
+        self.attempts = 0
+
+    async def submit(self, op: str, args: dict[str, Any]) -> str:
+        from adapters.fabric.errors import MvccConflictError
+
+        self.attempts += 1
+        if self.conflicts > 0:
+            self.conflicts -= 1
+            raise MvccConflictError("read set changed by another transaction")
+        return await super().submit(op, args)
+
+
+def test_a_rotation_that_lost_a_race_is_submitted_again_at_once_and_found_done() -> None:
+    """Two relayers deliver one rotation to a Fabric bridge: the loser's transaction is invalidated at commit (an
+    MVCC conflict on the set both wrote). It is proposed again in the same sync, the bridge answers packet.replay,
+    and the rotation counts as delivered (before: a warning, False, and a wait for the next step)."""
+    net, relay, rotations = _setup()
+    for commit, vs in rotations[:1]:
+        relay.rotate(commit, vs)
+    winner = RelaySetSync(relay, LOG, history_ttl_s=0)  # type: ignore[arg-type]
+    assert asyncio.run(winner.sync("poc-park", "fabric", BridgeTarget(net, "poc-park"))) is True
+    target = RacedTarget(net, "poc-park", conflicts=1)
+    loser = RelaySetSync(relay, LOG, history_ttl_s=0)  # type: ignore[arg-type]
+    assert asyncio.run(loser.sync("poc-park", "fabric", target)) is True
+    assert target.attempts == 2 and loser.submitted == 0
+    assert loser.delivered["poc-park"] == rotations[0][0]["header"]["height"] + 1
+
+
+def test_a_rotation_refused_retry_soon_past_the_retries_waits_for_the_next_step() -> None:
+    from relay.relayer.relay_sets import RACE_RETRIES
+
+    net, relay, rotations = _setup()
+    relay.rotate(*rotations[0])
+    target = RacedTarget(net, "poc-park", conflicts=RACE_RETRIES + 1)
+    sync = RelaySetSync(relay, LOG, history_ttl_s=0)  # type: ignore[arg-type]
+    assert asyncio.run(sync.sync("poc-park", "fabric", target)) is False
+    assert target.attempts == RACE_RETRIES + 1 and "poc-park" not in sync.delivered
+    assert asyncio.run(sync.sync("poc-park", "fabric", target)) is True and sync.submitted == 1
+
+
 def test_arguments_by_park_kind() -> None:
     rotations = _setup()[2]
     rot = Rotation(5, rotations[0][0], rotations[0][1])
