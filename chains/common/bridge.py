@@ -1066,10 +1066,10 @@ def validate_recv(state: KVState, params: BridgeParams, packet: Packet, cert: Re
         raise ReplayError("packet already received", expected="no receipt",
                           got=f"{packet.src_chain}/{packet.lane}/{packet.sequence}")
     trusted = check_relay_trust(state, ctx)
-    check_certificate_age(params, cert.commit.header.time_ms, ctx.timestamp_ms)
     verify_certificate(trusted, params.relay_chain_id, cert,
                        verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
                        packet_commitment(packet))
+    check_certificate_age(params, cert.commit.header.time_ms, ctx.timestamp_ms)
     if ctx.timestamp_ms >= packet.timeout_timestamp_ms:
         raise TimeoutExpiredError("packet timed out: it can only be refunded at its source now",
                                   expected=f"block time < {packet.timeout_timestamp_ms}", got=ctx.timestamp_ms)
