@@ -429,11 +429,13 @@ class Park:
 
 
 TRUSTING_PERIOD_MS = 7 * 24 * 3600 * 1000
+MAX_CERTIFICATE_AGE_MS = 10 * 60 * 1000
 
 
 def deploy_park(evm: Evm, chain_id: str, relay: RelaySim, lanes: Iterable[tuple[str, str]],
                 capacities: dict[tuple[str, str], dict[str, int]] | None = None,
-                trusting_period_ms: int = TRUSTING_PERIOD_MS) -> Park:
+                trusting_period_ms: int = TRUSTING_PERIOD_MS,
+                max_certificate_age_ms: int = MAX_CERTIFICATE_AGE_MS) -> Park:
     """The park's contracts in the order of ``chains.ethereum.deploy`` from a fresh operator key (so the bridge
     is built with the CREATE addresses of the apps that follow it); lanes opened, those in ``capacities``
     (``(counterparty, lane) -> {asset: capacity}``) with the relay genesis's limits."""
@@ -442,7 +444,7 @@ def deploy_park(evm: Evm, chain_id: str, relay: RelaySim, lanes: Iterable[tuple[
     token = evm.deploy("EnergyToken", operator)
     impl = evm.deploy("VoucherToken", operator)
     bridge = evm.deploy("ParkBridge", operator, chain_id, relay.chain_id, validator_set_abi(relay.vset),
-                        token.address, at[3], at[4], at[5], trusting_period_ms)
+                        token.address, at[3], at[4], at[5], trusting_period_ms, max_certificate_age_ms)
     energy_app = evm.deploy("EnergyApp", operator, token.address, impl.address)
     rights = evm.deploy("ChargingRights", operator, bridge.address)
     reputation = evm.deploy("ReputationApp", operator, bridge.address, at[6])

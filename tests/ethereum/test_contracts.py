@@ -801,9 +801,10 @@ def test_malformed_validator_sets_are_refused(world: World) -> None:
     for relay_set in [([], [], []), (keys, addrs, [1, 0, 1, 1])]:
         with pytest.raises(TxFailed, match="CodecInvalid"):
             w.evm.deploy("ParkBridge", w.relayer, "eth-x", "relay", relay_set, w.b.token.address,
-                         *apps, 86_400_000)
+                         *apps, 86_400_000, 600_000)
     with pytest.raises(TxFailed, match="CodecInvalid"):
-        w.evm.deploy("ParkBridge", w.relayer, "Bad Id", "relay", trusted, w.b.token.address, *apps, 86_400_000)
+        w.evm.deploy("ParkBridge", w.relayer, "Bad Id", "relay", trusted, w.b.token.address, *apps, 86_400_000,
+                     600_000)
 
 
 # --- tokens ------------------------------------------------------------------------------------------
