@@ -20,7 +20,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,6 +314,9 @@ class RelaySim:
     height: int = 0
     time_ms: int = 1_700_000_000_000
     last_hash: bytes = bytes(32)
+    clock: Callable[[], int] | None = None
+    """The chain's clock (ms), when given: a block is never older than it (certificates stay fresh, protocol
+    §7.9, however far a test moves the chain's time)."""
 
     @classmethod
     def create(cls, chain_id: str = "relay", n: int = 4, filler_records: int = 64) -> RelaySim:
@@ -342,6 +345,8 @@ class RelaySim:
         keys = keys if keys is not None else self.keys
         self.height += 1
         self.time_ms += 1000
+        if self.clock is not None:
+            self.time_ms = max(self.time_ms, self.clock())
         header = RelayHeader(ChainId(chain_id or self.chain_id), self.height, self.time_ms, self.last_hash,
                              sha256(f"block {self.height}".encode()), self.tree.root, vset.hash,
                              (next_set or vset).hash)

@@ -353,7 +353,7 @@ def test_insufficient_signatures(world: World) -> None:
 def test_quorum_counts_power_and_exactly_two_thirds_is_not_enough(world: World) -> None:
     w = world
     keys, vset = make_validators(4, powers=[3, 1, 1, 1])  # total 6
-    relay = RelaySim("relay", keys, vset)
+    relay = RelaySim("relay", keys, vset, clock=w.evm.now_ms)
     c = deploy_park(w.evm, "eth-c", relay, [(DPOS, LANE)])
     packet = py_packet("eth-c", receiver=lower_hex(w.bob.address), timeout_ms=timeout(w))
 
