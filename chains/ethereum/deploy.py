@@ -151,7 +151,8 @@ def deploy_park(
     ``lane_capacities`` (``configureLane``, protocol §6.8; the others ``openLane``: not limited);
     ``transformers`` (name -> kW) and ``stations`` (name -> transformer) fill the charging-right registry (SPEC
     §E2.6). ``trusting_period_ms`` bounds how long the bridge trusts its relay set without a fresh relay header
-(protocol SPEC §7.8); ``max_certificate_age_ms`` bounds the age of a phase-3 certificate (§7.9). ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
+(protocol SPEC §7.8); ``max_certificate_age_ms`` bounds the age of a phase-3 certificate (§7.9). ``balances`` maps
+    addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
     deployer needs ETH for gas. Transactions are signed locally with explicit nonces and sent without
     waiting for one another where they do not depend on each other, so a deployment takes about two
     blocks. Progress goes to ``logger`` (default ``parkrelay.ethereum.deploy``).

@@ -77,8 +77,6 @@ __all__ = [
     "client_status",
     "feed_headers",
     "freeze_events",
-    "suspend_in_flight",
-    "verified_in_flight",
     "load_for_proofs",
     "persistent_client_type",
     "process_client_create",
@@ -87,6 +85,8 @@ __all__ = [
     "process_misbehaviour",
     "process_register_farmer",
     "restore_base_state",
+    "suspend_in_flight",
+    "verified_in_flight",
 ]
 
 MAX_HEADERS = 64

@@ -31,8 +31,8 @@ from relay.chain.state_machine.clients import RelayClientRouter, process_client_
 from relay.chain.state_machine.evidence import record_validator_set
 from relay.chain.state_machine.keys import CONFIG_KEY
 from relay.chain.state_machine.lanes import limits_from_json, open_lane
-from relay.chain.state_machine.recovery import MAX_RECOVERY_DELAY_MS
 from relay.chain.state_machine.records import Event, json_object, obj_args, str_arg
+from relay.chain.state_machine.recovery import MAX_RECOVERY_DELAY_MS
 
 __all__ = ["init_genesis"]
 
