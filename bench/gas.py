@@ -84,6 +84,7 @@ def measure(relay_records: int, validators: int) -> dict[str, Any]:
     with AnvilProcess() as node:
         evm = Evm.connect(node.url)
         relay = RelaySim.create("relay", validators, filler_records=relay_records)
+        relay.clock = evm.now_ms  # relay blocks as recent as the park's (bridges refuse stale certificates)
         a = deploy_park(evm, "eth-a", relay, [("eth-b", "lane-0"), ("eth-b", "lane-1")],
                         capacities={("eth-b", "lane-1"): {"kWh": 10**9, "*": 10**6}})
         b = deploy_park(evm, "eth-b", relay, [("eth-a", "lane-0")])

@@ -24,6 +24,7 @@ __all__ = [
     "AdmissionError",
     "AuthorizationError",
     "CapacityExceededError",
+    "CertificateStaleError",
     "ClientExpiredError",
     "ClientFrozenError",
     "ClientRecoveryError",
@@ -194,6 +195,13 @@ class ClientExpiredError(ProtocolError):
     """The light client was not updated within its trusting period."""
 
     code = "client.expired"
+
+
+class CertificateStaleError(ProtocolError):
+    """A phase-3 relay certificate whose relay header is older than the target bridge's
+    ``max_certificate_age_ms`` at the target's block time (SPEC.md §6.5, §7.9): fetch a newer one."""
+
+    code = "certificate.stale"
 
 
 class UnknownClientError(ProtocolError):
@@ -491,6 +499,8 @@ DISPOSITIONS: dict[str, Disposition] = {
     "header.invalid": _N, "header.not_final": _P, "client.misbehaviour": _N, "client.frozen": _F,
     "client.expired": _F, "client.unknown": _F, "client.duplicate_type": _F,
     "client.recovery": _N,
+    # a phase-3 certificate older than the target's bound (SPEC §7.9): a newer relay block lifts it
+    "certificate.stale": _P,
     "header.unknown_parent": _P, "header.pending_limit": _P, "header.dpos.equivocation": _N,
     "header.dpos.finality_evidence": _N, "header.dpos.double_sign_evidence": _N,
     "header.poc.proof_of_space": _N, "header.poc.insufficient_quality": _N, "header.poc.difficulty": _N,

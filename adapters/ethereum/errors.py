@@ -78,6 +78,7 @@ BRIDGE_ERRORS: dict[str, tuple[tuple[str, ...], tuple[str, ...], type[ProtocolEr
     "DuplicateValidatorAddress": (("uint256", "address"), ("index", "addr"), perr.DuplicateValidatorError),
     "RelayTrustExpired": (("uint256", "uint256"), ("expiresAtMs", "blockTimeMs"), perr.ClientExpiredError),
     "RelayTrustLive": (("uint256", "uint256"), ("expiresAtMs", "blockTimeMs"), perr.IllegalTransitionError),
+    "CertificateStale": (("uint256", "uint256"), ("oldestMs", "headerTimeMs"), perr.CertificateStaleError),
     "PacketReplay": (("uint256", "uint256"), ("held", "got"), perr.ReplayError),
     "PacketTimeout": (("uint256", "uint256"), ("timeoutMs", "blockTimeMs"), perr.TimeoutExpiredError),
     "TimeoutAfterSlotStart": (("uint64", "uint64"), ("timeoutMs", "slotStartMs"), perr.TimeoutExpiredError),
@@ -107,6 +108,7 @@ _EXPECTED_GOT: dict[str, tuple[int, int]] = {
     "WrongChain": (0, 1), "LaneOverCapacity": (1, 0), "InsufficientFunds": (1, 0), "Unauthorized": (0, 1),
     "AllowanceTooLow": (1, 0), "RightPayloadMismatch": (0, 1), "AdmissionRefused": (1, 2), "ReputationTooLow": (0, 1),
     "RoundTiming": (1, 2), "RoundState": (1, 2), "RelayTrustExpired": (0, 1), "RelayTrustLive": (0, 1),
+    "CertificateStale": (0, 1),
 }
 """Which arguments are the expected and the got value (index pairs)."""
 

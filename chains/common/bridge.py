@@ -249,6 +249,7 @@ from protocol.codec import (
 )
 from protocol.errors import (
     AuthorizationError,
+    CertificateStaleError,
     ClientExpiredError,
     CodecError,
     IllegalTransitionError,
@@ -307,6 +308,8 @@ __all__ = [
     "bookings_path",
     "bridge_ops",
     "burned_right_path",
+    "check_certificate_age",
+    "check_max_certificate_age",
     "check_relay_trust",
     "check_trusting_period",
     "default_admission",
@@ -359,6 +362,10 @@ DEFAULT_TRUSTING_PERIOD_MS = 7 * DAY_MS
 """Default trusting period of a bridge's view of the relay set (SPEC §7.8): a week."""
 MIN_TRUSTING_PERIOD_MS = MINUTE_MS
 MAX_TRUSTING_PERIOD_MS = 365 * DAY_MS
+DEFAULT_MAX_CERTIFICATE_AGE_MS = 10 * MINUTE_MS
+"""Default bound on a phase-3 certificate's age (SPEC §7.9): ten minutes."""
+MIN_MAX_CERTIFICATE_AGE_MS = 10_000
+MAX_MAX_CERTIFICATE_AGE_MS = DAY_MS
 REFRESH_STEP_FRACTION = 64
 """A verified certificate refreshes the trusted time only when that advances it by period / 64 or more."""
 
@@ -432,6 +439,9 @@ class BridgeParams:
     initialised before trusting periods existed, which never expires)."""
     relay_admin: str | None = None
     """Account allowed to reset an expired trusted relay set (``bridge.reset_relay_validators``; None: nobody)."""
+    max_certificate_age_ms: int | None = None
+    """Phase 3 refuses a certificate whose relay header is older than this at the block time (SPEC §7.9;
+    None: a bridge initialised before the bound existed, which accepts a certificate of any age)."""
 
 
 AdmissionHook = Callable[[KVState, ChargingRightPayload, BlockContext], str | None]
@@ -501,6 +511,7 @@ def init_bridge(
     trusting_period_ms: int = DEFAULT_TRUSTING_PERIOD_MS,
     trusted_time_ms: int | None = None,
     relay_admin: str | None = None,
+    max_certificate_age_ms: int = DEFAULT_MAX_CERTIFICATE_AGE_MS,
 ) -> None:
     """Genesis: store the bridge configuration, the trusted relay set and the lanes.
 
@@ -508,7 +519,9 @@ def init_bridge(
     :data:`MAX_TRUSTING_PERIOD_MS`) bounds how long the relay set stays trusted without a fresh relay header;
     ``trusted_time_ms`` is the relay time the set is trusted as of (the relay genesis time; None: the clock
     starts at the first block that checks a certificate). ``relay_admin`` (default: ``rights_operator``) may
-    reset the set once the trust expired.
+    reset the set once the trust expired. ``max_certificate_age_ms`` (SPEC §7.9; within
+    :data:`MIN_MAX_CERTIFICATE_AGE_MS` .. :data:`MAX_MAX_CERTIFICATE_AGE_MS`) bounds the age of a phase-3
+    certificate's relay header at the block time.
 
     ``lanes`` is a list of ``{lane, counterparty, capacities?}``; a lane carries packets both ways;
     ``capacities`` (``{asset: int}``, ``*`` the default) are the relay's bucket capacities of the lane
@@ -532,6 +545,7 @@ def init_bridge(
     if admin is not None and not isinstance(admin, str):
         raise CodecError("relay_admin must be an account name", got=admin)
     period = check_trusting_period(trusting_period_ms)
+    max_age = check_max_certificate_age(max_certificate_age_ms)
     if trusted_time_ms is not None:
         check_uint("trusted_time_ms", trusted_time_ms)
     lane_list: list[tuple[str, str, dict[str, int] | None]] = []
@@ -559,7 +573,8 @@ def init_bridge(
     # everything checked: write
     state.set_json(CONFIG_KEY, {"chain_id": chain_id, "relay_chain_id": relay_chain_id,
                                 "native_denoms": list(denoms), "rights_operator": rights_operator,
-                                "trusting_period_ms": period, "relay_admin": admin})
+                                "trusting_period_ms": period, "relay_admin": admin,
+                                "max_certificate_age_ms": max_age})
     _store_relay_set(state, relay_validator_set, 0, trusted_time_ms)
     for counterparty, lane, caps in lane_list:
         state.set_json(lane_path(counterparty, lane), {"counterparty": counterparty, "lane": lane})
@@ -575,9 +590,10 @@ def load_params(state: KVState) -> BridgeParams:
     raw = state.get_json(CONFIG_KEY)
     if raw is None:
         raise ProtocolError("bridge not initialised on this chain")
-    period = raw.get("trusting_period_ms")
+    period, max_age = raw.get("trusting_period_ms"), raw.get("max_certificate_age_ms")
     return BridgeParams(ChainId(raw["chain_id"]), ChainId(raw["relay_chain_id"]), tuple(raw["native_denoms"]),
-                        raw["rights_operator"], None if period is None else int(period), raw.get("relay_admin"))
+                        raw["rights_operator"], None if period is None else int(period), raw.get("relay_admin"),
+                        None if max_age is None else int(max_age))
 
 
 def _params_for(state: KVState, ctx: BlockContext) -> BridgeParams:
@@ -603,6 +619,24 @@ def check_trusting_period(period_ms: Any) -> int:
         raise CodecError("trusting period out of bounds (ms)",
                          expected=f"{MIN_TRUSTING_PERIOD_MS}..{MAX_TRUSTING_PERIOD_MS}", got=period_ms)
     return period_ms
+
+
+def check_max_certificate_age(age_ms: Any) -> int:
+    """``age_ms`` if it is a certificate-age bound within the bounds (SPEC §7.9), else :class:`CodecError`."""
+    if (isinstance(age_ms, bool) or not isinstance(age_ms, int)
+            or not MIN_MAX_CERTIFICATE_AGE_MS <= age_ms <= MAX_MAX_CERTIFICATE_AGE_MS):
+        raise CodecError("max certificate age out of bounds (ms)",
+                         expected=f"{MIN_MAX_CERTIFICATE_AGE_MS}..{MAX_MAX_CERTIFICATE_AGE_MS}", got=age_ms)
+    return age_ms
+
+
+def check_certificate_age(params: BridgeParams, header_time_ms: int, now_ms: int) -> None:
+    """Phase 3 (SPEC §6.5 step 3, §7.9): :class:`CertificateStaleError` when the certificate's relay header is
+    more than ``max_certificate_age_ms`` older than the block time. A header ahead of the clock is not stale."""
+    bound = params.max_certificate_age_ms
+    if bound is not None and now_ms - header_time_ms > bound:
+        raise CertificateStaleError("relay certificate too old for phase 3: fetch one of a newer relay block",
+                                    expected=f"relay header time >= {now_ms - bound}", got=header_time_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1035,6 +1069,7 @@ def validate_recv(state: KVState, params: BridgeParams, packet: Packet, cert: Re
     verify_certificate(trusted, params.relay_chain_id, cert,
                        verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
                        packet_commitment(packet))
+    check_certificate_age(params, cert.commit.header.time_ms, ctx.timestamp_ms)
     if ctx.timestamp_ms >= packet.timeout_timestamp_ms:
         raise TimeoutExpiredError("packet timed out: it can only be refunded at its source now",
                                   expected=f"block time < {packet.timeout_timestamp_ms}", got=ctx.timestamp_ms)

@@ -14,7 +14,9 @@
                                                  # default 7 days; protocol SPEC §7.8)
       "trusted_time_ms": 1700000000000,          # relay time the set is trusted as of (optional: the first
                                                  # certificate starts the clock)
-      "relay_admin": "operator"                  # may reset an expired set (optional: the rights operator)
+      "relay_admin": "operator",                 # may reset an expired set (optional: the rights operator)
+      "max_certificate_age_ms": 600000           # phase 3 refuses an older relay certificate (optional,
+                                                 # default 10 minutes, 10 s .. 1 day; protocol SPEC §7.9)
     }
 
 A park learns its lanes and their capacities from the relay genesis, the same way it learns the relay
@@ -27,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from chains.common.bridge import DEFAULT_TRUSTING_PERIOD_MS, init_bridge
+from chains.common.bridge import DEFAULT_MAX_CERTIFICATE_AGE_MS, DEFAULT_TRUSTING_PERIOD_MS, init_bridge
 from chains.common.state import KVState
 from chains.common.wire import validator_set_from_json, validator_set_to_json
 from protocol.certificate import ValidatorSet
@@ -62,7 +64,8 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
                    native_denoms: Iterable[str] = ("kWh",), rights_operator: str | None = None,
                    transformers: dict[str, int] | None = None,
                    stations: dict[str, str] | None = None, *, trusted_time_ms: int | None = None,
-                   trusting_period_ms: int | None = None) -> dict[str, Any]:
+                   trusting_period_ms: int | None = None,
+                   max_certificate_age_ms: int | None = None) -> dict[str, Any]:
     """Build the ``bridge`` genesis section; ``lanes`` are ``(lane, counterparty)`` pairs or entries
     ``{lane, counterparty, capacities?}`` (as :func:`lanes_from_relay_genesis` gives them). ``trusted_time_ms``:
     the relay genesis time, as of which the relay set is trusted (protocol SPEC §7.8)."""
@@ -81,6 +84,8 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
         out["trusted_time_ms"] = trusted_time_ms
     if trusting_period_ms is not None:
         out["trusting_period_ms"] = trusting_period_ms
+    if max_certificate_age_ms is not None:
+        out["max_certificate_age_ms"] = max_certificate_age_ms
     return out
 
 
@@ -96,4 +101,5 @@ def apply_bridge_genesis(state: KVState, chain_id: str, section: Any) -> None:
                 rights_operator=section.get("rights_operator"), transformers=section.get("transformers") or None,
                 stations=section.get("stations") or None,
                 trusting_period_ms=section.get("trusting_period_ms", DEFAULT_TRUSTING_PERIOD_MS),
-                trusted_time_ms=section.get("trusted_time_ms"), relay_admin=section.get("relay_admin"))
+                trusted_time_ms=section.get("trusted_time_ms"), relay_admin=section.get("relay_admin"),
+                max_certificate_age_ms=section.get("max_certificate_age_ms", DEFAULT_MAX_CERTIFICATE_AGE_MS))

@@ -70,6 +70,7 @@ def build_genesis(
             transformers=dict(p.transformers),
             stations=dict(p.stations),
             trusted_time_ms=genesis_time_ms,
+            max_certificate_age_ms=p.max_certificate_age_ms,
         ),
     }
 

@@ -55,6 +55,10 @@ DEFAULT_TRUSTING_PERIOD_MS = 7 * 24 * 3600 * 1000
 """The bridge's trusting period of its relay set unless the deployment says otherwise (protocol SPEC §7.8): a week,
 as the Python parks' and the Fabric park's bridges (bounds: a minute .. 365 days, else the constructor reverts)."""
 
+DEFAULT_MAX_CERTIFICATE_AGE_MS = 10 * 60 * 1000
+"""Phase 3 refuses a relay certificate older than this (protocol SPEC §7.9): ten minutes, as the Python parks' and
+the Fabric park's bridges (bounds: 10 seconds .. a day, else the constructor reverts)."""
+
 RelaySetArgs = tuple[Sequence[bytes], Sequence[str], Sequence[int]]
 """The ``ValidatorSet`` constructor argument: ed25519 keys (32 bytes), eth addresses, powers."""
 
@@ -139,6 +143,7 @@ def deploy_park(
     artifacts_dir: Path | None = None,
     logger: _Log | None = None,
     trusting_period_ms: int = DEFAULT_TRUSTING_PERIOD_MS,
+    max_certificate_age_ms: int = DEFAULT_MAX_CERTIFICATE_AGE_MS,
 ) -> dict[str, str]:
     """Deploy the park (or finish a deployment cut short) and return :func:`expected_addresses`.
 
@@ -146,7 +151,8 @@ def deploy_park(
     ``lane_capacities`` (``configureLane``, protocol §6.8; the others ``openLane``: not limited);
     ``transformers`` (name -> kW) and ``stations`` (name -> transformer) fill the charging-right registry (SPEC
     §E2.6). ``trusting_period_ms`` bounds how long the bridge trusts its relay set without a fresh relay header
-(protocol SPEC §7.8). ``balances`` maps addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
+(protocol SPEC §7.8); ``max_certificate_age_ms`` bounds the age of a phase-3 certificate (§7.9). ``balances`` maps
+    addresses to genesis ``kWh`` balances in Wh (zero balances are skipped). The
     deployer needs ETH for gas. Transactions are signed locally with explicit nonces and sent without
     waiting for one another where they do not depend on each other, so a deployment takes about two
     blocks. Progress goes to ``logger`` (default ``parkrelay.ethereum.deploy``).
@@ -173,7 +179,7 @@ def deploy_park(
         _Step("VoucherToken (implementation)", None, create("VoucherToken"), creates="voucher_impl"),
         _Step("ParkBridge", None, create("ParkBridge", chain_id, relay_chain_id, relay_arg, checksum["energy_token"],
                                          checksum["energy_app"], checksum["rights"], checksum["reputation"],
-                                         trusting_period_ms),
+                                         trusting_period_ms, max_certificate_age_ms),
               creates="bridge"),
         _Step("EnergyApp", None, create("EnergyApp", checksum["energy_token"], checksum["voucher_impl"]),
               creates="energy_app"),

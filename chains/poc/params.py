@@ -32,3 +32,6 @@ class PocChainParams(KindParams):
     """Transformer capacities, kW, for charging-right admission: name -> capacity."""
     stations: dict[str, str] = param({"st-1": "tr-1"})
     """Charging stations for charging-right admission: name -> the transformer it is behind (SPEC §2.3)."""
+    max_certificate_age_ms: int = param(600_000, low=10_000, high=86_400_000)
+    """The park bridge refuses a phase-3 relay certificate older than this, ms (protocol SPEC §7.9; keep the relay's
+    ``recovery_delay_ms`` at least this plus the clock skew)."""

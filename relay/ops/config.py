@@ -114,6 +114,9 @@ class DeploymentConfig:
     """``[deployment] hosts``: ``"<chain id>/<node>"`` (the relay chain's id for a relay validator) -> the IP
     address that node binds to and is reached at, instead of ``host`` (e.g. each node in a network namespace of
     its own, :mod:`relay.ops.netns`). Nodes not named use ``host``."""
+    relay_recovery_delay_ms: int | None = None
+    """``[relay] recovery_delay_ms``: ``client.recover`` waits this long after a freeze (protocol SPEC §8.8; None: the
+    relay's default, 11 minutes). Keep it >= every park bridge's ``max_certificate_age_ms`` (§7.9) + clock skew."""
 
     def host_of(self, chain_id: str, node: str) -> str:
         """The address node ``node`` of ``chain_id`` (or relay validator ``node``) binds to and is reached at."""
@@ -244,6 +247,10 @@ def load_config(path: str | Path) -> DeploymentConfig:
                 raise ConfigError(f"relay: port {port} already used by {seen_ports[port]}")
             seen_ports[port] = f"{relay_chain_id}/{v}"
     block_ms = _get(relay, "block_interval_ms", int, "relay", 1000)
+    recovery_delay = relay.get("recovery_delay_ms")
+    if recovery_delay is not None and (isinstance(recovery_delay, bool) or not isinstance(recovery_delay, int)
+                                       or not 0 <= recovery_delay <= 7 * 24 * 3600 * 1000):
+        raise ConfigError(f"relay.recovery_delay_ms must be milliseconds in [0, 604800000], got {recovery_delay!r}")
     relayer_section = _get(raw, "relayers", dict, str(p), {})
     relayers = tuple(relayer_section.get("names", []))
     takeover = relayer_section.get("takeover_after_s", 4.0)
@@ -261,7 +268,7 @@ def load_config(path: str | Path) -> DeploymentConfig:
               for c in chains]
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
                             relay_base_port, block_ms, relayers, lane_limits, float(takeover),
-                            float(heartbeat) or None, node_hosts)
+                            float(heartbeat) or None, node_hosts, recovery_delay)
 
 
 PER_NODE_HOST_KINDS = ("dpos", "poc", "ethereum", "fabric")

@@ -121,6 +121,7 @@ def relay_genesis(cfg: DeploymentConfig, valset: ValidatorSet, genesis_time_ms: 
                         for r in cfg.relayers},
                      **{v: ed25519_signer(relay_key_paths(cfg, v)[0]).pubkey.hex() for v in cfg.relay_validators}},
         "block": {"commit_ms": cfg.relay_block_interval_ms},
+        **({"recovery_delay_ms": cfg.relay_recovery_delay_ms} if cfg.relay_recovery_delay_ms is not None else {}),
     }
 
 

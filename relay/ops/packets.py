@@ -96,8 +96,11 @@ def packet_status(cfg: DeploymentConfig, raw: bytes, views: dict[str, ParkView] 
     if receipt is not None and receipt == chain_kind(dst.chain.kind).timeout_receipt:
         receipt = None  # the target recorded the timeout (Fabric): no execution; the relay certifies the outcome
     ack = dst.ack(p.src_chain, p.lane, p.sequence) if receipt is not None else None
-    verified = outcome = None
+    verified = outcome = suspended = None
     if relay is not None:
+        # a packet whose source's client froze while it was in flight (SPEC §8.8) until the recovery revokes it
+        suspended = rpc(relay, "query", {"key": "relay/suspended/" + verified_path(
+            p.src_chain, p.dst_chain, p.lane, p.sequence).decode()[len("relay/verified/"):]})["value"]
         verified = rpc(relay, "query", {"key": verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()})[
             "value"]
         outcome = rpc(relay, "query", {"key": outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()})[
@@ -119,6 +122,7 @@ def packet_status(cfg: DeploymentConfig, raw: bytes, views: dict[str, ParkView] 
     return {"packet": packet_key(p), "state": state, "kind": p.kind.name.lower(), "sender": p.sender,
             "receiver": p.receiver, "payload": {k: getattr(payload, k) for k in payload.__slots__},  # type: ignore[attr-defined]
             "timeout_timestamp_ms": p.timeout_timestamp_ms, "verified": verified is not None,
+            "suspended": suspended is not None,
             "ack": None if ack is None else {"success": ack.success, "code": ack.code}}
 
 

@@ -67,7 +67,9 @@ def _query(cfg: DeploymentConfig, key: str) -> bytes | None:
 
 
 def collect_in_flight(cfg: DeploymentConfig, chain_id: str) -> list[bytes]:
-    """The raw bytes of every packet from ``chain_id`` the relay holds VERIFIED with no outcome, in key order."""
+    """The raw bytes of every packet from ``chain_id`` the relay holds VERIFIED with no outcome, in key order: since
+    the freeze suspended them, their commitments sit at ``relay/suspended/…`` (SPEC §8.8); a client frozen before
+    suspension existed left them at ``relay/verified/…``."""
     head = int(_relay(cfg, "status")["height"])
     verified_at: dict[str, tuple[str, int]] = {}
     start = 1
@@ -82,6 +84,8 @@ def collect_in_flight(cfg: DeploymentConfig, chain_id: str) -> list[bytes]:
     out: dict[str, bytes] = {}
     for key, (commitment, height) in sorted(verified_at.items()):
         held = _query(cfg, key)
+        if held is None:
+            held = _query(cfg, "relay/suspended/" + key[len("relay/verified/"):])
         if held is None or held.hex() != commitment:
             continue  # revoked since, or verified again with another packet (its own event is the later one)
         if _query(cfg, "relay/outcome/" + key[len("relay/verified/"):]) is not None:

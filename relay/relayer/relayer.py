@@ -531,9 +531,11 @@ class Relayer(ClientUpdates):
             rec = self._records_of(t, relay_state, park_state)
             action = next_action(rec, now_ms, timeout_unverified=self.timeout_unverified,
                                  target_timeout_receipt=receipt_target)
-            if action is Action.FINISH:
+            if action is Action.FINISH and (rec.outcome or not src_frozen):
                 self._finish(t)
                 continue
+            if action is Action.FINISH:
+                continue  # a frozen source's suspended packet (SPEC §8.8): kept until the recovery decides
             if action is Action.TIMEOUT and not rec.verified:
                 unverified.add(t.key)
             if ((src_frozen and (action in (Action.VERIFY, Action.RECV, Action.TIMEOUT_RECEIPT) or t.key in unverified))
@@ -852,6 +854,10 @@ class Relayer(ClientUpdates):
         wait_s = retry_delay_s(disposition)
         if error is not None and error.code == "certificate.validator_set" and chain is not self.relay:
             wait_s = min(wait_s, RETRY_SOON_S)  # the relay set rotated under it: rotate the park's bridge, resubmit
+        if error is not None and error.code == "certificate.stale" and chain is not self.relay:
+            # the certificate's relay block is older than the target's bound (SPEC §7.9): every submission fetches
+            # the newest relay block's certificate, so the next one is fresh unless the relay itself is stalled
+            wait_s = min(wait_s, RETRY_SOON_S)
         if packets is None:
             # header updates, lane configs, evidence: what they carry changes with the chain, so a refusal
             # is looked at again within seconds whatever its disposition

@@ -61,6 +61,7 @@ def evm(anvil: AnvilProcess) -> Evm:
 @pytest.fixture(scope="session")
 def base_world(evm: Evm) -> World:
     relay = RelaySim.create("relay", 4, filler_records=64)
+    relay.clock = evm.now_ms  # relay blocks as recent as the park's (the bridges refuse stale certificates)
     a = deploy_park(evm, A, relay, [(B, LANE), (DPOS, LANE), (C, LANE_AC)])
     b = deploy_park(evm, B, relay, [(A, LANE), (DPOS, LANE), (C, LANE_BC)])
     c = deploy_park(evm, C, relay, [(B, LANE_BC), (A, LANE_AC)])

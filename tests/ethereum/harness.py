@@ -20,7 +20,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,6 +314,9 @@ class RelaySim:
     height: int = 0
     time_ms: int = 1_700_000_000_000
     last_hash: bytes = bytes(32)
+    clock: Callable[[], int] | None = None
+    """The chain's clock (ms), when given: a block is never older than it (certificates stay fresh, protocol
+    §7.9, however far a test moves the chain's time)."""
 
     @classmethod
     def create(cls, chain_id: str = "relay", n: int = 4, filler_records: int = 64) -> RelaySim:
@@ -342,6 +345,8 @@ class RelaySim:
         keys = keys if keys is not None else self.keys
         self.height += 1
         self.time_ms += 1000
+        if self.clock is not None:
+            self.time_ms = max(self.time_ms, self.clock())
         header = RelayHeader(ChainId(chain_id or self.chain_id), self.height, self.time_ms, self.last_hash,
                              sha256(f"block {self.height}".encode()), self.tree.root, vset.hash,
                              (next_set or vset).hash)
@@ -429,11 +434,13 @@ class Park:
 
 
 TRUSTING_PERIOD_MS = 7 * 24 * 3600 * 1000
+MAX_CERTIFICATE_AGE_MS = 10 * 60 * 1000
 
 
 def deploy_park(evm: Evm, chain_id: str, relay: RelaySim, lanes: Iterable[tuple[str, str]],
                 capacities: dict[tuple[str, str], dict[str, int]] | None = None,
-                trusting_period_ms: int = TRUSTING_PERIOD_MS) -> Park:
+                trusting_period_ms: int = TRUSTING_PERIOD_MS,
+                max_certificate_age_ms: int = MAX_CERTIFICATE_AGE_MS) -> Park:
     """The park's contracts in the order of ``chains.ethereum.deploy`` from a fresh operator key (so the bridge
     is built with the CREATE addresses of the apps that follow it); lanes opened, those in ``capacities``
     (``(counterparty, lane) -> {asset: capacity}``) with the relay genesis's limits."""
@@ -442,7 +449,7 @@ def deploy_park(evm: Evm, chain_id: str, relay: RelaySim, lanes: Iterable[tuple[
     token = evm.deploy("EnergyToken", operator)
     impl = evm.deploy("VoucherToken", operator)
     bridge = evm.deploy("ParkBridge", operator, chain_id, relay.chain_id, validator_set_abi(relay.vset),
-                        token.address, at[3], at[4], at[5], trusting_period_ms)
+                        token.address, at[3], at[4], at[5], trusting_period_ms, max_certificate_age_ms)
     energy_app = evm.deploy("EnergyApp", operator, token.address, impl.address)
     rights = evm.deploy("ChargingRights", operator, bridge.address)
     reputation = evm.deploy("ReputationApp", operator, bridge.address, at[6])

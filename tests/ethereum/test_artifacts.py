@@ -37,7 +37,7 @@ def test_artifacts_are_self_describing_and_location_free() -> None:
     assert errors == {"CodecInvalid", "ProofInvalid", "SignatureInvalid", "QuorumNotReached", "ValidatorSetMismatch",
                       "PacketReplay", "PacketTimeout", "WrongChain", "LaneInvalid", "LaneOverCapacity",
                       "Unauthorized", "DuplicateValidatorKey", "DuplicateValidatorAddress", "RelayTrustExpired",
-                      "RelayTrustLive"}
+                      "RelayTrustLive", "CertificateStale"}
     for name in DEPLOYABLE:  # EIP-170: every contract deploys
         art = json.loads((ARTIFACTS_DIR / f"{name}.json").read_text(encoding="utf-8"))
         assert (len(art["deployedBytecode"]) - 2) // 2 <= 24_576, name
@@ -82,6 +82,7 @@ def test_bridge_abi_is_the_spec_interface() -> None:
         "relayTrust()": ["bytes32", "uint64", "uint64", "uint64", "uint64"],
         f"resetRelayValidators({vset},uint64,uint64)": [],
         "trustingPeriodMs()": ["uint64"],
+        "maxCertificateAgeMs()": ["uint64"],
         "relayTrustedTimeMs()": ["uint64"],
         "tokenOf(string)": ["address"],
         "nextSequenceSend(string,string)": ["uint64"],
@@ -98,7 +99,7 @@ def test_bridge_abi_is_the_spec_interface() -> None:
         assert functions.get(sig) == outputs, sig
     (ctor,) = [e for e in abi if e["type"] == "constructor"]
     assert [_canonical(i) for i in ctor["inputs"]] == ["string", "string", vset, "address", "address", "address",
-                                                       "address", "uint64"]
+                                                       "address", "uint64", "uint64"]
     structs = {i["internalType"] for e in abi if e["type"] == "function" for i in e["inputs"]}
     assert {"struct RelayVerifier.Certificate", "struct RelayVerifier.ValidatorSet",
             "struct RelayVerifier.Commit"} <= structs

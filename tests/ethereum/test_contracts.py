@@ -353,7 +353,7 @@ def test_insufficient_signatures(world: World) -> None:
 def test_quorum_counts_power_and_exactly_two_thirds_is_not_enough(world: World) -> None:
     w = world
     keys, vset = make_validators(4, powers=[3, 1, 1, 1])  # total 6
-    relay = RelaySim("relay", keys, vset)
+    relay = RelaySim("relay", keys, vset, clock=w.evm.now_ms)
     c = deploy_park(w.evm, "eth-c", relay, [(DPOS, LANE)])
     packet = py_packet("eth-c", receiver=lower_hex(w.bob.address), timeout_ms=timeout(w))
 
@@ -801,9 +801,10 @@ def test_malformed_validator_sets_are_refused(world: World) -> None:
     for relay_set in [([], [], []), (keys, addrs, [1, 0, 1, 1])]:
         with pytest.raises(TxFailed, match="CodecInvalid"):
             w.evm.deploy("ParkBridge", w.relayer, "eth-x", "relay", relay_set, w.b.token.address,
-                         *apps, 86_400_000)
+                         *apps, 86_400_000, 600_000)
     with pytest.raises(TxFailed, match="CodecInvalid"):
-        w.evm.deploy("ParkBridge", w.relayer, "Bad Id", "relay", trusted, w.b.token.address, *apps, 86_400_000)
+        w.evm.deploy("ParkBridge", w.relayer, "Bad Id", "relay", trusted, w.b.token.address, *apps, 86_400_000,
+                     600_000)
 
 
 # --- tokens ------------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def test_sets_repeating_a_key_or_an_address_are_refused_at_deployment_and_rotati
     apps = (w.b.energy_app.address, w.b.rights.address, w.b.reputation.address)
 
     def deploy(vs: Any, period: int = PERIOD_MS) -> Any:
-        return w.evm.deploy("ParkBridge", w.relayer, "eth-x", "relay", vs, w.b.token.address, *apps, period)
+        return w.evm.deploy("ParkBridge", w.relayer, "eth-x", "relay", vs, w.b.token.address, *apps, period,
+                            600_000)
 
     with pytest.raises(TxFailed, match="DuplicateValidatorKey"):
         deploy(([keys[0], keys[1], keys[2], keys[1]], addrs, powers))
@@ -164,3 +165,34 @@ def test_trust_refreshes_expires_and_the_owner_resets_it(world: World) -> None:
     assert _refused(w, park, recv_call(w, park, p4, replace(fresh, commit=stale), old_set)) == "ValidatorSetMismatch"
     ack, _ = recv_packet(w.evm, park, w.relayer, p4, fresh, relay.vset)
     assert ack == SUCCESS_ACK
+
+
+def test_a_phase3_certificate_older_than_the_bound_is_refused_and_a_fresh_one_accepted(world: World) -> None:
+    """Protocol §7.9: ``recvPacket`` refuses a certificate whose relay header is more than ``maxCertificateAgeMs``
+    older than the block time (``CertificateStale``, nothing written); a certificate of a newer relay block executes.
+    Out-of-range bounds are refused at deployment."""
+    w = world
+    relay = RelaySim.create("relay", 4, filler_records=16)
+    park = deploy_park(w.evm, "eth-t", relay, [(DPOS, LANE)], trusting_period_ms=PERIOD_MS,
+                       max_certificate_age_ms=60_000)
+    assert park.bridge.functions.maxCertificateAgeMs().call() == 60_000
+    relay.time_ms = w.evm.now_ms()
+    p1 = _packet(w, 1, w.evm.now_ms() + PERIOD_MS)
+    old = relay.verify(p1)  # header time: the chain's clock + 1 s
+    w.evm.mine_at((old.commit.header.time_ms + 60_000) // 1000 + 1)  # the next block is > 60 s after the header
+    voucher = f"{LANE}/{DPOS}/kWh"
+    assert _refused(w, park, recv_call(w, park, p1, old, relay.vset)) == "CertificateStale"
+    assert park.bridge.functions.receiptOf(DPOS, LANE, 1).call() == bytes(32)
+    assert int(park.bridge.functions.tokenOf(voucher).call(), 16) == 0  # nothing minted: no voucher token yet
+    relay.time_ms = w.evm.now_ms()
+    ack, _ = recv_packet(w.evm, park, w.relayer, p1, relay.verify(p1), relay.vset)
+    assert ack == SUCCESS_ACK
+    assert park.bridge.functions.receiptOf(DPOS, LANE, 1).call() != bytes(32)
+    assert int(park.bridge.functions.tokenOf(voucher).call(), 16) != 0
+
+    keys_addrs_powers = validator_set_abi(relay.vset)
+    apps = (w.b.energy_app.address, w.b.rights.address, w.b.reputation.address)
+    for bad in (9_999, 86_400_001, 0):
+        with pytest.raises(TxFailed, match="CodecInvalid"):
+            w.evm.deploy("ParkBridge", w.relayer, "eth-x", "relay", keys_addrs_powers, w.b.token.address, *apps,
+                         PERIOD_MS, bad)

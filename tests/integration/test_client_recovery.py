@@ -28,6 +28,7 @@ from unittest import mock
 import pytest
 
 import tests.integration.test_four_phases as four_phases
+from protocol.errors import ProtocolError
 from relay.ops.config import ConfigError
 from tests.integration.harness import REPO, wait_for
 from tests.integration.test_forks import Admin, _client_holds_head_of, _relayer_logs, _status
@@ -43,10 +44,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 _CHAIN_SPEC = four_phases.chain_spec
 PARK_DEPTH = 10
 WINDOW_MS = 2000
+CERT_AGE_MS = 15_000
+"""Both parks' bridges refuse a phase-3 certificate older than this (SPEC §7.9; the default is 10 minutes)."""
+RECOVERY_DELAY_MS = 20_000
+"""The relay's recovery_delay_ms: at least the bridges' bound plus clock skew (one host here)."""
 
 
 def _spec(chain_id: str) -> dict[str, Any]:
     spec = _CHAIN_SPEC(chain_id)
+    spec["max_certificate_age_ms"] = CERT_AGE_MS
     if chain_id == POC:
         # the relay's client: final at depth 1 after 2 s on the best branch; the park's nodes: depth 10
         spec["confirmation_depth"] = PARK_DEPTH
@@ -58,7 +64,7 @@ def _spec(chain_id: str) -> dict[str, Any]:
 def rnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     with mock.patch.object(four_phases, "chain_spec", _spec), started_net(
             tmp_path_factory.mktemp("recovery"), [DPOS, POC], [{"lane": LANE, "a": DPOS, "b": POC}],
-            ["relayer-a", "relayer-b"]) as n:
+            ["relayer-a", "relayer-b"], relay_options={"recovery_delay_ms": RECOVERY_DELAY_MS}) as n:
         yield n
 
 
@@ -144,6 +150,10 @@ async def test_a_reorg_past_the_clients_finality_freezes_it_and_governance_recov
         links = await net.links()
         try:
             await net.hand_verify(abandoned, links)
+            # a relayer that fetched the transfer's certificate now (before the freeze) holds one that proves it
+            raw, _ = await net.sent(abandoned)
+            assert links.relay.client is not None
+            old_cert = await links.relay.client.call("getCertificate", {"key": f"relay/verified/{abandoned}"})
         finally:
             await links.close_links()
         assert (await net.packet(abandoned))["state"] == "verified"
@@ -180,12 +190,30 @@ async def test_a_reorg_past_the_clients_finality_freezes_it_and_governance_recov
             except ConfigError:
                 return None
 
-        # the park includes the abandoned branch's transfer again, at the same sequence; the relay still holds the
-        # abandoned branch's verification of it, and the relayers do not deliver it while the client is frozen
+        # the park includes the abandoned branch's transfer again, at the same sequence; the freeze suspended the
+        # abandoned branch's verification of it (no relay block from the freeze on proves it, SPEC §8.8), and the
+        # relayers do not deliver it while the client is frozen
         held = await wait_for("the transfer included again on the new branch", included_again, 60, poll_s=0.2)
-        assert held["state"] == "verified"
+        assert held["state"] == "committed" and held["suspended"]
 
-        # governance recovers it: the operator's CLI, the validators' key files
+        # governance recovers it once the relay's recovery delay has passed since the freeze; by then the certificate
+        # fetched before the freeze is stale at the target (SPEC §8.8, §7.9): refused, nothing executed
+        async with net.d.client(RELAY, "op-a") as relay:
+            frozen_at = json.loads(bytes.fromhex((await relay.call("query", {"key": f"relay/frozen_at/{POC}"}))[
+                "value"]))["time_ms"]
+
+        async def delay_passed() -> bool:
+            return int((await _status(net, RELAY, "op-a"))["timestamp_ms"]) > frozen_at + RECOVERY_DELAY_MS
+
+        await wait_for("the relay's recovery delay passed", delay_passed, 90, poll_s=0.5)
+        links = await net.links()
+        try:
+            with pytest.raises(ProtocolError) as stale:
+                await links.parks[DPOS].target.submit("bridge.recv", {"packet": raw.hex(), "certificate": old_cert})
+            assert stale.value.code == "certificate.stale", stale.value
+        finally:
+            await links.close_links()
+        assert (await net.packet(abandoned))["state"] == "committed"  # no receipt on the DPoS park
         st = _cli(net, "status", "--chain", POC)
         assert st["status"] == "frozen"
         out = _cli(net, "recover", "--chain", POC)

@@ -466,12 +466,13 @@ class Net:
 
 @contextmanager
 def started_net(root: Path, chains: list[str], lanes: list[dict[str, str]], relayers: list[str],
-                a: str | None = None, b: str | None = None) -> Iterator[Net]:
+                a: str | None = None, b: str | None = None,
+                relay_options: dict[str, Any] | None = None) -> Iterator[Net]:
     """A devnet of ``chains`` (test specs), four relay validators and ``relayers`` (none started), as a :class:`Net`
     between ``a`` and ``b`` (default: the first two chains); everything it started stops on exit."""
     d = Devnet(root, chains=[chain_spec(c) for c in chains], lanes=lanes,
                relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
-                      "block_interval_ms": 300},
+                      "block_interval_ms": 300, **(relay_options or {})},
                relayers=relayers, relayer_options={"heartbeat_s": 1.0})
     d.write()
     d.start_all()

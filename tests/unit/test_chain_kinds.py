@@ -145,9 +145,10 @@ def test_the_devnet_config_still_loads() -> None:
     registry = {"transformers": {"tr-1": 150, "tr-2": 100}, "stations": {"st-1": "tr-1", "st-2": "tr-2"}}
     assert isinstance(dpos.params, DposChainParams) and dpos.params.set_values() == {
         "block_interval_ms": 1000, "active_witnesses": 3, "maintenance_interval_blocks": 30,
-        "relay_chain_id": "relay", **registry}
+        "relay_chain_id": "relay", "max_certificate_age_ms": 600_000, **registry}
     assert poc.params == {"target_block_interval_ms": 2000, "plot_k": 21, "plots_per_farmer": 1,
-                          "confirmation_depth": 6, "relay_chain_id": "relay", **registry}
+                          "confirmation_depth": 6, "relay_chain_id": "relay", "max_certificate_age_ms": 600_000,
+                          **registry}
     market = {"market_buses": {"1": {"parent": 0, "length_m": 400, "limit_wh": 40_000},
                                "2": {"parent": 1, "length_m": 150, "limit_wh": 20_000},
                                "3": {"parent": 1, "length_m": 200, "limit_wh": 20_000},

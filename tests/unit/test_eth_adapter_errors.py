@@ -73,6 +73,7 @@ SPEC_ERRORS: list[tuple[str, list[str], list[Any], str]] = [
     ("DuplicateValidatorKey", ["uint256", "bytes32"], [2, b"\x01" * 32], "certificate.duplicate_validator"),
     ("DuplicateValidatorAddress", ["uint256", "address"], [3, "0x" + "aa" * 20], "certificate.duplicate_validator"),
     ("RelayTrustExpired", ["uint256", "uint256"], [1_000, 2_000], "client.expired"),
+    ("CertificateStale", ["uint256", "uint256"], [1_000, 900], "certificate.stale"),
     ("RelayTrustLive", ["uint256", "uint256"], [2_000, 1_000], "lifecycle.illegal"),
     ("PacketReplay", ["uint256", "uint256"], [7, 3], "packet.replay"),
     ("PacketTimeout", ["uint256", "uint256"], [1_000, 2_000], "packet.timeout"),

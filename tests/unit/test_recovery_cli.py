@@ -43,7 +43,8 @@ def test_in_flight_packets_are_read_from_events_blocks_and_state(monkeypatch: py
     blocks = {3: {"txs": [{"op": "packet.verify", "args": {"packet": p1.hex()}}]},
               4: {"txs": [{"op": "packet.verify_batch", "args": {"items": [{"packet": p2.hex()},
                                                                            {"packet": p3.hex()}]}}]}}
-    state = {"relay/verified/poc-park/dpos-park/lane-0/1": c[p1], "relay/verified/poc-park/dpos-park/lane-0/2": c[p2],
+    # p1's client froze since: its record moved to relay/suspended (SPEC §8.8)
+    state = {"relay/suspended/poc-park/dpos-park/lane-0/1": c[p1], "relay/verified/poc-park/dpos-park/lane-0/2": c[p2],
              "relay/outcome/poc-park/dpos-park/lane-0/2": "01"}
 
     def relay(cfg: Any, method: str, params: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
@@ -61,7 +62,7 @@ def test_in_flight_packets_are_read_from_events_blocks_and_state(monkeypatch: py
     monkeypatch.setattr(recovery, "_relay", relay)
     assert recovery.collect_in_flight(SimpleNamespace(), "poc-park") == [p1]  # type: ignore[arg-type]
     # verified again since with another packet at the sequence whose bytes the blocks do not hold: an error, not a guess
-    state["relay/verified/poc-park/dpos-park/lane-0/1"] = c[p1_other]
+    state["relay/suspended/poc-park/dpos-park/lane-0/1"] = c[p1_other]
     events[0]["commitment"] = c[p1_other]
     with pytest.raises(RuntimeError):
         recovery.collect_in_flight(SimpleNamespace(), "poc-park")  # type: ignore[arg-type]

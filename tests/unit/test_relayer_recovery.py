@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from protocol.errors import CertificateStaleError
 from protocol.paths import verified_path
+from relay.relayer.policy import RETRY_SOON_S
 from tests.unit.test_relayer_loop import _client, _Park, _Relay, _relayer, _send_event
 
 
@@ -73,4 +75,53 @@ async def test_another_packet_at_the_sequence_on_the_new_branch_replaces_the_tra
     assert new.raw != old.raw and new.raw.hex() == new_event["packet"]
     (row,) = r.db.execute("SELECT packet, done FROM packets").fetchall()
     assert row == (new.raw.hex(), 0)
+    r.db.close()
+
+
+class _RelayWithCertificates(_RelayWithRecords):
+    """Serves ``getCertificate``: a new certificate (numbered) for every call, as a relay's newest block gives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.certificates = 0
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        if method == "getCertificate":
+            self.certificates += 1
+            return {"n": self.certificates, "key": (params or {})["key"]}
+        return await super().call(method, params)
+
+
+class _StaleOnceTarget(_Park):
+    """A target that refuses the first certificate as stale (SPEC §7.9), then accepts."""
+
+    def __init__(self, chain_id: str) -> None:
+        super().__init__(chain_id)
+        self.refusals = 0
+
+    async def submit(self, op: str, args: dict[str, Any]) -> str:
+        if op == "bridge.recv" and self.refusals == 0:
+            self.refusals += 1
+            self.submitted.append((op, args))
+            raise CertificateStaleError("relay certificate too old for phase 3", expected=">= 1", got=0)
+        return await super().submit(op, args)
+
+
+async def test_a_stale_certificate_is_refetched_and_resubmitted_within_a_second(tmp_path: Path) -> None:
+    relay = _RelayWithCertificates()
+    a, b = _Park("park-a"), _StaleOnceTarget("park-b")
+    a.events_at[3] = [_send_event("park-a", "park-b", 1, 3)]
+    _client(relay, a, latest=10, final=8)
+    _client(relay, b, latest=10, final=8)
+    relay.verified.add(verified_path("park-a", "park-b", "lane-0", 1).decode())
+    now = [0.0]
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None, clock=lambda: now[0])
+    await r.step()
+    await r.step()
+    recvs = [args for op, args in b.submitted if op == "bridge.recv"]
+    assert len(recvs) == 1 and recvs[0]["certificate"]["n"] == 1 and b.refusals == 1
+    now[0] += RETRY_SOON_S + 0.01  # certificate.stale: resubmitted soon, not parked, with a certificate fetched anew
+    await r.step()
+    recvs = [args for op, args in b.submitted if op == "bridge.recv"]
+    assert len(recvs) == 2 and recvs[1]["certificate"]["n"] > recvs[0]["certificate"]["n"]
     r.db.close()

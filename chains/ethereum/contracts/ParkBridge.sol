@@ -6,6 +6,7 @@ import {IChargingRightApp, IEnergyApp, IParkApp, IReputationApp} from "./IParkAp
 import {PacketCodec} from "./PacketCodec.sol";
 import {RelayVerifier} from "./RelayVerifier.sol";
 import {
+    CertificateStale,
     CodecInvalid,
     LaneInvalid,
     LaneOverCapacity,
@@ -71,6 +72,9 @@ contract ParkBridge {
     string public relayChainId;
     /// @notice How long the relay set stays trusted without a fresh verified header (protocol §7.8), ms.
     uint64 public immutable trustingPeriodMs;
+    /// @notice Phase 3 refuses a certificate whose relay header is older than this at the block time (protocol
+    ///         §7.9), ms: after a client recovery on the relay, certificates of revoked packets go stale.
+    uint64 public immutable maxCertificateAgeMs;
 
     /// @notice The park operator: opens lanes; the apps take it as theirs (registry, issuing, records).
     address public immutable owner;
@@ -97,6 +101,9 @@ contract ParkBridge {
     /// bounds of the trusting period (protocol §7.8): a minute .. 365 days
     uint64 internal constant MIN_TRUSTING_PERIOD_MS = 60_000;
     uint64 internal constant MAX_TRUSTING_PERIOD_MS = 365 days * 1000;
+    /// bounds of the phase-3 certificate age (protocol §7.9): 10 seconds .. a day
+    uint64 internal constant MIN_CERTIFICATE_AGE_MS = 10_000;
+    uint64 internal constant MAX_CERTIFICATE_AGE_MS = 1 days * 1000;
     /// a verified header refreshes the trusted time by steps of at least trustingPeriodMs / 64
     uint64 internal constant REFRESH_STEP_FRACTION = 64;
 
@@ -137,7 +144,8 @@ contract ParkBridge {
         address energyApp_,
         address rightsApp_,
         address reputationApp_,
-        uint64 trustingPeriodMs_
+        uint64 trustingPeriodMs_,
+        uint64 maxCertificateAgeMs_
     ) {
         if (!PacketCodec.isId(bytes(chainId_)) || !PacketCodec.isId(bytes(relayChainId_))) revert CodecInvalid();
         if (
@@ -147,7 +155,11 @@ contract ParkBridge {
         if (trustingPeriodMs_ < MIN_TRUSTING_PERIOD_MS || trustingPeriodMs_ > MAX_TRUSTING_PERIOD_MS) {
             revert CodecInvalid();
         }
+        if (maxCertificateAgeMs_ < MIN_CERTIFICATE_AGE_MS || maxCertificateAgeMs_ > MAX_CERTIFICATE_AGE_MS) {
+            revert CodecInvalid();
+        }
         trustingPeriodMs = trustingPeriodMs_;
+        maxCertificateAgeMs = maxCertificateAgeMs_;
         relayTrustedTimeMs = uint64(block.timestamp * 1000);
         owner = msg.sender;
         chainId = chainId_;
@@ -375,6 +387,10 @@ contract ParkBridge {
 
         bytes32 valueHash = sha256(abi.encode(sha256(packet)));
         _verifyCertificate(cert, relaySet, _relayKeyHash("relay/verified/", packet), valueHash);
+        // §7.9: a certificate older than the bound may prove a packet a client recovery revoked since
+        if (uint256(cert.commit.header.timeMs) + maxCertificateAgeMs < block.timestamp * 1000) {
+            revert CertificateStale(block.timestamp * 1000 - maxCertificateAgeMs, cert.commit.header.timeMs);
+        }
         uint256 timeout = packet.word(PacketCodec.TIMEOUT);
         if (block.timestamp * 1000 >= timeout) revert PacketTimeout(timeout, block.timestamp * 1000);
 

@@ -26,6 +26,8 @@ error DuplicateValidatorAddress(uint256 index, address addr);
 error RelayTrustExpired(uint256 expiresAtMs, uint256 blockTimeMs);
 /// `lifecycle.illegal`: a reset of a relay set whose trust has not expired (§7.8).
 error RelayTrustLive(uint256 expiresAtMs, uint256 blockTimeMs);
+/// certificate.stale: a phase-3 certificate's relay header is older than maxCertificateAgeMs (protocol §7.9)
+error CertificateStale(uint256 oldestMs, uint256 headerTimeMs);
 
 // --- packets and lanes (protocol §6) --------------------------------------------------------------------------
 

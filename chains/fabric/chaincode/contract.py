@@ -170,12 +170,14 @@ from typing import Any
 from chains.common import wire
 from chains.common.bridge import (
     CONFIG_KEY,
+    DEFAULT_MAX_CERTIFICATE_AGE_MS,
     DEFAULT_TRUSTING_PERIOD_MS,
     RELAY_SET_KEY,
     BridgeHooks,
     BridgeOp,
     BridgeParams,
     bridge_ops,
+    check_max_certificate_age,
     check_relay_trust,
     check_trusting_period,
     init_bridge,
@@ -262,7 +264,7 @@ _RIGHT_FIELDS = ("right_id", "station", "transformer", "power_kw", "slot_start_m
 _GENESIS_KEYS = frozenset({"chain_id", "accounts", "balances", "bridge", "market"})
 _SECTION_REQUIRED = ("relay_chain_id", "relay_validators", "lanes")
 _SECTION_OPTIONAL = ("native_denoms", "rights_operator", "transformers", "stations", "trusting_period_ms",
-                     "trusted_time_ms", "relay_admin")
+                     "trusted_time_ms", "relay_admin", "max_certificate_age_ms")
 _UINT_RE = re.compile(r"0|[1-9][0-9]{0,19}")
 _ERROR_RE = re.compile(r"\[([a-z0-9._]+)\] (.*)", re.DOTALL)
 _HEX_RE = re.compile(r"(?:[0-9a-f]{2})*")
@@ -430,6 +432,7 @@ class BridgeContract:
                 raise CodecError("the relay admin is an identity of the park operator's MSP",
                                  expected=f"{self.operator_msp}:<name>", got=relay_admin)
         period = check_trusting_period(section.get("trusting_period_ms", DEFAULT_TRUSTING_PERIOD_MS))
+        max_age = check_max_certificate_age(section.get("max_certificate_age_ms", DEFAULT_MAX_CERTIFICATE_AGE_MS))
         trusted_time = section.get("trusted_time_ms")
         if trusted_time is not None and (isinstance(trusted_time, bool) or not isinstance(trusted_time, int)
                                          or not 0 <= trusted_time <= UINT64_MAX):
@@ -464,7 +467,7 @@ class BridgeContract:
             init_bridge(state, chain_id, check_id("relay chain", section["relay_chain_id"]),
                         wire.validator_set_from_json(section["relay_validators"]), native, lanes,
                         rights_operator=operator, transformers=transformers, trusting_period_ms=period,
-                        trusted_time_ms=trusted_time, relay_admin=relay_admin)
+                        trusted_time_ms=trusted_time, relay_admin=relay_admin, max_certificate_age_ms=max_age)
             for name, capacity in transformers.items():
                 assets.set_transformer(state, name, capacity)  # names without '/', as the registry writes them
             for name, transformer in stations.items():

@@ -109,7 +109,7 @@ def process_attest(router: RelayClientRouter, state: ChainState, tx: Tx, now_ms:
         client.attest(tx.sender, power, total, req.height, req.block_hash, req.head_height, now_ms, set_id=set_id)
     except MisbehaviourError as exc:
         router.save(state, hosted)
-        return freeze_events(state, hosted, exc)
+        return freeze_events(state, hosted, exc, now_ms)
     router.save(state, hosted)
     return [{"type": "client_attested", "chain_id": req.chain_id, "client_id": hosted.client_id,
              "attester": tx.sender, "height": req.height, "block_hash": req.block_hash.hex(),

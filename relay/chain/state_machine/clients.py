@@ -44,6 +44,7 @@ from typing import Any
 
 from chains.common.state import ChainState
 from protocol.errors import (
+    ClientRecoveryError,
     CodecError,
     HeaderError,
     MisbehaviourError,
@@ -54,7 +55,14 @@ from protocol.errors import (
 )
 from protocol.light_client import ClientRouter, ClientStatus, LightClient, base_state_to_json, restore_base_state
 from protocol.types import ChainId, ClientId, check_id
-from relay.chain.state_machine.keys import CLIENT_INDEX_KEY, chain_lanes_key, client_pointer_key, client_state_key
+from relay.chain.state_machine.keys import (
+    CLIENT_INDEX_KEY,
+    chain_lanes_key,
+    client_pointer_key,
+    client_state_key,
+    frozen_at_key,
+    suspended_key,
+)
 from relay.chain.state_machine.lanes import load_lane, pause_lane
 from relay.chain.state_machine.records import Event
 
@@ -77,6 +85,8 @@ __all__ = [
     "process_misbehaviour",
     "process_register_farmer",
     "restore_base_state",
+    "suspend_in_flight",
+    "verified_in_flight",
 ]
 
 MAX_HEADERS = 64
@@ -281,9 +291,33 @@ def _decode_headers(hosted: HostedClient, raw_headers: Sequence[bytes]) -> list[
     return [hosted.ctype.decode_header(raw) for raw in raw_headers]
 
 
-def freeze_events(state: ChainState, hosted: HostedClient, exc: MisbehaviourError) -> list[Event]:
-    """After ``hosted``'s client froze: pause its chain's lanes; the events of both."""
+def verified_in_flight(state: ChainState, chain_id: str) -> dict[bytes, bytes]:
+    """``relay/verified/{chain_id}/…`` records without an outcome: key -> packet commitment (a sorted prefix scan)."""
+    out: dict[bytes, bytes] = {}
+    for key, commitment in state.prefix_items(f"relay/verified/{chain_id}/".encode()):
+        if state.get(b"relay/outcome/" + key[len(b"relay/verified/"):]) is None:
+            out[key] = commitment
+    return out
+
+
+def suspend_in_flight(state: ChainState, chain_id: str) -> list[str]:
+    """At a freeze (SPEC §8.8): every packet of ``chain_id`` VERIFIED without an outcome leaves the provable path:
+    its ``relay/verified/…`` record moves to ``relay/suspended/…``, so no relay block from the freeze on proves it
+    to a target. ``client.recover`` revokes them; the suspended keys (``src/dst/lane/seq``) are returned."""
+    moved: list[str] = []
+    for key, commitment in verified_in_flight(state, chain_id).items():
+        state.delete(key)
+        state.set(suspended_key(key), commitment)
+        moved.append(key[len(b"relay/verified/"):].decode())
+    return moved
+
+
+def freeze_events(state: ChainState, hosted: HostedClient, exc: MisbehaviourError, now_ms: int) -> list[Event]:
+    """After ``hosted``'s client froze: record the freeze time, suspend its chain's in-flight packets and pause its
+    lanes; the events of all."""
     c = hosted.client
+    state.set_json(frozen_at_key(hosted.chain_id), {"client_id": hosted.client_id, "time_ms": now_ms})
+    suspended = suspend_in_flight(state, hosted.chain_id)
     # a lane governance paused keeps its reason, so a recovery (which resumes what the freeze paused) leaves it paused
     paused: list[Event] = []
     for src, dst, lane in state.get_json(chain_lanes_key(hosted.chain_id)) or []:
@@ -292,7 +326,8 @@ def freeze_events(state: ChainState, hosted: HostedClient, exc: MisbehaviourErro
             paused += pause_lane(state, src, dst, lane, f"client {hosted.client_id} frozen")
     return [{"type": "client_frozen", "chain_id": hosted.chain_id, "client_id": hosted.client_id,
              "height": c.frozen_height, "reason": exc.message,
-             "paused_lanes": [f"{e['src']}/{e['dst']}/{e['lane']}" for e in paused]}, *paused]
+             "paused_lanes": [f"{e['src']}/{e['dst']}/{e['lane']}" for e in paused], "suspended": suspended,
+             "frozen_at_ms": now_ms}, *paused]
 
 
 def feed_headers(router: RelayClientRouter, state: ChainState, hosted: HostedClient, raw_headers: Sequence[bytes],
@@ -315,7 +350,7 @@ def feed_headers(router: RelayClientRouter, state: ChainState, hosted: HostedCli
             client.process_header(header, now_ms)
         except MisbehaviourError as exc:
             router.save(state, hosted)
-            return freeze_events(state, hosted, exc), True
+            return freeze_events(state, hosted, exc, now_ms), True
         applied.append(hosted.ctype.header_height(header))
     # finality that waits on relay time moves on any update, even one whose headers were all held already
     advanced = hosted.ctype.advance(client, now_ms) if hosted.ctype.advance is not None else False
@@ -401,7 +436,7 @@ def process_misbehaviour(router: RelayClientRouter, state: ChainState, chain_id:
         client.check_misbehaviour(header_a, header_b, now_ms)
     except MisbehaviourError as exc:
         router.save(state, hosted)
-        return freeze_events(state, hosted, exc)
+        return freeze_events(state, hosted, exc, now_ms)
     # lesser evidence (SPEC §8.1): a fault of one signer that does not break finality, recorded by the client
     recorded = getattr(client, "evidence", None)
     if client.frozen_height is not None or not callable(recorded):
@@ -428,13 +463,17 @@ def process_finality_evidence(router: RelayClientRouter, state: ChainState, chai
         check(branch, now_ms)
     except MisbehaviourError as exc:
         router.save(state, hosted)
-        return freeze_events(state, hosted, exc)
+        return freeze_events(state, hosted, exc, now_ms)
     raise HeaderError(f"client {hosted.client_id} accepted conflicting-finality evidence without freezing")
 
 
 def process_client_create(router: RelayClientRouter, state: ChainState, chain_id: str, client_type: str,
                           init: Mapping[str, Any]) -> list[Event]:
-    """Genesis or governance: a new client for ``chain_id`` (replacing its current one, if any)."""
+    """Genesis or governance: a new client for ``chain_id`` (replacing its current one, if any). Refused
+    (``client.recovery``) while a freeze holds packets of the chain suspended: only ``client.recover`` ends them."""
+    if state.prefix_items(f"relay/suspended/{chain_id}/".encode()):
+        raise ClientRecoveryError(f"{chain_id}'s client froze with packets in flight: replace it with client.recover, "
+                                  "which revokes them", expected="client.recover", got="client.create")
     hosted, replaced = router.create_in_state(state, client_type, ChainId(chain_id), init)
     return [{"type": "client_created", "chain_id": chain_id, "client_id": hosted.client_id,
              "client_type": client_type, "replaced": replaced, "final_height": hosted.client.final_height}]

@@ -8,7 +8,10 @@ The genesis config is JSON (parsed strictly: unknown keys are :class:`~protocol.
       "clients":    {"<park chain id>": {"client_type": "dpos", "init": {...}}, ...},
       "lanes":      [{"lane": "lane-0", "chains": ["dpos-park", "poc-park"],
                       "limits"?: {"kWh": {"capacity": 50000, "refill_per_s": 100}, "*": {...}}}, ...],
-      "accounts"?:  {"relayer-a": "<ed25519 pubkey hex>", ...}
+      "accounts"?:  {"relayer-a": "<ed25519 pubkey hex>", ...},
+      "recovery_delay_ms"?: 600000     # client.recover waits this long after a freeze (SPEC §8.8; default
+                                       # 11 minutes, 0 .. 7 days; >= every park bridge's
+                                       # max_certificate_age_ms + the relay-park clock skew)
     }
 
 Clients are created in sorted chain-id order (so their ids ``<type>-<n>`` do not depend on how the
@@ -29,6 +32,7 @@ from relay.chain.state_machine.evidence import record_validator_set
 from relay.chain.state_machine.keys import CONFIG_KEY
 from relay.chain.state_machine.lanes import limits_from_json, open_lane
 from relay.chain.state_machine.records import Event, json_object, obj_args, str_arg
+from relay.chain.state_machine.recovery import MAX_RECOVERY_DELAY_MS
 
 __all__ = ["init_genesis"]
 
@@ -37,7 +41,8 @@ def init_genesis(state: ChainState, router: RelayClientRouter, config: Any) -> l
     """Write the genesis state; returns the events of what it created."""
     if state.get(CONFIG_KEY) is not None:
         raise ProtocolError("relay chain state already initialised")
-    cfg = obj_args(config, "relay genesis", ("chain_id", "validators", "clients", "lanes"), ("accounts",))
+    cfg = obj_args(config, "relay genesis", ("chain_id", "validators", "clients", "lanes"),
+                   ("accounts", "recovery_delay_ms"))
     chain_id = check_id("relay chain", str_arg(cfg, "chain_id", "genesis"))
     vset = wire.validator_set_from_json(cfg["validators"])
     clients = json_object(cfg["clients"], "genesis clients")
@@ -46,7 +51,12 @@ def init_genesis(state: ChainState, router: RelayClientRouter, config: Any) -> l
         raise CodecError("genesis lanes must be a JSON array", got=type(lanes).__name__)
     accounts = json_object(cfg.get("accounts", {}), "genesis accounts")
 
-    state.set_json(CONFIG_KEY, {"chain_id": chain_id})
+    delay = cfg.get("recovery_delay_ms")
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int)
+                              or not 0 <= delay <= MAX_RECOVERY_DELAY_MS):
+        raise CodecError("recovery_delay_ms out of bounds (ms)", expected=f"0..{MAX_RECOVERY_DELAY_MS}", got=delay)
+
+    state.set_json(CONFIG_KEY, {"chain_id": chain_id, **({"recovery_delay_ms": delay} if delay is not None else {})})
     record_validator_set(state, vset, 1)  # refuses a repeated ed25519 key or Ethereum address
     events: list[Event] = []
     for park in sorted(clients):

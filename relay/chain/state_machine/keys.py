@@ -12,7 +12,12 @@ key                                                          value
 ==========================================================  ==============================================
 ``relay/verified/{src}/{dst}/{lane}/{seq}``                  packet commitment (SPEC §5), phase 2
 ``relay/outcome/{src}/{dst}/{lane}/{seq}``                   outcome record (SPEC §2.5), phase 4
-``relay/config``                                             ``{"chain_id"}`` (genesis)
+``relay/suspended/{src}/{dst}/{lane}/{seq}``                 packet commitment of a packet VERIFIED without an
+                                                             outcome when its source's client froze: its
+                                                             ``relay/verified`` record moved here (SPEC §8.8)
+``relay/frozen_at/{chain_id}``                               ``{"client_id", "time_ms"}``: relay block time of
+                                                             the chain's client's freeze (SPEC §8.8)
+``relay/config``                                             ``{"chain_id", "recovery_delay_ms"?}`` (genesis)
 ``relay/validators``                                         relay validator set, wire JSON
 ``relay/governance/nonce``                                   next governance nonce (decimal; absent = 0)
 ``relay/clients/{chain_id}``                                 ``{"client_id", "client_type"}``: the client
@@ -45,10 +50,12 @@ __all__ = [
     "chain_lanes_key",
     "client_pointer_key",
     "client_state_key",
+    "frozen_at_key",
     "lane_key",
     "outcome_path",
     "rights_key",
     "supply_key",
+    "suspended_key",
     "verified_path",
 ]
 
@@ -66,6 +73,18 @@ def client_pointer_key(chain_id: str) -> bytes:
 def client_state_key(client_id: str) -> bytes:
     """The persisted state of one light client."""
     return f"relay/client_state/{client_id}".encode()
+
+
+def frozen_at_key(chain_id: str) -> bytes:
+    """When the client following ``chain_id`` froze (relay block time; SPEC §8.8): ``client.recover`` waits for
+    ``recovery_delay_ms`` after it."""
+    return f"relay/frozen_at/{chain_id}".encode()
+
+
+def suspended_key(verified_key: bytes) -> bytes:
+    """Where a freeze moves a ``relay/verified/…`` record (SPEC §8.8): out of the path certificates prove."""
+    assert verified_key.startswith(b"relay/verified/")
+    return b"relay/suspended/" + verified_key[len(b"relay/verified/"):]
 
 
 def lane_key(src: str, dst: str, lane: str) -> bytes:

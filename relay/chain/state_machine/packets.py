@@ -47,12 +47,13 @@ from protocol.codec import ZERO_COMMITMENT, ack_commitment, decode_outcome, enco
 from protocol.codec import decode_charging_right as decode_right_strict
 from protocol.codec import decode_energy as decode_energy_strict
 from protocol.codec import decode_packet as decode_packet_strict
-from protocol.errors import CodecError, InvalidProofError, ReplayError
+from protocol.errors import ClientFrozenError, CodecError, InvalidProofError, ReplayError
 from protocol.lifecycle import PacketEvent, PacketState, transition
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import Acknowledgement, Packet, PacketKind, PacketOutcome
 from relay.chain.state_machine import rights, supply
 from relay.chain.state_machine.clients import HostedClient, RelayClientRouter, feed_headers, load_for_proofs
+from relay.chain.state_machine.keys import suspended_key
 from relay.chain.state_machine.lanes import Lane, check_tokens, kind_asset, require_open_lane, take_tokens
 from relay.chain.state_machine.records import Event, Staged
 
@@ -278,6 +279,9 @@ def check_confirmable(state: ChainState, ref: PacketRef, *, unverified_ok: bool 
     if state.get(ref.outcome_key) is not None:
         raise ReplayError("packet outcome already recorded", expected="no relay/outcome record", got=where)
     verified = state.get(ref.verified_key)
+    if verified is None and state.get(suspended_key(ref.verified_key)) is not None:
+        raise ClientFrozenError(f"packet {where} is suspended: its source's client froze, and a recovery revokes it "
+                                "(SPEC §8.8)", got=where)
     if verified is None:
         if unverified_ok:
             return PacketState.COMMITTED

@@ -12,9 +12,16 @@ governance action (more than 2/3 of the relay validators' power signs it, :mod:`
 Checks, in this order, each a typed error with nothing written: the governance nonce and quorum
 (``packet.replay`` / ``certificate.quorum``, :func:`.governance.authorize`); the params' shape (``codec.invalid``);
 a client follows ``chain_id`` (``client.unknown``) and it is frozen (``client.recovery``); ``client_type`` is the
-frozen client's (``client.recovery``: a recovery replaces a client by one of the same kind); the substitute's init
-describes ``chain_id`` (``packet.wrong_chain``) and is well formed (``codec.invalid``); ``packets`` are exactly the
-chain's in-flight packets (``client.recovery``).
+frozen client's (``client.recovery``: a recovery replaces a client by one of the same kind); the relay block time
+is at least the freeze time + the genesis ``recovery_delay_ms`` (``client.recovery``); ``packets`` are exactly the
+chain's in-flight packets (``client.recovery``); the substitute's init describes ``chain_id``
+(``packet.wrong_chain``) and is well formed (``codec.invalid``).
+
+The freeze itself (:func:`.clients.freeze_events`) *suspends* the in-flight packets: each ``relay/verified/…``
+record moves to ``relay/suspended/…``, so no relay block from the freeze on proves it. A certificate from before
+the freeze is refused by every target once it is older than the target's ``max_certificate_age_ms`` (SPEC §7.9);
+the delay (operators keep it >= every target's bound) makes sure that holds for all of them before anything is
+revoked.
 
 Effects: the substitute gets a new id and the chain's pointer (the frozen client keeps its state under its own
 id); every listed packet is **revoked** — its ``relay/verified/…`` record deleted and the supply or rights
@@ -47,18 +54,25 @@ from protocol.errors import ClientRecoveryError, CodecError
 from protocol.paths import outcome_path
 from protocol.types import ChainId, PacketKind, check_id
 from relay.chain.state_machine import rights, supply
-from relay.chain.state_machine.clients import RelayClientRouter
-from relay.chain.state_machine.keys import chain_lanes_key
+from relay.chain.state_machine.clients import RelayClientRouter, verified_in_flight
+from relay.chain.state_machine.keys import CONFIG_KEY, chain_lanes_key, frozen_at_key, suspended_key
 from relay.chain.state_machine.lanes import load_lane, resume_lane
 from relay.chain.state_machine.packets import PacketRef, decode_packet_ref
 from relay.chain.state_machine.records import Event, Staged, json_object, list_arg, obj_args, str_arg
 from relay.chain.state_machine.requests import CLIENT_RECOVER
 
-__all__ = ["CLIENT_RECOVER", "MAX_RECOVER_PACKETS", "RecoverRequest", "in_flight_keys", "parse_client_recover",
-           "process_client_recover"]
+__all__ = ["CLIENT_RECOVER", "DEFAULT_RECOVERY_DELAY_MS", "MAX_RECOVERY_DELAY_MS", "MAX_RECOVER_PACKETS",
+           "RecoverRequest", "check_recovery_delay", "in_flight_keys", "parse_client_recover",
+           "process_client_recover", "recovery_delay_ms"]
 
 MAX_RECOVER_PACKETS = 1000
 """Most in-flight packets one recovery may revoke (a bound on one transaction's work and size)."""
+
+DEFAULT_RECOVERY_DELAY_MS = 11 * 60_000
+"""Default wait between a freeze and its recovery (SPEC §8.8): the bridges' default ``max_certificate_age_ms``
+(10 minutes) plus a minute for the clock skew between the relay and a park."""
+MAX_RECOVERY_DELAY_MS = 7 * 24 * 3600_000
+"""Upper bound of the genesis ``recovery_delay_ms`` (a week; at least the bridges' largest bound, a day)."""
 
 FROZEN_REASON_PREFIX = "client "
 """Lanes a freeze paused carry the reason ``client <id> frozen`` (:func:`.clients.freeze_events`)."""
@@ -89,15 +103,37 @@ def parse_client_recover(params: Mapping[str, Any]) -> RecoverRequest:
 
 
 def in_flight_keys(state: ChainState, chain_id: str) -> dict[bytes, bytes]:
-    """``relay/verified/{chain_id}/…`` records without an outcome: key -> packet commitment.
+    """The chain's in-flight packets, keyed by their ``relay/verified/…`` path -> packet commitment: those the
+    freeze suspended (``relay/suspended/{chain_id}/…``) and any ``relay/verified/{chain_id}/…`` record without an
+    outcome (a client frozen before suspension existed).
 
-    A prefix scan (governance is rare; the scan is deterministic, sorted)."""
-    prefix = f"relay/verified/{chain_id}/".encode()
-    out: dict[bytes, bytes] = {}
-    for key, commitment in state.prefix_items(prefix):
-        if state.get(b"relay/outcome/" + key[len(b"relay/verified/"):]) is None:
-            out[key] = commitment
+    Prefix scans (governance is rare; the scans are deterministic, sorted)."""
+    out = verified_in_flight(state, chain_id)
+    for key, commitment in state.prefix_items(f"relay/suspended/{chain_id}/".encode()):
+        out[b"relay/verified/" + key[len(b"relay/suspended/"):]] = commitment
     return out
+
+
+def recovery_delay_ms(state: ChainState) -> int:
+    """The relay's ``recovery_delay_ms`` (genesis; absent: :data:`DEFAULT_RECOVERY_DELAY_MS`)."""
+    raw = (state.get_json(CONFIG_KEY) or {}).get("recovery_delay_ms")
+    return DEFAULT_RECOVERY_DELAY_MS if raw is None else int(raw)
+
+
+def check_recovery_delay(state: ChainState, chain_id: str, now_ms: int) -> None:
+    """``client.recovery`` until the relay block time is past the freeze time + ``recovery_delay_ms``: by then
+    every certificate of a suspended packet's ``relay/verified`` record (all from relay blocks before the freeze,
+    whose times are at most the freeze time) is older than every target's ``max_certificate_age_ms`` (operators keep
+    the delay >= each bound + the clock skew between the relay and that park, SPEC §7.9). A client frozen before
+    the freeze time was recorded has no record: no delay."""
+    frozen = state.get_json(frozen_at_key(chain_id))
+    if frozen is None:
+        return
+    ready = int(frozen["time_ms"]) + recovery_delay_ms(state)
+    if now_ms <= ready:
+        raise ClientRecoveryError(f"recovery of {chain_id} waits {ready - now_ms + 1} ms more since its client froze: "
+                                  "certificates of its revoked packets must be stale at every target first",
+                                  expected=f"relay block time > {ready}", got=now_ms)
 
 
 def _revoke(state: ChainState, ref: PacketRef) -> Event:
@@ -110,6 +146,7 @@ def _revoke(state: ChainState, ref: PacketRef) -> Event:
         rights.apply_outcome(staged, rights.classify(p, decode_charging_right(p.payload)), delivered=False)
     staged.flush()
     state.delete(ref.verified_key)
+    state.delete(suspended_key(ref.verified_key))
     return {"type": "packet_revoked", **ref.ids(), "commitment": ref.commitment.hex(), "state": "committed"}
 
 
@@ -160,12 +197,14 @@ def process_client_recover(router: RelayClientRouter, state: ChainState, req: Re
     if req.client_type != old.ctype.name:
         raise ClientRecoveryError(f"a substitute for {old.client_id} must be of its kind", expected=old.ctype.name,
                                   got=req.client_type)
+    check_recovery_delay(state, req.chain_id, now_ms)
     _check_packets(state, req.chain_id, req.packets)
     hosted, _ = router.create_in_state(state, req.client_type, req.chain_id, req.init)
     if hosted.client.frozen_height is not None:  # pragma: no cover - a new client is never frozen
         raise CodecError("substitute client is frozen at creation")
     revoked = [_revoke(state, ref) for ref in req.packets]
     resumed = _resume_frozen_lanes(state, req.chain_id)
+    state.delete(frozen_at_key(req.chain_id))
     return [{"type": "client_recovered", "chain_id": req.chain_id, "client_id": hosted.client_id,
              "replaced": old.client_id, "frozen_height": old.client.frozen_height,
              "trusted_height": hosted.client.final_height,

@@ -14,6 +14,7 @@ import pytest
 from chains.common import wire
 from chains.common.bridge import (
     DAY_MS,
+    DEFAULT_MAX_CERTIFICATE_AGE_MS,
     DEFAULT_TRUSTING_PERIOD_MS,
     REFRESH_STEP_FRACTION,
     init_bridge,
@@ -24,6 +25,7 @@ from chains.common.state import ChainState
 from protocol.certificate import RelayCommit, Validator, ValidatorSet
 from protocol.errors import (
     AuthorizationError,
+    CertificateStaleError,
     ClientExpiredError,
     CodecError,
     DuplicateValidatorError,
@@ -274,4 +276,33 @@ def test_settlement_is_refused_once_the_source_bridge_expired() -> None:
     dpos.tx("operator", "bridge.reset_relay_validators", {"new_set": wire.validator_set_to_json(net.relay.vset),
                                                           "height": commit.header.height, "time_ms": net.now_ms})
     net.settle(packet, net.outcome_cert(packet), ack)
+    net.check()
+
+
+@pytest.mark.parametrize("age", [9_999, DAY_MS + 1, True, "600000", None])
+def test_max_certificate_age_out_of_bounds_is_refused(age: Any) -> None:
+    state = ChainState()
+    with pytest.raises(CodecError):
+        init_bridge(state, "poc-park", "relay", validator_set(relay_signers(0)), ["kWh"], [],
+                    max_certificate_age_ms=age)
+    assert state.get(b"bridge/config") is None
+
+
+def test_a_phase3_certificate_older_than_the_bound_is_refused_and_a_fresh_one_accepted() -> None:
+    """SPEC §7.9: exactly the bound old still executes; a millisecond older is ``certificate.stale`` with nothing
+    written (no receipt, no voucher, trust not refreshed); a certificate of a newer relay block executes; phase 4
+    takes an old outcome certificate (outcomes are never revoked)."""
+    assert DEFAULT_MAX_CERTIFICATE_AGE_MS == 10 * 60_000
+    net = two_parks()
+    first = net.send("dpos-park", "alice", **{**ENERGY, "timeout_timestamp_ms": T0 + DAY_MS})
+    second = net.send("dpos-park", "alice", **{**ENERGY, "timeout_timestamp_ms": T0 + DAY_MS})
+    cert1, cert2 = net.verify(first), net.verify(second)
+    net.advance(DEFAULT_MAX_CERTIFICATE_AGE_MS)
+    assert net.recv(first, cert1)["success"]  # now - header time == the bound
+    net.advance(1)
+    _refused(net, CertificateStaleError, lambda: net.recv(second, cert2))
+    assert net.recv(second, net.verified_cert(second))["success"]
+    outcome, ack = net.confirm(first)
+    net.advance(DEFAULT_MAX_CERTIFICATE_AGE_MS + 1)
+    net.settle(first, outcome, ack)
     net.check()

@@ -46,7 +46,8 @@ def test_genesis_sets_up_accounts_balances_and_the_bridge(h: Harness) -> None:
     assert h.query("config")["config"] == {"chain_id": FABRIC, "relay_chain_id": "relay", "native_denoms": ["kWh"],
                                            "rights_operator": "OperatorMSP:operator",
                                            "trusting_period_ms": 7 * 24 * 3600 * 1000,
-                                           "relay_admin": "OperatorMSP:operator"}
+                                           "relay_admin": "OperatorMSP:operator",
+                                           "max_certificate_age_ms": 10 * 60 * 1000}
     assert h.query("config")["relay_validators"]["hash"] == h.net.relay.vset.hash.hex()
     assert h.balance("SalesMSP:alice") == FABRIC_ALICE_WH
     assert h.query("supply") == {"escrow": {"kWh": 0}, "escrow_by_lane": {}, "vouchers": {},

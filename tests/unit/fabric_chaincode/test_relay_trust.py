@@ -98,3 +98,29 @@ def test_expired_trust_refuses_certificates_until_the_operator_resets_it() -> No
     h.ok(RELAYER, "recv", h.recv_args(packet, h.net.verified_cert(packet)))
     h.settle_on_fabric(out, h.net.outcome_cert(out), ack)
     h.check()
+
+
+def test_a_phase3_certificate_older_than_the_bound_is_refused_and_a_fresh_one_accepted() -> None:
+    """Protocol §7.9: ``recv`` refuses a certificate whose relay header is more than ``max_certificate_age_ms``
+    older than the chaincode clock (``certificate.stale``, nothing written); one of a newer relay block executes.
+    Out-of-range bounds are refused at genesis."""
+    h = make_harness(init=False)
+    g = genesis(h.net)
+    g["bridge"] = {**g["bridge"], "max_certificate_age_ms": 2 * MINUTE}
+    h.genesis_json = json.dumps(g)
+    h.ok(OPERATOR, "init_bridge", h.genesis_json)
+    assert h.query("config")["config"]["max_certificate_age_ms"] == 2 * MINUTE
+    packet = h.net.send(DPOS, "alice", **energy("OperatorMSP:bob", 1_000, dst=FABRIC,
+                                                 timeout_timestamp_ms=h.net.now_ms + 30 * MINUTE))
+    old = h.net.verify(packet)
+    h.net.advance(2 * MINUTE + 1)
+    assert h.refused(RELAYER, "recv", h.recv_args(packet, old)) == "certificate.stale"
+    event = h.recv_on_fabric(packet, h.net.verified_cert(packet))
+    assert event["success"]
+    h.check()
+
+    for bad in (9_999, 24 * 60 * MINUTE + 1, "600000", True):
+        fresh = make_harness(init=False)
+        g = genesis(fresh.net)
+        g["bridge"] = {**g["bridge"], "max_certificate_age_ms": bad}
+        assert fresh.refused(OPERATOR, "init_bridge", json.dumps(g)) == "codec.invalid", bad

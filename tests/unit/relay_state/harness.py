@@ -70,7 +70,7 @@ class RelayHarness:
 
     def __init__(self, *, limits: dict[str, Any] | None = None, finality_depth: int = 0,
                  trusting_period_ms: int = DAY, relayers: Sequence[str] = ("relayer-a", "relayer-b"),
-                 three: bool = False) -> None:
+                 three: bool = False, recovery_delay_ms: int | None = None) -> None:
         self.net = three_parks() if three else two_parks()
         self.feeds = {cid: ParkFeed(self.net, cid) for cid in self.net.parks}
         self.sm = RelayStateMachine(RELAY, [SINGLE_SIGNER_TYPE])
@@ -88,6 +88,7 @@ class RelayHarness:
             "lanes": [{"lane": LANE, "chains": [DPOS, POC], **({"limits": limits} if limits is not None else {})},
                       *([{"lane": LANE1, "chains": [POC, EDGE]}] if three else [])],
             "accounts": {name: key.pubkey.hex() for name, key in self.keys.items()},
+            **({"recovery_delay_ms": recovery_delay_ms} if recovery_delay_ms is not None else {}),
         }
         self.sm.init_genesis(self.state, self.genesis)
 

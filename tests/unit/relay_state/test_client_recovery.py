@@ -18,6 +18,7 @@ import pytest
 
 from protocol.codec import encode_packet
 from protocol.errors import (
+    CertificateStaleError,
     ClientFrozenError,
     ClientRecoveryError,
     CodecError,
@@ -29,10 +30,11 @@ from protocol.errors import (
     UnknownClientError,
     WrongChainError,
 )
-from protocol.paths import verified_path
+from protocol.paths import receipt_path, verified_path
 from protocol.types import ChainId, ClientId, Packet
 from relay.chain.state_machine import RelayStateMachine
 from relay.chain.state_machine.governance import governance_nonce
+from relay.chain.state_machine.keys import suspended_key
 from relay.chain.state_machine.recovery import in_flight_keys
 from tests.unit.relay_state.harness import DPOS, LANE, MINUTE, POC, RELAY, RelayHarness
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, SingleSignerHeader, create_single_signer
@@ -41,9 +43,14 @@ SRC, DST = POC, DPOS
 """The park that reorganises (its client is recovered) and the target of its packets."""
 
 
+DELAY = 60_000
+"""The relay's recovery_delay_ms in these tests (the parks' bridges keep the default 10-minute certificate bound:
+the tests below that show certificates going stale use a delay at least that long)."""
+
+
 @pytest.fixture
 def h() -> RelayHarness:
-    return RelayHarness()
+    return RelayHarness(recovery_delay_ms=DELAY)
 
 
 def send(h: RelayHarness, amount: int = 5_000, timeout: int | None = None) -> Packet:
@@ -52,15 +59,19 @@ def send(h: RelayHarness, amount: int = 5_000, timeout: int | None = None) -> Pa
                   timeout_timestamp_ms=timeout if timeout is not None else h.net.now_ms + 10 * MINUTE)
 
 
-def freeze_by_reorg(h: RelayHarness) -> tuple[list[Packet], Any]:
+def freeze_by_reorg(h: RelayHarness, *, wait: bool = True, timeout: int | None = None,
+                    certs: dict[int, dict[str, Any]] | None = None) -> tuple[list[Packet], Any]:
     """poc-park commits two packets on a branch the relay takes as final and verifies them; then the park
     abandons that branch (its state goes back to the fork point) and a header of the new branch at a final
-    height freezes the client. Returns the abandoned packets and the fork point's state tree."""
+    height freezes the client; with ``wait``, the relay's recovery delay then passes. Returns the abandoned
+    packets and the fork point's state tree."""
     fork_tree = h.feeds[SRC].state.tree
     fork_height = h.update(SRC)
-    abandoned = [send(h, 5_000), send(h, 7_000)]
+    abandoned = [send(h, 5_000, timeout), send(h, 7_000, timeout)]
     for p in abandoned:
         h.verify(p)
+        if certs is not None:  # a relayer fetches its certificate before the freeze
+            certs[p.sequence] = h.certificate(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence))
     # the park reorganises: its state is back to the fork point, and its new branch has other blocks
     park = h.net.parks[SRC]
     park.state.tree = fork_tree
@@ -68,6 +79,8 @@ def freeze_by_reorg(h: RelayHarness) -> tuple[list[Packet], Any]:
     other = SingleSignerHeader(SRC, fork_height + 1, h.net.now_ms, b"\x42" * 32).signed(h.feeds[SRC].key)
     events = h.submit("client.update", {"chain_id": SRC, "headers": [other.encode().hex()]})
     assert events[0]["type"] == "client_frozen"
+    if wait:
+        h.net.advance(DELAY + 1)
     return abandoned, fork_tree
 
 
@@ -207,6 +220,7 @@ def test_recovered_client_follows_new_branch_headers_from_its_trusted_height(h: 
     assert h.submit("client.update", {"chain_id": SRC, "headers": [other.encode().hex()]})[0]["type"] == \
         "client_frozen"
     assert lanes_paused(h) == [True, True]
+    h.net.advance(DELAY + 1)
     h.govern("client.recover", recover_params(h, []))
     assert lanes_paused(h) == [False, False]
 
@@ -230,3 +244,66 @@ def test_a_packet_executed_before_the_freeze_is_not_revoked_when_its_outcome_is_
             h.gov_args("client.recover", recover_params(h, [*abandoned, settled])))
     h.govern("client.recover", recover_params(h, abandoned))
     assert h.state.get(verified_path(settled.src_chain, settled.dst_chain, settled.lane, settled.sequence))
+
+
+# --- the stale-certificate gap (SPEC §8.8, §7.9) -----------------------------------------------------------
+
+
+def test_the_freeze_suspends_in_flight_packets_and_recovery_waits_for_the_delay(h: RelayHarness) -> None:
+    abandoned, _ = freeze_by_reorg(h, wait=False)
+    frozen_at = h.net.now_ms
+    keys = [verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence) for p in abandoned]
+    # the relay/verified records left the provable path in the freeze's own block; recovery still finds them
+    for key in keys:
+        assert h.state.get(key) is None and h.state.get(suspended_key(key)) is not None
+    assert sorted(in_flight_keys(h.state, SRC)) == sorted(keys)
+    # a certificate of any relay block from the freeze on proves the record's absence: no delivery
+    for p in abandoned:
+        with pytest.raises(InvalidProofError):
+            h.deliver(p)
+    # nor can the relay confirm or time out a suspended packet
+    refused(h, ClientFrozenError, "packet.confirm_timeout", {"packet": encode_packet(abandoned[0]).hex(),
+                                                             "height": 1, "proof": "00"})
+    # a plain client.create cannot end the suspension (only client.recover revokes)
+    refused(h, ClientRecoveryError, "client.create",
+            h.gov_args("client.create", {"chain_id": SRC, "client_type": "single",
+                                         "init": h.genesis["clients"][SRC]["init"]}))
+    # recovery is refused until the relay's block time is past freeze + recovery_delay_ms, and changes nothing
+    args = h.gov_args("client.recover", recover_params(h, abandoned))
+    err = refused(h, ClientRecoveryError, "client.recover", args)
+    assert err.expected == f"relay block time > {frozen_at + DELAY}"
+    h.net.advance(DELAY)
+    refused(h, ClientRecoveryError, "client.recover", args)
+    h.net.advance(1)
+    ev = h.submit("client.recover", args)
+    assert ev[0]["type"] == "client_recovered"
+    for key in keys:
+        assert h.state.get(key) is None and h.state.get(suspended_key(key)) is None
+    assert in_flight_keys(h.state, SRC) == {}
+    assert h.supply(SRC, DST)["outbound"] == 0
+
+
+def test_a_certificate_from_before_the_freeze_is_stale_at_the_target_once_recovery_is_allowed() -> None:
+    """The gap closed: a relayer holding a certificate taken before the freeze cannot execute a revoked packet
+    after the recovery, since the recovery waited the target's max_certificate_age_ms (10 minutes here)."""
+    delay = 10 * MINUTE
+    h = RelayHarness(recovery_delay_ms=delay)
+    certs: dict[int, dict[str, Any]] = {}
+    abandoned, _ = freeze_by_reorg(h, wait=False, timeout=h.net.now_ms + 60 * MINUTE, certs=certs)
+    h.net.advance(delay + 1)
+    h.govern("client.recover", recover_params(h, abandoned))
+    target = h.feeds[DST].state
+    voucher = f"{LANE}/{SRC}/kWh"
+    for p in abandoned:
+        root = target.root
+        with pytest.raises(CertificateStaleError):
+            h.net.recv(p, certs[p.sequence])
+        assert target.root == root  # nothing minted, no receipt
+        assert target.get(receipt_path(p.src_chain, p.lane, p.sequence)) is None
+    assert target.balance("alice", voucher) == 0
+    # the new branch re-commits nothing here; a new packet verifies through the substitute and executes once
+    fresh = send(h, 2_000, h.net.now_ms + 10 * MINUTE)
+    h.roundtrip(fresh)
+    assert target.balance("alice", voucher) == 2_000
+    h.net.check()
+    h.check_accounts_agree(SRC, DST)

@@ -14,7 +14,7 @@ import pytest
 
 from chains.common.tx import Tx
 from protocol.codec import decode_outcome, encode_packet
-from protocol.errors import LaneError, RateLimitError
+from protocol.errors import ClientRecoveryError, InvalidProofError, LaneError, RateLimitError
 from protocol.paths import commitment_path, outcome_path, verified_path
 from protocol.types import PacketOutcome
 from tests.unit.relay_state.harness import DPOS, LANE, MINUTE, POC, RELAY, VOUCHER, RelayHarness
@@ -304,7 +304,7 @@ def _evidence(h: RelayHarness, chain: str) -> dict[str, Any]:
 
 
 def test_misbehaviour_freezes_and_pauses_every_lane_of_the_chain(h: RelayHarness) -> None:
-    p = h.send()
+    p = h.send(timeout_timestamp_ms=h.net.now_ms + 30 * MINUTE)
     h.verify(p)
     events = h.submit("client.misbehaviour", _evidence(h, DPOS))
     frozen = events[0]
@@ -313,14 +313,22 @@ def test_misbehaviour_freezes_and_pauses_every_lane_of_the_chain(h: RelayHarness
     assert h.sm.client_status(h.state, DPOS, h.net.now_ms)["status"] == "frozen"
     for src, dst in ((DPOS, POC), (POC, DPOS)):
         assert lane(h, src, dst)["paused"] is True
-    # the packet already verified can still be delivered and confirmed (poc-park's client is fine)
-    h.deliver(p)
-    h.confirm(p)
-    h.settle(p)
-    # a new client with a new id replaces the frozen one; governance reopens the lanes
+    # the packet verified from the frozen chain is suspended (SPEC §8.8): no relay block from the freeze on proves
+    # its relay/verified record, so no certificate fetched now delivers it; a plain client.create does not end it
+    assert frozen["suspended"] == [f"{DPOS}/{POC}/{LANE}/{p.sequence}"]
+    with pytest.raises(InvalidProofError):
+        h.deliver(p)
     init = h.genesis["clients"][DPOS]["init"]
+    with pytest.raises(ClientRecoveryError):
+        h.govern("client.create", {"chain_id": DPOS, "client_type": "single", "init": init})
+    # once recovered (after the relay's recovery delay) it is COMMITTED again, verified anew and delivered once
+    h.net.advance(11 * MINUTE + 1)
+    h.govern("client.recover", {"chain_id": DPOS, "client_type": "single", "init": init,
+                                "packets": [encode_packet(p).hex()]})
+    h.roundtrip(p)
+    # a new client with a new id replaces the (recovered) one; governance reopens the lanes
     ev = h.govern("client.create", {"chain_id": DPOS, "client_type": "single", "init": init})
-    assert ev[0]["client_id"] == "single-2" and ev[0]["replaced"] == "single-0"
+    assert ev[0]["client_id"] == "single-3" and ev[0]["replaced"] == "single-2"
     assert h.state.get(b"relay/client_state/single-0") is not None  # the frozen client's state is kept
     for src, dst in ((DPOS, POC), (POC, DPOS)):
         h.govern("lane.resume", {"src": src, "dst": dst, "lane": LANE})
