@@ -1,0 +1,28 @@
+"""How ``make test`` spreads the suite over two pytest-xdist workers (``-n 2 --dist loadgroup``).
+
+Every test gets an ``xdist_group``: its file, so a worker runs a whole module and its module-scoped devnet is started
+once, as in a serial run. The one exception is ``tests/integration/test_four_phases.py``, whose module fixture is
+parametrised by park pair (one devnet per pair, already started and stopped pair by pair in a serial run): each
+pair is its own group, so the six pairs can run on both workers. A group runs on one worker in collection order, so
+no test sees another order of its neighbours than serially. Without xdist (``pytest tests/...``) the marks do nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+PAIR_GROUPED = {"tests/integration/test_four_phases.py": "net"}
+"""Module -> the name of its parametrised module fixture whose parameter splits the module into groups."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        group = module
+        fixture = PAIR_GROUPED.get(module)
+        callspec = getattr(item, "callspec", None)
+        if fixture is not None and callspec is not None and fixture in callspec.params:
+            group = f"{module}[{callspec.params[fixture]}]"
+        item.add_marker(pytest.mark.xdist_group(group))
