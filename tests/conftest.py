@@ -14,13 +14,23 @@ import pytest
 PAIR_GROUPED = {"tests/integration/test_four_phases.py": "net"}
 """Module -> the name of its parametrised module fixture whose parameter splits the module into groups."""
 
+SESSION_GROUPED = {"farmers": "session-fixture:poc-plots", "base_world": "session-fixture:anvil-world"}
+"""Costly session fixtures (two k=21 plots and a 40-header farmed chain, ~25 s of CPU; three parks deployed on one
+anvil) -> one group for every module that uses them, so they are made once, on one worker, as in a serial run."""
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         return
+    module_group: dict[str, str] = {}
     for item in items:
         module = item.nodeid.split("::", 1)[0]
-        group = module
+        for fixture, group in SESSION_GROUPED.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                module_group.setdefault(module, group)
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        group = module_group.get(module, module)
         fixture = PAIR_GROUPED.get(module)
         callspec = getattr(item, "callspec", None)
         if fixture is not None and callspec is not None and fixture in callspec.params:
