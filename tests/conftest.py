@@ -34,5 +34,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixture = PAIR_GROUPED.get(module)
         callspec = getattr(item, "callspec", None)
         if fixture is not None and callspec is not None and fixture in callspec.params:
-            group = f"{module}[{callspec.params[fixture]}]"
+            # no brackets in a group name: xdist reads the group after the last "@" only when no "]" follows it
+            group = f"{module}:{callspec.params[fixture]}"
         item.add_marker(pytest.mark.xdist_group(group))
