@@ -56,7 +56,7 @@ lint: setup
 PYTEST_WORKERS ?= 2
 
 test: setup lint
-	$(BIN)/python -m pytest tests --durations=15 -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest tests --durations=15 -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-unit: setup
 	$(BIN)/python -m pytest tests -m "not integration"

@@ -93,7 +93,7 @@ def test_every_test_import_is_declared() -> None:
 def test_every_test_extra_is_imported() -> None:
     used = _distributions(_imports(TEST_PACKAGES))
     # pytest plugins are loaded by pytest (asyncio_mode, timeout in [tool.pytest.ini_options]), not imported
-    plugins = {"pytest-asyncio", "pytest-timeout", "pytest-xdist"}
+    plugins = {"pytest-asyncio", "pytest-timeout"}
     unused = sorted(TEST_EXTRA - set(used) - plugins)
     assert not unused, f"in the test extra but imported nowhere in {TEST_PACKAGES}: {unused}"
 
