@@ -51,8 +51,12 @@ lint: setup
 	# the committed contract artifacts are what the committed Solidity compiles to
 	$(BIN)/python -m chains.ethereum.compile --check
 
+# two pytest-xdist workers: most process tests wait on block intervals, not on a core. Each module (each park pair
+# of test_four_phases) runs whole on one worker, in order (tests/conftest.py); PYTEST_WORKERS=0 runs it serially
+PYTEST_WORKERS ?= 2
+
 test: setup lint
-	$(BIN)/python -m pytest tests --durations=15
+	$(BIN)/python -m pytest tests --durations=15 -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-unit: setup
 	$(BIN)/python -m pytest tests -m "not integration"

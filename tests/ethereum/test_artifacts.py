@@ -2,20 +2,73 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from chains.ethereum.compile import ARTIFACTS_DIR, SETTINGS, build_artifacts, render_artifact
+from chains.ethereum import compile as solc
+from chains.ethereum.compile import ARTIFACTS_DIR, CONTRACTS_DIR, SETTINGS, build_artifacts, render_artifact
 
 pytestmark = pytest.mark.slow
+
+
+def _compilation_key() -> str:
+    """A digest of everything a fresh compilation's output depends on: every contract source (name and text), the
+    compiler module (every file of the pinned solcjs package), node's version, and ``chains/ethereum/compile.py``
+    itself (its settings, its runner, which contracts become artifacts and their shape)."""
+    h = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        h.update(f"{label}\0{len(data)}\0".encode())
+        h.update(data)
+
+    for p in sorted(CONTRACTS_DIR.glob("*.sol")):
+        add(f"source:{p.name}", p.read_bytes())
+    module = solc._solc_module()
+    for p in sorted(module.rglob("*")):
+        if p.is_file():
+            add(f"solc:{p.relative_to(module)}", p.read_bytes())
+    add("compile.py", Path(solc.__file__).read_bytes())
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    add("node", node.encode())
+    return h.hexdigest()
+
+
+def fresh_artifacts() -> dict[str, dict[str, Any]]:
+    """What :func:`build_artifacts` makes of the committed sources now. A compilation takes ~20 s, so its output is
+    kept in ``$XDG_CACHE_HOME/parkrelay/solc-artifacts`` (else ``~/.cache/...``) under :func:`_compilation_key`:
+    a changed source, compiler, node or compile.py is a new key and compiles afresh, so a stale committed artifact
+    fails the comparison below exactly as without the cache. ``PARKRELAY_SOLC_CACHE=0`` always compiles."""
+    if os.environ.get("PARKRELAY_SOLC_CACHE") == "0":
+        return build_artifacts()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = base / "parkrelay" / "solc-artifacts" / f"{_compilation_key()}.json"
+    if cache.exists():
+        try:
+            cached: dict[str, dict[str, Any]] = json.loads(cache.read_text(encoding="utf-8"))
+            return cached
+        except (OSError, ValueError):
+            pass  # a damaged entry: compile again and replace it
+    fresh = build_artifacts()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(fresh, f)
+    os.replace(tmp, cache)
+    return fresh
 
 DEPLOYABLE = {"EnergyToken", "VoucherToken", "ParkBridge", "EnergyApp", "ChargingRights", "ReputationApp",
               "DeliveryRecord", "PacketCodecView", "EnergyMarket"}
 
 
 def test_artifacts_match_a_fresh_compilation() -> None:
-    fresh = build_artifacts()
+    fresh = fresh_artifacts()
     assert set(fresh) == DEPLOYABLE
     assert {p.stem for p in ARTIFACTS_DIR.glob("*.json")} == DEPLOYABLE
     for name, artifact in fresh.items():
