@@ -73,9 +73,8 @@ async def _client_holds_head_of(net: Net, chain: str, node: str) -> bool:
     return bool(held[0])
 
 
-def _relayer_logs(net: Net) -> str:
-    return "".join((net.cfg.data_dir / "logs" / f"relayer-{n}.log").read_text(errors="replace")
-                   for n in ("relayer-a", "relayer-b"))
+def _relayer_logs(net: Net, names: tuple[str, ...] = ("relayer-a", "relayer-b")) -> str:
+    return "".join((net.cfg.data_dir / "logs" / f"relayer-{n}.log").read_text(errors="replace") for n in names)
 
 
 async def _send_both_ways(net: Net, n: int, base: int) -> list[str]:

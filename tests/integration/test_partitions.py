@@ -133,10 +133,15 @@ async def relay_client_height(net: Net, chain: str) -> int:
 
 async def park_blocks(net: Net, chain: str, n: int) -> None:
     """Until ``chain`` (seen from the observer) has made ``n`` more blocks: time passing, measured by the parks."""
-    start = int((await asyncio.to_thread(net.views[chain].status))["height"])
+    async def height() -> int | None:  # None while the node does not answer (2 s): a loaded machine, not a failure
+        st = await status(net.url(chain))
+        return None if st is None else int(st["height"])
+
+    start = int(await wait_for(f"{chain} answering", height, 30))
 
     async def grown() -> bool:
-        return int((await asyncio.to_thread(net.views[chain].status))["height"]) >= start + n
+        h = await height()
+        return h is not None and h >= start + n
 
     await wait_for(f"{n} more {chain} blocks", grown, 60)
 
