@@ -291,7 +291,13 @@ def _build(leaves: list[_Leaf], ints: list[int], lo: int, hi: int, depth: int) -
         return None
     if n == 1:
         return leaves[lo]
-    # first index whose bit at `depth` is 1 (keys sorted, so the split is one point)
+    a = _split_point(ints, lo, hi, depth)
+    return _Inner(_build(leaves, ints, lo, a, depth + 1), _build(leaves, ints, a, hi, depth + 1))
+
+
+def _split_point(ints: list[int], lo: int, hi: int, depth: int) -> int:
+    """The first index in ``ints[lo:hi]`` whose bit at ``depth`` is 1 (the keys are sorted, so the keys that go
+    left and right of an inner node at ``depth`` split at one point); ``hi`` if none."""
     a, b = lo, hi
     shift = 255 - depth
     while a < b:
@@ -300,7 +306,7 @@ def _build(leaves: list[_Leaf], ints: list[int], lo: int, hi: int, depth: int) -
             b = mid
         else:
             a = mid + 1
-    return _Inner(_build(leaves, ints, lo, a, depth + 1), _build(leaves, ints, a, hi, depth + 1))
+    return a
 
 
 def _insert_one(node: _Node, depth: int, leaf: _Leaf, ki: int) -> tuple[_Node, int]:
@@ -339,14 +345,7 @@ def _insert_many(node: _Node, depth: int, leaves: list[_Leaf], ints: list[int], 
         sub.insert(at, node)
         sub_ints.insert(at, ni)
         return _build(sub, sub_ints, 0, len(sub), depth), hi - lo
-    a, b = lo, hi
-    shift = 255 - depth
-    while a < b:
-        mid = (a + b) // 2
-        if (ints[mid] >> shift) & 1:
-            b = mid
-        else:
-            a = mid + 1
+    a = _split_point(ints, lo, hi, depth)
     left, added_l = _insert_many(node.left, depth + 1, leaves, ints, lo, a)
     right, added_r = _insert_many(node.right, depth + 1, leaves, ints, a, hi)
     return _Inner(left, right), added_l + added_r
