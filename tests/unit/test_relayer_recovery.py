@@ -8,12 +8,15 @@ recovery revoked going back to phase 2.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from protocol.errors import CertificateStaleError
 from protocol.paths import verified_path
 from relay.relayer.policy import RETRY_SOON_S
 from tests.unit.test_relayer_loop import _client, _Park, _Relay, _relayer, _send_event
+
+_P = TypeVar("_P", bound=_Park)
+_Q = TypeVar("_Q", bound=_Park)
 
 
 class _RelayWithRecords(_Relay):
@@ -27,15 +30,20 @@ class _RelayWithRecords(_Relay):
         return {k: ("01" * 32 if k in self.verified else None) for k in keys}
 
 
-async def test_a_frozen_source_holds_its_packets_and_a_recovery_resumes_them(tmp_path: Path) -> None:
-    relay = _RelayWithRecords()
-    a, b = _Park("park-a"), _Park("park-b")
+def _one_verified_packet(relay: _RelayWithRecords, a: _P, b: _Q) -> tuple[_P, _Q]:
+    """Packet 1 from ``a`` to ``b`` sent at height 3, both clients at 10 (final 8), and VERIFIED on ``relay``."""
     a.events_at[3] = [_send_event("park-a", "park-b", 1, 3)]
     _client(relay, a, latest=10, final=8)
     _client(relay, b, latest=10, final=8)
+    relay.verified.add(verified_path("park-a", "park-b", "lane-0", 1).decode())
+    return a, b
+
+
+async def test_a_frozen_source_holds_its_packets_and_a_recovery_resumes_them(tmp_path: Path) -> None:
+    relay = _RelayWithRecords()
+    a, b = _one_verified_packet(relay, _Park("park-a"), _Park("park-b"))
     relay.status["park-a"].update(client_id="poc-0", status="frozen", frozen_height=9)
     relay.status["park-b"]["client_id"] = "dpos-1"
-    relay.verified.add(verified_path("park-a", "park-b", "lane-0", 1).decode())
     r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
     await r.step()
     await r.step()
@@ -109,11 +117,7 @@ class _StaleOnceTarget(_Park):
 
 async def test_a_stale_certificate_is_refetched_and_resubmitted_within_a_second(tmp_path: Path) -> None:
     relay = _RelayWithCertificates()
-    a, b = _Park("park-a"), _StaleOnceTarget("park-b")
-    a.events_at[3] = [_send_event("park-a", "park-b", 1, 3)]
-    _client(relay, a, latest=10, final=8)
-    _client(relay, b, latest=10, final=8)
-    relay.verified.add(verified_path("park-a", "park-b", "lane-0", 1).decode())
+    a, b = _one_verified_packet(relay, _Park("park-a"), _StaleOnceTarget("park-b"))
     now = [0.0]
     r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None, clock=lambda: now[0])
     await r.step()
