@@ -612,22 +612,21 @@ def trusted_relay_set(state: KVState) -> tuple[ValidatorSet, int]:
     return vs, int(raw["update_height"])
 
 
+def _bounded_ms(what: str, value: Any, lo: int, hi: int) -> int:
+    """``value`` if it is an int (not a bool) within ``lo..hi``, else :class:`CodecError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise CodecError(f"{what} out of bounds (ms)", expected=f"{lo}..{hi}", got=value)
+    return value
+
+
 def check_trusting_period(period_ms: Any) -> int:
     """``period_ms`` if it is a trusting period within the bounds (SPEC §7.8), else :class:`CodecError`."""
-    if (isinstance(period_ms, bool) or not isinstance(period_ms, int)
-            or not MIN_TRUSTING_PERIOD_MS <= period_ms <= MAX_TRUSTING_PERIOD_MS):
-        raise CodecError("trusting period out of bounds (ms)",
-                         expected=f"{MIN_TRUSTING_PERIOD_MS}..{MAX_TRUSTING_PERIOD_MS}", got=period_ms)
-    return period_ms
+    return _bounded_ms("trusting period", period_ms, MIN_TRUSTING_PERIOD_MS, MAX_TRUSTING_PERIOD_MS)
 
 
 def check_max_certificate_age(age_ms: Any) -> int:
     """``age_ms`` if it is a certificate-age bound within the bounds (SPEC §7.9), else :class:`CodecError`."""
-    if (isinstance(age_ms, bool) or not isinstance(age_ms, int)
-            or not MIN_MAX_CERTIFICATE_AGE_MS <= age_ms <= MAX_MAX_CERTIFICATE_AGE_MS):
-        raise CodecError("max certificate age out of bounds (ms)",
-                         expected=f"{MIN_MAX_CERTIFICATE_AGE_MS}..{MAX_MAX_CERTIFICATE_AGE_MS}", got=age_ms)
-    return age_ms
+    return _bounded_ms("max certificate age", age_ms, MIN_MAX_CERTIFICATE_AGE_MS, MAX_MAX_CERTIFICATE_AGE_MS)
 
 
 def check_certificate_age(params: BridgeParams, header_time_ms: int, now_ms: int) -> None:
