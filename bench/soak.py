@@ -93,6 +93,8 @@ SUBJECTS: dict[str, tuple[str, str]] = {
 SCORED_BY_OPERATOR = {ETH: 7_500, FABRIC: 8_200}
 RIGHTS_PER_PARK = 4
 RIGHT_KW = 10
+READ_BATCH = 500
+"""Packets whose states the drain reads in one bulk read (each chain answers at most 1,000 keys a call)."""
 
 
 def lane(a: str, b: str) -> str:
@@ -654,8 +656,9 @@ async def drain(s: Soak, drain_s: float) -> list[dict[str, Any]]:
 def _read_pass(s: Soak, final: dict[str, dict[str, Any]],
                views: dict[str, Any]) -> tuple[dict[str, dict[str, Any] | None], bool]:
     """One pass of :func:`drain`: moves packets found final into ``final``; returns the others (their row, or None
-    if unreadable this time) and whether every park's sends were read."""
-    from relay.ops.packets import packet_status
+    if unreadable this time) and whether every park's sends were read. The states of one park's packets are read
+    in bulk (:func:`relay.ops.packets.packet_statuses`: a few batched reads per chain, not a few calls a packet)."""
+    from relay.ops.packets import packet_statuses
 
     pending: dict[str, dict[str, Any] | None] = {}
     complete = True
@@ -666,20 +669,22 @@ def _read_pass(s: Soak, final: dict[str, dict[str, Any]],
             s.log(f"reading {park}'s sends: {type(exc).__name__}: {exc}")
             complete = False
             continue
-        for raw, height in sent:
-            key = packet_key(decode_packet(raw))
-            if key in final:
-                continue
+        todo = [(packet_key(decode_packet(raw)), raw, height) for raw, height in sent]
+        todo = [t for t in todo if t[0] not in final]
+        for i in range(0, len(todo), READ_BATCH):
+            batch = todo[i:i + READ_BATCH]
             try:
-                row = packet_status(s.cfg, raw, views) | {"sent_height": height}
+                rows = packet_statuses(s.cfg, [raw for _, raw, _ in batch], views)
             except Exception as exc:
-                s.log(f"reading {key}: {type(exc).__name__}: {exc}")
-                pending[key] = None
+                s.log(f"reading {len(batch)} packets of {park}: {type(exc).__name__}: {exc}")
+                pending.update((key, None) for key, _, _ in batch)
                 continue
-            if row["state"] in FINAL_STATES:
-                final[key] = row
-            else:
-                pending[key] = row
+            for (key, _, height), row in zip(batch, rows, strict=True):
+                row = row | {"sent_height": height}
+                if row["state"] in FINAL_STATES:
+                    final[key] = row
+                else:
+                    pending[key] = row
     return pending, complete
 
 

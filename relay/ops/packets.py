@@ -60,8 +60,9 @@ def list_packets(cfg: DeploymentConfig, chain_id: str | None = None) -> list[dic
     for chain in cfg.chains:
         if chain_id is not None and chain.id != chain_id:
             continue
-        for raw, height in park_view(cfg, chain.id).sent():
-            out.append(packet_status(cfg, raw, views) | {"sent_height": height})
+        sent = park_view(cfg, chain.id).sent()
+        rows = packet_statuses(cfg, [raw for raw, _ in sent], views)
+        out += [row | {"sent_height": height} for row, (_, height) in zip(rows, sent, strict=True)]
     return out
 
 
@@ -84,46 +85,86 @@ def packet_status(cfg: DeploymentConfig, raw: bytes, views: dict[str, ParkView] 
     """A packet's state read from its source, its target and the relay chain. ``views``: park views to reuse
     across calls (a caller reading many packets passes one dict, so a view's caches, such as an EVM park's acks,
     serve them all)."""
-    p = decode_packet(raw)
+    return packet_statuses(cfg, [raw], views)[0]
+
+
+def packet_statuses(cfg: DeploymentConfig, raws: list[bytes],
+                    views: dict[str, ParkView] | None = None) -> list[dict[str, Any]]:
+    """:func:`packet_status` of many packets, in their order, read in bulk: each chain is asked for all the
+    records it holds for them at once (a Python park's or the relay chain's ``queryMany``, 1,000 keys a call; an
+    EVM or Fabric park's batched reads), not a few round trips per packet."""
     views = {} if views is None else views
-    for chain_id in (p.src_chain, p.dst_chain):
-        if chain_id not in views:
-            views[chain_id] = park_view(cfg, chain_id)
-    src, dst = views[p.src_chain], views[p.dst_chain]
-    relay = _url(cfg, cfg.relay_chain_id) if cfg.relay_base_port is not None else None
-    committed = src.query(commitment_path(p.dst_chain, p.lane, p.sequence).decode())
-    receipt = dst.query(receipt_path(p.src_chain, p.lane, p.sequence).decode())
-    if receipt is not None and receipt == chain_kind(dst.chain.kind).timeout_receipt:
-        receipt = None  # the target recorded the timeout (Fabric): no execution; the relay certifies the outcome
-    ack = dst.ack(p.src_chain, p.lane, p.sequence) if receipt is not None else None
-    verified = outcome = suspended = None
-    if relay is not None:
-        # a packet whose source's client froze while it was in flight (SPEC §8.8) until the recovery revokes it
-        suspended = rpc(relay, "query", {"key": "relay/suspended/" + verified_path(
-            p.src_chain, p.dst_chain, p.lane, p.sequence).decode()[len("relay/verified/"):]})["value"]
-        verified = rpc(relay, "query", {"key": verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()})[
-            "value"]
-        outcome = rpc(relay, "query", {"key": outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()})[
-            "value"]
-    if outcome is not None:
-        kind, _, _ = decode_outcome(bytes.fromhex(outcome))
-        success = kind is PacketOutcome.ACKED and ack is not None and ack.success
-        if committed is None:
-            state = "completed" if success else "refunded"
+    packets = [decode_packet(raw) for raw in raws]
+    for p in packets:
+        for chain_id in (p.src_chain, p.dst_chain):
+            if chain_id not in views:
+                views[chain_id] = park_view(cfg, chain_id)
+    committed = _many(views, [(p.src_chain, commitment_path(p.dst_chain, p.lane, p.sequence).decode())
+                              for p in packets])
+    receipts = _many(views, [(p.dst_chain, receipt_path(p.src_chain, p.lane, p.sequence).decode()) for p in packets])
+    for i, p in enumerate(packets):
+        if receipts[i] is not None and receipts[i] == chain_kind(views[p.dst_chain].chain.kind).timeout_receipt:
+            receipts[i] = None  # the target recorded the timeout (Fabric): no execution; the relay certifies it
+    by_target: dict[str, list[tuple[str, str, int]]] = {}
+    for p, receipt in zip(packets, receipts, strict=True):
+        if receipt is not None:
+            by_target.setdefault(p.dst_chain, []).append((p.src_chain, p.lane, p.sequence))
+    acks = {(dst, *item): ack for dst, items in by_target.items() for item, ack in views[dst].acks(items).items()}
+    relay_keys: list[str] = []
+    if cfg.relay_base_port is not None:
+        for p in packets:
+            vpath = verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()
+            # a packet whose source's client froze while it was in flight (SPEC §8.8) until the recovery revokes it
+            relay_keys += ["relay/suspended/" + vpath[len("relay/verified/"):], vpath,
+                           outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence).decode()]
+    relay_values = _relay_many(cfg, relay_keys) if relay_keys else {}
+    rows = []
+    for i, p in enumerate(packets):
+        suspended: str | None = None
+        verified: str | None = None
+        outcome: str | None = None
+        if relay_keys:
+            suspended, verified, outcome = (relay_values.get(k) for k in relay_keys[3 * i:3 * i + 3])
+        ack = acks.get((p.dst_chain, p.src_chain, p.lane, p.sequence))
+        if outcome is not None:
+            kind, _, _ = decode_outcome(bytes.fromhex(outcome))
+            success = kind is PacketOutcome.ACKED and ack is not None and ack.success
+            if committed[i] is None:
+                state = "completed" if success else "refunded"
+            else:
+                state = "acked" if kind is PacketOutcome.ACKED else "timed_out"
+        elif receipts[i] is not None:
+            state = "executed"
+        elif verified is not None:
+            state = "verified"
         else:
-            state = "acked" if kind is PacketOutcome.ACKED else "timed_out"
-    elif receipt is not None:
-        state = "executed"
-    elif verified is not None:
-        state = "verified"
-    else:
-        state = "committed"
-    payload = decode_payload(p.kind, p.payload)
-    return {"packet": packet_key(p), "state": state, "kind": p.kind.name.lower(), "sender": p.sender,
-            "receiver": p.receiver, "payload": {k: getattr(payload, k) for k in payload.__slots__},  # type: ignore[attr-defined]
-            "timeout_timestamp_ms": p.timeout_timestamp_ms, "verified": verified is not None,
-            "suspended": suspended is not None,
-            "ack": None if ack is None else {"success": ack.success, "code": ack.code}}
+            state = "committed"
+        payload = decode_payload(p.kind, p.payload)
+        rows.append({"packet": packet_key(p), "state": state, "kind": p.kind.name.lower(), "sender": p.sender,
+                     "receiver": p.receiver,
+                     "payload": {k: getattr(payload, k) for k in payload.__slots__},  # type: ignore[attr-defined]
+                     "timeout_timestamp_ms": p.timeout_timestamp_ms, "verified": verified is not None,
+                     "suspended": suspended is not None,
+                     "ack": None if ack is None else {"success": ack.success, "code": ack.code}})
+    return rows
+
+
+def _many(views: dict[str, ParkView], wanted: list[tuple[str, str]]) -> list[bytes | None]:
+    """The values of ``(chain, path)`` records, in order, one :meth:`ParkView.query_many` per chain."""
+    by_chain: dict[str, list[str]] = {}
+    for chain_id, path in wanted:
+        by_chain.setdefault(chain_id, []).append(path)
+    found = {chain_id: views[chain_id].query_many(paths) for chain_id, paths in by_chain.items()}
+    return [found[chain_id][path] for chain_id, path in wanted]
+
+
+def _relay_many(cfg: DeploymentConfig, keys: list[str]) -> dict[str, str | None]:
+    """Hex values of relay-chain records, 1,000 keys per ``queryMany`` (the node's limit)."""
+    url = _url(cfg, cfg.relay_chain_id)
+    out: dict[str, str | None] = {}
+    for i in range(0, len(keys), 1000):
+        out.update(rpc(url, "queryMany", {"keys": keys[i:i + 1000]}, timeout=15.0)["values"])
+    return out
 
 
 def relayer_progress(cfg: DeploymentConfig) -> list[dict[str, Any]]:

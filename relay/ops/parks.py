@@ -76,9 +76,22 @@ class ParkView:
         """The raw value of a protocol record (``commitments/…``, ``receipts/…``), None when absent."""
         raise NotImplementedError
 
+    def query_many(self, paths: list[str]) -> dict[str, bytes | None]:
+        """:meth:`query` of many records (a view over a node that reads many keys in one call overrides it)."""
+        return {path: self.query(path) for path in paths}
+
     def ack(self, src: str, lane: str, sequence: int) -> Acknowledgement | None:
         """The ack this chain wrote for packet ``src/lane/sequence`` as a target, if any."""
         raise NotImplementedError
+
+    def acks(self, packets: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], Acknowledgement | None]:
+        """:meth:`ack` of many ``(src, lane, sequence)`` packets. This default reads the ack records in one
+        :meth:`query_many` (the parks that keep acks in state as hex text); a park keeping them elsewhere
+        overrides :meth:`ack` and this."""
+        paths = [ack_path(ChainId(src), LaneId(lane), seq).decode() for src, lane, seq in packets]
+        raw = self.query_many(paths)
+        return {item: None if raw[path] is None else decode_ack(bytes.fromhex(raw[path].decode()))  # type: ignore[union-attr]
+                for item, path in zip(packets, paths, strict=True)}
 
     def sent(self) -> list[tuple[bytes, int]]:
         """Every packet this chain committed: ``(packet bytes, height)``."""
@@ -153,9 +166,15 @@ class PyPark(ParkView):
         v = rpc(self.url, "query", {"key": path})["value"]
         return None if v is None else bytes.fromhex(v)
 
+    def query_many(self, paths: list[str]) -> dict[str, bytes | None]:
+        out: dict[str, bytes | None] = {}
+        for i in range(0, len(paths), 1000):  # the node's limit per call
+            values = rpc(self.url, "queryMany", {"keys": paths[i:i + 1000]}, timeout=15.0)["values"]
+            out.update((k, None if v is None else bytes.fromhex(v)) for k, v in values.items())
+        return out
+
     def ack(self, src: str, lane: str, sequence: int) -> Acknowledgement | None:
-        raw = self.query(ack_path(ChainId(src), LaneId(lane), sequence).decode())
-        return None if raw is None else decode_ack(bytes.fromhex(raw.decode()))  # stored as hex text
+        return self.acks([(src, lane, sequence)])[(src, lane, sequence)]
 
     def sent(self) -> list[tuple[bytes, int]]:
         head, out, start = rpc(self.url, "status")["height"], [], 1
@@ -290,12 +309,14 @@ class EthPark(ParkView):
         return result
 
     def query(self, path: str) -> bytes | None:
+        return self.query_many([path])[path]
+
+    def query_many(self, paths: list[str]) -> dict[str, bytes | None]:
         async def q(src: Any) -> dict[str, str | None]:
-            out: dict[str, str | None] = await src.query_many([path])
+            out: dict[str, str | None] = await src.query_many(paths)
             return out
 
-        v = self._run(q)[path]
-        return None if v is None else bytes.fromhex(v)
+        return {k: None if v is None else bytes.fromhex(v) for k, v in self._run(q).items()}
 
     def _events(self, kind: str) -> list[dict[str, Any]]:
         async def ev(src: Any) -> list[dict[str, Any]]:
@@ -326,6 +347,9 @@ class EthPark(ParkView):
             self.__dict__["_acks_to"] = max(head, start - 1)
         raw = cache.get(key)
         return None if raw is None else decode_ack(bytes.fromhex(raw))
+
+    def acks(self, packets: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], Acknowledgement | None]:
+        return {item: self.ack(*item) for item in packets}  # the first reads the new logs; the rest are cached
 
     def sent(self) -> list[tuple[bytes, int]]:
         return [(bytes.fromhex(e["packet"]), int(e["height"])) for e in self._events("send_packet")]
@@ -539,12 +563,14 @@ class FabricPark(ParkView):
         return result
 
     def query(self, path: str) -> bytes | None:
+        return self.query_many([path])[path]
+
+    def query_many(self, paths: list[str]) -> dict[str, bytes | None]:
         async def q(src: Any, _: Any) -> dict[str, str | None]:
-            out: dict[str, str | None] = await src.query_many([path])
+            out: dict[str, str | None] = await src.query_many(paths)
             return out
 
-        v = self._run(q)[path]
-        return None if v is None else bytes.fromhex(v)
+        return {k: None if v is None else bytes.fromhex(v) for k, v in self._run(q).items()}
 
     def _json(self, fcn: str, *args: str) -> Any:
         async def q(src: Any, _: Any) -> Any:
@@ -553,8 +579,7 @@ class FabricPark(ParkView):
         return self._run(q)
 
     def ack(self, src: str, lane: str, sequence: int) -> Acknowledgement | None:
-        raw = self.query(ack_path(ChainId(src), LaneId(lane), sequence).decode())
-        return None if raw is None else decode_ack(bytes.fromhex(raw.decode()))  # stored as hex text
+        return self.acks([(src, lane, sequence)])[(src, lane, sequence)]
 
     def sent(self) -> list[tuple[bytes, int]]:
         # an ordered block never changes: the blocks read once are not read again (each is a peer query and a

@@ -344,13 +344,20 @@ async def test_a_node_that_lost_our_transactions_gets_them_from_its_own_nonce_ag
                                                                                                  seq))}
 
     try:
-        snap = await relayer.rpc.call("evm_snapshot", [])
-        before = await relayer.pending_nonce()
-        lost = await relayer.submit("bridge.recv", recv_args(300))
-        assert (await relayer.track(lost, 30))["ok"]
-        assert await relayer.rpc.call("evm_revert", [snap])  # the node forgets the block and our transaction
-        assert await relayer.pending_nonce() == before
-        again = await relayer.submit("bridge.recv", recv_args(301))
+        # the fault itself: anvil reverted to a snapshot now and then still holds the transaction (measured: about
+        # one revert in twenty right after a send mines it again), so the node's nonce did not go back; set it up
+        # again until the node really forgot it (the adapter's behaviour below is what is under test)
+        for attempt in range(5):
+            snap = await relayer.rpc.call("evm_snapshot", [])
+            before = await relayer.pending_nonce()
+            lost = await relayer.submit("bridge.recv", recv_args(300 + 2 * attempt))
+            assert (await relayer.track(lost, 30))["ok"]
+            assert await relayer.rpc.call("evm_revert", [snap])  # the node forgets the block and our transaction
+            if await relayer.pending_nonce() == before:
+                break
+        else:
+            pytest.fail("anvil never forgot the reverted transaction in 5 tries")
+        again = await relayer.submit("bridge.recv", recv_args(301 + 2 * attempt))
         tx = await relayer.rpc.call("eth_getTransactionByHash", [again])
         assert hex_int(tx["nonce"]) == before  # not before + 1: that would wait forever for the lost one
         assert (await relayer.track(again, 30))["ok"]

@@ -54,6 +54,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterable, Callable
 from typing import Any
@@ -117,6 +118,9 @@ class _PeerStub:
         self.event: tuple[str, bytes] | None = None
 
     def _ask(self, msg_type: int, payload: Any, what: str) -> bytes:
+        stopping = self._handler.stopping
+        if stopping.is_set():
+            raise PeerError(f"the chaincode server is stopping: {what} not sent")
         coro = self._handler.ask(msg_type, payload.SerializeToString(), self._channel_id, self._txid, what)
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
@@ -124,6 +128,8 @@ class _PeerStub:
         except concurrent.futures.TimeoutError as exc:
             future.cancel()
             raise PeerError(f"no answer from the peer to {what} in {PEER_REPLY_TIMEOUT_S} s") from exc
+        except concurrent.futures.CancelledError as exc:  # the server stopped while the peer had not answered
+            raise PeerError(f"the chaincode server stopped before the peer answered {what}") from exc
 
     def get_channel_id(self) -> str:
         return self._channel_id
@@ -201,9 +207,11 @@ class _BridgeHandler(Handler):  # type: ignore[misc]  # the library is untyped
     """The library's peer conversation, with the transaction step replaced (module docstring)."""
 
     def __init__(self, chaincode_id: str, contract: BridgeContract, pool: concurrent.futures.Executor,
-                 clock: Callable[[], int]) -> None:
+                 clock: Callable[[], int], stopping: threading.Event) -> None:
         super().__init__(chaincode_id, None)
         self._contract, self._pool, self._clock = contract, pool, clock
+        self.stopping = stopping
+        """Set once the server stops: a worker's next ledger call fails at once instead of waiting for a peer."""
 
     async def chat_with_peer(self, stream: AsyncIterable[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await super().chat_with_peer(stream, _LockedStream(context))
@@ -250,8 +258,8 @@ class _BridgeHandler(Handler):  # type: ignore[misc]  # the library is untyped
 
 class _Service(chaincode_shim_pb2_grpc.ChaincodeServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, chaincode_id: str, contract: BridgeContract, pool: concurrent.futures.Executor,
-                 clock: Callable[[], int]) -> None:
-        self._args = (chaincode_id, contract, pool, clock)
+                 clock: Callable[[], int], stopping: threading.Event) -> None:
+        self._args = (chaincode_id, contract, pool, clock, stopping)
 
     async def Connect(self, request_iterator: AsyncIterable[Any],
                       context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -287,13 +295,19 @@ def wall_clock_ms(skew_ms: int = 0) -> Callable[[], int]:
 
 
 async def serve(chaincode_id: str, address: str, contract: BridgeContract, clock: Callable[[], int]) -> None:
-    """Listen on ``address`` and serve peers until SIGTERM or SIGINT."""
+    """Listen on ``address`` and serve peers until SIGTERM or SIGINT.
+
+    Stopping takes at most :data:`STOP_GRACE_S` plus a moment: the gRPC server stops, then every ledger call still
+    waiting for a peer is cancelled (its worker's transaction fails, the peer gets nothing: it times the proposal
+    out as if the server had crashed; the state lives on the peer, so nothing is lost), and the workers end."""
     host, _ = parse_address(address)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                       ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-    with concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="bridge-cc") as pool:
-        chaincode_shim_pb2_grpc.add_ChaincodeServicer_to_server(_Service(chaincode_id, contract, pool, clock),
-                                                                 server)
+    pool = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="bridge-cc")
+    stopping = threading.Event()
+    try:
+        chaincode_shim_pb2_grpc.add_ChaincodeServicer_to_server(
+            _Service(chaincode_id, contract, pool, clock, stopping), server)
         port = server.add_insecure_port(address)
         await server.start()
         stop = asyncio.Event()
@@ -303,7 +317,17 @@ async def serve(chaincode_id: str, address: str, contract: BridgeContract, clock
         print(f"parkrelay fabric chaincode {chaincode_id} listening on {host}:{port}", flush=True)
         await stop.wait()
         log.info("stopping")
+        stopping.set()
         await server.stop(STOP_GRACE_S)
+    finally:
+        stopping.set()
+        # a worker blocked on a ledger call waits for a task on this loop: cancel those tasks (the loop keeps
+        # running while the pool shuts down) instead of letting each worker wait out PEER_REPLY_TIMEOUT_S
+        current = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not current:
+                task.cancel()
+        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
 
 def _quiet_library_logging() -> None:

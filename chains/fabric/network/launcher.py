@@ -66,6 +66,9 @@ log = logging.getLogger("chains.fabric.network")
 _REFUSAL = re.compile(r'status:500 message:\\?"\[([a-z0-9._]+)\]')
 """A chaincode refusal in ``peer chaincode invoke``'s output: ``status:500 message:"[<code>] ..."``."""
 
+STOP_TIMEOUT_S = 10.0
+"""How long one tier of processes (chaincode servers, peers, orderers) gets after SIGTERM before SIGKILL."""
+
 _STRIPPED_FROM_CHAINCODE_ENV = ("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION",)
 """Variables a test process sets for hfc's old protos that the chaincode server (newer protos) must not inherit
 (the pure-Python protobuf is ~10x slower)."""
@@ -178,12 +181,17 @@ class FabricNetwork:
         """Process name -> resident set size in KiB of every process that runs."""
         return {n: rss_kib(pid) for n, pid in self.running().items()}
 
-    def stop(self) -> None:
-        """Stop every process: chaincode servers, then peers, then orderers."""
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop every process: chaincode servers, then peers, then orderers. The processes of one tier get SIGTERM
+        together and share one ``timeout_s`` before SIGKILL, so a park stops within three timeouts however many
+        peers it has (a supervisor that got SIGTERM because its own parent died must be gone quickly)."""
         for names in (self.chaincode_names, self.peer_names, self.orderer_names):
-            for name in names:
-                if name in self.procs:
-                    self.procs[name].stop()
+            tier = [self.procs[name] for name in names if name in self.procs]
+            for proc in tier:
+                proc.signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            for proc in tier:
+                proc.stop(timeout_s=max(0.1, deadline - time.monotonic()))
 
     def __enter__(self) -> FabricNetwork:
         return self
