@@ -37,6 +37,7 @@ from chains.common.wire import validator_set_to_json
 from chains.ethereum.anvil import Anvil, AnvilConfig, AnvilError, free_port, network_isolation_available
 from chains.ethereum.deploy import (
     CONTRACTS,
+    DEFAULT_MAX_CERTIFICATE_AGE_MS,
     DeployError,
     RelaySetArgs,
     create_address,
@@ -116,6 +117,8 @@ def build_genesis(
         "genesis_time_ms": genesis_time_ms,
         "registry": {"transformers": dict(p.transformers), "stations": dict(p.stations)},
     }
+    if p.max_certificate_age_ms != DEFAULT_MAX_CERTIFICATE_AGE_MS:  # absent: the bridge's default (SPEC §7.9)
+        genesis["max_certificate_age_ms"] = p.max_certificate_age_ms
     if p.market_buses:
         unknown = sorted(set(p.market_members) - set(accounts))
         if unknown:
@@ -255,6 +258,7 @@ class EthereumNode:
                                          if ln.get("capacities")},
                         balances={a["address"]: a["balance_wh"] for a in g["accounts"].values()},
                         transformers=registry["transformers"], stations=registry["stations"],
+                        max_certificate_age_ms=int(g.get("max_certificate_age_ms", DEFAULT_MAX_CERTIFICATE_AGE_MS)),
                         artifacts_dir=self.s.artifacts_dir, logger=self.log)
             self.log.info("deployed: ParkBridge %s, EnergyToken %s, ChargingRights %s, ReputationApp %s",
                           expected["bridge"], expected["energy_token"], expected["rights"], expected["reputation"])

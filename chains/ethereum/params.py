@@ -36,6 +36,9 @@ class EthChainParams(KindParams):
     contract's registry, filled by the node at deployment; the operator changes it later)."""
     stations: dict[str, str] = param({"st-1": "tr-1"})
     """Charging stations for charging-right admission: name -> the transformer it is behind (SPEC §2.3)."""
+    max_certificate_age_ms: int = param(600_000, low=10_000, high=86_400_000)
+    """The park bridge refuses a phase-3 relay certificate older than this, ms (protocol SPEC §7.9; keep the relay's
+    ``recovery_delay_ms`` at least this plus the clock skew)."""
     market_buses: dict[str, dict[str, int]] = param({})
     """The park market's radial feeder (``EnergyMarket``, docs/research.md#seed-001; SPEC §E2.9): bus number (``"1"``,
     ``"2"``… in order; bus 0 is the substation) -> ``{parent, length_m, limit_wh}``: the bus sits behind ``parent``

@@ -52,6 +52,9 @@ class FabricChainParams(KindParams):
     """Charging stations and the transformer each is behind, for charging-right admission: a right is admitted on
     this park only for a station registered here behind the right's transformer (the operator adds more with
     ``set_station``)."""
+    max_certificate_age_ms: int = param(600_000, low=10_000, high=86_400_000)
+    """The park bridge refuses a phase-3 relay certificate older than this, ms (protocol SPEC §7.9; keep the relay's
+    ``recovery_delay_ms`` at least this plus the clock skew)."""
     connection_profile: str = param("")
     """The hfc connection profile the park's clients (relayers, ``parkrelay`` commands, the demo) use. Empty: the
     one the supervisor writes, ``<data_dir>/<chain id>/connection-profile.json``. A relative path is read from the

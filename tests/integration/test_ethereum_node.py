@@ -74,9 +74,9 @@ def test_ethereum_chain_config_defaults(tmp_path: Path) -> None:
     chain = cfg.chain(CHAIN)
     assert chain.kind == "ethereum" and chain.nodes == ("anvil",) and chain.base_port == 27000
     assert chain.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2,
-                            "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}, "market_buses": {},
-                            "market_members": {}, "market_charge_rate": 0, "market_round_s": 60,
-                            "market_min_imported_score": 0}
+                            "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"},
+                            "max_certificate_age_ms": 600_000, "market_buses": {}, "market_members": {},
+                            "market_charge_rate": 0, "market_round_s": 60, "market_min_imported_score": 0}
     assert chain.accounts == {"alice": 5}
     assert ("eth-park", "ethereum", "anvil", "--node", "http://127.0.0.1:27000") in devnet.processes(cfg)
 
@@ -91,6 +91,7 @@ def test_ethereum_chain_config_defaults(tmp_path: Path) -> None:
     ({"confirmation_depth": 1}, "expected >= 2 at 1000 ms blocks, got 1"),
     ({"confirmation_depth": 0, "block_interval_ms": 2000}, "expected >= 1 at 2000 ms blocks, got 0"),
     ({"accounts": {"alice": -1}}, "accounts.alice: expected a non-negative integer"),
+    ({"max_certificate_age_ms": 5_000}, "max_certificate_age_ms: expected 10000..86400000"),
 ])
 def test_ethereum_chain_config_errors(tmp_path: Path, extra: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -187,7 +188,8 @@ class NodeProc:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProc]:
-    path = write_devnet(tmp_path, {"base_port": free_port(), "accounts": BALANCES}, relay_port=free_port())
+    path = write_devnet(tmp_path, {"base_port": free_port(), "accounts": BALANCES,
+                                   "max_certificate_age_ms": 90_000}, relay_port=free_port())
     cfg = load_config(path)
     devnet.init(cfg)
     n = NodeProc(cfg)
@@ -227,6 +229,7 @@ def test_node_deploys_restarts_and_fails_with_anvil(node: NodeProc) -> None:
     relay_genesis = json.loads((cfg.data_dir / "genesis" / "relay.json").read_text())
     assert bridge.functions.relaySetHash().call().hex() == relay_genesis["validators"]["hash"]
     assert bridge.functions.relayChainId().call() == "relay"
+    assert genesis["max_certificate_age_ms"] == bridge.functions.maxCertificateAgeMs().call() == 90_000  # §7.9
 
     # interval mining at ~1 s (not automine: blocks come without transactions)
     start_height = w3.eth.block_number

@@ -85,8 +85,8 @@ def test_every_parameter_has_a_docstring(cls: type[KindParams]) -> None:
 def test_params_read_as_a_mapping_with_defaults_filled() -> None:
     eth = EthChainParams.from_mapping({"confirmation_depth": 3})
     assert eth == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 3,
-                   "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}, "market_buses": {},
-                   "market_members": {}, "market_charge_rate": 0, "market_round_s": 60,
+                   "transformers": {"tr-1": 150}, "stations": {"st-1": "tr-1"}, "max_certificate_age_ms": 600_000,
+                   "market_buses": {}, "market_members": {}, "market_charge_rate": 0, "market_round_s": 60,
                    "market_min_imported_score": 0}
     assert eth["confirmation_depth"] == eth.confirmation_depth == 3
     dpos = DposChainParams.from_mapping({})
@@ -156,7 +156,7 @@ def test_the_devnet_config_still_loads() -> None:
               "market_members": {"erin": 2, "frank": 3}, "market_charge_rate": 20, "market_round_s": 30,
               "market_min_imported_score": 6_000}
     assert eth.params == {"eth_chain_id": 31337, "block_interval_ms": 1000, "confirmation_depth": 2, **registry,
-                          **market}
+                          "max_certificate_age_ms": 600_000, **market}
     assert eth.nodes == ("anvil",)
 
 

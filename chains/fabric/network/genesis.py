@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from chains.common.bridge import DEFAULT_MAX_CERTIFICATE_AGE_MS
 from chains.common.genesis import bridge_section
 from chains.common.state import canonical_json
 from chains.fabric.consts import PEER_ORGS
@@ -69,7 +70,9 @@ def build_genesis(*, chain_id: str, params: Mapping[str, Any], accounts: dict[st
     balances = [{"account": ids[name], "denom": "kWh", "amount": bal}
                 for name, (_, bal) in sorted(accounts.items()) if bal > 0]
     section = bridge_section(p.relay_chain_id, relay_validators, lanes, rights_operator=ids.get(OPERATOR_ACCOUNT),
-                             transformers=dict(p.transformers), trusted_time_ms=genesis_time_ms)
+                             transformers=dict(p.transformers), trusted_time_ms=genesis_time_ms,
+                             max_certificate_age_ms=(None if p.max_certificate_age_ms == DEFAULT_MAX_CERTIFICATE_AGE_MS
+                                                     else p.max_certificate_age_ms))
     section["stations"] = dict(p.stations)  # the chaincode's registry (chains/fabric/chaincode/assets.py)
     init_arg = canonical_json({"chain_id": chain_id, "accounts": sorted(ids.values()), "balances": balances,
                                "bridge": section}).decode()
