@@ -10,6 +10,14 @@ power makes that block final in the relay's light client once a relayer feeds it
 An endpoint that is down, or answers garbage, is logged and retried on the next tick; it never stops the
 node. Attestations need no ordering: a validator that missed heights attests the newest one, and the
 light client finalises its ancestors through the header hash chain.
+
+**Catching up.** The client accepts attestations and pending headers only within a window above its final height
+(``max_attestation_ahead``, ``max_pending_ahead``: SPEC §8.4). When the client fell further behind than that — the
+park cut off from the relay for a long while, the relay chain stalled — the block at depth is out of reach, and
+attesting it only earns refusals while the client never moves (seen in the 30-minute soak: final stuck 1,800
+blocks behind). Then every validator attests the block :data:`CATCH_UP_STEP` above the client's final height
+instead (:func:`attestation_target`): all of them the same height, so a quorum forms; the relayers' headers
+reach it; it becomes final, and the next step starts from there.
 """
 
 from __future__ import annotations
@@ -24,9 +32,20 @@ from chains.common.tx import Tx
 from protocol.crypto import Ed25519Signer
 from protocol.errors import AuthorizationError, ProtocolError, ReplayError, TransportError
 
-__all__ = ["AttestedChain", "Attestor"]
+__all__ = ["CATCH_UP_STEP", "AttestedChain", "Attestor", "attestation_target"]
 
 log = logging.getLogger("parkrelay.attestor")
+
+CATCH_UP_STEP = 128
+"""How far above the client's final height validators attest while the client is further behind than this: half
+the client's default pending window (``HOSTED_MAX_PENDING_AHEAD``, 256), so the headers up to it are accepted."""
+
+
+def attestation_target(head: int, depth: int, final: int) -> int:
+    """The height to attest: the block ``depth`` below ``head``, or, while the client's ``final`` height is more
+    than :data:`CATCH_UP_STEP` below it, ``final + CATCH_UP_STEP`` (module docstring)."""
+    at_depth = head - depth
+    return final + CATCH_UP_STEP if at_depth - final > CATCH_UP_STEP else at_depth
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +72,10 @@ class Attestor:
         self.chains = chains
         self.interval_s = interval_s
         self.last: dict[str, int] = {}
+        """Per chain: the highest height attested at depth (each is attested once)."""
+        self.last_target: dict[str, tuple[int, int]] = {}
+        """Per chain: (the client's final height, the height attested then): a catch-up height is attested once per
+        final height."""
         self.submitted = 0
         self.retired = False
         """Set once the relay chain refuses this validator's attestations as a non-validator's (jailed)."""
@@ -83,11 +106,19 @@ class Attestor:
             await self.relay.close()
 
     async def tick(self, eth: EthRpc, chain: AttestedChain) -> bool:
-        """Attest the block at depth on ``chain`` if its height is new; True if an attestation was submitted."""
+        """Attest the block at depth on ``chain`` (or the catch-up height: :func:`attestation_target`) if this
+        validator has not attested that height at the client's current final height; True if it submitted one."""
         head = hex_int(await eth.call("eth_blockNumber", []))
-        height = head - chain.confirmation_depth
-        if height < 1 or height <= self.last.get(chain.chain_id, 0):
+        status = await self.relay.call("getClientStatus", {"chain_id": chain.chain_id})
+        final = int(status["final_height"])
+        at_depth = head - chain.confirmation_depth
+        height = attestation_target(head, chain.confirmation_depth, final)
+        if height < 1 or height <= final:
             return False
+        if height == at_depth and height <= self.last.get(chain.chain_id, 0):
+            return False  # attested at depth already (or a higher one)
+        if (final, height) == self.last_target.get(chain.chain_id):
+            return False  # this catch-up height, at this final height, already
         block = await eth.call("eth_getBlockByNumber", [hex(height), False])
         if not isinstance(block, dict) or hex_int(block["number"]) != height:
             raise ValueError(f"endpoint returned no block {height}")
@@ -106,10 +137,14 @@ class Attestor:
             return False
         except ProtocolError as exc:
             log.error("attestor %s: client.attest of %s height %d refused: %s", self.name, chain.chain_id, height, exc)
-            self.last[chain.chain_id] = height  # not retried for this height: a newer one comes next tick
+            self._attested(chain.chain_id, final, height)  # not retried for this height: a newer one comes next tick
             return False
-        self.last[chain.chain_id] = height
+        self._attested(chain.chain_id, final, height)
         self.submitted += 1
         log.debug("attestor %s: attested %s height %d %s", self.name, chain.chain_id, height, block_hash.hex()[:16])
         return True
+
+    def _attested(self, chain_id: str, final: int, height: int) -> None:
+        self.last_target[chain_id] = (final, height)
+        self.last[chain_id] = max(self.last.get(chain_id, 0), height)
 

@@ -230,8 +230,32 @@ class ClientUpdates:
             if ok:
                 return int(h.height)
         if lo > final:
-            return lo  # the fork is deeper than the search: feed from its floor; the client says what it lacks
+            # the client's headers end more than FORK_SEARCH below the park's head (the client fell behind: a long
+            # partition, a stalled relay, or a fork that deep): find where they end by bisection over the held
+            # prefix and feed from there. Feeding from ``lo`` instead would send headers far above everything the
+            # client holds, which it refuses as too far ahead, and the client would never catch up.
+            return await self._held_prefix_top(park, final, lo)
         return None
+
+    async def _held_prefix_top(self, park: ChainLink, final: int, above: int) -> int | None:
+        """The highest height in ``final..above - 1`` whose park header the client holds (it holds ``final``'s, or
+        None: a fork below finality), by bisection; ``above``'s header is known not to be held."""
+        (h,) = await park.source.headers(final, final) or [None]
+        if h is None:
+            return final
+        if not (await self._holds(park.chain_id, [h]))[0]:
+            return None
+        lo, hi = final, above  # held at lo, not at hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            (h,) = await park.source.headers(mid, mid) or [None]
+            if h is None:
+                return lo
+            if (await self._holds(park.chain_id, [h]))[0]:
+                lo = mid
+            else:
+                hi = mid
+        return lo
 
     async def _submit_deep_fork(self, park: ChainLink, final: int) -> None:
         """The park's chain does not contain the client's final header: a fork deeper than the client can follow.
