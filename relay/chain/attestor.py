@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.common.rpc import JsonRpcClient
@@ -32,13 +34,17 @@ from chains.common.tx import Tx
 from protocol.crypto import Ed25519Signer
 from protocol.errors import AuthorizationError, ProtocolError, ReplayError, TransportError
 
-__all__ = ["CATCH_UP_STEP", "AttestedChain", "Attestor", "attestation_target"]
+__all__ = ["CATCH_UP_STEP", "RETRY_CATCH_UP_S", "AttestedChain", "Attestor", "attestation_target"]
 
 log = logging.getLogger("parkrelay.attestor")
 
 CATCH_UP_STEP = 128
 """How far above the client's final height validators attest while the client is further behind than this: half
 the client's default pending window (``HOSTED_MAX_PENDING_AHEAD``, 256), so the headers up to it are accepted."""
+
+
+RETRY_CATCH_UP_S = 20.0
+"""How long a validator waits for its catch-up attestation to take effect before it sends it again."""
 
 
 def attestation_target(head: int, depth: int, final: int) -> int:
@@ -73,13 +79,15 @@ class Attestor:
         self.interval_s = interval_s
         self.last: dict[str, int] = {}
         """Per chain: the highest height attested at depth (each is attested once)."""
-        self.last_target: dict[str, tuple[int, int]] = {}
-        """Per chain: (the client's final height, the height attested then): a catch-up height is attested once per
-        final height."""
+        self.last_target: dict[str, tuple[int, int, float]] = {}
+        """Per chain: (the client's final height, the height attested then, when): a catch-up height is attested once
+        per final height, and again every :data:`RETRY_CATCH_UP_S` while the final height stays (a vote lost with a
+        restarted node's mempool is sent again; one already counted is refused as a replay, harmlessly)."""
         self.submitted = 0
         self.retired = False
         """Set once the relay chain refuses this validator's attestations as a non-validator's (jailed)."""
         self._stop = asyncio.Event()
+        self._now: Callable[[], float] = time.monotonic
 
     def stop(self) -> None:
         self._stop.set()
@@ -117,8 +125,9 @@ class Attestor:
             return False
         if height == at_depth and height <= self.last.get(chain.chain_id, 0):
             return False  # attested at depth already (or a higher one)
-        if (final, height) == self.last_target.get(chain.chain_id):
-            return False  # this catch-up height, at this final height, already
+        last = self.last_target.get(chain.chain_id)
+        if last is not None and last[:2] == (final, height) and self._now() - last[2] < RETRY_CATCH_UP_S:
+            return False  # this catch-up height, at this final height, already (again after RETRY_CATCH_UP_S)
         block = await eth.call("eth_getBlockByNumber", [hex(height), False])
         if not isinstance(block, dict) or hex_int(block["number"]) != height:
             raise ValueError(f"endpoint returned no block {height}")
@@ -145,6 +154,6 @@ class Attestor:
         return True
 
     def _attested(self, chain_id: str, final: int, height: int) -> None:
-        self.last_target[chain_id] = (final, height)
+        self.last_target[chain_id] = (final, height, self._now())
         self.last[chain_id] = max(self.last.get(chain_id, 0), height)
 

@@ -165,6 +165,10 @@ class ClientUpdates:
             if shared is None:
                 await self._submit_deep_fork(park, final)
                 return st
+            if shared == final and held <= final < latest:
+                shared = await self._pending_top(park, final, latest)
+                if shared is None:
+                    return st  # the client holds the park's headers up to its head already
             if shared < min(held, latest):
                 self.stats.branch_switches += 1
                 self.log.info("%s: branch switch: the relay's client holds up to %d but the park's chain left its "
@@ -236,6 +240,19 @@ class ClientUpdates:
             # client holds, which it refuses as too far ahead, and the client would never catch up.
             return await self._held_prefix_top(park, final, lo)
         return None
+
+    async def _pending_top(self, park: ChainLink, final: int, latest: int) -> int | None:
+        """Where the client's headers of the park end above ``final``, for a client whose status counts no pending
+        header in its ``latest_height`` (Ethereum: headers wait for attestations). Feeding from ``final + 1`` again
+        would only resend headers it holds ("already holds every header") and never reach the attested one: the
+        soak's Ethereum client stayed at one final height for 25 minutes so. None: it holds up to ``latest``."""
+        (tip,) = await park.source.headers(latest, latest) or [None]
+        if tip is None:
+            return final
+        if (await self._holds(park.chain_id, [tip]))[0]:
+            return None
+        top = await self._held_prefix_top(park, final, latest)
+        return final if top is None else top
 
     async def _held_prefix_top(self, park: ChainLink, final: int, above: int) -> int | None:
         """The highest height in ``final..above - 1`` whose park header the client holds (it holds ``final``'s, or

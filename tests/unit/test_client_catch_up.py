@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from relay.chain.attestor import CATCH_UP_STEP, AttestedChain, Attestor, attestation_target
+from relay.chain.attestor import CATCH_UP_STEP, RETRY_CATCH_UP_S, AttestedChain, Attestor, attestation_target
 from relay.relayer.client_updates import FORK_SEARCH, ClientUpdates
 
 
@@ -30,6 +30,9 @@ class _Source:
     def __init__(self, head: int, fork_at: int | None = None) -> None:
         self.head, self.fork_at = head, fork_at
         self.reads = 0
+
+    async def latest_height(self) -> int:
+        return self.head
 
     async def headers(self, start: int, end: int) -> list[_Header]:
         self.reads += 1
@@ -124,14 +127,55 @@ def test_the_attestor_attests_the_catch_up_height_once_per_final_height() -> Non
     attestor = Attestor("op-a", Ed25519Signer(os.urandom(32)), "relay", "http://127.0.0.1:1", [])
     relay = _Relay(final=394)
     attestor.relay = relay  # type: ignore[assignment]
+    clock = [0.0]
+    attestor._now = lambda: clock[0]
     chain = AttestedChain("eth-park", "http://127.0.0.1:2", 2)
     eth = _Eth(head=2214)
     assert asyncio.run(attestor.tick(eth, chain)) is True  # type: ignore[arg-type]
     assert asyncio.run(attestor.tick(eth, chain)) is False  # type: ignore[arg-type]  # not twice
+    clock[0] += RETRY_CATCH_UP_S  # ... unless the final height stays: the vote may have been lost
+    assert asyncio.run(attestor.tick(eth, chain)) is True  # type: ignore[arg-type]
     relay.final = 394 + CATCH_UP_STEP  # the quorum finalised it once the relayers fed the headers
     assert asyncio.run(attestor.tick(eth, chain)) is True  # type: ignore[arg-type]
     heights = [a["height"] for a in relay.sent]
-    assert heights == [394 + CATCH_UP_STEP, 394 + 2 * CATCH_UP_STEP]
+    assert heights == [394 + CATCH_UP_STEP, 394 + CATCH_UP_STEP, 394 + 2 * CATCH_UP_STEP]
     relay.final, eth.head = 2200, 2214  # caught up: the block at depth again
     assert asyncio.run(attestor.tick(eth, chain)) is True  # type: ignore[arg-type]
     assert relay.sent[-1]["height"] == 2212
+
+
+class _PendingUpdates(_Updates):
+    """A client like the relay's Ethereum one: ``latest_height`` in its status is its final height; the headers it
+    holds above (pending, waiting for attestations) show only through ``getClientHolds``."""
+
+    def __init__(self, final: int, held_to: int) -> None:
+        super().__init__(held_to)
+        self.final = final
+        self.submitted: list[list[int]] = []
+        self._update_locks: dict[str, asyncio.Lock] = {}
+        self._last_update: dict[str, float] = {}
+        self._last_error_code = None
+        self._clock = lambda: 0.0
+        self.stats = type("S", (), {"branch_switches": 0})()
+
+    async def _client_status(self, chain_id: str) -> dict[str, Any]:
+        return {"status": "active", "final_height": self.final, "latest_height": self.final}
+
+    def _waiting_key(self, key: str) -> bool:
+        return False
+
+    async def _submit(self, chain: Any, op: str, args: dict[str, Any], action: str, items: Any) -> None:
+        assert op == "client.update"
+        self.submitted.append([int(h.split(b"/")[1]) for h in (bytes.fromhex(x) for x in args["headers"])])
+
+
+def test_headers_are_fed_above_the_pending_ones_not_again_from_the_final_height() -> None:
+    updates = _PendingUpdates(final=396, held_to=460)
+    park = _Park(_Source(head=1415))
+    updates.relay = None  # type: ignore[assignment]
+    asyncio.run(updates._update_client(park))  # type: ignore[arg-type]
+    (batch,) = updates.submitted
+    assert batch[0] == 461 and batch == list(range(461, 461 + len(batch)))  # not 397..460 again (all held)
+    caught_up = _PendingUpdates(final=396, held_to=1415)
+    asyncio.run(caught_up._update_client(park))  # type: ignore[arg-type]
+    assert caught_up.submitted == []  # it holds up to the park's head: nothing to send
