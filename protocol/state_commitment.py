@@ -85,6 +85,10 @@ def _hash_new(node: _Inner) -> bytes:
 _Node = _Leaf | _Inner | None
 
 
+_BITS = tuple(tuple((byte >> (7 - i)) & 1 for i in range(8)) for byte in range(256))
+"""The bits of a byte, most significant first."""
+
+
 def _bit(key_int: int, depth: int) -> int:
     return (key_int >> (255 - depth)) & 1
 
@@ -218,14 +222,19 @@ class SparseMerkleTree:
 
     def get(self, key: bytes) -> bytes | None:
         kh = _sha(key).digest()
-        ki = int.from_bytes(kh, "big")
         node = self._root
-        shift = 255
-        while isinstance(node, _Inner):
-            node = node.right if (ki >> shift) & 1 else node.left
-            shift -= 1
-        if node is not None and node.key_hash == kh:
-            return node.value
+        if node.__class__ is _Inner:
+            inner = _Inner
+            for byte in kh:  # the path: the key hash's bits, most significant first
+                for bit in _BITS[byte]:
+                    node = node.right if bit else node.left
+                    if node.__class__ is not inner:
+                        break
+                else:
+                    continue
+                break
+        if node is not None and node.key_hash == kh:  # type: ignore[union-attr]
+            return node.value  # type: ignore[union-attr]
         return None
 
     def set(self, key: bytes, value: bytes) -> SparseMerkleTree:
