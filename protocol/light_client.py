@@ -40,7 +40,7 @@ from protocol.errors import (
     TimeoutExpiredError,
     UnknownClientError,
 )
-from protocol.state_commitment import Proof, verify_membership, verify_non_membership
+from protocol.state_commitment import Proof, verify_membership, verify_membership_encoded, verify_non_membership
 from protocol.types import ChainId, ClientId
 
 H = TypeVar("H")
@@ -220,7 +220,10 @@ class LightClient(ABC, Generic[H]):
         """Raise unless ``key`` -> ``value`` in the state of the final header at ``height``."""
         self.check_active(now_ms)
         cs = self.final_consensus_state(height)
-        verify_membership(cs.state_root, key, value, _as_proof(proof))
+        if isinstance(proof, Proof):
+            verify_membership(cs.state_root, key, value, proof)
+        else:  # as Proof.decode(bytes(proof)) then verify_membership, without the Proof
+            verify_membership_encoded(cs.state_root, key, value, bytes(proof))
 
     def verify_non_membership(self, height: int, key: bytes, proof: Any, now_ms: int) -> None:
         """Raise unless ``key`` is absent from the state of the final header at ``height``."""

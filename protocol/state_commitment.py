@@ -28,6 +28,7 @@ __all__ = [
     "SparseMerkleTree",
     "leaf_hash",
     "verify_membership",
+    "verify_membership_encoded",
     "verify_non_membership",
 ]
 
@@ -83,6 +84,10 @@ def _hash_new(node: _Inner) -> bytes:
 
 
 _Node = _Leaf | _Inner | None
+
+
+_BITS = tuple(tuple((byte >> (7 - i)) & 1 for i in range(8)) for byte in range(256))
+"""The bits of a byte, most significant first."""
 
 
 def _bit(key_int: int, depth: int) -> int:
@@ -167,6 +172,53 @@ def verify_membership(root: bytes, key: bytes, value: bytes, proof: Proof) -> No
         raise InvalidProofError("membership proof does not reach the root", expected=root.hex(), got=got.hex())
 
 
+def verify_membership_encoded(root: bytes, key: bytes, value: bytes, data: bytes) -> None:
+    """``verify_membership(root, key, value, Proof.decode(data))`` without building the :class:`Proof` (phase 2
+    verifies a proof per packet): the same checks in the same order, raising the same errors."""
+    # Proof.decode
+    size = len(data)
+    if size < 3:
+        raise CodecError("proof too short", got=size)
+    n = int.from_bytes(data[:2], "big")
+    if n > 256:
+        raise CodecError("proof deeper than 256", got=n)
+    end = 2 + 32 * n
+    if size < end + 1:
+        raise CodecError("proof truncated", expected=end + 1, got=size)
+    flag = data[end]
+    leaf: tuple[bytes, bytes] | None
+    if flag == 0 and size == end + 1:
+        leaf = None
+    elif flag == 1 and size == end + 65:
+        leaf = (data[end + 1 : end + 33], data[end + 33 : end + 65])
+    else:
+        raise CodecError("malformed proof leaf", got=data[end:].hex())
+    # _check_shape: true of every decoded proof (at most 256 siblings, each a whole 32-byte slice of data, and a leaf
+    # of two 32-byte slices), so it has nothing to check here; the membership checks of verify_membership follow
+    kh = _sha(key).digest()
+    vh = _sha(value).digest()
+    if leaf is None or leaf[0] != kh:
+        raise InvalidProofError("membership proof does not end at the key's leaf", expected=kh.hex(),
+                                got=None if leaf is None else leaf[0].hex())
+    if leaf[1] != vh:
+        raise InvalidProofError("membership proof is for another value", expected=vh.hex(), got=leaf[1].hex())
+    # _root_from over the siblings where they lie in data (the deepest, last, first)
+    path_int = int.from_bytes(kh, "big")
+    h = leaf_hash(kh, vh)
+    sha, inner = _sha, _INNER
+    shift = 256 - n
+    while end > 2:
+        sib = data[end - 32 : end]
+        end -= 32
+        if (path_int >> shift) & 1:
+            h = sha(inner + sib + h).digest()
+        else:
+            h = sha(inner + h + sib).digest()
+        shift += 1
+    if h != root:
+        raise InvalidProofError("membership proof does not reach the root", expected=root.hex(), got=h.hex())
+
+
 def verify_non_membership(root: bytes, key: bytes, proof: Proof) -> None:
     """Raise :class:`InvalidProofError` unless ``key`` is absent from the tree with ``root``."""
     _check_shape(proof)
@@ -218,14 +270,19 @@ class SparseMerkleTree:
 
     def get(self, key: bytes) -> bytes | None:
         kh = _sha(key).digest()
-        ki = int.from_bytes(kh, "big")
         node = self._root
-        shift = 255
-        while isinstance(node, _Inner):
-            node = node.right if (ki >> shift) & 1 else node.left
-            shift -= 1
-        if node is not None and node.key_hash == kh:
-            return node.value
+        if node.__class__ is _Inner:
+            inner = _Inner
+            for byte in kh:  # the path: the key hash's bits, most significant first
+                for bit in _BITS[byte]:
+                    node = node.right if bit else node.left
+                    if node.__class__ is not inner:
+                        break
+                else:
+                    continue
+                break
+        if node is not None and node.key_hash == kh:  # type: ignore[union-attr]
+            return node.value  # type: ignore[union-attr]
         return None
 
     def set(self, key: bytes, value: bytes) -> SparseMerkleTree:

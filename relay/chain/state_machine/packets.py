@@ -106,7 +106,11 @@ class PacketRef:
     def ids(self) -> dict[str, object]:
         p = self.packet
         return {"src": p.src_chain, "dst": p.dst_chain, "lane": p.lane, "sequence": p.sequence,
-                "kind": p.kind.name.lower()}
+                "kind": _KIND_NAMES[p.kind]}
+
+
+_KIND_NAMES = {kind: kind.name.lower() for kind in PacketKind}
+"""A packet kind's name in events (``kind.name`` is a property lookup on every read)."""
 
 
 def decode_packet_ref(raw: bytes) -> PacketRef:
@@ -207,9 +211,13 @@ def apply_verify(state: ChainState, staged: Staged, plan: VerifyPlan) -> Event:
         supply.apply_verify(staged, plan.supply)
     if plan.right is not None:
         rights.apply_verify(staged, plan.right)
-    state.set(plan.ref.verified_key, plan.ref.commitment)
-    return {"type": "packet_verified", **plan.ref.ids(), "commitment": plan.ref.commitment.hex(),
-            "source_height": plan.source_height, "state": new_state.value}
+    ref = plan.ref
+    p = ref.packet
+    state.set(ref.verified_key, ref.commitment)
+    # {"type": ..., **ref.ids(), ...} built in one dict (the same keys in the same order)
+    return {"type": "packet_verified", "src": p.src_chain, "dst": p.dst_chain, "lane": p.lane, "sequence": p.sequence,
+            "kind": _KIND_NAMES[p.kind], "commitment": ref.commitment.hex(), "source_height": plan.source_height,
+            "state": new_state.value}
 
 
 def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: int, height: int,

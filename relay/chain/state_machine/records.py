@@ -50,7 +50,9 @@ def int_arg(args: Mapping[str, Any], name: str, what: str) -> int:
 
 
 def hex_arg(args: Mapping[str, Any], name: str, what: str, length: int | None = None) -> bytes:
-    return wire.hex_bytes(args[name], f"argument {name!r} of {what}", length)
+    value = args[name]
+    raw = wire.strict_hex(value, length)  # the error's message is built only for an error (two hex args a packet)
+    return raw if raw is not None else wire.hex_bytes(value, f"argument {name!r} of {what}", length)
 
 
 def list_arg(args: Mapping[str, Any], name: str, what: str, maximum: int, minimum: int = 0) -> list[Any]:

@@ -127,7 +127,9 @@ def parse_verify(tx: Tx) -> VerifyRequest:
         items = list_arg(args, "items", tx.op, MAX_BATCH, minimum=1)
     refs, proofs = [], []
     for i, item in enumerate(items):
-        it = obj_args(item, f"item {i} of {tx.op}", ("packet", "proof"))
+        # exactly the two keys: what obj_args returns as it is (the message is built only for it to raise)
+        it = item if type(item) is dict and len(item) == 2 and "packet" in item and "proof" in item else \
+            obj_args(item, f"item {i} of {tx.op}", ("packet", "proof"))
         refs.append(decode_packet_ref(hex_arg(it, "packet", tx.op)))
         proofs.append(hex_arg(it, "proof", tx.op))
     return VerifyRequest(int_arg(args, "height", tx.op), tuple(refs), tuple(proofs), _headers(tx, args))

@@ -103,12 +103,24 @@ def classify(packet: Packet, energy: EnergyPayload) -> SupplyChange:
 
 
 def _record(staged: Staged, hop: Hop) -> dict[str, int]:
-    raw = staged.get_json(hop.key())
-    return {f: int(raw[f]) for f in _FIELDS} if raw is not None else dict.fromkeys(_FIELDS, 0)
+    return _record_at(staged, hop.key())
+
+
+def _record_at(staged: Staged, key: bytes) -> dict[str, int]:
+    raw = staged.get_json(key)
+    if raw is None:
+        return dict.fromkeys(_FIELDS, 0)
+    # {f: int(raw[f]) for f in _FIELDS}, written out (phase 2 reads a hop's record once a packet)
+    return {"outstanding": int(raw["outstanding"]), "outbound": int(raw["outbound"]),
+            "returning": int(raw["returning"])}
 
 
 def _put(staged: Staged, hop: Hop, rec: dict[str, int]) -> None:
-    staged.put(hop.key(), rec if any(rec.values()) else None)
+    _put_at(staged, hop.key(), rec)
+
+
+def _put_at(staged: Staged, key: bytes, rec: dict[str, int]) -> None:
+    staged.put(key, rec if any(rec.values()) else None)
 
 
 def validate_verify(staged: Staged, change: SupplyChange) -> None:
@@ -124,13 +136,14 @@ def validate_verify(staged: Staged, change: SupplyChange) -> None:
 
 
 def apply_verify(staged: Staged, change: SupplyChange) -> None:
-    rec = _record(staged, change.hop)
+    key = change.hop.key()
+    rec = _record_at(staged, key)
     if change.direction is Direction.OUTBOUND:
         rec["outbound"] += change.amount_wh
     else:
         rec["outstanding"] -= change.amount_wh
         rec["returning"] += change.amount_wh
-    _put(staged, change.hop, rec)
+    _put_at(staged, key, rec)
 
 
 def apply_outcome(staged: Staged, change: SupplyChange, delivered: bool) -> None:

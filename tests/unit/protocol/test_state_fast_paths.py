@@ -17,7 +17,7 @@ import random
 import pytest
 
 from chains.common.state import ChainState
-from chains.common.wire import MAX_HEX_BYTES, hex_bytes
+from chains.common.wire import MAX_HEX_BYTES, hex_bytes, strict_hex
 from protocol.errors import CodecError, ProtocolError
 from protocol.state_commitment import SparseMerkleTree, verify_membership, verify_non_membership
 
@@ -170,3 +170,25 @@ def test_hex_bytes_accepts_canonical_and_bounds_length() -> None:
     for not_str in (b"00", None, 12, ["00"]):
         with pytest.raises(CodecError):
             hex_bytes(not_str, "f")
+
+
+def test_hex_bytes_accepts_exactly_what_re_encodes_to_itself() -> None:
+    """Its checks stand for ``bytes.fromhex(value).hex() == value``: the same verdict on random spellings mixing
+    hex digits of both cases, whitespace, other ASCII and non-ASCII digits; and ``strict_hex`` agrees with it."""
+    rng = random.Random(16)
+    odd = "ABCDEFGgx \t\n\r\x0b\x0c-+\u00e9\u0660\uff10"
+    for _ in range(20_000):
+        value = "".join(rng.choice(odd) if rng.random() < 0.1 else rng.choice("0123456789abcdef")
+                        for _ in range(rng.randrange(0, 24)))
+        try:
+            want: bytes | None = bytes.fromhex(value)
+        except ValueError:
+            want = None
+        if want is not None and want.hex() != value:
+            want = None
+        assert strict_hex(value) == want, repr(value)
+        if want is None:
+            with pytest.raises(CodecError):
+                hex_bytes(value, "f")
+        else:
+            assert hex_bytes(value, "f") == want
