@@ -409,6 +409,9 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
         await wait_for("devnet ready", ready, 180, poll_s=0.5)
         if mode != "backlog":
             relayers.update({r: _start_relayer(cfg, r) for r in cfg.relayers})
+            bar.update(description="devnet: starting the relayers")
+            # started before the first transfer: a relayer's start-up is not the relay's overhead
+            await wait_for("relayers running", lambda: _relayers_started(cfg, relayers), 120, poll_s=0.5)
         senders = [Sender(clients[src], src, s, ed25519_signer(account_key_path(cfg, src, s))) for s in senders_names]
         bar.update(description=f"devnet: sending {n} transfers {src} -> {dst} ({mode})")
         t0 = time.time()
@@ -505,6 +508,17 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             p.terminate()
             p.wait(timeout=20)
         d.stop_all()
+
+
+async def _relayers_started(cfg: Any, relayers: Mapping[str, subprocess.Popen[bytes]]) -> bool:
+    """Every relayer of ``relayers`` logged that it started (its parks and paths are set up)."""
+    for name, p in relayers.items():
+        if p.poll() is not None:
+            raise RuntimeError(f"relayer {name} exited with {p.returncode} (its log: {cfg.data_dir}/logs)")
+        log = cfg.data_dir / "logs" / f"relayer-{name}.log"
+        if f"relayer {name} started" not in log.read_text(errors="replace"):
+            return False
+    return True
 
 
 def _ack_final_seen(dst_log: ChainLog) -> Any:
