@@ -46,7 +46,8 @@ Also printed:
   chain_latency_p50_s, ...    per packet: t_settle - t_send
   completed, seconds          how many completed, and the wall time for all of them
   submitted_per_s             the submission rate reached (rate mode: compare with --rate)
-  supply_conserved            escrowed kWh on the source == vouchers on the target == the Wh sent, after the run
+  supply_conserved            escrowed kWh on the source == vouchers on the target == the Wh sent (1 Wh per
+                              send_packet event seen on the source: ``committed``), after the run
   redundant_relays_in_blocks  failed transactions that reached a block on any chain (two relayers race)
   relay_node_peak_rss_mb      peak RSS of relay validator op-a (VmHWM)
   relayer_peak_rss_mb         the largest peak RSS of the relayer processes (VmHWM, read before they stop)
@@ -448,7 +449,8 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
                       f"verified {len(relay_log.events['packet_verified'])}, "
                       f"executed {len(dst_log.events['write_ack'])}, settled {len(settled)}/{accepted}",
                       file=sys.stderr, flush=True)
-            return len(settled) >= accepted
+            # a submission whose answer timed out may still have been committed: wait for every commitment seen
+            return len(settled) >= max(accepted, len(sent))
 
         try:
             await wait_for(f"{accepted} packets through phase 4", progress, give_up_s, poll_s=1.0)
@@ -487,7 +489,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "latency_p50_s": _r(lat50), "latency_p95_s": _r(lat95),
             "chain_latency_p50_s": _r(cl50), "chain_latency_p95_s": _r(cl95),
             **summarize(pts),
-            "supply_conserved": e == v == len(sent) == accepted, "escrow_wh": e, "vouchers_wh": v,
+            "committed": len(sent), "supply_conserved": e == v == len(sent), "escrow_wh": e, "vouchers_wh": v,
             "redundant_relays_in_blocks": failed, "lib_unknown_blocks": src_log.lib_unknown + dst_log.lib_unknown,
             "relay_node_peak_rss_mb": round(_rss_peak_mb(d.procs[("relay", "op-a")].pid), 1),
             "relayer_peak_rss_mb": round(relayer_rss, 1),
