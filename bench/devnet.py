@@ -504,12 +504,19 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             out["backlog_per_s"] = round(len(settled) / (done - relayer_start), 1)
         return out
     finally:
-        for c in clients.values():
-            await c.__aexit__(None, None, None)
-        for p in relayers.values():
-            p.terminate()
-            p.wait(timeout=20)
-        d.stop_all()
+        try:
+            for c in clients.values():
+                await c.__aexit__(None, None, None)
+            for p in relayers.values():
+                p.terminate()
+            for p in relayers.values():
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:  # a starved or stuck relayer must not keep the nodes running
+                    p.kill()
+                    p.wait()
+        finally:
+            d.stop_all()
 
 
 async def _relayers_started(cfg: Any, relayers: Mapping[str, subprocess.Popen[bytes]]) -> bool:
