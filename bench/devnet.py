@@ -373,6 +373,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
               bar: Bar | None = None) -> dict[str, Any]:
     """``mode``: burst, rate or backlog (the module docs); ``n`` transfers (rate mode: rate x seconds).
     ``bar``: the packets settled, out of ``n`` (on a terminal; else a line on stderr every 5 s)."""
+    from adapters.common.rpc import JsonRpcClient
     from relay.ops.keys import ed25519_signer
     from relay.ops.layout import account_key_path
     from tests.integration.harness import Devnet, free_port_block, wait_for
@@ -390,8 +391,10 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
     d.start_all()
     relayers: dict[str, subprocess.Popen[bytes]] = {}
     first_node = {c.id: c.nodes[0] for c in cfg.chains}
-    clients = {DPOS: d.client(DPOS, first_node[DPOS]), POC: d.client(POC, first_node[POC]),
-               "relay": d.client("relay", "op-a")}
+    # 30 s: on a loaded machine a node may take seconds to answer; a timed-out submitTx that still lands would be
+    # miscounted as refused (and its nonce read again)
+    clients = {c: JsonRpcClient(d.url(c, node), side=f"{c}/{node}", timeout_s=30)
+               for c, node in ((DPOS, first_node[DPOS]), (POC, first_node[POC]), ("relay", "op-a"))}
     try:
         for c in clients.values():
             await c.__aenter__()
