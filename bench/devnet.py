@@ -354,7 +354,8 @@ async def _submit(senders: list[Sender], args: dict[str, Any], n: int, rate: flo
     async def worker(s: Sender, q: asyncio.Queue[float | None]) -> None:
         while (due := await q.get()) is not None:
             lag[0] = max(lag[0], time.monotonic() - due)
-            accepted[0] += await s.send(args)
+            ok = await s.send(args)  # awaited first: `accepted[0] += await ...` reads the count before the await
+            accepted[0] += ok
 
     tasks = [asyncio.create_task(worker(s, q)) for s, q in zip(senders, queues, strict=True)]
     for i in range(n):
