@@ -4,12 +4,15 @@ Inputs are built by hand, so a change to a definition (the module docs of bench/
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 
 import pytest
 
 from bench.devnet import (
     PacketTimes,
+    _submit,
     depth_libs,
     final_times,
     overhead_phase3_ms,
@@ -113,3 +116,31 @@ def test_parse_pair() -> None:
                      ("dpos", "SRC:DST"), ("dpos:x", "not one of")):
         with pytest.raises(ValueError, match=why):
             parse_pair(bad)
+
+
+class _FakeSender:
+    """Answers after a yield to the loop, as a node's RPC does; refuses every 10th transfer."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send(self, args: dict[str, object]) -> bool:
+        self.calls += 1
+        await asyncio.sleep(0)
+        return self.calls % 10 != 0
+
+
+def test_submit_counts_every_accepted_transfer_of_concurrent_senders() -> None:
+    senders = [_FakeSender() for _ in range(4)]
+    accepted, _, lag = asyncio.run(_submit(senders, {}, 100, None))  # type: ignore[arg-type]
+    assert [s.calls for s in senders] == [25, 25, 25, 25]
+    assert accepted == 100 - 4 * 2  # each refused its 10th and 20th
+    assert lag == 0.0
+
+
+def test_submit_open_loop_spreads_over_the_schedule() -> None:
+    senders = [_FakeSender() for _ in range(2)]
+    t0 = time.monotonic()
+    accepted, submit_s, _ = asyncio.run(_submit(senders, {}, 20, 200.0))  # type: ignore[arg-type]
+    assert accepted == 20 - 2
+    assert submit_s >= 19 / 200 - 0.01 and time.monotonic() - t0 < 2
