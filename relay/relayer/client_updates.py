@@ -242,36 +242,38 @@ class ClientUpdates:
         return None
 
     async def _pending_top(self, park: ChainLink, final: int, latest: int) -> int | None:
-        """Where the client's headers of the park end above ``final``, for a client whose status counts no pending
-        header in its ``latest_height`` (Ethereum: headers wait for attestations). Feeding from ``final + 1`` again
-        would only resend headers it holds ("already holds every header") and never reach the attested one: the
-        soak's Ethereum client stayed at one final height for 25 minutes so. None: it holds up to ``latest``."""
-        (tip,) = await park.source.headers(latest, latest) or [None]
+        """Where the client's headers of the park end above ``final`` (whose header it holds), for a client whose
+        status counts no pending header in its ``latest_height`` (Ethereum: headers wait for attestations). Feeding
+        from ``final + 1`` again would only resend headers it holds ("already holds every header") and never reach
+        the attested one: the soak's Ethereum client stayed at one final height for 25 minutes so. None: it holds
+        up to ``latest``."""
+        tip = await self._holds_at(park, latest)
         if tip is None:
             return final
-        if (await self._holds(park.chain_id, [tip]))[0]:
-            return None
-        top = await self._held_prefix_top(park, final, latest)
-        return final if top is None else top
+        return None if tip else await self._bisect_held(park, final, latest)
+
+    async def _holds_at(self, park: ChainLink, height: int) -> bool | None:
+        """Whether the client holds the park's header at ``height``; None if the park has no header there."""
+        (h,) = await park.source.headers(height, height) or [None]
+        return None if h is None else (await self._holds(park.chain_id, [h]))[0]
 
     async def _held_prefix_top(self, park: ChainLink, final: int, above: int) -> int | None:
         """The highest height in ``final..above - 1`` whose park header the client holds (it holds ``final``'s, or
-        None: a fork below finality), by bisection; ``above``'s header is known not to be held."""
-        (h,) = await park.source.headers(final, final) or [None]
-        if h is None:
+        None: a fork below finality); ``above``'s header is known not to be held."""
+        held = await self._holds_at(park, final)
+        if held is None:
             return final
-        if not (await self._holds(park.chain_id, [h]))[0]:
-            return None
-        lo, hi = final, above  # held at lo, not at hi
+        return await self._bisect_held(park, final, above) if held else None
+
+    async def _bisect_held(self, park: ChainLink, lo: int, hi: int) -> int:
+        """The highest height whose park header the client holds, given that it holds ``lo``'s and not ``hi``'s (the
+        held headers are a prefix of the park's chain)."""
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            (h,) = await park.source.headers(mid, mid) or [None]
-            if h is None:
+            held = await self._holds_at(park, mid)
+            if held is None:
                 return lo
-            if (await self._holds(park.chain_id, [h]))[0]:
-                lo = mid
-            else:
-                hi = mid
+            lo, hi = (mid, hi) if held else (lo, mid)
         return lo
 
     async def _submit_deep_fork(self, park: ChainLink, final: int) -> None:
