@@ -204,6 +204,8 @@ class RelayRules(ChainRules):
         node.method("getCommit", self._rpc_get_commit(node), params=height)
         node.method("getCertificate", self._rpc_get_certificate(node),
                     params={"key": rpc.string(required=True, max_len=1024), **height})
+        node.method("getCertificates", self._rpc_get_certificates(node),
+                    params={"keys": rpc.string_list(required=True, max_len=wire.MAX_BATCH_RECORDS), **height})
         node.method("getValidators", self._rpc_get_validators(node),
                     params={**height, "hash": rpc.hex_string(max_bytes=32)})
         node.method("getValidatorHistory", self._rpc_get_validator_history(node), params={})
@@ -230,6 +232,27 @@ class RelayRules(ChainRules):
             raw = key.encode()
             cert = RelayCertificate(e.header.commit, raw, e.state.get(raw), e.state.prove(raw))
             return wire.certificate_to_json(cert)
+        return handler
+
+    def _rpc_get_certificates(self, node: ParkNode) -> Any:
+        """Certificates of up to 64 keys in one relay block (default: the head), as one certificate batch (SPEC
+        §7.10): ``{commit, records: [{key, value, proof}]}``, a record per key in order. A key longer than 1,024
+        characters is refused like ``getCertificate``'s."""
+        async def handler(p: dict[str, Any]) -> Any:
+            keys: list[str] = p["keys"]
+            if not keys:
+                raise CodecError("getCertificates takes 1 .. 64 keys", got=0)
+            for k in keys:
+                if len(k) > 1024:
+                    raise CodecError("a key is at most 1024 characters", got=len(k))
+            e = node.entry_at(p.get("height"))
+            if e.header.commit is None or e.state is None:
+                raise NotFoundError("no certificate at that height", got=e.header.height)
+            certs = []
+            for k in keys:
+                raw = k.encode()
+                certs.append(RelayCertificate(e.header.commit, raw, e.state.get(raw), e.state.prove(raw)))
+            return wire.certificate_batch_to_json(e.header.commit, certs)
         return handler
 
     def _rpc_get_client_status(self, node: ParkNode) -> Any:

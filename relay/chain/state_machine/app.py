@@ -138,6 +138,7 @@ class RelayStateMachine:
             (rq.VERIFY, self._op_verify),
             (rq.VERIFY_BATCH, self._op_verify),
             (rq.CONFIRM_ACK, self._op_confirm_ack),
+            (rq.CONFIRM_ACK_BATCH, self._op_confirm_ack_batch),
             (rq.CONFIRM_TIMEOUT, self._op_confirm_timeout),
             (rq.CLIENT_CREATE, self._op_client_create),
             (rq.CLIENT_RECOVER, self._op_client_recover),
@@ -268,6 +269,11 @@ class RelayStateMachine:
         req = rq.parse_confirm_ack(tx)
         return packets.process_confirm_ack(self.router, state, ctx.timestamp_ms, req.ref, req.ack, req.height,
                                            req.proof, req.headers)
+
+    def _op_confirm_ack_batch(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        req = rq.parse_confirm_ack_batch(tx)
+        return packets.process_confirm_ack_batch(self.router, state, ctx.timestamp_ms, req.refs, req.acks, req.height,
+                                                 req.proofs, req.headers)
 
     def _op_confirm_timeout(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = rq.parse_confirm_timeout(tx)
