@@ -50,6 +50,10 @@ from protocol.errors import CodecError, MempoolFullError, ParkRelayError, Protoc
 log = logging.getLogger("parkrelay.node")
 
 MAX_BLOCK_TXS = 2000
+MAX_BLOCK_BYTES = 1024 * 1024
+"""Most bytes of transactions (canonical JSON) a node puts in a block it makes: the block's gossip (``/p2p/block``, and
+the relay's consensus proposal, hex-encoded) stays well inside the 4 MiB a node reads (``MAX_BODY_BYTES``), so every
+peer takes it. What does not fit waits in the mempool for the next block."""
 MEMPOOL_LIMIT = 20000
 MAX_PROVE_MANY = 200
 """Most keys one ``proveMany`` call proves."""
@@ -426,12 +430,17 @@ class ParkNode:
         # begin_block needs a header; give it a provisional one with empty roots
         provisional = make_header(bytes(32), bytes(32))
         self.rules.begin_block(state, provisional, parent)
+        room = MAX_BLOCK_BYTES
         for th, tx in list(self.mempool.items()):
             if len(txs) >= MAX_BLOCK_TXS:
                 break
+            size = tx.size()
+            if size > room:
+                continue  # the block is full for it (a smaller one may still fit); next block
             try:
                 self.rules.app.execute_tx(state, tx, ctx)
                 txs.append(tx)
+                room -= size
             except ProtocolError as exc:
                 if _stale(exc):
                     self.mempool.pop(th, None)

@@ -27,7 +27,17 @@ from aiohttp import web
 
 from chains.common import jsonrpc as rpc
 from chains.common import wire
-from chains.common.node import BlockEntry, ChainRules, NodeConfig, NotFoundError, ParkNode, p2p_refusal, tx_root
+from chains.common.node import (
+    MAX_BLOCK_BYTES,
+    MAX_BLOCK_TXS,
+    BlockEntry,
+    ChainRules,
+    NodeConfig,
+    NotFoundError,
+    ParkNode,
+    p2p_refusal,
+    tx_root,
+)
 from chains.common.state import ChainState, canonical_json
 from chains.common.tx import ACCOUNT_RE, BlockContext, Tx
 from protocol.certificate import RelayCertificate, RelayCommit, RelayHeader, ValidatorSet, verify_commit
@@ -323,7 +333,7 @@ class BftDriver:
         ts = max(_now_ms(), head.header.timestamp_ms + 1)
         state = ChainState(head.state.tree)
         built = self.rules.sm.build_block(state, list(self.node.mempool.values()), BlockContext(
-            self.rules.chain_id, height, ts, ""))
+            self.rules.chain_id, height, ts, ""), max_txs=MAX_BLOCK_TXS, max_bytes=MAX_BLOCK_BYTES)
         for tx, exc in built.dropped:
             if exc.code in {"packet.replay", "auth.denied", "signature.invalid", "codec.invalid", "validator.jailed",
                             "evidence.invalid", "evidence.stale"}:
@@ -340,6 +350,8 @@ class BftDriver:
             return block_bytes(list(stored.txs)) == block
         head = self.node.head
         if header.height != head.header.height + 1 or header.last_block_hash != head.hash:
+            return False
+        if len(block) > MAX_BLOCK_BYTES + MAX_BLOCK_TXS + 2:  # the bound every honest proposer keeps (make_block)
             return False
         if not head.header.timestamp_ms < header.time_ms <= _now_ms() + MAX_CLOCK_DRIFT_MS:
             return False

@@ -189,17 +189,25 @@ class RelayStateMachine:
         return admission.select_block_txs(self.router, state, txs)
 
     def build_block(self, state: ChainState, candidates: Sequence[Tx], ctx: BlockContext,
-                    max_txs: int | None = None) -> BlockBuild:
-        """Execute ``candidates`` in order on ``state``, keeping the ones that succeed (up to ``max_txs``)."""
+                    max_txs: int | None = None, max_bytes: int | None = None) -> BlockBuild:
+        """Execute ``candidates`` in order on ``state``, keeping the ones that succeed (up to ``max_txs``, and up to
+        ``max_bytes`` of their canonical JSON: one that does not fit is left for a later block, neither kept nor
+        dropped)."""
         out = BlockBuild()
+        room = max_bytes
         for tx in candidates:
             if max_txs is not None and len(out.included) >= max_txs:
                 break
+            size = tx.size() if room is not None else 0
+            if room is not None and size > room:
+                continue
             try:
                 events = self.execute_tx(state, tx, ctx)
             except ProtocolError as exc:
                 out.dropped.append((tx, exc))
                 continue
+            if room is not None:
+                room -= size
             out.included.append(tx)
             out.events += [{**e, "tx": tx.hash().hex()} for e in events]
         return out
