@@ -50,6 +50,9 @@ class KindAdapters:
     """Transactions of different packets conflict when two relayers send them at once (Fabric: MVCC on the bridge's
     shared keys): relayers then take turns per chain, not per packet
     (``relay.relayer.relayer.ChainLink.one_writer``)."""
+    batches: bool = False
+    """The chain's bridge takes ``bridge.recv_batch`` and ``bridge.settle_batch`` (many packets under one certificate
+    batch, protocol SPEC §7.10): the Python parks. Elsewhere the relayer sends a transaction per packet."""
 
 
 def _on_first_use(module: str, name: str) -> Callable[..., Any]:
@@ -63,8 +66,8 @@ def _on_first_use(module: str, name: str) -> Callable[..., Any]:
 
 
 ADAPTERS: Mapping[str, KindAdapters] = MappingProxyType({
-    "dpos": KindAdapters(KINDS["dpos"], True, dpos.source, dpos.target),
-    "poc": KindAdapters(KINDS["poc"], True, poc.source, poc.target),
+    "dpos": KindAdapters(KINDS["dpos"], True, dpos.source, dpos.target, batches=True),
+    "poc": KindAdapters(KINDS["poc"], True, poc.source, poc.target, batches=True),
     "ethereum": KindAdapters(KINDS["ethereum"], False, ethereum.source, ethereum.target,
                              duplicates_reach_blocks=True),
     # an MVCC-invalidated duplicate is a failed transaction in a block: the relayers take turns on Fabric too

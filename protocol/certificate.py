@@ -244,8 +244,15 @@ def verify_certificate(
     if cert.value != value:
         raise InvalidProofError("certificate proves another value", expected=value, got=cert.value)
     verify_commit(trusted, relay_chain, cert.commit)
-    root = cert.commit.header.state_root
+    verify_record(cert.commit, key, value, cert.proof)
+
+
+def verify_record(commit: RelayCommit, key: bytes, value: bytes | None, proof: Proof) -> None:
+    """Step 3 of :func:`verify_certificate` alone: ``proof`` proves ``key`` -> ``value`` (absence if None) in
+    ``commit``'s state root. Only for a host that already verified ``commit`` (:func:`verify_commit`), e.g. once for
+    every record of a batch certificate (SPEC §7.10)."""
+    root = commit.header.state_root
     if value is None:
-        verify_non_membership(root, key, cert.proof)
+        verify_non_membership(root, key, proof)
     else:
-        verify_membership(root, key, value, cert.proof)
+        verify_membership(root, key, value, proof)

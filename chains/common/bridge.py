@@ -27,6 +27,10 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
 ``bridge.recv``  ``{packet: hex, certificate: RelayCertificate JSON}`` — phase 3, below.
 ``bridge.settle``  ``{packet: hex, certificate: RelayCertificate JSON, ack?: hex | null}`` — phase 4: with
     ``ack`` the certificate must prove ACKED with that ack's commitment, without it TIMED_OUT.
+``bridge.recv_batch``  ``{packets: [hex, ...], certificates: CertificateBatch JSON}`` — phase 3 of up to 64 packets
+    under one certificate batch (SPEC §7.10): :func:`process_recv_batch`.
+``bridge.settle_batch``  ``{items: [{packet: hex, ack?: hex}, ...], certificates: CertificateBatch JSON}`` — phase 4
+    of up to 64 packets under one certificate batch: :func:`process_settle_batch`.
 ``bridge.update_lane``  ``{dst_chain, lane, config: hex, certificate: RelayCertificate JSON}`` — learn the
     relay's lane ``(this chain, dst_chain, lane)`` and its capacities from a relay certificate of its
     lane-config record ``relay/lane_config/{this}/{dst}/{lane}`` = ``config`` (SPEC §6.8), certified at
@@ -228,6 +232,8 @@ from protocol.certificate import (
     RelayCommit,
     ValidatorSet,
     verify_certificate,
+    verify_commit,
+    verify_record,
     verify_validator_set_update,
 )
 from protocol.codec import (
@@ -1097,11 +1103,86 @@ def process_recv(state: KVState, params: BridgeParams, hooks: BridgeHooks, packe
                  cert: RelayCertificate, ctx: BlockContext) -> list[Event]:
     validate_recv(state, params, packet, cert, ctx)
     refresh_relay_trust(state, cert.commit.header.time_ms, ctx)
-    ack = apply_recv(state, params, hooks, packet, ctx)
-    raw = encode_ack(ack)
-    return [{"type": "write_ack", "src": packet.src_chain, "dst": packet.dst_chain, "lane": packet.lane,
-             "sequence": packet.sequence, "kind": packet.kind.name.lower(), "success": ack.success,
-             "code": ack.code, "ack": raw.hex(), "ack_commitment": ack_commitment(ack).hex()}]
+    return [_write_ack_event(packet, apply_recv(state, params, hooks, packet, ctx))]
+
+
+def _batch_commit(certs: list[RelayCertificate], n: int) -> RelayCommit:
+    """The one commit of a certificate batch carrying ``n`` items (one record each)."""
+    if len(certs) != n:
+        raise CodecError("a batch has one certificate record per item", expected=n, got=len(certs))
+    return certs[0].commit
+
+
+def _check_record(cert: RelayCertificate, key: bytes, value: bytes | None) -> None:
+    """Step 1 and 3 of SPEC §7.6 for one record of a batch whose commit is verified already."""
+    if cert.key != key:
+        raise InvalidProofError("certificate proves another key", expected=key, got=cert.key)
+    if cert.value != value:
+        raise InvalidProofError("certificate proves another value", expected=value, got=cert.value)
+    verify_record(cert.commit, key, value, cert.proof)
+
+
+def process_recv_batch(state: KVState, params: BridgeParams, hooks: BridgeHooks, packets: list[Packet],
+                       certs: list[RelayCertificate], ctx: BlockContext) -> list[Event]:
+    """``bridge.recv_batch`` (SPEC §7.10): phase 3 of up to :data:`~chains.common.wire.MAX_BATCH_RECORDS` packets
+    under one certificate batch, ``certs[i]`` proving ``packets[i]``. The checks of :func:`validate_recv`, in its
+    order, with the commit's signatures checked once: a packet for another chain or lane fails the whole batch, as
+    does any wrong record; a packet already received, or past its timeout at this block, is skipped (reported in a
+    ``packets_skipped`` event, nothing written for it), so two relayers' overlapping batches both land. A batch
+    with nothing left to do fails (:class:`ReplayError` if a packet was received already, else
+    :class:`TimeoutExpiredError`), before any signature is checked where it can be."""
+    commit = _batch_commit(certs, len(packets))
+    todo: list[tuple[Packet, RelayCertificate]] = []
+    replayed: list[int] = []
+    for packet, cert in zip(packets, certs, strict=True):
+        if packet.dst_chain != params.chain_id:
+            raise WrongChainError("packet is for another chain", expected=params.chain_id, got=packet.dst_chain)
+        if not lane_configured(state, packet.src_chain, packet.lane):
+            raise LaneError("lane not configured for the packet's source",
+                            expected=f"a lane to {packet.src_chain}", got=packet.lane)
+        if cert.commit is not commit and cert.commit != commit:
+            raise CodecError("a certificate batch has one commit")
+        if state.get(receipt_path(packet.src_chain, packet.lane, packet.sequence)) is not None:
+            replayed.append(packet.sequence)
+        else:
+            todo.append((packet, cert))
+    if not todo:
+        p = packets[0]
+        raise ReplayError("every packet of the batch was received already", expected="no receipt",
+                          got=f"{p.src_chain}/{p.lane}/{sorted(replayed)}")
+    trusted = check_relay_trust(state, ctx)
+    verify_commit(trusted, params.relay_chain_id, commit)
+    for packet, cert in todo:
+        _check_record(cert, verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
+                      packet_commitment(packet))
+    check_certificate_age(params, commit.header.time_ms, ctx.timestamp_ms)
+    live = [(p, c) for p, c in todo if ctx.timestamp_ms < p.timeout_timestamp_ms]
+    expired = [p.sequence for p, _ in todo if ctx.timestamp_ms >= p.timeout_timestamp_ms]
+    if not live:
+        p = todo[0][0]
+        raise TimeoutExpiredError("every packet of the batch timed out: they can only be refunded at their source now",
+                                  expected=f"block time < {p.timeout_timestamp_ms}", got=ctx.timestamp_ms)
+    refresh_relay_trust(state, commit.header.time_ms, ctx)
+    events: list[Event] = []
+    done: set[tuple[str, str, int]] = set()
+    for packet, _ in live:
+        ident = (packet.src_chain, packet.lane, packet.sequence)
+        if ident in done:  # listed twice: the first wrote the receipt
+            replayed.append(packet.sequence)
+            continue
+        done.add(ident)
+        ack = apply_recv(state, params, hooks, packet, ctx)
+        events.append(_write_ack_event(packet, ack))
+    if replayed or expired:
+        events.append({"type": "packets_skipped", "src": packets[0].src_chain, "dst": params.chain_id,
+                       "received_already": sorted(replayed), "timed_out": sorted(expired)})
+    return events
+
+
+def _write_ack_event(packet: Packet, ack: Acknowledgement) -> Event:
+    return {"type": "write_ack", "src": packet.src_chain, "dst": packet.dst_chain, "lane": packet.lane,
+            "sequence": packet.sequence, "kind": packet.kind.name.lower(), "success": ack.success,
+            "code": ack.code, "ack": encode_ack(ack).hex(), "ack_commitment": ack_commitment(ack).hex()}
 
 
 def _require_account(state: KVState, name: str) -> None:
@@ -1223,6 +1304,56 @@ def process_settle(state: KVState, params: BridgeParams, packet: Packet, cert: R
     return apply_settle(state, params, packet, outcome, ack, ctx)
 
 
+def process_settle_batch(state: KVState, params: BridgeParams, items: list[tuple[Packet, Acknowledgement | None]],
+                         certs: list[RelayCertificate], ctx: BlockContext) -> list[Event]:
+    """``bridge.settle_batch`` (SPEC §7.10): phase 4 of several packets under one certificate batch, ``certs[i]``
+    proving the outcome of ``items[i]`` (ACKED with its ack, or TIMED_OUT without). The checks of
+    :func:`validate_settle`, the commit's signatures once; a packet settled already (no commitment) is skipped and
+    reported in ``packets_skipped``; anything else wrong fails the whole batch; nothing left to do:
+    :class:`ReplayError` before any signature is checked."""
+    commit = _batch_commit(certs, len(items))
+    todo: list[tuple[Packet, Acknowledgement | None, RelayCertificate, bytes]] = []
+    settled: list[int] = []
+    seen: set[tuple[str, str, int]] = set()
+    for (packet, ack), cert in zip(items, certs, strict=True):
+        if packet.src_chain != params.chain_id:
+            raise WrongChainError("packet was sent by another chain", expected=params.chain_id, got=packet.src_chain)
+        if cert.commit is not commit and cert.commit != commit:
+            raise CodecError("a certificate batch has one commit")
+        ident = (packet.dst_chain, packet.lane, packet.sequence)
+        stored = state.get(commitment_path(*ident))
+        if stored is None or ident in seen:
+            settled.append(packet.sequence)
+            continue
+        commitment = packet_commitment(packet)
+        if stored != commitment:
+            raise InvalidProofError("packet differs from the one committed at its sequence", expected=stored,
+                                    got=commitment)
+        seen.add(ident)
+        todo.append((packet, ack, cert, commitment))
+    if not todo:
+        p = items[0][0]
+        raise ReplayError("every packet of the batch was settled already (or never sent)",
+                          got=f"{p.dst_chain}/{p.lane}/{sorted(settled)}")
+    trusted = check_relay_trust(state, ctx)
+    verify_commit(trusted, params.relay_chain_id, commit)
+    outcomes = []
+    for packet, ack, cert, commitment in todo:
+        outcome = PacketOutcome.TIMED_OUT if ack is None else PacketOutcome.ACKED
+        ack_commit = ZERO_COMMITMENT if ack is None else ack_commitment(ack)
+        _check_record(cert, outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
+                      encode_outcome(outcome, commitment, ack_commit))
+        outcomes.append(outcome)
+    refresh_relay_trust(state, commit.header.time_ms, ctx)
+    events: list[Event] = []
+    for (packet, ack, _, _), outcome in zip(todo, outcomes, strict=True):
+        events += apply_settle(state, params, packet, outcome, ack, ctx)
+    if settled:
+        events.append({"type": "packets_skipped", "src": params.chain_id, "dst": items[0][0].dst_chain,
+                       "settled_already": sorted(settled)})
+    return events
+
+
 def _refund(state: KVState, params: BridgeParams, packet: Packet) -> None:
     """Give back exactly what :func:`apply_send` took (a right keeps its booking)."""
     if packet.kind is PacketKind.ENERGY:
@@ -1319,6 +1450,14 @@ def send_request_from_tx(tx: Tx) -> SendRequest:
     return replace(base, subject=_str_arg(tx, args, "subject"), model=model)
 
 
+def _batch_list(tx: Tx, args: Mapping[str, Any], name: str) -> list[Any]:
+    v = args[name]
+    if not isinstance(v, list) or not 1 <= len(v) <= wire.MAX_BATCH_RECORDS:
+        raise CodecError(f"argument {name!r} of {tx.op} is a list of 1 .. {wire.MAX_BATCH_RECORDS}",
+                         got=len(v) if isinstance(v, list) else type(v).__name__)
+    return v
+
+
 def _packet_arg(tx: Tx, args: Mapping[str, Any]) -> Packet:
     return decode_packet(wire.hex_bytes(args["packet"], "packet"))
 
@@ -1362,6 +1501,26 @@ def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:
         raw_ack = args.get("ack")
         ack = None if raw_ack is None else decode_ack(wire.hex_bytes(raw_ack, "ack"))
         return process_settle(state, _params_for(state, ctx), packet, cert, ack, ctx)
+
+    def op_recv_batch(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        args = _args(tx, ("packets", "certificates"))
+        raw = _batch_list(tx, args, "packets")
+        packets = [decode_packet(wire.hex_bytes(v, f"packet {i}")) for i, v in enumerate(raw)]
+        certs = wire.certificate_batch_from_json(args["certificates"])
+        return process_recv_batch(state, _params_for(state, ctx), h, packets, certs, ctx)
+
+    def op_settle_batch(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        args = _args(tx, ("items", "certificates"))
+        items: list[tuple[Packet, Acknowledgement | None]] = []
+        for i, item in enumerate(_batch_list(tx, args, "items")):
+            if not isinstance(item, dict) or "packet" not in item or set(item) - {"packet", "ack"}:
+                raise CodecError(f"item {i} of {tx.op} is {{packet, ack?}}", got=item if isinstance(item, dict)
+                                 else type(item).__name__)
+            raw_ack = item.get("ack")
+            items.append((decode_packet(wire.hex_bytes(item["packet"], f"item {i} packet")),
+                          None if raw_ack is None else decode_ack(wire.hex_bytes(raw_ack, f"item {i} ack"))))
+        certs = wire.certificate_batch_from_json(args["certificates"])
+        return process_settle_batch(state, _params_for(state, ctx), items, certs, ctx)
 
     def op_update_lane(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("dst_chain", "lane", "config", "certificate"))
@@ -1409,6 +1568,8 @@ def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:
         "bridge.send": op_send,
         "bridge.recv": op_recv,
         "bridge.settle": op_settle,
+        "bridge.recv_batch": op_recv_batch,
+        "bridge.settle_batch": op_settle_batch,
         "bridge.update_lane": op_update_lane,
         "bridge.update_relay_validators": op_update_relay_validators,
         "bridge.reset_relay_validators": op_reset_relay_validators,

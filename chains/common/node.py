@@ -50,7 +50,13 @@ from protocol.errors import CodecError, MempoolFullError, ParkRelayError, Protoc
 log = logging.getLogger("parkrelay.node")
 
 MAX_BLOCK_TXS = 2000
+MAX_BLOCK_BYTES = 1024 * 1024
+"""Most bytes of transactions (canonical JSON) a node puts in a block it makes: the block's gossip (``/p2p/block``, and
+the relay's consensus proposal, hex-encoded) stays well inside the 4 MiB a node reads (``MAX_BODY_BYTES``), so every
+peer takes it. What does not fit waits in the mempool for the next block."""
 MEMPOOL_LIMIT = 20000
+MAX_PROVE_MANY = 200
+"""Most keys one ``proveMany`` call proves."""
 STATE_RETENTION = 512  # blocks below the final height whose state trees are kept for proofs
 
 
@@ -424,12 +430,17 @@ class ParkNode:
         # begin_block needs a header; give it a provisional one with empty roots
         provisional = make_header(bytes(32), bytes(32))
         self.rules.begin_block(state, provisional, parent)
+        room = MAX_BLOCK_BYTES
         for th, tx in list(self.mempool.items()):
             if len(txs) >= MAX_BLOCK_TXS:
                 break
+            size = tx.size()
+            if size > room:
+                continue  # the block is full for it (a smaller one may still fit); next block
             try:
                 self.rules.app.execute_tx(state, tx, ctx)
                 txs.append(tx)
+                room -= size
             except ProtocolError as exc:
                 if _stale(exc):
                     self.mempool.pop(th, None)
@@ -507,6 +518,8 @@ class ParkNode:
         m("getBlockByHash", self._rpc_get_block_by_hash, params={"hash": rpc.hex_string(required=True)})
         m("submitTx", self._rpc_submit_tx, params={"tx": rpc.json_object(required=True)})
         m("query", self._rpc_query, params={"key": key, **_HEIGHT, "prove": rpc.boolean()})
+        m("proveMany", self._rpc_prove_many, params={"keys": rpc.string_list(required=True, max_len=MAX_PROVE_MANY),
+                                                     **_HEIGHT})
         m("queryMany", self._rpc_query_many, params={"keys": rpc.string_list(required=True, max_len=1000),
                                                       **_HEIGHT})
         m("getBalance", self._rpc_get_balance, params={"account": name, "denom": rpc.string(max_len=256),
@@ -590,6 +603,26 @@ class ParkNode:
             v = e.state.get(k.encode())
             values[k] = v.hex() if v is not None else None
         return {"height": e.header.height, "values": values}
+
+    async def _rpc_prove_many(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Up to 200 keys at one height with their proofs: ``query`` with ``prove`` for many keys in one call (what a
+        relayer proves a batch of packets with). ``{height, state_root, values: {key: hex | null}, proofs: {key:
+        hex}}``."""
+        keys: list[str] = p["keys"]
+        e = self.entry_at(p.get("height"))
+        if e.state is None:
+            raise NotFoundError("state at that height was pruned", got=e.header.height)
+        values: dict[str, str | None] = {}
+        proofs: dict[str, str] = {}
+        for k in keys:
+            if len(k) > 1024:
+                raise CodecError("a key is at most 1024 characters", got=len(k))
+            raw = k.encode()
+            v = e.state.get(raw)
+            values[k] = v.hex() if v is not None else None
+            proofs[k] = e.state.prove(raw).encode().hex()
+        return {"height": e.header.height, "state_root": e.header.state_root.hex(), "values": values,
+                "proofs": proofs}
 
     async def _rpc_get_balance(self, p: dict[str, Any]) -> dict[str, Any]:
         account, denom = p["account"], p.get("denom", "kWh")

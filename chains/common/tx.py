@@ -77,6 +77,10 @@ class Tx:
     def to_json(self) -> dict[str, Any]:
         return {**self.body(), "signature": self.signature.hex()}
 
+    def size(self) -> int:
+        """Bytes of the transaction's canonical JSON: what it adds to a block's body (and its gossip)."""
+        return len(canonical_json(self.to_json()))
+
     @classmethod
     def from_json(cls, obj: Any, max_bytes: int = MAX_TX_BYTES) -> Tx:
         """Strictly: the keys of :meth:`to_json` with their JSON types (a string is not a nonce, an object not a

@@ -17,6 +17,11 @@ left out), integers are JSON integers (never booleans or strings) and every malf
     RelayCommit      {"header": RelayHeader, "round": int, "signatures": [CommitSignature...]}
     Proof            hex of Proof.encode()
     RelayCertificate {"commit": RelayCommit, "key": hex, "value": hex | null, "proof": Proof}
+    CertificateBatch {"commit": RelayCommit, "records": [{"key": hex, "value": hex | null, "proof": Proof}...]}
+
+A :class:`CertificateBatch` (SPEC §7.10) is many certificates of one relay block: the commit once, then a record per
+key; the relay's ``getCertificates`` answers with one, and :func:`certificate_batch_from_json` gives back one
+:class:`~protocol.certificate.RelayCertificate` per record, all sharing the commit.
 
 ``key`` is the relay-state path as bytes (``relay/verified/...`` is ASCII), hex-encoded like every
 other byte string; ``value`` is ``null`` for a non-membership certificate.
@@ -39,8 +44,11 @@ from protocol.state_commitment import Proof
 from protocol.types import ChainId, check_uint
 
 __all__ = [
+    "MAX_BATCH_RECORDS",
     "MAX_SIGNATURES",
     "MAX_VALIDATORS",
+    "certificate_batch_from_json",
+    "certificate_batch_to_json",
     "certificate_from_json",
     "certificate_to_json",
     "commit_from_json",
@@ -62,6 +70,9 @@ MAX_VALIDATORS = 256
 MAX_SIGNATURES = MAX_VALIDATORS
 """Most signatures a commit may carry: one per validator."""
 MAX_HEX_BYTES = 32 * 1024
+"""Most bytes one hex field may decode to."""
+MAX_BATCH_RECORDS = 64
+"""Most records a certificate batch, and so one batched ``bridge.recv_batch`` / ``bridge.settle_batch``, carries."""
 """Most bytes one hex field may decode to."""
 
 
@@ -242,3 +253,27 @@ def certificate_from_json(value: Any) -> RelayCertificate:
         None if raw_value is None else hex_bytes(raw_value, "certificate value"),
         proof_from_json(obj["proof"]),
     )
+
+
+def certificate_batch_to_json(commit: RelayCommit, certs: list[RelayCertificate]) -> dict[str, Any]:
+    """``certs`` (all of ``commit``) as one :class:`CertificateBatch`."""
+    return {"commit": commit_to_json(commit),
+            "records": [{"key": c.key.hex(), "value": None if c.value is None else c.value.hex(),
+                         "proof": proof_to_json(c.proof)} for c in certs]}
+
+
+def certificate_batch_from_json(value: Any) -> list[RelayCertificate]:
+    """One certificate per record of a :class:`CertificateBatch` (1 .. :data:`MAX_BATCH_RECORDS`), in order."""
+    obj = _obj(value, "certificate batch", ("commit", "records"))
+    commit = commit_from_json(obj["commit"])
+    records = _list(obj["records"], "certificate batch records", MAX_BATCH_RECORDS)
+    if not records:
+        raise CodecError("a certificate batch holds at least one record", got=0)
+    out = []
+    for i, item in enumerate(records):
+        r = _obj(item, f"record {i}", ("key", "value", "proof"))
+        raw_value = r["value"]
+        out.append(RelayCertificate(commit, hex_bytes(r["key"], f"record {i} key"),
+                                    None if raw_value is None else hex_bytes(raw_value, f"record {i} value"),
+                                    proof_from_json(r["proof"])))
+    return out

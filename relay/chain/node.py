@@ -27,7 +27,17 @@ from aiohttp import web
 
 from chains.common import jsonrpc as rpc
 from chains.common import wire
-from chains.common.node import BlockEntry, ChainRules, NodeConfig, NotFoundError, ParkNode, p2p_refusal, tx_root
+from chains.common.node import (
+    MAX_BLOCK_BYTES,
+    MAX_BLOCK_TXS,
+    BlockEntry,
+    ChainRules,
+    NodeConfig,
+    NotFoundError,
+    ParkNode,
+    p2p_refusal,
+    tx_root,
+)
 from chains.common.state import ChainState, canonical_json
 from chains.common.tx import ACCOUNT_RE, BlockContext, Tx
 from protocol.certificate import RelayCertificate, RelayCommit, RelayHeader, ValidatorSet, verify_commit
@@ -204,6 +214,8 @@ class RelayRules(ChainRules):
         node.method("getCommit", self._rpc_get_commit(node), params=height)
         node.method("getCertificate", self._rpc_get_certificate(node),
                     params={"key": rpc.string(required=True, max_len=1024), **height})
+        node.method("getCertificates", self._rpc_get_certificates(node),
+                    params={"keys": rpc.string_list(required=True, max_len=wire.MAX_BATCH_RECORDS), **height})
         node.method("getValidators", self._rpc_get_validators(node),
                     params={**height, "hash": rpc.hex_string(max_bytes=32)})
         node.method("getValidatorHistory", self._rpc_get_validator_history(node), params={})
@@ -230,6 +242,27 @@ class RelayRules(ChainRules):
             raw = key.encode()
             cert = RelayCertificate(e.header.commit, raw, e.state.get(raw), e.state.prove(raw))
             return wire.certificate_to_json(cert)
+        return handler
+
+    def _rpc_get_certificates(self, node: ParkNode) -> Any:
+        """Certificates of up to 64 keys in one relay block (default: the head), as one certificate batch (SPEC
+        §7.10): ``{commit, records: [{key, value, proof}]}``, a record per key in order. A key longer than 1,024
+        characters is refused like ``getCertificate``'s."""
+        async def handler(p: dict[str, Any]) -> Any:
+            keys: list[str] = p["keys"]
+            if not keys:
+                raise CodecError("getCertificates takes 1 .. 64 keys", got=0)
+            for k in keys:
+                if len(k) > 1024:
+                    raise CodecError("a key is at most 1024 characters", got=len(k))
+            e = node.entry_at(p.get("height"))
+            if e.header.commit is None or e.state is None:
+                raise NotFoundError("no certificate at that height", got=e.header.height)
+            certs = []
+            for k in keys:
+                raw = k.encode()
+                certs.append(RelayCertificate(e.header.commit, raw, e.state.get(raw), e.state.prove(raw)))
+            return wire.certificate_batch_to_json(e.header.commit, certs)
         return handler
 
     def _rpc_get_client_status(self, node: ParkNode) -> Any:
@@ -300,7 +333,7 @@ class BftDriver:
         ts = max(_now_ms(), head.header.timestamp_ms + 1)
         state = ChainState(head.state.tree)
         built = self.rules.sm.build_block(state, list(self.node.mempool.values()), BlockContext(
-            self.rules.chain_id, height, ts, ""))
+            self.rules.chain_id, height, ts, ""), max_txs=MAX_BLOCK_TXS, max_bytes=MAX_BLOCK_BYTES)
         for tx, exc in built.dropped:
             if exc.code in {"packet.replay", "auth.denied", "signature.invalid", "codec.invalid", "validator.jailed",
                             "evidence.invalid", "evidence.stale"}:
@@ -317,6 +350,8 @@ class BftDriver:
             return block_bytes(list(stored.txs)) == block
         head = self.node.head
         if header.height != head.header.height + 1 or header.last_block_hash != head.hash:
+            return False
+        if len(block) > MAX_BLOCK_BYTES + MAX_BLOCK_TXS + 2:  # the bound every honest proposer keeps (make_block)
             return False
         if not head.header.timestamp_ms < header.time_ms <= _now_ms() + MAX_CLOCK_DRIFT_MS:
             return False

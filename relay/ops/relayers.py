@@ -55,6 +55,7 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
         # what the relayer does differently on this chain, from its kind (not from its name)
         park.duplicates_reach_blocks = adapters.duplicates_reach_blocks
         park.one_writer = adapters.one_writer
+        park.batches = adapters.batches
         park.timeout_receipt = kind.timeout_receipt
         park.keepalive_after_s = kind.keepalive_after_s(chain.params)
         parks[chain.id] = park

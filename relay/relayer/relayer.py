@@ -96,6 +96,10 @@ __all__ = [
 log = logging.getLogger("parkrelay.relayer")
 
 VERIFY_BATCH = 100
+"""Most packets of one ``packet.verify_batch`` / ``packet.confirm_ack_batch`` and of one ``proveMany`` call."""
+CERT_BATCH = 16
+"""Most packets of one ``bridge.recv_batch`` / ``bridge.settle_batch`` (a park transaction is at most 64 KiB; a
+packet with its record and proof takes about 2 KiB of it)."""
 PROGRESS_LOG_S = 30.0
 """How often each path logs its progress while it has packets in flight."""
 
@@ -125,6 +129,9 @@ class ChainLink:
     """The chain kind's timeout receipt (:attr:`chains.common.kind.ChainKind.timeout_receipt`): as a target it must
     write it (``bridge.timeout_receipt``) before a timeout is proven, and the value at a receipt path tells a timeout
     from an acknowledgement. None: timeouts are proven by block time and absence."""
+    batches: bool = False
+    """The chain's bridge takes ``bridge.recv_batch`` / ``bridge.settle_batch`` (protocol SPEC §7.10): phases 3 and 4
+    send up to :data:`CERT_BATCH` packets a transaction under one certificate batch, instead of one each."""
     keepalive_after_s: float | None = None
     """Make a block (``bridge.ping``) when the relay's client of the chain has been shown none for this long
     (:meth:`chains.common.kind.ChainKind.keepalive_after_s`, Fabric); None: the chain makes blocks on its own."""
@@ -706,19 +713,39 @@ class Relayer(ClientUpdates):
         ready = [t for t in items if t.commit_height <= final]
         for i in range(0, len(ready), VERIFY_BATCH):
             batch = ready[i:i + VERIFY_BATCH]
-            proofs = []
-            for t in batch:
-                p = t.packet
-                pv = await self._prove(park, commitment_path(p.dst_chain, p.lane, p.sequence), final)
-                if pv is None:
-                    return  # the park pruned that height: the client updates above bring a provable one
-                if pv.value is not None:
-                    proofs.append((t, pv.proof))
+            pvs = await self._prove_many(park, [commitment_path(t.packet.dst_chain, t.packet.lane, t.packet.sequence)
+                                                for t in batch], final)
+            if pvs is None:
+                return  # the park pruned that height: the client updates above bring a provable one
+            proofs = [(t, pv.proof) for t, pv in zip(batch, pvs, strict=True) if pv.value is not None]
             if proofs:
                 await self._submit(self.relay, "packet.verify_batch",
                                    {"height": final, "items": [{"packet": t.raw.hex(), "proof": pr.hex()}
                                                                for t, pr in proofs]},
                                    "verify", [t for t, _ in proofs])
+
+    async def _prove_many(self, park: ChainLink, keys: list[bytes], height: int) -> list[ProvenValue] | None:
+        """:meth:`_prove` of every key, in one call per :data:`VERIFY_BATCH` keys where the source proves many at once
+        (the Python parks' ``proveMany``), else one by one; None as there."""
+        prove_many = getattr(park.source, "prove_many", None)
+        if prove_many is None:
+            out = []
+            for key in keys:
+                pv = await self._prove(park, key, height)
+                if pv is None:
+                    return None
+                out.append(pv)
+            return out
+        try:
+            many: list[ProvenValue] = []
+            for i in range(0, len(keys), VERIFY_BATCH):
+                many += await prove_many(keys[i:i + VERIFY_BATCH], height)
+            return many
+        except ProtocolError as exc:
+            if exc.code != "rpc.not_found":
+                raise
+        self._unprovable(park, height)
+        return None
 
     async def _prove(self, park: ChainLink, key: bytes, height: int) -> ProvenValue | None:
         """``key`` proven on ``park`` at ``height`` (the relay client's final height), or None if the park no longer
@@ -731,20 +758,36 @@ class Relayer(ClientUpdates):
         except ProtocolError as exc:
             if exc.code != "rpc.not_found":
                 raise
+        self._unprovable(park, height)
+        return None
+
+    def _unprovable(self, park: ChainLink, height: int) -> None:
         self.stats.proof_heights_unavailable += 1
         seen: set[tuple[str, int]] = self.__dict__.setdefault("_unprovable_logged", set())
         if (park.chain_id, height) not in seen:
             seen.add((park.chain_id, height))
             self.log.warning("%s: no state at the relay client's final height %d any more (pruned on the park); "
                              "proving again once the client's updates move its final height up", park.chain_id, height)
-        return None
 
     async def _certificate(self, key: bytes) -> dict[str, Any]:
         cert: dict[str, Any] = await self._relay_rpc().call("getCertificate", {"key": key.decode()})
         return cert
 
+    async def _certificates(self, keys: list[bytes]) -> dict[str, Any]:
+        """One certificate batch of ``keys`` (at most :data:`CERT_BATCH`) from the relay's newest block."""
+        batch: dict[str, Any] = await self._relay_rpc().call("getCertificates", {"keys": [k.decode() for k in keys]})
+        return batch
+
     async def _recv(self, todo: list[Tracked]) -> None:
         if todo and not await self._relay_set_ready(self.parks[todo[0].packet.dst_chain]):
+            return
+        if todo and self.parks[todo[0].packet.dst_chain].batches:
+            for i in range(0, len(todo), CERT_BATCH):
+                chunk = todo[i:i + CERT_BATCH]
+                certs = await self._certificates([verified_path(t.packet.src_chain, t.packet.dst_chain, t.packet.lane,
+                                                                t.packet.sequence) for t in chunk])
+                await self._submit(self.parks[chunk[0].packet.dst_chain], "bridge.recv_batch",
+                                   {"packets": [t.raw.hex() for t in chunk], "certificates": certs}, "recv", chunk)
             return
         for t in todo:
             p = t.packet
@@ -774,16 +817,27 @@ class Relayer(ClientUpdates):
         park = self.parks[dst]
         st = await self._update_client(park)
         final = int(st["final_height"])
-        for t in acks:
-            p = t.packet
-            pv = await self._prove(park, receipt_path(p.src_chain, p.lane, p.sequence), final)
-            if pv is None:
-                return  # the park pruned that height: the client updates above bring a provable one
-            if pv.value is None or t.ack is None:
+        proven: list[tuple[Tracked, bytes, bytes]] = []
+        pvs = await self._prove_many(park, [receipt_path(t.packet.src_chain, t.packet.lane, t.packet.sequence)
+                                            for t in acks], final) if acks else []
+        if pvs is None:
+            return  # the park pruned that height: the client updates above bring a provable one
+        for t, rv in zip(acks, pvs, strict=True):
+            if rv.value is None or t.ack is None:
                 continue  # the client's final header predates the receipt: wait for the update
-            await self._submit(self.relay, "packet.confirm_ack",
-                               {"packet": t.raw.hex(), "ack": t.ack.hex(), "height": final,
-                                "proof": pv.proof.hex()}, "confirm", [t])
+            proven.append((t, t.ack, rv.proof))
+        for i in range(0, len(proven), VERIFY_BATCH):
+            chunk = proven[i:i + VERIFY_BATCH]
+            if len(chunk) == 1:
+                t, ack, proof = chunk[0]
+                await self._submit(self.relay, "packet.confirm_ack",
+                                   {"packet": t.raw.hex(), "ack": ack.hex(), "height": final, "proof": proof.hex()},
+                                   "confirm", [t])
+            else:
+                await self._submit(self.relay, "packet.confirm_ack_batch",
+                                   {"height": final, "items": [{"packet": t.raw.hex(), "ack": ack.hex(),
+                                                                "proof": proof.hex()} for t, ack, proof in chunk]},
+                                   "confirm", [t for t, _, _ in chunk])
         if not timeouts:
             return
         if park.timeout_receipt is None:
@@ -822,6 +876,7 @@ class Relayer(ClientUpdates):
     async def _settle(self, todo: list[Tracked], relay: dict[str, str | None]) -> None:
         if todo and not await self._relay_set_ready(self.parks[todo[0].packet.src_chain]):
             return
+        ready: list[tuple[Tracked, bytes, dict[str, Any]]] = []  # (packet, outcome key, bridge.settle's item)
         for t in todo:
             p = t.packet
             key = outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence)
@@ -829,15 +884,25 @@ class Relayer(ClientUpdates):
             if raw is None:
                 continue
             outcome, _, _ = decode_outcome(bytes.fromhex(raw))
-            cert = await self._certificate(key)
-            args: dict[str, Any] = {"packet": t.raw.hex(), "certificate": cert}
+            item: dict[str, Any] = {"packet": t.raw.hex()}
             if outcome is PacketOutcome.ACKED:
                 if t.ack is None:
                     self._log_packets(logging.WARNING, [t], "packet %s: acked on the relay chain but its ack is not "
                                       "readable on %s yet", t.key, p.dst_chain)
                     continue
-                args["ack"] = t.ack.hex()
-            await self._submit(self.parks[p.src_chain], "bridge.settle", args, "settle", [t])
+                item["ack"] = t.ack.hex()
+            ready.append((t, key, item))
+        if ready and self.parks[ready[0][0].packet.src_chain].batches:
+            for i in range(0, len(ready), CERT_BATCH):
+                chunk = ready[i:i + CERT_BATCH]
+                certs = await self._certificates([key for _, key, _ in chunk])
+                await self._submit(self.parks[chunk[0][0].packet.src_chain], "bridge.settle_batch",
+                                   {"items": [item for _, _, item in chunk], "certificates": certs}, "settle",
+                                   [t for t, _, _ in chunk])
+            return
+        for t, key, item in ready:
+            await self._submit(self.parks[t.packet.src_chain], "bridge.settle",
+                               {**item, "certificate": await self._certificate(key)}, "settle", [t])
 
     async def _submit(self, chain: ChainLink, op: str, args: dict[str, Any], action: str,
                       packets: list[Tracked] | None) -> None:

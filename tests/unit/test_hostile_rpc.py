@@ -287,3 +287,51 @@ def test_get_rights_reports_where_the_rights_are(served: ServedNode) -> None:
     assert status == 200 and {k: report[k] for k in ("live", "escrowed", "burning", "bookings")} == {
         "live": {}, "escrowed": {}, "burning": {}, "bookings": {}}
     assert report["height"] == served.node.head.header.height
+
+
+def _call(served: ServedNode, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    answer: dict[str, Any] = json.loads(served.post("/rpc", body)[1])
+    return answer
+
+
+def test_batched_reads_answer_what_the_single_reads_do(served: ServedNode) -> None:
+    """``proveMany`` (parks) and ``getCertificates`` (relay) give, for each key, the value and proof the one-key
+    ``query``/``getCertificate`` gives at the same height, present and absent keys alike; they bound their input."""
+    from chains.common import wire
+    from protocol.state_commitment import Proof, verify_membership, verify_non_membership
+
+    before = served.snapshot()
+    height = served.node.head.header.height
+    relay = _is_relay(served.node)
+    keys = ["accounts/alice", "relay/validators", "no/such/key", "accounts/alice"]
+    if relay:
+        answer = _call(served, "getCertificates", {"keys": keys, "height": height})
+        if height == 0:  # a lone validator makes no block: no commit to certify with, as getCertificate says
+            single = _call(served, "getCertificate", {"key": keys[0], "height": height})
+            assert answer["error"] == single["error"] and answer["error"]["data"]["code"] == "rpc.not_found"
+            keys = []
+        batch = answer.get("result")
+        certs = [] if batch is None else wire.certificate_batch_from_json(batch)
+        for key, cert in zip(keys, certs, strict=True):
+            single = _call(served, "getCertificate", {"key": key, "height": height})["result"]
+            assert wire.certificate_to_json(cert) == single
+        assert not keys or any(c.value is not None for c in certs), "no key present: the test proves nothing"
+    else:
+        many = _call(served, "proveMany", {"keys": keys, "height": height})["result"]
+        root = bytes.fromhex(many["state_root"])
+        for key in keys:
+            single = _call(served, "query", {"key": key, "height": height, "prove": True})["result"]
+            assert (many["values"][key], many["proofs"][key]) == (single["value"], single["proof"])
+            proof = Proof.decode(bytes.fromhex(many["proofs"][key]))
+            if many["values"][key] is None:
+                verify_non_membership(root, key.encode(), proof)
+            else:
+                verify_membership(root, key.encode(), bytes.fromhex(many["values"][key]), proof)
+        assert many["values"]["accounts/alice"] is not None
+    method, limit = ("getCertificates", 64) if relay else ("proveMany", 200)
+    err = _call(served, method, {"keys": ["a"] * (limit + 1)})["error"]
+    assert err["code"] == rpc.INVALID_PARAMS and err["data"]["param"] == "keys"
+    err = _call(served, method, {"keys": ["k" * 1025]})["error"]
+    assert err["code"] == rpc.SERVER_ERROR and err["data"]["code"] == "codec.invalid", err
+    assert served.snapshot() == before

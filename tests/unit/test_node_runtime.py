@@ -200,3 +200,25 @@ async def test_a_reorg_returns_the_abandoned_transactions_to_the_mempool(tmp_pat
         assert not node.mempool
     finally:
         node.db.close()
+
+
+def test_a_block_holds_at_most_max_block_bytes_of_transactions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What does not fit a block's byte budget waits in the mempool for the next block: every block a node makes
+    reaches its peers (``/p2p/block`` reads at most 4 MiB), however many large transactions are queued."""
+    import chains.common.node as node_mod
+
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    node = _node(tmp_path, alice)
+    txs = [_signed(alice, n, {"to": "bob", "denom": "kWh", "amount_wh": 1, "memo": "x" * 2_000}) for n in range(5)]
+    size = txs[0].size()
+    assert all(abs(tx.size() - size) <= 2 for tx in txs)
+    monkeypatch.setattr(node_mod, "MAX_BLOCK_BYTES", 2 * size + 2)
+    for tx in txs:
+        node.mempool[tx.hash()] = tx
+    heights = []
+    for _ in range(3):
+        e = _produce(node)
+        heights.append(len(e.txs))
+        assert sum(tx.size() for tx in e.txs) <= node_mod.MAX_BLOCK_BYTES
+    assert heights == [2, 2, 1] and not node.mempool
+    node.db.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from protocol.codec import encode_packet
+from protocol.codec import decode_packet, encode_packet
 from protocol.errors import TransportError
 from protocol.types import Packet, PacketKind
 from relay.relayer.relayer import ChainLink, Relayer
@@ -469,4 +469,49 @@ async def test_a_quiet_channel_gets_a_keepalive_transaction(tmp_path: Path, quie
     now[0] += 5  # still no new block long after: the ping was lost, another one goes
     await step()
     assert len(park.submitted) == 2 * int(pinged)
+    r.db.close()
+
+
+class _BatchRelay(_VerifiedRelay):
+    """The relay answering ``getCertificates`` with a batch naming its keys."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches_asked: list[list[str]] = []
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        if method == "getCertificates":
+            keys = (params or {})["keys"]
+            self.batches_asked.append(keys)
+            return {"commit": "of the relay", "records": [{"key": k} for k in keys]}
+        return await super().call(method, params)
+
+
+@pytest.mark.parametrize("batches", [True, False])
+async def test_phase_3_goes_in_batches_to_a_target_that_takes_them(tmp_path: Path, batches: bool) -> None:
+    """A target whose bridge takes ``bridge.recv_batch`` (ChainLink.batches) gets its packets 16 a transaction,
+    each chunk under one certificate batch of exactly its packets' ``relay/verified`` keys, in order; any other
+    target gets a ``bridge.recv`` per packet with its own certificate."""
+    from protocol.paths import verified_path
+
+    relay, a, b = _BatchRelay(), _Park("park-a"), _Park("park-b")
+    a.events_at[3] = [_send_event("park-a", "park-b", s, 3) for s in range(1, 21)]
+    relay.verified |= {verified_path("park-a", "park-b", "lane-0", s).decode() for s in range(1, 21)}
+    for p in (a, b):
+        _client(relay, p, latest=10, final=8)
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    r.parks["park-b"].batches = batches
+    await r.step()
+    ops = [op for op, _ in b.submitted]
+    if not batches:
+        assert ops == ["bridge.recv"] * 20 and relay.batches_asked == []
+        r.db.close()
+        return
+    assert ops == ["bridge.recv_batch"] * 2
+    keys = [verified_path("park-a", "park-b", "lane-0", s).decode() for s in range(1, 21)]
+    assert relay.batches_asked == [keys[:16], keys[16:]]
+    for (_, args), chunk in zip(b.submitted, (keys[:16], keys[16:]), strict=True):
+        assert [decode_packet(bytes.fromhex(h)).sequence for h in args["packets"]] == [
+            int(k.rsplit("/", 1)[1]) for k in chunk]
+        assert [rec["key"] for rec in args["certificates"]["records"]] == chunk
     r.db.close()

@@ -51,6 +51,10 @@ def check_redundant(router: RelayClientRouter, state: ChainState, tx: Tx) -> Non
             check_not_verified(state, refs[0])
     elif op == rq.CONFIRM_ACK:
         check_confirmable(state, rq.parse_confirm_ack(tx).ref)
+    elif op == rq.CONFIRM_ACK_BATCH:
+        refs_a = rq.parse_confirm_ack_batch(tx).refs
+        if all(state.get(ref.outcome_key) is not None for ref in refs_a):
+            check_confirmable(state, refs_a[0])
     elif op == rq.CONFIRM_TIMEOUT:
         req_t = rq.parse_confirm_timeout(tx)
         check_confirmable(state, req_t.ref, unverified_ok=req_t.commit is not None)
@@ -91,6 +95,8 @@ def work_keys(router: RelayClientRouter, state: ChainState, tx: Tx) -> frozenset
         return frozenset(ref.verified_key for ref in rq.parse_verify(tx).refs)
     if op == rq.CONFIRM_ACK:
         return frozenset({rq.parse_confirm_ack(tx).ref.outcome_key})
+    if op == rq.CONFIRM_ACK_BATCH:
+        return frozenset(ref.outcome_key for ref in rq.parse_confirm_ack_batch(tx).refs)
     if op == rq.CONFIRM_TIMEOUT:
         return frozenset({rq.parse_confirm_timeout(tx).ref.outcome_key})
     if op == rq.CLIENT_UPDATE:

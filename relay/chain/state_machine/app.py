@@ -138,6 +138,7 @@ class RelayStateMachine:
             (rq.VERIFY, self._op_verify),
             (rq.VERIFY_BATCH, self._op_verify),
             (rq.CONFIRM_ACK, self._op_confirm_ack),
+            (rq.CONFIRM_ACK_BATCH, self._op_confirm_ack_batch),
             (rq.CONFIRM_TIMEOUT, self._op_confirm_timeout),
             (rq.CLIENT_CREATE, self._op_client_create),
             (rq.CLIENT_RECOVER, self._op_client_recover),
@@ -188,17 +189,25 @@ class RelayStateMachine:
         return admission.select_block_txs(self.router, state, txs)
 
     def build_block(self, state: ChainState, candidates: Sequence[Tx], ctx: BlockContext,
-                    max_txs: int | None = None) -> BlockBuild:
-        """Execute ``candidates`` in order on ``state``, keeping the ones that succeed (up to ``max_txs``)."""
+                    max_txs: int | None = None, max_bytes: int | None = None) -> BlockBuild:
+        """Execute ``candidates`` in order on ``state``, keeping the ones that succeed (up to ``max_txs``, and up to
+        ``max_bytes`` of their canonical JSON: one that does not fit is left for a later block, neither kept nor
+        dropped)."""
         out = BlockBuild()
+        room = max_bytes
         for tx in candidates:
             if max_txs is not None and len(out.included) >= max_txs:
                 break
+            size = tx.size() if room is not None else 0
+            if room is not None and size > room:
+                continue
             try:
                 events = self.execute_tx(state, tx, ctx)
             except ProtocolError as exc:
                 out.dropped.append((tx, exc))
                 continue
+            if room is not None:
+                room -= size
             out.included.append(tx)
             out.events += [{**e, "tx": tx.hash().hex()} for e in events]
         return out
@@ -268,6 +277,11 @@ class RelayStateMachine:
         req = rq.parse_confirm_ack(tx)
         return packets.process_confirm_ack(self.router, state, ctx.timestamp_ms, req.ref, req.ack, req.height,
                                            req.proof, req.headers)
+
+    def _op_confirm_ack_batch(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        req = rq.parse_confirm_ack_batch(tx)
+        return packets.process_confirm_ack_batch(self.router, state, ctx.timestamp_ms, req.refs, req.acks, req.height,
+                                                 req.proofs, req.headers)
 
     def _op_confirm_timeout(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = rq.parse_confirm_timeout(tx)

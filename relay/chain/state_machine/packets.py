@@ -71,6 +71,7 @@ __all__ = [
     "packet_done",
     "packet_state",
     "process_confirm_ack",
+    "process_confirm_ack_batch",
     "process_confirm_timeout",
     "process_verify_batch",
     "validate_confirm_ack",
@@ -348,6 +349,46 @@ def process_confirm_ack(router: RelayClientRouter, state: ChainState, now_ms: in
         return events
     ack_c = validate_confirm_ack(hosted, ref, ack, height, proof, now_ms)
     return [*events, apply_confirm_ack(state, ref, ack, ack_c, height)]
+
+
+def process_confirm_ack_batch(router: RelayClientRouter, state: ChainState, now_ms: int, refs: Sequence[PacketRef],
+                              acks: Sequence[Acknowledgement], height: int, proofs: Sequence[bytes],
+                              raw_headers: Sequence[bytes] = ()) -> list[Event]:
+    """``packet.confirm_ack_batch``: ``proofs[i]`` proves ``acks[i]``'s receipt of ``refs[i]`` at the target's final
+    ``height``; every packet has one target. As ``packet.verify_batch`` does for phase 2: a packet with an outcome
+    already is skipped (``packets_skipped``), a batch with nothing left to do is ``packet.replay`` before any proof
+    work, and anything else wrong with one packet (not verified, another commitment, a bad proof) fails the batch."""
+    if not refs or not len(refs) == len(acks) == len(proofs):
+        raise CodecError("a batch is one or more (packet, ack, proof) items", got=(len(refs), len(acks), len(proofs)))
+    if len(refs) > MAX_BATCH:
+        raise CodecError("batch too large", expected=f"<= {MAX_BATCH}", got=len(refs))
+    dst = refs[0].packet.dst_chain
+    for ref in refs:
+        if ref.packet.dst_chain != dst:
+            raise CodecError("a batch confirms packets of one target against one target height",
+                             expected=dst, got=ref.packet.dst_chain)
+    done = [state.get(ref.outcome_key) is not None for ref in refs]
+    if all(done):
+        check_confirmable(state, refs[0])  # raises packet.replay
+    for ref, was_done in zip(refs, done, strict=True):
+        if not was_done:
+            check_confirmable(state, ref)
+    hosted, events, frozen = _dst_client(router, state, refs[0], raw_headers, now_ms)
+    if frozen:
+        return events
+    skipped: list[int] = []
+    confirmed: set[bytes] = set()
+    for ref, ack, proof, was_done in zip(refs, acks, proofs, done, strict=True):
+        if was_done or ref.outcome_key in confirmed:
+            skipped.append(ref.packet.sequence)
+            continue
+        ack_c = validate_confirm_ack(hosted, ref, ack, height, proof, now_ms)
+        events.append(apply_confirm_ack(state, ref, ack, ack_c, height))
+        confirmed.add(ref.outcome_key)
+    if skipped:
+        events.append({"type": "packets_skipped", "src": refs[0].packet.src_chain, "dst": dst,
+                       "reason": "outcome recorded already", "sequences": skipped})
+    return events
 
 
 def validate_confirm_timeout(hosted: HostedClient, ref: PacketRef, height: int, proof: bytes, now_ms: int, *,

@@ -17,6 +17,8 @@ op                          args
 ``packet.verify``           ``{packet: hex, height, proof: hex, headers?: [hex, ...]}``
 ``packet.verify_batch``     ``{height, items: [{packet: hex, proof: hex}, ...], headers?: [hex, ...]}``
 ``packet.confirm_ack``      ``{packet: hex, ack: hex, height, proof: hex, headers?: [hex, ...]}``
+``packet.confirm_ack_batch`` ``{height, items: [{packet: hex, ack: hex, proof: hex}, ...], headers?: [hex, ...]}``
+                            — up to 64 packets of one target at one target height
 ``packet.confirm_timeout``  ``{packet: hex, height, proof: hex, headers?: [hex, ...],``
                             `` commit_height?, commit_proof?: hex, commit_headers?: [hex, ...]}`` —
                             ``commit_height`` and ``commit_proof`` (together) prove the packet's
@@ -62,6 +64,7 @@ __all__ = [
     "GOVERNANCE_OPS",
     "OPS",
     "ClientUpdateRequest",
+    "ConfirmAckBatchRequest",
     "ConfirmAckRequest",
     "ConfirmTimeoutRequest",
     "LaneRequest",
@@ -71,6 +74,7 @@ __all__ = [
     "parse_client_create",
     "parse_client_update",
     "parse_confirm_ack",
+    "parse_confirm_ack_batch",
     "parse_confirm_timeout",
     "parse_lane",
     "parse_misbehaviour",
@@ -84,6 +88,7 @@ CLIENT_MISBEHAVIOUR = "client.misbehaviour"
 VERIFY = "packet.verify"
 VERIFY_BATCH = "packet.verify_batch"
 CONFIRM_ACK = "packet.confirm_ack"
+CONFIRM_ACK_BATCH = "packet.confirm_ack_batch"
 CONFIRM_TIMEOUT = "packet.confirm_timeout"
 CLIENT_CREATE = "client.create"
 LANE_OPEN = "lane.open"
@@ -97,7 +102,7 @@ GOVERNANCE_OPS = (CLIENT_CREATE, LANE_OPEN, LANE_PAUSE, LANE_RESUME, LANE_SET_LI
 CLIENT_ATTEST = "client.attest"
 CLIENT_REGISTER_FARMER = "client.register_farmer"
 OPS = (REGISTER, CLIENT_UPDATE, CLIENT_MISBEHAVIOUR, CLIENT_ATTEST, CLIENT_REGISTER_FARMER, VERIFY, VERIFY_BATCH,
-       CONFIRM_ACK, CONFIRM_TIMEOUT, *GOVERNANCE_OPS)
+       CONFIRM_ACK, CONFIRM_ACK_BATCH, CONFIRM_TIMEOUT, *GOVERNANCE_OPS)
 
 
 def _headers(tx: Tx, args: Mapping[str, Any]) -> tuple[bytes, ...]:
@@ -155,6 +160,34 @@ def parse_confirm_ack(tx: Tx) -> ConfirmAckRequest:
     args = op_args(tx, ("packet", "ack", "height", "proof"), ("headers",))
     return ConfirmAckRequest(decode_packet_ref(hex_arg(args, "packet", tx.op)), decode_ack(hex_arg(args, "ack", tx.op)),
                              int_arg(args, "height", tx.op), hex_arg(args, "proof", tx.op), _headers(tx, args))
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmAckBatchRequest:
+    """``packet.confirm_ack_batch``."""
+
+    refs: tuple[PacketRef, ...]
+    """The packets, decoded."""
+    acks: tuple[Acknowledgement, ...]
+    """The ack each one's target wrote."""
+    height: int
+    """Target height the receipts are proven at."""
+    proofs: tuple[bytes, ...]
+    """Membership proof of each receipt, in order."""
+    headers: tuple[bytes, ...]
+    """Target headers to feed first."""
+
+
+def parse_confirm_ack_batch(tx: Tx) -> ConfirmAckBatchRequest:
+    args = op_args(tx, ("height", "items"), ("headers",))
+    refs, acks, proofs = [], [], []
+    for i, item in enumerate(list_arg(args, "items", tx.op, MAX_BATCH, minimum=1)):
+        it = obj_args(item, f"item {i} of {tx.op}", ("packet", "ack", "proof"))
+        refs.append(decode_packet_ref(hex_arg(it, "packet", tx.op)))
+        acks.append(decode_ack(hex_arg(it, "ack", tx.op)))
+        proofs.append(hex_arg(it, "proof", tx.op))
+    return ConfirmAckBatchRequest(tuple(refs), tuple(acks), int_arg(args, "height", tx.op), tuple(proofs),
+                                  _headers(tx, args))
 
 
 @dataclass(frozen=True, slots=True)

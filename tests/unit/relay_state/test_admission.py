@@ -205,3 +205,18 @@ def test_select_drops_what_admission_refuses(h: RelayHarness) -> None:
     h.submit("packet.verify", args)
     kept, dropped = h.sm.select_block_txs(h.state, [h.tx("packet.verify", args, "relayer-b")])
     assert kept == [] and isinstance(dropped[0][1], ProtocolError)
+
+
+def test_block_builders_keep_a_block_within_its_byte_bound(h: RelayHarness) -> None:
+    """A transaction that does not fit the block's byte budget is left in the mempool for a later block: neither
+    included nor dropped (the relay node builds with ``MAX_BLOCK_BYTES``, so its proposal reaches every peer)."""
+    from chains.common.state import ChainState
+
+    a, _ = _two_relayers_same_work(h)
+    sizes = [tx.size() for tx in a]
+    build = h.sm.build_block(ChainState(h.state.tree), a, h.ctx(), max_bytes=sizes[0] + sizes[1])
+    assert build.included == a[:2] and build.dropped == []
+    build = h.sm.build_block(ChainState(h.state.tree), a, h.ctx(), max_bytes=sizes[0] + min(sizes[1:]) - 1)
+    assert build.included == a[:1] and build.dropped == []
+    build = h.sm.build_block(ChainState(h.state.tree), a, h.ctx())
+    assert build.included == a

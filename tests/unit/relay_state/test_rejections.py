@@ -293,6 +293,37 @@ def _confirm_frozen_target(s: Setup) -> tuple[str, dict[str, Any]]:
     return "packet.confirm_ack", args
 
 
+def _as_batch(op_args: tuple[str, dict[str, Any]], *more: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``packet.confirm_ack`` arguments as (the first item of) a ``packet.confirm_ack_batch``."""
+    _, args = op_args
+    items = [{k: a[k] for k in ("packet", "ack", "proof")} for a in (args, *more)]
+    return "packet.confirm_ack_batch", {"height": args["height"], "items": items}
+
+
+def _batch_confirm_replayed(s: Setup) -> tuple[str, dict[str, Any]]:
+    return _as_batch(_confirm_replayed(s))
+
+
+def _batch_confirm_one_bad_item(s: Setup) -> tuple[str, dict[str, Any]]:
+    deliver(s, s.p1)
+    deliver(s, s.p2)
+    height = s.h.update(POC)
+    good = s.h.confirm_args(s.p2, height=height)
+    return _as_batch(("", s.h.confirm_args(s.p1, height=height, ack_hex=error_ack_hex())), good)
+
+
+def _batch_confirm_not_final(s: Setup) -> tuple[str, dict[str, Any]]:
+    return _as_batch(_confirm_not_final(s))
+
+
+def _batch_confirm_frozen_target(s: Setup) -> tuple[str, dict[str, Any]]:
+    return _as_batch(_confirm_frozen_target(s))
+
+
+def _batch_confirm_never_verified(s: Setup) -> tuple[str, dict[str, Any]]:
+    return _as_batch(_confirm_never_verified(s))
+
+
 def _timeout_too_early(s: Setup) -> tuple[str, dict[str, Any]]:
     s.h.verify(s.p1)
     s.h.net.advance(10 * MINUTE - 1)  # one ms before the timeout
@@ -579,6 +610,11 @@ CASES = [
     Case("confirm_ack: packet differs from the verified one", _confirm_other_packet, InvalidProofError),
     Case("confirm_ack: height not final", _confirm_not_final, NotFinalError),
     Case("confirm_ack: frozen target client", _confirm_frozen_target, ClientFrozenError),
+    Case("confirm_ack_batch: replayed", _batch_confirm_replayed, ReplayError),
+    Case("confirm_ack_batch: one mismatching ack fails the batch", _batch_confirm_one_bad_item, InvalidProofError),
+    Case("confirm_ack_batch: height not final", _batch_confirm_not_final, NotFinalError),
+    Case("confirm_ack_batch: frozen target client", _batch_confirm_frozen_target, ClientFrozenError),
+    Case("confirm_ack_batch: never verified", _batch_confirm_never_verified, IllegalTransitionError),
     Case("confirm_timeout: before the timeout", _timeout_too_early, TimeoutExpiredError),
     Case("confirm_timeout: receipt exists", _timeout_but_executed, InvalidProofError),
     Case("confirm_timeout: replayed", _timeout_replayed, ReplayError),
