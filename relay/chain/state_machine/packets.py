@@ -221,19 +221,26 @@ def apply_verify(state: ChainState, staged: Staged, plan: VerifyPlan) -> Event:
             "state": new_state.value}
 
 
+def _check_batch(refs: Sequence[PacketRef], lengths: Sequence[int], side: str, one_chain: str) -> str:
+    """A batch's shape: 1 .. :data:`MAX_BATCH` packets, every parallel list as long, every packet's ``side``
+    (``src_chain`` or ``dst_chain``) the same chain, which is returned; :class:`CodecError` otherwise."""
+    if not refs or any(n != len(refs) for n in lengths):
+        raise CodecError("a batch is one or more items, each complete", got=(len(refs), *lengths))
+    if len(refs) > MAX_BATCH:
+        raise CodecError("batch too large", expected=f"<= {MAX_BATCH}", got=len(refs))
+    chain: str = getattr(refs[0].packet, side)
+    for ref in refs:
+        if getattr(ref.packet, side) != chain:
+            raise CodecError(one_chain, expected=chain, got=getattr(ref.packet, side))
+    return chain
+
+
 def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: int, height: int,
                          refs: Sequence[PacketRef], proofs: Sequence[bytes],
                          raw_headers: Sequence[bytes] = ()) -> list[Event]:
     """``packet.verify`` / ``packet.verify_batch``: ``proofs[i]`` proves ``refs[i]``'s commitment at ``height``."""
-    if not refs or len(refs) != len(proofs):
-        raise CodecError("a batch is one or more (packet, proof) pairs", got=(len(refs), len(proofs)))
-    if len(refs) > MAX_BATCH:
-        raise CodecError("batch too large", expected=f"<= {MAX_BATCH}", got=len(refs))
-    src = refs[0].packet.src_chain
-    for ref in refs:
-        if ref.packet.src_chain != src:
-            raise CodecError("a batch verifies packets of one source against one source height",
-                             expected=src, got=ref.packet.src_chain)
+    src = _check_batch(refs, [len(proofs)], "src_chain", "a batch verifies packets of one source against one source "
+                                                         "height")
     # SPEC §6.4's replay check, before any proof work; one lookup pair per packet serves both uses below (feeding
     # headers writes only client records, so a packet's verified/outcome records cannot change in between)
     done = [packet_done(state, ref) for ref in refs]
@@ -358,15 +365,8 @@ def process_confirm_ack_batch(router: RelayClientRouter, state: ChainState, now_
     ``height``; every packet has one target. As ``packet.verify_batch`` does for phase 2: a packet with an outcome
     already is skipped (``packets_skipped``), a batch with nothing left to do is ``packet.replay`` before any proof
     work, and anything else wrong with one packet (not verified, another commitment, a bad proof) fails the batch."""
-    if not refs or not len(refs) == len(acks) == len(proofs):
-        raise CodecError("a batch is one or more (packet, ack, proof) items", got=(len(refs), len(acks), len(proofs)))
-    if len(refs) > MAX_BATCH:
-        raise CodecError("batch too large", expected=f"<= {MAX_BATCH}", got=len(refs))
-    dst = refs[0].packet.dst_chain
-    for ref in refs:
-        if ref.packet.dst_chain != dst:
-            raise CodecError("a batch confirms packets of one target against one target height",
-                             expected=dst, got=ref.packet.dst_chain)
+    dst = _check_batch(refs, [len(acks), len(proofs)], "dst_chain", "a batch confirms packets of one target against "
+                                                                    "one target height")
     done = [state.get(ref.outcome_key) is not None for ref in refs]
     if all(done):
         check_confirmable(state, refs[0])  # raises packet.replay
