@@ -270,13 +270,14 @@ class ParkNode:
         ctx = self.rules.context(header)
         results: list[dict[str, Any]] = []
         for tx in txs:
+            th = tx.hash().hex()  # once: a batch's hundred events would each re-encode the whole transaction
             try:
                 tx_events = self.rules.app.execute_tx(state, tx, ctx)
-                results.append({"tx": tx.hash().hex(), "ok": True})
+                results.append({"tx": th, "ok": True})
                 for ev in tx_events:
-                    events.append({**ev, "tx": tx.hash().hex()})
+                    events.append({**ev, "tx": th})
             except ProtocolError as exc:
-                results.append({"tx": tx.hash().hex(), "ok": False, "error": exc.to_dict()})
+                results.append({"tx": th, "ok": False, "error": exc.to_dict()})
         events += self.rules.end_block(state, header, parent)
         if tx_root(txs) != header.tx_root:
             raise ProtocolError("tx root mismatch", expected=tx_root(txs).hex(), got=header.tx_root.hex())

@@ -209,7 +209,8 @@ class RelayStateMachine:
             if room is not None:
                 room -= size
             out.included.append(tx)
-            out.events += [{**e, "tx": tx.hash().hex()} for e in events]
+            th = tx.hash().hex()  # once per transaction, not per event (a batch has one per packet)
+            out.events += [{**e, "tx": th} for e in events]
         return out
 
     def execute_block(self, state: ChainState, txs: Sequence[Tx], ctx: BlockContext) -> BlockResult:
