@@ -239,20 +239,28 @@ def verify_certificate(
     trusted: ValidatorSet, relay_chain: ChainId, cert: RelayCertificate, key: bytes, value: bytes | None
 ) -> None:
     """Raise unless ``cert`` proves ``key`` -> ``value`` (or absence if ``None``) in a final relay block."""
+    _check_claim(cert, key, value)
+    verify_commit(trusted, relay_chain, cert.commit)
+    _verify_proof(cert, key, value)
+
+
+def verify_record(cert: RelayCertificate, key: bytes, value: bytes | None) -> None:
+    """Steps 1 and 3 of :func:`verify_certificate`, without step 2: for a host that verified ``cert.commit`` already
+    (:func:`verify_commit`), once for every record of a certificate batch (SPEC §7.10)."""
+    _check_claim(cert, key, value)
+    _verify_proof(cert, key, value)
+
+
+def _check_claim(cert: RelayCertificate, key: bytes, value: bytes | None) -> None:
     if cert.key != key:
         raise InvalidProofError("certificate proves another key", expected=key, got=cert.key)
     if cert.value != value:
         raise InvalidProofError("certificate proves another value", expected=value, got=cert.value)
-    verify_commit(trusted, relay_chain, cert.commit)
-    verify_record(cert.commit, key, value, cert.proof)
 
 
-def verify_record(commit: RelayCommit, key: bytes, value: bytes | None, proof: Proof) -> None:
-    """Step 3 of :func:`verify_certificate` alone: ``proof`` proves ``key`` -> ``value`` (absence if None) in
-    ``commit``'s state root. Only for a host that already verified ``commit`` (:func:`verify_commit`), e.g. once for
-    every record of a batch certificate (SPEC §7.10)."""
-    root = commit.header.state_root
+def _verify_proof(cert: RelayCertificate, key: bytes, value: bytes | None) -> None:
+    root = cert.commit.header.state_root
     if value is None:
-        verify_non_membership(root, key, proof)
+        verify_non_membership(root, key, cert.proof)
     else:
-        verify_membership(root, key, value, proof)
+        verify_membership(root, key, value, cert.proof)

@@ -1113,15 +1113,6 @@ def _batch_commit(certs: list[RelayCertificate], n: int) -> RelayCommit:
     return certs[0].commit
 
 
-def _check_record(cert: RelayCertificate, key: bytes, value: bytes | None) -> None:
-    """Step 1 and 3 of SPEC §7.6 for one record of a batch whose commit is verified already."""
-    if cert.key != key:
-        raise InvalidProofError("certificate proves another key", expected=key, got=cert.key)
-    if cert.value != value:
-        raise InvalidProofError("certificate proves another value", expected=value, got=cert.value)
-    verify_record(cert.commit, key, value, cert.proof)
-
-
 def process_recv_batch(state: KVState, params: BridgeParams, hooks: BridgeHooks, packets: list[Packet],
                        certs: list[RelayCertificate], ctx: BlockContext) -> list[Event]:
     """``bridge.recv_batch`` (SPEC §7.10): phase 3 of up to :data:`~chains.common.wire.MAX_BATCH_RECORDS` packets
@@ -1153,7 +1144,7 @@ def process_recv_batch(state: KVState, params: BridgeParams, hooks: BridgeHooks,
     trusted = check_relay_trust(state, ctx)
     verify_commit(trusted, params.relay_chain_id, commit)
     for packet, cert in todo:
-        _check_record(cert, verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
+        verify_record(cert, verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
                       packet_commitment(packet))
     check_certificate_age(params, commit.header.time_ms, ctx.timestamp_ms)
     live = [(p, c) for p, c in todo if ctx.timestamp_ms < p.timeout_timestamp_ms]
@@ -1341,7 +1332,7 @@ def process_settle_batch(state: KVState, params: BridgeParams, items: list[tuple
     for packet, ack, cert, commitment in todo:
         outcome = PacketOutcome.TIMED_OUT if ack is None else PacketOutcome.ACKED
         ack_commit = ZERO_COMMITMENT if ack is None else ack_commitment(ack)
-        _check_record(cert, outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
+        verify_record(cert, outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
                       encode_outcome(outcome, commitment, ack_commit))
         outcomes.append(outcome)
     refresh_relay_trust(state, commit.header.time_ms, ctx)
