@@ -222,3 +222,40 @@ def test_a_block_holds_at_most_max_block_bytes_of_transactions(tmp_path: Path, m
         assert sum(tx.size() for tx in e.txs) <= node_mod.MAX_BLOCK_BYTES
     assert heights == [2, 2, 1] and not node.mempool
     node.db.close()
+
+
+async def test_a_senders_transactions_reach_every_peer_in_nonce_order(tmp_path: Path) -> None:
+    """A relayer submits its run of nonces to one node; every peer's mempool must hold the whole run, else only that
+    node's blocks carry them (a peer refuses a nonce past a gap). Gossip posts them to each peer in admission order."""
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    n2 = ParkNode(_Rules(alice.pubkey), NodeConfig(name="n2", data_dir=tmp_path / "n2", admin_token="t0ken"))
+    handle, open_posts, most_open = n2._handle_p2p_tx, [0], [0]
+
+    async def counted(request: Any) -> Any:  # how many of n1's posts are in flight at once
+        open_posts[0] += 1
+        most_open[0] = max(most_open[0], open_posts[0])
+        try:
+            return await handle(request)
+        finally:
+            open_posts[0] -= 1
+
+    n2._handle_p2p_tx = counted  # type: ignore[method-assign]
+    await n2.start()
+    n1 = ParkNode(_Rules(alice.pubkey), NodeConfig(name="n1", data_dir=tmp_path / "n1", admin_token="t0ken",
+                                                   peers=[n2.url]))
+    await n1.start()
+    try:
+        async with JsonRpcClient(n1.url, side="test-chain") as client, n2._lock:  # the peer busy: gossip piles up
+            target = ParkTarget(client, "test-chain", "alice", alice)
+            for _ in range(120):
+                await target.submit("transfer", {"to": "bob", "denom": "kWh", "amount_wh": 1})
+        await n1._tx_outbox[n2.url].join()  # every queued transaction posted and answered
+        assert len(n1.mempool) == 120
+        # one post at a time: 120 concurrent posts of large transactions timed out and overtook each other
+        assert most_open[0] == 1
+        assert sorted(tx.nonce for tx in n2.mempool.values()) == list(range(120))
+        entry = _produce(n2)  # the peer's own block carries the whole run
+        assert len(entry.txs) == 120 and entry.state is not None and entry.state.balance("bob", "kWh") == 120
+    finally:
+        await n1.stop()
+        await n2.stop()
