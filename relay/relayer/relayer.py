@@ -87,6 +87,7 @@ from relay.relayer.task import Outcome, TaskHealth, run_step_loop
 __all__ = [
     "MAX_HEADERS_PER_UPDATE",
     "PARK_AFTER_REJECTION_S",
+    "RELAY_INFLIGHT_PACKETS",
     "RESUBMIT_AFTER_S",
     "RETRY_SOON_S",
     "ChainLink",
@@ -100,6 +101,12 @@ VERIFY_BATCH = 100
 CERT_BATCH = 16
 """Most packets of one ``bridge.recv_batch`` / ``bridge.settle_batch`` (a park transaction is at most 64 KiB; a
 packet with its record and proof takes about 2 KiB of it)."""
+RELAY_INFLIGHT_PACKETS = 600
+"""Most packets a relayer keeps submitted to the relay chain (verify, confirm, timeout) and not yet seen there: about
+two relay blocks of them. More would only queue behind the relayer's own nonces, and so would every client update after
+them: with 10,000 packets' verify batches submitted at once, the relay's client of the target got no header for as long
+as they took, and not one ack was confirmed until every packet was verified. The oldest work goes first: confirmations,
+then timeouts, then verifications."""
 PROGRESS_LOG_S = 30.0
 """How often each path logs its progress while it has packets in flight."""
 
@@ -552,6 +559,11 @@ class Relayer(ClientUpdates):
         self._note_progress(items, todo)
         ready = {a: [t for t in ts if not self._waiting(t, a.value) and self._my_turn(t, a.value)]
                  for a, ts in todo.items()}
+        on_relay = (Action.CONFIRM, Action.TIMEOUT, Action.VERIFY)
+        room = RELAY_INFLIGHT_PACKETS - sum(1 for a in on_relay for t in todo[a] if self._waiting(t, a.value))
+        for a in on_relay:
+            ready[a] = ready[a][:max(0, room)]
+            room -= len(ready[a])
         await self._verify(src, ready[Action.VERIFY])
         await self._recv(ready[Action.RECV])
         await self._timeout_receipt(ready[Action.TIMEOUT_RECEIPT])

@@ -515,3 +515,32 @@ async def test_phase_3_goes_in_batches_to_a_target_that_takes_them(tmp_path: Pat
             int(k.rsplit("/", 1)[1]) for k in chunk]
         assert [rec["key"] for rec in args["certificates"]["records"]] == chunk
     r.db.close()
+
+
+async def test_packets_in_flight_to_the_relay_chain_are_bounded(tmp_path: Path) -> None:
+    """A backlog goes to the relay chain RELAY_INFLIGHT_PACKETS at a time: what is submitted and not yet seen there
+    holds back more, so a client update the relayer submits next is not queued behind the whole backlog."""
+    from protocol.paths import verified_path
+    from relay.relayer.relayer import RELAY_INFLIGHT_PACKETS
+
+    relay, a, b = _VerifiedRelay(), _Park("park-a"), _Park("park-b")
+    n = RELAY_INFLIGHT_PACKETS + 400
+    a.events_at[3] = [_send_event("park-a", "park-b", s, 3) for s in range(1, n + 1)]
+    for p in (a, b):
+        _client(relay, p, latest=10, final=8)
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+
+    def verifying() -> list[int]:
+        seqs = [decode_packet(bytes.fromhex(item["packet"])).sequence
+                for op, args in relay.submitted if op == "packet.verify_batch" for item in args["items"]]
+        relay.submitted.clear()
+        return seqs
+
+    await r.step()
+    assert verifying() == list(range(1, RELAY_INFLIGHT_PACKETS + 1))
+    await r.step()
+    assert verifying() == []  # all of them still in flight: nothing more
+    relay.verified |= {verified_path("park-a", "park-b", "lane-0", s).decode() for s in range(1, 201)}
+    await r.step()  # 200 seen verified: room for 200 more, the oldest first
+    assert verifying() == list(range(RELAY_INFLIGHT_PACKETS + 1, RELAY_INFLIGHT_PACKETS + 201))
+    r.db.close()
