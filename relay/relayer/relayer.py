@@ -559,15 +559,14 @@ class Relayer(ClientUpdates):
         self._note_progress(items, todo)
         ready = {a: [t for t in ts if not self._waiting(t, a.value) and self._my_turn(t, a.value)]
                  for a, ts in todo.items()}
+        # the relay chain's share: confirmations and timeouts first, then verifications, within what is left of
+        # RELAY_INFLIGHT_PACKETS once the packets submitted there and not yet seen are counted
         on_relay = (Action.CONFIRM, Action.TIMEOUT, Action.VERIFY)
         room = RELAY_INFLIGHT_PACKETS - sum(1 for a in on_relay for t in todo[a] if self._waiting(t, a.value))
-        for a in on_relay:
-            ready[a] = ready[a][:max(0, room)]
-            room -= len(ready[a])
-        await self._verify(src, ready[Action.VERIFY])
+        room -= await self._confirm(src, dst, ready[Action.CONFIRM], ready[Action.TIMEOUT], unverified, room)
+        await self._verify(src, ready[Action.VERIFY], room)
         await self._recv(ready[Action.RECV])
         await self._timeout_receipt(ready[Action.TIMEOUT_RECEIPT])
-        await self._confirm(src, dst, ready[Action.CONFIRM], ready[Action.TIMEOUT], unverified)
         await self._settle(ready[Action.SETTLE], relay_state)
 
     def _note_progress(self, items: list[Tracked], todo: dict[Action, list[Tracked]]) -> None:
@@ -716,13 +715,15 @@ class Relayer(ClientUpdates):
 
     # -- actions ----------------------------------------------------------------------------------
 
-    async def _verify(self, src: str, items: list[Tracked]) -> None:
-        if not items:
+    async def _verify(self, src: str, items: list[Tracked], room: int = RELAY_INFLIGHT_PACKETS) -> None:
+        """Phase 2: prove the commitments of ``items`` final in the relay's client of ``src``, at most ``room`` of
+        them (the oldest)."""
+        if not items or room <= 0:
             return
         park = self.parks[src]
         st = await self._update_client(park)
         final = int(st["final_height"])
-        ready = [t for t in items if t.commit_height <= final]
+        ready = [t for t in items if t.commit_height <= final][:room]
         for i in range(0, len(ready), VERIFY_BATCH):
             batch = ready[i:i + VERIFY_BATCH]
             pvs = await self._prove_many(park, [commitment_path(t.packet.dst_chain, t.packet.lane, t.packet.sequence)
@@ -820,24 +821,27 @@ class Relayer(ClientUpdates):
                                {"packet": t.raw.hex(), "certificate": cert}, Action.TIMEOUT_RECEIPT.value, [t])
 
     async def _confirm(self, src: str, dst: str, acks: list[Tracked], timeouts: list[Tracked],
-                       unverified: Collection[str] = ()) -> None:
+                       unverified: Collection[str] = (), room: int = RELAY_INFLIGHT_PACKETS) -> int:
         """Phase 4, relay half: prove the receipts of ``acks``; prove no receipt for ``timeouts`` at a final target
         header past their timeout, adding the commitment's proof on the source for those in ``unverified`` (the
-        relay never verified them, SPEC §6.6: it needs to know the source committed them)."""
-        if not acks and not timeouts:
-            return
+        relay never verified them, SPEC §6.6: it needs to know the source committed them). At most ``room`` packets
+        (the oldest acks first); returns how many it submitted."""
+        if (not acks and not timeouts) or room <= 0:
+            return 0
         park = self.parks[dst]
         st = await self._update_client(park)
         final = int(st["final_height"])
         proven: list[tuple[Tracked, bytes, bytes]] = []
+        acks = acks[:room]  # the oldest: their receipts are the likeliest to be final in the client
         pvs = await self._prove_many(park, [receipt_path(t.packet.src_chain, t.packet.lane, t.packet.sequence)
                                             for t in acks], final) if acks else []
         if pvs is None:
-            return  # the park pruned that height: the client updates above bring a provable one
+            return 0  # the park pruned that height: the client updates above bring a provable one
         for t, rv in zip(acks, pvs, strict=True):
             if rv.value is None or t.ack is None:
                 continue  # the client's final header predates the receipt: wait for the update
             proven.append((t, t.ack, rv.proof))
+        used = len(proven)
         for i in range(0, len(proven), VERIFY_BATCH):
             chunk = proven[i:i + VERIFY_BATCH]
             if len(chunk) == 1:
@@ -850,15 +854,15 @@ class Relayer(ClientUpdates):
                                    {"height": final, "items": [{"packet": t.raw.hex(), "ack": ack.hex(),
                                                                 "proof": proof.hex()} for t, ack, proof in chunk]},
                                    "confirm", [t for t, _, _ in chunk])
-        if not timeouts:
-            return
+        if not timeouts or used >= room:
+            return used
         if park.timeout_receipt is None:
             header_time_ms = await park.source.header_time_ms(final)
             due = [t for t in timeouts if header_time_ms >= t.packet.timeout_timestamp_ms]  # a final header past it
         else:
             due = timeouts  # the target's receipt (or its peers' attested clocks) says it, not a block time
         if not due:
-            return
+            return used
         src_park = self.parks[src]
         src_final = (int((await self._update_client(src_park))["final_height"])
                      if any(t.key in unverified for t in due) else 0)
@@ -870,13 +874,13 @@ class Relayer(ClientUpdates):
                     continue  # the source's client is not final past the commitment yet: wait for it
                 cp = await self._prove(src_park, commitment_path(p.dst_chain, p.lane, p.sequence), src_final)
                 if cp is None:
-                    return
+                    return used
                 if cp.value is None:
                     continue  # settled meanwhile (the commitment is gone): the next read finishes it
                 args |= {"commit_height": src_final, "commit_proof": cp.proof.hex()}
             pv = await self._prove(park, receipt_path(p.src_chain, p.lane, p.sequence), final)
             if pv is None:
-                return
+                return used
             # what proves the timeout at the receipt path: nothing, or (a verified packet on a target that writes one)
             # the timeout receipt; an acknowledgement there means it was received after all (the ack path carries it)
             expected = park.timeout_receipt if t.key not in unverified else None
@@ -884,6 +888,10 @@ class Relayer(ClientUpdates):
                 continue
             args["proof"] = pv.proof.hex()
             await self._submit(self.relay, "packet.confirm_timeout", args, "timeout", [t])
+            used += 1
+            if used >= room:
+                break
+        return used
 
     async def _settle(self, todo: list[Tracked], relay: dict[str, str | None]) -> None:
         if todo and not await self._relay_set_ready(self.parks[todo[0].packet.src_chain]):

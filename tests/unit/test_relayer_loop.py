@@ -544,3 +544,41 @@ async def test_packets_in_flight_to_the_relay_chain_are_bounded(tmp_path: Path) 
     await r.step()  # 200 seen verified: room for 200 more, the oldest first
     assert verifying() == list(range(RELAY_INFLIGHT_PACKETS + 1, RELAY_INFLIGHT_PACKETS + 201))
     r.db.close()
+
+
+class _ReceivedPark(_Park):
+    """A target that executed ``received`` packets (receipt and ack in its state) in blocks the relay's client does
+    not hold as final yet: proving a receipt finds nothing."""
+
+    def __init__(self, chain_id: str, received: set[int]) -> None:
+        super().__init__(chain_id)
+        self.received = received
+
+    async def query_many(self, keys: list[str]) -> dict[str, str | None]:
+        out = await super().query_many(keys)
+        for k in keys:
+            if k.startswith(("receipts/", "acks/")) and int(k.rsplit("/", 1)[1]) in self.received:
+                out[k] = "01".encode().hex() if k.startswith("acks/") else "aa"
+        return out
+
+
+async def test_acks_not_yet_provable_leave_the_relay_room_to_verifications(tmp_path: Path) -> None:
+    """Confirmations go first, but only those the relayer can prove count against RELAY_INFLIGHT_PACKETS: a thousand
+    acks waiting for the target's finality must not hold back every verification."""
+    from protocol.paths import verified_path
+    from relay.relayer.relayer import RELAY_INFLIGHT_PACKETS
+
+    received = set(range(1, 1001))
+    relay, a, b = _VerifiedRelay(), _Park("park-a"), _ReceivedPark("park-b", received)
+    a.events_at[3] = [_send_event("park-a", "park-b", s, 3) for s in range(1, 1201)]
+    relay.verified |= {verified_path("park-a", "park-b", "lane-0", s).decode() for s in received}
+    for p in (a, b):
+        _client(relay, p, latest=10, final=8)
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    await r.step()
+    ops = {op for op, _ in relay.submitted if op.startswith("packet.")}
+    assert ops == {"packet.verify_batch"}  # nothing confirmable yet
+    verified = [decode_packet(bytes.fromhex(item["packet"])).sequence
+                for op, args in relay.submitted if op == "packet.verify_batch" for item in args["items"]]
+    assert verified == list(range(1001, 1201)) and len(verified) <= RELAY_INFLIGHT_PACKETS
+    r.db.close()
