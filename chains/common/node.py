@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import sqlite_utils
 from aiohttp import web
 
 from chains.common import jsonrpc as rpc
@@ -83,21 +84,62 @@ def tx_root(txs: Sequence[Tx]) -> bytes:
     return hashlib.sha256(b"".join(t.hash() for t in txs)).digest()
 
 
-@dataclass
-class BlockEntry:
-    """A validated block and what executing it produced."""
+BodyLoader = Callable[[], tuple[tuple[Tx, ...], list[dict[str, Any]], list[dict[str, Any]]]]
+"""Reads an evicted block's body (transactions, events, results) back from the node's database."""
 
-    header: Any
-    txs: tuple[Tx, ...]
-    weight: int
-    state: ChainState | None
-    events: list[dict[str, Any]] = field(default_factory=list)
-    tx_results: list[dict[str, Any]] = field(default_factory=list)
+
+class BlockEntry:
+    """A validated block and what executing it produced.
+
+    The body (transactions, events, per-transaction results) of a block more than :data:`STATE_RETENTION` below the
+    final height is dropped from memory (:meth:`evict`) and read back from the node's database whenever it is asked
+    for, so a node's memory does not grow with every transaction it ever ran: a relay validator held ~6.6 KB per
+    relayed packet in its blocks' transactions alone (66 MB after a 10,000-packet backlog)."""
+
+    __slots__ = ("_events", "_load", "_tx_results", "_txs", "header", "state", "weight")
+
+    def __init__(self, header: Any, txs: tuple[Tx, ...], weight: int, state: ChainState | None,
+                 events: list[dict[str, Any]] | None = None, tx_results: list[dict[str, Any]] | None = None) -> None:
+        self.header = header
+        self.weight = weight
+        self.state = state
+        self._txs: tuple[Tx, ...] | None = txs
+        self._events: list[dict[str, Any]] | None = events if events is not None else []
+        self._tx_results: list[dict[str, Any]] | None = tx_results if tx_results is not None else []
+        self._load: BodyLoader | None = None
 
     @property
     def hash(self) -> bytes:
         h: bytes = self.header.hash()
         return h
+
+    @property
+    def evicted(self) -> bool:
+        """Whether the body lives only in the database now."""
+        return self._txs is None
+
+    def evict(self, load: BodyLoader) -> None:
+        """Drop the body from memory; ``load`` reads it back (each time it is asked for: nothing is cached again)."""
+        self._load = load
+        self._txs = self._events = self._tx_results = None
+
+    def body(self) -> tuple[tuple[Tx, ...], list[dict[str, Any]], list[dict[str, Any]]]:
+        if self._txs is not None and self._events is not None and self._tx_results is not None:
+            return self._txs, self._events, self._tx_results
+        assert self._load is not None
+        return self._load()
+
+    @property
+    def txs(self) -> tuple[Tx, ...]:
+        return self._txs if self._txs is not None else self.body()[0]
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self._events if self._events is not None else self.body()[1]
+
+    @property
+    def tx_results(self) -> list[dict[str, Any]]:
+        return self._tx_results if self._tx_results is not None else self.body()[2]
 
 
 class ChainRules(ABC):
@@ -232,10 +274,7 @@ class ParkNode:
         """What the node's process exits with once ``failed`` stopped it: 1, or ``storage.EXIT_STORAGE_FAULT``."""
         self.db_path = config.data_dir / f"{rules.chain_id}-{config.name}.sqlite3"
         self.db = storage.connect(self.db_path)
-        self.write(lambda db: db.execute(
-            "CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, height INTEGER, parent BLOB, "
-            "header BLOB, txs TEXT, seq INTEGER)"
-        ))
+        self.write(_migrate_blocks)
         self._register_default_methods()
         self._load()
         self.metrics = NodeMetrics(self)
@@ -249,9 +288,10 @@ class ParkNode:
         self.blocks[genesis.hash] = genesis
         self.by_height[0] = genesis.hash
         self.head = genesis
-        rows = self.db.execute("SELECT header, txs FROM blocks ORDER BY seq").fetchall()
+        rows = self.db.execute("SELECT header, txs, body IS NULL FROM blocks ORDER BY seq").fetchall()
         replayed = 0
-        for raw, txs_json in rows:
+        backfill: list[tuple[str, bytes]] = []
+        for raw, txs_json, no_body in rows:
             header = self.rules.decode_header(raw)
             txs = tuple(self.rules.decode_tx(t) for t in json.loads(txs_json))
             if header.hash() in self.blocks:
@@ -261,8 +301,20 @@ class ParkNode:
                 self.log.warning("stored block %s has no parent; skipped", header.hash().hex()[:12])
                 continue
             self.rules.replay_header(header, parent)
-            self._execute_and_insert(header, txs, parent, persist=False)
+            entry = self._execute_and_insert(header, txs, parent, persist=False)
+            if no_body:  # stored by a node before bodies were kept (events and results were only in memory)
+                backfill.append((_body_json(entry), entry.hash))
+                if len(backfill) >= 256:
+                    self.write(lambda db, rows=backfill: db.executemany("UPDATE blocks SET body = ? WHERE hash = ?",
+                                                                        rows))
+                    backfill = []
             replayed += 1
+        if backfill:
+            self.write(lambda db: db.executemany("UPDATE blocks SET body = ? WHERE hash = ?", backfill))
+        final = self.rules.final_height(self)
+        for e in self.blocks.values():
+            if 0 < e.header.height < final - STATE_RETENTION:
+                self._evict(e)
         if replayed:
             self.log.info("replayed %d stored blocks; head height %d", replayed, self.head.header.height)
 
@@ -310,9 +362,11 @@ class ParkNode:
         h = entry.hash
         if persist:  # stored before the node holds it: a block it failed to store it never gossips nor builds on
             raw_txs = json.dumps([t.to_json() for t in txs])
+            body = _body_json(entry)
             self.write(lambda db: db.execute(
-                "INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,?,(SELECT COALESCE(MAX(seq),0)+1 FROM blocks))",
-                (h, header.height, header.parent_hash, header.encode(), raw_txs),
+                "INSERT OR IGNORE INTO blocks (hash, height, parent, header, txs, seq, body) "
+                "VALUES (?,?,?,?,?,(SELECT COALESCE(MAX(seq),0)+1 FROM blocks),?)",
+                (h, header.height, header.parent_hash, header.encode(), raw_txs, body),
             ))
         self.blocks[h] = entry
         self.children.setdefault(header.parent_hash, []).append(h)
@@ -397,8 +451,21 @@ class ParkNode:
         if cutoff <= 0 or cutoff % 64:
             return
         for e in self.blocks.values():
-            if e.header.height < cutoff and e.state is not None and e.header.height > 0:
+            if e.header.height < cutoff and e.header.height > 0 and (e.state is not None or not e.evicted):
                 e.state = None
+                self._evict(e)
+
+    def _evict(self, e: BlockEntry) -> None:
+        """Drop ``e``'s body from memory: it is read back from its row (which holds its events and results)."""
+        h = e.hash
+        e.evict(lambda: self._read_body(h))
+
+    def _read_body(self, h: bytes) -> tuple[tuple[Tx, ...], list[dict[str, Any]], list[dict[str, Any]]]:
+        row = self.db.execute("SELECT txs, body FROM blocks WHERE hash = ?", (h,)).fetchone()
+        if row is None or row[1] is None:
+            raise NotFoundError("block body not stored", got=h.hex())
+        body = json.loads(row[1])
+        return tuple(self.rules.decode_tx(t) for t in json.loads(row[0])), body["events"], body["results"]
 
     def validate_and_add(self, header: Any, txs: Sequence[Tx], now_ms: int) -> BlockEntry:
         """Validate a block from a peer or the local producer and add it; raise ProtocolError if invalid."""
@@ -1055,6 +1122,20 @@ class ParkNode:
         if self._session is not None:
             await self._session.close()
         self.db.close()
+
+
+def _migrate_blocks(db: sqlite3.Connection) -> None:
+    """The node database's ``blocks`` table (sqlite-utils); a database written before block bodies were stored gains
+    the ``body`` column (events and per-transaction results as JSON; filled in when the node replays it)."""
+    table = sqlite_utils.Database(db)["blocks"]
+    table.create({"hash": bytes, "height": int, "parent": bytes, "header": bytes, "txs": str,  # type: ignore[union-attr]
+                  "seq": int, "body": str}, pk="hash", if_not_exists=True)
+    if "body" not in table.columns_dict:
+        table.add_column("body", str)  # type: ignore[union-attr]
+
+
+def _body_json(e: BlockEntry) -> str:
+    return json.dumps({"events": e.events, "results": e.tx_results})
 
 
 class MissingParentError(ProtocolError):
