@@ -51,6 +51,9 @@ Also printed:
   redundant_relays_in_blocks  failed transactions that reached a block on any chain (two relayers race)
   relay_node_peak_rss_mb      peak RSS of relay validator op-a (VmHWM)
   relayer_peak_rss_mb         the largest peak RSS of the relayer processes (VmHWM, read before they stop)
+  relay_node_rss_mb, relayer_rss_mb  their RSS once every packet settled (VmRSS)
+  disk_bytes_per_packet       per chain: one node's SQLite database (with its WAL) over the packets settled; and one
+                              relayer's database (bench/footprint.py runs this for 100,000 packets)
 Targets (issue #3): p50 <= 6 s with 1 s blocks, all 1,000 through phase 4 within 120 s, relay RSS <= 200 MB.
 """
 
@@ -274,15 +277,29 @@ def _start_relayer(cfg: Any, name: str) -> subprocess.Popen[bytes]:
                  stdout=log, stderr=subprocess.STDOUT)
 
 
-def _rss_peak_mb(pid: int) -> float:
+def _rss_peak_mb(pid: int, field: str = "VmHWM") -> float:
+    """A process's peak RSS (``VmHWM``) or, with ``field="VmRSS"``, its RSS now, in MB (MiB)."""
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
     for line in lines:
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def disk_per_packet(data_dir: Path, packets: int) -> dict[str, int]:
+    """Bytes on disk per settled packet, per node of each chain (its SQLite database with its WAL: blocks, bodies) and
+    per relayer (its database), averaged over the chain's nodes: ``{"relay": ..., "dpos-park": ..., "relayer": ..}``."""
+    sizes: dict[str, list[int]] = {}
+    for f in (data_dir / "db").glob("*.sqlite3"):
+        chain = f.stem.rsplit("-", 2)[0] if f.stem.startswith(("dpos-park", "poc-park")) else f.stem.split("-", 1)[0]
+        total = sum(g.stat().st_size for g in f.parent.glob(f.name + "*"))
+        sizes.setdefault(chain, []).append(total)
+    for f in (data_dir / "relayers").glob("*.sqlite3"):
+        sizes.setdefault("relayer", []).append(sum(g.stat().st_size for g in f.parent.glob(f.name + "*")))
+    return {chain: round(sum(v) / len(v) / max(1, packets)) for chain, v in sorted(sizes.items())}
 
 
 def _report_stuck(cfg: Any, src: str, dst: str, stuck: list[int]) -> None:
@@ -463,6 +480,8 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             raise
         done = time.time()
         relayer_rss = max((_rss_peak_mb(p.pid) for p in relayers.values()), default=0.0)
+        relayer_rss_now = max((_rss_peak_mb(p.pid, "VmRSS") for p in relayers.values()), default=0.0)
+        relay_rss_now = _rss_peak_mb(d.procs[("relay", "op-a")].pid, "VmRSS")
         # the last packets' ack blocks become final after their settle was seen: read the target a little further
         await wait_for("target finality of the last acks", _ack_final_seen(dst_log), 60, poll_s=1.0)
         await wait_for("a last read of the chains", scan_all, 60, poll_s=1.0)
@@ -497,6 +516,8 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "redundant_relays_in_blocks": failed, "lib_unknown_blocks": src_log.lib_unknown + dst_log.lib_unknown,
             "relay_node_peak_rss_mb": round(_rss_peak_mb(d.procs[("relay", "op-a")].pid), 1),
             "relayer_peak_rss_mb": round(relayer_rss, 1),
+            "relay_node_rss_mb": round(relay_rss_now, 1), "relayer_rss_mb": round(relayer_rss_now, 1),
+            "disk_bytes_per_packet": disk_per_packet(cfg.data_dir, len(settled)),
             "relay_block_ms": relay_block_ms, "senders": n_senders,
         }
         if mode == "rate":

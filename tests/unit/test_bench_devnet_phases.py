@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,16 @@ def test_submit_open_loop_spreads_over_the_schedule() -> None:
     accepted, submit_s, _ = asyncio.run(_submit(senders, {}, 20, 200.0))  # type: ignore[arg-type]
     assert accepted == 20 - 2
     assert submit_s >= 19 / 200 - 0.01 and time.monotonic() - t0 < 2
+
+
+def test_disk_per_packet_averages_each_chains_nodes_with_their_wal(tmp_path: Path) -> None:
+    from bench.devnet import disk_per_packet
+
+    (tmp_path / "db").mkdir()
+    (tmp_path / "relayers").mkdir()
+    for name, size in (("relay-op-a.sqlite3", 3000), ("relay-op-a.sqlite3-wal", 1000), ("relay-op-b.sqlite3", 2000),
+                       ("dpos-park-witness-a.sqlite3", 500), ("poc-park-farmer-b.sqlite3", 700),
+                       ("op-a.port", 10**6)):
+        (tmp_path / "db" / name).write_bytes(bytes(size))
+    (tmp_path / "relayers" / "relayer-a.sqlite3").write_bytes(bytes(300))
+    assert disk_per_packet(tmp_path, 10) == {"dpos-park": 50, "poc-park": 70, "relay": 300, "relayer": 30}
