@@ -59,6 +59,10 @@ MEMPOOL_LIMIT = 20000
 MAX_PROVE_MANY = 200
 """Most keys one ``proveMany`` call proves."""
 STATE_RETENTION = 512  # blocks below the final height whose state trees are kept for proofs
+BODY_RETENTION = 16
+"""Final blocks below the final height whose bodies (transactions, events, results) stay in memory; older ones are read
+back from SQLite when asked for. A block below the final height never leaves the chain, so only the newest are
+read often (by gossip, consensus catch-up and relayers at the head): 512 bodies of 1 MiB blocks would be ~600 MB."""
 TX_GOSSIP_QUEUE = 10_000
 """Most admitted transactions waiting to be gossiped to one peer; past it the newest are not gossiped to that peer
 (it is down or far behind: the sender resubmits, and blocks carry what it missed)."""
@@ -91,7 +95,7 @@ BodyLoader = Callable[[], tuple[tuple[Tx, ...], list[dict[str, Any]], list[dict[
 class BlockEntry:
     """A validated block and what executing it produced.
 
-    The body (transactions, events, per-transaction results) of a block more than :data:`STATE_RETENTION` below the
+    The body (transactions, events, per-transaction results) of a block more than :data:`BODY_RETENTION` below the
     final height is dropped from memory (:meth:`evict`) and read back from the node's database whenever it is asked
     for, so a node's memory does not grow with every transaction it ever ran: a relay validator held ~6.6 KB per
     relayed packet in its blocks' transactions alone (66 MB after a 10,000-packet backlog)."""
@@ -257,6 +261,7 @@ class ParkNode:
         self.peers: list[str] = list(config.peers)
         self._gossip_enabled = True
         self._tx_outbox: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # per peer, in admission order
+        self._bodies_from = 1  # the lowest height whose body _evict_bodies has not evicted yet
         self.tx_gossip_dropped = 0
         self.producing = True  # admin.setProducing pauses block production (maintenance)
         self._ws_clients: set[web.WebSocketResponse] = set()
@@ -311,10 +316,7 @@ class ParkNode:
             replayed += 1
         if backfill:
             self.write(lambda db: db.executemany("UPDATE blocks SET body = ? WHERE hash = ?", backfill))
-        final = self.rules.final_height(self)
-        for e in self.blocks.values():
-            if 0 < e.header.height < final - STATE_RETENTION:
-                self._evict(e)
+        self._evict_bodies()
         if replayed:
             self.log.info("replayed %d stored blocks; head height %d", replayed, self.head.header.height)
 
@@ -404,6 +406,7 @@ class ParkNode:
             self.mempool.pop(th, None)
         self._prune_mempool()
         self._prune_states()
+        self._evict_bodies()
         for fut in self._head_waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -454,6 +457,16 @@ class ParkNode:
             if e.header.height < cutoff and e.header.height > 0 and (e.state is not None or not e.evicted):
                 e.state = None
                 self._evict(e)
+
+    def _evict_bodies(self) -> None:
+        """Evict the bodies of the canonical blocks that fell :data:`BODY_RETENTION` below the final height since the
+        last call (each once; :meth:`_prune_states` sweeps every block, forks included, below the state window)."""
+        upto = self.rules.final_height(self) - BODY_RETENTION
+        while self._bodies_from < upto:
+            e = self.canonical(self._bodies_from)
+            if e is not None and not e.evicted:
+                self._evict(e)
+            self._bodies_from += 1
 
     def _evict(self, e: BlockEntry) -> None:
         """Drop ``e``'s body from memory: it is read back from its row (which holds its events and results)."""

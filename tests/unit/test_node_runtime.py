@@ -295,3 +295,20 @@ def test_old_block_bodies_leave_memory_and_are_read_back_from_the_database(tmp_p
     assert {h: node_mod._block_json(migrated.canonical(h)) for h in range(1, 71)} == blocks  # type: ignore[arg-type]
     assert migrated.db.execute("SELECT COUNT(*) FROM blocks WHERE body IS NULL").fetchone()[0] == 0
     migrated.db.close()
+
+
+def test_bodies_leave_memory_sooner_than_states(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body is evicted BODY_RETENTION below the final height while the state stays for proofs (STATE_RETENTION)."""
+    from chains.common import node as node_mod
+
+    monkeypatch.setattr(node_mod, "BODY_RETENTION", 3)
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    node = _node(tmp_path, alice)
+    for nonce in range(20):
+        node.submit_tx(_signed(alice, nonce, {"to": "bob", "denom": "kWh", "amount_wh": 1}))
+        _produce(node)
+    # final = 19: bodies below 16 are in SQLite only, every state is still held
+    assert [h for h in range(1, 21) if node.canonical(h).evicted] == list(range(1, 16))  # type: ignore[union-attr]
+    assert all(node.canonical(h).state is not None for h in range(1, 21))  # type: ignore[union-attr]
+    assert node.canonical(3).txs[0].nonce == 2 and node.canonical(3).events[0]["amount_wh"] == 1  # type: ignore[union-attr]
+    node.db.close()
