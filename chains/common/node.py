@@ -41,6 +41,7 @@ from aiohttp import web
 
 from chains.common import jsonrpc as rpc
 from chains.common import storage
+from chains.common.heap import TRIM_EVERY_BLOCKS, trim_heap
 from chains.common.jsonrpc import ParamSpec
 from chains.common.metrics import NodeMetrics
 from chains.common.rights import registry_report, rights_report
@@ -407,6 +408,8 @@ class ParkNode:
         self._prune_mempool()
         self._prune_states()
         self._evict_bodies()
+        if entry.header.height % TRIM_EVERY_BLOCKS == 0:
+            trim_heap()
         for fut in self._head_waiters:
             if not fut.done():
                 fut.set_result(None)

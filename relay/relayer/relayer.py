@@ -66,6 +66,7 @@ import sqlite_utils
 from adapters.common.roles import ProvenValue, SourceSide, TargetSide
 from adapters.common.rpc import JsonRpcClient
 from chains.common import storage
+from chains.common.heap import trim_heap
 from protocol.codec import decode_outcome, decode_packet
 from protocol.errors import Disposition, ProtocolError
 from protocol.paths import ack_path, commitment_path, lane_config_path, outcome_path, receipt_path, verified_path
@@ -108,6 +109,8 @@ them: with 10,000 packets' verify batches submitted at once, the relay's client 
 as they took, and not one ack was confirmed until every packet was verified. The oldest work goes first: confirmations,
 then timeouts, then verifications."""
 PROGRESS_LOG_S = 30.0
+TRIM_EVERY_S = 30.0
+"""How often a busy relayer returns its heap's free memory to the system (:mod:`chains.common.heap`)."""
 """How often each path logs its progress while it has packets in flight."""
 
 
@@ -248,6 +251,7 @@ class Relayer(ClientUpdates):
                 self.packets[key] = Tracked(decode_packet(pkt_raw), pkt_raw, h,
                                             bytes.fromhex(ack) if ack else None, seen_s=clock())
         self._inflight: dict[tuple[str, str], float] = {}
+        self._last_trim = 0.0
         self._reported: set[str] = set()
         """Evidence records this relayer delivered to their park (or that the park refused for good)."""
         self._lane_updates: set[tuple[str, str, str]] = set()
@@ -557,6 +561,9 @@ class Relayer(ClientUpdates):
                 continue
             todo[action].append(t)
         self._note_progress(items, todo)
+        if self._clock() - self._last_trim >= TRIM_EVERY_S:  # a step reads and drops megabytes of JSON
+            self._last_trim = self._clock()
+            trim_heap()
         ready = {a: [t for t in ts if not self._waiting(t, a.value) and self._my_turn(t, a.value)]
                  for a, ts in todo.items()}
         # the relay chain's share: confirmations and timeouts first, then verifications, within what is left of
