@@ -12,9 +12,10 @@ metric                                           type       labels
 ``parkrelay_node_final_height``                  gauge      chain, node
 ``parkrelay_node_mempool_transactions``          gauge      chain, node
 ``parkrelay_node_peers``                         gauge      chain, node
-``parkrelay_node_tx_gossip_queued``              gauge      chain, node — admitted transactions not yet posted
+``parkrelay_node_gossip_queued_transactions``   gauge      chain, node — admitted transactions not yet posted
                                                             to every peer (summed over peers)
-``parkrelay_node_tx_gossip_dropped``             gauge      chain, node — not gossiped: a peer's queue was full
+``parkrelay_node_gossip_dropped_transactions``  gauge      chain, node — not gossiped since the node started: a
+                                                            peer's queue was full
 ``parkrelay_blocks_total``                       counter    chain — final blocks
 ``parkrelay_block_interval_seconds``             histogram  chain — time between consecutive final blocks
 ``parkrelay_failed_transactions_total``          counter    chain — transactions that failed in a final block
@@ -57,8 +58,9 @@ class NodeMetrics:
                               ("final_height", "Height of the node's last final block"),
                               ("mempool_transactions", "Transactions waiting in the node's mempool"),
                               ("peers", "Peers the node gossips with"),
-                              ("tx_gossip_queued", "Admitted transactions waiting to be posted to peers"),
-                              ("tx_gossip_dropped", "Transactions not gossiped to a peer whose queue was full"))}
+                              ("gossip_queued_transactions", "Admitted transactions waiting to be posted to peers"),
+                              ("gossip_dropped_transactions",
+                               "Transactions not gossiped to a peer whose queue was full, since the node started"))}
         self.blocks = Counter("parkrelay_blocks", "Final blocks", ["chain"], registry=r).labels(chain)
         self.interval = Histogram("parkrelay_block_interval_seconds", "Time between consecutive final blocks",
                                   ["chain"], registry=r,
@@ -107,7 +109,7 @@ class NodeMetrics:
         self._gauges["final_height"].set(node.rules.final_height(node))
         self._gauges["mempool_transactions"].set(len(node.mempool))
         self._gauges["peers"].set(len(node.peers))
-        self._gauges["tx_gossip_queued"].set(sum(q.qsize() for q in node._tx_outbox.values()))
-        self._gauges["tx_gossip_dropped"].set(node.tx_gossip_dropped)
+        self._gauges["gossip_queued_transactions"].set(sum(q.qsize() for q in node._tx_outbox.values()))
+        self._gauges["gossip_dropped_transactions"].set(node.tx_gossip_dropped)
         out: bytes = generate_latest(self.registry)
         return out

@@ -360,8 +360,15 @@ class ParkNode:
                 self.failed.set()
             raise
 
-    def _execute_and_insert(self, header: Any, txs: Sequence[Tx], parent: BlockEntry, *, persist: bool) -> BlockEntry:
-        entry = self._execute(header, txs, parent)
+    def _execute_and_insert(self, header: Any, txs: Sequence[Tx], parent: BlockEntry, *, persist: bool,
+                            executed: BlockEntry | None = None) -> BlockEntry:
+        if (executed is not None and executed.state is not None and executed.header.parent_hash == header.parent_hash
+                and executed.header.state_root == header.state_root and executed.header.tx_root == header.tx_root
+                and executed.header.height == header.height):
+            entry = BlockEntry(header, tuple(txs), self.rules.weight(header, parent), executed.state, executed.events,
+                               executed.tx_results)
+        else:
+            entry = self._execute(header, txs, parent)
         h = entry.hash
         if persist:  # stored before the node holds it: a block it failed to store it never gossips nor builds on
             raw_txs = json.dumps([t.to_json() for t in txs])
@@ -483,8 +490,13 @@ class ParkNode:
         body = json.loads(row[1])
         return tuple(self.rules.decode_tx(t) for t in json.loads(row[0])), body["events"], body["results"]
 
-    def validate_and_add(self, header: Any, txs: Sequence[Tx], now_ms: int) -> BlockEntry:
-        """Validate a block from a peer or the local producer and add it; raise ProtocolError if invalid."""
+    def validate_and_add(self, header: Any, txs: Sequence[Tx], now_ms: int,
+                         executed: BlockEntry | None = None) -> BlockEntry:
+        """Validate a block from a peer or the local producer and add it; raise ProtocolError if invalid.
+
+        ``executed``: the block's transactions already run on this parent by :meth:`_execute` under a header with the
+        same parent, transaction root and state root (the relay's consensus validated the proposal): its state,
+        events and results are taken instead of running them again."""
         h = header.hash()
         known = self.blocks.get(h)
         if known is not None:
@@ -502,7 +514,7 @@ class ParkNode:
         if header.height <= final and self.by_height.get(header.height) != h:
             raise ProtocolError("block conflicts with a final block", expected=f"height > {final}", got=header.height)
         self.rules.validate_header(header, parent, now_ms)
-        return self._execute_and_insert(header, txs, parent, persist=True)
+        return self._execute_and_insert(header, txs, parent, persist=True, executed=executed)
 
     def build_block(self, make_header: Callable[[bytes, bytes], Any], timestamp_ms: int,
                     producer: str, parent: BlockEntry | None = None) -> BlockEntry:
@@ -887,6 +899,8 @@ class ParkNode:
             body = await self._p2p_body(request, P2P_BLOCK)
             try:
                 header = self.rules.decode_header(bytes.fromhex(body["header"]))
+                if header.hash() in self.blocks:  # every validator gossips each decided block: most arrive known
+                    return web.json_response({"ok": True})
                 txs = [self.rules.decode_tx(t) for t in body.get("txs", [])]
             except (ValueError, TypeError, KeyError) as exc:  # a decoder that broke its CodecError contract
                 raise CodecError(f"malformed block: {exc}") from exc

@@ -75,6 +75,8 @@ from relay.chain.state_machine.governance import load_validator_set
 log = logging.getLogger("parkrelay.relay")
 
 MAX_CLOCK_DRIFT_MS = 2000
+VALIDATED_KEPT = 8
+"""Proposals of the current height a validator keeps executed (rounds may see several) until one is decided."""
 P2P_CONSENSUS: rpc.ParamSpec = {"msg": rpc.hex_string(required=True, max_bytes=rpc.MAX_BODY_BYTES // 2)}
 """The body of ``POST /p2p/consensus``: one encoded consensus message."""
 
@@ -319,6 +321,7 @@ class BftDriver:
         node.write(lambda db: db.execute(
             "CREATE TABLE IF NOT EXISTS sign_state (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT)"))
         self._timers: set[asyncio.TimerHandle] = set()
+        self._validated: dict[bytes, BlockEntry] = {}  # proposals executed by validate_block, by header hash
 
     # -- ConsensusApp -----------------------------------------------------------------------------
 
@@ -364,6 +367,11 @@ class BftDriver:
         if any(not r["ok"] for r in entry.tx_results):
             self.log.warning("proposal for height %d holds a failing transaction", header.height)
             return False
+        # kept for _decided: the header names the parent, the transactions (tx root) and the state root, so the
+        # decided block with this header is this execution; executing it again doubled every validator's work
+        self._validated[header.hash()] = entry
+        while len(self._validated) > VALIDATED_KEPT:
+            del self._validated[next(iter(self._validated))]
         return True
 
     def next_validator_set(self, header: RelayHeader) -> ValidatorSet:
@@ -493,8 +501,10 @@ class BftDriver:
         header = RelayBlockHeader(d.commit.header, d.commit)
         if header.hash() in self.node.blocks:
             return
+        executed = self._validated.pop(d.commit.header.hash(), None)
+        self._validated.clear()  # older heights' proposals are never decided now
         try:
-            entry = self.node.validate_and_add(header, txs, _now_ms())
+            entry = self.node.validate_and_add(header, txs, _now_ms(), executed=executed)
         except ProtocolError as exc:  # a decided block we cannot apply: the node cannot go on safely
             self.log.error("decided block %d does not apply: %s", d.height, exc)
             self.node.failed.set()

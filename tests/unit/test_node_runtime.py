@@ -312,3 +312,32 @@ def test_bodies_leave_memory_sooner_than_states(tmp_path: Path, monkeypatch: pyt
     assert all(node.canonical(h).state is not None for h in range(1, 21))  # type: ignore[union-attr]
     assert node.canonical(3).txs[0].nonce == 2 and node.canonical(3).events[0]["amount_wh"] == 1  # type: ignore[union-attr]
     node.db.close()
+
+
+def test_a_block_executed_while_validating_its_proposal_is_not_executed_again(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """validate_and_add(executed=...) takes the state of an execution under a header with the same parent, roots and
+    height (the relay validated the proposal); any other execution is not trusted: the block runs again."""
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    n1 = ParkNode(_Rules(alice.pubkey), NodeConfig(name="n1", data_dir=tmp_path / "n1"))
+    n2 = ParkNode(_Rules(alice.pubkey), NodeConfig(name="n2", data_dir=tmp_path / "n2"))
+    n1.submit_tx(_signed(alice, 0, {"to": "bob", "denom": "kWh", "amount_wh": 7}))
+    b1 = _produce(n1)
+    n1.submit_tx(_signed(alice, 1, {"to": "bob", "denom": "kWh", "amount_wh": 8}))
+    b2 = _produce(n1)
+    pre = n2._execute(b1.header, b1.txs, n2.head)  # what validating the proposal ran
+
+    class Ran(Exception):
+        pass
+
+    def no_second_run(*a: Any) -> Any:
+        raise Ran
+
+    monkeypatch.setattr(n2, "_execute", no_second_run)
+    got = n2.validate_and_add(b1.header, b1.txs, 10**13, executed=pre)
+    assert got.state is pre.state and got.events == pre.events and n2.head is got
+    assert got.state is not None and got.state.balance("bob", "kWh") == 7
+    with pytest.raises(Ran):  # an execution of another block is not taken for this one
+        n2.validate_and_add(b2.header, b2.txs, 10**13, executed=pre)
+    n1.db.close()
+    n2.db.close()
