@@ -42,6 +42,8 @@ final->verified and so in the overheads.
 
 Also printed:
   throughput_per_s            packets completed through phase 4 per second (first submission to last settle seen)
+  steady_settle_per_s         settlements per second of chain time over the middle 80 % of them: the rate the
+                              system sustained once full (under ``--rate R`` it equals R when the relay keeps up)
   latency_p50_s, latency_p95_s  per packet: its send's block time to its settlement being seen by the bench
   chain_latency_p50_s, ...    per packet: t_settle - t_send
   completed, seconds          how many completed, and the wall time for all of them
@@ -185,6 +187,17 @@ def packet_times(seqs: Iterable[int], *, send_h: Mapping[int, int], verified_h: 
         except KeyError:
             continue
     return out
+
+
+def steady_rate(times_s: Sequence[float]) -> float | None:
+    """Packets per second over the middle 80 % of ``times_s`` (settle block times): what the chains sustained once the
+    pipeline was full, without its filling and draining (``throughput_per_s`` counts both). None under 10 packets or
+    when they all settled in one block."""
+    if len(times_s) < 10:
+        return None
+    ts = sorted(times_s)
+    lo, hi = ts[len(ts) // 10], ts[(len(ts) * 9) // 10]
+    return round((len(ts) * 9 // 10 - len(ts) // 10) / (hi - lo), 1) if hi > lo else None
 
 
 def _r(x: float | None) -> float | None:
@@ -520,6 +533,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "disk_bytes_per_packet": disk_per_packet(cfg.data_dir, len(settled)),
             "relay_block_ms": relay_block_ms, "senders": n_senders,
         }
+        out["steady_settle_per_s"] = steady_rate([src_log.time_ms[h] / 1000 for h in settled.values()])
         if mode == "rate":
             out["rate_per_s"], out["max_submit_lag_s"] = rate, round(lag_s, 2)
         if relayer_start is not None:

@@ -158,3 +158,12 @@ def test_disk_per_packet_averages_each_chains_nodes_with_their_wal(tmp_path: Pat
         (tmp_path / "db" / name).write_bytes(bytes(size))
     (tmp_path / "relayers" / "relayer-a.sqlite3").write_bytes(bytes(300))
     assert disk_per_packet(tmp_path, 10) == {"dpos-park": 50, "poc-park": 70, "relay": 300, "relayer": 30}
+
+
+def test_steady_rate_leaves_out_the_pipeline_filling_and_draining() -> None:
+    from bench.devnet import steady_rate
+
+    # 100 packets: 10 trickle in over 20 s, 80 settle at 200/s, 10 trickle out
+    times = [float(i * 2) for i in range(10)] + [20 + i / 200 for i in range(80)] + [40.0 + i for i in range(10)]
+    assert steady_rate(times) == round(80 / (times[90] - times[10]), 1)
+    assert steady_rate([1.0] * 20) is None and steady_rate([1.0, 2.0]) is None
