@@ -50,10 +50,69 @@ def sha256(data: bytes) -> bytes:
 
 
 def _encode(types: Sequence[str], values: Sequence[Any]) -> bytes:
+    layout = _FAST_LAYOUTS.get(tuple(types))
+    if layout is not None and len(values) == len(layout):
+        return _encode_fast(layout, values, types)
+    return _encode_reference(types, values)
+
+
+def _encode_reference(types: Sequence[str], values: Sequence[Any]) -> bytes:
     try:
         return _abi_encode(list(types), list(values))
     except Exception as exc:  # eth_abi raises several unrelated types for one cause: bad values
         raise CodecError(f"cannot encode {types}: {exc}") from exc
+
+
+def _layout(types: Sequence[str]) -> tuple[int, ...] | None:
+    """Per field: 0 for ``string``, -1 for ``bytes``, N for ``uintN``; None if a type is anything else."""
+    out = []
+    for t in types:
+        if t == "string":
+            out.append(0)
+        elif t == "bytes":
+            out.append(-1)
+        elif t.startswith("uint") and t[4:].isdigit():
+            out.append(int(t[4:]))
+        else:
+            return None
+    return tuple(out)
+
+
+def _encode_fast(layout: tuple[int, ...], values: Sequence[Any], types: Sequence[str]) -> bytes:
+    """The ABI encoding of a tuple of strings, bytes and unsigned integers, as eth_abi gives it (heads: an integer or
+    the offset of its tail; tails in field order: length word, bytes, zero padding to a word), ~10x faster. Bad values
+    are a :class:`CodecError`, as from eth_abi. ``tests/unit/protocol/test_codec_fast.py`` compares the two."""
+    heads: list[bytes] = []
+    tails: list[bytes] = []
+    offset = 32 * len(layout)
+    for kind, v in zip(layout, values, strict=True):
+        if kind > 0:
+            if type(v) is not int or not 0 <= v < 1 << kind:
+                raise CodecError(f"cannot encode {types}: {v!r} is not a uint{kind}")
+            heads.append(v.to_bytes(32, "big"))
+            continue
+        if kind == 0:
+            if type(v) is not str:
+                raise CodecError(f"cannot encode {types}: {type(v).__name__} is not a string")
+            try:
+                raw = v.encode()
+            except UnicodeEncodeError as exc:
+                raise CodecError(f"cannot encode {types}: {exc}") from exc
+        elif type(v) is bytes or type(v) is bytearray:
+            raw = bytes(v)
+        else:
+            raise CodecError(f"cannot encode {types}: {type(v).__name__} is not bytes")
+        heads.append(offset.to_bytes(32, "big"))
+        pad = -len(raw) % 32
+        tails.append(len(raw).to_bytes(32, "big") + raw + bytes(pad))
+        offset += 32 + len(raw) + pad
+    return b"".join(heads) + b"".join(tails)
+
+
+_FAST_LAYOUTS: dict[tuple[str, ...], tuple[int, ...]] = {
+    abi: layout for abi in (PACKET_ABI, ENERGY_ABI, CHARGING_RIGHT_ABI, REPUTATION_ABI, ACK_ABI)
+    if (layout := _layout(abi)) is not None}
+"""The canonical tuples :func:`_encode` encodes itself (``OUTCOME_ABI``'s ``bytes32`` goes to eth_abi)."""
 
 
 def _decode_strict(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
@@ -63,7 +122,7 @@ def _decode_strict(types: Sequence[str], data: bytes, what: str) -> tuple[Any, .
         values = _abi_decode(list(types), bytes(data), strict=True)
     except Exception as exc:  # eth_abi decoding errors share no base class worth naming
         raise CodecError(f"{what}: not a valid encoding: {exc}") from exc
-    if _encode(types, values) != bytes(data):
+    if _encode_reference(types, values) != bytes(data):  # eth_abi's own: the reference decoders use nothing else
         raise CodecError(f"{what}: not the canonical encoding")
     return tuple(values)
 

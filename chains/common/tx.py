@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,23 +64,42 @@ class Tx:
     """Operation arguments (JSON values; bytes as hex strings)."""
     signature: bytes = b""
     """ed25519 signature of :meth:`sign_bytes` by the sender's key."""
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+    """:meth:`sign_bytes`, :meth:`hash` and :meth:`size`, each encoded once: a node asks for them at admission, in
+    the block builder, at execution and for the block's root (a transaction is immutable once made; ``args`` is
+    never changed after construction)."""
 
     def body(self) -> dict[str, Any]:
         return {"chain_id": self.chain_id, "sender": self.sender, "nonce": self.nonce, "op": self.op,
                 "args": self.args}
 
     def sign_bytes(self) -> bytes:
-        return hashlib.sha256(TX_TAG + canonical_json(self.body())).digest()
+        v: bytes | None = self._memo.get("sign")
+        if v is None:
+            v = self._memo["sign"] = hashlib.sha256(TX_TAG + canonical_json(self.body())).digest()
+        return v
 
     def hash(self) -> bytes:
-        return hashlib.sha256(canonical_json(self.to_json())).digest()
+        v: bytes | None = self._memo.get("hash")
+        if v is None:
+            self._encoded(canonical_json(self.to_json()))
+            v = self._memo["hash"]
+        return v
+
+    def _encoded(self, raw: bytes) -> None:
+        self._memo["hash"] = hashlib.sha256(raw).digest()
+        self._memo["size"] = len(raw)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.body(), "signature": self.signature.hex()}
 
     def size(self) -> int:
         """Bytes of the transaction's canonical JSON: what it adds to a block's body (and its gossip)."""
-        return len(canonical_json(self.to_json()))
+        v: int | None = self._memo.get("size")
+        if v is None:
+            self._encoded(canonical_json(self.to_json()))
+            v = self._memo["size"]
+        return v
 
     @classmethod
     def from_json(cls, obj: Any, max_bytes: int = MAX_TX_BYTES) -> Tx:
@@ -99,12 +119,13 @@ class Tx:
                      bytes.fromhex(obj["signature"]))
             # canonical_json's bytes, but refusing NaN/Infinity (no JSON) and, as UnicodeEncodeError (a
             # ValueError), lone surrogates
-            size = len(json.dumps(tx.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                                  allow_nan=False).encode())
+            raw = json.dumps(tx.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                             allow_nan=False).encode()
         except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise CodecError(f"malformed transaction: {exc}") from exc
-        if size > max_bytes:
-            raise CodecError("transaction too large", expected=f"<= {max_bytes} bytes", got=size)
+        if len(raw) > max_bytes:
+            raise CodecError("transaction too large", expected=f"<= {max_bytes} bytes", got=len(raw))
+        tx._encoded(raw)  # the same bytes canonical_json gives: its hash and size need no second encoding
         return tx
 
     @classmethod
@@ -112,6 +133,25 @@ class Tx:
                args: dict[str, Any]) -> Tx:
         unsigned = cls(chain_id, sender, nonce, op, args)
         return cls(chain_id, sender, nonce, op, args, signer.sign(unsigned.sign_bytes()))
+
+
+SIG_CACHE_SIZE = 65_536
+"""Signatures a process remembers as verified (``verify_tx_signature``)."""
+_sig_ok: OrderedDict[bytes, None] = OrderedDict()
+
+
+def verify_tx_signature(pubkey: bytes, sign_bytes: bytes, signature: bytes, *, what: str) -> None:
+    """:func:`ed25519_verify`, remembering the triples that verified: a node checks a transaction's signature when it
+    admits it and again when it executes it in a block (its own and its peers'), and the answer for the same key,
+    message and signature never changes. A signature that fails is never remembered, so it fails every time."""
+    key = hashlib.sha256(pubkey + sign_bytes + signature).digest()
+    if key in _sig_ok:
+        _sig_ok.move_to_end(key)
+        return
+    ed25519_verify(pubkey, sign_bytes, signature, what=what)
+    _sig_ok[key] = None
+    if len(_sig_ok) > SIG_CACHE_SIZE:
+        _sig_ok.popitem(last=False)
 
 
 OpHandler = Callable[[ChainState, Tx, BlockContext], list[dict[str, Any]] | None]
@@ -143,8 +183,8 @@ class App:
         acct = state.get_json(account_path(tx.sender))
         if acct is None:
             raise AuthorizationError("unknown sender account", got=tx.sender)
-        ed25519_verify(bytes.fromhex(acct["pubkey"]), tx.sign_bytes(), tx.signature,
-                       what=f"transaction signature of {tx.sender}")
+        verify_tx_signature(bytes.fromhex(acct["pubkey"]), tx.sign_bytes(), tx.signature,
+                            what=f"transaction signature of {tx.sender}")
         if tx.nonce != acct["nonce"]:
             if tx.nonce < acct["nonce"]:
                 raise ReplayError("nonce already used", expected=acct["nonce"], got=tx.nonce)
