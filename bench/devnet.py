@@ -54,6 +54,7 @@ Also printed:
   relay_node_peak_rss_mb      peak RSS of relay validator op-a (VmHWM)
   relayer_peak_rss_mb         the largest peak RSS of the relayer processes (VmHWM, read before they stop)
   relay_node_rss_mb, relayer_rss_mb  their RSS once every packet settled (VmRSS)
+  park_node_rss_mb            per park, the RSS of its first node (the one the bench submits to) at the same moment
   disk_bytes_per_packet       per chain: one node's SQLite database (with its WAL) over the packets settled; and one
                               relayer's database (bench/footprint.py runs this for 100,000 packets)
 Targets (issue #3): p50 <= 6 s with 1 s blocks, all 1,000 through phase 4 within 120 s, relay RSS <= 200 MB.
@@ -400,10 +401,13 @@ async def _submit(senders: list[Sender], args: dict[str, Any], n: int, rate: flo
 
 
 async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float | None = None,
-              n_senders: int = 4, relay_block_ms: int = 1000, give_up_s: float = 900,
+              n_senders: int = 4, relay_block_ms: int = 1000, give_up_s: float = 900, rounds: int = 1,
               bar: Bar | None = None) -> dict[str, Any]:
-    """``mode``: burst, rate or backlog (the module docs); ``n`` transfers (rate mode: rate x seconds).
-    ``bar``: the packets settled, out of ``n`` (on a terminal; else a line on stderr every 5 s)."""
+    """``mode``: burst, rate or backlog (the module docs); ``n`` transfers (rate mode: rate x seconds), in ``rounds``
+    loads of ``n / rounds``, each settled before the next is sent. ``bar``: the packets settled, out of ``n`` (on a
+    terminal; else a line on stderr every 5 s)."""
+    if rounds < 1 or (rounds > 1 and mode == "backlog"):
+        raise ValueError("rounds: at least 1, and only for a burst or a rate")
     from adapters.common.rpc import JsonRpcClient
     from relay.ops.keys import ed25519_signer
     from relay.ops.layout import account_key_path
@@ -452,26 +456,12 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
         t0 = time.time()
         args = {"dst_chain": dst, "lane": LANE, "kind": "energy", "receiver": RECEIVER[dst], "denom": "kWh",
                 "amount_wh": 1, "timeout_timestamp_ms": int((t0 + give_up_s + 3600) * 1000)}
-        accepted, submit_s, lag_s = await _submit(senders, args, n, rate if mode == "rate" else None)
-        if accepted < n:
-            print(f"{n - accepted} of {n} transfers refused at submission", file=sys.stderr)
-
         sent, settled = src_log.events["send_packet"], src_log.events["settle_packet"]
         last_print = [0.0]
+        accepted = 0
 
         async def scan_all() -> bool:
             return await src_log.try_scan() and await dst_log.try_scan() and await relay_log.try_scan()
-
-        relayer_start = None
-        if mode == "backlog":
-            async def committed_final() -> bool:
-                await src_log.try_scan()
-                bar.update(description=f"devnet: backlog {len(sent)}/{accepted} committed")
-                return len(sent) >= accepted and max(sent.values(), default=0) <= src_log.final_height
-
-            await wait_for(f"{accepted} commitments final on {src}", committed_final, give_up_s, poll_s=1.0)
-            relayer_start = time.time()
-            relayers["relayer-a"] = _start_relayer(cfg, "relayer-a")
 
         async def progress() -> bool:
             if not await scan_all():
@@ -486,6 +476,27 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             # a submission whose answer timed out may still have been committed: wait for every commitment seen
             return len(settled) >= max(accepted, len(sent))
 
+        submit_s, lag_s, per_round = 0.0, 0.0, -(-n // rounds)
+        for r in range(rounds):  # each round through phase 4 before the next (bench/footprint.py)
+            if r:
+                await wait_for(f"round {r} of {rounds} through phase 4", progress, give_up_s, poll_s=1.0)
+            got, secs, lag = await _submit(senders, args, min(per_round, n - r * per_round),
+                                           rate if mode == "rate" else None)
+            accepted, submit_s, lag_s = accepted + got, submit_s + secs, max(lag_s, lag)
+        if accepted < n:
+            print(f"{n - accepted} of {n} transfers refused at submission", file=sys.stderr)
+
+        relayer_start = None
+        if mode == "backlog":
+            async def committed_final() -> bool:
+                await src_log.try_scan()
+                bar.update(description=f"devnet: backlog {len(sent)}/{accepted} committed")
+                return len(sent) >= accepted and max(sent.values(), default=0) <= src_log.final_height
+
+            await wait_for(f"{accepted} commitments final on {src}", committed_final, give_up_s, poll_s=1.0)
+            relayer_start = time.time()
+            relayers["relayer-a"] = _start_relayer(cfg, "relayer-a")
+
         try:
             await wait_for(f"{accepted} packets through phase 4", progress, give_up_s, poll_s=1.0)
         except AssertionError:
@@ -495,6 +506,8 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
         relayer_rss = max((_rss_peak_mb(p.pid) for p in relayers.values()), default=0.0)
         relayer_rss_now = max((_rss_peak_mb(p.pid, "VmRSS") for p in relayers.values()), default=0.0)
         relay_rss_now = _rss_peak_mb(d.procs[("relay", "op-a")].pid, "VmRSS")
+        park_rss_now = {chain: round(_rss_peak_mb(d.procs[(chain, node)].pid, "VmRSS"), 1)
+                        for chain, node in first_node.items() if (chain, node) in d.procs}
         # the last packets' ack blocks become final after their settle was seen: read the target a little further
         await wait_for("target finality of the last acks", _ack_final_seen(dst_log), 60, poll_s=1.0)
         await wait_for("a last read of the chains", scan_all, 60, poll_s=1.0)
@@ -530,6 +543,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "relay_node_peak_rss_mb": round(_rss_peak_mb(d.procs[("relay", "op-a")].pid), 1),
             "relayer_peak_rss_mb": round(relayer_rss, 1),
             "relay_node_rss_mb": round(relay_rss_now, 1), "relayer_rss_mb": round(relayer_rss_now, 1),
+            "park_node_rss_mb": park_rss_now,
             "disk_bytes_per_packet": disk_per_packet(cfg.data_dir, len(settled)),
             "relay_block_ms": relay_block_ms, "senders": n_senders,
         }

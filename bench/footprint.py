@@ -1,13 +1,16 @@
-"""Memory and disk after many settled packets (issue #16's footprint target): a long open-loop run of
-``bench/devnet.py``, reporting what a node and a relayer hold once every packet settled.
+"""Memory and disk after many settled packets (issue #16's footprint target): a long run of ``bench/devnet.py``,
+reporting what a node and a relayer hold once every packet settled.
 
-    python bench/footprint.py [--packets 100000] [--rate 150] [--pair dpos:poc] [--json] [--keep DIR]
+    python bench/footprint.py [--packets 100000] [--round 5000] [--pair dpos:poc] [--json] [--keep DIR]
 
-Sends ``--packets`` energy transfers at ``--rate`` per second (open loop, as ``bench/devnet.py --rate``) through all
-four phases with two relayers, then prints:
+Sends ``--packets`` energy transfers through all four phases with two relayers, in bursts of ``--round``, each settled
+before the next is sent: memory then measures what settled packets leave behind, not a backlog (an open-loop rate the
+2-core devnet cannot sustain for 20 minutes leaves tens of thousands of packets in flight, and their records in
+memory). Prints:
 
   relay_node_rss_mb, relay_node_peak_rss_mb   relay validator op-a: RSS once every packet settled, and its peak
   relayer_rss_mb, relayer_peak_rss_mb         the same for the larger of the two relayers
+  park_node_rss_mb                            per park, its first node's RSS once every packet settled
   disk_bytes_per_packet                       per chain, one node's SQLite database (blocks with their bodies, and
                                               the WAL) over the packets settled; ``relayer``: one relayer's database
   completed, seconds, throughput_per_s, supply_conserved, redundant_relays_in_blocks   as bench/devnet.py
@@ -35,15 +38,15 @@ from bench.devnet import parse_pair, run
 from chains.common.progress import bar as progress_bar
 
 TARGETS = {"relay_node_rss_mb": 200, "relayer_rss_mb": 150}
-KEYS = ("pair", "completed", "seconds", "throughput_per_s", "rate_per_s", "relay_node_rss_mb", "relay_node_peak_rss_mb",
-        "relayer_rss_mb", "relayer_peak_rss_mb", "disk_bytes_per_packet", "supply_conserved",
+KEYS = ("pair", "completed", "seconds", "throughput_per_s", "relay_node_rss_mb", "relay_node_peak_rss_mb",
+        "relayer_rss_mb", "relayer_peak_rss_mb", "park_node_rss_mb", "disk_bytes_per_packet", "supply_conserved",
         "redundant_relays_in_blocks", "latency_p50_s", "latency_p95_s")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", type=int, default=100_000, help="transfers to settle. Default 100000")
-    ap.add_argument("--rate", type=float, default=150, help="transfers submitted per second. Default 150")
+    ap.add_argument("--round", type=int, default=5000, help="transfers per burst. Default 5000")
     ap.add_argument("--pair", default="dpos:poc", help="SRC:DST, each dpos or poc. Default dpos:poc")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", help="run in this directory and keep it (logs, databases)")
@@ -52,17 +55,17 @@ def main() -> int:
         src, dst = parse_pair(args.pair)
     except ValueError as exc:
         ap.error(str(exc))
-    if args.packets < 1 or args.rate <= 0:
-        ap.error("--packets must be at least 1 and --rate positive")
+    if args.packets < 1 or args.round < 1:
+        ap.error("--packets and --round must be at least 1")
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")  # unwind through run()'s finally: every node it started stops
 
     signal.signal(signal.SIGTERM, on_term)
-    give_up_s = args.packets / args.rate + 900
+    rounds = -(-args.packets // args.round)
     with run_dir(args.keep, "parkrelay-footprint-") as root, \
             progress_bar("footprint", total=args.packets, json_mode=args.json) as bar:
-        out = asyncio.run(run(src, dst, "rate", args.packets, root, rate=args.rate, give_up_s=give_up_s, bar=bar))
+        out = asyncio.run(run(src, dst, "burst", args.packets, root, rounds=rounds, bar=bar))
     result = {k: out.get(k) for k in KEYS}
     result["targets"] = {k: {"target_mb": v, "met": (out.get(k) or 0) <= v} for k, v in TARGETS.items()}
     emit(result, args.json)
