@@ -261,6 +261,14 @@ async def test_a_senders_transactions_reach_every_peer_in_nonce_order(tmp_path: 
         await n2.stop()
 
 
+def _transfers(node: ParkNode, alice: Ed25519Signer, blocks: int) -> ParkNode:
+    """``blocks`` blocks on ``node``, each with one transfer of 1 Wh from alice to bob."""
+    for nonce in range(blocks):
+        node.submit_tx(_signed(alice, nonce, {"to": "bob", "denom": "kWh", "amount_wh": 1}))
+        _produce(node)
+    return node
+
+
 def test_old_block_bodies_leave_memory_and_are_read_back_from_the_database(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Past STATE_RETENTION below the final height a block keeps only its header in memory; its transactions, events
@@ -272,10 +280,7 @@ def test_old_block_bodies_leave_memory_and_are_read_back_from_the_database(tmp_p
 
     monkeypatch.setattr(node_mod, "STATE_RETENTION", 2)
     alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
-    node = _node(tmp_path, alice)
-    for nonce in range(70):
-        node.submit_tx(_signed(alice, nonce, {"to": "bob", "denom": "kWh", "amount_wh": 1}))
-        _produce(node)
+    node = _transfers(_node(tmp_path, alice), alice, 70)
     # final = 69 under the test rule; the prune at cutoff 64 evicted heights 1..63
     blocks = {h: node_mod._block_json(node.canonical(h)) for h in range(1, 71)}  # type: ignore[arg-type]
     assert all(node.canonical(h).evicted for h in range(1, 64))  # type: ignore[union-attr]
@@ -303,10 +308,7 @@ def test_bodies_leave_memory_sooner_than_states(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(node_mod, "BODY_RETENTION", 3)
     alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
-    node = _node(tmp_path, alice)
-    for nonce in range(20):
-        node.submit_tx(_signed(alice, nonce, {"to": "bob", "denom": "kWh", "amount_wh": 1}))
-        _produce(node)
+    node = _transfers(_node(tmp_path, alice), alice, 20)
     # final = 19: bodies below 16 are in SQLite only, every state is still held
     assert [h for h in range(1, 21) if node.canonical(h).evicted] == list(range(1, 16))  # type: ignore[union-attr]
     assert all(node.canonical(h).state is not None for h in range(1, 21))  # type: ignore[union-attr]
