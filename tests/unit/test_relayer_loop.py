@@ -558,7 +558,7 @@ class _ReceivedPark(_Park):
         out = await super().query_many(keys)
         for k in keys:
             if k.startswith(("receipts/", "acks/")) and int(k.rsplit("/", 1)[1]) in self.received:
-                out[k] = "01".encode().hex() if k.startswith("acks/") else "aa"
+                out[k] = b"01".hex() if k.startswith("acks/") else "aa"
         return out
 
 
