@@ -260,7 +260,7 @@ class ChainLog:
                     try:
                         r = await self.client.call("query", {"key": "dpos/tracker", "height": b})
                         self.lib_after[b] = int(json.loads(bytes.fromhex(r["value"]))["lib"])
-                    except Exception:  # state pruned (the bench fell 512 blocks behind): that block's lib unknown
+                    except Exception:  # state pruned (the bench fell STATE_RETENTION blocks behind): lib unknown
                         self.lib_unknown += 1
                 elif self.kind == "poc":
                     self.lib_after[b] = b - POC_DEPTH

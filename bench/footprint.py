@@ -18,7 +18,7 @@ memory). Prints:
 Targets (issue #16): relay validator RSS <= 200 MB and relayer RSS <= 150 MB after 100,000 settled packets.
 
 What stays in memory, by design: a node's state tree (its live records; a settled packet leaves its receipt on the
-target and its outcome on the relay, which replay protection needs), the trees of the last ``STATE_RETENTION`` (512)
+target and its outcome on the relay, which replay protection needs), the trees of the last ``STATE_RETENTION`` (128)
 heights for proofs, and every block's header; block bodies older than that are read back from SQLite. A relayer
 forgets a packet once it settled.
 """

@@ -59,7 +59,11 @@ peer takes it. What does not fit waits in the mempool for the next block."""
 MEMPOOL_LIMIT = 20000
 MAX_PROVE_MANY = 200
 """Most keys one ``proveMany`` call proves."""
-STATE_RETENTION = 512  # blocks below the final height whose state trees are kept for proofs
+STATE_RETENTION = 128
+"""Blocks below the final height whose state trees a node keeps, for proofs at those heights (2 minutes of 1 s
+blocks: the relay's clients of the parks prove at their final height, at most the PoC window plus its depth behind;
+a relayer whose client fell further behind feeds headers first and proves higher). Each kept state holds the nodes
+its block's writes copied: under full relay blocks ~0.8 MB a height, so 512 of them were ~400 MB of a validator."""
 BODY_RETENTION = 16
 """Final blocks below the final height whose bodies (transactions, events, results) stay in memory; older ones are read
 back from SQLite when asked for. A block below the final height never leaves the chain, so only the newest are
