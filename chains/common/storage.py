@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["BUSY_ATTEMPTS", "BUSY_TIMEOUT_S", "EXIT_STORAGE_FAULT", "StorageFault", "atomic_write", "connect",
-           "fault_of", "write_tx"]
+__all__ = ["BUSY_ATTEMPTS", "BUSY_TIMEOUT_S", "EXIT_STORAGE_FAULT", "MIN_FREE_BYTES", "StorageFault", "atomic_write",
+           "connect", "fault_of", "free_bytes", "write_tx"]
 
 EXIT_STORAGE_FAULT = 74
 """Exit code of a node or relayer stopped by a storage fault (``EX_IOERR``)."""
@@ -37,6 +37,11 @@ BUSY_TIMEOUT_S = 0.5
 """How long one attempt waits for another process's lock (SQLite's busy handler)."""
 BUSY_ATTEMPTS = 8
 """Attempts of one write while the database is locked; with the pauses between them about 6 s in all."""
+MIN_FREE_BYTES = 64 * 1024
+"""Free space under which a write is refused as ``disk_full`` before SQLite is asked (as geth's
+``--datadir.minfreedisk``). SQLite writes into the pages of its write-ahead log again after a checkpoint, so on a full
+disk a process whose writes are small (a relay validator voting alone, its peers stopped) could go on for ever without
+an error: it now stops at its next write like the others."""
 
 _log = logging.getLogger("parkrelay.storage")
 T = TypeVar("T")
@@ -109,6 +114,9 @@ def write_tx(conn: sqlite3.Connection, path: Path | str, fn: Callable[[sqlite3.C
     rolls back and propagates unchanged. ``fn`` may run more than once: it must only write (no side effects).
     """
     lg = log or _log
+    free = free_bytes(path)
+    if free is not None and free < MIN_FREE_BYTES:
+        raise StorageFault(path, "disk_full", f"{free} bytes free on its file system, under {MIN_FREE_BYTES}")
     for attempt in range(1, attempts + 1):
         try:
             if conn.in_transaction:  # a statement outside write_tx left one open: it is not ours to keep
@@ -134,6 +142,15 @@ def write_tx(conn: sqlite3.Connection, path: Path | str, fn: Callable[[sqlite3.C
             _rollback(conn)
             raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def free_bytes(path: Path | str) -> int | None:
+    """Bytes an unprivileged process may still write on the file system holding ``path`` (None if it cannot tell)."""
+    try:
+        st = os.statvfs(Path(path).parent)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

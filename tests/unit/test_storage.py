@@ -238,3 +238,22 @@ def test_a_sign_state_that_cannot_be_stored_stops_the_validator_before_it_sends(
     stored = node.db.execute("SELECT state FROM sign_state WHERE id = 1").fetchone()[0]
     last = SignState.from_json(stored)  # whole: it parses, and it is the record of the last message sent
     assert len(sent) == last.round + 1
+
+
+def test_a_small_write_on_a_full_disk_is_refused_even_where_sqlite_could_reuse_its_log(small_fs: Path) -> None:
+    """After a checkpoint SQLite writes into its write-ahead log's pages again, so on a full disk small writes would
+    go on succeeding (a relay validator voting alone never stopped); under MIN_FREE_BYTES free, a write is refused."""
+    path = small_fs / "w.sqlite3"
+    conn = storage.connect(path)
+    write_tx(conn, path, lambda db: db.execute("CREATE TABLE t (x BLOB)"))
+    for _ in range(4):  # grow the log, then checkpoint it: its pages are free for reuse
+        write_tx(conn, path, lambda db: db.execute("INSERT INTO t VALUES (?)", (os.urandom(60_000),)))
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    with disk_full(small_fs):
+        assert (storage.free_bytes(path) or 0) < storage.MIN_FREE_BYTES
+        with pytest.raises(StorageFault) as info:
+            write_tx(conn, path, lambda db: db.execute("INSERT INTO t VALUES (?)", (b"small",)))
+        assert info.value.fault == "disk_full" and not info.value.retryable
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 4  # nothing of it written
+    write_tx(conn, path, lambda db: db.execute("INSERT INTO t VALUES (?)", (b"small",)))  # space again: it goes on
+    conn.close()
