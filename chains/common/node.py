@@ -93,8 +93,8 @@ def tx_root(txs: Sequence[Tx]) -> bytes:
     return hashlib.sha256(b"".join(t.hash() for t in txs)).digest()
 
 
-BodyLoader = Callable[[], tuple[tuple[Tx, ...], list[dict[str, Any]], list[dict[str, Any]]]]
-"""Reads an evicted block's body (transactions, events, results) back from the node's database."""
+Body = tuple[tuple[Tx, ...], list[dict[str, Any]], list[dict[str, Any]]]
+"""A block's body: its transactions, the events they emitted, one result per transaction."""
 
 
 class BlockEntry:
@@ -105,17 +105,16 @@ class BlockEntry:
     for, so a node's memory does not grow with every transaction it ever ran: a relay validator held ~6.6 KB per
     relayed packet in its blocks' transactions alone (66 MB after a 10,000-packet backlog)."""
 
-    __slots__ = ("_events", "_load", "_tx_results", "_txs", "header", "state", "weight")
+    __slots__ = ("_body", "_load", "header", "state", "weight")
 
     def __init__(self, header: Any, txs: tuple[Tx, ...], weight: int, state: ChainState | None,
                  events: list[dict[str, Any]] | None = None, tx_results: list[dict[str, Any]] | None = None) -> None:
         self.header = header
         self.weight = weight
         self.state = state
-        self._txs: tuple[Tx, ...] | None = txs
-        self._events: list[dict[str, Any]] | None = events if events is not None else []
-        self._tx_results: list[dict[str, Any]] | None = tx_results if tx_results is not None else []
-        self._load: BodyLoader | None = None
+        self._body: Body | None = (txs, events if events is not None else [], tx_results if tx_results is not None
+                                   else [])
+        self._load: Callable[[], Body] | None = None
 
     @property
     def hash(self) -> bytes:
@@ -125,30 +124,30 @@ class BlockEntry:
     @property
     def evicted(self) -> bool:
         """Whether the body lives only in the database now."""
-        return self._txs is None
+        return self._body is None
 
-    def evict(self, load: BodyLoader) -> None:
+    def evict(self, load: Callable[[], Body]) -> None:
         """Drop the body from memory; ``load`` reads it back (each time it is asked for: nothing is cached again)."""
         self._load = load
-        self._txs = self._events = self._tx_results = None
+        self._body = None
 
-    def body(self) -> tuple[tuple[Tx, ...], list[dict[str, Any]], list[dict[str, Any]]]:
-        if self._txs is not None and self._events is not None and self._tx_results is not None:
-            return self._txs, self._events, self._tx_results
+    def body(self) -> Body:
+        if self._body is not None:
+            return self._body
         assert self._load is not None
         return self._load()
 
     @property
     def txs(self) -> tuple[Tx, ...]:
-        return self._txs if self._txs is not None else self.body()[0]
+        return self.body()[0]
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        return self._events if self._events is not None else self.body()[1]
+        return self.body()[1]
 
     @property
     def tx_results(self) -> list[dict[str, Any]]:
-        return self._tx_results if self._tx_results is not None else self.body()[2]
+        return self.body()[2]
 
 
 class ChainRules(ABC):
@@ -487,7 +486,7 @@ class ParkNode:
         h = e.hash
         e.evict(lambda: self._read_body(h))
 
-    def _read_body(self, h: bytes) -> tuple[tuple[Tx, ...], list[dict[str, Any]], list[dict[str, Any]]]:
+    def _read_body(self, h: bytes) -> Body:
         row = self.db.execute("SELECT txs, body FROM blocks WHERE hash = ?", (h,)).fetchone()
         if row is None or row[1] is None:
             raise NotFoundError("block body not stored", got=h.hex())
