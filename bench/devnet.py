@@ -5,8 +5,9 @@
 
 Starts a devnet of real processes in a temp dir (3 DPoS witnesses at 1 s blocks, 2 PoC farmers at 1 s target
 blocks and confirmation depth 3, a 4-validator relay chain, 2 relayers), and sends energy transfers (1 Wh each)
-from the ``--pair`` source park to its target (``dpos:poc`` or ``poc:dpos``; Ethereum and Fabric parks are refused:
-this bench only runs the Python parks' real processes). Three loads:
+from the ``--pair`` source park to its target (``dpos:poc`` or ``poc:dpos``). A pair with an Ethereum or a Fabric
+park (``eth:dpos``, ``fabric:poc``, ``eth:fabric`` ...) is measured beside that park's own commit rate, with
+``--transfers N`` only (default 200, 8 senders): bench/devnet_parks.py says how. Three loads:
 
 ``--transfers N``  a burst: all N submitted at once (``--senders`` accounts, each with its queued nonces).
 ``--rate R``       open loop: R transfers per second for ``--seconds S`` (each transfer's submission is scheduled at
@@ -84,7 +85,10 @@ from chains.common.progress import Bar
 from chains.common.progress import bar as progress_bar
 
 DPOS, POC, LANE = "dpos-park", "poc-park", "lane-0"
-PARKS = {"dpos": DPOS, "poc": POC}
+PARKS = {"dpos": DPOS, "poc": POC, "eth": "eth-park", "ethereum": "eth-park", "fabric": "fabric-park"}
+PY_PARKS = (DPOS, POC)
+"""The parks whose every block this bench reads (phase times, overheads); a pair with another park is run by
+bench/devnet_parks.py beside that park's own commit rate."""
 POC_DEPTH = 3
 RECEIVER = {DPOS: "alice", POC: "carol"}
 
@@ -591,30 +595,30 @@ def _ack_final_seen(dst_log: ChainLog) -> Any:
 
 
 def parse_pair(text: str) -> tuple[str, str]:
-    """``SRC:DST`` with both in dpos, poc and different -> the two chain ids; ValueError with the reason."""
+    """``SRC:DST`` with both in dpos, poc, eth (or ethereum), fabric and different -> the two chain ids; ValueError
+    with the reason."""
     parts = text.split(":")
     if len(parts) != 2:
         raise ValueError(f"--pair is SRC:DST, got {text!r}")
     for p in parts:
-        if p in ("ethereum", "eth", "fabric"):
-            raise ValueError(f"--pair {text}: {p} parks are not benchmarked here (this bench starts only the DPoS and "
-                             "PoC parks' real processes; tests/integration/test_four_phases.py runs the others)")
         if p not in PARKS:
             raise ValueError(f"--pair {text}: {p!r} is not one of {', '.join(PARKS)}")
-    if parts[0] == parts[1]:
+    if PARKS[parts[0]] == PARKS[parts[1]]:
         raise ValueError(f"--pair {text}: source and target must differ")
     return PARKS[parts[0]], PARKS[parts[1]]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pair", default="dpos:poc", help="SRC:DST, each dpos or poc. Default dpos:poc")
+    ap.add_argument("--pair", default="dpos:poc",
+                    help="SRC:DST, each dpos, poc, eth or fabric. Default dpos:poc")
     load = ap.add_mutually_exclusive_group()
     load.add_argument("--transfers", type=int, help="a burst of N transfers, all submitted at once (default 1000)")
     load.add_argument("--rate", type=float, help="open loop: R transfers per second for --seconds")
     load.add_argument("--backlog", type=int, help="N packets committed with no relayer, then one relayer started")
     ap.add_argument("--seconds", type=float, default=30, help="how long --rate submits. Default 30")
-    ap.add_argument("--senders", type=int, default=4, help="source accounts submitting in parallel. Default 4")
+    ap.add_argument("--senders", type=int,
+                    help="source accounts submitting in parallel. Default 4 (8 from an Ethereum or Fabric park)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", help="run in this directory and keep it (logs, databases)")
     ap.add_argument("--give-up-s", type=float, default=900,
@@ -626,13 +630,18 @@ def main() -> int:
         src, dst = parse_pair(args.pair)
     except ValueError as exc:
         ap.error(str(exc))
+    others = not (src in PY_PARKS and dst in PY_PARKS)
+    if others and (args.rate is not None or args.backlog is not None):
+        ap.error(f"--pair {args.pair}: a pair with an Ethereum or Fabric park runs --transfers N only (the park "
+                 "alone, then the backlog, then relayed: bench/devnet_parks.py)")
+    senders = args.senders if args.senders is not None else 8 if others else 4
     if args.rate is not None:
         mode, n = "rate", round(args.rate * args.seconds)
     elif args.backlog is not None:
         mode, n = "backlog", args.backlog
     else:
-        mode, n = "burst", args.transfers if args.transfers is not None else 1000
-    if n < 1 or args.senders < 1:
+        mode, n = "burst", args.transfers if args.transfers is not None else 200 if others else 1000
+    if n < 1 or senders < 1:
         ap.error("the load must be at least one transfer, from at least one sender")
 
     def on_term(signum: int, frame: object) -> None:
@@ -642,8 +651,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     with run_dir(args.keep, "parkrelay-bench-") as root, \
             progress_bar("devnet", total=n, json_mode=args.json) as bar:
-        out = asyncio.run(run(src, dst, mode, n, root, rate=args.rate, n_senders=args.senders,
-                              relay_block_ms=args.relay_block_ms, give_up_s=args.give_up_s, bar=bar))
+        if others:
+            from bench.devnet_parks import run_parks
+
+            out = asyncio.run(run_parks(src, dst, n, root, n_senders=senders, give_up_s=args.give_up_s, bar=bar,
+                                        py_table=_chain_table, start_relayer=_start_relayer, rss_mb=_rss_peak_mb))
+        else:
+            out = asyncio.run(run(src, dst, mode, n, root, rate=args.rate, n_senders=senders,
+                                  relay_block_ms=args.relay_block_ms, give_up_s=args.give_up_s, bar=bar))
     emit(out, args.json)
     return 0
 

@@ -113,8 +113,10 @@ def test_summarize() -> None:
 def test_parse_pair() -> None:
     assert parse_pair("dpos:poc") == ("dpos-park", "poc-park")
     assert parse_pair("poc:dpos") == ("poc-park", "dpos-park")
-    for bad, why in (("dpos:ethereum", "not benchmarked"), ("fabric:poc", "not benchmarked"), ("dpos:dpos", "differ"),
-                     ("dpos", "SRC:DST"), ("dpos:x", "not one of")):
+    assert parse_pair("eth:fabric") == ("eth-park", "fabric-park")
+    assert parse_pair("dpos:ethereum") == ("dpos-park", "eth-park")
+    for bad, why in (("dpos:dpos", "differ"), ("eth:ethereum", "differ"), ("dpos", "SRC:DST"), ("dpos:x", "not one of"),
+                     ("a:b:c", "SRC:DST")):
         with pytest.raises(ValueError, match=why):
             parse_pair(bad)
 
