@@ -6,9 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup fabric chromium faketime lint test test-unit test-integration demo bench clean
+.PHONY: setup fabric cometbft chromium faketime lint test test-unit test-integration demo bench clean
 
-setup: $(STAMP) fabric chromium faketime
+setup: $(STAMP) fabric cometbft chromium faketime
 
 # Debian's chromium for the status page's browser tests (Playwright drives it by its executable path)
 chromium:
@@ -26,6 +26,11 @@ faketime:
 # deploy/fabric/gomodule and cached outside the repository (PARKRELAY_FABRIC_HOME, default ~/.cache/parkrelay/fabric-2.5.9)
 fabric:
 	@bash deploy/fabric/build.sh
+
+# CometBFT's cometbft v0.38.25 (the relay chain's optional engine, issue 17), built once from its Go module and cached
+# outside the repository (PARKRELAY_COMETBFT_HOME, default ~/.cache/parkrelay/cometbft-0.38.25)
+cometbft:
+	@bash deploy/cometbft/build.sh
 
 $(STAMP): requirements.lock pyproject.toml chains/ethereum/package-lock.json
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found on PATH" >&2; exit 1; }
