@@ -32,10 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from chains.common.progress import Bar
+from protocol.errors import ProtocolError
 
 DPOS, POC, ETH, FABRIC, LANE = "dpos-park", "poc-park", "eth-park", "fabric-park", "lane-0"
 RECEIVER = {DPOS: "alice", POC: "carol", ETH: "erin", FABRIC: "gina"}
 FINAL = ("completed", "refunded")
+MVCC_RETRIES = 50
+"""How many times a sender sends a transfer again that Fabric invalidated for an MVCC conflict."""
 
 
 def chain_table(chain: str, senders: Sequence[str], py_table: Callable[[str, Sequence[str]], dict[str, Any]],
@@ -54,31 +57,46 @@ def chain_table(chain: str, senders: Sequence[str], py_table: Callable[[str, Seq
 
 def _commit_all(view: Any, senders: Sequence[str], n: int, dst: str, receiver: str, timeout_ms: int,
                 bar: Bar, what: str, done: list[tuple[bytes, float]], raws: list[bytes]
-                ) -> tuple[float, int]:
+                ) -> tuple[float, int, int]:
     """``n`` transfers of 1 Wh from ``senders`` in parallel (one thread each, its share in order, each send waiting
     for its block), appending (packet bytes, wall time its commit was answered) to ``done`` and the bytes to ``raws``
-    as each is answered. Returns (seconds from the first submission to the last answer, refused count)."""
+    as each is answered. Returns (seconds from the first submission to the last answer, refused count, sends made
+    again after a Fabric MVCC conflict)."""
     shares = [n // len(senders) + (1 if i < n % len(senders) else 0) for i in range(len(senders))]
-    refused = [0]
+    refused, retried = [0], [0]
+
+    def send_one(name: str) -> bytes | None:
+        """One transfer, sent again while Fabric invalidates it for an MVCC conflict (another sender's send took the
+        lane's next sequence in that block), as a Fabric client does; None when refused otherwise."""
+        for attempt in range(MVCC_RETRIES + 1):
+            try:
+                raw: bytes = view.transfer(name, dst, receiver, 1, "kWh", LANE, timeout_ms, wait_final=False)["packet"]
+                return raw
+            except ProtocolError as exc:
+                if exc.code != "fabric.mvcc_conflict" or attempt == MVCC_RETRIES:
+                    failure: Exception = exc
+                    break
+                retried[0] += 1
+            except Exception as exc:  # counted, and said a few times: a refused transfer is a finding
+                failure = exc
+                break
+        if refused[0] < 5:
+            print(f"transfer by {name} refused: {failure}", file=sys.stderr, flush=True)
+        refused[0] += 1
+        return None
 
     def one_sender(name: str, count: int) -> None:
         for _ in range(count):
-            try:
-                sent = view.transfer(name, dst, receiver, 1, "kWh", LANE, timeout_ms, wait_final=False)
-            except Exception as exc:  # counted, and said a few times: a refused transfer is a finding
-                if refused[0] < 5:
-                    print(f"transfer by {name} refused: {exc}", file=sys.stderr, flush=True)
-                refused[0] += 1
-                continue
-            done.append((sent["packet"], time.time()))
-            raws.append(sent["packet"])
-            bar.update(completed=len(done), description=what)
+            if (raw := send_one(name)) is not None:
+                done.append((raw, time.time()))
+                raws.append(raw)
+                bar.update(completed=len(done), description=what)
 
     t0 = time.monotonic()
     with ThreadPoolExecutor(len(senders)) as pool:
         for f in [pool.submit(one_sender, s, c) for s, c in zip(senders, shares, strict=True) if c]:
             f.result()
-    return time.monotonic() - t0, refused[0]
+    return time.monotonic() - t0, refused[0], retried[0]
 
 
 async def _settle_all(cfg: Any, raws: Sequence[bytes], views: dict[str, Any], give_up_s: float, bar: Bar,
@@ -149,12 +167,12 @@ async def run_parks(src: str, dst: str, n: int, root: Path, *, n_senders: int, g
         receiver = views[dst].account(RECEIVER[dst])
         timeout_ms = int((time.time() + give_up_s * 3 + 3600) * 1000)
 
-        def commit(what: str, done: list[tuple[bytes, float]], raws: list[bytes]) -> tuple[float, int]:
+        def commit(what: str, done: list[tuple[bytes, float]], raws: list[bytes]) -> tuple[float, int, int]:
             bar.update(completed=0, description=what)
             return _commit_all(views[src], senders, n, dst, receiver, timeout_ms, bar, what, done, raws)
 
         alone: list[tuple[bytes, float]] = []
-        alone_s, refused_a = await asyncio.to_thread(commit, f"park alone: {n} commits on {src}", alone, [])
+        alone_s, refused_a, retried_a = await asyncio.to_thread(commit, f"park alone: {n} commits on {src}", alone, [])
         t_start = time.time()
         relayers.update({r: start_relayer(cfg, r) for r in cfg.relayers})
         await _settle_all(cfg, [r for r, _ in alone], views, give_up_s, bar, "backlog: settled")
@@ -167,7 +185,7 @@ async def run_parks(src: str, dst: str, n: int, root: Path, *, n_senders: int, g
         commit_task = asyncio.ensure_future(asyncio.to_thread(commit, f"relayed: {n} transfers {src} -> {dst}",
                                                               relayed, raws))
         settled = await _settle_all(cfg, raws, views, give_up_s, bar, "relayed: settled", commit_task)
-        relayed_commit_s, refused_b = await commit_task
+        relayed_commit_s, refused_b, retried_b = await commit_task
         done = max(settled.values(), default=t0)
         latencies = sorted(settled[r] - t for r, t in relayed if r in settled)
 
@@ -191,7 +209,8 @@ async def run_parks(src: str, dst: str, n: int, root: Path, *, n_senders: int, g
             "relayed_over_park_alone": _r(throughput / park_alone if throughput and park_alone else None),
             "latency_p50_s": _r(statistics.median(latencies)) if latencies else None,
             "latency_p95_s": _r(latencies[int(0.95 * (len(latencies) - 1))]) if latencies else None,
-            "refused_at_submission": refused_a + refused_b, "committed": committed,
+            "refused_at_submission": refused_a + refused_b, "mvcc_resends": retried_a + retried_b,
+            "committed": committed,
             "escrow_wh": escrow, "vouchers_wh": vouchers, "supply_conserved": escrow == vouchers == committed,
             "relay_failed_txs_in_blocks": failed,
             "relay_node_peak_rss_mb": relay_rss, "relayer_peak_rss_mb": relayer_rss,
