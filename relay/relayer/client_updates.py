@@ -16,8 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.common.rpc import JsonRpcClient
 from chains.common.tx import account_path
-from protocol.errors import CodecError, Disposition
+from protocol.errors import CodecError, Disposition, ProtocolError
+from protocol.types import ClientId
 from relay.chain.state_machine.clients import MAX_HEADERS as MAX_HEADERS_PER_UPDATE
+from relay.chain.state_machine.clients import ClientType
+from relay.chain.state_machine.keys import client_state_key
+from relay.chain.state_machine.park_clients import default_client_types
 from relay.relayer.task import Next, Outcome
 
 if TYPE_CHECKING:
@@ -26,6 +30,14 @@ if TYPE_CHECKING:
 
 FORK_SEARCH = 256
 """How far below the client's newest header the relayer looks for the last header it shares with the park."""
+
+PREDICT_CLOCK_MARGIN_MS = 2000
+"""How far behind its own clock the relayer dates the relay block that will apply its update, when it predicts the
+client's final height after that update: a client whose finality waits on relay time (PoC) is then predicted no
+further than the block will allow, even with the proposer's clock that much behind."""
+
+CLIENT_TYPES: dict[str, ClientType] = {t.name: t for t in default_client_types()}
+"""The relay chain's own light-client types, for predicting what an update will make final."""
 
 
 class ClientUpdates:
@@ -151,13 +163,25 @@ class ClientUpdates:
 
     async def _update_client(self, park: ChainLink) -> dict[str, Any]:
         """Feed the relay's client of ``park`` the park's current branch from the last header both share (as many
-        headers as one update takes); return the client's status as it was before."""
+        headers as one update takes); return the client's status as it was before.
+
+        Pipelining: when the relay admitted the update and the relayer could tell, with the relay's own client code
+        on the client's state, the final height the update's headers make (:meth:`_predict_final`), the status also
+        carries it as ``proof_height``, and so does every status returned while that update is in flight. Proofs
+        at that height, submitted behind the update (the next nonces of the same account), execute in the same
+        relay block right after it: a phase saves a relay block. The prediction is the relay's own computation, so
+        it holds unless the client froze meanwhile, in which case nothing of that park executes anyway."""
         lock = self._update_locks.setdefault(park.chain_id, asyncio.Lock())
         async with lock:
             self._last_update[park.chain_id] = self._clock()
             st = await self._client_status(park.chain_id)
-            if st.get("status") == "frozen" or self._waiting_key(f"update/{park.chain_id}"):
+            predicted: dict[str, int] = self.__dict__.setdefault("_predicted_final", {})
+            if st.get("status") == "frozen":
                 return st
+            if self._waiting_key(f"update/{park.chain_id}"):
+                ahead = predicted.get(park.chain_id, 0)
+                return {**st, "proof_height": ahead} if ahead > int(st["final_height"]) else st
+            predicted.pop(park.chain_id, None)
             latest = await park.source.latest_height()
             held, final = int(st["latest_height"]), int(st["final_height"])
             held_final = final
@@ -180,12 +204,44 @@ class ClientUpdates:
             end = min(latest, start + MAX_HEADERS_PER_UPDATE - 1)
             headers = await park.source.headers(start, end)
             if headers:
+                raws = [h.encode() for h in headers]
+                ahead = await self._predict_final(st, raws)
                 await self._submit(self.relay, "client.update",
-                                   {"chain_id": park.chain_id, "headers": [h.encode().hex() for h in headers]},
+                                   {"chain_id": park.chain_id, "headers": [r.hex() for r in raws]},
                                    f"update/{park.chain_id}", None)
                 if self._last_error_code == "header.poc.farmer_key":
                     await self._register_farmers(park, headers, held_final)
+                if self._last_error_code is None and ahead is not None and ahead > held_final:
+                    predicted[park.chain_id] = ahead
+                    return {**st, "proof_height": ahead}
             return st
+
+    async def _predict_final(self, st: dict[str, Any], raw_headers: list[bytes]) -> int | None:
+        """The final height of the relay's client described by ``st`` once ``raw_headers`` are applied, computed
+        as the relay computes it (SPEC §6.4: the client type's own header processing, then the relay-time
+        advance) on the client's state at the relay's head, dated :data:`PREDICT_CLOCK_MARGIN_MS` back; None when
+        the relayer cannot tell (a client type it does not know, the state unreadable, a header the client
+        refuses: the update then tells the relay chain's own answer)."""
+        ctype = CLIENT_TYPES.get(str(st.get("client_type")))
+        if ctype is None or not st.get("client_id"):
+            return None
+        try:
+            r = await self._relay_rpc().call("query", {"key": client_state_key(str(st["client_id"])).decode()})
+            if not isinstance(r, dict) or not r.get("value"):
+                return None
+            client = ctype.from_state(ClientId(str(st["client_id"])), bytes.fromhex(str(r["value"])))
+            now_ms = self._wall_ms() - PREDICT_CLOCK_MARGIN_MS
+            client.check_active(now_ms)
+            for raw in raw_headers:
+                header = ctype.decode_header(raw)
+                if not ctype.redundant(client, header):
+                    client.process_header(header, now_ms)
+            if ctype.advance is not None:
+                ctype.advance(client, now_ms)
+            return int(client.final_height)
+        except (ProtocolError, ValueError, KeyError, TypeError) as exc:  # I/O errors go to the task's loop
+            self.log.debug("%s: no prediction of the client's finality: %s", st.get("chain_id"), exc)
+            return None
 
     async def _register_farmers(self, park: ChainLink, headers: list[Any], final: int) -> None:
         """The client refused a header whose farmer it does not know (an account the park created after the client's

@@ -729,7 +729,7 @@ class Relayer(ClientUpdates):
             return
         park = self.parks[src]
         st = await self._update_client(park)
-        final = int(st["final_height"])
+        final = int(st.get("proof_height", st["final_height"]))  # the update's final height, if it could be told
         ready = [t for t in items if t.commit_height <= final][:room]
         for i in range(0, len(ready), VERIFY_BATCH):
             batch = ready[i:i + VERIFY_BATCH]
@@ -837,7 +837,7 @@ class Relayer(ClientUpdates):
             return 0
         park = self.parks[dst]
         st = await self._update_client(park)
-        final = int(st["final_height"])
+        final = int(st.get("proof_height", st["final_height"]))  # as in _verify
         proven: list[tuple[Tracked, bytes, bytes]] = []
         acks = acks[:room]  # the oldest: their receipts are the likeliest to be final in the client
         pvs = await self._prove_many(park, [receipt_path(t.packet.src_chain, t.packet.lane, t.packet.sequence)
@@ -871,8 +871,8 @@ class Relayer(ClientUpdates):
         if not due:
             return used
         src_park = self.parks[src]
-        src_final = (int((await self._update_client(src_park))["final_height"])
-                     if any(t.key in unverified for t in due) else 0)
+        src_st = await self._update_client(src_park) if any(t.key in unverified for t in due) else {}
+        src_final = int(src_st.get("proof_height", src_st.get("final_height", 0)))
         for t in due:
             p = t.packet
             args: dict[str, Any] = {"packet": t.raw.hex(), "height": final}

@@ -343,3 +343,25 @@ def test_a_block_executed_while_validating_its_proposal_is_not_executed_again(tm
         n2.validate_and_add(b2.header, b2.txs, 10**13, executed=pre)
     n1.db.close()
     n2.db.close()
+
+
+def test_a_senders_next_transaction_is_admitted_on_the_state_its_previous_ones_leave(tmp_path: Path) -> None:
+    """Admission runs a sender's queued transaction after that sender's admitted ones: what they spent is spent
+    (refused at once, not left to fail in a block), and the head's state is used again once the head moves."""
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    node = _node(tmp_path, alice)
+    move = {"to": "bob", "denom": "kWh", "amount_wh": 600}
+    node.submit_tx(_signed(alice, 0, move))
+    with pytest.raises(InsufficientFundsError):  # 1,000 - 600 left: a second 600 cannot be paid
+        node.submit_tx(_signed(alice, 1, move))
+    node.submit_tx(_signed(alice, 1, {**move, "amount_wh": 400}))  # exactly what is left
+    with pytest.raises(InsufficientFundsError):
+        node.submit_tx(_signed(alice, 2, {**move, "amount_wh": 1}))
+    assert len(node.mempool) == 2
+    blk = _produce(node)
+    assert [r["ok"] for r in blk.tx_results] == [True, True]
+    assert node.head.state is not None and node.head.state.balance("alice", "kWh") == 0
+    assert node._pending_states and next(iter(node._pending_states.values()))[0] != node.head.hash
+    with pytest.raises(InsufficientFundsError):  # on the new head: nothing left either
+        node.submit_tx(_signed(alice, 2, {**move, "amount_wh": 1}))
+    assert not node._pending_states  # the old head's pending states were dropped

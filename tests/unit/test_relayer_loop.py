@@ -582,3 +582,100 @@ async def test_acks_not_yet_provable_leave_the_relay_room_to_verifications(tmp_p
                 for op, args in relay.submitted if op == "packet.verify_batch" for item in args["items"]]
     assert verified == list(range(1001, 1201)) and len(verified) <= RELAY_INFLIGHT_PACKETS
     r.db.close()
+
+
+class _DepthClient:
+    """A light client final ``depth`` headers below its newest (the fake parks' ``_Header`` encodings)."""
+
+    depth = 2
+
+    def __init__(self, latest: int) -> None:
+        self.latest = latest
+        self.final_height = max(0, latest - self.depth)
+
+    def check_active(self, now_ms: int) -> None:
+        return None
+
+    def process_header(self, header: _Header, now_ms: int) -> None:
+        if header.branch == "forged":
+            from protocol.errors import HeaderError
+
+            raise HeaderError("a header the client refuses")
+        self.latest = max(self.latest, header.height)
+        self.final_height = max(self.final_height, self.latest - self.depth)
+
+
+def _depth_type() -> Any:
+    from relay.chain.state_machine.clients import ClientType
+
+    def decode(raw: bytes) -> _Header:
+        h, branch = raw.decode().split("/")
+        return _Header(int(h), branch)
+
+    return ClientType(name="depth", create=lambda *a: None,  # type: ignore[arg-type,return-value]
+                      decode_header=decode, to_state=lambda c: str(c.latest).encode(),  # type: ignore[attr-defined]
+                      from_state=lambda cid, raw: _DepthClient(int(raw.decode())),  # type: ignore[arg-type,return-value]
+                      latest_height=lambda c: c.latest)  # type: ignore[attr-defined]
+
+
+class _StateRelay(_VerifiedRelay):
+    """Serves the client states (``query``) of clients of the ``depth`` type."""
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        p = params or {}
+        if method == "query" and p["key"].startswith("relay/client_state/"):
+            chain = next(c for c, st in self.status.items() if st.get("client_id") == p["key"].rsplit("/", 1)[1])
+            return {"key": p["key"], "value": str(self.status[chain]["latest_height"]).encode().hex()}
+        return await super().call(method, params)
+
+
+@pytest.mark.parametrize("known_type", [True, False])
+async def test_a_verify_goes_right_behind_the_client_update_that_makes_its_packet_final(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known_type: bool) -> None:
+    """Phase 2 pipelined: the relayer computes, with the client type's own code on the client's state, the final
+    height its update makes, and submits the verify at that height right behind the update (one relay block for
+    both), and again while the update is in flight. A client type it cannot compute waits for the update."""
+    from relay.relayer import client_updates
+
+    monkeypatch.setitem(client_updates.CLIENT_TYPES, "depth", _depth_type())
+    relay, a, b = _StateRelay(), _Park("park-a", height=14, final=12), _Park("park-b")
+    a.events_at[11] = [_send_event("park-a", "park-b", 1, 11)]
+    for p in (a, b):
+        _client(relay, p, latest=10, final=8)
+        relay.status[p.chain_id] |= {"client_id": f"depth-{p.chain_id}",
+                                     "client_type": "depth" if known_type else "unknown"}
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    await r.step()
+    ops = [(op, args) for op, args in relay.submitted if op != "client.update" or args["chain_id"] == "park-a"]
+    if not known_type:
+        assert [op for op, _ in ops] == ["client.update"]  # the packet (height 11) is above the client's final 8
+        r.db.close()
+        return
+    (op_u, update), (op_v, verify) = ops
+    assert (op_u, op_v) == ("client.update", "packet.verify_batch")
+    assert [bytes.fromhex(h) for h in update["headers"]] == [b"11/main", b"12/main", b"13/main", b"14/main"]
+    assert verify["height"] == 12  # 14 - depth: what the update makes final, not the 8 the client holds now
+    # while that update is in flight, proofs are made at the height it makes final, and no update is sent again
+    relay.submitted.clear()
+    st = await r._update_client(r.parks["park-a"])
+    assert (st["final_height"], st["proof_height"]) == (8, 12)
+    assert relay.submitted == []
+    r.db.close()
+
+
+async def test_no_prediction_when_the_client_refuses_the_headers(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header the client's own code refuses: no proof height is predicted (the relay chain's answer to the
+    update decides), so no verify rides on it."""
+    from relay.relayer import client_updates
+
+    monkeypatch.setitem(client_updates.CLIENT_TYPES, "depth", _depth_type())
+    relay, a = _StateRelay(), _Park("park-a", height=14, final=12)
+    a.branch[13] = "forged"
+    _client(relay, a, latest=10, final=8)
+    relay.status["park-a"] |= {"client_id": "depth-a", "client_type": "depth"}
+    r = _relayer(tmp_path, relay, {"park-a": a}, heartbeat_s=None)
+    st = await r._update_client(r.parks["park-a"])
+    assert "proof_height" not in st and st["final_height"] == 8
+    assert [op for op, _ in relay.submitted] == ["client.update"]
+    r.db.close()
