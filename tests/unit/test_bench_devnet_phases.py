@@ -23,6 +23,7 @@ from bench.devnet import (
     parse_pair,
     phase_ms,
     summarize,
+    window_libs,
 )
 
 # a packet: sent at 10.0 s, final 12.0, verified 12.4, executed 13.0 (target block before at 12.5), its ack final
@@ -77,6 +78,19 @@ def test_final_times_poc_depth() -> None:
     assert depth_libs([4, 5], 3) == {4: 1, 5: 2}
     out = final_times([2, 5, 8], depth_libs(time_ms, 3), time_ms)
     assert out == {2: time_ms[5], 5: time_ms[8]}
+
+
+def test_final_times_poc_depth_and_window() -> None:
+    """SPEC §8.6: depth blocks on top AND the window since the header's own time; whichever comes later."""
+    time_ms = {h: 1000 * h for h in range(1, 31)}
+    assert window_libs(time_ms, 3, 0) == depth_libs(time_ms, 3)
+    libs = window_libs(time_ms, 3, 5000)
+    assert libs[4] == 0 and libs[9] == 4 and libs[10] == 5  # the window (5 s), not the depth (3 blocks), decides
+    assert final_times([2, 5], libs, time_ms) == {2: 7000, 5: 10_000}
+    slow = {h: 10_000 * h for h in range(1, 11)}  # 10 s blocks: the depth decides
+    assert final_times([2], window_libs(slow, 3, 5000), slow) == {2: slow[5]}
+    gap = {1: 1000, 2: 2000, 4: 9000, 5: 10_000}  # height 3's time unknown: not taken as final
+    assert window_libs(gap, 1, 0) == {1: 0, 2: 1, 4: 2, 5: 4}
 
 
 def test_p50_p95() -> None:
