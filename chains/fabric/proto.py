@@ -31,6 +31,9 @@ a field that Fabric signs as bytes (``Metadata.value``, ``MetadataSignature.sign
 is the block header, whose hash Fabric defines over an ASN.1 encoding of its three fields
 (:meth:`BlockHeader.asn1`, ``protoutil.BlockHeaderBytes``).
 
+The wire layer (varints, field splitting, the spec-driven decoder, the writer) is :mod:`chains.common.protowire`, shared
+with the ABCI codec; this module keeps its old private names for it.
+
 The encoders (``encode()``) write fields in ascending number order and omit proto3 defaults, as Go does; tests use
 them to build realistic blocks and proposal responses, relayers to strip a block's data.
 """
@@ -42,6 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from chains.common import protowire as pw
 from protocol.errors import CodecError
 
 __all__ = [
@@ -101,233 +105,30 @@ SIGNATURES_INDEX: Final = 0
 CONFIG_HEADER_TYPE: Final = 1
 """``common.HeaderType.CONFIG``: the channel header type of a config transaction."""
 
-_U64: Final = (1 << 64) - 1
+# --- the wire format (chains.common.protowire, under the names this module has always used) -------------------
 
-# --- the wire format -----------------------------------------------------------------------------------------
-
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-Field = tuple[int, int, "int | bytes"]
-
-
-def _varint(data: bytes, i: int, what: str) -> tuple[int, int]:
-    """The minimal varint at ``data[i:]`` and the index after it."""
-    value = shift = 0
-    start = i
-    n = len(data)
-    while True:
-        if i >= n:
-            raise CodecError(f"{what}: truncated varint", got=n)
-        b = data[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-        if shift >= 70:
-            raise CodecError(f"{what}: varint longer than 10 bytes")
-    if i - start > 1 and b == 0:
-        raise CodecError(f"{what}: non-minimal varint")
-    if value > _U64:
-        raise CodecError(f"{what}: varint over 64 bits")
-    return value, i
-
-
-def _fields(data: bytes, what: str) -> list[Field]:
-    """Every ``(field number, wire type, value)`` of a message, in order."""
-    if not isinstance(data, bytes):
-        raise CodecError(f"{what}: expected bytes", got=type(data).__name__)
-    out: list[Field] = []
-    i, n = 0, len(data)
-    while i < n:
-        key, i = _varint(data, i, what)
-        num, wire = key >> 3, key & 7
-        if num == 0 or num > 0x1FFFFFFF:
-            raise CodecError(f"{what}: invalid field number", got=num)
-        value: int | bytes
-        if wire == _VARINT:
-            value, i = _varint(data, i, what)
-        elif wire == _LEN:
-            length, i = _varint(data, i, what)
-            if length > n - i:
-                raise CodecError(f"{what}: field {num} runs past the end", expected=f"<= {n - i} bytes", got=length)
-            value = data[i:i + length]
-            i += length
-        elif wire == _I64:
-            if n - i < 8:
-                raise CodecError(f"{what}: truncated 64-bit field {num}")
-            value = int.from_bytes(data[i:i + 8], "little")
-            i += 8
-        elif wire == _I32:
-            if n - i < 4:
-                raise CodecError(f"{what}: truncated 32-bit field {num}")
-            value = int.from_bytes(data[i:i + 4], "little")
-            i += 4
-        else:
-            raise CodecError(f"{what}: unsupported wire type {wire} of field {num}")
-        out.append((num, wire, value))
-    return out
-
-
-# Field kinds: how a known field's value is read.
-_BYTES, _STRING, _U64K, _I64K, _I32K, _U32K, _BOOL = "bytes", "string", "uint64", "int64", "int32", "uint32", "bool"
-_LEN_KINDS: Final = frozenset({_BYTES, _STRING})
-
-
-@dataclass(frozen=True, slots=True)
-class _Spec:
-    """A message's known fields: number -> (name, kind, repeated)."""
-
-    name: str
-    fields: Mapping[int, tuple[str, str, bool]]
-
-
-def _scalar(kind: str, value: int | bytes, what: str) -> int | bool | bytes | str:
-    if kind in _LEN_KINDS:
-        assert isinstance(value, bytes)
-        if kind == _BYTES:
-            return value
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CodecError(f"{what}: string is not UTF-8") from exc
-    assert isinstance(value, int)
-    if kind == _U64K:
-        return value
-    if kind == _I64K:
-        return value - (1 << 64) if value >> 63 else value
-    if kind == _I32K:
-        signed = value - (1 << 64) if value >> 63 else value
-        if not -(1 << 31) <= signed < (1 << 31):
-            raise CodecError(f"{what}: int32 out of range", got=signed)
-        return signed
-    if kind == _U32K:
-        if value >> 32:
-            raise CodecError(f"{what}: uint32 out of range", got=value)
-        return value
-    if kind == _BOOL:
-        if value > 1:
-            raise CodecError(f"{what}: bool out of range", got=value)
-        return value == 1
-    raise AssertionError(kind)  # pragma: no cover
+_VARINT, _I64, _LEN, _I32 = pw.VARINT, pw.I64, pw.LEN, pw.I32
+Field = pw.Field
+_BYTES, _STRING, _U64K, _I64K, _I32K, _U32K, _BOOL = (pw.BYTES, pw.STRING, pw.UINT64, pw.INT64, pw.INT32, pw.UINT32,
+                                                      pw.BOOL)
+_LEN_KINDS: Final = pw.LEN_KINDS
+_Spec = pw.Spec
+_varint = pw.read_varint
+_fields = pw.split_fields
+_scalar = pw.scalar
+_spec = pw.spec
+_b, _s, _i, _opt, _list = pw.get_bytes, pw.get_str, pw.get_int, pw.get_opt, pw.get_list
+_enc_varint = pw.enc_varint
+_W = pw.Writer
+_BIG_REPEATED: Final = frozenset({"BlockData", "BlockMetadata"})
 
 
 def _decode(data: bytes, spec: _Spec, *, max_bytes: int = MAX_BLOCK_BYTES) -> dict[str, object]:
     """The known fields of one message by name (singular: value; repeated: list), strictly (module docstring).
-    No message is larger than ``max_bytes`` (default :data:`MAX_BLOCK_BYTES`)."""
-    if isinstance(data, bytes) and len(data) > max_bytes:
-        raise CodecError(f"{spec.name} too large", expected=f"<= {max_bytes} bytes", got=len(data))
-    out: dict[str, object] = {}
-    for num, wire, value in _fields(data, spec.name):
-        known = spec.fields.get(num)
-        if known is None:
-            continue
-        name, kind, repeated = known
-        expected_wire = _LEN if kind in _LEN_KINDS else _VARINT
-        if wire != expected_wire:
-            raise CodecError(f"{spec.name}.{name}: wrong wire type", expected=expected_wire, got=wire)
-        v = _scalar(kind, value, f"{spec.name}.{name}")
-        if repeated:
-            items = out.setdefault(name, [])
-            assert isinstance(items, list)
-            if len(items) >= (MAX_BLOCK_ENTRIES if spec.name in _BIG_REPEATED else MAX_REPEATED):
-                raise CodecError(f"{spec.name}.{name}: too many elements")
-            items.append(v)
-        else:
-            if name in out:
-                raise CodecError(f"{spec.name}.{name}: singular field repeated")
-            out[name] = v
-    return out
-
-
-_BIG_REPEATED: Final = frozenset({"BlockData", "BlockMetadata"})
-
-
-def _spec(msg: str, /, **fields: tuple[int, str] | tuple[int, str, bool]) -> _Spec:
-    table: dict[int, tuple[str, str, bool]] = {}
-    for fname, desc in fields.items():
-        repeated = len(desc) > 2 and bool(desc[2])
-        table[desc[0]] = (fname, desc[1], repeated)
-    return _Spec(msg, table)
-
-
-def _b(d: Mapping[str, object], name: str) -> bytes:
-    v = d.get(name, b"")
-    assert isinstance(v, bytes)
-    return v
-
-
-def _s(d: Mapping[str, object], name: str) -> str:
-    v = d.get(name, "")
-    assert isinstance(v, str)
-    return v
-
-
-def _i(d: Mapping[str, object], name: str) -> int:
-    v = d.get(name, 0)
-    assert isinstance(v, int)
-    return int(v)
-
-
-def _opt(d: Mapping[str, object], name: str) -> bytes | None:
-    v = d.get(name)
-    assert v is None or isinstance(v, bytes)
-    return v
-
-
-def _list(d: Mapping[str, object], name: str) -> tuple[bytes, ...]:
-    v = d.get(name, [])
-    assert isinstance(v, list)
-    return tuple(v)
-
-
-# --- the encoder (Go's field order, proto3 defaults omitted) -------------------------------------------------
-
-
-def _enc_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-class _W:
-    """Appends fields in the order written (callers write them in ascending number, as Go does)."""
-
-    __slots__ = ("buf",)
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def uint(self, num: int, value: int) -> _W:
-        if value:
-            self.buf += _enc_varint(num << 3) + _enc_varint(value & _U64)
-        return self
-
-    def boolean(self, num: int, value: bool) -> _W:
-        return self.uint(num, 1 if value else 0)
-
-    def raw(self, num: int, value: bytes | None, *, keep_empty: bool = False) -> _W:
-        """A length-delimited field; empty is omitted unless ``keep_empty`` (a present, empty sub-message)."""
-        if value is None or (not value and not keep_empty):
-            return self
-        self.buf += _enc_varint(num << 3 | _LEN) + _enc_varint(len(value)) + value
-        return self
-
-    def text(self, num: int, value: str) -> _W:
-        return self.raw(num, value.encode("utf-8"))
-
-    def each(self, num: int, values: Iterable[bytes]) -> _W:
-        for v in values:
-            self.buf += _enc_varint(num << 3 | _LEN) + _enc_varint(len(v)) + v
-        return self
-
-    def done(self) -> bytes:
-        return bytes(self.buf)
+    No message is larger than ``max_bytes`` (default :data:`MAX_BLOCK_BYTES`); a repeated field has at most
+    :data:`MAX_BLOCK_ENTRIES` elements in a block's data and metadata, :data:`MAX_REPEATED` elsewhere."""
+    return pw.decode(data, spec, max_bytes=max_bytes,
+                     max_repeated=MAX_BLOCK_ENTRIES if spec.name in _BIG_REPEATED else MAX_REPEATED)
 
 
 # --- common.proto: blocks ------------------------------------------------------------------------------------
