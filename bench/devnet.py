@@ -432,7 +432,7 @@ async def _submit(senders: list[Sender], args: dict[str, Any], n: int, rate: flo
 
 async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float | None = None,
               n_senders: int = 4, relay_block_ms: int = 1000, give_up_s: float = 900, rounds: int = 1,
-              bar: Bar | None = None) -> dict[str, Any]:
+              bar: Bar | None = None, pipeline: bool = True) -> dict[str, Any]:
     """``mode``: burst, rate or backlog (the module docs); ``n`` transfers (rate mode: rate x seconds), in ``rounds``
     loads of ``n / rounds``, each settled before the next is sent. ``bar``: the packets settled, out of ``n`` (on a
     terminal; else a line on stderr every 5 s)."""
@@ -451,7 +451,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
                lanes=[{"lane": LANE, "a": DPOS, "b": POC}],
                relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
                       "block_interval_ms": relay_block_ms},
-               relayers=relayer_names)
+               relayers=relayer_names, relayer_options={"pipeline_proofs": pipeline})
     cfg = d.write()
     d.start_all()
     relayers: dict[str, subprocess.Popen[bytes]] = {}
@@ -575,7 +575,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "relay_node_rss_mb": round(relay_rss_now, 1), "relayer_rss_mb": round(relayer_rss_now, 1),
             "park_node_rss_mb": park_rss_now,
             "disk_bytes_per_packet": disk_per_packet(cfg.data_dir, len(settled)),
-            "relay_block_ms": relay_block_ms, "senders": n_senders,
+            "relay_block_ms": relay_block_ms, "senders": n_senders, "pipeline_proofs": pipeline,
         }
         out["steady_settle_per_s"] = steady_rate([src_log.time_ms[h] / 1000 for h in settled.values()])
         if mode == "rate":
@@ -649,6 +649,9 @@ def main() -> int:
     ap.add_argument("--keep", help="run in this directory and keep it (logs, databases)")
     ap.add_argument("--give-up-s", type=float, default=900,
                     help="stop waiting after this many seconds and name the stuck packets. Default 900")
+    ap.add_argument("--no-pipeline", action="store_true",
+                    help="relayers wait for a client update's block before proving at its height ([relayers] "
+                         "pipeline_proofs = false), to compare")
     ap.add_argument("--relay-block-ms", type=int, default=1000,
                     help="relay chain block interval, ms (park blocks stay at 1 s). Default 1000")
     args = ap.parse_args()
@@ -684,7 +687,8 @@ def main() -> int:
                                         py_table=_chain_table, start_relayer=_start_relayer, rss_mb=_rss_peak_mb))
         else:
             out = asyncio.run(run(src, dst, mode, n, root, rate=args.rate, n_senders=senders,
-                                  relay_block_ms=args.relay_block_ms, give_up_s=args.give_up_s, bar=bar))
+                                  relay_block_ms=args.relay_block_ms, give_up_s=args.give_up_s, bar=bar,
+                                  pipeline=not args.no_pipeline))
     emit(out, args.json)
     return 0
 

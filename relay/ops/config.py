@@ -117,6 +117,10 @@ class DeploymentConfig:
     relay_recovery_delay_ms: int | None = None
     """``[relay] recovery_delay_ms``: ``client.recover`` waits this long after a freeze (protocol SPEC §8.8; None: the
     relay's default, 11 minutes). Keep it >= every park bridge's ``max_certificate_age_ms`` (§7.9) + clock skew."""
+    relayer_pipeline_proofs: bool = True
+    """``[relayers] pipeline_proofs``: a relayer submits a proof right behind the client update that makes its
+    height final (both in one relay block) when it can tell that height with the relay's own client code; False:
+    it waits for the update's block first (one relay block more per phase, no client-state reads)."""
 
     def host_of(self, chain_id: str, node: str) -> str:
         """The address node ``node`` of ``chain_id`` (or relay validator ``node``) binds to and is reached at."""
@@ -259,16 +263,20 @@ def load_config(path: str | Path) -> DeploymentConfig:
     heartbeat = relayer_section.get("heartbeat_s", 5.0)
     if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or not 0 <= heartbeat <= 3600:
         raise ConfigError(f"relayers.heartbeat_s must be a number of seconds in [0, 3600], got {heartbeat!r}")
-    unknown = sorted(set(relayer_section) - {"names", "takeover_after_s", "heartbeat_s"})
+    pipeline = relayer_section.get("pipeline_proofs", True)
+    if not isinstance(pipeline, bool):
+        raise ConfigError(f"relayers.pipeline_proofs must be true or false, got {pipeline!r}")
+    known = ("names", "takeover_after_s", "heartbeat_s", "pipeline_proofs")
+    unknown = sorted(set(relayer_section) - set(known))
     if unknown:
-        raise ConfigError(f"{p}: [relayers] has unknown keys {unknown}; known: names, takeover_after_s, heartbeat_s")
+        raise ConfigError(f"{p}: [relayers] has unknown keys {unknown}; known: {', '.join(known)}")
     node_hosts = _node_hosts(_get(dep, "hosts", dict, "deployment", {}), chains,
                              validators if relay_base_port is not None else (), relay_chain_id, relayers)
     chains = [replace(c, hosts={n: node_hosts[f"{c.id}/{n}"] for n in c.nodes if f"{c.id}/{n}" in node_hosts})
               for c in chains]
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
                             relay_base_port, block_ms, relayers, lane_limits, float(takeover),
-                            float(heartbeat) or None, node_hosts, recovery_delay)
+                            float(heartbeat) or None, node_hosts, recovery_delay, pipeline)
 
 
 PER_NODE_HOST_KINDS = ("dpos", "poc", "ethereum", "fabric")

@@ -60,7 +60,8 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
         park.keepalive_after_s = kind.keepalive_after_s(chain.params)
         parks[chain.id] = park
     return Relayer(name, relay, parks, cfg.data_dir / "relayers" / f"{name}.sqlite3", peers=tuple(cfg.relayers),
-                   takeover_after_s=cfg.relayer_takeover_after_s, heartbeat_s=cfg.relayer_heartbeat_s)
+                   takeover_after_s=cfg.relayer_takeover_after_s, heartbeat_s=cfg.relayer_heartbeat_s,
+                   pipeline_proofs=cfg.relayer_pipeline_proofs)
 
 
 def ethereum_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcClient) -> ChainLink:

@@ -56,6 +56,7 @@ class ClientUpdates:
     _last_disposition: Disposition
     _last_error_code: str | None
     _last_update: dict[str, float]
+    pipeline_proofs: bool
     _update_locks: dict[str, asyncio.Lock]
 
     def _relay_rpc(self) -> JsonRpcClient:
@@ -208,7 +209,7 @@ class ClientUpdates:
             headers = await park.source.headers(start, end)
             if headers:
                 raws = [h.encode() for h in headers]
-                ahead = await self._predict_final(st, raws)
+                ahead = await self._predict_final(st, raws) if self.pipeline_proofs else None
                 await self._submit(self.relay, "client.update",
                                    {"chain_id": park.chain_id, "headers": [r.hex() for r in raws]},
                                    f"update/{park.chain_id}", None)

@@ -213,7 +213,7 @@ class Relayer(ClientUpdates):
 
     def __init__(self, name: str, relay: ChainLink, parks: dict[str, ChainLink], db_path: Path,
                  poll_s: float = 0.5, *, peers: tuple[str, ...] = (), takeover_after_s: float = 4.0,
-                 heartbeat_s: float | None = 5.0, timeout_unverified: bool = True,
+                 heartbeat_s: float | None = 5.0, timeout_unverified: bool = True, pipeline_proofs: bool = True,
                  clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] | None = None) -> None:
         self.name = name
         self.relay = relay
@@ -226,6 +226,8 @@ class Relayer(ClientUpdates):
         """Refresh the relay's client of each park at least this often (None: only when a packet needs it)."""
         self.timeout_unverified = timeout_unverified
         """Time out packets the relay never verified once their timeout passed (the relay supports it)."""
+        self.pipeline_proofs = pipeline_proofs
+        """Submit proofs right behind the client update that makes their height final (``_update_client``)."""
         self._clock = clock
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._due_since: dict[tuple[str, str], float] = {}

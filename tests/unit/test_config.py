@@ -55,3 +55,14 @@ def test_the_devnet_config_gives_the_poc_client_its_window() -> None:
     cfg = load_config(Path(__file__).resolve().parents[2] / "deploy" / "devnet.toml")
     poc = next(c for c in cfg.chains if c.kind == "poc")
     assert poc.light_client["finality_window_ms"] == 20_000
+
+
+def test_proof_pipelining_is_on_by_default_and_takes_only_a_boolean(tmp_path: Path) -> None:
+    assert _load(tmp_path, '[relayers]\nnames = ["relayer-a"]\n').relayer_pipeline_proofs is True  # type: ignore[attr-defined]
+    cfg = _load(tmp_path, '[relayers]\nnames = ["relayer-a"]\npipeline_proofs = false\n')
+    assert cfg.relayer_pipeline_proofs is False  # type: ignore[attr-defined]
+    for bad in ('"false"', "0", "1"):
+        with pytest.raises(ConfigError, match="pipeline_proofs"):
+            _load(tmp_path, f'[relayers]\nnames = ["relayer-a"]\npipeline_proofs = {bad}\n')
+    with pytest.raises(ConfigError, match="unknown keys"):
+        _load(tmp_path, '[relayers]\nnames = ["relayer-a"]\npipeline = true\n')

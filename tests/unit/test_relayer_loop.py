@@ -629,12 +629,13 @@ class _StateRelay(_VerifiedRelay):
         return await super().call(method, params)
 
 
-@pytest.mark.parametrize("known_type", [True, False])
+@pytest.mark.parametrize("known_type, pipeline", [(True, True), (False, True), (True, False)])
 async def test_a_verify_goes_right_behind_the_client_update_that_makes_its_packet_final(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known_type: bool) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known_type: bool, pipeline: bool) -> None:
     """Phase 2 pipelined: the relayer computes, with the client type's own code on the client's state, the final
     height its update makes, and submits the verify at that height right behind the update (one relay block for
-    both), and again while the update is in flight. A client type it cannot compute waits for the update."""
+    both), and again while the update is in flight. A client type it cannot compute waits for the update, and so
+    does a relayer configured with ``pipeline_proofs = false``."""
     from relay.relayer import client_updates
 
     monkeypatch.setitem(client_updates.CLIENT_TYPES, "depth", _depth_type())
@@ -644,10 +645,10 @@ async def test_a_verify_goes_right_behind_the_client_update_that_makes_its_packe
         _client(relay, p, latest=10, final=8)
         relay.status[p.chain_id] |= {"client_id": f"depth-{p.chain_id}",
                                      "client_type": "depth" if known_type else "unknown"}
-    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None, pipeline_proofs=pipeline)
     await r.step()
     ops = [(op, args) for op, args in relay.submitted if op != "client.update" or args["chain_id"] == "park-a"]
-    if not known_type:
+    if not known_type or not pipeline:
         assert [op for op, _ in ops] == ["client.update"]  # the packet (height 11) is above the client's final 8
         r.db.close()
         return
