@@ -684,7 +684,8 @@ def main() -> int:
             from bench.devnet_parks import run_parks
 
             out = asyncio.run(run_parks(src, dst, n, root, n_senders=senders, give_up_s=args.give_up_s, bar=bar,
-                                        py_table=_chain_table, start_relayer=_start_relayer, rss_mb=_rss_peak_mb))
+                                        py_table=_chain_table, start_relayer=_start_relayer, rss_mb=_rss_peak_mb,
+                                        steady_rate=steady_rate))
         else:
             out = asyncio.run(run(src, dst, mode, n, root, rate=args.rate, n_senders=senders,
                                   relay_block_ms=args.relay_block_ms, give_up_s=args.give_up_s, bar=bar,

@@ -15,7 +15,9 @@ is read beside the source park's own commit rate, measured in the same run on th
    target and relay chain in bulk once a second, so a latency is late by up to a second).
 
 ``relayed_over_park_alone`` = throughput_per_s / park_alone_commits_per_s: 1.0 means the relay delivers everything
-the source can commit, at the same rate. Everything is read through the operator tools' park views
+the source can commit, at the same rate. With a few hundred transfers the last packets' latency (tens of seconds with
+a PoC park's finality window) weighs on that figure; ``steady_settle_per_s`` (settlements per second over the middle
+80 % of them, as bench/devnet.py) and ``steady_over_park_alone`` leave the filling and draining out. Everything is read through the operator tools' park views
 (:mod:`relay.ops.parks`), which speak each park's own protocol: JSON-RPC to anvil, hfc to Fabric's gateway.
 """
 
@@ -132,7 +134,8 @@ async def _settle_all(cfg: Any, raws: Sequence[bytes], views: dict[str, Any], gi
 async def run_parks(src: str, dst: str, n: int, root: Path, *, n_senders: int, give_up_s: float, bar: Bar,
                     py_table: Callable[[str, Sequence[str]], dict[str, Any]],
                     start_relayer: Callable[[Any, str], subprocess.Popen[bytes]],
-                    rss_mb: Callable[..., float]) -> dict[str, Any]:
+                    rss_mb: Callable[..., float], steady_rate: Callable[[Sequence[float]], float | None]
+                    ) -> dict[str, Any]:
     """The three steps of the module docs for ``src`` -> ``dst`` (at least one an Ethereum or Fabric park)."""
     from relay.ops.parks import park_view
     from tests.integration.harness import Devnet, free_port_block, status, wait_for
@@ -198,6 +201,7 @@ async def run_parks(src: str, dst: str, n: int, root: Path, *, n_senders: int, g
             for h in range(1, int((await c.call("status"))["height"]) + 1):
                 failed += sum(1 for r in (await c.call("getBlock", {"height": h}))["tx_results"] if not r["ok"])
         committed = len(alone) + len(relayed)
+        steady = steady_rate(list(settled.values()))
         park_alone = len(alone) / alone_s if alone_s else None
         throughput = len(settled) / (done - t0) if done > t0 else None
         return {
@@ -207,6 +211,8 @@ async def run_parks(src: str, dst: str, n: int, root: Path, *, n_senders: int, g
             "relayed_commits_per_s": _r(len(relayed) / relayed_commit_s if relayed_commit_s else None),
             "throughput_per_s": _r(throughput), "seconds": _r(done - t0), "completed": len(settled),
             "relayed_over_park_alone": _r(throughput / park_alone if throughput and park_alone else None),
+            "steady_settle_per_s": steady, "steady_over_park_alone": _r(steady / park_alone if steady and park_alone
+                                                                        else None),
             "latency_p50_s": _r(statistics.median(latencies)) if latencies else None,
             "latency_p95_s": _r(latencies[int(0.95 * (len(latencies) - 1))]) if latencies else None,
             "refused_at_submission": refused_a + refused_b, "mvcc_resends": retried_a + retried_b,
