@@ -17,7 +17,9 @@ is read beside the source park's own commit rate, measured in the same run on th
 ``relayed_over_park_alone`` = throughput_per_s / park_alone_commits_per_s: 1.0 means the relay delivers everything
 the source can commit, at the same rate. With a few hundred transfers the last packets' latency (tens of seconds with
 a PoC park's finality window) weighs on that figure; ``steady_settle_per_s`` (settlements per second over the middle
-80 % of them, as bench/devnet.py) and ``steady_over_park_alone`` leave the filling and draining out. Everything is read through the operator tools' park views
+80 % of them, as bench/devnet.py) and ``steady_over_park_alone`` leave the filling and draining out.
+
+Everything is read through the operator tools' park views
 (:mod:`relay.ops.parks`), which speak each park's own protocol: JSON-RPC to anvil, hfc to Fabric's gateway.
 """
 
