@@ -71,9 +71,9 @@ read often (by gossip, consensus catch-up and relayers at the head): 512 bodies 
 TX_GOSSIP_QUEUE = 10_000
 """Most admitted transactions waiting to be gossiped to one peer; past it the newest are not gossiped to that peer
 (it is down or far behind: the sender resubmits, and blocks carry what it missed)."""
-PENDING_STATES = 1024
-"""Most senders whose pending state admission keeps (``ParkNode._check_pending``); a sender beyond them is checked
-on the head's state, as every sender was before."""
+PENDING_REPLAY = 16
+"""Most queued transactions of a sender that admission replays before trying again a transaction the head's state
+refused (``ParkNode._check_pending``): bounds what one refused transaction costs."""
 
 
 class Header(Protocol):
@@ -265,9 +265,6 @@ class ParkNode:
         self.children: dict[bytes, list[bytes]] = {}
         self.head: BlockEntry
         self.mempool: dict[bytes, Tx] = {}
-        self._pending_states: dict[str, tuple[bytes, int, ChainState]] = {}
-        """Per sender with transactions in the mempool: (the head it was computed on, the sender's next nonce, the
-        head's state after the sender's admitted transactions). Admission runs a sender's next transaction on it."""
         self.peers: list[str] = list(config.peers)
         self._gossip_enabled = True
         self._tx_outbox: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # per peer, in admission order
@@ -599,28 +596,33 @@ class ParkNode:
         error. A sender's queued transactions are allowed: the nonce is checked against the head's plus
         what is pending from that sender.
 
-        A sender's next transaction runs on the state its own admitted transactions leave (as an Ethereum node's
-        pending state does), while the head is the one they were admitted on and none of them left the mempool:
-        a transaction that relies on the sender's previous one is admitted (a relayer's proof at the height its
-        client update, just before, makes final: both go into one block), and one that the previous ones make
-        impossible (spending what they spent) is refused at once. Otherwise the head's state is used, as
-        before. The states kept are one per sender, dropped when the head moves: no more than the mempool's
-        senders, each a copy-on-write layer over the head's tree."""
-        head = self.head.hash
-        if self._pending_states and next(iter(self._pending_states.values()))[0] != head:
-            self._pending_states.clear()  # computed on another head: of no use, and kept alive for nothing
-        pending = sum(1 for t in self.mempool.values() if t.sender == tx.sender)
+        A queued transaction the head's state refuses is tried once more after the sender's own queued ones,
+        replayed in nonce order on another copy of the head (at most :data:`PENDING_REPLAY` of them), and admitted
+        if it runs there: a transaction that relies on the sender's previous one (a relayer's proof at the height
+        its client update, just before, makes final: both go into one block) is not refused for now. Nothing is
+        replayed for a transaction the head's state takes, so admission costs what it did; what the replay
+        refuses is answered with the head's refusal."""
         acct = state.get_json(account_path(tx.sender))
-        kept = self._pending_states.get(tx.sender)
-        if pending and acct is not None and kept is not None and kept[1] == tx.nonce == acct["nonce"] + pending:
-            state = ChainState(kept[2].tree)
-        elif acct is not None and pending and tx.nonce == acct["nonce"] + pending:
-            state.set_json(account_path(tx.sender), {**acct, "nonce": tx.nonce})
         ctx = BlockContext(self.rules.chain_id, self.head.header.height + 1,
                            max(_now_ms(), self.head.header.timestamp_ms + 1), self.config.name)
-        self.rules.app.execute_tx(state, tx, ctx)
-        if len(self._pending_states) < PENDING_STATES or tx.sender in self._pending_states:
-            self._pending_states[tx.sender] = (head, tx.nonce + 1, state)
+        queued = [t for t in self.mempool.values() if t.sender == tx.sender]
+        if acct is None or not queued or tx.nonce != acct["nonce"] + len(queued):
+            self.rules.app.execute_tx(state, tx, ctx)
+            return
+        replay = ChainState(state.tree)
+        state.set_json(account_path(tx.sender), {**acct, "nonce": tx.nonce})
+        try:
+            self.rules.app.execute_tx(state, tx, ctx)
+            return
+        except ProtocolError as refused:
+            if len(queued) > PENDING_REPLAY:
+                raise
+            try:
+                for t in sorted(queued, key=lambda t: t.nonce):
+                    self.rules.app.execute_tx(replay, t, ctx)
+                self.rules.app.execute_tx(replay, tx, ctx)
+            except ProtocolError:
+                raise refused from None
 
     # -- RPC ------------------------------------------------------------------------------------
 

@@ -56,7 +56,8 @@ class ClientUpdates:
     _last_disposition: Disposition
     _last_error_code: str | None
     _last_update: dict[str, float]
-    pipeline_proofs: bool
+    pipeline_proofs: bool = True
+    """Predict the final height an update makes, for proofs behind it (:meth:`_update_client`)."""
     _update_locks: dict[str, asyncio.Lock]
 
     def _relay_rpc(self) -> JsonRpcClient:

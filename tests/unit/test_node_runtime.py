@@ -345,23 +345,41 @@ def test_a_block_executed_while_validating_its_proposal_is_not_executed_again(tm
     n2.db.close()
 
 
-def test_a_senders_next_transaction_is_admitted_on_the_state_its_previous_ones_leave(tmp_path: Path) -> None:
-    """Admission runs a sender's queued transaction after that sender's admitted ones: what they spent is spent
-    (refused at once, not left to fail in a block), and the head's state is used again once the head moves."""
+def test_a_transaction_relying_on_the_senders_previous_one_is_admitted_behind_it(tmp_path: Path) -> None:
+    """Admission tries a queued transaction the head's state refuses once more after the sender's own queued ones:
+    one that relies on the previous (here ``use`` needs the mark ``mark`` writes; on the relay, a proof at the
+    height the client update before it makes final) goes into the mempool behind it and both into one block. One
+    that fails either way, or behind more than PENDING_REPLAY queued transactions, keeps the head's refusal."""
+    from chains.common.node import PENDING_REPLAY
+    from chains.common.tx import Tx
+
     alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
     node = _node(tmp_path, alice)
-    move = {"to": "bob", "denom": "kWh", "amount_wh": 600}
-    node.submit_tx(_signed(alice, 0, move))
-    with pytest.raises(InsufficientFundsError):  # 1,000 - 600 left: a second 600 cannot be paid
-        node.submit_tx(_signed(alice, 1, move))
-    node.submit_tx(_signed(alice, 1, {**move, "amount_wh": 400}))  # exactly what is left
-    with pytest.raises(InsufficientFundsError):
-        node.submit_tx(_signed(alice, 2, {**move, "amount_wh": 1}))
-    assert len(node.mempool) == 2
+
+    def mark(state: ChainState, tx: Tx, ctx: Any) -> list[dict[str, Any]]:
+        state.set(b"marks/" + tx.args["name"].encode(), b"1")
+        return []
+
+    def use(state: ChainState, tx: Tx, ctx: Any) -> list[dict[str, Any]]:
+        if state.get(b"marks/" + tx.args["name"].encode()) is None:
+            raise ReplayError("no such mark yet", got=tx.args["name"])
+        return [{"type": "used", "name": tx.args["name"]}]
+
+    node.rules.app.register("mark", mark)
+    node.rules.app.register("use", use)
+
+    def signed(nonce: int, op: str, name: str) -> Tx:
+        return Tx.signed(alice, "test-chain", "alice", nonce, op, {"name": name})
+
+    with pytest.raises(ReplayError):  # nothing queued: the head's state decides
+        node.submit_tx(signed(0, "use", "m1"))
+    node.submit_tx(signed(0, "mark", "m1"))
+    node.submit_tx(signed(1, "use", "m1"))  # refused by the head's state, runs behind the queued mark
+    with pytest.raises(ReplayError):  # m2 is marked by nothing queued: the head's refusal stands
+        node.submit_tx(signed(2, "use", "m2"))
     blk = _produce(node)
-    assert [r["ok"] for r in blk.tx_results] == [True, True]
-    assert node.head.state is not None and node.head.state.balance("alice", "kWh") == 0
-    assert node._pending_states and next(iter(node._pending_states.values()))[0] != node.head.hash
-    with pytest.raises(InsufficientFundsError):  # on the new head: nothing left either
-        node.submit_tx(_signed(alice, 2, {**move, "amount_wh": 1}))
-    assert not node._pending_states  # the old head's pending states were dropped
+    assert [r["ok"] for r in blk.tx_results] == [True, True] and blk.events[-1]["type"] == "used"
+    for n in range(2, 2 + PENDING_REPLAY + 1):
+        node.submit_tx(signed(n, "mark", f"x{n}"))
+    with pytest.raises(ReplayError):  # behind more than PENDING_REPLAY queued: not replayed
+        node.submit_tx(signed(2 + PENDING_REPLAY + 1, "use", "x2"))
