@@ -179,6 +179,13 @@ class RelayRules(ChainRules):
         h: RelayBlockHeader = header
         if h.commit is None:
             raise HeaderError("relay block without a commit", got=h.height)
+        vset = self.check_child(h, parent)
+        verify_commit(vset, ChainId(self.chain_id), h.commit)
+
+    def check_child(self, h: RelayBlockHeader, parent: BlockEntry) -> ValidatorSet:
+        """What links a header to its parent apart from its commit: the signing set is the one the parent left in
+        state, and time increases. Returns that set. (The CometBFT engine checks this much at once: a block's
+        commit arrives with the next block, :mod:`relay.chain.abci.app`.)"""
         vset = self.validator_set(parent)
         if h.header.validators_hash != vset.hash:
             raise ValidatorSetMismatchError("block signed for another validator set", expected=vset.hash.hex(),
@@ -186,7 +193,7 @@ class RelayRules(ChainRules):
         if h.timestamp_ms <= parent.header.timestamp_ms:
             raise HeaderError("relay time must increase", expected=f"> {parent.header.timestamp_ms}",
                               got=h.timestamp_ms)
-        verify_commit(vset, ChainId(self.chain_id), h.commit)
+        return vset
 
     def end_block(self, state: ChainState, header: Any, parent: BlockEntry) -> list[dict[str, Any]]:
         """A header's ``next_validators_hash`` names the set in state after its block (SPEC §7.7): the set
