@@ -40,7 +40,8 @@ from chains.common.progress import bar as progress_bar
 TARGETS = {"relay_node_rss_mb": 200, "relayer_rss_mb": 150}
 KEYS = ("pair", "completed", "seconds", "throughput_per_s", "relay_node_rss_mb", "relay_node_peak_rss_mb",
         "relayer_rss_mb", "relayer_peak_rss_mb", "park_node_rss_mb", "disk_bytes_per_packet", "supply_conserved",
-        "redundant_relays_in_blocks", "latency_p50_s", "latency_p95_s")
+        "accepted", "committed", "escrow_wh", "vouchers_wh", "redundant_relays_in_blocks", "latency_p50_s",
+        "latency_p95_s")
 
 
 def main() -> int:
