@@ -71,7 +71,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import signal
 import statistics
 import subprocess
@@ -84,7 +83,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit, run_dir
+from bench.common import emit, p50_p95, r2, run_dir, steady_rate
 from chains.common.procs import spawn
 from chains.common.progress import Bar
 from chains.common.progress import bar as progress_bar
@@ -179,23 +178,15 @@ def phase_ms(p: PacketTimes) -> dict[str, int]:
     return {name: getattr(p, b) - getattr(p, a) for name, a, b in PHASES}
 
 
-def p50_p95(values: Sequence[float]) -> tuple[float, float]:
-    """Median, and the 95th percentile as the sample at index ``floor(0.95 (n - 1))`` of the sorted values."""
-    if not values:
-        return math.nan, math.nan
-    s = sorted(values)
-    return statistics.median(s), s[int(0.95 * (len(s) - 1))]
-
-
 def summarize(packets: Sequence[PacketTimes]) -> dict[str, Any]:
     """The overheads' p50/p95 and each phase's mean, in seconds (2 decimals), over ``packets``."""
     out: dict[str, Any] = {"phase_timed_packets": len(packets)}
     for name, fn in (("overhead_phase3", overhead_phase3_ms), ("overhead_phase4", overhead_phase4_ms)):
         p50, p95 = p50_p95([fn(p) / 1000 for p in packets])
-        out[f"{name}_p50_s"], out[f"{name}_p95_s"] = _r(p50), _r(p95)
+        out[f"{name}_p50_s"], out[f"{name}_p95_s"] = r2(p50), r2(p95)
     phases = [phase_ms(p) for p in packets]
     for name, _, _ in PHASES:
-        out[f"mean_{name}_s"] = _r(statistics.fmean(ph[name] for ph in phases) / 1000) if phases else None
+        out[f"mean_{name}_s"] = r2(statistics.fmean(ph[name] for ph in phases) / 1000) if phases else None
     return out
 
 
@@ -214,21 +205,6 @@ def packet_times(seqs: Iterable[int], *, send_h: Mapping[int, int], verified_h: 
         except KeyError:
             continue
     return out
-
-
-def steady_rate(times_s: Sequence[float]) -> float | None:
-    """Packets per second over the middle 80 % of ``times_s`` (settle block times): what the chains sustained once the
-    pipeline was full, without its filling and draining (``throughput_per_s`` counts both). None under 10 packets or
-    when they all settled in one block."""
-    if len(times_s) < 10:
-        return None
-    ts = sorted(times_s)
-    lo, hi = ts[len(ts) // 10], ts[(len(ts) * 9) // 10]
-    return round((len(ts) * 9 // 10 - len(ts) // 10) / (hi - lo), 1) if hi > lo else None
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None or math.isnan(x) else round(x, 2)
 
 
 # -- reading the chains ------------------------------------------------------------------------------------------
@@ -567,8 +543,8 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "submit_s": round(submit_s, 1), "submitted_per_s": round(accepted / submit_s, 1) if submit_s else None,
             "completed": len(settled), "seconds": round(done - t0, 1),
             "throughput_per_s": round(len(settled) / (done - t0), 2),
-            "latency_p50_s": _r(lat50), "latency_p95_s": _r(lat95),
-            "chain_latency_p50_s": _r(cl50), "chain_latency_p95_s": _r(cl95),
+            "latency_p50_s": r2(lat50), "latency_p95_s": r2(lat95),
+            "chain_latency_p50_s": r2(cl50), "chain_latency_p95_s": r2(cl95),
             **summarize(pts),
             # every accepted transfer (1 Wh) escrowed once on the source and minted once on the target; the send
             # events the bench saw may be fewer: a block it read at the head can be replaced by a DPoS reorg
@@ -689,8 +665,7 @@ def main() -> int:
             from bench.devnet_parks import run_parks
 
             out = asyncio.run(run_parks(src, dst, n, root, n_senders=senders, give_up_s=args.give_up_s, bar=bar,
-                                        py_table=_chain_table, start_relayer=_start_relayer, rss_mb=_rss_peak_mb,
-                                        steady_rate=steady_rate))
+                                        py_table=_chain_table, start_relayer=_start_relayer, rss_mb=_rss_peak_mb))
         else:
             out = asyncio.run(run(src, dst, mode, n, root, rate=args.rate, n_senders=senders,
                                   relay_block_ms=args.relay_block_ms, give_up_s=args.give_up_s, bar=bar,

@@ -26,7 +26,6 @@ Everything is read through the operator tools' park views
 from __future__ import annotations
 
 import asyncio
-import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.common import p50_p95, r2, steady_rate
 from chains.common.progress import Bar
 from protocol.errors import ProtocolError
 
@@ -136,8 +136,7 @@ async def _settle_all(cfg: Any, raws: Sequence[bytes], views: dict[str, Any], gi
 async def run_parks(src: str, dst: str, n: int, root: Path, *, n_senders: int, give_up_s: float, bar: Bar,
                     py_table: Callable[[str, Sequence[str]], dict[str, Any]],
                     start_relayer: Callable[[Any, str], subprocess.Popen[bytes]],
-                    rss_mb: Callable[..., float], steady_rate: Callable[[Sequence[float]], float | None]
-                    ) -> dict[str, Any]:
+                    rss_mb: Callable[..., float]) -> dict[str, Any]:
     """The three steps of the module docs for ``src`` -> ``dst`` (at least one an Ethereum or Fabric park)."""
     from relay.ops.parks import park_view
     from tests.integration.harness import Devnet, free_port_block, status, wait_for
@@ -192,7 +191,6 @@ async def run_parks(src: str, dst: str, n: int, root: Path, *, n_senders: int, g
         settled = await _settle_all(cfg, raws, views, give_up_s, bar, "relayed: settled", commit_task)
         relayed_commit_s, refused_b, retried_b = await commit_task
         done = max(settled.values(), default=t0)
-        latencies = sorted(settled[r] - t for r, t in relayed if r in settled)
 
         relay_rss = round(rss_mb(d.procs[("relay", "op-a")].pid), 1)
         relayer_rss = round(max((rss_mb(p.pid) for p in relayers.values()), default=0.0), 1)
@@ -204,19 +202,19 @@ async def run_parks(src: str, dst: str, n: int, root: Path, *, n_senders: int, g
                 failed += sum(1 for r in (await c.call("getBlock", {"height": h}))["tx_results"] if not r["ok"])
         committed = len(alone) + len(relayed)
         steady = steady_rate(list(settled.values()))
+        lat50, lat95 = p50_p95([settled[r] - t for r, t in relayed if r in settled])
         park_alone = len(alone) / alone_s if alone_s else None
         throughput = len(settled) / (done - t0) if done > t0 else None
         return {
             "pair": f"{src}:{dst}", "mode": "park-alone+backlog+relayed", "transfers": n, "senders": n_senders,
-            "park_alone_commits_per_s": _r(park_alone), "park_alone_s": _r(alone_s),
-            "backlog_settle_s": _r(backlog_s), "backlog_per_s": _r(len(alone) / backlog_s if backlog_s else None),
-            "relayed_commits_per_s": _r(len(relayed) / relayed_commit_s if relayed_commit_s else None),
-            "throughput_per_s": _r(throughput), "seconds": _r(done - t0), "completed": len(settled),
-            "relayed_over_park_alone": _r(throughput / park_alone if throughput and park_alone else None),
-            "steady_settle_per_s": steady, "steady_over_park_alone": _r(steady / park_alone if steady and park_alone
+            "park_alone_commits_per_s": r2(park_alone), "park_alone_s": r2(alone_s),
+            "backlog_settle_s": r2(backlog_s), "backlog_per_s": r2(len(alone) / backlog_s if backlog_s else None),
+            "relayed_commits_per_s": r2(len(relayed) / relayed_commit_s if relayed_commit_s else None),
+            "throughput_per_s": r2(throughput), "seconds": r2(done - t0), "completed": len(settled),
+            "relayed_over_park_alone": r2(throughput / park_alone if throughput and park_alone else None),
+            "steady_settle_per_s": steady, "steady_over_park_alone": r2(steady / park_alone if steady and park_alone
                                                                         else None),
-            "latency_p50_s": _r(statistics.median(latencies)) if latencies else None,
-            "latency_p95_s": _r(latencies[int(0.95 * (len(latencies) - 1))]) if latencies else None,
+            "latency_p50_s": r2(lat50), "latency_p95_s": r2(lat95),
             "refused_at_submission": refused_a + refused_b, "mvcc_resends": retried_a + retried_b,
             "committed": committed,
             "escrow_wh": escrow, "vouchers_wh": vouchers, "supply_conserved": escrow == vouchers == committed,
@@ -233,7 +231,3 @@ async def run_parks(src: str, dst: str, n: int, root: Path, *, n_senders: int, g
                 p.kill()
                 p.wait()
         d.stop_all()
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
