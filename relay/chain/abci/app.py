@@ -305,7 +305,12 @@ class RelayAbciApp(Application):
         self._executed: dict[bytes, Executed] = {}
         """Proposals of the current height executed by ProcessProposal, by CometBFT block hash."""
         self._finalized: Executed | None = None
-        """What FinalizeBlock decided, for Commit to store."""
+        """What FinalizeBlock decided, for Commit to hold."""
+        self._pending: Executed | None = None
+        """The last block CometBFT committed, held in memory until the next block brings its relay commit: only
+        then is it stored (:meth:`commit`), so the relay node's chain holds blocks with their commits only and
+        everything that reads it (the relay RPC, its WebSocket heads, certificates) reads the built-in engine's
+        chain. Lost in a crash, it is replayed by CometBFT (Info reports the stored height)."""
         self._check_state = self._fresh_check_state()
 
     def close(self) -> None:
@@ -315,14 +320,25 @@ class RelayAbciApp(Application):
     # -- queries of the stored chain -------------------------------------------------------------------------------
 
     @property
+    def tip(self) -> BlockEntry:
+        """The last block CometBFT committed: the pending block, or the stored head when none is pending."""
+        return self._pending.entry if self._pending is not None else self.node.head
+
+    @property
     def height(self) -> int:
-        """The last committed height."""
+        """The last height CometBFT committed (one above :attr:`stored_height` while a block waits for its
+        commit)."""
+        return int(self.tip.header.height)
+
+    @property
+    def stored_height(self) -> int:
+        """The last height stored with its relay commit (the relay node's head)."""
         return int(self.node.head.header.height)
 
     @property
     def app_hash(self) -> bytes:
         """The relay state root after the last committed block (CometBFT's app hash)."""
-        root: bytes = self.node.head.header.state_root
+        root: bytes = self.tip.header.state_root
         return root
 
     def commit_at(self, height: int) -> RelayCommit:
@@ -337,7 +353,7 @@ class RelayAbciApp(Application):
     def certificate(self, key: bytes, height: int | None = None) -> RelayCertificate:
         """The relay certificate of ``key`` at ``height`` (default: the highest height with a commit, one below the
         head): the commit plus a proof of the value or its absence in that height's state root (SPEC §7)."""
-        h = self.height - 1 if height is None else height
+        h = self.stored_height if height is None else height
         commit = self.commit_at(h)
         e = self.node.canonical(h)
         if e is None or e.state is None:
@@ -347,9 +363,11 @@ class RelayAbciApp(Application):
     # -- ABCI: connection set-up -----------------------------------------------------------------------------------
 
     def info(self, req: T.RequestInfo) -> T.ResponseInfo:
-        """The stored head: CometBFT replays the blocks after it (FinalizeBlock and Commit, no proposal calls)."""
-        return T.ResponseInfo(data="parkrelay-relay", version="1", last_block_height=self.height,
-                              last_block_app_hash=self.app_hash if self.height > 0 else b"")
+        """The stored head: CometBFT replays the blocks after it (FinalizeBlock and Commit, no proposal calls),
+        including a block that was pending when the app stopped."""
+        head = self.node.head.header
+        return T.ResponseInfo(data="parkrelay-relay", version="1", last_block_height=head.height,
+                              last_block_app_hash=head.state_root if head.height > 0 else b"")
 
     def init_chain(self, req: T.RequestInitChain) -> T.ResponseInitChain:
         """Genesis. A CometBFT genesis that disagrees with the relay genesis stops the node here (CometBFT treats an
@@ -386,7 +404,7 @@ class RelayAbciApp(Application):
         try:
             tx = decode_tx(req.tx)
             self.rules.sm.check_admission(self._check_state, tx)
-            head = self.node.head.header
+            head = self.tip.header
             ctx = BlockContext(self.chain_id, head.height + 1, max(_now_ms(), head.timestamp_ms + 1), self.name)
             self.rules.sm.execute_tx(self._check_state, tx, ctx)
         except ProtocolError as exc:
@@ -394,7 +412,7 @@ class RelayAbciApp(Application):
         return T.ResponseCheckTx()
 
     def _fresh_check_state(self) -> ChainState:
-        state = self.node.head.state
+        state = self.tip.state
         assert state is not None  # the head's state is never pruned
         return ChainState(state.tree)
 
@@ -405,7 +423,7 @@ class RelayAbciApp(Application):
         bounds and ``max_tx_bytes``, each in its original bytes (CometBFT removes committed transactions from its
         mempool by their bytes). Without a quorum of valid extensions it proposes nothing: validators refuse such a
         block and the next round's proposer tries with its own extended commit."""
-        head = self.node.head
+        head = self.tip
         if req.height != head.header.height + 1 or head.state is None:
             self.log.error("abci.prepare.behind height=%d head=%d: empty proposal", req.height, head.header.height)
             return T.ResponsePrepareProposal()
@@ -454,10 +472,10 @@ class RelayAbciApp(Application):
     def extend_vote(self, req: T.RequestExtendVote) -> T.ResponseExtendVote:
         """This validator's commit signatures (SPEC §7.3, round :data:`COMMIT_ROUND`) over its RelayHeader of the
         block it precommits."""
-        if self.key is None or all(v.name != self.name for v in self.rules.validator_set(self.node.head).validators):
+        if self.key is None or all(v.name != self.name for v in self.rules.validator_set(self.tip).validators):
             return T.ResponseExtendVote()  # no relay validator at this height (jailed): nothing to sign
         ex = self._executed.get(req.hash)
-        if ex is None or ex.entry.header.height != req.height or ex.entry.header.parent_hash != self.node.head.hash:
+        if ex is None or ex.entry.header.height != req.height or ex.entry.header.parent_hash != self.tip.hash:
             try:  # CometBFT may skip ProcessProposal on the proposer's own block: run it now
                 ex = self.execute(req.txs, req.height, req.time, strict=True)
             except ProtocolError as exc:  # it precommits a block this node refuses: a bug or a byzantine majority
@@ -491,7 +509,7 @@ class RelayAbciApp(Application):
         A CometBFT validator outside the relay set of the height (the relay jails at H, CometBFT applies the change
         at H+2) extends with nothing, and only nothing is accepted from it: its precommit still counts for CometBFT,
         its signature for no certificate."""
-        head = self.node.head
+        head = self.tip
         if req.height != head.header.height + 1:
             raise HeaderError("vote extension for a height this node is not deciding", expected=head.header.height + 1,
                               got=req.height)
@@ -517,7 +535,7 @@ class RelayAbciApp(Application):
         block that does not apply (a bad commit item, a malformed transaction) stops the node: it cannot go on
         safely."""
         ex = self._executed.get(req.hash)
-        if ex is None or ex.entry.header.height != req.height or ex.entry.header.parent_hash != self.node.head.hash:
+        if ex is None or ex.entry.header.height != req.height or ex.entry.header.parent_hash != self.tip.hash:
             ex = self.execute(req.txs, req.height, req.time, strict=False)
         self._executed.clear()  # other proposals of this height are never decided now
         self._finalized = ex
@@ -535,16 +553,16 @@ class RelayAbciApp(Application):
                                        app_hash=ex.entry.header.state_root)
 
     def commit(self, req: T.RequestCommit) -> T.ResponseCommit:
-        """Store the parent's commit, then the block. Two writes: a crash between them leaves the parent's commit
-        stored and the block not, so Info reports the parent, CometBFT replays the block, and storing the commit
-        again changes nothing."""
+        """Store the parent with the commit this block carried for it (one write), then hold this block until the
+        next one brings its commit. A crash loses only held blocks: Info reports the stored head and CometBFT
+        replays what follows; a replayed block's commit item for a parent stored already changes nothing."""
         ex = self._finalized
         if ex is None:
             raise HeaderError("Commit without FinalizeBlock", got=self.height)
         self._finalized = None
         if ex.prev_commit is not None:
             self._store_commit(ex.prev_commit)
-        self.node.validate_and_add(ex.entry.header, ex.entry.txs, _now_ms(), executed=ex.entry)
+        self._pending = ex
         self._check_state = self._fresh_check_state()
         return T.ResponseCommit()
 
@@ -558,7 +576,7 @@ class RelayAbciApp(Application):
         form)."""
         try:
             if req.path in ("store", "/store", "/key"):
-                e = self.node.entry_at(req.height or None)
+                e = self.tip if req.height in (0, self.height) else self.node.entry_at(req.height)
                 if e.state is None:
                     raise NotFoundError("state of that height pruned", got=req.height)
                 value = e.state.get(req.data)
@@ -582,7 +600,7 @@ class RelayAbciApp(Application):
         does, computing the header instead of checking one. ``strict`` (a proposal): raise for a failing
         transaction and for blocks beyond what an honest proposer makes; otherwise (a decided block) record failures
         in the results. Always raises for a malformed item or a missing or bad commit item."""
-        head = self.node.head
+        head = self.tip
         if height != head.header.height + 1 or head.state is None:
             raise HeaderError("block does not follow the head", expected=head.header.height + 1, got=height)
         prev_commit = None
@@ -622,8 +640,8 @@ class RelayAbciApp(Application):
         return Executed(entry, prev_commit)
 
     def check_commit(self, commit: RelayCommit) -> None:
-        """Raise unless ``commit`` is a commit of the head's header by more than 2/3 of the set that signed it."""
-        head = self.node.head
+        """Raise unless ``commit`` is a commit of the tip's header by more than 2/3 of the set that signed it."""
+        head = self.tip
         if commit.header != head.header.header:
             raise HeaderError("relay commit for another header than the parent's", expected=head.hash.hex(),
                               got=commit.header.hash().hex())
@@ -639,7 +657,7 @@ class RelayAbciApp(Application):
         return vset if vset is not None else load_validator_set(state)
 
     def _head_state(self) -> ChainState:
-        state = self.node.head.state
+        state = self.tip.state
         assert state is not None  # the head's state is never pruned
         return state
 
@@ -660,6 +678,16 @@ class RelayAbciApp(Application):
             del self._executed[next(iter(self._executed))]
 
     def _store_commit(self, commit: RelayCommit) -> None:
+        """Store the pending block with ``commit``; for a block stored already (a replay), its commit if missing."""
+        pending = self._pending
+        if pending is not None:
+            if pending.entry.header.header != commit.header:
+                raise HeaderError("relay commit for another block than the pending one",
+                                  expected=pending.entry.header.height, got=commit.header.height)
+            e = pending.entry
+            self.node.validate_and_add(RelayBlockHeader(commit.header, commit), e.txs, _now_ms(), executed=e)
+            self._pending = None
+            return
         e = self.node.canonical(commit.header.height)
         if e is None or e.header.header != commit.header:
             raise HeaderError("relay commit for a block this node does not hold", got=commit.header.height)
@@ -677,7 +705,7 @@ class RelayAbciApp(Application):
         if h.next_validators_hash == h.validators_hash:
             return ()
         assert ex.entry.state is not None
-        old = self.rules.validator_set(self.node.head)
+        old = self.rules.validator_set(self.tip)
         new = load_validator_set(ex.entry.state)
         updates = list(self.consensus_keys.updates(new))
         for v in old.validators:

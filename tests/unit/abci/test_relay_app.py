@@ -189,7 +189,7 @@ def test_the_app_hash_is_the_builtin_engines_state_root_for_the_same_transaction
                                                                                  tmp_path: Path) -> None:
     txs = [register_tx("alice"), register_tx("bob")]
     net.run([raw(t) for t in txs])
-    ours = net.apps[0].node.head
+    ours = net.apps[0].tip
     node = make_relay_node(net.genesis, "builtin", net.keys[0], NodeConfig(name="builtin", data_dir=tmp_path / "b"))
     try:
         driver = BftDriver(node.rules, node)  # type: ignore[arg-type]
@@ -354,13 +354,21 @@ def test_a_height_decided_with_three_extensions_is_certified_by_three(net: Relay
 
 
 def test_a_restarted_app_resumes_from_its_store(net: RelayNet) -> None:
+    """Blocks are stored with their commits: the last committed block, whose commit the next block brings, is held in
+    memory, so a restarted app reports the height below it and CometBFT replays it (FinalizeBlock and Commit)."""
     for _ in range(3):
         net.run([raw(register_tx(f"acct{net.height}"))])
     app_hash, height = net.apps[0].app_hash, net.height
+    stored_hash = net.apps[0].node.head.header.state_root
+    assert net.apps[0].stored_height == height - 1 and stored_hash == net.results[height - 1].app_hash
     net.apps[0].close()
     net.apps[0] = net.open(0)
     info = net.apps[0].info(T.RequestInfo())
-    assert (info.last_block_height, info.last_block_app_hash) == (height, app_hash)
+    assert (info.last_block_height, info.last_block_app_hash) == (height - 1, stored_hash)
+    block_hash, items, t = net.blocks[-1]
+    replayed = net.apps[0].finalize_block(T.RequestFinalizeBlock(txs=items, hash=block_hash, height=height, time=t))
+    net.apps[0].commit(T.RequestCommit())
+    assert replayed.app_hash == app_hash == net.apps[0].app_hash and net.apps[0].height == height
     assert net.apps[0].commit_at(2) == net.apps[1].commit_at(2), "the commits were stored with their blocks"
     net.run([raw(register_tx("later"))], proposer=0)  # and it goes on with the others
     assert net.apps[0].app_hash == net.apps[1].app_hash
@@ -457,3 +465,15 @@ def test_a_cometbft_validator_outside_the_relay_set_extends_with_nothing(tmp_pat
             outside.close()
     finally:
         net.close()
+
+
+def test_the_relay_node_holds_blocks_with_their_commits_only(net: RelayNet) -> None:
+    """What the relay RPC serves (heads, headers, certificates) is the built-in engine's chain: no block without its
+    commit; the block CometBFT committed last waits in memory for the next one."""
+    for _ in range(4):
+        net.run([raw(register_tx(f"acct{net.height}"))])
+    app = net.apps[1]
+    assert (app.height, app.stored_height, app.node.head.header.height) == (4, 3, 3)
+    assert all(app.node.canonical(h).header.commit is not None for h in range(1, 4))  # type: ignore[union-attr]
+    assert app.node.canonical(4) is None and app.tip.header.commit is None
+    assert app.certificate(account_path("acct3")).commit.header.height == 3
