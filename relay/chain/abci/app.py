@@ -684,8 +684,8 @@ class RelayAbciApp(Application):
             if pending.entry.header.header != commit.header:
                 raise HeaderError("relay commit for another block than the pending one",
                                   expected=pending.entry.header.height, got=commit.header.height)
-            e = pending.entry
-            self.node.validate_and_add(RelayBlockHeader(commit.header, commit), e.txs, _now_ms(), executed=e)
+            held = pending.entry
+            self.node.validate_and_add(RelayBlockHeader(commit.header, commit), held.txs, _now_ms(), executed=held)
             self._pending = None
             return
         e = self.node.canonical(commit.header.height)
