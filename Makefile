@@ -48,7 +48,7 @@ $(STAMP): requirements.lock pyproject.toml chains/ethereum/package-lock.json
 
 lint: setup
 	$(BIN)/ruff check protocol chains adapters relay tests bench
-	$(BIN)/mypy --strict protocol
+	$(BIN)/mypy --strict protocol relay/chain/abci
 	$(BIN)/mypy chains/dpos/light_client.py chains/poc/light_client.py chains/ethereum/light_client.py
 	$(BIN)/mypy --strict chains/fabric/proto.py chains/fabric/msp.py chains/fabric/config.py chains/fabric/attestation.py \
 		chains/fabric/light_client.py chains/fabric/errors.py

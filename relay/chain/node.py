@@ -219,6 +219,11 @@ class RelayRules(ChainRules):
     def attach(self, node: ParkNode, app: web.Application) -> None:
         self.driver = BftDriver(self, node)
         app.router.add_post("/p2p/consensus", self.driver.handle_message)
+        self.register_queries(node)
+
+    def register_queries(self, node: ParkNode) -> None:
+        """The relay's RPC methods beside the node runtime's: commits, certificates, validators, clients (the same
+        on every engine)."""
         height: rpc.ParamSpec = {"height": rpc.uint()}
         node.method("getCommit", self._rpc_get_commit(node), params=height)
         node.method("getCertificate", self._rpc_get_certificate(node),

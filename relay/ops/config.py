@@ -121,6 +121,17 @@ class DeploymentConfig:
     """``[relayers] pipeline_proofs``: a relayer submits a proof right behind the client update that makes its
     height final (both in one relay block) when it can tell that height with the relay's own client code; False:
     it waits for the update's block first (one relay block more per phase, no client-state reads)."""
+    relay_engine: str = "builtin"
+    """``[relay] engine``: the relay chain's consensus. ``"builtin"``: parkrelay's own Tendermint-style BFT inside
+    each validator process; ``"cometbft"``: each validator process runs the relay state machine as an ABCI
+    application of its own ``cometbft`` child (issue 17, protocol SPEC §7.11). Same rules, certificates and RPC."""
+    cometbft_base_port: int | None = None
+    """``[relay.cometbft] base_port``: with ``engine = "cometbft"``, validator n's CometBFT uses base + 3n (the ABCI
+    socket its app serves), base + 3n + 1 (CometBFT's RPC) and base + 3n + 2 (CometBFT's P2P)."""
+    cometbft_timeout_propose_ms: int = 1000
+    """``[relay.cometbft] timeout_propose_ms``: how long validators wait for a round's proposal before moving on
+    (CometBFT ``consensus.timeout_propose``; its default 3 s). The block interval is ``block_interval_ms``
+    (``consensus.timeout_commit``)."""
 
     def host_of(self, chain_id: str, node: str) -> str:
         """The address node ``node`` of ``chain_id`` (or relay validator ``node``) binds to and is reached at."""
@@ -132,6 +143,13 @@ class DeploymentConfig:
 
     def relay_url(self, validator: str) -> str:
         return f"http://{self.host_of(self.relay_chain_id, validator)}:{self.relay_port(validator)}"
+
+    def cometbft_ports(self, validator: str) -> tuple[int, int, int]:
+        """Validator ``validator``'s CometBFT ports: (ABCI, RPC, P2P) (``cometbft_base_port``)."""
+        assert self.cometbft_base_port is not None
+        n = self.relay_validators.index(validator)
+        base = self.cometbft_base_port + 3 * n
+        return base, base + 1, base + 2
 
     def chain(self, chain_id: str) -> ChainConfig:
         for c in self.chains:
@@ -251,6 +269,7 @@ def load_config(path: str | Path) -> DeploymentConfig:
                 raise ConfigError(f"relay: port {port} already used by {seen_ports[port]}")
             seen_ports[port] = f"{relay_chain_id}/{v}"
     block_ms = _get(relay, "block_interval_ms", int, "relay", 1000)
+    engine, comet_base, comet_propose = _relay_engine(relay, validators, relay_chain_id, relay_base_port, seen_ports)
     recovery_delay = relay.get("recovery_delay_ms")
     if recovery_delay is not None and (isinstance(recovery_delay, bool) or not isinstance(recovery_delay, int)
                                        or not 0 <= recovery_delay <= 7 * 24 * 3600 * 1000):
@@ -276,7 +295,43 @@ def load_config(path: str | Path) -> DeploymentConfig:
               for c in chains]
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
                             relay_base_port, block_ms, relayers, lane_limits, float(takeover),
-                            float(heartbeat) or None, node_hosts, recovery_delay, pipeline)
+                            float(heartbeat) or None, node_hosts, recovery_delay, pipeline, engine, comet_base,
+                            comet_propose)
+
+
+RELAY_ENGINES = ("builtin", "cometbft")
+"""The relay chain's consensus engines (``[relay] engine``)."""
+
+
+def _relay_engine(relay: dict[str, Any], validators: tuple[str, ...], relay_chain_id: str,
+                  relay_base_port: int | None, seen_ports: dict[int, str]) -> tuple[str, int | None, int]:
+    """``[relay] engine`` and its ``[relay.cometbft]`` table: (engine, CometBFT base port, timeout_propose_ms)."""
+    engine = _get(relay, "engine", str, "relay", "builtin")
+    if engine not in RELAY_ENGINES:
+        raise ConfigError(f"relay.engine must be one of {', '.join(RELAY_ENGINES)}, got {engine!r}")
+    table = _get(relay, "cometbft", dict, "relay", {})
+    unknown = sorted(set(table) - {"base_port", "timeout_propose_ms"})
+    if unknown:
+        raise ConfigError(f"[relay.cometbft] has unknown keys {unknown}; known: base_port, timeout_propose_ms")
+    propose = _get(table, "timeout_propose_ms", int, "relay.cometbft", 1000)
+    if not 100 <= propose <= 60_000:
+        raise ConfigError(f"relay.cometbft.timeout_propose_ms must be in [100, 60000], got {propose}")
+    base = _get(table, "base_port", int, "relay.cometbft", 0) or None
+    if engine == "builtin" or relay_base_port is None:
+        return engine, base, propose
+    if base is None:
+        raise ConfigError("relay.engine = \"cometbft\" needs [relay.cometbft] base_port (validator n's CometBFT "
+                          "uses base + 3n for ABCI, + 1 for its RPC, + 2 for P2P)")
+    if not 1024 <= base <= 65535 - 3 * len(validators):
+        raise ConfigError(f"relay.cometbft.base_port must leave room for {3 * len(validators)} ports below 65536, "
+                          f"got {base}")
+    for n, v in enumerate(validators):
+        for k, what in enumerate(("abci", "rpc", "p2p")):
+            port = base + 3 * n + k
+            if port in seen_ports:
+                raise ConfigError(f"relay.cometbft: port {port} ({v} {what}) already used by {seen_ports[port]}")
+            seen_ports[port] = f"{relay_chain_id}/{v} cometbft {what}"
+    return engine, base, propose
 
 
 PER_NODE_HOST_KINDS = ("dpos", "poc", "ethereum", "fabric")

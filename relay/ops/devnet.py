@@ -30,6 +30,8 @@ from relay.ops.keys import create_secret, ed25519_signer, eth_address, read_secr
 from relay.ops.layout import (
     account_key_path,
     admin_token_path,
+    cometbft_home_path,
+    consensus_keys_path,
     genesis_path,
     node_key_path,
     relay_genesis_path,
@@ -88,6 +90,44 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
     if cfg.relay_base_port is not None and not relay_genesis_path(cfg).exists():
         atomic_write(relay_genesis_path(cfg), json.dumps(relay_genesis(cfg, valset, now), indent=2, sort_keys=True))
         print(f"genesis of {cfg.relay_chain_id} written to {relay_genesis_path(cfg)}")
+    if cfg.relay_base_port is not None and cfg.relay_engine == "cometbft":
+        init_cometbft(cfg, valset)
+
+
+def init_cometbft(cfg: DeploymentConfig, valset: ValidatorSet) -> None:
+    """Each relay validator's CometBFT home (``[relay] engine = "cometbft"``; idempotent): ``cometbft init`` makes
+    its keys there, the devnet's settings go into its ``config.toml`` (every validator of the others as a persistent
+    peer; deploy/cometbft.md), and one CometBFT genesis, the relay genesis as its ``app_state``, goes to all. The
+    consensus keys file, written last, marks it done."""
+    from relay.chain.abci.cometbft import HomeSettings, consensus_pubkey, init_home, node_id, write_genesis
+
+    def settings(v: str, peers: tuple[str, ...]) -> HomeSettings:
+        abci, rpc_port, p2p = cfg.cometbft_ports(v)
+        return HomeSettings(moniker=v, host=cfg.host_of(cfg.relay_chain_id, v), abci_port=abci, rpc_port=rpc_port,
+                            p2p_port=p2p, timeout_commit_ms=cfg.relay_block_interval_ms,
+                            timeout_propose_ms=cfg.cometbft_timeout_propose_ms, persistent_peers=peers)
+
+    homes = {v: cometbft_home_path(cfg, v) for v in cfg.relay_validators}
+    for v, home in homes.items():
+        init_home(home, settings(v, ()))
+    ids = {v: node_id(home) for v, home in homes.items()}
+    for v, home in homes.items():
+        peers = tuple(f"{ids[w]}@{cfg.host_of(cfg.relay_chain_id, w)}:{cfg.cometbft_ports(w)[2]}"
+                      for w in cfg.relay_validators if w != v)
+        init_home(home, settings(v, peers))
+    keys_path = consensus_keys_path(cfg)
+    if keys_path.exists():
+        return
+    pubkeys = {v: consensus_pubkey(home) for v, home in homes.items()}
+    relay_gen = json.loads(relay_genesis_path(cfg).read_text())
+    power = {v.name: v.power for v in valset.validators}
+    first = homes[cfg.relay_validators[0]]
+    raw = write_genesis(first, chain_id=cfg.relay_chain_id, genesis_time_ms=int(relay_gen["genesis_time_ms"]),
+                        app_state=relay_gen, validators=[(v, pubkeys[v], power[v]) for v in cfg.relay_validators])
+    for home in homes.values():
+        atomic_write(home / "config" / "genesis.json", raw)
+    atomic_write(keys_path, json.dumps({v: k.hex() for v, k in pubkeys.items()}, indent=2, sort_keys=True))
+    print(f"CometBFT homes of {', '.join(cfg.relay_validators)} written under {keys_path.parent}")
 
 
 def relay_lanes(cfg: DeploymentConfig) -> list[dict[str, Any]]:

@@ -50,3 +50,15 @@ def relayer_key_path(cfg: DeploymentConfig, chain_id: str, relayer: str) -> Path
     if chain_id == cfg.relay_chain_id:
         return cfg.data_dir / "keys" / "relay" / "accounts" / f"{relayer}.seed"
     return account_key_path(cfg, chain_id, relayer)
+
+
+def cometbft_home_path(cfg: DeploymentConfig, validator: str) -> Path:
+    """Relay validator ``validator``'s CometBFT home (``[relay] engine = "cometbft"``): its config, genesis, keys
+    (``priv_validator_key.json``, ``node_key.json``: made there by ``cometbft init``) and CometBFT's own data."""
+    return cfg.data_dir / "cometbft" / validator
+
+
+def consensus_keys_path(cfg: DeploymentConfig) -> Path:
+    """``{validator name: CometBFT consensus public key (hex)}``: the link between the relay validators' keys and
+    CometBFT's (:class:`relay.chain.abci.app.ConsensusKeys`), the same for every validator."""
+    return cfg.data_dir / "cometbft" / "consensus_keys.json"

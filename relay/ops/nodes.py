@@ -12,7 +12,15 @@ from chains.common.node import NodeConfig, ParkNode
 from relay.chain.consensus import ValidatorKey
 from relay.ops.config import ConfigError, DeploymentConfig, kind_of
 from relay.ops.keys import ed25519_signer, read_secret
-from relay.ops.layout import admin_token_path, genesis_path, node_key_path, relay_genesis_path, relay_key_paths
+from relay.ops.layout import (
+    admin_token_path,
+    cometbft_home_path,
+    consensus_keys_path,
+    genesis_path,
+    node_key_path,
+    relay_genesis_path,
+    relay_key_paths,
+)
 
 
 def load_relay_node(cfg: DeploymentConfig, name: str) -> ParkNode:
@@ -82,6 +90,8 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
     (:class:`relay.ops.api.server.ApiOptions`) serves the operator API too."""
     from chains.common.storage import EXIT_STORAGE_FAULT, StorageFault
 
+    if kind == "relay" and cfg.relay_engine == "cometbft":
+        return await run_cometbft_validator(cfg, name, api)
     try:
         node = load_node(cfg, kind, chain_id, name)
     except StorageFault as exc:
@@ -115,3 +125,90 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
         await attesting
     await node.stop()
     return (getattr(node, "exit_code", 0) or 1) if node.failed.is_set() else 0
+
+
+def load_cometbft_app(cfg: DeploymentConfig, name: str) -> Any:
+    """Relay validator ``name``'s :class:`~relay.chain.abci.app.RelayAbciApp`, with its relay RPC node configured
+    (``[relay] engine = "cometbft"``; ``devnet init`` made the CometBFT homes)."""
+    from relay.chain.abci.app import ConsensusKeys, RelayAbciApp
+
+    if name not in cfg.relay_validators:
+        raise ConfigError(f"{cfg.path}: no relay validator {name!r}; validators are {list(cfg.relay_validators)}")
+    gpath, kpath = relay_genesis_path(cfg), consensus_keys_path(cfg)
+    for path in (gpath, kpath):
+        if not path.exists():
+            raise ConfigError(f"no {path}: run `parkrelay devnet init --config {cfg.path}` first")
+    genesis = json.loads(gpath.read_text())
+    keys = ConsensusKeys({v: bytes.fromhex(k) for v, k in json.loads(kpath.read_text()).items()})
+    ed_path, eth_path = relay_key_paths(cfg, name)
+    key = ValidatorKey(read_secret(ed_path), read_secret(eth_path))
+    token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
+    host = cfg.host_of(cfg.relay_chain_id, name)
+    node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=host, port=cfg.relay_port(name), peers=[],
+                          admin_token=token)
+    _, rpc_port, _ = cfg.cometbft_ports(name)
+    return RelayAbciApp(genesis, name=name, key=key, consensus_keys=keys, data_dir=node_cfg.data_dir,
+                        node_config=node_cfg, cometbft_rpc=f"http://{host}:{rpc_port}")
+
+
+async def run_cometbft_validator(cfg: DeploymentConfig, name: str, api: Any = None) -> int:
+    """A relay validator on CometBFT (:mod:`relay.chain.abci.node`): the app's relay RPC, its ABCI server, then
+    ``cometbft`` as a tied child; until SIGTERM/SIGINT, the node failing or CometBFT exiting (exit 1: restart the
+    process and CometBFT replays to the app what it lacks). Stops CometBFT first, then the app."""
+    from chains.common.procs import stop as stop_process
+    from chains.common.storage import EXIT_STORAGE_FAULT, StorageFault
+    from relay.chain.abci.node import start_cometbft, wait_exit
+    from relay.chain.abci.server import AbciServer
+    from relay.ops.api.metrics import register_relay_metrics
+
+    plog = logging.getLogger("parkrelay.node")
+    try:
+        app = load_cometbft_app(cfg, name)
+    except StorageFault as exc:
+        plog.error("relay validator %s cannot start: %s", name, exc)
+        return EXIT_STORAGE_FAULT
+    node = app.node
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    register_relay_metrics(node, cfg)
+    await node.start()
+    abci_port = cfg.cometbft_ports(name)[0]
+    server = AbciServer(app, host=cfg.host_of(cfg.relay_chain_id, name), port=abci_port, name=f"{name}-abci")
+    await server.start()
+    api_server = None
+    if api is not None:
+        from relay.ops.api.service import validator_api
+
+        api_server = await validator_api(cfg, node, api)
+    attestor = _attestor(cfg, name)
+    attesting = asyncio.ensure_future(attestor.run()) if attestor is not None else None
+    logs = cfg.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    proc = start_cometbft(cometbft_home_path(cfg, name), logs / f"cometbft-{name}.log")
+    node.log.info("relay validator %s on CometBFT: relay RPC %s, ABCI %s, CometBFT pid %d (log %s)", name, node.url,
+                  server.address, proc.pid, logs / f"cometbft-{name}.log")
+    stopped, failed = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())
+    exited = asyncio.ensure_future(wait_exit(proc))
+    await asyncio.wait({stopped, failed, exited}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if exited.done():
+        node.log.error("CometBFT exited with %s; stopping (restart the validator: CometBFT replays to the app what "
+                       "it lacks)", proc.returncode)
+        code = 1
+    for fut in (stopped, failed):
+        fut.cancel()
+    node.log.info("stopping: CometBFT first, then the app")
+    await asyncio.to_thread(stop_process, proc, 10.0)
+    exited.cancel()
+    if attestor is not None and attesting is not None:
+        attestor.stop()
+        await attesting
+    if api_server is not None:
+        await api_server.stop()
+    await server.stop()
+    await node.stop()
+    if node.failed.is_set():
+        return getattr(node, "exit_code", 0) or 1
+    return code

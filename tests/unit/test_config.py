@@ -66,3 +66,25 @@ def test_proof_pipelining_is_on_by_default_and_takes_only_a_boolean(tmp_path: Pa
             _load(tmp_path, f'[relayers]\nnames = ["relayer-a"]\npipeline_proofs = {bad}\n')
     with pytest.raises(ConfigError, match="unknown keys"):
         _load(tmp_path, '[relayers]\nnames = ["relayer-a"]\npipeline = true\n')
+
+
+def test_the_relay_engine_is_builtin_by_default_and_cometbft_needs_its_ports(tmp_path: Path) -> None:
+    relay = '[relay]\nvalidators = ["op-a", "op-b"]\nbase_port = 31100\n'
+    cfg = _load(tmp_path, relay)
+    assert cfg.relay_engine == "builtin"  # type: ignore[attr-defined]
+    cfg = _load(tmp_path, relay + 'engine = "cometbft"\n[relay.cometbft]\nbase_port = 31200\n')
+    assert cfg.relay_engine == "cometbft"  # type: ignore[attr-defined]
+    assert cfg.cometbft_ports("op-b") == (31203, 31204, 31205)  # type: ignore[attr-defined]
+    assert cfg.cometbft_timeout_propose_ms == 1000  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"relay\.engine must be one of builtin, cometbft"):
+        _load(tmp_path, relay + 'engine = "tendermint"\n')
+    with pytest.raises(ConfigError, match=r"needs \[relay.cometbft\] base_port"):
+        _load(tmp_path, relay + 'engine = "cometbft"\n')
+    with pytest.raises(ConfigError, match=r"port 31100 .* already used by relay/op-a"):
+        _load(tmp_path, relay + 'engine = "cometbft"\n[relay.cometbft]\nbase_port = 31098\n')
+    with pytest.raises(ConfigError, match="unknown keys"):
+        _load(tmp_path, relay + 'engine = "cometbft"\n[relay.cometbft]\nbase_port = 31200\nladdr = "x"\n')
+    for bad in ("99", "60001", '"1000"'):
+        with pytest.raises(ConfigError, match="timeout_propose_ms"):
+            _load(tmp_path, relay + f'engine = "cometbft"\n[relay.cometbft]\nbase_port = 31200\n'
+                                    f'timeout_propose_ms = {bad}\n')

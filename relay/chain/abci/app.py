@@ -73,6 +73,7 @@ from protocol.errors import (
 )
 from protocol.types import ChainId
 from relay.chain.abci import types as T
+from relay.chain.abci.node import CometRelayNode
 from relay.chain.abci.server import Application
 from relay.chain.consensus import ValidatorKey, recover_eth_address
 from relay.chain.node import RelayBlockHeader, RelayNode, RelayRules
@@ -270,7 +271,8 @@ class CometRelayRules(RelayRules):
             verify_commit(vset, ChainId(self.chain_id), h.commit)
 
     def attach(self, node: Any, app: Any) -> None:
-        """No consensus routes: CometBFT is the consensus (serving the relay RPC beside it is a later step)."""
+        """The relay's RPC methods; no consensus routes: CometBFT is the consensus."""
+        self.register_queries(node)
 
     async def run_producer(self, node: Any) -> None:
         """CometBFT proposes."""
@@ -293,14 +295,19 @@ class RelayAbciApp(Application):
     as :class:`~relay.chain.node.RelayRules` takes them (default: the park chains')."""
 
     def __init__(self, genesis: dict[str, Any], *, name: str, key: ValidatorKey | None,
-                 consensus_keys: ConsensusKeys, data_dir: Path, client_types: Any = None) -> None:
+                 consensus_keys: ConsensusKeys, data_dir: Path, client_types: Any = None,
+                 node_config: NodeConfig | None = None, cometbft_rpc: str | None = None) -> None:
         self.genesis = genesis
         self.rules = CometRelayRules(genesis, name, key, client_types)
         self.chain_id = ChainId(self.rules.chain_id)
         self.key = key
         self.name = name
         self.consensus_keys = consensus_keys
-        self.node = RelayNode(self.rules, NodeConfig(name=name, data_dir=data_dir))
+        config = node_config or NodeConfig(name=name, data_dir=data_dir)
+        self.node: RelayNode = (CometRelayNode(self.rules, config, cometbft_rpc) if cometbft_rpc is not None
+                                else RelayNode(self.rules, config))
+        """The chain (SQLite) and, with ``cometbft_rpc``, the relay RPC served beside CometBFT
+        (:class:`~relay.chain.abci.node.CometRelayNode`: start it with ``await app.node.start()``)."""
         self.log = logging.LoggerAdapter(log, {"chain": self.chain_id, "node": name})
         self._executed: dict[bytes, Executed] = {}
         """Proposals of the current height executed by ProcessProposal, by CometBFT block hash."""
@@ -311,7 +318,9 @@ class RelayAbciApp(Application):
         then is it stored (:meth:`commit`), so the relay node's chain holds blocks with their commits only and
         everything that reads it (the relay RPC, its WebSocket heads, certificates) reads the built-in engine's
         chain. Lost in a crash, it is replayed by CometBFT (Info reports the stored height)."""
-        self._check_state = self._fresh_check_state()
+        self._check_state: ChainState = self._fresh_check_state()
+        if isinstance(self.node, CometRelayNode):
+            self.node.check_state = lambda: self._check_state
 
     def close(self) -> None:
         """Close the database (the app is not used afterwards)."""
