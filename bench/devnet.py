@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import signal
 import statistics
@@ -410,7 +411,7 @@ async def _submit(senders: list[Sender], args: dict[str, Any], n: int, rate: flo
 
 async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float | None = None,
               n_senders: int = 4, relay_block_ms: int = 1000, give_up_s: float = 900, rounds: int = 1,
-              bar: Bar | None = None, pipeline: bool = True) -> dict[str, Any]:
+              bar: Bar | None = None, pipeline: bool = True, engine: str = "builtin") -> dict[str, Any]:
     """``mode``: burst, rate or backlog (the module docs); ``n`` transfers (rate mode: rate x seconds), in ``rounds``
     loads of ``n / rounds``, each settled before the next is sent. ``bar``: the packets settled, out of ``n`` (on a
     terminal; else a line on stderr every 5 s)."""
@@ -428,7 +429,8 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
                              _chain_table(POC, senders_names if src == POC else [])],
                lanes=[{"lane": LANE, "a": DPOS, "b": POC}],
                relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
-                      "block_interval_ms": relay_block_ms},
+                      "block_interval_ms": relay_block_ms, "engine": engine,
+                      **({"cometbft": {"base_port": free_port_block(12)}} if engine == "cometbft" else {})},
                relayers=relayer_names, relayer_options={"pipeline_proofs": pipeline})
     cfg = d.write()
     d.start_all()
@@ -557,6 +559,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "park_node_rss_mb": park_rss_now,
             "disk_bytes_per_packet": disk_per_packet(cfg.data_dir, len(settled)),
             "relay_block_ms": relay_block_ms, "senders": n_senders, "pipeline_proofs": pipeline,
+            "engine": engine, "relay_block_interval_p50_ms": block_interval_ms(relay_log.time_ms, t0, done),
         }
         out["steady_settle_per_s"] = steady_rate([src_log.time_ms[h] / 1000 for h in settled.values()])
         if mode == "rate":
@@ -601,6 +604,28 @@ def _ack_final_seen(dst_log: ChainLog) -> Any:
     return check
 
 
+def block_interval_ms(time_ms: Mapping[int, int], t0_s: float, t1_s: float) -> float | None:
+    """The median time between consecutive blocks of a chain (``time_ms``: height -> block time) made from ``t0_s``
+    to ``t1_s``; None if fewer than two."""
+    hs = sorted(h for h, t in time_ms.items() if t0_s * 1000 <= t <= t1_s * 1000)
+    gaps = [time_ms[b] - time_ms[a] for a, b in itertools.pairwise(hs) if b == a + 1]
+    return float(statistics.median(gaps)) if gaps else None
+
+
+ENGINE_RATIOS = ("throughput_per_s", "steady_settle_per_s", "relay_block_interval_p50_ms", "latency_p50_s")
+"""The figures ``--engine both`` divides (CometBFT's over the built-in engine's), with the overhead medians."""
+
+
+def compare_engines(builtin: dict[str, Any], comet: dict[str, Any]) -> dict[str, Any]:
+    """``--engine both``: each run's figures and CometBFT's over the built-in engine's for :data:`ENGINE_RATIOS` and
+    every ``overhead_*_p50_s`` both have."""
+    keys = [*ENGINE_RATIOS, *sorted(k for k in builtin if k.startswith("overhead_") and k.endswith("_p50_s"))]
+    ratios = {k: r2(comet[k] / builtin[k]) for k in keys
+              if isinstance(builtin.get(k), int | float) and isinstance(comet.get(k), int | float) and builtin[k]}
+    return {"builtin": builtin, "cometbft": comet, "cometbft_over_builtin": ratios,
+            "supply_conserved": bool(builtin.get("supply_conserved") and comet.get("supply_conserved"))}
+
+
 def parse_pair(text: str) -> tuple[str, str]:
     """``SRC:DST`` with both in dpos, poc, eth (or ethereum), fabric and different -> the two chain ids; ValueError
     with the reason."""
@@ -635,12 +660,17 @@ def main() -> int:
                          "pipeline_proofs = false), to compare")
     ap.add_argument("--relay-block-ms", type=int, default=1000,
                     help="relay chain block interval, ms (park blocks stay at 1 s). Default 1000")
+    ap.add_argument("--engine", choices=("builtin", "cometbft", "both"), default="builtin",
+                    help="the relay chain's consensus ([relay] engine); both: the same load on each, one after the "
+                         "other, with CometBFT's figures over the built-in engine's. Default builtin")
     args = ap.parse_args()
     try:
         src, dst = parse_pair(args.pair)
     except ValueError as exc:
         ap.error(str(exc))
     others = not (src in PY_PARKS and dst in PY_PARKS)
+    if others and args.engine != "builtin":
+        ap.error(f"--pair {args.pair}: --engine is measured on the DPoS and PoC pairs")
     if others and (args.rate is not None or args.backlog is not None):
         ap.error(f"--pair {args.pair}: a pair with an Ethereum or Fabric park runs --transfers N only (the park "
                  "alone, then the backlog, then relayed: bench/devnet_parks.py)")
@@ -667,9 +697,12 @@ def main() -> int:
             out = asyncio.run(run_parks(src, dst, n, root, n_senders=senders, give_up_s=args.give_up_s, bar=bar,
                                         py_table=_chain_table, start_relayer=_start_relayer, rss_mb=_rss_peak_mb))
         else:
-            out = asyncio.run(run(src, dst, mode, n, root, rate=args.rate, n_senders=senders,
-                                  relay_block_ms=args.relay_block_ms, give_up_s=args.give_up_s, bar=bar,
-                                  pipeline=not args.no_pipeline))
+            runs = {}
+            for engine in ("builtin", "cometbft") if args.engine == "both" else (args.engine,):
+                runs[engine] = asyncio.run(run(src, dst, mode, n, root / engine, rate=args.rate, n_senders=senders,
+                                               relay_block_ms=args.relay_block_ms, give_up_s=args.give_up_s,
+                                               bar=bar, pipeline=not args.no_pipeline, engine=engine))
+            out = compare_engines(runs["builtin"], runs["cometbft"]) if len(runs) == 2 else runs[args.engine]
     emit(out, args.json)
     return 0
 

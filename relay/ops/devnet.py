@@ -97,24 +97,15 @@ def init(cfg: DeploymentConfig, genesis_time_ms: int | None = None) -> None:
 def init_cometbft(cfg: DeploymentConfig, valset: ValidatorSet) -> None:
     """Each relay validator's CometBFT home (``[relay] engine = "cometbft"``; idempotent): ``cometbft init`` makes
     its keys there, the devnet's settings go into its ``config.toml`` (every validator of the others as a persistent
-    peer; deploy/cometbft.md), and one CometBFT genesis, the relay genesis as its ``app_state``, goes to all. The
-    consensus keys file, written last, marks it done."""
-    from relay.chain.abci.cometbft import HomeSettings, consensus_pubkey, init_home, node_id, write_genesis
-
-    def settings(v: str, peers: tuple[str, ...]) -> HomeSettings:
-        abci, rpc_port, p2p = cfg.cometbft_ports(v)
-        return HomeSettings(moniker=v, host=cfg.host_of(cfg.relay_chain_id, v), abci_port=abci, rpc_port=rpc_port,
-                            p2p_port=p2p, timeout_commit_ms=cfg.relay_block_interval_ms,
-                            timeout_propose_ms=cfg.cometbft_timeout_propose_ms, persistent_peers=peers)
+    peer; deploy/cometbft/README.md), and one CometBFT genesis, the relay genesis as its ``app_state``, goes to all.
+    The consensus keys file, written last, marks it done."""
+    from relay.chain.abci.cometbft import consensus_pubkey, init_home, write_genesis
 
     homes = {v: cometbft_home_path(cfg, v) for v in cfg.relay_validators}
     for v, home in homes.items():
-        init_home(home, settings(v, ()))
-    ids = {v: node_id(home) for v, home in homes.items()}
+        init_home(home, cometbft_settings(cfg, v, peers=False))
     for v, home in homes.items():
-        peers = tuple(f"{ids[w]}@{cfg.host_of(cfg.relay_chain_id, w)}:{cfg.cometbft_ports(w)[2]}"
-                      for w in cfg.relay_validators if w != v)
-        init_home(home, settings(v, peers))
+        init_home(home, cometbft_settings(cfg, v))
     keys_path = consensus_keys_path(cfg)
     if keys_path.exists():
         return
@@ -128,6 +119,22 @@ def init_cometbft(cfg: DeploymentConfig, valset: ValidatorSet) -> None:
         atomic_write(home / "config" / "genesis.json", raw)
     atomic_write(keys_path, json.dumps({v: k.hex() for v, k in pubkeys.items()}, indent=2, sort_keys=True))
     print(f"CometBFT homes of {', '.join(cfg.relay_validators)} written under {keys_path.parent}")
+
+
+def cometbft_settings(cfg: DeploymentConfig, validator: str, *, peers: bool = True) -> Any:
+    """Validator ``validator``'s :class:`~relay.chain.abci.cometbft.HomeSettings` from the deployment: its addresses
+    and ports, the block interval, and (``peers``) every other validator as a persistent peer, its node id read
+    from that validator's home."""
+    from relay.chain.abci.cometbft import HomeSettings, node_id
+
+    abci, rpc_port, p2p = cfg.cometbft_ports(validator)
+    others = [w for w in cfg.relay_validators if w != validator] if peers else []
+    return HomeSettings(moniker=validator, host=cfg.host_of(cfg.relay_chain_id, validator), abci_port=abci,
+                        rpc_port=rpc_port, p2p_port=p2p, timeout_commit_ms=cfg.relay_block_interval_ms,
+                        timeout_propose_ms=cfg.cometbft_timeout_propose_ms,
+                        persistent_peers=tuple(f"{node_id(cometbft_home_path(cfg, w))}@"
+                                               f"{cfg.host_of(cfg.relay_chain_id, w)}:{cfg.cometbft_ports(w)[2]}"
+                                               for w in others))
 
 
 def relay_lanes(cfg: DeploymentConfig) -> list[dict[str, Any]]:

@@ -90,6 +90,8 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
     (:class:`relay.ops.api.server.ApiOptions`) serves the operator API too."""
     from chains.common.storage import EXIT_STORAGE_FAULT, StorageFault
 
+    if kind == "relay":
+        check_engine(cfg, name)
     if kind == "relay" and cfg.relay_engine == "cometbft":
         return await run_cometbft_validator(cfg, name, api)
     try:
@@ -127,6 +129,25 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
     return (getattr(node, "exit_code", 0) or 1) if node.failed.is_set() else 0
 
 
+def check_engine(cfg: DeploymentConfig, name: str) -> None:
+    """Refuse to run relay validator ``name`` on another engine than the one its database was made by (the two keep
+    different records: a built-in chain's blocks mean nothing to CometBFT's block store, and the other way round);
+    the first start records the engine beside the database (``<data_dir>/db/<name>.engine``)."""
+    from chains.common.storage import atomic_write
+
+    marker = cfg.data_dir / "db" / f"{name}.engine"
+    db = cfg.data_dir / "db" / f"{cfg.relay_chain_id}-{name}.sqlite3"
+    if marker.exists() or db.exists():  # a database from before the marker: the built-in engine's
+        made_by = marker.read_text().strip() if marker.exists() else "builtin"
+        if made_by != cfg.relay_engine:
+            raise ConfigError(f"{cfg.path}: relay validator {name}'s database ({cfg.data_dir / 'db'}) was made by the "
+                              f"{made_by!r} engine, and [relay] engine is {cfg.relay_engine!r}: a relay chain does "
+                              f"not change engine; set engine = {made_by!r} or use a fresh data_dir")
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(marker, cfg.relay_engine + "\n")
+
+
 def load_cometbft_app(cfg: DeploymentConfig, name: str) -> Any:
     """Relay validator ``name``'s :class:`~relay.chain.abci.app.RelayAbciApp`, with its relay RPC node configured
     (``[relay] engine = "cometbft"``; ``devnet init`` made the CometBFT homes)."""
@@ -157,9 +178,11 @@ async def run_cometbft_validator(cfg: DeploymentConfig, name: str, api: Any = No
     process and CometBFT replays to the app what it lacks). Stops CometBFT first, then the app."""
     from chains.common.procs import stop as stop_process
     from chains.common.storage import EXIT_STORAGE_FAULT, StorageFault
+    from relay.chain.abci.cometbft import init_home
     from relay.chain.abci.node import start_cometbft, wait_exit
     from relay.chain.abci.server import AbciServer
     from relay.ops.api.metrics import register_relay_metrics
+    from relay.ops.devnet import cometbft_settings
 
     plog = logging.getLogger("parkrelay.node")
     try:
@@ -186,7 +209,10 @@ async def run_cometbft_validator(cfg: DeploymentConfig, name: str, api: Any = No
     attesting = asyncio.ensure_future(attestor.run()) if attestor is not None else None
     logs = cfg.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    proc = start_cometbft(cometbft_home_path(cfg, name), logs / f"cometbft-{name}.log")
+    home = cometbft_home_path(cfg, name)
+    # the deployment's addresses, ports and block interval as the config says now (e.g. hosts given after init)
+    init_home(home, cometbft_settings(cfg, name))
+    proc = await asyncio.to_thread(start_cometbft, home, logs / f"cometbft-{name}.log")
     node.log.info("relay validator %s on CometBFT: relay RPC %s, ABCI %s, CometBFT pid %d (log %s)", name, node.url,
                   server.address, proc.pid, logs / f"cometbft-{name}.log")
     stopped, failed = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())

@@ -14,6 +14,8 @@ import pytest
 from bench.devnet import (
     PacketTimes,
     _submit,
+    block_interval_ms,
+    compare_engines,
     depth_libs,
     final_times,
     overhead_phase3_ms,
@@ -183,3 +185,21 @@ def test_steady_rate_leaves_out_the_pipeline_filling_and_draining() -> None:
     times = [float(i * 2) for i in range(10)] + [20 + i / 200 for i in range(80)] + [40.0 + i for i in range(10)]
     assert steady_rate(times) == round(80 / (times[90] - times[10]), 1)
     assert steady_rate([1.0] * 20) is None and steady_rate([1.0, 2.0]) is None
+
+
+def test_block_interval_is_the_median_gap_of_consecutive_blocks_in_the_window() -> None:
+    times = {1: 0, 2: 1000, 3: 1300, 4: 1600, 6: 5000, 7: 5300, 8: 9_000}
+    assert block_interval_ms(times, 0.5, 5.5) == 300.0  # gaps 300 (2->3), 300 (3->4), 300 (6->7); 4->6 is no gap
+    assert block_interval_ms(times, 0.0, 0.5) is None
+
+
+def test_compare_engines_gives_cometbft_over_builtin() -> None:
+    builtin = {"throughput_per_s": 100.0, "steady_settle_per_s": 90.0, "relay_block_interval_p50_ms": 1000.0,
+               "latency_p50_s": 10.0, "overhead_phase3_p50_s": 1.0, "supply_conserved": True}
+    comet = {**builtin, "throughput_per_s": 50.0, "relay_block_interval_p50_ms": 1300.0, "overhead_phase3_p50_s": 2.5}
+    out = compare_engines(builtin, comet)
+    assert out["cometbft_over_builtin"] == {"throughput_per_s": 0.5, "steady_settle_per_s": 1.0,
+                                            "relay_block_interval_p50_ms": 1.3, "latency_p50_s": 1.0,
+                                            "overhead_phase3_p50_s": 2.5}
+    assert out["supply_conserved"] is True
+    assert compare_engines(builtin, {**comet, "supply_conserved": False})["supply_conserved"] is False

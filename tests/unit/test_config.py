@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.ops.config import ConfigError, load_config
+from relay.ops.config import ConfigError, DeploymentConfig, load_config
 
 BASE = """
 [deployment]
@@ -88,3 +88,26 @@ def test_the_relay_engine_is_builtin_by_default_and_cometbft_needs_its_ports(tmp
         with pytest.raises(ConfigError, match="timeout_propose_ms"):
             _load(tmp_path, relay + f'engine = "cometbft"\n[relay.cometbft]\nbase_port = 31200\n'
                                     f'timeout_propose_ms = {bad}\n')
+
+
+def test_a_relay_validator_does_not_change_engine(tmp_path: Path) -> None:
+    from relay.ops.nodes import check_engine
+
+    relay = '[relay]\nvalidators = ["op-a"]\nbase_port = 31100\n'
+    data = f'data_dir = "{tmp_path / "data"}"\n'
+
+    def load(extra: str) -> DeploymentConfig:
+        p = tmp_path / "d.toml"
+        p.write_text(BASE.replace('data_dir = "data"\n', data) + extra)
+        return load_config(p)
+
+    builtin = load(relay)
+    check_engine(builtin, "op-a")  # the first start records the engine
+    check_engine(builtin, "op-a")
+    comet = load(relay + 'engine = "cometbft"\n[relay.cometbft]\nbase_port = 31200\n')
+    with pytest.raises(ConfigError, match="made by the 'builtin' engine, and \\[relay\\] engine is 'cometbft'"):
+        check_engine(comet, "op-a")
+    (tmp_path / "data" / "db" / "op-a.engine").unlink()
+    (tmp_path / "data" / "db" / "relay-op-a.sqlite3").write_bytes(b"")  # a database from before the marker
+    with pytest.raises(ConfigError, match="made by the 'builtin' engine"):
+        check_engine(comet, "op-a")

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import logging
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -41,7 +45,8 @@ from protocol.errors import CodecError, MempoolFullError, ProtocolError
 from relay.chain.abci.cometbft import cometbft_binary
 from relay.chain.node import RelayNode, RelayRules
 
-__all__ = ["BROADCAST_TIMEOUT_S", "CometRelayNode", "NotGossipedError", "start_cometbft", "wait_exit"]
+__all__ = ["BROADCAST_TIMEOUT_S", "PREVIOUS_STOP_S", "CometRelayNode", "NotGossipedError", "start_cometbft",
+           "wait_exit"]
 
 log = logging.getLogger("parkrelay.relay.abci")
 
@@ -149,14 +154,51 @@ def _refusal(result: dict[str, Any]) -> ProtocolError:
     return error_from_rpc({"data": data})
 
 
+PREVIOUS_STOP_S: Final = 15.0
+"""How long a previous run's ``cometbft`` of the same home (its validator process was SIGKILLed: the kernel SIGTERMed
+it, and it may still be flushing its stores) gets to exit before it is SIGKILLed."""
+
+
 def start_cometbft(home: Path, log_path: Path, *, binary: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start ``cometbft start --home home`` as a child tied to this process, its output appended to ``log_path``."""
+    """Start ``cometbft start --home home`` as a child tied to this process, its output appended to ``log_path``.
+    A ``cometbft`` of a previous run of this home still running (``<home>/cometbft.pid``) is waited for first (then
+    SIGKILLed after :data:`PREVIOUS_STOP_S`): two on one home would fight over its stores and ports."""
     exe = binary or cometbft_binary()
+    pidfile = home / "cometbft.pid"
+    _reap_previous(pidfile, home)
     log.info("starting %s start --home %s", exe, home)
     with log_path.open("ab") as log_file:
         proc: subprocess.Popen[bytes] = spawn([str(exe), "start", "--home", str(home)], stdin=subprocess.DEVNULL,
                                               stdout=log_file, stderr=subprocess.STDOUT)
+    pidfile.write_text(f"{proc.pid}\n")
     return proc
+
+
+def _reap_previous(pidfile: Path, home: Path) -> None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + PREVIOUS_STOP_S
+    while _is_cometbft_of(pid, home):
+        if time.monotonic() > deadline:
+            log.warning("cometbft pid %d of %s still running %.0f s after its validator died: SIGKILL", pid, home,
+                        PREVIOUS_STOP_S)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + PREVIOUS_STOP_S
+        time.sleep(0.1)  # another process's exit: nothing to await but its /proc entry
+    pidfile.unlink(missing_ok=True)
+
+
+def _is_cometbft_of(pid: int, home: Path) -> bool:
+    """Whether ``pid`` runs ``cometbft start --home home`` (not a recycled pid of something else)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and b"start" in argv and str(home).encode() in argv
 
 
 async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
