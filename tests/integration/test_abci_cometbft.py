@@ -26,7 +26,6 @@ import asyncio
 import base64
 import json
 import os
-import re
 import subprocess
 import time
 from collections import defaultdict
@@ -38,6 +37,7 @@ import aiohttp
 import pytest
 
 from chains.common.procs import spawn, stop
+from relay.chain.abci import cometbft
 from relay.chain.abci import types as T
 from relay.chain.abci.cometbft import cometbft_binary
 from relay.chain.abci.server import AbciServer
@@ -55,38 +55,13 @@ VECTORS = Path(__file__).resolve().parents[1] / "unit" / "abci" / "vectors" / "c
 DEADLINE_S = 60.0
 
 
-def _set_toml(text: str, section: str, key: str, value: str) -> str:
-    """``key = value`` inside ``[section]`` ("" for the top level) of CometBFT's generated config.toml."""
-    out, current, done = [], "", False
-    for line in text.splitlines():
-        m = re.match(r"^\[([^\]]+)\]\s*$", line)
-        if m:
-            current = m.group(1)
-        elif current == section and re.match(rf"^{re.escape(key)}\s*=", line):
-            line = f"{key} = {value}"
-            done = True
-        out.append(line)
-    assert done, f"no {key} in [{section}]"
-    return "\n".join(out) + "\n"
-
-
 def init_home(home: Path, *, abci_addr: str, rpc_port: int, p2p_port: int) -> None:
-    """``cometbft init`` a single validator and point it at our server, on loopback, with fast blocks and vote
-    extensions from height 1."""
-    subprocess.run([str(cometbft_binary()), "init", "--home", str(home)], check=True, capture_output=True,
-                   timeout=30)
-    cfg = home / "config" / "config.toml"
-    text = cfg.read_text()
-    for section, key, value in [
-        ("", "proxy_app", f'"{abci_addr}"'),
-        ("", "moniker", '"abci-test"'),
-        ("rpc", "laddr", f'"tcp://127.0.0.1:{rpc_port}"'),
-        ("p2p", "laddr", f'"tcp://127.0.0.1:{p2p_port}"'),
-        ("consensus", "timeout_commit", '"200ms"'),
-        ("consensus", "timeout_propose", '"1s"'),
-    ]:
-        text = _set_toml(text, section, key, value)
-    cfg.write_text(text)
+    """``cometbft init`` a single validator (the package's :func:`~relay.chain.abci.cometbft.init_home`, as ``devnet
+    init`` does) pointed at our server, on loopback, with fast blocks and vote extensions from height 1."""
+    host, port = abci_addr.removeprefix("tcp://").rsplit(":", 1)
+    cometbft.init_home(home, cometbft.HomeSettings(moniker="abci-test", host=host, abci_port=int(port),
+                                                   rpc_port=rpc_port, p2p_port=p2p_port, timeout_commit_ms=200,
+                                                   timeout_propose_ms=1000))
     gen_path = home / "config" / "genesis.json"
     genesis = json.loads(gen_path.read_text())
     genesis["chain_id"] = "abci-test"

@@ -38,13 +38,14 @@ from chains.common.tx import Tx, account_path
 from protocol.certificate import Validator, ValidatorSet, verify_certificate
 from protocol.crypto import Ed25519Signer
 from protocol.types import ChainId
-from relay.chain.abci.app import ConsensusKeys, RelayAbciApp, cometbft_address, decode_commit_item
+from relay.chain.abci import cometbft
+from relay.chain.abci.app import ConsensusKeys, RelayAbciApp, decode_commit_item
 from relay.chain.abci.cometbft import cometbft_binary
+from relay.chain.abci.cometbft import consensus_pubkey as cometbft_pubkey
 from relay.chain.abci.server import AbciServer
 from relay.chain.consensus import ValidatorKey
 from tests.integration.harness import free_port_block
 from tests.integration.test_abci_cometbft import Rpc, init_home, until
-from tests.integration.test_abci_cometbft import _set_toml as set_toml
 
 pytestmark = [
     pytest.mark.integration,
@@ -56,23 +57,11 @@ pytestmark = [
 CHAIN = "relay-on-cometbft"
 
 
-def cometbft_pubkey(home: Path) -> bytes:
-    """The ed25519 consensus public key ``cometbft init`` generated."""
-    key = json.loads((home / "config" / "priv_validator_key.json").read_text())
-    assert key["pub_key"]["type"] == "tendermint/PubKeyEd25519"
-    return base64.b64decode(key["pub_key"]["value"])
-
-
 def write_genesis(home: Path, relay_genesis: dict[str, Any], power: int) -> None:
-    """CometBFT's genesis for the relay: the relay chain id, the relay genesis as ``app_state``, the validator's relay
-    power; vote extensions left OFF (the app's InitChain answer turns them on)."""
-    path = home / "config" / "genesis.json"
-    g = json.loads(path.read_text())
-    g["chain_id"] = CHAIN
-    g["app_state"] = relay_genesis
-    g["validators"][0]["power"] = str(power)
-    g["consensus_params"]["abci"]["vote_extensions_enable_height"] = "0"
-    path.write_text(json.dumps(g, indent=2))
+    """CometBFT's genesis for the relay, as ``devnet init`` writes it: the relay chain id, the relay genesis as
+    ``app_state``, the validator's relay power; vote extensions left OFF (the app's InitChain answer turns them on)."""
+    cometbft.write_genesis(home, chain_id=CHAIN, genesis_time_ms=int(relay_genesis["genesis_time_ms"]),
+                           app_state=relay_genesis, validators=[("v0", cometbft_pubkey(home), power)])
 
 
 async def test_a_relay_tx_through_cometbft_yields_a_certificate_a_bridge_verifies(tmp_path: Path) -> None:
@@ -252,7 +241,8 @@ class Validator4:
                   p2p_port=self.p2p_port)
         out = subprocess.run([str(cometbft_binary()), "show-node-id", "--home", str(self.home)], check=True,
                              capture_output=True, text=True, timeout=30)
-        self.node_id = out.stdout.strip()
+        self.node_id = cometbft.node_id(self.home)
+        assert self.node_id == out.stdout.strip(), "our node id is the one CometBFT computes"
         self.pubkey = cometbft_pubkey(self.home)
         self.app: RelayAbciApp | None = None
         self.server: AbciServer | None = None
@@ -280,23 +270,16 @@ class Validator4:
 
 def four_validator_genesis(vals: list[Validator4], relay_genesis: dict[str, Any]) -> None:
     """One CometBFT genesis for the four (their consensus keys, power 1 each: the app answers the relay powers),
-    and each node's peers: the other three on loopback."""
-    g = json.loads((vals[0].home / "config" / "genesis.json").read_text())
-    g["chain_id"] = CHAIN
-    g["app_state"] = relay_genesis
-    g["validators"] = [{"address": cometbft_address(v.pubkey).hex().upper(),
-                        "pub_key": {"type": "tendermint/PubKeyEd25519", "value": base64.b64encode(v.pubkey).decode()},
-                        "power": "1", "name": v.name} for v in vals]
+    and each node's peers: the other three on loopback (the package's helpers, as ``devnet init`` uses them)."""
+    raw = cometbft.write_genesis(vals[0].home, chain_id=CHAIN, genesis_time_ms=int(relay_genesis["genesis_time_ms"]),
+                                 app_state=relay_genesis, validators=[(v.name, v.pubkey, 1) for v in vals])
     for v in vals:
-        (v.home / "config" / "genesis.json").write_text(json.dumps(g, indent=2))
-        cfg = v.home / "config" / "config.toml"
-        text = cfg.read_text()
-        peers = ",".join(f"{w.node_id}@127.0.0.1:{w.p2p_port}" for w in vals if w is not v)
-        for section, key, value in [("p2p", "persistent_peers", f'"{peers}"'), ("p2p", "allow_duplicate_ip", "true"),
-                                    ("p2p", "addr_book_strict", "false"), ("consensus", "timeout_commit", '"500ms"'),
-                                    ("consensus", "timeout_propose", '"2s"')]:
-            text = set_toml(text, section, key, value)
-        cfg.write_text(text)
+        (v.home / "config" / "genesis.json").write_bytes(raw)
+        peers = tuple(f"{w.node_id}@127.0.0.1:{w.p2p_port}" for w in vals if w is not v)
+        cometbft.init_home(v.home, cometbft.HomeSettings(moniker=v.name, host="127.0.0.1", abci_port=v.abci_port,
+                                                         rpc_port=v.rpc_port, p2p_port=v.p2p_port,
+                                                         timeout_commit_ms=500, timeout_propose_ms=2000,
+                                                         persistent_peers=peers))
 
 
 async def test_four_validators_certify_with_one_down_and_back(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,10 +61,18 @@ class NsNet(Net):
 
 @pytest.fixture(scope="module")
 def hosts_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsNet]:
-    d = Devnet(tmp_path_factory.mktemp("partitions"), chains=[chain_spec(DPOS), chain_spec(POC)],
-                 lanes=[{"lane": LANE, "a": DPOS, "b": POC}],
-                 relay={"validators": VALIDATORS, "base_port": free_port_block(4), "block_interval_ms": 300},
-                 relayers=RELAYERS, relayer_options={"heartbeat_s": 1.0})
+    with hosts_devnet(tmp_path_factory.mktemp("partitions")) as n:
+        yield n
+
+
+@contextmanager
+def hosts_devnet(root: Path, relay_options: dict[str, Any] | None = None) -> Iterator[NsNet]:
+    """The module's devnet in ``root``, each process on a host of its own (``relay_options``: more ``[relay]`` keys,
+    e.g. the engine)."""
+    d = Devnet(root, chains=[chain_spec(DPOS), chain_spec(POC)], lanes=[{"lane": LANE, "a": DPOS, "b": POC}],
+               relay={"validators": VALIDATORS, "base_port": free_port_block(4), "block_interval_ms": 300,
+                      **(relay_options or {})},
+               relayers=RELAYERS, relayer_options={"heartbeat_s": 1.0})
     cfg = d.write()
     # the same deployment, each process on a host of its own: [deployment] hosts gives each its address
     hosts = netns.plan_hosts(netns.deployment_hosts(cfg), netns.free_subnet())
