@@ -37,6 +37,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -45,7 +46,7 @@ from chains.fabric.network.config import FabricConfigError, FabricNetworkConfig
 from chains.fabric.network.launcher import FabricNetwork
 from chains.fabric.network.process import FabricNetworkError
 
-__all__ = ["MAX_BACKOFF_S", "STABLE_AFTER_S", "Supervisor", "main", "run_supervisor"]
+__all__ = ["MAX_BACKOFF_S", "PARENT_GONE_GRACE_S", "STABLE_AFTER_S", "Supervisor", "main", "run_supervisor"]
 
 log = logging.getLogger("chains.fabric.network.supervisor")
 
@@ -53,14 +54,16 @@ MAX_BACKOFF_S = 30.0
 """Longest delay before restarting a child that keeps dying."""
 STABLE_AFTER_S = 60.0
 """A child that ran this long before it died is restarted at once (its backoff is reset)."""
+PARENT_GONE_GRACE_S = 15.0
+"""Once whatever started the supervisor is gone, how long the clean stop its death signal begins may take before
+the supervisor exits at once (its children then get their own death signal from the kernel)."""
 
+
+_STOP_CHECK_S = 0.5
+"""How often the supervising loop looks whether a stop was asked (the signal handlers only set an event)."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 """Colour escapes (a Fabric process's first lines come before it reads FABRIC_LOGGING_FORMAT)."""
-
-
-class _Stop(Exception):
-    """SIGTERM arrived: unwind to the shutdown."""
 
 
 class Supervisor:
@@ -78,6 +81,8 @@ class Supervisor:
         self.net = FabricNetwork(cfg, echo=self._echo if out is not None else None, on_exit=self._exited)
         self._backoff: dict[str, float] = {}
         self._started_at: dict[str, float] = {}
+        self.stop_requested = threading.Event()
+        """Set by SIGTERM and SIGINT (and by the watcher once the parent is gone): the park stops."""
 
     def _echo(self, name: str, line: str) -> None:
         out = self.out
@@ -92,29 +97,50 @@ class Supervisor:
         self._events.put((name, generation, code))
 
     def run(self) -> int:
-        """Bring the park up and supervise it until SIGTERM/SIGINT; the exit code (0 after a clean stop)."""
-        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        """Bring the park up and supervise it until SIGTERM/SIGINT; the exit code (0 after a clean stop).
+
+        The signal handlers only set :attr:`stop_requested`: an exception raised from a handler lands wherever the
+        main thread is, and where that is a fork's after-fork callback (the park's start-up forks Fabric's CLI
+        again and again) Python swallows it and logging's lock stays taken (seen: a park left running after its
+        parent was SIGKILLed). The supervising loop looks at the event every :data:`_STOP_CHECK_S`; during the
+        start-up, a watcher thread stops the park (:func:`_watch`), as it does when the parent is gone and the
+        death signal did not arrive."""
+        stop, supervising, stopped = self.stop_requested, threading.Event(), threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        threading.Thread(target=_watch, args=(os.getppid(), stop, supervising, stopped, self.net.stop,
+                                              self.cfg.chain_id), name="fabric-stop-watch", daemon=True).start()
         try:
             self.cfg.layout.ready.unlink(missing_ok=True)  # left by a supervisor that was SIGKILLed
             self.net.up()
-            now = time.monotonic()
-            self._started_at = dict.fromkeys(self.net.procs, now)
-            self._ready_banner()
-            self._write_ready()
-            while True:
-                name, generation, code = self._events.get()
+            supervising.set()
+            if not stop.is_set():
+                now = time.monotonic()
+                self._started_at = dict.fromkeys(self.net.procs, now)
+                self._ready_banner()
+                self._write_ready()
+            while not stop.is_set():
+                try:
+                    name, generation, code = self._events.get(timeout=_STOP_CHECK_S)
+                except queue.Empty:
+                    continue
                 self._handle_exit(name, generation, code)
-        except (KeyboardInterrupt, _Stop):
             log.info("fabric park %s: stopping", self.cfg.chain_id)
             return 0
         except (FabricNetworkError, FabricConfigError) as exc:
+            if stop.is_set():  # a start-up step failing because the park is being stopped
+                return 0
             log.error("fabric park %s: %s", self.cfg.chain_id, exc)
             return 1
         finally:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
             self.cfg.layout.ready.unlink(missing_ok=True)
             self.net.stop()
-            signal.signal(signal.SIGTERM, previous)
+            stopped.set()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _ready_banner(self) -> None:
         cfg = self.cfg
@@ -148,8 +174,8 @@ class Supervisor:
         self._backoff[name] = min(MAX_BACKOFF_S, max(1.0, 2 * delay))
         log.warning("fabric park %s: %s exited with %s after %.1f s; restarting%s", self.cfg.chain_id, name, code,
                     ran, f" in {delay:.0f} s" if delay else "")
-        if delay:
-            time.sleep(delay)  # a deliberate pause (crash loop), not a wait for an event
+        if delay and self.stop_requested.wait(delay):  # a deliberate pause (crash loop), cut short by a stop
+            return
         try:
             self.net.start(name)
         except FabricNetworkError as exc:
@@ -161,8 +187,33 @@ class Supervisor:
         log.info("fabric park %s: %s running again (pid %s)", self.cfg.chain_id, name, proc.pid)
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
+def _watch(parent: int, stop: threading.Event, supervising: threading.Event, stopped: threading.Event,
+           stop_park: Callable[..., None], chain_id: str) -> None:
+    """The supervisor's stop watcher (a daemon thread), until the main thread has stopped the park (``stopped``).
+
+    * The parent gone (``os.getppid()`` changed) counts as a stop: the backstop of the death signal.
+    * A stop during the start-up (``supervising`` not set yet: the main thread is in a long call, a Fabric CLI or a
+      gRPC wait) stops the park from here (``stop_park``) and exits the process.
+    * A stop the supervising loop has not finished within :data:`PARENT_GONE_GRACE_S` exits the process at once;
+      the kernel then signals each child (they are tied to the supervisor, :func:`chains.common.procs.spawn`).
+
+    Its messages go straight to stderr: it must not wait on a lock the main thread may hold."""
+    while not stopped.wait(0.5):
+        if os.getppid() != parent:
+            stop.set()
+        if not stop.is_set():
+            continue
+        if not supervising.is_set():
+            os.write(2, f"fabric park {chain_id}: stopping during its start-up\n".encode())
+            try:
+                stop_park(timeout_s=5.0)
+            finally:
+                os._exit(0)
+        if stopped.wait(PARENT_GONE_GRACE_S):
+            return
+        os.write(2, f"fabric park {chain_id}: not stopped {PARENT_GONE_GRACE_S:.0f} s after the stop was asked "
+                    f"(parent {parent}); exiting now\n".encode())
+        os._exit(1)
 
 
 def run_supervisor(cfg: FabricNetworkConfig, *, out: TextIO | None = sys.stdout) -> int:
