@@ -699,6 +699,7 @@ def main() -> int:
         else:
             runs = {}
             for engine in ("builtin", "cometbft") if args.engine == "both" else (args.engine,):
+                (root / engine).mkdir(parents=True, exist_ok=True)
                 runs[engine] = asyncio.run(run(src, dst, mode, n, root / engine, rate=args.rate, n_senders=senders,
                                                relay_block_ms=args.relay_block_ms, give_up_s=args.give_up_s,
                                                bar=bar, pipeline=not args.no_pipeline, engine=engine))
