@@ -1,13 +1,13 @@
 """The four-phase scenarios with the relay chain on CometBFT (issue 17): ``[relay] engine = "cometbft"``.
 
-The DPoS <-> PoC pair's devnet of ``test_four_phases.py`` (3 DPoS witnesses, 2 PoC farmers, 4 relay validators,
-relayers started by the tests), its relay validators each running the relay state machine as the ABCI application
-of a real ``cometbft`` v0.38.25 child, and the same scenarios, imported from there and run unchanged: a timeout
-refunded only on proof, replays and forgeries refused, a relayer SIGKILLed after each phase, two relayers racing
-with no failed transaction in any block, one relay validator down and back, park nodes SIGKILLed, a frozen client.
-Beside them, what only this engine has: a validator's app SIGKILLed (its ``cometbft`` child dies with it) while the
-others go on, then restarted: CometBFT's handshake replays to the app the blocks it lacks, and the validator signs
-relay certificates again.
+The devnets of ``test_four_phases.py`` for the DPoS <-> PoC and the Ethereum <-> Fabric pairs (between them every
+kind of park; 4 relay validators, relayers started by the tests), the relay validators each running the relay state
+machine as the ABCI application of a real ``cometbft`` v0.38.25 child, and the same scenarios, imported from there
+and run unchanged: a timeout refunded only on proof, replays and forgeries refused, a relayer SIGKILLed after
+each phase, two relayers racing with no failed transaction in any block, one relay validator down and back, park
+nodes SIGKILLed, a frozen client. Beside them, what only this engine has: a validator's app SIGKILLed (its
+``cometbft`` child dies with it) while the others go on, then restarted: CometBFT's handshake replays to the app
+the blocks it lacks, and the validator signs relay certificates again.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from relay.chain.abci.cometbft import cometbft_binary
 from relay.ops.layout import cometbft_home_path
 from tests.integration.harness import free_port_block, status, wait_for
 from tests.integration.test_four_phases import (  # noqa: F401  (the scenarios, run here on this module's devnet)
-    DPOS,
     LANE,
-    POC,
+    PAIRS,
     RELAY,
     Net,
     started_net,
@@ -47,11 +46,17 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+COMETBFT_PAIRS = ("dpos-poc", "eth-fabric")
+"""The pairs of ``test_four_phases.py`` run on CometBFT: between them every kind of park (each pair costs about
+three minutes; all six would add a quarter of an hour to the suite for no kind not already covered)."""
+
+
+@pytest.fixture(scope="module", params=COMETBFT_PAIRS)
+def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    a, b = PAIRS[request.param]
     options = {"engine": "cometbft", "cometbft": {"base_port": free_port_block(12)}}
-    with started_net(tmp_path_factory.mktemp("relay-on-cometbft"), [DPOS, POC], [{"lane": LANE, "a": DPOS, "b": POC}],
-                     ["relayer-a", "relayer-b"], relay_options=options) as n:
+    with started_net(tmp_path_factory.mktemp(f"relay-on-cometbft-{request.param}"), [a, b],
+                     [{"lane": LANE, "a": a, "b": b}], ["relayer-a", "relayer-b"], relay_options=options) as n:
         yield n
 
 
