@@ -21,14 +21,18 @@ from typing import Any, ClassVar
 __all__ = [
     "ADMISSION_CODES",
     "DISPOSITIONS",
+    "AccountMempoolFullError",
     "AdmissionError",
     "AuthorizationError",
+    "BondLockedError",
+    "BondStateError",
     "CapacityExceededError",
     "CertificateStaleError",
     "ClientExpiredError",
     "ClientFrozenError",
     "ClientRecoveryError",
     "CodecError",
+    "ConnectionLimitError",
     "Disposition",
     "DuplicateClientTypeError",
     "DuplicateValidatorError",
@@ -58,6 +62,7 @@ __all__ = [
     "RateLimitError",
     "ReplayError",
     "ReputationInsufficientError",
+    "RequestRateLimitedError",
     "RightMismatchError",
     "RightNotOutstandingError",
     "RightOutstandingError",
@@ -71,6 +76,8 @@ __all__ = [
     "TransformerMismatchError",
     "TransformerUnknownError",
     "TransportError",
+    "UnbondedAccountError",
+    "UnbondingAccountError",
     "UnknownClientError",
     "ValidatorJailedError",
     "ValidatorSetMismatchError",
@@ -301,6 +308,29 @@ class MempoolFullError(ProtocolError):
     code = "mempool.full"
 
 
+class AccountMempoolFullError(MempoolFullError):
+    """The node's mempool holds its limit of queued transactions of this sender (``[limits]
+    mempool_txs_per_account``): the sender's own queued ones must go into blocks first. Bounds what one account
+    holds of a mempool that charges nothing; the global bound (``mempool.full``) bounds all accounts together."""
+
+    code = "mempool.account_full"
+
+
+class RequestRateLimitedError(ProtocolError):
+    """A client address sent requests faster than a node's or the operator API's per-address token bucket allows
+    (``[limits] rpc_requests_per_s``, ``rpc_burst``): nothing was read past the refusal; the same request passes
+    once the bucket refills."""
+
+    code = "rpc.rate_limited"
+
+
+class ConnectionLimitError(ProtocolError):
+    """A node holds its limit of WebSocket connections, in all or from this client address (``[limits]
+    ws_connections``, ``ws_connections_per_ip``): the upgrade is refused; it passes once a subscriber leaves."""
+
+    code = "rpc.connection_limit"
+
+
 class SlotTimeoutError(TimeoutExpiredError):
     """A charging right's packet would time out after its slot starts (SPEC §2.3): phase 1 refuses it for good,
     since a right may only execute before its slot."""
@@ -470,6 +500,38 @@ class ValidatorJailedError(ProtocolError):
     code = "validator.jailed"
 
 
+# --- relay-chain bonds (SPEC §6.9): begin -------------------------------------------------------------------
+
+
+class UnbondedAccountError(ProtocolError):
+    """A relay account without the bond it needs (SPEC §6.9): ``account.register`` of a name whose funds hold less
+    than ``min_bond``, or a transaction of an account whose bond was withdrawn or slashed below ``min_bond``."""
+
+    code = "account.unbonded"
+
+
+class UnbondingAccountError(ProtocolError):
+    """A relay transaction of an account that is unbonding (SPEC §6.9): it relays nothing until it bonds again."""
+
+    code = "account.unbonding"
+
+
+class BondLockedError(ProtocolError):
+    """``account.withdraw`` before the unbonding period ended (SPEC §6.9): relay time lifts it."""
+
+    code = "bond.locked"
+
+
+class BondStateError(ProtocolError):
+    """A bond operation the account's bond status does not allow (SPEC §6.9): unbonding a governance grant or an
+    account already unbonding, withdrawing a bond that is not unbonding, bonding an account already bonded."""
+
+    code = "bond.state"
+
+
+# --- relay-chain bonds: end ---------------------------------------------------------------------------------
+
+
 class TransportError(ParkRelayError):
     """I/O with a chain failed. ``retryable`` says whether reconnecting may help; ``side`` names the side."""
 
@@ -527,12 +589,14 @@ DISPOSITIONS: dict[str, Disposition] = {
     # relay-validator equivocation evidence (SPEC §7.7)
     "evidence.invalid": _N, "evidence.stale": _N, "validator.jailed": _D,
     # accounts and transactions
-    "auth.denied": _F, "tx.nonce": _R, "mempool.full": _R,
+    "auth.denied": _F, "tx.nonce": _R, "mempool.full": _R, "mempool.account_full": _P,
     # node and transport
     "block.missing_parent": _P, "rpc.not_found": _P, "transport": _R, "poc.plot": _F,
     # requests refused before any method runs (chains/common/jsonrpc.py)
     "rpc.invalid": _N, "rpc.parse_error": _N, "rpc.body_too_large": _N, "rpc.invalid_request": _N,
     "rpc.method_not_found": _N, "rpc.invalid_params": _N, "rpc.unauthorized": _F,
+    # admission bounds of a node and the operator API (the deployment config's [limits])
+    "rpc.rate_limited": _R, "rpc.connection_limit": _R,
     # Ethereum adapter
     "eth.reverted": _N, "eth.gas_cap": _N,
     # Fabric adapter: peers that answered differently and read conflicts at commit pass within a block or two;
@@ -540,6 +604,9 @@ DISPOSITIONS: dict[str, Disposition] = {
     "fabric.endorsement_mismatch": _R, "fabric.mvcc_conflict": _R, "fabric.tx_invalid": _N,
     # relay validator sets on the park bridges (SPEC §7.1)
     "certificate.duplicate_validator": _N,
+    # relay-chain bonds (SPEC §6.9) -- begin
+    "account.unbonded": _F, "account.unbonding": _F, "bond.locked": _P, "bond.state": _N,
+    # relay-chain bonds -- end
 }
 """Every stable error code and its :class:`Disposition` (SPEC.md §9). A code missing here is treated as
 :attr:`Disposition.NEVER`; a unit test checks that every error class of the code base has its code here."""

@@ -6,9 +6,14 @@ through :func:`decode_body` before any handler sees it, and every RPC method dec
 is answered with a JSON-RPC error object and changes nothing; no input reaches a handler in a shape the
 handler did not declare.
 
+Before any body is read, :class:`RateBuckets` bounds how fast one client address may send requests (the node's
+``POST /rpc`` and ``/ws`` messages, the operator API): a refused request is answered with
+:class:`~protocol.errors.RequestRateLimitedError` and nothing of it is read.
+
 The decoder refuses, with :class:`ParseError` (``-32700``):
 
-* a body over :data:`MAX_BODY_BYTES` (:class:`BodyTooLargeError`, HTTP 413);
+* a body over its bound (:class:`BodyTooLargeError`, HTTP 413): :data:`MAX_BODY_BYTES`, or a node's ``[limits]
+  rpc_body_bytes`` for ``/rpc`` bodies and ``/ws`` messages;
 * bytes that are not strict UTF-8 (no BOM, no UTF-16/32 guessing), and strings holding lone surrogates
   (``"\\ud800"``: valid JSON, but not encodable as UTF-8, so a key or an account name built from it
   would fail later in ``str.encode``);
@@ -37,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from protocol.errors import CodecError
+from protocol.errors import CodecError, RequestRateLimitedError
 from protocol.types import UINT64_MAX
 
 __all__ = [
@@ -59,6 +64,7 @@ __all__ = [
     "Param",
     "ParamSpec",
     "ParseError",
+    "RateBuckets",
     "Request",
     "RequestError",
     "UnauthorizedError",
@@ -168,6 +174,54 @@ def error_object(code: int, message: str, data: dict[str, Any] | None = None) ->
     if data is not None:
         err["data"] = data
     return err
+
+
+# --- rate ----------------------------------------------------------------------------------------
+
+
+class RateBuckets:
+    """One token bucket per client address: each holds at most ``burst`` tokens, refills at ``rate_per_s`` and
+    pays one token per request. Pure: the caller passes ``now`` (monotonic seconds).
+
+    At most ``max_clients`` buckets are kept: past it, buckets refilled to full are dropped (they hold nothing a
+    new bucket would not), then the oldest; so a flood from many addresses costs bounded memory, and an address
+    whose bucket was dropped starts full again (at worst one more burst)."""
+
+    __slots__ = ("_buckets", "burst", "max_clients", "rate_per_s")
+
+    def __init__(self, rate_per_s: float, burst: int, *, max_clients: int = 65_536) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.max_clients = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when they were counted)
+
+    def take(self, client: str, now: float) -> bool:
+        """Pay one token of ``client``'s bucket at ``now``: False (nothing paid) when the bucket is empty."""
+        tokens, then = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + max(0.0, now - then) * self.rate_per_s)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            return False
+        self._buckets[client] = (tokens - 1.0, now)
+        if len(self._buckets) > self.max_clients:
+            self._shrink(now)
+        return True
+
+    def refusal(self, client: str) -> RequestRateLimitedError:
+        """The error that answers a request of ``client`` refused by :meth:`take` (the ``[limits]`` keys named)."""
+        return RequestRateLimitedError(
+            f"too many requests from {client} (limits.rpc_requests_per_s = {self.rate_per_s:g}, "
+            f"limits.rpc_burst = {self.burst})", expected=f"<= {self.rate_per_s:g}/s", got="an empty bucket")
+
+    def _shrink(self, now: float) -> None:
+        full = [c for c, (t, then) in self._buckets.items() if t + (now - then) * self.rate_per_s >= self.burst]
+        for c in full:
+            del self._buckets[c]
+        while len(self._buckets) > self.max_clients:
+            del self._buckets[next(iter(self._buckets))]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 # --- the decoder ---------------------------------------------------------------------------------

@@ -17,6 +17,11 @@ witness schedule, the PoC proof of space); everything else is shared:
   token from the node's config. Every body (RPC, ``/ws`` message, P2P) goes through the strict decoder
   of :mod:`chains.common.jsonrpc` and every method declares typed parameters, so hostile input is
   answered with a JSON-RPC error object and changes nothing.
+* **Admission bounds** (:class:`AdmissionLimits`, the deployment config's ``[limits]``): the chains charge
+  nothing, so any key can fill a mempool or a socket. A node bounds its mempool in all and per sender, the size
+  of a ``/rpc`` body and of a ``/ws`` message, the rate of ``/rpc`` requests and ``/ws`` messages per client
+  address, and its ``/ws`` connections in all and per address. What is refused is answered with a typed error
+  naming the limit (``limits.<key>``), its value (``expected``) and what was got, and changes nothing.
 """
 
 from __future__ import annotations
@@ -47,7 +52,15 @@ from chains.common.metrics import NodeMetrics
 from chains.common.rights import registry_report, rights_report
 from chains.common.state import ChainState
 from chains.common.tx import App, BlockContext, Tx, account_path
-from protocol.errors import CodecError, MempoolFullError, ParkRelayError, ProtocolError
+from protocol.errors import (
+    AccountMempoolFullError,
+    CodecError,
+    ConnectionLimitError,
+    MempoolFullError,
+    ParkRelayError,
+    ProtocolError,
+    RequestRateLimitedError,
+)
 
 log = logging.getLogger("parkrelay.node")
 
@@ -56,7 +69,6 @@ MAX_BLOCK_BYTES = 1024 * 1024
 """Most bytes of transactions (canonical JSON) a node puts in a block it makes: the block's gossip (``/p2p/block``, and
 the relay's consensus proposal, hex-encoded) stays well inside the 4 MiB a node reads (``MAX_BODY_BYTES``), so every
 peer takes it. What does not fit waits in the mempool for the next block."""
-MEMPOOL_LIMIT = 20000
 MAX_PROVE_MANY = 200
 """Most keys one ``proveMany`` call proves."""
 STATE_RETENTION = 128
@@ -71,6 +83,10 @@ read often (by gossip, consensus catch-up and relayers at the head): 512 bodies 
 TX_GOSSIP_QUEUE = 10_000
 """Most admitted transactions waiting to be gossiped to one peer; past it the newest are not gossiped to that peer
 (it is down or far behind: the sender resubmits, and blocks carry what it missed)."""
+WS_REFUSALS_BEFORE_CLOSE = 64
+"""Consecutive ``/ws`` messages refused by the rate bound after which the node closes the socket (code 1008, policy
+violation): a subscriber that slows down keeps its socket; one that floods on regardless is dropped, so answering
+its refusals stops costing the node."""
 PENDING_REPLAY = 16
 """Most queued transactions of a sender that admission replays before trying again a transaction the head's state
 refused (``ParkNode._check_pending``): bounds what one refused transaction costs."""
@@ -208,6 +224,32 @@ class ChainRules(ABC):
         """Produce blocks when it is this node's turn. Default: a follower node that never produces."""
 
 
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """A node's admission bounds: the deployment config's ``[limits]`` table (``deploy/devnet.toml`` documents
+    each key). Defaults sit well above the devnet's own load (benchmarks push 200 transfers/s from 4 senders, a
+    relayer thousands of transactions a minute from one account); loopback is not exempt."""
+
+    mempool_txs: int = 20_000
+    """Most transactions in the mempool, all senders together (``mempool.full``)."""
+    mempool_txs_per_account: int = 2_000
+    """Most queued transactions of one sender (``mempool.account_full``): a thousand keys still fill the mempool at
+    most ``mempool_txs``, but one key cannot take it alone. On CometBFT the relay's CheckTx enforces it, and the
+    global bound is CometBFT's ``mempool.size``."""
+    rpc_body_bytes: int = 4 * 1024 * 1024
+    """Largest ``POST /rpc`` body and ``/ws`` message, in bytes (``rpc.body_too_large``). ``/p2p/*`` bodies keep
+    :data:`~chains.common.jsonrpc.MAX_BODY_BYTES`, which a full block's gossip needs."""
+    rpc_requests_per_s: float = 2_000.0
+    """Refill rate of the token bucket of each client address over ``POST /rpc`` and ``/ws`` messages
+    (``rpc.rate_limited``)."""
+    rpc_burst: int = 4_000
+    """Capacity of that bucket: the most requests an idle address may send at once."""
+    ws_connections: int = 256
+    """Most open ``/ws`` connections (``rpc.connection_limit``; the upgrade is answered HTTP 503)."""
+    ws_connections_per_ip: int = 64
+    """Most open ``/ws`` connections from one client address."""
+
+
 @dataclass
 class NodeConfig:
     """One node's settings (from the deployment config)."""
@@ -226,6 +268,8 @@ class NodeConfig:
     """Bearer token for admin RPC methods; empty means a random one (admin disabled in practice)."""
     sync_interval_s: float = 1.0
     """How often to ask peers for their head."""
+    limits: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """Admission bounds of the mempool, the RPC and the WebSocket (``[limits]``)."""
 
 
 RpcHandler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -272,6 +316,8 @@ class ParkNode:
         self.tx_gossip_dropped = 0
         self.producing = True  # admin.setProducing pauses block production (maintenance)
         self._ws_clients: set[web.WebSocketResponse] = set()
+        self._ws_per_ip: dict[str, int] = {}
+        self._rate = rpc.RateBuckets(config.limits.rpc_requests_per_s, config.limits.rpc_burst)
         self._head_waiters: list[asyncio.Future[None]] = []
         self._methods: dict[str, RpcMethod] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -411,7 +457,7 @@ class ParkNode:
         # dropped is included again on the new branch (those the new branch already holds, or that can no
         # longer run, fall to the nonce check below)
         for tx in abandoned:
-            if len(self.mempool) < MEMPOOL_LIMIT:
+            if len(self.mempool) < self.config.limits.mempool_txs:
                 self.mempool.setdefault(tx.hash(), tx)
         if abandoned:
             self.log.info("reorg: %d transactions of the abandoned branch back in the mempool", len(abandoned))
@@ -579,19 +625,29 @@ class ParkNode:
     # -- mempool --------------------------------------------------------------------------------
 
     def submit_tx(self, tx: Tx) -> bytes:
-        """Admit a transaction to the mempool after checking it against the head state."""
-        if len(self.mempool) >= MEMPOOL_LIMIT:
-            raise MempoolFullError("mempool full", expected=f"< {MEMPOOL_LIMIT}", got=len(self.mempool))
+        """Admit a transaction to the mempool after checking it against the mempool's bounds (``[limits]``
+        ``mempool_txs``, ``mempool_txs_per_account``) and the head state. A transaction already held is admitted
+        again, bounds or not: it takes nothing more."""
         h = tx.hash()
         if h in self.mempool:
             return h
+        limits = self.config.limits
+        if len(self.mempool) >= limits.mempool_txs:
+            raise MempoolFullError(f"mempool full (limits.mempool_txs = {limits.mempool_txs})",
+                                   expected=f"< {limits.mempool_txs}", got=len(self.mempool))
+        queued = [t for t in self.mempool.values() if t.sender == tx.sender]
+        if len(queued) >= limits.mempool_txs_per_account:
+            raise AccountMempoolFullError(
+                f"mempool holds {len(queued)} queued transactions of {tx.sender[:64]!r} (limits.mempool_txs_per_account"
+                f" = {limits.mempool_txs_per_account})", expected=f"< {limits.mempool_txs_per_account}",
+                got=len(queued))
         assert self.head.state is not None
         state = ChainState(self.head.state.tree)
-        self._check_pending(state, tx)
+        self._check_pending(state, tx, queued)
         self.mempool[h] = tx
         return h
 
-    def _check_pending(self, state: ChainState, tx: Tx) -> None:
+    def _check_pending(self, state: ChainState, tx: Tx, queued: Sequence[Tx]) -> None:
         """Run ``tx`` on a scratch copy of the head state, so bad input is refused at once with its typed
         error. A sender's queued transactions are allowed: the nonce is checked against the head's plus
         what is pending from that sender.
@@ -601,28 +657,32 @@ class ParkNode:
         if it runs there: a transaction that relies on the sender's previous one (a relayer's proof at the height
         its client update, just before, makes final: both go into one block) is not refused for now. Nothing is
         replayed for a transaction the head's state takes, so admission costs what it did; what the replay
-        refuses is answered with the head's refusal."""
+        refuses is answered with the head's refusal. ``queued``: the sender's transactions in the mempool."""
         acct = state.get_json(account_path(tx.sender))
         ctx = BlockContext(self.rules.chain_id, self.head.header.height + 1,
                            max(_now_ms(), self.head.header.timestamp_ms + 1), self.config.name)
-        queued = [t for t in self.mempool.values() if t.sender == tx.sender]
         if acct is None or not queued or tx.nonce != acct["nonce"] + len(queued):
-            self.rules.app.execute_tx(state, tx, ctx)
+            self._trial_execute(state, tx, ctx)
             return
         replay = ChainState(state.tree)
         state.set_json(account_path(tx.sender), {**acct, "nonce": tx.nonce})
         try:
-            self.rules.app.execute_tx(state, tx, ctx)
+            self._trial_execute(state, tx, ctx)
             return
         except ProtocolError as refused:
             if len(queued) > PENDING_REPLAY:
                 raise
             try:
                 for t in sorted(queued, key=lambda t: t.nonce):
-                    self.rules.app.execute_tx(replay, t, ctx)
-                self.rules.app.execute_tx(replay, tx, ctx)
+                    self._trial_execute(replay, t, ctx)
+                self._trial_execute(replay, tx, ctx)
             except ProtocolError:
                 raise refused from None
+
+    def _trial_execute(self, state: ChainState, tx: Tx, ctx: BlockContext) -> None:
+        """Admission's trial run of ``tx`` on a scratch state: raises its typed refusal. A chain whose blocks record
+        some failures instead of raising them (the relay chain's charged failures) refuses them here instead."""
+        self.rules.app.execute_tx(state, tx, ctx)
 
     # -- RPC ------------------------------------------------------------------------------------
 
@@ -838,7 +898,7 @@ class ParkNode:
         rid: str | int | None = None
         method = "?"
         try:
-            body = rpc.decode_body(raw)
+            body = rpc.decode_json(raw, max_bytes=self.config.limits.rpc_body_bytes)
             rid = rpc.request_id(body)
             req = rpc.parse_request(body)
             method = req.method
@@ -866,24 +926,59 @@ class ParkNode:
     def _authorized(self, request: web.Request) -> bool:
         return secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {self.admin_token}")
 
+    def _rate_refusal(self, client: str) -> RequestRateLimitedError | None:
+        """Pay one token of ``client``'s bucket (``[limits] rpc_requests_per_s``, ``rpc_burst``); the error to answer
+        when it is empty."""
+        if self._rate.take(client, time.monotonic()):
+            return None
+        self.metrics.rpc("", RequestRateLimitedError.code)
+        return self._rate.refusal(client)
+
     async def _handle_rpc(self, request: web.Request) -> web.Response:
+        refused = self._rate_refusal(request.remote or "")
+        if refused is not None:  # refused before its body is read
+            err = rpc.error_object(rpc.SERVER_ERROR, refused.message, refused.to_dict())
+            return web.json_response(_rpc_answer(None, error=err), status=429, headers={"Retry-After": "1"})
         try:
-            raw = await _read_body(request)
+            raw = await _read_body(request, self.config.limits.rpc_body_bytes, "limits.rpc_body_bytes")
         except rpc.BodyTooLargeError as exc:
             err = rpc.error_object(exc.rpc_code, exc.message, exc.to_dict())
             return web.json_response(_rpc_answer(None, error=err), status=exc.http_status)
         status, answer = await self.dispatch(raw, authorized=self._authorized(request))
         return web.json_response(answer, status=status)
 
-    async def _handle_ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=rpc.MAX_BODY_BYTES)
-        await ws.prepare(request)
-        authorized = self._authorized(request)
-        self._ws_clients.add(ws)
+    def _ws_refusal(self, client: str) -> ConnectionLimitError | None:
+        """The error to refuse a ``/ws`` upgrade from ``client`` with, when a connection bound is reached."""
+        limits = self.config.limits
+        if len(self._ws_clients) >= limits.ws_connections:
+            return ConnectionLimitError(f"the node holds its limit of WebSocket connections (limits.ws_connections "
+                                        f"= {limits.ws_connections})", expected=f"< {limits.ws_connections}",
+                                        got=len(self._ws_clients))
+        held = self._ws_per_ip.get(client, 0)
+        if held >= limits.ws_connections_per_ip:
+            return ConnectionLimitError(f"{client} holds its limit of WebSocket connections "
+                                        f"(limits.ws_connections_per_ip = {limits.ws_connections_per_ip})",
+                                        expected=f"< {limits.ws_connections_per_ip}", got=held)
+        return None
+
+    async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
+        """Subscriptions and RPC requests over one socket. A message the rate bound refuses is answered with the
+        typed error and the socket stays open; :data:`WS_REFUSALS_BEFORE_CLOSE` refused in a row close it (1008)."""
+        client = request.remote or ""
+        refused = self._ws_refusal(client)
+        if refused is not None:
+            err = rpc.error_object(rpc.SERVER_ERROR, refused.message, refused.to_dict())
+            return web.json_response(_rpc_answer(None, error=err), status=503, headers={"Retry-After": "1"})
+        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=self.config.limits.rpc_body_bytes)
+        self._ws_clients.add(ws)  # counted from before the handshake, which awaits
+        self._ws_per_ip[client] = self._ws_per_ip.get(client, 0) + 1
         try:
+            await ws.prepare(request)
+            authorized = self._authorized(request)
             # tells the subscriber which head it starts from; every later head is pushed as new_head
             await ws.send_json({"type": "subscribed", "height": self.head.header.height,
                                 "hash": self.head.hash.hex()})
+            refused_in_a_row = 0
             async for msg in ws:
                 # a subscriber's message is an RPC request like a POST /rpc body, answered in order
                 if msg.type == aiohttp.WSMsgType.TEXT:
@@ -892,12 +987,25 @@ class ParkNode:
                     raw = msg.data
                 else:
                     continue
-                _, answer = await self.dispatch(raw, authorized=authorized)
+                limited = self._rate_refusal(client)
+                if limited is None:
+                    refused_in_a_row = 0
+                    _, answer = await self.dispatch(raw, authorized=authorized)
+                else:
+                    refused_in_a_row += 1
+                    if refused_in_a_row >= WS_REFUSALS_BEFORE_CLOSE:
+                        await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"rate limited")
+                        break
+                    answer = _rpc_answer(None, error=rpc.error_object(rpc.SERVER_ERROR, limited.message,
+                                                                      limited.to_dict()))
                 await ws.send_json(answer)
         except ConnectionError:  # the subscriber went away before its answer: nothing to tell it
             pass
         finally:
             self._ws_clients.discard(ws)
+            left = self._ws_per_ip.pop(client, 1) - 1
+            if left:
+                self._ws_per_ip[client] = left
         return ws
 
     def metrics_text(self) -> bytes:
@@ -909,14 +1017,14 @@ class ParkNode:
 
     def _notify_ws(self, msg: dict[str, Any]) -> None:
         for ws in list(self._ws_clients):
-            if not ws.closed:
+            if ws.prepared and not ws.closed:  # a socket still in its handshake is counted, not pushed to yet
                 self._spawn(_push(ws, msg))
 
     # -- p2p --------------------------------------------------------------------------------------
 
     async def _p2p_body(self, request: web.Request, spec: ParamSpec) -> dict[str, Any]:
         """A P2P route's body, decoded strictly and checked against ``spec``; raises a RequestError."""
-        body = rpc.decode_body(await _read_body(request))
+        body = rpc.decode_body(await _read_body(request, rpc.MAX_BODY_BYTES, "a P2P body"))
         if not isinstance(body, dict):
             raise rpc.InvalidRequestError("a P2P message is a JSON object", got=type(body).__name__)
         return rpc.validate_params(spec, body)
@@ -1136,7 +1244,8 @@ class ParkNode:
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)  # type: ignore[arg-type]
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=rpc.MAX_BODY_BYTES)
+        # each route bounds its own body (/rpc: limits.rpc_body_bytes, /p2p/*: MAX_BODY_BYTES)
+        app = web.Application(client_max_size=max(self.config.limits.rpc_body_bytes, rpc.MAX_BODY_BYTES))
         app.router.add_post("/rpc", self._handle_rpc)
         app.router.add_get("/ws", self._handle_ws)
         app.router.add_post("/p2p/block", self._handle_p2p_block)
@@ -1250,12 +1359,22 @@ def _rpc_answer(rid: Any, *, result: Any = None, error: dict[str, Any] | None = 
     return {"jsonrpc": "2.0", "id": rid, "result": result}
 
 
-async def _read_body(request: web.Request) -> bytes:
-    """The request body, or :class:`~chains.common.jsonrpc.BodyTooLargeError` past the app's size cap."""
+async def _read_body(request: web.Request, max_bytes: int, bound: str) -> bytes:
+    """The request body, or :class:`~chains.common.jsonrpc.BodyTooLargeError` naming ``bound`` past ``max_bytes``
+    (a declared length past it is refused before anything is read)."""
+    def too_large(got: int | None) -> rpc.BodyTooLargeError:
+        return rpc.BodyTooLargeError(f"body too large ({bound} = {max_bytes})", expected=f"<= {max_bytes} bytes",
+                                     got=got)
+
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large(request.content_length)
     try:
-        return await request.read()
+        raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise rpc.BodyTooLargeError("body too large", expected=f"<= {rpc.MAX_BODY_BYTES} bytes") from exc
+        raise too_large(None) from exc
+    if len(raw) > max_bytes:
+        raise too_large(len(raw))
+    return raw
 
 
 def p2p_refusal(exc: ProtocolError) -> tuple[int, dict[str, Any]]:

@@ -550,6 +550,12 @@ class RelayNode(ParkNode):
     no nonce run to follow, so it stays in the mempool (until a block includes it or the head state refuses it:
     punished already, jailed, stale) instead of being pruned as a transaction of an unknown sender."""
 
+    def _trial_execute(self, state: ChainState, tx: Tx, ctx: BlockContext) -> None:
+        """Admission refuses what a block would record as a charged failure (SPEC §6.9), for free, with its typed
+        error: only a transaction that admission let through and that failed later is charged."""
+        rules: RelayRules = self.rules  # type: ignore[assignment]
+        rules.sm.app.execute_checked(state, tx, ctx)
+
     def _prune_mempool(self) -> None:
         evidence = {h: tx for h, tx in self.mempool.items() if tx.op == EVIDENCE_SUBMIT}
         super()._prune_mempool()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chains.common.kind import ChainKind, KindParams, ParamError
+from chains.common.node import AdmissionLimits
 from chains.ethereum.kind import EthereumKind
 from chains.ethereum.params import EthChainParams
 from chains.registry import KINDS, UnknownChainKindError, chain_kind
@@ -132,6 +133,9 @@ class DeploymentConfig:
     """``[relay.cometbft] timeout_propose_ms``: how long validators wait for a round's proposal before moving on
     (CometBFT ``consensus.timeout_propose``; its default 3 s). The block interval is ``block_interval_ms``
     (``consensus.timeout_commit``)."""
+    limits: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """``[limits]``: the admission bounds of every park node and relay validator (mempool, RPC, WebSocket) and the
+    operator API's rate bound (:class:`~chains.common.node.AdmissionLimits`)."""
 
     def host_of(self, chain_id: str, node: str) -> str:
         """The address node ``node`` of ``chain_id`` (or relay validator ``node``) binds to and is reached at."""
@@ -293,10 +297,40 @@ def load_config(path: str | Path) -> DeploymentConfig:
                              validators if relay_base_port is not None else (), relay_chain_id, relayers)
     chains = [replace(c, hosts={n: node_hosts[f"{c.id}/{n}"] for n in c.nodes if f"{c.id}/{n}" in node_hosts})
               for c in chains]
+    limits = _limits(_get(raw, "limits", dict, str(p), {}), p)
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
                             relay_base_port, block_ms, relayers, lane_limits, float(takeover),
                             float(heartbeat) or None, node_hosts, recovery_delay, pipeline, engine, comet_base,
-                            comet_propose)
+                            comet_propose, limits)
+
+
+LIMIT_RANGES: dict[str, tuple[type, int, int]] = {
+    "mempool_txs": (int, 1, 10_000_000),
+    "mempool_txs_per_account": (int, 1, 10_000_000),
+    "rpc_body_bytes": (int, 64 * 1024, 64 * 1024 * 1024),
+    "rpc_requests_per_s": (float, 1, 10_000_000),
+    "rpc_burst": (int, 1, 10_000_000),
+    "ws_connections": (int, 1, 1_000_000),
+    "ws_connections_per_ip": (int, 1, 1_000_000),
+}
+"""``[limits]`` keys: (type, least, most). Each is a field of :class:`~chains.common.node.AdmissionLimits`."""
+
+
+def _limits(table: dict[str, Any], path: Path) -> AdmissionLimits:
+    """``[limits]``: every key optional (defaults of :class:`~chains.common.node.AdmissionLimits`), typed and in
+    range; unknown keys refused."""
+    unknown = sorted(set(table) - set(LIMIT_RANGES))
+    if unknown:
+        raise ConfigError(f"{path}: [limits] has unknown keys {unknown}; known: {', '.join(LIMIT_RANGES)}")
+    values: dict[str, int | float] = {}
+    for key, value in table.items():
+        typ, lo, hi = LIMIT_RANGES[key]
+        what = "a number" if typ is float else "an integer"
+        if isinstance(value, bool) or not isinstance(value, int | float if typ is float else int) \
+                or not lo <= value <= hi:
+            raise ConfigError(f"{path}: limits.{key} must be {what} in [{lo}, {hi}], got {value!r}")
+        values[key] = typ(value)
+    return AdmissionLimits(**values)  # type: ignore[arg-type]
 
 
 RELAY_ENGINES = ("builtin", "cometbft")

@@ -163,7 +163,9 @@ def relay_genesis(cfg: DeploymentConfig, valset: ValidatorSet, genesis_time_ms: 
         "clients": clients,
         "lanes": relay_lanes(cfg),
         # relayers, and the validators themselves: a validator attests park block hashes (client.attest)
-        # from the account of its own name, signed by its validator key
+        # from the account of its own name, signed by its validator key. Genesis accounts are governance grants:
+        # no bond (SPEC §6.9); `bonds` is left to the relay genesis defaults (an outside relayer needs units
+        # moved to its name with bond.transfer, and there are none to move until a deployment sets balances)
         "accounts": {**{r: ed25519_signer(relayer_key_path(cfg, cfg.relay_chain_id, r)).pubkey.hex()
                         for r in cfg.relayers},
                      **{v: ed25519_signer(relay_key_paths(cfg, v)[0]).pubkey.hex() for v in cfg.relay_validators}},

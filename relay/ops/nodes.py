@@ -40,7 +40,7 @@ def load_relay_node(cfg: DeploymentConfig, name: str) -> ParkNode:
     peers = [cfg.relay_url(v) for v in cfg.relay_validators if v != name]
     node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host_of(cfg.relay_chain_id, name),
                           port=cfg.relay_port(name),
-                          peers=peers, admin_token=token)
+                          peers=peers, admin_token=token, limits=cfg.limits)
     return make_relay_node(genesis, name, key, node_cfg)
 
 
@@ -68,7 +68,7 @@ def load_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str)
     peers = [chain.url_of(n, cfg.host) for n in chain.nodes if n != name]
     node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host_of(chain.id, name),
                           port=chain.port_of(name),
-                          peers=peers, admin_token=token)
+                          peers=peers, admin_token=token, limits=cfg.limits)
     return ParkNode(rules, node_cfg)
 
 
@@ -166,7 +166,7 @@ def load_cometbft_app(cfg: DeploymentConfig, name: str) -> Any:
     token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
     host = cfg.host_of(cfg.relay_chain_id, name)
     node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=host, port=cfg.relay_port(name), peers=[],
-                          admin_token=token)
+                          admin_token=token, limits=cfg.limits)
     _, rpc_port, _ = cfg.cometbft_ports(name)
     return RelayAbciApp(genesis, name=name, key=key, consensus_keys=keys, data_dir=node_cfg.data_dir,
                         node_config=node_cfg, cometbft_rpc=f"http://{host}:{rpc_port}")

@@ -55,6 +55,8 @@ pytestmark = [
 ]
 
 CHAIN = "relay-on-cometbft"
+BONDS = {"balances": {"alice": 1000, "bob": 1000, "mallory": 1000}}
+"""The names the tests register, funded with a bond each (SPEC §6.9; the default ``min_bond`` is 1000)."""
 
 
 def write_genesis(home: Path, relay_genesis: dict[str, Any], power: int) -> None:
@@ -71,7 +73,7 @@ async def test_a_relay_tx_through_cometbft_yields_a_certificate_a_bridge_verifie
     relay_key = ValidatorKey(os.urandom(32), os.urandom(32))
     vset = ValidatorSet((Validator("v0", relay_key.ed25519_pubkey, relay_key.eth_address, 7),))
     relay_genesis = {"chain_id": CHAIN, "validators": wire.validator_set_to_json(vset), "clients": {}, "lanes": [],
-                     "genesis_time_ms": int(time.time() * 1000) - 60_000}
+                     "bonds": BONDS, "genesis_time_ms": int(time.time() * 1000) - 60_000}
 
     init_home(home, abci_addr=f"tcp://127.0.0.1:{abci_port}", rpc_port=rpc_port, p2p_port=p2p_port)
     write_genesis(home, relay_genesis, vset.total_power)
@@ -160,7 +162,7 @@ async def test_an_app_that_lost_its_store_is_replayed_by_cometbft_and_serves_the
     relay_key = ValidatorKey(os.urandom(32), os.urandom(32))
     vset = ValidatorSet((Validator("v0", relay_key.ed25519_pubkey, relay_key.eth_address, 1),))
     relay_genesis = {"chain_id": CHAIN, "validators": wire.validator_set_to_json(vset), "clients": {}, "lanes": [],
-                     "genesis_time_ms": int(time.time() * 1000) - 60_000}
+                     "bonds": BONDS, "genesis_time_ms": int(time.time() * 1000) - 60_000}
     init_home(home, abci_addr=f"tcp://127.0.0.1:{abci_port}", rpc_port=rpc_port, p2p_port=p2p_port)
     write_genesis(home, relay_genesis, vset.total_power)
     keys = ConsensusKeys({"v0": cometbft_pubkey(home)})
@@ -287,7 +289,7 @@ async def test_four_validators_certify_with_one_down_and_back(tmp_path: Path) ->
     vals = [Validator4(i, tmp_path, base) for i in range(4)]
     vset = ValidatorSet(tuple(Validator(v.name, v.key.ed25519_pubkey, v.key.eth_address, 1) for v in vals))
     relay_genesis = {"chain_id": CHAIN, "validators": wire.validator_set_to_json(vset), "clients": {}, "lanes": [],
-                     "genesis_time_ms": int(time.time() * 1000) - 60_000}
+                     "bonds": BONDS, "genesis_time_ms": int(time.time() * 1000) - 60_000}
     four_validator_genesis(vals, relay_genesis)
     keys = ConsensusKeys({v.name: v.pubkey for v in vals})
     try:

@@ -52,7 +52,7 @@ from chains.common import jsonrpc as rpc
 from chains.common import wire
 from chains.common.node import MAX_BLOCK_BYTES, MAX_BLOCK_TXS, BlockEntry, NodeConfig, NotFoundError, tx_root
 from chains.common.state import ChainState, canonical_json
-from chains.common.tx import BlockContext, Tx
+from chains.common.tx import BlockContext, Tx, account_path
 from protocol.certificate import (
     CommitSignature,
     RelayCertificate,
@@ -64,6 +64,7 @@ from protocol.certificate import (
 )
 from protocol.crypto import ed25519_verify
 from protocol.errors import (
+    AccountMempoolFullError,
     CodecError,
     HeaderError,
     ProtocolError,
@@ -409,9 +410,21 @@ class RelayAbciApp(Application):
     def check_tx(self, req: T.RequestCheckTx) -> T.ResponseCheckTx:
         """Admission on the check state: the head's state plus the transactions admitted since (as the built-in
         node's ``_check_pending``), so a sender's next nonce is admitted and a second relay of one packet is refused
-        before it takes block space. A recheck (after each Commit) runs the same on the fresh check state."""
+        before it takes block space. A recheck (after each Commit) runs the same on the fresh check state.
+
+        A sender's pending transactions (check-state nonce minus head nonce) are bounded by ``[limits]
+        mempool_txs_per_account`` (``mempool.account_full``, the check state unchanged); CometBFT's ``mempool.size``
+        bounds all senders together."""
         try:
             tx = decode_tx(req.tx)
+            ahead = self._check_state.get_json(account_path(tx.sender))
+            committed = self._head_state().get_json(account_path(tx.sender))  # None: created since (nonce 0)
+            limit = self.node.config.limits.mempool_txs_per_account
+            if ahead is not None and (
+                    pending := int(ahead["nonce"]) - int(committed["nonce"] if committed else 0)) >= limit:
+                raise AccountMempoolFullError(
+                    f"CometBFT's mempool holds {pending} pending transactions of {tx.sender[:64]!r} "
+                    f"(limits.mempool_txs_per_account = {limit})", expected=f"< {limit}", got=pending)
             self.rules.sm.check_admission(self._check_state, tx)
             head = self.tip.header
             ctx = BlockContext(self.chain_id, head.height + 1, max(_now_ms(), head.timestamp_ms + 1), self.name)

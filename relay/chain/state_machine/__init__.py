@@ -17,6 +17,8 @@ Modules, one per concept:
 * :mod:`~relay.chain.state_machine.supply` — the supply accountant (invariant I2).
 * :mod:`~relay.chain.state_machine.governance` — actions signed by > 2/3 of the relay validators' power.
 * :mod:`~relay.chain.state_machine.admission` — cheap rejection of redundant relays, in-block dedupe.
+* :mod:`~relay.chain.state_machine.bonds` — bonded relay accounts: registration bonds, unbonding, charged
+  failures and slashing (SPEC.md §6.9).
 * :mod:`~relay.chain.state_machine.genesis` — the genesis config.
 * :mod:`~relay.chain.state_machine.requests` — the ops and their JSON arguments.
 * :mod:`~relay.chain.state_machine.keys` — every state key.

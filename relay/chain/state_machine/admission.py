@@ -16,7 +16,8 @@ pass — and raises:
   without a commitment proof) / verified with another commitment; ``client.frozen`` for
   ``client.update`` of a frozen client;
 * then the transaction checks of :meth:`chains.common.tx.App.check_tx` (chain, op, account, signature,
-  nonce).
+  nonce) and the sender's bond (SPEC §6.9: ``account.unbonded`` for a registration whose name holds no
+  ``min_bond`` or a sender without a full bond, ``account.unbonding`` for an unbonding sender).
 
 Within one block, two relayers' identical transactions both pass admission against the block's
 parent state; the second fails in execution (``packet.replay``, nothing written). A block builder

@@ -11,16 +11,19 @@ and the same blocks give the same state root on every node. The node (consensus,
     in the mempool, against the head state (:mod:`relay.chain.state_machine.admission`).
 ``build_block(state, candidates, ctx)``
     as proposer: executes the candidates on ``state`` (a fresh :class:`ChainState` over the parent's
-    tree) and drops those that fail, redundant ones included; :meth:`select_block_txs` pre-filters
-    without executing.
+    tree) and drops those that fail, redundant ones included, but keeps *charged failures* (below);
+    :meth:`select_block_txs` pre-filters without executing.
 ``execute_block(state, txs, ctx)``
     as validator: executes a proposed block; a transaction that fails is recorded as failed and
     changes nothing (its nonce included), as on the park nodes.
 
-Accounts are permissionless: a relayer registers itself with ``account.register`` (``sender`` = the
-new account's name, ``nonce`` 0, ``args.pubkey`` = its key, signed by that key), or is listed in
-genesis. There are no fees: the mempool's admission checks and the node's per-sender limits are what
-stand between a spammer and block space (an open problem the lead knows of).
+Accounts are bonded (SPEC §6.9, :mod:`relay.chain.state_machine.bonds`): a relayer registers itself with
+``account.register`` (``sender`` = the new account's name, ``nonce`` 0, ``args.pubkey`` = its key, signed by that
+key), which locks ``min_bond`` bond units funded beforehand under that name, or is listed in genesis (a governance
+grant, no bond). There are no fees; an unbonded sender is refused at admission, redundant relays are refused at
+admission for free, and a transaction of an account that fails in a block for a reason its sender could have
+checked is a **charged failure**: kept in the block as a no-op that uses the sender's nonce and counts against its
+bond (:meth:`RelayApp.execute_tx` returns its ``tx_failed`` event instead of raising).
 
 Operations and their arguments: :mod:`relay.chain.state_machine.requests`. State keys:
 :mod:`relay.chain.state_machine.keys`.
@@ -38,7 +41,7 @@ from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path, cr
 from protocol.crypto import ed25519_verify
 from protocol.errors import CodecError, ProtocolError, ReplayError, UnknownClientError, WrongChainError
 from protocol.types import ChainId, check_id
-from relay.chain.state_machine import admission, attest, evidence, governance, lanes, packets, recovery
+from relay.chain.state_machine import admission, attest, bonds, evidence, governance, lanes, packets, recovery
 from relay.chain.state_machine import requests as rq
 from relay.chain.state_machine.clients import (
     ClientType,
@@ -52,6 +55,7 @@ from relay.chain.state_machine.clients import (
     process_register_farmer,
 )
 from relay.chain.state_machine.genesis import init_genesis
+from relay.chain.state_machine.keys import bond_funds_key
 from relay.chain.state_machine.park_clients import default_client_types
 from relay.chain.state_machine.records import Event, op_args
 from relay.chain.state_machine.rights import right_record
@@ -64,8 +68,15 @@ RELAY_MAX_TX_BYTES = 1024 * 1024
 over the park chains' :data:`chains.common.tx.MAX_TX_BYTES`; the relay node parses with this bound."""
 
 
+CHARGED_OPS = frozenset((*rq.RELAY_WORK_OPS, *rq.BOND_OPS))
+"""Ops whose failure in a block is charged to the sender's account (SPEC §6.9). Not ``account.register`` (no account
+yet), ``evidence.submit`` (no account) nor governance actions (the validators' quorum authorises them, not the
+sender's bond): those fail as before, out of the block."""
+
+
 class RelayApp(App):
-    """:class:`chains.common.tx.App` plus permissionless, self-signed ``account.register``."""
+    """:class:`chains.common.tx.App` plus self-signed, bonded ``account.register``, the bond status of every sender
+    and charged failures (SPEC §6.9)."""
 
     def check_tx(self, state: ChainState, tx: Tx) -> None:
         if tx.op == evidence.EVIDENCE_SUBMIT:  # self-authenticating: no account (SPEC §7.7)
@@ -74,6 +85,8 @@ class RelayApp(App):
             return
         if tx.op != rq.REGISTER:
             super().check_tx(state, tx)
+            if tx.op not in rq.BOND_OPS:  # the bond ops are how an account gets back to a full bond
+                bonds.check_active(state, tx.sender, state.get_json(account_path(tx.sender)))
             return
         if tx.chain_id != self.chain_id:
             raise WrongChainError("transaction for another chain", expected=self.chain_id, got=tx.chain_id)
@@ -84,20 +97,45 @@ class RelayApp(App):
         if tx.nonce != 0:
             raise CodecError("account.register uses nonce 0", expected=0, got=tx.nonce)
         pubkey = wire.hex_bytes(op_args(tx, ("pubkey",))["pubkey"], "pubkey", 32)
+        bonds.check_register(state, tx.sender)  # a lookup: before the signature's work
         ed25519_verify(pubkey, tx.sign_bytes(), tx.signature, what=f"self-signature of new account {tx.sender}")
 
     def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """Run ``tx`` as a transaction of a block (what the node runtimes call). As :meth:`execute_checked`, except
+        that a charged failure (an op of :data:`CHARGED_OPS` refused with an error its sender could have checked,
+        :func:`.bonds.counts_as_failure`, after the signature, nonce and bond checks passed) does not raise: the op's
+        writes are undone, the sender's nonce is used and the failure counted (maybe slashed), and the
+        ``tx_failed`` event (``account_slashed`` too) is returned."""
+        return self._execute(state, tx, ctx, charge=True)
+
+    def execute_checked(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """Run ``tx``; on any :class:`ProtocolError` nothing changes (its nonce included) and it propagates. What a
+        trial execution at admission runs: a failure it would charge in a block is refused there for free."""
+        return self._execute(state, tx, ctx, charge=False)
+
+    def _execute(self, state: ChainState, tx: Tx, ctx: BlockContext, *, charge: bool) -> list[dict[str, Any]]:
         if tx.op == evidence.EVIDENCE_SUBMIT:
             return evidence.execute_evidence(state, self.chain_id, tx, ctx)
-        if tx.op != rq.REGISTER:
-            return super().execute_tx(state, tx, ctx)
-        with state.atomic():
-            self.check_tx(state, tx)
-            create_account(state, tx.sender, bytes.fromhex(tx.args["pubkey"]))
-            acct = state.get_json(account_path(tx.sender))
-            acct["nonce"] = 1
-            state.set_json(account_path(tx.sender), acct)
-        return [{"type": "account_registered", "name": tx.sender}]
+        if tx.op == rq.REGISTER:
+            with state.atomic():
+                self.check_tx(state, tx)
+                create_account(state, tx.sender, bytes.fromhex(tx.args["pubkey"]))
+                acct = state.get_json(account_path(tx.sender))
+                acct["nonce"] = 1
+                state.set_json(account_path(tx.sender), acct)
+                return [{"type": "account_registered", "name": tx.sender}, *bonds.apply_register(state, tx.sender)]
+        self.check_tx(state, tx)  # never charged: the sender is not proven (signature), not in turn, or not bonded
+        try:
+            with state.atomic():
+                acct = state.get_json(account_path(tx.sender))
+                acct["nonce"] += 1
+                state.set_json(account_path(tx.sender), acct)
+                return self.ops[tx.op](state, tx, ctx) or []
+        except ProtocolError as exc:
+            if not (charge and tx.op in CHARGED_OPS and bonds.counts_as_failure(exc)):
+                raise
+            with state.atomic():
+                return bonds.charge_failure(state, tx, exc, ctx)
 
 
 @dataclass
@@ -148,6 +186,9 @@ class RelayStateMachine:
             (rq.LANE_SET_LIMITS, self._op_lane),
         ):
             self.app.register(name, handler)
+        for name, handler in ((rq.BOND_TRANSFER, bonds.op_transfer), (rq.ACCOUNT_UNBOND, bonds.op_unbond),
+                              (rq.ACCOUNT_WITHDRAW, bonds.op_withdraw), (rq.ACCOUNT_BOND, bonds.op_bond)):
+            self.app.register(name, handler)
         # account.register is handled by RelayApp before the op table; listed so check_tx knows the op
         self.app.register(rq.REGISTER, lambda state, tx, ctx: None)
         self.app.register(evidence.EVIDENCE_SUBMIT, lambda state, tx, ctx: None)  # likewise (RelayApp runs it)
@@ -162,10 +203,20 @@ class RelayStateMachine:
         return init_genesis(state, self.router, config)
 
     def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
-        """Run one transaction; on a :class:`ProtocolError` nothing changes and it propagates."""
+        """Run one transaction; on a :class:`ProtocolError` nothing changes and it propagates (a trial run, as
+        admission may make it: :meth:`RelayApp.execute_checked`)."""
+        self._check_ctx(ctx)
+        return self.app.execute_checked(state, tx, ctx)
+
+    def execute_in_block(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
+        """Run one transaction of a block: as :meth:`execute_tx`, but a charged failure is recorded and returns its
+        events (:meth:`RelayApp.execute_tx`, SPEC §6.9)."""
+        self._check_ctx(ctx)
+        return self.app.execute_tx(state, tx, ctx)
+
+    def _check_ctx(self, ctx: BlockContext) -> None:
         if ctx.chain_id != self.chain_id:
             raise WrongChainError("block context of another chain", expected=self.chain_id, got=ctx.chain_id)
-        return self.app.execute_tx(state, tx, ctx)
 
     def check_redundant(self, state: ChainState, tx: Tx) -> None:
         """The cheap replay checks of admission alone (state lookups, decoding; no signatures)."""
@@ -202,7 +253,7 @@ class RelayStateMachine:
             if room is not None and size > room:
                 continue
             try:
-                events = self.execute_tx(state, tx, ctx)
+                events = self.execute_in_block(state, tx, ctx)
             except ProtocolError as exc:
                 out.dropped.append((tx, exc))
                 continue
@@ -219,7 +270,7 @@ class RelayStateMachine:
         for tx in txs:
             th = tx.hash().hex()
             try:
-                events = self.execute_tx(state, tx, ctx)
+                events = self.execute_in_block(state, tx, ctx)
             except ProtocolError as exc:
                 out.results.append({"tx": th, "ok": False, "error": exc.to_dict()})
                 continue
@@ -244,6 +295,19 @@ class RelayStateMachine:
 
     def supply(self, state: ChainState, home: str, lane: str, remote: str, denom: str) -> dict[str, Any]:
         return supply_record(state, home, lane, remote, denom)
+
+    def account(self, state: ChainState, name: str) -> dict[str, Any] | None:
+        """An account record with its bond fields (what ``getAccount`` shows), or the funds held for a name not
+        registered yet (``{"name", "registered": False, "funds"}``)."""
+        acct = state.get_json(account_path(name))
+        if acct is None:
+            funds = state.get_int(bond_funds_key(name))
+            return {"name": name, "registered": False, "funds": funds} if funds else None
+        return {"name": name, "registered": True, **acct}
+
+    def bond_supply(self, state: ChainState) -> dict[str, Any]:
+        """Where every bond unit is, and whether they add up to the genesis supply (:func:`.bonds.bond_supply`)."""
+        return bonds.bond_supply(state)
 
     def right(self, state: ChainState, home: str, lane: str, remote: str, right_id: str) -> dict[str, Any] | None:
         """The rights accountant's record of one hop of a right (None: not out over that hop)."""

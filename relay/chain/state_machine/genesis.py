@@ -8,7 +8,10 @@ The genesis config is JSON (parsed strictly: unknown keys are :class:`~protocol.
       "clients":    {"<park chain id>": {"client_type": "dpos", "init": {...}}, ...},
       "lanes":      [{"lane": "lane-0", "chains": ["dpos-park", "poc-park"],
                       "limits"?: {"kWh": {"capacity": 50000, "refill_per_s": 100}, "*": {...}}}, ...],
-      "accounts"?:  {"relayer-a": "<ed25519 pubkey hex>", ...},
+      "accounts"?:  {"relayer-a": "<ed25519 pubkey hex>", ...},   # governance grants: no bond (SPEC §6.9)
+      "bonds"?:     {"min_bond"?: 1000, "unbonding_ms"?: 86400000, "slash_after_failures"?: 5,
+                     "slash_fraction_bps"?: 1000, "failure_window_ms"?: 3600000,
+                     "balances"?: {"<account name>": <bond units>, ...}},   # relay/chain/state_machine/bonds.py
       "recovery_delay_ms"?: 600000     # client.recover waits this long after a freeze (SPEC §8.8; default
                                        # 11 minutes, 0 .. 7 days; >= every park bridge's
                                        # max_certificate_age_ms + the relay-park clock skew)
@@ -27,6 +30,7 @@ from chains.common.state import ChainState
 from chains.common.tx import create_account
 from protocol.errors import CodecError, ProtocolError, UnknownClientError
 from protocol.types import ChainId, check_id
+from relay.chain.state_machine.bonds import init_bonds, parse_genesis_bonds
 from relay.chain.state_machine.clients import RelayClientRouter, process_client_create
 from relay.chain.state_machine.evidence import record_validator_set
 from relay.chain.state_machine.keys import CONFIG_KEY
@@ -42,7 +46,7 @@ def init_genesis(state: ChainState, router: RelayClientRouter, config: Any) -> l
     if state.get(CONFIG_KEY) is not None:
         raise ProtocolError("relay chain state already initialised")
     cfg = obj_args(config, "relay genesis", ("chain_id", "validators", "clients", "lanes"),
-                   ("accounts", "recovery_delay_ms"))
+                   ("accounts", "recovery_delay_ms", "bonds"))
     chain_id = check_id("relay chain", str_arg(cfg, "chain_id", "genesis"))
     vset = wire.validator_set_from_json(cfg["validators"])
     clients = json_object(cfg["clients"], "genesis clients")
@@ -50,6 +54,7 @@ def init_genesis(state: ChainState, router: RelayClientRouter, config: Any) -> l
     if not isinstance(lanes, list):
         raise CodecError("genesis lanes must be a JSON array", got=type(lanes).__name__)
     accounts = json_object(cfg.get("accounts", {}), "genesis accounts")
+    bond_params, bond_balances = parse_genesis_bonds(cfg.get("bonds"))
 
     delay = cfg.get("recovery_delay_ms")
     if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int)
@@ -82,4 +87,5 @@ def init_genesis(state: ChainState, router: RelayClientRouter, config: Any) -> l
     for name in sorted(accounts):
         create_account(state, name, wire.hex_bytes(accounts[name], f"pubkey of account {name}", 32))
         events.append({"type": "account_registered", "name": name})
+    init_bonds(state, bond_params, bond_balances, accounts)
     return events

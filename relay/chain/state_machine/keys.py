@@ -33,7 +33,13 @@ key                                                          value
 ``relay/supply/{home}/{lane}/{remote}/{denom}``              ``{"outstanding", "outbound", "returning"}``
 ``relay/rights/{home}/{lane}/{remote}/{right_id}``           ``{"state", <the right's fields>}``: rights
                                                              accountant (one record per hop of a right)
-``accounts/{name}``                                          relayer account (``chains.common.tx``)
+``relay/bonds``                                              bond parameters and the genesis bond ``supply``
+                                                             (SPEC §6.9, :mod:`.bonds`)
+``relay/bonds/slashed``                                      bond units taken by slashing (decimal)
+``relay/bonds/funds/{name}``                                 bond units held for a name not registered yet
+``accounts/{name}``                                          relayer account (``chains.common.tx``) with its
+                                                             bond fields (``status``, ``bond``, ``balance``,
+                                                             ``failures``...; :mod:`.bonds`)
 ==========================================================  ==============================================
 """
 
@@ -42,10 +48,13 @@ from __future__ import annotations
 from protocol.paths import outcome_path, verified_path
 
 __all__ = [
+    "BONDS_KEY",
     "CLIENT_INDEX_KEY",
     "CONFIG_KEY",
     "GOVERNANCE_NONCE_KEY",
+    "SLASHED_KEY",
     "VALIDATORS_KEY",
+    "bond_funds_key",
     "bucket_key",
     "chain_lanes_key",
     "client_pointer_key",
@@ -63,6 +72,13 @@ CONFIG_KEY = b"relay/config"
 VALIDATORS_KEY = b"relay/validators"
 GOVERNANCE_NONCE_KEY = b"relay/governance/nonce"
 CLIENT_INDEX_KEY = b"relay/client_index"
+BONDS_KEY = b"relay/bonds"
+SLASHED_KEY = b"relay/bonds/slashed"
+
+
+def bond_funds_key(name: str) -> bytes:
+    """Bond units held for ``name`` before it registers (``bond.transfer`` to an unregistered name)."""
+    return f"relay/bonds/funds/{name}".encode()
 
 
 def client_pointer_key(chain_id: str) -> bytes:

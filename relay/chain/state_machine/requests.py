@@ -7,7 +7,12 @@ checked (SPEC §6.4 step 2, §6.6), so a relayer can update and prove in one tra
 =========================  ==========================================================================
 op                          args
 =========================  ==========================================================================
-``account.register``        ``{pubkey}`` — self-signed by the new account (``sender`` = its name, nonce 0)
+``account.register``        ``{pubkey}`` — self-signed by the new account (``sender`` = its name, nonce 0); locks
+                            ``min_bond`` from the funds held for the name (SPEC §6.9, :mod:`.bonds`)
+``bond.transfer``           ``{to, amount}`` — free bond units to an account, or to a name not registered yet
+``account.unbond``          ``{}`` — start the unbonding period (the account relays nothing more)
+``account.withdraw``        ``{}`` — after the unbonding period: the bond returns to the balance
+``account.bond``            ``{}`` — lock what the bond lacks of ``min_bond`` again (after a withdrawal or a slash)
 ``client.update``           ``{chain_id, headers: [hex, ...]}``
 ``client.misbehaviour``     ``{chain_id, header_a: hex, header_b: hex}`` — or ``{chain_id, branch: [hex, ...]}``:
                             a branch proving conflicting finality (clients with
@@ -61,8 +66,10 @@ from relay.chain.state_machine.records import (
 )
 
 __all__ = [
+    "BOND_OPS",
     "GOVERNANCE_OPS",
     "OPS",
+    "RELAY_WORK_OPS",
     "ClientUpdateRequest",
     "ConfirmAckBatchRequest",
     "ConfirmAckRequest",
@@ -83,6 +90,12 @@ __all__ = [
 ]
 
 REGISTER = "account.register"
+BOND_TRANSFER = "bond.transfer"
+ACCOUNT_UNBOND = "account.unbond"
+ACCOUNT_WITHDRAW = "account.withdraw"
+ACCOUNT_BOND = "account.bond"
+BOND_OPS = (BOND_TRANSFER, ACCOUNT_UNBOND, ACCOUNT_WITHDRAW, ACCOUNT_BOND)
+"""The ops that manage a bond (:mod:`.bonds`): an account sends them whatever its bond status."""
 CLIENT_UPDATE = "client.update"
 CLIENT_MISBEHAVIOUR = "client.misbehaviour"
 VERIFY = "packet.verify"
@@ -101,8 +114,10 @@ CLIENT_RECOVER = "client.recover"
 GOVERNANCE_OPS = (CLIENT_CREATE, LANE_OPEN, LANE_PAUSE, LANE_RESUME, LANE_SET_LIMITS, CLIENT_RECOVER)
 CLIENT_ATTEST = "client.attest"
 CLIENT_REGISTER_FARMER = "client.register_farmer"
-OPS = (REGISTER, CLIENT_UPDATE, CLIENT_MISBEHAVIOUR, CLIENT_ATTEST, CLIENT_REGISTER_FARMER, VERIFY, VERIFY_BATCH,
-       CONFIRM_ACK, CONFIRM_ACK_BATCH, CONFIRM_TIMEOUT, *GOVERNANCE_OPS)
+RELAY_WORK_OPS = (CLIENT_UPDATE, CLIENT_MISBEHAVIOUR, CLIENT_ATTEST, CLIENT_REGISTER_FARMER, VERIFY, VERIFY_BATCH,
+                  CONFIRM_ACK, CONFIRM_ACK_BATCH, CONFIRM_TIMEOUT)
+"""The relayers' and validators' work: what a bond stands behind (a failure in a block counts, SPEC §6.9)."""
+OPS = (REGISTER, *RELAY_WORK_OPS, *GOVERNANCE_OPS, *BOND_OPS)
 
 
 def _headers(tx: Tx, args: Mapping[str, Any]) -> tuple[bytes, ...]:

@@ -20,9 +20,11 @@ Routes (``relay/ops/api/openapi.yaml`` is the contract; ``GET /openapi.json`` se
 Every error is a JSON body ``{"error": {"code", "disposition", "message", "expected"?, "got"?}}`` with a stable
 code of :mod:`protocol.errors` (``rpc.invalid_params`` for a bad query parameter or body, HTTP 400;
 ``rpc.unauthorized``, 401; ``rpc.not_found``, 404; ``rpc.body_too_large``, 413; a chain's own refusal, 422;
-``transport``, 503). The token is the deployment's admin token (:func:`relay.ops.layout.admin_token_path`), compared
-in constant time (:func:`hmac.compare_digest`); without a token file, writes are refused. The service binds
-127.0.0.1 unless told otherwise.
+``rpc.rate_limited``, 429; ``transport``, 503). Every request pays a token of its client address's bucket, the
+deployment's ``[limits] rpc_requests_per_s`` and ``rpc_burst`` (the nodes' bound; this process's own buckets). The
+token is the deployment's admin token (:func:`relay.ops.layout.admin_token_path`), compared in constant time
+(:func:`hmac.compare_digest`); without a token file, writes are refused. The service binds 127.0.0.1 unless told
+otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,7 @@ import yaml
 from aiohttp import web
 
 from chains.common import jsonrpc as rpc
+from chains.common.node import AdmissionLimits
 from protocol.errors import ParkRelayError, ProtocolError, TransportError
 from relay.ops.api.backend import Backend
 from relay.ops.api.index import STATES
@@ -448,11 +452,29 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return _error(500, ParkRelayError("internal error (logged)"))
 
 
-def build_app(backend: Backend, token: str | None, metrics: Callable[[], bytes] | None = None) -> web.Application:
+def _rate_bound(limits: AdmissionLimits) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """A middleware that answers ``rpc.rate_limited`` (HTTP 429) once a client address's bucket is empty."""
+    buckets = rpc.RateBuckets(limits.rpc_requests_per_s, limits.rpc_burst)
+
+    @web.middleware
+    async def bound(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+        client = request.remote or ""
+        if buckets.take(client, time.monotonic()):
+            return await handler(request)
+        return _error(429, buckets.refusal(client), {"Retry-After": "1"})
+
+    return bound
+
+
+def build_app(backend: Backend, token: str | None, metrics: Callable[[], bytes] | None = None,
+              limits: AdmissionLimits | None = None) -> web.Application:
     """The operator API's aiohttp application over ``backend``; ``token`` authorises writes (None: no writes);
-    ``metrics`` renders this process's Prometheus metrics."""
+    ``metrics`` renders this process's Prometheus metrics; ``limits`` (the deployment's ``[limits]``; default:
+    their defaults) gives the per-address rate bound."""
     api = _Api(backend, token, metrics)
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+    bound = _rate_bound(limits if limits is not None else AdmissionLimits())
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[bound, _errors])
     r = app.router
     r.add_get("/", api.page)
     r.add_get("/static/{name}", api.asset)
@@ -491,7 +513,7 @@ class ApiServer:
         self.cfg = cfg
         self.options = options
         self.backend = Backend(cfg, relay_urls=relay_urls, relayer=relayer, poll_s=poll_s)
-        self.app = build_app(self.backend, read_token(cfg), metrics)
+        self.app = build_app(self.backend, read_token(cfg), metrics, getattr(cfg, "limits", None))
         self._runner: web.AppRunner | None = None
         self.port = options.port
 

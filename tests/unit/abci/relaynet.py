@@ -26,6 +26,9 @@ from relay.chain.consensus import ValidatorKey
 
 CHAIN = "relay-abci-test"
 N = 4
+FUNDED = ("alice", "bob", "eve", "mallory", "xavier", "later", "relayer-z", *(f"acct{i}" for i in range(64)))
+"""Names the relay genesis funds with one ``min_bond`` (1000 units) each, so the tests' ``account.register`` of them
+passes (SPEC §6.9); ``extra_genesis`` may replace the whole ``bonds`` entry."""
 
 
 def new_validator_key() -> ValidatorKey:
@@ -72,7 +75,8 @@ class RelayNet:
     def __post_init__(self) -> None:
         self.vset = ValidatorSet(tuple(Validator(f"v{i}", k.ed25519_pubkey, k.eth_address, 10)
                                        for i, k in enumerate(self.keys)))
-        self.genesis: dict[str, Any] = {"chain_id": CHAIN, "clients": {}, "lanes": [], **self.extra_genesis,
+        self.genesis: dict[str, Any] = {"chain_id": CHAIN, "clients": {}, "lanes": [],
+                                        "bonds": {"balances": {name: 1_000 for name in FUNDED}}, **self.extra_genesis,
                                         "validators": wire.validator_set_to_json(self.vset),
                                         "genesis_time_ms": self.genesis_time_ms}
         self.chain_id = str(self.genesis["chain_id"])

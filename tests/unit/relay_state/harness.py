@@ -31,6 +31,8 @@ RELAY = "relay"
 DAY = 86_400_000
 DPOS, POC, EDGE = "dpos-park", "poc-park", "edge-park"
 LANE = "lane-0"
+RELAYER_FUNDS = 10_000
+"""Bond units each genesis relayer holds (the default genesis ``min_bond`` is 1000)."""
 LANE1 = "lane-1"
 """The lane between poc-park and edge-park in a three-park harness."""
 VOUCHER = f"{LANE}/{DPOS}/kWh"
@@ -70,7 +72,8 @@ class RelayHarness:
 
     def __init__(self, *, limits: dict[str, Any] | None = None, finality_depth: int = 0,
                  trusting_period_ms: int = DAY, relayers: Sequence[str] = ("relayer-a", "relayer-b"),
-                 three: bool = False, recovery_delay_ms: int | None = None) -> None:
+                 three: bool = False, recovery_delay_ms: int | None = None,
+                 bonds: dict[str, Any] | None = None) -> None:
         self.net = three_parks() if three else two_parks()
         self.feeds = {cid: ParkFeed(self.net, cid) for cid in self.net.parks}
         self.sm = RelayStateMachine(RELAY, [SINGLE_SIGNER_TYPE])
@@ -89,6 +92,8 @@ class RelayHarness:
                       *([{"lane": LANE1, "chains": [POC, EDGE]}] if three else [])],
             "accounts": {name: key.pubkey.hex() for name, key in self.keys.items()},
             **({"recovery_delay_ms": recovery_delay_ms} if recovery_delay_ms is not None else {}),
+            # the relayers are governance grants; their bond units fund newcomers (bond.transfer, SPEC §6.9)
+            "bonds": bonds if bonds is not None else {"balances": {name: RELAYER_FUNDS for name in relayers}},
         }
         self.sm.init_genesis(self.state, self.genesis)
 

@@ -361,8 +361,10 @@ def test_client_with_finality_depth_proves_once_final() -> None:
 
 def test_anyone_can_register_and_relay(h: RelayHarness) -> None:
     key = fixed_signer("newcomer")
+    h.submit("bond.transfer", {"to": "newcomer", "amount": 1_000})  # an operator funds the newcomer's bond
     reg = Tx.signed(key, RELAY, "newcomer", 0, "account.register", {"pubkey": key.pubkey.hex()})
-    assert h.sm.execute_tx(h.state, reg, h.ctx()) == [{"type": "account_registered", "name": "newcomer"}]
+    assert h.sm.execute_tx(h.state, reg, h.ctx()) == [{"type": "account_registered", "name": "newcomer"},
+                                                      {"type": "bond_locked", "account": "newcomer", "amount": 1_000}]
     h.keys["newcomer"] = key
     p = h.send()
     h.submit("packet.verify", h.verify_args(p), sender="newcomer")

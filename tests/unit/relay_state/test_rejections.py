@@ -18,6 +18,7 @@ from chains.common.tx import Tx
 from protocol.codec import encode_ack, encode_energy, encode_packet, packet_commitment
 from protocol.errors import (
     AuthorizationError,
+    BondStateError,
     ClientExpiredError,
     ClientFrozenError,
     ClientRecoveryError,
@@ -571,6 +572,22 @@ def _register_existing(s: Setup) -> tuple[str, dict[str, Any]]:
     return "account.register", {"pubkey": s.h.keys["relayer-a"].pubkey.hex()}
 
 
+def _bond_transfer_beyond_balance(s: Setup) -> tuple[str, dict[str, Any]]:
+    return "bond.transfer", {"to": "newcomer", "amount": 10**9}  # more: test_bonds.py
+
+
+def _unbond_a_grant(s: Setup) -> tuple[str, dict[str, Any]]:
+    return "account.unbond", {}  # relayer-a is a genesis account: a governance grant holds no bond
+
+
+def _withdraw_not_unbonding(s: Setup) -> tuple[str, dict[str, Any]]:
+    return "account.withdraw", {}
+
+
+def _bond_a_grant(s: Setup) -> tuple[str, dict[str, Any]]:
+    return "account.bond", {}
+
+
 def _evidence_without_conflict(s: Setup) -> tuple[str, dict[str, Any]]:
     from relay.chain.consensus.messages import Vote, VoteType, encode_message, vote_sign_bytes
 
@@ -662,6 +679,10 @@ CASES = [
     Case("client.register_farmer: client binds no farmers", _register_farmer_on_a_client_without_farmers,
          CodecError),
     Case("account.register: existing account", _register_existing, ReplayError),
+    Case("bond.transfer: beyond the balance", _bond_transfer_beyond_balance, InsufficientFundsError),
+    Case("account.unbond: a governance grant", _unbond_a_grant, BondStateError),
+    Case("account.withdraw: not unbonding", _withdraw_not_unbonding, BondStateError),
+    Case("account.bond: a governance grant", _bond_a_grant, BondStateError),
     Case("evidence.submit: votes that do not conflict", _evidence_without_conflict, EvidenceError),
 ]
 

@@ -20,12 +20,12 @@ from protocol.errors import InvalidProofError
 from relay.chain.state_machine import RelayStateMachine
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, fixed_signer
 
-ROOTS = [
-    "014b7d1390ef4d094ba49f090970e5554fffda4640cc58d41d1f1186ca4534b2",
-    "567c5c4b81ee46af9a6b770560963e961b655c1bc29b9949ec1b53088e7101be",
-    "4fe0c932ff89784ce79db3b24b29b9e28a12b5e1543bcfb64b747cefe7fc9377",
-    "d01ab4ba02366a56a9c147825da4d0250748d00bac1a2bd5524b47d3c42aee5a",
-    "0200d3d9131746d7282b8294d261bd6ff4cef23dd91a4b9e5dc7dadee0c3244c",
+ROOTS = [  # re-pinned once when genesis started writing the bond records (SPEC §6.9); the events are unchanged
+    "dcefca777e23a534d915859768ce2770243b53b0bb67f948cd3e53d84291e1df",
+    "3dcfb06e8fddc425c6782ef6c8c4bb4e184fc456314eaa4d7e140dd0508a9176",
+    "1bdc28cf1fd0603d421f2f7ce9c542e0bc87513796d763cfd1fc1c317bdbbcce",
+    "706125fe1ef7f7a735b055c365ffb9a21a4745bcb58a2ec5c98130a124d858c2",
+    "3237ed207034e62b7366afa0d7bb86570e18dac8eccf196312adfe92c1f907f8",
 ]
 EVENTS = [
     "a20cbe77201c494cad7331bdb0f0990ad598e70fb0e90f5024ce5a909631dcb2",
