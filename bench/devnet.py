@@ -77,7 +77,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -345,6 +345,11 @@ def _report_stuck(cfg: Any, src: str, dst: str, stuck: list[int]) -> None:
               f"{lp['oldest_pending_s']}s, last error: {lp['last_error']}", file=sys.stderr)
 
 
+Background = Callable[[Any, asyncio.Event, asyncio.Event], Awaitable[dict[str, Any]]]
+"""A load run beside the transfers: ``(deployment config, ready, stop) -> its figures``; it sets ``ready`` once at full
+load (the transfers start then) and returns once ``stop`` is set."""
+
+
 class Sender:
     """One source account submitting ``bridge.send`` in nonce order, its nonce kept locally (read again from the
     chain after a nonce refusal)."""
@@ -411,10 +416,13 @@ async def _submit(senders: list[Sender], args: dict[str, Any], n: int, rate: flo
 
 async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float | None = None,
               n_senders: int = 4, relay_block_ms: int = 1000, give_up_s: float = 900, rounds: int = 1,
-              bar: Bar | None = None, pipeline: bool = True, engine: str = "builtin") -> dict[str, Any]:
+              bar: Bar | None = None, pipeline: bool = True, engine: str = "builtin",
+              background: Background | None = None) -> dict[str, Any]:
     """``mode``: burst, rate or backlog (the module docs); ``n`` transfers (rate mode: rate x seconds), in ``rounds``
     loads of ``n / rounds``, each settled before the next is sent. ``bar``: the packets settled, out of ``n`` (on a
-    terminal; else a line on stderr every 5 s)."""
+    terminal; else a line on stderr every 5 s). ``background`` (:data:`Background`): a load run beside the transfers
+    (bench/spam.py's flood), started once the relayers run, the transfers sent once it is ready, stopped once every
+    packet settled; what it returns is the result's ``background``."""
     if rounds < 1 or (rounds > 1 and mode == "backlog"):
         raise ValueError("rounds: at least 1, and only for a burst or a rate")
     from adapters.common.rpc import JsonRpcClient
@@ -461,6 +469,17 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             bar.update(description="devnet: starting the relayers")
             # started before the first transfer: a relayer's start-up is not the relay's overhead
             await wait_for("relayers running", lambda: _relayers_started(cfg, relayers), 120, poll_s=0.5)
+        stop_background, background_ready = asyncio.Event(), asyncio.Event()
+        bg_task = None
+        if background is not None:
+            bar.update(description="devnet: starting the background load")
+            bg_task = asyncio.ensure_future(background(cfg, background_ready, stop_background))
+            ready_or_failed = asyncio.ensure_future(background_ready.wait())
+            await asyncio.wait({ready_or_failed, bg_task}, timeout=180, return_when=asyncio.FIRST_COMPLETED)
+            if bg_task.done():
+                bg_task.result()  # its exception, if it failed while starting
+            if not background_ready.is_set():
+                raise RuntimeError("the background load did not start within 180 s")
         senders = [Sender(clients[src], src, s, ed25519_signer(account_key_path(cfg, src, s))) for s in senders_names]
         bar.update(description=f"devnet: sending {n} transfers {src} -> {dst} ({mode})")
         t0 = time.time()
@@ -513,6 +532,8 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             await asyncio.to_thread(_report_stuck, cfg, src, dst, sorted(set(sent) - set(settled)))
             raise
         done = time.time()
+        stop_background.set()
+        bg_out = await asyncio.wait_for(bg_task, 120) if bg_task is not None else None
         relayer_rss = max((_rss_peak_mb(p.pid) for p in relayers.values()), default=0.0)
         relayer_rss_now = max((_rss_peak_mb(p.pid, "VmRSS") for p in relayers.values()), default=0.0)
         relay_rss_now = _rss_peak_mb(d.procs[("relay", "op-a")].pid, "VmRSS")
@@ -561,6 +582,8 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "relay_block_ms": relay_block_ms, "senders": n_senders, "pipeline_proofs": pipeline,
             "engine": engine, "relay_block_interval_p50_ms": block_interval_ms(relay_log.time_ms, t0, done),
         }
+        if bg_out is not None:
+            out["background"] = bg_out
         out["steady_settle_per_s"] = steady_rate([src_log.time_ms[h] / 1000 for h in settled.values()])
         if mode == "rate":
             out["rate_per_s"], out["max_submit_lag_s"] = rate, round(lag_s, 2)

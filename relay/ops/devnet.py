@@ -137,6 +137,11 @@ def cometbft_settings(cfg: DeploymentConfig, validator: str, *, peers: bool = Tr
                                                for w in others))
 
 
+OPERATOR_BOND_UNITS = 1_000_000
+"""Bond units each relay validator's account (its park operator) holds at genesis: a thousand bonds at the default
+``min_bond`` (1,000, SPEC §6.9) to fund outside relayers with."""
+
+
 def relay_lanes(cfg: DeploymentConfig) -> list[dict[str, Any]]:
     """The relay genesis ``lanes``: each config lane, both directions, with its limits if it has any."""
     return [{"lane": lane, "chains": [a, b],
@@ -164,8 +169,9 @@ def relay_genesis(cfg: DeploymentConfig, valset: ValidatorSet, genesis_time_ms: 
         "lanes": relay_lanes(cfg),
         # relayers, and the validators themselves: a validator attests park block hashes (client.attest)
         # from the account of its own name, signed by its validator key. Genesis accounts are governance grants:
-        # no bond (SPEC §6.9); `bonds` is left to the relay genesis defaults (an outside relayer needs units
-        # moved to its name with bond.transfer, and there are none to move until a deployment sets balances)
+        # no bond (SPEC §6.9). The bond unit's whole supply goes to the park operators (the validators'
+        # accounts): an operator funds an outside relayer's bond with bond.transfer
+        "bonds": {"balances": {v: OPERATOR_BOND_UNITS for v in cfg.relay_validators}},
         "accounts": {**{r: ed25519_signer(relayer_key_path(cfg, cfg.relay_chain_id, r)).pubkey.hex()
                         for r in cfg.relayers},
                      **{v: ed25519_signer(relay_key_paths(cfg, v)[0]).pubkey.hex() for v in cfg.relay_validators}},

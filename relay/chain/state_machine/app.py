@@ -138,6 +138,22 @@ class RelayApp(App):
                 return bonds.charge_failure(state, tx, exc, ctx)
 
 
+def fair_order(txs: Sequence[Tx]) -> list[Tx]:
+    """``txs`` taken one sender at a time, round robin: each sender's transactions stay in nonce order (so a
+    relayer's proof still follows the client update it relies on), senders in the order of their first transaction.
+    A block builder that takes the mempool in arrival order lets whoever queued most fill the block; in this order a
+    sender with one transaction waits behind at most one of each other sender's (the relay chain charges no fees:
+    this is what keeps a flood of valid but useless transactions from starving the relayers)."""
+    by_sender: dict[str, list[Tx]] = {}
+    for tx in txs:
+        by_sender.setdefault(tx.sender, []).append(tx)
+    queues = [sorted(q, key=lambda t: t.nonce) for q in by_sender.values()]
+    out: list[Tx] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
+
+
 @dataclass
 class BlockResult:
     """What executing a block produced."""
@@ -241,12 +257,12 @@ class RelayStateMachine:
 
     def build_block(self, state: ChainState, candidates: Sequence[Tx], ctx: BlockContext,
                     max_txs: int | None = None, max_bytes: int | None = None) -> BlockBuild:
-        """Execute ``candidates`` in order on ``state``, keeping the ones that succeed (up to ``max_txs``, and up to
-        ``max_bytes`` of their canonical JSON: one that does not fit is left for a later block, neither kept nor
-        dropped)."""
+        """Execute ``candidates`` on ``state`` in :func:`fair_order`, keeping the ones that succeed (up to
+        ``max_txs``, and up to ``max_bytes`` of their canonical JSON: one that does not fit is left for a later
+        block, neither kept nor dropped)."""
         out = BlockBuild()
         room = max_bytes
-        for tx in candidates:
+        for tx in fair_order(candidates):
             if max_txs is not None and len(out.included) >= max_txs:
                 break
             size = tx.size() if room is not None else 0

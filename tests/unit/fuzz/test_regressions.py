@@ -140,6 +140,7 @@ async def test_a_head_pushed_to_a_subscriber_that_went_away_is_skipped_quietly()
     from chains.common.node import ParkNode
 
     class GoneSubscriber:
+        prepared = True  # its handshake was done: it is pushed to
         closed = False
 
         async def send_json(self, msg: Any) -> None:

@@ -1,0 +1,265 @@
+"""Honest transfers while spammers flood the relay chain (issue 18): the same load with and without the flood.
+
+    python bench/spam.py [--transfers 1000] [--spammers 8] [--ws 16] [--json] [--keep DIR]
+
+Runs ``bench/devnet.py``'s DPoS -> PoC burst of ``--transfers`` twice on fresh devnets (built-in relay engine, 4
+validators, 2 relayers): once alone, then beside a flood aimed at relay validator ``op-a``, the validator the
+relayers submit to. The flood, from loopback, lasts until every honest packet settled:
+
+* **mempool and blocks**: ``--spammers`` bonded relay accounts (op-a's operator funds each name with
+  ``bond.transfer``, each registers itself with its bond, SPEC §6.9) submit valid but useless ``bond.transfer``s of
+  one unit to each other, each as fast as admission takes them (up to its ``[limits] mempool_txs_per_account``);
+* **admission**: the same spammers submit transactions admission refuses — a ``client.update`` with a header no park
+  signed, a ``packet.verify`` of garbage — and registrations of names nobody funded (``account.unbonded``);
+* **RPC**: concurrent ``status`` / ``getAccount`` / ``getClientStatus`` queries;
+* **WebSocket**: ``--ws`` sockets sending queries as fast as they are answered.
+
+It prints both runs' honest figures (throughput through phase 4, latency p50/p95, overhead, relay validator peak
+RSS, supply) and the ratios the issue sets: loaded throughput >= 0.8 x unloaded, loaded p95 latency <= 2 x unloaded;
+and what the flood did (accepted and refused by code, per kind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import emit, r2, run_dir
+from bench.devnet import DPOS, POC, run
+from chains.common.progress import bar as progress_bar
+
+THROUGHPUT_FLOOR = 0.8
+"""Loaded honest throughput over unloaded: the issue's floor."""
+P95_CEILING = 2.0
+"""Loaded honest p95 latency over unloaded: the issue's ceiling."""
+SPAM_FUNDS = 10_000
+"""Bond units op-a's operator gives each spammer (the default ``min_bond`` is 1,000)."""
+
+
+class Flood:
+    """The spammers' load on one relay validator; counts what it sent by kind and outcome."""
+
+    def __init__(self, cfg: Any, n_spammers: int, n_ws: int) -> None:
+        from adapters.common.rpc import JsonRpcClient
+
+        self.cfg = cfg
+        self.url = cfg.relay_url(cfg.relay_validators[0])
+        self.n_spammers, self.n_ws = n_spammers, n_ws
+        self.outcomes: Counter[str] = Counter()
+        self.client = JsonRpcClient(self.url, side="spam", timeout_s=30)
+        self.errors: list[str] = []
+
+    def count(self, kind: str, exc: BaseException | None) -> None:
+        code = "accepted" if exc is None else str(getattr(exc, "code", type(exc).__name__))
+        self.outcomes[f"{kind}:{code}"] += 1
+
+    async def submit(self, kind: str, tx: Any) -> bool:
+        from protocol.errors import ParkRelayError
+
+        try:
+            await self.client.call("submitTx", {"tx": tx.to_json()})
+        except (ParkRelayError, OSError, TimeoutError) as exc:
+            self.count(kind, exc)
+            return False
+        self.count(kind, None)
+        return True
+
+    async def setup(self) -> list[tuple[str, Any]]:
+        """Fund and register the spammers: op-a's account transfers each its bond, each registers itself."""
+        from chains.common.tx import Tx
+        from protocol.crypto import Ed25519Signer
+        from relay.ops.keys import ed25519_signer
+        from relay.ops.layout import relay_key_paths
+
+        await self.client.__aenter__()
+        chain = self.cfg.relay_chain_id
+        operator = self.cfg.relay_validators[0]
+        op_key = ed25519_signer(relay_key_paths(self.cfg, operator)[0])
+        acct = await self.client.call("getAccount", {"name": operator})
+        nonce = int(acct["nonce"]) + int(acct.get("pending", 0))
+        spammers = [(f"spam{i}", Ed25519Signer(os.urandom(32))) for i in range(self.n_spammers)]
+        for name, _ in spammers:
+            await self.submit("fund", Tx.signed(op_key, chain, operator, nonce, "bond.transfer",
+                                                {"to": name, "amount": SPAM_FUNDS}))
+            nonce += 1
+        await self._until({operator: nonce})
+        for name, key in spammers:
+            await self.submit("register", Tx.signed(key, chain, name, 0, "account.register",
+                                                    {"pubkey": key.pubkey.hex()}))
+        await self._until({name: 1 for name, _ in spammers})
+        return spammers
+
+    async def _until(self, nonces: dict[str, int], timeout_s: float = 120) -> None:
+        """Until each named account has committed up to its nonce (``getAccount``)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen = []
+            for name, want in nonces.items():
+                try:
+                    seen.append(int((await self.client.call("getAccount", {"name": name}))["nonce"]) >= want)
+                except Exception:  # not registered yet: the probe says no
+                    seen.append(False)
+            if all(seen):
+                return
+            await asyncio.sleep(0.5)  # the relay chain's blocks: nothing to await but the next one
+        raise RuntimeError(f"spam set-up not committed within {timeout_s:.0f} s: {nonces}")
+
+    async def useless_transfers(self, name: str, key: Any, peer: str, stop: asyncio.Event) -> None:
+        """Valid ``bond.transfer``s of one unit to ``peer``, each nonce as soon as the last was admitted."""
+        from chains.common.tx import Tx
+
+        chain = self.cfg.relay_chain_id
+        nonce = 1
+        while not stop.is_set():
+            tx = Tx.signed(key, chain, name, nonce, "bond.transfer", {"to": peer, "amount": 1})
+            if await self.submit("useless", tx):
+                nonce += 1
+                continue
+            acct = await self.client.call("getAccount", {"name": name})
+            nonce = int(acct["nonce"]) + int(acct.get("pending", 0))
+            await asyncio.sleep(0.05)  # refused (a bound reached): the next try, a little later
+
+    async def refused_at_admission(self, name: str, key: Any, stop: asyncio.Event) -> None:
+        """Transactions admission refuses: forged headers, garbage proofs, registrations nobody funded."""
+        from chains.common.tx import Tx
+        from protocol.crypto import Ed25519Signer
+
+        chain = self.cfg.relay_chain_id
+        park = self.cfg.chains[0].id
+        i = 0
+        while not stop.is_set():
+            i += 1
+            kind = i % 3
+            if kind == 0:
+                tx = Tx.signed(key, chain, name, 10**6 + i, "client.update",
+                               {"chain_id": park, "headers": [os.urandom(120).hex()]})
+                await self.submit("forged_header", tx)
+            elif kind == 1:
+                tx = Tx.signed(key, chain, name, 10**6 + i, "packet.verify",
+                               {"packet": os.urandom(80).hex(), "height": 1, "proof": os.urandom(64).hex()})
+                await self.submit("garbage_proof", tx)
+            else:
+                stranger = Ed25519Signer(os.urandom(32))
+                tx = Tx.signed(stranger, chain, f"nobody{i}", 0, "account.register",
+                               {"pubkey": stranger.pubkey.hex()})
+                await self.submit("unfunded_register", tx)
+
+    async def queries(self, stop: asyncio.Event) -> None:
+        from protocol.errors import ParkRelayError
+
+        methods = [("status", {}), ("getAccount", {"name": "spam0"}),
+                   ("getClientStatus", {"chain_id": self.cfg.chains[0].id})]
+        i = 0
+        while not stop.is_set():
+            method, params = methods[i % len(methods)]
+            i += 1
+            try:
+                await self.client.call(method, params)
+                self.count("query", None)
+            except (ParkRelayError, OSError, TimeoutError) as exc:
+                self.count("query", exc)
+
+    async def websocket(self, stop: asyncio.Event) -> None:
+        import aiohttp
+
+        ws_url = self.url.replace("http://", "ws://") + "/ws"
+        try:
+            async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    await ws.send_json({"jsonrpc": "2.0", "id": i, "method": "status", "params": {}})
+                    msg = await ws.receive(timeout=30)
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        self.count("ws", ConnectionError(f"socket {msg.type.name}"))
+                        return
+                    body = msg.json()
+                    code = (body.get("error") or {}).get("data", {}).get("code") if isinstance(body, dict) else None
+                    self.outcomes[f"ws:{code or 'accepted'}"] += 1
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.count("ws_connect", exc)
+
+    async def __call__(self, cfg: Any, ready: asyncio.Event, stop: asyncio.Event) -> dict[str, Any]:
+        t0 = time.monotonic()
+        spammers = await self.setup()
+        tasks = [asyncio.ensure_future(self.useless_transfers(name, key, spammers[(i + 1) % len(spammers)][0], stop))
+                 for i, (name, key) in enumerate(spammers)]
+        tasks += [asyncio.ensure_future(self.refused_at_admission(name, key, stop)) for name, key in spammers[:2]]
+        tasks += [asyncio.ensure_future(self.queries(stop)) for _ in range(4)]
+        tasks += [asyncio.ensure_future(self.websocket(stop)) for _ in range(self.n_ws)]
+        setup_s = time.monotonic() - t0
+        ready.set()
+        t1 = time.monotonic()
+        await stop.wait()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.client.__aexit__(None, None, None)
+        seconds = time.monotonic() - t1
+        sent = sum(self.outcomes.values())
+        return {"spammers": len(spammers), "websockets": self.n_ws, "setup_s": round(setup_s, 1),
+                "flood_s": round(seconds, 1), "requests": sent, "requests_per_s": round(sent / seconds, 1),
+                "outcomes": dict(sorted(self.outcomes.items()))}
+
+
+def summary(out: dict[str, Any]) -> dict[str, Any]:
+    keys = ("throughput_per_s", "seconds", "latency_p50_s", "latency_p95_s", "overhead_phase3_p50_s",
+            "overhead_phase3_p95_s", "overhead_phase4_p50_s", "overhead_phase4_p95_s", "relay_node_peak_rss_mb",
+            "relay_node_rss_mb", "relay_block_interval_p50_ms", "supply_conserved", "completed", "accepted",
+            "redundant_relays_in_blocks")
+    return {k: out.get(k) for k in keys}
+
+
+def compare(unloaded: dict[str, Any], loaded: dict[str, Any], flood: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Both runs' honest figures, the two ratios the issue bounds and whether each holds."""
+    thr = loaded["throughput_per_s"] / unloaded["throughput_per_s"] if unloaded["throughput_per_s"] else None
+    p95 = loaded["latency_p95_s"] / unloaded["latency_p95_s"] if unloaded["latency_p95_s"] else None
+    return {
+        "unloaded": summary(unloaded), "loaded": summary(loaded), "flood": flood or {},
+        "throughput_loaded_over_unloaded": r2(thr), "p95_loaded_over_unloaded": r2(p95),
+        "throughput_target_met": thr is not None and thr >= THROUGHPUT_FLOOR,
+        "p95_target_met": p95 is not None and p95 <= P95_CEILING,
+        "nothing_lost": bool(unloaded.get("supply_conserved") and loaded.get("supply_conserved")
+                             and loaded.get("completed") == loaded.get("accepted")),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--transfers", type=int, default=1000, help="honest DPoS -> PoC transfers per run. Default 1000")
+    ap.add_argument("--spammers", type=int, default=8, help="bonded spammer accounts (1..64). Default 8")
+    ap.add_argument("--ws", type=int, default=16, help="spamming WebSocket connections (0..64). Default 16")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", help="run in this directory and keep it (logs, databases)")
+    ap.add_argument("--give-up-s", type=float, default=900, help="stop waiting after this long. Default 900")
+    args = ap.parse_args()
+    if not 1 <= args.spammers <= 64 or not 0 <= args.ws <= 64 or args.transfers < 1:
+        ap.error("--spammers 1..64, --ws 0..64, --transfers >= 1")
+    with run_dir(args.keep, "parkrelay-bench-") as root, \
+            progress_bar("spam", total=2 * args.transfers, json_mode=args.json) as bar:
+        runs = {}
+        for name in ("unloaded", "loaded"):
+            (root / name).mkdir()
+            flood = flood_load(args.spammers, args.ws) if name == "loaded" else None
+            runs[name] = asyncio.run(run(DPOS, POC, "burst", args.transfers, root / name, give_up_s=args.give_up_s,
+                                         bar=bar, background=flood))
+    out = compare(runs["unloaded"], runs["loaded"], runs["loaded"].get("background", {}))
+    emit(out, args.json)
+    return 0
+
+
+def flood_load(n_spammers: int, n_ws: int) -> Any:
+    """The :data:`bench.devnet.Background` that floods the devnet :func:`bench.devnet.run` starts."""
+    async def flood(cfg: Any, ready: asyncio.Event, stop: asyncio.Event) -> dict[str, Any]:
+        return await Flood(cfg, n_spammers, n_ws)(cfg, ready, stop)
+    return flood
+
+
+if __name__ == "__main__":
+    sys.exit(main())
