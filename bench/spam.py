@@ -9,8 +9,9 @@ relayers submit to. The flood, from loopback, lasts until every honest packet se
 * **mempool and blocks**: ``--spammers`` bonded relay accounts (op-a's operator funds each name with
   ``bond.transfer``, each registers itself with its bond, SPEC §6.9) submit valid but useless ``bond.transfer``s of
   one unit to each other, each as fast as admission takes them (up to its ``[limits] mempool_txs_per_account``);
-* **admission**: the same spammers submit transactions admission refuses — a ``client.update`` with a header no park
-  signed, a ``packet.verify`` of garbage — and registrations of names nobody funded (``account.unbonded``);
+* **admission**: two more bonded accounts submit only transactions admission refuses — a ``client.update`` of a
+  header no park signed, a ``packet.verify`` of garbage, each at the account's next nonce so it is decoded and checked
+  in full — and registrations of names nobody funded (``account.unbonded``);
 * **RPC**: concurrent ``status`` / ``getAccount`` / ``getClientStatus`` queries;
 * **WebSocket**: ``--ws`` sockets sending queries as fast as they are answered.
 
@@ -44,28 +45,54 @@ SPAM_FUNDS = 10_000
 """Bond units op-a's operator gives each spammer (the default ``min_bond`` is 1,000)."""
 
 
+def loopback(host: int) -> str:
+    """The ``host``-th loopback address, 127.0.0.<host>: every 127/8 address reaches the devnet's 127.0.0.1
+    listeners, and a node's per-address bounds (``[limits]``) then see each spamming client as its own host, as
+    they would over a network; the honest relayers and the bench keep 127.0.0.1."""
+    return f"127.0.0.{host}"
+
+
+def rpc_from(url: str, address: str) -> Any:
+    """A JSON-RPC client of ``url`` whose connections leave from ``address``."""
+    import aiohttp
+
+    from adapters.common.rpc import JsonRpcClient
+
+    class FromAddress(JsonRpcClient):
+        async def connect(self) -> None:
+            if self._session is None or self._session.closed:
+                self._session = aiohttp.ClientSession(timeout=self.timeout,
+                                                      connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+
+    return FromAddress(url, side=f"spam@{address}", timeout_s=30)
+
+
 class Flood:
-    """The spammers' load on one relay validator; counts what it sent by kind and outcome."""
+    """The spammers' load on one relay validator; counts what it sent by kind and outcome. Each spammer, each query
+    loop and each WebSocket connects from a loopback address of its own (:func:`loopback`)."""
 
     def __init__(self, cfg: Any, n_spammers: int, n_ws: int) -> None:
-        from adapters.common.rpc import JsonRpcClient
-
         self.cfg = cfg
         self.url = cfg.relay_url(cfg.relay_validators[0])
         self.n_spammers, self.n_ws = n_spammers, n_ws
         self.outcomes: Counter[str] = Counter()
-        self.client = JsonRpcClient(self.url, side="spam", timeout_s=30)
-        self.errors: list[str] = []
+        self.client = rpc_from(self.url, loopback(9))
+        self.clients: list[Any] = [self.client]
+
+    def client_at(self, host: int) -> Any:
+        client = rpc_from(self.url, loopback(host))
+        self.clients.append(client)
+        return client
 
     def count(self, kind: str, exc: BaseException | None) -> None:
         code = "accepted" if exc is None else str(getattr(exc, "code", type(exc).__name__))
         self.outcomes[f"{kind}:{code}"] += 1
 
-    async def submit(self, kind: str, tx: Any) -> bool:
+    async def submit(self, kind: str, tx: Any, client: Any = None) -> bool:
         from protocol.errors import ParkRelayError
 
         try:
-            await self.client.call("submitTx", {"tx": tx.to_json()})
+            await (client or self.client).call("submitTx", {"tx": tx.to_json()})
         except (ParkRelayError, OSError, TimeoutError) as exc:
             self.count(kind, exc)
             return False
@@ -79,13 +106,14 @@ class Flood:
         from relay.ops.keys import ed25519_signer
         from relay.ops.layout import relay_key_paths
 
-        await self.client.__aenter__()
         chain = self.cfg.relay_chain_id
         operator = self.cfg.relay_validators[0]
         op_key = ed25519_signer(relay_key_paths(self.cfg, operator)[0])
         acct = await self.client.call("getAccount", {"name": operator})
         nonce = int(acct["nonce"]) + int(acct.get("pending", 0))
-        spammers = [(f"spam{i}", Ed25519Signer(os.urandom(32))) for i in range(self.n_spammers)]
+        # the last two only ever send what admission refuses: their nonce stays 1, so their forgeries are decoded
+        # and checked in full (a stale nonce would be refused before that)
+        spammers = [(f"spam{i}", Ed25519Signer(os.urandom(32))) for i in range(self.n_spammers + 2)]
         for name, _ in spammers:
             await self.submit("fund", Tx.signed(op_key, chain, operator, nonce, "bond.transfer",
                                                 {"to": name, "amount": SPAM_FUNDS}))
@@ -112,22 +140,26 @@ class Flood:
             await asyncio.sleep(0.5)  # the relay chain's blocks: nothing to await but the next one
         raise RuntimeError(f"spam set-up not committed within {timeout_s:.0f} s: {nonces}")
 
-    async def useless_transfers(self, name: str, key: Any, peer: str, stop: asyncio.Event) -> None:
+    async def useless_transfers(self, name: str, key: Any, peer: str, client: Any, stop: asyncio.Event) -> None:
         """Valid ``bond.transfer``s of one unit to ``peer``, each nonce as soon as the last was admitted."""
         from chains.common.tx import Tx
+        from protocol.errors import ParkRelayError
 
         chain = self.cfg.relay_chain_id
         nonce = 1
         while not stop.is_set():
             tx = Tx.signed(key, chain, name, nonce, "bond.transfer", {"to": peer, "amount": 1})
-            if await self.submit("useless", tx):
+            if await self.submit("useless", tx, client):
                 nonce += 1
                 continue
-            acct = await self.client.call("getAccount", {"name": name})
-            nonce = int(acct["nonce"]) + int(acct.get("pending", 0))
             await asyncio.sleep(0.05)  # refused (a bound reached): the next try, a little later
+            try:
+                acct = await client.call("getAccount", {"name": name})
+                nonce = int(acct["nonce"]) + int(acct.get("pending", 0))
+            except ParkRelayError as exc:
+                self.count("nonce_read", exc)
 
-    async def refused_at_admission(self, name: str, key: Any, stop: asyncio.Event) -> None:
+    async def refused_at_admission(self, name: str, key: Any, client: Any, stop: asyncio.Event) -> None:
         """Transactions admission refuses: forged headers, garbage proofs, registrations nobody funded."""
         from chains.common.tx import Tx
         from protocol.crypto import Ed25519Signer
@@ -139,20 +171,20 @@ class Flood:
             i += 1
             kind = i % 3
             if kind == 0:
-                tx = Tx.signed(key, chain, name, 10**6 + i, "client.update",
+                tx = Tx.signed(key, chain, name, 1, "client.update",
                                {"chain_id": park, "headers": [os.urandom(120).hex()]})
-                await self.submit("forged_header", tx)
+                await self.submit("forged_header", tx, client)
             elif kind == 1:
-                tx = Tx.signed(key, chain, name, 10**6 + i, "packet.verify",
+                tx = Tx.signed(key, chain, name, 1, "packet.verify",
                                {"packet": os.urandom(80).hex(), "height": 1, "proof": os.urandom(64).hex()})
-                await self.submit("garbage_proof", tx)
+                await self.submit("garbage_proof", tx, client)
             else:
                 stranger = Ed25519Signer(os.urandom(32))
                 tx = Tx.signed(stranger, chain, f"nobody{i}", 0, "account.register",
                                {"pubkey": stranger.pubkey.hex()})
-                await self.submit("unfunded_register", tx)
+                await self.submit("unfunded_register", tx, client)
 
-    async def queries(self, stop: asyncio.Event) -> None:
+    async def queries(self, client: Any, stop: asyncio.Event) -> None:
         from protocol.errors import ParkRelayError
 
         methods = [("status", {}), ("getAccount", {"name": "spam0"}),
@@ -162,17 +194,18 @@ class Flood:
             method, params = methods[i % len(methods)]
             i += 1
             try:
-                await self.client.call(method, params)
+                await client.call(method, params)
                 self.count("query", None)
             except (ParkRelayError, OSError, TimeoutError) as exc:
                 self.count("query", exc)
 
-    async def websocket(self, stop: asyncio.Event) -> None:
+    async def websocket(self, address: str, stop: asyncio.Event) -> None:
         import aiohttp
 
         ws_url = self.url.replace("http://", "ws://") + "/ws"
         try:
-            async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0))) as session, \
+                    session.ws_connect(ws_url) as ws:
                 i = 0
                 while not stop.is_set():
                     i += 1
@@ -190,22 +223,28 @@ class Flood:
     async def __call__(self, cfg: Any, ready: asyncio.Event, stop: asyncio.Event) -> dict[str, Any]:
         t0 = time.monotonic()
         spammers = await self.setup()
-        tasks = [asyncio.ensure_future(self.useless_transfers(name, key, spammers[(i + 1) % len(spammers)][0], stop))
-                 for i, (name, key) in enumerate(spammers)]
-        tasks += [asyncio.ensure_future(self.refused_at_admission(name, key, stop)) for name, key in spammers[:2]]
-        tasks += [asyncio.ensure_future(self.queries(stop)) for _ in range(4)]
-        tasks += [asyncio.ensure_future(self.websocket(stop)) for _ in range(self.n_ws)]
+        flooders, forgers = spammers[:self.n_spammers], spammers[self.n_spammers:]
+        tasks = [asyncio.ensure_future(self.useless_transfers(name, key, flooders[(i + 1) % len(flooders)][0],
+                                                              self.client_at(10 + i), stop))
+                 for i, (name, key) in enumerate(flooders)]
+        tasks += [asyncio.ensure_future(self.refused_at_admission(name, key, self.client_at(80 + i), stop))
+                  for i, (name, key) in enumerate(forgers)]
+        tasks += [asyncio.ensure_future(self.queries(self.client_at(100 + k), stop)) for k in range(4)]
+        tasks += [asyncio.ensure_future(self.websocket(loopback(150 + j), stop)) for j in range(self.n_ws)]
         setup_s = time.monotonic() - t0
         ready.set()
         t1 = time.monotonic()
         await stop.wait()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.client.__aexit__(None, None, None)
+        failed = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, BaseException)]
+        for client in self.clients:
+            await client.close()
+        if failed:
+            raise RuntimeError(f"{len(failed)} flood tasks failed; the first: {failed[0]!r}") from failed[0]
         seconds = time.monotonic() - t1
         sent = sum(self.outcomes.values())
-        return {"spammers": len(spammers), "websockets": self.n_ws, "setup_s": round(setup_s, 1),
-                "flood_s": round(seconds, 1), "requests": sent, "requests_per_s": round(sent / seconds, 1),
-                "outcomes": dict(sorted(self.outcomes.items()))}
+        return {"spammers": len(flooders), "forgers": len(forgers), "websockets": self.n_ws,
+                "setup_s": round(setup_s, 1), "flood_s": round(seconds, 1), "requests": sent,
+                "requests_per_s": round(sent / seconds, 1), "outcomes": dict(sorted(self.outcomes.items()))}
 
 
 def summary(out: dict[str, Any]) -> dict[str, Any]:
