@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from chains.common.node import AdmissionLimits
 from chains.common.tx import Tx, account_path
@@ -17,14 +13,6 @@ from protocol.crypto import Ed25519Signer
 from relay.chain.abci import types as T
 from relay.chain.abci.app import REFUSED
 from tests.unit.abci.relaynet import CHAIN, RelayNet, raw
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[RelayNet]:
-    n = RelayNet(tmp_path)
-    n.init_chain()
-    yield n
-    n.close()
 
 
 def test_check_tx_bounds_the_pending_transactions_of_one_sender(net: RelayNet) -> None:

@@ -4,7 +4,7 @@ requests for a four-validator relay whose keys are made at test time (:mod:`test
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,14 +40,6 @@ from relay.chain.node import BftDriver, block_bytes, make_relay_node
 from tests.unit.abci.relaynet import CHAIN, N, RelayNet, new_validator_key, raw, register_tx, timestamp
 from tests.unit.relay_state.harness import DPOS, RelayHarness
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[RelayNet]:
-    n = RelayNet(tmp_path)
-    n.init_chain()
-    yield n
-    n.close()
 
 
 def check(net: RelayNet, tx: bytes, app: int = 0, recheck: bool = False) -> T.ResponseCheckTx:

@@ -4,25 +4,13 @@ a charged failure goes through PrepareProposal, ProcessProposal and FinalizeBloc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from chains.common.tx import Tx, account_path
 from protocol.crypto import Ed25519Signer
 from relay.chain.abci import types as T
 from relay.chain.abci.app import REFUSED
 from tests.unit.abci.relaynet import CHAIN, RelayNet, raw, register_tx
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[RelayNet]:
-    n = RelayNet(tmp_path)
-    n.init_chain()
-    yield n
-    n.close()
 
 
 def check(net: RelayNet, tx: bytes, app: int = 0) -> T.ResponseCheckTx:
