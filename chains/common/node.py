@@ -51,7 +51,7 @@ from chains.common.jsonrpc import ParamSpec
 from chains.common.metrics import NodeMetrics
 from chains.common.rights import registry_report, rights_report
 from chains.common.state import ChainState
-from chains.common.tx import App, BlockContext, Tx, account_path
+from chains.common.tx import App, BlockContext, Tx, account_path, charged_failure
 from protocol.errors import (
     AccountMempoolFullError,
     CodecError,
@@ -385,7 +385,8 @@ class ParkNode:
             th = tx.hash().hex()  # once: a batch's hundred events would each re-encode the whole transaction
             try:
                 tx_events = self.rules.app.execute_tx(state, tx, ctx)
-                results.append({"tx": th, "ok": True})
+                charged = charged_failure(tx_events)
+                results.append({"tx": th, "ok": True} if charged is None else {"tx": th, "ok": False, "error": charged})
                 for ev in tx_events:
                     events.append({**ev, "tx": th})
             except ProtocolError as exc:

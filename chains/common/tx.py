@@ -23,10 +23,35 @@ from typing import Any
 
 from chains.common.state import ChainState, KVState, canonical_json
 from protocol.crypto import Ed25519Signer, ed25519_verify
-from protocol.errors import AuthorizationError, CodecError, NonceError, ProtocolError, ReplayError, WrongChainError
+from protocol.errors import (
+    AuthorizationError,
+    CodecError,
+    NonceError,
+    ProtocolError,
+    ReplayError,
+    WrongChainError,
+    disposition_of,
+)
 
 TX_TAG = b"parkrelay/tx/v1"
 ACCOUNT_RE = re.compile(r"^[a-z][a-z0-9.-]{1,31}$")
+CHARGED_FAILURE = "tx_failed"
+"""The event type by which an app reports a transaction that failed but whose charge stands (the relay chain's charged
+failures, protocol SPEC §6.9): a block records it as failed (:func:`charged_failure`), its writes — the sender's
+nonce, the charge — kept."""
+
+
+def charged_failure(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The error a block's result records for a transaction whose ``events`` report a charged failure
+    (:data:`CHARGED_FAILURE`): its code, disposition and message, ``charged`` true; None when there is none."""
+    for ev in events:
+        if ev.get("type") == CHARGED_FAILURE:
+            code = str(ev.get("code", ""))
+            return {"code": code, "disposition": disposition_of(code).value,
+                    "message": str(ev.get("message", "charged failure")), "charged": True}
+    return None
+
+
 MAX_TX_BYTES = 64 * 1024
 
 

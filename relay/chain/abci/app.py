@@ -52,7 +52,7 @@ from chains.common import jsonrpc as rpc
 from chains.common import wire
 from chains.common.node import MAX_BLOCK_BYTES, MAX_BLOCK_TXS, BlockEntry, NodeConfig, NotFoundError, tx_root
 from chains.common.state import ChainState, canonical_json
-from chains.common.tx import BlockContext, Tx, account_path
+from chains.common.tx import BlockContext, Tx, account_path, charged_failure
 from protocol.certificate import (
     CommitSignature,
     RelayCertificate,
@@ -652,7 +652,8 @@ class RelayAbciApp(Application):
                     raise
                 results.append({"tx": th, "ok": False, "error": exc.to_dict()})
                 continue
-            results.append({"tx": th, "ok": True})
+            charged = charged_failure(tx_events)  # kept in the block, its charge stands (SPEC §6.9)
+            results.append({"tx": th, "ok": True} if charged is None else {"tx": th, "ok": False, "error": charged})
             events += [{**ev, "tx": th} for ev in tx_events]
         signing = self.rules.validator_set(head)  # the set the parent left in state signs this block (SPEC §7.7)
         header = RelayBlockHeader(RelayHeader(self.chain_id, height, time_ms, head.hash, tx_root(txs), state.root,

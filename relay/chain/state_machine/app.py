@@ -37,7 +37,7 @@ from typing import Any
 
 from chains.common import wire
 from chains.common.state import ChainState
-from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path, create_account
+from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path, charged_failure, create_account
 from protocol.crypto import ed25519_verify
 from protocol.errors import CodecError, ProtocolError, ReplayError, UnknownClientError, WrongChainError
 from protocol.types import ChainId, check_id
@@ -290,7 +290,8 @@ class RelayStateMachine:
             except ProtocolError as exc:
                 out.results.append({"tx": th, "ok": False, "error": exc.to_dict()})
                 continue
-            out.results.append({"tx": th, "ok": True})
+            charged = charged_failure(events)
+            out.results.append({"tx": th, "ok": True} if charged is None else {"tx": th, "ok": False, "error": charged})
             out.events += [{**e, "tx": th} for e in events]
         return out
 

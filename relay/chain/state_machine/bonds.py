@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chains.common.state import ChainState
-from chains.common.tx import ACCOUNT_RE, BlockContext, Tx, account_path
+from chains.common.tx import ACCOUNT_RE, CHARGED_FAILURE, BlockContext, Tx, account_path
 from protocol.errors import (
     BondLockedError,
     BondStateError,
@@ -298,8 +298,8 @@ def charge_failure(state: ChainState, tx: Tx, exc: ProtocolError, ctx: BlockCont
         acct.update(failures=0, window_start_ms=ctx.timestamp_ms)
     acct["failures"] += 1
     acct["failures_total"] += 1
-    events: list[Event] = [{"type": "tx_failed", "account": tx.sender, "op": tx.op, "code": exc.code,
-                            "failures": acct["failures"]}]
+    events: list[Event] = [{"type": CHARGED_FAILURE, "account": tx.sender, "op": tx.op, "code": exc.code,
+                            "message": exc.message[:300], "failures": acct["failures"]}]
     if acct["status"] != GRANTED and acct["failures"] >= params.slash_after_failures:
         amount = acct["bond"] * params.slash_fraction_bps // 10_000
         acct.update(bond=acct["bond"] - amount, slashed=acct["slashed"] + amount, failures=0,

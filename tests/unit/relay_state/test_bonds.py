@@ -206,7 +206,8 @@ def test_avoidable_failures_in_blocks_are_charged_and_slash_the_bond(h: RelayHar
     latest = h.sm.client_status(h.state, DPOS, h.net.now_ms)["latest_height"]
     for i in range(1, K):
         [r] = in_block(h, [bad_update(h)])
-        assert r["ok"] and [e["type"] for e in r["events"]] == ["tx_failed"]
+        assert not r["ok"] and r["error"]["charged"] and [e["type"] for e in r["events"]] == ["tx_failed"]
+        assert r["error"]["code"] == "signature.invalid" and r["error"]["disposition"] == "never"
         assert r["events"][0]["code"] == "signature.invalid"
         assert (acct(h)["failures"], acct(h)["nonce"], acct(h)["bond"]) == (i, nonce + i, MIN_BOND)
         assert h.sm.client_status(h.state, DPOS, h.net.now_ms)["latest_height"] == latest  # the op's writes undone
