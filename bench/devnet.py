@@ -58,6 +58,9 @@ Also printed:
                               read at the head)
   redundant_relays_in_blocks  failed transactions that reached a block on any chain (two relayers race)
   relay_node_peak_rss_mb      peak RSS of relay validator op-a (VmHWM)
+  relay_rpc_requests_per_s    JSON-RPC requests op-a answered per second (``/rpc`` and ``/ws``, every client) while
+                              the transfers ran: what the relayers and the bench ask of it (``[limits]`` sizes)
+  relay_block_interval_p50_ms the relay chain's median block interval while the transfers ran
   relayer_peak_rss_mb         the largest peak RSS of the relayer processes (VmHWM, read before they stop)
   relay_node_rss_mb, relayer_rss_mb  their RSS once every packet settled (VmRSS)
   park_node_rss_mb            per park, the RSS of its first node (the one the bench submits to) at the same moment
@@ -482,6 +485,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
                 raise RuntimeError("the background load did not start within 180 s")
         senders = [Sender(clients[src], src, s, ed25519_signer(account_key_path(cfg, src, s))) for s in senders_names]
         bar.update(description=f"devnet: sending {n} transfers {src} -> {dst} ({mode})")
+        rpc_before = await rpc_requests(d.url("relay", "op-a"))
         t0 = time.time()
         args = {"dst_chain": dst, "lane": LANE, "kind": "energy", "receiver": RECEIVER[dst], "denom": "kWh",
                 "amount_wh": 1, "timeout_timestamp_ms": int((t0 + give_up_s + 3600) * 1000)}
@@ -532,6 +536,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             await asyncio.to_thread(_report_stuck, cfg, src, dst, sorted(set(sent) - set(settled)))
             raise
         done = time.time()
+        rpc_during = await rpc_requests(d.url("relay", "op-a")) - rpc_before
         stop_background.set()
         bg_out = await asyncio.wait_for(bg_task, 120) if bg_task is not None else None
         relayer_rss = max((_rss_peak_mb(p.pid) for p in relayers.values()), default=0.0)
@@ -581,6 +586,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "disk_bytes_per_packet": disk_per_packet(cfg.data_dir, len(settled)),
             "relay_block_ms": relay_block_ms, "senders": n_senders, "pipeline_proofs": pipeline,
             "engine": engine, "relay_block_interval_p50_ms": block_interval_ms(relay_log.time_ms, t0, done),
+            "relay_rpc_requests_per_s": round(rpc_during / (done - t0), 1),
         }
         if bg_out is not None:
             out["background"] = bg_out
@@ -625,6 +631,18 @@ def _ack_final_seen(dst_log: ChainLog) -> Any:
         await dst_log.try_scan()
         return max(dst_log.events["write_ack"].values(), default=0) <= max(dst_log.lib_after.values(), default=-1)
     return check
+
+
+async def rpc_requests(url: str) -> int:
+    """JSON-RPC requests a node answered so far (its ``/metrics``: ``parkrelay_rpc_requests_total``, every method),
+    over ``POST /rpc`` and ``/ws`` alike."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics",
+                                                               timeout=aiohttp.ClientTimeout(total=30)) as r:
+        text = await r.text()
+    return round(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith("parkrelay_rpc_requests_total{")))
 
 
 def block_interval_ms(time_ms: Mapping[int, int], t0_s: float, t1_s: float) -> float | None:

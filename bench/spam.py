@@ -251,7 +251,7 @@ def summary(out: dict[str, Any]) -> dict[str, Any]:
     keys = ("throughput_per_s", "seconds", "latency_p50_s", "latency_p95_s", "overhead_phase3_p50_s",
             "overhead_phase3_p95_s", "overhead_phase4_p50_s", "overhead_phase4_p95_s", "relay_node_peak_rss_mb",
             "relay_node_rss_mb", "relay_block_interval_p50_ms", "supply_conserved", "completed", "accepted",
-            "redundant_relays_in_blocks")
+            "redundant_relays_in_blocks", "relay_rpc_requests_per_s")
     return {k: out.get(k) for k in keys}
 
 
