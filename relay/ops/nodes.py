@@ -23,9 +23,9 @@ from relay.ops.layout import (
 )
 
 
-def load_relay_node(cfg: DeploymentConfig, name: str) -> ParkNode:
-    from relay.chain.node import make_relay_node
-
+def _relay_validator(cfg: DeploymentConfig, name: str, peers: list[str]) -> tuple[dict[str, Any], ValidatorKey,
+                                                                                NodeConfig]:
+    """What a relay validator process runs on, whatever the engine: the relay genesis, its key, its node config."""
     if name not in cfg.relay_validators:
         raise ConfigError(f"{cfg.path}: no relay validator {name!r}; validators are {list(cfg.relay_validators)}")
     if cfg.relay_base_port is None:
@@ -37,10 +37,15 @@ def load_relay_node(cfg: DeploymentConfig, name: str) -> ParkNode:
     ed_path, eth_path = relay_key_paths(cfg, name)
     key = ValidatorKey(read_secret(ed_path), read_secret(eth_path))
     token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
-    peers = [cfg.relay_url(v) for v in cfg.relay_validators if v != name]
     node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=cfg.host_of(cfg.relay_chain_id, name),
-                          port=cfg.relay_port(name),
-                          peers=peers, admin_token=token, limits=cfg.limits)
+                          port=cfg.relay_port(name), peers=peers, admin_token=token, limits=cfg.limits)
+    return genesis, key, node_cfg
+
+
+def load_relay_node(cfg: DeploymentConfig, name: str) -> ParkNode:
+    from relay.chain.node import make_relay_node
+
+    genesis, key, node_cfg = _relay_validator(cfg, name, [cfg.relay_url(v) for v in cfg.relay_validators if v != name])
     return make_relay_node(genesis, name, key, node_cfg)
 
 
@@ -87,15 +92,16 @@ def _attestor(cfg: DeploymentConfig, name: str) -> Any:
 
 async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name: str, api: Any = None) -> int:
     """Start the node and serve until SIGTERM or SIGINT, then stop cleanly. A relay validator with ``api``
-    (:class:`relay.ops.api.server.ApiOptions`) serves the operator API too."""
+    (:class:`relay.ops.api.server.ApiOptions`) serves the operator API too; on ``engine = "cometbft"`` it serves the
+    ABCI socket and runs its ``cometbft`` (:class:`_CometEngine`), which it stops first."""
     from chains.common.storage import EXIT_STORAGE_FAULT, StorageFault
 
+    comet = kind == "relay" and cfg.relay_engine == "cometbft"
     if kind == "relay":
         check_engine(cfg, name)
-    if kind == "relay" and cfg.relay_engine == "cometbft":
-        return await run_cometbft_validator(cfg, name, api)
     try:
-        node = load_node(cfg, kind, chain_id, name)
+        app = load_cometbft_app(cfg, name) if comet else None
+        node = app.node if app is not None else load_node(cfg, kind, chain_id, name)
     except StorageFault as exc:
         logging.getLogger("parkrelay.node").error("%s node %s cannot start: %s", chain_id or kind, name, exc)
         return EXIT_STORAGE_FAULT
@@ -108,6 +114,7 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
 
         register_relay_metrics(node, cfg)
     await node.start()
+    engine = await _CometEngine.start(cfg, name, app) if app is not None else None
     server = None
     if api is not None and kind == "relay":
         from relay.ops.api.service import validator_api
@@ -115,18 +122,25 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
         server = await validator_api(cfg, node, api)
     attestor = _attestor(cfg, name) if kind == "relay" else None
     attesting = asyncio.ensure_future(attestor.run()) if attestor is not None else None
-    stopped, failed = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())
-    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
-    for fut in (stopped, failed):
+    waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())}
+    if engine is not None:
+        waits.add(engine.exited)
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    code = 1 if engine is not None and engine.exited.done() else 0
+    for fut in waits:
         fut.cancel()
     node.log.info("stopping")
+    if engine is not None:
+        await engine.stop_cometbft()  # CometBFT first, the app still answering while it shuts down
     if server is not None:
         await server.stop()
     if attestor is not None and attesting is not None:
         attestor.stop()
         await attesting
+    if engine is not None:
+        await engine.server.stop()
     await node.stop()
-    return (getattr(node, "exit_code", 0) or 1) if node.failed.is_set() else 0
+    return (getattr(node, "exit_code", 0) or 1) if node.failed.is_set() else code
 
 
 def check_engine(cfg: DeploymentConfig, name: str) -> None:
@@ -153,88 +167,49 @@ def load_cometbft_app(cfg: DeploymentConfig, name: str) -> Any:
     (``[relay] engine = "cometbft"``; ``devnet init`` made the CometBFT homes)."""
     from relay.chain.abci.app import ConsensusKeys, RelayAbciApp
 
-    if name not in cfg.relay_validators:
-        raise ConfigError(f"{cfg.path}: no relay validator {name!r}; validators are {list(cfg.relay_validators)}")
-    gpath, kpath = relay_genesis_path(cfg), consensus_keys_path(cfg)
-    for path in (gpath, kpath):
-        if not path.exists():
-            raise ConfigError(f"no {path}: run `parkrelay devnet init --config {cfg.path}` first")
-    genesis = json.loads(gpath.read_text())
+    genesis, key, node_cfg = _relay_validator(cfg, name, [])  # CometBFT has the peers
+    kpath = consensus_keys_path(cfg)
+    if not kpath.exists():
+        raise ConfigError(f"no {kpath}: run `parkrelay devnet init --config {cfg.path}` first")
     keys = ConsensusKeys({v: bytes.fromhex(k) for v, k in json.loads(kpath.read_text()).items()})
-    ed_path, eth_path = relay_key_paths(cfg, name)
-    key = ValidatorKey(read_secret(ed_path), read_secret(eth_path))
-    token = read_secret(admin_token_path(cfg)).hex() if admin_token_path(cfg).exists() else ""
-    host = cfg.host_of(cfg.relay_chain_id, name)
-    node_cfg = NodeConfig(name=name, data_dir=cfg.data_dir / "db", host=host, port=cfg.relay_port(name), peers=[],
-                          admin_token=token, limits=cfg.limits)
     _, rpc_port, _ = cfg.cometbft_ports(name)
     return RelayAbciApp(genesis, name=name, key=key, consensus_keys=keys, data_dir=node_cfg.data_dir,
-                        node_config=node_cfg, cometbft_rpc=f"http://{host}:{rpc_port}")
+                        node_config=node_cfg, cometbft_rpc=f"http://{node_cfg.host}:{rpc_port}")
 
 
-async def run_cometbft_validator(cfg: DeploymentConfig, name: str, api: Any = None) -> int:
-    """A relay validator on CometBFT (:mod:`relay.chain.abci.node`): the app's relay RPC, its ABCI server, then
-    ``cometbft`` as a tied child; until SIGTERM/SIGINT, the node failing or CometBFT exiting (exit 1: restart the
-    process and CometBFT replays to the app what it lacks). Stops CometBFT first, then the app."""
-    from chains.common.procs import stop as stop_process
-    from chains.common.storage import EXIT_STORAGE_FAULT, StorageFault
-    from relay.chain.abci.cometbft import init_home
-    from relay.chain.abci.node import start_cometbft, wait_exit
-    from relay.chain.abci.server import AbciServer
-    from relay.ops.api.metrics import register_relay_metrics
-    from relay.ops.devnet import cometbft_settings
+class _CometEngine:
+    """A relay validator's CometBFT side (:mod:`relay.chain.abci.node`): the app's ABCI server, then ``cometbft`` as a
+    tied child. ``exited`` completes if CometBFT exits on its own (the process then exits 1: restarted, CometBFT
+    replays to the app what it lacks)."""
 
-    plog = logging.getLogger("parkrelay.node")
-    try:
-        app = load_cometbft_app(cfg, name)
-    except StorageFault as exc:
-        plog.error("relay validator %s cannot start: %s", name, exc)
-        return EXIT_STORAGE_FAULT
-    node = app.node
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    register_relay_metrics(node, cfg)
-    await node.start()
-    abci_port = cfg.cometbft_ports(name)[0]
-    server = AbciServer(app, host=cfg.host_of(cfg.relay_chain_id, name), port=abci_port, name=f"{name}-abci")
-    await server.start()
-    api_server = None
-    if api is not None:
-        from relay.ops.api.service import validator_api
+    def __init__(self, server: Any, proc: Any, exited: asyncio.Future[int]) -> None:
+        self.server, self.proc, self.exited = server, proc, exited
 
-        api_server = await validator_api(cfg, node, api)
-    attestor = _attestor(cfg, name)
-    attesting = asyncio.ensure_future(attestor.run()) if attestor is not None else None
-    logs = cfg.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    home = cometbft_home_path(cfg, name)
-    # the deployment's addresses, ports and block interval as the config says now (e.g. hosts given after init)
-    init_home(home, cometbft_settings(cfg, name))
-    proc = await asyncio.to_thread(start_cometbft, home, logs / f"cometbft-{name}.log")
-    node.log.info("relay validator %s on CometBFT: relay RPC %s, ABCI %s, CometBFT pid %d (log %s)", name, node.url,
-                  server.address, proc.pid, logs / f"cometbft-{name}.log")
-    stopped, failed = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())
-    exited = asyncio.ensure_future(wait_exit(proc))
-    await asyncio.wait({stopped, failed, exited}, return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    if exited.done():
-        node.log.error("CometBFT exited with %s; stopping (restart the validator: CometBFT replays to the app what "
-                       "it lacks)", proc.returncode)
-        code = 1
-    for fut in (stopped, failed):
-        fut.cancel()
-    node.log.info("stopping: CometBFT first, then the app")
-    await asyncio.to_thread(stop_process, proc, 10.0)
-    exited.cancel()
-    if attestor is not None and attesting is not None:
-        attestor.stop()
-        await attesting
-    if api_server is not None:
-        await api_server.stop()
-    await server.stop()
-    await node.stop()
-    if node.failed.is_set():
-        return getattr(node, "exit_code", 0) or 1
-    return code
+    @classmethod
+    async def start(cls, cfg: DeploymentConfig, name: str, app: Any) -> _CometEngine:
+        from relay.chain.abci.cometbft import init_home
+        from relay.chain.abci.node import start_cometbft, wait_exit
+        from relay.chain.abci.server import AbciServer
+        from relay.ops.devnet import cometbft_settings
+
+        server = AbciServer(app, host=cfg.host_of(cfg.relay_chain_id, name), port=cfg.cometbft_ports(name)[0],
+                            name=f"{name}-abci")
+        await server.start()
+        logs = cfg.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        home = cometbft_home_path(cfg, name)
+        # the deployment's addresses, ports and block interval as the config says now (e.g. hosts given after init)
+        init_home(home, cometbft_settings(cfg, name))
+        proc = await asyncio.to_thread(start_cometbft, home, logs / f"cometbft-{name}.log")
+        app.node.log.info("relay validator %s on CometBFT: relay RPC %s, ABCI %s, CometBFT pid %d (log %s)", name,
+                          app.node.url, server.address, proc.pid, logs / f"cometbft-{name}.log")
+        engine = cls(server, proc, asyncio.ensure_future(wait_exit(proc)))
+        engine.exited.add_done_callback(lambda f: None if f.cancelled() else app.node.log.error(
+            "CometBFT exited with %s; stopping (restart the validator: CometBFT replays to the app what it lacks)",
+            proc.returncode))
+        return engine
+
+    async def stop_cometbft(self) -> None:
+        from chains.common.procs import stop as stop_process
+
+        await asyncio.to_thread(stop_process, self.proc, 10.0)

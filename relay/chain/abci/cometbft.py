@@ -50,7 +50,7 @@ MAX_RPC_BODY_BYTES: Final = 4 * 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class HomeSettings:
     """What the relay devnet changes in a validator's ``config/config.toml`` (every other setting is CometBFT's
-    default; ``deploy/cometbft.md`` lists them with the reasons)."""
+    default; ``deploy/cometbft/README.md`` lists them with the reasons)."""
 
     moniker: str
     """The relay validator's name."""
