@@ -16,12 +16,14 @@ from eth_abi.abi import encode as _abi_encode
 
 from protocol.errors import CodecError
 from protocol.types import (
+    NO_PAYEES,
     UINT256_MAX,
     Acknowledgement,
     AckStatus,
     ChainId,
     ChargingRightPayload,
     EnergyPayload,
+    FeePayees,
     LaneId,
     Packet,
     PacketKind,
@@ -38,7 +40,9 @@ ENERGY_ABI = ("string", "uint256")
 CHARGING_RIGHT_ABI = ("string", "string", "string", "string", "uint64", "uint64", "uint64")
 REPUTATION_ABI = ("string", "uint64", "string", "uint64")
 ACK_ABI = ("uint8", "string", "bytes")
+ACK_RELAYER_ABI = ("uint8", "string", "bytes", "string")
 OUTCOME_ABI = ("uint8", "bytes32", "bytes32")
+OUTCOME_PAYEES_ABI = ("uint8", "bytes32", "bytes32", "string", "string", "string")
 
 MAX_STRING = 256
 MAX_PAYLOAD = 4096
@@ -110,7 +114,7 @@ def _encode_fast(layout: tuple[int, ...], values: Sequence[Any], types: Sequence
 
 
 _FAST_LAYOUTS: dict[tuple[str, ...], tuple[int, ...]] = {
-    abi: layout for abi in (PACKET_ABI, ENERGY_ABI, CHARGING_RIGHT_ABI, REPUTATION_ABI, ACK_ABI)
+    abi: layout for abi in (PACKET_ABI, ENERGY_ABI, CHARGING_RIGHT_ABI, REPUTATION_ABI, ACK_ABI, ACK_RELAYER_ABI)
     if (layout := _layout(abi)) is not None}
 """The canonical tuples :func:`_encode` encodes itself (``OUTCOME_ABI``'s ``bytes32`` goes to eth_abi)."""
 
@@ -252,6 +256,7 @@ def decode_reputation(data: bytes) -> ReputationPayload:
 
 
 def encode_ack(a: Acknowledgement) -> bytes:
+    """SPEC §2.4: three fields, or four when the ack names the relayer that executed the packet (§6.10)."""
     if not isinstance(a.status, AckStatus):
         raise CodecError("unknown ack status", got=a.status)
     if not _check_str("ack code", a.code):
@@ -260,15 +265,28 @@ def encode_ack(a: Acknowledgement) -> bytes:
         raise CodecError("a success ack has code 'ok' and an error ack any other", got=(a.status, a.code))
     if not isinstance(a.result, bytes) or len(a.result) > MAX_PAYLOAD:
         raise CodecError("ack result too long", expected=f"<= {MAX_PAYLOAD}", got=len(a.result))
+    if not isinstance(a.relayer, str):
+        raise CodecError("ack relayer is a string", got=type(a.relayer).__name__)
+    if a.relayer:
+        check_id("relayer", a.relayer)
+        return _encode(ACK_RELAYER_ABI, (int(a.status), a.code, a.result, a.relayer))
     return _encode(ACK_ABI, (int(a.status), a.code, a.result))
 
 
+_FOUR_HEADS = (4 * 32).to_bytes(32, "big")
+"""The first field offset of a four-field ack: where its encoding differs from the three-field one's (0x60)."""
+
+
 def decode_ack(data: bytes) -> Acknowledgement:
-    status, code, result = _decode_strict(ACK_ABI, data, "acknowledgement")
+    """Inverse of :func:`encode_ack`: exactly the canonical encodings of valid acks of either form."""
+    four = isinstance(data, (bytes, bytearray)) and data[32:64] == _FOUR_HEADS
+    values = _decode_strict(ACK_RELAYER_ABI if four else ACK_ABI, data, "acknowledgement")
     try:
-        a = Acknowledgement(AckStatus(status), code, result)
+        a = Acknowledgement(AckStatus(values[0]), values[1], values[2], values[3] if four else "")
     except ValueError as exc:
-        raise CodecError("unknown ack status", got=status) from exc
+        raise CodecError("unknown ack status", got=values[0]) from exc
+    if four and not a.relayer:
+        raise CodecError("acknowledgement: an empty relayer is the three-field form")
     encode_ack(a)
     return a
 
@@ -294,20 +312,41 @@ def validate_outcome(outcome: PacketOutcome, packet_commit: bytes, ack_commit: b
                          got=(outcome.name, ack_commit.hex()))
 
 
-def encode_outcome(outcome: PacketOutcome, packet_commit: bytes, ack_commit: bytes) -> bytes:
-    """Relay-chain record of a packet's final outcome (SPEC.md §5). ``ack_commit`` is zero on timeout."""
+def encode_outcome(outcome: PacketOutcome, packet_commit: bytes, ack_commit: bytes,
+                   payees: FeePayees = NO_PAYEES) -> bytes:
+    """Relay-chain record of a packet's final outcome (SPEC.md §2.5). ``ack_commit`` is zero on timeout; with any
+    payee (§6.10) the record has six fields, else three."""
     validate_outcome(outcome, packet_commit, ack_commit)
+    if not isinstance(payees, FeePayees):
+        raise CodecError("payees must be FeePayees", got=type(payees).__name__)
+    if payees:
+        for name, payee in zip(("verify", "execute", "confirm"), payees.as_tuple(), strict=True):
+            _check_str(f"{name} payee", payee)
+        if outcome is PacketOutcome.TIMED_OUT and payees.execute:
+            raise CodecError("a timed-out packet was executed by no one", got=payees.execute)
+        return _encode(OUTCOME_PAYEES_ABI, (int(outcome), packet_commit, ack_commit, *payees.as_tuple()))
     return _encode(OUTCOME_ABI, (int(outcome), packet_commit, ack_commit))
 
 
-def decode_outcome(data: bytes) -> tuple[PacketOutcome, bytes, bytes]:
-    """Inverse of :func:`encode_outcome`; raises :class:`CodecError` on anything else."""
-    outcome, pc, ac = _decode_strict(OUTCOME_ABI, data, "outcome")
+def decode_outcome_record(data: bytes) -> tuple[PacketOutcome, bytes, bytes, FeePayees]:
+    """Inverse of :func:`encode_outcome`, payees included; raises :class:`CodecError` on anything else."""
+    six = isinstance(data, (bytes, bytearray)) and len(data) != 96
+    values = _decode_strict(OUTCOME_PAYEES_ABI if six else OUTCOME_ABI, data, "outcome")
     try:
-        out = PacketOutcome(outcome)
+        out = PacketOutcome(values[0])
     except ValueError as exc:
-        raise CodecError("unknown outcome", got=outcome) from exc
-    validate_outcome(out, pc, ac)
+        raise CodecError("unknown outcome", got=values[0]) from exc
+    payees = FeePayees(*values[3:]) if six else NO_PAYEES
+    if six and not payees:
+        raise CodecError("outcome: a record without payees is the three-field form")
+    if encode_outcome(out, values[1], values[2], payees) != bytes(data):
+        raise CodecError("outcome: not the canonical encoding")
+    return out, values[1], values[2], payees
+
+
+def decode_outcome(data: bytes) -> tuple[PacketOutcome, bytes, bytes]:
+    """:func:`decode_outcome_record` without the payees."""
+    out, pc, ac, _ = decode_outcome_record(data)
     return out, pc, ac
 
 

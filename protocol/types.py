@@ -138,10 +138,35 @@ class Acknowledgement:
     """``ok`` on success, else a stable error code (``receiver.refused``, ``capacity.exceeded``...)."""
     result: bytes
     """Kind-specific result bytes (may be empty)."""
+    relayer: str = ""
+    """Relay-chain account that executed the packet and earns its execute fee (SPEC.md §6.10); empty: none named."""
 
     @property
     def success(self) -> bool:
         return self.status is AckStatus.SUCCESS
+
+
+@dataclass(frozen=True, slots=True)
+class FeePayees:
+    """Who earned each relaying step's fee of a packet (SPEC.md §6.10): payees on the *source* park, as the relay
+    chain recorded them in the outcome record; an empty string is a step no registered relayer earned (refunded)."""
+
+    verify: str = ""
+    """Payee of the relayer account whose phase-2 transaction verified the packet first."""
+    execute: str = ""
+    """Payee of the relayer account the target's ack names (it executed the packet, phase 3)."""
+    confirm: str = ""
+    """Payee of the relayer account whose phase-4 transaction recorded the outcome first."""
+
+    def __bool__(self) -> bool:
+        return bool(self.verify or self.execute or self.confirm)
+
+    def as_tuple(self) -> tuple[str, str, str]:
+        return (self.verify, self.execute, self.confirm)
+
+
+NO_PAYEES = FeePayees()
+"""No step earned by anyone: the outcome record has its three-field form."""
 
 
 class PacketOutcome(enum.IntEnum):
