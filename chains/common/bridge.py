@@ -23,12 +23,15 @@ Operations (register them with :func:`register_bridge_ops`; JSON args, bytes as 
     later than the block time (:class:`TimeoutExpiredError`). The sequence is the next on
     ``(dst_chain, lane)``, from 1. Writes the packet commitment at
     :func:`protocol.paths.commitment_path` and the packet bytes (hex) at ``packets/<dst>/<lane>/<seq>``.
-    Event ``send_packet``.
-``bridge.recv``  ``{packet: hex, certificate: RelayCertificate JSON}`` — phase 3, below.
+    Optional ``fees`` ``{verify?, execute?, confirm?}``: relay fees in the genesis ``fee_denom``, escrowed with the
+    packet (SPEC §6.10, :mod:`chains.common.fees`). Event ``send_packet`` (with ``fees`` when there are any).
+``bridge.recv``  ``{packet: hex, certificate: RelayCertificate JSON, relayer?}`` — phase 3, below; the ack names
+    ``relayer`` (a relay account: it earns the execute fee).
 ``bridge.settle``  ``{packet: hex, certificate: RelayCertificate JSON, ack?: hex | null}`` — phase 4: with
-    ``ack`` the certificate must prove ACKED with that ack's commitment, without it TIMED_OUT.
-``bridge.recv_batch``  ``{packets: [hex, ...], certificates: CertificateBatch JSON}`` — phase 3 of up to 64 packets
-    under one certificate batch (SPEC §7.10): :func:`process_recv_batch`.
+    ``ack`` the certificate must prove ACKED with that ack's commitment, without it TIMED_OUT; the relay fees go
+    to the payees of the certified outcome record. Events ``settle_packet``, ``fee_paid``, ``fee_refunded``.
+``bridge.recv_batch``  ``{packets: [hex, ...], certificates: CertificateBatch JSON, relayer?}`` — phase 3 of up to
+    64 packets under one certificate batch (SPEC §7.10): :func:`process_recv_batch`.
 ``bridge.settle_batch``  ``{items: [{packet: hex, ack?: hex}, ...], certificates: CertificateBatch JSON}`` — phase 4
     of up to 64 packets under one certificate batch: :func:`process_settle_batch`.
 ``bridge.update_lane``  ``{dst_chain, lane, config: hex, certificate: RelayCertificate JSON}`` — learn the
@@ -206,6 +209,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chains.common import wire
+from chains.common.fees import NO_FEES, Fees, escrow_fees, parse_fees, settle_fees
 from chains.common.reputation import import_refusal, imported_reputation_path, record_import, reputation_path
 from chains.common.rights import (
     ESCROW_OWNER,
@@ -226,7 +230,7 @@ from chains.common.rights import (
     voucher_right_id,
 )
 from chains.common.state import KVState
-from chains.common.tx import App, BlockContext, Tx, account_path
+from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path
 from protocol.certificate import (
     RelayCertificate,
     RelayCommit,
@@ -243,6 +247,7 @@ from protocol.codec import (
     decode_ack,
     decode_charging_right,
     decode_energy,
+    decode_outcome_record,
     decode_packet,
     decode_reputation,
     encode_ack,
@@ -281,11 +286,13 @@ from protocol.paths import (
     verified_path,
 )
 from protocol.types import (
+    NO_PAYEES,
     Acknowledgement,
     AckStatus,
     ChainId,
     ChargingRightPayload,
     EnergyPayload,
+    FeePayees,
     LaneId,
     Packet,
     PacketKind,
@@ -314,6 +321,7 @@ __all__ = [
     "bookings_path",
     "bridge_ops",
     "burned_right_path",
+    "certified_payees",
     "check_certificate_age",
     "check_max_certificate_age",
     "check_relay_trust",
@@ -335,6 +343,7 @@ __all__ = [
     "process_relay_set_update",
     "process_send",
     "process_settle",
+    "relayer_arg",
     "refresh_relay_trust",
     "refreshed_trusted_time",
     "register_bridge_ops",
@@ -448,6 +457,8 @@ class BridgeParams:
     max_certificate_age_ms: int | None = None
     """Phase 3 refuses a certificate whose relay header is older than this at the block time (SPEC §7.9;
     None: a bridge initialised before the bound existed, which accepts a certificate of any age)."""
+    fee_denom: str | None = None
+    """The park's currency, in which senders pay relay fees (SPEC §6.10; None: this bridge takes no fees)."""
 
 
 AdmissionHook = Callable[[KVState, ChargingRightPayload, BlockContext], str | None]
@@ -518,6 +529,7 @@ def init_bridge(
     trusted_time_ms: int | None = None,
     relay_admin: str | None = None,
     max_certificate_age_ms: int = DEFAULT_MAX_CERTIFICATE_AGE_MS,
+    fee_denom: str | None = None,
 ) -> None:
     """Genesis: store the bridge configuration, the trusted relay set and the lanes.
 
@@ -535,6 +547,7 @@ def init_bridge(
     :func:`chains.common.genesis.lanes_from_relay_genesis`); without it the lane is not limited.
     ``transformers`` maps transformer names to capacities (kW), ``stations`` station names to the
     transformer each is behind: the park's registry for admission (:mod:`chains.common.rights`).
+    ``fee_denom`` is the park's currency, in which senders may pay relay fees (SPEC §6.10; None: no fees).
     """
     if state.get(CONFIG_KEY) is not None:
         raise ProtocolError("bridge already initialised")
@@ -554,6 +567,8 @@ def init_bridge(
     max_age = check_max_certificate_age(max_certificate_age_ms)
     if trusted_time_ms is not None:
         check_uint("trusted_time_ms", trusted_time_ms)
+    if fee_denom is not None and ("/" in _check_denom(fee_denom)):
+        raise CodecError("the fee denom is a native denom (no '/')", got=fee_denom)
     lane_list: list[tuple[str, str, dict[str, int] | None]] = []
     for entry in lanes:
         if (not isinstance(entry, Mapping) or not {"lane", "counterparty"} <= set(entry)
@@ -580,7 +595,8 @@ def init_bridge(
     state.set_json(CONFIG_KEY, {"chain_id": chain_id, "relay_chain_id": relay_chain_id,
                                 "native_denoms": list(denoms), "rights_operator": rights_operator,
                                 "trusting_period_ms": period, "relay_admin": admin,
-                                "max_certificate_age_ms": max_age})
+                                "max_certificate_age_ms": max_age,
+                                **({"fee_denom": fee_denom} if fee_denom is not None else {})})
     _store_relay_set(state, relay_validator_set, 0, trusted_time_ms)
     for counterparty, lane, caps in lane_list:
         state.set_json(lane_path(counterparty, lane), {"counterparty": counterparty, "lane": lane})
@@ -599,7 +615,7 @@ def load_params(state: KVState) -> BridgeParams:
     period, max_age = raw.get("trusting_period_ms"), raw.get("max_certificate_age_ms")
     return BridgeParams(ChainId(raw["chain_id"]), ChainId(raw["relay_chain_id"]), tuple(raw["native_denoms"]),
                         raw["rights_operator"], None if period is None else int(period), raw.get("relay_admin"),
-                        None if max_age is None else int(max_age))
+                        None if max_age is None else int(max_age), raw.get("fee_denom"))
 
 
 def _params_for(state: KVState, ctx: BlockContext) -> BridgeParams:
@@ -898,6 +914,8 @@ class SendRequest:
     """Reputation: whose score."""
     model: str | None = None
     """Reputation: which of the chain's models (None: the chain's choice)."""
+    fees: Fees = NO_FEES
+    """Relay fees offered for the packet's steps, in the park's fee denom (SPEC §6.10)."""
 
 
 def _is_returning_voucher(denom: str, lane: str, dst: str) -> bool:
@@ -919,11 +937,15 @@ def validate_send(state: KVState, params: BridgeParams, hooks: BridgeHooks, req:
     if timeout <= ctx.timestamp_ms:
         raise TimeoutExpiredError("a packet's timeout must be after the current block time",
                                   expected=f"> {ctx.timestamp_ms}", got=timeout)
+    if req.fees:
+        _check_fees(state, params, req)
     payload: bytes
     if req.kind is PacketKind.ENERGY:
         energy = EnergyPayload(_check_denom(req.denom), req.amount_wh)
         payload = encode_energy(energy)
         have = state.balance(req.sender, energy.denom)
+        if energy.denom == params.fee_denom:
+            have -= req.fees.total  # the fees come out of the same balance
         if have < energy.amount_wh:
             raise InsufficientFundsError(f"balance of {req.sender} in {energy.denom} too small",
                                          expected=f">= {energy.amount_wh}", got=have)
@@ -960,9 +982,20 @@ def validate_send(state: KVState, params: BridgeParams, hooks: BridgeHooks, req:
     return packet
 
 
-def apply_send(state: KVState, params: BridgeParams, packet: Packet) -> list[Event]:
-    """Take the asset, assign the sequence, store the commitment. Assumes :func:`validate_send` passed."""
+def _check_fees(state: KVState, params: BridgeParams, req: SendRequest) -> None:
+    if params.fee_denom is None:
+        raise CodecError("this park's bridge takes no relay fees", expected="no fees", got=req.fees.to_json())
+    have = state.balance(req.sender, params.fee_denom)
+    if have < req.fees.total:
+        raise InsufficientFundsError(f"balance of {req.sender} in {params.fee_denom} too small for the relay fees",
+                                     expected=f">= {req.fees.total}", got=have)
+
+
+def apply_send(state: KVState, params: BridgeParams, packet: Packet, fees: Fees = NO_FEES) -> list[Event]:
+    """Take the fees and the asset, assign the sequence, store the commitment. Assumes :func:`validate_send` passed
+    (for the same ``fees``)."""
     dst, lane, seq = packet.dst_chain, packet.lane, packet.sequence
+    fee_field = escrow_fees(state, params.fee_denom, packet, fees) if fees and params.fee_denom else None
     if packet.kind is PacketKind.ENERGY:
         e = decode_energy(packet.payload)
         state.sub_balance(packet.sender, e.denom, e.amount_wh)
@@ -985,14 +1018,17 @@ def apply_send(state: KVState, params: BridgeParams, packet: Packet) -> list[Eve
     state.set_int(next_send_path(dst, lane), seq + 1)
     state.set(commitment_path(dst, lane, seq), commitment)
     state.set(packet_path(dst, lane, seq), raw.hex().encode())
-    return [{"type": "send_packet", "packet": raw.hex(), "src": packet.src_chain, "dst": dst, "lane": lane,
-             "sequence": seq, "kind": packet.kind.name.lower(), "commitment": commitment.hex()}]
+    event: Event = {"type": "send_packet", "packet": raw.hex(), "src": packet.src_chain, "dst": dst, "lane": lane,
+                    "sequence": seq, "kind": packet.kind.name.lower(), "commitment": commitment.hex()}
+    if fee_field is not None:
+        event["fees"] = fee_field
+    return [event]
 
 
 def process_send(state: KVState, params: BridgeParams, hooks: BridgeHooks, req: SendRequest,
                  ctx: BlockContext) -> list[Event]:
     packet = validate_send(state, params, hooks, req, ctx)
-    return apply_send(state, params, packet)
+    return apply_send(state, params, packet, req.fees)
 
 
 def _next_sequence(state: KVState, dst: str, lane: str) -> int:
@@ -1081,8 +1117,9 @@ def validate_recv(state: KVState, params: BridgeParams, packet: Packet, cert: Re
 
 
 def apply_recv(state: KVState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
-               ctx: BlockContext) -> Acknowledgement:
-    """Execute the packet and write its receipt; a refusal rolls back to a receipt with an error ack."""
+               ctx: BlockContext, relayer: str = "") -> Acknowledgement:
+    """Execute the packet and write its receipt; a refusal rolls back to a receipt with an error ack. The ack names
+    ``relayer``, the relay account that executed it and earns its execute fee (SPEC §6.10; empty: none)."""
     try:
         with state.atomic():
             if packet.kind is PacketKind.ENERGY:
@@ -1091,19 +1128,19 @@ def apply_recv(state: KVState, params: BridgeParams, hooks: BridgeHooks, packet:
                 _recv_charging_right(state, params, hooks, packet, ctx)
             else:
                 _recv_reputation(state, packet, ctx)
-        ack = Acknowledgement(AckStatus.SUCCESS, "ok", b"")
+        ack = Acknowledgement(AckStatus.SUCCESS, "ok", b"", relayer)
     except _Refusal as refusal:
-        ack = Acknowledgement(AckStatus.ERROR, refusal.code, b"")
+        ack = Acknowledgement(AckStatus.ERROR, refusal.code, b"", relayer)
     state.set(receipt_path(packet.src_chain, packet.lane, packet.sequence), ack_commitment(ack))
     state.set(ack_path(packet.src_chain, packet.lane, packet.sequence), encode_ack(ack).hex().encode())
     return ack
 
 
 def process_recv(state: KVState, params: BridgeParams, hooks: BridgeHooks, packet: Packet,
-                 cert: RelayCertificate, ctx: BlockContext) -> list[Event]:
+                 cert: RelayCertificate, ctx: BlockContext, relayer: str = "") -> list[Event]:
     validate_recv(state, params, packet, cert, ctx)
     refresh_relay_trust(state, cert.commit.header.time_ms, ctx)
-    return [_write_ack_event(packet, apply_recv(state, params, hooks, packet, ctx))]
+    return [_write_ack_event(packet, apply_recv(state, params, hooks, packet, ctx, relayer))]
 
 
 def _batch_commit(certs: list[RelayCertificate], n: int) -> RelayCommit:
@@ -1114,7 +1151,7 @@ def _batch_commit(certs: list[RelayCertificate], n: int) -> RelayCommit:
 
 
 def process_recv_batch(state: KVState, params: BridgeParams, hooks: BridgeHooks, packets: list[Packet],
-                       certs: list[RelayCertificate], ctx: BlockContext) -> list[Event]:
+                       certs: list[RelayCertificate], ctx: BlockContext, relayer: str = "") -> list[Event]:
     """``bridge.recv_batch`` (SPEC §7.10): phase 3 of up to :data:`~chains.common.wire.MAX_BATCH_RECORDS` packets
     under one certificate batch, ``certs[i]`` proving ``packets[i]``. The checks of :func:`validate_recv`, in its
     order, with the commit's signatures checked once: a packet for another chain or lane fails the whole batch, as
@@ -1162,7 +1199,7 @@ def process_recv_batch(state: KVState, params: BridgeParams, hooks: BridgeHooks,
             replayed.append(packet.sequence)
             continue
         done.add(ident)
-        ack = apply_recv(state, params, hooks, packet, ctx)
+        ack = apply_recv(state, params, hooks, packet, ctx, relayer)
         events.append(_write_ack_event(packet, ack))
     if replayed or expired:
         events.append({"type": "packets_skipped", "src": packets[0].src_chain, "dst": params.chain_id,
@@ -1269,13 +1306,26 @@ def validate_settle(state: KVState, params: BridgeParams, packet: Packet, cert: 
     trusted = trusted_relay_set(state)[0] if ctx is None else check_relay_trust(state, ctx)
     verify_certificate(trusted, params.relay_chain_id, cert,
                        outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
-                       encode_outcome(outcome, commitment, ack_commit))
+                       encode_outcome(outcome, commitment, ack_commit, certified_payees(cert)))
     return outcome
 
 
+def certified_payees(cert: RelayCertificate) -> FeePayees:
+    """The payees of the outcome record ``cert`` claims (SPEC §6.10). Only a claim until the certificate is
+    verified against the record rebuilt with them: a value that is no outcome record gives none, and the
+    certificate check then refuses it as it refuses any wrong value."""
+    if cert.value is None:
+        return NO_PAYEES
+    try:
+        return decode_outcome_record(cert.value)[3]
+    except CodecError:
+        return NO_PAYEES
+
+
 def apply_settle(state: KVState, params: BridgeParams, packet: Packet, outcome: PacketOutcome,
-                 ack: Acknowledgement | None, ctx: BlockContext) -> list[Event]:
-    """Complete on a success ack, refund on an error ack or a timeout; forget the commitment."""
+                 ack: Acknowledgement | None, ctx: BlockContext, payees: FeePayees = NO_PAYEES) -> list[Event]:
+    """Complete on a success ack, refund on an error ack or a timeout; pay the relay fees to the certified
+    ``payees`` and refund the rest (SPEC §6.10); forget the commitment."""
     refund = outcome is PacketOutcome.TIMED_OUT or ack is None or not ack.success
     if refund:
         _refund(state, params, packet)
@@ -1283,16 +1333,23 @@ def apply_settle(state: KVState, params: BridgeParams, packet: Packet, outcome: 
         _complete(state, params, packet, ctx)
     state.delete(commitment_path(packet.dst_chain, packet.lane, packet.sequence))
     state.delete(packet_path(packet.dst_chain, packet.lane, packet.sequence))
-    return [{"type": "settle_packet", "src": packet.src_chain, "dst": packet.dst_chain, "lane": packet.lane,
-             "sequence": packet.sequence, "kind": packet.kind.name.lower(), "outcome": outcome.name.lower(),
-             "ack_code": None if ack is None else ack.code, "refunded": refund}]
+    events: list[Event] = [{"type": "settle_packet", "src": packet.src_chain, "dst": packet.dst_chain,
+                            "lane": packet.lane, "sequence": packet.sequence, "kind": packet.kind.name.lower(),
+                            "outcome": outcome.name.lower(), "ack_code": None if ack is None else ack.code,
+                            "refunded": refund}]
+    return events + settle_fees(state, packet, outcome, payees, _payable)
+
+
+def _payable(payee: str) -> bool:
+    """A Python park credits only a valid account name (a fee to anything else goes back to its payer)."""
+    return ACCOUNT_RE.match(payee) is not None
 
 
 def process_settle(state: KVState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
                    ack: Acknowledgement | None, ctx: BlockContext) -> list[Event]:
     outcome = validate_settle(state, params, packet, cert, ack, ctx)
     refresh_relay_trust(state, cert.commit.header.time_ms, ctx)
-    return apply_settle(state, params, packet, outcome, ack, ctx)
+    return apply_settle(state, params, packet, outcome, ack, ctx, certified_payees(cert))
 
 
 def process_settle_batch(state: KVState, params: BridgeParams, items: list[tuple[Packet, Acknowledgement | None]],
@@ -1332,13 +1389,14 @@ def process_settle_batch(state: KVState, params: BridgeParams, items: list[tuple
     for packet, ack, cert, commitment in todo:
         outcome = PacketOutcome.TIMED_OUT if ack is None else PacketOutcome.ACKED
         ack_commit = ZERO_COMMITMENT if ack is None else ack_commitment(ack)
+        payees = certified_payees(cert)
         verify_record(cert, outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
-                      encode_outcome(outcome, commitment, ack_commit))
-        outcomes.append(outcome)
+                      encode_outcome(outcome, commitment, ack_commit, payees))
+        outcomes.append((outcome, payees))
     refresh_relay_trust(state, commit.header.time_ms, ctx)
     events: list[Event] = []
-    for (packet, ack, _, _), outcome in zip(todo, outcomes, strict=True):
-        events += apply_settle(state, params, packet, outcome, ack, ctx)
+    for (packet, ack, _, _), (outcome, payees) in zip(todo, outcomes, strict=True):
+        events += apply_settle(state, params, packet, outcome, ack, ctx, payees)
     if settled:
         events.append({"type": "packets_skipped", "src": params.chain_id, "dst": items[0][0].dst_chain,
                        "settled_already": sorted(settled)})
@@ -1430,9 +1488,10 @@ def send_request_from_tx(tx: Tx) -> SendRequest:
     if not isinstance(kind_name, str) or kind_name not in KIND_NAMES:
         raise CodecError("unknown packet kind", expected=sorted(KIND_NAMES), got=kind_name)
     kind = KIND_NAMES[kind_name]
-    args = _args(tx, _SEND_ARGS + _KIND_ARGS[kind], _KIND_OPTIONAL.get(kind, ()))
+    args = _args(tx, _SEND_ARGS + _KIND_ARGS[kind], (*_KIND_OPTIONAL.get(kind, ()), "fees"))
     base = SendRequest(tx.sender, _str_arg(tx, args, "dst_chain"), _str_arg(tx, args, "lane"), kind,
-                       _str_arg(tx, args, "receiver"), _int_arg(tx, args, "timeout_timestamp_ms"))
+                       _str_arg(tx, args, "receiver"), _int_arg(tx, args, "timeout_timestamp_ms"),
+                       fees=parse_fees(args.get("fees")))
     if kind is PacketKind.ENERGY:
         return replace(base, denom=_str_arg(tx, args, "denom"), amount_wh=_int_arg(tx, args, "amount_wh"))
     if kind is PacketKind.CHARGING_RIGHT:
@@ -1451,6 +1510,15 @@ def _batch_list(tx: Tx, args: Mapping[str, Any], name: str) -> list[Any]:
 
 def _packet_arg(tx: Tx, args: Mapping[str, Any]) -> Packet:
     return decode_packet(wire.hex_bytes(args["packet"], "packet"))
+
+
+def relayer_arg(tx: Tx, args: Mapping[str, Any]) -> str:
+    """The optional ``relayer`` of ``bridge.recv`` / ``bridge.recv_batch``: the relay account the ack names
+    (SPEC §6.10), ``""`` when absent."""
+    v = args.get("relayer", "")
+    if v == "":
+        return ""
+    return check_id("relayer", _str_arg(tx, args, "relayer"))
 
 
 BridgeOp = Callable[[KVState, Tx, BlockContext], list[Event]]
@@ -1480,10 +1548,10 @@ def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:
         return process_send(state, _params_for(state, ctx), h, req, ctx)
 
     def op_recv(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
-        args = _args(tx, ("packet", "certificate"))
+        args = _args(tx, ("packet", "certificate"), ("relayer",))
         packet = _packet_arg(tx, args)
         cert = wire.certificate_from_json(args["certificate"])
-        return process_recv(state, _params_for(state, ctx), h, packet, cert, ctx)
+        return process_recv(state, _params_for(state, ctx), h, packet, cert, ctx, relayer_arg(tx, args))
 
     def op_settle(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("packet", "certificate"), ("ack",))
@@ -1494,11 +1562,12 @@ def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:
         return process_settle(state, _params_for(state, ctx), packet, cert, ack, ctx)
 
     def op_recv_batch(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
-        args = _args(tx, ("packets", "certificates"))
+        args = _args(tx, ("packets", "certificates"), ("relayer",))
+        relayer = relayer_arg(tx, args)
         raw = _batch_list(tx, args, "packets")
         packets = [decode_packet(wire.hex_bytes(v, f"packet {i}")) for i, v in enumerate(raw)]
         certs = wire.certificate_batch_from_json(args["certificates"])
-        return process_recv_batch(state, _params_for(state, ctx), h, packets, certs, ctx)
+        return process_recv_batch(state, _params_for(state, ctx), h, packets, certs, ctx, relayer)
 
     def op_settle_batch(state: KVState, tx: Tx, ctx: BlockContext) -> list[Event]:
         args = _args(tx, ("items", "certificates"))

@@ -16,6 +16,7 @@
                                                  # certificate starts the clock)
       "relay_admin": "operator",                 # may reset an expired set (optional: the rights operator)
       "max_certificate_age_ms": 600000           # phase 3 refuses an older relay certificate (optional,
+      "fee_denom": "prc",                       # the park currency relay fees are paid in (optional: none)
                                                  # default 10 minutes, 10 s .. 1 day; protocol SPEC §7.9)
     }
 
@@ -65,7 +66,7 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
                    transformers: dict[str, int] | None = None,
                    stations: dict[str, str] | None = None, *, trusted_time_ms: int | None = None,
                    trusting_period_ms: int | None = None,
-                   max_certificate_age_ms: int | None = None) -> dict[str, Any]:
+                   max_certificate_age_ms: int | None = None, fee_denom: str | None = None) -> dict[str, Any]:
     """Build the ``bridge`` genesis section; ``lanes`` are ``(lane, counterparty)`` pairs or entries
     ``{lane, counterparty, capacities?}`` (as :func:`lanes_from_relay_genesis` gives them). ``trusted_time_ms``:
     the relay genesis time, as of which the relay set is trusted (protocol SPEC §7.8)."""
@@ -86,6 +87,8 @@ def bridge_section(relay_chain_id: str, relay_validators: ValidatorSet,
         out["trusting_period_ms"] = trusting_period_ms
     if max_certificate_age_ms is not None:
         out["max_certificate_age_ms"] = max_certificate_age_ms
+    if fee_denom is not None:
+        out["fee_denom"] = fee_denom
     return out
 
 
@@ -102,4 +105,5 @@ def apply_bridge_genesis(state: KVState, chain_id: str, section: Any) -> None:
                 stations=section.get("stations") or None,
                 trusting_period_ms=section.get("trusting_period_ms", DEFAULT_TRUSTING_PERIOD_MS),
                 trusted_time_ms=section.get("trusted_time_ms"), relay_admin=section.get("relay_admin"),
-                max_certificate_age_ms=section.get("max_certificate_age_ms", DEFAULT_MAX_CERTIFICATE_AGE_MS))
+                max_certificate_age_ms=section.get("max_certificate_age_ms", DEFAULT_MAX_CERTIFICATE_AGE_MS),
+                fee_denom=section.get("fee_denom"))

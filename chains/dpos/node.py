@@ -71,6 +71,7 @@ def build_genesis(
             stations=dict(p.stations),
             trusted_time_ms=genesis_time_ms,
             max_certificate_age_ms=p.max_certificate_age_ms,
+            fee_denom="prc",  # relay fees in the park currency (protocol SPEC §6.10)
         ),
     }
 

@@ -74,7 +74,8 @@ def build_genesis(*, chain_id: str, params: Mapping[str, Any], nodes: dict[str, 
         "bridge": bridge_section(p.relay_chain_id, relay_validators, lanes,
                                  rights_operator="operator" if "operator" in accounts else None,
                                  transformers=dict(p.transformers), stations=dict(p.stations),
-                                 trusted_time_ms=genesis_time_ms, max_certificate_age_ms=p.max_certificate_age_ms),
+                                 trusted_time_ms=genesis_time_ms, max_certificate_age_ms=p.max_certificate_age_ms,
+                                 fee_denom="pcc"),  # relay fees in the park currency (protocol SPEC §6.10)
     }
 
 

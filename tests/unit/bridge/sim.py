@@ -55,7 +55,7 @@ from protocol.errors import ReplayError, TimeoutExpiredError
 from protocol.lane_config import encode_lane_config
 from protocol.paths import commitment_path, lane_config_path, outcome_path, receipt_path, verified_path
 from protocol.state_commitment import SparseMerkleTree, verify_membership, verify_non_membership
-from protocol.types import ChainId, LaneId, Packet, PacketKind, PacketOutcome
+from protocol.types import NO_PAYEES, ChainId, FeePayees, LaneId, Packet, PacketKind, PacketOutcome
 
 RELAY_CHAIN = "relay"
 POWERS = (1, 1, 2, 2)
@@ -111,8 +111,9 @@ class RelaySim:
         key = verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence)
         self.tree = self.tree.set(key, packet_commitment(packet))
 
-    def confirm_ack(self, dst: ParkSim, packet: Packet) -> bytes:
-        """Phase 4, relay half: the target's receipt (proved) matches its ack; record ACKED. Returns the ack."""
+    def confirm_ack(self, dst: ParkSim, packet: Packet, payees: FeePayees = NO_PAYEES) -> bytes:
+        """Phase 4, relay half: the target's receipt (proved) matches its ack; record ACKED (with the fee
+        ``payees`` the relay chain would name, SPEC §6.10). Returns the ack."""
         rpath = receipt_path(packet.src_chain, packet.lane, packet.sequence)
         raw = dst.state.get(ack_path(packet.src_chain, packet.lane, packet.sequence))
         assert raw is not None, "the target has not executed the packet"
@@ -120,10 +121,10 @@ class RelaySim:
         ack_c = ack_commitment(decode_ack(ack))
         verify_membership(dst.state.root, rpath, ack_c, dst.state.prove(rpath))
         self.tree = self.tree.set(outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
-                                  encode_outcome(PacketOutcome.ACKED, packet_commitment(packet), ack_c))
+                                  encode_outcome(PacketOutcome.ACKED, packet_commitment(packet), ack_c, payees))
         return ack
 
-    def confirm_timeout(self, dst: ParkSim, packet: Packet, dst_time_ms: int) -> None:
+    def confirm_timeout(self, dst: ParkSim, packet: Packet, dst_time_ms: int, payees: FeePayees = NO_PAYEES) -> None:
         """Phase 4, relay half: no receipt (proved absent) at a target time past the timeout; record TIMED_OUT."""
         if dst_time_ms < packet.timeout_timestamp_ms:
             raise TimeoutExpiredError("the relay certifies a timeout only past it",
@@ -131,7 +132,8 @@ class RelaySim:
         rpath = receipt_path(packet.src_chain, packet.lane, packet.sequence)
         verify_non_membership(dst.state.root, rpath, dst.state.prove(rpath))
         self.tree = self.tree.set(outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
-                                  encode_outcome(PacketOutcome.TIMED_OUT, packet_commitment(packet), ZERO_COMMITMENT))
+                                  encode_outcome(PacketOutcome.TIMED_OUT, packet_commitment(packet), ZERO_COMMITMENT,
+                                                 payees))
 
     def confirm_timeout_unverified(self, src: ParkSim, dst: ParkSim, packet: Packet, dst_time_ms: int) -> None:
         """Phase 4, relay half, for a packet never verified (SPEC §6.6): the source holds its commitment
@@ -233,13 +235,13 @@ class Network:
                  accounts: Sequence[str] = ("alice", "bob", "relayer", "operator"),
                  transformers: dict[str, int] | None = None, stations: dict[str, str] | None = None,
                  hooks: BridgeHooks | None = None,
-                 setup: Callable[[ChainState], None] | None = None) -> ParkSim:
+                 setup: Callable[[ChainState], None] | None = None, fee_denom: str | None = None) -> ParkSim:
         park = ParkSim(self, chain_id, tuple(native_denoms), hooks)
         for name in accounts:
             park.add_account(name)
         init_bridge(park.state, chain_id, self.relay.chain_id, self.relay.vset, native_denoms, lanes,
                     rights_operator="operator", transformers=transformers,
-                    stations=stations, trusted_time_ms=self.now_ms)
+                    stations=stations, trusted_time_ms=self.now_ms, fee_denom=fee_denom)
         if setup is not None:
             setup(park.state)
         self.parks[chain_id] = park
@@ -263,20 +265,20 @@ class Network:
         key = verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence)
         return wire.certificate_to_json(self.relay.certificate(key, self.now_ms, **commit_kw))
 
-    def recv(self, packet: Packet, cert: dict[str, Any], relayer: str = "relayer") -> dict[str, Any]:
-        """Phase 3 on the target; returns the ``write_ack`` event."""
-        events = self.parks[packet.dst_chain].tx(relayer, "bridge.recv",
-                                                 {"packet": encode_packet(packet).hex(), "certificate": cert})
+    def recv(self, packet: Packet, cert: dict[str, Any], sender: str = "relayer", **extra: Any) -> dict[str, Any]:
+        """Phase 3 on the target; returns the ``write_ack`` event. ``extra``: more args (``relayer`` for the ack)."""
+        events = self.parks[packet.dst_chain].tx(sender, "bridge.recv",
+                                                 {"packet": encode_packet(packet).hex(), "certificate": cert, **extra})
         (event,) = [e for e in events if e["type"] == "write_ack"]
         return event
 
-    def confirm(self, packet: Packet) -> tuple[dict[str, Any], str]:
+    def confirm(self, packet: Packet, payees: FeePayees = NO_PAYEES) -> tuple[dict[str, Any], str]:
         """Phase 4, relay half, for an executed packet: (outcome certificate JSON, ack hex)."""
-        ack = self.relay.confirm_ack(self.parks[packet.dst_chain], packet)
+        ack = self.relay.confirm_ack(self.parks[packet.dst_chain], packet, payees)
         return self.outcome_cert(packet), ack.hex()
 
-    def confirm_timeout(self, packet: Packet) -> dict[str, Any]:
-        self.relay.confirm_timeout(self.parks[packet.dst_chain], packet, self.now_ms)
+    def confirm_timeout(self, packet: Packet, payees: FeePayees = NO_PAYEES) -> dict[str, Any]:
+        self.relay.confirm_timeout(self.parks[packet.dst_chain], packet, self.now_ms, payees)
         return self.outcome_cert(packet)
 
     def confirm_timeout_unverified(self, packet: Packet) -> dict[str, Any]:
