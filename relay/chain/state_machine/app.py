@@ -41,7 +41,7 @@ from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path, ch
 from protocol.crypto import ed25519_verify
 from protocol.errors import CodecError, ProtocolError, ReplayError, UnknownClientError, WrongChainError
 from protocol.types import ChainId, check_id
-from relay.chain.state_machine import admission, attest, bonds, evidence, governance, lanes, packets, recovery
+from relay.chain.state_machine import admission, attest, bonds, evidence, fees, governance, lanes, packets, recovery
 from relay.chain.state_machine import requests as rq
 from relay.chain.state_machine.clients import (
     ClientType,
@@ -203,7 +203,8 @@ class RelayStateMachine:
         ):
             self.app.register(name, handler)
         for name, handler in ((rq.BOND_TRANSFER, bonds.op_transfer), (rq.ACCOUNT_UNBOND, bonds.op_unbond),
-                              (rq.ACCOUNT_WITHDRAW, bonds.op_withdraw), (rq.ACCOUNT_BOND, bonds.op_bond)):
+                              (rq.ACCOUNT_WITHDRAW, bonds.op_withdraw), (rq.ACCOUNT_BOND, bonds.op_bond),
+                              (rq.SET_PAYEE, fees.op_set_payee)):
             self.app.register(name, handler)
         # account.register is handled by RelayApp before the op table; listed so check_tx knows the op
         self.app.register(rq.REGISTER, lambda state, tx, ctx: None)
@@ -353,22 +354,22 @@ class RelayStateMachine:
     def _op_verify(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = rq.parse_verify(tx)
         return packets.process_verify_batch(self.router, state, ctx.timestamp_ms, req.height, req.refs, req.proofs,
-                                            req.headers)
+                                            req.headers, tx.sender)
 
     def _op_confirm_ack(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = rq.parse_confirm_ack(tx)
         return packets.process_confirm_ack(self.router, state, ctx.timestamp_ms, req.ref, req.ack, req.height,
-                                           req.proof, req.headers)
+                                           req.proof, req.headers, tx.sender)
 
     def _op_confirm_ack_batch(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = rq.parse_confirm_ack_batch(tx)
         return packets.process_confirm_ack_batch(self.router, state, ctx.timestamp_ms, req.refs, req.acks, req.height,
-                                                 req.proofs, req.headers)
+                                                 req.proofs, req.headers, tx.sender)
 
     def _op_confirm_timeout(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
         req = rq.parse_confirm_timeout(tx)
         return packets.process_confirm_timeout(self.router, state, ctx.timestamp_ms, req.ref, req.height, req.proof,
-                                               req.headers, req.commit)
+                                               req.headers, req.commit, tx.sender)
 
     def _governed(self, state: ChainState, tx: Tx) -> Mapping[str, Any]:
         return governance.authorize(state, self.chain_id, tx.op, tx.args)

@@ -51,7 +51,7 @@ from protocol.errors import ClientFrozenError, CodecError, InvalidProofError, Re
 from protocol.lifecycle import PacketEvent, PacketState, transition
 from protocol.paths import commitment_path, outcome_path, receipt_path, verified_path
 from protocol.types import Acknowledgement, Packet, PacketKind, PacketOutcome
-from relay.chain.state_machine import rights, supply
+from relay.chain.state_machine import fees, rights, supply
 from relay.chain.state_machine.clients import HostedClient, RelayClientRouter, feed_headers, load_for_proofs
 from relay.chain.state_machine.keys import suspended_key
 from relay.chain.state_machine.lanes import Lane, check_tokens, kind_asset, require_open_lane, take_tokens
@@ -204,8 +204,9 @@ def validate_verify(staged: Staged, hosted: HostedClient, ref: PacketRef, height
     return VerifyPlan(ref, lane, bucket, change, right, height)
 
 
-def apply_verify(state: ChainState, staged: Staged, plan: VerifyPlan) -> Event:
-    """Take the tokens, book the supply change, write ``relay/verified/…`` (COMMITTED -> VERIFIED)."""
+def apply_verify(state: ChainState, staged: Staged, plan: VerifyPlan, payee: str = "") -> Event:
+    """Take the tokens, book the supply change, write ``relay/verified/…`` (COMMITTED -> VERIFIED); keep ``payee``,
+    who earned the verify fee (SPEC §6.10)."""
     new_state = transition(PacketState.COMMITTED, PacketEvent.VERIFY)
     take_tokens(staged, plan.bucket)
     if plan.supply is not None:
@@ -215,6 +216,7 @@ def apply_verify(state: ChainState, staged: Staged, plan: VerifyPlan) -> Event:
     ref = plan.ref
     p = ref.packet
     state.set(ref.verified_key, ref.commitment)
+    fees.record_verifier(state, p, payee)
     # {"type": ..., **ref.ids(), ...} built in one dict (the same keys in the same order)
     return {"type": "packet_verified", "src": p.src_chain, "dst": p.dst_chain, "lane": p.lane, "sequence": p.sequence,
             "kind": _KIND_NAMES[p.kind], "commitment": ref.commitment.hex(), "source_height": plan.source_height,
@@ -237,8 +239,9 @@ def _check_batch(refs: Sequence[PacketRef], lengths: Sequence[int], side: str, o
 
 def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: int, height: int,
                          refs: Sequence[PacketRef], proofs: Sequence[bytes],
-                         raw_headers: Sequence[bytes] = ()) -> list[Event]:
-    """``packet.verify`` / ``packet.verify_batch``: ``proofs[i]`` proves ``refs[i]``'s commitment at ``height``."""
+                         raw_headers: Sequence[bytes] = (), sender: str = "") -> list[Event]:
+    """``packet.verify`` / ``packet.verify_batch``: ``proofs[i]`` proves ``refs[i]``'s commitment at ``height``;
+    ``sender`` (the transaction's) earns the verify fee of each packet it verifies first."""
     src = _check_batch(refs, [len(proofs)], "src_chain", "a batch verifies packets of one source against one source "
                                                          "height")
     # SPEC §6.4's replay check, before any proof work; one lookup pair per packet serves both uses below (feeding
@@ -258,11 +261,13 @@ def process_verify_batch(router: RelayClientRouter, state: ChainState, now_ms: i
     skipped: list[int] = []
     verified_here: set[bytes] = set()  # a packet listed twice in one batch: the second is done too
     lanes: dict[tuple[str, str, str], Lane] = {}
+    payee = fees.payee_of(state, sender, src)
     for ref, proof, was_done in zip(refs, proofs, done, strict=True):
         if was_done or (ref.commitment in verified_here and packet_done(state, ref)):
             skipped.append(ref.packet.sequence)
             continue
-        events.append(apply_verify(state, staged, validate_verify(staged, hosted, ref, height, proof, now_ms, lanes)))
+        events.append(apply_verify(state, staged, validate_verify(staged, hosted, ref, height, proof, now_ms, lanes),
+                                   payee))
         verified_here.add(ref.commitment)
     staged.flush()
     if skipped:
@@ -339,9 +344,14 @@ def validate_confirm_ack(hosted: HostedClient, ref: PacketRef, ack: Acknowledgem
     return ack_c
 
 
-def apply_confirm_ack(state: ChainState, ref: PacketRef, ack: Acknowledgement, ack_c: bytes, height: int) -> Event:
+def apply_confirm_ack(state: ChainState, ref: PacketRef, ack: Acknowledgement, ack_c: bytes, height: int,
+                      payees: fees.PayeeBook | None = None, confirmer: str = "") -> Event:
+    """Write ACKED with the fee payees (SPEC §6.10): ``payees`` looks up the source payee of an account, ``confirmer``
+    is the sender of the transaction."""
     new_state = transition(transition(PacketState.VERIFIED, PacketEvent.EXECUTE), PacketEvent.CONFIRM_ACK)
-    state.set(ref.outcome_key, encode_outcome(PacketOutcome.ACKED, ref.commitment, ack_c))
+    book = payees if payees is not None else fees.PayeeBook(state, ref.packet.src_chain)
+    record = fees.outcome_payees(state, ref.packet, book(ack.relayer), book(confirmer))
+    state.set(ref.outcome_key, encode_outcome(PacketOutcome.ACKED, ref.commitment, ack_c, record))
     _settle_supply(state, ref, ack.success)
     return {"type": "packet_acked", **ref.ids(), "success": ack.success, "ack_code": ack.code,
             "ack_commitment": ack_c.hex(), "target_height": height, "state": new_state.value}
@@ -349,18 +359,18 @@ def apply_confirm_ack(state: ChainState, ref: PacketRef, ack: Acknowledgement, a
 
 def process_confirm_ack(router: RelayClientRouter, state: ChainState, now_ms: int, ref: PacketRef,
                         ack: Acknowledgement, height: int, proof: bytes,
-                        raw_headers: Sequence[bytes] = ()) -> list[Event]:
+                        raw_headers: Sequence[bytes] = (), sender: str = "") -> list[Event]:
     check_confirmable(state, ref)
     hosted, events, frozen = _dst_client(router, state, ref, raw_headers, now_ms)
     if frozen:
         return events
     ack_c = validate_confirm_ack(hosted, ref, ack, height, proof, now_ms)
-    return [*events, apply_confirm_ack(state, ref, ack, ack_c, height)]
+    return [*events, apply_confirm_ack(state, ref, ack, ack_c, height, confirmer=sender)]
 
 
 def process_confirm_ack_batch(router: RelayClientRouter, state: ChainState, now_ms: int, refs: Sequence[PacketRef],
                               acks: Sequence[Acknowledgement], height: int, proofs: Sequence[bytes],
-                              raw_headers: Sequence[bytes] = ()) -> list[Event]:
+                              raw_headers: Sequence[bytes] = (), sender: str = "") -> list[Event]:
     """``packet.confirm_ack_batch``: ``proofs[i]`` proves ``acks[i]``'s receipt of ``refs[i]`` at the target's final
     ``height``; every packet has one target. As ``packet.verify_batch`` does for phase 2: a packet with an outcome
     already is skipped (``packets_skipped``), a batch with nothing left to do is ``packet.replay`` before any proof
@@ -378,12 +388,15 @@ def process_confirm_ack_batch(router: RelayClientRouter, state: ChainState, now_
         return events
     skipped: list[int] = []
     confirmed: set[bytes] = set()
+    books: dict[str, fees.PayeeBook] = {}  # one per source
     for ref, ack, proof, was_done in zip(refs, acks, proofs, done, strict=True):
         if was_done or ref.outcome_key in confirmed:
             skipped.append(ref.packet.sequence)
             continue
         ack_c = validate_confirm_ack(hosted, ref, ack, height, proof, now_ms)
-        events.append(apply_confirm_ack(state, ref, ack, ack_c, height))
+        src = ref.packet.src_chain
+        book = books.get(src) or books.setdefault(src, fees.PayeeBook(state, src))
+        events.append(apply_confirm_ack(state, ref, ack, ack_c, height, book, sender))
         confirmed.add(ref.outcome_key)
     if skipped:
         events.append({"type": "packets_skipped", "src": refs[0].packet.src_chain, "dst": dst,
@@ -410,11 +423,13 @@ def validate_commitment(hosted: HostedClient, ref: PacketRef, commit: CommitProo
 
 
 def apply_confirm_timeout(state: ChainState, ref: PacketRef, height: int,
-                          start: PacketState = PacketState.VERIFIED) -> Event:
-    """Write TIMED_OUT. From VERIFIED the supply accountant releases the packet; from COMMITTED (never
-    verified) it never counted it, and no rate-limit tokens were taken: nothing else changes."""
+                          start: PacketState = PacketState.VERIFIED, confirmer: str = "") -> Event:
+    """Write TIMED_OUT, with the verify and confirm payees (SPEC §6.10; ``confirmer`` sent the transaction). From
+    VERIFIED the supply accountant releases the packet; from COMMITTED (never verified) it never counted it, and no
+    rate-limit tokens were taken: nothing else changes."""
     new_state = transition(start, PacketEvent.CONFIRM_TIMEOUT)
-    state.set(ref.outcome_key, encode_outcome(PacketOutcome.TIMED_OUT, ref.commitment, ZERO_COMMITMENT))
+    record = fees.outcome_payees(state, ref.packet, "", fees.payee_of(state, confirmer, ref.packet.src_chain))
+    state.set(ref.outcome_key, encode_outcome(PacketOutcome.TIMED_OUT, ref.commitment, ZERO_COMMITMENT, record))
     if start is PacketState.VERIFIED:
         _settle_supply(state, ref, delivered=False)
     return {"type": "packet_timed_out", **ref.ids(), "target_height": height, "state": new_state.value,
@@ -423,7 +438,7 @@ def apply_confirm_timeout(state: ChainState, ref: PacketRef, height: int,
 
 def process_confirm_timeout(router: RelayClientRouter, state: ChainState, now_ms: int, ref: PacketRef, height: int,
                             proof: bytes, raw_headers: Sequence[bytes] = (),
-                            commit: CommitProof | None = None) -> list[Event]:
+                            commit: CommitProof | None = None, sender: str = "") -> list[Event]:
     """``packet.confirm_timeout``; with ``commit``, also for a packet never verified (SPEC §6.6). A packet
     verified meanwhile takes the ordinary path and ``commit`` is ignored."""
     start = check_confirmable(state, ref, unverified_ok=commit is not None)
@@ -445,4 +460,4 @@ def process_confirm_timeout(router: RelayClientRouter, state: ChainState, now_ms
     if frozen:
         return events
     validate_confirm_timeout(hosted, ref, height, proof, now_ms, certified=start is PacketState.VERIFIED)
-    return [*events, apply_confirm_timeout(state, ref, height, start)]
+    return [*events, apply_confirm_timeout(state, ref, height, start, sender)]

@@ -13,6 +13,7 @@ op                          args
 ``account.unbond``          ``{}`` — start the unbonding period (the account relays nothing more)
 ``account.withdraw``        ``{}`` — after the unbonding period: the bond returns to the balance
 ``account.bond``            ``{}`` — lock what the bond lacks of ``min_bond`` again (after a withdrawal or a slash)
+``account.set_payee``       ``{chain, payee}`` — the account on park ``chain`` its relay fees go to (SPEC §6.10)
 ``client.update``           ``{chain_id, headers: [hex, ...]}``
 ``client.misbehaviour``     ``{chain_id, header_a: hex, header_b: hex}`` — or ``{chain_id, branch: [hex, ...]}``:
                             a branch proving conflicting finality (clients with
@@ -94,8 +95,10 @@ BOND_TRANSFER = "bond.transfer"
 ACCOUNT_UNBOND = "account.unbond"
 ACCOUNT_WITHDRAW = "account.withdraw"
 ACCOUNT_BOND = "account.bond"
-BOND_OPS = (BOND_TRANSFER, ACCOUNT_UNBOND, ACCOUNT_WITHDRAW, ACCOUNT_BOND)
-"""The ops that manage a bond (:mod:`.bonds`): an account sends them whatever its bond status."""
+SET_PAYEE = "account.set_payee"
+BOND_OPS = (BOND_TRANSFER, ACCOUNT_UNBOND, ACCOUNT_WITHDRAW, ACCOUNT_BOND, SET_PAYEE)
+"""The ops that manage an account — its bond (:mod:`.bonds`), its fee payees (:mod:`.fees`): an account sends them
+whatever its bond status."""
 CLIENT_UPDATE = "client.update"
 CLIENT_MISBEHAVIOUR = "client.misbehaviour"
 VERIFY = "packet.verify"

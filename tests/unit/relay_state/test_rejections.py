@@ -38,6 +38,7 @@ from protocol.errors import (
     SignatureError,
     TimeoutExpiredError,
     UnknownClientError,
+    WrongChainError,
 )
 from protocol.paths import commitment_path
 from protocol.types import Acknowledgement, AckStatus, ChainId, EnergyPayload, LaneId, Packet, PacketKind
@@ -588,6 +589,22 @@ def _bond_a_grant(s: Setup) -> tuple[str, dict[str, Any]]:
     return "account.bond", {}
 
 
+def _set_payee_unknown_chain(s: Setup) -> tuple[str, dict[str, Any]]:
+    return "account.set_payee", {"chain": "no-such-park", "payee": "relayer-a"}
+
+
+def _set_payee_too_long(s: Setup) -> tuple[str, dict[str, Any]]:
+    return "account.set_payee", {"chain": DPOS, "payee": "p" * 257}
+
+
+def _set_payee_not_a_string(s: Setup) -> tuple[str, dict[str, Any]]:
+    return "account.set_payee", {"chain": DPOS, "payee": ["relayer-a"]}
+
+
+def _set_payee_extra_argument(s: Setup) -> tuple[str, dict[str, Any]]:
+    return "account.set_payee", {"chain": DPOS, "payee": "relayer-a", "amount": 1}
+
+
 def _evidence_without_conflict(s: Setup) -> tuple[str, dict[str, Any]]:
     from relay.chain.consensus.messages import Vote, VoteType, encode_message, vote_sign_bytes
 
@@ -683,6 +700,10 @@ CASES = [
     Case("account.unbond: a governance grant", _unbond_a_grant, BondStateError),
     Case("account.withdraw: not unbonding", _withdraw_not_unbonding, BondStateError),
     Case("account.bond: a governance grant", _bond_a_grant, BondStateError),
+    Case("account.set_payee: a chain the relay does not follow", _set_payee_unknown_chain, WrongChainError),
+    Case("account.set_payee: payee over 256 bytes", _set_payee_too_long, CodecError),
+    Case("account.set_payee: payee not a string", _set_payee_not_a_string, CodecError),
+    Case("account.set_payee: an unknown argument", _set_payee_extra_argument, CodecError),
     Case("evidence.submit: votes that do not conflict", _evidence_without_conflict, EvidenceError),
 ]
 
