@@ -12,7 +12,8 @@ key                                                          value
 ==========================================================  ==============================================
 ``relay/verified/{src}/{dst}/{lane}/{seq}``                  packet commitment (SPEC §5), phase 2
 ``relay/outcome/{src}/{dst}/{lane}/{seq}``                   outcome record (SPEC §2.5), phase 4
-``relay/fees/verify/{src}/{dst}/{lane}/{seq}``               payee of the relayer that verified the packet, until its outcome (SPEC §6.10)
+``relay/fees/verify/{src}/{dst}/{lane}/{seq}``               payee of the relayer that verified the packet,
+                                                             until its outcome (SPEC §6.10)
 ``relay/suspended/{src}/{dst}/{lane}/{seq}``                 packet commitment of a packet VERIFIED without an
                                                              outcome when its source's client froze: its
                                                              ``relay/verified`` record moved here (SPEC §8.8)
