@@ -110,14 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--json", action="store_true")
 
     rl = sub.add_parser("relayer", help="the relayer service")
-    rl.add_argument("action", choices=["start", "clear"],
+    rl.add_argument("action", choices=["start", "clear", "earnings"],
                     help="start: run the relayer; clear: ask a running relayer (--api) to act on its whole backlog "
-                         "now and wait until the backlog is empty")
+                         "now and wait until the backlog is empty; earnings: the relay fees the parks paid it "
+                         "(from its database; running or not)")
     rl.add_argument("--config", default="deploy/devnet.toml")
     rl.add_argument("--name", required=True, help="relayer name (its account on every chain)")
     rl.add_argument("--api", metavar="URL", help="clear: the relayer's operator API (http://127.0.0.1:PORT)")
     rl.add_argument("--timeout-s", type=float, default=300.0, help="clear: give up after this long (default 300)")
-    rl.add_argument("--json", action="store_true", help="clear: print one JSON object, no progress bar")
+    rl.add_argument("--json", action="store_true", help="clear, earnings: print one JSON object")
 
     tr = sub.add_parser("transfer", help="send energy to another park (phase 1; relayers do the rest)")
     tr.add_argument("--config", default="deploy/devnet.toml")
@@ -129,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--denom", default="kWh")
     tr.add_argument("--lane", help="default: the first lane joining the two chains")
     tr.add_argument("--timeout-s", type=float, default=600.0, help="seconds until the packet times out")
+    tr.add_argument("--fees", metavar="VERIFY,EXECUTE,CONFIRM", type=_fees_arg,
+                    help="relay fees in the source park's currency, escrowed for the relayers that carry the packet "
+                         "(protocol SPEC §6.10), e.g. 10,20,10")
     tr.add_argument("--json", action="store_true")
 
     pk = sub.add_parser("packet", help="packets and their phases, read from the chains")
@@ -253,6 +257,17 @@ def _dispatch(args: Any) -> int:
         from relay.ops.backlog import main as clear_backlog
 
         return clear_backlog(cfg, args)
+    if args.cmd == "relayer" and args.action == "earnings":
+        from relay.ops.relayers import earnings
+
+        rows = earnings(cfg, args.name)
+        if args.json:
+            print(json.dumps({"relayer": args.name, "earned": rows}))
+        else:
+            print(f"relayer {args.name}: " + ("nothing earned yet" if not rows else ""))
+            for r in rows:
+                print(f"  {r['chain']:<14} {r['step']:<8} {r['amount']:>12} {r['denom']}  ({r['packets']} packets)")
+        return 0
     if args.cmd == "relayer":
         from relay.ops.relayers import run_relayer
 
@@ -387,13 +402,25 @@ def _admin_token(cfg: DeploymentConfig) -> str:
     return read_secret(path).hex() if path.exists() else ""
 
 
+def _fees_arg(text: str) -> dict[str, int]:
+    """``--fees VERIFY,EXECUTE,CONFIRM``: three amounts >= 0."""
+    parts = text.split(",")
+    try:
+        amounts = [int(p) for p in parts]
+    except ValueError:
+        amounts = []
+    if len(amounts) != 3 or any(a < 0 or a >= 2**64 for a in amounts):
+        raise argparse.ArgumentTypeError(f"--fees takes three amounts VERIFY,EXECUTE,CONFIRM, got {text!r}")
+    return dict(zip(("verify", "execute", "confirm"), amounts, strict=True))
+
+
 def _ops(cfg: Any, args: Any) -> int:
     from relay.ops import packets
 
     try:
         if args.cmd == "transfer":
             out: Any = packets.transfer(cfg, args.from_chain, args.sender, args.to_chain, args.receiver, args.amount_wh,
-                                    args.denom, args.lane, args.timeout_s)
+                                        args.denom, args.lane, args.timeout_s, fees=args.fees)
             print(json.dumps(out) if args.json else f"sent {out['packet']} (tx {out['tx'][:16]}, height "
                                                     f"{out['height']}); `parkrelay packet show {out['packet']}`")
             return 0

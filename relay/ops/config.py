@@ -17,6 +17,7 @@ from chains.common.node import AdmissionLimits
 from chains.ethereum.kind import EthereumKind
 from chains.ethereum.params import EthChainParams
 from chains.registry import KINDS, UnknownChainKindError, chain_kind
+from relay.relayer.policy import MinFees
 
 CHAIN_KINDS = tuple(KINDS)
 """Every park chain kind's name (:data:`chains.registry.KINDS`)."""
@@ -136,6 +137,9 @@ class DeploymentConfig:
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
     """``[limits]``: the admission bounds of every park node and relay validator (mempool, RPC, WebSocket) and the
     operator API's rate bound (:class:`~chains.common.node.AdmissionLimits`)."""
+    relayer_min_fees: dict[str, MinFees] = field(default_factory=dict)
+    """``[relayers.min_fees.<park>] verify, execute, confirm``: the deployment's relayers take a step of a packet from
+    that park only for at least this fee, in the park's currency (protocol SPEC §6.10); a park not named: any fee."""
 
     def host_of(self, chain_id: str, node: str) -> str:
         """The address node ``node`` of ``chain_id`` (or relay validator ``node``) binds to and is reached at."""
@@ -289,10 +293,11 @@ def load_config(path: str | Path) -> DeploymentConfig:
     pipeline = relayer_section.get("pipeline_proofs", True)
     if not isinstance(pipeline, bool):
         raise ConfigError(f"relayers.pipeline_proofs must be true or false, got {pipeline!r}")
-    known = ("names", "takeover_after_s", "heartbeat_s", "pipeline_proofs")
+    known = ("names", "takeover_after_s", "heartbeat_s", "pipeline_proofs", "min_fees")
     unknown = sorted(set(relayer_section) - set(known))
     if unknown:
         raise ConfigError(f"{p}: [relayers] has unknown keys {unknown}; known: {', '.join(known)}")
+    min_fees = _min_fees(relayer_section.get("min_fees", {}), {c.id for c in chains}, p)
     node_hosts = _node_hosts(_get(dep, "hosts", dict, "deployment", {}), chains,
                              validators if relay_base_port is not None else (), relay_chain_id, relayers)
     chains = [replace(c, hosts={n: node_hosts[f"{c.id}/{n}"] for n in c.nodes if f"{c.id}/{n}" in node_hosts})
@@ -301,7 +306,7 @@ def load_config(path: str | Path) -> DeploymentConfig:
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
                             relay_base_port, block_ms, relayers, lane_limits, float(takeover),
                             float(heartbeat) or None, node_hosts, recovery_delay, pipeline, engine, comet_base,
-                            comet_propose, limits)
+                            comet_propose, limits, min_fees)
 
 
 LIMIT_RANGES: dict[str, tuple[type, int, int]] = {
@@ -314,6 +319,25 @@ LIMIT_RANGES: dict[str, tuple[type, int, int]] = {
     "ws_connections_per_ip": (int, 1, 1_000_000),
 }
 """``[limits]`` keys: (type, least, most). Each is a field of :class:`~chains.common.node.AdmissionLimits`."""
+
+
+def _min_fees(table: Any, parks: set[str], path: Path) -> dict[str, MinFees]:
+    """``[relayers.min_fees]``: ``{park: {verify?, execute?, confirm?}}``, amounts in 0..2^64-1."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [relayers.min_fees] must be a table of parks")
+    out: dict[str, MinFees] = {}
+    for park, steps in table.items():
+        if park not in parks:
+            raise ConfigError(f"{path}: [relayers.min_fees] names {park!r}, not a park of the deployment: "
+                              f"{sorted(parks)}")
+        if not isinstance(steps, dict) or not set(steps) <= {"verify", "execute", "confirm"}:
+            raise ConfigError(f"{path}: [relayers.min_fees.{park}] has the keys verify, execute, confirm; got "
+                              f"{steps!r}")
+        for step, amount in steps.items():
+            if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount < 2**64:
+                raise ConfigError(f"relayers.min_fees.{park}.{step} must be an amount in 0..2^64-1, got {amount!r}")
+        out[park] = MinFees(**steps)
+    return out
 
 
 def _limits(table: dict[str, Any], path: Path) -> AdmissionLimits:

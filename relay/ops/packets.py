@@ -34,17 +34,23 @@ def _url(cfg: DeploymentConfig, chain_id: str) -> str:
 
 
 def transfer(cfg: DeploymentConfig, src: str, sender: str, dst: str, receiver: str, amount_wh: int,
-             denom: str = "kWh", lane: str | None = None, timeout_s: float = 600.0) -> dict[str, Any]:
+             denom: str = "kWh", lane: str | None = None, timeout_s: float = 600.0,
+             fees: dict[str, int] | None = None) -> dict[str, Any]:
     """Send energy from ``sender`` on ``src`` to ``receiver`` on ``dst`` (phase 1); return the packet.
 
-    ``receiver`` may name a deployment account of ``dst`` (on an Ethereum park it becomes its address)."""
+    ``receiver`` may name a deployment account of ``dst`` (on an Ethereum park it becomes its address). ``fees``
+    (``{verify, execute, confirm}`` in ``src``'s currency) are escrowed for the relayers (protocol SPEC §6.10)."""
     lanes = [ln for ln, a, b in cfg.lanes if {a, b} == {src, dst}]
     if lane is None:
         if not lanes:
             raise ConfigError(f"{cfg.path}: no lane joins {src} and {dst}")
         lane = lanes[0]
     to = park_view(cfg, dst).account(receiver)
-    sent = park_view(cfg, src).transfer(sender, dst, to, amount_wh, denom, lane, int((time.time() + timeout_s) * 1000))
+    timeout_ms = int((time.time() + timeout_s) * 1000)
+    asset: dict[str, Any] = {"kind": "energy", "denom": denom, "amount_wh": amount_wh}
+    if fees:
+        asset["fees"] = fees
+    sent = park_view(cfg, src).send(sender, dst, to, lane, timeout_ms, asset)
     p = decode_packet(sent["packet"])
     return {"packet": packet_key(p), "tx": sent["tx"], "height": sent["height"]}
 

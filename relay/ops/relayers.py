@@ -18,7 +18,7 @@ from adapters.common.rpc import JsonRpcClient
 from protocol.crypto import Ed25519Signer
 from relay.relayer.relayer import ChainLink, Relayer
 
-__all__ = ["build_relayer", "run_relayer"]
+__all__ = ["build_relayer", "earnings", "run_relayer"]
 
 
 def build_relayer(cfg: Any, name: str) -> Relayer:
@@ -38,8 +38,9 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
     def link(chain_id: str, kind: str, url: str, decode: Any) -> ChainLink:
         client = JsonRpcClient(url, side=chain_id)
         signer: Ed25519Signer = ed25519_signer(relayer_key_path(cfg, chain_id, name))
+        # on a Python park the relayer's fees go to its own account there (protocol SPEC §6.10)
         return ChainLink(chain_id, kind, ParkSource(client, decode), ParkTarget(client, chain_id, name, signer),
-                         client)
+                         client, payee=name if kind != "relay" else None)
 
     relay = link(cfg.relay_chain_id, "relay", cfg.relay_url(cfg.relay_validators[0]), RelayBlockHeader.decode)
     relay_rpc = relay.client
@@ -61,7 +62,30 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
         parks[chain.id] = park
     return Relayer(name, relay, parks, cfg.data_dir / "relayers" / f"{name}.sqlite3", peers=tuple(cfg.relayers),
                    takeover_after_s=cfg.relayer_takeover_after_s, heartbeat_s=cfg.relayer_heartbeat_s,
-                   pipeline_proofs=cfg.relayer_pipeline_proofs)
+                   pipeline_proofs=cfg.relayer_pipeline_proofs, min_fees=cfg.relayer_min_fees)
+
+
+def earnings(cfg: Any, name: str) -> list[dict[str, Any]]:
+    """The relay fees the parks paid relayer ``name``'s payees (protocol SPEC §6.10), from its database: per park,
+    denom and step, the amount and the number of packets. Read-only: the relayer may be running."""
+    import sqlite3
+
+    from relay.ops.config import ConfigError
+
+    if name not in cfg.relayers:
+        raise ConfigError(f"{cfg.path}: no relayer {name!r}; relayers are {list(cfg.relayers)}")
+    path = cfg.data_dir / "relayers" / f"{name}.sqlite3"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT chain, denom, step, SUM(amount), COUNT(*) FROM earned "
+                            "GROUP BY chain, denom, step ORDER BY chain, step").fetchall()
+    except sqlite3.OperationalError:  # a database from before relay fees: nothing earned
+        rows = []
+    finally:
+        conn.close()
+    return [{"chain": c, "denom": d, "step": st, "amount": int(a), "packets": int(n)} for c, d, st, a, n in rows]
 
 
 def ethereum_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcClient) -> ChainLink:
@@ -75,9 +99,11 @@ def ethereum_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcC
     bridge = genesis["contracts"]["bridge"]
     depth = int(chain.params["confirmation_depth"])
     key = read_secret(relayer_key_path(cfg, chain.id, name))
-    return ChainLink(chain.id, "ethereum", eth_adapter.source(url, chain.id, bridge, depth),
-                     eth_adapter.target(url, chain.id, bridge, key, eth_adapter.relay_set_from_rpc(relay_rpc.call),
-                                        confirmation_depth=depth), None)
+    target = eth_adapter.target(url, chain.id, bridge, key, eth_adapter.relay_set_from_rpc(relay_rpc.call),
+                                confirmation_depth=depth)
+    # the relayer's fees are credited to its own address (withdrawFees, protocol SPEC §6.10)
+    return ChainLink(chain.id, "ethereum", eth_adapter.source(url, chain.id, bridge, depth), target, None,
+                     payee=target.address)
 
 
 def fabric_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcClient) -> ChainLink:
@@ -90,7 +116,9 @@ def fabric_link(cfg: Any, chain: Any, name: str, url: str, relay_rpc: JsonRpcCli
     profile = fabric_profile_path(cfg, chain)
     gateway = fabric_adapter.connect(profile, chain.id, name, channel=chain.params["channel"],
                                      chaincode=chain.params["chaincode"])
-    return ChainLink(chain.id, "fabric", fabric_adapter.source(gateway), fabric_adapter.target(gateway), None)
+    # the relayer's fees go to its own account on the park (protocol SPEC §6.10)
+    return ChainLink(chain.id, "fabric", fabric_adapter.source(gateway), fabric_adapter.target(gateway), None,
+                     payee=f"{gateway.msp_id}:{name}@{gateway.msp_id}")
 
 
 OWN_CLIENT_LINKS: dict[str, Callable[[Any, Any, str, str, JsonRpcClient], ChainLink]] = {

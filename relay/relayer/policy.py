@@ -9,6 +9,7 @@ chain and the target; :func:`retry_delay_s` says when to offer a refused submiss
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from protocol.errors import Disposition
@@ -18,8 +19,10 @@ __all__ = [
     "RESUBMIT_AFTER_S",
     "RETRY_SOON_S",
     "Action",
+    "MinFees",
     "PacketRecords",
     "next_action",
+    "pays_enough",
     "retry_delay_s",
 ]
 
@@ -111,3 +114,34 @@ def retry_delay_s(disposition: Disposition) -> float:
     if disposition in (Disposition.AFTER_PROGRESS, Disposition.DONE):
         return RESUBMIT_AFTER_S
     return PARK_AFTER_REJECTION_S
+
+
+STEP_OF: dict[Action, str] = {Action.VERIFY: "verify", Action.RECV: "execute", Action.CONFIRM: "confirm",
+                              Action.TIMEOUT: "confirm", Action.TIMEOUT_RECEIPT: "confirm"}
+"""The relaying step (protocol SPEC §6.10) an action earns the fee of. Settling earns none: it is how the fees of the
+other steps get paid, so a relayer always settles."""
+
+
+@dataclass(frozen=True, slots=True)
+class MinFees:
+    """The least fee a relayer takes a step of a packet for, in its source park's fee denomination."""
+
+    verify: int = 0
+    execute: int = 0
+    confirm: int = 0
+
+    def of(self, step: str) -> int:
+        return {"verify": self.verify, "execute": self.execute, "confirm": self.confirm}[step]
+
+    def __bool__(self) -> bool:
+        return bool(self.verify or self.execute or self.confirm)
+
+
+def pays_enough(action: Action, fees: Mapping[str, int] | None, minimum: MinFees | None) -> bool:
+    """Whether the packet's fees (``None``: it offers none) pay this relayer's ``minimum`` for the step ``action``
+    takes. With no minimum every step is taken; the settlement always is."""
+    step = STEP_OF.get(action)
+    if step is None or not minimum:
+        return True
+    offered = 0 if fees is None else fees.get(step, 0)
+    return isinstance(offered, int) and offered >= minimum.of(step)

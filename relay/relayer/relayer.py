@@ -55,7 +55,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +78,10 @@ from relay.relayer.policy import (
     RESUBMIT_AFTER_S,
     RETRY_SOON_S,
     Action,
+    MinFees,
     PacketRecords,
     next_action,
+    pays_enough,
     retry_delay_s,
 )
 from relay.relayer.relay_sets import RelaySetSync
@@ -145,6 +147,9 @@ class ChainLink:
     keepalive_after_s: float | None = None
     """Make a block (``bridge.ping``) when the relay's client of the chain has been shown none for this long
     (:meth:`chains.common.kind.ChainKind.keepalive_after_s`, Fabric); None: the chain makes blocks on its own."""
+    payee: str | None = None
+    """The relayer's account on this chain its relay fees go to (protocol SPEC §6.10): registered on the relay chain
+    with ``account.set_payee`` at start. None: it earns nothing here."""
 
 
 @dataclass
@@ -158,6 +163,8 @@ class Tracked:
     done: bool = False
     seen_s: float = field(default_factory=time.monotonic)
     """When this relayer first saw the packet (monotonic s): the age of the oldest pending packet."""
+    fees: dict[str, int] | None = None
+    """The relay fees its sender escrowed on the source (``{verify, execute, confirm}``; None: none)."""
 
     @property
     def key(self) -> str:
@@ -185,6 +192,8 @@ class RelayerStats:
     """Times this relayer saw a park's client frozen (SPEC §8.8)."""
     clients_recovered: int = 0
     """Times it saw a frozen client replaced by a governance recovery."""
+    unpaid: int = 0
+    """Steps this relayer left to others because the packet's fee for them was below its ``min_fees``."""
     proof_heights_unavailable: int = 0
     """Times a park could not prove at the relay client's final height (its state there pruned): the relayer waits
     for the client updates it keeps feeding to bring that height into the park's window, instead of retrying it."""
@@ -214,7 +223,8 @@ class Relayer(ClientUpdates):
     def __init__(self, name: str, relay: ChainLink, parks: dict[str, ChainLink], db_path: Path,
                  poll_s: float = 0.5, *, peers: tuple[str, ...] = (), takeover_after_s: float = 4.0,
                  heartbeat_s: float | None = 5.0, timeout_unverified: bool = True, pipeline_proofs: bool = True,
-                 clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] | None = None,
+                 min_fees: Mapping[str, MinFees] | None = None) -> None:
         self.name = name
         self.relay = relay
         self.parks = parks
@@ -228,6 +238,11 @@ class Relayer(ClientUpdates):
         """Time out packets the relay never verified once their timeout passed (the relay supports it)."""
         self.pipeline_proofs = pipeline_proofs
         """Submit proofs right behind the client update that makes their height final (``_update_client``)."""
+        self.min_fees = dict(min_fees or {})
+        """Per source park, the least fee this relayer takes each step of a packet for (SPEC §6.10; absent: any)."""
+        self.payees = {cid: link.payee for cid, link in parks.items() if link.payee}
+        """Per park, the account there this relayer's fees go to."""
+        self._payees_synced = not self.payees
         self._clock = clock
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._due_since: dict[tuple[str, str], float] = {}
@@ -247,11 +262,17 @@ class Relayer(ClientUpdates):
                 raise
             raise storage.StorageFault(db_path, kind, str(exc)) from exc
         self.packets: dict[str, Tracked] = {}
-        for key, raw, h, ack, done in self.db.execute("SELECT key, packet, commit_height, ack, done FROM packets"):
+        for key, raw, h, ack, done, fees in self.db.execute(
+                "SELECT key, packet, commit_height, ack, done, fees FROM packets"):
             if not done:
                 pkt_raw = bytes.fromhex(raw)
                 self.packets[key] = Tracked(decode_packet(pkt_raw), pkt_raw, h,
-                                            bytes.fromhex(ack) if ack else None, seen_s=clock())
+                                            bytes.fromhex(ack) if ack else None, seen_s=clock(),
+                                            fees=json.loads(fees) if fees else None)
+        self.earned: dict[tuple[str, str, str], int] = {
+            (chain, denom, step): int(total) for chain, denom, step, total in self.db.execute(
+                "SELECT chain, denom, step, SUM(amount) FROM earned GROUP BY chain, denom, step")}
+        """What this relayer earned, by (paying park, denom, step), from the parks' ``fee_paid`` events."""
         self._inflight: dict[tuple[str, str], float] = {}
         self._last_trim = 0.0
         self._reported: set[str] = set()
@@ -350,6 +371,9 @@ class Relayer(ClientUpdates):
 
     def summary(self) -> dict[str, Any]:
         return {"submitted": dict(self.stats.submitted), "redundant": self.stats.redundant,
+                "unpaid": self.stats.unpaid,
+                "earned": [{"chain": c, "denom": d, "step": st, "amount": n}
+                           for (c, d, st), n in sorted(self.earned.items())],
                 "rejected": self.stats.rejected, "settled": self.stats.settled, "in_flight": len(self.packets),
                 "undecodable_events": self.stats.undecodable_events,
                 "branch_switches": self.stats.branch_switches,
@@ -424,9 +448,29 @@ class Relayer(ClientUpdates):
             raw = bytes.fromhex(ev["packet"])
             pkt = decode_packet(raw)
             if pkt.dst_chain in self.parks and pkt.src_chain in self.parks:
-                self._track(Tracked(pkt, raw, int(ev["height"]), seen_s=self._clock()))
+                self._track(Tracked(pkt, raw, int(ev["height"]), seen_s=self._clock(), fees=_fees_of(ev)))
         elif kind == "write_ack":
             self._record_ack(ev)
+        elif kind == "fee_paid":
+            self._record_earning(ev)
+
+    def _record_earning(self, ev: dict[str, Any]) -> None:
+        """A park paid a relay fee (SPEC §6.10): count it if the payee is this relayer's there. Idempotent (a rescan
+        sees the event again): one row per packet and step."""
+        chain = ev.get("src")
+        if not isinstance(chain, str) or ev.get("payee") != self.payees.get(chain):
+            return
+        amount, step, denom = ev.get("amount"), ev.get("step"), ev.get("denom")
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0 or step not in (
+                "verify", "execute", "confirm") or not isinstance(denom, str):
+            raise ValueError(f"malformed fee_paid event: {ev!r}")
+        key = f"{chain}/{ev.get('dst')}/{ev.get('lane')}/{ev.get('sequence')}"
+        added: list[int] = []
+        self._write(lambda db: added.append(db.execute("INSERT OR IGNORE INTO earned VALUES (?, ?, ?, ?, ?)",
+                                                       (key, step, chain, denom, amount)).rowcount))
+        if added == [1]:
+            self.earned[(chain, denom, step)] = self.earned.get((chain, denom, step), 0) + amount
+            self.log.info("earned %d %s for %s of %s", amount, denom, step, key)
 
     def _track(self, t: Tracked) -> None:
         known = self.packets.get(t.key)
@@ -453,8 +497,10 @@ class Relayer(ClientUpdates):
         def store(db: sqlite3.Connection) -> None:
             if replace:  # in the same transaction as its successor: never a moment with neither stored
                 db.execute("DELETE FROM packets WHERE key = ?", (t.key,))
-            db.execute("INSERT OR IGNORE INTO packets VALUES (?, ?, ?, ?, 0)",
-                       (t.key, t.raw.hex(), t.commit_height, t.ack.hex() if t.ack is not None else None))
+            db.execute("INSERT OR IGNORE INTO packets (key, packet, commit_height, ack, done, fees) "
+                       "VALUES (?, ?, ?, ?, 0, ?)",
+                       (t.key, t.raw.hex(), t.commit_height, t.ack.hex() if t.ack is not None else None,
+                        json.dumps(t.fees) if t.fees else None))
             db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,))
 
         self._write(store)  # stored before it is tracked in memory: a failed write tracks nothing, the scan retries
@@ -488,11 +534,27 @@ class Relayer(ClientUpdates):
 
     # -- the relay chain's lane events: bridges learn lane limits from certified records --------------
 
+    async def _sync_payees(self) -> None:
+        """Name this relayer's payee on each park on the relay chain (``account.set_payee``, SPEC §6.10) where its
+        account names another; once. A refusal is logged and tried again at the next step."""
+        try:
+            acct = await self._relay_rpc().call("getAccount", {"name": self.name})
+            held = acct.get("payees") or {}
+            for chain, payee in sorted(self.payees.items()):
+                if held.get(chain) != payee:
+                    await self.relay.target.submit("account.set_payee", {"chain": chain, "payee": payee})
+                    self.log.info("relay fees earned on %s go to %s there", chain, payee)
+            self._payees_synced = True
+        except ProtocolError as exc:
+            self.log.warning("could not name this relayer's payees on the relay chain yet: %s", exc)
+
     async def _scan_relay_step(self) -> Outcome:
         """Find the relay's ``lane_opened`` / ``lane_limits_set`` events in its final blocks and deliver the
         certified lane-config record to the lane's source park (``bridge.update_lane``, SPEC §6.8), so a park's
         phase 1 refuses what the relay would refuse forever under the new limits."""
         relay_id = self.relay.chain_id
+        if not self._payees_synced:
+            await self._sync_payees()
         row = self.db.execute("SELECT height FROM cursors WHERE chain = ?", (relay_id,)).fetchone()
         start = (row[0] if row else 0) + 1
         final = await self.relay.source.final_height()
@@ -560,6 +622,9 @@ class Relayer(ClientUpdates):
                 unverified.add(t.key)
             if ((src_frozen and (action in (Action.VERIFY, Action.RECV, Action.TIMEOUT_RECEIPT) or t.key in unverified))
                     or (dst_frozen and action in (Action.VERIFY, Action.CONFIRM, Action.TIMEOUT))):
+                continue
+            if not pays_enough(action, t.fees, self.min_fees.get(src)):
+                self.stats.unpaid += 1  # another relayer may take it: this one is not paid enough for the step
                 continue
             todo[action].append(t)
         self._note_progress(items, todo)
@@ -809,13 +874,14 @@ class Relayer(ClientUpdates):
                 certs = await self._certificates([verified_path(t.packet.src_chain, t.packet.dst_chain, t.packet.lane,
                                                                 t.packet.sequence) for t in chunk])
                 await self._submit(self.parks[chunk[0].packet.dst_chain], "bridge.recv_batch",
-                                   {"packets": [t.raw.hex() for t in chunk], "certificates": certs}, "recv", chunk)
+                                   {"packets": [t.raw.hex() for t in chunk], "certificates": certs,
+                                    "relayer": self.name}, "recv", chunk)
             return
         for t in todo:
             p = t.packet
             cert = await self._certificate(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence))
-            await self._submit(self.parks[p.dst_chain], "bridge.recv", {"packet": t.raw.hex(), "certificate": cert},
-                               "recv", [t])
+            await self._submit(self.parks[p.dst_chain], "bridge.recv",
+                               {"packet": t.raw.hex(), "certificate": cert, "relayer": self.name}, "recv", [t])
 
     async def _timeout_receipt(self, todo: list[Tracked]) -> None:
         """Phase 4, target half, on a target that records timeouts itself (Fabric): the packet and its certificate,
@@ -1003,7 +1069,25 @@ def _migrate(conn: sqlite3.Connection) -> None:
                           if_not_exists=True)
     # acknowledgements seen on a target before the source's scanner tracked their packet (Relayer._record_ack)
     db["early_acks"].create({"key": str, "ack": str}, pk="key", if_not_exists=True)  # type: ignore[union-attr]
+    if "fees" not in db["packets"].columns_dict:  # a database of a relayer from before relay fees (SPEC §6.10)
+        db["packets"].add_column("fees", str)  # type: ignore[union-attr]
+    # the fees this relayer earned: one row per packet and step (a rescan adds nothing)
+    db["earned"].create({"packet": str, "step": str, "chain": str, "denom": str, "amount": int},  # type: ignore[union-attr]
+                        pk=("packet", "step"), if_not_exists=True)
     conn.commit()
+
+
+def _fees_of(ev: dict[str, Any]) -> dict[str, int] | None:
+    """The ``fees`` of a ``send_packet`` event (SPEC §6.10), checked: ``{verify, execute, confirm}`` of ints >= 0."""
+    fees = ev.get("fees")
+    if fees is None:
+        return None
+    if not isinstance(fees, dict):
+        raise ValueError(f"send_packet fees is not an object: {fees!r}")
+    out = {step: fees.get(step, 0) for step in ("verify", "execute", "confirm")}
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in out.values()):
+        raise ValueError(f"send_packet fees are not amounts: {fees!r}")
+    return out if any(out.values()) else None
 
 
 def _same_commitment(value_hex: str, raw: bytes) -> bool:

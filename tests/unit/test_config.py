@@ -111,3 +111,20 @@ def test_a_relay_validator_does_not_change_engine(tmp_path: Path) -> None:
     (tmp_path / "data" / "db" / "relay-op-a.sqlite3").write_bytes(b"")  # a database from before the marker
     with pytest.raises(ConfigError, match="made by the 'builtin' engine"):
         check_engine(comet, "op-a")
+
+
+def test_relayer_min_fees_per_park(tmp_path: Path) -> None:
+    from relay.relayer.policy import MinFees
+
+    cfg = _load(tmp_path, '[relayers]\nnames = ["relayer-a"]\n[relayers.min_fees.dpos-park]\nverify = 5\nconfirm = 2\n')
+    assert cfg.relayer_min_fees == {"dpos-park": MinFees(verify=5, execute=0, confirm=2)}  # type: ignore[attr-defined]
+    assert _load(tmp_path, '[relayers]\nnames = ["relayer-a"]\n').relayer_min_fees == {}  # type: ignore[attr-defined]
+    for bad, match in (('[relayers.min_fees.nowhere]\nverify = 1\n', "not a park"),
+                       ('[relayers.min_fees.dpos-park]\ntip = 1\n', "verify, execute, confirm"),
+                       ('[relayers.min_fees.dpos-park]\nverify = -1\n', "0..2"),
+                       ('[relayers.min_fees.dpos-park]\nverify = "1"\n', "0..2"),
+                       ('[relayers.min_fees.dpos-park]\nverify = true\n', "0..2"),
+                       ('[relayers]\nmin_fees = 3\n', "table of parks")):
+        text = bad if bad.startswith("[relayers]") else '[relayers]\nnames = ["relayer-a"]\n' + bad
+        with pytest.raises(ConfigError, match=match):
+            _load(tmp_path, text)

@@ -199,6 +199,16 @@ class _RelayerCollector(Collector):
                 endorse.add_metric([name, chain_id, code], n)
         yield gas
         yield endorse
+        earned = CounterMetricFamily("parkrelay_relayer_fees_earned", "Relay fees the parks paid this relayer's "
+                                     "payees (protocol SPEC §6.10), in each park's fee denomination",
+                                     labels=["relayer", "chain", "denom", "step"])
+        for (chain, denom, step), amount in sorted(getattr(rl, "earned", {}).items()):
+            earned.add_metric([name, chain, denom, step], amount)
+        yield earned
+        unpaid = CounterMetricFamily("parkrelay_relayer_unpaid_steps", "Steps left to other relayers: the packet's "
+                                     "fee for them was below this relayer's min_fees", labels=["relayer"])
+        unpaid.add_metric([name], getattr(st, "unpaid", 0))
+        yield unpaid
         flight = GaugeMetricFamily("parkrelay_relayer_packets_in_flight", "Packets the relayer carries",
                                    labels=["relayer"])
         flight.add_metric([name], len(rl.packets))

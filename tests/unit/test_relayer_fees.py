@@ -1,0 +1,185 @@
+"""The relayer's side of relay fees (protocol SPEC §6.10) on in-memory chains: it names its payees on the relay
+chain, reads each packet's fees from its ``send_packet`` event (kept across a restart), leaves steps paid below its
+``min_fees`` to others, names itself in phase 3, and counts what the parks paid it once per packet and step.
+The same on real processes: ``tests/integration/test_relay_fees.py``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol.codec import decode_packet
+from relay.relayer.policy import Action, MinFees, pays_enough
+from relay.relayer.relayer import ChainLink, Relayer
+from tests.unit.test_relayer_loop import _client, _Park, _Relay, _send_event
+
+FEES = {"verify": 5, "execute": 7, "confirm": 3}
+
+
+class _PayingRelay(_Relay):
+    def __init__(self) -> None:
+        super().__init__()
+        self.account: dict[str, Any] = {"nonce": 1}
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        if method == "getAccount":
+            return dict(self.account)
+        return await super().call(method, params)
+
+
+def _relayer(tmp: Path, relay: _Relay, parks: dict[str, _Park], payees: dict[str, str] | None = None,
+             **kw: Any) -> Relayer:
+    link = ChainLink("relay", "relay", relay, relay, relay)  # type: ignore[arg-type]
+    links = {c: ChainLink(c, "dpos", p, p, None, payee=(payees or {}).get(c))  # type: ignore[arg-type]
+             for c, p in parks.items()}
+    return Relayer("relayer-t", link, links, tmp / "r.sqlite3", poll_s=0.05, heartbeat_s=None, **kw)
+
+
+def _paid(src: str, seq: int, step: str, payee: str, amount: int) -> dict[str, Any]:
+    return {"type": "fee_paid", "src": src, "dst": "park-b", "lane": "lane-0", "sequence": seq, "step": step,
+            "payee": payee, "amount": amount, "denom": "prc", "height": 9}
+
+
+@pytest.mark.parametrize("action,fees,minimum,ok", [
+    (Action.VERIFY, None, None, True),
+    (Action.VERIFY, None, MinFees(), True),
+    (Action.VERIFY, None, MinFees(verify=1), False),
+    (Action.VERIFY, FEES, MinFees(verify=5), True),
+    (Action.VERIFY, FEES, MinFees(verify=6), False),
+    (Action.RECV, FEES, MinFees(verify=100, execute=7), True),
+    (Action.RECV, FEES, MinFees(execute=8), False),
+    (Action.CONFIRM, FEES, MinFees(confirm=4), False),
+    (Action.TIMEOUT, FEES, MinFees(confirm=3), True),
+    (Action.TIMEOUT_RECEIPT, FEES, MinFees(confirm=4), False),
+    (Action.SETTLE, None, MinFees(verify=9, execute=9, confirm=9), True),  # settling is how fees get paid
+])
+def test_pays_enough(action: Action, fees: dict[str, int] | None, minimum: MinFees | None, ok: bool) -> None:
+    assert pays_enough(action, fees, minimum) is ok
+
+
+async def test_fees_are_read_from_the_send_event_and_kept_across_a_restart(tmp_path: Path) -> None:
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[3] = [{**_send_event("park-a", "park-b", 1, 3), "fees": {**FEES, "denom": "prc"}},
+                      _send_event("park-a", "park-b", 2, 3)]
+    r = _relayer(tmp_path, _Relay(), {"park-a": a, "park-b": b})
+    await r._scan(r.parks["park-a"])
+    assert r.packets["park-a/park-b/lane-0/1"].fees == FEES
+    assert r.packets["park-a/park-b/lane-0/2"].fees is None
+    r.db.close()
+    again = _relayer(tmp_path, _Relay(), {"park-a": a, "park-b": b})
+    assert again.packets["park-a/park-b/lane-0/1"].fees == FEES
+    again.db.close()
+
+
+async def test_malformed_fees_in_an_event_are_skipped_as_undecodable(tmp_path: Path) -> None:
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[3] = [{**_send_event("park-a", "park-b", 1, 3), "fees": {"verify": -1}},
+                      {**_send_event("park-a", "park-b", 2, 3), "fees": "lots"},
+                      _send_event("park-a", "park-b", 3, 3)]
+    r = _relayer(tmp_path, _Relay(), {"park-a": a, "park-b": b})
+    await r._scan(r.parks["park-a"])
+    assert r.stats.undecodable_events == 2
+    assert list(r.packets) == ["park-a/park-b/lane-0/3"]
+    r.db.close()
+
+
+async def test_a_step_paid_below_the_minimum_is_left_to_others(tmp_path: Path) -> None:
+    relay = _Relay()
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[3] = [{**_send_event("park-a", "park-b", 1, 3), "fees": {**FEES, "denom": "prc"}},
+                      _send_event("park-a", "park-b", 2, 3)]
+    for p in (a, b):
+        _client(relay, p, latest=10, final=8)
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, min_fees={"park-a": MinFees(verify=5)})
+    await r._scan(r.parks["park-a"])
+    await r._path_step("park-a", "park-b")
+    verified = [decode_packet(bytes.fromhex(i["packet"])).sequence
+                for op, args in relay.submitted if op == "packet.verify_batch" for i in args["items"]]
+    assert verified == [1]  # packet 2 offers no fee: this relayer leaves it
+    assert r.stats.unpaid == 1
+    r.db.close()
+
+
+async def test_phase_3_names_the_relayer(tmp_path: Path) -> None:
+    from relay.relayer.relayer import Tracked
+
+    a, b = _Park("park-a"), _Park("park-b")
+    r = _relayer(tmp_path, _PayingRelay(), {"park-a": a, "park-b": b})
+
+    async def cert(key: bytes) -> dict[str, Any]:
+        return {"key": key.decode()}
+
+    r._certificate = cert  # type: ignore[method-assign]
+    ev = _send_event("park-a", "park-b", 1, 3)
+    raw = bytes.fromhex(ev["packet"])
+    await r._recv([Tracked(decode_packet(raw), raw, 3)])
+    assert [(op, args["relayer"]) for op, args in b.submitted] == [("bridge.recv", "relayer-t")]
+    r.db.close()
+
+
+async def test_payees_are_named_on_the_relay_chain_once(tmp_path: Path) -> None:
+    relay = _PayingRelay()
+    relay.account["payees"] = {"park-a": "relayer-t"}
+    a, b = _Park("park-a"), _Park("park-b")
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, {"park-a": "relayer-t", "park-b": "rt-on-b"})
+    relay.status = {}
+    await r._sync_payees()
+    assert relay.submitted == [("account.set_payee", {"chain": "park-b", "payee": "rt-on-b"})]
+    assert r._payees_synced
+    r.db.close()
+
+
+async def test_a_refused_payee_is_tried_again(tmp_path: Path) -> None:
+    from protocol.errors import WrongChainError
+
+    relay = _PayingRelay()
+    relay.refuse["account.set_payee"] = WrongChainError("not a park")
+    a, b = _Park("park-a"), _Park("park-b")
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, {"park-a": "relayer-t"})
+    await r._sync_payees()
+    assert not r._payees_synced
+    await r._sync_payees()
+    assert r._payees_synced and len(relay.submitted) == 2
+    r.db.close()
+
+
+async def test_earnings_count_only_its_own_payees_once_per_packet_and_step(tmp_path: Path) -> None:
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[9] = [_paid("park-a", 1, "verify", "relayer-t", 5), _paid("park-a", 1, "execute", "someone", 7),
+                      _paid("park-a", 1, "confirm", "relayer-t", 3), _paid("park-a", 2, "verify", "relayer-t", 5)]
+    r = _relayer(tmp_path, _Relay(), {"park-a": a, "park-b": b}, {"park-a": "relayer-t"})
+    a.final = 9
+    await r._scan(r.parks["park-a"])
+    assert r.earned == {("park-a", "prc", "verify"): 10, ("park-a", "prc", "confirm"): 3}
+    r._rescan("park-a")  # a recovery rescans the park from its genesis: nothing counted twice
+    await r._scan(r.parks["park-a"])
+    assert r.earned == {("park-a", "prc", "verify"): 10, ("park-a", "prc", "confirm"): 3}
+    assert r.summary()["earned"] == [
+        {"chain": "park-a", "denom": "prc", "step": "confirm", "amount": 3},
+        {"chain": "park-a", "denom": "prc", "step": "verify", "amount": 10}]
+    r.db.close()
+    again = _relayer(tmp_path, _Relay(), {"park-a": a, "park-b": b}, {"park-a": "relayer-t"})
+    assert again.earned == r.earned
+    again.db.close()
+
+
+def test_earnings_cli_reads_the_database(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from relay.ops.relayers import earnings
+
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[9] = [_paid("park-a", 1, "verify", "relayer-t", 5), _paid("park-a", 2, "verify", "relayer-t", 5)]
+    a.final = 9
+    (tmp_path / "relayers").mkdir()
+    r = Relayer("relayer-t", ChainLink("relay", "relay", _Relay(), _Relay(), None),  # type: ignore[arg-type]
+                {"park-a": ChainLink("park-a", "dpos", a, a, None, payee="relayer-t")},  # type: ignore[arg-type]
+                tmp_path / "relayers" / "relayer-t.sqlite3", heartbeat_s=None)
+    asyncio.run(r._scan(r.parks["park-a"]))
+    r.db.close()
+    cfg = SimpleNamespace(relayers=("relayer-t",), data_dir=tmp_path, path=tmp_path / "x.toml")
+    assert earnings(cfg, "relayer-t") == [{"chain": "park-a", "denom": "prc", "step": "verify", "amount": 10,
+                                            "packets": 2}]
