@@ -5,9 +5,9 @@
 * :class:`FabricTarget` — bridge transactions endorsed by both organisations, ordered, tracked to their commit, with
   refusals, endorsement mismatches, MVCC conflicts and unreachable nodes classified (:mod:`.target`,
   :mod:`.errors`).
-* :func:`send_energy`, :func:`send_right`, :func:`send_reputation` — phase 1 from a user's identity, for the CLI, the
-  demo and tests; charging rights, the transformer registry and reputation: reads and operator writes
-  (:mod:`.assets`).
+* :func:`send_energy`, :func:`send_right`, :func:`send_reputation` — phase 1 from a user's identity (with relay fees
+  if offered, protocol SPEC §6.10), for the CLI, the demo and tests; charging rights, the transformer registry and
+  reputation: reads and operator writes (:mod:`.assets`).
 * :class:`~adapters.fabric.market.FabricMarket` — the park's market, one method per ``market.*`` chaincode function
   (access, agreements, contracts with private terms sent as transient data, charging-right rounds) (:mod:`.market`).
 * :class:`FabricGateway` — one identity's hfc connection, shared by a source and a target (:mod:`.gateway`).

@@ -18,6 +18,7 @@ Reads go through a :class:`~adapters.fabric.source.FabricSource` (a query on one
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from adapters.common.roles import SentPacket
@@ -47,22 +48,26 @@ Events = list[dict[str, Any]]
 
 
 async def send_right(target: FabricTarget, dst_chain: str, lane: str, right_id: str, receiver: str,
-                     timeout_timestamp_ms: int, *, timeout_s: float = 60.0) -> SentPacket:
+                     timeout_timestamp_ms: int, *, fees: Mapping[str, int] | None = None,
+                     timeout_s: float = 60.0) -> SentPacket:
     """Send charging right ``right_id`` (as this park holds it: a base id or a voucher trace) to ``receiver`` on
     ``dst_chain``: escrowed here, or burned if it goes back the way it came. The timeout must not be after the
-    right's slot start (:class:`~protocol.errors.TimeoutExpiredError`)."""
+    right's slot start (:class:`~protocol.errors.TimeoutExpiredError`). ``fees``: relay fees in the park's currency
+    (:func:`~adapters.fabric.target.send_packet`)."""
     return await send_packet(target, {"dst_chain": dst_chain, "lane": lane, "kind": "charging_right",
                                       "right_id": right_id, "receiver": receiver,
-                                      "timeout_timestamp_ms": timeout_timestamp_ms}, timeout_s=timeout_s)
+                                      "timeout_timestamp_ms": timeout_timestamp_ms}, fees=fees, timeout_s=timeout_s)
 
 
 async def send_reputation(target: FabricTarget, dst_chain: str, lane: str, subject: str, receiver: str,
-                          timeout_timestamp_ms: int, *, timeout_s: float = 60.0) -> SentPacket:
+                          timeout_timestamp_ms: int, *, fees: Mapping[str, int] | None = None,
+                          timeout_s: float = 60.0) -> SentPacket:
     """Attest ``subject``'s certified standing (model ``fabric-participant-standing/v1``) to ``dst_chain``; the
-    chaincode reads the score and its revision from the park's state."""
+    chaincode reads the score and its revision from the park's state. ``fees``: relay fees in the park's currency
+    (:func:`~adapters.fabric.target.send_packet`)."""
     return await send_packet(target, {"dst_chain": dst_chain, "lane": lane, "kind": "reputation", "subject": subject,
                                       "receiver": receiver, "timeout_timestamp_ms": timeout_timestamp_ms},
-                             timeout_s=timeout_s)
+                             fees=fees, timeout_s=timeout_s)
 
 
 # --- local writes -------------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ attestations.
   attestation speaks of the peers' committed state when they answered, not of that block).
 * **Events** are the bridge chaincode's events of **VALID** transactions only (a peer's ``TRANSACTIONS_FILTER``
   flags; an MVCC-invalidated transaction's events are skipped), each the event dict the Python parks emit
-  (``send_packet`` with ``packet`` hex, ``write_ack`` with ``ack`` hex, ``settle_packet``, ``timeout_receipt``...)
-  plus ``height`` and ``tx_hash``.
+  (``send_packet`` with ``packet`` hex and, when the sender offered relay fees, ``fees`` ``{verify, execute,
+  confirm, denom}``; ``write_ack`` with ``ack`` hex, three or four fields; ``settle_packet`` followed by its
+  ``fee_paid`` / ``fee_refunded``; ``timeout_receipt``...) plus ``height`` and ``tx_hash``.
 * **State reads** (``query_many``): ``attest`` on one read peer per path, the stored bytes as hex.
 * **Time** (``header_time_ms``): Fabric has no block time that anyone but a transaction's client chose. The relay's
   Fabric light client stamps a block with the relay's own time when it accepts it, and decides a timeout only on the
@@ -194,7 +195,7 @@ class FabricSource:
 
     async def query_json(self, fcn: str, *args: str) -> Any:
         """A read-only bridge function's JSON answer (``balance``, ``receipt``, ``packet``, ``supply``,
-        ``config``, ``lane``, ``next_sequence``, ``whoami``: chains/fabric/chaincode/contract.py)."""
+        ``config``, ``fees``, ``lane``, ``next_sequence``, ``whoami``: chains/fabric/chaincode/contract.py)."""
         payload = await self.gateway.query(fcn, list(args))
         try:
             return json.loads(payload)

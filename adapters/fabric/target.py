@@ -8,12 +8,14 @@ network's init: ``FabricNetworkConfig.for_park``):
 =================================  =========================  ==========================================
 op                                 chaincode function         arguments (one JSON object)
 =================================  =========================  ==========================================
-``bridge.recv``                    ``recv``                   ``{packet, certificate}``
-``bridge.settle``                  ``settle``                 ``{packet, certificate, ack?}``
+``bridge.recv``                    ``recv``                   ``{packet, certificate, relayer?}`` (the ack names
+                                                              ``relayer``, the relay account earning the execute fee)
+``bridge.settle``                  ``settle``                 ``{packet, certificate, ack?}`` (pays the relay fees)
 ``bridge.timeout_receipt``         ``timeout_receipt``        ``{packet, certificate}``
 ``bridge.update_lane``             ``update_lane``            ``{dst_chain, lane, config, certificate}``
 ``bridge.update_relay_validators`` ``update_relay_validators`` ``{commit, new_set}``
-``bridge.send``                    ``send``                   ``bridge.send`` args (phase 1, a user's own)
+``bridge.send``                    ``send``                   ``bridge.send`` args and ``fees?`` (phase 1, a user's
+                                                              own; :func:`send_packet`)
 ``transfer``                       ``transfer``               ``{to, denom, amount_wh}``
 ``register``                       ``register``               none
 ``bridge.init``                    ``init_bridge``            the park's genesis (once, by its operator)
@@ -41,7 +43,8 @@ so two transactions in flight that read and write one key cannot both commit: th
 (``MVCC_READ_CONFLICT``) — a failed transaction in a block. The bridge has such hot keys: the escrow total of a
 native denomination (``escrow/<denom>``, every lane), a voucher's outstanding supply (``supply/<voucher>``), a
 lane's next sequence, a packet's receipt path, a transformer's bookings (every right admitted on it), a right's
-record, an imported reputation. :func:`write_keys` names, for each op, the hot keys it may write;
+record, an imported reputation, the relay fee escrow (every send with fees and every settlement that pays them).
+:func:`write_keys` names, for each op, the hot keys it may write;
 ``submit`` sends a transaction only once every earlier transaction of this target sharing one of its keys has
 committed on the endorsing peers. Transactions with disjoint keys (packets of different denominations or lanes,
 different accounts) are in flight together, so several ``recv`` ride in one block. A relay validator-set update
@@ -63,6 +66,7 @@ from adapters.fabric.blocks import decode_peer_block
 from adapters.fabric.errors import OrderingUnknownError, commit_failure
 from adapters.fabric.gateway import FabricGateway, TxStatus
 from chains.common import wire
+from chains.common.fees import parse_fees
 from chains.fabric.chaincode.market import FUNCTIONS as MARKET_FUNCTIONS
 from protocol.codec import decode_charging_right, decode_energy, decode_packet, decode_reputation
 from protocol.errors import CodecError, ProtocolError, TransportError
@@ -140,6 +144,7 @@ def write_keys(op: str, args: dict[str, Any], *, home: str) -> set[tuple[str, ..
             keys = _packet_keys(packet, home=home)
             if op == "bridge.settle":
                 keys.add(("commitment", packet.dst_chain, packet.lane, str(packet.sequence)))
+                keys.add(("fee_escrow",))  # paid out if the packet carried fees (the adapter cannot tell)
             else:
                 keys.add(("receipt", packet.src_chain, packet.lane, str(packet.sequence)))
             return keys
@@ -150,6 +155,9 @@ def write_keys(op: str, args: dict[str, Any], *, home: str) -> set[tuple[str, ..
                 keys.add(("supply", denom) if _is_voucher(denom) else ("escrow", denom))
             if args.get("kind") == "charging_right":
                 keys.add(("right", str(args.get("right_id"))))
+            fees = args.get("fees")
+            if isinstance(fees, dict) and any(fees.values()):
+                keys.add(("fee_escrow",))
             return keys | {("account",)}
         if op == "rights.issue":
             return {("bookings", str(args["transformer"])), ("right", str(args["right_id"]))}
@@ -362,18 +370,28 @@ class FabricTarget:
 
 
 async def send_energy(target: FabricTarget, dst_chain: str, lane: str, denom: str, amount_wh: int, receiver: str,
-                      timeout_timestamp_ms: int, *, timeout_s: float = 60.0) -> SentPacket:
-    """Phase 1 from ``target``'s identity (its account must hold ``amount_wh`` of ``denom``): invoke ``send``, wait
-    for the commit and return the packet from its ``send_packet`` event."""
+                      timeout_timestamp_ms: int, *, fees: Mapping[str, int] | None = None,
+                      timeout_s: float = 60.0) -> SentPacket:
+    """Phase 1 from ``target``'s identity (its account must hold ``amount_wh`` of ``denom``, and the ``fees``
+    besides): invoke ``send``, wait for the commit and return the packet from its ``send_packet`` event."""
     return await send_packet(target, {"dst_chain": dst_chain, "lane": lane, "kind": "energy", "receiver": receiver,
                                       "denom": denom, "amount_wh": amount_wh,
-                                      "timeout_timestamp_ms": timeout_timestamp_ms}, timeout_s=timeout_s)
+                                      "timeout_timestamp_ms": timeout_timestamp_ms}, fees=fees, timeout_s=timeout_s)
 
 
-async def send_packet(target: FabricTarget, args: dict[str, Any], *, timeout_s: float = 60.0) -> SentPacket:
+async def send_packet(target: FabricTarget, args: dict[str, Any], *, fees: Mapping[str, int] | None = None,
+                      timeout_s: float = 60.0) -> SentPacket:
     """Phase 1 of any kind from ``target``'s identity with ``bridge.send`` arguments ``args``: invoke ``send``, wait
     for the commit, return the packet from its ``send_packet`` event (:mod:`adapters.fabric.assets` for rights and
-    reputation)."""
+    reputation).
+
+    ``fees`` (``{verify?, execute?, confirm?}``, protocol SPEC §6.10) are the relay fees the sender offers, in the
+    park's market currency (the chaincode query ``config``'s ``fee_denom``), escrowed with the packet and paid to
+    the relayers at settlement; checked here as the chaincode checks them (:class:`~protocol.errors.CodecError`
+    before anything is sent), and left out when all are 0. The ``send_packet`` event reports them (``fees``)."""
+    parsed = parse_fees(fees)
+    if parsed:
+        args = {**args, "fees": parsed.to_json()}
     result, events = await target.call("bridge.send", args, timeout_s)
     for ev in events:
         if ev.get("type") == "send_packet":

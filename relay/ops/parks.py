@@ -616,14 +616,17 @@ class FabricPark(ParkView):
 
         kind = asset.get("kind")
 
+        fees = asset.get("fees")
+
         async def go(_: Any, gw: Any) -> Any:
             t = fabric.target(gw)
             if kind == "energy":
-                return await fabric.send_energy(t, dst, lane, asset["denom"], asset["amount_wh"], receiver, timeout_ms)
+                return await fabric.send_energy(t, dst, lane, asset["denom"], asset["amount_wh"], receiver, timeout_ms,
+                                                fees=fees)
             if kind == "charging_right":
-                return await assets.send_right(t, dst, lane, asset["right_id"], receiver, timeout_ms)
+                return await assets.send_right(t, dst, lane, asset["right_id"], receiver, timeout_ms, fees=fees)
             if kind == "reputation":
-                return await assets.send_reputation(t, dst, lane, asset["subject"], receiver, timeout_ms)
+                return await assets.send_reputation(t, dst, lane, asset["subject"], receiver, timeout_ms, fees=fees)
             raise ValueError(f"unknown asset kind {kind!r}")
 
         sent = self._run(go, user=sender)

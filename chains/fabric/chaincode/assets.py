@@ -85,7 +85,7 @@ State keys
 ``bookings/<transformer>``                 ``[{right_id, power_kw, slot_start_ms, slot_end_ms}]``, by right id
 ``standing/<account>``                     ``{certified, score, revision, basis}``
 ``imported_reputation/<src>/<hex>/<s>``    ``{src_chain, subject, model, score, source_height}``
-``market/config``                          ``{certify_min_score}``
+``market/config``                          ``{certify_min_score, currency}`` (currency: also the fee denom)
 =========================================  ==========================================================
 """
 
@@ -160,6 +160,7 @@ __all__ = [
     "imported_reputation_path",
     "issue_right",
     "market_config",
+    "market_currency",
     "process_send",
     "require_operator",
     "resize_right",
@@ -433,6 +434,14 @@ def market_config(state: KVState) -> dict[str, int]:
     return {"certify_min_score": int(raw["certify_min_score"]) if raw else DEFAULT_CERTIFY_MIN_SCORE}
 
 
+def market_currency(state: KVState, params: BridgeParams) -> str:
+    """The park's currency (genesis ``market.currency``, stored in ``market/config``; default the first native
+    denom): what the market pays in, and the fee denomination of the relay fees senders offer (protocol SPEC
+    §6.10)."""
+    raw = state.get_json(MARKET_CONFIG_KEY) or {}
+    return str(raw.get("currency") or params.native_denoms[0])
+
+
 def certify(state: KVState, account: str, src_chain: str, subject: str, model: str) -> list[Event]:
     """Certify ``account`` on the reputation ``src_chain`` attested for ``subject`` under ``model`` (module
     docstring): :class:`~chains.common.bridge.AssetError` if none is imported or its score is below the park's
@@ -542,9 +551,12 @@ def commit_packet(state: KVState, packet: Packet) -> list[Event]:
 # --- phase 3 ----------------------------------------------------------------------------------------------------
 
 
-def apply_recv(state: KVState, params: BridgeParams, packet: Packet, ctx: BlockContext) -> list[Event]:
+def apply_recv(state: KVState, params: BridgeParams, packet: Packet, ctx: BlockContext,
+               relayer: str = "") -> list[Event]:
     """Execute a verified charging-right or reputation packet (the caller ran
-    :func:`chains.common.bridge.validate_recv`); a refusal rolls back to a receipt with an error ack."""
+    :func:`chains.common.bridge.validate_recv`); a refusal rolls back to a receipt with an error ack. The ack names
+    ``relayer`` (protocol SPEC §6.10: the relay account that executed the packet; empty: none, the three-field ack),
+    which the caller checked."""
     try:
         with state.atomic():
             if packet.kind is PacketKind.CHARGING_RIGHT:
@@ -553,14 +565,15 @@ def apply_recv(state: KVState, params: BridgeParams, packet: Packet, ctx: BlockC
                 _recv_reputation(state, packet)
             else:
                 raise CodecError("energy is the shared bridge's", got=packet.kind.name.lower())
-        ack = Acknowledgement(AckStatus.SUCCESS, "ok", b"")
+        ack = Acknowledgement(AckStatus.SUCCESS, "ok", b"", relayer)
     except Refusal as refusal:
-        ack = Acknowledgement(AckStatus.ERROR, refusal.code, b"")
+        ack = Acknowledgement(AckStatus.ERROR, refusal.code, b"", relayer)
     return write_ack(state, packet, ack)
 
 
 def write_ack(state: KVState, packet: Packet, ack: Acknowledgement) -> list[Event]:
-    """The receipt and the ack, and the ``write_ack`` event, as the shared bridge writes them."""
+    """The receipt and the ack, and the ``write_ack`` event, as the shared bridge writes them (``ack`` of either
+    form: three fields, or four when it names the relayer, protocol SPEC §2.4)."""
     raw = encode_ack(ack)
     state.set(receipt_path(packet.src_chain, packet.lane, packet.sequence), ack_commitment(ack))
     state.set(ack_path(packet.src_chain, packet.lane, packet.sequence), raw.hex().encode())

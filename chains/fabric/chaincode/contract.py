@@ -29,9 +29,11 @@ function                   kind    arguments -> response payload
 ``init_bridge``            submit  genesis JSON (below), once -> events
 ``register``               submit  none: creates the creator's account (nothing if it exists) -> events
 ``transfer``               submit  ``{to, denom, amount_wh}`` from the creator's account -> events
-``send``                   submit  ``bridge.send`` args; the sender is the creator's account -> events
-``recv``                   submit  ``{packet, certificate}`` (``bridge.recv``) -> events
-``settle``                 submit  ``{packet, certificate, ack?}`` (``bridge.settle``) -> events
+``send``                   submit  ``bridge.send`` args and ``fees?`` (below, "Fees"); the sender is the creator's
+                                   account -> events
+``recv``                   submit  ``{packet, certificate, relayer?}`` (``bridge.recv``; the ack names ``relayer``)
+                                   -> events
+``settle``                 submit  ``{packet, certificate, ack?}`` (``bridge.settle``; pays the fees) -> events
 ``timeout_receipt``        submit  ``{packet, certificate}``: write :data:`~chains.fabric.consts.TIMEOUT_RECEIPT`
                                    (below) -> events
 ``update_lane``            submit  ``bridge.update_lane`` args -> events
@@ -56,7 +58,10 @@ function                   kind    arguments -> response payload
 ``next_sequence``          query   ``dst, lane`` -> ``{next_sequence}``
 ``receipt``                query   ``src, lane, sequence`` -> ``{receipt, ack, timed_out}``
 ``lane``                   query   ``counterparty, lane`` -> ``{configured, capacities, relay_height}``
-``config``                 query   none -> ``{config, relay_validators}`` (their stored JSON)
+``config``                 query   none -> ``{config, relay_validators, fee_denom}`` (their stored JSON; the fee
+                                   denom is the market's currency)
+``fees``                   query   ``dst, lane, sequence`` -> ``{denom, escrow, record}``: the fee denom, what the fee
+                                   escrow holds, the packet's fee record (null: none, or settled)
 ``relay_trust``            query   none -> ``{validators, update_height, trusted_time_ms, trusting_period_ms,
                                    expires_at_ms, now_ms}``: the relay set's trust (protocol SPEC §7.8), for relayers
 ``supply``                 query   none -> ``{escrow, escrow_by_lane, vouchers, issued}``
@@ -81,6 +86,31 @@ function's payload is the list of the events it emitted, and the same list is it
 (``send_packet``, ``write_ack``, ``settle_packet``, ``timeout_receipt``, ``lane_config_updated``,
 ``relay_validators_updated``, ``transfer``, ``account_registered``, ``bridge_initialised``, ...) and its payload
 the canonical JSON list, each event exactly as :mod:`chains.common.bridge` builds it on the Python parks.
+
+Fees (protocol SPEC §6.10)
+--------------------------
+
+A ``send`` may carry ``fees: {verify?, execute?, confirm?}`` (:func:`chains.common.fees.parse_fees`: integers
+``0..2^64-1``, unknown keys refused, ``null`` or absent: none) in the park's **fee denomination**, the market's
+currency (genesis ``market.currency``, default the first native denom, kept in ``market/config``). After every other
+check of the send, the sender must hold the fees on top of what the packet takes of that denom (energy of the
+currency itself: ``amount_wh`` plus the fees), else ``funds.insufficient``; then the fees move to the account
+:data:`~chains.common.fees.FEE_ESCROW` and the fee record is stored at ``fees/<dst>/<lane>/<sequence>`` with the
+sender as payer, and the ``send_packet`` event carries ``fees: {verify, execute, confirm, denom}`` (absent without
+fees). Every kind may carry fees; the packet and its commitment are the same with or without them.
+
+``recv`` takes an optional ``relayer`` (a relay account id, :func:`protocol.types.check_id`; ``codec.invalid``
+otherwise, nothing written): the ack it writes, receipt and event, is ``(status, code, result, relayer)``, the
+four-field form of protocol SPEC §2.4 (three fields without it).
+
+``settle`` decodes the payees from the certificate's value (:func:`protocol.codec.decode_outcome_record`; a value
+that is not an outcome record is ``codec.invalid``) and verifies the certificate against the record rebuilt with
+them (:func:`validate_settle`), so payees other than the relay certified are ``proof.invalid``. In the same
+transaction as the settlement, :func:`chains.common.fees.settle_fees` pays each step's fee to its payee when the
+payee is an account id of this park (:func:`~chains.fabric.chaincode.identity.is_account_id`) and refunds it to the
+payer otherwise (an empty payee, a name of another park, a timed-out packet's execute fee), deletes the fee record,
+and adds ``fee_paid`` / ``fee_refunded`` events after ``settle_packet``. An error ack pays like a success ack; a
+timeout (``settle`` without ``ack``) refunds the execute fee.
 
 Genesis
 -------
@@ -167,7 +197,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chains.common import wire
+from chains.common import bridge, wire
 from chains.common.bridge import (
     CONFIG_KEY,
     DEFAULT_MAX_CERTIFICATE_AGE_MS,
@@ -190,28 +220,50 @@ from chains.common.bridge import (
     send_request_from_tx,
     supply_report,
     validate_recv,
-    validate_settle,
 )
+from chains.common.fees import FEE_ESCROW, Fees, escrow_fees, fee_record, parse_fees, settle_fees
 from chains.common.jsonrpc import RequestError, decode_json
 from chains.common.state import KVState, canonical_json
 from chains.common.tx import BlockContext, Tx, account_path, op_transfer
 from chains.fabric.chaincode import assets, market
-from chains.fabric.chaincode.identity import check_account_id, creator_account
+from chains.fabric.chaincode.identity import check_account_id, creator_account, is_account_id
 from chains.fabric.chaincode.ledger import Stub, StubState, fabric_key
 from chains.fabric.consts import BRIDGE_CHAINCODE, OPERATOR_MSP, TIMEOUT_RECEIPT
 from protocol.certificate import RelayCertificate, verify_certificate
-from protocol.codec import MAX_STRING, decode_ack, decode_packet, packet_commitment
+from protocol.codec import (
+    MAX_STRING,
+    ZERO_COMMITMENT,
+    ack_commitment,
+    decode_ack,
+    decode_energy,
+    decode_outcome_record,
+    decode_packet,
+    encode_outcome,
+    packet_commitment,
+)
 from protocol.errors import (
     AuthorizationError,
     CodecError,
+    InsufficientFundsError,
+    InvalidProofError,
     LaneError,
     ProtocolError,
     ReplayError,
     TimeoutExpiredError,
     WrongChainError,
 )
-from protocol.paths import ack_path, commitment_path, next_send_path, receipt_path, verified_path
-from protocol.types import UINT64_MAX, ChainId, LaneId, Packet, PacketKind, PacketOutcome, check_id
+from protocol.paths import ack_path, commitment_path, next_send_path, outcome_path, receipt_path, verified_path
+from protocol.types import (
+    UINT64_MAX,
+    Acknowledgement,
+    ChainId,
+    FeePayees,
+    LaneId,
+    Packet,
+    PacketKind,
+    PacketOutcome,
+    check_id,
+)
 
 __all__ = [
     "MAX_ARG_BYTES",
@@ -226,6 +278,7 @@ __all__ = [
     "apply_timeout_receipt",
     "attestation_statement",
     "parse_error_message",
+    "validate_settle",
     "validate_timeout_receipt",
 ]
 
@@ -257,9 +310,9 @@ ISSUED_PREFIX = "issued/"
 """``issued/<denom>``: the native supply minted at genesis (decimal Wh)."""
 
 SCAN_PREFIXES = ("rights/", "rights_burned/", "bookings/", "transformers/", "stations/", "packets/", "acks/",
-                 "standing/", "imported_reputation/", "market/")
+                 "standing/", "imported_reputation/", "market/", "fees/")
 """What ``scan`` lists: the records an audit of the assets reads (each right exactly once, bookings within capacity,
-packets in flight and their acks)."""
+packets in flight and their acks, the fee records of the packets not settled)."""
 _RIGHT_FIELDS = ("right_id", "station", "transformer", "power_kw", "slot_start_ms", "slot_end_ms", "owner")
 _GENESIS_KEYS = frozenset({"chain_id", "accounts", "balances", "bridge", "market"})
 _SECTION_REQUIRED = ("relay_chain_id", "relay_validators", "lanes")
@@ -349,7 +402,9 @@ class BridgeContract:
         self.operator_msp = operator_msp
         """The park operator's MSP: the only one whose identities write the registry, issue rights and set
         standing (:func:`~chains.fabric.chaincode.assets.require_operator`)."""
-        self.ops: dict[str, BridgeOp] = bridge_ops(hooks)
+        self.hooks = hooks if hooks is not None else BridgeHooks()
+        """The park's admission rule and reputation provider for energy's shared rules."""
+        self.ops: dict[str, BridgeOp] = bridge_ops(self.hooks)
 
     def invoke(self, stub: Stub, args: Sequence[bytes], now_ms: int) -> Response:
         """Run the function ``args[0]`` with ``args[1:]`` at chaincode clock ``now_ms``; write and emit only on
@@ -513,25 +568,45 @@ class BridgeContract:
 
     def _send(self, call: _Call) -> bytes:
         params = _require_init(call.state)
-        tx = Tx(params.chain_id, call.sender(), 0, "bridge.send", _json_object(call.args[0], "bridge.send arguments"))
+        args = _json_object(call.args[0], "bridge.send arguments")
+        fees = parse_fees(args.pop("fees", None))  # the relay fees are the chaincode's (module docstring, "Fees")
+        tx = Tx(params.chain_id, call.sender(), 0, "bridge.send", args)
         req = send_request_from_tx(tx)  # the Python parks' strict parsing: a score in the arguments is refused
+        ctx = call.ctx(params.chain_id)
         if req.kind is PacketKind.ENERGY:
-            return self._op(call, "bridge.send", needs_sender=True)
-        call.events += assets.process_send(call.state, params, req, call.now_ms)
+            packet = bridge.validate_send(call.state, params, self.hooks, req, ctx)
+        else:
+            packet = assets.validate_send(call.state, params, req, call.now_ms)
+        denom = assets.market_currency(call.state, params)
+        check_fee_funds(call.state, packet, fees, denom)
+        # every check passed: the writes, the fees first (a refusal writes nothing in any case: StubState.flush)
+        fee_field = escrow_fees(call.state, denom, packet, fees)
+        if req.kind is PacketKind.ENERGY:
+            events = bridge.apply_send(call.state, params, packet)
+        else:
+            events = assets.apply_send(call.state, packet)
+        if fee_field is not None:
+            events[0]["fees"] = fee_field
+        call.events += events
         return canonical_json(call.events)
 
     def _recv(self, call: _Call) -> bytes:
         params = _require_init(call.state)
-        packet, cert = _packet_and_certificate(call.args[0], "recv")
+        args = _json_fields(_json_object(call.args[0], "recv arguments"), "recv arguments",
+                            ("packet", "certificate"), ("relayer",))
+        relayer = relayer_arg(args.get("relayer", ""))
+        packet = decode_packet(wire.hex_bytes(args["packet"], "packet"))
+        cert = wire.certificate_from_json(args["certificate"])
         if call.state.get(receipt_path(packet.src_chain, packet.lane, packet.sequence)) == TIMEOUT_RECEIPT:
             raise TimeoutExpiredError("packet timed out here: its receipt path holds the timeout sentinel",
                                       expected="no receipt", got=_packet_id(packet))
-        if packet.kind is PacketKind.ENERGY:
-            return self._op(call, "bridge.recv", needs_sender=False)
         ctx = call.ctx(params.chain_id)
+        if packet.kind is PacketKind.ENERGY:
+            call.events += bridge.process_recv(call.state, params, self.hooks, packet, cert, ctx, relayer)
+            return canonical_json(call.events)
         validate_recv(call.state, params, packet, cert, ctx)
         refresh_relay_trust(call.state, cert.commit.header.time_ms, ctx)
-        call.events += assets.apply_recv(call.state, params, packet, ctx)
+        call.events += assets.apply_recv(call.state, params, packet, ctx, relayer)
         return canonical_json(call.events)
 
     def _settle(self, call: _Call) -> bytes:
@@ -539,17 +614,21 @@ class BridgeContract:
         args = _json_fields(_json_object(call.args[0], "settle arguments"), "settle arguments",
                             ("packet", "certificate"), ("ack",))
         packet = decode_packet(wire.hex_bytes(args["packet"], "packet"))
-        if packet.kind is PacketKind.ENERGY:
-            return self._op(call, "bridge.settle", needs_sender=False)
         cert = wire.certificate_from_json(args["certificate"])
         raw_ack = args.get("ack")
         ack = None if raw_ack is None else decode_ack(wire.hex_bytes(raw_ack, "ack"))
         ctx = call.ctx(params.chain_id)
-        outcome = validate_settle(call.state, params, packet, cert, ack, ctx)
+        outcome, payees = validate_settle(call.state, params, packet, cert, ack, ctx)
         refresh_relay_trust(call.state, cert.commit.header.time_ms, ctx)
-        refund = outcome is PacketOutcome.TIMED_OUT or ack is None or not ack.success
-        assets.settle_asset(call.state, packet, refund, call.now_ms)
-        call.events += assets.finish_settle(call.state, packet, outcome, ack, refund)
+        # the fees first: the shared settlement then finds no fee record to settle by a Python park's account rule
+        fee_events = settle_fees(call.state, packet, outcome, payees, is_account_id)
+        if packet.kind is PacketKind.ENERGY:
+            call.events += bridge.apply_settle(call.state, params, packet, outcome, ack, ctx)
+        else:
+            refund = outcome is PacketOutcome.TIMED_OUT or ack is None or not ack.success
+            assets.settle_asset(call.state, packet, refund, call.now_ms)
+            call.events += assets.finish_settle(call.state, packet, outcome, ack, refund)
+        call.events += fee_events
         return canonical_json(call.events)
 
     def _update_lane(self, call: _Call) -> bytes:
@@ -675,8 +754,18 @@ class BridgeContract:
         return canonical_json({**relay_trust(call.state).to_json(), "now_ms": call.now_ms})
 
     def _config(self, call: _Call) -> bytes:
+        params = _require_init(call.state) if call.state.get(CONFIG_KEY) is not None else None
         return canonical_json({"config": call.state.get_json(CONFIG_KEY),
-                               "relay_validators": call.state.get_json(RELAY_SET_KEY)})
+                               "relay_validators": call.state.get_json(RELAY_SET_KEY),
+                               "fee_denom": None if params is None else assets.market_currency(call.state, params)})
+
+    def _fees(self, call: _Call) -> bytes:
+        params = _require_init(call.state)
+        dst, lane, seq = _id_arg(call.args[0], "dst"), _id_arg(call.args[1], "lane"), _uint_arg(call.args[2])
+        denom = assets.market_currency(call.state, params)
+        record = fee_record(call.state, dst, lane, seq)
+        return canonical_json({"denom": denom, "escrow": call.state.balance(FEE_ESCROW, denom),
+                               "record": None if record is None else dict(record)})
 
     def _metadata(self, call: _Call) -> bytes:
         transactions = [{"name": name, "tags": ["submit" if f.submit else "evaluate"]}
@@ -759,6 +848,7 @@ FUNCTIONS: dict[str, _Function] = {
     "receipt": _Function(BridgeContract._receipt, 3, False),
     "lane": _Function(BridgeContract._lane, 2, False),
     "config": _Function(BridgeContract._config, 0, False),
+    "fees": _Function(BridgeContract._fees, 3, False),
     "relay_trust": _Function(BridgeContract._relay_trust, 0, False),
     "supply": _Function(BridgeContract._supply, 0, False),
     "right": _Function(BridgeContract._right, 1, False),
@@ -780,6 +870,69 @@ def _market_handler(name: str) -> Handler:
 for _name, _fn in market.FUNCTIONS.items():
     FUNCTIONS[_name] = _Function(_market_handler(_name), 1, _fn.submit)
 """Every function, its argument count (after the name) and whether it is submitted (writes) or queried."""
+
+
+# --- phase 4 and relay fees (protocol SPEC §6.6, §6.10) -------------------------------------------
+
+
+def validate_settle(state: KVState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
+                    ack: Acknowledgement | None, ctx: BlockContext) -> tuple[PacketOutcome, FeePayees]:
+    """Raise unless ``cert`` proves this packet's outcome record (ACKED with ``ack``, or TIMED_OUT if None); the
+    outcome and the fee payees the record names. Writes nothing.
+
+    In order: the packet was sent here (``packet.wrong_chain``); its commitment is still stored (``packet.replay``:
+    settled already) and is the packet's (``proof.invalid``); the certificate is of the packet's
+    ``relay/outcome/...`` key (``proof.invalid``); its value decodes as an outcome record of either form
+    (``codec.invalid``, :func:`protocol.codec.decode_outcome_record`); and it proves exactly the record rebuilt
+    from this packet, this ack and those payees (:func:`protocol.certificate.verify_certificate`), so payees other
+    than the relay certified fail like any other value (``proof.invalid``)."""
+    if packet.src_chain != params.chain_id:
+        raise WrongChainError("packet was sent by another chain", expected=params.chain_id, got=packet.src_chain)
+    stored = state.get(commitment_path(packet.dst_chain, packet.lane, packet.sequence))
+    if stored is None:
+        raise ReplayError("no commitment for the packet: already settled (or never sent)",
+                          got=f"{packet.dst_chain}/{packet.lane}/{packet.sequence}")
+    commitment = packet_commitment(packet)
+    if stored != commitment:
+        raise InvalidProofError("packet differs from the one committed at its sequence", expected=stored,
+                                got=commitment)
+    key = outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence)
+    if cert.key != key:
+        raise InvalidProofError("certificate proves another key", expected=key, got=cert.key)
+    if cert.value is None:
+        raise InvalidProofError("certificate proves no outcome record (an absence)", expected="an outcome record")
+    payees = decode_outcome_record(cert.value)[3]
+    outcome = PacketOutcome.TIMED_OUT if ack is None else PacketOutcome.ACKED
+    ack_commit = ZERO_COMMITMENT if ack is None else ack_commitment(ack)
+    verify_certificate(check_relay_trust(state, ctx), params.relay_chain_id, cert, key,
+                       encode_outcome(outcome, commitment, ack_commit, payees))
+    return outcome, payees
+
+
+def check_fee_funds(state: KVState, packet: Packet, fees: Fees, denom: str) -> None:
+    """``funds.insufficient`` unless the sender holds ``fees`` in the fee denom ``denom`` on top of what the packet
+    itself takes of it (energy of that very denom). Writes nothing."""
+    if not fees:
+        return
+    need = fees.total
+    if packet.kind is PacketKind.ENERGY:
+        e = decode_energy(packet.payload)
+        if e.denom == denom:
+            need += e.amount_wh
+    have = state.balance(packet.sender, denom)
+    if have < need:
+        raise InsufficientFundsError(f"balance of {packet.sender} in {denom} too small for the packet and its relay "
+                                     "fees", expected=f">= {need}", got=have)
+
+
+def relayer_arg(value: Any) -> str:
+    """The optional ``relayer`` of ``recv``: the relay account the ack names (protocol SPEC §6.10), ``""`` when absent
+    or empty; anything else but an id (``[a-z0-9][a-z0-9._-]{0,63}``: ``null`` too) is ``codec.invalid``."""
+    if value == "":
+        return ""
+    if not isinstance(value, str):
+        raise CodecError("the relayer is a relay account id (a string)", got=type(value).__name__)
+    return check_id("relayer", value)
 
 
 # --- the timeout sentinel (hazard 2) --------------------------------------------------------------

@@ -54,6 +54,7 @@ __all__ = [
     "certificate_attributes",
     "check_account_id",
     "creator_account",
+    "is_account_id",
 ]
 
 MSP_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -134,3 +135,9 @@ def check_account_id(value: object, what: str = "account") -> str:
         raise CodecError(f"{what} must be an account id <MSP id>:<common name>", expected=ACCOUNT_ID_RE.pattern,
                          got=value if isinstance(value, str) else type(value).__name__)
     return value
+
+
+def is_account_id(value: object) -> bool:
+    """Whether :func:`check_account_id` accepts ``value``: an account this park can credit (a relay fee to any other
+    payee goes back to its payer, protocol SPEC §6.10)."""
+    return isinstance(value, str) and ACCOUNT_ID_RE.fullmatch(value) is not None

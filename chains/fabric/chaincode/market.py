@@ -208,8 +208,7 @@ def _text(args: dict[str, Any], name: str) -> str:
 
 
 def _currency(call: MarketCall) -> str:
-    raw = call.state.get_json(assets.MARKET_CONFIG_KEY) or {}
-    return str(raw.get("currency") or call.params.native_denoms[0])
+    return assets.market_currency(call.state, call.params)
 
 
 def _escrow_in(call: MarketCall, account: str, amount: int) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chains.common.fees import FEE_ESCROW
 from chains.common.genesis import bridge_section
 from chains.common.state import KVState
 from chains.fabric.chaincode.contract import STATUS_OK, BridgeContract, Response
@@ -28,7 +29,7 @@ from protocol.codec import (
     packet_commitment,
 )
 from protocol.paths import ack_path, commitment_path, outcome_path, receipt_path
-from protocol.types import Packet, PacketKind, PacketOutcome
+from protocol.types import NO_PAYEES, FeePayees, Packet, PacketKind, PacketOutcome
 from tests.unit.bridge.sim import MINUTE, Network, ParkSim
 from tests.unit.fabric_chaincode.fake import FabricPark, FakeStub, identity
 
@@ -133,13 +134,31 @@ class Harness:
         self.net.relay.verify_unchecked(packet)
         return self.net.verified_cert(packet)
 
-    def recv_args(self, packet: Packet, cert: dict[str, Any]) -> dict[str, Any]:
-        return {"packet": encode_packet(packet).hex(), "certificate": cert}
+    def recv_args(self, packet: Packet, cert: dict[str, Any], relayer: str | None = None) -> dict[str, Any]:
+        args = {"packet": encode_packet(packet).hex(), "certificate": cert}
+        return args if relayer is None else {**args, "relayer": relayer}
 
-    def recv_on_fabric(self, packet: Packet, cert: dict[str, Any]) -> dict[str, Any]:
-        (event,) = self.ok(RELAYER, "recv", self.recv_args(packet, cert))
+    def recv_on_fabric(self, packet: Packet, cert: dict[str, Any], relayer: str | None = None) -> dict[str, Any]:
+        (event,) = self.ok(RELAYER, "recv", self.recv_args(packet, cert, relayer))
         assert event["type"] == "write_ack"
         return event
+
+    def certify_outcome(self, packet: Packet, outcome: PacketOutcome, ack_commit: bytes,
+                        payees: FeePayees = NO_PAYEES) -> dict[str, Any]:
+        """Phase 4, relay half, as the relay records it: the outcome record with the fee ``payees`` it names
+        (protocol SPEC §2.5, §6.10), certified; the certificate JSON."""
+        self.net.relay.tree = self.net.relay.tree.set(
+            outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence),
+            encode_outcome(outcome, packet_commitment(packet), ack_commit, payees))
+        return self.net.outcome_cert(packet)
+
+    def confirm_from_dpos(self, packet: Packet, payees: FeePayees = NO_PAYEES) -> tuple[dict[str, Any], str]:
+        """Phase 4, relay half, for a Fabric packet dpos-park executed: (outcome certificate naming ``payees``, ack
+        hex)."""
+        raw_ack = self.dpos.state.get(ack_path(packet.src_chain, packet.lane, packet.sequence))
+        assert raw_ack is not None, "dpos-park has not executed the packet"
+        ack = bytes.fromhex(raw_ack.decode())
+        return self.certify_outcome(packet, PacketOutcome.ACKED, ack_commitment(decode_ack(ack)), payees), ack.hex()
 
     def confirm_from_fabric(self, packet: Packet) -> tuple[dict[str, Any], str]:
         """Phase 4, relay half, for a packet the Fabric park executed: (outcome certificate, ack hex)."""
@@ -161,12 +180,16 @@ class Harness:
             encode_outcome(PacketOutcome.TIMED_OUT, packet_commitment(packet), ZERO_COMMITMENT))
         return self.net.outcome_cert(packet)
 
-    def settle_on_fabric(self, packet: Packet, cert: dict[str, Any], ack_hex: str | None) -> dict[str, Any]:
+    def settle_args(self, packet: Packet, cert: dict[str, Any], ack_hex: str | None) -> dict[str, Any]:
         args: dict[str, Any] = {"packet": encode_packet(packet).hex(), "certificate": cert}
         if ack_hex is not None:
             args["ack"] = ack_hex
-        (event,) = self.ok(RELAYER, "settle", args)
+        return args
+
+    def settle_on_fabric(self, packet: Packet, cert: dict[str, Any], ack_hex: str | None) -> dict[str, Any]:
+        event, *fee_events = self.ok(RELAYER, "settle", self.settle_args(packet, cert, ack_hex))
         assert event["type"] == "settle_packet"
+        assert all(e["type"] in ("fee_paid", "fee_refunded") for e in fee_events)
         return event
 
     def fabric_to_dpos(self, who: tuple[str, bytes], **args: Any) -> tuple[Packet, dict[str, Any], dict[str, Any]]:
@@ -200,6 +223,7 @@ class Harness:
         views: dict[str, KVState] = {DPOS: self.dpos.state, FABRIC: self.view()}
         issued = {DPOS: self.dpos_issued, FABRIC: self.query("supply")["issued"]}
         check_conservation(views, issued)
+        check_fee_escrow(views[FABRIC])
 
 
 def _arg(a: Any) -> str | bytes:
@@ -245,6 +269,21 @@ def check_conservation(views: Mapping[str, KVState], issued: Mapping[str, Mappin
                 if (p.src_chain, p.dst_chain, e.denom) in ((cid, cp, denom), (cp, cid, voucher)):
                     in_flight += e.amount_wh
             assert int(value) == views[cp].get_int(f"supply/{voucher}".encode()) + in_flight, (cid, key, in_flight)
+
+
+def check_fee_escrow(state: KVState) -> None:
+    """Relay fees (protocol SPEC §6.10): the fee escrow holds, in each denom, exactly the fees of the fee records
+    not settled yet, and nothing else; every record is well formed (its fees sum to what it escrowed)."""
+    owed: dict[str, int] = {}
+    for key, value in state.prefix_items(b"fees/"):
+        rec = json.loads(value)
+        assert set(rec) == {"verify", "execute", "confirm", "denom", "payer"}, (key, rec)
+        total = int(rec["verify"]) + int(rec["execute"]) + int(rec["confirm"])
+        assert total > 0, (key, rec)
+        owed[rec["denom"]] = owed.get(rec["denom"], 0) + total
+    prefix = f"balances/{FEE_ESCROW}/"
+    held = {key.decode()[len(prefix):]: int(value) for key, value in state.prefix_items(prefix.encode()) if int(value)}
+    assert held == owed, (held, owed)
 
 
 def make_harness(*, contract: BridgeContract | None = None, init: bool = True) -> Harness:

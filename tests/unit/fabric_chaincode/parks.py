@@ -37,9 +37,10 @@ from protocol.codec import (
     packet_commitment,
 )
 from protocol.paths import ack_path, commitment_path, outcome_path, receipt_path, verified_path
-from protocol.types import Packet, PacketKind, PacketOutcome
+from protocol.types import NO_PAYEES, FeePayees, Packet, PacketKind, PacketOutcome
 from tests.unit.bridge.sim import MINUTE, T0, RelaySim
 from tests.unit.fabric_chaincode.fake import FabricPark, FakeStub, identity
+from tests.unit.fabric_chaincode.harness import check_fee_escrow
 
 A, B, C = "park-a", "park-b", "park-c"
 LANE = "lane-0"
@@ -171,44 +172,49 @@ class Parks:
         key = verified_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence)
         return wire.certificate_to_json(self.relay.certificate(key, self.now_ms))
 
-    def recv_args(self, packet: Packet, cert: dict[str, Any]) -> dict[str, Any]:
-        return {"packet": encode_packet(packet).hex(), "certificate": cert}
+    def recv_args(self, packet: Packet, cert: dict[str, Any], relayer: str | None = None) -> dict[str, Any]:
+        args = {"packet": encode_packet(packet).hex(), "certificate": cert}
+        return args if relayer is None else {**args, "relayer": relayer}
 
-    def recv(self, packet: Packet, cert: dict[str, Any]) -> dict[str, Any]:
-        (event,) = self.ok(packet.dst_chain, RELAYER, "recv", self.recv_args(packet, cert))
+    def recv(self, packet: Packet, cert: dict[str, Any], relayer: str | None = None) -> dict[str, Any]:
+        (event,) = self.ok(packet.dst_chain, RELAYER, "recv", self.recv_args(packet, cert, relayer))
         assert event["type"] == "write_ack"
         return event
 
-    def confirm(self, packet: Packet) -> tuple[dict[str, Any], str]:
-        """Phase 4, relay half, for an executed packet: (outcome certificate, ack hex)."""
+    def confirm(self, packet: Packet, payees: FeePayees = NO_PAYEES) -> tuple[dict[str, Any], str]:
+        """Phase 4, relay half, for an executed packet: (outcome certificate naming the fee ``payees``, ack hex)."""
         dst = packet.dst_chain
         receipt = self.raw(dst, receipt_path(packet.src_chain, packet.lane, packet.sequence))
         raw_ack = self.raw(dst, ack_path(packet.src_chain, packet.lane, packet.sequence))
         assert receipt is not None and receipt != TIMEOUT_RECEIPT and raw_ack is not None
         ack = bytes.fromhex(raw_ack.decode())
         assert ack_commitment(decode_ack(ack)) == receipt
-        return self._outcome(packet, PacketOutcome.ACKED, receipt), ack.hex()
+        return self._outcome(packet, PacketOutcome.ACKED, receipt, payees), ack.hex()
 
-    def confirm_timeout(self, packet: Packet, cert: dict[str, Any] | None = None) -> dict[str, Any]:
+    def confirm_timeout(self, packet: Packet, cert: dict[str, Any] | None = None,
+                        payees: FeePayees = NO_PAYEES) -> dict[str, Any]:
         """Phase 4, relay half, for a packet timed out on its target: the sentinel is written (with the packet's
         ``relay/verified`` certificate ``cert``, made here if None), then certified."""
         cert = self.verify(packet) if cert is None else cert
         self.ok(packet.dst_chain, RELAYER, "timeout_receipt", self.recv_args(packet, cert))
         assert self.raw(packet.dst_chain, receipt_path(packet.src_chain, packet.lane, packet.sequence)
                         ) == TIMEOUT_RECEIPT
-        return self._outcome(packet, PacketOutcome.TIMED_OUT, ZERO_COMMITMENT)
+        return self._outcome(packet, PacketOutcome.TIMED_OUT, ZERO_COMMITMENT, payees)
 
-    def _outcome(self, packet: Packet, outcome: PacketOutcome, ack_commit: bytes) -> dict[str, Any]:
+    def _outcome(self, packet: Packet, outcome: PacketOutcome, ack_commit: bytes,
+                 payees: FeePayees = NO_PAYEES) -> dict[str, Any]:
         key = outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence)
-        self.relay.tree = self.relay.tree.set(key, encode_outcome(outcome, packet_commitment(packet), ack_commit))
+        self.relay.tree = self.relay.tree.set(key, encode_outcome(outcome, packet_commitment(packet), ack_commit,
+                                                                  payees))
         return wire.certificate_to_json(self.relay.certificate(key, self.now_ms))
 
     def settle(self, packet: Packet, cert: dict[str, Any], ack_hex: str | None) -> dict[str, Any]:
         args: dict[str, Any] = {"packet": encode_packet(packet).hex(), "certificate": cert}
         if ack_hex is not None:
             args["ack"] = ack_hex
-        (event,) = self.ok(packet.src_chain, RELAYER, "settle", args)
+        event, *fee_events = self.ok(packet.src_chain, RELAYER, "settle", args)
         assert event["type"] == "settle_packet"
+        assert all(e["type"] in ("fee_paid", "fee_refunded") for e in fee_events)
         return event
 
     def deliver(self, packet: Packet) -> dict[str, Any]:
@@ -231,6 +237,8 @@ class Parks:
 
     def check(self) -> None:
         check_rights({cid: self.view(cid) for cid in self.parks}, self.now_ms)
+        for cid in self.parks:
+            check_fee_escrow(self.view(cid))
 
 
 def _pending(views: Mapping[str, KVState]) -> list[tuple[Packet, bool]]:

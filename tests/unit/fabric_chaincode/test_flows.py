@@ -49,6 +49,7 @@ def test_genesis_sets_up_accounts_balances_and_the_bridge(h: Harness) -> None:
                                            "relay_admin": "OperatorMSP:operator",
                                            "max_certificate_age_ms": 10 * 60 * 1000}
     assert h.query("config")["relay_validators"]["hash"] == h.net.relay.vset.hash.hex()
+    assert h.query("config")["fee_denom"] == "kWh"  # relay fees are in the market's currency (test_fees.py)
     assert h.balance("SalesMSP:alice") == FABRIC_ALICE_WH
     assert h.query("supply") == {"escrow": {"kWh": 0}, "escrow_by_lane": {}, "vouchers": {},
                                  "issued": {"kWh": FABRIC_ALICE_WH}}
