@@ -1,5 +1,6 @@
-"""Relay fees on real processes (protocol SPEC §6.10): two relayer services racing over a devnet pair, senders
-escrowing fees with their packets, the parks paying the relayers that did each step first.
+"""Relay fees and bonds on real processes (protocol SPEC §6.10, §6.9): two relayer services racing over a devnet pair,
+senders escrowing fees with their packets, the parks paying the relayers that did each step first; an outside
+relay account refused until a park operator funds its bond.
 
 For each pair (the Python parks; Ethereum and Fabric as source and target), after the packets settle:
 
@@ -162,3 +163,51 @@ async def test_racing_relayers_are_paid_each_step_they_won_and_every_fee_is_paid
         await links.close_links()
     assert await live.failed_txs_in_blocks() == failed_before
     await live.check_invariants()
+
+
+async def test_an_outside_relayer_needs_a_bond_an_operator_can_fund(live: Net) -> None:
+    """SPEC §6.9 on the running relay chain: registering without a bond is refused at admission, free; a park operator
+    funds the bond with ``bond.transfer``; the bonded account names its payee and works; once it starts unbonding,
+    relay work is refused again."""
+    from adapters.common.park import ParkTarget
+    from adapters.common.rpc import JsonRpcClient
+    from chains.common.tx import Tx
+    from protocol.crypto import Ed25519Signer
+    from protocol.errors import ProtocolError, UnbondedAccountError, UnbondingAccountError
+    from relay.ops.keys import ed25519_signer
+    from relay.ops.layout import relay_key_paths
+
+    relay_id = live.cfg.relay_chain_id
+    client = JsonRpcClient(live.url("relay"), side=relay_id)
+    outsider = Ed25519Signer(os.urandom(32))  # generated for this test, never stored
+    register = Tx.signed(outsider, relay_id, "outsider", 0, "account.register", {"pubkey": outsider.pubkey.hex()})
+    operator = ParkTarget(client, relay_id, "op-a", ed25519_signer(relay_key_paths(live.cfg, "op-a")[0]))
+    try:
+        with pytest.raises(UnbondedAccountError):
+            await client.call("submitTx", {"tx": register.to_json()})
+        with pytest.raises(ProtocolError) as unknown:
+            await client.call("getAccount", {"name": "outsider"})
+        assert unknown.value.code == "rpc.not_found"  # refused: nothing was written
+        res = await operator.track(await operator.submit("bond.transfer", {"to": "outsider", "amount": 1000}), 60)
+        assert res["ok"], res
+        await client.call("submitTx", {"tx": register.to_json()})
+        me = ParkTarget(client, relay_id, "outsider", outsider)
+
+        async def registered() -> dict[str, Any] | None:
+            try:
+                acct: dict[str, Any] = await client.call("getAccount", {"name": "outsider"})
+            except ProtocolError:  # rpc.not_found: not registered yet
+                return None
+            return acct if acct.get("status") == "bonded" else None
+
+        acct = await wait_for("outsider bonded", registered, 60, poll_s=0.3)
+        assert acct["bond"] == 1000
+        res = await me.track(await me.submit("account.set_payee", {"chain": live.a, "payee": "outsider"}), 60)
+        assert res["ok"], res
+        assert (await client.call("getAccount", {"name": "outsider"}))["payees"] == {live.a: "outsider"}
+        res = await me.track(await me.submit("account.unbond", {}), 60)
+        assert res["ok"], res
+        with pytest.raises(UnbondingAccountError):
+            await me.submit("client.update", {"chain_id": live.a, "headers": []})
+    finally:
+        await client.close()
