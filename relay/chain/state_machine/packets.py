@@ -146,7 +146,7 @@ def check_not_verified(state: ChainState, ref: PacketRef) -> None:
     if state.get(ref.verified_key) is not None:
         raise ReplayError("packet already verified", expected="no relay/verified record", got=where)
     if state.get(ref.outcome_key) is not None:
-        raise ReplayError("packet already timed out without being verified: it can only be refunded now",
+        raise ReplayError("packet already has an outcome (acked, or timed out: then it can only be refunded now)",
                           expected="no relay/outcome record", got=where)
 
 
@@ -352,6 +352,7 @@ def apply_confirm_ack(state: ChainState, ref: PacketRef, ack: Acknowledgement, a
     book = payees if payees is not None else fees.PayeeBook(state, ref.packet.src_chain)
     record = fees.outcome_payees(state, ref.packet, book(ack.relayer), book(confirmer))
     state.set(ref.outcome_key, encode_outcome(PacketOutcome.ACKED, ref.commitment, ack_c, record))
+    state.delete(ref.verified_key)  # the outcome record answers every later question (SPEC §6.6): keep state small
     _settle_supply(state, ref, ack.success)
     return {"type": "packet_acked", **ref.ids(), "success": ack.success, "ack_code": ack.code,
             "ack_commitment": ack_c.hex(), "target_height": height, "state": new_state.value}
@@ -431,6 +432,7 @@ def apply_confirm_timeout(state: ChainState, ref: PacketRef, height: int,
     record = fees.outcome_payees(state, ref.packet, "", fees.payee_of(state, confirmer, ref.packet.src_chain))
     state.set(ref.outcome_key, encode_outcome(PacketOutcome.TIMED_OUT, ref.commitment, ZERO_COMMITMENT, record))
     if start is PacketState.VERIFIED:
+        state.delete(ref.verified_key)
         _settle_supply(state, ref, delivered=False)
     return {"type": "packet_timed_out", **ref.ids(), "target_height": height, "state": new_state.value,
             "verified": start is PacketState.VERIFIED}

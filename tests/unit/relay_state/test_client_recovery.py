@@ -30,7 +30,7 @@ from protocol.errors import (
     UnknownClientError,
     WrongChainError,
 )
-from protocol.paths import receipt_path, verified_path
+from protocol.paths import outcome_path, receipt_path, verified_path
 from protocol.types import ChainId, ClientId, Packet
 from relay.chain.state_machine import RelayStateMachine
 from relay.chain.state_machine.governance import governance_nonce
@@ -243,7 +243,7 @@ def test_a_packet_executed_before_the_freeze_is_not_revoked_when_its_outcome_is_
     refused(h, ClientRecoveryError, "client.recover",
             h.gov_args("client.recover", recover_params(h, [*abandoned, settled])))
     h.govern("client.recover", recover_params(h, abandoned))
-    assert h.state.get(verified_path(settled.src_chain, settled.dst_chain, settled.lane, settled.sequence))
+    assert h.state.get(outcome_path(settled.src_chain, settled.dst_chain, settled.lane, settled.sequence))
 
 
 # --- the stale-certificate gap (SPEC §8.8, §7.9) -----------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chains.common.tx import Tx
-from protocol.codec import decode_outcome, encode_packet
+from protocol.codec import decode_outcome, encode_packet, packet_commitment
 from protocol.errors import ClientRecoveryError, InvalidProofError, LaneError, RateLimitError
 from protocol.paths import commitment_path, outcome_path, verified_path
 from protocol.types import PacketOutcome
@@ -60,7 +60,9 @@ def test_energy_out_and_back(h: RelayHarness) -> None:
     assert acked["success"] and acked["state"] == "acked"
     assert h.sm.packet_state(h.state, encode_packet(p)) == "acked"
     outcome, commit, _ = decode_outcome(record(h, outcome_path(p.src_chain, p.dst_chain, p.lane, 1)))
-    assert outcome is PacketOutcome.ACKED and commit == h.state.get(verified_path(p.src_chain, p.dst_chain, p.lane, 1))
+    assert outcome is PacketOutcome.ACKED and commit == packet_commitment(p)
+    # the outcome record replaced the verified one: it answers every later question (SPEC §6.6)
+    assert h.state.get(verified_path(p.src_chain, p.dst_chain, p.lane, 1)) is None
     assert h.settle(p)["refunded"] is False
     h.net.check()
     h.check_accounts_agree()
