@@ -5,9 +5,11 @@
 * :class:`EthTarget` — ``bridge.recv`` / ``bridge.settle`` / ``bridge.update_relay_validators`` with the
   Python parks' JSON arguments, as locally signed transactions with explicit nonces; reverts decoded into
   protocol errors (SPEC §E2.3) before anything is sent.
-* :func:`send_energy` — phase 1 from an account (approve + ``sendEnergy``), for the CLI and tests;
-  :func:`send_right`, :func:`send_reputation` likewise, and the rights and reputation queries and operator writes
-  of :mod:`adapters.ethereum.assets` (``right_show``, ``rights_list``, ``transformer_show``, ``issue_right`` …).
+* :func:`send_energy` — phase 1 from an account (approve + ``sendEnergy``, or ``sendEnergyWithFees`` paying relay
+  fees in wei), for the CLI and tests; :func:`send_right`, :func:`send_reputation` likewise, and the rights and
+  reputation queries and operator writes of :mod:`adapters.ethereum.assets` (``right_show``, ``rights_list``,
+  ``transformer_show``, ``issue_right`` …);
+* relay fees (protocol SPEC §6.10): :func:`fees_owed`, :func:`fees_escrowed`, :func:`withdraw_fees`.
 
 ``source(...)`` and ``target(...)`` build them from a node URL, as :mod:`adapters.dpos` does from a
 client.
@@ -32,7 +34,16 @@ from adapters.ethereum.assets import (
 from adapters.ethereum.errors import EthRevertError, GasCapError, ReputationError, RightError, decode_revert
 from adapters.ethereum.rpc import EthRpc
 from adapters.ethereum.source import EthSource
-from adapters.ethereum.target import DEFAULT_MAX_GAS, EthTarget, RelaySetProvider, SentPacket, send_energy
+from adapters.ethereum.target import (
+    DEFAULT_MAX_GAS,
+    EthTarget,
+    RelaySetProvider,
+    SentPacket,
+    fees_escrowed,
+    fees_owed,
+    send_energy,
+    withdraw_fees,
+)
 from chains.common import wire
 from protocol.certificate import ValidatorSet
 from protocol.errors import ProtocolError, ValidatorSetMismatchError
@@ -50,6 +61,8 @@ __all__ = [
     "RightInfo",
     "SentPacket",
     "decode_revert",
+    "fees_escrowed",
+    "fees_owed",
     "imported_reputation",
     "issue_right",
     "relay_set_from_rpc",
@@ -63,6 +76,7 @@ __all__ = [
     "source",
     "target",
     "transformer_show",
+    "withdraw_fees",
 ]
 
 

@@ -19,6 +19,9 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
 from protocol.certificate import RelayCertificate, RelayCommit, ValidatorSet
+from protocol.codec import decode_outcome_record
+from protocol.errors import CodecError
+from protocol.types import NO_PAYEES, FeePayees
 
 __all__ = [
     "BRIDGE_FUNCTIONS",
@@ -26,6 +29,8 @@ __all__ = [
     "COMMIT",
     "ERC20_FUNCTIONS",
     "EVENTS",
+    "FEES",
+    "PAYEES",
     "RELAY_HEADER",
     "REPUTATION_FUNCTIONS",
     "RIGHTS_FUNCTIONS",
@@ -33,10 +38,12 @@ __all__ = [
     "EventAbi",
     "artifact_abi",
     "certificate_arg",
+    "certified_payees",
     "commit_arg",
     "decode_event",
     "decode_result",
     "encode_call",
+    "payees_arg",
     "selector",
     "validator_set_arg",
 ]
@@ -51,6 +58,10 @@ VALIDATOR_SET = "(bytes32[],address[],uint64[])"
 """``ValidatorSet {ed25519Keys, ethAddresses, powers}``."""
 CERTIFICATE = f"({COMMIT},bytes)"
 """``Certificate {commit, proof}``."""
+FEES = "(uint256,uint256,uint256)"
+"""``Fees {verify, execute, confirm}``: relay fees in wei a send offers (protocol SPEC §6.10)."""
+PAYEES = "(string,string,string)"
+"""``FeePayees {verify, execute, confirm}``: the payees of the certified outcome record (protocol SPEC §2.5)."""
 
 BRIDGE_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
     "openLane": (["string", "string"], []),
@@ -58,8 +69,12 @@ BRIDGE_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
     "updateLaneConfig": (["string", "string", "string[]", "uint64[]", CERTIFICATE, VALIDATOR_SET], []),
     "laneCapacity": (["string", "string", "string"], ["bool", "uint256", "uint64"]),
     "sendEnergy": (["string", "string", "string", "uint256", "string", "uint64"], ["uint64"]),
-    "recvPacket": (["bytes", CERTIFICATE, VALIDATOR_SET], []),
-    "settle": (["bytes", "bytes", CERTIFICATE, VALIDATOR_SET], []),
+    "sendEnergyWithFees": (["string", "string", "string", "uint256", "string", "uint64", FEES], ["uint64"]),
+    "recvPacket": (["bytes", CERTIFICATE, VALIDATOR_SET, "string"], []),
+    "settle": (["bytes", "bytes", CERTIFICATE, VALIDATOR_SET, PAYEES], []),
+    "withdrawFees": ([], ["uint256"]),
+    "feesOwed": (["address"], ["uint256"]),
+    "feesEscrowed": (["string", "string", "uint64"], ["uint64", "uint64", "uint64"]),
     "updateRelayValidators": ([VALIDATOR_SET, COMMIT, VALIDATOR_SET], []),
     "relaySetHash": ([], ["bytes32"]),
     "relaySetHeight": ([], ["uint64"]),
@@ -68,7 +83,9 @@ BRIDGE_FUNCTIONS: dict[str, tuple[list[str], list[str]]] = {
     "tokenOf": (["string"], ["address"]),
     "nextSequenceSend": (["string", "string"], ["uint64"]),
     "sendRight": (["string", "string", "bytes", "string", "uint64"], ["uint64"]),
+    "sendRightWithFees": (["string", "string", "bytes", "string", "uint64", FEES], ["uint64"]),
     "sendReputation": (["string", "string", "string", "string", "uint64"], ["uint64"]),
+    "sendReputationWithFees": (["string", "string", "string", "string", "uint64", FEES], ["uint64"]),
     "rightsApp": ([], ["address"]),
     "reputationApp": ([], ["address"]),
     "owner": ([], ["address"]),
@@ -152,9 +169,16 @@ EVENTS: dict[str, EventAbi] = {
     for e in (
         _ev("PacketSent", "indexed string lane", "indexed uint64 sequence", "indexed address sender", "bytes packet"),
         _ev("AckWritten", "indexed string lane", "indexed uint64 sequence", "string srcChain", "string laneId",
-            "uint8 kind", "string ackCode"),
+            "uint8 kind", "string ackCode", "string relayer"),
         _ev("PacketSettled", "indexed string lane", "indexed uint64 sequence", "indexed address sender",
             "string dstChain", "string laneId", "uint8 outcome", "bool refunded"),
+        _ev("FeesEscrowed", "indexed string lane", "indexed uint64 sequence", "indexed address payer",
+            "string dstChain", "string laneId", "uint64 verify", "uint64 execute", "uint64 confirm"),
+        _ev("FeePaid", "indexed string lane", "indexed uint64 sequence", "indexed address account",
+            "string dstChain", "string laneId", "uint8 step", "string payee", "uint256 amount"),
+        _ev("FeeRefunded", "indexed string lane", "indexed uint64 sequence", "indexed address account",
+            "string dstChain", "string laneId", "uint8 step", "uint256 amount"),
+        _ev("FeesWithdrawn", "indexed address account", "uint256 amount"),
         _ev("RelayValidatorsUpdated", "indexed bytes32 setHash", "uint64 height"),
         _ev("RightCreated", "indexed uint256 tokenId", "indexed address owner", "bytes payload"),
         _ev("Transfer", "indexed address from", "indexed address to", "indexed uint256 tokenId"),
@@ -217,6 +241,23 @@ def commit_arg(commit: RelayCommit) -> tuple[Any, ...]:
               h.next_validators_hash)
     sigs = [(s.validator_index, s.secp256k1_sig) for s in commit.signatures if s.secp256k1_sig]
     return (header, commit.round, sigs)
+
+
+def certified_payees(value: bytes | None) -> FeePayees:
+    """The fee payees of the outcome record ``value`` a settlement certificate claims (protocol SPEC §2.5, §6.10):
+    the bridge rebuilds the record with them and the certificate must prove it. A value that is no outcome record
+    gives none (the certificate check then refuses it, as the Python parks' bridges do)."""
+    if value is None:
+        return NO_PAYEES
+    try:
+        return decode_outcome_record(value)[3]
+    except CodecError:
+        return NO_PAYEES
+
+
+def payees_arg(payees: FeePayees) -> tuple[str, str, str]:
+    """``FeePayees`` struct of ``payees``."""
+    return payees.as_tuple()
 
 
 def certificate_arg(cert: RelayCertificate) -> tuple[Any, ...]:

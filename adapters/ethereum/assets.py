@@ -15,6 +15,7 @@ Queries, from the chain alone: :func:`right_show` (one right by id, with its fie
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from eth_utils.crypto import keccak
 from adapters.common.roles import SentPacket
 from adapters.ethereum.abi import EVENTS, decode_event, decode_result, encode_call
 from adapters.ethereum.rpc import hex_int, to_bytes
-from adapters.ethereum.target import EthTarget
+from adapters.ethereum.target import EthTarget, fee_args
 from protocol.codec import decode_charging_right, decode_packet
 from protocol.errors import CodecError
 
@@ -181,25 +182,37 @@ async def _sent(target: EthTarget, tx_hash: str, what: str, timeout_s: float) ->
     raise CodecError(f"{target.chain_id}: {what} tx {tx_hash} emitted no PacketSent")
 
 
+async def _send(target: EthTarget, fn: str, args: list[Any], fees: Mapping[str, int] | None) -> str:
+    """Send ``fn`` (``sendRight``, ``sendReputation``) with ``args``, or its ``…WithFees`` form paying ``fees`` (wei,
+    protocol SPEC §6.10) as the call's value; returns the transaction hash."""
+    parsed, fee_struct = fee_args(fees)
+    if parsed:
+        return await target.transact(target.bridge, encode_call(f"{fn}WithFees", [*args, fee_struct]),
+                                     value=parsed.total)
+    return await target.transact(target.bridge, encode_call(fn, args))
+
+
 async def send_right(target: EthTarget, dst_chain: str, lane: str, right_id: str, receiver: str,
-                     timeout_timestamp_ms: int, *, timeout_s: float = 60.0) -> SentPacket:
+                     timeout_timestamp_ms: int, *, timeout_s: float = 60.0,
+                     fees: Mapping[str, int] | None = None) -> SentPacket:
     """Phase 1 of the right ``right_id`` held by ``target``'s account: its recorded payload goes to ``sendRight``
     (escrowed, or burned if it goes home along its trace); returns the packet from the ``PacketSent`` log. The
-    timeout must not be after the slot start (:class:`~protocol.errors.TimeoutExpiredError`)."""
+    timeout must not be after the slot start (:class:`~protocol.errors.TimeoutExpiredError`). ``fees``
+    ``{verify?, execute?, confirm?}`` (wei) pays the relayers, as :func:`~adapters.ethereum.target.send_energy`."""
     info = await right_show(target, right_id)
     if info is None:
         raise CodecError(f"{target.chain_id} holds no right {right_id!r}", got=right_id)
-    h = await target.transact(target.bridge, encode_call("sendRight", [dst_chain, lane, info.payload, receiver,
-                                                                       timeout_timestamp_ms]))
+    h = await _send(target, "sendRight", [dst_chain, lane, info.payload, receiver, timeout_timestamp_ms], fees)
     return await _sent(target, h, "sendRight", timeout_s)
 
 
 async def send_reputation(target: EthTarget, dst_chain: str, lane: str, subject: str, receiver: str,
-                          timeout_timestamp_ms: int, *, timeout_s: float = 60.0) -> SentPacket:
+                          timeout_timestamp_ms: int, *, timeout_s: float = 60.0,
+                          fees: Mapping[str, int] | None = None) -> SentPacket:
     """Phase 1: attest to ``dst_chain`` what the park's delivery record scores ``subject`` (a ``0x`` account) now;
-    returns the packet (its payload holds the score the bridge read, never one the caller chose)."""
-    h = await target.transact(target.bridge, encode_call("sendReputation", [dst_chain, lane, subject, receiver,
-                                                                            timeout_timestamp_ms]))
+    returns the packet (its payload holds the score the bridge read, never one the caller chose). ``fees``
+    ``{verify?, execute?, confirm?}`` (wei) pays the relayers, as :func:`~adapters.ethereum.target.send_energy`."""
+    h = await _send(target, "sendReputation", [dst_chain, lane, subject, receiver, timeout_timestamp_ms], fees)
     return await _sent(target, h, "sendReputation", timeout_s)
 
 

@@ -7,7 +7,8 @@
 * ``prove`` is ``eth_getProof`` of the bridge account and the record's storage slot (SPEC §E2.1) at the
   block, encoded as ``rlp([account_proof_nodes, storage_proof_nodes])`` (SPEC §E3).
 * ``events`` reads the bridge's logs with ``eth_getLogs`` in ranges of ``log_chunk`` blocks, as the
-  event dicts the Python parks return (``send_packet``, ``write_ack``, ``settle_packet``).
+  event dicts the Python parks return (``send_packet`` with its ``fees``, ``write_ack``, ``settle_packet``,
+  ``fee_paid``, ``fee_refunded``: protocol SPEC §6.10, in wei).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from protocol.codec import ack_commitment, decode_packet, encode_ack, packet_com
 from protocol.errors import CodecError, InvalidProofError, ProtocolError, TransportError
 from protocol.types import Acknowledgement, AckStatus, PacketKind
 
-__all__ = ["EVENT_TYPES", "EthSource", "ack_of_code"]
+__all__ = ["EVENT_TYPES", "FEE_DENOM", "FEE_STEPS", "EthSource", "ack_of_code"]
 
 log = logging.getLogger("parkrelay.adapters.ethereum")
 
@@ -36,21 +37,35 @@ EVENT_TYPES: dict[str, str] = {
     "write_ack": "AckWritten",
     "settle_packet": "PacketSettled",
     "relay_validators_updated": "RelayValidatorsUpdated",
+    "fee_paid": "FeePaid",
+    "fee_refunded": "FeeRefunded",
 }
 """Event ``type`` (as the Python parks name them) → ``ParkBridge`` event."""
 
-_BY_TOPIC: dict[bytes, tuple[str, EventAbi]] = {EVENTS[name].topic: (kind, EVENTS[name])
-                                                for kind, name in EVENT_TYPES.items()}
+FEE_DENOM = "wei"
+"""The Ethereum park's fee denomination (protocol SPEC §6.10): relay fees are paid in ether."""
+FEE_STEPS = ("verify", "execute", "confirm")
+"""The ``step`` of ``FeePaid`` / ``FeeRefunded`` (1, 2, 3) by name."""
+
+_FEES_ESCROWED = "fees_escrowed"
+"""``FeesEscrowed``: not an event of its own to a reader, but the ``fees`` of the ``send_packet`` before it."""
+
+_BY_TOPIC: dict[bytes, tuple[str, EventAbi]] = {
+    **{EVENTS[name].topic: (kind, EVENTS[name]) for kind, name in EVENT_TYPES.items()},
+    EVENTS["FeesEscrowed"].topic: (_FEES_ESCROWED, EVENTS["FeesEscrowed"]),
+}
 _OUTCOMES = {1: "acked", 2: "timed_out"}
 _KINDS = {k.value: k.name.lower() for k in PacketKind}
 _CONCURRENCY = 16
 """Most requests one call keeps in flight (headers, storage reads)."""
 
 
-def ack_of_code(code: str) -> Acknowledgement:
-    """The ack an ``AckWritten`` log stands for: success for ``ok``, else an error ack with ``code``; the Ethereum
-    bridge's acks carry no result (SPEC §E2.2). Raises :class:`~protocol.errors.CodecError` for an invalid code."""
-    ack = Acknowledgement(AckStatus.SUCCESS if code == "ok" else AckStatus.ERROR, code, b"")
+def ack_of_code(code: str, relayer: str = "") -> Acknowledgement:
+    """The ack an ``AckWritten`` log stands for: success for ``ok``, else an error ack with ``code``, naming
+    ``relayer`` when the executing relayer named itself (the four-field ack, protocol SPEC §2.4); the Ethereum
+    bridge's acks carry no result (SPEC §E2.2). Raises :class:`~protocol.errors.CodecError` for an invalid code or
+    relayer."""
+    ack = Acknowledgement(AckStatus.SUCCESS if code == "ok" else AckStatus.ERROR, code, b"", relayer)
     encode_ack(ack)  # validates
     return ack
 
@@ -192,19 +207,40 @@ class EthSource:
         return out
 
     async def events(self, start: int, end: int, kind: str | None = None) -> list[dict[str, Any]]:
-        """Bridge events in blocks ``start..end`` as the Python parks' event dicts (optionally one ``type``)."""
+        """Bridge events in blocks ``start..end`` as the Python parks' event dicts (optionally one ``type``).
+
+        A ``send_packet`` whose sender escrowed relay fees carries them as ``fees`` ``{verify, execute, confirm,
+        denom: "wei"}`` (from the ``FeesEscrowed`` log the same transaction wrote right after its ``PacketSent``), as
+        on the Python parks; without fees it has no ``fees``."""
         if kind is None:
             topics = [EVENTS[name].topic for name in EVENT_TYPES.values()]
         elif kind in EVENT_TYPES:
             topics = [EVENTS[EVENT_TYPES[kind]].topic]
         else:
             return []
-        out = []
+        if kind in (None, "send_packet"):
+            topics.append(EVENTS["FeesEscrowed"].topic)
+        out: list[dict[str, Any]] = []
         for entry in await self.logs(start, end, topics):
             ev = self.event_of(entry)
-            if ev is not None:
+            if ev is None:
+                continue
+            if ev["type"] == _FEES_ESCROWED:
+                self._attach_fees(out, ev)
+            else:
                 out.append(ev)
         return out
+
+    def _attach_fees(self, out: list[dict[str, Any]], escrowed: dict[str, Any]) -> None:
+        """Give the ``send_packet`` of ``escrowed``'s packet (same transaction, dst, lane and sequence) its fees."""
+        for ev in reversed(out):
+            if (ev["type"] == "send_packet" and ev.get("tx_hash") == escrowed["tx_hash"]
+                    and (ev["dst"], ev["lane"], ev["sequence"]) == (escrowed["dst"], escrowed["lane"],
+                                                                     escrowed["sequence"])):
+                ev["fees"] = escrowed["fees"]
+                return
+        log.error("%s: FeesEscrowed of %s/%s/%s in tx %s without its PacketSent", self.chain_id, escrowed["dst"],
+                  escrowed["lane"], escrowed["sequence"], escrowed["tx_hash"])
 
     def event_of(self, entry: dict[str, Any]) -> dict[str, Any] | None:
         """The event dict of one bridge log (node JSON), or None for a log that is not a bridge event."""
@@ -238,12 +274,13 @@ class EthSource:
                     "sequence": pkt.sequence, "kind": pkt.kind.name.lower(),
                     "commitment": packet_commitment(pkt).hex()}
         if kind == "write_ack":
-            # the bridge logs the ack's code: its ack is abi.encode(1, "ok", "") or abi.encode(2, code, "")
+            # the bridge logs the ack's code and relayer: its ack is abi.encode(1, "ok", "") or abi.encode(2, code,
+            # ""), with the relayer as a fourth field when one was named (protocol SPEC §2.4)
             code = str(f["ackCode"])
             ev = {**base, "src": f["srcChain"], "dst": self.chain_id, "lane": f["laneId"],
                   "sequence": int(f["sequence"]), "kind": _KINDS.get(int(f["kind"]), str(f["kind"]))}
             try:
-                ack = ack_of_code(code)
+                ack = ack_of_code(code, str(f["relayer"]))
             except ProtocolError:
                 log.warning("%s: write_ack %s/%s with an invalid ack code", self.chain_id, f["laneId"], f["sequence"])
             else:
@@ -254,6 +291,20 @@ class EthSource:
             return {**base, "src": self.chain_id, "dst": f["dstChain"], "lane": f["laneId"],
                     "sequence": int(f["sequence"]), "outcome": _OUTCOMES.get(int(f["outcome"]), str(f["outcome"])),
                     "refunded": bool(f["refunded"])}
+        if kind in ("fee_paid", "fee_refunded", _FEES_ESCROWED):
+            ids = {"src": self.chain_id, "dst": str(f["dstChain"]), "lane": str(f["laneId"]),
+                   "sequence": int(f["sequence"])}
+            if kind == _FEES_ESCROWED:
+                return {**base, **ids, "fees": {**{step: int(f[step]) for step in FEE_STEPS}, "denom": FEE_DENOM}}
+            if not 1 <= int(f["step"]) <= len(FEE_STEPS):
+                raise ValueError(f"no fee step {f['step']}")
+            step = FEE_STEPS[int(f["step"]) - 1]
+            if kind == "fee_paid":  # the payee as the certified record names it (chains/common/fees.py)
+                return {**base, **ids, "step": step, "payee": str(f["payee"]), "amount": int(f["amount"]),
+                        "denom": FEE_DENOM}
+            # the payer is the packet's sender, named as the packet names it (lowercase hex, SPEC §E1)
+            return {**base, **ids, "step": step, "to": str(f["account"]).lower(), "amount": int(f["amount"]),
+                    "denom": FEE_DENOM}
         return {**base, "set_hash": bytes(f["setHash"]).hex(), "relay_height": int(f["height"])}
 
     async def close(self) -> None:

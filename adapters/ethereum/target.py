@@ -1,8 +1,10 @@
 """Target side of the Ethereum park (chains/ethereum/SPEC.md §E5): signed bridge transactions.
 
 :meth:`EthTarget.submit` takes the same ops and JSON arguments as the Python parks' bridges
-(``bridge.recv``, ``bridge.settle``, ``bridge.update_lane``, ``bridge.update_relay_validators``;
-certificates in the :mod:`chains.common.wire` form), builds the ``ParkBridge`` calldata and sends it:
+(``bridge.recv`` with its optional ``relayer``, ``bridge.settle``, ``bridge.update_lane``,
+``bridge.update_relay_validators``; certificates in the :mod:`chains.common.wire` form), builds the ``ParkBridge``
+calldata and sends it (``bridge.settle`` passes the fee payees of the outcome record its certificate claims,
+protocol SPEC §6.10):
 
 1. **Estimate** the gas with ``eth_estimateGas`` on the pending state. A call that would revert fails
    here, decoded into its protocol error (SPEC §E2.3): a redundant relay, even one still in the pool,
@@ -25,7 +27,7 @@ import asyncio
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,21 +40,26 @@ from adapters.common.rpc import RemoteError
 from adapters.ethereum.abi import (
     EVENTS,
     certificate_arg,
+    certified_payees,
     commit_arg,
     decode_event,
     decode_result,
     encode_call,
+    payees_arg,
     validator_set_arg,
 )
 from adapters.ethereum.errors import EthRevertError, GasCapError, TxAlreadyKnownError
 from adapters.ethereum.rpc import EthRpc, hex_int, to_bytes
 from chains.common import wire
+from chains.common.fees import Fees, parse_fees
 from protocol.certificate import ValidatorSet
 from protocol.codec import decode_packet
 from protocol.errors import CodecError, NonceError, ProtocolError, TransportError, ValidatorSetMismatchError
 from protocol.lane_config import decode_lane_config
+from protocol.types import check_id
 
-__all__ = ["DEFAULT_MAX_GAS", "EthTarget", "RelaySetProvider", "SentPacket", "send_energy"]
+__all__ = ["DEFAULT_MAX_GAS", "EthTarget", "RelaySetProvider", "SentPacket", "fee_args", "fees_escrowed", "fees_owed",
+           "send_energy", "withdraw_fees"]
 
 DEFAULT_MAX_GAS = 1_000_000
 """Most gas the adapter spends on one transaction unless configured otherwise."""
@@ -193,14 +200,16 @@ class EthTarget:
             if op == "bridge.recv":
                 packet = wire.hex_bytes(args["packet"], "packet")
                 cert = wire.certificate_from_json(args["certificate"])
+                relayer = _relayer_arg(args)
                 return encode_call("recvPacket", [packet, certificate_arg(cert),
-                                                  validator_set_arg(await self.relay_set())])
+                                                  validator_set_arg(await self.relay_set()), relayer])
             if op == "bridge.settle":
                 packet = wire.hex_bytes(args["packet"], "packet")
                 cert = wire.certificate_from_json(args["certificate"])
                 ack = wire.hex_bytes(args.get("ack") or "", "ack")
                 return encode_call("settle", [packet, ack, certificate_arg(cert),
-                                              validator_set_arg(await self.relay_set())])
+                                              validator_set_arg(await self.relay_set()),
+                                              payees_arg(certified_payees(cert.value))])
             if op == "bridge.update_lane":  # protocol §6.8: a certified lane-config record
                 cert = wire.certificate_from_json(args["certificate"])
                 capacities = decode_lane_config(wire.hex_bytes(args["config"], "config"))
@@ -406,14 +415,36 @@ class EthTarget:
 
 
 
+def _relayer_arg(args: dict[str, Any]) -> str:
+    """The optional ``relayer`` of ``bridge.recv``: the relay account the ack names (protocol SPEC §6.10), ``""``
+    when absent; anything but an identifier is refused here, before a transaction is built."""
+    relayer = args.get("relayer", "")
+    if relayer is None or relayer == "":
+        return ""
+    if not isinstance(relayer, str):
+        raise CodecError("bridge.recv relayer is a relay account name", got=type(relayer).__name__)
+    return check_id("relayer", relayer)
+
+
+def fee_args(fees: Mapping[str, int] | None) -> tuple[Fees, tuple[int, int, int]]:
+    """The parsed ``fees`` of a send (``{verify?, execute?, confirm?}`` in wei, each in 0..2^64-1; None: none) and
+    the ``Fees`` struct argument of a ``send…WithFees`` call. :class:`~protocol.errors.CodecError` for anything else."""
+    parsed = parse_fees(fees)
+    return parsed, (parsed.verify, parsed.execute, parsed.confirm)
+
+
 async def send_energy(target: EthTarget, dst_chain: str, lane: str, denom: str, amount_wh: int, receiver: str,
-                      timeout_timestamp_ms: int, *, token: str | None = None, timeout_s: float = 60.0
-                      ) -> SentPacket:
+                      timeout_timestamp_ms: int, *, token: str | None = None, timeout_s: float = 60.0,
+                      fees: Mapping[str, int] | None = None) -> SentPacket:
     """Phase 1 from ``target``'s account: approve the bridge for ``amount_wh`` of ``denom``'s ERC-20 (if the
     allowance is short), call ``sendEnergy`` and return the packet from its ``PacketSent`` log.
 
     ``token`` is the denomination's ERC-20 (the native ``kWh`` is the park's ``EnergyToken``); by default
-    the bridge's ``tokenOf(denom)``. Waits for each transaction to be mined (not for its confirmation)."""
+    the bridge's ``tokenOf(denom)``. ``fees`` ``{verify?, execute?, confirm?}`` (wei) pays the relayers (protocol
+    SPEC §6.10): the call is then ``sendEnergyWithFees`` with their sum as its value, escrowed with the packet until
+    it settles; without fees (or all zero) it is the plain ``sendEnergy``. Waits for each transaction to be mined
+    (not for its confirmation)."""
+    parsed, fee_struct = fee_args(fees)
     token = token or await target.token_of(denom)
     if int(token, 16) == 0:
         raise CodecError(f"{target.chain_id}: no ERC-20 for denomination {denom!r}; pass token=", got=denom)
@@ -424,8 +455,12 @@ async def send_energy(target: EthTarget, dst_chain: str, lane: str, denom: str, 
         rc = await target.wait_receipt(h, timeout_s, depth=0)
         if hex_int(rc["status"]) != 1:
             raise await target.revert_error(h, rc)
-    h = await target.transact(target.bridge, encode_call("sendEnergy", [dst_chain, lane, denom, amount_wh, receiver,
-                                                                         timeout_timestamp_ms]))
+    args: list[Any] = [dst_chain, lane, denom, amount_wh, receiver, timeout_timestamp_ms]
+    if parsed:
+        h = await target.transact(target.bridge, encode_call("sendEnergyWithFees", [*args, fee_struct]),
+                                  value=parsed.total)
+    else:
+        h = await target.transact(target.bridge, encode_call("sendEnergy", args))
     rc = await target.wait_receipt(h, timeout_s, depth=0)
     if hex_int(rc["status"]) != 1:
         raise await target.revert_error(h, rc)
@@ -438,3 +473,37 @@ async def send_energy(target: EthTarget, dst_chain: str, lane: str, denom: str, 
             pkt = decode_packet(raw)
             return SentPacket(pkt, raw, pkt.sequence, hex_int(rc["blockNumber"]), h)
     raise CodecError(f"{target.chain_id}: sendEnergy tx {h} emitted no PacketSent")
+
+
+async def fees_owed(target: EthTarget, address: str | None = None) -> int:
+    """The relay fees (wei) the bridge credited to ``address`` (default: ``target``'s account) and that it has not
+    withdrawn yet (``feesOwed``, protocol SPEC §6.10)."""
+    who = to_checksum_address(address or target.address)
+    (owed,) = decode_result("feesOwed", await target.call(target.bridge, encode_call("feesOwed", [who])))
+    return int(owed)
+
+
+async def fees_escrowed(target: EthTarget, dst_chain: str, lane: str, sequence: int) -> dict[str, int] | None:
+    """The relay fees (wei) escrowed with the packet ``sequence`` this park sent to ``dst_chain`` on ``lane``
+    (``{verify, execute, confirm}``), or None: none were, or the packet settled."""
+    verify, execute, confirm = decode_result("feesEscrowed", await target.call(
+        target.bridge, encode_call("feesEscrowed", [dst_chain, lane, sequence])))
+    if not (verify or execute or confirm):
+        return None
+    return {"verify": int(verify), "execute": int(execute), "confirm": int(confirm)}
+
+
+async def withdraw_fees(target: EthTarget, *, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Withdraw the relay fees credited to ``target``'s account (``withdrawFees``): ``{amount, tx_hash, height}``.
+    Nothing owed is :class:`~protocol.errors.InsufficientFundsError` (estimated first: nothing is sent)."""
+    h = await target.transact(target.bridge, encode_call("withdrawFees", []))
+    rc = await target.wait_receipt(h, timeout_s, depth=0)
+    if hex_int(rc["status"]) != 1:
+        raise await target.revert_error(h, rc)
+    topic = EVENTS["FeesWithdrawn"].topic
+    for entry in rc.get("logs", []):
+        if (entry.get("address", "").lower() == target.bridge.lower() and entry.get("topics")
+                and to_bytes(entry["topics"][0]) == topic):
+            amount = decode_event(EVENTS["FeesWithdrawn"], to_bytes(entry["data"]))["amount"]
+            return {"amount": int(amount), "tx_hash": h, "height": hex_int(rc["blockNumber"])}
+    raise CodecError(f"{target.chain_id}: withdrawFees tx {h} emitted no FeesWithdrawn")

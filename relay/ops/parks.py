@@ -426,13 +426,16 @@ class EthPark(ParkView):
 
         kind = asset.get("kind")
 
+        fees = asset.get("fees")
+
         async def go(t: Any) -> Any:
             if kind == "energy":
-                return await eth.send_energy(t, dst, lane, asset["denom"], asset["amount_wh"], receiver, timeout_ms)
+                return await eth.send_energy(t, dst, lane, asset["denom"], asset["amount_wh"], receiver, timeout_ms,
+                                             fees=fees)
             if kind == "charging_right":
-                return await assets.send_right(t, dst, lane, asset["right_id"], receiver, timeout_ms)
+                return await assets.send_right(t, dst, lane, asset["right_id"], receiver, timeout_ms, fees=fees)
             if kind == "reputation":
-                return await assets.send_reputation(t, dst, lane, asset["subject"], receiver, timeout_ms)
+                return await assets.send_reputation(t, dst, lane, asset["subject"], receiver, timeout_ms, fees=fees)
             raise ValueError(f"unknown asset kind {kind!r}")
 
         sent = self._as(sender, go)

@@ -36,6 +36,7 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
+from adapters.ethereum.abi import certified_payees
 from adapters.ethereum.source import ack_of_code
 from chains.common.procs import spawn
 from chains.ethereum.compile import ARTIFACTS_DIR, load_artifact
@@ -55,7 +56,7 @@ from protocol.codec import ZERO_COMMITMENT, decode_packet, encode_ack, encode_ou
 from protocol.lane_config import encode_lane_config
 from protocol.paths import lane_config_path, outcome_path, verified_path
 from protocol.state_commitment import SparseMerkleTree
-from protocol.types import ChainId, LaneId, PacketOutcome
+from protocol.types import NO_PAYEES, ChainId, FeePayees, LaneId, PacketOutcome
 from relay.chain.consensus.messages import ValidatorKey
 
 REPO = Path(__file__).resolve().parents[2]
@@ -185,12 +186,15 @@ class Evm:
     def at(self, name: str, address: str) -> Contract:
         return self.w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name)["abi"])
 
-    def transact(self, fn: Any, sender: LocalAccount, gas: int | None = None) -> TxReceipt:
-        """Sign and send ``fn`` (a contract function or constructor call); the receipt of a successful tx."""
+    def transact(self, fn: Any, sender: LocalAccount, gas: int | None = None, value: int = 0) -> TxReceipt:
+        """Sign and send ``fn`` (a contract function or constructor call) with ``value`` wei; the receipt of a
+        successful tx."""
         params: dict[str, Any] = {"from": sender.address,
                                   "nonce": self.w3.eth.get_transaction_count(sender.address, "pending")}
         if gas is not None:
             params["gas"] = gas
+        if value:
+            params["value"] = value
         try:
             tx = fn.build_transaction(params)
         except Exception as exc:  # estimate_gas reverted: say which custom error
@@ -204,17 +208,21 @@ class Evm:
             raise TxFailed(f"transaction {tx_hash.hex()} reverted")
         return receipt
 
-    def revert_of(self, fn: ContractFunction | ContractConstructor, sender: LocalAccount) -> tuple[Any, ...] | None:
-        """``eth_call`` of ``fn``: ``None`` if it succeeds, else ``(ErrorName, *args)`` of the custom error
-        (``("<no data>",)`` for a revert without data, ``("<unknown>", hex)`` for anything else)."""
+    def revert_of(self, fn: ContractFunction | ContractConstructor, sender: LocalAccount,
+                  value: int = 0) -> tuple[Any, ...] | None:
+        """``eth_call`` of ``fn`` (sending ``value`` wei): ``None`` if it succeeds, else ``(ErrorName, *args)`` of the
+        custom error (``("<no data>",)`` for a revert without data, ``("<unknown>", hex)`` for anything else)."""
         if isinstance(fn, ContractConstructor):
-            return self.revert_of_data(None, fn.data_in_transaction, sender)
-        return self.revert_of_data(fn.address, fn._encode_transaction_data(), sender)
+            return self.revert_of_data(None, fn.data_in_transaction, sender, value)
+        return self.revert_of_data(fn.address, fn._encode_transaction_data(), sender, value)
 
-    def revert_of_data(self, to: str | None, data: bytes | str, sender: LocalAccount) -> tuple[Any, ...] | None:
+    def revert_of_data(self, to: str | None, data: bytes | str, sender: LocalAccount,
+                       value: int = 0) -> tuple[Any, ...] | None:
         """As :meth:`revert_of`, for raw calldata (``to`` None: a contract creation)."""
         hex_data = data if isinstance(data, str) else "0x" + data.hex()
         call = {"from": sender.address, "data": hex_data}
+        if value:
+            call["value"] = hex(value)
         if to is not None:
             call["to"] = to
         resp = self.w3.provider.make_request("eth_call", [call, "latest"])  # type: ignore[arg-type]
@@ -372,17 +380,17 @@ class RelaySim:
                                 check)
 
     def confirm_ack(self, packet: bytes, ack: bytes, signers: Iterable[int] | None = None,
-                    check: bool = True) -> RelayCertificate:
-        """Phase 4 (relay half), ACKED with ``ack``."""
+                    check: bool = True, payees: FeePayees = NO_PAYEES) -> RelayCertificate:
+        """Phase 4 (relay half), ACKED with ``ack``; the record names ``payees`` (protocol §2.5, §6.10)."""
         p = decode_packet(packet)
-        record = encode_outcome(PacketOutcome.ACKED, sha256(packet), sha256(ack))
+        record = encode_outcome(PacketOutcome.ACKED, sha256(packet), sha256(ack), payees)
         return self.certificate(outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence), record, signers, check)
 
     def confirm_timeout(self, packet: bytes, signers: Iterable[int] | None = None,
-                        check: bool = True) -> RelayCertificate:
-        """Phase 4 (relay half), TIMED_OUT."""
+                        check: bool = True, payees: FeePayees = NO_PAYEES) -> RelayCertificate:
+        """Phase 4 (relay half), TIMED_OUT; the record names ``payees`` (no execute payee on a timeout)."""
         p = decode_packet(packet)
-        record = encode_outcome(PacketOutcome.TIMED_OUT, sha256(packet), ZERO_COMMITMENT)
+        record = encode_outcome(PacketOutcome.TIMED_OUT, sha256(packet), ZERO_COMMITMENT, payees)
         return self.certificate(outcome_path(p.src_chain, p.dst_chain, p.lane, p.sequence), record, signers, check)
 
     def lane_config(self, src: str, dst: str, lane: str, capacities: dict[str, int],
@@ -490,30 +498,50 @@ def token_of(evm: Evm, park: Park, denom: str) -> Contract:
     return evm.at("EnergyToken" if addr == park.token.address else "VoucherToken", addr)
 
 
+Fees = tuple[int, int, int]
+"""Relay fees in wei a send offers: ``(verify, execute, confirm)`` (protocol §6.10)."""
+
+
+def with_fees(evm: Evm, fn: Any, sender: LocalAccount, fees: Fees | None) -> TxReceipt:
+    """Send ``fn`` (a ``send…WithFees`` call when ``fees`` is given) with the fees' sum as its value."""
+    if fees is None:
+        return evm.transact(fn, sender)
+    return evm.transact(fn, sender, value=sum(fees))
+
+
 def send_energy(evm: Evm, park: Park, sender: LocalAccount, dst: str, lane: str, denom: str, amount: int,
-                receiver: str, timeout_ms: int, approve: bool = True) -> tuple[bytes, TxReceipt]:
-    """Phase 1 (approving the bridge first when the denom leaves); returns the packet and the receipt."""
+                receiver: str, timeout_ms: int, approve: bool = True, fees: Fees | None = None
+                ) -> tuple[bytes, TxReceipt]:
+    """Phase 1 (approving the bridge first when the denom leaves), paying ``fees`` (``sendEnergyWithFees``) when
+    given; returns the packet and the receipt."""
     if approve and not denom.startswith(f"{lane}/{dst}/"):
         evm.transact(token_of(evm, park, denom).functions.approve(park.bridge.address, amount), sender)
-    receipt = evm.transact(park.bridge.functions.sendEnergy(dst, lane, denom, amount, receiver, timeout_ms), sender)
+    if fees is None:
+        fn = park.bridge.functions.sendEnergy(dst, lane, denom, amount, receiver, timeout_ms)
+    else:
+        fn = park.bridge.functions.sendEnergyWithFees(dst, lane, denom, amount, receiver, timeout_ms, fees)
+    receipt = with_fees(evm, fn, sender, fees)
     (event,) = evm.events(park.bridge, "PacketSent", receipt)
     return bytes(event["packet"]), receipt
 
 
 def recv_packet(evm: Evm, park: Park, relayer: LocalAccount, packet: bytes, cert: RelayCertificate,
-                vset: ValidatorSet) -> tuple[bytes, TxReceipt]:
-    """Phase 3; returns the ack written (from the ``AckWritten`` log's code, SPEC §E2.2) and the receipt."""
-    receipt = evm.transact(park.bridge.functions.recvPacket(packet, certificate_abi(cert), validator_set_abi(vset)),
-                           relayer)
+                vset: ValidatorSet, relayer_name: str = "") -> tuple[bytes, TxReceipt]:
+    """Phase 3, the ack naming ``relayer_name`` (if any, protocol §6.10); returns the ack written (from the
+    ``AckWritten`` log's code and relayer, SPEC §E2.2) and the receipt."""
+    receipt = evm.transact(park.bridge.functions.recvPacket(packet, certificate_abi(cert), validator_set_abi(vset),
+                                                            relayer_name), relayer)
     (event,) = evm.events(park.bridge, "AckWritten", receipt)
-    return encode_ack(ack_of_code(event["ackCode"])), receipt
+    return encode_ack(ack_of_code(event["ackCode"], event["relayer"])), receipt
 
 
 def settle(evm: Evm, park: Park, relayer: LocalAccount, packet: bytes, ack: bytes, cert: RelayCertificate,
-           vset: ValidatorSet) -> dict[str, Any]:
-    """Phase 4 on the source; returns the PacketSettled event (with ``gasUsed`` added)."""
-    receipt = evm.transact(park.bridge.functions.settle(packet, ack, certificate_abi(cert), validator_set_abi(vset)),
-                           relayer)
+           vset: ValidatorSet, payees: FeePayees | None = None) -> dict[str, Any]:
+    """Phase 4 on the source, with the fee payees of the certified outcome record (by default those the certificate
+    claims, as the adapter passes them); returns the PacketSettled event (with ``gasUsed`` added)."""
+    payees = certified_payees(cert.value) if payees is None else payees
+    receipt = evm.transact(park.bridge.functions.settle(packet, ack, certificate_abi(cert), validator_set_abi(vset),
+                                                        payees.as_tuple()), relayer)
     (event,) = evm.events(park.bridge, "PacketSettled", receipt)
     event["gasUsed"] = receipt["gasUsed"]
     return event
@@ -561,16 +589,20 @@ def register(evm: Evm, park: Park, transformers: dict[str, int], stations: dict[
 
 
 def send_right(evm: Evm, park: Park, sender: LocalAccount, dst: str, lane: str, payload: bytes, receiver: str,
-               timeout_ms: int) -> tuple[bytes, TxReceipt]:
-    """Phase 1 of a charging right; returns the packet and the receipt."""
-    receipt = evm.transact(park.bridge.functions.sendRight(dst, lane, payload, receiver, timeout_ms), sender)
+               timeout_ms: int, fees: Fees | None = None) -> tuple[bytes, TxReceipt]:
+    """Phase 1 of a charging right (paying ``fees`` when given); returns the packet and the receipt."""
+    fn = (park.bridge.functions.sendRight(dst, lane, payload, receiver, timeout_ms) if fees is None
+          else park.bridge.functions.sendRightWithFees(dst, lane, payload, receiver, timeout_ms, fees))
+    receipt = with_fees(evm, fn, sender, fees)
     (event,) = evm.events(park.bridge, "PacketSent", receipt)
     return bytes(event["packet"]), receipt
 
 
 def send_reputation(evm: Evm, park: Park, sender: LocalAccount, dst: str, lane: str, subject: str, receiver: str,
-                    timeout_ms: int) -> tuple[bytes, TxReceipt]:
-    """Phase 1 of a reputation attestation; returns the packet and the receipt."""
-    receipt = evm.transact(park.bridge.functions.sendReputation(dst, lane, subject, receiver, timeout_ms), sender)
+                    timeout_ms: int, fees: Fees | None = None) -> tuple[bytes, TxReceipt]:
+    """Phase 1 of a reputation attestation (paying ``fees`` when given); returns the packet and the receipt."""
+    fn = (park.bridge.functions.sendReputation(dst, lane, subject, receiver, timeout_ms) if fees is None
+          else park.bridge.functions.sendReputationWithFees(dst, lane, subject, receiver, timeout_ms, fees))
+    receipt = with_fees(evm, fn, sender, fees)
     (event,) = evm.events(park.bridge, "PacketSent", receipt)
     return bytes(event["packet"]), receipt

@@ -63,8 +63,8 @@ def fresh_artifacts() -> dict[str, dict[str, Any]]:
     os.replace(tmp, cache)
     return fresh
 
-DEPLOYABLE = {"EnergyToken", "VoucherToken", "ParkBridge", "EnergyApp", "ChargingRights", "ReputationApp",
-              "DeliveryRecord", "PacketCodecView", "EnergyMarket"}
+DEPLOYABLE = {"EnergyToken", "VoucherToken", "ParkBridge", "ParkSender", "EnergyApp", "ChargingRights",
+              "ReputationApp", "DeliveryRecord", "PacketCodecView", "EnergyMarket"}
 
 
 def test_artifacts_match_a_fresh_compilation() -> None:
@@ -90,7 +90,10 @@ def test_artifacts_are_self_describing_and_location_free() -> None:
     assert errors == {"CodecInvalid", "ProofInvalid", "SignatureInvalid", "QuorumNotReached", "ValidatorSetMismatch",
                       "PacketReplay", "PacketTimeout", "WrongChain", "LaneInvalid", "LaneOverCapacity",
                       "Unauthorized", "DuplicateValidatorKey", "DuplicateValidatorAddress", "RelayTrustExpired",
-                      "RelayTrustLive", "CertificateStale"}
+                      "RelayTrustLive", "CertificateStale", "InsufficientFunds", "ReceiverRefused"}
+    # the phase-1 module reverts with nothing the router's ABI does not name (it runs as the router)
+    sender = json.loads((ARTIFACTS_DIR / "ParkSender.json").read_text(encoding="utf-8"))
+    assert {e["name"] for e in sender["abi"] if e["type"] == "error"} <= errors
     for name in DEPLOYABLE:  # EIP-170: every contract deploys
         art = json.loads((ARTIFACTS_DIR / f"{name}.json").read_text(encoding="utf-8"))
         assert (len(art["deployedBytecode"]) - 2) // 2 <= 24_576, name
@@ -121,14 +124,20 @@ def test_bridge_abi_is_the_spec_interface() -> None:
     commit = f"({header},uint64,(uint256,bytes)[])"
     vset = "(bytes32[],address[],uint64[])"
     cert = f"({commit},bytes)"
+    fees = "(uint256,uint256,uint256)"
+    payees = "(string,string,string)"
     expected_functions = {
         "openLane(string,string)": [],
         "configureLane(string,string,string[],uint64[])": [],
         f"updateLaneConfig(string,string,string[],uint64[],{cert},{vset})": [],
         "laneCapacity(string,string,string)": ["bool", "uint256", "uint64"],
         "sendEnergy(string,string,string,uint256,string,uint64)": ["uint64"],
-        f"recvPacket(bytes,{cert},{vset})": [],
-        f"settle(bytes,bytes,{cert},{vset})": [],
+        f"sendEnergyWithFees(string,string,string,uint256,string,uint64,{fees})": ["uint64"],
+        f"recvPacket(bytes,{cert},{vset},string)": [],
+        f"settle(bytes,bytes,{cert},{vset},{payees})": [],
+        "withdrawFees()": ["uint256"],
+        "feesOwed(address)": ["uint256"],
+        "feesEscrowed(string,string,uint64)": ["uint64", "uint64", "uint64"],
         f"updateRelayValidators({vset},{commit},{vset})": [],
         "relaySetHash()": ["bytes32"],
         "relaySetHeight()": ["uint64"],
@@ -140,11 +149,16 @@ def test_bridge_abi_is_the_spec_interface() -> None:
         "tokenOf(string)": ["address"],
         "nextSequenceSend(string,string)": ["uint64"],
         "sendRight(string,string,bytes,string,uint64)": ["uint64"],
+        f"sendRightWithFees(string,string,bytes,string,uint64,{fees})": ["uint64"],
         "sendReputation(string,string,string,string,uint64)": ["uint64"],
+        f"sendReputationWithFees(string,string,string,string,uint64,{fees})": ["uint64"],
         "escrowed(string,string,string)": ["uint256"],
         "energyApp()": ["address"],
         "rightsApp()": ["address"],
         "reputationApp()": ["address"],
+        "sendModule()": ["address"],
+        "chainId()": ["string"],
+        "relayChainId()": ["string"],
     }
     functions = {f"{e['name']}({','.join(_canonical(i) for i in e['inputs'])})": [_canonical(o) for o in e["outputs"]]
                  for e in abi if e["type"] == "function"}
@@ -163,11 +177,25 @@ def test_bridge_abi_is_the_spec_interface() -> None:
                                     ("sender", "address", True), ("packet", "bytes", False)]
     assert events["AckWritten"] == [("lane", "string", True), ("sequence", "uint64", True),
                                     ("srcChain", "string", False), ("laneId", "string", False),
-                                    ("kind", "uint8", False), ("ackCode", "string", False)]
+                                    ("kind", "uint8", False), ("ackCode", "string", False),
+                                    ("relayer", "string", False)]
     assert events["PacketSettled"] == [("lane", "string", True), ("sequence", "uint64", True),
                                        ("sender", "address", True), ("dstChain", "string", False),
                                        ("laneId", "string", False), ("outcome", "uint8", False),
                                        ("refunded", "bool", False)]
     assert events["RelayValidatorsUpdated"] == [("setHash", "bytes32", True), ("height", "uint64", False)]
+    assert events["FeesEscrowed"] == [("lane", "string", True), ("sequence", "uint64", True),
+                                      ("payer", "address", True), ("dstChain", "string", False),
+                                      ("laneId", "string", False), ("verify", "uint64", False),
+                                      ("execute", "uint64", False), ("confirm", "uint64", False)]
+    assert events["FeePaid"] == [("lane", "string", True), ("sequence", "uint64", True),
+                                 ("account", "address", True), ("dstChain", "string", False),
+                                 ("laneId", "string", False), ("step", "uint8", False), ("payee", "string", False),
+                                 ("amount", "uint256", False)]
+    assert events["FeeRefunded"] == [("lane", "string", True), ("sequence", "uint64", True),
+                                     ("account", "address", True), ("dstChain", "string", False),
+                                     ("laneId", "string", False), ("step", "uint8", False),
+                                     ("amount", "uint256", False)]
+    assert events["FeesWithdrawn"] == [("account", "address", True), ("amount", "uint256", False)]
     assert events["LaneConfigured"] == [("dstChain", "string", False), ("lane", "string", False),
                                         ("relayHeight", "uint64", False), ("version", "uint64", False)]

@@ -93,11 +93,12 @@ def supply(w: World, park: Park, denom: str) -> int:
 def recv_call(w: World, park: Park, packet: bytes, cert: RelayCertificate, vset: Any = None,
               raw_proof: bytes | None = None) -> Any:
     return park.bridge.functions.recvPacket(packet, certificate_abi(cert, raw_proof),
-                                            validator_set_abi(vset or w.relay.vset))
+                                            validator_set_abi(vset or w.relay.vset), "")
 
 
 def settle_call(w: World, park: Park, packet: bytes, ack: bytes, cert: RelayCertificate) -> Any:
-    return park.bridge.functions.settle(packet, ack, certificate_abi(cert), validator_set_abi(w.relay.vset))
+    return park.bridge.functions.settle(packet, ack, certificate_abi(cert), validator_set_abi(w.relay.vset),
+                                        ("", "", ""))
 
 
 def recv_error(w: World, park: Park, packet: bytes, cert: RelayCertificate, vset: Any = None,
@@ -725,7 +726,8 @@ def test_settle_refusals(world: World) -> None:
     assert name_of(err(packet, ack, w.relay.verify(packet))) == "ProofInvalid"  # a verified, not an outcome, record
     other_keys, other_set = make_validators(4)
     assert err(packet, ack, replace(cert, commit=w.relay.commit(keys=other_keys))) == ("SignatureInvalid", 0)
-    wrong_set = w.a.bridge.functions.settle(packet, ack, certificate_abi(cert), validator_set_abi(other_set))
+    wrong_set = w.a.bridge.functions.settle(packet, ack, certificate_abi(cert), validator_set_abi(other_set),
+                                            ("", "", ""))
     assert w.evm.error_name(wrong_set, w.relayer) == "ValidatorSetMismatch"
     assert err(packet, ack, cert) is None
 

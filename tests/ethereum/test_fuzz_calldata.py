@@ -1,11 +1,12 @@
 """Hostile calldata against the Ethereum park's bridge on a real anvil (issue 15, "hostile input, everywhere").
 
-Valid calls of every bridge entry point a relayer or user reaches (``sendEnergy``, ``recvPacket``, ``settle``
-with an ack and with a timeout proof, ``updateRelayValidators``, ``openLane``) are mutated byte-wise (ABI offsets
-and lengths overwritten with edge values, bits flipped, truncated, extended: tests/unit/fuzz/mutate.py) and sent
-with ``eth_call``. Property: the call succeeds (the mutation kept it valid) or reverts with a bridge custom error,
-``Error(string)`` or no data (the compiler's ABI decoder refusing malformed calldata); never a ``Panic``
-(arithmetic overflow, index out of bounds, memory blow-up: a bug) and never an error no artifact declares.
+Valid calls of every bridge entry point a relayer or user reaches (``sendEnergy``, ``sendEnergyWithFees`` with its
+value, ``recvPacket`` naming a relayer, ``settle`` with an ack and the fee payees of its record, ``withdrawFees``,
+``openLane``) are mutated byte-wise (ABI offsets and lengths overwritten with edge values, bits flipped, truncated,
+extended: tests/unit/fuzz/mutate.py) and sent with ``eth_call``. Property: the call succeeds (the mutation kept it
+valid) or reverts with a bridge custom error, ``Error(string)`` or no data (the compiler's ABI decoder refusing
+malformed calldata); never a ``Panic`` (arithmetic overflow, index out of bounds, memory blow-up: a bug) and never an
+error no artifact declares.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.codec import encode_ack
-from protocol.types import Acknowledgement, AckStatus
+from protocol.types import Acknowledgement, AckStatus, FeePayees
 from tests.ethereum.conftest import LANE, B, World
-from tests.ethereum.harness import certificate_abi, lower_hex, send_energy, token_of, validator_set_abi
+from tests.ethereum.harness import certificate_abi, lower_hex, send_energy, settle, token_of, validator_set_abi
 from tests.unit.fuzz.config import fuzz_settings
 from tests.unit.fuzz.mutate import apply_bytes, edits
 
@@ -31,9 +32,10 @@ PANIC = keccak(text="Panic(uint256)")[:4]
 ERROR_STRING = keccak(text="Error(string)")[:4]
 
 
-def outcome(w: World, to: str, data: bytes, sender: Any) -> tuple[str, bytes]:
+def outcome(w: World, to: str, data: bytes, sender: Any, value: int = 0) -> tuple[str, bytes]:
     resp = w.evm.w3.provider.make_request("eth_call", [  # type: ignore[arg-type]
-        {"from": sender.address, "to": to, "data": "0x" + data.hex(), "gas": hex(30_000_000)}, "latest"])
+        {"from": sender.address, "to": to, "data": "0x" + data.hex(), "gas": hex(30_000_000), "value": hex(value)},
+        "latest"])
     if "error" not in resp:
         return "ok", b""
     raw_hex = resp["error"].get("data") or "0x"
@@ -49,8 +51,8 @@ def outcome(w: World, to: str, data: bytes, sender: Any) -> tuple[str, bytes]:
     return "unknown", raw
 
 
-def seeds(w: World) -> list[tuple[str, bytes, Any]]:
-    """(to, calldata, sender) of valid calls, each checked to succeed before it is mutated."""
+def seeds(w: World) -> list[tuple[str, bytes, Any, int]]:
+    """(to, calldata, sender, value) of valid calls, each checked to succeed before it is mutated."""
     a, b = w.a, w.b
     receiver = lower_hex(w.bob.address)
     timeout_ms = w.evm.now_ms() + 3_600_000
@@ -58,19 +60,30 @@ def seeds(w: World) -> list[tuple[str, bytes, Any]]:
     packet, _ = send_energy(w.evm, a, w.alice, B, LANE, "kWh", 1500, receiver, timeout_ms, approve=False)
     cert = w.relay.verify(packet)
     vset = validator_set_abi(w.relay.vset)
-    ack = encode_ack(Acknowledgement(AckStatus.SUCCESS, "ok", b""))
-    ack_cert = w.relay.confirm_ack(packet, ack)
+    ack = encode_ack(Acknowledgement(AckStatus.SUCCESS, "ok", b"", "relayer-1"))
+    payees = FeePayees(lower_hex(w.relayer.address), "relayer-1", w.relayer.address.upper())
+    ack_cert = w.relay.confirm_ack(packet, ack, payees=payees)
+    fees = (1, 2, 3)
+    # a settled packet, so that the relayer has fees to withdraw
+    paid, _ = send_energy(w.evm, a, w.alice, B, LANE, "kWh", 10, receiver, timeout_ms, approve=False, fees=fees)
+    paid_ack = encode_ack(Acknowledgement(AckStatus.SUCCESS, "ok", b""))
+    settle(w.evm, a, w.relayer, paid, paid_ack, w.relay.confirm_ack(paid, paid_ack, payees=payees), w.relay.vset)
     calls = [
-        (a.bridge.address, a.bridge.functions.sendEnergy(B, LANE, "kWh", 1500, receiver, timeout_ms), w.alice),
-        (b.bridge.address, b.bridge.functions.recvPacket(packet, certificate_abi(cert), vset), w.relayer),
-        (a.bridge.address, a.bridge.functions.settle(packet, ack, certificate_abi(ack_cert), vset), w.relayer),
-        (a.bridge.address, a.bridge.functions.openLane("eth-z", "lane-9"), a.operator),
+        (a.bridge.address, a.bridge.functions.sendEnergy(B, LANE, "kWh", 1500, receiver, timeout_ms), w.alice, 0),
+        (a.bridge.address, a.bridge.functions.sendEnergyWithFees(B, LANE, "kWh", 1500, receiver, timeout_ms, fees),
+         w.alice, sum(fees)),
+        (b.bridge.address, b.bridge.functions.recvPacket(packet, certificate_abi(cert), vset, "relayer-1"), w.relayer,
+         0),
+        (a.bridge.address, a.bridge.functions.settle(packet, ack, certificate_abi(ack_cert), vset, payees.as_tuple()),
+         w.relayer, 0),
+        (a.bridge.address, a.bridge.functions.withdrawFees(), w.relayer, 0),
+        (a.bridge.address, a.bridge.functions.openLane("eth-z", "lane-9"), a.operator, 0),
     ]
     out = []
-    for to, fn, sender in calls:
+    for to, fn, sender, value in calls:
         data = bytes.fromhex(fn._encode_transaction_data()[2:])
-        assert outcome(w, to, data, sender)[0] == "ok", fn.fn_name
-        out.append((to, data, sender))
+        assert outcome(w, to, data, sender, value)[0] == "ok", fn.fn_name
+        out.append((to, data, sender, value))
     return out
 
 
@@ -81,9 +94,9 @@ def test_hostile_calldata_reverts_with_typed_errors(world: World) -> None:
     @SETTINGS
     @given(st.integers(0, len(calls) - 1), edits)
     def prop(i: int, e: list[tuple[int, int, int]]) -> None:
-        to, data, sender = calls[i]
+        to, data, sender, value = calls[i]
         mutated = data[:4] + apply_bytes(data[4:], e) if e[0][0] % 5 else apply_bytes(data, e)
-        kind, raw = outcome(world, to, mutated, sender)
+        kind, raw = outcome(world, to, mutated, sender, value)
         seen[kind] = seen.get(kind, 0) + 1
         assert kind not in ("panic", "unknown"), (kind, raw.hex(), i, mutated.hex()[:400])
 

@@ -375,7 +375,7 @@ async def test_track_decodes_a_mined_revert_and_waits_for_depth(park: Park) -> N
         vkey = verified_path(DPOS, ETH, LANE, 1)
         cert = wire.certificate_from_json(relay.certificate(vkey))
         data = encode_call("recvPacket", [encode_packet(pkt), certificate_arg(cert),
-                                          validator_set_arg(relay.keys.vset)])
+                                          validator_set_arg(relay.keys.vset), ""])
         acct = Account.from_key(park.user_key)
         tx = {"type": 2, "chainId": await user.eth_chain_id(), "nonce": await user.pending_nonce(),
               "to": user.bridge, "data": "0x" + data.hex(), "gas": 500_000, "value": 0,

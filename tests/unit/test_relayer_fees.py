@@ -171,7 +171,7 @@ def test_earnings_cli_reads_the_database(tmp_path: Path) -> None:
 
     from relay.ops.relayers import earnings
 
-    a, b = _Park("park-a"), _Park("park-b")
+    a = _Park("park-a")
     a.events_at[9] = [_paid("park-a", 1, "verify", "relayer-t", 5), _paid("park-a", 2, "verify", "relayer-t", 5)]
     a.final = 9
     (tmp_path / "relayers").mkdir()

@@ -66,7 +66,7 @@ contract EnergyApp is IEnergyApp {
 
     /// @inheritdoc IEnergyApp
     function onSendEnergy(address sender, string calldata dstChain, string calldata lane, string calldata denom,
-        uint256 amountWh) external delegated returns (bytes memory payload) {
+        uint256 amountWh) external payable delegated returns (bytes memory payload) {
         if (amountWh == 0 || !PacketCodec.isText(bytes(denom))) revert CodecInvalid();
         EnergyState.Layout storage s = EnergyState.layout();
         address token = s.tokens[keccak256(bytes(denom))];

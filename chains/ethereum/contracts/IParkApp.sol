@@ -20,9 +20,10 @@ interface IParkApp {
 
 /// @title Energy (kind 1): runs in the router's context (delegatecall), see `EnergyApp`.
 interface IEnergyApp is IParkApp {
-    /// @notice Phase 1: escrow a leaving denomination or burn a voucher going home; returns the payload.
+    /// @notice Phase 1: escrow a leaving denomination or burn a voucher going home; returns the payload. Payable:
+    ///         delegatecalled by a send that carries relay fees as its value (which stays with the router).
     function onSendEnergy(address sender, string calldata dstChain, string calldata lane, string calldata denom,
-        uint256 amountWh) external returns (bytes memory payload);
+        uint256 amountWh) external payable returns (bytes memory payload);
 }
 
 /// @title Charging rights (kind 2), see `ChargingRights`.

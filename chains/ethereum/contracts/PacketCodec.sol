@@ -63,9 +63,14 @@ library PacketCodec {
         if (srcLength == dstLength && keccak256(dyn(packet, 0)) == keccak256(dyn(packet, 1))) revert CodecInvalid();
     }
 
-    /// @dev An acknowledgement (uint8 status, string code, bytes result), §2.4. Returns status == 1.
+    /// @dev An acknowledgement (uint8 status, string code, bytes result), or (…, string relayer) when the relayer
+    ///      that executed the packet named itself (§2.4, §6.10): the two forms differ in their first offset word
+    ///      (0x60, 0x80), and `relayer` is an identifier (so a four-field ack with an empty one is refused). Returns
+    ///      status == 1.
     function checkAck(bytes calldata ack) internal pure returns (bool success) {
-        if (!layoutOk(ack, 3, 0x6)) revert CodecInvalid();
+        bool named = word(ack, 1) == 0x80;
+        if (named ? !layoutOk(ack, 4, 0xE) : !layoutOk(ack, 3, 0x6)) revert CodecInvalid();
+        if (named && !isId(dyn(ack, 3))) revert CodecInvalid();
         uint256 status = word(ack, 0);
         bytes calldata code = dyn(ack, 1);
         if (status == 0 || status > 2 || code.length == 0 || code.length > MAX_STRING) revert CodecInvalid();
@@ -274,6 +279,25 @@ library PacketCodec {
         }
         (bool okHead, uint256 high) = hexDigits(head);
         (bool okTail, uint256 low) = hexDigits(tail);
+        ok = ok && okHead && okTail;
+        account = address(uint160((high << 32) | low));
+    }
+
+    /// @dev `0x` + 40 hex digits of either case (a fee payee, protocol §6.10) → the address; ok false for anything
+    ///      else. Letters are folded to lowercase first: only bytes with bit 6 set (0x40..0x7f) get bit 5, so no
+    ///      byte outside `A-F` becomes a lowercase hex digit.
+    function parseAnyCaseAddress(bytes calldata s) internal pure returns (bool ok, address account) {
+        if (s.length != 42) return (false, address(0));
+        uint256 head;
+        uint256 tail;
+        assembly ("memory-safe") {
+            ok := eq(shr(240, calldataload(s.offset)), 0x3078) // "0x"
+            head := calldataload(add(s.offset, 2))
+            tail := or(shr(192, calldataload(add(s.offset, 34))), shl(64, mul(0x30, div(not(0), 0xff))))
+        }
+        uint256 fold = (type(uint256).max / 0xff) * 0x20;
+        (bool okHead, uint256 high) = hexDigits(head | ((head >> 1) & fold));
+        (bool okTail, uint256 low) = hexDigits(tail | ((tail >> 1) & fold));
         ok = ok && okHead && okTail;
         account = address(uint160((high << 32) | low));
     }

@@ -21,7 +21,8 @@ contract PacketCodecView {
         return sha256(packet);
     }
 
-    /// @notice The ack check phase 4 runs; returns (success, ack commitment).
+    /// @notice The ack check phase 4 runs (three fields, or four naming the relayer, §2.4); returns (success, ack
+    ///         commitment).
     function ackCommitment(bytes calldata ack) external pure returns (bool success, bytes32 commitment) {
         success = ack.checkAck();
         commitment = sha256(ack);
@@ -46,6 +47,24 @@ contract PacketCodecView {
         if (outcome != 1 && outcome != 2) revert CodecInvalid();
         if ((outcome == 2) != (ackCommitment_ == bytes32(0))) revert CodecInvalid();
         return abi.encode(outcome, packetCommitment_, ackCommitment_);
+    }
+
+    /// @notice The outcome record with the payees of the relay fees (§2.5, §6.10), as `ParkBridge.settle` rebuilds
+    ///         it: the three-field record when all three are "", else the six-field one.
+    function outcomeRecordWithPayees(
+        uint8 outcome,
+        bytes32 packetCommitment_,
+        bytes32 ackCommitment_,
+        string calldata verifyPayee,
+        string calldata executePayee,
+        string calldata confirmPayee
+    ) external pure returns (bytes memory) {
+        if (outcome != 1 && outcome != 2) revert CodecInvalid();
+        if ((outcome == 2) != (ackCommitment_ == bytes32(0))) revert CodecInvalid();
+        if (bytes(verifyPayee).length == 0 && bytes(executePayee).length == 0 && bytes(confirmPayee).length == 0) {
+            return abi.encode(outcome, packetCommitment_, ackCommitment_);
+        }
+        return abi.encode(outcome, packetCommitment_, ackCommitment_, verifyPayee, executePayee, confirmPayee);
     }
 
     /// @notice The relay paths (§5) the bridge derives for a checked packet: `relay/verified/…`, `relay/outcome/…`.

@@ -2,17 +2,19 @@
 pragma solidity 0.8.37;
 
 import {EnergyState} from "./EnergyApp.sol";
-import {IChargingRightApp, IEnergyApp, IParkApp, IReputationApp} from "./IParkApp.sol";
+import {IParkApp} from "./IParkApp.sol";
 import {PacketCodec} from "./PacketCodec.sol";
+import {FeeState, ParkBridgeCore} from "./ParkBridgeCore.sol";
+import {ParkSender} from "./ParkSender.sol";
 import {RelayVerifier} from "./RelayVerifier.sol";
 import {
     CertificateStale,
     CodecInvalid,
-    LaneInvalid,
-    LaneOverCapacity,
+    InsufficientFunds,
     PacketReplay,
     PacketTimeout,
     ProofInvalid,
+    ReceiverRefused,
     RelayTrustExpired,
     RelayTrustLive,
     Unauthorized,
@@ -21,55 +23,39 @@ import {
 } from "./ParkErrors.sol";
 
 /// @title The Ethereum park's bridge: the packet router (chains/ethereum/SPEC.md §E2; protocol/SPEC.md §6).
-/// @notice Phase 1 (`sendEnergy`, `sendRight`, `sendReputation`), phase 3 (`recvPacket`) and the source half of
-///         phase 4 (`settle`). The router owns what every packet kind shares: lanes and their relay capacities,
-///         sequences, packet commitments (slot 0) and receipts (slot 1) that the relay's light client proves, and
-///         the relay certificates that drive phases 3 and 4 (`RelayVerifier`). What a packet does to an asset is
-///         its kind's app (`IParkApp`): energy (`EnergyApp`, run in this contract's context by DELEGATECALL: the
-///         bridge is the energy escrow and voucher minter), charging rights (`ChargingRights`, an ERC-721) and
-///         reputation (`ReputationApp`), each fixed at deployment.
+/// @notice Phase 1 (`sendEnergy`, `sendRight`, `sendReputation`, and their `…WithFees` forms that escrow relay
+///         fees, protocol §6.10; run by the phase-1 module `ParkSender`), phase 3 (`recvPacket`) and the source half
+///         of phase 4 (`settle`, which pays the fees). The router owns what every packet kind shares: lanes and their
+///         relay capacities, sequences, packet commitments (slot 0) and receipts (slot 1) that the relay's light
+///         client proves, and the relay certificates that drive phases 3 and 4 (`RelayVerifier`). What a packet does
+///         to an asset is its kind's app (`IParkApp`): energy (`EnergyApp`, run in this contract's context by
+///         DELEGATECALL: the bridge is the energy escrow and voucher minter), charging rights (`ChargingRights`, an
+///         ERC-721) and reputation (`ReputationApp`), each fixed at deployment.
 /// @dev Packets are parsed in place from calldata after a canonical-layout check (`PacketCodec`), so a packet has
 ///      exactly one accepted encoding and its commitment is sha256 of the input. An app refuses a verified packet
-///      with an error ack code, never a revert; every revert of the router is a custom error with its data.
-contract ParkBridge {
+///      with an error ack code, never a revert; every revert of the router is a custom error with its data. The
+///      storage layout, and what phase 1 shares with the rest, is `ParkBridgeCore`'s.
+contract ParkBridge is ParkBridgeCore {
     using PacketCodec for bytes;
 
-    /// @dev One slot: a lane to a counterparty (both directions) and what this chain knows of the relay's
-    ///      capacities for packets it sends on it (protocol §6.8).
-    struct Lane {
-        uint64 nextSequence; // 0: lane not open
-        uint64 configHeight; // relay height of the certified lane config held (0: genesis / none)
-        uint64 configVersion; // bumped at every config: capacities are keyed by it, so old entries vanish
-        bool limited; // whether the config lists any capacity (else nothing to look up on send)
+    /// @dev `lane.invalid`, `lane.over_capacity` (ParkErrors.sol): only phase 1 reverts with them, and it runs in
+    ///      `ParkSender`; declared again here, same signatures and so the same selectors, so that the router's ABI
+    ///      names every error its functions revert with.
+    error LaneInvalid(string counterparty, string lane);
+    error LaneOverCapacity(uint256 amount, uint256 capacity);
+
+    /// @notice Who earned each step's fee, as the certified outcome record names them (protocol §2.5, §6.10):
+    ///         UTF-8 of at most 256 bytes each, "" for a step nobody earned (all three "": the three-field record).
+    struct FeePayees {
+        string verify;
+        string execute;
+        string confirm;
     }
 
     // ---------------------------------------------------------------------------------------------
-    // Storage. Slots 0 and 1 are fixed by SPEC §E2.1: the light client proves them. The energy app's state is
-    // in its own ERC-7201 namespace (`EnergyState`).
+    // Immutables of the router (its storage and what phase 1 reads too: `ParkBridgeCore`)
     // ---------------------------------------------------------------------------------------------
 
-    /// slot 0: keccak256(abi.encode(dst, lane, sequence)) => packet commitment (deleted at settlement)
-    mapping(bytes32 => bytes32) internal _commitments;
-    /// slot 1: keccak256(abi.encode(src, lane, sequence)) => ack commitment (never deleted)
-    mapping(bytes32 => bytes32) internal _receipts;
-
-    /// @notice Hash of the trusted relay validator set (protocol §7.1).
-    bytes32 public relaySetHash;
-    /// @notice Relay height of the commit that installed the trusted set (0: the constructor's).
-    uint64 public relaySetHeight;
-    /// @notice Relay time (ms) the trusted set is trusted as of (protocol §7.8): the deployment's block time, then
-    ///         the newest verified header's. Packed with `relaySetHeight` (slot 3): no later slot moves.
-    uint64 public relayTrustedTimeMs;
-
-    /// keccak256(abi.encode(counterparty, lane)) => the lane (next sequence to send, config version)
-    mapping(bytes32 => Lane) internal _lanes;
-    /// keccak256(abi.encode(laneKey, configVersion, keccak256(asset))) => capacity + 1 (0: not listed)
-    mapping(bytes32 => uint256) internal _capacities;
-
-    /// @notice This chain's id (packets' `src_chain` on send, `dst_chain` on receive).
-    string public chainId;
-    /// @notice The relay chain whose certificates this bridge accepts.
-    string public relayChainId;
     /// @notice How long the relay set stays trusted without a fresh verified header (protocol §7.8), ms.
     uint64 public immutable trustingPeriodMs;
     /// @notice Phase 3 refuses a certificate whose relay header is older than this at the block time (protocol
@@ -80,24 +66,20 @@ contract ParkBridge {
     address public immutable owner;
     /// @notice The native `kWh` token.
     address public immutable energyToken;
-    /// @notice The app of kind 1 (delegatecalled).
-    address public immutable energyApp;
-    /// @notice The app of kind 2.
-    address public immutable rightsApp;
-    /// @notice The app of kind 3.
-    address public immutable reputationApp;
+    /// @notice The phase-1 module (`ParkSender`, created with the router): runs the `send…` functions by
+    ///         DELEGATECALL.
+    address public immutable sendModule;
 
-    bytes32 internal immutable _chainIdHash;
     bytes32 internal immutable _relayChainIdHash;
     bytes32 internal immutable _successAckCommitment;
 
     string public constant NATIVE_DENOM = "kWh";
     uint8 internal constant OUTCOME_ACKED = 1;
     uint8 internal constant OUTCOME_TIMED_OUT = 2;
-    /// keccak256("*"): the default entry of a lane config (protocol §6.8)
-    bytes32 internal constant ANY_ASSET_HASH = keccak256("*");
-    bytes32 internal constant RIGHT_ASSET_HASH = keccak256("charging_right");
-    bytes32 internal constant REPUTATION_ASSET_HASH = keccak256("reputation");
+    /// the steps of a fee (events `FeePaid`, `FeeRefunded`)
+    uint8 internal constant STEP_VERIFY = 1;
+    uint8 internal constant STEP_EXECUTE = 2;
+    uint8 internal constant STEP_CONFIRM = 3;
     /// bounds of the trusting period (protocol §7.8): a minute .. 365 days
     uint64 internal constant MIN_TRUSTING_PERIOD_MS = 60_000;
     uint64 internal constant MAX_TRUSTING_PERIOD_MS = 365 days * 1000;
@@ -111,12 +93,17 @@ contract ParkBridge {
     // Events: indexed by what operators filter on (lane, sequence, the sending account)
     // ---------------------------------------------------------------------------------------------
 
-    /// @notice Phase 1: `packet` committed at `commitments/{dst}/{lane}/{sequence}`.
-    event PacketSent(string indexed lane, uint64 indexed sequence, address indexed sender, bytes packet);
     /// @notice Phase 3: the receipt of `srcChain`'s packet `sequence` on `laneId` holds sha256(ack), the ack being
-    ///         abi.encode(status, ackCode, "") with status 1 for `ok`, else 2 (this bridge's results are empty).
+    ///         abi.encode(status, ackCode, "") with status 1 for `ok`, else 2 (this bridge's results are empty), or
+    ///         abi.encode(status, ackCode, "", relayer) when the executing relayer named itself (protocol §2.4).
     event AckWritten(
-        string indexed lane, uint64 indexed sequence, string srcChain, string laneId, uint8 kind, string ackCode
+        string indexed lane,
+        uint64 indexed sequence,
+        string srcChain,
+        string laneId,
+        uint8 kind,
+        string ackCode,
+        string relayer
     );
     /// @notice Phase 4: the packet `sequence` to `dstChain` on `laneId` settled; `refunded` for an error ack or a
     ///         timeout (`outcome` 1 ACKED, 2 TIMED_OUT).
@@ -124,6 +111,31 @@ contract ParkBridge {
         string indexed lane, uint64 indexed sequence, address indexed sender, string dstChain, string laneId,
         uint8 outcome, bool refunded
     );
+    /// @notice Phase 4: `amount` wei, the fee of `step` (1 verify, 2 execute, 3 confirm) of packet `sequence` to
+    ///         `dstChain`, credited to `account`, the address of `payee` as the certified outcome record names it.
+    event FeePaid(
+        string indexed lane,
+        uint64 indexed sequence,
+        address indexed account,
+        string dstChain,
+        string laneId,
+        uint8 step,
+        string payee,
+        uint256 amount
+    );
+    /// @notice Phase 4: `amount` wei, the fee of `step` nobody here can be paid for (no payee, not an address, or
+    ///         the execute fee of a timed-out packet), credited back to `account`, the packet's sender.
+    event FeeRefunded(
+        string indexed lane,
+        uint64 indexed sequence,
+        address indexed account,
+        string dstChain,
+        string laneId,
+        uint8 step,
+        uint256 amount
+    );
+    /// @notice `account` withdrew the `amount` wei of fees credited to it.
+    event FeesWithdrawn(address indexed account, uint256 amount);
     event RelayValidatorsUpdated(bytes32 indexed setHash, uint64 height);
     /// @notice The owner replaced an expired relay set (protocol §7.8), trusted as of relay time `trustedTimeMs`.
     event RelayValidatorsReset(bytes32 indexed setHash, uint64 height, uint64 trustedTimeMs);
@@ -146,7 +158,7 @@ contract ParkBridge {
         address reputationApp_,
         uint64 trustingPeriodMs_,
         uint64 maxCertificateAgeMs_
-    ) {
+    ) ParkBridgeCore(keccak256(bytes(chainId_)), energyApp_, rightsApp_, reputationApp_) {
         if (!PacketCodec.isId(bytes(chainId_)) || !PacketCodec.isId(bytes(relayChainId_))) revert CodecInvalid();
         if (
             energyToken_ == address(0) || energyApp_ == address(0) || rightsApp_ == address(0)
@@ -160,20 +172,17 @@ contract ParkBridge {
         }
         trustingPeriodMs = trustingPeriodMs_;
         maxCertificateAgeMs = maxCertificateAgeMs_;
-        relayTrustedTimeMs = uint64(block.timestamp * 1000);
+        _relayTrustedTimeMs = uint64(block.timestamp * 1000);
         owner = msg.sender;
-        chainId = chainId_;
-        relayChainId = relayChainId_;
-        _chainIdHash = keccak256(bytes(chainId_));
+        _chainId = chainId_;
+        _relayChainId = relayChainId_;
         _relayChainIdHash = keccak256(bytes(relayChainId_));
         energyToken = energyToken_;
-        energyApp = energyApp_;
-        rightsApp = rightsApp_;
-        reputationApp = reputationApp_;
+        sendModule = address(new ParkSender(keccak256(bytes(chainId_)), energyApp_, rightsApp_, reputationApp_));
         EnergyState.layout().tokens[keccak256(bytes(NATIVE_DENOM))] = energyToken_;
-        relaySetHash = RelayVerifier.checkedSetHash(relaySet.ed25519Keys, relaySet.ethAddresses, relaySet.powers);
+        _relaySetHash = RelayVerifier.checkedSetHash(relaySet.ed25519Keys, relaySet.ethAddresses, relaySet.powers);
         _successAckCommitment = sha256(abi.encode(PacketCodec.ACK_SUCCESS, "ok", ""));
-        emit RelayValidatorsUpdated(relaySetHash, 0);
+        emit RelayValidatorsUpdated(_relaySetHash, 0);
     }
 
     /// @notice Open a lane to `dstChain` (both directions). Owner only; opening an open lane does nothing.
@@ -215,14 +224,14 @@ contract ParkBridge {
         uint64 height = cert.commit.header.height;
         uint64 held = _lanes[key].configHeight;
         if (height <= held) revert PacketReplay(held, height); // an old record cannot roll back a newer one
-        bytes32 keyHash = sha256(abi.encodePacked("relay/lane_config/", chainId, "/", dstChain, "/", lane));
+        bytes32 keyHash = sha256(abi.encodePacked("relay/lane_config/", _chainId, "/", dstChain, "/", lane));
         _verifyCertificate(cert, relaySet, keyHash, sha256(abi.encode(assets, capacities)));
         _configure(key, dstChain, lane, assets, capacities, height);
     }
 
     function _checkedLaneKey(string calldata dstChain, string calldata lane) internal view returns (bytes32) {
         if (!PacketCodec.isId(bytes(dstChain)) || !PacketCodec.isId(bytes(lane))) revert CodecInvalid();
-        if (keccak256(bytes(dstChain)) == _chainIdHash) revert WrongChain(string.concat("not ", chainId), dstChain);
+        if (keccak256(bytes(dstChain)) == _chainIdHash) revert WrongChain(string.concat("not ", _chainId), dstChain);
         return keccak256(abi.encode(dstChain, lane));
     }
 
@@ -269,13 +278,22 @@ contract ParkBridge {
         string calldata receiver,
         uint64 timeoutMs
     ) external returns (uint64 sequence) {
-        bytes32 laneKey;
-        (laneKey, sequence) = _begin(dstChain, lane, receiver, timeoutMs, keccak256(bytes(denom)), amountWh);
-        (bool ok, bytes memory ret) = energyApp.delegatecall(
-            abi.encodeCall(IEnergyApp.onSendEnergy, (msg.sender, dstChain, lane, denom, amountWh))
-        );
-        if (!ok) _bubble(ret);
-        _commit(dstChain, lane, sequence, PacketCodec.KIND_ENERGY, abi.decode(ret, (bytes)), receiver, timeoutMs);
+        _runSendModule();
+    }
+
+    /// @notice `sendEnergy` paying the relayers `fees` (protocol §6.10) in wei: the value sent is exactly their sum
+    ///         (`InsufficientFunds` short, `CodecInvalid` over or a fee above 2^64 - 1), escrowed with the packet
+    ///         until it settles (`FeesEscrowed`). All zero: a plain `sendEnergy`.
+    function sendEnergyWithFees(
+        string calldata dstChain,
+        string calldata lane,
+        string calldata denom,
+        uint256 amountWh,
+        string calldata receiver,
+        uint64 timeoutMs,
+        Fees calldata fees
+    ) external payable returns (uint64 sequence) {
+        _runSendModule();
     }
 
     /// @notice Send the caller's live charging right to `receiver` on `dstChain`. `payload` is the right's
@@ -288,10 +306,19 @@ contract ParkBridge {
         string calldata receiver,
         uint64 timeoutMs
     ) external returns (uint64 sequence) {
-        bytes32 laneKey;
-        (laneKey, sequence) = _begin(dstChain, lane, receiver, timeoutMs, RIGHT_ASSET_HASH, 1);
-        IChargingRightApp(rightsApp).onSendRight(msg.sender, dstChain, lane, sequence, payload, timeoutMs);
-        _commit(dstChain, lane, sequence, PacketCodec.KIND_CHARGING_RIGHT, payload, receiver, timeoutMs);
+        _runSendModule();
+    }
+
+    /// @notice `sendRight` paying the relayers `fees`, as `sendEnergyWithFees`.
+    function sendRightWithFees(
+        string calldata dstChain,
+        string calldata lane,
+        bytes calldata payload,
+        string calldata receiver,
+        uint64 timeoutMs,
+        Fees calldata fees
+    ) external payable returns (uint64 sequence) {
+        _runSendModule();
     }
 
     /// @notice Attest to `dstChain` the score this park's market holds for `subject` now (read from state).
@@ -302,64 +329,35 @@ contract ParkBridge {
         string calldata receiver,
         uint64 timeoutMs
     ) external returns (uint64 sequence) {
-        bytes32 laneKey;
-        (laneKey, sequence) = _begin(dstChain, lane, receiver, timeoutMs, REPUTATION_ASSET_HASH, 1);
-        bytes memory payload = IReputationApp(reputationApp).onSendReputation(msg.sender, subject);
-        _commit(dstChain, lane, sequence, PacketCodec.KIND_REPUTATION, payload, receiver, timeoutMs);
+        _runSendModule();
     }
 
-    /// @dev The checks every kind shares; takes the sequence (before any app call: no reentrancy can reuse it).
-    function _begin(
+    /// @notice `sendReputation` paying the relayers `fees`, as `sendEnergyWithFees`.
+    function sendReputationWithFees(
         string calldata dstChain,
         string calldata lane,
+        string calldata subject,
         string calldata receiver,
         uint64 timeoutMs,
-        bytes32 assetHash,
-        uint256 tokens
-    ) internal returns (bytes32 laneKey, uint64 sequence) {
-        if (keccak256(bytes(dstChain)) == _chainIdHash) revert WrongChain(string.concat("not ", chainId), dstChain);
-        laneKey = keccak256(abi.encode(dstChain, lane));
-        Lane storage l = _lanes[laneKey];
-        sequence = l.nextSequence;
-        if (sequence == 0) revert LaneInvalid(dstChain, lane);
-        if (timeoutMs == 0) revert CodecInvalid();
-        if (timeoutMs <= block.timestamp * 1000) revert PacketTimeout(timeoutMs, block.timestamp * 1000);
-        if (!PacketCodec.isText(bytes(receiver))) revert CodecInvalid();
-        if (l.limited) _checkCapacity(laneKey, l.configVersion, assetHash, tokens);
-        l.nextSequence = sequence + 1;
+        Fees calldata fees
+    ) external payable returns (uint64 sequence) {
+        _runSendModule();
     }
 
-    /// @dev Protocol §6.3 step 1: the relay refuses for good more tokens than the bucket's capacity for the asset
-    ///      (its own entry, else `*`; neither: not limited), so the packet must not be committed.
-    function _checkCapacity(bytes32 laneKey, uint64 version, bytes32 assetHash, uint256 tokens) internal view {
-        uint256 cap = _capacities[keccak256(abi.encode(laneKey, version, assetHash))];
-        if (cap == 0) cap = _capacities[keccak256(abi.encode(laneKey, version, ANY_ASSET_HASH))];
-        if (cap != 0 && tokens > cap - 1) revert LaneOverCapacity(tokens, cap - 1);
-    }
-
-    function _commit(
-        string calldata dstChain,
-        string calldata lane,
-        uint64 sequence,
-        uint256 kind,
-        bytes memory payload,
-        string calldata receiver,
-        uint64 timeoutMs
-    ) internal {
-        if (payload.length > PacketCodec.MAX_PAYLOAD) revert CodecInvalid();
-        bytes memory packet = abi.encode(
-            chainId,
-            dstChain,
-            lane,
-            sequence,
-            uint8(kind),
-            payload,
-            PacketCodec.hexAddress(msg.sender),
-            receiver,
-            timeoutMs
-        );
-        _commitments[keccak256(abi.encode(dstChain, lane, sequence))] = sha256(packet);
-        emit PacketSent(lane, sequence, msg.sender, packet);
+    /// @dev Run this call, calldata and all, in the phase-1 module's code (DELEGATECALL: this contract's storage,
+    ///      balance and logs, the same sender and value) and end with what it returns or reverts. The `send…`
+    ///      functions above are the router's ABI; `ParkSender`'s functions of the same signatures decode and check
+    ///      their arguments.
+    function _runSendModule() internal {
+        address module = sendModule;
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            calldatacopy(p, 0, calldatasize())
+            let ok := delegatecall(gas(), module, p, calldatasize(), 0, 0)
+            returndatacopy(p, 0, returndatasize())
+            if iszero(ok) { revert(p, returndatasize()) }
+            return(p, returndatasize())
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -367,18 +365,23 @@ contract ParkBridge {
     // ---------------------------------------------------------------------------------------------
 
     /// @notice Execute a packet certified by the relay chain (`relay/verified/{src}/{dst}/{lane}/{seq}` → packet
-    ///         commitment) and write its receipt. Application refusals are error acks.
+    ///         commitment) and write its receipt. Application refusals are error acks. `relayer` is the relay account
+    ///         the ack names as its executor (protocol §6.10: it earns the execute fee), an identifier, or "" for
+    ///         none (the three-field ack).
     function recvPacket(
         bytes calldata packet,
         RelayVerifier.Certificate calldata cert,
-        RelayVerifier.ValidatorSet calldata relaySet
+        RelayVerifier.ValidatorSet calldata relaySet,
+        string calldata relayer
     ) external {
         packet.checkPacket();
+        bool named = bytes(relayer).length != 0;
+        if (named && !PacketCodec.isId(bytes(relayer))) revert CodecInvalid();
         bytes calldata src = packet.dyn(PacketCodec.SRC);
         bytes calldata lane = packet.dyn(PacketCodec.LANE);
         uint64 sequence = uint64(packet.word(PacketCodec.SEQUENCE));
         bytes calldata dst = packet.dyn(PacketCodec.DST);
-        if (keccak256(dst) != _chainIdHash) revert WrongChain(chainId, string(dst));
+        if (keccak256(dst) != _chainIdHash) revert WrongChain(_chainId, string(dst));
         // No lane check here (§6.5): the relay verified the packet only on a registered lane (§6.4 step 4), and
         // what an app unlocks is keyed by the packet's own (src, lane).
         bytes32 receiptKey = keccak256(abi.encode(src, lane, sequence));
@@ -397,19 +400,23 @@ contract ParkBridge {
         uint256 kind = packet.word(PacketCodec.KIND);
         string memory code;
         if (kind == PacketCodec.KIND_ENERGY) {
-            (bool ok, bytes memory ret) = energyApp.delegatecall(abi.encodeCall(IParkApp.onRecvPacket, (packet)));
+            (bool ok, bytes memory ret) = _energyApp.delegatecall(abi.encodeCall(IParkApp.onRecvPacket, (packet)));
             if (!ok) _bubble(ret);
             code = abi.decode(ret, (string));
         } else {
-            code = IParkApp(kind == PacketCodec.KIND_CHARGING_RIGHT ? rightsApp : reputationApp).onRecvPacket(packet);
+            code = IParkApp(kind == PacketCodec.KIND_CHARGING_RIGHT ? _rightsApp : _reputationApp).onRecvPacket(packet);
         }
+        uint8 status = PacketCodec.ACK_ERROR;
         if (bytes(code).length == 0) {
             code = "ok";
-            _receipts[receiptKey] = _successAckCommitment;
-        } else {
-            _receipts[receiptKey] = sha256(abi.encode(PacketCodec.ACK_ERROR, code, ""));
+            status = PacketCodec.ACK_SUCCESS;
         }
-        emit AckWritten(string(lane), sequence, string(src), string(lane), uint8(kind), code);
+        bytes32 receipt;
+        if (named) receipt = sha256(abi.encode(status, code, "", relayer));
+        else if (status == PacketCodec.ACK_SUCCESS) receipt = _successAckCommitment;
+        else receipt = sha256(abi.encode(status, code, ""));
+        _receipts[receiptKey] = receipt;
+        emit AckWritten(string(lane), sequence, string(src), string(lane), uint8(kind), code, relayer);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -419,18 +426,21 @@ contract ParkBridge {
     /// @notice Settle a packet this chain sent, on a relay certificate of its outcome
     ///         (`relay/outcome/{src}/{dst}/{lane}/{seq}`). `ack` is the target's ack for ACKED, empty for TIMED_OUT.
     ///         A success ack completes the packet; an error ack or a timeout refunds the sender (the kind's app).
+    ///         `payees` are the outcome record's (protocol §2.5), certified with it; the packet's relay fees go to
+    ///         them, or back to the sender (protocol §6.10), credited for `withdrawFees`.
     function settle(
         bytes calldata packet,
         bytes calldata ack,
         RelayVerifier.Certificate calldata cert,
-        RelayVerifier.ValidatorSet calldata relaySet
+        RelayVerifier.ValidatorSet calldata relaySet,
+        FeePayees calldata payees
     ) external {
         packet.checkPacket();
         bytes calldata dst = packet.dyn(PacketCodec.DST);
         bytes calldata lane = packet.dyn(PacketCodec.LANE);
         uint64 sequence = uint64(packet.word(PacketCodec.SEQUENCE));
         bytes calldata src = packet.dyn(PacketCodec.SRC);
-        if (keccak256(src) != _chainIdHash) revert WrongChain(chainId, string(src));
+        if (keccak256(src) != _chainIdHash) revert WrongChain(_chainId, string(src));
         bytes32 commitmentKey = keccak256(abi.encode(dst, lane, sequence));
         bytes32 stored = _commitments[commitmentKey];
         if (stored == 0) revert PacketReplay(0, sequence);
@@ -446,20 +456,101 @@ contract ParkBridge {
             ackCommitment = sha256(ack);
             refund = !ack.checkAck();
         }
-        bytes32 valueHash = sha256(abi.encode(outcome, packetCommitment, ackCommitment));
+        bytes32 valueHash = _outcomeHash(outcome, packetCommitment, ackCommitment, payees);
         _verifyCertificate(cert, relaySet, _relayKeyHash("relay/outcome/", packet), valueHash);
 
         delete _commitments[commitmentKey];
         uint256 kind = packet.word(PacketCodec.KIND);
         if (kind == PacketCodec.KIND_ENERGY) {
             (bool ok, bytes memory ret) =
-                energyApp.delegatecall(abi.encodeCall(IParkApp.onSettlePacket, (packet, refund)));
+                _energyApp.delegatecall(abi.encodeCall(IParkApp.onSettlePacket, (packet, refund)));
             if (!ok) _bubble(ret);
         } else {
-            IParkApp(kind == PacketCodec.KIND_CHARGING_RIGHT ? rightsApp : reputationApp).onSettlePacket(packet, refund);
+            IParkApp(kind == PacketCodec.KIND_CHARGING_RIGHT ? _rightsApp : _reputationApp).onSettlePacket(
+                packet, refund
+            );
         }
         (, address sender) = packet.dyn(PacketCodec.SENDER).parseAddress();
         emit PacketSettled(string(lane), sequence, sender, string(dst), string(lane), outcome, refund);
+        _payFees(commitmentKey, dst, lane, sequence, outcome == OUTCOME_ACKED, payees, sender);
+    }
+
+    /// @dev sha256 of the outcome record (protocol §2.5): three fields without payees, six with any. A payee is
+    ///      UTF-8 of at most 256 bytes (`CodecInvalid`); which payees are right is the certificate's to say.
+    function _outcomeHash(uint8 outcome, bytes32 packetCommitment, bytes32 ackCommitment, FeePayees calldata p)
+        internal
+        pure
+        returns (bytes32)
+    {
+        bytes calldata verify = bytes(p.verify);
+        bytes calldata execute = bytes(p.execute);
+        bytes calldata confirm = bytes(p.confirm);
+        if (verify.length == 0 && execute.length == 0 && confirm.length == 0) {
+            return sha256(abi.encode(outcome, packetCommitment, ackCommitment));
+        }
+        if (!_isPayee(verify) || !_isPayee(execute) || !_isPayee(confirm)) revert CodecInvalid();
+        return sha256(abi.encode(outcome, packetCommitment, ackCommitment, p.verify, p.execute, p.confirm));
+    }
+
+    function _isPayee(bytes calldata s) internal pure returns (bool) {
+        return s.length <= PacketCodec.MAX_STRING && PacketCodec.isUtf8(s);
+    }
+
+    /// @dev Protocol §6.10 at settlement: each non-zero fee of the packet's record is credited to its step's payee
+    ///      if that is a `0x` address (either case, not zero), else to the payer; a timeout's execute fee always
+    ///      to the payer. Then the record is deleted. Nothing is sent here (a payee refusing ether cannot block a
+    ///      settlement): each account withdraws its credit with `withdrawFees`.
+    function _payFees(
+        bytes32 key,
+        bytes calldata dst,
+        bytes calldata lane,
+        uint64 sequence,
+        bool acked,
+        FeePayees calldata payees,
+        address payer
+    ) internal {
+        FeeState.Layout storage f = FeeState.layout();
+        FeeState.Record memory r = f.records[key];
+        if (r.verify == 0 && r.execute == 0 && r.confirm == 0) return;
+        delete f.records[key];
+        _payFee(f, dst, lane, sequence, STEP_VERIFY, r.verify, bytes(payees.verify), true, payer);
+        _payFee(f, dst, lane, sequence, STEP_EXECUTE, r.execute, bytes(payees.execute), acked, payer);
+        _payFee(f, dst, lane, sequence, STEP_CONFIRM, r.confirm, bytes(payees.confirm), true, payer);
+    }
+
+    function _payFee(
+        FeeState.Layout storage f,
+        bytes calldata dst,
+        bytes calldata lane,
+        uint64 sequence,
+        uint8 step,
+        uint256 amount,
+        bytes calldata payee,
+        bool earnable,
+        address payer
+    ) internal {
+        if (amount == 0) return;
+        (bool ok, address account) = payee.parseAnyCaseAddress();
+        if (earnable && ok && account != address(0)) {
+            f.owed[account] += amount;
+            emit FeePaid(string(lane), sequence, account, string(dst), string(lane), step, string(payee), amount);
+        } else {
+            f.owed[payer] += amount;
+            emit FeeRefunded(string(lane), sequence, payer, string(dst), string(lane), step, amount);
+        }
+    }
+
+    /// @notice Send the caller the relay fees credited to it (`feesOwed`); returns the amount. Reverts
+    ///         `InsufficientFunds(0, 1)` with nothing owed, `ReceiverRefused` if the caller does not take the ether
+    ///         (its credit stays).
+    function withdrawFees() external returns (uint256 amount) {
+        mapping(address => uint256) storage owed = FeeState.layout().owed;
+        amount = owed[msg.sender];
+        if (amount == 0) revert InsufficientFunds(0, 1);
+        owed[msg.sender] = 0; // before the call: a reentrant withdrawal finds nothing
+        emit FeesWithdrawn(msg.sender, amount);
+        (bool ok,) = msg.sender.call{value: amount}("");
+        if (!ok) revert ReceiverRefused(msg.sender);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -475,17 +566,17 @@ contract ParkBridge {
     ) external {
         bytes32 newHash = RelayVerifier.checkedSetHash(newSet.ed25519Keys, newSet.ethAddresses, newSet.powers);
         uint64 height = commit.header.height;
-        uint64 held = relaySetHeight;
+        uint64 held = _relaySetHeight;
         if (height <= held) revert PacketReplay(held, height);
         uint64 trusted = _checkTrust();
         _checkRelayChain(commit.header);
-        RelayVerifier.verifyCommit(commit, relaySet, relaySetHash);
+        RelayVerifier.verifyCommit(commit, relaySet, _relaySetHash);
         if (commit.header.nextValidatorsHash != newHash) {
             revert ValidatorSetMismatch(newHash, commit.header.nextValidatorsHash);
         }
-        relaySetHash = newHash;
-        relaySetHeight = height;
-        relayTrustedTimeMs = _refreshed(trusted, commit.header.timeMs);
+        _relaySetHash = newHash;
+        _relaySetHeight = height;
+        _relayTrustedTimeMs = _refreshed(trusted, commit.header.timeMs);
         emit RelayValidatorsUpdated(newHash, height);
     }
 
@@ -497,23 +588,23 @@ contract ParkBridge {
     {
         if (msg.sender != owner) revert Unauthorized(owner, msg.sender);
         uint256 nowMs = block.timestamp * 1000;
-        uint256 expiresAt = uint256(relayTrustedTimeMs) + trustingPeriodMs;
+        uint256 expiresAt = uint256(_relayTrustedTimeMs) + trustingPeriodMs;
         if (nowMs <= expiresAt) revert RelayTrustLive(expiresAt, nowMs);
-        uint64 held = relaySetHeight;
+        uint64 held = _relaySetHeight;
         if (height <= held) revert PacketReplay(held, height);
         if (uint256(timeMs) + trustingPeriodMs <= nowMs || timeMs > nowMs + trustingPeriodMs / REFRESH_STEP_FRACTION) {
             revert CodecInvalid();
         }
         bytes32 newHash = RelayVerifier.checkedSetHash(newSet.ed25519Keys, newSet.ethAddresses, newSet.powers);
-        relaySetHash = newHash;
-        relaySetHeight = height;
-        relayTrustedTimeMs = timeMs;
+        _relaySetHash = newHash;
+        _relaySetHeight = height;
+        _relayTrustedTimeMs = timeMs;
         emit RelayValidatorsReset(newHash, height, timeMs);
     }
 
     /// @dev §7.8 rule 1: the trusted time, unless the trust expired at this block's time.
     function _checkTrust() internal view returns (uint64 trusted) {
-        trusted = relayTrustedTimeMs;
+        trusted = _relayTrustedTimeMs;
         uint256 expiresAt = uint256(trusted) + trustingPeriodMs;
         if (block.timestamp * 1000 > expiresAt) revert RelayTrustExpired(expiresAt, block.timestamp * 1000);
     }
@@ -529,7 +620,7 @@ contract ParkBridge {
     }
 
     function _checkRelayChain(RelayVerifier.RelayHeader calldata h) internal view {
-        if (keccak256(bytes(h.chainId)) != _relayChainIdHash) revert WrongChain(relayChainId, h.chainId);
+        if (keccak256(bytes(h.chainId)) != _relayChainIdHash) revert WrongChain(_relayChainId, h.chainId);
     }
 
     function _verifyCertificate(
@@ -540,9 +631,9 @@ contract ParkBridge {
     ) internal {
         uint64 trusted = _checkTrust();
         _checkRelayChain(cert.commit.header);
-        RelayVerifier.verifyCertificate(cert, relaySet, relaySetHash, keyHash, valueHash);
+        RelayVerifier.verifyCertificate(cert, relaySet, _relaySetHash, keyHash, valueHash);
         uint64 fresh = _refreshed(trusted, cert.commit.header.timeMs);
-        if (fresh != trusted) relayTrustedTimeMs = fresh; // about 64 writes a period, not one per packet
+        if (fresh != trusted) _relayTrustedTimeMs = fresh; // about 64 writes a period, not one per packet
     }
 
     /// @dev sha256 of the relay path `{prefix}{src}/{dst}/{lane}/{sequence}` (protocol §5) of a checked packet.
@@ -579,8 +670,49 @@ contract ParkBridge {
         view
         returns (bytes32 setHash, uint64 updateHeight, uint64 trustedTimeMs, uint64 periodMs, uint64 expiresAtMs)
     {
-        return (relaySetHash, relaySetHeight, relayTrustedTimeMs, trustingPeriodMs,
-            relayTrustedTimeMs + trustingPeriodMs);
+        return (_relaySetHash, _relaySetHeight, _relayTrustedTimeMs, trustingPeriodMs,
+            _relayTrustedTimeMs + trustingPeriodMs);
+    }
+
+    /// @notice Hash of the trusted relay validator set (protocol §7.1).
+    function relaySetHash() external view returns (bytes32) {
+        return _relaySetHash;
+    }
+
+    /// @notice Relay height of the commit that installed the trusted set (0: the constructor's).
+    function relaySetHeight() external view returns (uint64) {
+        return _relaySetHeight;
+    }
+
+    /// @notice Relay time (ms) the trusted set is trusted as of (protocol §7.8): the deployment's block time, then
+    ///         the newest verified header's.
+    function relayTrustedTimeMs() external view returns (uint64) {
+        return _relayTrustedTimeMs;
+    }
+
+    /// @notice This chain's id (packets' `src_chain` on send, `dst_chain` on receive).
+    function chainId() external view returns (string memory) {
+        return _chainId;
+    }
+
+    /// @notice The relay chain whose certificates this bridge accepts.
+    function relayChainId() external view returns (string memory) {
+        return _relayChainId;
+    }
+
+    /// @notice The app of kind 1 (delegatecalled).
+    function energyApp() external view returns (address) {
+        return _energyApp;
+    }
+
+    /// @notice The app of kind 2.
+    function rightsApp() external view returns (address) {
+        return _rightsApp;
+    }
+
+    /// @notice The app of kind 3.
+    function reputationApp() external view returns (address) {
+        return _reputationApp;
     }
 
     /// @notice The ERC-20 of `denom` here (zero if none yet).
@@ -595,6 +727,22 @@ contract ParkBridge {
         returns (uint256)
     {
         return EnergyState.layout().escrow[keccak256(abi.encode(counterparty, lane, denom))];
+    }
+
+    /// @notice The relay fees (wei) credited to `account` by settlements and not withdrawn yet.
+    function feesOwed(address account) external view returns (uint256) {
+        return FeeState.layout().owed[account];
+    }
+
+    /// @notice The relay fees (wei) escrowed with the packet `sequence` to `dstChain` on `lane`, until it settles
+    ///         (all zero: none, or settled). The payer is the packet's sender.
+    function feesEscrowed(string calldata dstChain, string calldata lane, uint64 sequence)
+        external
+        view
+        returns (uint64 verify, uint64 execute, uint64 confirm)
+    {
+        FeeState.Record memory r = FeeState.layout().records[keccak256(abi.encode(dstChain, lane, sequence))];
+        return (r.verify, r.execute, r.confirm);
     }
 
     /// @notice The next sequence phase 1 assigns on the lane (1 for a lane never used or not open).

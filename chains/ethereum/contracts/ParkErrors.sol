@@ -8,7 +8,9 @@ pragma solidity 0.8.37;
 
 // --- codec, proofs, certificates (protocol §3, §4, §7) ------------------------------------------------------------
 
-/// `codec.invalid`: bytes that are not the canonical encoding, or a value out of range (protocol §3).
+/// `codec.invalid`: bytes that are not the canonical encoding, or a value out of range (protocol §3): also a relayer
+/// name that is not an identifier, a fee payee longer than 256 bytes or not UTF-8, a relay fee above 2^64 - 1 or a
+/// send whose value is above the fees it offers.
 error CodecInvalid();
 /// `proof.invalid`: a state proof that does not verify against the certified relay state root (§4).
 error ProofInvalid();
@@ -47,7 +49,9 @@ error LaneOverCapacity(uint256 amount, uint256 capacity);
 
 // --- accounts and assets ------------------------------------------------------------------------------------
 
-/// `funds.insufficient`: a balance too small (`have` < `need`), or a token this chain does not hold.
+/// `funds.insufficient`: a balance too small (`have` < `need`), or a token this chain does not hold; a send whose
+/// value is below the relay fees it offers (`have` the value, `need` their sum), or a fee withdrawal with nothing owed
+/// (0, 1).
 error InsufficientFunds(uint256 have, uint256 need);
 /// `auth.denied`: the caller is not the account the operation is reserved for.
 error Unauthorized(address expected, address got);
@@ -57,7 +61,8 @@ error AllowanceTooLow(uint256 allowed, uint256 need);
 error RightUnavailable(uint256 tokenId, uint8 state);
 /// `asset.invalid`: the payload given for a right is not the one recorded for it (a forged right payload).
 error RightPayloadMismatch(bytes32 expected, bytes32 got);
-/// `auth.denied`: an ERC-721 recipient contract that does not accept the right.
+/// `auth.denied`: an ERC-721 recipient contract that does not accept the right, or an account that does not accept the
+/// relay fees it withdraws.
 error ReceiverRefused(address to);
 /// `asset.invalid`: a right id already in use here.
 error RightExists(uint256 tokenId);
