@@ -37,7 +37,7 @@ from tests.integration.test_four_phases import LANE, USER, Net, started_net, wai
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-PAIRS = {"dpos-poc": ("dpos-park", "poc-park")}
+PAIRS = {"dpos-poc": ("dpos-park", "poc-park"), "eth-fabric": ("eth-park", "fabric-park")}
 FEES = {"verify": 3, "execute": 5, "confirm": 2}
 
 
