@@ -15,6 +15,11 @@ relayers submit to. The flood, from loopback, lasts until every honest packet se
 * **RPC**: concurrent ``status`` / ``getAccount`` / ``getClientStatus`` queries;
 * **WebSocket**: ``--ws`` sockets sending queries as fast as they are answered.
 
+The flood runs in a process of its own (``--flood-nice``, default 10: below the devnet's processes): on a real network
+the spammers' own CPU is theirs, not the validator host's, and in the bench's process their event loop would also
+slow the bench's honest sender and its measurements. ``--flood-nice 0`` gives the flood an equal share of the two
+cores.
+
 It prints both runs' honest figures (throughput through phase 4, latency p50/p95, overhead, relay validator peak
 RSS, supply) and the ratios the issue sets: loaded throughput >= 0.8 x unloaded, loaded p95 latency <= 2 x unloaded;
 and what the flood did (accepted and refused by code, per kind).
@@ -277,7 +282,13 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", help="run in this directory and keep it (logs, databases)")
     ap.add_argument("--give-up-s", type=float, default=900, help="stop waiting after this long. Default 900")
+    ap.add_argument("--flood-nice", type=int, default=10, help="niceness of the flood's process (0..19). Default 10")
+    ap.add_argument("--flood-child", nargs=3, metavar=("CONFIG", "SPAMMERS", "WS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.flood_child:
+        return flood_child(Path(args.flood_child[0]), int(args.flood_child[1]), int(args.flood_child[2]))
+    if not 0 <= args.flood_nice <= 19:
+        ap.error("--flood-nice 0..19")
     if not 1 <= args.spammers <= 64 or not 0 <= args.ws <= 64 or args.transfers < 1:
         ap.error("--spammers 1..64, --ws 0..64, --transfers >= 1")
     with run_dir(args.keep, "parkrelay-bench-") as root, \
@@ -285,19 +296,68 @@ def main() -> int:
         runs = {}
         for name in ("unloaded", "loaded"):
             (root / name).mkdir()
-            flood = flood_load(args.spammers, args.ws) if name == "loaded" else None
+            flood = flood_load(args.spammers, args.ws, args.flood_nice) if name == "loaded" else None
             runs[name] = asyncio.run(run(DPOS, POC, "burst", args.transfers, root / name, give_up_s=args.give_up_s,
                                          bar=bar, background=flood))
-    out = compare(runs["unloaded"], runs["loaded"], runs["loaded"].get("background", {}))
+    out = compare(runs["unloaded"], runs["loaded"], {**runs["loaded"].get("background", {}),
+                                                     "flood_nice": args.flood_nice})
     emit(out, args.json)
     return 0
 
 
-def flood_load(n_spammers: int, n_ws: int) -> Any:
-    """The :data:`bench.devnet.Background` that floods the devnet :func:`bench.devnet.run` starts."""
+def flood_load(n_spammers: int, n_ws: int, nice: int = 10) -> Any:
+    """The :data:`bench.devnet.Background` that floods the devnet :func:`bench.devnet.run` starts: this script again
+    as a child process (``--flood-child``) at niceness ``nice``. It prints ``ready`` once the spammers are set up,
+    floods until its stdin closes, then prints what it sent as one JSON line."""
     async def flood(cfg: Any, ready: asyncio.Event, stop: asyncio.Event) -> dict[str, Any]:
-        return await Flood(cfg, n_spammers, n_ws)(cfg, ready, stop)
+        import json
+
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--flood-child", str(cfg.path), str(n_spammers), str(n_ws),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            line = await child.stdout.readline()
+            if line.strip() != b"ready":
+                raise RuntimeError(f"the flood process did not start: {line!r}")
+            ready.set()
+            await stop.wait()
+            child.stdin.close()
+            out, _ = await asyncio.wait_for(child.communicate(), 120)
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+        if child.returncode != 0:
+            raise RuntimeError(f"the flood process failed (exit {child.returncode})")
+        result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        return result
     return flood
+
+
+def flood_child(config: Path, n_spammers: int, n_ws: int) -> int:
+    """``--flood-child``: flood the deployment ``config`` until stdin closes (see :func:`flood_load`)."""
+    import json
+
+    from relay.ops.config import load_config
+
+    cfg = load_config(config)
+
+    async def go() -> dict[str, Any]:
+        ready, stop = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(Flood(cfg, n_spammers, n_ws)(cfg, ready, stop))
+        await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()  # set-up failed: raises
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+        stop.set()
+        return await task
+
+    print(json.dumps(asyncio.run(go())), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ __all__ = [
     "ADMISSION_CODES",
     "DISPOSITIONS",
     "AccountMempoolFullError",
+    "AccountRateLimitedError",
     "AdmissionError",
     "AuthorizationError",
     "BondLockedError",
@@ -316,6 +317,14 @@ class AccountMempoolFullError(MempoolFullError):
     code = "mempool.account_full"
 
 
+class AccountRateLimitedError(MempoolFullError):
+    """A bonded relay account submitted transactions faster than a relay node admits from one account (``[limits]
+    relay_account_txs_per_s``, ``relay_account_burst``; governance grants are not bounded): the relay chain charges
+    nothing for block space, so a bond buys a rate, not a flood. Passes once the account's bucket refills."""
+
+    code = "mempool.account_rate"
+
+
 class RequestRateLimitedError(ProtocolError):
     """A client address sent requests faster than a node's or the operator API's per-address token bucket allows
     (``[limits] rpc_requests_per_s``, ``rpc_burst``): nothing was read past the refusal; the same request passes
@@ -590,6 +599,7 @@ DISPOSITIONS: dict[str, Disposition] = {
     "evidence.invalid": _N, "evidence.stale": _N, "validator.jailed": _D,
     # accounts and transactions
     "auth.denied": _F, "tx.nonce": _R, "mempool.full": _R, "mempool.account_full": _P,
+    "mempool.account_rate": _R,
     # node and transport
     "block.missing_parent": _P, "rpc.not_found": _P, "transport": _R, "poc.plot": _F,
     # requests refused before any method runs (chains/common/jsonrpc.py)

@@ -179,6 +179,28 @@ def error_object(code: int, message: str, data: dict[str, Any] | None = None) ->
 # --- rate ----------------------------------------------------------------------------------------
 
 
+class Pacer:
+    """One rate shared by every caller, enforced by making callers wait instead of refusing them (GCRA: a virtual
+    schedule of evenly spaced slots, ``burst`` of them may be taken at once). For request-answer streams — a
+    WebSocket client waits for each answer before it sends the next — waiting is backpressure at no cost: the
+    server reads nothing while a handler waits, the client's sends queue in its own socket. Pure: the caller passes
+    ``now`` and sleeps for the returned delay."""
+
+    __slots__ = ("_tat", "burst", "rate_per_s")
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._tat = 0.0  # theoretical arrival time of the next slot (monotonic seconds)
+
+    def delay(self, now: float) -> float:
+        """Take the next slot at ``now``: how long to wait before acting on it (0: at once)."""
+        step = 1.0 / self.rate_per_s
+        start = max(now, self._tat)
+        self._tat = start + step
+        return max(0.0, start - now - (self.burst - 1) * step)
+
+
 class RateBuckets:
     """One token bucket per client address: each holds at most ``burst`` tokens, refills at ``rate_per_s`` and
     pays one token per request. Pure: the caller passes ``now`` (monotonic seconds).
@@ -194,6 +216,11 @@ class RateBuckets:
         self.burst = burst
         self.max_clients = max_clients
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when they were counted)
+
+    def has(self, client: str, now: float) -> bool:
+        """Whether ``client``'s bucket holds a token at ``now`` (nothing paid)."""
+        tokens, then = self._buckets.get(client, (float(self.burst), now))
+        return min(float(self.burst), tokens + max(0.0, now - then) * self.rate_per_s) >= 1.0
 
     def take(self, client: str, now: float) -> bool:
         """Pay one token of ``client``'s bucket at ``now``: False (nothing paid) when the bucket is empty."""

@@ -248,6 +248,81 @@ class AdmissionLimits:
     """Most open ``/ws`` connections (``rpc.connection_limit``; the upgrade is answered HTTP 503)."""
     ws_connections_per_ip: int = 64
     """Most open ``/ws`` connections from one client address."""
+    ws_requests_per_s: float = 1_000.0
+    """RPC requests a node answers over ``/ws``, all sockets together; past it a socket's next request waits its
+    turn (no refusal: a WebSocket client waits for each answer, so waiting is backpressure that costs the node
+    nothing, while a flood of answered queries from many addresses would take its CPU). Pushed heads are not
+    counted. Subscribers that only listen (relayers) never wait."""
+    ws_burst: int = 1_000
+    """Requests over ``/ws`` answered at once after a quiet spell, before the pacing applies."""
+    relay_account_txs_per_s: float = 10.0
+    """Relay validators only: transactions admitted from one *bonded* relay account per second
+    (``mempool.account_rate``); governance grants (the deployment's relayers and validators) are not bounded. A relay
+    batch carries up to 100 packets, so this is up to 1,000 packets/s of an outside relayer's work; a flood of valid
+    but useless transactions from bonded accounts gets no more. Counted only for transactions admission took, so a
+    forgery naming an account cannot spend its rate."""
+    relay_account_burst: int = 100
+    """Transactions of one bonded account admitted at once after a quiet spell."""
+
+
+class Mempool(dict[bytes, Tx]):
+    """The pending transactions by hash, with an index by sender kept in step: admission asks for a sender's queued
+    transactions on every submission, and a scan of a mempool a flood filled (thousands of entries) would cost each
+    honest submission as much. Every way of changing it keeps the index (the dict methods that could bypass it are
+    refused)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._senders: dict[str, dict[bytes, Tx]] = {}
+
+    def __setitem__(self, h: bytes, tx: Tx) -> None:
+        old = self.get(h)
+        if old is not None:
+            self._unindex(h, old)
+        super().__setitem__(h, tx)
+        self._senders.setdefault(tx.sender, {})[h] = tx
+
+    def __delitem__(self, h: bytes) -> None:
+        self._unindex(h, self[h])
+        super().__delitem__(h)
+
+    def setdefault(self, h: bytes, tx: Tx) -> Tx:  # type: ignore[override]
+        if h not in self:
+            self[h] = tx
+        return self[h]
+
+    def pop(self, h: bytes, *default: Any) -> Any:  # type: ignore[override]
+        if h in self:
+            tx = super().pop(h)
+            self._unindex(h, tx)
+            return tx
+        if default:
+            return default[0]
+        raise KeyError(h)
+
+    def clear(self) -> None:
+        super().clear()
+        self._senders.clear()
+
+    def update(self, *args: Any, **kw: Any) -> None:
+        raise TypeError("Mempool.update would bypass the sender index: set each transaction")
+
+    def popitem(self) -> tuple[bytes, Tx]:
+        raise TypeError("Mempool.popitem would bypass the sender index: pop a hash")
+
+    def of(self, sender: str) -> list[Tx]:
+        """The sender's queued transactions, in arrival order."""
+        return list(self._senders.get(sender, {}).values())
+
+    def count_of(self, sender: str) -> int:
+        return len(self._senders.get(sender, ()))
+
+    def _unindex(self, h: bytes, tx: Tx) -> None:
+        mine = self._senders.get(tx.sender)
+        if mine is not None:
+            mine.pop(h, None)
+            if not mine:
+                del self._senders[tx.sender]
 
 
 @dataclass
@@ -308,7 +383,7 @@ class ParkNode:
         self.by_height: dict[int, bytes] = {}  # canonical chain
         self.children: dict[bytes, list[bytes]] = {}
         self.head: BlockEntry
-        self.mempool: dict[bytes, Tx] = {}
+        self.mempool = Mempool()
         self.peers: list[str] = list(config.peers)
         self._gossip_enabled = True
         self._tx_outbox: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # per peer, in admission order
@@ -318,6 +393,7 @@ class ParkNode:
         self._ws_clients: set[web.WebSocketResponse] = set()
         self._ws_per_ip: dict[str, int] = {}
         self._rate = rpc.RateBuckets(config.limits.rpc_requests_per_s, config.limits.rpc_burst)
+        self._ws_pace = rpc.Pacer(config.limits.ws_requests_per_s, config.limits.ws_burst)
         self._head_waiters: list[asyncio.Future[None]] = []
         self._methods: dict[str, RpcMethod] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -636,7 +712,7 @@ class ParkNode:
         if len(self.mempool) >= limits.mempool_txs:
             raise MempoolFullError(f"mempool full (limits.mempool_txs = {limits.mempool_txs})",
                                    expected=f"< {limits.mempool_txs}", got=len(self.mempool))
-        queued = [t for t in self.mempool.values() if t.sender == tx.sender]
+        queued = self.mempool.of(tx.sender)
         if len(queued) >= limits.mempool_txs_per_account:
             raise AccountMempoolFullError(
                 f"mempool holds {len(queued)} queued transactions of {tx.sender[:64]!r} (limits.mempool_txs_per_account"
@@ -843,7 +919,7 @@ class ParkNode:
         acct = self.head.state.get_json(account_path(p["name"]))
         if acct is None:
             raise NotFoundError("unknown account", got=p["name"])
-        pending = sum(1 for t in self.mempool.values() if t.sender == p["name"])
+        pending = self.mempool.count_of(p["name"])
         return {**acct, "pending": pending}
 
     async def _rpc_get_events(self, p: dict[str, Any]) -> list[dict[str, Any]]:
@@ -991,6 +1067,9 @@ class ParkNode:
                 limited = self._rate_refusal(client)
                 if limited is None:
                     refused_in_a_row = 0
+                    wait = self._ws_pace.delay(time.monotonic())
+                    if wait > 0:  # the node-wide pace (limits.ws_requests_per_s): this socket waits its turn
+                        await asyncio.sleep(wait)
                     _, answer = await self.dispatch(raw, authorized=authorized)
                 else:
                     refused_in_a_row += 1

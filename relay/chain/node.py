@@ -27,6 +27,7 @@ from aiohttp import web
 
 from chains.common import jsonrpc as rpc
 from chains.common import wire
+from chains.common.jsonrpc import RateBuckets
 from chains.common.node import (
     MAX_BLOCK_BYTES,
     MAX_BLOCK_TXS,
@@ -39,9 +40,15 @@ from chains.common.node import (
     tx_root,
 )
 from chains.common.state import ChainState, canonical_json
-from chains.common.tx import ACCOUNT_RE, BlockContext, Tx
+from chains.common.tx import ACCOUNT_RE, BlockContext, Tx, account_path
 from protocol.certificate import RelayCertificate, RelayCommit, RelayHeader, ValidatorSet, verify_commit
-from protocol.errors import CodecError, HeaderError, ProtocolError, ValidatorSetMismatchError
+from protocol.errors import (
+    AccountRateLimitedError,
+    CodecError,
+    HeaderError,
+    ProtocolError,
+    ValidatorSetMismatchError,
+)
 from protocol.types import ChainId
 from relay.chain.consensus import (
     Broadcast,
@@ -549,6 +556,45 @@ class RelayNode(ParkNode):
     """The park node runtime with the relay's mempool rule for evidence: an ``evidence.submit`` has no account and
     no nonce run to follow, so it stays in the mempool (until a block includes it or the head state refuses it:
     punished already, jailed, stale) instead of being pruned as a transaction of an unknown sender."""
+
+    def __init__(self, rules: RelayRules, config: NodeConfig) -> None:
+        super().__init__(rules, config)
+        limits = config.limits
+        self._account_buckets = RateBuckets(limits.relay_account_txs_per_s, limits.relay_account_burst)
+        """One token bucket per bonded relay account (``[limits] relay_account_txs_per_s``)."""
+
+    def submit_tx(self, tx: Tx) -> bytes:
+        """Admission with the rate of a bonded account (``[limits] relay_account_txs_per_s``, governance grants
+        unbounded): an empty bucket refuses at once (``mempool.account_rate``), before any work; a token is paid only
+        once admission took the transaction, whose signature then proved its sender."""
+        bounded = tx.hash() not in self.mempool and self.account_rate_bounded(tx.sender)
+        if bounded:
+            self.check_account_rate(tx.sender)
+        h = super().submit_tx(tx)
+        if bounded:
+            self._account_buckets.take(tx.sender, time.monotonic())
+        return h
+
+    def account_rate_bounded(self, sender: str) -> bool:
+        """Whether admission bounds ``sender``'s rate: a registered relay account but a governance grant (SPEC
+        §6.9). An unknown name is not (its ``account.register`` is bounded by its bond's funds)."""
+        state = self.head.state
+        acct = state.get_json(account_path(sender)) if state is not None else None
+        return acct is not None and acct.get("status", "granted") != "granted"
+
+    def check_account_rate(self, sender: str) -> None:
+        """``mempool.account_rate`` if ``sender``'s bucket is empty (nothing paid)."""
+        if self._account_buckets.has(sender, time.monotonic()):
+            return
+        limits = self.config.limits
+        raise AccountRateLimitedError(
+            f"relay account {sender[:64]!r} is admitted at most {limits.relay_account_txs_per_s:g} transactions/s "
+            f"(limits.relay_account_txs_per_s, limits.relay_account_burst = {limits.relay_account_burst})",
+            expected=f"<= {limits.relay_account_txs_per_s:g}/s", got="an empty bucket")
+
+    def pay_account_rate(self, sender: str) -> None:
+        """Pay one token of ``sender``'s bucket: a transaction of its was admitted."""
+        self._account_buckets.take(sender, time.monotonic())
 
     def _trial_execute(self, state: ChainState, tx: Tx, ctx: BlockContext) -> None:
         """Admission refuses what a block would record as a charged failure (SPEC §6.9), for free, with its typed

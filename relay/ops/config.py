@@ -317,6 +317,10 @@ LIMIT_RANGES: dict[str, tuple[type, int, int]] = {
     "rpc_burst": (int, 1, 10_000_000),
     "ws_connections": (int, 1, 1_000_000),
     "ws_connections_per_ip": (int, 1, 1_000_000),
+    "ws_requests_per_s": (float, 1, 10_000_000),
+    "ws_burst": (int, 1, 10_000_000),
+    "relay_account_txs_per_s": (float, 0.001, 10_000_000),
+    "relay_account_burst": (int, 1, 10_000_000),
 }
 """``[limits]`` keys: (type, least, most). Each is a field of :class:`~chains.common.node.AdmissionLimits`."""
 

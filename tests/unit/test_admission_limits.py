@@ -206,6 +206,46 @@ async def test_ws_messages_share_the_bucket_and_a_flooding_socket_is_closed(tmp_
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.POLICY_VIOLATION
 
 
+def test_the_pacer_spaces_requests_evenly_after_its_burst() -> None:
+    from chains.common.jsonrpc import Pacer
+
+    pace = Pacer(10.0, 3)  # 10/s, 3 at once
+    assert [pace.delay(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    delays = [pace.delay(100.0) for _ in range(3)]  # then one slot every 0.1 s
+    assert delays == pytest.approx([0.1, 0.2, 0.3])
+    assert pace.delay(101.0) == 0.0  # a quiet second refills the burst
+    assert pace.delay(200.0) == 0.0 and Pacer(1.0, 1).delay(5.0) == 0.0
+
+
+async def test_ws_requests_past_the_node_wide_pace_wait_their_turn_and_are_answered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every socket's requests share one pace (limits.ws_requests_per_s): past it the node waits before answering
+    (backpressure), never refuses; a subscriber's pushed heads are not paced."""
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def record(delay: float, *a: Any, **kw: Any) -> Any:
+        if delay >= 0.05:  # the pace's waits (the node's own loops sleep otherwise)
+            slept.append(delay)
+            delay = 0.0
+        return await real_sleep(delay, *a, **kw)
+
+    async with (_served(tmp_path, ws_requests_per_s=10.0, ws_burst=2) as served, aiohttp.ClientSession() as s,
+                s.ws_connect(served.url + "/ws") as a, s.ws_connect(served.url + "/ws") as b):
+        for ws in (a, b):
+            assert (await ws.receive_json())["type"] == "subscribed"
+        monkeypatch.setattr(node_mod.asyncio, "sleep", record)
+        for i in range(3):
+            for ws in (a, b):
+                await ws.send_bytes(_status(i))
+                while True:
+                    msg = await ws.receive_json()
+                    if "result" in msg or "error" in msg:
+                        break
+                assert msg["result"]["chain_id"] == "test-chain"  # answered, not refused
+    assert len(slept) == 4 and all(d > 0 for d in slept)  # 6 requests, 2 at once, then 4 paced
+
+
 async def test_a_ws_message_past_the_body_bound_closes_the_socket(tmp_path: Path) -> None:
     async with (_served(tmp_path, rpc_body_bytes=64 * 1024) as served, aiohttp.ClientSession() as s,
                 s.ws_connect(served.url + "/ws") as ws):
@@ -348,6 +388,7 @@ def test_limits_default_to_the_runtimes_defaults_and_the_devnet_documents_each(t
     ("rpc_requests_per_s = 3\n", {"rpc_requests_per_s": 3.0}),
     ("rpc_body_bytes = 65536\nws_connections = 1\nws_connections_per_ip = 1\n",
      {"rpc_body_bytes": 65536, "ws_connections": 1, "ws_connections_per_ip": 1}),
+    ("ws_requests_per_s = 250\nws_burst = 10\n", {"ws_requests_per_s": 250.0, "ws_burst": 10}),
 ])
 def test_limits_are_read_from_the_table(tmp_path: Path, text: str, want: dict[str, Any]) -> None:
     limits = _load(tmp_path, text).limits
@@ -357,6 +398,8 @@ def test_limits_are_read_from_the_table(tmp_path: Path, text: str, want: dict[st
 
 @pytest.mark.parametrize(("text", "named"), [
     ("mempool_txs = 0\n", "limits.mempool_txs"),
+    ("ws_requests_per_s = 0\n", "limits.ws_requests_per_s"),
+    ("ws_burst = 1.5\n", "limits.ws_burst"),
     ("mempool_txs = 1.5\n", "limits.mempool_txs"),
     ('mempool_txs_per_account = "2000"\n', "limits.mempool_txs_per_account"),
     ("mempool_txs_per_account = true\n", "limits.mempool_txs_per_account"),
@@ -393,3 +436,26 @@ def test_every_node_of_a_deployment_takes_its_limits(tmp_path: Path, monkeypatch
             assert node.config.limits == AdmissionLimits(mempool_txs_per_account=7), kind
         finally:
             node.db.close()
+
+
+def test_the_mempool_keeps_its_sender_index_in_step() -> None:
+    from chains.common.node import Mempool
+
+    pool = Mempool()
+    a0, a1, b0 = _tx("alice", 0), _tx("alice", 1), _tx("bob", 0)
+    for t in (a0, a1, b0):
+        pool[t.hash()] = t
+    assert pool.of("alice") == [a0, a1] and pool.count_of("bob") == 1
+    pool.pop(a0.hash())
+    assert pool.pop(a0.hash(), None) is None and pool.of("alice") == [a1]
+    del pool[b0.hash()]
+    assert pool.count_of("bob") == 0 and pool.of("bob") == []
+    assert pool.setdefault(b0.hash(), b0) is b0 and pool.of("bob") == [b0]
+    pool[a1.hash()] = a1  # set again: indexed once
+    assert pool.count_of("alice") == 1
+    with pytest.raises(TypeError):
+        pool.update({a0.hash(): a0})
+    with pytest.raises(TypeError):
+        pool.popitem()
+    pool.clear()
+    assert pool.of("alice") == [] and not pool

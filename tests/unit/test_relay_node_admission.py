@@ -13,7 +13,7 @@ from chains.common.node import NodeConfig
 from chains.common.tx import Tx
 from protocol.crypto import Ed25519Signer
 from protocol.errors import BondStateError
-from relay.chain.node import make_relay_node
+from relay.chain.node import RelayNode, make_relay_node
 from tests.unit.abci.relaynet import CHAIN, RelayNet
 
 
@@ -29,6 +29,52 @@ def test_a_failure_a_block_would_charge_is_refused_at_admission_and_not_queued(t
         assert node.mempool == {}
         assert node.head.state is not None
         assert node.head.state.get_json(b"accounts/relayer-x")["nonce"] == 0  # type: ignore[index]
+    finally:
+        node.db.close()
+        net.close()
+
+
+def _node_with(tmp_path: Path, **limits: float) -> tuple[RelayNode, Ed25519Signer, RelayNet]:
+    from chains.common.node import AdmissionLimits
+
+    relayer = Ed25519Signer(os.urandom(32))
+    net = RelayNet(tmp_path / "net", extra_genesis={"accounts": {"relayer-x": relayer.pubkey.hex()},
+                                                    "bonds": {"balances": {"relayer-x": 5_000}}})
+    node = make_relay_node(net.genesis, "v0", net.keys[0],
+                           NodeConfig(name="v0", data_dir=tmp_path / "node", limits=AdmissionLimits(**limits)))
+    assert isinstance(node, RelayNode)
+    return node, relayer, net
+
+
+def _transfer(key: Ed25519Signer, nonce: int) -> Tx:
+    return Tx.signed(key, CHAIN, "relayer-x", nonce, "bond.transfer", {"to": "someone", "amount": 1})
+
+
+def test_a_bonded_account_is_admitted_at_its_rate_and_a_grant_is_not_bounded(tmp_path: Path) -> None:
+    from protocol.errors import AccountRateLimitedError, SignatureError
+
+    node, key, net = _node_with(tmp_path, relay_account_txs_per_s=0.001, relay_account_burst=2)
+    try:
+        for nonce in range(5):  # a governance grant: not bounded
+            node.submit_tx(_transfer(key, nonce))
+        node.mempool.clear()
+        state = node.head.state
+        assert state is not None
+        acct = state.get_json(b"accounts/relayer-x")
+        state.set_json(b"accounts/relayer-x", {**acct, "status": "bonded", "bond": 1_000})  # as a bonded outsider
+        node.submit_tx(_transfer(key, 0))
+        # a forgery naming the account is refused by its signature and spends nothing of its rate
+        forged = Tx.signed(Ed25519Signer(os.urandom(32)), CHAIN, "relayer-x", 1, "bond.transfer",
+                           {"to": "someone", "amount": 1})
+        with pytest.raises(SignatureError):
+            node.submit_tx(forged)
+        node.submit_tx(_transfer(key, 1))
+        held = dict(node.mempool)
+        with pytest.raises(AccountRateLimitedError) as err:
+            node.submit_tx(_transfer(key, 2))
+        assert err.value.code == "mempool.account_rate" and "limits.relay_account_txs_per_s" in err.value.message
+        assert dict(node.mempool) == held
+        node.submit_tx(_transfer(key, 1))  # held already: admitted again, free
     finally:
         node.db.close()
         net.close()

@@ -425,10 +425,17 @@ class RelayAbciApp(Application):
                 raise AccountMempoolFullError(
                     f"CometBFT's mempool holds {pending} pending transactions of {tx.sender[:64]!r} "
                     f"(limits.mempool_txs_per_account = {limit})", expected=f"< {limit}", got=pending)
+            # a bonded account's rate (limits.relay_account_txs_per_s), on new transactions only: a recheck after each
+            # Commit is the same transaction again
+            bounded = req.type is not T.CheckTxType.RECHECK and self.node.account_rate_bounded(tx.sender)
+            if bounded:
+                self.node.check_account_rate(tx.sender)
             self.rules.sm.check_admission(self._check_state, tx)
             head = self.tip.header
             ctx = BlockContext(self.chain_id, head.height + 1, max(_now_ms(), head.timestamp_ms + 1), self.name)
             self.rules.sm.execute_tx(self._check_state, tx, ctx)
+            if bounded:
+                self.node.pay_account_rate(tx.sender)
         except ProtocolError as exc:
             return T.ResponseCheckTx(code=REFUSED, log=_error_json(exc), codespace=exc.code)
         return T.ResponseCheckTx()
