@@ -427,7 +427,8 @@ class RelayAbciApp(Application):
                     f"(limits.mempool_txs_per_account = {limit})", expected=f"< {limit}", got=pending)
             # a bonded account's rate (limits.relay_account_txs_per_s), on new transactions only: a recheck after each
             # Commit is the same transaction again
-            bounded = req.type is not T.CheckTxType.RECHECK and self.node.account_rate_bounded(tx.sender)
+            bounded = (req.type is not T.CheckTxType.RECHECK and ahead is not None
+                       and ahead.get("status", "granted") != "granted")
             if bounded:
                 self.node.check_account_rate(tx.sender)
             self.rules.sm.check_admission(self._check_state, tx)

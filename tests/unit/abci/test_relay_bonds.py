@@ -4,6 +4,7 @@ a charged failure goes through PrepareProposal, ProcessProposal and FinalizeBloc
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from chains.common.tx import Tx, account_path
@@ -44,3 +45,25 @@ def test_a_charged_failure_is_kept_in_the_block_and_every_validator_counts_it(ne
     for i in range(len(net.apps)):
         alice = account(net, "alice", i)
         assert (alice["nonce"], alice["failures"], alice["failures_total"], alice["bond"]) == (2, 1, 1, 1_000)
+
+
+def test_check_tx_admits_a_bonded_account_at_its_rate_and_a_recheck_costs_nothing(tmp_path: Path) -> None:
+    from chains.common.jsonrpc import RateBuckets
+
+    net = RelayNet(tmp_path, extra_genesis={"bonds": {"balances": {"alice": 5_000}}})
+    net.init_chain()
+    signer = Ed25519Signer(bytes(range(32)))
+    net.run([raw(register_tx("alice", signer))])
+    app = net.apps[0]
+    app.node._account_buckets = RateBuckets(0.001, 2)  # [limits] relay_account_txs_per_s, relay_account_burst
+
+    def transfer(nonce: int) -> bytes:
+        return raw(Tx.signed(signer, CHAIN, "alice", nonce, "bond.transfer", {"to": "bob", "amount": 1}))
+
+    assert check(net, transfer(1)).code == 0 and check(net, transfer(2)).code == 0
+    refused = check(net, transfer(3))
+    assert (refused.code, refused.codespace) == (REFUSED, "mempool.account_rate")
+    assert json.loads(refused.log)["disposition"] == "retry_soon"
+    recheck = app.check_tx(T.RequestCheckTx(transfer(1), T.CheckTxType.RECHECK))
+    assert recheck.codespace != "mempool.account_rate"  # a recheck is the same transaction again: not counted
+    net.close()
