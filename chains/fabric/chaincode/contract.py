@@ -104,7 +104,7 @@ otherwise, nothing written): the ack it writes, receipt and event, is ``(status,
 four-field form of protocol SPEC §2.4 (three fields without it).
 
 ``settle`` decodes the payees from the certificate's value (:func:`protocol.codec.decode_outcome_record`; a value
-that is not an outcome record is ``codec.invalid``) and verifies the certificate against the record rebuilt with
+that is not an outcome record is a wrong value, ``proof.invalid``, as on the Python parks) and verifies the certificate against the record rebuilt with
 them (:func:`validate_settle`), so payees other than the relay certified are ``proof.invalid``. In the same
 transaction as the settlement, :func:`chains.common.fees.settle_fees` pays each step's fee to its payee when the
 payee is an account id of this park (:func:`~chains.fabric.chaincode.identity.is_account_id`) and refunds it to the
@@ -232,27 +232,22 @@ from chains.fabric.consts import BRIDGE_CHAINCODE, OPERATOR_MSP, TIMEOUT_RECEIPT
 from protocol.certificate import RelayCertificate, verify_certificate
 from protocol.codec import (
     MAX_STRING,
-    ZERO_COMMITMENT,
-    ack_commitment,
     decode_ack,
     decode_energy,
-    decode_outcome_record,
     decode_packet,
-    encode_outcome,
     packet_commitment,
 )
 from protocol.errors import (
     AuthorizationError,
     CodecError,
     InsufficientFundsError,
-    InvalidProofError,
     LaneError,
     ProtocolError,
     ReplayError,
     TimeoutExpiredError,
     WrongChainError,
 )
-from protocol.paths import ack_path, commitment_path, next_send_path, outcome_path, receipt_path, verified_path
+from protocol.paths import ack_path, commitment_path, next_send_path, receipt_path, verified_path
 from protocol.types import (
     UINT64_MAX,
     Acknowledgement,
@@ -878,35 +873,12 @@ for _name, _fn in market.FUNCTIONS.items():
 def validate_settle(state: KVState, params: BridgeParams, packet: Packet, cert: RelayCertificate,
                     ack: Acknowledgement | None, ctx: BlockContext) -> tuple[PacketOutcome, FeePayees]:
     """Raise unless ``cert`` proves this packet's outcome record (ACKED with ``ack``, or TIMED_OUT if None); the
-    outcome and the fee payees the record names. Writes nothing.
-
-    In order: the packet was sent here (``packet.wrong_chain``); its commitment is still stored (``packet.replay``:
-    settled already) and is the packet's (``proof.invalid``); the certificate is of the packet's
-    ``relay/outcome/...`` key (``proof.invalid``); its value decodes as an outcome record of either form
-    (``codec.invalid``, :func:`protocol.codec.decode_outcome_record`); and it proves exactly the record rebuilt
-    from this packet, this ack and those payees (:func:`protocol.certificate.verify_certificate`), so payees other
-    than the relay certified fail like any other value (``proof.invalid``)."""
-    if packet.src_chain != params.chain_id:
-        raise WrongChainError("packet was sent by another chain", expected=params.chain_id, got=packet.src_chain)
-    stored = state.get(commitment_path(packet.dst_chain, packet.lane, packet.sequence))
-    if stored is None:
-        raise ReplayError("no commitment for the packet: already settled (or never sent)",
-                          got=f"{packet.dst_chain}/{packet.lane}/{packet.sequence}")
-    commitment = packet_commitment(packet)
-    if stored != commitment:
-        raise InvalidProofError("packet differs from the one committed at its sequence", expected=stored,
-                                got=commitment)
-    key = outcome_path(packet.src_chain, packet.dst_chain, packet.lane, packet.sequence)
-    if cert.key != key:
-        raise InvalidProofError("certificate proves another key", expected=key, got=cert.key)
-    if cert.value is None:
-        raise InvalidProofError("certificate proves no outcome record (an absence)", expected="an outcome record")
-    payees = decode_outcome_record(cert.value)[3]
-    outcome = PacketOutcome.TIMED_OUT if ack is None else PacketOutcome.ACKED
-    ack_commit = ZERO_COMMITMENT if ack is None else ack_commitment(ack)
-    verify_certificate(check_relay_trust(state, ctx), params.relay_chain_id, cert, key,
-                       encode_outcome(outcome, commitment, ack_commit, payees))
-    return outcome, payees
+    outcome and the fee payees the record names. Writes nothing. The Python parks' checks, in their order
+    (:func:`chains.common.bridge.validate_settle`): the record is rebuilt with the payees the certificate claims, so
+    payees other than the relay certified, or a value that is no outcome record, fail like any other wrong value
+    (``proof.invalid``)."""
+    outcome = bridge.validate_settle(state, params, packet, cert, ack, ctx)
+    return outcome, bridge.certified_payees(cert)
 
 
 def check_fee_funds(state: KVState, packet: Packet, fees: Fees, denom: str) -> None:

@@ -349,10 +349,10 @@ def test_payees_other_than_the_certified_ones_are_refused(h: Harness) -> None:
     for payees in forgeries:
         forged = _with_value(cert, encode_outcome(PacketOutcome.ACKED, pc, ac, payees))
         assert h.refused(RELAYER, "settle", h.settle_args(packet, forged, ack_hex)) == "proof.invalid"
-    # a value that is no outcome record at all, or none
+    # a value that is no outcome record at all, or none: a wrong value, as on every park
     for raw in (b"\x00" * 5, encode_outcome(PacketOutcome.ACKED, pc, ac, PAYEES) + b"\x00",
                 encode_outcome(PacketOutcome.ACKED, pc, ac) + b"\x00" * 32):
-        assert h.refused(RELAYER, "settle", h.settle_args(packet, _with_value(cert, raw), ack_hex)) == "codec.invalid"
+        assert h.refused(RELAYER, "settle", h.settle_args(packet, _with_value(cert, raw), ack_hex)) == "proof.invalid"
     assert h.refused(RELAYER, "settle", h.settle_args(packet, _with_value(cert, None), ack_hex)) == "proof.invalid"
     assert h.balance(FEE_ESCROW) == TOTAL
     settle(h, packet, cert, ack_hex)
