@@ -351,6 +351,12 @@ def _wait_first_blocks(cfg: DeploymentConfig, as_json: bool) -> bool:
     return False
 
 
+DEMO_FEES = {"verify": 10, "execute": 20, "confirm": 10}
+"""What the demo's first transfer offers the relayers (protocol SPEC §6.10)."""
+DEMO_FEE_DENOMS = {"dpos": "prc", "poc": "pcc"}
+"""The currency a Python park's bridge takes fees in (its genesis ``fee_denom``), by kind."""
+
+
 def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
     from relay.ops import packets
 
@@ -371,10 +377,18 @@ def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
         ]
     log: list[dict[str, Any]] = []
     say = (lambda *_: None) if as_json else print
-    for step_lane, title, src, sender, dst, receiver, amount, denom in steps:
-        sent = packets.transfer(cfg, src, sender, dst, receiver, amount, denom, step_lane)
+    # the first transfer pays the relayers (protocol SPEC §6.10) in its park's currency, where the demo knows it
+    fee_denom = DEMO_FEE_DENOMS.get(cfg.chain(a).kind)
+    fee_view = park_view(cfg, a) if fee_denom else None
+    fee_watch = [user[a], *cfg.relayers]
+    fees_before = {n: fee_view.balance(n, fee_denom) for n in fee_watch} if fee_view and fee_denom else {}
+    fee_report: dict[str, Any] | None = None
+    for i, (step_lane, title, src, sender, dst, receiver, amount, denom) in enumerate(steps):
+        fees = DEMO_FEES if i == 0 and fee_denom else None
+        sent = packets.transfer(cfg, src, sender, dst, receiver, amount, denom, step_lane, fees=fees)
         key = sent["packet"]
-        say(f"\n{title}: {amount} Wh of {denom}, packet {key}")
+        say(f"\n{title}: {amount} Wh of {denom}, packet {key}"
+            + (f", relay fees {fees['verify']}/{fees['execute']}/{fees['confirm']} {fee_denom}" if fees else ""))
         t0, seen, row = time.monotonic(), ["committed"], packets.show_packet(cfg, key)
         say(f"  {0.0:5.1f}s  committed  (phase 1 on {src}, height {sent['height']})")
         while row["state"] not in ("completed", "refunded") and time.monotonic() - t0 < 120:
@@ -388,6 +402,13 @@ def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
         if row["state"] not in ("completed", "refunded"):
             print(f"devnet demo: {key} stuck in {row['state']}; see {cfg.data_dir / 'logs'}", file=sys.stderr)
             return 1
+        if fees and fee_view is not None and fee_denom:
+            # the settlement paid each step's fee to the relayer that did it first (its own account on the park)
+            change = {n: fee_view.balance(n, fee_denom) - fees_before[n] for n in fee_watch}
+            fee_report = {"packet": key, "denom": fee_denom, "offered": fees, "sender_paid": -change[user[a]],
+                          "earned": {r: change[r] for r in cfg.relayers if change[r]}}
+            say(f"  relay fees: {user[a]} paid {-change[user[a]]} {fee_denom}; earned: "
+                + (", ".join(f"{r} {n}" for r, n in fee_report["earned"].items()) or "nobody"))
     assets = _asset_round(cfg, user, say)
     if assets is None:
         return 1
@@ -395,6 +416,7 @@ def _scenario(cfg: DeploymentConfig, as_json: bool) -> int:
     balances = _balances(cfg, user)
     if as_json:
         print(json.dumps({"ok": balances["conserved"] and assets["ok"], "packets": log, "balances": balances,
+                          "relay_fees": fee_report,
                           "rights": assets["rights"], "reputation": assets["reputation"],
                           "rights_violations": assets["violations"]}))
     else:
