@@ -67,6 +67,7 @@ from adapters.common.roles import ProvenValue, SourceSide, TargetSide
 from adapters.common.rpc import JsonRpcClient
 from chains.common import storage
 from chains.common.heap import trim_heap
+from chains.common.tx import MAX_TX_BYTES
 from protocol.codec import decode_outcome, decode_packet
 from protocol.errors import Disposition, ProtocolError
 from protocol.paths import ack_path, commitment_path, lane_config_path, outcome_path, receipt_path, verified_path
@@ -102,8 +103,13 @@ log = logging.getLogger("parkrelay.relayer")
 VERIFY_BATCH = 100
 """Most packets of one ``packet.verify_batch`` / ``packet.confirm_ack_batch`` and of one ``proveMany`` call."""
 CERT_BATCH = 16
-"""Most packets of one ``bridge.recv_batch`` / ``bridge.settle_batch`` (a park transaction is at most 64 KiB; a
-packet with its record and proof takes about 2 KiB of it)."""
+"""Most packets of one ``bridge.recv_batch`` / ``bridge.settle_batch``; fewer when they would not fit in a park
+transaction (:data:`PARK_TX_ARGS_BUDGET`)."""
+PARK_TX_ARGS_BUDGET = MAX_TX_BYTES - 4 * 1024
+"""Bytes a batch's arguments may take of a park transaction (``chains.common.tx.MAX_TX_BYTES``, 64 KiB), the rest
+left to the transaction's own fields. A packet with its certified record and proof takes 2-3 KiB, more as the relay's
+state grows (deeper proofs) and with relay fees (payees in the outcome record, the relayer in the ack): a batch over
+it is split in halves until it fits, instead of being refused as too large."""
 RELAY_INFLIGHT_PACKETS = 600
 """Most packets a relayer keeps submitted to the relay chain (verify, confirm, timeout) and not yet seen there: about
 two relay blocks of them. More would only queue behind the relayer's own nonces, and so would every client update after
@@ -869,13 +875,13 @@ class Relayer(ClientUpdates):
         if todo and not await self._relay_set_ready(self.parks[todo[0].packet.dst_chain]):
             return
         if todo and self.parks[todo[0].packet.dst_chain].batches:
-            for i in range(0, len(todo), CERT_BATCH):
-                chunk = todo[i:i + CERT_BATCH]
+            async def recv_args(chunk: list[Tracked]) -> dict[str, Any]:
                 certs = await self._certificates([verified_path(t.packet.src_chain, t.packet.dst_chain, t.packet.lane,
                                                                 t.packet.sequence) for t in chunk])
-                await self._submit(self.parks[chunk[0].packet.dst_chain], "bridge.recv_batch",
-                                   {"packets": [t.raw.hex() for t in chunk], "certificates": certs,
-                                    "relayer": self.name}, "recv", chunk)
+                return {"packets": [t.raw.hex() for t in chunk], "certificates": certs, "relayer": self.name}
+
+            await self._submit_fitting(self.parks[todo[0].packet.dst_chain], "bridge.recv_batch", todo, recv_args,
+                                       "recv")
             return
         for t in todo:
             p = t.packet
@@ -988,16 +994,33 @@ class Relayer(ClientUpdates):
                 item["ack"] = t.ack.hex()
             ready.append((t, key, item))
         if ready and self.parks[ready[0][0].packet.src_chain].batches:
-            for i in range(0, len(ready), CERT_BATCH):
-                chunk = ready[i:i + CERT_BATCH]
-                certs = await self._certificates([key for _, key, _ in chunk])
-                await self._submit(self.parks[chunk[0][0].packet.src_chain], "bridge.settle_batch",
-                                   {"items": [item for _, _, item in chunk], "certificates": certs}, "settle",
-                                   [t for t, _, _ in chunk])
+            items = {t.key: (key, item) for t, key, item in ready}
+
+            async def settle_args(chunk: list[Tracked]) -> dict[str, Any]:
+                certs = await self._certificates([items[t.key][0] for t in chunk])
+                return {"items": [items[t.key][1] for t in chunk], "certificates": certs}
+
+            await self._submit_fitting(self.parks[ready[0][0].packet.src_chain], "bridge.settle_batch",
+                                       [t for t, _, _ in ready], settle_args, "settle")
             return
         for t, key, item in ready:
             await self._submit(self.parks[t.packet.src_chain], "bridge.settle",
                                {**item, "certificate": await self._certificate(key)}, "settle", [t])
+
+    async def _submit_fitting(self, chain: ChainLink, op: str, todo: list[Tracked],
+                              build: Callable[[list[Tracked]], Any], action: str) -> None:
+        """Submit ``op`` for ``todo`` in batches of at most :data:`CERT_BATCH` whose arguments (``await
+        build(chunk)``) fit :data:`PARK_TX_ARGS_BUDGET`: a batch over it is split in halves (its certificates
+        fetched again for each half) until it fits or is one packet."""
+        queue = [todo[i:i + CERT_BATCH] for i in range(0, len(todo), CERT_BATCH)]
+        while queue:
+            chunk = queue.pop(0)
+            args = await build(chunk)
+            if len(chunk) > 1 and len(json.dumps(args, separators=(",", ":"))) > PARK_TX_ARGS_BUDGET:
+                half = len(chunk) // 2
+                queue[:0] = [chunk[:half], chunk[half:]]
+                continue
+            await self._submit(chain, op, args, action, chunk)
 
     async def _submit(self, chain: ChainLink, op: str, args: dict[str, Any], action: str,
                       packets: list[Tracked] | None) -> None:

@@ -183,3 +183,31 @@ def test_earnings_cli_reads_the_database(tmp_path: Path) -> None:
     cfg = SimpleNamespace(relayers=("relayer-t",), data_dir=tmp_path, path=tmp_path / "x.toml")
     assert earnings(cfg, "relayer-t") == [{"chain": "park-a", "denom": "prc", "step": "verify", "amount": 10,
                                             "packets": 2}]
+
+
+async def test_a_batch_too_large_for_a_park_transaction_is_split_until_it_fits(tmp_path: Path) -> None:
+    """With relay fees a packet's certified record grows (payees, the relayer in the ack), and so do proofs as the
+    relay's state grows: a 16-packet settle batch once went over a park's 64 KiB and was refused as too large. The
+    relayer halves a batch until its arguments fit (``PARK_TX_ARGS_BUDGET``)."""
+    import json as _json
+
+    from relay.relayer.relayer import PARK_TX_ARGS_BUDGET, Tracked
+
+    a, b = _Park("park-a"), _Park("park-b")
+    r = _relayer(tmp_path, _Relay(), {"park-a": a, "park-b": b})
+    todo = []
+    for seq in range(1, 17):
+        raw = bytes.fromhex(_send_event("park-a", "park-b", seq, 3)["packet"])
+        todo.append(Tracked(decode_packet(raw), raw, 3))
+    built: list[int] = []
+
+    async def build(chunk: list[Tracked]) -> dict[str, Any]:
+        built.append(len(chunk))
+        return {"items": [{"packet": t.raw.hex(), "proof": "ab" * 4_000} for t in chunk]}  # ~8 KB a packet
+
+    await r._submit_fitting(r.parks["park-a"], "bridge.settle_batch", todo, build, "settle")
+    sent = [args for op, args in a.submitted if op == "bridge.settle_batch"]
+    assert all(len(_json.dumps(args, separators=(",", ":"))) <= PARK_TX_ARGS_BUDGET for args in sent)
+    assert sorted(i["packet"] for args in sent for i in args["items"]) == sorted(t.raw.hex() for t in todo)
+    assert built[0] == 16 and len(sent) >= 3  # 16 did not fit: halves, then quarters
+    r.db.close()

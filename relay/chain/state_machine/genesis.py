@@ -12,9 +12,11 @@ The genesis config is JSON (parsed strictly: unknown keys are :class:`~protocol.
       "bonds"?:     {"min_bond"?: 1000, "unbonding_ms"?: 86400000, "slash_after_failures"?: 5,
                      "slash_fraction_bps"?: 1000, "failure_window_ms"?: 3600000,
                      "balances"?: {"<account name>": <bond units>, ...}},   # relay/chain/state_machine/bonds.py
-      "recovery_delay_ms"?: 600000     # client.recover waits this long after a freeze (SPEC §8.8; default
+      "recovery_delay_ms"?: 600000,    # client.recover waits this long after a freeze (SPEC §8.8; default
                                        # 11 minutes, 0 .. 7 days; >= every park bridge's
                                        # max_certificate_age_ms + the relay-park clock skew)
+      "prune_verified"?: true          # an outcome record replaces the packet's verified record (SPEC §6.6;
+                                       # default true; false: both kept, as chains made before it do)
     }
 
 Clients are created in sorted chain-id order (so their ids ``<type>-<n>`` do not depend on how the
@@ -33,7 +35,7 @@ from protocol.types import ChainId, check_id
 from relay.chain.state_machine.bonds import init_bonds, parse_genesis_bonds
 from relay.chain.state_machine.clients import RelayClientRouter, process_client_create
 from relay.chain.state_machine.evidence import record_validator_set
-from relay.chain.state_machine.keys import CONFIG_KEY
+from relay.chain.state_machine.keys import CONFIG_KEY, PRUNE_VERIFIED_KEY
 from relay.chain.state_machine.lanes import limits_from_json, open_lane
 from relay.chain.state_machine.records import Event, json_object, obj_args, str_arg
 from relay.chain.state_machine.recovery import MAX_RECOVERY_DELAY_MS
@@ -46,7 +48,7 @@ def init_genesis(state: ChainState, router: RelayClientRouter, config: Any) -> l
     if state.get(CONFIG_KEY) is not None:
         raise ProtocolError("relay chain state already initialised")
     cfg = obj_args(config, "relay genesis", ("chain_id", "validators", "clients", "lanes"),
-                   ("accounts", "recovery_delay_ms", "bonds"))
+                   ("accounts", "recovery_delay_ms", "bonds", "prune_verified"))
     chain_id = check_id("relay chain", str_arg(cfg, "chain_id", "genesis"))
     vset = wire.validator_set_from_json(cfg["validators"])
     clients = json_object(cfg["clients"], "genesis clients")
@@ -61,7 +63,13 @@ def init_genesis(state: ChainState, router: RelayClientRouter, config: Any) -> l
                               or not 0 <= delay <= MAX_RECOVERY_DELAY_MS):
         raise CodecError("recovery_delay_ms out of bounds (ms)", expected=f"0..{MAX_RECOVERY_DELAY_MS}", got=delay)
 
+    prune = cfg.get("prune_verified", True)
+    if not isinstance(prune, bool):
+        raise CodecError("prune_verified is true or false", got=prune)
+
     state.set_json(CONFIG_KEY, {"chain_id": chain_id, **({"recovery_delay_ms": delay} if delay is not None else {})})
+    if prune:
+        state.set(PRUNE_VERIFIED_KEY, b"1")
     record_validator_set(state, vset, 1)  # refuses a repeated ed25519 key or Ethereum address
     events: list[Event] = []
     for park in sorted(clients):

@@ -54,6 +54,7 @@ __all__ = [
     "CLIENT_INDEX_KEY",
     "CONFIG_KEY",
     "GOVERNANCE_NONCE_KEY",
+    "PRUNE_VERIFIED_KEY",
     "SLASHED_KEY",
     "VALIDATORS_KEY",
     "bond_funds_key",
@@ -75,6 +76,9 @@ VALIDATORS_KEY = b"relay/validators"
 GOVERNANCE_NONCE_KEY = b"relay/governance/nonce"
 CLIENT_INDEX_KEY = b"relay/client_index"
 BONDS_KEY = b"relay/bonds"
+PRUNE_VERIFIED_KEY = b"relay/features/prune_verified"
+"""Present (genesis ``prune_verified``, the default): an outcome record replaces the packet's ``relay/verified``
+record (SPEC §6.6). Absent on a chain whose genesis predates it, so replaying its blocks gives the same states."""
 SLASHED_KEY = b"relay/bonds/slashed"
 
 

@@ -53,7 +53,7 @@ from protocol.paths import commitment_path, outcome_path, receipt_path, verified
 from protocol.types import Acknowledgement, Packet, PacketKind, PacketOutcome
 from relay.chain.state_machine import fees, rights, supply
 from relay.chain.state_machine.clients import HostedClient, RelayClientRouter, feed_headers, load_for_proofs
-from relay.chain.state_machine.keys import suspended_key
+from relay.chain.state_machine.keys import PRUNE_VERIFIED_KEY, suspended_key
 from relay.chain.state_machine.lanes import Lane, check_tokens, kind_asset, require_open_lane, take_tokens
 from relay.chain.state_machine.records import Event, Staged
 
@@ -352,7 +352,8 @@ def apply_confirm_ack(state: ChainState, ref: PacketRef, ack: Acknowledgement, a
     book = payees if payees is not None else fees.PayeeBook(state, ref.packet.src_chain)
     record = fees.outcome_payees(state, ref.packet, book(ack.relayer), book(confirmer))
     state.set(ref.outcome_key, encode_outcome(PacketOutcome.ACKED, ref.commitment, ack_c, record))
-    state.delete(ref.verified_key)  # the outcome record answers every later question (SPEC §6.6): keep state small
+    if state.get(PRUNE_VERIFIED_KEY) is not None:  # the outcome record answers every later question (SPEC §6.6)
+        state.delete(ref.verified_key)
     _settle_supply(state, ref, ack.success)
     return {"type": "packet_acked", **ref.ids(), "success": ack.success, "ack_code": ack.code,
             "ack_commitment": ack_c.hex(), "target_height": height, "state": new_state.value}
@@ -432,7 +433,8 @@ def apply_confirm_timeout(state: ChainState, ref: PacketRef, height: int,
     record = fees.outcome_payees(state, ref.packet, "", fees.payee_of(state, confirmer, ref.packet.src_chain))
     state.set(ref.outcome_key, encode_outcome(PacketOutcome.TIMED_OUT, ref.commitment, ZERO_COMMITMENT, record))
     if start is PacketState.VERIFIED:
-        state.delete(ref.verified_key)
+        if state.get(PRUNE_VERIFIED_KEY) is not None:
+            state.delete(ref.verified_key)
         _settle_supply(state, ref, delivered=False)
     return {"type": "packet_timed_out", **ref.ids(), "target_height": height, "state": new_state.value,
             "verified": start is PacketState.VERIFIED}

@@ -73,7 +73,7 @@ class RelayHarness:
     def __init__(self, *, limits: dict[str, Any] | None = None, finality_depth: int = 0,
                  trusting_period_ms: int = DAY, relayers: Sequence[str] = ("relayer-a", "relayer-b"),
                  three: bool = False, recovery_delay_ms: int | None = None,
-                 bonds: dict[str, Any] | None = None) -> None:
+                 bonds: dict[str, Any] | None = None, prune_verified: bool | None = None) -> None:
         self.net = three_parks() if three else two_parks()
         self.feeds = {cid: ParkFeed(self.net, cid) for cid in self.net.parks}
         self.sm = RelayStateMachine(RELAY, [SINGLE_SIGNER_TYPE])
@@ -94,6 +94,7 @@ class RelayHarness:
             **({"recovery_delay_ms": recovery_delay_ms} if recovery_delay_ms is not None else {}),
             # the relayers are governance grants; their bond units fund newcomers (bond.transfer, SPEC §6.9)
             "bonds": bonds if bonds is not None else {"balances": {name: RELAYER_FUNDS for name in relayers}},
+            **({"prune_verified": prune_verified} if prune_verified is not None else {}),
         }
         self.sm.init_genesis(self.state, self.genesis)
 

@@ -14,7 +14,7 @@ import pytest
 
 from chains.common.tx import Tx
 from protocol.codec import decode_outcome, encode_packet, packet_commitment
-from protocol.errors import ClientRecoveryError, InvalidProofError, LaneError, RateLimitError
+from protocol.errors import ClientRecoveryError, CodecError, InvalidProofError, LaneError, RateLimitError, ReplayError
 from protocol.paths import commitment_path, outcome_path, verified_path
 from protocol.types import PacketOutcome
 from tests.unit.relay_state.harness import DPOS, LANE, MINUTE, POC, RELAY, VOUCHER, RelayHarness
@@ -377,3 +377,28 @@ def test_anyone_can_register_and_relay(h: RelayHarness) -> None:
 def test_commitment_path_is_the_bridges(h: RelayHarness) -> None:
     p = h.send()
     assert h.feeds[DPOS].state.get(commitment_path(p.dst_chain, p.lane, p.sequence)) is not None
+
+
+@pytest.mark.parametrize("prune", [True, False])
+def test_the_outcome_replaces_the_verified_record_unless_genesis_keeps_both(prune: bool) -> None:
+    """Genesis ``prune_verified`` (default true, SPEC §6.6): a chain made before it keeps both records, so replaying
+    its blocks gives the same states; either way the packet is done for phase 2 and confirmed once."""
+    h = RelayHarness(prune_verified=prune)
+    p = h.send(amount_wh=1_000)
+    h.verify(p)
+    h.deliver(p)
+    h.confirm(p)
+    kept = h.state.get(verified_path(p.src_chain, p.dst_chain, p.lane, p.sequence))
+    assert (kept is None) is prune
+    assert h.sm.packet_state(h.state, encode_packet(p)) == "acked"
+    with pytest.raises(ReplayError):
+        h.verify(p)
+    with pytest.raises(ReplayError):
+        h.confirm(p)
+    assert h.settle(p)["refunded"] is False
+    h.net.check()
+
+
+def test_prune_verified_is_a_boolean() -> None:
+    with pytest.raises(CodecError):
+        RelayHarness(prune_verified="yes")  # type: ignore[arg-type]

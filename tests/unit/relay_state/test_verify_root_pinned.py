@@ -18,6 +18,7 @@ from chains.common.state import ChainState
 from chains.common.tx import Tx
 from protocol.errors import InvalidProofError
 from relay.chain.state_machine import RelayStateMachine
+from relay.chain.state_machine.keys import PRUNE_VERIFIED_KEY
 from tests.unit.relay_state.testkit import SINGLE_SIGNER_TYPE, fixed_signer
 
 ROOTS = [  # re-pinned once when genesis started writing the bond records (SPEC §6.9); the events are unchanged
@@ -40,6 +41,7 @@ def _run(packets: int = 250, batch: int = 50) -> tuple[list[str], list[str]]:
     _, genesis, txs, ctxs = build(packets, batch, park_keys=3_000, relay_keys=3_000)
     sm = RelayStateMachine("relay", [SINGLE_SIGNER_TYPE])
     state = ChainState(genesis)
+    state.delete(PRUNE_VERIFIED_KEY)  # the pins predate this genesis record; phase 2 never reads it
     roots, digests = [], []
     for tx, ctx in zip(txs, ctxs, strict=True):
         events = sm.execute_tx(state, tx, ctx)
