@@ -104,8 +104,9 @@ otherwise, nothing written): the ack it writes, receipt and event, is ``(status,
 four-field form of protocol SPEC §2.4 (three fields without it).
 
 ``settle`` decodes the payees from the certificate's value (:func:`protocol.codec.decode_outcome_record`; a value
-that is not an outcome record is a wrong value, ``proof.invalid``, as on the Python parks) and verifies the certificate against the record rebuilt with
-them (:func:`validate_settle`), so payees other than the relay certified are ``proof.invalid``. In the same
+that is not an outcome record is a wrong value, ``proof.invalid``, as on the Python parks) and verifies the
+certificate against the record rebuilt with them (:func:`validate_settle`), so payees other than the relay certified
+are ``proof.invalid``. In the same
 transaction as the settlement, :func:`chains.common.fees.settle_fees` pays each step's fee to its payee when the
 payee is an account id of this park (:func:`~chains.fabric.chaincode.identity.is_account_id`) and refunds it to the
 payer otherwise (an empty payee, a name of another park, a timed-out packet's execute fee), deletes the fee record,
