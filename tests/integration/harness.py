@@ -55,6 +55,8 @@ def free_port_block(n: int) -> int:
     lo, hi = PORT_RANGE
     for _ in range(400):
         base = rng.randrange(lo, hi - n)
+        if any(p in _HANDED_OUT for p in range(base, base + n)):
+            continue  # free now, but given to a config of this process that has not bound it yet
         ok = True
         for p in range(base, base + n):
             with socket.socket() as s:
@@ -64,8 +66,15 @@ def free_port_block(n: int) -> int:
                     ok = False
                     break
         if ok:
+            _HANDED_OUT.update(range(base, base + n))
             return base
     raise RuntimeError(f"no block of {n} free ports in {lo}..{hi}")
+
+
+_HANDED_OUT: set[int] = set()
+"""Ports :func:`free_port_block` gave out in this process: a devnet's chains and its relay each get a block before
+any of them binds, so a later block must not overlap an earlier one (it once did: the config then refused the
+overlap, "port already used")."""
 
 
 def ports_of(chain: dict[str, Any]) -> int:
