@@ -1269,7 +1269,7 @@ class ParkNode:
                 st = await self._call(peer, "status", {})
             except (aiohttp.ClientError, TimeoutError, RpcError, ValueError):
                 continue
-            if int(st["weight"]) <= self.head.weight:
+            if not _peer_head_wins(int(st["weight"]), str(st["head"]), self.head):
                 continue
             start = self.head.header.height + 1
             # walk back to a common ancestor when the peer is on another fork
@@ -1403,6 +1403,17 @@ class RpcError(Exception):
 def _heavier(a: BlockEntry, b: BlockEntry) -> bool:
     """Fork choice: greater weight wins; on equal weight the lower hash, so every node picks the same."""
     return a.weight > b.weight or (a.weight == b.weight and a.hash < b.hash)
+
+
+def _peer_head_wins(weight: int, head_hex: str, own: BlockEntry) -> bool:
+    """Whether a peer's reported head beats ours under :func:`_heavier`. A tie goes to the lower hash here too:
+    two branches of equal weight would otherwise never converge while production is paused."""
+    if weight != own.weight:
+        return weight > own.weight
+    try:
+        return bytes.fromhex(head_hex) < own.hash
+    except ValueError:
+        return False
 
 
 def _stale(exc: ProtocolError) -> bool:

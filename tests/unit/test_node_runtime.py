@@ -383,3 +383,28 @@ def test_a_transaction_relying_on_the_senders_previous_one_is_admitted_behind_it
         node.submit_tx(signed(n, "mark", f"x{n}"))
     with pytest.raises(ReplayError):  # behind more than PENDING_REPLAY queued: not replayed
         node.submit_tx(signed(2 + PENDING_REPLAY + 1, "use", "x2"))
+
+
+async def test_a_node_syncs_onto_a_peers_branch_of_equal_weight_and_lower_hash(tmp_path: Path) -> None:
+    """Fork choice breaks a weight tie by the lower hash, and so must sync: with production paused, two nodes on
+    branches of equal weight otherwise stayed apart for good (a PoC fork test timed out in CI this way)."""
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    n1 = ParkNode(_Rules(alice.pubkey), NodeConfig(name="n1", data_dir=tmp_path / "n1", admin_token="t0ken"))
+    n2 = ParkNode(_Rules(alice.pubkey), NodeConfig(name="n2", data_dir=tmp_path / "n2", admin_token="t0ken"))
+    await n1.start()
+    await n2.start()
+    try:
+        for node, ts in ((n1, 1000), (n2, 1001)):  # one block each at height 1: equal weight, different hashes
+            parent = node.head
+            node.build_block(lambda txr, sr, p=parent, t=ts: _Header(1, p.hash, t, txr, sr), ts, node.config.name)
+        low, high = sorted((n1, n2), key=lambda n: n.head.hash)
+        assert low.head.weight == high.head.weight and low.head.hash != high.head.hash
+        low_head = low.head.hash
+        low.peers, high.peers = [high.url], [low.url]
+        await low._sync_once()
+        assert low.head.hash == low_head, "the lower hash already wins: nothing to take"
+        await high._sync_once()
+        assert high.head.hash == low_head, "the higher-hash node takes the peer's lower-hash branch"
+    finally:
+        await n1.stop()
+        await n2.stop()
