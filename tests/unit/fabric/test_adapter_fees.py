@@ -25,6 +25,7 @@ from protocol.types import Acknowledgement, AckStatus, EnergyPayload, FeePayees,
 from tests.unit.bridge.sim import MINUTE
 from tests.unit.fabric_chaincode import parks
 from tests.unit.fabric_chaincode.harness import ALICE, DPOS, FABRIC, LANE, RELAYER, Harness, energy, make_harness
+from tests.unit.test_fabric_adapter_errors import peer_block
 
 FEES = {"verify": 1, "execute": 2, "confirm": 3}
 
@@ -117,34 +118,6 @@ def test_recv_passes_the_relayer_and_the_ack_names_it() -> None:
 # --- the source side: events of a peer's block ----------------------------------------------------------------
 
 
-def peer_block(number: int, txs: list[tuple[str, bytes]]) -> bytes:
-    """A committed block as a peer serves it: one VALID endorser transaction of the bridge per ``(tx id, chaincode
-    event payload)``."""
-    from hfc.protos.common import common_pb2
-    from hfc.protos.peer import chaincode_event_pb2, proposal_pb2, proposal_response_pb2, transaction_pb2
-
-    block = common_pb2.Block()
-    block.header.number = number
-    block.header.previous_hash = b"\x01" * 32
-    block.header.data_hash = b"\x02" * 32
-    for tx_id, event in txs:
-        action = proposal_pb2.ChaincodeAction()
-        action.chaincode_id.name = "bridge"
-        ev = chaincode_event_pb2.ChaincodeEvent(chaincode_id="bridge", tx_id=tx_id, event_name="x", payload=event)
-        action.events = ev.SerializeToString()
-        prp = proposal_response_pb2.ProposalResponsePayload(extension=action.SerializeToString())
-        cap = transaction_pb2.ChaincodeActionPayload()
-        cap.action.proposal_response_payload = prp.SerializeToString()
-        tx = transaction_pb2.Transaction()
-        tx.actions.add().payload = cap.SerializeToString()
-        ch = common_pb2.ChannelHeader(type=3, tx_id=tx_id, channel_id="park")
-        payload = common_pb2.Payload(data=tx.SerializeToString())
-        payload.header.channel_header = ch.SerializeToString()
-        block.data.data.append(common_pb2.Envelope(payload=payload.SerializeToString()).SerializeToString())
-    block.metadata.metadata.extend([b"sigs", b"", bytes(len(txs)), b"", b""])
-    return block.SerializeToString()
-
-
 def test_the_relayer_sees_the_fees_of_a_send_and_the_fee_events_of_a_settlement() -> None:
     h = make_harness()
     packet = h.send_from_fabric(ALICE, **energy("bob", 50, dst=DPOS, fees=FEES))
@@ -154,7 +127,7 @@ def test_the_relayer_sees_the_fees_of_a_send_and_the_fee_events_of_a_settlement(
     h.settle_on_fabric(packet, cert, ack_hex)
     name, settle_payload = h.fabric.ledger.events[-1]
     assert name == "settle_packet"
-    block = decode_peer_block(peer_block(12, [("s1", send_payload), ("s2", settle_payload)]), 12)
+    block = decode_peer_block(peer_block(12, [("s1", 0, send_payload), ("s2", 0, settle_payload)]), 12)
     events = block.events("bridge")
     assert [(e["type"], e["height"], e["tx_hash"]) for e in events] == [
         ("send_packet", 12, "s1"), ("settle_packet", 12, "s2"), ("fee_paid", 12, "s2"), ("fee_refunded", 12, "s2"),
