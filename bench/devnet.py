@@ -1,7 +1,7 @@
 """Transfers through all four phases on a real devnet (issue #3's benchmark; issue #16's measuring part).
 
     python bench/devnet.py [--pair dpos:poc] (--transfers N | --rate R [--seconds S] | --backlog N)
-                           [--senders 4] [--json] [--keep DIR]
+                           [--senders 4] [--json] [--keep DIR] [--relay-block-bytes B]
 
 Starts a devnet of real processes in a temp dir (3 DPoS witnesses at 1 s blocks, 2 PoC farmers at 1 s target
 blocks and confirmation depth 3, a 4-validator relay chain, 2 relayers), and sends energy transfers (1 Wh each)
@@ -420,6 +420,7 @@ async def _submit(senders: list[Sender], args: dict[str, Any], n: int, rate: flo
 async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float | None = None,
               n_senders: int = 4, relay_block_ms: int = 1000, give_up_s: float = 900, rounds: int = 1,
               bar: Bar | None = None, pipeline: bool = True, engine: str = "builtin",
+              relay_block_bytes: int | None = None,
               background: Background | None = None) -> dict[str, Any]:
     """``mode``: burst, rate or backlog (the module docs); ``n`` transfers (rate mode: rate x seconds), in ``rounds``
     loads of ``n / rounds``, each settled before the next is sent. ``bar``: the packets settled, out of ``n`` (on a
@@ -441,6 +442,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
                lanes=[{"lane": LANE, "a": DPOS, "b": POC}],
                relay={"validators": ["op-a", "op-b", "op-c", "op-d"], "base_port": free_port_block(4),
                       "block_interval_ms": relay_block_ms, "engine": engine,
+                      **({"max_block_bytes": relay_block_bytes} if relay_block_bytes is not None else {}),
                       **({"cometbft": {"base_port": free_port_block(12)}} if engine == "cometbft" else {})},
                relayers=relayer_names, relayer_options={"pipeline_proofs": pipeline})
     cfg = d.write()
@@ -584,7 +586,8 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "relay_node_rss_mb": round(relay_rss_now, 1), "relayer_rss_mb": round(relayer_rss_now, 1),
             "park_node_rss_mb": park_rss_now,
             "disk_bytes_per_packet": disk_per_packet(cfg.data_dir, len(settled)),
-            "relay_block_ms": relay_block_ms, "senders": n_senders, "pipeline_proofs": pipeline,
+            "relay_block_ms": relay_block_ms, "relay_block_bytes": cfg.relay_max_block_bytes, "senders": n_senders,
+            "pipeline_proofs": pipeline,
             "engine": engine, "relay_block_interval_p50_ms": block_interval_ms(relay_log.time_ms, t0, done),
             "relay_rpc_requests_per_s": round(rpc_during / (done - t0), 1),
         }
@@ -701,6 +704,8 @@ def main() -> int:
                          "pipeline_proofs = false), to compare")
     ap.add_argument("--relay-block-ms", type=int, default=1000,
                     help="relay chain block interval, ms (park blocks stay at 1 s). Default 1000")
+    ap.add_argument("--relay-block-bytes", type=int,
+                    help="the relay genesis's block.max_bytes ([relay] max_block_bytes). Default: the config's, 3 MiB")
     ap.add_argument("--engine", choices=("builtin", "cometbft", "both"), default="builtin",
                     help="the relay chain's consensus ([relay] engine); both: the same load on each, one after the "
                          "other, with CometBFT's figures over the built-in engine's. Default builtin")
@@ -743,7 +748,8 @@ def main() -> int:
                 (root / engine).mkdir(parents=True, exist_ok=True)
                 runs[engine] = asyncio.run(run(src, dst, mode, n, root / engine, rate=args.rate, n_senders=senders,
                                                relay_block_ms=args.relay_block_ms, give_up_s=args.give_up_s,
-                                               bar=bar, pipeline=not args.no_pipeline, engine=engine))
+                                               bar=bar, pipeline=not args.no_pipeline, engine=engine,
+                                               relay_block_bytes=args.relay_block_bytes))
             out = compare_engines(runs["builtin"], runs["cometbft"]) if len(runs) == 2 else runs[args.engine]
     emit(out, args.json)
     return 0

@@ -69,6 +69,8 @@ MAX_BLOCK_BYTES = 1024 * 1024
 """Most bytes of transactions (canonical JSON) a node puts in a block it makes: the block's gossip (``/p2p/block``, and
 the relay's consensus proposal, hex-encoded) stays well inside the 4 MiB a node reads (``MAX_BODY_BYTES``), so every
 peer takes it. What does not fit waits in the mempool for the next block."""
+GET_BLOCKS_BYTES = 8 * 1024 * 1024
+"""Most bytes of transactions one ``getBlocks`` answer holds (past its first block)."""
 MAX_PROVE_MANY = 200
 """Most keys one ``proveMany`` call proves."""
 STATE_RETENTION = 128
@@ -390,6 +392,13 @@ class ParkNode:
         self._bodies_from = 1  # the lowest height whose body _evict_bodies has not evicted yet
         self.tx_gossip_dropped = 0
         self.producing = True  # admin.setProducing pauses block production (maintenance)
+        self.p2p_body_bytes = rpc.MAX_BODY_BYTES
+        self.state_retention = STATE_RETENTION
+        self.body_retention = BODY_RETENTION
+        """Final blocks below the final height whose bodies stay in memory (:data:`BODY_RETENTION`)."""
+        """Blocks below the final height whose states stay in memory (:data:`STATE_RETENTION`; a chain whose states
+        are proven only near its head keeps fewer)."""
+        """Most bytes a ``/p2p/*`` body may have (a chain whose blocks may be larger raises it)."""
         self._ws_clients: set[web.WebSocketResponse] = set()
         self._ws_per_ip: dict[str, int] = {}
         self._rate = rpc.RateBuckets(config.limits.rpc_requests_per_s, config.limits.rpc_burst)
@@ -589,8 +598,8 @@ class ParkNode:
 
     def _prune_states(self) -> None:
         final = self.rules.final_height(self)
-        cutoff = final - STATE_RETENTION
-        if cutoff <= 0 or cutoff % 64:
+        cutoff = final - self.state_retention
+        if cutoff <= 0 or cutoff % min(64, max(1, self.state_retention // 2)):  # a sweep over every block: not each
             return
         for e in self.blocks.values():
             if e.header.height < cutoff and e.header.height > 0 and (e.state is not None or not e.evicted):
@@ -600,7 +609,7 @@ class ParkNode:
     def _evict_bodies(self) -> None:
         """Evict the bodies of the canonical blocks that fell :data:`BODY_RETENTION` below the final height since the
         last call (each once; :meth:`_prune_states` sweeps every block, forks included, below the state window)."""
-        upto = self.rules.final_height(self) - BODY_RETENTION
+        upto = self.rules.final_height(self) - self.body_retention
         while self._bodies_from < upto:
             e = self.canonical(self._bodies_from)
             if e is not None and not e.evicted:
@@ -1104,7 +1113,8 @@ class ParkNode:
 
     async def _p2p_body(self, request: web.Request, spec: ParamSpec) -> dict[str, Any]:
         """A P2P route's body, decoded strictly and checked against ``spec``; raises a RequestError."""
-        body = rpc.decode_body(await _read_body(request, rpc.MAX_BODY_BYTES, "a P2P body"))
+        limit = self.p2p_body_bytes
+        body = rpc.decode_body(await _read_body(request, limit, "a P2P body"), max_bytes=limit)
         if not isinstance(body, dict):
             raise rpc.InvalidRequestError("a P2P message is a JSON object", got=type(body).__name__)
         return rpc.validate_params(spec, body)
@@ -1295,9 +1305,21 @@ class ParkNode:
                 start += len(blocks)
 
     async def _rpc_get_blocks(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        """Up to 200 canonical blocks from ``from``, and no more once they hold :data:`GET_BLOCKS_BYTES` of
+        transactions (always the first): a peer asking for 200 full relay blocks gets an answer it can read."""
         start: int = p["from"]
         end = min(p["to"], start + 200, self.head.header.height)
-        return [_block_json(e) for h in range(start, end + 1) if (e := self.canonical(h)) is not None]
+        out: list[dict[str, Any]] = []
+        size = 0
+        for h in range(start, end + 1):
+            e = self.canonical(h)
+            if e is None:
+                continue
+            size += sum(t.size() for t in e.txs)
+            if out and size > GET_BLOCKS_BYTES:
+                break
+            out.append(_block_json(e))
+        return out
 
     async def _sync_loop(self) -> None:
         """Pull what gossip missed. A peer's bad data is logged and skipped; a bug stops the node."""
@@ -1324,8 +1346,8 @@ class ParkNode:
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)  # type: ignore[arg-type]
 
     async def start(self) -> None:
-        # each route bounds its own body (/rpc: limits.rpc_body_bytes, /p2p/*: MAX_BODY_BYTES)
-        app = web.Application(client_max_size=max(self.config.limits.rpc_body_bytes, rpc.MAX_BODY_BYTES))
+        # each route bounds its own body (/rpc: limits.rpc_body_bytes, /p2p/*: p2p_body_bytes)
+        app = web.Application(client_max_size=max(self.config.limits.rpc_body_bytes, self.p2p_body_bytes))
         app.router.add_post("/rpc", self._handle_rpc)
         app.router.add_get("/ws", self._handle_ws)
         app.router.add_post("/p2p/block", self._handle_p2p_block)
@@ -1333,7 +1355,9 @@ class ParkNode:
         app.router.add_get("/metrics", self._handle_metrics)
         self.rules.attach(self, app)
         self._session = aiohttp.ClientSession()
-        self._runner = web.AppRunner(app, access_log=None)
+        # a body refused before it was read (413) is drained for at most 1 s, not aiohttp's 10 s: a sender that stopped
+        # on the answer held a connection, and the node's shutdown, that long
+        self._runner = web.AppRunner(app, access_log=None, lingering_time=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()

@@ -18,6 +18,7 @@ and ``getCertificate`` (a relay certificate: commit plus a state proof, what par
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -68,7 +69,7 @@ from relay.chain.consensus import (
     encode_message,
 )
 from relay.chain.consensus.messages import Evidence
-from relay.chain.state_machine import RelayStateMachine, relay_tx_from_json
+from relay.chain.state_machine import RELAY_MAX_TX_BYTES, RelayStateMachine, relay_tx_from_json
 from relay.chain.state_machine.clients import MAX_HOLDS_QUERY
 from relay.chain.state_machine.evidence import (
     EVIDENCE_SUBMIT,
@@ -84,8 +85,53 @@ log = logging.getLogger("parkrelay.relay")
 MAX_CLOCK_DRIFT_MS = 2000
 VALIDATED_KEPT = 8
 """Proposals of the current height a validator keeps executed (rounds may see several) until one is decided."""
-P2P_CONSENSUS: rpc.ParamSpec = {"msg": rpc.hex_string(required=True, max_bytes=rpc.MAX_BODY_BYTES // 2)}
-"""The body of ``POST /p2p/consensus``: one encoded consensus message."""
+BLOCK_MAX_BYTES_BOUNDS = (RELAY_MAX_TX_BYTES, 8 * 1024 * 1024)
+"""Bounds of relay genesis ``block.max_bytes``: at least one transaction of the largest size fits a block; at most
+8 MiB, whose proposal (hex in JSON) stays a 17 MiB body between validators."""
+
+
+RELAY_STATE_RETENTION = 32
+"""Relay blocks below the head whose states a validator keeps in memory. A relay state is proven at the newest height
+(relayers take certificates there; the attestor and the operator read the head), so 32 s of 1 s blocks is ample.
+Each kept state holds the tree nodes its block's writes copied: in a 10,000-packet backlog on 3 MiB blocks, the
+parks' window of 128 (:data:`~chains.common.node.STATE_RETENTION`) put a validator's peak RSS at 277 MB, 32 at 246 MB
+(and 232 MB with :data:`RELAY_BODY_RETENTION`)."""
+
+RELAY_BODY_RETENTION = 4
+"""Relay blocks below the head whose bodies a validator keeps in memory: relayers read a new block's events once, at
+the head; older bodies are read back from SQLite (a full block's transactions are several MB of objects)."""
+
+
+def p2p_consensus_spec(body_bytes: int) -> rpc.ParamSpec:
+    """The body of ``POST /p2p/consensus``: one encoded consensus message, hex, within a body of ``body_bytes``."""
+    return {"msg": rpc.hex_string(required=True, max_bytes=body_bytes // 2)}
+
+
+P2P_CONSENSUS: rpc.ParamSpec = p2p_consensus_spec(rpc.MAX_BODY_BYTES)
+"""The body of ``POST /p2p/consensus`` on a relay of 1 MiB blocks (a node's own: :attr:`RelayNode.p2p_body_bytes`)."""
+
+
+def parse_block_params(block_cfg: Any) -> tuple[TimeoutConfig, int]:
+    """Relay genesis ``block``: the consensus timeouts (:class:`TimeoutConfig` fields, in ms) and ``max_bytes``, the
+    most bytes of transactions (canonical JSON) a block may hold (default :data:`MAX_BLOCK_BYTES`, as a genesis
+    without it had). Like CometBFT's ``consensus_params.block.max_bytes``: every validator must agree on it, so it is
+    genesis, not node configuration. :class:`CodecError` names what is wrong."""
+    if block_cfg is None:
+        return TimeoutConfig(), MAX_BLOCK_BYTES
+    if not isinstance(block_cfg, dict):
+        raise CodecError("relay genesis block is a JSON object", got=type(block_cfg).__name__)
+    known = {f.name for f in dataclasses.fields(TimeoutConfig)} | {"max_bytes"}
+    unknown = sorted(set(block_cfg) - known)
+    if unknown:
+        raise CodecError("relay genesis block has unknown keys", expected=sorted(known), got=unknown)
+    for k, v in block_cfg.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise CodecError(f"relay genesis block.{k} is a whole number >= 0", got=v)
+    max_bytes = block_cfg.get("max_bytes", MAX_BLOCK_BYTES)
+    lo, hi = BLOCK_MAX_BYTES_BOUNDS
+    if not lo <= max_bytes <= hi:
+        raise CodecError("relay genesis block.max_bytes out of bounds", expected=f"{lo}..{hi}", got=max_bytes)
+    return TimeoutConfig(**{k: v for k, v in block_cfg.items() if k != "max_bytes"}), max_bytes
 
 
 class RelayBlockHeader:
@@ -163,8 +209,7 @@ class RelayRules(ChainRules):
         self.genesis_hdr = RelayBlockHeader(
             RelayHeader(ChainId(self.chain_id), 0, self.genesis_time_ms, bytes(32), bytes(32), state.root,
                         vset.hash, vset.hash), None)
-        block_cfg = genesis.get("block", {})
-        self.timeouts = TimeoutConfig(**block_cfg) if block_cfg else TimeoutConfig()
+        self.timeouts, self.max_block_bytes = parse_block_params(genesis.get("block"))
         self.validator = validator
         self.key = key
         self.driver: BftDriver | None = None
@@ -355,7 +400,7 @@ class BftDriver:
         ts = max(_now_ms(), head.header.timestamp_ms + 1)
         state = ChainState(head.state.tree)
         built = self.rules.sm.build_block(state, list(self.node.mempool.values()), BlockContext(
-            self.rules.chain_id, height, ts, ""), max_txs=MAX_BLOCK_TXS, max_bytes=MAX_BLOCK_BYTES)
+            self.rules.chain_id, height, ts, ""), max_txs=MAX_BLOCK_TXS, max_bytes=self.rules.max_block_bytes)
         for tx, exc in built.dropped:
             if exc.code in {"packet.replay", "auth.denied", "signature.invalid", "codec.invalid", "validator.jailed",
                             "evidence.invalid", "evidence.stale"}:
@@ -373,7 +418,7 @@ class BftDriver:
         head = self.node.head
         if header.height != head.header.height + 1 or header.last_block_hash != head.hash:
             return False
-        if len(block) > MAX_BLOCK_BYTES + MAX_BLOCK_TXS + 2:  # the bound every honest proposer keeps (make_block)
+        if len(block) > self.rules.max_block_bytes + MAX_BLOCK_TXS + 2:  # what every honest proposer keeps (make_block)
             return False
         if not head.header.timestamp_ms < header.time_ms <= _now_ms() + MAX_CLOCK_DRIFT_MS:
             return False
@@ -450,7 +495,7 @@ class BftDriver:
 
     async def handle_message(self, request: web.Request) -> web.Response:
         try:
-            body = await self.node._p2p_body(request, P2P_CONSENSUS)
+            body = await self.node._p2p_body(request, p2p_consensus_spec(self.node.p2p_body_bytes))
             try:
                 msg = decode_message(bytes.fromhex(body["msg"]))
             except (ValueError, KeyError, TypeError) as exc:  # a decoder that broke its CodecError contract
@@ -559,6 +604,10 @@ class RelayNode(ParkNode):
 
     def __init__(self, rules: RelayRules, config: NodeConfig) -> None:
         super().__init__(rules, config)
+        # a proposal carries its block hex-encoded (twice its bytes), and a decided block's gossip carries it as JSON
+        self.p2p_body_bytes = max(rpc.MAX_BODY_BYTES, 2 * rules.max_block_bytes + 1024 * 1024)
+        self.state_retention = RELAY_STATE_RETENTION
+        self.body_retention = RELAY_BODY_RETENTION
         limits = config.limits
         self._account_buckets = RateBuckets(limits.relay_account_txs_per_s, limits.relay_account_burst)
         """One token bucket per bonded relay account (``[limits] relay_account_txs_per_s``)."""

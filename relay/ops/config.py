@@ -19,6 +19,11 @@ from chains.ethereum.params import EthChainParams
 from chains.registry import KINDS, UnknownChainKindError, chain_kind
 from relay.relayer.policy import MinFees
 
+RELAY_MAX_BLOCK_BYTES = 3 * 1024 * 1024
+"""``[relay] max_block_bytes`` when the file does not say: 3 MiB, about 1,100 packet steps a block."""
+RELAY_BLOCK_BYTES_BOUNDS = (1024 * 1024, 8 * 1024 * 1024)
+"""What relay genesis ``block.max_bytes`` accepts (``relay.chain.node.BLOCK_MAX_BYTES_BOUNDS``)."""
+
 CHAIN_KINDS = tuple(KINDS)
 """Every park chain kind's name (:data:`chains.registry.KINDS`)."""
 
@@ -140,6 +145,10 @@ class DeploymentConfig:
     relayer_min_fees: dict[str, MinFees] = field(default_factory=dict)
     """``[relayers.min_fees.<park>] verify, execute, confirm``: the deployment's relayers take a step of a packet from
     that park only for at least this fee, in the park's currency (protocol SPEC §6.10); a park not named: any fee."""
+    relay_max_block_bytes: int = RELAY_MAX_BLOCK_BYTES
+    """``[relay] max_block_bytes``: the most bytes of transactions a relay block holds (relay genesis
+    ``block.max_bytes``, fixed at ``devnet init``). A larger block carries more packet steps a block: the relay's
+    capacity under a backlog, paid in validator memory."""
 
     def host_of(self, chain_id: str, node: str) -> str:
         """The address node ``node`` of ``chain_id`` (or relay validator ``node``) binds to and is reached at."""
@@ -277,6 +286,10 @@ def load_config(path: str | Path) -> DeploymentConfig:
                 raise ConfigError(f"relay: port {port} already used by {seen_ports[port]}")
             seen_ports[port] = f"{relay_chain_id}/{v}"
     block_ms = _get(relay, "block_interval_ms", int, "relay", 1000)
+    max_block_bytes = _get(relay, "max_block_bytes", int, "relay", RELAY_MAX_BLOCK_BYTES)
+    lo, hi = RELAY_BLOCK_BYTES_BOUNDS
+    if not lo <= max_block_bytes <= hi:
+        raise ConfigError(f"relay.max_block_bytes must be bytes in [{lo}, {hi}], got {max_block_bytes!r}")
     engine, comet_base, comet_propose = _relay_engine(relay, validators, relay_chain_id, relay_base_port, seen_ports)
     recovery_delay = relay.get("recovery_delay_ms")
     if recovery_delay is not None and (isinstance(recovery_delay, bool) or not isinstance(recovery_delay, int)
@@ -306,7 +319,7 @@ def load_config(path: str | Path) -> DeploymentConfig:
     return DeploymentConfig(p, data_dir, host, tuple(chains), validators, tuple(lanes), relay_chain_id,
                             relay_base_port, block_ms, relayers, lane_limits, float(takeover),
                             float(heartbeat) or None, node_hosts, recovery_delay, pipeline, engine, comet_base,
-                            comet_propose, limits, min_fees)
+                            comet_propose, limits, min_fees, max_block_bytes)
 
 
 LIMIT_RANGES: dict[str, tuple[type, int, int]] = {

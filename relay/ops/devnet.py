@@ -175,7 +175,7 @@ def relay_genesis(cfg: DeploymentConfig, valset: ValidatorSet, genesis_time_ms: 
         "accounts": {**{r: ed25519_signer(relayer_key_path(cfg, cfg.relay_chain_id, r)).pubkey.hex()
                         for r in cfg.relayers},
                      **{v: ed25519_signer(relay_key_paths(cfg, v)[0]).pubkey.hex() for v in cfg.relay_validators}},
-        "block": {"commit_ms": cfg.relay_block_interval_ms},
+        "block": {"commit_ms": cfg.relay_block_interval_ms, "max_bytes": cfg.relay_max_block_bytes},
         **({"recovery_delay_ms": cfg.relay_recovery_delay_ms} if cfg.relay_recovery_delay_ms is not None else {}),
     }
 

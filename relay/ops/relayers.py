@@ -16,7 +16,7 @@ from typing import Any
 from adapters.common.park import ParkSource, ParkTarget
 from adapters.common.rpc import JsonRpcClient
 from protocol.crypto import Ed25519Signer
-from relay.relayer.relayer import ChainLink, Relayer
+from relay.relayer.relayer import ChainLink, Relayer, relay_inflight_packets
 
 __all__ = ["build_relayer", "earnings", "run_relayer"]
 
@@ -62,7 +62,8 @@ def build_relayer(cfg: Any, name: str) -> Relayer:
         parks[chain.id] = park
     return Relayer(name, relay, parks, cfg.data_dir / "relayers" / f"{name}.sqlite3", peers=tuple(cfg.relayers),
                    takeover_after_s=cfg.relayer_takeover_after_s, heartbeat_s=cfg.relayer_heartbeat_s,
-                   pipeline_proofs=cfg.relayer_pipeline_proofs, min_fees=cfg.relayer_min_fees)
+                   pipeline_proofs=cfg.relayer_pipeline_proofs, min_fees=cfg.relayer_min_fees,
+                   relay_inflight=relay_inflight_packets(cfg.relay_max_block_bytes))
 
 
 def earnings(cfg: Any, name: str) -> list[dict[str, Any]]:

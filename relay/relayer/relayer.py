@@ -96,6 +96,7 @@ __all__ = [
     "RETRY_SOON_S",
     "ChainLink",
     "Relayer",
+    "relay_inflight_packets",
 ]
 
 log = logging.getLogger("parkrelay.relayer")
@@ -111,11 +112,19 @@ left to the transaction's own fields. A packet with its certified record and pro
 state grows (deeper proofs) and with relay fees (payees in the outcome record, the relayer in the ack): a batch over
 it is split in halves until it fits, instead of being refused as too large."""
 RELAY_INFLIGHT_PACKETS = 600
-"""Most packets a relayer keeps submitted to the relay chain (verify, confirm, timeout) and not yet seen there: about
-two relay blocks of them. More would only queue behind the relayer's own nonces, and so would every client update after
-them: with 10,000 packets' verify batches submitted at once, the relay's client of the target got no header for as long
-as they took, and not one ack was confirmed until every packet was verified. The oldest work goes first: confirmations,
-then timeouts, then verifications."""
+"""Most packets a relayer keeps submitted to the relay chain (verify, confirm, timeout) and not yet seen there, per MiB
+of a relay block's ``block.max_bytes`` (:func:`relay_inflight_packets`): about two relay blocks of them. More would
+only queue behind the relayer's own nonces, and so would every client update after them: with 10,000 packets' verify
+batches submitted at once, the relay's client of the target got no header for as long as they took, and not one ack
+was confirmed until every packet was verified. The oldest work goes first: confirmations, then timeouts, then
+verifications."""
+
+
+def relay_inflight_packets(relay_max_block_bytes: int) -> int:
+    """:data:`RELAY_INFLIGHT_PACKETS` for relay blocks of ``relay_max_block_bytes`` (genesis ``block.max_bytes``)."""
+    return max(RELAY_INFLIGHT_PACKETS, RELAY_INFLIGHT_PACKETS * relay_max_block_bytes // (1024 * 1024))
+
+
 PROGRESS_LOG_S = 30.0
 TRIM_EVERY_S = 30.0
 """How often a busy relayer returns its heap's free memory to the system (:mod:`chains.common.heap`)."""
@@ -230,7 +239,7 @@ class Relayer(ClientUpdates):
                  poll_s: float = 0.5, *, peers: tuple[str, ...] = (), takeover_after_s: float = 4.0,
                  heartbeat_s: float | None = 5.0, timeout_unverified: bool = True, pipeline_proofs: bool = True,
                  clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] | None = None,
-                 min_fees: Mapping[str, MinFees] | None = None) -> None:
+                 min_fees: Mapping[str, MinFees] | None = None, relay_inflight: int = RELAY_INFLIGHT_PACKETS) -> None:
         self.name = name
         self.relay = relay
         self.parks = parks
@@ -244,6 +253,8 @@ class Relayer(ClientUpdates):
         """Time out packets the relay never verified once their timeout passed (the relay supports it)."""
         self.pipeline_proofs = pipeline_proofs
         """Submit proofs right behind the client update that makes their height final (``_update_client``)."""
+        self.relay_inflight = relay_inflight
+        """Most packets kept submitted to the relay chain and not yet seen there (:func:`relay_inflight_packets`)."""
         self.min_fees = dict(min_fees or {})
         """Per source park, the least fee this relayer takes each step of a packet for (SPEC §6.10; absent: any)."""
         self.payees = {cid: link.payee for cid, link in parks.items() if link.payee}
@@ -640,9 +651,9 @@ class Relayer(ClientUpdates):
         ready = {a: [t for t in ts if not self._waiting(t, a.value) and self._my_turn(t, a.value)]
                  for a, ts in todo.items()}
         # the relay chain's share: confirmations and timeouts first, then verifications, within what is left of
-        # RELAY_INFLIGHT_PACKETS once the packets submitted there and not yet seen are counted
+        # relay_inflight once the packets submitted there and not yet seen are counted
         on_relay = (Action.CONFIRM, Action.TIMEOUT, Action.VERIFY)
-        room = RELAY_INFLIGHT_PACKETS - sum(1 for a in on_relay for t in todo[a] if self._waiting(t, a.value))
+        room = self.relay_inflight - sum(1 for a in on_relay for t in todo[a] if self._waiting(t, a.value))
         room -= await self._confirm(src, dst, ready[Action.CONFIRM], ready[Action.TIMEOUT], unverified, room)
         await self._verify(src, ready[Action.VERIFY], room)
         await self._recv(ready[Action.RECV])

@@ -212,7 +212,12 @@ def test_oversized_bodies_are_413_with_an_error_object(served: ServedNode) -> No
     assert status == 413
     assert json.loads(raw)["error"]["code"] == rpc.INVALID_REQUEST
     assert json.loads(raw)["error"]["data"]["code"] == "rpc.body_too_large"
-    status, raw = served.post("/p2p/tx", big)
+    # /p2p/* reads the node's own bound: 4 MiB on a park, twice a full block and 1 MiB on a relay validator
+    bound = served.node.p2p_body_bytes
+    relay = _is_relay(served.node)
+    assert bound == (2 * served.node.rules.max_block_bytes + 2**20 if relay else rpc.MAX_BODY_BYTES)
+    p2p_big = b'{"tx": {"x": "' + b"a" * bound + b'"}}'
+    status, raw = served.post("/p2p/tx", p2p_big)
     assert status == 413 and json.loads(raw)["ok"] is False
     assert served.snapshot() == before
 

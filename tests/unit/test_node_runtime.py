@@ -281,16 +281,17 @@ def test_old_block_bodies_leave_memory_and_are_read_back_from_the_database(tmp_p
     monkeypatch.setattr(node_mod, "STATE_RETENTION", 2)
     alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
     node = _transfers(_node(tmp_path, alice), alice, 70)
-    # final = 69 under the test rule; the prune at cutoff 64 evicted heights 1..63
+    # final = 69 under the test rule; a window of 2 prunes at every height (a wide one every 64): cutoff 67 evicted
+    # heights 1..66
     blocks = {h: node_mod._block_json(node.canonical(h)) for h in range(1, 71)}  # type: ignore[arg-type]
-    assert all(node.canonical(h).evicted for h in range(1, 64))  # type: ignore[union-attr]
-    assert not any(node.canonical(h).evicted for h in range(64, 71))  # type: ignore[union-attr]
+    assert all(node.canonical(h).evicted for h in range(1, 67))  # type: ignore[union-attr]
+    assert not any(node.canonical(h).evicted for h in range(67, 71))  # type: ignore[union-attr]
     assert blocks[5]["txs"][0]["nonce"] == 4 and blocks[5]["events"][0]["type"] == "transfer"
     assert blocks[5]["tx_results"][0]["ok"] is True
     node.db.close()
 
     again = _node(tmp_path, alice)  # replays, then evicts what is old
-    assert again.head.header.height == 70 and all(again.canonical(h).evicted for h in range(1, 64))  # type: ignore[union-attr]
+    assert again.head.header.height == 70 and all(again.canonical(h).evicted for h in range(1, 67))  # type: ignore[union-attr]
     assert {h: node_mod._block_json(again.canonical(h)) for h in range(1, 71)} == blocks  # type: ignore[arg-type]
     again.db.close()
 

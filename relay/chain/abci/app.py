@@ -13,7 +13,7 @@ InitChain                     the relay genesis (the built-in engine's genesis J
 CheckTx (new and recheck)     admission: ``check_admission`` then execution on a scratch *check state* that carries
                               the admitted transactions (``ParkNode._check_pending``); reset at every Commit
 PrepareProposal(H)            ``BftDriver.make_block``: the mempool's transactions, failing and redundant ones dropped,
-                              within ``MAX_BLOCK_TXS`` / ``MAX_BLOCK_BYTES``; FIRST the *commit item*: the
+                              within ``MAX_BLOCK_TXS`` / genesis ``block.max_bytes``; FIRST the *commit item*: the
                               RelayCommit of height H-1 assembled from the vote extensions of H-1's precommits
 ProcessProposal(H)            ``BftDriver.validate_block``: executes the proposal on the parent; refuses a failing or
                               malformed transaction and a missing or bad commit item; the execution is kept
@@ -50,7 +50,7 @@ from typing import Any, Final
 
 from chains.common import jsonrpc as rpc
 from chains.common import wire
-from chains.common.node import MAX_BLOCK_BYTES, MAX_BLOCK_TXS, BlockEntry, NodeConfig, NotFoundError, tx_root
+from chains.common.node import MAX_BLOCK_TXS, BlockEntry, NodeConfig, NotFoundError, tx_root
 from chains.common.state import ChainState, canonical_json
 from chains.common.tx import BlockContext, Tx, account_path, charged_failure
 from protocol.certificate import (
@@ -483,7 +483,7 @@ class RelayAbciApp(Application):
         time_ms = self._time_ms(req.time, head)
         self.rules.begin_block(state, self._provisional(req.height, time_ms), head)
         built = self.rules.sm.build_block(state, candidates, BlockContext(self.chain_id, req.height, time_ms, ""),
-                                          max_txs=MAX_BLOCK_TXS, max_bytes=MAX_BLOCK_BYTES)
+                                          max_txs=MAX_BLOCK_TXS, max_bytes=self.rules.max_block_bytes)
         for tx, refusal in built.dropped:
             self.log.info("abci.prepare.dropped tx=%s err=%s", tx.hash().hex()[:16], refusal.code)
         items += [raw_of[tx.hash()] for tx in built.included]
@@ -642,9 +642,10 @@ class RelayAbciApp(Application):
             prev_commit = decode_commit_item(body.pop(0))
             self.check_commit(prev_commit)
         txs = [decode_tx(raw) for raw in body]
-        if strict and (len(txs) > MAX_BLOCK_TXS or sum(t.size() for t in txs) > MAX_BLOCK_BYTES):
+        max_bytes = self.rules.max_block_bytes
+        if strict and (len(txs) > MAX_BLOCK_TXS or sum(t.size() for t in txs) > max_bytes):
             raise CodecError("proposal beyond the block bounds", expected=f"<= {MAX_BLOCK_TXS} txs, "
-                             f"<= {MAX_BLOCK_BYTES} bytes", got=f"{len(txs)} txs, {sum(t.size() for t in txs)} bytes")
+                             f"<= {max_bytes} bytes", got=f"{len(txs)} txs, {sum(t.size() for t in txs)} bytes")
         time_ms = self._time_ms(block_time, head)
         state = ChainState(head.state.tree)
         provisional = self._provisional(height, time_ms)
