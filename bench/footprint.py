@@ -19,8 +19,9 @@ Targets (issue #16): relay validator RSS <= 200 MB and relayer RSS <= 150 MB aft
 
 What stays in memory, by design: a node's state tree (its live records; a settled packet leaves its receipt on the
 target and its outcome on the relay, which replay protection needs), the trees of the last ``STATE_RETENTION`` (128)
-heights for proofs, and every block's header; block bodies older than that are read back from SQLite. A relayer
-forgets a packet once it settled.
+heights for proofs (a relay validator: ``RELAY_STATE_RETENTION``, 32: relay state is proven at the head), and every
+block's header; block bodies older than 16 heights (a relay validator: 4) are read back from SQLite. A relayer forgets
+a packet once it settled.
 """
 
 from __future__ import annotations
