@@ -710,11 +710,18 @@ class Relayer(ClientUpdates):
         p = t.packet
         src, dst = parks.get(p.src_chain, {}), parks.get(p.dst_chain, {})
         ack_hex = dst.get(_ack_key(p))
-        if ack_hex is not None and t.ack is None:
-            # from the target's state, not only from events: a restarted relayer may be past the event
-            t.ack = bytes.fromhex(bytes.fromhex(ack_hex).decode())  # the bridge stores the ack as hex text
-            ack_hex = t.ack.hex()
-            self._write(lambda db: db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ack_hex, t.key)))
+        if ack_hex is not None:
+            # from the target's state, not only from events: a restarted relayer may be past the event, and an event
+            # of a branch the target abandoned names the ack of that branch's execution (another relayer in it, or
+            # another result), which no proof of the chain the target kept can match
+            ack = bytes.fromhex(bytes.fromhex(ack_hex).decode())  # the bridge stores the ack as hex text
+            if ack != t.ack:
+                if t.ack is not None:
+                    self.log.info("packet %s: the target's state holds another ack than the one seen (a reorg "
+                                  "executed it again); confirming that one", t.key)
+                    self._inflight.pop((t.key, Action.CONFIRM.value), None)  # a refusal of the stale one parked it
+                t.ack = ack
+                self._write(lambda db: db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ack.hex(), t.key)))
         receipt = dst.get(receipt_path(p.src_chain, p.lane, p.sequence).decode())
         sentinel = self.parks[p.dst_chain].timeout_receipt if p.dst_chain in self.parks else None
         timed_out_there = receipt is not None and sentinel is not None and bytes.fromhex(receipt) == sentinel

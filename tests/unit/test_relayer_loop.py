@@ -680,3 +680,30 @@ async def test_no_prediction_when_the_client_refuses_the_headers(tmp_path: Path,
     assert "proof_height" not in st and st["final_height"] == 8
     assert [op for op, _ in relay.submitted] == ["client.update"]
     r.db.close()
+
+
+async def test_the_ack_the_targets_state_holds_replaces_one_seen_on_an_abandoned_branch(tmp_path: Path) -> None:
+    """A reorg of the target executes a packet again, and its ack names the relayer that did (SPEC §6.10): the ack an
+    event of the abandoned branch showed can never be proven. The one the target's state holds replaces it, and a
+    confirmation refused for the stale ack (parked for minutes as `never`) is offered again at once. A forks test
+    timed out in CI this way: both relayers kept confirming the abandoned branch's ack."""
+    from protocol.paths import ack_path
+
+    relay = _Relay()
+    a, b = _Park("park-a"), _Park("park-b")
+    a.events_at[4] = [_send_event("park-a", "park-b", 1, 4)]
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    await r._scan(r.parks["park-a"])
+    t = r.packets["park-a/park-b/lane-0/1"]
+    stale, kept = bytes.fromhex("0a0b"), bytes.fromhex("0c0d")
+    t.ack = stale
+    r._inflight[(t.key, "confirm")] = r._clock() + 300  # its confirmation was refused as `never`
+    ack_key = ack_path("park-a", "lane-0", 1).decode()
+    # the bridge stores the ack as hex text; the records the relayer read hold that text's hex
+    same = {"park-b": {ack_key: stale.hex().encode().hex()}}
+    r._records_of(t, {}, same)
+    assert t.ack == stale and r._waiting(t, "confirm"), "the same ack: nothing changes"
+    r._records_of(t, {}, {"park-b": {ack_key: kept.hex().encode().hex()}})
+    assert t.ack == kept and not r._waiting(t, "confirm")
+    assert r.db.execute("SELECT ack FROM packets WHERE key = ?", (t.key,)).fetchone() == (kept.hex(),)
+    r.db.close()
