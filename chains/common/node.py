@@ -66,9 +66,10 @@ log = logging.getLogger("parkrelay.node")
 
 MAX_BLOCK_TXS = 2000
 MAX_BLOCK_BYTES = 1024 * 1024
-"""Most bytes of transactions (canonical JSON) a node puts in a block it makes: the block's gossip (``/p2p/block``, and
-the relay's consensus proposal, hex-encoded) stays well inside the 4 MiB a node reads (``MAX_BODY_BYTES``), so every
-peer takes it. What does not fit waits in the mempool for the next block."""
+"""Most bytes of transactions (canonical JSON) a park node puts in a block it makes: the block's gossip (``/p2p/block``)
+stays well inside the 4 MiB a node reads (``MAX_BODY_BYTES``), so every peer takes it. What does not fit waits in the
+mempool for the next block. The relay chain's is its genesis ``block.max_bytes`` (this by default,
+:func:`relay.chain.node.parse_block_params`)."""
 GET_BLOCKS_BYTES = 8 * 1024 * 1024
 """Most bytes of transactions one ``getBlocks`` answer holds (past its first block)."""
 MAX_PROVE_MANY = 200
@@ -393,12 +394,12 @@ class ParkNode:
         self.tx_gossip_dropped = 0
         self.producing = True  # admin.setProducing pauses block production (maintenance)
         self.p2p_body_bytes = rpc.MAX_BODY_BYTES
+        """Most bytes a ``/p2p/*`` body may have (a chain whose blocks may be larger raises it)."""
         self.state_retention = STATE_RETENTION
-        self.body_retention = BODY_RETENTION
-        """Final blocks below the final height whose bodies stay in memory (:data:`BODY_RETENTION`)."""
         """Blocks below the final height whose states stay in memory (:data:`STATE_RETENTION`; a chain whose states
         are proven only near its head keeps fewer)."""
-        """Most bytes a ``/p2p/*`` body may have (a chain whose blocks may be larger raises it)."""
+        self.body_retention = BODY_RETENTION
+        """Final blocks below the final height whose bodies stay in memory (:data:`BODY_RETENTION`)."""
         self._ws_clients: set[web.WebSocketResponse] = set()
         self._ws_per_ip: dict[str, int] = {}
         self._rate = rpc.RateBuckets(config.limits.rpc_requests_per_s, config.limits.rpc_burst)
