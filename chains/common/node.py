@@ -1316,10 +1316,11 @@ class ParkNode:
             e = self.canonical(h)
             if e is None:
                 continue
-            size += sum(t.size() for t in e.txs)
+            body = e.body()
+            size += sum(t.size() for t in body[0])
             if out and size > GET_BLOCKS_BYTES:
                 break
-            out.append(_block_json(e))
+            out.append(_block_json(e, body))
         return out
 
     async def _sync_loop(self) -> None:
@@ -1456,9 +1457,11 @@ def _header_json(e: BlockEntry) -> dict[str, Any]:
             "header": h.encode().hex(), "weight": str(e.weight)}
 
 
-def _block_json(e: BlockEntry) -> dict[str, Any]:
-    return {**_header_json(e), "txs": [t.to_json() for t in e.txs], "events": e.events,
-            "tx_results": e.tx_results}
+def _block_json(e: BlockEntry, body: Body | None = None) -> dict[str, Any]:
+    """A block as RPC answers it; ``body``: its body if the caller read it already (an evicted one is read from
+    SQLite each time it is asked for)."""
+    txs, events, results = body if body is not None else e.body()
+    return {**_header_json(e), "txs": [t.to_json() for t in txs], "events": events, "tx_results": results}
 
 
 async def _push(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:

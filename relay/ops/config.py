@@ -17,12 +17,11 @@ from chains.common.node import AdmissionLimits
 from chains.ethereum.kind import EthereumKind
 from chains.ethereum.params import EthChainParams
 from chains.registry import KINDS, UnknownChainKindError, chain_kind
+from relay.chain.node import BLOCK_MAX_BYTES_BOUNDS
 from relay.relayer.policy import MinFees
 
 RELAY_MAX_BLOCK_BYTES = 3 * 1024 * 1024
 """``[relay] max_block_bytes`` when the file does not say: 3 MiB, about 1,100 packet steps a block."""
-RELAY_BLOCK_BYTES_BOUNDS = (1024 * 1024, 8 * 1024 * 1024)
-"""What relay genesis ``block.max_bytes`` accepts (``relay.chain.node.BLOCK_MAX_BYTES_BOUNDS``)."""
 
 CHAIN_KINDS = tuple(KINDS)
 """Every park chain kind's name (:data:`chains.registry.KINDS`)."""
@@ -287,7 +286,7 @@ def load_config(path: str | Path) -> DeploymentConfig:
             seen_ports[port] = f"{relay_chain_id}/{v}"
     block_ms = _get(relay, "block_interval_ms", int, "relay", 1000)
     max_block_bytes = _get(relay, "max_block_bytes", int, "relay", RELAY_MAX_BLOCK_BYTES)
-    lo, hi = RELAY_BLOCK_BYTES_BOUNDS
+    lo, hi = BLOCK_MAX_BYTES_BOUNDS  # what the relay genesis accepts
     if not lo <= max_block_bytes <= hi:
         raise ConfigError(f"relay.max_block_bytes must be bytes in [{lo}, {hi}], got {max_block_bytes!r}")
     engine, comet_base, comet_propose = _relay_engine(relay, validators, relay_chain_id, relay_base_port, seen_ports)

@@ -409,3 +409,23 @@ async def test_a_node_syncs_onto_a_peers_branch_of_equal_weight_and_lower_hash(t
     finally:
         await n1.stop()
         await n2.stop()
+
+
+async def test_get_blocks_stops_at_its_byte_budget_but_always_answers_one(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 full relay blocks in one answer would be hundreds of MB: ``getBlocks`` stops once the blocks it holds pass
+    ``GET_BLOCKS_BYTES`` of transactions, and a client asks again from where it stopped (as sync does)."""
+    from chains.common import node as node_mod
+
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    node = _transfers(_node(tmp_path, alice), alice, 6)
+    try:
+        size = node.canonical(1).txs[0].size()  # type: ignore[union-attr]
+        assert (await node._rpc_get_blocks({"from": 1, "to": 6})) == [
+            node_mod._block_json(node.canonical(h)) for h in range(1, 7)]  # type: ignore[arg-type]
+        monkeypatch.setattr(node_mod, "GET_BLOCKS_BYTES", 2 * size + size // 2)
+        assert [b["height"] for b in await node._rpc_get_blocks({"from": 1, "to": 6})] == [1, 2]
+        monkeypatch.setattr(node_mod, "GET_BLOCKS_BYTES", 1)
+        assert [b["height"] for b in await node._rpc_get_blocks({"from": 3, "to": 6})] == [3]
+    finally:
+        node.db.close()

@@ -16,11 +16,18 @@ import aiohttp
 import pytest
 
 from chains.common import wire
-from chains.common.node import MAX_BLOCK_BYTES, NodeConfig
+from chains.common.node import BODY_RETENTION, MAX_BLOCK_BYTES, STATE_RETENTION, NodeConfig
 from protocol.errors import CodecError
 from relay.chain.consensus import TimeoutConfig
-from relay.chain.node import BLOCK_MAX_BYTES_BOUNDS, RelayNode, RelayRules, parse_block_params
-from relay.ops.config import RELAY_BLOCK_BYTES_BOUNDS, RELAY_MAX_BLOCK_BYTES, ConfigError, load_config
+from relay.chain.node import (
+    BLOCK_MAX_BYTES_BOUNDS,
+    RELAY_BODY_RETENTION,
+    RELAY_STATE_RETENTION,
+    RelayNode,
+    RelayRules,
+    parse_block_params,
+)
+from relay.ops.config import RELAY_MAX_BLOCK_BYTES, ConfigError, load_config
 from relay.relayer.relayer import RELAY_INFLIGHT_PACKETS, relay_inflight_packets
 from tests.unit.relay_consensus.harness import VSET
 from tests.unit.relay_consensus.sim import CHAIN
@@ -42,7 +49,6 @@ def test_block_params_default_to_what_a_genesis_without_them_had() -> None:
     assert parse_block_params({"commit_ms": 500, "max_bytes": 3 * MIB}) == (TimeoutConfig(commit_ms=500), 3 * MIB)
     assert _rules({"max_bytes": 2 * MIB}).max_block_bytes == 2 * MIB
     assert _rules(None).max_block_bytes == MAX_BLOCK_BYTES
-    assert RELAY_BLOCK_BYTES_BOUNDS == BLOCK_MAX_BYTES_BOUNDS  # the config refuses what the genesis would
 
 
 @pytest.mark.parametrize("block", [
@@ -66,6 +72,9 @@ async def _post(url: str, body: bytes) -> tuple[int, Any]:
 async def test_a_validator_reads_a_proposal_of_its_largest_block(tmp_path: Path, max_bytes: int) -> None:
     node = RelayNode(_rules({"max_bytes": max_bytes}), NodeConfig(name="op-a", data_dir=tmp_path, admin_token="t0k"))
     assert node.p2p_body_bytes >= 2 * max_bytes + 64 * 1024  # a proposal is its block hex-encoded, and a header
+    # relay state is proven at the head: a validator keeps fewer states and bodies than a park node
+    assert (node.state_retention, node.body_retention) == (RELAY_STATE_RETENTION, RELAY_BODY_RETENTION)
+    assert RELAY_STATE_RETENTION < STATE_RETENTION and RELAY_BODY_RETENTION < BODY_RETENTION
     await node.start()
     try:
         # a proposal of a full block: hex of max_bytes + a header's worth; garbage, so consensus decoding refuses it
@@ -87,10 +96,11 @@ async def test_a_validator_reads_a_proposal_of_its_largest_block(tmp_path: Path,
 def test_devnet_init_writes_the_configured_block_size_into_the_relay_genesis(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from relay.ops import devnet, nodes
+    from relay.ops.relayers import build_relayer
 
     monkeypatch.chdir(tmp_path)
     base = ('[deployment]\ndata_dir = "data"\n[[chains]]\nid = "dpos-park"\nkind = "dpos"\nnodes = ["witness-a"]\n'
-            'base_port = 31000\n[relay]\nvalidators = ["op-a"]\nbase_port = 31100\n')
+            'base_port = 31000\n[relayers]\nnames = ["relayer-a"]\n[relay]\nvalidators = ["op-a"]\nbase_port = 31100\n')
     p = tmp_path / "d.toml"
     p.write_text(base)
     assert load_config(p).relay_max_block_bytes == RELAY_MAX_BLOCK_BYTES
@@ -104,6 +114,11 @@ def test_devnet_init_writes_the_configured_block_size_into_the_relay_genesis(tmp
         assert node.rules.max_block_bytes == 2 * MIB  # type: ignore[attr-defined]
     finally:
         node.db.close()
+    relayer = build_relayer(cfg, "relayer-a")
+    try:
+        assert relayer.relay_inflight == relay_inflight_packets(2 * MIB) == 2 * RELAY_INFLIGHT_PACKETS
+    finally:
+        relayer.db.close()
     for bad in (MIB - 1, 9 * MIB, '"3MiB"', "true"):
         p.write_text(base + f"max_block_bytes = {bad}\n")
         with pytest.raises(ConfigError, match="max_block_bytes"):
