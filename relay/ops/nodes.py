@@ -94,8 +94,10 @@ async def run_node(cfg: DeploymentConfig, kind: str, chain_id: str | None, name:
     """Start the node and serve until SIGTERM or SIGINT, then stop cleanly. A relay validator with ``api``
     (:class:`relay.ops.api.server.ApiOptions`) serves the operator API too; on ``engine = "cometbft"`` it serves the
     ABCI socket and runs its ``cometbft`` (:class:`_CometEngine`), which it stops first."""
+    from chains.common.heap import tune_heap
     from chains.common.storage import EXIT_STORAGE_FAULT, StorageFault
 
+    tune_heap()  # buffers over 128 KiB mapped on their own: freed block bodies go back to the system
     comet = kind == "relay" and cfg.relay_engine == "cometbft"
     if kind == "relay":
         check_engine(cfg, name)

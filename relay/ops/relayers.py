@@ -132,8 +132,10 @@ OWN_CLIENT_LINKS: dict[str, Callable[[Any, Any, str, str, JsonRpcClient], ChainL
 async def run_relayer(cfg: Any, name: str, api: Any = None) -> int:
     """``parkrelay relayer start``: run until SIGTERM/SIGINT, then stop cleanly. With ``api``
     (:class:`relay.ops.api.server.ApiOptions`) the operator API and ``/metrics`` are served too."""
+    from chains.common.heap import tune_heap
     from chains.common.storage import EXIT_STORAGE_FAULT, StorageFault
 
+    tune_heap()  # as a node's: the megabytes of JSON a step reads and drops go back to the system
     try:
         relayer = build_relayer(cfg, name)
     except StorageFault as exc:
