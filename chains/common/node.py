@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-import sqlite_utils
 from aiohttp import web
 
 from chains.common import jsonrpc as rpc
@@ -1399,7 +1398,7 @@ class ParkNode:
 def _migrate_blocks(db: sqlite3.Connection) -> None:
     """The node database's ``blocks`` table (sqlite-utils); a database written before block bodies were stored gains
     the ``body`` column (events and per-transaction results as JSON; filled in when the node replays it)."""
-    table = sqlite_utils.Database(db)["blocks"]
+    table = storage.schema_db(db)["blocks"]
     table.create({"hash": bytes, "height": int, "parent": bytes, "header": bytes, "txs": str,  # type: ignore[union-attr]
                   "seq": int, "body": str}, pk="hash", if_not_exists=True)
     if "body" not in table.columns_dict:

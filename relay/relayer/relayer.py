@@ -61,7 +61,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import sqlite_utils
 
 from adapters.common.roles import ProvenValue, SourceSide, TargetSide
 from adapters.common.rpc import JsonRpcClient
@@ -1101,7 +1100,7 @@ class Relayer(ClientUpdates):
 def _migrate(conn: sqlite3.Connection) -> None:
     """The relayer database's schema (sqlite-utils): tables created if missing, so a database written by an
     older relayer gains the newer tables (``progress``, ``early_acks``) on start and keeps its cursors and packets."""
-    db = sqlite_utils.Database(conn)
+    db = storage.schema_db(conn)
     db.enable_wal()
     db["cursors"].create({"chain": str, "height": int}, pk="chain", if_not_exists=True)  # type: ignore[union-attr]
     db["packets"].create({"key": str, "packet": str, "commit_height": int, "ack": str, "done": int},  # type: ignore[union-attr]

@@ -16,6 +16,7 @@ import logging
 import os
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,3 +258,22 @@ def test_a_small_write_on_a_full_disk_is_refused_even_where_sqlite_could_reuse_i
     assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 4  # nothing of it written
     write_tx(conn, path, lambda db: db.execute("INSERT INTO t VALUES (?)", (b"small",)))  # space again: it goes on
     conn.close()
+
+
+_SCHEMA_DB_IMPORTS = """
+import sqlite3, sys
+from chains.common import storage
+db = storage.schema_db(sqlite3.connect(":memory:"))
+db["t"].create({"k": str, "v": int}, pk="k")
+db["t"].insert({"k": "a", "v": 1})
+loaded_with = "numpy" in sys.modules
+import numpy  # hidden only while sqlite-utils imported
+print(loaded_with, db["t"].count, numpy.int64(3) + 1)
+"""
+
+
+def test_schema_db_imports_sqlite_utils_without_numpy_and_numpy_stays_importable() -> None:
+    # numpy is in a test install (matplotlib's); sqlite-utils would import it for column types no schema here uses
+    out = subprocess.run([sys.executable, "-c", _SCHEMA_DB_IMPORTS], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split() == ["False", "1", "4"]
