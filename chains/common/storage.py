@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import logging
 import os
 import sqlite3
@@ -28,7 +27,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
 __all__ = ["BUSY_ATTEMPTS", "BUSY_TIMEOUT_S", "EXIT_STORAGE_FAULT", "MIN_FREE_BYTES", "StorageFault", "atomic_write",
@@ -211,24 +209,20 @@ def _fsync_dir(d: Path) -> None:
 _OPTIONAL_OF_SQLITE_UTILS = ("numpy", "pandas")
 """Modules sqlite-utils imports if it finds them, for their column types (which no schema here uses)."""
 
-_sqlite_utils: ModuleType | None = None
-
 
 def schema_db(conn: sqlite3.Connection) -> Any:
     """A ``sqlite_utils.Database`` over ``conn``, for schemas and their migrations.
 
     sqlite-utils is imported on first use with its optional numpy and pandas integrations hidden: a test install has
-    numpy (matplotlib's), and importing it would cost every node and relayer process ~14 MB of memory it never uses.
+    numpy (matplotlib's), and importing it would cost every node and relayer process ~9 MB of memory it never uses.
     They are hidden only while sqlite-utils imports: a later ``import numpy`` elsewhere works as usual."""
-    global _sqlite_utils
-    if _sqlite_utils is None:
-        hidden = [m for m in _OPTIONAL_OF_SQLITE_UTILS if m not in sys.modules]
+    hidden = [] if "sqlite_utils" in sys.modules else [m for m in _OPTIONAL_OF_SQLITE_UTILS if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # an import of it raises ImportError
+    try:
+        import sqlite_utils
+    finally:
         for m in hidden:
-            sys.modules[m] = None  # type: ignore[assignment]  # import of it raises ImportError
-        try:
-            _sqlite_utils = importlib.import_module("sqlite_utils")
-        finally:
-            for m in hidden:
-                if sys.modules.get(m, False) is None:
-                    del sys.modules[m]
-    return _sqlite_utils.Database(conn)
+            if sys.modules.get(m, False) is None:
+                del sys.modules[m]
+    return sqlite_utils.Database(conn)
