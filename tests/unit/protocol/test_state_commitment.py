@@ -288,3 +288,47 @@ def test_proof_encoding_layout() -> None:
     assert Proof((SIB,), (LEAF[:32], LEAF[32:])).encode() == b"\x00\x01" + SIB + b"\x01" + LEAF
     p256 = Proof((SIB,) * 256, None)
     assert Proof.decode(p256.encode()) == p256
+
+
+def _abi_like(rng: random.Random, n: int) -> bytes:
+    """A value like the relay's ABI records: words of a few random bytes and much zero padding (compresses well)."""
+    return b"".join(bytes(32 - (k := rng.randint(0, 12))) + rng.randbytes(k) for _ in range(n))
+
+
+def test_large_values_kept_compressed_read_hash_and_prove_as_themselves() -> None:
+    rng = random.Random(16)
+    items = {rng.randbytes(12): _abi_like(rng, rng.randint(8, 20)) for _ in range(200)}
+    items.update({rng.randbytes(12): rng.randbytes(300) for _ in range(20)})  # large but incompressible
+    items.update({rng.randbytes(12): bytes(40) for _ in range(20)})  # compressible but small
+    tree = SparseMerkleTree().set_many(items.items())
+    one_by_one = SparseMerkleTree()
+    for k, v in items.items():
+        one_by_one = one_by_one.set(k, v)
+    assert tree.root == one_by_one.root == SparseMerkleTree.from_items(items.items()).root
+    for k, v in items.items():
+        assert tree.get(k) == v
+        proof = tree.prove(k)
+        assert proof.leaf == (sha(k), sha(v))
+        verify_membership(tree.root, k, v, proof)
+        with pytest.raises(InvalidProofError):
+            verify_membership(tree.root, k, v + b"\x00", proof)
+    assert dict(tree.items()) == items
+    kinds = {}
+    stack = [tree._root]
+    while stack:
+        node = stack.pop()
+        if hasattr(node, "left"):
+            stack += [node.left, node.right]
+        elif node is not None:
+            kinds[node.key] = type(node).__name__
+    packed = {k for k, name in kinds.items() if name == "_PackedLeaf"}
+    assert packed == {k for k, v in items.items() if len(v) >= 256 and v.count(0) > len(v) // 2}
+    assert len(packed) > 100
+
+
+def test_a_single_compressed_leaf_is_the_root_of_its_value() -> None:
+    value = bytes(31) + b"\x01" + bytes(300)
+    tree = SparseMerkleTree().set(b"relay/outcome/x", value)
+    assert tree.root == leaf_hash(sha(b"relay/outcome/x"), sha(value))
+    assert tree.get(b"relay/outcome/x") == value
+    assert tree.delete(b"relay/outcome/x").root == EMPTY_ROOT
