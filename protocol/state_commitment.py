@@ -58,7 +58,7 @@ class _Leaf:
         self.key = key
         self.key_hash = key_hash
         self.value = value
-        self._hash: bytes = _sha(_LEAF + key_hash + _sha(value).digest()).digest()  # never None for a leaf
+        self._hash: bytes = leaf_hash(key_hash, _sha(value).digest())  # never None for a leaf
 
     @property
     def hash(self) -> bytes:
@@ -79,7 +79,7 @@ class _PackedLeaf(_Leaf):
         self.key = key
         self.key_hash = key_hash
         self._packed = packed
-        self._hash = _sha(_LEAF + key_hash + _sha(value).digest()).digest()
+        self._hash = leaf_hash(key_hash, _sha(value).digest())  # not super().__init__: it would keep the raw value
 
     @property
     def value(self) -> bytes:  # type: ignore[override]
