@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eth_abi.abi import encode as abi_encode
-
+from protocol.abi import encode as abi_encode
 from protocol.codec import sha256
 from protocol.crypto import ed25519_verify
 from protocol.errors import (

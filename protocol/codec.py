@@ -11,9 +11,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from eth_abi.abi import decode as _abi_decode
-from eth_abi.abi import encode as _abi_encode
-
+from protocol import abi
 from protocol.errors import CodecError
 from protocol.types import (
     NO_PAYEES,
@@ -54,79 +52,35 @@ def sha256(data: bytes) -> bytes:
 
 
 def _encode(types: Sequence[str], values: Sequence[Any]) -> bytes:
-    layout = _FAST_LAYOUTS.get(tuple(types))
-    if layout is not None and len(values) == len(layout):
-        return _encode_fast(layout, values, types)
-    return _encode_reference(types, values)
+    return abi.encode(types, values)
+
+
+def _decode_strict(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
+    return abi.decode(types, data, what)
+
+
+# --- the reference: eth_abi itself (tests and the reference decoders; imported on first use, see protocol.abi) ---
 
 
 def _encode_reference(types: Sequence[str], values: Sequence[Any]) -> bytes:
+    from eth_abi.abi import encode as abi_encode
+
     try:
-        return _abi_encode(list(types), list(values))
+        return abi_encode(list(types), list(values))
     except Exception as exc:  # eth_abi raises several unrelated types for one cause: bad values
         raise CodecError(f"cannot encode {types}: {exc}") from exc
 
 
-def _layout(types: Sequence[str]) -> tuple[int, ...] | None:
-    """Per field: 0 for ``string``, -1 for ``bytes``, N for ``uintN``; None if a type is anything else."""
-    out = []
-    for t in types:
-        if t == "string":
-            out.append(0)
-        elif t == "bytes":
-            out.append(-1)
-        elif t.startswith("uint") and t[4:].isdigit():
-            out.append(int(t[4:]))
-        else:
-            return None
-    return tuple(out)
+def _decode_reference(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
+    from eth_abi.abi import decode as abi_decode
 
-
-def _encode_fast(layout: tuple[int, ...], values: Sequence[Any], types: Sequence[str]) -> bytes:
-    """The ABI encoding of a tuple of strings, bytes and unsigned integers, as eth_abi gives it (heads: an integer or
-    the offset of its tail; tails in field order: length word, bytes, zero padding to a word), ~10x faster. Bad values
-    are a :class:`CodecError`, as from eth_abi. ``tests/unit/protocol/test_codec_fast.py`` compares the two."""
-    heads: list[bytes] = []
-    tails: list[bytes] = []
-    offset = 32 * len(layout)
-    for kind, v in zip(layout, values, strict=True):
-        if kind > 0:
-            if type(v) is not int or not 0 <= v < 1 << kind:
-                raise CodecError(f"cannot encode {types}: {v!r} is not a uint{kind}")
-            heads.append(v.to_bytes(32, "big"))
-            continue
-        if kind == 0:
-            if type(v) is not str:
-                raise CodecError(f"cannot encode {types}: {type(v).__name__} is not a string")
-            try:
-                raw = v.encode()
-            except UnicodeEncodeError as exc:
-                raise CodecError(f"cannot encode {types}: {exc}") from exc
-        elif type(v) is bytes or type(v) is bytearray:
-            raw = bytes(v)
-        else:
-            raise CodecError(f"cannot encode {types}: {type(v).__name__} is not bytes")
-        heads.append(offset.to_bytes(32, "big"))
-        pad = -len(raw) % 32
-        tails.append(len(raw).to_bytes(32, "big") + raw + bytes(pad))
-        offset += 32 + len(raw) + pad
-    return b"".join(heads) + b"".join(tails)
-
-
-_FAST_LAYOUTS: dict[tuple[str, ...], tuple[int, ...]] = {
-    abi: layout for abi in (PACKET_ABI, ENERGY_ABI, CHARGING_RIGHT_ABI, REPUTATION_ABI, ACK_ABI, ACK_RELAYER_ABI)
-    if (layout := _layout(abi)) is not None}
-"""The canonical tuples :func:`_encode` encodes itself (``OUTCOME_ABI``'s ``bytes32`` goes to eth_abi)."""
-
-
-def _decode_strict(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
     if not isinstance(data, (bytes, bytearray)):
         raise CodecError(f"{what}: expected bytes", got=type(data).__name__)
     try:
-        values = _abi_decode(list(types), bytes(data), strict=True)
+        values = abi_decode(list(types), bytes(data), strict=True)
     except Exception as exc:  # eth_abi decoding errors share no base class worth naming
         raise CodecError(f"{what}: not a valid encoding: {exc}") from exc
-    if _encode_reference(types, values) != bytes(data):  # eth_abi's own: the reference decoders use nothing else
+    if _encode_reference(types, values) != bytes(data):
         raise CodecError(f"{what}: not the canonical encoding")
     return tuple(values)
 
@@ -179,7 +133,7 @@ def encode_packet(p: Packet) -> bytes:
 
 def decode_packet_reference(data: bytes) -> Packet:
     """Reference decoder over eth_abi (decode, re-encode, compare); :func:`decode_packet` must agree with it."""
-    src, dst, lane, seq, kind, payload, sender, receiver, timeout = _decode_strict(PACKET_ABI, data, "packet")
+    src, dst, lane, seq, kind, payload, sender, receiver, timeout = _decode_reference(PACKET_ABI, data, "packet")
     try:
         pkind = PacketKind(kind)
     except ValueError as exc:
@@ -208,7 +162,7 @@ def encode_energy(e: EnergyPayload) -> bytes:
 
 def decode_energy_reference(data: bytes) -> EnergyPayload:
     """Reference decoder over eth_abi; :func:`decode_energy` must agree with it."""
-    denom, amount = _decode_strict(ENERGY_ABI, data, "energy payload")
+    denom, amount = _decode_reference(ENERGY_ABI, data, "energy payload")
     e = EnergyPayload(denom, amount)
     encode_energy(e)
     return e

@@ -1,4 +1,5 @@
-"""Signature primitives shared by every verifier (SPEC.md §7): ed25519 via libsodium (PyNaCl).
+"""Signature primitives shared by every verifier (SPEC.md §7): ed25519 via libsodium (PyNaCl); and keccak-256
+(pycryptodome), Ethereum's hash, for addresses and the EVM park's proofs.
 
 One verifier only: consensus code must never mix ed25519 implementations with different rules.
 """
@@ -7,12 +8,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from Crypto.Hash import keccak as _keccak
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from protocol.errors import SignatureError
 
-__all__ = ["Ed25519Signer", "ed25519_verify"]
+__all__ = ["Ed25519Signer", "ed25519_verify", "keccak256"]
+
+
+def keccak256(data: bytes) -> bytes:
+    """Ethereum's keccak-256 (the original Keccak padding, not SHA3-256)."""
+    return _keccak.new(data=data, digest_bits=256).digest()
 
 
 @lru_cache(maxsize=4096)

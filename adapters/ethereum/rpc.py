@@ -23,7 +23,6 @@ from typing import Any
 
 import aiohttp
 
-from adapters.ethereum.errors import rpc_error
 from chains.common.jsonrpc import UNAUTHORIZED, UnauthorizedError
 from protocol.errors import TransportError
 
@@ -90,6 +89,8 @@ class EthRpc:
             err = resp["error"]
             if isinstance(err, dict) and err.get("code") == UNAUTHORIZED:  # the park node's operator-only methods
                 raise UnauthorizedError(f"{self.side}: {method}: {err.get('message', '')!s:.300}")
+            from adapters.ethereum.errors import rpc_error  # on an error only: it loads eth-abi to decode reverts
+
             raise rpc_error(method, err, side=self.side)
         return resp.get("result")
 

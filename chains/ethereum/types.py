@@ -30,8 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from Crypto.Hash import keccak as _keccak
-
+from protocol.crypto import keccak256
 from protocol.errors import CodecError
 
 __all__ = [
@@ -55,11 +54,6 @@ HEADER_FIELD_COUNTS = (15, 16, 17, 20, 21)
 
 _U64 = 2**64 - 1
 _U256 = 2**256 - 1
-
-
-def keccak256(data: bytes) -> bytes:
-    """Ethereum's keccak-256 (the original Keccak padding, not SHA3-256)."""
-    return _keccak.new(data=data, digest_bits=256).digest()
 
 
 # -- RLP -------------------------------------------------------------------------------------------

@@ -10,10 +10,9 @@ import secrets
 from pathlib import Path
 
 from coincurve import PrivateKey
-from eth_utils import keccak
 
 from chains.common.storage import atomic_write
-from protocol.crypto import Ed25519Signer
+from protocol.crypto import Ed25519Signer, keccak256
 
 
 class KeyFileError(Exception):
@@ -55,4 +54,4 @@ def ed25519_signer(path: Path) -> Ed25519Signer:
 def eth_address(secret: bytes) -> bytes:
     """The 20-byte Ethereum address of a secp256k1 secret."""
     pub = PrivateKey(secret).public_key.format(compressed=False)[1:]
-    return keccak(pub)[-20:]
+    return keccak256(pub)[-20:]

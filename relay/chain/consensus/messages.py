@@ -41,14 +41,12 @@ from functools import lru_cache
 from typing import Final, TypeAlias
 
 from coincurve import PrivateKey, PublicKey
-from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
-from eth_abi.exceptions import DecodingError, EncodingError
-from eth_utils.crypto import keccak
 
+from protocol.abi import decode as abi_decode
+from protocol.abi import encode as abi_encode
 from protocol.certificate import COMMIT_TAG, RelayHeader, ValidatorSet
 from protocol.codec import sha256
-from protocol.crypto import Ed25519Signer, ed25519_verify
+from protocol.crypto import Ed25519Signer, ed25519_verify, keccak256
 from protocol.errors import CodecError, HeaderError, SignatureError
 from protocol.types import ChainId
 
@@ -208,7 +206,7 @@ def vote_sign_bytes(chain_id: ChainId, vote_type: VoteType, height: int, round_:
 
 def eth_address_of(pubkey: PublicKey) -> bytes:
     """``keccak256(uncompressed public key without its 0x04 prefix)[-20:]``."""
-    return keccak(pubkey.format(compressed=False)[1:])[-20:]
+    return keccak256(pubkey.format(compressed=False)[1:])[-20:]
 
 
 def secp256k1_sign(secret: PrivateKey, digest: bytes) -> bytes:
@@ -386,7 +384,7 @@ def encode_message(msg: Message) -> bytes:
             _KIND_PROPOSAL, msg.height, msg.round, msg.pol_round, msg.header.encode(), msg.block,
             msg.proposer_index, msg.signature,
         ])
-    except (EncodingError, TypeError, ValueError, OverflowError) as exc:
+    except (CodecError, TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"consensus message does not encode: {exc}", got=type(msg).__name__) from exc
 
 
@@ -398,16 +396,17 @@ def decode_message(data: bytes) -> Message:
     msg: Message
     try:
         if kind == _KIND_VOTE:
-            _, vtype, height, round_, bh, idx, ed_sig, secp_sig = abi_decode(_VOTE_TYPES, data)
+            _, vtype, height, round_, bh, idx, ed_sig, secp_sig = abi_decode(_VOTE_TYPES, data, "consensus message")
             if vtype not in (VoteType.PREVOTE, VoteType.PRECOMMIT):
                 raise CodecError("unknown vote type", expected=(1, 2), got=vtype)
             msg = Vote(VoteType(vtype), height, round_, None if bh == NIL_HASH else bh, idx, ed_sig, secp_sig)
         elif kind == _KIND_PROPOSAL:
-            _, height, round_, pol_round, header_bytes, block, idx, sig = abi_decode(_PROPOSAL_TYPES, data)
+            fields = abi_decode(_PROPOSAL_TYPES, data, "consensus message")
+            _, height, round_, pol_round, header_bytes, block, idx, sig = fields
             msg = Proposal(height, round_, pol_round, decode_header(header_bytes), block, idx, sig)
         else:
             raise CodecError("unknown consensus message kind", expected=(1, 2), got=kind)
-    except (DecodingError, TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"consensus message does not decode: {exc}") from exc
     if encode_message(msg) != data:
         raise CodecError("consensus message is not in canonical encoding")
@@ -417,8 +416,8 @@ def decode_message(data: bytes) -> Message:
 def decode_header(data: bytes) -> RelayHeader:
     """Strictly decode a relay header from its SPEC.md §7.2 encoding."""
     try:
-        fields = abi_decode(_HEADER_TYPES, data)
-    except (DecodingError, TypeError, ValueError, OverflowError) as exc:
+        fields = abi_decode(_HEADER_TYPES, data, "relay header")
+    except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"relay header does not decode: {exc}") from exc
     chain_id, height, time_ms, last, data_hash, root, vals, next_vals = fields
     header = RelayHeader(chain_id, height, time_ms, last, data_hash, root, vals, next_vals)

@@ -25,10 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eth_abi.abi import encode as abi_encode
-
 from chains.common import wire
 from chains.common.state import ChainState, canonical_json
+from protocol.abi import encode as abi_encode
 from protocol.certificate import ValidatorSet
 from protocol.codec import sha256
 from protocol.crypto import Ed25519Signer, ed25519_verify

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 import protocol
-from protocol import codec as codec_mod
 from protocol.codec import decode_energy as decode_energy_strict
 from protocol.codec import decode_energy_reference as decode_energy
 from protocol.codec import decode_packet as decode_packet_strict
@@ -119,41 +118,3 @@ def test_random_valid_values_round_trip() -> None:
                    _text(rng, 1, 50), rng.choice([1, UINT64_MAX, rng.randrange(1, UINT64_MAX)]))
         raw = encode_packet(p)
         assert decode_packet_strict(raw) == p == decode_packet(raw)
-
-
-# --- the fast encoder ------------------------------------------------------------------------------------------------
-
-
-def _random_value(rng: random.Random, t: str) -> Any:
-    if t == "string":
-        alphabet = "abcXYZ09-_ é€𝄞"
-        return "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 31, 32, 33, 63, 64, rng.randrange(90)])))
-    if t == "bytes":
-        return rng.randbytes(rng.choice([0, 1, 31, 32, 33, 64, 65, rng.randrange(4097)]))
-    bits = int(t[4:])
-    return rng.choice([0, 1, (1 << bits) - 1, rng.randrange(1 << bits)])
-
-
-@pytest.mark.parametrize("abi", sorted(codec_mod._FAST_LAYOUTS))
-def test_the_fast_encoder_gives_eth_abis_bytes(abi: tuple[str, ...]) -> None:
-    rng = random.Random(16)
-    for _ in range(400):
-        values = [_random_value(rng, t) for t in abi]
-        assert codec_mod._encode(abi, values) == codec_mod._encode_reference(abi, values), values
-
-
-@pytest.mark.parametrize("abi", sorted(codec_mod._FAST_LAYOUTS))
-def test_the_fast_encoder_refuses_what_eth_abi_refuses(abi: tuple[str, ...]) -> None:
-    rng = random.Random(17)
-    good = [_random_value(rng, t) for t in abi]
-    for i, t in enumerate(abi):
-        bad_values: list[Any] = [None, 1.5, [1]]
-        bad_values += ["\ud800", b"x", 7] if t == "string" else ["text", -1] if t == "bytes" else \
-            [-1, 1 << int(t[4:]), "7", b"\x07", True]
-        for bad in bad_values:
-            values = [*good[:i], bad, *good[i + 1:]]
-            with pytest.raises(ParkRelayError) as fast:
-                codec_mod._encode(abi, values)
-            with pytest.raises(ParkRelayError) as ref:
-                codec_mod._encode_reference(abi, values)
-            assert fast.value.code == ref.value.code == "codec.invalid", (t, bad)
