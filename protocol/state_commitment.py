@@ -48,17 +48,17 @@ def leaf_hash(key_hash: bytes, value_hash: bytes) -> bytes:
 
 
 class _Leaf:
-    """A key and its value. Only what a read or a walk needs is kept: the value's hash is recomputed for a proof, and
-    the leaf's hash (``_hash``, as :class:`_Inner`'s) is computed once. A relay validator holds one leaf per settled
-    packet, so each field costs ~70 bytes per packet (issue 16's footprint)."""
+    """A key and its value: a :class:`_PlainLeaf`, or a :class:`_PackedLeaf` for a large compressible value. Only what
+    a read or a walk needs is kept; the value's hash is recomputed for a proof. A relay validator holds one leaf per
+    settled packet (its outcome record, packed), so each field costs ~65 bytes per packet (issue 16's footprint)."""
 
-    __slots__ = ("_hash", "key", "key_hash", "value")
+    __slots__ = ()
 
-    def __init__(self, key: bytes, key_hash: bytes, value: bytes) -> None:
-        self.key = key
-        self.key_hash = key_hash
-        self.value = value
-        self._hash: bytes = leaf_hash(key_hash, _sha(value).digest())  # never None for a leaf
+    key: bytes
+    key_hash: bytes
+    value: bytes
+    _hash: bytes
+    """The leaf's hash, as :class:`_Inner`'s (never None for a leaf)."""
 
     @property
     def hash(self) -> bytes:
@@ -69,21 +69,41 @@ class _Leaf:
         return _sha(self.value).digest()
 
 
-class _PackedLeaf(_Leaf):
-    """A leaf whose value is kept zlib-compressed in memory (:func:`_leaf` decides): the hashes, proofs and every
-    read are those of the value itself."""
+class _PlainLeaf(_Leaf):
+    """A leaf that keeps its value, its key's hash and its own hash (computed once)."""
 
-    __slots__ = ("_packed",)
+    __slots__ = ("_hash", "key", "key_hash", "value")
 
-    def __init__(self, key: bytes, key_hash: bytes, value: bytes, packed: bytes) -> None:
+    def __init__(self, key: bytes, key_hash: bytes, value: bytes) -> None:
         self.key = key
         self.key_hash = key_hash
+        self.value = value
+        self._hash = leaf_hash(key_hash, _sha(value).digest())
+
+
+class _PackedLeaf(_Leaf):
+    """A leaf whose value is kept zlib-compressed (:func:`_leaf` decides), and nothing else but its key: the key's
+    hash, the value and the leaf's hash are recomputed when read (a walk that ends here, a write beside it, a proof).
+    Such values are the settled records (relay outcome records, park acks), written once and read seldom, so a walk
+    to one costs one or two SHA-256s and a decompression more, and the leaf 48 bytes and its value instead of ~200."""
+
+    __slots__ = ("_packed", "key")
+
+    def __init__(self, key: bytes, packed: bytes) -> None:
+        self.key = key
         self._packed = packed
-        self._hash = leaf_hash(key_hash, _sha(value).digest())  # not super().__init__: it would keep the raw value
+
+    @property
+    def key_hash(self) -> bytes:  # type: ignore[override]
+        return _sha(self.key).digest()
 
     @property
     def value(self) -> bytes:  # type: ignore[override]
         return _decompress(self._packed)
+
+    @property
+    def _hash(self) -> bytes:  # type: ignore[override]
+        return leaf_hash(_sha(self.key).digest(), _sha(_decompress(self._packed)).digest())
 
 
 PACK_FROM = 256
@@ -95,8 +115,8 @@ def _leaf(key: bytes, key_hash: bytes, value: bytes) -> _Leaf:
     if len(value) >= PACK_FROM:
         packed = _compress(value, 1)
         if 4 * len(packed) <= 3 * len(value):
-            return _PackedLeaf(key, key_hash, value, packed)
-    return _Leaf(key, key_hash, value)
+            return _PackedLeaf(key, packed)
+    return _PlainLeaf(key, key_hash, value)
 
 
 class _Inner:

@@ -332,3 +332,31 @@ def test_a_single_compressed_leaf_is_the_root_of_its_value() -> None:
     assert tree.root == leaf_hash(sha(b"relay/outcome/x"), sha(value))
     assert tree.get(b"relay/outcome/x") == value
     assert tree.delete(b"relay/outcome/x").root == EMPTY_ROOT
+
+
+def test_a_settled_record_costs_its_key_its_compressed_value_and_the_tree_nodes_above_it() -> None:
+    """Issue 16's footprint: a relay validator keeps one outcome record per settled packet. A packed leaf keeps its
+    key and compressed value only (48 + 78 + ~150 bytes); with the ~1.4 inner nodes above it, ~380 bytes a record
+    (it was ~530 while leaves also kept their key hash and leaf hash)."""
+    import tracemalloc
+
+    from protocol.codec import encode_outcome
+    from protocol.types import FeePayees, PacketOutcome
+
+    rng = random.Random(5)
+    payees = FeePayees("relayer-a", "relayer-b", "relayer-a")
+    items = [(f"relay/outcome/dpos-park/poc-park/lane-0/{i}".encode(),
+              encode_outcome(PacketOutcome.ACKED, rng.randbytes(32), rng.randbytes(32), payees)) for i in range(5000)]
+    tracemalloc.start()
+    try:
+        tree = SparseMerkleTree()
+        for i in range(0, len(items), 500):
+            tree = tree.set_many(items[i:i + 500])
+            assert len(tree.root) == 32
+        per_record = tracemalloc.get_traced_memory()[0] / len(items)
+    finally:
+        tracemalloc.stop()
+    assert per_record < 430, per_record
+    k, v = items[1234]
+    assert tree.get(k) == v
+    verify_membership(tree.root, k, v, tree.prove(k))
