@@ -9,7 +9,6 @@ decoder accepts exactly what eth_abi's decode-then-compare accepted.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from eth_abi.abi import encode as eth_encode
 from protocol import abi, codec, lane_config
 from protocol.errors import CodecError, ParkRelayError
 from relay.chain.consensus import messages
+from tests.unit.protocol.test_codec_fast import mutations
 
 TYPE_LISTS: list[tuple[str, ...]] = sorted({
     codec.PACKET_ABI, codec.ENERGY_ABI, codec.CHARGING_RIGHT_ABI, codec.REPUTATION_ABI, codec.ACK_ABI,
@@ -72,20 +72,6 @@ def _verdict(types: tuple[str, ...], data: bytes) -> str:
         return "error"
 
 
-def _mutations(data: bytes, rng: random.Random) -> Iterator[bytes]:
-    for i in range(0, len(data), max(1, len(data) // 160)):
-        b = bytearray(data)
-        b[i] ^= 1 << rng.randrange(8)
-        yield bytes(b)
-        b = bytearray(data)
-        b[i] = 0xFF
-        yield bytes(b)
-    for cut in range(0, len(data), 13):
-        yield data[:cut]
-    for extra in (b"\x00", bytes(32), b"\x01" + bytes(31)):
-        yield data + extra
-
-
 @pytest.mark.parametrize("types", TYPE_LISTS, ids=",".join)
 def test_random_values_encode_to_eth_abis_bytes_and_decode_back(types: tuple[str, ...]) -> None:
     rng = random.Random(hash(types) & 0xFFFF)
@@ -102,7 +88,7 @@ def test_mutated_encodings_get_eth_abis_verdict(types: tuple[str, ...]) -> None:
     accepted = refused = 0
     for _ in range(4):
         data = abi.encode(types, [_value(rng, t) for t in types])
-        for mutated in _mutations(data, rng):
+        for mutated in mutations(data, rng, step=max(1, len(data) // 160)):
             verdict = _verdict(types, mutated)
             assert verdict == _reference_verdict(types, mutated), mutated.hex()
             accepted += verdict == "ok"
