@@ -244,7 +244,12 @@ class ChainLog:
 
     async def scan(self) -> None:
         st = await self.client.call("status")
+        prev_final = self.final_height
         head, self.final_height = int(st["height"]), int(st["final_height"])
+        # blocks above the last final height may have been replaced by a reorg since they were read (a DPoS fork
+        # under load): read them again, or the events the new blocks re-include are never seen and the run waits
+        # for packets that settled (an event keeps the height it was first seen at)
+        self.scanned = min(self.scanned, prev_final)
         while self.scanned < head:
             start = self.scanned + 1
             hdrs = await self.client.call("getHeaders", {"from": start, "to": head})

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.devnet import (
+    ChainLog,
     PacketTimes,
     _submit,
     block_interval_ms,
@@ -203,3 +204,39 @@ def test_compare_engines_gives_cometbft_over_builtin() -> None:
                                             "overhead_phase3_p50_s": 2.5}
     assert out["supply_conserved"] is True
     assert compare_engines(builtin, {**comet, "supply_conserved": False})["supply_conserved"] is False
+
+
+class _ForkingChain:
+    """A chain's JSON-RPC as ChainLog reads it: blocks height -> (time, events of one type), replaceable by a reorg."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, list[int]] = {}
+        self.final = 0
+
+    async def call(self, method: str, params: dict[str, object] | None = None) -> object:
+        p = params or {}
+        if method == "status":
+            return {"height": max(self.blocks, default=0), "final_height": self.final}
+        lo, hi = int(p["from"]), int(p["to"])  # type: ignore[call-overload]
+        heights = [h for h in sorted(self.blocks) if lo <= h <= hi]
+        if method == "getHeaders":
+            return [{"height": h, "timestamp_ms": 1000 * h} for h in heights]
+        assert method == "getEvents"
+        return [{"src": "a", "dst": "b", "lane": "lane-0", "sequence": s, "height": h}
+                for h in heights for s in self.blocks[h]]
+
+
+def test_chain_log_reads_again_the_blocks_a_reorg_replaced() -> None:
+    """Settlements re-included by a DPoS fork above the last final height are seen (a footprint run once waited
+    forever for 42 packets that had settled)."""
+    chain = _ForkingChain()
+    chain.blocks = {1: [1], 2: [2], 3: [], 4: [3], 5: [4]}
+    chain.final = 3
+    log = ChainLog(chain, "relay", "a", "b", ["settle_packet"])
+    asyncio.run(log.scan())
+    assert set(log.events["settle_packet"]) == {1, 2, 3, 4}
+    chain.blocks.update({4: [5], 5: [3, 4], 6: [6]})  # blocks 4 and 5 replaced: packet 5 settled in the new block 4
+    chain.final = 5
+    asyncio.run(log.scan())
+    assert set(log.events["settle_packet"]) == {1, 2, 3, 4, 5, 6}
+    assert log.scanned == 6 and log.time_ms[6] == 6000
