@@ -51,14 +51,6 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _encode(types: Sequence[str], values: Sequence[Any]) -> bytes:
-    return abi.encode(types, values)
-
-
-def _decode_strict(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
-    return abi.decode(types, data, what)
-
-
 # --- the reference: eth_abi itself (tests and the reference decoders; imported on first use, see protocol.abi) ---
 
 
@@ -124,7 +116,7 @@ def validate_packet(p: Packet) -> None:
 def encode_packet(p: Packet) -> bytes:
     """Canonical encoding of a packet."""
     validate_packet(p)
-    return _encode(
+    return abi.encode(
         PACKET_ABI,
         (p.src_chain, p.dst_chain, p.lane, p.sequence, int(p.kind), p.payload, p.sender, p.receiver,
          p.timeout_timestamp_ms),
@@ -157,7 +149,7 @@ def encode_energy(e: EnergyPayload) -> bytes:
         raise CodecError("denom is required")
     if check_uint("amount_wh", e.amount_wh, UINT256_MAX) == 0:
         raise CodecError("amount must be positive", got=0)
-    return _encode(ENERGY_ABI, (e.denom, e.amount_wh))
+    return abi.encode(ENERGY_ABI, (e.denom, e.amount_wh))
 
 
 def decode_energy_reference(data: bytes) -> EnergyPayload:
@@ -178,14 +170,14 @@ def encode_charging_right(c: ChargingRightPayload) -> bytes:
     check_uint("slot_start_ms", c.slot_start_ms)
     if check_uint("slot_end_ms", c.slot_end_ms) <= c.slot_start_ms:
         raise CodecError("slot must end after it starts", expected=f"> {c.slot_start_ms}", got=c.slot_end_ms)
-    return _encode(
+    return abi.encode(
         CHARGING_RIGHT_ABI,
         (c.right_id, c.home_park, c.station, c.transformer, c.power_kw, c.slot_start_ms, c.slot_end_ms),
     )
 
 
 def decode_charging_right(data: bytes) -> ChargingRightPayload:
-    rid, home, station, transformer, kw, start, end = _decode_strict(CHARGING_RIGHT_ABI, data, "charging right")
+    rid, home, station, transformer, kw, start, end = abi.decode(CHARGING_RIGHT_ABI, data, "charging right")
     c = ChargingRightPayload(rid, ChainId(home), station, transformer, kw, start, end)
     encode_charging_right(c)
     return c
@@ -196,11 +188,11 @@ def encode_reputation(r: ReputationPayload) -> bytes:
         raise CodecError("subject and model are required")
     check_uint("score", r.score)
     check_uint("source_height", r.source_height)
-    return _encode(REPUTATION_ABI, (r.subject, r.score, r.model, r.source_height))
+    return abi.encode(REPUTATION_ABI, (r.subject, r.score, r.model, r.source_height))
 
 
 def decode_reputation(data: bytes) -> ReputationPayload:
-    subject, score, model, height = _decode_strict(REPUTATION_ABI, data, "reputation payload")
+    subject, score, model, height = abi.decode(REPUTATION_ABI, data, "reputation payload")
     r = ReputationPayload(subject, score, model, height)
     encode_reputation(r)
     return r
@@ -223,8 +215,8 @@ def encode_ack(a: Acknowledgement) -> bytes:
         raise CodecError("ack relayer is a string", got=type(a.relayer).__name__)
     if a.relayer:
         check_id("relayer", a.relayer)
-        return _encode(ACK_RELAYER_ABI, (int(a.status), a.code, a.result, a.relayer))
-    return _encode(ACK_ABI, (int(a.status), a.code, a.result))
+        return abi.encode(ACK_RELAYER_ABI, (int(a.status), a.code, a.result, a.relayer))
+    return abi.encode(ACK_ABI, (int(a.status), a.code, a.result))
 
 
 _FOUR_HEADS = (4 * 32).to_bytes(32, "big")
@@ -234,7 +226,7 @@ _FOUR_HEADS = (4 * 32).to_bytes(32, "big")
 def decode_ack(data: bytes) -> Acknowledgement:
     """Inverse of :func:`encode_ack`: exactly the canonical encodings of valid acks of either form."""
     four = isinstance(data, (bytes, bytearray)) and data[32:64] == _FOUR_HEADS
-    values = _decode_strict(ACK_RELAYER_ABI if four else ACK_ABI, data, "acknowledgement")
+    values = abi.decode(ACK_RELAYER_ABI if four else ACK_ABI, data, "acknowledgement")
     try:
         a = Acknowledgement(AckStatus(values[0]), values[1], values[2], values[3] if four else "")
     except ValueError as exc:
@@ -278,14 +270,14 @@ def encode_outcome(outcome: PacketOutcome, packet_commit: bytes, ack_commit: byt
             _check_str(f"{name} payee", payee)
         if outcome is PacketOutcome.TIMED_OUT and payees.execute:
             raise CodecError("a timed-out packet was executed by no one", got=payees.execute)
-        return _encode(OUTCOME_PAYEES_ABI, (int(outcome), packet_commit, ack_commit, *payees.as_tuple()))
-    return _encode(OUTCOME_ABI, (int(outcome), packet_commit, ack_commit))
+        return abi.encode(OUTCOME_PAYEES_ABI, (int(outcome), packet_commit, ack_commit, *payees.as_tuple()))
+    return abi.encode(OUTCOME_ABI, (int(outcome), packet_commit, ack_commit))
 
 
 def decode_outcome_record(data: bytes) -> tuple[PacketOutcome, bytes, bytes, FeePayees]:
     """Inverse of :func:`encode_outcome`, payees included; raises :class:`CodecError` on anything else."""
     six = isinstance(data, (bytes, bytearray)) and len(data) != 96
-    values = _decode_strict(OUTCOME_PAYEES_ABI if six else OUTCOME_ABI, data, "outcome")
+    values = abi.decode(OUTCOME_PAYEES_ABI if six else OUTCOME_ABI, data, "outcome")
     try:
         out = PacketOutcome(values[0])
     except ValueError as exc:

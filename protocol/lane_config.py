@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from itertools import pairwise
 
-from protocol.codec import MAX_STRING, _decode_strict, _encode, decode_energy
+from protocol import abi
+from protocol.codec import MAX_STRING, decode_energy
 from protocol.errors import CodecError, OverCapacityError
 from protocol.types import Packet, PacketKind, check_uint
 
@@ -73,12 +74,12 @@ def encode_lane_config(capacities: Mapping[str, int]) -> bytes:
     assets = sorted(capacities, key=lambda a: a.encode() if isinstance(a, str) else b"")
     _check_assets(assets)
     caps = [check_uint(f"capacity of {a}", capacities[a]) for a in assets]
-    return _encode(LANE_CONFIG_ABI, (assets, caps))
+    return abi.encode(LANE_CONFIG_ABI, (assets, caps))
 
 
 def decode_lane_config(data: bytes) -> dict[str, int]:
     """Inverse of :func:`encode_lane_config`; :class:`CodecError` on anything else."""
-    assets, caps = _decode_strict(LANE_CONFIG_ABI, data, "lane config")
+    assets, caps = abi.decode(LANE_CONFIG_ABI, data, "lane config")
     if len(assets) != len(caps):
         raise CodecError("lane config: one capacity per asset", expected=len(assets), got=len(caps))
     _check_assets(list(assets))

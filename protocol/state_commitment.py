@@ -103,7 +103,7 @@ class _PackedLeaf(_Leaf):
 
     @property
     def _hash(self) -> bytes:  # type: ignore[override]
-        return leaf_hash(_sha(self.key).digest(), _sha(_decompress(self._packed)).digest())
+        return leaf_hash(self.key_hash, self.value_hash)
 
 
 PACK_FROM = 256
@@ -327,8 +327,7 @@ class SparseMerkleTree:
         for key, value in items:
             kh = _sha(key).digest()
             by_hash[kh] = _leaf(key, kh, value)
-        leaves = sorted(by_hash.values(), key=lambda lf: lf.key_hash)
-        ints = [int.from_bytes(lf.key_hash, "big") for lf in leaves]
+        leaves, ints = _sorted_leaves(by_hash)
         return cls(_build(leaves, ints, 0, len(leaves), 0), len(leaves))
 
     def get(self, key: bytes) -> bytes | None:
@@ -365,8 +364,7 @@ class SparseMerkleTree:
             by_hash[kh] = _leaf(key, kh, value)
         if not by_hash:
             return self
-        leaves = sorted(by_hash.values(), key=lambda lf: lf.key_hash)
-        ints = [int.from_bytes(lf.key_hash, "big") for lf in leaves]
+        leaves, ints = _sorted_leaves(by_hash)
         root, added = _insert_many(self._root, 0, leaves, ints, 0, len(leaves))
         return SparseMerkleTree(root, self._size + added)
 
@@ -405,6 +403,13 @@ class SparseMerkleTree:
                 stack.append(node.left)
 
 
+def _sorted_leaves(by_hash: dict[bytes, _Leaf]) -> tuple[list[_Leaf], list[int]]:
+    """The leaves in key-hash order and their key hashes as integers, from the hashes already computed (a packed
+    leaf would recompute its own)."""
+    hashes = sorted(by_hash)
+    return [by_hash[kh] for kh in hashes], [int.from_bytes(kh, "big") for kh in hashes]
+
+
 def _build(leaves: list[_Leaf], ints: list[int], lo: int, hi: int, depth: int) -> _Node:
     n = hi - lo
     if n == 0:
@@ -439,10 +444,12 @@ def _insert_one(node: _Node, depth: int, leaf: _Leaf, ki: int) -> tuple[_Node, i
         node = node.right if bit else node.left
         shift -= 1
     new: _Node
-    if node is None or node.key_hash == leaf.key_hash:
-        new, added = leaf, int(node is None)
+    if node is None:
+        new, added = leaf, 1
+    elif (node_ki := int.from_bytes(node.key_hash, "big")) == ki:  # read once: a packed leaf recomputes it
+        new, added = leaf, 0
     else:
-        new, added = _split(node, int.from_bytes(node.key_hash, "big"), leaf, ki, 255 - shift), 1
+        new, added = _split(node, node_ki, leaf, ki, 255 - shift), 1
     for parent, bit in reversed(path):
         new = _Inner(parent.left, new) if bit else _Inner(new, parent.right)
     return new, added
