@@ -7,6 +7,7 @@ parameters, the parameter the error must name.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -72,6 +73,47 @@ def test_depth_is_bounded_before_the_c_scanner_recurses() -> None:
         assert rpc.decode_body(b'["[[[[",' * 31 + b'"]"' + b"]" * 31)[0] == "[[[["
     finally:
         sys.setrecursionlimit(limit)
+
+
+def test_escaped_quotes_and_backslashes_do_not_hide_nesting() -> None:
+    """Strings are cut out as the scanner reads them: an escaped backslash ends no string and an escaped quote
+    closes none, so nesting after either still counts (were it taken for string content, 45,000 levels would
+    reach the C scanner)."""
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10**7)
+    try:
+        for item in (b'"\\\\",', b'"\\"[",', b'"\\\\\\"]",', b'"\\u005c",'):
+            for n in (33, 45_000):
+                with pytest.raises(rpc.ParseError, match="nested too deeply"):
+                    rpc.decode_body((b"[" + item) * n + b'"x"' + b"]" * n)
+            assert rpc.decode_body((b"[" + item) * 32 + b'"x"' + b"]" * 32) is not None
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+_REFERENCE_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # the regex the decoder used to cut strings
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(st.recursive(st.text(alphabet='"\\[]{},:u0a\u00e9') | st.integers(),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text('"\\[]{}a'), inner, max_size=3),
+                    max_leaves=12))
+def test_strings_are_cut_out_as_a_regex_over_the_literals_would(value: Any) -> None:
+    """On any JSON text, the C-speed cut equals the string-literal regex it replaced (quotes, backslashes and
+    brackets inside the strings on purpose)."""
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False), json.dumps(value, separators=(",", ":"))):
+        assert rpc._outside_strings(text) == _REFERENCE_STRING.sub('""', text)
+
+
+def test_lone_surrogates_are_found_however_the_body_arrives() -> None:
+    assert rpc.decode_body(b'{"a": "\\\\ud800"}') == {"a": "\\ud800"}  # an escaped backslash, then text
+    with pytest.raises(rpc.ParseError, match="surrogate"):
+        rpc.decode_body(b'{"a": ["\\u00e9", {"b": "\\udc00"}]}')
+    with pytest.raises(rpc.ParseError, match="surrogate"):
+        rpc.decode_json('{"a": "\ud800"}')  # a str holding the surrogate itself, no escape
+    assert rpc.decode_json('{"a": "\u00e9"}') == {"a": "\u00e9"}
 
 
 def test_bounds_are_inclusive() -> None:
