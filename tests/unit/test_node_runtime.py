@@ -303,6 +303,31 @@ def test_old_block_bodies_leave_memory_and_are_read_back_from_the_database(tmp_p
     migrated.db.close()
 
 
+def test_storing_a_block_reads_the_next_seq_from_an_index(tmp_path: Path) -> None:
+    """A block's ``seq`` is ``MAX(seq) + 1``: read from the ``blocks_seq`` index, not by a scan of every stored block
+    (which grew with the chain: tens of ms a block after a few thousand); an older database gains the index."""
+    import sqlite3
+
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    node = _transfers(_node(tmp_path, alice), alice, 3)
+
+    def plan(db: sqlite3.Connection) -> str:
+        return " ".join(str(row[-1]) for row in db.execute(
+            "EXPLAIN QUERY PLAN SELECT COALESCE(MAX(seq),0)+1 FROM blocks").fetchall())
+
+    assert "USING COVERING INDEX blocks_seq" in plan(node.db)
+    seqs = [r[0] for r in node.db.execute("SELECT seq FROM blocks ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3
+    node.db.close()
+    with sqlite3.connect(tmp_path / "test-chain-n1.sqlite3") as db:  # a database from before the index
+        db.execute("DROP INDEX blocks_seq")
+        assert "INDEX" not in plan(db)
+    again = _node(tmp_path, alice)
+    assert "USING COVERING INDEX blocks_seq" in plan(again.db)
+    assert [r[0] for r in again.db.execute("SELECT seq FROM blocks ORDER BY seq")] == seqs
+    again.db.close()
+
+
 def test_bodies_leave_memory_sooner_than_states(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A body is evicted BODY_RETENTION below the final height while the state stays for proofs (STATE_RETENTION)."""
     from chains.common import node as node_mod
