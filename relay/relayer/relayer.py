@@ -50,12 +50,13 @@ one relayer writes, the others cover packets it leaves due.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,8 @@ class Relayer(ClientUpdates):
                 "SELECT chain, denom, step, SUM(amount) FROM earned GROUP BY chain, denom, step")}
         """What this relayer earned, by (paying park, denom, step), from the parks' ``fee_paid`` events."""
         self._inflight: dict[tuple[str, str], float] = {}
+        self._batch: list[tuple[Callable[[sqlite3.Connection], Any], Callable[[], None] | None]] | None = None
+        """Writes held for one transaction (:meth:`_one_transaction`), each with what follows it in memory."""
         self._last_trim = 0.0
         self._reported: set[str] = set()
         """Evidence records this relayer delivered to their park (or that the park refused for good)."""
@@ -445,17 +448,19 @@ class Relayer(ClientUpdates):
         final = await park.source.final_height()
         while start <= final:
             end = min(final, start + 999)
-            for ev in await park.source.events(start, end):
-                try:
-                    self._on_event(ev)
-                except (ProtocolError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                    # one bad event must not stall the park (the cursor would never move past it)
-                    self.stats.undecodable_events += 1
-                    height = ev.get("height") if isinstance(ev, dict) else None
-                    self.log.error("%s: undecodable event at height %s skipped (%d so far): %s", park.chain_id,
-                                   height, self.stats.undecodable_events, exc)
-            self._write(lambda db, end=end: db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
-                                                       (park.chain_id, end)))
+            events = await park.source.events(start, end)
+            with self._one_transaction():  # the range's packets, acks and earnings, and the cursor past them
+                for ev in events:
+                    try:
+                        self._on_event(ev)
+                    except (ProtocolError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                        # one bad event must not stall the park (the cursor would never move past it)
+                        self.stats.undecodable_events += 1
+                        height = ev.get("height") if isinstance(ev, dict) else None
+                        self.log.error("%s: undecodable event at height %s skipped (%d so far): %s", park.chain_id,
+                                       height, self.stats.undecodable_events, exc)
+                self._write(lambda db, end=end: db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
+                                                           (park.chain_id, end)))
             start = end + 1
 
     def _on_event(self, ev: Any) -> None:
@@ -482,11 +487,17 @@ class Relayer(ClientUpdates):
             raise ValueError(f"malformed fee_paid event: {ev!r}")
         key = f"{chain}/{ev.get('dst')}/{ev.get('lane')}/{ev.get('sequence')}"
         added: list[int] = []
-        self._write(lambda db: added.append(db.execute("INSERT OR IGNORE INTO earned VALUES (?, ?, ?, ?, ?)",
-                                                       (key, step, chain, denom, amount)).rowcount))
-        if added == [1]:
-            self.earned[(chain, denom, step)] = self.earned.get((chain, denom, step), 0) + amount
-            self.log.info("earned %d %s for %s of %s", amount, denom, step, key)
+
+        def insert(db: sqlite3.Connection) -> None:
+            added[:] = [db.execute("INSERT OR IGNORE INTO earned VALUES (?, ?, ?, ?, ?)",
+                                   (key, step, chain, denom, amount)).rowcount]
+
+        def count() -> None:
+            if added == [1]:
+                self.earned[(chain, denom, step)] = self.earned.get((chain, denom, step), 0) + amount
+                self.log.info("earned %d %s for %s of %s", amount, denom, step, key)
+
+        self._write(insert, after=count)
 
     def _track(self, t: Tracked) -> None:
         known = self.packets.get(t.key)
@@ -519,8 +530,8 @@ class Relayer(ClientUpdates):
                         json.dumps(t.fees) if t.fees else None))
             db.execute("DELETE FROM early_acks WHERE key = ?", (t.key,))
 
-        self._write(store)  # stored before it is tracked in memory: a failed write tracks nothing, the scan retries
-        self.packets[t.key] = t
+        # stored before it is tracked in memory: a failed write tracks nothing, the scan retries
+        self._write(store, after=lambda: self.packets.__setitem__(t.key, t))
 
     def _rescan(self, chain_id: str) -> None:
         """Scan the park's events again from its genesis (after a client recovery, SPEC §8.8)."""
@@ -625,25 +636,27 @@ class Relayer(ClientUpdates):
         # verified towards a frozen target either (the freeze paused its lanes: lane.invalid would park it for long)
         src_frozen = await self._client_frozen(src)
         dst_frozen = await self._client_frozen(dst)
-        for t in items:
-            rec = self._records_of(t, relay_state, park_state)
-            action = next_action(rec, now_ms, timeout_unverified=self.timeout_unverified,
-                                 target_timeout_receipt=receipt_target)
-            if action is Action.FINISH and (rec.outcome or not src_frozen):
-                self._finish(t)
-                continue
-            if action is Action.FINISH:
-                continue  # a frozen source's suspended packet (SPEC §8.8): kept until the recovery decides
-            if action is Action.TIMEOUT and not rec.verified:
-                unverified.add(t.key)
-            if ((src_frozen and (action in (Action.VERIFY, Action.RECV, Action.TIMEOUT_RECEIPT) or t.key in unverified))
-                    or (dst_frozen and action in (Action.VERIFY, Action.CONFIRM, Action.TIMEOUT))):
-                continue
-            if not pays_enough(action, t.fees, self.min_fees.get(src)):
-                self.stats.unpaid += 1  # another relayer may take it: this one is not paid enough for the step
-                continue
-            todo[action].append(t)
-        self._note_progress(items, todo)
+        with self._one_transaction():  # the acks read, the packets finished and the lanes' progress: one commit
+            for t in items:
+                rec = self._records_of(t, relay_state, park_state)
+                action = next_action(rec, now_ms, timeout_unverified=self.timeout_unverified,
+                                     target_timeout_receipt=receipt_target)
+                if action is Action.FINISH and (rec.outcome or not src_frozen):
+                    self._finish(t)
+                    continue
+                if action is Action.FINISH:
+                    continue  # a frozen source's suspended packet (SPEC §8.8): kept until the recovery decides
+                if action is Action.TIMEOUT and not rec.verified:
+                    unverified.add(t.key)
+                if ((src_frozen and (action in (Action.VERIFY, Action.RECV, Action.TIMEOUT_RECEIPT)
+                                     or t.key in unverified))
+                        or (dst_frozen and action in (Action.VERIFY, Action.CONFIRM, Action.TIMEOUT))):
+                    continue
+                if not pays_enough(action, t.fees, self.min_fees.get(src)):
+                    self.stats.unpaid += 1  # another relayer may take it: this one is not paid enough for the step
+                    continue
+                todo[action].append(t)
+            self._note_progress(items, todo)
         if self._clock() - self._last_trim >= TRIM_EVERY_S:  # a step reads and drops megabytes of JSON
             self._last_trim = self._clock()
             trim_heap()
@@ -760,7 +773,10 @@ class Relayer(ClientUpdates):
 
     def _finish(self, t: Tracked) -> None:
         # stored first: a failed write leaves the packet tracked, and the next pass finds it settled again
-        self._write(lambda db: db.execute("UPDATE packets SET done = 1 WHERE key = ?", (t.key,)))
+        self._write(lambda db: db.execute("UPDATE packets SET done = 1 WHERE key = ?", (t.key,)),
+                    after=lambda: self._forget(t))
+
+    def _forget(self, t: Tracked) -> None:
         for turn in ("recv", "timeout_receipt", "settle"):
             self._due_since.pop((t.key, turn), None)
         for action in Action:
@@ -772,10 +788,47 @@ class Relayer(ClientUpdates):
             self.observer.finished(t)
         self._log_packets(logging.INFO, [t], "packet %s settled", t.key)
 
-    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def _write(self, fn: Callable[[sqlite3.Connection], Any], after: Callable[[], None] | None = None) -> None:
         """One transaction on the relayer's database (:func:`chains.common.storage.write_tx`: a lock held by another
-        process is retried a few times). A full disk or an I/O error stops the relayer: its tasks end, and
-        ``parkrelay relayer start`` exits with :data:`chains.common.storage.EXIT_STORAGE_FAULT`."""
+        process is retried a few times), then ``after`` (what changes in memory once it is stored). A full disk or
+        an I/O error stops the relayer: its tasks end, and ``parkrelay relayer start`` exits with
+        :data:`chains.common.storage.EXIT_STORAGE_FAULT`. Inside :meth:`_one_transaction`, both wait for its end."""
+        if self._batch is not None:
+            self._batch.append((fn, after))
+            return
+        self._commit(fn)
+        if after is not None:
+            after()
+
+    @contextlib.contextmanager
+    def _one_transaction(self) -> Iterator[None]:
+        """The :meth:`_write` calls of the ``with`` block in one transaction at its end, then their ``after``
+        effects in order: one commit (an fsync) for a pass over thousands of packets instead of one each. The block
+        must not await (no other task may see the memory of writes not yet stored, nor write in between); reads in
+        it do not see its writes yet. If the block raises, its writes and their effects are dropped (the next pass
+        finds the same work); if the commit fails, the effects are dropped and the error raised."""
+        if self._batch is not None:  # nested: the outer block commits
+            yield
+            return
+        batch: list[tuple[Callable[[sqlite3.Connection], Any], Callable[[], None] | None]] = []
+        self._batch = batch
+        try:
+            yield
+        finally:
+            self._batch = None
+        if not batch:
+            return
+
+        def all_of(db: sqlite3.Connection) -> None:
+            for fn, _ in batch:
+                fn(db)
+
+        self._commit(all_of)
+        for _, after in batch:
+            if after is not None:
+                after()
+
+    def _commit(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
         try:
             storage.write_tx(self.db, self.db_path, fn, log=self.log)
         except storage.StorageFault as exc:
