@@ -388,7 +388,7 @@ class ParkNode:
         self.mempool = Mempool()
         self.peers: list[str] = list(config.peers)
         self._gossip_enabled = True
-        self._tx_outbox: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # per peer, in admission order
+        self._tx_outbox: dict[str, asyncio.Queue[bytes]] = {}  # per peer, in admission order, encoded once
         self._bodies_from = 1  # the lowest height whose body _evict_bodies has not evicted yet
         self.tx_gossip_dropped = 0
         self.producing = True  # admin.setProducing pauses block production (maintenance)
@@ -1210,7 +1210,7 @@ class ParkNode:
         empty in a 10,000-packet backlog)."""
         if not self._gossip_enabled:
             return
-        body = {"tx": tx.to_json()}
+        body = json.dumps({"tx": tx.to_json()}).encode()  # once for every peer
         for peer in self.peers:
             queue = self._tx_outbox.get(peer)
             if queue is None:
@@ -1224,13 +1224,13 @@ class ParkNode:
                     self.log.warning("tx gossip to %s is %d behind: not gossiping new transactions to it (%d so far)",
                                      peer, TX_GOSSIP_QUEUE, self.tx_gossip_dropped)
 
-    async def _tx_sender(self, peer: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _tx_sender(self, peer: str, queue: asyncio.Queue[bytes]) -> None:
         """Post ``queue``'s transactions to ``peer`` in order, each once (a peer that misses one gets it in a block)."""
         while True:
             body = await queue.get()
             try:
                 if self._gossip_enabled and self._session is not None and peer in self.peers:
-                    async with self._session.post(peer + "/p2p/tx", json=body,
+                    async with self._session.post(peer + "/p2p/tx", data=body, headers=JSON_HEADERS,
                                                   timeout=aiohttp.ClientTimeout(total=3)) as r:
                         await r.read()
             except (aiohttp.ClientError, TimeoutError):
@@ -1241,11 +1241,12 @@ class ParkNode:
     async def _gossip(self, path: str, body: dict[str, Any]) -> None:
         if not self._gossip_enabled or self._session is None:
             return
+        data = json.dumps(body).encode()  # once for every peer (a relay block is megabytes of JSON)
 
         async def one(peer: str) -> None:
             try:
                 assert self._session is not None
-                async with self._session.post(peer + path, json=body,
+                async with self._session.post(peer + path, data=data, headers=JSON_HEADERS,
                                               timeout=aiohttp.ClientTimeout(total=3)) as r:
                     await r.read()
             except (aiohttp.ClientError, TimeoutError):
@@ -1411,6 +1412,10 @@ def _migrate_blocks(db: sqlite3.Connection) -> None:
 
 def _body_json(e: BlockEntry) -> str:
     return json.dumps({"events": e.events, "results": e.tx_results})
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+"""Headers of a POST whose body is JSON encoded beforehand (once for many peers)."""
 
 
 class MissingParentError(ProtocolError):

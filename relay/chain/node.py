@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import time
 from typing import Any
@@ -30,6 +31,7 @@ from chains.common import jsonrpc as rpc
 from chains.common import wire
 from chains.common.jsonrpc import RateBuckets
 from chains.common.node import (
+    JSON_HEADERS,
     MAX_BLOCK_BYTES,
     MAX_BLOCK_TXS,
     BlockEntry,
@@ -84,6 +86,9 @@ log = logging.getLogger("parkrelay.relay")
 
 MAX_CLOCK_DRIFT_MS = 2000
 VALIDATED_KEPT = 8
+RESEND_MAX_S = 5.0
+"""Longest pause between two re-sends of a stalled height's consensus messages (the first comes after the
+propose timeout, then each pause doubles)."""
 """Proposals of the current height a validator keeps executed (rounds may see several) until one is decided."""
 BLOCK_MAX_BYTES_BOUNDS = (RELAY_MAX_TX_BYTES, 8 * 1024 * 1024)
 """Bounds of relay genesis ``block.max_bytes``: at least one transaction of the largest size fits a block; at most
@@ -386,6 +391,8 @@ class BftDriver:
             "CREATE TABLE IF NOT EXISTS sign_state (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT)"))
         self._timers: set[asyncio.TimerHandle] = set()
         self._validated: dict[bytes, BlockEntry] = {}  # proposals executed by validate_block, by header hash
+        self._sending: set[tuple[str, bytes]] = set()
+        """(peer, message digest) of the consensus messages on their way to a peer now: not sent there again."""
 
     # -- ConsensusApp -----------------------------------------------------------------------------
 
@@ -458,21 +465,31 @@ class BftDriver:
         self.core = ConsensusCore(config, self, self.rules.validator_set(head), head.header.height + 1, key,
                                   sign_state)
         self._handle(self.core.start())
-        # A height that makes no progress for a while re-sends what peers may have missed (a peer that was
-        # down or not yet listening); the paper assumes eventual delivery and this provides it.
-        resend_s = max(0.5, self.rules.timeouts.propose_ms / 1000)
         try:
-            while True:
-                height = self.node.head.header.height
-                await self.node.wait_for_head(resend_s)
-                self._catch_up()
-                if self.node.head.header.height == height and self.core is not None:
-                    for msg in self.core.gossip():
-                        self.node._spawn(self._broadcast(encode_message(msg)))
+            await self._resend_loop(max(0.5, self.rules.timeouts.propose_ms / 1000))
         finally:  # stopped (cancelled): no consensus timer may fire into a driver that no longer runs
             for handle in self._timers:
                 handle.cancel()
             self._timers.clear()
+
+    async def _resend_loop(self, resend_s: float) -> None:
+        """A height that makes no progress for ``resend_s`` re-sends what peers may have missed (a peer that was down
+        or not yet listening); the paper assumes eventual delivery and this provides it. The pause doubles while the
+        height stays (up to :data:`RESEND_MAX_S`) and is ``resend_s`` again once it moves: a re-send is every
+        proposal of the height (a block of up to ``max_bytes`` each), and sending them every second to peers too
+        busy to read them kept those peers busy for good (a devnet's relay chain stalled at one height for minutes
+        under load, every validator encoding and decoding the same megabytes; see also :meth:`_broadcast`)."""
+        pause_s = resend_s
+        while True:
+            height = self.node.head.header.height
+            await self.node.wait_for_head(pause_s)
+            self._catch_up()
+            if self.node.head.header.height == height and self.core is not None:
+                for msg in self.core.gossip():
+                    self.node._spawn(self._broadcast(encode_message(msg)))
+                pause_s = min(2 * pause_s, max(resend_s, RESEND_MAX_S))
+            else:
+                pause_s = resend_s
 
     def _catch_up(self) -> None:
         """Blocks that arrived by sync (with their commits) move the core to the node's head at once, before the core
@@ -577,18 +594,28 @@ class BftDriver:
         self.node._spawn(self.node._gossip_block(entry.header, entry.txs))
 
     async def _broadcast(self, raw: bytes) -> None:
+        """Post consensus message ``raw`` to every peer, the body encoded once (hex needs no JSON escaping). A peer
+        still receiving the same message from this node is skipped: re-sends of a stalled height must not pile up
+        behind a peer too busy to read them."""
         session = self.node._session
         if session is None:
             return
-        body = {"msg": raw.hex()}
+        digest = hashlib.sha256(raw).digest()
+        data = b'{"msg":"' + raw.hex().encode("ascii") + b'"}'
 
         async def one(peer: str) -> None:
+            key = (peer, digest)
+            if key in self._sending:
+                return
+            self._sending.add(key)
             try:
-                async with session.post(peer + "/p2p/consensus", json=body,
+                async with session.post(peer + "/p2p/consensus", data=data, headers=JSON_HEADERS,
                                         timeout=aiohttp.ClientTimeout(total=2)) as r:
                     await r.read()
             except (aiohttp.ClientError, TimeoutError):
                 pass  # a peer that misses a message catches up through later rounds or block sync
+            finally:
+                self._sending.discard(key)
 
         await asyncio.gather(*(one(p) for p in self.node.peers))
 
