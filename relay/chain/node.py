@@ -86,10 +86,10 @@ log = logging.getLogger("parkrelay.relay")
 
 MAX_CLOCK_DRIFT_MS = 2000
 VALIDATED_KEPT = 8
+"""Proposals of the current height a validator keeps executed (rounds may see several) until one is decided."""
 RESEND_MAX_S = 5.0
 """Longest pause between two re-sends of a stalled height's consensus messages (the first comes after the
 propose timeout, then each pause doubles)."""
-"""Proposals of the current height a validator keeps executed (rounds may see several) until one is decided."""
 BLOCK_MAX_BYTES_BOUNDS = (RELAY_MAX_TX_BYTES, 8 * 1024 * 1024)
 """Bounds of relay genesis ``block.max_bytes``: at least one transaction of the largest size fits a block; at most
 8 MiB, whose proposal (hex in JSON) stays a 17 MiB body between validators."""
