@@ -47,7 +47,6 @@ from typing import Any, Final
 
 from chains.fabric.config import ChannelConfig
 from chains.fabric.errors import AttestationFreshnessError, EndorsementPolicyError, EndorserError, StatementError
-from chains.fabric.msp import IdentityRefused, Msp, verify_signature
 from chains.fabric.proto import (
     ChaincodeAction,
     ProposalResponse,
@@ -269,6 +268,8 @@ def verify_attestation(bundle: bytes, config: ChannelConfig, policy: Attestation
             raise EndorserError(f"{where}: {ident.mspid} is not an application organisation of channel "
                                 f"{config.channel_id} (config sequence {config.sequence})",
                                 expected=sorted(config.application_msps), got=ident.mspid)
+        from chains.fabric.msp import IdentityRefused, Msp, verify_signature  # loaded with the config (config.py)
+
         try:
             valid = msp.validate(ident, "peer")
             Msp.check_time(valid, now_ms)

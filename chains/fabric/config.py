@@ -26,10 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from chains.fabric.errors import ChannelConfigError
-from chains.fabric.msp import Msp, common_name, load_pem_certificate
 from chains.fabric.proto import (
     CONFIG_HEADER_TYPE,
     Block,
@@ -45,6 +44,9 @@ from chains.fabric.proto import (
     data_hash,
 )
 from protocol.errors import CodecError
+
+if TYPE_CHECKING:
+    from chains.fabric.msp import Msp
 
 __all__ = ["ETCDRAFT", "MAX_CONSENTERS", "MAX_ORGS", "ChannelConfig", "config_envelope_of_block"]
 
@@ -79,6 +81,8 @@ def config_envelope_of_block(block: Block, channel_id: str) -> bytes:
 
 
 def _msps(group: ConfigGroup | None, what: str) -> dict[str, Msp]:
+    from chains.fabric.msp import Msp  # the X.509 stack (cryptography, ~7 MB) loads with the first channel config
+
     if group is None:
         raise ChannelConfigError(f"the channel config has no {what} group")
     if len(group.groups) > MAX_ORGS:
@@ -141,6 +145,8 @@ class ChannelConfig:
         if not 1 <= len(meta.consenters) <= MAX_CONSENTERS:
             raise ChannelConfigError("etcdraft consenters out of range", expected=f"1..{MAX_CONSENTERS}",
                                      got=len(meta.consenters))
+        from chains.fabric.msp import common_name, load_pem_certificate  # loaded by _msps above
+
         consenters: set[tuple[str, str]] = set()
         for c in meta.consenters:
             try:

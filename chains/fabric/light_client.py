@@ -65,7 +65,6 @@ from chains.fabric.attestation import AttestationPolicy, Statement, verify_attes
 from chains.fabric.config import ChannelConfig
 from chains.fabric.consts import BRIDGE_CHAINCODE, PEER_ORGS, TIMEOUT_RECEIPT
 from chains.fabric.errors import BlockSignerError, ChannelConfigError, StatementError
-from chains.fabric.msp import IdentityRefused, Msp, verify_signature
 from chains.fabric.proto import (
     SIGNATURES_INDEX,
     Block,
@@ -366,6 +365,8 @@ class FabricLightClient(LightClient[Block]):
             if msp is None:
                 raise BlockSignerError(f"block {n} is signed by {ident.mspid}, not an orderer organisation of channel "
                                        f"{self.channel_id}", expected=sorted(config.orderer_msps), got=ident.mspid)
+            from chains.fabric.msp import IdentityRefused, Msp, verify_signature  # loaded with the config
+
             try:
                 valid = msp.validate(ident, "orderer")
                 Msp.check_time(valid, now_ms)
