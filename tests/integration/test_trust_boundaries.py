@@ -36,6 +36,7 @@ from relay.ops.config import load_config
 from relay.ops.keys import read_secret
 from relay.ops.layout import account_key_path, admin_token_path
 from tests.integration.test_ethereum_node import BALANCES, CHAIN, NodeProc, wait_until, write_devnet
+from tests.loopback import serve_post
 from tests.unit.test_node_runtime import _Header, _node
 
 ESCROW_WH = 5_000
@@ -155,33 +156,26 @@ async def test_a_block_from_a_stranger_makes_the_node_call_no_one(tmp_path: Path
         asked.append(await request.json())
         return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "no"}})
 
-    app = web.Application()
-    app.router.add_post("/rpc", trap)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    trap_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    node = _node(tmp_path, Ed25519Signer(bytes(32)))
-    await node.start()
-    try:
-        head = node.head.hash
-        orphan = _Header(7, b"\x01" * 32, 10**6, bytes(32), bytes(32))
-        body = {"header": orphan.encode().hex(), "txs": [], "origin": trap_url}
-        async with aiohttp.ClientSession() as s:
-            async with s.post(node.url + "/p2p/block", json=body) as r:
-                assert r.status == 200
-            assert asked == [] and node.head.hash == head and node.peers == []
-            # the same block from a configured peer: the node asks that peer for the missing parent
-            async with JsonRpcClient(node.url, side="test-chain", admin_token="t0ken") as admin:
-                await admin.call("admin.setPeers", {"peers": [trap_url]}, admin=True)
-            async with s.post(node.url + "/p2p/block", json=body) as r:
-                assert r.status == 200
-        assert [a["method"] for a in asked] == ["getBlockByHash"] and asked[0]["params"] == {"hash": "01" * 32}
-        assert node.head.hash == head
-    finally:
-        await node.stop()
-        await runner.cleanup()
+    async with serve_post("/rpc", trap) as trap_url:
+        node = _node(tmp_path, Ed25519Signer(bytes(32)))
+        await node.start()
+        try:
+            head = node.head.hash
+            orphan = _Header(7, b"\x01" * 32, 10**6, bytes(32), bytes(32))
+            body = {"header": orphan.encode().hex(), "txs": [], "origin": trap_url}
+            async with aiohttp.ClientSession() as s:
+                async with s.post(node.url + "/p2p/block", json=body) as r:
+                    assert r.status == 200
+                assert asked == [] and node.head.hash == head and node.peers == []
+                # the same block from a configured peer: the node asks that peer for the missing parent
+                async with JsonRpcClient(node.url, side="test-chain", admin_token="t0ken") as admin:
+                    await admin.call("admin.setPeers", {"peers": [trap_url]}, admin=True)
+                async with s.post(node.url + "/p2p/block", json=body) as r:
+                    assert r.status == 200
+            assert [a["method"] for a in asked] == ["getBlockByHash"] and asked[0]["params"] == {"hash": "01" * 32}
+            assert node.head.hash == head
+        finally:
+            await node.stop()
 
 
 def test_docs_security_covers_every_method_of_the_node_runtime(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from relay.chain.abci.cometbft import (
     set_toml,
     write_genesis,
 )
+from tests.loopback import serve_post
 from tests.unit.abci.relaynet import CHAIN, RelayNet, raw, register_tx
 
 # -- the home ------------------------------------------------------------------------------------------------------
@@ -138,15 +139,8 @@ async def fake_cometbft() -> AsyncIterator[tuple[str, list[Answer], list[bytes]]
         got.append(tx)
         return web.json_response({"jsonrpc": "2.0", "id": body["id"], **answers[0](tx)})
 
-    app = web.Application()
-    app.router.add_post("/", rpc)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", answers, got
-    await runner.cleanup()
+    async with serve_post("/", rpc) as url:
+        yield url, answers, got
 
 
 @pytest.fixture

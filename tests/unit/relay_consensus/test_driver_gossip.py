@@ -14,6 +14,7 @@ from aiohttp import web
 
 from chains.common import jsonrpc as rpc
 from relay.chain.node import RESEND_MAX_S, BftDriver
+from tests.loopback import serve_post
 
 
 class _Node:
@@ -84,26 +85,16 @@ async def test_a_message_on_its_way_to_a_peer_is_not_sent_there_again() -> None:
             await release.wait()  # the first answer waits until the test lets it go
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/p2p/consensus", consensus)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with aiohttp.ClientSession() as session:
-            driver = _driver(SimpleNamespace(_session=session, peers=[f"http://127.0.0.1:{port}"]))
-            raw = bytes(range(256)) * 40
-            first = asyncio.create_task(driver._broadcast(raw))
-            await asyncio.wait_for(arrived.wait(), 10)
-            await driver._broadcast(raw)  # the first is still being answered: skipped
-            await driver._broadcast(b"another message")
-            assert [g["msg"] for g in got] == [raw.hex(), b"another message".hex()]
-            assert not first.done()
-            release.set()
-            await first
-            await driver._broadcast(raw)  # delivered by now: a re-send goes out
-            assert len(got) == 3 and got[2] == {"msg": raw.hex()} and driver._sending == set()
-    finally:
-        await runner.cleanup()
+    async with serve_post("/p2p/consensus", consensus) as peer, aiohttp.ClientSession() as session:
+        driver = _driver(SimpleNamespace(_session=session, peers=[peer]))
+        raw = bytes(range(256)) * 40
+        first = asyncio.create_task(driver._broadcast(raw))
+        await asyncio.wait_for(arrived.wait(), 10)
+        await driver._broadcast(raw)  # the first is still being answered: skipped
+        await driver._broadcast(b"another message")
+        assert [g["msg"] for g in got] == [raw.hex(), b"another message".hex()]
+        assert not first.done()
+        release.set()
+        await first
+        await driver._broadcast(raw)  # delivered by now: a re-send goes out
+        assert len(got) == 3 and got[2] == {"msg": raw.hex()} and driver._sending == set()
