@@ -359,14 +359,14 @@ class FabricLightClient(LightClient[Block]):
                              got=len(md.signatures))
         header_bytes = block.header.asn1()
         signed: set[tuple[str, str]] = set()
+        from chains.fabric.msp import IdentityRefused, Msp, verify_signature  # loaded with the config (config.py)
+
         for sig in md.signatures:
             ident = SerializedIdentity.decode(SignatureHeader.decode(sig.signature_header).creator)
             msp = config.orderer_msps.get(ident.mspid)
             if msp is None:
                 raise BlockSignerError(f"block {n} is signed by {ident.mspid}, not an orderer organisation of channel "
                                        f"{self.channel_id}", expected=sorted(config.orderer_msps), got=ident.mspid)
-            from chains.fabric.msp import IdentityRefused, Msp, verify_signature  # loaded with the config
-
             try:
                 valid = msp.validate(ident, "orderer")
                 Msp.check_time(valid, now_ms)
