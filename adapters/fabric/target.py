@@ -331,7 +331,22 @@ class FabricTarget:
         err = commit_failure(st.code, tx_id, st.height, side=self.chain_id)
         if err is not None:
             raise err
+        if st.peer != "ledger":
+            await self._on_every_peer(tx_id)
         return {"ok": True, "height": st.height, "tx_hash": tx_id}
+
+    async def _on_every_peer(self, tx_id: str) -> None:
+        """Read your writes: wait (up to ``all_peers_grace_s``) until every followed peer has committed ``tx_id``,
+        so that a query after :meth:`track` sees it whichever peer answers. The first commit event may come from
+        one organisation's peer while reads go to the identity's own organisation's peer first
+        (:attr:`~adapters.fabric.gateway.FabricGateway.read_peers`), which may not have committed the block yet. A
+        peer lagging past the grace (or down) does not fail the transaction: it is committed."""
+        watcher = await self.gateway.watcher()
+        try:
+            await watcher.wait(tx_id, self.all_peers_grace_s, all_peers=True)
+        except (TimeoutError, TransportError) as exc:
+            log.debug("%s: %s not seen on every peer within %.1fs: %s", self.chain_id, tx_id,
+                      self.all_peers_grace_s, exc)
 
     async def call(self, op: str, args: dict[str, Any], timeout_s: float | None = None,
                    transient: Mapping[str, bytes] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
