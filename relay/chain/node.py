@@ -435,7 +435,10 @@ class BftDriver:
         except ProtocolError as exc:
             self.log.warning("proposal for height %d refused: %s", header.height, exc)
             return False
-        if any(not r["ok"] for r in entry.tx_results):
+        # a charged failure stays in the block (SPEC §6.9: the state moved under a transaction admission let through;
+        # every proposer would include it again, so refusing it would stall the height); any other failure is one
+        # an honest proposer drops (make_block)
+        if any(not r["ok"] and not r["error"].get("charged") for r in entry.tx_results):
             self.log.warning("proposal for height %d holds a failing transaction", header.height)
             return False
         # kept for _decided: the header names the parent, the transactions (tx root) and the state root, so the
