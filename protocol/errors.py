@@ -573,7 +573,8 @@ DISPOSITIONS: dict[str, Disposition] = {
     # a phase-3 certificate older than the target's bound (SPEC §7.9): a newer relay block lifts it
     "certificate.stale": _P,
     "header.unknown_parent": _P, "header.pending_limit": _P, "header.dpos.equivocation": _N,
-    "header.dpos.finality_evidence": _N, "header.dpos.double_sign_evidence": _N,
+    "header.dpos.finality_evidence": _N, "header.dpos.future_timestamp": _P,
+    "header.dpos.double_sign_evidence": _N,
     "header.poc.proof_of_space": _N, "header.poc.insufficient_quality": _N, "header.poc.difficulty": _N,
     "header.poc.weight": _N, "header.poc.challenge": _N, "header.poc.future_timestamp": _P,
     "header.poc.farmer_key": _N, "header.poc.proof_reused": _N,

@@ -114,6 +114,7 @@ __all__ = [
     "DposLightClient",
     "EquivocationError",
     "FinalityEvidenceError",
+    "FutureTimestampError",
     "HeaderReplayError",
     "PendingLimitError",
     "UnknownParentError",
@@ -139,6 +140,15 @@ class EquivocationError(HeaderError):
     stays active. Submit the two headers as ``client.misbehaviour`` evidence to have it recorded."""
 
     code: ClassVar[str] = "header.dpos.equivocation"
+
+
+class FutureTimestampError(HeaderError):
+    """The header's time lies further ahead of the host's time than the client's ``max_clock_drift_ms``. The host's
+    time moving on lifts it (disposition ``after_progress``): on CometBFT a relay block's time is the median of the
+    previous block's precommit times, a block interval or so behind the wall clock that admission used, so a header
+    admitted a moment after its park made it may be early for the next block. Never a charged failure."""
+
+    code: ClassVar[str] = "header.dpos.future_timestamp"
 
 
 class FinalityEvidenceError(HeaderError):
@@ -289,7 +299,7 @@ class DposLightClient(LightClient[DposHeader]):
         ts = header.timestamp_ms
         check_link(height, ts, parent.height, parent_header.timestamp_ms)
         if ts > now_ms + self._drift_ms:
-            raise HeaderError(f"timestamp of header {height} too far in the future",
+            raise FutureTimestampError(f"timestamp of header {height} too far in the future",
                               expected=f"<= {now_ms + self._drift_ms}", got=ts)
         slot = header.slot
         if slot != ts // self._interval:

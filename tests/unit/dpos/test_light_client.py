@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from chains.dpos.consensus import schedule
-from chains.dpos.light_client import DposLightClient, EquivocationError, FinalityEvidenceError
+from chains.dpos.light_client import DposLightClient, EquivocationError, FinalityEvidenceError, FutureTimestampError
 from chains.dpos.testing import ChainBuilder, forge, forge_branch, make_chain, resign, test_signer, witness_name
 from chains.dpos.types import DposHeader, WitnessInfo, WitnessSet
 from protocol.errors import (
@@ -111,7 +111,7 @@ CASES = [
          HeaderError, "timestamp of header .* not after"),
     Case("slot inconsistent with timestamp", lambda b, h: forge(h, b.signers[h.producer], slot=h.slot + 1),
          HeaderError, "slot of header .* does not match"),
-    Case("timestamp too far in the future", lambda b, h: h, HeaderError, "too far in the future",
+    Case("timestamp too far in the future", lambda b, h: h, FutureTimestampError, "too far in the future",
          now_delta_ms=-(2000 + 1)),
     Case("wrong chain id", lambda b, h: forge(h, b.signers[h.producer], chain_id="other-park"), WrongChainError,
          "another chain"),

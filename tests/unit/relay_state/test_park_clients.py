@@ -481,3 +481,30 @@ def test_a_witness_double_signing_is_recorded_without_freezing_and_conflicting_f
     events = node.run(_misbehaviour_tx(node, {"branch": [h.encode().hex() for h in branch]}), now)
     assert events[0]["type"] == "client_frozen" and events[0]["paused_lanes"]
     assert node.status(DPOS, now)["status"] == "frozen"
+
+
+def test_a_dpos_header_ahead_of_the_relay_block_time_waits_for_a_later_block_and_is_never_charged(
+        scenario: Scenario) -> None:
+    """On CometBFT a relay block's time is the median of the previous block's precommit times, a block interval or
+    so behind the wall clock admission checked against: a header made a moment before its update was admitted can
+    be ahead of that time by more than the drift. The update is then ``header.dpos.future_timestamp`` (after
+    progress): the proposer leaves it for a later block, nothing is charged, and a block late enough takes it."""
+    from chains.dpos.light_client import FutureTimestampError
+    from protocol.errors import Disposition
+    from relay.chain.state_machine.bonds import counts_as_failure
+
+    node = RelayNode(scenario.genesis)
+    header = scenario.dpos.headers[1]
+    tx = update_tx(node, DPOS, [header.encode()])
+    drift = node.sm.router.load(node.state, DPOS).client._drift_ms  # type: ignore[attr-defined]
+    early = BlockContext(RELAY, 1, header.timestamp_ms - drift - 1, "v0")
+    root = node.state.root
+    with pytest.raises(FutureTimestampError) as caught:
+        node.sm.execute_tx(ChainState(node.state.tree), tx, early)  # what a block at that time does: no charge
+    assert caught.value.code == "header.dpos.future_timestamp"
+    assert caught.value.disposition is Disposition.AFTER_PROGRESS and not counts_as_failure(caught.value)
+    built = node.sm.build_block(ChainState(node.state.tree), [tx], early)
+    assert built.included == [] and [e.code for _, e in built.dropped] == ["header.dpos.future_timestamp"]
+    assert node.state.root == root
+    on_time = BlockContext(RELAY, 1, header.timestamp_ms - drift, "v0")  # the drift bound is inclusive
+    assert node.sm.build_block(ChainState(node.state.tree), [tx], on_time).included == [tx]
