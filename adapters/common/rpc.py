@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from chains.common import jsonrpc as rpc_json
 from protocol import errors as perr
 from protocol.errors import Disposition, ProtocolError, TransportError, disposition_of
 
@@ -106,7 +107,7 @@ class JsonRpcClient:
 
     async def connect(self) -> None:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, json_serialize=rpc_json.dumps)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -42,6 +42,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from orjson import JSONEncodeError as _OrjsonError
+from orjson import dumps as _orjson_dumps
+
 from protocol.errors import CodecError, RequestRateLimitedError
 from protocol.types import UINT64_MAX
 
@@ -166,6 +169,18 @@ class InvalidParamsError(RequestError):
         if self.param is not None:
             out["param"] = self.param
         return out
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text for the wire and the block store (RPC answers and requests, gossip, stored block bodies):
+    orjson's, ~10-30x faster than the standard library's on the megabytes of hex a relay block carries; the standard
+    library's compact text for what orjson refuses (an int beyond 64 bits, a non-``str`` key, a lone surrogate,
+    which comes out escaped, nesting past 255 levels). Any JSON reader parses both alike; not canonical (bytes that
+    are signed or hashed are :func:`chains.common.state.canonical_json`'s)."""
+    try:
+        return _orjson_dumps(value).decode()
+    except _OrjsonError:
+        return json.dumps(value, separators=(",", ":"))
 
 
 def error_object(code: int, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -509,7 +509,7 @@ class ParkNode:
             entry = self._execute(header, txs, parent)
         h = entry.hash
         if persist:  # stored before the node holds it: a block it failed to store it never gossips nor builds on
-            raw_txs = json.dumps([t.to_json() for t in txs])
+            raw_txs = rpc.dumps([t.to_json() for t in txs])
             body = _body_json(entry)
             self.write(lambda db: db.execute(
                 "INSERT OR IGNORE INTO blocks (hash, height, parent, header, txs, seq, body) "
@@ -1031,7 +1031,7 @@ class ParkNode:
             err = rpc.error_object(exc.rpc_code, exc.message, exc.to_dict())
             return web.json_response(_rpc_answer(None, error=err), status=exc.http_status)
         status, answer = await self.dispatch(raw, authorized=self._authorized(request))
-        return web.json_response(answer, status=status)
+        return web.json_response(answer, status=status, dumps=rpc.dumps)
 
     def _ws_refusal(self, client: str) -> ConnectionLimitError | None:
         """The error to refuse a ``/ws`` upgrade from ``client`` with, when a connection bound is reached."""
@@ -1210,7 +1210,7 @@ class ParkNode:
         empty in a 10,000-packet backlog)."""
         if not self._gossip_enabled:
             return
-        body = json.dumps({"tx": tx.to_json()}).encode()  # once for every peer
+        body = rpc.dumps({"tx": tx.to_json()}).encode()  # once for every peer
         for peer in self.peers:
             queue = self._tx_outbox.get(peer)
             if queue is None:
@@ -1241,7 +1241,7 @@ class ParkNode:
     async def _gossip(self, path: str, body: dict[str, Any]) -> None:
         if not self._gossip_enabled or self._session is None:
             return
-        data = json.dumps(body).encode()  # once for every peer (a relay block is megabytes of JSON)
+        data = rpc.dumps(body).encode()  # once for every peer (a relay block is megabytes of JSON)
 
         async def one(peer: str) -> None:
             try:
@@ -1411,7 +1411,7 @@ def _migrate_blocks(db: sqlite3.Connection) -> None:
 
 
 def _body_json(e: BlockEntry) -> str:
-    return json.dumps({"events": e.events, "results": e.tx_results})
+    return rpc.dumps({"events": e.events, "results": e.tx_results})
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -1514,4 +1514,4 @@ def p2p_refusal(exc: ProtocolError) -> tuple[int, dict[str, Any]]:
 
 def _p2p_refused(exc: ProtocolError) -> web.Response:
     status, body = p2p_refusal(exc)
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, dumps=rpc.dumps)

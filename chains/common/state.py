@@ -15,6 +15,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from orjson import OPT_SORT_KEYS as _ORJSON_SORTED
+from orjson import JSONEncodeError as _OrjsonError
+from orjson import dumps as _orjson_dumps
+
 from protocol.errors import InsufficientFundsError
 from protocol.paths import balance_path
 from protocol.state_commitment import Proof, SparseMerkleTree
@@ -163,9 +167,49 @@ def _as_bytes(value: object, what: str) -> bytes:
     return bytes(value)
 
 
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no spaces, UTF-8: one encoding for one value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def canonical_json(value: Any, *, allow_nan: bool = True) -> bytes:
+    """Sorted keys, no spaces, UTF-8: one encoding for one value.
+
+    The reference is the standard library's ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)``, UTF-8 encoded. orjson writes the same bytes ~30x faster when every node of ``value`` is a
+    ``dict``, ``list``, ``tuple``, ``str``, ``int``, ``bool`` or ``None`` of exactly those types: it runs first, and
+    the value is then walked for anything else (a float, whose exponent orjson spells differently; a subclass such
+    as an ``IntEnum``; a dataclass, which orjson would encode and the reference refuses), which the reference
+    encodes instead. What orjson refuses (an int beyond 64 bits, a non-``str`` key, a lone surrogate, nesting past
+    255 levels or a cycle) also goes to the reference, which then answers or raises as it always did. The walk runs
+    only after orjson succeeded, so it meets no cycle. ``allow_nan=False`` refuses NaN and infinities
+    (``ValueError``), as ``json.dumps(allow_nan=False)`` does. ``tests/unit/test_canonical_json.py`` holds the two
+    equal on any JSON-like value."""
+    try:
+        out: bytes = _orjson_dumps(value, option=_ORJSON_SORTED)
+    except _OrjsonError:
+        pass
+    else:
+        if _plain(value):
+            return out
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan).encode()
+
+
+_PLAIN_LEAVES = frozenset({str, int, bool, type(None)})
+
+
+def _plain(value: Any) -> bool:
+    """Whether every node of ``value`` (acyclic: orjson encoded it) is of a type both encoders write alike."""
+    leaves = _PLAIN_LEAVES
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        v = pop()
+        t = v.__class__
+        if t in leaves:
+            continue
+        if t is dict:
+            extend(v.values())
+        elif t is list or t is tuple:
+            extend(v)
+        else:
+            return False
+    return True
 
 
 StateHook = Callable[[ChainState], None]

@@ -14,7 +14,6 @@ should not; :meth:`App.execute_tx` rolls the whole transaction back on any such 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable
@@ -144,8 +143,7 @@ class Tx:
                      bytes.fromhex(obj["signature"]))
             # canonical_json's bytes, but refusing NaN/Infinity (no JSON) and, as UnicodeEncodeError (a
             # ValueError), lone surrogates
-            raw = json.dumps(tx.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                             allow_nan=False).encode()
+            raw = canonical_json(tx.to_json(), allow_nan=False)
         except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise CodecError(f"malformed transaction: {exc}") from exc
         if len(raw) > max_bytes:

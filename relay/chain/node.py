@@ -522,7 +522,7 @@ class BftDriver:
                 raise CodecError(f"malformed consensus message: {exc}") from exc
         except ProtocolError as exc:
             status, answer = p2p_refusal(exc)
-            return web.json_response(answer, status=status)
+            return web.json_response(answer, status=status, dumps=rpc.dumps)
         if self.core is None:
             return web.json_response({"ok": False, "error": rpc.error_object(rpc.SERVER_ERROR, "not started")})
         try:
