@@ -1120,6 +1120,8 @@ class ParkNode:
         return rpc.validate_params(spec, body)
 
     async def _handle_p2p_block(self, request: web.Request) -> web.Response:
+        if self._gossip_enabled and self._holds_hinted_block(request):
+            return web.json_response({"ok": True})  # known: its body is not read (a relay block is megabytes)
         try:
             body = await self._p2p_body(request, P2P_BLOCK)
             try:
@@ -1141,6 +1143,18 @@ class ParkNode:
             return web.json_response({"ok": False, "error": rpc.error_object(rpc.SERVER_ERROR, "gossip disabled")})
         await self._receive_block(header, txs, origin)
         return web.json_response({"ok": True})
+
+    def _holds_hinted_block(self, request: web.Request) -> bool:
+        """Whether the sender's :data:`BLOCK_HASH_HEADER` names a block this node holds. The hint is the sender's word
+        only, and it only ever skips a body: a wrong one costs the sender its own gossip, never a block this node
+        lacks (an unknown or malformed hint reads the body as before)."""
+        hint = request.headers.get(BLOCK_HASH_HEADER, "")
+        if len(hint) != 64:
+            return False
+        try:
+            return bytes.fromhex(hint) in self.blocks
+        except ValueError:
+            return False
 
     async def _receive_block(self, header: Any, txs: Sequence[Tx], origin: str) -> None:
         async with self._lock:
@@ -1200,7 +1214,7 @@ class ParkNode:
 
     async def _gossip_block(self, header: Any, txs: Sequence[Tx]) -> None:
         await self._gossip("/p2p/block", {"header": header.encode().hex(), "txs": [t.to_json() for t in txs],
-                                          "origin": self.url})
+                                          "origin": self.url}, {BLOCK_HASH_HEADER: header.hash().hex()})
 
     def gossip_tx(self, tx: Tx) -> None:
         """Queue ``tx`` for every peer. One sender per peer posts the queued transactions one after another, in the
@@ -1238,15 +1252,16 @@ class ParkNode:
             finally:
                 queue.task_done()
 
-    async def _gossip(self, path: str, body: dict[str, Any]) -> None:
+    async def _gossip(self, path: str, body: dict[str, Any], hint: dict[str, str] | None = None) -> None:
         if not self._gossip_enabled or self._session is None:
             return
         data = rpc.dumps(body).encode()  # once for every peer (a relay block is megabytes of JSON)
+        headers = JSON_HEADERS if hint is None else {**JSON_HEADERS, **hint}
 
         async def one(peer: str) -> None:
             try:
                 assert self._session is not None
-                async with self._session.post(peer + path, data=data, headers=JSON_HEADERS,
+                async with self._session.post(peer + path, data=data, headers=headers,
                                               timeout=aiohttp.ClientTimeout(total=3)) as r:
                     await r.read()
             except (aiohttp.ClientError, TimeoutError):
@@ -1416,6 +1431,9 @@ def _body_json(e: BlockEntry) -> str:
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 """Headers of a POST whose body is JSON encoded beforehand (once for many peers)."""
+BLOCK_HASH_HEADER = "X-Parkrelay-Block-Hash"
+"""The hex hash of the block a ``POST /p2p/block`` carries: a peer that holds it answers without reading the body
+(every relay validator gossips each decided block, so most arrive known; each was megabytes decoded for nothing)."""
 
 
 class MissingParentError(ProtocolError):

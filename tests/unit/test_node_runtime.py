@@ -454,3 +454,47 @@ async def test_get_blocks_stops_at_its_byte_budget_but_always_answers_one(tmp_pa
         assert [b["height"] for b in await node._rpc_get_blocks({"from": 3, "to": 6})] == [3]
     finally:
         node.db.close()
+
+
+async def test_a_gossiped_block_the_peer_holds_is_answered_without_reading_its_body(tmp_path: Path) -> None:
+    """Every relay validator gossips each decided block, megabytes each: a peer that holds the block the sender's
+    ``X-Parkrelay-Block-Hash`` names answers at once. The hint only ever skips a body: an unknown or malformed one
+    reads the body as before."""
+    from chains.common.node import BLOCK_HASH_HEADER, JSON_HEADERS
+
+    alice = Ed25519Signer(hashlib.sha256(b"test-only alice").digest())
+    n2 = ParkNode(_Rules(alice.pubkey), NodeConfig(name="n2", data_dir=tmp_path / "n2", admin_token="t0ken"))
+    bodies_read = [0]
+    read_body = n2._p2p_body
+
+    async def counted(request: Any, spec: Any) -> Any:
+        bodies_read[0] += 1
+        return await read_body(request, spec)
+
+    n2._p2p_body = counted  # type: ignore[method-assign]
+    await n2.start()
+    n1 = ParkNode(_Rules(alice.pubkey), NodeConfig(name="n1", data_dir=tmp_path / "n1", admin_token="t0ken",
+                                                   peers=[n2.url]))
+    await n1.start()
+    try:
+        n1.submit_tx(_signed(alice, 0, {"to": "bob", "denom": "kWh", "amount_wh": 5}))
+        entry = _produce(n1)
+        await n1._gossip_block(entry.header, entry.txs)
+        assert n2.head.hash == entry.hash and bodies_read[0] == 1  # new to n2: read and added
+        await n1._gossip_block(entry.header, entry.txs)
+        assert bodies_read[0] == 1  # held: not read again
+
+        async def post(hint: str | None) -> tuple[int, Any]:
+            headers = JSON_HEADERS if hint is None else {**JSON_HEADERS, BLOCK_HASH_HEADER: hint}
+            async with aiohttp.ClientSession() as s, s.post(n2.url + "/p2p/block", data=b"{not json",
+                                                            headers=headers) as r:
+                return r.status, await r.json()
+
+        assert await post(entry.hash.hex()) == (200, {"ok": True})  # a held block's hint: garbage body never read
+        for hint in (None, "00" * 32, "zz" * 32, entry.hash.hex()[:-2], entry.hash.hex() + "00"):
+            status, answer = await post(hint)  # read, and refused as the malformed body it is
+            assert status == 400 and answer["error"]["data"]["code"] == "rpc.parse_error", (hint, answer)
+        assert n2.head.hash == entry.hash
+    finally:
+        await n1.stop()
+        await n2.stop()
