@@ -66,6 +66,7 @@ from relay.chain.consensus import (
     SignState,
     Timeout,
     TimeoutConfig,
+    TimeoutKind,
     ValidatorKey,
     decode_message,
     encode_message,
@@ -90,6 +91,10 @@ VALIDATED_KEPT = 8
 RESEND_MAX_S = 5.0
 """Longest pause between two re-sends of a stalled height's consensus messages (the first comes after the
 propose timeout, then each pause doubles)."""
+COMMIT_WAIT_MIN_MS = 200
+"""Shortest pause between deciding a height and starting the next: late precommits still arrive in it. The pause is
+what is left of ``commit_ms`` since the height started (:meth:`BftDriver._commit_wait_ms`), so ``commit_ms`` is the
+block interval while blocks decide faster than it, and a block that took longer is followed after this."""
 BLOCK_MAX_BYTES_BOUNDS = (RELAY_MAX_TX_BYTES, 8 * 1024 * 1024)
 """Bounds of relay genesis ``block.max_bytes``: at least one transaction of the largest size fits a block; at most
 8 MiB, whose proposal (hex in JSON) stays a 17 MiB body between validators."""
@@ -382,6 +387,9 @@ class RelayRules(ChainRules):
 class BftDriver:
     """Runs the pure consensus core inside the node: network, timers, persistence."""
 
+    _height_started: float | None = None
+    """Event-loop time this validator entered its current height after a commit pause (None: not yet)."""
+
     def __init__(self, rules: RelayRules, node: ParkNode) -> None:
         self.rules = rules
         self.node = node
@@ -534,6 +542,8 @@ class BftDriver:
 
     def _on_timeout(self, t: Timeout, handle: list[asyncio.TimerHandle]) -> None:
         self._timers.discard(handle[0])  # fired: the set holds only pending timers
+        if t.kind is TimeoutKind.COMMIT:
+            self._height_started = asyncio.get_running_loop().time()
         if self.core is not None:
             self._catch_up()
             self._handle(self.core.on_timeout(t))
@@ -554,8 +564,11 @@ class BftDriver:
                 self.node._spawn(self._broadcast(encode_message(out.message)))
             elif isinstance(out, ScheduleTimeout):
                 loop = asyncio.get_running_loop()
+                duration_ms = out.duration_ms
+                if out.timeout.kind is TimeoutKind.COMMIT:
+                    duration_ms = self._commit_wait_ms(duration_ms, loop.time())
                 cell: list[asyncio.TimerHandle] = []
-                cell.append(loop.call_later(out.duration_ms / 1000, self._on_timeout, out.timeout, cell))
+                cell.append(loop.call_later(duration_ms / 1000, self._on_timeout, out.timeout, cell))
                 self._timers.add(cell[0])
             elif isinstance(out, Decided):
                 self._decided(out)
@@ -564,6 +577,18 @@ class BftDriver:
                 self.node._spawn(self.submit_evidence(out.evidence))
             elif isinstance(out, MessageRejected):
                 self.log.info("buffered consensus message rejected: %s", out.error)
+
+    def _commit_wait_ms(self, commit_ms: int, now: float) -> int:
+        """The pause after deciding a height: what is left of ``commit_ms`` since the height started, at least
+        :data:`COMMIT_WAIT_MIN_MS`. Blocks then start every ``commit_ms`` however long each took to decide, up to that
+        time; a full block that took a second to decide used to be followed by another whole ``commit_ms``, halving
+        the relay chain's throughput exactly when it had the most to do. The whole ``commit_ms`` before the first
+        height this validator entered by a commit pause (after a start, or a catch-up by block sync)."""
+        started = self._height_started
+        if started is None:
+            return commit_ms
+        left = commit_ms - int((now - started) * 1000)
+        return max(min(COMMIT_WAIT_MIN_MS, commit_ms), min(left, commit_ms))
 
     async def submit_evidence(self, ev: Evidence) -> bytes | None:
         """Put ``evidence.submit`` for ``ev`` in this node's mempool and gossip it (SPEC §7.7). A refusal (already

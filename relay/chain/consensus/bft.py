@@ -143,7 +143,9 @@ class TimeoutConfig:
     """Wait for more precommits after +2/3 of any precommits."""
     precommit_delta_ms: int = 500
     commit_ms: int = 1000
-    """Pause between deciding and starting the next height (block interval, late precommits)."""
+    """Pause between deciding and starting the next height (block interval, late precommits). The built-in engine's
+    host shortens it by the time the height took, down to ``relay.chain.node.COMMIT_WAIT_MIN_MS``: the block
+    interval, however long a block takes to decide up to it."""
 
     def duration_ms(self, kind: TimeoutKind, round_: int) -> int:
         if kind is TimeoutKind.PROPOSE:
