@@ -65,10 +65,16 @@ log = logging.getLogger("parkrelay.node")
 
 MAX_BLOCK_TXS = 2000
 MAX_BLOCK_BYTES = 1024 * 1024
-"""Most bytes of transactions (canonical JSON) a park node puts in a block it makes: the block's gossip (``/p2p/block``)
-stays well inside the 4 MiB a node reads (``MAX_BODY_BYTES``), so every peer takes it. What does not fit waits in the
-mempool for the next block. The relay chain's is its genesis ``block.max_bytes`` (this by default,
-:func:`relay.chain.node.parse_block_params`)."""
+"""The relay chain's default block size: most bytes of transactions (canonical JSON) a relay block holds when the
+genesis names no ``block.max_bytes`` (:func:`relay.chain.node.parse_block_params`; a consensus rule, so it stays what
+genesis files without it were made under). A park's is :data:`PARK_MAX_BLOCK_BYTES`."""
+PARK_MAX_BLOCK_BYTES = 2 * 1024 * 1024
+"""Most bytes of transactions (canonical JSON) a park node (DPoS, PoC) puts in a block it makes; the rest waits in the
+mempool for the next block. Its gossip (``/p2p/block``, ~2 MiB of JSON) stays inside the 4 MiB a node reads
+(``MAX_BODY_BYTES``). A park's block size is its own rule, not checked by its peers or the relay: 1 MiB
+(:data:`MAX_BLOCK_BYTES`) capped phase 4 of a 10,000-packet backlog at ~240 settlements a second (a settlement
+batch is ~4 KiB a packet: its packet, ack, and the relay's certified record with its proof), whatever the relay and
+the relayer could do."""
 GET_BLOCKS_BYTES = 8 * 1024 * 1024
 """Most bytes of transactions one ``getBlocks`` answer holds (past its first block)."""
 MAX_PROVE_MANY = 200
@@ -669,7 +675,7 @@ class ParkNode:
         # begin_block needs a header; give it a provisional one with empty roots
         provisional = make_header(bytes(32), bytes(32))
         self.rules.begin_block(state, provisional, parent)
-        room = MAX_BLOCK_BYTES
+        room = PARK_MAX_BLOCK_BYTES
         for th, tx in list(self.mempool.items()):
             if len(txs) >= MAX_BLOCK_TXS:
                 break

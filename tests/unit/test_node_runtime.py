@@ -212,14 +212,14 @@ def test_a_block_holds_at_most_max_block_bytes_of_transactions(tmp_path: Path, m
     txs = [_signed(alice, n, {"to": "bob", "denom": "kWh", "amount_wh": 1, "memo": "x" * 2_000}) for n in range(5)]
     size = txs[0].size()
     assert all(abs(tx.size() - size) <= 2 for tx in txs)
-    monkeypatch.setattr(node_mod, "MAX_BLOCK_BYTES", 2 * size + 2)
+    monkeypatch.setattr(node_mod, "PARK_MAX_BLOCK_BYTES", 2 * size + 2)
     for tx in txs:
         node.mempool[tx.hash()] = tx
     heights = []
     for _ in range(3):
         e = _produce(node)
         heights.append(len(e.txs))
-        assert sum(tx.size() for tx in e.txs) <= node_mod.MAX_BLOCK_BYTES
+        assert sum(tx.size() for tx in e.txs) <= node_mod.PARK_MAX_BLOCK_BYTES
     assert heights == [2, 2, 1] and not node.mempool
     node.db.close()
 
