@@ -5,6 +5,7 @@ record as a charged failure (SPEC §6.9): only a transaction admission let throu
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,53 +84,56 @@ def test_a_bonded_account_is_admitted_at_its_rate_and_a_grant_is_not_bounded(tmp
         net.close()
 
 
-def test_the_built_in_engine_keeps_a_charged_failure_in_the_block_it_builds_and_validates(tmp_path: Path) -> None:
+@pytest.fixture
+def two_validators(tmp_path: Path) -> Iterator[tuple[Ed25519Signer, RelayNode, RelayNode]]:
+    """A granted relayer account's key, and two validators' nodes of one relay genesis (never started)."""
+    relayer = Ed25519Signer(os.urandom(32))
+    net = RelayNet(tmp_path / "net", extra_genesis={"accounts": {"relayer-x": relayer.pubkey.hex()}})
+    nodes = [make_relay_node(net.genesis, f"v{i}", net.keys[i], NodeConfig(name=f"v{i}", data_dir=tmp_path / f"v{i}"))
+             for i in (0, 1)]
+    try:
+        assert all(isinstance(n, RelayNode) for n in nodes)
+        yield relayer, nodes[0], nodes[1]  # type: ignore[misc]
+    finally:
+        for n in nodes:
+            n.db.close()
+        net.close()
+
+
+def _driver(node: RelayNode) -> BftDriver:
+    return BftDriver(node.rules, node)  # type: ignore[arg-type]
+
+
+def test_the_built_in_engine_keeps_a_charged_failure_in_the_block_it_builds_and_validates(
+        two_validators: tuple[Ed25519Signer, RelayNode, RelayNode]) -> None:
     """A transaction admission let through can fail in a block once the state moved under it (another validator's
     mempool, another block first): the proposer keeps it, charged (SPEC §6.9), and every validator accepts that
     block, as CometBFT's ProcessProposal does. Refusing it would refuse every proposal that holds it: the height
     would never be decided."""
-    relayer = Ed25519Signer(os.urandom(32))
-    net = RelayNet(tmp_path / "net", extra_genesis={"accounts": {"relayer-x": relayer.pubkey.hex()}})
-    node = make_relay_node(net.genesis, "v0", net.keys[0], NodeConfig(name="v0", data_dir=tmp_path / "node"))
-    other = make_relay_node(net.genesis, "v1", net.keys[1], NodeConfig(name="v1", data_dir=tmp_path / "node1"))
-    try:
-        assert isinstance(node, RelayNode) and isinstance(other, RelayNode)
-        unbond = Tx.signed(relayer, CHAIN, "relayer-x", 0, "account.unbond", {})
-        node.mempool[unbond.hash()] = unbond  # as if admitted before the state moved
-        made = BftDriver(node.rules, node).make_block(1, 0)  # type: ignore[arg-type]
-        assert made is not None
-        block, header = made
-        assert txs_of(block) == [unbond], "the proposer keeps the charged failure"
-        assert BftDriver(other.rules, other).validate_block(header, block)  # type: ignore[arg-type]
-        assert BftDriver(node.rules, node).validate_block(header, block)  # type: ignore[arg-type]
-    finally:
-        for n in (node, other):
-            n.db.close()
-        net.close()
+    relayer, node, other = two_validators
+    unbond = Tx.signed(relayer, CHAIN, "relayer-x", 0, "account.unbond", {})
+    node.mempool[unbond.hash()] = unbond  # as if admitted before the state moved
+    made = _driver(node).make_block(1, 0)
+    assert made is not None
+    block, header = made
+    assert txs_of(block) == [unbond], "the proposer keeps the charged failure"
+    assert _driver(other).validate_block(header, block)
+    assert _driver(node).validate_block(header, block)
 
 
 def test_the_built_in_engine_refuses_a_proposal_with_a_failure_that_is_not_charged(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        two_validators: tuple[Ed25519Signer, RelayNode, RelayNode], monkeypatch: pytest.MonkeyPatch) -> None:
     """A transaction that fails uncharged (here a nonce from the future) is one an honest proposer drops: a block
     holding it is refused."""
-    relayer = Ed25519Signer(os.urandom(32))
-    net = RelayNet(tmp_path / "net", extra_genesis={"accounts": {"relayer-x": relayer.pubkey.hex()}})
-    node = make_relay_node(net.genesis, "v0", net.keys[0], NodeConfig(name="v0", data_dir=tmp_path / "node"))
-    other = make_relay_node(net.genesis, "v1", net.keys[1], NodeConfig(name="v1", data_dir=tmp_path / "node1"))
-    try:
-        assert isinstance(node, RelayNode) and isinstance(other, RelayNode)
-        sm = node.rules.sm  # type: ignore[attr-defined]
-        future = Tx.signed(relayer, CHAIN, "relayer-x", 7, "account.unbond", {})
+    relayer, node, other = two_validators
+    sm = node.rules.sm  # type: ignore[attr-defined]
+    future = Tx.signed(relayer, CHAIN, "relayer-x", 7, "account.unbond", {})
 
-        def build_without_dropping(state: ChainState, _: Any, ctx: BlockContext, **__: Any) -> BlockBuild:
-            assert not sm.execute_block(state, [future], ctx).results[0]["ok"]
-            return BlockBuild(included=[future])
+    def build_without_dropping(state: ChainState, _: Any, ctx: BlockContext, **__: Any) -> BlockBuild:
+        assert not sm.execute_block(state, [future], ctx).results[0]["ok"]
+        return BlockBuild(included=[future])
 
-        monkeypatch.setattr(sm, "build_block", build_without_dropping)
-        made = BftDriver(node.rules, node).make_block(1, 0)  # type: ignore[arg-type]
-        assert made is not None and txs_of(made[0]) == [future]
-        assert not BftDriver(other.rules, other).validate_block(made[1], made[0])  # type: ignore[arg-type]
-    finally:
-        for n in (node, other):
-            n.db.close()
-        net.close()
+    monkeypatch.setattr(sm, "build_block", build_without_dropping)
+    made = _driver(node).make_block(1, 0)
+    assert made is not None and txs_of(made[0]) == [future]
+    assert not _driver(other).validate_block(made[1], made[0])
