@@ -595,7 +595,10 @@ class ParkNode:
             by_sender.setdefault(tx.sender, []).append((tx.nonce, th))
         for sender, txs in by_sender.items():
             acct = self.head.state.get_json(account_path(sender))
-            expected = acct["nonce"] if acct is not None else -1
+            # no account yet: its first transaction (the relay's self-signed ``account.register``) has nonce 0; -1 here
+            # dropped a pending registration after any block that did not carry it (a proposer that had not received
+            # its gossip yet), so it never reached a block
+            expected = acct["nonce"] if acct is not None else 0
             for nonce, th in sorted(txs):
                 if nonce == expected:
                     expected += 1

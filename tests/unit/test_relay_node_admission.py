@@ -18,7 +18,7 @@ from protocol.crypto import Ed25519Signer
 from protocol.errors import BondStateError
 from relay.chain.node import BftDriver, RelayNode, make_relay_node, txs_of
 from relay.chain.state_machine.app import BlockBuild
-from tests.unit.abci.relaynet import CHAIN, RelayNet
+from tests.unit.abci.relaynet import CHAIN, RelayNet, register_tx
 
 
 def test_a_failure_a_block_would_charge_is_refused_at_admission_and_not_queued(tmp_path: Path) -> None:
@@ -137,3 +137,23 @@ def test_the_built_in_engine_refuses_a_proposal_with_a_failure_that_is_not_charg
     made = _driver(node).make_block(1, 0)
     assert made is not None and txs_of(made[0]) == [future]
     assert not _driver(other).validate_block(made[1], made[0])
+
+
+def test_a_pending_registration_stays_in_the_mempool_across_blocks_that_do_not_carry_it(tmp_path: Path) -> None:
+    """``account.register`` comes from a name with no account yet, at nonce 0. The mempool's prune after each new head
+    counted such a sender's next nonce as -1 and dropped it: a registration that missed the next block (its proposer
+    had not received the gossip yet) never reached one (CI: an outside relayer never bonded)."""
+    net = RelayNet(tmp_path / "net")
+    node = make_relay_node(net.genesis, "v0", net.keys[0], NodeConfig(name="v0", data_dir=tmp_path / "node"))
+    try:
+        register = register_tx("alice")  # RelayNet's genesis funds alice's bond
+        h = node.submit_tx(register)
+        node._prune_mempool()  # what every new head runs
+        assert h in node.mempool
+        used = Tx.signed(Ed25519Signer(os.urandom(32)), CHAIN, "nobody", 1, "account.register", {"pubkey": "00" * 32})
+        node.mempool[used.hash()] = used  # nonce 1 from a name with no account: can never execute
+        node._prune_mempool()
+        assert h in node.mempool and used.hash() not in node.mempool
+    finally:
+        node.db.close()
+        net.close()
