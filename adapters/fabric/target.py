@@ -291,7 +291,7 @@ class FabricTarget:
                                       timeout_s: float) -> None:
         try:
             await watcher.wait(tx_id, timeout_s)
-            await watcher.wait(tx_id, self.all_peers_grace_s, all_peers=True)
+            await self._on_every_peer(tx_id)
         except (TimeoutError, TransportError):
             pass  # not seen in time (or the watcher closed): the next transaction goes; MVCC still protects state
         finally:

@@ -582,8 +582,9 @@ class BftDriver:
         """The pause after deciding a height: what is left of ``commit_ms`` since the height started, at least
         :data:`COMMIT_WAIT_MIN_MS`. Blocks then start every ``commit_ms`` however long each took to decide, up to that
         time; a full block that took a second to decide used to be followed by another whole ``commit_ms``, halving
-        the relay chain's throughput exactly when it had the most to do. The whole ``commit_ms`` before the first
-        height this validator entered by a commit pause (after a start, or a catch-up by block sync)."""
+        the relay chain's throughput exactly when it had the most to do. The whole ``commit_ms`` before this
+        validator first entered a height by a commit pause (after a start); after a catch-up by block sync the height
+        it last entered that way still counts, so the pause is the floor."""
         started = self._height_started
         if started is None:
             return commit_ms
