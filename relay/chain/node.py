@@ -424,12 +424,25 @@ class BftDriver:
         next_vset = load_validator_set(state)  # another set if the block jails a validator (SPEC §7.7)
         header = RelayHeader(ChainId(self.rules.chain_id), height, ts, head.hash, tx_root(built.included),
                              state.root, vset.hash, next_vset.hash)
+        # building executed the block: what _execute would make of it is kept for validate_block (the core asks it of
+        # its own proposal too) and _decided, so the proposer runs each block once, not three times (issue 16)
+        bh = RelayBlockHeader(header, None)
+        self._keep_validated(header, BlockEntry(bh, tuple(built.included), self.rules.weight(bh, head), state,
+                                                built.events, built.results))
         return block_bytes(built.included), header
+
+    def _keep_validated(self, header: RelayHeader, entry: BlockEntry) -> None:
+        self._validated[header.hash()] = entry
+        while len(self._validated) > VALIDATED_KEPT:
+            del self._validated[next(iter(self._validated))]
 
     def validate_block(self, header: RelayHeader, block: bytes) -> bool:
         stored = self.node.blocks.get(header.hash())
         if stored is not None:  # synced with its commit and validated then (catch-up)
             return block_bytes(list(stored.txs)) == block
+        built = self._validated.get(header.hash())
+        if built is not None:  # this validator's own proposal (make_block executed it), or one validated already
+            return block_bytes(list(built.txs)) == block
         head = self.node.head
         if header.height != head.header.height + 1 or header.last_block_hash != head.hash:
             return False
@@ -451,9 +464,7 @@ class BftDriver:
             return False
         # kept for _decided: the header names the parent, the transactions (tx root) and the state root, so the
         # decided block with this header is this execution; executing it again doubled every validator's work
-        self._validated[header.hash()] = entry
-        while len(self._validated) > VALIDATED_KEPT:
-            del self._validated[next(iter(self._validated))]
+        self._keep_validated(header, entry)
         return True
 
     def next_validator_set(self, header: RelayHeader) -> ValidatorSet:

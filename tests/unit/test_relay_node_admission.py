@@ -16,7 +16,7 @@ from chains.common.state import ChainState
 from chains.common.tx import BlockContext, Tx
 from protocol.crypto import Ed25519Signer
 from protocol.errors import BondStateError
-from relay.chain.node import BftDriver, RelayNode, make_relay_node, txs_of
+from relay.chain.node import BftDriver, RelayNode, block_bytes, make_relay_node, txs_of
 from relay.chain.state_machine.app import BlockBuild
 from tests.unit.abci.relaynet import CHAIN, RelayNet, register_tx
 
@@ -137,6 +137,37 @@ def test_the_built_in_engine_refuses_a_proposal_with_a_failure_that_is_not_charg
     made = _driver(node).make_block(1, 0)
     assert made is not None and txs_of(made[0]) == [future]
     assert not _driver(other).validate_block(made[1], made[0])
+
+
+def test_the_proposer_runs_its_own_block_once_and_keeps_what_any_validator_executing_it_gets(
+        two_validators: tuple[Ed25519Signer, RelayNode, RelayNode], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core asks validate_block of the proposer's own proposal too: make_block already executed it, so the
+    proposer keeps that execution (issue 16: it ran each block twice, then a third time once decided). What it keeps
+    must be what executing the block gives any other validator: events, results (a charged failure among them) and
+    state; and another block under the same header is still refused."""
+    relayer, node, other = two_validators
+    for tx in (register_tx("alice"), Tx.signed(relayer, CHAIN, "relayer-x", 0, "account.unbond", {})):
+        node.mempool[tx.hash()] = tx
+    proposer = _driver(node)
+    made = proposer.make_block(1, 0)
+    assert made is not None
+    block, header = made
+    assert len(txs_of(block)) == 2
+    validator = _driver(other)
+    assert validator.validate_block(header, block)  # executes it
+    executed = validator._validated[header.hash()]
+
+    def no_second_run(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the proposer executed its own block again")
+
+    monkeypatch.setattr(node, "_execute", no_second_run)
+    assert proposer.validate_block(header, block)
+    kept = proposer._validated[header.hash()]
+    assert kept.events == executed.events and kept.events
+    assert kept.tx_results == executed.tx_results
+    assert [r["ok"] for r in kept.tx_results] == [True, False], "the unbond is a charged failure"
+    assert kept.state is not None and executed.state is not None and kept.state.root == executed.state.root
+    assert not proposer.validate_block(header, block_bytes([]))
 
 
 def test_a_pending_registration_stays_in_the_mempool_across_blocks_that_do_not_carry_it(tmp_path: Path) -> None:

@@ -174,6 +174,9 @@ class BlockBuild:
     """Transactions left out, with the error that excluded them (``packet.replay`` for redundant ones)."""
     events: list[Event] = field(default_factory=list)
     """Events of the included transactions."""
+    results: list[dict[str, Any]] = field(default_factory=list)
+    """One result per included transaction, as :meth:`RelayStateMachine.execute_block` records it (``ok``, or the
+    charged failure's error)."""
 
 
 class RelayStateMachine:
@@ -278,6 +281,8 @@ class RelayStateMachine:
                 room -= size
             out.included.append(tx)
             th = tx.hash().hex()  # once per transaction, not per event (a batch has one per packet)
+            charged = charged_failure(events)
+            out.results.append({"tx": th, "ok": True} if charged is None else {"tx": th, "ok": False, "error": charged})
             out.events += [{**e, "tx": th} for e in events]
         return out
 
