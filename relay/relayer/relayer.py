@@ -56,7 +56,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +255,8 @@ class Relayer(ClientUpdates):
         """Submit proofs right behind the client update that makes their height final (``_update_client``)."""
         self.relay_inflight = relay_inflight
         """Most packets kept submitted to the relay chain and not yet seen there (:func:`relay_inflight_packets`)."""
+        self._fit_size: dict[tuple[str, str], int] = {}
+        """(chain, op) -> packets per batch that fit a park transaction, from the bytes per packet last measured."""
         self.min_fees = dict(min_fees or {})
         """Per source park, the least fee this relayer takes each step of a packet for (SPEC §6.10; absent: any)."""
         self.payees = {cid: link.payee for cid, link in parks.items() if link.payee}
@@ -666,11 +668,18 @@ class Relayer(ClientUpdates):
         # relay_inflight once the packets submitted there and not yet seen are counted
         on_relay = (Action.CONFIRM, Action.TIMEOUT, Action.VERIFY)
         room = self.relay_inflight - sum(1 for a in on_relay for t in todo[a] if self._waiting(t, a.value))
-        room -= await self._confirm(src, dst, ready[Action.CONFIRM], ready[Action.TIMEOUT], unverified, room)
-        await self._verify(src, ready[Action.VERIFY], room)
-        await self._recv(ready[Action.RECV])
-        await self._timeout_receipt(ready[Action.TIMEOUT_RECEIPT])
-        await self._settle(ready[Action.SETTLE], relay_state)
+
+        async def to_relay() -> None:
+            left = room - await self._confirm(src, dst, ready[Action.CONFIRM], ready[Action.TIMEOUT], unverified, room)
+            await self._verify(src, ready[Action.VERIFY], left)
+
+        async def to_target() -> None:
+            await self._recv(ready[Action.RECV])
+            await self._timeout_receipt(ready[Action.TIMEOUT_RECEIPT])
+
+        # three chains, three queues of submissions: run side by side (issue 16: a step settling a thousand packets
+        # on the source held back the next step's confirmations on the relay for seconds, so both came in bursts)
+        await _all_of(to_relay(), to_target(), self._settle(ready[Action.SETTLE], relay_state))
 
     def _note_progress(self, items: list[Tracked], todo: dict[Action, list[Tracked]]) -> None:
         now = self._clock()
@@ -1080,17 +1089,57 @@ class Relayer(ClientUpdates):
     async def _submit_fitting(self, chain: ChainLink, op: str, todo: list[Tracked],
                               build: Callable[[list[Tracked]], Any], action: str) -> None:
         """Submit ``op`` for ``todo`` in batches of at most :data:`CERT_BATCH` whose arguments (``await
-        build(chunk)``) fit :data:`PARK_TX_ARGS_BUDGET`: a batch over it is split in halves (its certificates
-        fetched again for each half) until it fits or is one packet."""
-        queue = [todo[i:i + CERT_BATCH] for i in range(0, len(todo), CERT_BATCH)]
-        while queue:
-            chunk = queue.pop(0)
-            args = await build(chunk)
-            if len(chunk) > 1 and len(json.dumps(args, separators=(",", ":"))) > PARK_TX_ARGS_BUDGET:
-                half = len(chunk) // 2
-                queue[:0] = [chunk[:half], chunk[half:]]
-                continue
-            await self._submit(chain, op, args, action, chunk)
+        build(chunk)``) fit :data:`PARK_TX_ARGS_BUDGET`.
+
+        A batch over it is split in halves (its certificates fetched again for each half) until it fits or is one
+        packet; the batches after it are cut to what the bytes per packet measured so far allow, so a run of them
+        does not fetch every certificate twice (a settlement carries ~4 KiB a packet: sixteen never fit). The next
+        batch's arguments are fetched while this one is submitted (issue 16: one round trip to the relay and one to
+        the park per batch, in turn, made a step settling a thousand packets take seconds)."""
+        key = (chain.chain_id, op)
+        rest = list(todo)
+        queue: list[list[Tracked]] = []  # halves waiting, before the rest
+
+        def next_chunk() -> list[Tracked] | None:
+            nonlocal rest
+            if queue:
+                return queue.pop(0)
+            if not rest:
+                return None
+            n = self._fit_size.get(key, CERT_BATCH)
+            chunk, rest = rest[:n], rest[n:]
+            return chunk
+
+        def start(chunk: list[Tracked] | None) -> asyncio.Task[Any] | None:
+            return None if chunk is None else asyncio.ensure_future(build(chunk))
+
+        chunk = next_chunk()
+        task = start(chunk)
+        upcoming: asyncio.Task[Any] | None = None
+        try:
+            while chunk is not None and task is not None:
+                args = await task
+                size = len(json.dumps(args, separators=(",", ":")))
+                per_packet = size / len(chunk)
+                self._fit_size[key] = max(1, min(CERT_BATCH, int(PARK_TX_ARGS_BUDGET // per_packet)))
+                if len(chunk) > 1 and size > PARK_TX_ARGS_BUDGET:
+                    half = len(chunk) // 2
+                    queue[:0] = [chunk[:half], chunk[half:]]
+                    chunk = next_chunk()
+                    task = start(chunk)
+                    continue
+                following = next_chunk()
+                upcoming = start(following)
+                await self._submit(chain, op, args, action, chunk)
+                chunk, task, upcoming = following, upcoming, None
+        finally:  # a submission that raised leaves the next batch's fetch behind: stopped, its error read
+            for pending in (task, upcoming):
+                if pending is None:
+                    continue
+                if not pending.done():
+                    pending.cancel()
+                elif not pending.cancelled():
+                    pending.exception()
 
     async def _submit(self, chain: ChainLink, op: str, args: dict[str, Any], action: str,
                       packets: list[Tracked] | None) -> None:
@@ -1148,6 +1197,15 @@ class Relayer(ClientUpdates):
         the line's ``packet`` field), besides the chain and node every line of this relayer carries."""
         extra = {**(self.log.extra or {}), "packet": [t.key for t in packets]} if packets else self.log.extra
         self.log.logger.log(level, msg, *args, extra=extra)
+
+
+async def _all_of(*steps: Coroutine[Any, Any, None]) -> None:
+    """Run ``steps`` concurrently to their ends, then raise the first one's error, if any (a failed step does not cut
+    the others short: what they submitted is recorded as if they had run alone)."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

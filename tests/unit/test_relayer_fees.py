@@ -211,3 +211,50 @@ async def test_a_batch_too_large_for_a_park_transaction_is_split_until_it_fits(t
     assert sorted(i["packet"] for args in sent for i in args["items"]) == sorted(t.raw.hex() for t in todo)
     assert built[0] == 16 and len(sent) >= 3  # 16 did not fit: halves, then quarters
     r.db.close()
+
+
+async def test_batches_after_one_too_large_are_cut_to_the_measured_fit_and_fetched_ahead(tmp_path: Path) -> None:
+    """A settlement carries ~4 KiB a packet, so sixteen never fit a park transaction: every batch was built (its
+    certificates fetched from the relay) twice, whole and then in halves. After the first split the relayer cuts the
+    batches to what the bytes per packet measured allow, and fetches the next batch's arguments while it submits
+    one (issue 16)."""
+    import json as _json
+
+    from relay.relayer.relayer import PARK_TX_ARGS_BUDGET, Tracked
+
+    a, b = _Park("park-a"), _Park("park-b")
+    r = _relayer(tmp_path, _Relay(), {"park-a": a, "park-b": b})
+    todo = []
+    for seq in range(1, 129):
+        raw = bytes.fromhex(_send_event("park-a", "park-b", seq, 3)["packet"])
+        todo.append(Tracked(decode_packet(raw), raw, 3))
+    built: list[int] = []
+    trace: list[str] = []
+    submit = a.submit
+
+    async def slow_submit(op: str, args: dict[str, Any]) -> str:
+        trace.append("submit")
+        await asyncio.sleep(0)  # a round trip: the next batch's fetch runs meanwhile
+        await asyncio.sleep(0)
+        trace.append("submitted")
+        return await submit(op, args)
+
+    a.submit = slow_submit  # type: ignore[method-assign]
+
+    async def build(chunk: list[Tracked]) -> dict[str, Any]:
+        built.append(len(chunk))
+        trace.append("build")
+        await asyncio.sleep(0)
+        return {"items": [{"packet": t.raw.hex(), "proof": "ab" * 2_000} for t in chunk]}  # ~4 KB a packet
+
+    await r._submit_fitting(r.parks["park-a"], "bridge.settle_batch", todo, build, "settle")
+    sent = [args for op, args in a.submitted if op == "bridge.settle_batch"]
+    assert all(len(_json.dumps(args, separators=(",", ":"))) <= PARK_TX_ARGS_BUDGET for args in sent)
+    assert [i["packet"] for args in sent for i in args["items"]] == [t.raw.hex() for t in todo], "all, in order"
+    assert built[0] == 16 and len(built) == len(sent) + 1, "one batch built twice, then each once"
+    assert [len(args["items"]) for args in sent[:2]] == [8, 8], "the first batch's halves"
+    for args in sent[2:-1]:  # then cut to the measured fit, not halved: one packet more would not have fitted
+        size, n = len(_json.dumps(args, separators=(",", ":"))), len(args["items"])
+        assert n > 8 and size + size / n > PARK_TX_ARGS_BUDGET, (n, size)
+    assert trace.index("build", trace.index("submit")) < trace.index("submitted"), "the next batch fetched meanwhile"
+    r.db.close()

@@ -707,3 +707,32 @@ async def test_the_ack_the_targets_state_holds_replaces_one_seen_on_an_abandoned
     assert t.ack == kept and not r._waiting(t, "confirm")
     assert r.db.execute("SELECT ack FROM packets WHERE key = ?", (t.key,)).fetchone() == (kept.hex(),)
     r.db.close()
+
+
+async def test_a_step_runs_its_chains_side_by_side_and_a_failure_on_one_does_not_cut_the_others_short() -> None:
+    """A path step submits to the relay, the target and the source side by side (issue 16): a settlement run on the
+    source no longer holds back the relay's confirmations. One chain failing (a park down) leaves the others'
+    submissions made, and the step still reports the failure."""
+    from relay.relayer.relayer import _all_of
+
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def relay_side() -> None:
+        order.append("relay started")
+        await gate.wait()  # held until the source side has run: the two overlap
+        order.append("relay submitted")
+
+    async def source_side() -> None:
+        order.append("source started")
+        gate.set()
+        raise ConnectionError("source park down")
+
+    async def target_side() -> None:
+        await asyncio.sleep(0)
+        order.append("target submitted")
+
+    with pytest.raises(ConnectionError, match="source park down"):
+        await _all_of(relay_side(), source_side(), target_side())
+    assert order[:2] == ["relay started", "source started"]
+    assert {"relay submitted", "target submitted"} <= set(order)
