@@ -89,19 +89,40 @@ class KVState(ABC):
         self.set_int(balance_path(account, denom), have - amount)
 
 
+_ABSENT = object()
+"""In an undo log: the key had no buffered write before the block (reads went to the tree)."""
+
+
+class _Frame:
+    """One open :meth:`ChainState.atomic` block: how to put the state back as it was when the block started."""
+
+    __slots__ = ("snapshot", "tree", "undo")
+
+    def __init__(self, tree: SparseMerkleTree) -> None:
+        self.tree = tree
+        """The tree when the block started."""
+        self.undo: dict[bytes, object] = {}
+        """Key -> its buffered write before the block's first write of it (:data:`_ABSENT`: none)."""
+        self.snapshot: dict[bytes, bytes | None] | None = None
+        """The buffered writes when the block started, once a flush inside it moved them into the tree."""
+
+
 class ChainState(KVState):
     """Mutable handle on an immutable tree. ``tree`` is the current version.
 
-    Writes are buffered and applied to the tree together (:meth:`SparseMerkleTree.set_many`) when the tree,
-    its root or a proof is next asked for, or an :meth:`atomic` block starts: a transaction that writes a
-    hundred records builds each new inner node once. Reads see the buffered writes first.
+    Writes are buffered and applied to the tree together (:meth:`SparseMerkleTree.set_many`) when the tree, its root
+    or a proof is next asked for: a block's transactions build each new inner node once, its hot keys (an account's
+    nonce, an escrow total) are written into the tree once, not once per transaction (issue 16). Reads see the
+    buffered writes first. An :meth:`atomic` block keeps an undo log of the buffered writes it replaces, so rolling
+    it back costs what it wrote, and starting one costs nothing.
     """
 
-    __slots__ = ("_pending", "_tree")
+    __slots__ = ("_frames", "_pending", "_tree")
 
     def __init__(self, tree: SparseMerkleTree | None = None) -> None:
         self._tree = tree if tree is not None else SparseMerkleTree()
         self._pending: dict[bytes, bytes | None] = {}
+        self._frames: list[_Frame] = []
 
     @property
     def tree(self) -> SparseMerkleTree:
@@ -116,12 +137,25 @@ class ChainState(KVState):
         self._pending = {}
 
     def _flush(self) -> None:
+        if self._frames:
+            self._snapshot_frames()
         pending, self._pending = self._pending, {}
         tree = self._tree
         for key, value in pending.items():
             if value is None:
                 tree = tree.delete(key)
         self._tree = tree.set_many((k, v) for k, v in pending.items() if v is not None)
+
+    def _snapshot_frames(self) -> None:
+        """Before a flush inside open atomic blocks: each block's buffered writes as they were when it started (the
+        undo logs refer to buffered writes the flush is about to move into the tree)."""
+        entry = dict(self._pending)
+        for frame in reversed(self._frames):  # innermost first: each log undoes its block's writes
+            if frame.snapshot is None:
+                _undo(entry, frame.undo)
+                frame.snapshot = dict(entry)
+            else:
+                entry = dict(frame.snapshot)
 
     @property
     def root(self) -> bytes:
@@ -136,11 +170,19 @@ class ChainState(KVState):
     def set(self, key: bytes, value: bytes) -> None:
         if type(key) is not bytes or type(value) is not bytes:  # fail here, inside the transaction, not at flush
             key, value = _as_bytes(key, "key"), _as_bytes(value, "value")
+        if self._frames:
+            undo = self._frames[-1].undo
+            if key not in undo:
+                undo[key] = self._pending.get(key, _ABSENT)
         self._pending[key] = value
 
     def delete(self, key: bytes) -> None:
         if type(key) is not bytes:
             key = _as_bytes(key, "key")
+        if self._frames:
+            undo = self._frames[-1].undo
+            if key not in undo:
+                undo[key] = self._pending.get(key, _ABSENT)
         self._pending[key] = None
 
     def prove(self, key: bytes) -> Proof:
@@ -149,16 +191,37 @@ class ChainState(KVState):
     @contextmanager
     def atomic(self) -> Iterator[None]:
         """Roll back every change made inside the block if it raises anything (a bug included)."""
-        saved = self.tree
+        frame = _Frame(self._tree)
+        frames = self._frames
+        frames.append(frame)
         try:
             yield
         except BaseException:
-            self.tree = saved
+            frames.pop()
+            if frame.snapshot is not None:  # a flush inside the block moved its writes into the tree
+                self._tree, self._pending = frame.tree, frame.snapshot
+            else:
+                _undo(self._pending, frame.undo)
             raise
+        frames.pop()
+        if frames:  # committed into the enclosing block: its log must undo these writes too
+            outer = frames[-1].undo
+            for key, before in frame.undo.items():
+                if key not in outer:
+                    outer[key] = before
 
     def prefix_items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Every (key, value) whose key starts with ``prefix`` (a full scan: for queries, not for consensus)."""
         return sorted((k, v) for k, v in self.tree.items() if k.startswith(prefix))
+
+
+def _undo(pending: dict[bytes, bytes | None], undo: dict[bytes, object]) -> None:
+    """Put back in ``pending`` the buffered writes an atomic block's undo log holds."""
+    for key, before in undo.items():
+        if before is _ABSENT:
+            pending.pop(key, None)
+        else:
+            pending[key] = before  # type: ignore[assignment]
 
 
 def _as_bytes(value: object, what: str) -> bytes:
