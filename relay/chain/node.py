@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -37,7 +36,6 @@ from chains.common.node import (
     MAX_BLOCK_TXS,
     BlockEntry,
     ChainRules,
-    Mempool,
     NodeConfig,
     NotFoundError,
     ParkNode,
@@ -52,7 +50,6 @@ from protocol.errors import (
     CodecError,
     HeaderError,
     ProtocolError,
-    ReplayError,
     ValidatorSetMismatchError,
 )
 from protocol.types import ChainId
@@ -75,7 +72,7 @@ from relay.chain.consensus import (
     encode_message,
 )
 from relay.chain.consensus.messages import Evidence
-from relay.chain.state_machine import RELAY_MAX_TX_BYTES, RelayStateMachine, admission, relay_tx_from_json
+from relay.chain.state_machine import RELAY_MAX_TX_BYTES, RelayStateMachine, relay_tx_from_json
 from relay.chain.state_machine.clients import MAX_HOLDS_QUERY
 from relay.chain.state_machine.evidence import (
     EVIDENCE_SUBMIT,
@@ -667,83 +664,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class ClaimingMempool(Mempool):
-    """The mempool, also indexing the work keys of each pending packet transaction (:data:`.admission.PACKET_OPS`):
-    what it would newly write. Racing relayers submit the same batch within one block interval; against the head's state
-    both are new work, and every validator ran each in full at admission (issue 16: two relayers made the relay
-    chain trial-run every packet twice). A transaction whose every work key a pending one claims is refused instead
-    (:meth:`RelayNode.submit_tx`, ``packet.replay``, ``done``)."""
-
-    def __init__(self, keys_of: Callable[[Tx], frozenset[bytes]]) -> None:
-        super().__init__()
-        self._keys_of = keys_of
-        self._claims: dict[bytes, int] = {}
-        """Work key -> how many pending transactions bring it."""
-        self._keys: dict[bytes, frozenset[bytes]] = {}
-        """Transaction hash -> its work keys (packet transactions only)."""
-        self._last: tuple[bytes, frozenset[bytes]] | None = None
-
-    def work_keys(self, h: bytes, tx: Tx) -> frozenset[bytes]:
-        """``tx``'s work keys (``h``: its hash); the last transaction's are remembered, as admission asks for them
-        before the transaction goes in."""
-        last = self._last
-        if last is not None and last[0] == h:
-            return last[1]
-        keys = self._keys_of(tx)
-        self._last = (h, keys)
-        return keys
-
-    def __setitem__(self, h: bytes, tx: Tx) -> None:
-        if h in self:
-            self._release(h)
-        super().__setitem__(h, tx)
-        keys = self.work_keys(h, tx)
-        if keys:
-            self._keys[h] = keys
-            claims = self._claims
-            for k in keys:
-                claims[k] = claims.get(k, 0) + 1
-
-    def __delitem__(self, h: bytes) -> None:
-        super().__delitem__(h)
-        self._release(h)
-
-    def pop(self, h: bytes, *default: Any) -> Any:
-        held = h in self
-        tx = super().pop(h, *default)
-        if held:
-            self._release(h)
-        return tx
-
-    def clear(self) -> None:
-        super().clear()
-        self._claims.clear()
-        self._keys.clear()
-
-    def claimed(self, keys: frozenset[bytes]) -> bool:
-        """Whether every key of ``keys`` (non-empty) is brought by a pending transaction."""
-        claims = self._claims
-        return bool(keys) and all(k in claims for k in keys)
-
-    def _release(self, h: bytes) -> None:
-        claims = self._claims
-        for k in self._keys.pop(h, ()):
-            n = claims.get(k, 0) - 1
-            if n > 0:
-                claims[k] = n
-            else:
-                claims.pop(k, None)
-
-
-def packet_work_keys(tx: Tx) -> frozenset[bytes]:
-    """:func:`.admission.packet_work_keys`, none for a transaction that does not decode (admission refuses that one with
-    its own error)."""
-    try:
-        return admission.packet_work_keys(tx)
-    except ProtocolError:
-        return frozenset()
-
-
 class RelayNode(ParkNode):
     """The park node runtime with the relay's mempool rule for evidence: an ``evidence.submit`` has no account and
     no nonce run to follow, so it stays in the mempool (until a block includes it or the head state refuses it:
@@ -758,23 +678,12 @@ class RelayNode(ParkNode):
         limits = config.limits
         self._account_buckets = RateBuckets(limits.relay_account_txs_per_s, limits.relay_account_burst)
         """One token bucket per bonded relay account (``[limits] relay_account_txs_per_s``)."""
-        self.mempool: ClaimingMempool = ClaimingMempool(packet_work_keys)
 
     def submit_tx(self, tx: Tx) -> bytes:
         """Admission with the rate of a bonded account (``[limits] relay_account_txs_per_s``, governance grants
         unbounded): an empty bucket refuses at once (``mempool.account_rate``), before any work; a token is paid only
-        once admission took the transaction, whose signature then proved its sender.
-
-        A packet transaction whose every work key a pending transaction already brings is refused first, for free
-        (``packet.replay``, disposition ``done``: another relayer's identical relay is on its way into a block). If
-        that one never makes it (it fails in its block), the packet is still due, and its relayers submit it again."""
-        h = tx.hash()
-        if h not in self.mempool:
-            keys = self.mempool.work_keys(h, tx)
-            if self.mempool.claimed(keys):
-                raise ReplayError("every packet of this transaction is in a pending transaction already (another "
-                                  "relayer's)", expected="a packet no pending transaction relays", got=len(keys))
-        bounded = h not in self.mempool and self.account_rate_bounded(tx.sender)
+        once admission took the transaction, whose signature then proved its sender."""
+        bounded = tx.hash() not in self.mempool and self.account_rate_bounded(tx.sender)
         if bounded:
             self.check_account_rate(tx.sender)
         h = super().submit_tx(tx)

@@ -37,8 +37,7 @@ parked and reported (invalid), or the path stopped (fatal); I/O errors back off 
 that failed.
 
 Taking turns where duplicates cost. The relay chain and the Python parks refuse a duplicate at
-admission (the relay chain's validators also while the first is pending: their mempools index the records pending
-packet transactions would write), so racing there costs little. On Ethereum two relayers that estimate the same ``recvPacket`` in
+admission, so racing there is free. On Ethereum two relayers that estimate the same ``recvPacket`` in
 the same instant both send it, and the second reverts in the block, paying gas for nothing. For actions
 on such chains the deployment's relayers take turns: rendezvous hashing of ``(packet, action, relayer)``
 ranks them, the first acts at once, the n-th only once the action has been due for n ×

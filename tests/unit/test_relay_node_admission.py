@@ -15,7 +15,7 @@ from chains.common.node import NodeConfig
 from chains.common.state import ChainState
 from chains.common.tx import BlockContext, Tx
 from protocol.crypto import Ed25519Signer
-from protocol.errors import BondStateError, ProtocolError
+from protocol.errors import BondStateError
 from relay.chain.node import BftDriver, RelayNode, block_bytes, make_relay_node, txs_of
 from relay.chain.state_machine.app import BlockBuild
 from tests.unit.abci.relaynet import CHAIN, RelayNet, register_tx
@@ -188,48 +188,3 @@ def test_a_pending_registration_stays_in_the_mempool_across_blocks_that_do_not_c
     finally:
         node.db.close()
         net.close()
-
-
-def _verify_batch(signer: Ed25519Signer, sender: str, nonce: int, sequences: list[int]) -> Tx:
-    from protocol.codec import encode_energy, encode_packet
-    from protocol.types import ChainId, EnergyPayload, LaneId, Packet, PacketKind
-
-    items = [{"packet": encode_packet(Packet(ChainId("park-a"), ChainId("park-b"), LaneId("lane-0"), seq,
-                                             PacketKind.ENERGY, encode_energy(EnergyPayload("kWh", 5)), "alice", "bob",
-                                             2_000_000_000_000)).hex(), "proof": "00" * 3} for seq in sequences]
-    return Tx.signed(signer, CHAIN, sender, nonce, "packet.verify_batch", {"height": 5, "items": items})
-
-
-def test_a_batch_whose_every_packet_a_pending_transaction_relays_is_refused_for_free(
-        two_validators: tuple[Ed25519Signer, RelayNode, RelayNode], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two relayers race: the same packets in two transactions within one block interval. Against the head's state
-    both are new, and every validator trial-ran both in full (issue 16). The mempool indexes what each pending packet
-    transaction would write; one whose every packet is already claimed is refused before any work (``packet.replay``,
-    ``done``), one that brings a packet of its own is not, and once the claim is gone (its block, a prune) the same
-    transaction is considered again."""
-    relayer, node, _ = two_validators
-    other = Ed25519Signer(os.urandom(32))
-    first = _verify_batch(relayer, "relayer-x", 0, [1, 2, 3])
-    node.mempool[first.hash()] = first  # admitted earlier
-    trials: list[Tx] = []
-    monkeypatch.setattr(node, "_check_pending", lambda state, tx, queued: trials.append(tx))
-
-    same_packets = _verify_batch(other, "relayer-y", 0, [3, 1, 2])
-    with pytest.raises(ProtocolError) as refused:
-        node.submit_tx(same_packets)
-    assert refused.value.code == "packet.replay" and refused.value.disposition.value == "done"
-    assert trials == [] and same_packets.hash() not in node.mempool, "refused before any work, nothing kept"
-
-    one_more = _verify_batch(other, "relayer-y", 0, [1, 2, 3, 4])
-    node.submit_tx(one_more)
-    assert trials == [one_more] and one_more.hash() in node.mempool
-
-    node.mempool.pop(first.hash())  # included in a block, or pruned: packets 1-3 are still claimed by one_more
-    with pytest.raises(ProtocolError):
-        node.submit_tx(_verify_batch(other, "relayer-y", 1, [2]))
-    del node.mempool[one_more.hash()]  # nothing claims them now
-    again = _verify_batch(other, "relayer-y", 1, [2])
-    node.submit_tx(again)
-    assert trials[-1] == again
-    node.mempool.clear()
-    assert not node.mempool.claimed(frozenset({b"relay/verified/park-a/park-b/lane-0/2"}))

@@ -40,7 +40,7 @@ from relay.chain.state_machine.clients import RelayClientRouter, check_farmer_re
 from relay.chain.state_machine.governance import check_governance_nonce, gov_nonce_of, governance_nonce
 from relay.chain.state_machine.packets import check_confirmable, check_not_verified, packet_done
 
-__all__ = ["PACKET_OPS", "check_redundant", "packet_work_keys", "select_block_txs", "work_keys"]
+__all__ = ["check_redundant", "select_block_txs", "work_keys"]
 
 
 def check_redundant(router: RelayClientRouter, state: ChainState, tx: Tx) -> None:
@@ -89,13 +89,8 @@ def check_redundant(router: RelayClientRouter, state: ChainState, tx: Tx) -> Non
         raise ReplayError("account already registered", got=tx.sender)
 
 
-PACKET_OPS = frozenset({rq.VERIFY, rq.VERIFY_BATCH, rq.CONFIRM_ACK, rq.CONFIRM_ACK_BATCH, rq.CONFIRM_TIMEOUT})
-"""The ops whose work keys (the verified or outcome records they would write) come from the transaction alone."""
-
-
-def packet_work_keys(tx: Tx) -> frozenset[bytes]:
-    """:func:`work_keys` of a transaction of :data:`PACKET_OPS` (no state needed); empty for any other op. Raises what
-    parsing it raises."""
+def work_keys(router: RelayClientRouter, state: ChainState, tx: Tx) -> frozenset[bytes]:
+    """The records ``tx`` would newly write that make a later identical relay redundant."""
     op = tx.op
     if op in (rq.VERIFY, rq.VERIFY_BATCH):
         return frozenset(ref.verified_key for ref in rq.parse_verify(tx).refs)
@@ -105,14 +100,6 @@ def packet_work_keys(tx: Tx) -> frozenset[bytes]:
         return frozenset(ref.outcome_key for ref in rq.parse_confirm_ack_batch(tx).refs)
     if op == rq.CONFIRM_TIMEOUT:
         return frozenset({rq.parse_confirm_timeout(tx).ref.outcome_key})
-    return frozenset()
-
-
-def work_keys(router: RelayClientRouter, state: ChainState, tx: Tx) -> frozenset[bytes]:
-    """The records ``tx`` would newly write that make a later identical relay redundant."""
-    op = tx.op
-    if op in PACKET_OPS:
-        return packet_work_keys(tx)
     if op == rq.CLIENT_UPDATE:
         req = rq.parse_client_update(tx)
         _, ctype = router.pointer(state, req.chain_id)
