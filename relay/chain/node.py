@@ -425,7 +425,7 @@ class BftDriver:
         header = RelayHeader(ChainId(self.rules.chain_id), height, ts, head.hash, tx_root(built.included),
                              state.root, vset.hash, next_vset.hash)
         # building executed the block: what _execute would make of it is kept for validate_block (the core asks it of
-        # its own proposal too) and _decided, so the proposer runs each block once, not three times (issue 16)
+        # its own proposal too) and _decided, so the proposer runs each block once, not twice (issue 16)
         bh = RelayBlockHeader(header, None)
         self._keep_validated(header, BlockEntry(bh, tuple(built.included), self.rules.weight(bh, head), state,
                                                 built.events, built.results))

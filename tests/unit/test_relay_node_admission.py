@@ -142,9 +142,9 @@ def test_the_built_in_engine_refuses_a_proposal_with_a_failure_that_is_not_charg
 def test_the_proposer_runs_its_own_block_once_and_keeps_what_any_validator_executing_it_gets(
         two_validators: tuple[Ed25519Signer, RelayNode, RelayNode], monkeypatch: pytest.MonkeyPatch) -> None:
     """The core asks validate_block of the proposer's own proposal too: make_block already executed it, so the
-    proposer keeps that execution (issue 16: it ran each block twice, then a third time once decided). What it keeps
-    must be what executing the block gives any other validator: events, results (a charged failure among them) and
-    state; and another block under the same header is still refused."""
+    proposer keeps that execution (issue 16: it ran each block twice, the second time before its proposal was sent).
+    What it keeps must be what executing the block gives any other validator: events, results (a charged failure
+    among them) and state; and another block under the same header is still refused."""
     relayer, node, other = two_validators
     for tx in (register_tx("alice"), Tx.signed(relayer, CHAIN, "relayer-x", 0, "account.unbond", {})):
         node.mempool[tx.hash()] = tx
