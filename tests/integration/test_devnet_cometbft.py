@@ -59,7 +59,11 @@ async def test_devnet_up_runs_four_cometbft_validators_and_down_stops_them(tmp_p
     try:
         up = _cli("devnet", "up", "--config", str(cfg.path))
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
-        assert len(_cometbft_processes(homes)) == 4
+
+        async def four_running() -> bool:  # a node answers before its CometBFT child has exec'd (CI: 3 == 4)
+            return len(_cometbft_processes(homes)) == 4
+
+        await wait_for("a CometBFT process per validator", four_running, 15)
         keys = json.loads((cfg.data_dir / "cometbft" / "consensus_keys.json").read_text())
         assert sorted(keys) == VALIDATORS and all(len(bytes.fromhex(k)) == 32 for k in keys.values())
 
