@@ -56,6 +56,7 @@ from protocol.errors import (
     CodecError,
     ConnectionLimitError,
     MempoolFullError,
+    NonceError,
     ParkRelayError,
     ProtocolError,
     RequestRateLimitedError,
@@ -736,11 +737,23 @@ class ParkNode:
                 f"mempool holds {len(queued)} queued transactions of {tx.sender[:64]!r} (limits.mempool_txs_per_account"
                 f" = {limits.mempool_txs_per_account})", expected=f"< {limits.mempool_txs_per_account}",
                 got=len(queued))
+        taken = self._nonce_taken(tx, queued)
+        if taken is not None:
+            raise NonceError(
+                f"nonce {tx.nonce} of {tx.sender[:64]!r} is taken by pending transaction {taken.hash().hex()[:16]}: "
+                "read the account's nonce + pending again", expected="a nonce no pending transaction holds",
+                got=tx.nonce)
         assert self.head.state is not None
         state = ChainState(self.head.state.tree)
         self._check_pending(state, tx, queued)
         self.mempool[h] = tx
         return h
+
+    def _nonce_taken(self, tx: Tx, queued: Sequence[Tx]) -> Tx | None:
+        """The sender's pending transaction holding ``tx``'s nonce, if any. Admission refuses a second one: only
+        one of them can reach a block, and while both wait, the account's ``pending`` (what a client adds to its
+        nonce) counts one too many, so the sender's next transaction would queue behind a gap and be dropped."""
+        return next((q for q in queued if q.nonce == tx.nonce), None)
 
     def _check_pending(self, state: ChainState, tx: Tx, queued: Sequence[Tx]) -> None:
         """Run ``tx`` on a scratch copy of the head state, so bad input is refused at once with its typed

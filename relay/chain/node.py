@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -690,6 +691,13 @@ class RelayNode(ParkNode):
         if bounded:
             self._account_buckets.take(tx.sender, time.monotonic())
         return h
+
+    def _nonce_taken(self, tx: Tx, queued: Sequence[Tx]) -> Tx | None:
+        """As the parks', but for ``evidence.submit``: self-authenticating, always nonce 0 (SPEC §7.7), so several
+        reports a node names after itself wait side by side."""
+        if tx.op == EVIDENCE_SUBMIT:
+            return None
+        return super()._nonce_taken(tx, queued)
 
     def account_rate_bounded(self, sender: str) -> bool:
         """Whether admission bounds ``sender``'s rate: a registered relay account but a governance grant (SPEC

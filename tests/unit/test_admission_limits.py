@@ -22,13 +22,14 @@ from chains.common import jsonrpc as rpc
 from chains.common import node as node_mod
 from chains.common.node import AdmissionLimits, NodeConfig, ParkNode
 from chains.common.state import ChainState
-from chains.common.tx import Tx, create_account
+from chains.common.tx import Tx, account_path, create_account
 from protocol.crypto import Ed25519Signer
 from protocol.errors import (
     AccountMempoolFullError,
     ConnectionLimitError,
     Disposition,
     MempoolFullError,
+    NonceError,
     RequestRateLimitedError,
 )
 from relay.ops.api import server as api_server
@@ -112,6 +113,27 @@ def test_one_sender_fills_at_most_its_share_of_the_mempool(tmp_path: Path) -> No
     node.submit_tx(_tx("carol", 0))  # another sender is not held back by alice's queue
     _produce(node)  # alice's queued ones go into a block: her bound lifts
     node.submit_tx(_tx("alice", 2))
+
+
+def test_a_second_transaction_for_a_pending_nonce_is_refused_so_the_next_one_does_not_queue_behind_a_gap(
+        tmp_path: Path) -> None:
+    """Two clients of one account (a relay operator's attestor and its CLI) read nonce + pending at once: the
+    second transaction for that nonce is refused (``tx.nonce``), so ``pending`` stays what a client adds, and the
+    next transaction (nonce + pending) reaches a block instead of being pruned behind a gap."""
+    node = _node(tmp_path)
+    first = node.submit_tx(_tx("alice", 0))
+    rival = Tx.signed(ALICE, "test-chain", "alice", 0, "transfer", {"to": "bob", "denom": "kWh", "amount_wh": 2})
+    held = dict(node.mempool)
+    with pytest.raises(NonceError) as err:
+        node.submit_tx(rival)
+    assert err.value.code == "tx.nonce" and first.hex()[:16] in err.value.message and err.value.got == 0
+    assert node.mempool == held and node.mempool.count_of("alice") == 1
+    assert node.submit_tx(_tx("alice", 0)) == first, "the same transaction again is still taken"
+    nxt = node.submit_tx(_tx("alice", node.mempool.count_of("alice")))  # what a client reads: nonce 0 + 1 pending
+    _produce(node)
+    assert not node.mempool, "both went into the block: none was pruned behind a gap"
+    assert node.head.state is not None and node.head.state.get_json(account_path("alice"))["nonce"] == 2
+    assert nxt not in node.mempool
 
 
 async def test_a_gossiped_transaction_meets_the_same_bounds(tmp_path: Path) -> None:

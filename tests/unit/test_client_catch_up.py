@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.errors import NonceError
 from relay.chain.attestor import CATCH_UP_STEP, RETRY_CATCH_UP_S, AttestedChain, Attestor, attestation_target
 from relay.relayer.client_updates import FORK_SEARCH, ClientUpdates
 
@@ -179,3 +180,34 @@ def test_headers_are_fed_above_the_pending_ones_not_again_from_the_final_height(
     caught_up = _PendingUpdates(final=396, held_to=1415)
     asyncio.run(caught_up._update_client(park))  # type: ignore[arg-type]
     assert caught_up.submitted == []  # it holds up to the park's head: nothing to send
+
+
+class _RacedRelay(_Relay):
+    """A relay node where the operator's CLI takes the attestor's nonce between its read and its submission once."""
+
+    def __init__(self, final: int) -> None:
+        super().__init__(final)
+        self.nonces: list[int] = []
+        self.raced = False
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "getAccount":
+            return {"nonce": 7, "pending": len(self.nonces)}
+        if method == "submitTx":
+            nonce = params["tx"]["nonce"]
+            if not self.raced:
+                self.raced = True
+                self.nonces.append(nonce)  # the CLI's transfer, admitted first
+                raise NonceError("nonce taken by a pending transaction", got=nonce)
+            self.nonces.append(nonce)
+        return await super().call(method, params)
+
+
+def test_the_attestor_reads_its_nonce_again_when_another_client_of_its_account_took_it() -> None:
+    from protocol.crypto import Ed25519Signer
+
+    attestor = Attestor("op-a", Ed25519Signer(os.urandom(32)), "relay", "http://127.0.0.1:1", [])
+    relay = _RacedRelay(final=2200)
+    attestor.relay = relay  # type: ignore[assignment]
+    assert asyncio.run(attestor.tick(_Eth(head=2214), AttestedChain("eth-park", "x", 2))) is True  # type: ignore[arg-type]
+    assert relay.nonces == [7, 8] and [a["height"] for a in relay.sent] == [2212]

@@ -157,5 +157,8 @@ def test_the_relay_mempool_keeps_evidence_until_it_lands_or_is_refused(tmp_path:
         node.mempool[forged.hash()] = forged  # as if admitted before the state moved
         node._prune_mempool()
         assert list(node.mempool) == [h]
+        other = DuplicateVoteEvidence(vote(2, PREVOTE, 0, a), vote(2, PREVOTE, 0, b"\x66" * 32))
+        second = node.submit_tx(Tx(CHAIN, "op-a", 0, EVIDENCE_SUBMIT, evidence_args(other), b""))
+        assert set(node.mempool) == {h, second}, "two reports a node names after itself (nonce 0) wait side by side"
     finally:
         node.db.close()
