@@ -133,6 +133,10 @@ class ChainState(KVState):
 
     @tree.setter
     def tree(self, tree: SparseMerkleTree) -> None:
+        """Replace the whole state (buffered writes dropped). Refused inside an :meth:`atomic` block, whose rollback
+        could not undo it."""
+        if self._frames:
+            raise RuntimeError("ChainState.tree is replaced outside atomic blocks only: a rollback could not undo it")
         self._tree = tree
         self._pending = {}
 

@@ -65,7 +65,7 @@ import aiohttp
 
 from adapters.common.roles import ProvenValue, SourceSide, TargetSide
 from adapters.common.rpc import JsonRpcClient
-from chains.common import storage
+from chains.common import jsonrpc, storage
 from chains.common.heap import trim_heap
 from chains.common.tx import MAX_TX_BYTES
 from protocol.codec import decode_outcome, decode_packet
@@ -1119,7 +1119,7 @@ class Relayer(ClientUpdates):
         try:
             while chunk is not None and task is not None:
                 args = await task
-                size = len(json.dumps(args, separators=(",", ":")))
+                size = len(jsonrpc.dumps(args).encode())  # orjson: a batch is ~60 KB of hex
                 per_packet = size / len(chunk)
                 self._fit_size[key] = max(1, min(CERT_BATCH, int(PARK_TX_ARGS_BUDGET // per_packet)))
                 if len(chunk) > 1 and size > PARK_TX_ARGS_BUDGET:

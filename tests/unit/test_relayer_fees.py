@@ -13,7 +13,7 @@ import pytest
 
 from protocol.codec import decode_packet
 from relay.relayer.policy import Action, MinFees, pays_enough
-from relay.relayer.relayer import ChainLink, Relayer
+from relay.relayer.relayer import ChainLink, Relayer, Tracked
 from tests.unit.test_relayer_loop import _client, _Park, _Relay, _send_event
 
 FEES = {"verify": 5, "execute": 7, "confirm": 3}
@@ -104,8 +104,6 @@ async def test_a_step_paid_below_the_minimum_is_left_to_others(tmp_path: Path) -
 
 
 async def test_phase_3_names_the_relayer(tmp_path: Path) -> None:
-    from relay.relayer.relayer import Tracked
-
     a, b = _Park("park-a"), _Park("park-b")
     r = _relayer(tmp_path, _PayingRelay(), {"park-a": a, "park-b": b})
 
@@ -118,6 +116,15 @@ async def test_phase_3_names_the_relayer(tmp_path: Path) -> None:
     await r._recv([Tracked(decode_packet(raw), raw, 3)])
     assert [(op, args["relayer"]) for op, args in b.submitted] == [("bridge.recv", "relayer-t")]
     r.db.close()
+
+
+def _tracked(n: int) -> list[Tracked]:
+    """Packets 1..n from park-a to park-b, committed at height 3, as the relayer tracks them."""
+    out = []
+    for seq in range(1, n + 1):
+        raw = bytes.fromhex(_send_event("park-a", "park-b", seq, 3)["packet"])
+        out.append(Tracked(decode_packet(raw), raw, 3))
+    return out
 
 
 async def test_payees_are_named_on_the_relay_chain_once(tmp_path: Path) -> None:
@@ -191,14 +198,11 @@ async def test_a_batch_too_large_for_a_park_transaction_is_split_until_it_fits(t
     relayer halves a batch until its arguments fit (``PARK_TX_ARGS_BUDGET``)."""
     import json as _json
 
-    from relay.relayer.relayer import PARK_TX_ARGS_BUDGET, Tracked
+    from relay.relayer.relayer import PARK_TX_ARGS_BUDGET
 
     a, b = _Park("park-a"), _Park("park-b")
     r = _relayer(tmp_path, _Relay(), {"park-a": a, "park-b": b})
-    todo = []
-    for seq in range(1, 17):
-        raw = bytes.fromhex(_send_event("park-a", "park-b", seq, 3)["packet"])
-        todo.append(Tracked(decode_packet(raw), raw, 3))
+    todo = _tracked(16)
     built: list[int] = []
 
     async def build(chunk: list[Tracked]) -> dict[str, Any]:
@@ -220,14 +224,11 @@ async def test_batches_after_one_too_large_are_cut_to_the_measured_fit_and_fetch
     one (issue 16)."""
     import json as _json
 
-    from relay.relayer.relayer import PARK_TX_ARGS_BUDGET, Tracked
+    from relay.relayer.relayer import PARK_TX_ARGS_BUDGET
 
     a, b = _Park("park-a"), _Park("park-b")
     r = _relayer(tmp_path, _Relay(), {"park-a": a, "park-b": b})
-    todo = []
-    for seq in range(1, 129):
-        raw = bytes.fromhex(_send_event("park-a", "park-b", seq, 3)["packet"])
-        todo.append(Tracked(decode_packet(raw), raw, 3))
+    todo = _tracked(128)
     built: list[int] = []
     trace: list[str] = []
     submit = a.submit

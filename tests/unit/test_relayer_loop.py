@@ -736,3 +736,66 @@ async def test_a_step_runs_its_chains_side_by_side_and_a_failure_on_one_does_not
         await _all_of(relay_side(), source_side(), target_side())
     assert order[:2] == ["relay started", "source started"]
     assert {"relay submitted", "target submitted"} <= set(order)
+
+
+class _MeetingPark(_Park):
+    """A target whose deliveries wait until the relay chain has a verification under way (and say they started):
+    a step that submitted to one chain after the other would never get past its first submission."""
+
+    def __init__(self, chain_id: str, relay_started: asyncio.Event, fail: BaseException | None = None) -> None:
+        super().__init__(chain_id)
+        self.started = asyncio.Event()
+        self.relay_started = relay_started
+        self.fail = fail
+
+    async def submit(self, op: str, args: dict[str, Any]) -> str:
+        self.started.set()
+        await self.relay_started.wait()
+        if self.fail is not None:
+            raise self.fail
+        return await super().submit(op, args)
+
+
+class _MeetingRelay(_VerifiedRelay):
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.target: _MeetingPark | None = None
+
+    async def submit(self, op: str, args: dict[str, Any]) -> str:
+        self.started.set()
+        assert self.target is not None
+        await self.target.started.wait()
+        for _ in range(20):  # a submission takes a while: a failing target raises before this one lands
+            await asyncio.sleep(0)
+        return await super().submit(op, args)
+
+
+@pytest.mark.parametrize("target_fails", [False, True])
+async def test_a_path_step_submits_to_the_relay_and_the_target_at_once(tmp_path: Path, target_fails: bool) -> None:
+    """``_path_step``'s wiring (issue 16): packets 1-20, verified, go to the target while 21-40 go to the relay for
+    verification, and each chain's submission waits for the other's to start, so the step finishes only if they run
+    side by side. A target failing with an unexpected error does not cut the relay's submission short, and the step
+    still raises it."""
+    from protocol.paths import verified_path
+
+    relay = _MeetingRelay()
+    a = _Park("park-a")
+    b = _MeetingPark("park-b", relay.started, ConnectionResetError("target down") if target_fails else None)
+    relay.target = b
+    a.events_at[3] = [_send_event("park-a", "park-b", s, 3) for s in range(1, 41)]
+    relay.verified |= {verified_path("park-a", "park-b", "lane-0", s).decode() for s in range(1, 21)}
+    for p in (a, b):
+        _client(relay, p, latest=10, final=8)
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    if target_fails:
+        with pytest.raises(ConnectionResetError, match="target down"):
+            await asyncio.wait_for(r.step(), 10)
+    else:
+        await asyncio.wait_for(r.step(), 10)
+    verified = [decode_packet(bytes.fromhex(item["packet"])).sequence
+                for op, args in relay.submitted if op == "packet.verify_batch" for item in args["items"]]
+    assert verified == list(range(21, 41))
+    delivered = [op for op, _ in b.submitted]
+    assert delivered == ([] if target_fails else ["bridge.recv"] * 20)
+    r.db.close()

@@ -268,3 +268,17 @@ def test_an_atomic_block_leaves_the_buffered_writes_unflushed() -> None:
         raise _Rollback
     assert state._tree is tree and state.get(b"b") == b"2" and state.get(b"c") == b"3"
     assert state.root == SparseMerkleTree.from_items([(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]).root
+
+
+def test_the_tree_is_replaced_outside_atomic_blocks_only() -> None:
+    """Replacing the whole tree inside an atomic block would leave its rollback nothing to restore: refused, and the
+    block's writes still roll back; outside a block it replaces the state, buffered writes dropped."""
+    state = ChainState()
+    state.set(b"k", b"before")
+    other = SparseMerkleTree().set(b"x", b"1")
+    with pytest.raises(RuntimeError, match="outside atomic blocks"), state.atomic():
+        state.set(b"k", b"inside")
+        state.tree = other
+    assert state.get(b"k") == b"before" and state.get(b"x") is None
+    state.tree = other
+    assert state.get(b"k") is None and state.get(b"x") == b"1" and state.root == other.root
