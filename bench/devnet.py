@@ -423,7 +423,7 @@ async def _submit(senders: list[Sender], args: dict[str, Any], n: int, rate: flo
 
 
 async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float | None = None,
-              n_senders: int = 4, relay_block_ms: int = 1000, give_up_s: float = 900, rounds: int = 1,
+              n_senders: int = 4, relay_block_ms: int = 500, give_up_s: float = 900, rounds: int = 1,
               bar: Bar | None = None, pipeline: bool = True, engine: str = "builtin",
               relay_block_bytes: int | None = None,
               background: Background | None = None) -> dict[str, Any]:
@@ -707,8 +707,8 @@ def main() -> int:
     ap.add_argument("--no-pipeline", action="store_true",
                     help="relayers wait for a client update's block before proving at its height ([relayers] "
                          "pipeline_proofs = false), to compare")
-    ap.add_argument("--relay-block-ms", type=int, default=1000,
-                    help="relay chain block interval, ms (park blocks stay at 1 s). Default 1000")
+    ap.add_argument("--relay-block-ms", type=int, default=500,
+                    help="relay chain block interval, ms (park blocks stay at 1 s). Default 500, the devnet's")
     ap.add_argument("--relay-block-bytes", type=int,
                     help="the relay genesis's block.max_bytes ([relay] max_block_bytes). Default: the config's, 3 MiB")
     ap.add_argument("--engine", choices=("builtin", "cometbft", "both"), default="builtin",
