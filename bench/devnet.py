@@ -50,6 +50,9 @@ Also printed:
                               system sustained once full (under ``--rate R`` it equals R when the relay keeps up)
   latency_p50_s, latency_p95_s  per packet: its send's block time to its settlement being seen by the bench
   chain_latency_p50_s, ...    per packet: t_settle - t_send
+  mean_ack_final_to_confirmed_s, mean_confirmed_to_settled_s  ack final -> settled in its two halves: to the relay
+                              block of ``packet_acked`` (the relay learning the target's finality, the confirmation),
+                              then to the settle block (reading the certified outcome, the source's inclusion)
   completed, seconds          how many completed, and the wall time for all of them
   submitted_per_s             the submission rate reached (rate mode: compare with --rate)
   supply_conserved            escrowed kWh on the source == vouchers on the target == the Wh sent (1 Wh per
@@ -176,6 +179,26 @@ PHASES = (("committed_to_final", "t_send", "t_src_final"), ("final_to_verified",
           ("verified_to_executed", "t_verified", "t_exec"), ("executed_to_ack_final", "t_exec", "t_ack_final"),
           ("ack_final_to_settled", "t_ack_final", "t_settle"))
 """Each phase's name and the two times it runs between."""
+
+
+def phase4_split(seqs: Iterable[int], *, exec_h: Mapping[int, int], acked_h: Mapping[int, int],
+                 settle_h: Mapping[int, int], dst_final: Mapping[int, int], relay_time: Mapping[int, int],
+                 src_time: Mapping[int, int]) -> dict[str, float | None]:
+    """Phase 4 in its two halves, means in seconds: the ack final on the target -> the relay's ``packet_acked`` block
+    (its client learning the target's finality, the relayer's confirmation, a relay block), and that block -> the
+    source's ``settle_packet`` block (the relayer reading the outcome and its certificate, the source's inclusion).
+    Packets with any time missing are left out."""
+    first: list[int] = []
+    second: list[int] = []
+    for s in seqs:
+        try:
+            t_final, t_acked, t_settle = dst_final[exec_h[s]], relay_time[acked_h[s]], src_time[settle_h[s]]
+        except KeyError:
+            continue
+        first.append(t_acked - t_final)
+        second.append(t_settle - t_acked)
+    return {"mean_ack_final_to_confirmed_s": r2(statistics.fmean(first) / 1000) if first else None,
+            "mean_confirmed_to_settled_s": r2(statistics.fmean(second) / 1000) if second else None}
 
 
 def phase_ms(p: PacketTimes) -> dict[str, int]:
@@ -463,7 +486,7 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             await c.__aenter__()
         src_log = ChainLog(clients[src], "dpos" if src == DPOS else "poc", src, dst, ["send_packet", "settle_packet"])
         dst_log = ChainLog(clients[dst], "dpos" if dst == DPOS else "poc", src, dst, ["write_ack"])
-        relay_log = ChainLog(clients["relay"], "relay", src, dst, ["packet_verified"])
+        relay_log = ChainLog(clients["relay"], "relay", src, dst, ["packet_verified", "packet_acked"])
 
         async def ready() -> bool:
             try:
@@ -581,6 +604,9 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             "latency_p50_s": r2(lat50), "latency_p95_s": r2(lat95),
             "chain_latency_p50_s": r2(cl50), "chain_latency_p95_s": r2(cl95),
             **summarize(pts),
+            **phase4_split(settled, exec_h=dst_log.events["write_ack"], acked_h=relay_log.events["packet_acked"],
+                           settle_h=settled, dst_final=dst_log.finality(dst_log.events["write_ack"].values()),
+                           relay_time=relay_log.time_ms, src_time=src_log.time_ms),
             # every accepted transfer (1 Wh) escrowed once on the source and minted once on the target; the send
             # events the bench saw may be fewer: a block it read at the head can be replaced by a DPoS reorg
             "committed": len(sent), "supply_conserved": e == v == max(accepted, len(sent)), "escrow_wh": e,

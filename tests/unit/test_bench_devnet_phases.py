@@ -240,3 +240,17 @@ def test_chain_log_reads_again_the_blocks_a_reorg_replaced() -> None:
     asyncio.run(log.scan())
     assert set(log.events["settle_packet"]) == {1, 2, 3, 4, 5, 6}
     assert log.scanned == 6 and log.time_ms[6] == 6000
+
+
+def test_phase_4_splits_at_the_relays_confirmation() -> None:
+    from bench.devnet import phase4_split
+
+    # packet 1: ack final at 15.0 s, packet_acked in the relay block of 16.2 s, settled at 17.0 s; packet 2 like it, 1 s
+    # later; packet 3 not yet confirmed on the relay: left out
+    out = phase4_split([1, 2, 3], exec_h={1: 8, 2: 9, 3: 9}, acked_h={1: 40, 2: 41}, settle_h={1: 6, 2: 7, 3: 7},
+                       dst_final={8: 15_000, 9: 16_000}, relay_time={40: 16_200, 41: 17_600},
+                       src_time={6: 17_000, 7: 18_000})
+    assert out == {"mean_ack_final_to_confirmed_s": round((1.2 + 1.6) / 2, 2),
+                   "mean_confirmed_to_settled_s": round((0.8 + 0.4) / 2, 2)}
+    assert phase4_split([], exec_h={}, acked_h={}, settle_h={}, dst_final={}, relay_time={}, src_time={}) == {
+        "mean_ack_final_to_confirmed_s": None, "mean_confirmed_to_settled_s": None}
