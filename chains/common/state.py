@@ -144,10 +144,7 @@ class ChainState(KVState):
         if self._frames:
             self._snapshot_frames()
         pending, self._pending = self._pending, {}
-        tree = self._tree
-        for key, value in pending.items():
-            if value is None:
-                tree = tree.delete(key)
+        tree = self._tree.delete_many([k for k, v in pending.items() if v is None])
         self._tree = tree.set_many((k, v) for k, v in pending.items() if v is not None)
 
     def _snapshot_frames(self) -> None:

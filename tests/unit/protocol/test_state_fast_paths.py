@@ -72,6 +72,35 @@ def test_set_many_is_sequential_set(seed: int) -> None:
     assert base.root == SparseMerkleTree.from_items(base_items).root  # the old tree is untouched
 
 
+@pytest.mark.parametrize("seed", range(16))
+def test_delete_many_is_sequential_delete(seed: int) -> None:
+    """``delete_many`` builds each inner node on the deleted paths once; the tree it leaves is the one deleting the
+    keys one by one leaves (same root, size, proofs), absent and repeated keys included, down to an empty tree."""
+    rng = random.Random(seed)
+    base_items = dict((rng.randbytes(rng.randint(0, 12)), rng.randbytes(rng.randint(1, 8)))
+                      for _ in range(rng.choice([0, 1, 2, 3, 50, 400])))
+    base = SparseMerkleTree.from_items(base_items.items())
+    existing = list(base_items)
+    share = rng.choice([0.0, 0.1, 0.5, 0.9, 1.0])
+    gone = [k for k in existing if rng.random() < share]
+    gone += [rng.randbytes(rng.randint(0, 12)) for _ in range(rng.choice([0, 1, 20]))]  # absent: ignored
+    gone += gone[: rng.randint(0, 3)]  # repeated
+    rng.shuffle(gone)
+    a = base
+    for k in gone:
+        a = a.delete(k)
+    b = base.delete_many(gone)
+    assert (b.root, len(b)) == (a.root, len(a))
+    left = {k: v for k, v in base_items.items() if k not in set(gone)}
+    assert b.root == SparseMerkleTree.from_items(left.items()).root
+    for k in gone[:30]:
+        assert b.get(k) is None
+        verify_non_membership(b.root, k, b.prove(k))
+    for k, v in list(left.items())[:30]:
+        verify_membership(b.root, k, v, b.prove(k))
+    assert base.delete_many([]) is base and base.root == SparseMerkleTree.from_items(base_items.items()).root
+
+
 def test_set_many_long_shared_prefixes_and_empty() -> None:
     keys = _shared_prefix_keys(10, 4)
     base = SparseMerkleTree.from_items([(keys[0], b"a")])
