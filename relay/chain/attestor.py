@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from adapters.common.park import ParkTarget
 from adapters.common.rpc import JsonRpcClient
 from adapters.ethereum.rpc import EthRpc, hex_int
-from chains.common.tx import Tx
 from protocol.crypto import Ed25519Signer
-from protocol.errors import AuthorizationError, NonceError, ProtocolError, ReplayError, TransportError
+from protocol.errors import AuthorizationError, ProtocolError, ReplayError, TransportError
 
 __all__ = ["CATCH_UP_STEP", "RETRY_CATCH_UP_S", "AttestedChain", "Attestor", "attestation_target"]
 
@@ -134,18 +134,9 @@ class Attestor:
         block_hash = bytes.fromhex(str(block["hash"]).removeprefix("0x"))
         args = {"chain_id": chain.chain_id, "height": height, "block_hash": block_hash.hex(), "head_height": head}
         try:
-            for attempt in range(2):
-                acct = await self.relay.call("getAccount", {"name": self.name})
-                nonce = int(acct["nonce"]) + int(acct.get("pending", 0))
-                tx = Tx.signed(self.signer, self.relay_chain_id, self.name, nonce, "client.attest", args)
-                try:
-                    await self.relay.call("submitTx", {"tx": tx.to_json()})
-                    break
-                except NonceError:
-                    # the operator's other client of this account (its CLI) took that nonce between the read and
-                    # the submission: read it again, once
-                    if attempt:
-                        raise
+            # the next nonce read from the chain, read again once if the operator's other client of this account
+            # (its CLI) took it first (tx.nonce)
+            await ParkTarget(self.relay, self.relay_chain_id, self.name, self.signer).submit("client.attest", args)
         except ReplayError:
             pass  # attested before a restart: nothing to add
         except AuthorizationError as exc:  # no longer a relay validator (jailed, SPEC §7.7): nothing more to attest
