@@ -56,6 +56,8 @@ class ClientUpdates:
     _last_disposition: Disposition
     _last_error_code: str | None
     _last_update: dict[str, float]
+    _heads: dict[str, int]
+    _fed: dict[str, int]
     pipeline_proofs: bool = True
     """Predict the final height an update makes, for proofs behind it (:meth:`_update_client`)."""
     _update_locks: dict[str, asyncio.Lock]
@@ -64,6 +66,12 @@ class ClientUpdates:
         raise NotImplementedError
 
     def _waiting_key(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def _done_waiting(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _carries(self, chain_id: str) -> bool:
         raise NotImplementedError
 
     def _turn(self, key: str, action: str, chain: str | None) -> bool:
@@ -77,10 +85,17 @@ class ClientUpdates:
         raise NotImplementedError
 
     def _heartbeat_step_of(self, park: ChainLink) -> Callable[[], Any]:
+        """The park's client task: feed each new head of the park to the relay's client as soon as the park pushes
+        it while this relayer carries a packet from or to the park, and at least every ``heartbeat_s`` otherwise.
+
+        Following heads is what keeps the relay's view of a park fresh under load (issue 16): a path step feeds the
+        client too, but only between reading its packets' records, and a PoC header's finality window runs from when
+        the relay's client first held it, so every ms a header waits for a step is added to phase 4."""
         async def step() -> Outcome:
             assert self.heartbeat_s is not None
             since = self._clock() - self._last_update.get(park.chain_id, float("-inf"))
-            if since >= self.heartbeat_s:
+            behind = self._heads.get(park.chain_id, -1) > self._fed.get(park.chain_id, -1)
+            if since >= self.heartbeat_s or (behind and self._carries(park.chain_id)):
                 st = await self._update_client(park)
                 await self._report_evidence(park, st.get("evidence") or [])
                 await self._keepalive(park, st)
@@ -184,10 +199,14 @@ class ClientUpdates:
             if st.get("status") == "frozen":
                 return st
             if self._waiting_key(f"update/{park.chain_id}"):
-                ahead = predicted.get(park.chain_id, 0)
-                return {**st, "proof_height": ahead} if ahead > int(st["final_height"]) else st
+                if int(st["latest_height"]) < self._fed.get(park.chain_id, 0):
+                    ahead = predicted.get(park.chain_id, 0)
+                    return {**st, "proof_height": ahead} if ahead > int(st["final_height"]) else st
+                # the update landed (the client holds its top header): feed what the park made since, not seconds later
+                self._done_waiting(f"update/{park.chain_id}")
             predicted.pop(park.chain_id, None)
             latest = await park.source.latest_height()
+            self._fed[park.chain_id] = max(self._fed.get(park.chain_id, -1), min(int(st["latest_height"]), latest))
             held, final = int(st["latest_height"]), int(st["final_height"])
             held_final = final
             shared = await self._shared_height(park, final, min(held, latest))
@@ -209,6 +228,7 @@ class ClientUpdates:
             end = min(latest, start + MAX_HEADERS_PER_UPDATE - 1)
             headers = await park.source.headers(start, end)
             if headers:
+                self._fed[park.chain_id] = int(headers[-1].height)
                 raws = [h.encode() for h in headers]
                 ahead = await self._predict_final(st, raws) if self.pipeline_proofs else None
                 await self._submit(self.relay, "client.update",

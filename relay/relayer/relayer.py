@@ -304,6 +304,10 @@ class Relayer(ClientUpdates):
         self._last_error_code: str | None = None
         self._last_update: dict[str, float] = {}
         self._update_locks: dict[str, asyncio.Lock] = {}
+        self._heads: dict[str, int] = {}
+        """Per chain, the newest head height its node pushed (``_watch_heads``)."""
+        self._fed: dict[str, int] = {}
+        """Per park, the highest height this relayer's client updates reached (submitted, or found held)."""
         self._last_progress_log: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._wakes: dict[str, list[asyncio.Event]] = {}
@@ -348,7 +352,8 @@ class Relayer(ClientUpdates):
         for park in self.parks.values():
             tasks.append((f"scan/{park.chain_id}", self._scan_step_of(park), self._wake_on(park.chain_id)))
             if self.heartbeat_s is not None:
-                tasks.append((f"heartbeat/{park.chain_id}", self._heartbeat_step_of(park), None))
+                tasks.append((f"heartbeat/{park.chain_id}", self._heartbeat_step_of(park),
+                              self._wake_on(park.chain_id)))
             if self.relay_sets is not None:
                 tasks.append((f"relayset/{park.chain_id}", self._relay_set_step_of(park), self._wake_on(relay_id)))
         for src, dst in self.paths():
@@ -384,11 +389,22 @@ class Relayer(ClientUpdates):
                 async with session.ws_connect(link.client.url + "/ws", heartbeat=20) as ws:
                     async for msg in ws:
                         if msg.type == aiohttp.WSMsgType.TEXT and '"new_head"' in msg.data:
+                            self._note_head(link.chain_id, msg.data)
                             for ev in woken:
                                 ev.set()
             except (aiohttp.ClientError, OSError, TimeoutError):
                 self.log.debug("head stream of %s down; its tasks poll", link.chain_id)
             await asyncio.sleep(1.0)
+
+    def _note_head(self, chain_id: str, data: str) -> None:
+        """Record the height of a pushed ``new_head`` (a message that does not parse is only a wake-up)."""
+        try:
+            msg = jsonrpc.decode_json(data, max_bytes=4096)
+        except ProtocolError:
+            return
+        height = msg.get("height") if isinstance(msg, dict) else None
+        if isinstance(height, int) and not isinstance(height, bool) and height > self._heads.get(chain_id, -1):
+            self._heads[chain_id] = height
 
     def summary(self) -> dict[str, Any]:
         return {"submitted": dict(self.stats.submitted), "redundant": self.stats.redundant,
@@ -871,6 +887,13 @@ class Relayer(ClientUpdates):
     def _waiting_key(self, key: str) -> bool:
         until = self._inflight.get((key, "update"))
         return until is not None and self._clock() < until
+
+    def _done_waiting(self, key: str) -> None:
+        self._inflight.pop((key, "update"), None)
+
+    def _carries(self, chain_id: str) -> bool:
+        """Whether a packet this relayer tracks comes from or goes to ``chain_id``."""
+        return any(t.packet.src_chain == chain_id or t.packet.dst_chain == chain_id for t in self.packets.values())
 
     # -- actions ----------------------------------------------------------------------------------
 

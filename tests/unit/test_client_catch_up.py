@@ -155,6 +155,7 @@ class _PendingUpdates(_Updates):
         self.submitted: list[list[int]] = []
         self._update_locks: dict[str, asyncio.Lock] = {}
         self._last_update: dict[str, float] = {}
+        self._fed: dict[str, int] = {}
         self._last_error_code = None
         self._clock = lambda: 0.0
         self.stats = type("S", (), {"branch_switches": 0})()

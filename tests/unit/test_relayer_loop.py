@@ -277,6 +277,54 @@ async def test_an_idle_client_gets_a_heartbeat_update(tmp_path: Path) -> None:
     assert op == "client.update" and bytes.fromhex(args["headers"][0]) == b"11/main"
 
 
+async def test_once_its_update_landed_the_parks_next_header_goes_at_once(tmp_path: Path) -> None:
+    """An update in flight holds the next one back only until the relay's client holds its headers (issue 16: the
+    wait after every update was two seconds, so under load a PoC header reached the relay 1.4 s after it was made,
+    and its finality window, which runs from then, with it)."""
+    relay = _Relay()
+    park = _Park("poc-park", height=9, final=6)
+    _client(relay, park, latest=7, final=5)
+    r = _relayer(tmp_path, relay, {"poc-park": park}, heartbeat_s=None)
+    link = r.parks["poc-park"]
+    await r._update_client(link)
+    park.branch[10] = "main"
+    await r._update_client(link)  # 8..9 not in a relay block yet: nothing more is sent
+    assert [[bytes.fromhex(h) for h in a["headers"]] for _, a in relay.submitted] == [[b"8/main", b"9/main"]]
+    _client(relay, park, latest=9, final=6)  # now they are
+    await r._update_client(link)
+    assert [bytes.fromhex(h) for h in relay.submitted[-1][1]["headers"]] == [b"10/main"]
+    assert len(relay.submitted) == 2
+    r.db.close()
+
+
+async def test_the_client_task_feeds_each_new_head_while_the_relayer_carries_the_parks_packets(
+        tmp_path: Path) -> None:
+    relay = _Relay()
+    poc, dpos = _Park("poc-park", height=9, final=6), _Park("dpos-park", height=5, final=4)
+    _client(relay, poc, latest=9, final=6)
+    _client(relay, dpos, latest=5, final=4)
+    r = _relayer(tmp_path, relay, {"poc-park": poc, "dpos-park": dpos}, heartbeat_s=60)
+    step = r._heartbeat_step_of(r.parks["poc-park"])
+    await step()  # the first heartbeat: the client holds the park's head already
+    assert relay.submitted == []
+    poc.branch[10] = "main"
+    for junk in ("not json", '{"height": true}', '{"height": "10"}', "[" * 100, '{"height": 10, "x": "' + "a" * 5000):
+        r._note_head("poc-park", junk)
+    await step()
+    assert relay.submitted == [] and "poc-park" not in r._heads  # no head seen, and the heartbeat is not due
+    r._note_head("poc-park", '{"type": "new_head", "height": 10, "hash": "00"}')
+    await step()
+    assert relay.submitted == []  # a new head, but no packet of this relayer comes from or goes to the park
+    r._on_event(_send_event("dpos-park", "poc-park", 1, 3))
+    await step()
+    ((op, args),) = relay.submitted
+    assert op == "client.update" and [bytes.fromhex(h) for h in args["headers"]] == [b"10/main"]
+    _client(relay, poc, latest=10, final=7)
+    await step()  # fed up to the newest head: nothing until the next one
+    assert len(relay.submitted) == 1
+    r.db.close()
+
+
 @pytest.mark.parametrize(("src_final", "sent"), [(8, True), (2, False)])
 async def test_a_never_verified_packet_is_timed_out_with_its_commitment_proof(tmp_path: Path, src_final: int,
                                                                             sent: bool) -> None:
