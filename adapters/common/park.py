@@ -97,6 +97,10 @@ class ParkSource:
         return int((await self.client.call("getBalance", params))["amount_wh"])
 
 
+NONCES_KEPT = 4096
+"""How many submissions' nonces a :class:`ParkTarget` keeps for callers that have not read them."""
+
+
 class ParkTarget:
     """:class:`~adapters.common.roles.TargetSide` of a Python park chain, signing as one account.
 
@@ -110,6 +114,9 @@ class ParkTarget:
         self.account = account
         self.signer = signer
         self._lock = asyncio.Lock()
+        self.nonces: dict[str, int] = {}
+        """The nonce each recent submission took, by its hash (the last :data:`NONCES_KEPT`): a caller that tracks its
+        transactions pops it, to tell one the node dropped from its mempool (a nonce gap) from one still pending."""
 
     async def relay_trust(self) -> dict[str, Any]:
         """The bridge's view of the relay set over time (protocol SPEC §7.8), read from state:
@@ -141,7 +148,11 @@ class ParkTarget:
                     # read it again, once
                     if attempt:
                         raise
-        return str(r["hash"])
+            tx_hash = str(r["hash"])
+            self.nonces[tx_hash] = nonce
+            while len(self.nonces) > NONCES_KEPT:
+                del self.nonces[next(iter(self.nonces))]
+        return tx_hash
 
     async def track(self, tx_hash: str, timeout_s: float = 30.0, poll_s: float = 0.25) -> dict[str, Any]:
         """Wait for the transaction's result in a final block."""

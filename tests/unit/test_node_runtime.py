@@ -97,6 +97,7 @@ async def test_blocks_queries_and_restart(tmp_path: Path) -> None:
             h1 = await target.submit("transfer", {"to": "bob", "denom": "kWh", "amount_wh": 300})
             h2 = await target.submit("transfer", {"to": "bob", "denom": "kWh", "amount_wh": 200})
             assert len(node.mempool) == 2
+            assert target.nonces == {h1: 0, h2: 1}  # what a relayer reads to tell a dropped transaction (issue 16)
             _produce(node)
             _produce(node)  # makes block 1 final under the test rule
             res = await target.track(h1, timeout_s=1)

@@ -325,6 +325,66 @@ async def test_the_client_task_feeds_each_new_head_while_the_relayer_carries_the
     r.db.close()
 
 
+class _NonceRelay(_Relay):
+    """A relay node that hands out nonces as :class:`~adapters.common.park.ParkTarget` does and answers getAccount with
+    its committed nonce and what its mempool holds; ``during_read`` runs while it answers getAccount."""
+
+    account = "relayer-t"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nonces: dict[str, int] = {}
+        self.next_nonce = 0
+        self.committed = self.pending = 0
+        self.during_read: Any = None
+
+    async def submit(self, op: str, args: dict[str, Any]) -> str:
+        await super().submit(op, args)
+        h = f"{self.next_nonce:064x}"
+        self.nonces[h] = self.next_nonce
+        self.next_nonce += 1
+        return h
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        if method == "getAccount":
+            assert params == {"name": "relayer-t"}
+            if self.during_read is not None:
+                await self.during_read()
+            return {"nonce": self.committed, "pending": self.pending}
+        return await super().call(method, params)
+
+
+async def test_transactions_a_node_dropped_behind_a_nonce_gap_are_offered_again_at_once(tmp_path: Path) -> None:
+    """A block leaves out one of this relayer's relay transactions (its copy of a relay another relayer made first) and
+    the node drops every later one of the sender: their packets are offered again on the next head, not after the
+    six-second wait of an accepted submission (issue 16)."""
+    relay = _NonceRelay()
+    r = _relayer(tmp_path, relay, {"dpos-park": _Park("dpos-park"), "poc-park": _Park("poc-park")}, heartbeat_s=None)
+    for seq in (1, 2, 3, 4):
+        r._on_event(_send_event("dpos-park", "poc-park", seq, 3))
+    ts = [r.packets[f"dpos-park/poc-park/lane-0/{seq}"] for seq in (1, 2, 3, 4)]
+    for t in ts[:3]:  # nonces 0, 1, 2
+        await r._submit(r.relay, "packet.verify", {"packet": t.raw.hex()}, "verify", [t])
+    assert all(r._waiting(t, "verify") for t in ts[:3])
+
+    relay.committed, relay.pending = 1, 2  # 0 in a block, 1 and 2 still pending: nothing is lost
+    await r._reclaim_dropped(r.relay)
+    assert all(r._waiting(t, "verify") for t in ts[:3]) and r.stats.dropped == 0
+
+    async def submit_meanwhile() -> None:  # admitted while the account is read: pending, not judged
+        await r._submit(r.relay, "packet.verify", {"packet": ts[3].raw.hex()}, "verify", [ts[3]])
+
+    relay.pending, relay.during_read = 0, submit_meanwhile  # 1 and 2 dropped from the mempool
+    await r._reclaim_dropped(r.relay)
+    assert [r._waiting(t, "verify") for t in ts] == [True, False, False, True]
+    assert r.stats.dropped == 2 and r.summary()["dropped"] == 2
+    assert sorted(r._sent["relay"]) == [3]  # the landed one is forgotten, the one admitted meanwhile kept
+    relay.during_read, relay.committed = None, 4
+    await r._reclaim_dropped(r.relay)
+    assert r._sent["relay"] == {} and r.stats.dropped == 2
+    r.db.close()
+
+
 @pytest.mark.parametrize(("src_final", "sent"), [(8, True), (2, False)])
 async def test_a_never_verified_packet_is_timed_out_with_its_commitment_proof(tmp_path: Path, src_final: int,
                                                                             sent: bool) -> None:
