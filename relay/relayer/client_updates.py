@@ -39,6 +39,10 @@ the admission of its transactions come after the prediction, so on one host any 
 clock is further behind refuses the proof for now (``header.not_final``) and the relayer offers it again; every
 ms of margin delays a PoC proof by as much."""
 
+FEED_TAKEOVER_S = 1.0
+"""How long the n-th relayer in a header's turn order waits, times n - 1, before it feeds the relay's client a park
+header the first has not (:meth:`ClientUpdates._feeds_now`)."""
+
 CLIENT_TYPES: dict[str, ClientType] = {t.name: t for t in default_client_types()}
 """The relay chain's own light-client types, for predicting what an update will make final."""
 
@@ -58,6 +62,8 @@ class ClientUpdates:
     _last_update: dict[str, float]
     _heads: dict[str, int]
     _fed: dict[str, int]
+    name: str
+    peers: tuple[str, ...] = ()
     pipeline_proofs: bool = True
     """Predict the final height an update makes, for proofs behind it (:meth:`_update_client`)."""
     _update_locks: dict[str, asyncio.Lock]
@@ -73,6 +79,27 @@ class ClientUpdates:
 
     def _carries(self, chain_id: str) -> bool:
         raise NotImplementedError
+
+    def turn_order(self, key: str, action: str) -> list[str]:
+        raise NotImplementedError
+
+    def _feeds_now(self, chain_id: str, top: int) -> bool:
+        """Whether this relayer feeds the relay's client of ``chain_id`` the park's headers up to ``top`` now. The
+        relayers take turns per header (rendezvous order of ``update/{chain}/{top}``): the first feeds at once, the
+        n-th once the header has been due here for (n - 1) x :data:`FEED_TAKEOVER_S`. Every relayer following a
+        park's heads sent the same update at once otherwise, and the relay leaves all but the first out of its block,
+        and with each one every later transaction of its sender (a nonce gap): the losing relayer's proofs behind
+        its update were lost every time."""
+        if len(self.peers) < 2:
+            return True
+        rank = self.turn_order(f"update/{chain_id}/{top}", "update").index(self.name)
+        if rank == 0:
+            return True
+        due: dict[str, tuple[int, float]] = self.__dict__.setdefault("_feed_due", {})
+        seen = due.get(chain_id)
+        if seen is None or seen[0] != top:
+            seen = due[chain_id] = (top, self._clock())
+        return self._clock() - seen[1] >= rank * FEED_TAKEOVER_S
 
     def _turn(self, key: str, action: str, chain: str | None) -> bool:
         raise NotImplementedError
@@ -226,6 +253,8 @@ class ClientUpdates:
             if start > latest:
                 return st
             end = min(latest, start + MAX_HEADERS_PER_UPDATE - 1)
+            if not self._feeds_now(park.chain_id, end):
+                return st  # another relayer's turn to feed this header: proofs go at the client's final height
             headers = await park.source.headers(start, end)
             if headers:
                 self._fed[park.chain_id] = int(headers[-1].height)

@@ -325,6 +325,42 @@ async def test_the_client_task_feeds_each_new_head_while_the_relayer_carries_the
     r.db.close()
 
 
+async def test_relayers_take_turns_to_feed_a_header_and_the_next_takes_over_after_a_second(tmp_path: Path) -> None:
+    """Two relayers following a park's heads sent the same update at once, and the relay left the second out of its
+    block with every later transaction of its sender (issue 16): per header, one feeds it at once, the other only
+    when the header is still not fed after :data:`FEED_TAKEOVER_S`."""
+    from relay.relayer.client_updates import FEED_TAKEOVER_S
+
+    now = [100.0]
+    relay = _Relay()
+    park = _Park("poc-park", height=7, final=4)
+    _client(relay, park, latest=6, final=4)
+    r = _relayer(tmp_path, relay, {"poc-park": park}, heartbeat_s=None, peers=("relayer-u",), clock=lambda: now[0])
+    link = r.parks["poc-park"]
+    first = [h for h in range(7, 60) if r.turn_order(f"update/poc-park/{h}", "update")[0] == "relayer-t"]
+    second = [h for h in range(7, 60) if r.turn_order(f"update/poc-park/{h}", "update")[0] == "relayer-u"]
+    assert first and second
+    park.branch = {h: "main" for h in range(1, second[0] + 1)}
+    _client(relay, park, latest=second[0] - 1, final=4)  # the park's newest header is relayer-u's to feed
+    await r._update_client(link)
+    assert relay.submitted == []  # proofs go at the client's final height meanwhile
+    now[0] += FEED_TAKEOVER_S * 0.9
+    await r._update_client(link)
+    assert relay.submitted == []
+    now[0] += FEED_TAKEOVER_S * 0.2  # relayer-u has not fed it: take over
+    await r._update_client(link)
+    ((_, args),) = relay.submitted
+    assert bytes.fromhex(args["headers"][-1]) == f"{second[0]}/main".encode()
+    relay.submitted.clear()
+    r._inflight.clear()
+    park.branch = {h: "main" for h in range(1, first[0] + 1)}
+    _client(relay, park, latest=first[0] - 1, final=4)  # this relayer's turn: at once
+    await r._update_client(link)
+    ((_, args),) = relay.submitted
+    assert bytes.fromhex(args["headers"][-1]) == f"{first[0]}/main".encode()
+    r.db.close()
+
+
 class _NonceRelay(_Relay):
     """A relay node that hands out nonces as :class:`~adapters.common.park.ParkTarget` does and answers getAccount with
     its committed nonce and what its mempool holds; ``during_read`` runs while it answers getAccount."""
