@@ -1225,6 +1225,13 @@ class Relayer(ClientUpdates):
         wait_s = retry_delay_s(disposition)
         if error is not None and error.code == "certificate.validator_set" and chain is not self.relay:
             wait_s = min(wait_s, RETRY_SOON_S)  # the relay set rotated under it: rotate the park's bridge, resubmit
+        if error is not None and error.code == "header.not_final" and chain is self.relay:
+            # a proof at a height the relay's client does not hold final: the final height predicted for this relayer's
+            # update in flight was wrong (the node dropped the update behind a nonce gap, or another relayer's update
+            # with fewer headers landed first). The updates that follow lift it within a block or two: offer it again
+            # then at the client's own final height, not after six seconds (issue 16: a p95 tail of 6-8 s)
+            wait_s = min(wait_s, RETRY_SOON_S)
+            self.__dict__.get("_predicted_final", {}).clear()
         if error is not None and error.code == "certificate.stale" and chain is not self.relay:
             # the certificate's relay block is older than the target's bound (SPEC §7.9): every submission fetches
             # the newest relay block's certificate, so the next one is fresh unless the relay itself is stalled

@@ -361,6 +361,35 @@ async def test_relayers_take_turns_to_feed_a_header_and_the_next_takes_over_afte
     r.db.close()
 
 
+async def test_a_proof_refused_as_not_final_is_offered_again_within_a_second_without_the_prediction(
+        tmp_path: Path) -> None:
+    """A pipelined proof goes at the final height predicted for the relayer's update in flight; when the node dropped
+    that update (a nonce gap) the relay refuses the proof as not final, and the next updates lift that within a block
+    or two: it is offered again within a second, at the client's own final height (issue 16: a 6-8 s p95 tail)."""
+    from protocol.errors import NotFinalError
+    from protocol.light_client import UnknownParentError
+    from relay.relayer.policy import RESUBMIT_AFTER_S, RETRY_SOON_S
+
+    now = [50.0]
+    relay = _Relay()
+    r = _relayer(tmp_path, relay, {"dpos-park": _Park("dpos-park"), "poc-park": _Park("poc-park")}, heartbeat_s=None,
+                 clock=lambda: now[0])
+    for seq in (1, 2):
+        r._on_event(_send_event("dpos-park", "poc-park", seq, 3))
+    t1, t2 = r.packets["dpos-park/poc-park/lane-0/1"], r.packets["dpos-park/poc-park/lane-0/2"]
+    r.__dict__["_predicted_final"] = {"dpos-park": 33}
+    relay.refuse["packet.verify"] = NotFinalError("height 33 of dpos-park is not final", expected="<= 30", got=33)
+    await r._submit(r.relay, "packet.verify", {"packet": t1.raw.hex()}, "verify", [t1])
+    assert r._inflight[(t1.key, "verify")] == now[0] + RETRY_SOON_S and r.__dict__["_predicted_final"] == {}
+    # any other refusal the chain's progress lifts keeps its wait, and the prediction
+    r.__dict__["_predicted_final"] = {"dpos-park": 33}
+    relay.refuse["packet.verify"] = UnknownParentError("parent not held")
+    await r._submit(r.relay, "packet.verify", {"packet": t2.raw.hex()}, "verify", [t2])
+    assert r._inflight[(t2.key, "verify")] == now[0] + RESUBMIT_AFTER_S
+    assert r.__dict__["_predicted_final"] == {"dpos-park": 33}
+    r.db.close()
+
+
 class _NonceRelay(_Relay):
     """A relay node that hands out nonces as :class:`~adapters.common.park.ParkTarget` does and answers getAccount with
     its committed nonce and what its mempool holds; ``during_read`` runs while it answers getAccount."""
