@@ -180,6 +180,8 @@ class Tracked:
     """When this relayer first saw the packet (monotonic s): the age of the oldest pending packet."""
     fees: dict[str, int] | None = None
     """The relay fees its sender escrowed on the source (``{verify, execute, confirm}``; None: none)."""
+    ack_height: int | None = None
+    """The target height of the ``write_ack`` event this relayer scanned (None: not seen, or read from state)."""
 
     @property
     def key(self) -> str:
@@ -620,6 +622,9 @@ class Relayer(ClientUpdates):
         if t.ack is None:
             self._write(lambda db: db.execute("UPDATE packets SET ack = ? WHERE key = ?", (ack.hex(), key)))
             t.ack = ack
+        height = ev.get("height")
+        if t.ack == ack and isinstance(height, int) and not isinstance(height, bool) and height >= 0:
+            t.ack_height = height
 
     # -- the relay chain's lane events: bridges learn lane limits from certified records --------------
 
@@ -688,8 +693,17 @@ class Relayer(ClientUpdates):
         items = [t for t in list(self.packets.values()) if t.packet.src_chain == src and t.packet.dst_chain == dst]
         if not items:
             return
-        relay_state = await self._relay_records(items)
-        park_state = await self._park_records(src, dst, items)
+        # executed packets whose ack the relay's client of the target does not hold final yet can take no step (the
+        # confirmation proves the receipt at a final height; nobody else can confirm them either): their records are
+        # not read. Under load most packets in flight wait so, for the target's finality (a PoC park's window), and
+        # reading all of them on each head made a step's reads grow with the backlog (issue 16)
+        dst_final = await self._target_final(dst)
+        unripe = [t for t in items if t.ack is not None and t.ack_height is not None and t.ack_height > dst_final]
+        if unripe:
+            ripe = {id(t) for t in items} - {id(t) for t in unripe}
+            items = [t for t in items if id(t) in ripe]
+        relay_state = await self._relay_records(items) if items else {}
+        park_state = await self._park_records(src, dst, items) if items else {}
         now_ms = self._wall_ms()
         todo: dict[Action, list[Tracked]] = {a: [] for a in Action}
         unverified: set[str] = set()
@@ -719,7 +733,7 @@ class Relayer(ClientUpdates):
                     self.stats.unpaid += 1  # another relayer may take it: this one is not paid enough for the step
                     continue
                 todo[action].append(t)
-            self._note_progress(items, todo)
+            self._note_progress(items, {**todo, Action.CONFIRM: todo[Action.CONFIRM] + unripe})
         if self._clock() - self._last_trim >= TRIM_EVERY_S:  # a step reads and drops megabytes of JSON
             self._last_trim = self._clock()
             trim_heap()
@@ -741,6 +755,16 @@ class Relayer(ClientUpdates):
         # three chains, three queues of submissions: run side by side (issue 16: a step settling a thousand packets
         # on the source held back the next step's confirmations on the relay for seconds, so both came in bursts)
         await _all_of(to_relay(), to_target(), self._settle(ready[Action.SETTLE], relay_state))
+
+    async def _target_final(self, chain_id: str) -> int:
+        """The final height of the relay's client of ``chain_id`` for this step: its status now, or the height the
+        relayer's update in flight makes final (proofs may go right behind it); -1 when there is no such client."""
+        try:
+            st = await self._client_status(chain_id)
+            final = int(st.get("final_height", -1))
+        except (ProtocolError, ValueError, TypeError):
+            return -1  # read every packet's records, as without the status
+        return max(final, self.__dict__.get("_predicted_final", {}).get(chain_id, -1))
 
     def _note_progress(self, items: list[Tracked], todo: dict[Action, list[Tracked]]) -> None:
         now = self._clock()

@@ -143,8 +143,8 @@ async def test_one_park_down_stalls_only_its_own_paths(tmp_path: Path) -> None:
     a, b, c = _Park("park-a"), _Park("park-b"), _Park("park-c")
     c.down = True
     a.events_at[3] = [_send_event("park-a", "park-b", 1, 3), _send_event("park-a", "park-c", 1, 3)]
-    for p in (a, b):
-        _client(relay, p, latest=10, final=8)
+    for p in (a, b, c):
+        _client(relay, p, latest=10, final=8)  # the relay is up, and holds a client of park-c too
     r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b, "park-c": c}, heartbeat_s=None)
 
     def settled() -> bool:
@@ -754,6 +754,41 @@ async def test_acks_not_yet_provable_leave_the_relay_room_to_verifications(tmp_p
     verified = [decode_packet(bytes.fromhex(item["packet"])).sequence
                 for op, args in relay.submitted if op == "packet.verify_batch" for item in args["items"]]
     assert verified == list(range(1001, 1201)) and len(verified) <= RELAY_INFLIGHT_PACKETS
+    r.db.close()
+
+
+async def test_packets_whose_ack_the_client_does_not_hold_final_are_not_read(tmp_path: Path) -> None:
+    """Most packets in flight under load wait for the target's finality of their ack (a PoC park's window): a step
+    reads the records of none of them until the relay's client of the target holds the ack's height final (issue 16:
+    a step read every packet's records on three chains on each head)."""
+    from protocol.paths import verified_path
+
+    class _Reading(_VerifiedRelay):
+        def __init__(self) -> None:
+            super().__init__()
+            self.read: list[str] = []
+
+        async def query_many(self, keys: list[str]) -> dict[str, str | None]:
+            self.read += keys
+            return await super().query_many(keys)
+
+    relay, a, b = _Reading(), _Park("park-a"), _ReceivedPark("park-b", {1, 2})
+    a.events_at[3] = [_send_event("park-a", "park-b", s, 3) for s in (1, 2)]
+    b.events_at.update({h: [{"type": "write_ack", "src": "park-a", "dst": "park-b", "lane": "lane-0", "sequence": s,
+                             "ack": "01", "height": h}] for s, h in ((1, 5), (2, 7))})
+    relay.verified |= {verified_path("park-a", "park-b", "lane-0", s).decode() for s in (1, 2)}
+    _client(relay, a, latest=10, final=8)
+    _client(relay, b, latest=10, final=6)  # the ack at 5 is final in the client, the one at 7 is not
+    r = _relayer(tmp_path, relay, {"park-a": a, "park-b": b}, heartbeat_s=None)
+    await r.step()
+    assert r.packets["park-a/park-b/lane-0/2"].ack_height == 7
+    read = "".join(relay.read)
+    assert "lane-0/1" in read and "lane-0/2" not in read
+    assert r.progress["park-a->park-b/lane-0"].pending == {"confirm": 2}  # both shown waiting to be confirmed
+    relay.read.clear()
+    _client(relay, b, latest=10, final=7)
+    await r.step()
+    assert "lane-0/2" in "".join(relay.read)
     r.db.close()
 
 
