@@ -291,6 +291,11 @@ class ChainKind(ABC):
         :attr:`advances_with_time`)."""
         raise NotImplementedError(f"a {self.name} client's finality does not wait on relay time")
 
+    def light_client_final_at(self, client: LightClient[Any], now_ms: int) -> int:
+        """The final height :meth:`advance_light_client` would make at relay time ``now_ms``, changing nothing (only
+        if :attr:`advances_with_time`)."""
+        raise NotImplementedError(f"a {self.name} client's finality does not wait on relay time")
+
     @property
     @abstractmethod
     def light_client_type(self) -> type[LightClient[Any]]:

@@ -89,6 +89,11 @@ class PocKind(ParkNodeKind):
             raise TypeError(f"the poc client type hosts PocLightClient, not {type(client).__name__}")
         return client.advance(now_ms)
 
+    def light_client_final_at(self, client: LightClient[Any], now_ms: int) -> int:
+        if not isinstance(client, PocLightClient):
+            raise TypeError(f"the poc client type hosts PocLightClient, not {type(client).__name__}")
+        return client.final_height_at(now_ms)
+
     def decode_header(self, raw: bytes) -> PocHeader:
         return decode_header(raw)
 

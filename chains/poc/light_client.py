@@ -373,6 +373,26 @@ class PocLightClient(LightClient[PocHeader]):
         self._now_ms = now
         return True
 
+    def final_height_at(self, now_ms: int) -> int:
+        """The final height :meth:`advance` would make at relay time ``now_ms``, changing nothing: what a status query
+        reports, so a relayer proves at the height a proof executed now is judged by (every proof check first
+        advances the client to its block's time)."""
+        if self.frozen_height is not None:
+            return int(self.final_height)
+        final_height = self._final_tip.height
+        best = self._tree.best
+        target = best.height - self.confirmation_depth
+        if target <= final_height:
+            return final_height
+        held_since = max(self._now_ms, _uint(now_ms)) - self.client_params.finality_window_ms
+        node: _Node | None = best
+        while node is not None and node.height > final_height:  # best_since_ms never decreases up the branch
+            since = node.best_since_ms
+            if node.height <= target and since is not None and since <= held_since:
+                return node.height  # the highest header the window and the depth make final
+            node = self._tree.get(node.parent_hash)
+        return final_height
+
     def _validate_child(self, header: PocHeader, now_ms: int) -> ConsensusContext:
         if header.chain_id != self.chain_id:
             raise WrongChainError("PoC header for another chain", expected=self.chain_id, got=header.chain_id)

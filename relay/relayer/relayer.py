@@ -222,6 +222,13 @@ class RelayerStats:
         self.submitted[action] = self.submitted.get(action, 0) + 1
 
 
+def proof_height(st: Mapping[str, Any]) -> int:
+    """The height to prove at, from a client status :meth:`Relayer._update_client` returned: the final height a proof
+    executed now is judged by (``final_height_now``: a PoC client's window may have passed since its last update),
+    or the one the relayer's update in flight makes final (``proof_height``), whichever is higher."""
+    return max(int(st.get("proof_height", st["final_height"])), int(st.get("final_height_now", -1)))
+
+
 SENT_KEPT = 10_000
 """Most admitted transactions per chain a relayer remembers until it sees them in a block or dropped."""
 
@@ -760,9 +767,8 @@ class Relayer(ClientUpdates):
         """The final height of the relay's client of ``chain_id`` for this step: its status now, or the height the
         relayer's update in flight makes final (proofs may go right behind it); -1 when there is no such client."""
         try:
-            st = await self._client_status(chain_id)
-            final = int(st.get("final_height", -1))
-        except (ProtocolError, ValueError, TypeError):
+            final = proof_height(await self._client_status(chain_id))
+        except (ProtocolError, ValueError, TypeError, KeyError):
             return -1  # read every packet's records, as without the status
         return max(final, self.__dict__.get("_predicted_final", {}).get(chain_id, -1))
 
@@ -973,7 +979,7 @@ class Relayer(ClientUpdates):
             return
         park = self.parks[src]
         st = await self._update_client(park)
-        final = int(st.get("proof_height", st["final_height"]))  # the update's final height, if it could be told
+        final = proof_height(st)  # the update's final height, if it could be told
         ready = [t for t in items if t.commit_height <= final][:room]
         for i in range(0, len(ready), VERIFY_BATCH):
             batch = ready[i:i + VERIFY_BATCH]
@@ -1082,7 +1088,7 @@ class Relayer(ClientUpdates):
             return 0
         park = self.parks[dst]
         st = await self._update_client(park)
-        final = int(st.get("proof_height", st["final_height"]))  # as in _verify
+        final = proof_height(st)  # as in _verify
         proven: list[tuple[Tracked, bytes, bytes]] = []
         acks = acks[:room]  # the oldest: their receipts are the likeliest to be final in the client
         pvs = await self._prove_many(park, [receipt_path(t.packet.src_chain, t.packet.lane, t.packet.sequence)

@@ -786,10 +786,19 @@ async def test_packets_whose_ack_the_client_does_not_hold_final_are_not_read(tmp
     assert "lane-0/1" in read and "lane-0/2" not in read
     assert r.progress["park-a->park-b/lane-0"].pending == {"confirm": 2}  # both shown waiting to be confirmed
     relay.read.clear()
-    _client(relay, b, latest=10, final=7)
+    relay.status["park-b"]["final_height_now"] = 7  # the client's window passed since its last update (PoC)
     await r.step()
     assert "lane-0/2" in "".join(relay.read)
     r.db.close()
+
+
+def test_proofs_go_at_the_height_a_proof_executed_now_is_judged_by() -> None:
+    from relay.relayer.relayer import proof_height
+
+    assert proof_height({"final_height": 6}) == 6
+    assert proof_height({"final_height": 6, "final_height_now": 8}) == 8  # a PoC window passed since the update
+    assert proof_height({"final_height": 6, "final_height_now": 6, "proof_height": 9}) == 9  # an update in flight
+    assert proof_height({"final_height": 6, "final_height_now": 10, "proof_height": 9}) == 10
 
 
 class _DepthClient:

@@ -126,6 +126,8 @@ class ClientType:
     advance: Callable[[LightClient[Any], int], bool] | None = None
     """For a client whose finality also waits on relay time (``poc``, SPEC §8.6): make final what ``now_ms``
     allows, returning whether finality moved. Called by every update after its headers."""
+    final_at: Callable[[LightClient[Any], int], int] | None = None
+    """With :attr:`advance`: the final height it would make at ``now_ms``, changing nothing (the status query)."""
 
     def redundant(self, client: LightClient[Any], header: Any) -> bool:
         if self.is_redundant is not None:
@@ -479,12 +481,23 @@ def process_client_create(router: RelayClientRouter, state: ChainState, chain_id
              "client_type": client_type, "replaced": replaced, "final_height": hosted.client.final_height}]
 
 
+STATUS_CLOCK_MARGIN_MS = 250
+"""How far behind the answering node's clock :func:`client_status` dates ``final_height_now``: a proof at that height
+goes into a block whose time is the proposer's, which may run that much behind this node on another host."""
+
+
 def client_status(router: RelayClientRouter, state: ChainState, chain_id: str, now_ms: int) -> dict[str, Any]:
-    """A query: the chain's client, its status at ``now_ms`` and its heights."""
+    """A query: the chain's client, its status at ``now_ms`` and its heights. ``final_height`` is the stored one;
+    ``final_height_now`` is what a proof executed now is judged by, for a client whose finality waits on relay time
+    (PoC: every proof check first advances the client to its block's time; :data:`STATUS_CLOCK_MARGIN_MS` back)."""
     hosted = router.load(state, chain_id)
     c = hosted.client
+    status = c.status(now_ms)
+    final_now = c.final_height
+    if hosted.ctype.final_at is not None and status is ClientStatus.ACTIVE:
+        final_now = max(final_now, hosted.ctype.final_at(c, max(0, now_ms - STATUS_CLOCK_MARGIN_MS)))
     out: dict[str, Any] = {"chain_id": chain_id, "client_id": hosted.client_id, "client_type": hosted.ctype.name,
-           "status": c.status(now_ms).value, "final_height": c.final_height,
+           "status": status.value, "final_height": c.final_height, "final_height_now": final_now,
            "latest_height": hosted.ctype.latest_height(c), "frozen_height": c.frozen_height,
            # the trusting period counts from this (a block's time; the relay's acceptance time for Fabric, §8.7)
            "final_timestamp_ms": c.final_timestamp_ms, "trusting_period_ms": c.trusting_period_ms}

@@ -41,7 +41,8 @@ def client_type_of(kind: ChainKind) -> ClientType:
                         f"{kind.light_client_type.client_type!r}")
     return persistent_client_type(kind.light_client_type, decode_header=kind.decode_header,
                                   create=kind.create_light_client, is_redundant=kind.holds,
-                                  advance=kind.advance_light_client if kind.advances_with_time else None)
+                                  advance=kind.advance_light_client if kind.advances_with_time else None,
+                                  final_at=kind.light_client_final_at if kind.advances_with_time else None)
 
 
 CLIENT_TYPES: dict[str, ClientType] = {name: client_type_of(kind) for name, kind in KINDS.items()}

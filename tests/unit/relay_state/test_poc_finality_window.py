@@ -23,6 +23,7 @@ from chains.poc.plots import Farmer
 from protocol.codec import encode_packet
 from protocol.crypto import Ed25519Signer
 from protocol.errors import InvalidProofError, NotFinalError, ReplayError
+from relay.chain.state_machine.clients import STATUS_CLOCK_MARGIN_MS
 from tests.unit.relay_state.test_park_clients import (
     BOB,
     DPOS,
@@ -73,6 +74,20 @@ def test_relay_finalises_poc_headers_a_window_after_it_sees_them(farmers: list[F
     events = run("client.update", {"chain_id": POC, "headers": [h.encode().hex() for h in park.headers[1:]]}, t1)
     assert events[0]["final_height"] == 0  # deep enough, but held for no time
     assert node.status(POC, t1)["final_height"] == 0
+
+    # what a proof executed later is judged by, reported without changing the client: a relayer proves at it instead
+    # of waiting for the park's next header to move finality (issue 16)
+    root_before = node.state.root
+    assert node.status(POC, t1 + W - 1 + STATUS_CLOCK_MARGIN_MS)["final_height_now"] == 0
+    st = node.status(POC, t1 + W + STATUS_CLOCK_MARGIN_MS)
+    assert st["final_height_now"] == park.tip.height - depth and st["final_height"] == 0
+    hosted = node.sm.router.load(node.state, POC)
+    for at in (t1, t1 + W - 1, t1 + W, t1 + 3 * W):  # the same height advance() makes, on a copy
+        copy = hosted.ctype.from_state(hosted.client_id, hosted.ctype.to_state(hosted.client))
+        assert hosted.ctype.advance is not None and hosted.ctype.final_at is not None
+        hosted.ctype.advance(copy, at)
+        assert hosted.ctype.final_at(hosted.client, at) == copy.final_height
+    assert node.status(POC, t1)["final_height_now"] == 0 and node.state.root == root_before
 
     root = node.state.root
     with pytest.raises(NotFinalError) as exc:
