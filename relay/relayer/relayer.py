@@ -494,19 +494,25 @@ class Relayer(ClientUpdates):
         account = getattr(chain.target, "account", None)
         if not sent or chain.client is None or not isinstance(account, str):
             return
-        judged = list(sent)
+        judged = list(sent.items())  # entries, not nonces: a resubmission meanwhile may reuse a dropped one's nonce
         acct = await chain.client.call("getAccount", {"name": account})
         committed, pending = (acct.get("nonce"), acct.get("pending", 0)) if isinstance(acct, dict) else (None, None)
         if not isinstance(committed, int) or not isinstance(pending, int):
             return  # no account there (yet), or an answer this relayer cannot read: judge nothing
         lost: list[int] = []
-        for n in judged:
+        freed: set[tuple[str, str]] = set()
+        for n, entry in judged:
+            if sent.get(n) is not entry:
+                continue  # replaced by a submission admitted during the read
             if n < committed:
                 del sent[n]
             elif n >= committed + pending:
                 lost.append(n)
-                for k in sent.pop(n):
-                    self._inflight.pop(k, None)
+                freed.update(sent.pop(n))
+        # a wait a later submission of the same work holds (still pending) stays
+        freed -= {k for ks in sent.values() for k in ks}
+        for k in freed:
+            self._inflight.pop(k, None)
         if lost:
             self.stats.dropped += len(lost)
             self.log.info("%s: %d of this relayer's transactions left the node's mempool without reaching a block "

@@ -447,6 +447,17 @@ async def test_transactions_a_node_dropped_behind_a_nonce_gap_are_offered_again_
     relay.during_read, relay.committed = None, 4
     await r._reclaim_dropped(r.relay)
     assert r._sent["relay"] == {} and r.stats.dropped == 2
+    # the work of a dropped submission, submitted again during the read under the same nonce (the node hands the
+    # dropped one's nonce out again): the new submission's wait stays
+    await r._submit(r.relay, "packet.verify", {"packet": ts[0].raw.hex()}, "verify", [ts[0]])  # nonce 4
+
+    async def again_at_the_same_nonce() -> None:
+        relay.next_nonce = 4
+        await r._submit(r.relay, "packet.verify", {"packet": ts[0].raw.hex()}, "verify", [ts[0]])
+
+    relay.pending, relay.during_read = 0, again_at_the_same_nonce
+    await r._reclaim_dropped(r.relay)
+    assert r._waiting(ts[0], "verify") and r.stats.dropped == 2 and list(r._sent["relay"]) == [4]
     r.db.close()
 
 
