@@ -379,19 +379,8 @@ class PocLightClient(LightClient[PocHeader]):
         advances the client to its block's time)."""
         if self.frozen_height is not None:
             return int(self.final_height)
-        final_height = self._final_tip.height
-        best = self._tree.best
-        target = best.height - self.confirmation_depth
-        if target <= final_height:
-            return final_height
-        held_since = max(self._now_ms, _uint(now_ms)) - self.client_params.finality_window_ms
-        node: _Node | None = best
-        while node is not None and node.height > final_height:  # best_since_ms never decreases up the branch
-            since = node.best_since_ms
-            if node.height <= target and since is not None and since <= held_since:
-                return node.height  # the highest header the window and the depth make final
-            node = self._tree.get(node.parent_hash)
-        return final_height
+        newly_final = self._newly_final(max(self._now_ms, _uint(now_ms)))
+        return newly_final[0].height if newly_final else self._final_tip.height
 
     def _validate_child(self, header: PocHeader, now_ms: int) -> ConsensusContext:
         if header.chain_id != self.chain_id:
@@ -527,12 +516,28 @@ class PocLightClient(LightClient[PocHeader]):
 
         ``best_since_ms`` never decreases up a branch (a header joins the best branch no later than its
         child), so the newly final headers are a run from just above the final tip."""
+        newly_final = self._newly_final(now_ms)
+        if not newly_final:
+            return False
+        for node in reversed(newly_final):
+            self._record_final(_consensus_state(node.header))
+            node.final = True
+            self._pending -= 1
+            self._tree.release(node)
+        self._final_tip = newly_final[0].header
+        self._prune()
+        return True
+
+    def _newly_final(self, now_ms: int) -> list[_Node]:
+        """The best-branch headers above the final tip that are ``confirmation_depth`` deep and have been on the branch
+        for the window at ``now_ms``, highest first (``best_since_ms`` never decreases up a branch, so they are a run
+        from just above the final tip)."""
         tree = self._tree
         best = tree.best
         target = best.height - self.confirmation_depth
         final_height = self._final_tip.height
         if target <= final_height:
-            return False
+            return []
         held_since = now_ms - self.client_params.finality_window_ms
         newly_final: list[_Node] = []
         node: _Node | None = best
@@ -541,16 +546,7 @@ class PocLightClient(LightClient[PocHeader]):
             if node.height <= target and since is not None and since <= held_since:
                 newly_final.append(node)
             node = tree.get(node.parent_hash)
-        if not newly_final:
-            return False
-        for node in reversed(newly_final):
-            self._record_final(_consensus_state(node.header))
-            node.final = True
-            self._pending -= 1
-            tree.release(node)
-        self._final_tip = newly_final[0].header
-        self._prune()
-        return True
+        return newly_final
 
     def _prune(self) -> None:
         for node in self._tree.prune_below(self._final_tip.height - self.fork_history):

@@ -711,10 +711,11 @@ class Relayer(ClientUpdates):
         # not read. Under load most packets in flight wait so, for the target's finality (a PoC park's window), and
         # reading all of them on each head made a step's reads grow with the backlog (issue 16)
         dst_final = await self._target_final(dst)
-        unripe = [t for t in items if t.ack is not None and t.ack_height is not None and t.ack_height > dst_final]
-        if unripe:
-            ripe = {id(t) for t in items} - {id(t) for t in unripe}
-            items = [t for t in items if id(t) in ripe]
+        unripe: list[Tracked] = []
+        ripe: list[Tracked] = []
+        for t in items:
+            (unripe if t.ack is not None and t.ack_height is not None and t.ack_height > dst_final else ripe).append(t)
+        items = ripe
         relay_state = await self._relay_records(items) if items else {}
         park_state = await self._park_records(src, dst, items) if items else {}
         now_ms = self._wall_ms()
