@@ -50,7 +50,7 @@ from chains.common.jsonrpc import ParamSpec
 from chains.common.metrics import NodeMetrics
 from chains.common.rights import registry_report, rights_report
 from chains.common.state import ChainState
-from chains.common.tx import App, BlockContext, Tx, account_path, charged_failure
+from chains.common.tx import App, BlockContext, Tx, account_path, tx_result
 from protocol.errors import (
     AccountMempoolFullError,
     CodecError,
@@ -476,9 +476,8 @@ class ParkNode:
         for tx in txs:
             th = tx.hash().hex()  # once: a batch's hundred events would each re-encode the whole transaction
             try:
-                tx_events = self.rules.app.execute_tx(state, tx, ctx)
-                charged = charged_failure(tx_events)
-                results.append({"tx": th, "ok": True} if charged is None else {"tx": th, "ok": False, "error": charged})
+                tx_events = self.rules.app.execute_in_block(state, tx, ctx)
+                results.append(tx_result(th, tx_events))
                 for ev in tx_events:
                     events.append({**ev, "tx": th})
             except ProtocolError as exc:
@@ -687,7 +686,7 @@ class ParkNode:
             if size > room:
                 continue  # the block is full for it (a smaller one may still fit); next block
             try:
-                self.rules.app.execute_tx(state, tx, ctx)
+                self.rules.app.execute_in_block(state, tx, ctx)
                 txs.append(tx)
                 room -= size
             except ProtocolError as exc:
@@ -788,9 +787,9 @@ class ParkNode:
                 raise refused from None
 
     def _trial_execute(self, state: ChainState, tx: Tx, ctx: BlockContext) -> None:
-        """Admission's trial run of ``tx`` on a scratch state: raises its typed refusal. A chain whose blocks record
-        some failures instead of raising them (the relay chain's charged failures) refuses them here instead."""
-        self.rules.app.execute_tx(state, tx, ctx)
+        """Admission's trial run of ``tx`` on a scratch state: raises its typed refusal. What a block records instead
+        of raising (a redundant no-op; on the relay chain also a charged failure) is refused here, for free."""
+        self.rules.app.execute_checked(state, tx, ctx)
 
     # -- RPC ------------------------------------------------------------------------------------
 

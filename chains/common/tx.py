@@ -9,6 +9,13 @@ Each chain registers its operations in an :class:`App`; ``bridge.*`` ops come fr
 :mod:`chains.common.bridge`, market ops from the chain's own package. An op validates and applies in
 one function that must raise a :class:`~protocol.errors.ProtocolError` before changing anything it
 should not; :meth:`App.execute_tx` rolls the whole transaction back on any such error.
+
+A relayer's transaction (:attr:`App.noop_ops`) whose op finds its work already done (``packet.replay``: a relay that
+lost a race to another relayer's identical one) stays in a block as a **redundant no-op**
+(:meth:`App.execute_in_block`): nothing it would write is kept but its sender's nonce, and the block's result records
+it ``ok`` with ``redundant`` (:func:`tx_result`). Leaving it out would leave its nonce unused, and every later
+transaction of its sender behind that gap. Admission still refuses it, for free (:meth:`App.execute_checked`,
+protocol SPEC §1).
 """
 
 from __future__ import annotations
@@ -49,6 +56,29 @@ def charged_failure(events: list[dict[str, Any]]) -> dict[str, Any] | None:
             return {"code": code, "disposition": disposition_of(code).value,
                     "message": str(ev.get("message", "charged failure")), "charged": True}
     return None
+
+
+REDUNDANT_TX = "tx_redundant"
+"""The event type by which an app reports a transaction kept in a block as a no-op (its op's work was done already,
+``packet.replay``): only its sender's nonce moved."""
+
+
+def redundant_event(tx: Tx, exc: ProtocolError) -> dict[str, Any]:
+    """The :data:`REDUNDANT_TX` event of ``tx``, whose op refused with ``exc`` (its message cut to 300 characters)."""
+    return {"type": REDUNDANT_TX, "account": tx.sender, "op": tx.op, "code": exc.code, "message": exc.message[:300]}
+
+
+def tx_result(tx_hash: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A block's result for the transaction ``tx_hash`` that executed with ``events``: ``ok`` false with the error of a
+    charged failure (:func:`charged_failure`), ``ok`` true with ``redundant`` (the code) for a redundant no-op,
+    else ``ok`` true."""
+    charged = charged_failure(events)
+    if charged is not None:
+        return {"tx": tx_hash, "ok": False, "error": charged}
+    for ev in events:
+        if ev.get("type") == REDUNDANT_TX:
+            return {"tx": tx_hash, "ok": True, "redundant": str(ev.get("code", ReplayError.code))}
+    return {"tx": tx_hash, "ok": True}
 
 
 MAX_TX_BYTES = 64 * 1024
@@ -191,6 +221,9 @@ class App:
     chain_id: str
     ops: dict[str, OpHandler] = field(default_factory=dict)
     begin_block_hooks: list[BlockHook] = field(default_factory=list)
+    noop_ops: frozenset[str] = frozenset()
+    """The relayers' ops, which a block keeps as a redundant no-op when their work was done already
+    (:meth:`execute_tx`); any other op's ``packet.replay`` leaves the block as every failure does."""
 
     def register(self, name: str, handler: OpHandler) -> None:
         if name in self.ops:
@@ -215,20 +248,47 @@ class App:
                              expected=acct["nonce"], got=tx.nonce)
 
     def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
-        """Check and run ``tx``; on a ProtocolError nothing changes (the nonce included) and it propagates."""
+        """Check and run ``tx``; on a ProtocolError nothing changes (the nonce included) and it propagates. What
+        admission's trial run executes (:meth:`execute_checked`): a redundant transaction is refused there, for
+        free."""
+        self.check_tx(state, tx)
+        return self._apply(state, tx, ctx)
+
+    def execute_checked(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """Admission's trial run: :meth:`execute_tx` (the relay chain's app keeps charged failures apart)."""
+        return self.execute_tx(state, tx, ctx)
+
+    def execute_in_block(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """Run ``tx`` as a transaction of a block (what the node runtimes call): as :meth:`execute_tx`, except that an
+        op of :attr:`noop_ops` refusing with ``packet.replay`` (its work done already) does not raise: nothing it
+        wrote is kept, its sender's nonce is used and its :data:`REDUNDANT_TX` event returned (module docstring)."""
+        self.check_tx(state, tx)
+        try:
+            return self._apply(state, tx, ctx)
+        except ProtocolError as exc:
+            if exc.code != ReplayError.code or tx.op not in self.noop_ops:
+                raise
+            with state.atomic():
+                use_nonce(state, tx.sender)
+            return [redundant_event(tx, exc)]
+
+    def _apply(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         with state.atomic():
-            self.check_tx(state, tx)
-            acct = state.get_json(account_path(tx.sender))
-            acct["nonce"] += 1
-            state.set_json(account_path(tx.sender), acct)
-            events = self.ops[tx.op](state, tx, ctx) or []
-        return events
+            use_nonce(state, tx.sender)
+            return self.ops[tx.op](state, tx, ctx) or []
 
     def begin_block(self, state: ChainState, ctx: BlockContext) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         for hook in self.begin_block_hooks:
             events += hook(state, ctx) or []
         return events
+
+
+def use_nonce(state: ChainState, sender: str) -> None:
+    """Move ``sender``'s account to its next nonce (the account exists: :meth:`App.check_tx` passed)."""
+    acct = state.get_json(account_path(sender))
+    acct["nonce"] += 1
+    state.set_json(account_path(sender), acct)
 
 
 def create_account(state: ChainState, name: str, pubkey: bytes) -> None:

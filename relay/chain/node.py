@@ -720,12 +720,6 @@ class RelayNode(ParkNode):
         """Pay one token of ``sender``'s bucket: a transaction of its was admitted."""
         self._account_buckets.take(sender, time.monotonic())
 
-    def _trial_execute(self, state: ChainState, tx: Tx, ctx: BlockContext) -> None:
-        """Admission refuses what a block would record as a charged failure (SPEC §6.9), for free, with its typed
-        error: only a transaction that admission let through and that failed later is charged."""
-        rules: RelayRules = self.rules  # type: ignore[assignment]
-        rules.sm.app.execute_checked(state, tx, ctx)
-
     def _prune_mempool(self) -> None:
         evidence = {h: tx for h, tx in self.mempool.items() if tx.op == EVIDENCE_SUBMIT}
         super()._prune_mempool()

@@ -52,7 +52,7 @@ from chains.common import jsonrpc as rpc
 from chains.common import wire
 from chains.common.node import MAX_BLOCK_TXS, BlockEntry, NodeConfig, NotFoundError, tx_root
 from chains.common.state import ChainState, canonical_json
-from chains.common.tx import BlockContext, Tx, account_path, charged_failure
+from chains.common.tx import BlockContext, Tx, account_path, tx_result
 from protocol.certificate import (
     CommitSignature,
     RelayCertificate,
@@ -574,7 +574,8 @@ class RelayAbciApp(Application):
             results.append(T.ExecTxResult(log=f"relay commit of height {ex.prev_commit.header.height}"))
         for r in ex.entry.tx_results:
             if r["ok"]:
-                results.append(T.ExecTxResult())
+                results.append(T.ExecTxResult(log=f"redundant no-op: {r['redundant']}") if "redundant" in r
+                               else T.ExecTxResult())
             else:
                 err = r["error"]
                 results.append(T.ExecTxResult(code=REFUSED, log=json.dumps(err, sort_keys=True),
@@ -661,8 +662,7 @@ class RelayAbciApp(Application):
                     raise
                 results.append({"tx": th, "ok": False, "error": exc.to_dict()})
                 continue
-            charged = charged_failure(tx_events)  # kept in the block, its charge stands (SPEC §6.9)
-            results.append({"tx": th, "ok": True} if charged is None else {"tx": th, "ok": False, "error": charged})
+            results.append(tx_result(th, tx_events))  # a charged failure's charge stands, a no-op its nonce (SPEC §6.9)
             events += [{**ev, "tx": th} for ev in tx_events]
         signing = self.rules.validator_set(head)  # the set the parent left in state signs this block (SPEC §7.7)
         header = RelayBlockHeader(RelayHeader(self.chain_id, height, time_ms, head.hash, tx_root(txs), state.root,

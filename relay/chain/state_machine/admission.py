@@ -20,27 +20,24 @@ pass — and raises:
   ``min_bond`` or a sender without a full bond, ``account.unbonding`` for an unbonding sender).
 
 Within one block, two relayers' identical transactions both pass admission against the block's
-parent state; the second fails in execution (``packet.replay``, nothing written). A block builder
-drops such transactions either by executing (:meth:`RelayStateMachine.build_block`, authoritative) or,
-before execution, with :func:`select_block_txs`, which keeps a transaction only if it brings a
-*work key* (a record it would newly write: a verified or outcome path, a client height, a governance
-nonce, an account) that no earlier transaction of the block brings.
+parent state; the second finds its work done in execution (``packet.replay``). A relay-work transaction stays in the
+block as a redundant no-op that uses its sender's nonce and writes nothing else (SPEC §6.9,
+:meth:`.app.RelayApp.execute_tx`): dropped, it would leave a gap before its sender's next nonce, and the node would
+drop every later transaction of that sender with it. Any other transaction so refused leaves the block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from chains.common.state import ChainState
 from chains.common.tx import Tx, account_path
-from protocol.errors import ClientFrozenError, ProtocolError, ReplayError
+from protocol.errors import ClientFrozenError, ReplayError
 from relay.chain.state_machine import requests as rq
-from relay.chain.state_machine.attest import check_attest_redundant, parse_attest
+from relay.chain.state_machine.attest import check_attest_redundant
 from relay.chain.state_machine.clients import RelayClientRouter, check_farmer_redundant
 from relay.chain.state_machine.governance import check_governance_nonce, gov_nonce_of, governance_nonce
 from relay.chain.state_machine.packets import check_confirmable, check_not_verified, packet_done
 
-__all__ = ["check_redundant", "select_block_txs", "work_keys"]
+__all__ = ["check_redundant"]
 
 
 def check_redundant(router: RelayClientRouter, state: ChainState, tx: Tx) -> None:
@@ -87,60 +84,3 @@ def check_redundant(router: RelayClientRouter, state: ChainState, tx: Tx) -> Non
             check_governance_nonce(state, nonce)
     elif op == rq.REGISTER and state.get(account_path(tx.sender)) is not None:
         raise ReplayError("account already registered", got=tx.sender)
-
-
-def work_keys(router: RelayClientRouter, state: ChainState, tx: Tx) -> frozenset[bytes]:
-    """The records ``tx`` would newly write that make a later identical relay redundant."""
-    op = tx.op
-    if op in (rq.VERIFY, rq.VERIFY_BATCH):
-        return frozenset(ref.verified_key for ref in rq.parse_verify(tx).refs)
-    if op == rq.CONFIRM_ACK:
-        return frozenset({rq.parse_confirm_ack(tx).ref.outcome_key})
-    if op == rq.CONFIRM_ACK_BATCH:
-        return frozenset(ref.outcome_key for ref in rq.parse_confirm_ack_batch(tx).refs)
-    if op == rq.CONFIRM_TIMEOUT:
-        return frozenset({rq.parse_confirm_timeout(tx).ref.outcome_key})
-    if op == rq.CLIENT_UPDATE:
-        req = rq.parse_client_update(tx)
-        _, ctype = router.pointer(state, req.chain_id)
-        return frozenset(f"relay/header/{req.chain_id}/{ctype.header_height(ctype.decode_header(raw))}".encode()
-                         for raw in req.headers)
-    if op == rq.CLIENT_MISBEHAVIOUR:
-        return frozenset({f"relay/freeze/{rq.parse_misbehaviour(tx).chain_id}".encode()})
-    if op == rq.CLIENT_REGISTER_FARMER:
-        req_f = rq.parse_register_farmer(tx)
-        return frozenset({f"relay/farmer/{req_f.chain_id}/{req_f.name}".encode()})
-    if op == rq.CLIENT_ATTEST:
-        req_a = parse_attest(tx)
-        return frozenset({f"relay/attest/{req_a.chain_id}/{req_a.height}/{tx.sender}".encode()})
-    if op in rq.GOVERNANCE_OPS:
-        return frozenset({f"relay/governance/nonce/{gov_nonce_of(tx.args, op)}".encode()})
-    if op == rq.REGISTER:
-        return frozenset({account_path(tx.sender)})
-    return frozenset()
-
-
-def select_block_txs(router: RelayClientRouter, state: ChainState,
-                     txs: Sequence[Tx]) -> tuple[list[Tx], list[tuple[Tx, ProtocolError]]]:
-    """Split candidate transactions into ``(kept, dropped)`` without executing them.
-
-    A transaction is dropped if :func:`check_redundant` refuses it against ``state`` (the parent of the
-    block being built), or if every work key it brings was brought by a transaction kept before it.
-    """
-    kept: list[Tx] = []
-    dropped: list[tuple[Tx, ProtocolError]] = []
-    seen: set[bytes] = set()
-    for tx in txs:
-        try:
-            check_redundant(router, state, tx)
-            keys = work_keys(router, state, tx)
-        except ProtocolError as exc:
-            dropped.append((tx, exc))
-            continue
-        if keys and keys <= seen:
-            dropped.append((tx, ReplayError("redundant within the block: an earlier transaction does this work",
-                                            got=tx.hash().hex())))
-            continue
-        seen |= keys
-        kept.append(tx)
-    return kept, dropped

@@ -11,8 +11,7 @@ and the same blocks give the same state root on every node. The node (consensus,
     in the mempool, against the head state (:mod:`relay.chain.state_machine.admission`).
 ``build_block(state, candidates, ctx)``
     as proposer: executes the candidates on ``state`` (a fresh :class:`ChainState` over the parent's
-    tree) and drops those that fail, redundant ones included, but keeps *charged failures* (below);
-    :meth:`select_block_txs` pre-filters without executing.
+    tree) and drops those that fail, but keeps *charged failures* and redundant no-ops (below).
 ``execute_block(state, txs, ctx)``
     as validator: executes a proposed block; a transaction that fails is recorded as failed and
     changes nothing (its nonce included), as on the park nodes.
@@ -23,7 +22,10 @@ key), which locks ``min_bond`` bond units funded beforehand under that name, or 
 grant, no bond). There are no fees; an unbonded sender is refused at admission, redundant relays are refused at
 admission for free, and a transaction of an account that fails in a block for a reason its sender could have
 checked is a **charged failure**: kept in the block as a no-op that uses the sender's nonce and counts against its
-bond (:meth:`RelayApp.execute_tx` returns its ``tx_failed`` event instead of raising).
+bond (:meth:`RelayApp.execute_tx` returns its ``tx_failed`` event instead of raising). A transaction that passed
+admission but whose work another relayer's transaction did first in the block (``packet.replay``) stays in it as a
+**redundant no-op**: it uses its nonce, counts nothing, and its result is ``ok`` with ``redundant``
+(:func:`chains.common.tx.tx_result`); leaving it out would leave a gap before its sender's next nonce.
 
 Operations and their arguments: :mod:`relay.chain.state_machine.requests`. State keys:
 :mod:`relay.chain.state_machine.keys`.
@@ -37,7 +39,17 @@ from typing import Any
 
 from chains.common import wire
 from chains.common.state import ChainState
-from chains.common.tx import ACCOUNT_RE, App, BlockContext, Tx, account_path, charged_failure, create_account
+from chains.common.tx import (
+    ACCOUNT_RE,
+    App,
+    BlockContext,
+    Tx,
+    account_path,
+    create_account,
+    redundant_event,
+    tx_result,
+    use_nonce,
+)
 from protocol.crypto import ed25519_verify
 from protocol.errors import CodecError, ProtocolError, ReplayError, UnknownClientError, WrongChainError
 from protocol.types import ChainId, check_id
@@ -102,10 +114,16 @@ class RelayApp(App):
 
     def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         """Run ``tx`` as a transaction of a block (what the node runtimes call). As :meth:`execute_checked`, except
-        that a charged failure (an op of :data:`CHARGED_OPS` refused with an error its sender could have checked,
+        that a relay-work op whose work was done already (``packet.replay``) is a redundant no-op that uses the nonce
+        (:meth:`chains.common.tx.App.execute_in_block`), and that a charged failure (an op of :data:`CHARGED_OPS`
+        refused with an error its sender could have checked,
         :func:`.bonds.counts_as_failure`, after the signature, nonce and bond checks passed) does not raise: the op's
         writes are undone, the sender's nonce is used and the failure counted (maybe slashed), and the
         ``tx_failed`` event (``account_slashed`` too) is returned."""
+        return self._execute(state, tx, ctx, charge=True)
+
+    def execute_in_block(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
+        """What the node runtimes run for a block's transaction: :meth:`execute_tx`."""
         return self._execute(state, tx, ctx, charge=True)
 
     def execute_checked(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
@@ -132,6 +150,11 @@ class RelayApp(App):
                 state.set_json(account_path(tx.sender), acct)
                 return self.ops[tx.op](state, tx, ctx) or []
         except ProtocolError as exc:
+            if charge and exc.code == ReplayError.code and tx.op in rq.RELAY_WORK_OPS:
+                # a race lost: a no-op that uses the nonce (SPEC §6.9)
+                with state.atomic():
+                    use_nonce(state, tx.sender)
+                return [redundant_event(tx, exc)]
             if not (charge and tx.op in CHARGED_OPS and bonds.counts_as_failure(exc)):
                 raise
             with state.atomic():
@@ -169,9 +192,10 @@ class BlockBuild:
     """What building a block produced: the transactions kept, in order, and those dropped."""
 
     included: list[Tx] = field(default_factory=list)
-    """Transactions that executed successfully, in block order."""
+    """Transactions kept, in block order: those that executed, charged failures and redundant no-ops."""
     dropped: list[tuple[Tx, ProtocolError]] = field(default_factory=list)
-    """Transactions left out, with the error that excluded them (``packet.replay`` for redundant ones)."""
+    """Transactions left out, with the error that excluded them (``packet.replay`` of a used nonce, a signature, an
+    unbonded sender...)."""
     events: list[Event] = field(default_factory=list)
     """Events of the included transactions."""
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -229,8 +253,8 @@ class RelayStateMachine:
         return self.app.execute_checked(state, tx, ctx)
 
     def execute_in_block(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[Event]:
-        """Run one transaction of a block: as :meth:`execute_tx`, but a charged failure is recorded and returns its
-        events (:meth:`RelayApp.execute_tx`, SPEC §6.9)."""
+        """Run one transaction of a block: as :meth:`execute_tx`, but a charged failure or a redundant no-op is
+        recorded and returns its events (:meth:`RelayApp.execute_tx`, SPEC §6.9)."""
         self._check_ctx(ctx)
         return self.app.execute_tx(state, tx, ctx)
 
@@ -251,19 +275,11 @@ class RelayStateMachine:
         admission.check_redundant(self.router, state, tx)
         self.app.check_tx(state, tx)
 
-    def work_keys(self, state: ChainState, tx: Tx) -> frozenset[bytes]:
-        return admission.work_keys(self.router, state, tx)
-
-    def select_block_txs(self, state: ChainState,
-                         txs: Sequence[Tx]) -> tuple[list[Tx], list[tuple[Tx, ProtocolError]]]:
-        """Pre-execution filter for a block builder: drops redundant transactions (see :mod:`admission`)."""
-        return admission.select_block_txs(self.router, state, txs)
-
     def build_block(self, state: ChainState, candidates: Sequence[Tx], ctx: BlockContext,
                     max_txs: int | None = None, max_bytes: int | None = None) -> BlockBuild:
-        """Execute ``candidates`` on ``state`` in :func:`fair_order`, keeping the ones that succeed (up to
-        ``max_txs``, and up to ``max_bytes`` of their canonical JSON: one that does not fit is left for a later
-        block, neither kept nor dropped)."""
+        """Execute ``candidates`` on ``state`` in :func:`fair_order`, keeping the ones that succeed, charged
+        failures and redundant no-ops (up to ``max_txs``, and up to ``max_bytes`` of their canonical JSON: one that
+        does not fit is left for a later block, neither kept nor dropped)."""
         out = BlockBuild()
         room = max_bytes
         for tx in fair_order(candidates):
@@ -281,8 +297,7 @@ class RelayStateMachine:
                 room -= size
             out.included.append(tx)
             th = tx.hash().hex()  # once per transaction, not per event (a batch has one per packet)
-            charged = charged_failure(events)
-            out.results.append({"tx": th, "ok": True} if charged is None else {"tx": th, "ok": False, "error": charged})
+            out.results.append(tx_result(th, events))
             out.events += [{**e, "tx": th} for e in events]
         return out
 
@@ -296,8 +311,7 @@ class RelayStateMachine:
             except ProtocolError as exc:
                 out.results.append({"tx": th, "ok": False, "error": exc.to_dict()})
                 continue
-            charged = charged_failure(events)
-            out.results.append({"tx": th, "ok": True} if charged is None else {"tx": th, "ok": False, "error": charged})
+            out.results.append(tx_result(th, events))
             out.events += [{**e, "tx": th} for e in events]
         return out
 

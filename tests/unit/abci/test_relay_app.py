@@ -397,7 +397,8 @@ def test_a_decided_block_with_a_bad_commit_item_stops_the_app(net: RelayNet) -> 
 
 def test_two_relayers_racing_one_client_update_the_second_is_refused_at_check_tx(tmp_path: Path) -> None:
     """The relay's admission (``check_admission``: redundant relays refused before they take block space), not only
-    execution: a header the client already holds would execute without error, as a wasted transaction."""
+    execution: a header the client already holds would execute without error, as a wasted transaction. Two updates
+    that both passed CheckTx reach one proposal: the second stays in the block as a no-op that uses its nonce."""
     h = RelayHarness(trusting_period_ms=10 * 365 * 86_400_000)
     net = RelayNet(tmp_path, extra_genesis={k: v for k, v in h.genesis.items() if k != "validators"},
                    client_types=[SINGLE_SIGNER_TYPE])
@@ -413,8 +414,9 @@ def test_two_relayers_racing_one_client_update_the_second_is_refused_at_check_tx
         forged = raw(type(forged)(forged.chain_id, forged.sender, forged.nonce, forged.op, forged.args, bytes(64)))
         assert check(net, forged).codespace == "packet.replay", "redundancy is refused before any signature work"
         items = net.run([first, second])
-        assert items == (first,), "the proposer keeps one of the two"
-        assert [r.code for r in net.results[1].tx_results] == [0]
+        assert items == (first, second), "the proposer keeps the second as a no-op that uses its nonce"
+        assert [r.code for r in net.results[1].tx_results] == [0, 0]
+        assert net.results[1].tx_results[1].log == "redundant no-op: packet.replay"
         assert check(net, second, recheck=True).codespace == "packet.replay"
     finally:
         net.close()

@@ -1,4 +1,5 @@
-"""Redundant relays are refused at admission, cheaply, and dropped from blocks (SPEC.md §1 Trust)."""
+"""Redundant relays are refused at admission, cheaply, and kept in blocks as no-ops that use only their nonce
+(SPEC.md §1 Trust, §6.9)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from protocol.errors import (
     ClientFrozenError,
     CodecError,
     IllegalTransitionError,
-    ProtocolError,
     ReplayError,
     SignatureError,
     WrongChainError,
@@ -157,54 +157,58 @@ def _two_relayers_same_work(h: RelayHarness) -> tuple[list[Tx], list[Tx]]:
     nonce_a = h.state.get_json(b"accounts/relayer-a")["nonce"]
     nonce_b = h.state.get_json(b"accounts/relayer-b")["nonce"]
     a = [h.tx(op, args, "relayer-a", nonce=nonce_a + i) for i, (op, args) in enumerate(work)]
-    # relayer-b's copies all fail, and a failed transaction does not consume its nonce
-    b = [h.tx(op, args, "relayer-b", nonce=nonce_b) for op, args in work]
+    # relayer-b's copies all find their work done, and each is kept as a no-op that uses its nonce
+    b = [h.tx(op, args, "relayer-b", nonce=nonce_b + i) for i, (op, args) in enumerate(work)]
     return a, b
 
 
-def test_in_block_duplicates_fail_in_execution_and_change_nothing(h: RelayHarness) -> None:
+def test_in_block_duplicates_are_no_ops_that_use_only_their_nonce(h: RelayHarness) -> None:
     a, b = _two_relayers_same_work(h)
-    for tx in a + b:  # each passes admission against the parent state (nonces aside)
+    for tx in a + b:  # each passes admission's replay checks against the parent state
         h.sm.check_redundant(h.state, tx)
     from chains.common.state import ChainState
+    from chains.common.tx import use_nonce
 
     only_a = ChainState(h.state.tree)
     h.sm.execute_block(only_a, a, h.ctx())
+    for _ in b:
+        use_nonce(only_a, "relayer-b")
     interleaved = ChainState(h.state.tree)
     result = h.sm.execute_block(interleaved, [a[0], b[0], a[1], b[1], a[2], b[2]], h.ctx())
-    assert [r["ok"] for r in result.results] == [True, False, True, False, True, False]
-    assert {r["error"]["code"] for r in result.results if not r["ok"]} == {"packet.replay"}
-    assert interleaved.root == only_a.root  # the failed duplicates wrote nothing, not even their nonces
+    assert all(r["ok"] for r in result.results)
+    assert [r.get("redundant") for r in result.results] == [None, "packet.replay"] * 3
+    b_events = [e for e in result.events if e["tx"] in {t.hash().hex() for t in b}]
+    assert [(e["type"], e["op"]) for e in b_events] == [("tx_redundant", t.op) for t in b]
+    assert interleaved.root == only_a.root  # the duplicates wrote nothing but their sender's nonces
 
 
-def test_block_builders_drop_duplicates(h: RelayHarness) -> None:
-    a, b = _two_relayers_same_work(h)
-    candidates = [a[0], b[0], a[1], b[1], a[2], b[2]]
-    kept, dropped = h.sm.select_block_txs(h.state, candidates)
-    assert kept == a and [t for t, _ in dropped] == b
-    assert all(isinstance(e, ReplayError) for _, e in dropped)
+def test_a_used_nonce_is_no_no_op(h: RelayHarness) -> None:
+    """Only work found done is a no-op: a transaction whose nonce was used (``packet.replay`` too) fails as before."""
+    a, _ = _two_relayers_same_work(h)
     from chains.common.state import ChainState
 
-    build = h.sm.build_block(ChainState(h.state.tree), candidates, h.ctx())
-    assert build.included == a and [t for t, _ in build.dropped] == b
-    assert all(e.code == "packet.replay" for _, e in build.dropped)
-    assert [e["type"] for e in build.events] == ["client_updated", "packet_verified", "packet_acked"]
+    state = ChainState(h.state.tree)
+    result = h.sm.execute_block(state, [a[0], a[0]], h.ctx())
+    assert [r["ok"] for r in result.results] == [True, False]
+    assert result.results[1]["error"]["code"] == "packet.replay" and "redundant" not in result.results[1]
+    build = h.sm.build_block(ChainState(h.state.tree), [a[0], a[0]], h.ctx())
+    assert build.included == [a[0]] and [e.code for _, e in build.dropped] == ["packet.replay"]
 
 
-def test_work_keys(h: RelayHarness) -> None:
-    a, _ = _two_relayers_same_work(h)
-    keys = [h.sm.work_keys(h.state, tx) for tx in a]
-    assert keys[0] == {f"relay/header/{DPOS}/{h.feeds[DPOS].height}".encode()}
-    assert keys[1] == {b"relay/verified/dpos-park/poc-park/lane-0/2"}
-    assert keys[2] == {b"relay/outcome/dpos-park/poc-park/lane-0/1"}
+def test_block_builders_keep_duplicates_as_no_ops(h: RelayHarness) -> None:
+    a, b = _two_relayers_same_work(h)
+    candidates = [a[0], b[0], a[1], b[1], a[2], b[2]]
+    from chains.common.state import ChainState
 
-
-def test_select_drops_what_admission_refuses(h: RelayHarness) -> None:
-    p = h.send()
-    args = h.verify_args(p)
-    h.submit("packet.verify", args)
-    kept, dropped = h.sm.select_block_txs(h.state, [h.tx("packet.verify", args, "relayer-b")])
-    assert kept == [] and isinstance(dropped[0][1], ProtocolError)
+    state = ChainState(h.state.tree)
+    nonce_b = state.get_json(b"accounts/relayer-b")["nonce"]
+    build = h.sm.build_block(state, candidates, h.ctx())
+    assert build.included == candidates and build.dropped == []
+    assert [e["type"] for e in build.events] == ["client_updated", "tx_redundant", "packet_verified", "tx_redundant",
+                                                 "packet_acked", "tx_redundant"]
+    assert state.get_json(b"accounts/relayer-b")["nonce"] == nonce_b + 3, "no gap before relayer-b's next nonce"
+    with pytest.raises(ReplayError):  # admission refuses the same work again, for free
+        h.sm.check_admission(state, h.tx("packet.verify", b[1].args, "relayer-b", nonce=nonce_b + 3))
 
 
 def test_block_builders_keep_a_block_within_its_byte_bound(h: RelayHarness) -> None:

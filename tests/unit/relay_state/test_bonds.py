@@ -246,14 +246,15 @@ def test_a_block_builder_keeps_a_charged_failure_and_a_trial_run_refuses_it_for_
     conserved(h)
 
 
-def test_a_redundant_relay_that_lost_a_race_is_not_charged(h: RelayHarness) -> None:
+def test_a_redundant_relay_that_lost_a_race_is_a_no_op_and_not_charged(h: RelayHarness) -> None:
     bonded_newcomer(h)
     _, args = h.header_args(DPOS)
     a, b = h.tx("client.update", args, "relayer-a"), h.tx("client.update", args, NEWCOMER)
     before = acct(h)
     results = in_block(h, [a, b])
-    assert [r["ok"] for r in results] == [True, False] and results[1]["error"]["code"] == "packet.replay"
-    assert acct(h) == before  # not counted, nonce unused
+    assert [r["ok"] for r in results] == [True, True] and results[1]["redundant"] == "packet.replay"
+    assert [e["type"] for e in results[1]["events"]] == ["tx_redundant"]
+    assert acct(h) == {**before, "nonce": before["nonce"] + 1}  # not counted; the nonce used, so no gap after it
     conserved(h)
 
 
