@@ -59,7 +59,9 @@ Also printed:
                               accepted transfer, every one of them settled), after the run; ``committed`` is the
                               send_packet events the bench saw (fewer when a DPoS reorg replaced a block it had
                               read at the head)
-  redundant_relays_in_blocks  failed transactions that reached a block on any chain (two relayers race)
+  redundant_relays_in_blocks  failed transactions that reached a block on any chain
+  redundant_noops_in_blocks   relays that lost a race to another relayer's in the same block and stayed in it as
+                              no-ops that use their sender's nonce (protocol SPEC §1 Trust)
   relay_node_peak_rss_mb      peak RSS of relay validator op-a (VmHWM)
   relay_rpc_requests_per_s    JSON-RPC requests op-a answered per second (``/rpc`` and ``/ws``, every client) while
                               the transfers ran: what the relayers and the bench ask of it (``[limits]`` sizes)
@@ -587,11 +589,13 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
                            dst_time=dst_log.time_ms, dst_final=dst_log.finality(dst_log.events["write_ack"].values()))
         escrow = (await clients[src].call("query", {"key": "escrow/kWh"}))["value"]
         supply = (await clients[dst].call("query", {"key": f"supply/{LANE}/{src}/kWh"}))["value"]
-        failed = 0
+        failed = noops = 0
         for c in clients.values():
             head = (await c.call("status"))["height"]
             for h in range(1, head + 1):
-                failed += sum(1 for r in (await c.call("getBlock", {"height": h}))["tx_results"] if not r["ok"])
+                results = (await c.call("getBlock", {"height": h}))["tx_results"]
+                failed += sum(1 for r in results if not r["ok"])
+                noops += sum(1 for r in results if r.get("redundant"))
         e = int(bytes.fromhex(escrow).decode()) if escrow else 0
         v = int(bytes.fromhex(supply).decode()) if supply else 0
         lat50, lat95 = p50_p95(latencies)
@@ -611,7 +615,8 @@ async def run(src: str, dst: str, mode: str, n: int, root: Path, *, rate: float 
             # events the bench saw may be fewer: a block it read at the head can be replaced by a DPoS reorg
             "committed": len(sent), "supply_conserved": e == v == max(accepted, len(sent)), "escrow_wh": e,
             "vouchers_wh": v,
-            "redundant_relays_in_blocks": failed, "lib_unknown_blocks": src_log.lib_unknown + dst_log.lib_unknown,
+            "redundant_relays_in_blocks": failed, "redundant_noops_in_blocks": noops,
+            "lib_unknown_blocks": src_log.lib_unknown + dst_log.lib_unknown,
             "relay_node_peak_rss_mb": round(_rss_peak_mb(d.procs[("relay", "op-a")].pid), 1),
             "relayer_peak_rss_mb": round(relayer_rss, 1),
             "relay_node_rss_mb": round(relay_rss_now, 1), "relayer_rss_mb": round(relayer_rss_now, 1),

@@ -87,9 +87,9 @@ class ClientUpdates:
         """Whether this relayer feeds the relay's client of ``chain_id`` the park's headers up to ``top`` now. The
         relayers take turns per header (rendezvous order of ``update/{chain}/{top}``): the first feeds at once, the
         n-th once the header has been due here for (n - 1) x :data:`FEED_TAKEOVER_S`. Every relayer following a
-        park's heads sent the same update at once otherwise, and the relay leaves all but the first out of its block,
-        and with each one every later transaction of its sender (a nonce gap): the losing relayer's proofs behind
-        its update were lost every time."""
+        park's heads sent the same update at once otherwise: the relay keeps all but the first in its block as
+        redundant no-ops (SPEC §1 Trust), each a signature check and block space for nothing. (Before those no-ops,
+        the relay left them out, and with each one every later transaction of its sender, behind the nonce gap.)"""
         if len(self.peers) < 2:
             return True
         rank = self.turn_order(f"update/{chain_id}/{top}", "update").index(self.name)
