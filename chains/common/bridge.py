@@ -1537,13 +1537,6 @@ def register_bridge_ops(app: App, hooks: BridgeHooks | None = None) -> None:
     """
     for name, op in bridge_ops(hooks).items():
         app.register(name, op)
-    app.noop_ops = app.noop_ops | RELAYER_OPS
-
-
-RELAYER_OPS = frozenset({"bridge.recv", "bridge.recv_batch", "bridge.settle", "bridge.settle_batch",
-                         "bridge.update_lane", "bridge.update_relay_validators"})
-"""The bridge ops relayers race each other to submit: one whose work another's did first in the block stays in it as
-a no-op that uses its sender's nonce (:attr:`chains.common.tx.App.noop_ops`)."""
 
 
 def bridge_ops(hooks: BridgeHooks | None = None) -> dict[str, BridgeOp]:

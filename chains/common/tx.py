@@ -10,12 +10,9 @@ Each chain registers its operations in an :class:`App`; ``bridge.*`` ops come fr
 one function that must raise a :class:`~protocol.errors.ProtocolError` before changing anything it
 should not; :meth:`App.execute_tx` rolls the whole transaction back on any such error.
 
-A relayer's transaction (:attr:`App.noop_ops`) whose op finds its work already done (``packet.replay``: a relay that
-lost a race to another relayer's identical one) stays in a block as a **redundant no-op**
-(:meth:`App.execute_in_block`): nothing it would write is kept but its sender's nonce, and the block's result records
-it ``ok`` with ``redundant`` (:func:`tx_result`). Leaving it out would leave its nonce unused, and every later
-transaction of its sender behind that gap. Admission still refuses it, for free (:meth:`App.execute_checked`,
-protocol SPEC §1).
+A park leaves a transaction that fails out of its block. The relay chain keeps two kinds in its blocks (its
+``RelayApp``): charged failures and redundant no-ops, which use their sender's nonce; :func:`tx_result` is the
+block's result for any of them.
 """
 
 from __future__ import annotations
@@ -221,9 +218,6 @@ class App:
     chain_id: str
     ops: dict[str, OpHandler] = field(default_factory=dict)
     begin_block_hooks: list[BlockHook] = field(default_factory=list)
-    noop_ops: frozenset[str] = frozenset()
-    """The relayers' ops, which a block keeps as a redundant no-op when their work was done already
-    (:meth:`execute_tx`); any other op's ``packet.replay`` leaves the block as every failure does."""
 
     def register(self, name: str, handler: OpHandler) -> None:
         if name in self.ops:
@@ -259,18 +253,9 @@ class App:
         return self.execute_tx(state, tx, ctx)
 
     def execute_in_block(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
-        """Run ``tx`` as a transaction of a block (what the node runtimes call): as :meth:`execute_tx`, except that an
-        op of :attr:`noop_ops` refusing with ``packet.replay`` (its work done already) does not raise: nothing it
-        wrote is kept, its sender's nonce is used and its :data:`REDUNDANT_TX` event returned (module docstring)."""
-        self.check_tx(state, tx)
-        try:
-            return self._apply(state, tx, ctx)
-        except ProtocolError as exc:
-            if exc.code != ReplayError.code or tx.op not in self.noop_ops:
-                raise
-            with state.atomic():
-                use_nonce(state, tx.sender)
-            return [redundant_event(tx, exc)]
+        """Run ``tx`` as a transaction of a block (what the node runtimes call): on a park, :meth:`execute_tx` (a
+        failure leaves the block); the relay chain's app records some failures instead."""
+        return self.execute_tx(state, tx, ctx)
 
     def _apply(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         with state.atomic():

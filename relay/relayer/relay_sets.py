@@ -110,8 +110,7 @@ class RelaySetSync:
                         tx = await target.submit(UPDATE_OP, rotation_args(kind, rot))
                         result = await target.track(tx, TRACK_TIMEOUT_S)
                         err = result.get("error") if not result.get("ok") else None
-                        # a rotation another relayer delivered first in the same block is kept as a no-op
-                        code = err.get("code") if isinstance(err, dict) else result.get("redundant")
+                        code = err.get("code") if isinstance(err, dict) else None
                     except ProtocolError as exc:
                         code = exc.code
                         if exc.disposition is Disposition.RETRY_SOON and attempt < RACE_RETRIES:
@@ -163,9 +162,7 @@ class RelaySetSync:
         rot = Rotation(int(commit["header"]["height"]) + 1, commit, validators)
         tx = await target.submit(UPDATE_OP, rotation_args(kind, rot))
         result = await target.track(tx, TRACK_TIMEOUT_S)
-        if result.get("redundant"):
-            self.log.info("relay set trust of %s was refreshed by another relayer in the same block", chain_id)
-        elif result.get("ok"):
+        if result.get("ok"):
             self.refreshed += 1
             self.log.info("relay set trust of %s refreshed to relay height %d (%d ms of %d were left)", chain_id,
                           rot.from_height - 1, int(trusted) + period - header_time, period)

@@ -482,12 +482,12 @@ class Relayer(ClientUpdates):
 
     async def _reclaim_dropped(self, chain: ChainLink) -> None:
         """Offer again at once what the chain's node dropped from its mempool without a block. A node keeps a sender's
-        transactions only as a run of nonces from the account's; when a block leaves one out (one the state moved
-        under: a recv past its timeout, a proof refused), every later one of the sender is dropped after it,
-        silently. A relay another relayer made first no longer does this: it stays in the block as a no-op that uses
-        its nonce (SPEC §6.9); before, it was the cause of most drops. Each dropped one holds its packets' in-flight
-        wait (:data:`RESUBMIT_AFTER_S`): without this, those packets waited six seconds for nothing (issue 16: the
-        6-7 s phase-3 p95 of one run in two).
+        transactions only as a run of nonces from the account's; when a block leaves one out (on a park, a copy of a
+        recv or settle another relayer made first; a recv past its timeout), every later one of the sender is dropped
+        after it, silently. On the relay chain a copy of another relayer's relay stays in the block as a no-op that
+        uses its nonce (SPEC §1 Trust). Each dropped one holds its packets' in-flight wait (:data:`RESUBMIT_AFTER_S`):
+        without this, those packets waited six seconds for nothing (issue 16: the 6-7 s phase-3 p95 of one run in
+        two).
 
         A transaction whose nonce is below the account's has reached a block; one at or above the account's nonce
         plus what the node holds pending is gone. Only submissions admitted before the account is read are judged
