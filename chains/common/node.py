@@ -787,8 +787,8 @@ class ParkNode:
                 raise refused from None
 
     def _trial_execute(self, state: ChainState, tx: Tx, ctx: BlockContext) -> None:
-        """Admission's trial run of ``tx`` on a scratch state: raises its typed refusal. What a block records instead
-        of raising (a redundant no-op; on the relay chain also a charged failure) is refused here, for free."""
+        """Admission's trial run of ``tx`` on a scratch state: raises its typed refusal. What a relay block records
+        instead of raising (a charged failure, a redundant no-op) is refused here, for free."""
         self.rules.app.execute_checked(state, tx, ctx)
 
     # -- RPC ------------------------------------------------------------------------------------

@@ -115,15 +115,11 @@ class RelayApp(App):
     def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         """Run ``tx`` as a transaction of a block (what the node runtimes call). As :meth:`execute_checked`, except
         that a relay-work op whose work was done already (``packet.replay``) is a redundant no-op that uses the nonce
-        (:meth:`chains.common.tx.App.execute_in_block`), and that a charged failure (an op of :data:`CHARGED_OPS`
+        (``tx_redundant``, SPEC §1 Trust), and that a charged failure (an op of :data:`CHARGED_OPS`
         refused with an error its sender could have checked,
         :func:`.bonds.counts_as_failure`, after the signature, nonce and bond checks passed) does not raise: the op's
         writes are undone, the sender's nonce is used and the failure counted (maybe slashed), and the
         ``tx_failed`` event (``account_slashed`` too) is returned."""
-        return self._execute(state, tx, ctx, charge=True)
-
-    def execute_in_block(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
-        """What the node runtimes run for a block's transaction: :meth:`execute_tx`."""
         return self._execute(state, tx, ctx, charge=True)
 
     def execute_checked(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
