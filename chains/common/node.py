@@ -476,7 +476,7 @@ class ParkNode:
         for tx in txs:
             th = tx.hash().hex()  # once: a batch's hundred events would each re-encode the whole transaction
             try:
-                tx_events = self.rules.app.execute_in_block(state, tx, ctx)
+                tx_events = self.rules.app.execute_tx(state, tx, ctx)
                 results.append(tx_result(th, tx_events))
                 for ev in tx_events:
                     events.append({**ev, "tx": th})
@@ -686,7 +686,7 @@ class ParkNode:
             if size > room:
                 continue  # the block is full for it (a smaller one may still fit); next block
             try:
-                self.rules.app.execute_in_block(state, tx, ctx)
+                self.rules.app.execute_tx(state, tx, ctx)
                 txs.append(tx)
                 room -= size
             except ProtocolError as exc:

@@ -242,19 +242,15 @@ class App:
                              expected=acct["nonce"], got=tx.nonce)
 
     def execute_tx(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
-        """Check and run ``tx``; on a ProtocolError nothing changes (the nonce included) and it propagates."""
+        """Check and run ``tx``; on a ProtocolError nothing changes (the nonce included) and it propagates. What the
+        node runtimes run for a block's transaction: on a park a failure leaves the block; the relay chain's app
+        records charged failures and redundant no-ops instead."""
         self.check_tx(state, tx)
         return self._apply(state, tx, ctx)
 
     def execute_checked(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
         """Admission's trial run: :meth:`execute_tx` (the relay chain's app refuses here, for free, what its blocks
         record instead of raising)."""
-        return self.execute_tx(state, tx, ctx)
-
-    def execute_in_block(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:
-        """Run ``tx`` as a transaction of a block (what the node runtimes call): :meth:`execute_tx`. On a park a
-        failure leaves the block; the relay chain's app (whose ``execute_tx`` is its block semantics) records charged
-        failures and redundant no-ops instead."""
         return self.execute_tx(state, tx, ctx)
 
     def _apply(self, state: ChainState, tx: Tx, ctx: BlockContext) -> list[dict[str, Any]]:

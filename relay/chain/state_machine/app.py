@@ -141,9 +141,7 @@ class RelayApp(App):
         self.check_tx(state, tx)  # never charged: the sender is not proven (signature), not in turn, or not bonded
         try:
             with state.atomic():
-                acct = state.get_json(account_path(tx.sender))
-                acct["nonce"] += 1
-                state.set_json(account_path(tx.sender), acct)
+                use_nonce(state, tx.sender)
                 return self.ops[tx.op](state, tx, ctx) or []
         except ProtocolError as exc:
             if charge and exc.code == ReplayError.code and tx.op in rq.RELAY_WORK_OPS:
