@@ -38,20 +38,21 @@ _LEAF = b"\x00"
 _INNER = b"\x01"
 _sha = hashlib.sha256
 _decompress = zlib.decompress
+_IS_32 = (32).__eq__
 _PACK_WBITS = 13
 _PACK_MEM_LEVEL = 5
 """The deflate state a packed leaf is compressed with: an 8 KiB window (larger than the values packed: ABI records of
 a few hundred bytes, packets as 1,536 bytes of hex) and 48 KiB of state in all. ``zlib.compress`` uses a 32 KiB
-window and memory level 8, 256 KiB that glibc takes from the system and gives back on every call (``brk`` both ways,
-the pages faulted in again): ~50 us a value against ~6 us (``bench/state_tree.py``). Any window decompresses with
-``zlib.decompress``'s default."""
+window and memory level 8: 256 KiB that glibc, under the heap settings every node runs with (a trim threshold of
+128 KiB, ``chains.common.heap.tune_heap``), takes from the system and gives back on every call (``brk`` both ways, the
+pages faulted in again): ~50 us a value against ~6 us (``bench/state_tree.py``). Any window decompresses with
+``zlib.decompress``'s default; packed bytes never leave memory."""
 
 
 def _pack(value: bytes) -> bytes:
     """``value`` deflated at level 1 in a zlib stream (:data:`_PACK_WBITS`)."""
     c = zlib.compressobj(1, zlib.DEFLATED, _PACK_WBITS, _PACK_MEM_LEVEL)
     return c.compress(value) + c.flush()
-_IS_32 = (32).__eq__
 
 
 def leaf_hash(key_hash: bytes, value_hash: bytes) -> bytes:
