@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -295,6 +296,19 @@ def _abi_like(rng: random.Random, n: int) -> bytes:
     return b"".join(bytes(32 - (k := rng.randint(0, 12))) + rng.randbytes(k) for _ in range(n))
 
 
+def _leaf_nodes(tree: SparseMerkleTree) -> dict[bytes, Any]:
+    """The tree's leaf objects by key (a walk of its internals)."""
+    leaves: dict[bytes, Any] = {}
+    stack: list[Any] = [tree._root]
+    while stack:
+        node = stack.pop()
+        if hasattr(node, "left"):
+            stack += [node.left, node.right]
+        elif node is not None:
+            leaves[node.key] = node
+    return leaves
+
+
 def test_large_values_kept_compressed_read_hash_and_prove_as_themselves() -> None:
     rng = random.Random(16)
     items = {rng.randbytes(12): _abi_like(rng, rng.randint(8, 20)) for _ in range(200)}
@@ -313,15 +327,7 @@ def test_large_values_kept_compressed_read_hash_and_prove_as_themselves() -> Non
         with pytest.raises(InvalidProofError):
             verify_membership(tree.root, k, v + b"\x00", proof)
     assert dict(tree.items()) == items
-    kinds = {}
-    stack = [tree._root]
-    while stack:
-        node = stack.pop()
-        if hasattr(node, "left"):
-            stack += [node.left, node.right]
-        elif node is not None:
-            kinds[node.key] = type(node).__name__
-    packed = {k for k, name in kinds.items() if name == "_PackedLeaf"}
+    packed = {k for k, node in _leaf_nodes(tree).items() if type(node).__name__ == "_PackedLeaf"}
     assert packed == {k for k, v in items.items() if len(v) >= 256 and v.count(0) > len(v) // 2}
     assert len(packed) > 100
 
@@ -334,12 +340,9 @@ def test_packed_values_are_deflated_with_a_small_window_and_any_size_reads_back(
     for words in (8, 48, 256, 2048):  # 256 B .. 64 KiB
         value = _abi_like(rng, words)
         tree = SparseMerkleTree().set_many([(b"k", value), (b"other", b"x")])
-        stack = [tree._root]
-        while (leaf := stack.pop()) is None or hasattr(leaf, "left") or leaf.key != b"k":
-            if hasattr(leaf, "left"):
-                stack += [leaf.left, leaf.right]  # type: ignore[union-attr]
+        leaf = _leaf_nodes(tree)[b"k"]
         assert type(leaf).__name__ == "_PackedLeaf"
-        packed = leaf._packed  # type: ignore[union-attr]
+        packed = leaf._packed
         assert len(packed) * 2 < len(value)
         assert (packed[0] >> 4) + 8 <= 13, "the zlib header declares a window over 8 KiB"
         assert tree.get(b"k") == value
